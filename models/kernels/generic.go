@@ -1,0 +1,18 @@
+//go:build !amd64 || purego
+
+package kernels
+
+// HasAVX2 reports whether the AVX2+FMA assembly kernels are in use.
+func HasAVX2() bool { return false }
+
+func dot(a, b []float32) float32                    { return refDot(a, b) }
+func axpy(alpha float32, x, y []float32)            { refAxpy(alpha, x, y) }
+func scale(alpha float32, x []float32)              { refScale(alpha, x) }
+func matVecF32(y, w, x []float32, r0, r1, cols int) { refMatVecF32(y, w, x, r0, r1, cols) }
+func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, c int) {
+	refMatVecBF16(y, w, x, r0, r1, c)
+}
+func matVecF16(y []float32, w []uint16, x []float32, r0, r1, c int) { refMatVecF16(y, w, x, r0, r1, c) }
+func rmsNorm(y, x, w []float32, eps float32)                        { refRMSNorm(y, x, w, eps) }
+func softmax(x []float32)                                           { refSoftmax(x) }
+func siluMul(y, gate, up []float32)                                 { refSiLUMul(y, gate, up) }

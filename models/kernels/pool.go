@@ -1,0 +1,146 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// task is one parallel job: run processes the index range [lo, hi).
+type task interface{ run(lo, hi int) }
+
+// funcTask adapts a plain function to task.
+type funcTask func(lo, hi int)
+
+func (f funcTask) run(lo, hi int) { f(lo, hi) }
+
+// Pool is a fixed set of worker goroutines that split index ranges between
+// them. The calling goroutine takes the first share itself, so a Pool of
+// Threads() == t keeps t-1 goroutines parked between calls. Calls never start
+// goroutines; the kernels of this package allocate nothing per call.
+//
+// A Pool runs one For at a time: a For issued while another is in progress
+// (from another goroutine, or nested inside fn) runs inline on its caller.
+// A nil *Pool is valid and runs everything inline.
+type Pool struct {
+	threads int
+	mu      sync.Mutex
+
+	// current job, written under mu before workers are woken
+	t      task
+	n      int
+	chunks int
+	next   atomic.Int64 // next chunk index to claim
+	done   sync.WaitGroup
+	wake   []chan struct{}
+
+	// preallocated kernel jobs so that kernels do not allocate per call
+	mv  matVecTask
+	mm  matMulTask
+	gem gemmTask
+}
+
+// NewPool starts threads-1 worker goroutines (threads <= 0 means
+// runtime.NumCPU()). The workers live as long as the process; a Pool is meant
+// to be created once per model.
+func NewPool(threads int) *Pool {
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	p := &Pool{threads: threads}
+	p.wake = make([]chan struct{}, threads-1)
+	for i := range p.wake {
+		c := make(chan struct{}, 1)
+		p.wake[i] = c
+		go p.worker(c)
+	}
+	return p
+}
+
+// Threads reports the number of threads For splits work over (1 for a nil Pool).
+func (p *Pool) Threads() int {
+	if p == nil {
+		return 1
+	}
+	return p.threads
+}
+
+func (p *Pool) worker(wake chan struct{}) {
+	for range wake {
+		p.work()
+		p.done.Done()
+	}
+}
+
+// work claims chunks of the current job until none are left.
+func (p *Pool) work() {
+	n, chunks := p.n, p.chunks
+	for {
+		c := int(p.next.Add(1) - 1)
+		if c >= chunks {
+			return
+		}
+		lo := c * n / chunks
+		hi := (c + 1) * n / chunks
+		if lo < hi {
+			p.t.run(lo, hi)
+		}
+	}
+}
+
+// For calls fn over disjoint sub-ranges covering [0, n), in parallel over the
+// pool's threads, and returns when all are done. fn must be safe to call
+// concurrently on disjoint ranges. With a nil pool, one thread, or n <= 1 it
+// simply calls fn(0, n) (if n > 0).
+func (p *Pool) For(n int, fn func(lo, hi int)) {
+	if n <= 0 {
+		return
+	}
+	p.run(n, p.Threads()*4, funcTask(fn))
+}
+
+// run splits [0, n) into at most maxChunks chunks and runs t over them in
+// parallel, or inline when the pool is nil, single-threaded or busy.
+func (p *Pool) run(n, maxChunks int, t task) {
+	if n <= 0 {
+		return
+	}
+	if n == 1 || maxChunks <= 1 || !p.acquire() {
+		t.run(0, n)
+		return
+	}
+	p.runLocked(n, maxChunks, t)
+	p.mu.Unlock()
+}
+
+// acquire takes the pool for one parallel job. It reports false for a nil or
+// single-threaded pool and when the pool is busy (the caller then runs inline).
+func (p *Pool) acquire() bool {
+	return p != nil && p.threads > 1 && p.mu.TryLock()
+}
+
+// runLocked runs t over [0, n) split into min(maxChunks, n) chunks claimed
+// dynamically by the caller and the workers. p.mu must be held.
+func (p *Pool) runLocked(n, maxChunks int, t task) {
+	chunks := maxChunks
+	if chunks > n {
+		chunks = n
+	}
+	if chunks <= 1 {
+		t.run(0, n)
+		return
+	}
+	p.t, p.n, p.chunks = t, n, chunks
+	p.next.Store(0)
+	workers := p.threads - 1
+	if workers > chunks-1 {
+		workers = chunks - 1
+	}
+	p.done.Add(workers)
+	for i := 0; i < workers; i++ {
+		p.wake[i] <- struct{}{}
+	}
+	p.work()
+	p.done.Wait()
+	p.t = nil
+}
