@@ -51,6 +51,7 @@ type Template struct {
 	reasoning bool   // the template renders reasoning_content itself
 	genPrompt string // text add_generation_prompt appends after a user turn ("" if unknown)
 	turnEnd   string // end-of-turn marker following an assistant turn's content ("" if unknown)
+	helpers   map[string]jinja.Value
 }
 
 // Sentinels: private-use code points that do not occur in normal text; used to probe templates and to
@@ -64,13 +65,17 @@ const (
 // New compiles a chat template. source "" selects DefaultTemplate. bosToken/eosToken are the token
 // strings ("" when the tokenizer has none).
 func New(source, bosToken, eosToken string) (*Template, error) {
-	t := &Template{source: source, bos: bosToken, eos: eosToken}
+	t := &Template{source: source, bos: bosToken, eos: eosToken, helpers: helperVars()}
 	if strings.TrimSpace(source) == "" {
 		t.source, t.isDefault = DefaultTemplate, true
 	}
-	tpl, err := jinja.Compile(t.source)
+	tpl, err := jinja.Compile(preprocess(t.source))
 	if err != nil {
-		return nil, fmt.Errorf("chat template: %w", err)
+		// fall back to the unmodified source; report its error if that fails too
+		var err2 error
+		if tpl, err2 = jinja.Compile(t.source); err2 != nil {
+			return nil, fmt.Errorf("chat template: %w", err2)
+		}
 	}
 	t.tpl = tpl
 	t.probe()
@@ -298,6 +303,10 @@ func (t *Template) renderValues(messages jinja.Value, addGenerationPrompt bool, 
 		"bos_token":             jinja.NewString(t.bos),
 		"eos_token":             jinja.NewString(t.eos),
 		"tools":                 jinja.None(),
+		"documents":             jinja.None(),
+	}
+	for k, v := range t.helpers {
+		data[k] = v
 	}
 	for k, v := range vars {
 		data[k] = v

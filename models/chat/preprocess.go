@@ -1,0 +1,199 @@
+package chat
+
+import (
+	"errors"
+	"regexp"
+	"strings"
+
+	"github.com/ardanlabs/jinja"
+)
+
+// Template source pre-processing. The Jinja engine differs from Python Jinja2 (what Hugging Face
+// transformers renders with) in a few places that chat templates hit; the source is rewritten, inside
+// {{ }} and {% %} tags and outside string literals only, so the engine behaves like Python:
+//
+//   - str.strip()/lstrip()/rstrip() without arguments and the trim filter strip every character Python's
+//     str.isspace() accepts (the engine strips a smaller set, e.g. not U+001C..U+001F, and lstrip/rstrip
+//     only ASCII blanks): they become .strip(lorakit_ws) / | trim(lorakit_ws).
+//   - `x in y` and `for x in y` with y None raise "argument of type 'NoneType' is not iterable" in
+//     Python (the engine answers false / loops zero times): y becomes lorakit_iter(y), which fails on None.
+const (
+	varWS   = "lorakit_ws"
+	varIter = "lorakit_iter"
+)
+
+// pyWhitespace is every code point for which Python's str.isspace() is true.
+const pyWhitespace = "\t\n\v\f\r\x1c\x1d\x1e\x1f \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005" +
+	"\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+
+var (
+	reStrip = regexp.MustCompile(`\.(strip|lstrip|rstrip)\(\s*\)`)
+	reTrim  = regexp.MustCompile(`\|\s*trim\b`)
+	reIn    = regexp.MustCompile(`\bin\s+([A-Za-z_][A-Za-z0-9_]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*|\[[^\[\]]*\])*)`)
+	reParen = regexp.MustCompile(`^\s*\(`)
+)
+
+var errNoneIterable = errors.New("argument of type 'NoneType' is not iterable")
+
+func helperVars() map[string]jinja.Value {
+	return map[string]jinja.Value{
+		varWS: jinja.NewString(pyWhitespace),
+		varIter: jinja.NewCallable(varIter, func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			if len(args) != 1 {
+				return jinja.Undefined(), errors.New(varIter + ": want one argument")
+			}
+			if args[0].IsNone() {
+				return jinja.Undefined(), errNoneIterable
+			}
+			return args[0], nil
+		}),
+	}
+}
+
+// preprocess rewrites template source as described above.
+func preprocess(src string) string {
+	var b strings.Builder
+	i := 0
+	for i < len(src) {
+		open := indexTagOpen(src, i)
+		if open < 0 {
+			b.WriteString(src[i:])
+			break
+		}
+		b.WriteString(src[i:open])
+		closeTok := "}}"
+		if src[open+1] == '%' {
+			closeTok = "%}"
+		}
+		if src[open+1] == '#' { // comment: copy as is
+			end := strings.Index(src[open+2:], "#}")
+			if end < 0 {
+				b.WriteString(src[open:])
+				break
+			}
+			b.WriteString(src[open : open+2+end+2])
+			i = open + 2 + end + 2
+			continue
+		}
+		end := findTagClose(src, open+2, closeTok)
+		if end < 0 {
+			b.WriteString(src[open:])
+			break
+		}
+		b.WriteString(src[open : open+2])
+		b.WriteString(rewriteCode(src[open+2 : end]))
+		b.WriteString(closeTok)
+		i = end + 2
+	}
+	return b.String()
+}
+
+// indexTagOpen finds the next "{{", "{%" or "{#" at or after i.
+func indexTagOpen(s string, i int) int {
+	for {
+		j := strings.IndexByte(s[i:], '{')
+		if j < 0 || i+j+1 >= len(s) {
+			return -1
+		}
+		j += i
+		if c := s[j+1]; c == '{' || c == '%' || c == '#' {
+			return j
+		}
+		i = j + 1
+	}
+}
+
+// findTagClose finds closeTok outside string literals, starting at i.
+func findTagClose(s string, i int, closeTok string) int {
+	for i < len(s) {
+		c := s[i]
+		if c == '\'' || c == '"' {
+			i = skipString(s, i)
+			continue
+		}
+		if strings.HasPrefix(s[i:], closeTok) {
+			return i
+		}
+		i++
+	}
+	return -1
+}
+
+// skipString returns the index just after the string literal starting at i.
+func skipString(s string, i int) int {
+	q := s[i]
+	i++
+	for i < len(s) {
+		switch s[i] {
+		case '\\':
+			i += 2
+			continue
+		case q:
+			return i + 1
+		}
+		i++
+	}
+	return len(s)
+}
+
+// rewriteCode applies the rewrites to the code of one tag; string literals are masked while matching.
+func rewriteCode(code string) string {
+	masked := []byte(code)
+	for i := 0; i < len(code); {
+		if c := code[i]; c == '\'' || c == '"' {
+			j := skipString(code, i)
+			for k := i + 1; k < j-1 && k < len(masked); k++ {
+				masked[k] = '_'
+			}
+			i = j
+			continue
+		}
+		i++
+	}
+	type edit struct {
+		at, end int
+		text    string
+	}
+	var edits []edit
+	m := string(masked)
+	for _, loc := range reStrip.FindAllStringSubmatchIndex(m, -1) {
+		edits = append(edits, edit{loc[0], loc[1], "." + m[loc[2]:loc[3]] + "(" + varWS + ")"})
+	}
+	for _, loc := range reTrim.FindAllStringIndex(m, -1) {
+		if reParen.MatchString(m[loc[1]:]) {
+			continue
+		}
+		edits = append(edits, edit{loc[0], loc[1], "| trim(" + varWS + ")"})
+	}
+	for _, loc := range reIn.FindAllStringSubmatchIndex(m, -1) {
+		if reParen.MatchString(m[loc[1]:]) {
+			continue // a call such as `in x.items()`: leave alone
+		}
+		path := code[loc[2]:loc[3]]
+		edits = append(edits, edit{loc[0], loc[1], "in " + varIter + "(" + path + ")"})
+	}
+	if len(edits) == 0 {
+		return code
+	}
+	// apply non-overlapping edits in order
+	sortEdits := func() {
+		for i := 1; i < len(edits); i++ {
+			for j := i; j > 0 && edits[j].at < edits[j-1].at; j-- {
+				edits[j], edits[j-1] = edits[j-1], edits[j]
+			}
+		}
+	}
+	sortEdits()
+	var b strings.Builder
+	pos := 0
+	for _, e := range edits {
+		if e.at < pos {
+			continue
+		}
+		b.WriteString(code[pos:e.at])
+		b.WriteString(e.text)
+		pos = e.end
+	}
+	b.WriteString(code[pos:])
+	return b.String()
+}
