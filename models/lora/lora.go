@@ -1,0 +1,379 @@
+package lora
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// File names of a PEFT adapter folder.
+const (
+	ConfigName  = "adapter_config.json"
+	WeightsName = "adapter_model.safetensors"
+	// KeyPrefix starts every tensor key PEFT saves (PeftModel → LoraModel → the HF model).
+	KeyPrefix = "base_model.model."
+)
+
+// Pair is one module's low-rank update: A [R, In], B [Out, R], both row-major f32, and its scaling s, so the
+// module computes y += s·B·(A·x).
+type Pair struct {
+	A, B       []float32
+	R, In, Out int
+	Scale      float32
+	Alpha      float64 // α used for Scale (from alpha_pattern or lora_alpha)
+}
+
+// Adapter is a loaded PEFT LoRA adapter.
+type Adapter struct {
+	Config  Config
+	Modules map[string]*Pair // key "model.layers.0.self_attn.q_proj"
+	// Saved holds full tensors saved by modules_to_save (or bias="all"/"lora_only"), keyed by the base
+	// checkpoint's tensor name ("lm_head.weight"); Tensor.Name is that same name.
+	Saved map[string]safetensors.Tensor
+	// DType is the storage type of lora_A/lora_B on disk ("" or F32 when created in lorakit); Save writes it.
+	DType safetensors.DType
+	Dir   string // folder it was loaded from, if any
+}
+
+// New returns an empty adapter with cfg.
+func New(cfg Config) *Adapter {
+	return &Adapter{Config: cfg, Modules: map[string]*Pair{}, Saved: map[string]safetensors.Tensor{}}
+}
+
+// NewPair makes a zero pair for module with the rank, α and scaling cfg gives it.
+func (c *Config) NewPair(module string, in, out int) *Pair {
+	r := c.RankFor(module)
+	alpha := c.AlphaFor(module)
+	return &Pair{A: make([]float32, r*in), B: make([]float32, out*r), R: r, In: in, Out: out,
+		Alpha: alpha, Scale: Scaling(alpha, r, c.UseRSLoRA)}
+}
+
+// Names returns the module names, sorted.
+func (a *Adapter) Names() []string {
+	names := make([]string, 0, len(a.Modules))
+	for n := range a.Modules {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// LoadConfig reads and validates dir/adapter_config.json.
+func LoadConfig(dir string) (*Config, error) {
+	path := filepath.Join(dir, ConfigName)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load adapter %s: %w", dir, err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	return c, nil
+}
+
+// Load reads a PEFT adapter folder. It rejects DoRA, non-LoRA adapters, embedding LoRA, lora_B biases, tensor
+// keys it does not understand, and A/B shapes that disagree with each other or with the config's rank — every
+// error names the tensor.
+func Load(dir string) (*Adapter, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, WeightsName)
+	if _, err := os.Stat(path); err != nil {
+		if _, binErr := os.Stat(filepath.Join(dir, "adapter_model.bin")); binErr == nil {
+			return nil, fmt.Errorf("load adapter %s: only adapter_model.bin (a pickle) is present; convert it to %s", dir, WeightsName)
+		}
+		return nil, fmt.Errorf("load adapter %s: %w", dir, err)
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load adapter %s: %w", dir, err)
+	}
+	defer f.Close()
+	a := New(*cfg)
+	a.Dir = dir
+	if err := a.fromFile(f); err != nil {
+		return nil, fmt.Errorf("load adapter %s: %w", path, err)
+	}
+	return a, nil
+}
+
+// tensorKind classifies a saved key (after the base_model.model. prefix).
+func splitKey(key string) (module, kind string) {
+	for _, suf := range []string{".lora_A.weight", ".lora_B.weight", ".lora_B.bias", ".lora_magnitude_vector",
+		".lora_embedding_A", ".lora_embedding_B"} {
+		if strings.HasSuffix(key, suf) {
+			return strings.TrimSuffix(key, suf), suf[1:]
+		}
+	}
+	return key, ""
+}
+
+func (a *Adapter) fromFile(f *safetensors.File) error {
+	type ab struct{ a, b *safetensors.TensorInfo }
+	pairs := map[string]*ab{}
+	var dtype safetensors.DType
+	for _, name := range f.Names() {
+		info, _ := f.Info(name)
+		if !strings.HasPrefix(name, KeyPrefix) {
+			return fmt.Errorf("tensor %q: unknown key (PEFT keys start with %q)", name, KeyPrefix)
+		}
+		key := strings.TrimPrefix(name, KeyPrefix)
+		module, kind := splitKey(key)
+		switch kind {
+		case "lora_A.weight", "lora_B.weight":
+			if !info.DType.IsFloat() {
+				return fmt.Errorf("tensor %q: dtype %s, want F32, F16 or BF16", name, info.DType)
+			}
+			if len(info.Shape) != 2 {
+				return fmt.Errorf("tensor %q: shape %v, want 2-D", name, info.Shape)
+			}
+			p := pairs[module]
+			if p == nil {
+				p = &ab{}
+				pairs[module] = p
+			}
+			inf := info
+			if kind == "lora_A.weight" {
+				p.a = &inf
+			} else {
+				p.b = &inf
+			}
+			if dtype == "" || info.DType == safetensors.F32 {
+				dtype = info.DType
+			}
+		case "lora_magnitude_vector":
+			return fmt.Errorf("tensor %q: DoRA magnitude vectors are not supported", name)
+		case "lora_B.bias":
+			return fmt.Errorf("tensor %q: a bias on lora_B (lora_bias) is not supported", name)
+		case "lora_embedding_A", "lora_embedding_B":
+			return fmt.Errorf("tensor %q: LoRA on embeddings is not supported", name)
+		default:
+			mod := key
+			isBias := strings.HasSuffix(key, ".bias")
+			if i := strings.LastIndexByte(key, '.'); i > 0 {
+				mod = key[:i]
+			}
+			saved := a.Config.SavesModule(mod) || (isBias && a.Config.Bias != "" && a.Config.Bias != "none")
+			if !saved || !info.DType.IsFloat() {
+				return fmt.Errorf("tensor %q: unknown key (not lora_A/lora_B, and %q is not in modules_to_save)", name, mod)
+			}
+			raw, err := f.Bytes(name)
+			if err != nil {
+				return err
+			}
+			a.Saved[key] = safetensors.Tensor{Name: key, DType: info.DType, Shape: append([]int(nil), info.Shape...),
+				Data: append([]byte(nil), raw...)}
+		}
+	}
+	a.DType = dtype
+	modules := make([]string, 0, len(pairs))
+	for m := range pairs {
+		modules = append(modules, m)
+	}
+	sort.Strings(modules)
+	for _, m := range modules {
+		p := pairs[m]
+		an, bn := KeyPrefix+m+".lora_A.weight", KeyPrefix+m+".lora_B.weight"
+		if p.a == nil {
+			return fmt.Errorf("tensor %q has no matching %q", bn, an)
+		}
+		if p.b == nil {
+			return fmt.Errorf("tensor %q has no matching %q", an, bn)
+		}
+		r, in, out := p.a.Shape[0], p.a.Shape[1], p.b.Shape[0]
+		if p.b.Shape[1] != r {
+			return fmt.Errorf("rank mismatch: %q is %v but %q is %v (want [out, %d])", an, p.a.Shape, bn, p.b.Shape, r)
+		}
+		if want := a.Config.RankFor(m); want != r {
+			return fmt.Errorf("rank mismatch: %q is %v, but adapter_config.json gives module %s rank %d", an, p.a.Shape, m, want)
+		}
+		if r == 0 || in == 0 || out == 0 {
+			return fmt.Errorf("tensor %q: empty shape %v", an, p.a.Shape)
+		}
+		A, err := f.Float32s(an)
+		if err != nil {
+			return err
+		}
+		B, err := f.Float32s(bn)
+		if err != nil {
+			return err
+		}
+		alpha := a.Config.AlphaFor(m)
+		a.Modules[m] = &Pair{A: A, B: B, R: r, In: in, Out: out, Alpha: alpha, Scale: Scaling(alpha, r, a.Config.UseRSLoRA)}
+	}
+	if len(a.Modules) == 0 && len(a.Saved) == 0 {
+		return errors.New("no lora_A/lora_B tensors")
+	}
+	return nil
+}
+
+// Save writes the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors with
+// {"format":"pt"}), atomically: dir appears complete or not at all (an existing dir is replaced).
+func (a *Adapter) Save(dir string) error {
+	return atomicfile.Dir(dir, func(tmp string) error { return a.WriteFiles(tmp) })
+}
+
+// WriteFiles writes the two adapter files into an existing folder (each file atomically). Trainers that
+// checkpoint into a folder of their own use it; Save is the whole-folder version.
+func (a *Adapter) WriteFiles(dir string) error {
+	cfgJSON, err := a.Config.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(dir, ConfigName), cfgJSON); err != nil {
+		return err
+	}
+	dt := a.DType
+	if dt == "" {
+		dt = safetensors.F32
+	}
+	var ts []safetensors.Tensor
+	for _, m := range a.Names() {
+		p := a.Modules[m]
+		if len(p.A) != p.R*p.In || len(p.B) != p.Out*p.R {
+			return fmt.Errorf("save adapter: module %s: A has %d values, B %d, want %d×%d and %d×%d", m, len(p.A), len(p.B), p.R, p.In, p.Out, p.R)
+		}
+		for _, t := range []struct {
+			suf   string
+			v     []float32
+			shape []int
+		}{{".lora_A.weight", p.A, []int{p.R, p.In}}, {".lora_B.weight", p.B, []int{p.Out, p.R}}} {
+			data, err := safetensors.Encode(dt, t.v)
+			if err != nil {
+				return fmt.Errorf("save adapter: module %s: %w", m, err)
+			}
+			ts = append(ts, safetensors.Tensor{Name: KeyPrefix + m + t.suf, DType: dt, Shape: t.shape, Data: data})
+		}
+	}
+	for k, t := range a.Saved {
+		t.Name = KeyPrefix + k
+		ts = append(ts, t)
+	}
+	return safetensors.Write(filepath.Join(dir, WeightsName), ts, map[string]string{"format": "pt"})
+}
+
+// Check compares the adapter with a base model: shapes(module) gives the base Linear's in/out features. All
+// mismatches are reported together, each naming the tensor and both shapes.
+func (a *Adapter) Check(shapes func(module string) (in, out int, ok bool)) error {
+	var errs []error
+	for _, m := range a.Names() {
+		p := a.Modules[m]
+		in, out, ok := shapes(m)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("tensor %q: the base model has no linear module %s (adapter made for another model?)", KeyPrefix+m+".lora_A.weight", m))
+		case in != p.In:
+			errs = append(errs, fmt.Errorf("tensor %q has shape [%d %d] but base %s.weight is [%d %d]: in features %d ≠ %d (adapter made for another model?)",
+				KeyPrefix+m+".lora_A.weight", p.R, p.In, m, out, in, p.In, in))
+		case out != p.Out:
+			errs = append(errs, fmt.Errorf("tensor %q has shape [%d %d] but base %s.weight is [%d %d]: out features %d ≠ %d (adapter made for another model?)",
+				KeyPrefix+m+".lora_B.weight", p.Out, p.R, m, out, in, p.Out, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Apply implements llama.Delta: for every row of x ([rows, in], row-major), y[row] += s·B·(A·x[row]). It does
+// nothing for modules the adapter does not touch. Lengths that disagree with the module's shape are a
+// programming error (Check the adapter against the base first) and panic.
+func (a *Adapter) Apply(module string, y, x []float32, in, out int) {
+	p := a.Modules[module]
+	if p == nil {
+		return
+	}
+	p.Apply(nil, y, x, in, out)
+}
+
+// Apply adds s·B·(A·x) to y for every row; p may be nil (single-threaded).
+func (q *Pair) Apply(p *kernels.Pool, y, x []float32, in, out int) {
+	if in != q.In || out != q.Out || in == 0 || len(x)%in != 0 || len(y) != len(x)/in*out {
+		panic(fmt.Sprintf("lora: Apply with in=%d out=%d len(x)=%d len(y)=%d on a pair [%d×%d]·[%d×%d]", in, out, len(x), len(y), q.Out, q.R, q.R, q.In))
+	}
+	rows := len(x) / in
+	if rows == 0 {
+		return
+	}
+	t := make([]float32, rows*q.R)
+	if rows == 1 {
+		kernels.MatVecF32(p, t, q.A, x, q.R, q.In)
+		for o := 0; o < out; o++ {
+			y[o] += q.Scale * kernels.Dot(q.B[o*q.R:(o+1)*q.R], t)
+		}
+		return
+	}
+	kernels.MatMulF32T(p, t, x, q.A, rows, q.R, q.In) // T[rows, r] = X·Aᵀ
+	// Y[rows, out] += s·T·Bᵀ
+	kernels.Gemm(p, false, true, rows, out, q.R, q.Scale, t, q.R, q.B, q.R, 1, y, out)
+}
+
+// ApplyRows adds each row's own adapter to a batch that shares one base matmul (the S-LoRA/Punica idea):
+// x is [len(rows), in], y is [len(rows), out], and rows[i] is the adapter of row i (nil = base only). Rows
+// with the same adapter are gathered and go through A and B together.
+func ApplyRows(p *kernels.Pool, module string, y, x []float32, in, out int, rows []*Adapter) {
+	if len(x) != len(rows)*in || len(y) != len(rows)*out {
+		panic(fmt.Sprintf("lora: ApplyRows %s: %d rows, len(x)=%d (in %d), len(y)=%d (out %d)", module, len(rows), len(x), in, len(y), out))
+	}
+	done := make([]bool, len(rows))
+	var idx []int
+	var gx, gy []float32
+	for i, a := range rows {
+		if done[i] || a == nil {
+			continue
+		}
+		q := a.Modules[module]
+		idx = idx[:0]
+		for j := i; j < len(rows); j++ {
+			if rows[j] == a {
+				done[j] = true
+				idx = append(idx, j)
+			}
+		}
+		if q == nil {
+			continue
+		}
+		if len(idx) == 1 {
+			j := idx[0]
+			q.Apply(p, y[j*out:(j+1)*out], x[j*in:(j+1)*in], in, out)
+			continue
+		}
+		gx = grow(gx, len(idx)*in)
+		gy = grow(gy, len(idx)*out)
+		for k, j := range idx {
+			copy(gx[k*in:(k+1)*in], x[j*in:(j+1)*in])
+			clear(gy[k*out : (k+1)*out])
+		}
+		q.Apply(p, gy, gx, in, out)
+		for k, j := range idx {
+			kernels.Axpy(1, gy[k*out:(k+1)*out], y[j*out:(j+1)*out])
+		}
+	}
+}
+
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
+// Delta is s·B·A as an [Out, In] f32 matrix, computed as PEFT's get_delta_weight does: (B @ A) in f32, then
+// multiplied by the scaling.
+func Delta(p *Pair) []float32 {
+	d := make([]float32, p.Out*p.In)
+	kernels.Gemm(nil, false, false, p.Out, p.In, p.R, 1, p.B, p.R, p.A, p.In, 0, d, p.In)
+	kernels.Scale(p.Scale, d)
+	return d
+}
