@@ -1,0 +1,164 @@
+package llama
+
+import (
+	"bufio"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// sharedDir returns $LORAKIT_SHARED, skipping when unset and failing when set but missing.
+func sharedDir(t testing.TB) string {
+	d := os.Getenv("LORAKIT_SHARED")
+	if d == "" {
+		t.Skip("LORAKIT_SHARED not set")
+	}
+	if _, err := os.Stat(filepath.Join(d, "golden")); err != nil {
+		t.Fatalf("LORAKIT_SHARED=%s: %v", d, err)
+	}
+	return d
+}
+
+func loadDir(t testing.TB, dir string, threads int) *Model {
+	t.Helper()
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	m, err := Load(ck, cfg, LoadOptions{Threads: threads})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func readJSONL(t testing.TB, path string, fn func(line []byte)) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		fn(sc.Bytes())
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// greedy feeds prompt, then n argmax tokens one at a time through the cache.
+func greedy(t testing.TB, m *Model, prompt []int, n int) []int {
+	t.Helper()
+	cache := m.NewCache(0)
+	logits, err := m.Forward([]Seq{{Tokens: prompt, Cache: cache}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for range n {
+		next := argmax(logits[0][0])
+		out = append(out, next)
+		if logits, err = m.Forward([]Seq{{Tokens: []int{next}, Cache: cache}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func TestGoldenLogits(t *testing.T) {
+	sh := sharedDir(t)
+	for _, tc := range []struct{ dir, golden string }{
+		{"stories260K", "stories260K-logits.jsonl"},
+		{"stories260K-bf16", "stories260K-bf16-logits.jsonl"},
+	} {
+		m := loadDir(t, filepath.Join(sh, "models", tc.dir), 2)
+		readJSONL(t, filepath.Join(sh, "golden", tc.golden), func(line []byte) {
+			var g struct {
+				Prompt    string    `json:"prompt"`
+				PromptIDs []int     `json:"prompt_ids"`
+				Logits    []float64 `json:"logits"`
+			}
+			if err := json.Unmarshal(line, &g); err != nil {
+				t.Fatal(err)
+			}
+			out, err := m.Forward([]Seq{{Tokens: g.PromptIDs}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			worst := 0.0
+			for i, v := range out[0][0] {
+				worst = math.Max(worst, math.Abs(float64(v)-g.Logits[i]))
+			}
+			if worst > 1e-4 {
+				t.Errorf("%s %q: max abs logit diff %g > 1e-4", tc.dir, g.Prompt, worst)
+			}
+			t.Logf("%s %q: max abs diff %.2e", tc.dir, g.Prompt, worst)
+		})
+	}
+}
+
+func TestGoldenGreedy(t *testing.T) {
+	sh := sharedDir(t)
+	f32 := loadDir(t, filepath.Join(sh, "models", "stories260K"), 2)
+	bf16 := loadDir(t, filepath.Join(sh, "models", "stories260K-bf16"), 2)
+	readJSONL(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
+		var g struct {
+			Prompt    string `json:"prompt"`
+			PromptIDs []int  `json:"prompt_ids"`
+			GreedyIDs []int  `json:"greedy_ids"`
+		}
+		if err := json.Unmarshal(line, &g); err != nil {
+			t.Fatal(err)
+		}
+		if got := greedy(t, f32, g.PromptIDs, len(g.GreedyIDs)); !equalShape(got, g.GreedyIDs) {
+			t.Errorf("f32 %q:\n got %v\nwant %v", g.Prompt, got, g.GreedyIDs)
+		}
+		got := greedy(t, bf16, g.PromptIDs, len(g.GreedyIDs))
+		if g.Prompt == "Tom and his mom" { // documented close call: bf16 diverges at new token 2
+			if !equalShape(got[:2], g.GreedyIDs[:2]) {
+				t.Errorf("bf16 %q: first two tokens %v, want %v", g.Prompt, got[:2], g.GreedyIDs[:2])
+			}
+		} else if !equalShape(got, g.GreedyIDs) {
+			t.Errorf("bf16 %q:\n got %v\nwant %v", g.Prompt, got, g.GreedyIDs)
+		}
+	})
+}
+
+func TestGoldenChatGreedy(t *testing.T) {
+	sh := sharedDir(t)
+	m := loadDir(t, filepath.Join(sh, "models", "stories260K"), 1)
+	readJSONL(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
+		var g struct {
+			IDs       []int `json:"ids"`
+			GreedyIDs []int `json:"greedy_ids"`
+		}
+		if err := json.Unmarshal(line, &g); err != nil {
+			t.Fatal(err)
+		}
+		if got := greedy(t, m, g.IDs, len(g.GreedyIDs)); !equalShape(got, g.GreedyIDs) {
+			t.Errorf("chat %v:\n got %v\nwant %v", g.IDs[:8], got, g.GreedyIDs)
+		}
+	})
+}

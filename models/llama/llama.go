@@ -1,0 +1,498 @@
+package llama
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// Layer is one decoder block. Shapes use H = hidden_size, Q = heads·head_dim, KV = kv_heads·head_dim,
+// I = intermediate_size, D = head_dim.
+type Layer struct {
+	InputLayernorm         []float32 // [H]
+	QProj                  nn.Linear // [Q, H] (+ bias [Q] for qwen2 / attention_bias)
+	KProj                  nn.Linear // [KV, H] (+ bias [KV])
+	VProj                  nn.Linear // [KV, H] (+ bias [KV])
+	OProj                  nn.Linear // [H, Q] (+ bias [H] for llama/qwen3 attention_bias)
+	QNorm, KNorm           []float32 // [D] each, qwen3 only
+	PostAttentionLayernorm []float32 // [H]
+	GateProj               nn.Linear // [I, H]
+	UpProj                 nn.Linear // [I, H]
+	DownProj               nn.Linear // [H, I]
+}
+
+// Model is a loaded Llama-family network. Forward may be called from several goroutines; calls are serialised.
+type Model struct {
+	Config      *Config
+	EmbedTokens *nn.Dense // [V, H]
+	Layers      []*Layer
+	Norm        []float32 // [H]
+	LMHead      nn.Linear // [V, H]; EmbedTokens itself when tie_word_embeddings
+	Pool        *kernels.Pool
+
+	invFreq []float32   // [D/2] rotary inverse frequencies (llama3 scaling applied)
+	names   [][7]string // PEFT module names per layer, in linearNames order
+
+	mu sync.Mutex // guards s
+	s  scratch
+}
+
+// LoadOptions tune Load.
+type LoadOptions struct {
+	Threads int           // worker threads for the kernels (0: all CPUs); ignored when Pool is set
+	Pool    *kernels.Pool // share an existing pool
+	// Quantize, if set, replaces each loaded dense linear layer (not the embedding or a tied head). The quant
+	// package provides NF4/FP4 quantisers; models.Load wires them in.
+	Quantize func(module string, d *nn.Dense) (nn.Linear, error)
+	// LoadLinear, if set, is tried first for every linear weight; ok=false falls back to dense loading. Used for
+	// checkpoints saved pre-quantised (bitsandbytes).
+	LoadLinear func(ckpt *safetensors.Checkpoint, module string, out, in int) (lin nn.Linear, ok bool, err error)
+}
+
+var linearNames = [7]string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
+
+// Load builds the model from a checkpoint. Every missing or mis-shaped tensor is reported, together, with the file,
+// the tensor name and both shapes.
+func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, error) {
+	c := cfg
+	H, Q, KV, I, V, D := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize, c.HeadDim
+	ld := &loader{ckpt: ckpt, opts: opts}
+	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: c.InvFreq()}
+	if m.Pool == nil {
+		m.Pool = kernels.NewPool(opts.Threads)
+	}
+	m.EmbedTokens = ld.dense("model.embed_tokens.weight", V, H)
+	for l := range c.NumHiddenLayers {
+		p := "model.layers." + strconv.Itoa(l) + "."
+		var names [7]string
+		for i, n := range linearNames {
+			names[i] = p + n
+		}
+		m.names = append(m.names, names)
+		L := &Layer{
+			InputLayernorm:         ld.vector(p+"input_layernorm.weight", H),
+			QProj:                  ld.linear(names[0], Q, H, c.AttentionBias),
+			KProj:                  ld.linear(names[1], KV, H, c.AttentionBias),
+			VProj:                  ld.linear(names[2], KV, H, c.AttentionBias),
+			OProj:                  ld.linear(names[3], H, Q, c.OProjBias),
+			PostAttentionLayernorm: ld.vector(p+"post_attention_layernorm.weight", H),
+			GateProj:               ld.linear(names[4], I, H, false),
+			UpProj:                 ld.linear(names[5], I, H, false),
+			DownProj:               ld.linear(names[6], H, I, false),
+		}
+		if c.QKNorm {
+			L.QNorm = ld.vector(p+"self_attn.q_norm.weight", D)
+			L.KNorm = ld.vector(p+"self_attn.k_norm.weight", D)
+		}
+		m.Layers = append(m.Layers, L)
+	}
+	m.Norm = ld.vector("model.norm.weight", H)
+	if c.TieWordEmbeddings {
+		if m.EmbedTokens != nil {
+			m.LMHead = m.EmbedTokens
+		}
+	} else {
+		m.LMHead = ld.linear("lm_head", V, H, false)
+	}
+	if len(ld.errs) > 0 {
+		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", ckpt.Dir, len(ld.errs), errors.Join(ld.errs...))
+	}
+	return m, nil
+}
+
+// loader collects every problem instead of stopping at the first.
+type loader struct {
+	ckpt *safetensors.Checkpoint
+	opts LoadOptions
+	errs []error
+}
+
+func (ld *loader) info(name string, shape ...int) (safetensors.TensorInfo, *safetensors.File, bool) {
+	ti, f, ok := ld.ckpt.Info(name)
+	if !ok {
+		ld.errs = append(ld.errs, fmt.Errorf("tensor %s: missing (want shape %v)", name, shape))
+		return ti, nil, false
+	}
+	if !equalShape(ti.Shape, shape) {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: shape %v, want %v", f.Path, name, ti.Shape, shape))
+		return ti, f, false
+	}
+	if !ti.DType.IsFloat() {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: dtype %s is not a float type", f.Path, name, ti.DType))
+		return ti, f, false
+	}
+	return ti, f, true
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// vector loads a 1-D tensor as an f32 copy.
+func (ld *loader) vector(name string, n int) []float32 {
+	_, f, ok := ld.info(name, n)
+	if !ok {
+		return nil
+	}
+	v, err := f.Float32s(name)
+	if err != nil {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err))
+		return nil
+	}
+	return v
+}
+
+// dense maps a 2-D weight [rows, cols] in its stored dtype.
+func (ld *loader) dense(name string, rows, cols int) *nn.Dense {
+	ti, f, ok := ld.info(name, rows, cols)
+	if !ok {
+		return nil
+	}
+	raw, err := f.Bytes(name)
+	if err == nil {
+		var d *nn.Dense
+		if d, err = nn.NewDense(ti.DType, raw, rows, cols); err == nil {
+			return d
+		}
+	}
+	ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err))
+	return nil
+}
+
+// linear loads module.weight [out, in] (and module.bias [out] when bias).
+func (ld *loader) linear(module string, out, in int, bias bool) nn.Linear {
+	var b []float32
+	if bias {
+		b = ld.vector(module+".bias", out)
+	}
+	if ld.opts.LoadLinear != nil {
+		lin, ok, err := ld.opts.LoadLinear(ld.ckpt, module, out, in)
+		if err != nil {
+			ld.errs = append(ld.errs, fmt.Errorf("%s: %w", module, err))
+			return nil
+		}
+		if ok {
+			if lin.In() != in || lin.Out() != out {
+				ld.errs = append(ld.errs, fmt.Errorf("tensor %s.weight: shape [%d %d], want [%d %d]", module, lin.Out(), lin.In(), out, in))
+				return nil
+			}
+			if bias {
+				return biased{lin, b}
+			}
+			return lin
+		}
+	}
+	d := ld.dense(module+".weight", out, in)
+	if d == nil {
+		return nil
+	}
+	d.Bias = b
+	if ld.opts.Quantize != nil {
+		lin, err := ld.opts.Quantize(module, d)
+		if err != nil {
+			ld.errs = append(ld.errs, fmt.Errorf("quantize %s: %w", module, err))
+			return nil
+		}
+		return lin
+	}
+	return d
+}
+
+// biased adds a bias to a linear layer that has none of its own.
+type biased struct {
+	nn.Linear
+	b []float32
+}
+
+func (l biased) Forward(p *kernels.Pool, y, x []float32, m int) {
+	l.Linear.Forward(p, y, x, m)
+	nn.AddBias(y, l.b, m)
+}
+
+// Modules lists the PEFT names of every linear layer, layer by layer
+// ("model.layers.0.self_attn.q_proj", ..., "model.layers.0.mlp.down_proj", ...), then "lm_head".
+func (m *Model) Modules() []string {
+	var out []string
+	for _, n := range m.names {
+		out = append(out, n[:]...)
+	}
+	return append(out, "lm_head")
+}
+
+// Linear returns the linear layer of a PEFT module name such as "model.layers.3.self_attn.q_proj" or "lm_head".
+// A leading "base_model.model." is accepted.
+func (m *Model) Linear(module string) (nn.Linear, bool) {
+	module = strings.TrimPrefix(module, "base_model.model.")
+	if module == "lm_head" {
+		return m.LMHead, m.LMHead != nil
+	}
+	rest, ok := strings.CutPrefix(module, "model.layers.")
+	if !ok {
+		return nil, false
+	}
+	num, sub, ok := strings.Cut(rest, ".")
+	if !ok {
+		return nil, false
+	}
+	l, err := strconv.Atoi(num)
+	if err != nil || l < 0 || l >= len(m.Layers) || strconv.Itoa(l) != num {
+		return nil, false
+	}
+	L := m.Layers[l]
+	for i, n := range linearNames {
+		if n == sub {
+			return [7]nn.Linear{L.QProj, L.KProj, L.VProj, L.OProj, L.GateProj, L.UpProj, L.DownProj}[i], true
+		}
+	}
+	return nil, false
+}
+
+// Delta adds per-row LoRA contributions. Forward calls it after every base linear, for each row of a sequence
+// that uses it: y[out] += s·B·(A·x[in]). module is like "model.layers.3.self_attn.q_proj" (or "lm_head").
+type Delta interface {
+	Apply(module string, y, x []float32, in, out int)
+}
+
+// Seq is one sequence of a Forward batch.
+type Seq struct {
+	Tokens    []int    // new tokens, appended after the Cache.Len() tokens already in the cache
+	Cache     *KVCache // nil: a throwaway cache (no history)
+	Adapter   Delta    // nil: the base model
+	AllLogits bool     // logits at every new position, not just the last
+}
+
+// scratch holds the activations of one Forward call; it only grows, so steady-state decoding does not allocate
+// except for the returned logits.
+type scratch struct {
+	x, xn, q, k, v, att, tmp, gate, up, hn, logits []float32
+	scores                                         [][]float32
+	rowSeq, rowPos, outRows                        []int
+}
+
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
+func growInt(b []int, n int) []int {
+	if cap(b) < n {
+		return make([]int, n)
+	}
+	return b[:n]
+}
+
+// Forward appends each sequence's tokens to its cache (positions continue from Cache.Len()) and returns, per
+// sequence, logits [len(Tokens)][vocab] if AllLogits, else [1][vocab] for the last position. Every base linear
+// runs once over the stacked rows of all sequences; each row then adds its own adapter's delta. On error no cache
+// is modified.
+func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
+	c := m.Config
+	T, R := 0, 0
+	seen := map[*KVCache]bool{}
+	batch = append([]Seq(nil), batch...) // nil caches are replaced below; do not touch the caller's slice
+	for i := range batch {
+		sq := &batch[i]
+		if len(sq.Tokens) == 0 {
+			return nil, fmt.Errorf("llama: forward: sequence %d has no tokens", i)
+		}
+		for j, t := range sq.Tokens {
+			if t < 0 || t >= c.VocabSize {
+				return nil, fmt.Errorf("llama: forward: sequence %d token %d: id %d is outside the vocabulary [0, %d)", i, j, t, c.VocabSize)
+			}
+		}
+		if sq.Cache == nil {
+			sq.Cache = m.NewCache(len(sq.Tokens))
+		}
+		kc := sq.Cache
+		if len(kc.k) != len(m.Layers) || kc.kvDim != c.KVDim() {
+			return nil, fmt.Errorf("llama: forward: sequence %d: cache belongs to a different model", i)
+		}
+		if seen[kc] {
+			return nil, fmt.Errorf("llama: forward: sequence %d shares its cache with another sequence of the batch", i)
+		}
+		seen[kc] = true
+		if kc.n+len(sq.Tokens) > kc.max {
+			return nil, fmt.Errorf("llama: forward: sequence %d: %d cached + %d new tokens exceed the cache size %d", i, kc.n, len(sq.Tokens), kc.max)
+		}
+		T += len(sq.Tokens)
+		if sq.AllLogits {
+			R += len(sq.Tokens)
+		} else {
+			R++
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range batch {
+		batch[i].Cache.reserve(batch[i].Cache.n + len(batch[i].Tokens))
+	}
+
+	H, Q, KV, I, V := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize
+	s := &m.s
+	s.x, s.xn, s.tmp = grow(s.x, T*H), grow(s.xn, T*H), grow(s.tmp, T*H)
+	s.q, s.att = grow(s.q, T*Q), grow(s.att, T*Q)
+	s.k, s.v = grow(s.k, T*KV), grow(s.v, T*KV)
+	s.gate, s.up = grow(s.gate, T*I), grow(s.up, T*I)
+	s.rowSeq, s.rowPos, s.outRows = growInt(s.rowSeq, T), growInt(s.rowPos, T), growInt(s.outRows, R)
+	maxCtx := 0
+	r, o := 0, 0
+	for i, sq := range batch {
+		for j, t := range sq.Tokens {
+			s.rowSeq[r], s.rowPos[r] = i, sq.Cache.n+j
+			m.EmbedTokens.Row(t, s.x[r*H:(r+1)*H])
+			if sq.AllLogits || j == len(sq.Tokens)-1 {
+				s.outRows[o] = r
+				o++
+			}
+			r++
+		}
+		maxCtx = max(maxCtx, sq.Cache.n+len(sq.Tokens))
+	}
+	nw := m.Pool.Threads()
+	if len(s.scores) != nw {
+		s.scores = make([][]float32, nw)
+	}
+	for w := range s.scores {
+		s.scores[w] = grow(s.scores[w], maxCtx)
+	}
+
+	eps := float32(c.RMSNormEps)
+	for l, L := range m.Layers {
+		names := &m.names[l]
+		// Attention block: x += o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))), n = rmsnorm(x).
+		rmsNormRows(s.xn, s.x, L.InputLayernorm, eps, T, H)
+		m.linear(batch, L.QProj, names[0], s.q, s.xn, T)
+		m.linear(batch, L.KProj, names[1], s.k, s.xn, T)
+		m.linear(batch, L.VProj, names[2], s.v, s.xn, T)
+		if c.QKNorm { // qwen3: RMSNorm over each head of q and k, before RoPE
+			rmsNormRows(s.q, s.q, L.QNorm, eps, T*c.NumAttentionHeads, c.HeadDim)
+			rmsNormRows(s.k, s.k, L.KNorm, eps, T*c.NumKeyValueHeads, c.HeadDim)
+		}
+		for r := range T {
+			kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
+			kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
+			kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
+			copy(kc.k[l][pos*KV:(pos+1)*KV], s.k[r*KV:(r+1)*KV])
+			copy(kc.v[l][pos*KV:(pos+1)*KV], s.v[r*KV:(r+1)*KV])
+		}
+		m.attention(batch, l, T)
+		m.linear(batch, L.OProj, names[3], s.tmp, s.att, T)
+		kernels.Axpy(1, s.tmp, s.x)
+
+		// MLP block: x += down_proj(silu(gate_proj(n)) · up_proj(n)), n = rmsnorm(x).
+		rmsNormRows(s.xn, s.x, L.PostAttentionLayernorm, eps, T, H)
+		m.linear(batch, L.GateProj, names[4], s.gate, s.xn, T)
+		m.linear(batch, L.UpProj, names[5], s.up, s.xn, T)
+		kernels.SiLUMul(s.gate, s.gate, s.up)
+		m.linear(batch, L.DownProj, names[6], s.tmp, s.gate, T)
+		kernels.Axpy(1, s.tmp, s.x)
+	}
+	for i := range batch {
+		batch[i].Cache.n += len(batch[i].Tokens)
+	}
+
+	// Final norm and the LM head, only on the rows whose logits were asked for.
+	s.hn, s.logits = grow(s.hn, R*H), grow(s.logits, R*V)
+	for o, r := range s.outRows {
+		kernels.RMSNorm(s.hn[o*H:(o+1)*H], s.x[r*H:(r+1)*H], m.Norm, eps)
+	}
+	m.LMHead.Forward(m.Pool, s.logits, s.hn, R)
+	flat := make([]float32, R*V)
+	copy(flat, s.logits)
+	out := make([][][]float32, len(batch))
+	o = 0
+	for i, sq := range batch {
+		n := 1
+		if sq.AllLogits {
+			n = len(sq.Tokens)
+		}
+		out[i] = make([][]float32, n)
+		for j := range n {
+			out[i][j] = flat[o*V : (o+1)*V : (o+1)*V]
+			if sq.Adapter != nil {
+				sq.Adapter.Apply("lm_head", out[i][j], s.hn[o*H:(o+1)*H], H, V)
+			}
+			o++
+		}
+	}
+	return out, nil
+}
+
+// linear runs a base linear over all T rows at once, then adds each row's adapter delta.
+func (m *Model) linear(batch []Seq, lin nn.Linear, module string, y, x []float32, T int) {
+	lin.Forward(m.Pool, y, x, T)
+	in, out := lin.In(), lin.Out()
+	r := 0
+	for _, sq := range batch {
+		if sq.Adapter != nil {
+			for j := range sq.Tokens {
+				sq.Adapter.Apply(module, y[(r+j)*out:(r+j+1)*out], x[(r+j)*in:(r+j+1)*in], in, out)
+			}
+		}
+		r += len(sq.Tokens)
+	}
+}
+
+func rmsNormRows(y, x, w []float32, eps float32, rows, n int) {
+	for r := range rows {
+		kernels.RMSNorm(y[r*n:(r+1)*n], x[r*n:(r+1)*n], w, eps)
+	}
+}
+
+// attention computes s.att[r, h] = softmax(q[r,h]·K[kvh]ᵀ/√D over positions ≤ pos(r)) · V[kvh] for every row r and
+// query head h, where kvh = h / (heads/kv_heads) (grouped-query attention). Work is interleaved over the pool's
+// threads, each with its own score buffer.
+func (m *Model) attention(batch []Seq, l, T int) {
+	c := m.Config
+	s := &m.s
+	D, Q, KV, nh := c.HeadDim, c.QDim(), c.KVDim(), c.NumAttentionHeads
+	group := nh / c.NumKeyValueHeads
+	scale := float32(1 / math.Sqrt(float64(D)))
+	items := T * nh
+	nw := len(s.scores)
+	m.Pool.For(nw, func(lo, hi int) {
+		for w := lo; w < hi; w++ {
+			for it := w; it < items; it += nw {
+				r, h := it/nh, it%nh
+				kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
+				start := 0
+				if c.SlidingWindow > 0 && pos-c.SlidingWindow+1 > 0 {
+					start = pos - c.SlidingWindow + 1
+				}
+				q := s.q[r*Q+h*D : r*Q+(h+1)*D]
+				off := (h / group) * D
+				K, Vc := kc.k[l], kc.v[l]
+				sc := s.scores[w][:pos+1-start]
+				for j := range sc {
+					p := (start + j) * KV
+					sc[j] = kernels.Dot(q, K[p+off:p+off+D]) * scale
+				}
+				kernels.Softmax(sc)
+				out := s.att[r*Q+h*D : r*Q+(h+1)*D]
+				clear(out)
+				for j, a := range sc {
+					p := (start + j) * KV
+					kernels.Axpy(a, Vc[p+off:p+off+D], out)
+				}
+			}
+		}
+	})
+}
