@@ -1,0 +1,208 @@
+package train
+
+import (
+	"math/rand/v2"
+
+	"github.com/nlpodyssey/spago/mat"
+	spnn "github.com/nlpodyssey/spago/nn"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
+
+// BaseLinear is a frozen base weight: Y[m, Out] = X[m, In]·Wᵀ (+ bias).
+// models/nn.Linear (dense f32/bf16/f16 or NF4) satisfies it.
+type BaseLinear interface {
+	In() int
+	Out() int
+	Forward(p *kernels.Pool, y, x []float32, m int)
+}
+
+// Proj is one projection of a fused linear op: a frozen base with an optional
+// LoRA adapter, or (full fine-tuning) a trainable weight.
+//
+//	y = x·Wᵀ + b + Scale·(dropout(x)·Aᵀ)·Bᵀ
+type Proj struct {
+	Name    string // PEFT module name, "model.layers.0.self_attn.q_proj"
+	In, Out int
+	Base    BaseLinear  // frozen base; nil when W is set
+	W, Bias *spnn.Param // full fine-tuning: W [Out, In] f32, optional Bias [Out]
+	A, B    *spnn.Param // LoRA: A [R, In], B [Out, R]; nil when not adapted
+	R       int
+	Scale   float32
+	Dropout float32 // LoRA dropout probability (training only)
+}
+
+// linearFn computes several projections of one input and concatenates their
+// outputs along the columns: Y[m, ΣOut]. Sharing the input in one op keeps the
+// gradient of x a single deterministic sum (spago accumulates the gradients of
+// a node with several consumers in scheduling order).
+type linearFn struct {
+	env   *Env
+	x     mat.Tensor
+	projs []*Proj
+	m     int
+	n     int    // ΣOut
+	seed  uint64 // dropout stream; 0 with dropout disabled
+	train bool
+
+	mask [][]float32 // per proj: dropout keep-scale per input element (nil without dropout)
+	xd   [][]float32 // per proj: dropout(x) (x itself without dropout)
+	xa   [][]float32 // per proj: dropout(x)·Aᵀ [m, R]
+}
+
+// Linear applies projs (all with the same In) to x [m, In] and returns [m, ΣOut].
+// seed drives the LoRA dropout masks (train must be true for dropout to apply).
+func (e *Env) Linear(x mat.Tensor, m int, projs []*Proj, train bool, seed uint64) mat.Tensor {
+	n := 0
+	for _, p := range projs {
+		n += p.Out
+	}
+	return run(&linearFn{env: e, x: x, projs: projs, m: m, n: n, seed: seed, train: train})
+}
+
+func (f *linearFn) Operands() []mat.Tensor {
+	ops := []mat.Tensor{f.x}
+	for _, p := range f.projs {
+		for _, q := range []*spnn.Param{p.W, p.Bias, p.A, p.B} {
+			if q != nil {
+				ops = append(ops, q)
+			}
+		}
+	}
+	return ops
+}
+
+func (f *linearFn) Forward() (mat.Tensor, error) {
+	x := vals(f.x)
+	m, n := f.m, f.n
+	pool := f.env.Pool
+	y := make([]float32, m*n)
+	f.mask = make([][]float32, len(f.projs))
+	f.xd = make([][]float32, len(f.projs))
+	f.xa = make([][]float32, len(f.projs))
+	var tmp []float32
+	if len(f.projs) > 1 {
+		maxOut := 0
+		for _, p := range f.projs {
+			maxOut = max(maxOut, p.Out)
+		}
+		tmp = f.env.get(m * maxOut)
+		defer f.env.put(tmp)
+	}
+	off := 0
+	for i, p := range f.projs {
+		dst := y
+		if tmp != nil {
+			dst = tmp[:m*p.Out]
+		}
+		if p.W != nil {
+			kernels.MatMulF32T(pool, dst, x, vals(p.W), m, p.Out, p.In)
+			if p.Bias != nil {
+				b := vals(p.Bias)
+				for r := 0; r < m; r++ {
+					row := dst[r*p.Out : (r+1)*p.Out]
+					for j := range row {
+						row[j] += b[j]
+					}
+				}
+			}
+		} else {
+			p.Base.Forward(pool, dst, x, m)
+		}
+		if p.A != nil {
+			xd := x
+			if f.train && p.Dropout > 0 {
+				rng := rand.New(rand.NewPCG(f.seed, uint64(i)+1))
+				keep := float32(1 / (1 - float64(p.Dropout)))
+				mk := make([]float32, len(x))
+				xd = make([]float32, len(x))
+				for j := range x {
+					if rng.Float32() >= p.Dropout {
+						mk[j] = keep
+						xd[j] = x[j] * keep
+					}
+				}
+				f.mask[i] = mk
+			}
+			f.xd[i] = xd
+			xa := make([]float32, m*p.R)
+			kernels.Gemm(pool, false, true, m, p.R, p.In, 1, xd, p.In, vals(p.A), p.In, 0, xa, p.R)
+			kernels.Gemm(pool, false, true, m, p.Out, p.R, p.Scale, xa, p.R, vals(p.B), p.R, 1, dst, p.Out)
+			f.xa[i] = xa
+		}
+		if tmp != nil {
+			for r := 0; r < m; r++ {
+				copy(y[r*n+off:r*n+off+p.Out], dst[r*p.Out:(r+1)*p.Out])
+			}
+		}
+		off += p.Out
+	}
+	return newMat(m, n, y), nil
+}
+
+func (f *linearFn) Backward(gy mat.Tensor) error {
+	g := vals(gy)
+	m, n := f.m, f.n
+	pool := f.env.Pool
+	x := vals(f.x)
+	var dx []float32
+	if needsGrad(f.x) {
+		dx = make([]float32, m*f.projs[0].In)
+	}
+	off := 0
+	for i, p := range f.projs {
+		gp := g[off:] // rows of this projection's columns, leading dimension n
+		in, out := p.In, p.Out
+		if p.A != nil {
+			r := p.R
+			a, b := vals(p.A), vals(p.B)
+			dB := make([]float32, out*r)
+			kernels.Gemm(pool, true, false, out, r, m, p.Scale, gp, n, f.xa[i], r, 0, dB, r)
+			dxa := make([]float32, m*r)
+			kernels.Gemm(pool, false, false, m, r, out, p.Scale, gp, n, b, r, 0, dxa, r)
+			dA := make([]float32, r*in)
+			kernels.Gemm(pool, true, false, r, in, m, 1, dxa, r, f.xd[i], in, 0, dA, in)
+			if dx != nil {
+				if mk := f.mask[i]; mk != nil {
+					t := f.env.get(m * in)
+					kernels.Gemm(pool, false, false, m, in, r, 1, dxa, r, a, in, 0, t, in)
+					for j := range t {
+						dx[j] += t[j] * mk[j]
+					}
+					f.env.put(t)
+				} else {
+					kernels.Gemm(pool, false, false, m, in, r, 1, dxa, r, a, in, 1, dx, in)
+				}
+			}
+			accGrad(p.A, r, in, dA)
+			accGrad(p.B, out, r, dB)
+		}
+		if p.W != nil {
+			dW := make([]float32, out*in)
+			kernels.Gemm(pool, true, false, out, in, m, 1, gp, n, x, in, 0, dW, in)
+			accGrad(p.W, out, in, dW)
+			if p.Bias != nil {
+				db := make([]float32, out)
+				for r := 0; r < m; r++ {
+					row := g[r*n+off : r*n+off+out]
+					for j, v := range row {
+						db[j] += v
+					}
+				}
+				accGrad(p.Bias, out, 1, db)
+			}
+			if dx != nil {
+				kernels.Gemm(pool, false, false, m, in, out, 1, gp, n, vals(p.W), in, 1, dx, in)
+			}
+		} else if dx != nil {
+			w, release := f.env.baseWeight(p.Base)
+			kernels.Gemm(pool, false, false, m, in, out, 1, gp, n, w, in, 1, dx, in)
+			release()
+		}
+		off += out
+	}
+	if dx != nil {
+		accGrad(f.x, m, f.projs[0].In, dx)
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package train
+
+import (
+	"math"
+
+	"github.com/nlpodyssey/spago/mat"
+	spnn "github.com/nlpodyssey/spago/nn"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
+
+// lossFn is the LM head fused with masked cross-entropy:
+//
+//	loss = Σ_{i ∈ rows} (logsumexp(z_i) − z_i[target_i]) / denom,  z_i = h_i·Wᵀ
+//
+// Only the rows that carry a target are projected onto the vocabulary (prompt
+// tokens never reach the LM head). denom is the number of targets of the whole
+// optimizer batch, so the gradients of the micro-batches of one step add up to
+// the gradient of the batch mean.
+type lossFn struct {
+	env     *Env
+	h       mat.Tensor
+	head    BaseLinear  // frozen LM head, or nil
+	w       *spnn.Param // trainable LM head [V, D], or nil
+	m, d, v int
+	rows    []int
+	targets []int
+	denom   float32
+
+	dlogits []float32 // [len(rows), V]: (softmax − onehot)/denom
+	Sum     float64   // Σ token losses (not divided)
+}
+
+// Loss returns the masked cross-entropy of the next-token targets at rows
+// (positions of h [m, d]) divided by denom, and the op (for its Sum).
+func (e *Env) Loss(h mat.Tensor, m, d, vocab int, head BaseLinear, w *spnn.Param, rows, targets []int, denom float32) (mat.Tensor, *lossFn) {
+	f := &lossFn{env: e, h: h, head: head, w: w, m: m, d: d, v: vocab, rows: rows, targets: targets, denom: denom}
+	return run(f), f
+}
+
+func (f *lossFn) Operands() []mat.Tensor {
+	if f.w != nil {
+		return []mat.Tensor{f.h, f.w}
+	}
+	return []mat.Tensor{f.h}
+}
+
+func (f *lossFn) Forward() (mat.Tensor, error) {
+	h, d, v := vals(f.h), f.d, f.v
+	n := len(f.rows)
+	if n == 0 {
+		return mat.Scalar[float32](0), nil
+	}
+	hs := f.env.get(n * d)
+	defer f.env.put(hs)
+	for i, r := range f.rows {
+		copy(hs[i*d:(i+1)*d], h[r*d:(r+1)*d])
+	}
+	z := make([]float32, n*v)
+	if f.w != nil {
+		kernels.MatMulF32T(f.env.Pool, z, hs, vals(f.w), n, v, d)
+	} else {
+		f.head.Forward(f.env.Pool, z, hs, n)
+	}
+	losses := make([]float64, n)
+	f.env.Pool.For(n, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			row := z[i*v : (i+1)*v]
+			mx := row[0]
+			for _, x := range row {
+				mx = max(mx, x)
+			}
+			var s float64
+			for _, x := range row {
+				s += math.Exp(float64(x - mx))
+			}
+			lse := float64(mx) + math.Log(s)
+			t := f.targets[i]
+			losses[i] = lse - float64(row[t])
+			inv := 1 / float64(f.denom)
+			for j, x := range row {
+				row[j] = float32(math.Exp(float64(x)-lse) * inv)
+			}
+			row[t] -= float32(inv)
+		}
+	})
+	for _, l := range losses {
+		f.Sum += l
+	}
+	f.dlogits = z
+	return mat.Scalar[float32](float32(f.Sum / float64(f.denom))), nil
+}
+
+func (f *lossFn) Backward(gy mat.Tensor) error {
+	n := len(f.rows)
+	gs := vals(gy)[0]
+	d, v := f.d, f.v
+	if n == 0 {
+		if needsGrad(f.h) {
+			accGrad(f.h, f.m, d, make([]float32, f.m*d))
+		}
+		return nil
+	}
+	var w []float32
+	release := func() {}
+	if f.w != nil {
+		w = vals(f.w)
+		hsum := f.env.get(n * d)
+		hv := vals(f.h)
+		for i, r := range f.rows {
+			copy(hsum[i*d:(i+1)*d], hv[r*d:(r+1)*d])
+		}
+		dW := make([]float32, v*d)
+		kernels.Gemm(f.env.Pool, true, false, v, d, n, gs, f.dlogits, v, hsum, d, 0, dW, d)
+		f.env.put(hsum)
+		accGrad(f.w, v, d, dW)
+	} else if needsGrad(f.h) {
+		w, release = f.env.baseWeight(f.head)
+	}
+	if needsGrad(f.h) {
+		dhs := f.env.get(n * d)
+		kernels.Gemm(f.env.Pool, false, false, n, d, v, gs, f.dlogits, v, w, d, 0, dhs, d)
+		dh := make([]float32, f.m*d)
+		for i, r := range f.rows {
+			row := dh[r*d : (r+1)*d]
+			for j, x := range dhs[i*d : (i+1)*d] {
+				row[j] += x
+			}
+		}
+		f.env.put(dhs)
+		accGrad(f.h, f.m, d, dh)
+	}
+	release()
+	return nil
+}
