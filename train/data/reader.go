@@ -1,0 +1,394 @@
+// Package data reads supervised fine-tuning (SFT) data and turns it into token ids and loss masks.
+//
+// One JSONL reader serves training, evaluation and `lorakit data`. Each line is one example in one of
+// four shapes (detected by its keys, unknown keys ignored):
+//
+//	prompt_response            {"prompt": "...", "response": "..."}            ("completion" is accepted for "response")
+//	prompt_reasoning_response  {"prompt": "...", "reasoning_content": "...", "response": "..."}
+//	messages                   {"messages": [{"role": "system"|"user"|"assistant", "content": "...",
+//	                                           "reasoning_content": "..."}, ...]}
+//	alpaca                     {"instruction": "...", "input": "...", "output": "..."}   (user text = instruction
+//	                                                                                         + "\n" + input when input is set)
+//
+// The prompt/response and alpaca shapes also take an optional "system" string. Every shape becomes a
+// list of chat.Message: an optional system message, then user/assistant turns alternating, starting with
+// a user turn and ending with an assistant turn. A line that breaks any rule is reported as a *LineError
+// naming the file, the 1-based line number and the reason.
+package data
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/lorakit/lorakit/models/chat"
+)
+
+// Format names reported in Example.Format.
+const (
+	FormatPromptResponse          = "prompt_response"
+	FormatPromptReasoningResponse = "prompt_reasoning_response"
+	FormatMessages                = "messages"
+	FormatAlpaca                  = "alpaca"
+)
+
+// MaxLineBytes bounds one JSONL line; longer lines are reported bad and skipped without being held in memory.
+const MaxLineBytes = 64 << 20
+
+// Example is one parsed line.
+type Example struct {
+	Line     int             // 1-based line number
+	Format   string          // one of the Format constants
+	Messages []chat.Message  // system?, (user, assistant)+
+	Raw      json.RawMessage // the line as read (no trailing newline)
+}
+
+// HasReasoning reports whether an assistant message carries reasoning_content.
+func (ex *Example) HasReasoning() bool {
+	for _, m := range ex.Messages {
+		if m.Role == "assistant" && m.ReasoningContent != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// LineError reports a bad line.
+type LineError struct {
+	File   string
+	Line   int
+	Reason string
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason) }
+
+// ReadJSONL reads path line by line and calls fn for every line: fn(ex, nil) for a good line,
+// fn(nil, *LineError) for a bad one. Blank lines are reported as bad ("empty line"). If fn returns an
+// error, reading stops and that error is returned. With strict, the first bad line is also returned (as
+// the *LineError) after fn has seen it. Memory stays bounded by the longest line (at most MaxLineBytes).
+func ReadJSONL(path string, strict bool, fn func(ex *Example, err error) error) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	defer f.Close()
+	return ReadJSONLFrom(f, path, strict, fn)
+}
+
+// ReadJSONLFrom is ReadJSONL over an open reader; name is used in errors.
+func ReadJSONLFrom(r io.Reader, name string, strict bool, fn func(ex *Example, err error) error) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	line := 0
+	for {
+		b, tooLong, err := readLine(br)
+		if err == io.EOF && b == nil {
+			return nil
+		}
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("data: %s: line %d: %w", name, line+1, err)
+		}
+		line++
+		var ex *Example
+		var lerr *LineError
+		if tooLong {
+			lerr = &LineError{File: name, Line: line, Reason: fmt.Sprintf("line longer than %d bytes", MaxLineBytes)}
+		} else {
+			ex, lerr = ParseLine(b, name, line)
+		}
+		var ferr error
+		if lerr != nil {
+			ferr = fn(nil, lerr)
+		} else {
+			ferr = fn(ex, nil)
+		}
+		if ferr != nil {
+			return ferr
+		}
+		if lerr != nil && strict {
+			return lerr
+		}
+		if err == io.EOF {
+			return nil
+		}
+	}
+}
+
+// readLine returns the next line without its "\n" (and "\r"). A line over MaxLineBytes is consumed and
+// reported with tooLong. At end of input it returns (nil, false, io.EOF); a last line without a newline is
+// returned with io.EOF.
+func readLine(br *bufio.Reader) (line []byte, tooLong bool, err error) {
+	var buf []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(buf)+len(chunk) > MaxLineBytes {
+			tooLong = true
+			buf = buf[:0]
+		} else {
+			buf = append(buf, chunk...)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			if len(buf) == 0 && !tooLong {
+				return nil, false, io.EOF
+			}
+			return trimEOL(buf), tooLong, io.EOF
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		return trimEOL(buf), tooLong, nil
+	}
+}
+
+func trimEOL(b []byte) []byte {
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	if b == nil {
+		b = []byte{}
+	}
+	return b
+}
+
+// ParseLine parses one JSONL line (without the newline). file and line only label the error.
+func ParseLine(b []byte, file string, line int) (*Example, *LineError) {
+	bad := func(format string, args ...any) (*Example, *LineError) {
+		return nil, &LineError{File: file, Line: line, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return bad("empty line")
+	}
+	if !utf8.Valid(b) {
+		off := 0
+		for off < len(b) {
+			r, n := utf8.DecodeRune(b[off:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			off += n
+		}
+		return bad("invalid UTF-8 at byte %d", off+1)
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(b, &obj); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			return bad("invalid JSON: not an object")
+		}
+		return bad("invalid JSON: %s", jsonErrText(err))
+	}
+	if obj == nil {
+		return bad("invalid JSON: not an object")
+	}
+	ex := &Example{Line: line, Raw: append(json.RawMessage(nil), b...)}
+	var err error
+	switch {
+	case has(obj, "messages"):
+		ex.Format = FormatMessages
+		ex.Messages, err = parseMessages(obj["messages"])
+	case has(obj, "prompt"):
+		ex.Messages, ex.Format, err = parsePromptResponse(obj)
+	case has(obj, "instruction"):
+		ex.Format = FormatAlpaca
+		ex.Messages, err = parseAlpaca(obj)
+	case has(obj, "text"):
+		err = errors.New(`unsupported format: plain {"text"} record (SFT needs prompt/response, messages or instruction/output)`)
+	case has(obj, "response") || has(obj, "completion"):
+		err = errors.New(`missing field "prompt"`)
+	case has(obj, "output"):
+		err = errors.New(`missing field "instruction"`)
+	default:
+		err = errors.New(`unknown format: no "messages", "prompt" or "instruction" field`)
+	}
+	if err != nil {
+		return bad("%s", err.Error())
+	}
+	return ex, nil
+}
+
+func jsonErrText(err error) string {
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%s (at byte %d)", se.Error(), se.Offset)
+	}
+	return err.Error()
+}
+
+func has(obj map[string]json.RawMessage, key string) bool {
+	_, ok := obj[key]
+	return ok
+}
+
+// str reads an optional string field: absent or null gives ("", false).
+func str(obj map[string]json.RawMessage, key string) (string, bool, error) {
+	raw, ok := obj[key]
+	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+		return "", false, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false, fmt.Errorf("field %q: not a string", key)
+	}
+	return s, true, nil
+}
+
+// required reads a string field that must be present.
+func required(obj map[string]json.RawMessage, key string) (string, error) {
+	s, ok, err := str(obj, key)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("missing field %q", key)
+	}
+	return s, nil
+}
+
+func isBlank(s string) bool { return strings.TrimSpace(s) == "" }
+
+func parsePromptResponse(obj map[string]json.RawMessage) ([]chat.Message, string, error) {
+	prompt, err := required(obj, "prompt")
+	if err != nil {
+		return nil, "", err
+	}
+	respKey := "response"
+	if !has(obj, "response") && has(obj, "completion") {
+		respKey = "completion"
+	}
+	resp, err := required(obj, respKey)
+	if err != nil {
+		return nil, "", err
+	}
+	reasoning, hasReasoning, err := str(obj, "reasoning_content")
+	if err != nil {
+		return nil, "", err
+	}
+	system, _, err := str(obj, "system")
+	if err != nil {
+		return nil, "", err
+	}
+	if isBlank(resp) {
+		return nil, "", fmt.Errorf("empty response (field %q)", respKey)
+	}
+	format := FormatPromptResponse
+	if hasReasoning {
+		format = FormatPromptReasoningResponse
+	}
+	var msgs []chat.Message
+	if system != "" {
+		msgs = append(msgs, chat.Message{Role: "system", Content: system})
+	}
+	msgs = append(msgs, chat.Message{Role: "user", Content: prompt},
+		chat.Message{Role: "assistant", Content: resp, ReasoningContent: reasoning})
+	return msgs, format, nil
+}
+
+func parseAlpaca(obj map[string]json.RawMessage) ([]chat.Message, error) {
+	instr, err := required(obj, "instruction")
+	if err != nil {
+		return nil, err
+	}
+	input, _, err := str(obj, "input")
+	if err != nil {
+		return nil, err
+	}
+	out, err := required(obj, "output")
+	if err != nil {
+		return nil, err
+	}
+	system, _, err := str(obj, "system")
+	if err != nil {
+		return nil, err
+	}
+	if isBlank(out) {
+		return nil, errors.New(`empty response (field "output")`)
+	}
+	user := instr
+	if input != "" {
+		user = instr + "\n" + input
+	}
+	var msgs []chat.Message
+	if system != "" {
+		msgs = append(msgs, chat.Message{Role: "system", Content: system})
+	}
+	return append(msgs, chat.Message{Role: "user", Content: user}, chat.Message{Role: "assistant", Content: out}), nil
+}
+
+func parseMessages(raw json.RawMessage) ([]chat.Message, error) {
+	var items []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, errors.New(`field "messages": not an array of objects`)
+	}
+	if len(items) == 0 {
+		return nil, errors.New(`field "messages": empty`)
+	}
+	msgs := make([]chat.Message, 0, len(items))
+	for i, it := range items {
+		if it == nil {
+			return nil, fmt.Errorf("messages[%d]: not an object", i)
+		}
+		role, err := required(it, "role")
+		if err != nil {
+			return nil, fmt.Errorf("messages[%d]: %v", i, err)
+		}
+		content, err := required(it, "content")
+		if err != nil {
+			return nil, fmt.Errorf("messages[%d]: %v", i, err)
+		}
+		reasoning, _, err := str(it, "reasoning_content")
+		if err != nil {
+			return nil, fmt.Errorf("messages[%d]: %v", i, err)
+		}
+		switch role {
+		case "system", "user", "assistant":
+		default:
+			return nil, fmt.Errorf("messages[%d]: unsupported role %q (want system, user or assistant)", i, role)
+		}
+		if reasoning != "" && role != "assistant" {
+			return nil, fmt.Errorf("messages[%d]: reasoning_content on a %s message", i, role)
+		}
+		msgs = append(msgs, chat.Message{Role: role, Content: content, ReasoningContent: reasoning})
+	}
+	if err := checkOrder(msgs); err != nil {
+		return nil, err
+	}
+	return msgs, nil
+}
+
+// checkOrder enforces: optional system first, then user/assistant alternating from user, ending with an
+// assistant turn whose content is not blank.
+func checkOrder(msgs []chat.Message) error {
+	start := 0
+	if msgs[0].Role == "system" {
+		start = 1
+	}
+	if start == len(msgs) {
+		return errors.New("wrong role order: no user/assistant turns after the system message")
+	}
+	for i := start; i < len(msgs); i++ {
+		want := "user"
+		if (i-start)%2 == 1 {
+			want = "assistant"
+		}
+		if msgs[i].Role != want {
+			return fmt.Errorf("wrong role order: messages[%d] is %q, want %q (optional system, then user/assistant alternating)", i, msgs[i].Role, want)
+		}
+	}
+	last := msgs[len(msgs)-1]
+	if last.Role != "assistant" {
+		return fmt.Errorf("wrong role order: last message (messages[%d]) is %q, want \"assistant\"", len(msgs)-1, last.Role)
+	}
+	for i := start + 1; i < len(msgs); i += 2 {
+		if isBlank(msgs[i].Content) {
+			return fmt.Errorf("empty response (messages[%d])", i)
+		}
+	}
+	return nil
+}
