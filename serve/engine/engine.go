@@ -1,0 +1,517 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Config configures an Engine.
+type Config struct {
+	Backend    Backend
+	NewDecoder func() Decoder
+	NewSampler func(SamplingParams) Sampler
+	EOS        []int
+	// MaxBatch is the most sequences decoded together (default 16); MaxQueue the most waiting (default 256).
+	MaxBatch, MaxQueue int
+	// MaxModelLen is the context window (prompt + completion).
+	MaxModelLen int
+	// PrefillChunk is the prompt-token budget per step shared by all prefilling sequences (default 256), so a long
+	// prompt never stalls the decoding ones for more than one chunk.
+	PrefillChunk int
+	// Observer receives metrics; may be nil.
+	Observer Observer
+}
+
+// Observer is told what the engine does (for /metrics). Calls come from the engine goroutine.
+type Observer interface {
+	Step(batchRows, prefillTokens, decodeTokens int, took time.Duration)
+	FirstToken(ttft time.Duration)
+	Token(itl time.Duration)
+	Finished(reason string, promptTokens, completionTokens int)
+}
+
+// Stats is a snapshot of the engine's load.
+type Stats struct {
+	Waiting, Active int
+}
+
+// Engine runs continuous batching on one goroutine.
+type Engine struct {
+	cfg  Config
+	eos  map[int]bool
+	mu   sync.Mutex
+	cond *sync.Cond
+	wait []*seq
+	// active is owned by the loop; nActive mirrors its length for Stats.
+	active   []*seq
+	nActive  int
+	stopping bool // no new requests
+	closed   bool // loop must exit
+	exited   chan struct{}
+	idle     chan struct{} // closed and replaced when the engine becomes idle while stopping
+}
+
+type seq struct {
+	req      *Request
+	ctx      context.Context
+	stream   *Stream
+	state    State
+	pos      int // prompt tokens already in the cache
+	chunk    int // prompt tokens fed this step
+	gen      []int
+	last     int
+	maxNew   int
+	dec      Decoder
+	smp      Sampler
+	pending  string
+	maxStop  int
+	start    time.Time
+	lastTok  time.Time
+	released bool
+}
+
+// New starts an engine.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Backend == nil || cfg.NewDecoder == nil || cfg.NewSampler == nil {
+		return nil, errors.New("engine: Backend, NewDecoder and NewSampler are required")
+	}
+	if cfg.MaxModelLen <= 0 {
+		return nil, fmt.Errorf("engine: MaxModelLen must be positive, got %d", cfg.MaxModelLen)
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 16
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 256
+	}
+	if cfg.PrefillChunk <= 0 {
+		cfg.PrefillChunk = 256
+	}
+	e := &Engine{cfg: cfg, eos: map[int]bool{}, exited: make(chan struct{}), idle: make(chan struct{})}
+	for _, id := range cfg.EOS {
+		e.eos[id] = true
+	}
+	e.cond = sync.NewCond(&e.mu)
+	go e.loop()
+	return e, nil
+}
+
+// MaxModelLen is the context window.
+func (e *Engine) MaxModelLen() int { return e.cfg.MaxModelLen }
+
+// Stats reports queue depth and running sequences.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return Stats{Waiting: len(e.wait), Active: e.nActive}
+}
+
+// Submit queues a request. ctx ending (client gone) cancels it. On error, req.Release has been called.
+func (e *Engine) Submit(ctx context.Context, req *Request) (*Stream, error) {
+	s := &seq{req: req, ctx: ctx, stream: newStream()}
+	fail := func(err error) (*Stream, error) {
+		if req.Release != nil {
+			req.Release()
+		}
+		return nil, err
+	}
+	n := len(req.Prompt)
+	if n == 0 {
+		return fail(ErrEmptyPrompt)
+	}
+	s.maxNew = req.MaxTokens
+	if s.maxNew <= 0 {
+		s.maxNew = e.cfg.MaxModelLen - n
+		if s.maxNew <= 0 {
+			return fail(&ContextError{MaxLen: e.cfg.MaxModelLen, Prompt: n, Completion: 1})
+		}
+	} else if n+s.maxNew > e.cfg.MaxModelLen {
+		return fail(&ContextError{MaxLen: e.cfg.MaxModelLen, Prompt: n, Completion: s.maxNew})
+	}
+	vocab := e.cfg.Backend.VocabSize()
+	for _, id := range req.Prompt {
+		if id < 0 || id >= vocab {
+			return fail(fmt.Errorf("engine: prompt token id %d out of range [0, %d)", id, vocab))
+		}
+	}
+	for _, st := range req.Stop {
+		s.maxStop = max(s.maxStop, len(st))
+	}
+	e.mu.Lock()
+	if e.stopping {
+		e.mu.Unlock()
+		return fail(ErrShuttingDown)
+	}
+	if len(e.wait) >= e.cfg.MaxQueue {
+		e.mu.Unlock()
+		return fail(ErrQueueFull)
+	}
+	s.start = time.Now()
+	e.wait = append(e.wait, s)
+	e.cond.Signal()
+	e.mu.Unlock()
+	return s.stream, nil
+}
+
+// Shutdown stops accepting requests and waits until every queued and running request has finished or ctx ends;
+// then it cancels what is left and stops the loop.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.mu.Lock()
+	e.stopping = true
+	e.cond.Broadcast()
+	e.mu.Unlock()
+	var err error
+	for {
+		e.mu.Lock()
+		busy := len(e.wait) > 0 || e.nActive > 0
+		idle := e.idle
+		e.mu.Unlock()
+		if !busy {
+			break
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			break
+		}
+	}
+	e.mu.Lock()
+	e.closed = true
+	e.cond.Broadcast()
+	e.mu.Unlock()
+	<-e.exited
+	return err
+}
+
+func (e *Engine) loop() {
+	defer close(e.exited)
+	for {
+		e.mu.Lock()
+		for !e.closed && len(e.wait) == 0 && len(e.active) == 0 {
+			if e.stopping {
+				close(e.idle)
+				e.idle = make(chan struct{})
+			}
+			e.cond.Wait()
+		}
+		if e.closed {
+			rest := append(e.wait, e.active...)
+			e.wait, e.active, e.nActive = nil, nil, 0
+			e.mu.Unlock()
+			for _, s := range rest {
+				e.finish(s, FinishCancel, ErrShuttingDown)
+			}
+			return
+		}
+		var gone []*seq
+		if len(e.wait) > 0 {
+			keep := e.wait[:0]
+			for _, s := range e.wait {
+				if s.stream.cancelled.Load() || s.ctx.Err() != nil {
+					gone = append(gone, s)
+				} else {
+					keep = append(keep, s)
+				}
+			}
+			for i := len(keep); i < len(e.wait); i++ {
+				e.wait[i] = nil
+			}
+			e.wait = keep
+		}
+		for len(e.wait) > 0 && len(e.active) < e.cfg.MaxBatch {
+			s := e.wait[0]
+			e.wait[0] = nil
+			e.wait = e.wait[1:]
+			e.active = append(e.active, s)
+		}
+		e.nActive = len(e.active)
+		e.mu.Unlock()
+		for _, s := range gone {
+			e.finish(s, FinishCancel, ErrCancelled)
+		}
+		if len(e.active) > 0 {
+			e.step()
+		}
+	}
+}
+
+// step drops cancelled sequences, runs one Forward over every active sequence and samples.
+func (e *Engine) step() {
+	live := e.active[:0]
+	for _, s := range e.active {
+		if s.stream.cancelled.Load() || s.ctx.Err() != nil {
+			e.finish(s, FinishCancel, ErrCancelled)
+			continue
+		}
+		live = append(live, s)
+	}
+	for i := len(live); i < len(e.active); i++ {
+		e.active[i] = nil
+	}
+	e.active = live
+	if len(live) == 0 {
+		e.setActive()
+		return
+	}
+	budget := e.cfg.PrefillChunk
+	rows := make([]Row, 0, len(live))
+	seqs := make([]*seq, 0, len(live))
+	prefill, decode := 0, 0
+	for _, s := range live {
+		var toks []int
+		if s.pos < len(s.req.Prompt) {
+			if budget == 0 {
+				continue
+			}
+			if s.state == nil {
+				s.state = e.cfg.Backend.NewState(len(s.req.Prompt) + s.maxNew)
+				s.dec = e.cfg.NewDecoder()
+				s.smp = e.cfg.NewSampler(s.req.Sampling)
+			}
+			n := min(len(s.req.Prompt)-s.pos, budget)
+			budget -= n
+			toks = s.req.Prompt[s.pos : s.pos+n]
+			s.chunk = n
+			prefill += n
+		} else {
+			toks = []int{s.last}
+			s.chunk = 0
+			decode++
+		}
+		rows = append(rows, Row{Tokens: toks, State: s.state, Adapter: s.req.Adapter})
+		seqs = append(seqs, s)
+	}
+	t0 := time.Now()
+	logits, err := e.forward(rows)
+	took := time.Since(t0)
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.Step(len(rows), prefill, decode, took)
+	}
+	if err == nil && len(logits) != len(rows) {
+		err = fmt.Errorf("engine: backend returned %d logit rows for %d sequences", len(logits), len(rows))
+	}
+	if err != nil {
+		for _, s := range seqs {
+			e.finish(s, FinishError, err)
+		}
+		e.removeFinished()
+		return
+	}
+	now := time.Now()
+	for i, s := range seqs {
+		if s.chunk > 0 {
+			s.pos += s.chunk
+			if s.pos < len(s.req.Prompt) {
+				continue // more prompt to prefill
+			}
+		}
+		e.advance(s, logits[i], now)
+	}
+	e.removeFinished()
+}
+
+// forward calls the backend, turning a panic in model code into an error so one bad request cannot kill the server.
+func (e *Engine) forward(rows []Row) (logits [][]float32, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("engine: forward panicked: %v", r)
+		}
+	}()
+	return e.cfg.Backend.Forward(rows)
+}
+
+func (e *Engine) setActive() {
+	e.mu.Lock()
+	e.nActive = len(e.active)
+	e.mu.Unlock()
+}
+
+func (e *Engine) removeFinished() {
+	live := e.active[:0]
+	for _, s := range e.active {
+		if !s.released {
+			live = append(live, s)
+		}
+	}
+	for i := len(live); i < len(e.active); i++ {
+		e.active[i] = nil
+	}
+	e.active = live
+	e.setActive()
+}
+
+// advance samples the next token for s from logits and emits text.
+func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
+	for id, b := range s.req.LogitBias {
+		if id >= 0 && id < len(logits) {
+			logits[id] += b
+		}
+	}
+	var lp *TokenLogprob
+	var orig []float32
+	if s.req.Logprobs {
+		// log-probabilities of the model distribution, before the sampler reshapes it
+		orig = append([]float32(nil), logits...)
+		lp = &TokenLogprob{}
+	}
+	var id int
+	if err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("engine: sampler panicked: %v", r)
+			}
+		}()
+		id = s.smp.Sample(logits, s.gen)
+		if id < 0 || id >= len(logits) {
+			return fmt.Errorf("engine: sampler returned token %d outside the vocabulary", id)
+		}
+		return nil
+	}(); err != nil {
+		e.finish(s, FinishError, err)
+		return
+	}
+	if lp != nil {
+		lse := logSumExp(orig)
+		lp.ID, lp.Logprob, lp.Top = id, orig[id]-lse, topK(orig, s.req.TopLogprobs, lse)
+	}
+	if len(s.gen) == 0 {
+		if e.cfg.Observer != nil {
+			e.cfg.Observer.FirstToken(now.Sub(s.start))
+		}
+	} else if e.cfg.Observer != nil {
+		e.cfg.Observer.Token(now.Sub(s.lastTok))
+	}
+	s.lastTok = now
+	s.gen = append(s.gen, id)
+	s.last = id
+	var toks []TokenLogprob
+	if lp != nil {
+		toks = []TokenLogprob{*lp}
+	}
+	if e.eos[id] {
+		s.pending += s.dec.Flush()
+		e.emitFinal(s, toks, FinishStop)
+		return
+	}
+	s.pending += s.dec.Add(id)
+	if len(s.req.Stop) > 0 {
+		if cut := firstStop(s.pending, s.req.Stop); cut >= 0 {
+			s.pending = s.pending[:cut]
+			e.emitFinal(s, toks, FinishStop)
+			return
+		}
+	}
+	if len(s.gen) >= s.maxNew || len(s.req.Prompt)+len(s.gen) >= e.cfg.MaxModelLen {
+		s.pending += s.dec.Flush()
+		if cut := firstStop(s.pending, s.req.Stop); cut >= 0 {
+			s.pending = s.pending[:cut]
+			e.emitFinal(s, toks, FinishStop)
+			return
+		}
+		e.emitFinal(s, toks, FinishLength)
+		return
+	}
+	hold := 0
+	for _, st := range s.req.Stop {
+		hold = max(hold, partialSuffix(s.pending, st))
+	}
+	text := s.pending[:len(s.pending)-hold]
+	s.pending = s.pending[len(s.pending)-hold:]
+	if text != "" || toks != nil {
+		s.stream.push(Event{Text: text, Tokens: toks}, false)
+	}
+}
+
+func (e *Engine) emitFinal(s *seq, toks []TokenLogprob, reason string) {
+	s.stream.push(Event{Text: s.pending, Tokens: toks}, false)
+	s.pending = ""
+	e.finish(s, reason, nil)
+}
+
+// finish ends s: final event, observer, release. Idempotent.
+func (e *Engine) finish(s *seq, reason string, err error) {
+	if s.released {
+		return
+	}
+	s.released = true
+	s.state, s.dec, s.smp = nil, nil, nil
+	if s.req.Release != nil {
+		s.req.Release() // before the last event, so a reader that saw the end sees the reference dropped
+	}
+	if e.cfg.Observer != nil {
+		e.cfg.Observer.Finished(reason, len(s.req.Prompt), len(s.gen))
+	}
+	s.stream.push(Event{Finish: reason, Err: err, PromptTokens: len(s.req.Prompt), CompletionTokens: len(s.gen)}, true)
+}
+
+// firstStop is the earliest index in text where a stop string begins, or -1.
+func firstStop(text string, stops []string) int {
+	best := -1
+	for _, st := range stops {
+		if i := strings.Index(text, st); i >= 0 && (best < 0 || i < best) {
+			best = i
+		}
+	}
+	return best
+}
+
+// partialSuffix is the length of the longest proper suffix of s that is a prefix of stop.
+func partialSuffix(s, stop string) int {
+	n := min(len(stop)-1, len(s))
+	for k := n; k > 0; k-- {
+		if strings.HasSuffix(s, stop[:k]) {
+			return k
+		}
+	}
+	return 0
+}
+
+func logSumExp(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, v := range x {
+		if v > m {
+			m = v
+		}
+	}
+	if math.IsInf(float64(m), -1) {
+		return m
+	}
+	var sum float64
+	for _, v := range x {
+		sum += math.Exp(float64(v - m))
+	}
+	return m + float32(math.Log(sum))
+}
+
+func topK(logits []float32, k int, lse float32) []TopLogprob {
+	if k <= 0 {
+		return nil
+	}
+	k = min(k, len(logits))
+	top := make([]TopLogprob, 0, k+1)
+	for id, v := range logits {
+		if len(top) == k && v <= top[k-1].Logprob {
+			continue
+		}
+		i := sort.Search(len(top), func(i int) bool { return top[i].Logprob < v })
+		top = append(top, TopLogprob{})
+		copy(top[i+1:], top[i:])
+		top[i] = TopLogprob{ID: id, Logprob: v}
+		if len(top) > k {
+			top = top[:k]
+		}
+	}
+	for i := range top {
+		top[i].Logprob -= lse
+	}
+	return top
+}

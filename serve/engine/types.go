@@ -1,0 +1,122 @@
+// Package engine is lorakit's continuous-batching inference engine and adapter registry. One goroutine owns the
+// model and every KV cache; each step it admits waiting requests (prefilling long prompts in chunks), then runs
+// one Forward call holding a decode row for every active sequence, rows with different adapters side by side.
+// It knows nothing of HTTP or JSON.
+package engine
+
+import "errors"
+
+// Delta adds a LoRA contribution to the output of one base linear for one row (models/llama.Delta;
+// *lora.Adapter implements it).
+type Delta interface {
+	Apply(module string, y, x []float32, in, out int)
+}
+
+// State is one sequence's opaque KV cache.
+type State interface {
+	Len() int
+}
+
+// Row is one sequence's share of a Forward call.
+type Row struct {
+	Tokens  []int
+	State   State
+	Adapter Delta // nil = base model
+}
+
+// Backend is the model as the engine sees it. Only the engine goroutine calls it.
+type Backend interface {
+	// NewState allocates a KV cache for up to maxLen tokens.
+	NewState(maxLen int) State
+	// Forward appends each row's tokens to its state and returns the logits of each row's last position.
+	Forward(rows []Row) ([][]float32, error)
+	VocabSize() int
+}
+
+// Decoder turns a token stream into text, returning only complete UTF-8.
+type Decoder interface {
+	Add(id int) string
+	Flush() string
+}
+
+// Sampler picks the next token.
+type Sampler interface {
+	Sample(logits []float32, history []int) int
+}
+
+// SamplingParams are per-request sampling settings (temperature 0 = greedy).
+type SamplingParams struct {
+	Temperature, TopP, MinP                              float32
+	TopK                                                 int
+	RepetitionPenalty, PresencePenalty, FrequencyPenalty float32
+	Seed                                                 int64
+}
+
+// Errors returned by Submit.
+var (
+	ErrQueueFull      = errors.New("engine: request queue is full")
+	ErrShuttingDown   = errors.New("engine: shutting down")
+	ErrEmptyPrompt    = errors.New("engine: empty prompt")
+	ErrContextTooLong = errors.New("engine: prompt and completion exceed the context window")
+	ErrCancelled      = errors.New("engine: request cancelled")
+)
+
+// ContextError details ErrContextTooLong.
+type ContextError struct {
+	MaxLen, Prompt, Completion int
+}
+
+func (e *ContextError) Error() string {
+	return "engine: prompt and completion exceed the context window"
+}
+
+// Is makes errors.Is(err, ErrContextTooLong) true.
+func (e *ContextError) Is(target error) bool { return target == ErrContextTooLong }
+
+// Request is one generation.
+type Request struct {
+	Prompt    []int
+	MaxTokens int // 0 = until the context window is full
+	Sampling  SamplingParams
+	Stop      []string
+	LogitBias map[int]float32
+	// Logprobs asks for each token's log probability and the TopLogprobs best alternatives.
+	Logprobs    bool
+	TopLogprobs int
+	Adapter     Delta
+	// Release, if set, is called exactly once when the engine no longer uses the request (finished, cancelled or
+	// rejected); serving uses it to drop the adapter reference.
+	Release func()
+}
+
+// TokenLogprob is one generated token with its log probability.
+type TokenLogprob struct {
+	ID      int
+	Logprob float32
+	Top     []TopLogprob
+}
+
+// TopLogprob is an alternative token.
+type TopLogprob struct {
+	ID      int
+	Logprob float32
+}
+
+// Finish reasons.
+const (
+	FinishStop   = "stop"
+	FinishLength = "length"
+	FinishError  = "error"
+	FinishCancel = "cancelled"
+)
+
+// Event is what a request's stream yields: new text, and on the last event the finish reason and counts.
+type Event struct {
+	Text   string
+	Tokens []TokenLogprob // only when Logprobs was asked for
+	// Set on the last event only:
+	Finish           string
+	Err              error
+	PromptTokens     int
+	CompletionTokens int
+}

@@ -1,0 +1,251 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// ChatCompletionRequest is `POST /v1/chat/completions` (fields lorakit reads; others are accepted and ignored).
+type ChatCompletionRequest struct {
+	Model               string          `json:"model"`
+	Messages            []ChatMessageIn `json:"messages"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Logprobs            *bool           `json:"logprobs"`
+	TopLogprobs         *int            `json:"top_logprobs"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *StreamOptions  `json:"stream_options"`
+	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	ResponseFormat      *struct {
+		Type string `json:"type"`
+	} `json:"response_format"`
+	samplingFields
+}
+
+// ChatMessageIn is one request message. Content is a string, an array of text parts, or null.
+type ChatMessageIn struct {
+	Role             string          `json:"role"`
+	Content          json.RawMessage `json:"content"`
+	Name             string          `json:"name,omitempty"`
+	ReasoningContent *string         `json:"reasoning_content,omitempty"`
+	Reasoning        *string         `json:"reasoning,omitempty"`
+	ToolCalls        json.RawMessage `json:"tool_calls,omitempty"`
+	ToolCallID       string          `json:"tool_call_id,omitempty"`
+}
+
+// Message is a decoded chat message ready for the chat template.
+type Message struct {
+	Role, Content, ReasoningContent string
+}
+
+// Chat is a validated chat request.
+type Chat struct {
+	Model        string
+	Messages     []Message
+	Sampling     Sampling
+	Stream       bool
+	IncludeUsage bool
+}
+
+var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true}
+
+// DecodeChat parses and validates a chat completion request body. vocab bounds logit_bias keys (0 = unchecked).
+func DecodeChat(body []byte, vocab int) (*Chat, *Error) {
+	var r ChatCompletionRequest
+	if e := decodeJSON(body, &r); e != nil {
+		return nil, e
+	}
+	if r.Model == "" {
+		return nil, BadRequest("model", "you must provide a model parameter")
+	}
+	if len(r.Messages) == 0 {
+		return nil, BadRequest("messages", "messages must be a non-empty array")
+	}
+	if len(bytes.TrimSpace(r.Tools)) > 0 && !bytes.Equal(bytes.TrimSpace(r.Tools), []byte("null")) &&
+		!bytes.Equal(bytes.TrimSpace(r.Tools), []byte("[]")) {
+		return nil, BadRequest("tools", "tools are not supported by this server")
+	}
+	if r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text" {
+		return nil, BadRequest("response_format", "response_format type %q is not supported (only \"text\")", r.ResponseFormat.Type)
+	}
+	c := &Chat{Model: r.Model, Stream: r.Stream}
+	if r.StreamOptions != nil {
+		if !r.Stream {
+			return nil, BadRequest("stream_options", "stream_options is only allowed when stream is true")
+		}
+		c.IncludeUsage = r.StreamOptions.IncludeUsage
+	}
+	for i, m := range r.Messages {
+		msg, e := decodeMessage(i, m)
+		if e != nil {
+			return nil, e
+		}
+		c.Messages = append(c.Messages, msg)
+	}
+	s, e := r.resolve(vocab)
+	if e != nil {
+		return nil, e
+	}
+	mt, e := maxTokens("max_tokens", r.MaxTokens)
+	if e != nil {
+		return nil, e
+	}
+	if r.MaxCompletionTokens != nil {
+		if mt, e = maxTokens("max_completion_tokens", r.MaxCompletionTokens); e != nil {
+			return nil, e
+		}
+	}
+	s.MaxTokens = mt
+	if r.Logprobs != nil {
+		s.Logprobs = *r.Logprobs
+	}
+	if r.TopLogprobs != nil {
+		if *r.TopLogprobs < 0 || *r.TopLogprobs > 20 {
+			return nil, BadRequest("top_logprobs", "top_logprobs must be between 0 and 20, got %d", *r.TopLogprobs)
+		}
+		if !s.Logprobs && *r.TopLogprobs > 0 {
+			return nil, BadRequest("top_logprobs", "top_logprobs requires logprobs to be true")
+		}
+		s.TopLogprobs = *r.TopLogprobs
+	}
+	c.Sampling = s
+	return c, nil
+}
+
+func decodeMessage(i int, m ChatMessageIn) (Message, *Error) {
+	param := fmt.Sprintf("messages[%d]", i)
+	if !chatRoles[m.Role] {
+		return Message{}, BadRequest(param+".role", "messages[%d].role must be one of system, developer, user, assistant, tool; got %q", i, m.Role)
+	}
+	msg := Message{Role: m.Role}
+	if m.Role == "developer" {
+		msg.Role = "system"
+	}
+	if m.ReasoningContent != nil {
+		msg.ReasoningContent = *m.ReasoningContent
+	} else if m.Reasoning != nil {
+		msg.ReasoningContent = *m.Reasoning
+	}
+	raw := bytes.TrimSpace(m.Content)
+	switch {
+	case len(raw) == 0 || bytes.Equal(raw, []byte("null")):
+		if m.Role != "assistant" {
+			return Message{}, BadRequest(param+".content", "messages[%d].content is required for role %q", i, m.Role)
+		}
+	case raw[0] == '"':
+		if err := json.Unmarshal(raw, &msg.Content); err != nil {
+			return Message{}, BadRequest(param+".content", "messages[%d].content: %v", i, err)
+		}
+	case raw[0] == '[':
+		var parts []struct {
+			Type    string  `json:"type"`
+			Text    *string `json:"text"`
+			Refusal *string `json:"refusal"`
+		}
+		if err := json.Unmarshal(raw, &parts); err != nil {
+			return Message{}, BadRequest(param+".content", "messages[%d].content must be a string or an array of content parts: %v", i, err)
+		}
+		for j, p := range parts {
+			switch {
+			case p.Type == "text" && p.Text != nil:
+				msg.Content += *p.Text
+			case p.Type == "refusal" && p.Refusal != nil && m.Role == "assistant":
+				msg.Content += *p.Refusal
+			default:
+				return Message{}, BadRequest(fmt.Sprintf("%s.content[%d]", param, j),
+					"messages[%d].content[%d]: content part type %q is not supported (only text)", i, j, p.Type)
+			}
+		}
+	default:
+		return Message{}, BadRequest(param+".content", "messages[%d].content must be a string or an array of content parts", i)
+	}
+	return msg, nil
+}
+
+// ChatCompletion is the non-streaming response.
+type ChatCompletion struct {
+	ID                string       `json:"id"`
+	Object            string       `json:"object"` // "chat.completion"
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	Choices           []ChatChoice `json:"choices"`
+	Usage             Usage        `json:"usage"`
+	SystemFingerprint string       `json:"system_fingerprint"`
+}
+
+// ChatChoice is one non-streaming choice.
+type ChatChoice struct {
+	Index        int            `json:"index"`
+	Message      ChatMessageOut `json:"message"`
+	Logprobs     *ChatLogprobs  `json:"logprobs"`
+	FinishReason string         `json:"finish_reason"`
+}
+
+// ChatMessageOut is the assistant message of a response.
+type ChatMessageOut struct {
+	Role             string  `json:"role"`
+	Content          *string `json:"content"`
+	Refusal          *string `json:"refusal"`
+	ReasoningContent *string `json:"reasoning_content,omitempty"`
+}
+
+// ChatLogprobs is choice.logprobs of chat responses.
+type ChatLogprobs struct {
+	Content []TokenLogprob `json:"content"`
+}
+
+// TokenLogprob is one generated token with its log probability and alternatives.
+type TokenLogprob struct {
+	Token       string       `json:"token"`
+	Logprob     float64      `json:"logprob"`
+	Bytes       []int        `json:"bytes"`
+	TopLogprobs []TopLogprob `json:"top_logprobs"`
+}
+
+// TopLogprob is an alternative token.
+type TopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// TokenBytes is the `bytes` field: the UTF-8 bytes of a token string.
+func TokenBytes(s string) []int {
+	b := make([]int, len(s))
+	for i := 0; i < len(s); i++ {
+		b[i] = int(s[i])
+	}
+	return b
+}
+
+// ChatCompletionChunk is one SSE event of a streamed chat completion.
+type ChatCompletionChunk struct {
+	ID                string            `json:"id"`
+	Object            string            `json:"object"` // "chat.completion.chunk"
+	Created           int64             `json:"created"`
+	Model             string            `json:"model"`
+	SystemFingerprint string            `json:"system_fingerprint"`
+	Choices           []ChatChunkChoice `json:"choices"`
+	// Usage is omitted unless stream_options.include_usage; then it is null on every chunk but the last.
+	Usage any `json:"usage,omitempty"`
+}
+
+// ChatChunkChoice is one choice of a chunk.
+type ChatChunkChoice struct {
+	Index        int           `json:"index"`
+	Delta        ChatDelta     `json:"delta"`
+	Logprobs     *ChatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
+}
+
+// ChatDelta is the incremental message of a chunk.
+type ChatDelta struct {
+	Role             string  `json:"role,omitempty"`
+	Content          *string `json:"content,omitempty"`
+	ReasoningContent *string `json:"reasoning_content,omitempty"`
+}
+
+// NullUsage marshals as JSON null (for chunks when include_usage is set).
+var NullUsage = json.RawMessage("null")
