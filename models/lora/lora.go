@@ -306,14 +306,23 @@ func (q *Pair) Apply(p *kernels.Pool, y, x []float32, in, out int) {
 	if rows == 0 {
 		return
 	}
-	t := make([]float32, rows*q.R)
-	if rows == 1 {
-		kernels.MatVecF32(p, t, q.A, x, q.R, q.In)
+	if rows == 1 { // decode: two small GEMVs, no allocation for r ≤ 64
+		var buf [64]float32
+		t := buf[:0]
+		if q.R <= len(buf) {
+			t = buf[:q.R]
+		} else {
+			t = make([]float32, q.R)
+		}
+		for k := range t {
+			t[k] = kernels.Dot(q.A[k*in:(k+1)*in], x)
+		}
 		for o := 0; o < out; o++ {
 			y[o] += q.Scale * kernels.Dot(q.B[o*q.R:(o+1)*q.R], t)
 		}
 		return
 	}
+	t := make([]float32, rows*q.R)
 	kernels.MatMulF32T(p, t, x, q.A, rows, q.R, q.In) // T[rows, r] = X·Aᵀ
 	// Y[rows, out] += s·T·Bᵀ
 	kernels.Gemm(p, false, true, rows, out, q.R, q.Scale, t, q.R, q.B, q.R, 1, y, out)

@@ -1,0 +1,688 @@
+// Package merge folds LoRA adapters into a base checkpoint: W' = W + Σ wᵢ·sᵢ·Bᵢ·Aᵢ, computed in f32 and rounded
+// once to the output dtype, written tensor by tensor into a new Hugging Face folder. Tensors no adapter touches
+// are copied bit for bit; the folder appears at its final path only when complete.
+package merge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/progress"
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// Source is one adapter to merge with its weight wᵢ (1 for a plain merge).
+type Source struct {
+	Dir     string
+	Weight  float64
+	Adapter *lora.Adapter // loaded by Run when nil
+}
+
+// Options configure Run.
+type Options struct {
+	Adapters []Source
+	// DType of the output's float tensors: "auto" or "" keeps each tensor's dtype (bf16 for dequantised 4-bit
+	// weights), else "f32", "bf16" or "f16" for all of them.
+	DType string
+	// MaxShardSize in bytes (0: 5 GB, as transformers' save_pretrained). The output is sharded with an index when
+	// the base is sharded or the weights exceed it.
+	MaxShardSize int64
+	// Requantize "nf4" writes the merged linear weights of a 4-bit base in NF4 again (extra rounding).
+	Requantize string
+	// Verify runs base+adapters and the merged model on a few token sequences before publishing the folder.
+	Verify  bool
+	Threads int
+	// Log receives progress and warnings (nil: silent).
+	Log io.Writer
+}
+
+// Result describes a finished merge.
+type Result struct {
+	Out           string        `json:"out"`
+	Base          string        `json:"base"`
+	Adapters      []AdapterInfo `json:"adapters"`
+	DType         string        `json:"dtype"`
+	Tensors       int           `json:"tensors"`
+	Merged        int           `json:"merged"`
+	Replaced      int           `json:"replaced"`
+	Copied        int           `json:"copied_bit_for_bit"`
+	Converted     int           `json:"converted"`
+	Dequantized   int           `json:"dequantized"`
+	Requantized   int           `json:"requantized"`
+	Shards        int           `json:"shards"`
+	Bytes         int64         `json:"bytes"`
+	LargestTensor int64         `json:"largest_tensor_bytes"`
+	Warnings      []string      `json:"warnings,omitempty"`
+	Verify        *VerifyResult `json:"verify,omitempty"`
+}
+
+// AdapterInfo summarises one merged adapter.
+type AdapterInfo struct {
+	Dir      string  `json:"dir"`
+	Weight   float64 `json:"weight"`
+	Modules  int     `json:"modules"`
+	Saved    int     `json:"modules_to_save_tensors"`
+	Rank     int     `json:"r"`
+	Alpha    float64 `json:"lora_alpha"`
+	RSLoRA   bool    `json:"use_rslora"`
+	BaseName string  `json:"base_model_name_or_path,omitempty"`
+}
+
+// DefaultMaxShardSize is transformers' save_pretrained default ("5GB").
+const DefaultMaxShardSize = 5_000_000_000
+
+// kind says how an output tensor is produced.
+type kind int
+
+const (
+	kCopy    kind = iota // raw bytes of the base tensor
+	kConvert             // base float tensor in another dtype
+	kMerge               // base + Σ deltas
+	kReplace             // a modules_to_save tensor from an adapter
+	kPrecomp             // bytes computed during planning (requantised NF4)
+	kDequant             // dequantised 4-bit base weight, untouched by adapters
+)
+
+type delta struct {
+	pair   *lora.Pair
+	weight float32 // wᵢ·sᵢ
+}
+
+type item struct {
+	hdr    safetensors.Header
+	kind   kind
+	src    string // base tensor name
+	deltas []delta
+	saved  *safetensors.Tensor
+	data   []byte
+	bytes  int64
+}
+
+type plan struct {
+	base     *safetensors.Checkpoint
+	readers  map[*safetensors.File]*rawFile
+	items    []*item
+	quant    map[string]*quantInfo // base weight name → 4-bit info
+	config   map[string]json.RawMessage
+	cfgDirty bool
+	res      *Result
+	outDT    safetensors.DType // "" = auto
+}
+
+// Run merges the adapters of opt into the checkpoint folder base and writes the result to out.
+func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
+	if len(opt.Adapters) == 0 {
+		return nil, errors.New("merge: no adapter given")
+	}
+	outDT, err := parseDType(opt.DType)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Requantize != "" && opt.Requantize != "nf4" {
+		return nil, fmt.Errorf("merge: --requantize %q: only \"nf4\" is supported", opt.Requantize)
+	}
+	if abs(base) == abs(out) {
+		return nil, fmt.Errorf("merge: output folder %s is the base folder", out)
+	}
+	for _, s := range opt.Adapters {
+		if s.Dir != "" && abs(s.Dir) == abs(out) {
+			return nil, fmt.Errorf("merge: output folder %s is an adapter folder", out)
+		}
+	}
+	res := &Result{Out: out, Base: base, DType: opt.DType}
+	if res.DType == "" {
+		res.DType = "auto"
+	}
+	logf := func(format string, a ...any) {
+		if opt.Log != nil {
+			fmt.Fprintf(opt.Log, format+"\n", a...)
+		}
+	}
+	warn := func(format string, a ...any) {
+		msg := fmt.Sprintf(format, a...)
+		res.Warnings = append(res.Warnings, msg)
+		logf("warning: %s", msg)
+	}
+
+	cfgBytes, err := os.ReadFile(filepath.Join(base, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("merge: base %s is not a Hugging Face model folder: %w", base, err)
+	}
+	var config map[string]json.RawMessage
+	if err := json.Unmarshal(cfgBytes, &config); err != nil {
+		return nil, fmt.Errorf("merge: %s: %w", filepath.Join(base, "config.json"), err)
+	}
+	ckpt, err := safetensors.OpenCheckpoint(base)
+	if err != nil {
+		return nil, fmt.Errorf("merge: base: %w", err)
+	}
+	defer ckpt.Close()
+	p := &plan{base: ckpt, readers: map[*safetensors.File]*rawFile{}, config: config, res: res, outDT: outDT}
+	defer p.closeReaders()
+	if p.quant, err = findQuantized(ckpt); err != nil {
+		return nil, fmt.Errorf("merge: base %s: %w", base, err)
+	}
+	if len(p.quant) > 0 && opt.Requantize == "" {
+		dt := outDT
+		if dt == "" {
+			dt = safetensors.BF16
+		}
+		warn("the base is 4-bit quantised (%d weights): writing dequantised weights in %s; the output loads as a regular model (use --requantize nf4 to keep NF4)", len(p.quant), dt)
+	}
+	if opt.Requantize != "" && len(p.quant) == 0 {
+		return nil, fmt.Errorf("merge: --requantize nf4 needs a 4-bit (bitsandbytes) base; %s is not quantised (use lorakit quantize on the merged folder)", base)
+	}
+	if opt.Requantize != "" {
+		warn("Merge lora module to 4-bit linear may get different generations due to rounding errors: the merged weights are rounded to NF4 a second time")
+	}
+
+	// Adapters: load, check against the base, collect deltas per weight.
+	deltas := map[string][]delta{}
+	saved := map[string]*safetensors.Tensor{}
+	savedBy := map[string]string{}
+	for i := range opt.Adapters {
+		s := &opt.Adapters[i]
+		if s.Adapter == nil {
+			a, err := lora.Load(s.Dir)
+			if err != nil {
+				return nil, fmt.Errorf("merge: %w", err)
+			}
+			s.Adapter = a
+		}
+		a := s.Adapter
+		if math.IsNaN(s.Weight) || math.IsInf(s.Weight, 0) {
+			return nil, fmt.Errorf("merge: adapter %s: weight %v is not finite", s.Dir, s.Weight)
+		}
+		if err := a.Check(p.shapeOf); err != nil {
+			return nil, fmt.Errorf("merge: adapter %s does not fit base %s:\n%w", s.Dir, base, err)
+		}
+		for _, m := range a.Names() {
+			pr := a.Modules[m]
+			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale})
+		}
+		for name, t := range a.Saved {
+			t := t
+			if prev, dup := savedBy[name]; dup {
+				return nil, fmt.Errorf("merge: tensor %q is saved whole (modules_to_save) by both %s and %s; cannot combine", name, prev, s.Dir)
+			}
+			if err := p.checkSaved(name, t); err != nil {
+				return nil, fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
+			}
+			if len(deltas[name]) > 0 {
+				return nil, fmt.Errorf("merge: tensor %q is both saved whole and LoRA-adapted", name)
+			}
+			saved[name], savedBy[name] = &t, s.Dir
+			if s.Weight != 1 {
+				warn("adapter %s: modules_to_save tensor %q replaces the base tensor whole; its weight %v is not applied", s.Dir, name, s.Weight)
+			}
+		}
+		info := AdapterInfo{Dir: s.Dir, Weight: s.Weight, Modules: len(a.Modules), Saved: len(a.Saved), Rank: a.Config.R,
+			Alpha: a.Config.Alpha, RSLoRA: a.Config.UseRSLoRA, BaseName: a.Config.BaseModel}
+		res.Adapters = append(res.Adapters, info)
+		logf("adapter %s: %d modules, r=%d, alpha=%g, weight %g", s.Dir, len(a.Modules), a.Config.R, a.Config.Alpha, s.Weight)
+	}
+	for name := range saved {
+		if len(deltas[name]) > 0 {
+			return nil, fmt.Errorf("merge: tensor %q is saved whole by one adapter and LoRA-adapted by another", name)
+		}
+	}
+
+	if err := p.build(ctx, deltas, saved, opt); err != nil {
+		return nil, err
+	}
+	maxShard := opt.MaxShardSize
+	if maxShard <= 0 {
+		maxShard = DefaultMaxShardSize
+	}
+	shards := shardPlan(p.items, maxShard, len(ckpt.Files) > 1 || fileExists(filepath.Join(base, safetensors.IndexName)))
+	res.Shards = len(shards)
+	for _, it := range p.items {
+		res.Bytes += it.bytes
+		res.LargestTensor = max(res.LargestTensor, it.bytes)
+	}
+	res.Tensors = len(p.items)
+	if err := p.editConfig(opt); err != nil {
+		return nil, err
+	}
+
+	bar := (*progress.Bar)(nil)
+	if opt.Log != nil {
+		bar = progress.New(opt.Log, "merge", res.Bytes, "B")
+	}
+	err = atomicfile.Dir(out, func(tmp string) error {
+		if err := copyExtras(base, tmp); err != nil {
+			return err
+		}
+		if err := p.writeConfig(tmp, cfgBytes); err != nil {
+			return err
+		}
+		if err := p.writeShards(ctx, tmp, shards, bar); err != nil {
+			return err
+		}
+		if bar != nil {
+			bar.Finish()
+		}
+		if err := writeProvenance(tmp, res, opt); err != nil {
+			return err
+		}
+		if opt.Verify {
+			v, err := Verify(base, tmp, opt.Adapters, opt.Threads)
+			if err != nil {
+				return fmt.Errorf("merge: verify: %w", err)
+			}
+			res.Verify = v
+			logf("verify: max |logit(base+adapter) − logit(merged)| = %.3g (bound %.3g); the adapter moves logits by up to %.3g", v.MaxAbsDiff, v.Bound, v.AdapterEffect)
+			if !v.OK {
+				return fmt.Errorf("merge: verify failed: max abs logit difference %.4g exceeds the %s bound %.4g", v.MaxAbsDiff, v.DType, v.Bound)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func abs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return filepath.Clean(p)
+	}
+	return a
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func parseDType(s string) (safetensors.DType, error) {
+	switch strings.ToLower(s) {
+	case "", "auto":
+		return "", nil
+	case "f32", "float32", "fp32":
+		return safetensors.F32, nil
+	case "bf16", "bfloat16":
+		return safetensors.BF16, nil
+	case "f16", "float16", "fp16":
+		return safetensors.F16, nil
+	}
+	return "", fmt.Errorf("merge: --dtype %q: want auto, f32, bf16 or f16", s)
+}
+
+// shapeOf gives the base [out, in] of a linear module for lora.Check.
+func (p *plan) shapeOf(module string) (in, out int, ok bool) {
+	name := module + ".weight"
+	if q := p.quant[name]; q != nil {
+		if len(q.shape) != 2 {
+			return 0, 0, false
+		}
+		return q.shape[1], q.shape[0], true
+	}
+	info, _, found := p.base.Info(name)
+	if !found || len(info.Shape) != 2 || !info.DType.IsFloat() {
+		return 0, 0, false
+	}
+	return info.Shape[1], info.Shape[0], true
+}
+
+// checkSaved validates a modules_to_save tensor against the base.
+func (p *plan) checkSaved(name string, t safetensors.Tensor) error {
+	info, _, ok := p.base.Info(name)
+	if !ok {
+		if q := p.quant[name]; q != nil {
+			if !equalShape(q.shape, t.Shape) {
+				return fmt.Errorf("modules_to_save tensor %q has shape %v but base (4-bit) is %v", name, t.Shape, q.shape)
+			}
+			return nil
+		}
+		if name == "lm_head.weight" && p.tied() {
+			emb, _, ok := p.base.Info("model.embed_tokens.weight")
+			if ok && equalShape(emb.Shape, t.Shape) {
+				return nil // untied below: the base ties lm_head to the embedding
+			}
+		}
+		return fmt.Errorf("modules_to_save tensor %q has no counterpart in the base (adapter made for another model?)", name)
+	}
+	if !equalShape(info.Shape, t.Shape) {
+		return fmt.Errorf("modules_to_save tensor %q has shape %v but base is %v (adapter made for another model?)", name, t.Shape, info.Shape)
+	}
+	return nil
+}
+
+func (p *plan) tied() bool {
+	v, ok := p.config["tie_word_embeddings"]
+	if !ok {
+		return true // transformers' PretrainedConfig default
+	}
+	var b bool
+	return json.Unmarshal(v, &b) == nil && b
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// build lists every output tensor and how to produce it.
+func (p *plan) build(ctx context.Context, deltas map[string][]delta, saved map[string]*safetensors.Tensor, opt Options) error {
+	names := p.base.Names()
+	aux := map[string]bool{}
+	for _, q := range p.quant {
+		for _, a := range q.aux {
+			aux[a] = true
+		}
+	}
+	for _, name := range names {
+		if aux[name] {
+			continue
+		}
+		if q := p.quant[name]; q != nil {
+			if err := p.addQuantized(ctx, name, q, deltas[name], saved[name], opt); err != nil {
+				return err
+			}
+			continue
+		}
+		info, _, _ := p.base.Info(name)
+		it := &item{src: name, hdr: safetensors.Header{Name: name, DType: info.DType, Shape: info.Shape}}
+		dt := info.DType
+		if p.outDT != "" && info.DType.IsFloat() {
+			dt = p.outDT
+		}
+		switch {
+		case saved[name] != nil:
+			it.kind, it.saved = kReplace, saved[name]
+			p.res.Replaced++
+		case len(deltas[name]) > 0:
+			it.kind, it.deltas = kMerge, deltas[name]
+			p.res.Merged++
+		case dt != info.DType:
+			it.kind = kConvert
+			p.res.Converted++
+		default:
+			it.kind = kCopy
+			p.res.Copied++
+		}
+		it.hdr.DType = dt
+		p.items = append(p.items, it)
+	}
+	if t := saved["lm_head.weight"]; t != nil {
+		if _, _, ok := p.base.Info("lm_head.weight"); !ok {
+			emb, _, _ := p.base.Info("model.embed_tokens.weight")
+			dt := emb.DType
+			if p.outDT != "" {
+				dt = p.outDT
+			}
+			p.items = append(p.items, &item{kind: kReplace, saved: t, hdr: safetensors.Header{Name: "lm_head.weight", DType: dt, Shape: t.Shape}})
+			p.res.Replaced++
+			p.config["tie_word_embeddings"] = json.RawMessage("false")
+			p.cfgDirty = true
+			p.res.Warnings = append(p.res.Warnings, "modules_to_save has lm_head but the base ties it to embed_tokens: wrote lm_head.weight and set tie_word_embeddings=false")
+		}
+	}
+	for _, it := range p.items {
+		if it.kind == kPrecomp {
+			it.bytes = int64(len(it.data))
+		} else {
+			it.bytes = int64(it.hdr.DType.Size())
+			for _, d := range it.hdr.Shape {
+				it.bytes *= int64(d)
+			}
+		}
+	}
+	sort.SliceStable(p.items, func(i, j int) bool { return p.items[i].hdr.Name < p.items[j].hdr.Name })
+	return nil
+}
+
+// shard is one output file.
+type shard struct {
+	file  string
+	items []*item
+}
+
+// shardPlan groups the tensors into files of at most max bytes (a tensor bigger than max gets its own file), in
+// name order, as transformers does. A single file is model.safetensors unless the base was sharded.
+func shardPlan(items []*item, max int64, baseSharded bool) []shard {
+	var groups [][]*item
+	var cur []*item
+	var size int64
+	for _, it := range items {
+		if len(cur) > 0 && size+it.bytes > max {
+			groups = append(groups, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, it)
+		size += it.bytes
+	}
+	if len(cur) > 0 || len(groups) == 0 {
+		groups = append(groups, cur)
+	}
+	if len(groups) == 1 && !baseSharded {
+		return []shard{{file: "model.safetensors", items: groups[0]}}
+	}
+	out := make([]shard, len(groups))
+	for i, g := range groups {
+		out[i] = shard{file: fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(groups)), items: g}
+	}
+	return out
+}
+
+func (p *plan) writeShards(ctx context.Context, dir string, shards []shard, bar *progress.Bar) error {
+	weightMap := map[string]string{}
+	var total int64
+	for _, sh := range shards {
+		hs := make([]safetensors.Header, len(sh.items))
+		for i, it := range sh.items {
+			hs[i] = it.hdr
+			weightMap[it.hdr.Name] = sh.file
+			total += it.bytes
+		}
+		err := safetensors.WriteStream(filepath.Join(dir, sh.file), hs, map[string]string{"format": "pt"}, func(i int, w io.Writer) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			it := sh.items[i]
+			if err := p.produce(it, w); err != nil {
+				return err
+			}
+			if bar != nil {
+				bar.Add(it.bytes)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+	}
+	if len(shards) == 1 && shards[0].file == "model.safetensors" {
+		return nil
+	}
+	idx := map[string]any{"metadata": map[string]any{"total_size": total}, "weight_map": weightMap}
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, safetensors.IndexName), append(b, '\n'))
+}
+
+// produce writes one output tensor.
+func (p *plan) produce(it *item, w io.Writer) error {
+	switch it.kind {
+	case kCopy:
+		return p.copyRaw(it.src, w)
+	case kPrecomp:
+		_, err := w.Write(it.data)
+		return err
+	case kReplace:
+		if it.saved.DType == it.hdr.DType {
+			_, err := w.Write(it.saved.Data)
+			return err
+		}
+		v := make([]float32, len(it.saved.Data)/it.saved.DType.Size())
+		if err := safetensors.Decode(it.saved.DType, it.saved.Data, v); err != nil {
+			return err
+		}
+		return encodeTo(w, it.hdr.DType, v)
+	}
+	var W []float32
+	var err error
+	if q := p.quant[it.src]; q != nil {
+		W, err = p.dequantize(it.src, q)
+	} else {
+		W, err = p.readF32(it.src)
+	}
+	if err != nil {
+		return err
+	}
+	if it.kind == kMerge {
+		if err := addDeltas(it.src, W, it.deltas); err != nil {
+			return err
+		}
+	}
+	return encodeTo(w, it.hdr.DType, W)
+}
+
+// addDeltas adds Σ wᵢ·sᵢ·Bᵢ·Aᵢ to the [out, in] weight W in f32 and checks the result is finite.
+func addDeltas(name string, W []float32, ds []delta) error {
+	for _, d := range ds {
+		pr := d.pair
+		if len(W) != pr.Out*pr.In {
+			return fmt.Errorf("tensor %q has %d elements, adapter delta is [%d %d]", name, len(W), pr.Out, pr.In)
+		}
+		// W += (wᵢ·sᵢ)·B·A
+		kernels.Gemm(nil, false, false, pr.Out, pr.In, pr.R, d.weight, pr.B, pr.R, pr.A, pr.In, 1, W, pr.In)
+	}
+	for i, v := range W {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("tensor %q: merged weight [%d, %d] is %v (NaN/Inf in the adapter or overflow)", name, i/ds[0].pair.In, i%ds[0].pair.In, v)
+		}
+	}
+	return nil
+}
+
+// encodeTo rounds v once to dt and writes it in chunks (no second full-size buffer).
+func encodeTo(w io.Writer, dt safetensors.DType, v []float32) error {
+	const chunk = 1 << 16
+	for i := 0; i < len(v); i += chunk {
+		b, err := safetensors.Encode(dt, v[i:min(i+chunk, len(v))])
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyExtras copies the non-weight files of the base folder (config, generation config, tokenizer, chat template,
+// README, ...). Weight files are written by the merge; config.json is written by writeConfig.
+func copyExtras(base, dst string) error {
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if !e.Type().IsRegular() || strings.HasPrefix(n, ".") || n == "config.json" || n == safetensors.IndexName ||
+			strings.HasSuffix(n, ".safetensors") || strings.HasSuffix(n, ".bin") || strings.HasSuffix(n, ".pt") ||
+			strings.HasSuffix(n, ".pth") || strings.HasSuffix(n, ".gguf") || strings.HasSuffix(n, ".bin.index.json") ||
+			n == "lorakit_merge.json" {
+			continue
+		}
+		if err := copyFile(filepath.Join(base, n), filepath.Join(dst, n)); err != nil {
+			return fmt.Errorf("merge: copy %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// editConfig updates config.json for the output: torch_dtype when the dtype changes, quantization_config
+// removed when 4-bit weights are written dequantised.
+func (p *plan) editConfig(opt Options) error {
+	if len(p.quant) > 0 && opt.Requantize == "" {
+		if _, ok := p.config["quantization_config"]; ok {
+			delete(p.config, "quantization_config")
+			p.cfgDirty = true
+		}
+	}
+	dt := p.outDT
+	if dt == "" && len(p.quant) > 0 && opt.Requantize == "" {
+		dt = safetensors.BF16
+	}
+	if dt != "" {
+		name := map[safetensors.DType]string{safetensors.F32: "float32", safetensors.BF16: "bfloat16", safetensors.F16: "float16"}[dt]
+		v, _ := json.Marshal(name)
+		set := false
+		for _, k := range []string{"torch_dtype", "dtype"} {
+			if _, ok := p.config[k]; ok {
+				p.config[k] = v
+				set = true
+			}
+		}
+		if !set {
+			p.config["torch_dtype"] = v
+		}
+		p.cfgDirty = true
+	}
+	return nil
+}
+
+func (p *plan) writeConfig(dir string, orig []byte) error {
+	b := orig
+	if p.cfgDirty {
+		var err error
+		if b, err = json.MarshalIndent(p.config, "", "  "); err != nil {
+			return fmt.Errorf("merge: config.json: %w", err)
+		}
+		b = append(b, '\n')
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, "config.json"), b)
+}
+
+// writeProvenance saves the resolved merge settings beside the weights.
+func writeProvenance(dir string, res *Result, opt Options) error {
+	m := map[string]any{"tool": "lorakit merge", "base": res.Base, "adapters": res.Adapters, "dtype": res.DType,
+		"formula": "W + sum_i weight_i * scaling_i * B_i @ A_i, in float32, rounded once"}
+	if opt.Requantize != "" {
+		m["requantize"] = opt.Requantize
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(filepath.Join(dir, "lorakit_merge.json"), append(b, '\n'))
+}

@@ -1,0 +1,306 @@
+package merge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// tiny model shape: hidden 16, intermediate 24, 2 layers, 4 heads × 4, 2 KV heads, vocab 40.
+const (
+	tH, tI, tL, tHeads, tKV, tD, tV = 16, 24, 2, 4, 2, 4, 40
+)
+
+type baseOpts struct {
+	dtype  safetensors.DType
+	tied   bool
+	shards int
+	seed   uint64
+}
+
+// writeBase writes a tiny random Llama HF folder (config, generation config, tokenizer files, weights).
+func writeBase(t *testing.T, dir string, o baseOpts) {
+	t.Helper()
+	if o.dtype == "" {
+		o.dtype = safetensors.F32
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tdt := map[safetensors.DType]string{safetensors.F32: "float32", safetensors.BF16: "bfloat16", safetensors.F16: "float16"}[o.dtype]
+	cfg := fmt.Sprintf(`{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":%d,"intermediate_size":%d,
+"num_hidden_layers":%d,"num_attention_heads":%d,"num_key_value_heads":%d,"head_dim":%d,"vocab_size":%d,
+"max_position_embeddings":64,"rms_norm_eps":1e-5,"rope_theta":10000.0,"tie_word_embeddings":%v,"bos_token_id":1,
+"eos_token_id":2,"torch_dtype":%q}`, tH, tI, tL, tHeads, tKV, tD, tV, o.tied, tdt)
+	files := map[string]string{"config.json": cfg, "generation_config.json": `{"bos_token_id":1,"eos_token_id":2}`,
+		"tokenizer.json": `{"version":"1.0","model":{"type":"BPE"}}`, "tokenizer_config.json": `{"bos_token":"<s>"}`,
+		"special_tokens_map.json": `{}`}
+	for n, c := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(o.seed, 7))
+	var ts []safetensors.Tensor
+	add := func(name string, shape []int, std float64, mean float64) {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(mean + std*rng.NormFloat64())
+		}
+		b, err := safetensors.Encode(o.dtype, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, safetensors.Tensor{Name: name, DType: o.dtype, Shape: shape, Data: b})
+	}
+	add("model.embed_tokens.weight", []int{tV, tH}, 0.5, 0)
+	for l := 0; l < tL; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		add(p+"input_layernorm.weight", []int{tH}, 0.1, 1)
+		add(p+"post_attention_layernorm.weight", []int{tH}, 0.1, 1)
+		add(p+"self_attn.q_proj.weight", []int{tHeads * tD, tH}, 0.3, 0)
+		add(p+"self_attn.k_proj.weight", []int{tKV * tD, tH}, 0.3, 0)
+		add(p+"self_attn.v_proj.weight", []int{tKV * tD, tH}, 0.3, 0)
+		add(p+"self_attn.o_proj.weight", []int{tH, tHeads * tD}, 0.3, 0)
+		add(p+"mlp.gate_proj.weight", []int{tI, tH}, 0.3, 0)
+		add(p+"mlp.up_proj.weight", []int{tI, tH}, 0.3, 0)
+		add(p+"mlp.down_proj.weight", []int{tH, tI}, 0.3, 0)
+	}
+	add("model.norm.weight", []int{tH}, 0.1, 1)
+	if !o.tied {
+		add("lm_head.weight", []int{tV, tH}, 0.5, 0)
+	}
+	if o.shards <= 1 {
+		if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	wm := map[string]string{}
+	per := (len(ts) + o.shards - 1) / o.shards
+	for s := 0; s < o.shards; s++ {
+		name := fmt.Sprintf("model-%05d-of-%05d.safetensors", s+1, o.shards)
+		part := ts[s*per : min((s+1)*per, len(ts))]
+		for _, x := range part {
+			wm[x.Name] = name
+		}
+		if err := safetensors.Write(filepath.Join(dir, name), part, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx, _ := json.Marshal(map[string]any{"metadata": map[string]any{"total_size": 0}, "weight_map": wm})
+	if err := os.WriteFile(filepath.Join(dir, safetensors.IndexName), idx, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// makeAdapter returns an adapter with random non-zero A and B on the given projections of every layer.
+func makeAdapter(t *testing.T, seed uint64, r int, alpha float64, targets []string, rslora bool) *lora.Adapter {
+	t.Helper()
+	cfg := lora.NewConfig(r, alpha, targets)
+	cfg.UseRSLoRA = rslora
+	a := lora.New(cfg)
+	rng := rand.New(rand.NewPCG(seed, 11))
+	dims := map[string][2]int{"self_attn.q_proj": {tH, tHeads * tD}, "self_attn.k_proj": {tH, tKV * tD},
+		"self_attn.v_proj": {tH, tKV * tD}, "self_attn.o_proj": {tHeads * tD, tH}, "mlp.gate_proj": {tH, tI},
+		"mlp.up_proj": {tH, tI}, "mlp.down_proj": {tI, tH}}
+	for l := 0; l < tL; l++ {
+		for sub, d := range dims {
+			m := fmt.Sprintf("model.layers.%d.%s", l, sub)
+			if !cfg.Targets(m) {
+				continue
+			}
+			p := cfg.NewPair(m, d[0], d[1])
+			for i := range p.A {
+				p.A[i] = float32(rng.NormFloat64() * 0.3)
+			}
+			for i := range p.B {
+				p.B[i] = float32(rng.NormFloat64() * 0.1)
+			}
+			a.Modules[m] = p
+		}
+	}
+	return a
+}
+
+func saveAdapter(t *testing.T, a *lora.Adapter) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "adapter")
+	if err := a.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func loadModel(t *testing.T, dir string) (*llama.Model, func()) {
+	t.Helper()
+	cfg, err := llama.LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := llama.Load(ck, cfg, llama.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, func() { ck.Close() }
+}
+
+var testSeqs = [][]int{{1, 5, 9, 30, 2, 17, 8}, {3, 39, 0, 12}}
+
+func logits(t *testing.T, m *llama.Model, d llama.Delta) [][]float32 {
+	t.Helper()
+	var out [][]float32
+	for _, s := range testSeqs {
+		l, err := m.Forward([]llama.Seq{{Tokens: s, Adapter: d, AllLogits: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, l[0]...)
+	}
+	return out
+}
+
+func maxDiff(a, b [][]float32) float64 {
+	var m float64
+	for i := range a {
+		for j := range a[i] {
+			m = math.Max(m, math.Abs(float64(a[i][j]-b[i][j])))
+		}
+	}
+	return m
+}
+
+func tensorF32(t *testing.T, dir, name string) ([]float32, safetensors.DType) {
+	t.Helper()
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	info, _, ok := ck.Info(name)
+	if !ok {
+		t.Fatalf("%s: no tensor %s", dir, name)
+	}
+	v, err := ck.Float32s(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, info.DType
+}
+
+func tensorRaw(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	b, err := ck.Bytes(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append([]byte(nil), b...)
+}
+
+func TestMergeF32(t *testing.T) {
+	root := t.TempDir()
+	base := filepath.Join(root, "base")
+	writeBase(t, base, baseOpts{seed: 1})
+	ad := makeAdapter(t, 2, 4, 8, []string{"q_proj", "v_proj", "o_proj", "down_proj", "gate_proj"}, false)
+	adDir := saveAdapter(t, ad)
+	loaded, err := lora.Load(adDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	bm, closeB := loadModel(t, base)
+	defer closeB()
+	plain := logits(t, bm, nil)
+	adapted := logits(t, bm, loaded)
+	if d := maxDiff(plain, adapted); d < 1e-2 {
+		t.Fatalf("the adapter barely changes the logits (max diff %g): the merge test would prove nothing", d)
+	}
+
+	out := filepath.Join(root, "merged")
+	res, err := Run(context.Background(), base, out, Options{Adapters: []Source{{Dir: adDir, Weight: 1}}, Verify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Verify == nil || !res.Verify.OK || res.Verify.MaxAbsDiff > 1e-5 || res.Verify.AdapterEffect < 1e-2 {
+		t.Fatalf("verify %+v", res.Verify)
+	}
+	mm, closeM := loadModel(t, out)
+	defer closeM()
+	merged := logits(t, mm, nil)
+	if d := maxDiff(adapted, merged); d > 1e-5 {
+		t.Fatalf("forward(merged) vs forward(base+adapter): max abs diff %g > 1e-5", d)
+	}
+	t.Logf("adapter effect %.3g, merged vs base+adapter %.3g", maxDiff(plain, adapted), maxDiff(adapted, merged))
+
+	// Tensor level: W' − W == s·B·A, and untouched tensors are bit for bit the base's.
+	for _, m := range loaded.Names() {
+		w, _ := tensorF32(t, base, m+".weight")
+		w2, dt := tensorF32(t, out, m+".weight")
+		if dt != safetensors.F32 {
+			t.Fatalf("%s written as %s", m, dt)
+		}
+		d := lora.Delta(loaded.Modules[m])
+		for i := range w {
+			if got := w2[i] - w[i]; math.Abs(float64(got-d[i])) > 1e-6*(1+math.Abs(float64(w[i]))) {
+				t.Fatalf("%s[%d]: W'-W = %g, s·B·A = %g", m, i, got, d[i])
+			}
+		}
+	}
+	for _, name := range []string{"model.embed_tokens.weight", "lm_head.weight", "model.layers.0.self_attn.k_proj.weight",
+		"model.layers.1.mlp.up_proj.weight", "model.norm.weight"} {
+		if string(tensorRaw(t, base, name)) != string(tensorRaw(t, out, name)) {
+			t.Errorf("%s not copied bit for bit", name)
+		}
+	}
+	if res.Merged != len(loaded.Modules) || res.Copied != res.Tensors-res.Merged || res.Shards != 1 {
+		t.Errorf("result %+v", res)
+	}
+	for _, f := range []string{"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+		"special_tokens_map.json", "model.safetensors", "lorakit_merge.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("merged folder lacks %s", f)
+		}
+	}
+	a, _ := os.ReadFile(filepath.Join(base, "config.json"))
+	b, _ := os.ReadFile(filepath.Join(out, "config.json"))
+	if string(a) != string(b) {
+		t.Errorf("config.json changed:\n%s", b)
+	}
+	f, err := safetensors.Open(filepath.Join(out, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Metadata["format"] != "pt" {
+		t.Errorf("metadata %v", f.Metadata)
+	}
+	f.Close()
+	ents, _ := os.ReadDir(root)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temporary left behind: %s", e.Name())
+		}
+	}
+}
