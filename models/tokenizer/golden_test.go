@@ -1,0 +1,157 @@
+package tokenizer
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+)
+
+// sharedDir returns $LORAKIT_SHARED, skipping the test when unset and failing when set but missing.
+func sharedDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("LORAKIT_SHARED")
+	if dir == "" {
+		t.Skip("LORAKIT_SHARED not set")
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("LORAKIT_SHARED=%s: %v", dir, err)
+	}
+	return dir
+}
+
+func readJSONL[T any](t testing.TB, path string) []T {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []T
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	for sc.Scan() {
+		var v T
+		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		out = append(out, v)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+type goldenCase struct {
+	ID                 string `json:"id"`
+	Text               string `json:"text"`
+	IDs                []int  `json:"ids"`
+	IDsWithSpecial     []int  `json:"ids_with_special"`
+	Decoded            string `json:"decoded"`
+	DecodedRaw         string `json:"decoded_raw"`
+	DecodedSkipSpecial string `json:"decoded_skip_special"`
+}
+
+func streamAll(tok *Tokenizer, ids []int, skip bool) string {
+	d := tok.NewStreamDecoder(skip)
+	s := ""
+	for _, id := range ids {
+		s += d.Add(id)
+	}
+	return s + d.Flush()
+}
+
+var families = []string{"llama2", "mistral", "llama3", "qwen3", "gemma3", "deepseek_v3"}
+
+func TestGoldenFamilies(t *testing.T) {
+	shared := sharedDir(t)
+	for _, fam := range families {
+		t.Run(fam, func(t *testing.T) {
+			start := time.Now()
+			tok, err := Load(filepath.Join(shared, "tokenizers", fam))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("load %v", time.Since(start))
+			cases := readJSONL[goldenCase](t, filepath.Join(shared, "golden", "tokenizers", fam+".jsonl"))
+			pass := 0
+			for _, c := range cases {
+				ok := true
+				if got := tok.Encode(c.Text, false); !slices.Equal(got, c.IDs) {
+					t.Errorf("%s %q: ids\n got %v\nwant %v", c.ID, c.Text, got, c.IDs)
+					ok = false
+				}
+				if got := tok.Encode(c.Text, true); !slices.Equal(got, c.IDsWithSpecial) {
+					t.Errorf("%s %q: ids_with_special\n got %v\nwant %v", c.ID, c.Text, got, c.IDsWithSpecial)
+					ok = false
+				}
+				if got := tok.Decode(c.IDs, false); got != c.Decoded {
+					t.Errorf("%s: decoded\n got %q\nwant %q", c.ID, got, c.Decoded)
+					ok = false
+				}
+				if got := tok.DecodeRaw(c.IDs, false); got != c.DecodedRaw {
+					t.Errorf("%s: decoded_raw\n got %q\nwant %q", c.ID, got, c.DecodedRaw)
+					ok = false
+				}
+				if got := tok.Decode(c.IDsWithSpecial, true); got != c.DecodedSkipSpecial {
+					t.Errorf("%s: decoded_skip_special\n got %q\nwant %q", c.ID, got, c.DecodedSkipSpecial)
+					ok = false
+				}
+				if got := streamAll(tok, c.IDs, false); got != c.Decoded {
+					t.Errorf("%s: stream\n got %q\nwant %q", c.ID, got, c.Decoded)
+					ok = false
+				}
+				if got := streamAll(tok, c.IDsWithSpecial, true); got != c.DecodedSkipSpecial {
+					t.Errorf("%s: stream skip special\n got %q\nwant %q", c.ID, got, c.DecodedSkipSpecial)
+					ok = false
+				}
+				if ok {
+					pass++
+				}
+			}
+			t.Logf("%s: %d/%d golden cases pass", fam, pass, len(cases))
+		})
+	}
+}
+
+func TestGoldenStories260K(t *testing.T) {
+	shared := sharedDir(t)
+	tok, err := Load(filepath.Join(shared, "models", "stories260K"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type tc struct {
+		Text    string `json:"text"`
+		IDs     []int  `json:"ids"`
+		Decoded string `json:"decoded"`
+	}
+	cases := readJSONL[tc](t, filepath.Join(shared, "golden", "stories260K-tokenizer.jsonl"))
+	pass := 0
+	for _, c := range cases {
+		ok := true
+		if got := tok.Encode(c.Text, false); !slices.Equal(got, c.IDs) {
+			t.Errorf("%q: ids\n got %v\nwant %v", c.Text, got, c.IDs)
+			ok = false
+		}
+		if got := tok.Encode(c.Text, true); !slices.Equal(got, append([]int{1}, c.IDs...)) {
+			t.Errorf("%q: with BOS got %v", c.Text, got)
+			ok = false
+		}
+		if got := tok.Decode(c.IDs, false); got != c.Decoded {
+			t.Errorf("%q: decoded\n got %q\nwant %q", c.Text, got, c.Decoded)
+			ok = false
+		}
+		if got := streamAll(tok, c.IDs, false); got != c.Decoded {
+			t.Errorf("%q: stream\n got %q\nwant %q", c.Text, got, c.Decoded)
+			ok = false
+		}
+		if ok {
+			pass++
+		}
+	}
+	t.Logf("stories260K: %d/%d golden cases pass", pass, len(cases))
+}

@@ -1,0 +1,200 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// normalizer rewrites a text segment before pre-tokenisation (tokenizers' "normalizer" section).
+type normalizer interface {
+	normalize(s string) string
+}
+
+type seqNormalizer []normalizer
+
+func (q seqNormalizer) normalize(s string) string {
+	for _, n := range q {
+		s = n.normalize(s)
+	}
+	return s
+}
+
+type prependNormalizer string
+
+func (p prependNormalizer) normalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return string(p) + s
+}
+
+type replaceNormalizer struct{ pat *pattern }
+
+func (r replaceNormalizer) normalize(s string) string { return r.pat.replaceAll(s) }
+
+type unicodeNormalizer struct{ form norm.Form }
+
+func (u unicodeNormalizer) normalize(s string) string { return u.form.String(s) }
+
+type lowercaseNormalizer struct{}
+
+func (lowercaseNormalizer) normalize(s string) string { return strings.ToLower(s) }
+
+type stripNormalizer struct{ left, right bool }
+
+func (st stripNormalizer) normalize(s string) string {
+	if st.left {
+		s = strings.TrimLeftFunc(s, unicode.IsSpace)
+	}
+	if st.right {
+		s = strings.TrimRightFunc(s, unicode.IsSpace)
+	}
+	return s
+}
+
+// stripAccentsNormalizer removes combining marks (used after NFD/NFKD).
+type stripAccentsNormalizer struct{}
+
+func (stripAccentsNormalizer) normalize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.Is(unicode.Mn, r) {
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// bertNormalizer is tokenizers' BertNormalizer.
+type bertNormalizer struct{ cleanText, chinese, lowercase, stripAccents bool }
+
+func isChineseChar(r rune) bool {
+	return (r >= 0x4E00 && r <= 0x9FFF) || (r >= 0x3400 && r <= 0x4DBF) || (r >= 0x20000 && r <= 0x2A6DF) ||
+		(r >= 0x2A700 && r <= 0x2B73F) || (r >= 0x2B740 && r <= 0x2B81F) || (r >= 0x2B820 && r <= 0x2CEAF) ||
+		(r >= 0xF900 && r <= 0xFAFF) || (r >= 0x2F800 && r <= 0x2FA1F)
+}
+
+func (b bertNormalizer) normalize(s string) string {
+	var sb strings.Builder
+	for _, r := range s {
+		if b.cleanText {
+			if r == 0 || r == 0xFFFD || (unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r') {
+				continue
+			}
+			if unicode.IsSpace(r) {
+				r = ' '
+			}
+		}
+		if b.chinese && isChineseChar(r) {
+			sb.WriteByte(' ')
+			sb.WriteRune(r)
+			sb.WriteByte(' ')
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	s = sb.String()
+	if b.stripAccents {
+		s = stripAccentsNormalizer{}.normalize(norm.NFD.String(s))
+	}
+	if b.lowercase {
+		s = strings.ToLower(s)
+	}
+	return s
+}
+
+type rawComponent struct {
+	Type string `json:"type"`
+}
+
+func parseNormalizer(raw json.RawMessage) (normalizer, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var head rawComponent
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, err
+	}
+	switch head.Type {
+	case "Sequence":
+		var v struct {
+			Normalizers []json.RawMessage `json:"normalizers"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		var seq seqNormalizer
+		for i, r := range v.Normalizers {
+			n, err := parseNormalizer(r)
+			if err != nil {
+				return nil, fmt.Errorf("normalizers[%d]: %w", i, err)
+			}
+			if n != nil {
+				seq = append(seq, n)
+			}
+		}
+		return seq, nil
+	case "Prepend":
+		var v struct {
+			Prepend string `json:"prepend"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		return prependNormalizer(v.Prepend), nil
+	case "Replace":
+		var v struct {
+			Pattern json.RawMessage `json:"pattern"`
+			Content string          `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		p, err := parsePattern(v.Pattern)
+		if err != nil {
+			return nil, err
+		}
+		p.content = v.Content
+		return replaceNormalizer{p}, nil
+	case "NFC":
+		return unicodeNormalizer{norm.NFC}, nil
+	case "NFD":
+		return unicodeNormalizer{norm.NFD}, nil
+	case "NFKC":
+		return unicodeNormalizer{norm.NFKC}, nil
+	case "NFKD":
+		return unicodeNormalizer{norm.NFKD}, nil
+	case "Lowercase":
+		return lowercaseNormalizer{}, nil
+	case "Strip":
+		var v struct {
+			Left  bool `json:"strip_left"`
+			Right bool `json:"strip_right"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		return stripNormalizer{v.Left, v.Right}, nil
+	case "StripAccents":
+		return stripAccentsNormalizer{}, nil
+	case "BertNormalizer":
+		v := struct {
+			CleanText    bool  `json:"clean_text"`
+			Chinese      bool  `json:"handle_chinese_chars"`
+			StripAccents *bool `json:"strip_accents"`
+			Lowercase    bool  `json:"lowercase"`
+		}{CleanText: true, Chinese: true, Lowercase: true}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		strip := v.Lowercase
+		if v.StripAccents != nil {
+			strip = *v.StripAccents
+		}
+		return bertNormalizer{v.CleanText, v.Chinese, v.Lowercase, strip}, nil
+	}
+	return nil, fmt.Errorf("normalizer type %q is not supported", head.Type)
+}

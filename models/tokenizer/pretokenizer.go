@@ -1,0 +1,271 @@
+package tokenizer
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+)
+
+// piece is one pre-token. When byteLevel is set, s still holds raw text that the BPE model maps through
+// the GPT-2 byte-to-unicode table (done lazily so the word cache is keyed by raw text).
+type piece struct {
+	s         string
+	first     bool // starts at offset 0 of the input (Metaspace prepend_scheme "first")
+	byteLevel bool
+}
+
+// preTokenizer splits pieces further (tokenizers' "pre_tokenizer" section).
+type preTokenizer interface {
+	split(in []piece) []piece
+}
+
+func materialize(p piece) piece {
+	if p.byteLevel {
+		p.s = byteLevelEncode(p.s)
+		p.byteLevel = false
+	}
+	return p
+}
+
+// splitWith applies a pattern split to every piece.
+func splitWith(in []piece, pat *pattern, invert bool, beh splitBehavior) []piece {
+	out := make([]piece, 0, len(in)*2)
+	var ms [][2]int
+	var spans []span
+	for _, p := range in {
+		p = materialize(p)
+		ms = pat.findAll(p.s, ms[:0])
+		spans = splitSpans(p.s, ms, invert, beh, spans[:0])
+		for _, sp := range spans {
+			out = append(out, piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0})
+		}
+	}
+	return out
+}
+
+type seqPreTokenizer []preTokenizer
+
+func (q seqPreTokenizer) split(in []piece) []piece {
+	for _, p := range q {
+		in = p.split(in)
+	}
+	return in
+}
+
+type splitPreTokenizer struct {
+	pat    *pattern
+	beh    splitBehavior
+	invert bool
+}
+
+func (s splitPreTokenizer) split(in []piece) []piece { return splitWith(in, s.pat, s.invert, s.beh) }
+
+// gpt2Pattern is the split regex of GPT-2's ByteLevel pre-tokenizer (use_regex: true).
+const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+
+type byteLevelPreTokenizer struct {
+	addPrefixSpace bool
+	re             *pattern // nil unless use_regex
+}
+
+func (b byteLevelPreTokenizer) split(in []piece) []piece {
+	var out []piece
+	var ms [][2]int
+	var spans []span
+	for _, p := range in {
+		p = materialize(p)
+		if b.addPrefixSpace && !strings.HasPrefix(p.s, " ") {
+			p.s = " " + p.s
+		}
+		if b.re == nil {
+			out = append(out, piece{s: p.s, first: p.first, byteLevel: true})
+			continue
+		}
+		ms = b.re.findAll(p.s, ms[:0])
+		spans = splitSpans(p.s, ms, false, behIsolated, spans[:0])
+		for _, sp := range spans {
+			out = append(out, piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0, byteLevel: true})
+		}
+	}
+	return out
+}
+
+type metaspacePreTokenizer struct {
+	replacement string
+	scheme      string // "always", "first", "never"
+	split_      bool
+}
+
+func (m metaspacePreTokenizer) split(in []piece) []piece {
+	var out []piece
+	for _, p := range in {
+		p = materialize(p)
+		s := strings.ReplaceAll(p.s, " ", m.replacement)
+		if !strings.HasPrefix(s, m.replacement) && (m.scheme == "always" || (m.scheme == "first" && p.first)) {
+			s = m.replacement + s
+		}
+		if !m.split_ {
+			out = append(out, piece{s: s, first: p.first})
+			continue
+		}
+		pat := &pattern{literal: m.replacement}
+		out = append(out, splitWith([]piece{{s: s, first: p.first}}, pat, false, behMergedWithNext)...)
+	}
+	return out
+}
+
+// funcPreTokenizer splits on single characters chosen by a predicate.
+type funcPreTokenizer struct {
+	pred func(rune) bool
+	beh  splitBehavior
+}
+
+func (f funcPreTokenizer) split(in []piece) []piece {
+	out := make([]piece, 0, len(in))
+	var ms [][2]int
+	var spans []span
+	for _, p := range in {
+		p = materialize(p)
+		ms = ms[:0]
+		for i, r := range p.s {
+			if f.pred(r) {
+				ms = append(ms, [2]int{i, i + len(string(r))})
+			}
+		}
+		spans = splitSpans(p.s, ms, false, f.beh, spans[:0])
+		for _, sp := range spans {
+			out = append(out, piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0})
+		}
+	}
+	return out
+}
+
+func isBertPunct(r rune) bool {
+	return (r >= 33 && r <= 47) || (r >= 58 && r <= 64) || (r >= 91 && r <= 96) || (r >= 123 && r <= 126) ||
+		unicode.IsPunct(r)
+}
+
+func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var head rawComponent
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, err
+	}
+	switch head.Type {
+	case "Sequence":
+		var v struct {
+			PreTokenizers []json.RawMessage `json:"pretokenizers"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		var seq seqPreTokenizer
+		for i, r := range v.PreTokenizers {
+			p, err := parsePreTokenizer(r)
+			if err != nil {
+				return nil, fmt.Errorf("pretokenizers[%d]: %w", i, err)
+			}
+			if p != nil {
+				seq = append(seq, p)
+			}
+		}
+		return seq, nil
+	case "Split":
+		var v struct {
+			Pattern  json.RawMessage `json:"pattern"`
+			Behavior string          `json:"behavior"`
+			Invert   bool            `json:"invert"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		p, err := parsePattern(v.Pattern)
+		if err != nil {
+			return nil, err
+		}
+		beh, err := parseBehavior(v.Behavior)
+		if err != nil {
+			return nil, err
+		}
+		return splitPreTokenizer{p, beh, v.Invert}, nil
+	case "ByteLevel":
+		v := struct {
+			AddPrefixSpace bool `json:"add_prefix_space"`
+			UseRegex       bool `json:"use_regex"`
+		}{UseRegex: true}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		b := byteLevelPreTokenizer{addPrefixSpace: v.AddPrefixSpace}
+		if v.UseRegex {
+			m, err := newMatcher(gpt2Pattern)
+			if err != nil {
+				return nil, err
+			}
+			b.re = &pattern{isRegex: true, literal: gpt2Pattern, m: m}
+		}
+		return b, nil
+	case "Metaspace":
+		v := struct {
+			Replacement    string `json:"replacement"`
+			PrependScheme  string `json:"prepend_scheme"`
+			AddPrefixSpace *bool  `json:"add_prefix_space"`
+			Split          *bool  `json:"split"`
+		}{Replacement: "▁"}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		m := metaspacePreTokenizer{replacement: v.Replacement, scheme: v.PrependScheme, split_: true}
+		if v.Split != nil {
+			m.split_ = *v.Split
+		}
+		if m.scheme == "" {
+			m.scheme = "always"
+			if v.AddPrefixSpace != nil && !*v.AddPrefixSpace {
+				m.scheme = "never"
+			}
+		}
+		if m.scheme != "always" && m.scheme != "first" && m.scheme != "never" {
+			return nil, fmt.Errorf("Metaspace prepend_scheme %q is not supported", m.scheme)
+		}
+		return m, nil
+	case "Digits":
+		var v struct {
+			Individual bool `json:"individual_digits"`
+		}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		beh := behContiguous
+		if v.Individual {
+			beh = behIsolated
+		}
+		return funcPreTokenizer{unicode.IsNumber, beh}, nil
+	case "Punctuation":
+		v := struct {
+			Behavior string `json:"behavior"`
+		}{Behavior: "Isolated"}
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		beh, err := parseBehavior(v.Behavior)
+		if err != nil {
+			return nil, err
+		}
+		return funcPreTokenizer{isBertPunct, beh}, nil
+	case "WhitespaceSplit":
+		return funcPreTokenizer{unicode.IsSpace, behRemoved}, nil
+	case "Whitespace":
+		m, err := newMatcher(`\w+|[^\w\s]+`)
+		if err != nil {
+			return nil, err
+		}
+		return splitPreTokenizer{&pattern{isRegex: true, m: m}, behRemoved, true}, nil
+	case "BertPreTokenizer":
+		return seqPreTokenizer{funcPreTokenizer{unicode.IsSpace, behRemoved}, funcPreTokenizer{isBertPunct, behIsolated}}, nil
+	}
+	return nil, fmt.Errorf("pre_tokenizer type %q is not supported", head.Type)
+}
