@@ -1,8 +1,8 @@
 package tokenizer
 
 import (
-	"container/heap"
 	"fmt"
+	"strings"
 	"sync"
 	"unicode/utf8"
 )
@@ -20,6 +20,10 @@ type bpe struct {
 	byteIDs      [256]int // id of the byte-level character of each byte, -1 if missing
 	fallbackIDs  [256]int // id of "<0xNN>", -1 if missing
 	plainAffixes bool     // no continuing_subword_prefix / end_of_word_suffix
+	// metaSplit: SentencePiece-style pieces are cut (and cached per word) before each ▁ that follows a
+	// character x other than ▁ for which no merge result contains "x▁": no merge can cross such a cut.
+	metaSplit bool
+	metaBad   map[rune]bool // the characters x that do occur before ▁ in merge results
 
 	mu    sync.Mutex
 	cache map[string][]int
@@ -46,8 +50,50 @@ func (m *bpe) init() {
 	m.cache = make(map[string][]int)
 }
 
+const metaspace = "▁"
+
+// setMetaSplit decides metaSplit and metaBad from the merge results.
+func (m *bpe) setMetaSplit(results []string) {
+	if _, ok := m.vocab[metaspace]; !ok || m.ignoreMerges || !m.plainAffixes {
+		return
+	}
+	m.metaBad = make(map[rune]bool)
+	for _, r := range results {
+		for i := 1; i < len(r); i++ {
+			if strings.HasPrefix(r[i:], metaspace) {
+				if x, _ := utf8.DecodeLastRuneInString(r[:i]); x != '▁' {
+					m.metaBad[x] = true
+				}
+			}
+		}
+	}
+	m.metaSplit = len(m.metaBad) < 64
+}
+
 // tokenize appends the ids of one pre-token.
 func (m *bpe) tokenize(p piece, dst []int) []int {
+	if !m.metaSplit || p.byteLevel {
+		return m.tokenizeWord(p, dst)
+	}
+	s := p.s
+	for len(s) > 0 {
+		cut := len(s)
+		for i := 1; i < len(s); i++ {
+			if s[i] == metaspace[0] && strings.HasPrefix(s[i:], metaspace) {
+				if x, _ := utf8.DecodeLastRuneInString(s[:i]); x != '▁' && !m.metaBad[x] {
+					cut = i
+					break
+				}
+			}
+		}
+		dst = m.tokenizeWord(piece{s: s[:cut]}, dst)
+		s = s[cut:]
+	}
+	return dst
+}
+
+// tokenizeWord appends the ids of one word, through the cache.
+func (m *bpe) tokenizeWord(p piece, dst []int) []int {
 	cacheable := len(p.s) < cacheMaxWordLen
 	if cacheable {
 		m.mu.Lock()
@@ -243,60 +289,88 @@ func (m *bpe) mergeSmall(syms []symbol) {
 	}
 }
 
-type mergeItem struct{ rank, pos, newID int }
-type mergeQueue []mergeItem
-
-func (q mergeQueue) Len() int { return len(q) }
-func (q mergeQueue) Less(i, j int) bool {
-	if q[i].rank != q[j].rank {
-		return q[i].rank < q[j].rank
-	}
-	return q[i].pos < q[j].pos
-}
-func (q mergeQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *mergeQueue) Push(x any)   { *q = append(*q, x.(mergeItem)) }
-func (q *mergeQueue) Pop() any {
-	old := *q
-	x := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return x
-}
-
-// mergeHeap is tokenizers' Word::merge_all for long words.
+// mergeHeap is tokenizers' Word::merge_all for long words: a min-heap of (rank, position) keys packed in a
+// uint64 (rank high, position low), so ties go to the leftmost pair.
 func (m *bpe) mergeHeap(syms []symbol) {
-	q := make(mergeQueue, 0, len(syms))
+	type item struct {
+		key   uint64
+		newID int
+	}
+	q := make([]item, 0, len(syms))
+	less := func(i, j int) bool { return q[i].key < q[j].key }
+	up := func(j int) {
+		for j > 0 {
+			i := (j - 1) / 2
+			if !less(j, i) {
+				break
+			}
+			q[i], q[j] = q[j], q[i]
+			j = i
+		}
+	}
+	down := func(i int) {
+		n := len(q)
+		for {
+			l := 2*i + 1
+			if l >= n {
+				return
+			}
+			j := l
+			if r := l + 1; r < n && less(r, l) {
+				j = r
+			}
+			if !less(j, i) {
+				return
+			}
+			q[i], q[j] = q[j], q[i]
+			i = j
+		}
+	}
+	push := func(rank, pos, id int) {
+		q = append(q, item{uint64(rank)<<32 | uint64(pos), id})
+		up(len(q) - 1)
+	}
 	for i := 0; i+1 < len(syms); i++ {
 		if r, id, ok := m.lookup(syms[i].id, syms[i+1].id); ok {
-			q = append(q, mergeItem{r, i, id})
+			q = append(q, item{uint64(r)<<32 | uint64(i), id})
 		}
 	}
-	heap.Init(&q)
-	for q.Len() > 0 {
-		top := heap.Pop(&q).(mergeItem)
-		if syms[top.pos].size == 0 || syms[top.pos].next < 0 {
+	for i := len(q)/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	for len(q) > 0 {
+		top := q[0]
+		last := len(q) - 1
+		q[0] = q[last]
+		q = q[:last]
+		if last > 0 {
+			down(0)
+		}
+		pos := int(uint32(top.key))
+		if syms[pos].size == 0 || syms[pos].next < 0 {
 			continue
 		}
-		nextPos := syms[top.pos].next
+		nextPos := syms[pos].next
 		right := syms[nextPos]
-		if _, id, ok := m.lookup(syms[top.pos].id, right.id); !ok || id != top.newID {
+		if _, id, ok := m.lookup(syms[pos].id, right.id); !ok || id != top.newID {
 			continue
 		}
-		syms[top.pos].id = top.newID
-		syms[top.pos].size += right.size
-		syms[top.pos].next = right.next
+		syms[pos].id = top.newID
+		syms[pos].size += right.size
+		syms[pos].next = right.next
 		syms[nextPos].size = 0
 		if right.next >= 0 {
-			syms[right.next].prev = top.pos
+			syms[right.next].prev = pos
 		}
-		cur := syms[top.pos]
+		cur := syms[pos]
 		if cur.prev >= 0 {
 			if r, id, ok := m.lookup(syms[cur.prev].id, cur.id); ok {
-				heap.Push(&q, mergeItem{r, cur.prev, id})
+				push(r, cur.prev, id)
 			}
 		}
 		if cur.next >= 0 {
 			if r, id, ok := m.lookup(cur.id, syms[cur.next].id); ok {
-				heap.Push(&q, mergeItem{r, top.pos, id})
+				push(r, pos, id)
 			}
 		}
 	}

@@ -155,3 +155,14 @@ func TestGoldenStories260K(t *testing.T) {
 	}
 	t.Logf("stories260K: %d/%d golden cases pass", pass, len(cases))
 }
+
+func TestMetaSplitEnabled(t *testing.T) {
+	shared := sharedDir(t)
+	for _, dir := range []string{"tokenizers/llama2", "tokenizers/mistral", "tokenizers/gemma3", "models/stories260K"} {
+		tok, err := Load(filepath.Join(shared, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: metaSplit=%v", dir, tok.model.metaSplit)
+	}
+}

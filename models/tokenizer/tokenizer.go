@@ -197,6 +197,7 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 		return nil, err
 	}
 	m.merges = make(map[uint64]uint64, len(merges))
+	results := make([]string, 0, len(merges))
 	prefixLen := len(m.contPrefix)
 	for i, p := range merges {
 		a, ok1 := m.vocab[p[0]]
@@ -213,8 +214,10 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 			return nil, fmt.Errorf("model.merges[%d]: merged token %q not in the vocabulary", i, p[0]+right)
 		}
 		m.merges[pairKey(a, b)] = uint64(i)<<32 | uint64(merged)
+		results = append(results, p[0]+right)
 	}
 	m.init()
+	m.setMetaSplit(results)
 	t.model = m
 
 	if t.norm, err = parseNormalizer(raw.Normalizer); err != nil {
