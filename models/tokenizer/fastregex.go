@@ -14,6 +14,11 @@ const (
 	qwenPattern   = `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
 )
 
+// stepper is a matcher whose matches tile the input: next returns the end of the match starting at i.
+type stepper interface {
+	next(s string, i int) int
+}
+
 func fastMatcherFor(expr string) matcher {
 	switch expr {
 	case gpt2Pattern:
@@ -60,7 +65,7 @@ func isS(r rune) bool {
 // isOther is [^\s\p{L}\p{N}].
 func isOther(r rune) bool { return r >= 0 && !isS(r) && !isL(r) && !isN(r) }
 
-// contraction matches 's|'t|'re|'ve|'m|'ll|'d at i (s[i] == '\''), optionally ASCII case-insensitively.
+// contraction matches 's|'t|'re|'ve|'m|'ll|'d at i (s[i] == '\”), optionally ASCII case-insensitively.
 func contraction(s string, i int, fold bool) int {
 	if i+1 >= len(s) {
 		return 0
@@ -122,6 +127,8 @@ func (gpt2Matcher) findAll(s string, dst [][2]int) [][2]int {
 	return dst
 }
 
+func (gpt2Matcher) next(s string, i int) int { return gpt2Match(s, i) }
+
 func gpt2Match(s string, i int) int {
 	c, n := decodeAt(s, i)
 	if c == '\'' {
@@ -168,6 +175,8 @@ func (m llama3Matcher) findAll(s string, dst [][2]int) [][2]int {
 	}
 	return dst
 }
+
+func (m llama3Matcher) next(s string, i int) int { return m.match(s, i) }
 
 func (m llama3Matcher) match(s string, i int) int {
 	c, n := decodeAt(s, i)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // piece is one pre-token. When byteLevel is set, s still holds raw text that the BPE model maps through
@@ -15,9 +16,10 @@ type piece struct {
 	byteLevel bool
 }
 
-// preTokenizer splits pieces further (tokenizers' "pre_tokenizer" section).
+// preTokenizer splits a piece further (tokenizers' "pre_tokenizer" section), passing each resulting piece
+// to emit in order.
 type preTokenizer interface {
-	split(in []piece) []piece
+	each(p piece, emit func(piece))
 }
 
 func materialize(p piece) piece {
@@ -28,29 +30,34 @@ func materialize(p piece) piece {
 	return p
 }
 
-// splitWith applies a pattern split to every piece.
-func splitWith(in []piece, pat *pattern, invert bool, beh splitBehavior) []piece {
-	out := make([]piece, 0, len(in)*2)
-	var ms [][2]int
-	var spans []span
-	for _, p := range in {
-		p = materialize(p)
-		ms = pat.findAll(p.s, ms[:0])
-		spans = splitSpans(p.s, ms, invert, beh, spans[:0])
-		for _, sp := range spans {
-			out = append(out, piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0})
+// splitEach applies a pattern split to one piece.
+func splitEach(p piece, pat *pattern, invert bool, beh splitBehavior, byteLevel bool, emit func(piece)) {
+	if st, ok := pat.m.(stepper); ok && pat.isRegex && beh == behIsolated && !invert {
+		for i := 0; i < len(p.s); {
+			e := st.next(p.s, i)
+			emit(piece{s: p.s[i:e], first: p.first && i == 0, byteLevel: byteLevel})
+			i = e
 		}
+		return
 	}
-	return out
+	ms := pat.findAll(p.s, nil)
+	for _, sp := range splitSpans(p.s, ms, invert, beh, nil) {
+		emit(piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0, byteLevel: byteLevel})
+	}
 }
 
 type seqPreTokenizer []preTokenizer
 
-func (q seqPreTokenizer) split(in []piece) []piece {
-	for _, p := range q {
-		in = p.split(in)
+func (q seqPreTokenizer) each(p piece, emit func(piece)) {
+	switch len(q) {
+	case 0:
+		emit(p)
+	case 1:
+		q[0].each(p, emit)
+	default:
+		rest := q[1:]
+		q[0].each(p, func(x piece) { rest.each(x, emit) })
 	}
-	return in
 }
 
 type splitPreTokenizer struct {
@@ -59,7 +66,9 @@ type splitPreTokenizer struct {
 	invert bool
 }
 
-func (s splitPreTokenizer) split(in []piece) []piece { return splitWith(in, s.pat, s.invert, s.beh) }
+func (s splitPreTokenizer) each(p piece, emit func(piece)) {
+	splitEach(materialize(p), s.pat, s.invert, s.beh, false, emit)
+}
 
 // gpt2Pattern is the split regex of GPT-2's ByteLevel pre-tokenizer (use_regex: true).
 const gpt2Pattern = `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
@@ -69,26 +78,17 @@ type byteLevelPreTokenizer struct {
 	re             *pattern // nil unless use_regex
 }
 
-func (b byteLevelPreTokenizer) split(in []piece) []piece {
-	var out []piece
-	var ms [][2]int
-	var spans []span
-	for _, p := range in {
-		p = materialize(p)
-		if b.addPrefixSpace && !strings.HasPrefix(p.s, " ") {
-			p.s = " " + p.s
-		}
-		if b.re == nil {
-			out = append(out, piece{s: p.s, first: p.first, byteLevel: true})
-			continue
-		}
-		ms = b.re.findAll(p.s, ms[:0])
-		spans = splitSpans(p.s, ms, false, behIsolated, spans[:0])
-		for _, sp := range spans {
-			out = append(out, piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0, byteLevel: true})
-		}
+func (b byteLevelPreTokenizer) each(p piece, emit func(piece)) {
+	p = materialize(p)
+	if b.addPrefixSpace && !strings.HasPrefix(p.s, " ") {
+		p.s = " " + p.s
 	}
-	return out
+	if b.re == nil {
+		p.byteLevel = true
+		emit(p)
+		return
+	}
+	splitEach(p, b.re, false, behIsolated, true, emit)
 }
 
 type metaspacePreTokenizer struct {
@@ -97,22 +97,17 @@ type metaspacePreTokenizer struct {
 	split_      bool
 }
 
-func (m metaspacePreTokenizer) split(in []piece) []piece {
-	var out []piece
-	for _, p := range in {
-		p = materialize(p)
-		s := strings.ReplaceAll(p.s, " ", m.replacement)
-		if !strings.HasPrefix(s, m.replacement) && (m.scheme == "always" || (m.scheme == "first" && p.first)) {
-			s = m.replacement + s
-		}
-		if !m.split_ {
-			out = append(out, piece{s: s, first: p.first})
-			continue
-		}
-		pat := &pattern{literal: m.replacement}
-		out = append(out, splitWith([]piece{{s: s, first: p.first}}, pat, false, behMergedWithNext)...)
+func (m metaspacePreTokenizer) each(p piece, emit func(piece)) {
+	p = materialize(p)
+	s := strings.ReplaceAll(p.s, " ", m.replacement)
+	if !strings.HasPrefix(s, m.replacement) && (m.scheme == "always" || (m.scheme == "first" && p.first)) {
+		s = m.replacement + s
 	}
-	return out
+	if !m.split_ {
+		emit(piece{s: s, first: p.first})
+		return
+	}
+	splitEach(piece{s: s, first: p.first}, &pattern{literal: m.replacement}, false, behMergedWithNext, false, emit)
 }
 
 // funcPreTokenizer splits on single characters chosen by a predicate.
@@ -121,24 +116,17 @@ type funcPreTokenizer struct {
 	beh  splitBehavior
 }
 
-func (f funcPreTokenizer) split(in []piece) []piece {
-	out := make([]piece, 0, len(in))
+func (f funcPreTokenizer) each(p piece, emit func(piece)) {
+	p = materialize(p)
 	var ms [][2]int
-	var spans []span
-	for _, p := range in {
-		p = materialize(p)
-		ms = ms[:0]
-		for i, r := range p.s {
-			if f.pred(r) {
-				ms = append(ms, [2]int{i, i + len(string(r))})
-			}
-		}
-		spans = splitSpans(p.s, ms, false, f.beh, spans[:0])
-		for _, sp := range spans {
-			out = append(out, piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0})
+	for i, r := range p.s {
+		if f.pred(r) {
+			ms = append(ms, [2]int{i, i + utf8.RuneLen(r)})
 		}
 	}
-	return out
+	for _, sp := range splitSpans(p.s, ms, false, f.beh, nil) {
+		emit(piece{s: p.s[sp.lo:sp.hi], first: p.first && sp.lo == 0})
+	}
 }
 
 func isBertPunct(r rune) bool {

@@ -349,7 +349,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 		ids = append(ids, t.post.before...)
 	}
 	var segs, subs []segment
-	var pieces []piece
+	emit := func(p piece) { ids = t.model.tokenize(p, ids) }
 	segs = splitAdded(text, 0, t.rawTrie, t.rawToks, segs)
 	for _, seg := range segs {
 		if seg.id >= 0 {
@@ -366,12 +366,11 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 				ids = append(ids, sub.id)
 				continue
 			}
-			pieces = append(pieces[:0], piece{s: sub.text, first: sub.start == 0})
+			p := piece{s: sub.text, first: sub.start == 0}
 			if t.pre != nil {
-				pieces = t.pre.split(pieces)
-			}
-			for _, p := range pieces {
-				ids = t.model.tokenize(p, ids)
+				t.pre.each(p, emit)
+			} else {
+				emit(p)
 			}
 		}
 	}
