@@ -49,7 +49,7 @@ type rawTokenizerJSON struct {
 
 type rawModel struct {
 	Type                    string          `json:"type"`
-	Vocab                   map[string]int  `json:"vocab"`
+	Vocab                   json.RawMessage `json:"vocab"`
 	Merges                  json.RawMessage `json:"merges"`
 	UnkToken                *string         `json:"unk_token"`
 	FuseUnk                 bool            `json:"fuse_unk"`
@@ -149,14 +149,18 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	if raw.Model.Type != "" && raw.Model.Type != "BPE" {
 		return nil, fmt.Errorf("model.type %q is not supported (only BPE)", raw.Model.Type)
 	}
-	if raw.Model.Vocab == nil {
+	if len(raw.Model.Vocab) == 0 || string(raw.Model.Vocab) == "null" {
 		return nil, errors.New("model.vocab is missing")
+	}
+	var vocab map[string]int
+	if err := json.Unmarshal(raw.Model.Vocab, &vocab); err != nil {
+		return nil, fmt.Errorf("model.vocab: %w", err)
 	}
 	if raw.Model.Dropout != nil && *raw.Model.Dropout > 0 && *raw.Model.Dropout < 1 {
 		return nil, fmt.Errorf("model.dropout %v is not supported", *raw.Model.Dropout)
 	}
 	t := &Tokenizer{config: cfg, added: make(map[int]*addedToken), addedBy: make(map[string]int)}
-	m := &bpe{vocab: raw.Model.Vocab, unkID: -1, fuseUnk: raw.Model.FuseUnk, byteFallback: raw.Model.ByteFallback,
+	m := &bpe{vocab: vocab, unkID: -1, fuseUnk: raw.Model.FuseUnk, byteFallback: raw.Model.ByteFallback,
 		ignoreMerges: raw.Model.IgnoreMerges}
 	if raw.Model.ContinuingSubwordPrefix != nil {
 		m.contPrefix = *raw.Model.ContinuingSubwordPrefix
