@@ -1,0 +1,88 @@
+package train
+
+import (
+	"math"
+
+	"github.com/nlpodyssey/spago/mat"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
+
+// qkNormFn is Qwen3's per-head RMSNorm of the query heads (weight qw [hd]) and
+// key heads (weight kw [hd]) of a packed qkv matrix [m, (H+2·KV)·hd], applied
+// before RoPE; value heads pass through. The weights are frozen.
+type qkNormFn struct {
+	env       *Env
+	x         mat.Tensor
+	m         int
+	h, kv, hd int
+	qw, kw    []float32
+	eps       float32
+	inv       []float32 // [m, H+KV]
+}
+
+// QKNorm normalises every query and key head of qkv.
+func (e *Env) QKNorm(x mat.Tensor, m, h, kv, hd int, qw, kw []float32, eps float32) mat.Tensor {
+	return run(&qkNormFn{env: e, x: x, m: m, h: h, kv: kv, hd: hd, qw: qw, kw: kw, eps: eps})
+}
+
+func (f *qkNormFn) Operands() []mat.Tensor { return []mat.Tensor{f.x} }
+
+func (f *qkNormFn) Forward() (mat.Tensor, error) {
+	x := vals(f.x)
+	w, hd, nh := (f.h+2*f.kv)*f.hd, f.hd, f.h+f.kv
+	y := make([]float32, len(x))
+	copy(y, x)
+	f.inv = make([]float32, f.m*nh)
+	f.env.Pool.For(f.m, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			for j := 0; j < nh; j++ {
+				wt := f.qw
+				if j >= f.h {
+					wt = f.kw
+				}
+				seg := x[r*w+j*hd : r*w+(j+1)*hd]
+				kernels.RMSNorm(y[r*w+j*hd:r*w+(j+1)*hd], seg, wt, f.eps)
+				var ss float64
+				for _, v := range seg {
+					ss += float64(v) * float64(v)
+				}
+				f.inv[r*nh+j] = float32(1 / math.Sqrt(ss/float64(hd)+float64(f.eps)))
+			}
+		}
+	})
+	return newMat(f.m, w, y), nil
+}
+
+func (f *qkNormFn) Backward(gy mat.Tensor) error {
+	if !needsGrad(f.x) {
+		return nil
+	}
+	g, x := vals(gy), vals(f.x)
+	w, hd, nh := (f.h+2*f.kv)*f.hd, f.hd, f.h+f.kv
+	dx := make([]float32, len(x))
+	copy(dx, g) // value heads pass through
+	f.env.Pool.For(f.m, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			for j := 0; j < nh; j++ {
+				wt := f.qw
+				if j >= f.h {
+					wt = f.kw
+				}
+				o := r*w + j*hd
+				gr, xr, dr := g[o:o+hd], x[o:o+hd], dx[o:o+hd]
+				inv := f.inv[r*nh+j]
+				var dot float64
+				for i := range xr {
+					dot += float64(gr[i]*wt[i]) * float64(xr[i]*inv)
+				}
+				c := float32(dot / float64(hd))
+				for i := range xr {
+					dr[i] = inv * (gr[i]*wt[i] - xr[i]*inv*c)
+				}
+			}
+		}
+	})
+	accGrad(f.x, f.m, w, dx)
+	return nil
+}
