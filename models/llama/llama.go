@@ -40,8 +40,9 @@ type Model struct {
 	invFreq []float32   // [D/2] rotary inverse frequencies (llama3 scaling applied)
 	names   [][7]string // PEFT module names per layer, in linearNames order
 
-	mu sync.Mutex // guards s
-	s  scratch
+	mu     sync.Mutex // guards s
+	s      scratch
+	attnFn func(lo, hi int) // m.attentionRange, bound once so that Forward does not allocate a closure per layer
 }
 
 // LoadOptions tune Load.
@@ -66,6 +67,7 @@ func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, 
 	H, Q, KV, I, V, D := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize, c.HeadDim
 	ld := &loader{ckpt: ckpt, opts: opts}
 	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: c.InvFreq()}
+	m.attnFn = m.attentionRange
 	if m.Pool == nil {
 		m.Pool = kernels.NewPool(opts.Threads)
 	}
@@ -283,11 +285,14 @@ type scratch struct {
 	x, xn, q, k, v, att, tmp, gate, up, hn, logits []float32
 	scores                                         [][]float32
 	rowSeq, rowPos, outRows                        []int
+	batch                                          []Seq // the current call's batch, for attentionRange
+	layer, rows                                    int
 }
 
+// grow returns b resized to n, reallocating (with doubling, so a growing context is amortised) when too small.
 func grow(b []float32, n int) []float32 {
 	if cap(b) < n {
-		return make([]float32, n)
+		return make([]float32, n, max(n, 2*cap(b)))
 	}
 	return b[:n]
 }
@@ -306,8 +311,12 @@ func growInt(b []int, n int) []int {
 func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	c := m.Config
 	T, R := 0, 0
-	seen := map[*KVCache]bool{}
-	batch = append([]Seq(nil), batch...) // nil caches are replaced below; do not touch the caller's slice
+	for i := range batch {
+		if batch[i].Cache == nil { // nil caches are replaced; do not touch the caller's slice
+			batch = append([]Seq(nil), batch...)
+			break
+		}
+	}
 	for i := range batch {
 		sq := &batch[i]
 		if len(sq.Tokens) == 0 {
@@ -325,10 +334,11 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		if len(kc.k) != len(m.Layers) || kc.kvDim != c.KVDim() {
 			return nil, fmt.Errorf("llama: forward: sequence %d: cache belongs to a different model", i)
 		}
-		if seen[kc] {
-			return nil, fmt.Errorf("llama: forward: sequence %d shares its cache with another sequence of the batch", i)
+		for j := range i {
+			if batch[j].Cache == kc {
+				return nil, fmt.Errorf("llama: forward: sequences %d and %d share a cache", j, i)
+			}
 		}
-		seen[kc] = true
 		if kc.n+len(sq.Tokens) > kc.max {
 			return nil, fmt.Errorf("llama: forward: sequence %d: %d cached + %d new tokens exceed the cache size %d", i, kc.n, len(sq.Tokens), kc.max)
 		}
@@ -393,7 +403,8 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 			copy(kc.k[l][pos*KV:(pos+1)*KV], s.k[r*KV:(r+1)*KV])
 			copy(kc.v[l][pos*KV:(pos+1)*KV], s.v[r*KV:(r+1)*KV])
 		}
-		m.attention(batch, l, T)
+		s.batch, s.layer, s.rows = batch, l, T
+		m.Pool.For(len(s.scores), m.attnFn)
 		m.linear(batch, L.OProj, names[3], s.tmp, s.att, T)
 		kernels.Axpy(1, s.tmp, s.x)
 
@@ -408,6 +419,7 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	for i := range batch {
 		batch[i].Cache.n += len(batch[i].Tokens)
 	}
+	s.batch = nil
 
 	// Final norm and the LM head, only on the rows whose logits were asked for.
 	s.hn, s.logits = grow(s.hn, R*H), grow(s.logits, R*V)
@@ -457,42 +469,41 @@ func rmsNormRows(y, x, w []float32, eps float32, rows, n int) {
 	}
 }
 
-// attention computes s.att[r, h] = softmax(q[r,h]·K[kvh]ᵀ/√D over positions ≤ pos(r)) · V[kvh] for every row r and
-// query head h, where kvh = h / (heads/kv_heads) (grouped-query attention). Work is interleaved over the pool's
-// threads, each with its own score buffer.
-func (m *Model) attention(batch []Seq, l, T int) {
+// attentionRange computes, for the workers w in [lo, hi), s.att[r, h] = softmax(q[r,h]·K[kvh]ᵀ/√D over the
+// cached positions ≤ pos(r)) · V[kvh], where kvh = h / (heads/kv_heads) (grouped-query attention). The (row, head)
+// items are interleaved over the workers, each with its own score buffer.
+func (m *Model) attentionRange(lo, hi int) {
 	c := m.Config
 	s := &m.s
+	batch, l := s.batch, s.layer
 	D, Q, KV, nh := c.HeadDim, c.QDim(), c.KVDim(), c.NumAttentionHeads
 	group := nh / c.NumKeyValueHeads
 	scale := float32(1 / math.Sqrt(float64(D)))
-	items := T * nh
+	items := s.rows * nh
 	nw := len(s.scores)
-	m.Pool.For(nw, func(lo, hi int) {
-		for w := lo; w < hi; w++ {
-			for it := w; it < items; it += nw {
-				r, h := it/nh, it%nh
-				kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
-				start := 0
-				if c.SlidingWindow > 0 && pos-c.SlidingWindow+1 > 0 {
-					start = pos - c.SlidingWindow + 1
-				}
-				q := s.q[r*Q+h*D : r*Q+(h+1)*D]
-				off := (h / group) * D
-				K, Vc := kc.k[l], kc.v[l]
-				sc := s.scores[w][:pos+1-start]
-				for j := range sc {
-					p := (start + j) * KV
-					sc[j] = kernels.Dot(q, K[p+off:p+off+D]) * scale
-				}
-				kernels.Softmax(sc)
-				out := s.att[r*Q+h*D : r*Q+(h+1)*D]
-				clear(out)
-				for j, a := range sc {
-					p := (start + j) * KV
-					kernels.Axpy(a, Vc[p+off:p+off+D], out)
-				}
+	for w := lo; w < hi; w++ {
+		for it := w; it < items; it += nw {
+			r, h := it/nh, it%nh
+			kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
+			start := 0
+			if c.SlidingWindow > 0 && pos-c.SlidingWindow+1 > 0 {
+				start = pos - c.SlidingWindow + 1
+			}
+			q := s.q[r*Q+h*D : r*Q+(h+1)*D]
+			off := (h / group) * D
+			K, Vc := kc.k[l], kc.v[l]
+			sc := s.scores[w][:pos+1-start]
+			for j := range sc {
+				p := (start+j)*KV + off
+				sc[j] = kernels.Dot(q, K[p:p+D]) * scale
+			}
+			kernels.Softmax(sc)
+			out := s.att[r*Q+h*D : r*Q+(h+1)*D]
+			clear(out)
+			for j, a := range sc {
+				p := (start+j)*KV + off
+				kernels.Axpy(a, Vc[p:p+D], out)
 			}
 		}
-	})
+	}
 }

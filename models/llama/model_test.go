@@ -1,0 +1,499 @@
+package llama
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lorakit/lorakit/models/safetensors"
+	"github.com/lorakit/lorakit/models/testmodel"
+)
+
+func writeTiny(t testing.TB, o testmodel.Options) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := testmodel.Write(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// refForward is an independent float64 implementation of the HF forward pass (no cache), straight from the
+// checkpoint tensors; it returns logits for every position.
+func refForward(t testing.TB, dir string, cfg *Config, tokens []int) [][]float64 {
+	t.Helper()
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	get := func(name string) []float64 {
+		v, err := ck.Float32s(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float64, len(v))
+		for i, x := range v {
+			out[i] = float64(x)
+		}
+		return out
+	}
+	has := func(name string) bool { _, _, ok := ck.Info(name); return ok }
+	H, D, nh, nkv := cfg.HiddenSize, cfg.HeadDim, cfg.NumAttentionHeads, cfg.NumKeyValueHeads
+	eps := cfg.RMSNormEps
+	matvec := func(w []float64, x []float64, out int) []float64 {
+		in := len(x)
+		y := make([]float64, out)
+		for o := range out {
+			for i := range in {
+				y[o] += w[o*in+i] * x[i]
+			}
+		}
+		return y
+	}
+	lin := func(name string, x []float64) []float64 {
+		w := get(name + ".weight")
+		y := matvec(w, x, len(w)/len(x))
+		if has(name + ".bias") {
+			for i, b := range get(name + ".bias") {
+				y[i] += b
+			}
+		}
+		return y
+	}
+	rms := func(x, w []float64) []float64 {
+		var ss float64
+		for _, v := range x {
+			ss += v * v
+		}
+		r := 1 / math.Sqrt(ss/float64(len(x))+eps)
+		y := make([]float64, len(x))
+		for i := range x {
+			y[i] = x[i] * r * w[i]
+		}
+		return y
+	}
+	inv := cfg.InvFreq()
+	rope := func(x []float64, pos int) { // rotate_half per head
+		for h := 0; h < len(x)/D; h++ {
+			v := x[h*D : (h+1)*D]
+			rot := make([]float64, D)
+			for i := range D / 2 {
+				rot[i] = -v[i+D/2]
+				rot[i+D/2] = v[i]
+			}
+			for i := range D {
+				th := float64(float32(pos) * inv[i%(D/2)])
+				v[i] = v[i]*math.Cos(th) + rot[i]*math.Sin(th)
+			}
+		}
+	}
+	emb := get("model.embed_tokens.weight")
+	n := len(tokens)
+	xs := make([][]float64, n)
+	for p, tok := range tokens {
+		xs[p] = append([]float64(nil), emb[tok*H:(tok+1)*H]...)
+	}
+	for l := range cfg.NumHiddenLayers {
+		pre := fmt.Sprintf("model.layers.%d.", l)
+		qs, ks, vs := make([][]float64, n), make([][]float64, n), make([][]float64, n)
+		for p := range n {
+			xn := rms(xs[p], get(pre+"input_layernorm.weight"))
+			qs[p], ks[p], vs[p] = lin(pre+"self_attn.q_proj", xn), lin(pre+"self_attn.k_proj", xn), lin(pre+"self_attn.v_proj", xn)
+			if cfg.QKNorm {
+				for h := range nh {
+					copy(qs[p][h*D:], rms(qs[p][h*D:(h+1)*D], get(pre+"self_attn.q_norm.weight")))
+				}
+				for h := range nkv {
+					copy(ks[p][h*D:], rms(ks[p][h*D:(h+1)*D], get(pre+"self_attn.k_norm.weight")))
+				}
+			}
+			rope(qs[p], p)
+			rope(ks[p], p)
+		}
+		for p := range n {
+			att := make([]float64, nh*D)
+			for h := range nh {
+				kh := h / (nh / nkv)
+				var sc []float64
+				mx := math.Inf(-1)
+				for j := 0; j <= p; j++ {
+					s := math.Inf(-1)
+					if cfg.SlidingWindow == 0 || p-j < cfg.SlidingWindow {
+						s = 0
+						for i := range D {
+							s += qs[p][h*D+i] * ks[j][kh*D+i]
+						}
+						s /= math.Sqrt(float64(D))
+					}
+					sc = append(sc, s)
+					mx = math.Max(mx, s)
+				}
+				var sum float64
+				for j := range sc {
+					sc[j] = math.Exp(sc[j] - mx)
+					sum += sc[j]
+				}
+				for j := range sc {
+					for i := range D {
+						att[h*D+i] += sc[j] / sum * vs[j][kh*D+i]
+					}
+				}
+			}
+			o := lin(pre+"self_attn.o_proj", att)
+			for i := range H {
+				xs[p][i] += o[i]
+			}
+			xn := rms(xs[p], get(pre+"post_attention_layernorm.weight"))
+			g, u := lin(pre+"mlp.gate_proj", xn), lin(pre+"mlp.up_proj", xn)
+			for i := range g {
+				g[i] = g[i] / (1 + math.Exp(-g[i])) * u[i]
+			}
+			d := lin(pre+"mlp.down_proj", g)
+			for i := range H {
+				xs[p][i] += d[i]
+			}
+		}
+	}
+	head := "lm_head"
+	if cfg.TieWordEmbeddings {
+		head = "model.embed_tokens"
+	}
+	out := make([][]float64, n)
+	for p := range n {
+		out[p] = matvec(get(head+".weight"), rms(xs[p], get("model.norm.weight")), cfg.VocabSize)
+	}
+	return out
+}
+
+func load(t testing.TB, dir string, threads int) *Model { return loadDir(t, dir, threads) }
+
+var variants = map[string]testmodel.Options{
+	"llama":          {ModelType: "llama"},
+	"llama-tied":     {ModelType: "llama", Tied: true},
+	"llama-bias":     {ModelType: "llama", AttentionBias: true},
+	"llama3-rope":    {ModelType: "llama", Llama3RopeScaling: true},
+	"llama-bf16":     {ModelType: "llama", DType: "BF16"},
+	"llama-f16":      {ModelType: "llama", DType: "F16", Tied: true},
+	"llama-sharded":  {ModelType: "llama", Shards: 3},
+	"llama-headdim":  {ModelType: "llama", HeadDim: 16},
+	"mistral":        {ModelType: "mistral"},
+	"mistral-window": {ModelType: "mistral", SlidingWindow: 3},
+	"qwen2":          {ModelType: "qwen2", Tied: true},
+	"qwen3":          {ModelType: "qwen3", HeadDim: 16, Tied: true},
+	"qwen3-bias":     {ModelType: "qwen3", AttentionBias: true, DType: "BF16"},
+	"mha":            {ModelType: "llama", Heads: 2, KVHeads: 2, Hidden: 16},
+}
+
+func TestVariantsMatchReference(t *testing.T) {
+	tokens := []int{5, 100, 260, 7, 42, 299, 0, 13, 77}
+	for name, o := range variants {
+		t.Run(name, func(t *testing.T) {
+			o.Seed = 7
+			dir := writeTiny(t, o)
+			m := load(t, dir, 2)
+			want := refForward(t, dir, m.Config, tokens)
+			got, err := m.Forward([]Seq{{Tokens: tokens, AllLogits: true}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			worst := 0.0
+			for p := range tokens {
+				for i, v := range got[0][p] {
+					worst = math.Max(worst, math.Abs(float64(v)-want[p][i])/(1+math.Abs(want[p][i])))
+				}
+			}
+			if worst > 1e-4 {
+				t.Fatalf("max rel diff vs float64 reference %g", worst)
+			}
+			// Incremental decoding through the cache gives the same logits as the full prefill.
+			cache := m.NewCache(0)
+			for p, tok := range tokens {
+				step, err := m.Forward([]Seq{{Tokens: []int{tok}, Cache: cache}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i, v := range step[0][0] {
+					if d := math.Abs(float64(v - got[0][p][i])); d > 1e-4 {
+						t.Fatalf("position %d: cached decode differs from prefill by %g", p, d)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestLlama3ScalingChangesLogits(t *testing.T) {
+	a := load(t, writeTiny(t, testmodel.Options{Seed: 3}), 1)
+	b := load(t, writeTiny(t, testmodel.Options{Seed: 3, Llama3RopeScaling: true}), 1)
+	toks := make([]int, 40)
+	for i := range toks {
+		toks[i] = (i * 37) % 300
+	}
+	la, _ := a.Forward([]Seq{{Tokens: toks}})
+	lb, _ := b.Forward([]Seq{{Tokens: toks}})
+	if la[0][0][0] == lb[0][0][0] {
+		t.Fatal("llama3 rope scaling had no effect")
+	}
+}
+
+// fakeDelta adds module-dependent constants so adapter routing can be checked.
+type fakeDelta struct{ calls map[string]int }
+
+func (f *fakeDelta) Apply(module string, y, x []float32, in, out int) {
+	if len(y) != out || len(x) != in {
+		panic("bad row lengths")
+	}
+	f.calls[module]++
+	for i := range y {
+		y[i] += 0.01 * x[i%in]
+	}
+}
+
+func TestBatchedEqualsSingle(t *testing.T) {
+	m := load(t, writeTiny(t, testmodel.Options{ModelType: "qwen2", Seed: 5}), 2)
+	prompts := [][]int{{1, 2, 3, 4, 5}, {9, 8}, {100, 200, 250, 12}}
+	delta := &fakeDelta{calls: map[string]int{}}
+	adapters := []Delta{nil, delta, nil}
+	// reference: each sequence alone
+	var want [][][]float32
+	for i, p := range prompts {
+		c := m.NewCache(32)
+		out, err := m.Forward([]Seq{{Tokens: p, Cache: c, Adapter: adapters[i], AllLogits: i == 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o2, err := m.Forward([]Seq{{Tokens: []int{7}, Cache: c, Adapter: adapters[i]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, out[0], o2[0])
+	}
+	// batched: prefill together, then decode together at different positions
+	caches := []*KVCache{m.NewCache(32), m.NewCache(32), m.NewCache(32)}
+	var batch []Seq
+	for i, p := range prompts {
+		batch = append(batch, Seq{Tokens: p, Cache: caches[i], Adapter: adapters[i], AllLogits: i == 2})
+	}
+	pre, err := m.Forward(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range batch {
+		batch[i].Tokens, batch[i].AllLogits = []int{7}, false
+	}
+	dec, err := m.Forward(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range prompts {
+		if len(pre[i]) != len(want[2*i]) {
+			t.Fatalf("seq %d: %d logit rows, want %d", i, len(pre[i]), len(want[2*i]))
+		}
+		for _, pair := range [][2][][]float32{{pre[i], want[2*i]}, {dec[i], want[2*i+1]}} {
+			for r := range pair[0] {
+				for j, v := range pair[0][r] {
+					if d := math.Abs(float64(v - pair[1][r][j])); d > 1e-5 {
+						t.Fatalf("seq %d row %d: batched differs from single by %g", i, r, d)
+					}
+				}
+			}
+		}
+	}
+	if delta.calls["model.layers.1.mlp.down_proj"] == 0 || delta.calls["lm_head"] == 0 {
+		t.Fatalf("adapter not applied: %v", delta.calls)
+	}
+	// The adapter changes the logits of its row.
+	base, _ := m.Forward([]Seq{{Tokens: prompts[1]}})
+	if base[0][0][0] == want[2][0][0] {
+		t.Fatal("adapter had no effect")
+	}
+	if caches[0].Len() != 6 || caches[1].Len() != 3 {
+		t.Fatalf("cache lengths %d %d", caches[0].Len(), caches[1].Len())
+	}
+}
+
+func TestForwardErrors(t *testing.T) {
+	m := load(t, writeTiny(t, testmodel.Options{}), 1)
+	c := m.NewCache(4)
+	cases := []struct {
+		batch []Seq
+		want  string
+	}{
+		{[]Seq{{Tokens: nil}}, "no tokens"},
+		{[]Seq{{Tokens: []int{300}}}, "outside the vocabulary"},
+		{[]Seq{{Tokens: []int{-1}}}, "outside the vocabulary"},
+		{[]Seq{{Tokens: []int{1, 2, 3, 4, 5}, Cache: c}}, "exceed the cache size"},
+		{[]Seq{{Tokens: []int{1}, Cache: c}, {Tokens: []int{2}, Cache: c}}, "share a cache"},
+	}
+	for _, tc := range cases {
+		if _, err := m.Forward(tc.batch); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want %q", err, tc.want)
+		}
+	}
+	if c.Len() != 0 {
+		t.Fatal("failed forward modified the cache")
+	}
+	other := load(t, writeTiny(t, testmodel.Options{Layers: 3}), 1)
+	if _, err := m.Forward([]Seq{{Tokens: []int{1}, Cache: other.NewCache(4)}}); err == nil {
+		t.Fatal("foreign cache accepted")
+	}
+	c.Reset()
+	if _, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3}, Cache: c}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Truncate(1)
+	if c.Len() != 1 {
+		t.Fatal("truncate")
+	}
+}
+
+func TestLinearLookup(t *testing.T) {
+	m := load(t, writeTiny(t, testmodel.Options{Layers: 2}), 1)
+	for _, name := range m.Modules() {
+		if _, ok := m.Linear(name); !ok {
+			t.Errorf("module %s not found", name)
+		}
+	}
+	l, ok := m.Linear("base_model.model.model.layers.1.mlp.down_proj")
+	if !ok || l.In() != 64 || l.Out() != 32 {
+		t.Fatalf("down_proj lookup: %v %v", l, ok)
+	}
+	for _, bad := range []string{"model.layers.2.mlp.down_proj", "model.layers.01.mlp.down_proj", "model.layers.x", "model.norm", "model.layers.0.mlp.act"} {
+		if _, ok := m.Linear(bad); ok {
+			t.Errorf("%s found", bad)
+		}
+	}
+}
+
+func TestLoadReportsAllProblems(t *testing.T) {
+	o := testmodel.Options{Seed: 1}
+	dir := writeTiny(t, o)
+	// Rewrite the weights: drop one tensor, mis-shape two.
+	var ts []safetensors.Tensor
+	for _, tn := range testmodel.Tensors(o) {
+		switch tn.Name {
+		case "model.layers.0.self_attn.k_proj.weight":
+			continue
+		case "model.layers.1.mlp.up_proj.weight":
+			tn.Shape = []int{32, 64}
+		case "model.norm.weight":
+			tn = safetensors.F32Tensor(tn.Name, []int{31}, make([]float32, 31))
+		}
+		ts = append(ts, tn)
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	_, err = Load(ck, cfg, LoadOptions{Threads: 1})
+	if err == nil {
+		t.Fatal("broken checkpoint loaded")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"tensor model.layers.0.self_attn.k_proj.weight: missing (want shape [16 32])",
+		"model.safetensors: tensor model.layers.1.mlp.up_proj.weight: shape [32 64], want [64 32]",
+		"model.safetensors: tensor model.norm.weight: shape [31], want [32]",
+		"3 problem(s)",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	// Untied model without lm_head; a qwen3 config over llama weights lacks the q/k norms.
+	cfg2 := *cfg
+	cfg2.QKNorm = true
+	_, err = Load(ck, &cfg2, LoadOptions{Threads: 1})
+	if err == nil || !strings.Contains(err.Error(), "self_attn.q_norm.weight: missing") {
+		t.Fatalf("qk norm: %v", err)
+	}
+}
+
+func TestLoadIntDType(t *testing.T) {
+	o := testmodel.Options{Seed: 1, Tied: true}
+	dir := writeTiny(t, o)
+	var ts []safetensors.Tensor
+	for _, tn := range testmodel.Tensors(o) {
+		if tn.Name == "model.norm.weight" {
+			tn.DType = safetensors.I32
+		}
+		ts = append(ts, tn)
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadErr(dir)
+	if err == nil || !strings.Contains(err.Error(), "dtype I32") {
+		t.Fatalf("int dtype: %v", err)
+	}
+}
+
+func loadErr(dir string) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	return Load(ck, cfg, LoadOptions{Threads: 1})
+}
+
+func TestTruncatedAndBadOffsets(t *testing.T) {
+	dir := writeTiny(t, testmodel.Options{})
+	path := filepath.Join(dir, "model.safetensors")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b[:len(b)-100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadErr(dir); err == nil || !strings.Contains(err.Error(), "model.safetensors") {
+		t.Fatalf("truncated file: %v", err)
+	}
+	// Corrupt an offset in the header (same length so the header stays parseable).
+	hdr := string(b)
+	i := strings.Index(hdr, `"data_offsets":[0,`)
+	if i < 0 {
+		t.Skip("unexpected header layout")
+	}
+	bad := []byte(hdr[:i] + `"data_offsets":[9,` + hdr[i+len(`"data_offsets":[0,`):])
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadErr(dir); err == nil {
+		t.Fatal("bad offsets accepted")
+	}
+}
+
+func TestDecodeAllocations(t *testing.T) {
+	m := load(t, writeTiny(t, testmodel.Options{}), 2)
+	c := m.NewCache(256)
+	if _, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3}, Cache: c}}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []Seq{{Tokens: []int{4}, Cache: c}}
+	allocs := testing.AllocsPerRun(50, func() {
+		if _, err := m.Forward(batch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 3 { // the returned logits: one backing array and two slice headers
+		t.Fatalf("decode step allocates %v times", allocs)
+	}
+}
