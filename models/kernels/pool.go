@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // task is one parallel job: run processes the index range [lo, hi).
@@ -26,13 +27,15 @@ type Pool struct {
 	threads int
 	mu      sync.Mutex
 
-	// current job, written under mu before workers are woken
-	t      task
-	n      int
-	chunks int
-	next   atomic.Int64 // next chunk index to claim
-	done   sync.WaitGroup
-	wake   []chan struct{}
+	// current job, written under mu before gen is bumped
+	t       task
+	n       int
+	chunks  int
+	next    atomic.Int64  // next chunk index to claim
+	gen     atomic.Uint64 // job generation; workers spin on it, then park
+	pending atomic.Int32  // workers that have not finished the current job
+	wake    []chan struct{}
+	asleep  []atomic.Bool // worker i is parked (or about to park) on wake[i]
 
 	// preallocated kernel jobs so that kernels do not allocate per call
 	mv  matVecTask
@@ -49,10 +52,10 @@ func NewPool(threads int) *Pool {
 	}
 	p := &Pool{threads: threads}
 	p.wake = make([]chan struct{}, threads-1)
+	p.asleep = make([]atomic.Bool, threads-1)
 	for i := range p.wake {
-		c := make(chan struct{}, 1)
-		p.wake[i] = c
-		go p.worker(c)
+		p.wake[i] = make(chan struct{}, 1)
+		go p.worker(i)
 	}
 	return p
 }
@@ -65,10 +68,39 @@ func (p *Pool) Threads() int {
 	return p.threads
 }
 
-func (p *Pool) worker(wake chan struct{}) {
-	for range wake {
+// spinFor is how long an idle worker polls for the next job before parking.
+// The decode loop issues a kernel every few microseconds; waking a parked
+// goroutine costs tens of microseconds on a VM, so workers poll in between.
+const spinFor = 300 * time.Microsecond
+
+func (p *Pool) worker(i int) {
+	var seen uint64 // gen is 0 when NewPool starts the worker
+	for {
+		deadline := time.Time{}
+		for spins := 0; p.gen.Load() == seen; spins++ {
+			if spins&255 != 255 {
+				continue
+			}
+			now := time.Now()
+			if deadline.IsZero() {
+				deadline = now.Add(spinFor)
+				continue
+			}
+			if now.Before(deadline) {
+				runtime.Gosched()
+				continue
+			}
+			// park: announce, re-check, then block until a job is posted
+			p.asleep[i].Store(true)
+			if p.gen.Load() != seen && p.asleep[i].CompareAndSwap(true, false) {
+				break
+			}
+			<-p.wake[i]
+			break
+		}
+		seen = p.gen.Load()
 		p.work()
-		p.done.Done()
+		p.pending.Add(-1)
 	}
 }
 
@@ -132,15 +164,18 @@ func (p *Pool) runLocked(n, maxChunks int, t task) {
 	}
 	p.t, p.n, p.chunks = t, n, chunks
 	p.next.Store(0)
-	workers := p.threads - 1
-	if workers > chunks-1 {
-		workers = chunks - 1
-	}
-	p.done.Add(workers)
-	for i := 0; i < workers; i++ {
-		p.wake[i] <- struct{}{}
+	p.pending.Store(int32(p.threads - 1))
+	p.gen.Add(1)
+	for i := range p.asleep {
+		if p.asleep[i].CompareAndSwap(true, false) {
+			p.wake[i] <- struct{}{}
+		}
 	}
 	p.work()
-	p.done.Wait()
+	for spins := 0; p.pending.Load() != 0; spins++ {
+		if spins&1023 == 1023 {
+			runtime.Gosched()
+		}
+	}
 	p.t = nil
 }

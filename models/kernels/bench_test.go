@@ -1,0 +1,139 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Benchmark shapes: smollm2-135m's lm_head (49152×576, beyond the caches,
+// DRAM bound), its MLP up projection (1536×576) and a qwen2.5-0.5b MLP
+// (4864×896). GB/s counts weight bytes read per product.
+var gemvShapes = [][2]int{{1536, 576}, {4864, 896}, {49152, 576}}
+
+func benchMatVec(b *testing.B, kind int) {
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, threads := range []int{1, 2} {
+		p := NewPool(threads)
+		for _, sh := range gemvShapes {
+			rows, cols := sh[0], sh[1]
+			b.Run(fmt.Sprintf("%dx%d/t%d", rows, cols, threads), func(b *testing.B) {
+				x := randF32(r, cols)
+				y := make([]float32, rows)
+				var wf []float32
+				var wh []uint16
+				esz := 4
+				if kind == wF32 {
+					wf = randF32(r, rows*cols)
+				} else {
+					wh = toF16(r, rows*cols)
+					esz = 2
+				}
+				b.SetBytes(int64(rows * cols * esz))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					switch kind {
+					case wF32:
+						MatVecF32(p, y, wf, x, rows, cols)
+					case wBF16:
+						MatVecBF16(p, y, wh, x, rows, cols)
+					case wF16:
+						MatVecF16(p, y, wh, x, rows, cols)
+					}
+				}
+				b.ReportMetric(float64(rows*cols*esz)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+func BenchmarkMatVecF32(b *testing.B)  { benchMatVec(b, wF32) }
+func BenchmarkMatVecBF16(b *testing.B) { benchMatVec(b, wBF16) }
+func BenchmarkMatVecF16(b *testing.B)  { benchMatVec(b, wF16) }
+
+func BenchmarkDot(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{64, 576, 4096} {
+		x, y := randF32(r, n), randF32(r, n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			var s float32
+			for i := 0; i < b.N; i++ {
+				s += Dot(x, y)
+			}
+			b.ReportMetric(2*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+func BenchmarkAxpy(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 3))
+	for _, n := range []int{64, 576, 4096} {
+		x, y := randF32(r, n), randF32(r, n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				Axpy(1e-9, x, y)
+			}
+			b.ReportMetric(2*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// prefill-like shapes: m tokens through smollm2's up projection and qwen's.
+var mmShapes = [][3]int{{512, 1536, 576}, {512, 576, 1536}, {512, 4864, 896}, {8, 1536, 576}}
+
+func benchMatMul(b *testing.B, kind int) {
+	r := rand.New(rand.NewPCG(2, 1))
+	for _, threads := range []int{1, 2} {
+		p := NewPool(threads)
+		for _, sh := range mmShapes {
+			m, n, k := sh[0], sh[1], sh[2]
+			b.Run(fmt.Sprintf("m%d_n%d_k%d/t%d", m, n, k, threads), func(b *testing.B) {
+				x := randF32(r, m*k)
+				y := make([]float32, m*n)
+				wf := randF32(r, n*k)
+				wh := toF16(r, n*k)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					switch kind {
+					case wF32:
+						MatMulF32T(p, y, x, wf, m, n, k)
+					case wBF16:
+						MatMulBF16T(p, y, x, wh, m, n, k)
+					case wF16:
+						MatMulF16T(p, y, x, wh, m, n, k)
+					}
+				}
+				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
+
+func BenchmarkMatMulF32T(b *testing.B)  { benchMatMul(b, wF32) }
+func BenchmarkMatMulBF16T(b *testing.B) { benchMatMul(b, wBF16) }
+func BenchmarkMatMulF16T(b *testing.B)  { benchMatMul(b, wF16) }
+
+func BenchmarkGemm(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 1))
+	p := NewPool(2)
+	m, n, k := 512, 576, 1536
+	for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}} {
+		b.Run(fmt.Sprintf("tA%v_tB%v_m%d_n%d_k%d/t2", tr[0], tr[1], m, n, k), func(b *testing.B) {
+			a := randF32(r, m*k)
+			bb := randF32(r, k*n)
+			c := make([]float32, m*n)
+			lda, ldb := k, n
+			if tr[0] {
+				lda = m
+			}
+			if tr[1] {
+				ldb = k
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				Gemm(p, tr[0], tr[1], m, n, k, 1, a, lda, bb, ldb, 0, c, n)
+			}
+			b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
