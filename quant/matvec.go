@@ -1,0 +1,134 @@
+package quant
+
+import (
+	"fmt"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
+
+// maxStackCols is the longest row whose (kernel-ordered) copy of x lives on the stack; longer rows allocate.
+const maxStackCols = 16384
+
+// scaleBuf is the number of decoded absmax values a worker keeps on its stack.
+const scaleBuf = 1024
+
+// fast reports whether MatVec can use the row kernel: a 4-bit type whose blocks never straddle rows and
+// hold a multiple of 32 elements.
+func (q *Blocks4) fast() bool {
+	cols := q.Cols()
+	return (q.Type == NF4 || q.Type == FP4) && q.BlockSize%32 == 0 && cols%q.BlockSize == 0
+}
+
+// MatVec computes y[r] = Σ_c W[r,c]·x[c] for the weight W [Rows, Cols] (HF [out, in]), dequantising each
+// block in registers (16-entry table × absmax) and never materialising W. p may be nil.
+func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
+	rows, cols := q.Rows(), q.Cols()
+	if len(y) != rows || len(x) != cols {
+		panic(fmt.Sprintf("quant: MatVec: len(y)=%d len(x)=%d, want %d and %d", len(y), len(x), rows, cols))
+	}
+	if q.fast() {
+		p.For(rows, func(lo, hi int) { q.matVecFast(y, x, lo, hi) })
+		return
+	}
+	p.For(rows, func(lo, hi int) { q.matVecGeneric(y, x, lo, hi) })
+}
+
+// matVecFast runs the row kernel over rows [lo, hi).
+func (q *Blocks4) matVecFast(y, x []float32, lo, hi int) {
+	cols, bs := q.Cols(), q.BlockSize
+	nbRow := cols / bs
+	var xbuf [maxStackCols]float32
+	var xs []float32
+	if cols <= maxStackCols {
+		xs = xbuf[:cols]
+	} else {
+		xs = make([]float32, cols)
+	}
+	kernelOrder(xs, x)
+	var sbuf [scaleBuf]float32
+	var sc []float32
+	if nbRow <= scaleBuf {
+		sc = sbuf[:]
+	} else {
+		sc = make([]float32, nbRow)
+	}
+	step := len(sc) / nbRow
+	for r := lo; r < hi; {
+		n := min(hi-r, step)
+		var scales []float32
+		if q.Double {
+			scales = sc[:n*nbRow]
+			q.AbsmaxRange(scales, r*nbRow)
+		} else {
+			scales = q.Absmax[r*nbRow : (r+n)*nbRow]
+		}
+		rows4(y[r:r+n], q.Packed[r*cols/2:(r+n)*cols/2], scales, xs, &q.Code, nbRow, bs)
+		r += n
+	}
+}
+
+// matVecGeneric handles any block size and Int8: each row is dequantised in short runs and dotted with x.
+func (q *Blocks4) matVecGeneric(y, x []float32, lo, hi int) {
+	cols := q.Cols()
+	var buf [256]float32
+	for r := lo; r < hi; r++ {
+		var acc float32
+		for c := 0; c < cols; c += len(buf) {
+			k := min(len(buf), cols-c)
+			q.DequantizeRange(buf[:k], r*cols+c)
+			acc += kernels.Dot(buf[:k], x[c:c+k])
+		}
+		y[r] = acc
+	}
+}
+
+// rows4Go is the portable row kernel (the reference for the assembly one): for each of len(y) rows,
+// y[r] = Σ_b scales[r·nb+b]·Σ_j code[q_j]·x[b·bs+j], x in natural order.
+func rows4Go(y []float32, packed []byte, scales, x []float32, code *[16]float32, nb, bs int) {
+	half := bs / 2
+	for r := range y {
+		var acc float32
+		for b := 0; b < nb; b++ {
+			pk := packed[(r*nb+b)*half : (r*nb+b+1)*half]
+			xb := x[b*bs : (b+1)*bs]
+			var a0, a1, a2, a3 float32
+			for j := 0; j+1 < len(pk); j += 2 {
+				c0, c1 := pk[j], pk[j+1]
+				a0 += code[c0>>4] * xb[2*j]
+				a1 += code[c0&15] * xb[2*j+1]
+				a2 += code[c1>>4] * xb[2*j+2]
+				a3 += code[c1&15] * xb[2*j+3]
+			}
+			acc += scales[r*nb+b] * ((a0 + a1) + (a2 + a3))
+		}
+		y[r] = acc
+	}
+}
+
+// MatMulT computes Y[m, Rows] = X[m, Cols]·Wᵀ. One row of X is MatVec; for more, each worker dequantises a
+// tile of W rows at a time into a small buffer and multiplies the whole batch with it, so every block is
+// decoded once per call, not once per row of X.
+func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
+	rows, cols := q.Rows(), q.Cols()
+	if m < 0 || len(x) != m*cols || len(y) != m*rows {
+		panic(fmt.Sprintf("quant: MatMulT: len(y)=%d len(x)=%d m=%d for weight [%d, %d]", len(y), len(x), m, rows, cols))
+	}
+	if m == 0 {
+		return
+	}
+	if m == 1 {
+		q.MatVec(p, y, x)
+		return
+	}
+	p.For(rows, func(lo, hi int) {
+		const tileElems = 16384
+		tr := max(1, tileElems/cols)
+		buf := make([]float32, min(tr, hi-lo)*cols)
+		for r0 := lo; r0 < hi; r0 += tr {
+			r1 := min(hi, r0+tr)
+			t := buf[:(r1-r0)*cols]
+			q.DequantizeRange(t, r0*cols)
+			kernels.Gemm(nil, false, true, m, r1-r0, cols, 1, x, cols, t, cols, 0, y[r0:], rows)
+		}
+	})
+}

@@ -1,0 +1,47 @@
+//go:build amd64 && !purego
+
+package quant
+
+import "golang.org/x/sys/cpu"
+
+// useAVX2 selects the assembly row kernel (AVX2 + FMA). It is set once at initialisation.
+var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// nf4RowsAVX2 is the assembly row kernel: for each of rows rows, y[r] = Σ_b scales[r·nb+b]·Σ_j
+// lut[q_j]·x'[b·bs+j], packed advancing nb·bs/2 bytes per row. x' is x in kernel order (see kernelOrder);
+// bs must be a multiple of 32.
+//
+//go:noescape
+func nf4RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, lut *[16]float32, rows, nb, bs int)
+
+// kernelOrder copies x into the order the row kernel reads it: within each group of 16 elements the 8 even
+// ones (high nibbles) first, then the 8 odd ones (low nibbles).
+func kernelOrder(dst, x []float32) {
+	if !useAVX2 {
+		copy(dst, x)
+		return
+	}
+	for g := 0; g+16 <= len(x); g += 16 {
+		s := x[g : g+16 : g+16]
+		d := dst[g : g+16 : g+16]
+		for j := 0; j < 8; j++ {
+			d[j] = s[2*j]
+			d[8+j] = s[2*j+1]
+		}
+	}
+}
+
+// rows4 runs the row kernel on len(y) rows; x is in kernel order.
+func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, nb, bs int) {
+	if len(y) == 0 {
+		return
+	}
+	if !useAVX2 {
+		rows4Go(y, packed, scales, x, code, nb, bs)
+		return
+	}
+	if len(packed) < len(y)*nb*bs/2 || len(scales) < len(y)*nb || len(x) < nb*bs || bs%32 != 0 {
+		panic("quant: rows4: slice lengths do not match")
+	}
+	nf4RowsAVX2(&y[0], &packed[0], &scales[0], &x[0], code, len(y), nb, bs)
+}

@@ -1,0 +1,11 @@
+//go:build !amd64 || purego
+
+package quant
+
+// kernelOrder copies x; the portable kernel reads x in natural order.
+func kernelOrder(dst, x []float32) { copy(dst, x) }
+
+// rows4 runs the portable row kernel on len(y) rows.
+func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, nb, bs int) {
+	rows4Go(y, packed, scales, x, code, nb, bs)
+}
