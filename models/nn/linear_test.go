@@ -71,3 +71,45 @@ func TestDenseForward(t *testing.T) {
 		t.Fatal("int dtype accepted")
 	}
 }
+
+func TestQuantized(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	rows, cols, m := 8, 128, 3
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	raw, _ := safetensors.Encode(safetensors.F32, w)
+	d, err := NewDense(safetensors.F32, raw, rows, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Bias = make([]float32, rows)
+	d.Bias[3] = 5
+	q, err := Quantize(d, "nf4", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.In() != cols || q.Out() != rows {
+		t.Fatal("shape")
+	}
+	deq := q.ToF32()
+	x := make([]float32, m*cols)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	y := make([]float32, m*rows)
+	q.Forward(nil, y, x, m)
+	for i := range m {
+		for o := range rows {
+			var s float64
+			for c := range cols {
+				s += float64(deq[o*cols+c]) * float64(x[i*cols+c])
+			}
+			s += float64(d.Bias[o])
+			if math.Abs(s-float64(y[i*rows+o])) > 1e-3 {
+				t.Fatalf("y[%d,%d] = %g want %g", i, o, y[i*rows+o], s)
+			}
+		}
+	}
+}

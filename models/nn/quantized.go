@@ -1,0 +1,44 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/quant"
+)
+
+// Quantized is a block-quantised weight (NF4, FP4 or int8) of shape Q.Shape = [out, in], multiplied with a fused
+// dequantise-and-multiply kernel (the whole matrix is never dequantised on the hot path).
+type Quantized struct {
+	Q    *quant.Blocks4
+	Bias []float32 // [out] or nil
+}
+
+// In is the input width.
+func (q *Quantized) In() int { return q.Q.Cols() }
+
+// Out is the output width.
+func (q *Quantized) Out() int { return q.Q.Rows() }
+
+// Forward computes Y[m, Out] = X[m, In]·Wᵀ + Bias.
+func (q *Quantized) Forward(p *kernels.Pool, y, x []float32, m int) {
+	q.Q.MatMulT(p, y[:m*q.Out()], x[:m*q.In()], m)
+	AddBias(y, q.Bias, m)
+}
+
+// ToF32 returns the dequantised weight [Out, In].
+func (q *Quantized) ToF32() []float32 {
+	out := make([]float32, q.Q.Elems())
+	q.Q.Dequantize(out)
+	return out
+}
+
+// Quantize converts a dense layer to a 4-bit one (t "nf4" or "fp4", bitsandbytes block size 64, double
+// quantisation of the absmax values when double), keeping its bias.
+func Quantize(d *Dense, t quant.Type, double bool) (*Quantized, error) {
+	q, err := quant.Quantize4(t, d.ToF32(), []int{d.Rows, d.Cols}, quant.DefaultBlockSize, double)
+	if err != nil {
+		return nil, fmt.Errorf("nn: quantize [%d, %d]: %w", d.Rows, d.Cols, err)
+	}
+	return &Quantized{Q: q, Bias: d.Bias}, nil
+}
