@@ -1,0 +1,168 @@
+package train
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nlpodyssey/spago/mat"
+
+	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// trainerState is checkpoint-N/trainer_state.json.
+type trainerState struct {
+	Step     int       `json:"step"`
+	Examples int       `json:"examples"`
+	PerStep  int       `json:"examples_per_step"`
+	Seed     int64     `json:"seed"`
+	Method   string    `json:"method"`
+	History  []Metrics `json:"history"`
+}
+
+const (
+	paramsFile    = "trainer_params.safetensors"
+	optimizerFile = "optimizer.safetensors"
+	stateFile     = "trainer_state.json"
+)
+
+func writeFileAtomic(path string, b []byte) error { return atomicfile.WriteBytes(path, b) }
+
+// saveCheckpoint writes dir atomically: the trainable params (f32), the AdamW
+// moments, the trainer state and, for LoRA, the PEFT adapter files.
+func saveCheckpoint(dir string, net *Net, st trainerState) error {
+	return atomicfile.Dir(dir, func(tmp string) error {
+		var ps, os_ []safetensors.Tensor
+		for i, p := range net.Params {
+			shape := p.Shape()
+			v := mat.Data[float32](p.Matrix)
+			ps = append(ps, safetensors.F32Tensor(net.Names[i], shape, v))
+			if s, ok := p.State.(*AdamState); ok {
+				os_ = append(os_, safetensors.F32Tensor(net.Names[i]+".exp_avg", shape, s.M),
+					safetensors.F32Tensor(net.Names[i]+".exp_avg_sq", shape, s.V))
+			}
+		}
+		if err := safetensors.Write(filepath.Join(tmp, paramsFile), ps, nil); err != nil {
+			return err
+		}
+		if err := safetensors.Write(filepath.Join(tmp, optimizerFile), os_, nil); err != nil {
+			return err
+		}
+		if net.Method != Full {
+			if err := net.Adapter().WriteFiles(tmp); err != nil {
+				return err
+			}
+		}
+		b, err := json.MarshalIndent(st, "", "  ")
+		if err != nil {
+			return err
+		}
+		return atomicfile.WriteBytes(filepath.Join(tmp, stateFile), b)
+	})
+}
+
+// loadCheckpoint restores params and optimizer state into net.
+func loadCheckpoint(dir string, net *Net) (*trainerState, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	var st trainerState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("resume: %s: %w", filepath.Join(dir, stateFile), err)
+	}
+	if st.Method != string(net.Method) {
+		return nil, fmt.Errorf("resume: checkpoint %s was trained with --method %s, not %s", dir, st.Method, net.Method)
+	}
+	pf, err := safetensors.Open(filepath.Join(dir, paramsFile))
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	defer pf.Close()
+	of, err := safetensors.Open(filepath.Join(dir, optimizerFile))
+	if err != nil {
+		return nil, fmt.Errorf("resume: %w", err)
+	}
+	defer of.Close()
+	for i, p := range net.Params {
+		name := net.Names[i]
+		w := mat.Data[float32](p.Matrix)
+		v, err := pf.Float32s(name)
+		if err != nil {
+			return nil, fmt.Errorf("resume: %s: tensor %s: %w", paramsFile, name, err)
+		}
+		if len(v) != len(w) {
+			return nil, fmt.Errorf("resume: %s: tensor %s has %d values, model wants %d", paramsFile, name, len(v), len(w))
+		}
+		copy(w, v)
+		if _, ok := of.Info(name + ".exp_avg"); ok {
+			m, err1 := of.Float32s(name + ".exp_avg")
+			s, err2 := of.Float32s(name + ".exp_avg_sq")
+			if err1 != nil || err2 != nil || len(m) != len(w) || len(s) != len(w) {
+				return nil, fmt.Errorf("resume: %s: bad optimizer state for %s", optimizerFile, name)
+			}
+			p.State = &AdamState{M: m, V: s}
+		}
+	}
+	return &st, nil
+}
+
+// findCheckpoint accepts a checkpoint folder or an output folder holding checkpoint-N folders (latest wins).
+func findCheckpoint(dir string) (string, error) {
+	if _, err := os.Stat(filepath.Join(dir, stateFile)); err == nil {
+		return dir, nil
+	}
+	steps := listCheckpoints(dir)
+	if len(steps) == 0 {
+		return "", fmt.Errorf("resume: %s holds no %s and no checkpoint-N folder", dir, stateFile)
+	}
+	return filepath.Join(dir, fmt.Sprintf("checkpoint-%d", steps[len(steps)-1])), nil
+}
+
+func listCheckpoints(dir string) []int {
+	ents, _ := os.ReadDir(dir)
+	var steps []int
+	for _, e := range ents {
+		if n, ok := strings.CutPrefix(e.Name(), "checkpoint-"); ok && e.IsDir() {
+			if s, err := strconv.Atoi(n); err == nil {
+				if _, err := os.Stat(filepath.Join(dir, e.Name(), stateFile)); err == nil {
+					steps = append(steps, s)
+				}
+			}
+		}
+	}
+	sort.Ints(steps)
+	return steps
+}
+
+// pruneCheckpoints keeps the newest keep checkpoints (0 keeps all).
+func pruneCheckpoints(dir string, keep int) {
+	if keep <= 0 {
+		return
+	}
+	steps := listCheckpoints(dir)
+	for len(steps) > keep {
+		os.RemoveAll(filepath.Join(dir, fmt.Sprintf("checkpoint-%d", steps[0])))
+		steps = steps[1:]
+	}
+}
+
+// appendMetrics rewrites metrics.jsonl with the whole history (atomic, and a
+// resumed run drops lines past its checkpoint).
+func appendMetrics(out string, h []Metrics) error {
+	return atomicfile.Write(filepath.Join(out, "metrics.jsonl"), func(w *bufio.Writer) error {
+		enc := json.NewEncoder(w)
+		for _, m := range h {
+			if err := enc.Encode(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

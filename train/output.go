@@ -1,0 +1,144 @@
+package train
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/nlpodyssey/spago/mat"
+
+	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// writeOutputs writes the final model (PEFT adapter, or a full HF folder for
+// full fine-tuning) plus loss.svg into cfg.Out.
+func writeOutputs(cfg Config, m *Model, net *Net, h []Metrics) error {
+	if net.Method == Full {
+		if err := writeFullModel(cfg.Out, m, net); err != nil {
+			return err
+		}
+	} else if err := net.Adapter().WriteFiles(cfg.Out); err != nil {
+		return err
+	}
+	return writeLossSVG(filepath.Join(cfg.Out, "loss.svg"), h)
+}
+
+// writeFullModel writes model.safetensors (every tensor in its checkpoint
+// dtype) and copies the folder's other files (config, tokenizer, templates).
+func writeFullModel(out string, m *Model, net *Net) error {
+	var ts []safetensors.Tensor
+	add := func(name string, shape []int, v []float32) error {
+		dt := safetensors.F32
+		if info, _, ok := m.Ckpt.Info(name); ok {
+			dt = info.DType
+		}
+		raw, err := safetensors.Encode(dt, v)
+		if err != nil {
+			return fmt.Errorf("encode %s: %w", name, err)
+		}
+		ts = append(ts, safetensors.Tensor{Name: name, DType: dt, Shape: shape, Data: raw})
+		return nil
+	}
+	for i, p := range net.Params {
+		shape := p.Shape()
+		if shape[1] == 1 && (strings.HasSuffix(net.Names[i], "norm.weight") || strings.HasSuffix(net.Names[i], ".bias")) {
+			shape = shape[:1]
+		}
+		if err := add(net.Names[i], shape, mat.Data[float32](p.Matrix)); err != nil {
+			return err
+		}
+	}
+	for l, L := range m.Net.Layers { // frozen qwen3 q_norm / k_norm
+		if L.QNorm != nil {
+			pre := fmt.Sprintf("model.layers.%d.self_attn.", l)
+			if err := add(pre+"q_norm.weight", []int{len(L.QNorm)}, L.QNorm); err != nil {
+				return err
+			}
+			if err := add(pre+"k_norm.weight", []int{len(L.KNorm)}, L.KNorm); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	if err := safetensors.Write(filepath.Join(out, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(m.Dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if e.IsDir() || strings.HasSuffix(n, ".safetensors") || n == "model.safetensors.index.json" || strings.HasPrefix(n, ".") {
+			continue
+		}
+		if err := copyFile(filepath.Join(m.Dir, n), filepath.Join(out, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return atomicfile.Write(dst, func(w *bufio.Writer) error {
+		_, err := io.Copy(w, f)
+		return err
+	})
+}
+
+// writeLossSVG draws the training loss (and eval loss points) against the step.
+func writeLossSVG(path string, h []Metrics) error {
+	const W, H, pad = 640.0, 360.0, 48.0
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%g" height="%g" font-family="sans-serif" font-size="12">`+"\n", W, H)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	if len(h) > 0 {
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for _, m := range h {
+			lo, hi = math.Min(lo, m.Loss), math.Max(hi, m.Loss)
+			if m.EvalLoss != nil {
+				lo, hi = math.Min(lo, *m.EvalLoss), math.Max(hi, *m.EvalLoss)
+			}
+		}
+		if hi-lo < 1e-9 {
+			hi = lo + 1
+		}
+		maxStep := float64(h[len(h)-1].Step)
+		x := func(s int) float64 {
+			if maxStep <= 1 {
+				return pad
+			}
+			return pad + (float64(s)-1)/(maxStep-1)*(W-2*pad)
+		}
+		y := func(v float64) float64 { return H - pad - (v-lo)/(hi-lo)*(H-2*pad) }
+		fmt.Fprintf(&b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", pad, H-pad, W-pad, H-pad)
+		fmt.Fprintf(&b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="black"/>`+"\n", pad, pad, pad, H-pad)
+		fmt.Fprintf(&b, `<text x="%g" y="%g">%.3g</text><text x="%g" y="%g">%.3g</text>`+"\n", 4.0, pad+4, hi, 4.0, H-pad, lo)
+		fmt.Fprintf(&b, `<text x="%g" y="%g">step 1</text><text x="%g" y="%g" text-anchor="end">step %d</text>`+"\n", pad, H-pad+16, W-pad, H-pad+16, int(maxStep))
+		b.WriteString(`<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="`)
+		for _, m := range h {
+			fmt.Fprintf(&b, "%.1f,%.1f ", x(m.Step), y(m.Loss))
+		}
+		b.WriteString(`"/>` + "\n")
+		for _, m := range h {
+			if m.EvalLoss != nil {
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="#d62728"/>`+"\n", x(m.Step), y(*m.EvalLoss))
+			}
+		}
+		fmt.Fprintf(&b, `<text x="%g" y="20" fill="#1f77b4">train loss</text><text x="%g" y="20" fill="#d62728">● eval loss</text>`+"\n", pad, pad+90)
+	}
+	b.WriteString("</svg>\n")
+	return atomicfile.WriteBytes(path, []byte(b.String()))
+}
