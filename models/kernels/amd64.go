@@ -130,3 +130,68 @@ func softmax(x []float32)                    { refSoftmax(x) }
 func siluMul(y, gate, up []float32)          { refSiLUMul(y, gate, up) }
 
 var _ = unsafe.Pointer(nil)
+
+//go:noescape
+func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ: 3×4 tiles
+// over K chunks of mmK (the X rows and W rows of a tile stay in L1), then the
+// edge rows and columns and the K tail (k % 8) with the GEMV kernels.
+func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
+	k, n := t.k, t.n
+	k8 := k &^ 7
+	if !useAVX2 || (t.kind == wF16 && !hasF16C) || k8 == 0 {
+		for i := i0; i < i1; i++ {
+			t.matVecRows(t.y[i*n:(i+1)*n], t.x[i*k:(i+1)*k], j0, j1)
+		}
+		return
+	}
+	iq := i0 + (i1-i0)/3*3 // end of full row triples
+	jq := j0 + (j1-j0)/4*4 // end of full column quads
+	for kb := 0; kb < k8; kb += mmK {
+		kc := min(mmK, k8-kb)
+		acc := 0
+		if kb > 0 {
+			acc = 1
+		}
+		for i := i0; i < iq; i += 3 {
+			xp := &t.x[i*k+kb]
+			for j := j0; j < jq; j += 4 {
+				c := &t.y[i*n+j]
+				switch t.kind {
+				case wF32:
+					mmTile3x4F32(xp, k, &t.wf[j*k+kb], k, kc, c, n, acc)
+				case wBF16:
+					mmTile3x4BF16(xp, k, &t.wh[j*k+kb], k, kc, c, n, acc)
+				case wF16:
+					mmTile3x4F16(xp, k, &t.wh[j*k+kb], k, kc, c, n, acc)
+				}
+			}
+		}
+	}
+	if k8 < k { // K tail of the tiled part
+		for i := i0; i < iq; i++ {
+			for j := j0; j < jq; j++ {
+				s := t.y[i*n+j]
+				for l := k8; l < k; l++ {
+					s += t.x[i*k+l] * t.weight(j*k+l)
+				}
+				t.y[i*n+j] = s
+			}
+		}
+	}
+	for i := i0; i < i1; i++ {
+		y, x := t.y[i*n:(i+1)*n], t.x[i*k:(i+1)*k]
+		if i >= iq {
+			t.matVecRows(y, x, j0, j1)
+		} else if jq < j1 {
+			t.matVecRows(y, x, jq, j1)
+		}
+	}
+}

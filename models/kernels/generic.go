@@ -16,3 +16,10 @@ func matVecF16(y []float32, w []uint16, x []float32, r0, r1, c int) { refMatVecF
 func rmsNorm(y, x, w []float32, eps float32)                        { refRMSNorm(y, x, w, eps) }
 func softmax(x []float32)                                           { refSoftmax(x) }
 func siluMul(y, gate, up []float32)                                 { refSiLUMul(y, gate, up) }
+
+// matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ.
+func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
+	for i := i0; i < i1; i++ {
+		t.matVecRows(t.y[i*t.n:(i+1)*t.n], t.x[i*t.k:(i+1)*t.k], j0, j1)
+	}
+}

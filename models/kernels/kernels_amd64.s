@@ -92,6 +92,81 @@ reduce: \
 	VZEROUPPER \
 	RET
 
+// MMTILE computes the 3×4 tile C[i][j] (+)= Σ_l X[i][l]·W[j][l] for three
+// rows of X (stride ldx floats) and four rows of W (stride ldw elements) over
+// k columns, k % 8 == 0, k > 0. acc != 0 adds to C instead of overwriting it.
+#define MMTILE(LOAD, esz) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldx+8(FP), AX \
+	SHLQ $2, AX \
+	LEAQ (SI)(AX*1), R8 \
+	LEAQ (R8)(AX*1), R9 \
+	MOVQ w+16(FP), DI \
+	MOVQ ldw+24(FP), AX \
+	IMULQ $esz, AX \
+	LEAQ (DI)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	MOVQ k+32(FP), CX \
+	XORQ BX, BX \
+	XORQ DX, DX \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y1, Y1, Y1 \
+	VXORPS Y2, Y2, Y2 \
+	VXORPS Y3, Y3, Y3 \
+	VXORPS Y4, Y4, Y4 \
+	VXORPS Y5, Y5, Y5 \
+	VXORPS Y6, Y6, Y6 \
+	VXORPS Y7, Y7, Y7 \
+	VXORPS Y8, Y8, Y8 \
+	VXORPS Y9, Y9, Y9 \
+	VXORPS Y10, Y10, Y10 \
+	VXORPS Y11, Y11, Y11 \
+loop: \
+	VMOVUPS (SI)(BX*1), Y12 \
+	VMOVUPS (R8)(BX*1), Y13 \
+	VMOVUPS (R9)(BX*1), Y14 \
+	LOAD((DI)(DX*1), Y15) \
+	VFMADD231PS Y12, Y15, Y0 \
+	VFMADD231PS Y13, Y15, Y4 \
+	VFMADD231PS Y14, Y15, Y8 \
+	LOAD((R10)(DX*1), Y15) \
+	VFMADD231PS Y12, Y15, Y1 \
+	VFMADD231PS Y13, Y15, Y5 \
+	VFMADD231PS Y14, Y15, Y9 \
+	LOAD((R11)(DX*1), Y15) \
+	VFMADD231PS Y12, Y15, Y2 \
+	VFMADD231PS Y13, Y15, Y6 \
+	VFMADD231PS Y14, Y15, Y10 \
+	LOAD((R12)(DX*1), Y15) \
+	VFMADD231PS Y12, Y15, Y3 \
+	VFMADD231PS Y13, Y15, Y7 \
+	VFMADD231PS Y14, Y15, Y11 \
+	ADDQ $32, BX \
+	ADDQ $(8*esz), DX \
+	SUBQ $8, CX \
+	JG   loop \
+	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
+	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
+	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
+	MOVQ c+40(FP), AX \
+	MOVQ ldc+48(FP), BX \
+	SHLQ $2, BX \
+	LEAQ (AX)(BX*1), CX \
+	LEAQ (CX)(BX*1), DX \
+	MOVQ acc+56(FP), R13 \
+	TESTQ R13, R13 \
+	JE   store \
+	VADDPS (AX), X0, X0 \
+	VADDPS (CX), X4, X4 \
+	VADDPS (DX), X8, X8 \
+store: \
+	VMOVUPS X0, (AX) \
+	VMOVUPS X4, (CX) \
+	VMOVUPS X8, (DX) \
+	VZEROUPPER \
+	RET
+
 // func dotAVX2(a, b *float32, n int) float32
 TEXT ·dotAVX2(SB), NOSPLIT, $0-28
 	MOVQ a+0(FP), SI
@@ -261,3 +336,15 @@ TEXT ·matVec4BF16(SB), NOSPLIT, $0-40
 // func matVec4F16(w *uint16, stride int, x *float32, n int, y *float32)
 TEXT ·matVec4F16(SB), NOSPLIT, $0-40
 	MATVEC4(LOADF16, 2, 16)
+
+// func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F32(SB), NOSPLIT, $0-64
+	MMTILE(LOADF32, 4)
+
+// func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4BF16(SB), NOSPLIT, $0-64
+	MMTILE(LOADBF16, 2)
+
+// func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F16(SB), NOSPLIT, $0-64
+	MMTILE(LOADF16, 2)

@@ -1,37 +1,40 @@
 package kernels
 
-// matMulTask computes Y = X·Wᵀ over blocks of mmBlock weight rows (output
-// columns); every block streams all m rows of X.
+// matMulTask computes Y = X·Wᵀ over tiles of mmRows rows of X by mmCols
+// rows of W; tile t covers X rows block t%ti and W rows block t/ti, so that
+// consecutive tiles reuse one block of W from cache.
 type matMulTask struct {
 	kind    int
 	y, x    []float32
 	wf      []float32
 	wh      []uint16
 	m, n, k int
+	ti      int // number of row blocks of X
 }
 
-const mmBlock = 16
+const (
+	mmRows = 96 // multiple of 3 (tile kernel rows)
+	mmCols = 64 // multiple of 4 (tile kernel columns)
+	mmK    = 512
+)
 
 func (t *matMulTask) run(lo, hi int) {
-	j0, j1 := lo*mmBlock, hi*mmBlock
-	if j1 > t.n {
-		j1 = t.n
+	for b := lo; b < hi; b++ {
+		ib, jb := b%t.ti, b/t.ti
+		i0, j0 := ib*mmRows, jb*mmCols
+		matMulTile(t, i0, min(i0+mmRows, t.m), j0, min(j0+mmCols, t.n))
 	}
-	k := t.k
-	for jb := j0; jb < j1; jb += mmBlock {
-		je := min(jb+mmBlock, j1)
-		for i := 0; i < t.m; i++ {
-			xi := t.x[i*k : (i+1)*k]
-			yi := t.y[i*t.n : (i+1)*t.n]
-			switch t.kind {
-			case wF32:
-				matVecF32(yi, t.wf, xi, jb, je, k)
-			case wBF16:
-				matVecBF16(yi, t.wh, xi, jb, je, k)
-			case wF16:
-				matVecF16(yi, t.wh, xi, jb, je, k)
-			}
-		}
+}
+
+// matVecRows computes y[j] = W[j]·x for W rows [j0, j1).
+func (t *matMulTask) matVecRows(y, x []float32, j0, j1 int) {
+	switch t.kind {
+	case wF32:
+		matVecF32(y, t.wf, x, j0, j1, t.k)
+	case wBF16:
+		matVecBF16(y, t.wh, x, j0, j1, t.k)
+	case wF16:
+		matVecF16(y, t.wh, x, j0, j1, t.k)
 	}
 }
 
@@ -39,13 +42,18 @@ func (p *Pool) matMulT(t matMulTask) {
 	if t.m == 0 || t.n == 0 {
 		return
 	}
-	blocks := (t.n + mmBlock - 1) / mmBlock
+	if t.m == 1 {
+		p.matVec(matVecTask{kind: t.kind, y: t.y, wf: t.wf, wh: t.wh, x: t.x, rows: t.n, cols: t.k})
+		return
+	}
+	t.ti = (t.m + mmRows - 1) / mmRows
+	tiles := t.ti * ((t.n + mmCols - 1) / mmCols)
 	if t.m*t.n*t.k < 1<<15 || !p.acquire() {
-		t.run(0, blocks)
+		t.run(0, tiles)
 		return
 	}
 	p.mm = t
-	p.runLocked(blocks, 8*p.threads, &p.mm)
+	p.runLocked(tiles, tiles, &p.mm)
 	p.mm = matMulTask{}
 	p.mu.Unlock()
 }
@@ -104,4 +112,15 @@ func (p *Pool) gemm(t gemmTask) {
 	p.runLocked(t.m, 8*p.threads, &p.gem)
 	p.gem = gemmTask{}
 	p.mu.Unlock()
+}
+
+// weight returns element idx of W as float32.
+func (t *matMulTask) weight(idx int) float32 {
+	switch t.kind {
+	case wBF16:
+		return bf16ToF32(t.wh[idx])
+	case wF16:
+		return f16ToF32(t.wh[idx])
+	}
+	return t.wf[idx]
 }
