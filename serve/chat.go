@@ -1,0 +1,142 @@
+package serve
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lorakit/lorakit/serve/engine"
+	"github.com/lorakit/lorakit/serve/openai"
+)
+
+// handleChat is POST /v1/chat/completions.
+func (s *Server) handleChat(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	req, oe := openai.DecodeChat(body, s.model.VocabSize())
+	if oe != nil {
+		return oe
+	}
+	if req.Model != s.name && !engine.ValidName(req.Model) {
+		return openai.ModelNotFound(req.Model)
+	}
+	prompt, err := s.model.RenderChat(req.Messages)
+	if err != nil {
+		return openai.BadRequest("messages", "the chat template failed on these messages: %v", err)
+	}
+	ids := s.model.Encode(prompt, false)
+	ctx := c.Request().Context()
+	runs, err := s.submit(ctx, req.Model, [][]int{ids}, req.Sampling)
+	if err != nil {
+		return err
+	}
+	reasoning := s.model.SupportsReasoning()
+	startThink := reasoning && openai.PromptOpensThink(prompt)
+	id, created := newID("chatcmpl-"), time.Now().Unix()
+	if req.Stream {
+		return s.streamChat(c, req, runs, id, created, reasoning, startThink)
+	}
+	res, err := collectAll(ctx, runs)
+	if err != nil {
+		return err
+	}
+	out := openai.ChatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model,
+		SystemFingerprint: "lorakit", Choices: make([]openai.ChatChoice, len(res))}
+	completion := make([]int, len(res))
+	for i, r := range res {
+		msg := openai.ChatMessageOut{Role: "assistant"}
+		if reasoning {
+			msg.ReasoningContent, msg.Content = openai.SplitReasoning(r.text, startThink)
+		} else {
+			text := r.text
+			msg.Content = &text
+		}
+		ch := openai.ChatChoice{Index: i, Message: msg, FinishReason: r.finish}
+		if req.Sampling.Logprobs {
+			ch.Logprobs = s.chatLogprobs(r.tokens)
+		}
+		out.Choices[i] = ch
+		completion[i] = r.completion
+	}
+	out.Usage = usageOf(runs, completion, req.Sampling.N)
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, reasoning, startThink bool) error {
+	ctx := c.Request().Context()
+	w := startSSE(c)
+	chunk := func(choices []openai.ChatChunkChoice) openai.ChatCompletionChunk {
+		ch := openai.ChatCompletionChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model,
+			SystemFingerprint: "lorakit", Choices: choices}
+		if req.IncludeUsage {
+			ch.Usage = openai.NullUsage
+		}
+		return ch
+	}
+	empty := ""
+	for _, r := range runs {
+		w.send(chunk([]openai.ChatChunkChoice{{Index: r.index, Delta: openai.ChatDelta{Role: "assistant", Content: &empty}}}))
+	}
+	splitters := make([]*openai.ReasoningSplitter, len(runs))
+	for i := range splitters {
+		splitters[i] = openai.NewReasoningSplitter(startThink)
+	}
+	completion := make([]int, len(runs))
+	var failed error
+	for ev := range merge(ctx, runs) {
+		if w.err != nil {
+			break // client gone: ctx ends, merge cancels the streams
+		}
+		var rsn, content string
+		if reasoning {
+			rsn, content = splitters[ev.index].Add(ev.Text)
+		} else {
+			content = ev.Text
+		}
+		if ev.Finish != "" && reasoning {
+			r2, c2 := splitters[ev.index].Flush()
+			rsn, content = rsn+r2, content+c2
+		}
+		var lp *openai.ChatLogprobs
+		if req.Sampling.Logprobs && len(ev.Tokens) > 0 {
+			lp = s.chatLogprobs(ev.Tokens)
+		}
+		if rsn != "" || content != "" || lp != nil {
+			d := openai.ChatDelta{}
+			if rsn != "" {
+				d.ReasoningContent = &rsn
+			}
+			if content != "" || (rsn == "" && lp != nil) {
+				d.Content = &content
+			}
+			w.send(chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: d, Logprobs: lp}}))
+		}
+		if ev.Finish != "" {
+			completion[ev.index] = ev.CompletionTokens
+			if ev.Finish == engine.FinishError || ev.Finish == engine.FinishCancel {
+				if failed == nil {
+					failed = ev.Err
+				}
+				continue
+			}
+			fr := ev.Finish
+			w.send(chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: openai.ChatDelta{}, FinishReason: &fr}}))
+		}
+	}
+	if ctx.Err() != nil || w.err != nil {
+		return nil
+	}
+	if failed != nil {
+		w.send(openai.ErrorResponse{Error: openai.Internal("generation failed: %v", failed)})
+	} else if req.IncludeUsage {
+		u := usageOf(runs, completion, req.Sampling.N)
+		ch := chunk([]openai.ChatChunkChoice{})
+		ch.Usage = u
+		w.send(ch)
+	}
+	w.done()
+	return nil
+}

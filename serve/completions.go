@@ -1,0 +1,170 @@
+package serve
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lorakit/lorakit/serve/engine"
+	"github.com/lorakit/lorakit/serve/openai"
+)
+
+// handleCompletions is POST /v1/completions.
+func (s *Server) handleCompletions(c echo.Context) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	req, oe := openai.DecodeCompletion(body, s.model.VocabSize())
+	if oe != nil {
+		return oe
+	}
+	if req.Model != s.name && !engine.ValidName(req.Model) {
+		return openai.ModelNotFound(req.Model)
+	}
+	prompts := make([][]int, len(req.Prompts))
+	echoText := make([]string, len(req.Prompts))
+	for i, p := range req.Prompts {
+		if p.IDs != nil {
+			prompts[i], echoText[i] = p.IDs, s.model.Decode(p.IDs)
+		} else {
+			prompts[i], echoText[i] = s.model.Encode(p.Text, true), p.Text
+		}
+	}
+	if req.Sampling.MaxTokens == 0 { // echo only: nothing to generate
+		return s.echoOnly(c, req, prompts, echoText)
+	}
+	ctx := c.Request().Context()
+	runs, err := s.submit(ctx, req.Model, prompts, req.Sampling)
+	if err != nil {
+		return err
+	}
+	id, created := newID("cmpl-"), time.Now().Unix()
+	if req.Stream {
+		return s.streamCompletion(c, req, runs, id, created, echoText)
+	}
+	res, err := collectAll(ctx, runs)
+	if err != nil {
+		return err
+	}
+	out := openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
+		SystemFingerprint: "lorakit", Choices: make([]openai.CompletionChoice, len(res))}
+	completion := make([]int, len(res))
+	for i, r := range res {
+		text := r.text
+		if req.Echo {
+			text = echoText[i/req.Sampling.N] + text
+		}
+		fr := r.finish
+		ch := openai.CompletionChoice{Text: text, Index: i, FinishReason: &fr}
+		if req.Sampling.Logprobs {
+			off := 0
+			if req.Echo {
+				off = len(echoText[i/req.Sampling.N])
+			}
+			ch.Logprobs = s.completionLogprobs(r.tokens, off)
+		}
+		out.Choices[i] = ch
+		completion[i] = r.completion
+	}
+	out.Usage = usageOf(runs, completion, req.Sampling.N)
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) echoOnly(c echo.Context, req *openai.Completion, prompts [][]int, echoText []string) error {
+	out := openai.CompletionResponse{ID: newID("cmpl-"), Object: "text_completion", Created: time.Now().Unix(), Model: req.Model,
+		SystemFingerprint: "lorakit"}
+	if req.Model != s.name && !s.reg.Has(req.Model) {
+		l, err := s.lease(c.Request().Context(), req.Model)
+		if err != nil {
+			return err
+		}
+		l.Release()
+	}
+	u := openai.Usage{}
+	for i := range prompts {
+		for j := 0; j < req.Sampling.N; j++ {
+			fr := engine.FinishLength
+			out.Choices = append(out.Choices, openai.CompletionChoice{Text: echoText[i], Index: i*req.Sampling.N + j, FinishReason: &fr})
+		}
+		u.PromptTokens += len(prompts[i])
+	}
+	u.TotalTokens = u.PromptTokens
+	out.Usage = u
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) completionLogprobs(toks []engine.TokenLogprob, offset int) *openai.CompletionLogprobs {
+	lp := &openai.CompletionLogprobs{Tokens: []string{}, TokenLogprobs: []float64{}, TopLogprobs: []map[string]float64{}, TextOffset: []int{}}
+	for _, t := range toks {
+		txt := s.model.TokenText(t.ID)
+		lp.Tokens = append(lp.Tokens, txt)
+		lp.TokenLogprobs = append(lp.TokenLogprobs, float64(t.Logprob))
+		top := map[string]float64{}
+		for _, a := range t.Top {
+			top[s.model.TokenText(a.ID)] = float64(a.Logprob)
+		}
+		lp.TopLogprobs = append(lp.TopLogprobs, top)
+		lp.TextOffset = append(lp.TextOffset, offset)
+		offset += len(txt)
+	}
+	return lp
+}
+
+func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs []*run, id string, created int64, echoText []string) error {
+	ctx := c.Request().Context()
+	w := startSSE(c)
+	chunk := func(ch openai.CompletionChoice) openai.CompletionResponse {
+		r := openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
+			SystemFingerprint: "lorakit", Choices: []openai.CompletionChoice{ch}}
+		if req.IncludeUsage {
+			r.Usage = openai.NullUsage
+		}
+		return r
+	}
+	if req.Echo {
+		for _, r := range runs {
+			w.send(chunk(openai.CompletionChoice{Text: echoText[r.index/req.Sampling.N], Index: r.index}))
+		}
+	}
+	completion := make([]int, len(runs))
+	offsets := make([]int, len(runs))
+	var failed error
+	for ev := range merge(ctx, runs) {
+		if w.err != nil {
+			break
+		}
+		if ev.Text != "" || len(ev.Tokens) > 0 {
+			ch := openai.CompletionChoice{Text: ev.Text, Index: ev.index}
+			if req.Sampling.Logprobs {
+				ch.Logprobs = s.completionLogprobs(ev.Tokens, offsets[ev.index])
+			}
+			offsets[ev.index] += len(ev.Text)
+			w.send(chunk(ch))
+		}
+		if ev.Finish != "" {
+			completion[ev.index] = ev.CompletionTokens
+			if ev.Finish == engine.FinishError || ev.Finish == engine.FinishCancel {
+				if failed == nil {
+					failed = ev.Err
+				}
+				continue
+			}
+			fr := ev.Finish
+			w.send(chunk(openai.CompletionChoice{Text: "", Index: ev.index, FinishReason: &fr}))
+		}
+	}
+	if ctx.Err() != nil || w.err != nil {
+		return nil
+	}
+	if failed != nil {
+		w.send(openai.ErrorResponse{Error: openai.Internal("generation failed: %v", failed)})
+	} else if req.IncludeUsage {
+		r := openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
+			SystemFingerprint: "lorakit", Choices: []openai.CompletionChoice{}, Usage: usageOf(runs, completion, req.Sampling.N)}
+		w.send(r)
+	}
+	w.done()
+	return nil
+}

@@ -1,0 +1,198 @@
+package serve
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lorakit/lorakit/serve/engine"
+	"github.com/lorakit/lorakit/serve/openai"
+)
+
+// fakeModel is a byte-level toy model: ids 0..255 are bytes, 256 is EOS, 257 BOS. The base model emits
+// letters derived from the sequence so far; an adapter emits its script then EOS.
+type fakeModel struct {
+	reasoning bool
+	ctxLen    int
+	mu        sync.Mutex
+	forwards  int
+	block     chan struct{} // if set, Forward waits on it (or on done)
+	done      chan struct{}
+}
+
+const (
+	fEOS   = 256
+	fBOS   = 257
+	fVocab = 258
+)
+
+type fakeAdapter struct {
+	script string
+	shift  int
+}
+
+func (fakeAdapter) Apply(string, []float32, []float32, int, int) {}
+
+type fakeState struct {
+	toks []int
+	gen  int
+}
+
+func (s *fakeState) Len() int { return len(s.toks) }
+
+func (m *fakeModel) NewState(int) engine.State { return &fakeState{} }
+func (m *fakeModel) VocabSize() int           { return fVocab }
+func (m *fakeModel) Forward(rows []engine.Row) ([][]float32, error) {
+	if m.block != nil {
+		select {
+		case <-m.block:
+		case <-m.done:
+		}
+	}
+	m.mu.Lock()
+	m.forwards++
+	m.mu.Unlock()
+	out := make([][]float32, len(rows))
+	for i, r := range rows {
+		st := r.State.(*fakeState)
+		st.toks = append(st.toks, r.Tokens...)
+		out[i] = make([]float32, fVocab)
+		out[i][fakeNextTok(st, r.Adapter)] = 5
+	}
+	return out, nil
+}
+
+// fakeNextTok: one call per Forward row; counts generated positions via the first token after the prompt.
+func fakeNextTok(st *fakeState, d engine.Delta) int {
+	a, _ := d.(*fakeAdapter)
+	if a != nil && a.script != "" {
+		// position in the script = tokens after the prompt; the prompt ends with '\x01' marker length unknown,
+		// so the state counts generated tokens itself.
+		i := st.gen
+		st.gen++
+		if i < len(a.script) {
+			return int(a.script[i])
+		}
+		return fEOS
+	}
+	sum := 0
+	for _, t := range st.toks {
+		sum += t
+	}
+	if a != nil {
+		sum += a.shift
+	}
+	return 'a' + sum%26
+}
+
+func (m *fakeModel) Encode(text string, addSpecial bool) []int {
+	var ids []int
+	if addSpecial {
+		ids = append(ids, fBOS)
+	}
+	for i := 0; i < len(text); i++ {
+		ids = append(ids, int(text[i]))
+	}
+	return ids
+}
+func (m *fakeModel) Decode(ids []int) string {
+	var b []byte
+	for _, id := range ids {
+		if id < 256 {
+			b = append(b, byte(id))
+		}
+	}
+	return string(b)
+}
+
+type fakeDecoder struct{}
+
+func (fakeDecoder) Add(id int) string {
+	if id < 256 {
+		return string([]byte{byte(id)})
+	}
+	return ""
+}
+func (fakeDecoder) Flush() string { return "" }
+
+func (m *fakeModel) NewDecoder() engine.Decoder { return fakeDecoder{} }
+func (m *fakeModel) TokenText(id int) string {
+	if id < 256 {
+		return string([]byte{byte(id)})
+	}
+	return "<special>"
+}
+func (m *fakeModel) RenderChat(msgs []openai.Message) (string, error) {
+	var b strings.Builder
+	for _, msg := range msgs {
+		if msg.Content == "FAIL-TEMPLATE" {
+			return "", errors.New("template raised")
+		}
+		b.WriteString(msg.Role + ": " + msg.Content + "\n")
+	}
+	b.WriteString("assistant: ")
+	if m.reasoning {
+		b.WriteString("<think>\n")
+	}
+	return b.String(), nil
+}
+func (m *fakeModel) SupportsReasoning() bool { return m.reasoning }
+func (m *fakeModel) EOS() []int              { return []int{fEOS} }
+func (m *fakeModel) NewSampler(engine.SamplingParams) engine.Sampler {
+	return argmax{}
+}
+func (m *fakeModel) ContextLen() int {
+	if m.ctxLen > 0 {
+		return m.ctxLen
+	}
+	return 512
+}
+
+// LoadAdapter reads script.txt (the adapter's fixed output) or shift.txt from the folder.
+func (m *fakeModel) LoadAdapter(path string) (engine.Delta, error) {
+	if _, err := os.Stat(filepath.Join(path, "adapter_config.json")); err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(filepath.Join(path, "mismatch")); err == nil {
+		return nil, errors.New(string(b))
+	}
+	a := &fakeAdapter{shift: 1}
+	if b, err := os.ReadFile(filepath.Join(path, "script.txt")); err == nil {
+		a.script = string(b)
+	}
+	return a, nil
+}
+
+type argmax struct{}
+
+func (argmax) Sample(l []float32, _ []int) int {
+	best := 0
+	for i, v := range l {
+		if v > l[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// writeFakeAdapter makes an adapter folder whose output is script.
+func writeFakeAdapter(t *testing.T, dir, script string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "adapter_config.json"), []byte(`{"peft_type":"LORA"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if script != "" {
+		if err := os.WriteFile(filepath.Join(dir, "script.txt"), []byte(script), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func osWriteFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }

@@ -1,0 +1,353 @@
+// Package serve is lorakit's OpenAI-compatible HTTP server: routes, SSE streaming and the translation between
+// HTTP requests and engine requests. One file per endpoint; the wire types live in serve/openai and the batching
+// engine and adapter registry in serve/engine.
+package serve
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lorakit/lorakit/serve/engine"
+	"github.com/lorakit/lorakit/serve/openai"
+)
+
+// Model is what the server needs from a loaded base model (see FromModel for lorakit's models.Model).
+type Model interface {
+	engine.Backend
+	// Encode tokenizes text (addSpecial: add BOS/EOS as the tokenizer config says).
+	Encode(text string, addSpecial bool) []int
+	// Decode turns ids into text, skipping special tokens.
+	Decode(ids []int) string
+	NewDecoder() engine.Decoder
+	// TokenText is the text of one token (for logprobs).
+	TokenText(id int) string
+	// RenderChat renders messages with the model's chat template and the generation prompt.
+	RenderChat(msgs []openai.Message) (string, error)
+	// SupportsReasoning reports whether the template produces <think>…</think> blocks.
+	SupportsReasoning() bool
+	EOS() []int
+	NewSampler(engine.SamplingParams) engine.Sampler
+	// ContextLen is the model's maximum context (max_position_embeddings).
+	ContextLen() int
+	// LoadAdapter loads a PEFT adapter folder and checks it against this base model.
+	LoadAdapter(path string) (engine.Delta, error)
+}
+
+// Config configures a Server. Zero values take the defaults documented on each field.
+type Config struct {
+	Model Model
+	// ModelName is the served name of the base model (requests with this `model` use no adapter).
+	ModelName string
+	// ModelRoot is reported as the base card's root (the model folder).
+	ModelRoot string
+	// Adapters are loaded at start: name → PEFT folder.
+	Adapters map[string]string
+	// AdapterDir holds adapters loaded on first use by name; MaxLoadedAdapters bounds them (0 = unlimited).
+	AdapterDir          string
+	MaxLoadedAdapters   int
+	AllowAnyAdapterPath bool
+	// APIKey, if set, is required as "Authorization: Bearer <key>" on /v1/*.
+	APIKey string
+	// MaxBatch (default 16) sequences decode together; MaxQueue (default 256) wait; beyond that, 429.
+	MaxBatch, MaxQueue int
+	// MaxModelLen caps prompt + completion (default and upper bound: the model's context).
+	MaxModelLen int
+	// PrefillChunk is the prompt-token budget per engine step (default 256).
+	PrefillChunk int
+	// MaxBodyBytes limits request bodies (default 8 MiB); larger bodies get 413.
+	MaxBodyBytes int64
+	// MaxStreamTokens is not used; reserved.
+}
+
+// Server is a running lorakit OpenAI-compatible server.
+type Server struct {
+	cfg      Config
+	model    Model
+	name     string
+	maxLen   int
+	eng      *engine.Engine
+	reg      *engine.Registry
+	echo     *echo.Echo
+	metrics  *metrics
+	created  int64
+	shutting atomic.Bool
+	inflight sync.WaitGroup
+	http     *http.Server
+	mu       sync.Mutex
+}
+
+// New builds a server: loads the startup adapters and starts the engine.
+func New(cfg Config) (*Server, error) {
+	if cfg.Model == nil {
+		return nil, errors.New("serve: Config.Model is required")
+	}
+	if cfg.ModelName == "" {
+		cfg.ModelName = "lorakit"
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 8 << 20
+	}
+	maxLen := cfg.Model.ContextLen()
+	if cfg.MaxModelLen > 0 {
+		if maxLen > 0 && cfg.MaxModelLen > maxLen {
+			return nil, fmt.Errorf("serve: --max-model-len %d exceeds the model's context of %d tokens", cfg.MaxModelLen, maxLen)
+		}
+		maxLen = cfg.MaxModelLen
+	}
+	if maxLen <= 0 {
+		return nil, fmt.Errorf("serve: the model reports no context length; set --max-model-len")
+	}
+	s := &Server{cfg: cfg, model: cfg.Model, name: cfg.ModelName, maxLen: maxLen, created: time.Now().Unix()}
+	s.metrics = newMetrics()
+	reg, err := engine.NewRegistry(engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
+		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath})
+	if err != nil {
+		return nil, err
+	}
+	s.reg = reg
+	names := make([]string, 0, len(cfg.Adapters))
+	for n := range cfg.Adapters {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if n == cfg.ModelName {
+			return nil, fmt.Errorf("serve: adapter name %q is the served model name", n)
+		}
+		if err := reg.Add(n, cfg.Adapters[n]); err != nil {
+			return nil, fmt.Errorf("serve: --adapter %s=%s: %w", n, cfg.Adapters[n], err)
+		}
+	}
+	eng, err := engine.New(engine.Config{Backend: cfg.Model, NewDecoder: cfg.Model.NewDecoder, NewSampler: cfg.Model.NewSampler,
+		EOS: cfg.Model.EOS(), MaxBatch: cfg.MaxBatch, MaxQueue: cfg.MaxQueue, MaxModelLen: maxLen,
+		PrefillChunk: cfg.PrefillChunk, Observer: s.metrics})
+	if err != nil {
+		return nil, err
+	}
+	s.eng = eng
+	s.echo = s.routes()
+	return s, nil
+}
+
+// Handler is the server's HTTP handler (for httptest).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Registry is the adapter registry.
+func (s *Server) Registry() *engine.Registry { return s.reg }
+
+// Start serves on ln until ctx ends, then drains in-flight requests (at most drainTimeout = 60 s) and returns.
+func (s *Server) Start(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 30 * time.Second}
+	s.mu.Lock()
+	s.http = srv
+	s.mu.Unlock()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.close()
+		return err
+	case <-ctx.Done():
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return s.Shutdown(dctx)
+}
+
+// Shutdown refuses new requests with 503, lets running ones finish (until ctx ends), then stops.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutting.Store(true)
+	err := s.eng.Shutdown(ctx)
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	srv := s.http
+	s.mu.Unlock()
+	if srv != nil {
+		if e := srv.Shutdown(ctx); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+func (s *Server) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = s.eng.Shutdown(ctx)
+}
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = func(err error, c echo.Context) {
+		if c.Response().Committed {
+			return
+		}
+		var oe *openai.Error
+		var he *echo.HTTPError
+		switch {
+		case errors.As(err, &oe):
+		case errors.As(err, &he):
+			switch he.Code {
+			case http.StatusNotFound:
+				oe = openai.NotFound(fmt.Sprintf("Route %s %s not found.", c.Request().Method, c.Request().URL.Path))
+			case http.StatusMethodNotAllowed:
+				oe = openai.MethodNotAllowed()
+			case http.StatusRequestEntityTooLarge:
+				oe = openai.BodyTooLarge(s.cfg.MaxBodyBytes)
+			default:
+				oe = &openai.Error{Status: he.Code, Type: "invalid_request_error", Message: fmt.Sprint(he.Message)}
+			}
+		default:
+			oe = openai.Internal("%v", err)
+		}
+		_ = c.JSON(oe.Status, openai.ErrorResponse{Error: oe})
+	}
+	e.Use(s.recoverMW, s.countMW, s.shutdownMW, s.authMW, s.bodyLimitMW)
+	e.POST("/v1/chat/completions", s.handleChat)
+	e.POST("/v1/completions", s.handleCompletions)
+	e.GET("/v1/models", s.handleModels)
+	e.GET("/v1/models/:model", s.handleModel)
+	e.POST("/v1/load_lora_adapter", s.handleLoadLoRA)
+	e.POST("/v1/unload_lora_adapter", s.handleUnloadLoRA)
+	e.GET("/health", s.handleHealth)
+	e.GET("/metrics", s.handleMetrics)
+	return e
+}
+
+func (s *Server) recoverMW(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = openai.Internal("internal error: %v", r)
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (s *Server) countMW(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		err := next(c)
+		status := c.Response().Status
+		if err != nil {
+			var oe *openai.Error
+			var he *echo.HTTPError
+			if errors.As(err, &oe) {
+				status = oe.Status
+			} else if errors.As(err, &he) {
+				status = he.Code
+			} else {
+				status = http.StatusInternalServerError
+			}
+		}
+		s.metrics.request(c.Path(), status)
+		return err
+	}
+}
+
+func (s *Server) shutdownMW(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.shutting.Load() && c.Path() != "/metrics" {
+			return openai.ShuttingDown()
+		}
+		s.inflight.Add(1)
+		defer s.inflight.Done()
+		return next(c)
+	}
+}
+
+func (s *Server) authMW(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.cfg.APIKey == "" || !strings.HasPrefix(c.Request().URL.Path, "/v1/") {
+			return next(c)
+		}
+		h := c.Request().Header.Get("Authorization")
+		key, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(s.cfg.APIKey)) != 1 {
+			return openai.Unauthorized()
+		}
+		return next(c)
+	}
+}
+
+func (s *Server) bodyLimitMW(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.ContentLength > s.cfg.MaxBodyBytes {
+			return openai.BodyTooLarge(s.cfg.MaxBodyBytes)
+		}
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxBodyBytes)
+		return next(c)
+	}
+}
+
+// readBody reads the request body, mapping an over-limit body to 413.
+func (s *Server) readBody(c echo.Context) ([]byte, error) {
+	b, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, openai.BodyTooLarge(s.cfg.MaxBodyBytes)
+		}
+		return nil, openai.BadRequest("", "could not read the request body: %v", err)
+	}
+	return b, nil
+}
+
+// lease resolves the `model` field: the base (nil lease) or an adapter.
+func (s *Server) lease(ctx context.Context, model string) (*engine.Lease, error) {
+	if model == s.name {
+		return nil, nil
+	}
+	l, err := s.reg.Acquire(ctx, model)
+	if err != nil {
+		if errors.Is(err, engine.ErrAdapterNotFound) {
+			return nil, openai.ModelNotFound(model)
+		}
+		return nil, openai.BadRequest("model", "adapter %q could not be loaded: %v", model, err)
+	}
+	return l, nil
+}
+
+// submitError maps an engine.Submit error to an OpenAI error.
+func submitError(err error) error {
+	var ce *engine.ContextError
+	switch {
+	case errors.As(err, &ce):
+		return openai.ContextTooLong(ce.MaxLen, ce.Prompt, ce.Completion)
+	case errors.Is(err, engine.ErrQueueFull):
+		return openai.QueueFull()
+	case errors.Is(err, engine.ErrShuttingDown):
+		return openai.ShuttingDown()
+	case errors.Is(err, engine.ErrEmptyPrompt):
+		return openai.BadRequest("prompt", "the prompt is empty after tokenization")
+	default:
+		return openai.BadRequest("", "%v", err)
+	}
+}
+
+func newID(prefix string) string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}

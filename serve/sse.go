@@ -1,0 +1,55 @@
+package serve
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+)
+
+// sse writes Server-Sent Events the way OpenAI does: "data: <json>\n\n", ending with "data: [DONE]\n\n".
+type sse struct {
+	w   *echo.Response
+	err error
+}
+
+func startSSE(c echo.Context) *sse {
+	h := c.Response().Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	c.Response().WriteHeader(http.StatusOK)
+	c.Response().Flush()
+	return &sse{w: c.Response()}
+}
+
+// send writes one data event and flushes it.
+func (s *sse) send(v any) {
+	if s.err != nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		s.err = err
+		return
+	}
+	s.raw(b)
+}
+
+func (s *sse) raw(b []byte) {
+	if s.err != nil {
+		return
+	}
+	buf := make([]byte, 0, len(b)+8)
+	buf = append(buf, "data: "...)
+	buf = append(buf, b...)
+	buf = append(buf, "\n\n"...)
+	if _, err := s.w.Write(buf); err != nil {
+		s.err = err
+		return
+	}
+	s.w.Flush()
+}
+
+func (s *sse) done() { s.raw([]byte("[DONE]")) }
