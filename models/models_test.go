@@ -1,0 +1,298 @@
+package models
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/sample"
+	"github.com/lorakit/lorakit/models/testmodel"
+)
+
+func sharedDir(t testing.TB) string {
+	d := os.Getenv("LORAKIT_SHARED")
+	if d == "" {
+		t.Skip("LORAKIT_SHARED not set")
+	}
+	if _, err := os.Stat(filepath.Join(d, "golden")); err != nil {
+		t.Fatalf("LORAKIT_SHARED=%s: %v", d, err)
+	}
+	return d
+}
+
+func mustLoad(t testing.TB, dir string, o LoadOptions) *Model {
+	t.Helper()
+	m, err := Load(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func eachLine(t testing.TB, path string, fn func([]byte)) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		fn(sc.Bytes())
+	}
+}
+
+func TestGoldenGreedyText(t *testing.T) {
+	sh := sharedDir(t)
+	m := mustLoad(t, filepath.Join(sh, "models", "stories260K"), LoadOptions{Threads: 2})
+	if !slices.Equal(m.EOS, []int{2, 1}) {
+		t.Errorf("EOS = %v, want [2 1]", m.EOS)
+	}
+	eachLine(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
+		var g struct {
+			Prompt     string `json:"prompt"`
+			PromptIDs  []int  `json:"prompt_ids"`
+			GreedyIDs  []int  `json:"greedy_ids"`
+			GreedyText string `json:"greedy_text"`
+		}
+		if err := json.Unmarshal(line, &g); err != nil {
+			t.Fatal(err)
+		}
+		ids := m.EncodePrompt(g.Prompt)
+		if !slices.Equal(ids, g.PromptIDs) {
+			t.Errorf("%q: prompt ids %v, want %v", g.Prompt, ids, g.PromptIDs)
+			ids = g.PromptIDs
+		}
+		var streamed strings.Builder
+		res, err := m.Generate(context.Background(), ids, GenerateOptions{MaxTokens: len(g.GreedyIDs), IgnoreEOS: true,
+			OnText: func(s string) error { streamed.WriteString(s); return nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(res.IDs, g.GreedyIDs) {
+			t.Errorf("%q: ids\n got %v\nwant %v", g.Prompt, res.IDs, g.GreedyIDs)
+		}
+		if res.Text != g.GreedyText || res.FinishReason != "length" {
+			t.Errorf("%q: text %q (%s), want %q", g.Prompt, res.Text, res.FinishReason, g.GreedyText)
+		}
+		if streamed.String() != res.Text {
+			t.Errorf("%q: streamed %q != text %q", g.Prompt, streamed.String(), res.Text)
+		}
+	})
+}
+
+func TestGoldenChat(t *testing.T) {
+	sh := sharedDir(t)
+	m := mustLoad(t, filepath.Join(sh, "models", "stories260K"), LoadOptions{Threads: 1})
+	eachLine(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
+		var g struct {
+			Messages            []chat.Message `json:"messages"`
+			AddGenerationPrompt bool           `json:"add_generation_prompt"`
+			IDs                 []int          `json:"ids"`
+			GreedyIDs           []int          `json:"greedy_ids"`
+		}
+		if err := json.Unmarshal(line, &g); err != nil {
+			t.Fatal(err)
+		}
+		ids, err := m.EncodeChat(g.Messages, g.AddGenerationPrompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ids, g.IDs) {
+			t.Errorf("chat ids\n got %v\nwant %v", ids, g.IDs)
+		}
+		res, err := m.Generate(context.Background(), g.IDs, GenerateOptions{MaxTokens: len(g.GreedyIDs), IgnoreEOS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(res.IDs, g.GreedyIDs) {
+			t.Errorf("chat greedy\n got %v\nwant %v", res.IDs, g.GreedyIDs)
+		}
+	})
+}
+
+func tiny(t testing.TB, o testmodel.Options) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := testmodel.Write(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestLoadTiny(t *testing.T) {
+	o := testmodel.Options{ModelType: "qwen3", HeadDim: 16, Tied: true, DType: "BF16", Seed: 2}
+	m := mustLoad(t, tiny(t, o), LoadOptions{Threads: 2})
+	imEnd := testmodel.SpecialID(o, "<|im_end|>")
+	if !slices.Contains(m.EOS, imEnd) {
+		t.Fatalf("EOS %v lacks <|im_end|> %d", m.EOS, imEnd)
+	}
+	if !m.Gen.Present || !m.Gen.DoSample || m.Gen.TopK != 20 {
+		t.Fatalf("generation config %+v", m.Gen)
+	}
+	ids, err := m.EncodeChat([]chat.Message{{Role: "user", Content: "hello world"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := m.Tok.Decode(ids, false)
+	if text != "<|im_start|>user\nhello world<|im_end|>\n<|im_start|>assistant\n" {
+		t.Fatalf("chat round trip: %q", text)
+	}
+	if ids[0] != testmodel.SpecialID(o, "<|im_start|>") {
+		t.Fatalf("special token not matched: %v", ids)
+	}
+	// seeded sampling is reproducible
+	so := GenerateOptions{MaxTokens: 20, IgnoreEOS: true, Sampling: sample.Options{Temperature: 1, TopP: 0.95, Seed: 9}}
+	a, err := m.Generate(context.Background(), ids, so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := m.Generate(context.Background(), ids, so)
+	if !slices.Equal(a.IDs, b.IDs) || len(a.IDs) != 20 || a.FinishReason != "length" {
+		t.Fatalf("seeded: %v vs %v (%s)", a.IDs, b.IDs, a.FinishReason)
+	}
+}
+
+func TestGenerateStops(t *testing.T) {
+	o := testmodel.Options{Seed: 4}
+	m := mustLoad(t, tiny(t, o), LoadOptions{Threads: 1})
+	prompt := m.EncodePrompt("the dog was")
+	base, err := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(base.IDs) != 30 || len(base.Text) < 4 {
+		t.Fatalf("base: %d ids, text %q", len(base.IDs), base.Text)
+	}
+	// EOS: make the 3rd greedy token an EOS id
+	m.EOS = []int{base.IDs[2]}
+	r, _ := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30})
+	if r.FinishReason != "stop" || !slices.Equal(r.IDs, base.IDs[:3]) {
+		t.Fatalf("eos stop: %v %s", r.IDs, r.FinishReason)
+	}
+	m.EOS = nil
+	// stop string: a piece from the middle of the greedy text
+	mid := len(base.Text) / 2
+	stop := base.Text[mid : mid+2]
+	want := base.Text[:strings.Index(base.Text, stop)]
+	var streamed strings.Builder
+	r, err = m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30, Stop: []string{"\x00never", stop},
+		OnText: func(s string) error { streamed.WriteString(s); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FinishReason != "stop" || r.Text != want || streamed.String() != want {
+		t.Fatalf("stop %q: text %q streamed %q want %q (%s)", stop, r.Text, streamed.String(), want, r.FinishReason)
+	}
+	// callback error and cancellation
+	boom := errors.New("boom")
+	if _, err := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30, IgnoreEOS: true,
+		OnText: func(string) error { return boom }}); !errors.Is(err, boom) {
+		t.Fatalf("callback error: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.Generate(ctx, prompt, GenerateOptions{MaxTokens: 5}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancel: %v", err)
+	}
+	if _, err := m.Generate(context.Background(), nil, GenerateOptions{}); err == nil {
+		t.Fatal("empty prompt accepted")
+	}
+	long := make([]int, 600)
+	if _, err := m.Generate(context.Background(), long, GenerateOptions{}); err == nil {
+		t.Fatal("over-long prompt accepted")
+	}
+}
+
+func TestLoadQuantized(t *testing.T) {
+	dir := tiny(t, testmodel.Options{Hidden: 64, Intermediate: 128, Seed: 5})
+	f := mustLoad(t, dir, LoadOptions{Threads: 1})
+	q := mustLoad(t, dir, LoadOptions{Threads: 1, Quant: "nf4"})
+	prompt := f.EncodePrompt("hello world")
+	lf, err := f.Net.Forward([]llama.Seq{{Tokens: prompt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lq, err := q.Net.Forward([]llama.Seq{{Tokens: prompt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var diff, norm float64
+	for i := range lf[0][0] {
+		d := float64(lf[0][0][i] - lq[0][0][i])
+		diff += d * d
+		norm += float64(lf[0][0][i]) * float64(lf[0][0][i])
+	}
+	// random weights amplify the 4-bit error; only check the output is close-ish and not identical
+	if _, ok := q.Net.Layers[0].QProj.(*nn.Quantized); !ok {
+		t.Fatalf("q_proj is %T", q.Net.Layers[0].QProj)
+	}
+	if diff == 0 || diff > norm {
+		t.Fatalf("nf4 logits: relative squared error %g", diff/norm)
+	}
+	if _, err := Load(dir, LoadOptions{Quant: "int3"}); err == nil {
+		t.Fatal("unknown quant accepted")
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := tiny(t, testmodel.Options{})
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Load(t.TempDir(), LoadOptions{}); err == nil || !strings.Contains(err.Error(), "config.json") {
+		t.Fatalf("empty dir: %v", err)
+	}
+	write("generation_config.json", `{"eos_token_id": "x"}`)
+	if _, err := Load(dir, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "eos_token_id") {
+		t.Fatalf("bad generation config: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "generation_config.json"))
+	m := mustLoad(t, dir, LoadOptions{Threads: 1}) // no generation_config.json: defaults
+	if m.Gen.Present || len(m.EOS) == 0 {
+		t.Fatalf("defaults: %+v eos %v", m.Gen, m.EOS)
+	}
+	os.Remove(filepath.Join(dir, "model.safetensors"))
+	if _, err := Load(dir, LoadOptions{}); err == nil {
+		t.Fatal("missing weights accepted")
+	}
+	dir2 := tiny(t, testmodel.Options{Vocab: 260})
+	cfg, _ := os.ReadFile(filepath.Join(dir2, "config.json"))
+	write2 := strings.Replace(string(cfg), `"vocab_size": 260`, `"vocab_size": 259`, 1)
+	os.WriteFile(filepath.Join(dir2, "config.json"), []byte(write2), 0o644)
+	if _, err := Load(dir2, LoadOptions{}); err == nil || !strings.Contains(err.Error(), "vocab_size") {
+		t.Fatalf("vocab mismatch: %v", err)
+	}
+}
+
+func TestParseGenerationConfig(t *testing.T) {
+	g, err := ParseGenerationConfig([]byte(`{"bos_token_id":1,"eos_token_id":[2,1],"max_length":512}`))
+	if err != nil || g.BOSTokenID != 1 || !slices.Equal(g.EOSTokenIDs, []int{2, 1}) || g.MaxLength != 512 || g.DoSample {
+		t.Fatalf("%+v %v", g, err)
+	}
+	if s := g.Sampling(); s.Temperature != 0 {
+		t.Fatalf("greedy default: %+v", s)
+	}
+	g, err = ParseGenerationConfig([]byte(`{"do_sample":true,"temperature":0.6,"top_p":0.95,"eos_token_id":7}`))
+	if err != nil || g.Sampling().Temperature != 0.6 || g.Sampling().TopK != 50 || g.EOSTokenIDs[0] != 7 {
+		t.Fatalf("%+v %v", g, err)
+	}
+	for _, bad := range []string{`{"top_p": 2}`, `{"temperature": -1}`, `[`, `{"bos_token_id": "a"}`} {
+		if _, err := ParseGenerationConfig([]byte(bad)); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
