@@ -25,8 +25,8 @@ type GenerateOptions struct {
 // GenerateResult is the outcome of Generate.
 type GenerateResult struct {
 	PromptIDs    []int  `json:"prompt_ids"`
-	IDs          []int  `json:"ids"`  // new ids, including the EOS id that ended generation, if any
-	Text         string `json:"text"` // new text, special tokens skipped, cut before a stop string
+	IDs          []int  `json:"ids"`           // new ids, including the EOS id that ended generation, if any
+	Text         string `json:"text"`          // new text, special tokens skipped, cut before a stop string
 	FinishReason string `json:"finish_reason"` // "stop" (EOS or stop string) or "length"
 }
 
