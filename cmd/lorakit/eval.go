@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lorakit/lorakit/train"
+)
+
+func init() { register(newEvalCmd) }
+
+func newEvalCmd() *cobra.Command {
+	var c train.EvalConfig
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "eval --model DIR [--adapter DIR] --data FILE.jsonl",
+		Short: "Score a model (and adapter) on SFT data: loss, perplexity and exact match",
+		Long: `Eval reads a JSONL SFT file in any of the training formats. Loss and perplexity are the mean
+cross-entropy over the response tokens (what training optimises). Exact match greedily generates the answer
+to each example's prompt and compares it with the reference response after trimming whitespace
+(a leading <think>…</think> block in the generation is ignored when the reference has none).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if c.Model == "" || c.Data == "" {
+				return fmt.Errorf("--model and --data are required")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := train.Evaluate(ctx, c)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "loss %.4f  ppl %.3f  exact_match %.4f  n %d  (response tokens %d, bad lines %d)\n",
+				res.Loss, res.PPL, res.ExactMatch, res.N, res.Tokens, res.Bad)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.Model, "model", "", "model folder")
+	f.StringVar(&c.Adapter, "adapter", "", "PEFT LoRA adapter folder")
+	f.StringVar(&c.Data, "data", "", "JSONL data")
+	f.IntVar(&c.MaxSeqLen, "max-seq-len", 4096, "truncate examples to this many tokens")
+	f.IntVar(&c.MaxNewTokens, "max-new-tokens", 0, "generation budget for exact match (0: reference length + 32)")
+	f.BoolVar(&c.NoGenerate, "no-generate", false, "skip exact match (loss only)")
+	f.BoolVar(&c.Strict, "strict", false, "fail on bad lines")
+	f.IntVar(&c.Threads, "threads", 0, "worker threads (0: all CPUs)")
+	f.BoolVar(&asJSON, "json", false, "print {\"loss\",\"ppl\",\"exact_match\",\"n\"} as JSON")
+	return cmd
+}

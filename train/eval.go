@@ -1,0 +1,199 @@
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/train/data"
+)
+
+// EvalConfig configures Evaluate.
+type EvalConfig struct {
+	Model, Adapter, Data string
+	MaxSeqLen            int // 0: 4096
+	MaxNewTokens         int // generation budget for exact match (0: reference length + 32)
+	Threads              int
+	Strict               bool
+	NoGenerate           bool // skip exact match
+}
+
+// EvalResult is what `lorakit eval` prints.
+type EvalResult struct {
+	Loss       float64 `json:"loss"`        // mean token loss over response tokens
+	PPL        float64 `json:"ppl"`         // exp(loss)
+	ExactMatch float64 `json:"exact_match"` // fraction of examples whose greedy answer equals the reference
+	N          int     `json:"n"`           // examples evaluated
+	Tokens     int     `json:"tokens"`      // response tokens scored
+	Bad        int     `json:"bad_lines"`
+}
+
+// Evaluate scores a data file with a model and optional adapter: the mean
+// cross-entropy over the response tokens (as trained), and exact match of the
+// greedy answer to the last assistant message (whitespace-trimmed; a leading
+// <think>…</think> block is ignored unless the reference has one).
+func Evaluate(ctx context.Context, c EvalConfig) (*EvalResult, error) {
+	m, err := LoadModel(c.Model, c.Threads, false)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	var delta llama.Delta
+	if c.Adapter != "" {
+		ad, err := lora.Load(c.Adapter)
+		if err != nil {
+			return nil, err
+		}
+		if err := ad.Check(func(module string) (int, int, bool) {
+			l, ok := m.Net.Linear(module)
+			if !ok {
+				return 0, 0, false
+			}
+			return l.In(), l.Out(), true
+		}); err != nil {
+			return nil, fmt.Errorf("adapter %s does not fit %s: %w", c.Adapter, c.Model, err)
+		}
+		delta = ad
+	}
+	return EvaluateModel(ctx, m, delta, c)
+}
+
+// EvaluateModel is Evaluate over an already loaded model and adapter (nil: base).
+func EvaluateModel(ctx context.Context, m *Model, delta llama.Delta, c EvalConfig) (*EvalResult, error) {
+	maxLen := c.MaxSeqLen
+	if maxLen <= 0 {
+		maxLen = 4096
+	}
+	res := &EvalResult{}
+	var lossSum float64
+	var exact int
+	err := data.ReadJSONL(c.Data, c.Strict, func(ex *data.Example, err error) error {
+		if err != nil {
+			res.Bad++
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		enc, err := data.Encode(m.Tok, m.Tpl, ex, maxLen, false)
+		if err != nil {
+			if errors.Is(err, data.ErrNoResponseTokens) {
+				res.Bad++
+				return nil
+			}
+			return err
+		}
+		s := Sample{IDs: enc.IDs, Mask: enc.Mask}
+		if s.Targets() == 0 {
+			res.Bad++
+			return nil
+		}
+		out, err := m.Net.Forward([]llama.Seq{{Tokens: enc.IDs, AllLogits: true, Adapter: delta}})
+		if err != nil {
+			return fmt.Errorf("%s:%d: %w", c.Data, ex.Line, err)
+		}
+		for i, row := range out[0] {
+			if i+1 < len(enc.IDs) && enc.Mask[i] {
+				lossSum += tokenLoss(row, enc.IDs[i+1])
+				res.Tokens++
+			}
+		}
+		res.N++
+		if !c.NoGenerate {
+			ok, err := exactMatch(ctx, m, delta, ex.Messages, c.MaxNewTokens)
+			if err != nil {
+				return fmt.Errorf("%s:%d: %w", c.Data, ex.Line, err)
+			}
+			if ok {
+				exact++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if res.Tokens > 0 {
+		res.Loss = lossSum / float64(res.Tokens)
+		res.PPL = math.Exp(res.Loss)
+	}
+	if res.N > 0 {
+		res.ExactMatch = float64(exact) / float64(res.N)
+	}
+	return res, nil
+}
+
+func tokenLoss(z []float32, t int) float64 {
+	mx := z[0]
+	for _, v := range z {
+		mx = max(mx, v)
+	}
+	var s float64
+	for _, v := range z {
+		s += math.Exp(float64(v - mx))
+	}
+	return float64(mx) + math.Log(s) - float64(z[t])
+}
+
+// Greedy generates up to maxNew tokens after prompt (argmax, lowest id on ties), stopping at any of eos.
+func Greedy(ctx context.Context, net *llama.Model, delta llama.Delta, prompt []int, maxNew int, eos []int) ([]int, error) {
+	cache := net.NewCache(len(prompt) + maxNew)
+	toks := prompt
+	var out []int
+	for len(out) < maxNew {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		lg, err := net.Forward([]llama.Seq{{Tokens: toks, Cache: cache, Adapter: delta}})
+		if err != nil {
+			return out, err
+		}
+		z := lg[0][0]
+		best := 0
+		for i, v := range z {
+			if v > z[best] {
+				best = i
+			}
+		}
+		for _, e := range eos {
+			if best == e {
+				return out, nil
+			}
+		}
+		out = append(out, best)
+		toks = []int{best}
+	}
+	return out, nil
+}
+
+func exactMatch(ctx context.Context, m *Model, delta llama.Delta, msgs []chat.Message, maxNew int) (bool, error) {
+	last := len(msgs) - 1
+	if last < 0 || msgs[last].Role != "assistant" {
+		return false, nil
+	}
+	ref := strings.TrimSpace(msgs[last].Content)
+	prompt, err := m.Tpl.Render(msgs[:last], true)
+	if err != nil {
+		return false, err
+	}
+	ids := m.Tok.Encode(prompt, false)
+	if maxNew <= 0 {
+		maxNew = len(m.Tok.Encode(msgs[last].ReasoningContent+msgs[last].Content, false)) + 32
+	}
+	gen, err := Greedy(ctx, m.Net, delta, ids, maxNew, m.EOS)
+	if err != nil {
+		return false, err
+	}
+	text := strings.TrimSpace(m.Tok.Decode(gen, true))
+	if !strings.HasPrefix(ref, "<think>") {
+		if i := strings.Index(text, "</think>"); i >= 0 && strings.HasPrefix(text, "<think>") {
+			text = strings.TrimSpace(text[i+len("</think>"):])
+		}
+	}
+	return text == ref, nil
+}
