@@ -43,6 +43,8 @@ type Options struct {
 	// Verify runs base+adapters and the merged model on a few token sequences before publishing the folder.
 	Verify  bool
 	Threads int
+	// Pool runs the delta products (nil: a pool of Threads workers).
+	Pool *kernels.Pool
 	// Log receives progress and warnings (nil: silent).
 	Log io.Writer
 }
@@ -118,6 +120,7 @@ type plan struct {
 	cfgDirty bool
 	res      *Result
 	outDT    safetensors.DType // "" = auto
+	pool     *kernels.Pool
 }
 
 // Run merges the adapters of opt into the checkpoint folder base and writes the result to out.
@@ -138,6 +141,15 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	for _, s := range opt.Adapters {
 		if s.Dir != "" && abs(s.Dir) == abs(out) {
 			return nil, fmt.Errorf("merge: output folder %s is an adapter folder", out)
+		}
+	}
+	if st, err := os.Stat(out); err == nil {
+		if !st.IsDir() {
+			return nil, fmt.Errorf("merge: output %s exists and is not a folder", out)
+		}
+		ents, _ := os.ReadDir(out)
+		if len(ents) > 0 && !fileExists(filepath.Join(out, "config.json")) {
+			return nil, fmt.Errorf("merge: output folder %s exists and is not a model folder; refusing to replace it", out)
 		}
 	}
 	res := &Result{Out: out, Base: base, DType: opt.DType}
@@ -168,7 +180,10 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("merge: base: %w", err)
 	}
 	defer ckpt.Close()
-	p := &plan{base: ckpt, readers: map[*safetensors.File]*rawFile{}, config: config, res: res, outDT: outDT}
+	if opt.Pool == nil {
+		opt.Pool = kernels.NewPool(opt.Threads)
+	}
+	p := &plan{base: ckpt, readers: map[*safetensors.File]*rawFile{}, config: config, res: res, outDT: outDT, pool: opt.Pool}
 	defer p.closeReaders()
 	if p.quant, err = findQuantized(ckpt); err != nil {
 		return nil, fmt.Errorf("merge: base %s: %w", base, err)
@@ -277,14 +292,17 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 			return err
 		}
 		if opt.Verify {
-			v, err := Verify(base, tmp, opt.Adapters, opt.Threads)
+			v, err := Verify(base, tmp, opt.Adapters, opt.Pool)
 			if err != nil {
 				return fmt.Errorf("merge: verify: %w", err)
 			}
 			res.Verify = v
 			logf("verify: max |logit(base+adapter) − logit(merged)| = %.3g (bound %.3g); the adapter moves logits by up to %.3g", v.MaxAbsDiff, v.Bound, v.AdapterEffect)
 			if !v.OK {
-				return fmt.Errorf("merge: verify failed: max abs logit difference %.4g exceeds the %s bound %.4g", v.MaxAbsDiff, v.DType, v.Bound)
+				return fmt.Errorf("merge: verify failed: %s", v.Reason)
+			}
+			if v.Reason != "" {
+				warn("verify: %s", v.Reason)
 			}
 		}
 		return nil
@@ -551,7 +569,7 @@ func (p *plan) produce(it *item, w io.Writer) error {
 		return err
 	}
 	if it.kind == kMerge {
-		if err := addDeltas(it.src, W, it.deltas); err != nil {
+		if err := addDeltas(p.pool, it.src, W, it.deltas); err != nil {
 			return err
 		}
 	}
@@ -559,14 +577,14 @@ func (p *plan) produce(it *item, w io.Writer) error {
 }
 
 // addDeltas adds Σ wᵢ·sᵢ·Bᵢ·Aᵢ to the [out, in] weight W in f32 and checks the result is finite.
-func addDeltas(name string, W []float32, ds []delta) error {
+func addDeltas(pool *kernels.Pool, name string, W []float32, ds []delta) error {
 	for _, d := range ds {
 		pr := d.pair
 		if len(W) != pr.Out*pr.In {
 			return fmt.Errorf("tensor %q has %d elements, adapter delta is [%d %d]", name, len(W), pr.Out, pr.In)
 		}
 		// W += (wᵢ·sᵢ)·B·A
-		kernels.Gemm(nil, false, false, pr.Out, pr.In, pr.R, d.weight, pr.B, pr.R, pr.A, pr.In, 1, W, pr.In)
+		kernels.Gemm(pool, false, false, pr.Out, pr.In, pr.R, d.weight, pr.B, pr.R, pr.A, pr.In, 1, W, pr.In)
 	}
 	for i, v := range W {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {

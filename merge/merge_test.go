@@ -586,3 +586,50 @@ func TestMergeErrors(t *testing.T) {
 	}
 	noOut(t, root, out)
 }
+
+func TestMergeRefusesForeignOut(t *testing.T) {
+	root := t.TempDir()
+	base := filepath.Join(root, "base")
+	writeBase(t, base, baseOpts{seed: 1})
+	out := filepath.Join(root, "out")
+	os.MkdirAll(out, 0o755)
+	os.WriteFile(filepath.Join(out, "notes.txt"), []byte("mine"), 0o644)
+	src := []Source{{Dir: "x", Weight: 1, Adapter: makeAdapter(t, 1, 4, 8, []string{"q_proj"}, false)}}
+	if _, err := Run(context.Background(), base, out, Options{Adapters: src}); err == nil {
+		t.Fatal("replaced a folder that is not a model")
+	}
+	if b, _ := os.ReadFile(filepath.Join(out, "notes.txt")); string(b) != "mine" {
+		t.Fatal("foreign folder touched")
+	}
+	// A previous merge output is replaced.
+	out2 := filepath.Join(root, "out2")
+	for i := 0; i < 2; i++ {
+		if _, err := Run(context.Background(), base, out2, Options{Adapters: src}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestVerifyCatchesWrongMerge: a merged folder that carries a wrong share of the adapter fails verification,
+// in f32 and in bf16.
+func TestVerifyCatchesWrongMerge(t *testing.T) {
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16} {
+		root := t.TempDir()
+		base := filepath.Join(root, "base")
+		writeBase(t, base, baseOpts{seed: 21, dtype: dt})
+		ad := makeAdapter(t, 22, 4, 8, lora.DefaultTargets, false)
+		out := filepath.Join(root, "out")
+		if _, err := Run(context.Background(), base, out, Options{Adapters: []Source{{Dir: "a", Weight: 1, Adapter: ad}}, Threads: 1}); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []float64{1, 0, 0.6, 1.4} {
+			v, err := Verify(base, out, []Source{{Dir: "a", Weight: w, Adapter: ad}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.OK != (w == 1) {
+				t.Errorf("%s: merged with weight 1, verified against weight %g: ok=%v (%+v)", dt, w, v.OK, v)
+			}
+		}
+	}
+}

@@ -21,6 +21,7 @@ type VerifyResult struct {
 	AdapterEffect float64 `json:"adapter_effect"` // max |logit(base+adapters) − logit(base)|
 	MaxAbsLogit   float64 `json:"max_abs_logit"`
 	OK            bool    `json:"ok"`
+	Reason        string  `json:"reason,omitempty"` // why it failed, or a caveat
 }
 
 // Weighted is a llama.Delta that sums several adapters, each scaled by its merge weight.
@@ -68,8 +69,10 @@ func BoundFor(dt safetensors.DType, maxAbsLogit float64) float64 {
 
 // Verify loads the base with the adapters applied unmerged and the merged folder, runs both on three seeded
 // random token sequences and compares every position's logits.
-func Verify(baseDir, mergedDir string, srcs []Source, threads int) (*VerifyResult, error) {
-	pool := kernels.NewPool(threads)
+func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*VerifyResult, error) {
+	if pool == nil {
+		pool = kernels.NewPool(0)
+	}
 	load := func(dir string) (*llama.Model, *safetensors.Checkpoint, error) {
 		cfg, err := llama.LoadConfig(dir)
 		if err != nil {
@@ -152,7 +155,19 @@ func Verify(baseDir, mergedDir string, srcs []Source, threads int) (*VerifyResul
 		res.Positions += n
 	}
 	res.Bound = BoundFor(dt, res.MaxAbsLogit)
-	res.OK = res.MaxAbsDiff <= res.Bound
+	res.OK = true
+	switch {
+	case !(res.MaxAbsDiff <= res.Bound):
+		res.OK = false
+		res.Reason = fmt.Sprintf("max abs logit difference %.4g exceeds the %s bound %.4g", res.MaxAbsDiff, dt, res.Bound)
+	case res.AdapterEffect <= res.Bound:
+		res.Reason = fmt.Sprintf("the adapter moves the logits by at most %.3g, within the %s rounding bound %.3g: the check cannot tell a merged model from the base", res.AdapterEffect, dt, res.Bound)
+	case res.MaxAbsDiff > 0.25*res.AdapterEffect:
+		// Rounding noise is far below the adapter's own effect; a merged model this far from base+adapter
+		// carries a wrong fraction of the adapter (missing module, wrong scaling).
+		res.OK = false
+		res.Reason = fmt.Sprintf("max abs logit difference %.4g is more than a quarter of the adapter's effect %.4g", res.MaxAbsDiff, res.AdapterEffect)
+	}
 	return res, nil
 }
 
