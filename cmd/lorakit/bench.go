@@ -1,0 +1,492 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/safetensors"
+	"github.com/lorakit/lorakit/quant"
+)
+
+func init() { register(newBenchCmd) }
+
+// benchShape is a real model's architecture, built with random weights.
+type benchShape struct {
+	ModelType                                    string
+	Hidden, Inter, Layers, Heads, KVHeads, Vocab int
+	Tied, QKVBias                                bool
+	RopeTheta, Eps                               float64
+	anchors                                      map[string][2]float64 // dtype → llama.cpp {pp512, tg128} tok/s, 2 threads
+}
+
+// benchShapes holds the shapes of issue 3, with llama.cpp b4748 figures measured on the project machine
+// (shared/anchors/perf-anchors.md; bf16 compares to llama.cpp F16, nf4 to Q4_0).
+var benchShapes = map[string]benchShape{
+	"smollm2-135m": {ModelType: "llama", Hidden: 576, Inter: 1536, Layers: 30, Heads: 9, KVHeads: 3, Vocab: 49152,
+		Tied: true, RopeTheta: 100000, Eps: 1e-5,
+		anchors: map[string][2]float64{"f32": {357.7, 38.06}, "f16": {369.2, 57.52}, "bf16": {369.2, 57.52}, "nf4": {320.5, 98.13}}},
+	"qwen2.5-0.5b": {ModelType: "qwen2", Hidden: 896, Inter: 4864, Layers: 24, Heads: 14, KVHeads: 2, Vocab: 151936,
+		Tied: true, QKVBias: true, RopeTheta: 1e6, Eps: 1e-6,
+		anchors: map[string][2]float64{"f32": {114.0, 11.21}, "f16": {158.6, 18.04}, "bf16": {158.6, 18.04}, "nf4": {146.8, 40.79}}},
+}
+
+// benchResult is what `lorakit bench --json` prints.
+type benchResult struct {
+	Model         string    `json:"model"`
+	DType         string    `json:"dtype"`
+	Threads       int       `json:"threads"`
+	Prompt        int       `json:"prompt"`
+	Gen           int       `json:"gen"`
+	PPTokS        float64   `json:"pp_tok_s"`
+	PPRuns        []float64 `json:"pp_runs_tok_s"`
+	PPGFlopS      float64   `json:"pp_gflop_s"`
+	TGTokS        float64   `json:"tg_tok_s"`
+	TGRuns        []float64 `json:"tg_runs_tok_s"`
+	BytesPerToken int64     `json:"bytes_per_token"`
+	GBs           float64   `json:"gb_s"`
+	Batch         int       `json:"batch,omitempty"`
+	BatchStepMS   float64   `json:"batch_step_ms,omitempty"`
+	BatchRatio    float64   `json:"batch_step_ratio,omitempty"` // batch step time / batch-1 step time
+	MemGBs        float64   `json:"mem_read_gb_s,omitempty"`    // read bandwidth measured in the same run
+	RSSMB         float64   `json:"rss_mb"`
+	AnchorPP      float64   `json:"llamacpp_pp_tok_s,omitempty"`
+	AnchorTG      float64   `json:"llamacpp_tg_tok_s,omitempty"`
+}
+
+func newBenchCmd() *cobra.Command {
+	var (
+		modelDir, shape, dtype, cpuprofile string
+		threads, prompt, gen, reps, batch  int
+		asJSON, noMem                      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure prefill (pp) and decode (tg) speed of a model or of a real model's shape with random weights",
+		Long: `bench times a prompt of --prompt tokens processed as one batch (pp, logits for the last position only)
+and --gen tokens decoded one at a time from an empty cache (tg), like llama-bench pp512/tg128. --shape builds
+random weights of a real architecture (smollm2-135m, qwen2.5-0.5b) in a temporary checkpoint, memory-mapped
+like a real one. It prints tokens/s, the weight bytes read per decoded token, the achieved GB/s, the read
+bandwidth of the machine measured in the same run, peak RSS, and ratios to llama.cpp on the project machine.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (modelDir == "") == (shape == "") {
+				return fmt.Errorf("bench: give exactly one of --model DIR or --shape NAME (%s)", shapeNames())
+			}
+			switch dtype {
+			case "f32", "bf16", "f16", "nf4":
+			default:
+				return fmt.Errorf("bench: --dtype %q: want f32, bf16, f16 or nf4", dtype)
+			}
+			if prompt < 1 || gen < 1 || reps < 1 || batch < 1 {
+				return fmt.Errorf("bench: --prompt, --gen, --reps and --batch must be at least 1")
+			}
+			if threads <= 0 {
+				threads = runtime.NumCPU()
+			}
+			errw := cmd.ErrOrStderr()
+			res := benchResult{DType: dtype, Threads: threads, Prompt: prompt, Gen: gen}
+			dir := modelDir
+			if shape != "" {
+				sh, ok := benchShapes[shape]
+				if !ok {
+					return fmt.Errorf("bench: --shape %q: unknown (known: %s)", shape, shapeNames())
+				}
+				tmp, err := os.MkdirTemp("", "lorakit-bench-")
+				if err != nil {
+					return fmt.Errorf("bench: %w", err)
+				}
+				defer os.RemoveAll(tmp)
+				fileDType := dtype
+				if dtype == "nf4" {
+					fileDType = "f32" // quantised at load
+				}
+				fmt.Fprintf(errw, "writing random %s weights of %s to %s ...\n", fileDType, shape, tmp)
+				if err := writeBenchCheckpoint(tmp, sh, fileDType); err != nil {
+					return err
+				}
+				dir = tmp
+				res.Model = shape
+				if a, ok := sh.anchors[dtype]; ok && threads == 2 {
+					res.AnchorPP, res.AnchorTG = a[0], a[1]
+				}
+			} else {
+				res.Model = modelDir
+			}
+			m, closeFn, err := loadBenchModel(dir, dtype, threads)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			res.BytesPerToken = weightBytes(m)
+			if err := runBench(m, &res, reps, batch, cpuprofile, errw); err != nil {
+				return err
+			}
+			res.RSSMB = peakRSSMB()
+			if !noMem {
+				res.MemGBs = readBandwidth(m.Pool)
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			printBench(cmd.OutOrStdout(), &res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modelDir, "model", "", "Hugging Face checkpoint folder")
+	f.StringVar(&shape, "shape", "", "random weights of a model's shape: "+shapeNames())
+	f.StringVar(&dtype, "dtype", "f32", "weight type: f32, bf16, f16 or nf4 (with --model: f32/bf16/f16 keep the stored type)")
+	f.IntVar(&threads, "threads", 0, "worker threads (0: all CPUs)")
+	f.IntVar(&prompt, "prompt", 512, "prompt tokens for pp")
+	f.IntVar(&gen, "gen", 128, "decoded tokens for tg")
+	f.IntVar(&reps, "reps", 3, "timed repetitions (after one warm-up)")
+	f.IntVar(&batch, "batch", 1, "also time decode steps of this many sequences at once (serving)")
+	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the decode runs to this file")
+	f.BoolVar(&noMem, "no-mem", false, "skip the memory bandwidth measurement")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func shapeNames() string {
+	var s []string
+	for k := range benchShapes {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}
+
+// writeBenchCheckpoint writes config.json and model.safetensors with weights ~ U(-0.035, 0.035) (std 0.02) and
+// unit norms.
+func writeBenchCheckpoint(dir string, sh benchShape, dtype string) error {
+	D := sh.Hidden / sh.Heads
+	cfg := map[string]any{
+		"model_type": sh.ModelType, "architectures": []string{"LlamaForCausalLM"},
+		"hidden_size": sh.Hidden, "intermediate_size": sh.Inter, "num_hidden_layers": sh.Layers,
+		"num_attention_heads": sh.Heads, "num_key_value_heads": sh.KVHeads, "vocab_size": sh.Vocab,
+		"max_position_embeddings": 8192, "rms_norm_eps": sh.Eps, "rope_theta": sh.RopeTheta,
+		"tie_word_embeddings": sh.Tied, "torch_dtype": "float32", "bos_token_id": 0, "eos_token_id": 1,
+	}
+	if sh.ModelType == "qwen2" {
+		cfg["architectures"] = []string{"Qwen2ForCausalLM"}
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	dt := map[string]safetensors.DType{"f32": safetensors.F32, "bf16": safetensors.BF16, "f16": safetensors.F16}[dtype]
+	H, I, Q, KV := sh.Hidden, sh.Inter, sh.Heads*D, sh.KVHeads*D
+	var hs []safetensors.Header
+	add := func(name string, shape ...int) {
+		hs = append(hs, safetensors.Header{Name: name, DType: dt, Shape: shape})
+	}
+	add("model.embed_tokens.weight", sh.Vocab, H)
+	for l := 0; l < sh.Layers; l++ {
+		p := "model.layers." + strconv.Itoa(l) + "."
+		add(p+"input_layernorm.weight", H)
+		add(p+"post_attention_layernorm.weight", H)
+		add(p+"self_attn.q_proj.weight", Q, H)
+		add(p+"self_attn.k_proj.weight", KV, H)
+		add(p+"self_attn.v_proj.weight", KV, H)
+		if sh.QKVBias {
+			add(p+"self_attn.q_proj.bias", Q)
+			add(p+"self_attn.k_proj.bias", KV)
+			add(p+"self_attn.v_proj.bias", KV)
+		}
+		add(p+"self_attn.o_proj.weight", H, Q)
+		add(p+"mlp.gate_proj.weight", I, H)
+		add(p+"mlp.up_proj.weight", I, H)
+		add(p+"mlp.down_proj.weight", H, I)
+	}
+	add("model.norm.weight", H)
+	if !sh.Tied {
+		add("lm_head.weight", sh.Vocab, H)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]float32, 1<<16)
+	return safetensors.WriteStream(filepath.Join(dir, "model.safetensors"), hs, nil, func(i int, w io.Writer) error {
+		h := hs[i]
+		n := 1
+		for _, d := range h.Shape {
+			n *= d
+		}
+		norm := strings.HasSuffix(h.Name, "layernorm.weight") || h.Name == "model.norm.weight"
+		for done := 0; done < n; done += len(buf) {
+			chunk := buf[:min(len(buf), n-done)]
+			for j := range chunk {
+				if norm {
+					chunk[j] = 1
+				} else {
+					chunk[j] = (float32(rng.Uint32()>>8)*(1.0/(1<<24)) - 0.5) * 0.0693
+				}
+			}
+			raw, err := safetensors.Encode(h.DType, chunk)
+			if err != nil {
+				return err
+			}
+			if _, err := w.Write(raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func loadBenchModel(dir, dtype string, threads int) (*llama.Model, func(), error) {
+	cfg, err := llama.LoadConfig(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	ckpt, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	opts := llama.LoadOptions{Threads: threads}
+	if dtype == "nf4" {
+		opts.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
+			return nn.Quantize(d, quant.NF4, false)
+		}
+	}
+	m, err := llama.Load(ckpt, cfg, opts)
+	if err != nil {
+		ckpt.Close()
+		return nil, nil, fmt.Errorf("bench: %w", err)
+	}
+	return m, func() { ckpt.Close() }, nil
+}
+
+// weightBytes is the bytes of weights one decode step reads: every linear layer and the LM head (the embedding
+// row lookup and the norms are negligible).
+func weightBytes(m *llama.Model) int64 {
+	var total int64
+	lin := func(l nn.Linear) {
+		switch d := l.(type) {
+		case *nn.Dense:
+			es := int64(4)
+			if d.DType == safetensors.BF16 || d.DType == safetensors.F16 {
+				es = 2
+			}
+			total += int64(d.Rows) * int64(d.Cols) * es
+		case *nn.Quantized:
+			total += int64(d.Q.Bytes())
+		case interface{ Bytes() int }:
+			total += int64(d.Bytes())
+		default:
+			total += int64(l.In()) * int64(l.Out()) * 4
+		}
+	}
+	for _, L := range m.Layers {
+		for _, l := range []nn.Linear{L.QProj, L.KProj, L.VProj, L.OProj, L.GateProj, L.UpProj, L.DownProj} {
+			lin(l)
+		}
+	}
+	lin(m.LMHead)
+	return total
+}
+
+// runBench times pp (one warm-up, then reps runs) and tg (reps runs of gen steps from an empty cache).
+func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile string, errw io.Writer) error {
+	c := m.Config
+	rng := rand.New(rand.NewPCG(3, 4))
+	toks := make([]int, res.Prompt)
+	for i := range toks {
+		toks[i] = rng.IntN(c.VocabSize)
+	}
+	cache := m.NewCache(max(res.Prompt, res.Gen) + 1)
+	ppOnce := func() (float64, error) {
+		cache.Reset()
+		t0 := time.Now()
+		if _, err := m.Forward([]llama.Seq{{Tokens: toks, Cache: cache}}); err != nil {
+			return 0, fmt.Errorf("bench: prefill: %w", err)
+		}
+		return float64(res.Prompt) / time.Since(t0).Seconds(), nil
+	}
+	fmt.Fprintf(errw, "warm-up ...\n")
+	if _, err := ppOnce(); err != nil {
+		return err
+	}
+	for r := 0; r < reps; r++ {
+		v, err := ppOnce()
+		if err != nil {
+			return err
+		}
+		res.PPRuns = append(res.PPRuns, round1(v))
+	}
+	res.PPTokS = round1(median(res.PPRuns))
+	// FLOPs of the prompt: 2·params per token for the layers, causal attention 2·2·P²/2·D·heads per layer, and
+	// the LM head for the last position.
+	H, Q, KV, I, P := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, float64(res.Prompt)
+	layerParams := float64(H*Q + 2*H*KV + Q*H + 3*H*I)
+	flops := float64(c.NumHiddenLayers)*(2*layerParams*P+2*P*P*float64(Q)) + 2*float64(H*c.VocabSize)
+	res.PPGFlopS = round1(flops / (float64(res.Prompt) / res.PPTokS) / 1e9)
+
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	seq := []llama.Seq{{Tokens: []int{0}, Cache: cache}}
+	tgOnce := func() (float64, error) {
+		cache.Reset()
+		tok := 1
+		t0 := time.Now()
+		for i := 0; i < res.Gen; i++ {
+			seq[0].Tokens[0] = tok
+			out, err := m.Forward(seq)
+			if err != nil {
+				return 0, fmt.Errorf("bench: decode: %w", err)
+			}
+			tok = argmax(out[0][0])
+		}
+		return float64(res.Gen) / time.Since(t0).Seconds(), nil
+	}
+	for r := 0; r < reps; r++ {
+		v, err := tgOnce()
+		if err != nil {
+			return err
+		}
+		res.TGRuns = append(res.TGRuns, round1(v))
+	}
+	res.TGTokS = round1(median(res.TGRuns))
+	res.GBs = round1(float64(res.BytesPerToken) * res.TGTokS / 1e9)
+
+	if batch > 1 {
+		seqs := make([]llama.Seq, batch)
+		for i := range seqs {
+			seqs[i] = llama.Seq{Tokens: []int{i + 1}, Cache: m.NewCache(res.Gen + 1)}
+		}
+		steps := min(res.Gen, 32)
+		best := math.Inf(1)
+		for r := 0; r < reps; r++ {
+			for i := range seqs {
+				seqs[i].Cache.Reset()
+			}
+			t0 := time.Now()
+			for s := 0; s < steps; s++ {
+				out, err := m.Forward(seqs)
+				if err != nil {
+					return fmt.Errorf("bench: batched decode: %w", err)
+				}
+				for i := range seqs {
+					seqs[i].Tokens[0] = argmax(out[i][0])
+				}
+			}
+			best = min(best, time.Since(t0).Seconds()/float64(steps))
+		}
+		res.Batch = batch
+		res.BatchStepMS = round1(best * 1e3)
+		res.BatchRatio = math.Round(best*res.TGTokS*100) / 100
+	}
+	return nil
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func round1(v float64) float64 { return math.Round(v*10) / 10 }
+
+// peakRSSMB reads VmHWM (peak resident set) from /proc/self/status; 0 when unavailable.
+func peakRSSMB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err == nil {
+				return round1(kb / 1024)
+			}
+		}
+	}
+	return 0
+}
+
+// readBandwidth measures the read bandwidth of a 256 MiB buffer with the decode access pattern (every thread
+// streams a contiguous range through the AVX2 dot kernel); best of 5 passes, in GB/s.
+func readBandwidth(p *kernels.Pool) float64 {
+	buf := make([]float32, 64<<20)
+	for i := range buf {
+		buf[i] = 1
+	}
+	sums := make([]float32, 64)
+	best := 0.0
+	for r := 0; r < 6; r++ {
+		t0 := time.Now()
+		p.For(len(sums), func(lo, hi int) {
+			per := len(buf) / len(sums)
+			for i := lo; i < hi; i++ {
+				b := buf[i*per : (i+1)*per]
+				sums[i] = kernels.Dot(b, b)
+			}
+		})
+		if r > 0 {
+			best = max(best, float64(len(buf)*4)/time.Since(t0).Seconds()/1e9)
+		}
+	}
+	runtime.KeepAlive(buf)
+	return round1(best)
+}
+
+func printBench(w io.Writer, r *benchResult) {
+	fmt.Fprintf(w, "%s %s, %d threads\n", r.Model, r.DType, r.Threads)
+	fmt.Fprintf(w, "pp%d: %.1f tok/s (runs %v), %.1f GFLOP/s", r.Prompt, r.PPTokS, r.PPRuns, r.PPGFlopS)
+	if r.AnchorPP > 0 {
+		fmt.Fprintf(w, ", %.2f× llama.cpp (%.1f)", r.PPTokS/r.AnchorPP, r.AnchorPP)
+	}
+	fmt.Fprintf(w, "\ntg%d: %.1f tok/s (runs %v), %.1f MB/token, %.1f GB/s", r.Gen, r.TGTokS, r.TGRuns,
+		float64(r.BytesPerToken)/1e6, r.GBs)
+	if r.MemGBs > 0 {
+		fmt.Fprintf(w, " (%.0f%% of the %.1f GB/s read bandwidth measured now)", 100*r.GBs/r.MemGBs, r.MemGBs)
+	}
+	if r.AnchorTG > 0 {
+		fmt.Fprintf(w, ", %.2f× llama.cpp (%.1f)", r.TGTokS/r.AnchorTG, r.AnchorTG)
+	}
+	fmt.Fprintln(w)
+	if r.Batch > 1 {
+		fmt.Fprintf(w, "decode batch %d: %.1f ms/step = %.2f× a batch-1 step\n", r.Batch, r.BatchStepMS, r.BatchRatio)
+	}
+	fmt.Fprintf(w, "peak RSS %.0f MB\n", r.RSSMB)
+}
+
