@@ -1,6 +1,8 @@
 package tokenizer
 
 import (
+	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +72,49 @@ func FuzzRoundTrip(f *testing.F) {
 			}
 			if dec != s {
 				t.Fatalf("round trip %q -> %v -> %q", s, ids, dec)
+			}
+		}
+	})
+}
+
+// FuzzScanJSON checks the fast vocab/merges scanner against encoding/json: whatever it accepts, encoding/json
+// accepts with the same result.
+func FuzzScanJSON(f *testing.F) {
+	f.Add([]byte(`{"a":0,"\u2581b":1, "c\"d\\u0041":2}`))
+	f.Add([]byte(`["a b","\u00e9 x"]`))
+	f.Add([]byte(`[["a","b"],["\ud83d\ude00","c"]]`))
+	f.Add([]byte(` { } `))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !utf8.Valid(b) {
+			return
+		}
+		if got, ok := scanVocab(b); ok {
+			var want map[string]int
+			if err := json.Unmarshal(b, &want); err != nil {
+				t.Fatalf("scanVocab accepted %q, encoding/json: %v", b, err)
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("%q: scan %v, json %v", b, got, want)
+			}
+		}
+		if got, ok := scanMerges(b); ok {
+			var strs []string
+			var pairs [][]string
+			if err := json.Unmarshal(b, &strs); err == nil {
+				for i, s := range strs {
+					a, c, _ := strings.Cut(s, " ")
+					if got[i] != [2]string{a, c} {
+						t.Fatalf("%q: scan %v", b, got)
+					}
+				}
+			} else if err := json.Unmarshal(b, &pairs); err == nil {
+				for i, p := range pairs {
+					if len(p) != 2 || got[i] != [2]string{p[0], p[1]} {
+						t.Fatalf("%q: scan %v", b, got)
+					}
+				}
+			} else {
+				t.Fatalf("scanMerges accepted %q, encoding/json: %v", b, err)
 			}
 		}
 	})

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -111,6 +112,9 @@ func parseMerges(raw json.RawMessage) ([][2]string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
+	if out, ok := scanMerges(raw); ok {
+		return out, nil
+	}
 	inner := bytes.TrimSpace(bytes.TrimPrefix(raw, []byte("[")))
 	if len(inner) > 0 && inner[0] == '"' {
 		var list []string
@@ -152,9 +156,11 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	if len(raw.Model.Vocab) == 0 || string(raw.Model.Vocab) == "null" {
 		return nil, errors.New("model.vocab is missing")
 	}
-	var vocab map[string]int
-	if err := json.Unmarshal(raw.Model.Vocab, &vocab); err != nil {
-		return nil, fmt.Errorf("model.vocab: %w", err)
+	vocab, ok := scanVocab(raw.Model.Vocab)
+	if !ok {
+		if err := json.Unmarshal(raw.Model.Vocab, &vocab); err != nil {
+			return nil, fmt.Errorf("model.vocab: %w", err)
+		}
 	}
 	if raw.Model.Dropout != nil && *raw.Model.Dropout > 0 && *raw.Model.Dropout < 1 {
 		return nil, fmt.Errorf("model.dropout %v is not supported", *raw.Model.Dropout)
@@ -200,28 +206,10 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.merges = make(map[uint64]uint64, len(merges))
-	results := make([]string, 0, len(merges))
-	prefixLen := len(m.contPrefix)
-	for i, p := range merges {
-		a, ok1 := m.vocab[p[0]]
-		b, ok2 := m.vocab[p[1]]
-		if !ok1 || !ok2 {
-			return nil, fmt.Errorf("model.merges[%d]: %q %q: token not in the vocabulary", i, p[0], p[1])
-		}
-		right := p[1]
-		if prefixLen > 0 && strings.HasPrefix(right, m.contPrefix) {
-			right = right[prefixLen:]
-		}
-		merged, ok := m.vocab[p[0]+right]
-		if !ok {
-			return nil, fmt.Errorf("model.merges[%d]: merged token %q not in the vocabulary", i, p[0]+right)
-		}
-		m.merges[pairKey(a, b)] = uint64(i)<<32 | uint64(merged)
-		results = append(results, p[0]+right)
-	}
 	m.init()
-	m.setMetaSplit(results)
+	if err := m.resolveMerges(merges); err != nil {
+		return nil, err
+	}
 	t.model = m
 
 	if t.norm, err = parseNormalizer(raw.Normalizer); err != nil {
@@ -281,6 +269,59 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 		}
 	}
 	return t, nil
+}
+
+// resolveMerges fills m.merges (and metaSplit) from the merge list. The vocabulary lookups, the slow part for
+// Gemma-sized files, run on two goroutines.
+func (m *bpe) resolveMerges(merges [][2]string) error {
+	type resolved struct{ key, val uint64 }
+	out := make([]resolved, len(merges))
+	errs := make([]error, 2)
+	metas := make([][]string, 2) // merge results with a ▁ after their first byte (see setMetaSplit)
+	prefixLen := len(m.contPrefix)
+	work := func(part, lo, hi int) {
+		buf := make([]byte, 0, 64)
+		for i := lo; i < hi; i++ {
+			p := merges[i]
+			a, ok1 := m.vocab[p[0]]
+			b, ok2 := m.vocab[p[1]]
+			if !ok1 || !ok2 {
+				errs[part] = fmt.Errorf("model.merges[%d]: %q %q: token not in the vocabulary", i, p[0], p[1])
+				return
+			}
+			right := p[1]
+			if prefixLen > 0 && strings.HasPrefix(right, m.contPrefix) {
+				right = right[prefixLen:]
+			}
+			buf = append(append(buf[:0], p[0]...), right...)
+			merged, ok := m.vocab[string(buf)]
+			if !ok {
+				errs[part] = fmt.Errorf("model.merges[%d]: merged token %q not in the vocabulary", i, buf)
+				return
+			}
+			out[i] = resolved{pairKey(a, b), uint64(i)<<32 | uint64(merged)}
+			if len(buf) > 1 && bytes.Contains(buf[1:], []byte(metaspace)) {
+				metas[part] = append(metas[part], string(buf))
+			}
+		}
+	}
+	half := len(merges) / 2
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); work(1, half, len(merges)) }()
+	work(0, 0, half)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	m.merges = make(map[uint64]uint64, len(merges))
+	for _, r := range out {
+		m.merges[r.key] = r.val // a repeated pair keeps its last rank, as in tokenizers
+	}
+	m.setMetaSplit(append(metas[0], metas[1]...))
+	return nil
 }
 
 func hasByteFallback(d decoder) bool {
