@@ -114,7 +114,15 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 			return err
 		}
 		if it.err != nil || sc.Error != "" {
-			_, err = fmt.Fprintf(w, "{\"score\":%s}\n", sb)
+			eb, err := json.Marshal(struct {
+				Line    int    `json:"line"`
+				Error   string `json:"error"`
+				Cluster int    `json:"cluster"`
+			}{sc.Line, sc.Error, sc.Cluster})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(w, "{\"score\":%s}\n", eb)
 			return err
 		}
 		raw := bytes.TrimSpace(it.ex.Raw)

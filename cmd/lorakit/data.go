@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/progress"
+	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/tokenizer"
+	"github.com/lorakit/lorakit/train/data"
+)
+
+func init() { register(newDataCmd) }
+
+func newDataCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "data",
+		Short: "Validate, score (perplexity, IFD, near-duplicates) and filter SFT data with the model itself",
+		Long: `data works on JSONL SFT files in the shapes training reads: {"prompt","response"},
+{"prompt","reasoning_content","response"}, {"messages":[...]} and Alpaca {"instruction","input","output"}.
+
+  lorakit data check FILE --model DIR          report bad lines and statistics (exit code 1 on bad lines)
+  lorakit data score FILE --model DIR --out S  per-example perplexity, IFD, token counts, near-duplicate cluster
+  lorakit data filter S --out CLEAN [rules]    keep what passes; report and histogram of the cut`,
+	}
+	cmd.AddCommand(newDataCheckCmd(), newDataScoreCmd(), newDataFilterCmd())
+	return cmd
+}
+
+// loadTokTemplate loads only the tokenizer and chat template of a model folder (no weights).
+func loadTokTemplate(dir string) (*tokenizer.Tokenizer, *chat.Template, error) {
+	tok, err := tokenizer.Load(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	tc := tok.Config()
+	tpl, err := chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: chat_template: %w", dir, err)
+	}
+	return tok, tpl, nil
+}
+
+func newDataCheckCmd() *cobra.Command {
+	var (
+		modelDir  string
+		maxSeqLen int
+		threads   int
+		asJSON    bool
+		quiet     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "check FILE --model DIR",
+		Short: "Report bad lines (file:line: reason) and statistics of an SFT JSONL file; exit code 1 if any line is bad",
+		Long: `check parses every line, reports each bad one as FILE:LINE: REASON (invalid JSON, missing field,
+empty response, wrong role order, invalid UTF-8, a chat-template error, or more than --max-seq-len tokens
+after templating) and prints statistics: counts per format, token-length percentiles of prompt, response
+(assistant text incl. reasoning and end-of-turn) and total, exact duplicates (same conversation), and
+examples with reasoning_content. Without --model only parsing is checked (no token statistics).
+Exit code 1 if any line is bad.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o := data.CheckOptions{MaxSeqLen: maxSeqLen, Workers: threads}
+			if modelDir != "" {
+				tok, tpl, err := loadTokTemplate(modelDir)
+				if err != nil {
+					return err
+				}
+				o.Tok, o.Tpl = tok, tpl
+			}
+			errw := cmd.ErrOrStderr()
+			if !quiet {
+				o.OnBad = func(le *data.LineError) { fmt.Fprintln(errw, le.Error()) }
+			}
+			var bar *progress.Bar
+			if size := fileSize(args[0]); size > 8<<20 {
+				bar = progress.New(errw, "check", 0, "lines")
+				o.OnLine = func(n int) {
+					if n%1000 == 0 {
+						bar.Set(int64(n), "")
+					}
+				}
+			}
+			rep, err := data.Check(args[0], o)
+			if err != nil {
+				return err
+			}
+			if bar != nil {
+				bar.Set(int64(rep.Lines), "")
+				bar.Finish()
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else {
+				printCheck(cmd.OutOrStdout(), rep)
+			}
+			if rep.Bad > 0 {
+				return withExitCode(1, fmt.Errorf("data check: %s: %d of %d lines are bad", args[0], rep.Bad, rep.Lines))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modelDir, "model", "", "model folder (tokenizer + chat template) for token statistics")
+	f.IntVar(&maxSeqLen, "max-seq-len", 0, "report examples longer than this many tokens after templating (0: no limit)")
+	f.IntVar(&threads, "threads", 0, "worker threads (0: all CPUs)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&quiet, "quiet", false, "do not list bad lines on stderr")
+	return cmd
+}
+
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+func printCheck(w io.Writer, r *data.CheckReport) {
+	fmt.Fprintf(w, "%s: %d lines, %d good, %d bad\n", r.File, r.Lines, r.Good, r.Bad)
+	if len(r.BadReasons) > 0 {
+		fmt.Fprintf(w, "bad lines by reason:%s\n", fmtCounts(r.BadReasons))
+	}
+	fmt.Fprintf(w, "formats:%s\n", fmtCounts(r.Formats))
+	fmt.Fprintf(w, "with reasoning_content: %d\n", r.WithReasoning)
+	fmt.Fprintf(w, "exact duplicates: %d\n", r.ExactDuplicates)
+	fmt.Fprintf(w, "assistant turns: mean %.2f, max %d\n", r.Turns.Mean, r.Turns.Max)
+	if r.TotalTokens != nil {
+		fmt.Fprintf(w, "%-16s %8s %6s %6s %6s %6s %6s %6s\n", "tokens", "mean", "min", "p50", "p90", "p95", "p99", "max")
+		for _, d := range []struct {
+			name string
+			d    *data.Dist
+		}{{"prompt", r.PromptTokens}, {"response", r.ResponseTokens}, {"total", r.TotalTokens}} {
+			fmt.Fprintf(w, "%-16s %8.1f %6d %6d %6d %6d %6d %6d\n", d.name, d.d.Mean, d.d.Min, d.d.P50, d.d.P90, d.d.P95, d.d.P99, d.d.Max)
+		}
+	}
+}
+
+func fmtCounts(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, " %s=%d", k, m[k])
+	}
+	return b.String()
+}
+
+func newDataScoreCmd() *cobra.Command {
+	var (
+		modelDir, adapterDir, out string
+		maxSeqLen, threads, batch int
+		resume, asJSON            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "score FILE --model DIR [--adapter DIR] --out SCORED.jsonl",
+		Short: "Score every example: response perplexity given the prompt and alone, IFD, token counts, near-duplicate cluster",
+		Long: `score writes one line per input line: the original JSON object with a "score" object as its first key
+(bad lines become {"score":{"line":N,"error":"..."}}). Fields of "score":
+  nll, ppl            mean negative log-likelihood (nats/token) of the assistant tokens given the conversation
+                      (the tokens training puts the loss on: reasoning, content, end-of-turn), and exp(nll);
+                      equal to what lorakit eval reports for the example
+  nll_alone, ppl_alone the same assistant text scored alone after BOS (no prompt, no template)
+  ifd                 nll / nll_alone (instruction-following difficulty)
+  prompt_tokens, response_tokens, total_tokens, scored_tokens, truncated
+  cluster             line number of the first example of its near-duplicate cluster (MinHash over token
+                      5-shingles of the message texts); equal to "line" for the first member
+Examples are batched through the model on all cores; memory stays bounded. Output is written to
+OUT.partial and renamed when complete; --resume continues an interrupted run, skipping lines already scored.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if modelDir == "" || out == "" {
+				return errors.New("data score: --model and --out are required")
+			}
+			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			var delta llama.Delta
+			if adapterDir != "" {
+				ad, err := lora.Load(adapterDir)
+				if err != nil {
+					return err
+				}
+				if err := ad.Check(func(module string) (int, int, bool) {
+					l, ok := m.Net.Linear(module)
+					if !ok {
+						return 0, 0, false
+					}
+					return l.In(), l.Out(), true
+				}); err != nil {
+					return fmt.Errorf("adapter %s does not fit %s: %w", adapterDir, modelDir, err)
+				}
+				delta = ad
+			}
+			bos, hasBOS := m.Tok.BOS()
+			errw := cmd.ErrOrStderr()
+			bar := progress.New(errw, "score", 0, "lines")
+			o := data.ScoreOptions{Tok: m.Tok, Tpl: m.Chat, BOS: bos, HasBOS: hasBOS,
+				Scorer: &data.ModelScorer{Net: m.Net, Adapter: delta}, MaxSeqLen: maxSeqLen, BatchTokens: batch,
+				Resume: resume, OnProgress: func(n int) { bar.Set(int64(n), "") }}
+			sum, err := data.ScoreFile(args[0], out, o)
+			if err != nil {
+				return err
+			}
+			bar.Finish()
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), sum)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d lines, %d scored, %d bad, %d skipped (resumed); wrote %s\n",
+				args[0], sum.Lines, sum.Scored, sum.Bad, sum.Skipped, out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modelDir, "model", "", "model folder")
+	f.StringVar(&adapterDir, "adapter", "", "PEFT LoRA adapter folder to score with")
+	f.StringVar(&out, "out", "", "scored JSONL output")
+	f.IntVar(&maxSeqLen, "max-seq-len", 4096, "cut longer examples at the end (as eval does)")
+	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
+	f.IntVar(&batch, "batch-tokens", 4096, "tokens per model batch")
+	f.BoolVar(&resume, "resume", false, "continue an interrupted run (skip lines already in the output)")
+	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
+
+func newDataFilterCmd() *cobra.Command {
+	var (
+		o                 data.FilterOptions
+		out, report, hist string
+		minIFD, maxIFD    float64
+		asJSON            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "filter SCORED.jsonl --out CLEAN.jsonl [--max-ppl X] [--min-ifd A] [--max-ifd B] [--keep-top F --by ifd|ppl] [--dedup] [--min-tokens N] [--max-tokens N]",
+		Short: "Keep the scored examples that pass the rules, in their original form, with a report and histogram",
+		Long: `filter reads the output of lorakit data score and writes the kept examples byte for byte as they were
+in the original file (with their "score" object if --keep-scores). Every line is kept or dropped with a
+reason (bad lines are dropped). Rules: --max-ppl (ppl above is dropped), --min-ifd/--max-ifd, --min-tokens/
+--max-tokens (total tokens after templating), --dedup (keep only the first example of each near-duplicate
+cluster), and --keep-top F: of what the other rules keep, keep the best fraction F by --by (ifd: highest
+IFD, ppl: lowest perplexity). --report FILE.json gets the counts, reasons, thresholds, histogram and every
+dropped line; --histogram FILE.svg (default: next to the report) draws the --by score with the cuts marked.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return errors.New("data filter: --out is required")
+			}
+			fl := cmd.Flags()
+			o.HasMinIFD, o.HasMaxIFD = fl.Changed("min-ifd"), fl.Changed("max-ifd")
+			o.MinIFD, o.MaxIFD = minIFD, maxIFD
+			if fl.Changed("keep-top") && (o.KeepTop <= 0 || o.KeepTop > 1) {
+				return fmt.Errorf("data filter: --keep-top %v not in (0, 1]", o.KeepTop)
+			}
+			rep, err := data.Filter(args[0], out, o)
+			if err != nil {
+				return err
+			}
+			if hist == "" && report != "" {
+				hist = strings.TrimSuffix(report, ".json") + ".svg"
+			}
+			if hist != "" {
+				title := fmt.Sprintf("%s of %d scored examples (%d kept)", rep.By, rep.Lines, rep.Kept)
+				if err := data.WriteHistogramSVG(hist, rep.Histogram, title); err != nil {
+					return err
+				}
+			}
+			if report != "" {
+				if err := atomicfile.Write(report, func(w *bufio.Writer) error { return printJSON(w, rep) }); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), struct {
+					Lines, Kept, Dropped int
+					Reasons              map[string]int
+				}{rep.Lines, rep.Kept, rep.Dropped, rep.Reasons})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d lines, %d kept, %d dropped:%s; wrote %s\n",
+				args[0], rep.Lines, rep.Kept, rep.Dropped, fmtCounts(rep.Reasons), out)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "output JSONL of kept examples")
+	f.StringVar(&report, "report", "", "write a JSON report here")
+	f.StringVar(&hist, "histogram", "", "write an SVG histogram here (default: the report's name with .svg)")
+	f.Float64Var(&o.MaxPPL, "max-ppl", 0, "drop examples whose response perplexity is above this")
+	f.Float64Var(&minIFD, "min-ifd", 0, "drop examples with IFD below this")
+	f.Float64Var(&maxIFD, "max-ifd", 0, "drop examples with IFD above this (e.g. 1: the prompt does not help)")
+	f.Float64Var(&o.KeepTop, "keep-top", 0, "keep this fraction (0,1] of the remaining examples, best first by --by")
+	f.StringVar(&o.By, "by", "ifd", "score for --keep-top and the histogram: ifd (highest kept) or ppl (lowest kept)")
+	f.BoolVar(&o.Dedup, "dedup", false, "keep only the first example of each near-duplicate cluster")
+	f.IntVar(&o.MinTokens, "min-tokens", 0, "drop examples with fewer total tokens")
+	f.IntVar(&o.MaxTokens, "max-tokens", 0, "drop examples with more total tokens")
+	f.BoolVar(&o.KeepScores, "keep-scores", false, "keep the score object in the output lines")
+	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	return cmd
+}
