@@ -110,4 +110,3 @@ func meanNLL(t *testing.T, net *llama.Model, ids []int, mask []bool) float64 {
 	}
 	return s / float64(n)
 }
-
