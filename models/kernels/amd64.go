@@ -142,35 +142,36 @@ func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ld
 
 // matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ: 3×4 tiles
 // over K chunks of mmK (the X rows and W rows of a tile stay in L1), then the
-// edge rows and columns and the K tail (k % 8) with the GEMV kernels.
+// K tail (k % 8) of those tiles, then the edge rows and columns with the
+// 4-row GEMV kernels.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
-	k, n := t.k, t.n
+	k := t.k
 	k8 := k &^ 7
 	if !useAVX2 || (t.kind == wF16 && !hasF16C) || k8 == 0 {
-		for i := i0; i < i1; i++ {
-			t.matVecRows(t.y[i*n:(i+1)*n], t.x[i*k:(i+1)*k], j0, j1)
-		}
+		iq, jq := i0, j0
+		matMulEdges(t, i0, i1, j0, j1, iq, jq)
 		return
 	}
+	ldy, ldx, ldw := t.ldy, t.ldx, t.ldw
 	iq := i0 + (i1-i0)/3*3 // end of full row triples
 	jq := j0 + (j1-j0)/4*4 // end of full column quads
 	for kb := 0; kb < k8; kb += mmK {
 		kc := min(mmK, k8-kb)
 		acc := 0
-		if kb > 0 {
+		if kb > 0 || t.accum {
 			acc = 1
 		}
 		for i := i0; i < iq; i += 3 {
-			xp := &t.x[i*k+kb]
+			xp := &t.x[i*ldx+kb]
 			for j := j0; j < jq; j += 4 {
-				c := &t.y[i*n+j]
+				c := &t.y[i*ldy+j]
 				switch t.kind {
 				case wF32:
-					mmTile3x4F32(xp, k, &t.wf[j*k+kb], k, kc, c, n, acc)
+					mmTile3x4F32(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
 				case wBF16:
-					mmTile3x4BF16(xp, k, &t.wh[j*k+kb], k, kc, c, n, acc)
+					mmTile3x4BF16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
 				case wF16:
-					mmTile3x4F16(xp, k, &t.wh[j*k+kb], k, kc, c, n, acc)
+					mmTile3x4F16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
 				}
 			}
 		}
@@ -178,20 +179,71 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	if k8 < k { // K tail of the tiled part
 		for i := i0; i < iq; i++ {
 			for j := j0; j < jq; j++ {
-				s := t.y[i*n+j]
+				s := t.y[i*ldy+j]
 				for l := k8; l < k; l++ {
-					s += t.x[i*k+l] * t.weight(j*k+l)
+					s += t.x[i*ldx+l] * t.weight(j*ldw+l)
 				}
-				t.y[i*n+j] = s
+				t.y[i*ldy+j] = s
 			}
 		}
 	}
+	matMulEdges(t, i0, i1, j0, j1, iq, jq)
+}
+
+// matMulEdges computes the rows [iq, i1) over [j0, j1) and the columns
+// [jq, j1) of rows [i0, iq) with full-length dot products.
+func matMulEdges(t *matMulTask, i0, i1, j0, j1, iq, jq int) {
 	for i := i0; i < i1; i++ {
-		y, x := t.y[i*n:(i+1)*n], t.x[i*k:(i+1)*k]
+		js := jq
 		if i >= iq {
-			t.matVecRows(y, x, j0, j1)
-		} else if jq < j1 {
-			t.matVecRows(y, x, jq, j1)
+			js = j0
 		}
+		for j := js; j < j1; {
+			nr := 4
+			if j1-j < 4 {
+				nr = 1
+			}
+			var out [4]float32
+			t.dots(i, j, nr, &out)
+			for r := 0; r < nr; r++ {
+				if t.accum {
+					t.y[i*t.ldy+j+r] += out[r]
+				} else {
+					t.y[i*t.ldy+j+r] = out[r]
+				}
+			}
+			j += nr
+		}
+	}
+}
+
+// dots sets out[r] = X[i]·W[j+r] for r < nr (nr is 4 or 1).
+func (t *matMulTask) dots(i, j, nr int, out *[4]float32) {
+	k := t.k
+	k8 := k &^ 7
+	stride := t.ldw
+	if nr == 1 {
+		stride = 0
+	}
+	x := t.x[i*t.ldx : i*t.ldx+k]
+	if useAVX2 && k8 > 0 && (t.kind != wF16 || hasF16C) {
+		switch t.kind {
+		case wF32:
+			matVec4F32(&t.wf[j*t.ldw], stride, &x[0], k8, &out[0])
+		case wBF16:
+			matVec4BF16(&t.wh[j*t.ldw], stride, &x[0], k8, &out[0])
+		case wF16:
+			matVec4F16(&t.wh[j*t.ldw], stride, &x[0], k8, &out[0])
+		}
+	} else {
+		k8 = 0
+		*out = [4]float32{}
+	}
+	for r := 0; r < nr; r++ {
+		s := out[r]
+		for l := k8; l < k; l++ {
+			s += x[l] * t.weight((j+r)*t.ldw+l)
+		}
+		out[r] = s
 	}
 }

@@ -20,6 +20,22 @@ func siluMul(y, gate, up []float32)                                 { refSiLUMul
 // matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	for i := i0; i < i1; i++ {
-		t.matVecRows(t.y[i*t.n:(i+1)*t.n], t.x[i*t.k:(i+1)*t.k], j0, j1)
+		x := t.x[i*t.ldx : i*t.ldx+t.k]
+		for j := j0; j < j1; j++ {
+			var s float32
+			switch t.kind {
+			case wF32:
+				s = refDot(x, t.wf[j*t.ldw:j*t.ldw+t.k])
+			case wBF16:
+				s = refDotBF16(t.wh[j*t.ldw:j*t.ldw+t.k], x)
+			case wF16:
+				s = refDotF16(t.wh[j*t.ldw:j*t.ldw+t.k], x)
+			}
+			if t.accum {
+				t.y[i*t.ldy+j] += s
+			} else {
+				t.y[i*t.ldy+j] = s
+			}
+		}
 	}
 }

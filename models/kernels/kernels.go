@@ -146,7 +146,7 @@ func Gemm(p *Pool, transA, transB bool, m, n, k int, alpha float32, a []float32,
 		(ar > 0 && len(a) < (ar-1)*lda+ac) || (br > 0 && len(b) < (br-1)*ldb+bc) || len(c) < (m-1)*ldc+n {
 		panic("kernels: Gemm: slice lengths or leading dimensions do not match m, n, k")
 	}
-	p.gemm(gemmTask{transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+	p.gemm(gemmArgs{transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
 		a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc})
 }
 

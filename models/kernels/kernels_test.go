@@ -175,7 +175,7 @@ func TestMatVec(t *testing.T) {
 func TestMatMulT(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	ps := pools()
-	shapes := [][3]int{{0, 3, 4}, {1, 5, 7}, {2, 16, 16}, {5, 17, 33}, {7, 40, 64}, {13, 33, 100}, {31, 70, 129}, {64, 96, 300}}
+	shapes := [][3]int{{0, 3, 4}, {1, 5, 7}, {2, 16, 16}, {5, 17, 33}, {7, 40, 64}, {13, 33, 100}, {31, 70, 129}, {64, 96, 300}, {7, 9, 1100}}
 	for _, sh := range shapes {
 		m, n, k := sh[0], sh[1], sh[2]
 		for pi, p := range ps {
@@ -220,7 +220,7 @@ func TestMatMulT(t *testing.T) {
 func TestGemm(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	ps := pools()
-	shapes := [][3]int{{1, 1, 1}, {1, 7, 0}, {3, 5, 7}, {6, 16, 8}, {7, 17, 9}, {13, 40, 33}, {40, 13, 70}, {70, 65, 129}, {130, 50, 300}}
+	shapes := [][3]int{{1, 1, 1}, {1, 7, 0}, {3, 5, 7}, {6, 16, 8}, {7, 17, 9}, {13, 40, 33}, {40, 13, 70}, {70, 65, 129}, {130, 50, 300}, {8, 9, 1037}}
 	for _, sh := range shapes {
 		m, n, k := sh[0], sh[1], sh[2]
 		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {

@@ -10,6 +10,11 @@ type matMulTask struct {
 	wh      []uint16
 	m, n, k int
 	ti      int // number of row blocks of X
+
+	// strides (row lengths) of Y, X and W; accum adds to Y instead of
+	// overwriting it (Gemm with beta != 0)
+	ldy, ldx, ldw int
+	accum         bool
 }
 
 const (
@@ -26,25 +31,16 @@ func (t *matMulTask) run(lo, hi int) {
 	}
 }
 
-// matVecRows computes y[j] = W[j]·x for W rows [j0, j1).
-func (t *matMulTask) matVecRows(y, x []float32, j0, j1 int) {
-	switch t.kind {
-	case wF32:
-		matVecF32(y, t.wf, x, j0, j1, t.k)
-	case wBF16:
-		matVecBF16(y, t.wh, x, j0, j1, t.k)
-	case wF16:
-		matVecF16(y, t.wh, x, j0, j1, t.k)
-	}
-}
-
 func (p *Pool) matMulT(t matMulTask) {
 	if t.m == 0 || t.n == 0 {
 		return
 	}
-	if t.m == 1 {
+	if t.m == 1 && t.ldx == 0 {
 		p.matVec(matVecTask{kind: t.kind, y: t.y, wf: t.wf, wh: t.wh, x: t.x, rows: t.n, cols: t.k})
 		return
+	}
+	if t.ldx == 0 {
+		t.ldy, t.ldx, t.ldw = t.n, t.k, t.k
 	}
 	t.ti = (t.m + mmRows - 1) / mmRows
 	tiles := t.ti * ((t.n + mmCols - 1) / mmCols)
@@ -58,8 +54,77 @@ func (p *Pool) matMulT(t matMulTask) {
 	p.mu.Unlock()
 }
 
-// gemmTask computes rows [lo, hi) of C = alpha·op(A)·op(B) + beta·C.
-type gemmTask struct {
+// gemm runs C = alpha·op(A)·op(B) + beta·C as a matMulTask C (+)= X·Wᵀ with
+// X = alpha·op(A) [m, k] and W = op(B)ᵀ [n, k]: operands already in that
+// layout are used in place, the others are transposed (and scaled) into
+// scratch buffers that the pool keeps between calls.
+func (p *Pool) gemm(g gemmArgs) {
+	t := matMulTask{kind: wF32, y: g.c, ldy: g.ldc, m: g.m, n: g.n, k: g.k}
+	if g.k == 0 || g.alpha == 0 {
+		for i := 0; i < g.m; i++ {
+			ci := g.c[i*g.ldc : i*g.ldc+g.n]
+			if g.beta == 0 {
+				clear(ci)
+			} else {
+				scale(g.beta, ci)
+			}
+		}
+		return
+	}
+	locked := p.acquire()
+	var bufA, bufB *[]float32
+	if locked {
+		bufA, bufB = &p.scratchA, &p.scratchB
+	} else {
+		bufA, bufB = new([]float32), new([]float32)
+	}
+	if !g.transA && g.alpha == 1 {
+		t.x, t.ldx = g.a, g.lda
+	} else {
+		x := growF32(bufA, g.m*g.k)
+		for i := 0; i < g.m; i++ {
+			xi := x[i*g.k : (i+1)*g.k]
+			if g.transA {
+				for l := range xi {
+					xi[l] = g.alpha * g.a[l*g.lda+i]
+				}
+			} else {
+				for l := range xi {
+					xi[l] = g.alpha * g.a[i*g.lda+l]
+				}
+			}
+		}
+		t.x, t.ldx = x, g.k
+	}
+	if g.transB {
+		t.wf, t.ldw = g.b, g.ldb
+	} else {
+		w := growF32(bufB, g.n*g.k)
+		transpose(w, g.b, g.k, g.n, g.ldb)
+		t.wf, t.ldw = w, g.k
+	}
+	if g.beta != 0 {
+		t.accum = true
+		if g.beta != 1 {
+			for i := 0; i < g.m; i++ {
+				scale(g.beta, g.c[i*g.ldc:i*g.ldc+g.n])
+			}
+		}
+	}
+	t.ti = (t.m + mmRows - 1) / mmRows
+	tiles := t.ti * ((t.n + mmCols - 1) / mmCols)
+	if !locked {
+		t.run(0, tiles)
+		return
+	}
+	p.mm = t
+	p.runLocked(tiles, tiles, &p.mm)
+	p.mm = matMulTask{}
+	p.mu.Unlock()
+}
+
+// gemmArgs are Gemm's arguments.
+type gemmArgs struct {
 	transA, transB bool
 	m, n, k        int
 	alpha, beta    float32
@@ -67,51 +132,30 @@ type gemmTask struct {
 	lda, ldb, ldc  int
 }
 
-func (t *gemmTask) run(lo, hi int) {
-	n, k := t.n, t.k
-	for i := lo; i < hi; i++ {
-		ci := t.c[i*t.ldc : i*t.ldc+n]
-		if t.beta == 0 {
-			clear(ci)
-		} else if t.beta != 1 {
-			scale(t.beta, ci)
-		}
-		if t.transB {
-			for j := 0; j < n; j++ {
-				bj := t.b[j*t.ldb : j*t.ldb+k]
-				var s float32
-				if t.transA {
-					for l := 0; l < k; l++ {
-						s += t.a[l*t.lda+i] * bj[l]
-					}
-				} else {
-					s = dot(t.a[i*t.lda:i*t.lda+k], bj)
-				}
-				ci[j] += t.alpha * s
-			}
-			continue
-		}
-		for l := 0; l < k; l++ {
-			var av float32
-			if t.transA {
-				av = t.a[l*t.lda+i]
-			} else {
-				av = t.a[i*t.lda+l]
-			}
-			axpy(t.alpha*av, t.b[l*t.ldb:l*t.ldb+n], ci)
-		}
+// growF32 returns (*buf)[:n], reallocating when too small.
+func growF32(buf *[]float32, n int) []float32 {
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
 	}
+	return (*buf)[:n]
 }
 
-func (p *Pool) gemm(t gemmTask) {
-	if t.m*t.n*t.k < 1<<15 || !p.acquire() {
-		t.run(0, t.m)
-		return
+// transpose writes dst[j*rows+i] = src[i*ld+j] for a [rows, cols] source, in
+// 32×32 blocks.
+func transpose(dst, src []float32, rows, cols, ld int) {
+	const bs = 32
+	for i0 := 0; i0 < rows; i0 += bs {
+		i1 := min(i0+bs, rows)
+		for j0 := 0; j0 < cols; j0 += bs {
+			j1 := min(j0+bs, cols)
+			for i := i0; i < i1; i++ {
+				row := src[i*ld : i*ld+j1]
+				for j := j0; j < j1; j++ {
+					dst[j*rows+i] = row[j]
+				}
+			}
+		}
 	}
-	p.gem = t
-	p.runLocked(t.m, 8*p.threads, &p.gem)
-	p.gem = gemmTask{}
-	p.mu.Unlock()
 }
 
 // weight returns element idx of W as float32.

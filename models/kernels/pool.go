@@ -39,8 +39,10 @@ type Pool struct {
 
 	// preallocated kernel jobs so that kernels do not allocate per call
 	mv  matVecTask
-	mm  matMulTask
-	gem gemmTask
+	mm matMulTask
+
+	// Gemm's transposed operands, kept between calls (guarded by mu)
+	scratchA, scratchB []float32
 }
 
 // NewPool starts threads-1 worker goroutines (threads <= 0 means
