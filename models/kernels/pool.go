@@ -38,7 +38,7 @@ type Pool struct {
 	asleep  []atomic.Bool // worker i is parked (or about to park) on wake[i]
 
 	// preallocated kernel jobs so that kernels do not allocate per call
-	mv  matVecTask
+	mv matVecTask
 	mm matMulTask
 
 	// Gemm's transposed operands, kept between calls (guarded by mu)
