@@ -44,7 +44,7 @@ type fakeState struct {
 func (s *fakeState) Len() int { return len(s.toks) }
 
 func (m *fakeModel) NewState(int) engine.State { return &fakeState{} }
-func (m *fakeModel) VocabSize() int           { return fVocab }
+func (m *fakeModel) VocabSize() int            { return fVocab }
 func (m *fakeModel) Forward(rows []engine.Row) ([][]float32, error) {
 	if m.block != nil {
 		select {

@@ -527,7 +527,7 @@ func TestQueueFullAndDisconnect(t *testing.T) {
 	st, b := e.post(t, "/v1/chat/completions", chatBody("base", "x", ""))
 	wantError(t, st, b, 429, "queue is full")
 	cancel() // the streaming client goes away: its slot frees at the next step
-	e.feed(3)
+	e.feed(1 << 20)
 	waitUntil(t, func() bool { s := e.srv.eng.Stats(); return s.Active == 0 && s.Waiting == 0 })
 }
 

@@ -65,6 +65,7 @@ type seq struct {
 	pos      int // prompt tokens already in the cache
 	chunk    int // prompt tokens fed this step
 	gen      []int
+	hist     []int // prompt + generated, for the sampler's penalties
 	last     int
 	maxNew   int
 	dec      Decoder
@@ -276,6 +277,8 @@ func (e *Engine) step() {
 				s.state = e.cfg.Backend.NewState(len(s.req.Prompt) + s.maxNew)
 				s.dec = e.cfg.NewDecoder()
 				s.smp = e.cfg.NewSampler(s.req.Sampling)
+				s.hist = make([]int, len(s.req.Prompt), len(s.req.Prompt)+min(s.maxNew, 4096))
+				copy(s.hist, s.req.Prompt)
 			}
 			n := min(len(s.req.Prompt)-s.pos, budget)
 			budget -= n
@@ -370,7 +373,7 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 				err = fmt.Errorf("engine: sampler panicked: %v", r)
 			}
 		}()
-		id = s.smp.Sample(logits, s.gen)
+		id = s.smp.Sample(logits, s.hist)
 		if id < 0 || id >= len(logits) {
 			return fmt.Errorf("engine: sampler returned token %d outside the vocabulary", id)
 		}
@@ -392,6 +395,7 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 	}
 	s.lastTok = now
 	s.gen = append(s.gen, id)
+	s.hist = append(s.hist, id)
 	s.last = id
 	var toks []TokenLogprob
 	if lp != nil {
@@ -443,7 +447,7 @@ func (e *Engine) finish(s *seq, reason string, err error) {
 		return
 	}
 	s.released = true
-	s.state, s.dec, s.smp = nil, nil, nil
+	s.state, s.dec, s.smp, s.hist = nil, nil, nil, nil
 	if s.req.Release != nil {
 		s.req.Release() // before the last event, so a reader that saw the end sees the reference dropped
 	}
