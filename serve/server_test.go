@@ -581,3 +581,26 @@ func waitUntil(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+func newTS(t *testing.T, s *Server) *httptest.Server {
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// postNoT posts a chat request without a *testing.T (for goroutines).
+func (e *testEnv) postNoT(body string) (int, []byte) {
+	resp, err := http.Post(e.ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func decodeMap(b []byte) map[string]any {
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}

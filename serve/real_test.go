@@ -1,0 +1,150 @@
+package serve
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/serve/engine"
+)
+
+// spyModel records which adapters shared each Forward call.
+type spyModel struct {
+	Model
+	mu    sync.Mutex
+	mixed int
+}
+
+func (s *spyModel) Forward(rows []engine.Row) ([][]float32, error) {
+	seen := map[engine.Delta]bool{}
+	for _, r := range rows {
+		seen[r.Adapter] = true
+	}
+	s.mu.Lock()
+	if len(seen) >= 3 {
+		s.mixed++
+	}
+	s.mu.Unlock()
+	return s.Model.Forward(rows)
+}
+
+// writeRandomAdapter saves a rank-4 adapter on every attention and MLP projection with non-zero B.
+func writeRandomAdapter(t testing.TB, m *models.Model, dir string, seed int64) {
+	t.Helper()
+	cfg := lora.NewConfig(4, 8, []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+	a := lora.New(cfg)
+	rng := rand.New(rand.NewSource(seed))
+	for _, mod := range m.Net.Modules() {
+		if !cfg.Targets(mod) {
+			continue
+		}
+		l, _ := m.Net.Linear(mod)
+		p := cfg.NewPair(mod, l.In(), l.Out())
+		for i := range p.A {
+			p.A[i] = float32(rng.NormFloat64()) * 0.5
+		}
+		for i := range p.B {
+			p.B[i] = float32(rng.NormFloat64()) * 0.5
+		}
+		a.Modules[mod] = p
+	}
+	if len(a.Modules) == 0 {
+		t.Fatal("adapter targets no module")
+	}
+	if err := a.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGreedyMatchesGenerateWithMixedAdapters(t *testing.T) {
+	dir := t.TempDir()
+	if err := testmodel.Write(filepath.Join(dir, "model"), testmodel.Default()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.Load(filepath.Join(dir, "model"), models.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	names := []string{"a1", "a2"}
+	adapters := map[string]string{}
+	for i, n := range names {
+		p := filepath.Join(dir, n)
+		writeRandomAdapter(t, m, p, int64(i+7))
+		adapters[n] = p
+	}
+	spy := &spyModel{Model: FromModel(m)}
+	srv, err := New(Config{Model: spy, ModelName: "tiny", Adapters: adapters, MaxBatch: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	e := &testEnv{srv: srv, ts: newTS(t, srv)}
+
+	prompts := []string{"hello there", "the quick brown fox", "abc"}
+	want := map[string]string{}
+	for _, model := range []string{"tiny", "a1", "a2"} {
+		var d *lora.Adapter
+		if model != "tiny" {
+			if d, err = lora.Load(adapters[model]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, p := range prompts {
+			ids, err := m.EncodeChat([]chat.Message{{Role: "user", Content: p}}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := models.GenerateOptions{MaxTokens: 12}
+			if d != nil {
+				o.Adapter = d
+			}
+			res, err := m.Generate(context.Background(), ids, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[model+"|"+p] = res.Text
+		}
+	}
+	if want["a1|abc"] == want["tiny|abc"] && want["a2|abc"] == want["tiny|abc"] {
+		t.Fatal("adapters do not change the output; the test would prove nothing")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for rep := 0; rep < 2; rep++ {
+		for k := range want {
+			wg.Add(1)
+			go func(k string) {
+				defer wg.Done()
+				model, p, _ := strings.Cut(k, "|")
+				st, b := e.postNoT(chatBody(model, p, `"temperature":0,"max_tokens":12`))
+				if st != 200 {
+					errs <- fmt.Errorf("%s: %d %s", k, st, b)
+					return
+				}
+				got, _ := decodeMap(b)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"].(string)
+				if got != want[k] {
+					errs <- fmt.Errorf("%s: server %q, Generate %q", k, got, want[k])
+				}
+			}(k)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	spy.mu.Lock()
+	defer spy.mu.Unlock()
+	if spy.mixed == 0 {
+		t.Error("no Forward call held base, a1 and a2 rows together")
+	}
+}
