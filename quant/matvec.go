@@ -2,15 +2,17 @@ package quant
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/lorakit/lorakit/models/kernels"
 )
 
-// maxStackCols is the longest row whose (kernel-ordered) copy of x lives on the stack; longer rows allocate.
-const maxStackCols = 16384
-
 // scaleBuf is the number of decoded absmax values a worker keeps on its stack.
-const scaleBuf = 1024
+const scaleBuf = 256
+
+// xPool recycles the kernel-ordered copies of x that MatVec shares between its workers, so that a decode
+// step allocates nothing. It holds scratch memory only.
+var xPool = sync.Pool{New: func() any { return new([]float32) }}
 
 // fast reports whether MatVec can use the row kernel: a 4-bit type whose blocks never straddle rows and
 // hold a multiple of 32 elements.
@@ -26,42 +28,38 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 	if len(y) != rows || len(x) != cols {
 		panic(fmt.Sprintf("quant: MatVec: len(y)=%d len(x)=%d, want %d and %d", len(y), len(x), rows, cols))
 	}
-	if q.fast() {
-		p.For(rows, func(lo, hi int) { q.matVecFast(y, x, lo, hi) })
+	if !q.fast() {
+		p.For(rows, func(lo, hi int) { q.matVecGeneric(y, x, lo, hi) })
 		return
 	}
-	p.For(rows, func(lo, hi int) { q.matVecGeneric(y, x, lo, hi) })
+	bp := xPool.Get().(*[]float32)
+	if cap(*bp) < cols {
+		*bp = make([]float32, cols)
+	}
+	xs := (*bp)[:cols]
+	kernelOrder(xs, x)
+	p.For(rows, func(lo, hi int) { q.matVecFast(y, xs, lo, hi) })
+	xPool.Put(bp)
 }
 
-// matVecFast runs the row kernel over rows [lo, hi).
-func (q *Blocks4) matVecFast(y, x []float32, lo, hi int) {
+// matVecFast runs the row kernel over rows [lo, hi); xs is x in kernel order.
+func (q *Blocks4) matVecFast(y, xs []float32, lo, hi int) {
 	cols, bs := q.Cols(), q.BlockSize
 	nbRow := cols / bs
-	var xbuf [maxStackCols]float32
-	var xs []float32
-	if cols <= maxStackCols {
-		xs = xbuf[:cols]
-	} else {
-		xs = make([]float32, cols)
+	if !q.Double {
+		rows4(y[lo:hi], q.Packed[lo*cols/2:hi*cols/2], q.Absmax[lo*nbRow:hi*nbRow], xs, &q.Code, nbRow, bs)
+		return
 	}
-	kernelOrder(xs, x)
 	var sbuf [scaleBuf]float32
-	var sc []float32
-	if nbRow <= scaleBuf {
-		sc = sbuf[:]
-	} else {
+	sc := sbuf[:]
+	if nbRow > scaleBuf {
 		sc = make([]float32, nbRow)
 	}
 	step := len(sc) / nbRow
 	for r := lo; r < hi; {
 		n := min(hi-r, step)
-		var scales []float32
-		if q.Double {
-			scales = sc[:n*nbRow]
-			q.AbsmaxRange(scales, r*nbRow)
-		} else {
-			scales = q.Absmax[r*nbRow : (r+n)*nbRow]
-		}
+		scales := sc[:n*nbRow]
+		q.AbsmaxRange(scales, r*nbRow)
 		rows4(y[r:r+n], q.Packed[r*cols/2:(r+n)*cols/2], scales, xs, &q.Code, nbRow, bs)
 		r += n
 	}

@@ -143,8 +143,16 @@ func (q *Blocks4) AbsmaxRange(dst []float32, b0 int) {
 		copy(dst, q.Absmax[b0:b0+len(dst)])
 		return
 	}
-	for i := range dst {
-		dst[i] = q.BlockAbsmax(b0 + i)
+	code := q.NestedCode[:256]
+	qa := q.QAbsmax[b0 : b0+len(dst)]
+	off, nbs := q.NestedOffset, q.NestedBlockSize
+	for i := 0; i < len(dst); {
+		b := b0 + i
+		nested := q.NestedAbsmax[b/nbs]
+		end := min(len(dst), (b/nbs+1)*nbs-b0)
+		for ; i < end; i++ {
+			dst[i] = float32(code[qa[i]]*nested) + off
+		}
 	}
 }
 
