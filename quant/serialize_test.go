@@ -123,8 +123,8 @@ func TestFromCheckpointRejectsCorrupt(t *testing.T) {
 			tt.Data, tt.Shape = tt.Data[:3], []int{3}
 		}),
 		"short packed": mutate(name, func(tt *safetensors.Tensor) { tt.Data, tt.Shape = tt.Data[:10], []int{10, 1} }),
-		"nan nested": mutate(name+".nested_absmax", func(tt *safetensors.Tensor) { copy(tt.Data, []byte{0, 0, 0xc0, 0x7f}) }),
-		"bad map": mutate(name+".quant_map", func(tt *safetensors.Tensor) { tt.Data, tt.Shape = tt.Data[:32], []int{8} }),
+		"nan nested":   mutate(name+".nested_absmax", func(tt *safetensors.Tensor) { copy(tt.Data, []byte{0, 0, 0xc0, 0x7f}) }),
+		"bad map":      mutate(name+".quant_map", func(tt *safetensors.Tensor) { tt.Data, tt.Shape = tt.Data[:32], []int{8} }),
 	}
 	for what, ts := range cases {
 		c := writeCkpt(t, ts)
