@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/serve"
+)
+
+func init() { register(newServeCmd) }
+
+func newServeCmd() *cobra.Command {
+	var (
+		modelDir, adapterDir, quantType, host, apiKey, servedName string
+		adapters                                                  []string
+		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads int
+		prefillChunk                                              int
+		allowAnyPath                                              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--adapter-dir DIR] [--port 8080]",
+		Short: "Serve a model and many LoRA adapters over an OpenAI-compatible HTTP API",
+		Long: `Serve loads one base model (f32, bf16, or NF4 with --quant nf4) and any number of LoRA adapters beside it
+and answers the OpenAI API: POST /v1/chat/completions, POST /v1/completions, GET /v1/models. The request's
+"model" field picks the adapter by name (the base model's name is --served-model-name, default the folder
+name). Requests for different adapters are decoded together in one batch (continuous batching).
+
+Adapters: --adapter NAME=DIR at start; POST /v1/load_lora_adapter {"lora_name","lora_path"} and
+/v1/unload_lora_adapter {"lora_name"} at run time (vLLM's API; loading an existing name replaces it, unloading
+waits for requests still using it); with --adapter-dir, a request naming a sub-folder loads it on first use and
+the least recently used are evicted beyond --max-loaded-adapters. Runtime loads are limited to --adapter-dir
+and the --adapter paths unless --allow-any-adapter-path.
+
+Also GET /health and GET /metrics (Prometheus). --api-key requires "Authorization: Bearer KEY" on /v1/*.
+SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if modelDir == "" {
+				return errors.New("serve: --model DIR is required")
+			}
+			if port < 0 || port > 65535 {
+				return fmt.Errorf("serve: --port %d is out of range", port)
+			}
+			named := map[string]string{}
+			for _, a := range adapters {
+				name, dir, ok := strings.Cut(a, "=")
+				if !ok || name == "" || dir == "" {
+					return fmt.Errorf("serve: --adapter %q must be NAME=DIR", a)
+				}
+				if _, dup := named[name]; dup {
+					return fmt.Errorf("serve: --adapter name %q given twice", name)
+				}
+				named[name] = dir
+			}
+			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType})
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			if servedName == "" {
+				servedName = filepath.Base(filepath.Clean(modelDir))
+			}
+			srv, err := serve.New(serve.Config{Model: serve.FromModel(m), ModelName: servedName, ModelRoot: modelDir,
+				Adapters: named, AdapterDir: adapterDir, MaxLoadedAdapters: maxLoaded, AllowAnyAdapterPath: allowAnyPath,
+				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk})
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(cmd.ErrOrStderr(), "lorakit serve: model %q with %d adapter(s) on http://%s (Ctrl-C to stop)\n",
+				servedName, srv.Registry().Len(), ln.Addr())
+			err = srv.Start(ctx, ln)
+			fmt.Fprintln(cmd.ErrOrStderr(), "lorakit serve: stopped")
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&modelDir, "model", "", "base model folder (Hugging Face layout)")
+	f.StringArrayVar(&adapters, "adapter", nil, "load adapter NAME=DIR at start (repeatable)")
+	f.StringVar(&adapterDir, "adapter-dir", "", "folder of adapters loaded on first use by name")
+	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
+	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")
+	f.StringVar(&quantType, "quant", "", `quantise the base at load: "nf4" or "fp4"`)
+	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
+	f.IntVar(&port, "port", 8080, "port to listen on (0: any free port)")
+	f.StringVar(&apiKey, "api-key", "", "require this bearer token on /v1/*")
+	f.IntVar(&maxBatch, "max-batch", 16, "sequences decoded together")
+	f.IntVar(&maxQueue, "max-queue", 256, "requests waiting for a slot before 429")
+	f.IntVar(&maxModelLen, "max-model-len", 0, "context window: prompt + completion tokens (0: the model's max_position_embeddings)")
+	f.StringVar(&servedName, "served-model-name", "", "name of the base model in the API (default: the model folder's name)")
+	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
+	f.IntVar(&prefillChunk, "prefill-chunk", 256, "prompt tokens prefilled per engine step (a long prompt never stalls decoding longer than this)")
+	return cmd
+}
