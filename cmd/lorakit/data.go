@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -246,6 +247,7 @@ func newDataFilterCmd() *cobra.Command {
 	var (
 		o                 data.FilterOptions
 		out, report, hist string
+		droppedPath       string
 		minIFD, maxIFD    float64
 		asJSON            bool
 	)
@@ -270,9 +272,31 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 			if fl.Changed("keep-top") && (o.KeepTop <= 0 || o.KeepTop > 1) {
 				return fmt.Errorf("data filter: --keep-top %v not in (0, 1]", o.KeepTop)
 			}
+			var dw *bufio.Writer
+			var df *os.File
+			if droppedPath != "" {
+				var err error
+				if df, err = os.Create(droppedPath); err != nil {
+					return err
+				}
+				defer df.Close()
+				dw = bufio.NewWriter(df)
+				o.OnDrop = func(line int, reason string) {
+					b, _ := json.Marshal(data.Dropped{Line: line, Reason: reason})
+					dw.Write(append(b, '\n'))
+				}
+			}
 			rep, err := data.Filter(args[0], out, o)
 			if err != nil {
 				return err
+			}
+			if dw != nil {
+				if err := dw.Flush(); err != nil {
+					return err
+				}
+				if err := df.Close(); err != nil {
+					return err
+				}
 			}
 			if hist == "" && report != "" {
 				hist = strings.TrimSuffix(report, ".json") + ".svg"
@@ -302,6 +326,7 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 	f := cmd.Flags()
 	f.StringVar(&out, "out", "", "output JSONL of kept examples")
 	f.StringVar(&report, "report", "", "write a JSON report here")
+	f.StringVar(&droppedPath, "dropped", "", "write every dropped line as {\"line\",\"reason\"} JSONL here")
 	f.StringVar(&hist, "histogram", "", "write an SVG histogram here (default: the report's name with .svg)")
 	f.Float64Var(&o.MaxPPL, "max-ppl", 0, "drop examples whose response perplexity is above this")
 	f.Float64Var(&minIFD, "min-ifd", 0, "drop examples with IFD below this")

@@ -92,8 +92,12 @@ type FilterReport struct {
 	Thresholds map[string]float64 `json:"thresholds"`
 	By         string             `json:"by"`
 	Histogram  Histogram          `json:"histogram"`
-	DroppedAt  []Dropped          `json:"dropped_lines"`
+	DroppedAt  []Dropped          `json:"dropped_lines"`           // the first MaxReportedDrops
+	DroppedCut bool               `json:"dropped_lines_truncated"` // more were dropped than listed
 }
+
+// MaxReportedDrops bounds the dropped lines listed in a FilterReport (all go to OnDrop).
+const MaxReportedDrops = 100000
 
 // Histogram of a score over all scored lines, with the cut values.
 type Histogram struct {
@@ -228,7 +232,11 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	drop := func(line int, reason string) {
 		rep.Dropped++
 		rep.Reasons[reasonKey(reason)]++
-		rep.DroppedAt = append(rep.DroppedAt, Dropped{line, reason})
+		if len(rep.DroppedAt) < MaxReportedDrops {
+			rep.DroppedAt = append(rep.DroppedAt, Dropped{line, reason})
+		} else {
+			rep.DroppedCut = true
+		}
 		if o.OnDrop != nil {
 			o.OnDrop(line, reason)
 		}
