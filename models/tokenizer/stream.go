@@ -39,15 +39,19 @@ func (d *StreamDecoder) Add(id int) string {
 	}
 	raw := d.window()
 	cut := len(raw) - incompleteTail([]byte(raw))
-	if cut < d.done {
+	if cut <= d.done {
 		return ""
 	}
 	out := lossyUTF8([]byte(raw[d.done:cut]))
 	d.done = cut
 	if cut == len(raw) {
-		// Everything is out: keep the last token as context for the next one.
-		d.toks = append(d.toks[:0], tok)
-		d.done = len(d.window())
+		// Everything is out: keep the last token as context for the next one, unless it decodes to nothing
+		// on its own (then a Strip or Metaspace decoder would treat the next token as the first).
+		ctx := []string{tok}
+		if base := d.t.decodeTokens(append([]string(nil), ctx...)); base != "" {
+			d.toks = append(d.toks[:0], ctx...)
+			d.done = len(base)
+		}
 	}
 	return d.clean(out, false)
 }
@@ -60,8 +64,13 @@ func (d *StreamDecoder) Flush() string {
 		if d.done <= len(raw) {
 			out = lossyUTF8([]byte(raw[d.done:]))
 		}
-		d.toks = append(d.toks[:0], d.toks[len(d.toks)-1])
-		d.done = len(d.window())
+		last := d.toks[len(d.toks)-1]
+		if base := d.t.decodeTokens([]string{last}); base != "" {
+			d.toks = append(d.toks[:0], last)
+			d.done = len(base)
+		} else {
+			d.done = len(raw)
+		}
 	}
 	return d.clean(out, true)
 }

@@ -127,3 +127,24 @@ func mustParse(t testing.TB, tokJSON []byte, cfg string) *Tokenizer {
 	}
 	return tok
 }
+
+// synthMetaspace is synthSentencePiece with the older layout: no normaliser, a Metaspace pre-tokenizer
+// (prepend_scheme "first", split) and decoders ByteFallback + Metaspace.
+func synthMetaspace(t testing.TB) []byte {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(synthSentencePiece(t), &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["normalizer"] = nil
+	doc["pre_tokenizer"] = map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true}
+	doc["decoder"] = map[string]any{"type": "Sequence", "decoders": []any{
+		map[string]any{"type": "ByteFallback"},
+		map[string]any{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": true},
+	}}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

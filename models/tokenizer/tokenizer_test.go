@@ -303,3 +303,20 @@ func TestMetaSplitEquivalence(t *testing.T) {
 		}
 	}
 }
+
+func TestSynthMetaspace(t *testing.T) {
+	tok := mustParse(t, synthMetaspace(t), "")
+	for _, s := range []string{"once the world", "a  b", "日本 x", "x<s> y"} {
+		ids := tok.Encode(s, false)
+		if got, want := streamAll(tok, ids, false), tok.Decode(ids, false); got != want {
+			t.Fatalf("%q: stream %q decode %q", s, got, want)
+		}
+	}
+	if got := tok.Decode(tok.Encode("once the world", false), false); got != "once the world" {
+		t.Fatalf("round trip %q", got)
+	}
+	// prepend_scheme "first": the segment after an added token gets no ▁.
+	if ids := tok.Encode("<s>a", false); len(ids) != 2 || ids[1] != tok.mustID(t, "a") {
+		t.Fatalf("first scheme %v", ids)
+	}
+}
