@@ -15,7 +15,7 @@ import (
 // SentencePiece-style one and, with LORAKIT_SHARED, stories260K (text without ▁ or special-token strings).
 func FuzzRoundTrip(f *testing.F) {
 	type tc struct {
-		tok      *Tokenizer
+		tok       *Tokenizer
 		spStyle   bool
 		metaspace bool // Metaspace decoding drops a leading space, as in tokenizers
 		specials  []string
