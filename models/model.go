@@ -64,8 +64,13 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	default:
 		return nil, fmt.Errorf("models: quantisation %q is not supported (nf4, fp4)", opts.Quant)
 	}
-	if cfg.Quantization != nil {
-		return nil, fmt.Errorf("models: %s: pre-quantised (bitsandbytes) checkpoints are not supported yet; load the original weights with --quant nf4", dir)
+	// Weights saved quantised by bitsandbytes (or lorakit quantize) load as they are.
+	lo.LoadLinear = func(ck *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
+		q, ok, err := quant.FromCheckpoint(ck, module+".weight")
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		return &nn.Quantized{Q: q}, true, nil
 	}
 	ck, err := safetensors.OpenCheckpoint(dir)
 	if err != nil {

@@ -14,8 +14,10 @@ import (
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/sample"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/quant"
 )
 
 func sharedDir(t testing.TB) string {
@@ -293,6 +295,49 @@ func TestParseGenerationConfig(t *testing.T) {
 	for _, bad := range []string{`{"top_p": 2}`, `{"temperature": -1}`, `[`, `{"bos_token_id": "a"}`} {
 		if _, err := ParseGenerationConfig([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+func TestLoadPrequantized(t *testing.T) {
+	o := testmodel.Options{Hidden: 64, Intermediate: 128, Seed: 6}
+	dir := tiny(t, o)
+	ref := mustLoad(t, dir, LoadOptions{Threads: 1, Quant: "nf4"})
+	// Rewrite the folder the way transformers saves a bitsandbytes NF4 model (double quantisation).
+	var ts []safetensors.Tensor
+	for _, tn := range testmodel.Tensors(o) {
+		if strings.HasSuffix(tn.Name, "_proj.weight") {
+			w := make([]float32, len(tn.Data)/4)
+			safetensors.Decode(safetensors.F32, tn.Data, w)
+			q, err := quant.Quantize4(quant.NF4, w, tn.Shape, 64, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts = append(ts, quant.ToTensors(tn.Name, q, "F32")...)
+			continue
+		}
+		ts = append(ts, tn)
+	}
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "config.json")
+	b, _ := os.ReadFile(cfgPath)
+	b = []byte(strings.Replace(string(b), "{", `{"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true, "bnb_4bit_quant_type": "nf4"},`, 1))
+	os.WriteFile(cfgPath, b, 0o644)
+	m := mustLoad(t, dir, LoadOptions{Threads: 1})
+	if _, ok := m.Net.Layers[1].DownProj.(*nn.Quantized); !ok || m.Config.Quantization == nil {
+		t.Fatalf("down_proj is %T", m.Net.Layers[1].DownProj)
+	}
+	p := m.EncodePrompt("hello")
+	a, err := m.Net.Forward([]llama.Seq{{Tokens: p}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := ref.Net.Forward([]llama.Seq{{Tokens: p}})
+	for i := range a[0][0] {
+		if a[0][0][i] != r[0][0][i] {
+			t.Fatalf("pre-quantised logits differ from quantise-at-load: %g vs %g", a[0][0][i], r[0][0][i])
 		}
 	}
 }

@@ -370,11 +370,9 @@ func ParseConfig(data []byte) (*Config, error) {
 			switch {
 			case q.QuantMethod != "bitsandbytes":
 				bad("quantization_config.quant_method %q is not supported (only bitsandbytes)", q.QuantMethod)
-			case q.LoadIn8bit:
-				bad("quantization_config.load_in_8bit is not supported")
-			case !q.LoadIn4bit:
-				bad("quantization_config.load_in_4bit must be true")
-			case q.Bnb4bitQuantType != "nf4" && q.Bnb4bitQuantType != "fp4":
+			case !q.LoadIn4bit && !q.LoadIn8bit:
+				bad("quantization_config: load_in_4bit or load_in_8bit must be true")
+			case q.LoadIn4bit && q.Bnb4bitQuantType != "nf4" && q.Bnb4bitQuantType != "fp4":
 				bad("quantization_config.bnb_4bit_quant_type %q is not supported", q.Bnb4bitQuantType)
 			}
 			c.Quantization = q

@@ -49,7 +49,7 @@ type Model struct {
 type LoadOptions struct {
 	Threads int           // worker threads for the kernels (0: all CPUs); ignored when Pool is set
 	Pool    *kernels.Pool // share an existing pool
-	// Quantize, if set, replaces each loaded dense linear layer (not the embedding or a tied head). The quant
+	// Quantize, if set, replaces each loaded dense linear layer (not the embedding or the LM head). The quant
 	// package provides NF4/FP4 quantisers; models.Load wires them in.
 	Quantize func(module string, d *nn.Dense) (nn.Linear, error)
 	// LoadLinear, if set, is tried first for every linear weight; ok=false falls back to dense loading. Used for
@@ -205,7 +205,7 @@ func (ld *loader) linear(module string, out, in int, bias bool) nn.Linear {
 		return nil
 	}
 	d.Bias = b
-	if ld.opts.Quantize != nil {
+	if ld.opts.Quantize != nil && module != "lm_head" { // like transformers, the output head stays unquantised
 		lin, err := ld.opts.Quantize(module, d)
 		if err != nil {
 			ld.errs = append(ld.errs, fmt.Errorf("quantize %s: %w", module, err))
