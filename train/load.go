@@ -70,9 +70,13 @@ func LoadModel(dir string, threads int, nf4 bool) (*Model, error) {
 	if id, ok := tok.EOS(); ok {
 		m.EOS = append(m.EOS, id)
 	}
+	// The special tokens of the template's end-of-turn marker stop generation too
+	// ("<|im_end|>", "<|eot_id|>", or "<s>" for templates that close a turn with it).
 	if s := tpl.TurnEnd(); s != "" {
-		if id, ok := tok.TokenID(s); ok {
-			m.EOS = append(m.EOS, id)
+		for _, id := range tok.Encode(s, false) {
+			if tok.IsSpecial(id) {
+				m.EOS = append(m.EOS, id)
+			}
 		}
 	}
 	return m, nil

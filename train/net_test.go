@@ -98,3 +98,66 @@ func TestZeroBIsBaseThenOneStepDiffers(t *testing.T) {
 		})
 	}
 }
+
+// TestNetGradient checks the whole graph (every op composed) against central
+// differences of the f32 loss for a sample of parameter entries.
+func TestNetGradient(t *testing.T) {
+	for _, method := range []Method{LoRA, Full} {
+		t.Run(string(method), func(t *testing.T) {
+			o := testmodel.Default()
+			o.ModelType = "qwen3"
+			o.HeadDim = 8
+			base := loadTestModel(t, o)
+			net, err := NewNet(base, method, LoRAOptions{Targets: []string{"all-linear"}, Rank: 2, Alpha: 4, Seed: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, p := range net.Params { // make B non-zero so every path carries gradient
+				v := vals(p)
+				for j := range v {
+					if v[j] == 0 {
+						v[j] = float32(math.Sin(float64(i*131+j))) * 0.05
+					}
+				}
+			}
+			batch := []Sample{
+				{IDs: []int{5, 70, 80, 90, 100, 3}, Mask: []bool{false, true, true, true, true, false}},
+				{IDs: []int{7, 8, 9, 10}, Mask: []bool{true, false, true, false}},
+			}
+			denom := float32(batch[0].Targets() + batch[1].Targets())
+			if _, _, err := net.Accumulate(batch, denom, 1); err != nil {
+				t.Fatal(err)
+			}
+			loss := func() float64 {
+				s, c, err := net.Loss(batch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s / float64(c)
+			}
+			checked := 0
+			for i, p := range net.Params {
+				if !p.HasGrad() {
+					t.Fatalf("%s: no gradient", net.Names[i])
+				}
+				g := vals(p.Grad())
+				v := vals(p)
+				for _, j := range []int{0, len(v) / 2, len(v) - 1} {
+					old := v[j]
+					h := float32(1e-2)
+					v[j] = old + h
+					fp := loss()
+					v[j] = old - h
+					fm := loss()
+					v[j] = old
+					num := (fp - fm) / float64(2*h)
+					if math.Abs(num-float64(g[j])) > 2e-3+0.05*math.Abs(num) {
+						t.Errorf("%s[%d]: grad %g, finite difference %g", net.Names[i], j, g[j], num)
+					}
+					checked++
+				}
+			}
+			t.Logf("%d entries checked", checked)
+		})
+	}
+}
