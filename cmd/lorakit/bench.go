@@ -71,7 +71,7 @@ type benchResult struct {
 
 func newBenchCmd() *cobra.Command {
 	var (
-		modelDir, shape, dtype, cpuprofile string
+		modelDir, shape, dtype, cpuprofile, ppProfile string
 		threads, prompt, gen, reps, batch  int
 		asJSON, noMem                      bool
 	)
@@ -134,7 +134,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			}
 			defer closeFn()
 			res.BytesPerToken = weightBytes(m)
-			if err := runBench(m, &res, reps, batch, cpuprofile, errw); err != nil {
+			if err := runBench(m, &res, reps, batch, cpuprofile, ppProfile, errw); err != nil {
 				return err
 			}
 			res.RSSMB = peakRSSMB()
@@ -158,6 +158,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.IntVar(&reps, "reps", 3, "timed repetitions (after one warm-up)")
 	f.IntVar(&batch, "batch", 1, "also time decode steps of this many sequences at once (serving)")
 	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the decode runs to this file")
+	f.StringVar(&ppProfile, "pp-cpuprofile", "", "write a CPU profile of the prefill runs to this file")
 	f.BoolVar(&noMem, "no-mem", false, "skip the memory bandwidth measurement")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
@@ -304,7 +305,7 @@ func weightBytes(m *llama.Model) int64 {
 }
 
 // runBench times pp (one warm-up, then reps runs) and tg (reps runs of gen steps from an empty cache).
-func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile string, errw io.Writer) error {
+func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile, ppProfile string, errw io.Writer) error {
 	c := m.Config
 	rng := rand.New(rand.NewPCG(3, 4))
 	toks := make([]int, res.Prompt)
@@ -324,6 +325,10 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile stri
 	if _, err := ppOnce(); err != nil {
 		return err
 	}
+	stop, err := startProfile(ppProfile)
+	if err != nil {
+		return err
+	}
 	for r := 0; r < reps; r++ {
 		v, err := ppOnce()
 		if err != nil {
@@ -331,6 +336,7 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile stri
 		}
 		res.PPRuns = append(res.PPRuns, round1(v))
 	}
+	stop()
 	res.PPTokS = round1(median(res.PPRuns))
 	// FLOPs of the prompt: 2·params per token for the layers, causal attention 2·2·P²/2·D·heads per layer, and
 	// the LM head for the last position.
@@ -339,17 +345,10 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile stri
 	flops := float64(c.NumHiddenLayers)*(2*layerParams*P+2*P*P*float64(Q)) + 2*float64(H*c.VocabSize)
 	res.PPGFlopS = round1(flops / (float64(res.Prompt) / res.PPTokS) / 1e9)
 
-	if cpuprofile != "" {
-		f, err := os.Create(cpuprofile)
-		if err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	if stop, err = startProfile(cpuprofile); err != nil {
+		return err
 	}
+	defer stop()
 	seq := []llama.Seq{{Tokens: []int{0}, Cache: cache}}
 	tgOnce := func() (float64, error) {
 		cache.Reset()
@@ -403,6 +402,22 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile stri
 		res.BatchRatio = math.Round(best*res.TGTokS*100) / 100
 	}
 	return nil
+}
+
+// startProfile starts a CPU profile into path ("" = none) and returns its stop function.
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func argmax(x []float32) int {

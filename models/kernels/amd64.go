@@ -3,6 +3,7 @@
 package kernels
 
 import (
+	"math"
 	"unsafe"
 
 	"golang.org/x/sys/cpu"
@@ -125,9 +126,58 @@ func matVec16(kern func(w *uint16, stride int, x *float32, n int, y *float32), c
 	}
 }
 
-func rmsNorm(y, x, w []float32, eps float32) { refRMSNorm(y, x, w, eps) }
-func softmax(x []float32)                    { refSoftmax(x) }
-func siluMul(y, gate, up []float32)          { refSiLUMul(y, gate, up) }
+//go:noescape
+func expSubSumAVX2(x *float32, n int, m float32) float32
+
+//go:noescape
+func siluMulAVX2(y, gate, up *float32, n int)
+
+// rmsNorm: the sum of squares through the dot kernel (float32 lanes), then
+// one scaling pass.
+func rmsNorm(y, x, w []float32, eps float32) {
+	if !useAVX2 {
+		refRMSNorm(y, x, w, eps)
+		return
+	}
+	ss := float64(dot(x, x))
+	inv := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
+	y = y[:len(x)]
+	w = w[:len(x)]
+	for i, v := range x {
+		y[i] = v * inv * w[i]
+	}
+}
+
+func softmax(x []float32) {
+	n8 := len(x) &^ 7
+	if !useAVX2 || n8 == 0 {
+		refSoftmax(x)
+		return
+	}
+	m := x[0]
+	for _, v := range x[1:] {
+		if v > m {
+			m = v
+		}
+	}
+	sum := float64(expSubSumAVX2(&x[0], n8, m))
+	for i := n8; i < len(x); i++ {
+		e := float32(math.Exp(float64(x[i] - m)))
+		x[i] = e
+		sum += float64(e)
+	}
+	scale(float32(1/sum), x)
+}
+
+func siluMul(y, gate, up []float32) {
+	n8 := len(y) &^ 7
+	if !useAVX2 || n8 == 0 {
+		refSiLUMul(y, gate, up)
+		return
+	}
+	siluMulAVX2(&y[0], &gate[0], &up[0], n8)
+	refSiLUMul(y[n8:], gate[n8:], up[n8:])
+}
 
 var _ = unsafe.Pointer(nil)
 

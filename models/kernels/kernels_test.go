@@ -374,3 +374,34 @@ func TestPanicsOnBadLengths(t *testing.T) {
 	})
 	mustPanic("RoPE", func() { RoPE(make([]float32, 6), 1, 3, make([]float32, 2)) })
 }
+
+func TestExpKernelsExtremes(t *testing.T) {
+	g := []float32{-200, -100, -88, -87, -20, -1e-3, 0, 1e-3, 0.5, 1, 5, 20, 87, 88, 100, 200, -3, 3}
+	up := make([]float32, len(g))
+	for i := range up {
+		up[i] = 1.5
+	}
+	y := make([]float32, len(g))
+	want := make([]float32, len(g))
+	SiLUMul(y, g, up)
+	refSiLUMul(want, g, up)
+	for i := range y {
+		if d := math.Abs(float64(y[i] - want[i])); d > 1e-6*math.Abs(float64(want[i]))+1e-30 {
+			t.Errorf("SiLUMul(%v) = %v, want %v", g[i], y[i], want[i])
+		}
+	}
+	for _, span := range []float32{1, 10, 80, 200} {
+		x := make([]float32, 37)
+		for i := range x {
+			x[i] = span * float32(math.Sin(float64(i)))
+		}
+		w := append([]float32(nil), x...)
+		Softmax(x)
+		refSoftmax(w)
+		for i := range x {
+			if d := math.Abs(float64(x[i] - w[i])); d > 1e-6*float64(w[i])+1e-30 {
+				t.Errorf("Softmax span %v [%d] = %v, want %v", span, i, x[i], w[i])
+			}
+		}
+	}
+}

@@ -82,17 +82,15 @@ func (p *Pool) gemm(g gemmArgs) {
 		t.x, t.ldx = g.a, g.lda
 	} else {
 		x := growF32(bufA, g.m*g.k)
-		for i := 0; i < g.m; i++ {
-			xi := x[i*g.k : (i+1)*g.k]
-			if g.transA {
-				for l := range xi {
-					xi[l] = g.alpha * g.a[l*g.lda+i]
-				}
-			} else {
-				for l := range xi {
-					xi[l] = g.alpha * g.a[i*g.lda+l]
-				}
+		if g.transA {
+			transpose(x, g.a, g.k, g.m, g.lda)
+		} else {
+			for i := 0; i < g.m; i++ {
+				copy(x[i*g.k:(i+1)*g.k], g.a[i*g.lda:i*g.lda+g.k])
 			}
+		}
+		if g.alpha != 1 {
+			scale(g.alpha, x)
 		}
 		t.x, t.ldx = x, g.k
 	}
