@@ -3,11 +3,15 @@ package tokenizer
 import (
 	"bufio"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // sharedDir returns $LORAKIT_SHARED, skipping the test when unset and failing when set but missing.
@@ -164,5 +168,35 @@ func TestMetaSplitEnabled(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s: metaSplit=%v", dir, tok.model.metaSplit)
+	}
+}
+
+// TestRoundTripShared: random text decodes back to itself with every shared tokenizer (NFC form for qwen3;
+// for the ▁-prefixing Llama 2 / Mistral, text without ▁ or special-token strings), and streams agree.
+func TestRoundTripShared(t *testing.T) {
+	shared := sharedDir(t)
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, fam := range families {
+		tok, err := Load(filepath.Join(shared, "tokenizers", fam))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 200; i++ {
+			s := randomTricky(r, r.IntN(40))
+			if fam == "llama2" || fam == "mistral" {
+				s = strings.NewReplacer("▁", "", "<s>", "", "</s>", "", "<unk>", "").Replace(s)
+			}
+			want := s
+			if fam == "qwen3" {
+				want = norm.NFC.String(s)
+			}
+			ids := tok.Encode(s, false)
+			if got := tok.DecodeRaw(ids, false); got != want {
+				t.Fatalf("%s: %q -> %v -> %q", fam, s, ids, got)
+			}
+			if got, dec := streamAll(tok, ids, false), tok.Decode(ids, false); got != dec {
+				t.Fatalf("%s: %q stream %q decode %q", fam, s, got, dec)
+			}
+		}
 	}
 }

@@ -320,3 +320,24 @@ func TestSynthMetaspace(t *testing.T) {
 		t.Fatalf("first scheme %v", ids)
 	}
 }
+
+func TestConcurrentEncode(t *testing.T) {
+	tok := mustParse(t, synthByteLevel(t), "")
+	want := tok.Encode("the world says hello 123 times", true)
+	done := make(chan []int)
+	for g := 0; g < 8; g++ {
+		go func() {
+			var got []int
+			for i := 0; i < 200; i++ {
+				got = tok.Encode("the world says hello 123 times", true)
+				tok.Decode(got, false)
+			}
+			done <- got
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if got := <-done; !slices.Equal(got, want) {
+			t.Fatalf("got %v want %v", got, want)
+		}
+	}
+}
