@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -119,8 +120,14 @@ func makeAdapter(t *testing.T, seed uint64, r int, alpha float64, targets []stri
 	dims := map[string][2]int{"self_attn.q_proj": {tH, tHeads * tD}, "self_attn.k_proj": {tH, tKV * tD},
 		"self_attn.v_proj": {tH, tKV * tD}, "self_attn.o_proj": {tHeads * tD, tH}, "mlp.gate_proj": {tH, tI},
 		"mlp.up_proj": {tH, tI}, "mlp.down_proj": {tI, tH}}
+	subs := make([]string, 0, len(dims))
+	for sub := range dims {
+		subs = append(subs, sub)
+	}
+	sort.Strings(subs) // deterministic random values per module
 	for l := 0; l < tL; l++ {
-		for sub, d := range dims {
+		for _, sub := range subs {
+			d := dims[sub]
 			m := fmt.Sprintf("model.layers.%d.%s", l, sub)
 			if !cfg.Targets(m) {
 				continue
@@ -500,12 +507,12 @@ func TestMergeShardsAndModulesToSave(t *testing.T) {
 	}
 	mt, closeT := loadModel(t, out3)
 	defer closeT()
-	if mt.LMHead == nn(mt) {
+	if mt.LMHead == embedOf(mt) {
 		t.Error("lm_head still tied")
 	}
 }
 
-func nn(m *llama.Model) any { return m.EmbedTokens }
+func embedOf(m *llama.Model) any { return m.EmbedTokens }
 
 func noOut(t *testing.T, root, out string) {
 	t.Helper()
