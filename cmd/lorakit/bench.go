@@ -72,8 +72,8 @@ type benchResult struct {
 func newBenchCmd() *cobra.Command {
 	var (
 		modelDir, shape, dtype, cpuprofile, ppProfile string
-		threads, prompt, gen, reps, batch  int
-		asJSON, noMem                      bool
+		threads, prompt, gen, reps, batch             int
+		asJSON, noMem                                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -504,4 +504,3 @@ func printBench(w io.Writer, r *benchResult) {
 	}
 	fmt.Fprintf(w, "peak RSS %.0f MB\n", r.RSSMB)
 }
-
