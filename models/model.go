@@ -47,9 +47,7 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("models: %s: %w", dir, err)
 	}
-	if tok.VocabSize() > cfg.VocabSize {
-		return nil, fmt.Errorf("models: %s: tokenizer has %d tokens but config.json vocab_size is %d", dir, tok.VocabSize(), cfg.VocabSize)
-	}
+	// A tokenizer larger than vocab_size is tolerated (Forward rejects ids outside the embedding, naming them).
 	tc := tok.Config()
 	tpl, err := chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken)
 	if err != nil {
