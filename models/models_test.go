@@ -13,6 +13,7 @@ import (
 
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/sample"
@@ -342,5 +343,45 @@ func TestLoadPrequantized(t *testing.T) {
 		if a[0][0][i] != r[0][0][i] {
 			t.Fatalf("pre-quantised logits differ from quantise-at-load: %g vs %g", a[0][0][i], r[0][0][i])
 		}
+	}
+}
+
+func TestAdapterCLIPath(t *testing.T) {
+	dir := tiny(t, testmodel.Options{Seed: 8})
+	m := mustLoad(t, dir, LoadOptions{Threads: 1})
+	cfg := lora.NewConfig(4, 8, lora.DefaultTargets)
+	a := lora.New(cfg)
+	for _, mod := range m.Net.Modules() {
+		if mod == "lm_head" {
+			continue
+		}
+		l, _ := m.Net.Linear(mod)
+		p := cfg.NewPair(mod, l.In(), l.Out())
+		for i := range p.A {
+			p.A[i] = float32(i%7) * 0.05
+		}
+		for i := range p.B {
+			p.B[i] = float32(i%5-2) * 0.05
+		}
+		a.Modules[mod] = p
+	}
+	adir := t.TempDir()
+	if err := a.Save(adir); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := lora.Load(adir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := m.EncodePrompt("the dog")
+	base, _ := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 8, IgnoreEOS: true})
+	with, err := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 8, IgnoreEOS: true, Adapter: loaded})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, _ := m.Net.Forward([]llama.Seq{{Tokens: prompt}})
+	la, _ := m.Net.Forward([]llama.Seq{{Tokens: prompt, Adapter: loaded}})
+	if slices.Equal(lb[0][0], la[0][0]) {
+		t.Fatalf("adapter did not change the logits (ids %v vs %v)", base.IDs, with.IDs)
 	}
 }
