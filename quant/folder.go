@@ -214,7 +214,11 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	err = atomicfile.Dir(out, func(tmp string) error {
-		if err := safetensors.Write(filepath.Join(tmp, "model.safetensors"), tensors, map[string]string{"format": "pt"}); err != nil {
+		st := filepath.Join(tmp, "model.safetensors")
+		if err := safetensors.Write(st, tensors, map[string]string{"format": "pt"}); err != nil {
+			return err
+		}
+		if err := os.Chmod(st, 0o644); err != nil {
 			return err
 		}
 		if err := os.WriteFile(filepath.Join(tmp, "config.json"), newCfg, 0o644); err != nil {

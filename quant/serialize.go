@@ -296,6 +296,12 @@ func finite(name string, v []float32) error {
 	return nil
 }
 
+// PyFloat is a float64 that marshals like Python's json.dumps (6.0, not 6).
+type PyFloat float64
+
+// MarshalJSON writes Python's float repr.
+func (f PyFloat) MarshalJSON() ([]byte, error) { return []byte(pyFloat(float64(f))), nil }
+
 // BnBConfig is the `quantization_config` block transformers writes to config.json for bitsandbytes
 // (BitsAndBytesConfig.to_dict), in its key order.
 type BnBConfig struct {
@@ -308,7 +314,7 @@ type BnBConfig struct {
 	LLMInt8EnableFP32CPUOffload bool     `json:"llm_int8_enable_fp32_cpu_offload"`
 	LLMInt8HasFP16Weight        bool     `json:"llm_int8_has_fp16_weight"`
 	LLMInt8SkipModules          []string `json:"llm_int8_skip_modules"`
-	LLMInt8Threshold            float64  `json:"llm_int8_threshold"`
+	LLMInt8Threshold            PyFloat  `json:"llm_int8_threshold"`
 	LoadIn4bit                  bool     `json:"load_in_4bit"`
 	LoadIn8bit                  bool     `json:"load_in_8bit"`
 	QuantMethod                 string   `json:"quant_method"`
