@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +49,9 @@ tokens, as apply_chat_template(tokenize=True) does.`,
 			}
 			if jsonl && len(args) > 0 {
 				return errors.New("tokenize: --jsonl reads stdin; do not pass TEXT")
+			}
+			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+				dir = filepath.Dir(dir) // a path to tokenizer.json itself
 			}
 			tok, err := tokenizer.Load(dir)
 			if err != nil {

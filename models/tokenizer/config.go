@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // TokenizerConfig holds the parts of tokenizer_config.json that lorakit uses.
@@ -91,6 +92,19 @@ func parseConfig(data []byte, path, dir string) (*TokenizerConfig, error) {
 	}
 	if llamaLikeClass(c.TokenizerClass) {
 		c.AddBOSToken = true
+		// The class's constructor defaults apply to keys the file leaves out (an explicit null stays "").
+		defaults := [4]string{"<s>", "</s>", "", "<unk>"}
+		if strings.HasPrefix(c.TokenizerClass, "Gemma") {
+			defaults = [4]string{"<bos>", "<eos>", "<pad>", "<unk>"}
+		}
+		for i, f := range []struct {
+			raw json.RawMessage
+			dst *string
+		}{{raw.BOSToken, &c.BOSToken}, {raw.EOSToken, &c.EOSToken}, {raw.PadToken, &c.PadToken}, {raw.UnkToken, &c.UnkToken}} {
+			if f.raw == nil {
+				*f.dst = defaults[i]
+			}
+		}
 	}
 	if raw.AddBOSToken != nil {
 		c.AddBOSToken, c.HasAddBOSToken = *raw.AddBOSToken, true

@@ -341,3 +341,27 @@ func TestConcurrentEncode(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigClassDefaults(t *testing.T) {
+	c, err := parseConfig([]byte(`{"tokenizer_class":"LlamaTokenizerFast","eos_token":null}`), "x", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BOSToken != "<s>" || c.EOSToken != "" || c.UnkToken != "<unk>" || !c.AddBOSToken || c.AddEOSToken {
+		t.Fatalf("%+v", c)
+	}
+	c, err = parseConfig([]byte(`{"tokenizer_class":"GemmaTokenizer","add_bos_token":false}`), "x", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BOSToken != "<bos>" || c.EOSToken != "<eos>" || c.AddBOSToken {
+		t.Fatalf("%+v", c)
+	}
+	c, err = parseConfig([]byte(`{"tokenizer_class":"Qwen2Tokenizer"}`), "x", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BOSToken != "" || c.AddBOSToken {
+		t.Fatalf("%+v", c)
+	}
+}
