@@ -200,7 +200,8 @@ func ParseConfig(data []byte) (*Config, error) {
 	if c.NumAttentionHeads > 0 && c.HeadDim > 0 && int64(c.NumAttentionHeads)*int64(c.HeadDim) > maxDim {
 		bad("num_attention_heads * head_dim is out of range")
 	}
-	c.MaxPositionEmbeddings = 2048
+	// transformers' defaults per config class
+	c.MaxPositionEmbeddings = map[string]int{"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768, "qwen3": 32768}[c.ModelType]
 	if r.MaxPositionEmbeddings != nil {
 		c.MaxPositionEmbeddings = req("max_position_embeddings", r.MaxPositionEmbeddings)
 	}
@@ -276,7 +277,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	if r.TieWordEmbeddings != nil {
 		c.TieWordEmbeddings = *r.TieWordEmbeddings
 	}
-	if r.HiddenAct != nil && *r.HiddenAct != "silu" {
+	if r.HiddenAct != nil && *r.HiddenAct != "silu" && *r.HiddenAct != "swish" {
 		bad("hidden_act %q is not supported (only silu)", *r.HiddenAct)
 	}
 	if r.MLPBias != nil && *r.MLPBias {
@@ -357,11 +358,6 @@ func ParseConfig(data []byte) (*Config, error) {
 	} else if r.DType != nil {
 		c.TorchDType = *r.DType
 	}
-	switch c.TorchDType {
-	case "", "float32", "bfloat16", "float16":
-	default:
-		bad("torch_dtype %q is not supported (float32, bfloat16, float16)", c.TorchDType)
-	}
 	if !isNull(r.Quantization) {
 		q := &QuantizationConfig{Raw: append(json.RawMessage(nil), r.Quantization...)}
 		if err := json.Unmarshal(r.Quantization, q); err != nil {
@@ -397,10 +393,7 @@ func optInt(m json.RawMessage) (int, error) {
 	if err := json.Unmarshal(m, &v); err != nil {
 		return -1, err
 	}
-	if v < 0 {
-		return -1, fmt.Errorf("%d is negative", v)
-	}
-	return v, nil
+	return max(v, -1), nil // some configs write -1 for "none"
 }
 
 // IntOrList decodes a JSON int, list of ints or null (as eos_token_id appears in config.json and
@@ -411,8 +404,8 @@ func IntOrList(m json.RawMessage) ([]int, error) {
 	}
 	var v int
 	if err := json.Unmarshal(m, &v); err == nil {
-		if v < 0 {
-			return nil, fmt.Errorf("%d is negative", v)
+		if v < 0 { // some configs write -1 for "none"
+			return nil, nil
 		}
 		return []int{v}, nil
 	}
@@ -420,12 +413,13 @@ func IntOrList(m json.RawMessage) ([]int, error) {
 	if err := json.Unmarshal(m, &l); err != nil {
 		return nil, fmt.Errorf("want an int or a list of ints: %s", truncate(string(m), 40))
 	}
+	out := l[:0]
 	for _, x := range l {
-		if x < 0 {
-			return nil, fmt.Errorf("%d is negative", x)
+		if x >= 0 {
+			out = append(out, x)
 		}
 	}
-	return l, nil
+	return out, nil
 }
 
 func truncate(s string, n int) string {

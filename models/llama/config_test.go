@@ -80,6 +80,10 @@ func TestParseConfigOptions(t *testing.T) {
 	if math.Abs(float64(inv[3])-want) > 1e-9 {
 		t.Fatalf("inv[3] = %g want %g", inv[3], want)
 	}
+	c, err = ParseConfig(patch(t, map[string]any{"eos_token_id": []int{-1, 5}, "pad_token_id": -1, "hidden_act": "swish"}))
+	if err != nil || len(c.EOSTokenIDs) != 1 || c.EOSTokenIDs[0] != 5 || c.PadTokenID != -1 {
+		t.Fatalf("lenient ids: %+v %v", c, err)
+	}
 	c, err = ParseConfig(patch(t, map[string]any{"eos_token_id": nil, "bos_token_id": nil, "num_key_value_heads": nil}))
 	if err != nil || c.EOSTokenIDs != nil || c.BOSTokenID != -1 || c.NumKeyValueHeads != 8 {
 		t.Fatalf("defaults: %+v %v", c, err)
@@ -110,7 +114,6 @@ func TestParseConfigErrors(t *testing.T) {
 		{map[string]any{"model_type": "qwen2", "use_sliding_window": true}, "use_sliding_window"},
 		{map[string]any{"final_logit_softcapping": 30.0}, "final_logit_softcapping"},
 		{map[string]any{"partial_rotary_factor": 0.5}, "partial_rotary_factor"},
-		{map[string]any{"torch_dtype": "float8"}, "torch_dtype"},
 		{map[string]any{"architectures": []string{"LlamaForSequenceClassification"}}, "architectures"},
 		{map[string]any{"quantization_config": map[string]any{"quant_method": "gptq"}}, "quant_method"},
 		{map[string]any{"head_dim": 7}, "must be even"},
