@@ -310,6 +310,9 @@ func growInt(b []int, n int) []int {
 // is modified.
 func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	c := m.Config
+	if len(batch) == 0 {
+		return [][][]float32{}, nil
+	}
 	T, R := 0, 0
 	for i := range batch {
 		if batch[i].Cache == nil { // nil caches are replaced; do not touch the caller's slice

@@ -337,6 +337,9 @@ func TestForwardErrors(t *testing.T) {
 	if c.Len() != 0 {
 		t.Fatal("failed forward modified the cache")
 	}
+	if out, err := m.Forward(nil); err != nil || len(out) != 0 {
+		t.Fatalf("empty batch: %v %v", out, err)
+	}
 	other := load(t, writeTiny(t, testmodel.Options{Layers: 3}), 1)
 	if _, err := m.Forward([]Seq{{Tokens: []int{1}, Cache: other.NewCache(4)}}); err == nil {
 		t.Fatal("foreign cache accepted")
