@@ -94,3 +94,13 @@ func (d *StreamDecoder) clean(s string, final bool) string {
 	d.pend = d.pend[cut:]
 	return out
 }
+
+// Prime feeds ids (typically the prompt) as context without producing text: the next Add decodes in
+// context (a SentencePiece leading space is kept, a character split across the prompt's end completes),
+// and no held-back prompt text leaks into the output, as it would when the prompt is fed through Add.
+func (d *StreamDecoder) Prime(ids []int) {
+	for _, id := range ids {
+		d.Add(id)
+	}
+	d.pend = ""
+}

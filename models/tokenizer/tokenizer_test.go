@@ -365,3 +365,20 @@ func TestConfigClassDefaults(t *testing.T) {
 		t.Fatalf("%+v", c)
 	}
 }
+
+func TestStreamPrime(t *testing.T) {
+	tok := mustParse(t, synthSentencePiece(t), `{"clean_up_tokenization_spaces":true}`)
+	prompt := tok.Encode("once the", false)
+	gen := tok.Encode(" world once", false)[1:] // "▁wor", "l", "d", "▁once" without the segment's extra ▁
+	d := tok.NewStreamDecoder(false)
+	d.Prime(prompt)
+	got := ""
+	for _, id := range gen {
+		got += d.Add(id)
+	}
+	got += d.Flush()
+	full := tok.Decode(append(slices.Clone(prompt), gen...), false)
+	if want := strings.TrimPrefix(full, tok.Decode(prompt, false)); got != want {
+		t.Fatalf("primed stream %q, want %q", got, want)
+	}
+}
