@@ -15,6 +15,10 @@ var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasOSXSAVE
 // hasF16C gates the f16 kernels (VCVTPH2PS); every AVX2 CPU has it in practice.
 var hasF16C = useAVX2 && cpuHasF16C()
 
+// useAVX512 selects the 16-lane GEMM tile (the machine's FMA units may be
+// 512 bits wide); every other kernel is bandwidth bound and stays on AVX2.
+var useAVX512 = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
+
 // HasAVX2 reports whether the AVX2+FMA assembly kernels are in use.
 func HasAVX2() bool { return useAVX2 }
 
@@ -188,6 +192,15 @@ func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, l
 func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
 //go:noescape
+func mmTile3x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile3x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile3x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
 func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
 // matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ: 3×4 tiles
@@ -196,7 +209,11 @@ func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ld
 // 4-row GEMV kernels.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	k := t.k
+	wide := useAVX512
 	k8 := k &^ 7
+	if wide {
+		k8 = k &^ 15
+	}
 	if !useAVX2 || (t.kind == wF16 && !hasF16C) || k8 == 0 {
 		iq, jq := i0, j0
 		matMulEdges(t, i0, i1, j0, j1, iq, jq)
@@ -215,6 +232,17 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 			xp := &t.x[i*ldx+kb]
 			for j := j0; j < jq; j += 4 {
 				c := &t.y[i*ldy+j]
+				if wide {
+					switch t.kind {
+					case wF32:
+						mmTile3x4F32Z(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
+					case wBF16:
+						mmTile3x4BF16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+					case wF16:
+						mmTile3x4F16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+					}
+					continue
+				}
 				switch t.kind {
 				case wF32:
 					mmTile3x4F32(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)

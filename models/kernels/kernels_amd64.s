@@ -11,6 +11,9 @@
 #define LOADF32(addr, reg) VMOVUPS addr, reg
 #define LOADBF16(addr, reg) VPMOVZXWD addr, reg; VPSLLD $16, reg, reg
 #define LOADF16(addr, reg) VCVTPH2PS addr, reg
+#define LOADF32Z(addr, reg) VMOVUPS addr, reg
+#define LOADBF16Z(addr, reg) VPMOVZXWD addr, reg; VPSLLD $16, reg, reg
+#define LOADF16Z(addr, reg) VCVTPH2PS addr, reg
 
 // HSUM4 reduces four 8-lane accumulators a, b, c, d to X(a) = [Σa, Σb, Σc, Σd].
 // t is a scratch register. Clobbers b, c.
@@ -146,6 +149,104 @@ loop: \
 	ADDQ $(8*esz), DX \
 	SUBQ $8, CX \
 	JG   loop \
+	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
+	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
+	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
+	MOVQ c+40(FP), AX \
+	MOVQ ldc+48(FP), BX \
+	SHLQ $2, BX \
+	LEAQ (AX)(BX*1), CX \
+	LEAQ (CX)(BX*1), DX \
+	MOVQ acc+56(FP), R13 \
+	TESTQ R13, R13 \
+	JE   store \
+	VADDPS (AX), X0, X0 \
+	VADDPS (CX), X4, X4 \
+	VADDPS (DX), X8, X8 \
+store: \
+	VMOVUPS X0, (AX) \
+	VMOVUPS X4, (CX) \
+	VMOVUPS X8, (DX) \
+	VZEROUPPER \
+	RET
+
+// MMTILE512 is MMTILE with 16-lane AVX-512 registers: the same 3×4 tile
+// over k columns, k % 16 == 0, k > 0.
+#define MMTILE512(LOAD, esz) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldx+8(FP), AX \
+	SHLQ $2, AX \
+	LEAQ (SI)(AX*1), R8 \
+	LEAQ (R8)(AX*1), R9 \
+	MOVQ w+16(FP), DI \
+	MOVQ ldw+24(FP), AX \
+	IMULQ $esz, AX \
+	LEAQ (DI)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	MOVQ k+32(FP), CX \
+	XORQ BX, BX \
+	XORQ DX, DX \
+	VPXORD Z0, Z0, Z0 \
+	VPXORD Z1, Z1, Z1 \
+	VPXORD Z2, Z2, Z2 \
+	VPXORD Z3, Z3, Z3 \
+	VPXORD Z4, Z4, Z4 \
+	VPXORD Z5, Z5, Z5 \
+	VPXORD Z6, Z6, Z6 \
+	VPXORD Z7, Z7, Z7 \
+	VPXORD Z8, Z8, Z8 \
+	VPXORD Z9, Z9, Z9 \
+	VPXORD Z10, Z10, Z10 \
+	VPXORD Z11, Z11, Z11 \
+loop: \
+	VMOVUPS (SI)(BX*1), Z12 \
+	VMOVUPS (R8)(BX*1), Z13 \
+	VMOVUPS (R9)(BX*1), Z14 \
+	LOAD((DI)(DX*1), Z15) \
+	VFMADD231PS Z12, Z15, Z0 \
+	VFMADD231PS Z13, Z15, Z4 \
+	VFMADD231PS Z14, Z15, Z8 \
+	LOAD((R10)(DX*1), Z15) \
+	VFMADD231PS Z12, Z15, Z1 \
+	VFMADD231PS Z13, Z15, Z5 \
+	VFMADD231PS Z14, Z15, Z9 \
+	LOAD((R11)(DX*1), Z15) \
+	VFMADD231PS Z12, Z15, Z2 \
+	VFMADD231PS Z13, Z15, Z6 \
+	VFMADD231PS Z14, Z15, Z10 \
+	LOAD((R12)(DX*1), Z15) \
+	VFMADD231PS Z12, Z15, Z3 \
+	VFMADD231PS Z13, Z15, Z7 \
+	VFMADD231PS Z14, Z15, Z11 \
+	ADDQ $64, BX \
+	ADDQ $(16*esz), DX \
+	SUBQ $16, CX \
+	JG   loop \
+	VEXTRACTF64X4 $1, Z0, Y12 \
+	VADDPS Y12, Y0, Y0 \
+	VEXTRACTF64X4 $1, Z1, Y12 \
+	VADDPS Y12, Y1, Y1 \
+	VEXTRACTF64X4 $1, Z2, Y12 \
+	VADDPS Y12, Y2, Y2 \
+	VEXTRACTF64X4 $1, Z3, Y12 \
+	VADDPS Y12, Y3, Y3 \
+	VEXTRACTF64X4 $1, Z4, Y12 \
+	VADDPS Y12, Y4, Y4 \
+	VEXTRACTF64X4 $1, Z5, Y12 \
+	VADDPS Y12, Y5, Y5 \
+	VEXTRACTF64X4 $1, Z6, Y12 \
+	VADDPS Y12, Y6, Y6 \
+	VEXTRACTF64X4 $1, Z7, Y12 \
+	VADDPS Y12, Y7, Y7 \
+	VEXTRACTF64X4 $1, Z8, Y12 \
+	VADDPS Y12, Y8, Y8 \
+	VEXTRACTF64X4 $1, Z9, Y12 \
+	VADDPS Y12, Y9, Y9 \
+	VEXTRACTF64X4 $1, Z10, Y12 \
+	VADDPS Y12, Y10, Y10 \
+	VEXTRACTF64X4 $1, Z11, Y12 \
+	VADDPS Y12, Y11, Y11 \
 	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
 	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
 	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
@@ -539,3 +640,15 @@ silu8:
 siludone:
 	VZEROUPPER
 	RET
+
+// func mmTile3x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F32Z(SB), NOSPLIT, $0-64
+	MMTILE512(LOADF32Z, 4)
+
+// func mmTile3x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4BF16Z(SB), NOSPLIT, $0-64
+	MMTILE512(LOADBF16Z, 2)
+
+// func mmTile3x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F16Z(SB), NOSPLIT, $0-64
+	MMTILE512(LOADF16Z, 2)

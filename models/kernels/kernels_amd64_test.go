@@ -1,0 +1,23 @@
+//go:build amd64 && !purego
+
+package kernels
+
+import "testing"
+
+// TestTilePaths runs the matrix tests once more on the other tile width
+// (AVX2 when the CPU has AVX-512, and the reference path without AVX2).
+func TestTilePaths(t *testing.T) {
+	t.Logf("AVX2 %v, AVX-512 tile %v, F16C %v", useAVX2, useAVX512, hasF16C)
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	useAVX512 = false // only ever switched off: never forced on a CPU without it
+	TestMatMulT(t)
+	TestGemm(t)
+	savedAVX2 := useAVX2
+	defer func() { useAVX2 = savedAVX2 }()
+	useAVX2 = false
+	TestMatVec(t)
+	TestMatMulT(t)
+	TestDotAxpyScale(t)
+	TestOps(t)
+}
