@@ -513,3 +513,32 @@ func TestExpNeg(t *testing.T) {
 		t.Fatal("edge cases")
 	}
 }
+
+func TestConcurrentForward(t *testing.T) {
+	m := load(t, writeTiny(t, testmodel.Options{Seed: 11}), 2)
+	want, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3, 4}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for range 10 {
+				got, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3, 4}}})
+				if err == nil && got[0][0][7] != want[0][0][7] {
+					err = fmt.Errorf("concurrent forward differs")
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
