@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -603,4 +604,57 @@ func decodeMap(b []byte) map[string]any {
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
 	return m
+}
+
+func TestStartDrainsOnCancel(t *testing.T) {
+	fm := &fakeModel{done: make(chan struct{}), block: make(chan struct{})}
+	defer close(fm.done)
+	dir := t.TempDir()
+	s, err := New(Config{Model: fm, ModelName: "base", Adapters: map[string]string{"hello": writeFakeAdapter(t, filepath.Join(dir, "hello"), "hello world")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan error, 1)
+	go func() { started <- s.Start(ctx, ln) }()
+	got := make(chan string, 1)
+	go func() {
+		resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("hello", "x", "")))
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		c, _ := decodeMap(b)["choices"].([]any)
+		if len(c) == 0 {
+			got <- string(b)
+			return
+		}
+		got <- c[0].(map[string]any)["message"].(map[string]any)["content"].(string)
+	}()
+	waitUntil(t, func() bool { return s.eng.Stats().Active == 1 })
+	cancel() // SIGTERM
+	waitUntil(t, func() bool { return s.shutting.Load() })
+	resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("base", "x", "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("during drain: %d", resp.StatusCode)
+	}
+	env := &testEnv{fm: fm}
+	env.feed(1 << 20)
+	if g := <-got; g != "hello world" {
+		t.Fatalf("in-flight request cut by shutdown: %q", g)
+	}
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
 }
