@@ -308,6 +308,9 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		return nil
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("merge interrupted, nothing written at %s: %w", out, ctx.Err())
+		}
 		return nil, err
 	}
 	return res, nil
@@ -557,6 +560,9 @@ func (p *plan) produce(it *item, w io.Writer) error {
 			return err
 		}
 		return encodeTo(w, it.hdr.DType, v)
+	}
+	if it.kind == kConvert {
+		return p.convertStream(it.src, it.hdr.DType, w)
 	}
 	var W []float32
 	var err error
