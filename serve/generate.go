@@ -43,7 +43,7 @@ func (s *Server) submit(ctx context.Context, model string, prompts [][]int, sp o
 				return nil, err
 			}
 			req := &engine.Request{Prompt: ids, MaxTokens: sp.MaxTokens, Stop: sp.Stop, LogitBias: sp.LogitBias,
-				Logprobs: sp.Logprobs, TopLogprobs: sp.TopLogprobs,
+				Logprobs: sp.Logprobs, TopLogprobs: sp.TopLogprobs, IgnoreEOS: sp.IgnoreEOS,
 				Sampling: engine.SamplingParams{Temperature: sp.Temperature, TopP: sp.TopP, MinP: sp.MinP, TopK: sp.TopK,
 					RepetitionPenalty: sp.RepetitionPenalty, PresencePenalty: sp.PresencePenalty,
 					FrequencyPenalty: sp.FrequencyPenalty, Seed: seed + int64(p*sp.N+i)}}

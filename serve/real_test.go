@@ -39,7 +39,18 @@ func (s *spyModel) Forward(rows []engine.Row) ([][]float32, error) {
 // writeRandomAdapter saves a rank-4 adapter on every attention and MLP projection with non-zero B.
 func writeRandomAdapter(t testing.TB, m *models.Model, dir string, seed int64) {
 	t.Helper()
-	cfg := lora.NewConfig(4, 8, []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+	writeRandomAdapterR(t, m, dir, seed, 4, 0.5)
+}
+
+// writeRandomAdapter16 is a rank-16 adapter with small weights (for the load benchmark).
+func writeRandomAdapter16(t testing.TB, m *models.Model, dir string, seed int64) {
+	t.Helper()
+	writeRandomAdapterR(t, m, dir, seed, 16, 0.02)
+}
+
+func writeRandomAdapterR(t testing.TB, m *models.Model, dir string, seed int64, r int, std float64) {
+	t.Helper()
+	cfg := lora.NewConfig(r, float64(2*r), []string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
 	a := lora.New(cfg)
 	rng := rand.New(rand.NewSource(seed))
 	for _, mod := range m.Net.Modules() {
@@ -49,10 +60,10 @@ func writeRandomAdapter(t testing.TB, m *models.Model, dir string, seed int64) {
 		l, _ := m.Net.Linear(mod)
 		p := cfg.NewPair(mod, l.In(), l.Out())
 		for i := range p.A {
-			p.A[i] = float32(rng.NormFloat64()) * 0.5
+			p.A[i] = float32(rng.NormFloat64() * std)
 		}
 		for i := range p.B {
-			p.B[i] = float32(rng.NormFloat64()) * 0.5
+			p.B[i] = float32(rng.NormFloat64() * std)
 		}
 		a.Modules[mod] = p
 	}

@@ -401,7 +401,7 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 	if lp != nil {
 		toks = []TokenLogprob{*lp}
 	}
-	if e.eos[id] {
+	if e.eos[id] && !s.req.IgnoreEOS {
 		s.pending += s.dec.Flush()
 		e.emitFinal(s, toks, FinishStop)
 		return

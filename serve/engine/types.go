@@ -84,6 +84,8 @@ type Request struct {
 	Logprobs    bool
 	TopLogprobs int
 	Adapter     Delta
+	// IgnoreEOS keeps generating past EOS ids (benchmarks; vLLM's ignore_eos).
+	IgnoreEOS bool
 	// Release, if set, is called exactly once when the engine no longer uses the request (finished, cancelled or
 	// rejected); serving uses it to drop the adapter reference.
 	Release func()

@@ -61,6 +61,7 @@ type Sampling struct {
 	LogitBias         map[int]float32
 	Logprobs          bool
 	TopLogprobs       int
+	IgnoreEOS         bool // vLLM extension: keep generating past EOS
 }
 
 // samplingFields are the sampling fields both request kinds carry (pointers: absent ≠ zero).
@@ -76,6 +77,7 @@ type samplingFields struct {
 	Stop              Stop               `json:"stop"`
 	N                 *int               `json:"n"`
 	LogitBias         map[string]float64 `json:"logit_bias"`
+	IgnoreEOS         bool               `json:"ignore_eos"`
 }
 
 const maxStops = 16
@@ -83,7 +85,7 @@ const maxStops = 16
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
 func (f *samplingFields) resolve(vocab int) (Sampling, *Error) {
-	s := Sampling{Temperature: 1, TopP: 1, RepetitionPenalty: 1, N: 1, Seed: f.Seed}
+	s := Sampling{Temperature: 1, TopP: 1, RepetitionPenalty: 1, N: 1, Seed: f.Seed, IgnoreEOS: f.IgnoreEOS}
 	if f.Temperature != nil {
 		if !finite(*f.Temperature) || *f.Temperature < 0 || *f.Temperature > 2 {
 			return s, BadRequest("temperature", "temperature must be between 0 and 2, got %v", *f.Temperature)

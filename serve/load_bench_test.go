@@ -1,0 +1,228 @@
+package serve
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/testmodel"
+)
+
+// BenchmarkServeLoad is the serving load test (not a unit test): 32 concurrent streaming chat clients on a random
+// model of the SmolLM2-135M shape, spread over 8 rank-16 adapters (with a 9th adapter loaded and unloaded in a loop
+// during the run), versus the same load on the base alone. Run:
+//
+//	go test ./serve -run XXX -bench ServeLoad -benchtime 1x -timeout 30m
+//
+// Knobs: LORAKIT_BENCH_CLIENTS (32), LORAKIT_BENCH_REQS per client (2), LORAKIT_BENCH_TOKENS (32),
+// LORAKIT_BENCH_LAYERS (30).
+func BenchmarkServeLoad(b *testing.B) {
+	env := func(k string, def int) int {
+		if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
+			return v
+		}
+		return def
+	}
+	clients, reqs, tokens := env("LORAKIT_BENCH_CLIENTS", 32), env("LORAKIT_BENCH_REQS", 2), env("LORAKIT_BENCH_TOKENS", 32)
+	dir := b.TempDir()
+	o := testmodel.Options{ModelType: "llama", Hidden: 576, Intermediate: 1536, Layers: env("LORAKIT_BENCH_LAYERS", 30),
+		Heads: 9, KVHeads: 3, Vocab: 49152, MaxPositions: 2048, Tied: true, DType: "BF16", Seed: 1, Std: 0.02}
+	if err := testmodel.Write(filepath.Join(dir, "model"), o); err != nil {
+		b.Fatal(err)
+	}
+	m, err := models.Load(filepath.Join(dir, "model"), models.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	adapters := map[string]string{}
+	for i := 0; i < 9; i++ {
+		p := filepath.Join(dir, "adapters", fmt.Sprintf("a%d", i))
+		writeRandomAdapter16(b, m, p, int64(i))
+		if i < 8 {
+			adapters[fmt.Sprintf("a%d", i)] = p
+		}
+	}
+	b.ResetTimer()
+	for _, mixed := range []bool{false, true} {
+		runtime.GC()
+		g0 := runtime.NumGoroutine()
+		var ms0 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		srv, err := New(Config{Model: FromModel(m), ModelName: "base", Adapters: adapters, MaxBatch: clients,
+			AdapterDir: filepath.Join(dir, "adapters")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ts := httptest.NewServer(srv.Handler())
+		stopChurn := make(chan struct{})
+		var churn sync.WaitGroup
+		var churnOps atomic.Int64
+		if mixed {
+			churn.Add(1)
+			go func() { // load and unload a 9th adapter (and drive one request on it) during the run
+				defer churn.Done()
+				for {
+					select {
+					case <-stopChurn:
+						return
+					default:
+					}
+					body := fmt.Sprintf(`{"lora_name":"churn","lora_path":%q}`, filepath.Join(dir, "adapters", "a8"))
+					if r, err := http.Post(ts.URL+"/v1/load_lora_adapter", "application/json", strings.NewReader(body)); err == nil {
+						r.Body.Close()
+					}
+					time.Sleep(200 * time.Millisecond)
+					if r, err := http.Post(ts.URL+"/v1/unload_lora_adapter", "application/json", strings.NewReader(`{"lora_name":"churn"}`)); err == nil {
+						r.Body.Close()
+					}
+					churnOps.Add(1)
+					time.Sleep(100 * time.Millisecond)
+				}
+			}()
+		}
+		res := runLoad(ts.URL, clients, reqs, tokens, func(i int) string {
+			if mixed {
+				return fmt.Sprintf("a%d", i%8)
+			}
+			return "base"
+		})
+		close(stopChurn)
+		churn.Wait()
+		ts.Close()
+		_ = srv.Shutdown(context.Background())
+		time.Sleep(200 * time.Millisecond)
+		runtime.GC()
+		var ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms1)
+		mode := "base-only"
+		if mixed {
+			mode = "8-adapters"
+		}
+		b.Logf("%s: %d clients × %d req × %d tok: %d ok, %d failed, %.1f s, aggregate %.1f tok/s, TTFT p50 %.0f ms p99 %.0f ms, ITL p50 %.0f ms p99 %.0f ms; load/unload cycles %d; goroutines %d→%d, heap %.0f→%.0f MB",
+			mode, clients, reqs, tokens, res.ok, res.failed, res.wall.Seconds(), float64(res.tokens)/res.wall.Seconds(),
+			pct(res.ttft, 50), pct(res.ttft, 99), pct(res.itl, 50), pct(res.itl, 99), churnOps.Load(),
+			g0, runtime.NumGoroutine(), float64(ms0.HeapAlloc)/1e6, float64(ms1.HeapAlloc)/1e6)
+		b.ReportMetric(float64(res.tokens)/res.wall.Seconds(), mode+"-tok/s")
+	}
+}
+
+type loadResult struct {
+	ok, failed int
+	tokens     int
+	wall       time.Duration
+	ttft, itl  []float64 // ms
+}
+
+func pct(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	i := int(p / 100 * float64(len(s)-1))
+	return s[i]
+}
+
+func runLoad(url string, clients, reqs, tokens int, model func(int) string) loadResult {
+	var mu sync.Mutex
+	var res loadResult
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for r := 0; r < reqs; r++ {
+				body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"Client %d request %d: write a short story about the sea and a lighthouse keeper."}],"max_tokens":%d,"temperature":0.8,"seed":%d,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}`,
+					model(c), c, r, tokens, c*100+r)
+				start := time.Now()
+				resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
+				if err != nil || resp.StatusCode != 200 {
+					if resp != nil {
+						resp.Body.Close()
+					}
+					mu.Lock()
+					res.failed++
+					mu.Unlock()
+					continue
+				}
+				var ttft float64
+				var itl []float64
+				var last time.Time
+				n, done := 0, false
+				sc := bufio.NewScanner(resp.Body)
+				sc.Buffer(make([]byte, 1<<20), 1<<20)
+				first := true
+				for sc.Scan() {
+					line := sc.Text()
+					if !strings.HasPrefix(line, "data: ") {
+						continue
+					}
+					p := line[6:]
+					if p == "[DONE]" {
+						done = true
+						break
+					}
+					var ch struct {
+						Choices []struct {
+							Delta struct {
+								Content *string `json:"content"`
+							} `json:"delta"`
+						} `json:"choices"`
+						Usage *struct {
+							CompletionTokens int `json:"completion_tokens"`
+						} `json:"usage"`
+					}
+					if json.Unmarshal([]byte(p), &ch) != nil {
+						continue
+					}
+					if ch.Usage != nil {
+						n = ch.Usage.CompletionTokens
+					}
+					if first { // the role chunk
+						first = false
+						continue
+					}
+					if len(ch.Choices) > 0 && ch.Choices[0].Delta.Content != nil && *ch.Choices[0].Delta.Content != "" {
+						now := time.Now()
+						if ttft == 0 {
+							ttft = float64(now.Sub(start).Microseconds()) / 1000
+						} else {
+							itl = append(itl, float64(now.Sub(last).Microseconds())/1000)
+						}
+						last = now
+					}
+				}
+				resp.Body.Close()
+				mu.Lock()
+				if done && n > 0 {
+					res.ok++
+					res.tokens += n
+					res.ttft = append(res.ttft, ttft)
+					res.itl = append(res.itl, itl...)
+				} else {
+					res.failed++
+				}
+				mu.Unlock()
+			}
+		}(c)
+	}
+	wg.Wait()
+	res.wall = time.Since(t0)
+	return res
+}
