@@ -286,7 +286,9 @@ type scratch struct {
 	scores                                         [][]float32
 	rowSeq, rowPos, outRows                        []int
 	batch                                          []Seq // the current call's batch, for attentionRange
-	layer, rows                                    int
+	layer                                          int
+	short                                          []int     // rows attended one by one (see blockedMin)
+	blockS                                         []float32 // scores of a block of rows (attentionBlocked)
 }
 
 // grow returns b resized to n, reallocating (with doubling, so a growing context is amortised) when too small.
@@ -379,6 +381,17 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		}
 		maxCtx = max(maxCtx, sq.Cache.n+len(sq.Tokens))
 	}
+	// Sequences with many new tokens (prefill) use blocked matrix-multiply attention; the other rows go one by one.
+	s.short = s.short[:0]
+	r = 0
+	for _, sq := range batch {
+		if len(sq.Tokens) < blockedMin {
+			for j := range sq.Tokens {
+				s.short = append(s.short, r+j)
+			}
+		}
+		r += len(sq.Tokens)
+	}
 	nw := m.Pool.Threads()
 	if len(s.scores) != nw {
 		s.scores = make([][]float32, nw)
@@ -406,11 +419,18 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 			copy(kc.k[l][pos*KV:(pos+1)*KV], s.k[r*KV:(r+1)*KV])
 			copy(kc.v[l][pos*KV:(pos+1)*KV], s.v[r*KV:(r+1)*KV])
 		}
-		s.batch, s.layer, s.rows = batch, l, T
-		if T*c.NumAttentionHeads*maxCtx*c.HeadDim < 1<<15 {
+		s.batch, s.layer = batch, l
+		if len(s.short)*c.NumAttentionHeads*maxCtx*c.HeadDim < 1<<15 {
 			m.attnFn(0, len(s.scores)) // too little work to be worth waking the pool
 		} else {
 			m.Pool.For(len(s.scores), m.attnFn)
+		}
+		r := 0
+		for _, sq := range batch {
+			if len(sq.Tokens) >= blockedMin {
+				m.attentionBlocked(sq, r, l)
+			}
+			r += len(sq.Tokens)
 		}
 		m.linear(batch, L.OProj, names[3], s.tmp, s.att, T)
 		kernels.Axpy(1, s.tmp, s.x)
@@ -486,11 +506,11 @@ func (m *Model) attentionRange(lo, hi int) {
 	D, Q, KV, nh := c.HeadDim, c.QDim(), c.KVDim(), c.NumAttentionHeads
 	group := nh / c.NumKeyValueHeads
 	scale := float32(1 / math.Sqrt(float64(D)))
-	items := s.rows * nh
+	items := len(s.short) * nh
 	nw := len(s.scores)
 	for w := lo; w < hi; w++ {
 		for it := w; it < items; it += nw {
-			r, h := it/nh, it%nh
+			r, h := s.short[it/nh], it%nh
 			kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
 			start := 0
 			if c.SlidingWindow > 0 && pos-c.SlidingWindow+1 > 0 {
@@ -543,4 +563,61 @@ func expNeg(x float32) float32 {
 	p = p*r + 5.0000001201e-1
 	e := p*r*r + r + 1
 	return e * math.Float32frombits(uint32(k+127)<<23)
+}
+
+// blockedMin is the number of new tokens from which a sequence's attention runs as matrix multiplications.
+const blockedMin = 16
+
+// attentionBlocked computes the attention of the n new tokens of sq (rows r0..r0+n-1) with two GEMMs per head
+// and block of rows: S = Q_h·K_hᵀ/√D over the visible positions, a causal (and sliding-window) masked softmax
+// of each row of S, then att_h = S·V_h.
+func (m *Model) attentionBlocked(sq Seq, r0, l int) {
+	c := m.Config
+	s := &m.s
+	D, Q, KV, nh := c.HeadDim, c.QDim(), c.KVDim(), c.NumAttentionHeads
+	group := nh / c.NumKeyValueHeads
+	scale := float32(1 / math.Sqrt(float64(D)))
+	kc, n := sq.Cache, len(sq.Tokens)
+	p0 := kc.n // position of the first new token (the cache length advances after the last layer)
+	const blk = 128
+	for b0 := 0; b0 < n; b0 += blk {
+		bn := min(blk, n-b0)
+		hi := p0 + b0 + bn // keys [lo, hi) are visible to some row of the block
+		lo := 0
+		if c.SlidingWindow > 0 {
+			lo = max(0, p0+b0-c.SlidingWindow+1)
+		}
+		w := hi - lo
+		s.blockS = grow(s.blockS, bn*w)
+		S := s.blockS
+		for h := range nh {
+			off := (h / group) * D
+			qh := s.q[(r0+b0)*Q+h*D:]
+			kernels.Gemm(m.Pool, false, true, bn, w, D, scale, qh, Q, kc.k[l][lo*KV+off:], KV, 0, S, w)
+			m.Pool.For(bn, func(a, b int) {
+				for i := a; i < b; i++ {
+					pos := p0 + b0 + i
+					row := S[i*w : (i+1)*w]
+					first := 0
+					if c.SlidingWindow > 0 {
+						first = max(0, pos-c.SlidingWindow+1-lo)
+					}
+					last := pos - lo // inclusive
+					mx := float32(math.Inf(-1))
+					for _, v := range row[first : last+1] {
+						mx = max(mx, v)
+					}
+					var sum float32
+					for j := first; j <= last; j++ {
+						row[j] = expNeg(row[j] - mx)
+						sum += row[j]
+					}
+					clear(row[:first])
+					clear(row[last+1:])
+					kernels.Scale(1/sum, row[first:last+1])
+				}
+			})
+			kernels.Gemm(m.Pool, false, false, bn, D, w, 1, S, w, kc.v[l][lo*KV+off:], KV, 0, s.att[(r0+b0)*Q+h*D:], Q)
+		}
+	}
 }

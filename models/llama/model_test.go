@@ -190,6 +190,9 @@ var variants = map[string]testmodel.Options{
 
 func TestVariantsMatchReference(t *testing.T) {
 	tokens := []int{5, 100, 260, 7, 42, 299, 0, 13, 77}
+	for i := range 31 { // long enough for the blocked (GEMM) prefill path
+		tokens = append(tokens, (i*53+11)%300)
+	}
 	for name, o := range variants {
 		t.Run(name, func(t *testing.T) {
 			o.Seed = 7
@@ -539,6 +542,40 @@ func TestConcurrentForward(t *testing.T) {
 	for range 4 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestChunkedPrefill checks blocked attention across row blocks and with earlier cached positions against
+// one-token-at-a-time decoding.
+func TestChunkedPrefill(t *testing.T) {
+	for _, o := range []testmodel.Options{{Seed: 12}, {ModelType: "mistral", SlidingWindow: 37, Seed: 13}} {
+		m := load(t, writeTiny(t, o), 2)
+		toks := make([]int, 300)
+		for i := range toks {
+			toks[i] = (i*97 + 5) % 300
+		}
+		c := m.NewCache(0)
+		a, err := m.Forward([]Seq{{Tokens: toks[:20], Cache: c, AllLogits: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := m.Forward([]Seq{{Tokens: toks[20:], Cache: c, AllLogits: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := append(a[0], b[0]...)
+		c2 := m.NewCache(0)
+		for p, tok := range toks {
+			step, err := m.Forward([]Seq{{Tokens: []int{tok}, Cache: c2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range step[0][0] {
+				if d := math.Abs(float64(v - got[p][i])); d > 1e-4 {
+					t.Fatalf("%s position %d: chunked prefill differs from decode by %g", o.ModelType, p, d)
+				}
+			}
 		}
 	}
 }
