@@ -306,20 +306,11 @@ func (q *Pair) Apply(p *kernels.Pool, y, x []float32, in, out int) {
 	if rows == 0 {
 		return
 	}
-	if rows == 1 { // decode: two small GEMVs, no allocation for r ≤ 64
-		var buf [64]float32
-		t := buf[:0]
-		if q.R <= len(buf) {
-			t = buf[:q.R]
-		} else {
-			t = make([]float32, q.R)
-		}
-		for k := range t {
-			t[k] = kernels.Dot(q.A[k*in:(k+1)*in], x)
-		}
-		for o := 0; o < out; o++ {
-			y[o] += q.Scale * kernels.Dot(q.B[o*q.R:(o+1)*q.R], t)
-		}
+	if rows == 1 { // decode: two GEMVs through the kernels, one small allocation
+		buf := make([]float32, q.R+min(256, out))
+		t := buf[:q.R]
+		kernels.MatVecF32(p, t, q.A, x, q.R, q.In)
+		addScaledBt(y, q.B, t, q.Scale, buf[q.R:])
 		return
 	}
 	t := make([]float32, rows*q.R)
@@ -385,4 +376,15 @@ func Delta(p *Pair) []float32 {
 	kernels.Gemm(nil, false, false, p.Out, p.In, p.R, 1, p.B, p.R, p.A, p.In, 0, d, p.In)
 	kernels.Scale(p.Scale, d)
 	return d
+}
+
+// addScaledBt does y[o] += s·Σ_k B[o,k]·t[k] for B [len(y), len(t)], a chunk of rows at a time through the
+// GEMV kernel into buf.
+func addScaledBt(y, B, t []float32, s float32, buf []float32) {
+	r := len(t)
+	for o0 := 0; o0 < len(y); o0 += len(buf) {
+		n := min(len(buf), len(y)-o0)
+		kernels.MatVecF32(nil, buf[:n], B[o0*r:(o0+n)*r], t, n, r)
+		kernels.Axpy(s, buf[:n], y[o0:o0+n])
+	}
 }
