@@ -325,3 +325,58 @@ func (t *matMulTask) dots(i, j, nr int, out *[4]float32) {
 		out[r] = s
 	}
 }
+
+//go:noescape
+func gemmBcast6x16(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
+
+// bcastAvailable reports whether gemmBcastTile has a fast kernel.
+func bcastAvailable() bool { return useAVX2 }
+
+// gemmBcastTile computes C rows [i0, i1) × columns [j0, j1) for op(B) = B:
+// 6×16 tiles (A broadcast, B rows loaded in place: no transposes) over K
+// chunks of bcK, then the edge rows and columns with axpy.
+func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
+	k := g.k
+	rs, ls := 4*g.lda, 4
+	if g.transA {
+		rs, ls = 4, 4*g.lda
+	}
+	iq := i0 + (i1-i0)/6*6
+	jq := j0 + (j1-j0)/16*16
+	// packed K chunk of B for the tile's full 16-column strips (strip s at
+	// bp[s*bcK*16:], rows of 16) and, for TN, the 6×kc panel of A
+	var bp [bcK * bcCols]float32
+	var apk [bcK * 6]float32
+	for kb := 0; kb < k && iq > i0; kb += bcK {
+		kc := min(bcK, k-kb)
+		acc := 0
+		if kb > 0 || accum {
+			acc = 1
+		}
+		for j := j0; j < jq; j += 16 {
+			strip := bp[(j-j0)/16*bcK*16:]
+			for l := 0; l < kc; l++ {
+				copy(strip[l*16:l*16+16], g.b[(kb+l)*g.ldb+j:(kb+l)*g.ldb+j+16])
+			}
+		}
+		for i := i0; i < iq; i += 6 {
+			ap, ars, als := &g.a[i*g.lda+kb], rs, ls
+			if g.transA {
+				for l := 0; l < kc; l++ {
+					copy(apk[l*6:l*6+6], g.a[(kb+l)*g.lda+i:(kb+l)*g.lda+i+6])
+				}
+				ap, ars, als = &apk[0], 4, 24
+			}
+			for j := j0; j < jq; j += 16 {
+				gemmBcast6x16(ap, ars, als, &bp[(j-j0)/16*bcK*16], 16, kc, &g.c[i*g.ldc+j], g.ldc, acc, g.alpha)
+			}
+		}
+	}
+	for i := i0; i < i1; i++ {
+		if i < iq {
+			gemmEdge(g, accum, i, jq, j1)
+		} else {
+			gemmEdge(g, accum, i, j0, j1)
+		}
+	}
+}

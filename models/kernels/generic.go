@@ -39,3 +39,13 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 		}
 	}
 }
+
+// bcastAvailable reports whether gemmBcastTile has a fast kernel.
+func bcastAvailable() bool { return false }
+
+// gemmBcastTile computes C rows [i0, i1) × columns [j0, j1) for op(B) = B.
+func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
+	for i := i0; i < i1; i++ {
+		gemmEdge(g, accum, i, j0, j1)
+	}
+}

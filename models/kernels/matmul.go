@@ -71,6 +71,10 @@ func (p *Pool) gemm(g gemmArgs) {
 		}
 		return
 	}
+	if !g.transB && bcastAvailable() {
+		p.gemmBcast(g)
+		return
+	}
 	locked := p.acquire()
 	var bufA, bufB *[]float32
 	if locked {
@@ -119,6 +123,71 @@ func (p *Pool) gemm(g gemmArgs) {
 	p.runLocked(tiles, tiles, &p.mm)
 	p.mm = matMulTask{}
 	p.mu.Unlock()
+}
+
+// gemmBTask runs Gemm with op(B) = B (NN, TN) through the broadcast tile
+// kernel over tiles of bcRows × bcCols of C; accum tells whether C already
+// holds beta·C (else it is overwritten).
+type gemmBTask struct {
+	g     gemmArgs
+	accum bool
+	ti    int
+}
+
+const (
+	bcRows = 96 // multiple of 6
+	bcCols = 64 // multiple of 16
+	bcK    = 256
+)
+
+func (t *gemmBTask) run(lo, hi int) {
+	for b := lo; b < hi; b++ {
+		ib, jb := b%t.ti, b/t.ti
+		i0, j0 := ib*bcRows, jb*bcCols
+		gemmBcastTile(&t.g, t.accum, i0, min(i0+bcRows, t.g.m), j0, min(j0+bcCols, t.g.n))
+	}
+}
+
+func (p *Pool) gemmBcast(g gemmArgs) {
+	t := gemmBTask{g: g}
+	if g.beta != 0 {
+		t.accum = true
+		if g.beta != 1 {
+			for i := 0; i < g.m; i++ {
+				scale(g.beta, g.c[i*g.ldc:i*g.ldc+g.n])
+			}
+		}
+	}
+	t.ti = (g.m + bcRows - 1) / bcRows
+	tiles := t.ti * ((g.n + bcCols - 1) / bcCols)
+	if g.m*g.n*g.k < 1<<15 || !p.acquire() {
+		t.run(0, tiles)
+		return
+	}
+	p.gb = t
+	p.runLocked(tiles, tiles, &p.gb)
+	p.gb = gemmBTask{}
+	p.mu.Unlock()
+}
+
+// gemmEdge computes C[i, j0:j1] (+)= alpha·Σ_l opA(i,l)·B[l, j0:j1] with axpy.
+func gemmEdge(g *gemmArgs, accum bool, i, j0, j1 int) {
+	if j0 >= j1 {
+		return
+	}
+	c := g.c[i*g.ldc+j0 : i*g.ldc+j1]
+	if !accum {
+		clear(c)
+	}
+	for l := 0; l < g.k; l++ {
+		var a float32
+		if g.transA {
+			a = g.a[l*g.lda+i]
+		} else {
+			a = g.a[i*g.lda+l]
+		}
+		axpy(g.alpha*a, g.b[l*g.ldb+j0:l*g.ldb+j1], c)
+	}
 }
 
 // gemmArgs are Gemm's arguments.

@@ -40,6 +40,7 @@ type Pool struct {
 	// preallocated kernel jobs so that kernels do not allocate per call
 	mv matVecTask
 	mm matMulTask
+	gb gemmBTask
 
 	// Gemm's transposed operands, kept between calls (guarded by mu)
 	scratchA, scratchB []float32
