@@ -22,6 +22,7 @@ import (
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/quant"
+	"github.com/lorakit/lorakit/train"
 )
 
 func init() { register(newBenchCmd) }
@@ -73,7 +74,8 @@ func newBenchCmd() *cobra.Command {
 	var (
 		modelDir, shape, dtype, cpuprofile, ppProfile string
 		threads, prompt, gen, reps, batch             int
-		asJSON, noMem                                 bool
+		asJSON, noMem, trainMode                      bool
+		tc                                            train.BenchConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -85,6 +87,28 @@ like a real one. It prints tokens/s, the weight bytes read per decoded token, th
 bandwidth of the machine measured in the same run, peak RSS, and ratios to llama.cpp on the project machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if trainMode {
+				if modelDir != "" {
+					return fmt.Errorf("bench --train: use --shape (smollm2-135m or tiny), not --model")
+				}
+				tc.Shape, tc.DType, tc.Threads = shape, dtype, threads
+				if tc.Shape == "" {
+					tc.Shape = "smollm2-135m"
+				}
+				r, err := train.Bench(cmd.Context(), tc)
+				if err != nil {
+					return fmt.Errorf("bench --train: %w", err)
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "train %s %s %s seq %d batch %d, %d threads: %.1f tok/s (steps %v s), loss %.3f → %.3f, peak RSS %.0f MiB\n",
+					r.Method, r.Shape, r.DType, r.SeqLen, r.BatchSize, r.Threads, r.TokensPerSec, r.StepSeconds, r.FirstLoss, r.LastLoss, r.PeakRSSMiB)
+				if r.AnchorTokS > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%.2f× PyTorch eager fp32 (%.1f tok/s, %.0f MiB)\n", r.TokensPerSec/r.AnchorTokS, r.AnchorTokS, r.AnchorRSSMiB)
+				}
+				return nil
+			}
 			if (modelDir == "") == (shape == "") {
 				return fmt.Errorf("bench: give exactly one of --model DIR or --shape NAME (%s)", shapeNames())
 			}
@@ -161,6 +185,12 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.StringVar(&ppProfile, "pp-cpuprofile", "", "write a CPU profile of the prefill runs to this file")
 	f.BoolVar(&noMem, "no-mem", false, "skip the memory bandwidth measurement")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.BoolVar(&trainMode, "train", false, "time training steps instead (train.Bench): --shape smollm2-135m|tiny, --dtype f32|bf16")
+	f.StringVar(&tc.Method, "method", "lora", "with --train: lora, qlora or full")
+	f.IntVar(&tc.SeqLen, "seq-len", 256, "with --train: tokens per sequence")
+	f.IntVar(&tc.BatchSize, "batch-size", 1, "with --train: sequences per step")
+	f.IntVar(&tc.Steps, "steps", 5, "with --train: timed steps (after 2 warm-up steps)")
+	f.IntVar(&tc.Rank, "rank", 16, "with --train: LoRA rank (alpha = 2·rank)")
 	return cmd
 }
 
