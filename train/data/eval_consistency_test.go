@@ -21,7 +21,7 @@ func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
 		t.Skip("LORAKIT_SHARED not set")
 	}
 	dir := filepath.Join(shared, "models", "stories260K")
-	m, err := train.LoadModel(dir, 2, false)
+	m, err := train.LoadModel(dir, 1, false)
 	if err != nil {
 		t.Fatal(err)
 	}

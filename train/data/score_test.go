@@ -171,7 +171,7 @@ func TestModelScorerMatchesDirectForward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	net, err := llama.Load(ck, cfg, llama.LoadOptions{Threads: 2})
+	net, err := llama.Load(ck, cfg, llama.LoadOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
