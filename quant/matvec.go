@@ -80,6 +80,37 @@ func (q *Blocks4) matVecGeneric(y, x []float32, lo, hi int) {
 	}
 }
 
+// matMulFast runs the fused kernels for weight rows [lo, hi) and all m kernel-ordered x rows.
+func (q *Blocks4) matMulFast(y, xs []float32, m, lo, hi int) {
+	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
+	nbRow := cols / bs
+	var sbuf [scaleBuf]float32
+	sc := sbuf[:]
+	if nbRow > scaleBuf {
+		sc = make([]float32, nbRow)
+	}
+	step := len(sc) / nbRow
+	for r := lo; r < hi; {
+		n := min(hi-r, step)
+		var scales []float32
+		if q.Double {
+			scales = sc[:n*nbRow]
+			q.AbsmaxRange(scales, r*nbRow)
+		} else {
+			scales = q.Absmax[r*nbRow : (r+n)*nbRow]
+		}
+		packed := q.Packed[r*cols/2 : (r+n)*cols/2]
+		i := 0
+		for ; i+4 <= m; i += 4 {
+			rows4x(y[i*rows+r:], rows, packed, scales, xs[i*cols:], cols, &q.Code, nbRow, bs)
+		}
+		for ; i < m; i++ {
+			rows4(y[i*rows+r:i*rows+r+n], packed, scales, xs[i*cols:(i+1)*cols], &q.Code, nbRow, bs)
+		}
+		r += n
+	}
+}
+
 // rows4Go is the portable row kernel (the reference for the assembly one): for each of len(y) rows,
 // y[r] = Σ_b scales[r·nb+b]·Σ_j code[q_j]·x[b·bs+j], x in natural order.
 func rows4Go(y []float32, packed []byte, scales, x []float32, code *[16]float32, nb, bs int) {
@@ -103,6 +134,18 @@ func rows4Go(y []float32, packed []byte, scales, x []float32, code *[16]float32,
 	}
 }
 
+// rows4xGo is the portable four-x-row kernel: rows4Go for x rows x[i·xstride:], results at y[i·ystride+r].
+func rows4xGo(y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
+	n := len(packed) / (nb * bs / 2)
+	for i := 0; i < 4; i++ {
+		rows4Go(y[i*ystride:i*ystride+n], packed, scales, x[i*xstride:i*xstride+nb*bs], code, nb, bs)
+	}
+}
+
+// fusedMaxM is the batch size up to which MatMulT runs the fused kernels (each block decoded once per four
+// rows of X); larger batches dequantise tiles and use the f32 GEMM.
+const fusedMaxM = 32
+
 // MatMulT computes Y[m, Rows] = X[m, Cols]·Wᵀ. One row of X is MatVec; for more, each worker dequantises a
 // tile of W rows at a time into a small buffer and multiplies the whole batch with it, so every block is
 // decoded once per call, not once per row of X.
@@ -116,6 +159,19 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if m == 1 {
 		q.MatVec(p, y, x)
+		return
+	}
+	if q.fast() && m < fusedMaxM {
+		bp := xPool.Get().(*[]float32)
+		if cap(*bp) < m*cols {
+			*bp = make([]float32, m*cols)
+		}
+		xs := (*bp)[:m*cols]
+		for i := 0; i < m; i++ {
+			kernelOrder(xs[i*cols:(i+1)*cols], x[i*cols:(i+1)*cols])
+		}
+		p.For(rows, func(lo, hi int) { q.matMulFast(y, xs, m, lo, hi) })
+		xPool.Put(bp)
 		return
 	}
 	p.For(rows, func(lo, hi int) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"runtime"
 	"testing"
 
 	"github.com/lorakit/lorakit/models/kernels"
@@ -107,11 +108,15 @@ func TestRows4MatchesGo(t *testing.T) {
 func TestMatMulT(t *testing.T) {
 	r := rand.New(rand.NewSource(9))
 	p := kernels.NewPool(2)
-	for _, m := range []int{1, 2, 5} {
-		for _, sh := range [][2]int{{7, 64}, {40, 576}, {3, 33}} {
+	for _, m := range []int{1, 2, 4, 5, 8, 11, 50} {
+		for ci, sh := range [][2]int{{7, 64}, {40, 576}, {3, 33}, {9, 256}} {
 			rows, cols := sh[0], sh[1]
 			w := randW(r, rows*cols, 0.05)
-			q, err := Quantize4(NF4, w, []int{rows, cols}, 32, true)
+			typ, bs := NF4, 32
+			if ci == 3 {
+				typ, bs = FP4, 128
+			}
+			q, err := Quantize4(typ, w, []int{rows, cols}, bs, ci != 3)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -148,10 +153,25 @@ func benchMatVec(b *testing.B, rows, cols int, dq bool, threads int) {
 		p = kernels.NewPool(threads)
 	}
 	b.SetBytes(int64(q.Bytes()))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	b.ResetTimer()
+	c0 := cpuTime(threads > 1)
 	for i := 0; i < b.N; i++ {
 		q.MatVec(p, y, x)
 	}
+	reportCPU(b, c0, threads > 1, int64(q.Bytes()))
+}
+
+// reportCPU adds CPU-time based figures, meaningful when the machine is shared: cpu-ns/op is the CPU time of
+// this thread (or, with a pool, of the process) per op, and cpu-GB/s the bytes per CPU second.
+func reportCPU(b *testing.B, c0 float64, process bool, bytes int64) {
+	c := cpuTime(process) - c0
+	if c <= 0 {
+		return
+	}
+	b.ReportMetric(c*1e9/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(bytes)*float64(b.N)/c/1e9, "cpu-GB/s")
 }
 
 func BenchmarkMatVecNF4(b *testing.B) {
@@ -189,13 +209,44 @@ func BenchmarkSmolLM2Layers(b *testing.B) {
 			x := randW(r, 1536, 1)
 			y := make([]float32, 1536)
 			b.SetBytes(bytes)
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
 			b.ResetTimer()
+			c0 := cpuTime(th > 1)
 			for i := 0; i < b.N; i++ {
 				for _, q := range qs {
 					q.MatVec(p, y[:q.Rows()], x[:q.Cols()])
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+			if c := cpuTime(th > 1) - c0; c > 0 {
+				// tokens per second if each thread had a core of its own
+				b.ReportMetric(float64(b.N)*float64(th)/c, "cpu-tok/s")
+			}
+			reportCPU(b, c0, th > 1, bytes)
+		})
+	}
+}
+
+func BenchmarkMatMulT(b *testing.B) {
+	for _, m := range []int{2, 4, 16, 128} {
+		b.Run(fmt.Sprintf("1536x576/m%d", m), func(b *testing.B) {
+			r := rand.New(rand.NewSource(1))
+			rows, cols := 1536, 576
+			q, _ := Quantize4(NF4, randW(r, rows*cols, 0.02), []int{rows, cols}, 64, true)
+			x := randW(r, m*cols, 1)
+			y := make([]float32, m*rows)
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			b.ResetTimer()
+			c0 := cpuTime(false)
+			for i := 0; i < b.N; i++ {
+				q.MatMulT(nil, y, x, m)
+			}
+			if c := cpuTime(false) - c0; c > 0 {
+				b.ReportMetric(c*1e9/float64(b.N)/float64(m), "cpu-ns/row")
+				b.ReportMetric(2*float64(rows*cols*m)*float64(b.N)/c/1e9, "cpu-GFLOP/s")
+			}
 		})
 	}
 }

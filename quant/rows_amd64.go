@@ -45,3 +45,25 @@ func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, n
 	}
 	nf4RowsAVX2(&y[0], &packed[0], &scales[0], &x[0], code, len(y), nb, bs)
 }
+
+// nf4Rows4xAVX2 is nf4RowsAVX2 for four x rows at once (x, x+xstride, x+2·xstride, x+3·xstride, each in
+// kernel order); the result of x row i and weight row r goes to y[i·ystride + r].
+//
+//go:noescape
+func nf4Rows4xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
+
+// rows4x runs the row kernel for four x rows over len(packed)/(nb·bs/2) weight rows; see nf4Rows4xAVX2.
+func rows4x(y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
+	n := len(packed) / (nb * bs / 2)
+	if n == 0 {
+		return
+	}
+	if !useAVX2 {
+		rows4xGo(y, ystride, packed, scales, x, xstride, code, nb, bs)
+		return
+	}
+	if len(y) < 3*ystride+n || len(scales) < n*nb || len(x) < 3*xstride+nb*bs || bs%16 != 0 {
+		panic("quant: rows4x: slice lengths do not match")
+	}
+	nf4Rows4xAVX2(&y[0], ystride, &packed[0], &scales[0], &x[0], xstride, code, n, nb, bs)
+}

@@ -87,3 +87,103 @@ grouploop:
 done:
 	VZEROUPPER
 	RET
+
+// func nf4Rows4xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
+//
+// Four input rows at once: each weight block is decoded once and multiplied with the four kernel-ordered
+// x rows (x, x+xstride, ...), accumulating into Y[i][r] = y[i·ystride + r]. Accumulators: Y4..Y7 even
+// elements of x rows 0..3, Y8..Y11 odd elements.
+TEXT ·nf4Rows4xAVX2(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), DI
+	MOVQ ystride+8(FP), R13
+	SHLQ $2, R13
+	MOVQ packed+16(FP), SI
+	MOVQ scales+24(FP), R8
+	MOVQ x+32(FP), R11
+	MOVQ xstride+40(FP), R14
+	SHLQ $2, R14
+	MOVQ lut+48(FP), AX
+	MOVQ rows+56(FP), CX
+	MOVQ nb+64(FP), R9
+	MOVQ bs+72(FP), R10
+	SHRQ $4, R10
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	LEAQ (R14)(R14*2), AX
+	TESTQ CX, CX
+	JZ   done4
+
+rowloop4:
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	MOVQ R11, DX
+	MOVQ R9, BX
+
+blockloop4:
+	VBROADCASTSS (R8), Y15
+	VMULPS Y15, Y0, Y2
+	VMULPS Y15, Y1, Y3
+	ADDQ $4, R8
+	MOVQ R10, R12
+
+grouploop4:
+	VPMOVZXBD (SI), Y12
+	VPSLLD    $28, Y12, Y13
+	VPERMPS   Y2, Y12, Y14
+	VPERMPS   Y3, Y12, Y15
+	VBLENDVPS Y13, Y15, Y14, Y14
+	VFMADD231PS 32(DX), Y14, Y8
+	VFMADD231PS 32(DX)(R14*1), Y14, Y9
+	VFMADD231PS 32(DX)(R14*2), Y14, Y10
+	VFMADD231PS 32(DX)(AX*1), Y14, Y11
+	VPSRLD    $4, Y12, Y13
+	VPSLLD    $24, Y12, Y12
+	VPERMPS   Y2, Y13, Y15
+	VPERMPS   Y3, Y13, Y13
+	VBLENDVPS Y12, Y13, Y15, Y15
+	VFMADD231PS (DX), Y15, Y4
+	VFMADD231PS (DX)(R14*1), Y15, Y5
+	VFMADD231PS (DX)(R14*2), Y15, Y6
+	VFMADD231PS (DX)(AX*1), Y15, Y7
+	ADDQ $8, SI
+	ADDQ $64, DX
+	DECQ R12
+	JNZ  grouploop4
+	DECQ BX
+	JNZ  blockloop4
+
+	// y[i·ystride] = hsum(even_i + odd_i)
+	VADDPS Y8, Y4, Y4
+	VADDPS Y9, Y5, Y5
+	VADDPS Y10, Y6, Y6
+	VADDPS Y11, Y7, Y7
+	// transpose-reduce four vectors to four sums
+	VHADDPS Y5, Y4, Y4
+	VHADDPS Y7, Y6, Y6
+	VHADDPS Y6, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS X5, X4, X4
+	MOVQ DI, R12
+	MOVSS X4, (R12)
+	ADDQ R13, R12
+	VPSRLDQ $4, X4, X4
+	MOVSS X4, (R12)
+	ADDQ R13, R12
+	VPSRLDQ $4, X4, X4
+	MOVSS X4, (R12)
+	ADDQ R13, R12
+	VPSRLDQ $4, X4, X4
+	MOVSS X4, (R12)
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  rowloop4
+
+done4:
+	VZEROUPPER
+	RET
