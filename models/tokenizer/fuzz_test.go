@@ -121,3 +121,26 @@ func FuzzScanJSON(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParse: any tokenizer.json / tokenizer_config.json content either fails to load with an error or gives a
+// tokenizer that encodes and decodes without panicking.
+func FuzzParse(f *testing.F) {
+	f.Add(synthByteLevel(f), []byte(`{"bos_token":"<|bos|>"}`))
+	f.Add(synthSentencePiece(f), []byte(`{"tokenizer_class":"LlamaTokenizer","add_eos_token":true}`))
+	f.Add(synthMetaspace(f), []byte(`{"chat_template":[{"name":"default","template":"x"}]}`))
+	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":[["a","b"]]},"decoder":{"type":"Fuse"}}`), []byte(`{}`))
+	f.Fuzz(func(t *testing.T, tj, cfg []byte) {
+		tok, err := Parse(tj, cfg)
+		if err != nil {
+			return
+		}
+		for _, s := range []string{"", "ab a b", "Hello world 123 <s> <|bos|> 日本 😀\n\n  x"} {
+			ids := tok.Encode(s, true)
+			tok.Decode(ids, false)
+			streamAll(tok, ids, true)
+		}
+		tok.Decode([]int{-1, 0, 1, 2, 3, tok.VocabSize(), 1 << 40}, false)
+		tok.BOS()
+		tok.EOS()
+	})
+}

@@ -174,16 +174,19 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	if raw.Model.EndOfWordSuffix != nil {
 		m.eowSuffix = *raw.Model.EndOfWordSuffix
 	}
+	// Ids are dense in practice; bounding them by the entry count keeps a hostile file from making us
+	// allocate for ids it only claims.
+	maxID := 2*(len(m.vocab)+len(raw.AddedTokens)) + 1024
 	size := 0
 	for tok, id := range m.vocab {
-		if id < 0 || id > 1<<24 {
+		if id < 0 || id > maxID {
 			return nil, fmt.Errorf("model.vocab[%q]: id %d out of range", tok, id)
 		}
 		size = max(size, id+1)
 	}
 	for i := range raw.AddedTokens {
 		a := &raw.AddedTokens[i]
-		if a.ID < 0 || a.ID > 1<<24 {
+		if a.ID < 0 || a.ID > maxID {
 			return nil, fmt.Errorf("added_tokens[%d]: id %d out of range", i, a.ID)
 		}
 		if a.Content == "" {
