@@ -82,3 +82,16 @@ func TestMergeStories260K(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteStoriesAdapter writes the stories260K test adapter to $LORAKIT_MERGE_BENCH_DIR/stories-adapter, for
+// checking `lorakit merge` with an independent implementation (merge/scripts/torch_check.py).
+func TestWriteStoriesAdapter(t *testing.T) {
+	dir := os.Getenv("LORAKIT_MERGE_BENCH_DIR")
+	if dir == "" {
+		t.Skip("set LORAKIT_MERGE_BENCH_DIR")
+	}
+	base := sharedModel(t, "stories260K")
+	if err := storiesAdapter(t, base).Save(filepath.Join(dir, "stories-adapter")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -415,7 +415,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 			if isInt {
 				out[k] = int(v)
 			} else {
-				out[k] = v
+				out[k] = intIfIntegral(v)
 			}
 		}
 		return out
@@ -457,7 +457,7 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	default:
 		m["layers_pattern"] = c.LayersPattern
 	}
-	m["lora_alpha"] = jsonNumber(c.Alpha)
+	m["lora_alpha"] = intIfIntegral(c.Alpha) // LoraConfig.lora_alpha is an int in PEFT
 	m["lora_dropout"] = jsonNumber(c.Dropout)
 	if c.ModulesToSave != nil {
 		m["modules_to_save"] = c.ModulesToSave
@@ -494,6 +494,14 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 		m["lora_bias"] = true
 	}
 	return marshalSorted(m)
+}
+
+// intIfIntegral keeps integral values as JSON integers (PEFT's int fields), others as floats.
+func intIfIntegral(v float64) any {
+	if v == math.Trunc(v) && math.Abs(v) < 1<<53 {
+		return int64(v)
+	}
+	return v
 }
 
 // jsonNumber writes integral floats as Python would print a float (32.0) so the file reads like PEFT's.

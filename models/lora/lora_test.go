@@ -114,7 +114,7 @@ func TestSaveLoadBitIdentical(t *testing.T) {
 				t.Errorf("adapter_config.json lacks %q", k)
 			}
 		}
-		if !strings.Contains(string(raw), `"lora_alpha": 8.0`) || !strings.Contains(string(raw), "\n  \"alpha_pattern\"") {
+		if !strings.Contains(string(raw), `"lora_alpha": 8,`) || !strings.Contains(string(raw), "\n  \"alpha_pattern\"") {
 			t.Errorf("config not written like PEFT:\n%s", raw)
 		}
 	}
