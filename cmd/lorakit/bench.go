@@ -95,7 +95,12 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				if tc.Shape == "" {
 					tc.Shape = "smollm2-135m"
 				}
+				stop, err := startProfile(cpuprofile)
+				if err != nil {
+					return err
+				}
 				r, err := train.Bench(cmd.Context(), tc)
+				stop()
 				if err != nil {
 					return fmt.Errorf("bench --train: %w", err)
 				}

@@ -360,8 +360,11 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 			}
 		}
 		for i := i0; i < iq; i += 6 {
-			ap, ars, als := &g.a[i*g.lda+kb], rs, ls
-			if g.transA {
+			var ap *float32
+			ars, als := rs, ls
+			if !g.transA {
+				ap = &g.a[i*g.lda+kb]
+			} else {
 				for l := 0; l < kc; l++ {
 					copy(apk[l*6:l*6+6], g.a[(kb+l)*g.lda+i:(kb+l)*g.lda+i+6])
 				}
