@@ -42,7 +42,7 @@ func writeNF4Base(t *testing.T, dir string) map[string][]float32 {
 		d := make([]float32, len(w))
 		q.Dequantize(d)
 		deq[n] = d
-		ts = append(ts, bnbTensors(n, q, "bfloat16")...)
+		ts = append(ts, quant.ToTensors(n, q, "bfloat16")...)
 	}
 	os.MkdirAll(dir, 0o755)
 	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
@@ -133,4 +133,34 @@ func TestMergeNF4Base(t *testing.T) {
 		t.Error("quantization_config dropped with --requantize")
 	}
 	t.Logf("requantized: verify %+v", res.Verify)
+}
+
+// TestMergeQuantizedFolders merges into folders written by quant.QuantizeFolder (what `lorakit quantize` does):
+// NF4 without double quantisation, FP4, and LLM.int8. Each comes out dequantised in bf16 and verifies.
+func TestMergeQuantizedFolders(t *testing.T) {
+	root := t.TempDir()
+	src := filepath.Join(root, "src")
+	writeBase(t, src, baseOpts{seed: 41, dtype: safetensors.BF16})
+	ad := makeAdapter(t, 42, 4, 8, lora.DefaultTargets, false)
+	for _, o := range []quant.FolderOptions{{Type: quant.NF4}, {Type: quant.FP4, Double: true}, {Type: quant.Int8}} {
+		base := filepath.Join(root, string(o.Type))
+		if _, err := quant.QuantizeFolder(src, base, o); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(root, "merged-"+string(o.Type))
+		res, err := Run(context.Background(), base, out, Options{Adapters: []Source{{Dir: "a", Weight: 1, Adapter: ad}}, Verify: true, Threads: 1})
+		if err != nil {
+			t.Fatalf("%s: %v", o.Type, err)
+		}
+		if res.Dequantized != 7*tL || !res.Verify.OK {
+			t.Errorf("%s: %+v verify %+v", o.Type, res, res.Verify)
+		}
+		t.Logf("%s base: verify diff %.3g, effect %.3g, bound %.3g", o.Type, res.Verify.MaxAbsDiff, res.Verify.AdapterEffect, res.Verify.Bound)
+		if o.Type == quant.Int8 {
+			if _, err := Run(context.Background(), base, out+"-rq", Options{Adapters: []Source{{Dir: "a", Weight: 1, Adapter: ad}}, Requantize: "nf4"}); err == nil {
+				t.Error("--requantize nf4 accepted on an int8 base")
+			}
+			noOut(t, root, out+"-rq")
+		}
+	}
 }

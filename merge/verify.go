@@ -10,6 +10,7 @@ import (
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
+	"github.com/lorakit/lorakit/quant"
 )
 
 // VerifyResult compares forward(base + adapters) with forward(merged) on a few token sequences.
@@ -93,14 +94,12 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 		}
 		opts := llama.LoadOptions{Pool: pool}
 		if len(qs) > 0 {
-			read := checkpointReader(ck)
-			opts.LoadLinear = func(_ *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
-				q := qs[module+".weight"]
-				if q == nil {
+			opts.LoadLinear = func(c *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
+				if qs[module+".weight"] == nil {
 					return nil, false, nil
 				}
-				b, err := loadBnb(read, module+".weight", q)
-				if err != nil {
+				b, ok, err := quant.FromCheckpoint(c, module+".weight")
+				if err != nil || !ok {
 					return nil, false, err
 				}
 				return &nn.Quantized{Q: b}, true, nil
