@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,7 +30,7 @@ import (
 //	go test ./serve -run XXX -bench ServeLoad -benchtime 1x -timeout 30m
 //
 // Knobs: LORAKIT_BENCH_CLIENTS (32), LORAKIT_BENCH_REQS per client (2), LORAKIT_BENCH_TOKENS (32),
-// LORAKIT_BENCH_LAYERS (30).
+// LORAKIT_BENCH_LAYERS (30), LORAKIT_BENCH_ROUNDS of base+mixed (1), LORAKIT_BENCH_CHURN=0 (no load/unload).
 func BenchmarkServeLoad(b *testing.B) {
 	env := func(k string, def int) int {
 		if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
@@ -58,7 +59,11 @@ func BenchmarkServeLoad(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	for _, mixed := range []bool{false, true} {
+	var modes []bool
+	for r := 0; r < env("LORAKIT_BENCH_ROUNDS", 1); r++ {
+		modes = append(modes, false, true)
+	}
+	for _, mixed := range modes {
 		runtime.GC()
 		g0 := runtime.NumGoroutine()
 		var ms0 runtime.MemStats
@@ -72,7 +77,7 @@ func BenchmarkServeLoad(b *testing.B) {
 		stopChurn := make(chan struct{})
 		var churn sync.WaitGroup
 		var churnOps atomic.Int64
-		if mixed {
+		if mixed && os.Getenv("LORAKIT_BENCH_CHURN") != "0" {
 			churn.Add(1)
 			go func() { // load and unload a 9th adapter (and drive one request on it) during the run
 				defer churn.Done()
@@ -117,6 +122,9 @@ func BenchmarkServeLoad(b *testing.B) {
 			mode, clients, reqs, tokens, res.ok, res.failed, res.wall.Seconds(), float64(res.tokens)/res.wall.Seconds(),
 			pct(res.ttft, 50), pct(res.ttft, 99), pct(res.itl, 50), pct(res.itl, 99), churnOps.Load(),
 			g0, runtime.NumGoroutine(), float64(ms0.HeapAlloc)/1e6, float64(ms1.HeapAlloc)/1e6)
+		if res.firstErr != "" {
+			b.Logf("first failure: %s", res.firstErr)
+		}
 		b.ReportMetric(float64(res.tokens)/res.wall.Seconds(), mode+"-tok/s")
 	}
 }
@@ -126,6 +134,7 @@ type loadResult struct {
 	tokens     int
 	wall       time.Duration
 	ttft, itl  []float64 // ms
+	firstErr   string
 }
 
 func pct(v []float64, p float64) float64 {
@@ -153,11 +162,17 @@ func runLoad(url string, clients, reqs, tokens int, model func(int) string) load
 				start := time.Now()
 				resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
 				if err != nil || resp.StatusCode != 200 {
+					msg := fmt.Sprint(err)
 					if resp != nil {
+						b, _ := io.ReadAll(resp.Body)
+						msg = fmt.Sprintf("%d %s", resp.StatusCode, b)
 						resp.Body.Close()
 					}
 					mu.Lock()
 					res.failed++
+					if res.firstErr == "" {
+						res.firstErr = msg
+					}
 					mu.Unlock()
 					continue
 				}
@@ -217,6 +232,9 @@ func runLoad(url string, clients, reqs, tokens int, model func(int) string) load
 					res.itl = append(res.itl, itl...)
 				} else {
 					res.failed++
+					if res.firstErr == "" {
+						res.firstErr = fmt.Sprintf("stream ended early (done=%v, usage tokens %d): %v", done, n, sc.Err())
+					}
 				}
 				mu.Unlock()
 			}
