@@ -265,8 +265,8 @@ func (a *Adapter) WriteFiles(dir string) error {
 	return safetensors.Write(filepath.Join(dir, WeightsName), ts, map[string]string{"format": "pt"})
 }
 
-// Check compares the adapter with a base model: shapes(module) gives the base Linear's in/out features. All
-// mismatches are reported together, each naming the tensor and both shapes.
+// Check compares the adapter with a base model: shapes(module) gives the base Linear's in/out features.
+// Mismatches are reported together (the first few, then a count), each naming the tensor and both shapes.
 func (a *Adapter) Check(shapes func(module string) (in, out int, ok bool)) error {
 	var errs []error
 	for _, m := range a.Names() {
@@ -282,6 +282,10 @@ func (a *Adapter) Check(shapes func(module string) (in, out int, ok bool)) error
 			errs = append(errs, fmt.Errorf("tensor %q has shape [%d %d] but base %s.weight is [%d %d]: out features %d ≠ %d (adapter made for another model?)",
 				KeyPrefix+m+".lora_B.weight", p.Out, p.R, m, out, in, p.Out, out))
 		}
+	}
+	const show = 8
+	if len(errs) > show {
+		errs = append(errs[:show], fmt.Errorf("... and %d more mismatched modules (%d of %d do not fit)", len(errs)-show, len(errs), len(a.Modules)))
 	}
 	return errors.Join(errs...)
 }
