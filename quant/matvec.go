@@ -28,6 +28,15 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 	if len(y) != rows || len(x) != cols {
 		panic(fmt.Sprintf("quant: MatVec: len(y)=%d len(x)=%d, want %d and %d", len(y), len(x), rows, cols))
 	}
+	if q.Type == Int8 && q.BlockSize == cols {
+		p.For(rows, func(lo, hi int) {
+			rows8(y[lo:hi], q.Packed[lo*cols:hi*cols], q.Absmax[lo:hi], x, cols)
+			for r := lo; r < hi; r++ {
+				y[r] *= int8Scale
+			}
+		})
+		return
+	}
 	if !q.fast() {
 		p.For(rows, func(lo, hi int) { q.matVecGeneric(y, x, lo, hi) })
 		return
@@ -131,6 +140,24 @@ func rows4Go(y []float32, packed []byte, scales, x []float32, code *[16]float32,
 			acc += scales[r*nb+b] * ((a0 + a1) + (a2 + a3))
 		}
 		y[r] = acc
+	}
+}
+
+// rows8Go is the portable int8 row kernel: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c].
+func rows8Go(y []float32, packed []byte, scales, x []float32, cols int) {
+	x = x[:cols]
+	for r := range y {
+		row := packed[r*cols : (r+1)*cols]
+		var a0, a1 float32
+		c := 0
+		for ; c+1 < cols; c += 2 {
+			a0 += float32(int8(row[c])) * x[c]
+			a1 += float32(int8(row[c+1])) * x[c+1]
+		}
+		if c < cols {
+			a0 += float32(int8(row[c])) * x[c]
+		}
+		y[r] = scales[r] * (a0 + a1)
 	}
 }
 

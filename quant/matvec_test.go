@@ -250,3 +250,20 @@ func BenchmarkMatMulT(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkMatVecInt8(b *testing.B) {
+	r := rand.New(rand.NewSource(1))
+	rows, cols := 1536, 576
+	q, _ := Quantize8(randW(r, rows*cols, 0.02), []int{rows, cols})
+	x := randW(r, cols, 1)
+	y := make([]float32, rows)
+	b.SetBytes(int64(q.Bytes()))
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	b.ResetTimer()
+	c0 := cpuTime(false)
+	for i := 0; i < b.N; i++ {
+		q.MatVec(nil, y, x)
+	}
+	reportCPU(b, c0, false, int64(q.Bytes()))
+}

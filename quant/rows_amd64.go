@@ -67,3 +67,23 @@ func rows4x(y []float32, ystride int, packed []byte, scales, x []float32, xstrid
 	}
 	nf4Rows4xAVX2(&y[0], ystride, &packed[0], &scales[0], &x[0], xstride, code, n, nb, bs)
 }
+
+// int8RowsAVX2: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for rows rows; cols % 32 == 0.
+//
+//go:noescape
+func int8RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, rows, cols int)
+
+// rows8 computes y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for len(y) rows.
+func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
+	if len(y) == 0 {
+		return
+	}
+	if !useAVX2 || cols%32 != 0 {
+		rows8Go(y, packed, scales, x, cols)
+		return
+	}
+	if len(packed) < len(y)*cols || len(scales) < len(y) || len(x) < cols {
+		panic("quant: rows8: slice lengths do not match")
+	}
+	int8RowsAVX2(&y[0], &packed[0], &scales[0], &x[0], len(y), cols)
+}

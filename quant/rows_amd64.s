@@ -187,3 +187,62 @@ grouploop4:
 done4:
 	VZEROUPPER
 	RET
+
+// func int8RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, rows, cols int)
+//
+// LLM.int8 rows: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] (the caller multiplies by 1/127).
+// cols must be a multiple of 32.
+TEXT ·int8RowsAVX2(SB), NOSPLIT, $0-48
+	MOVQ y+0(FP), DI
+	MOVQ packed+8(FP), SI
+	MOVQ scales+16(FP), R8
+	MOVQ x+24(FP), R11
+	MOVQ rows+32(FP), CX
+	MOVQ cols+40(FP), R9
+	SHRQ $5, R9
+	TESTQ CX, CX
+	JZ   done8
+
+rowloop8:
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ R11, DX
+	MOVQ R9, BX
+
+loop8:
+	VPMOVSXBD (SI), Y8
+	VPMOVSXBD 8(SI), Y9
+	VPMOVSXBD 16(SI), Y10
+	VPMOVSXBD 24(SI), Y11
+	VCVTDQ2PS Y8, Y8
+	VCVTDQ2PS Y9, Y9
+	VCVTDQ2PS Y10, Y10
+	VCVTDQ2PS Y11, Y11
+	VFMADD231PS (DX), Y8, Y4
+	VFMADD231PS 32(DX), Y9, Y5
+	VFMADD231PS 64(DX), Y10, Y6
+	VFMADD231PS 96(DX), Y11, Y7
+	ADDQ $32, SI
+	ADDQ $128, DX
+	DECQ BX
+	JNZ  loop8
+
+	VADDPS Y5, Y4, Y4
+	VADDPS Y7, Y6, Y6
+	VADDPS Y6, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS X5, X4, X4
+	VHADDPS X4, X4, X4
+	VHADDPS X4, X4, X4
+	VMULSS (R8), X4, X4
+	MOVSS X4, (DI)
+	ADDQ $4, R8
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  rowloop8
+
+done8:
+	VZEROUPPER
+	RET

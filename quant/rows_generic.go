@@ -14,3 +14,6 @@ func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, n
 func rows4x(y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
 	rows4xGo(y, ystride, packed, scales, x, xstride, code, nb, bs)
 }
+
+// rows8 runs the portable int8 row kernel.
+func rows8(y []float32, packed []byte, scales, x []float32, cols int) { rows8Go(y, packed, scales, x, cols) }
