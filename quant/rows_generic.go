@@ -16,4 +16,6 @@ func rows4x(y []float32, ystride int, packed []byte, scales, x []float32, xstrid
 }
 
 // rows8 runs the portable int8 row kernel.
-func rows8(y []float32, packed []byte, scales, x []float32, cols int) { rows8Go(y, packed, scales, x, cols) }
+func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
+	rows8Go(y, packed, scales, x, cols)
+}
