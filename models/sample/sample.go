@@ -3,10 +3,10 @@
 package sample
 
 import (
-	"cmp"
 	"math"
 	"math/rand/v2"
-	"slices"
+
+	"github.com/lorakit/lorakit/models/kernels"
 )
 
 // Options configure a Sampler. Zero values disable each filter; Temperature 0 is greedy argmax.
@@ -29,6 +29,7 @@ type Sampler struct {
 	idx     []int32
 	counts  []int32
 	touched []int32
+	kept    []int32
 }
 
 // New returns a sampler; the same options and seed give the same choices for the same logits.
@@ -61,14 +62,16 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 	for i := range x {
 		x[i] *= inv
 	}
+	mx := x[Argmax(x)]
+	if math.IsNaN(float64(mx)) || math.IsInf(float64(mx), 0) {
+		return Argmax(logits)
+	}
+	kernels.Softmax(x) // x now holds the probabilities
 	if (o.TopK <= 0 || o.TopK >= n) && (o.TopP <= 0 || o.TopP >= 1) && o.MinP <= 0 {
-		// plain softmax sampling, no sort needed
-		mx := x[Argmax(x)]
+		// plain softmax sampling, no ordering needed
 		var sum float64
-		for i, v := range x {
-			e := math.Exp(float64(v - mx))
-			x[i] = float32(e)
-			sum += e
+		for _, v := range x {
+			sum += float64(v)
 		}
 		r := s.rng.Float64() * sum
 		for i, v := range x {
@@ -79,72 +82,136 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 		}
 		return Argmax(x)
 	}
-	// candidates sorted by logit, descending, lowest id first on ties
+	// Filtered sampling. The candidates are taken in order of decreasing probability (lowest id first on ties)
+	// from a heap, so only as many tokens as the filters keep are ordered: O(vocab + kept·log vocab).
 	if cap(s.idx) < n {
 		s.idx = make([]int32, n)
 	}
-	idx := s.idx[:0]
-	for i, v := range x {
-		if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), -1) {
-			idx = append(idx, int32(i))
+	h := s.idx[:0]
+	var total float64
+	for i, e := range x {
+		if e > 0 { // masked (-inf) and underflowed tokens can never be drawn
+			total += float64(e)
+			h = append(h, int32(i))
 		}
 	}
-	if len(idx) == 0 {
-		return Argmax(logits)
+	hp := heap{e: x, idx: h}
+	hp.init()
+	limit := len(h)
+	if o.TopK > 0 && o.TopK < limit {
+		limit = o.TopK
 	}
-	slices.SortFunc(idx, func(a, b int32) int {
-		if c := cmp.Compare(x[b], x[a]); c != 0 {
-			return c
+	// With top-k, top-p and min-p apply to the top-k set renormalised; collect it first.
+	kept := s.kept[:0] // candidates popped so far, in order
+	defer func() { s.kept = kept[:0] }()
+	if limit < len(h) {
+		total = 0
+		for range limit {
+			i := hp.pop()
+			kept = append(kept, i)
+			total += float64(x[i])
 		}
-		return cmp.Compare(a, b)
-	})
-	if o.TopK > 0 && o.TopK < len(idx) {
-		idx = idx[:o.TopK]
 	}
-	// probabilities of the survivors (in x, reused)
-	mx := x[idx[0]]
-	var sum float64
-	for _, i := range idx {
-		e := math.Exp(float64(x[i] - mx))
-		x[i] = float32(e)
-		sum += e
-	}
-	if o.TopP > 0 && o.TopP < 1 {
-		var cum float64
-		keep := len(idx)
-		for k, i := range idx {
-			cum += float64(x[i]) / sum
-			if cum >= float64(o.TopP) {
-				keep = k + 1
-				break
+	next := func(k int) (int32, bool) { // k-th most likely candidate
+		if limit < len(h) {
+			if k < len(kept) {
+				return kept[k], true
 			}
+			return 0, false
 		}
-		idx = idx[:keep]
-		sum = 0
-		for _, i := range idx {
-			sum += float64(x[i])
+		if k < len(kept) {
+			return kept[k], true
 		}
+		if hp.len() == 0 {
+			return 0, false
+		}
+		i := hp.pop()
+		kept = append(kept, i)
+		return i, true
 	}
+	topP := o.TopP > 0 && o.TopP < 1
+	first, _ := next(0)
+	thr := float32(0)
 	if o.MinP > 0 {
-		thr := float64(o.MinP) * float64(x[idx[0]])
-		keep := 1
-		for keep < len(idx) && float64(x[idx[keep]]) >= thr {
-			keep++
+		thr = o.MinP * x[first]
+	}
+	var sum float64
+	count := 0
+	for k := 0; ; k++ {
+		i, ok := next(k)
+		if !ok {
+			break
 		}
-		idx = idx[:keep]
-		sum = 0
-		for _, i := range idx {
-			sum += float64(x[i])
+		if k > 0 && x[i] < thr { // min-p (a prefix of the order)
+			break
 		}
+		if k > 0 && topP && sum/total >= float64(o.TopP) { // top-p reached before this token
+			break
+		}
+		sum += float64(x[i])
+		count = k + 1
 	}
 	r := s.rng.Float64() * sum
-	for _, i := range idx {
+	for k := range count {
+		i, _ := next(k)
 		r -= float64(x[i])
 		if r < 0 {
 			return int(i)
 		}
 	}
-	return int(idx[len(idx)-1])
+	i, _ := next(count - 1)
+	return int(i)
+}
+
+// heap is a binary max-heap of token ids ordered by probability e (then by lower id).
+type heap struct {
+	e   []float32
+	idx []int32
+}
+
+func (h *heap) len() int { return len(h.idx) }
+
+func (h *heap) less(a, b int32) bool { // a comes before b
+	if h.e[a] != h.e[b] {
+		return h.e[a] > h.e[b]
+	}
+	return a < b
+}
+
+func (h *heap) init() {
+	for i := len(h.idx)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h *heap) down(i int) {
+	n := len(h.idx)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		best := l
+		if r := l + 1; r < n && h.less(h.idx[r], h.idx[l]) {
+			best = r
+		}
+		if !h.less(h.idx[best], h.idx[i]) {
+			return
+		}
+		h.idx[i], h.idx[best] = h.idx[best], h.idx[i]
+		i = best
+	}
+}
+
+func (h *heap) pop() int32 {
+	top := h.idx[0]
+	last := len(h.idx) - 1
+	h.idx[0] = h.idx[last]
+	h.idx = h.idx[:last]
+	if last > 0 {
+		h.down(0)
+	}
+	return top
 }
 
 // penalise applies the repetition, presence and frequency penalties for the tokens in history.
@@ -181,17 +248,18 @@ func (s *Sampler) penalise(x []float32, history []int) {
 
 // Argmax returns the index of the largest value (the lowest index on ties; NaNs are never chosen unless all are).
 func Argmax(x []float32) int {
-	best := -1
-	for i, v := range x {
-		if v != v {
-			continue
-		}
-		if best < 0 || v > x[best] {
-			best = i
-		}
+	start := 0
+	for start < len(x) && x[start] != x[start] {
+		start++
 	}
-	if best < 0 {
+	if start == len(x) {
 		return 0
+	}
+	best, bv := start, x[start]
+	for i := start + 1; i < len(x); i++ {
+		if x[i] > bv { // false for NaN
+			best, bv = i, x[i]
+		}
 	}
 	return best
 }

@@ -1,6 +1,7 @@
 package sample
 
 import (
+	"fmt"
 	"math"
 	"testing"
 )
@@ -115,5 +116,108 @@ func TestAllMasked(t *testing.T) {
 	}
 	if got := New(Options{Temperature: 1}).Sample(nil, nil); got != 0 {
 		t.Fatal("empty")
+	}
+}
+
+// refKeep is the candidate set by a plain sort: top-k, then top-p, then min-p.
+func refKeep(logits []float32, o Options) map[int]bool {
+	type kv struct {
+		i int
+		v float64
+	}
+	var c []kv
+	for i, v := range logits {
+		if !math.IsInf(float64(v), -1) {
+			c = append(c, kv{i, float64(v) / float64(o.Temperature)})
+		}
+	}
+	for a := range c { // insertion sort, descending, low id first
+		for b := a; b > 0 && (c[b].v > c[b-1].v || c[b].v == c[b-1].v && c[b].i < c[b-1].i); b-- {
+			c[b], c[b-1] = c[b-1], c[b]
+		}
+	}
+	if o.TopK > 0 && o.TopK < len(c) {
+		c = c[:o.TopK]
+	}
+	var z float64
+	for _, e := range c {
+		z += math.Exp(e.v - c[0].v)
+	}
+	keep := len(c)
+	if o.TopP > 0 && o.TopP < 1 {
+		cum := 0.0
+		for k, e := range c {
+			cum += math.Exp(e.v-c[0].v) / z
+			if cum >= float64(o.TopP) {
+				keep = k + 1
+				break
+			}
+		}
+	}
+	c = c[:keep]
+	out := map[int]bool{}
+	for k, e := range c {
+		if k > 0 && o.MinP > 0 && math.Exp(e.v-c[0].v) < float64(o.MinP) {
+			break
+		}
+		out[e.i] = true
+	}
+	return out
+}
+
+func TestFilteredMatchesSortReference(t *testing.T) {
+	for trial := range 40 {
+		n := 5 + trial*7
+		logits := make([]float32, n)
+		for i := range logits {
+			logits[i] = float32(math.Sin(float64(i*(trial+3)))*4) + float32(i%3)
+		}
+		logits[n/2] = float32(math.Inf(-1))
+		o := Options{Temperature: 0.7 + float32(trial%3)*0.3, TopK: trial % 5 * 3, TopP: []float32{0, 0.5, 0.9, 1}[trial%4],
+			MinP: []float32{0, 0.05, 0.2}[trial%3], Seed: int64(trial)}
+		want := refKeep(logits, o)
+		s := New(o)
+		seen := map[int]bool{}
+		for range 3000 {
+			id := s.Sample(logits, nil)
+			if !want[id] {
+				t.Fatalf("trial %d %+v: sampled %d outside %v", trial, o, id, want)
+			}
+			seen[id] = true
+		}
+		if len(want) <= 3 && len(seen) != len(want) {
+			t.Fatalf("trial %d: sampled %v of %v", trial, seen, want)
+		}
+	}
+}
+
+func TestTopKAllowsAllWhenFewFinite(t *testing.T) {
+	inf := float32(math.Inf(-1))
+	logits := []float32{1, 1, inf, inf, inf}
+	seen := map[int]bool{}
+	s := New(Options{Temperature: 1, TopK: 3, Seed: 1})
+	for range 200 {
+		seen[s.Sample(logits, nil)] = true
+	}
+	if !seen[0] || !seen[1] || len(seen) != 2 {
+		t.Fatalf("seen %v", seen)
+	}
+}
+
+func BenchmarkSample(b *testing.B) {
+	// A peaked, Zipf-like distribution as language models produce: p ∝ (rank+1)^-1.5, ranks scattered over ids.
+	logits := make([]float32, 151936)
+	for i := range logits {
+		rank := (i * 7919) % len(logits)
+		logits[i] = float32(-1.5 * math.Log(float64(rank+1)))
+	}
+	for _, o := range []Options{{Temperature: 0}, {Temperature: 1}, {Temperature: 0.7, TopK: 20, TopP: 0.8},
+		{Temperature: 0.7, TopP: 0.9}, {Temperature: 1, MinP: 0.1}} {
+		b.Run(fmt.Sprintf("T%g-k%d-p%g-minp%g", o.Temperature, o.TopK, o.TopP, o.MinP), func(b *testing.B) {
+			s := New(o)
+			for range b.N {
+				s.Sample(logits, nil)
+			}
+		})
 	}
 }
