@@ -329,6 +329,9 @@ func (t *matMulTask) dots(i, j, nr int, out *[4]float32) {
 //go:noescape
 func gemmBcast6x16(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
 
+//go:noescape
+func gemmBcast6x32Z(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
+
 // bcastAvailable reports whether gemmBcastTile has a fast kernel.
 func bcastAvailable() bool { return useAVX2 }
 
@@ -343,21 +346,21 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 	}
 	iq := i0 + (i1-i0)/6*6
 	jq := j0 + (j1-j0)/16*16
-	// packed K chunk of B for the tile's full 16-column strips (strip s at
-	// bp[s*bcK*16:], rows of 16) and, for TN, the 6×kc panel of A
-	var bp [bcK * bcCols]float32
+	// packed K chunk of B for the tile's full 16-column strips, rows of
+	// bpLd floats (80: five cache lines, so that the kc rows of one strip
+	// spread over every L1 set), and, for TN, the 6×kc panel of A
+	const bpLd = bcCols + 16
+	var bp [bcK * bpLd]float32
 	var apk [bcK * 6]float32
+	w := jq - j0
 	for kb := 0; kb < k && iq > i0; kb += bcK {
 		kc := min(bcK, k-kb)
 		acc := 0
 		if kb > 0 || accum {
 			acc = 1
 		}
-		for j := j0; j < jq; j += 16 {
-			strip := bp[(j-j0)/16*bcK*16:]
-			for l := 0; l < kc; l++ {
-				copy(strip[l*16:l*16+16], g.b[(kb+l)*g.ldb+j:(kb+l)*g.ldb+j+16])
-			}
+		for l := 0; l < kc; l++ {
+			copy(bp[l*bpLd:l*bpLd+w], g.b[(kb+l)*g.ldb+j0:(kb+l)*g.ldb+jq])
 		}
 		for i := i0; i < iq; i += 6 {
 			var ap *float32
@@ -370,8 +373,14 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 				}
 				ap, ars, als = &apk[0], 4, 24
 			}
-			for j := j0; j < jq; j += 16 {
-				gemmBcast6x16(ap, ars, als, &bp[(j-j0)/16*bcK*16], 16, kc, &g.c[i*g.ldc+j], g.ldc, acc, g.alpha)
+			for j := j0; j < jq; {
+				if useAVX512 && j+32 <= jq {
+					gemmBcast6x32Z(ap, ars, als, &bp[j-j0], bpLd, kc, &g.c[i*g.ldc+j], g.ldc, acc, g.alpha)
+					j += 32
+					continue
+				}
+				gemmBcast6x16(ap, ars, als, &bp[j-j0], bpLd, kc, &g.c[i*g.ldc+j], g.ldc, acc, g.alpha)
+				j += 16
 			}
 		}
 	}

@@ -18,6 +18,7 @@ func TestTilePaths(t *testing.T) {
 	useAVX2 = false
 	TestMatVec(t)
 	TestMatMulT(t)
+	TestGemm(t)
 	TestDotAxpyScale(t)
 	TestOps(t)
 }
