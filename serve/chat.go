@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -66,7 +67,8 @@ func (s *Server) handleChat(c echo.Context) error {
 }
 
 func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, reasoning, startThink bool) error {
-	ctx := c.Request().Context()
+	ctx, cancel := context.WithCancel(c.Request().Context())
+	defer cancel() // stops the fan-in goroutines if the client write fails
 	w := startSSE(c)
 	chunk := func(choices []openai.ChatChunkChoice) openai.ChatCompletionChunk {
 		ch := openai.ChatCompletionChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model,

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -113,7 +114,8 @@ func (s *Server) completionLogprobs(toks []engine.TokenLogprob, offset int) *ope
 }
 
 func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs []*run, id string, created int64, echoText []string) error {
-	ctx := c.Request().Context()
+	ctx, cancel := context.WithCancel(c.Request().Context())
+	defer cancel() // stops the fan-in goroutines if the client write fails
 	w := startSSE(c)
 	chunk := func(ch openai.CompletionChoice) openai.CompletionResponse {
 		r := openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
