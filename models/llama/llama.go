@@ -593,7 +593,7 @@ func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 		for h := range nh {
 			off := (h / group) * D
 			qh := s.q[(r0+b0)*Q+h*D:]
-			kernels.Gemm(m.Pool, false, true, bn, w, D, scale, qh, Q, kc.k[l][lo*KV+off:], KV, 0, S, w)
+			kernels.Gemm(m.Pool, false, true, bn, w, D, 1, qh, Q, kc.k[l][lo*KV+off:], KV, 0, S, w)
 			m.Pool.For(bn, func(a, b int) {
 				for i := a; i < b; i++ {
 					pos := p0 + b0 + i
@@ -604,8 +604,9 @@ func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 					}
 					last := pos - lo // inclusive
 					mx := float32(math.Inf(-1))
-					for _, v := range row[first : last+1] {
-						mx = max(mx, v)
+					for j := first; j <= last; j++ {
+						row[j] *= scale
+						mx = max(mx, row[j])
 					}
 					var sum float32
 					for j := first; j <= last; j++ {
