@@ -53,7 +53,7 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 	smp := sample.New(o.Sampling)
 	history := slices.Clone(promptIDs)
 	stream := m.Tok.NewStreamDecoder(true)
-	stream.Prime(promptIDs) // the first new token decodes in context (e.g. keeps its leading space)
+	stream.Prime(promptIDs)  // the first new token decodes in context (e.g. keeps its leading space)
 	var text strings.Builder // new text so far (from the stream decoder)
 	emitted := 0             // bytes of text handed to OnText
 	maxStop := 0
