@@ -111,7 +111,11 @@ func (q *Blocks4) matMulFast(y, xs []float32, m, lo, hi int) {
 		packed := q.Packed[r*cols/2 : (r+n)*cols/2]
 		i := 0
 		for ; i+4 <= m; i += 4 {
-			rows4x(y[i*rows+r:], rows, packed, scales, xs[i*cols:], cols, &q.Code, nbRow, bs)
+			rowsNx(4, y[i*rows+r:], rows, packed, scales, xs[i*cols:], cols, &q.Code, nbRow, bs)
+		}
+		if i+2 <= m {
+			rowsNx(2, y[i*rows+r:], rows, packed, scales, xs[i*cols:], cols, &q.Code, nbRow, bs)
+			i += 2
 		}
 		for ; i < m; i++ {
 			rows4(y[i*rows+r:i*rows+r+n], packed, scales, xs[i*cols:(i+1)*cols], &q.Code, nbRow, bs)
@@ -161,10 +165,10 @@ func rows8Go(y []float32, packed []byte, scales, x []float32, cols int) {
 	}
 }
 
-// rows4xGo is the portable four-x-row kernel: rows4Go for x rows x[i·xstride:], results at y[i·ystride+r].
-func rows4xGo(y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
+// rowsNxGo is the portable k-x-row kernel: rows4Go for x rows x[i·xstride:], results at y[i·ystride+r].
+func rowsNxGo(k int, y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
 	n := len(packed) / (nb * bs / 2)
-	for i := 0; i < 4; i++ {
+	for i := 0; i < k; i++ {
 		rows4Go(y[i*ystride:i*ystride+n], packed, scales, x[i*xstride:i*xstride+nb*bs], code, nb, bs)
 	}
 }

@@ -52,20 +52,31 @@ func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, n
 //go:noescape
 func nf4Rows4xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
 
-// rows4x runs the row kernel for four x rows over len(packed)/(nb·bs/2) weight rows; see nf4Rows4xAVX2.
-func rows4x(y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
+//go:noescape
+func nf4Rows2xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
+
+// rowsNx runs the row kernel for k = 2 or 4 x rows over len(packed)/(nb·bs/2) weight rows; see
+// nf4Rows4xAVX2.
+func rowsNx(k int, y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
 	n := len(packed) / (nb * bs / 2)
 	if n == 0 {
 		return
 	}
 	if !useAVX2 {
-		rows4xGo(y, ystride, packed, scales, x, xstride, code, nb, bs)
+		rowsNxGo(k, y, ystride, packed, scales, x, xstride, code, nb, bs)
 		return
 	}
-	if len(y) < 3*ystride+n || len(scales) < n*nb || len(x) < 3*xstride+nb*bs || bs%16 != 0 {
-		panic("quant: rows4x: slice lengths do not match")
+	if len(y) < (k-1)*ystride+n || len(scales) < n*nb || len(x) < (k-1)*xstride+nb*bs || bs%16 != 0 {
+		panic("quant: rowsNx: slice lengths do not match")
 	}
-	nf4Rows4xAVX2(&y[0], ystride, &packed[0], &scales[0], &x[0], xstride, code, n, nb, bs)
+	switch k {
+	case 4:
+		nf4Rows4xAVX2(&y[0], ystride, &packed[0], &scales[0], &x[0], xstride, code, n, nb, bs)
+	case 2:
+		nf4Rows2xAVX2(&y[0], ystride, &packed[0], &scales[0], &x[0], xstride, code, n, nb, bs)
+	default:
+		panic("quant: rowsNx: k must be 2 or 4")
+	}
 }
 
 // int8RowsAVX2: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for rows rows; cols % 32 == 0.

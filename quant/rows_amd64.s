@@ -246,3 +246,79 @@ loop8:
 done8:
 	VZEROUPPER
 	RET
+
+// func nf4Rows2xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
+//
+// nf4Rows4xAVX2 for two x rows.
+TEXT ·nf4Rows2xAVX2(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), DI
+	MOVQ ystride+8(FP), R13
+	SHLQ $2, R13
+	MOVQ packed+16(FP), SI
+	MOVQ scales+24(FP), R8
+	MOVQ x+32(FP), R11
+	MOVQ xstride+40(FP), R14
+	SHLQ $2, R14
+	MOVQ lut+48(FP), AX
+	MOVQ rows+56(FP), CX
+	MOVQ nb+64(FP), R9
+	MOVQ bs+72(FP), R10
+	SHRQ $4, R10
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	TESTQ CX, CX
+	JZ   done2
+
+rowloop2:
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	MOVQ R11, DX
+	MOVQ R9, BX
+
+blockloop2:
+	VBROADCASTSS (R8), Y15
+	VMULPS Y15, Y0, Y2
+	VMULPS Y15, Y1, Y3
+	ADDQ $4, R8
+	MOVQ R10, R12
+
+grouploop2:
+	VPMOVZXBD (SI), Y12
+	VPSLLD    $28, Y12, Y13
+	VPERMPS   Y2, Y12, Y14
+	VPERMPS   Y3, Y12, Y15
+	VBLENDVPS Y13, Y15, Y14, Y14
+	VFMADD231PS 32(DX), Y14, Y8
+	VFMADD231PS 32(DX)(R14*1), Y14, Y9
+	VPSRLD    $4, Y12, Y13
+	VPSLLD    $24, Y12, Y12
+	VPERMPS   Y2, Y13, Y15
+	VPERMPS   Y3, Y13, Y13
+	VBLENDVPS Y12, Y13, Y15, Y15
+	VFMADD231PS (DX), Y15, Y4
+	VFMADD231PS (DX)(R14*1), Y15, Y5
+	ADDQ $8, SI
+	ADDQ $64, DX
+	DECQ R12
+	JNZ  grouploop2
+	DECQ BX
+	JNZ  blockloop2
+
+	VADDPS Y8, Y4, Y4
+	VADDPS Y9, Y5, Y5
+	VHADDPS Y5, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS X5, X4, X4
+	VHADDPS X4, X4, X4
+	MOVSS X4, (DI)
+	VPSRLDQ $4, X4, X4
+	MOVSS X4, (DI)(R13*1)
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  rowloop2
+
+done2:
+	VZEROUPPER
+	RET

@@ -10,9 +10,9 @@ func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, n
 	rows4Go(y, packed, scales, x, code, nb, bs)
 }
 
-// rows4x runs the portable row kernel for four x rows.
-func rows4x(y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
-	rows4xGo(y, ystride, packed, scales, x, xstride, code, nb, bs)
+// rowsNx runs the portable row kernel for k x rows.
+func rowsNx(k int, y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
+	rowsNxGo(k, y, ystride, packed, scales, x, xstride, code, nb, bs)
 }
 
 // rows8 runs the portable int8 row kernel.
