@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lorakit/lorakit/models/kernels"
@@ -41,6 +42,7 @@ type BenchResult struct {
 	Threads         int       `json:"threads"`
 	TrainableParams int       `json:"trainable_params"`
 	StepSeconds     []float64 `json:"step_s"`
+	StepCPUSeconds  []float64 `json:"step_cpu_s"` // process CPU time per timed step (all threads)
 	TokensPerSec    float64   `json:"tokens_per_sec"` // batch·seq·steps / Σ timed step seconds
 	PeakRSSMiB      float64   `json:"peak_rss_mib"`   // VmHWM of the process
 	FirstLoss       float64   `json:"first_loss"`
@@ -147,7 +149,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		t0 := time.Now()
+		t0, c0 := time.Now(), cpuSeconds()
 		sum, _, err := net.Accumulate(batch, denom, uint64(s))
 		if err != nil {
 			return nil, err
@@ -164,6 +166,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 		res.LastLoss = loss
 		if s >= c.Warmup {
 			res.StepSeconds = append(res.StepSeconds, dt)
+			res.StepCPUSeconds = append(res.StepCPUSeconds, cpuSeconds()-c0)
 			timed += dt
 		}
 	}
@@ -239,6 +242,15 @@ func randomModel(sh benchShapeDef, nf4 bool, dtype string, seed int64, pool *ker
 			QProj: lin[0], KProj: lin[1], VProj: lin[2], OProj: lin[3], GateProj: lin[4], UpProj: lin[5], DownProj: lin[6]})
 	}
 	return m, nil
+}
+
+// cpuSeconds is the user+system CPU time of the process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 }
 
 // peakRSSMiB reads VmHWM from /proc/self/status (0 where unavailable).

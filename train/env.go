@@ -3,6 +3,8 @@ package train
 import (
 	"sync"
 
+	"github.com/nlpodyssey/spago/mat"
+
 	"github.com/lorakit/lorakit/models/kernels"
 )
 
@@ -59,4 +61,36 @@ func (e *Env) baseWeight(l BaseLinear) (w []float32, release func()) {
 		}
 	}
 	return buf, func() { e.put(buf) }
+}
+
+// newOut allocates an op's output [rows, cols] from the scratch pool (contents undefined).
+func (e *Env) newOut(rows, cols int) (*mat.Dense[float32], []float32) {
+	buf := e.get(rows * cols)
+	return newMat(rows, cols, buf), buf
+}
+
+// release is called at the end of an op's Backward: every consumer of the
+// op's output has finished its own backward pass (they produced its
+// gradient), so the output values and the gradient are dead. The buffer goes
+// back to the pool for the next step and the gradient is dropped.
+func (e *Env) release(out *mat.Dense[float32], buf []float32) {
+	if out != nil {
+		out.ZeroGrad()
+	}
+	if buf != nil {
+		e.put(buf)
+	}
+}
+
+// accGradPut adds g to t's gradient (spago copies it) and recycles g.
+func (e *Env) accGradPut(t mat.Tensor, rows, cols int, g []float32) {
+	t.AccGrad(newMat(rows, cols, g))
+	e.put(g)
+}
+
+// getZero returns a zeroed scratch slice.
+func (e *Env) getZero(n int) []float32 {
+	b := e.get(n)
+	clear(b)
+	return b
 }

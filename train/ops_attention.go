@@ -22,6 +22,8 @@ type attentionFn struct {
 	h, kv, hd int
 	segs      []Segment
 	scale     float32
+	out       *mat.Dense[float32]
+	buf       []float32
 }
 
 // Attention runs causal GQA attention with h query heads and kv key/value heads of size hd.
@@ -51,7 +53,8 @@ func (f *attentionFn) probs(p, qkv []float32, s Segment, head int) {
 func (f *attentionFn) Forward() (mat.Tensor, error) {
 	qkv := vals(f.qkv)
 	w, hd, ow := f.width(), f.hd, f.h*f.hd
-	out := make([]float32, f.m*ow)
+	od, out := f.env.newOut(f.m, ow)
+	f.out, f.buf = od, out
 	units := len(f.segs) * f.h
 	f.env.Pool.For(units, func(lo, hi int) {
 		for u := lo; u < hi; u++ {
@@ -65,16 +68,17 @@ func (f *attentionFn) Forward() (mat.Tensor, error) {
 			f.env.put(p)
 		}
 	})
-	return newMat(f.m, ow, out), nil
+	return od, nil
 }
 
 func (f *attentionFn) Backward(gy mat.Tensor) error {
 	if !needsGrad(f.qkv) {
+		f.env.release(f.out, f.buf)
 		return nil
 	}
 	qkv, dout := vals(f.qkv), vals(gy)
 	w, hd, ow := f.width(), f.hd, f.h*f.hd
-	dqkv := make([]float32, f.m*w)
+	dqkv := f.env.getZero(f.m * w)
 	units := len(f.segs) * f.h
 	dk := make([][]float32, units) // per unit dK, dV contributions, summed in head order below
 	dv := make([][]float32, units)
@@ -90,7 +94,7 @@ func (f *attentionFn) Backward(gy mat.Tensor) error {
 			q := qkv[s.Start*w+head*hd:]
 			k := qkv[s.Start*w+(f.h+g)*hd:]
 			v := qkv[s.Start*w+(f.h+f.kv+g)*hd:]
-			dv[u] = make([]float32, L*hd)
+			dv[u] = f.env.get(L * hd)
 			kernels.Gemm(nil, true, false, L, hd, L, 1, p, L, do, ow, 0, dv[u], hd)
 			kernels.Gemm(nil, false, true, L, L, hd, 1, do, ow, v, w, 0, dp, L)
 			for i := 0; i < L; i++ {
@@ -105,7 +109,7 @@ func (f *attentionFn) Backward(gy mat.Tensor) error {
 				clear(dr[i+1:])
 			}
 			kernels.Gemm(nil, false, false, L, hd, L, f.scale, dp, L, k, w, 0, dqkv[s.Start*w+head*hd:], w)
-			dk[u] = make([]float32, L*hd)
+			dk[u] = f.env.get(L * hd)
 			kernels.Gemm(nil, true, false, L, hd, L, f.scale, dp, L, q, w, 0, dk[u], hd)
 			f.env.put(p)
 			f.env.put(dp)
@@ -123,6 +127,11 @@ func (f *attentionFn) Backward(gy mat.Tensor) error {
 			}
 		}
 	}
-	accGrad(f.qkv, f.m, w, dqkv)
+	for u := range dk {
+		f.env.put(dk[u])
+		f.env.put(dv[u])
+	}
+	f.env.accGradPut(f.qkv, f.m, w, dqkv)
+	f.env.release(f.out, f.buf)
 	return nil
 }

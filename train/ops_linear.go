@@ -48,6 +48,8 @@ type linearFn struct {
 	mask [][]float32 // per proj: dropout keep-scale per input element (nil without dropout)
 	xd   [][]float32 // per proj: dropout(x) (x itself without dropout)
 	xa   [][]float32 // per proj: dropout(x)·Aᵀ [m, R]
+	out  *mat.Dense[float32]
+	buf  []float32
 }
 
 // Linear applies projs (all with the same In) to x [m, In] and returns [m, ΣOut].
@@ -76,7 +78,8 @@ func (f *linearFn) Forward() (mat.Tensor, error) {
 	x := vals(f.x)
 	m, n := f.m, f.n
 	pool := f.env.Pool
-	y := make([]float32, m*n)
+	out, y := f.env.newOut(m, n)
+	f.out, f.buf = out, y
 	f.mask = make([][]float32, len(f.projs))
 	f.xd = make([][]float32, len(f.projs))
 	f.xa = make([][]float32, len(f.projs))
@@ -137,7 +140,7 @@ func (f *linearFn) Forward() (mat.Tensor, error) {
 		}
 		off += p.Out
 	}
-	return newMat(m, n, y), nil
+	return out, nil
 }
 
 func (f *linearFn) Backward(gy mat.Tensor) error {
@@ -147,20 +150,26 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 	x := vals(f.x)
 	var dx []float32
 	if needsGrad(f.x) {
-		dx = make([]float32, m*f.projs[0].In)
+		dx = f.env.getZero(m * f.projs[0].In)
 	}
 	off := 0
 	for i, p := range f.projs {
-		gp := g[off:] // rows of this projection's columns, leading dimension n
 		in, out := p.In, p.Out
+		gp, ld := g[off:], n // rows of this projection's columns
+		if n != out {        // a contiguous copy: one pass, and every product sees a dense matrix
+			gp, ld = f.env.get(m*out), out
+			for r := 0; r < m; r++ {
+				copy(gp[r*out:(r+1)*out], g[r*n+off:r*n+off+out])
+			}
+		}
 		if p.A != nil {
 			r := p.R
 			a, b := vals(p.A), vals(p.B)
-			dB := make([]float32, out*r)
-			kernels.Gemm(pool, true, false, out, r, m, p.Scale, gp, n, f.xa[i], r, 0, dB, r)
-			dxa := make([]float32, m*r)
-			kernels.Gemm(pool, false, false, m, r, out, p.Scale, gp, n, b, r, 0, dxa, r)
-			dA := make([]float32, r*in)
+			dB := f.env.get(out * r)
+			kernels.Gemm(pool, true, false, out, r, m, p.Scale, gp, ld, f.xa[i], r, 0, dB, r)
+			dxa := f.env.get(m * r)
+			kernels.Gemm(pool, false, false, m, r, out, p.Scale, gp, ld, b, r, 0, dxa, r)
+			dA := f.env.get(r * in)
 			kernels.Gemm(pool, true, false, r, in, m, 1, dxa, r, f.xd[i], in, 0, dA, in)
 			if dx != nil {
 				if mk := f.mask[i]; mk != nil {
@@ -174,13 +183,14 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 					kernels.Gemm(pool, false, false, m, in, r, 1, dxa, r, a, in, 1, dx, in)
 				}
 			}
-			accGrad(p.A, r, in, dA)
-			accGrad(p.B, out, r, dB)
+			f.env.put(dxa)
+			f.env.accGradPut(p.A, r, in, dA)
+			f.env.accGradPut(p.B, out, r, dB)
 		}
 		if p.W != nil {
-			dW := make([]float32, out*in)
-			kernels.Gemm(pool, true, false, out, in, m, 1, gp, n, x, in, 0, dW, in)
-			accGrad(p.W, out, in, dW)
+			dW := f.env.get(out * in)
+			kernels.Gemm(pool, true, false, out, in, m, 1, gp, ld, x, in, 0, dW, in)
+			f.env.accGradPut(p.W, out, in, dW)
 			if p.Bias != nil {
 				db := make([]float32, out)
 				for r := 0; r < m; r++ {
@@ -192,17 +202,22 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 				accGrad(p.Bias, out, 1, db)
 			}
 			if dx != nil {
-				kernels.Gemm(pool, false, false, m, in, out, 1, gp, n, vals(p.W), in, 1, dx, in)
+				kernels.Gemm(pool, false, false, m, in, out, 1, gp, ld, vals(p.W), in, 1, dx, in)
 			}
 		} else if dx != nil {
 			w, release := f.env.baseWeight(p.Base)
-			kernels.Gemm(pool, false, false, m, in, out, 1, gp, n, w, in, 1, dx, in)
+			kernels.Gemm(pool, false, false, m, in, out, 1, gp, ld, w, in, 1, dx, in)
 			release()
+		}
+		if ld != n {
+			f.env.put(gp)
 		}
 		off += out
 	}
 	if dx != nil {
-		accGrad(f.x, m, f.projs[0].In, dx)
+		f.env.accGradPut(f.x, m, f.projs[0].In, dx)
 	}
+	f.env.release(f.out, f.buf)
+	f.mask, f.xd, f.xa = nil, nil, nil
 	return nil
 }

@@ -56,7 +56,7 @@ func (f *lossFn) Forward() (mat.Tensor, error) {
 	for i, r := range f.rows {
 		copy(hs[i*d:(i+1)*d], h[r*d:(r+1)*d])
 	}
-	z := make([]float32, n*v)
+	z := f.env.get(n * v)
 	if f.w != nil {
 		kernels.MatMulF32T(f.env.Pool, z, hs, vals(f.w), n, v, d)
 	} else {
@@ -66,22 +66,20 @@ func (f *lossFn) Forward() (mat.Tensor, error) {
 	f.env.Pool.For(n, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			row := z[i*v : (i+1)*v]
-			mx := row[0]
-			for _, x := range row {
-				mx = max(mx, x)
-			}
-			var s float64
-			for _, x := range row {
-				s += math.Exp(float64(x - mx))
-			}
-			lse := float64(mx) + math.Log(s)
 			t := f.targets[i]
-			losses[i] = lse - float64(row[t])
-			inv := 1 / float64(f.denom)
+			jm := 0
 			for j, x := range row {
-				row[j] = float32(math.Exp(float64(x)-lse) * inv)
+				if x > row[jm] {
+					jm = j
+				}
 			}
-			row[t] -= float32(inv)
+			mx, zt := row[jm], row[t]
+			kernels.Softmax(row) // vectorised, max-subtracted: row[jm] = 1/Σexp(z−mx)
+			// loss = logsumexp(z) − z_t = (mx − z_t) + log Σexp(z−mx) = (mx − z_t) − log p_max
+			losses[i] = float64(mx-zt) - math.Log(float64(row[jm]))
+			inv := float32(1 / float64(f.denom))
+			kernels.Scale(inv, row)
+			row[t] -= inv
 		}
 	})
 	for _, l := range losses {
@@ -110,17 +108,17 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		for i, r := range f.rows {
 			copy(hsum[i*d:(i+1)*d], hv[r*d:(r+1)*d])
 		}
-		dW := make([]float32, v*d)
+		dW := f.env.get(v * d)
 		kernels.Gemm(f.env.Pool, true, false, v, d, n, gs, f.dlogits, v, hsum, d, 0, dW, d)
 		f.env.put(hsum)
-		accGrad(f.w, v, d, dW)
+		f.env.accGradPut(f.w, v, d, dW)
 	} else if needsGrad(f.h) {
 		w, release = f.env.baseWeight(f.head)
 	}
 	if needsGrad(f.h) {
 		dhs := f.env.get(n * d)
 		kernels.Gemm(f.env.Pool, false, false, n, d, v, gs, f.dlogits, v, w, d, 0, dhs, d)
-		dh := make([]float32, f.m*d)
+		dh := f.env.getZero(f.m * d)
 		for i, r := range f.rows {
 			row := dh[r*d : (r+1)*d]
 			for j, x := range dhs[i*d : (i+1)*d] {
@@ -128,8 +126,11 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 			}
 		}
 		f.env.put(dhs)
-		accGrad(f.h, f.m, d, dh)
+		f.env.accGradPut(f.h, f.m, d, dh)
 	}
 	release()
+	f.env.put(f.dlogits)
+	f.dlogits = nil
 	return nil
 }
+

@@ -19,6 +19,8 @@ type rmsNormFn struct {
 	m, dim int
 	eps    float32
 	inv    []float32 // per row 1/sqrt(mean(x²)+eps)
+	out    *mat.Dense[float32]
+	buf    []float32
 }
 
 // RMSNorm normalises each row of x [m, dim]; pass a trainable w or a frozen wc.
@@ -42,7 +44,8 @@ func (f *rmsNormFn) weight() []float32 {
 
 func (f *rmsNormFn) Forward() (mat.Tensor, error) {
 	x, w, d := vals(f.x), f.weight(), f.dim
-	y := make([]float32, f.m*d)
+	out, y := f.env.newOut(f.m, d)
+	f.out, f.buf = out, y
 	f.inv = make([]float32, f.m)
 	f.env.Pool.For(f.m, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -55,14 +58,14 @@ func (f *rmsNormFn) Forward() (mat.Tensor, error) {
 			f.inv[r] = float32(1 / math.Sqrt(ss/float64(d)+float64(f.eps)))
 		}
 	})
-	return newMat(f.m, d, y), nil
+	return out, nil
 }
 
 func (f *rmsNormFn) Backward(gy mat.Tensor) error {
 	g, x, w, d := vals(gy), vals(f.x), f.weight(), f.dim
 	var dx, dw []float32
 	if needsGrad(f.x) {
-		dx = make([]float32, f.m*d)
+		dx = f.env.get(f.m * d)
 		f.env.Pool.For(f.m, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				gr, xr, dr := g[r*d:(r+1)*d], x[r*d:(r+1)*d], dx[r*d:(r+1)*d]
@@ -90,7 +93,8 @@ func (f *rmsNormFn) Backward(gy mat.Tensor) error {
 		accGrad(f.w, d, 1, dw)
 	}
 	if dx != nil {
-		accGrad(f.x, f.m, d, dx)
+		f.env.accGradPut(f.x, f.m, d, dx)
 	}
+	f.env.release(f.out, f.buf)
 	return nil
 }

@@ -19,6 +19,8 @@ type qkNormFn struct {
 	qw, kw    []float32
 	eps       float32
 	inv       []float32 // [m, H+KV]
+	out       *mat.Dense[float32]
+	buf       []float32
 }
 
 // QKNorm normalises every query and key head of qkv.
@@ -31,7 +33,8 @@ func (f *qkNormFn) Operands() []mat.Tensor { return []mat.Tensor{f.x} }
 func (f *qkNormFn) Forward() (mat.Tensor, error) {
 	x := vals(f.x)
 	w, hd, nh := (f.h+2*f.kv)*f.hd, f.hd, f.h+f.kv
-	y := make([]float32, len(x))
+	out, y := f.env.newOut(f.m, w)
+	f.out, f.buf = out, y
 	copy(y, x)
 	f.inv = make([]float32, f.m*nh)
 	f.env.Pool.For(f.m, func(lo, hi int) {
@@ -51,16 +54,17 @@ func (f *qkNormFn) Forward() (mat.Tensor, error) {
 			}
 		}
 	})
-	return newMat(f.m, w, y), nil
+	return out, nil
 }
 
 func (f *qkNormFn) Backward(gy mat.Tensor) error {
 	if !needsGrad(f.x) {
+		f.env.release(f.out, f.buf)
 		return nil
 	}
 	g, x := vals(gy), vals(f.x)
 	w, hd, nh := (f.h+2*f.kv)*f.hd, f.hd, f.h+f.kv
-	dx := make([]float32, len(x))
+	dx := f.env.get(len(x))
 	copy(dx, g) // value heads pass through
 	f.env.Pool.For(f.m, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -83,6 +87,7 @@ func (f *qkNormFn) Backward(gy mat.Tensor) error {
 			}
 		}
 	})
-	accGrad(f.x, f.m, w, dx)
+	f.env.accGradPut(f.x, f.m, w, dx)
+	f.env.release(f.out, f.buf)
 	return nil
 }

@@ -18,6 +18,8 @@ type ropeFn struct {
 	hd      int
 	pos     []int
 	invFreq []float32
+	out     *mat.Dense[float32]
+	buf     []float32
 }
 
 // RoPE rotates the first rotCols columns of each row of x [m, cols] (whole heads of hd).
@@ -27,8 +29,7 @@ func (e *Env) RoPE(x mat.Tensor, m, cols, rotCols, hd int, pos []int, invFreq []
 
 func (f *ropeFn) Operands() []mat.Tensor { return []mat.Tensor{f.x} }
 
-func (f *ropeFn) rotate(src []float32, sign int) []float32 {
-	y := make([]float32, len(src))
+func (f *ropeFn) rotate(y, src []float32, sign int) []float32 {
 	copy(y, src)
 	c := f.cols
 	f.env.Pool.For(f.m, func(lo, hi int) {
@@ -40,12 +41,16 @@ func (f *ropeFn) rotate(src []float32, sign int) []float32 {
 }
 
 func (f *ropeFn) Forward() (mat.Tensor, error) {
-	return newMat(f.m, f.cols, f.rotate(vals(f.x), 1)), nil
+	out, y := f.env.newOut(f.m, f.cols)
+	f.out, f.buf = out, y
+	f.rotate(y, vals(f.x), 1)
+	return out, nil
 }
 
 func (f *ropeFn) Backward(gy mat.Tensor) error {
 	if needsGrad(f.x) {
-		accGrad(f.x, f.m, f.cols, f.rotate(vals(gy), -1))
+		f.env.accGradPut(f.x, f.m, f.cols, f.rotate(f.env.get(f.m*f.cols), vals(gy), -1))
 	}
+	f.env.release(f.out, f.buf)
 	return nil
 }

@@ -14,6 +14,8 @@ type swigluFn struct {
 	env  *Env
 	x    mat.Tensor
 	m, n int // n = I
+	out  *mat.Dense[float32]
+	buf  []float32
 }
 
 // SwiGLU applies silu(gate)·up to x [m, 2n] = [gate | up].
@@ -25,34 +27,47 @@ func (f *swigluFn) Operands() []mat.Tensor { return []mat.Tensor{f.x} }
 
 func (f *swigluFn) Forward() (mat.Tensor, error) {
 	x, n := vals(f.x), f.n
-	y := make([]float32, f.m*n)
+	out, y := f.env.newOut(f.m, n)
+	f.out, f.buf = out, y
 	f.env.Pool.For(f.m, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := x[r*2*n : (r+1)*2*n]
 			kernels.SiLUMul(y[r*n:(r+1)*n], row[:n], row[n:])
 		}
 	})
-	return newMat(f.m, n, y), nil
+	return out, nil
 }
 
 func (f *swigluFn) Backward(gy mat.Tensor) error {
 	if !needsGrad(f.x) {
+		f.env.release(f.out, f.buf)
 		return nil
 	}
 	x, g, n := vals(f.x), vals(gy), f.n
-	dx := make([]float32, f.m*2*n)
+	dx := f.env.get(f.m * 2 * n)
 	f.env.Pool.For(f.m, func(lo, hi int) {
+		one := make([]float32, n)
+		for j := range one {
+			one[j] = 1
+		}
+		silu := make([]float32, n)
 		for r := lo; r < hi; r++ {
 			row, dr, gr := x[r*2*n:(r+1)*2*n], dx[r*2*n:(r+1)*2*n], g[r*n:(r+1)*n]
+			kernels.SiLUMul(silu, row[:n], one) // vectorised silu(a) = a·σ(a)
 			for j := 0; j < n; j++ {
-				a, u := row[j], row[n+j]
-				sig := float32(1 / (1 + math.Exp(float64(-a))))
-				silu := a * sig
-				dr[j] = gr[j] * u * sig * (1 + a*(1-sig))
-				dr[n+j] = gr[j] * silu
+				a, u, s := row[j], row[n+j], silu[j]
+				var sig float32
+				if a > -1e-3 && a < 1e-3 { // σ(a) from silu(a)/a loses precision near 0
+					sig = float32(1 / (1 + math.Exp(float64(-a))))
+				} else {
+					sig = s / a
+				}
+				dr[j] = gr[j] * u * (sig + s*(1-sig)) // d silu/da = σ + a·σ·(1−σ)
+				dr[n+j] = gr[j] * s
 			}
 		}
 	})
-	accGrad(f.x, f.m, 2*n, dx)
+	f.env.accGradPut(f.x, f.m, 2*n, dx)
+	f.env.release(f.out, f.buf)
 	return nil
 }

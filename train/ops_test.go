@@ -43,6 +43,24 @@ func newLeaf(rng *rand.Rand, name string, rows, cols int, s float64) *leaf {
 func checkOp(t *testing.T, leaves []*leaf, build func() mat.Tensor, ref func(in [][]float64) []float64) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(7, 7))
+	// A first pass leaves dirty buffers in the Env's pool: ops must not rely on zeroed scratch.
+	warm := build()
+	ws := warm.Value().Shape()
+	wc := 1
+	if len(ws) > 1 {
+		wc = ws[1]
+	}
+	dirty := make([]float32, warm.Value().Size())
+	for i := range dirty {
+		dirty[i] = float32(i%13) - 6
+	}
+	warm.AccGrad(newMat(ws[0], wc, dirty))
+	if err := ag.Backward(warm); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leaves {
+		l.p.ZeroGrad()
+	}
 	out := build()
 	y := vals(out)
 	r := make([]float64, len(y))
