@@ -26,6 +26,7 @@ type fakeBackend struct {
 	mu       sync.Mutex
 	calls    [][]Row
 	gate     chan struct{} // if set, each Forward waits for a value
+	hold     chan struct{} // if set, Forward waits until it is closed
 	eosAt    int
 	failNext bool
 }
@@ -37,6 +38,9 @@ func (b *fakeBackend) VocabSize() int     { return 257 }
 func (b *fakeBackend) Forward(rows []Row) ([][]float32, error) {
 	if b.gate != nil {
 		<-b.gate
+	}
+	if b.hold != nil {
+		<-b.hold
 	}
 	b.mu.Lock()
 	cp := make([]Row, len(rows))
@@ -178,9 +182,11 @@ func TestGenerateMatchesSequential(t *testing.T) {
 }
 
 func TestMixedAdaptersBatched(t *testing.T) {
-	b := &fakeBackend{}
+	b := &fakeBackend{hold: make(chan struct{})}
 	e := newTestEngine(t, b, func(c *Config) { c.MaxBatch = 8; c.PrefillChunk = 7 })
-	var wg sync.WaitGroup
+	var wg, submitted sync.WaitGroup
+	submitted.Add(40)
+	go func() { submitted.Wait(); close(b.hold) }()
 	errs := make(chan error, 40)
 	for i := 0; i < 40; i++ {
 		wg.Add(1)
@@ -192,6 +198,7 @@ func TestMixedAdaptersBatched(t *testing.T) {
 			}
 			prompt := ids(strings.Repeat(fmt.Sprint(i), 1+i%5))
 			s, err := e.Submit(context.Background(), &Request{Prompt: prompt, MaxTokens: 20, Adapter: d})
+			submitted.Done()
 			if err != nil {
 				errs <- err
 				return
@@ -242,10 +249,11 @@ func TestMixedAdaptersBatched(t *testing.T) {
 }
 
 func TestChunkedPrefillDoesNotStallDecode(t *testing.T) {
-	b := &fakeBackend{}
+	b := &fakeBackend{hold: make(chan struct{})}
 	e := newTestEngine(t, b, func(c *Config) { c.PrefillChunk = 16 })
 	s1, _ := e.Submit(context.Background(), &Request{Prompt: ids("a"), MaxTokens: 40})
 	s2, _ := e.Submit(context.Background(), &Request{Prompt: ids(strings.Repeat("x", 200)), MaxTokens: 2})
+	close(b.hold)
 	t1, _ := collect(t, s1)
 	t2, _ := collect(t, s2)
 	if t1 != fakeGenerate(ids("a"), nil, 40) || t2 != fakeGenerate(ids(strings.Repeat("x", 200)), nil, 2) {
