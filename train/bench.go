@@ -42,7 +42,7 @@ type BenchResult struct {
 	Threads         int       `json:"threads"`
 	TrainableParams int       `json:"trainable_params"`
 	StepSeconds     []float64 `json:"step_s"`
-	StepCPUSeconds  []float64 `json:"step_cpu_s"` // process CPU time per timed step (all threads)
+	StepCPUSeconds  []float64 `json:"step_cpu_s"`     // process CPU time per timed step (all threads)
 	TokensPerSec    float64   `json:"tokens_per_sec"` // batch·seq·steps / Σ timed step seconds
 	PeakRSSMiB      float64   `json:"peak_rss_mib"`   // VmHWM of the process
 	FirstLoss       float64   `json:"first_loss"`

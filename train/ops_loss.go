@@ -133,4 +133,3 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 	f.dlogits = nil
 	return nil
 }
-
