@@ -96,7 +96,7 @@ func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 		refMatVecBF16(y, w, x, r0, r1, cols)
 		return
 	}
-	matVec16(matVec4BF16, bf16ToF32, y, w, x, r0, r1, cols)
+	matVec16(wBF16, y, w, x, r0, r1, cols)
 }
 
 func matVecF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
@@ -104,11 +104,12 @@ func matVecF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 		refMatVecF16(y, w, x, r0, r1, cols)
 		return
 	}
-	matVec16(matVec4F16, f16ToF32, y, w, x, r0, r1, cols)
+	matVec16(wF16, y, w, x, r0, r1, cols)
 }
 
-func matVec16(kern func(w *uint16, stride int, x *float32, n int, y *float32), conv func(uint16) float32,
-	y []float32, w []uint16, x []float32, r0, r1, cols int) {
+// matVec16 is matVecF32 for 16-bit weights (kind wBF16 or wF16). The kernel
+// is chosen by a switch, not a func value, so that out stays on the stack.
+func matVec16(kind int, y []float32, w []uint16, x []float32, r0, r1, cols int) {
 	c8 := cols &^ 7
 	var out [4]float32
 	for r := r0; r < r1; {
@@ -117,12 +118,20 @@ func matVec16(kern func(w *uint16, stride int, x *float32, n int, y *float32), c
 			nr, stride = 1, 0
 		}
 		wr := w[r*cols : (r+nr-1)*cols+cols]
-		kern(&wr[0], stride, &x[0], c8, &out[0])
+		if kind == wBF16 {
+			matVec4BF16(&wr[0], stride, &x[0], c8, &out[0])
+		} else {
+			matVec4F16(&wr[0], stride, &x[0], c8, &out[0])
+		}
 		for i := 0; i < nr; i++ {
 			s := out[i]
 			row := wr[i*cols : (i+1)*cols]
 			for c := c8; c < cols; c++ {
-				s += conv(row[c]) * x[c]
+				if kind == wBF16 {
+					s += bf16ToF32(row[c]) * x[c]
+				} else {
+					s += f16ToF32(row[c]) * x[c]
+				}
 			}
 			y[r+i] = s
 		}

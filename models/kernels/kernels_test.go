@@ -405,3 +405,35 @@ func TestExpKernelsExtremes(t *testing.T) {
 		}
 	}
 }
+
+// TestNoAllocs checks that the decode and prefill kernels allocate nothing
+// per call once the pool's scratch has grown.
+func TestNoAllocs(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	p := NewPool(2)
+	rows, cols, m := 256, 320, 12
+	w := randF32(r, rows*cols)
+	wh := toF16(r, rows*cols)
+	x := randF32(r, m*cols)
+	y := make([]float32, m*rows)
+	a := randF32(r, m*cols)
+	c := make([]float32, m*rows)
+	cases := map[string]func(){
+		"MatVecF32":  func() { MatVecF32(p, y, w, x, rows, cols) },
+		"MatVecBF16": func() { MatVecBF16(p, y, wh, x, rows, cols) },
+		"MatVecF16":  func() { MatVecF16(p, y, wh, x, rows, cols) },
+		"MatMulF32T": func() { MatMulF32T(p, y, x, w, m, rows, cols) },
+		"MatMulF16T": func() { MatMulF16T(p, y, x, wh, m, rows, cols) },
+		"GemmNN":     func() { Gemm(p, false, false, m, rows, cols, 1, a, cols, w, rows, 0, c, rows) },
+		"GemmNT":     func() { Gemm(p, false, true, m, rows, cols, 1, a, cols, w, cols, 1, c, rows) },
+		"GemmTN":     func() { Gemm(p, true, false, cols, rows, m, 0.5, a, cols, y, rows, 0, w, rows) },
+		"Softmax":    func() { Softmax(y) },
+		"For":        func() { p.For(100, func(lo, hi int) {}) },
+	}
+	for name, f := range cases {
+		f()
+		if n := testing.AllocsPerRun(20, f); n != 0 {
+			t.Errorf("%s: %v allocations per call", name, n)
+		}
+	}
+}
