@@ -57,9 +57,10 @@ type Template struct {
 // Sentinels: private-use code points that do not occur in normal text; used to probe templates and to
 // locate assistant text by difference.
 const (
-	sentA = "\uE000\uE001"
-	sentB = "\uE002\uE003"
-	sentR = "\uE004\uE005"
+	sentA  = "\uE000\uE001"
+	sentB  = "\uE002\uE003"
+	sentR  = "\uE004\uE005"
+	sentR2 = "\uE006\uE007"
 )
 
 // New compiles a chat template. source "" selects DefaultTemplate. bosToken/eosToken are the token
@@ -179,22 +180,23 @@ func (t *Template) RenderWithSpans(msgs []Message, addGenerationPrompt bool) (st
 		if m.Role != "assistant" {
 			continue
 		}
-		copy(alt, msgs)
-		sent := sentA
-		if strings.Contains(m.Content, sentA) {
-			sent = sentB
+		// Two renderings with different sentinels: content that happens to start or end like one
+		// sentinel cannot start or end like the other, so the widest of the two differences is exact.
+		start, end := len(full), 0
+		for _, sent := range [2][2]string{{sentA, sentR}, {sentB, sentR2}} {
+			copy(alt, msgs)
+			alt[k].Content = sent[0]
+			if m.ReasoningContent != "" {
+				alt[k].ReasoningContent = sent[1]
+			}
+			other, err := t.render(alt, addGenerationPrompt, nil)
+			if err != nil {
+				return "", nil, fmt.Errorf("chat template: locating assistant message %d: %w", k, err)
+			}
+			p := commonPrefix(full, other)
+			sfx := commonSuffix(full[p:], other[p:])
+			start, end = min(start, p), max(end, len(full)-sfx)
 		}
-		alt[k].Content = sent
-		if m.ReasoningContent != "" {
-			alt[k].ReasoningContent = sentR
-		}
-		other, err := t.render(alt, addGenerationPrompt, nil)
-		if err != nil {
-			return "", nil, fmt.Errorf("chat template: locating assistant message %d: %w", k, err)
-		}
-		p := commonPrefix(full, other)
-		s := commonSuffix(full[p:], other[p:])
-		start, end := p, len(full)-s
 		if end < start {
 			end = start
 		}
