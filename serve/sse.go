@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 
@@ -29,12 +30,14 @@ func (s *sse) send(v any) {
 	if s.err != nil {
 		return
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // "<think>" stays readable, as OpenAI sends it
+	if err := enc.Encode(v); err != nil {
 		s.err = err
 		return
 	}
-	s.raw(b)
+	s.raw(bytes.TrimRight(buf.Bytes(), "\n"))
 }
 
 func (s *sse) raw(b []byte) {
