@@ -12,8 +12,8 @@ import (
 // useAVX2 is fixed at start-up from the CPU's feature bits (read-only after).
 var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasOSXSAVE
 
-// hasF16C gates the f16 kernels (VCVTPH2PS); every AVX2 CPU has it in practice.
-var hasF16C = useAVX2 && cpuHasF16C()
+// hasF16C gates the f16 kernels (VCVTPH2PS).
+var hasF16C = useAVX2 && cpu.X86.HasF16C
 
 // useAVX512 selects the 16-lane GEMM tile (the machine's FMA units may be
 // 512 bits wide); every other kernel is bandwidth bound and stays on AVX2.
