@@ -4,7 +4,6 @@ package kernels
 
 import (
 	"math"
-	"unsafe"
 
 	"golang.org/x/sys/cpu"
 )
@@ -192,7 +191,6 @@ func siluMul(y, gate, up []float32) {
 	refSiLUMul(y[n8:], gate[n8:], up[n8:])
 }
 
-var _ = unsafe.Pointer(nil)
 
 //go:noescape
 func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
