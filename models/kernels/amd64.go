@@ -191,7 +191,6 @@ func siluMul(y, gate, up []float32) {
 	refSiLUMul(y[n8:], gate[n8:], up[n8:])
 }
 
-
 //go:noescape
 func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
 
