@@ -45,14 +45,14 @@ func isL(r rune) bool {
 	if r < utf8.RuneSelf {
 		return (r|0x20) >= 'a' && (r|0x20) <= 'z'
 	}
-	return unicode.IsLetter(r)
+	return isLetter16(r)
 }
 
 func isN(r rune) bool {
 	if r < utf8.RuneSelf {
 		return r >= '0' && r <= '9'
 	}
-	return unicode.IsNumber(r)
+	return isNumber16(r)
 }
 
 func isS(r rune) bool {

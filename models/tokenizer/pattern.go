@@ -32,7 +32,7 @@ func (m regexp2Matcher) findAll(s string, dst [][2]int) [][2]int {
 }
 
 func compileRegex(expr string) (*regexp2.Regexp, error) {
-	return regexp2.Compile(expr, regexp2.None, regexp2.OptionMaxBacktrackingStackSize(-1))
+	return regexp2.Compile(widenCategories(expr), regexp2.None, regexp2.OptionMaxBacktrackingStackSize(-1))
 }
 
 // pattern is tokenizers' Pattern: {"String": "..."} (literal) or {"Regex": "..."}.

@@ -131,7 +131,7 @@ func (f funcPreTokenizer) each(p piece, emit func(piece)) {
 
 func isBertPunct(r rune) bool {
 	return (r >= 33 && r <= 47) || (r >= 58 && r <= 64) || (r >= 91 && r <= 96) || (r >= 123 && r <= 126) ||
-		unicode.IsPunct(r)
+		isPunct16(r)
 }
 
 func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
@@ -231,7 +231,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 		if v.Individual {
 			beh = behIsolated
 		}
-		return funcPreTokenizer{unicode.IsNumber, beh}, nil
+		return funcPreTokenizer{isNumber16, beh}, nil
 	case "Punctuation":
 		v := struct {
 			Behavior string `json:"behavior"`
