@@ -41,6 +41,15 @@ func LoadModel(dir string, threads int, nf4 bool) (*Model, error) {
 		return nil, err
 	}
 	opts := llama.LoadOptions{Threads: threads}
+	// Weights saved quantised (bitsandbytes layout, e.g. by lorakit quantize) load as they are: a QLoRA
+	// base, or a frozen 4-bit base for LoRA.
+	opts.LoadLinear = func(ck *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
+		q, ok, err := quant.FromCheckpoint(ck, module+".weight")
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		return &nn.Quantized{Q: q}, true, nil
+	}
 	if nf4 {
 		opts.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
 			q, err := quant.Quantize4(quant.Type("nf4"), d.ToF32(), []int{d.Rows, d.Cols}, 64, true)

@@ -200,7 +200,10 @@ func NewNet(base *llama.Model, method Method, lo LoRAOptions) (*Net, error) {
 
 // linearBias returns the bias of a base linear (dense or wrapped), or nil.
 func linearBias(l nn.Linear) []float32 {
-	if d, ok := l.(*nn.Dense); ok {
+	switch d := l.(type) {
+	case *nn.Dense:
+		return d.Bias
+	case *nn.Quantized:
 		return d.Bias
 	}
 	return nil
@@ -248,7 +251,8 @@ func linearBiasAny(l nn.Linear, out int, e *Env) []float32 {
 	if b := linearBias(l); b != nil {
 		return append([]float32(nil), b...)
 	}
-	if _, ok := l.(*nn.Dense); ok {
+	switch l.(type) {
+	case *nn.Dense, *nn.Quantized, *nf4Linear:
 		return nil
 	}
 	b := make([]float32, out)

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -35,7 +36,11 @@ func writeFullModel(out string, m *Model, net *Net) error {
 	add := func(name string, shape []int, v []float32) error {
 		dt := safetensors.F32
 		if info, _, ok := m.Ckpt.Info(name); ok {
-			dt = info.DType
+			switch dt = info.DType; dt {
+			case safetensors.F32, safetensors.F16, safetensors.BF16:
+			default: // a 4-bit base: full fine-tuning writes bf16
+				dt = safetensors.BF16
+			}
 		}
 		raw, err := safetensors.Encode(dt, v)
 		if err != nil {
@@ -79,11 +84,37 @@ func writeFullModel(out string, m *Model, net *Net) error {
 		if e.IsDir() || strings.HasSuffix(n, ".safetensors") || n == "model.safetensors.index.json" || strings.HasPrefix(n, ".") {
 			continue
 		}
+		if n == "config.json" && m.Net.Config.Quantization != nil {
+			if err := writeDequantizedConfig(filepath.Join(m.Dir, n), filepath.Join(out, n)); err != nil {
+				return err
+			}
+			continue
+		}
 		if err := copyFile(filepath.Join(m.Dir, n), filepath.Join(out, n)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeDequantizedConfig copies config.json without its quantization_config
+// (full fine-tuning of a 4-bit base writes plain bf16 weights).
+func writeDequantizedConfig(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	var cfg map[string]json.RawMessage
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", src, err)
+	}
+	delete(cfg, "quantization_config")
+	cfg["torch_dtype"] = json.RawMessage(`"bfloat16"`)
+	out, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(dst, append(out, '\n'))
 }
 
 func copyFile(src, dst string) error {

@@ -24,6 +24,9 @@ func expandWeight(l BaseLinear, dst []float32) bool {
 	case *nf4Linear:
 		d.q.Dequantize(dst)
 		return true
+	case *nn.Quantized:
+		d.Q.Dequantize(dst)
+		return true
 	}
 	return false
 }
