@@ -55,3 +55,26 @@ func FuzzFastMatchers(f *testing.F) {
 		checkFastMatchers(t, s)
 	})
 }
+
+func TestUnicode16Categories(t *testing.T) {
+	// U+13460 (Egyptian Hieroglyphs Extended-A), U+2EBF0 (CJK Extension I) are letters, U+1FAE9 (an emoji) a
+	// symbol in Unicode 16; Go 1.26's tables predate them.
+	for _, c := range []struct {
+		expr string
+		s    string
+	}{{`\p{L}+`, "\U00013460\U0002EBF0"}, {`[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+`, "\U00013460"}, {`\p{S}`, "\U0001FAE9"}} {
+		re, err := compileRegex(c.expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := (regexp2Matcher{re}).findAll(c.s, nil); len(got) != 1 || got[0] != [2]int{0, len(c.s)} {
+			t.Errorf("%s on %q: %v", c.expr, c.s, got)
+		}
+	}
+	if !isL(0x13460) || !isL(0x2EBF0) || isL(0x1FAE9) || !isN(0x1CCF0) {
+		t.Error("fast class tests")
+	}
+	if got := widenCategories(`[^\p{L}]|\P{N}|\\p{L}|[]\p{M}]`); !strings.HasPrefix(got, `[^\p{L}`) || !strings.Contains(got, `\\p{L}`) {
+		t.Errorf("widen %q", got)
+	}
+}

@@ -200,3 +200,23 @@ func TestRoundTripShared(t *testing.T) {
 		}
 	}
 }
+
+// TestOracleRegressions holds cases found by comparing with the tokenizers library (0.23.2) on random text.
+func TestOracleRegressions(t *testing.T) {
+	shared := sharedDir(t)
+	for _, c := range []struct {
+		fam, text string
+		ids       []int
+	}{
+		// " " + a Unicode 16 letter is one piece for tokenizers' Oniguruma.
+		{"deepseek_v3", "=zZ|\U000befc5 \U00014287\r. \t@", []int{31, 92, 60, 94, 177, 125, 126, 230, 86387, 245, 235, 232, 204, 16, 223, 200, 34}},
+	} {
+		tok, err := Load(filepath.Join(shared, "tokenizers", c.fam))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tok.Encode(c.text, false); !slices.Equal(got, c.ids) {
+			t.Errorf("%s %q: got %v want %v", c.fam, c.text, got, c.ids)
+		}
+	}
+}
