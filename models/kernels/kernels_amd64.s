@@ -400,6 +400,103 @@ GLOBL expc<>(SB), RODATA|NOPTR, $416
 	VPSLLD $23, T1, T1 \
 	VMULPS T1, T2, X
 
+// BCAST6 is the 6-row broadcast tile: C[r][0:W] (+)= alpha·Σ_l A(r,l)·B[l][0:W]
+// for r < 6, k > 0, with W = 2 registers of R lanes. A(r,l) is at byte address
+// a + r·rs + l·ls (rows or columns of A: NN and TN), B's row l at b + 4·l·ldb;
+// acc != 0 adds to C instead of overwriting it. C0..C11 are the accumulators
+// (row r in C2r, C2r+1), B0 B1 hold B's row, T0 T1 the broadcasts; VB is the
+// width of one register in bytes and ZERO the zeroing instruction.
+#define BCFMA(areg, t, b0, b1, c0, c1) \
+	VBROADCASTSS (areg)(BX*1), t \
+	VFMADD231PS t, b0, c0 \
+	VFMADD231PS t, b1, c1
+
+#define BCSTORE(c0, c1, VB) \
+	VMOVUPS c0, (AX) \
+	VMOVUPS c1, VB(AX) \
+	ADDQ BX, AX
+
+#define BCADDSTORE(c0, c1, VB) \
+	VADDPS (AX), c0, c0 \
+	VADDPS VB(AX), c1, c1 \
+	BCSTORE(c0, c1, VB)
+
+#define BCAST6(C0, C1, C2, C3, C4, C5, C6, C7, C8, C9, C10, C11, B0, B1, T0, T1, VB, ZERO) \
+	MOVQ a+0(FP), R8 \
+	MOVQ rs+8(FP), AX \
+	LEAQ (R8)(AX*1), R9 \
+	LEAQ (R9)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	LEAQ (R12)(AX*1), R13 \
+	MOVQ ls+16(FP), DX \
+	MOVQ b+24(FP), DI \
+	MOVQ ldb+32(FP), SI \
+	SHLQ $2, SI \
+	MOVQ k+40(FP), CX \
+	XORQ BX, BX \
+	ZERO C0, C0, C0 \
+	ZERO C1, C1, C1 \
+	ZERO C2, C2, C2 \
+	ZERO C3, C3, C3 \
+	ZERO C4, C4, C4 \
+	ZERO C5, C5, C5 \
+	ZERO C6, C6, C6 \
+	ZERO C7, C7, C7 \
+	ZERO C8, C8, C8 \
+	ZERO C9, C9, C9 \
+	ZERO C10, C10, C10 \
+	ZERO C11, C11, C11 \
+loop: \
+	VMOVUPS (DI), B0 \
+	VMOVUPS VB(DI), B1 \
+	BCFMA(R8, T0, B0, B1, C0, C1) \
+	BCFMA(R9, T1, B0, B1, C2, C3) \
+	BCFMA(R10, T0, B0, B1, C4, C5) \
+	BCFMA(R11, T1, B0, B1, C6, C7) \
+	BCFMA(R12, T0, B0, B1, C8, C9) \
+	BCFMA(R13, T1, B0, B1, C10, C11) \
+	ADDQ DX, BX \
+	ADDQ SI, DI \
+	DECQ CX \
+	JNZ  loop \
+	VBROADCASTSS alpha+72(FP), T0 \
+	VMULPS T0, C0, C0 \
+	VMULPS T0, C1, C1 \
+	VMULPS T0, C2, C2 \
+	VMULPS T0, C3, C3 \
+	VMULPS T0, C4, C4 \
+	VMULPS T0, C5, C5 \
+	VMULPS T0, C6, C6 \
+	VMULPS T0, C7, C7 \
+	VMULPS T0, C8, C8 \
+	VMULPS T0, C9, C9 \
+	VMULPS T0, C10, C10 \
+	VMULPS T0, C11, C11 \
+	MOVQ c+48(FP), AX \
+	MOVQ ldc+56(FP), BX \
+	SHLQ $2, BX \
+	MOVQ acc+64(FP), CX \
+	TESTQ CX, CX \
+	JE   store \
+	BCADDSTORE(C0, C1, VB) \
+	BCADDSTORE(C2, C3, VB) \
+	BCADDSTORE(C4, C5, VB) \
+	BCADDSTORE(C6, C7, VB) \
+	BCADDSTORE(C8, C9, VB) \
+	BCADDSTORE(C10, C11, VB) \
+	VZEROUPPER \
+	RET \
+store: \
+	BCSTORE(C0, C1, VB) \
+	BCSTORE(C2, C3, VB) \
+	BCSTORE(C4, C5, VB) \
+	BCSTORE(C6, C7, VB) \
+	BCSTORE(C8, C9, VB) \
+	BCSTORE(C10, C11, VB) \
+	VZEROUPPER \
+	RET
+
 // func dotAVX2(a, b *float32, n int) float32
 TEXT ·dotAVX2(SB), NOSPLIT, $0-28
 	MOVQ a+0(FP), SI
@@ -654,264 +751,9 @@ TEXT ·mmTile3x4F16Z(SB), NOSPLIT, $0-64
 	MMTILE512(LOADF16Z, 2)
 
 // func gemmBcast6x16(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
-// C[r][0:16] (+)= alpha·Σ_l A(r,l)·B[l][0:16] for r < 6, k > 0, where A(r,l)
-// is at byte address a + r·rs + l·ls (rows or columns of A: NN and TN) and
-// B's row l at b + 4·l·ldb. acc != 0 adds to C instead of overwriting it.
 TEXT ·gemmBcast6x16(SB), NOSPLIT, $0-76
-	MOVQ a+0(FP), R8
-	MOVQ rs+8(FP), AX
-	LEAQ (R8)(AX*1), R9
-	LEAQ (R9)(AX*1), R10
-	LEAQ (R10)(AX*1), R11
-	LEAQ (R11)(AX*1), R12
-	LEAQ (R12)(AX*1), R13
-	MOVQ ls+16(FP), DX
-	MOVQ b+24(FP), DI
-	MOVQ ldb+32(FP), SI
-	SHLQ $2, SI
-	MOVQ k+40(FP), CX
-	XORQ BX, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
+	BCAST6(Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11, Y12, Y13, Y14, Y15, 32, VXORPS)
 
-bcastloop:
-	VMOVUPS (DI), Y12
-	VMOVUPS 32(DI), Y13
-	VBROADCASTSS (R8)(BX*1), Y14
-	VFMADD231PS Y14, Y12, Y0
-	VFMADD231PS Y14, Y13, Y1
-	VBROADCASTSS (R9)(BX*1), Y15
-	VFMADD231PS Y15, Y12, Y2
-	VFMADD231PS Y15, Y13, Y3
-	VBROADCASTSS (R10)(BX*1), Y14
-	VFMADD231PS Y14, Y12, Y4
-	VFMADD231PS Y14, Y13, Y5
-	VBROADCASTSS (R11)(BX*1), Y15
-	VFMADD231PS Y15, Y12, Y6
-	VFMADD231PS Y15, Y13, Y7
-	VBROADCASTSS (R12)(BX*1), Y14
-	VFMADD231PS Y14, Y12, Y8
-	VFMADD231PS Y14, Y13, Y9
-	VBROADCASTSS (R13)(BX*1), Y15
-	VFMADD231PS Y15, Y12, Y10
-	VFMADD231PS Y15, Y13, Y11
-	ADDQ DX, BX
-	ADDQ SI, DI
-	DECQ CX
-	JNZ  bcastloop
-
-	VBROADCASTSS alpha+72(FP), Y14
-	VMULPS Y14, Y0, Y0
-	VMULPS Y14, Y1, Y1
-	VMULPS Y14, Y2, Y2
-	VMULPS Y14, Y3, Y3
-	VMULPS Y14, Y4, Y4
-	VMULPS Y14, Y5, Y5
-	VMULPS Y14, Y6, Y6
-	VMULPS Y14, Y7, Y7
-	VMULPS Y14, Y8, Y8
-	VMULPS Y14, Y9, Y9
-	VMULPS Y14, Y10, Y10
-	VMULPS Y14, Y11, Y11
-	MOVQ c+48(FP), AX
-	MOVQ ldc+56(FP), BX
-	SHLQ $2, BX
-	MOVQ acc+64(FP), CX
-	TESTQ CX, CX
-	JE   bcaststore
-	VADDPS (AX), Y0, Y0
-	VADDPS 32(AX), Y1, Y1
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Y2, Y2
-	VADDPS 32(AX), Y3, Y3
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Y4, Y4
-	VADDPS 32(AX), Y5, Y5
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Y6, Y6
-	VADDPS 32(AX), Y7, Y7
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Y8, Y8
-	VADDPS 32(AX), Y9, Y9
-	VMOVUPS Y8, (AX)
-	VMOVUPS Y9, 32(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Y10, Y10
-	VADDPS 32(AX), Y11, Y11
-	VMOVUPS Y10, (AX)
-	VMOVUPS Y11, 32(AX)
-	ADDQ BX, AX
-	VZEROUPPER
-	RET
-
-bcaststore:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ BX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ BX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ BX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	ADDQ BX, AX
-	VMOVUPS Y8, (AX)
-	VMOVUPS Y9, 32(AX)
-	ADDQ BX, AX
-	VMOVUPS Y10, (AX)
-	VMOVUPS Y11, 32(AX)
-	ADDQ BX, AX
-	VZEROUPPER
-	RET
-
-// gemmBcast6x32Z is gemmBcast6x16 over 32 columns with AVX-512 registers.
 // func gemmBcast6x32Z(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
-// C[r][0:32] (+)= alpha·Σ_l A(r,l)·B[l][0:32] for r < 6, k > 0, where A(r,l)
-// is at byte address a + r·rs + l·ls (rows or columns of A: NN and TN) and
-// B's row l at b + 4·l·ldb. acc != 0 adds to C instead of overwriting it.
 TEXT ·gemmBcast6x32Z(SB), NOSPLIT, $0-76
-	MOVQ a+0(FP), R8
-	MOVQ rs+8(FP), AX
-	LEAQ (R8)(AX*1), R9
-	LEAQ (R9)(AX*1), R10
-	LEAQ (R10)(AX*1), R11
-	LEAQ (R11)(AX*1), R12
-	LEAQ (R12)(AX*1), R13
-	MOVQ ls+16(FP), DX
-	MOVQ b+24(FP), DI
-	MOVQ ldb+32(FP), SI
-	SHLQ $2, SI
-	MOVQ k+40(FP), CX
-	XORQ BX, BX
-	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	VPXORD Z10, Z10, Z10
-	VPXORD Z11, Z11, Z11
-
-bcastloopz:
-	VMOVUPS (DI), Z12
-	VMOVUPS 64(DI), Z13
-	VBROADCASTSS (R8)(BX*1), Z14
-	VFMADD231PS Z14, Z12, Z0
-	VFMADD231PS Z14, Z13, Z1
-	VBROADCASTSS (R9)(BX*1), Z15
-	VFMADD231PS Z15, Z12, Z2
-	VFMADD231PS Z15, Z13, Z3
-	VBROADCASTSS (R10)(BX*1), Z14
-	VFMADD231PS Z14, Z12, Z4
-	VFMADD231PS Z14, Z13, Z5
-	VBROADCASTSS (R11)(BX*1), Z15
-	VFMADD231PS Z15, Z12, Z6
-	VFMADD231PS Z15, Z13, Z7
-	VBROADCASTSS (R12)(BX*1), Z14
-	VFMADD231PS Z14, Z12, Z8
-	VFMADD231PS Z14, Z13, Z9
-	VBROADCASTSS (R13)(BX*1), Z15
-	VFMADD231PS Z15, Z12, Z10
-	VFMADD231PS Z15, Z13, Z11
-	ADDQ DX, BX
-	ADDQ SI, DI
-	DECQ CX
-	JNZ  bcastloopz
-
-	VBROADCASTSS alpha+72(FP), Z14
-	VMULPS Z14, Z0, Z0
-	VMULPS Z14, Z1, Z1
-	VMULPS Z14, Z2, Z2
-	VMULPS Z14, Z3, Z3
-	VMULPS Z14, Z4, Z4
-	VMULPS Z14, Z5, Z5
-	VMULPS Z14, Z6, Z6
-	VMULPS Z14, Z7, Z7
-	VMULPS Z14, Z8, Z8
-	VMULPS Z14, Z9, Z9
-	VMULPS Z14, Z10, Z10
-	VMULPS Z14, Z11, Z11
-	MOVQ c+48(FP), AX
-	MOVQ ldc+56(FP), BX
-	SHLQ $2, BX
-	MOVQ acc+64(FP), CX
-	TESTQ CX, CX
-	JE   bcaststorez
-	VADDPS (AX), Z0, Z0
-	VADDPS 64(AX), Z1, Z1
-	VMOVUPS Z0, (AX)
-	VMOVUPS Z1, 64(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Z2, Z2
-	VADDPS 64(AX), Z3, Z3
-	VMOVUPS Z2, (AX)
-	VMOVUPS Z3, 64(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Z4, Z4
-	VADDPS 64(AX), Z5, Z5
-	VMOVUPS Z4, (AX)
-	VMOVUPS Z5, 64(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Z6, Z6
-	VADDPS 64(AX), Z7, Z7
-	VMOVUPS Z6, (AX)
-	VMOVUPS Z7, 64(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Z8, Z8
-	VADDPS 64(AX), Z9, Z9
-	VMOVUPS Z8, (AX)
-	VMOVUPS Z9, 64(AX)
-	ADDQ BX, AX
-	VADDPS (AX), Z10, Z10
-	VADDPS 64(AX), Z11, Z11
-	VMOVUPS Z10, (AX)
-	VMOVUPS Z11, 64(AX)
-	ADDQ BX, AX
-	VZEROUPPER
-	RET
-
-bcaststorez:
-	VMOVUPS Z0, (AX)
-	VMOVUPS Z1, 64(AX)
-	ADDQ BX, AX
-	VMOVUPS Z2, (AX)
-	VMOVUPS Z3, 64(AX)
-	ADDQ BX, AX
-	VMOVUPS Z4, (AX)
-	VMOVUPS Z5, 64(AX)
-	ADDQ BX, AX
-	VMOVUPS Z6, (AX)
-	VMOVUPS Z7, 64(AX)
-	ADDQ BX, AX
-	VMOVUPS Z8, (AX)
-	VMOVUPS Z9, 64(AX)
-	ADDQ BX, AX
-	VMOVUPS Z10, (AX)
-	VMOVUPS Z11, 64(AX)
-	ADDQ BX, AX
-	VZEROUPPER
-	RET
+	BCAST6(Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15, 64, VPXORD)
