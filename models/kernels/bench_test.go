@@ -153,3 +153,32 @@ func BenchmarkGemm(b *testing.B) {
 		})
 	}
 }
+
+// Elementwise ops over an MLP row (1536) and a vocabulary (49152); GB/s
+// counts the bytes read and written.
+func BenchmarkOps(b *testing.B) {
+	r := rand.New(rand.NewPCG(4, 1))
+	for _, n := range []int{1536, 49152} {
+		x, g, u, w := randF32(r, n), randF32(r, n), randF32(r, n), randF32(r, n)
+		y := make([]float32, n)
+		b.Run(fmt.Sprintf("SiLUMul/%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				SiLUMul(y, g, u)
+			}
+			b.ReportMetric(12*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+		b.Run(fmt.Sprintf("Softmax/%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				copy(y, x)
+				Softmax(y)
+			}
+			b.ReportMetric(8*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+		b.Run(fmt.Sprintf("RMSNorm/%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				RMSNorm(y, x, w, 1e-5)
+			}
+			b.ReportMetric(12*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+		})
+	}
+}
