@@ -253,6 +253,9 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		}
 	}
 
+	if opt.Requantize != "" {
+		logf("re-quantising the merged weights to NF4 (held in memory until written)")
+	}
 	if err := p.build(ctx, deltas, saved, opt); err != nil {
 		return nil, err
 	}

@@ -197,7 +197,7 @@ func orderedNumbers(v json.RawMessage) (map[string]float64, []string, error) {
 }
 
 // Validate rejects what lorakit cannot apply correctly: a non-LoRA peft_type, DoRA, a bias on lora_B,
-// GPT-2 style fan_in_fan_out weights, r ≤ 0, and regexes that do not compile.
+// GPT-2 style fan_in_fan_out weights, r ≤ 0, and rank/alpha pattern regexes that do not compile.
 func (c *Config) Validate() error {
 	switch {
 	case c.PeftType == "":
@@ -227,10 +227,16 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+// CheckTargets reports a target_modules/exclude_modules regex that does not compile. Load does not need it
+// (the saved tensors say which modules are adapted); a trainer choosing modules does.
+func (c *Config) CheckTargets() error {
 	for _, re := range []string{c.TargetRegex, c.ExcludeRegex} {
 		if re != "" && re != "all-linear" {
 			if _, err := fullRegex(re); err != nil {
-				return fmt.Errorf("adapter_config.json: target/exclude regex %q: %w", re, err)
+				return fmt.Errorf("target/exclude regex %q: %w", re, err)
 			}
 		}
 	}
