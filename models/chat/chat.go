@@ -167,8 +167,64 @@ func (t *Template) PrepareForTraining(msgs []Message) []Message {
 // the template's generation prompt when that prompt occurs between the previous span and the content
 // (so e.g. Qwen3's "<think>\n\n</think>\n\n" counts as generated), and the end is extended over the
 // template's end-of-turn marker (learned by probing; the eos token otherwise) when it follows.
+//
+// When the template ignores reasoning_content and also removes a think block from the content (as the
+// DeepSeek-R1 distill templates do with content.split('</think>')[-1]), the message is rendered with its
+// answer alone and "<think>\n{reasoning}\n</think>\n\n" is inserted at the start of its span, so the
+// reasoning is never silently lost from training.
 func (t *Template) RenderWithSpans(msgs []Message, addGenerationPrompt bool) (string, [][2]int, error) {
-	msgs = t.PrepareForTraining(msgs)
+	if t.reasoning {
+		return t.renderSpans(msgs, addGenerationPrompt)
+	}
+	folded := t.PrepareForTraining(msgs)
+	text, spans, err := t.renderSpans(folded, addGenerationPrompt)
+	if err != nil {
+		return "", nil, err
+	}
+	// which assistant messages lost their reasoning?
+	type lost struct{ msg, span int }
+	var dropped []lost
+	si := 0
+	for k, m := range msgs {
+		if m.Role != "assistant" {
+			continue
+		}
+		if r := strings.TrimSpace(m.ReasoningContent); r != "" && si < len(spans) &&
+			!strings.Contains(text[spans[si][0]:spans[si][1]], r) {
+			dropped = append(dropped, lost{k, si})
+		}
+		si++
+	}
+	if len(dropped) == 0 {
+		return text, spans, nil
+	}
+	alt := append([]Message(nil), folded...)
+	for _, d := range dropped {
+		alt[d.msg].Content, alt[d.msg].ReasoningContent = msgs[d.msg].Content, ""
+	}
+	text, spans, err = t.renderSpans(alt, addGenerationPrompt)
+	if err != nil {
+		return "", nil, err
+	}
+	for j := len(dropped) - 1; j >= 0; j-- {
+		d := dropped[j]
+		if d.span >= len(spans) {
+			continue
+		}
+		block := "<think>\n" + msgs[d.msg].ReasoningContent + "\n</think>\n\n"
+		at := spans[d.span][0]
+		text = text[:at] + block + text[at:]
+		spans[d.span][1] += len(block)
+		for i := d.span + 1; i < len(spans); i++ {
+			spans[i][0] += len(block)
+			spans[i][1] += len(block)
+		}
+	}
+	return text, spans, nil
+}
+
+// renderSpans renders msgs as they are and locates the assistant spans (see RenderWithSpans).
+func (t *Template) renderSpans(msgs []Message, addGenerationPrompt bool) (string, [][2]int, error) {
 	full, err := t.render(msgs, addGenerationPrompt, nil)
 	if err != nil {
 		return "", nil, err

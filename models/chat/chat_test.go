@@ -145,3 +145,41 @@ func TestBadTemplates(t *testing.T) {
 		t.Error("want error from RenderWithSpans")
 	}
 }
+
+// A template that ignores reasoning_content and cuts everything up to "</think>" out of the content (as the
+// R1 distill templates do) must not lose the reasoning from training text.
+func TestSpansReasoningCutByTemplate(t *testing.T) {
+	src := `{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}{{ '<U>' + m.content }}` +
+		`{% else %}{% set c = m.content %}{% if '</think>' in c %}{% set c = c.split('</think>')[-1] %}{% endif %}` +
+		`{{ '<A>' + c + eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<A><think>\n' }}{% endif %}`
+	tpl, err := New(src, "<s>", "</s>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{{Role: "user", Content: "Q1"}, {Role: "assistant", Content: "A1", ReasoningContent: "R1"},
+		{Role: "user", Content: "Q2"}, {Role: "assistant", Content: "A2", ReasoningContent: "R2"}}
+	text, spans, err := tpl.RenderWithSpans(msgs, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "<s><U>Q1<A><think>\nR1\n</think>\n\nA1</s><U>Q2<A><think>\nR2\n</think>\n\nA2</s>"
+	if text != want || len(spans) != 2 {
+		t.Fatalf("got %q %v", text, spans)
+	}
+	for i, w := range []string{"<think>\nR1\n</think>\n\nA1</s>", "<think>\nR2\n</think>\n\nA2</s>"} {
+		if got := text[spans[i][0]:spans[i][1]]; got != w {
+			t.Errorf("span %d = %q want %q", i, got, w)
+		}
+	}
+}
+
+func TestStringLineContinuation(t *testing.T) {
+	tpl, err := New("{% set s = \"one \\\ntwo\" %}{{ s }}|{{ 'a\\\\b' }}", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tpl.Render(nil, false)
+	if err != nil || got != `one two|a\b` {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}

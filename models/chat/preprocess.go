@@ -15,6 +15,8 @@ import (
 //   - str.strip()/lstrip()/rstrip() without arguments and the trim filter strip every character Python's
 //     str.isspace() accepts (the engine strips a smaller set, e.g. not U+001C..U+001F, and lstrip/rstrip
 //     only ASCII blanks): they become .strip(lorakit_ws) / | trim(lorakit_ws).
+//   - a backslash-newline inside a string literal is a line continuation in Python (both characters
+//     vanish); the engine keeps them, so they are removed.
 //   - `x in y` and `for x in y` with y None raise "argument of type 'NoneType' is not iterable" in
 //     Python (the engine answers false / loops zero times): y becomes lorakit_iter(y), which fails on None.
 const (
@@ -81,7 +83,7 @@ func preprocess(src string) string {
 			break
 		}
 		b.WriteString(src[open : open+2])
-		b.WriteString(rewriteCode(src[open+2 : end]))
+		b.WriteString(rewriteCode(joinContinuations(src[open+2 : end])))
 		b.WriteString(closeTok)
 		i = end + 2
 	}
@@ -195,5 +197,36 @@ func rewriteCode(code string) string {
 		pos = e.end
 	}
 	b.WriteString(code[pos:])
+	return b.String()
+}
+
+// joinContinuations removes backslash-newline pairs inside the string literals of one tag's code.
+func joinContinuations(code string) string {
+	if !strings.Contains(code, "\\\n") {
+		return code
+	}
+	var b strings.Builder
+	for i := 0; i < len(code); {
+		c := code[i]
+		if c != '\'' && c != '"' {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		j := skipString(code, i)
+		lit := code[i:j]
+		for k := 0; k < len(lit); k++ {
+			if lit[k] == '\\' && k+1 < len(lit) {
+				if lit[k+1] != '\n' {
+					b.WriteByte(lit[k])
+					b.WriteByte(lit[k+1])
+				}
+				k++
+				continue
+			}
+			b.WriteByte(lit[k])
+		}
+		i = j
+	}
 	return b.String()
 }
