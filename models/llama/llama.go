@@ -520,50 +520,21 @@ func (m *Model) attentionRange(lo, hi int) {
 			off := (h / group) * D
 			K, Vc := kc.k[l], kc.v[l]
 			sc := s.scores[w][:pos+1-start]
-			mx := float32(math.Inf(-1))
 			for j := range sc {
 				p := (start+j)*KV + off
 				sc[j] = kernels.Dot(q, K[p:p+D]) * scale
-				mx = max(mx, sc[j])
 			}
-			var sum float32 // softmax, normalised once at the end
-			for j, v := range sc {
-				sc[j] = expNeg(v - mx)
-				sum += sc[j]
-			}
+			kernels.Softmax(sc)
 			out := s.att[r*Q+h*D : r*Q+(h+1)*D]
 			clear(out)
 			for j, a := range sc {
 				p := (start+j)*KV + off
 				kernels.Axpy(a, Vc[p:p+D], out)
 			}
-			kernels.Scale(1/sum, out)
 		}
 	}
 }
 
-// expNeg is exp(x) for x ≤ 0 in float32 (Cephes expf: range reduction by ln 2 and a degree-6 polynomial, relative
-// error ≈ 1e-7), several times faster than float64 math.Exp in the attention softmax.
-func expNeg(x float32) float32 {
-	if x < -87 || x != x {
-		return 0
-	}
-	t := x*1.44269504088896341 + 0.5
-	k := int32(t)
-	if float32(k) > t {
-		k-- // floor for negative t
-	}
-	n := float32(k)
-	r := x - n*0.693359375 + n*2.12194440e-4
-	p := float32(1.9875691500e-4)
-	p = p*r + 1.3981999507e-3
-	p = p*r + 8.3334519073e-3
-	p = p*r + 4.1665795894e-2
-	p = p*r + 1.6666665459e-1
-	p = p*r + 5.0000001201e-1
-	e := p*r*r + r + 1
-	return e * math.Float32frombits(uint32(k+127)<<23)
-}
 
 // blockedMin is the number of new tokens from which a sequence's attention runs as matrix multiplications.
 const blockedMin = 16
@@ -603,19 +574,10 @@ func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 						first = max(0, pos-c.SlidingWindow+1-lo)
 					}
 					last := pos - lo // inclusive
-					mx := float32(math.Inf(-1))
-					for j := first; j <= last; j++ {
-						row[j] *= scale
-						mx = max(mx, row[j])
-					}
-					var sum float32
-					for j := first; j <= last; j++ {
-						row[j] = expNeg(row[j] - mx)
-						sum += row[j]
-					}
+					kernels.Scale(scale, row[first:last+1])
+					kernels.Softmax(row[first : last+1])
 					clear(row[:first])
 					clear(row[last+1:])
-					kernels.Scale(1/sum, row[first:last+1])
 				}
 			})
 			kernels.Gemm(m.Pool, false, false, bn, D, w, 1, S, w, kc.v[l][lo*KV+off:], KV, 0, s.att[(r0+b0)*Q+h*D:], Q)

@@ -504,18 +504,6 @@ func TestDecodeAllocations(t *testing.T) {
 	}
 }
 
-func TestExpNeg(t *testing.T) {
-	for x := float32(-90); x <= 0; x += 0.001 {
-		want := math.Exp(float64(x))
-		got := float64(expNeg(x))
-		if math.Abs(got-want) > 3e-7*want+2e-38 {
-			t.Fatalf("expNeg(%g) = %g, want %g", x, got, want)
-		}
-	}
-	if expNeg(float32(math.Inf(-1))) != 0 || expNeg(0) != 1 {
-		t.Fatal("edge cases")
-	}
-}
 
 func TestConcurrentForward(t *testing.T) {
 	m := load(t, writeTiny(t, testmodel.Options{Seed: 11}), 2)
