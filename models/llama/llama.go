@@ -535,7 +535,6 @@ func (m *Model) attentionRange(lo, hi int) {
 	}
 }
 
-
 // blockedMin is the number of new tokens from which a sequence's attention runs as matrix multiplications.
 const blockedMin = 16
 

@@ -504,7 +504,6 @@ func TestDecodeAllocations(t *testing.T) {
 	}
 }
 
-
 func TestConcurrentForward(t *testing.T) {
 	m := load(t, writeTiny(t, testmodel.Options{Seed: 11}), 2)
 	want, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3, 4}}})
