@@ -128,7 +128,7 @@ func ReasonKind(reason string) string {
 }
 
 type checkResult struct {
-	hash                  [16]byte
+	hash                  uint64
 	prompt, resp, total   int
 	turns                 int
 	tokenized, tooLongErr bool
@@ -141,7 +141,7 @@ type checkResult struct {
 func Check(path string, o CheckOptions) (*CheckReport, error) {
 	rep := &CheckReport{File: path, BadReasons: map[string]int{}, Formats: map[string]int{}, DuplicateOf: map[int]int{}}
 	var hp, hr, ht, hturns hist
-	seen := map[[16]byte]int{}
+	seen := map[uint64]int32{} // ~32 bytes per distinct conversation
 	work := func(it lineItem) checkResult {
 		var r checkResult
 		if it.err != nil {
@@ -216,10 +216,10 @@ func Check(path string, o CheckOptions) (*CheckReport, error) {
 		if first, ok := seen[r.hash]; ok {
 			rep.ExactDuplicates++
 			if len(rep.DuplicateOf) < maxKeptErrors {
-				rep.DuplicateOf[it.ex.Line] = first
+				rep.DuplicateOf[it.ex.Line] = int(first)
 			}
 		} else {
-			seen[r.hash] = it.ex.Line
+			seen[r.hash] = int32(it.ex.Line)
 		}
 		return nil
 	}
@@ -234,8 +234,9 @@ func Check(path string, o CheckOptions) (*CheckReport, error) {
 	return rep, nil
 }
 
-// messagesHash identifies an example by its conversation (format and key order do not matter).
-func messagesHash(msgs []chat.Message) [16]byte {
+// messagesHash identifies an example by its conversation (format and key order do not matter); 64 bits
+// of SHA-256, so a false duplicate is practically impossible below billions of lines.
+func messagesHash(msgs []chat.Message) uint64 {
 	h := sha256.New()
 	var n [8]byte
 	for _, m := range msgs {
@@ -245,9 +246,7 @@ func messagesHash(msgs []chat.Message) [16]byte {
 			h.Write([]byte(s))
 		}
 	}
-	var out [16]byte
-	copy(out[:], h.Sum(nil))
-	return out
+	return binary.LittleEndian.Uint64(h.Sum(nil))
 }
 
 // MarshalJSON adds the kept errors and duplicates in a stable form.

@@ -5,20 +5,24 @@ import "encoding/binary"
 // MinHash near-duplicate clustering over token shingles, streaming: each example's signature is cut
 // into bands; an example joins the cluster of the first earlier example sharing any band (LSH), else it
 // starts its own. With 14 bands of 8 rows, pairs with Jaccard similarity ≥ ~0.8 land in one cluster with
-// probability > 0.9, pairs below ~0.5 rarely do. Memory: one map entry per (example, band).
+// probability > 0.9, pairs below ~0.5 rarely do. Memory: one map entry per (example, band), at most
+// maxIndexEntries (about 300k examples, ~200 MB); past that, later examples are still matched against the
+// indexed ones but start no new clusters in the index (Full reports it).
 const (
-	shingleLen = 5
-	mhBands    = 14
-	mhRows     = 8
+	maxIndexEntries = 1 << 22
+	shingleLen      = 5
+	mhBands         = 14
+	mhRows          = 8
 )
 
 type minHash struct {
 	seeds [mhBands * mhRows]uint64
-	index map[uint64]int // band key → cluster (line number of its first example)
+	index map[uint64]int32 // band key → cluster (line number of its first example)
+	Full  bool             // the index reached maxIndexEntries
 }
 
 func newMinHash() *minHash {
-	m := &minHash{index: map[uint64]int{}}
+	m := &minHash{index: map[uint64]int32{}}
 	s := uint64(0x6c6f72616b6974)
 	for i := range m.seeds {
 		s = splitmix64(s)
@@ -75,13 +79,17 @@ func (m *minHash) bands(ids []int) []uint64 {
 func (m *minHash) assign(bands []uint64, line int) int {
 	cluster := line
 	for _, b := range bands {
-		if c, ok := m.index[b]; ok && c < cluster {
-			cluster = c
+		if c, ok := m.index[b]; ok && int(c) < cluster {
+			cluster = int(c)
 		}
+	}
+	if len(m.index)+len(bands) > maxIndexEntries {
+		m.Full = true
+		return cluster
 	}
 	for _, b := range bands {
 		if _, ok := m.index[b]; !ok {
-			m.index[b] = cluster
+			m.index[b] = int32(cluster)
 		}
 	}
 	return cluster

@@ -65,6 +65,8 @@ type ScoreSummary struct {
 	Bad     int `json:"bad"`
 	Skipped int `json:"skipped_resumed"`
 	Tokens  int `json:"tokens"`
+	// MinHashFull: the near-duplicate index reached its cap; later examples joined existing clusters only.
+	MinHashFull bool `json:"minhash_index_full,omitempty"`
 }
 
 // ScoreFile scores every line of in and writes out: one line per input line, in order. A good line is
@@ -271,6 +273,7 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 	if err := flush(); err != nil {
 		return nil, err
 	}
+	sum.MinHashFull = mh.Full
 	if err := f.Sync(); err != nil {
 		return nil, err
 	}
