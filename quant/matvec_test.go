@@ -267,3 +267,25 @@ func BenchmarkMatVecInt8(b *testing.B) {
 	}
 	reportCPU(b, c0, false, int64(q.Bytes()))
 }
+
+func BenchmarkDequantize(b *testing.B) {
+	for _, dq := range []bool{false, true} {
+		b.Run(fmt.Sprintf("1536x576/dq=%v", dq), func(b *testing.B) {
+			r := rand.New(rand.NewSource(1))
+			rows, cols := 1536, 576
+			q, _ := Quantize4(NF4, randW(r, rows*cols, 0.02), []int{rows, cols}, 64, dq)
+			dst := make([]float32, rows*cols)
+			b.SetBytes(int64(4 * rows * cols))
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			b.ResetTimer()
+			c0 := cpuTime(false)
+			for i := 0; i < b.N; i++ {
+				q.Dequantize(dst)
+			}
+			if c := cpuTime(false) - c0; c > 0 {
+				b.ReportMetric(float64(rows*cols)*float64(b.N)/c/1e9, "cpu-Gelem/s")
+			}
+		})
+	}
+}

@@ -465,6 +465,47 @@ func (q *Blocks4) Dequantize(dst []float32) {
 func (q *Blocks4) DequantizeRange(dst []float32, e0 int) {
 	bs := q.BlockSize
 	e := e0
+	if q.Type != Int8 && bs%2 == 0 {
+		// whole blocks in the middle go through the block kernel
+		first := (e + bs - 1) / bs
+		last := (e + len(dst)) / bs
+		if last > first {
+			q.dequantSlow(dst[:first*bs-e], e)
+			var sbuf [256]float32
+			mid := dst[first*bs-e : last*bs-e]
+			for b := first; b < last; b += len(sbuf) {
+				n := min(len(sbuf), last-b)
+				sc := sbuf[:n]
+				q.AbsmaxRange(sc, b)
+				dequantBlocks(mid[(b-first)*bs:], q.Packed[b*bs/2:(b+n)*bs/2], sc, &q.Code, bs)
+			}
+			q.dequantSlow(dst[last*bs-e:], last*bs)
+			return
+		}
+	}
+	q.dequantSlow(dst, e)
+}
+
+// dequantBlocksGo is the portable block dequantiser: len(scales) whole blocks of bs values.
+func dequantBlocksGo(dst []float32, packed []byte, scales []float32, code *[16]float32, bs int) {
+	for b, a := range scales {
+		var lut [16]float32
+		for i, c := range code {
+			lut[i] = c * a
+		}
+		pk := packed[b*bs/2 : (b+1)*bs/2]
+		d := dst[b*bs : (b+1)*bs]
+		for i, c := range pk {
+			d[2*i] = lut[c>>4]
+			d[2*i+1] = lut[c&0xF]
+		}
+	}
+}
+
+// dequantSlow dequantises any range element by element (partial blocks, Int8).
+func (q *Blocks4) dequantSlow(dst []float32, e0 int) {
+	bs := q.BlockSize
+	e := e0
 	for len(dst) > 0 {
 		b := e / bs
 		end := min((b+1)*bs, e+len(dst))

@@ -98,3 +98,24 @@ func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
 	}
 	int8RowsAVX2(&y[0], &packed[0], &scales[0], &x[0], len(y), cols)
 }
+
+// dequant4AVX2 writes nb·bs values code[q]·scales[b] in natural order; bs % 16 == 0.
+//
+//go:noescape
+func dequant4AVX2(dst *float32, packed *byte, scales *float32, lut *[16]float32, nb, bs int)
+
+// dequantBlocks writes the len(scales) whole blocks starting at packed into dst (natural order).
+func dequantBlocks(dst []float32, packed []byte, scales []float32, code *[16]float32, bs int) {
+	nb := len(scales)
+	if nb == 0 {
+		return
+	}
+	if !useAVX2 || bs%16 != 0 {
+		dequantBlocksGo(dst, packed, scales, code, bs)
+		return
+	}
+	if len(dst) < nb*bs || len(packed) < nb*bs/2 {
+		panic("quant: dequantBlocks: slice lengths do not match")
+	}
+	dequant4AVX2(&dst[0], &packed[0], &scales[0], code, nb, bs)
+}

@@ -322,3 +322,54 @@ grouploop2:
 done2:
 	VZEROUPPER
 	RET
+
+// func dequant4AVX2(dst *float32, packed *byte, scales *float32, lut *[16]float32, nb, bs int)
+//
+// Writes nb·bs dequantised values lut[q]·scales[b] in natural order (bs a multiple of 16).
+TEXT ·dequant4AVX2(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ packed+8(FP), SI
+	MOVQ scales+16(FP), R8
+	MOVQ lut+24(FP), AX
+	MOVQ nb+32(FP), CX
+	MOVQ bs+40(FP), R10
+	SHRQ $4, R10
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	TESTQ CX, CX
+	JZ   doneD
+
+blockloopD:
+	VBROADCASTSS (R8), Y15
+	VMULPS Y15, Y0, Y2
+	VMULPS Y15, Y1, Y3
+	ADDQ $4, R8
+	MOVQ R10, R12
+
+grouploopD:
+	VPMOVZXBD (SI), Y8
+	VPSRLD    $4, Y8, Y9
+	VPSLLD    $28, Y8, Y10
+	VPSLLD    $24, Y8, Y11
+	VPERMPS   Y2, Y8, Y12
+	VPERMPS   Y3, Y8, Y13
+	VBLENDVPS Y10, Y13, Y12, Y14
+	VPERMPS   Y2, Y9, Y12
+	VPERMPS   Y3, Y9, Y13
+	VBLENDVPS Y11, Y13, Y12, Y15
+	VUNPCKLPS Y14, Y15, Y12
+	VUNPCKHPS Y14, Y15, Y13
+	VPERM2F128 $0x20, Y13, Y12, Y10
+	VPERM2F128 $0x31, Y13, Y12, Y11
+	VMOVUPS Y10, (DI)
+	VMOVUPS Y11, 32(DI)
+	ADDQ $8, SI
+	ADDQ $64, DI
+	DECQ R12
+	JNZ  grouploopD
+	DECQ CX
+	JNZ  blockloopD
+
+doneD:
+	VZEROUPPER
+	RET

@@ -19,3 +19,8 @@ func rowsNx(k int, y []float32, ystride int, packed []byte, scales, x []float32,
 func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
 	rows8Go(y, packed, scales, x, cols)
 }
+
+// dequantBlocks runs the portable block dequantiser.
+func dequantBlocks(dst []float32, packed []byte, scales []float32, code *[16]float32, bs int) {
+	dequantBlocksGo(dst, packed, scales, code, bs)
+}
