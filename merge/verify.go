@@ -183,13 +183,15 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 	case !(res.MaxAbsDiff <= res.Bound):
 		res.OK = false
 		res.Reason = fmt.Sprintf("max abs logit difference %.4g exceeds the %s bound %.4g", res.MaxAbsDiff, dt, res.Bound)
+	case res.MaxAbsDiff <= 0.25*res.AdapterEffect:
+		// the merged model is far closer to base+adapter than the adapter's own effect: pass
 	case dt == "NF4":
 		res.Reason = fmt.Sprintf("the merged weights were re-quantised to NF4: their rounding moves the logits by %.3g (adapter effect %.3g), so this check is coarse", res.MaxAbsDiff, res.AdapterEffect)
 	case res.AdapterEffect <= res.Bound/5:
 		res.Reason = fmt.Sprintf("the adapter moves the logits by at most %.3g, within %s rounding noise (%.3g): the check cannot tell a merged model from the base", res.AdapterEffect, dt, res.Bound/5)
-	case res.MaxAbsDiff > 0.25*res.AdapterEffect:
+	default:
 		// Rounding noise is far below the adapter's own effect; a merged model this far from base+adapter
-		// carries a wrong fraction of the adapter (missing module, wrong scaling).
+		// carries a wrong share of the adapter (missing module, wrong scaling).
 		res.OK = false
 		res.Reason = fmt.Sprintf("max abs logit difference %.4g is more than a quarter of the adapter's effect %.4g", res.MaxAbsDiff, res.AdapterEffect)
 	}
