@@ -217,3 +217,16 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 		}
 	})
 }
+
+// DequantizeP is Dequantize split over the pool's threads (rows of 4096 blocks' worth at a time).
+func (q *Blocks4) DequantizeP(p *kernels.Pool, dst []float32) {
+	n := q.Elems()
+	if len(dst) < n {
+		panic(fmt.Sprintf("quant: DequantizeP: dst has %d elements, want %d", len(dst), n))
+	}
+	const chunk = 1 << 16
+	p.For((n+chunk-1)/chunk, func(lo, hi int) {
+		e0, e1 := lo*chunk, min(hi*chunk, n)
+		q.DequantizeRange(dst[e0:e1], e0)
+	})
+}

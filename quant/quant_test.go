@@ -6,6 +6,8 @@ import (
 	"math/rand"
 	"strings"
 	"testing"
+
+	"github.com/lorakit/lorakit/models/kernels"
 )
 
 func randW(r *rand.Rand, n int, std float64) []float32 {
@@ -395,6 +397,16 @@ func TestDequantizeRangeExact(t *testing.T) {
 					want := make([]float32, l)
 					q.DequantizeRange(got, e0)
 					q.dequantSlow(want, e0)
+					if k == 0 {
+						all, allP := make([]float32, n), make([]float32, n)
+						q.Dequantize(all)
+						q.DequantizeP(kernels.NewPool(3), allP)
+						for i := range all {
+							if math.Float32bits(all[i]) != math.Float32bits(allP[i]) {
+								t.Fatalf("DequantizeP differs at %d", i)
+							}
+						}
+					}
 					for i := range got {
 						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 							t.Fatalf("%s bs %d dq %v [%d,+%d): element %d: %v vs %v", typ, bs, dq, e0, l, i, got[i], want[i])
