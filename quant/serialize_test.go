@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"fmt"
 	"math/rand"
 	"path/filepath"
 	"reflect"
@@ -131,5 +132,32 @@ func TestFromCheckpointRejectsCorrupt(t *testing.T) {
 		if _, _, err := FromCheckpoint(c, name); err == nil || !strings.Contains(err.Error(), "m.weight") {
 			t.Errorf("%s: err = %v", what, err)
 		}
+	}
+}
+
+// TestFromCheckpointTransformersStyle reads a weight stored the way other writers do it: JSON keys in another
+// order with an integer-looking offset, and the packed bytes in a bfloat16 quant_storage tensor.
+func TestFromCheckpointTransformersStyle(t *testing.T) {
+	w := randW(rand.New(rand.NewSource(13)), 8*64, 0.02)
+	q, _ := Quantize4(NF4, w, []int{8, 64}, 64, true)
+	name := "model.layers.0.self_attn.q_proj.weight"
+	var ts []safetensors.Tensor
+	for _, tt := range ToTensors(name, q, "BF16") {
+		switch {
+		case tt.Name == name:
+			tt.DType, tt.Shape = safetensors.BF16, []int{len(tt.Data) / 2, 1}
+		case strings.HasSuffix(tt.Name, "bitsandbytes__nf4"):
+			js := fmt.Sprintf(`{"shape":[8,64],"nested_offset":%v,"dtype":"bfloat16","blocksize":64,"quant_type":"nf4","nested_blocksize":256,"nested_dtype":"float32"}`, float64(q.NestedOffset))
+			tt.Data, tt.Shape = []byte(js), []int{len(js)}
+		}
+		ts = append(ts, tt)
+	}
+	c := writeCkpt(t, ts)
+	got, dt, ok, err := FromCheckpointDType(c, name)
+	if err != nil || !ok || dt != "bfloat16" {
+		t.Fatalf("ok=%v dtype=%q err=%v", ok, dt, err)
+	}
+	if !reflect.DeepEqual(got, q) {
+		t.Errorf("differs:\n got %+v\nwant %+v", got, q)
 	}
 }
