@@ -163,6 +163,9 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			}
 			defer closeFn()
 			res.BytesPerToken = weightBytes(m)
+			if modelDir != "" && dtype != "nf4" {
+				res.DType = storedDType(m)
+			}
 			if err := runBench(m, &res, reps, batch, cpuprofile, ppProfile, errw); err != nil {
 				return err
 			}
@@ -337,6 +340,16 @@ func weightBytes(m *llama.Model) int64 {
 	}
 	lin(m.LMHead)
 	return total
+}
+
+// storedDType names the dtype of the first dense linear layer (f32, bf16, f16).
+func storedDType(m *llama.Model) string {
+	if len(m.Layers) > 0 {
+		if d, ok := m.Layers[0].QProj.(*nn.Dense); ok {
+			return strings.ToLower(string(d.DType))
+		}
+	}
+	return "f32"
 }
 
 // runBench times pp (one warm-up, then reps runs) and tg (reps runs of gen steps from an empty cache).

@@ -81,7 +81,7 @@ func (p *Pool) worker(i int) {
 	for {
 		deadline := time.Time{}
 		for spins := 0; p.gen.Load() == seen; spins++ {
-			if spins&255 != 255 {
+			if spins&1023 != 1023 {
 				continue
 			}
 			now := time.Now()
