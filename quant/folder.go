@@ -110,6 +110,9 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	if opt.Threads <= 0 {
 		opt.Threads = 1
 	}
+	if sameDir(in, out) {
+		return nil, fmt.Errorf("output folder %s is the input folder", out)
+	}
 	cfgPath := filepath.Join(in, "config.json")
 	cfgRaw, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -317,6 +320,21 @@ func copyAuxFiles(in, out string) ([]string, error) {
 	}
 	sort.Strings(copied)
 	return copied, nil
+}
+
+// sameDir reports whether a and b name the same folder (b may not exist yet).
+func sameDir(a, b string) bool {
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	if aa == bb {
+		return true
+	}
+	sa, err1 := os.Stat(aa)
+	sb, err2 := os.Stat(bb)
+	return err1 == nil && err2 == nil && os.SameFile(sa, sb)
 }
 
 func copyFile(src, dst string) error {

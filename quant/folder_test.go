@@ -94,6 +94,9 @@ func TestQuantizeFolder(t *testing.T) {
 					t.Errorf("%s reported quantised", name)
 				}
 			}
+			if _, err := QuantizeFolder(in, in+"/", FolderOptions{}); err == nil {
+				t.Error("writing over the input folder was accepted")
+			}
 			if _, err := QuantizeFolder(out, filepath.Join(dir, "again"), FolderOptions{}); err == nil {
 				t.Error("re-quantising a quantised folder succeeded")
 			}
