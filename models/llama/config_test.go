@@ -3,6 +3,8 @@ package llama
 import (
 	"encoding/json"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -152,4 +154,37 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		_ = c.InvFreq()
 	})
+}
+
+// TestRealConfigs parses config.json files as published for popular checkpoints.
+func TestRealConfigs(t *testing.T) {
+	want := map[string]func(c *Config) bool{
+		"llama-3.2-1b.json": func(c *Config) bool {
+			return c.RopeScaling != nil && c.RopeScaling.Factor == 32 && c.HeadDim == 64 && len(c.EOSTokenIDs) == 3 && c.TieWordEmbeddings
+		},
+		"qwen2.5-0.5b-instruct.json": func(c *Config) bool {
+			return c.AttentionBias && !c.OProjBias && c.HeadDim == 64 && c.SlidingWindow == 0 && c.RopeTheta == 1e6
+		},
+		"qwen3-0.6b.json":            func(c *Config) bool { return c.QKNorm && c.HeadDim == 128 && c.QDim() == 2048 && !c.AttentionBias },
+		"smollm2-135m-instruct.json": func(c *Config) bool { return c.HeadDim == 64 && c.PadTokenID == 2 && c.RopeTheta == 1e5 },
+		"mistral-7b-v0.1.json":       func(c *Config) bool { return c.SlidingWindow == 4096 && !c.TieWordEmbeddings },
+		"tinyllama-1.1b-chat.json":   func(c *Config) bool { return c.KVDim() == 256 && c.MaxPositionEmbeddings == 2048 },
+	}
+	for name, check := range want {
+		c, err := LoadConfig(filepath.Join("testdata", "configs", strings.TrimSuffix(name, ".json")))
+		if err == nil {
+			t.Fatal("LoadConfig must read dir/config.json")
+		}
+		data, err := os.ReadFile(filepath.Join("testdata", "configs", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err = ParseConfig(data); err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !check(c) {
+			t.Errorf("%s: unexpected %+v", name, c)
+		}
+	}
 }
