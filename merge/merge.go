@@ -65,6 +65,7 @@ type Result struct {
 	Shards        int           `json:"shards"`
 	Bytes         int64         `json:"bytes"`
 	LargestTensor int64         `json:"largest_tensor_bytes"`
+	PeakRSS       int64         `json:"peak_rss_bytes,omitempty"` // of the whole process, when known (Linux)
 	Warnings      []string      `json:"warnings,omitempty"`
 	Verify        *VerifyResult `json:"verify,omitempty"`
 }
@@ -316,6 +317,7 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		}
 		return nil, err
 	}
+	res.PeakRSS = peakRSS()
 	return res, nil
 }
 

@@ -71,8 +71,8 @@ the merged weights in NF4 again.`,
 			fmt.Fprintf(w, "merged %d adapter(s) into %s\n", len(res.Adapters), res.Out)
 			fmt.Fprintf(w, "  tensors: %d (%d merged, %d replaced by modules_to_save, %d copied bit for bit, %d converted, %d dequantised, %d re-quantised)\n",
 				res.Tensors, res.Merged, res.Replaced, res.Copied, res.Converted, res.Dequantized, res.Requantized)
-			fmt.Fprintf(w, "  dtype %s, %d shard(s), %.1f MB, largest tensor %.1f MB\n", res.DType, res.Shards,
-				float64(res.Bytes)/1e6, float64(res.LargestTensor)/1e6)
+			fmt.Fprintf(w, "  dtype %s, %d shard(s), %.1f MB, largest tensor %.1f MB, peak RSS %.0f MB\n", res.DType, res.Shards,
+				float64(res.Bytes)/1e6, float64(res.LargestTensor)/1e6, float64(res.PeakRSS)/1e6)
 			if v := res.Verify; v != nil {
 				fmt.Fprintf(w, "  verify: max |Δlogit| merged vs base+adapter = %.3g (bound %.3g for %s, %d positions); adapter effect %.3g\n",
 					v.MaxAbsDiff, v.Bound, v.DType, v.Positions, v.AdapterEffect)
