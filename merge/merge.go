@@ -31,7 +31,7 @@ type Source struct {
 
 // Options configure Run.
 type Options struct {
-	Adapters []Source
+	Adapters []Source // Run loads each Source.Adapter that is nil (in place)
 	// DType of the output's float tensors: "auto" or "" keeps each tensor's dtype (bf16 for dequantised 4-bit
 	// weights), else "f32", "bf16" or "f16" for all of them.
 	DType string
@@ -194,7 +194,7 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		if dt == "" {
 			dt = safetensors.BF16
 		}
-		warn("the base is 4-bit quantised (%d weights): writing dequantised weights in %s; the output loads as a regular model (use --requantize nf4 to keep NF4)", len(p.quant), dt)
+		warn("the base is quantised with bitsandbytes (%d weights): writing dequantised weights in %s; the output loads as a regular model (with a 4-bit base, --requantize nf4 keeps NF4)", len(p.quant), dt)
 	}
 	if opt.Requantize != "" && len(p.quant) == 0 {
 		return nil, fmt.Errorf("merge: --requantize nf4 needs a 4-bit (bitsandbytes) base; %s is not quantised (use lorakit quantize on the merged folder)", base)
