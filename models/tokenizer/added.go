@@ -79,7 +79,12 @@ type segment struct {
 	start int // byte offset in the original input (0 marks the first segment)
 }
 
-func isWordChar(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_' }
+// isWordChar is \w of Rust's regex crate (what tokenizers uses for single_word): Alphabetic, marks,
+// decimal digits, connector punctuation and the joiners.
+func isWordChar(r rune) bool {
+	return isLetter16(r) || unicode.Is(unicode.Nl, r) || unicode.Is(unicode.Other_Alphabetic, r) || unicode.IsMark(r) ||
+		unicode.Is(unicode.Nd, r) || unicode.Is(unicode.Pc, r) || r == 0x200C || r == 0x200D
+}
 
 // splitAdded cuts s at the added tokens of t (patterns index into toks), honouring lstrip, rstrip and
 // single_word, and appends the segments to dst. base is s's offset in the original input.

@@ -42,7 +42,13 @@ func (u unicodeNormalizer) normalize(s string) string { return u.form.String(s) 
 
 type lowercaseNormalizer struct{}
 
-func (lowercaseNormalizer) normalize(s string) string { return strings.ToLower(s) }
+func (lowercaseNormalizer) normalize(s string) string { return lowercase(s) }
+
+// lowercase maps every character through Rust's char::to_lowercase (full mapping, no context): like
+// strings.ToLower except that İ becomes "i̇" and Σ is always σ.
+func lowercase(s string) string {
+	return strings.Map(func(r rune) rune { return unicode.ToLower(r) }, strings.ReplaceAll(s, "İ", "i\u0307"))
+}
 
 type stripNormalizer struct{ left, right bool }
 
@@ -56,16 +62,22 @@ func (st stripNormalizer) normalize(s string) string {
 	return s
 }
 
-// stripAccentsNormalizer removes combining marks (used after NFD/NFKD).
+// stripAccentsNormalizer removes combining marks, every M category as tokenizers does (used after NFD).
 type stripAccentsNormalizer struct{}
 
 func (stripAccentsNormalizer) normalize(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.Is(unicode.Mn, r) {
+		if unicode.IsMark(r) || (r > 0x1000 && unicode.Is(extraM, r)) {
 			return -1
 		}
 		return r
 	}, s)
+}
+
+// isOtherCategory is what tokenizers' BertNormalizer treats as control characters: Cc, Cf, Co (and Cs).
+// Unassigned code points are kept, as tokenizers does.
+func isOtherCategory(r rune) bool {
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs)
 }
 
 // bertNormalizer is tokenizers' BertNormalizer.
@@ -73,7 +85,7 @@ type bertNormalizer struct{ cleanText, chinese, lowercase, stripAccents bool }
 
 func isChineseChar(r rune) bool {
 	return (r >= 0x4E00 && r <= 0x9FFF) || (r >= 0x3400 && r <= 0x4DBF) || (r >= 0x20000 && r <= 0x2A6DF) ||
-		(r >= 0x2A700 && r <= 0x2B73F) || (r >= 0x2B740 && r <= 0x2B81F) || (r >= 0x2B820 && r <= 0x2CEAF) ||
+		(r >= 0x2A700 && r <= 0x2B73F) || (r >= 0x2B740 && r <= 0x2B81F) || (r >= 0x2B920 && r <= 0x2CEAF) ||
 		(r >= 0xF900 && r <= 0xFAFF) || (r >= 0x2F800 && r <= 0x2FA1F)
 }
 
@@ -81,7 +93,7 @@ func (b bertNormalizer) normalize(s string) string {
 	var sb strings.Builder
 	for _, r := range s {
 		if b.cleanText {
-			if r == 0 || r == 0xFFFD || (unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r') {
+			if r == 0 || r == 0xFFFD || (isOtherCategory(r) && r != '\t' && r != '\n' && r != '\r') {
 				continue
 			}
 			if unicode.IsSpace(r) {
@@ -97,11 +109,16 @@ func (b bertNormalizer) normalize(s string) string {
 		sb.WriteRune(r)
 	}
 	s = sb.String()
-	if b.stripAccents {
-		s = stripAccentsNormalizer{}.normalize(norm.NFD.String(s))
+	if b.stripAccents { // nonspacing marks only (StripAccents removes every mark)
+		s = strings.Map(func(r rune) rune {
+			if unicode.Is(unicode.Mn, r) {
+				return -1
+			}
+			return r
+		}, norm.NFD.String(s))
 	}
 	if b.lowercase {
-		s = strings.ToLower(s)
+		s = lowercase(s)
 	}
 	return s
 }

@@ -186,6 +186,10 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	}
 	for i := range raw.AddedTokens {
 		a := &raw.AddedTokens[i]
+		// tokenizers gives an added token that is also a vocabulary entry the entry's id.
+		if id, ok := m.vocab[a.Content]; ok {
+			a.ID = id
+		}
 		if a.ID < 0 || a.ID > maxID {
 			return nil, fmt.Errorf("added_tokens[%d]: id %d out of range", i, a.ID)
 		}
@@ -239,6 +243,7 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 			if t.norm != nil {
 				content = t.norm.normalize(content)
 			}
+			t.tokens[a.ID] = content // tokenizers decodes a normalized added token as its normalized form
 			t.normTrie.add(content, len(t.normToks))
 			t.normToks = append(t.normToks, a)
 		} else {
