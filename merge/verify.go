@@ -26,6 +26,12 @@ type VerifyResult struct {
 	Reason        string  `json:"reason,omitempty"` // why it failed, or a caveat
 }
 
+// lora.Adapter and Weighted are what llama.Forward applies.
+var (
+	_ llama.Delta = (*lora.Adapter)(nil)
+	_ llama.Delta = Weighted{}
+)
+
 // Weighted is a llama.Delta that sums several adapters, each scaled by its merge weight.
 type Weighted struct {
 	Adapters []*lora.Adapter
