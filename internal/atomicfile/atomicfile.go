@@ -29,6 +29,9 @@ func Write(path string, fill func(w *bufio.Writer) error) (err error) {
 	if err = w.Flush(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	if err = tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600; outputs are shared model files
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
 	if err = tmp.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", path, err)
 	}
