@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,6 +109,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	if c.DType != "f32" && c.DType != "bf16" {
 		return nil, fmt.Errorf("bench dtype %q: want f32 or bf16", c.DType)
 	}
+	defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
 	pool := kernels.NewPool(c.Threads)
 	base, err := randomModel(sh, method == QLoRA, c.DType, c.Seed, pool)
 	if err != nil {
@@ -185,6 +187,7 @@ func randomModel(sh benchShapeDef, nf4 bool, dtype string, seed int64, pool *ker
 		MaxPositionEmbeddings: 8192, RMSNormEps: 1e-5, RopeTheta: sh.theta, TieWordEmbeddings: true, BOSTokenID: 1,
 		EOSTokenIDs: []int{2}, PadTokenID: -1, TorchDType: "float32"}
 	rng := rand.New(rand.NewPCG(uint64(seed), 7))
+	scratch := NewEnv(nil)
 	randn := func(n int) []float32 {
 		v := make([]float32, n)
 		for i := range v {
@@ -206,7 +209,7 @@ func randomModel(sh benchShapeDef, nf4 bool, dtype string, seed int64, pool *ker
 			if err != nil {
 				return nil, err
 			}
-			return &nf4Linear{q: q, rows: rows, cols: cols}, nil
+			return &nf4Linear{q: q, rows: rows, cols: cols, scratch: scratch}, nil
 		}
 		if dtype == "bf16" {
 			u := make([]uint16, len(w))

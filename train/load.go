@@ -3,7 +3,6 @@ package train
 import (
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/kernels"
@@ -41,6 +40,7 @@ func LoadModel(dir string, threads int, nf4 bool) (*Model, error) {
 		return nil, err
 	}
 	opts := llama.LoadOptions{Threads: threads}
+	scratch := NewEnv(nil)
 	// Weights saved quantised (bitsandbytes layout, e.g. by lorakit quantize) load as they are: a QLoRA
 	// base, or a frozen 4-bit base for LoRA.
 	opts.LoadLinear = func(ck *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
@@ -56,7 +56,7 @@ func LoadModel(dir string, threads int, nf4 bool) (*Model, error) {
 			if err != nil {
 				return nil, err
 			}
-			return &nf4Linear{q: q, rows: d.Rows, cols: d.Cols, bias: d.Bias}, nil
+			return &nf4Linear{q: q, rows: d.Rows, cols: d.Cols, bias: d.Bias, scratch: scratch}, nil
 		}
 	}
 	net, err := llama.Load(ck, cfg, opts)
@@ -97,21 +97,22 @@ type nf4Linear struct {
 	q          *quant.Blocks4
 	rows, cols int
 	bias       []float32
-	bufs       sync.Pool
+	scratch    *Env // shared by all layers of a model: one buffer per distinct shape, not per layer
 }
 
 func (l *nf4Linear) In() int  { return l.cols }
 func (l *nf4Linear) Out() int { return l.rows }
 
 func (l *nf4Linear) Forward(p *kernels.Pool, y, x []float32, m int) {
-	b, _ := l.bufs.Get().(*[]float32)
-	if b == nil {
-		s := make([]float32, l.rows*l.cols)
-		b = &s
+	if m == 1 { // a single row (generation): the fused dequantising GEMV reads 4-bit blocks directly
+		l.q.MatVec(p, y, x)
+		nn.AddBias(y, l.bias, m)
+		return
 	}
-	l.q.Dequantize(*b)
-	kernels.MatMulF32T(p, y, x, *b, m, l.rows, l.cols)
-	l.bufs.Put(b)
+	w := l.scratch.get(l.rows * l.cols)
+	l.q.Dequantize(w)
+	kernels.MatMulF32T(p, y, x, w, m, l.rows, l.cols)
+	l.scratch.put(w)
 	nn.AddBias(y, l.bias, m)
 }
 

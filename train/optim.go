@@ -34,7 +34,7 @@ type AdamState struct{ M, V []float32 }
 
 var _ optimizers.OptimizationStrategy = (*AdamW)(nil)
 
-// OptimizeParams applies one update to p and clears its gradient.
+// OptimizeParams applies one update to p and zeroes its gradient.
 func (o *AdamW) OptimizeParams(p *spnn.Param) error {
 	w := mat.Data[float32](p.Matrix)
 	g := mat.Data[float32](p.Grad())
@@ -65,7 +65,7 @@ func (o *AdamW) OptimizeParams(p *spnn.Param) error {
 		den := float32(math.Sqrt(float64(v[i])))*inv2 + eps
 		w[i] = w[i]*decay - step*m[i]/den
 	}
-	p.ZeroGrad()
+	clear(g) // zeroed in place: the next step accumulates into the same buffer (no re-allocation)
 	return nil
 }
 

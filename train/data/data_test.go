@@ -28,8 +28,9 @@ func TestReadJSONLFormats(t *testing.T) {
 		`{"instruction":"do","input":"this","output":"done"}`,
 		`{"instruction":"do","output":"done","extra":1}`,
 		`{"prompt":"p","completion":"c"}`,
+		`{"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]},{"role":"assistant","content":"c"}]}`,
 	}
-	p := writeFile(t, strings.Join(lines, "\n")) // no trailing newline
+	p := writeFile(t, "\xef\xbb\xbf"+strings.Join(lines, "\n")) // BOM, no trailing newline
 	var got []*Example
 	err := ReadJSONL(p, true, func(ex *Example, err error) error {
 		if err != nil {
@@ -44,7 +45,7 @@ func TestReadJSONLFormats(t *testing.T) {
 	if len(got) != len(lines) {
 		t.Fatalf("got %d examples", len(got))
 	}
-	wantFormats := []string{FormatPromptResponse, FormatPromptReasoningResponse, FormatMessages, FormatAlpaca, FormatAlpaca, FormatPromptResponse}
+	wantFormats := []string{FormatPromptResponse, FormatPromptReasoningResponse, FormatMessages, FormatAlpaca, FormatAlpaca, FormatPromptResponse, FormatMessages}
 	for i, ex := range got {
 		if ex.Format != wantFormats[i] || ex.Line != i+1 || string(ex.Raw) != lines[i] {
 			t.Errorf("line %d: format %q line %d raw %q", i+1, ex.Format, ex.Line, ex.Raw)
@@ -56,6 +57,9 @@ func TestReadJSONLFormats(t *testing.T) {
 	}
 	if got[3].Messages[0].Content != "do\nthis" || got[4].Messages[0].Content != "do" {
 		t.Errorf("alpaca: %+v / %+v", got[3].Messages, got[4].Messages)
+	}
+	if got[6].Messages[0].Content != "ab" {
+		t.Errorf("content parts: %+v", got[6].Messages)
 	}
 	if len(got[2].Messages) != 5 || got[2].Messages[2].ReasoningContent != "rc" {
 		t.Errorf("messages: %+v", got[2].Messages)

@@ -94,6 +94,9 @@ func ReadJSONLFrom(r io.Reader, name string, strict bool, fn func(ex *Example, e
 			return fmt.Errorf("data: %s: line %d: %w", name, line+1, err)
 		}
 		line++
+		if line == 1 {
+			b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")) // a UTF-8 byte order mark
+		}
 		var ex *Example
 		var lerr *LineError
 		if tooLong {
@@ -338,7 +341,7 @@ func parseMessages(raw json.RawMessage) ([]chat.Message, error) {
 		if err != nil {
 			return nil, fmt.Errorf("messages[%d]: %v", i, err)
 		}
-		content, err := required(it, "content")
+		content, err := messageContent(it)
 		if err != nil {
 			return nil, fmt.Errorf("messages[%d]: %v", i, err)
 		}
@@ -391,4 +394,32 @@ func checkOrder(msgs []chat.Message) error {
 		}
 	}
 	return nil
+}
+
+// messageContent reads "content": a string, or an OpenAI list of parts whose text parts
+// ({"type":"text","text":...}) are concatenated.
+func messageContent(it map[string]json.RawMessage) (string, error) {
+	raw, ok := it["content"]
+	if !ok || string(bytes.TrimSpace(raw)) == "null" {
+		return "", errors.New(`missing field "content"`)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return s, nil
+	}
+	var parts []struct {
+		Type string  `json:"type"`
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(raw, &parts); err != nil {
+		return "", errors.New(`field "content": not a string`)
+	}
+	var b strings.Builder
+	for j, p := range parts {
+		if p.Type != "text" || p.Text == nil {
+			return "", fmt.Errorf(`field "content": part %d is not a text part (type %q)`, j, p.Type)
+		}
+		b.WriteString(*p.Text)
+	}
+	return b.String(), nil
 }
