@@ -28,21 +28,20 @@ func newMergeCmd() *cobra.Command {
 		threads    int
 	)
 	cmd := &cobra.Command{
-		Use:   "merge BASE ADAPTER OUT",
+		Use:   "merge BASE ADAPTER[:WEIGHT] OUT",
 		Short: "Fold LoRA adapters into a base model: W' = W + Σ wᵢ·(α/r)ᵢ·Bᵢ·Aᵢ, written as a new HF folder",
 		Long: `Merge writes a complete Hugging Face folder at OUT whose weights are W + Σ wᵢ·sᵢ·Bᵢ·Aᵢ, computed in
 float32 and rounded once to the output dtype (default: each tensor keeps the base's dtype). Tensors that no
 adapter touches are copied bit for bit; config, generation config and tokenizer files are copied. The merge
 streams tensor by tensor, and OUT appears only when complete.
 
-More adapters are added with --adapter DIR[:WEIGHT] (the positional ADAPTER has weight 1).
+More adapters are added with --adapter DIR[:WEIGHT]; ADAPTER may carry a weight too (default 1).
 A 4-bit (bitsandbytes NF4) base is dequantised and written in bf16 (or --dtype f32); --requantize nf4 writes
 the merged weights in NF4 again.`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt := merge.Options{DType: dtype, Requantize: requantize, Verify: verify, Threads: threads}
-			opt.Adapters = append(opt.Adapters, merge.Source{Dir: args[1], Weight: 1})
-			for _, a := range adapters {
+			for _, a := range append([]string{args[1]}, adapters...) {
 				s, err := parseAdapterFlag(a)
 				if err != nil {
 					return err
