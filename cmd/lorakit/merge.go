@@ -86,7 +86,7 @@ the merged weights in NF4 again.`,
 	f.StringVar(&requantize, "requantize", "", "with a 4-bit base: write merged weights as nf4 again")
 	f.BoolVar(&verify, "verify", false, "compare logits of base+adapter and the merged model before publishing OUT")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
-	f.IntVar(&threads, "threads", 0, "threads for --verify (0: all CPUs)")
+	f.IntVar(&threads, "threads", 0, "threads for the delta products and --verify (0: all CPUs)")
 	return cmd
 }
 
