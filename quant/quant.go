@@ -13,6 +13,13 @@
 // people publish: the scaled value is w·(1/absmax) in float32 and the code is chosen by the decision tree on
 // the float32 midpoints with strict '>', so a value exactly on a midpoint takes the lower code.
 //
+// Multiplication (MatVec, MatMulT) never materialises the weight: the AVX2 kernels (rows_amd64.s, pure-Go
+// twins selected by the purego build tag or a CPU without AVX2+FMA) expand 8 packed bytes into 16 values with
+// two VPERMPS lookups of the absmax-scaled 16-entry table per 8 values, chosen by VBLENDVPS on the nibble's
+// top bit, and FMA them with x (copied once per call into the kernel's even/odd order). Small batches
+// (MatMulT, m < 32) decode each block once for 2 or 4 rows of X; larger ones dequantise tiles into the f32
+// GEMM of models/kernels.
+//
 // Int8 is LLM.int8's row-wise format (bitsandbytes `int8_vectorwise_quant`): one float32 absmax per row (the
 // block is the row), q = round-half-even(w·(127/absmax)), w ≈ q·absmax/127.
 package quant
