@@ -398,3 +398,49 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 		}
 	}
 }
+
+//go:noescape
+func matVec4BF16P(w *uint16, stride int, xp *float32, n int, y *float32)
+
+// permuteBF16 writes x into *buf in the order of matVec4BF16P: for every
+// block of 16 columns, the 8 even columns then the 8 odd ones (a 32-byte
+// load of 16 bf16 weights widens to the even lanes with one shift and to
+// the odd lanes with one mask, no shuffles). Only the first cols&^15
+// columns are reordered. It returns nil when the kernel is not used.
+func permuteBF16(buf *[]float32, x []float32) []float32 {
+	n := len(x) &^ 15
+	if !useAVX2 || n == 0 {
+		return nil
+	}
+	xp := growF32(buf, n)
+	for b := 0; b < n; b += 16 {
+		for j := 0; j < 8; j++ {
+			xp[b+j] = x[b+2*j]
+			xp[b+8+j] = x[b+2*j+1]
+		}
+	}
+	return xp
+}
+
+// matVecBF16P is matVecBF16 with x also given reordered by permuteBF16.
+func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
+	c16 := len(xp)
+	var out [4]float32
+	for r := r0; r < r1; {
+		nr, stride := 4, cols
+		if r1-r < 4 {
+			nr, stride = 1, 0
+		}
+		wr := w[r*cols : (r+nr-1)*cols+cols]
+		matVec4BF16P(&wr[0], stride, &xp[0], c16, &out[0])
+		for i := 0; i < nr; i++ {
+			s := out[i]
+			row := wr[i*cols : (i+1)*cols]
+			for c := c16; c < cols; c++ {
+				s += bf16ToF32(row[c]) * x[c]
+			}
+			y[r+i] = s
+		}
+		r += nr
+	}
+}

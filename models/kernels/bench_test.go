@@ -43,6 +43,7 @@ func benchMatVec(b *testing.B, kind int) {
 				}
 				b.SetBytes(int64(rows * cols * esz))
 				b.ResetTimer()
+				c0 := cpuTime()
 				for i := 0; i < b.N; i++ {
 					switch kind {
 					case wF32:
@@ -54,6 +55,7 @@ func benchMatVec(b *testing.B, kind int) {
 					}
 				}
 				b.ReportMetric(float64(rows*cols*esz)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+				b.ReportMetric(float64(rows*cols*esz)*float64(b.N)/(cpuTime()-c0).Seconds()/1e9, "GB/cpu-s")
 			})
 		}
 	}

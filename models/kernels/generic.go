@@ -49,3 +49,11 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 		gemmEdge(g, accum, i, j0, j1)
 	}
 }
+
+// permuteBF16 reorders x for matVecBF16P; the pure-Go build has no such
+// kernel and returns nil.
+func permuteBF16(buf *[]float32, x []float32) []float32 { return nil }
+
+func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
+	refMatVecBF16(y, w, x, r0, r1, cols)
+}

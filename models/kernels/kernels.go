@@ -38,6 +38,7 @@ type matVecTask struct {
 	y, x, wf   []float32
 	wh         []uint16
 	rows, cols int
+	xp         []float32 // x in the even/odd order of the paired bf16 kernel, or nil
 }
 
 // matVecBlock is the row granularity of the parallel split.
@@ -52,7 +53,11 @@ func (t *matVecTask) run(lo, hi int) {
 	case wF32:
 		matVecF32(t.y, t.wf, t.x, r0, r1, t.cols)
 	case wBF16:
-		matVecBF16(t.y, t.wh, t.x, r0, r1, t.cols)
+		if t.xp != nil {
+			matVecBF16P(t.y, t.wh, t.xp, t.x, r0, r1, t.cols)
+		} else {
+			matVecBF16(t.y, t.wh, t.x, r0, r1, t.cols)
+		}
 	case wF16:
 		matVecF16(t.y, t.wh, t.x, r0, r1, t.cols)
 	}
@@ -61,13 +66,20 @@ func (t *matVecTask) run(lo, hi int) {
 // matVec runs t over the pool; small matrices run inline.
 func (p *Pool) matVec(t matVecTask) {
 	blocks := (t.rows + matVecBlock - 1) / matVecBlock
-	if t.rows*t.cols < 1<<14 || !p.acquire() {
+	if t.rows*t.cols < 1<<14 || p == nil || !p.mu.TryLock() {
 		t.run(0, blocks)
 		return
 	}
-	p.mv = t
-	p.runLocked(blocks, 4*p.threads, &p.mv)
-	p.mv = matVecTask{}
+	if t.kind == wBF16 {
+		t.xp = permuteBF16(&p.xperm, t.x[:t.cols])
+	}
+	if p.threads == 1 {
+		t.run(0, blocks)
+	} else {
+		p.mv = t
+		p.runLocked(blocks, 4*p.threads, &p.mv)
+		p.mv = matVecTask{}
+	}
 	p.mu.Unlock()
 }
 

@@ -757,3 +757,69 @@ TEXT ·gemmBcast6x16(SB), NOSPLIT, $0-76
 // func gemmBcast6x32Z(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
 TEXT ·gemmBcast6x32Z(SB), NOSPLIT, $0-76
 	BCAST6(Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15, 64, VPXORD)
+
+DATA bf16hi<>+0(SB)/4, $0xffff0000
+GLOBL bf16hi<>(SB), RODATA|NOPTR, $4
+
+// PAIRBF16 widens the 16 bf16 weights at addr: even columns to ev (shift),
+// odd columns to od (mask).
+#define PAIRBF16(addr, ev, od) \
+	VMOVDQU addr, od \
+	VPSLLD $16, od, ev \
+	VPAND Y15, od, od
+
+// func matVec4BF16P(w *uint16, stride int, xp *float32, n int, y *float32)
+// Four rows of bf16 weights against x reordered by permuteBF16; n % 16 == 0.
+TEXT ·matVec4BF16P(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), AX
+	MOVQ xp+16(FP), DI
+	MOVQ n+24(FP), CX
+	SHLQ $1, AX
+	LEAQ (SI)(AX*1), R8
+	LEAQ (R8)(AX*1), R9
+	LEAQ (R9)(AX*1), R10
+	VPBROADCASTD bf16hi<>(SB), Y15
+	XORQ BX, BX
+	XORQ DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	TESTQ CX, CX
+	JE    pairred
+
+pairloop:
+	VMOVUPS (DI)(BX*1), Y8
+	VMOVUPS 32(DI)(BX*1), Y9
+	PAIRBF16((SI)(DX*1), Y10, Y11)
+	PAIRBF16((R8)(DX*1), Y12, Y13)
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	PAIRBF16((R9)(DX*1), Y10, Y11)
+	PAIRBF16((R10)(DX*1), Y12, Y13)
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ $64, BX
+	ADDQ $32, DX
+	SUBQ $16, CX
+	JNZ  pairloop
+
+pairred:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y5, Y4, Y4
+	VADDPS Y7, Y6, Y6
+	HSUM4(Y0, Y2, Y4, Y6, X0, X1, Y1)
+	MOVQ y+32(FP), AX
+	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET

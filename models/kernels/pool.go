@@ -42,6 +42,9 @@ type Pool struct {
 	mm matMulTask
 	gb gemmBTask
 
+	// x reordered for the paired bf16 GEMV (guarded by mu)
+	xperm []float32
+
 	// Gemm's transposed operands, kept between calls (guarded by mu)
 	scratchA, scratchB []float32
 }
