@@ -179,7 +179,7 @@ func (argmax) Sample(l []float32, _ []int) int {
 }
 
 // writeFakeAdapter makes an adapter folder whose output is script.
-func writeFakeAdapter(t *testing.T, dir, script string) string {
+func writeFakeAdapter(t testing.TB, dir, script string) string {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

@@ -658,3 +658,44 @@ func TestStartDrainsOnCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestStreamingN2AndLogprobs(t *testing.T) {
+	e := newEnv(t, nil)
+	evs := e.stream(t, "/v1/chat/completions", chatBody("hello", "hi", `"stream":true,"n":2,"logprobs":true,"top_logprobs":1,"stream_options":{"include_usage":true}`))
+	texts := map[float64]string{}
+	finishes, roles, lps := 0, 0, 0
+	for _, ev := range evs[:len(evs)-1] {
+		chs := ev.data["choices"].([]any)
+		if len(chs) == 0 {
+			if ev.data["usage"].(map[string]any)["completion_tokens"].(float64) != 24 {
+				t.Fatalf("usage %s", ev.raw)
+			}
+			continue
+		}
+		ch := chs[0].(map[string]any)
+		d := ch["delta"].(map[string]any)
+		if d["role"] == "assistant" {
+			roles++
+			continue
+		}
+		if ch["finish_reason"] != nil {
+			finishes++
+			continue
+		}
+		if lp, ok := ch["logprobs"].(map[string]any); ok {
+			lps += len(lp["content"].([]any))
+		}
+		texts[ch["index"].(float64)] += d["content"].(string)
+	}
+	if roles != 2 || finishes != 2 || texts[0] != "hello world" || texts[1] != "hello world" || lps != 24 {
+		t.Fatalf("roles %d finishes %d texts %v logprobs %d", roles, finishes, texts, lps)
+	}
+	evs = e.stream(t, "/v1/completions", `{"model":"hello","prompt":"P:","stream":true,"echo":true,"max_tokens":5}`)
+	var sb strings.Builder
+	for _, ev := range evs[:len(evs)-1] {
+		sb.WriteString(ev.data["choices"].([]any)[0].(map[string]any)["text"].(string))
+	}
+	if sb.String() != "P:hello" {
+		t.Fatalf("echo stream %q", sb.String())
+	}
+}
