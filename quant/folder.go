@@ -56,6 +56,7 @@ type FolderResult struct {
 	TotalParams     int64          `json:"total_params"`
 	InBytes         int64          `json:"in_weight_bytes"`
 	OutBytes        int64          `json:"out_weight_bytes"`
+	FileBytes       int64          `json:"file_bytes"` // size of the written model.safetensors
 	MaxRelRMS       float64        `json:"max_relative_rms_error"`
 	CopiedFiles     []string       `json:"copied_files"`
 	QuantizationCfg BnBConfig      `json:"quantization_config"`
@@ -223,6 +224,9 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 		}
 		if err := os.Chmod(st, 0o644); err != nil {
 			return err
+		}
+		if fi, err := os.Stat(st); err == nil {
+			res.FileBytes = fi.Size()
 		}
 		if err := os.WriteFile(filepath.Join(tmp, "config.json"), newCfg, 0o644); err != nil {
 			return err

@@ -84,9 +84,10 @@ appears only when complete.`,
 			fmt.Fprintf(w, "quantised %s → %s (%s)\n", args[0], args[1], desc)
 			fmt.Fprintf(w, "  linear weights: %d tensors, %.2f M params, %.2f MB, %.4f bits/param\n",
 				len(res.Quantized), float64(res.QuantParams)/1e6, float64(res.QuantBytes)/1e6, res.BitsPerParam)
-			fmt.Fprintf(w, "  kept: %d tensors; weights %.2f MB → %.2f MB (%.2f bits/param over all %.2f M params)\n",
-				len(res.Kept), float64(res.InBytes)/1e6, float64(res.OutBytes)/1e6,
-				float64(8*res.OutBytes)/float64(res.TotalParams), float64(res.TotalParams)/1e6)
+			fmt.Fprintf(w, "  kept: %d tensors (embeddings, norms, biases, lm_head) in their dtype\n", len(res.Kept))
+			fmt.Fprintf(w, "  weights %.2f MB → %.2f MB (%.2f bits/param over all %.2f M params); model.safetensors %.2f MB\n",
+				float64(res.InBytes)/1e6, float64(res.OutBytes)/1e6, float64(8*res.OutBytes)/float64(res.TotalParams),
+				float64(res.TotalParams)/1e6, float64(res.FileBytes)/1e6)
 			if all || len(res.Quantized) <= 16 {
 				fmt.Fprintf(w, "  %-52s %14s %10s %10s %8s\n", "tensor", "shape", "rms err", "max err", "rel rms")
 				for _, r := range res.Quantized {
