@@ -183,3 +183,14 @@ func TestStringLineContinuation(t *testing.T) {
 		t.Fatalf("got %q, %v", got, err)
 	}
 }
+
+func TestFilteredPairLoop(t *testing.T) {
+	tpl, err := New(`{%- for key, val in messages[0].items() if key != "role" and val != 'x' -%}{{ key }}={{ val }}{{ ',' if not loop.last }} {% endfor %}|{{ key }}`, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tpl.RenderJSON([]byte(`[{"role":"user","content":"c","x":"x","name":"n"}]`), false, nil)
+	if err != nil || got != "content=c, name=n |" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}

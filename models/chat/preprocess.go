@@ -17,6 +17,9 @@ import (
 //     only ASCII blanks): they become .strip(lorakit_ws) / | trim(lorakit_ws).
 //   - a backslash-newline inside a string literal is a line continuation in Python (both characters
 //     vanish); the engine keeps them, so they are removed.
+//   - `for k, v in xs if cond` ignores cond in the engine; it becomes
+//     `for lorakit_kv in xs if cond'` + `set k = lorakit_kv[0]` + `set v = lorakit_kv[1]`, cond' using
+//     lorakit_kv[0]/[1] (loop.index/last keep Jinja2's filtered meaning).
 //   - `x in y` and `for x in y` with y None raise "argument of type 'NoneType' is not iterable" in
 //     Python (the engine answers false / loops zero times): y becomes lorakit_iter(y), which fails on None.
 const (
@@ -83,7 +86,11 @@ func preprocess(src string) string {
 			break
 		}
 		b.WriteString(src[open : open+2])
-		b.WriteString(rewriteCode(joinContinuations(src[open+2 : end])))
+		code := joinContinuations(src[open+2 : end])
+		if closeTok == "%}" {
+			code = rewritePairLoop(code)
+		}
+		b.WriteString(rewriteCode(code))
 		b.WriteString(closeTok)
 		i = end + 2
 	}
@@ -140,24 +147,12 @@ func skipString(s string, i int) int {
 
 // rewriteCode applies the rewrites to the code of one tag; string literals are masked while matching.
 func rewriteCode(code string) string {
-	masked := []byte(code)
-	for i := 0; i < len(code); {
-		if c := code[i]; c == '\'' || c == '"' {
-			j := skipString(code, i)
-			for k := i + 1; k < j-1 && k < len(masked); k++ {
-				masked[k] = '_'
-			}
-			i = j
-			continue
-		}
-		i++
-	}
 	type edit struct {
 		at, end int
 		text    string
 	}
 	var edits []edit
-	m := string(masked)
+	m := maskStrings(code)
 	for _, loc := range reStrip.FindAllStringSubmatchIndex(m, -1) {
 		edits = append(edits, edit{loc[0], loc[1], "." + m[loc[2]:loc[3]] + "(" + varWS + ")"})
 	}
@@ -229,4 +224,55 @@ func joinContinuations(code string) string {
 		i = j
 	}
 	return b.String()
+}
+
+var (
+	rePairLoop = regexp.MustCompile(`^(\s*-?\s*)for\s+([A-Za-z_]\w*)\s*,\s*([A-Za-z_]\w*)\s+in\s+(.+?)\s+if\s+(.+?)(\s*-?\s*)$`)
+	reIdent    = regexp.MustCompile(`[A-Za-z_]\w*`)
+)
+
+// rewritePairLoop rewrites a filtered two-variable for tag (see preprocess).
+func rewritePairLoop(code string) string {
+	m := maskStrings(code)
+	loc := rePairLoop.FindStringSubmatchIndex(m)
+	if loc == nil || strings.Contains(m[loc[8]:loc[9]], " recursive") {
+		return code
+	}
+	k, v := code[loc[4]:loc[5]], code[loc[6]:loc[7]]
+	cond, condMasked := code[loc[10]:loc[11]], m[loc[10]:loc[11]]
+	var nc strings.Builder
+	pos := 0
+	for _, id := range reIdent.FindAllStringIndex(condMasked, -1) {
+		name := cond[id[0]:id[1]]
+		if (name != k && name != v) || (id[0] > 0 && condMasked[id[0]-1] == '.') {
+			continue
+		}
+		nc.WriteString(cond[pos:id[0]])
+		if name == k {
+			nc.WriteString("lorakit_kv[0]")
+		} else {
+			nc.WriteString("lorakit_kv[1]")
+		}
+		pos = id[1]
+	}
+	nc.WriteString(cond[pos:])
+	return code[loc[2]:loc[3]] + "for lorakit_kv in " + code[loc[8]:loc[9]] + " if " + nc.String() +
+		" %}{% set " + k + " = lorakit_kv[0] %}{% set " + v + " = lorakit_kv[1] " + code[loc[12]:loc[13]]
+}
+
+// maskStrings replaces the inside of string literals with '_' (same length) so patterns ignore them.
+func maskStrings(code string) string {
+	masked := []byte(code)
+	for i := 0; i < len(code); {
+		if c := code[i]; c == '\'' || c == '"' {
+			j := skipString(code, i)
+			for k := i + 1; k < j-1 && k < len(masked); k++ {
+				masked[k] = '_'
+			}
+			i = j
+			continue
+		}
+		i++
+	}
+	return string(masked)
 }
