@@ -24,7 +24,7 @@ func (s *Server) handleChat(c echo.Context) error {
 	if req.Model != s.name && !engine.ValidName(req.Model) {
 		return openai.ModelNotFound(req.Model)
 	}
-	prompt, err := s.model.RenderChat(req.Messages)
+	prompt, err := s.model.RenderChat(req.Messages, req.TemplateKwargs)
 	if err != nil {
 		return openai.BadRequest("messages", "the chat template failed on these messages: %v", err)
 	}

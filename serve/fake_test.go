@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -125,7 +126,7 @@ func (m *fakeModel) TokenText(id int) string {
 	}
 	return "<special>"
 }
-func (m *fakeModel) RenderChat(msgs []openai.Message) (string, error) {
+func (m *fakeModel) RenderChat(msgs []openai.Message, kwargs json.RawMessage) (string, error) {
 	var b strings.Builder
 	for _, msg := range msgs {
 		if msg.Content == "FAIL-TEMPLATE" {
@@ -134,7 +135,7 @@ func (m *fakeModel) RenderChat(msgs []openai.Message) (string, error) {
 		b.WriteString(msg.Role + ": " + msg.Content + "\n")
 	}
 	b.WriteString("assistant: ")
-	if m.reasoning {
+	if m.reasoning && !strings.Contains(string(kwargs), `"enable_thinking":false`) {
 		b.WriteString("<think>\n")
 	}
 	return b.String(), nil

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -61,12 +62,19 @@ func (b *modelBackend) NewDecoder() engine.Decoder { return b.m.Tok.NewStreamDec
 
 func (b *modelBackend) TokenText(id int) string { return b.m.Tok.DecodeRaw([]int{id}, false) }
 
-func (b *modelBackend) RenderChat(msgs []openai.Message) (string, error) {
+func (b *modelBackend) RenderChat(msgs []openai.Message, kwargs json.RawMessage) (string, error) {
 	cm := make([]chat.Message, len(msgs))
 	for i, m := range msgs {
 		cm[i] = chat.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
 	}
-	return b.m.Chat.Render(cm, true)
+	if len(kwargs) == 0 {
+		return b.m.Chat.Render(cm, true)
+	}
+	raw, err := json.Marshal(cm)
+	if err != nil {
+		return "", err
+	}
+	return b.m.Chat.RenderJSON(raw, true, kwargs)
 }
 
 // SupportsReasoning: the template renders reasoning_content or its generation prompt opens a think block.

@@ -14,6 +14,7 @@ import (
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/testmodel"
 	"github.com/lorakit/lorakit/serve/engine"
+	"github.com/lorakit/lorakit/serve/openai"
 )
 
 // spyModel records which adapters shared each Forward call.
@@ -157,5 +158,24 @@ func TestGreedyMatchesGenerateWithMixedAdapters(t *testing.T) {
 	defer spy.mu.Unlock()
 	if spy.mixed == 0 {
 		t.Error("no Forward call held base, a1 and a2 rows together")
+	}
+}
+
+func TestRenderChatKwargs(t *testing.T) {
+	dir := t.TempDir()
+	if err := testmodel.Write(dir, testmodel.Default()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.Load(dir, models.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	b := FromModel(m)
+	msgs := []openai.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi <b>"}}
+	p1, err1 := b.RenderChat(msgs, nil)
+	p2, err2 := b.RenderChat(msgs, []byte(`{"enable_thinking":false}`))
+	if err1 != nil || err2 != nil || p1 != p2 || !strings.HasSuffix(p1, "<|im_start|>assistant\n") {
+		t.Fatalf("%q %v / %q %v", p1, err1, p2, err2)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,8 +36,9 @@ type Model interface {
 	NewDecoder() engine.Decoder
 	// TokenText is the text of one token (for logprobs).
 	TokenText(id int) string
-	// RenderChat renders messages with the model's chat template and the generation prompt.
-	RenderChat(msgs []openai.Message) (string, error)
+	// RenderChat renders messages with the model's chat template and the generation prompt; kwargs (a JSON object
+	// or nil) are extra template variables such as {"enable_thinking": false}.
+	RenderChat(msgs []openai.Message, kwargs json.RawMessage) (string, error)
 	// SupportsReasoning reports whether the template produces <think>…</think> blocks.
 	SupportsReasoning() bool
 	EOS() []int

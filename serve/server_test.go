@@ -283,6 +283,11 @@ func TestReasoningSplit(t *testing.T) {
 	if msg["reasoning_content"] != "Let me see." || msg["content"] != "The answer is 4." {
 		t.Fatalf("split %s", b)
 	}
+	_, b = e.post(t, "/v1/chat/completions", chatBody("think", "2+2?", `"chat_template_kwargs":{"enable_thinking":false}`))
+	msg = decode(t, b)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+	if _, ok := msg["reasoning_content"]; ok || msg["content"] != "Let me see.</think>\n\nThe answer is 4." {
+		t.Fatalf("thinking off %s", b)
+	}
 	_, b = e.post(t, "/v1/chat/completions", chatBody("open", "2+2?", ""))
 	msg = decode(t, b)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
 	if msg["reasoning_content"] != "never closes" || msg["content"] != nil {

@@ -18,7 +18,9 @@ type ChatCompletionRequest struct {
 	StreamOptions       *StreamOptions  `json:"stream_options"`
 	Tools               json.RawMessage `json:"tools"`
 	ToolChoice          json.RawMessage `json:"tool_choice"`
-	ResponseFormat      *struct {
+	// ChatTemplateKwargs are extra chat-template variables (vLLM extension), e.g. {"enable_thinking": false}.
+	ChatTemplateKwargs json.RawMessage `json:"chat_template_kwargs"`
+	ResponseFormat     *struct {
 		Type string `json:"type"`
 	} `json:"response_format"`
 	samplingFields
@@ -47,6 +49,8 @@ type Chat struct {
 	Sampling     Sampling
 	Stream       bool
 	IncludeUsage bool
+	// TemplateKwargs is a JSON object of extra chat-template variables, or nil.
+	TemplateKwargs json.RawMessage
 }
 
 var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true}
@@ -71,6 +75,12 @@ func DecodeChat(body []byte, vocab int) (*Chat, *Error) {
 		return nil, BadRequest("response_format", "response_format type %q is not supported (only \"text\")", r.ResponseFormat.Type)
 	}
 	c := &Chat{Model: r.Model, Stream: r.Stream}
+	if kw := bytes.TrimSpace(r.ChatTemplateKwargs); len(kw) > 0 && !bytes.Equal(kw, []byte("null")) {
+		if kw[0] != '{' {
+			return nil, BadRequest("chat_template_kwargs", "chat_template_kwargs must be a JSON object")
+		}
+		c.TemplateKwargs = kw
+	}
 	if r.StreamOptions != nil {
 		if !r.Stream {
 			return nil, BadRequest("stream_options", "stream_options is only allowed when stream is true")
