@@ -113,15 +113,49 @@ func (t *Template) probe() {
 	if err1 == nil && err2 == nil && strings.HasPrefix(g, h) {
 		t.genPrompt = g[len(h):]
 	}
-	// end-of-turn marker: what follows the assistant content in a one-exchange conversation
-	if s, err := t.render(append(user, Message{Role: "assistant", Content: sentA}), false, nil); err == nil {
-		if i := strings.LastIndex(s, sentA); i >= 0 {
-			t.turnEnd = strings.TrimRightFunc(s[i+len(sentA):], isSpace)
+	// end-of-turn marker: what follows the assistant content both at the end of a conversation and
+	// before a next user turn (a template may close the conversation with more, e.g. eos_token)
+	after := func(msgs []Message) (string, bool) {
+		s, err := t.render(msgs, false, nil)
+		if err != nil {
+			return "", false
 		}
+		i := strings.LastIndex(s, sentA)
+		if i < 0 {
+			return "", false
+		}
+		return s[i+len(sentA):], true
+	}
+	asst := Message{Role: "assistant", Content: sentA}
+	if t1, ok := after(append(user, asst)); ok {
+		end := t1
+		if t2, ok := after([]Message{user[0], asst, {Role: "user", Content: "V"}}); ok {
+			end = t1[:markerPrefix(t1, t2)]
+		}
+		t.turnEnd = strings.TrimRightFunc(end, isSpace)
 	}
 	if t.turnEnd == "" && t.eos != "" {
 		t.turnEnd = t.eos
 	}
+}
+
+// markerPrefix is the length of the common prefix of a and b, moved back (unless it is all of a) to
+// just before a '<' or '[' or after a '>' or ']', so that "<|end|><|endoftext|>" vs "<|end|><|user|>"
+// gives "<|end|>", not "<|end|><|".
+func markerPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	if n == len(a) {
+		return n
+	}
+	for i := n; i > 0; i-- {
+		if c := a[i]; c == '<' || c == '[' || (i < len(a) && (a[i-1] == '>' || a[i-1] == ']')) || isSpace(rune(c)) {
+			return i
+		}
+	}
+	return 0
 }
 
 func isSpace(r rune) bool { return r == ' ' || r == '\n' || r == '\t' || r == '\r' }

@@ -194,3 +194,25 @@ func TestFilteredPairLoop(t *testing.T) {
 		t.Fatalf("got %q, %v", got, err)
 	}
 }
+
+// Phi-style: the conversation ends with eos_token after the last turn's end marker; every assistant
+// turn's span must end with the marker itself.
+func TestTurnEndBeforeClosingEOS(t *testing.T) {
+	src := `{% for m in messages %}{{ '<|' + m.role + '|>' + m.content + '<|end|>' }}{% endfor %}` +
+		`{% if add_generation_prompt %}{{ '<|assistant|>' }}{% else %}{{ eos_token }}{% endif %}`
+	tpl, err := New(src, "", "<|endoftext|>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl.TurnEnd() != "<|end|>" {
+		t.Fatalf("turn end %q", tpl.TurnEnd())
+	}
+	text, spans, err := tpl.RenderWithSpans([]Message{{Role: "user", Content: "a"}, {Role: "assistant", Content: "b"},
+		{Role: "user", Content: "c"}, {Role: "assistant", Content: "d"}}, false)
+	if err != nil || len(spans) != 2 || text[spans[0][0]:spans[0][1]] != "b<|end|>" || text[spans[1][0]:spans[1][1]] != "d<|end|>" {
+		t.Fatalf("%q %v %v", text, spans, err)
+	}
+	if markerPrefix("\n<s>", "\n<s>### user") != 4 || markerPrefix("<|im_end|>\n", "<|im_end|>\n<|im_start|>") != 11 {
+		t.Fatal("markerPrefix")
+	}
+}
