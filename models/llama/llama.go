@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +45,8 @@ type Model struct {
 	mu     sync.Mutex // guards s
 	s      scratch
 	attnFn func(lo, hi int) // m.attentionRange, bound once so that Forward does not allocate a closure per layer
+	// m.deltaRange and m.softmaxRows, bound once likewise
+	deltaFn, softmaxFn func(lo, hi int)
 }
 
 // LoadOptions tune Load.
@@ -67,7 +71,7 @@ func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, 
 	H, Q, KV, I, V, D := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize, c.HeadDim
 	ld := &loader{ckpt: ckpt, opts: opts}
 	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: c.InvFreq()}
-	m.attnFn = m.attentionRange
+	m.attnFn, m.deltaFn, m.softmaxFn = m.attentionRange, m.deltaRange, m.softmaxRows
 	if m.Pool == nil {
 		m.Pool = kernels.NewPool(opts.Threads)
 	}
@@ -271,6 +275,14 @@ type Delta interface {
 	Apply(module string, y, x []float32, in, out int)
 }
 
+// RowsDelta is an optional extension of Delta: ApplyRows adds the contribution to rows rows at once (x [rows,in],
+// y [rows,out]), using p for its products (p may be busy, then its For runs inline). Forward gathers the rows of
+// every sequence that shares one Delta value and calls ApplyRows once per module, for different Delta values
+// concurrently; without it, Forward calls Apply once per row, sequentially.
+type RowsDelta interface {
+	ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int)
+}
+
 // Seq is one sequence of a Forward batch.
 type Seq struct {
 	Tokens    []int    // new tokens, appended after the Cache.Len() tokens already in the cache
@@ -289,6 +301,25 @@ type scratch struct {
 	layer                                          int
 	short                                          []int     // rows attended one by one (see blockedMin)
 	blockS                                         []float32 // scores of a block of rows (attentionBlocked)
+	sm                                             softmaxJob
+
+	// Adapter deltas (see deltas): rows of the batch grouped by Delta value.
+	groups  []deltaGroup
+	perm    []int     // rows ordered by group; group g owns perm[g.off : g.off+g.n]
+	gx, gy  []float32 // gathered inputs and outputs of non-contiguous groups
+	dModule string    // the current linear, for deltaRange
+	dy, dx  []float32
+	dIn     int
+	dOut    int
+}
+
+// deltaGroup is the rows of the sequences that share one RowsDelta (or of one sequence with a plain Delta).
+type deltaGroup struct {
+	d        Delta
+	rd       RowsDelta // d as a RowsDelta, or nil
+	off, n   int       // rows perm[off : off+n]
+	first    int       // perm[off] when the rows are contiguous in the batch, else -1 (gathered into gx/gy)
+	parallel bool      // runs beside other groups over the pool (small RowsDelta groups)
 }
 
 // grow returns b resized to n, reallocating (with doubling, so a growing context is amortised) when too small.
@@ -392,6 +423,11 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		}
 		r += len(sq.Tokens)
 	}
+	m.groupDeltas(batch)
+	if len(s.groups) > 0 {
+		w := max(H, Q, KV, I)
+		s.gx, s.gy = grow(s.gx, T*w), grow(s.gy, T*w)
+	}
 	nw := m.Pool.Threads()
 	if len(s.scores) != nw {
 		s.scores = make([][]float32, nw)
@@ -405,9 +441,9 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		names := &m.names[l]
 		// Attention block: x += o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))), n = rmsnorm(x).
 		rmsNormRows(s.xn, s.x, L.InputLayernorm, eps, T, H)
-		m.linear(batch, L.QProj, names[0], s.q, s.xn, T)
-		m.linear(batch, L.KProj, names[1], s.k, s.xn, T)
-		m.linear(batch, L.VProj, names[2], s.v, s.xn, T)
+		m.linear(L.QProj, names[0], s.q, s.xn, T)
+		m.linear(L.KProj, names[1], s.k, s.xn, T)
+		m.linear(L.VProj, names[2], s.v, s.xn, T)
 		if c.QKNorm { // qwen3: RMSNorm over each head of q and k, before RoPE
 			rmsNormRows(s.q, s.q, L.QNorm, eps, T*c.NumAttentionHeads, c.HeadDim)
 			rmsNormRows(s.k, s.k, L.KNorm, eps, T*c.NumKeyValueHeads, c.HeadDim)
@@ -432,15 +468,15 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 			}
 			r += len(sq.Tokens)
 		}
-		m.linear(batch, L.OProj, names[3], s.tmp, s.att, T)
+		m.linear(L.OProj, names[3], s.tmp, s.att, T)
 		kernels.Axpy(1, s.tmp, s.x)
 
 		// MLP block: x += down_proj(silu(gate_proj(n)) · up_proj(n)), n = rmsnorm(x).
 		rmsNormRows(s.xn, s.x, L.PostAttentionLayernorm, eps, T, H)
-		m.linear(batch, L.GateProj, names[4], s.gate, s.xn, T)
-		m.linear(batch, L.UpProj, names[5], s.up, s.xn, T)
+		m.linear(L.GateProj, names[4], s.gate, s.xn, T)
+		m.linear(L.UpProj, names[5], s.up, s.xn, T)
 		kernels.SiLUMul(s.gate, s.gate, s.up)
-		m.linear(batch, L.DownProj, names[6], s.tmp, s.gate, T)
+		m.linear(L.DownProj, names[6], s.tmp, s.gate, T)
 		kernels.Axpy(1, s.tmp, s.x)
 	}
 	for i := range batch {
@@ -465,28 +501,126 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		}
 		out[i] = make([][]float32, n)
 		for j := range n {
-			out[i][j] = flat[o*V : (o+1)*V : (o+1)*V]
-			if sq.Adapter != nil {
-				sq.Adapter.Apply("lm_head", out[i][j], s.hn[o*H:(o+1)*H], H, V)
-			}
-			o++
+			out[i][j] = flat[(o+j)*V : (o+j+1)*V : (o+j+1)*V]
 		}
+		if rd, ok := sq.Adapter.(RowsDelta); ok {
+			rd.ApplyRows(m.Pool, "lm_head", flat[o*V:(o+n)*V], s.hn[o*H:(o+n)*H], n, H, V)
+		} else if sq.Adapter != nil {
+			for j := range n {
+				sq.Adapter.Apply("lm_head", out[i][j], s.hn[(o+j)*H:(o+j+1)*H], H, V)
+			}
+		}
+		o += n
 	}
 	return out, nil
 }
 
-// linear runs a base linear over all T rows at once, then adds each row's adapter delta.
-func (m *Model) linear(batch []Seq, lin nn.Linear, module string, y, x []float32, T int) {
+// linear runs a base linear over all T rows at once, then adds the adapters' deltas.
+func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
 	lin.Forward(m.Pool, y, x, T)
-	in, out := lin.In(), lin.Out()
-	r := 0
-	for _, sq := range batch {
-		if sq.Adapter != nil {
-			for j := range sq.Tokens {
-				sq.Adapter.Apply(module, y[(r+j)*out:(r+j+1)*out], x[(r+j)*in:(r+j+1)*in], in, out)
+	if len(m.s.groups) == 0 {
+		return
+	}
+	s := &m.s
+	s.dModule, s.dy, s.dx, s.dIn, s.dOut = module, y, x, lin.In(), lin.Out()
+	parallel := 0
+	for g := range s.groups {
+		if s.groups[g].parallel {
+			parallel++
+		} else {
+			m.applyGroup(g)
+		}
+	}
+	if parallel > 0 {
+		m.Pool.For(len(s.groups), m.deltaFn)
+	}
+	s.dy, s.dx = nil, nil
+}
+
+// bigGroup is the number of rows from which an adapter's delta gets the whole pool for its own products rather
+// than running beside other adapters' deltas.
+const bigGroup = 32
+
+// groupDeltas groups the batch's rows by adapter: the sequences sharing one RowsDelta value form one group (its
+// rows go through A and B together), a plain Delta gets a group per sequence.
+func (m *Model) groupDeltas(batch []Seq) {
+	s := &m.s
+	s.groups, s.perm = s.groups[:0], s.perm[:0]
+	r0 := 0
+	for i, sq := range batch {
+		r := r0
+		r0 += len(sq.Tokens)
+		if sq.Adapter == nil {
+			continue
+		}
+		rd, _ := sq.Adapter.(RowsDelta)
+		shared := rd != nil && reflect.TypeOf(sq.Adapter).Comparable()
+		if shared && slices.ContainsFunc(batch[:i], func(p Seq) bool { return p.Adapter == sq.Adapter }) {
+			continue // already in an earlier sequence's group
+		}
+		g := deltaGroup{d: sq.Adapter, rd: rd, off: len(s.perm), first: r}
+		for j := i; j < len(batch); j++ {
+			if j == i || shared && batch[j].Adapter == sq.Adapter {
+				for k := range batch[j].Tokens {
+					s.perm = append(s.perm, r+k)
+				}
+			}
+			r += len(batch[j].Tokens)
+		}
+		g.n = len(s.perm) - g.off
+		for k, row := range s.perm[g.off:] {
+			if row != g.first+k {
+				g.first = -1
+				break
 			}
 		}
-		r += len(sq.Tokens)
+		s.groups = append(s.groups, g)
+	}
+	small := 0
+	for _, g := range s.groups {
+		if g.rd != nil && g.n < bigGroup {
+			small++
+		}
+	}
+	for i := range s.groups {
+		g := &s.groups[i]
+		g.parallel = small > 1 && g.rd != nil && g.n < bigGroup
+	}
+}
+
+// deltaRange applies the parallel groups in [lo, hi).
+func (m *Model) deltaRange(lo, hi int) {
+	for g := lo; g < hi; g++ {
+		if m.s.groups[g].parallel {
+			m.applyGroup(g)
+		}
+	}
+}
+
+// applyGroup adds group g's delta for the current linear (s.dModule) to s.dy.
+func (m *Model) applyGroup(g int) {
+	s := &m.s
+	G := &s.groups[g]
+	module, y, x, in, out := s.dModule, s.dy, s.dx, s.dIn, s.dOut
+	rows := s.perm[G.off : G.off+G.n]
+	switch {
+	case G.rd == nil: // a plain Delta: one row at a time
+		for _, r := range rows {
+			G.d.Apply(module, y[r*out:(r+1)*out], x[r*in:(r+1)*in], in, out)
+		}
+	case G.first >= 0:
+		r := G.first
+		G.rd.ApplyRows(m.Pool, module, y[r*out:(r+G.n)*out], x[r*in:(r+G.n)*in], G.n, in, out)
+	default: // gather the rows, apply, scatter-add
+		gx, gy := s.gx[G.off*in:(G.off+G.n)*in], s.gy[G.off*out:(G.off+G.n)*out]
+		for k, r := range rows {
+			copy(gx[k*in:(k+1)*in], x[r*in:(r+1)*in])
+		}
+		clear(gy)
+		G.rd.ApplyRows(m.Pool, module, gy, gx, G.n, in, out)
+		for k, r := range rows {
+			kernels.Axpy(1, gy[k*out:(k+1)*out], y[r*out:(r+1)*out])
+		}
 	}
 }
 
@@ -564,22 +698,36 @@ func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 			off := (h / group) * D
 			qh := s.q[(r0+b0)*Q+h*D:]
 			kernels.Gemm(m.Pool, false, true, bn, w, D, 1, qh, Q, kc.k[l][lo*KV+off:], KV, 0, S, w)
-			m.Pool.For(bn, func(a, b int) {
-				for i := a; i < b; i++ {
-					pos := p0 + b0 + i
-					row := S[i*w : (i+1)*w]
-					first := 0
-					if c.SlidingWindow > 0 {
-						first = max(0, pos-c.SlidingWindow+1-lo)
-					}
-					last := pos - lo // inclusive
-					kernels.Scale(scale, row[first:last+1])
-					kernels.Softmax(row[first : last+1])
-					clear(row[:first])
-					clear(row[last+1:])
-				}
-			})
+			s.sm = softmaxJob{S: S, w: w, pos0: p0 + b0, lo: lo, scale: scale}
+			m.Pool.For(bn, m.softmaxFn)
 			kernels.Gemm(m.Pool, false, false, bn, D, w, 1, S, w, kc.v[l][lo*KV+off:], KV, 0, s.att[(r0+b0)*Q+h*D:], Q)
 		}
+	}
+}
+
+// softmaxJob is the block of attention scores softmaxRows works on: row i of S ([rows, w]) holds the scores of
+// the query at position pos0+i against keys lo..lo+w-1.
+type softmaxJob struct {
+	S           []float32
+	w, pos0, lo int
+	scale       float32
+}
+
+// softmaxRows turns rows [a, b) of s.sm.S into causal (and sliding-window) attention weights: scaled and
+// softmaxed over the visible keys, zero elsewhere.
+func (m *Model) softmaxRows(a, b int) {
+	j, win := &m.s.sm, m.Config.SlidingWindow
+	for i := a; i < b; i++ {
+		pos := j.pos0 + i
+		row := j.S[i*j.w : (i+1)*j.w]
+		first := 0
+		if win > 0 {
+			first = max(0, pos-win+1-j.lo)
+		}
+		last := pos - j.lo // inclusive
+		kernels.Scale(j.scale, row[first:last+1])
+		kernels.Softmax(row[first : last+1])
+		clear(row[:first])
+		clear(row[last+1:])
 	}
 }
