@@ -1,6 +1,13 @@
 // Package serve is lorakit's OpenAI-compatible HTTP server: routes, SSE streaming and the translation between
 // HTTP requests and engine requests. One file per endpoint; the wire types live in serve/openai and the batching
 // engine and adapter registry in serve/engine.
+//
+// Programmatic use (e.g. `lorakit demo`):
+//
+//	m, _ := models.Load(dir, models.LoadOptions{})
+//	srv, _ := serve.New(serve.Config{Model: serve.FromModel(m), ModelName: "smol", Adapters: map[string]string{"sql": "./sql-lora"}})
+//	ln, _ := net.Listen("tcp", "127.0.0.1:0") // a free port: ln.Addr()
+//	err := srv.Start(ctx, ln)                 // serves until ctx ends, then drains running requests
 package serve
 
 import (

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -28,7 +29,8 @@ type Config struct {
 	Observer Observer
 }
 
-// Observer is told what the engine does (for /metrics). Calls come from the engine goroutine.
+// Observer is told what the engine does (for /metrics). FirstToken, Token and Finished may be called from several
+// goroutines at once.
 type Observer interface {
 	Step(batchRows, prefillTokens, decodeTokens int, took time.Duration)
 	FirstToken(ttft time.Duration)
@@ -310,6 +312,7 @@ func (e *Engine) step() {
 		return
 	}
 	now := time.Now()
+	ready := make([]int, 0, len(seqs))
 	for i, s := range seqs {
 		if s.chunk > 0 {
 			s.pos += s.chunk
@@ -317,7 +320,28 @@ func (e *Engine) step() {
 				continue // more prompt to prefill
 			}
 		}
-		e.advance(s, logits[i], now)
+		ready = append(ready, i)
+	}
+	// Sampling and detokenising are per sequence: spread them over the CPUs while the model is idle.
+	workers := min(runtime.GOMAXPROCS(0), len(ready)/4+1)
+	if workers <= 1 {
+		for _, i := range ready {
+			e.advance(seqs[i], logits[i], now)
+		}
+	} else {
+		var wg sync.WaitGroup
+		per := (len(ready) + workers - 1) / workers
+		for lo := 0; lo < len(ready); lo += per {
+			part := ready[lo:min(lo+per, len(ready))]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, i := range part {
+					e.advance(seqs[i], logits[i], now)
+				}
+			}()
+		}
+		wg.Wait()
 	}
 	e.removeFinished()
 }
