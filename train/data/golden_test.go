@@ -111,6 +111,9 @@ func TestGoldenSpanAlignment(t *testing.T) {
 	for _, path := range fams {
 		fam := strings.TrimSuffix(filepath.Base(path), ".jsonl")
 		tok, tpl := loadTokTpl(t, filepath.Join(shared, "tokenizers", fam))
+		if tpl.TurnEnd() == "" {
+			t.Errorf("%s: no end-of-turn marker found", fam)
+		}
 		checked, straddle := 0, 0
 		cases := readGoldenLines(t, path)
 		for _, extra := range []string{
