@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/train"
 	"github.com/lorakit/lorakit/train/data"
 )
@@ -109,4 +110,59 @@ func meanNLL(t *testing.T, net *llama.Model, ids []int, mask []bool) float64 {
 		n++
 	}
 	return s / float64(n)
+}
+
+// With an adapter, score still equals eval (and differs from the base).
+func TestScoreWithAdapterMatchesEval(t *testing.T) {
+	shared := os.Getenv("LORAKIT_SHARED")
+	if shared == "" {
+		t.Skip("LORAKIT_SHARED not set")
+	}
+	m, err := train.LoadModel(filepath.Join(shared, "models", "stories260K"), 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	cfg := lora.Config{PeftType: "LORA", TaskType: "CAUSAL_LM", R: 2, Alpha: 4, TargetModules: []string{"q_proj", "down_proj"}}
+	ad := lora.New(cfg)
+	for _, mod := range []string{"model.layers.0.self_attn.q_proj", "model.layers.3.mlp.down_proj"} {
+		l, ok := m.Net.Linear(mod)
+		if !ok {
+			t.Fatalf("no %s", mod)
+		}
+		p := cfg.NewPair(mod, l.In(), l.Out())
+		for i := range p.A {
+			p.A[i] = float32(i%7-3) / 10
+		}
+		for i := range p.B {
+			p.B[i] = float32(i%5-2) / 10
+		}
+		ad.Modules[mod] = p
+	}
+	in := filepath.Join(t.TempDir(), "in.jsonl")
+	if err := os.WriteFile(in, []byte(`{"prompt":"Tell me a story.","response":"Once upon a time there was a cat."}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bos, _ := m.Tok.BOS()
+	score := func(delta llama.Delta) *data.Score {
+		out := filepath.Join(t.TempDir(), "out.jsonl")
+		if _, err := data.ScoreFile(in, out, data.ScoreOptions{Tok: m.Tok, Tpl: m.Tpl, BOS: bos, HasBOS: true,
+			Scorer: &data.ModelScorer{Net: m.Net, Adapter: delta}, MaxSeqLen: 4096}); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(out)
+		_, sc, err := data.SplitScored([]byte(strings.TrimSpace(string(b))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc
+	}
+	base, adapted := score(nil), score(ad)
+	ev, err := train.EvaluateModel(context.Background(), m, ad, train.EvalConfig{Data: in, NoGenerate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(ev.Loss-adapted.NLL) > 1e-5 || math.Abs(base.NLL-adapted.NLL) < 1e-4 {
+		t.Fatalf("eval %v adapted %v base %v", ev.Loss, adapted.NLL, base.NLL)
+	}
 }
