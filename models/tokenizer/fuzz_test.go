@@ -5,6 +5,8 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -130,6 +132,20 @@ func FuzzParse(f *testing.F) {
 	f.Add(synthMetaspace(f), []byte(`{"chat_template":[{"name":"default","template":"x"}]}`))
 	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":[["a","b"]]},"decoder":{"type":"Fuse"}}`), []byte(`{}`))
 	f.Fuzz(func(t *testing.T, tj, cfg []byte) {
+		// On input both accept, the fast scanner must agree with encoding/json. (It may accept slightly
+		// malformed JSON that encoding/json rejects; that is harmless.)
+		var quick, slow rawTokenizerJSON
+		if utf8.Valid(tj) && quickDecode(tj, &quick) && json.Unmarshal(tj, &slow) == nil {
+			qv, _ := scanVocab(quick.Model.Vocab)
+			sv, _ := scanVocab(slow.Model.Vocab)
+			qm, _ := scanMerges(quick.Model.Merges)
+			sm, _ := scanMerges(slow.Model.Merges)
+			quick.Model.Vocab, slow.Model.Vocab, quick.Model.Merges, slow.Model.Merges = nil, nil, nil, nil
+			if !maps.Equal(qv, sv) || !slices.Equal(qm, sm) || !reflect.DeepEqual(quick.Model, slow.Model) ||
+				!reflect.DeepEqual(quick.AddedTokens, slow.AddedTokens) {
+				t.Fatalf("quickDecode differs from encoding/json")
+			}
+		}
 		tok, err := Parse(tj, cfg)
 		if err != nil {
 			return

@@ -245,3 +245,105 @@ func cutSpace(m string) (string, string, bool) {
 	}
 	return "", "", false
 }
+
+func (s *scanner) skipString() bool {
+	if !s.eat('"') {
+		return false
+	}
+	for {
+		j := bytes.IndexByte(s.b[s.i:], '"')
+		if j < 0 {
+			return false
+		}
+		k := s.i + j
+		n := 0
+		for p := k - 1; p >= s.i && s.b[p] == '\\'; p-- {
+			n++
+		}
+		s.i = k + 1
+		if n%2 == 0 {
+			return true
+		}
+	}
+}
+
+// skipValue moves past one JSON value (without validating it in detail).
+func (s *scanner) skipValue(depth int) bool {
+	if depth > 512 {
+		return false
+	}
+	switch s.peek() {
+	case '"':
+		return s.skipString()
+	case '{':
+		s.i++
+		if s.eat('}') {
+			return true
+		}
+		for {
+			if !s.skipString() || !s.eat(':') || !s.skipValue(depth+1) {
+				return false
+			}
+			if s.eat(',') {
+				continue
+			}
+			return s.eat('}')
+		}
+	case '[':
+		s.i++
+		if s.eat(']') {
+			return true
+		}
+		for {
+			if !s.skipValue(depth + 1) {
+				return false
+			}
+			if s.eat(',') {
+				continue
+			}
+			return s.eat(']')
+		}
+	case 0:
+		return false
+	}
+	start := s.i
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return s.i > start
+		}
+		s.i++
+	}
+	return s.i > start
+}
+
+// scanObject splits a JSON object into its members' raw values.
+func scanObject(b []byte) (map[string][]byte, bool) {
+	s := &scanner{b: b}
+	out := map[string][]byte{}
+	if !s.eat('{') {
+		return nil, false
+	}
+	if s.eat('}') {
+		return out, s.end()
+	}
+	for {
+		k, ok := s.str()
+		if !ok || !s.eat(':') {
+			return nil, false
+		}
+		s.ws()
+		start := s.i
+		if !s.skipValue(0) {
+			return nil, false
+		}
+		out[k] = b[start:s.i]
+		if s.eat(',') {
+			continue
+		}
+		if s.eat('}') {
+			return out, s.end()
+		}
+		return nil, false
+	}
+}

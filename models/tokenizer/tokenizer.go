@@ -145,10 +145,55 @@ func parseMerges(raw json.RawMessage) ([][2]string, error) {
 	return out, nil
 }
 
+// quickDecode fills raw using the fast scanner for the large vocab and merges; false means "use
+// encoding/json" (which then reports any error).
+func quickDecode(data []byte, raw *rawTokenizerJSON) bool {
+	top, ok := scanObject(data)
+	if !ok {
+		return false
+	}
+	model, ok := scanObject(top["model"])
+	if !ok {
+		return false
+	}
+	small := []byte{'{'}
+	for k, v := range model {
+		if k == "vocab" || k == "merges" {
+			continue
+		}
+		if len(small) > 1 {
+			small = append(small, ',')
+		}
+		kb, _ := json.Marshal(k)
+		small = append(append(append(small, kb...), ':'), v...)
+	}
+	small = append(small, '}')
+	if json.Unmarshal(small, &raw.Model) != nil {
+		return false
+	}
+	raw.Model.Vocab, raw.Model.Merges = model["vocab"], model["merges"]
+	if v, ok := top["added_tokens"]; ok && json.Unmarshal(v, &raw.AddedTokens) != nil {
+		return false
+	}
+	for k, dst := range map[string]*json.RawMessage{"normalizer": &raw.Normalizer, "pre_tokenizer": &raw.PreTokenizer,
+		"post_processor": &raw.PostProcessor, "decoder": &raw.Decoder} {
+		if v, ok := top[k]; ok {
+			if !json.Valid(v) {
+				return false
+			}
+			*dst = v
+		}
+	}
+	return true
+}
+
 func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	var raw rawTokenizerJSON
-	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, err
+	if !quickDecode(data, &raw) {
+		raw = rawTokenizerJSON{}
+		if err := json.Unmarshal(data, &raw); err != nil {
+			return nil, err
+		}
 	}
 	if raw.Model.Type != "" && raw.Model.Type != "BPE" {
 		return nil, fmt.Errorf("model.type %q is not supported (only BPE)", raw.Model.Type)
