@@ -216,3 +216,14 @@ func TestTurnEndBeforeClosingEOS(t *testing.T) {
 		t.Fatal("markerPrefix")
 	}
 }
+
+func TestNonePrintsLikePython(t *testing.T) {
+	tpl, err := New(`{%- for m in messages -%}[{{- m.content -}}|{{ m.missing }}|{{ none }}|{{ m.content if m.content is none else 'x' }}]{%- endfor %}`, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tpl.RenderJSON([]byte(`[{"role":"assistant","content":null}]`), false, nil)
+	if err != nil || got != "[None||None|None]" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+}

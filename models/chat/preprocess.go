@@ -20,11 +20,13 @@ import (
 //   - `for k, v in xs if cond` ignores cond in the engine; it becomes
 //     `for lorakit_kv in xs if cond'` + `set k = lorakit_kv[0]` + `set v = lorakit_kv[1]`, cond' using
 //     lorakit_kv[0]/[1] (loop.index/last keep Jinja2's filtered meaning).
+//   - {{ x }} prints "None" for none in Python (the engine prints nothing): x becomes lorakit_out(x).
 //   - `x in y` and `for x in y` with y None raise "argument of type 'NoneType' is not iterable" in
 //     Python (the engine answers false / loops zero times): y becomes lorakit_iter(y), which fails on None.
 const (
 	varWS   = "lorakit_ws"
 	varIter = "lorakit_iter"
+	varOut  = "lorakit_out"
 )
 
 // pyWhitespace is every code point for which Python's str.isspace() is true.
@@ -43,6 +45,15 @@ var errNoneIterable = errors.New("argument of type 'NoneType' is not iterable")
 func helperVars() map[string]jinja.Value {
 	return map[string]jinja.Value{
 		varWS: jinja.NewString(pyWhitespace),
+		varOut: jinja.NewCallable(varOut, func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			if len(args) != 1 {
+				return jinja.Undefined(), errors.New(varOut + ": want one argument")
+			}
+			if args[0].IsNone() {
+				return jinja.NewString("None"), nil
+			}
+			return args[0], nil
+		}),
 		varIter: jinja.NewCallable(varIter, func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 			if len(args) != 1 {
 				return jinja.Undefined(), errors.New(varIter + ": want one argument")
@@ -90,7 +101,11 @@ func preprocess(src string) string {
 		if closeTok == "%}" {
 			code = rewritePairLoop(code)
 		}
-		b.WriteString(rewriteCode(code))
+		code = rewriteCode(code)
+		if closeTok == "}}" {
+			code = wrapOutput(code)
+		}
+		b.WriteString(code)
 		b.WriteString(closeTok)
 		i = end + 2
 	}
@@ -275,4 +290,26 @@ func maskStrings(code string) string {
 		i++
 	}
 	return string(masked)
+}
+
+// wrapOutput turns the code of a {{ }} tag into lorakit_out(code), keeping whitespace-control marks.
+func wrapOutput(code string) string {
+	lo, hi := 0, len(code)
+	for lo < hi && (code[lo] == ' ' || code[lo] == '\t' || code[lo] == '\n' || code[lo] == '\r') {
+		lo++
+	}
+	if lo < hi && (code[lo] == '-' || code[lo] == '+') {
+		lo++
+	}
+	for hi > lo && (code[hi-1] == ' ' || code[hi-1] == '\t' || code[hi-1] == '\n' || code[hi-1] == '\r') {
+		hi--
+	}
+	if hi > lo && (code[hi-1] == '-' || code[hi-1] == '+') {
+		hi--
+	}
+	expr := strings.TrimSpace(code[lo:hi])
+	if expr == "" {
+		return code
+	}
+	return code[:lo] + " " + varOut + "(" + expr + ") " + code[hi:]
 }
