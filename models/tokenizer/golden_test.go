@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,25 @@ func sharedDir(t testing.TB) string {
 		t.Fatalf("LORAKIT_SHARED=%s: %v", dir, err)
 	}
 	return dir
+}
+
+// sharedToks caches shared tokenizers across tests (a Tokenizer is safe for concurrent use).
+var sharedToks = struct {
+	sync.Mutex
+	m map[string]*Tokenizer
+}{m: map[string]*Tokenizer{}}
+
+func loadShared(dir string) (*Tokenizer, error) {
+	sharedToks.Lock()
+	defer sharedToks.Unlock()
+	if tok, ok := sharedToks.m[dir]; ok {
+		return tok, nil
+	}
+	tok, err := Load(dir)
+	if err == nil {
+		sharedToks.m[dir] = tok
+	}
+	return tok, err
 }
 
 func readJSONL[T any](t testing.TB, path string) []T {
@@ -76,7 +96,7 @@ func TestGoldenFamilies(t *testing.T) {
 	for _, fam := range families {
 		t.Run(fam, func(t *testing.T) {
 			start := time.Now()
-			tok, err := Load(filepath.Join(shared, "tokenizers", fam))
+			tok, err := loadShared(filepath.Join(shared, "tokenizers", fam))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +144,7 @@ func TestGoldenFamilies(t *testing.T) {
 
 func TestGoldenStories260K(t *testing.T) {
 	shared := sharedDir(t)
-	tok, err := Load(filepath.Join(shared, "models", "stories260K"))
+	tok, err := loadShared(filepath.Join(shared, "models", "stories260K"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +183,7 @@ func TestGoldenStories260K(t *testing.T) {
 func TestMetaSplitEnabled(t *testing.T) {
 	shared := sharedDir(t)
 	for _, dir := range []string{"tokenizers/llama2", "tokenizers/mistral", "tokenizers/gemma3", "models/stories260K"} {
-		tok, err := Load(filepath.Join(shared, dir))
+		tok, err := loadShared(filepath.Join(shared, dir))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,7 +197,7 @@ func TestRoundTripShared(t *testing.T) {
 	shared := sharedDir(t)
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, fam := range families {
-		tok, err := Load(filepath.Join(shared, "tokenizers", fam))
+		tok, err := loadShared(filepath.Join(shared, "tokenizers", fam))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -211,7 +231,7 @@ func TestOracleRegressions(t *testing.T) {
 		// " " + a Unicode 16 letter is one piece for tokenizers' Oniguruma.
 		{"deepseek_v3", "=zZ|\U000befc5 \U00014287\r. \t@", []int{31, 92, 60, 94, 177, 125, 126, 230, 86387, 245, 235, 232, 204, 16, 223, 200, 34}},
 	} {
-		tok, err := Load(filepath.Join(shared, "tokenizers", c.fam))
+		tok, err := loadShared(filepath.Join(shared, "tokenizers", c.fam))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -275,7 +275,7 @@ func TestMetaSplitEquivalence(t *testing.T) {
 	toks := []*Tokenizer{mustParse(t, synthSentencePiece(t), "")}
 	if shared := os.Getenv("LORAKIT_SHARED"); shared != "" {
 		for _, dir := range []string{"models/stories260K", "tokenizers/llama2", "tokenizers/gemma3"} {
-			tok, err := Load(filepath.Join(shared, dir))
+			tok, err := loadShared(filepath.Join(shared, dir))
 			if err != nil {
 				t.Fatal(err)
 			}
