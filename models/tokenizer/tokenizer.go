@@ -6,6 +6,24 @@
 // each remaining segment is normalised, normalised added tokens are cut out, the rest is pre-tokenised and
 // every pre-token is merged by BPE; the post-processor adds BOS/EOS when asked. A Tokenizer is safe for
 // concurrent use.
+//
+// Supported components: normalizers Sequence, Prepend, Replace (string or regex), NFC/NFD/NFKC/NFKD,
+// Lowercase, Strip, StripAccents, BertNormalizer; pre-tokenizers Sequence, Split (all behaviours, invert),
+// ByteLevel, Metaspace (prepend_scheme always/first/never), Digits, Punctuation, Whitespace,
+// WhitespaceSplit, BertPreTokenizer; post-processors TemplateProcessing, ByteLevel, Roberta/BertProcessing,
+// Sequence; decoders ByteLevel, Replace, ByteFallback, Fuse, Strip, Metaspace, WordPiece, BPEDecoder,
+// Sequence. Unsupported types (Unigram/WordPiece models, Precompiled normalizer, CTC decoder) are load
+// errors that name them.
+//
+// transformers behaviour on top of tokenizers: for tokenizer_class LlamaTokenizer(Fast) and
+// GemmaTokenizer(Fast) the special tokens added come from add_bos_token / add_eos_token (as
+// update_post_processor does; this is why DeepSeek-V3 gets a BOS its tokenizer.json does not add), and
+// Decode applies clean_up_tokenization_spaces when the config sets it (DecodeRaw does not).
+//
+// Regex split patterns run on regexp2 (.NET syntax, close to Oniguruma) with Go's Unicode 15 tables widened
+// by the Unicode 16 assignments tokenizers' Oniguruma knows; the GPT-2, Llama 3 and Qwen patterns have
+// hand-written matchers. Known gap: StripAccents/BertNormalizer use Go's mark tables, which know a few marks
+// (Unicode 13+) that tokenizers' tables do not.
 package tokenizer
 
 import (
