@@ -217,6 +217,20 @@ func TestRoundTripShared(t *testing.T) {
 			if got, dec := streamAll(tok, ids, false), tok.Decode(ids, false); got != dec {
 				t.Fatalf("%s: %q stream %q decode %q", fam, s, got, dec)
 			}
+			// Random ids (any token, special or byte piece) stream exactly like Decode.
+			raw := make([]int, r.IntN(12))
+			for k := range raw {
+				if r.IntN(3) == 0 && len(ids) > 0 {
+					raw[k] = ids[r.IntN(len(ids))]
+				} else {
+					raw[k] = r.IntN(tok.VocabSize())
+				}
+			}
+			for _, skip := range []bool{false, true} {
+				if got, dec := streamAll(tok, raw, skip), tok.Decode(raw, skip); got != dec {
+					t.Fatalf("%s: ids %v skip=%v: stream %q decode %q", fam, raw, skip, got, dec)
+				}
+			}
 		}
 	}
 }
