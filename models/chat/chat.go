@@ -158,6 +158,8 @@ func markerPrefix(a, b string) int {
 	return 0
 }
 
+func isSentinel(r rune) bool { return r >= 0xE000 && r <= 0xE007 }
+
 func isSpace(r rune) bool { return r == ' ' || r == '\n' || r == '\t' || r == '\r' }
 
 // Render renders msgs exactly as Hugging Face apply_chat_template(tokenize=False) does. reasoning_content
@@ -273,7 +275,11 @@ func (t *Template) renderSpans(msgs []Message, addGenerationPrompt bool) (string
 		// Two renderings with different sentinels: content that happens to start or end like one
 		// sentinel cannot start or end like the other, so the widest of the two differences is exact.
 		start, end := len(full), 0
-		for _, sent := range [2][2]string{{sentA, sentR}, {sentB, sentR2}} {
+		sents := [][2]string{{sentA, sentR}, {sentB, sentR2}}
+		if !strings.ContainsFunc(m.Content, isSentinel) && !strings.ContainsFunc(m.ReasoningContent, isSentinel) {
+			sents = sents[:1] // the text cannot start or end like the sentinel: one rendering is exact
+		}
+		for _, sent := range sents {
 			copy(alt, msgs)
 			alt[k].Content = sent[0]
 			if m.ReasoningContent != "" {
