@@ -174,8 +174,13 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		}
 		return "max_tokens"
 	}
+	seenLines, readable := 0, 0
 	err := scanLines(in, func(n int, line []byte) error {
+		seenLines++
 		_, s, err := SplitScored(line)
+		if err == nil {
+			readable++
+		}
 		if err != nil || s.Error != "" {
 			return nil
 		}
@@ -187,6 +192,9 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if seenLines > 0 && readable == 0 {
+		return nil, fmt.Errorf("data: filter: %s has no scored lines (run lorakit data score first)", in)
 	}
 	// keep-top: rank candidates (best first), keep ceil(frac·n)
 	topKeep := map[int32]bool{}

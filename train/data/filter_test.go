@@ -60,6 +60,10 @@ func TestFilter(t *testing.T) {
 	if !strings.Contains(string(b), "<svg") || !strings.Contains(string(b), "cut 0.6") {
 		t.Fatalf("svg %s", b)
 	}
+	// an unscored file is refused
+	if _, err := Filter(writeFile(t, `{"prompt":"a","response":"b"}`+"\n"), out, FilterOptions{}); err == nil {
+		t.Fatal("unscored input accepted")
+	}
 	// keep scores
 	rep, err = Filter(in, out, FilterOptions{KeepScores: true})
 	if err != nil || rep.Kept != 8 {
