@@ -183,3 +183,33 @@ func TestGoldenSpanAlignment(t *testing.T) {
 		t.Logf("%s: %d conversations checked; segment-wise encoding differs from whole-string in %d", fam, checked, straddle)
 	}
 }
+
+// Every golden chat-template case: our rendering, encoded without special tokens, gives the golden ids
+// (what apply_chat_template(tokenize=True) returns).
+func TestGoldenChatTemplateIDs(t *testing.T) {
+	shared := sharedDir(t)
+	fams, _ := filepath.Glob(filepath.Join(shared, "golden", "chat_templates", "*.jsonl"))
+	if len(fams) == 0 {
+		t.Fatal("no goldens")
+	}
+	for _, path := range fams {
+		fam := strings.TrimSuffix(filepath.Base(path), ".jsonl")
+		tok, tpl := loadTokTpl(t, filepath.Join(shared, "tokenizers", fam))
+		n := 0
+		for _, g := range readGoldenLines(t, path) {
+			if g.Error != "" {
+				continue
+			}
+			text, err := tpl.RenderJSON(g.Messages, g.AddGenerationPrompt, g.TemplateKwargs)
+			if err != nil {
+				t.Errorf("%s %s: %v", fam, g.ID, err)
+				continue
+			}
+			if ids := tok.Encode(text, false); !equalInts(ids, g.IDs) {
+				t.Errorf("%s %s: ids\n got %v\nwant %v", fam, g.ID, ids, g.IDs)
+			}
+			n++
+		}
+		t.Logf("%s: %d cases", fam, n)
+	}
+}
