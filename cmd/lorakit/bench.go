@@ -64,7 +64,9 @@ type benchResult struct {
 	Batch         int       `json:"batch,omitempty"`
 	BatchStepMS   float64   `json:"batch_step_ms,omitempty"`
 	BatchRatio    float64   `json:"batch_step_ratio,omitempty"` // batch step time / batch-1 step time
-	MemGBs        float64   `json:"mem_read_gb_s,omitempty"`    // read bandwidth measured in the same run
+	MemGBs        float64   `json:"mem_read_gb_s,omitempty"`    // median read bandwidth, measured before each tg run
+	MemRuns       []float64 `json:"mem_read_runs_gb_s,omitempty"`
+	BWRatio       float64   `json:"tg_bandwidth_fraction,omitempty"` // median over runs of run GB/s ÷ bandwidth just before
 	RSSMB         float64   `json:"rss_mb"`
 	AnchorPP      float64   `json:"llamacpp_pp_tok_s,omitempty"`
 	AnchorTG      float64   `json:"llamacpp_tg_tok_s,omitempty"`
@@ -166,12 +168,8 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			if modelDir != "" && dtype != "nf4" {
 				res.DType = storedDType(m)
 			}
-			if err := runBench(m, &res, reps, batch, cpuprofile, ppProfile, errw); err != nil {
+			if err := runBench(m, &res, reps, batch, !noMem, cpuprofile, ppProfile, errw); err != nil {
 				return err
-			}
-			res.RSSMB = peakRSSMB()
-			if !noMem {
-				res.MemGBs = readBandwidth(m.Pool)
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
@@ -353,7 +351,9 @@ func storedDType(m *llama.Model) string {
 }
 
 // runBench times pp (one warm-up, then reps runs) and tg (reps runs of gen steps from an empty cache).
-func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile, ppProfile string, errw io.Writer) error {
+// Peak RSS is read after prefill (the largest activations), before the bandwidth probe's buffer exists. With
+// probe, the read bandwidth is measured right before each tg run, and each run's GB/s is compared with it.
+func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpuprofile, ppProfile string, errw io.Writer) error {
 	c := m.Config
 	rng := rand.New(rand.NewPCG(3, 4))
 	toks := make([]int, res.Prompt)
@@ -392,6 +392,12 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile, ppP
 	layerParams := float64(H*Q + 2*H*KV + Q*H + 3*H*I)
 	flops := float64(c.NumHiddenLayers)*(2*layerParams*P+2*P*P*float64(Q)) + 2*float64(H*c.VocabSize)
 	res.PPGFlopS = round1(flops / (float64(res.Prompt) / res.PPTokS) / 1e9)
+	res.RSSMB = peakRSSMB()
+	var bw *bwProbe
+	var bws, ratios []float64
+	if probe {
+		bw = newBWProbe(m.Pool)
+	}
 
 	if stop, err = startProfile(cpuprofile); err != nil {
 		return err
@@ -413,14 +419,30 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, cpuprofile, ppP
 		return float64(res.Gen) / time.Since(t0).Seconds(), nil
 	}
 	for r := 0; r < reps; r++ {
+		var b float64
+		if bw != nil {
+			b = bw.measure()
+		}
 		v, err := tgOnce()
 		if err != nil {
 			return err
 		}
 		res.TGRuns = append(res.TGRuns, round1(v))
+		if bw != nil {
+			bws = append(bws, b)
+			ratios = append(ratios, float64(res.BytesPerToken)*v/1e9/b)
+		}
 	}
 	res.TGTokS = round1(median(res.TGRuns))
 	res.GBs = round1(float64(res.BytesPerToken) * res.TGTokS / 1e9)
+	if bw != nil {
+		res.MemGBs = round1(median(bws))
+		res.BWRatio = math.Round(median(ratios)*100) / 100
+		res.MemRuns = bws
+		for i := range res.MemRuns {
+			res.MemRuns[i] = round1(res.MemRuns[i])
+		}
+	}
 
 	if batch > 1 {
 		seqs := make([]llama.Seq, batch)
@@ -506,30 +528,37 @@ func peakRSSMB() float64 {
 	return 0
 }
 
-// readBandwidth measures the read bandwidth of a 256 MiB buffer with the decode access pattern (every thread
-// streams a contiguous range through the AVX2 dot kernel); best of 5 passes, in GB/s.
-func readBandwidth(p *kernels.Pool) float64 {
-	buf := make([]float32, 64<<20)
-	for i := range buf {
-		buf[i] = 1
+// bwProbe measures the machine's read bandwidth with the decode access pattern: every thread streams a
+// contiguous range of a 128 MiB buffer (4× the L3 of the project machine) through the dot kernel.
+type bwProbe struct {
+	p    *kernels.Pool
+	buf  []float32
+	sums []float32
+}
+
+func newBWProbe(p *kernels.Pool) *bwProbe {
+	b := &bwProbe{p: p, buf: make([]float32, 32<<20), sums: make([]float32, 64)}
+	for i := range b.buf {
+		b.buf[i] = 1
 	}
-	sums := make([]float32, 64)
+	return b
+}
+
+// measure returns the best of three passes in GB/s.
+func (b *bwProbe) measure() float64 {
 	best := 0.0
-	for r := 0; r < 6; r++ {
+	per := len(b.buf) / len(b.sums)
+	for r := 0; r < 3; r++ {
 		t0 := time.Now()
-		p.For(len(sums), func(lo, hi int) {
-			per := len(buf) / len(sums)
+		b.p.For(len(b.sums), func(lo, hi int) {
 			for i := lo; i < hi; i++ {
-				b := buf[i*per : (i+1)*per]
-				sums[i] = kernels.Dot(b, b)
+				v := b.buf[i*per : (i+1)*per]
+				b.sums[i] = kernels.Dot(v, v)
 			}
 		})
-		if r > 0 {
-			best = max(best, float64(len(buf)*4)/time.Since(t0).Seconds()/1e9)
-		}
+		best = max(best, float64(len(b.buf)*4)/time.Since(t0).Seconds()/1e9)
 	}
-	runtime.KeepAlive(buf)
-	return round1(best)
+	return best
 }
 
 func printBench(w io.Writer, r *benchResult) {
@@ -541,7 +570,7 @@ func printBench(w io.Writer, r *benchResult) {
 	fmt.Fprintf(w, "\ntg%d: %.1f tok/s (runs %v), %.1f MB/token, %.1f GB/s", r.Gen, r.TGTokS, r.TGRuns,
 		float64(r.BytesPerToken)/1e6, r.GBs)
 	if r.MemGBs > 0 {
-		fmt.Fprintf(w, " (%.0f%% of the %.1f GB/s read bandwidth measured now)", 100*r.GBs/r.MemGBs, r.MemGBs)
+		fmt.Fprintf(w, " (%.0f%% of the read bandwidth measured before each run, median %.1f GB/s, runs %v)", 100*r.BWRatio, r.MemGBs, r.MemRuns)
 	}
 	if r.AnchorTG > 0 {
 		fmt.Fprintf(w, ", %.2f× llama.cpp (%.1f)", r.TGTokS/r.AnchorTG, r.AnchorTG)
