@@ -214,6 +214,8 @@ func (s *Server) routes() *echo.Echo {
 		var oe *openai.Error
 		var he *echo.HTTPError
 		switch {
+		case errors.Is(err, context.Canceled):
+			return // the client went away; nobody reads a reply
 		case errors.As(err, &oe):
 		case errors.As(err, &he):
 			switch he.Code {
@@ -261,7 +263,9 @@ func (s *Server) countMW(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			var oe *openai.Error
 			var he *echo.HTTPError
-			if errors.As(err, &oe) {
+			if errors.Is(err, context.Canceled) {
+				status = statusClientClosed
+			} else if errors.As(err, &oe) {
 				status = oe.Status
 			} else if errors.As(err, &he) {
 				status = he.Code
@@ -273,6 +277,9 @@ func (s *Server) countMW(next echo.HandlerFunc) echo.HandlerFunc {
 		return err
 	}
 }
+
+// statusClientClosed is nginx's 499, counted in /metrics for requests whose client disconnected.
+const statusClientClosed = 499
 
 func (s *Server) shutdownMW(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
