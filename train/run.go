@@ -205,6 +205,9 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 		start = ts.Step
 		history = ts.History
 		rep.Logf("resumed from %s at step %d", ck, start)
+		if start >= pl.total {
+			rep.Logf("the checkpoint is already at step %d of %d: writing the outputs only", start, pl.total)
+		}
 	}
 	if err := writeJSON(filepath.Join(cfg.Out, "training_args.json"), cfg); err != nil {
 		return nil, err
@@ -311,7 +314,7 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 	if err := writeOutputs(cfg, m, net, history); err != nil {
 		return nil, err
 	}
-	res.Steps = pl.total
+	res.Steps = max(pl.total, start)
 	if n := len(history); n > 0 {
 		res.Loss = history[n-1].Loss
 		res.EvalLoss = history[n-1].EvalLoss
