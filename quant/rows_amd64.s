@@ -4,9 +4,10 @@
 
 // func nf4RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, lut *[16]float32, rows, nb, bs int)
 //
-// Per 8 packed bytes (16 elements): VPMOVZXBD puts each byte in a dword d. The low nibble's value is
-// VPERMPS(d, LUT[0:8]) or VPERMPS(d, LUT[8:16]) chosen by bit 3 (d<<28 as the VBLENDVPS mask); the high
-// nibble's the same with d>>4 and bit 7 (d<<24). The two LUT halves are multiplied by the block's absmax
+// Per 8 packed bytes (16 elements): VPMOVSXBD puts each byte in a dword d, sign-extended so that bit 7
+// (the high nibble's top bit) is already bit 31. The low nibble's value is VPERMPS(d, LUT[0:8]) or
+// VPERMPS(d, LUT[8:16]) chosen by bit 3 (d<<28 as the VBLENDVPS mask); the high nibble's the same with d>>4
+// and d itself as the mask. The two LUT halves are multiplied by the block's absmax
 // once per block. Four accumulators, two groups of 16 elements per iteration.
 TEXT ·nf4RowsAVX2(SB), NOSPLIT, $0-64
 	MOVQ y+0(FP), DI
@@ -39,29 +40,27 @@ blockloop:
 	MOVQ R10, R12
 
 grouploop:
-	VPMOVZXBD (SI), Y8
+	VPMOVSXBD (SI), Y8
 	VPSRLD    $4, Y8, Y9
 	VPSLLD    $28, Y8, Y10
-	VPSLLD    $24, Y8, Y11
 	VPERMPS   Y2, Y8, Y12
 	VPERMPS   Y3, Y8, Y13
 	VBLENDVPS Y10, Y13, Y12, Y14
 	VPERMPS   Y2, Y9, Y12
 	VPERMPS   Y3, Y9, Y13
-	VBLENDVPS Y11, Y13, Y12, Y15
+	VBLENDVPS Y8, Y13, Y12, Y15
 	VFMADD231PS (DX), Y15, Y4
 	VFMADD231PS 32(DX), Y14, Y5
 
-	VPMOVZXBD 8(SI), Y8
+	VPMOVSXBD 8(SI), Y8
 	VPSRLD    $4, Y8, Y9
 	VPSLLD    $28, Y8, Y10
-	VPSLLD    $24, Y8, Y11
 	VPERMPS   Y2, Y8, Y12
 	VPERMPS   Y3, Y8, Y13
 	VBLENDVPS Y10, Y13, Y12, Y14
 	VPERMPS   Y2, Y9, Y12
 	VPERMPS   Y3, Y9, Y13
-	VBLENDVPS Y11, Y13, Y12, Y15
+	VBLENDVPS Y8, Y13, Y12, Y15
 	VFMADD231PS 64(DX), Y15, Y6
 	VFMADD231PS 96(DX), Y14, Y7
 
@@ -133,7 +132,7 @@ blockloop4:
 	MOVQ R10, R12
 
 grouploop4:
-	VPMOVZXBD (SI), Y12
+	VPMOVSXBD (SI), Y12
 	VPSLLD    $28, Y12, Y13
 	VPERMPS   Y2, Y12, Y14
 	VPERMPS   Y3, Y12, Y15
@@ -143,7 +142,6 @@ grouploop4:
 	VFMADD231PS 32(DX)(R14*2), Y14, Y10
 	VFMADD231PS 32(DX)(AX*1), Y14, Y11
 	VPSRLD    $4, Y12, Y13
-	VPSLLD    $24, Y12, Y12
 	VPERMPS   Y2, Y13, Y15
 	VPERMPS   Y3, Y13, Y13
 	VBLENDVPS Y12, Y13, Y15, Y15
@@ -285,7 +283,7 @@ blockloop2:
 	MOVQ R10, R12
 
 grouploop2:
-	VPMOVZXBD (SI), Y12
+	VPMOVSXBD (SI), Y12
 	VPSLLD    $28, Y12, Y13
 	VPERMPS   Y2, Y12, Y14
 	VPERMPS   Y3, Y12, Y15
@@ -293,7 +291,6 @@ grouploop2:
 	VFMADD231PS 32(DX), Y14, Y8
 	VFMADD231PS 32(DX)(R14*1), Y14, Y9
 	VPSRLD    $4, Y12, Y13
-	VPSLLD    $24, Y12, Y12
 	VPERMPS   Y2, Y13, Y15
 	VPERMPS   Y3, Y13, Y13
 	VBLENDVPS Y12, Y13, Y15, Y15
@@ -347,16 +344,15 @@ blockloopD:
 	MOVQ R10, R12
 
 grouploopD:
-	VPMOVZXBD (SI), Y8
+	VPMOVSXBD (SI), Y8
 	VPSRLD    $4, Y8, Y9
 	VPSLLD    $28, Y8, Y10
-	VPSLLD    $24, Y8, Y11
 	VPERMPS   Y2, Y8, Y12
 	VPERMPS   Y3, Y8, Y13
 	VBLENDVPS Y10, Y13, Y12, Y14
 	VPERMPS   Y2, Y9, Y12
 	VPERMPS   Y3, Y9, Y13
-	VBLENDVPS Y11, Y13, Y12, Y15
+	VBLENDVPS Y8, Y13, Y12, Y15
 	VUNPCKLPS Y14, Y15, Y12
 	VUNPCKHPS Y14, Y15, Y13
 	VPERM2F128 $0x20, Y13, Y12, Y10
