@@ -7,6 +7,7 @@ import (
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/sample"
@@ -115,5 +116,18 @@ func (b *modelBackend) LoadAdapter(path string) (engine.Delta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s does not fit the base model: %w", path, err)
 	}
-	return a, nil
+	return &servedAdapter{a}, nil
+}
+
+// servedAdapter adds llama.RowsDelta to a LoRA adapter: Forward hands it all the rows of a batch that use it at
+// once, so prefill chunks and same-adapter decode rows go through A and B as one matrix product on the pool.
+type servedAdapter struct{ *lora.Adapter }
+
+var _ llama.RowsDelta = (*servedAdapter)(nil)
+
+// ApplyRows adds s·B·(A·x) to every row of y ([rows,out]) from x ([rows,in]).
+func (a *servedAdapter) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	if q := a.Modules[module]; q != nil && rows > 0 {
+		q.Apply(p, y, x, in, out)
+	}
 }
