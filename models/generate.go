@@ -17,6 +17,10 @@ type GenerateOptions struct {
 	Stop      []string       // stop when the new text contains one of these (it is cut from Text)
 	Adapter   llama.Delta    // nil: base model
 	IgnoreEOS bool           // do not stop at EOS ids
+	// Chat marks a prompt rendered by the chat template with the generation prompt: generation also stops at
+	// the template's end-of-turn marker (see TurnEnd), even with IgnoreEOS. The goldens and plain prompts leave
+	// it false.
+	Chat bool
 	// OnText, if set, receives the new text as it becomes final (never half a UTF-8 character, never part of a
 	// stop string). Returning an error stops generation with that error.
 	OnText func(text string) error
@@ -56,6 +60,14 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 	stream.Prime(promptIDs)  // the first new token decodes in context (e.g. keeps its leading space)
 	var text strings.Builder // new text so far (from the stream decoder)
 	emitted := 0             // bytes of text handed to OnText
+	var turnIDs []int
+	if o.Chat {
+		te := m.TurnEnd()
+		turnIDs = te.IDs
+		if te.Text != "" {
+			o.Stop = append(slices.Clip(o.Stop), te.Text)
+		}
+	}
 	maxStop := 0
 	for _, s := range o.Stop {
 		maxStop = max(maxStop, len(s))
@@ -87,7 +99,7 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 		id := smp.Sample(logits[0][0], history)
 		res.IDs = append(res.IDs, id)
 		history = append(history, id)
-		if !o.IgnoreEOS && slices.Contains(m.EOS, id) {
+		if !o.IgnoreEOS && slices.Contains(m.EOS, id) || slices.Contains(turnIDs, id) {
 			res.FinishReason = "stop"
 			break
 		}
@@ -133,6 +145,28 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 		res.Text = m.newText(promptIDs, res.IDs)
 	}
 	return res, nil
+}
+
+// TurnStop is how generation recognises the end of an assistant turn.
+type TurnStop struct {
+	IDs  []int  // a special token that ends the turn (e.g. <|im_end|>, <|eot_id|>, stories260K's <s>)
+	Text string // or, when the marker holds no special token, the marker as a stop string
+}
+
+// TurnEnd is the chat template's end-of-turn marker ((*chat.Template).TurnEnd) as a stop condition: the first
+// special token of the encoded marker (what follows it is formatting, e.g. a newline), or the marker text when it
+// has none. stories260K's marker "\n<s>" stops at <s> (id 1), so the newline before it stays in the text.
+func (m *Model) TurnEnd() TurnStop {
+	marker := m.Chat.TurnEnd()
+	if strings.TrimSpace(marker) == "" {
+		return TurnStop{}
+	}
+	for _, id := range m.Tok.Encode(marker, false) {
+		if m.Tok.IsSpecial(id) && id >= 0 && id < m.Config.VocabSize {
+			return TurnStop{IDs: []int{id}}
+		}
+	}
+	return TurnStop{Text: marker}
 }
 
 // newText is decode(prompt+ids) without the decode(prompt) prefix (or decode(ids) if that is not a prefix).

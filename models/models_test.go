@@ -122,8 +122,62 @@ func TestGoldenChat(t *testing.T) {
 		if !slices.Equal(res.IDs, g.GreedyIDs) {
 			t.Errorf("chat greedy\n got %v\nwant %v", res.IDs, g.GreedyIDs)
 		}
+		// The greedy continuations never reach the end-of-turn marker, so stopping there changes nothing.
+		res, err = m.Generate(context.Background(), g.IDs, GenerateOptions{MaxTokens: len(g.GreedyIDs), IgnoreEOS: true, Chat: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(res.IDs, g.GreedyIDs) {
+			t.Errorf("chat greedy with turn-end stop\n got %v\nwant %v", res.IDs, g.GreedyIDs)
+		}
 	})
+	// stories260K's end of turn is "\n<s>": generation stops at <s> (BOS, id 1), not at EOS (id 2).
+	if te := m.TurnEnd(); !slices.Equal(te.IDs, []int{1}) || te.Text != "" {
+		t.Errorf("TurnEnd %+v, want IDs [1]", te)
+	}
 }
+
+func TestGenerateTurnEnd(t *testing.T) {
+	m := mustLoad(t, tiny(t, testmodel.Options{Seed: 4}), LoadOptions{Threads: 1})
+	if id, _ := m.Tok.TokenID("<|im_end|>"); !slices.Equal(m.TurnEnd().IDs, []int{id}) {
+		t.Fatalf("ChatML TurnEnd %+v, want <|im_end|> id %d", m.TurnEnd(), id)
+	}
+	prompt := m.EncodePrompt("the dog was")
+	base, err := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A template whose end-of-turn marker is plain text (a piece of the greedy text) stops there as a stop string.
+	mid := len(base.Text) / 2
+	for mid < len(base.Text)-2 && !(isLetter(base.Text[mid]) && isLetter(base.Text[mid+1])) {
+		mid++
+	}
+	marker := base.Text[mid : mid+2]
+	tpl, err := chat.New("{% for message in messages %}{{ message['content'] + '"+marker+"' }}{% endfor %}", "<s>", "</s>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tpl.TurnEnd() != marker {
+		t.Skipf("template probe found turn end %q, not %q", tpl.TurnEnd(), marker)
+	}
+	m.Chat = tpl
+	if te := m.TurnEnd(); te.Text != marker || te.IDs != nil {
+		t.Fatalf("TurnEnd %+v, want text %q", te, marker)
+	}
+	r, err := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30, IgnoreEOS: true, Chat: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := base.Text[:strings.Index(base.Text, marker)]; r.FinishReason != "stop" || r.Text != want {
+		t.Fatalf("turn end %q: text %q (%s), want %q", marker, r.Text, r.FinishReason, want)
+	}
+	// Without Chat the marker means nothing.
+	if r, _ := m.Generate(context.Background(), prompt, GenerateOptions{MaxTokens: 30, IgnoreEOS: true}); r.FinishReason != "length" {
+		t.Fatalf("plain prompt stopped: %s", r.FinishReason)
+	}
+}
+
+func isLetter(b byte) bool { return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' }
 
 func tiny(t testing.TB, o testmodel.Options) string {
 	t.Helper()

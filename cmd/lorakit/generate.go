@@ -33,7 +33,8 @@ func newGenerateCmd() *cobra.Command {
 		Long: `Generate encodes --prompt (with the tokenizer's special tokens, e.g. BOS) or, with --chat, renders it as one
 user message through the model's chat template with the generation prompt, then generates up to --max-tokens
 new tokens. Generation stops at an EOS id (generation_config.json, config.json and the tokenizer's eos_token)
-or a --stop string. Sampling defaults come from generation_config.json (greedy when it does not set
+or a --stop string; with --chat also at the chat template's end-of-turn marker (e.g. <|im_end|>, <|eot_id|>,
+stories260K's <s>), even with --ignore-eos. Sampling defaults come from generation_config.json (greedy when it does not set
 do_sample); any sampling flag overrides them, and --temperature 0 is greedy.
 
 The new text is streamed to stdout. With --json one object is printed instead:
@@ -54,7 +55,8 @@ The new text is streamed to stdout. With --json one object is printed instead:
 				return err
 			}
 			defer m.Close()
-			o := models.GenerateOptions{MaxTokens: maxTokens, Sampling: m.Gen.Sampling(), Stop: stops, IgnoreEOS: ignoreEOS}
+			o := models.GenerateOptions{MaxTokens: maxTokens, Sampling: m.Gen.Sampling(), Stop: stops, IgnoreEOS: ignoreEOS,
+				Chat: useChat}
 			f := cmd.Flags()
 			if f.Changed("temperature") {
 				o.Sampling.Temperature = temperature

@@ -70,19 +70,11 @@ func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, 
 	c := cfg
 	H, Q, KV, I, V, D := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize, c.HeadDim
 	ld := &loader{ckpt: ckpt, opts: opts}
-	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: c.InvFreq()}
-	m.attnFn, m.deltaFn, m.softmaxFn = m.attentionRange, m.deltaRange, m.softmaxRows
-	if m.Pool == nil {
-		m.Pool = kernels.NewPool(opts.Threads)
-	}
+	m := newModel(cfg, opts)
 	m.EmbedTokens = ld.dense("model.embed_tokens.weight", V, H)
 	for l := range c.NumHiddenLayers {
 		p := "model.layers." + strconv.Itoa(l) + "."
-		var names [7]string
-		for i, n := range linearNames {
-			names[i] = p + n
-		}
-		m.names = append(m.names, names)
+		names := m.names[l]
 		L := &Layer{
 			InputLayernorm:         ld.vector(p+"input_layernorm.weight", H),
 			QProj:                  ld.linear(names[0], Q, H, c.AttentionBias),
@@ -112,6 +104,23 @@ func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, 
 		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", ckpt.Dir, len(ld.errs), errors.Join(ld.errs...))
 	}
 	return m, nil
+}
+
+// newModel returns a model without weights: its pool, rotary frequencies and module names.
+func newModel(cfg *Config, opts LoadOptions) *Model {
+	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: cfg.InvFreq()}
+	m.attnFn, m.deltaFn, m.softmaxFn = m.attentionRange, m.deltaRange, m.softmaxRows
+	if m.Pool == nil {
+		m.Pool = kernels.NewPool(opts.Threads)
+	}
+	for l := range cfg.NumHiddenLayers {
+		var names [7]string
+		for i, n := range linearNames {
+			names[i] = "model.layers." + strconv.Itoa(l) + "." + n
+		}
+		m.names = append(m.names, names)
+	}
+	return m
 }
 
 // loader collects every problem instead of stopping at the first.

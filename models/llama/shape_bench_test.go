@@ -1,0 +1,216 @@
+package llama
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// smolLM2Config is HuggingFaceTB/SmolLM2-135M's config.json (the shape of issue 3's benchmarks).
+const smolLM2Config = `{"architectures":["LlamaForCausalLM"],"model_type":"llama","hidden_size":576,
+"intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,
+"max_position_embeddings":8192,"rms_norm_eps":1e-5,"rope_theta":100000,"tie_word_embeddings":true,"bos_token_id":0,
+"eos_token_id":0,"hidden_act":"silu","torch_dtype":"bfloat16"}`
+
+// randomModel builds a model of cfg's shape with random f32 weights in memory (no file).
+func randomModel(tb testing.TB, cfgJSON string, threads int, seed uint64) *Model {
+	tb.Helper()
+	cfg, err := ParseConfig([]byte(cfgJSON))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	dense := func(rows, cols int) *nn.Dense {
+		w := make([]float32, rows*cols)
+		for i := range w {
+			w[i] = float32(rng.NormFloat64()) * 0.02
+		}
+		return &nn.Dense{Rows: rows, Cols: cols, DType: safetensors.F32, F32: w}
+	}
+	ones := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = 1
+		}
+		return v
+	}
+	H, Q, KV, I, V := cfg.HiddenSize, cfg.QDim(), cfg.KVDim(), cfg.IntermediateSize, cfg.VocabSize
+	m := newModel(cfg, LoadOptions{Threads: threads})
+	m.EmbedTokens = dense(V, H)
+	for range cfg.NumHiddenLayers {
+		m.Layers = append(m.Layers, &Layer{InputLayernorm: ones(H), QProj: dense(Q, H), KProj: dense(KV, H),
+			VProj: dense(KV, H), OProj: dense(H, Q), PostAttentionLayernorm: ones(H), GateProj: dense(I, H),
+			UpProj: dense(I, H), DownProj: dense(H, I)})
+	}
+	m.Norm = ones(H)
+	m.LMHead = m.EmbedTokens
+	return m
+}
+
+// BenchmarkDecodeBatchSmolLM2 times one decode step of 1 and of 8 sequences (context 64) on the smollm2-135m
+// shape with random f32 weights, alternating the two so that both see the same machine load, and reports
+// batch8/batch1: issue 3 wants it ≤ 2 (the weights are read once per step, not once per sequence).
+func BenchmarkDecodeBatchSmolLM2(b *testing.B) {
+	m := randomModel(b, smolLM2Config, 0, 1)
+	prompt := make([]int, 64)
+	for i := range prompt {
+		prompt[i] = (i*7919 + 13) % m.Config.VocabSize
+	}
+	mk := func(n int) []Seq {
+		seqs := make([]Seq, n)
+		for i := range seqs {
+			seqs[i] = Seq{Tokens: []int{100 + i}, Cache: m.NewCache(64 + 1024)}
+			if _, err := m.Forward([]Seq{{Tokens: prompt, Cache: seqs[i].Cache}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return seqs
+	}
+	one, eight := mk(1), mk(8)
+	step := func(seqs []Seq) time.Duration {
+		t0 := time.Now()
+		if _, err := m.Forward(seqs); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0)
+	}
+	step(one)
+	step(eight)
+	var t1, t8 []float64
+	b.ResetTimer()
+	for i := range b.N {
+		if i%512 == 511 { // keep the context near 64
+			for _, s := range append(one, eight...) {
+				s.Cache.Truncate(64)
+			}
+		}
+		t1 = append(t1, step(one).Seconds())
+		t8 = append(t8, step(eight).Seconds())
+	}
+	m1, m8 := median(t1), median(t8)
+	b.ReportMetric(m1*1e3, "ms/step-b1")
+	b.ReportMetric(m8*1e3, "ms/step-b8")
+	b.ReportMetric(m8/m1, "b8/b1")
+	b.ReportMetric(float64(m.Pool.Threads()), "threads")
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	for i := 1; i < len(s); i++ { // insertion sort: b.N is small
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s[len(s)/2]
+}
+
+// benchLoRA is a LoRA adapter computed like models/lora (T = X·Aᵀ, Y += s·T·Bᵀ) on every linear of the model.
+type benchLoRA struct {
+	pairs map[string]*benchPair
+}
+
+type benchPair struct {
+	A, B  []float32 // [r, in], [out, r]
+	r     int
+	scale float32
+}
+
+func newBenchLoRA(m *Model, r int, seed uint64) *benchLoRA {
+	rng := rand.New(rand.NewPCG(seed, 2))
+	d := &benchLoRA{pairs: map[string]*benchPair{}}
+	for _, mod := range m.Modules() {
+		if mod == "lm_head" {
+			continue
+		}
+		lin, _ := m.Linear(mod)
+		p := &benchPair{A: make([]float32, r*lin.In()), B: make([]float32, lin.Out()*r), r: r, scale: 2}
+		for i := range p.A {
+			p.A[i] = float32(rng.NormFloat64()) * 0.01
+		}
+		for i := range p.B {
+			p.B[i] = float32(rng.NormFloat64()) * 0.01
+		}
+		d.pairs[mod] = p
+	}
+	return d
+}
+
+func (d *benchLoRA) Apply(module string, y, x []float32, in, out int) {
+	d.ApplyRows(nil, module, y, x, 1, in, out)
+}
+
+func (d *benchLoRA) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	q := d.pairs[module]
+	if q == nil {
+		return
+	}
+	t := make([]float32, rows*q.r)
+	kernels.MatMulF32T(p, t, x, q.A, rows, q.r, in)
+	kernels.Gemm(p, false, true, rows, out, q.r, q.scale, t, q.r, q.B, q.r, 1, y, out)
+}
+
+// perRow hides ApplyRows: Forward then applies the delta one row at a time (the behaviour before RowsDelta).
+type perRow struct{ d *benchLoRA }
+
+func (p perRow) Apply(module string, y, x []float32, in, out int) { p.d.Apply(module, y, x, in, out) }
+
+// BenchmarkMixedAdaptersSmolLM2 times a decode step of 32 sequences (context 32) on the smollm2-135m shape:
+// base only, spread over 8 rank-16 adapters on every linear (grouped ApplyRows), and the same adapters applied
+// row by row. Issue 6 wants mixed ≥ 0.8× the base throughput, i.e. base/mixed time ≥ 0.8.
+func BenchmarkMixedAdaptersSmolLM2(b *testing.B) {
+	for _, threads := range []int{1, 0} {
+		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) { benchMixed(b, threads) })
+	}
+}
+
+func benchMixed(b *testing.B, threads int) {
+	m := randomModel(b, smolLM2Config, threads, 1)
+	var ads []*benchLoRA
+	for i := range 8 {
+		ads = append(ads, newBenchLoRA(m, 16, uint64(10+i)))
+	}
+	prompt := make([]int, 32)
+	for i := range prompt {
+		prompt[i] = (i*7919 + 13) % m.Config.VocabSize
+	}
+	const n = 32
+	base, mixed, rowwise := make([]Seq, n), make([]Seq, n), make([]Seq, n)
+	for i := range n {
+		c := m.NewCache(1024)
+		if _, err := m.Forward([]Seq{{Tokens: prompt, Cache: c}}); err != nil {
+			b.Fatal(err)
+		}
+		base[i] = Seq{Tokens: []int{100 + i}, Cache: c}
+		mixed[i] = Seq{Tokens: []int{100 + i}, Cache: c, Adapter: ads[i%8]}
+		rowwise[i] = Seq{Tokens: []int{100 + i}, Cache: c, Adapter: perRow{ads[i%8]}}
+	}
+	step := func(seqs []Seq) (wall, cpu float64) {
+		for _, s := range seqs {
+			s.Cache.Truncate(32) // all three runs share the caches; decode always at position 32
+		}
+		c0, t0 := cpuTime(b), time.Now()
+		if _, err := m.Forward(seqs); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(t0).Seconds(), (cpuTime(b) - c0).Seconds()
+	}
+	var w, c [3][]float64
+	b.ResetTimer()
+	for range b.N {
+		for k, seqs := range [][]Seq{base, mixed, rowwise} {
+			wall, cpu := step(seqs)
+			w[k], c[k] = append(w[k], wall), append(c[k], cpu)
+		}
+	}
+	b.ReportMetric(median(w[0])*1e3, "ms/step-base")
+	b.ReportMetric(median(w[1])*1e3, "ms/step-mixed")
+	b.ReportMetric(median(w[0])/median(w[1]), "mixed/base-tput")
+	b.ReportMetric(median(w[0])/median(w[2]), "perrow/base-tput")
+	b.ReportMetric(median(c[0])/median(c[1]), "mixed/base-cpu-tput")
+	b.ReportMetric(median(c[0])/median(c[2]), "perrow/base-cpu-tput")
+}
