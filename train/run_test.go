@@ -209,3 +209,44 @@ func TestInitAdapterAndValidation(t *testing.T) {
 		t.Fatal("invalid config accepted")
 	}
 }
+
+func TestLoadDataMasksAndBadLines(t *testing.T) {
+	dir := setupTiny(t)
+	m, err := LoadModel(filepath.Join(dir, "model"), 1, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := filepath.Join(dir, "mixed.jsonl")
+	os.WriteFile(p, []byte(`{"prompt":"hi","response":"there"}
+not json
+{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"},{"role":"assistant","content":"d"}]}
+{"instruction":"say","input":"x","output":"y"}
+`), 0o644)
+	var bad []error
+	d, err := LoadData(p, m, 512, false, false, func(e error) { bad = append(bad, e) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Stats.Kept != 3 || d.Stats.Bad != 1 || len(bad) != 1 {
+		t.Fatalf("stats %+v, reported %v", d.Stats, bad)
+	}
+	withPrompt, err := LoadData(p, m, 512, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if withPrompt.Stats.Targets <= d.Stats.Targets {
+		t.Fatalf("--train-on-prompt targets %d, without %d", withPrompt.Stats.Targets, d.Stats.Targets)
+	}
+	if _, err := LoadData(p, m, 512, false, true, nil); err == nil {
+		t.Fatal("--strict accepted a bad line")
+	}
+	// Truncation that leaves no response token drops the example and counts it.
+	short, err := LoadData(p, m, 4, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if short.Stats.Dropped == 0 {
+		t.Fatalf("nothing dropped at max-seq-len 4: %+v", short.Stats)
+	}
+}

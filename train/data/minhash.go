@@ -2,27 +2,37 @@ package data
 
 import "encoding/binary"
 
-// MinHash near-duplicate clustering over token shingles, streaming: each example's signature is cut
-// into bands; an example joins the cluster of the first earlier example sharing any band (LSH), else it
-// starts its own. With 14 bands of 8 rows, pairs with Jaccard similarity ≥ ~0.8 land in one cluster with
-// probability > 0.9, pairs below ~0.5 rarely do. Memory: one map entry per (example, band), at most
-// maxIndexEntries (about 300k examples, ~200 MB); past that, later examples are still matched against the
-// indexed ones but start no new clusters in the index (Full reports it).
+// MinHash near-duplicate clustering over token shingles, streaming: each example gets a signature of
+// mhBands·mhRows minimum hashes, cut into bands (LSH). An example whose band matches an earlier cluster's
+// band joins that cluster if their signatures agree on at least mhJoin of the positions (estimated Jaccard
+// similarity of the shingle sets ≥ 0.8), else it starts its own cluster. With 10 bands of 10 rows a pair
+// at similarity 0.9 is found with probability 0.99, at 0.8 with 0.68. Memory: one index entry per
+// (cluster, band) and a 400-byte signature per cluster, at most maxIndexEntries entries (about 400k
+// clusters); past that, later examples still join existing clusters but start none in the index
+// (Full reports it).
 const (
-	maxIndexEntries = 1 << 22
 	shingleLen      = 5
-	mhBands         = 14
-	mhRows          = 8
+	mhBands         = 10
+	mhRows          = 10
+	mhJoin          = 0.8
+	maxIndexEntries = 1 << 22
 )
 
 type minHash struct {
 	seeds [mhBands * mhRows]uint64
-	index map[uint64]int32 // band key → cluster (line number of its first example)
-	Full  bool             // the index reached maxIndexEntries
+	index map[uint64]int32   // band key → cluster (line number of its first example)
+	sigs  map[int32][]uint32 // cluster → signature of its first example
+	Full  bool               // the index reached maxIndexEntries
+}
+
+// sketch is the MinHash signature and band keys of one example.
+type sketch struct {
+	sig   []uint32
+	bands []uint64
 }
 
 func newMinHash() *minHash {
-	m := &minHash{index: map[uint64]int32{}}
+	m := &minHash{index: map[uint64]int32{}, sigs: map[int32][]uint32{}}
 	s := uint64(0x6c6f72616b6974)
 	for i := range m.seeds {
 		s = splitmix64(s)
@@ -38,10 +48,11 @@ func splitmix64(x uint64) uint64 {
 	return x ^ (x >> 31)
 }
 
-// bands returns the band keys of a token sequence (safe for concurrent use).
-func (m *minHash) bands(ids []int) []uint64 {
+// sketch computes the signature of a token sequence (safe for concurrent use). Sequences shorter than
+// shingleLen are one shingle.
+func (m *minHash) sketch(ids []int) *sketch {
 	if len(ids) == 0 {
-		return []uint64{}
+		return &sketch{}
 	}
 	var sig [mhBands * mhRows]uint64
 	for i := range sig {
@@ -64,32 +75,59 @@ func (m *minHash) bands(ids []int) []uint64 {
 			}
 		}
 	}
-	out := make([]uint64, mhBands)
+	sk := &sketch{sig: make([]uint32, len(sig)), bands: make([]uint64, mhBands)}
+	for i, v := range sig {
+		sk.sig[i] = uint32(v >> 32)
+	}
 	for b := range mhBands {
 		h := splitmix64(uint64(b) + 1)
 		for _, v := range sig[b*mhRows : (b+1)*mhRows] {
 			h = splitmix64(h ^ v)
 		}
-		out[b] = h
+		sk.bands[b] = h
 	}
-	return out
+	return sk
 }
 
-// assign returns the cluster of an example with the given bands and records them.
-func (m *minHash) assign(bands []uint64, line int) int {
+func similarity(a, b []uint32) float64 {
+	if len(a) != len(b) || len(a) == 0 {
+		return 0
+	}
+	same := 0
+	for i := range a {
+		if a[i] == b[i] {
+			same++
+		}
+	}
+	return float64(same) / float64(len(a))
+}
+
+// assign returns the cluster of an example and records it.
+func (m *minHash) assign(sk *sketch, line int) int {
+	if sk == nil || len(sk.bands) == 0 {
+		return line
+	}
 	cluster := line
-	for _, b := range bands {
-		if c, ok := m.index[b]; ok && int(c) < cluster {
+	for _, b := range sk.bands {
+		c, ok := m.index[b]
+		if !ok || int(c) >= cluster {
+			continue
+		}
+		if similarity(m.sigs[c], sk.sig) >= mhJoin {
 			cluster = int(c)
 		}
 	}
-	if len(m.index)+len(bands) > maxIndexEntries {
+	if cluster != line {
+		return cluster
+	}
+	if len(m.index)+len(sk.bands) > maxIndexEntries {
 		m.Full = true
 		return cluster
 	}
-	for _, b := range bands {
+	m.sigs[int32(line)] = sk.sig
+	for _, b := range sk.bands {
 		if _, ok := m.index[b]; !ok {
-			m.index[b] = int32(cluster)
+			m.index[b] = int32(line)
 		}
 	}
 	return cluster

@@ -104,7 +104,7 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 		cond   []int  // conversation ids (possibly truncated)
 		mask   []bool // mask over cond (Mask semantics of Encoded)
 		alone  []int  // BOS? + response ids
-		bands  []uint64
+		sketch *sketch
 		hasErr bool
 	}
 	var batch []*prepared
@@ -215,7 +215,7 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 		}
 		ex := it.ex
 		p.score = Score{Line: ex.Line, Format: ex.Format}
-		p.bands = mh.bands(o.Tok.Encode(contentText(ex.Messages), false))
+		p.sketch = mh.sketch(o.Tok.Encode(contentText(ex.Messages), false))
 		if ex.Line <= done {
 			return p // resumed: only the MinHash index is rebuilt
 		}
@@ -250,11 +250,7 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 	}
 	emit := func(it lineItem, p *prepared) error {
 		sum.Lines++
-		if p.bands != nil {
-			p.score.Cluster = mh.assign(p.bands, p.score.Line)
-		} else {
-			p.score.Cluster = p.score.Line
-		}
+		p.score.Cluster = mh.assign(p.sketch, p.score.Line)
 		if p.score.Line <= done {
 			return nil
 		}

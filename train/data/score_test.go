@@ -145,14 +145,25 @@ func TestMinHashNearDuplicates(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		other = append(other, (i*53+11)%97+300)
 	}
-	if c := m.assign(m.bands(base), 1); c != 1 {
+	if c := m.assign(m.sketch(base), 1); c != 1 {
 		t.Fatal(c)
 	}
-	if c := m.assign(m.bands(near), 2); c != 1 {
+	if c := m.assign(m.sketch(near), 2); c != 1 {
 		t.Fatalf("near duplicate got cluster %d", c)
 	}
-	if c := m.assign(m.bands(other), 3); c != 3 {
+	if c := m.assign(m.sketch(other), 3); c != 3 {
 		t.Fatalf("different text got cluster %d", c)
+	}
+	// short templated texts that differ in two of ~36 tokens (similarity ~0.6) stay apart
+	for i := 0; i < 30; i++ {
+		ids := []int{}
+		for j := 0; j < 36; j++ {
+			ids = append(ids, 500+j)
+		}
+		ids[17], ids[34] = 1000+i, 2000+i
+		if c := m.assign(m.sketch(ids), 10+i); c != 10+i {
+			t.Fatalf("templated text %d joined cluster %d", i, c)
+		}
 	}
 }
 
