@@ -314,9 +314,13 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), struct {
-					Lines, Kept, Dropped int
-					Reasons              map[string]int
-				}{rep.Lines, rep.Kept, rep.Dropped, rep.Reasons})
+					Lines      int                `json:"lines"`
+					Kept       int                `json:"kept"`
+					Dropped    int                `json:"dropped"`
+					Reasons    map[string]int     `json:"reasons"`
+					Thresholds map[string]float64 `json:"thresholds"`
+					Output     string             `json:"output"`
+				}{rep.Lines, rep.Kept, rep.Dropped, rep.Reasons, rep.Thresholds, out})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d lines, %d kept, %d dropped:%s; wrote %s\n",
 				args[0], rep.Lines, rep.Kept, rep.Dropped, fmtCounts(rep.Reasons), out)
