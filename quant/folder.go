@@ -44,7 +44,8 @@ type TensorReport struct {
 
 // FolderResult summarises QuantizeFolder.
 type FolderResult struct {
-	In, Out         string         `json:"-"`
+	In              string         `json:"in"`
+	Out             string         `json:"out"`
 	Type            Type           `json:"type"`
 	BlockSize       int            `json:"block_size"`
 	Double          bool           `json:"double_quant"`
