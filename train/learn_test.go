@@ -108,3 +108,65 @@ func indexByte(b []byte, c byte) int {
 	}
 	return len(b)
 }
+
+// TestMethodsExactMatch is the side-by-side run of issue 4 (not a unit test: set
+// LORAKIT_TRAIN_EM=1 and LORAKIT_SHARED): LoRA, QLoRA and full fine-tuning of
+// stories260K on two synthetic tasks, with steps, wall time, tokens/s and the
+// exact match on the training pairs. (Peak RSS per method needs one process per
+// method: `lorakit train` under /usr/bin/time.)
+func TestMethodsExactMatch(t *testing.T) {
+	if os.Getenv("LORAKIT_TRAIN_EM") == "" {
+		t.Skip("LORAKIT_TRAIN_EM not set")
+	}
+	model := sharedDir(t, "models/stories260K")
+	dir := t.TempDir()
+	copyTask := filepath.Join(dir, "copy.jsonl")
+	f, _ := os.Create(copyTask)
+	for _, w := range []string{"ball", "cat", "dog", "tree", "sun", "moon", "car", "bird", "fish", "cake", "hat", "box",
+		"bed", "cup", "toy", "red", "blue", "green", "big", "small", "happy", "sad", "fast", "slow", "park", "house",
+		"door", "boat", "book", "girl", "boy", "mom", "dad", "friend", "flower", "apple", "milk", "rain", "snow", "star", "duck"} {
+		j, _ := json.Marshal(map[string]string{"prompt": "Say the word " + w + ".", "response": w})
+		f.Write(append(j, '\n'))
+	}
+	f.Close()
+	sums := filepath.Join(dir, "sums.jsonl")
+	g, _ := os.Create(sums)
+	for a := 1; a <= 9; a++ {
+		for b := 1; b <= 9; b++ {
+			if (a*7+b*3)%2 == 0 {
+				j, _ := json.Marshal(map[string]string{"prompt": fmt.Sprintf("请帮我计算%d+%d等于几。", a, b), "response": fmt.Sprint(a + b)})
+				g.Write(append(j, '\n'))
+			}
+		}
+	}
+	g.Close()
+	for _, task := range []struct {
+		name, path string
+		steps      int
+	}{{"copy", copyTask, 150}, {"sums", sums, 300}} {
+		for _, method := range []string{"lora", "qlora", "full"} {
+			cfg := DefaultConfig()
+			cfg.Model, cfg.Data, cfg.Out = model, task.path, filepath.Join(dir, task.name+"-"+method)
+			cfg.Method, cfg.Rank, cfg.Alpha, cfg.BatchSize, cfg.MaxSteps, cfg.Threads = method, 16, 32, 8, task.steps, 2
+			cfg.LR = 3e-3
+			if method == "full" {
+				cfg.LR = 1e-3
+			}
+			t0 := time.Now()
+			res, err := Run(context.Background(), cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ec := EvalConfig{Model: model, Adapter: cfg.Out, Data: task.path, Threads: 2}
+			if method == "full" {
+				ec.Model, ec.Adapter = cfg.Out, ""
+			}
+			ev, err := Evaluate(context.Background(), ec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s %-5s: %d steps, %.1fs, %.0f tok/s, train loss %.3f, eval loss %.3f, exact match %.3f",
+				task.name, method, res.Steps, time.Since(t0).Seconds(), res.TokensPerSec, res.Loss, ev.Loss, ev.ExactMatch)
+		}
+	}
+}
