@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
@@ -76,6 +77,9 @@ func LoadModel(dir string, threads int, nf4 bool) (*Model, error) {
 		return nil, fmt.Errorf("%s: chat template: %w", dir, err)
 	}
 	m := &Model{Dir: dir, Ckpt: ck, Net: net, Tok: tok, Tpl: tpl, EOS: append([]int(nil), cfg.EOSTokenIDs...)}
+	if gen, err := models.LoadGenerationConfig(dir); err == nil {
+		m.EOS = append(m.EOS, gen.EOSTokenIDs...)
+	}
 	if id, ok := tok.EOS(); ok {
 		m.EOS = append(m.EOS, id)
 	}
