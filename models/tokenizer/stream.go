@@ -39,12 +39,12 @@ func (d *StreamDecoder) Add(id int) string {
 	}
 	raw := d.window()
 	cut := len(raw) - incompleteTail([]byte(raw))
-	if cut <= d.done {
-		return ""
+	out := ""
+	if cut > d.done {
+		out = lossyUTF8([]byte(raw[d.done:cut]))
+		d.done = cut
 	}
-	out := lossyUTF8([]byte(raw[d.done:cut]))
-	d.done = cut
-	if cut == len(raw) {
+	if cut == len(raw) && d.done == cut {
 		// Everything is out: keep the last token as context for the next one, unless it decodes to nothing
 		// on its own (then a Strip or Metaspace decoder would treat the next token as the first).
 		ctx := []string{tok}
