@@ -45,8 +45,8 @@ type Model struct {
 	mu     sync.Mutex // guards s
 	s      scratch
 	attnFn func(lo, hi int) // m.attentionRange, bound once so that Forward does not allocate a closure per layer
-	// m.deltaRange and m.softmaxRows, bound once likewise
-	deltaFn, softmaxFn func(lo, hi int)
+	// m.deltaRange and m.attentionHeads, bound once likewise
+	deltaFn, headsFn func(lo, hi int)
 }
 
 // LoadOptions tune Load.
@@ -109,7 +109,7 @@ func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, 
 // newModel returns a model without weights: its pool, rotary frequencies and module names.
 func newModel(cfg *Config, opts LoadOptions) *Model {
 	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: cfg.InvFreq()}
-	m.attnFn, m.deltaFn, m.softmaxFn = m.attentionRange, m.deltaRange, m.softmaxRows
+	m.attnFn, m.deltaFn, m.headsFn = m.attentionRange, m.deltaRange, m.attentionHeads
 	if m.Pool == nil {
 		m.Pool = kernels.NewPool(opts.Threads)
 	}
@@ -310,7 +310,7 @@ type scratch struct {
 	layer                                          int
 	short                                          []int     // rows attended one by one (see blockedMin)
 	blockS                                         []float32 // scores of a block of rows (attentionBlocked)
-	sm                                             softmaxJob
+	ab                                             blockJob  // the block attentionHeads works on
 
 	// Adapter deltas (see deltas): rows of the batch grouped by Delta value.
 	groups  []deltaGroup
@@ -682,61 +682,61 @@ func (m *Model) attentionRange(lo, hi int) {
 const blockedMin = 16
 
 // attentionBlocked computes the attention of the n new tokens of sq (rows r0..r0+n-1) with two GEMMs per head
-// and block of rows: S = Q_h·K_hᵀ/√D over the visible positions, a causal (and sliding-window) masked softmax
-// of each row of S, then att_h = S·V_h.
+// and block of rows: S = Q_h·K_hᵀ over the visible positions, a causal (and sliding-window) masked softmax of
+// each row of S/√D, then att_h = S·V_h. The heads of a block are spread over the pool, each with its own S.
 func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 	c := m.Config
 	s := &m.s
-	D, Q, KV, nh := c.HeadDim, c.QDim(), c.KVDim(), c.NumAttentionHeads
-	group := nh / c.NumKeyValueHeads
-	scale := float32(1 / math.Sqrt(float64(D)))
 	kc, n := sq.Cache, len(sq.Tokens)
-	p0 := kc.n // position of the first new token (the cache length advances after the last layer)
-	const blk = 128
-	for b0 := 0; b0 < n; b0 += blk {
-		bn := min(blk, n-b0)
-		hi := p0 + b0 + bn // keys [lo, hi) are visible to some row of the block
+	p0 := kc.n                // position of the first new token (the cache length advances after the last layer)
+	const blk = 128           // query rows per block
+	const maxScores = 1 << 22 // floats of S for all heads of a block (16 MB): long contexts take fewer rows
+	for b0, bn := 0, 0; b0 < n; b0 += bn {
 		lo := 0
 		if c.SlidingWindow > 0 {
 			lo = max(0, p0+b0-c.SlidingWindow+1)
 		}
+		bn = min(blk, n-b0, max(16, maxScores/(c.NumAttentionHeads*(p0+b0+blk-lo))))
+		hi := p0 + b0 + bn // keys [lo, hi) are visible to some row of the block
 		w := hi - lo
-		s.blockS = grow(s.blockS, bn*w)
-		S := s.blockS
-		for h := range nh {
-			off := (h / group) * D
-			qh := s.q[(r0+b0)*Q+h*D:]
-			kernels.Gemm(m.Pool, false, true, bn, w, D, 1, qh, Q, kc.k[l][lo*KV+off:], KV, 0, S, w)
-			s.sm = softmaxJob{S: S, w: w, pos0: p0 + b0, lo: lo, scale: scale}
-			m.Pool.For(bn, m.softmaxFn)
-			kernels.Gemm(m.Pool, false, false, bn, D, w, 1, S, w, kc.v[l][lo*KV+off:], KV, 0, s.att[(r0+b0)*Q+h*D:], Q)
-		}
+		s.blockS = grow(s.blockS, c.NumAttentionHeads*bn*w)
+		s.ab = blockJob{K: kc.k[l][lo*c.KVDim():], V: kc.v[l][lo*c.KVDim():], row0: r0 + b0, rows: bn, pos0: p0 + b0,
+			lo: lo, w: w}
+		m.Pool.For(c.NumAttentionHeads, m.headsFn)
 	}
+	s.ab = blockJob{}
 }
 
-// softmaxJob is the block of attention scores softmaxRows works on: row i of S ([rows, w]) holds the scores of
-// the query at position pos0+i against keys lo..lo+w-1.
-type softmaxJob struct {
-	S           []float32
-	w, pos0, lo int
-	scale       float32
+// blockJob is one block of query rows for attentionHeads: rows row0..row0+rows-1 of s.q (positions pos0...)
+// against the keys and values lo..lo+w-1 (K and V start at position lo).
+type blockJob struct {
+	K, V                    []float32
+	row0, rows, pos0, lo, w int
 }
 
-// softmaxRows turns rows [a, b) of s.sm.S into causal (and sliding-window) attention weights: scaled and
-// softmaxed over the visible keys, zero elsewhere.
-func (m *Model) softmaxRows(a, b int) {
-	j, win := &m.s.sm, m.Config.SlidingWindow
-	for i := a; i < b; i++ {
-		pos := j.pos0 + i
-		row := j.S[i*j.w : (i+1)*j.w]
-		first := 0
-		if win > 0 {
-			first = max(0, pos-win+1-j.lo)
+// attentionHeads runs the block s.ab for heads [h0, h1).
+func (m *Model) attentionHeads(h0, h1 int) {
+	c, s, j := m.Config, &m.s, &m.s.ab
+	D, Q, KV := c.HeadDim, c.QDim(), c.KVDim()
+	group := c.NumAttentionHeads / c.NumKeyValueHeads
+	scale := float32(1 / math.Sqrt(float64(D)))
+	for h := h0; h < h1; h++ {
+		off := (h / group) * D
+		S := s.blockS[h*j.rows*j.w : (h+1)*j.rows*j.w]
+		kernels.Gemm(nil, false, true, j.rows, j.w, D, 1, s.q[j.row0*Q+h*D:], Q, j.K[off:], KV, 0, S, j.w)
+		for i := range j.rows {
+			pos := j.pos0 + i
+			row := S[i*j.w : (i+1)*j.w]
+			first := 0
+			if c.SlidingWindow > 0 {
+				first = max(0, pos-c.SlidingWindow+1-j.lo)
+			}
+			last := pos - j.lo // inclusive
+			kernels.Scale(scale, row[first:last+1])
+			kernels.Softmax(row[first : last+1])
+			clear(row[:first])
+			clear(row[last+1:])
 		}
-		last := pos - j.lo // inclusive
-		kernels.Scale(j.scale, row[first:last+1])
-		kernels.Softmax(row[first : last+1])
-		clear(row[:first])
-		clear(row[last+1:])
+		kernels.Gemm(nil, false, false, j.rows, D, j.w, 1, S, j.w, j.V[off:], KV, 0, s.att[j.row0*Q+h*D:], Q)
 	}
 }

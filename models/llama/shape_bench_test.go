@@ -19,6 +19,11 @@ const smolLM2Config = `{"architectures":["LlamaForCausalLM"],"model_type":"llama
 
 // randomModel builds a model of cfg's shape with random f32 weights in memory (no file).
 func randomModel(tb testing.TB, cfgJSON string, threads int, seed uint64) *Model {
+	return randomModelDType(tb, cfgJSON, threads, seed, safetensors.F32)
+}
+
+// randomModelDType is randomModel with weights stored as dt (F32 or BF16).
+func randomModelDType(tb testing.TB, cfgJSON string, threads int, seed uint64, dt safetensors.DType) *Model {
 	tb.Helper()
 	cfg, err := ParseConfig([]byte(cfgJSON))
 	if err != nil {
@@ -29,6 +34,13 @@ func randomModel(tb testing.TB, cfgJSON string, threads int, seed uint64) *Model
 		w := make([]float32, rows*cols)
 		for i := range w {
 			w[i] = float32(rng.NormFloat64()) * 0.02
+		}
+		if dt == safetensors.BF16 {
+			u := make([]uint16, len(w))
+			for i, v := range w {
+				u[i] = safetensors.F32ToBF16(v)
+			}
+			return &nn.Dense{Rows: rows, Cols: cols, DType: dt, U16: u}
 		}
 		return &nn.Dense{Rows: rows, Cols: cols, DType: safetensors.F32, F32: w}
 	}
@@ -56,7 +68,13 @@ func randomModel(tb testing.TB, cfgJSON string, threads int, seed uint64) *Model
 // shape with random f32 weights, alternating the two so that both see the same machine load, and reports
 // batch8/batch1: issue 3 wants it ≤ 2 (the weights are read once per step, not once per sequence).
 func BenchmarkDecodeBatchSmolLM2(b *testing.B) {
-	m := randomModel(b, smolLM2Config, 0, 1)
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16} {
+		b.Run(string(dt), func(b *testing.B) { benchDecodeBatch(b, dt) })
+	}
+}
+
+func benchDecodeBatch(b *testing.B, dt safetensors.DType) {
+	m := randomModelDType(b, smolLM2Config, 0, 1, dt)
 	prompt := make([]int, 64)
 	for i := range prompt {
 		prompt[i] = (i*7919 + 13) % m.Config.VocabSize
