@@ -153,10 +153,14 @@ func pruneCheckpoints(dir string, keep int) {
 	}
 }
 
-// appendMetrics rewrites metrics.jsonl with the whole history (atomic, and a
-// resumed run drops lines past its checkpoint).
-func appendMetrics(out string, h []Metrics) error {
-	return atomicfile.Write(filepath.Join(out, "metrics.jsonl"), func(w *bufio.Writer) error {
+// metricsLog is OUT/metrics.jsonl: rewritten atomically with the history at
+// the start (a resumed run drops lines past its checkpoint), then one line
+// appended per step.
+type metricsLog struct{ f *os.File }
+
+func openMetrics(out string, h []Metrics) (*metricsLog, error) {
+	path := filepath.Join(out, "metrics.jsonl")
+	err := atomicfile.Write(path, func(w *bufio.Writer) error {
 		enc := json.NewEncoder(w)
 		for _, m := range h {
 			if err := enc.Encode(m); err != nil {
@@ -165,4 +169,25 @@ func appendMetrics(out string, h []Metrics) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &metricsLog{f: f}, nil
 }
+
+func (l *metricsLog) add(m Metrics) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if _, err := l.f.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("metrics.jsonl: %w", err)
+	}
+	return nil
+}
+
+func (l *metricsLog) close() { l.f.Close() }

@@ -236,6 +236,11 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 		return dir, err
 	}
 
+	mlog, err := openMetrics(cfg.Out, history)
+	if err != nil {
+		return nil, err
+	}
+	defer mlog.close()
 	rep.Start(pl.total, start)
 	tStart := time.Now()
 	var tokTotal int
@@ -301,7 +306,7 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 			met.EvalLoss = &el
 		}
 		history = append(history, met)
-		if err := appendMetrics(cfg.Out, history); err != nil {
+		if err := mlog.add(met); err != nil {
 			return nil, err
 		}
 		rep.Step(met, pl.total)
