@@ -250,3 +250,13 @@ not json
 		t.Fatalf("nothing dropped at max-seq-len 4: %+v", short.Stats)
 	}
 }
+
+func TestLRSchedules(t *testing.T) {
+	near := func(a, b float64) bool { return a-b < 1e-12 && b-a < 1e-12 }
+	if !near(LRAt("cosine", 1, 0, 10, 2), 0.5) || !near(LRAt("cosine", 1, 1, 10, 2), 1) || !near(LRAt("cosine", 1, 2, 10, 2), 1) {
+		t.Fatal("warmup")
+	}
+	if !near(LRAt("cosine", 1, 6, 10, 2), 0.5) || !near(LRAt("linear", 1, 6, 10, 2), 0.5) || !near(LRAt("constant", 1, 9, 10, 2), 1) {
+		t.Fatal("decay")
+	}
+}
