@@ -79,7 +79,6 @@ type Config struct {
 	PrefillChunk int
 	// MaxBodyBytes limits request bodies (default 8 MiB); larger bodies get 413.
 	MaxBodyBytes int64
-	// MaxStreamTokens is not used; reserved.
 }
 
 // Server is a running lorakit OpenAI-compatible server.

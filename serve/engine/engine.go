@@ -304,6 +304,23 @@ func (e *Engine) step() {
 	if err == nil && len(logits) != len(rows) {
 		err = fmt.Errorf("engine: backend returned %d logit rows for %d sequences", len(logits), len(rows))
 	}
+	if err != nil && len(rows) > 1 {
+		// One bad sequence must not fail the batch: the backend left every cache untouched, so run the rows one
+		// by one and fail only those that fail alone.
+		logits = make([][]float32, len(rows))
+		for i := range rows {
+			l, rerr := e.forward(rows[i : i+1])
+			if rerr == nil && len(l) != 1 {
+				rerr = fmt.Errorf("engine: backend returned %d logit rows for 1 sequence", len(l))
+			}
+			if rerr != nil {
+				e.finish(seqs[i], FinishError, rerr)
+				continue
+			}
+			logits[i] = l[0]
+		}
+		err = nil
+	}
 	if err != nil {
 		for _, s := range seqs {
 			e.finish(s, FinishError, err)
@@ -314,6 +331,9 @@ func (e *Engine) step() {
 	now := time.Now()
 	ready := make([]int, 0, len(seqs))
 	for i, s := range seqs {
+		if s.released {
+			continue // failed alone above
+		}
 		if s.chunk > 0 {
 			s.pos += s.chunk
 			if s.pos < len(s.req.Prompt) {

@@ -29,6 +29,7 @@ type fakeBackend struct {
 	hold     chan struct{} // if set, Forward waits until it is closed
 	eosAt    int
 	failNext bool
+	poison   int // a row whose first token is poison fails Forward (0 = off)
 }
 
 const fakeEOS = 256
@@ -51,6 +52,11 @@ func (b *fakeBackend) Forward(rows []Row) ([][]float32, error) {
 	b.mu.Unlock()
 	if fail {
 		return nil, errors.New("boom")
+	}
+	for _, r := range rows {
+		if b.poison != 0 && len(r.Tokens) > 0 && r.Tokens[0] == b.poison {
+			return nil, errors.New("poisoned row")
+		}
 	}
 	out := make([][]float32, len(rows))
 	for i, r := range rows {
@@ -421,5 +427,19 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestBadRowFailsAlone(t *testing.T) {
+	b := &fakeBackend{poison: '!', hold: make(chan struct{})}
+	e := newTestEngine(t, b, nil)
+	good, _ := e.Submit(context.Background(), &Request{Prompt: ids("ok"), MaxTokens: 5})
+	bad, _ := e.Submit(context.Background(), &Request{Prompt: ids("!x"), MaxTokens: 5})
+	close(b.hold)
+	if _, fin := collect(t, bad); fin.Finish != FinishError {
+		t.Fatalf("bad row: %+v", fin)
+	}
+	if text, fin := collect(t, good); text != fakeGenerate(ids("ok"), nil, 5) || fin.Finish != FinishLength {
+		t.Fatalf("good row hurt by the bad one: %q %+v", text, fin)
 	}
 }
