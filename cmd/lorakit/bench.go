@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -404,17 +405,25 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpu
 	}
 	defer stop()
 	seq := []llama.Seq{{Tokens: []int{0}, Cache: cache}}
+	// The decode loop runs under the profiler label caller=decode, so that
+	// `pprof -tagfocus caller=decode` shows the calling goroutine's wall time
+	// (the pool's workers are unlabelled).
 	tgOnce := func() (float64, error) {
 		cache.Reset()
 		tok := 1
+		var err error
 		t0 := time.Now()
-		for i := 0; i < res.Gen; i++ {
-			seq[0].Tokens[0] = tok
-			out, err := m.Forward(seq)
-			if err != nil {
-				return 0, fmt.Errorf("bench: decode: %w", err)
+		pprof.Do(context.Background(), pprof.Labels("caller", "decode"), func(context.Context) {
+			for i := 0; i < res.Gen && err == nil; i++ {
+				seq[0].Tokens[0] = tok
+				var out [][][]float32
+				if out, err = m.Forward(seq); err == nil {
+					tok = argmax(out[0][0])
+				}
 			}
-			tok = argmax(out[0][0])
+		})
+		if err != nil {
+			return 0, fmt.Errorf("bench: decode: %w", err)
 		}
 		return float64(res.Gen) / time.Since(t0).Seconds(), nil
 	}
