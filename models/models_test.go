@@ -18,6 +18,7 @@ import (
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/sample"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/models/tokenizer"
 	"github.com/lorakit/lorakit/quant"
 )
 
@@ -437,5 +438,29 @@ func TestAdapterCLIPath(t *testing.T) {
 	la, _ := m.Net.Forward([]llama.Seq{{Tokens: prompt, Adapter: loaded}})
 	if slices.Equal(lb[0][0], la[0][0]) {
 		t.Fatalf("adapter did not change the logits (ids %v vs %v)", base.IDs, with.IDs)
+	}
+}
+
+// TestTurnEndFamilies checks the end-of-turn stop of each shared tokenizer family's chat template.
+func TestTurnEndFamilies(t *testing.T) {
+	sh := sharedDir(t)
+	want := map[string]string{"deepseek_v3": "<｜end▁of▁sentence｜>", "gemma3": "<end_of_turn>", "llama2": "</s>",
+		"llama3": "<|eot_id|>", "mistral": "</s>", "qwen3": "<|im_end|>"}
+	for fam, tokName := range want {
+		dir := filepath.Join(sh, "tokenizers", fam)
+		tok, err := tokenizer.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc := tok.Config()
+		tpl, err := chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken)
+		if err != nil {
+			t.Fatalf("%s: %v", fam, err)
+		}
+		m := &Model{Tok: tok, Chat: tpl, Config: &llama.Config{VocabSize: tok.VocabSize()}}
+		te := m.TurnEnd()
+		if len(te.IDs) != 1 || tok.Token(te.IDs[0]) != tokName || te.Text != "" {
+			t.Errorf("%s: TurnEnd %+v, want the id of %s", fam, te, tokName)
+		}
 	}
 }
