@@ -303,14 +303,14 @@ type Seq struct {
 // scratch holds the activations of one Forward call; it only grows, so steady-state decoding does not allocate
 // except for the returned logits.
 type scratch struct {
-	x, xn, q, k, v, att, tmp, gate, up, hn, logits []float32
-	scores                                         [][]float32
-	rowSeq, rowPos, outRows                        []int
-	batch                                          []Seq // the current call's batch, for attentionRange
-	layer                                          int
-	short                                          []int     // rows attended one by one (see blockedMin)
-	blockS                                         []float32 // scores of a block of rows (attentionBlocked)
-	ab                                             blockJob  // the block attentionHeads works on
+	x, xn, q, k, v, att, tmp, gate, up, hn []float32
+	scores                                 [][]float32
+	rowSeq, rowPos, outRows                []int
+	batch                                  []Seq // the current call's batch, for attentionRange
+	layer                                  int
+	short                                  []int     // rows attended one by one (see blockedMin)
+	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
+	ab                                     blockJob  // the block attentionHeads works on
 
 	// Adapter deltas (see deltas): rows of the batch grouped by Delta value.
 	groups  []deltaGroup
@@ -494,13 +494,12 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	s.batch = nil
 
 	// Final norm and the LM head, only on the rows whose logits were asked for.
-	s.hn, s.logits = grow(s.hn, R*H), grow(s.logits, R*V)
+	s.hn = grow(s.hn, R*H)
 	for o, r := range s.outRows {
 		kernels.RMSNorm(s.hn[o*H:(o+1)*H], s.x[r*H:(r+1)*H], m.Norm, eps)
 	}
-	m.LMHead.Forward(m.Pool, s.logits, s.hn, R)
 	flat := make([]float32, R*V)
-	copy(flat, s.logits)
+	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
 	out := make([][][]float32, len(batch))
 	o = 0
 	for i, sq := range batch {
