@@ -7,6 +7,7 @@ import (
 	spnn "github.com/nlpodyssey/spago/nn"
 
 	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/nn"
 )
 
 // lossFn is the LM head fused with masked cross-entropy:
@@ -100,7 +101,6 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		return nil
 	}
 	var w []float32
-	release := func() {}
 	if f.w != nil {
 		w = vals(f.w)
 		hsum := f.env.get(n * d)
@@ -113,11 +113,17 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		f.env.put(hsum)
 		f.env.accGradPut(f.w, v, d, dW)
 	} else if needsGrad(f.h) {
-		w, release = f.env.baseWeight(f.head)
+		if dw, ok := denseF32(f.head); ok {
+			w = dw
+		}
 	}
 	if needsGrad(f.h) {
 		dhs := f.env.get(n * d)
-		kernels.Gemm(f.env.Pool, false, false, n, d, v, gs, f.dlogits, v, w, d, 0, dhs, d)
+		if w != nil {
+			kernels.Gemm(f.env.Pool, false, false, n, d, v, gs, f.dlogits, v, w, d, 0, dhs, d)
+		} else {
+			f.headGradChunked(dhs, gs)
+		}
 		dh := f.env.getZero(f.m * d)
 		for i, r := range f.rows {
 			row := dh[r*d : (r+1)*d]
@@ -128,8 +134,38 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		f.env.put(dhs)
 		f.env.accGradPut(f.h, f.m, d, dh)
 	}
-	release()
 	f.env.put(f.dlogits)
 	f.dlogits = nil
 	return nil
+}
+
+// headChunk is the number of vocabulary rows of a non-f32 LM head expanded at once.
+const headChunk = 2048
+
+// headGradChunked computes dhs = gs·dlogits·W for a bf16/f16/quantised head
+// without expanding the whole [V, D] matrix: W is expanded in slices of rows.
+func (f *lossFn) headGradChunked(dhs []float32, gs float32) {
+	n, d, v := len(f.rows), f.d, f.v
+	clear(dhs)
+	buf := f.env.get(headChunk * d)
+	defer f.env.put(buf)
+	dense, isDense := f.head.(*nn.Dense)
+	var full []float32
+	if !isDense { // quantised or unknown: one full expansion
+		var release func()
+		full, release = f.env.baseWeight(f.head)
+		defer release()
+	}
+	for v0 := 0; v0 < v; v0 += headChunk {
+		v1 := min(v0+headChunk, v)
+		wc := buf[:(v1-v0)*d]
+		if isDense {
+			for r := v0; r < v1; r++ {
+				dense.Row(r, wc[(r-v0)*d:(r-v0+1)*d])
+			}
+		} else {
+			wc = full[v0*d : v1*d]
+		}
+		kernels.Gemm(f.env.Pool, false, false, n, d, v1-v0, gs, f.dlogits[v0:], v, wc, d, 1, dhs, d)
+	}
 }

@@ -360,16 +360,28 @@ func TestSwiGLUGrad(t *testing.T) {
 }
 
 func TestLossGrad(t *testing.T) {
-	for _, full := range []bool{false, true} {
+	for _, kind := range []string{"f32", "bf16", "full"} {
+		full := kind == "full"
 		rng := rand.New(rand.NewPCG(11, 12))
 		m, d, v := 5, 4, 9
+		if kind == "bf16" {
+			v = 2*headChunk + 9 // several chunks of the chunked bf16 head gradient
+		}
 		h := newLeaf(rng, "h", m, d, 1)
 		wl := newLeaf(rng, "W", v, d, 1)
-		rows, targets := []int{1, 2, 4}, []int{3, 8, 0}
+		rows, targets := []int{1, 2, 4}, []int{3, v - 1, 0}
 		denom := float32(5)
 		env := NewEnv(nil)
 		leaves := []*leaf{h}
 		var head BaseLinear = &nn.Dense{Rows: v, Cols: d, DType: safetensors.F32, F32: wl.data}
+		if kind == "bf16" {
+			u := make([]uint16, len(wl.data))
+			for i, x := range wl.data {
+				u[i] = safetensors.F32ToBF16(x)
+				wl.data[i] = safetensors.BF16ToF32(u[i])
+			}
+			head = &nn.Dense{Rows: v, Cols: d, DType: safetensors.BF16, U16: u}
+		}
 		var wp *spnn.Param
 		if full {
 			leaves, head, wp = append(leaves, wl), nil, wl.p
