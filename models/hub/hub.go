@@ -82,7 +82,7 @@ func Download(ctx context.Context, repo string, o Options) (*Result, error) {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	res := &Result{Dir: o.Dir}
+	res := &Result{Dir: o.Dir, Downloaded: []string{}, Skipped: []string{}}
 	for _, f := range want {
 		got, err := fetch(ctx, repo, f, o)
 		if err != nil {
