@@ -9,6 +9,7 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
+	"github.com/lorakit/lorakit/quant"
 )
 
 // smolLM2Config is HuggingFaceTB/SmolLM2-135M's config.json (the shape of issue 3's benchmarks).
@@ -22,7 +23,8 @@ func randomModel(tb testing.TB, cfgJSON string, threads int, seed uint64) *Model
 	return randomModelDType(tb, cfgJSON, threads, seed, safetensors.F32)
 }
 
-// randomModelDType is randomModel with weights stored as dt (F32 or BF16).
+// randomModelDType is randomModel with weights stored as dt: F32, BF16, or "nf4" (the linear layers of the
+// decoder quantised, embedding and tied LM head f32).
 func randomModelDType(tb testing.TB, cfgJSON string, threads int, seed uint64, dt safetensors.DType) *Model {
 	tb.Helper()
 	cfg, err := ParseConfig([]byte(cfgJSON))
@@ -30,7 +32,7 @@ func randomModelDType(tb testing.TB, cfgJSON string, threads int, seed uint64, d
 		tb.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(seed, 1))
-	dense := func(rows, cols int) *nn.Dense {
+	dense := func(rows, cols int) *nn.Dense { // BF16 when dt is, else F32
 		w := make([]float32, rows*cols)
 		for i := range w {
 			w[i] = float32(rng.NormFloat64()) * 0.02
@@ -52,12 +54,22 @@ func randomModelDType(tb testing.TB, cfgJSON string, threads int, seed uint64, d
 		return v
 	}
 	H, Q, KV, I, V := cfg.HiddenSize, cfg.QDim(), cfg.KVDim(), cfg.IntermediateSize, cfg.VocabSize
+	lin := func(rows, cols int) nn.Linear {
+		if dt != "nf4" {
+			return dense(rows, cols)
+		}
+		q, err := nn.Quantize(dense(rows, cols), quant.Type("nf4"), false)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return q
+	}
 	m := newModel(cfg, LoadOptions{Threads: threads})
 	m.EmbedTokens = dense(V, H)
 	for range cfg.NumHiddenLayers {
-		m.Layers = append(m.Layers, &Layer{InputLayernorm: ones(H), QProj: dense(Q, H), KProj: dense(KV, H),
-			VProj: dense(KV, H), OProj: dense(H, Q), PostAttentionLayernorm: ones(H), GateProj: dense(I, H),
-			UpProj: dense(I, H), DownProj: dense(H, I)})
+		m.Layers = append(m.Layers, &Layer{InputLayernorm: ones(H), QProj: lin(Q, H), KProj: lin(KV, H),
+			VProj: lin(KV, H), OProj: lin(H, Q), PostAttentionLayernorm: ones(H), GateProj: lin(I, H),
+			UpProj: lin(I, H), DownProj: lin(H, I)})
 	}
 	m.Norm = ones(H)
 	m.LMHead = m.EmbedTokens
@@ -68,7 +80,7 @@ func randomModelDType(tb testing.TB, cfgJSON string, threads int, seed uint64, d
 // shape with random f32 weights, alternating the two so that both see the same machine load, and reports
 // batch8/batch1: issue 3 wants it ≤ 2 (the weights are read once per step, not once per sequence).
 func BenchmarkDecodeBatchSmolLM2(b *testing.B) {
-	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16} {
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16, "nf4"} {
 		b.Run(string(dt), func(b *testing.B) { benchDecodeBatch(b, dt) })
 	}
 }
