@@ -312,7 +312,7 @@ type scratch struct {
 	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
 	ab                                     blockJob  // the block attentionHeads works on
 
-	// Adapter deltas (see deltas): rows of the batch grouped by Delta value.
+	// Adapter deltas (see linear and groupDeltas): rows of the batch grouped by Delta value.
 	groups  []deltaGroup
 	perm    []int     // rows ordered by group; group g owns perm[g.off : g.off+g.n]
 	gx, gy  []float32 // gathered inputs and outputs of non-contiguous groups
@@ -494,6 +494,8 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		batch[i].Cache.n += len(batch[i].Tokens)
 	}
 	s.batch = nil
+	clear(s.groups) // do not keep adapters alive after the call
+	s.groups = s.groups[:0]
 
 	// Final norm and the LM head, only on the rows whose logits were asked for.
 	Rp := padRows(R)
