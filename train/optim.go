@@ -1,8 +1,11 @@
 package train
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/nlpodyssey/spago/mat"
 	spnn "github.com/nlpodyssey/spago/nn"
@@ -85,9 +88,35 @@ func GradNorm(params []*spnn.Param) float64 {
 	return math.Sqrt(s)
 }
 
-// ApplyUpdate runs spago's optimizer with strategy o over params.
-func ApplyUpdate(params []*spnn.Param, o *AdamW) error {
-	return optimizers.New(spnn.StreamParams(params), o).Optimize()
+// ApplyUpdate applies the strategy o (a spago optimizers.OptimizationStrategy)
+// to every param with a gradient, in parallel, and returns when all are done.
+//
+// It does not go through spago's optimizers.Optimizer.Optimize: in v1.1.0 that
+// function returns without waiting for its per-parameter goroutines on the
+// success path (no wg.Wait), so the next forward pass races with the updates
+// (found with -race), and a failing strategy can send on a closed channel.
+func ApplyUpdate(params []*spnn.Param, o optimizers.OptimizationStrategy) error {
+	errs := make([]error, len(params))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	workers := min(runtime.GOMAXPROCS(0), len(params))
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if params[i].HasGrad() {
+					errs[i] = o.OptimizeParams(params[i])
+				}
+			}
+		}()
+	}
+	for i := range params {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ZeroGrads clears the gradients of params (a cancelled step).
