@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 
+	spnn "github.com/nlpodyssey/spago/nn"
+
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/testmodel"
@@ -159,5 +161,38 @@ func TestNetGradient(t *testing.T) {
 			}
 			t.Logf("%d entries checked", checked)
 		})
+	}
+}
+
+// TestAdamWMatchesPyTorch checks two updates against torch.optim.AdamW's formulas, computed in float64.
+func TestAdamWMatchesPyTorch(t *testing.T) {
+	w0 := []float32{0.5, -1, 2}
+	grads := [][]float32{{0.1, -0.2, 0.3}, {-0.05, 0.4, 0.0}}
+	p := spnn.NewParam(newMat(3, 1, append([]float32(nil), w0...)))
+	const lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.1
+	o := &AdamW{LR: lr, Beta1: b1, Beta2: b2, Eps: eps, WeightDecay: wd, ClipCoef: 1}
+	w := []float64{0.5, -1, 2}
+	m, v := make([]float64, 3), make([]float64, 3)
+	for s, g := range grads {
+		p.AccGrad(newMat(3, 1, g))
+		o.Step = s + 1
+		if err := ApplyUpdate([]*spnn.Param{p}, o); err != nil {
+			t.Fatal(err)
+		}
+		for i := range w {
+			gi := float64(g[i])
+			w[i] *= 1 - lr*wd
+			m[i] = b1*m[i] + (1-b1)*gi
+			v[i] = b2*v[i] + (1-b2)*gi*gi
+			mh := m[i] / (1 - math.Pow(b1, float64(s+1)))
+			vh := v[i] / (1 - math.Pow(b2, float64(s+1)))
+			w[i] -= lr * mh / (math.Sqrt(vh) + eps)
+		}
+	}
+	got := vals(p)
+	for i := range w {
+		if math.Abs(float64(got[i])-w[i]) > 1e-6 {
+			t.Fatalf("w[%d] = %g, torch AdamW %g", i, got[i], w[i])
+		}
 	}
 }
