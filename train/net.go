@@ -86,6 +86,7 @@ type netLayer struct {
 	inNorm, postNorm   []float32   // frozen
 	inNormP, postNormP *spnn.Param // full fine-tuning
 	qNorm, kNorm       []float32
+	qNormP, kNormP     *spnn.Param // full fine-tuning (qwen3)
 	qkv, o, gu, down   []*Proj
 }
 
@@ -170,6 +171,10 @@ func NewNet(base *llama.Model, method Method, lo LoRAOptions) (*Net, error) {
 		if method == Full {
 			nl.inNormP = n.addParam(pre+"input_layernorm.weight", spnn.NewParam(newMat(H, 1, L.InputLayernorm)), false)
 			nl.postNormP = n.addParam(pre+"post_attention_layernorm.weight", spnn.NewParam(newMat(H, 1, L.PostAttentionLayernorm)), false)
+			if L.QNorm != nil {
+				nl.qNormP = n.addParam(pre+"self_attn.q_norm.weight", spnn.NewParam(newMat(len(L.QNorm), 1, L.QNorm)), false)
+				nl.kNormP = n.addParam(pre+"self_attn.k_norm.weight", spnn.NewParam(newMat(len(L.KNorm), 1, L.KNorm)), false)
+			}
 		}
 		lins := []nn.Linear{L.QProj, L.KProj, L.VProj, L.OProj, L.GateProj, L.UpProj, L.DownProj}
 		var ps []*Proj
@@ -342,7 +347,7 @@ func (n *Net) forward(batch []Sample, denom float32, train bool, seed uint64, wa
 		x := n.Env.RMSNorm(h, T, H, L.inNormP, L.inNorm, eps)
 		qkv := n.Env.Linear(x, T, L.qkv, train, ls)
 		if L.qNorm != nil {
-			qkv = n.Env.QKNorm(qkv, T, nh, kv, hd, L.qNorm, L.kNorm, eps)
+			qkv = n.Env.QKNorm(qkv, T, nh, kv, hd, L.qNorm, L.kNorm, L.qNormP, L.kNormP, eps)
 		}
 		qkv = n.Env.RoPE(qkv, T, Wqkv, (nh+kv)*hd, hd, pos, n.invFreq)
 		att := n.Env.Attention(qkv, T, nh, kv, hd, segs)

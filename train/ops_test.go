@@ -482,3 +482,36 @@ func TestLinearDropout(t *testing.T) {
 		}
 	}
 }
+
+func TestQKNormGrad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	m, h, kv, hd := 3, 2, 1, 4
+	w := (h + 2*kv) * hd
+	x := newLeaf(rng, "qkv", m, w, 1)
+	qw := newLeaf(rng, "q_norm", hd, 1, 1)
+	kw := newLeaf(rng, "k_norm", hd, 1, 1)
+	env := NewEnv(nil)
+	const eps = 1e-6
+	checkOp(t, []*leaf{x, qw, kw}, func() mat.Tensor { return env.QKNorm(x.p, m, h, kv, hd, nil, nil, qw.p, kw.p, eps) },
+		func(v [][]float64) []float64 {
+			y := append([]float64(nil), v[0]...)
+			for r := 0; r < m; r++ {
+				for j := 0; j < h+kv; j++ {
+					wt := v[1]
+					if j >= h {
+						wt = v[2]
+					}
+					o := r*w + j*hd
+					var ss float64
+					for i := 0; i < hd; i++ {
+						ss += v[0][o+i] * v[0][o+i]
+					}
+					inv := 1 / math.Sqrt(ss/float64(hd)+eps)
+					for i := 0; i < hd; i++ {
+						y[o+i] = v[0][o+i] * inv * wt[i]
+					}
+				}
+			}
+			return y
+		})
+}

@@ -58,17 +58,6 @@ func writeFullModel(out string, m *Model, net *Net) error {
 			return err
 		}
 	}
-	for l, L := range m.Net.Layers { // frozen qwen3 q_norm / k_norm
-		if L.QNorm != nil {
-			pre := fmt.Sprintf("model.layers.%d.self_attn.", l)
-			if err := add(pre+"q_norm.weight", []int{len(L.QNorm)}, L.QNorm); err != nil {
-				return err
-			}
-			if err := add(pre+"k_norm.weight", []int{len(L.KNorm)}, L.KNorm); err != nil {
-				return err
-			}
-		}
-	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
