@@ -77,7 +77,7 @@ func (p *Pool) matVec(t matVecTask) {
 		t.run(0, blocks)
 	} else {
 		p.mv = t
-		p.runLocked(blocks, 4*p.threads, &p.mv)
+		p.runLocked(blocks, 8*p.threads, &p.mv)
 		p.mv = matVecTask{}
 	}
 	p.mu.Unlock()
