@@ -538,7 +538,7 @@ func peakRSSMB() float64 {
 }
 
 // bwProbe measures the machine's read bandwidth with the decode access pattern: every thread streams a
-// contiguous range of a 128 MiB buffer (4× the L3 of the project machine) through the dot kernel.
+// contiguous range of a 256 MiB buffer (8× the L3 of the project machine) through the dot kernel.
 type bwProbe struct {
 	p    *kernels.Pool
 	buf  []float32
@@ -546,7 +546,7 @@ type bwProbe struct {
 }
 
 func newBWProbe(p *kernels.Pool) *bwProbe {
-	b := &bwProbe{p: p, buf: make([]float32, 32<<20), sums: make([]float32, 64)}
+	b := &bwProbe{p: p, buf: make([]float32, 64<<20), sums: make([]float32, 64)}
 	for i := range b.buf {
 		b.buf[i] = 1
 	}
