@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -438,6 +439,28 @@ func TestAdapterCLIPath(t *testing.T) {
 	la, _ := m.Net.Forward([]llama.Seq{{Tokens: prompt, Adapter: loaded}})
 	if slices.Equal(lb[0][0], la[0][0]) {
 		t.Fatalf("adapter did not change the logits (ids %v vs %v)", base.IDs, with.IDs)
+	}
+	// LoRA (rows together, grouped over sequences) gives the logits of the row-by-row adapter, also in a batch
+	// where the adapter's sequences are not adjacent.
+	prompts := [][]int{prompt, m.EncodePrompt("a cat sat on"), m.EncodePrompt("x")}
+	var want [][]float32
+	for _, p := range prompts {
+		l, _ := m.Net.Forward([]llama.Seq{{Tokens: p, Adapter: loaded, AllLogits: true}})
+		want = append(want, l[0]...)
+	}
+	batch := []llama.Seq{{Tokens: prompts[0], Adapter: LoRA{loaded}, AllLogits: true}, {Tokens: prompts[1], AllLogits: true},
+		{Tokens: prompts[1], Adapter: AsRows(loaded), AllLogits: true}, {Tokens: prompts[2], Adapter: LoRA{loaded}, AllLogits: true}}
+	got, err := m.Net.Forward(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := append(append(append([][]float32{}, got[0]...), got[2]...), got[3]...)
+	for r := range want {
+		for i := range want[r] {
+			if d := math.Abs(float64(rows[r][i] - want[r][i])); d > 1e-4 {
+				t.Fatalf("row %d: grouped LoRA differs from row-by-row by %g", r, d)
+			}
+		}
 	}
 }
 
