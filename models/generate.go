@@ -55,6 +55,7 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 	if err != nil {
 		return nil, err
 	}
+	step := []llama.Seq{{Tokens: []int{0}, Cache: cache, Adapter: o.Adapter}} // reused by every decode step
 	smp := sample.New(o.Sampling)
 	history := slices.Clone(promptIDs)
 	stream := m.Tok.NewStreamDecoder(true)
@@ -121,7 +122,8 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 		if len(res.IDs) == limit {
 			break
 		}
-		if logits, err = m.Net.Forward([]llama.Seq{{Tokens: []int{id}, Cache: cache, Adapter: o.Adapter}}); err != nil {
+		step[0].Tokens[0] = id
+		if logits, err = m.Net.Forward(step); err != nil {
 			return res, err
 		}
 	}
