@@ -4,21 +4,50 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/sample"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
 
 // FromModel adapts a loaded lorakit model folder to the server. The server never mutates its weights.
-func FromModel(m *models.Model) Model { return &modelBackend{m: m} }
+// Adapters are kept in f32 for an f32 base and in bf16 otherwise (see FromModelDType).
+func FromModel(m *models.Model) Model { b, _ := FromModelDType(m, "auto"); return b }
 
-type modelBackend struct{ m *models.Model }
+// FromModelDType is FromModel with the storage type of adapter weights: "f32", "bf16", or "auto" (f32 when the
+// base's linear layers are f32, else bf16 — vLLM's lora_dtype "auto"). Decoding is memory-bound, so bf16 adapters
+// halve the bytes each decode row reads for its LoRA; the products are still computed in f32.
+func FromModelDType(m *models.Model, adapterDType string) (Model, error) {
+	b := &modelBackend{m: m}
+	switch strings.ToLower(adapterDType) {
+	case "", "auto":
+		b.bf16 = true
+		if l, ok := m.Net.Linear("model.layers.0.self_attn.q_proj"); ok {
+			if d, ok := l.(*nn.Dense); ok && (d.DType == safetensors.DType("F32") || d.DType == "") {
+				b.bf16 = false
+			}
+		}
+	case "f32", "float32":
+	case "bf16", "bfloat16":
+		b.bf16 = true
+	default:
+		return nil, fmt.Errorf("adapter dtype %q is not one of auto, f32, bf16", adapterDType)
+	}
+	return b, nil
+}
+
+type modelBackend struct {
+	m    *models.Model
+	bf16 bool // adapters stored as bf16
+}
 
 func (b *modelBackend) NewState(maxLen int) engine.State { return b.m.Net.NewCache(maxLen) }
 
@@ -116,18 +145,82 @@ func (b *modelBackend) LoadAdapter(path string) (engine.Delta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s does not fit the base model: %w", path, err)
 	}
-	return &servedAdapter{a}, nil
+	sa := &servedAdapter{Adapter: a}
+	if b.bf16 {
+		sa.half = map[string]*pair16{}
+		for name, q := range a.Modules {
+			sa.half[name] = &pair16{A: toBF16(q.A), B: toBF16(q.B), R: q.R, Scale: q.Scale}
+		}
+	}
+	return sa, nil
 }
 
 // servedAdapter adds llama.RowsDelta to a LoRA adapter: Forward hands it all the rows of a batch that use it at
-// once, so prefill chunks and same-adapter decode rows go through A and B as one matrix product on the pool.
-type servedAdapter struct{ *lora.Adapter }
+// once, so prefill chunks and same-adapter decode rows go through A and B as one matrix product.
+type servedAdapter struct {
+	*lora.Adapter
+	half map[string]*pair16 // bf16 copies of every pair (nil: use the f32 pairs)
+}
 
-var _ llama.RowsDelta = (*servedAdapter)(nil)
+// pair16 is a LoRA pair stored as bf16 bit patterns: A [r, in], B [out, r].
+type pair16 struct {
+	A, B  []uint16
+	R     int
+	Scale float32
+}
+
+func toBF16(v []float32) []uint16 {
+	out := make([]uint16, len(v))
+	for i, f := range v {
+		out[i] = safetensors.F32ToBF16(f)
+	}
+	return out
+}
+
+var (
+	_        llama.RowsDelta = (*servedAdapter)(nil)
+	scratch                  = sync.Pool{New: func() any { return new([]float32) }}
+	inlineAt                 = 1 << 20 // below this many multiply-adds a pool hand-off costs more than it saves
+)
+
+// Apply adds s·B·(A·x) for one row (llama.Delta).
+func (a *servedAdapter) Apply(module string, y, x []float32, in, out int) {
+	a.ApplyRows(nil, module, y, x, len(x)/max(in, 1), in, out)
+}
 
 // ApplyRows adds s·B·(A·x) to every row of y ([rows,out]) from x ([rows,in]).
 func (a *servedAdapter) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
-	if q := a.Modules[module]; q != nil && rows > 0 {
-		q.Apply(p, y, x, in, out)
+	if rows <= 0 {
+		return
 	}
+	if a.half == nil {
+		if q := a.Modules[module]; q != nil {
+			if rows*q.R*(in+out) < inlineAt {
+				p = nil
+			}
+			q.Apply(p, y, x, in, out)
+		}
+		return
+	}
+	q := a.half[module]
+	if q == nil {
+		return
+	}
+	if len(q.A) != q.R*in || len(q.B) != out*q.R || len(x) != rows*in || len(y) != rows*out {
+		panic(fmt.Sprintf("serve: adapter %s: rows %d in %d out %d do not fit a rank-%d pair", module, rows, in, out, q.R))
+	}
+	if rows*q.R*(in+out) < inlineAt {
+		p = nil
+	}
+	bp := scratch.Get().(*[]float32)
+	need := rows * (q.R + out)
+	if cap(*bp) < need {
+		*bp = make([]float32, need)
+	}
+	buf := (*bp)[:need]
+	t, d := buf[:rows*q.R], buf[rows*q.R:]
+	kernels.MatMulBF16T(p, t, x, q.A, rows, q.R, in)  // T[rows, r] = X·Aᵀ
+	kernels.MatMulBF16T(p, d, t, q.B, rows, out, q.R) // D[rows, out] = T·Bᵀ
+	kernels.Axpy(q.Scale, d, y)                       // Y += s·D
+	scratch.Put(bp)
 }

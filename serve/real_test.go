@@ -179,3 +179,53 @@ func TestRenderChatKwargs(t *testing.T) {
 		t.Fatalf("%q %v / %q %v", p1, err1, p2, err2)
 	}
 }
+
+func TestBF16AdaptersMatchF32(t *testing.T) {
+	dir := t.TempDir()
+	if err := testmodel.Write(filepath.Join(dir, "m"), testmodel.Default()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.Load(filepath.Join(dir, "m"), models.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	writeRandomAdapter(t, m, filepath.Join(dir, "a"), 3)
+	logits := func(dtype string, withAdapter bool) []float32 {
+		be, err := FromModelDType(m, dtype)
+		if err != nil {
+			t.Fatal(err)
+		}
+		row := engine.Row{Tokens: []int{5, 6, 7, 8, 9}, State: be.NewState(64)}
+		if withAdapter {
+			if row.Adapter, err = be.LoadAdapter(filepath.Join(dir, "a")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := be.Forward([]engine.Row{row, {Tokens: []int{1, 2}, State: be.NewState(64), Adapter: row.Adapter}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out[0]
+	}
+	base, f32, bf16 := logits("f32", false), logits("f32", true), logits("bf16", true)
+	var effect, diff float64
+	for i := range base {
+		effect = max(effect, float64(abs32(f32[i]-base[i])))
+		diff = max(diff, float64(abs32(f32[i]-bf16[i])))
+	}
+	t.Logf("adapter effect on logits %.4f, bf16 vs f32 difference %.5f", effect, diff)
+	if effect < 0.1 || diff > effect/20 {
+		t.Fatalf("adapter effect %.4f, bf16 vs f32 difference %.4f", effect, diff)
+	}
+	if _, err := FromModelDType(m, "f8"); err == nil {
+		t.Fatal("bad dtype accepted")
+	}
+}
+
+func abs32(x float32) float32 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}

@@ -23,6 +23,7 @@ func init() { register(newServeCmd) }
 func newServeCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, quantType, host, apiKey, servedName string
+		adapterDType                                              string
 		adapters                                                  []string
 		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads int
 		prefillChunk                                              int
@@ -71,7 +72,11 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 			if servedName == "" {
 				servedName = filepath.Base(filepath.Clean(modelDir))
 			}
-			srv, err := serve.New(serve.Config{Model: serve.FromModel(m), ModelName: servedName, ModelRoot: modelDir,
+			backend, err := serve.FromModelDType(m, adapterDType)
+			if err != nil {
+				return fmt.Errorf("serve: --adapter-dtype: %w", err)
+			}
+			srv, err := serve.New(serve.Config{Model: backend, ModelName: servedName, ModelRoot: modelDir,
 				Adapters: named, AdapterDir: adapterDir, MaxLoadedAdapters: maxLoaded, AllowAnyAdapterPath: allowAnyPath,
 				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk})
 			if err != nil {
@@ -105,6 +110,7 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f.IntVar(&maxModelLen, "max-model-len", 0, "context window: prompt + completion tokens (0: the model's max_position_embeddings)")
 	f.StringVar(&servedName, "served-model-name", "", "name of the base model in the API (default: the model folder's name)")
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
+	f.StringVar(&adapterDType, "adapter-dtype", "auto", `adapter weight storage: "f32", "bf16", or "auto" (f32 for an f32 base, else bf16)`)
 	f.IntVar(&prefillChunk, "prefill-chunk", 256, "prompt tokens prefilled per engine step (a long prompt never stalls decoding longer than this)")
 	return cmd
 }
