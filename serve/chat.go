@@ -63,7 +63,7 @@ func (s *Server) handleChat(c echo.Context) error {
 		completion[i] = r.completion
 	}
 	out.Usage = usageOf(runs, completion, req.Sampling.N)
-	return c.JSON(http.StatusOK, out)
+	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, reasoning, startThink bool) error {

@@ -70,7 +70,7 @@ func (s *Server) handleCompletions(c echo.Context) error {
 		completion[i] = r.completion
 	}
 	out.Usage = usageOf(runs, completion, req.Sampling.N)
-	return c.JSON(http.StatusOK, out)
+	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) echoOnly(c echo.Context, req *openai.Completion, prompts [][]int, echoText []string) error {
@@ -93,7 +93,7 @@ func (s *Server) echoOnly(c echo.Context, req *openai.Completion, prompts [][]in
 	}
 	u.TotalTokens = u.PromptTokens
 	out.Usage = u
-	return c.JSON(http.StatusOK, out)
+	return writeJSON(c, http.StatusOK, out)
 }
 
 func (s *Server) completionLogprobs(toks []engine.TokenLogprob, offset int) *openai.CompletionLogprobs {

@@ -42,7 +42,7 @@ func (s *Server) cards() []openai.ModelCard {
 
 // handleModels is GET /v1/models.
 func (s *Server) handleModels(c echo.Context) error {
-	return c.JSON(http.StatusOK, openai.ModelList{Object: "list", Data: s.cards()})
+	return writeJSON(c, http.StatusOK, openai.ModelList{Object: "list", Data: s.cards()})
 }
 
 // handleModel is GET /v1/models/{model}.
@@ -50,7 +50,7 @@ func (s *Server) handleModel(c echo.Context) error {
 	name := c.Param("model")
 	for _, card := range s.cards() {
 		if card.ID == name {
-			return c.JSON(http.StatusOK, card)
+			return writeJSON(c, http.StatusOK, card)
 		}
 	}
 	return openai.ModelNotFound(name)

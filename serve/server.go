@@ -230,7 +230,7 @@ func (s *Server) routes() *echo.Echo {
 		default:
 			oe = openai.Internal("%v", err)
 		}
-		_ = c.JSON(oe.Status, openai.ErrorResponse{Error: oe})
+		_ = writeJSON(c, oe.Status, openai.ErrorResponse{Error: oe})
 	}
 	e.Use(s.recoverMW, s.countMW, s.shutdownMW, s.authMW, s.bodyLimitMW)
 	e.POST("/v1/chat/completions", s.handleChat)

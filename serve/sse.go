@@ -56,3 +56,14 @@ func (s *sse) raw(b []byte) {
 }
 
 func (s *sse) done() { s.raw([]byte("[DONE]")) }
+
+// writeJSON sends v as JSON without HTML escaping ("<think>" stays readable, as OpenAI sends it).
+func writeJSON(c echo.Context, status int, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	return c.Blob(status, echo.MIMEApplicationJSON, buf.Bytes())
+}
