@@ -435,7 +435,7 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		r += len(sq.Tokens)
 	}
 	m.groupDeltas(batch)
-	if len(s.groups) > 0 {
+	if slices.ContainsFunc(s.groups, func(g deltaGroup) bool { return g.first < 0 }) { // some rows are gathered
 		w := max(H, Q, KV, I)
 		s.gx, s.gy = grow(s.gx, T*w), grow(s.gy, T*w)
 	}
