@@ -180,7 +180,7 @@ func toBF16(v []float32) []uint16 {
 var (
 	_        llama.RowsDelta = (*servedAdapter)(nil)
 	scratch                  = sync.Pool{New: func() any { return new([]float32) }}
-	inlineAt                 = 1 << 20 // below this many multiply-adds a pool hand-off costs more than it saves
+	inlineAt                 = 1 << 16 // below this many multiply-adds a pool hand-off costs more than it saves
 )
 
 // Apply adds s·B·(A·x) for one row (llama.Delta).
