@@ -209,10 +209,29 @@ func mmTile3x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, l
 //go:noescape
 func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
+//go:noescape
+func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
 // matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ: 3×4 tiles
-// over K chunks of mmK (the X rows and W rows of a tile stay in L1), then the
-// K tail (k % 8) of those tiles, then the edge rows and columns with the
-// 4-row GEMV kernels.
+// over K chunks of mmK (the X rows and W rows of a tile stay in L1), the
+// leftover one or two rows with the 2×4 tile (one row: the same row twice),
+// then the K tail (k % 8 or k % 16) of those tiles, then the edge columns
+// (n % 4) with the 4-row GEMV kernels.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	k := t.k
 	wide := useAVX512
@@ -228,40 +247,30 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	ldy, ldx, ldw := t.ldy, t.ldx, t.ldw
 	iq := i0 + (i1-i0)/3*3 // end of full row triples
 	jq := j0 + (j1-j0)/4*4 // end of full column quads
+	// lx, ly: strides of the leftover rows (0: one row through the 2×4 tile)
+	lx, ly := ldx, ldy
+	if i1-iq == 1 {
+		lx, ly = 0, 0
+	}
 	for kb := 0; kb < k8; kb += mmK {
 		kc := min(mmK, k8-kb)
 		acc := 0
 		if kb > 0 || t.accum {
 			acc = 1
 		}
-		for i := i0; i < iq; i += 3 {
-			xp := &t.x[i*ldx+kb]
-			for j := j0; j < jq; j += 4 {
-				c := &t.y[i*ldy+j]
-				if wide {
-					switch t.kind {
-					case wF32:
-						mmTile3x4F32Z(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
-					case wBF16:
-						mmTile3x4BF16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-					case wF16:
-						mmTile3x4F16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-					}
-					continue
-				}
-				switch t.kind {
-				case wF32:
-					mmTile3x4F32(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
-				case wBF16:
-					mmTile3x4BF16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-				case wF16:
-					mmTile3x4F16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-				}
+		// W quad outer: its kc columns stay in L1 while every row of the
+		// block passes over them
+		for j := j0; j < jq; j += 4 {
+			for i := i0; i < iq; i += 3 {
+				t.tile3x4(wide, i, j, kb, kc, acc)
+			}
+			if iq < i1 {
+				t.tile2x4(wide, iq, j, kb, kc, lx, ly, acc)
 			}
 		}
 	}
 	if k8 < k { // K tail of the tiled part
-		for i := i0; i < iq; i++ {
+		for i := i0; i < i1; i++ {
 			for j := j0; j < jq; j++ {
 				s := t.y[i*ldy+j]
 				for l := k8; l < k; l++ {
@@ -271,7 +280,60 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 			}
 		}
 	}
-	matMulEdges(t, i0, i1, j0, j1, iq, jq)
+	matMulEdges(t, i0, i1, j0, j1, i1, jq)
+}
+
+// tile3x4 runs the 3×4 tile at X row i, W row j over K columns [kb, kb+kc).
+func (t *matMulTask) tile3x4(wide bool, i, j, kb, kc, acc int) {
+	ldy, ldx, ldw := t.ldy, t.ldx, t.ldw
+	xp := &t.x[i*ldx+kb]
+	c := &t.y[i*ldy+j]
+	if wide {
+		switch t.kind {
+		case wF32:
+			mmTile3x4F32Z(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
+		case wBF16:
+			mmTile3x4BF16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+		case wF16:
+			mmTile3x4F16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+		}
+		return
+	}
+	switch t.kind {
+	case wF32:
+		mmTile3x4F32(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
+	case wBF16:
+		mmTile3x4BF16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+	case wF16:
+		mmTile3x4F16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+	}
+}
+
+// tile2x4 runs the 2×4 tile at X row i, W row j with X/Y row strides lx, ly
+// (0, 0: one row).
+func (t *matMulTask) tile2x4(wide bool, i, j, kb, kc, lx, ly, acc int) {
+	ldw := t.ldw
+	xp := &t.x[i*t.ldx+kb]
+	c := &t.y[i*t.ldy+j]
+	if wide {
+		switch t.kind {
+		case wF32:
+			mmTile2x4F32Z(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
+		case wBF16:
+			mmTile2x4BF16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+		case wF16:
+			mmTile2x4F16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+		}
+		return
+	}
+	switch t.kind {
+	case wF32:
+		mmTile2x4F32(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
+	case wBF16:
+		mmTile2x4BF16(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+	case wF16:
+		mmTile2x4F16(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+	}
 }
 
 // matMulEdges computes the rows [iq, i1) over [j0, j1) and the columns

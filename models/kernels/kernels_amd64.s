@@ -268,6 +268,167 @@ store: \
 	VZEROUPPER \
 	RET
 
+// MMTILE2 is MMTILE for two rows of X (the leftover rows of a 3-row
+// blocking). With ldx == 0 and ldc == 0 it computes one row: both results
+// are read (acc) before either is stored, so the row is written twice with
+// the same value.
+#define MMTILE2(LOAD, esz) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldx+8(FP), AX \
+	SHLQ $2, AX \
+	LEAQ (SI)(AX*1), R8 \
+	MOVQ w+16(FP), DI \
+	MOVQ ldw+24(FP), AX \
+	IMULQ $esz, AX \
+	LEAQ (DI)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	MOVQ k+32(FP), CX \
+	XORQ BX, BX \
+	XORQ DX, DX \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y1, Y1, Y1 \
+	VXORPS Y2, Y2, Y2 \
+	VXORPS Y3, Y3, Y3 \
+	VXORPS Y4, Y4, Y4 \
+	VXORPS Y5, Y5, Y5 \
+	VXORPS Y6, Y6, Y6 \
+	VXORPS Y7, Y7, Y7 \
+loop: \
+	VMOVUPS (SI)(BX*1), Y12 \
+	VMOVUPS (R8)(BX*1), Y13 \
+	LOAD((DI)(DX*1), Y14) \
+	LOAD((R10)(DX*1), Y15) \
+	VFMADD231PS Y12, Y14, Y0 \
+	VFMADD231PS Y13, Y14, Y4 \
+	VFMADD231PS Y12, Y15, Y1 \
+	VFMADD231PS Y13, Y15, Y5 \
+	LOAD((R11)(DX*1), Y14) \
+	LOAD((R12)(DX*1), Y15) \
+	VFMADD231PS Y12, Y14, Y2 \
+	VFMADD231PS Y13, Y14, Y6 \
+	VFMADD231PS Y12, Y15, Y3 \
+	VFMADD231PS Y13, Y15, Y7 \
+	ADDQ $32, BX \
+	ADDQ $(8*esz), DX \
+	SUBQ $8, CX \
+	JG   loop \
+	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
+	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
+	MOVQ c+40(FP), AX \
+	MOVQ ldc+48(FP), BX \
+	SHLQ $2, BX \
+	LEAQ (AX)(BX*1), CX \
+	MOVQ acc+56(FP), R13 \
+	TESTQ R13, R13 \
+	JE   store \
+	VADDPS (AX), X0, X0 \
+	VADDPS (CX), X4, X4 \
+store: \
+	VMOVUPS X0, (AX) \
+	VMOVUPS X4, (CX) \
+	VZEROUPPER \
+	RET
+
+// MMTILE2_512 is MMTILE2 with 16-lane registers, k % 16 == 0.
+#define MMTILE2_512(LOAD, esz) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldx+8(FP), AX \
+	SHLQ $2, AX \
+	LEAQ (SI)(AX*1), R8 \
+	MOVQ w+16(FP), DI \
+	MOVQ ldw+24(FP), AX \
+	IMULQ $esz, AX \
+	LEAQ (DI)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	MOVQ k+32(FP), CX \
+	XORQ BX, BX \
+	XORQ DX, DX \
+	VPXORD Z0, Z0, Z0 \
+	VPXORD Z1, Z1, Z1 \
+	VPXORD Z2, Z2, Z2 \
+	VPXORD Z3, Z3, Z3 \
+	VPXORD Z4, Z4, Z4 \
+	VPXORD Z5, Z5, Z5 \
+	VPXORD Z6, Z6, Z6 \
+	VPXORD Z7, Z7, Z7 \
+loop: \
+	VMOVUPS (SI)(BX*1), Z12 \
+	VMOVUPS (R8)(BX*1), Z13 \
+	LOAD((DI)(DX*1), Z14) \
+	LOAD((R10)(DX*1), Z15) \
+	VFMADD231PS Z12, Z14, Z0 \
+	VFMADD231PS Z13, Z14, Z4 \
+	VFMADD231PS Z12, Z15, Z1 \
+	VFMADD231PS Z13, Z15, Z5 \
+	LOAD((R11)(DX*1), Z14) \
+	LOAD((R12)(DX*1), Z15) \
+	VFMADD231PS Z12, Z14, Z2 \
+	VFMADD231PS Z13, Z14, Z6 \
+	VFMADD231PS Z12, Z15, Z3 \
+	VFMADD231PS Z13, Z15, Z7 \
+	ADDQ $64, BX \
+	ADDQ $(16*esz), DX \
+	SUBQ $16, CX \
+	JG   loop \
+	VEXTRACTF64X4 $1, Z0, Y12 \
+	VADDPS Y12, Y0, Y0 \
+	VEXTRACTF64X4 $1, Z1, Y12 \
+	VADDPS Y12, Y1, Y1 \
+	VEXTRACTF64X4 $1, Z2, Y12 \
+	VADDPS Y12, Y2, Y2 \
+	VEXTRACTF64X4 $1, Z3, Y12 \
+	VADDPS Y12, Y3, Y3 \
+	VEXTRACTF64X4 $1, Z4, Y12 \
+	VADDPS Y12, Y4, Y4 \
+	VEXTRACTF64X4 $1, Z5, Y12 \
+	VADDPS Y12, Y5, Y5 \
+	VEXTRACTF64X4 $1, Z6, Y12 \
+	VADDPS Y12, Y6, Y6 \
+	VEXTRACTF64X4 $1, Z7, Y12 \
+	VADDPS Y12, Y7, Y7 \
+	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
+	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
+	MOVQ c+40(FP), AX \
+	MOVQ ldc+48(FP), BX \
+	SHLQ $2, BX \
+	LEAQ (AX)(BX*1), CX \
+	MOVQ acc+56(FP), R13 \
+	TESTQ R13, R13 \
+	JE   store \
+	VADDPS (AX), X0, X0 \
+	VADDPS (CX), X4, X4 \
+store: \
+	VMOVUPS X0, (AX) \
+	VMOVUPS X4, (CX) \
+	VZEROUPPER \
+	RET
+
+// func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F32(SB), NOSPLIT, $0-64
+	MMTILE2(LOADF32, 4)
+
+// func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4BF16(SB), NOSPLIT, $0-64
+	MMTILE2(LOADBF16, 2)
+
+// func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F16(SB), NOSPLIT, $0-64
+	MMTILE2(LOADF16, 2)
+
+// func mmTile2x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F32Z(SB), NOSPLIT, $0-64
+	MMTILE2_512(LOADF32Z, 4)
+
+// func mmTile2x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4BF16Z(SB), NOSPLIT, $0-64
+	MMTILE2_512(LOADBF16Z, 2)
+
+// func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F16Z(SB), NOSPLIT, $0-64
+	MMTILE2_512(LOADF16Z, 2)
+
 // exp constants, eight copies each: hi, lo, log2e, ln2 split c1 c2,
 // polynomial p0..p5, 1.0, then the int32 exponent bias 127.
 DATA expc<>+0(SB)/4, $0x42b00000 // hi = 88.0 keeps 2^n finite
