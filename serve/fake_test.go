@@ -119,7 +119,7 @@ func (fakeDecoder) Add(id int) string {
 }
 func (fakeDecoder) Flush() string { return "" }
 
-func (m *fakeModel) NewDecoder() engine.Decoder { return fakeDecoder{} }
+func (m *fakeModel) NewDecoder([]int) engine.Decoder { return fakeDecoder{} }
 func (m *fakeModel) TokenText(id int) string {
 	if id < 256 {
 		return string([]byte{byte(id)})

@@ -88,7 +88,13 @@ func (b *modelBackend) Encode(text string, addSpecial bool) []int {
 
 func (b *modelBackend) Decode(ids []int) string { return b.m.Tok.Decode(ids, true) }
 
-func (b *modelBackend) NewDecoder() engine.Decoder { return b.m.Tok.NewStreamDecoder(true) }
+// NewDecoder starts a streaming detokeniser primed with the prompt, so the first generated token decodes in
+// context (a SentencePiece "▁word" keeps its leading space, as in decode(prompt+output) − decode(prompt)).
+func (b *modelBackend) NewDecoder(prompt []int) engine.Decoder {
+	d := b.m.Tok.NewStreamDecoder(true)
+	d.Prime(prompt)
+	return d
+}
 
 func (b *modelBackend) TokenText(id int) string { return b.m.Tok.DecodeRaw([]int{id}, false) }
 

@@ -40,7 +40,7 @@ type Model interface {
 	Encode(text string, addSpecial bool) []int
 	// Decode turns ids into text, skipping special tokens.
 	Decode(ids []int) string
-	NewDecoder() engine.Decoder
+	NewDecoder(prompt []int) engine.Decoder
 	// TokenText is the text of one token (for logprobs).
 	TokenText(id int) string
 	// RenderChat renders messages with the model's chat template and the generation prompt; kwargs (a JSON object

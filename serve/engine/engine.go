@@ -15,7 +15,7 @@ import (
 // Config configures an Engine.
 type Config struct {
 	Backend    Backend
-	NewDecoder func() Decoder
+	NewDecoder func(prompt []int) Decoder
 	NewSampler func(SamplingParams) Sampler
 	EOS        []int
 	// MaxBatch is the most sequences decoded together (default 16); MaxQueue the most waiting (default 256).
@@ -277,7 +277,7 @@ func (e *Engine) step() {
 			}
 			if s.state == nil {
 				s.state = e.cfg.Backend.NewState(len(s.req.Prompt) + s.maxNew)
-				s.dec = e.cfg.NewDecoder()
+				s.dec = e.cfg.NewDecoder(s.req.Prompt)
 				s.smp = e.cfg.NewSampler(s.req.Sampling)
 				s.hist = make([]int, len(s.req.Prompt), len(s.req.Prompt)+min(s.maxNew, 4096))
 				copy(s.hist, s.req.Prompt)

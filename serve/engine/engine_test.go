@@ -118,7 +118,7 @@ func (greedy) Sample(l []float32, _ []int) int {
 
 func newTestEngine(t *testing.T, b *fakeBackend, mod func(*Config)) *Engine {
 	t.Helper()
-	cfg := Config{Backend: b, NewDecoder: func() Decoder { return byteDecoder{} },
+	cfg := Config{Backend: b, NewDecoder: func([]int) Decoder { return byteDecoder{} },
 		NewSampler: func(SamplingParams) Sampler { return greedy{} }, EOS: []int{fakeEOS}, MaxModelLen: 4096}
 	if mod != nil {
 		mod(&cfg)
