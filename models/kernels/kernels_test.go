@@ -418,6 +418,8 @@ func TestNoAllocs(t *testing.T) {
 	y := make([]float32, m*rows)
 	a := randF32(r, m*cols)
 	c := make([]float32, m*rows)
+	jobs := []MatVecJob{{Y: y[:rows], X: x[:cols], BF16: wh, Rows: rows, Cols: cols},
+		{Y: y[rows : 2*rows], X: x[:cols], F32: w, Rows: rows, Cols: cols}}
 	cases := map[string]func(){
 		"MatVecF32":  func() { MatVecF32(p, y, w, x, rows, cols) },
 		"MatVecBF16": func() { MatVecBF16(p, y, wh, x, rows, cols) },
@@ -428,6 +430,7 @@ func TestNoAllocs(t *testing.T) {
 		"GemmNT":     func() { Gemm(p, false, true, m, rows, cols, 1, a, cols, w, cols, 1, c, rows) },
 		"GemmTN":     func() { Gemm(p, true, false, cols, rows, m, 0.5, a, cols, y, rows, 0, w, rows) },
 		"Softmax":    func() { Softmax(y) },
+		"MatVecs":    func() { MatVecs(p, jobs) },
 		"For":        func() { p.For(100, func(lo, hi int) {}) },
 	}
 	for name, f := range cases {

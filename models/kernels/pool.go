@@ -27,23 +27,29 @@ type Pool struct {
 	threads int
 	mu      sync.Mutex
 
-	// current job, written under mu before gen is bumped
-	t       task
-	n       int
-	chunks  int
-	next    atomic.Int64  // next chunk index to claim
-	gen     atomic.Uint64 // job generation; workers spin on it, then park
-	pending atomic.Int32  // workers that have not finished the current job
-	wake    []chan struct{}
-	asleep  []atomic.Bool // worker i is parked (or about to park) on wake[i]
+	// current job: t and n are written under mu before the job word is
+	// published, and read only by a thread that has claimed a chunk of it
+	t task
+	n int
+	// job word: generation<<32 | chunks<<16 | next chunk index. Workers spin
+	// on the generation, then park; a chunk is claimed by a CAS that also
+	// checks the generation, so a worker that wakes late never touches a
+	// later job's state.
+	word   atomic.Uint64
+	done   atomic.Int64 // chunks of the current job completed
+	wake   []chan struct{}
+	asleep []atomic.Bool // worker i is parked (or about to park) on wake[i]
 
 	// preallocated kernel jobs so that kernels do not allocate per call
-	mv matVecTask
-	mm matMulTask
-	gb gemmBTask
+	mv  matVecTask
+	mvs matVecsTask
+	mm  matMulTask
+	gb  gemmBTask
 
-	// x reordered for the paired bf16 GEMV (guarded by mu)
-	xperm []float32
+	// x reordered for the paired bf16 GEMV (guarded by mu), and per job of
+	// a MatVecs batch
+	xperm       []float32
+	xps, xpbufs [][]float32
 
 	// Gemm's transposed operands, kept between calls (guarded by mu)
 	scratchA, scratchB []float32
@@ -80,10 +86,10 @@ func (p *Pool) Threads() int {
 const spinFor = 300 * time.Microsecond
 
 func (p *Pool) worker(i int) {
-	var seen uint64 // gen is 0 when NewPool starts the worker
+	var seen uint64 // generation 0 is never a job
 	for {
 		deadline := time.Time{}
-		for spins := 0; p.gen.Load() == seen; spins++ {
+		for spins := 0; p.word.Load()>>32 == seen; spins++ {
 			if spins&1023 != 1023 {
 				continue
 			}
@@ -98,31 +104,43 @@ func (p *Pool) worker(i int) {
 			}
 			// park: announce, re-check, then block until a job is posted
 			p.asleep[i].Store(true)
-			if p.gen.Load() != seen && p.asleep[i].CompareAndSwap(true, false) {
+			if p.word.Load()>>32 != seen && p.asleep[i].CompareAndSwap(true, false) {
 				break
 			}
 			<-p.wake[i]
 			break
 		}
-		seen = p.gen.Load()
-		p.work()
-		p.pending.Add(-1)
+		seen = p.word.Load() >> 32
+		p.work(seen)
 	}
 }
 
-// work claims chunks of the current job until none are left.
-func (p *Pool) work() {
-	n, chunks := p.n, p.chunks
+// maxChunks bounds the chunks of one job (16 bits of the job word).
+const maxChunks = 1<<16 - 1
+
+// work claims chunks of job generation gen until none are left (or a later
+// job has replaced it).
+func (p *Pool) work(gen uint64) {
 	for {
-		c := int(p.next.Add(1) - 1)
+		w := p.word.Load()
+		if w>>32 != gen {
+			return
+		}
+		c, chunks := int(w&0xffff), int(w>>16&0xffff)
 		if c >= chunks {
 			return
 		}
+		if !p.word.CompareAndSwap(w, w+1) {
+			continue
+		}
+		// chunk c is ours: the job cannot change until it is done
+		n := p.n
 		lo := c * n / chunks
 		hi := (c + 1) * n / chunks
 		if lo < hi {
 			p.t.run(lo, hi)
 		}
+		p.done.Add(1)
 	}
 }
 
@@ -158,28 +176,30 @@ func (p *Pool) acquire() bool {
 }
 
 // runLocked runs t over [0, n) split into min(maxChunks, n) chunks claimed
-// dynamically by the caller and the workers. p.mu must be held.
-func (p *Pool) runLocked(n, maxChunks int, t task) {
-	chunks := maxChunks
-	if chunks > n {
-		chunks = n
-	}
+// dynamically by the caller and the workers. p.mu must be held. The caller
+// waits only for chunks that a worker has claimed and not finished: a worker
+// that was descheduled before claiming anything is not waited for.
+func (p *Pool) runLocked(n, chunks int, t task) {
+	chunks = min(chunks, n, maxChunks)
 	if chunks <= 1 {
 		t.run(0, n)
 		return
 	}
-	p.t, p.n, p.chunks = t, n, chunks
-	p.next.Store(0)
-	p.pending.Store(int32(p.threads - 1))
-	p.gen.Add(1)
+	p.t, p.n = t, n
+	p.done.Store(0)
+	gen := p.word.Load()>>32 + 1
+	if gen == 1<<32 {
+		gen = 1
+	}
+	p.word.Store(gen<<32 | uint64(chunks)<<16)
 	for i := range p.asleep {
 		if p.asleep[i].CompareAndSwap(true, false) {
 			p.wake[i] <- struct{}{}
 		}
 	}
-	p.work()
-	for spins := 0; p.pending.Load() != 0; spins++ {
-		if spins&1023 == 1023 {
+	p.work(gen)
+	for spins := 0; p.done.Load() != int64(chunks); spins++ {
+		if spins&255 == 255 {
 			runtime.Gosched()
 		}
 	}

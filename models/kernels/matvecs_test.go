@@ -1,0 +1,151 @@
+package kernels
+
+import (
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestMatVecs(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, p := range pools() {
+		for _, shapes := range [][][2]int{
+			{{576, 576}, {192, 576}, {192, 576}}, // q, k, v
+			{{1536, 576}, {1536, 576}},           // gate, up
+			{{0, 5}, {7, 33}, {5, 0}, {130, 70}, {1, 16}},
+		} {
+			for kindOff := 0; kindOff < 3; kindOff++ {
+				jobs := make([]MatVecJob, len(shapes))
+				want := make([][]float32, len(shapes))
+				shared := randF32(r, shapes[0][1])
+				for i, sh := range shapes {
+					rows, cols := sh[0], sh[1]
+					x := shared
+					if cols != len(shared) || i == 2 {
+						x = randF32(r, cols)
+					}
+					j := MatVecJob{Y: make([]float32, rows), X: x, Rows: rows, Cols: cols}
+					want[i] = make([]float32, rows)
+					switch (i + kindOff) % 3 {
+					case wF32:
+						j.F32 = randF32(r, rows*cols)
+						MatVecF32(p, want[i], j.F32, x, rows, cols)
+					case wBF16:
+						j.BF16 = toBF16(randF32(r, rows*cols))
+						MatVecBF16(p, want[i], j.BF16, x, rows, cols)
+					case wF16:
+						j.F16 = toF16(r, rows*cols)
+						MatVecF16(p, want[i], j.F16, x, rows, cols)
+					}
+					jobs[i] = j
+				}
+				MatVecs(p, jobs)
+				for i := range jobs {
+					for k, v := range jobs[i].Y {
+						if v != want[i][k] {
+							t.Fatalf("threads %d shapes %v job %d row %d: got %v, separate call %v", p.Threads(), shapes, i, k, v, want[i][k])
+						}
+					}
+				}
+			}
+		}
+	}
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s: no panic", name)
+			}
+		}()
+		f()
+	}
+	mustPanic("two weights", func() {
+		MatVecs(nil, []MatVecJob{{Y: make([]float32, 1), X: make([]float32, 1), F32: make([]float32, 1), F16: make([]uint16, 1), Rows: 1, Cols: 1}})
+	})
+	mustPanic("short W", func() {
+		MatVecs(nil, []MatVecJob{{Y: make([]float32, 2), X: make([]float32, 2), F32: make([]float32, 3), Rows: 2, Cols: 2}})
+	})
+}
+
+// TestPoolStress runs many small jobs on several pools at once, with work
+// functions that yield (a worker descheduled mid-job), checking coverage.
+func TestPoolStress(t *testing.T) {
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := NewPool(3)
+			for it := 0; it < 300; it++ {
+				n := 1 + it%37
+				seen := make([]int32, n)
+				p.For(n, func(lo, hi int) {
+					if lo%3 == 0 {
+						runtime.Gosched()
+					}
+					for i := lo; i < hi; i++ {
+						seen[i]++
+					}
+				})
+				for i, s := range seen {
+					if s != 1 {
+						t.Errorf("n %d: index %d visited %d times", n, i, s)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestABMatVecs compares separate MatVecF32 calls with one MatVecs batch
+// (smollm2 q, k, v and gate, up), alternating in one process
+// (LORAKIT_KERNELS_AB=1; not a unit test).
+func TestABMatVecs(t *testing.T) {
+	if os.Getenv("LORAKIT_KERNELS_AB") == "" {
+		t.Skip("set LORAKIT_KERNELS_AB=1")
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	p := NewPool(2)
+	for _, bf := range []bool{false, true} {
+		x := randF32(r, 576)
+		shapes := [][2]int{{576, 576}, {192, 576}, {192, 576}, {1536, 576}, {1536, 576}}
+		jobs := make([]MatVecJob, len(shapes))
+		for i, sh := range shapes {
+			jobs[i] = MatVecJob{Y: make([]float32, sh[0]), X: x, Rows: sh[0], Cols: sh[1]}
+			if bf {
+				jobs[i].BF16 = toBF16(randF32(r, sh[0]*sh[1]))
+			} else {
+				jobs[i].F32 = randF32(r, sh[0]*sh[1])
+			}
+		}
+		sep := func() {
+			for _, j := range jobs {
+				if bf {
+					MatVecBF16(p, j.Y, j.BF16, j.X, j.Rows, j.Cols)
+				} else {
+					MatVecF32(p, j.Y, j.F32, j.X, j.Rows, j.Cols)
+				}
+			}
+		}
+		bat := func() { MatVecs(p, jobs[:3]); MatVecs(p, jobs[3:]) }
+		var a, b []time.Duration
+		for it := 0; it < 2000; it++ {
+			t0 := time.Now()
+			sep()
+			t1 := time.Now()
+			bat()
+			a, b = append(a, t1.Sub(t0)), append(b, time.Since(t1))
+		}
+		med := func(d []time.Duration) time.Duration {
+			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+			return d[len(d)/2]
+		}
+		t.Logf("bf16 %v: 5 separate GEMVs %v, 2 MatVecs batches %v, ratio %.2f", bf, med(a), med(b), float64(med(b))/float64(med(a)))
+	}
+}
