@@ -34,11 +34,13 @@ func (s *Server) handleChat(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	reasoning := s.model.SupportsReasoning()
-	startThink := reasoning && openai.PromptOpensThink(prompt)
+	// A completion that opens with <think> is split into reasoning and content whatever the template says (as
+	// vLLM's deepseek_r1 parser does): models fine-tuned on reasoning_content data emit the block themselves.
+	// Text that does not start with <think> passes through unchanged.
+	startThink := s.model.SupportsReasoning() && openai.PromptOpensThink(prompt)
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if req.Stream {
-		return s.streamChat(c, req, runs, id, created, reasoning, startThink)
+		return s.streamChat(c, req, runs, id, created, startThink)
 	}
 	res, err := collectAll(ctx, runs)
 	if err != nil {
@@ -49,12 +51,7 @@ func (s *Server) handleChat(c echo.Context) error {
 	completion := make([]int, len(res))
 	for i, r := range res {
 		msg := openai.ChatMessageOut{Role: "assistant"}
-		if reasoning {
-			msg.ReasoningContent, msg.Content = openai.SplitReasoning(r.text, startThink)
-		} else {
-			text := r.text
-			msg.Content = &text
-		}
+		msg.ReasoningContent, msg.Content = openai.SplitReasoning(r.text, startThink)
 		ch := openai.ChatChoice{Index: i, Message: msg, FinishReason: r.finish}
 		if req.Sampling.Logprobs {
 			ch.Logprobs = s.chatLogprobs(r.tokens)
@@ -66,7 +63,7 @@ func (s *Server) handleChat(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, out)
 }
 
-func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, reasoning, startThink bool) error {
+func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, startThink bool) error {
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel() // stops the fan-in goroutines if the client write fails
 	w := startSSE(c)
@@ -92,13 +89,8 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 		if w.err != nil {
 			break // client gone: ctx ends, merge cancels the streams
 		}
-		var rsn, content string
-		if reasoning {
-			rsn, content = splitters[ev.index].Add(ev.Text)
-		} else {
-			content = ev.Text
-		}
-		if ev.Finish != "" && reasoning {
+		rsn, content := splitters[ev.index].Add(ev.Text)
+		if ev.Finish != "" {
 			r2, c2 := splitters[ev.index].Flush()
 			rsn, content = rsn+r2, content+c2
 		}

@@ -309,6 +309,25 @@ func TestReasoningSplit(t *testing.T) {
 	}
 }
 
+// A template without reasoning support: a completion that opens with <think> (a model fine-tuned on
+// reasoning_content data) is still split; plain text passes through unchanged.
+func TestReasoningSplitWithoutTemplateSupport(t *testing.T) {
+	e := newEnv(t, func(c *Config, fm *fakeModel) {
+		c.Adapters["r1"] = writeFakeAdapter(t, filepath.Join(t.TempDir(), "r1"), "<think>\n8 > 2\n</think>\n\n8")
+		c.Adapters["plain"] = writeFakeAdapter(t, filepath.Join(t.TempDir(), "plain"), "a </think> b")
+	})
+	_, b := e.post(t, "/v1/chat/completions", chatBody("r1", "Which is larger, 2 or 8?", ""))
+	msg := decode(t, b)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+	if msg["reasoning_content"] != "\n8 > 2\n" || msg["content"] != "8" {
+		t.Fatalf("split %s", b)
+	}
+	_, b = e.post(t, "/v1/chat/completions", chatBody("plain", "hi", ""))
+	msg = decode(t, b)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+	if _, ok := msg["reasoning_content"]; ok || msg["content"] != "a </think> b" {
+		t.Fatalf("plain %s", b)
+	}
+}
+
 func TestStopAndCompletions(t *testing.T) {
 	e := newEnv(t, nil)
 	_, b := e.post(t, "/v1/chat/completions", chatBody("hello", "hi", `"stop":"wor"`))

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -204,7 +205,7 @@ func runDemo(ctx context.Context, dir string, threads int, log io.Writer) (*demo
 		r := s.Serve[t.Name]
 		answer := fmt.Sprintf("%q", r.Content)
 		if r.Reasoning != "" {
-			answer = fmt.Sprintf("reasoning %q, answer %q", r.Reasoning, r.Content)
+			answer = fmt.Sprintf("reasoning_content %q, content %q", strings.TrimSpace(r.Reasoning), r.Content)
 		}
 		step(6, "serve: POST /v1/chat/completions model=%q %q → %s", t.Name, t.Ask, answer)
 	}
