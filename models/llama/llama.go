@@ -444,7 +444,7 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		s.scores = make([][]float32, nw)
 	}
 	for w := range s.scores {
-		s.scores[w] = grow(s.scores[w], maxCtx)
+		s.scores[w] = grow(s.scores[w], maxCtx*c.NumAttentionHeads/c.NumKeyValueHeads)
 	}
 
 	eps := float32(c.RMSNormEps)
@@ -664,40 +664,36 @@ func rmsNormRows(y, x, w []float32, eps float32, rows, n int) {
 }
 
 // attentionRange computes, for the workers w in [lo, hi), s.att[r, h] = softmax(q[r,h]·K[kvh]ᵀ/√D over the
-// cached positions ≤ pos(r)) · V[kvh], where kvh = h / (heads/kv_heads) (grouped-query attention). The (row, head)
-// items are interleaved over the workers, each with its own score buffer.
+// cached positions ≤ pos(r)) · V[kvh], where kvh = h / (heads/kv_heads) (grouped-query attention). The work items
+// are (row, kv head) pairs, interleaved over the workers, each with its own score buffer. The query heads of a
+// group are the rows of two small GEMMs (scores = Q_g·Kᵀ, then att_g = softmax(scores)·V), so the cached keys
+// and values are read once per group, at tile speed.
 func (m *Model) attentionRange(lo, hi int) {
 	c := m.Config
 	s := &m.s
 	batch, l := s.batch, s.layer
-	D, Q, KV, nh := c.HeadDim, c.QDim(), c.KVDim(), c.NumAttentionHeads
-	group := nh / c.NumKeyValueHeads
+	D, Q, KV, nkv := c.HeadDim, c.QDim(), c.KVDim(), c.NumKeyValueHeads
+	group := c.NumAttentionHeads / nkv
 	scale := float32(1 / math.Sqrt(float64(D)))
-	items := len(s.short) * nh
+	items := len(s.short) * nkv
 	nw := len(s.scores)
 	for w := lo; w < hi; w++ {
 		for it := w; it < items; it += nw {
-			r, h := s.short[it/nh], it%nh
+			r, kvh := s.short[it/nkv], it%nkv
 			kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
 			start := 0
 			if c.SlidingWindow > 0 && pos-c.SlidingWindow+1 > 0 {
 				start = pos - c.SlidingWindow + 1
 			}
-			q := s.q[r*Q+h*D : r*Q+(h+1)*D]
-			off := (h / group) * D
-			K, Vc := kc.k[l], kc.v[l]
-			sc := s.scores[w][:pos+1-start]
-			for j := range sc {
-				p := (start+j)*KV + off
-				sc[j] = kernels.Dot(q, K[p:p+D]) * scale
+			n, off := pos+1-start, start*KV+kvh*D
+			q0 := r*Q + kvh*group*D // the group's query heads are adjacent rows of D
+			S := s.scores[w][:group*n]
+			kernels.Gemm(nil, false, true, group, n, D, 1, s.q[q0:], D, kc.k[l][off:], KV, 0, S, n)
+			kernels.Scale(scale, S)
+			for g := range group {
+				kernels.Softmax(S[g*n : (g+1)*n])
 			}
-			kernels.Softmax(sc)
-			out := s.att[r*Q+h*D : r*Q+(h+1)*D]
-			clear(out)
-			for j, a := range sc {
-				p := (start+j)*KV + off
-				kernels.Axpy(a, Vc[p:p+D], out)
-			}
+			kernels.Gemm(nil, false, false, group, D, n, 1, S, n, kc.v[l][off:], KV, 0, s.att[q0:], D)
 		}
 	}
 }
