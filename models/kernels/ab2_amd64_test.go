@@ -1,0 +1,67 @@
+//go:build amd64 && !purego
+
+package kernels
+
+import (
+	"math/rand/v2"
+	"os"
+	"sort"
+	"testing"
+	"time"
+)
+
+// matVecBF16PWith is matVecBF16P with the 4-row kernel given.
+func matVecBF16PWith(kern func(*uint16, int, *float32, int, *float32), y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
+	c16 := len(xp)
+	var out [4]float32
+	for r := r0; r < r1; {
+		nr, stride := 4, cols
+		if r1-r < 4 {
+			nr, stride = 1, 0
+		}
+		wr := w[r*cols : (r+nr-1)*cols+cols]
+		kern(&wr[0], stride, &xp[0], c16, &out[0])
+		for i := 0; i < nr; i++ {
+			s := out[i]
+			row := wr[i*cols : (i+1)*cols]
+			for c := c16; c < cols; c++ {
+				s += bf16ToF32(row[c]) * x[c]
+			}
+			y[r+i] = s
+		}
+		r += nr
+	}
+}
+
+func TestABBF16GEMV(t *testing.T) {
+	if os.Getenv("LORAKIT_KERNELS_AB") == "" {
+		t.Skip("set LORAKIT_KERNELS_AB=1")
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	for _, sh := range [][2]int{{49152, 576}, {4864, 896}} {
+		rows, cols := sh[0], sh[1]
+		w := toBF16(randF32(r, rows*cols))
+		wf := randF32(r, rows*cols)
+		x := randF32(r, cols)
+		var buf []float32
+		xp := permuteBF16(&buf, x)
+		y := make([]float32, rows)
+		var a, b, c []time.Duration
+		for it := 0; it < 40; it++ {
+			t0 := time.Now()
+			matVecBF16PWith(matVec4BF16P, y, w, xp, x, 0, rows, cols)
+			t1 := time.Now()
+			matVecBF16PWith(matVec4BF16PF, y, w, xp, x, 0, rows, cols)
+			t2 := time.Now()
+			matVecF32(y, wf, x, 0, rows, cols)
+			a, b, c = append(a, t1.Sub(t0)), append(b, t2.Sub(t1)), append(c, time.Since(t2))
+		}
+		med := func(d []time.Duration) float64 {
+			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+			return d[len(d)/2].Seconds()
+		}
+		gb := float64(rows*cols*2) / 1e9
+		t.Logf("%dx%d 1 thread: bf16 old %.1f GB/s, bf16 prefetch %.1f GB/s (%.2f× old), f32 %.1f GB/s", rows, cols,
+			gb/med(a), gb/med(b), med(a)/med(b), 2*gb/med(c))
+	}
+}
