@@ -65,3 +65,53 @@ func TestABBF16GEMV(t *testing.T) {
 			gb/med(a), gb/med(b), med(a)/med(b), 2*gb/med(c))
 	}
 }
+
+// matVecF32With is matVecF32 with the 4-row kernel given.
+func matVecF32With(kern func(*float32, int, *float32, int, *float32), y, w, x []float32, r0, r1, cols int) {
+	c8 := cols &^ 7
+	var out [4]float32
+	for r := r0; r < r1; {
+		nr, stride := 4, cols
+		if r1-r < 4 {
+			nr, stride = 1, 0
+		}
+		wr := w[r*cols : (r+nr-1)*cols+cols]
+		kern(&wr[0], stride, &x[0], c8, &out[0])
+		for i := 0; i < nr; i++ {
+			s := out[i]
+			row := wr[i*cols : (i+1)*cols]
+			for c := c8; c < cols; c++ {
+				s += row[c] * x[c]
+			}
+			y[r+i] = s
+		}
+		r += nr
+	}
+}
+
+func TestABF32GEMV(t *testing.T) {
+	if os.Getenv("LORAKIT_KERNELS_AB") == "" {
+		t.Skip("set LORAKIT_KERNELS_AB=1")
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	for _, sh := range [][2]int{{49152, 576}, {4864, 896}, {1536, 576}} {
+		rows, cols := sh[0], sh[1]
+		wf := randF32(r, rows*cols)
+		x := randF32(r, cols)
+		y := make([]float32, rows)
+		var a, b []time.Duration
+		for it := 0; it < 40; it++ {
+			t0 := time.Now()
+			matVecF32With(matVec4F32, y, wf, x, 0, rows, cols)
+			t1 := time.Now()
+			matVecF32With(matVec4F32PF, y, wf, x, 0, rows, cols)
+			a, b = append(a, t1.Sub(t0)), append(b, time.Since(t1))
+		}
+		med := func(d []time.Duration) float64 {
+			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+			return d[len(d)/2].Seconds()
+		}
+		gb := float64(rows*cols*4) / 1e9
+		t.Logf("%dx%d 1 thread: f32 old %.1f GB/s, f32 prefetch %.1f GB/s (%.2f× old)", rows, cols, gb/med(a), gb/med(b), med(a)/med(b))
+	}
+}
