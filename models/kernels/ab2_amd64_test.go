@@ -115,3 +115,44 @@ func TestABF32GEMV(t *testing.T) {
 		t.Logf("%dx%d 1 thread: f32 old %.1f GB/s, f32 prefetch %.1f GB/s (%.2f× old)", rows, cols, gb/med(a), gb/med(b), med(a)/med(b))
 	}
 }
+
+func TestABF16GEMV(t *testing.T) {
+	if os.Getenv("LORAKIT_KERNELS_AB") == "" {
+		t.Skip("set LORAKIT_KERNELS_AB=1")
+	}
+	r := rand.New(rand.NewPCG(4, 4))
+	for _, sh := range [][2]int{{151936, 896}, {4864, 896}, {1536, 576}, {7, 40}} {
+		rows, cols := sh[0], sh[1]
+		w := toF16(r, rows*cols)
+		x := randF32(r, cols)
+		y := make([]float32, rows)
+		y2 := make([]float32, rows)
+		c8 := cols &^ 7
+		run := func(kern func(*uint16, int, *float32, int, *float32), y []float32) {
+			var out [4]float32
+			for r := 0; r+4 <= rows; r += 4 {
+				kern(&w[r*cols], cols, &x[0], c8, &out[0])
+				copy(y[r:r+4], out[:])
+			}
+		}
+		var a, b []time.Duration
+		for it := 0; it < 30; it++ {
+			t0 := time.Now()
+			run(matVec4F16, y)
+			t1 := time.Now()
+			run(matVec4F16PF, y2)
+			a, b = append(a, t1.Sub(t0)), append(b, time.Since(t1))
+		}
+		for i := range y {
+			if y[i] != y2[i] && !near(y[i], y2[i], float32(cols)) {
+				t.Fatalf("row %d: %v vs %v", i, y[i], y2[i])
+			}
+		}
+		med := func(d []time.Duration) float64 {
+			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+			return d[len(d)/2].Seconds()
+		}
+		gb := float64(rows*cols*2) / 1e9
+		t.Logf("%dx%d 1 thread: f16 old %.1f GB/s, f16 prefetch %.1f GB/s (%.2f× old)", rows, cols, gb/med(a), gb/med(b), med(a)/med(b))
+	}
+}

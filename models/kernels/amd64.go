@@ -121,7 +121,7 @@ func matVec16(kind int, y []float32, w []uint16, x []float32, r0, r1, cols int) 
 		if kind == wBF16 {
 			matVec4BF16(&wr[0], stride, &x[0], c8, &out[0])
 		} else {
-			matVec4F16(&wr[0], stride, &x[0], c8, &out[0])
+			matVec4F16PF(&wr[0], stride, &x[0], c8, &out[0])
 		}
 		for i := 0; i < nr; i++ {
 			s := out[i]
@@ -515,3 +515,6 @@ func matVec4BF16PF(w *uint16, stride int, xp *float32, n int, y *float32)
 
 //go:noescape
 func matVec4F32PF(w *float32, stride int, x *float32, n int, y *float32)
+
+//go:noescape
+func matVec4F16PF(w *uint16, stride int, x *float32, n int, y *float32)

@@ -1142,3 +1142,103 @@ f32pfred:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
+
+// F16FMA4 multiplies 16 columns (x in Y8, Y9) of the four rows at SI, R8,
+// R9, R10 (+off bytes, f16) into Y0..Y7.
+#define F16FMA4(off) \
+	VCVTPH2PS off(SI)(DX*1), Y10 \
+	VCVTPH2PS off+16(SI)(DX*1), Y11 \
+	VCVTPH2PS off(R8)(DX*1), Y12 \
+	VCVTPH2PS off+16(R8)(DX*1), Y13 \
+	VFMADD231PS Y8, Y10, Y0 \
+	VFMADD231PS Y9, Y11, Y1 \
+	VFMADD231PS Y8, Y12, Y2 \
+	VFMADD231PS Y9, Y13, Y3 \
+	VCVTPH2PS off(R9)(DX*1), Y10 \
+	VCVTPH2PS off+16(R9)(DX*1), Y11 \
+	VCVTPH2PS off(R10)(DX*1), Y12 \
+	VCVTPH2PS off+16(R10)(DX*1), Y13 \
+	VFMADD231PS Y8, Y10, Y4 \
+	VFMADD231PS Y9, Y11, Y5 \
+	VFMADD231PS Y8, Y12, Y6 \
+	VFMADD231PS Y9, Y13, Y7
+
+// func matVec4F16PF(w *uint16, stride int, x *float32, n int, y *float32)
+// matVec4F16 over 32 columns (one cache line per row) per iteration with a
+// software prefetch of the same line of the next four rows. n % 8 == 0.
+TEXT ·matVec4F16PF(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), AX
+	MOVQ x+16(FP), DI
+	MOVQ n+24(FP), CX
+	SHLQ $1, AX
+	LEAQ (SI)(AX*1), R8
+	LEAQ (R8)(AX*1), R9
+	LEAQ (R9)(AX*1), R10
+	LEAQ (R10)(AX*1), R11
+	LEAQ (R11)(AX*1), R12
+	LEAQ (R12)(AX*1), R13
+	LEAQ (R13)(AX*1), R14
+	XORQ BX, BX
+	XORQ DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	CMPQ CX, $32
+	JL   h16
+
+h32:
+	PREFETCHT0 (R11)(DX*1)
+	PREFETCHT0 (R12)(DX*1)
+	PREFETCHT0 (R13)(DX*1)
+	PREFETCHT0 (R14)(DX*1)
+	VMOVUPS (DI)(BX*1), Y8
+	VMOVUPS 32(DI)(BX*1), Y9
+	F16FMA4(0)
+	VMOVUPS 64(DI)(BX*1), Y8
+	VMOVUPS 96(DI)(BX*1), Y9
+	F16FMA4(32)
+	ADDQ $128, BX
+	ADDQ $64, DX
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE  h32
+
+h16:
+	CMPQ CX, $16
+	JL   h8
+	VMOVUPS (DI)(BX*1), Y8
+	VMOVUPS 32(DI)(BX*1), Y9
+	F16FMA4(0)
+	ADDQ $64, BX
+	ADDQ $32, DX
+	SUBQ $16, CX
+
+h8:
+	CMPQ CX, $8
+	JL   hred
+	VMOVUPS (DI)(BX*1), Y8
+	VCVTPH2PS (SI)(DX*1), Y10
+	VCVTPH2PS (R8)(DX*1), Y11
+	VCVTPH2PS (R9)(DX*1), Y12
+	VCVTPH2PS (R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y8, Y13, Y6
+
+hred:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y5, Y4, Y4
+	VADDPS Y7, Y6, Y6
+	HSUM4(Y0, Y2, Y4, Y6, X0, X1, Y1)
+	MOVQ y+32(FP), AX
+	VMOVUPS X0, (AX)
+	VZEROUPPER
+	RET
