@@ -75,7 +75,7 @@ func TestABGemmTN(t *testing.T) {
 		t.Skip("set LORAKIT_KERNELS_AB=1")
 	}
 	r := rand.New(rand.NewPCG(7, 7))
-	for _, sh := range [][3]int{{1536, 576, 512}, {576, 1536, 256}, {512, 576, 1536}} {
+	for _, sh := range [][3]int{{1536, 576, 512}, {576, 1536, 256}, {512, 576, 1536}, {4864, 896, 256}, {151936, 64, 64}} {
 		m, n, k := sh[0], sh[1], sh[2]
 		a := randF32(r, k*m)
 		b := randF32(r, k*n)
