@@ -299,6 +299,14 @@ func loadBenchModel(dir, dtype string, threads int) (*llama.Model, func(), error
 		return nil, nil, fmt.Errorf("bench: %w", err)
 	}
 	opts := llama.LoadOptions{Threads: threads}
+	// weights saved quantised (lorakit quantize, bitsandbytes) load as they are, as in models.Load
+	opts.LoadLinear = func(ck *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
+		q, ok, err := quant.FromCheckpoint(ck, module+".weight")
+		if err != nil || !ok {
+			return nil, false, err
+		}
+		return &nn.Quantized{Q: q}, true, nil
+	}
 	if dtype == "nf4" {
 		opts.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
 			return nn.Quantize(d, quant.NF4, false)
@@ -344,8 +352,11 @@ func weightBytes(m *llama.Model) int64 {
 // storedDType names the dtype of the first dense linear layer (f32, bf16, f16).
 func storedDType(m *llama.Model) string {
 	if len(m.Layers) > 0 {
-		if d, ok := m.Layers[0].QProj.(*nn.Dense); ok {
+		switch d := m.Layers[0].QProj.(type) {
+		case *nn.Dense:
 			return strings.ToLower(string(d.DType))
+		case *nn.Quantized:
+			return string(d.Q.Type)
 		}
 	}
 	return "f32"
