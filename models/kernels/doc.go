@@ -16,12 +16,17 @@
 //   - GEMV (decode): four weight rows per pass with two accumulators each,
 //     16-bit weights widened in registers (bf16: one 32-byte load gives 16
 //     weights by a shift and a mask against x reordered once per call; f16:
-//     VCVTPH2PS). Rows are split over the pool in contiguous blocks.
+//     VCVTPH2PS); every pass covers whole cache lines and prefetches the
+//     same lines of the next four rows. Rows are split over the pool in
+//     blocks claimed dynamically. MatVecs runs several GEMVs (q, k, v;
+//     gate, up) as one pool job.
 //   - X·Wᵀ (MatMul*T, Gemm NT): a 3×4 register tile of dot products over K
 //     chunks of 512, 16 lanes wide when the CPU has AVX-512 (F and BW), 8
-//     otherwise; weights converted in registers, nothing packed.
+//     otherwise, and a 2×4 tile for the one or two rows left over; each W
+//     quad stays in L1 while every row of the block passes over it; weights
+//     converted in registers, nothing packed.
 //   - Gemm NN and TN: a 6×16 (AVX2) or 6×32 (AVX-512) broadcast tile over a
-//     packed K×64 panel of B (and, for TN, a packed 6×K panel of A).
+//     packed K×64 panel of B; A is read in place (TN: stride lda per K step).
 //   - Softmax and SiLUMul use a Cephes-style polynomial exp over 8 lanes.
 //
 // The pure-Go twins (build tag purego, or any other GOARCH) run the reference
@@ -32,7 +37,9 @@
 //
 // A Pool keeps threads-1 worker goroutines that poll for work for a few
 // hundred microseconds after each job, then park; the caller takes a share
-// of every job. Kernels allocate nothing per call: their jobs and scratch
+// of every job and waits only for chunks a worker has claimed (a worker that
+// was descheduled before claiming one is not waited for: the caller runs the
+// rest itself). Kernels allocate nothing per call: their jobs and scratch
 // buffers live in the Pool. A nil Pool runs everything on the caller.
 //
 // Functions panic with a "kernels: ..." message when slice lengths do not
