@@ -26,7 +26,8 @@
 
 // MATVEC4 computes y[0..3] = Σ_c W[r][c]·x[c] for four rows r at w, w+stride,
 // w+2·stride, w+3·stride (stride in elements), over n columns, n % 8 == 0.
-// esz is the weight element size in bytes; LOAD widens 8 weights.
+// esz is the weight element size in bytes; LOAD widens 8 weights. Each
+// pass prefetches the same bytes of the next four rows (w + 4·stride).
 #define MATVEC4(LOAD, esz, wlen) \
 	MOVQ w+0(FP), SI \
 	MOVQ stride+8(FP), AX \
@@ -36,6 +37,10 @@
 	LEAQ (SI)(AX*1), R8 \
 	LEAQ (R8)(AX*1), R9 \
 	LEAQ (R9)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	LEAQ (R12)(AX*1), R13 \
+	LEAQ (R13)(AX*1), R14 \
 	XORQ BX, BX \
 	XORQ DX, DX \
 	VXORPS Y0, Y0, Y0 \
@@ -49,6 +54,10 @@
 	CMPQ CX, $16 \
 	JL   tail8 \
 loop16: \
+	PREFETCHT0 (R11)(DX*1) \
+	PREFETCHT0 (R12)(DX*1) \
+	PREFETCHT0 (R13)(DX*1) \
+	PREFETCHT0 (R14)(DX*1) \
 	VMOVUPS (DI)(BX*1), Y8 \
 	VMOVUPS 32(DI)(BX*1), Y9 \
 	LOAD((SI)(DX*1), Y10) \
