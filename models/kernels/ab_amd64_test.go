@@ -84,36 +84,46 @@ func TestABLeftoverRows(t *testing.T) {
 		t.Skip("set LORAKIT_KERNELS_AB=1")
 	}
 	r := rand.New(rand.NewPCG(9, 9))
-	n, k := 1536, 576
-	w := randF32(r, n*k)
-	wh := toF16(r, n*k)
-	for _, kind := range []int{wF32, wBF16} {
-		for _, m := range []int{8, 9, 32, 192} {
-			x := randF32(r, m*k)
-			y := make([]float32, m*n)
-			tk := matMulTask{kind: kind, y: y, x: x, wf: w, wh: wh, m: m, n: n, k: k, ldy: n, ldx: k, ldw: k}
-			tk.ti = (m + mmRows - 1) / mmRows
-			tiles := tk.ti * ((n + mmCols - 1) / mmCols)
-			run := func(f func(*matMulTask, int, int, int, int)) time.Duration {
-				t0 := time.Now()
-				for b := 0; b < tiles; b++ {
-					ib, jb := b%tk.ti, b/tk.ti
-					i0, j0 := ib*mmRows, jb*mmCols
-					f(&tk, i0, min(i0+mmRows, m), j0, min(j0+mmCols, n))
+	for _, nk := range [][2]int{{1536, 576}, {576, 1536}, {49152, 576}} {
+		n, k := nk[0], nk[1]
+		// enough copies of W that every product reads it from DRAM, as in
+		// a decode step over all layers
+		copies := max(1, 100<<20/(4*n*k))
+		ws, whs := make([][]float32, copies), make([][]uint16, copies)
+		for c := range ws {
+			ws[c], whs[c] = randF32(r, n*k), toF16(r, n*k)
+		}
+		for _, kind := range []int{wF32, wBF16} {
+			for _, m := range []int{8, 9} {
+				x := randF32(r, m*k)
+				y := make([]float32, m*n)
+				tk := matMulTask{kind: kind, y: y, x: x, m: m, n: n, k: k, ldy: n, ldx: k, ldw: k}
+				tk.ti = (m + mmRows - 1) / mmRows
+				tiles := tk.ti * ((n + mmCols - 1) / mmCols)
+				cur := 0
+				run := func(f func(*matMulTask, int, int, int, int)) time.Duration {
+					cur++
+					tk.wf, tk.wh = ws[cur%copies], whs[cur%copies]
+					t0 := time.Now()
+					for b := 0; b < tiles; b++ {
+						ib, jb := b%tk.ti, b/tk.ti
+						i0, j0 := ib*mmRows, jb*mmCols
+						f(&tk, i0, min(i0+mmRows, m), j0, min(j0+mmCols, n))
+					}
+					return time.Since(t0)
 				}
-				return time.Since(t0)
+				var old, nw []time.Duration
+				for it := 0; it < 20+40000/n; it++ {
+					old = append(old, run(matMulTileOld))
+					nw = append(nw, run(matMulTile))
+				}
+				med := func(d []time.Duration) time.Duration {
+					sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+					return d[len(d)/2]
+				}
+				t.Logf("n%d k%d kind %d m=%2d old %8v new %8v new/old %.2f  new per row %v", n, k, kind, m, med(old), med(nw),
+					float64(med(nw))/float64(med(old)), med(nw)/time.Duration(m))
 			}
-			var old, nw []time.Duration
-			for it := 0; it < 200; it++ {
-				old = append(old, run(matMulTileOld))
-				nw = append(nw, run(matMulTile))
-			}
-			med := func(d []time.Duration) time.Duration {
-				sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-				return d[len(d)/2]
-			}
-			t.Logf("kind %d m=%2d old %8v new %8v new/old %.2f  new per row %v", kind, m, med(old), med(nw),
-				float64(med(nw))/float64(med(old)), med(nw)/time.Duration(m))
 		}
 	}
 }

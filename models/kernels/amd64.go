@@ -259,13 +259,17 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 		if kb > 0 || t.accum {
 			acc = 1
 		}
-		// W quad outer: its kc columns stay in L1 while every row of the
-		// block passes over them
-		for j := j0; j < jq; j += 4 {
-			for i := i0; i < iq; i += 3 {
+		// row triples outer: the first pass streams the W block from
+		// memory, the others find it in L2 (a W-quad-outer order is 8%
+		// faster when W is cache resident but 10-25% slower when it comes
+		// from DRAM, as in decoding)
+		for i := i0; i < iq; i += 3 {
+			for j := j0; j < jq; j += 4 {
 				t.tile3x4(wide, i, j, kb, kc, acc)
 			}
-			if iq < i1 {
+		}
+		if iq < i1 {
+			for j := j0; j < jq; j += 4 {
 				t.tile2x4(wide, iq, j, kb, kc, lx, ly, acc)
 			}
 		}

@@ -1251,3 +1251,4 @@ hred:
 	VMOVUPS X0, (AX)
 	VZEROUPPER
 	RET
+
