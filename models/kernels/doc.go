@@ -22,8 +22,7 @@
 //     gate, up) as one pool job.
 //   - X·Wᵀ (MatMul*T, Gemm NT): a 3×4 register tile of dot products over K
 //     chunks of 512, 16 lanes wide when the CPU has AVX-512 (F and BW), 8
-//     otherwise, and a 2×4 tile for the one or two rows left over; each W
-//     quad stays in L1 while every row of the block passes over it; weights
+//     otherwise, and a 2×4 tile for the one or two rows left over; weights
 //     converted in registers, nothing packed.
 //   - Gemm NN and TN: a 6×16 (AVX2) or 6×32 (AVX-512) broadcast tile over a
 //     packed K×64 panel of B; A is read in place (TN: stride lda per K step).
