@@ -151,28 +151,52 @@ func (b *modelBackend) LoadAdapter(path string) (engine.Delta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s does not fit the base model: %w", path, err)
 	}
-	sa := &servedAdapter{Adapter: a}
-	if b.bf16 {
-		sa.half = map[string]*pair16{}
-		for name, q := range a.Modules {
-			sa.half[name] = &pair16{A: toBF16(q.A), B: toBF16(q.B), R: q.R, Scale: q.Scale}
-		}
-	}
-	return sa, nil
+	return newServedAdapter(a, b.bf16), nil
 }
 
 // servedAdapter adds llama.RowsDelta to a LoRA adapter: Forward hands it all the rows of a batch that use it at
-// once, so prefill chunks and same-adapter decode rows go through A and B as one matrix product.
+// once, so prefill chunks and same-adapter decode rows go through A and B as one matrix product. The pairs are
+// copied at load into a serving layout (the adapter is never trained while served): A [r, in] as f32 or bf16,
+// and B transposed, Bt [r, out] in f32, so the expand Y += s·T·Bᵀ streams whole contiguous rows of Bt (one
+// Axpy per rank) instead of rank-16 dot products. With bf16 storage Bt holds the bf16-rounded values, so the
+// numbers are those of a bf16 adapter; only A's bytes are halved.
 type servedAdapter struct {
 	*lora.Adapter
-	half map[string]*pair16 // bf16 copies of every pair (nil: use the f32 pairs)
+	pairs map[string]*servedPair
 }
 
-// pair16 is a LoRA pair stored as bf16 bit patterns: A [r, in], B [out, r].
-type pair16 struct {
-	A, B  []uint16
+// servedPair is one module's pair in the serving layout.
+type servedPair struct {
+	A32   []float32 // A [r, in] (f32 storage), or nil
+	A16   []uint16  // A [r, in] as bf16 bit patterns (bf16 storage), or nil
+	Bt    []float32 // Bᵀ [r, out]
 	R     int
+	In    int
+	Out   int
 	Scale float32
+}
+
+func newServedAdapter(a *lora.Adapter, bf16 bool) *servedAdapter {
+	sa := &servedAdapter{Adapter: a, pairs: make(map[string]*servedPair, len(a.Modules))}
+	for name, q := range a.Modules {
+		sp := &servedPair{R: q.R, In: q.In, Out: q.Out, Scale: q.Scale, Bt: make([]float32, q.R*q.Out)}
+		for o := 0; o < q.Out; o++ {
+			for k := 0; k < q.R; k++ {
+				v := q.B[o*q.R+k]
+				if bf16 {
+					v = safetensors.BF16ToF32(safetensors.F32ToBF16(v))
+				}
+				sp.Bt[k*q.Out+o] = v
+			}
+		}
+		if bf16 {
+			sp.A16 = toBF16(q.A)
+		} else {
+			sp.A32 = q.A
+		}
+		sa.pairs[name] = sp
+	}
+	return sa
 }
 
 func toBF16(v []float32) []uint16 {
@@ -184,9 +208,12 @@ func toBF16(v []float32) []uint16 {
 }
 
 var (
-	_        llama.RowsDelta = (*servedAdapter)(nil)
-	scratch                  = sync.Pool{New: func() any { return new([]float32) }}
-	inlineAt                 = 1 << 16 // below this many multiply-adds a pool hand-off costs more than it saves
+	_ llama.RowsDelta = (*servedAdapter)(nil)
+	// scratch holds the [rows, r] intermediate T; a sync.Pool keeps ApplyRows allocation-free and safe when the
+	// model pool runs different adapters (or modules) at once.
+	scratch  = sync.Pool{New: func() any { return new([]float32) }}
+	inlineAt = 1 << 16 // below this many multiply-adds a pool hand-off costs more than it saves
+	gemmRows = 32      // from this many rows the expand runs as one GEMM (same speed as per-row Axpys, and pooled)
 )
 
 // Apply adds s·B·(A·x) for one row (llama.Delta).
@@ -199,34 +226,38 @@ func (a *servedAdapter) ApplyRows(p *kernels.Pool, module string, y, x []float32
 	if rows <= 0 {
 		return
 	}
-	if a.half == nil {
-		if q := a.Modules[module]; q != nil {
-			if rows*q.R*(in+out) < inlineAt {
-				p = nil
-			}
-			q.Apply(p, y, x, in, out)
-		}
-		return
-	}
-	q := a.half[module]
+	q := a.pairs[module]
 	if q == nil {
 		return
 	}
-	if len(q.A) != q.R*in || len(q.B) != out*q.R || len(x) != rows*in || len(y) != rows*out {
-		panic(fmt.Sprintf("serve: adapter %s: rows %d in %d out %d do not fit a rank-%d pair", module, rows, in, out, q.R))
+	r := q.R
+	if in != q.In || out != q.Out || len(x) < rows*in || len(y) < rows*out {
+		panic(fmt.Sprintf("serve: adapter %s: rows %d in %d out %d do not fit a rank-%d pair [%d×%d]", module, rows, in, out, r, q.Out, q.In))
 	}
-	if rows*q.R*(in+out) < inlineAt {
+	x, y = x[:rows*in], y[:rows*out]
+	if rows*r*(in+out) < inlineAt {
 		p = nil
 	}
 	bp := scratch.Get().(*[]float32)
-	need := rows * (q.R + out)
-	if cap(*bp) < need {
-		*bp = make([]float32, need)
+	if cap(*bp) < rows*r {
+		*bp = make([]float32, rows*r)
 	}
-	buf := (*bp)[:need]
-	t, d := buf[:rows*q.R], buf[rows*q.R:]
-	kernels.MatMulBF16T(p, t, x, q.A, rows, q.R, in)  // T[rows, r] = X·Aᵀ
-	kernels.MatMulBF16T(p, d, t, q.B, rows, out, q.R) // D[rows, out] = T·Bᵀ
-	kernels.Axpy(q.Scale, d, y)                       // Y += s·D
+	t := (*bp)[:rows*r]
+	if q.A16 != nil { // T[rows, r] = X·Aᵀ
+		kernels.MatMulBF16T(p, t, x, q.A16, rows, r, in)
+	} else {
+		kernels.MatMulF32T(p, t, x, q.A32, rows, r, in)
+	}
+	kernels.Scale(q.Scale, t)
+	if rows >= gemmRows { // Y[rows, out] += T·Bt
+		kernels.Gemm(p, false, false, rows, out, r, 1, t, r, q.Bt, out, 1, y, out)
+	} else {
+		for k := 0; k < r; k++ { // row k of Bt stays in L1 while it goes into every row of Y
+			bk := q.Bt[k*out : (k+1)*out]
+			for j := 0; j < rows; j++ {
+				kernels.Axpy(t[j*r+k], bk, y[j*out:(j+1)*out])
+			}
+		}
+	}
 	scratch.Put(bp)
 }
