@@ -21,6 +21,9 @@ type EvalConfig struct {
 	Threads              int
 	Strict               bool
 	NoGenerate           bool // skip exact match
+	// Quant "nf4" holds the base's linear weights in NF4 (block 64, double quantisation), as QLoRA
+	// training does: a QLoRA adapter is scored against the base it was trained on. "" keeps the dtype.
+	Quant string
 }
 
 // EvalResult is what `lorakit eval` prints.
@@ -38,7 +41,12 @@ type EvalResult struct {
 // greedy answer to the last assistant message (whitespace-trimmed; a leading
 // <think>…</think> block is ignored unless the reference has one).
 func Evaluate(ctx context.Context, c EvalConfig) (*EvalResult, error) {
-	m, err := LoadModel(c.Model, c.Threads, false)
+	switch c.Quant {
+	case "", "none", "nf4":
+	default:
+		return nil, fmt.Errorf("eval: quant %q: want nf4 or empty", c.Quant)
+	}
+	m, err := LoadModel(c.Model, c.Threads, c.Quant == "nf4")
 	if err != nil {
 		return nil, err
 	}
