@@ -263,14 +263,15 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 		// memory, the others find it in L2 (a W-quad-outer order is 8%
 		// faster when W is cache resident but 10-25% slower when it comes
 		// from DRAM, as in decoding)
+		// (the first pass prefetches the next W quad as it goes)
 		for i := i0; i < iq; i += 3 {
 			for j := j0; j < jq; j += 4 {
-				t.tile3x4(wide, i, j, kb, kc, acc)
+				t.tile3x4(wide, i == i0, i, j, kb, kc, acc)
 			}
 		}
 		if iq < i1 {
 			for j := j0; j < jq; j += 4 {
-				t.tile2x4(wide, iq, j, kb, kc, lx, ly, acc)
+				t.tile2x4(wide, iq == i0, iq, j, kb, kc, lx, ly, acc)
 			}
 		}
 	}
@@ -288,19 +289,50 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	matMulEdges(t, i0, i1, j0, j1, i1, jq)
 }
 
-// tile3x4 runs the 3×4 tile at X row i, W row j over K columns [kb, kb+kc).
-func (t *matMulTask) tile3x4(wide bool, i, j, kb, kc, acc int) {
+//go:noescape
+func mmTile3x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile3x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile3x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+//go:noescape
+func mmTile2x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// tile3x4 runs the 3×4 tile at X row i, W row j over K columns [kb, kb+kc);
+// pf selects the AVX-512 kernel that prefetches the next W quad.
+func (t *matMulTask) tile3x4(wide, pf bool, i, j, kb, kc, acc int) {
 	ldy, ldx, ldw := t.ldy, t.ldx, t.ldw
 	xp := &t.x[i*ldx+kb]
 	c := &t.y[i*ldy+j]
 	if wide {
 		switch t.kind {
 		case wF32:
-			mmTile3x4F32Z(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
+			if pf {
+				mmTile3x4F32ZP(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
+			} else {
+				mmTile3x4F32Z(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
+			}
 		case wBF16:
-			mmTile3x4BF16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+			if pf {
+				mmTile3x4BF16ZP(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+			} else {
+				mmTile3x4BF16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+			}
 		case wF16:
-			mmTile3x4F16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+			if pf {
+				mmTile3x4F16ZP(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+			} else {
+				mmTile3x4F16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
+			}
 		}
 		return
 	}
@@ -315,19 +347,31 @@ func (t *matMulTask) tile3x4(wide bool, i, j, kb, kc, acc int) {
 }
 
 // tile2x4 runs the 2×4 tile at X row i, W row j with X/Y row strides lx, ly
-// (0, 0: one row).
-func (t *matMulTask) tile2x4(wide bool, i, j, kb, kc, lx, ly, acc int) {
+// (0, 0: one row); pf as for tile3x4.
+func (t *matMulTask) tile2x4(wide, pf bool, i, j, kb, kc, lx, ly, acc int) {
 	ldw := t.ldw
 	xp := &t.x[i*t.ldx+kb]
 	c := &t.y[i*t.ldy+j]
 	if wide {
 		switch t.kind {
 		case wF32:
-			mmTile2x4F32Z(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
+			if pf {
+				mmTile2x4F32ZP(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
+			} else {
+				mmTile2x4F32Z(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
+			}
 		case wBF16:
-			mmTile2x4BF16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+			if pf {
+				mmTile2x4BF16ZP(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+			} else {
+				mmTile2x4BF16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+			}
 		case wF16:
-			mmTile2x4F16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+			if pf {
+				mmTile2x4F16ZP(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+			} else {
+				mmTile2x4F16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
+			}
 		}
 		return
 	}

@@ -438,6 +438,197 @@ TEXT ·mmTile2x4BF16Z(SB), NOSPLIT, $0-64
 TEXT ·mmTile2x4F16Z(SB), NOSPLIT, $0-64
 	MMTILE2_512(LOADF16Z, 2)
 
+// MMTILE512PF and MMTILE2_512PF are MMTILE512 and MMTILE2_512 with pointer
+// increments instead of indexes, which frees BX for a prefetch of the same
+// bytes of the next W quad (w + 4·ldw): the first row pass over a tile
+// streams W from memory without waiting on each quad.
+#define MMTILE512PF(LOAD, esz) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldx+8(FP), AX \
+	SHLQ $2, AX \
+	LEAQ (SI)(AX*1), R8 \
+	LEAQ (R8)(AX*1), R9 \
+	MOVQ w+16(FP), DI \
+	MOVQ ldw+24(FP), AX \
+	IMULQ $esz, AX \
+	LEAQ (DI)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	SHLQ $2, AX \
+	MOVQ AX, BX \
+	MOVQ k+32(FP), CX \
+	VPXORD Z0, Z0, Z0 \
+	VPXORD Z1, Z1, Z1 \
+	VPXORD Z2, Z2, Z2 \
+	VPXORD Z3, Z3, Z3 \
+	VPXORD Z4, Z4, Z4 \
+	VPXORD Z5, Z5, Z5 \
+	VPXORD Z6, Z6, Z6 \
+	VPXORD Z7, Z7, Z7 \
+	VPXORD Z8, Z8, Z8 \
+	VPXORD Z9, Z9, Z9 \
+	VPXORD Z10, Z10, Z10 \
+	VPXORD Z11, Z11, Z11 \
+loop: \
+	PREFETCHT0 (DI)(BX*1) \
+	PREFETCHT0 (R10)(BX*1) \
+	PREFETCHT0 (R11)(BX*1) \
+	PREFETCHT0 (R12)(BX*1) \
+	VMOVUPS (SI), Z12 \
+	VMOVUPS (R8), Z13 \
+	VMOVUPS (R9), Z14 \
+	LOAD((DI), Z15) \
+	VFMADD231PS Z12, Z15, Z0 \
+	VFMADD231PS Z13, Z15, Z4 \
+	VFMADD231PS Z14, Z15, Z8 \
+	LOAD((R10), Z15) \
+	VFMADD231PS Z12, Z15, Z1 \
+	VFMADD231PS Z13, Z15, Z5 \
+	VFMADD231PS Z14, Z15, Z9 \
+	LOAD((R11), Z15) \
+	VFMADD231PS Z12, Z15, Z2 \
+	VFMADD231PS Z13, Z15, Z6 \
+	VFMADD231PS Z14, Z15, Z10 \
+	LOAD((R12), Z15) \
+	VFMADD231PS Z12, Z15, Z3 \
+	VFMADD231PS Z13, Z15, Z7 \
+	VFMADD231PS Z14, Z15, Z11 \
+	ADDQ $64, SI \
+	ADDQ $64, R8 \
+	ADDQ $64, R9 \
+	ADDQ $(16*esz), DI \
+	ADDQ $(16*esz), R10 \
+	ADDQ $(16*esz), R11 \
+	ADDQ $(16*esz), R12 \
+	SUBQ $16, CX \
+	JG   loop \
+	VEXTRACTF64X4 $1, Z0, Y12 \
+	VADDPS Y12, Y0, Y0 \
+	VEXTRACTF64X4 $1, Z1, Y12 \
+	VADDPS Y12, Y1, Y1 \
+	VEXTRACTF64X4 $1, Z2, Y12 \
+	VADDPS Y12, Y2, Y2 \
+	VEXTRACTF64X4 $1, Z3, Y12 \
+	VADDPS Y12, Y3, Y3 \
+	VEXTRACTF64X4 $1, Z4, Y12 \
+	VADDPS Y12, Y4, Y4 \
+	VEXTRACTF64X4 $1, Z5, Y12 \
+	VADDPS Y12, Y5, Y5 \
+	VEXTRACTF64X4 $1, Z6, Y12 \
+	VADDPS Y12, Y6, Y6 \
+	VEXTRACTF64X4 $1, Z7, Y12 \
+	VADDPS Y12, Y7, Y7 \
+	VEXTRACTF64X4 $1, Z8, Y12 \
+	VADDPS Y12, Y8, Y8 \
+	VEXTRACTF64X4 $1, Z9, Y12 \
+	VADDPS Y12, Y9, Y9 \
+	VEXTRACTF64X4 $1, Z10, Y12 \
+	VADDPS Y12, Y10, Y10 \
+	VEXTRACTF64X4 $1, Z11, Y12 \
+	VADDPS Y12, Y11, Y11 \
+	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
+	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
+	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
+	MOVQ c+40(FP), AX \
+	MOVQ ldc+48(FP), BX \
+	SHLQ $2, BX \
+	LEAQ (AX)(BX*1), CX \
+	LEAQ (CX)(BX*1), DX \
+	MOVQ acc+56(FP), R13 \
+	TESTQ R13, R13 \
+	JE   store \
+	VADDPS (AX), X0, X0 \
+	VADDPS (CX), X4, X4 \
+	VADDPS (DX), X8, X8 \
+store: \
+	VMOVUPS X0, (AX) \
+	VMOVUPS X4, (CX) \
+	VMOVUPS X8, (DX) \
+	VZEROUPPER \
+	RET
+
+#define MMTILE2_512PF(LOAD, esz) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldx+8(FP), AX \
+	SHLQ $2, AX \
+	LEAQ (SI)(AX*1), R8 \
+	MOVQ w+16(FP), DI \
+	MOVQ ldw+24(FP), AX \
+	IMULQ $esz, AX \
+	LEAQ (DI)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	SHLQ $2, AX \
+	MOVQ AX, BX \
+	MOVQ k+32(FP), CX \
+	VPXORD Z0, Z0, Z0 \
+	VPXORD Z1, Z1, Z1 \
+	VPXORD Z2, Z2, Z2 \
+	VPXORD Z3, Z3, Z3 \
+	VPXORD Z4, Z4, Z4 \
+	VPXORD Z5, Z5, Z5 \
+	VPXORD Z6, Z6, Z6 \
+	VPXORD Z7, Z7, Z7 \
+loop: \
+	PREFETCHT0 (DI)(BX*1) \
+	PREFETCHT0 (R10)(BX*1) \
+	PREFETCHT0 (R11)(BX*1) \
+	PREFETCHT0 (R12)(BX*1) \
+	VMOVUPS (SI), Z12 \
+	VMOVUPS (R8), Z13 \
+	LOAD((DI), Z14) \
+	LOAD((R10), Z15) \
+	VFMADD231PS Z12, Z14, Z0 \
+	VFMADD231PS Z13, Z14, Z4 \
+	VFMADD231PS Z12, Z15, Z1 \
+	VFMADD231PS Z13, Z15, Z5 \
+	LOAD((R11), Z14) \
+	LOAD((R12), Z15) \
+	VFMADD231PS Z12, Z14, Z2 \
+	VFMADD231PS Z13, Z14, Z6 \
+	VFMADD231PS Z12, Z15, Z3 \
+	VFMADD231PS Z13, Z15, Z7 \
+	ADDQ $64, SI \
+	ADDQ $64, R8 \
+	ADDQ $(16*esz), DI \
+	ADDQ $(16*esz), R10 \
+	ADDQ $(16*esz), R11 \
+	ADDQ $(16*esz), R12 \
+	SUBQ $16, CX \
+	JG   loop \
+	VEXTRACTF64X4 $1, Z0, Y12 \
+	VADDPS Y12, Y0, Y0 \
+	VEXTRACTF64X4 $1, Z1, Y12 \
+	VADDPS Y12, Y1, Y1 \
+	VEXTRACTF64X4 $1, Z2, Y12 \
+	VADDPS Y12, Y2, Y2 \
+	VEXTRACTF64X4 $1, Z3, Y12 \
+	VADDPS Y12, Y3, Y3 \
+	VEXTRACTF64X4 $1, Z4, Y12 \
+	VADDPS Y12, Y4, Y4 \
+	VEXTRACTF64X4 $1, Z5, Y12 \
+	VADDPS Y12, Y5, Y5 \
+	VEXTRACTF64X4 $1, Z6, Y12 \
+	VADDPS Y12, Y6, Y6 \
+	VEXTRACTF64X4 $1, Z7, Y12 \
+	VADDPS Y12, Y7, Y7 \
+	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
+	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
+	MOVQ c+40(FP), AX \
+	MOVQ ldc+48(FP), BX \
+	SHLQ $2, BX \
+	LEAQ (AX)(BX*1), CX \
+	MOVQ acc+56(FP), R13 \
+	TESTQ R13, R13 \
+	JE   store \
+	VADDPS (AX), X0, X0 \
+	VADDPS (CX), X4, X4 \
+store: \
+	VMOVUPS X0, (AX) \
+	VMOVUPS X4, (CX) \
+	VZEROUPPER \
+	RET
+
 // exp constants, eight copies each: hi, lo, log2e, ln2 split c1 c2,
 // polynomial p0..p5, 1.0, then the int32 exponent bias 127.
 DATA expc<>+0(SB)/4, $0x42b00000 // hi = 88.0 keeps 2^n finite
@@ -1252,3 +1443,27 @@ hred:
 	VZEROUPPER
 	RET
 
+
+// func mmTile3x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F32ZP(SB), NOSPLIT, $0-64
+	MMTILE512PF(LOADF32Z, 4)
+
+// func mmTile2x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F32ZP(SB), NOSPLIT, $0-64
+	MMTILE2_512PF(LOADF32Z, 4)
+
+// func mmTile3x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4BF16ZP(SB), NOSPLIT, $0-64
+	MMTILE512PF(LOADBF16Z, 2)
+
+// func mmTile2x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4BF16ZP(SB), NOSPLIT, $0-64
+	MMTILE2_512PF(LOADBF16Z, 2)
+
+// func mmTile3x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F16ZP(SB), NOSPLIT, $0-64
+	MMTILE512PF(LOADF16Z, 2)
+
+// func mmTile2x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F16ZP(SB), NOSPLIT, $0-64
+	MMTILE2_512PF(LOADF16Z, 2)
