@@ -23,7 +23,8 @@
 //   - X·Wᵀ (MatMul*T, Gemm NT): a 3×4 register tile of dot products over K
 //     chunks of 512, 16 lanes wide when the CPU has AVX-512 (F and BW), 8
 //     otherwise, and a 2×4 tile for the one or two rows left over; weights
-//     converted in registers, nothing packed.
+//     converted in registers, nothing packed. The first row pass over a
+//     block prefetches the next W quad (decode batches read W from DRAM).
 //   - Gemm NN and TN: a 6×16 (AVX2) or 6×32 (AVX-512) broadcast tile over a
 //     packed K×64 panel of B; A is read in place (TN: stride lda per K step).
 //   - Softmax and SiLUMul use a Cephes-style polynomial exp over 8 lanes.
