@@ -169,7 +169,8 @@ type servedAdapter struct {
 type servedPair struct {
 	A32   []float32 // A [r, in] (f32 storage), or nil
 	A16   []uint16  // A [r, in] as bf16 bit patterns (bf16 storage), or nil
-	Bt    []float32 // Bᵀ [r, out]
+	Bt    []float32 // Bᵀ [r, out] (f32 storage), or nil
+	B16   []uint16  // B [out, r] as bf16 bit patterns (bf16 storage), or nil
 	R     int
 	In    int
 	Out   int
@@ -179,20 +180,16 @@ type servedPair struct {
 func newServedAdapter(a *lora.Adapter, bf16 bool) *servedAdapter {
 	sa := &servedAdapter{Adapter: a, pairs: make(map[string]*servedPair, len(a.Modules))}
 	for name, q := range a.Modules {
-		sp := &servedPair{R: q.R, In: q.In, Out: q.Out, Scale: q.Scale, Bt: make([]float32, q.R*q.Out)}
-		for o := 0; o < q.Out; o++ {
-			for k := 0; k < q.R; k++ {
-				v := q.B[o*q.R+k]
-				if bf16 {
-					v = safetensors.BF16ToF32(safetensors.F32ToBF16(v))
-				}
-				sp.Bt[k*q.Out+o] = v
-			}
-		}
+		sp := &servedPair{R: q.R, In: q.In, Out: q.Out, Scale: q.Scale}
 		if bf16 {
-			sp.A16 = toBF16(q.A)
+			sp.A16, sp.B16 = toBF16(q.A), toBF16(q.B)
 		} else {
-			sp.A32 = q.A
+			sp.A32, sp.Bt = q.A, make([]float32, q.R*q.Out)
+			for o := 0; o < q.Out; o++ {
+				for k := 0; k < q.R; k++ {
+					sp.Bt[k*q.Out+o] = q.B[o*q.R+k]
+				}
+			}
 		}
 		sa.pairs[name] = sp
 	}
@@ -238,9 +235,13 @@ func (a *servedAdapter) ApplyRows(p *kernels.Pool, module string, y, x []float32
 	if rows*r*(in+out) < inlineAt {
 		p = nil
 	}
+	need := rows * r
+	if q.B16 != nil {
+		need += rows * out
+	}
 	bp := scratch.Get().(*[]float32)
-	if cap(*bp) < rows*r {
-		*bp = make([]float32, rows*r)
+	if cap(*bp) < need {
+		*bp = make([]float32, need)
 	}
 	t := (*bp)[:rows*r]
 	if q.A16 != nil { // T[rows, r] = X·Aᵀ
@@ -249,9 +250,14 @@ func (a *servedAdapter) ApplyRows(p *kernels.Pool, module string, y, x []float32
 		kernels.MatMulF32T(p, t, x, q.A32, rows, r, in)
 	}
 	kernels.Scale(q.Scale, t)
-	if rows >= gemmRows { // Y[rows, out] += T·Bt
+	switch {
+	case q.B16 != nil: // D[rows, out] = T·Bᵀ through the bf16 tile kernel (half the bytes of an f32 Bt), Y += D
+		d := (*bp)[rows*r : rows*(r+out)]
+		kernels.MatMulBF16T(p, d, t, q.B16, rows, out, r)
+		kernels.Axpy(1, d, y)
+	case rows >= gemmRows: // Y[rows, out] += T·Bt
 		kernels.Gemm(p, false, false, rows, out, r, 1, t, r, q.Bt, out, 1, y, out)
-	} else {
+	default:
 		for k := 0; k < r; k++ { // row k of Bt stays in L1 while it goes into every row of Y
 			bk := q.Bt[k*out : (k+1)*out]
 			for j := 0; j < rows; j++ {
