@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/models/kernels"
@@ -301,7 +302,8 @@ func (a *Adapter) Apply(module string, y, x []float32, in, out int) {
 	p.Apply(nil, y, x, in, out)
 }
 
-// Apply adds s·B·(A·x) to y for every row; p may be nil (single-threaded).
+// Apply adds s·B·(A·x) to y for every row; p may be nil (single-threaded). It does not allocate: the [rows, R]
+// intermediate comes from a sync.Pool, so different pairs (or adapters) may run Apply concurrently.
 func (q *Pair) Apply(p *kernels.Pool, y, x []float32, in, out int) {
 	if in != q.In || out != q.Out || in == 0 || len(x)%in != 0 || len(y) != len(x)/in*out {
 		panic(fmt.Sprintf("lora: Apply with in=%d out=%d len(x)=%d len(y)=%d on a pair [%d×%d]·[%d×%d]", in, out, len(x), len(y), q.Out, q.R, q.R, q.In))
@@ -310,17 +312,43 @@ func (q *Pair) Apply(p *kernels.Pool, y, x []float32, in, out int) {
 	if rows == 0 {
 		return
 	}
-	if rows == 1 { // decode: two GEMVs through the kernels, one small allocation
-		buf := make([]float32, q.R+min(256, out))
-		t := buf[:q.R]
-		kernels.MatVecF32(p, t, q.A, x, q.R, q.In)
-		addScaledBt(y, q.B, t, q.Scale, buf[q.R:])
-		return
+	if rows*q.R*(in+out) < inlineAt {
+		p = nil // a pool hand-off costs more than this product
 	}
-	t := make([]float32, rows*q.R)
-	kernels.MatMulF32T(p, t, x, q.A, rows, q.R, q.In) // T[rows, r] = X·Aᵀ
-	// Y[rows, out] += s·T·Bᵀ
-	kernels.Gemm(p, false, true, rows, out, q.R, q.Scale, t, q.R, q.B, q.R, 1, y, out)
+	need := rows * q.R
+	if rows == 1 {
+		need += min(256, out)
+	}
+	bp := scratch.Get().(*[]float32)
+	if cap(*bp) < need {
+		*bp = make([]float32, need)
+	}
+	t := (*bp)[:rows*q.R]
+	if rows == 1 { // decode: two GEMVs through the kernels
+		kernels.MatVecF32(p, t, q.A, x, q.R, q.In)
+		addScaledBt(y, q.B, t, q.Scale, (*bp)[q.R:need])
+	} else {
+		kernels.MatMulF32T(p, t, x, q.A, rows, q.R, q.In) // T[rows, r] = X·Aᵀ
+		kernels.Scale(q.Scale, t)                         // alpha 1 below: the NT Gemm then needs no scratch
+		// Y[rows, out] += (s·T)·Bᵀ
+		kernels.Gemm(p, false, true, rows, out, q.R, 1, t, q.R, q.B, q.R, 1, y, out)
+	}
+	scratch.Put(bp)
+}
+
+var (
+	// scratch holds Apply's intermediates (a pool of *[]float32).
+	scratch  = sync.Pool{New: func() any { return new([]float32) }}
+	inlineAt = 1 << 16 // multiply-adds below which Apply ignores the pool
+)
+
+// ApplyRows adds s·B·(A·x) to each of rows rows of y ([rows, out]) from x ([rows, in]) as one matrix product per
+// module (llama.RowsDelta: Forward hands it every row of a batch that uses this adapter). Safe to run
+// concurrently for different adapters or modules.
+func (a *Adapter) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	if q := a.Modules[module]; q != nil && rows > 0 {
+		q.Apply(p, y[:rows*out], x[:rows*in], in, out)
+	}
 }
 
 // ApplyRows adds each row's own adapter to a batch that shares one base matmul (the S-LoRA/Punica idea):
