@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/lora"
 )
 
 // sharedDir returns $LORAKIT_SHARED/rel, skipping the test when the variable is unset.
 func sharedDir(t *testing.T, rel string) string {
 	t.Helper()
-	root := os.Getenv("LORAKIT_SHARED")
+	root := testenv.Shared()
 	if root == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}
@@ -112,28 +113,36 @@ func indexByte(b []byte, c byte) int {
 	return len(b)
 }
 
+// emSetting is one method's settings for the side-by-side exact-match run:
+// found on stories260K (41 sum pairs, batch 8, cosine, 30 warmup steps).
+// LoRA needs a ~3× higher lr than full FT here; at 5e-3 (or rsLoRA's 4× scale
+// at 2e-3) LoRA diverges to ~0.25 exact match. QLoRA is scored on the NF4 base it
+// was trained against: on the f32 base the same adapter drops to ~0.8.
+type emSetting struct {
+	method string
+	lr     float64
+	steps  int
+}
+
+var emSettings = []emSetting{{"lora", 3e-3, 600}, {"qlora", 3e-3, 600}, {"full", 1e-3, 600}}
+
 // TestMethodsExactMatch is the side-by-side run of issue 4 (not a unit test: set
-// LORAKIT_TRAIN_EM=1 and LORAKIT_SHARED): LoRA, QLoRA and full fine-tuning of
-// stories260K on two synthetic tasks, with steps, wall time, tokens/s and the
-// exact match on the training pairs. (Peak RSS per method needs one process per
-// method: `lorakit train` under /usr/bin/time.)
+// LORAKIT_TRAIN_EM=1 and LORAKIT_SHARED; ~3 min on 2 cores): LoRA, QLoRA and full
+// fine-tuning of stories260K on 41 synthetic sums in the seed's style must each
+// reach ≥ 95% exact match on the training pairs. It prints steps, wall and CPU
+// time, tokens/s, loss and exact match side by side. (Peak RSS per method needs
+// one process per method: `lorakit train` under /usr/bin/time -v.)
 func TestMethodsExactMatch(t *testing.T) {
 	if os.Getenv("LORAKIT_TRAIN_EM") == "" {
 		t.Skip("LORAKIT_TRAIN_EM not set")
 	}
 	model := sharedDir(t, "models/stories260K")
 	dir := t.TempDir()
-	copyTask := filepath.Join(dir, "copy.jsonl")
-	f, _ := os.Create(copyTask)
-	for _, w := range []string{"ball", "cat", "dog", "tree", "sun", "moon", "car", "bird", "fish", "cake", "hat", "box",
-		"bed", "cup", "toy", "red", "blue", "green", "big", "small", "happy", "sad", "fast", "slow", "park", "house",
-		"door", "boat", "book", "girl", "boy", "mom", "dad", "friend", "flower", "apple", "milk", "rain", "snow", "star", "duck"} {
-		j, _ := json.Marshal(map[string]string{"prompt": "Say the word " + w + ".", "response": w})
-		f.Write(append(j, '\n'))
-	}
-	f.Close()
 	sums := filepath.Join(dir, "sums.jsonl")
-	g, _ := os.Create(sums)
+	g, err := os.Create(sums)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for a := 1; a <= 9; a++ {
 		for b := 1; b <= 9; b++ {
 			if (a*7+b*3)%2 == 0 {
@@ -142,34 +151,37 @@ func TestMethodsExactMatch(t *testing.T) {
 			}
 		}
 	}
-	g.Close()
-	for _, task := range []struct {
-		name, path string
-		steps      int
-	}{{"copy", copyTask, 150}, {"sums", sums, 300}} {
-		for _, method := range []string{"lora", "qlora", "full"} {
-			cfg := DefaultConfig()
-			cfg.Model, cfg.Data, cfg.Out = model, task.path, filepath.Join(dir, task.name+"-"+method)
-			cfg.Method, cfg.Rank, cfg.Alpha, cfg.BatchSize, cfg.MaxSteps, cfg.Threads = method, 16, 32, 8, task.steps, 2
-			cfg.LR = 3e-3
-			if method == "full" {
-				cfg.LR = 1e-3
-			}
-			t0 := time.Now()
-			res, err := Run(context.Background(), cfg, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ec := EvalConfig{Model: model, Adapter: cfg.Out, Data: task.path, Threads: 2}
-			if method == "full" {
-				ec.Model, ec.Adapter = cfg.Out, ""
-			}
-			ev, err := Evaluate(context.Background(), ec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("%s %-5s: %d steps, %.1fs, %.0f tok/s, train loss %.3f, eval loss %.3f, exact match %.3f",
-				task.name, method, res.Steps, time.Since(t0).Seconds(), res.TokensPerSec, res.Loss, ev.Loss, ev.ExactMatch)
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	table := "method  lr      steps  wall_s  cpu_s  tok/s  train_loss  eval_loss  exact_match\n"
+	for _, s := range emSettings {
+		cfg := DefaultConfig()
+		cfg.Model, cfg.Data, cfg.Out = model, sums, filepath.Join(dir, s.method)
+		cfg.Method, cfg.Rank, cfg.Alpha, cfg.BatchSize, cfg.Threads = s.method, 16, 32, 8, 2
+		cfg.LR, cfg.MaxSteps, cfg.WarmupSteps = s.lr, s.steps, 30
+		t0, c0 := time.Now(), cpuSeconds()
+		res, err := Run(context.Background(), cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wall, cpu := time.Since(t0).Seconds(), cpuSeconds()-c0
+		ec := EvalConfig{Model: model, Adapter: cfg.Out, Data: sums, Threads: 2}
+		switch s.method {
+		case "full":
+			ec.Model, ec.Adapter = cfg.Out, ""
+		case "qlora":
+			ec.Quant = "nf4"
+		}
+		ev, err := Evaluate(context.Background(), ec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		table += fmt.Sprintf("%-6s  %-6g  %5d  %6.1f  %5.1f  %5.0f  %10.3f  %9.3f  %11.3f\n",
+			s.method, s.lr, res.Steps, wall, cpu, res.TokensPerSec, res.Loss, ev.Loss, ev.ExactMatch)
+		if ev.ExactMatch < 0.95 {
+			t.Errorf("%s: exact match %.3f < 0.95", s.method, ev.ExactMatch)
 		}
 	}
+	t.Logf("stories260K, 41 sums, batch 8, rank 16 alpha 32, cosine, warmup 30, 2 threads:\n%s", table)
 }
