@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
@@ -14,7 +15,7 @@ import (
 // but the model is missing.
 func sharedModel(t *testing.T, name string) string {
 	t.Helper()
-	root := os.Getenv("LORAKIT_SHARED")
+	root := testenv.Shared()
 	if root == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
@@ -24,7 +25,7 @@ import (
 )
 
 func sharedDir(t testing.TB) string {
-	d := os.Getenv("LORAKIT_SHARED")
+	d := testenv.Shared()
 	if d == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

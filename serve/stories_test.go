@@ -5,18 +5,18 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models"
 )
 
 // TestStoriesGreedyCompletion serves the real stories260K model (SentencePiece tokenizer) and checks that a greedy
 // /v1/completions answer is the golden continuation, leading space included.
 func TestStoriesGreedyCompletion(t *testing.T) {
-	sh := os.Getenv("LORAKIT_SHARED")
+	sh := testenv.Shared()
 	if sh == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

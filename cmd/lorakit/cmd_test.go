@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // run executes lorakit with args and returns its standard output.
@@ -25,7 +27,7 @@ func run(t *testing.T, args ...string) string {
 }
 
 func shared(t *testing.T) string {
-	dir := os.Getenv("LORAKIT_SHARED")
+	dir := testenv.Shared()
 	if dir == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // sharedDir returns $LORAKIT_SHARED or skips the test when it is unset.
 func sharedDir(t *testing.T) string {
 	t.Helper()
-	d := os.Getenv("LORAKIT_SHARED")
+	d := testenv.Shared()
 	if d == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

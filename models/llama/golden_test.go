@@ -8,12 +8,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
 // sharedDir returns $LORAKIT_SHARED, skipping when unset and failing when set but missing.
 func sharedDir(t testing.TB) string {
-	d := os.Getenv("LORAKIT_SHARED")
+	d := testenv.Shared()
 	if d == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -132,7 +134,7 @@ func TestShardedCheckpoint(t *testing.T) {
 }
 
 func TestStories260K(t *testing.T) {
-	shared := os.Getenv("LORAKIT_SHARED")
+	shared := testenv.Shared()
 	if shared == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

@@ -3,13 +3,14 @@ package tokenizer
 import (
 	"encoding/json"
 	"maps"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // FuzzRoundTrip: for valid UTF-8, decode(encode(text)) == text, and the stream decoder agrees with Decode;
@@ -27,7 +28,7 @@ func FuzzRoundTrip(f *testing.F) {
 		{tok: mustParse(f, synthSentencePiece(f), ""), spStyle: true, specials: []string{"<s>", "</s>", "<unk>"}},
 		{tok: mustParse(f, synthMetaspace(f), ""), spStyle: true, metaspace: true, specials: []string{"<s>", "</s>", "<unk>"}},
 	}
-	if shared := os.Getenv("LORAKIT_SHARED"); shared != "" {
+	if shared := testenv.Shared(); shared != "" {
 		tok, err := Load(filepath.Join(shared, "models", "stories260K"))
 		if err != nil {
 			f.Fatal(err)

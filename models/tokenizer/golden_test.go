@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // sharedDir returns $LORAKIT_SHARED, skipping the test when unset and failing when set but missing.
 func sharedDir(t testing.TB) string {
 	t.Helper()
-	dir := os.Getenv("LORAKIT_SHARED")
+	dir := testenv.Shared()
 	if dir == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

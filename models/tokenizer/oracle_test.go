@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // oracleJS encodes and decodes a list of texts with the tokenizers library's Node binding.
@@ -81,7 +83,7 @@ func TestOracleNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	dirs, _ := filepath.Glob("testdata/variants/*")
-	if shared := os.Getenv("LORAKIT_SHARED"); shared != "" {
+	if shared := testenv.Shared(); shared != "" {
 		for _, f := range families {
 			dirs = append(dirs, filepath.Join(shared, "tokenizers", f))
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 func TestSynthByteLevel(t *testing.T) {
@@ -273,7 +275,7 @@ func TestLoadErrors(t *testing.T) {
 // merging whole segments.
 func TestMetaSplitEquivalence(t *testing.T) {
 	toks := []*Tokenizer{mustParse(t, synthSentencePiece(t), "")}
-	if shared := os.Getenv("LORAKIT_SHARED"); shared != "" {
+	if shared := testenv.Shared(); shared != "" {
 		for _, dir := range []string{"models/stories260K", "tokenizers/llama2", "tokenizers/gemma3"} {
 			tok, err := loadShared(filepath.Join(shared, dir))
 			if err != nil {

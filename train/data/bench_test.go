@@ -5,13 +5,14 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
 // BenchmarkScoreStories scores 200 lines of $LORAKIT_BENCH_FILE with stories260K.
 func BenchmarkScoreStories(b *testing.B) {
-	shared, in := os.Getenv("LORAKIT_SHARED"), os.Getenv("LORAKIT_BENCH_FILE")
+	shared, in := testenv.Shared(), os.Getenv("LORAKIT_BENCH_FILE")
 	if shared == "" || in == "" {
 		b.Skip("LORAKIT_SHARED / LORAKIT_BENCH_FILE not set")
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/train"
@@ -17,7 +18,7 @@ import (
 // Scores equal `lorakit eval` on the same example, and IFD matches a direct computation on stories260K:
 // L(A|Q) over the assistant tokens of the templated conversation, L(A) over BOS + the assistant text.
 func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
-	shared := os.Getenv("LORAKIT_SHARED")
+	shared := testenv.Shared()
 	if shared == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}
@@ -114,7 +115,7 @@ func meanNLL(t *testing.T, net *llama.Model, ids []int, mask []bool) float64 {
 
 // With an adapter, score still equals eval (and differs from the base).
 func TestScoreWithAdapterMatchesEval(t *testing.T) {
-	shared := os.Getenv("LORAKIT_SHARED")
+	shared := testenv.Shared()
 	if shared == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}

@@ -8,13 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/tokenizer"
 )
 
 func sharedDir(t *testing.T) string {
 	t.Helper()
-	d := os.Getenv("LORAKIT_SHARED")
+	d := testenv.Shared()
 	if d == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}
