@@ -402,12 +402,10 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 
 	H, Q, KV, I, V := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize
 	s := &m.s
-	// Room for padRows(T) rows (see linear); the slices hold T.
-	Tp := padRows(T)
-	s.x, s.xn, s.tmp = grow(s.x, Tp*H)[:T*H], grow(s.xn, Tp*H)[:T*H], grow(s.tmp, Tp*H)[:T*H]
-	s.q, s.att = grow(s.q, Tp*Q)[:T*Q], grow(s.att, Tp*Q)[:T*Q]
-	s.k, s.v = grow(s.k, Tp*KV)[:T*KV], grow(s.v, Tp*KV)[:T*KV]
-	s.gate, s.up = grow(s.gate, Tp*I)[:T*I], grow(s.up, Tp*I)[:T*I]
+	s.x, s.xn, s.tmp = grow(s.x, T*H), grow(s.xn, T*H), grow(s.tmp, T*H)
+	s.q, s.att = grow(s.q, T*Q), grow(s.att, T*Q)
+	s.k, s.v = grow(s.k, T*KV), grow(s.v, T*KV)
+	s.gate, s.up = grow(s.gate, T*I), grow(s.up, T*I)
 	s.rowSeq, s.rowPos, s.outRows = growInt(s.rowSeq, T), growInt(s.rowPos, T), growInt(s.outRows, R)
 	maxCtx := 0
 	r, o := 0, 0
@@ -498,17 +496,12 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	s.groups = s.groups[:0]
 
 	// Final norm and the LM head, only on the rows whose logits were asked for.
-	Rp := padRows(R)
-	s.hn = grow(s.hn, Rp*H)
+	s.hn = grow(s.hn, R*H)
 	for o, r := range s.outRows {
 		kernels.RMSNorm(s.hn[o*H:(o+1)*H], s.x[r*H:(r+1)*H], m.Norm, eps)
 	}
-	if _, ok := m.LMHead.(*nn.Dense); !ok {
-		Rp = R
-	}
-	flat := make([]float32, Rp*V)[:R*V]
-	m.LMHead.Forward(m.Pool, flat[:Rp*V], s.hn[:Rp*H], Rp) // straight into the returned logits
-	s.hn = s.hn[:R*H]
+	flat := make([]float32, R*V)
+	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
 	out := make([][][]float32, len(batch))
 	o = 0
 	for i, sq := range batch {
@@ -534,12 +527,7 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 
 // linear runs a base linear over all T rows at once, then adds the adapters' deltas.
 func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
-	if _, ok := lin.(*nn.Dense); ok && padRows(T) != T { // see padRows; x and y have the room
-		Tp := padRows(T)
-		lin.Forward(m.Pool, y[:Tp*lin.Out()], x[:Tp*lin.In()], Tp)
-	} else {
-		lin.Forward(m.Pool, y, x, T)
-	}
+	lin.Forward(m.Pool, y, x, T)
 	if len(m.s.groups) == 0 {
 		return
 	}
@@ -557,17 +545,6 @@ func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
 		m.Pool.For(len(s.groups), m.deltaFn)
 	}
 	s.dy, s.dx = nil, nil
-}
-
-// padRows is the number of rows a dense linear runs on for T rows. The matrix kernels tile rows by three and
-// take a leftover row through a matrix-vector path that costs about as much as a whole tile (measured: 8 rows
-// 1.28× 9 rows, 32 rows 1.19× 30 rows), so two leftover rows (T = 2, 5, 8, ..., 32) are cheaper as one more
-// tile: the linear runs on one scratch row more, whose output is ignored (rows are independent).
-func padRows(T int) int {
-	if T%3 == 2 {
-		return T + 1
-	}
-	return T
 }
 
 // bigGroup is the number of rows from which an adapter's delta gets the whole pool for its own products rather
