@@ -2,9 +2,12 @@ package train
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/lorakit/lorakit/models/chat"
@@ -22,7 +25,8 @@ type EvalConfig struct {
 	Strict               bool
 	NoGenerate           bool // skip exact match
 	// Quant "nf4" holds the base's linear weights in NF4 (block 64, double quantisation), as QLoRA
-	// training does: a QLoRA adapter is scored against the base it was trained on. "" keeps the dtype.
+	// training does: a QLoRA adapter is scored against the base it was trained on. "" keeps the dtype; "auto"
+	// picks nf4 when the adapter's training_args.json says it was trained with --method qlora.
 	Quant string
 }
 
@@ -41,6 +45,9 @@ type EvalResult struct {
 // greedy answer to the last assistant message (whitespace-trimmed; a leading
 // <think>…</think> block is ignored unless the reference has one).
 func Evaluate(ctx context.Context, c EvalConfig) (*EvalResult, error) {
+	if c.Quant == "auto" {
+		c.Quant = qloraQuant(c.Adapter)
+	}
 	switch c.Quant {
 	case "", "none", "nf4":
 	default:
@@ -69,6 +76,24 @@ func Evaluate(ctx context.Context, c EvalConfig) (*EvalResult, error) {
 		delta = ad
 	}
 	return EvaluateModel(ctx, m, delta, c)
+}
+
+// qloraQuant is "nf4" when adapter was written by a QLoRA run (its training_args.json), else "".
+func qloraQuant(adapter string) string {
+	if adapter == "" {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(adapter, "training_args.json"))
+	if err != nil {
+		return ""
+	}
+	var args struct {
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(b, &args) == nil && args.Method == string(QLoRA) {
+		return "nf4"
+	}
+	return ""
 }
 
 // EvaluateModel is Evaluate over an already loaded model and adapter (nil: base).

@@ -49,7 +49,7 @@ to each example's prompt and compares it with the reference response after trimm
 	f.StringVar(&c.Data, "data", "", "JSONL data")
 	f.IntVar(&c.MaxSeqLen, "max-seq-len", 4096, "truncate examples to this many tokens")
 	f.IntVar(&c.MaxNewTokens, "max-new-tokens", 0, "generation budget for exact match (0: reference length + 32)")
-	f.StringVar(&c.Quant, "quant", "", "hold the base in nf4 (as QLoRA training did) when scoring a QLoRA adapter")
+	f.StringVar(&c.Quant, "quant", "auto", "base weights: nf4 (as QLoRA training holds them), none, or auto (nf4 when the adapter's training_args.json says qlora)")
 	f.BoolVar(&c.NoGenerate, "no-generate", false, "skip exact match (loss only)")
 	f.BoolVar(&c.Strict, "strict", false, "fail on bad lines")
 	f.IntVar(&c.Threads, "threads", 0, "worker threads (0: all CPUs)")
