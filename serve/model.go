@@ -154,14 +154,14 @@ func (b *modelBackend) LoadAdapter(path string) (engine.Delta, error) {
 	return newServedAdapter(a, b.bf16), nil
 }
 
-// servedAdapter adds llama.RowsDelta to a LoRA adapter: Forward hands it all the rows of a batch that use it at
-// once, so prefill chunks and same-adapter decode rows go through A and B as one matrix product. The pairs are
-// copied at load into a serving layout (the adapter is never trained while served): A [r, in] as f32 or bf16,
-// and B transposed, Bt [r, out] in f32, so the expand Y += s·T·Bᵀ streams whole contiguous rows of Bt (one
-// Axpy per rank) instead of rank-16 dot products. With bf16 storage Bt holds the bf16-rounded values, so the
-// numbers are those of a bf16 adapter; only A's bytes are halved.
+// servedAdapter is a LoRA adapter in a serving layout, built once at load (a served adapter is never trained, so
+// the copies cannot go stale), and implements llama.RowsDelta: Forward hands it all the rows of a batch that use
+// it at once, so prefill chunks and same-adapter decode rows go through A and B as one matrix product per module,
+// with no allocation. f32 storage keeps A [r, in] and B transposed, Bt [r, out], so the expand Y += s·T·Bᵀ streams
+// contiguous rows of Bt (one Axpy per rank and row; a GEMM from gemmRows rows) instead of rank-16 dot products.
+// bf16 storage keeps A and B [out, r] as bf16 (half the bytes, which is what a many-adapter decode step is short
+// of) and runs both products through the bf16 tile kernel. The f32 lora.Adapter is not retained.
 type servedAdapter struct {
-	*lora.Adapter
 	pairs map[string]*servedPair
 }
 
@@ -178,7 +178,7 @@ type servedPair struct {
 }
 
 func newServedAdapter(a *lora.Adapter, bf16 bool) *servedAdapter {
-	sa := &servedAdapter{Adapter: a, pairs: make(map[string]*servedPair, len(a.Modules))}
+	sa := &servedAdapter{pairs: make(map[string]*servedPair, len(a.Modules))}
 	for name, q := range a.Modules {
 		sp := &servedPair{R: q.R, In: q.In, Out: q.Out, Scale: q.Scale}
 		if bf16 {
