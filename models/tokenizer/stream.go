@@ -102,5 +102,13 @@ func (d *StreamDecoder) Prime(ids []int) {
 	for _, id := range ids {
 		d.Add(id)
 	}
+	// Prompt text still held back (a trailing byte-fallback run such as "<0x0A>", or clean-up) is context
+	// too: mark it emitted so that it does not come out with the first generated token.
+	if len(d.toks) > 0 {
+		raw := d.window()
+		if n := len(raw) - incompleteTail([]byte(raw)); n > d.done {
+			d.done = n
+		}
+	}
 	d.pend = ""
 }

@@ -384,3 +384,29 @@ func TestStreamPrime(t *testing.T) {
 		t.Fatalf("primed stream %q, want %q", got, want)
 	}
 }
+
+// A prompt ending in a byte-fallback token (stories260K's "\n" is <0x0A>) must not leak that byte into the
+// first generated piece.
+func TestStreamPrimeByteFallbackTail(t *testing.T) {
+	shared := testenv.Shared()
+	if shared == "" {
+		t.Skip("LORAKIT_SHARED not set")
+	}
+	tok, err := Load(filepath.Join(shared, "models", "stories260K"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := tok.Encode("### user:\nWhat is 1+1?\n### assistant:\n", false)
+	gen := tok.Encode("Once upon a time", false)
+	d := tok.NewStreamDecoder(true)
+	d.Prime(prompt)
+	got := ""
+	for _, id := range gen {
+		got += d.Add(id)
+	}
+	got += d.Flush()
+	full := tok.Decode(append(slices.Clone(prompt), gen...), true)
+	if want := strings.TrimPrefix(full, tok.Decode(prompt, true)); got != want {
+		t.Fatalf("primed stream %q, want %q", got, want)
+	}
+}
