@@ -175,23 +175,8 @@ func parseDecoder(raw json.RawMessage) (decoder, error) {
 	}
 	switch head.Type {
 	case "Sequence":
-		var v struct {
-			Decoders []json.RawMessage `json:"decoders"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		var seq seqDecoder
-		for i, r := range v.Decoders {
-			d, err := parseDecoder(r)
-			if err != nil {
-				return nil, fmt.Errorf("decoders[%d]: %w", i, err)
-			}
-			if d != nil {
-				seq = append(seq, d)
-			}
-		}
-		return seq, nil
+		seq, err := parseSequence(raw, "decoders", parseDecoder)
+		return seqDecoder(seq), err
 	case "ByteLevel":
 		return byteLevelDecoder{}, nil
 	case "Replace":

@@ -127,6 +127,33 @@ type rawComponent struct {
 	Type string `json:"type"`
 }
 
+// parseSequence parses the components listed under key of a "Sequence" component (normalizers, pretokenizers or
+// decoders) with parse, dropping null entries; an error names the failing index.
+func parseSequence[T comparable](raw json.RawMessage, key string, parse func(json.RawMessage) (T, error)) ([]T, error) {
+	var v map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	var items []json.RawMessage
+	if r, ok := v[key]; ok {
+		if err := json.Unmarshal(r, &items); err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	var zero T
+	var seq []T
+	for i, r := range items {
+		c, err := parse(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+		}
+		if c != zero {
+			seq = append(seq, c)
+		}
+	}
+	return seq, nil
+}
+
 func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
@@ -137,23 +164,8 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 	}
 	switch head.Type {
 	case "Sequence":
-		var v struct {
-			Normalizers []json.RawMessage `json:"normalizers"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		var seq seqNormalizer
-		for i, r := range v.Normalizers {
-			n, err := parseNormalizer(r)
-			if err != nil {
-				return nil, fmt.Errorf("normalizers[%d]: %w", i, err)
-			}
-			if n != nil {
-				seq = append(seq, n)
-			}
-		}
-		return seq, nil
+		seq, err := parseSequence(raw, "normalizers", parseNormalizer)
+		return seqNormalizer(seq), err
 	case "Prepend":
 		var v struct {
 			Prepend string `json:"prepend"`
