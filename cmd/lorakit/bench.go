@@ -146,7 +146,9 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				defer os.RemoveAll(tmp)
 				fileDType := dtype
 				if dtype == "nf4" {
-					fileDType = "f32" // quantised at load
+					// bf16 as published checkpoints are; the linear layers are quantised at load and the tied
+					// embedding/LM head stays bf16, as `lorakit quantize` leaves it
+					fileDType = "bf16"
 				}
 				fmt.Fprintf(errw, "writing random %s weights of %s to %s ...\n", fileDType, shape, tmp)
 				if err := writeBenchCheckpoint(tmp, sh, fileDType); err != nil {
