@@ -180,19 +180,8 @@ func parseDecoder(raw json.RawMessage) (decoder, error) {
 	case "ByteLevel":
 		return byteLevelDecoder{}, nil
 	case "Replace":
-		var v struct {
-			Pattern json.RawMessage `json:"pattern"`
-			Content string          `json:"content"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		p, err := parsePattern(v.Pattern)
-		if err != nil {
-			return nil, err
-		}
-		p.content = v.Content
-		return replaceDecoder{p}, nil
+		p, err := parseReplace(raw)
+		return replaceDecoder{p}, err
 	case "ByteFallback":
 		return byteFallbackDecoder{}, nil
 	case "Fuse":

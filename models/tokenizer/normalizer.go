@@ -127,6 +127,23 @@ type rawComponent struct {
 	Type string `json:"type"`
 }
 
+// parseReplace parses a Replace component (normalizer or decoder): a string or regex pattern and its content.
+func parseReplace(raw json.RawMessage) (*pattern, error) {
+	var v struct {
+		Pattern json.RawMessage `json:"pattern"`
+		Content string          `json:"content"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, err
+	}
+	p, err := parsePattern(v.Pattern)
+	if err != nil {
+		return nil, err
+	}
+	p.content = v.Content
+	return p, nil
+}
+
 // parseSequence parses the components listed under key of a "Sequence" component (normalizers, pretokenizers or
 // decoders) with parse, dropping null entries; an error names the failing index.
 func parseSequence[T comparable](raw json.RawMessage, key string, parse func(json.RawMessage) (T, error)) ([]T, error) {
@@ -175,19 +192,8 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 		}
 		return prependNormalizer(v.Prepend), nil
 	case "Replace":
-		var v struct {
-			Pattern json.RawMessage `json:"pattern"`
-			Content string          `json:"content"`
-		}
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		p, err := parsePattern(v.Pattern)
-		if err != nil {
-			return nil, err
-		}
-		p.content = v.Content
-		return replaceNormalizer{p}, nil
+		p, err := parseReplace(raw)
+		return replaceNormalizer{p}, err
 	case "NFC":
 		return unicodeNormalizer{norm.NFC}, nil
 	case "NFD":
