@@ -26,7 +26,13 @@ import (
 type Source struct {
 	Dir     string
 	Weight  float64
-	Adapter *lora.Adapter // loaded by Run when nil
+	Adapter *lora.Adapter // loaded by Run (with LoadAdapter) when nil
+	// Embed holds LoRA on embedding tables, keyed by module ("model.embed_tokens"): A [R, vocab] = lora_embedding_A,
+	// B [dim, R] = lora_embedding_B (In = vocab, Out = dim); the table [vocab, dim] gets wᵢ·sᵢ·(B·A)ᵀ.
+	Embed map[string]*lora.Pair
+	// BaseLayers are base weights PEFT saved beside an adapted embedding ("model.embed_tokens.weight" from
+	// "…embed_tokens.base_layer.weight"): they replace the base tensor before the deltas are added.
+	BaseLayers map[string]safetensors.Tensor
 }
 
 // Options configure Run.
@@ -100,6 +106,7 @@ const (
 type delta struct {
 	pair   *lora.Pair
 	weight float32 // wᵢ·sᵢ
+	embed  bool    // an embedding pair: the weight gets (B·A)ᵀ
 }
 
 type item struct {
@@ -207,14 +214,15 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	deltas := map[string][]delta{}
 	saved := map[string]*safetensors.Tensor{}
 	savedBy := map[string]string{}
+	baseLayer := map[string]bool{} // saved tensors that are a starting point for deltas (PEFT base_layer)
 	for i := range opt.Adapters {
 		s := &opt.Adapters[i]
 		if s.Adapter == nil {
-			a, err := lora.Load(s.Dir)
+			l, err := LoadAdapter(s.Dir)
 			if err != nil {
 				return nil, fmt.Errorf("merge: %w", err)
 			}
-			s.Adapter = a
+			s.Adapter, s.Embed, s.BaseLayers = l.Adapter, l.Embed, l.BaseLayers
 		}
 		a := s.Adapter
 		if math.IsNaN(s.Weight) || math.IsInf(s.Weight, 0) {
@@ -223,9 +231,32 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		if err := a.Check(p.shapeOf); err != nil {
 			return nil, fmt.Errorf("merge: adapter %s does not fit base %s:\n%w", s.Dir, base, err)
 		}
+		if err := p.checkEmbed(s); err != nil {
+			return nil, fmt.Errorf("merge: adapter %s does not fit base %s:\n%w", s.Dir, base, err)
+		}
 		for _, m := range a.Names() {
 			pr := a.Modules[m]
 			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale})
+		}
+		for _, m := range sortedKeys(s.Embed) {
+			pr := s.Embed[m]
+			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
+		}
+		for _, name := range sortedKeys(s.BaseLayers) {
+			t := s.BaseLayers[name]
+			same, err := p.sameAsBase(name, t)
+			if err != nil {
+				return nil, fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
+			}
+			if same {
+				continue // PEFT saved the embedding it was trained on: the base's own, bit for bit
+			}
+			if prev, dup := savedBy[name]; dup {
+				return nil, fmt.Errorf("merge: tensor %q is replaced by both %s and %s; cannot combine", name, prev, s.Dir)
+			}
+			saved[name], savedBy[name] = &t, s.Dir
+			baseLayer[name] = true
+			warn("adapter %s: its saved base layer %q differs from the base: merging on top of the adapter's copy (PEFT loads it into the base)", s.Dir, name)
 		}
 		for name, t := range a.Saved {
 			t := t
@@ -236,7 +267,7 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 				return nil, fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
 			}
 			if len(deltas[name]) > 0 {
-				return nil, fmt.Errorf("merge: tensor %q is both saved whole and LoRA-adapted", name)
+				return nil, fmt.Errorf("merge: tensor %q is both saved whole (modules_to_save) and LoRA-adapted", name)
 			}
 			saved[name], savedBy[name] = &t, s.Dir
 			if s.Weight != 1 {
@@ -249,7 +280,7 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		logf("adapter %s: %d modules, r=%d, alpha=%g, weight %g", s.Dir, len(a.Modules), a.Config.R, a.Config.Alpha, s.Weight)
 	}
 	for name := range saved {
-		if len(deltas[name]) > 0 {
+		if len(deltas[name]) > 0 && !baseLayer[name] {
 			return nil, fmt.Errorf("merge: tensor %q is saved whole by one adapter and LoRA-adapted by another", name)
 		}
 	}
@@ -348,6 +379,9 @@ func parseDType(s string) (safetensors.DType, error) {
 // shapeOf gives the base [out, in] of a linear module for lora.Check.
 func (p *plan) shapeOf(module string) (in, out int, ok bool) {
 	name := module + ".weight"
+	if module == "lm_head" && p.tiedHead() {
+		name = embedName // LoRA on a tied head: merged into an untied copy of the embedding (see build)
+	}
 	if q := p.quant[name]; q != nil {
 		if len(q.shape) != 2 {
 			return 0, 0, false
@@ -383,6 +417,77 @@ func (p *plan) checkSaved(name string, t safetensors.Tensor) error {
 		return fmt.Errorf("modules_to_save tensor %q has shape %v but base is %v (adapter made for another model?)", name, t.Shape, info.Shape)
 	}
 	return nil
+}
+
+const embedName = "model.embed_tokens.weight"
+
+// tiedHead reports whether the base has no lm_head tensor because config ties it to the embedding.
+func (p *plan) tiedHead() bool {
+	_, _, ok := p.base.Info("lm_head.weight")
+	return !ok && p.quant["lm_head.weight"] == nil && p.tied()
+}
+
+// checkEmbed validates the embedding LoRA pairs of s against the base tables: lora_embedding_A is [r, vocab],
+// lora_embedding_B is [dim, r] for a [vocab, dim] table.
+func (p *plan) checkEmbed(s *Source) error {
+	var errs []error
+	for _, m := range sortedKeys(s.Embed) {
+		pr := s.Embed[m]
+		info, _, ok := p.base.Info(m + ".weight")
+		switch {
+		case !ok || len(info.Shape) != 2 || !info.DType.IsFloat():
+			errs = append(errs, fmt.Errorf("tensor %q: the base model has no embedding table %s.weight (adapter made for another model?)", lora.KeyPrefix+m+".lora_embedding_A", m))
+		case info.Shape[0] != pr.In:
+			errs = append(errs, fmt.Errorf("tensor %q has shape [%d %d] but base %s.weight is %v: vocabulary %d ≠ %d (adapter made for another model, or a resized vocabulary)",
+				lora.KeyPrefix+m+".lora_embedding_A", pr.R, pr.In, m, info.Shape, pr.In, info.Shape[0]))
+		case info.Shape[1] != pr.Out:
+			errs = append(errs, fmt.Errorf("tensor %q has shape [%d %d] but base %s.weight is %v: embedding size %d ≠ %d (adapter made for another model?)",
+				lora.KeyPrefix+m+".lora_embedding_B", pr.Out, pr.R, m, info.Shape, pr.Out, info.Shape[1]))
+		}
+	}
+	for _, name := range sortedKeys(s.BaseLayers) {
+		t := s.BaseLayers[name]
+		info, _, ok := p.base.Info(name)
+		if !ok || !equalShape(info.Shape, t.Shape) {
+			want := "no such tensor"
+			if ok {
+				want = fmt.Sprint(info.Shape)
+			}
+			errs = append(errs, fmt.Errorf("tensor %q has shape %v but base %s is %s (a resized vocabulary is not supported; adapter made for another model?)",
+				lora.KeyPrefix+strings.TrimSuffix(name, ".weight")+".base_layer.weight", t.Shape, name, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sameAsBase reports whether t holds the base tensor's values (PEFT saves an adapted embedding's base layer).
+func (p *plan) sameAsBase(name string, t safetensors.Tensor) (bool, error) {
+	w, err := p.readF32(name)
+	if err != nil {
+		return false, err
+	}
+	v := make([]float32, len(t.Data)/max(1, t.DType.Size()))
+	if len(v) != len(w) {
+		return false, nil
+	}
+	if err := safetensors.Decode(t.DType, t.Data, v); err != nil {
+		return false, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	for i := range v {
+		if v[i] != w[i] && !(v[i] != v[i] && w[i] != w[i]) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func (p *plan) tied() bool {
@@ -432,6 +537,9 @@ func (p *plan) build(ctx context.Context, deltas map[string][]delta, saved map[s
 			dt = p.outDT
 		}
 		switch {
+		case saved[name] != nil && len(deltas[name]) > 0: // a PEFT base layer, then its LoRA delta
+			it.kind, it.saved, it.deltas = kMerge, saved[name], deltas[name]
+			p.res.Merged++
 		case saved[name] != nil:
 			it.kind, it.saved = kReplace, saved[name]
 			p.res.Replaced++
@@ -448,19 +556,44 @@ func (p *plan) build(ctx context.Context, deltas map[string][]delta, saved map[s
 		it.hdr.DType = dt
 		p.items = append(p.items, it)
 	}
-	if t := saved["lm_head.weight"]; t != nil {
-		if _, _, ok := p.base.Info("lm_head.weight"); !ok {
-			emb, _, _ := p.base.Info("model.embed_tokens.weight")
-			dt := emb.DType
-			if p.outDT != "" {
-				dt = p.outDT
-			}
-			p.items = append(p.items, &item{kind: kReplace, saved: t, hdr: safetensors.Header{Name: "lm_head.weight", DType: dt, Shape: t.Shape}})
-			p.res.Replaced++
-			p.config["tie_word_embeddings"] = json.RawMessage("false")
-			p.cfgDirty = true
-			p.res.Warnings = append(p.res.Warnings, "modules_to_save has lm_head but the base ties it to embed_tokens: wrote lm_head.weight and set tie_word_embeddings=false")
+	// A base whose lm_head is tied to the embedding: when an adapter changes either of the two, the merged model
+	// unties them (lm_head.weight written, tie_word_embeddings false) so that it computes what base+adapter
+	// computes: PEFT applies LoRA/modules_to_save to the embedding lookup and the output head separately.
+	const head = "lm_head.weight"
+	if p.tiedHead() && (saved[head] != nil || len(deltas[head]) > 0 || saved[embedName] != nil || len(deltas[embedName]) > 0) {
+		emb, _, ok := p.base.Info(embedName)
+		if !ok {
+			return fmt.Errorf("merge: the base ties lm_head to %s, which it does not have", embedName)
 		}
+		dt := emb.DType
+		if p.outDT != "" {
+			dt = p.outDT
+		}
+		it := &item{src: embedName, hdr: safetensors.Header{Name: head, DType: dt, Shape: emb.Shape}}
+		var why string
+		switch {
+		case saved[head] != nil:
+			it.kind, it.saved = kReplace, saved[head]
+			p.res.Replaced++
+			why = "modules_to_save has lm_head"
+		case len(deltas[head]) > 0:
+			it.kind, it.deltas = kMerge, deltas[head]
+			p.res.Merged++
+			why = "the adapter has LoRA on lm_head"
+		case dt != emb.DType:
+			it.kind = kConvert
+			p.res.Converted++
+			why = "the adapter changes embed_tokens"
+		default:
+			it.kind = kCopy
+			p.res.Copied++
+			why = "the adapter changes embed_tokens"
+		}
+		p.items = append(p.items, it)
+		p.config["tie_word_embeddings"] = json.RawMessage("false")
+		p.cfgDirty = true
+		p.res.Warnings = append(p.res.Warnings, why+" but the base ties lm_head to embed_tokens: wrote lm_head.weight (the base embedding"+
+			map[bool]string{true: " merged with the lm_head adapter", false: ""}[it.kind == kMerge]+") and set tie_word_embeddings=false, so the merged model computes base+adapter (PEFT's merge_and_unload would change the shared matrix for both)")
 	}
 	for _, it := range p.items {
 		if it.kind == kPrecomp {
@@ -571,7 +704,10 @@ func (p *plan) produce(it *item, w io.Writer) error {
 	}
 	var W []float32
 	var err error
-	if q := p.quant[it.src]; q != nil {
+	if it.saved != nil { // a PEFT base layer the deltas go on top of
+		W = make([]float32, len(it.saved.Data)/it.saved.DType.Size())
+		err = safetensors.Decode(it.saved.DType, it.saved.Data, W)
+	} else if q := p.quant[it.src]; q != nil {
 		W, err = p.dequantize(it.src, q)
 	} else {
 		W, err = p.readF32(it.src)
@@ -594,12 +730,21 @@ func addDeltas(pool *kernels.Pool, name string, W []float32, ds []delta) error {
 		if len(W) != pr.Out*pr.In {
 			return fmt.Errorf("tensor %q has %d elements, adapter delta is [%d %d]", name, len(W), pr.Out, pr.In)
 		}
+		if d.embed {
+			// table [vocab=In, dim=Out] += (wᵢ·sᵢ)·(B·A)ᵀ = (wᵢ·sᵢ)·Aᵀ·Bᵀ (PEFT's Embedding.get_delta_weight)
+			kernels.Gemm(pool, true, true, pr.In, pr.Out, pr.R, d.weight, pr.A, pr.In, pr.B, pr.R, 1, W, pr.Out)
+			continue
+		}
 		// W += (wᵢ·sᵢ)·B·A
 		kernels.Gemm(pool, false, false, pr.Out, pr.In, pr.R, d.weight, pr.B, pr.R, pr.A, pr.In, 1, W, pr.In)
 	}
+	cols := ds[0].pair.In
+	if ds[0].embed {
+		cols = ds[0].pair.Out
+	}
 	for i, v := range W {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("tensor %q: merged weight [%d, %d] is %v (NaN/Inf in the adapter or overflow)", name, i/ds[0].pair.In, i%ds[0].pair.In, v)
+			return fmt.Errorf("tensor %q: merged weight [%d, %d] is %v (NaN/Inf in the adapter or overflow)", name, i/cols, i%cols, v)
 		}
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
@@ -162,7 +164,12 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 		if err != nil {
 			return nil, err
 		}
+		undo, err := patchModel(base, srcs)
+		if err != nil {
+			return nil, err
+		}
 		adapted, err := run(base, d)
+		undo()
 		if err != nil {
 			return nil, err
 		}
@@ -204,11 +211,169 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 	return res, nil
 }
 
+// patchModel applies to m, in memory, the parts of the adapters that are not per-module deltas Weighted can
+// apply: modules_to_save and base-layer tensors (replacing embeddings, lm_head, linear weights or biases) and
+// LoRA on embeddings (E[v] += wᵢ·sᵢ·Σₖ A[k,v]·B[:,k], row by row, independently of the merge's GEMM). A tied
+// lm_head keeps the original embedding, as in PEFT's unmerged forward. undo restores m.
+func patchModel(m *llama.Model, srcs []Source) (undo func(), err error) {
+	full := map[string]*safetensors.Tensor{}
+	embeds := map[string][]delta{}
+	for _, s := range srcs {
+		for n, t := range s.BaseLayers {
+			full[n] = &t
+		}
+		if s.Adapter != nil {
+			for n, t := range s.Adapter.Saved {
+				full[n] = &t
+			}
+		}
+		for mod, pr := range s.Embed {
+			embeds[mod+".weight"] = append(embeds[mod+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
+		}
+	}
+	if len(full) == 0 && len(embeds) == 0 {
+		return func() {}, nil
+	}
+	emb0, head0 := m.EmbedTokens, m.LMHead
+	var layers []*llama.Layer
+	var saved []llama.Layer
+	undo = func() {
+		m.EmbedTokens, m.LMHead = emb0, head0
+		for i := len(layers) - 1; i >= 0; i-- {
+			*layers[i] = saved[i]
+		}
+	}
+	f32 := func(t *safetensors.Tensor) ([]float32, error) {
+		v := make([]float32, len(t.Data)/t.DType.Size())
+		return v, safetensors.Decode(t.DType, t.Data, v)
+	}
+	denseF32 := func(d *nn.Dense) []float32 {
+		v := make([]float32, d.Rows*d.Cols)
+		for r := 0; r < d.Rows; r++ {
+			d.Row(r, v[r*d.Cols:(r+1)*d.Cols])
+		}
+		return v
+	}
+	// The embedding table: replaced and/or with embedding LoRA added.
+	if t, ds := full[embedName], embeds[embedName]; t != nil || len(ds) > 0 {
+		if m.EmbedTokens == nil {
+			return undo, fmt.Errorf("verify: the model has no embedding table")
+		}
+		e := &nn.Dense{Rows: m.EmbedTokens.Rows, Cols: m.EmbedTokens.Cols, DType: safetensors.F32}
+		if t != nil {
+			if e.F32, err = f32(t); err != nil {
+				return undo, err
+			}
+		} else {
+			e.F32 = denseF32(m.EmbedTokens)
+		}
+		for _, d := range ds {
+			pr := d.pair // A [R, vocab], B [dim, R]
+			if pr.In != e.Rows || pr.Out != e.Cols {
+				return undo, fmt.Errorf("verify: embedding LoRA [%d %d] does not fit the table [%d %d]", pr.In, pr.Out, e.Rows, e.Cols)
+			}
+			for v := 0; v < pr.In; v++ {
+				row := e.F32[v*e.Cols : (v+1)*e.Cols]
+				for k := 0; k < pr.R; k++ {
+					a := d.weight * pr.A[k*pr.In+v]
+					for j := range row {
+						row[j] += a * pr.B[j*pr.R+k]
+					}
+				}
+			}
+		}
+		m.EmbedTokens = e
+		delete(full, embedName)
+	}
+	for name, t := range full {
+		v, err := f32(t)
+		if err != nil {
+			return undo, err
+		}
+		if name == "lm_head.weight" {
+			m.LMHead = &nn.Dense{Rows: t.Shape[0], Cols: t.Shape[1], DType: safetensors.F32, F32: v}
+			continue
+		}
+		module := strings.TrimSuffix(strings.TrimSuffix(name, ".weight"), ".bias")
+		isBias := strings.HasSuffix(name, ".bias")
+		lin, ok := m.Linear(module)
+		idx, sub, ok2 := layerSub(module)
+		if !ok || !ok2 {
+			return undo, fmt.Errorf("verify: cannot apply the saved tensor %q to the unmerged model (only embeddings, lm_head and linear weights/biases); merge without --verify", name)
+		}
+		var nd *nn.Dense
+		switch l := lin.(type) {
+		case *nn.Dense:
+			nd = &nn.Dense{Rows: l.Rows, Cols: l.Cols, DType: safetensors.F32, F32: denseF32(l), Bias: l.Bias}
+		default:
+			if !isBias {
+				return undo, fmt.Errorf("verify: cannot replace the quantised weight %q in the unmerged model; merge without --verify", name)
+			}
+			q, ok := lin.(*nn.Quantized)
+			if !ok {
+				return undo, fmt.Errorf("verify: cannot apply the saved tensor %q to the unmerged model", name)
+			}
+			nq := *q
+			nq.Bias = v
+			setLinear(m.Layers[idx], sub, &nq, &layers, &saved)
+			continue
+		}
+		if isBias {
+			nd.Bias = v
+		} else {
+			nd.F32 = v
+		}
+		setLinear(m.Layers[idx], sub, nd, &layers, &saved)
+	}
+	return undo, nil
+}
+
+// layerSub splits "model.layers.3.self_attn.q_proj" into 3 and "self_attn.q_proj".
+func layerSub(module string) (int, string, bool) {
+	rest, ok := strings.CutPrefix(module, "model.layers.")
+	if !ok {
+		return 0, "", false
+	}
+	num, sub, ok := strings.Cut(rest, ".")
+	if !ok {
+		return 0, "", false
+	}
+	n, err := strconv.Atoi(num)
+	return n, sub, err == nil
+}
+
+// setLinear replaces one linear of L, remembering L's previous state for undo.
+func setLinear(L *llama.Layer, sub string, lin nn.Linear, layers *[]*llama.Layer, saved *[]llama.Layer) {
+	*layers = append(*layers, L)
+	*saved = append(*saved, *L)
+	switch sub {
+	case "self_attn.q_proj":
+		L.QProj = lin
+	case "self_attn.k_proj":
+		L.KProj = lin
+	case "self_attn.v_proj":
+		L.VProj = lin
+	case "self_attn.o_proj":
+		L.OProj = lin
+	case "mlp.gate_proj":
+		L.GateProj = lin
+	case "mlp.up_proj":
+		L.UpProj = lin
+	case "mlp.down_proj":
+		L.DownProj = lin
+	}
+}
+
 func firstModule(srcs []Source) string {
 	for _, s := range srcs {
 		if names := s.Adapter.Names(); len(names) > 0 {
 			return names[0]
 		}
 	}
-	return ""
+	for _, s := range srcs {
+		for m := range s.Embed {
+			return m
+		}
+	}
+	return "model.embed_tokens"
 }
