@@ -47,7 +47,9 @@ type Options struct {
 	// Requantize "nf4" writes the merged linear weights of a 4-bit base in NF4 again (extra rounding).
 	Requantize string
 	// Verify runs base+adapters and the merged model on a few token sequences before publishing the folder.
-	Verify  bool
+	Verify bool
+	// Force replaces an existing non-empty OUT that is not a previous merge output (never the base or an adapter).
+	Force   bool
 	Threads int
 	// Pool runs the delta products (nil: a pool of Threads workers).
 	Pool *kernels.Pool
@@ -156,8 +158,8 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 			return nil, fmt.Errorf("merge: output %s exists and is not a folder", out)
 		}
 		ents, _ := os.ReadDir(out)
-		if len(ents) > 0 && !fileExists(filepath.Join(out, "config.json")) {
-			return nil, fmt.Errorf("merge: output folder %s exists and is not a model folder; refusing to replace it", out)
+		if len(ents) > 0 && !opt.Force && !fileExists(filepath.Join(out, "lorakit_merge.json")) {
+			return nil, fmt.Errorf("merge: output folder %s exists and is not a previous lorakit merge output (no lorakit_merge.json); refusing to replace it: remove it, choose another OUT, or pass --force", out)
 		}
 	}
 	res := &Result{Out: out, Base: base, DType: opt.DType}
@@ -185,6 +187,13 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	}
 	ckpt, err := safetensors.OpenCheckpoint(base)
 	if err != nil {
+		if errors.Is(err, safetensors.ErrNoWeights) {
+			for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
+				if fileExists(filepath.Join(base, bin)) {
+					return nil, fmt.Errorf("merge: base %s has %s (PyTorch pickle) but no safetensors weights: convert the model to safetensors first", base, bin)
+				}
+			}
+		}
 		return nil, fmt.Errorf("merge: base: %w", err)
 	}
 	defer ckpt.Close()

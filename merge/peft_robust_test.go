@@ -645,3 +645,36 @@ func TestQLoRAOverQuantizedFolder(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeOutExisting: OUT is replaced only when it is a previous merge output; another model folder (say, the
+// base of another run, given by mistake) is refused unless Force.
+func TestMergeOutExisting(t *testing.T) {
+	root := t.TempDir()
+	base, other := filepath.Join(root, "base"), filepath.Join(root, "other")
+	for _, d := range []string{base, other} {
+		if err := testmodel.Write(d, testmodel.Options{Seed: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adDir, _ := writePEFT(t, base, peftAdapter{cfg: peftConfig(nil), mods: layerMods([]int{0}, qv, 8, 2)}, 3)
+	src := []Source{{Dir: adDir, Weight: 1}}
+	_, err := Run(context.Background(), base, other, Options{Adapters: src})
+	if err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("a model folder that is not a merge output was replaced: %v", err)
+	}
+	if !hasTensor(t, other, "lm_head.weight") {
+		t.Fatal("other model damaged")
+	}
+	if _, err := Run(context.Background(), base, other, Options{Adapters: src, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), base, other, Options{Adapters: src}); err != nil {
+		t.Fatalf("previous merge output not replaced: %v", err)
+	}
+	if _, err := Run(context.Background(), base, base, Options{Adapters: src, Force: true}); err == nil {
+		t.Fatal("--force replaced the base")
+	}
+	if _, err := Run(context.Background(), base, adDir, Options{Adapters: src, Force: true}); err == nil {
+		t.Fatal("--force replaced the adapter")
+	}
+}

@@ -3,6 +3,7 @@ package quant
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -24,7 +25,9 @@ type FolderOptions struct {
 	Double    bool // double-quantise the 4-bit absmax values
 	// Skip lists module-name substrings left unquantised (transformers' llm_int8_skip_modules rule: a module
 	// whose dotted name contains any entry is skipped). lm_head and embeddings are never quantised.
-	Skip     []string
+	Skip []string
+	// Force replaces an existing non-empty out that is not a previous quantised output (never the input).
+	Force    bool
 	Threads  int                   // tensors quantised in parallel (default 1)
 	Progress func(done, total int) // called after each tensor; may be nil
 }
@@ -115,6 +118,9 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	if sameDir(in, out) {
 		return nil, fmt.Errorf("output folder %s is the input folder", out)
 	}
+	if err := checkOut(out, opt.Force); err != nil {
+		return nil, err
+	}
 	cfgPath := filepath.Join(in, "config.json")
 	cfgRaw, err := os.ReadFile(cfgPath)
 	if err != nil {
@@ -129,6 +135,13 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	}
 	ckpt, err := safetensors.OpenCheckpoint(in)
 	if err != nil {
+		if errors.Is(err, safetensors.ErrNoWeights) {
+			for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
+				if _, e := os.Stat(filepath.Join(in, bin)); e == nil {
+					return nil, fmt.Errorf("%s has %s (PyTorch pickle) but no safetensors weights: convert the model to safetensors first", in, bin)
+				}
+			}
+		}
 		return nil, err
 	}
 	defer ckpt.Close()
@@ -325,6 +338,29 @@ func copyAuxFiles(in, out string) ([]string, error) {
 	}
 	sort.Strings(copied)
 	return copied, nil
+}
+
+// checkOut refuses to replace an existing folder that is neither empty nor a previous quantised output (its
+// config.json has quantization_config), unless force.
+func checkOut(out string, force bool) error {
+	st, err := os.Stat(out)
+	if err != nil {
+		return nil
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("output %s exists and is not a folder", out)
+	}
+	ents, _ := os.ReadDir(out)
+	if len(ents) == 0 || force {
+		return nil
+	}
+	var cfg map[string]json.RawMessage
+	if b, err := os.ReadFile(filepath.Join(out, "config.json")); err == nil && json.Unmarshal(b, &cfg) == nil {
+		if _, ok := cfg["quantization_config"]; ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("output folder %s exists and is not a quantised model folder; refusing to replace it: remove it, choose another OUT, or pass --force", out)
 }
 
 // sameDir reports whether a and b name the same folder (b may not exist yet).

@@ -24,6 +24,7 @@ func newMergeCmd() *cobra.Command {
 		maxShard   string
 		requantize string
 		verify     bool
+		force      bool
 		asJSON     bool
 		threads    int
 	)
@@ -33,14 +34,22 @@ func newMergeCmd() *cobra.Command {
 		Long: `Merge writes a complete Hugging Face folder at OUT whose weights are W + Σ wᵢ·sᵢ·Bᵢ·Aᵢ, computed in
 float32 and rounded once to the output dtype (default: each tensor keeps the base's dtype). Tensors that no
 adapter touches are copied bit for bit; config, generation config and tokenizer files are copied. The merge
-streams tensor by tensor, and OUT appears only when complete.
+streams tensor by tensor, and OUT appears only when complete. An existing OUT is replaced only when it is
+empty or a previous lorakit merge output (it has lorakit_merge.json); anything else needs --force.
+
+Adapters are read as PEFT saves them (adapter_config.json + adapter_model.safetensors; a pickled
+adapter_model.bin must be converted first): list, regex and "all-linear" target_modules, rank_pattern and
+alpha_pattern, use_rslora, modules_to_save, bias "all"/"lora_only", LoRA on embed_tokens (lora_embedding_A/B)
+and on lm_head. When an adapter changes the embedding or lm_head of a base that ties them, the merged model
+gets its own lm_head.weight and tie_word_embeddings false, so that it computes what base+adapter computes.
+DoRA, lora_bias, fan_in_fan_out and adapters shaped for another model are refused, naming the tensor.
 
 More adapters are added with --adapter DIR[:WEIGHT]; ADAPTER may carry a weight too (default 1).
 A 4-bit (bitsandbytes NF4) base is dequantised and written in bf16 (or --dtype f32); --requantize nf4 writes
 the merged weights in NF4 again.`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opt := merge.Options{DType: dtype, Requantize: requantize, Verify: verify, Threads: threads}
+			opt := merge.Options{DType: dtype, Requantize: requantize, Verify: verify, Force: force, Threads: threads}
 			for _, a := range append([]string{args[1]}, adapters...) {
 				s, err := parseAdapterFlag(a)
 				if err != nil {
@@ -85,6 +94,7 @@ the merged weights in NF4 again.`,
 	f.StringVar(&maxShard, "max-shard-size", "", "largest safetensors shard, e.g. 2GB or 500MB (default 5GB)")
 	f.StringVar(&requantize, "requantize", "", "with a 4-bit base: write merged weights as nf4 again")
 	f.BoolVar(&verify, "verify", false, "compare logits of base+adapter and the merged model before publishing OUT")
+	f.BoolVar(&force, "force", false, "replace OUT even if it exists and is not a previous lorakit merge output")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.IntVar(&threads, "threads", 0, "threads for the delta products and --verify (0: all CPUs)")
 	return cmd

@@ -22,6 +22,7 @@ func newQuantizeCmd() *cobra.Command {
 		threads   int
 		asJSON    bool
 		all       bool
+		force     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "quantize IN OUT",
@@ -38,7 +39,9 @@ quantization_config in config.json, so that transformers+bitsandbytes and loraki
 
 Embeddings, norms, biases and lm_head keep their dtype bit for bit; --skip adds module-name substrings to
 leave unquantised (e.g. --skip down_proj). Tokenizer, generation config and other files are copied. OUT
-appears only when complete.`,
+appears only when complete; an existing OUT is replaced only when it is empty or a quantised model folder
+(config.json with quantization_config), anything else needs --force. An input that is already quantised
+(quantization_config, or bitsandbytes tensors) is refused.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			t := quant.Type(strings.ToLower(typ))
@@ -53,7 +56,7 @@ appears only when complete.`,
 					}
 				}
 			}
-			opt := quant.FolderOptions{Type: t, BlockSize: blockSize, Double: double, Skip: skipList, Threads: threads}
+			opt := quant.FolderOptions{Type: t, BlockSize: blockSize, Double: double, Skip: skipList, Threads: threads, Force: force}
 			var bar *progress.Bar
 			if !asJSON {
 				opt.Progress = func(done, total int) {
@@ -115,6 +118,7 @@ appears only when complete.`,
 	f.StringSliceVar(&skip, "skip", nil, "module-name substrings to keep unquantised (comma-separated or repeated)")
 	f.IntVar(&threads, "threads", runtime.NumCPU(), "tensors quantised in parallel")
 	f.BoolVar(&all, "all", false, "print the error of every tensor")
+	f.BoolVar(&force, "force", false, "replace OUT even if it exists and is not a quantised model folder")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
