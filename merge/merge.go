@@ -471,6 +471,29 @@ func (p *plan) checkEmbed(s *Source) error {
 
 // sameAsBase reports whether t holds the base tensor's values (PEFT saves an adapted embedding's base layer).
 func (p *plan) sameAsBase(name string, t safetensors.Tensor) (bool, error) {
+	if info, _, ok := p.base.Info(name); ok && info.DType == t.DType { // the usual case: compare bytes, streaming
+		sec, _, err := p.section(name)
+		if err != nil {
+			return false, err
+		}
+		if sec.Size() != int64(len(t.Data)) {
+			return false, nil
+		}
+		buf := make([]byte, 1<<20)
+		for off := 0; off < len(t.Data); {
+			n, err := sec.Read(buf)
+			if n > 0 {
+				if string(buf[:n]) != string(t.Data[off:off+n]) {
+					return false, nil
+				}
+				off += n
+			}
+			if err != nil && off < len(t.Data) {
+				return false, fmt.Errorf("read tensor %q: %w", name, err)
+			}
+		}
+		return true, nil
+	}
 	w, err := p.readF32(name)
 	if err != nil {
 		return false, err

@@ -678,3 +678,29 @@ func TestMergeOutExisting(t *testing.T) {
 		t.Fatal("--force replaced the adapter")
 	}
 }
+
+// TestMergeEmbeddingOnModifiedBaseLayer: when the embed_tokens.base_layer.weight PEFT saved differs from the
+// base (the adapter was trained over other embedding values), the LoRA delta goes on top of the saved table, as
+// PEFT would load it, with a warning; --verify applies the same to the unmerged model.
+func TestMergeEmbeddingOnModifiedBaseLayer(t *testing.T) {
+	root := t.TempDir()
+	base := filepath.Join(root, "base")
+	if err := testmodel.Write(base, testmodel.Options{Seed: 6, DType: "BF16"}); err != nil {
+		t.Fatal(err)
+	}
+	sh := baseShape(t, base, "model.embed_tokens.weight")
+	tbl := randVals(rand.New(rand.NewPCG(1, 2)), sh[0]*sh[1], 0.4)
+	bl := tensorOf(lora.KeyPrefix+"model.embed_tokens.base_layer.weight", safetensors.F32, sh, tbl)
+	adDir, fx := writePEFT(t, base, peftAdapter{cfg: peftConfig(map[string]any{"target_modules": []string{"embed_tokens"}}),
+		mods: []mod{{name: "model.embed_tokens", r: 8, scale: 2, embed: true}}, extra: []safetensors.Tensor{bl}}, 3)
+	out := filepath.Join(root, "out")
+	res, err := Run(context.Background(), base, out, Options{Adapters: []Source{{Dir: adDir, Weight: 1}}, Verify: true, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Verify.OK || len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], "base layer") {
+		t.Fatalf("%+v %+v", res, res.Verify)
+	}
+	ow, odt := readAll(t, out)
+	closeTo(t, "model.embed_tokens.weight", ow["model.embed_tokens.weight"], expectDelta(tbl, fx.A["model.embed_tokens"], fx.B["model.embed_tokens"], 8, 2, true), odt["model.embed_tokens.weight"])
+}
