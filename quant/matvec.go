@@ -37,6 +37,10 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 		})
 		return
 	}
+	if l, ok := q.lut16(); ok {
+		q.matMul16(p, y, x, 1, &l)
+		return
+	}
 	if !q.fast() {
 		p.For(rows, func(lo, hi int) { q.matVecGeneric(y, x, lo, hi) })
 		return
@@ -49,6 +53,52 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 	kernelOrder(xs, x)
 	p.For(rows, func(lo, hi int) { q.matVecFast(y, xs, lo, hi) })
 	xPool.Put(bp)
+}
+
+// lut16 returns the integer kernels' table when they can run this weight: a 4-bit type whose blocks are
+// whole groups of 64 and never straddle rows.
+func (q *Blocks4) lut16() (lut16, bool) {
+	cols := q.Cols()
+	if (q.Type != NF4 && q.Type != FP4) || q.BlockSize%group != 0 || cols%q.BlockSize != 0 {
+		return lut16{}, false
+	}
+	return makeLUT16(&q.Code)
+}
+
+// matMul16 computes y[i·Rows + r] for the m rows of x with the integer kernels (see x16.go).
+func (q *Blocks4) matMul16(p *kernels.Pool, y, x []float32, m int, l *lut16) {
+	xb := getX16(x, m, q.Cols(), q.BlockSize, l)
+	p.For(q.Rows(), func(lo, hi int) { q.rows16Range(y, xb, l, lo, hi) })
+	x16Pool.Put(xb)
+}
+
+// rows16Range runs the integer kernels for weight rows [lo, hi) and every chunk of xb, a few rows at a
+// time so that those rows stay in cache across the chunks.
+func (q *Blocks4) rows16Range(y []float32, xb *x16Batch, l *lut16, lo, hi int) {
+	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
+	nb := cols / bs
+	var sbuf [scaleBuf]float32
+	sc := sbuf[:]
+	if nb > scaleBuf {
+		sc = make([]float32, nb)
+	}
+	step := len(sc) / nb
+	for r := lo; r < hi; {
+		n := min(hi-r, step)
+		var scales []float32
+		if q.Double {
+			scales = sc[:n*nb]
+			q.AbsmaxRange(scales, r*nb)
+		} else {
+			scales = q.Absmax[r*nb : (r+n)*nb]
+		}
+		packed := q.Packed[r*cols/2 : (r+n)*cols/2]
+		for ci := range xb.chunks {
+			c := &xb.chunks[ci]
+			rows16(y[c.row0*rows+r:], rows, packed, scales, c, l, n, nb)
+		}
+		r += n
+	}
 }
 
 // matVecFast runs the row kernel over rows [lo, hi); xs is x in kernel order.
@@ -190,6 +240,10 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if m == 1 {
 		q.MatVec(p, y, x)
+		return
+	}
+	if l, ok := q.lut16(); ok && m < fusedMaxM {
+		q.matMul16(p, y, x, m, &l)
 		return
 	}
 	if q.fast() && m < fusedMaxM {

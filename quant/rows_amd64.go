@@ -119,3 +119,53 @@ func dequantBlocks(dst []float32, packed []byte, scales []float32, code *[16]flo
 	}
 	dequant4AVX2(&dst[0], &packed[0], &scales[0], code, nb, bs)
 }
+
+//go:noescape
+func nf4Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
+
+//go:noescape
+func nf4Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
+
+// rows16 runs the integer kernel for n weight rows and the xq.k (1 or 4) x rows of one chunk; the result
+// of x row i and weight row r goes to y[i·ystride + r].
+func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, l *lut16, n, nb int) {
+	if n == 0 {
+		return
+	}
+	bs := xq.bs
+	if !useAVX2 {
+		rows16Go(y, ystride, packed, scales, xq, l, n, nb)
+		return
+	}
+	if len(y) < (xq.k-1)*ystride+n || len(packed) < n*nb*bs/2 || len(scales) < n*nb ||
+		len(xq.q) < xq.k*nb*bs || len(xq.s) < xq.k*nb*8 || bs%group != 0 {
+		panic("quant: rows16: slice lengths do not match")
+	}
+	switch xq.k {
+	case 1:
+		nf4Rows16AVX2(&y[0], &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
+	case 4:
+		nf4Rows16x4AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
+	default:
+		panic("quant: rows16: chunks hold 1 or 4 rows")
+	}
+}
+
+//go:noescape
+func quantX16AVX2(q *int16, s *float32, x *float32, nb, bs, gstride int, lim, inv float32)
+
+// quantizeRow writes row i of x into the chunk xq; see quantizeRowGo.
+func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
+	if !useAVX2 {
+		quantizeRowGo(xq, i, x, lim, inv)
+		return
+	}
+	nb := len(x) / xq.bs
+	if nb == 0 {
+		return
+	}
+	if len(x)%xq.bs != 0 || xq.bs%group != 0 || len(xq.q) < xq.k*len(x) || len(xq.s) < xq.k*nb*8 || i >= xq.k {
+		panic("quant: quantizeRow: slice lengths do not match")
+	}
+	quantX16AVX2(&xq.q[i*group], &xq.s[i*8], &x[0], nb, xq.bs, xq.k*group*2, lim, inv)
+}

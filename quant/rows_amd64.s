@@ -369,3 +369,336 @@ grouploopD:
 doneD:
 	VZEROUPPER
 	RET
+
+// func nf4Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
+//
+// The integer row kernel (see x16.go) for one x row. Per 32 packed bytes (64 elements): the low and high
+// nibbles are masked apart, each indexes the int16 levels' low- and high-byte tables (VPSHUFB), VPUNPCK
+// joins the bytes to four vectors of 16 int16 levels, and VPMADDWD multiplies them with the kernel-
+// ordered int16 x into one int32 accumulator per block. At the block's end the sum is converted and
+// scaled by absmax·step once.
+TEXT ·nf4Rows16AVX2(SB), NOSPLIT, $0-72
+	MOVQ y+0(FP), DI
+	MOVQ packed+8(FP), SI
+	MOVQ scales+16(FP), R8
+	MOVQ xq+24(FP), R11
+	MOVQ xs+32(FP), R13
+	MOVQ lut+40(FP), AX
+	MOVQ rows+48(FP), CX
+	MOVQ nb+56(FP), R9
+	MOVQ bs+64(FP), R10
+	SHRQ $6, R10
+	VBROADCASTI128 (AX), Y0
+	VBROADCASTI128 16(AX), Y1
+	VBROADCASTI128 32(AX), Y2
+	TESTQ CX, CX
+	JZ   done16
+
+row16:
+	VXORPS Y3, Y3, Y3
+	MOVQ R11, DX
+	MOVQ R13, R14
+	MOVQ R9, BX
+
+block16:
+	VPXOR Y4, Y4, Y4
+	MOVQ R10, R12
+
+group16:
+	VMOVDQU (SI), Y5
+	VPSRLW  $4, Y5, Y6
+	VPAND   Y2, Y5, Y5
+	VPAND   Y2, Y6, Y6
+	VPSHUFB Y6, Y0, Y7
+	VPSHUFB Y6, Y1, Y8
+	VPUNPCKLBW Y8, Y7, Y9
+	VPUNPCKHBW Y8, Y7, Y10
+	VPMADDWD (DX), Y9, Y9
+	VPMADDWD 32(DX), Y10, Y10
+	VPADDD  Y9, Y4, Y4
+	VPADDD  Y10, Y4, Y4
+	VPSHUFB Y5, Y0, Y7
+	VPSHUFB Y5, Y1, Y8
+	VPUNPCKLBW Y8, Y7, Y9
+	VPUNPCKHBW Y8, Y7, Y10
+	VPMADDWD 64(DX), Y9, Y9
+	VPMADDWD 96(DX), Y10, Y10
+	VPADDD  Y9, Y4, Y4
+	VPADDD  Y10, Y4, Y4
+	ADDQ $32, SI
+	ADDQ $128, DX
+	DECQ R12
+	JNZ  group16
+
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (R8), Y11
+	VMULPS       (R14), Y11, Y11
+	VFMADD231PS  Y11, Y4, Y3
+	ADDQ $4, R8
+	ADDQ $32, R14
+	DECQ BX
+	JNZ  block16
+
+	VEXTRACTF128 $1, Y3, X5
+	VADDPS X5, X3, X3
+	VHADDPS X3, X3, X3
+	VHADDPS X3, X3, X3
+	MOVSS X3, (DI)
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  row16
+
+done16:
+	VZEROUPPER
+	RET
+
+// func nf4Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
+//
+// nf4Rows16AVX2 for four x rows interleaved as x16 lays them out (per group, four runs of 64 int16; per
+// block, four runs of 8 scales): each group of weights is decoded once for all four. Accumulators:
+// Y3..Y6 float per x row, Y7..Y10 int32 per x row.
+TEXT ·nf4Rows16x4AVX2(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), DI
+	MOVQ ystride+8(FP), R13
+	SHLQ $2, R13
+	MOVQ packed+16(FP), SI
+	MOVQ scales+24(FP), R8
+	MOVQ xq+32(FP), R11
+	MOVQ lut+48(FP), AX
+	MOVQ rows+56(FP), CX
+	MOVQ nb+64(FP), R9
+	MOVQ bs+72(FP), R10
+	SHRQ $6, R10
+	VBROADCASTI128 (AX), Y0
+	VBROADCASTI128 16(AX), Y1
+	VBROADCASTI128 32(AX), Y2
+	MOVQ xs+40(FP), AX
+	TESTQ CX, CX
+	JZ   done16x4
+
+row16x4:
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	MOVQ R11, DX
+	MOVQ AX, R14
+	MOVQ R9, BX
+
+block16x4:
+	VPXOR Y7, Y7, Y7
+	VPXOR Y8, Y8, Y8
+	VPXOR Y9, Y9, Y9
+	VPXOR Y10, Y10, Y10
+	MOVQ R10, R12
+
+group16x4:
+	VMOVDQU (SI), Y11
+	VPSRLW  $4, Y11, Y12
+	VPAND   Y2, Y11, Y11
+	VPAND   Y2, Y12, Y12
+	VPSHUFB Y12, Y0, Y13
+	VPSHUFB Y12, Y1, Y12
+	VPUNPCKLBW Y12, Y13, Y14
+	VPUNPCKHBW Y12, Y13, Y13
+	VPMADDWD (DX), Y14, Y15
+	VPADDD   Y15, Y7, Y7
+	VPMADDWD 32(DX), Y13, Y15
+	VPADDD   Y15, Y7, Y7
+	VPMADDWD 128(DX), Y14, Y15
+	VPADDD   Y15, Y8, Y8
+	VPMADDWD 160(DX), Y13, Y15
+	VPADDD   Y15, Y8, Y8
+	VPMADDWD 256(DX), Y14, Y15
+	VPADDD   Y15, Y9, Y9
+	VPMADDWD 288(DX), Y13, Y15
+	VPADDD   Y15, Y9, Y9
+	VPMADDWD 384(DX), Y14, Y15
+	VPADDD   Y15, Y10, Y10
+	VPMADDWD 416(DX), Y13, Y15
+	VPADDD   Y15, Y10, Y10
+	VPSHUFB Y11, Y0, Y13
+	VPSHUFB Y11, Y1, Y11
+	VPUNPCKLBW Y11, Y13, Y14
+	VPUNPCKHBW Y11, Y13, Y13
+	VPMADDWD 64(DX), Y14, Y15
+	VPADDD   Y15, Y7, Y7
+	VPMADDWD 96(DX), Y13, Y15
+	VPADDD   Y15, Y7, Y7
+	VPMADDWD 192(DX), Y14, Y15
+	VPADDD   Y15, Y8, Y8
+	VPMADDWD 224(DX), Y13, Y15
+	VPADDD   Y15, Y8, Y8
+	VPMADDWD 320(DX), Y14, Y15
+	VPADDD   Y15, Y9, Y9
+	VPMADDWD 352(DX), Y13, Y15
+	VPADDD   Y15, Y9, Y9
+	VPMADDWD 448(DX), Y14, Y15
+	VPADDD   Y15, Y10, Y10
+	VPMADDWD 480(DX), Y13, Y15
+	VPADDD   Y15, Y10, Y10
+	ADDQ $32, SI
+	ADDQ $512, DX
+	DECQ R12
+	JNZ  group16x4
+
+	VBROADCASTSS (R8), Y11
+	VCVTDQ2PS    Y7, Y7
+	VMULPS       (R14), Y11, Y12
+	VFMADD231PS  Y12, Y7, Y3
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       32(R14), Y11, Y12
+	VFMADD231PS  Y12, Y8, Y4
+	VCVTDQ2PS    Y9, Y9
+	VMULPS       64(R14), Y11, Y12
+	VFMADD231PS  Y12, Y9, Y5
+	VCVTDQ2PS    Y10, Y10
+	VMULPS       96(R14), Y11, Y12
+	VFMADD231PS  Y12, Y10, Y6
+	ADDQ $4, R8
+	ADDQ $128, R14
+	DECQ BX
+	JNZ  block16x4
+
+	VEXTRACTF128 $1, Y3, X11
+	VADDPS X11, X3, X3
+	VHADDPS X3, X3, X3
+	VHADDPS X3, X3, X3
+	MOVSS X3, (DI)
+	VEXTRACTF128 $1, Y4, X11
+	VADDPS X11, X4, X4
+	VHADDPS X4, X4, X4
+	VHADDPS X4, X4, X4
+	MOVSS X4, (DI)(R13*1)
+	VEXTRACTF128 $1, Y5, X11
+	VADDPS X11, X5, X5
+	VHADDPS X5, X5, X5
+	VHADDPS X5, X5, X5
+	MOVSS X5, (DI)(R13*2)
+	LEAQ (DI)(R13*2), BX
+	VEXTRACTF128 $1, Y6, X11
+	VADDPS X11, X6, X6
+	VHADDPS X6, X6, X6
+	VHADDPS X6, X6, X6
+	MOVSS X6, (BX)(R13*1)
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  row16x4
+
+done16x4:
+	VZEROUPPER
+	RET
+
+// func quantX16AVX2(q *int16, s *float32, x *float32, nb, bs, gstride int, lim, inv float32)
+//
+// Quantises one row of x for the integer kernels (the assembly twin of quantizeRow): per block, the
+// step is max|x|/lim and each element becomes round-to-even(x·lim/max). Each group of 64 elements is
+// written in kernel order (see groupPerm): VPERM2F128 pairs the 128-bit halves that share a destination
+// lane, VSHUFPS splits even from odd elements, VPACKSSDW joins two such vectors to 16 int16. Consecutive
+// groups of the row are gstride bytes apart in q, blocks' scale runs gstride/4 apart in s.
+TEXT ·quantX16AVX2(SB), NOSPLIT, $0-56
+	MOVQ q+0(FP), DI
+	MOVQ s+8(FP), R8
+	MOVQ x+16(FP), SI
+	MOVQ nb+24(FP), CX
+	MOVQ bs+32(FP), R9
+	MOVQ gstride+40(FP), R10
+	MOVSS lim+48(FP), X14
+	MOVSS inv+52(FP), X13
+	MOVQ R10, R11
+	SHRQ $2, R11
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD $1, Y15, Y15
+	TESTQ CX, CX
+	JZ   doneqx
+
+blockqx:
+	VXORPS Y0, Y0, Y0
+	MOVQ SI, DX
+	MOVQ R9, BX
+	SHRQ $3, BX
+
+maxqx:
+	VANDPS (DX), Y15, Y1
+	VMAXPS Y1, Y0, Y0
+	ADDQ $32, DX
+	DECQ BX
+	JNZ  maxqx
+
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VXORPS X2, X2, X2
+	VXORPS X3, X3, X3
+	MOVL X0, AX
+	TESTL AX, AX
+	JZ   zeroqx
+	VDIVSS X0, X14, X2
+	VDIVSS X14, X0, X3
+	VMULSS X13, X3, X3
+
+zeroqx:
+	VBROADCASTSS X3, Y3
+	VMOVUPS Y3, (R8)
+	VBROADCASTSS X2, Y2
+	MOVQ R9, BX
+	SHRQ $6, BX
+
+groupqx:
+	VMULPS (SI), Y2, Y4
+	VMULPS 32(SI), Y2, Y5
+	VMULPS 64(SI), Y2, Y6
+	VMULPS 96(SI), Y2, Y7
+	VMULPS 128(SI), Y2, Y8
+	VMULPS 160(SI), Y2, Y9
+	VMULPS 192(SI), Y2, Y10
+	VMULPS 224(SI), Y2, Y11
+
+	VPERM2F128 $0x20, Y8, Y4, Y12
+	VPERM2F128 $0x31, Y8, Y4, Y1
+	VSHUFPS $0x88, Y1, Y12, Y4
+	VSHUFPS $0xdd, Y1, Y12, Y8
+	VPERM2F128 $0x20, Y9, Y5, Y12
+	VPERM2F128 $0x31, Y9, Y5, Y1
+	VSHUFPS $0x88, Y1, Y12, Y5
+	VSHUFPS $0xdd, Y1, Y12, Y9
+	VPERM2F128 $0x20, Y10, Y6, Y12
+	VPERM2F128 $0x31, Y10, Y6, Y1
+	VSHUFPS $0x88, Y1, Y12, Y6
+	VSHUFPS $0xdd, Y1, Y12, Y10
+	VPERM2F128 $0x20, Y11, Y7, Y12
+	VPERM2F128 $0x31, Y11, Y7, Y1
+	VSHUFPS $0x88, Y1, Y12, Y7
+	VSHUFPS $0xdd, Y1, Y12, Y11
+
+	VCVTPS2DQ Y4, Y4
+	VCVTPS2DQ Y5, Y5
+	VCVTPS2DQ Y6, Y6
+	VCVTPS2DQ Y7, Y7
+	VCVTPS2DQ Y8, Y8
+	VCVTPS2DQ Y9, Y9
+	VCVTPS2DQ Y10, Y10
+	VCVTPS2DQ Y11, Y11
+	VPACKSSDW Y5, Y4, Y4
+	VPACKSSDW Y7, Y6, Y6
+	VPACKSSDW Y9, Y8, Y8
+	VPACKSSDW Y11, Y10, Y10
+	VMOVDQU Y4, (DI)
+	VMOVDQU Y6, 32(DI)
+	VMOVDQU Y8, 64(DI)
+	VMOVDQU Y10, 96(DI)
+	ADDQ $256, SI
+	ADDQ R10, DI
+	DECQ BX
+	JNZ  groupqx
+
+	ADDQ R11, R8
+	DECQ CX
+	JNZ  blockqx
+
+doneqx:
+	VZEROUPPER
+	RET

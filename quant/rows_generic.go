@@ -24,3 +24,11 @@ func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
 func dequantBlocks(dst []float32, packed []byte, scales []float32, code *[16]float32, bs int) {
 	dequantBlocksGo(dst, packed, scales, code, bs)
 }
+
+// rows16 runs the portable integer kernel.
+func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, l *lut16, n, nb int) {
+	rows16Go(y, ystride, packed, scales, xq, l, n, nb)
+}
+
+// quantizeRow runs the portable x quantiser.
+func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) { quantizeRowGo(xq, i, x, lim, inv) }

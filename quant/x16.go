@@ -1,0 +1,186 @@
+package quant
+
+import (
+	"math"
+	"sync"
+)
+
+// The integer GEMV path. Decoding 4-bit codes to float32 costs several shuffles per eight weights, which
+// made the float kernel compute-bound at a fraction of memory bandwidth. Instead, the 16 code levels are
+// held as int16 (two VPSHUFB byte tables), x is quantised per weight block to int16 (one scale per block),
+// and VPMADDWD forms the products exactly in int32; each block's sum is scaled back once. The only
+// rounding beyond float32 is x to 15 bits of its block maximum and the levels to 2⁻¹⁴: both far below
+// the bf16 arithmetic bitsandbytes itself computes in.
+
+// lutOne is the int16 value of a level of magnitude max|code|.
+const lutOne = 1 << 14
+
+// lut16 is a code table as int16 levels, split into low and high bytes for VPSHUFB, plus the nibble mask.
+// The assembly reads the three 16-byte tables at offsets 0, 16 and 32.
+type lut16 struct {
+	lo, hi, mask [16]byte
+	level        [16]int16 // the levels themselves, for the portable kernel
+	inv          float32   // level units → code units
+}
+
+// makeLUT16 rounds a code table to int16 levels; ok is false for a table the integer path cannot hold.
+func makeLUT16(code *[16]float32) (l lut16, ok bool) {
+	var m float32
+	for _, c := range code {
+		if c != c || math.IsInf(float64(c), 0) {
+			return l, false
+		}
+		m = max(m, abs32(c))
+	}
+	if m == 0 {
+		return l, false
+	}
+	scale := lutOne / float64(m)
+	for i, c := range code {
+		v := int16(math.Round(float64(c) * scale))
+		l.level[i] = v
+		l.lo[i], l.hi[i] = byte(uint16(v)), byte(uint16(v)>>8)
+		l.mask[i] = 0x0f
+	}
+	l.inv = float32(1 / scale)
+	return l, true
+}
+
+func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
+
+// xLimit is the largest |x| step count for block size bs such that one int32 lane, which sums bs/8
+// products of |level| ≤ 2¹⁴ and |x| ≤ limit, cannot overflow.
+func xLimit(bs int) float32 {
+	return float32(min(32767, (math.MaxInt32)/(lutOne*bs/8)))
+}
+
+// group is the element count the kernels decode at once (32 packed bytes).
+const group = 64
+
+// groupPerm[p] is the element (within a group of 64) that the kernel multiplies at position p. VPUNPCK
+// interleaves within 128-bit lanes, so the kernel's four int16 vectors hold: even elements 0..14 and
+// 32..46, even 16..30 and 48..62, then the same two for the odd elements.
+var groupPerm = func() (p [group]uint8) {
+	for i := range p {
+		v, q := i/16, i%16
+		lane, k := q/8, q%8
+		b := lane*16 + (v&1)*8 + k
+		p[i] = uint8(2*b + v>>1)
+	}
+	return p
+}()
+
+// x16 is k rows of x quantised for the integer kernels, interleaved so one pointer walks all k rows:
+// q holds, per group of 64 columns, k runs of 64 int16 in kernel order; s holds, per weight block, k runs
+// of 8 copies of that row's step·inv (the factor from level·step units to output units, absmax aside).
+type x16 struct {
+	k, bs int
+	row0  int // the first x row of the batch in this chunk
+	q     []int16
+	s     []float32
+}
+
+// x16Batch is m rows of x as chunks of four rows (the four-row kernel's layout) and single rows.
+type x16Batch struct {
+	chunks []x16
+	q      []int16
+	s      []float32
+}
+
+var x16Pool = sync.Pool{New: func() any { return new(x16Batch) }}
+
+// getX16 quantises the m rows of x (cols each, natural order) for block size bs. Return it to x16Pool.
+func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch {
+	xb := x16Pool.Get().(*x16Batch)
+	nb := cols / bs
+	xb.q = grow(xb.q, m*cols)
+	xb.s = grow(xb.s, m*nb*8)
+	xb.chunks = xb.chunks[:0]
+	lim := xLimit(bs)
+	for i := 0; i < m; {
+		k := 1
+		if m-i >= 4 {
+			k = 4
+		}
+		c := x16{k: k, bs: bs, row0: i, q: xb.q[i*cols : (i+k)*cols], s: xb.s[i*nb*8 : (i+k)*nb*8]}
+		for j := 0; j < k; j++ {
+			quantizeRow(&c, j, x[(i+j)*cols:(i+j+1)*cols], lim, l.inv)
+		}
+		xb.chunks = append(xb.chunks, c)
+		i += k
+	}
+	return xb
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// quantizeRowGo writes row i of x into xq (the portable twin of quantX16AVX2): per block the step is
+// max|x|/lim, and each element becomes the nearest multiple of it, ties to even.
+func quantizeRowGo(xq *x16, i int, x []float32, lim, inv float32) {
+	k, bs := xq.k, xq.bs
+	for b := 0; b*bs < len(x); b++ {
+		xb := x[b*bs : (b+1)*bs]
+		var m float32
+		for _, v := range xb {
+			m = max(m, abs32(v))
+		}
+		var step, r float32
+		if m != 0 {
+			r, step = lim/m, m/lim
+		}
+		s := xq.s[(b*k+i)*8 : (b*k+i)*8+8]
+		for j := range s {
+			s[j] = step * inv
+		}
+		for g := 0; g < bs/group; g++ {
+			src := xb[g*group : (g+1)*group : (g+1)*group]
+			gi := b*bs/group + g // group index in the row
+			dst := xq.q[(gi*k+i)*group : (gi*k+i+1)*group : (gi*k+i+1)*group]
+			for p, e := range groupPerm {
+				dst[p] = roundEven(src[e] * r)
+			}
+		}
+	}
+}
+
+// roundEven rounds v (|v| < 2²²) to the nearest integer, ties to even, as VCVTPS2DQ does.
+func roundEven(v float32) int16 {
+	const magic = 1 << 23 * 1.5
+	t := v + magic
+	return int16(t - magic)
+}
+
+// rows16Go is the portable integer kernel and the reference for the assembly: for weight rows r < n
+// and x rows i < xq.k, y[i·ystride+r] = Σ_b absmax[r·nb+b]·s_i[b]·Σ_{j∈b} level[code_j]·q_i[j].
+func rows16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16, l *lut16, n, nb int) {
+	k, bs := xq.k, xq.bs
+	half := bs / 2
+	for r := 0; r < n; r++ {
+		for i := 0; i < k; i++ {
+			var acc float32
+			for b := 0; b < nb; b++ {
+				pk := packed[(r*nb+b)*half : (r*nb+b+1)*half]
+				var sum int64 // the assembly's int32 lanes each hold an eighth of it
+				for g := 0; g < bs/group; g++ {
+					gi := b*bs/group + g
+					q := xq.q[(gi*k+i)*group : (gi*k+i+1)*group]
+					pg := pk[g*group/2 : (g+1)*group/2]
+					for p, e := range groupPerm {
+						c := pg[e/2] >> 4
+						if e&1 == 1 {
+							c = pg[e/2] & 15
+						}
+						sum += int64(l.level[c]) * int64(q[p])
+					}
+				}
+				acc += float32(sum) * (scales[r*nb+b] * xq.s[(b*k+i)*8])
+			}
+			y[i*ystride+r] = acc
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+)
+
+// tol16 bounds, per row, how far the integer path may be from exact float arithmetic: x rounds to half a
+// step of its block maximum and each level to half a unit of 1/lutScale, both times absmax.
+func tol16(q *Blocks4, x []float32) []float64 {
+	l, ok := q.lut16()
+	if !ok {
+		return make([]float64, q.Rows())
+	}
+	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
+	lim := float64(xLimit(bs))
+	dl := 0.5 * float64(l.inv)
+	tol := make([]float64, rows)
+	for r := 0; r < rows; r++ {
+		for b := 0; b < cols/bs; b++ {
+			var xmax, sx, sc float64
+			for j := b * bs; j < (b+1)*bs; j++ {
+				xmax = math.Max(xmax, math.Abs(float64(x[j])))
+				sx += math.Abs(float64(x[j]))
+				e := r*cols + j
+				c := q.Packed[e/2] >> 4
+				if e%2 == 1 {
+					c = q.Packed[e/2] & 15
+				}
+				sc += math.Abs(float64(q.Code[c]))
+			}
+			dx := 0.5 * xmax / lim
+			tol[r] += float64(q.BlockAbsmax(r*cols/bs+b)) * (dx*sc + dl*sx + dx*dl*float64(bs))
+		}
+	}
+	return tol
+}
+
+func TestGroupPermIsAPermutation(t *testing.T) {
+	var seen [group]bool
+	for _, e := range groupPerm {
+		if seen[e] {
+			t.Fatalf("element %d appears twice", e)
+		}
+		seen[e] = true
+	}
+}
+
+func TestLUT16(t *testing.T) {
+	for _, typ := range []Type{NF4, FP4} {
+		code, _ := Code(typ)
+		l, ok := makeLUT16(&code)
+		if !ok {
+			t.Fatalf("%s: table rejected", typ)
+		}
+		for i, c := range code {
+			v := int16(uint16(l.lo[i]) | uint16(l.hi[i])<<8)
+			if v != l.level[i] || math.Abs(float64(v)*float64(l.inv)-float64(c)) > 0.5*float64(l.inv) {
+				t.Fatalf("%s code %d: level %d (bytes %d) for %v", typ, i, l.level[i], v, c)
+			}
+		}
+	}
+	bad := [16]float32{0: float32(math.NaN())}
+	if _, ok := makeLUT16(&bad); ok {
+		t.Fatal("NaN table accepted")
+	}
+	if _, ok := makeLUT16(&[16]float32{}); ok {
+		t.Fatal("all-zero table accepted")
+	}
+}
+
+// TestRows16MatchesGo runs the dispatching integer kernel (assembly when available) against the portable
+// one on the same quantised x: the int32 sums are exact in both, so only float summation order differs.
+func TestRows16MatchesGo(t *testing.T) {
+	r := rand.New(rand.NewSource(11))
+	for _, bs := range []int{64, 128, 256} {
+		for _, nb := range []int{1, 2, 9, 24} {
+			for _, m := range []int{1, 3, 4, 6, 9} {
+				rows, cols := 7, nb*bs
+				q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, bs, false)
+				l, _ := q.lut16()
+				x := randW(r, m*cols, 1)
+				xb := getX16(x, m, cols, bs, &l)
+				got, want := make([]float32, m*rows), make([]float32, m*rows)
+				for _, c := range xb.chunks {
+					rows16(got[c.row0*rows:], rows, q.Packed, q.Absmax, &c, &l, rows, nb)
+					rows16Go(want[c.row0*rows:], rows, q.Packed, q.Absmax, &c, &l, rows, nb)
+				}
+				for i := range got {
+					if math.Abs(float64(got[i]-want[i])) > 1e-6*math.Sqrt(float64(cols)) {
+						t.Fatalf("bs %d nb %d m %d y[%d]: %v vs %v", bs, nb, m, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRows16Extremes drives every int32 lane to its largest sum: all levels ±1 and all x at ±max, so
+// an overflow would flip the sign.
+func TestRows16Extremes(t *testing.T) {
+	for _, bs := range []int{64, 128, 256, 1024} {
+		for _, sign := range []float32{1, -1} {
+			cols := 2 * bs
+			w := make([]float32, 4*cols)
+			for i := range w {
+				w[i] = sign * 3
+			}
+			q, err := Quantize4(NF4, w, []int{4, cols}, bs, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := make([]float32, 5*cols)
+			for i := range x {
+				x[i] = -2
+			}
+			y := make([]float32, 5*4)
+			q.MatMulT(nil, y, x, 5)
+			want := float64(sign) * 3 * -2 * float64(cols)
+			for i, v := range y {
+				if math.Abs(float64(v)-want) > 1e-4*math.Abs(want) {
+					t.Fatalf("bs %d sign %v: y[%d] = %v, want %v", bs, sign, i, v, want)
+				}
+			}
+		}
+	}
+}
+
+// TestMatVec16Error checks the integer path against exact arithmetic within tol16, and that the bound is
+// tight enough to mean something: far below bf16's 2⁻⁹ relative rounding.
+func TestMatVec16Error(t *testing.T) {
+	r := rand.New(rand.NewSource(12))
+	for _, typ := range []Type{NF4, FP4} {
+		for _, bs := range []int{64, 128} {
+			rows, cols := 33, 1536
+			q, _ := Quantize4(typ, randW(r, rows*cols, 0.05), []int{rows, cols}, bs, true)
+			x := randW(r, cols, 1)
+			x[17] = 30 // an outlier, as activations have
+			y := make([]float32, rows)
+			q.MatVec(nil, y, x)
+			want, mag := refMatVec(q, x)
+			tol := tol16(q, x)
+			var worst float64
+			for i := range y {
+				d := math.Abs(float64(y[i]) - want[i])
+				if d > tol[i]+1e-5*mag[i]+1e-6 {
+					t.Fatalf("%s bs %d y[%d] = %v, want %v (bound %v)", typ, bs, i, y[i], want[i], tol[i])
+				}
+				worst = math.Max(worst, d/mag[i])
+			}
+			if worst > 1e-4 {
+				t.Fatalf("%s bs %d: worst error %.2g of Σ|w·x|", typ, bs, worst)
+			}
+			t.Logf("%s bs %d: worst error %.2g of Σ|w·x|", typ, bs, worst)
+		}
+	}
+}
+
+func BenchmarkRows16(b *testing.B) {
+	r := rand.New(rand.NewSource(1))
+	for _, sh := range [][2]int{{1536, 576}, {576, 1536}} {
+		rows, cols := sh[0], sh[1]
+		q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, 64, true)
+		x := randW(r, cols, 1)
+		y := make([]float32, rows)
+		b.Run(fmt.Sprintf("int16/%dx%d", rows, cols), func(b *testing.B) {
+			b.SetBytes(int64(q.Bytes()))
+			for i := 0; i < b.N; i++ {
+				q.MatVec(nil, y, x)
+			}
+		})
+		b.Run(fmt.Sprintf("float/%dx%d", rows, cols), func(b *testing.B) {
+			b.SetBytes(int64(q.Bytes()))
+			xs := make([]float32, cols)
+			for i := 0; i < b.N; i++ {
+				kernelOrder(xs, x)
+				q.matVecFast(y, xs, 0, rows)
+			}
+		})
+	}
+}
+
+// TestQuantizeRowMatchesGo compares the dispatching x quantiser with the portable one bit for bit,
+// including all-zero blocks, ties and an interleaved chunk.
+func TestQuantizeRowMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewSource(13))
+	code, _ := Code(NF4)
+	l, _ := makeLUT16(&code)
+	for _, bs := range []int{64, 128, 256} {
+		for _, k := range []int{1, 4} {
+			cols := 3 * bs
+			x := randW(r, k*cols, 1)
+			for j := 0; j < bs; j++ {
+				x[bs+j] = 0 // an all-zero block
+			}
+			x[2*bs] = 4 // ties: 4 is the maximum, so 0.5·4/lim lands on half steps
+			x[2*bs+1] = 0.5 * 4 / xLimit(bs)
+			a := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
+			b := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
+			for i := 0; i < k; i++ {
+				quantizeRow(&a, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv)
+				quantizeRowGo(&b, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv)
+			}
+			for i := range a.q {
+				if a.q[i] != b.q[i] {
+					t.Fatalf("bs %d k %d: q[%d] = %d, portable %d", bs, k, i, a.q[i], b.q[i])
+				}
+			}
+			for i := range a.s {
+				if a.s[i] != b.s[i] {
+					t.Fatalf("bs %d k %d: s[%d] = %v, portable %v", bs, k, i, a.s[i], b.s[i])
+				}
+			}
+		}
+	}
+}
