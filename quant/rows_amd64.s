@@ -399,12 +399,15 @@ row16:
 	MOVQ R11, DX
 	MOVQ R13, R14
 	MOVQ R9, BX
+	CMPQ R10, $1
+	JEQ  block64
 
 block16:
 	VPXOR Y4, Y4, Y4
 	MOVQ R10, R12
 
 group16:
+	PREFETCHT0 2048(SI)
 	VMOVDQU (SI), Y5
 	VPSRLW  $4, Y5, Y6
 	VPAND   Y2, Y5, Y5
@@ -439,6 +442,7 @@ group16:
 	DECQ BX
 	JNZ  block16
 
+rowend16:
 	VEXTRACTF128 $1, Y3, X5
 	VADDPS X5, X3, X3
 	VHADDPS X3, X3, X3
@@ -447,6 +451,42 @@ group16:
 	ADDQ $4, DI
 	DECQ CX
 	JNZ  row16
+	JMP  done16
+
+	// bs == 64, the bitsandbytes default: one group per block, so the four products sum straight into
+	// the block's accumulator (no zeroing, no inner loop).
+block64:
+	PREFETCHT0 2048(SI)
+	VMOVDQU (SI), Y5
+	VPSRLW  $4, Y5, Y6
+	VPAND   Y2, Y5, Y5
+	VPAND   Y2, Y6, Y6
+	VPSHUFB Y6, Y0, Y7
+	VPSHUFB Y6, Y1, Y8
+	VPUNPCKLBW Y8, Y7, Y9
+	VPUNPCKHBW Y8, Y7, Y10
+	VPMADDWD (DX), Y9, Y4
+	VPMADDWD 32(DX), Y10, Y10
+	VPSHUFB Y5, Y0, Y7
+	VPSHUFB Y5, Y1, Y8
+	VPUNPCKLBW Y8, Y7, Y9
+	VPUNPCKHBW Y8, Y7, Y12
+	VPMADDWD 64(DX), Y9, Y9
+	VPMADDWD 96(DX), Y12, Y12
+	VPADDD  Y10, Y4, Y4
+	VPADDD  Y12, Y9, Y9
+	VPADDD  Y9, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (R8), Y11
+	VMULPS       (R14), Y11, Y11
+	VFMADD231PS  Y11, Y4, Y3
+	ADDQ $32, SI
+	ADDQ $128, DX
+	ADDQ $4, R8
+	ADDQ $32, R14
+	DECQ BX
+	JNZ  block64
+	JMP  rowend16
 
 done16:
 	VZEROUPPER
@@ -493,6 +533,7 @@ block16x4:
 	MOVQ R10, R12
 
 group16x4:
+	PREFETCHT0 2048(SI)
 	VMOVDQU (SI), Y11
 	VPSRLW  $4, Y11, Y12
 	VPAND   Y2, Y11, Y11

@@ -162,7 +162,7 @@ func BenchmarkRows16(b *testing.B) {
 	r := rand.New(rand.NewSource(1))
 	for _, sh := range [][2]int{{1536, 576}, {576, 1536}} {
 		rows, cols := sh[0], sh[1]
-		q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, 64, true)
+		q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, 64, false)
 		x := randW(r, cols, 1)
 		y := make([]float32, rows)
 		b.Run(fmt.Sprintf("int16/%dx%d", rows, cols), func(b *testing.B) {
