@@ -150,16 +150,19 @@ func (q *Blocks4) AbsmaxRange(dst []float32, b0 int) {
 		copy(dst, q.Absmax[b0:b0+len(dst)])
 		return
 	}
-	code := q.NestedCode[:256]
+	code := (*[256]float32)(q.NestedCode[:256]) // a byte index needs no bounds check
 	qa := q.QAbsmax[b0 : b0+len(dst)]
 	off, nbs := q.NestedOffset, q.NestedBlockSize
 	for i := 0; i < len(dst); {
 		b := b0 + i
 		nested := q.NestedAbsmax[b/nbs]
 		end := min(len(dst), (b/nbs+1)*nbs-b0)
-		for ; i < end; i++ {
-			dst[i] = float32(code[qa[i]]*nested) + off
+		d, a := dst[i:end], qa[i:end]
+		a = a[:len(d)]
+		for j, c := range a {
+			d[j] = float32(code[c]*nested) + off
 		}
+		i = end
 	}
 }
 

@@ -161,58 +161,25 @@ func TestMatVec16Error(t *testing.T) {
 func BenchmarkRows16(b *testing.B) {
 	r := rand.New(rand.NewSource(1))
 	for _, sh := range [][2]int{{1536, 576}, {576, 1536}} {
-		rows, cols := sh[0], sh[1]
-		q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, 64, false)
-		x := randW(r, cols, 1)
-		y := make([]float32, rows)
-		b.Run(fmt.Sprintf("int16/%dx%d", rows, cols), func(b *testing.B) {
-			b.SetBytes(int64(q.Bytes()))
-			for i := 0; i < b.N; i++ {
-				q.MatVec(nil, y, x)
-			}
-		})
-		b.Run(fmt.Sprintf("float/%dx%d", rows, cols), func(b *testing.B) {
-			b.SetBytes(int64(q.Bytes()))
-			xs := make([]float32, cols)
-			for i := 0; i < b.N; i++ {
-				kernelOrder(xs, x)
-				q.matVecFast(y, xs, 0, rows)
-			}
-		})
-	}
-}
-
-// TestQuantizeRowMatchesGo compares the dispatching x quantiser with the portable one bit for bit,
-// including all-zero blocks, ties and an interleaved chunk.
-func TestQuantizeRowMatchesGo(t *testing.T) {
-	r := rand.New(rand.NewSource(13))
-	code, _ := Code(NF4)
-	l, _ := makeLUT16(&code)
-	for _, bs := range []int{64, 128, 256} {
-		for _, k := range []int{1, 4} {
-			cols := 3 * bs
-			x := randW(r, k*cols, 1)
-			for j := 0; j < bs; j++ {
-				x[bs+j] = 0 // an all-zero block
-			}
-			x[2*bs] = 4 // ties: 4 is the maximum, so 0.5·4/lim lands on half steps
-			x[2*bs+1] = 0.5 * 4 / xLimit(bs)
-			a := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
-			b := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
-			for i := 0; i < k; i++ {
-				quantizeRow(&a, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv)
-				quantizeRowGo(&b, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv)
-			}
-			for i := range a.q {
-				if a.q[i] != b.q[i] {
-					t.Fatalf("bs %d k %d: q[%d] = %d, portable %d", bs, k, i, a.q[i], b.q[i])
+		for _, dq := range []bool{false, true} {
+			rows, cols := sh[0], sh[1]
+			q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, 64, dq)
+			x := randW(r, cols, 1)
+			y := make([]float32, rows)
+			b.Run(fmt.Sprintf("int16/%dx%d/dq=%v", rows, cols, dq), func(b *testing.B) {
+				b.SetBytes(int64(q.Bytes()))
+				for i := 0; i < b.N; i++ {
+					q.MatVec(nil, y, x)
 				}
-			}
-			for i := range a.s {
-				if a.s[i] != b.s[i] {
-					t.Fatalf("bs %d k %d: s[%d] = %v, portable %v", bs, k, i, a.s[i], b.s[i])
+			})
+			b.Run(fmt.Sprintf("float/%dx%d/dq=%v", rows, cols, dq), func(b *testing.B) {
+				b.SetBytes(int64(q.Bytes()))
+				xs := make([]float32, cols)
+				for i := 0; i < b.N; i++ {
+					kernelOrder(xs, x)
+					q.matVecFast(y, xs, 0, rows)
 				}
-			}
+			})
 		}
 	}
 }
