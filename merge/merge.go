@@ -24,15 +24,12 @@ import (
 
 // Source is one adapter to merge with its weight wᵢ (1 for a plain merge).
 type Source struct {
-	Dir     string
-	Weight  float64
-	Adapter *lora.Adapter // loaded by Run (with LoadAdapter) when nil
-	// Embed holds LoRA on embedding tables, keyed by module ("model.embed_tokens"): A [R, vocab] = lora_embedding_A,
-	// B [dim, R] = lora_embedding_B (In = vocab, Out = dim); the table [vocab, dim] gets wᵢ·sᵢ·(B·A)ᵀ.
-	Embed map[string]*lora.Pair
-	// BaseLayers are base weights PEFT saved beside an adapted embedding ("model.embed_tokens.weight" from
-	// "…embed_tokens.base_layer.weight"): they replace the base tensor before the deltas are added.
-	BaseLayers map[string]safetensors.Tensor
+	Dir    string
+	Weight float64
+	// Adapter is loaded by Run (with lora.Load) when nil. Beyond its linear pairs, a merge applies its Saved
+	// tensors (modules_to_save, biases: they replace the base tensor), its Embed pairs (the table [vocab, dim]
+	// gets wᵢ·sᵢ·(B·A)ᵀ) and its BaseLayers (they replace the base tensor before the deltas are added).
+	Adapter *lora.Adapter
 }
 
 // Options configure Run.
@@ -91,7 +88,7 @@ type AdapterInfo struct {
 }
 
 // DefaultMaxShardSize is transformers' save_pretrained default ("5GB").
-const DefaultMaxShardSize = 5_000_000_000
+const DefaultMaxShardSize = safetensors.DefaultMaxShardSize
 
 // kind says how an output tensor is produced.
 type kind int
@@ -123,7 +120,7 @@ type item struct {
 
 type plan struct {
 	base     *safetensors.Checkpoint
-	readers  map[*safetensors.File]*rawFile
+	rd       *safetensors.Reader // pread access to the base tensors
 	items    []*item
 	quant    map[string]*quantInfo // base weight name → 4-bit info
 	config   map[string]json.RawMessage
@@ -200,8 +197,12 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	if opt.Pool == nil {
 		opt.Pool = kernels.NewPool(opt.Threads)
 	}
-	p := &plan{base: ckpt, readers: map[*safetensors.File]*rawFile{}, config: config, res: res, outDT: outDT, pool: opt.Pool}
-	defer p.closeReaders()
+	rd, err := safetensors.NewReader(ckpt)
+	if err != nil {
+		return nil, fmt.Errorf("merge: base: %w", err)
+	}
+	defer rd.Close()
+	p := &plan{base: ckpt, rd: rd, config: config, res: res, outDT: outDT, pool: opt.Pool}
 	if p.quant, err = findQuantized(ckpt); err != nil {
 		return nil, fmt.Errorf("merge: base %s: %w", base, err)
 	}
@@ -227,11 +228,9 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	for i := range opt.Adapters {
 		s := &opt.Adapters[i]
 		if s.Adapter == nil {
-			l, err := LoadAdapter(s.Dir)
-			if err != nil {
+			if s.Adapter, err = lora.Load(s.Dir); err != nil {
 				return nil, fmt.Errorf("merge: %w", err)
 			}
-			s.Adapter, s.Embed, s.BaseLayers = l.Adapter, l.Embed, l.BaseLayers
 		}
 		a := s.Adapter
 		if math.IsNaN(s.Weight) || math.IsInf(s.Weight, 0) {
@@ -247,13 +246,13 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 			pr := a.Modules[m]
 			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale})
 		}
-		for _, m := range sortedKeys(s.Embed) {
-			pr := s.Embed[m]
+		for _, m := range sortedKeys(a.Embed) {
+			pr := a.Embed[m]
 			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
 		}
-		for _, name := range sortedKeys(s.BaseLayers) {
-			t := s.BaseLayers[name]
-			same, err := p.sameAsBase(name, t)
+		for _, name := range sortedKeys(a.BaseLayers) {
+			t := a.BaseLayers[name]
+			same, err := p.sameAsBase(p.baseName(name), t)
 			if err != nil {
 				return nil, fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
 			}
@@ -304,7 +303,11 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	if maxShard <= 0 {
 		maxShard = DefaultMaxShardSize
 	}
-	shards := shardPlan(p.items, maxShard, len(ckpt.Files) > 1 || fileExists(filepath.Join(base, safetensors.IndexName)))
+	hs := make([]safetensors.Header, len(p.items))
+	for i, it := range p.items {
+		hs[i] = it.hdr
+	}
+	shards := safetensors.PlanShards(hs, nil, maxShard, len(ckpt.Files) > 1 || fileExists(filepath.Join(base, safetensors.IndexName)))
 	res.Shards = len(shards)
 	for _, it := range p.items {
 		res.Bytes += it.bytes
@@ -326,7 +329,7 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		if err := p.writeConfig(tmp, cfgBytes); err != nil {
 			return err
 		}
-		if err := p.writeShards(ctx, tmp, shards, bar); err != nil {
+		if err := p.writeShards(ctx, tmp, hs, shards, bar); err != nil {
 			return err
 		}
 		if bar != nil {
@@ -430,6 +433,14 @@ func (p *plan) checkSaved(name string, t safetensors.Tensor) error {
 
 const embedName = "model.embed_tokens.weight"
 
+// baseName is the base tensor that holds name: the embedding for lm_head.weight of a tied base.
+func (p *plan) baseName(name string) string {
+	if name == "lm_head.weight" && p.tiedHead() {
+		return embedName
+	}
+	return name
+}
+
 // tiedHead reports whether the base has no lm_head tensor because config ties it to the embedding.
 func (p *plan) tiedHead() bool {
 	_, _, ok := p.base.Info("lm_head.weight")
@@ -440,8 +451,8 @@ func (p *plan) tiedHead() bool {
 // lora_embedding_B is [dim, r] for a [vocab, dim] table.
 func (p *plan) checkEmbed(s *Source) error {
 	var errs []error
-	for _, m := range sortedKeys(s.Embed) {
-		pr := s.Embed[m]
+	for _, m := range sortedKeys(s.Adapter.Embed) {
+		pr := s.Adapter.Embed[m]
 		info, _, ok := p.base.Info(m + ".weight")
 		switch {
 		case !ok || len(info.Shape) != 2 || !info.DType.IsFloat():
@@ -454,9 +465,9 @@ func (p *plan) checkEmbed(s *Source) error {
 				lora.KeyPrefix+m+".lora_embedding_B", pr.Out, pr.R, m, info.Shape, pr.Out, info.Shape[1]))
 		}
 	}
-	for _, name := range sortedKeys(s.BaseLayers) {
-		t := s.BaseLayers[name]
-		info, _, ok := p.base.Info(name)
+	for _, name := range sortedKeys(s.Adapter.BaseLayers) {
+		t := s.Adapter.BaseLayers[name]
+		info, _, ok := p.base.Info(p.baseName(name))
 		if !ok || !equalShape(info.Shape, t.Shape) {
 			want := "no such tensor"
 			if ok {
@@ -604,6 +615,10 @@ func (p *plan) build(ctx context.Context, deltas map[string][]delta, saved map[s
 		it := &item{src: embedName, hdr: safetensors.Header{Name: head, DType: dt, Shape: emb.Shape}}
 		var why string
 		switch {
+		case saved[head] != nil && len(deltas[head]) > 0: // a saved base layer of lm_head, then its LoRA
+			it.kind, it.saved, it.deltas = kMerge, saved[head], deltas[head]
+			p.res.Merged++
+			why = "the adapter has LoRA on lm_head over its own saved lm_head base layer"
 		case saved[head] != nil:
 			it.kind, it.saved = kReplace, saved[head]
 			p.res.Replaced++
@@ -641,75 +656,25 @@ func (p *plan) build(ctx context.Context, deltas map[string][]delta, saved map[s
 	return nil
 }
 
-// shard is one output file.
-type shard struct {
-	file  string
-	items []*item
-}
-
-// shardPlan groups the tensors into files of at most max bytes (a tensor bigger than max gets its own file), in
-// name order, as transformers does. A single file is model.safetensors unless the base was sharded.
-func shardPlan(items []*item, max int64, baseSharded bool) []shard {
-	var groups [][]*item
-	var cur []*item
-	var size int64
-	for _, it := range items {
-		if len(cur) > 0 && size+it.bytes > max {
-			groups = append(groups, cur)
-			cur, size = nil, 0
+// writeShards writes the output tensors into the planned files, one tensor at a time.
+func (p *plan) writeShards(ctx context.Context, dir string, hs []safetensors.Header, shards []safetensors.Shard, bar *progress.Bar) error {
+	err := safetensors.WriteShards(dir, hs, shards, func(i int, w io.Writer) error {
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		cur = append(cur, it)
-		size += it.bytes
-	}
-	if len(cur) > 0 || len(groups) == 0 {
-		groups = append(groups, cur)
-	}
-	if len(groups) == 1 && !baseSharded {
-		return []shard{{file: "model.safetensors", items: groups[0]}}
-	}
-	out := make([]shard, len(groups))
-	for i, g := range groups {
-		out[i] = shard{file: fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, len(groups)), items: g}
-	}
-	return out
-}
-
-func (p *plan) writeShards(ctx context.Context, dir string, shards []shard, bar *progress.Bar) error {
-	weightMap := map[string]string{}
-	var total int64
-	for _, sh := range shards {
-		hs := make([]safetensors.Header, len(sh.items))
-		for i, it := range sh.items {
-			hs[i] = it.hdr
-			weightMap[it.hdr.Name] = sh.file
-			total += it.bytes
+		it := p.items[i]
+		if err := p.produce(it, w); err != nil {
+			return err
 		}
-		err := safetensors.WriteStream(filepath.Join(dir, sh.file), hs, map[string]string{"format": "pt"}, func(i int, w io.Writer) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			it := sh.items[i]
-			if err := p.produce(it, w); err != nil {
-				return err
-			}
-			if bar != nil {
-				bar.Add(it.bytes)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("merge: %w", err)
+		if bar != nil {
+			bar.Add(it.bytes)
 		}
-	}
-	if len(shards) == 1 && shards[0].file == "model.safetensors" {
 		return nil
-	}
-	idx := map[string]any{"metadata": map[string]any{"total_size": total}, "weight_map": weightMap}
-	b, err := json.MarshalIndent(idx, "", "  ")
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("merge: %w", err)
 	}
-	return atomicfile.WriteBytes(filepath.Join(dir, safetensors.IndexName), append(b, '\n'))
+	return nil
 }
 
 // produce writes one output tensor.

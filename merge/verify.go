@@ -219,15 +219,16 @@ func patchModel(m *llama.Model, srcs []Source) (undo func(), err error) {
 	full := map[string]*safetensors.Tensor{}
 	embeds := map[string][]delta{}
 	for _, s := range srcs {
-		for n, t := range s.BaseLayers {
+		if s.Adapter == nil {
+			continue
+		}
+		for n, t := range s.Adapter.BaseLayers {
 			full[n] = &t
 		}
-		if s.Adapter != nil {
-			for n, t := range s.Adapter.Saved {
-				full[n] = &t
-			}
+		for n, t := range s.Adapter.Saved {
+			full[n] = &t
 		}
-		for mod, pr := range s.Embed {
+		for mod, pr := range s.Adapter.Embed {
 			embeds[mod+".weight"] = append(embeds[mod+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
 		}
 	}
@@ -371,7 +372,7 @@ func firstModule(srcs []Source) string {
 		}
 	}
 	for _, s := range srcs {
-		for m := range s.Embed {
+		for m := range s.Adapter.Embed {
 			return m
 		}
 	}

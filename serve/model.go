@@ -128,28 +128,12 @@ func (b *modelBackend) NewSampler(p engine.SamplingParams) engine.Sampler {
 
 func (b *modelBackend) ContextLen() int { return b.m.Config.MaxPositionEmbeddings }
 
-// LoadAdapter reads a PEFT folder and checks every module against the base's linear shapes.
+// LoadAdapter reads a PEFT folder as every command does (lora.Load), refuses what only a merge can apply
+// (models.Model.LoadAdapter) and checks every module against the base's linear shapes.
 func (b *modelBackend) LoadAdapter(path string) (engine.Delta, error) {
-	a, err := lora.Load(path)
+	a, err := b.m.LoadAdapter(path)
 	if err != nil {
 		return nil, err
-	}
-	if len(a.Saved) > 0 {
-		names := make([]string, 0, len(a.Saved))
-		for n := range a.Saved {
-			names = append(names, n)
-		}
-		return nil, fmt.Errorf("adapter %s saves full tensors (modules_to_save / bias: %s); serving supports LoRA pairs only — merge it with `lorakit merge` instead", path, strings.Join(names, ", "))
-	}
-	err = a.Check(func(module string) (int, int, bool) {
-		l, ok := b.m.Net.Linear(module)
-		if !ok {
-			return 0, 0, false
-		}
-		return l.In(), l.Out(), true
-	})
-	if err != nil {
-		return nil, fmt.Errorf("adapter %s does not fit the base model: %w", path, err)
 	}
 	return newServedAdapter(a, b.bf16), nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
@@ -60,18 +61,9 @@ func Evaluate(ctx context.Context, c EvalConfig) (*EvalResult, error) {
 	defer m.Close()
 	var delta llama.Delta
 	if c.Adapter != "" {
-		ad, err := lora.Load(c.Adapter)
+		ad, err := lora.LoadUnmerged(c.Adapter, models.AdapterBase(m.Net, m.Dir))
 		if err != nil {
-			return nil, err
-		}
-		if err := ad.Check(func(module string) (int, int, bool) {
-			l, ok := m.Net.Linear(module)
-			if !ok {
-				return 0, 0, false
-			}
-			return l.In(), l.Out(), true
-		}); err != nil {
-			return nil, fmt.Errorf("adapter %s does not fit %s: %w", c.Adapter, c.Model, err)
+			return nil, fmt.Errorf("eval: %w", err)
 		}
 		delta = ad
 	}

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/train/data"
 )
@@ -167,6 +168,9 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 		ad, err := lora.Load(cfg.InitAdapter)
 		if err != nil {
 			return nil, err
+		}
+		if err := ad.CheckUnmerged(models.AdapterBase(m.Net, m.Dir)); err != nil {
+			return nil, fmt.Errorf("init-adapter: %w", err)
 		}
 		if err := net.SetAdapter(ad); err != nil {
 			return nil, fmt.Errorf("init-adapter %s: %w", cfg.InitAdapter, err)

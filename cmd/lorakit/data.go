@@ -17,7 +17,6 @@ import (
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
-	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/tokenizer"
 	"github.com/lorakit/lorakit/train/data"
 )
@@ -197,18 +196,9 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 			defer m.Close()
 			var delta llama.Delta
 			if adapterDir != "" {
-				ad, err := lora.Load(adapterDir)
+				ad, err := m.LoadAdapter(adapterDir)
 				if err != nil {
-					return err
-				}
-				if err := ad.Check(func(module string) (int, int, bool) {
-					l, ok := m.Net.Linear(module)
-					if !ok {
-						return 0, 0, false
-					}
-					return l.In(), l.Out(), true
-				}); err != nil {
-					return fmt.Errorf("adapter %s does not fit %s: %w", adapterDir, modelDir, err)
+					return fmt.Errorf("data score: %w", err)
 				}
 				delta = ad
 			}

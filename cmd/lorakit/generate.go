@@ -13,7 +13,6 @@ import (
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
-	"github.com/lorakit/lorakit/models/lora"
 )
 
 func init() { register(newGenerateCmd) }
@@ -82,22 +81,9 @@ The new text is streamed to stdout. With --json one object is printed instead:
 				return errors.New("generate: sampling flag out of range (temperature ≥ 0, 0 ≤ top-p ≤ 1, top-k ≥ 0, 0 ≤ min-p ≤ 1, repetition-penalty ≥ 0)")
 			}
 			if adapterDir != "" {
-				a, err := lora.Load(adapterDir)
+				a, err := m.LoadAdapter(adapterDir)
 				if err != nil {
-					return err
-				}
-				if len(a.Saved) > 0 {
-					return fmt.Errorf("generate: adapter %s has modules_to_save, which generate does not apply; merge it first (lorakit merge)", adapterDir)
-				}
-				err = a.Check(func(module string) (int, int, bool) {
-					l, ok := m.Net.Linear(module)
-					if !ok || l == nil {
-						return 0, 0, false
-					}
-					return l.In(), l.Out(), true
-				})
-				if err != nil {
-					return fmt.Errorf("generate: adapter %s does not fit %s: %w", adapterDir, modelDir, err)
+					return fmt.Errorf("generate: %w", err)
 				}
 				o.Adapter = a
 			}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
@@ -38,6 +37,14 @@ type Adapter struct {
 	// Saved holds full tensors saved by modules_to_save (or bias="all"/"lora_only"), keyed by the base
 	// checkpoint's tensor name ("lm_head.weight"); Tensor.Name is that same name.
 	Saved map[string]safetensors.Tensor
+	// Embed holds LoRA on embedding tables, keyed by module ("model.embed_tokens"): A [R, vocab] is
+	// lora_embedding_A, B [dim, R] is lora_embedding_B (In = vocab, Out = dim), and the [vocab, dim] table gets
+	// s·(B·A)ᵀ (PEFT's Embedding.get_delta_weight). Only a merge applies them (see CheckUnmerged).
+	Embed map[string]*Pair
+	// BaseLayers are base weights PEFT saved beside an adapted embedding or head ("model.embed_tokens.weight"
+	// from "…embed_tokens.base_layer.weight", save_embedding_layers): PEFT loads them into the base before the
+	// adapter applies. Usually a copy of the base's own tensor.
+	BaseLayers map[string]safetensors.Tensor
 	// DType is the storage type of lora_A/lora_B on disk ("" or F32 when created in lorakit); Save writes it.
 	DType safetensors.DType
 	Dir   string // folder it was loaded from, if any
@@ -83,144 +90,6 @@ func LoadConfig(dir string) (*Config, error) {
 	return c, nil
 }
 
-// Load reads a PEFT adapter folder. It rejects DoRA, non-LoRA adapters, embedding LoRA, lora_B biases, tensor
-// keys it does not understand, and A/B shapes that disagree with each other or with the config's rank — every
-// error names the tensor.
-func Load(dir string) (*Adapter, error) {
-	cfg, err := LoadConfig(dir)
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, WeightsName)
-	if _, err := os.Stat(path); err != nil {
-		if _, binErr := os.Stat(filepath.Join(dir, "adapter_model.bin")); binErr == nil {
-			return nil, fmt.Errorf("load adapter %s: only adapter_model.bin (a pickle) is present; convert it to %s", dir, WeightsName)
-		}
-		return nil, fmt.Errorf("load adapter %s: %w", dir, err)
-	}
-	f, err := safetensors.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("load adapter %s: %w", dir, err)
-	}
-	defer f.Close()
-	a := New(*cfg)
-	a.Dir = dir
-	if err := a.fromFile(f); err != nil {
-		return nil, fmt.Errorf("load adapter %s: %w", path, err)
-	}
-	return a, nil
-}
-
-// tensorKind classifies a saved key (after the base_model.model. prefix).
-func splitKey(key string) (module, kind string) {
-	for _, suf := range []string{".lora_A.weight", ".lora_B.weight", ".lora_B.bias", ".lora_magnitude_vector",
-		".lora_embedding_A", ".lora_embedding_B"} {
-		if strings.HasSuffix(key, suf) {
-			return strings.TrimSuffix(key, suf), suf[1:]
-		}
-	}
-	return key, ""
-}
-
-func (a *Adapter) fromFile(f *safetensors.File) error {
-	type ab struct{ a, b *safetensors.TensorInfo }
-	pairs := map[string]*ab{}
-	var dtype safetensors.DType
-	for _, name := range f.Names() {
-		info, _ := f.Info(name)
-		if !strings.HasPrefix(name, KeyPrefix) {
-			return fmt.Errorf("tensor %q: unknown key (PEFT keys start with %q)", name, KeyPrefix)
-		}
-		key := strings.TrimPrefix(name, KeyPrefix)
-		module, kind := splitKey(key)
-		switch kind {
-		case "lora_A.weight", "lora_B.weight":
-			if !info.DType.IsFloat() {
-				return fmt.Errorf("tensor %q: dtype %s, want F32, F16 or BF16", name, info.DType)
-			}
-			if len(info.Shape) != 2 {
-				return fmt.Errorf("tensor %q: shape %v, want 2-D", name, info.Shape)
-			}
-			p := pairs[module]
-			if p == nil {
-				p = &ab{}
-				pairs[module] = p
-			}
-			inf := info
-			if kind == "lora_A.weight" {
-				p.a = &inf
-			} else {
-				p.b = &inf
-			}
-			if dtype == "" || info.DType == safetensors.F32 {
-				dtype = info.DType
-			}
-		case "lora_magnitude_vector":
-			return fmt.Errorf("tensor %q: DoRA magnitude vectors are not supported", name)
-		case "lora_B.bias":
-			return fmt.Errorf("tensor %q: a bias on lora_B (lora_bias) is not supported", name)
-		case "lora_embedding_A", "lora_embedding_B":
-			return fmt.Errorf("tensor %q: LoRA on embeddings is not supported", name)
-		default:
-			mod := key
-			isBias := strings.HasSuffix(key, ".bias")
-			if i := strings.LastIndexByte(key, '.'); i > 0 {
-				mod = key[:i]
-			}
-			saved := a.Config.SavesModule(mod) || (isBias && a.Config.Bias != "" && a.Config.Bias != "none")
-			if !saved || !info.DType.IsFloat() {
-				return fmt.Errorf("tensor %q: unknown key (not lora_A/lora_B, and %q is not in modules_to_save)", name, mod)
-			}
-			raw, err := f.Bytes(name)
-			if err != nil {
-				return err
-			}
-			a.Saved[key] = safetensors.Tensor{Name: key, DType: info.DType, Shape: append([]int(nil), info.Shape...),
-				Data: append([]byte(nil), raw...)}
-		}
-	}
-	a.DType = dtype
-	modules := make([]string, 0, len(pairs))
-	for m := range pairs {
-		modules = append(modules, m)
-	}
-	sort.Strings(modules)
-	for _, m := range modules {
-		p := pairs[m]
-		an, bn := KeyPrefix+m+".lora_A.weight", KeyPrefix+m+".lora_B.weight"
-		if p.a == nil {
-			return fmt.Errorf("tensor %q has no matching %q", bn, an)
-		}
-		if p.b == nil {
-			return fmt.Errorf("tensor %q has no matching %q", an, bn)
-		}
-		r, in, out := p.a.Shape[0], p.a.Shape[1], p.b.Shape[0]
-		if p.b.Shape[1] != r {
-			return fmt.Errorf("rank mismatch: %q is %v but %q is %v (want [out, %d])", an, p.a.Shape, bn, p.b.Shape, r)
-		}
-		if want := a.Config.RankFor(m); want != r {
-			return fmt.Errorf("rank mismatch: %q is %v, but adapter_config.json gives module %s rank %d", an, p.a.Shape, m, want)
-		}
-		if r == 0 || in == 0 || out == 0 {
-			return fmt.Errorf("tensor %q: empty shape %v", an, p.a.Shape)
-		}
-		A, err := f.Float32s(an)
-		if err != nil {
-			return err
-		}
-		B, err := f.Float32s(bn)
-		if err != nil {
-			return err
-		}
-		alpha := a.Config.AlphaFor(m)
-		a.Modules[m] = &Pair{A: A, B: B, R: r, In: in, Out: out, Alpha: alpha, Scale: Scaling(alpha, r, a.Config.UseRSLoRA)}
-	}
-	if len(a.Modules) == 0 && len(a.Saved) == 0 {
-		return errors.New("no lora_A/lora_B tensors")
-	}
-	return nil
-}
-
 // Save writes the adapter as a PEFT folder (adapter_config.json + adapter_model.safetensors with
 // {"format":"pt"}), atomically: dir appears complete or not at all (an existing dir is replaced).
 func (a *Adapter) Save(dir string) error {
@@ -259,8 +128,26 @@ func (a *Adapter) WriteFiles(dir string) error {
 			ts = append(ts, safetensors.Tensor{Name: KeyPrefix + m + t.suf, DType: dt, Shape: t.shape, Data: data})
 		}
 	}
+	for _, m := range sortedKeys(a.Embed) {
+		p := a.Embed[m]
+		for _, t := range []struct {
+			suf   string
+			v     []float32
+			shape []int
+		}{{".lora_embedding_A", p.A, []int{p.R, p.In}}, {".lora_embedding_B", p.B, []int{p.Out, p.R}}} {
+			data, err := safetensors.Encode(dt, t.v)
+			if err != nil {
+				return fmt.Errorf("save adapter: embedding %s: %w", m, err)
+			}
+			ts = append(ts, safetensors.Tensor{Name: KeyPrefix + m + t.suf, DType: dt, Shape: t.shape, Data: data})
+		}
+	}
 	for k, t := range a.Saved {
 		t.Name = KeyPrefix + k
+		ts = append(ts, t)
+	}
+	for k, t := range a.BaseLayers {
+		t.Name = baseLayerKey(k)
 		ts = append(ts, t)
 	}
 	return safetensors.Write(filepath.Join(dir, WeightsName), ts, map[string]string{"format": "pt"})
