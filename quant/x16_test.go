@@ -183,3 +183,19 @@ func BenchmarkRows16(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMatMulT16 times decode batches through the integer kernels (weights read once per call).
+func BenchmarkMatMulT16(b *testing.B) {
+	r := rand.New(rand.NewSource(1))
+	rows, cols := 1536, 576
+	q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, 64, false)
+	for _, m := range []int{1, 2, 4, 8} {
+		x := randW(r, m*cols, 1)
+		y := make([]float32, m*rows)
+		b.Run(fmt.Sprintf("m=%d", m), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				q.MatMulT(nil, y, x, m)
+			}
+		})
+	}
+}
