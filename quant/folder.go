@@ -27,9 +27,13 @@ type FolderOptions struct {
 	// whose dotted name contains any entry is skipped). lm_head and embeddings are never quantised.
 	Skip []string
 	// Force replaces an existing non-empty out that is not a previous quantised output (never the input).
-	Force    bool
-	Threads  int                   // tensors quantised in parallel (default 1)
-	Progress func(done, total int) // called after each tensor; may be nil
+	Force bool
+	// MaxShardSize in bytes (0: 5 GB, as transformers' save_pretrained). The output is sharded, with
+	// model.safetensors.index.json, when the input is sharded or the weights exceed it; a quantised weight and
+	// its quantisation state stay in one file.
+	MaxShardSize int64
+	Threads      int                   // tensors quantised in parallel (default 1); about one tensor each in memory
+	Progress     func(done, total int) // called after each tensor; may be nil
 }
 
 // TensorReport is the outcome for one quantised weight.
@@ -60,7 +64,8 @@ type FolderResult struct {
 	TotalParams     int64          `json:"total_params"`
 	InBytes         int64          `json:"in_weight_bytes"`
 	OutBytes        int64          `json:"out_weight_bytes"`
-	FileBytes       int64          `json:"file_bytes"` // size of the written model.safetensors
+	FileBytes       int64          `json:"file_bytes"` // size of the written weight files
+	Shards          int            `json:"shards"`     // weight files written (1: model.safetensors)
 	MaxRelRMS       float64        `json:"max_relative_rms_error"`
 	CopiedFiles     []string       `json:"copied_files"`
 	QuantizationCfg BnBConfig      `json:"quantization_config"`
@@ -156,12 +161,18 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	}
 	res.QuantizationCfg = NewBnBConfig(opt.Type, opt.Double, "float32", skipList)
 
-	type job struct {
-		name string
-		info safetensors.TensorInfo
+	rd, err := safetensors.NewReader(ckpt)
+	if err != nil {
+		return nil, err
 	}
-	var jobs []job
-	var tensors []safetensors.Tensor
+	defer rd.Close()
+
+	// Plan: every output tensor in input-name order (a quantised weight's tensors together), with its size,
+	// before anything is quantised; then shard and stream.
+	var jobs []*qjob
+	var hs []safetensors.Header
+	var group []int
+	var src []*qjob // per output tensor: its quantisation job, nil for a tensor copied as is
 	for _, name := range ckpt.Names() {
 		info, _, _ := ckpt.Info(name)
 		if IsAuxTensor(name) {
@@ -170,77 +181,66 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 		res.TotalParams += int64(info.Elems())
 		res.InBytes += info.End - info.Begin
 		if isLinearWeight(name, info) && !skipped(ModulePrefix(name), opt.Skip) {
-			jobs = append(jobs, job{name, info})
+			jobs = append(jobs, &qjob{name: name, info: info, done: make(chan struct{})})
 			continue
 		}
-		raw, err := ckpt.Bytes(name)
-		if err != nil {
-			return nil, err
-		}
-		tensors = append(tensors, safetensors.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Data: raw})
 		res.Kept = append(res.Kept, name)
 	}
 	if len(jobs) == 0 {
 		return nil, fmt.Errorf("%s: no linear weights under model.layers.N to quantise", in)
 	}
-
-	reports := make([]TensorReport, len(jobs))
-	outs := make([][]safetensors.Tensor, len(jobs))
-	errs := make([]error, len(jobs))
-	var mu sync.Mutex
-	done := 0
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for t := 0; t < min(opt.Threads, len(jobs)); t++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				reports[i], outs[i], errs[i] = quantizeTensor(ckpt, jobs[i].name, jobs[i].info, opt)
-				mu.Lock()
-				done++
-				if opt.Progress != nil {
-					opt.Progress(done, len(jobs))
-				}
-				mu.Unlock()
+	offsets := make([]float32, len(jobs))
+	if opt.Double && opt.Type != Int8 { // the quant_state JSON records the mean block absmax: one read to learn it
+		if err := parallel(opt.Threads, len(jobs), func(i int) error {
+			w, err := rd.Float32s(jobs[i].name)
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	for i := range jobs {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	for i := range jobs {
-		if errs[i] != nil {
-			return nil, errs[i]
+			offsets[i] = nestedOffsetOf(w, opt.BlockSize)
+			return nil
+		}); err != nil {
+			return nil, err
 		}
-		tensors = append(tensors, outs[i]...)
-		r := reports[i]
-		res.Quantized = append(res.Quantized, r)
-		res.QuantParams += int64(r.Params)
-		res.QuantBytes += int64(r.Bytes)
-		res.MaxRelRMS = math.Max(res.MaxRelRMS, r.RelRMS)
 	}
-	res.BitsPerParam = float64(8*res.QuantBytes) / float64(res.QuantParams)
-	for _, t := range tensors {
-		res.OutBytes += int64(len(t.Data))
+	ji := 0
+	for _, name := range ckpt.Names() {
+		info, _, _ := ckpt.Info(name)
+		if ji < len(jobs) && jobs[ji].name == name {
+			j := jobs[ji]
+			j.hs = headersOf(name, info.Shape, string(info.DType), opt.Type, opt.BlockSize, opt.Double, offsets[ji])
+			j.left = len(j.hs)
+			for _, h := range j.hs { // one group: transformers reads a weight's quantisation state from its shard
+				hs, group, src = append(hs, h), append(group, -1-ji), append(src, j)
+			}
+			ji++
+			continue
+		}
+		group = append(group, len(hs)) // a group of its own
+		hs, src = append(hs, safetensors.Header{Name: name, DType: info.DType, Shape: info.Shape}), append(src, nil)
 	}
+	for _, h := range hs {
+		res.OutBytes += h.Bytes()
+	}
+	sharded := len(ckpt.Files) > 1 || fileExists(filepath.Join(in, safetensors.IndexName))
+	shards := safetensors.PlanShards(hs, group, opt.MaxShardSize, sharded)
+	res.Shards = len(shards)
 
 	newCfg, err := addQuantConfig(cfgRaw, res.QuantizationCfg)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	err = atomicfile.Dir(out, func(tmp string) error {
-		st := filepath.Join(tmp, "model.safetensors")
-		if err := safetensors.Write(st, tensors, map[string]string{"format": "pt"}); err != nil {
+		if err := writeQuantized(tmp, rd, hs, src, shards, jobs, opt); err != nil {
 			return err
 		}
-		if err := os.Chmod(st, 0o644); err != nil {
-			return err
-		}
-		if fi, err := os.Stat(st); err == nil {
-			res.FileBytes = fi.Size()
+		for _, sh := range shards {
+			st := filepath.Join(tmp, sh.File)
+			if err := os.Chmod(st, 0o644); err != nil {
+				return err
+			}
+			if fi, err := os.Stat(st); err == nil {
+				res.FileBytes += fi.Size()
+			}
 		}
 		if err := os.WriteFile(filepath.Join(tmp, "config.json"), newCfg, 0o644); err != nil {
 			return err
@@ -252,12 +252,113 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, j := range jobs {
+		r := j.report
+		res.Quantized = append(res.Quantized, r)
+		res.QuantParams += int64(r.Params)
+		res.QuantBytes += int64(r.Bytes)
+		res.MaxRelRMS = math.Max(res.MaxRelRMS, r.RelRMS)
+	}
+	res.BitsPerParam = float64(8*res.QuantBytes) / float64(res.QuantParams)
 	return res, nil
 }
 
+// qjob is one weight to quantise: its planned output headers, then (once done is closed) its tensors' bytes.
+type qjob struct {
+	name   string
+	info   safetensors.TensorInfo
+	hs     []safetensors.Header
+	done   chan struct{}
+	out    map[string][]byte
+	report TensorReport
+	err    error
+	left   int // output tensors not yet written
+}
+
+// writeQuantized streams the planned tensors into the shards: copied tensors straight from the input (pread),
+// quantised ones from a window of opt.Threads jobs quantised ahead of the writer in parallel, each job's memory
+// released once its tensors are written.
+func writeQuantized(dir string, rd *safetensors.Reader, hs []safetensors.Header, src []*qjob, shards []safetensors.Shard, jobs []*qjob, opt FolderOptions) error {
+	window := make(chan struct{}, opt.Threads)
+	quit := make(chan struct{})
+	defer close(quit)
+	var mu sync.Mutex
+	done := 0
+	go func() {
+		for _, j := range jobs {
+			select {
+			case window <- struct{}{}:
+			case <-quit:
+				return
+			}
+			go func(j *qjob) {
+				defer close(j.done)
+				var ts []safetensors.Tensor
+				j.report, ts, j.err = quantizeTensor(rd, j.name, j.info, opt)
+				j.out = make(map[string][]byte, len(ts))
+				for _, t := range ts {
+					j.out[t.Name] = t.Data
+				}
+				mu.Lock()
+				done++
+				if opt.Progress != nil {
+					opt.Progress(done, len(jobs))
+				}
+				mu.Unlock()
+			}(j)
+		}
+	}()
+	return safetensors.WriteShards(dir, hs, shards, func(i int, w io.Writer) error {
+		j := src[i]
+		if j == nil {
+			return rd.CopyRaw(hs[i].Name, w)
+		}
+		<-j.done
+		if j.err != nil {
+			return j.err
+		}
+		b, ok := j.out[hs[i].Name]
+		if !ok {
+			return fmt.Errorf("quantise %s: no tensor %s in the quantised output", j.name, hs[i].Name)
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		if j.left--; j.left == 0 {
+			j.out = nil
+			<-window // the next job may start
+		}
+		return nil
+	})
+}
+
+// parallel runs f(0..n-1) on up to threads goroutines and returns the first error.
+func parallel(threads, n int, f func(i int) error) error {
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for t := 0; t < min(max(threads, 1), n); t++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				errs[i] = f(i)
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
 // quantizeTensor quantises one weight and measures its reconstruction error.
-func quantizeTensor(c *safetensors.Checkpoint, name string, info safetensors.TensorInfo, opt FolderOptions) (TensorReport, []safetensors.Tensor, error) {
-	w, err := c.Float32s(name)
+func quantizeTensor(rd *safetensors.Reader, name string, info safetensors.TensorInfo, opt FolderOptions) (TensorReport, []safetensors.Tensor, error) {
+	w, err := rd.Float32s(name)
 	if err != nil {
 		return TensorReport{}, nil, err
 	}

@@ -23,6 +23,7 @@ func newQuantizeCmd() *cobra.Command {
 		asJSON    bool
 		all       bool
 		force     bool
+		maxShard  string
 	)
 	cmd := &cobra.Command{
 		Use:   "quantize IN OUT",
@@ -40,7 +41,9 @@ quantization_config in config.json, so that transformers+bitsandbytes and loraki
 Embeddings, norms, biases and lm_head keep their dtype bit for bit; --skip adds module-name substrings to
 leave unquantised (e.g. --skip down_proj). Tokenizer, generation config and other files are copied. OUT
 appears only when complete; an existing OUT is replaced only when it is empty or a quantised model folder
-(config.json with quantization_config), anything else needs --force. An input that is already quantised
+(config.json with quantization_config), anything else needs --force. Tensors are read, quantised and
+written one at a time (about --threads tensors in memory); the output is sharded with
+model.safetensors.index.json when the input is sharded or the weights exceed --max-shard-size. An input that is already quantised
 (quantization_config, or bitsandbytes tensors) is refused.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -57,6 +60,13 @@ appears only when complete; an existing OUT is replaced only when it is empty or
 				}
 			}
 			opt := quant.FolderOptions{Type: t, BlockSize: blockSize, Double: double, Skip: skipList, Threads: threads, Force: force}
+			if maxShard != "" {
+				n, err := parseSize(maxShard)
+				if err != nil {
+					return fmt.Errorf("--max-shard-size: %w", err)
+				}
+				opt.MaxShardSize = n
+			}
 			var bar *progress.Bar
 			if !asJSON {
 				opt.Progress = func(done, total int) {
@@ -88,9 +98,9 @@ appears only when complete; an existing OUT is replaced only when it is empty or
 			fmt.Fprintf(w, "  linear weights: %d tensors, %.2f M params, %.2f MB, %.4f bits/param\n",
 				len(res.Quantized), float64(res.QuantParams)/1e6, float64(res.QuantBytes)/1e6, res.BitsPerParam)
 			fmt.Fprintf(w, "  kept: %d tensors (embeddings, norms, biases, lm_head) in their dtype\n", len(res.Kept))
-			fmt.Fprintf(w, "  weights %.2f MB → %.2f MB (%.2f bits/param over all %.2f M params); model.safetensors %.2f MB\n",
+			fmt.Fprintf(w, "  weights %.2f MB → %.2f MB (%.2f bits/param over all %.2f M params); %d weight file(s), %.2f MB\n",
 				float64(res.InBytes)/1e6, float64(res.OutBytes)/1e6, float64(8*res.OutBytes)/float64(res.TotalParams),
-				float64(res.TotalParams)/1e6, float64(res.FileBytes)/1e6)
+				float64(res.TotalParams)/1e6, res.Shards, float64(res.FileBytes)/1e6)
 			if all || len(res.Quantized) <= 16 {
 				fmt.Fprintf(w, "  %-52s %14s %10s %10s %8s\n", "tensor", "shape", "rms err", "max err", "rel rms")
 				for _, r := range res.Quantized {
@@ -118,6 +128,7 @@ appears only when complete; an existing OUT is replaced only when it is empty or
 	f.StringSliceVar(&skip, "skip", nil, "module-name substrings to keep unquantised (comma-separated or repeated)")
 	f.IntVar(&threads, "threads", runtime.NumCPU(), "tensors quantised in parallel")
 	f.BoolVar(&all, "all", false, "print the error of every tensor")
+	f.StringVar(&maxShard, "max-shard-size", "", "largest safetensors shard, e.g. 2GB or 500MB (default 5GB); a sharded input gives a sharded output")
 	f.BoolVar(&force, "force", false, "replace OUT even if it exists and is not a quantised model folder")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
