@@ -70,6 +70,10 @@ func matVecF32(y, w, x []float32, r0, r1, cols int) {
 		refMatVecF32(y, w, x, r0, r1, cols)
 		return
 	}
+	if cols%32 == 0 && streamF32 {
+		matVecRowsF32(&w[r0*cols], &x[0], cols, r1-r0, &y[r0])
+		return
+	}
 	c8 := cols &^ 7
 	var out [4]float32
 	for r := r0; r < r1; {
@@ -91,6 +95,11 @@ func matVecF32(y, w, x []float32, r0, r1, cols int) {
 	}
 }
 
+//go:noescape
+func matVecRowsF32(w *float32, x *float32, n, rows int, y *float32)
+
+const streamF32 = true
+
 func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 	if !useAVX2 || cols < 8 {
 		refMatVecBF16(y, w, x, r0, r1, cols)
@@ -110,6 +119,10 @@ func matVecF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 // matVec16 is matVecF32 for 16-bit weights (kind wBF16 or wF16). The kernel
 // is chosen by a switch, not a func value, so that out stays on the stack.
 func matVec16(kind int, y []float32, w []uint16, x []float32, r0, r1, cols int) {
+	if kind == wF16 && cols%32 == 0 && streamF32 {
+		matVecRowsF16(&w[r0*cols], &x[0], cols, r1-r0, &y[r0])
+		return
+	}
 	c8 := cols &^ 7
 	var out [4]float32
 	for r := r0; r < r1; {
@@ -535,6 +548,10 @@ func permuteBF16(buf *[]float32, x []float32) []float32 {
 // smollm2's lm_head, one thread).
 func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
 	c16 := len(xp)
+	if cols%32 == 0 && c16 == cols && streamF32 {
+		matVecRowsBF16P(&w[r0*cols], &xp[0], cols, r1-r0, &y[r0])
+		return
+	}
 	var out [4]float32
 	for r := r0; r < r1; {
 		nr, stride := 4, cols
@@ -554,6 +571,12 @@ func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
 		r += nr
 	}
 }
+
+//go:noescape
+func matVecRowsF16(w *uint16, x *float32, n, rows int, y *float32)
+
+//go:noescape
+func matVecRowsBF16P(w *uint16, xp *float32, n, rows int, y *float32)
 
 //go:noescape
 func matVec4BF16PF(w *uint16, stride int, xp *float32, n int, y *float32)

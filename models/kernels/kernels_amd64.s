@@ -1467,3 +1467,162 @@ TEXT ·mmTile3x4F16ZP(SB), NOSPLIT, $0-64
 // func mmTile2x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 TEXT ·mmTile2x4F16ZP(SB), NOSPLIT, $0-64
 	MMTILE2_512PF(LOADF16Z, 2)
+
+// func matVecRowsF32(w *float32, x *float32, n, rows int, y *float32)
+//
+// y[r] = Σ_c w[r·n+c]·x[c] for rows consecutive rows, one row at a time: the weights are read as one
+// sequential stream, the access the hardware prefetcher follows best. n % 32 == 0.
+TEXT ·matVecRowsF32(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ x+8(FP), DI
+	MOVQ n+16(FP), CX
+	MOVQ rows+24(FP), DX
+	MOVQ y+32(FP), R8
+	SHLQ $2, CX
+	TESTQ DX, DX
+	JZ   rowsf32done
+
+rowsf32row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ BX, BX
+
+rowsf32loop:
+	VMOVUPS (DI)(BX*1), Y4
+	VMOVUPS 32(DI)(BX*1), Y5
+	VMOVUPS 64(DI)(BX*1), Y6
+	VMOVUPS 96(DI)(BX*1), Y7
+	VFMADD231PS (SI)(BX*1), Y4, Y0
+	VFMADD231PS 32(SI)(BX*1), Y5, Y1
+	VFMADD231PS 64(SI)(BX*1), Y6, Y2
+	VFMADD231PS 96(SI)(BX*1), Y7, Y3
+	ADDQ $128, BX
+	CMPQ BX, CX
+	JL   rowsf32loop
+
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	MOVSS X0, (R8)
+	ADDQ CX, SI
+	ADDQ $4, R8
+	DECQ DX
+	JNZ  rowsf32row
+
+rowsf32done:
+	VZEROUPPER
+	RET
+
+// func matVecRowsBF16P(w *uint16, xp *float32, n, rows int, y *float32)
+//
+// matVecRowsF32 for bf16 weights with x in permuteBF16's order: a 32-byte load of 16 weights widens to
+// the even columns with one shift and to the odd ones with one mask. n % 32 == 0.
+TEXT ·matVecRowsBF16P(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ xp+8(FP), DI
+	MOVQ n+16(FP), CX
+	MOVQ rows+24(FP), DX
+	MOVQ y+32(FP), R8
+	SHLQ $1, CX
+	VPBROADCASTD bf16hi<>(SB), Y15
+	TESTQ DX, DX
+	JZ   rowsbf16done
+
+rowsbf16row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ BX, BX
+	MOVQ DI, R9
+
+rowsbf16loop:
+	VMOVDQU (SI)(BX*1), Y4
+	VMOVDQU 32(SI)(BX*1), Y5
+	VPSLLD  $16, Y4, Y6
+	VPAND   Y15, Y4, Y4
+	VPSLLD  $16, Y5, Y7
+	VPAND   Y15, Y5, Y5
+	VFMADD231PS (R9), Y6, Y0
+	VFMADD231PS 32(R9), Y4, Y1
+	VFMADD231PS 64(R9), Y7, Y2
+	VFMADD231PS 96(R9), Y5, Y3
+	ADDQ $64, BX
+	ADDQ $128, R9
+	CMPQ BX, CX
+	JL   rowsbf16loop
+
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	MOVSS X0, (R8)
+	ADDQ CX, SI
+	ADDQ $4, R8
+	DECQ DX
+	JNZ  rowsbf16row
+
+rowsbf16done:
+	VZEROUPPER
+	RET
+
+// func matVecRowsF16(w *uint16, x *float32, n, rows int, y *float32)
+//
+// matVecRowsF32 for f16 weights (VCVTPH2PS widens eight per load). n % 32 == 0.
+TEXT ·matVecRowsF16(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ x+8(FP), DI
+	MOVQ n+16(FP), CX
+	MOVQ rows+24(FP), DX
+	MOVQ y+32(FP), R8
+	SHLQ $1, CX
+	TESTQ DX, DX
+	JZ   rowsf16done
+
+rowsf16row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ BX, BX
+	MOVQ DI, R9
+
+rowsf16loop:
+	VCVTPH2PS (SI)(BX*1), Y4
+	VCVTPH2PS 16(SI)(BX*1), Y5
+	VCVTPH2PS 32(SI)(BX*1), Y6
+	VCVTPH2PS 48(SI)(BX*1), Y7
+	VFMADD231PS (R9), Y4, Y0
+	VFMADD231PS 32(R9), Y5, Y1
+	VFMADD231PS 64(R9), Y6, Y2
+	VFMADD231PS 96(R9), Y7, Y3
+	ADDQ $64, BX
+	ADDQ $128, R9
+	CMPQ BX, CX
+	JL   rowsf16loop
+
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	MOVSS X0, (R8)
+	ADDQ CX, SI
+	ADDQ $4, R8
+	DECQ DX
+	JNZ  rowsf16row
+
+rowsf16done:
+	VZEROUPPER
+	RET

@@ -122,7 +122,7 @@ func pools() []*Pool { return []*Pool{nil, NewPool(1), NewPool(2), NewPool(3)} }
 func TestMatVec(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	ps := pools()
-	shapes := [][2]int{{0, 0}, {0, 5}, {5, 0}, {1, 1}, {3, 7}, {4, 8}, {5, 9}, {7, 16}, {8, 31}, {9, 33}, {13, 64}, {17, 100}, {33, 257}, {64, 576}, {300, 70}}
+	shapes := [][2]int{{0, 0}, {0, 5}, {5, 0}, {1, 1}, {3, 7}, {4, 8}, {5, 9}, {7, 16}, {8, 31}, {9, 33}, {13, 64}, {5, 32}, {3, 96}, {6, 1536}, {17, 100}, {33, 257}, {64, 576}, {300, 70}}
 	for _, sh := range shapes {
 		rows, cols := sh[0], sh[1]
 		for off := 0; off < 3; off++ {
