@@ -70,7 +70,7 @@ func matVecF32(y, w, x []float32, r0, r1, cols int) {
 		refMatVecF32(y, w, x, r0, r1, cols)
 		return
 	}
-	if cols%32 == 0 && streamF32 {
+	if cols%32 == 0 {
 		matVecRowsF32(&w[r0*cols], &x[0], cols, r1-r0, &y[r0])
 		return
 	}
@@ -98,8 +98,6 @@ func matVecF32(y, w, x []float32, r0, r1, cols int) {
 //go:noescape
 func matVecRowsF32(w *float32, x *float32, n, rows int, y *float32)
 
-const streamF32 = true
-
 func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 	if !useAVX2 || cols < 8 {
 		refMatVecBF16(y, w, x, r0, r1, cols)
@@ -119,7 +117,7 @@ func matVecF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 // matVec16 is matVecF32 for 16-bit weights (kind wBF16 or wF16). The kernel
 // is chosen by a switch, not a func value, so that out stays on the stack.
 func matVec16(kind int, y []float32, w []uint16, x []float32, r0, r1, cols int) {
-	if kind == wF16 && cols%32 == 0 && streamF32 {
+	if kind == wF16 && cols%32 == 0 {
 		matVecRowsF16(&w[r0*cols], &x[0], cols, r1-r0, &y[r0])
 		return
 	}
@@ -548,7 +546,7 @@ func permuteBF16(buf *[]float32, x []float32) []float32 {
 // smollm2's lm_head, one thread).
 func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
 	c16 := len(xp)
-	if cols%32 == 0 && c16 == cols && streamF32 {
+	if cols%32 == 0 && c16 == cols {
 		matVecRowsBF16P(&w[r0*cols], &xp[0], cols, r1-r0, &y[r0])
 		return
 	}

@@ -1471,7 +1471,8 @@ TEXT ·mmTile2x4F16ZP(SB), NOSPLIT, $0-64
 // func matVecRowsF32(w *float32, x *float32, n, rows int, y *float32)
 //
 // y[r] = Σ_c w[r·n+c]·x[c] for rows consecutive rows, one row at a time: the weights are read as one
-// sequential stream, the access the hardware prefetcher follows best. n % 32 == 0.
+// sequential stream (the access the hardware prefetcher follows best), with a software prefetch 2 KiB
+// ahead (1024 and 4096 measured no better). n % 32 == 0.
 TEXT ·matVecRowsF32(SB), NOSPLIT, $0-40
 	MOVQ w+0(FP), SI
 	MOVQ x+8(FP), DI
@@ -1490,6 +1491,7 @@ rowsf32row:
 	XORQ BX, BX
 
 rowsf32loop:
+	PREFETCHT0 2048(SI)(BX*1)
 	VMOVUPS (DI)(BX*1), Y4
 	VMOVUPS 32(DI)(BX*1), Y5
 	VMOVUPS 64(DI)(BX*1), Y6
@@ -1543,6 +1545,7 @@ rowsbf16row:
 	MOVQ DI, R9
 
 rowsbf16loop:
+	PREFETCHT0 2048(SI)(BX*1)
 	VMOVDQU (SI)(BX*1), Y4
 	VMOVDQU 32(SI)(BX*1), Y5
 	VPSLLD  $16, Y4, Y6
@@ -1597,6 +1600,7 @@ rowsf16row:
 	MOVQ DI, R9
 
 rowsf16loop:
+	PREFETCHT0 2048(SI)(BX*1)
 	VCVTPH2PS (SI)(BX*1), Y4
 	VCVTPH2PS 16(SI)(BX*1), Y5
 	VCVTPH2PS 32(SI)(BX*1), Y6
