@@ -488,3 +488,37 @@ func TestTurnEndFamilies(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadInt8Head: the head computed from the int8 copy stays within int8 rounding of the dense head
+// (relative error well under 1%, and not zero), and unknown types fail.
+func TestLoadInt8Head(t *testing.T) {
+	for _, tied := range []bool{true, false} {
+		dir := tiny(t, testmodel.Options{Hidden: 64, Intermediate: 128, Seed: 7, Tied: tied, DType: "BF16"})
+		f := mustLoad(t, dir, LoadOptions{Threads: 1})
+		h := mustLoad(t, dir, LoadOptions{Threads: 1, Head: "int8"})
+		if _, ok := h.Net.LMHead.(*nn.Quantized); !ok {
+			t.Fatalf("tied=%v: LM head is %T", tied, h.Net.LMHead)
+		}
+		prompt := f.EncodePrompt("hello world")
+		lf, err := f.Net.Forward([]llama.Seq{{Tokens: prompt}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lh, err := h.Net.Forward([]llama.Seq{{Tokens: prompt}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var diff, norm float64
+		for v := range lf[0][0] {
+			d := float64(lf[0][0][v] - lh[0][0][v])
+			diff += d * d
+			norm += float64(lf[0][0][v]) * float64(lf[0][0][v])
+		}
+		if rel := math.Sqrt(diff / norm); rel == 0 || rel > 0.01 {
+			t.Fatalf("tied=%v: int8 head logits relative error %g", tied, rel)
+		}
+	}
+	if _, err := Load(tiny(t, testmodel.Options{}), LoadOptions{Head: "int4"}); err == nil {
+		t.Fatal("unknown head type accepted")
+	}
+}

@@ -52,6 +52,7 @@ var benchShapes = map[string]benchShape{
 type benchResult struct {
 	Model         string    `json:"model"`
 	DType         string    `json:"dtype"`
+	Head          string    `json:"head,omitempty"` // "int8" with --head int8
 	Threads       int       `json:"threads"`
 	Prompt        int       `json:"prompt"`
 	Gen           int       `json:"gen"`
@@ -75,7 +76,7 @@ type benchResult struct {
 
 func newBenchCmd() *cobra.Command {
 	var (
-		modelDir, shape, dtype, cpuprofile, ppProfile string
+		modelDir, shape, dtype, head, cpuprofile, ppProfile string
 		threads, prompt, gen, reps, batch             int
 		asJSON, noMem, trainMode                      bool
 		tc                                            train.BenchConfig
@@ -132,7 +133,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				threads = runtime.NumCPU()
 			}
 			errw := cmd.ErrOrStderr()
-			res := benchResult{DType: dtype, Threads: threads, Prompt: prompt, Gen: gen}
+			res := benchResult{DType: dtype, Head: head, Threads: threads, Prompt: prompt, Gen: gen}
 			dir := modelDir
 			if shape != "" {
 				sh, ok := benchShapes[shape]
@@ -162,7 +163,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			} else {
 				res.Model = modelDir
 			}
-			m, closeFn, err := loadBenchModel(dir, dtype, threads)
+			m, closeFn, err := loadBenchModel(dir, dtype, head, threads)
 			if err != nil {
 				return err
 			}
@@ -185,6 +186,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.StringVar(&modelDir, "model", "", "Hugging Face checkpoint folder")
 	f.StringVar(&shape, "shape", "", "random weights of a model's shape: "+shapeNames())
 	f.StringVar(&dtype, "dtype", "f32", "weight type: f32, bf16, f16 or nf4 (with --model: f32/bf16/f16 keep the stored type)")
+	f.StringVar(&head, "head", "", `"int8": compute the LM head from a row-wise int8 copy (as generate/serve --head int8)`)
 	f.IntVar(&threads, "threads", 0, "worker threads (0: all CPUs)")
 	f.IntVar(&prompt, "prompt", 512, "prompt tokens for pp")
 	f.IntVar(&gen, "gen", 128, "decoded tokens for tg")
@@ -291,7 +293,7 @@ func writeBenchCheckpoint(dir string, sh benchShape, dtype string) error {
 	})
 }
 
-func loadBenchModel(dir, dtype string, threads int) (*llama.Model, func(), error) {
+func loadBenchModel(dir, dtype, head string, threads int) (*llama.Model, func(), error) {
 	cfg, err := llama.LoadConfig(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: %w", err)
@@ -313,6 +315,13 @@ func loadBenchModel(dir, dtype string, threads int) (*llama.Model, func(), error
 		opts.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
 			return nn.Quantize(d, quant.NF4, false)
 		}
+	}
+	switch head {
+	case "":
+	case "int8":
+		opts.QuantizeHead = func(d *nn.Dense) (nn.Linear, error) { return nn.QuantizeInt8(d) }
+	default:
+		return nil, nil, fmt.Errorf("bench: --head %q: want int8", head)
 	}
 	m, err := llama.Load(ckpt, cfg, opts)
 	if err != nil {
@@ -584,7 +593,11 @@ func (b *bwProbe) measure() float64 {
 }
 
 func printBench(w io.Writer, r *benchResult) {
-	fmt.Fprintf(w, "%s %s, %d threads\n", r.Model, r.DType, r.Threads)
+	head := ""
+	if r.Head != "" {
+		head = ", LM head " + r.Head
+	}
+	fmt.Fprintf(w, "%s %s%s, %d threads\n", r.Model, r.DType, head, r.Threads)
 	fmt.Fprintf(w, "pp%d: %.1f tok/s (runs %v), %.1f GFLOP/s", r.Prompt, r.PPTokS, r.PPRuns, r.PPGFlopS)
 	if r.AnchorPP > 0 {
 		fmt.Fprintf(w, ", %.2f× llama.cpp (%.1f)", r.PPTokS/r.AnchorPP, r.AnchorPP)

@@ -19,7 +19,7 @@ func init() { register(newGenerateCmd) }
 
 func newGenerateCmd() *cobra.Command {
 	var (
-		modelDir, adapterDir, prompt, quantType string
+		modelDir, adapterDir, prompt, quantType, headType string
 		useChat, asJSON, ignoreEOS              bool
 		maxTokens, topK, threads                int
 		temperature, topP, minP, repPenalty     float32
@@ -49,7 +49,7 @@ The new text is streamed to stdout. With --json one object is printed instead:
 			if maxTokens < 0 {
 				return fmt.Errorf("generate: --max-tokens %d must be positive", maxTokens)
 			}
-			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType})
+			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
 			if err != nil {
 				return err
 			}
@@ -136,6 +136,7 @@ The new text is streamed to stdout. With --json one object is printed instead:
 	f.BoolVar(&ignoreEOS, "ignore-eos", false, "do not stop at EOS tokens")
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
 	f.StringVar(&quantType, "quant", "", `quantise the linear layers at load: "nf4" or "fp4"`)
+	f.StringVar(&headType, "head", "", `compute the LM head from an int8 copy: "int8" (half the bytes per token; logits within ~1e-3)`)
 	f.BoolVar(&asJSON, "json", false, `print one JSON object {"prompt_ids","ids","text","finish_reason"}`)
 	return cmd
 }

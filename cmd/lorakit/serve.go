@@ -22,7 +22,7 @@ func init() { register(newServeCmd) }
 
 func newServeCmd() *cobra.Command {
 	var (
-		modelDir, adapterDir, quantType, host, apiKey, servedName string
+		modelDir, adapterDir, quantType, headType, host, apiKey, servedName string
 		adapterDType                                              string
 		adapters                                                  []string
 		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads int
@@ -64,7 +64,7 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 				}
 				named[name] = dir
 			}
-			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType})
+			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
 			if err != nil {
 				return err
 			}
@@ -102,6 +102,7 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
 	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")
 	f.StringVar(&quantType, "quant", "", `quantise the base at load: "nf4" or "fp4"`)
+	f.StringVar(&headType, "head", "", `compute the LM head from an int8 copy: "int8" (half the bytes per token; logits within ~1e-3)`)
 	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	f.IntVar(&port, "port", 8080, "port to listen on (0: any free port)")
 	f.StringVar(&apiKey, "api-key", "", "require this bearer token on /v1/*")

@@ -59,6 +59,9 @@ type LoadOptions struct {
 	// LoadLinear, if set, is tried first for every linear weight; ok=false falls back to dense loading. Used for
 	// checkpoints saved pre-quantised (bitsandbytes).
 	LoadLinear func(ckpt *safetensors.Checkpoint, module string, out, in int) (lin nn.Linear, ok bool, err error)
+	// QuantizeHead, if set, replaces a dense LM head for the output projection only; a tied embedding keeps
+	// its table for lookups.
+	QuantizeHead func(d *nn.Dense) (nn.Linear, error)
 }
 
 var linearNames = [7]string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -99,6 +102,14 @@ func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, 
 		}
 	} else {
 		m.LMHead = ld.linear("lm_head", V, H, false)
+	}
+	if d, ok := m.LMHead.(*nn.Dense); ok && opts.QuantizeHead != nil {
+		head, err := opts.QuantizeHead(d)
+		if err != nil {
+			ld.errs = append(ld.errs, fmt.Errorf("lm_head: %w", err))
+		} else {
+			m.LMHead = head
+		}
 	}
 	if len(ld.errs) > 0 {
 		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", ckpt.Dir, len(ld.errs), errors.Join(ld.errs...))

@@ -42,3 +42,14 @@ func Quantize(d *Dense, t quant.Type, double bool) (*Quantized, error) {
 	}
 	return &Quantized{Q: q, Bias: d.Bias}, nil
 }
+
+// QuantizeInt8 converts a dense layer to row-wise int8 (one absmax per row, LLM.int8's layout without the
+// outlier split), keeping its bias. Used for the LM head, which llama.cpp likewise keeps in 8 bits beside
+// 4-bit layers: half the bytes of bf16 read per decoded token.
+func QuantizeInt8(d *Dense) (*Quantized, error) {
+	q, err := quant.Quantize8(d.ToF32(), []int{d.Rows, d.Cols})
+	if err != nil {
+		return nil, fmt.Errorf("nn: quantize int8 [%d, %d]: %w", d.Rows, d.Cols, err)
+	}
+	return &Quantized{Q: q, Bias: d.Bias}, nil
+}
