@@ -77,9 +77,9 @@ type benchResult struct {
 func newBenchCmd() *cobra.Command {
 	var (
 		modelDir, shape, dtype, head, cpuprofile, ppProfile string
-		threads, prompt, gen, reps, batch             int
-		asJSON, noMem, trainMode                      bool
-		tc                                            train.BenchConfig
+		threads, prompt, gen, reps, batch                   int
+		asJSON, noMem, trainMode                            bool
+		tc                                                  train.BenchConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",

@@ -20,11 +20,11 @@ func init() { register(newGenerateCmd) }
 func newGenerateCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, prompt, quantType, headType string
-		useChat, asJSON, ignoreEOS              bool
-		maxTokens, topK, threads                int
-		temperature, topP, minP, repPenalty     float32
-		seed                                    int64
-		stops                                   []string
+		useChat, asJSON, ignoreEOS                        bool
+		maxTokens, topK, threads                          int
+		temperature, topP, minP, repPenalty               float32
+		seed                                              int64
+		stops                                             []string
 	)
 	cmd := &cobra.Command{
 		Use:   "generate --model DIR --prompt TEXT [--chat] [--max-tokens N] [--temperature T] [--json]",

@@ -23,11 +23,11 @@ func init() { register(newServeCmd) }
 func newServeCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, quantType, headType, host, apiKey, servedName string
-		adapterDType                                              string
-		adapters                                                  []string
-		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads int
-		prefillChunk                                              int
-		allowAnyPath                                              bool
+		adapterDType                                                        string
+		adapters                                                            []string
+		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads           int
+		prefillChunk                                                        int
+		allowAnyPath                                                        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --model DIR [--adapter NAME=DIR ...] [--adapter-dir DIR] [--port 8080]",
