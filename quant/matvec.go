@@ -260,8 +260,9 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 		return
 	}
 	p.For(rows, func(lo, hi int) {
-		// a tile of up to 2 MiB of f32 rows (1, 2 and 4 MiB measured alike), a multiple of the GEMM's four-row tile: every tile streams all of
-		// X again, so small tiles (the old 64 KiB gave 3 rows for a 4864-column down_proj) starve the GEMM
+		// tiles of up to 2 MiB of f32 rows (1, 2 and 4 MiB measured alike), a multiple of the GEMM's four-row
+		// tile: every tile streams all of X again, so small tiles (64 KiB gave 3 rows for a 4864-column
+		// down_proj) starve the GEMM
 		const tileElems = 1 << 19
 		tr := max(4, tileElems/cols&^3)
 		buf := make([]float32, min(tr, hi-lo)*cols)
