@@ -28,6 +28,10 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 	if len(y) != rows || len(x) != cols {
 		panic(fmt.Sprintf("quant: MatVec: len(y)=%d len(x)=%d, want %d and %d", len(y), len(x), rows, cols))
 	}
+	if q.int8x16() {
+		q.matMul8(p, y, x, 1)
+		return
+	}
 	if q.Type == Int8 && q.BlockSize == cols {
 		p.For(rows, func(lo, hi int) {
 			rows8(y[lo:hi], q.Packed[lo*cols:hi*cols], q.Absmax[lo:hi], x, cols)
@@ -99,6 +103,37 @@ func (q *Blocks4) rows16Range(y []float32, xb *x16Batch, l *lut16, lo, hi int) {
 		}
 		r += n
 	}
+}
+
+// int8x16 reports whether the int8 integer kernels can run this weight: row-wise Int8 (LLM.int8's
+// layout) whose rows are whole groups of 64.
+func (q *Blocks4) int8x16() bool {
+	return q.Type == Int8 && q.BlockSize == q.Cols() && q.Cols()%group == 0
+}
+
+// matMul8 computes y[i·Rows + r] for the m rows of x with the int8 integer kernels: x is quantised per
+// 64 columns to int16 (as for the 4-bit kernels), codes widen to int16 in registers.
+func (q *Blocks4) matMul8(p *kernels.Pool, y, x []float32, m int) {
+	rows, cols := q.Rows(), q.Cols()
+	xb := getX16Order(x, m, cols, group, 1, &naturalOrder)
+	p.For(rows, func(lo, hi int) {
+		// a few rows at a time so that they stay in L1 across the chunks of x rows
+		const step = 16
+		for r := lo; r < hi; r += step {
+			n := min(step, hi-r)
+			for ci := range xb.chunks {
+				c := &xb.chunks[ci]
+				rows8x16(y[c.row0*rows+r:], rows, q.Packed[r*cols:(r+n)*cols], q.Absmax[r:r+n], c, n, cols)
+			}
+		}
+		for i := 0; i < m; i++ {
+			yi := y[i*rows+lo : i*rows+hi]
+			for j := range yi {
+				yi[j] *= int8Scale
+			}
+		}
+	})
+	x16Pool.Put(xb)
 }
 
 // matVecFast runs the row kernel over rows [lo, hi); xs is x in kernel order.
@@ -240,6 +275,10 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if m == 1 {
 		q.MatVec(p, y, x)
+		return
+	}
+	if q.int8x16() && m < fusedMaxM {
+		q.matMul8(p, y, x, m)
 		return
 	}
 	if l, ok := q.lut16(); ok && m < fusedMaxM {

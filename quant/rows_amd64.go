@@ -157,7 +157,7 @@ func quantX16AVX2(q *int16, s *float32, x *float32, nb, bs, gstride int, lim, in
 // quantizeRow writes row i of x into the chunk xq; see quantizeRowGo.
 func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
 	if !useAVX2 {
-		quantizeRowGo(xq, i, x, lim, inv)
+		quantizeRowGo(xq, i, x, lim, inv, &groupPerm)
 		return
 	}
 	nb := len(x) / xq.bs
@@ -168,4 +168,34 @@ func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
 		panic("quant: quantizeRow: slice lengths do not match")
 	}
 	quantX16AVX2(&xq.q[i*group], &xq.s[i*8], &x[0], nb, xq.bs, xq.k*group*2, lim, inv)
+}
+
+//go:noescape
+func int8Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, rows, cols int)
+
+//go:noescape
+func int8Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, cols int)
+
+// rows8x16 runs the int8 integer kernel (see rows8x16Go) for n weight rows and one chunk of x rows in
+// natural order (k = 1 or 4).
+func rows8x16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
+	if n == 0 {
+		return
+	}
+	if !useAVX2 {
+		rows8x16Go(y, ystride, packed, scales, xq, n, cols)
+		return
+	}
+	if len(y) < (xq.k-1)*ystride+n || len(packed) < n*cols || len(scales) < n || len(xq.q) < xq.k*cols ||
+		len(xq.s) < xq.k*cols/group*8 || cols%group != 0 || xq.bs != group {
+		panic("quant: rows8x16: slice lengths do not match")
+	}
+	switch xq.k {
+	case 1:
+		int8Rows16AVX2(&y[0], &packed[0], &scales[0], &xq.q[0], &xq.s[0], n, cols)
+	case 4:
+		int8Rows16x4AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], n, cols)
+	default:
+		panic("quant: rows8x16: chunks hold 1 or 4 rows")
+	}
 }

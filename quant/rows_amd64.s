@@ -743,3 +743,141 @@ groupqx:
 doneqx:
 	VZEROUPPER
 	RET
+
+// func int8Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, rows, cols int)
+//
+// Row-wise int8 weights times x quantised to int16 in natural order (x16, one row): per block of 64,
+// VPMOVSXBW widens 16 codes per load, VPMADDWD sums products exactly in int32, and the block's sum is
+// converted and scaled by its x step once; each row's total is scaled by the row's absmax.
+TEXT ·int8Rows16AVX2(SB), NOSPLIT, $0-56
+	MOVQ y+0(FP), DI
+	MOVQ packed+8(FP), SI
+	MOVQ scales+16(FP), R8
+	MOVQ xq+24(FP), R11
+	MOVQ xs+32(FP), R13
+	MOVQ rows+40(FP), CX
+	MOVQ cols+48(FP), R9
+	SHRQ $6, R9
+	TESTQ CX, CX
+	JZ   done816
+
+row816:
+	VXORPS Y3, Y3, Y3
+	MOVQ R11, DX
+	MOVQ R13, R14
+	MOVQ R9, BX
+
+block816:
+	PREFETCHT0 2048(SI)
+	VPMOVSXBW (SI), Y4
+	VPMOVSXBW 16(SI), Y5
+	VPMOVSXBW 32(SI), Y6
+	VPMOVSXBW 48(SI), Y7
+	VPMADDWD (DX), Y4, Y4
+	VPMADDWD 32(DX), Y5, Y5
+	VPMADDWD 64(DX), Y6, Y6
+	VPMADDWD 96(DX), Y7, Y7
+	VPADDD Y5, Y4, Y4
+	VPADDD Y7, Y6, Y6
+	VPADDD Y6, Y4, Y4
+	VCVTDQ2PS Y4, Y4
+	VFMADD231PS (R14), Y4, Y3
+	ADDQ $64, SI
+	ADDQ $128, DX
+	ADDQ $32, R14
+	DECQ BX
+	JNZ  block816
+
+	VEXTRACTF128 $1, Y3, X5
+	VADDPS X5, X3, X3
+	VHADDPS X3, X3, X3
+	VHADDPS X3, X3, X3
+	VMULSS (R8), X3, X3
+	MOVSS X3, (DI)
+	ADDQ $4, R8
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  row816
+
+done816:
+	VZEROUPPER
+	RET
+
+// INT8X16ROW multiplies the widened codes in Y4..Y7 with x row at off bytes into the float accumulator acc,
+// scaled by the x steps at soff(R14).
+#define INT8X16ROW(off, soff, acc) \
+	VPMADDWD off(DX), Y4, Y8 \
+	VPMADDWD off+32(DX), Y5, Y9 \
+	VPADDD Y9, Y8, Y8 \
+	VPMADDWD off+64(DX), Y6, Y9 \
+	VPADDD Y9, Y8, Y8 \
+	VPMADDWD off+96(DX), Y7, Y9 \
+	VPADDD Y9, Y8, Y8 \
+	VCVTDQ2PS Y8, Y8 \
+	VFMADD231PS soff(R14), Y8, acc
+
+// HSUMSTORE reduces acc (Y) to a scalar in its X register, scales it by X15 and stores it at dst.
+#define HSUMSTORE(acc, xacc, dst) \
+	VEXTRACTF128 $1, acc, X8 \
+	VADDPS X8, xacc, xacc \
+	VHADDPS xacc, xacc, xacc \
+	VHADDPS xacc, xacc, xacc \
+	VMULSS X15, xacc, xacc \
+	MOVSS xacc, dst
+
+// func int8Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, cols int)
+//
+// int8Rows16AVX2 for a chunk of four x rows (x16's interleaved layout): each block of codes is widened once.
+TEXT ·int8Rows16x4AVX2(SB), NOSPLIT, $0-64
+	MOVQ y+0(FP), DI
+	MOVQ ystride+8(FP), R13
+	SHLQ $2, R13
+	MOVQ packed+16(FP), SI
+	MOVQ scales+24(FP), R8
+	MOVQ xq+32(FP), R11
+	MOVQ xs+40(FP), AX
+	MOVQ rows+48(FP), CX
+	MOVQ cols+56(FP), R9
+	SHRQ $6, R9
+	TESTQ CX, CX
+	JZ   done816x4
+
+row816x4:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ R11, DX
+	MOVQ AX, R14
+	MOVQ R9, BX
+
+block816x4:
+	PREFETCHT0 2048(SI)
+	VPMOVSXBW (SI), Y4
+	VPMOVSXBW 16(SI), Y5
+	VPMOVSXBW 32(SI), Y6
+	VPMOVSXBW 48(SI), Y7
+	INT8X16ROW(0, 0, Y0)
+	INT8X16ROW(128, 32, Y1)
+	INT8X16ROW(256, 64, Y2)
+	INT8X16ROW(384, 96, Y3)
+	ADDQ $64, SI
+	ADDQ $512, DX
+	ADDQ $128, R14
+	DECQ BX
+	JNZ  block816x4
+
+	VMOVSS (R8), X15
+	HSUMSTORE(Y0, X0, (DI))
+	HSUMSTORE(Y1, X1, (DI)(R13*1))
+	HSUMSTORE(Y2, X2, (DI)(R13*2))
+	LEAQ (DI)(R13*2), BX
+	HSUMSTORE(Y3, X3, (BX)(R13*1))
+	ADDQ $4, R8
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  row816x4
+
+done816x4:
+	VZEROUPPER
+	RET

@@ -31,4 +31,11 @@ func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 }
 
 // quantizeRow runs the portable x quantiser.
-func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) { quantizeRowGo(xq, i, x, lim, inv) }
+func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
+	quantizeRowGo(xq, i, x, lim, inv, &groupPerm)
+}
+
+// rows8x16 runs the portable int8 integer kernel.
+func rows8x16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
+	rows8x16Go(y, ystride, packed, scales, xq, n, cols)
+}

@@ -70,6 +70,14 @@ var groupPerm = func() (p [group]uint8) {
 	return p
 }()
 
+// naturalOrder is the identity order of a group (the int8 kernels widen bytes in place).
+var naturalOrder = func() (p [group]uint8) {
+	for i := range p {
+		p[i] = uint8(i)
+	}
+	return p
+}()
+
 // x16 is k rows of x quantised for the integer kernels, interleaved so one pointer walks all k rows:
 // q holds, per group of 64 columns, k runs of 64 int16 in kernel order; s holds, per weight block, k runs
 // of 8 copies of that row's step·inv (the factor from level·step units to output units, absmax aside).
@@ -89,8 +97,13 @@ type x16Batch struct {
 
 var x16Pool = sync.Pool{New: func() any { return new(x16Batch) }}
 
-// getX16 quantises the m rows of x (cols each, natural order) for block size bs. Return it to x16Pool.
-func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch {
+// getX16 quantises the m rows of x (cols each, natural order) for block size bs, each group of 64 in the
+// 4-bit kernels' order. Return it to x16Pool.
+func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch { return getX16Order(x, m, cols, bs, l.inv, nil) }
+
+// getX16Order is getX16 with the levels' scale inv and, if perm is not nil, groups in that order (the
+// portable quantiser) instead of groupPerm's (the assembly one).
+func getX16Order(x []float32, m, cols, bs int, inv float32, perm *[group]uint8) *x16Batch {
 	xb := x16Pool.Get().(*x16Batch)
 	nb := cols / bs
 	xb.q = grow(xb.q, m*cols)
@@ -104,7 +117,11 @@ func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch {
 		}
 		c := x16{k: k, bs: bs, row0: i, q: xb.q[i*cols : (i+k)*cols], s: xb.s[i*nb*8 : (i+k)*nb*8]}
 		for j := 0; j < k; j++ {
-			quantizeRow(&c, j, x[(i+j)*cols:(i+j+1)*cols], lim, l.inv)
+			if perm != nil {
+				quantizeRowGo(&c, j, x[(i+j)*cols:(i+j+1)*cols], lim, inv, perm)
+			} else {
+				quantizeRow(&c, j, x[(i+j)*cols:(i+j+1)*cols], lim, inv)
+			}
 		}
 		xb.chunks = append(xb.chunks, c)
 		i += k
@@ -121,7 +138,7 @@ func grow[T any](s []T, n int) []T {
 
 // quantizeRowGo writes row i of x into xq (the portable twin of quantX16AVX2): per block the step is
 // max|x|/lim, and each element becomes the nearest multiple of it, ties to even.
-func quantizeRowGo(xq *x16, i int, x []float32, lim, inv float32) {
+func quantizeRowGo(xq *x16, i int, x []float32, lim, inv float32, perm *[group]uint8) {
 	k, bs := xq.k, xq.bs
 	for b := 0; b*bs < len(x); b++ {
 		xb := x[b*bs : (b+1)*bs]
@@ -141,7 +158,7 @@ func quantizeRowGo(xq *x16, i int, x []float32, lim, inv float32) {
 			src := xb[g*group : (g+1)*group : (g+1)*group]
 			gi := b*bs/group + g // group index in the row
 			dst := xq.q[(gi*k+i)*group : (gi*k+i+1)*group : (gi*k+i+1)*group]
-			for p, e := range groupPerm {
+			for p, e := range perm {
 				dst[p] = roundEven(src[e] * r)
 			}
 		}
@@ -181,6 +198,28 @@ func rows16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16
 				acc += float32(sum) * (scales[r*nb+b] * xq.s[(b*k+i)*8])
 			}
 			y[i*ystride+r] = acc
+		}
+	}
+}
+
+// rows8x16Go is the portable int8 integer kernel and the reference for the assembly: for weight rows r < n
+// (cols int8 codes each, one scale per row) and x rows i < xq.k (natural order),
+// y[i·ystride+r] = scales[r]·Σ_b s_i[b]·Σ_{j∈b} code_j·q_i[j]. The caller applies bitsandbytes' 1/127.
+func rows8x16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
+	k := xq.k
+	for r := 0; r < n; r++ {
+		row := packed[r*cols : (r+1)*cols]
+		for i := 0; i < k; i++ {
+			var acc float32
+			for g := 0; g < cols/group; g++ {
+				q := xq.q[(g*k+i)*group : (g*k+i+1)*group]
+				var sum int32 // at most 64 products of 127·32767
+				for j, c := range row[g*group : (g+1)*group] {
+					sum += int32(int8(c)) * int32(q[j])
+				}
+				acc += float32(sum) * xq.s[(g*k+i)*8]
+			}
+			y[i*ystride+r] = acc * scales[r]
 		}
 	}
 }

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"fmt"
+	"github.com/lorakit/lorakit/models/kernels"
 	"math"
 	"math/rand"
 	"testing"
@@ -10,6 +11,25 @@ import (
 // tol16 bounds, per row, how far the integer path may be from exact float arithmetic: x rounds to half a
 // step of its block maximum and each level to half a unit of 1/lutScale, both times absmax.
 func tol16(q *Blocks4, x []float32) []float64 {
+	if q.int8x16() { // only x is rounded: half a step of each 64-column block's maximum
+		rows, cols := q.Rows(), q.Cols()
+		w := make([]float32, q.Elems())
+		q.Dequantize(w)
+		tol := make([]float64, rows)
+		for b := 0; b < cols/group; b++ {
+			var xmax float64
+			for _, v := range x[b*group : (b+1)*group] {
+				xmax = math.Max(xmax, math.Abs(float64(v)))
+			}
+			dx := 0.5 * xmax / float64(xLimit(group))
+			for r := range tol {
+				for _, v := range w[r*cols+b*group : r*cols+(b+1)*group] {
+					tol[r] += math.Abs(float64(v)) * dx
+				}
+			}
+		}
+		return tol
+	}
 	l, ok := q.lut16()
 	if !ok {
 		return make([]float64, q.Rows())
@@ -197,5 +217,88 @@ func BenchmarkMatMulT16(b *testing.B) {
 				q.MatMulT(nil, y, x, m)
 			}
 		})
+	}
+}
+
+// TestQuantizeRowMatchesGo compares the dispatching x quantiser with the portable one bit for bit,
+// including all-zero blocks, ties and an interleaved chunk.
+func TestQuantizeRowMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewSource(13))
+	code, _ := Code(NF4)
+	l, _ := makeLUT16(&code)
+	for _, bs := range []int{64, 128, 256} {
+		for _, k := range []int{1, 4} {
+			cols := 3 * bs
+			x := randW(r, k*cols, 1)
+			for j := 0; j < bs; j++ {
+				x[bs+j] = 0 // an all-zero block
+			}
+			x[2*bs] = 4 // ties: 4 is the maximum, so 0.5·4/lim lands on half steps
+			x[2*bs+1] = 0.5 * 4 / xLimit(bs)
+			a := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
+			b := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
+			for i := 0; i < k; i++ {
+				quantizeRow(&a, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv)
+				quantizeRowGo(&b, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv, &groupPerm)
+			}
+			for i := range a.q {
+				if a.q[i] != b.q[i] {
+					t.Fatalf("bs %d k %d: q[%d] = %d, portable %d", bs, k, i, a.q[i], b.q[i])
+				}
+			}
+			for i := range a.s {
+				if a.s[i] != b.s[i] {
+					t.Fatalf("bs %d k %d: s[%d] = %v, portable %v", bs, k, i, a.s[i], b.s[i])
+				}
+			}
+		}
+	}
+}
+
+// TestRows8x16MatchesGo runs the dispatching int8 integer kernel (assembly when available) against the
+// portable one on the same quantised x, for chunks of one and four rows.
+func TestRows8x16MatchesGo(t *testing.T) {
+	r := rand.New(rand.NewSource(14))
+	for _, cols := range []int{64, 128, 576} {
+		for _, m := range []int{1, 4, 5, 9} {
+			rows := 7
+			q, err := Quantize8(randW(r, rows*cols, 1), []int{rows, cols})
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := randW(r, m*cols, 1)
+			xb := getX16Order(x, m, cols, group, 1, &naturalOrder)
+			got, want := make([]float32, m*rows), make([]float32, m*rows)
+			for _, c := range xb.chunks {
+				rows8x16(got[c.row0*rows:], rows, q.Packed, q.Absmax, &c, rows, cols)
+				rows8x16Go(want[c.row0*rows:], rows, q.Packed, q.Absmax, &c, rows, cols)
+			}
+			for i := range got {
+				if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-3 {
+					t.Fatalf("cols %d m %d y[%d]: %v vs %v", cols, m, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulTInt8 checks batches through the int8 integer kernels against exact arithmetic.
+func TestMatMulTInt8(t *testing.T) {
+	r := rand.New(rand.NewSource(15))
+	p := kernels.NewPool(2)
+	rows, cols := 37, 192
+	q, err := Quantize8(randW(r, rows*cols, 0.05), []int{rows, cols})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []int{1, 2, 4, 5, 8, 11} {
+		x := randW(r, m*cols, 1)
+		y := make([]float32, m*rows)
+		q.MatMulT(p, y, x, m)
+		for i := 0; i < m; i++ {
+			xi := x[i*cols : (i+1)*cols]
+			want, mag := refMatVec(q, xi)
+			checkClose(t, fmt.Sprintf("m=%d row %d", m, i), q, xi, y[i*rows:(i+1)*rows], want, mag)
+		}
 	}
 }
