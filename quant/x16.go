@@ -99,7 +99,9 @@ var x16Pool = sync.Pool{New: func() any { return new(x16Batch) }}
 
 // getX16 quantises the m rows of x (cols each, natural order) for block size bs, each group of 64 in the
 // 4-bit kernels' order. Return it to x16Pool.
-func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch { return getX16Order(x, m, cols, bs, l.inv, nil) }
+func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch {
+	return getX16Order(x, m, cols, bs, l.inv, nil)
+}
 
 // getX16Order is getX16 with the levels' scale inv and, if perm is not nil, groups in that order (the
 // portable quantiser) instead of groupPerm's (the assembly one).
