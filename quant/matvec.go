@@ -42,7 +42,7 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 		return
 	}
 	if l, ok := q.lut16(); ok {
-		q.matMul16(p, y, x, 1, &l)
+		q.matMul16(p, y, x, 1, l)
 		return
 	}
 	if !q.fast() {
@@ -70,9 +70,11 @@ func (q *Blocks4) lut16() (lut16, bool) {
 }
 
 // matMul16 computes y[i·Rows + r] for the m rows of x with the integer kernels (see x16.go).
-func (q *Blocks4) matMul16(p *kernels.Pool, y, x []float32, m int, l *lut16) {
-	xb := getX16(x, m, q.Cols(), q.BlockSize, l)
-	p.For(q.Rows(), func(lo, hi int) { q.rows16Range(y, xb, l, lo, hi) })
+func (q *Blocks4) matMul16(p *kernels.Pool, y, x []float32, m int, l lut16) {
+	xb := getX16(x, m, q.Cols(), q.BlockSize, &l)
+	xb.w, xb.y, xb.l, xb.four = q, y, l, true
+	p.Run(q.Rows(), xb)
+	xb.w, xb.y = nil, nil
 	x16Pool.Put(xb)
 }
 
@@ -114,26 +116,34 @@ func (q *Blocks4) int8x16() bool {
 // matMul8 computes y[i·Rows + r] for the m rows of x with the int8 integer kernels: x is quantised per
 // 64 columns to int16 (as for the 4-bit kernels), codes widen to int16 in registers.
 func (q *Blocks4) matMul8(p *kernels.Pool, y, x []float32, m int) {
+	xb := getX16Order(x, m, q.Cols(), group, 1, &naturalOrder)
+	xb.w, xb.y, xb.four = q, y, false
+	p.Run(q.Rows(), xb)
+	xb.w, xb.y = nil, nil
+	x16Pool.Put(xb)
+}
+
+// rows8Range runs the int8 integer kernels for weight rows [lo, hi) and every chunk of xb, a few rows at a
+// time so that they stay in L1 across the chunks, then applies bitsandbytes' 1/127.
+func (q *Blocks4) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 	rows, cols := q.Rows(), q.Cols()
-	xb := getX16Order(x, m, cols, group, 1, &naturalOrder)
-	p.For(rows, func(lo, hi int) {
-		// a few rows at a time so that they stay in L1 across the chunks of x rows
-		const step = 16
-		for r := lo; r < hi; r += step {
-			n := min(step, hi-r)
-			for ci := range xb.chunks {
-				c := &xb.chunks[ci]
-				rows8x16(y[c.row0*rows+r:], rows, q.Packed[r*cols:(r+n)*cols], q.Absmax[r:r+n], c, n, cols)
-			}
+	const step = 16
+	for r := lo; r < hi; r += step {
+		n := min(step, hi-r)
+		for ci := range xb.chunks {
+			c := &xb.chunks[ci]
+			rows8x16(y[c.row0*rows+r:], rows, q.Packed[r*cols:(r+n)*cols], q.Absmax[r:r+n], c, n, cols)
 		}
-		for i := 0; i < m; i++ {
+	}
+	for ci := range xb.chunks {
+		c := &xb.chunks[ci]
+		for i := c.row0; i < c.row0+c.k; i++ {
 			yi := y[i*rows+lo : i*rows+hi]
 			for j := range yi {
 				yi[j] *= int8Scale
 			}
 		}
-	})
-	x16Pool.Put(xb)
+	}
 }
 
 // matVecFast runs the row kernel over rows [lo, hi); xs is x in kernel order.
@@ -282,7 +292,7 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 		return
 	}
 	if l, ok := q.lut16(); ok && m < fusedMaxM {
-		q.matMul16(p, y, x, m, &l)
+		q.matMul16(p, y, x, m, l)
 		return
 	}
 	if q.fast() && m < fusedMaxM {

@@ -88,11 +88,27 @@ type x16 struct {
 	s     []float32
 }
 
-// x16Batch is m rows of x as chunks of four rows (the four-row kernel's layout) and single rows.
+// x16Batch is m rows of x as chunks of four rows (the four-row kernel's layout) and single rows. It is
+// also the pool job that multiplies them with a weight (Run), so that a call allocates nothing.
 type x16Batch struct {
 	chunks []x16
 	q      []int16
 	s      []float32
+
+	// the job: y[i·Rows + r] for weight w, with the 4-bit table l (int8 when !four)
+	w    *Blocks4
+	y    []float32
+	l    lut16
+	four bool
+}
+
+// Run computes weight rows [lo, hi) for every x row.
+func (xb *x16Batch) Run(lo, hi int) {
+	if xb.four {
+		xb.w.rows16Range(xb.y, xb, &xb.l, lo, hi)
+	} else {
+		xb.w.rows8Range(xb.y, xb, lo, hi)
+	}
 }
 
 var x16Pool = sync.Pool{New: func() any { return new(x16Batch) }}

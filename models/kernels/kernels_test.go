@@ -440,3 +440,30 @@ func TestNoAllocs(t *testing.T) {
 		}
 	}
 }
+
+type countTask struct{ hits []int32 }
+
+func (c *countTask) Run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		c.hits[i]++
+	}
+}
+
+// TestPoolRun: Run covers every index once, inline on a nil or busy pool too, and allocates nothing.
+func TestPoolRun(t *testing.T) {
+	for _, p := range []*Pool{nil, NewPool(1), NewPool(2), NewPool(3)} {
+		for _, n := range []int{0, 1, 2, 7, 100} {
+			c := &countTask{hits: make([]int32, n)}
+			p.Run(n, c)
+			for i, h := range c.hits {
+				if h != 1 {
+					t.Fatalf("threads %d n %d: index %d ran %d times", p.Threads(), n, i, h)
+				}
+			}
+		}
+		c := &countTask{hits: make([]int32, 64)}
+		if a := testing.AllocsPerRun(20, func() { p.Run(64, c) }); a != 0 {
+			t.Fatalf("threads %d: Run allocates %v times", p.Threads(), a)
+		}
+	}
+}

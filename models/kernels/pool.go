@@ -41,6 +41,7 @@ type Pool struct {
 	asleep []atomic.Bool // worker i is parked (or about to park) on wake[i]
 
 	// preallocated kernel jobs so that kernels do not allocate per call
+	ext extTask
 	mv  matVecTask
 	mvs matVecsTask
 	mm  matMulTask
@@ -153,6 +154,31 @@ func (p *Pool) For(n int, fn func(lo, hi int)) {
 		return
 	}
 	p.run(n, p.Threads()*4, funcTask(fn))
+}
+
+// Task is a parallel job for Run: Run processes the index range [lo, hi), and must be safe to call
+// concurrently on disjoint ranges.
+type Task interface{ Run(lo, hi int) }
+
+// extTask adapts a Task to the pool's job interface; the pool keeps one, so Run allocates nothing.
+type extTask struct{ t Task }
+
+func (e *extTask) run(lo, hi int) { e.t.Run(lo, hi) }
+
+// Run is For for a Task value: a caller that keeps its job in a reused struct (instead of a new closure
+// per call) runs it without allocating.
+func (p *Pool) Run(n int, t Task) {
+	if n <= 0 {
+		return
+	}
+	if n == 1 || !p.acquire() {
+		t.Run(0, n)
+		return
+	}
+	p.ext.t = t
+	p.runLocked(n, p.threads*4, &p.ext)
+	p.ext.t = nil
+	p.mu.Unlock()
 }
 
 // run splits [0, n) into at most maxChunks chunks and runs t over them in

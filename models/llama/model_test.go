@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/quant"
 )
 
 func writeTiny(t testing.TB, o testmodel.Options) string {
@@ -564,5 +566,38 @@ func TestChunkedPrefill(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestDecodeAllocationsNF4: the integer NF4 kernels keep the decode step free of per-call allocations.
+func TestDecodeAllocationsNF4(t *testing.T) {
+	dir := writeTiny(t, testmodel.Options{Hidden: 64, Intermediate: 128})
+	ckpt, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ckpt.Close()
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(ckpt, cfg, LoadOptions{Threads: 2, Quantize: func(_ string, d *nn.Dense) (nn.Linear, error) {
+		return nn.Quantize(d, quant.NF4, true)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := m.NewCache(256)
+	if _, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3}, Cache: c}}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []Seq{{Tokens: []int{4}, Cache: c}}
+	allocs := testing.AllocsPerRun(50, func() {
+		if _, err := m.Forward(batch); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 3 {
+		t.Fatalf("NF4 decode step allocates %v times", allocs)
 	}
 }
