@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -246,11 +248,11 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 			pr := a.Modules[m]
 			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale})
 		}
-		for _, m := range sortedKeys(a.Embed) {
+		for _, m := range slices.Sorted(maps.Keys(a.Embed)) {
 			pr := a.Embed[m]
 			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
 		}
-		for _, name := range sortedKeys(a.BaseLayers) {
+		for _, name := range slices.Sorted(maps.Keys(a.BaseLayers)) {
 			t := a.BaseLayers[name]
 			same, err := p.sameAsBase(p.baseName(name), t)
 			if err != nil {
@@ -451,7 +453,7 @@ func (p *plan) tiedHead() bool {
 // lora_embedding_B is [dim, r] for a [vocab, dim] table.
 func (p *plan) checkEmbed(s *Source) error {
 	var errs []error
-	for _, m := range sortedKeys(s.Adapter.Embed) {
+	for _, m := range slices.Sorted(maps.Keys(s.Adapter.Embed)) {
 		pr := s.Adapter.Embed[m]
 		info, _, ok := p.base.Info(m + ".weight")
 		switch {
@@ -465,7 +467,7 @@ func (p *plan) checkEmbed(s *Source) error {
 				lora.KeyPrefix+m+".lora_embedding_B", pr.Out, pr.R, m, info.Shape, pr.Out, info.Shape[1]))
 		}
 	}
-	for _, name := range sortedKeys(s.Adapter.BaseLayers) {
+	for _, name := range slices.Sorted(maps.Keys(s.Adapter.BaseLayers)) {
 		t := s.Adapter.BaseLayers[name]
 		info, _, ok := p.base.Info(p.baseName(name))
 		if !ok || !equalShape(info.Shape, t.Shape) {
@@ -522,15 +524,6 @@ func (p *plan) sameAsBase(name string, t safetensors.Tensor) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func (p *plan) tied() bool {

@@ -59,6 +59,27 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 	xPool.Put(bp)
 }
 
+// scaleScratch returns the buffer for decoded absmax values (buf, or a new slice when one row has more
+// blocks than it holds) and how many rows of nb blocks it takes at once.
+func scaleScratch(buf *[scaleBuf]float32, nb int) ([]float32, int) {
+	sc := buf[:]
+	if nb > scaleBuf {
+		sc = make([]float32, nb)
+	}
+	return sc, len(sc) / nb
+}
+
+// rowScales returns the absmax of the blocks of rows [r, r+n) (nb per row): the stored values, or with
+// double quantisation decoded into buf.
+func (q *Blocks4) rowScales(buf []float32, r, n, nb int) []float32 {
+	if !q.Double {
+		return q.Absmax[r*nb : (r+n)*nb]
+	}
+	s := buf[:n*nb]
+	q.AbsmaxRange(s, r*nb)
+	return s
+}
+
 // lut16 returns the integer kernels' table when they can run this weight: a 4-bit type whose blocks are
 // whole groups of 64 and never straddle rows.
 func (q *Blocks4) lut16() (lut16, bool) {
@@ -84,20 +105,10 @@ func (q *Blocks4) rows16Range(y []float32, xb *x16Batch, l *lut16, lo, hi int) {
 	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
 	nb := cols / bs
 	var sbuf [scaleBuf]float32
-	sc := sbuf[:]
-	if nb > scaleBuf {
-		sc = make([]float32, nb)
-	}
-	step := len(sc) / nb
+	sc, step := scaleScratch(&sbuf, nb)
 	for r := lo; r < hi; {
 		n := min(hi-r, step)
-		var scales []float32
-		if q.Double {
-			scales = sc[:n*nb]
-			q.AbsmaxRange(scales, r*nb)
-		} else {
-			scales = q.Absmax[r*nb : (r+n)*nb]
-		}
+		scales := q.rowScales(sc, r, n, nb)
 		packed := q.Packed[r*cols/2 : (r+n)*cols/2]
 		for ci := range xb.chunks {
 			c := &xb.chunks[ci]
@@ -155,15 +166,10 @@ func (q *Blocks4) matVecFast(y, xs []float32, lo, hi int) {
 		return
 	}
 	var sbuf [scaleBuf]float32
-	sc := sbuf[:]
-	if nbRow > scaleBuf {
-		sc = make([]float32, nbRow)
-	}
-	step := len(sc) / nbRow
+	sc, step := scaleScratch(&sbuf, nbRow)
 	for r := lo; r < hi; {
 		n := min(hi-r, step)
-		scales := sc[:n*nbRow]
-		q.AbsmaxRange(scales, r*nbRow)
+		scales := q.rowScales(sc, r, n, nbRow)
 		rows4(y[r:r+n], q.Packed[r*cols/2:(r+n)*cols/2], scales, xs, &q.Code, nbRow, bs)
 		r += n
 	}
@@ -189,20 +195,10 @@ func (q *Blocks4) matMulFast(y, xs []float32, m, lo, hi int) {
 	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
 	nbRow := cols / bs
 	var sbuf [scaleBuf]float32
-	sc := sbuf[:]
-	if nbRow > scaleBuf {
-		sc = make([]float32, nbRow)
-	}
-	step := len(sc) / nbRow
+	sc, step := scaleScratch(&sbuf, nbRow)
 	for r := lo; r < hi; {
 		n := min(hi-r, step)
-		var scales []float32
-		if q.Double {
-			scales = sc[:n*nbRow]
-			q.AbsmaxRange(scales, r*nbRow)
-		} else {
-			scales = q.Absmax[r*nbRow : (r+n)*nbRow]
-		}
+		scales := q.rowScales(sc, r, n, nbRow)
 		packed := q.Packed[r*cols/2 : (r+n)*cols/2]
 		i := 0
 		for ; i+4 <= m; i += 4 {

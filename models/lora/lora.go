@@ -3,8 +3,10 @@ package lora
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 
@@ -128,7 +130,7 @@ func (a *Adapter) WriteFiles(dir string) error {
 			ts = append(ts, safetensors.Tensor{Name: KeyPrefix + m + t.suf, DType: dt, Shape: t.shape, Data: data})
 		}
 	}
-	for _, m := range sortedKeys(a.Embed) {
+	for _, m := range slices.Sorted(maps.Keys(a.Embed)) {
 		p := a.Embed[m]
 		for _, t := range []struct {
 			suf   string

@@ -3,9 +3,11 @@ package lora
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -263,18 +265,18 @@ type Base struct {
 func (a *Adapter) CheckUnmerged(base Base) error {
 	merge := fmt.Sprintf("merge it into the base with `lorakit merge BASE %s OUT` and use the merged folder", a.Dir)
 	if len(a.Embed) > 0 {
-		m := sortedKeys(a.Embed)[0]
+		m := slices.Sorted(maps.Keys(a.Embed))[0]
 		return fmt.Errorf("adapter %s: tensor %q: LoRA on the embedding %s is applied only by a merge: %s", a.Dir, KeyPrefix+m+".lora_embedding_A", m, merge)
 	}
 	if len(a.Saved) > 0 {
-		names := sortedKeys(a.Saved)
+		names := slices.Sorted(maps.Keys(a.Saved))
 		return fmt.Errorf("adapter %s saves full tensors (modules_to_save / bias: %s), which replace base weights: they are applied only by a merge: %s",
 			a.Dir, strings.Join(names, ", "), merge)
 	}
 	if len(a.BaseLayers) == 0 {
 		return nil
 	}
-	names := sortedKeys(a.BaseLayers)
+	names := slices.Sorted(maps.Keys(a.BaseLayers))
 	if base.Weights == nil {
 		return fmt.Errorf("adapter %s: tensor %q: a saved base layer is applied only by a merge: %s", a.Dir, baseLayerKey(names[0]), merge)
 	}
@@ -367,13 +369,4 @@ func sameAs(ck *safetensors.Checkpoint, name string, t safetensors.Tensor) (bool
 		}
 	}
 	return true, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
