@@ -370,13 +370,29 @@ doneD:
 	VZEROUPPER
 	RET
 
+// NF4CODES loads 32 packed bytes (64 elements) at SI and splits them into the odd elements' codes (lo:
+// low nibbles) and the even elements' (hi: high nibbles), one per byte. Y2 holds the nibble mask.
+#define NF4CODES(lo, hi) \
+	VMOVDQU (SI), lo \
+	VPSRLW  $4, lo, hi \
+	VPAND   Y2, lo, lo \
+	VPAND   Y2, hi, hi
+
+// NF4LEVELS looks the 32 codes up in the levels' low- and high-byte tables (Y0, Y1) and joins the bytes
+// into two vectors of 16 int16 levels, w0 and w1 (codes is clobbered).
+#define NF4LEVELS(codes, t, w0, w1) \
+	VPSHUFB codes, Y0, t \
+	VPSHUFB codes, Y1, codes \
+	VPUNPCKLBW codes, t, w0 \
+	VPUNPCKHBW codes, t, w1
+
 // func nf4Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
 //
 // The integer row kernel (see x16.go) for one x row. Per 32 packed bytes (64 elements): the low and high
 // nibbles are masked apart, each indexes the int16 levels' low- and high-byte tables (VPSHUFB), VPUNPCK
 // joins the bytes to four vectors of 16 int16 levels, and VPMADDWD multiplies them with the kernel-
-// ordered int16 x into one int32 accumulator per block. At the block's end the sum is converted and
-// scaled by absmax·step once.
+// ordered int16 x into int32. Each group's sum is converted and scaled by its block's absmax·step (bs = 64,
+// bitsandbytes' default, is one group per block).
 TEXT ·nf4Rows16AVX2(SB), NOSPLIT, $0-72
 	MOVQ y+0(FP), DI
 	MOVQ packed+8(FP), SI
@@ -399,50 +415,35 @@ row16:
 	MOVQ R11, DX
 	MOVQ R13, R14
 	MOVQ R9, BX
-	CMPQ R10, $1
-	JEQ  block64
 
 block16:
-	VPXOR Y4, Y4, Y4
+	VBROADCASTSS (R8), Y11
+	VMULPS       (R14), Y11, Y11
 	MOVQ R10, R12
 
 group16:
 	PREFETCHT0 2048(SI)
-	VMOVDQU (SI), Y5
-	VPSRLW  $4, Y5, Y6
-	VPAND   Y2, Y5, Y5
-	VPAND   Y2, Y6, Y6
-	VPSHUFB Y6, Y0, Y7
-	VPSHUFB Y6, Y1, Y8
-	VPUNPCKLBW Y8, Y7, Y9
-	VPUNPCKHBW Y8, Y7, Y10
-	VPMADDWD (DX), Y9, Y9
+	NF4CODES(Y5, Y6)
+	NF4LEVELS(Y6, Y7, Y9, Y10)
+	VPMADDWD (DX), Y9, Y4
 	VPMADDWD 32(DX), Y10, Y10
-	VPADDD  Y9, Y4, Y4
-	VPADDD  Y10, Y4, Y4
-	VPSHUFB Y5, Y0, Y7
-	VPSHUFB Y5, Y1, Y8
-	VPUNPCKLBW Y8, Y7, Y9
-	VPUNPCKHBW Y8, Y7, Y10
+	NF4LEVELS(Y5, Y7, Y9, Y12)
 	VPMADDWD 64(DX), Y9, Y9
-	VPMADDWD 96(DX), Y10, Y10
-	VPADDD  Y9, Y4, Y4
+	VPMADDWD 96(DX), Y12, Y12
 	VPADDD  Y10, Y4, Y4
+	VPADDD  Y12, Y9, Y9
+	VPADDD  Y9, Y4, Y4
+	VCVTDQ2PS   Y4, Y4
+	VFMADD231PS Y11, Y4, Y3
 	ADDQ $32, SI
 	ADDQ $128, DX
 	DECQ R12
 	JNZ  group16
-
-	VCVTDQ2PS    Y4, Y4
-	VBROADCASTSS (R8), Y11
-	VMULPS       (R14), Y11, Y11
-	VFMADD231PS  Y11, Y4, Y3
 	ADDQ $4, R8
 	ADDQ $32, R14
 	DECQ BX
 	JNZ  block16
 
-rowend16:
 	VEXTRACTF128 $1, Y3, X5
 	VADDPS X5, X3, X3
 	VHADDPS X3, X3, X3
@@ -451,46 +452,30 @@ rowend16:
 	ADDQ $4, DI
 	DECQ CX
 	JNZ  row16
-	JMP  done16
-
-	// bs == 64, the bitsandbytes default: one group per block, so the four products sum straight into
-	// the block's accumulator (no zeroing, no inner loop).
-block64:
-	PREFETCHT0 2048(SI)
-	VMOVDQU (SI), Y5
-	VPSRLW  $4, Y5, Y6
-	VPAND   Y2, Y5, Y5
-	VPAND   Y2, Y6, Y6
-	VPSHUFB Y6, Y0, Y7
-	VPSHUFB Y6, Y1, Y8
-	VPUNPCKLBW Y8, Y7, Y9
-	VPUNPCKHBW Y8, Y7, Y10
-	VPMADDWD (DX), Y9, Y4
-	VPMADDWD 32(DX), Y10, Y10
-	VPSHUFB Y5, Y0, Y7
-	VPSHUFB Y5, Y1, Y8
-	VPUNPCKLBW Y8, Y7, Y9
-	VPUNPCKHBW Y8, Y7, Y12
-	VPMADDWD 64(DX), Y9, Y9
-	VPMADDWD 96(DX), Y12, Y12
-	VPADDD  Y10, Y4, Y4
-	VPADDD  Y12, Y9, Y9
-	VPADDD  Y9, Y4, Y4
-	VCVTDQ2PS    Y4, Y4
-	VBROADCASTSS (R8), Y11
-	VMULPS       (R14), Y11, Y11
-	VFMADD231PS  Y11, Y4, Y3
-	ADDQ $32, SI
-	ADDQ $128, DX
-	ADDQ $4, R8
-	ADDQ $32, R14
-	DECQ BX
-	JNZ  block64
-	JMP  rowend16
 
 done16:
 	VZEROUPPER
 	RET
+
+// NF4X4 multiplies the level vectors w0, w1 with x row i's two vectors at off bytes (in DX) into its int32
+// accumulator acc; first selects whether the product initialises acc.
+#define NF4X4FIRST(off, w0, w1, acc) \
+	VPMADDWD off(DX), w0, acc \
+	VPMADDWD off+32(DX), w1, Y15 \
+	VPADDD   Y15, acc, acc
+
+#define NF4X4NEXT(off, w0, w1, acc) \
+	VPMADDWD off(DX), w0, Y15 \
+	VPADDD   Y15, acc, acc \
+	VPMADDWD off+32(DX), w1, Y15 \
+	VPADDD   Y15, acc, acc
+
+// NF4X4SCALE converts x row i's group sum iacc and adds it, times absmax (Y11) · the row's step at
+// soff(R14), to its float accumulator facc.
+#define NF4X4SCALE(soff, iacc, facc) \
+	VCVTDQ2PS    iacc, iacc \
+	VMULPS       soff(R14), Y11, Y12 \
+	VFMADD231PS  Y12, iacc, facc
 
 // func nf4Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
 //
@@ -524,86 +509,36 @@ row16x4:
 	MOVQ R11, DX
 	MOVQ AX, R14
 	MOVQ R9, BX
-	CMPQ R10, $1
-	JEQ  block64x4
 
 block16x4:
-	VPXOR Y7, Y7, Y7
-	VPXOR Y8, Y8, Y8
-	VPXOR Y9, Y9, Y9
-	VPXOR Y10, Y10, Y10
 	MOVQ R10, R12
 
 group16x4:
 	PREFETCHT0 2048(SI)
-	VMOVDQU (SI), Y11
-	VPSRLW  $4, Y11, Y12
-	VPAND   Y2, Y11, Y11
-	VPAND   Y2, Y12, Y12
-	VPSHUFB Y12, Y0, Y13
-	VPSHUFB Y12, Y1, Y12
-	VPUNPCKLBW Y12, Y13, Y14
-	VPUNPCKHBW Y12, Y13, Y13
-	VPMADDWD (DX), Y14, Y15
-	VPADDD   Y15, Y7, Y7
-	VPMADDWD 32(DX), Y13, Y15
-	VPADDD   Y15, Y7, Y7
-	VPMADDWD 128(DX), Y14, Y15
-	VPADDD   Y15, Y8, Y8
-	VPMADDWD 160(DX), Y13, Y15
-	VPADDD   Y15, Y8, Y8
-	VPMADDWD 256(DX), Y14, Y15
-	VPADDD   Y15, Y9, Y9
-	VPMADDWD 288(DX), Y13, Y15
-	VPADDD   Y15, Y9, Y9
-	VPMADDWD 384(DX), Y14, Y15
-	VPADDD   Y15, Y10, Y10
-	VPMADDWD 416(DX), Y13, Y15
-	VPADDD   Y15, Y10, Y10
-	VPSHUFB Y11, Y0, Y13
-	VPSHUFB Y11, Y1, Y11
-	VPUNPCKLBW Y11, Y13, Y14
-	VPUNPCKHBW Y11, Y13, Y13
-	VPMADDWD 64(DX), Y14, Y15
-	VPADDD   Y15, Y7, Y7
-	VPMADDWD 96(DX), Y13, Y15
-	VPADDD   Y15, Y7, Y7
-	VPMADDWD 192(DX), Y14, Y15
-	VPADDD   Y15, Y8, Y8
-	VPMADDWD 224(DX), Y13, Y15
-	VPADDD   Y15, Y8, Y8
-	VPMADDWD 320(DX), Y14, Y15
-	VPADDD   Y15, Y9, Y9
-	VPMADDWD 352(DX), Y13, Y15
-	VPADDD   Y15, Y9, Y9
-	VPMADDWD 448(DX), Y14, Y15
-	VPADDD   Y15, Y10, Y10
-	VPMADDWD 480(DX), Y13, Y15
-	VPADDD   Y15, Y10, Y10
+	NF4CODES(Y11, Y12)
+	NF4LEVELS(Y12, Y13, Y14, Y12)
+	NF4X4FIRST(0, Y14, Y12, Y7)
+	NF4X4FIRST(128, Y14, Y12, Y8)
+	NF4X4FIRST(256, Y14, Y12, Y9)
+	NF4X4FIRST(384, Y14, Y12, Y10)
+	NF4LEVELS(Y11, Y13, Y14, Y12)
+	NF4X4NEXT(64, Y14, Y12, Y7)
+	NF4X4NEXT(192, Y14, Y12, Y8)
+	NF4X4NEXT(320, Y14, Y12, Y9)
+	NF4X4NEXT(448, Y14, Y12, Y10)
+	VBROADCASTSS (R8), Y11
+	NF4X4SCALE(0, Y7, Y3)
+	NF4X4SCALE(32, Y8, Y4)
+	NF4X4SCALE(64, Y9, Y5)
+	NF4X4SCALE(96, Y10, Y6)
 	ADDQ $32, SI
 	ADDQ $512, DX
 	DECQ R12
 	JNZ  group16x4
-
-	VBROADCASTSS (R8), Y11
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       (R14), Y11, Y12
-	VFMADD231PS  Y12, Y7, Y3
-	VCVTDQ2PS    Y8, Y8
-	VMULPS       32(R14), Y11, Y12
-	VFMADD231PS  Y12, Y8, Y4
-	VCVTDQ2PS    Y9, Y9
-	VMULPS       64(R14), Y11, Y12
-	VFMADD231PS  Y12, Y9, Y5
-	VCVTDQ2PS    Y10, Y10
-	VMULPS       96(R14), Y11, Y12
-	VFMADD231PS  Y12, Y10, Y6
 	ADDQ $4, R8
 	ADDQ $128, R14
 	DECQ BX
 	JNZ  block16x4
-
-rowend16x4:
 
 	VEXTRACTF128 $1, Y3, X11
 	VADDPS X11, X3, X3
@@ -629,74 +564,6 @@ rowend16x4:
 	ADDQ $4, DI
 	DECQ CX
 	JNZ  row16x4
-
-	JMP  done16x4
-
-	// bs == 64: one group per block, so each x row's first product initialises its accumulator
-block64x4:
-	PREFETCHT0 2048(SI)
-	VMOVDQU (SI), Y11
-	VPSRLW  $4, Y11, Y12
-	VPAND   Y2, Y11, Y11
-	VPAND   Y2, Y12, Y12
-	VPSHUFB Y12, Y0, Y13
-	VPSHUFB Y12, Y1, Y12
-	VPUNPCKLBW Y12, Y13, Y14
-	VPUNPCKHBW Y12, Y13, Y13
-	VPMADDWD (DX), Y14, Y7
-	VPMADDWD 32(DX), Y13, Y15
-	VPADDD   Y15, Y7, Y7
-	VPMADDWD 128(DX), Y14, Y8
-	VPMADDWD 160(DX), Y13, Y15
-	VPADDD   Y15, Y8, Y8
-	VPMADDWD 256(DX), Y14, Y9
-	VPMADDWD 288(DX), Y13, Y15
-	VPADDD   Y15, Y9, Y9
-	VPMADDWD 384(DX), Y14, Y10
-	VPMADDWD 416(DX), Y13, Y15
-	VPADDD   Y15, Y10, Y10
-	VPSHUFB Y11, Y0, Y13
-	VPSHUFB Y11, Y1, Y11
-	VPUNPCKLBW Y11, Y13, Y14
-	VPUNPCKHBW Y11, Y13, Y13
-	VPMADDWD 64(DX), Y14, Y15
-	VPADDD   Y15, Y7, Y7
-	VPMADDWD 96(DX), Y13, Y15
-	VPADDD   Y15, Y7, Y7
-	VPMADDWD 192(DX), Y14, Y15
-	VPADDD   Y15, Y8, Y8
-	VPMADDWD 224(DX), Y13, Y15
-	VPADDD   Y15, Y8, Y8
-	VPMADDWD 320(DX), Y14, Y15
-	VPADDD   Y15, Y9, Y9
-	VPMADDWD 352(DX), Y13, Y15
-	VPADDD   Y15, Y9, Y9
-	VPMADDWD 448(DX), Y14, Y15
-	VPADDD   Y15, Y10, Y10
-	VPMADDWD 480(DX), Y13, Y15
-	VPADDD   Y15, Y10, Y10
-
-	ADDQ $32, SI
-	ADDQ $512, DX
-
-	VBROADCASTSS (R8), Y11
-	VCVTDQ2PS    Y7, Y7
-	VMULPS       (R14), Y11, Y12
-	VFMADD231PS  Y12, Y7, Y3
-	VCVTDQ2PS    Y8, Y8
-	VMULPS       32(R14), Y11, Y12
-	VFMADD231PS  Y12, Y8, Y4
-	VCVTDQ2PS    Y9, Y9
-	VMULPS       64(R14), Y11, Y12
-	VFMADD231PS  Y12, Y9, Y5
-	VCVTDQ2PS    Y10, Y10
-	VMULPS       96(R14), Y11, Y12
-	VFMADD231PS  Y12, Y10, Y6
-	ADDQ $4, R8
-	ADDQ $128, R14
-	DECQ BX
-	JNZ  block64x4
-	JMP  rowend16x4
 
 done16x4:
 	VZEROUPPER
