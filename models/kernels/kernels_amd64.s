@@ -1468,6 +1468,29 @@ TEXT ·mmTile3x4F16ZP(SB), NOSPLIT, $0-64
 TEXT ·mmTile2x4F16ZP(SB), NOSPLIT, $0-64
 	MMTILE2_512PF(LOADF16Z, 2)
 
+// ROWSSTART clears the row kernels' four accumulators and the column offset.
+#define ROWSSTART \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y1, Y1, Y1 \
+	VXORPS Y2, Y2, Y2 \
+	VXORPS Y3, Y3, Y3 \
+	XORQ BX, BX
+
+// ROWSNEXT stores the sum of the four accumulators at R8 and moves to the next row (CX bytes further);
+// the flags are DX's decrement.
+#define ROWSNEXT \
+	VADDPS Y1, Y0, Y0 \
+	VADDPS Y3, Y2, Y2 \
+	VADDPS Y2, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS X1, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	MOVSS X0, (R8) \
+	ADDQ CX, SI \
+	ADDQ $4, R8 \
+	DECQ DX
+
 // func matVecRowsF32(w *float32, x *float32, n, rows int, y *float32)
 //
 // y[r] = Σ_c w[r·n+c]·x[c] for rows consecutive rows, one row at a time: the weights are read as one
@@ -1484,11 +1507,7 @@ TEXT ·matVecRowsF32(SB), NOSPLIT, $0-40
 	JZ   rowsf32done
 
 rowsf32row:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ BX, BX
+	ROWSSTART
 
 rowsf32loop:
 	PREFETCHT0 2048(SI)(BX*1)
@@ -1504,17 +1523,7 @@ rowsf32loop:
 	CMPQ BX, CX
 	JL   rowsf32loop
 
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	MOVSS X0, (R8)
-	ADDQ CX, SI
-	ADDQ $4, R8
-	DECQ DX
+	ROWSNEXT
 	JNZ  rowsf32row
 
 rowsf32done:
@@ -1537,11 +1546,7 @@ TEXT ·matVecRowsBF16P(SB), NOSPLIT, $0-40
 	JZ   rowsbf16done
 
 rowsbf16row:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ BX, BX
+	ROWSSTART
 	MOVQ DI, R9
 
 rowsbf16loop:
@@ -1561,17 +1566,7 @@ rowsbf16loop:
 	CMPQ BX, CX
 	JL   rowsbf16loop
 
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	MOVSS X0, (R8)
-	ADDQ CX, SI
-	ADDQ $4, R8
-	DECQ DX
+	ROWSNEXT
 	JNZ  rowsbf16row
 
 rowsbf16done:
@@ -1592,11 +1587,7 @@ TEXT ·matVecRowsF16(SB), NOSPLIT, $0-40
 	JZ   rowsf16done
 
 rowsf16row:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ BX, BX
+	ROWSSTART
 	MOVQ DI, R9
 
 rowsf16loop:
@@ -1614,17 +1605,7 @@ rowsf16loop:
 	CMPQ BX, CX
 	JL   rowsf16loop
 
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	MOVSS X0, (R8)
-	ADDQ CX, SI
-	ADDQ $4, R8
-	DECQ DX
+	ROWSNEXT
 	JNZ  rowsf16row
 
 rowsf16done:
