@@ -53,6 +53,7 @@ type benchResult struct {
 	Model         string    `json:"model"`
 	DType         string    `json:"dtype"`
 	Head          string    `json:"head,omitempty"` // "int8" with --head int8
+	DoubleQuant   bool      `json:"double_quant,omitempty"`
 	Threads       int       `json:"threads"`
 	Prompt        int       `json:"prompt"`
 	Gen           int       `json:"gen"`
@@ -78,7 +79,7 @@ func newBenchCmd() *cobra.Command {
 	var (
 		modelDir, shape, dtype, head, cpuprofile, ppProfile string
 		threads, prompt, gen, reps, batch                   int
-		asJSON, noMem, trainMode                            bool
+		asJSON, noMem, trainMode, double                    bool
 		tc                                                  train.BenchConfig
 	)
 	cmd := &cobra.Command{
@@ -133,7 +134,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				threads = runtime.NumCPU()
 			}
 			errw := cmd.ErrOrStderr()
-			res := benchResult{DType: dtype, Head: head, Threads: threads, Prompt: prompt, Gen: gen}
+			res := benchResult{DType: dtype, Head: head, DoubleQuant: double && dtype == "nf4", Threads: threads, Prompt: prompt, Gen: gen}
 			dir := modelDir
 			if shape != "" {
 				sh, ok := benchShapes[shape]
@@ -163,7 +164,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			} else {
 				res.Model = modelDir
 			}
-			m, closeFn, err := loadBenchModel(dir, dtype, head, threads)
+			m, closeFn, err := loadBenchModel(dir, dtype, head, double, threads)
 			if err != nil {
 				return err
 			}
@@ -187,6 +188,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.StringVar(&shape, "shape", "", "random weights of a model's shape: "+shapeNames())
 	f.StringVar(&dtype, "dtype", "f32", "weight type: f32, bf16, f16 or nf4 (with --model: f32/bf16/f16 keep the stored type)")
 	f.StringVar(&head, "head", "", `"int8": compute the LM head from a row-wise int8 copy (as generate/serve --head int8)`)
+	f.BoolVar(&double, "double-quant", false, "with --dtype nf4: double quantisation of the absmax values (4.127 bits per weight)")
 	f.IntVar(&threads, "threads", 0, "worker threads (0: all CPUs)")
 	f.IntVar(&prompt, "prompt", 512, "prompt tokens for pp")
 	f.IntVar(&gen, "gen", 128, "decoded tokens for tg")
@@ -293,7 +295,7 @@ func writeBenchCheckpoint(dir string, sh benchShape, dtype string) error {
 	})
 }
 
-func loadBenchModel(dir, dtype, head string, threads int) (*llama.Model, func(), error) {
+func loadBenchModel(dir, dtype, head string, double bool, threads int) (*llama.Model, func(), error) {
 	cfg, err := llama.LoadConfig(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: %w", err)
@@ -313,7 +315,7 @@ func loadBenchModel(dir, dtype, head string, threads int) (*llama.Model, func(),
 	}
 	if dtype == "nf4" {
 		opts.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
-			return nn.Quantize(d, quant.NF4, false)
+			return nn.Quantize(d, quant.NF4, double)
 		}
 	}
 	switch head {
