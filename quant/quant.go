@@ -434,15 +434,29 @@ func Quantize8(w []float32, shape []int) (*Blocks4, error) {
 	if err := checkFinite(w, shape); err != nil {
 		return nil, err
 	}
+	cols := len(w) / max(1, shape[0])
+	if len(shape) < 2 {
+		cols = len(w)
+	}
+	return Quantize8Rows(shape, func(r int, dst []float32) { copy(dst, w[r*cols:(r+1)*cols]) })
+}
+
+// Quantize8Rows is Quantize8 for a weight given row by row (row(r, dst) fills dst with row r), so that
+// no float32 copy of the whole weight is needed. A non-finite value is an error naming its row.
+func Quantize8Rows(shape []int, row func(r int, dst []float32)) (*Blocks4, error) {
 	q := &Blocks4{Type: Int8, Shape: append([]int(nil), shape...)}
 	rows, cols := q.Rows(), q.Cols()
 	q.BlockSize = cols
-	q.Packed = make([]byte, len(w))
+	q.Packed = make([]byte, rows*cols)
 	q.Absmax = make([]float32, rows)
+	buf := make([]float32, cols)
 	for r := 0; r < rows; r++ {
-		row := w[r*cols : (r+1)*cols]
+		row(r, buf)
 		var amax float32
-		for _, v := range row {
+		for _, v := range buf {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, fmt.Errorf("quant: %w: row %d of %v", ErrNonFinite, r, shape)
+			}
 			amax = max(amax, float32(math.Abs(float64(v))))
 		}
 		q.Absmax[r] = amax
@@ -450,7 +464,7 @@ func Quantize8(w []float32, shape []int) (*Blocks4, error) {
 			continue
 		}
 		s := 127 / amax
-		for i, v := range row {
+		for i, v := range buf {
 			c := math.RoundToEven(float64(v * s))
 			c = max(-127, min(127, c))
 			q.Packed[r*cols+i] = byte(int8(c))

@@ -47,7 +47,7 @@ func Quantize(d *Dense, t quant.Type, double bool) (*Quantized, error) {
 // outlier split), keeping its bias. Used for the LM head, which llama.cpp likewise keeps in 8 bits beside
 // 4-bit layers: half the bytes of bf16 read per decoded token.
 func QuantizeInt8(d *Dense) (*Quantized, error) {
-	q, err := quant.Quantize8(d.ToF32(), []int{d.Rows, d.Cols})
+	q, err := quant.Quantize8Rows([]int{d.Rows, d.Cols}, d.Row)
 	if err != nil {
 		return nil, fmt.Errorf("nn: quantize int8 [%d, %d]: %w", d.Rows, d.Cols, err)
 	}
