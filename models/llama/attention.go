@@ -1,0 +1,105 @@
+package llama
+
+import (
+	"math"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
+
+// attentionRange computes, for the workers w in [lo, hi), s.att[r, h] = softmax(q[r,h]·K[kvh]ᵀ/√D over the
+// cached positions ≤ pos(r)) · V[kvh], where kvh = h / (heads/kv_heads) (grouped-query attention). The work items
+// are (row, kv head) pairs, interleaved over the workers, each with its own score buffer. The query heads of a
+// group are the rows of two small GEMMs (scores = Q_g·Kᵀ, then att_g = softmax(scores)·V), so the cached keys
+// and values are read once per group, at tile speed.
+func (m *Model) attentionRange(lo, hi int) {
+	c := m.Config
+	s := &m.s
+	batch, l := s.batch, s.layer
+	D, Q, KV, nkv := c.HeadDim, c.QDim(), c.KVDim(), c.NumKeyValueHeads
+	group := c.NumAttentionHeads / nkv
+	scale := float32(1 / math.Sqrt(float64(D)))
+	items := len(s.short) * nkv
+	nw := len(s.scores)
+	for w := lo; w < hi; w++ {
+		for it := w; it < items; it += nw {
+			r, kvh := s.short[it/nkv], it%nkv
+			kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
+			start := 0
+			if c.SlidingWindow > 0 && pos-c.SlidingWindow+1 > 0 {
+				start = pos - c.SlidingWindow + 1
+			}
+			n, off := pos+1-start, start*KV+kvh*D
+			q0 := r*Q + kvh*group*D // the group's query heads are adjacent rows of D
+			S := s.scores[w][:group*n]
+			kernels.Gemm(nil, false, true, group, n, D, 1, s.q[q0:], D, kc.k[l][off:], KV, 0, S, n)
+			kernels.Scale(scale, S)
+			for g := range group {
+				kernels.Softmax(S[g*n : (g+1)*n])
+			}
+			kernels.Gemm(nil, false, false, group, D, n, 1, S, n, kc.v[l][off:], KV, 0, s.att[q0:], D)
+		}
+	}
+}
+
+// blockedMin is the number of new tokens from which a sequence's attention runs as matrix multiplications.
+const blockedMin = 16
+
+// attentionBlocked computes the attention of the n new tokens of sq (rows r0..r0+n-1) with two GEMMs per head
+// and block of rows: S = Q_h·K_hᵀ over the visible positions, a causal (and sliding-window) masked softmax of
+// each row of S/√D, then att_h = S·V_h. The heads of a block are spread over the pool, each with its own S.
+func (m *Model) attentionBlocked(sq Seq, r0, l int) {
+	c := m.Config
+	s := &m.s
+	kc, n := sq.Cache, len(sq.Tokens)
+	p0 := kc.n                // position of the first new token (the cache length advances after the last layer)
+	const blk = 128           // query rows per block
+	const maxScores = 1 << 22 // floats of S for all heads of a block (16 MB): long contexts take fewer rows
+	for b0, bn := 0, 0; b0 < n; b0 += bn {
+		lo := 0
+		if c.SlidingWindow > 0 {
+			lo = max(0, p0+b0-c.SlidingWindow+1)
+		}
+		bn = min(blk, n-b0, max(16, maxScores/(c.NumAttentionHeads*(p0+b0+blk-lo))))
+		hi := p0 + b0 + bn // keys [lo, hi) are visible to some row of the block
+		w := hi - lo
+		s.blockS = grow(s.blockS, c.NumAttentionHeads*bn*w)
+		s.ab = blockJob{K: kc.k[l][lo*c.KVDim():], V: kc.v[l][lo*c.KVDim():], row0: r0 + b0, rows: bn, pos0: p0 + b0,
+			lo: lo, w: w}
+		m.Pool.For(c.NumAttentionHeads, m.headsFn)
+	}
+	s.ab = blockJob{}
+}
+
+// blockJob is one block of query rows for attentionHeads: rows row0..row0+rows-1 of s.q (positions pos0...)
+// against the keys and values lo..lo+w-1 (K and V start at position lo).
+type blockJob struct {
+	K, V                    []float32
+	row0, rows, pos0, lo, w int
+}
+
+// attentionHeads runs the block s.ab for heads [h0, h1).
+func (m *Model) attentionHeads(h0, h1 int) {
+	c, s, j := m.Config, &m.s, &m.s.ab
+	D, Q, KV := c.HeadDim, c.QDim(), c.KVDim()
+	group := c.NumAttentionHeads / c.NumKeyValueHeads
+	scale := float32(1 / math.Sqrt(float64(D)))
+	for h := h0; h < h1; h++ {
+		off := (h / group) * D
+		S := s.blockS[h*j.rows*j.w : (h+1)*j.rows*j.w]
+		kernels.Gemm(nil, false, true, j.rows, j.w, D, 1, s.q[j.row0*Q+h*D:], Q, j.K[off:], KV, 0, S, j.w)
+		for i := range j.rows {
+			pos := j.pos0 + i
+			row := S[i*j.w : (i+1)*j.w]
+			first := 0
+			if c.SlidingWindow > 0 {
+				first = max(0, pos-c.SlidingWindow+1-j.lo)
+			}
+			last := pos - j.lo // inclusive
+			kernels.Scale(scale, row[first:last+1])
+			kernels.Softmax(row[first : last+1])
+			clear(row[:first])
+			clear(row[last+1:])
+		}
+		kernels.Gemm(nil, false, false, j.rows, D, j.w, 1, S, j.w, j.V[off:], KV, 0, s.att[j.row0*Q+h*D:], Q)
+	}
+}

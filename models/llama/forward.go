@@ -1,0 +1,238 @@
+package llama
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
+
+// Seq is one sequence of a Forward batch.
+type Seq struct {
+	Tokens    []int    // new tokens, appended after the Cache.Len() tokens already in the cache
+	Cache     *KVCache // nil: a throwaway cache (no history)
+	Adapter   Delta    // nil: the base model
+	AllLogits bool     // logits at every new position, not just the last
+}
+
+// scratch holds the activations of one Forward call; it only grows, so steady-state decoding does not allocate
+// except for the returned logits.
+type scratch struct {
+	x, xn, q, k, v, att, tmp, gate, up, hn []float32
+	scores                                 [][]float32
+	rowSeq, rowPos, outRows                []int
+	batch                                  []Seq // the current call's batch, for attentionRange
+	layer                                  int
+	short                                  []int     // rows attended one by one (see blockedMin)
+	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
+	ab                                     blockJob  // the block attentionHeads works on
+
+	// Adapter deltas (see linear and groupDeltas): rows of the batch grouped by Delta value.
+	groups  []deltaGroup
+	perm    []int     // rows ordered by group; group g owns perm[g.off : g.off+g.n]
+	gx, gy  []float32 // gathered inputs and outputs of non-contiguous groups
+	dModule string    // the current linear, for deltaRange
+	dy, dx  []float32
+	dIn     int
+	dOut    int
+}
+
+// grow returns b resized to n, reallocating (with doubling, so a growing context is amortised) when too small.
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n, max(n, 2*cap(b)))
+	}
+	return b[:n]
+}
+
+func growInt(b []int, n int) []int {
+	if cap(b) < n {
+		return make([]int, n)
+	}
+	return b[:n]
+}
+
+// Forward appends each sequence's tokens to its cache (positions continue from Cache.Len()) and returns, per
+// sequence, logits [len(Tokens)][vocab] if AllLogits, else [1][vocab] for the last position. Every base linear
+// runs once over the stacked rows of all sequences; each row then adds its own adapter's delta. On error no cache
+// is modified.
+func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
+	c := m.Config
+	if len(batch) == 0 {
+		return [][][]float32{}, nil
+	}
+	T, R := 0, 0
+	for i := range batch {
+		if batch[i].Cache == nil { // nil caches are replaced; do not touch the caller's slice
+			batch = append([]Seq(nil), batch...)
+			break
+		}
+	}
+	for i := range batch {
+		sq := &batch[i]
+		if len(sq.Tokens) == 0 {
+			return nil, fmt.Errorf("llama: forward: sequence %d has no tokens", i)
+		}
+		for j, t := range sq.Tokens {
+			if t < 0 || t >= c.VocabSize {
+				return nil, fmt.Errorf("llama: forward: sequence %d token %d: id %d is outside the vocabulary [0, %d)", i, j, t, c.VocabSize)
+			}
+		}
+		if sq.Cache == nil {
+			sq.Cache = m.NewCache(len(sq.Tokens))
+		}
+		kc := sq.Cache
+		if len(kc.k) != len(m.Layers) || kc.kvDim != c.KVDim() {
+			return nil, fmt.Errorf("llama: forward: sequence %d: cache belongs to a different model", i)
+		}
+		for j := range i {
+			if batch[j].Cache == kc {
+				return nil, fmt.Errorf("llama: forward: sequences %d and %d share a cache", j, i)
+			}
+		}
+		if kc.n+len(sq.Tokens) > kc.max {
+			return nil, fmt.Errorf("llama: forward: sequence %d: %d cached + %d new tokens exceed the cache size %d", i, kc.n, len(sq.Tokens), kc.max)
+		}
+		T += len(sq.Tokens)
+		if sq.AllLogits {
+			R += len(sq.Tokens)
+		} else {
+			R++
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range batch {
+		batch[i].Cache.reserve(batch[i].Cache.n + len(batch[i].Tokens))
+	}
+
+	H, Q, KV, I, V := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize
+	s := &m.s
+	s.x, s.xn, s.tmp = grow(s.x, T*H), grow(s.xn, T*H), grow(s.tmp, T*H)
+	s.q, s.att = grow(s.q, T*Q), grow(s.att, T*Q)
+	s.k, s.v = grow(s.k, T*KV), grow(s.v, T*KV)
+	s.gate, s.up = grow(s.gate, T*I), grow(s.up, T*I)
+	s.rowSeq, s.rowPos, s.outRows = growInt(s.rowSeq, T), growInt(s.rowPos, T), growInt(s.outRows, R)
+	maxCtx := 0
+	r, o := 0, 0
+	for i, sq := range batch {
+		for j, t := range sq.Tokens {
+			s.rowSeq[r], s.rowPos[r] = i, sq.Cache.n+j
+			m.EmbedTokens.Row(t, s.x[r*H:(r+1)*H])
+			if sq.AllLogits || j == len(sq.Tokens)-1 {
+				s.outRows[o] = r
+				o++
+			}
+			r++
+		}
+		maxCtx = max(maxCtx, sq.Cache.n+len(sq.Tokens))
+	}
+	// Sequences with many new tokens (prefill) use blocked matrix-multiply attention; the other rows go one by one.
+	s.short = s.short[:0]
+	r = 0
+	for _, sq := range batch {
+		if len(sq.Tokens) < blockedMin {
+			for j := range sq.Tokens {
+				s.short = append(s.short, r+j)
+			}
+		}
+		r += len(sq.Tokens)
+	}
+	m.groupDeltas(batch)
+	if slices.ContainsFunc(s.groups, func(g deltaGroup) bool { return g.first < 0 }) { // some rows are gathered
+		w := max(H, Q, KV, I)
+		s.gx, s.gy = grow(s.gx, T*w), grow(s.gy, T*w)
+	}
+	nw := m.Pool.Threads()
+	if len(s.scores) != nw {
+		s.scores = make([][]float32, nw)
+	}
+	for w := range s.scores {
+		s.scores[w] = grow(s.scores[w], maxCtx*c.NumAttentionHeads/c.NumKeyValueHeads)
+	}
+
+	eps := float32(c.RMSNormEps)
+	for l, L := range m.Layers {
+		names := &m.names[l]
+		// Attention block: x += o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))), n = rmsnorm(x).
+		rmsNormRows(s.xn, s.x, L.InputLayernorm, eps, T, H)
+		m.linear(L.QProj, names[0], s.q, s.xn, T)
+		m.linear(L.KProj, names[1], s.k, s.xn, T)
+		m.linear(L.VProj, names[2], s.v, s.xn, T)
+		if c.QKNorm { // qwen3: RMSNorm over each head of q and k, before RoPE
+			rmsNormRows(s.q, s.q, L.QNorm, eps, T*c.NumAttentionHeads, c.HeadDim)
+			rmsNormRows(s.k, s.k, L.KNorm, eps, T*c.NumKeyValueHeads, c.HeadDim)
+		}
+		for r := range T {
+			kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
+			kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
+			kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
+			copy(kc.k[l][pos*KV:(pos+1)*KV], s.k[r*KV:(r+1)*KV])
+			copy(kc.v[l][pos*KV:(pos+1)*KV], s.v[r*KV:(r+1)*KV])
+		}
+		s.batch, s.layer = batch, l
+		if len(s.short)*c.NumAttentionHeads*maxCtx*c.HeadDim < 1<<15 {
+			m.attnFn(0, len(s.scores)) // too little work to be worth waking the pool
+		} else {
+			m.Pool.For(len(s.scores), m.attnFn)
+		}
+		r := 0
+		for _, sq := range batch {
+			if len(sq.Tokens) >= blockedMin {
+				m.attentionBlocked(sq, r, l)
+			}
+			r += len(sq.Tokens)
+		}
+		m.linear(L.OProj, names[3], s.tmp, s.att, T)
+		kernels.Axpy(1, s.tmp, s.x)
+
+		// MLP block: x += down_proj(silu(gate_proj(n)) · up_proj(n)), n = rmsnorm(x).
+		rmsNormRows(s.xn, s.x, L.PostAttentionLayernorm, eps, T, H)
+		m.linear(L.GateProj, names[4], s.gate, s.xn, T)
+		m.linear(L.UpProj, names[5], s.up, s.xn, T)
+		kernels.SiLUMul(s.gate, s.gate, s.up)
+		m.linear(L.DownProj, names[6], s.tmp, s.gate, T)
+		kernels.Axpy(1, s.tmp, s.x)
+	}
+	for i := range batch {
+		batch[i].Cache.n += len(batch[i].Tokens)
+	}
+	s.batch = nil
+	clear(s.groups) // do not keep adapters alive after the call
+	s.groups = s.groups[:0]
+
+	// Final norm and the LM head, only on the rows whose logits were asked for.
+	s.hn = grow(s.hn, R*H)
+	for o, r := range s.outRows {
+		kernels.RMSNorm(s.hn[o*H:(o+1)*H], s.x[r*H:(r+1)*H], m.Norm, eps)
+	}
+	flat := make([]float32, R*V)
+	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
+	out := make([][][]float32, len(batch))
+	o = 0
+	for i, sq := range batch {
+		n := 1
+		if sq.AllLogits {
+			n = len(sq.Tokens)
+		}
+		out[i] = make([][]float32, n)
+		for j := range n {
+			out[i][j] = flat[(o+j)*V : (o+j+1)*V : (o+j+1)*V]
+		}
+		if rd, ok := sq.Adapter.(RowsDelta); ok {
+			rd.ApplyRows(m.Pool, "lm_head", flat[o*V:(o+n)*V], s.hn[o*H:(o+n)*H], n, H, V)
+		} else if sq.Adapter != nil {
+			for j := range n {
+				sq.Adapter.Apply("lm_head", out[i][j], s.hn[(o+j)*H:(o+j+1)*H], H, V)
+			}
+		}
+		o += n
+	}
+	return out, nil
+}
+
+func rmsNormRows(y, x, w []float32, eps float32, rows, n int) {
+	for r := range rows {
+		kernels.RMSNorm(y[r*n:(r+1)*n], x[r*n:(r+1)*n], w, eps)
+	}
+}

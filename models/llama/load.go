@@ -1,0 +1,210 @@
+package llama
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// LoadOptions tune Load.
+type LoadOptions struct {
+	Threads int           // worker threads for the kernels (0: all CPUs); ignored when Pool is set
+	Pool    *kernels.Pool // share an existing pool
+	// Quantize, if set, replaces each loaded dense linear layer (not the embedding or the LM head). The quant
+	// package provides NF4/FP4 quantisers; models.Load wires them in.
+	Quantize func(module string, d *nn.Dense) (nn.Linear, error)
+	// LoadLinear, if set, is tried first for every linear weight; ok=false falls back to dense loading. Used for
+	// checkpoints saved pre-quantised (bitsandbytes).
+	LoadLinear func(ckpt *safetensors.Checkpoint, module string, out, in int) (lin nn.Linear, ok bool, err error)
+	// QuantizeHead, if set, replaces a dense LM head for the output projection only; a tied embedding keeps
+	// its table for lookups.
+	QuantizeHead func(d *nn.Dense) (nn.Linear, error)
+}
+
+// Load builds the model from a checkpoint. Every missing or mis-shaped tensor is reported, together, with the file,
+// the tensor name and both shapes.
+func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, error) {
+	c := cfg
+	H, Q, KV, I, V, D := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize, c.HeadDim
+	ld := &loader{ckpt: ckpt, opts: opts}
+	m := newModel(cfg, opts)
+	m.EmbedTokens = ld.dense("model.embed_tokens.weight", V, H)
+	for l := range c.NumHiddenLayers {
+		p := "model.layers." + strconv.Itoa(l) + "."
+		names := m.names[l]
+		L := &Layer{
+			InputLayernorm:         ld.vector(p+"input_layernorm.weight", H),
+			QProj:                  ld.linear(names[0], Q, H, c.AttentionBias),
+			KProj:                  ld.linear(names[1], KV, H, c.AttentionBias),
+			VProj:                  ld.linear(names[2], KV, H, c.AttentionBias),
+			OProj:                  ld.linear(names[3], H, Q, c.OProjBias),
+			PostAttentionLayernorm: ld.vector(p+"post_attention_layernorm.weight", H),
+			GateProj:               ld.linear(names[4], I, H, false),
+			UpProj:                 ld.linear(names[5], I, H, false),
+			DownProj:               ld.linear(names[6], H, I, false),
+		}
+		if c.QKNorm {
+			L.QNorm = ld.vector(p+"self_attn.q_norm.weight", D)
+			L.KNorm = ld.vector(p+"self_attn.k_norm.weight", D)
+		}
+		m.Layers = append(m.Layers, L)
+	}
+	m.Norm = ld.vector("model.norm.weight", H)
+	if c.TieWordEmbeddings {
+		if m.EmbedTokens != nil {
+			m.LMHead = m.EmbedTokens
+		}
+	} else {
+		m.LMHead = ld.linear("lm_head", V, H, false)
+	}
+	if d, ok := m.LMHead.(*nn.Dense); ok && opts.QuantizeHead != nil {
+		head, err := opts.QuantizeHead(d)
+		if err != nil {
+			ld.errs = append(ld.errs, fmt.Errorf("lm_head: %w", err))
+		} else {
+			m.LMHead = head
+		}
+	}
+	if len(ld.errs) > 0 {
+		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", ckpt.Dir, len(ld.errs), errors.Join(ld.errs...))
+	}
+	return m, nil
+}
+
+// newModel returns a model without weights: its pool, rotary frequencies and module names.
+func newModel(cfg *Config, opts LoadOptions) *Model {
+	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: cfg.InvFreq()}
+	m.attnFn, m.deltaFn, m.headsFn = m.attentionRange, m.deltaRange, m.attentionHeads
+	if m.Pool == nil {
+		m.Pool = kernels.NewPool(opts.Threads)
+	}
+	for l := range cfg.NumHiddenLayers {
+		var names [7]string
+		for i, n := range linearNames {
+			names[i] = "model.layers." + strconv.Itoa(l) + "." + n
+		}
+		m.names = append(m.names, names)
+	}
+	return m
+}
+
+// loader collects every problem instead of stopping at the first.
+type loader struct {
+	ckpt *safetensors.Checkpoint
+	opts LoadOptions
+	errs []error
+}
+
+func (ld *loader) info(name string, shape ...int) (safetensors.TensorInfo, *safetensors.File, bool) {
+	ti, f, ok := ld.ckpt.Info(name)
+	if !ok {
+		ld.errs = append(ld.errs, fmt.Errorf("tensor %s: missing (want shape %v)", name, shape))
+		return ti, nil, false
+	}
+	if !equalShape(ti.Shape, shape) {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: shape %v, want %v", f.Path, name, ti.Shape, shape))
+		return ti, f, false
+	}
+	if !ti.DType.IsFloat() {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: dtype %s is not a float type", f.Path, name, ti.DType))
+		return ti, f, false
+	}
+	return ti, f, true
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// vector loads a 1-D tensor as an f32 copy.
+func (ld *loader) vector(name string, n int) []float32 {
+	_, f, ok := ld.info(name, n)
+	if !ok {
+		return nil
+	}
+	v, err := f.Float32s(name)
+	if err != nil {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err))
+		return nil
+	}
+	return v
+}
+
+// dense maps a 2-D weight [rows, cols] in its stored dtype.
+func (ld *loader) dense(name string, rows, cols int) *nn.Dense {
+	ti, f, ok := ld.info(name, rows, cols)
+	if !ok {
+		return nil
+	}
+	raw, err := f.Bytes(name)
+	if err == nil {
+		var d *nn.Dense
+		if d, err = nn.NewDense(ti.DType, raw, rows, cols); err == nil {
+			return d
+		}
+	}
+	ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err))
+	return nil
+}
+
+// linear loads module.weight [out, in] (and module.bias [out] when bias).
+func (ld *loader) linear(module string, out, in int, bias bool) nn.Linear {
+	var b []float32
+	if bias {
+		b = ld.vector(module+".bias", out)
+	}
+	if ld.opts.LoadLinear != nil {
+		lin, ok, err := ld.opts.LoadLinear(ld.ckpt, module, out, in)
+		if err != nil {
+			ld.errs = append(ld.errs, fmt.Errorf("%s: %w", module, err))
+			return nil
+		}
+		if ok {
+			if lin.In() != in || lin.Out() != out {
+				ld.errs = append(ld.errs, fmt.Errorf("tensor %s.weight: shape [%d %d], want [%d %d]", module, lin.Out(), lin.In(), out, in))
+				return nil
+			}
+			if bias {
+				return biased{lin, b}
+			}
+			return lin
+		}
+	}
+	d := ld.dense(module+".weight", out, in)
+	if d == nil {
+		return nil
+	}
+	d.Bias = b
+	if ld.opts.Quantize != nil && module != "lm_head" { // like transformers, the output head stays unquantised
+		lin, err := ld.opts.Quantize(module, d)
+		if err != nil {
+			ld.errs = append(ld.errs, fmt.Errorf("quantize %s: %w", module, err))
+			return nil
+		}
+		return lin
+	}
+	return d
+}
+
+// biased adds a bias to a linear layer that has none of its own.
+type biased struct {
+	nn.Linear
+	b []float32
+}
+
+func (l biased) Forward(p *kernels.Pool, y, x []float32, m int) {
+	l.Linear.Forward(p, y, x, m)
+	nn.AddBias(y, l.b, m)
+}
