@@ -66,11 +66,13 @@ const (
 // New compiles a chat template. source "" selects DefaultTemplate. bosToken/eosToken are the token
 // strings ("" when the tokenizer has none).
 func New(source, bosToken, eosToken string) (*Template, error) {
-	t := &Template{source: source, bos: bosToken, eos: eosToken, helpers: helperVars()}
+	t := &Template{source: source, bos: bosToken, eos: eosToken}
 	if strings.TrimSpace(source) == "" {
 		t.source, t.isDefault = DefaultTemplate, true
 	}
-	tpl, err := jinja.Compile(preprocess(t.source))
+	pre, table := preprocess(t.source)
+	t.helpers = helperVars(table)
+	tpl, err := jinja.Compile(pre)
 	if err != nil {
 		// fall back to the unmodified source; report its error if that fails too
 		var err2 error

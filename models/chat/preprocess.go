@@ -2,6 +2,7 @@ package chat
 
 import (
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 
@@ -20,7 +21,8 @@ import (
 //   - `for k, v in xs if cond` ignores cond in the engine; it becomes
 //     `for lorakit_kv in xs if cond'` + `set k = lorakit_kv[0]` + `set v = lorakit_kv[1]`, cond' using
 //     lorakit_kv[0]/[1] (loop.index/last keep Jinja2's filtered meaning).
-//   - {{ x }} prints "None" for none in Python (the engine prints nothing): x becomes lorakit_out(x).
+//   - {{ x }} prints str(x) in Python: "None" for none (the engine prints nothing), "1.0" for 1.0 (the
+//     engine "1"), reprs inside lists and dicts: x becomes lorakit_out(x).
 //   - `x in y` and `for x in y` with y None raise "argument of type 'NoneType' is not iterable" in
 //     Python (the engine answers false / loops zero times): y becomes lorakit_iter(y), which fails on None.
 const (
@@ -42,15 +44,51 @@ var (
 
 var errNoneIterable = errors.New("argument of type 'NoneType' is not iterable")
 
-func helperVars() map[string]jinja.Value {
+// helperVars returns the helper functions the rewritten source calls; table describes the expressions
+// rewritten by rewriteExprs, for error messages.
+func helperVars(table []exprInfo) map[string]jinja.Value {
 	return map[string]jinja.Value{
+		varAdd: jinja.NewCallable(varAdd, func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			if len(args) != 3 {
+				return jinja.Undefined(), errors.New(varAdd + ": want three arguments")
+			}
+			v, err := pyAdd(args[0], args[1])
+			if err != nil {
+				if errors.Is(err, errUndefined) && args[2].IsInt() && int(args[2].AsInt()) < len(table) {
+					e := table[args[2].AsInt()]
+					which := e.left
+					if !args[0].IsUndefined() {
+						which = e.right
+					}
+					err = fmt.Errorf("UndefinedError: %s is undefined", which)
+				}
+				return jinja.Undefined(), exprError(table, args[2], err)
+			}
+			return v, nil
+		}),
+		varCat: jinja.NewCallable(varCat, func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			if len(args) != 2 {
+				return jinja.Undefined(), errors.New(varCat + ": want two arguments")
+			}
+			return jinja.NewString(pyStr(args[0]) + pyStr(args[1])), nil
+		}),
+		varFormat: jinja.NewCallable(varFormat, func(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
+			if len(args) < 2 {
+				return jinja.Undefined(), errors.New(varFormat + ": want the value and an expression id")
+			}
+			v, err := pyFormatFilter(args[0], args[2:], kwargs)
+			if err != nil {
+				return jinja.Undefined(), exprError(table, args[1], err)
+			}
+			return v, nil
+		}),
 		varWS: jinja.NewString(pyWhitespace),
 		varOut: jinja.NewCallable(varOut, func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
 			if len(args) != 1 {
 				return jinja.Undefined(), errors.New(varOut + ": want one argument")
 			}
-			if args[0].IsNone() {
-				return jinja.NewString("None"), nil
+			if v := args[0]; v.IsNone() || v.IsBool() || v.IsFloat() || v.IsList() || v.IsDict() {
+				return jinja.NewString(pyStr(v)), nil // Python's str(): 1.0, [1, 'a'], {'k': None}
 			}
 			return args[0], nil
 		}),
@@ -66,10 +104,12 @@ func helperVars() map[string]jinja.Value {
 	}
 }
 
-// preprocess rewrites template source as described above.
-func preprocess(src string) string {
+// preprocess rewrites template source as described above (and in expr.go); the table describes the
+// expressions routed to helpers.
+func preprocess(src string) (string, []exprInfo) {
 	var b strings.Builder
-	i := 0
+	var table []exprInfo
+	i, line, lineAt := 0, 1, 0
 	for i < len(src) {
 		open := indexTagOpen(src, i)
 		if open < 0 {
@@ -97,7 +137,10 @@ func preprocess(src string) string {
 			break
 		}
 		b.WriteString(src[open : open+2])
+		line += strings.Count(src[lineAt:open], "\n")
+		lineAt = open
 		code := joinContinuations(src[open+2 : end])
+		code = rewriteExprs(code, closeTok == "}}", line, &table, pyFilters)
 		if closeTok == "%}" {
 			code = rewritePairLoop(code)
 		}
@@ -109,7 +152,7 @@ func preprocess(src string) string {
 		b.WriteString(closeTok)
 		i = end + 2
 	}
-	return b.String()
+	return b.String(), table
 }
 
 // indexTagOpen finds the next "{{", "{%" or "{#" at or after i.
