@@ -179,6 +179,90 @@ store: \
 	VZEROUPPER \
 	RET
 
+// MMTILEPF is MMTILE with pointer increments instead of indexes, which frees BX for a prefetch of the
+// same bytes of the next W quad (w + 4·ldw), as MMTILE512PF does for AVX-512: the first row pass over a
+// tile streams W from memory without waiting on each quad.
+#define MMTILEPF(LOAD, esz) \
+	MOVQ x+0(FP), SI \
+	MOVQ ldx+8(FP), AX \
+	SHLQ $2, AX \
+	LEAQ (SI)(AX*1), R8 \
+	LEAQ (R8)(AX*1), R9 \
+	MOVQ w+16(FP), DI \
+	MOVQ ldw+24(FP), AX \
+	IMULQ $esz, AX \
+	LEAQ (DI)(AX*1), R10 \
+	LEAQ (R10)(AX*1), R11 \
+	LEAQ (R11)(AX*1), R12 \
+	SHLQ $2, AX \
+	MOVQ AX, BX \
+	MOVQ k+32(FP), CX \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y1, Y1, Y1 \
+	VXORPS Y2, Y2, Y2 \
+	VXORPS Y3, Y3, Y3 \
+	VXORPS Y4, Y4, Y4 \
+	VXORPS Y5, Y5, Y5 \
+	VXORPS Y6, Y6, Y6 \
+	VXORPS Y7, Y7, Y7 \
+	VXORPS Y8, Y8, Y8 \
+	VXORPS Y9, Y9, Y9 \
+	VXORPS Y10, Y10, Y10 \
+	VXORPS Y11, Y11, Y11 \
+loop: \
+	PREFETCHT0 (DI)(BX*1) \
+	PREFETCHT0 (R10)(BX*1) \
+	PREFETCHT0 (R11)(BX*1) \
+	PREFETCHT0 (R12)(BX*1) \
+	VMOVUPS (SI), Y12 \
+	VMOVUPS (R8), Y13 \
+	VMOVUPS (R9), Y14 \
+	LOAD((DI), Y15) \
+	VFMADD231PS Y12, Y15, Y0 \
+	VFMADD231PS Y13, Y15, Y4 \
+	VFMADD231PS Y14, Y15, Y8 \
+	LOAD((R10), Y15) \
+	VFMADD231PS Y12, Y15, Y1 \
+	VFMADD231PS Y13, Y15, Y5 \
+	VFMADD231PS Y14, Y15, Y9 \
+	LOAD((R11), Y15) \
+	VFMADD231PS Y12, Y15, Y2 \
+	VFMADD231PS Y13, Y15, Y6 \
+	VFMADD231PS Y14, Y15, Y10 \
+	LOAD((R12), Y15) \
+	VFMADD231PS Y12, Y15, Y3 \
+	VFMADD231PS Y13, Y15, Y7 \
+	VFMADD231PS Y14, Y15, Y11 \
+	ADDQ $32, SI \
+	ADDQ $32, R8 \
+	ADDQ $32, R9 \
+	ADDQ $(8*esz), DI \
+	ADDQ $(8*esz), R10 \
+	ADDQ $(8*esz), R11 \
+	ADDQ $(8*esz), R12 \
+	SUBQ $8, CX \
+	JG   loop \
+	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
+	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
+	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
+	MOVQ c+40(FP), AX \
+	MOVQ ldc+48(FP), BX \
+	SHLQ $2, BX \
+	LEAQ (AX)(BX*1), CX \
+	LEAQ (CX)(BX*1), DX \
+	MOVQ acc+56(FP), R13 \
+	TESTQ R13, R13 \
+	JE   store \
+	VADDPS (AX), X0, X0 \
+	VADDPS (CX), X4, X4 \
+	VADDPS (DX), X8, X8 \
+store: \
+	VMOVUPS X0, (AX) \
+	VMOVUPS X4, (CX) \
+	VMOVUPS X8, (DX) \
+	VZEROUPPER \
+	RET
+
 // MMTILE512 is MMTILE with 16-lane AVX-512 registers: the same 3×4 tile
 // over k columns, k % 16 == 0, k > 0.
 #define MMTILE512(LOAD, esz) \
@@ -1611,3 +1695,15 @@ rowsf16loop:
 rowsf16done:
 	VZEROUPPER
 	RET
+
+// func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F32PF(SB), NOSPLIT, $0-64
+	MMTILEPF(LOADF32, 4)
+
+// func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4BF16PF(SB), NOSPLIT, $0-64
+	MMTILEPF(LOADBF16, 2)
+
+// func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile3x4F16PF(SB), NOSPLIT, $0-64
+	MMTILEPF(LOADF16, 2)
