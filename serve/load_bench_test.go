@@ -25,8 +25,8 @@ import (
 )
 
 // BenchmarkServeLoad is the serving load test (not a unit test): 32 concurrent streaming chat clients on a random
-// model of the SmolLM2-135M shape, spread over 8 rank-16 adapters (with a 9th adapter loaded and unloaded in a loop
-// during the run), versus the same load on the base alone. Run:
+// model of the SmolLM2-135M shape (with an untied head, see visibleBias), spread over 8 rank-16 adapters (with a
+// 9th adapter loaded and unloaded in a loop during the run), versus the same load on the base alone. Run:
 //
 //	go test ./serve -run XXX -bench ServeLoad -benchtime 1x -timeout 30m
 //
@@ -41,9 +41,7 @@ func BenchmarkServeLoad(b *testing.B) {
 	}
 	clients, reqs, tokens := env("LORAKIT_BENCH_CLIENTS", 32), env("LORAKIT_BENCH_REQS", 2), env("LORAKIT_BENCH_TOKENS", 32)
 	dir := b.TempDir()
-	o := testmodel.Options{ModelType: "llama", Hidden: 576, Intermediate: 1536, Layers: env("LORAKIT_BENCH_LAYERS", 30),
-		Heads: 9, KVHeads: 3, Vocab: 49152, MaxPositions: 2048, Tied: true, DType: "BF16", Seed: 1, Std: 0.02}
-	if err := testmodel.Write(filepath.Join(dir, "model"), o); err != nil {
+	if err := testmodel.Write(filepath.Join(dir, "model"), loadModel(env("LORAKIT_BENCH_LAYERS", 30))); err != nil {
 		b.Fatal(err)
 	}
 	m, err := models.Load(filepath.Join(dir, "model"), models.LoadOptions{})
@@ -51,6 +49,10 @@ func BenchmarkServeLoad(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	bias, err := visibleBias(m)
+	if err != nil {
+		b.Fatal(err)
+	}
 	adapters := map[string]string{}
 	for i := 0; i < 9; i++ {
 		p := filepath.Join(dir, "adapters", fmt.Sprintf("a%d", i))
@@ -107,7 +109,7 @@ func BenchmarkServeLoad(b *testing.B) {
 				return fmt.Sprintf("a%d", i%8)
 			}
 			return "base"
-		})
+		}, bias)
 		cpu := cpuSeconds() - cpu0
 		close(stopChurn)
 		churn.Wait()
@@ -121,10 +123,10 @@ func BenchmarkServeLoad(b *testing.B) {
 		if mixed {
 			mode = "8-adapters"
 		}
-		b.Logf("%s: %d clients × %d req × %d tok: %d ok, %d failed, %.1f s, aggregate %.1f tok/s (process CPU %.1f ms/token), TTFT p50 %.0f ms p99 %.0f ms, ITL p50 %.0f ms p99 %.0f ms; load/unload cycles %d; goroutines %d→%d, heap %.0f→%.0f MB",
+		b.Logf("%s: %d clients × %d req × %d tok: %d ok, %d failed, %.1f s, aggregate %.1f tok/s (process CPU %.1f ms/token), TTFT p50 %.1f ms p99 %.1f ms, ITL p50 %.1f ms p99 %.1f ms (%d gaps); load/unload cycles %d; goroutines %d→%d, heap %.0f→%.0f MB",
 			mode, clients, reqs, tokens, res.ok, res.failed, res.wall.Seconds(), float64(res.tokens)/res.wall.Seconds(),
 			1000*cpu/float64(max(res.tokens, 1)),
-			pct(res.ttft, 50), pct(res.ttft, 99), pct(res.itl, 50), pct(res.itl, 99), churnOps.Load(),
+			pct(res.ttft, 50), pct(res.ttft, 99), pct(res.itl, 50), pct(res.itl, 99), len(res.itl), churnOps.Load(),
 			g0, runtime.NumGoroutine(), float64(ms0.HeapAlloc)/1e6, float64(ms1.HeapAlloc)/1e6)
 		if res.firstErr != "" {
 			b.Logf("first failure: %s", res.firstErr)
@@ -133,11 +135,17 @@ func BenchmarkServeLoad(b *testing.B) {
 	}
 }
 
+// loadModel is the benchmark's random model: the SmolLM2-135M shape with an untied head (see visibleBias).
+func loadModel(layers int) testmodel.Options {
+	return testmodel.Options{ModelType: "llama", Hidden: 576, Intermediate: 1536, Layers: layers, Heads: 9, KVHeads: 3,
+		Vocab: 49152, MaxPositions: 2048, Tied: false, DType: "BF16", Seed: 1, Std: 0.02}
+}
+
 type loadResult struct {
 	ok, failed int
 	tokens     int
 	wall       time.Duration
-	ttft, itl  []float64 // ms
+	ttft, itl  []float64 // ms: request start to first content delta; gaps between successive content deltas
 	firstErr   string
 }
 
@@ -151,95 +159,69 @@ func pct(v []float64, p float64) float64 {
 	return s[i]
 }
 
-func runLoad(url string, clients, reqs, tokens int, model func(int) string) loadResult {
+// visibleBias is a logit_bias (JSON) that makes a random test model write visible text, one streamed delta per
+// token. Left alone, a random model with tied embeddings (std 1, against 0.02 for the layers) repeats its last
+// token with a logit of about hidden_size, beyond any bias, and a chat prompt ends in "\n": it streams only
+// newlines, which the chat stream holds back (leading whitespace may still precede a <think>) and sends as one
+// delta at the end, so TTFT is the whole request and ITL has no samples. With an untied head (std 0.02) the
+// logits are below 1 and this bias picks the text.
+func visibleBias(m *models.Model) (string, error) {
+	ids := m.Tok.Encode(" the sea", false)
+	if len(ids) == 0 {
+		return "", fmt.Errorf("visible bias: %q encodes to no tokens", " the sea")
+	}
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		parts[i] = fmt.Sprintf(`"%d":100`, id)
+	}
+	return "{" + strings.Join(parts, ",") + "}", nil
+}
+
+// runLoad drives clients concurrent streaming chat clients, reqs requests each, of tokens tokens (ignore_eos),
+// with logitBias (a JSON object) on every request.
+func runLoad(url string, clients, reqs, tokens int, model func(int) string, logitBias string) loadResult {
 	var mu sync.Mutex
 	var res loadResult
 	var wg sync.WaitGroup
+	fail := func(msg string) {
+		mu.Lock()
+		defer mu.Unlock()
+		res.failed++
+		if res.firstErr == "" {
+			res.firstErr = msg
+		}
+	}
 	t0 := time.Now()
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
 			for r := 0; r < reqs; r++ {
-				body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"Client %d request %d: write a short story about the sea and a lighthouse keeper."}],"max_tokens":%d,"temperature":0.8,"seed":%d,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true}}`,
-					model(c), c, r, tokens, c*100+r)
+				body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"Client %d request %d: write a short story about the sea and a lighthouse keeper."}],"max_tokens":%d,"temperature":0.8,"seed":%d,"ignore_eos":true,"logit_bias":%s,"stream":true,"stream_options":{"include_usage":true}}`,
+					model(c), c, r, tokens, c*100+r, logitBias)
 				start := time.Now()
 				resp, err := http.Post(url+"/v1/chat/completions", "application/json", strings.NewReader(body))
-				if err != nil || resp.StatusCode != 200 {
-					msg := fmt.Sprint(err)
-					if resp != nil {
-						b, _ := io.ReadAll(resp.Body)
-						msg = fmt.Sprintf("%d %s", resp.StatusCode, b)
-						resp.Body.Close()
-					}
-					mu.Lock()
-					res.failed++
-					if res.firstErr == "" {
-						res.firstErr = msg
-					}
-					mu.Unlock()
+				if err != nil {
+					fail(err.Error())
 					continue
 				}
-				var ttft float64
-				var itl []float64
-				var last time.Time
-				n, done := 0, false
-				sc := bufio.NewScanner(resp.Body)
-				sc.Buffer(make([]byte, 1<<20), 1<<20)
-				first := true
-				for sc.Scan() {
-					line := sc.Text()
-					if !strings.HasPrefix(line, "data: ") {
-						continue
-					}
-					p := line[6:]
-					if p == "[DONE]" {
-						done = true
-						break
-					}
-					var ch struct {
-						Choices []struct {
-							Delta struct {
-								Content *string `json:"content"`
-							} `json:"delta"`
-						} `json:"choices"`
-						Usage *struct {
-							CompletionTokens int `json:"completion_tokens"`
-						} `json:"usage"`
-					}
-					if json.Unmarshal([]byte(p), &ch) != nil {
-						continue
-					}
-					if ch.Usage != nil {
-						n = ch.Usage.CompletionTokens
-					}
-					if first { // the role chunk
-						first = false
-						continue
-					}
-					if len(ch.Choices) > 0 && ch.Choices[0].Delta.Content != nil && *ch.Choices[0].Delta.Content != "" {
-						now := time.Now()
-						if ttft == 0 {
-							ttft = float64(now.Sub(start).Microseconds()) / 1000
-						} else {
-							itl = append(itl, float64(now.Sub(last).Microseconds())/1000)
-						}
-						last = now
-					}
+				if resp.StatusCode != http.StatusOK {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					fail(fmt.Sprintf("%d %s", resp.StatusCode, b))
+					continue
 				}
+				st, err := readStream(resp.Body, start)
 				resp.Body.Close()
-				mu.Lock()
-				if done && n > 0 {
-					res.ok++
-					res.tokens += n
-					res.ttft = append(res.ttft, ttft)
-					res.itl = append(res.itl, itl...)
-				} else {
-					res.failed++
-					if res.firstErr == "" {
-						res.firstErr = fmt.Sprintf("stream ended early (done=%v, usage tokens %d): %v", done, n, sc.Err())
-					}
+				if err != nil {
+					fail(err.Error())
+					continue
 				}
+				mu.Lock()
+				res.ok++
+				res.tokens += st.tokens
+				res.ttft = append(res.ttft, st.ttft)
+				res.itl = append(res.itl, st.itl...)
 				mu.Unlock()
 			}
 		}(c)
@@ -248,6 +230,65 @@ func runLoad(url string, clients, reqs, tokens int, model func(int) string) load
 	res.wall = time.Since(t0)
 	return res
 }
+
+// streamTimes are the timings of one streamed chat completion, in ms.
+type streamTimes struct {
+	ttft   float64   // request start to the first content delta
+	itl    []float64 // between each content delta and the one before it
+	tokens int       // completion tokens of the usage chunk
+}
+
+// readStream reads a chat completion SSE stream to its [DONE], timing each non-empty content delta as its line
+// arrives (the role chunk's empty content is not a delta).
+func readStream(r io.Reader, start time.Time) (streamTimes, error) {
+	var st streamTimes
+	var last time.Time
+	deltas := 0
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		p, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if p == "[DONE]" {
+			if st.tokens == 0 || deltas == 0 {
+				return st, fmt.Errorf("stream: %d usage tokens, %d content deltas", st.tokens, deltas)
+			}
+			return st, nil
+		}
+		var ch struct {
+			Choices []struct {
+				Delta struct {
+					Content *string `json:"content"`
+				} `json:"delta"`
+			} `json:"choices"`
+			Usage *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(p), &ch); err != nil {
+			return st, fmt.Errorf("stream: chunk %q: %w", p, err)
+		}
+		if ch.Usage != nil {
+			st.tokens = ch.Usage.CompletionTokens
+		}
+		if len(ch.Choices) == 0 || ch.Choices[0].Delta.Content == nil || *ch.Choices[0].Delta.Content == "" {
+			continue
+		}
+		now := time.Now()
+		if deltas == 0 {
+			st.ttft = ms(now.Sub(start))
+		} else {
+			st.itl = append(st.itl, ms(now.Sub(last)))
+		}
+		last = now
+		deltas++
+	}
+	return st, fmt.Errorf("stream ended before [DONE] after %d content deltas: %v", deltas, sc.Err())
+}
+
+func ms(d time.Duration) float64 { return d.Seconds() * 1000 }
 
 // cpuSeconds is the process's user+system CPU time: a throughput measure that survives a shared, loaded machine.
 func cpuSeconds() float64 {
