@@ -72,15 +72,13 @@ func helperVars(table []exprInfo) map[string]jinja.Value {
 			}
 			return jinja.NewString(pyStr(args[0]) + pyStr(args[1])), nil
 		}),
-		varFormat: jinja.NewCallable(varFormat, func(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
-			if len(args) < 2 {
-				return jinja.Undefined(), errors.New(varFormat + ": want the value and an expression id")
-			}
-			v, err := pyFormatFilter(args[0], args[2:], kwargs)
-			if err != nil {
-				return jinja.Undefined(), exprError(table, args[1], err)
-			}
-			return v, nil
+		varFormat: filterHelper(table, varFormat, pyFormatFilter),
+		varToJSON: filterHelper(table, varToJSON, pyToJSONFilter),
+		varTrim: filterHelper(table, varTrim, func(v jinja.Value, args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			return pyTrimFilter(v, args)
+		}),
+		varLength: filterHelper(table, varLength, func(v jinja.Value, _ []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+			return pyLengthFilter(v)
 		}),
 		varWS: jinja.NewString(pyWhitespace),
 		varOut: jinja.NewCallable(varOut, func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
@@ -355,4 +353,19 @@ func wrapOutput(code string) string {
 		return code
 	}
 	return code[:lo] + " " + varOut + "(" + expr + ") " + code[hi:]
+}
+
+// filterHelper wraps a filter implementation called as helper(value, exprID, args...) by the rewritten
+// source; errors name the expression.
+func filterHelper(table []exprInfo, name string, fn func(jinja.Value, []jinja.Value, map[string]jinja.Value) (jinja.Value, error)) jinja.Value {
+	return jinja.NewCallable(name, func(args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
+		if len(args) < 2 {
+			return jinja.Undefined(), errors.New(name + ": want the value and an expression id")
+		}
+		v, err := fn(args[0], args[2:], kwargs)
+		if err != nil {
+			return jinja.Undefined(), exprError(table, args[1], err)
+		}
+		return v, nil
+	})
 }

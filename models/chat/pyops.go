@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -17,10 +18,13 @@ const (
 	varAdd    = "lorakit_add"
 	varCat    = "lorakit_cat"
 	varFormat = "lorakit_format"
+	varToJSON = "lorakit_tojson"
+	varTrim   = "lorakit_trim"
+	varLength = "lorakit_length"
 )
 
 // pyFilters maps Jinja2 filters the engine lacks to their helpers.
-var pyFilters = map[string]string{"format": varFormat}
+var pyFilters = map[string]string{"format": varFormat, "tojson": varToJSON, "trim": varTrim, "length": varLength, "count": varLength}
 
 // exprError names the expression an error comes from, as Jinja2's traceback would.
 func exprError(table []exprInfo, id jinja.Value, err error) error {
@@ -448,4 +452,190 @@ func pyFormatFilter(value jinja.Value, args []jinja.Value, kwargs map[string]jin
 		return jinja.Undefined(), fmt.Errorf("format filter: %w", err)
 	}
 	return jinja.NewString(s), nil
+}
+
+// pyJSON is transformers' tojson filter: json.dumps(v, ensure_ascii=False, indent=indent,
+// separators=separators, sort_keys=sort_keys), keys in insertion order unless sorted.
+func pyJSON(b *strings.Builder, v jinja.Value, indent string, hasIndent bool, itemSep, keySep string, sortKeys bool, depth int) error {
+	if depth > 1000 {
+		return errors.New("ValueError: value nested too deeply")
+	}
+	newline := func(level int) {
+		if hasIndent {
+			b.WriteByte('\n')
+			b.WriteString(strings.Repeat(indent, level))
+		}
+	}
+	switch {
+	case v.IsNone():
+		b.WriteString("null")
+	case v.IsBool():
+		b.WriteString(strconv.FormatBool(v.AsBool()))
+	case v.IsInt():
+		b.WriteString(strconv.FormatInt(v.AsInt(), 10))
+	case v.IsFloat():
+		f := v.AsFloat()
+		switch {
+		case math.IsNaN(f):
+			b.WriteString("NaN")
+		case math.IsInf(f, 1):
+			b.WriteString("Infinity")
+		case math.IsInf(f, -1):
+			b.WriteString("-Infinity")
+		default:
+			b.WriteString(pyFloatRepr(f))
+		}
+	case v.IsString():
+		pyJSONString(b, v.AsString())
+	case v.IsList():
+		items := v.AsList().Items
+		if len(items) == 0 {
+			b.WriteString("[]")
+			return nil
+		}
+		b.WriteByte('[')
+		for i, it := range items {
+			if i > 0 {
+				b.WriteString(itemSep)
+			}
+			newline(depth + 1)
+			if err := pyJSON(b, it, indent, hasIndent, itemSep, keySep, sortKeys, depth+1); err != nil {
+				return err
+			}
+		}
+		newline(depth)
+		b.WriteByte(']')
+	case v.IsDict():
+		d := v.AsDict()
+		keys := d.OrderedKeys()
+		if sortKeys {
+			keys = append([]string(nil), keys...)
+			slices.Sort(keys)
+		}
+		if len(keys) == 0 {
+			b.WriteString("{}")
+			return nil
+		}
+		b.WriteByte('{')
+		for i, k := range keys {
+			if i > 0 {
+				b.WriteString(itemSep)
+			}
+			newline(depth + 1)
+			pyJSONString(b, k)
+			b.WriteString(keySep)
+			it, _ := d.Get(k)
+			if err := pyJSON(b, it, indent, hasIndent, itemSep, keySep, sortKeys, depth+1); err != nil {
+				return err
+			}
+		}
+		newline(depth)
+		b.WriteByte('}')
+	default:
+		return fmt.Errorf("TypeError: Object of type %s is not JSON serializable", pyTypeName(v))
+	}
+	return nil
+}
+
+func pyJSONString(b *strings.Builder, s string) {
+	b.WriteByte('"')
+	for _, r := range s {
+		switch r {
+		case '"':
+			b.WriteString(`\"`)
+		case '\\':
+			b.WriteString(`\\`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		case '\b':
+			b.WriteString(`\b`)
+		case '\f':
+			b.WriteString(`\f`)
+		default:
+			if r < 0x20 {
+				fmt.Fprintf(b, `\u%04x`, r)
+			} else {
+				b.WriteRune(r)
+			}
+		}
+	}
+	b.WriteByte('"')
+}
+
+// pyToJSONFilter is the tojson filter with transformers' arguments (indent, separators, sort_keys,
+// ensure_ascii ignored: always False as transformers passes it).
+func pyToJSONFilter(value jinja.Value, args []jinja.Value, kwargs map[string]jinja.Value) (jinja.Value, error) {
+	names := []string{"ensure_ascii", "indent", "separators", "sort_keys"}
+	opt := map[string]jinja.Value{}
+	for i, a := range args {
+		if i >= len(names) {
+			return jinja.Undefined(), errors.New("tojson: too many arguments")
+		}
+		opt[names[i]] = a
+	}
+	for k, v := range kwargs {
+		if !slices.Contains(names, k) {
+			return jinja.Undefined(), fmt.Errorf("tojson: unexpected keyword argument %q", k)
+		}
+		opt[k] = v
+	}
+	indent, hasIndent := "", false
+	if v, ok := opt["indent"]; ok && !v.IsNone() && !v.IsUndefined() {
+		hasIndent = true
+		switch {
+		case v.IsString():
+			indent = v.AsString()
+		case v.IsInt():
+			indent = strings.Repeat(" ", int(max(v.AsInt(), 0)))
+		default:
+			return jinja.Undefined(), fmt.Errorf("tojson: indent must be an int or a string, not %s", pyTypeName(v))
+		}
+	}
+	itemSep, keySep := ", ", ": "
+	if hasIndent {
+		itemSep = ","
+	}
+	if v, ok := opt["separators"]; ok && !v.IsNone() && !v.IsUndefined() {
+		if !v.IsList() || v.AsList().Len() != 2 || !v.AsList().Items[0].IsString() || !v.AsList().Items[1].IsString() {
+			return jinja.Undefined(), errors.New("tojson: separators must be two strings")
+		}
+		itemSep, keySep = v.AsList().Items[0].AsString(), v.AsList().Items[1].AsString()
+	}
+	sortKeys := false
+	if v, ok := opt["sort_keys"]; ok {
+		sortKeys = v.IsTruthy()
+	}
+	var b strings.Builder
+	if err := pyJSON(&b, value, indent, hasIndent, itemSep, keySep, sortKeys, 0); err != nil {
+		return jinja.Undefined(), fmt.Errorf("tojson: %w", err)
+	}
+	return jinja.NewString(b.String()), nil
+}
+
+// pyTrimFilter is Jinja2's trim: str(value).strip(chars), chars defaulting to Python whitespace.
+func pyTrimFilter(value jinja.Value, args []jinja.Value) (jinja.Value, error) {
+	chars := pyWhitespace
+	if len(args) > 0 && !args[0].IsNone() {
+		chars = pyStr(args[0])
+	}
+	return jinja.NewString(strings.Trim(pyStr(value), chars)), nil
+}
+
+// pyLengthFilter is Jinja2's length/count: len(value); Undefined has length 0, a number or None is an error.
+func pyLengthFilter(value jinja.Value) (jinja.Value, error) {
+	switch {
+	case value.IsUndefined():
+		return jinja.NewInt(0), nil
+	case value.IsString():
+		return jinja.NewInt(int64(len([]rune(value.AsString())))), nil
+	case value.IsList():
+		return jinja.NewInt(int64(value.AsList().Len())), nil
+	case value.IsDict():
+		return jinja.NewInt(int64(value.AsDict().Len())), nil
+	}
+	return jinja.Undefined(), fmt.Errorf("TypeError: object of type '%s' has no len()", pyTypeName(value))
 }

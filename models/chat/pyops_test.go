@@ -115,3 +115,22 @@ func TestRewriteFallback(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// tojson keeps key order (indent included) like transformers' json.dumps; trim and length see None as Python does.
+func TestToJSONTrimLength(t *testing.T) {
+	ok := []struct{ src, want string }{
+		{`{{ {'b': 1, 'a': [1.0, none, 'x<&"']} | tojson }}`, `{"b": 1, "a": [1.0, null, "x<&\""]}`},
+		{`{{ {'b': 1, 'a': [], 'c': {} } | tojson(indent=2) }}`, "{\n  \"b\": 1,\n  \"a\": [],\n  \"c\": {}\n}"},
+		{`{{ {'b': 1, 'a': 2} | tojson(sort_keys=true, separators=(',', ':')) }}`, `{"a":2,"b":1}`},
+		{`{{ none | trim }}|{{ ' x ' | trim }}|{{ 'xxaxx' | trim('x') }}|{{ nope | length }}|{{ 'héé' | length }}|{{ [1, 2] | count }}`, "None|x|a|0|3|2"},
+	}
+	for _, c := range ok {
+		got, err := renderSrc(t, c.src, "")
+		if err != nil || got != c.want {
+			t.Errorf("%s: got %q, %v; want %q", c.src, got, err, c.want)
+		}
+	}
+	if _, err := renderSrc(t, `{{ none | length }}`, ""); err == nil || !strings.Contains(err.Error(), "object of type 'NoneType' has no len()") {
+		t.Errorf("want len(None) error, got %v", err)
+	}
+}
