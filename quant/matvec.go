@@ -127,7 +127,7 @@ func (q *Blocks4) int8x16() bool {
 // matMul8 computes y[i·Rows + r] for the m rows of x with the int8 integer kernels: x is quantised per
 // 64 columns to int16 (as for the 4-bit kernels), codes widen to int16 in registers.
 func (q *Blocks4) matMul8(p *kernels.Pool, y, x []float32, m int) {
-	xb := getX16Order(x, m, q.Cols(), group, 1, &naturalOrder)
+	xb := getX16Order(x, m, q.Cols(), group, 1, &naturalOrder, false)
 	xb.w, xb.y, xb.four = q, y, false
 	p.Run(q.Rows(), xb)
 	xb.w, xb.y = nil, nil

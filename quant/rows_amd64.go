@@ -124,9 +124,12 @@ func dequantBlocks(dst []float32, packed []byte, scales []float32, code *[16]flo
 func nf4Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
 
 //go:noescape
+func nf4Rows16x2AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
+
+//go:noescape
 func nf4Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
 
-// rows16 runs the integer kernel for n weight rows and the xq.k (1 or 4) x rows of one chunk; the result
+// rows16 runs the integer kernel for n weight rows and the xq.k (1, 2 or 4) x rows of one chunk; the result
 // of x row i and weight row r goes to y[i·ystride + r].
 func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, l *lut16, n, nb int) {
 	if n == 0 {
@@ -144,10 +147,12 @@ func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 	switch xq.k {
 	case 1:
 		nf4Rows16AVX2(&y[0], &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
+	case 2:
+		nf4Rows16x2AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
 	case 4:
 		nf4Rows16x4AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
 	default:
-		panic("quant: rows16: chunks hold 1 or 4 rows")
+		panic("quant: rows16: chunks hold 1, 2 or 4 rows")
 	}
 }
 

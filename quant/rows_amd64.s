@@ -569,6 +569,78 @@ done16x4:
 	VZEROUPPER
 	RET
 
+// func nf4Rows16x2AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
+//
+// nf4Rows16x4AVX2 for a chunk of two x rows (per group, two runs of 64 int16; per block, two runs of 8
+// scales). Accumulators: Y3, Y4 float, Y7, Y8 int32.
+TEXT ·nf4Rows16x2AVX2(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), DI
+	MOVQ ystride+8(FP), R13
+	SHLQ $2, R13
+	MOVQ packed+16(FP), SI
+	MOVQ scales+24(FP), R8
+	MOVQ xq+32(FP), R11
+	MOVQ lut+48(FP), AX
+	MOVQ rows+56(FP), CX
+	MOVQ nb+64(FP), R9
+	MOVQ bs+72(FP), R10
+	SHRQ $6, R10
+	VBROADCASTI128 (AX), Y0
+	VBROADCASTI128 16(AX), Y1
+	VBROADCASTI128 32(AX), Y2
+	MOVQ xs+40(FP), AX
+	TESTQ CX, CX
+	JZ   done16x2
+
+row16x2:
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	MOVQ R11, DX
+	MOVQ AX, R14
+	MOVQ R9, BX
+
+block16x2:
+	MOVQ R10, R12
+
+group16x2:
+	PREFETCHT0 2048(SI)
+	NF4CODES(Y11, Y12)
+	NF4LEVELS(Y12, Y13, Y14, Y12)
+	NF4X4FIRST(0, Y14, Y12, Y7)
+	NF4X4FIRST(128, Y14, Y12, Y8)
+	NF4LEVELS(Y11, Y13, Y14, Y12)
+	NF4X4NEXT(64, Y14, Y12, Y7)
+	NF4X4NEXT(192, Y14, Y12, Y8)
+	VBROADCASTSS (R8), Y11
+	NF4X4SCALE(0, Y7, Y3)
+	NF4X4SCALE(32, Y8, Y4)
+	ADDQ $32, SI
+	ADDQ $256, DX
+	DECQ R12
+	JNZ  group16x2
+	ADDQ $4, R8
+	ADDQ $64, R14
+	DECQ BX
+	JNZ  block16x2
+
+	VEXTRACTF128 $1, Y3, X11
+	VADDPS X11, X3, X3
+	VHADDPS X3, X3, X3
+	VHADDPS X3, X3, X3
+	MOVSS X3, (DI)
+	VEXTRACTF128 $1, Y4, X11
+	VADDPS X11, X4, X4
+	VHADDPS X4, X4, X4
+	VHADDPS X4, X4, X4
+	MOVSS X4, (DI)(R13*1)
+	ADDQ $4, DI
+	DECQ CX
+	JNZ  row16x2
+
+done16x2:
+	VZEROUPPER
+	RET
+
 // func quantX16AVX2(q *int16, s *float32, x *float32, nb, bs, gstride int, lim, inv float32)
 //
 // Quantises one row of x for the integer kernels (the assembly twin of quantizeRow): per block, the

@@ -88,7 +88,7 @@ type x16 struct {
 	s     []float32
 }
 
-// x16Batch is m rows of x as chunks of four rows (the four-row kernel's layout) and single rows. It is
+// x16Batch is m rows of x as chunks of four rows (the four-row kernel's layout), then two and one. It is
 // also the pool job that multiplies them with a weight (Run), so that a call allocates nothing.
 type x16Batch struct {
 	chunks []x16
@@ -116,12 +116,12 @@ var x16Pool = sync.Pool{New: func() any { return new(x16Batch) }}
 // getX16 quantises the m rows of x (cols each, natural order) for block size bs, each group of 64 in the
 // 4-bit kernels' order. Return it to x16Pool.
 func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch {
-	return getX16Order(x, m, cols, bs, l.inv, nil)
+	return getX16Order(x, m, cols, bs, l.inv, nil, true)
 }
 
 // getX16Order is getX16 with the levels' scale inv and, if perm is not nil, groups in that order (the
-// portable quantiser) instead of groupPerm's (the assembly one).
-func getX16Order(x []float32, m, cols, bs int, inv float32, perm *[group]uint8) *x16Batch {
+// portable quantiser) instead of groupPerm's (the assembly one); pairs allows chunks of two rows.
+func getX16Order(x []float32, m, cols, bs int, inv float32, perm *[group]uint8, pairs bool) *x16Batch {
 	xb := x16Pool.Get().(*x16Batch)
 	nb := cols / bs
 	xb.q = grow(xb.q, m*cols)
@@ -130,8 +130,11 @@ func getX16Order(x []float32, m, cols, bs int, inv float32, perm *[group]uint8) 
 	lim := xLimit(bs)
 	for i := 0; i < m; {
 		k := 1
-		if m-i >= 4 {
+		switch {
+		case m-i >= 4:
 			k = 4
+		case m-i >= 2 && pairs:
+			k = 2
 		}
 		c := x16{k: k, bs: bs, row0: i, q: xb.q[i*cols : (i+k)*cols], s: xb.s[i*nb*8 : (i+k)*nb*8]}
 		for j := 0; j < k; j++ {

@@ -97,7 +97,7 @@ func TestRows16MatchesGo(t *testing.T) {
 	r := rand.New(rand.NewSource(11))
 	for _, bs := range []int{64, 128, 256} {
 		for _, nb := range []int{1, 2, 9, 24} {
-			for _, m := range []int{1, 3, 4, 6, 9} {
+			for _, m := range []int{1, 2, 3, 4, 6, 7, 9} {
 				rows, cols := 7, nb*bs
 				q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, bs, false)
 				l, _ := q.lut16()
@@ -267,7 +267,7 @@ func TestRows8x16MatchesGo(t *testing.T) {
 				t.Fatal(err)
 			}
 			x := randW(r, m*cols, 1)
-			xb := getX16Order(x, m, cols, group, 1, &naturalOrder)
+			xb := getX16Order(x, m, cols, group, 1, &naturalOrder, false)
 			got, want := make([]float32, m*rows), make([]float32, m*rows)
 			for _, c := range xb.chunks {
 				rows8x16(got[c.row0*rows:], rows, q.Packed, q.Absmax, &c, rows, cols)
