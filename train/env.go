@@ -42,7 +42,7 @@ func (e *Env) baseWeight(l BaseLinear) (w []float32, release func()) {
 		return w, func() {}
 	}
 	buf := e.get(l.Out() * l.In())
-	if !expandWeight(l, buf) {
+	if !expandWeight(e.Pool, l, buf) {
 		// Unknown layer type: Wᵀ row i is Forward(e_i) − Forward(0).
 		in, out := l.In(), l.Out()
 		eye := make([]float32, in*in)

@@ -114,7 +114,7 @@ func (l *nf4Linear) Forward(p *kernels.Pool, y, x []float32, m int) {
 		return
 	}
 	w := l.scratch.get(l.rows * l.cols)
-	l.q.Dequantize(w)
+	l.q.DequantizeP(p, w)
 	kernels.MatMulF32T(p, y, x, w, m, l.rows, l.cols)
 	l.scratch.put(w)
 	nn.AddBias(y, l.bias, m)

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
@@ -13,8 +14,9 @@ func denseF32(l BaseLinear) ([]float32, bool) {
 	return nil, false
 }
 
-// expandWeight writes the [Out, In] f32 weight of l into dst when l's type is known.
-func expandWeight(l BaseLinear, dst []float32) bool {
+// expandWeight writes the [Out, In] f32 weight of l into dst when l's type is known (4-bit weights are
+// dequantised over p's threads).
+func expandWeight(p *kernels.Pool, l BaseLinear, dst []float32) bool {
 	switch d := l.(type) {
 	case *nn.Dense:
 		for i := 0; i < d.Rows; i++ {
@@ -22,10 +24,10 @@ func expandWeight(l BaseLinear, dst []float32) bool {
 		}
 		return true
 	case *nf4Linear:
-		d.q.Dequantize(dst)
+		d.q.DequantizeP(p, dst)
 		return true
 	case *nn.Quantized:
-		d.Q.Dequantize(dst)
+		d.Q.DequantizeP(p, dst)
 		return true
 	}
 	return false
