@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/lorakit/lorakit/models"
-	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/train/data"
@@ -130,7 +129,7 @@ func EvaluateModel(ctx context.Context, m *Model, delta llama.Delta, c EvalConfi
 		}
 		res.N++
 		if !c.NoGenerate {
-			ok, err := exactMatch(ctx, m, delta, ex.Messages, c.MaxNewTokens)
+			ok, err := exactMatch(ctx, m, delta, ex, c.MaxNewTokens)
 			if err != nil {
 				return fmt.Errorf("%s:%d: %w", c.Data, ex.Line, err)
 			}
@@ -196,19 +195,33 @@ func Greedy(ctx context.Context, net *llama.Model, delta llama.Delta, prompt []i
 	return out, nil
 }
 
-func exactMatch(ctx context.Context, m *Model, delta llama.Delta, msgs []chat.Message, maxNew int) (bool, error) {
+func exactMatch(ctx context.Context, m *Model, delta llama.Delta, ex *data.Example, maxNew int) (bool, error) {
+	msgs := ex.Messages
 	last := len(msgs) - 1
 	if last < 0 || msgs[last].Role != "assistant" {
 		return false, nil
 	}
 	ref := strings.TrimSpace(msgs[last].Content)
-	prompt, err := m.Tpl.Render(msgs[:last], true)
-	if err != nil {
-		return false, err
+	var prompt string
+	if ex.UsesTools() {
+		// the reference is the rendered turn (tool calls included), the prompt the training text before it
+		p, r, ok, err := data.LastTurn(m.Tpl, ex)
+		if err != nil || !ok {
+			return false, err
+		}
+		prompt, ref = p, strings.TrimSpace(r)
+	} else {
+		var err error
+		if prompt, err = m.Tpl.Render(msgs[:last], true); err != nil {
+			return false, err
+		}
 	}
 	ids := m.Tok.Encode(prompt, false)
 	if maxNew <= 0 {
 		maxNew = len(m.Tok.Encode(msgs[last].ReasoningContent+msgs[last].Content, false)) + 32
+		if ex.UsesTools() {
+			maxNew = len(m.Tok.Encode(ref, false)) + 32
+		}
 	}
 	gen, err := Greedy(ctx, m.Net, delta, ids, maxNew, m.EOS)
 	if err != nil {

@@ -137,6 +137,7 @@ func printCheck(w io.Writer, r *data.CheckReport) {
 	}
 	fmt.Fprintf(w, "formats:%s\n", fmtCounts(r.Formats))
 	fmt.Fprintf(w, "with reasoning_content: %d\n", r.WithReasoning)
+	fmt.Fprintf(w, "with tool calls: %d (with a tools list: %d)\n", r.WithToolCalls, r.WithTools)
 	fmt.Fprintf(w, "exact duplicates: %d\n", r.ExactDuplicates)
 	fmt.Fprintf(w, "assistant turns: mean %.2f, max %d\n", r.Turns.Mean, r.Turns.Max)
 	if r.TotalTokens != nil {

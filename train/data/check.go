@@ -46,6 +46,8 @@ type CheckReport struct {
 	BadReasons      map[string]int `json:"bad_reasons"` // reason kind → count
 	Formats         map[string]int `json:"formats"`
 	WithReasoning   int            `json:"with_reasoning"`
+	WithToolCalls   int            `json:"with_tool_calls"`  // good examples where the assistant calls tools
+	WithTools       int            `json:"with_tools"`       // good examples with a top-level tools list
 	ExactDuplicates int            `json:"exact_duplicates"` // good lines whose messages equal an earlier line's
 	DuplicateOf     map[int]int    `json:"-"`                // line → first line with the same messages (capped)
 	Turns           Dist           `json:"assistant_turns"`
@@ -147,7 +149,7 @@ func Check(path string, o CheckOptions) (*CheckReport, error) {
 		if it.err != nil {
 			return r
 		}
-		r.hash = messagesHash(it.ex.Messages)
+		r.hash = exampleHash(it.ex)
 		for _, m := range it.ex.Messages {
 			if m.Role == "assistant" {
 				r.turns++
@@ -156,7 +158,7 @@ func Check(path string, o CheckOptions) (*CheckReport, error) {
 		if o.Tok == nil || o.Tpl == nil {
 			return r
 		}
-		ids, asst, err := Tokenize(o.Tok, o.Tpl, it.ex.Messages)
+		ids, asst, err := TokenizeExample(o.Tok, o.Tpl, it.ex)
 		if err != nil {
 			r.err = &LineError{File: path, Line: it.ex.Line, Reason: "template error: " + err.Error()}
 			return r
@@ -213,6 +215,12 @@ func Check(path string, o CheckOptions) (*CheckReport, error) {
 		if it.ex.HasReasoning() {
 			rep.WithReasoning++
 		}
+		if it.ex.HasToolCalls() {
+			rep.WithToolCalls++
+		}
+		if it.ex.Tools != nil {
+			rep.WithTools++
+		}
 		if first, ok := seen[r.hash]; ok {
 			rep.ExactDuplicates++
 			if len(rep.DuplicateOf) < maxKeptErrors {
@@ -234,17 +242,33 @@ func Check(path string, o CheckOptions) (*CheckReport, error) {
 	return rep, nil
 }
 
-// messagesHash identifies an example by its conversation (format and key order do not matter); 64 bits
-// of SHA-256, so a false duplicate is practically impossible below billions of lines.
-func messagesHash(msgs []chat.Message) uint64 {
+// exampleHash identifies an example by its conversation (format and key order do not matter), tools,
+// tool calls, tool_call_id, name and weight included; 64 bits of SHA-256, so a false duplicate is
+// practically impossible below billions of lines.
+func exampleHash(ex *Example) uint64 {
 	h := sha256.New()
 	var n [8]byte
-	for _, m := range msgs {
-		for _, s := range []string{m.Role, m.Content, m.ReasoningContent} {
-			binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
-			h.Write(n[:])
-			h.Write([]byte(s))
+	put := func(s string) {
+		binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	for i, m := range ex.Messages {
+		put(m.Role)
+		put(m.Content)
+		put(m.ReasoningContent)
+		if e := ex.extraAt(i); ex.Extra != nil {
+			put(fmt.Sprintf("\x00extra:%d:%t:%t:%q:%q", len(e.ToolCalls), e.NullContent, e.NoLoss, e.ToolCallID, e.Name))
+			for _, c := range e.ToolCalls {
+				put(c.ID)
+				put(c.Name)
+				put(string(c.Arguments))
+			}
 		}
+	}
+	if ex.Tools != nil {
+		put("\x00tools")
+		put(string(ex.Tools))
 	}
 	return binary.LittleEndian.Uint64(h.Sum(nil))
 }

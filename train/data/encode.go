@@ -44,12 +44,13 @@ var ErrNoResponseTokens = errors.New("no response token survives truncation")
 var ErrTooLong = errors.New("example longer than max sequence length")
 
 // Encode renders ex with the chat template (training form: reasoning kept, see
-// chat.Template.RenderWithSpans), tokenizes it without adding special tokens (the template writes BOS
+// chat.Template.RenderWithSpans; tools, tool calls and tool results as RenderExample renders them),
+// tokenizes it without adding special tokens (the template writes BOS
 // itself, as apply_chat_template(tokenize=True) does) and builds the loss mask. With maxLen > 0 a longer
 // example is cut at the end and marked Truncated; if no assistant token is left the error wraps
 // ErrNoResponseTokens.
 func Encode(tok Tokenizer, tpl *chat.Template, ex *Example, maxLen int, trainOnPrompt bool) (*Encoded, error) {
-	ids, assistant, err := Tokenize(tok, tpl, ex.Messages)
+	ids, assistant, err := TokenizeExample(tok, tpl, ex)
 	if err != nil {
 		return nil, fmt.Errorf("line %d: %w", ex.Line, err)
 	}
@@ -102,7 +103,13 @@ func firstTrue(b []bool, def int) int {
 // token that straddles a boundary (e.g. SentencePiece "▁Hello" whose space the template wrote before the
 // content) counts as assistant text, because the model has to generate it.
 func Tokenize(tok Tokenizer, tpl *chat.Template, msgs []chat.Message) ([]int, []bool, error) {
-	text, spans, err := tpl.RenderWithSpans(msgs, false)
+	return TokenizeExample(tok, tpl, &Example{Messages: msgs})
+}
+
+// TokenizeExample is Tokenize for a whole example: its tools, tool calls and tool results are rendered
+// too, and assistant turns with "weight": 0 are not marked (see RenderExample).
+func TokenizeExample(tok Tokenizer, tpl *chat.Template, ex *Example) ([]int, []bool, error) {
+	text, spans, err := RenderExample(tpl, ex)
 	if err != nil {
 		return nil, nil, err
 	}

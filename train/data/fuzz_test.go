@@ -1,6 +1,7 @@
 package data
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -15,7 +16,8 @@ func FuzzParseLine(f *testing.F) {
 		`{"prompt":"p","reasoning_content":"t","response":"r","system":"s"}`,
 		`{"messages":[{"role":"system","content":"s"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]}`,
 		`{"instruction":"i","input":"x","output":"o"}`,
-		`{"prompt":1}`, `[]`, `null`, "{\"prompt\":\"\xff\"}", `{"messages":[null]}`,
+		`{"prompt":1}`, `[]`, `null`, "{\"prompt\":\"\xff\"}", `{"messages":[null]}`, toolLine,
+		`{"messages":[{"role":"user","content":"u"},{"role":"assistant","content":"a","weight":0},{"role":"user","content":"v"},{"role":"assistant","content":"b"}]}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -35,10 +37,15 @@ func FuzzParseLine(f *testing.F) {
 			}
 			return
 		}
-		if err := checkOrder(ex.Messages); err != nil {
-			t.Fatalf("accepted bad order: %v", err)
+		order := checkOrder(ex.Messages)
+		if ex.UsesTools() {
+			order = checkToolOrder(ex.Messages, ex.Extra)
 		}
-		if _, err := Encode(tok, tpl, ex, 64, false); err != nil && !strings.Contains(err.Error(), ErrNoResponseTokens.Error()) {
+		if order != nil {
+			t.Fatalf("accepted bad order: %v", order)
+		}
+		if _, err := Encode(tok, tpl, ex, 64, false); err != nil && !strings.Contains(err.Error(), ErrNoResponseTokens.Error()) &&
+			!errors.Is(err, ErrTemplateNoTools) {
 			t.Fatalf("encode: %v", err)
 		}
 	})

@@ -5,15 +5,17 @@
 //
 //	prompt_response            {"prompt": "...", "response": "..."}            ("completion" is accepted for "response")
 //	prompt_reasoning_response  {"prompt": "...", "reasoning_content": "...", "response": "..."}
-//	messages                   {"messages": [{"role": "system"|"user"|"assistant", "content": "...",
-//	                                           "reasoning_content": "..."}, ...]}
+//	messages                   {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": "...",
+//	                                           "reasoning_content": "...", "tool_calls": [...], "weight": 0|1}, ...],
+//	                            "tools": [...]}   (function calling, see tools.go)
 //	alpaca                     {"instruction": "...", "input": "...", "output": "..."}   (user text = instruction
 //	                                                                                         + "\n" + input when input is set)
 //
 // The prompt/response and alpaca shapes also take an optional "system" string. Every shape becomes a
 // list of chat.Message: an optional system message, then user/assistant turns alternating, starting with
-// a user turn and ending with an assistant turn. A line that breaks any rule is reported as a *LineError
-// naming the file, the 1-based line number and the reason.
+// a user turn and ending with an assistant turn; in the messages shape an assistant turn that makes tool
+// calls is followed by the "tool" results before the next assistant turn. A line that breaks any rule is
+// reported as a *LineError naming the file, the 1-based line number, the field and the reason.
 package data
 
 import (
@@ -45,8 +47,14 @@ const MaxLineBytes = 64 << 20
 type Example struct {
 	Line     int             // 1-based line number
 	Format   string          // one of the Format constants
-	Messages []chat.Message  // system?, (user, assistant)+
+	Messages []chat.Message  // system?, (user, assistant)+; tool results after an assistant's tool calls
 	Raw      json.RawMessage // the line as read (no trailing newline)
+	// Tools is the top-level "tools" list (a JSON array of {"type":"function","function":{...}}) handed to
+	// the chat template as `tools`; nil when absent or empty.
+	Tools json.RawMessage
+	// Extra is parallel to Messages and holds tool calls, tool_call_id, name and weight; nil when no
+	// message has any of them.
+	Extra []MessageExtra
 }
 
 // HasReasoning reports whether an assistant message carries reasoning_content.
@@ -195,7 +203,9 @@ func ParseLine(b []byte, file string, line int) (*Example, *LineError) {
 	switch {
 	case has(obj, "messages"):
 		ex.Format = FormatMessages
-		ex.Messages, err = parseMessages(obj["messages"])
+		if ex.Tools, err = parseTools(obj["tools"]); err == nil {
+			ex.Messages, ex.Extra, err = parseMessages(obj["messages"])
+		}
 	case has(obj, "prompt"):
 		ex.Messages, ex.Format, err = parsePromptResponse(obj)
 	case has(obj, "instruction"):
@@ -209,6 +219,9 @@ func ParseLine(b []byte, file string, line int) (*Example, *LineError) {
 		err = errors.New(`missing field "instruction"`)
 	default:
 		err = errors.New(`unknown format: no "messages", "prompt" or "instruction" field`)
+	}
+	if err == nil && ex.Format != FormatMessages && !isNull(obj["tools"]) {
+		err = errors.New(`field "tools": only the "messages" format carries tools`)
 	}
 	if err != nil {
 		return bad("%s", err.Error())
@@ -324,45 +337,98 @@ func parseAlpaca(obj map[string]json.RawMessage) ([]chat.Message, error) {
 	return append(msgs, chat.Message{Role: "user", Content: user}, chat.Message{Role: "assistant", Content: out}), nil
 }
 
-func parseMessages(raw json.RawMessage) ([]chat.Message, error) {
+func parseMessages(raw json.RawMessage) ([]chat.Message, []MessageExtra, error) {
 	var items []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, errors.New(`field "messages": not an array of objects`)
+		return nil, nil, errors.New(`field "messages": not an array of objects`)
 	}
 	if len(items) == 0 {
-		return nil, errors.New(`field "messages": empty`)
+		return nil, nil, errors.New(`field "messages": empty`)
 	}
 	msgs := make([]chat.Message, 0, len(items))
+	var extra []MessageExtra // allocated when a message has tool calls, tool fields or a weight
+	tools := false
 	for i, it := range items {
 		if it == nil {
-			return nil, fmt.Errorf("messages[%d]: not an object", i)
+			return nil, nil, fmt.Errorf("messages[%d]: not an object", i)
 		}
-		role, err := required(it, "role")
+		m, e, hasWeight, err := parseMessage(it)
 		if err != nil {
-			return nil, fmt.Errorf("messages[%d]: %v", i, err)
+			return nil, nil, fmt.Errorf("messages[%d]: %v", i, err)
 		}
-		content, err := messageContent(it)
-		if err != nil {
-			return nil, fmt.Errorf("messages[%d]: %v", i, err)
+		if len(e.ToolCalls) > 0 || e.NullContent || e.NoLoss || e.ToolCallID != "" || e.Name != "" || hasWeight {
+			if extra == nil {
+				extra = make([]MessageExtra, len(items))
+			}
+			extra[i] = e
 		}
-		reasoning, _, err := str(it, "reasoning_content")
-		if err != nil {
-			return nil, fmt.Errorf("messages[%d]: %v", i, err)
-		}
-		switch role {
-		case "system", "user", "assistant":
-		default:
-			return nil, fmt.Errorf("messages[%d]: unsupported role %q (want system, user or assistant)", i, role)
-		}
-		if reasoning != "" && role != "assistant" {
-			return nil, fmt.Errorf("messages[%d]: reasoning_content on a %s message", i, role)
-		}
-		msgs = append(msgs, chat.Message{Role: role, Content: content, ReasoningContent: reasoning})
+		tools = tools || m.Role == "tool" || len(e.ToolCalls) > 0
+		msgs = append(msgs, m)
 	}
-	if err := checkOrder(msgs); err != nil {
-		return nil, err
+	check := checkOrder
+	if tools {
+		check = func(msgs []chat.Message) error { return checkToolOrder(msgs, extra) }
 	}
-	return msgs, nil
+	if err := check(msgs); err != nil {
+		return nil, nil, err
+	}
+	if err := checkWeights(msgs, extra); err != nil {
+		return nil, nil, err
+	}
+	return msgs, extra, nil
+}
+
+// parseMessage reads one message object; errors name the field.
+func parseMessage(it map[string]json.RawMessage) (m chat.Message, e MessageExtra, hasWeight bool, err error) {
+	var role string
+	role, err = required(it, "role")
+	if err != nil {
+		return chat.Message{}, e, false, err
+	}
+	switch role {
+	case "system", "user", "assistant", "tool":
+	default:
+		return chat.Message{}, e, false, fmt.Errorf("unsupported role %q (want system, user, assistant or tool)", role)
+	}
+	tc, hasTC := it["tool_calls"]
+	if role == "assistant" {
+		if e.ToolCalls, err = parseToolCalls(tc, hasTC); err != nil {
+			return chat.Message{}, e, false, err
+		}
+	} else if hasTC && !isNull(tc) {
+		return chat.Message{}, e, false, fmt.Errorf(`field "tool_calls" on a %s message (only assistant messages make tool calls)`, role)
+	}
+	var noLoss bool
+	noLoss, hasWeight, err = parseWeight(it)
+	if err != nil {
+		return chat.Message{}, e, false, err
+	}
+	if hasWeight && role != "assistant" {
+		return chat.Message{}, e, false, fmt.Errorf(`field "weight" on a %s message (only assistant messages carry a weight)`, role)
+	}
+	e.NoLoss = noLoss
+	var content string
+	if c, ok := it["content"]; len(e.ToolCalls) > 0 && (!ok || isNull(c)) {
+		e.NullContent = true // an assistant turn that only calls tools
+	} else if content, err = messageContent(it); err != nil {
+		return chat.Message{}, e, false, err
+	}
+	reasoning, _, err := str(it, "reasoning_content")
+	if err != nil {
+		return chat.Message{}, e, false, err
+	}
+	if reasoning != "" && role != "assistant" {
+		return chat.Message{}, e, false, fmt.Errorf("reasoning_content on a %s message", role)
+	}
+	if role == "tool" {
+		if e.ToolCallID, _, err = str(it, "tool_call_id"); err != nil {
+			return chat.Message{}, e, false, err
+		}
+		if e.Name, _, err = str(it, "name"); err != nil {
+			return chat.Message{}, e, false, err
+		}
+	}
+	return chat.Message{Role: role, Content: content, ReasoningContent: reasoning}, e, hasWeight, nil
 }
 
 // checkOrder enforces: optional system first, then user/assistant alternating from user, ending with an

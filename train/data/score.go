@@ -215,11 +215,11 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 		}
 		ex := it.ex
 		p.score = Score{Line: ex.Line, Format: ex.Format}
-		p.sketch = mh.sketch(o.Tok.Encode(contentText(ex.Messages), false))
+		p.sketch = mh.sketch(o.Tok.Encode(exampleText(ex), false))
 		if ex.Line <= done {
 			return p // resumed: only the MinHash index is rebuilt
 		}
-		text, spans, err := o.Tpl.RenderWithSpans(ex.Messages, false)
+		text, spans, err := RenderExample(o.Tpl, ex)
 		if err != nil {
 			p.score.Error, p.hasErr = "template error: "+err.Error(), true
 			return p
@@ -292,6 +292,25 @@ func contentText(msgs []chat.Message) string {
 		}
 		b.WriteString(m.Content)
 		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// exampleText is contentText plus every tool call's name and arguments.
+func exampleText(ex *Example) string {
+	s := contentText(ex.Messages)
+	if !ex.HasToolCalls() {
+		return s
+	}
+	var b strings.Builder
+	b.WriteString(s)
+	for _, e := range ex.Extra {
+		for _, c := range e.ToolCalls {
+			b.WriteString(c.Name)
+			b.WriteByte(' ')
+			b.Write(c.Arguments)
+			b.WriteByte('\n')
+		}
 	}
 	return b.String()
 }
