@@ -644,7 +644,8 @@ done16x2:
 // func quantX16AVX2(q *int16, s *float32, x *float32, nb, bs, gstride int, lim, inv float32)
 //
 // Quantises one row of x for the integer kernels (the assembly twin of quantizeRow): per block, the
-// step is max|x|/lim and each element becomes round-to-even(x·lim/max). Each group of 64 elements is
+// step is max|x|/lim (the maximum taken over the bit patterns of |x|, so that a NaN wins as it does in Go's
+// max and reaches the output) and each element becomes round-to-even(x·lim/max). Each group of 64 elements is
 // written in kernel order (see groupPerm): VPERM2F128 pairs the 128-bit halves that share a destination
 // lane, VSHUFPS splits even from odd elements, VPACKSSDW joins two such vectors to 16 int16. Consecutive
 // groups of the row are gstride bytes apart in q, blocks' scale runs gstride/4 apart in s.
@@ -672,17 +673,17 @@ blockqx:
 
 maxqx:
 	VANDPS (DX), Y15, Y1
-	VMAXPS Y1, Y0, Y0
+	VPMAXSD Y1, Y0, Y0
 	ADDQ $32, DX
 	DECQ BX
 	JNZ  maxqx
 
-	VEXTRACTF128 $1, Y0, X1
-	VMAXPS X1, X0, X0
-	VPERMILPS $0x4e, X0, X1
-	VMAXPS X1, X0, X0
-	VPERMILPS $0xb1, X0, X1
-	VMAXPS X1, X0, X0
+	VEXTRACTI128 $1, Y0, X1
+	VPMAXSD X1, X0, X0
+	VPSHUFD $0x4e, X0, X1
+	VPMAXSD X1, X0, X0
+	VPSHUFD $0xb1, X0, X1
+	VPMAXSD X1, X0, X0
 	VXORPS X2, X2, X2
 	VXORPS X3, X3, X3
 	MOVL X0, AX

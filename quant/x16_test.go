@@ -302,3 +302,33 @@ func TestMatMulTInt8(t *testing.T) {
 		}
 	}
 }
+
+// TestMatVec16NonFinite: a NaN or ±Inf in x reaches the output as a non-finite value, as it would through
+// float arithmetic, instead of being rounded into a plausible number.
+func TestMatVec16NonFinite(t *testing.T) {
+	r := rand.New(rand.NewSource(16))
+	rows, cols := 5, 128
+	for _, typ := range []Type{NF4, Int8} {
+		var q *Blocks4
+		var err error
+		if typ == Int8 {
+			q, err = Quantize8(randW(r, rows*cols, 1), []int{rows, cols})
+		} else {
+			q, err = Quantize4(typ, randW(r, rows*cols, 1), []int{rows, cols}, 64, false)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+			x := randW(r, cols, 1)
+			x[70] = bad
+			y := make([]float32, rows)
+			q.MatVec(nil, y, x)
+			for i, v := range y {
+				if !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) {
+					t.Fatalf("%s x[70]=%v: y[%d] = %v is finite", typ, bad, i, v)
+				}
+			}
+		}
+	}
+}
