@@ -617,4 +617,8 @@ func printBench(w io.Writer, r *benchResult) {
 		fmt.Fprintf(w, "decode batch %d: %.1f ms/step = %.2f× a batch-1 step\n", r.Batch, r.BatchStepMS, r.BatchRatio)
 	}
 	fmt.Fprintf(w, "peak RSS %.0f MB\n", r.RSSMB)
+	if r.DType == "nf4" && r.Head == "" {
+		fmt.Fprintln(w, "(the LM head stays in its stored dtype, as bitsandbytes leaves it; llama.cpp's Q4_0 files hold it in Q8_0:"+
+			" compare with --head int8 for the same bytes per token)")
+	}
 }
