@@ -2,11 +2,13 @@ package serve
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -24,9 +26,20 @@ func (s *Server) handleChat(c echo.Context) error {
 	if req.Model != s.name && !engine.ValidName(req.Model) {
 		return openai.ModelNotFound(req.Model)
 	}
-	prompt, err := s.model.RenderChat(req.Messages, req.TemplateKwargs)
+	prompt, err := s.model.RenderChat(req.Messages, req.Tools, req.TemplateKwargs)
+	if errors.Is(err, chat.ErrTemplateNoTools) {
+		return openai.BadRequest("tools", "this model's chat template cannot take tools: %v", err)
+	}
 	if err != nil {
 		return openai.BadRequest("messages", "the chat template failed on these messages: %v", err)
+	}
+	// Tool calls are parsed (as vLLM's tool parsers do) when the request offers tools and lets the model call
+	// them; the format follows the chat template.
+	parser := ""
+	if req.Tools != nil && req.ToolChoice == openai.ToolChoiceAuto {
+		if parser = s.model.ToolParser(); parser == "" {
+			return openai.BadRequest("tools", "this model's chat template renders tools but its tool-call format is not one lorakit parses (Hermes <tool_call> blocks or Llama 3.1+ JSON); use tool_choice \"none\" or leave out tools")
+		}
 	}
 	ids := s.model.Encode(prompt, false)
 	ctx := c.Request().Context()
@@ -40,7 +53,7 @@ func (s *Server) handleChat(c echo.Context) error {
 	startThink := s.model.SupportsReasoning() && openai.PromptOpensThink(prompt)
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if req.Stream {
-		return s.streamChat(c, req, runs, id, created, startThink)
+		return s.streamChat(c, req, runs, id, created, startThink, parser)
 	}
 	res, err := collectAll(ctx, runs)
 	if err != nil {
@@ -52,7 +65,20 @@ func (s *Server) handleChat(c echo.Context) error {
 	for i, r := range res {
 		msg := openai.ChatMessageOut{Role: "assistant"}
 		msg.ReasoningContent, msg.Content = openai.SplitReasoning(r.text, startThink)
-		ch := openai.ChatChoice{Index: i, Message: msg, FinishReason: r.finish}
+		finish := r.finish
+		if parser != "" && msg.Content != nil {
+			var calls []openai.ToolCall
+			msg.Content, calls = openai.SplitToolCalls(parser, *msg.Content)
+			if req.SingleToolCall && len(calls) > 1 {
+				calls = calls[:1]
+			}
+			for _, tc := range calls {
+				msg.ToolCalls = append(msg.ToolCalls, openai.ChatToolCall{ID: newID("call_"), Type: "function",
+					Function: openai.FunctionCall{Name: tc.Name, Arguments: tc.Arguments}})
+			}
+			finish = toolFinish(finish, len(calls) > 0)
+		}
+		ch := openai.ChatChoice{Index: i, Message: msg, FinishReason: finish}
 		if req.Sampling.Logprobs {
 			ch.Logprobs = s.chatLogprobs(r.tokens)
 		}
@@ -63,7 +89,15 @@ func (s *Server) handleChat(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, out)
 }
 
-func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, startThink bool) error {
+// toolFinish is the finish_reason of a choice that made tool calls: "tool_calls" when it stopped by itself.
+func toolFinish(finish string, called bool) string {
+	if called && finish == engine.FinishStop {
+		return "tool_calls"
+	}
+	return finish
+}
+
+func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, startThink bool, parser string) error {
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel() // stops the fan-in goroutines if the client write fails
 	w := startSSE(c)
@@ -80,8 +114,13 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 		w.send(chunk([]openai.ChatChunkChoice{{Index: r.index, Delta: openai.ChatDelta{Role: "assistant", Content: &empty}}}))
 	}
 	splitters := make([]*openai.ReasoningSplitter, len(runs))
+	tools := make([]*openai.ToolCallSplitter, len(runs))
+	ncalls := make([]int, len(runs))
 	for i := range splitters {
 		splitters[i] = openai.NewReasoningSplitter(startThink)
+		if parser != "" {
+			tools[i] = openai.NewToolCallSplitter(parser)
+		}
 	}
 	completion := make([]int, len(runs))
 	var failed error
@@ -94,16 +133,33 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 			r2, c2 := splitters[ev.index].Flush()
 			rsn, content = rsn+r2, content+c2
 		}
+		var calls []openai.ChatToolCallDelta
+		if ts := tools[ev.index]; ts != nil {
+			var tc []openai.ToolCall
+			content, tc = ts.Add(content)
+			if ev.Finish != "" {
+				c2, tc2 := ts.Flush()
+				content, tc = content+c2, append(tc, tc2...)
+			}
+			for _, call := range tc {
+				if req.SingleToolCall && ncalls[ev.index] > 0 {
+					break
+				}
+				calls = append(calls, openai.ChatToolCallDelta{Index: ncalls[ev.index], ID: newID("call_"), Type: "function",
+					Function: openai.FunctionCall{Name: call.Name, Arguments: call.Arguments}})
+				ncalls[ev.index]++
+			}
+		}
 		var lp *openai.ChatLogprobs
 		if req.Sampling.Logprobs && len(ev.Tokens) > 0 {
 			lp = s.chatLogprobs(ev.Tokens)
 		}
-		if rsn != "" || content != "" || lp != nil {
-			d := openai.ChatDelta{}
+		if rsn != "" || content != "" || lp != nil || len(calls) > 0 {
+			d := openai.ChatDelta{ToolCalls: calls}
 			if rsn != "" {
 				d.ReasoningContent = &rsn
 			}
-			if content != "" || (rsn == "" && lp != nil) {
+			if content != "" || (rsn == "" && len(calls) == 0 && lp != nil) {
 				d.Content = &content
 			}
 			w.send(chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: d, Logprobs: lp}}))
@@ -116,7 +172,7 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 				}
 				continue
 			}
-			fr := ev.Finish
+			fr := toolFinish(ev.Finish, ncalls[ev.index] > 0)
 			w.send(chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: openai.ChatDelta{}, FinishReason: &fr}}))
 		}
 	}

@@ -3,12 +3,14 @@ package serve
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -17,11 +19,15 @@ import (
 // letters derived from the sequence so far; an adapter emits its script then EOS.
 type fakeModel struct {
 	reasoning bool
-	ctxLen    int
-	mu        sync.Mutex
-	forwards  int
-	block     chan struct{} // if set, Forward waits on it (or on done)
-	done      chan struct{}
+	// toolParser is what ToolParser returns; noTools makes RenderChat fail as a template without tool support.
+	toolParser string
+	noTools    bool
+	lastPrompt string
+	ctxLen     int
+	mu         sync.Mutex
+	forwards   int
+	block      chan struct{} // if set, Forward waits on it (or on done)
+	done       chan struct{}
 }
 
 const (
@@ -126,20 +132,37 @@ func (m *fakeModel) TokenText(id int) string {
 	}
 	return "<special>"
 }
-func (m *fakeModel) RenderChat(msgs []openai.Message, kwargs json.RawMessage) (string, error) {
+func (m *fakeModel) RenderChat(msgs []openai.Message, tools, kwargs json.RawMessage) (string, error) {
 	var b strings.Builder
+	if tools != nil {
+		if m.noTools {
+			return "", fmt.Errorf("tools: %w (it ignores the tools list)", chat.ErrTemplateNoTools)
+		}
+		b.WriteString("tools: " + string(tools) + "\n")
+	}
 	for _, msg := range msgs {
 		if msg.Content == "FAIL-TEMPLATE" {
 			return "", errors.New("template raised")
 		}
-		b.WriteString(msg.Role + ": " + msg.Content + "\n")
+		b.WriteString(msg.Role + ": " + msg.Content)
+		for _, c := range msg.ToolCalls {
+			b.WriteString(" call " + c.ID + " " + c.Name + c.Arguments)
+		}
+		if msg.ToolCallID != "" {
+			b.WriteString(" (result of " + msg.ToolCallID + ")")
+		}
+		b.WriteString("\n")
 	}
 	b.WriteString("assistant: ")
 	if m.reasoning && !strings.Contains(string(kwargs), `"enable_thinking":false`) {
 		b.WriteString("<think>\n")
 	}
+	m.mu.Lock()
+	m.lastPrompt = b.String()
+	m.mu.Unlock()
 	return b.String(), nil
 }
+func (m *fakeModel) ToolParser() string      { return m.toolParser }
 func (m *fakeModel) SupportsReasoning() bool { return m.reasoning }
 func (m *fakeModel) EOS() []int              { return []int{fEOS} }
 func (m *fakeModel) NewSampler(engine.SamplingParams) engine.Sampler {

@@ -98,19 +98,61 @@ func (b *modelBackend) NewDecoder(prompt []int) engine.Decoder {
 
 func (b *modelBackend) TokenText(id int) string { return b.m.Tok.DecodeRaw([]int{id}, false) }
 
-func (b *modelBackend) RenderChat(msgs []openai.Message, kwargs json.RawMessage) (string, error) {
-	cm := make([]chat.Message, len(msgs))
+func (b *modelBackend) RenderChat(msgs []openai.Message, tools, kwargs json.RawMessage) (string, error) {
+	if tools == nil && !usesTools(msgs) {
+		cm := make([]chat.Message, len(msgs))
+		for i, m := range msgs {
+			cm[i] = chat.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
+		}
+		if len(kwargs) == 0 {
+			return b.m.Chat.Render(cm, true)
+		}
+		raw, err := json.Marshal(cm)
+		if err != nil {
+			return "", fmt.Errorf("encoding messages: %w", err)
+		}
+		return b.m.Chat.RenderJSON(raw, true, kwargs)
+	}
+	return b.m.Chat.RenderConversation(wireMessages(msgs), tools, true, kwargs)
+}
+
+// usesTools reports whether a conversation has tool calls or tool results.
+func usesTools(msgs []openai.Message) bool {
+	for _, m := range msgs {
+		if m.Role == "tool" || len(m.ToolCalls) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// wireMessages is the OpenAI-shaped conversation handed to the template (tool-call arguments as objects).
+func wireMessages(msgs []openai.Message) []chat.WireMessage {
+	out := make([]chat.WireMessage, len(msgs))
 	for i, m := range msgs {
-		cm[i] = chat.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
+		w := chat.WireMessage{Role: m.Role, ReasoningContent: m.ReasoningContent, ToolCallID: m.ToolCallID, Name: m.Name}
+		if !m.NullContent {
+			c := m.Content
+			w.Content = &c
+		}
+		for _, c := range m.ToolCalls {
+			w.ToolCalls = append(w.ToolCalls, chat.WireCall{ID: c.ID, Type: "function",
+				Function: chat.WireFunction{Name: c.Name, Arguments: json.RawMessage(c.Arguments)}})
+		}
+		out[i] = w
 	}
-	if len(kwargs) == 0 {
-		return b.m.Chat.Render(cm, true)
+	return out
+}
+
+// ToolParser picks the tool-call parser from the chat template source.
+func (b *modelBackend) ToolParser() string {
+	switch b.m.Chat.ToolCallFormat() {
+	case chat.ToolFormatHermes:
+		return openai.ToolParserHermes
+	case chat.ToolFormatLlama3JSON:
+		return openai.ToolParserLlama3JSON
 	}
-	raw, err := json.Marshal(cm)
-	if err != nil {
-		return "", err
-	}
-	return b.m.Chat.RenderJSON(raw, true, kwargs)
+	return ""
 }
 
 // SupportsReasoning: the template renders reasoning_content or its generation prompt opens a think block.

@@ -173,8 +173,8 @@ func TestRenderChatKwargs(t *testing.T) {
 	defer m.Close()
 	b := FromModel(m)
 	msgs := []openai.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi <b>"}}
-	p1, err1 := b.RenderChat(msgs, nil)
-	p2, err2 := b.RenderChat(msgs, []byte(`{"enable_thinking":false}`))
+	p1, err1 := b.RenderChat(msgs, nil, nil)
+	p2, err2 := b.RenderChat(msgs, nil, []byte(`{"enable_thinking":false}`))
 	if err1 != nil || err2 != nil || p1 != p2 || !strings.HasSuffix(p1, "<|im_start|>assistant\n") {
 		t.Fatalf("%q %v / %q %v", p1, err1, p2, err2)
 	}

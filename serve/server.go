@@ -43,11 +43,16 @@ type Model interface {
 	NewDecoder(prompt []int) engine.Decoder
 	// TokenText is the text of one token (for logprobs).
 	TokenText(id int) string
-	// RenderChat renders messages with the model's chat template and the generation prompt; kwargs (a JSON object
-	// or nil) are extra template variables such as {"enable_thinking": false}.
-	RenderChat(msgs []openai.Message, kwargs json.RawMessage) (string, error)
+	// RenderChat renders messages with the model's chat template and the generation prompt; tools (a JSON array
+	// or nil) is the tools list; kwargs (a JSON object or nil) are extra template variables such as
+	// {"enable_thinking": false}. A template that cannot render tools, tool calls or tool results gives an
+	// error wrapping chat.ErrTemplateNoTools.
+	RenderChat(msgs []openai.Message, tools, kwargs json.RawMessage) (string, error)
 	// SupportsReasoning reports whether the template produces <think>…</think> blocks.
 	SupportsReasoning() bool
+	// ToolParser names the tool-call format of the template's model (openai.ToolParserHermes,
+	// openai.ToolParserLlama3JSON), or "" when it is unknown.
+	ToolParser() string
 	EOS() []int
 	NewSampler(engine.SamplingParams) engine.Sampler
 	// ContextLen is the model's maximum context (max_position_embeddings).

@@ -18,6 +18,8 @@ type ChatCompletionRequest struct {
 	StreamOptions       *StreamOptions  `json:"stream_options"`
 	Tools               json.RawMessage `json:"tools"`
 	ToolChoice          json.RawMessage `json:"tool_choice"`
+	// ParallelToolCalls false keeps only the first tool call of a completion.
+	ParallelToolCalls *bool `json:"parallel_tool_calls"`
 	// ChatTemplateKwargs are extra chat-template variables (vLLM extension), e.g. {"enable_thinking": false}.
 	ChatTemplateKwargs json.RawMessage `json:"chat_template_kwargs"`
 	ResponseFormat     *struct {
@@ -40,6 +42,11 @@ type ChatMessageIn struct {
 // Message is a decoded chat message ready for the chat template.
 type Message struct {
 	Role, Content, ReasoningContent string
+	// NullContent: an assistant message whose content was null or absent (it only calls tools).
+	NullContent bool
+	// ToolCalls are an assistant message's calls; ToolCallID and Name belong to a "tool" result.
+	ToolCalls        []ToolCall
+	ToolCallID, Name string
 }
 
 // Chat is a validated chat request.
@@ -51,6 +58,12 @@ type Chat struct {
 	IncludeUsage bool
 	// TemplateKwargs is a JSON object of extra chat-template variables, or nil.
 	TemplateKwargs json.RawMessage
+	// Tools is the request's tools list (a JSON array) or nil; ToolChoice is ToolChoiceAuto or
+	// ToolChoiceNone (tools are rendered either way, as vLLM does; calls are parsed only for auto).
+	Tools      json.RawMessage
+	ToolChoice string
+	// SingleToolCall (parallel_tool_calls false) keeps only the first parsed call.
+	SingleToolCall bool
 }
 
 var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true}
@@ -67,14 +80,19 @@ func DecodeChat(body []byte, vocab int) (*Chat, *Error) {
 	if len(r.Messages) == 0 {
 		return nil, BadRequest("messages", "messages must be a non-empty array")
 	}
-	if len(bytes.TrimSpace(r.Tools)) > 0 && !bytes.Equal(bytes.TrimSpace(r.Tools), []byte("null")) &&
-		!bytes.Equal(bytes.TrimSpace(r.Tools), []byte("[]")) {
-		return nil, BadRequest("tools", "tools are not supported by this server")
+	tools, e := decodeTools(r.Tools)
+	if e != nil {
+		return nil, e
+	}
+	choice, e := decodeToolChoice(r.ToolChoice)
+	if e != nil {
+		return nil, e
 	}
 	if r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text" {
 		return nil, BadRequest("response_format", "response_format type %q is not supported (only \"text\")", r.ResponseFormat.Type)
 	}
-	c := &Chat{Model: r.Model, Stream: r.Stream}
+	c := &Chat{Model: r.Model, Stream: r.Stream, Tools: tools, ToolChoice: choice,
+		SingleToolCall: r.ParallelToolCalls != nil && !*r.ParallelToolCalls}
 	if kw := bytes.TrimSpace(r.ChatTemplateKwargs); len(kw) > 0 && !bytes.Equal(kw, []byte("null")) {
 		if kw[0] != '{' {
 			return nil, BadRequest("chat_template_kwargs", "chat_template_kwargs must be a JSON object")
@@ -138,9 +156,25 @@ func decodeMessage(i int, m ChatMessageIn) (Message, *Error) {
 	} else if m.Reasoning != nil {
 		msg.ReasoningContent = *m.Reasoning
 	}
+	if m.Role == "assistant" {
+		calls, e := decodeToolCalls(i, m.ToolCalls)
+		if e != nil {
+			return Message{}, e
+		}
+		msg.ToolCalls = calls
+	} else if t := bytes.TrimSpace(m.ToolCalls); len(t) > 0 && string(t) != "null" && string(t) != "[]" {
+		return Message{}, BadRequest(param+".tool_calls", "messages[%d].tool_calls is only allowed on assistant messages", i)
+	}
+	if m.Role == "tool" {
+		if m.ToolCallID == "" {
+			return Message{}, BadRequest(param+".tool_call_id", "messages[%d].tool_call_id is required for role \"tool\"", i)
+		}
+		msg.ToolCallID, msg.Name = m.ToolCallID, m.Name
+	}
 	raw := bytes.TrimSpace(m.Content)
 	switch {
 	case len(raw) == 0 || bytes.Equal(raw, []byte("null")):
+		msg.NullContent = true
 		if m.Role != "assistant" {
 			return Message{}, BadRequest(param+".content", "messages[%d].content is required for role %q", i, m.Role)
 		}
@@ -195,10 +229,11 @@ type ChatChoice struct {
 
 // ChatMessageOut is the assistant message of a response.
 type ChatMessageOut struct {
-	Role             string  `json:"role"`
-	Content          *string `json:"content"`
-	Refusal          *string `json:"refusal"`
-	ReasoningContent *string `json:"reasoning_content,omitempty"`
+	Role             string         `json:"role"`
+	Content          *string        `json:"content"`
+	Refusal          *string        `json:"refusal"`
+	ReasoningContent *string        `json:"reasoning_content,omitempty"`
+	ToolCalls        []ChatToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatLogprobs is choice.logprobs of chat responses.
@@ -252,9 +287,10 @@ type ChatChunkChoice struct {
 
 // ChatDelta is the incremental message of a chunk.
 type ChatDelta struct {
-	Role             string  `json:"role,omitempty"`
-	Content          *string `json:"content,omitempty"`
-	ReasoningContent *string `json:"reasoning_content,omitempty"`
+	Role             string              `json:"role,omitempty"`
+	Content          *string             `json:"content,omitempty"`
+	ReasoningContent *string             `json:"reasoning_content,omitempty"`
+	ToolCalls        []ChatToolCallDelta `json:"tool_calls,omitempty"`
 }
 
 // NullUsage marshals as JSON null (for chunks when include_usage is set).

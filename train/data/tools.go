@@ -46,7 +46,7 @@ type MessageExtra struct {
 
 // ErrTemplateNoTools is wrapped by errors about a chat template that cannot render the tools list, tool
 // calls or tool results of an example (it would silently drop them).
-var ErrTemplateNoTools = errors.New("the chat template cannot render tool-calling conversations")
+var ErrTemplateNoTools = chat.ErrTemplateNoTools
 
 // HasToolCalls reports whether an assistant message makes tool calls.
 func (ex *Example) HasToolCalls() bool {
@@ -381,27 +381,6 @@ func LastTurn(tpl *chat.Template, ex *Example) (prompt, reference string, ok boo
 	return text[:sp[0]], ref, true, nil
 }
 
-// Wire shapes handed to the template (field order as OpenAI writes them).
-type wireFunc struct {
-	Name      string          `json:"name"`
-	Arguments json.RawMessage `json:"arguments"`
-}
-
-type wireCall struct {
-	ID       string   `json:"id,omitempty"`
-	Type     string   `json:"type"`
-	Function wireFunc `json:"function"`
-}
-
-type wireMsg struct {
-	Role             string     `json:"role"`
-	Content          *string    `json:"content"`
-	ReasoningContent string     `json:"reasoning_content,omitempty"`
-	ToolCalls        []wireCall `json:"tool_calls,omitempty"`
-	ToolCallID       string     `json:"tool_call_id,omitempty"`
-	Name             string     `json:"name,omitempty"`
-}
-
 // Sentinels (private-use code points) that replace generated text to locate it by difference.
 var toolSentinels = [2]struct{ content, name, reasoning, result string }{
 	{"\uE010\uE011", "\uE012\uE013", "\uE014\uE015", "\uE016\uE017"},
@@ -432,11 +411,11 @@ func newToolRender(tpl *chat.Template, ex *Example) (*toolRender, error) {
 }
 
 // wire builds the template's messages from r.msgs.
-func (r *toolRender) wire() []wireMsg {
-	out := make([]wireMsg, len(r.msgs))
+func (r *toolRender) wire() []chat.WireMessage {
+	out := make([]chat.WireMessage, len(r.msgs))
 	for i, m := range r.msgs {
 		e := r.ex.extraAt(i)
-		w := wireMsg{Role: m.Role, ReasoningContent: m.ReasoningContent}
+		w := chat.WireMessage{Role: m.Role, ReasoningContent: m.ReasoningContent}
 		content := m.Content
 		if !e.NullContent || r.nullString || m.ReasoningContent != r.ex.Messages[i].ReasoningContent {
 			w.Content = &content // (folded reasoning makes a null content a string)
@@ -446,7 +425,7 @@ func (r *toolRender) wire() []wireMsg {
 			if r.argString {
 				args, _ = json.Marshal(c.ArgumentsString)
 			}
-			w.ToolCalls = append(w.ToolCalls, wireCall{ID: c.ID, Type: "function", Function: wireFunc{Name: c.Name, Arguments: args}})
+			w.ToolCalls = append(w.ToolCalls, chat.WireCall{ID: c.ID, Type: "function", Function: chat.WireFunction{Name: c.Name, Arguments: args}})
 		}
 		if m.Role == "tool" {
 			w.ToolCallID, w.Name = e.ToolCallID, e.Name
@@ -456,19 +435,8 @@ func (r *toolRender) wire() []wireMsg {
 	return out
 }
 
-func (r *toolRender) renderWire(msgs []wireMsg, tools json.RawMessage) (string, error) {
-	mj, err := json.Marshal(msgs)
-	if err != nil {
-		return "", err
-	}
-	var extra json.RawMessage
-	if tools != nil {
-		extra, err = json.Marshal(map[string]json.RawMessage{"tools": tools})
-		if err != nil {
-			return "", err
-		}
-	}
-	return r.tpl.RenderJSON(mj, false, extra)
+func (r *toolRender) renderWire(msgs []chat.WireMessage, tools json.RawMessage) (string, error) {
+	return r.tpl.RenderWire(msgs, tools, false, nil)
 }
 
 // render renders the example and locates the loss-bearing assistant spans.
@@ -552,7 +520,7 @@ func (r *toolRender) render() (string, []turnSpan, error) {
 
 // locate returns the bounds of the text that differs when assistant message k's generated fields are
 // replaced by sentinels; it also checks that the template renders the message's tool calls.
-func (r *toolRender) locate(full string, msgs []wireMsg, k int) (int, int, error) {
+func (r *toolRender) locate(full string, msgs []chat.WireMessage, k int) (int, int, error) {
 	m := msgs[k]
 	sets := toolSentinels[:1]
 	if (m.Content != nil && hasSentinel(*m.Content)) || hasSentinel(m.ReasoningContent) {
@@ -564,7 +532,7 @@ func (r *toolRender) locate(full string, msgs []wireMsg, k int) (int, int, error
 		}
 	}
 	start, end := len(full), 0
-	alt := make([]wireMsg, len(msgs))
+	alt := make([]chat.WireMessage, len(msgs))
 	for _, s := range sets {
 		copy(alt, msgs)
 		a := &alt[k]
@@ -575,7 +543,7 @@ func (r *toolRender) locate(full string, msgs []wireMsg, k int) (int, int, error
 			a.ReasoningContent = s.reasoning
 		}
 		if len(a.ToolCalls) > 0 {
-			a.ToolCalls = append([]wireCall(nil), a.ToolCalls...)
+			a.ToolCalls = append([]chat.WireCall(nil), a.ToolCalls...)
 			for j := range a.ToolCalls {
 				a.ToolCalls[j].Function.Name = s.name
 			}
@@ -595,7 +563,7 @@ func (r *toolRender) locate(full string, msgs []wireMsg, k int) (int, int, error
 }
 
 // checkToolsRendered fails when the template ignores the tools list or drops tool results.
-func (r *toolRender) checkToolsRendered(full string, msgs []wireMsg) error {
+func (r *toolRender) checkToolsRendered(full string, msgs []chat.WireMessage) error {
 	if r.tools != nil {
 		without, err := r.renderWire(msgs, nil)
 		if err != nil {
@@ -606,7 +574,7 @@ func (r *toolRender) checkToolsRendered(full string, msgs []wireMsg) error {
 		}
 	}
 	n, first := 0, -1
-	alt := append([]wireMsg(nil), msgs...)
+	alt := append([]chat.WireMessage(nil), msgs...)
 	s := toolSentinels[0].result
 	for i := range alt {
 		if alt[i].Role == "tool" {
