@@ -94,3 +94,25 @@ func TestOpenAINodeE2E(t *testing.T) {
 	}
 	t.Logf("%s", out)
 }
+
+// TestOpenAINodeTools drives tool calling with the official `openai` npm package (skipped like
+// TestOpenAINodeE2E): non-streaming, the SDK's streaming accumulator, a tool-result round trip, a refusal.
+func TestOpenAINodeTools(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not installed")
+	}
+	if err := exec.Command(node, "-e", `require.resolve("openai")`).Run(); err != nil {
+		t.Skip("npm package openai not found (npm install --prefix /tmp/lorakit-e2e openai; NODE_PATH=/tmp/lorakit-e2e/node_modules)")
+	}
+	e := toolEnv(t, nil)
+	cctx, ccancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer ccancel()
+	cmd := exec.CommandContext(cctx, node, filepath.Join("testdata", "e2e", "openai_tools_e2e.cjs"))
+	cmd.Env = append(os.Environ(), "LORAKIT_URL="+e.ts.URL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node tools e2e failed: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}

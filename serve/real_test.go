@@ -2,8 +2,13 @@ package serve
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -228,4 +233,78 @@ func abs32(x float32) float32 {
 		return -x
 	}
 	return x
+}
+
+// A real model whose tokenizer_config carries Qwen2.5's tool template: tools, tool calls and results reach
+// the prompt and the Hermes parser is chosen; the plain ChatML template refuses tools with a 400.
+func TestRealModelTools(t *testing.T) {
+	dir := t.TempDir()
+	if err := testmodel.Write(dir, testmodel.Default()); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := models.Load(dir, models.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	srv, err := New(Config{Model: FromModel(plain), ModelName: "tiny"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	body := `{"model":"tiny","max_tokens":2,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}`
+	resp, err := http.Post(ts.URL+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "cannot take tools") || !strings.Contains(string(b), `"param":"tools"`) {
+		t.Fatalf("ChatML template with tools: %d %s", resp.StatusCode, b)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	src, err := os.ReadFile(filepath.Join("..", "models", "chat", "testdata", "qwen25_tools.jinja"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tc map[string]any
+	raw, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil || json.Unmarshal(raw, &tc) != nil {
+		t.Fatalf("tokenizer_config: %v", err)
+	}
+	tc["chat_template"] = string(src)
+	raw, _ = json.Marshal(tc)
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.Load(dir, models.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	be := FromModel(m)
+	if p := be.ToolParser(); p != openai.ToolParserHermes {
+		t.Fatalf("parser %q", p)
+	}
+	req, oe := openai.DecodeChat([]byte(`{"model":"tiny","messages":[{"role":"user","content":"Weather in Paris?"},`+
+		`{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\": \"Paris\"}"}}]},`+
+		`{"role":"tool","tool_call_id":"call_1","content":"sunny"}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}`), 0)
+	if oe != nil {
+		t.Fatal(oe)
+	}
+	p, err := be.RenderChat(req.Messages, req.Tools, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`<tools>` + "\n" + `{"type": "function", "function": {"name": "get_weather"`,
+		"<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>",
+		"<tool_response>\nsunny\n</tool_response><|im_end|>\n<|im_start|>assistant\n"} {
+		if !strings.Contains(p, want) {
+			t.Fatalf("prompt lacks %q:\n%s", want, p)
+		}
+	}
 }
