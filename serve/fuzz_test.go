@@ -18,7 +18,8 @@ func FuzzHandlers(f *testing.F) {
 	f.Add(1, []byte(`{"model":"base","prompt":[1,2,3],"max_tokens":2,"logprobs":3,"echo":true}`))
 	f.Add(2, []byte(`{"lora_name":"x","lora_path":"/etc"}`))
 	f.Add(3, []byte(`{"lora_name":"shift"}`))
-	fm := &fakeModel{done: make(chan struct{})}
+	f.Add(0, []byte(`{"model":"hello","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"stream":true}`))
+	fm := &fakeModel{done: make(chan struct{}), toolParser: "hermes"}
 	dir := f.TempDir()
 	s, err := New(Config{Model: fm, ModelName: "base", MaxModelLen: 64,
 		Adapters: map[string]string{"hello": writeFakeAdapter(f, filepath.Join(dir, "hello"), "hello world"),

@@ -203,3 +203,40 @@ func TestToolConversationAndErrors(t *testing.T) {
 		t.Fatalf("tool_choice none without a parser: %d %s", st, b)
 	}
 }
+
+// Qwen3: the think block is split off first, the call after it is parsed (both ways of answering).
+func TestToolCallsAfterReasoning(t *testing.T) {
+	e := newEnv(t, func(c *Config, fm *fakeModel) {
+		fm.reasoning, fm.toolParser = true, openai.ToolParserHermes
+		c.Adapters["q3"] = writeFakeAdapter(t, filepath.Join(t.TempDir(), "q3"), "Paris weather needed.\n</think>\n\n"+hermesCall)
+	})
+	_, b := e.post(t, "/v1/chat/completions", chatBody("q3", "Weather?", weatherTools))
+	ch := decode(t, b)["choices"].([]any)[0].(map[string]any)
+	msg := ch["message"].(map[string]any)
+	if msg["reasoning_content"] != "Paris weather needed.\n" || msg["content"] != nil || ch["finish_reason"] != "tool_calls" ||
+		len(msg["tool_calls"].([]any)) != 1 {
+		t.Fatalf("reasoning + call %s", b)
+	}
+	evs := e.stream(t, "/v1/chat/completions", chatBody("q3", "Weather?", weatherTools+`,"stream":true`))
+	var rsn strings.Builder
+	calls, finish := 0, ""
+	for _, ev := range evs[1 : len(evs)-1] {
+		c := ev.data["choices"].([]any)[0].(map[string]any)
+		d := c["delta"].(map[string]any)
+		if v, ok := d["reasoning_content"].(string); ok {
+			rsn.WriteString(v)
+		}
+		if v, ok := d["content"].(string); ok && v != "" {
+			t.Fatalf("content %q", v)
+		}
+		if tc, ok := d["tool_calls"].([]any); ok {
+			calls += len(tc)
+		}
+		if fr, ok := c["finish_reason"].(string); ok {
+			finish = fr
+		}
+	}
+	if rsn.String() != "Paris weather needed.\n" || calls != 1 || finish != "tool_calls" {
+		t.Fatalf("stream %q %d %q", rsn.String(), calls, finish)
+	}
+}

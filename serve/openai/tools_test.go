@@ -126,3 +126,36 @@ func TestDecodeChatTools(t *testing.T) {
 		}
 	}
 }
+
+// FuzzToolCallSplitter: any output, cut anywhere, streams to the same content and calls as it parses
+// whole, and never panics.
+func FuzzToolCallSplitter(f *testing.F) {
+	f.Add("hermes", "a <tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_call> b", 3)
+	f.Add("llama3_json", `{"name": "f", "parameters": {"x": 1}}; {"name": "g", "parameters": {}}`, 5)
+	f.Add("hermes", "<tool_call><tool_call></tool_call>", 1)
+	f.Fuzz(func(t *testing.T, parser, text string, step int) {
+		if parser != ToolParserHermes {
+			parser = ToolParserLlama3JSON
+		}
+		step = 1 + (step&0xff)%16
+		content, calls := SplitToolCalls(parser, text)
+		s := NewToolCallSplitter(parser)
+		var cb strings.Builder
+		var got []ToolCall
+		for i := 0; i < len(text); i += step {
+			a, k := s.Add(text[i:min(i+step, len(text))])
+			cb.WriteString(a)
+			got = append(got, k...)
+		}
+		a, k := s.Flush()
+		cb.WriteString(a)
+		got = append(got, k...)
+		want := ""
+		if content != nil {
+			want = *content
+		}
+		if cb.String() != want || !sameCalls(got, calls) {
+			t.Fatalf("streamed %q %+v, whole %q %+v", cb.String(), got, want, calls)
+		}
+	})
+}
