@@ -157,9 +157,6 @@ func NewToolCallSplitter(parser string) *ToolCallSplitter {
 	return &ToolCallSplitter{parser: parser}
 }
 
-// Called reports whether any tool call was returned.
-func (s *ToolCallSplitter) Called() bool { return s.called }
-
 // Add consumes a piece of output and returns the content and the calls now complete.
 func (s *ToolCallSplitter) Add(text string) (content string, calls []ToolCall) {
 	s.held += text
