@@ -8,6 +8,10 @@
 //   BF16: zero-extend u16→u32, shift left 16 (float32frombits(u<<16))
 //   F16:  VCVTPH2PS (F16C)
 
+// PREFETCHAT and NOPREFETCH are the two ways a tile macro treats the next W quad's bytes.
+#define PREFETCHAT(addr) PREFETCHT0 addr
+#define NOPREFETCH(addr)
+
 #define LOADF32(addr, reg) VMOVUPS addr, reg
 #define LOADBF16(addr, reg) VPMOVZXWD addr, reg; VPSLLD $16, reg, reg
 #define LOADF16(addr, reg) VCVTPH2PS addr, reg
@@ -104,85 +108,15 @@ reduce: \
 	VZEROUPPER \
 	RET
 
-// MMTILE computes the 3×4 tile C[i][j] (+)= Σ_l X[i][l]·W[j][l] for three
+// MMTILEP computes the 3×4 tile C[i][j] (+)= Σ_l X[i][l]·W[j][l] for three
 // rows of X (stride ldx floats) and four rows of W (stride ldw elements) over
 // k columns, k % 8 == 0, k > 0. acc != 0 adds to C instead of overwriting it.
-#define MMTILE(LOAD, esz) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldx+8(FP), AX \
-	SHLQ $2, AX \
-	LEAQ (SI)(AX*1), R8 \
-	LEAQ (R8)(AX*1), R9 \
-	MOVQ w+16(FP), DI \
-	MOVQ ldw+24(FP), AX \
-	IMULQ $esz, AX \
-	LEAQ (DI)(AX*1), R10 \
-	LEAQ (R10)(AX*1), R11 \
-	LEAQ (R11)(AX*1), R12 \
-	MOVQ k+32(FP), CX \
-	XORQ BX, BX \
-	XORQ DX, DX \
-	VXORPS Y0, Y0, Y0 \
-	VXORPS Y1, Y1, Y1 \
-	VXORPS Y2, Y2, Y2 \
-	VXORPS Y3, Y3, Y3 \
-	VXORPS Y4, Y4, Y4 \
-	VXORPS Y5, Y5, Y5 \
-	VXORPS Y6, Y6, Y6 \
-	VXORPS Y7, Y7, Y7 \
-	VXORPS Y8, Y8, Y8 \
-	VXORPS Y9, Y9, Y9 \
-	VXORPS Y10, Y10, Y10 \
-	VXORPS Y11, Y11, Y11 \
-loop: \
-	VMOVUPS (SI)(BX*1), Y12 \
-	VMOVUPS (R8)(BX*1), Y13 \
-	VMOVUPS (R9)(BX*1), Y14 \
-	LOAD((DI)(DX*1), Y15) \
-	VFMADD231PS Y12, Y15, Y0 \
-	VFMADD231PS Y13, Y15, Y4 \
-	VFMADD231PS Y14, Y15, Y8 \
-	LOAD((R10)(DX*1), Y15) \
-	VFMADD231PS Y12, Y15, Y1 \
-	VFMADD231PS Y13, Y15, Y5 \
-	VFMADD231PS Y14, Y15, Y9 \
-	LOAD((R11)(DX*1), Y15) \
-	VFMADD231PS Y12, Y15, Y2 \
-	VFMADD231PS Y13, Y15, Y6 \
-	VFMADD231PS Y14, Y15, Y10 \
-	LOAD((R12)(DX*1), Y15) \
-	VFMADD231PS Y12, Y15, Y3 \
-	VFMADD231PS Y13, Y15, Y7 \
-	VFMADD231PS Y14, Y15, Y11 \
-	ADDQ $32, BX \
-	ADDQ $(8*esz), DX \
-	SUBQ $8, CX \
-	JG   loop \
-	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
-	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
-	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
-	MOVQ c+40(FP), AX \
-	MOVQ ldc+48(FP), BX \
-	SHLQ $2, BX \
-	LEAQ (AX)(BX*1), CX \
-	LEAQ (CX)(BX*1), DX \
-	MOVQ acc+56(FP), R13 \
-	TESTQ R13, R13 \
-	JE   store \
-	VADDPS (AX), X0, X0 \
-	VADDPS (CX), X4, X4 \
-	VADDPS (DX), X8, X8 \
-store: \
-	VMOVUPS X0, (AX) \
-	VMOVUPS X4, (CX) \
-	VMOVUPS X8, (DX) \
-	VZEROUPPER \
-	RET
-
-// MMTILEPF is MMTILE with pointer increments instead of indexes, which frees BX for a prefetch of the
-// same bytes of the next W quad (w + 4·ldw), as MMTILE512PF does for AVX-512: the first row pass over a
-// tile streams W from memory without waiting on each quad.
-#define MMTILEPF(LOAD, esz) \
+// Pointers advance (BX holds 4·ldw bytes), and PFETCH is applied to the same
+// bytes of the next W quad: MMTILEPF prefetches them, so that the first row
+// pass over a tile streams W from memory without waiting on each quad;
+// MMTILE does not.
+#define MMTILE(LOAD, esz) MMTILEP(LOAD, esz, NOPREFETCH)
+#define MMTILEP(LOAD, esz, PFETCH) \
 	MOVQ x+0(FP), SI \
 	MOVQ ldx+8(FP), AX \
 	SHLQ $2, AX \
@@ -210,10 +144,10 @@ store: \
 	VXORPS Y10, Y10, Y10 \
 	VXORPS Y11, Y11, Y11 \
 loop: \
-	PREFETCHT0 (DI)(BX*1) \
-	PREFETCHT0 (R10)(BX*1) \
-	PREFETCHT0 (R11)(BX*1) \
-	PREFETCHT0 (R12)(BX*1) \
+	PFETCH((DI)(BX*1)) \
+	PFETCH((R10)(BX*1)) \
+	PFETCH((R11)(BX*1)) \
+	PFETCH((R12)(BX*1)) \
 	VMOVUPS (SI), Y12 \
 	VMOVUPS (R8), Y13 \
 	VMOVUPS (R9), Y14 \
@@ -263,103 +197,11 @@ store: \
 	VZEROUPPER \
 	RET
 
-// MMTILE512 is MMTILE with 16-lane AVX-512 registers: the same 3×4 tile
-// over k columns, k % 16 == 0, k > 0.
-#define MMTILE512(LOAD, esz) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldx+8(FP), AX \
-	SHLQ $2, AX \
-	LEAQ (SI)(AX*1), R8 \
-	LEAQ (R8)(AX*1), R9 \
-	MOVQ w+16(FP), DI \
-	MOVQ ldw+24(FP), AX \
-	IMULQ $esz, AX \
-	LEAQ (DI)(AX*1), R10 \
-	LEAQ (R10)(AX*1), R11 \
-	LEAQ (R11)(AX*1), R12 \
-	MOVQ k+32(FP), CX \
-	XORQ BX, BX \
-	XORQ DX, DX \
-	VPXORD Z0, Z0, Z0 \
-	VPXORD Z1, Z1, Z1 \
-	VPXORD Z2, Z2, Z2 \
-	VPXORD Z3, Z3, Z3 \
-	VPXORD Z4, Z4, Z4 \
-	VPXORD Z5, Z5, Z5 \
-	VPXORD Z6, Z6, Z6 \
-	VPXORD Z7, Z7, Z7 \
-	VPXORD Z8, Z8, Z8 \
-	VPXORD Z9, Z9, Z9 \
-	VPXORD Z10, Z10, Z10 \
-	VPXORD Z11, Z11, Z11 \
-loop: \
-	VMOVUPS (SI)(BX*1), Z12 \
-	VMOVUPS (R8)(BX*1), Z13 \
-	VMOVUPS (R9)(BX*1), Z14 \
-	LOAD((DI)(DX*1), Z15) \
-	VFMADD231PS Z12, Z15, Z0 \
-	VFMADD231PS Z13, Z15, Z4 \
-	VFMADD231PS Z14, Z15, Z8 \
-	LOAD((R10)(DX*1), Z15) \
-	VFMADD231PS Z12, Z15, Z1 \
-	VFMADD231PS Z13, Z15, Z5 \
-	VFMADD231PS Z14, Z15, Z9 \
-	LOAD((R11)(DX*1), Z15) \
-	VFMADD231PS Z12, Z15, Z2 \
-	VFMADD231PS Z13, Z15, Z6 \
-	VFMADD231PS Z14, Z15, Z10 \
-	LOAD((R12)(DX*1), Z15) \
-	VFMADD231PS Z12, Z15, Z3 \
-	VFMADD231PS Z13, Z15, Z7 \
-	VFMADD231PS Z14, Z15, Z11 \
-	ADDQ $64, BX \
-	ADDQ $(16*esz), DX \
-	SUBQ $16, CX \
-	JG   loop \
-	VEXTRACTF64X4 $1, Z0, Y12 \
-	VADDPS Y12, Y0, Y0 \
-	VEXTRACTF64X4 $1, Z1, Y12 \
-	VADDPS Y12, Y1, Y1 \
-	VEXTRACTF64X4 $1, Z2, Y12 \
-	VADDPS Y12, Y2, Y2 \
-	VEXTRACTF64X4 $1, Z3, Y12 \
-	VADDPS Y12, Y3, Y3 \
-	VEXTRACTF64X4 $1, Z4, Y12 \
-	VADDPS Y12, Y4, Y4 \
-	VEXTRACTF64X4 $1, Z5, Y12 \
-	VADDPS Y12, Y5, Y5 \
-	VEXTRACTF64X4 $1, Z6, Y12 \
-	VADDPS Y12, Y6, Y6 \
-	VEXTRACTF64X4 $1, Z7, Y12 \
-	VADDPS Y12, Y7, Y7 \
-	VEXTRACTF64X4 $1, Z8, Y12 \
-	VADDPS Y12, Y8, Y8 \
-	VEXTRACTF64X4 $1, Z9, Y12 \
-	VADDPS Y12, Y9, Y9 \
-	VEXTRACTF64X4 $1, Z10, Y12 \
-	VADDPS Y12, Y10, Y10 \
-	VEXTRACTF64X4 $1, Z11, Y12 \
-	VADDPS Y12, Y11, Y11 \
-	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
-	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
-	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
-	MOVQ c+40(FP), AX \
-	MOVQ ldc+48(FP), BX \
-	SHLQ $2, BX \
-	LEAQ (AX)(BX*1), CX \
-	LEAQ (CX)(BX*1), DX \
-	MOVQ acc+56(FP), R13 \
-	TESTQ R13, R13 \
-	JE   store \
-	VADDPS (AX), X0, X0 \
-	VADDPS (CX), X4, X4 \
-	VADDPS (DX), X8, X8 \
-store: \
-	VMOVUPS X0, (AX) \
-	VMOVUPS X4, (CX) \
-	VMOVUPS X8, (DX) \
-	VZEROUPPER \
-	RET
+#define MMTILEPF(LOAD, esz) MMTILEP(LOAD, esz, PREFETCHAT)
+
+// MMTILE512 and MMTILE512PF are MMTILE and MMTILEPF with 16-lane AVX-512
+// registers: the same 3×4 tile over k columns, k % 16 == 0, k > 0.
+#define MMTILE512(LOAD, esz) MMTILE512P(LOAD, esz, NOPREFETCH)
 
 // MMTILE2 is MMTILE for two rows of X (the leftover rows of a 3-row
 // blocking). With ldx == 0 and ldc == 0 it computes one row: both results
@@ -522,11 +364,9 @@ TEXT ·mmTile2x4BF16Z(SB), NOSPLIT, $0-64
 TEXT ·mmTile2x4F16Z(SB), NOSPLIT, $0-64
 	MMTILE2_512(LOADF16Z, 2)
 
-// MMTILE512PF and MMTILE2_512PF are MMTILE512 and MMTILE2_512 with pointer
-// increments instead of indexes, which frees BX for a prefetch of the same
-// bytes of the next W quad (w + 4·ldw): the first row pass over a tile
-// streams W from memory without waiting on each quad.
-#define MMTILE512PF(LOAD, esz) \
+// MMTILE512P is MMTILEP with 16-lane AVX-512 registers. MMTILE2_512PF (below)
+// is MMTILE2_512 with the same pointer increments and prefetch.
+#define MMTILE512P(LOAD, esz, PFETCH) \
 	MOVQ x+0(FP), SI \
 	MOVQ ldx+8(FP), AX \
 	SHLQ $2, AX \
@@ -554,10 +394,10 @@ TEXT ·mmTile2x4F16Z(SB), NOSPLIT, $0-64
 	VPXORD Z10, Z10, Z10 \
 	VPXORD Z11, Z11, Z11 \
 loop: \
-	PREFETCHT0 (DI)(BX*1) \
-	PREFETCHT0 (R10)(BX*1) \
-	PREFETCHT0 (R11)(BX*1) \
-	PREFETCHT0 (R12)(BX*1) \
+	PFETCH((DI)(BX*1)) \
+	PFETCH((R10)(BX*1)) \
+	PFETCH((R11)(BX*1)) \
+	PFETCH((R12)(BX*1)) \
 	VMOVUPS (SI), Z12 \
 	VMOVUPS (R8), Z13 \
 	VMOVUPS (R9), Z14 \
@@ -630,6 +470,8 @@ store: \
 	VMOVUPS X8, (DX) \
 	VZEROUPPER \
 	RET
+
+#define MMTILE512PF(LOAD, esz) MMTILE512P(LOAD, esz, PREFETCHAT)
 
 #define MMTILE2_512PF(LOAD, esz) \
 	MOVQ x+0(FP), SI \
