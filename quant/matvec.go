@@ -2,7 +2,6 @@ package quant
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/lorakit/lorakit/models/kernels"
 )
@@ -10,19 +9,9 @@ import (
 // scaleBuf is the number of decoded absmax values a worker keeps on its stack.
 const scaleBuf = 256
 
-// xPool recycles the kernel-ordered copies of x that MatVec shares between its workers, so that a decode
-// step allocates nothing. It holds scratch memory only.
-var xPool = sync.Pool{New: func() any { return new([]float32) }}
-
-// fast reports whether MatVec can use the row kernel: a 4-bit type whose blocks never straddle rows and
-// hold a multiple of 32 elements.
-func (q *Blocks4) fast() bool {
-	cols := q.Cols()
-	return (q.Type == NF4 || q.Type == FP4) && q.BlockSize%32 == 0 && cols%q.BlockSize == 0
-}
-
-// MatVec computes y[r] = Σ_c W[r,c]·x[c] for the weight W [Rows, Cols] (HF [out, in]), dequantising each
-// block in registers (16-entry table × absmax) and never materialising W. p may be nil.
+// MatVec computes y[r] = Σ_c W[r,c]·x[c] for the weight W [Rows, Cols] (HF [out, in]) without
+// materialising W: the integer kernels (x16.go) for 4-bit blocks of 32 or a multiple of 64 in rows of whole
+// groups of 64 and for row-wise int8, short dequantised runs otherwise. p may be nil.
 func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 	rows, cols := q.Rows(), q.Cols()
 	if len(y) != rows || len(x) != cols {
@@ -45,18 +34,7 @@ func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
 		q.matMul16(p, y, x, 1, l)
 		return
 	}
-	if !q.fast() {
-		p.For(rows, func(lo, hi int) { q.matVecGeneric(y, x, lo, hi) })
-		return
-	}
-	bp := xPool.Get().(*[]float32)
-	if cap(*bp) < cols {
-		*bp = make([]float32, cols)
-	}
-	xs := (*bp)[:cols]
-	kernelOrder(xs, x)
-	p.For(rows, func(lo, hi int) { q.matVecFast(y, xs, lo, hi) })
-	xPool.Put(bp)
+	p.For(rows, func(lo, hi int) { q.matVecGeneric(y, x, lo, hi) })
 }
 
 // scaleScratch returns the buffer for decoded absmax values (buf, or a new slice when one row has more
@@ -80,11 +58,11 @@ func (q *Blocks4) rowScales(buf []float32, r, n, nb int) []float32 {
 	return s
 }
 
-// lut16 returns the integer kernels' table when they can run this weight: a 4-bit type whose blocks are
-// whole groups of 64 and never straddle rows.
+// lut16 returns the integer kernels' table when they can run this weight: a 4-bit type whose blocks
+// (32 or a multiple of 64) never straddle rows, in rows of whole groups of 64.
 func (q *Blocks4) lut16() (lut16, bool) {
-	cols := q.Cols()
-	if (q.Type != NF4 && q.Type != FP4) || q.BlockSize%group != 0 || cols%q.BlockSize != 0 {
+	cols, bs := q.Cols(), q.BlockSize
+	if (q.Type != NF4 && q.Type != FP4) || (bs%group != 0 && bs != group/2) || cols%bs != 0 || cols%group != 0 {
 		return lut16{}, false
 	}
 	return makeLUT16(&q.Code)
@@ -157,24 +135,6 @@ func (q *Blocks4) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 	}
 }
 
-// matVecFast runs the row kernel over rows [lo, hi); xs is x in kernel order.
-func (q *Blocks4) matVecFast(y, xs []float32, lo, hi int) {
-	cols, bs := q.Cols(), q.BlockSize
-	nbRow := cols / bs
-	if !q.Double {
-		rows4(y[lo:hi], q.Packed[lo*cols/2:hi*cols/2], q.Absmax[lo*nbRow:hi*nbRow], xs, &q.Code, nbRow, bs)
-		return
-	}
-	var sbuf [scaleBuf]float32
-	sc, step := scaleScratch(&sbuf, nbRow)
-	for r := lo; r < hi; {
-		n := min(hi-r, step)
-		scales := q.rowScales(sc, r, n, nbRow)
-		rows4(y[r:r+n], q.Packed[r*cols/2:(r+n)*cols/2], scales, xs, &q.Code, nbRow, bs)
-		r += n
-	}
-}
-
 // matVecGeneric handles any block size and Int8: each row is dequantised in short runs and dotted with x.
 func (q *Blocks4) matVecGeneric(y, x []float32, lo, hi int) {
 	cols := q.Cols()
@@ -185,54 +145,6 @@ func (q *Blocks4) matVecGeneric(y, x []float32, lo, hi int) {
 			k := min(len(buf), cols-c)
 			q.DequantizeRange(buf[:k], r*cols+c)
 			acc += kernels.Dot(buf[:k], x[c:c+k])
-		}
-		y[r] = acc
-	}
-}
-
-// matMulFast runs the fused kernels for weight rows [lo, hi) and all m kernel-ordered x rows.
-func (q *Blocks4) matMulFast(y, xs []float32, m, lo, hi int) {
-	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
-	nbRow := cols / bs
-	var sbuf [scaleBuf]float32
-	sc, step := scaleScratch(&sbuf, nbRow)
-	for r := lo; r < hi; {
-		n := min(hi-r, step)
-		scales := q.rowScales(sc, r, n, nbRow)
-		packed := q.Packed[r*cols/2 : (r+n)*cols/2]
-		i := 0
-		for ; i+4 <= m; i += 4 {
-			rowsNx(4, y[i*rows+r:], rows, packed, scales, xs[i*cols:], cols, &q.Code, nbRow, bs)
-		}
-		if i+2 <= m {
-			rowsNx(2, y[i*rows+r:], rows, packed, scales, xs[i*cols:], cols, &q.Code, nbRow, bs)
-			i += 2
-		}
-		for ; i < m; i++ {
-			rows4(y[i*rows+r:i*rows+r+n], packed, scales, xs[i*cols:(i+1)*cols], &q.Code, nbRow, bs)
-		}
-		r += n
-	}
-}
-
-// rows4Go is the portable row kernel (the reference for the assembly one): for each of len(y) rows,
-// y[r] = Σ_b scales[r·nb+b]·Σ_j code[q_j]·x[b·bs+j], x in natural order.
-func rows4Go(y []float32, packed []byte, scales, x []float32, code *[16]float32, nb, bs int) {
-	half := bs / 2
-	for r := range y {
-		var acc float32
-		for b := 0; b < nb; b++ {
-			pk := packed[(r*nb+b)*half : (r*nb+b+1)*half]
-			xb := x[b*bs : (b+1)*bs]
-			var a0, a1, a2, a3 float32
-			for j := 0; j+1 < len(pk); j += 2 {
-				c0, c1 := pk[j], pk[j+1]
-				a0 += code[c0>>4] * xb[2*j]
-				a1 += code[c0&15] * xb[2*j+1]
-				a2 += code[c1>>4] * xb[2*j+2]
-				a3 += code[c1&15] * xb[2*j+3]
-			}
-			acc += scales[r*nb+b] * ((a0 + a1) + (a2 + a3))
 		}
 		y[r] = acc
 	}
@@ -256,21 +168,13 @@ func rows8Go(y []float32, packed []byte, scales, x []float32, cols int) {
 	}
 }
 
-// rowsNxGo is the portable k-x-row kernel: rows4Go for x rows x[i·xstride:], results at y[i·ystride+r].
-func rowsNxGo(k int, y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
-	n := len(packed) / (nb * bs / 2)
-	for i := 0; i < k; i++ {
-		rows4Go(y[i*ystride:i*ystride+n], packed, scales, x[i*xstride:i*xstride+nb*bs], code, nb, bs)
-	}
-}
-
-// fusedMaxM is the batch size up to which MatMulT runs the fused kernels (each block decoded once per four
-// rows of X); larger batches dequantise tiles and use the f32 GEMM.
+// fusedMaxM is the batch size up to which MatMulT runs the integer kernels (each group decoded once per
+// four, two or one rows of X); larger batches dequantise tiles and use the f32 GEMM.
 const fusedMaxM = 32
 
-// MatMulT computes Y[m, Rows] = X[m, Cols]·Wᵀ. One row of X is MatVec; for more, each worker dequantises a
-// tile of W rows at a time into a small buffer and multiplies the whole batch with it, so every block is
-// decoded once per call, not once per row of X.
+// MatMulT computes Y[m, Rows] = X[m, Cols]·Wᵀ. One row of X is MatVec, small batches run the integer
+// kernels; otherwise each worker dequantises a tile of W rows at a time into a buffer and multiplies the
+// whole batch with it, so every block is decoded once per call, not once per row of X.
 func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	rows, cols := q.Rows(), q.Cols()
 	if m < 0 || len(x) != m*cols || len(y) != m*rows {
@@ -289,19 +193,6 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if l, ok := q.lut16(); ok && m < fusedMaxM {
 		q.matMul16(p, y, x, m, l)
-		return
-	}
-	if q.fast() && m < fusedMaxM {
-		bp := xPool.Get().(*[]float32)
-		if cap(*bp) < m*cols {
-			*bp = make([]float32, m*cols)
-		}
-		xs := (*bp)[:m*cols]
-		for i := 0; i < m; i++ {
-			kernelOrder(xs[i*cols:(i+1)*cols], x[i*cols:(i+1)*cols])
-		}
-		p.For(rows, func(lo, hi int) { q.matMulFast(y, xs, m, lo, hi) })
-		xPool.Put(bp)
 		return
 	}
 	p.For(rows, func(lo, hi int) {

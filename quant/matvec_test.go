@@ -83,31 +83,6 @@ func TestMatVec(t *testing.T) {
 	}
 }
 
-func TestRows4MatchesGo(t *testing.T) {
-	// the dispatching kernel (assembly when available) against the portable one, exact inputs
-	r := rand.New(rand.NewSource(8))
-	for _, bs := range []int{32, 64, 256} {
-		for _, nb := range []int{1, 2, 9, 24} {
-			rows := 5
-			cols := nb * bs
-			w := randW(r, rows*cols, 1)
-			q, _ := Quantize4(NF4, w, []int{rows, cols}, bs, false)
-			x := randW(r, cols, 1)
-			xs := make([]float32, cols)
-			kernelOrder(xs, x)
-			got := make([]float32, rows)
-			rows4(got, q.Packed, q.Absmax, xs, &q.Code, nb, bs)
-			want := make([]float32, rows)
-			rows4Go(want, q.Packed, q.Absmax, x, &q.Code, nb, bs)
-			for i := range got {
-				if math.Abs(float64(got[i]-want[i])) > 1e-4*math.Sqrt(float64(cols)) {
-					t.Fatalf("bs %d nb %d row %d: %v vs %v", bs, nb, i, got[i], want[i])
-				}
-			}
-		}
-	}
-}
-
 func TestMatMulT(t *testing.T) {
 	r := rand.New(rand.NewSource(9))
 	p := kernels.NewPool(2)

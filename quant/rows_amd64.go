@@ -7,78 +7,6 @@ import "golang.org/x/sys/cpu"
 // useAVX2 selects the assembly row kernel (AVX2 + FMA). It is set once at initialisation.
 var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
-// nf4RowsAVX2 is the assembly row kernel: for each of rows rows, y[r] = Σ_b scales[r·nb+b]·Σ_j
-// lut[q_j]·x'[b·bs+j], packed advancing nb·bs/2 bytes per row. x' is x in kernel order (see kernelOrder);
-// bs must be a multiple of 32.
-//
-//go:noescape
-func nf4RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, lut *[16]float32, rows, nb, bs int)
-
-// kernelOrder copies x into the order the row kernel reads it: within each group of 16 elements the 8 even
-// ones (high nibbles) first, then the 8 odd ones (low nibbles).
-func kernelOrder(dst, x []float32) {
-	if !useAVX2 {
-		copy(dst, x)
-		return
-	}
-	for g := 0; g+16 <= len(x); g += 16 {
-		s := x[g : g+16 : g+16]
-		d := dst[g : g+16 : g+16]
-		for j := 0; j < 8; j++ {
-			d[j] = s[2*j]
-			d[8+j] = s[2*j+1]
-		}
-	}
-}
-
-// rows4 runs the row kernel on len(y) rows; x is in kernel order.
-func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, nb, bs int) {
-	if len(y) == 0 {
-		return
-	}
-	if !useAVX2 {
-		rows4Go(y, packed, scales, x, code, nb, bs)
-		return
-	}
-	if len(packed) < len(y)*nb*bs/2 || len(scales) < len(y)*nb || len(x) < nb*bs || bs%32 != 0 {
-		panic("quant: rows4: slice lengths do not match")
-	}
-	nf4RowsAVX2(&y[0], &packed[0], &scales[0], &x[0], code, len(y), nb, bs)
-}
-
-// nf4Rows4xAVX2 is nf4RowsAVX2 for four x rows at once (x, x+xstride, x+2·xstride, x+3·xstride, each in
-// kernel order); the result of x row i and weight row r goes to y[i·ystride + r].
-//
-//go:noescape
-func nf4Rows4xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
-
-//go:noescape
-func nf4Rows2xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
-
-// rowsNx runs the row kernel for k = 2 or 4 x rows over len(packed)/(nb·bs/2) weight rows; see
-// nf4Rows4xAVX2.
-func rowsNx(k int, y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
-	n := len(packed) / (nb * bs / 2)
-	if n == 0 {
-		return
-	}
-	if !useAVX2 {
-		rowsNxGo(k, y, ystride, packed, scales, x, xstride, code, nb, bs)
-		return
-	}
-	if len(y) < (k-1)*ystride+n || len(scales) < n*nb || len(x) < (k-1)*xstride+nb*bs || bs%16 != 0 {
-		panic("quant: rowsNx: slice lengths do not match")
-	}
-	switch k {
-	case 4:
-		nf4Rows4xAVX2(&y[0], ystride, &packed[0], &scales[0], &x[0], xstride, code, n, nb, bs)
-	case 2:
-		nf4Rows2xAVX2(&y[0], ystride, &packed[0], &scales[0], &x[0], xstride, code, n, nb, bs)
-	default:
-		panic("quant: rowsNx: k must be 2 or 4")
-	}
-}
-
 // int8RowsAVX2: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for rows rows; cols % 32 == 0.
 //
 //go:noescape
@@ -141,7 +69,7 @@ func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 		return
 	}
 	if len(y) < (xq.k-1)*ystride+n || len(packed) < n*nb*bs/2 || len(scales) < n*nb ||
-		len(xq.q) < xq.k*nb*bs || len(xq.s) < xq.k*nb*8 || bs%group != 0 {
+		len(xq.q) < xq.k*nb*bs || len(xq.s) < xq.k*nb*8 || (bs%group != 0 && bs != group/2) || nb*bs%group != 0 {
 		panic("quant: rows16: slice lengths do not match")
 	}
 	switch xq.k {
@@ -169,7 +97,8 @@ func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
 	if nb == 0 {
 		return
 	}
-	if len(x)%xq.bs != 0 || xq.bs%group != 0 || len(xq.q) < xq.k*len(x) || len(xq.s) < xq.k*nb*8 || i >= xq.k {
+	if len(x)%xq.bs != 0 || (xq.bs%group != 0 && xq.bs != group/2) || len(x)%group != 0 || len(xq.q) < xq.k*len(x) ||
+		len(xq.s) < xq.k*nb*8 || i >= xq.k {
 		panic("quant: quantizeRow: slice lengths do not match")
 	}
 	quantX16AVX2(&xq.q[i*group], &xq.s[i*8], &x[0], nb, xq.bs, xq.k*group*2, lim, inv)

@@ -2,190 +2,6 @@
 
 #include "textflag.h"
 
-// func nf4RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, lut *[16]float32, rows, nb, bs int)
-//
-// Per 8 packed bytes (16 elements): VPMOVSXBD puts each byte in a dword d, sign-extended so that bit 7
-// (the high nibble's top bit) is already bit 31. The low nibble's value is VPERMPS(d, LUT[0:8]) or
-// VPERMPS(d, LUT[8:16]) chosen by bit 3 (d<<28 as the VBLENDVPS mask); the high nibble's the same with d>>4
-// and d itself as the mask. The two LUT halves are multiplied by the block's absmax
-// once per block. Four accumulators, two groups of 16 elements per iteration.
-TEXT ·nf4RowsAVX2(SB), NOSPLIT, $0-64
-	MOVQ y+0(FP), DI
-	MOVQ packed+8(FP), SI
-	MOVQ scales+16(FP), R8
-	MOVQ x+24(FP), R11
-	MOVQ lut+32(FP), AX
-	MOVQ rows+40(FP), CX
-	MOVQ nb+48(FP), R9
-	MOVQ bs+56(FP), R10
-	SHRQ $5, R10
-	VMOVUPS (AX), Y0
-	VMOVUPS 32(AX), Y1
-	TESTQ CX, CX
-	JZ   done
-
-rowloop:
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	MOVQ R11, DX
-	MOVQ R9, BX
-
-blockloop:
-	VBROADCASTSS (R8), Y15
-	VMULPS Y15, Y0, Y2
-	VMULPS Y15, Y1, Y3
-	ADDQ $4, R8
-	MOVQ R10, R12
-
-grouploop:
-	VPMOVSXBD (SI), Y8
-	VPSRLD    $4, Y8, Y9
-	VPSLLD    $28, Y8, Y10
-	VPERMPS   Y2, Y8, Y12
-	VPERMPS   Y3, Y8, Y13
-	VBLENDVPS Y10, Y13, Y12, Y14
-	VPERMPS   Y2, Y9, Y12
-	VPERMPS   Y3, Y9, Y13
-	VBLENDVPS Y8, Y13, Y12, Y15
-	VFMADD231PS (DX), Y15, Y4
-	VFMADD231PS 32(DX), Y14, Y5
-
-	VPMOVSXBD 8(SI), Y8
-	VPSRLD    $4, Y8, Y9
-	VPSLLD    $28, Y8, Y10
-	VPERMPS   Y2, Y8, Y12
-	VPERMPS   Y3, Y8, Y13
-	VBLENDVPS Y10, Y13, Y12, Y14
-	VPERMPS   Y2, Y9, Y12
-	VPERMPS   Y3, Y9, Y13
-	VBLENDVPS Y8, Y13, Y12, Y15
-	VFMADD231PS 64(DX), Y15, Y6
-	VFMADD231PS 96(DX), Y14, Y7
-
-	ADDQ $16, SI
-	ADDQ $128, DX
-	DECQ R12
-	JNZ  grouploop
-	DECQ BX
-	JNZ  blockloop
-
-	VADDPS Y5, Y4, Y4
-	VADDPS Y7, Y6, Y6
-	VADDPS Y6, Y4, Y4
-	VEXTRACTF128 $1, Y4, X5
-	VADDPS X5, X4, X4
-	VHADDPS X4, X4, X4
-	VHADDPS X4, X4, X4
-	MOVSS X4, (DI)
-	ADDQ $4, DI
-	DECQ CX
-	JNZ  rowloop
-
-done:
-	VZEROUPPER
-	RET
-
-// func nf4Rows4xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
-//
-// Four input rows at once: each weight block is decoded once and multiplied with the four kernel-ordered
-// x rows (x, x+xstride, ...), accumulating into Y[i][r] = y[i·ystride + r]. Accumulators: Y4..Y7 even
-// elements of x rows 0..3, Y8..Y11 odd elements.
-TEXT ·nf4Rows4xAVX2(SB), NOSPLIT, $0-80
-	MOVQ y+0(FP), DI
-	MOVQ ystride+8(FP), R13
-	SHLQ $2, R13
-	MOVQ packed+16(FP), SI
-	MOVQ scales+24(FP), R8
-	MOVQ x+32(FP), R11
-	MOVQ xstride+40(FP), R14
-	SHLQ $2, R14
-	MOVQ lut+48(FP), AX
-	MOVQ rows+56(FP), CX
-	MOVQ nb+64(FP), R9
-	MOVQ bs+72(FP), R10
-	SHRQ $4, R10
-	VMOVUPS (AX), Y0
-	VMOVUPS 32(AX), Y1
-	LEAQ (R14)(R14*2), AX
-	TESTQ CX, CX
-	JZ   done4
-
-rowloop4:
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	MOVQ R11, DX
-	MOVQ R9, BX
-
-blockloop4:
-	VBROADCASTSS (R8), Y15
-	VMULPS Y15, Y0, Y2
-	VMULPS Y15, Y1, Y3
-	ADDQ $4, R8
-	MOVQ R10, R12
-
-grouploop4:
-	VPMOVSXBD (SI), Y12
-	VPSLLD    $28, Y12, Y13
-	VPERMPS   Y2, Y12, Y14
-	VPERMPS   Y3, Y12, Y15
-	VBLENDVPS Y13, Y15, Y14, Y14
-	VFMADD231PS 32(DX), Y14, Y8
-	VFMADD231PS 32(DX)(R14*1), Y14, Y9
-	VFMADD231PS 32(DX)(R14*2), Y14, Y10
-	VFMADD231PS 32(DX)(AX*1), Y14, Y11
-	VPSRLD    $4, Y12, Y13
-	VPERMPS   Y2, Y13, Y15
-	VPERMPS   Y3, Y13, Y13
-	VBLENDVPS Y12, Y13, Y15, Y15
-	VFMADD231PS (DX), Y15, Y4
-	VFMADD231PS (DX)(R14*1), Y15, Y5
-	VFMADD231PS (DX)(R14*2), Y15, Y6
-	VFMADD231PS (DX)(AX*1), Y15, Y7
-	ADDQ $8, SI
-	ADDQ $64, DX
-	DECQ R12
-	JNZ  grouploop4
-	DECQ BX
-	JNZ  blockloop4
-
-	// y[i·ystride] = hsum(even_i + odd_i)
-	VADDPS Y8, Y4, Y4
-	VADDPS Y9, Y5, Y5
-	VADDPS Y10, Y6, Y6
-	VADDPS Y11, Y7, Y7
-	// transpose-reduce four vectors to four sums
-	VHADDPS Y5, Y4, Y4
-	VHADDPS Y7, Y6, Y6
-	VHADDPS Y6, Y4, Y4
-	VEXTRACTF128 $1, Y4, X5
-	VADDPS X5, X4, X4
-	MOVQ DI, R12
-	MOVSS X4, (R12)
-	ADDQ R13, R12
-	VPSRLDQ $4, X4, X4
-	MOVSS X4, (R12)
-	ADDQ R13, R12
-	VPSRLDQ $4, X4, X4
-	MOVSS X4, (R12)
-	ADDQ R13, R12
-	VPSRLDQ $4, X4, X4
-	MOVSS X4, (R12)
-	ADDQ $4, DI
-	DECQ CX
-	JNZ  rowloop4
-
-done4:
-	VZEROUPPER
-	RET
-
 // func int8RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, rows, cols int)
 //
 // LLM.int8 rows: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] (the caller multiplies by 1/127).
@@ -242,81 +58,6 @@ loop8:
 	JNZ  rowloop8
 
 done8:
-	VZEROUPPER
-	RET
-
-// func nf4Rows2xAVX2(y *float32, ystride int, packed *byte, scales *float32, x *float32, xstride int, lut *[16]float32, rows, nb, bs int)
-//
-// nf4Rows4xAVX2 for two x rows.
-TEXT ·nf4Rows2xAVX2(SB), NOSPLIT, $0-80
-	MOVQ y+0(FP), DI
-	MOVQ ystride+8(FP), R13
-	SHLQ $2, R13
-	MOVQ packed+16(FP), SI
-	MOVQ scales+24(FP), R8
-	MOVQ x+32(FP), R11
-	MOVQ xstride+40(FP), R14
-	SHLQ $2, R14
-	MOVQ lut+48(FP), AX
-	MOVQ rows+56(FP), CX
-	MOVQ nb+64(FP), R9
-	MOVQ bs+72(FP), R10
-	SHRQ $4, R10
-	VMOVUPS (AX), Y0
-	VMOVUPS 32(AX), Y1
-	TESTQ CX, CX
-	JZ   done2
-
-rowloop2:
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	MOVQ R11, DX
-	MOVQ R9, BX
-
-blockloop2:
-	VBROADCASTSS (R8), Y15
-	VMULPS Y15, Y0, Y2
-	VMULPS Y15, Y1, Y3
-	ADDQ $4, R8
-	MOVQ R10, R12
-
-grouploop2:
-	VPMOVSXBD (SI), Y12
-	VPSLLD    $28, Y12, Y13
-	VPERMPS   Y2, Y12, Y14
-	VPERMPS   Y3, Y12, Y15
-	VBLENDVPS Y13, Y15, Y14, Y14
-	VFMADD231PS 32(DX), Y14, Y8
-	VFMADD231PS 32(DX)(R14*1), Y14, Y9
-	VPSRLD    $4, Y12, Y13
-	VPERMPS   Y2, Y13, Y15
-	VPERMPS   Y3, Y13, Y13
-	VBLENDVPS Y12, Y13, Y15, Y15
-	VFMADD231PS (DX), Y15, Y4
-	VFMADD231PS (DX)(R14*1), Y15, Y5
-	ADDQ $8, SI
-	ADDQ $64, DX
-	DECQ R12
-	JNZ  grouploop2
-	DECQ BX
-	JNZ  blockloop2
-
-	VADDPS Y8, Y4, Y4
-	VADDPS Y9, Y5, Y5
-	VHADDPS Y5, Y4, Y4
-	VEXTRACTF128 $1, Y4, X5
-	VADDPS X5, X4, X4
-	VHADDPS X4, X4, X4
-	MOVSS X4, (DI)
-	VPSRLDQ $4, X4, X4
-	MOVSS X4, (DI)(R13*1)
-	ADDQ $4, DI
-	DECQ CX
-	JNZ  rowloop2
-
-done2:
 	VZEROUPPER
 	RET
 
@@ -404,6 +145,9 @@ TEXT ·nf4Rows16AVX2(SB), NOSPLIT, $0-72
 	MOVQ nb+56(FP), R9
 	MOVQ bs+64(FP), R10
 	SHRQ $6, R10
+	TESTQ R10, R10
+	JNZ  2(PC)
+	SHRQ $1, R9
 	VBROADCASTI128 (AX), Y0
 	VBROADCASTI128 16(AX), Y1
 	VBROADCASTI128 32(AX), Y2
@@ -418,8 +162,17 @@ row16:
 
 block16:
 	VBROADCASTSS (R8), Y11
-	VMULPS       (R14), Y11, Y11
 	MOVQ R10, R12
+	TESTQ R10, R10
+	JNZ  scale16
+	// bs == 32: a group is two blocks; its products' low 128-bit lane is the first, the high the second
+	VBROADCASTSS 4(R8), Y13
+	VBLENDPS $0xf0, Y13, Y11, Y11
+	ADDQ $4, R8
+	MOVQ $1, R12
+
+scale16:
+	VMULPS       (R14), Y11, Y11
 
 group16:
 	PREFETCHT0 2048(SI)
@@ -494,6 +247,9 @@ TEXT ·nf4Rows16x4AVX2(SB), NOSPLIT, $0-80
 	MOVQ nb+64(FP), R9
 	MOVQ bs+72(FP), R10
 	SHRQ $6, R10
+	TESTQ R10, R10
+	JNZ  2(PC)
+	SHRQ $1, R9
 	VBROADCASTI128 (AX), Y0
 	VBROADCASTI128 16(AX), Y1
 	VBROADCASTI128 32(AX), Y2
@@ -512,6 +268,9 @@ row16x4:
 
 block16x4:
 	MOVQ R10, R12
+	TESTQ R12, R12
+	JNZ  2(PC)
+	MOVQ $1, R12
 
 group16x4:
 	PREFETCHT0 2048(SI)
@@ -527,6 +286,10 @@ group16x4:
 	NF4X4NEXT(320, Y14, Y12, Y9)
 	NF4X4NEXT(448, Y14, Y12, Y10)
 	VBROADCASTSS (R8), Y11
+	TESTQ R10, R10
+	JNZ  3(PC)
+	VBROADCASTSS 4(R8), Y13
+	VBLENDPS $0xf0, Y13, Y11, Y11
 	NF4X4SCALE(0, Y7, Y3)
 	NF4X4SCALE(32, Y8, Y4)
 	NF4X4SCALE(64, Y9, Y5)
@@ -535,6 +298,9 @@ group16x4:
 	ADDQ $512, DX
 	DECQ R12
 	JNZ  group16x4
+	ADDQ $4, R8
+	TESTQ R10, R10
+	JNZ  2(PC)
 	ADDQ $4, R8
 	ADDQ $128, R14
 	DECQ BX
@@ -585,6 +351,9 @@ TEXT ·nf4Rows16x2AVX2(SB), NOSPLIT, $0-80
 	MOVQ nb+64(FP), R9
 	MOVQ bs+72(FP), R10
 	SHRQ $6, R10
+	TESTQ R10, R10
+	JNZ  2(PC)
+	SHRQ $1, R9
 	VBROADCASTI128 (AX), Y0
 	VBROADCASTI128 16(AX), Y1
 	VBROADCASTI128 32(AX), Y2
@@ -601,6 +370,9 @@ row16x2:
 
 block16x2:
 	MOVQ R10, R12
+	TESTQ R12, R12
+	JNZ  2(PC)
+	MOVQ $1, R12
 
 group16x2:
 	PREFETCHT0 2048(SI)
@@ -612,12 +384,19 @@ group16x2:
 	NF4X4NEXT(64, Y14, Y12, Y7)
 	NF4X4NEXT(192, Y14, Y12, Y8)
 	VBROADCASTSS (R8), Y11
+	TESTQ R10, R10
+	JNZ  3(PC)
+	VBROADCASTSS 4(R8), Y13
+	VBLENDPS $0xf0, Y13, Y11, Y11
 	NF4X4SCALE(0, Y7, Y3)
 	NF4X4SCALE(32, Y8, Y4)
 	ADDQ $32, SI
 	ADDQ $256, DX
 	DECQ R12
 	JNZ  group16x2
+	ADDQ $4, R8
+	TESTQ R10, R10
+	JNZ  2(PC)
 	ADDQ $4, R8
 	ADDQ $64, R14
 	DECQ BX
@@ -643,7 +422,8 @@ done16x2:
 
 // func quantX16AVX2(q *int16, s *float32, x *float32, nb, bs, gstride int, lim, inv float32)
 //
-// Quantises one row of x for the integer kernels (the assembly twin of quantizeRow): per block, the
+// Quantises one row of x for the integer kernels (the assembly twin of quantizeRow): per block (bs = 32:
+// both blocks of each group of 64, one after the other), the
 // step is max|x|/lim (the maximum taken over the bit patterns of |x|, so that a NaN wins as it does in Go's
 // max and reaches the output) and each element becomes round-to-even(x·lim/max). Each group of 64 elements is
 // written in kernel order (see groupPerm): VPERM2F128 pairs the 128-bit halves that share a destination
@@ -664,6 +444,10 @@ TEXT ·quantX16AVX2(SB), NOSPLIT, $0-56
 	VPSRLD $1, Y15, Y15
 	TESTQ CX, CX
 	JZ   doneqx
+
+	CMPQ R9, $32
+	JNE  blockqx
+	SHRQ $1, CX
 
 blockqx:
 	VXORPS Y0, Y0, Y0
@@ -694,21 +478,61 @@ maxqx:
 	VMULSS X13, X3, X3
 
 zeroqx:
+	CMPQ R9, $32
+	JEQ  halfqx
 	VBROADCASTSS X3, Y3
 	VMOVUPS Y3, (R8)
 	VBROADCASTSS X2, Y2
+	VMOVAPS Y2, Y3
 	MOVQ R9, BX
 	SHRQ $6, BX
+	JMP  groupqx
+
+	// bs == 32: the group's second block (the max loop left DX on it) gets its own step; the scales are
+	// stored as [first ×4, second ×4], the multipliers go to Y2 (elements 0..31) and Y3 (32..63)
+halfqx:
+	VMOVAPS X2, X4
+	VMOVAPS X3, X5
+	VANDPS (DX), Y15, Y0
+	VANDPS 32(DX), Y15, Y1
+	VPMAXSD Y1, Y0, Y0
+	VANDPS 64(DX), Y15, Y1
+	VPMAXSD Y1, Y0, Y0
+	VANDPS 96(DX), Y15, Y1
+	VPMAXSD Y1, Y0, Y0
+	VEXTRACTI128 $1, Y0, X1
+	VPMAXSD X1, X0, X0
+	VPSHUFD $0x4e, X0, X1
+	VPMAXSD X1, X0, X0
+	VPSHUFD $0xb1, X0, X1
+	VPMAXSD X1, X0, X0
+	VXORPS X2, X2, X2
+	VXORPS X3, X3, X3
+	MOVL X0, AX
+	TESTL AX, AX
+	JZ   zero2qx
+	VDIVSS X0, X14, X2
+	VDIVSS X14, X0, X3
+	VMULSS X13, X3, X3
+
+zero2qx:
+	VBROADCASTSS X5, Y5
+	VBROADCASTSS X3, Y3
+	VBLENDPS $0xf0, Y3, Y5, Y3
+	VMOVUPS Y3, (R8)
+	VBROADCASTSS X2, Y3
+	VBROADCASTSS X4, Y2
+	MOVQ $1, BX
 
 groupqx:
 	VMULPS (SI), Y2, Y4
 	VMULPS 32(SI), Y2, Y5
 	VMULPS 64(SI), Y2, Y6
 	VMULPS 96(SI), Y2, Y7
-	VMULPS 128(SI), Y2, Y8
-	VMULPS 160(SI), Y2, Y9
-	VMULPS 192(SI), Y2, Y10
-	VMULPS 224(SI), Y2, Y11
+	VMULPS 128(SI), Y3, Y8
+	VMULPS 160(SI), Y3, Y9
+	VMULPS 192(SI), Y3, Y10
+	VMULPS 224(SI), Y3, Y11
 
 	VPERM2F128 $0x20, Y8, Y4, Y12
 	VPERM2F128 $0x31, Y8, Y4, Y1

@@ -2,19 +2,6 @@
 
 package quant
 
-// kernelOrder copies x; the portable kernel reads x in natural order.
-func kernelOrder(dst, x []float32) { copy(dst, x) }
-
-// rows4 runs the portable row kernel on len(y) rows.
-func rows4(y []float32, packed []byte, scales, x []float32, code *[16]float32, nb, bs int) {
-	rows4Go(y, packed, scales, x, code, nb, bs)
-}
-
-// rowsNx runs the portable row kernel for k x rows.
-func rowsNx(k int, y []float32, ystride int, packed []byte, scales, x []float32, xstride int, code *[16]float32, nb, bs int) {
-	rowsNxGo(k, y, ystride, packed, scales, x, xstride, code, nb, bs)
-}
-
 // rows8 runs the portable int8 row kernel.
 func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
 	rows8Go(y, packed, scales, x, cols)

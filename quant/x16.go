@@ -48,10 +48,10 @@ func makeLUT16(code *[16]float32) (l lut16, ok bool) {
 
 func abs32(v float32) float32 { return math.Float32frombits(math.Float32bits(v) &^ (1 << 31)) }
 
-// xLimit is the largest |x| step count for block size bs such that one int32 lane, which sums bs/8
-// products of |level| ≤ 2¹⁴ and |x| ≤ limit, cannot overflow.
+// xLimit is the largest |x| step count for block size bs such that one int32 lane, which sums
+// max(bs, 64)/8 products of |level| ≤ 2¹⁴ and |x| ≤ limit, cannot overflow.
 func xLimit(bs int) float32 {
-	return float32(min(32767, (math.MaxInt32)/(lutOne*bs/8)))
+	return float32(min(32767, (math.MaxInt32)/(lutOne*max(bs, group)/8)))
 }
 
 // group is the element count the kernels decode at once (32 packed bytes).
@@ -160,30 +160,53 @@ func grow[T any](s []T, n int) []T {
 // quantizeRowGo writes row i of x into xq (the portable twin of quantX16AVX2): per block the step is
 // max|x|/lim, and each element becomes the nearest multiple of it, ties to even.
 func quantizeRowGo(xq *x16, i int, x []float32, lim, inv float32, perm *[group]uint8) {
-	k, bs := xq.k, xq.bs
-	for b := 0; b*bs < len(x); b++ {
-		xb := x[b*bs : (b+1)*bs]
-		var m float32
-		for _, v := range xb {
-			m = max(m, abs32(v))
-		}
-		var step, r float32
-		if m != 0 {
-			r, step = lim/m, m/lim
-		}
-		s := xq.s[(b*k+i)*8 : (b*k+i)*8+8]
-		for j := range s {
-			s[j] = step * inv
-		}
-		for g := 0; g < bs/group; g++ {
-			src := xb[g*group : (g+1)*group : (g+1)*group]
-			gi := b*bs/group + g // group index in the row
-			dst := xq.q[(gi*k+i)*group : (gi*k+i+1)*group : (gi*k+i+1)*group]
-			for p, e := range perm {
-				dst[p] = roundEven(src[e] * r)
+	bs := xq.bs
+	var rs [2]float32 // the reciprocal steps of the blocks of a group's elements 0..31 and 32..63
+	for g := 0; g*group < len(x); g++ {
+		for h := range rs {
+			b := (g*group + h*group/2) / bs
+			if h == 0 || b != (g*group)/bs {
+				rs[h] = xq.blockStep(i, b, x[b*bs:(b+1)*bs], lim, inv)
+			} else {
+				rs[h] = rs[0]
 			}
 		}
+		src := x[g*group : (g+1)*group : (g+1)*group]
+		dst := xq.q[(g*xq.k+i)*group : (g*xq.k+i+1)*group : (g*xq.k+i+1)*group]
+		for p, e := range perm {
+			dst[p] = roundEven(src[e] * rs[e/32])
+		}
 	}
+}
+
+// blockStep stores block b's step·inv in row i's scale slot(s) and returns lim/max|x| (0 for a zero
+// block).
+func (xq *x16) blockStep(i, b int, xb []float32, lim, inv float32) float32 {
+	var m float32
+	for _, v := range xb {
+		m = max(m, abs32(v))
+	}
+	var step, r float32
+	if m != 0 {
+		r, step = lim/m, m/lim
+	}
+	j, n := xq.scaleAt(b, i), 8
+	if xq.bs < group {
+		n = 4
+	}
+	for k := range xq.s[j : j+n] {
+		xq.s[j+k] = step * inv
+	}
+	return r
+}
+
+// scaleAt is the index in s of block b's x scale for row i: 8 copies per block of 64 or more, and for
+// 32-blocks 4 copies each, two blocks per group (each 128-bit lane of a group's products is one block).
+func (xq *x16) scaleAt(b, i int) int {
+	if xq.bs < group {
+		return ((b/2)*xq.k+i)*8 + 4*(b%2)
+	}
+	return (b*xq.k + i) * 8
 }
 
 // roundEven rounds v (|v| < 2²²) to the nearest integer, ties to even, as VCVTPS2DQ does.
@@ -194,29 +217,35 @@ func roundEven(v float32) int16 {
 }
 
 // rows16Go is the portable integer kernel and the reference for the assembly: for weight rows r < n
-// and x rows i < xq.k, y[i·ystride+r] = Σ_b absmax[r·nb+b]·s_i[b]·Σ_{j∈b} level[code_j]·q_i[j].
+// and x rows i < xq.k, y[i·ystride+r] = Σ_b absmax[r·nb+b]·s_i[b]·Σ_{j∈b} level[code_j]·q_i[j], each group of
+// 64 converted to float on its own as the assembly does.
 func rows16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16, l *lut16, n, nb int) {
 	k, bs := xq.k, xq.bs
-	half := bs / 2
+	cols := nb * bs
 	for r := 0; r < n; r++ {
+		row := packed[r*cols/2 : (r+1)*cols/2]
 		for i := 0; i < k; i++ {
 			var acc float32
-			for b := 0; b < nb; b++ {
-				pk := packed[(r*nb+b)*half : (r*nb+b+1)*half]
-				var sum int64 // the assembly's int32 lanes each hold an eighth of it
-				for g := 0; g < bs/group; g++ {
-					gi := b*bs/group + g
-					q := xq.q[(gi*k+i)*group : (gi*k+i+1)*group]
-					pg := pk[g*group/2 : (g+1)*group/2]
-					for p, e := range groupPerm {
-						c := pg[e/2] >> 4
-						if e&1 == 1 {
-							c = pg[e/2] & 15
-						}
-						sum += int64(l.level[c]) * int64(q[p])
+			for g := 0; g < cols/group; g++ {
+				q := xq.q[(g*k+i)*group : (g*k+i+1)*group]
+				pg := row[g*group/2 : (g+1)*group/2]
+				var sums [2]int64 // elements 0..31 and 32..63
+				for p, e := range groupPerm {
+					c := pg[e/2] >> 4
+					if e&1 == 1 {
+						c = pg[e/2] & 15
 					}
+					sums[e/32] += int64(l.level[c]) * int64(q[p])
 				}
-				acc += float32(sum) * (scales[r*nb+b] * xq.s[(b*k+i)*8])
+				if bs >= group {
+					b := g * group / bs
+					acc += float32(sums[0]+sums[1]) * (scales[r*nb+b] * xq.s[xq.scaleAt(b, i)])
+					continue
+				}
+				for h, sum := range sums {
+					b := 2*g + h
+					acc += float32(sum) * (scales[r*nb+b] * xq.s[xq.scaleAt(b, i)])
+				}
 			}
 			y[i*ystride+r] = acc
 		}

@@ -95,8 +95,11 @@ func TestLUT16(t *testing.T) {
 // one on the same quantised x: the int32 sums are exact in both, so only float summation order differs.
 func TestRows16MatchesGo(t *testing.T) {
 	r := rand.New(rand.NewSource(11))
-	for _, bs := range []int{64, 128, 256} {
+	for _, bs := range []int{32, 64, 128, 256} {
 		for _, nb := range []int{1, 2, 9, 24} {
+			if nb*bs%group != 0 {
+				continue // rows of whole groups only
+			}
 			for _, m := range []int{1, 2, 3, 4, 6, 7, 9} {
 				rows, cols := 7, nb*bs
 				q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, bs, false)
@@ -109,7 +112,7 @@ func TestRows16MatchesGo(t *testing.T) {
 					rows16Go(want[c.row0*rows:], rows, q.Packed, q.Absmax, &c, &l, rows, nb)
 				}
 				for i := range got {
-					if math.Abs(float64(got[i]-want[i])) > 1e-6*math.Sqrt(float64(cols)) {
+					if math.Abs(float64(got[i]-want[i])) > 1e-6*(math.Sqrt(float64(cols))+math.Abs(float64(want[i]))) {
 						t.Fatalf("bs %d nb %d m %d y[%d]: %v vs %v", bs, nb, m, i, got[i], want[i])
 					}
 				}
@@ -121,7 +124,7 @@ func TestRows16MatchesGo(t *testing.T) {
 // TestRows16Extremes drives every int32 lane to its largest sum: all levels ±1 and all x at ±max, so
 // an overflow would flip the sign.
 func TestRows16Extremes(t *testing.T) {
-	for _, bs := range []int{64, 128, 256, 1024} {
+	for _, bs := range []int{32, 64, 128, 256, 1024} {
 		for _, sign := range []float32{1, -1} {
 			cols := 2 * bs
 			w := make([]float32, 4*cols)
@@ -192,14 +195,6 @@ func BenchmarkRows16(b *testing.B) {
 					q.MatVec(nil, y, x)
 				}
 			})
-			b.Run(fmt.Sprintf("float/%dx%d/dq=%v", rows, cols, dq), func(b *testing.B) {
-				b.SetBytes(int64(q.Bytes()))
-				xs := make([]float32, cols)
-				for i := 0; i < b.N; i++ {
-					kernelOrder(xs, x)
-					q.matVecFast(y, xs, 0, rows)
-				}
-			})
 		}
 	}
 }
@@ -226,17 +221,17 @@ func TestQuantizeRowMatchesGo(t *testing.T) {
 	r := rand.New(rand.NewSource(13))
 	code, _ := Code(NF4)
 	l, _ := makeLUT16(&code)
-	for _, bs := range []int{64, 128, 256} {
+	for _, bs := range []int{32, 64, 128, 256} {
 		for _, k := range []int{1, 4} {
-			cols := 3 * bs
+			cols := 3 * max(bs, group) // whole groups; for bs 32, six blocks
 			x := randW(r, k*cols, 1)
 			for j := 0; j < bs; j++ {
 				x[bs+j] = 0 // an all-zero block
 			}
 			x[2*bs] = 4 // ties: 4 is the maximum, so 0.5·4/lim lands on half steps
 			x[2*bs+1] = 0.5 * 4 / xLimit(bs)
-			a := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
-			b := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*3*8)}
+			a := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*cols/bs*8)}
+			b := x16{k: k, bs: bs, q: make([]int16, k*cols), s: make([]float32, k*cols/bs*8)}
 			for i := 0; i < k; i++ {
 				quantizeRow(&a, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv)
 				quantizeRowGo(&b, i, x[i*cols:(i+1)*cols], xLimit(bs), l.inv, &groupPerm)
