@@ -166,7 +166,8 @@ type extTask struct{ t Task }
 func (e *extTask) run(lo, hi int) { e.t.Run(lo, hi) }
 
 // Run is For for a Task value: a caller that keeps its job in a reused struct (instead of a new closure
-// per call) runs it without allocating.
+// per call) runs it without allocating. It splits [0, n) into one contiguous share per thread, for jobs
+// that stream memory (GEMVs): a share not yet claimed is still taken by whichever thread is free.
 func (p *Pool) Run(n int, t Task) {
 	if n <= 0 {
 		return
@@ -176,7 +177,7 @@ func (p *Pool) Run(n int, t Task) {
 		return
 	}
 	p.ext.t = t
-	p.runLocked(n, p.threads*4, &p.ext)
+	p.runLocked(n, p.threads, &p.ext)
 	p.ext.t = nil
 	p.mu.Unlock()
 }
