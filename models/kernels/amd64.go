@@ -4,6 +4,7 @@ package kernels
 
 import (
 	"math"
+	"os"
 
 	"golang.org/x/sys/cpu"
 )
@@ -16,7 +17,9 @@ var hasF16C = useAVX2 && cpu.X86.HasF16C
 
 // useAVX512 selects the 16-lane GEMM tile (the machine's FMA units may be
 // 512 bits wide); every other kernel is bandwidth bound and stays on AVX2.
-var useAVX512 = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
+// LORAKIT_NO_AVX512=1 keeps the AVX2 tile, to measure on an AVX-512 machine
+// what an AVX2-only one runs.
+var useAVX512 = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && os.Getenv("LORAKIT_NO_AVX512") == ""
 
 // HasAVX2 reports whether the AVX2+FMA assembly kernels are in use.
 func HasAVX2() bool { return useAVX2 }
