@@ -266,79 +266,7 @@ store: \
 	RET
 
 // MMTILE2_512 is MMTILE2 with 16-lane registers, k % 16 == 0.
-#define MMTILE2_512(LOAD, esz) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldx+8(FP), AX \
-	SHLQ $2, AX \
-	LEAQ (SI)(AX*1), R8 \
-	MOVQ w+16(FP), DI \
-	MOVQ ldw+24(FP), AX \
-	IMULQ $esz, AX \
-	LEAQ (DI)(AX*1), R10 \
-	LEAQ (R10)(AX*1), R11 \
-	LEAQ (R11)(AX*1), R12 \
-	MOVQ k+32(FP), CX \
-	XORQ BX, BX \
-	XORQ DX, DX \
-	VPXORD Z0, Z0, Z0 \
-	VPXORD Z1, Z1, Z1 \
-	VPXORD Z2, Z2, Z2 \
-	VPXORD Z3, Z3, Z3 \
-	VPXORD Z4, Z4, Z4 \
-	VPXORD Z5, Z5, Z5 \
-	VPXORD Z6, Z6, Z6 \
-	VPXORD Z7, Z7, Z7 \
-loop: \
-	VMOVUPS (SI)(BX*1), Z12 \
-	VMOVUPS (R8)(BX*1), Z13 \
-	LOAD((DI)(DX*1), Z14) \
-	LOAD((R10)(DX*1), Z15) \
-	VFMADD231PS Z12, Z14, Z0 \
-	VFMADD231PS Z13, Z14, Z4 \
-	VFMADD231PS Z12, Z15, Z1 \
-	VFMADD231PS Z13, Z15, Z5 \
-	LOAD((R11)(DX*1), Z14) \
-	LOAD((R12)(DX*1), Z15) \
-	VFMADD231PS Z12, Z14, Z2 \
-	VFMADD231PS Z13, Z14, Z6 \
-	VFMADD231PS Z12, Z15, Z3 \
-	VFMADD231PS Z13, Z15, Z7 \
-	ADDQ $64, BX \
-	ADDQ $(16*esz), DX \
-	SUBQ $16, CX \
-	JG   loop \
-	VEXTRACTF64X4 $1, Z0, Y12 \
-	VADDPS Y12, Y0, Y0 \
-	VEXTRACTF64X4 $1, Z1, Y12 \
-	VADDPS Y12, Y1, Y1 \
-	VEXTRACTF64X4 $1, Z2, Y12 \
-	VADDPS Y12, Y2, Y2 \
-	VEXTRACTF64X4 $1, Z3, Y12 \
-	VADDPS Y12, Y3, Y3 \
-	VEXTRACTF64X4 $1, Z4, Y12 \
-	VADDPS Y12, Y4, Y4 \
-	VEXTRACTF64X4 $1, Z5, Y12 \
-	VADDPS Y12, Y5, Y5 \
-	VEXTRACTF64X4 $1, Z6, Y12 \
-	VADDPS Y12, Y6, Y6 \
-	VEXTRACTF64X4 $1, Z7, Y12 \
-	VADDPS Y12, Y7, Y7 \
-	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
-	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
-	MOVQ c+40(FP), AX \
-	MOVQ ldc+48(FP), BX \
-	SHLQ $2, BX \
-	LEAQ (AX)(BX*1), CX \
-	MOVQ acc+56(FP), R13 \
-	TESTQ R13, R13 \
-	JE   store \
-	VADDPS (AX), X0, X0 \
-	VADDPS (CX), X4, X4 \
-store: \
-	VMOVUPS X0, (AX) \
-	VMOVUPS X4, (CX) \
-	VZEROUPPER \
-	RET
+#define MMTILE2_512(LOAD, esz) MMTILE2_512P(LOAD, esz, NOPREFETCH)
 
 // func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
 TEXT ·mmTile2x4F32(SB), NOSPLIT, $0-64
@@ -352,20 +280,9 @@ TEXT ·mmTile2x4BF16(SB), NOSPLIT, $0-64
 TEXT ·mmTile2x4F16(SB), NOSPLIT, $0-64
 	MMTILE2(LOADF16, 2)
 
-// func mmTile2x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F32Z(SB), NOSPLIT, $0-64
-	MMTILE2_512(LOADF32Z, 4)
-
-// func mmTile2x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4BF16Z(SB), NOSPLIT, $0-64
-	MMTILE2_512(LOADBF16Z, 2)
-
-// func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F16Z(SB), NOSPLIT, $0-64
-	MMTILE2_512(LOADF16Z, 2)
-
-// MMTILE512P is MMTILEP with 16-lane AVX-512 registers. MMTILE2_512PF (below)
-// is MMTILE2_512 with the same pointer increments and prefetch.
+// MMTILE512P is MMTILEP with 16-lane AVX-512 registers; MMTILE2_512P (below)
+// is its two-row form (MMTILE2 with 16-lane registers), both with PFETCH as in
+// MMTILEP.
 #define MMTILE512P(LOAD, esz, PFETCH) \
 	MOVQ x+0(FP), SI \
 	MOVQ ldx+8(FP), AX \
@@ -473,7 +390,7 @@ store: \
 
 #define MMTILE512PF(LOAD, esz) MMTILE512P(LOAD, esz, PREFETCHAT)
 
-#define MMTILE2_512PF(LOAD, esz) \
+#define MMTILE2_512P(LOAD, esz, PFETCH) \
 	MOVQ x+0(FP), SI \
 	MOVQ ldx+8(FP), AX \
 	SHLQ $2, AX \
@@ -496,10 +413,10 @@ store: \
 	VPXORD Z6, Z6, Z6 \
 	VPXORD Z7, Z7, Z7 \
 loop: \
-	PREFETCHT0 (DI)(BX*1) \
-	PREFETCHT0 (R10)(BX*1) \
-	PREFETCHT0 (R11)(BX*1) \
-	PREFETCHT0 (R12)(BX*1) \
+	PFETCH((DI)(BX*1)) \
+	PFETCH((R10)(BX*1)) \
+	PFETCH((R11)(BX*1)) \
+	PFETCH((R12)(BX*1)) \
 	VMOVUPS (SI), Z12 \
 	VMOVUPS (R8), Z13 \
 	LOAD((DI), Z14) \
@@ -554,6 +471,20 @@ store: \
 	VMOVUPS X4, (CX) \
 	VZEROUPPER \
 	RET
+
+#define MMTILE2_512PF(LOAD, esz) MMTILE2_512P(LOAD, esz, PREFETCHAT)
+
+// func mmTile2x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F32Z(SB), NOSPLIT, $0-64
+	MMTILE2_512(LOADF32Z, 4)
+
+// func mmTile2x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4BF16Z(SB), NOSPLIT, $0-64
+	MMTILE2_512(LOADBF16Z, 2)
+
+// func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+TEXT ·mmTile2x4F16Z(SB), NOSPLIT, $0-64
+	MMTILE2_512(LOADF16Z, 2)
 
 // exp constants, eight copies each: hi, lo, log2e, ln2 split c1 c2,
 // polynomial p0..p5, 1.0, then the int32 exponent bias 127.
