@@ -2,6 +2,53 @@
 
 #include "textflag.h"
 
+// NF4XARGS loads the arguments of the multi-row kernels (nf4Rows16x4AVX2, nf4Rows16x2AVX2): R10 groups per
+// block (0 for bs = 32, when R9 counts groups of two blocks), the tables in Y0..Y2, x scales at AX; the
+// flags are CX's (rows) test.
+#define NF4XARGS \
+	MOVQ y+0(FP), DI \
+	MOVQ ystride+8(FP), R13 \
+	SHLQ $2, R13 \
+	MOVQ packed+16(FP), SI \
+	MOVQ scales+24(FP), R8 \
+	MOVQ xq+32(FP), R11 \
+	MOVQ lut+48(FP), AX \
+	MOVQ rows+56(FP), CX \
+	MOVQ nb+64(FP), R9 \
+	MOVQ bs+72(FP), R10 \
+	SHRQ $6, R10 \
+	TESTQ R10, R10 \
+	JNZ  2(PC) \
+	SHRQ $1, R9 \
+	VBROADCASTI128 (AX), Y0 \
+	VBROADCASTI128 16(AX), Y1 \
+	VBROADCASTI128 32(AX), Y2 \
+	MOVQ xs+40(FP), AX \
+	TESTQ CX, CX
+
+// NF4XABSMAX broadcasts the block's absmax into Y11 (bs = 32: the group's two blocks, one per 128-bit lane).
+#define NF4XABSMAX \
+	VBROADCASTSS (R8), Y11 \
+	TESTQ R10, R10 \
+	JNZ  3(PC) \
+	VBROADCASTSS 4(R8), Y13 \
+	VBLENDPS $0xf0, Y13, Y11, Y11
+
+// NF4XNEXTBLOCK advances R8 past the absmax values just used (two for bs = 32).
+#define NF4XNEXTBLOCK \
+	ADDQ $4, R8 \
+	TESTQ R10, R10 \
+	JNZ  2(PC) \
+	ADDQ $4, R8
+
+// HSUMTO reduces the 8 lanes of acc to a scalar in xacc (clobbering X11) and stores it at dst.
+#define HSUMTO(acc, xacc, dst) \
+	VEXTRACTF128 $1, acc, X11 \
+	VADDPS X11, xacc, xacc \
+	VHADDPS xacc, xacc, xacc \
+	VHADDPS xacc, xacc, xacc \
+	MOVSS xacc, dst
+
 // func int8RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, rows, cols int)
 //
 // LLM.int8 rows: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] (the caller multiplies by 1/127).
@@ -236,25 +283,7 @@ done16:
 // block, four runs of 8 scales): each group of weights is decoded once for all four. Accumulators:
 // Y3..Y6 float per x row, Y7..Y10 int32 per x row.
 TEXT ·nf4Rows16x4AVX2(SB), NOSPLIT, $0-80
-	MOVQ y+0(FP), DI
-	MOVQ ystride+8(FP), R13
-	SHLQ $2, R13
-	MOVQ packed+16(FP), SI
-	MOVQ scales+24(FP), R8
-	MOVQ xq+32(FP), R11
-	MOVQ lut+48(FP), AX
-	MOVQ rows+56(FP), CX
-	MOVQ nb+64(FP), R9
-	MOVQ bs+72(FP), R10
-	SHRQ $6, R10
-	TESTQ R10, R10
-	JNZ  2(PC)
-	SHRQ $1, R9
-	VBROADCASTI128 (AX), Y0
-	VBROADCASTI128 16(AX), Y1
-	VBROADCASTI128 32(AX), Y2
-	MOVQ xs+40(FP), AX
-	TESTQ CX, CX
+	NF4XARGS
 	JZ   done16x4
 
 row16x4:
@@ -285,11 +314,7 @@ group16x4:
 	NF4X4NEXT(192, Y14, Y12, Y8)
 	NF4X4NEXT(320, Y14, Y12, Y9)
 	NF4X4NEXT(448, Y14, Y12, Y10)
-	VBROADCASTSS (R8), Y11
-	TESTQ R10, R10
-	JNZ  3(PC)
-	VBROADCASTSS 4(R8), Y13
-	VBLENDPS $0xf0, Y13, Y11, Y11
+	NF4XABSMAX
 	NF4X4SCALE(0, Y7, Y3)
 	NF4X4SCALE(32, Y8, Y4)
 	NF4X4SCALE(64, Y9, Y5)
@@ -298,35 +323,16 @@ group16x4:
 	ADDQ $512, DX
 	DECQ R12
 	JNZ  group16x4
-	ADDQ $4, R8
-	TESTQ R10, R10
-	JNZ  2(PC)
-	ADDQ $4, R8
+	NF4XNEXTBLOCK
 	ADDQ $128, R14
 	DECQ BX
 	JNZ  block16x4
 
-	VEXTRACTF128 $1, Y3, X11
-	VADDPS X11, X3, X3
-	VHADDPS X3, X3, X3
-	VHADDPS X3, X3, X3
-	MOVSS X3, (DI)
-	VEXTRACTF128 $1, Y4, X11
-	VADDPS X11, X4, X4
-	VHADDPS X4, X4, X4
-	VHADDPS X4, X4, X4
-	MOVSS X4, (DI)(R13*1)
-	VEXTRACTF128 $1, Y5, X11
-	VADDPS X11, X5, X5
-	VHADDPS X5, X5, X5
-	VHADDPS X5, X5, X5
-	MOVSS X5, (DI)(R13*2)
+	HSUMTO(Y3, X3, (DI))
+	HSUMTO(Y4, X4, (DI)(R13*1))
+	HSUMTO(Y5, X5, (DI)(R13*2))
 	LEAQ (DI)(R13*2), BX
-	VEXTRACTF128 $1, Y6, X11
-	VADDPS X11, X6, X6
-	VHADDPS X6, X6, X6
-	VHADDPS X6, X6, X6
-	MOVSS X6, (BX)(R13*1)
+	HSUMTO(Y6, X6, (BX)(R13*1))
 	ADDQ $4, DI
 	DECQ CX
 	JNZ  row16x4
@@ -340,25 +346,7 @@ done16x4:
 // nf4Rows16x4AVX2 for a chunk of two x rows (per group, two runs of 64 int16; per block, two runs of 8
 // scales). Accumulators: Y3, Y4 float, Y7, Y8 int32.
 TEXT ·nf4Rows16x2AVX2(SB), NOSPLIT, $0-80
-	MOVQ y+0(FP), DI
-	MOVQ ystride+8(FP), R13
-	SHLQ $2, R13
-	MOVQ packed+16(FP), SI
-	MOVQ scales+24(FP), R8
-	MOVQ xq+32(FP), R11
-	MOVQ lut+48(FP), AX
-	MOVQ rows+56(FP), CX
-	MOVQ nb+64(FP), R9
-	MOVQ bs+72(FP), R10
-	SHRQ $6, R10
-	TESTQ R10, R10
-	JNZ  2(PC)
-	SHRQ $1, R9
-	VBROADCASTI128 (AX), Y0
-	VBROADCASTI128 16(AX), Y1
-	VBROADCASTI128 32(AX), Y2
-	MOVQ xs+40(FP), AX
-	TESTQ CX, CX
+	NF4XARGS
 	JZ   done16x2
 
 row16x2:
@@ -383,35 +371,20 @@ group16x2:
 	NF4LEVELS(Y11, Y13, Y14, Y12)
 	NF4X4NEXT(64, Y14, Y12, Y7)
 	NF4X4NEXT(192, Y14, Y12, Y8)
-	VBROADCASTSS (R8), Y11
-	TESTQ R10, R10
-	JNZ  3(PC)
-	VBROADCASTSS 4(R8), Y13
-	VBLENDPS $0xf0, Y13, Y11, Y11
+	NF4XABSMAX
 	NF4X4SCALE(0, Y7, Y3)
 	NF4X4SCALE(32, Y8, Y4)
 	ADDQ $32, SI
 	ADDQ $256, DX
 	DECQ R12
 	JNZ  group16x2
-	ADDQ $4, R8
-	TESTQ R10, R10
-	JNZ  2(PC)
-	ADDQ $4, R8
+	NF4XNEXTBLOCK
 	ADDQ $64, R14
 	DECQ BX
 	JNZ  block16x2
 
-	VEXTRACTF128 $1, Y3, X11
-	VADDPS X11, X3, X3
-	VHADDPS X3, X3, X3
-	VHADDPS X3, X3, X3
-	MOVSS X3, (DI)
-	VEXTRACTF128 $1, Y4, X11
-	VADDPS X11, X4, X4
-	VHADDPS X4, X4, X4
-	VHADDPS X4, X4, X4
-	MOVSS X4, (DI)(R13*1)
+	HSUMTO(Y3, X3, (DI))
+	HSUMTO(Y4, X4, (DI)(R13*1))
 	ADDQ $4, DI
 	DECQ CX
 	JNZ  row16x2
