@@ -24,16 +24,8 @@ import (
 	"github.com/lorakit/lorakit/quant"
 )
 
-func sharedDir(t testing.TB) string {
-	d := testenv.Shared()
-	if d == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	if _, err := os.Stat(filepath.Join(d, "golden")); err != nil {
-		t.Fatalf("LORAKIT_SHARED=%s: %v", d, err)
-	}
-	return d
-}
+// sharedDir is the shared data folder: the test skips without LORAKIT_SHARED and fails without its golden/.
+func sharedDir(t testing.TB) string { return testenv.Dir(t, "golden") }
 
 func mustLoad(t testing.TB, dir string, o LoadOptions) *Model {
 	t.Helper()

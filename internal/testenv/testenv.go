@@ -4,6 +4,7 @@ package testenv
 import (
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // Shared returns the folder LORAKIT_SHARED names, or "" when it is unset. `go test` runs each package in its
@@ -26,4 +27,18 @@ func Shared() string {
 			return dir
 		}
 	}
+}
+
+// Dir is Shared for a test: it skips t when LORAKIT_SHARED is unset and fails it when the variable is set
+// but sub (e.g. "golden") is missing below it, as the project's tests treat shared data.
+func Dir(t testing.TB, sub string) string {
+	t.Helper()
+	d := Shared()
+	if d == "" {
+		t.Skip("LORAKIT_SHARED not set")
+	}
+	if _, err := os.Stat(filepath.Join(d, sub)); err != nil {
+		t.Fatalf("LORAKIT_SHARED=%s: %v", d, err)
+	}
+	return d
 }

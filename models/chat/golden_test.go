@@ -11,15 +11,8 @@ import (
 	"github.com/lorakit/lorakit/internal/testenv"
 )
 
-// sharedDir returns $LORAKIT_SHARED or skips the test when it is unset.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	d := testenv.Shared()
-	if d == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	return d
-}
+// sharedDir is the shared data folder: the test skips without LORAKIT_SHARED and fails without its golden/.
+func sharedDir(t testing.TB) string { return testenv.Dir(t, "golden") }
 
 // tokenString reads a bos/eos entry of tokenizer_config.json: a string, null or {"content": ...}.
 func tokenString(raw json.RawMessage) string {

@@ -12,17 +12,8 @@ import (
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
-// sharedDir returns $LORAKIT_SHARED, skipping when unset and failing when set but missing.
-func sharedDir(t testing.TB) string {
-	d := testenv.Shared()
-	if d == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	if _, err := os.Stat(filepath.Join(d, "golden")); err != nil {
-		t.Fatalf("LORAKIT_SHARED=%s: %v", d, err)
-	}
-	return d
-}
+// sharedDir is the shared data folder: the test skips without LORAKIT_SHARED and fails without its golden/.
+func sharedDir(t testing.TB) string { return testenv.Dir(t, "golden") }
 
 func loadDir(t testing.TB, dir string, threads int) *Model {
 	t.Helper()

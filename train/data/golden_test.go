@@ -13,14 +13,8 @@ import (
 	"github.com/lorakit/lorakit/models/tokenizer"
 )
 
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	d := testenv.Shared()
-	if d == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	return d
-}
+// sharedDir is the shared data folder: the test skips without LORAKIT_SHARED and fails without its golden/.
+func sharedDir(t testing.TB) string { return testenv.Dir(t, "golden") }
 
 func loadTokTpl(t *testing.T, dir string) (*tokenizer.Tokenizer, *chat.Template) {
 	t.Helper()
