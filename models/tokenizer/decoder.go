@@ -166,14 +166,11 @@ func (b bpeSuffixDecoder) decodeChain(toks []string) []string {
 }
 
 func parseDecoder(raw json.RawMessage) (decoder, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	var head rawComponent
-	if err := json.Unmarshal(raw, &head); err != nil {
+	typ, ok, err := componentType(raw)
+	if err != nil || !ok {
 		return nil, err
 	}
-	switch head.Type {
+	switch typ {
 	case "Sequence":
 		seq, err := parseSequence(raw, "decoders", parseDecoder)
 		return seqDecoder(seq), err
@@ -232,7 +229,7 @@ func parseDecoder(raw json.RawMessage) (decoder, error) {
 		}
 		return bpeSuffixDecoder{v.Suffix}, nil
 	}
-	return nil, fmt.Errorf("decoder type %q is not supported", head.Type)
+	return nil, fmt.Errorf("decoder type %q is not supported", typ)
 }
 
 // cleanUpTokenization is transformers' clean_up_tokenization.

@@ -127,6 +127,18 @@ type rawComponent struct {
 	Type string `json:"type"`
 }
 
+// componentType reads the "type" of a tokenizer.json component; ok is false for an absent or null one.
+func componentType(raw json.RawMessage) (typ string, ok bool, err error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", false, nil
+	}
+	var head rawComponent
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return "", false, err
+	}
+	return head.Type, true, nil
+}
+
 // parseReplace parses a Replace component (normalizer or decoder): a string or regex pattern and its content.
 func parseReplace(raw json.RawMessage) (*pattern, error) {
 	var v struct {
@@ -172,14 +184,11 @@ func parseSequence[T comparable](raw json.RawMessage, key string, parse func(jso
 }
 
 func parseNormalizer(raw json.RawMessage) (normalizer, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	var head rawComponent
-	if err := json.Unmarshal(raw, &head); err != nil {
+	typ, ok, err := componentType(raw)
+	if err != nil || !ok {
 		return nil, err
 	}
-	switch head.Type {
+	switch typ {
 	case "Sequence":
 		seq, err := parseSequence(raw, "normalizers", parseNormalizer)
 		return seqNormalizer(seq), err
@@ -231,5 +240,5 @@ func parseNormalizer(raw json.RawMessage) (normalizer, error) {
 		}
 		return bertNormalizer{v.CleanText, v.Chinese, v.Lowercase, strip}, nil
 	}
-	return nil, fmt.Errorf("normalizer type %q is not supported", head.Type)
+	return nil, fmt.Errorf("normalizer type %q is not supported", typ)
 }

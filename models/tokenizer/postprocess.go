@@ -13,14 +13,11 @@ type template struct {
 // parsePostProcessor reduces tokenizers' post_processor to the ids it adds around one sequence.
 func parsePostProcessor(raw json.RawMessage) (template, error) {
 	var t template
-	if len(raw) == 0 || string(raw) == "null" {
-		return t, nil
-	}
-	var head rawComponent
-	if err := json.Unmarshal(raw, &head); err != nil {
+	typ, ok, err := componentType(raw)
+	if err != nil || !ok {
 		return t, err
 	}
-	switch head.Type {
+	switch typ {
 	case "Sequence":
 		var v struct {
 			Processors []json.RawMessage `json:"processors"`
@@ -84,11 +81,11 @@ func parsePostProcessor(raw json.RawMessage) (template, error) {
 		}
 		get := func(pair []json.RawMessage, name string) (int, error) {
 			if len(pair) != 2 {
-				return 0, fmt.Errorf("%s: %s must be [token, id]", head.Type, name)
+				return 0, fmt.Errorf("%s: %s must be [token, id]", typ, name)
 			}
 			var id int
 			if err := json.Unmarshal(pair[1], &id); err != nil {
-				return 0, fmt.Errorf("%s: %s id: %w", head.Type, name, err)
+				return 0, fmt.Errorf("%s: %s id: %w", typ, name, err)
 			}
 			return id, nil
 		}
@@ -102,5 +99,5 @@ func parsePostProcessor(raw json.RawMessage) (template, error) {
 		}
 		return template{before: []int{cls}, after: []int{sep}}, nil
 	}
-	return t, fmt.Errorf("post_processor type %q is not supported", head.Type)
+	return t, fmt.Errorf("post_processor type %q is not supported", typ)
 }

@@ -135,14 +135,11 @@ func isBertPunct(r rune) bool {
 }
 
 func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
-	}
-	var head rawComponent
-	if err := json.Unmarshal(raw, &head); err != nil {
+	typ, ok, err := componentType(raw)
+	if err != nil || !ok {
 		return nil, err
 	}
-	switch head.Type {
+	switch typ {
 	case "Sequence":
 		seq, err := parseSequence(raw, "pretokenizers", parsePreTokenizer)
 		return seqPreTokenizer(seq), err
@@ -240,5 +237,5 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 	case "BertPreTokenizer":
 		return seqPreTokenizer{funcPreTokenizer{unicode.IsSpace, behRemoved}, funcPreTokenizer{isBertPunct, behIsolated}}, nil
 	}
-	return nil, fmt.Errorf("pre_tokenizer type %q is not supported", head.Type)
+	return nil, fmt.Errorf("pre_tokenizer type %q is not supported", typ)
 }
