@@ -65,13 +65,11 @@ func Load(dir string, opts LoadOptions) (*Model, error) {
 	default:
 		return nil, fmt.Errorf("models: quantisation %q is not supported (nf4, fp4)", opts.Quant)
 	}
-	switch opts.Head {
-	case "":
-	case "int8":
-		lo.QuantizeHead = func(d *nn.Dense) (nn.Linear, error) { return nn.QuantizeInt8(d) }
-	default:
-		return nil, fmt.Errorf("models: LM head type %q is not supported (int8)", opts.Head)
+	head, err := nn.HeadQuantizer(opts.Head)
+	if err != nil {
+		return nil, fmt.Errorf("models: %w", err)
 	}
+	lo.QuantizeHead = head
 	// Weights saved quantised by bitsandbytes (or lorakit quantize) load as they are.
 	lo.LoadLinear = func(ck *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
 		q, ok, err := quant.FromCheckpoint(ck, module+".weight")

@@ -318,13 +318,11 @@ func loadBenchModel(dir, dtype, head string, double bool, threads int) (*llama.M
 			return nn.Quantize(d, quant.NF4, double)
 		}
 	}
-	switch head {
-	case "":
-	case "int8":
-		opts.QuantizeHead = func(d *nn.Dense) (nn.Linear, error) { return nn.QuantizeInt8(d) }
-	default:
-		return nil, nil, fmt.Errorf("bench: --head %q: want int8", head)
+	hq, err := nn.HeadQuantizer(head)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: --head: %w", err)
 	}
+	opts.QuantizeHead = hq
 	m, err := llama.Load(ckpt, cfg, opts)
 	if err != nil {
 		ckpt.Close()

@@ -53,3 +53,15 @@ func QuantizeInt8(d *Dense) (*Quantized, error) {
 	}
 	return &Quantized{Q: q, Bias: d.Bias}, nil
 }
+
+// HeadQuantizer returns the LM head conversion a --head flag names: nil for "" (the stored dtype), row-wise
+// int8 for "int8".
+func HeadQuantizer(name string) (func(*Dense) (Linear, error), error) {
+	switch name {
+	case "":
+		return nil, nil
+	case "int8":
+		return func(d *Dense) (Linear, error) { return QuantizeInt8(d) }, nil
+	}
+	return nil, fmt.Errorf("LM head type %q is not supported (int8)", name)
+}
