@@ -80,7 +80,8 @@ var naturalOrder = func() (p [group]uint8) {
 
 // x16 is k rows of x quantised for the integer kernels, interleaved so one pointer walks all k rows:
 // q holds, per group of 64 columns, k runs of 64 int16 in kernel order; s holds, per weight block, k runs
-// of 8 copies of that row's step·inv (the factor from level·step units to output units, absmax aside).
+// of 8 copies of that row's step·inv (the factor from level·step units to output units, absmax aside) —
+// for 32-blocks, per group, k runs of 4 copies for each of its two blocks (see scaleAt).
 type x16 struct {
 	k, bs int
 	row0  int // the first x row of the batch in this chunk
@@ -162,14 +163,13 @@ func grow[T any](s []T, n int) []T {
 func quantizeRowGo(xq *x16, i int, x []float32, lim, inv float32, perm *[group]uint8) {
 	bs := xq.bs
 	var rs [2]float32 // the reciprocal steps of the blocks of a group's elements 0..31 and 32..63
+	last, r := -1, float32(0)
 	for g := 0; g*group < len(x); g++ {
 		for h := range rs {
-			b := (g*group + h*group/2) / bs
-			if h == 0 || b != (g*group)/bs {
-				rs[h] = xq.blockStep(i, b, x[b*bs:(b+1)*bs], lim, inv)
-			} else {
-				rs[h] = rs[0]
+			if b := (g*group + h*group/2) / bs; b != last { // each block's step once
+				r, last = xq.blockStep(i, b, x[b*bs:(b+1)*bs], lim, inv), b
 			}
+			rs[h] = r
 		}
 		src := x[g*group : (g+1)*group : (g+1)*group]
 		dst := xq.q[(g*xq.k+i)*group : (g*xq.k+i+1)*group : (g*xq.k+i+1)*group]
