@@ -14,6 +14,7 @@ import (
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/serve/backend"
 )
 
 // TestOpenAINodeE2E drives the server with the official `openai` npm package. It is skipped unless node is
@@ -64,7 +65,7 @@ func TestOpenAINodeE2E(t *testing.T) {
 		}
 		expect[n] = res.Text
 	}
-	srv, err := New(Config{Model: FromModel(m), ModelName: "tiny", Adapters: adapters, APIKey: "k-e2e",
+	srv, err := New(Config{Model: backend.FromModel(m), ModelName: "tiny", Adapters: adapters, APIKey: "k-e2e",
 		AdapterDir: filepath.Join(dir, "adapters")})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/serve/backend"
 	"github.com/lorakit/lorakit/serve/engine"
 )
 
@@ -31,7 +32,7 @@ func BenchmarkDecodeStep(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
-	be := FromModel(m)
+	be := backend.FromModel(m)
 	var deltas []engine.Delta
 	for i := 0; i < 8; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("a%d", i))

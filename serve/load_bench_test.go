@@ -22,6 +22,7 @@ import (
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/serve/backend"
 )
 
 // BenchmarkServeLoad is the serving load test (not a unit test): 32 concurrent streaming chat clients on a random
@@ -71,7 +72,7 @@ func BenchmarkServeLoad(b *testing.B) {
 		g0 := runtime.NumGoroutine()
 		var ms0 runtime.MemStats
 		runtime.ReadMemStats(&ms0)
-		srv, err := New(Config{Model: FromModel(m), ModelName: "base", Adapters: adapters, MaxBatch: clients,
+		srv, err := New(Config{Model: backend.FromModel(m), ModelName: "base", Adapters: adapters, MaxBatch: clients,
 			AdapterDir: filepath.Join(dir, "adapters")})
 		if err != nil {
 			b.Fatal(err)

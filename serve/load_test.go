@@ -8,6 +8,7 @@ import (
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/serve/backend"
 )
 
 // TestLoadClientTimesEveryToken checks BenchmarkServeLoad's client on the benchmark's model (two layers) and
@@ -27,7 +28,7 @@ func TestLoadClientTimesEveryToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Model: FromModel(m), ModelName: "base", MaxBatch: 4})
+	srv, err := New(Config{Model: backend.FromModel(m), ModelName: "base", MaxBatch: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,3 +52,6 @@ func TestLoadClientTimesEveryToken(t *testing.T) {
 		}
 	}
 }
+
+// lorakit's own model is a serve.Model.
+var _ Model = (*backend.Backend)(nil)

@@ -10,6 +10,7 @@ import (
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/serve/backend"
 )
 
 // TestMergeOnlyAdapterIsA400: an adapter the serving path cannot apply to a shared base (LoRA on the embedding,
@@ -40,12 +41,12 @@ func TestMergeOnlyAdapterIsA400(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if _, err := New(Config{Model: FromModel(m), ModelName: "tiny", Adapters: map[string]string{"embed": filepath.Join(lib, "embed")}}); err == nil {
+	if _, err := New(Config{Model: backend.FromModel(m), ModelName: "tiny", Adapters: map[string]string{"embed": filepath.Join(lib, "embed")}}); err == nil {
 		t.Fatal("startup with an embedding-LoRA adapter accepted")
 	} else {
 		t.Log(err)
 	}
-	srv, err := New(Config{Model: FromModel(m), ModelName: "tiny", AdapterDir: lib, MaxBatch: 4})
+	srv, err := New(Config{Model: backend.FromModel(m), ModelName: "tiny", AdapterDir: lib, MaxBatch: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

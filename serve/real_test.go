@@ -18,6 +18,7 @@ import (
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/testmodel"
+	"github.com/lorakit/lorakit/serve/backend"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -98,7 +99,7 @@ func TestGreedyMatchesGenerateWithMixedAdapters(t *testing.T) {
 		writeRandomAdapter(t, m, p, int64(i+7))
 		adapters[n] = p
 	}
-	spy := &spyModel{Model: FromModel(m)}
+	spy := &spyModel{Model: backend.FromModel(m)}
 	srv, err := New(Config{Model: spy, ModelName: "tiny", Adapters: adapters, MaxBatch: 16})
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +177,7 @@ func TestRenderChatKwargs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	b := FromModel(m)
+	b := backend.FromModel(m)
 	msgs := []openai.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "hi <b>"}}
 	p1, err1 := b.RenderChat(msgs, nil, nil)
 	p2, err2 := b.RenderChat(msgs, nil, []byte(`{"enable_thinking":false}`))
@@ -197,7 +198,7 @@ func TestBF16AdaptersMatchF32(t *testing.T) {
 	defer m.Close()
 	writeRandomAdapter(t, m, filepath.Join(dir, "a"), 3)
 	logits := func(dtype string, withAdapter bool) []float32 {
-		be, err := FromModelDType(m, dtype)
+		be, err := backend.FromModelDType(m, dtype)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,7 +224,7 @@ func TestBF16AdaptersMatchF32(t *testing.T) {
 	if effect < 0.1 || diff > effect/20 {
 		t.Fatalf("adapter effect %.4f, bf16 vs f32 difference %.4f", effect, diff)
 	}
-	if _, err := FromModelDType(m, "f8"); err == nil {
+	if _, err := backend.FromModelDType(m, "f8"); err == nil {
 		t.Fatal("bad dtype accepted")
 	}
 }
@@ -247,7 +248,7 @@ func TestRealModelTools(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	srv, err := New(Config{Model: FromModel(plain), ModelName: "tiny"})
+	srv, err := New(Config{Model: backend.FromModel(plain), ModelName: "tiny"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +287,7 @@ func TestRealModelTools(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	be := FromModel(m)
+	be := backend.FromModel(m)
 	if p := be.ToolParser(); p != openai.ToolParserHermes {
 		t.Fatalf("parser %q", p)
 	}

@@ -1,11 +1,11 @@
 // Package serve is lorakit's OpenAI-compatible HTTP server: routes, SSE streaming and the translation between
-// HTTP requests and engine requests. One file per endpoint; the wire types live in serve/openai and the batching
-// engine and adapter registry in serve/engine.
+// HTTP requests and engine requests. One file per endpoint; the wire types live in serve/openai, the batching
+// engine and adapter registry in serve/engine, and the model behind them (lorakit's models.Model) in serve/backend.
 //
 // Programmatic use (e.g. `lorakit demo`):
 //
 //	m, _ := models.Load(dir, models.LoadOptions{})
-//	srv, _ := serve.New(serve.Config{Model: serve.FromModel(m), ModelName: "smol", Adapters: map[string]string{"sql": "./sql-lora"}})
+//	srv, _ := serve.New(serve.Config{Model: backend.FromModel(m), ModelName: "smol", Adapters: map[string]string{"sql": "./sql-lora"}})
 //	ln, _ := net.Listen("tcp", "127.0.0.1:0") // a free port: ln.Addr()
 //	err := srv.Start(ctx, ln)                 // serves until ctx ends, then drains running requests
 package serve
@@ -33,7 +33,7 @@ import (
 	"github.com/lorakit/lorakit/serve/openai"
 )
 
-// Model is what the server needs from a loaded base model (see FromModel for lorakit's models.Model).
+// Model is what the server needs from a loaded base model (backend.FromModel adapts lorakit's models.Model).
 type Model interface {
 	engine.Backend
 	// Encode tokenizes text (addSpecial: add BOS/EOS as the tokenizer config says).

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/serve/backend"
 )
 
 // TestStoriesGreedyCompletion serves the real stories260K model (SentencePiece tokenizer) and checks that a greedy
@@ -25,7 +26,7 @@ func TestStoriesGreedyCompletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	s, err := New(Config{Model: FromModel(m), ModelName: "stories"})
+	s, err := New(Config{Model: backend.FromModel(m), ModelName: "stories"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/lorakit/lorakit/models/testmodel"
 	"github.com/lorakit/lorakit/quant"
 	"github.com/lorakit/lorakit/serve"
+	"github.com/lorakit/lorakit/serve/backend"
 	"github.com/lorakit/lorakit/train"
 )
 
@@ -274,7 +275,7 @@ func demoServe(ctx context.Context, base string, tasks []demoTask, s *demoSummar
 	for _, r := range s.Tasks {
 		adapters[r.Name] = r.Adapter
 	}
-	srv, err := serve.New(serve.Config{Model: serve.FromModel(m), ModelName: "demo-base", ModelRoot: base, Adapters: adapters})
+	srv, err := serve.New(serve.Config{Model: backend.FromModel(m), ModelName: "demo-base", ModelRoot: base, Adapters: adapters})
 	if err != nil {
 		return fmt.Errorf("demo: start server: %w", err)
 	}

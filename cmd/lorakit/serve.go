@@ -16,6 +16,7 @@ import (
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/serve"
+	"github.com/lorakit/lorakit/serve/backend"
 )
 
 func init() { register(newServeCmd) }
@@ -72,11 +73,11 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 			if servedName == "" {
 				servedName = filepath.Base(filepath.Clean(modelDir))
 			}
-			backend, err := serve.FromModelDType(m, adapterDType)
+			be, err := backend.FromModelDType(m, adapterDType)
 			if err != nil {
 				return fmt.Errorf("serve: --adapter-dtype: %w", err)
 			}
-			srv, err := serve.New(serve.Config{Model: backend, ModelName: servedName, ModelRoot: modelDir,
+			srv, err := serve.New(serve.Config{Model: be, ModelName: servedName, ModelRoot: modelDir,
 				Adapters: named, AdapterDir: adapterDir, MaxLoadedAdapters: maxLoaded, AllowAnyAdapterPath: allowAnyPath,
 				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk})
 			if err != nil {

@@ -1,0 +1,183 @@
+// Package backend is the model behind the serving engine: it adapts a loaded lorakit model folder
+// (models.Model) to what the HTTP server and the batching engine need — forward passes over batched rows,
+// tokenizer and chat template, samplers — and loads adapters into their serving layout. The HTTP package
+// (serve) reaches models only through it.
+package backend
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/safetensors"
+	"github.com/lorakit/lorakit/models/sample"
+	"github.com/lorakit/lorakit/serve/engine"
+	"github.com/lorakit/lorakit/serve/openai"
+)
+
+// FromModel adapts a loaded lorakit model folder to the server (it implements serve.Model). The server never
+// mutates its weights. Adapters are kept in f32 for an f32 base and in bf16 otherwise (see FromModelDType).
+func FromModel(m *models.Model) *Backend { b, _ := FromModelDType(m, "auto"); return b }
+
+// FromModelDType is FromModel with the storage type of adapter weights: "f32", "bf16", or "auto" (f32 when the
+// base's linear layers are f32, else bf16 — vLLM's lora_dtype "auto"). Decoding is memory-bound, so bf16 adapters
+// halve the bytes each decode row reads for its LoRA; the products are still computed in f32.
+func FromModelDType(m *models.Model, adapterDType string) (*Backend, error) {
+	b := &Backend{m: m}
+	switch strings.ToLower(adapterDType) {
+	case "", "auto":
+		b.bf16 = true
+		if l, ok := m.Net.Linear("model.layers.0.self_attn.q_proj"); ok {
+			if d, ok := l.(*nn.Dense); ok && (d.DType == safetensors.DType("F32") || d.DType == "") {
+				b.bf16 = false
+			}
+		}
+	case "f32", "float32":
+	case "bf16", "bfloat16":
+		b.bf16 = true
+	default:
+		return nil, fmt.Errorf("adapter dtype %q is not one of auto, f32, bf16", adapterDType)
+	}
+	return b, nil
+}
+
+// Backend is a loaded model served by the engine (serve.Model).
+type Backend struct {
+	m    *models.Model
+	bf16 bool // adapters stored as bf16
+}
+
+func (b *Backend) NewState(maxLen int) engine.State { return b.m.Net.NewCache(maxLen) }
+
+func (b *Backend) VocabSize() int { return b.m.Config.VocabSize }
+
+func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {
+	seqs := make([]llama.Seq, len(rows))
+	for i, r := range rows {
+		c, ok := r.State.(*llama.KVCache)
+		if !ok {
+			return nil, fmt.Errorf("backend: row %d has a foreign state %T", i, r.State)
+		}
+		seqs[i] = llama.Seq{Tokens: r.Tokens, Cache: c}
+		if r.Adapter != nil {
+			seqs[i].Adapter = r.Adapter
+		}
+	}
+	out, err := b.m.Net.Forward(seqs)
+	if err != nil {
+		return nil, err
+	}
+	logits := make([][]float32, len(out))
+	for i, o := range out {
+		if len(o) == 0 {
+			return nil, fmt.Errorf("backend: no logits for row %d", i)
+		}
+		logits[i] = o[len(o)-1]
+	}
+	return logits, nil
+}
+
+func (b *Backend) Encode(text string, addSpecial bool) []int {
+	if addSpecial {
+		return b.m.EncodePrompt(text)
+	}
+	return b.m.Tok.Encode(text, false)
+}
+
+func (b *Backend) Decode(ids []int) string { return b.m.Tok.Decode(ids, true) }
+
+// NewDecoder starts a streaming detokeniser primed with the prompt, so the first generated token decodes in
+// context (a SentencePiece "▁word" keeps its leading space, as in decode(prompt+output) − decode(prompt)).
+func (b *Backend) NewDecoder(prompt []int) engine.Decoder {
+	d := b.m.Tok.NewStreamDecoder(true)
+	d.Prime(prompt)
+	return d
+}
+
+func (b *Backend) TokenText(id int) string { return b.m.Tok.DecodeRaw([]int{id}, false) }
+
+func (b *Backend) RenderChat(msgs []openai.Message, tools, kwargs json.RawMessage) (string, error) {
+	if tools == nil && !usesTools(msgs) {
+		cm := make([]chat.Message, len(msgs))
+		for i, m := range msgs {
+			cm[i] = chat.Message{Role: m.Role, Content: m.Content, ReasoningContent: m.ReasoningContent}
+		}
+		if len(kwargs) == 0 {
+			return b.m.Chat.Render(cm, true)
+		}
+		raw, err := json.Marshal(cm)
+		if err != nil {
+			return "", fmt.Errorf("encoding messages: %w", err)
+		}
+		return b.m.Chat.RenderJSON(raw, true, kwargs)
+	}
+	return b.m.Chat.RenderConversation(wireMessages(msgs), tools, true, kwargs)
+}
+
+// usesTools reports whether a conversation has tool calls or tool results.
+func usesTools(msgs []openai.Message) bool {
+	for _, m := range msgs {
+		if m.Role == "tool" || len(m.ToolCalls) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// wireMessages is the OpenAI-shaped conversation handed to the template (tool-call arguments as objects).
+func wireMessages(msgs []openai.Message) []chat.WireMessage {
+	out := make([]chat.WireMessage, len(msgs))
+	for i, m := range msgs {
+		w := chat.WireMessage{Role: m.Role, ReasoningContent: m.ReasoningContent, ToolCallID: m.ToolCallID, Name: m.Name}
+		if !m.NullContent {
+			c := m.Content
+			w.Content = &c
+		}
+		for _, c := range m.ToolCalls {
+			w.ToolCalls = append(w.ToolCalls, chat.WireCall{ID: c.ID, Type: "function",
+				Function: chat.WireFunction{Name: c.Name, Arguments: json.RawMessage(c.Arguments)}})
+		}
+		out[i] = w
+	}
+	return out
+}
+
+// ToolParser picks the tool-call parser from the chat template source.
+func (b *Backend) ToolParser() string {
+	switch b.m.Chat.ToolCallFormat() {
+	case chat.ToolFormatHermes:
+		return openai.ToolParserHermes
+	case chat.ToolFormatLlama3JSON:
+		return openai.ToolParserLlama3JSON
+	}
+	return ""
+}
+
+// SupportsReasoning: the template renders reasoning_content or its generation prompt opens a think block.
+func (b *Backend) SupportsReasoning() bool {
+	return b.m.Chat.SupportsReasoning() || strings.Contains(b.m.Chat.GenerationPrompt(), openai.ThinkOpen)
+}
+
+func (b *Backend) EOS() []int { return b.m.EOS }
+
+func (b *Backend) NewSampler(p engine.SamplingParams) engine.Sampler {
+	return sample.New(sample.Options{Temperature: p.Temperature, TopP: p.TopP, MinP: p.MinP, TopK: p.TopK,
+		RepetitionPenalty: p.RepetitionPenalty, PresencePenalty: p.PresencePenalty, FrequencyPenalty: p.FrequencyPenalty,
+		Seed: p.Seed})
+}
+
+func (b *Backend) ContextLen() int { return b.m.Config.MaxPositionEmbeddings }
+
+// LoadAdapter reads a PEFT folder as every command does (lora.Load), refuses what only a merge can apply
+// (models.Model.LoadAdapter) and checks every module against the base's linear shapes.
+func (b *Backend) LoadAdapter(path string) (engine.Delta, error) {
+	a, err := b.m.LoadAdapter(path)
+	if err != nil {
+		return nil, err
+	}
+	return newServedAdapter(a, b.bf16), nil
+}
