@@ -14,6 +14,7 @@ import (
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
+	bnb "github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/testmodel"
 	"github.com/lorakit/lorakit/quant"
@@ -603,7 +604,7 @@ func TestQLoRAOverQuantizedFolder(t *testing.T) {
 	if err := testmodel.Write(src, o); err != nil {
 		t.Fatal(err)
 	}
-	for _, fo := range []quant.FolderOptions{{Type: quant.NF4, Double: true}, {Type: quant.FP4, BlockSize: 32}, {Type: quant.Int8}} {
+	for _, fo := range []quant.FolderOptions{{Type: bnb.NF4, Double: true}, {Type: bnb.FP4, BlockSize: 32}, {Type: bnb.Int8}} {
 		nf := filepath.Join(root, "q-"+string(fo.Type))
 		if _, err := quant.QuantizeFolder(src, nf, fo); err != nil {
 			t.Fatalf("%s: %v", fo.Type, err)
@@ -622,7 +623,7 @@ func TestQLoRAOverQuantizedFolder(t *testing.T) {
 				t.Fatalf("%s: non-finite logit", fo.Type)
 			}
 		}
-		if fo.Type != quant.NF4 {
+		if fo.Type != bnb.NF4 {
 			continue
 		}
 		adDir, _ := writePEFT(t, src, peftAdapter{cfg: peftConfig(map[string]any{"target_modules": "all-linear", "r": 4, "lora_alpha": 8}),

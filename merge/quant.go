@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
-	"github.com/lorakit/lorakit/quant"
 )
 
 // quantInfo is a bitsandbytes-quantised weight of the base (4-bit NF4/FP4 or LLM.int8): the weight tensor plus

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/models/lora"
+	bnb "github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/quant"
 )
@@ -35,14 +36,14 @@ func writeNF4Base(t *testing.T, dir string) map[string][]float32 {
 			continue
 		}
 		w, _ := ck.Float32s(n)
-		q, err := quant.Quantize4(quant.NF4, w, info.Shape, 64, true)
+		q, err := bnb.Quantize4(bnb.NF4, w, info.Shape, 64, true)
 		if err != nil {
 			t.Fatal(err)
 		}
 		d := make([]float32, len(w))
 		q.Dequantize(d)
 		deq[n] = d
-		ts = append(ts, quant.ToTensors(n, q, "bfloat16")...)
+		ts = append(ts, bnb.ToTensors(n, q, "bfloat16")...)
 	}
 	os.MkdirAll(dir, 0o755)
 	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, nil); err != nil {
@@ -142,7 +143,7 @@ func TestMergeQuantizedFolders(t *testing.T) {
 	src := filepath.Join(root, "src")
 	writeBase(t, src, baseOpts{seed: 41, dtype: safetensors.BF16})
 	ad := makeAdapter(t, 42, 4, 8, lora.DefaultTargets, false)
-	for _, o := range []quant.FolderOptions{{Type: quant.NF4}, {Type: quant.FP4, Double: true}, {Type: quant.Int8}} {
+	for _, o := range []quant.FolderOptions{{Type: bnb.NF4}, {Type: bnb.FP4, Double: true}, {Type: bnb.Int8}} {
 		base := filepath.Join(root, string(o.Type))
 		if _, err := quant.QuantizeFolder(src, base, o); err != nil {
 			t.Fatal(err)
@@ -156,7 +157,7 @@ func TestMergeQuantizedFolders(t *testing.T) {
 			t.Errorf("%s: %+v verify %+v", o.Type, res, res.Verify)
 		}
 		t.Logf("%s base: verify diff %.3g, effect %.3g, bound %.3g", o.Type, res.Verify.MaxAbsDiff, res.Verify.AdapterEffect, res.Verify.Bound)
-		if o.Type == quant.Int8 {
+		if o.Type == bnb.Int8 {
 			if _, err := Run(context.Background(), base, out+"-rq", Options{Adapters: []Source{{Dir: "a", Weight: 1, Adapter: ad}}, Requantize: "nf4"}); err == nil {
 				t.Error("--requantize nf4 accepted on an int8 base")
 			}

@@ -11,8 +11,8 @@ import (
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
-	"github.com/lorakit/lorakit/quant"
 )
 
 // VerifyResult compares forward(base + adapters) with forward(merged) on a few token sequences.

@@ -10,9 +10,9 @@ import (
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/tokenizer"
-	"github.com/lorakit/lorakit/quant"
 )
 
 // Model is a loaded checkpoint folder.

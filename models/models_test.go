@@ -17,11 +17,11 @@ import (
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/sample"
 	"github.com/lorakit/lorakit/models/testmodel"
 	"github.com/lorakit/lorakit/models/tokenizer"
-	"github.com/lorakit/lorakit/quant"
 )
 
 // sharedDir is the shared data folder: the test skips without LORAKIT_SHARED and fails without its golden/.

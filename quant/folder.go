@@ -1,3 +1,7 @@
+// Package quant turns a Hugging Face checkpoint folder into a quantised folder that transformers+bitsandbytes
+// and lorakit both load: decoder-layer linear weights in NF4/FP4 blocks or LLM.int8 rows, streamed tensor by
+// tensor, sharded like the input, with quantization_config in config.json. The block formats, their kernels and
+// the bitsandbytes tensor layout live in models/quant, which the models read; this package only writes folders.
 package quant
 
 import (
@@ -15,14 +19,15 @@ import (
 	"sync"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	bnb "github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
 // FolderOptions configure QuantizeFolder.
 type FolderOptions struct {
-	Type      Type // nf4 (default), fp4 or int8
-	BlockSize int  // 4-bit block size (default 64); int8 always uses one block per row
-	Double    bool // double-quantise the 4-bit absmax values
+	Type      bnb.Type // nf4 (default), fp4 or int8
+	BlockSize int      // 4-bit block size (default 64); int8 always uses one block per row
+	Double    bool     // double-quantise the 4-bit absmax values
 	// Skip lists module-name substrings left unquantised (transformers' llm_int8_skip_modules rule: a module
 	// whose dotted name contains any entry is skipped). lm_head and embeddings are never quantised.
 	Skip []string
@@ -53,7 +58,7 @@ type TensorReport struct {
 type FolderResult struct {
 	In              string         `json:"in"`
 	Out             string         `json:"out"`
-	Type            Type           `json:"type"`
+	Type            bnb.Type       `json:"type"`
 	BlockSize       int            `json:"block_size"`
 	Double          bool           `json:"double_quant"`
 	Quantized       []TensorReport `json:"quantized"`
@@ -100,17 +105,17 @@ func skipped(module string, skip []string) bool {
 // non-weight files are copied. out appears only when complete.
 func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	if opt.Type == "" {
-		opt.Type = NF4
+		opt.Type = bnb.NF4
 	}
 	if opt.BlockSize == 0 {
-		opt.BlockSize = DefaultBlockSize
+		opt.BlockSize = bnb.DefaultBlockSize
 	}
 	switch opt.Type {
-	case NF4, FP4:
-		if !ValidBlockSize(opt.BlockSize) {
+	case bnb.NF4, bnb.FP4:
+		if !bnb.ValidBlockSize(opt.BlockSize) {
 			return nil, fmt.Errorf("block size %d is not one of 32, 64, ..., 4096", opt.BlockSize)
 		}
-	case Int8:
+	case bnb.Int8:
 		if opt.Double {
 			return nil, fmt.Errorf("double quantisation applies to nf4/fp4 only, not int8")
 		}
@@ -152,7 +157,7 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	defer ckpt.Close()
 
 	res := &FolderResult{In: in, Out: out, Type: opt.Type, BlockSize: opt.BlockSize, Double: opt.Double}
-	if opt.Type == Int8 {
+	if opt.Type == bnb.Int8 {
 		res.BlockSize = 0
 	}
 	var skipList []string
@@ -175,12 +180,12 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	var src []*qjob // per output tensor: its quantisation job, nil for a tensor copied as is
 	for _, name := range ckpt.Names() {
 		info, _, _ := ckpt.Info(name)
-		if IsAuxTensor(name) {
+		if bnb.IsAuxTensor(name) {
 			return nil, fmt.Errorf("%s: tensor %q is bitsandbytes state: the model is already quantised", in, name)
 		}
 		res.TotalParams += int64(info.Elems())
 		res.InBytes += info.End - info.Begin
-		if isLinearWeight(name, info) && !skipped(ModulePrefix(name), opt.Skip) {
+		if isLinearWeight(name, info) && !skipped(bnb.ModulePrefix(name), opt.Skip) {
 			jobs = append(jobs, &qjob{name: name, info: info, done: make(chan struct{})})
 			continue
 		}
@@ -190,13 +195,13 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 		return nil, fmt.Errorf("%s: no linear weights under model.layers.N to quantise", in)
 	}
 	offsets := make([]float32, len(jobs))
-	if opt.Double && opt.Type != Int8 { // the quant_state JSON records the mean block absmax: one read to learn it
+	if opt.Double && opt.Type != bnb.Int8 { // the quant_state JSON records the mean block absmax: one read to learn it
 		if err := parallel(opt.Threads, len(jobs), func(i int) error {
 			w, err := rd.Float32s(jobs[i].name)
 			if err != nil {
 				return err
 			}
-			offsets[i] = nestedOffsetOf(w, opt.BlockSize)
+			offsets[i] = bnb.NestedOffsetOf(w, opt.BlockSize)
 			return nil
 		}); err != nil {
 			return nil, err
@@ -207,7 +212,7 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 		info, _, _ := ckpt.Info(name)
 		if ji < len(jobs) && jobs[ji].name == name {
 			j := jobs[ji]
-			j.hs = headersOf(name, info.Shape, string(info.DType), opt.Type, opt.BlockSize, opt.Double, offsets[ji])
+			j.hs = bnb.TensorHeaders(name, info.Shape, string(info.DType), opt.Type, opt.BlockSize, opt.Double, offsets[ji])
 			j.left = len(j.hs)
 			for _, h := range j.hs { // one group: transformers reads a weight's quantisation state from its shard
 				hs, group, src = append(hs, h), append(group, -1-ji), append(src, j)
@@ -362,11 +367,11 @@ func quantizeTensor(rd *safetensors.Reader, name string, info safetensors.Tensor
 	if err != nil {
 		return TensorReport{}, nil, err
 	}
-	var q *Blocks4
-	if opt.Type == Int8 {
-		q, err = Quantize8(w, info.Shape)
+	var q *bnb.Weight
+	if opt.Type == bnb.Int8 {
+		q, err = bnb.Quantize8(w, info.Shape)
 	} else {
-		q, err = Quantize4(opt.Type, w, info.Shape, opt.BlockSize, opt.Double)
+		q, err = bnb.Quantize4(opt.Type, w, info.Shape, opt.BlockSize, opt.Double)
 	}
 	if err != nil {
 		return TensorReport{}, nil, fmt.Errorf("quantise %s: %w", name, err)
@@ -385,7 +390,7 @@ func quantizeTensor(rd *safetensors.Reader, name string, info safetensors.Tensor
 	if sw > 0 {
 		r.RelRMS = math.Sqrt(se / sw)
 	}
-	return r, ToTensors(name, q, string(info.DType)), nil
+	return r, bnb.ToTensors(name, q, string(info.DType)), nil
 }
 
 // addQuantConfig inserts "quantization_config" as the last key of the top-level config object, keeping the

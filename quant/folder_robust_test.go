@@ -2,6 +2,7 @@ package quant
 
 import (
 	"encoding/json"
+	bnb "github.com/lorakit/lorakit/models/quant"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,7 @@ import (
 
 // TestQuantizeFolderShapes quantises bases whose weights are not a multiple of the block size (last block
 // partial) and have an odd number of elements (last byte half used), with --skip by module name, for every
-// type; the tensors have bitsandbytes' shapes and reload to exactly what Quantize4/Quantize8 give.
+// type; the tensors have bitsandbytes' shapes and reload to exactly what bnb.Quantize4/bnb.Quantize8 give.
 func TestQuantizeFolderShapes(t *testing.T) {
 	// qwen3, hidden 15, 3 heads of 6, 1 KV head, intermediate 21: q [18 15], k/v [6 15], o [15 18],
 	// gate/up [21 15] and down [15 21] (315 values: odd, 4 blocks of 64 + 59).
@@ -28,11 +29,11 @@ func TestQuantizeFolderShapes(t *testing.T) {
 		skip  []string // module names expected unquantised
 		wantQ int
 	}{
-		{FolderOptions{Type: NF4, Double: true}, nil, 14},
-		{FolderOptions{Type: NF4, BlockSize: 32, Skip: []string{"model.layers.1.mlp.down_proj", "self_attn.o_proj"}},
+		{FolderOptions{Type: bnb.NF4, Double: true}, nil, 14},
+		{FolderOptions{Type: bnb.NF4, BlockSize: 32, Skip: []string{"model.layers.1.mlp.down_proj", "self_attn.o_proj"}},
 			[]string{"model.layers.1.mlp.down_proj", "model.layers.0.self_attn.o_proj", "model.layers.1.self_attn.o_proj"}, 11},
-		{FolderOptions{Type: FP4, BlockSize: 128, Double: true}, nil, 14},
-		{FolderOptions{Type: Int8, Skip: []string{"layers.0."}}, []string{"model.layers.0.self_attn.q_proj"}, 7},
+		{FolderOptions{Type: bnb.FP4, BlockSize: 128, Double: true}, nil, 14},
+		{FolderOptions{Type: bnb.Int8, Skip: []string{"layers.0."}}, []string{"model.layers.0.self_attn.q_proj"}, 7},
 	} {
 		name := string(tc.opt.Type)
 		if len(tc.opt.Skip) > 0 {
@@ -56,16 +57,16 @@ func TestQuantizeFolderShapes(t *testing.T) {
 			defer dst.Close()
 			bs := tc.opt.BlockSize
 			if bs == 0 {
-				bs = DefaultBlockSize
+				bs = bnb.DefaultBlockSize
 			}
 			for _, r := range res.Quantized {
 				w, _ := src.Float32s(r.Name)
 				n := len(w)
-				var want *Blocks4
-				if tc.opt.Type == Int8 {
-					want, err = Quantize8(w, r.Shape)
+				var want *bnb.Weight
+				if tc.opt.Type == bnb.Int8 {
+					want, err = bnb.Quantize8(w, r.Shape)
 				} else {
-					want, err = Quantize4(tc.opt.Type, w, r.Shape, bs, tc.opt.Double)
+					want, err = bnb.Quantize4(tc.opt.Type, w, r.Shape, bs, tc.opt.Double)
 					info, _, _ := dst.Info(r.Name)
 					if info.DType != safetensors.U8 || len(info.Shape) != 2 || info.Shape[0] != (n+1)/2 || info.Shape[1] != 1 {
 						t.Errorf("%s: stored %s %v, want U8 [%d 1]", r.Name, info.DType, info.Shape, (n+1)/2)
@@ -78,7 +79,7 @@ func TestQuantizeFolderShapes(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, ok, err := FromCheckpoint(dst, r.Name)
+				got, ok, err := bnb.FromCheckpoint(dst, r.Name)
 				if err != nil || !ok {
 					t.Fatalf("%s: %v %v", r.Name, ok, err)
 				}
@@ -177,7 +178,7 @@ func TestQuantizeFolderRefusals(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(foreign, "notes.txt")); string(b) != "mine" {
 		t.Fatal("foreign folder touched")
 	}
-	if _, err := QuantizeFolder(in, nf, FolderOptions{Type: FP4}); err != nil {
+	if _, err := QuantizeFolder(in, nf, FolderOptions{Type: bnb.FP4}); err != nil {
 		t.Fatalf("previous output not replaced: %v", err)
 	}
 	if _, err := QuantizeFolder(in, foreign, FolderOptions{Force: true}); err != nil {

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"encoding/json"
+	bnb "github.com/lorakit/lorakit/models/quant"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,8 +26,8 @@ func TestQuantizeFolderShards(t *testing.T) {
 	if err := testmodel.Write(three, o); err != nil {
 		t.Fatal(err)
 	}
-	for _, typ := range []Type{NF4, Int8} {
-		opt := FolderOptions{Type: typ, Double: typ == NF4, Threads: 3}
+	for _, typ := range []bnb.Type{bnb.NF4, bnb.Int8} {
+		opt := FolderOptions{Type: typ, Double: typ == bnb.NF4, Threads: 3}
 		ref := filepath.Join(root, "ref-"+string(typ))
 		res, err := QuantizeFolder(one, ref, opt)
 		if err != nil {
@@ -68,7 +69,7 @@ func TestQuantizeFolderShards(t *testing.T) {
 			if ck, err := safetensors.OpenCheckpoint(out); err != nil {
 				t.Fatal(err)
 			} else {
-				if _, ok, err := FromCheckpoint(ck, "model.layers.1.mlp.down_proj.weight"); !ok || err != nil {
+				if _, ok, err := bnb.FromCheckpoint(ck, "model.layers.1.mlp.down_proj.weight"); !ok || err != nil {
 					t.Fatalf("%s: down_proj not quantised: %v", name, err)
 				}
 				ck.Close()

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"encoding/json"
+	bnb "github.com/lorakit/lorakit/models/quant"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,12 +15,12 @@ import (
 
 func TestQuantizeFolder(t *testing.T) {
 	for _, tc := range []struct {
-		typ    Type
+		typ    bnb.Type
 		dq     bool
 		dtype  string
 		shards int
 		skip   []string
-	}{{NF4, true, "BF16", 1, nil}, {FP4, false, "F32", 2, []string{"down_proj"}}, {Int8, false, "F16", 1, nil}} {
+	}{{bnb.NF4, true, "BF16", 1, nil}, {bnb.FP4, false, "F32", 2, []string{"down_proj"}}, {bnb.Int8, false, "F16", 1, nil}} {
 		t.Run(string(tc.typ), func(t *testing.T) {
 			dir := t.TempDir()
 			in, out := filepath.Join(dir, "in"), filepath.Join(dir, "out")
@@ -55,8 +56,8 @@ func TestQuantizeFolder(t *testing.T) {
 				t.Fatal(err)
 			}
 			qc, _ := cfg["quantization_config"].(map[string]any)
-			if qc["quant_method"] != "bitsandbytes" || (tc.typ != Int8 && qc["bnb_4bit_quant_type"] != string(tc.typ)) ||
-				qc["load_in_8bit"] != (tc.typ == Int8) || cfg["model_type"] != "qwen2" {
+			if qc["quant_method"] != "bitsandbytes" || (tc.typ != bnb.Int8 && qc["bnb_4bit_quant_type"] != string(tc.typ)) ||
+				qc["load_in_8bit"] != (tc.typ == bnb.Int8) || cfg["model_type"] != "qwen2" {
 				t.Errorf("config %v", qc)
 			}
 			// reload every quantised weight and compare with the original
@@ -68,7 +69,7 @@ func TestQuantizeFolder(t *testing.T) {
 			}
 			defer dst.Close()
 			for _, r := range res.Quantized {
-				q, ok, err := FromCheckpoint(dst, r.Name)
+				q, ok, err := bnb.FromCheckpoint(dst, r.Name)
 				if err != nil || !ok {
 					t.Fatalf("%s: ok=%v err=%v", r.Name, ok, err)
 				}
@@ -90,7 +91,7 @@ func TestQuantizeFolder(t *testing.T) {
 				if err != nil || string(a) != string(b) {
 					t.Errorf("%s changed", name)
 				}
-				if _, ok, _ := FromCheckpoint(dst, name); ok {
+				if _, ok, _ := bnb.FromCheckpoint(dst, name); ok {
 					t.Errorf("%s reported quantised", name)
 				}
 			}

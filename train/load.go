@@ -9,9 +9,9 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/tokenizer"
-	"github.com/lorakit/lorakit/quant"
 	"github.com/lorakit/lorakit/train/data"
 )
 
@@ -98,7 +98,7 @@ func LoadModel(dir string, threads int, nf4 bool) (*Model, error) {
 // nf4Linear is a frozen NF4 weight: each Forward expands it block by block into
 // a transient f32 buffer (one layer at a time; the model stays 4-bit resident).
 type nf4Linear struct {
-	q          *quant.Blocks4
+	q          *quant.Weight
 	rows, cols int
 	bias       []float32
 	scratch    *Env // shared by all layers of a model: one buffer per distinct shape, not per layer

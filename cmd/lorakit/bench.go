@@ -21,8 +21,8 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
-	"github.com/lorakit/lorakit/quant"
 	"github.com/lorakit/lorakit/train"
 )
 

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lorakit/lorakit/internal/progress"
+	bnb "github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/quant"
 )
 
@@ -47,8 +48,8 @@ model.safetensors.index.json when the input is sharded or the weights exceed --m
 (quantization_config, or bitsandbytes tensors) is refused.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t := quant.Type(strings.ToLower(typ))
-			if t == quant.Int8 && cmd.Flags().Changed("block-size") {
+			t := bnb.Type(strings.ToLower(typ))
+			if t == bnb.Int8 && cmd.Flags().Changed("block-size") {
 				return fmt.Errorf("--block-size does not apply to int8 (LLM.int8 keeps one absmax per row)")
 			}
 			var skipList []string
@@ -88,7 +89,7 @@ model.safetensors.index.json when the input is sharded or the weights exceed --m
 			}
 			w := cmd.OutOrStdout()
 			desc := string(res.Type)
-			if res.Type != quant.Int8 {
+			if res.Type != bnb.Int8 {
 				desc += fmt.Sprintf(", block %d", res.BlockSize)
 				if res.Double {
 					desc += ", double quant"
@@ -123,7 +124,7 @@ model.safetensors.index.json when the input is sharded or the weights exceed --m
 	}
 	f := cmd.Flags()
 	f.StringVar(&typ, "type", "nf4", "nf4 | fp4 | int8")
-	f.IntVar(&blockSize, "block-size", quant.DefaultBlockSize, "4-bit block size (32, 64, ..., 4096)")
+	f.IntVar(&blockSize, "block-size", bnb.DefaultBlockSize, "4-bit block size (32, 64, ..., 4096)")
 	f.BoolVar(&double, "double-quant", false, "double-quantise the 4-bit absmax values (QLoRA's DQ)")
 	f.StringSliceVar(&skip, "skip", nil, "module-name substrings to keep unquantised (comma-separated or repeated)")
 	f.IntVar(&threads, "threads", runtime.NumCPU(), "tensors quantised in parallel")

@@ -9,9 +9,9 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/testmodel"
-	"github.com/lorakit/lorakit/quant"
 )
 
 func writeTiny(t testing.TB, o testmodel.Options) string {

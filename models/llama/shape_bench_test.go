@@ -8,8 +8,8 @@ import (
 
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
-	"github.com/lorakit/lorakit/quant"
 )
 
 // smolLM2Config is HuggingFaceTB/SmolLM2-135M's config.json (the shape of issue 3's benchmarks).

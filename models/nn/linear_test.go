@@ -109,7 +109,7 @@ func TestQuantized(t *testing.T) {
 				mag += math.Abs(p)
 			}
 			s += float64(d.Bias[o])
-			// the 4-bit kernels round x to 15 bits of its block maximum (quant/x16.go): ~1e-5 of Σ|w·x|
+			// the 4-bit kernels round x to 15 bits of its block maximum (models/quant/x16.go): ~1e-5 of Σ|w·x|
 			if math.Abs(s-float64(y[i*rows+o])) > 1e-4*mag {
 				t.Fatalf("y[%d,%d] = %g want %g", i, o, y[i*rows+o], s)
 			}

@@ -4,13 +4,13 @@ import (
 	"fmt"
 
 	"github.com/lorakit/lorakit/models/kernels"
-	"github.com/lorakit/lorakit/quant"
+	"github.com/lorakit/lorakit/models/quant"
 )
 
 // Quantized is a block-quantised weight (NF4, FP4 or int8) of shape Q.Shape = [out, in], multiplied with a fused
 // dequantise-and-multiply kernel (the whole matrix is never dequantised on the hot path).
 type Quantized struct {
-	Q    *quant.Blocks4
+	Q    *quant.Weight
 	Bias []float32 // [out] or nil
 }
 

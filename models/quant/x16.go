@@ -97,7 +97,7 @@ type x16Batch struct {
 	s      []float32
 
 	// the job: y[i·Rows + r] for weight w, with the 4-bit table l (int8 when !four)
-	w    *Blocks4
+	w    *Weight
 	y    []float32
 	l    lut16
 	four bool

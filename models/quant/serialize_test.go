@@ -26,7 +26,7 @@ func writeCkpt(t *testing.T, ts []safetensors.Tensor) *safetensors.Checkpoint {
 }
 
 func TestQuantStateJSON(t *testing.T) {
-	q := &Blocks4{Type: NF4, Shape: []int{576, 1536}, BlockSize: 64}
+	q := &Weight{Type: NF4, Shape: []int{576, 1536}, BlockSize: 64}
 	if got, want := string(quantStateJSON(q, "BF16")), `{"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16", "shape": [576, 1536]}`; got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
@@ -46,7 +46,7 @@ func TestSerializeRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewSource(10))
 	w := randW(r, 40*64+6, 0.02) // 41 blocks, partial last block
 	var ts []safetensors.Tensor
-	qs := map[string]*Blocks4{}
+	qs := map[string]*Weight{}
 	for i, cfg := range []struct {
 		typ Type
 		dq  bool

@@ -12,7 +12,7 @@ const scaleBuf = 256
 // MatVec computes y[r] = Σ_c W[r,c]·x[c] for the weight W [Rows, Cols] (HF [out, in]) without
 // materialising W: the integer kernels (x16.go) for 4-bit blocks of 32 or a multiple of 64 in rows of whole
 // groups of 64 and for row-wise int8, short dequantised runs otherwise. p may be nil.
-func (q *Blocks4) MatVec(p *kernels.Pool, y, x []float32) {
+func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 	rows, cols := q.Rows(), q.Cols()
 	if len(y) != rows || len(x) != cols {
 		panic(fmt.Sprintf("quant: MatVec: len(y)=%d len(x)=%d, want %d and %d", len(y), len(x), rows, cols))
@@ -49,7 +49,7 @@ func scaleScratch(buf *[scaleBuf]float32, nb int) ([]float32, int) {
 
 // rowScales returns the absmax of the blocks of rows [r, r+n) (nb per row): the stored values, or with
 // double quantisation decoded into buf.
-func (q *Blocks4) rowScales(buf []float32, r, n, nb int) []float32 {
+func (q *Weight) rowScales(buf []float32, r, n, nb int) []float32 {
 	if !q.Double {
 		return q.Absmax[r*nb : (r+n)*nb]
 	}
@@ -60,7 +60,7 @@ func (q *Blocks4) rowScales(buf []float32, r, n, nb int) []float32 {
 
 // lut16 returns the integer kernels' table when they can run this weight: a 4-bit type whose blocks
 // (32 or a multiple of 64) never straddle rows, in rows of whole groups of 64.
-func (q *Blocks4) lut16() (lut16, bool) {
+func (q *Weight) lut16() (lut16, bool) {
 	cols, bs := q.Cols(), q.BlockSize
 	if (q.Type != NF4 && q.Type != FP4) || (bs%group != 0 && bs != group/2) || cols%bs != 0 || cols%group != 0 {
 		return lut16{}, false
@@ -69,7 +69,7 @@ func (q *Blocks4) lut16() (lut16, bool) {
 }
 
 // matMul16 computes y[i·Rows + r] for the m rows of x with the integer kernels (see x16.go).
-func (q *Blocks4) matMul16(p *kernels.Pool, y, x []float32, m int, l lut16) {
+func (q *Weight) matMul16(p *kernels.Pool, y, x []float32, m int, l lut16) {
 	xb := getX16(x, m, q.Cols(), q.BlockSize, &l)
 	xb.w, xb.y, xb.l, xb.four = q, y, l, true
 	p.Run(q.Rows(), xb)
@@ -79,7 +79,7 @@ func (q *Blocks4) matMul16(p *kernels.Pool, y, x []float32, m int, l lut16) {
 
 // rows16Range runs the integer kernels for weight rows [lo, hi) and every chunk of xb, a few rows at a
 // time so that those rows stay in cache across the chunks.
-func (q *Blocks4) rows16Range(y []float32, xb *x16Batch, l *lut16, lo, hi int) {
+func (q *Weight) rows16Range(y []float32, xb *x16Batch, l *lut16, lo, hi int) {
 	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
 	nb := cols / bs
 	var sbuf [scaleBuf]float32
@@ -98,13 +98,13 @@ func (q *Blocks4) rows16Range(y []float32, xb *x16Batch, l *lut16, lo, hi int) {
 
 // int8x16 reports whether the int8 integer kernels can run this weight: row-wise Int8 (LLM.int8's
 // layout) whose rows are whole groups of 64.
-func (q *Blocks4) int8x16() bool {
+func (q *Weight) int8x16() bool {
 	return q.Type == Int8 && q.BlockSize == q.Cols() && q.Cols()%group == 0
 }
 
 // matMul8 computes y[i·Rows + r] for the m rows of x with the int8 integer kernels: x is quantised per
 // 64 columns to int16 (as for the 4-bit kernels), codes widen to int16 in registers.
-func (q *Blocks4) matMul8(p *kernels.Pool, y, x []float32, m int) {
+func (q *Weight) matMul8(p *kernels.Pool, y, x []float32, m int) {
 	xb := getX16Order(x, m, q.Cols(), group, 1, &naturalOrder, false)
 	xb.w, xb.y, xb.four = q, y, false
 	p.Run(q.Rows(), xb)
@@ -114,7 +114,7 @@ func (q *Blocks4) matMul8(p *kernels.Pool, y, x []float32, m int) {
 
 // rows8Range runs the int8 integer kernels for weight rows [lo, hi) and every chunk of xb, a few rows at a
 // time so that they stay in L1 across the chunks, then applies bitsandbytes' 1/127.
-func (q *Blocks4) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
+func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 	rows, cols := q.Rows(), q.Cols()
 	const step = 16
 	for r := lo; r < hi; r += step {
@@ -136,7 +136,7 @@ func (q *Blocks4) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 }
 
 // matVecGeneric handles any block size and Int8: each row is dequantised in short runs and dotted with x.
-func (q *Blocks4) matVecGeneric(y, x []float32, lo, hi int) {
+func (q *Weight) matVecGeneric(y, x []float32, lo, hi int) {
 	cols := q.Cols()
 	var buf [256]float32
 	for r := lo; r < hi; r++ {
@@ -175,7 +175,7 @@ const fusedMaxM = 32
 // MatMulT computes Y[m, Rows] = X[m, Cols]·Wᵀ. One row of X is MatVec, small batches run the integer
 // kernels; otherwise each worker dequantises a tile of W rows at a time into a buffer and multiplies the
 // whole batch with it, so every block is decoded once per call, not once per row of X.
-func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
+func (q *Weight) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	rows, cols := q.Rows(), q.Cols()
 	if m < 0 || len(x) != m*cols || len(y) != m*rows {
 		panic(fmt.Sprintf("quant: MatMulT: len(y)=%d len(x)=%d m=%d for weight [%d, %d]", len(y), len(x), m, rows, cols))
@@ -212,7 +212,7 @@ func (q *Blocks4) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 }
 
 // DequantizeP is Dequantize split over the pool's threads (rows of 4096 blocks' worth at a time).
-func (q *Blocks4) DequantizeP(p *kernels.Pool, dst []float32) {
+func (q *Weight) DequantizeP(p *kernels.Pool, dst []float32) {
 	n := q.Elems()
 	if len(dst) < n {
 		panic(fmt.Sprintf("quant: DequantizeP: dst has %d elements, want %d", len(dst), n))

@@ -45,7 +45,7 @@ func pyFloat(f float64) string {
 
 // quantStateJSON is the UTF-8 JSON bitsandbytes packs into "quant_state.bitsandbytes__<type>", with Python's
 // json.dumps spacing and bitsandbytes' key order.
-func quantStateJSON(q *Blocks4, origDType string) []byte {
+func quantStateJSON(q *Weight, origDType string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, `{"quant_type": "%s", "blocksize": %d, "dtype": "%s", "shape": [`, q.Type, q.BlockSize, torchDType(origDType))
 	for i, s := range q.Shape {
@@ -81,7 +81,7 @@ func ModulePrefix(weightName string) string { return strings.TrimSuffix(weightNa
 // name.nested_quant_map, and name.quant_state.bitsandbytes__<type> (uint8 JSON). Int8 (LLM.int8):
 // `name` (int8 [out, in]), <module>.SCB (float32 [out]) and <module>.weight_format (uint8 scalar 0 = "row").
 // origDType is the dtype the weight had ("BF16", "F16", "F32" or a torch name).
-func ToTensors(name string, q *Blocks4, origDType string) []safetensors.Tensor {
+func ToTensors(name string, q *Weight, origDType string) []safetensors.Tensor {
 	if q.Type == Int8 {
 		prefix := ModulePrefix(name)
 		return []safetensors.Tensor{
@@ -133,14 +133,14 @@ type quantState struct {
 
 // FromCheckpoint loads the weight `name` ("....q_proj.weight") of a checkpoint saved by transformers with
 // bitsandbytes (or by lorakit). It reports false (and no error) when name is not stored quantised. The
-// returned Blocks4 owns copies of the data. OrigDType reports the dtype recorded for the weight.
-func FromCheckpoint(c *safetensors.Checkpoint, name string) (*Blocks4, bool, error) {
+// returned Weight owns copies of the data. OrigDType reports the dtype recorded for the weight.
+func FromCheckpoint(c *safetensors.Checkpoint, name string) (*Weight, bool, error) {
 	q, _, ok, err := FromCheckpointDType(c, name)
 	return q, ok, err
 }
 
 // FromCheckpointDType is FromCheckpoint that also returns the recorded original dtype ("bfloat16", ...).
-func FromCheckpointDType(c *safetensors.Checkpoint, name string) (*Blocks4, string, bool, error) {
+func FromCheckpointDType(c *safetensors.Checkpoint, name string) (*Weight, string, bool, error) {
 	var stateKey string
 	var typ Type
 	for _, t := range []Type{NF4, FP4} {
@@ -180,7 +180,7 @@ func FromCheckpointDType(c *safetensors.Checkpoint, name string) (*Blocks4, stri
 		}
 		n *= s
 	}
-	q := &Blocks4{Type: typ, Shape: st.Shape, BlockSize: st.BlockSize}
+	q := &Weight{Type: typ, Shape: st.Shape, BlockSize: st.BlockSize}
 	nb := q.NumBlocks()
 
 	packed, err := c.Bytes(name)
@@ -258,7 +258,7 @@ func FromCheckpointDType(c *safetensors.Checkpoint, name string) (*Blocks4, stri
 	return q, st.DType, true, nil
 }
 
-func int8FromCheckpoint(c *safetensors.Checkpoint, name, prefix string) (*Blocks4, error) {
+func int8FromCheckpoint(c *safetensors.Checkpoint, name, prefix string) (*Weight, error) {
 	info, _, ok := c.Info(name)
 	if !ok {
 		return nil, fmt.Errorf("%s: missing (have %s.SCB)", name, prefix)
@@ -283,7 +283,7 @@ func int8FromCheckpoint(c *safetensors.Checkpoint, name, prefix string) (*Blocks
 	if err := finite(prefix+".SCB", scb); err != nil {
 		return nil, err
 	}
-	return &Blocks4{Type: Int8, Shape: append([]int(nil), info.Shape...), BlockSize: info.Shape[1],
+	return &Weight{Type: Int8, Shape: append([]int(nil), info.Shape...), BlockSize: info.Shape[1],
 		Packed: append([]byte(nil), w...), Absmax: scb}, nil
 }
 
@@ -301,37 +301,3 @@ type PyFloat float64
 
 // MarshalJSON writes Python's float repr.
 func (f PyFloat) MarshalJSON() ([]byte, error) { return []byte(pyFloat(float64(f))), nil }
-
-// BnBConfig is the `quantization_config` block transformers writes to config.json for bitsandbytes
-// (BitsAndBytesConfig.to_dict), in its key order.
-type BnBConfig struct {
-	LoadIn4bitPriv              bool     `json:"_load_in_4bit"`
-	LoadIn8bitPriv              bool     `json:"_load_in_8bit"`
-	Bnb4bitComputeDType         string   `json:"bnb_4bit_compute_dtype"`
-	Bnb4bitQuantStorage         string   `json:"bnb_4bit_quant_storage"`
-	Bnb4bitQuantType            string   `json:"bnb_4bit_quant_type"`
-	Bnb4bitUseDoubleQuant       bool     `json:"bnb_4bit_use_double_quant"`
-	LLMInt8EnableFP32CPUOffload bool     `json:"llm_int8_enable_fp32_cpu_offload"`
-	LLMInt8HasFP16Weight        bool     `json:"llm_int8_has_fp16_weight"`
-	LLMInt8SkipModules          []string `json:"llm_int8_skip_modules"`
-	LLMInt8Threshold            PyFloat  `json:"llm_int8_threshold"`
-	LoadIn4bit                  bool     `json:"load_in_4bit"`
-	LoadIn8bit                  bool     `json:"load_in_8bit"`
-	QuantMethod                 string   `json:"quant_method"`
-}
-
-// NewBnBConfig describes a checkpoint quantised with type t. computeDType is the torch name of the compute
-// dtype ("bfloat16", "float32", ...); skip lists modules left unquantised (nil = transformers' default,
-// which keeps lm_head).
-func NewBnBConfig(t Type, double bool, computeDType string, skip []string) BnBConfig {
-	c := BnBConfig{Bnb4bitComputeDType: computeDType, Bnb4bitQuantStorage: "uint8", Bnb4bitQuantType: "fp4",
-		LLMInt8SkipModules: skip, LLMInt8Threshold: 6.0, QuantMethod: "bitsandbytes"}
-	if t == Int8 {
-		c.LoadIn8bitPriv, c.LoadIn8bit = true, true
-	} else {
-		c.LoadIn4bitPriv, c.LoadIn4bit = true, true
-		c.Bnb4bitQuantType = string(t)
-		c.Bnb4bitUseDoubleQuant = double
-	}
-	return c
-}

@@ -1,5 +1,6 @@
-// Package quant stores weight matrices in 4-bit NF4/FP4 and 8-bit blocks exactly as bitsandbytes does, and
-// multiplies with them without materialising the dequantised matrix.
+// Package quant stores weight matrices in 4-bit NF4/FP4 and 8-bit blocks exactly as bitsandbytes does, reads and
+// writes them as bitsandbytes tensors, and multiplies with them without materialising the dequantised matrix.
+// Turning a whole checkpoint folder into a quantised folder is the top-level package quant, which builds on this.
 //
 // Layout (bitsandbytes `quantize_4bit`): the weight is flattened row-major and cut into blocks of BlockSize
 // consecutive elements (the last block may be partial). Each block keeps its absmax = max|w| as float32 and
@@ -77,8 +78,9 @@ func Code(t Type) ([16]float32, error) {
 	return [16]float32{}, fmt.Errorf("quant: %q is not a 4-bit type (want nf4 or fp4)", t)
 }
 
-// Blocks4 is a quantised weight. Despite the name it also holds Int8 weights (one code byte per element).
-type Blocks4 struct {
+// Weight is a weight stored quantised: 4-bit NF4/FP4 blocks (two codes per byte) or row-wise Int8 (one code
+// byte per element).
+type Weight struct {
 	Type      Type
 	Shape     []int // original shape, HF [out, in] for linear weights
 	BlockSize int   // elements per absmax block (Int8: the row length)
@@ -99,7 +101,7 @@ type Blocks4 struct {
 }
 
 // Elems is the number of weight elements.
-func (q *Blocks4) Elems() int {
+func (q *Weight) Elems() int {
 	n := 1
 	for _, s := range q.Shape {
 		n *= s
@@ -108,7 +110,7 @@ func (q *Blocks4) Elems() int {
 }
 
 // Rows and Cols view the weight as [Shape[0], rest] (a 1-D weight is one row).
-func (q *Blocks4) Rows() int {
+func (q *Weight) Rows() int {
 	if len(q.Shape) < 2 {
 		return 1
 	}
@@ -116,13 +118,13 @@ func (q *Blocks4) Rows() int {
 }
 
 // Cols is the product of all dimensions but the first.
-func (q *Blocks4) Cols() int { return q.Elems() / max(q.Rows(), 1) }
+func (q *Weight) Cols() int { return q.Elems() / max(q.Rows(), 1) }
 
 // NumBlocks is the number of absmax blocks.
-func (q *Blocks4) NumBlocks() int { return (q.Elems() + q.BlockSize - 1) / q.BlockSize }
+func (q *Weight) NumBlocks() int { return (q.Elems() + q.BlockSize - 1) / q.BlockSize }
 
 // Bytes is the resident size of the quantised data (codes plus statistics, tables excluded).
-func (q *Blocks4) Bytes() int {
+func (q *Weight) Bytes() int {
 	n := len(q.Packed) + 4*len(q.Absmax) + len(q.QAbsmax) + 4*len(q.NestedAbsmax)
 	if q.Double {
 		n += 4 // offset
@@ -131,12 +133,12 @@ func (q *Blocks4) Bytes() int {
 }
 
 // BitsPerParam is the resident bits per weight element (codes plus statistics).
-func (q *Blocks4) BitsPerParam() float64 {
+func (q *Weight) BitsPerParam() float64 {
 	return float64(8*q.Bytes()) / float64(q.Elems())
 }
 
 // BlockAbsmax returns the absmax of block b, decoding double quantisation if needed.
-func (q *Blocks4) BlockAbsmax(b int) float32 {
+func (q *Weight) BlockAbsmax(b int) float32 {
 	if !q.Double {
 		return q.Absmax[b]
 	}
@@ -145,7 +147,7 @@ func (q *Blocks4) BlockAbsmax(b int) float32 {
 }
 
 // AbsmaxRange writes the absmax of blocks [b0, b0+len(dst)) into dst.
-func (q *Blocks4) AbsmaxRange(dst []float32, b0 int) {
+func (q *Weight) AbsmaxRange(dst []float32, b0 int) {
 	if !q.Double {
 		copy(dst, q.Absmax[b0:b0+len(dst)])
 		return
@@ -295,7 +297,7 @@ func quantizeFP4(x float32) byte {
 
 // Quantize4 quantises w (row-major, of the given shape) to NF4 or FP4 with bitsandbytes' blockwise scheme;
 // double enables double quantisation of the absmax values. NaN or ±Inf weights are an error.
-func Quantize4(t Type, w []float32, shape []int, blockSize int, double bool) (*Blocks4, error) {
+func Quantize4(t Type, w []float32, shape []int, blockSize int, double bool) (*Weight, error) {
 	var enc func(float32) byte
 	switch t {
 	case NF4:
@@ -317,7 +319,7 @@ func Quantize4(t Type, w []float32, shape []int, blockSize int, double bool) (*B
 	code, _ := Code(t)
 	n := len(w)
 	nb := (n + blockSize - 1) / blockSize
-	q := &Blocks4{Type: t, Shape: append([]int(nil), shape...), BlockSize: blockSize,
+	q := &Weight{Type: t, Shape: append([]int(nil), shape...), BlockSize: blockSize,
 		Packed: make([]byte, (n+1)/2), Absmax: make([]float32, nb), Code: code}
 	for b := 0; b < nb; b++ {
 		lo, hi := b*blockSize, min((b+1)*blockSize, n)
@@ -347,7 +349,7 @@ func Quantize4(t Type, w []float32, shape []int, blockSize int, double bool) (*B
 }
 
 // doubleQuantize replaces Absmax by its bitsandbytes double-quantised form.
-func (q *Blocks4) doubleQuantize() {
+func (q *Weight) doubleQuantize() {
 	var sum float64
 	for _, a := range q.Absmax {
 		sum += float64(a)
@@ -427,7 +429,7 @@ func quantizeDynamic(code []float32, x float32) byte {
 // Quantize8 quantises w to LLM.int8's row-wise int8 format: one absmax per row of shape[0] rows,
 // q = round-half-even(w·(127/absmax)) (bitsandbytes int8_vectorwise_quant, threshold 0). An all-zero row
 // has absmax 0 and codes 0.
-func Quantize8(w []float32, shape []int) (*Blocks4, error) {
+func Quantize8(w []float32, shape []int) (*Weight, error) {
 	if err := checkShape(w, shape); err != nil {
 		return nil, err
 	}
@@ -443,8 +445,8 @@ func Quantize8(w []float32, shape []int) (*Blocks4, error) {
 
 // Quantize8Rows is Quantize8 for a weight given row by row (row(r, dst) fills dst with row r), so that
 // no float32 copy of the whole weight is needed. A non-finite value is an error naming its row.
-func Quantize8Rows(shape []int, row func(r int, dst []float32)) (*Blocks4, error) {
-	q := &Blocks4{Type: Int8, Shape: append([]int(nil), shape...)}
+func Quantize8Rows(shape []int, row func(r int, dst []float32)) (*Weight, error) {
+	q := &Weight{Type: Int8, Shape: append([]int(nil), shape...)}
 	rows, cols := q.Rows(), q.Cols()
 	q.BlockSize = cols
 	q.Packed = make([]byte, rows*cols)
@@ -477,7 +479,7 @@ func Quantize8Rows(shape []int, row func(r int, dst []float32)) (*Blocks4, error
 const int8Scale = float32(7.874015718698502e-3)
 
 // Dequantize writes the dequantised weight (Elems() values, row-major) into dst.
-func (q *Blocks4) Dequantize(dst []float32) {
+func (q *Weight) Dequantize(dst []float32) {
 	n := q.Elems()
 	if len(dst) < n {
 		panic(fmt.Sprintf("quant: Dequantize: dst has %d elements, want %d", len(dst), n))
@@ -486,7 +488,7 @@ func (q *Blocks4) Dequantize(dst []float32) {
 }
 
 // DequantizeRange writes elements [e0, e0+len(dst)) of the flattened weight into dst.
-func (q *Blocks4) DequantizeRange(dst []float32, e0 int) {
+func (q *Weight) DequantizeRange(dst []float32, e0 int) {
 	bs := q.BlockSize
 	e := e0
 	if q.Type != Int8 && bs%2 == 0 {
@@ -527,7 +529,7 @@ func dequantBlocksGo(dst []float32, packed []byte, scales []float32, code *[16]f
 }
 
 // dequantSlow dequantises any range element by element (partial blocks, Int8).
-func (q *Blocks4) dequantSlow(dst []float32, e0 int) {
+func (q *Weight) dequantSlow(dst []float32, e0 int) {
 	bs := q.BlockSize
 	e := e0
 	for len(dst) > 0 {
@@ -557,7 +559,7 @@ func (q *Blocks4) dequantSlow(dst []float32, e0 int) {
 }
 
 // Codes returns the unpacked 4-bit codes (one per element), for tests and tools.
-func (q *Blocks4) Codes() []byte {
+func (q *Weight) Codes() []byte {
 	n := q.Elems()
 	out := make([]byte, n)
 	for j := range out {

@@ -11,7 +11,7 @@ import (
 )
 
 // refMatVec dequantises the whole weight and accumulates in float64.
-func refMatVec(q *Blocks4, x []float32) (y, mag []float64) {
+func refMatVec(q *Weight, x []float32) (y, mag []float64) {
 	rows, cols := q.Rows(), q.Cols()
 	w := make([]float32, q.Elems())
 	q.Dequantize(w)
@@ -28,7 +28,7 @@ func refMatVec(q *Blocks4, x []float32) (y, mag []float64) {
 
 // checkClose compares with float32 accumulation's tolerance plus, where the integer path runs, its
 // rounding bound tol16.
-func checkClose(t *testing.T, what string, q *Blocks4, x, got []float32, want, mag []float64) {
+func checkClose(t *testing.T, what string, q *Weight, x, got []float32, want, mag []float64) {
 	t.Helper()
 	tol := tol16(q, x)
 	for i := range want {
@@ -51,7 +51,7 @@ func TestMatVec(t *testing.T) {
 					}
 					rows, cols := sh[0], sh[1]
 					w := randW(r, rows*cols, 0.05)
-					var q *Blocks4
+					var q *Weight
 					var err error
 					if typ == Int8 {
 						q, err = Quantize8(w, []int{rows, cols})
@@ -171,7 +171,7 @@ func BenchmarkSmolLM2Layers(b *testing.B) {
 		b.Run(fmt.Sprintf("t%d", th), func(b *testing.B) {
 			r := rand.New(rand.NewSource(1))
 			shapes := [][2]int{{576, 576}, {192, 576}, {192, 576}, {576, 576}, {1536, 576}, {1536, 576}, {576, 1536}}
-			var qs []*Blocks4
+			var qs []*Weight
 			var bytes int64
 			for l := 0; l < 30; l++ {
 				for _, s := range shapes {

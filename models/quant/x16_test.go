@@ -10,7 +10,7 @@ import (
 
 // tol16 bounds, per row, how far the integer path may be from exact float arithmetic: x rounds to half a
 // step of its block maximum and each level to half a unit of 1/lutScale, both times absmax.
-func tol16(q *Blocks4, x []float32) []float64 {
+func tol16(q *Weight, x []float32) []float64 {
 	if q.int8x16() { // only x is rounded: half a step of each 64-column block's maximum
 		rows, cols := q.Rows(), q.Cols()
 		w := make([]float32, q.Elems())
@@ -304,7 +304,7 @@ func TestMatVec16NonFinite(t *testing.T) {
 	r := rand.New(rand.NewSource(16))
 	rows, cols := 5, 128
 	for _, typ := range []Type{NF4, Int8} {
-		var q *Blocks4
+		var q *Weight
 		var err error
 		if typ == Int8 {
 			q, err = Quantize8(randW(r, rows*cols, 1), []int{rows, cols})

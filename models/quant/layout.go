@@ -6,10 +6,10 @@ import (
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
-// headersOf lists, in ToTensors order, the tensors ToTensors writes for the weight name of shape quantised with
+// TensorHeaders lists, in ToTensors order, the tensors ToTensors writes for the weight name of shape quantised with
 // typ/blockSize/double, without quantising it, so that a folder can be planned (and sharded) before any weight
 // is quantised. nestedOffset is the double-quantisation offset the quant_state JSON records (NestedOffset).
-func headersOf(name string, shape []int, origDType string, typ Type, blockSize int, double bool, nestedOffset float32) []safetensors.Header {
+func TensorHeaders(name string, shape []int, origDType string, typ Type, blockSize int, double bool, nestedOffset float32) []safetensors.Header {
 	n := 1
 	for _, d := range shape {
 		n *= d
@@ -27,7 +27,7 @@ func headersOf(name string, shape []int, origDType string, typ Type, blockSize i
 		{Name: name, DType: safetensors.U8, Shape: []int{(n + 1) / 2, 1}},
 		{Name: name + keyQuantMap, DType: safetensors.F32, Shape: []int{16}},
 	}
-	q := &Blocks4{Type: typ, Shape: shape, BlockSize: blockSize}
+	q := &Weight{Type: typ, Shape: shape, BlockSize: blockSize}
 	if double {
 		q.Double, q.NestedBlockSize, q.NestedOffset = true, NestedBlockSize, nestedOffset
 		hs = append(hs,
@@ -41,9 +41,9 @@ func headersOf(name string, shape []int, origDType string, typ Type, blockSize i
 	return append(hs, safetensors.Header{Name: name + keyQuantState + string(typ), DType: safetensors.U8, Shape: []int{len(js)}})
 }
 
-// nestedOffsetOf is the offset Quantize4's double quantisation subtracts from the block absmax values of w: their
+// NestedOffsetOf is the offset Quantize4's double quantisation subtracts from the block absmax values of w: their
 // mean, computed exactly as doubleQuantize does.
-func nestedOffsetOf(w []float32, blockSize int) float32 {
+func NestedOffsetOf(w []float32, blockSize int) float32 {
 	nb := (len(w) + blockSize - 1) / blockSize
 	var sum float64
 	for b := 0; b < nb; b++ {
