@@ -721,12 +721,10 @@ func addDeltas(pool *kernels.Pool, name string, W []float32, ds []delta) error {
 			return fmt.Errorf("tensor %q has %d elements, adapter delta is [%d %d]", name, len(W), pr.Out, pr.In)
 		}
 		if d.embed {
-			// table [vocab=In, dim=Out] += (wᵢ·sᵢ)·(B·A)ᵀ = (wᵢ·sᵢ)·Aᵀ·Bᵀ (PEFT's Embedding.get_delta_weight)
-			kernels.Gemm(pool, true, true, pr.In, pr.Out, pr.R, d.weight, pr.A, pr.In, pr.B, pr.R, 1, W, pr.Out)
+			pr.AddDeltaT(pool, W, d.weight) // table [vocab=In, dim=Out] += (wᵢ·sᵢ)·(B·A)ᵀ
 			continue
 		}
-		// W += (wᵢ·sᵢ)·B·A
-		kernels.Gemm(pool, false, false, pr.Out, pr.In, pr.R, d.weight, pr.B, pr.R, pr.A, pr.In, 1, W, pr.In)
+		pr.AddDelta(pool, W, d.weight) // W += (wᵢ·sᵢ)·B·A
 	}
 	cols := ds[0].pair.In
 	if ds[0].embed {

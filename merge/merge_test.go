@@ -270,7 +270,7 @@ func TestMergeF32(t *testing.T) {
 		if dt != safetensors.F32 {
 			t.Fatalf("%s written as %s", m, dt)
 		}
-		d := lora.Delta(loaded.Modules[m])
+		d := lora.DeltaWeight(loaded.Modules[m])
 		for i := range w {
 			if got := w2[i] - w[i]; math.Abs(float64(got-d[i])) > 1e-6*(1+math.Abs(float64(w[i]))) {
 				t.Fatalf("%s[%d]: W'-W = %g, s·B·A = %g", m, i, got, d[i])
@@ -342,7 +342,7 @@ func TestMergeBF16(t *testing.T) {
 		if dt != safetensors.BF16 {
 			t.Fatalf("%s written as %s", m, dt)
 		}
-		d := lora.Delta(loaded.Modules[m])
+		d := lora.DeltaWeight(loaded.Modules[m])
 		for i := range w {
 			exact := w[i] + d[i]
 			if math.Abs(float64(w2[i]-exact)) > math.Abs(float64(exact))/256+1e-30 {
@@ -415,7 +415,7 @@ func TestMergeWeightedAdapters(t *testing.T) {
 	m := "model.layers.0.self_attn.q_proj"
 	w, _ := tensorF32(t, base, m+".weight")
 	w2, _ := tensorF32(t, out, m+".weight")
-	e1, e2 := lora.Delta(l1.Modules[m]), lora.Delta(l2.Modules[m])
+	e1, e2 := lora.DeltaWeight(l1.Modules[m]), lora.DeltaWeight(l2.Modules[m])
 	for i := range w {
 		exp := w[i] + 0.5*e1[i] - 1.5*e2[i]
 		if math.Abs(float64(w2[i]-exp)) > 1e-5*(1+math.Abs(float64(exp))) {

@@ -88,7 +88,7 @@ func TestMergeNF4Base(t *testing.T) {
 		if dt != safetensors.BF16 {
 			t.Fatalf("%s: %s", m, dt)
 		}
-		d := lora.Delta(ad.Modules[m])
+		d := lora.DeltaWeight(ad.Modules[m])
 		for i, w := range deq[m+".weight"] {
 			exact := w + d[i]
 			if math.Abs(float64(got[i]-exact)) > math.Abs(float64(exact))/256+1e-30 {

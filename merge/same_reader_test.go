@@ -192,7 +192,7 @@ func TestOneAdapterReader(t *testing.T) {
 			}
 			defer mm.Close()
 			toks := []int{1, 5, 9, 13, 2}
-			got, err := m.Net.Forward([]llama.Seq{{Tokens: toks, Adapter: models.AsRows(a), AllLogits: true}})
+			got, err := m.Net.Forward([]llama.Seq{{Tokens: toks, Adapter: a, AllLogits: true}})
 			if err != nil {
 				t.Fatal(err)
 			}

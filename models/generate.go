@@ -48,7 +48,6 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 	if o.MaxTokens > 0 {
 		limit = min(limit, o.MaxTokens)
 	}
-	o.Adapter = AsRows(o.Adapter)
 	res := &GenerateResult{PromptIDs: slices.Clone(promptIDs), IDs: []int{}, FinishReason: "length"}
 	cache := m.Net.NewCache(len(promptIDs) + limit)
 	logits, err := m.Net.Forward([]llama.Seq{{Tokens: promptIDs, Cache: cache, Adapter: o.Adapter}})

@@ -433,16 +433,16 @@ func TestAdapterCLIPath(t *testing.T) {
 	if slices.Equal(lb[0][0], la[0][0]) {
 		t.Fatalf("adapter did not change the logits (ids %v vs %v)", base.IDs, with.IDs)
 	}
-	// LoRA (rows together, grouped over sequences) gives the logits of the row-by-row adapter, also in a batch
-	// where the adapter's sequences are not adjacent.
+	// The adapter's rows go through A and B together, grouped over sequences, with the logits of each sequence
+	// alone, also in a batch where the adapter's sequences are not adjacent.
 	prompts := [][]int{prompt, m.EncodePrompt("a cat sat on"), m.EncodePrompt("x")}
 	var want [][]float32
 	for _, p := range prompts {
 		l, _ := m.Net.Forward([]llama.Seq{{Tokens: p, Adapter: loaded, AllLogits: true}})
 		want = append(want, l[0]...)
 	}
-	batch := []llama.Seq{{Tokens: prompts[0], Adapter: LoRA{loaded}, AllLogits: true}, {Tokens: prompts[1], AllLogits: true},
-		{Tokens: prompts[1], Adapter: AsRows(loaded), AllLogits: true}, {Tokens: prompts[2], Adapter: LoRA{loaded}, AllLogits: true}}
+	batch := []llama.Seq{{Tokens: prompts[0], Adapter: loaded, AllLogits: true}, {Tokens: prompts[1], AllLogits: true},
+		{Tokens: prompts[1], Adapter: loaded, AllLogits: true}, {Tokens: prompts[2], Adapter: loaded, AllLogits: true}}
 	got, err := m.Net.Forward(batch)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	spnn "github.com/nlpodyssey/spago/nn"
 
 	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/lora"
 )
 
 // BaseLinear is a frozen base weight: Y[m, Out] = X[m, In]·Wᵀ (+ bias).
@@ -129,8 +130,8 @@ func (f *linearFn) Forward() (mat.Tensor, error) {
 			}
 			f.xd[i] = xd
 			xa := make([]float32, m*p.R)
-			kernels.Gemm(pool, false, true, m, p.R, p.In, 1, xd, p.In, vals(p.A), p.In, 0, xa, p.R)
-			kernels.Gemm(pool, false, true, m, p.Out, p.R, p.Scale, xa, p.R, vals(p.B), p.R, 1, dst, p.Out)
+			lora.Shrink(pool, xa, xd, vals(p.A), m, p.R, p.In)            // xa = dropout(x)·Aᵀ, kept for Backward
+			lora.Expand(pool, dst, xa, vals(p.B), p.Scale, m, p.Out, p.R) // dst += s·xa·Bᵀ
 			f.xa[i] = xa
 		}
 		if tmp != nil {

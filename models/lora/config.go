@@ -1,5 +1,6 @@
 // Package lora holds LoRA adapters as PEFT writes them: the adapter_config.json, the adapter_model.safetensors
-// tensors, the per-module scaling, and the one place where the LoRA math lives (Apply, ApplyRows, Delta).
+// tensors, the per-module scaling, and the one place where the LoRA math lives: y += s·B·(A·x) in every storage
+// layout (Factors.Apply; Shrink and Expand for training) and the merged delta s·B·A (AddDelta, DeltaWeight).
 //
 // A module is named as PEFT sees it inside the base model, e.g. "model.layers.3.self_attn.q_proj"; its tensors
 // are saved as "base_model.model.<module>.lora_A.weight" [r, in] and "...lora_B.weight" [out, r], and its

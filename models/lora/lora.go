@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"sync"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/models/kernels"
@@ -191,121 +190,12 @@ func (a *Adapter) Apply(module string, y, x []float32, in, out int) {
 	p.Apply(nil, y, x, in, out)
 }
 
-// Apply adds s·B·(A·x) to y for every row; p may be nil (single-threaded). It does not allocate: the [rows, R]
-// intermediate comes from a sync.Pool, so different pairs (or adapters) may run Apply concurrently.
+// Apply adds s·B·(A·x) to y for every row of x ([rows, in]); p may be nil (single-threaded). It does not
+// allocate (see Factors.Apply).
 func (q *Pair) Apply(p *kernels.Pool, y, x []float32, in, out int) {
 	if in != q.In || out != q.Out || in == 0 || len(x)%in != 0 || len(y) != len(x)/in*out {
 		panic(fmt.Sprintf("lora: Apply with in=%d out=%d len(x)=%d len(y)=%d on a pair [%d×%d]·[%d×%d]", in, out, len(x), len(y), q.Out, q.R, q.R, q.In))
 	}
-	rows := len(x) / in
-	if rows == 0 {
-		return
-	}
-	if rows*q.R*(in+out) < inlineAt {
-		p = nil // a pool hand-off costs more than this product
-	}
-	need := rows * q.R
-	if rows == 1 {
-		need += min(256, out)
-	}
-	bp := scratch.Get().(*[]float32)
-	if cap(*bp) < need {
-		*bp = make([]float32, need)
-	}
-	t := (*bp)[:rows*q.R]
-	if rows == 1 { // decode: two GEMVs through the kernels
-		kernels.MatVecF32(p, t, q.A, x, q.R, q.In)
-		addScaledBt(y, q.B, t, q.Scale, (*bp)[q.R:need])
-	} else {
-		kernels.MatMulF32T(p, t, x, q.A, rows, q.R, q.In) // T[rows, r] = X·Aᵀ
-		kernels.Scale(q.Scale, t)                         // alpha 1 below: the NT Gemm then needs no scratch
-		// Y[rows, out] += (s·T)·Bᵀ
-		kernels.Gemm(p, false, true, rows, out, q.R, 1, t, q.R, q.B, q.R, 1, y, out)
-	}
-	scratch.Put(bp)
-}
-
-var (
-	// scratch holds Apply's intermediates (a pool of *[]float32).
-	scratch  = sync.Pool{New: func() any { return new([]float32) }}
-	inlineAt = 1 << 16 // multiply-adds below which Apply ignores the pool
-)
-
-// ApplyRows adds s·B·(A·x) to each of rows rows of y ([rows, out]) from x ([rows, in]) as one matrix product per
-// module (llama.RowsDelta: Forward hands it every row of a batch that uses this adapter). Safe to run
-// concurrently for different adapters or modules.
-func (a *Adapter) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
-	if q := a.Modules[module]; q != nil && rows > 0 {
-		q.Apply(p, y[:rows*out], x[:rows*in], in, out)
-	}
-}
-
-// ApplyRows adds each row's own adapter to a batch that shares one base matmul (the S-LoRA/Punica idea):
-// x is [len(rows), in], y is [len(rows), out], and rows[i] is the adapter of row i (nil = base only). Rows
-// with the same adapter are gathered and go through A and B together.
-func ApplyRows(p *kernels.Pool, module string, y, x []float32, in, out int, rows []*Adapter) {
-	if len(x) != len(rows)*in || len(y) != len(rows)*out {
-		panic(fmt.Sprintf("lora: ApplyRows %s: %d rows, len(x)=%d (in %d), len(y)=%d (out %d)", module, len(rows), len(x), in, len(y), out))
-	}
-	done := make([]bool, len(rows))
-	var idx []int
-	var gx, gy []float32
-	for i, a := range rows {
-		if done[i] || a == nil {
-			continue
-		}
-		q := a.Modules[module]
-		idx = idx[:0]
-		for j := i; j < len(rows); j++ {
-			if rows[j] == a {
-				done[j] = true
-				idx = append(idx, j)
-			}
-		}
-		if q == nil {
-			continue
-		}
-		if len(idx) == 1 {
-			j := idx[0]
-			q.Apply(p, y[j*out:(j+1)*out], x[j*in:(j+1)*in], in, out)
-			continue
-		}
-		gx = grow(gx, len(idx)*in)
-		gy = grow(gy, len(idx)*out)
-		for k, j := range idx {
-			copy(gx[k*in:(k+1)*in], x[j*in:(j+1)*in])
-			clear(gy[k*out : (k+1)*out])
-		}
-		q.Apply(p, gy, gx, in, out)
-		for k, j := range idx {
-			kernels.Axpy(1, gy[k*out:(k+1)*out], y[j*out:(j+1)*out])
-		}
-	}
-}
-
-func grow(b []float32, n int) []float32 {
-	if cap(b) < n {
-		return make([]float32, n)
-	}
-	return b[:n]
-}
-
-// Delta is s·B·A as an [Out, In] f32 matrix, computed as PEFT's get_delta_weight does: (B @ A) in f32, then
-// multiplied by the scaling.
-func Delta(p *Pair) []float32 {
-	d := make([]float32, p.Out*p.In)
-	kernels.Gemm(nil, false, false, p.Out, p.In, p.R, 1, p.B, p.R, p.A, p.In, 0, d, p.In)
-	kernels.Scale(p.Scale, d)
-	return d
-}
-
-// addScaledBt does y[o] += s·Σ_k B[o,k]·t[k] for B [len(y), len(t)], a chunk of rows at a time through the
-// GEMV kernel into buf.
-func addScaledBt(y, B, t []float32, s float32, buf []float32) {
-	r := len(t)
-	for o0 := 0; o0 < len(y); o0 += len(buf) {
-		n := min(len(buf), len(y)-o0)
-		kernels.MatVecF32(nil, buf[:n], B[o0*r:(o0+n)*r], t, n, r)
-		kernels.Axpy(s, buf[:n], y[o0:o0+n])
-	}
+	f := q.Factors()
+	f.Apply(p, y, x, len(x)/in)
 }

@@ -351,7 +351,7 @@ func TestApplyAndDelta(t *testing.T) {
 	for r := 0; r < rows; r++ { // one row at a time
 		a.Apply(m, one[r*p.Out:(r+1)*p.Out], x[r*p.In:(r+1)*p.In], p.In, p.Out)
 	}
-	d := Delta(p)
+	d := DeltaWeight(p)
 	viaDelta := append([]float32(nil), y...)
 	for r := 0; r < rows; r++ {
 		for o := 0; o < p.Out; o++ {
@@ -371,22 +371,6 @@ func TestApplyAndDelta(t *testing.T) {
 	}
 	a.Apply("model.layers.9.mlp.up_proj", got, x, p.In, p.Out) // untouched module: no-op
 
-	// ApplyRows: rows with different adapters, one without.
-	b := testAdapter(t, rng)
-	ads := []*Adapter{a, nil, b, a, b}
-	yr := append([]float32(nil), y...)
-	ApplyRows(nil, m, yr, x, p.In, p.Out, ads)
-	for r, ad := range ads {
-		w := append([]float32(nil), y[r*p.Out:(r+1)*p.Out]...)
-		if ad != nil {
-			naive(ad.Modules[m], w, x[r*p.In:(r+1)*p.In])
-		}
-		for o := range w {
-			if math.Abs(float64(yr[r*p.Out+o]-w[o])) > 1e-4*(1+math.Abs(float64(w[o]))) {
-				t.Fatalf("ApplyRows row %d[%d] = %v, want %v", r, o, yr[r*p.Out+o], w[o])
-			}
-		}
-	}
 }
 
 func TestCheck(t *testing.T) {

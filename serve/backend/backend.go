@@ -12,6 +12,7 @@ import (
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
+	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/sample"
@@ -173,11 +174,16 @@ func (b *Backend) NewSampler(p engine.SamplingParams) engine.Sampler {
 func (b *Backend) ContextLen() int { return b.m.Config.MaxPositionEmbeddings }
 
 // LoadAdapter reads a PEFT folder as every command does (lora.Load), refuses what only a merge can apply
-// (models.Model.LoadAdapter) and checks every module against the base's linear shapes.
+// (models.Model.LoadAdapter), checks every module against the base's linear shapes and packs it in the serving
+// layout: f32 A with Bᵀ, or bf16 (lora.Pack). The f32 lora.Adapter is not retained.
 func (b *Backend) LoadAdapter(path string) (engine.Delta, error) {
 	a, err := b.m.LoadAdapter(path)
 	if err != nil {
 		return nil, err
 	}
-	return newServedAdapter(a, b.bf16), nil
+	l := lora.F32BT
+	if b.bf16 {
+		l = lora.BF16
+	}
+	return lora.Pack(a, l), nil
 }

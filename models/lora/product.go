@@ -1,0 +1,219 @@
+package lora
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/safetensors"
+)
+
+// Layout is how a module's A and B are stored for the product y += s·B·(A·x). The math is the same in every
+// layout; only the kernels that read the factors differ.
+type Layout uint8
+
+const (
+	// F32 keeps A [R, In] and B [Out, R] in f32 as PEFT saves them and training updates them.
+	F32 Layout = iota
+	// F32BT keeps A [R, In] and Bᵀ [R, Out] in f32: the expand streams contiguous rows of Bᵀ (one Axpy per rank
+	// and row, a GEMM from gemmRows rows) instead of rank-R dot products.
+	F32BT
+	// BF16 keeps A [R, In] and B [Out, R] as bf16 bit patterns: half the bytes a decode row reads for its LoRA,
+	// which is what a many-adapter decode step is short of. The products are still computed in f32.
+	BF16
+)
+
+// Factors is one module's pair in one Layout, with its scaling s. Only the slices of its layout are set.
+type Factors struct {
+	Layout     Layout
+	R, In, Out int
+	Scale      float32
+	A          []float32 // A [R, In] (F32, F32BT)
+	B          []float32 // B [Out, R] (F32)
+	Bt         []float32 // Bᵀ [R, Out] (F32BT)
+	A16, B16   []uint16  // A [R, In] and B [Out, R] as bf16 (BF16)
+}
+
+// Factors is the pair as it is stored, in the F32 layout (no copy).
+func (q *Pair) Factors() Factors {
+	return Factors{Layout: F32, R: q.R, In: q.In, Out: q.Out, Scale: q.Scale, A: q.A, B: q.B}
+}
+
+// Pack copies the pair into layout l (F32 shares q's slices).
+func (q *Pair) Pack(l Layout) *Factors {
+	f := q.Factors()
+	switch l {
+	case F32BT:
+		f.Layout, f.B, f.Bt = F32BT, nil, make([]float32, q.R*q.Out)
+		for o := 0; o < q.Out; o++ {
+			for k := 0; k < q.R; k++ {
+				f.Bt[k*q.Out+o] = q.B[o*q.R+k]
+			}
+		}
+	case BF16:
+		f.Layout, f.A, f.B, f.A16, f.B16 = BF16, nil, nil, toBF16(q.A), toBF16(q.B)
+	}
+	return &f
+}
+
+func toBF16(v []float32) []uint16 {
+	out := make([]uint16, len(v))
+	for i, f := range v {
+		out[i] = safetensors.F32ToBF16(f)
+	}
+	return out
+}
+
+var (
+	// scratch holds Apply's intermediates (a pool of *[]float32), so Apply does not allocate and different
+	// modules (or adapters) may run it concurrently.
+	scratch  = sync.Pool{New: func() any { return new([]float32) }}
+	inlineAt = 1 << 16 // multiply-adds below which Apply ignores the pool: a hand-off costs more than it saves
+	gemmRows = 32      // from this many rows the F32BT expand runs as one GEMM (same speed as per-row Axpys, and pooled)
+)
+
+// Apply adds s·B·(A·x) to every row of y [rows, Out] from x [rows, In], using p for its products (p may be nil:
+// single-threaded). It does not allocate. Lengths that disagree with the module's shape are a programming error
+// (Check the adapter against the base first) and panic.
+func (f *Factors) Apply(p *kernels.Pool, y, x []float32, rows int) {
+	if rows < 0 || len(x) != rows*f.In || len(y) != rows*f.Out {
+		panic(fmt.Sprintf("lora: Apply of %d rows with len(x)=%d len(y)=%d on a pair [%d×%d]·[%d×%d]", rows, len(x), len(y), f.Out, f.R, f.R, f.In))
+	}
+	if rows == 0 {
+		return
+	}
+	r, out := f.R, f.Out
+	if rows*r*(f.In+out) < inlineAt {
+		p = nil
+	}
+	need := rows * r
+	switch {
+	case f.Layout == BF16:
+		need += rows * out
+	case f.Layout == F32 && rows == 1:
+		need += min(256, out)
+	}
+	bp := scratch.Get().(*[]float32)
+	if cap(*bp) < need {
+		*bp = make([]float32, need)
+	}
+	t := (*bp)[:rows*r]
+	switch f.Layout {
+	case BF16:
+		kernels.MatMulBF16T(p, t, x, f.A16, rows, r, f.In) // T[rows, r] = X·Aᵀ
+		kernels.Scale(f.Scale, t)
+		d := (*bp)[rows*r : rows*(r+out)] // D[rows, out] = T·Bᵀ through the bf16 tile kernel, Y += D
+		kernels.MatMulBF16T(p, d, t, f.B16, rows, out, r)
+		kernels.Axpy(1, d, y)
+	case F32BT:
+		Shrink(p, t, x, f.A, rows, r, f.In)
+		kernels.Scale(f.Scale, t)
+		if rows >= gemmRows { // Y[rows, out] += T·Bt
+			kernels.Gemm(p, false, false, rows, out, r, 1, t, r, f.Bt, out, 1, y, out)
+			break
+		}
+		for k := 0; k < r; k++ { // row k of Bt stays in L1 while it goes into every row of Y
+			bk := f.Bt[k*out : (k+1)*out]
+			for j := 0; j < rows; j++ {
+				kernels.Axpy(t[j*r+k], bk, y[j*out:(j+1)*out])
+			}
+		}
+	default: // F32
+		Shrink(p, t, x, f.A, rows, r, f.In)
+		if rows == 1 { // decode: the expand as chunks of GEMV
+			addScaledB(y, f.B, t, f.Scale, (*bp)[r:need])
+			break
+		}
+		kernels.Scale(f.Scale, t)             // alpha 1 below: the NT Gemm then needs no scratch
+		Expand(p, y, t, f.B, 1, rows, out, r) // Y[rows, out] += (s·T)·Bᵀ
+	}
+	scratch.Put(bp)
+}
+
+// Shrink computes T[rows, r] = X[rows, in]·Aᵀ for an f32 A [r, in]: the first half of the product, which
+// training keeps for its backward pass.
+func Shrink(p *kernels.Pool, t, x, a []float32, rows, r, in int) {
+	kernels.MatMulF32T(p, t, x, a, rows, r, in)
+}
+
+// Expand adds alpha·T·Bᵀ to Y[rows, out] for T [rows, r] and an f32 B [out, r]: the second half of the product
+// (alpha is s, or 1 when T is already scaled).
+func Expand(p *kernels.Pool, y, t, b []float32, alpha float32, rows, out, r int) {
+	kernels.Gemm(p, false, true, rows, out, r, alpha, t, r, b, r, 1, y, out)
+}
+
+// addScaledB does y[o] += s·Σ_k B[o,k]·t[k] for B [len(y), len(t)], a chunk of rows at a time through the
+// GEMV kernel into buf.
+func addScaledB(y, B, t []float32, s float32, buf []float32) {
+	r := len(t)
+	for o0 := 0; o0 < len(y); o0 += len(buf) {
+		n := min(len(buf), len(y)-o0)
+		kernels.MatVecF32(nil, buf[:n], B[o0*r:(o0+n)*r], t, n, r)
+		kernels.Axpy(s, buf[:n], y[o0:o0+n])
+	}
+}
+
+// AddDelta adds w·B·A to the [Out, In] weight W (w is the merge weight times s): what a merge does to a linear.
+func (q *Pair) AddDelta(p *kernels.Pool, W []float32, w float32) {
+	kernels.Gemm(p, false, false, q.Out, q.In, q.R, w, q.B, q.R, q.A, q.In, 1, W, q.In)
+}
+
+// AddDeltaT adds w·(B·A)ᵀ = w·Aᵀ·Bᵀ to the [In, Out] table W: what a merge does to an embedding table for an
+// embedding pair (In = vocab, Out = dim; PEFT's Embedding.get_delta_weight).
+func (q *Pair) AddDeltaT(p *kernels.Pool, W []float32, w float32) {
+	kernels.Gemm(p, true, true, q.In, q.Out, q.R, w, q.A, q.In, q.B, q.R, 1, W, q.Out)
+}
+
+// DeltaWeight is s·B·A as a new [Out, In] f32 matrix, computed as PEFT's get_delta_weight does: (B @ A) in f32,
+// then multiplied by the scaling.
+func DeltaWeight(q *Pair) []float32 {
+	d := make([]float32, q.Out*q.In)
+	kernels.Gemm(nil, false, false, q.Out, q.In, q.R, 1, q.B, q.R, q.A, q.In, 0, d, q.In)
+	kernels.Scale(q.Scale, d)
+	return d
+}
+
+// Packed is an adapter in one inference Layout, built once when it loads (a served adapter is never trained,
+// so the copies cannot go stale); the f32 Adapter need not be retained.
+type Packed struct {
+	modules map[string]*Factors
+}
+
+// Pack puts every linear pair of a in layout l.
+func Pack(a *Adapter, l Layout) *Packed {
+	pk := &Packed{modules: make(map[string]*Factors, len(a.Modules))}
+	for name, q := range a.Modules {
+		pk.modules[name] = q.Pack(l)
+	}
+	return pk
+}
+
+// ApplyRows adds s·B·(A·x) to each of rows rows of y ([rows, out]) from x ([rows, in]) as one product per
+// module (llama.Delta: Forward hands it every row of a batch that uses this adapter); a module the adapter
+// does not touch is a no-op. Safe to run concurrently for different adapters or modules.
+func (pk *Packed) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	applyRows(pk.modules[module], p, module, y, x, rows, in, out)
+}
+
+// Apply adds s·B·(A·x) for every row of x ([rows, in]).
+func (pk *Packed) Apply(module string, y, x []float32, in, out int) {
+	pk.ApplyRows(nil, module, y, x, len(x)/max(in, 1), in, out)
+}
+
+// ApplyRows is Packed.ApplyRows on the adapter's own f32 pairs (the F32 layout, no copy).
+func (a *Adapter) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	if q := a.Modules[module]; q != nil {
+		f := q.Factors()
+		applyRows(&f, p, module, y, x, rows, in, out)
+	}
+}
+
+func applyRows(f *Factors, p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	if f == nil || rows <= 0 {
+		return
+	}
+	if in != f.In || out != f.Out || len(x) < rows*in || len(y) < rows*out {
+		panic(fmt.Sprintf("lora: module %s: rows %d in %d out %d do not fit a rank-%d pair [%d×%d]", module, rows, in, out, f.R, f.Out, f.In))
+	}
+	f.Apply(p, y[:rows*out], x[:rows*in], rows)
+}
