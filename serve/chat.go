@@ -43,7 +43,7 @@ func (s *Server) handleChat(c echo.Context) error {
 	}
 	ids := s.model.Encode(prompt, false)
 	ctx := c.Request().Context()
-	runs, err := s.submit(ctx, req.Model, [][]int{ids}, req.Sampling)
+	runs, err := s.submit(ctx, req.Model, "messages", [][]int{ids}, req.Sampling)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 		}
 	}
 	if ctx.Err() != nil || w.err != nil {
-		return nil
+		return errClientGone // counted as 499; nobody reads a reply
 	}
 	if failed != nil {
 		w.send(openai.ErrorResponse{Error: openai.Internal("generation failed: %v", failed)})

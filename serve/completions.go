@@ -37,7 +37,7 @@ func (s *Server) handleCompletions(c echo.Context) error {
 		return s.echoOnly(c, req, prompts, echoText)
 	}
 	ctx := c.Request().Context()
-	runs, err := s.submit(ctx, req.Model, prompts, req.Sampling)
+	runs, err := s.submit(ctx, req.Model, "prompt", prompts, req.Sampling)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs [
 		}
 	}
 	if ctx.Err() != nil || w.err != nil {
-		return nil
+		return errClientGone // counted as 499; nobody reads a reply
 	}
 	if failed != nil {
 		w.send(openai.ErrorResponse{Error: openai.Internal("generation failed: %v", failed)})

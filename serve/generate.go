@@ -20,7 +20,8 @@ type run struct {
 
 // submit resolves the model once per choice (each holds its own adapter reference, released by the engine when
 // the choice ends) and queues every choice. On error nothing stays queued.
-func (s *Server) submit(ctx context.Context, model string, prompts [][]int, sp openai.Sampling) ([]*run, error) {
+// param names the prompt's field in errors ("messages" or "prompt").
+func (s *Server) submit(ctx context.Context, model, param string, prompts [][]int, sp openai.Sampling) ([]*run, error) {
 	var runs []*run
 	cancelAll := func() {
 		for _, r := range runs {
@@ -53,7 +54,7 @@ func (s *Server) submit(ctx context.Context, model string, prompts [][]int, sp o
 			st, err := s.eng.Submit(ctx, req)
 			if err != nil {
 				cancelAll()
-				return nil, submitError(err)
+				return nil, submitError(err, param)
 			}
 			runs = append(runs, &run{index: p*sp.N + i, prompt: ids, stream: st})
 		}

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -46,6 +47,9 @@ func (s *Server) handleUnloadLoRA(c echo.Context) error {
 		return oe
 	}
 	if err := s.reg.Unload(c.Request().Context(), req.LoRAName); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err // the client stopped waiting (the adapter is unloaded anyway): a 499, not a server error
+		}
 		if errors.Is(err, engine.ErrAdapterNotFound) {
 			return openai.NotFound(fmt.Sprintf("The lora adapter '%s' cannot be found.", req.LoRAName))
 		}

@@ -282,6 +282,9 @@ func (s *Server) countMW(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// errClientGone ends a streamed reply whose client went away.
+var errClientGone = fmt.Errorf("the client closed the connection: %w", context.Canceled)
+
 // statusClientClosed is nginx's 499, counted in /metrics for requests whose client disconnected.
 const statusClientClosed = 499
 
@@ -301,9 +304,13 @@ func (s *Server) authMW(next echo.HandlerFunc) echo.HandlerFunc {
 		if s.cfg.APIKey == "" || !strings.HasPrefix(c.Request().URL.Path, "/v1/") {
 			return next(c)
 		}
-		h := c.Request().Header.Get("Authorization")
-		key, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(s.cfg.APIKey)) != 1 {
+		scheme, key, _ := strings.Cut(strings.TrimSpace(c.Request().Header.Get("Authorization")), " ")
+		// The scheme is case-insensitive (RFC 9110 §11.1); the token is compared in constant time.
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(key)), []byte(s.cfg.APIKey)) != 1 {
+			h := c.Response().Header()
+			h.Set("WWW-Authenticate", `Bearer realm="lorakit"`)
+			// Reply without reading the body: closing the connection spares waiting for a body nobody will use.
+			h.Set("Connection", "close")
 			return openai.Unauthorized()
 		}
 		return next(c)
@@ -349,12 +356,12 @@ func (s *Server) lease(ctx context.Context, model string) (*engine.Lease, error)
 	return l, nil
 }
 
-// submitError maps an engine.Submit error to an OpenAI error.
-func submitError(err error) error {
+// submitError maps an engine.Submit error to an OpenAI error; param names where the prompt came from.
+func submitError(err error, param string) error {
 	var ce *engine.ContextError
 	switch {
 	case errors.As(err, &ce):
-		return openai.ContextTooLong(ce.MaxLen, ce.Prompt, ce.Completion)
+		return openai.ContextTooLong(param, ce.MaxLen, ce.Prompt, ce.Completion)
 	case errors.Is(err, engine.ErrQueueFull):
 		return openai.QueueFull()
 	case errors.Is(err, engine.ErrShuttingDown):

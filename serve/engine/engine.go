@@ -134,7 +134,8 @@ func (e *Engine) Submit(ctx context.Context, req *Request) (*Stream, error) {
 		if s.maxNew <= 0 {
 			return fail(&ContextError{MaxLen: e.cfg.MaxModelLen, Prompt: n, Completion: 1})
 		}
-	} else if n+s.maxNew > e.cfg.MaxModelLen {
+	} else if s.maxNew > e.cfg.MaxModelLen-n { // not n+maxNew: max_tokens may be 2⁶³−1
+
 		return fail(&ContextError{MaxLen: e.cfg.MaxModelLen, Prompt: n, Completion: s.maxNew})
 	}
 	vocab := e.cfg.Backend.VocabSize()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 )
 
 // ChatCompletionRequest is `POST /v1/chat/completions` (fields lorakit reads; others are accepted and ignored).
@@ -94,8 +96,8 @@ func DecodeChat(body []byte, vocab int) (*Chat, *Error) {
 	c := &Chat{Model: r.Model, Stream: r.Stream, Tools: tools, ToolChoice: choice,
 		SingleToolCall: r.ParallelToolCalls != nil && !*r.ParallelToolCalls}
 	if kw := bytes.TrimSpace(r.ChatTemplateKwargs); len(kw) > 0 && !bytes.Equal(kw, []byte("null")) {
-		if kw[0] != '{' {
-			return nil, BadRequest("chat_template_kwargs", "chat_template_kwargs must be a JSON object")
+		if e := checkTemplateKwargs(kw); e != nil {
+			return nil, e
 		}
 		c.TemplateKwargs = kw
 	}
@@ -140,6 +142,32 @@ func DecodeChat(body []byte, vocab int) (*Chat, *Error) {
 	}
 	c.Sampling = s
 	return c, nil
+}
+
+// reservedTemplateVars are the variables the server itself gives the chat template. A request's
+// chat_template_kwargs may not replace them: a gateway that injects a system message, or the server's own
+// bos/eos and tools, must not be undone by a client (vLLM GHSA-6fvq-23cw-5628).
+var reservedTemplateVars = map[string]bool{"messages": true, "add_generation_prompt": true, "bos_token": true,
+	"eos_token": true, "tools": true, "documents": true, "chat_template": true, "continue_final_message": true,
+	"tokenize": true, "raise_exception": true, "strftime_now": true, "tool_choice": true}
+
+// checkTemplateKwargs accepts a JSON object whose keys are not reserved template variables.
+func checkTemplateKwargs(kw []byte) *Error {
+	var m map[string]json.RawMessage
+	if kw[0] != '{' || json.Unmarshal(kw, &m) != nil {
+		return BadRequest("chat_template_kwargs", "chat_template_kwargs must be a JSON object")
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if reservedTemplateVars[k] || strings.HasPrefix(k, "lorakit_") {
+			return BadRequest("chat_template_kwargs."+k, "chat_template_kwargs may not set %q: the server sets it (pass messages and tools as request fields)", k)
+		}
+	}
+	return nil
 }
 
 func decodeMessage(i int, m ChatMessageIn) (Message, *Error) {

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // Stop is the `stop` field: a string or a list of strings.
@@ -148,9 +151,11 @@ func (f *samplingFields) resolve(vocab int) (Sampling, *Error) {
 	if len(f.LogitBias) > 0 {
 		s.LogitBias = make(map[int]float32, len(f.LogitBias))
 		for k, v := range f.LogitBias {
+			// Only the canonical decimal form: "+5" and "05" would both name token 5, and which of two such
+			// keys won would depend on map order.
 			id, err := strconv.Atoi(k)
-			if err != nil || id < 0 || (vocab > 0 && id >= vocab) {
-				return s, BadRequest("logit_bias", "logit_bias key %q is not a token id in [0, %d)", k, vocab)
+			if err != nil || id < 0 || strconv.Itoa(id) != k || (vocab > 0 && id >= vocab) {
+				return s, BadRequest("logit_bias", "logit_bias key %q is not a token id in [0, %d) written in plain decimal (no sign, no leading zeros)", k, vocab)
 			}
 			if !finite(v) || v < -100 || v > 100 {
 				return s, BadRequest("logit_bias", "logit_bias value for token %d must be between -100 and 100, got %v", id, v)
@@ -171,6 +176,46 @@ func maxTokens(param string, v *int) (int, *Error) {
 	return *v, nil
 }
 
+// wireField is the JSON path of a decoding error without the Go names of embedded structs
+// ("samplingFields.temperature" → "temperature").
+func wireField(f string) string {
+	parts := strings.Split(f, ".")
+	out := parts[:0]
+	for _, p := range parts {
+		if p != "" && unicode.IsLower(rune(p[0])) && strings.ContainsFunc(p, unicode.IsUpper) {
+			continue // a Go identifier (camelCase), not a snake_case wire name
+		}
+		out = append(out, p)
+	}
+	return strings.Join(out, ".")
+}
+
+// jsonKind names a Go type the way a client sees it in JSON.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "a value"
+}
+
 // decodeJSON decodes body into v with an OpenAI error for malformed JSON or wrong field types.
 func decodeJSON(body []byte, v any) *Error {
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -180,7 +225,11 @@ func decodeJSON(body []byte, v any) *Error {
 	if err := dec.Decode(v); err != nil {
 		switch e := err.(type) {
 		case *json.UnmarshalTypeError:
-			return BadRequest(e.Field, "Invalid type for '%s': expected %s, got JSON %s.", e.Field, e.Type, e.Value)
+			field := wireField(e.Field)
+			if field == "" {
+				return BadRequest("", "Invalid type for the request body: expected a JSON object, got JSON %s.", e.Value)
+			}
+			return BadRequest(field, "Invalid type for '%s': expected %s, got JSON %s.", field, jsonKind(e.Type), e.Value)
 		case *json.SyntaxError:
 			return BadRequest("", "We could not parse the JSON body of your request: %v (at byte %d).", e, e.Offset)
 		default:

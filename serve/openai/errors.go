@@ -4,6 +4,7 @@ package openai
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 )
 
@@ -36,19 +37,36 @@ func BadRequest(param, format string, args ...any) *Error {
 	return &Error{Status: http.StatusBadRequest, Message: fmt.Sprintf(format, args...), Type: "invalid_request_error", Param: strp(param)}
 }
 
-// ContextTooLong is the 400 OpenAI sends when prompt + completion exceed the context window.
-func ContextTooLong(maxLen, prompt, completion int) *Error {
-	return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: strp("messages"),
+// ContextTooLong is the 400 OpenAI sends when prompt + completion exceed the context window. param is where the
+// prompt came from: "messages" (chat) or "prompt" (completions).
+func ContextTooLong(param string, maxLen, prompt, completion int) *Error {
+	return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: strp(param),
 		Code: strp("context_length_exceeded"),
 		Message: fmt.Sprintf("This model's maximum context length is %d tokens. However, you requested %d tokens "+
-			"(%d in the messages, %d in the completion). Please reduce the length of the messages or completion.",
-			maxLen, prompt+completion, prompt, completion)}
+			"(%d in the %s, %d in the completion). Please reduce the length of the %s or completion.",
+			maxLen, sat(prompt, completion), prompt, param, completion, param)}
+}
+
+// sat is a+b for non-negative ints, saturating instead of overflowing (max_tokens may be 2⁶³−1).
+func sat(a, b int) int {
+	if a > math.MaxInt-b {
+		return math.MaxInt
+	}
+	return a + b
 }
 
 // Unauthorized is the 401 for a missing or wrong API key.
 func Unauthorized() *Error {
 	return &Error{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: strp("invalid_api_key"),
 		Message: "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'."}
+}
+
+// PromptTooLong is the 400 for a prompt whose size alone (before tokenizing) exceeds what the context can hold.
+func PromptTooLong(param string, maxLen, bytes, limit int) *Error {
+	return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: strp(param),
+		Code: strp("context_length_exceeded"),
+		Message: fmt.Sprintf("This model's maximum context length is %d tokens; the %s is %d bytes, more than any "+
+			"%d-token text can be (at most %d bytes). Please reduce the length of the %s.", maxLen, param, bytes, maxLen, limit, param)}
 }
 
 // ModelNotFound is the 404 for an unknown model or adapter name.
