@@ -7,11 +7,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
-	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
@@ -86,50 +86,21 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 	if pool == nil {
 		pool = kernels.NewPool(0)
 	}
-	load := func(dir string) (*llama.Model, *safetensors.Checkpoint, error) {
-		cfg, err := llama.LoadConfig(dir)
-		if err != nil {
-			return nil, nil, err
-		}
-		ck, err := safetensors.OpenCheckpoint(dir)
-		if err != nil {
-			return nil, nil, err
-		}
-		qs, err := findQuantized(ck)
-		if err != nil {
-			ck.Close()
-			return nil, nil, err
-		}
-		opts := llama.LoadOptions{Pool: pool}
-		if len(qs) > 0 {
-			opts.LoadLinear = func(c *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
-				if qs[module+".weight"] == nil {
-					return nil, false, nil
-				}
-				b, ok, err := quant.FromCheckpoint(c, module+".weight")
-				if err != nil || !ok {
-					return nil, false, err
-				}
-				return &nn.Quantized{Q: b}, true, nil
-			}
-		}
-		m, err := llama.Load(ck, cfg, opts)
-		if err != nil {
-			ck.Close()
-			return nil, nil, err
-		}
-		return m, ck, nil
+	// weights only: a merged folder's tokenizer is a copy of the base's and plays no part in the logits
+	load := func(dir string) (*models.Model, error) {
+		return models.Load(dir, models.LoadOptions{Pool: pool, NoTokenizer: true})
 	}
-	base, bck, err := load(baseDir)
+	bm, err := load(baseDir)
 	if err != nil {
 		return nil, fmt.Errorf("load base: %w", err)
 	}
-	defer bck.Close()
-	merged, mck, err := load(mergedDir)
+	defer bm.Close()
+	mm, err := load(mergedDir)
 	if err != nil {
 		return nil, fmt.Errorf("load merged model: %w", err)
 	}
-	defer mck.Close()
+	defer mm.Close()
+	base, merged, mck := bm.Net, mm.Net, mm.Checkpoint()
 
 	d := Weighted{}
 	for _, s := range srcs {
@@ -138,11 +109,13 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 	}
 	dt := safetensors.F32
 	first := firstModule(srcs)
-	if info, _, ok := mck.Info(first + ".weight"); ok {
-		dt = info.DType
-	}
-	if _, _, ok := mck.Info(first + ".weight.absmax"); ok {
-		dt = "NF4"
+	if mck != nil { // always, for the folders merge writes
+		if info, _, ok := mck.Info(first + ".weight"); ok {
+			dt = info.DType
+		}
+		if _, _, ok := mck.Info(first + ".weight.absmax"); ok {
+			dt = "NF4"
+		}
 	}
 	res := &VerifyResult{DType: string(dt)}
 	rng := rand.New(rand.NewPCG(20240611, 1))

@@ -1,13 +1,16 @@
-// Package models opens Hugging Face checkpoint folders as a whole (config, weights, tokenizer, chat template,
-// generation defaults) and generates text with them.
+// Package models loads a model as a whole (config, weights, tokenizer, chat template, generation defaults) from
+// a Source, today a Hugging Face checkpoint folder, and generates text with it. Load is the one loader every
+// command uses.
 package models
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/quant"
@@ -15,102 +18,144 @@ import (
 	"github.com/lorakit/lorakit/models/tokenizer"
 )
 
-// Model is a loaded checkpoint folder.
+// Model is a loaded checkpoint: config, weights, tokenizer, chat template and generation defaults.
 type Model struct {
-	Dir    string
+	Dir    string // the source's path
 	Config *llama.Config
 	Gen    GenerationConfig
 	Net    *llama.Model
-	Tok    *tokenizer.Tokenizer
-	Chat   *chat.Template
-	EOS    []int // generation stops at any of these: generation_config ∪ config.json ∪ the tokenizer's eos_token
-	ckpt   *safetensors.Checkpoint
+	Tok    *tokenizer.Tokenizer // nil with LoadOptions.NoTokenizer
+	Chat   *chat.Template       // nil with LoadOptions.NoTokenizer
+	// EOS ids end generation (see eosIDs); the chat template's end-of-turn marker ends a chat turn (TurnEnd).
+	EOS     []int
+	weights io.Closer
 }
 
 // LoadOptions tune Load.
 type LoadOptions struct {
-	Threads int    // kernel threads (0: all CPUs)
-	Quant   string // "" keeps the stored dtype; "nf4" or "fp4" quantises every linear layer at load
+	Threads int           // kernel threads (0: all CPUs); ignored when Pool is set
+	Pool    *kernels.Pool // share an existing pool
+	// Quant "" keeps the stored dtype; "nf4" or "fp4" quantises every decoder linear layer as it loads (block
+	// 64), so the f32/bf16 weights are never all resident at once: a frozen 4-bit base (QLoRA, --quant).
+	Quant string
+	// DoubleQuant quantises the 4-bit blocks' absmax values again (8-bit, block 256), as QLoRA does.
+	DoubleQuant bool
+	// Frozen, if set, turns each layer that Quant produced into the layer the caller computes with (training
+	// multiplies dequantised f32 blocks so that its products see the exact stored weights).
+	Frozen func(*nn.Quantized) nn.Linear
 	// Head "" keeps the LM head's stored dtype; "int8" computes the logits from a row-wise int8 copy (as
 	// llama.cpp's Q8_0 output): half of bf16's bytes per decoded token, logits within ~1e-3 relative.
 	Head string
+	// NoTokenizer loads only config and weights (Tok and Chat stay nil): for weight-only checkpoints such as
+	// bench's random ones and merge verification.
+	NoTokenizer bool
 }
 
-// Load opens a model folder. The weights stay memory-mapped until Close.
-func Load(dir string, opts LoadOptions) (*Model, error) {
-	cfg, err := llama.LoadConfig(dir)
+// Load opens the model at path (a Hugging Face folder; see Open). The weights stay memory-mapped until Close.
+func Load(path string, opts LoadOptions) (*Model, error) {
+	src, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
-	gen, err := LoadGenerationConfig(dir)
+	return LoadSource(src, opts)
+}
+
+// LoadSource loads a model from src: the one loading sequence every command uses.
+func LoadSource(src Source, opts LoadOptions) (*Model, error) {
+	lo, err := opts.network()
 	if err != nil {
 		return nil, err
 	}
-	tok, err := tokenizer.Load(dir)
+	cfg, err := src.Config()
 	if err != nil {
-		return nil, fmt.Errorf("models: %s: %w", dir, err)
+		return nil, err
 	}
-	// A tokenizer larger than vocab_size is tolerated (Forward rejects ids outside the embedding, naming them).
-	tc := tok.Config()
-	tpl, err := chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken)
+	gen, err := src.GenerationConfig()
 	if err != nil {
-		return nil, fmt.Errorf("models: %s: chat_template: %w", dir, err)
+		return nil, err
 	}
-	lo := llama.LoadOptions{Threads: opts.Threads}
-	switch opts.Quant {
+	m := &Model{Dir: src.Path(), Config: cfg, Gen: gen}
+	if !opts.NoTokenizer {
+		if m.Tok, err = src.Tokenizer(); err != nil {
+			return nil, err
+		}
+		// A tokenizer larger than vocab_size is tolerated (Forward rejects ids outside the embedding, naming them).
+		tc := m.Tok.Config()
+		if m.Chat, err = chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken); err != nil {
+			return nil, fmt.Errorf("models: %s: chat_template: %w", m.Dir, err)
+		}
+	}
+	if m.Net, m.weights, err = src.Network(cfg, lo); err != nil {
+		return nil, err
+	}
+	m.EOS = eosIDs(cfg, gen, m.Tok)
+	return m, nil
+}
+
+// network turns the options into llama's: the thread pool and the quantisers of the linear layers and the head.
+func (o LoadOptions) network() (llama.LoadOptions, error) {
+	lo := llama.LoadOptions{Threads: o.Threads, Pool: o.Pool}
+	switch o.Quant {
 	case "":
 	case "nf4", "fp4":
-		t := quant.Type(opts.Quant)
-		lo.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) { return nn.Quantize(d, t, false) }
+		t, double, frozen := quant.Type(o.Quant), o.DoubleQuant, o.Frozen
+		lo.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
+			q, err := nn.Quantize(d, t, double)
+			if err != nil || frozen == nil {
+				return q, err
+			}
+			return frozen(q), nil
+		}
 	default:
-		return nil, fmt.Errorf("models: quantisation %q is not supported (nf4, fp4)", opts.Quant)
+		return lo, fmt.Errorf("models: quantisation %q is not supported (nf4, fp4)", o.Quant)
 	}
-	head, err := nn.HeadQuantizer(opts.Head)
+	head, err := nn.HeadQuantizer(o.Head)
 	if err != nil {
-		return nil, fmt.Errorf("models: %w", err)
+		return lo, fmt.Errorf("models: %w", err)
 	}
 	lo.QuantizeHead = head
-	// Weights saved quantised by bitsandbytes (or lorakit quantize) load as they are.
-	lo.LoadLinear = func(ck *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
-		q, ok, err := quant.FromCheckpoint(ck, module+".weight")
-		if err != nil || !ok {
-			return nil, false, err
-		}
-		return &nn.Quantized{Q: q}, true, nil
-	}
-	ck, err := safetensors.OpenCheckpoint(dir)
-	if err != nil {
-		return nil, fmt.Errorf("models: %w", err)
-	}
-	net, err := llama.Load(ck, cfg, lo)
-	if err != nil {
-		ck.Close()
-		return nil, err
-	}
-	m := &Model{Dir: dir, Config: cfg, Gen: gen, Net: net, Tok: tok, Chat: tpl, ckpt: ck}
-	eos := gen.EOSTokenIDs
+	return lo, nil
+}
+
+// eosIDs is the one end-of-sequence rule: generation_config.json's eos_token_id (one id or a list) when it
+// gives one, else config.json's, as transformers' generate reads them; plus the tokenizer's eos_token; ids
+// outside the vocabulary dropped, each id once. A chat turn also ends at the template's end-of-turn marker,
+// which generation adds for chat prompts (TurnEnd): for a plain prompt it may be an ordinary token (stories260K
+// closes a turn with <s>).
+func eosIDs(cfg *llama.Config, gen GenerationConfig, tok *tokenizer.Tokenizer) []int {
+	eos := slices.Clone(gen.EOSTokenIDs)
 	if !gen.Present || len(eos) == 0 {
 		eos = append(eos, cfg.EOSTokenIDs...)
 	}
-	if id, ok := tok.EOS(); ok {
-		eos = append(eos, id)
-	}
-	for _, id := range eos {
-		if id >= 0 && id < cfg.VocabSize && !slices.Contains(m.EOS, id) {
-			m.EOS = append(m.EOS, id)
+	if tok != nil {
+		if id, ok := tok.EOS(); ok {
+			eos = append(eos, id)
 		}
 	}
-	return m, nil
+	var out []int
+	for _, id := range eos {
+		if id >= 0 && id < cfg.VocabSize && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // Close unmaps the weights; the model must not be used afterwards.
 func (m *Model) Close() error {
-	if m.ckpt == nil {
+	if m.weights == nil {
 		return nil
 	}
-	err := m.ckpt.Close()
-	m.ckpt = nil
+	err := m.weights.Close()
+	m.weights = nil
 	return err
+}
+
+// Checkpoint is the safetensors checkpoint the weights are mapped from (to read a tensor's stored dtype), or
+// nil when the source is not one.
+func (m *Model) Checkpoint() *safetensors.Checkpoint {
+	ck, _ := m.weights.(*safetensors.Checkpoint)
+	return ck
 }
 
 // EncodeChat renders messages through the chat template and encodes the result without adding special tokens

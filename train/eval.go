@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/lorakit/lorakit/models"
@@ -53,7 +54,7 @@ func Evaluate(ctx context.Context, c EvalConfig) (*EvalResult, error) {
 	default:
 		return nil, fmt.Errorf("eval: quant %q: want nf4 or empty", c.Quant)
 	}
-	m, err := LoadModel(c.Model, c.Threads, c.Quant == "nf4")
+	m, err := models.Load(c.Model, BaseOptions(c.Threads, c.Quant == "nf4"))
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +89,7 @@ func qloraQuant(adapter string) string {
 }
 
 // EvaluateModel is Evaluate over an already loaded model and adapter (nil: base).
-func EvaluateModel(ctx context.Context, m *Model, delta llama.Delta, c EvalConfig) (*EvalResult, error) {
+func EvaluateModel(ctx context.Context, m *models.Model, delta llama.Delta, c EvalConfig) (*EvalResult, error) {
 	maxLen := c.MaxSeqLen
 	if maxLen <= 0 {
 		maxLen = 4096
@@ -104,7 +105,7 @@ func EvaluateModel(ctx context.Context, m *Model, delta llama.Delta, c EvalConfi
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		enc, err := data.Encode(m.Tok, m.Tpl, ex, maxLen, false)
+		enc, err := data.Encode(m.Tok, m.Chat, ex, maxLen, false)
 		if err != nil {
 			if errors.Is(err, data.ErrNoResponseTokens) {
 				res.Bad++
@@ -195,7 +196,7 @@ func Greedy(ctx context.Context, net *llama.Model, delta llama.Delta, prompt []i
 	return out, nil
 }
 
-func exactMatch(ctx context.Context, m *Model, delta llama.Delta, ex *data.Example, maxNew int) (bool, error) {
+func exactMatch(ctx context.Context, m *models.Model, delta llama.Delta, ex *data.Example, maxNew int) (bool, error) {
 	msgs := ex.Messages
 	last := len(msgs) - 1
 	if last < 0 || msgs[last].Role != "assistant" {
@@ -205,14 +206,14 @@ func exactMatch(ctx context.Context, m *Model, delta llama.Delta, ex *data.Examp
 	var prompt string
 	if ex.UsesTools() {
 		// the reference is the rendered turn (tool calls included), the prompt the training text before it
-		p, r, ok, err := data.LastTurn(m.Tpl, ex)
+		p, r, ok, err := data.LastTurn(m.Chat, ex)
 		if err != nil || !ok {
 			return false, err
 		}
 		prompt, ref = p, strings.TrimSpace(r)
 	} else {
 		var err error
-		if prompt, err = m.Tpl.Render(msgs[:last], true); err != nil {
+		if prompt, err = m.Chat.Render(msgs[:last], true); err != nil {
 			return false, err
 		}
 	}
@@ -223,7 +224,7 @@ func exactMatch(ctx context.Context, m *Model, delta llama.Delta, ex *data.Examp
 			maxNew = len(m.Tok.Encode(ref, false)) + 32
 		}
 	}
-	gen, err := Greedy(ctx, m.Net, delta, ids, maxNew, m.EOS)
+	gen, err := Greedy(ctx, m.Net, delta, ids, maxNew, append(slices.Clone(m.EOS), m.TurnEnd().IDs...))
 	if err != nil {
 		return false, err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lorakit/lorakit/internal/testenv"
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/lora"
 )
 
@@ -64,7 +65,7 @@ func TestLearnSums(t *testing.T) {
 	dir := t.TempDir()
 	dataPath := filepath.Join(dir, "sums.jsonl")
 	n := writeSumTask(t, dataPath)
-	m, err := LoadModel(model, 2, false)
+	m, err := models.Load(model, BaseOptions(2, false))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,12 +13,13 @@ import (
 	"github.com/nlpodyssey/spago/mat"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
 // writeOutputs writes the final model (PEFT adapter, or a full HF folder for
 // full fine-tuning) plus loss.svg into cfg.Out.
-func writeOutputs(cfg Config, m *Model, net *Net, h []Metrics) error {
+func writeOutputs(cfg Config, m *models.Model, net *Net, h []Metrics) error {
 	if net.Method == Full {
 		if err := writeFullModel(cfg.Out, m, net); err != nil {
 			return err
@@ -31,11 +32,11 @@ func writeOutputs(cfg Config, m *Model, net *Net, h []Metrics) error {
 
 // writeFullModel writes model.safetensors (every tensor in its checkpoint
 // dtype) and copies the folder's other files (config, tokenizer, templates).
-func writeFullModel(out string, m *Model, net *Net) error {
+func writeFullModel(out string, m *models.Model, net *Net) error {
 	var ts []safetensors.Tensor
 	add := func(name string, shape []int, v []float32) error {
 		dt := safetensors.F32
-		if info, _, ok := m.Ckpt.Info(name); ok {
+		if info, _, ok := m.Checkpoint().Info(name); ok {
 			switch dt = info.DType; dt {
 			case safetensors.F32, safetensors.F16, safetensors.BF16:
 			default: // a 4-bit base: full fine-tuning writes bf16

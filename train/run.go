@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 	t0 := time.Now()
 	defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
 	method := Method(cfg.Method)
-	m, err := LoadModel(cfg.Model, cfg.Threads, method == QLoRA)
+	m, err := models.Load(cfg.Model, BaseOptions(cfg.Threads, method == QLoRA))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/safetensors"
@@ -212,7 +213,7 @@ func TestInitAdapterAndValidation(t *testing.T) {
 
 func TestLoadDataMasksAndBadLines(t *testing.T) {
 	dir := setupTiny(t)
-	m, err := LoadModel(filepath.Join(dir, "model"), 1, false)
+	m, err := models.Load(filepath.Join(dir, "model"), BaseOptions(1, false))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,10 +18,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
-	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/train"
 )
@@ -164,11 +164,17 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			} else {
 				res.Model = modelDir
 			}
-			m, closeFn, err := loadBenchModel(dir, dtype, head, double, threads)
-			if err != nil {
-				return err
+			// the weights alone, loaded as every command loads them; nf4 quantises the linear layers at load
+			lo := models.LoadOptions{Threads: threads, Head: head, NoTokenizer: true}
+			if dtype == "nf4" {
+				lo.Quant, lo.DoubleQuant = "nf4", double
 			}
-			defer closeFn()
+			mod, err := models.Load(dir, lo)
+			if err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			defer mod.Close()
+			m := mod.Net
 			res.BytesPerToken = weightBytes(m)
 			if modelDir != "" && dtype != "nf4" {
 				res.DType = storedDType(m)
@@ -293,42 +299,6 @@ func writeBenchCheckpoint(dir string, sh benchShape, dtype string) error {
 		}
 		return nil
 	})
-}
-
-func loadBenchModel(dir, dtype, head string, double bool, threads int) (*llama.Model, func(), error) {
-	cfg, err := llama.LoadConfig(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("bench: %w", err)
-	}
-	ckpt, err := safetensors.OpenCheckpoint(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("bench: %w", err)
-	}
-	opts := llama.LoadOptions{Threads: threads}
-	// weights saved quantised (lorakit quantize, bitsandbytes) load as they are, as in models.Load
-	opts.LoadLinear = func(ck *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
-		q, ok, err := quant.FromCheckpoint(ck, module+".weight")
-		if err != nil || !ok {
-			return nil, false, err
-		}
-		return &nn.Quantized{Q: q}, true, nil
-	}
-	if dtype == "nf4" {
-		opts.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
-			return nn.Quantize(d, quant.NF4, double)
-		}
-	}
-	hq, err := nn.HeadQuantizer(head)
-	if err != nil {
-		return nil, nil, fmt.Errorf("bench: --head: %w", err)
-	}
-	opts.QuantizeHead = hq
-	m, err := llama.Load(ckpt, cfg, opts)
-	if err != nil {
-		ckpt.Close()
-		return nil, nil, fmt.Errorf("bench: %w", err)
-	}
-	return m, func() { ckpt.Close() }, nil
 }
 
 // weightBytes is the bytes of weights one decode step reads: every linear layer and the LM head (the embedding

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/internal/testenv"
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/train"
@@ -23,7 +24,7 @@ func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
 		t.Skip("LORAKIT_SHARED not set")
 	}
 	dir := filepath.Join(shared, "models", "stories260K")
-	m, err := train.LoadModel(dir, 1, false)
+	m, err := models.Load(dir, train.BaseOptions(1, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := filepath.Join(tmp, "out.jsonl")
-		_, err := data.ScoreFile(in, out, data.ScoreOptions{Tok: m.Tok, Tpl: m.Tpl, BOS: bos, HasBOS: hasBOS,
+		_, err := data.ScoreFile(in, out, data.ScoreOptions{Tok: m.Tok, Tpl: m.Chat, BOS: bos, HasBOS: hasBOS,
 			Scorer: &data.ModelScorer{Net: m.Net}, MaxSeqLen: 4096})
 		if err != nil {
 			t.Fatal(err)
@@ -62,7 +63,7 @@ func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
 		if lerr != nil {
 			t.Fatal(lerr)
 		}
-		text, spans, err := m.Tpl.RenderWithSpans(ex.Messages, false)
+		text, spans, err := m.Chat.RenderWithSpans(ex.Messages, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -70,7 +71,7 @@ func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
 		for _, sp := range spans {
 			resp += text[sp[0]:sp[1]]
 		}
-		enc, err := data.Encode(m.Tok, m.Tpl, ex, 0, false)
+		enc, err := data.Encode(m.Tok, m.Chat, ex, 0, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +120,7 @@ func TestScoreWithAdapterMatchesEval(t *testing.T) {
 	if shared == "" {
 		t.Skip("LORAKIT_SHARED not set")
 	}
-	m, err := train.LoadModel(filepath.Join(shared, "models", "stories260K"), 1, false)
+	m, err := models.Load(filepath.Join(shared, "models", "stories260K"), train.BaseOptions(1, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestScoreWithAdapterMatchesEval(t *testing.T) {
 	bos, _ := m.Tok.BOS()
 	score := func(delta llama.Delta) *data.Score {
 		out := filepath.Join(t.TempDir(), "out.jsonl")
-		if _, err := data.ScoreFile(in, out, data.ScoreOptions{Tok: m.Tok, Tpl: m.Tpl, BOS: bos, HasBOS: true,
+		if _, err := data.ScoreFile(in, out, data.ScoreOptions{Tok: m.Tok, Tpl: m.Chat, BOS: bos, HasBOS: true,
 			Scorer: &data.ModelScorer{Net: m.Net, Adapter: delta}, MaxSeqLen: 4096}); err != nil {
 			t.Fatal(err)
 		}
