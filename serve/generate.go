@@ -49,7 +49,7 @@ func (s *Server) submit(ctx context.Context, model, param string, prompts [][]in
 					RepetitionPenalty: sp.RepetitionPenalty, PresencePenalty: sp.PresencePenalty,
 					FrequencyPenalty: sp.FrequencyPenalty, Seed: seed + int64(p*sp.N+i)}}
 			if l != nil {
-				req.Adapter, req.Release = l.Delta(), l.Release
+				req.Adapter, req.AdapterName, req.Release = l.Delta(), model, l.Release
 			}
 			st, err := s.eng.Submit(ctx, req)
 			if err != nil {

@@ -1,163 +1,222 @@
 package serve
 
 import (
-	"fmt"
-	"math"
-	"net/http"
-	"sort"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lorakit/lorakit/serve/engine"
 )
 
-// histogram is a Prometheus histogram with fixed upper bounds.
-type histogram struct {
-	bounds []float64
-	counts []uint64 // per bucket (not cumulative); last = +Inf
-	sum    float64
-	n      uint64
-}
-
-func newHistogram(bounds ...float64) *histogram {
-	return &histogram{bounds: bounds, counts: make([]uint64, len(bounds)+1)}
-}
-
-func (h *histogram) observe(v float64) {
-	i := sort.SearchFloat64s(h.bounds, v)
-	h.counts[i]++
-	h.sum += v
-	h.n++
-}
-
-func (h *histogram) write(b *strings.Builder, name, help string) {
-	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name)
-	var cum uint64
-	for i, ub := range h.bounds {
-		cum += h.counts[i]
-		fmt.Fprintf(b, "%s_bucket{le=\"%s\"} %d\n", name, fmtFloat(ub), cum)
-	}
-	fmt.Fprintf(b, "%s_bucket{le=\"+Inf\"} %d\n%s_sum %s\n%s_count %d\n", name, h.n, name, fmtFloat(h.sum), name, h.n)
-}
-
-func fmtFloat(v float64) string {
-	if math.IsInf(v, 1) {
-		return "+Inf"
-	}
-	return fmt.Sprintf("%g", v)
-}
-
-type reqKey struct {
-	path   string
-	status int
-}
-
-// metrics implements engine.Observer and renders Prometheus text.
+// metrics is the server's Prometheus registry. It implements engine.Observer and engine.RegistryObserver: the
+// engine and the adapter registry report what they do, and a collector reads their state at scrape time. Series
+// named vllm:* follow vLLM's names and meanings, which the Gateway API Inference Extension's endpoint picker reads
+// (its model-server protocol); the lorakit_* series are lorakit's own.
 type metrics struct {
-	mu                 sync.Mutex
-	requests           map[reqKey]uint64
-	finished           map[string]uint64
-	promptTok, genTok  uint64
-	steps              uint64
-	batch, ttft, itl   *histogram
-	stepTime           *histogram
-	prefillTok, decTok uint64
+	reg  *prometheus.Registry
+	base string // served base model name: the model label of requests without an adapter
+
+	requests              *prometheus.CounterVec // route, status
+	finished              *prometheus.CounterVec // finish_reason
+	promptTok, genTok     prometheus.Counter
+	prefillTok, decTok    prometheus.Counter
+	steps                 prometheus.Counter
+	batch, stepTime       prometheus.Histogram
+	ttft, itl             prometheus.Histogram
+	queueTime, e2e        *prometheus.HistogramVec // model_name
+	modelReqs             *prometheus.CounterVec   // model
+	modelPrompt, modelGen *prometheus.CounterVec   // model
+	adapterLoads          *prometheus.CounterVec   // result
+	adapterEvicts         prometheus.Counter
+	adapterLoadTime       prometheus.Histogram
 }
 
-func newMetrics() *metrics {
-	lat := []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10, 20, 40}
-	return &metrics{requests: map[reqKey]uint64{}, finished: map[string]uint64{},
-		batch:    newHistogram(1, 2, 4, 8, 16, 32, 64, 128, 256),
-		ttft:     newHistogram(lat...),
-		itl:      newHistogram(lat...),
-		stepTime: newHistogram(lat...)}
+// latencyBuckets are lorakit's per-token latency bounds (seconds); requestBuckets are vLLM's request-latency
+// bounds, used for queue time and end-to-end latency as vLLM does.
+var (
+	latencyBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10, 20, 40}
+	requestBuckets = []float64{0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680}
+)
+
+// newMetrics registers every series; state reads the engine and adapter registry at each scrape.
+func newMetrics(base string, state func() scrapeState) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), base: base}
+	f := factory{m.reg}
+	m.requests = f.counterVec("lorakit_http_requests_total", "HTTP requests by route and status.", "route", "status")
+	m.finished = f.counterVec("lorakit_generations_total", "Finished generations (choices) by finish reason.", "finish_reason")
+	m.promptTok = f.counter("lorakit_prompt_tokens_total", "Prompt tokens of finished generations.")
+	m.genTok = f.counter("lorakit_generation_tokens_total", "Generated tokens of finished generations.")
+	m.prefillTok = f.counter("lorakit_prefill_tokens_total", "Prompt tokens run through the model.")
+	m.decTok = f.counter("lorakit_decode_tokens_total", "Decode rows run through the model.")
+	m.steps = f.counter("lorakit_engine_steps_total", "Engine steps (Forward calls).")
+	m.batch = f.histogram("lorakit_batch_size", "Sequences per engine step.", []float64{1, 2, 4, 8, 16, 32, 64, 128, 256})
+	m.stepTime = f.histogram("lorakit_step_seconds", "Duration of one engine step (one Forward call).", latencyBuckets)
+	m.ttft = f.histogram("lorakit_time_to_first_token_seconds", "Time from request arrival to its first generated token.", latencyBuckets)
+	m.itl = f.histogram("lorakit_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.", latencyBuckets)
+	m.queueTime = f.histogramVec("vllm:request_queue_time_seconds", "Time a request spent waiting before its first engine step.", requestBuckets, "model_name")
+	m.e2e = f.histogramVec("vllm:e2e_request_latency_seconds", "Time from request arrival to its last token.", requestBuckets, "model_name")
+	m.modelReqs = f.counterVec("lorakit_adapter_requests_total", "Finished generations by requested model (an adapter name, or the base model's served name).", "model")
+	m.modelPrompt = f.counterVec("lorakit_adapter_prompt_tokens_total", "Prompt tokens of finished generations by requested model.", "model")
+	m.modelGen = f.counterVec("lorakit_adapter_generation_tokens_total", "Generated tokens of finished generations by requested model.", "model")
+	m.adapterLoads = f.counterVec("lorakit_adapter_loads_total", "Adapter loads (startup, load API and first use from --adapter-dir) by result (ok, error).", "result")
+	m.adapterEvicts = f.counter("lorakit_adapter_evictions_total", "Idle adapters evicted to stay within --max-loaded-adapters.")
+	m.adapterLoadTime = f.histogram("lorakit_adapter_load_seconds", "Time to read and check one adapter.", []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60})
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&stateCollector{base: base, state: state})
+	return m
+}
+
+// factory registers series on one registry.
+type factory struct{ reg *prometheus.Registry }
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}
+
+func (f factory) histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	f.reg.MustRegister(h)
+	return h
 }
 
 func (m *metrics) request(path string, status int) {
 	if path == "" {
 		path = "other"
 	}
-	m.mu.Lock()
-	m.requests[reqKey{path, status}]++
-	m.mu.Unlock()
+	m.requests.WithLabelValues(path, strconv.Itoa(status)).Inc()
 }
 
 // Step implements engine.Observer.
 func (m *metrics) Step(rows, prefill, decode int, took time.Duration) {
-	m.mu.Lock()
-	m.steps++
-	m.batch.observe(float64(rows))
-	m.stepTime.observe(took.Seconds())
-	m.prefillTok += uint64(prefill)
-	m.decTok += uint64(decode)
-	m.mu.Unlock()
+	m.steps.Inc()
+	m.batch.Observe(float64(rows))
+	m.stepTime.Observe(took.Seconds())
+	m.prefillTok.Add(float64(prefill))
+	m.decTok.Add(float64(decode))
 }
 
 // FirstToken implements engine.Observer.
-func (m *metrics) FirstToken(d time.Duration) {
-	m.mu.Lock()
-	m.ttft.observe(d.Seconds())
-	m.mu.Unlock()
-}
+func (m *metrics) FirstToken(d time.Duration) { m.ttft.Observe(d.Seconds()) }
 
 // Token implements engine.Observer.
-func (m *metrics) Token(d time.Duration) {
-	m.mu.Lock()
-	m.itl.observe(d.Seconds())
-	m.mu.Unlock()
-}
+func (m *metrics) Token(d time.Duration) { m.itl.Observe(d.Seconds()) }
 
 // Finished implements engine.Observer.
-func (m *metrics) Finished(reason string, prompt, completion int) {
-	m.mu.Lock()
-	m.finished[reason]++
-	m.promptTok += uint64(prompt)
-	m.genTok += uint64(completion)
-	m.mu.Unlock()
+func (m *metrics) Finished(f engine.Finished) {
+	m.finished.WithLabelValues(f.Reason).Inc()
+	m.promptTok.Add(float64(f.PromptTokens))
+	m.genTok.Add(float64(f.CompletionTokens))
+	model := f.Adapter
+	if model == "" {
+		model = m.base
+	}
+	m.modelReqs.WithLabelValues(model).Inc()
+	m.modelPrompt.WithLabelValues(model).Add(float64(f.PromptTokens))
+	m.modelGen.WithLabelValues(model).Add(float64(f.CompletionTokens))
+	if f.Ran {
+		m.queueTime.WithLabelValues(m.base).Observe(f.Queued.Seconds())
+		m.e2e.WithLabelValues(m.base).Observe(f.Total.Seconds())
+	}
 }
 
-// handleMetrics is GET /metrics (Prometheus text format 0.0.4).
+// AdapterLoaded implements engine.RegistryObserver.
+func (m *metrics) AdapterLoaded(_ string, took time.Duration, err error) {
+	if err != nil {
+		m.adapterLoads.WithLabelValues("error").Inc()
+		return
+	}
+	m.adapterLoads.WithLabelValues("ok").Inc()
+	m.adapterLoadTime.Observe(took.Seconds())
+}
+
+// AdapterEvicted implements engine.RegistryObserver.
+func (m *metrics) AdapterEvicted(string) { m.adapterEvicts.Inc() }
+
+// scrapeState is what the gauges show, read once per scrape so they agree with each other.
+type scrapeState struct {
+	engine.Stats
+	Loaded  []string // adapters in memory, sorted
+	MaxLoRA int
+}
+
+// stateCollector turns a scrapeState into gauges at scrape time.
+type stateCollector struct {
+	base  string
+	state func() scrapeState
+}
+
+var (
+	descQueueDepth = prometheus.NewDesc("lorakit_queue_depth", "Requests waiting to be admitted.", nil, nil)
+	descRunning    = prometheus.NewDesc("lorakit_running_requests", "Sequences being decoded.", nil, nil)
+	descLoaded     = prometheus.NewDesc("lorakit_loaded_adapters", "LoRA adapters in memory.", nil, nil)
+	descAdapter    = prometheus.NewDesc("lorakit_adapter_loaded", "1 for each LoRA adapter in memory.", []string{"adapter"}, nil)
+	descWaiting    = prometheus.NewDesc("vllm:num_requests_waiting", "Requests waiting to be admitted to the batch.", []string{"model_name"}, nil)
+	descRunningV   = prometheus.NewDesc("vllm:num_requests_running", "Requests in the running batch.", []string{"model_name"}, nil)
+	descKV         = prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage: token positions reserved by running sequences over max batch × max model length (1 = full).", []string{"model_name"}, nil)
+	descLoRAInfo   = prometheus.NewDesc("vllm:lora_requests_info", "Adapters of running and waiting requests (comma-separated labels); the value is the time of this reading (Unix seconds), as vLLM sets it.",
+		[]string{"running_lora_adapters", "waiting_lora_adapters", "max_lora"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descLoRAInfo} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.state()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descQueueDepth, float64(st.Waiting))
+	gauge(descRunning, float64(st.Active))
+	gauge(descLoaded, float64(len(st.Loaded)))
+	for _, a := range st.Loaded {
+		gauge(descAdapter, 1, a)
+	}
+	gauge(descWaiting, float64(st.Waiting), c.base)
+	gauge(descRunningV, float64(st.Active), c.base)
+	gauge(descKV, st.KVUsage(), c.base)
+	// vLLM joins with "," and the endpoint picker splits on "," without trimming: no spaces.
+	gauge(descLoRAInfo, float64(time.Now().UnixNano())/1e9,
+		strings.Join(st.RunningAdapters, ","), strings.Join(st.WaitingAdapters, ","), strconv.Itoa(st.MaxLoRA))
+}
+
+// handleMetrics is GET /metrics, in the exposition format the scraper asks for (text 0.0.4 by default).
 func (s *Server) handleMetrics(c echo.Context) error {
-	st := s.eng.Stats()
-	m := s.metrics
-	var b strings.Builder
-	m.mu.Lock()
-	b.WriteString("# HELP lorakit_http_requests_total HTTP requests by route and status.\n# TYPE lorakit_http_requests_total counter\n")
-	keys := make([]reqKey, 0, len(m.requests))
-	for k := range m.requests {
-		keys = append(keys, k)
+	promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(c.Response(), c.Request())
+	return nil
+}
+
+// scrape reads the engine and the registry for the gauges.
+func (s *Server) scrape() scrapeState {
+	st := scrapeState{Stats: s.eng.Stats(), MaxLoRA: s.eng.MaxBatch()}
+	if n := s.reg.MaxLoaded(); n > 0 {
+		st.MaxLoRA = min(st.MaxLoRA, n)
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].path != keys[j].path {
-			return keys[i].path < keys[j].path
-		}
-		return keys[i].status < keys[j].status
-	})
-	for _, k := range keys {
-		fmt.Fprintf(&b, "lorakit_http_requests_total{route=%q,status=\"%d\"} %d\n", k.path, k.status, m.requests[k])
+	for _, a := range s.reg.List() {
+		st.Loaded = append(st.Loaded, a.Name)
 	}
-	b.WriteString("# HELP lorakit_generations_total Finished generations (choices) by finish reason.\n# TYPE lorakit_generations_total counter\n")
-	reasons := make([]string, 0, len(m.finished))
-	for r := range m.finished {
-		reasons = append(reasons, r)
-	}
-	sort.Strings(reasons)
-	for _, r := range reasons {
-		fmt.Fprintf(&b, "lorakit_generations_total{finish_reason=%q} %d\n", r, m.finished[r])
-	}
-	fmt.Fprintf(&b, "# HELP lorakit_prompt_tokens_total Prompt tokens of finished generations.\n# TYPE lorakit_prompt_tokens_total counter\nlorakit_prompt_tokens_total %d\n", m.promptTok)
-	fmt.Fprintf(&b, "# HELP lorakit_generation_tokens_total Generated tokens of finished generations.\n# TYPE lorakit_generation_tokens_total counter\nlorakit_generation_tokens_total %d\n", m.genTok)
-	fmt.Fprintf(&b, "# HELP lorakit_prefill_tokens_total Prompt tokens run through the model.\n# TYPE lorakit_prefill_tokens_total counter\nlorakit_prefill_tokens_total %d\n", m.prefillTok)
-	fmt.Fprintf(&b, "# HELP lorakit_decode_tokens_total Decode rows run through the model.\n# TYPE lorakit_decode_tokens_total counter\nlorakit_decode_tokens_total %d\n", m.decTok)
-	fmt.Fprintf(&b, "# HELP lorakit_engine_steps_total Engine steps (Forward calls).\n# TYPE lorakit_engine_steps_total counter\nlorakit_engine_steps_total %d\n", m.steps)
-	m.batch.write(&b, "lorakit_batch_size", "Sequences per engine step.")
-	m.stepTime.write(&b, "lorakit_step_seconds", "Duration of one engine step (one Forward call).")
-	m.ttft.write(&b, "lorakit_time_to_first_token_seconds", "Time from request arrival to its first generated token.")
-	m.itl.write(&b, "lorakit_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.")
-	m.mu.Unlock()
-	fmt.Fprintf(&b, "# HELP lorakit_queue_depth Requests waiting to be admitted.\n# TYPE lorakit_queue_depth gauge\nlorakit_queue_depth %d\n", st.Waiting)
-	fmt.Fprintf(&b, "# HELP lorakit_running_requests Sequences being decoded.\n# TYPE lorakit_running_requests gauge\nlorakit_running_requests %d\n", st.Active)
-	fmt.Fprintf(&b, "# HELP lorakit_loaded_adapters LoRA adapters in memory.\n# TYPE lorakit_loaded_adapters gauge\nlorakit_loaded_adapters %d\n", s.reg.Len())
-	return c.Blob(http.StatusOK, "text/plain; version=0.0.4; charset=utf-8", []byte(b.String()))
+	return st
 }

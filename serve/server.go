@@ -125,9 +125,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("serve: the model reports no context length; set --max-model-len")
 	}
 	s := &Server{cfg: cfg, model: cfg.Model, name: cfg.ModelName, maxLen: maxLen, created: time.Now().Unix()}
-	s.metrics = newMetrics()
+	s.metrics = newMetrics(cfg.ModelName, s.scrape)
 	reg, err := engine.NewRegistry(engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
-		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath})
+		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: s.metrics})
 	if err != nil {
 		return nil, err
 	}

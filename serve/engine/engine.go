@@ -35,12 +35,37 @@ type Observer interface {
 	Step(batchRows, prefillTokens, decodeTokens int, took time.Duration)
 	FirstToken(ttft time.Duration)
 	Token(itl time.Duration)
-	Finished(reason string, promptTokens, completionTokens int)
+	Finished(Finished)
+}
+
+// Finished describes a request the engine is done with.
+type Finished struct {
+	Reason                         string
+	Adapter                        string // Request.AdapterName
+	PromptTokens, CompletionTokens int
+	// Ran is false for a request that ended (cancelled, shut down) while still waiting; Queued is then zero.
+	Ran bool
+	// Queued is the time from Submit to the step that admitted it; Total from Submit to the end.
+	Queued, Total time.Duration
 }
 
 // Stats is a snapshot of the engine's load.
 type Stats struct {
 	Waiting, Active int
+	// WaitingAdapters and RunningAdapters are the distinct adapter names (Request.AdapterName, the base model
+	// left out) of the waiting and the running requests, sorted.
+	WaitingAdapters, RunningAdapters []string
+	// KVReserved is the number of token positions the running sequences' KV caches are sized for (each holds
+	// prompt + max new tokens); KVCapacity is MaxBatch × MaxModelLen, the most the engine ever reserves at once.
+	KVReserved, KVCapacity int
+}
+
+// KVUsage is KVReserved / KVCapacity, in [0, 1].
+func (s Stats) KVUsage() float64 {
+	if s.KVCapacity <= 0 {
+		return 0
+	}
+	return float64(s.KVReserved) / float64(s.KVCapacity)
 }
 
 // Engine runs continuous batching on one goroutine.
@@ -53,8 +78,10 @@ type Engine struct {
 	// active is owned by the loop; nActive mirrors its length for Stats.
 	active   []*seq
 	nActive  int
-	stopping bool // no new requests
-	closed   bool // loop must exit
+	running  map[string]int // adapter name → running sequences (mirrors active, like nActive)
+	kvRes    int            // Σ prompt + max new tokens over active (mirrors active)
+	stopping bool           // no new requests
+	closed   bool           // loop must exit
 	exited   chan struct{}
 	idle     chan struct{} // closed and replaced when the engine becomes idle while stopping
 }
@@ -75,6 +102,7 @@ type seq struct {
 	pending  string
 	maxStop  int
 	start    time.Time
+	admitted time.Time // zero until the loop takes it from the queue
 	lastTok  time.Time
 	released bool
 }
@@ -96,7 +124,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.PrefillChunk <= 0 {
 		cfg.PrefillChunk = 256
 	}
-	e := &Engine{cfg: cfg, eos: map[int]bool{}, exited: make(chan struct{}), idle: make(chan struct{})}
+	e := &Engine{cfg: cfg, eos: map[int]bool{}, running: map[string]int{}, exited: make(chan struct{}), idle: make(chan struct{})}
 	for _, id := range cfg.EOS {
 		e.eos[id] = true
 	}
@@ -105,14 +133,44 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// MaxBatch is the most sequences decoded together.
+func (e *Engine) MaxBatch() int { return e.cfg.MaxBatch }
+
 // MaxModelLen is the context window.
 func (e *Engine) MaxModelLen() int { return e.cfg.MaxModelLen }
 
-// Stats reports queue depth and running sequences.
+// Stats reports queue depth, running sequences, their adapters and the KV reservation.
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return Stats{Waiting: len(e.wait), Active: e.nActive}
+	st := Stats{Waiting: len(e.wait), Active: e.nActive, KVReserved: e.kvRes, KVCapacity: e.cfg.MaxBatch * e.cfg.MaxModelLen}
+	for n := range e.running {
+		st.RunningAdapters = append(st.RunningAdapters, n)
+	}
+	sort.Strings(st.RunningAdapters)
+	seen := map[string]bool{}
+	for _, s := range e.wait {
+		if n := s.req.AdapterName; n != "" && !seen[n] {
+			seen[n] = true
+			st.WaitingAdapters = append(st.WaitingAdapters, n)
+		}
+	}
+	sort.Strings(st.WaitingAdapters)
+	return st
+}
+
+// publishActive mirrors e.active into nActive, running and kvRes for Stats. Called on the loop goroutine with e.mu
+// held.
+func (e *Engine) publishActive() {
+	e.nActive = len(e.active)
+	clear(e.running)
+	e.kvRes = 0
+	for _, s := range e.active {
+		if n := s.req.AdapterName; n != "" {
+			e.running[n]++
+		}
+		e.kvRes += len(s.req.Prompt) + s.maxNew
+	}
 }
 
 // Submit queues a request. ctx ending (client gone) cancels it. On error, req.Release has been called.
@@ -209,7 +267,8 @@ func (e *Engine) loop() {
 		}
 		if e.closed {
 			rest := append(e.wait, e.active...)
-			e.wait, e.active, e.nActive = nil, nil, 0
+			e.wait, e.active = nil, nil
+			e.publishActive()
 			e.mu.Unlock()
 			for _, s := range rest {
 				e.finish(s, FinishCancel, ErrShuttingDown)
@@ -231,13 +290,15 @@ func (e *Engine) loop() {
 			}
 			e.wait = keep
 		}
+		now := time.Now()
 		for len(e.wait) > 0 && len(e.active) < e.cfg.MaxBatch {
 			s := e.wait[0]
 			e.wait[0] = nil
 			e.wait = e.wait[1:]
+			s.admitted = now
 			e.active = append(e.active, s)
 		}
-		e.nActive = len(e.active)
+		e.publishActive()
 		e.mu.Unlock()
 		for _, s := range gone {
 			e.finish(s, FinishCancel, ErrCancelled)
@@ -380,7 +441,7 @@ func (e *Engine) forward(rows []Row) (logits [][]float32, err error) {
 
 func (e *Engine) setActive() {
 	e.mu.Lock()
-	e.nActive = len(e.active)
+	e.publishActive()
 	e.mu.Unlock()
 }
 
@@ -498,7 +559,12 @@ func (e *Engine) finish(s *seq, reason string, err error) {
 		s.req.Release() // before the last event, so a reader that saw the end sees the reference dropped
 	}
 	if e.cfg.Observer != nil {
-		e.cfg.Observer.Finished(reason, len(s.req.Prompt), len(s.gen))
+		f := Finished{Reason: reason, Adapter: s.req.AdapterName, PromptTokens: len(s.req.Prompt),
+			CompletionTokens: len(s.gen), Ran: !s.admitted.IsZero(), Total: time.Since(s.start)}
+		if f.Ran {
+			f.Queued = s.admitted.Sub(s.start)
+		}
+		e.cfg.Observer.Finished(f)
 	}
 	s.stream.push(Event{Finish: reason, Err: err, PromptTokens: len(s.req.Prompt), CompletionTokens: len(s.gen)}, true)
 }

@@ -31,6 +31,17 @@ type RegistryConfig struct {
 	MaxLoaded int
 	// AllowAnyPath lets the load API read adapters outside Dir and the startup paths.
 	AllowAnyPath bool
+	// Observer, if set, is told of every load and eviction (for /metrics).
+	Observer RegistryObserver
+}
+
+// RegistryObserver is told what the registry does. Its methods may be called from several goroutines at once,
+// AdapterEvicted with the registry locked: they must not call back into the Registry.
+type RegistryObserver interface {
+	// AdapterLoaded reports one call of the load function: how long it took and its error (nil on success).
+	AdapterLoaded(name string, took time.Duration, err error)
+	// AdapterEvicted reports an idle adapter dropped to stay within MaxLoaded.
+	AdapterEvicted(name string)
 }
 
 // AdapterInfo describes a loaded adapter.
@@ -158,7 +169,11 @@ func (r *Registry) install(name, path string, lazy, acquire bool) (*Lease, error
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory", ErrAdapterNotFound, path)
 	}
+	t0 := time.Now()
 	d, err := r.cfg.Load(path)
+	if r.cfg.Observer != nil {
+		r.cfg.Observer.AdapterLoaded(name, time.Since(t0), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("adapter %s (%s): %w", name, path, err)
 	}
@@ -206,6 +221,9 @@ func (r *Registry) evict() {
 			return
 		}
 		r.retire(lru)
+		if r.cfg.Observer != nil {
+			r.cfg.Observer.AdapterEvicted(lru.name)
+		}
 	}
 }
 
@@ -321,6 +339,9 @@ func (r *Registry) List() []AdapterInfo {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+// MaxLoaded is RegistryConfig.MaxLoaded (0 = unlimited).
+func (r *Registry) MaxLoaded() int { return r.cfg.MaxLoaded }
 
 // Len is the number of loaded adapters.
 func (r *Registry) Len() int {

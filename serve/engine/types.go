@@ -84,6 +84,8 @@ type Request struct {
 	Logprobs    bool
 	TopLogprobs int
 	Adapter     Delta
+	// AdapterName is the served name of Adapter ("" for the base model): Stats and the Observer report it.
+	AdapterName string
 	// IgnoreEOS keeps generating past EOS ids (benchmarks; vLLM's ignore_eos).
 	IgnoreEOS bool
 	// Release, if set, is called exactly once when the engine no longer uses the request (finished, cancelled or
