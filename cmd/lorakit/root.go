@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lorakit/lorakit/models/kernels"
 )
 
 // commands holds the constructors that each command file registers in its init.
@@ -23,10 +26,21 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	addKernelFlags(root)
 	for _, fn := range commands {
 		root.AddCommand(fn())
 	}
 	return root
+}
+
+// addKernelFlags makes the kernel choice, which the kernels take as a setting and never read from the
+// environment: --no-avx512 (or LORAKIT_NO_AVX512 set to anything) keeps the AVX2 GEMM tile on an AVX-512 CPU,
+// to measure there what an AVX2-only machine runs.
+func addKernelFlags(root *cobra.Command) {
+	noAVX512 := os.Getenv("LORAKIT_NO_AVX512") != ""
+	root.PersistentFlags().BoolVar(&noAVX512, "no-avx512", noAVX512,
+		"keep the AVX2 GEMM tile on a CPU with AVX-512 (also LORAKIT_NO_AVX512=1)")
+	root.PersistentPreRun = func(*cobra.Command, []string) { kernels.SetAVX512(!noAVX512) }
 }
 
 // exitError carries a specific process exit code (e.g. `data check` exits 1 on bad lines).

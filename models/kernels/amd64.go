@@ -4,7 +4,7 @@ package kernels
 
 import (
 	"math"
-	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/cpu"
 )
@@ -15,11 +15,22 @@ var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasOSXSAVE
 // hasF16C gates the f16 kernels (VCVTPH2PS).
 var hasF16C = useAVX2 && cpu.X86.HasF16C
 
+// hasAVX512 is the CPU's AVX-512 (F and BW), fixed at start-up.
+var hasAVX512 = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
+
 // useAVX512 selects the 16-lane GEMM tile (the machine's FMA units may be
 // 512 bits wide); every other kernel is bandwidth bound and stays on AVX2.
-// LORAKIT_NO_AVX512=1 keeps the AVX2 tile, to measure on an AVX-512 machine
-// what an AVX2-only one runs.
-var useAVX512 = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && os.Getenv("LORAKIT_NO_AVX512") == ""
+// On where the CPU has it unless SetAVX512(false).
+var useAVX512 = func() (b atomic.Bool) { b.Store(hasAVX512); return }()
+
+// SetAVX512 chooses the GEMM tile: on (the default) uses the 16-lane AVX-512
+// tile where the CPU has it, off keeps the AVX2 tile, to measure on an
+// AVX-512 machine what an AVX2-only one runs. It never turns AVX-512 on for a
+// CPU without it. A multiplication already running keeps the tile it chose.
+func SetAVX512(on bool) { useAVX512.Store(on && hasAVX512) }
+
+// AVX512 reports whether the GEMM uses the AVX-512 tile.
+func AVX512() bool { return useAVX512.Load() }
 
 // HasAVX2 reports whether the AVX2+FMA assembly kernels are in use.
 func HasAVX2() bool { return useAVX2 }
@@ -250,7 +261,7 @@ func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, l
 // (n % 4) with the 4-row GEMV kernels.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	k := t.k
-	wide := useAVX512
+	wide := useAVX512.Load()
 	k8 := k &^ 7
 	if wide {
 		k8 = k &^ 15
@@ -504,6 +515,7 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 	const bpLd = bcCols + 16
 	var bp [bcK * bpLd]float32
 	w := jq - j0
+	wide := useAVX512.Load()
 	for kb := 0; kb < k && iq > i0; kb += bcK {
 		kc := min(bcK, k-kb)
 		acc := 0
@@ -523,7 +535,7 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 				ap = &g.a[i*g.lda+kb]
 			}
 			for j := j0; j < jq; {
-				if useAVX512 && j+32 <= jq {
+				if wide && j+32 <= jq {
 					gemmBcast6x32Z(ap, rs, ls, &bp[j-j0], bpLd, kc, &g.c[i*g.ldc+j], g.ldc, acc, g.alpha)
 					j += 32
 					continue

@@ -17,6 +17,12 @@ func rmsNorm(y, x, w []float32, eps float32)                        { refRMSNorm
 func softmax(x []float32)                                           { refSoftmax(x) }
 func siluMul(y, gate, up []float32)                                 { refSiLUMul(y, gate, up) }
 
+// SetAVX512 has no effect: this build runs no assembly.
+func SetAVX512(on bool) {}
+
+// AVX512 reports false: this build runs no assembly.
+func AVX512() bool { return false }
+
 // matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	for i := i0; i < i1; i++ {

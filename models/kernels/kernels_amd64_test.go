@@ -7,10 +7,10 @@ import "testing"
 // TestTilePaths runs the matrix tests once more on the other tile width
 // (AVX2 when the CPU has AVX-512, and the reference path without AVX2).
 func TestTilePaths(t *testing.T) {
-	t.Logf("AVX2 %v, AVX-512 tile %v, F16C %v", useAVX2, useAVX512, hasF16C)
-	saved := useAVX512
-	defer func() { useAVX512 = saved }()
-	useAVX512 = false // only ever switched off: never forced on a CPU without it
+	t.Logf("AVX2 %v, AVX-512 tile %v, F16C %v", useAVX2, useAVX512.Load(), hasF16C)
+	saved := useAVX512.Load()
+	defer SetAVX512(saved)
+	SetAVX512(false)
 	TestMatMulT(t)
 	TestGemm(t)
 	savedAVX2 := useAVX2
