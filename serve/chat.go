@@ -36,14 +36,18 @@ func (s *Server) handleChat(c echo.Context) error {
 	// Tool calls are parsed (as vLLM's tool parsers do) when the request offers tools and lets the model call
 	// them; the format follows the chat template.
 	parser := ""
-	if req.Tools != nil && req.ToolChoice == openai.ToolChoiceAuto {
-		if parser = s.model.ToolParser(); parser == "" {
+	if req.Tools != nil && req.ToolChoice != openai.ToolChoiceNone {
+		if parser = s.model.ToolParser(); parser == "" && req.ToolChoice == openai.ToolChoiceAuto {
 			return openai.BadRequest("tools", "this model's chat template renders tools but its tool-call format is not one lorakit parses (Hermes <tool_call> blocks or Llama 3.1+ JSON); use tool_choice \"none\" or leave out tools")
 		}
 	}
+	constrain, err := s.constraint(req.Guide, parser)
+	if err != nil {
+		return err
+	}
 	ids := s.model.Encode(prompt, false)
 	ctx := c.Request().Context()
-	runs, err := s.submit(ctx, req.Model, "messages", [][]int{ids}, req.Sampling)
+	runs, err := s.submit(ctx, req.Model, "messages", [][]int{ids}, req.Sampling, constrain)
 	if err != nil {
 		return err
 	}

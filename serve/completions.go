@@ -36,8 +36,12 @@ func (s *Server) handleCompletions(c echo.Context) error {
 	if req.Sampling.MaxTokens == 0 { // echo only: nothing to generate
 		return s.echoOnly(c, req, prompts, echoText)
 	}
+	constrain, err := s.constraint(req.Guide, "")
+	if err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
-	runs, err := s.submit(ctx, req.Model, "prompt", prompts, req.Sampling)
+	runs, err := s.submit(ctx, req.Model, "prompt", prompts, req.Sampling, constrain)
 	if err != nil {
 		return err
 	}

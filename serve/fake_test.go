@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/grammar"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -220,3 +221,14 @@ func writeFakeAdapter(t testing.TB, dir, script string) string {
 }
 
 func osWriteFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o644) }
+
+// fakeVocab: ids 0..255 are their byte, EOS and BOS have no bytes.
+var fakeVocab = sync.OnceValue(func() *grammar.Vocab {
+	toks := make([][]byte, fVocab)
+	for i := range 256 {
+		toks[i] = []byte{byte(i)}
+	}
+	return grammar.NewVocab(toks, []int{fEOS})
+})
+
+func (m *fakeModel) Constrain(g *grammar.Grammar) engine.Constraint { return g.NewMatcher(fakeVocab()) }

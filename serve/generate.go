@@ -21,7 +21,7 @@ type run struct {
 // submit resolves the model once per choice (each holds its own adapter reference, released by the engine when
 // the choice ends) and queues every choice. On error nothing stays queued.
 // param names the prompt's field in errors ("messages" or "prompt").
-func (s *Server) submit(ctx context.Context, model, param string, prompts [][]int, sp openai.Sampling) ([]*run, error) {
+func (s *Server) submit(ctx context.Context, model, param string, prompts [][]int, sp openai.Sampling, constrain func() engine.Constraint) ([]*run, error) {
 	var runs []*run
 	cancelAll := func() {
 		for _, r := range runs {
@@ -50,6 +50,9 @@ func (s *Server) submit(ctx context.Context, model, param string, prompts [][]in
 					FrequencyPenalty: sp.FrequencyPenalty, Seed: seed + int64(p*sp.N+i)}}
 			if l != nil {
 				req.Adapter, req.AdapterName, req.Release = l.Delta(), model, l.Release
+			}
+			if constrain != nil {
+				req.Constraint = constrain()
 			}
 			st, err := s.eng.Submit(ctx, req)
 			if err != nil {

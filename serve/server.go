@@ -29,6 +29,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lorakit/lorakit/models/grammar"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -59,6 +60,8 @@ type Model interface {
 	ContextLen() int
 	// LoadAdapter loads a PEFT adapter folder and checks it against this base model.
 	LoadAdapter(path string) (engine.Delta, error)
+	// Constrain starts a generation constrained by g over this model's vocabulary.
+	Constrain(g *grammar.Grammar) engine.Constraint
 }
 
 // Config configures a Server. Zero values take the defaults documented on each field.
@@ -101,6 +104,7 @@ type Server struct {
 	inflight sync.WaitGroup
 	http     *http.Server
 	mu       sync.Mutex
+	grammars grammars
 }
 
 // New builds a server: loads the startup adapters and starts the engine.

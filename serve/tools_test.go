@@ -186,17 +186,25 @@ func TestToolConversationAndErrors(t *testing.T) {
 			t.Fatalf("prompt %q lacks %q", e.fm.lastPrompt, want)
 		}
 	}
-	st, b := e.post(t, "/v1/chat/completions", chatBody("call", "hi", weatherTools+`,"tool_choice":"required"`))
-	if e := wantError(t, st, b, 400, `tool_choice "required" is not supported`); e["param"] != "tool_choice" {
-		t.Fatalf("param %v", e["param"])
+	// tool_choice "required" and a named function constrain the output to a call (the base model writes letters
+	// when left alone)
+	for _, choice := range []string{`"required"`, `{"type":"function","function":{"name":"get_weather"}}`} {
+		st, b := e.post(t, "/v1/chat/completions", chatBody("call", "hi", weatherTools+`,"tool_choice":`+choice))
+		if st != 200 || !strings.Contains(string(b), `"finish_reason":"tool_calls"`) || !strings.Contains(string(b), `"name":"get_weather"`) {
+			t.Fatalf("tool_choice %s: %d %s", choice, st, b)
+		}
 	}
 
 	e2 := toolEnv(t, func(fm *fakeModel) { fm.noTools = true })
-	st, b = e2.post(t, "/v1/chat/completions", chatBody("call", "hi", weatherTools))
+	st, b := e2.post(t, "/v1/chat/completions", chatBody("call", "hi", weatherTools))
 	if e := wantError(t, st, b, 400, "cannot take tools"); e["param"] != "tools" {
 		t.Fatalf("param %v", e["param"])
 	}
 	e3 := toolEnv(t, func(fm *fakeModel) { fm.toolParser = "" })
+	st, b = e3.post(t, "/v1/chat/completions", chatBody("call", "hi", weatherTools+`,"tool_choice":"required"`))
+	if e := wantError(t, st, b, 400, "cannot be forced"); e["param"] != "tool_choice" {
+		t.Fatalf("param %v", e["param"])
+	}
 	st, b = e3.post(t, "/v1/chat/completions", chatBody("call", "hi", weatherTools))
 	wantError(t, st, b, 400, "tool-call format")
 	if st, b := e3.post(t, "/v1/chat/completions", chatBody("call", "hi", weatherTools+`,"tool_choice":"none"`)); st != 200 {

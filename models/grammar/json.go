@@ -6,8 +6,12 @@ import (
 	"unicode/utf8"
 )
 
-// Whitespace between JSON tokens is bounded so that a constrained generation cannot loop on it forever.
-const maxWhitespace = 16
+// Whitespace between JSON tokens is one space, or a newline and up to 20 spaces or tabs of indentation (as
+// llama.cpp's JSON grammar allows): compact and pretty-printed JSON both fit, and a generation cannot loop on
+// whitespace.
+func ws() *expr {
+	return alt(empty(), lit(" "), seq(lit("\n"), rep(byteSet(brange{' ', ' '}, brange{'\t', '\t'}), 0, 20)))
+}
 
 // jsonBuilder builds JSON grammars; generic rules are made once per grammar.
 type jsonBuilder struct {
@@ -17,10 +21,6 @@ type jsonBuilder struct {
 
 func newJSONBuilder() *jsonBuilder {
 	return &jsonBuilder{value: -1, object: -1, array: -1, str: -1}
-}
-
-func ws() *expr {
-	return rep(byteSet(brange{' ', ' '}, brange{'\t', '\t'}, brange{'\n', '\n'}, brange{'\r', '\r'}), 0, maxWhitespace)
 }
 
 // jsonChar is one character inside a JSON string: unescaped UTF-8 or an escape.

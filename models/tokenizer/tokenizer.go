@@ -55,6 +55,7 @@ type Tokenizer struct {
 	rawTrie, normTrie  *trie
 	rawToks, normToks  []*addedToken
 	hasByteFallbackDec bool
+	pieces             *pieceTable // TokenBytes, built on first use
 }
 
 type rawTokenizerJSON struct {
@@ -228,7 +229,7 @@ func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	if raw.Model.Dropout != nil && *raw.Model.Dropout > 0 && *raw.Model.Dropout < 1 {
 		return nil, fmt.Errorf("model.dropout %v is not supported", *raw.Model.Dropout)
 	}
-	t := &Tokenizer{config: cfg, added: make(map[int]*addedToken), addedBy: make(map[string]int)}
+	t := &Tokenizer{config: cfg, added: make(map[int]*addedToken), addedBy: make(map[string]int), pieces: &pieceTable{}}
 	m := &bpe{vocab: vocab, unkID: -1, fuseUnk: raw.Model.FuseUnk, byteFallback: raw.Model.ByteFallback,
 		ignoreMerges: raw.Model.IgnoreMerges}
 	if raw.Model.ContinuingSubwordPrefix != nil {

@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
+	"github.com/lorakit/lorakit/models/grammar"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
@@ -48,8 +50,10 @@ func FromModelDType(m *models.Model, adapterDType string) (*Backend, error) {
 
 // Backend is a loaded model served by the engine (serve.Model).
 type Backend struct {
-	m    *models.Model
-	bf16 bool // adapters stored as bf16
+	m         *models.Model
+	bf16      bool // adapters stored as bf16
+	vocabOnce sync.Once
+	vocab     *grammar.Vocab // token bytes for constrained generation
 }
 
 func (b *Backend) NewState(maxLen int) engine.State { return b.m.Net.NewCache(maxLen) }
@@ -164,6 +168,13 @@ func (b *Backend) SupportsReasoning() bool {
 }
 
 func (b *Backend) EOS() []int { return b.m.EOS }
+
+// Constrain starts a constrained generation over the tokenizer's vocabulary (each token's exact bytes, built
+// once).
+func (b *Backend) Constrain(g *grammar.Grammar) engine.Constraint {
+	b.vocabOnce.Do(func() { b.vocab = grammar.NewVocab(b.m.Tok.TokenBytes(), b.m.EOS) })
+	return g.NewMatcher(b.vocab)
+}
 
 func (b *Backend) NewSampler(p engine.SamplingParams) engine.Sampler {
 	return sample.New(sample.Options{Temperature: p.Temperature, TopP: p.TopP, MinP: p.MinP, TopK: p.TopK,

@@ -473,6 +473,10 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 		orig = append([]float32(nil), logits...)
 		lp = &TokenLogprob{}
 	}
+	if c := s.req.Constraint; c != nil && c.Mask(logits) == 0 {
+		e.finish(s, FinishError, errors.New("engine: the output constraint allows no token here"))
+		return
+	}
 	var id int
 	if err := func() (err error) {
 		defer func() {
@@ -483,6 +487,9 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 		id = s.smp.Sample(logits, s.hist)
 		if id < 0 || id >= len(logits) {
 			return fmt.Errorf("engine: sampler returned token %d outside the vocabulary", id)
+		}
+		if c := s.req.Constraint; c != nil && !e.eos[id] && !c.AcceptToken(id) {
+			return fmt.Errorf("engine: sampled token %d is outside the output constraint", id)
 		}
 		return nil
 	}(); err != nil {
@@ -508,7 +515,7 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 	if lp != nil {
 		toks = []TokenLogprob{*lp}
 	}
-	if e.eos[id] && !s.req.IgnoreEOS {
+	if e.eos[id] && (!s.req.IgnoreEOS || s.req.Constraint != nil) {
 		s.pending += s.dec.Flush()
 		e.emitFinal(s, toks, FinishStop)
 		return
@@ -520,6 +527,15 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 			e.emitFinal(s, toks, FinishStop)
 			return
 		}
+	}
+	if c := s.req.Constraint; c != nil && c.Done() {
+		// Only end-of-sequence may follow: end now rather than spend a step on it.
+		s.pending += s.dec.Flush()
+		if cut := firstStop(s.pending, s.req.Stop); cut >= 0 {
+			s.pending = s.pending[:cut]
+		}
+		e.emitFinal(s, toks, FinishStop)
+		return
 	}
 	if len(s.gen) >= s.maxNew || len(s.req.Prompt)+len(s.gen) >= e.cfg.MaxModelLen {
 		s.pending += s.dec.Flush()

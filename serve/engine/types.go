@@ -44,6 +44,19 @@ type Sampler interface {
 	Sample(logits []float32, history []int) int
 }
 
+// Constraint restricts what one request may generate (structured outputs): the engine masks the logits before
+// sampling and reports each sampled token. It knows nothing of what the constraint encodes. A Constraint is
+// used by one goroutine at a time.
+type Constraint interface {
+	// Mask sets the logits of the tokens that may not come next to -Inf (end-of-sequence ids included while the
+	// output is incomplete) and reports how many tokens remain allowed.
+	Mask(logits []float32) int
+	// AcceptToken advances past a sampled token; false if it was not allowed.
+	AcceptToken(id int) bool
+	// Done reports that the output is complete and nothing but end-of-sequence may follow.
+	Done() bool
+}
+
 // SamplingParams are per-request sampling settings (temperature 0 = greedy).
 type SamplingParams struct {
 	Temperature, TopP, MinP                              float32
@@ -86,6 +99,10 @@ type Request struct {
 	Adapter     Delta
 	// AdapterName is the served name of Adapter ("" for the base model): Stats and the Observer report it.
 	AdapterName string
+	// Constraint, if set, limits the output (masking composes with every sampling setting, stop strings and
+	// logprobs, which stay those of the model's distribution); the generation ends with "stop" as soon as the
+	// output is complete and nothing else may follow, and at an end-of-sequence token even with IgnoreEOS.
+	Constraint Constraint
 	// IgnoreEOS keeps generating past EOS ids (benchmarks; vLLM's ignore_eos).
 	IgnoreEOS bool
 	// Release, if set, is called exactly once when the engine no longer uses the request (finished, cancelled or

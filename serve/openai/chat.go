@@ -24,10 +24,8 @@ type ChatCompletionRequest struct {
 	ParallelToolCalls *bool `json:"parallel_tool_calls"`
 	// ChatTemplateKwargs are extra chat-template variables (vLLM extension), e.g. {"enable_thinking": false}.
 	ChatTemplateKwargs json.RawMessage `json:"chat_template_kwargs"`
-	ResponseFormat     *struct {
-		Type string `json:"type"`
-	} `json:"response_format"`
 	samplingFields
+	guideFields
 }
 
 // ChatMessageIn is one request message. Content is a string, an array of text parts, or null.
@@ -60,12 +58,14 @@ type Chat struct {
 	IncludeUsage bool
 	// TemplateKwargs is a JSON object of extra chat-template variables, or nil.
 	TemplateKwargs json.RawMessage
-	// Tools is the request's tools list (a JSON array) or nil; ToolChoice is ToolChoiceAuto or
-	// ToolChoiceNone (tools are rendered either way, as vLLM does; calls are parsed only for auto).
+	// Tools is the request's tools list (a JSON array) or nil; ToolChoice is ToolChoiceAuto, ToolChoiceNone or
+	// ToolChoiceRequired (tools are rendered either way, as vLLM does; calls are parsed unless none).
 	Tools      json.RawMessage
 	ToolChoice string
 	// SingleToolCall (parallel_tool_calls false) keeps only the first parsed call.
 	SingleToolCall bool
+	// Guide is the output constraint (response_format, guided_*, tool_choice "required" or named), or nil.
+	Guide *Guide
 }
 
 var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true}
@@ -86,15 +86,23 @@ func DecodeChat(body []byte, vocab int) (*Chat, *Error) {
 	if e != nil {
 		return nil, e
 	}
-	choice, e := decodeToolChoice(r.ToolChoice)
+	choice, e := decodeToolChoice(r.ToolChoice, tools)
 	if e != nil {
 		return nil, e
 	}
-	if r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text" {
-		return nil, BadRequest("response_format", "response_format type %q is not supported (only \"text\")", r.ResponseFormat.Type)
+	guide, e := r.guide()
+	if e != nil {
+		return nil, e
 	}
-	c := &Chat{Model: r.Model, Stream: r.Stream, Tools: tools, ToolChoice: choice,
-		SingleToolCall: r.ParallelToolCalls != nil && !*r.ParallelToolCalls}
+	c := &Chat{Model: r.Model, Stream: r.Stream, Tools: tools, ToolChoice: choice.mode,
+		SingleToolCall: r.ParallelToolCalls != nil && !*r.ParallelToolCalls, Guide: guide}
+	if choice.mode == ToolChoiceRequired {
+		if guide != nil {
+			return nil, BadRequest(guide.Param, "%s cannot be combined with tool_choice %q", guide.Param, r.ToolChoice)
+		}
+		c.Guide = &Guide{Kind: GuideToolCall, Param: "tool_choice", Tools: tools, ToolName: choice.name,
+			Parallel: choice.name == "" && !c.SingleToolCall}
+	}
 	if kw := bytes.TrimSpace(r.ChatTemplateKwargs); len(kw) > 0 && !bytes.Equal(kw, []byte("null")) {
 		if e := checkTemplateKwargs(kw); e != nil {
 			return nil, e

@@ -17,6 +17,7 @@ type CompletionRequest struct {
 	Stream        bool            `json:"stream"`
 	StreamOptions *StreamOptions  `json:"stream_options"`
 	samplingFields
+	guideFields
 }
 
 // Prompt is one completion prompt: text or token ids.
@@ -33,6 +34,8 @@ type Completion struct {
 	Sampling     Sampling
 	Stream       bool
 	IncludeUsage bool
+	// Guide is the output constraint (response_format, guided_*), or nil.
+	Guide *Guide
 }
 
 // DefaultCompletionMaxTokens is OpenAI's default max_tokens for /v1/completions.
@@ -53,6 +56,9 @@ func DecodeCompletion(body []byte, vocab int) (*Completion, *Error) {
 		return nil, e
 	}
 	c.Prompts = prompts
+	if c.Guide, e = r.guide(); e != nil {
+		return nil, e
+	}
 	if r.Suffix != nil && *r.Suffix != "" {
 		return nil, BadRequest("suffix", "suffix is not supported by this server")
 	}

@@ -20,8 +20,9 @@ const (
 
 // Tool choices lorakit implements.
 const (
-	ToolChoiceAuto = "auto"
-	ToolChoiceNone = "none"
+	ToolChoiceAuto     = "auto"
+	ToolChoiceNone     = "none"
+	ToolChoiceRequired = "required"
 )
 
 // ToolCall is one function call: of an assistant message in the request, or parsed from model output.
@@ -65,29 +66,6 @@ func decodeTools(raw json.RawMessage) (json.RawMessage, *Error) {
 		}
 	}
 	return raw, nil
-}
-
-// decodeToolChoice reads `tool_choice`: absent, null or "auto" is auto; "none". "required" and a named
-// function are refused (lorakit does not constrain decoding to force a call).
-func decodeToolChoice(raw json.RawMessage) (string, *Error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" {
-		return ToolChoiceAuto, nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		if raw[0] == '{' {
-			return "", BadRequest("tool_choice", "tool_choice naming a function is not supported (only \"auto\" and \"none\"): lorakit does not force tool calls")
-		}
-		return "", BadRequest("tool_choice", "tool_choice must be \"auto\" or \"none\"")
-	}
-	switch s {
-	case ToolChoiceAuto, ToolChoiceNone:
-		return s, nil
-	case "required":
-		return "", BadRequest("tool_choice", "tool_choice \"required\" is not supported (only \"auto\" and \"none\"): lorakit does not force tool calls")
-	}
-	return "", BadRequest("tool_choice", "tool_choice must be \"auto\" or \"none\", got %q", s)
 }
 
 // decodeToolCalls reads an assistant message's tool_calls; function.arguments is a JSON string holding

@@ -98,8 +98,12 @@ func TestDecodeChatTools(t *testing.T) {
 		t.Fatalf("chat %+v", c)
 	}
 	bad := []struct{ body, param, msg string }{
-		{`"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required"`, "tool_choice", `"required" is not supported`},
-		{`"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}}`, "tool_choice", "naming a function is not supported"},
+		{`"tool_choice":"required"`, "tool_choice", `needs tools`},
+		{`"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}`, "tool_choice", `"g", which is not in tools`},
+		{`"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":"required","response_format":{"type":"json_object"}`, "response_format", "cannot be combined"},
+		{`"response_format":{"type":"json_object"},"guided_regex":"a+"`, "guided_regex", "only one output constraint"},
+		{`"guided_grammar":"root ::= x"`, "guided_grammar", "not supported"},
+		{`"response_format":{"type":"json_schema"}`, "response_format.json_schema", "needs json_schema.schema"},
 		{`"tools":[{"type":"code_interpreter"}]`, "tools[0].type", `must be "function"`},
 		{`"tools":[{"type":"function","function":{"description":"x"}}]`, "tools[0].function.name", "is required"},
 		{`"tools":{"type":"function"}`, "tools", "must be an array"},
