@@ -403,7 +403,7 @@ func TestMergeWeightedAdapters(t *testing.T) {
 	}
 	bm, closeB := loadModel(t, base)
 	defer closeB()
-	want := logits(t, bm, Weighted{Adapters: []*lora.Adapter{l1, l2}, Weights: []float64{0.5, -1.5}})
+	want := logits(t, bm, &Weighted{Adapters: []*lora.Adapter{l1, l2}, Weights: []float64{0.5, -1.5}})
 	if maxDiff(want, logits(t, bm, nil)) < 1e-2 {
 		t.Fatal("adapters do not change the logits")
 	}

@@ -31,7 +31,7 @@ type VerifyResult struct {
 // lora.Adapter and Weighted are what llama.Forward applies.
 var (
 	_ llama.Delta = (*lora.Adapter)(nil)
-	_ llama.Delta = Weighted{}
+	_ llama.Delta = (*Weighted)(nil)
 )
 
 // Weighted is a llama.Delta that sums several adapters, each scaled by its merge weight.
@@ -40,24 +40,24 @@ type Weighted struct {
 	Weights  []float64
 }
 
-// Apply adds Σ wᵢ·sᵢ·Bᵢ·(Aᵢ·x) for module.
-func (d Weighted) Apply(module string, y, x []float32, in, out int) {
+// ApplyRows adds Σ wᵢ·sᵢ·Bᵢ·(Aᵢ·x) for module to each of the rows rows of y.
+func (d *Weighted) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
 	var tmp []float32
 	for i, a := range d.Adapters {
 		if a.Modules[module] == nil {
 			continue
 		}
 		if d.Weights[i] == 1 {
-			a.Apply(module, y, x, in, out)
+			a.ApplyRows(p, module, y, x, rows, in, out)
 			continue
 		}
 		if tmp == nil {
-			tmp = make([]float32, len(y))
+			tmp = make([]float32, rows*out)
 		} else {
 			clear(tmp)
 		}
-		a.Apply(module, tmp, x, in, out)
-		kernels.Axpy(float32(d.Weights[i]), tmp, y)
+		a.ApplyRows(p, module, tmp, x, rows, in, out)
+		kernels.Axpy(float32(d.Weights[i]), tmp, y[:rows*out])
 	}
 }
 
@@ -102,7 +102,7 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 	defer mm.Close()
 	base, merged, mck := bm.Net, mm.Net, mm.Checkpoint()
 
-	d := Weighted{}
+	d := &Weighted{}
 	for _, s := range srcs {
 		d.Adapters = append(d.Adapters, s.Adapter)
 		d.Weights = append(d.Weights, s.Weight)

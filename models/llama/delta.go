@@ -1,47 +1,88 @@
 package llama
 
 import (
-	"reflect"
-	"slices"
-
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/nn"
 )
 
-// Delta adds per-row LoRA contributions. Forward calls it after every base linear, for each row of a sequence
-// that uses it: y[out] += s·B·(A·x[in]). module is like "model.layers.3.self_attn.q_proj" (or "lm_head").
+// Delta is an adapter's contribution to the base linears: ApplyRows adds it to rows rows at once (x [rows,in],
+// y [rows,out]) for module ("model.layers.3.self_attn.q_proj", or "lm_head"), using p for its products (p may
+// be busy, then its For runs inline); a module it does not touch is a no-op. *lora.Adapter and *lora.Packed
+// implement it.
+//
+// Forward groups the sequences of a batch that share one Delta, comparing them with ==, so an implementation
+// must be a comparable type (a pointer, as every one in lorakit is).
 type Delta interface {
-	Apply(module string, y, x []float32, in, out int)
-}
-
-// RowsDelta is an optional extension of Delta: ApplyRows adds the contribution to rows rows at once (x [rows,in],
-// y [rows,out]), using p for its products (p may be busy, then its For runs inline). Forward gathers the rows of
-// every sequence that shares one Delta value and calls ApplyRows once per module, for different Delta values
-// concurrently; without it, Forward calls Apply once per row, sequentially.
-type RowsDelta interface {
 	ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int)
 }
 
-// deltaGroup is the rows of the sequences that share one RowsDelta (or of one sequence with a plain Delta).
-type deltaGroup struct {
-	d        Delta
-	rd       RowsDelta // d as a RowsDelta, or nil
-	off, n   int       // rows perm[off : off+n]
-	first    int       // perm[off] when the rows are contiguous in the batch, else -1 (gathered into gx/gy)
-	parallel bool      // runs beside other groups over the pool (small RowsDelta groups)
+// RowGroup is the rows of one Forward step that share an adapter: rows [Start, Start+N) of the stacked batch.
+// Forward orders the sequences so that each adapter's rows are one contiguous group and applies the groups of
+// every linear in one place (applyDeltas), which is where a kernel doing all groups of a module at once
+// (Punica's SGMV) takes the step's []RowGroup.
+type RowGroup struct {
+	Start, N int
+	Adapter  Delta
+}
+
+// bigGroup is the number of rows from which an adapter's delta gets the whole pool for its own products rather
+// than running beside other adapters' deltas.
+const bigGroup = 32
+
+// orderByAdapter returns the batch reordered, stably by first appearance, so that the sequences sharing an
+// adapter are adjacent; s.order[k] is the caller's index of the k-th sequence, and s.groups holds the rows of
+// each adapter (sequences without one form no group). The returned slice is scratch, valid until the next call.
+func (m *Model) orderByAdapter(batch []Seq) []Seq {
+	s := &m.s
+	s.order, s.seqs, s.groups = s.order[:0], s.seqs[:0], s.groups[:0]
+	s.taken = append(s.taken[:0], make([]bool, len(batch))...)
+	row := 0
+	for i := range batch {
+		if s.taken[i] {
+			continue
+		}
+		d, start := batch[i].Adapter, row
+		for j := i; j < len(batch); j++ {
+			if !s.taken[j] && batch[j].Adapter == d {
+				s.taken[j] = true
+				s.order = append(s.order, j)
+				s.seqs = append(s.seqs, batch[j])
+				row += len(batch[j].Tokens)
+			}
+		}
+		if d != nil {
+			s.groups = append(s.groups, RowGroup{Start: start, N: row - start, Adapter: d})
+		}
+	}
+	small := 0
+	for _, g := range s.groups {
+		if g.N < bigGroup {
+			small++
+		}
+	}
+	s.parallel = s.parallel[:0]
+	for _, g := range s.groups {
+		s.parallel = append(s.parallel, small > 1 && g.N < bigGroup) // small groups run beside each other
+	}
+	return s.seqs
 }
 
 // linear runs a base linear over all T rows at once, then adds the adapters' deltas.
 func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
 	lin.Forward(m.Pool, y, x, T)
-	if len(m.s.groups) == 0 {
-		return
+	if len(m.s.groups) > 0 {
+		m.applyDeltas(module, y, x, lin.In(), lin.Out())
 	}
+}
+
+// applyDeltas adds every group's delta for module to y [T, out] from x [T, in]: large groups one after another,
+// each with the whole pool, and small ones beside each other over the pool.
+func (m *Model) applyDeltas(module string, y, x []float32, in, out int) {
 	s := &m.s
-	s.dModule, s.dy, s.dx, s.dIn, s.dOut = module, y, x, lin.In(), lin.Out()
+	s.dModule, s.dy, s.dx, s.dIn, s.dOut = module, y, x, in, out
 	parallel := 0
 	for g := range s.groups {
-		if s.groups[g].parallel {
+		if s.parallel[g] {
 			parallel++
 		} else {
 			m.applyGroup(g)
@@ -53,89 +94,19 @@ func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
 	s.dy, s.dx = nil, nil
 }
 
-// bigGroup is the number of rows from which an adapter's delta gets the whole pool for its own products rather
-// than running beside other adapters' deltas.
-const bigGroup = 32
-
-// groupDeltas groups the batch's rows by adapter: the sequences sharing one RowsDelta value form one group (its
-// rows go through A and B together), a plain Delta gets a group per sequence.
-func (m *Model) groupDeltas(batch []Seq) {
-	s := &m.s
-	s.groups, s.perm = s.groups[:0], s.perm[:0]
-	r0 := 0
-	for i, sq := range batch {
-		r := r0
-		r0 += len(sq.Tokens)
-		if sq.Adapter == nil {
-			continue
-		}
-		rd, _ := sq.Adapter.(RowsDelta)
-		shared := rd != nil && reflect.TypeOf(sq.Adapter).Comparable()
-		if shared && slices.ContainsFunc(batch[:i], func(p Seq) bool { return p.Adapter == sq.Adapter }) {
-			continue // already in an earlier sequence's group
-		}
-		g := deltaGroup{d: sq.Adapter, rd: rd, off: len(s.perm), first: r}
-		for j := i; j < len(batch); j++ {
-			if j == i || shared && batch[j].Adapter == sq.Adapter {
-				for k := range batch[j].Tokens {
-					s.perm = append(s.perm, r+k)
-				}
-			}
-			r += len(batch[j].Tokens)
-		}
-		g.n = len(s.perm) - g.off
-		for k, row := range s.perm[g.off:] {
-			if row != g.first+k {
-				g.first = -1
-				break
-			}
-		}
-		s.groups = append(s.groups, g)
-	}
-	small := 0
-	for _, g := range s.groups {
-		if g.rd != nil && g.n < bigGroup {
-			small++
-		}
-	}
-	for i := range s.groups {
-		g := &s.groups[i]
-		g.parallel = small > 1 && g.rd != nil && g.n < bigGroup
-	}
-}
-
 // deltaRange applies the parallel groups in [lo, hi).
 func (m *Model) deltaRange(lo, hi int) {
 	for g := lo; g < hi; g++ {
-		if m.s.groups[g].parallel {
+		if m.s.parallel[g] {
 			m.applyGroup(g)
 		}
 	}
 }
 
-// applyGroup adds group g's delta for the current linear (s.dModule) to s.dy.
+// applyGroup adds group g's delta for the current linear (s.dModule) to its rows of s.dy.
 func (m *Model) applyGroup(g int) {
 	s := &m.s
-	G := &s.groups[g]
-	module, y, x, in, out := s.dModule, s.dy, s.dx, s.dIn, s.dOut
-	rows := s.perm[G.off : G.off+G.n]
-	switch {
-	case G.rd == nil: // a plain Delta: one row at a time
-		for _, r := range rows {
-			G.d.Apply(module, y[r*out:(r+1)*out], x[r*in:(r+1)*in], in, out)
-		}
-	case G.first >= 0:
-		r := G.first
-		G.rd.ApplyRows(m.Pool, module, y[r*out:(r+G.n)*out], x[r*in:(r+G.n)*in], G.n, in, out)
-	default: // gather the rows, apply, scatter-add
-		gx, gy := s.gx[G.off*in:(G.off+G.n)*in], s.gy[G.off*out:(G.off+G.n)*out]
-		for k, r := range rows {
-			copy(gx[k*in:(k+1)*in], x[r*in:(r+1)*in])
-		}
-		clear(gy)
-		G.rd.ApplyRows(m.Pool, module, gy, gx, G.n, in, out)
-		for k, r := range rows {
-			kernels.Axpy(1, gy[k*out:(k+1)*out], y[r*out:(r+1)*out])
-		}
-	}
+	G := s.groups[g]
+	in, out, r0, r1 := s.dIn, s.dOut, G.Start, G.Start+G.N
+	G.Adapter.ApplyRows(m.Pool, s.dModule, s.dy[r0*out:r1*out], s.dx[r0*in:r1*in], G.N, in, out)
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/lorakit/lorakit/models/testmodel"
 )
 
-// rowsDelta is a RowsDelta whose effect depends on the row's input and on its own scale: y[i] += c·x[i%in].
+// rowsDelta is a Delta whose effect depends on the row's input and on its own scale: y[i] += c·x[i%in].
 type rowsDelta struct {
 	c     float32
 	calls atomic.Int64 // ApplyRows calls
@@ -35,7 +35,7 @@ func (d *rowsDelta) ApplyRows(_ *kernels.Pool, module string, y, x []float32, ro
 	}
 }
 
-// TestRowsDeltaGrouping checks that sequences sharing a RowsDelta go through it together (one call per module),
+// TestRowsDeltaGrouping checks that sequences sharing a Delta go through it together (one call per module),
 // also when their rows are not adjacent, with the same logits as each sequence alone.
 func TestRowsDeltaGrouping(t *testing.T) {
 	m := load(t, writeTiny(t, testmodel.Options{Seed: 21}), 2)
@@ -123,5 +123,27 @@ func TestMixedDecodeAllocations(t *testing.T) {
 	})
 	if allocs > float64(3+len(batch)) { // logits: one backing array, the outer slice and one per sequence (+1 seen with the base alone)
 		t.Fatalf("mixed decode step allocates %v times (%d seqs)", allocs, len(batch))
+	}
+}
+
+// TestOrderByAdapter checks that sequences sharing an adapter become adjacent, stably by first appearance
+// (moved with the grouping from the serving engine, which ordered its rows this way before handing them over).
+func TestOrderByAdapter(t *testing.T) {
+	a, b := &rowsDelta{c: 1}, &rowsDelta{c: 2}
+	ds := []Delta{a, nil, a, b, nil}
+	batch := make([]Seq, len(ds))
+	for i, d := range ds {
+		batch[i] = Seq{Tokens: make([]int, i+1), Adapter: d}
+	}
+	m := &Model{}
+	got := m.orderByAdapter(batch)
+	want := []int{0, 2, 1, 4, 3}
+	for k, i := range want {
+		if m.s.order[k] != i || got[k].Adapter != ds[i] {
+			t.Fatalf("position %d holds row %d, want %d", k, m.s.order[k], i)
+		}
+	}
+	if g := m.s.groups; len(g) != 2 || g[0] != (RowGroup{Start: 0, N: 1 + 3, Adapter: a}) || g[1] != (RowGroup{Start: 4 + 2 + 5, N: 4, Adapter: b}) {
+		t.Fatalf("groups %+v", g)
 	}
 }

@@ -2,7 +2,6 @@ package llama
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/lorakit/lorakit/models/kernels"
 )
@@ -27,14 +26,17 @@ type scratch struct {
 	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
 	ab                                     blockJob  // the block attentionHeads works on
 
-	// Adapter deltas (see linear and groupDeltas): rows of the batch grouped by Delta value.
-	groups  []deltaGroup
-	perm    []int     // rows ordered by group; group g owns perm[g.off : g.off+g.n]
-	gx, gy  []float32 // gathered inputs and outputs of non-contiguous groups
-	dModule string    // the current linear, for deltaRange
-	dy, dx  []float32
-	dIn     int
-	dOut    int
+	// Adapter deltas (see orderByAdapter and applyDeltas): the batch ordered so that each adapter's rows are
+	// one group.
+	seqs     []Seq  // the batch in that order
+	order    []int  // order[k]: the caller's index of seqs[k]
+	taken    []bool // orderByAdapter's marks
+	groups   []RowGroup
+	parallel []bool // groups[g] runs beside the other small groups
+	dModule  string // the current linear, for deltaRange
+	dy, dx   []float32
+	dIn      int
+	dOut     int
 }
 
 // grow returns b resized to n, reallocating (with doubling, so a growing context is amortised) when too small.
@@ -102,12 +104,13 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	s := &m.s
+	batch = m.orderByAdapter(batch) // from here on, in adapter order; out is put back in the caller's order
 	for i := range batch {
 		batch[i].Cache.reserve(batch[i].Cache.n + len(batch[i].Tokens))
 	}
 
 	H, Q, KV, I, V := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize
-	s := &m.s
 	s.x, s.xn, s.tmp = grow(s.x, T*H), grow(s.xn, T*H), grow(s.tmp, T*H)
 	s.q, s.att = grow(s.q, T*Q), grow(s.att, T*Q)
 	s.k, s.v = grow(s.k, T*KV), grow(s.v, T*KV)
@@ -137,11 +140,6 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 			}
 		}
 		r += len(sq.Tokens)
-	}
-	m.groupDeltas(batch)
-	if slices.ContainsFunc(s.groups, func(g deltaGroup) bool { return g.first < 0 }) { // some rows are gathered
-		w := max(H, Q, KV, I)
-		s.gx, s.gy = grow(s.gx, T*w), grow(s.gy, T*w)
 	}
 	nw := m.Pool.Threads()
 	if len(s.scores) != nw {
@@ -210,24 +208,22 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
 	out := make([][][]float32, len(batch))
 	o = 0
-	for i, sq := range batch {
+	for k, sq := range batch {
 		n := 1
 		if sq.AllLogits {
 			n = len(sq.Tokens)
 		}
+		i := s.order[k]
 		out[i] = make([][]float32, n)
 		for j := range n {
 			out[i][j] = flat[(o+j)*V : (o+j+1)*V : (o+j+1)*V]
 		}
-		if rd, ok := sq.Adapter.(RowsDelta); ok {
-			rd.ApplyRows(m.Pool, "lm_head", flat[o*V:(o+n)*V], s.hn[o*H:(o+n)*H], n, H, V)
-		} else if sq.Adapter != nil {
-			for j := range n {
-				sq.Adapter.Apply("lm_head", out[i][j], s.hn[(o+j)*H:(o+j+1)*H], H, V)
-			}
+		if sq.Adapter != nil {
+			sq.Adapter.ApplyRows(m.Pool, "lm_head", flat[o*V:(o+n)*V], s.hn[o*H:(o+n)*H], n, H, V)
 		}
 		o += n
 	}
+	clear(s.seqs) // do not keep adapters or caches alive after the call
 	return out, nil
 }
 

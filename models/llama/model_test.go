@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
@@ -255,6 +256,13 @@ func (f *fakeDelta) Apply(module string, y, x []float32, in, out int) {
 	f.calls[module]++
 	for i := range y {
 		y[i] += 0.01 * x[i%in]
+	}
+}
+
+// ApplyRows applies the delta one row at a time.
+func (f *fakeDelta) ApplyRows(_ *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	for r := range rows {
+		f.Apply(module, y[r*out:(r+1)*out], x[r*in:(r+1)*in], in, out)
 	}
 }
 

@@ -202,10 +202,14 @@ func (d *benchLoRA) ApplyRows(p *kernels.Pool, module string, y, x []float32, ro
 	kernels.Gemm(p, false, true, rows, out, q.r, q.scale, t, q.r, q.B, q.r, 1, y, out)
 }
 
-// perRow hides ApplyRows: Forward then applies the delta one row at a time (the behaviour before RowsDelta).
+// perRow applies the delta one row at a time (the behaviour before Forward grouped rows by adapter).
 type perRow struct{ d *benchLoRA }
 
-func (p perRow) Apply(module string, y, x []float32, in, out int) { p.d.Apply(module, y, x, in, out) }
+func (p perRow) ApplyRows(_ *kernels.Pool, module string, y, x []float32, rows, in, out int) {
+	for r := range rows {
+		p.d.ApplyRows(nil, module, y[r*out:(r+1)*out], x[r*in:(r+1)*in], 1, in, out)
+	}
+}
 
 // BenchmarkMixedAdaptersSmolLM2 times a decode step of 32 sequences (context 32) on the smollm2-135m shape:
 // base only, spread over 8 rank-16 adapters on every linear (grouped ApplyRows), and the same adapters applied

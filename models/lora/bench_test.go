@@ -24,7 +24,7 @@ func BenchmarkApplyRow(b *testing.B) {
 	x, y := make([]float32, 896), make([]float32, 4864)
 	b.ReportAllocs()
 	for b.Loop() {
-		a.Apply(m, y, x, 896, 4864)
+		a.ApplyRows(nil, m, y, x, 1, 896, 4864)
 	}
 }
 
@@ -32,7 +32,7 @@ func BenchmarkApplyRows16(b *testing.B) {
 	a, m := benchPair(rand.New(rand.NewPCG(1, 1)))
 	x, y := make([]float32, 16*896), make([]float32, 16*4864)
 	for b.Loop() {
-		a.Apply(m, y, x, 896, 4864)
+		a.ApplyRows(nil, m, y, x, 16, 896, 4864)
 	}
 }
 

@@ -179,17 +179,6 @@ func (a *Adapter) Check(shapes func(module string) (in, out int, ok bool)) error
 	return errors.Join(errs...)
 }
 
-// Apply implements llama.Delta: for every row of x ([rows, in], row-major), y[row] += s·B·(A·x[row]). It does
-// nothing for modules the adapter does not touch. Lengths that disagree with the module's shape are a
-// programming error (Check the adapter against the base first) and panic.
-func (a *Adapter) Apply(module string, y, x []float32, in, out int) {
-	p := a.Modules[module]
-	if p == nil {
-		return
-	}
-	p.Apply(nil, y, x, in, out)
-}
-
 // Apply adds s·B·(A·x) to y for every row of x ([rows, in]); p may be nil (single-threaded). It does not
 // allocate (see Factors.Apply).
 func (q *Pair) Apply(p *kernels.Pool, y, x []float32, in, out int) {

@@ -346,10 +346,10 @@ func TestApplyAndDelta(t *testing.T) {
 		naive(p, want[r*p.Out:(r+1)*p.Out], x[r*p.In:(r+1)*p.In])
 	}
 	got := append([]float32(nil), y...)
-	a.Apply(m, got, x, p.In, p.Out) // all rows at once
+	a.ApplyRows(nil, m, got, x, rows, p.In, p.Out) // all rows at once
 	one := append([]float32(nil), y...)
 	for r := 0; r < rows; r++ { // one row at a time
-		a.Apply(m, one[r*p.Out:(r+1)*p.Out], x[r*p.In:(r+1)*p.In], p.In, p.Out)
+		a.ApplyRows(nil, m, one[r*p.Out:(r+1)*p.Out], x[r*p.In:(r+1)*p.In], 1, p.In, p.Out)
 	}
 	d := DeltaWeight(p)
 	viaDelta := append([]float32(nil), y...)
@@ -369,7 +369,7 @@ func TestApplyAndDelta(t *testing.T) {
 			}
 		}
 	}
-	a.Apply("model.layers.9.mlp.up_proj", got, x, p.In, p.Out) // untouched module: no-op
+	a.ApplyRows(nil, "model.layers.9.mlp.up_proj", got, x, rows, p.In, p.Out) // untouched module: no-op
 
 }
 

@@ -195,11 +195,6 @@ func (pk *Packed) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows
 	applyRows(pk.modules[module], p, module, y, x, rows, in, out)
 }
 
-// Apply adds s·B·(A·x) for every row of x ([rows, in]).
-func (pk *Packed) Apply(module string, y, x []float32, in, out int) {
-	pk.ApplyRows(nil, module, y, x, len(x)/max(in, 1), in, out)
-}
-
 // ApplyRows is Packed.ApplyRows on the adapter's own f32 pairs (the F32 layout, no copy).
 func (a *Adapter) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
 	if q := a.Modules[module]; q != nil {

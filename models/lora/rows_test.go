@@ -9,9 +9,12 @@ import (
 	"github.com/lorakit/lorakit/models/llama"
 )
 
-var _ llama.RowsDelta = (*Adapter)(nil)
+var (
+	_ llama.Delta = (*Adapter)(nil)
+	_ llama.Delta = (*Packed)(nil)
+)
 
-// TestAdapterApplyRows checks the grouped (llama.RowsDelta) path against the one-row naive product, with and
+// TestAdapterApplyRows checks the grouped (llama.Delta) path against the one-row naive product, with and
 // without a pool, and that Apply does not allocate.
 func TestAdapterApplyRows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))

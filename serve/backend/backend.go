@@ -69,7 +69,9 @@ func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {
 		}
 		seqs[i] = llama.Seq{Tokens: r.Tokens, Cache: c}
 		if r.Adapter != nil {
-			seqs[i].Adapter = r.Adapter
+			if seqs[i].Adapter, ok = r.Adapter.(llama.Delta); !ok {
+				return nil, fmt.Errorf("backend: row %d has a foreign adapter %T", i, r.Adapter)
+			}
 		}
 	}
 	out, err := b.m.Net.Forward(seqs)

@@ -357,7 +357,6 @@ func (e *Engine) step() {
 		rows = append(rows, Row{Tokens: toks, State: s.state, Adapter: s.req.Adapter})
 		seqs = append(seqs, s)
 	}
-	groupByAdapter(rows, seqs)
 	t0 := time.Now()
 	logits, err := e.forward(rows)
 	took := time.Since(t0)
@@ -646,39 +645,4 @@ func topK(logits []float32, k int, lse float32) []TopLogprob {
 		top[i].Logprob -= lse
 	}
 	return top
-}
-
-// groupByAdapter reorders the batch (stably) so rows that share an adapter are contiguous: the backend then runs
-// each adapter's delta over one block of rows, with no gather and scatter.
-func groupByAdapter(rows []Row, seqs []*seq) {
-	defer func() { _ = recover() }() // a Delta of a non-comparable type cannot be a map key: keep the order
-	first := map[Delta]int{}
-	sorted := true
-	last := -1
-	for _, r := range rows {
-		g, ok := first[r.Adapter]
-		if !ok {
-			g = len(first)
-			first[r.Adapter] = g
-		}
-		if g < last {
-			sorted = false
-		}
-		last = max(last, g)
-	}
-	if sorted {
-		return
-	}
-	idx := make([]int, len(rows))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return first[rows[idx[a]].Adapter] < first[rows[idx[b]].Adapter] })
-	r2 := make([]Row, len(rows))
-	s2 := make([]*seq, len(seqs))
-	for k, i := range idx {
-		r2[k], s2[k] = rows[i], seqs[i]
-	}
-	copy(rows, r2)
-	copy(seqs, s2)
 }

@@ -443,21 +443,3 @@ func TestBadRowFailsAlone(t *testing.T) {
 		t.Fatalf("good row hurt by the bad one: %q %+v", text, fin)
 	}
 }
-
-func TestGroupByAdapter(t *testing.T) {
-	a, b := fakeDelta{1}, fakeDelta{2}
-	ds := []Delta{a, nil, a, b, nil}
-	rows := make([]Row, len(ds))
-	seqs := make([]*seq, len(ds))
-	for i, d := range ds {
-		rows[i] = Row{Adapter: d}
-		seqs[i] = &seq{pos: i}
-	}
-	groupByAdapter(rows, seqs)
-	want := []int{0, 2, 1, 4, 3}
-	for k, i := range want {
-		if seqs[k].pos != i || rows[k].Adapter != ds[i] {
-			t.Fatalf("position %d holds row %d, want %d", k, seqs[k].pos, i)
-		}
-	}
-}

@@ -6,11 +6,9 @@ package engine
 
 import "errors"
 
-// Delta adds a LoRA contribution to the output of one base linear for one row (models/llama.Delta;
-// *lora.Adapter implements it).
-type Delta interface {
-	Apply(module string, y, x []float32, in, out int)
-}
+// Delta is an adapter as the Backend loaded it (Backend.LoadAdapter): the engine only carries it from a Request
+// to the rows it hands to Forward. The model groups the rows that share one (models/llama.Delta).
+type Delta any
 
 // State is one sequence's opaque KV cache.
 type State interface {
