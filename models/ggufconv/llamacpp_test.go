@@ -96,13 +96,17 @@ func readJSONL[T any](t *testing.T, path string) ([]T, []byte) {
 
 // lorakitGreedy decodes n tokens greedily with lorakit and returns them with the gap between the best and
 // second-best logit at each step.
-func lorakitGreedy(t *testing.T, m *models.Model, prompt []int, n int, ad llama.Delta) ([]int, []float32) {
+func lorakitGreedy(t *testing.T, m *models.Model, prompt []int, n int, adapter *lora.Adapter) ([]int, []float32) {
 	t.Helper()
+	var ad llama.Delta
+	if adapter != nil {
+		ad = adapter
+	}
 	cache := m.Net.NewCache(len(prompt) + n)
 	ids, gaps := []int{}, []float32{}
 	next := prompt
 	for range n {
-		logits, err := m.Net.Forward([]llama.Seq{{Tokens: next, Cache: cache, Adapter: models.AsRows(ad)}})
+		logits, err := m.Net.Forward([]llama.Seq{{Tokens: next, Cache: cache, Adapter: ad}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,7 +362,8 @@ func TestIndependentReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	files = append(files, af)
-	for _, f := range files {
+	infos := node(t, js, "ggufinfo.mjs", nil, files...)
+	for fi, f := range files {
 		g, err := gguf.Open(f)
 		if err != nil {
 			t.Fatal(err)
@@ -377,7 +382,7 @@ func TestIndependentReader(t *testing.T) {
 			} `json:"tensors"`
 			DataOffset json.Number `json:"dataOffset"`
 		}
-		if err := json.Unmarshal(node(t, js, "ggufinfo.mjs", nil, f)[0], &r); err != nil {
+		if err := json.Unmarshal(infos[fi], &r); err != nil {
 			t.Fatal(err)
 		}
 		if len(r.Metadata) != len(g.KV)+3 { // + version, tensor_count, kv_count
