@@ -84,7 +84,7 @@ func (s *Server) handleChat(c echo.Context) error {
 		}
 		ch := openai.ChatChoice{Index: i, Message: msg, FinishReason: finish}
 		if req.Sampling.Logprobs {
-			ch.Logprobs = s.chatLogprobs(r.tokens)
+			ch.Logprobs = s.chatLogprobs(&tokenTexts{m: s.model}, r.tokens)
 		}
 		out.Choices[i] = ch
 		completion[i] = r.completion
@@ -119,9 +119,11 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 	}
 	splitters := make([]*openai.ReasoningSplitter, len(runs))
 	tools := make([]*openai.ToolCallSplitter, len(runs))
+	texts := make([]*tokenTexts, len(runs))
 	ncalls := make([]int, len(runs))
 	for i := range splitters {
 		splitters[i] = openai.NewReasoningSplitter(startThink)
+		texts[i] = &tokenTexts{m: s.model}
 		if parser != "" {
 			tools[i] = openai.NewToolCallSplitter(parser)
 		}
@@ -156,7 +158,7 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 		}
 		var lp *openai.ChatLogprobs
 		if req.Sampling.Logprobs && len(ev.Tokens) > 0 {
-			lp = s.chatLogprobs(ev.Tokens)
+			lp = s.chatLogprobs(texts[ev.index], ev.Tokens)
 		}
 		if rsn != "" || content != "" || lp != nil || len(calls) > 0 {
 			d := openai.ChatDelta{ToolCalls: calls}

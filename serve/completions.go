@@ -33,8 +33,12 @@ func (s *Server) handleCompletions(c echo.Context) error {
 			prompts[i], echoText[i] = s.model.Encode(p.Text, true), p.Text
 		}
 	}
-	if req.Sampling.MaxTokens == 0 { // echo only: nothing to generate
-		return s.echoOnly(c, req, prompts, echoText)
+	scoreOnly := req.Sampling.MaxTokens == 0 // echo only: the prompt's logprobs, nothing generated
+	if scoreOnly {
+		if !req.Sampling.Logprobs {
+			return s.echoOnly(c, req, prompts, echoText)
+		}
+		req.Sampling.MaxTokens, req.Stream = 1, false // one step computes the prompt's logprobs; its token is dropped
 	}
 	constrain, err := s.constraint(req.Guide, "")
 	if err != nil {
@@ -58,17 +62,20 @@ func (s *Server) handleCompletions(c echo.Context) error {
 	completion := make([]int, len(res))
 	for i, r := range res {
 		text := r.text
+		if scoreOnly {
+			text, r.tokens, r.finish, r.completion = "", nil, engine.FinishLength, 0
+		}
 		if req.Echo {
 			text = echoText[i/req.Sampling.N] + text
 		}
 		fr := r.finish
 		ch := openai.CompletionChoice{Text: text, Index: i, FinishReason: &fr}
 		if req.Sampling.Logprobs {
-			off := 0
+			tt := &tokenTexts{m: s.model}
 			if req.Echo {
-				off = len(echoText[i/req.Sampling.N])
+				ch.Logprobs = s.echoLogprobs(tt, runs[i].prompt, r.prompt)
 			}
-			ch.Logprobs = s.completionLogprobs(r.tokens, off)
+			ch.Logprobs = appendLogprobs(ch.Logprobs, s.completionLogprobs(tt, r.tokens))
 		}
 		out.Choices[i] = ch
 		completion[i] = r.completion
@@ -100,23 +107,6 @@ func (s *Server) echoOnly(c echo.Context, req *openai.Completion, prompts [][]in
 	return writeJSON(c, http.StatusOK, out)
 }
 
-func (s *Server) completionLogprobs(toks []engine.TokenLogprob, offset int) *openai.CompletionLogprobs {
-	lp := &openai.CompletionLogprobs{Tokens: []string{}, TokenLogprobs: []float64{}, TopLogprobs: []map[string]float64{}, TextOffset: []int{}}
-	for _, t := range toks {
-		txt := s.model.TokenText(t.ID)
-		lp.Tokens = append(lp.Tokens, txt)
-		lp.TokenLogprobs = append(lp.TokenLogprobs, float64(t.Logprob))
-		top := map[string]float64{}
-		for _, a := range t.Top {
-			top[s.model.TokenText(a.ID)] = float64(a.Logprob)
-		}
-		lp.TopLogprobs = append(lp.TopLogprobs, top)
-		lp.TextOffset = append(lp.TextOffset, offset)
-		offset += len(txt)
-	}
-	return lp
-}
-
 func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs []*run, id string, created int64, echoText []string) error {
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel() // stops the fan-in goroutines if the client write fails
@@ -135,18 +125,25 @@ func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs [
 		}
 	}
 	completion := make([]int, len(runs))
-	offsets := make([]int, len(runs))
+	texts := make([]*tokenTexts, len(runs))
+	echoed := make([]bool, len(runs))
+	for i := range texts {
+		texts[i] = &tokenTexts{m: s.model}
+	}
 	var failed error
 	for ev := range merge(ctx, runs) {
 		if w.err != nil {
 			break
 		}
-		if ev.Text != "" || len(ev.Tokens) > 0 {
+		if ev.Text != "" || len(ev.Tokens) > 0 || ev.Prompt != nil {
 			ch := openai.CompletionChoice{Text: ev.Text, Index: ev.index}
 			if req.Sampling.Logprobs {
-				ch.Logprobs = s.completionLogprobs(ev.Tokens, offsets[ev.index])
+				if req.Echo && !echoed[ev.index] {
+					echoed[ev.index] = true
+					ch.Logprobs = s.echoLogprobs(texts[ev.index], runs[ev.index].prompt, ev.Prompt)
+				}
+				ch.Logprobs = appendLogprobs(ch.Logprobs, s.completionLogprobs(texts[ev.index], ev.Tokens))
 			}
-			offsets[ev.index] += len(ev.Text)
 			w.send(chunk(ch))
 		}
 		if ev.Finish != "" {

@@ -232,3 +232,18 @@ var fakeVocab = sync.OnceValue(func() *grammar.Vocab {
 })
 
 func (m *fakeModel) Constrain(g *grammar.Grammar) engine.Constraint { return g.NewMatcher(fakeVocab()) }
+
+func (m *fakeModel) TokenBytes(id int) []byte {
+	if id < 256 {
+		return []byte{byte(id)}
+	}
+	return nil
+}
+
+func (m *fakeModel) Pieces(ids []int) [][]byte {
+	out := make([][]byte, len(ids))
+	for i, id := range ids {
+		out[i] = m.TokenBytes(id)
+	}
+	return out
+}

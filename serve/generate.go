@@ -44,7 +44,7 @@ func (s *Server) submit(ctx context.Context, model, param string, prompts [][]in
 				return nil, err
 			}
 			req := &engine.Request{Prompt: ids, MaxTokens: sp.MaxTokens, Stop: sp.Stop, LogitBias: sp.LogitBias,
-				Logprobs: sp.Logprobs, TopLogprobs: sp.TopLogprobs, IgnoreEOS: sp.IgnoreEOS,
+				Logprobs: sp.Logprobs, TopLogprobs: sp.TopLogprobs, PromptLogprobs: sp.PromptLogprobs, IgnoreEOS: sp.IgnoreEOS,
 				Sampling: engine.SamplingParams{Temperature: sp.Temperature, TopP: sp.TopP, MinP: sp.MinP, TopK: sp.TopK,
 					RepetitionPenalty: sp.RepetitionPenalty, PresencePenalty: sp.PresencePenalty,
 					FrequencyPenalty: sp.FrequencyPenalty, Seed: seed + int64(p*sp.N+i)}}
@@ -108,6 +108,7 @@ func merge(ctx context.Context, runs []*run) <-chan event {
 type result struct {
 	text                     string
 	tokens                   []engine.TokenLogprob
+	prompt                   []engine.TokenLogprob // prompt logprobs (echo)
 	finish                   string
 	err                      error
 	promptTokens, completion int
@@ -120,6 +121,7 @@ func collectAll(ctx context.Context, runs []*run) ([]result, error) {
 		r := &res[ev.index]
 		r.text += ev.Text
 		r.tokens = append(r.tokens, ev.Tokens...)
+		r.prompt = append(r.prompt, ev.Prompt...)
 		if ev.Finish != "" {
 			r.finish, r.err, r.promptTokens, r.completion = ev.Finish, ev.Err, ev.PromptTokens, ev.CompletionTokens
 		}
@@ -149,18 +151,4 @@ func usageOf(runs []*run, completion []int, n int) openai.Usage {
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return u
-}
-
-func (s *Server) chatLogprobs(toks []engine.TokenLogprob) *openai.ChatLogprobs {
-	lp := &openai.ChatLogprobs{Content: make([]openai.TokenLogprob, 0, len(toks))}
-	for _, t := range toks {
-		txt := s.model.TokenText(t.ID)
-		tl := openai.TokenLogprob{Token: txt, Logprob: float64(t.Logprob), Bytes: openai.TokenBytes(txt), TopLogprobs: []openai.TopLogprob{}}
-		for _, a := range t.Top {
-			at := s.model.TokenText(a.ID)
-			tl.TopLogprobs = append(tl.TopLogprobs, openai.TopLogprob{Token: at, Logprob: float64(a.Logprob), Bytes: openai.TokenBytes(at)})
-		}
-		lp.Content = append(lp.Content, tl)
-	}
-	return lp
 }

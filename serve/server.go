@@ -42,8 +42,12 @@ type Model interface {
 	// Decode turns ids into text, skipping special tokens.
 	Decode(ids []int) string
 	NewDecoder(prompt []int) engine.Decoder
-	// TokenText is the text of one token (for logprobs).
+	// TokenText is the vocabulary string of one token (naming special tokens in logprobs).
 	TokenText(id int) string
+	// TokenBytes is the exact bytes token id adds to the text after other text (nil for special tokens).
+	TokenBytes(id int) []byte
+	// Pieces is the bytes each of ids contributes to the decoded text, the first as at the start of a text.
+	Pieces(ids []int) [][]byte
 	// RenderChat renders messages with the model's chat template and the generation prompt; tools (a JSON array
 	// or nil) is the tools list; kwargs (a JSON object or nil) are extra template variables such as
 	// {"enable_thinking": false}. A template that cannot render tools, tool calls or tool results gives an

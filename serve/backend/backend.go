@@ -7,6 +7,7 @@ package backend
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -67,7 +68,7 @@ func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {
 		if !ok {
 			return nil, fmt.Errorf("backend: row %d has a foreign state %T", i, r.State)
 		}
-		seqs[i] = llama.Seq{Tokens: r.Tokens, Cache: c}
+		seqs[i] = llama.Seq{Tokens: r.Tokens, Cache: c, AllLogits: r.AllLogits}
 		if r.Adapter != nil {
 			if seqs[i].Adapter, ok = r.Adapter.(llama.Delta); !ok {
 				return nil, fmt.Errorf("backend: row %d has a foreign adapter %T", i, r.Adapter)
@@ -82,6 +83,10 @@ func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {
 	for i, o := range out {
 		if len(o) == 0 {
 			return nil, fmt.Errorf("backend: no logits for row %d", i)
+		}
+		if rows[i].AllLogits {
+			logits[i] = slices.Concat(o...)
+			continue
 		}
 		logits[i] = o[len(o)-1]
 	}
@@ -106,6 +111,18 @@ func (b *Backend) NewDecoder(prompt []int) engine.Decoder {
 }
 
 func (b *Backend) TokenText(id int) string { return b.m.Tok.DecodeRaw([]int{id}, false) }
+
+// TokenBytes is what token id adds to decoded text after other text (tokenizer.TokenBytes).
+func (b *Backend) TokenBytes(id int) []byte {
+	all := b.m.Tok.TokenBytes()
+	if id < 0 || id >= len(all) {
+		return nil
+	}
+	return all[id]
+}
+
+// Pieces is the bytes each id contributes to the decoded text (tokenizer.Pieces).
+func (b *Backend) Pieces(ids []int) [][]byte { return b.m.Tok.Pieces(ids) }
 
 func (b *Backend) RenderChat(msgs []openai.Message, tools, kwargs json.RawMessage) (string, error) {
 	if tools == nil && !usesTools(msgs) {

@@ -100,6 +100,7 @@ type seq struct {
 	dec      Decoder
 	smp      Sampler
 	pending  string
+	promptLP []TokenLogprob // prompt logprobs not yet sent
 	maxStop  int
 	start    time.Time
 	admitted time.Time // zero until the loop takes it from the queue
@@ -354,7 +355,7 @@ func (e *Engine) step() {
 			s.chunk = 0
 			decode++
 		}
-		rows = append(rows, Row{Tokens: toks, State: s.state, Adapter: s.req.Adapter})
+		rows = append(rows, Row{Tokens: toks, State: s.state, Adapter: s.req.Adapter, AllLogits: s.chunk > 0 && s.req.PromptLogprobs})
 		seqs = append(seqs, s)
 	}
 	t0 := time.Now()
@@ -395,6 +396,9 @@ func (e *Engine) step() {
 	for i, s := range seqs {
 		if s.released {
 			continue // failed alone above
+		}
+		if rows[i].AllLogits {
+			logits[i] = e.promptLogprobs(s, logits[i])
 		}
 		if s.chunk > 0 {
 			s.pos += s.chunk
@@ -552,13 +556,41 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 	}
 	text := s.pending[:len(s.pending)-hold]
 	s.pending = s.pending[len(s.pending)-hold:]
-	if text != "" || toks != nil {
-		s.stream.push(Event{Text: text, Tokens: toks}, false)
+	if text != "" || toks != nil || s.promptLP != nil {
+		s.stream.push(s.event(text, toks), false)
 	}
 }
 
+// event is the next event of s, carrying the prompt logprobs the first time.
+func (s *seq) event(text string, toks []TokenLogprob) Event {
+	ev := Event{Text: text, Tokens: toks, Prompt: s.promptLP}
+	s.promptLP = nil
+	return ev
+}
+
+// promptLogprobs records the log probability of each prompt token the chunk's logits predict and returns the
+// last position's logits. A backend that gave only the last position leaves the prompt without them.
+func (e *Engine) promptLogprobs(s *seq, logits []float32) []float32 {
+	v := e.cfg.Backend.VocabSize()
+	n := len(logits) / max(v, 1)
+	if n != s.chunk || n*v != len(logits) {
+		return logits[max(len(logits)-v, 0):]
+	}
+	for j := range n {
+		p := s.pos + j // position p's logits predict prompt token p+1
+		if p+1 >= len(s.req.Prompt) {
+			break
+		}
+		row := logits[j*v : (j+1)*v]
+		lse := logSumExp(row)
+		id := s.req.Prompt[p+1]
+		s.promptLP = append(s.promptLP, TokenLogprob{ID: id, Logprob: row[id] - lse, Top: topK(row, s.req.TopLogprobs, lse)})
+	}
+	return logits[(n-1)*v:]
+}
+
 func (e *Engine) emitFinal(s *seq, toks []TokenLogprob, reason string) {
-	s.stream.push(Event{Text: s.pending, Tokens: toks}, false)
+	s.stream.push(s.event(s.pending, toks), false)
 	s.pending = ""
 	e.finish(s, reason, nil)
 }

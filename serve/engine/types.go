@@ -20,13 +20,17 @@ type Row struct {
 	Tokens  []int
 	State   State
 	Adapter Delta // nil = base model
+	// AllLogits asks for the logits of every new position (prompt logprobs), returned one after another in the
+	// row's logits slice; a backend that returns only the last position's leaves the prompt without logprobs.
+	AllLogits bool
 }
 
 // Backend is the model as the engine sees it. Only the engine goroutine calls it.
 type Backend interface {
 	// NewState allocates a KV cache for up to maxLen tokens.
 	NewState(maxLen int) State
-	// Forward appends each row's tokens to its state and returns the logits of each row's last position.
+	// Forward appends each row's tokens to its state and returns the logits of each row's last position (of every
+	// new position for a row with AllLogits).
 	Forward(rows []Row) ([][]float32, error)
 	VocabSize() int
 }
@@ -91,10 +95,12 @@ type Request struct {
 	Sampling  SamplingParams
 	Stop      []string
 	LogitBias map[int]float32
-	// Logprobs asks for each token's log probability and the TopLogprobs best alternatives.
-	Logprobs    bool
-	TopLogprobs int
-	Adapter     Delta
+	// Logprobs asks for each token's log probability and the TopLogprobs best alternatives; PromptLogprobs
+	// for those of the prompt's tokens too (echo), given once on the first event.
+	Logprobs       bool
+	TopLogprobs    int
+	PromptLogprobs bool
+	Adapter        Delta
 	// AdapterName is the served name of Adapter ("" for the base model): Stats and the Observer report it.
 	AdapterName string
 	// Constraint, if set, limits the output (masking composes with every sampling setting, stop strings and
@@ -133,6 +139,9 @@ const (
 type Event struct {
 	Text   string
 	Tokens []TokenLogprob // only when Logprobs was asked for
+	// Prompt holds, on the first event of a request with PromptLogprobs, the log probability of each prompt token
+	// after the first (entry i is token i+1's).
+	Prompt []TokenLogprob
 	// Set on the last event only:
 	Finish           string
 	Err              error

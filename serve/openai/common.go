@@ -64,6 +64,7 @@ type Sampling struct {
 	LogitBias         map[int]float32
 	Logprobs          bool
 	TopLogprobs       int
+	PromptLogprobs    bool // the prompt's logprobs too (completions with echo)
 	IgnoreEOS         bool // vLLM extension: keep generating past EOS
 }
 

@@ -91,6 +91,7 @@ func DecodeCompletion(body []byte, vocab int) (*Completion, *Error) {
 		}
 		s.Logprobs = true
 		s.TopLogprobs = *r.Logprobs
+		s.PromptLogprobs = r.Echo
 	}
 	c.Sampling = s
 	return c, nil
@@ -189,7 +190,7 @@ type CompletionChoice struct {
 // CompletionLogprobs is the legacy logprobs object of /v1/completions.
 type CompletionLogprobs struct {
 	Tokens        []string             `json:"tokens"`
-	TokenLogprobs []float64            `json:"token_logprobs"`
+	TokenLogprobs []*float64           `json:"token_logprobs"` // null for an echoed prompt's first token
 	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
 	TextOffset    []int                `json:"text_offset"`
 }
