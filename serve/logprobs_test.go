@@ -83,8 +83,20 @@ func TestStoriesLogprobStrings(t *testing.T) {
 			t.Errorf("echo text %q", ch.Text)
 		}
 	}
+	// /tokenize and /detokenize round trip, the BOS added by default
+	st, b := e.post(t, "/tokenize", `{"model":"stories","prompt":"Once upon a time"}`)
+	var tk struct {
+		Tokens []int `json:"tokens"`
+	}
+	if st != 200 || json.Unmarshal(b, &tk) != nil || tk.Tokens[0] != 1 {
+		t.Fatalf("tokenize: %d %s", st, b)
+	}
+	ids, _ := json.Marshal(tk.Tokens)
+	if st, b = e.post(t, "/detokenize", `{"model":"stories","tokens":`+string(ids)+`}`); st != 200 || !strings.Contains(string(b), `"prompt":"Once upon a time"`) {
+		t.Fatalf("detokenize: %d %s", st, b)
+	}
 	// echo with max_tokens 0 scores the prompt
-	st, b := e.post(t, "/v1/completions", `{"model":"stories","prompt":"Tom had a red ball.","max_tokens":0,"echo":true,"logprobs":1}`)
+	st, b = e.post(t, "/v1/completions", `{"model":"stories","prompt":"Tom had a red ball.","max_tokens":0,"echo":true,"logprobs":1}`)
 	var out completionLP
 	if st != 200 || json.Unmarshal(b, &out) != nil || out.Choices[0].Text != "Tom had a red ball." ||
 		strings.Join(out.Choices[0].Logprobs.Tokens, "") != "Tom had a red ball." || out.Choices[0].Logprobs.TokenLogprobs[1] == nil {

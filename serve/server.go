@@ -71,6 +71,8 @@ type Model interface {
 // Config configures a Server. Zero values take the defaults documented on each field.
 type Config struct {
 	Model Model
+	// Version is what GET /version reports (default: the binary's module version).
+	Version string
 	// ModelName is the served name of the base model (requests with this `model` use no adapter).
 	ModelName string
 	// ModelRoot is reported as the base card's root (the model folder).
@@ -252,6 +254,9 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/v1/models/:model", s.handleModel)
 	e.POST("/v1/load_lora_adapter", s.handleLoadLoRA)
 	e.POST("/v1/unload_lora_adapter", s.handleUnloadLoRA)
+	e.POST("/tokenize", s.handleTokenize)
+	e.POST("/detokenize", s.handleDetokenize)
+	e.GET("/version", s.handleVersion)
 	e.GET("/health", s.handleHealth)
 	e.GET("/metrics", s.handleMetrics)
 	return e
@@ -309,7 +314,8 @@ func (s *Server) shutdownMW(next echo.HandlerFunc) echo.HandlerFunc {
 
 func (s *Server) authMW(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if s.cfg.APIKey == "" || !strings.HasPrefix(c.Request().URL.Path, "/v1/") {
+		p := c.Request().URL.Path
+		if s.cfg.APIKey == "" || !(strings.HasPrefix(p, "/v1/") || p == "/tokenize" || p == "/detokenize") {
 			return next(c)
 		}
 		scheme, key, _ := strings.Cut(strings.TrimSpace(c.Request().Header.Get("Authorization")), " ")

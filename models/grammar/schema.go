@@ -580,6 +580,15 @@ func numberType(s map[string]any, path string, integer bool) (*expr, error) {
 			}
 		}
 	}
+	// Generated numbers have at most 15 digits: bounds beyond ±1e15 (zod's safe-integer range, for one) hold for
+	// all of them.
+	const big = 1e15
+	if lo <= -big {
+		lo, loEx = math.Inf(-1), false
+	}
+	if hi >= big {
+		hi, hiEx = math.Inf(1), false
+	}
 	if math.IsInf(lo, -1) && math.IsInf(hi, 1) {
 		if integer {
 			return jsonInteger(), nil
@@ -587,7 +596,6 @@ func numberType(s map[string]any, path string, integer bool) (*expr, error) {
 		return jsonNumber(), nil
 	}
 	// Integers k in [kLo, kHi] satisfy the bounds.
-	const big = 1e15
 	kLo, kHi := int64(-big+1), int64(big-1)
 	if !math.IsInf(lo, -1) {
 		c := math.Ceil(lo)
@@ -595,7 +603,7 @@ func numberType(s map[string]any, path string, integer bool) (*expr, error) {
 			c++
 		}
 		if c > big-1 {
-			return nil, &Error{Keyword: "minimum", Path: path, Msg: "bounds beyond ±1e15 are not supported"}
+			return nil, &Error{Keyword: "minimum", Path: path, Msg: "a lower bound of 1e15 or more is not supported"}
 		}
 		kLo = max(kLo, int64(c))
 	}
@@ -605,7 +613,7 @@ func numberType(s map[string]any, path string, integer bool) (*expr, error) {
 			f--
 		}
 		if f < -big+1 {
-			return nil, &Error{Keyword: "maximum", Path: path, Msg: "bounds beyond ±1e15 are not supported"}
+			return nil, &Error{Keyword: "maximum", Path: path, Msg: "an upper bound of -1e15 or less is not supported"}
 		}
 		kHi = min(kHi, int64(f))
 	}

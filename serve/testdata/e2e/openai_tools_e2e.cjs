@@ -51,9 +51,13 @@ async function main() {
   });
   assert.equal(next.object, 'chat.completion');
 
-  // tool_choice "required" is refused with a 400
+  // tool_choice "required" constrains the output to a call (the adapter's script is one)
+  const req = await client.chat.completions.create({ model: 'call', messages, tools, tool_choice: 'required' });
+  assert.equal(req.choices[0].finish_reason, 'tool_calls');
+  assert.equal(req.choices[0].message.tool_calls[0].function.name, 'get_weather');
+  // naming a function that is not offered is refused
   await assert.rejects(
-    client.chat.completions.create({ model: 'call', messages, tools, tool_choice: 'required' }),
+    client.chat.completions.create({ model: 'call', messages, tools, tool_choice: { type: 'function', function: { name: 'nope' } } }),
     (e) => e instanceof OpenAI.BadRequestError && e.param === 'tool_choice',
   );
   console.log('openai tools e2e: ok');
