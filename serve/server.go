@@ -83,6 +83,8 @@ type Config struct {
 	AdapterDir          string
 	MaxLoadedAdapters   int
 	AllowAnyAdapterPath bool
+	// ResolveAdapter, if set, turns a lora_path that is not a local folder (a hub id) into one.
+	ResolveAdapter func(ctx context.Context, ref string) (string, error)
 	// APIKey, if set, is required as "Authorization: Bearer <key>" on /v1/*.
 	APIKey string
 	// MaxBatch (default 16) sequences decode together; MaxQueue (default 256) wait; beyond that, 429.
@@ -137,7 +139,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, model: cfg.Model, name: cfg.ModelName, maxLen: maxLen, created: time.Now().Unix()}
 	s.metrics = newMetrics(cfg.ModelName, s.scrape)
 	reg, err := engine.NewRegistry(engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
-		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: s.metrics})
+		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: s.metrics,
+		Resolve: cfg.ResolveAdapter})
 	if err != nil {
 		return nil, err
 	}

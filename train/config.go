@@ -12,7 +12,10 @@ import (
 // Config is the resolved training configuration (saved as training_args.json).
 // The JSON names are the flag names of `lorakit train` with '-' → '_'.
 type Config struct {
-	Model         string   `json:"model"`
+	Model string `json:"model"`
+	// BaseModelID is the hub id Model was resolved from ("" for a local folder): adapters record it as
+	// base_model_name_or_path and in their model card instead of the cache path.
+	BaseModelID   string   `json:"base_model_id,omitempty"`
 	Data          string   `json:"data"`
 	EvalData      string   `json:"eval_data,omitempty"`
 	EvalFraction  float64  `json:"eval_fraction"`

@@ -26,8 +26,58 @@ func writeOutputs(cfg Config, m *models.Model, net *Net, h []Metrics) error {
 		}
 	} else if err := net.Adapter().WriteFiles(cfg.Out); err != nil {
 		return err
+	} else if err := atomicfile.WriteBytes(filepath.Join(cfg.Out, "README.md"), modelCard(cfg, h)); err != nil {
+		return err
 	}
 	return writeLossSVG(filepath.Join(cfg.Out, "loss.svg"), h)
+}
+
+// modelCard is the adapter's README.md in the shape PEFT gives its adapters: YAML front matter naming the base
+// model (its hub id when it came from the hub) and library_name peft, then the training settings.
+func modelCard(cfg Config, h []Metrics) []byte {
+	base := cfg.Model
+	if cfg.BaseModelID != "" {
+		base = cfg.BaseModelID
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "---\nbase_model: %s\nlibrary_name: peft\npipeline_tag: text-generation\ntags:\n- lora\n- sft\n- lorakit\n", yamlString(base))
+	if Method(cfg.Method) == QLoRA {
+		b.WriteString("- qlora\n")
+	}
+	fmt.Fprintf(&b, "---\n\n# %s\n\nA LoRA adapter (PEFT format) for `%s`, fine-tuned with lorakit on `%s`.\n\n",
+		filepath.Base(filepath.Clean(cfg.Out)), base, filepath.Base(cfg.Data))
+	b.WriteString("## Training settings\n\n| setting | value |\n|---|---|\n")
+	row := func(k string, v any) { fmt.Fprintf(&b, "| %s | %v |\n", k, v) }
+	row("method", cfg.Method)
+	row("rank (r)", cfg.Rank)
+	row("lora_alpha", cfg.Alpha)
+	row("lora_dropout", cfg.Dropout)
+	row("use_rslora", cfg.UseRSLoRA)
+	row("target_modules", strings.Join(cfg.TargetModules, ", "))
+	row("learning rate", cfg.LR)
+	row("lr scheduler", cfg.Scheduler)
+	row("batch size × grad accumulation", fmt.Sprintf("%d × %d", cfg.BatchSize, cfg.GradAccum))
+	row("epochs", cfg.Epochs)
+	if cfg.MaxSteps > 0 {
+		row("max steps", cfg.MaxSteps)
+	}
+	row("max sequence length", cfg.MaxSeqLen)
+	row("seed", cfg.Seed)
+	if n := len(h); n > 0 {
+		row("steps run", h[n-1].Step)
+		row("final training loss", fmt.Sprintf("%.4f", h[n-1].Loss))
+	}
+	b.WriteString("\nAll settings are in `training_args.json`; the loss curve is `loss.svg`.\n")
+	return []byte(b.String())
+}
+
+// yamlString quotes s when YAML would read it as something other than a plain string.
+func yamlString(s string) string {
+	if s == "" || strings.ContainsAny(s, ":#{}[],&*!|>'\"%@`") || strings.TrimSpace(s) != s {
+		b, _ := json.Marshal(s) // a JSON string is a YAML double-quoted string
+		return string(b)
+	}
+	return s
 }
 
 // writeFullModel writes model.safetensors (every tensor in its checkpoint

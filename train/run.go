@@ -164,6 +164,9 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 		return nil, err
 	}
 	net.AdCfg.BaseModel = cfg.Model
+	if cfg.BaseModelID != "" {
+		net.AdCfg.BaseModel = cfg.BaseModelID
+	}
 	if cfg.InitAdapter != "" {
 		ad, err := lora.Load(cfg.InitAdapter)
 		if err != nil {

@@ -135,7 +135,10 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			}
 			errw := cmd.ErrOrStderr()
 			res := benchResult{DType: dtype, Head: head, DoubleQuant: double && dtype == "nf4", Threads: threads, Prompt: prompt, Gen: gen}
-			dir := modelDir
+			dir, err := resolveDir(cmd, "--model", modelDir)
+			if err != nil {
+				return err
+			}
 			if shape != "" {
 				sh, ok := benchShapes[shape]
 				if !ok {

@@ -73,7 +73,11 @@ Exit code 1 if any line is bad.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o := data.CheckOptions{MaxSeqLen: maxSeqLen, Workers: threads}
 			if modelDir != "" {
-				tok, tpl, err := loadTokTemplate(modelDir)
+				dir, err := resolveDir(cmd, "--model", modelDir)
+				if err != nil {
+					return err
+				}
+				tok, tpl, err := loadTokTemplate(dir)
 				if err != nil {
 					return err
 				}
@@ -189,6 +193,13 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if modelDir == "" || out == "" {
 				return errors.New("data score: --model and --out are required")
+			}
+			var err error
+			if modelDir, err = resolveDir(cmd, "--model", modelDir); err != nil {
+				return err
+			}
+			if adapterDir, err = resolveDir(cmd, "--adapter", adapterDir); err != nil {
+				return err
 			}
 			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads})
 			if err != nil {

@@ -29,6 +29,13 @@ to each example's prompt and compares it with the reference response after trimm
 			if c.Model == "" || c.Data == "" {
 				return fmt.Errorf("--model and --data are required")
 			}
+			var err error
+			if c.Model, err = resolveDir(cmd, "--model", c.Model); err != nil {
+				return err
+			}
+			if c.Adapter, err = resolveDir(cmd, "--adapter", c.Adapter); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := train.Evaluate(ctx, c)

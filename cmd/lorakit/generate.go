@@ -49,6 +49,13 @@ The new text is streamed to stdout. With --json one object is printed instead:
 			if maxTokens < 0 {
 				return fmt.Errorf("generate: --max-tokens %d must be positive", maxTokens)
 			}
+			var err error
+			if modelDir, err = resolveDir(cmd, "--model", modelDir); err != nil {
+				return err
+			}
+			if adapterDir, err = resolveDir(cmd, "--adapter", adapterDir); err != nil {
+				return err
+			}
 			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
 			if err != nil {
 				return err

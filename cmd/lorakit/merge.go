@@ -55,6 +55,9 @@ the merged weights in NF4 again.`,
 				if err != nil {
 					return err
 				}
+				if s.Dir, err = resolveDir(cmd, "ADAPTER", s.Dir); err != nil {
+					return err
+				}
 				opt.Adapters = append(opt.Adapters, s)
 			}
 			if maxShard != "" {
@@ -68,7 +71,11 @@ the merged weights in NF4 again.`,
 			opt.Log = log
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			res, err := merge.Run(ctx, args[0], args[2], opt)
+			base, err := resolveDir(cmd, "BASE", args[0])
+			if err != nil {
+				return err
+			}
+			res, err := merge.Run(ctx, base, args[2], opt)
 			if err != nil {
 				return err
 			}

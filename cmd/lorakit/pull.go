@@ -2,48 +2,45 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path"
 
 	"github.com/spf13/cobra"
 
-	"github.com/lorakit/lorakit/internal/progress"
 	"github.com/lorakit/lorakit/models/hub"
 )
 
 func init() { register(newPullCmd) }
 
 func newPullCmd() *cobra.Command {
-	var o hub.Options
+	var include []string
+	var revision, localDir string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "pull REPO_ID",
+		Use:   "pull ORG/NAME",
 		Short: "Download a model or adapter repository from the Hugging Face hub (resumable, verified)",
-		Long: `Download the files lorakit needs from a Hugging Face hub repository into --dir (default: the
-repository name). HF_ENDPOINT selects another hub and HF_TOKEN is sent as a bearer token. Partial downloads
-resume; sizes and hashes are verified before a file is moved into place.`,
+		Long: `Download the files lorakit needs from a Hugging Face hub repository into the Hugging Face cache
+(HF_HUB_CACHE, default $HF_HOME/hub, default ~/.cache/huggingface/hub) in huggingface_hub's layout:
+models--ORG--NAME/blobs/ETAG, snapshots/COMMIT/FILE linked into blobs, refs/REVISION. Every --model,
+--adapter and input then takes ORG/NAME[@REVISION] and reads it from the cache without the network.
+--local-dir DIR writes plain files into DIR instead.
+
+HF_ENDPOINT selects another hub; the token comes from HF_TOKEN or $HF_HOME/token. Partial downloads resume;
+sizes and hashes are verified before a file is moved into place.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			repo := args[0]
-			o.Endpoint = os.Getenv("HF_ENDPOINT")
-			o.Token = os.Getenv("HF_TOKEN")
-			if o.Dir == "" {
-				o.Dir = path.Base(repo)
+			ro := hubSettings(cmd)
+			if ro.Offline {
+				return fmt.Errorf("pull %s: HF_HUB_OFFLINE is set", repo)
 			}
-			var bar *progress.Bar
-			var cur string
-			o.Progress = func(file string, done, total int64) {
-				if file != cur {
-					if bar != nil {
-						bar.Finish()
-					}
-					cur, bar = file, progress.New(cmd.ErrOrStderr(), file, total, "B")
-				}
-				bar.Set(done, "")
-			}
-			res, err := hub.Download(cmd.Context(), repo, o)
-			if bar != nil {
-				bar.Finish()
+			o := ro.Options
+			o.Revision, o.Include = revision, include
+			var res *hub.Result
+			var err error
+			if localDir != "" {
+				o.Dir = localDir
+				res, err = hub.Download(cmd.Context(), repo, o)
+			} else {
+				res, err = ro.Cache.Download(cmd.Context(), repo, o)
 			}
 			if err != nil {
 				return err
@@ -57,9 +54,11 @@ resume; sizes and hashes are verified before a file is moved into place.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Revision, "revision", "main", "branch, tag or commit")
-	f.StringVar(&o.Dir, "dir", "", "destination folder (default: the repository name)")
-	f.StringArrayVar(&o.Include, "include", nil, "glob of files to fetch (repeatable; default: the files lorakit needs)")
+	f.StringVar(&revision, "revision", "main", "branch, tag or commit")
+	f.StringVar(&localDir, "local-dir", "", "write plain files into this folder instead of the Hugging Face cache")
+	f.StringVar(&localDir, "dir", "", "same as --local-dir")
+	_ = f.MarkHidden("dir")
+	f.StringArrayVar(&include, "include", nil, "glob of files to fetch (repeatable; default: the files lorakit needs)")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }

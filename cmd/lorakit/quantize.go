@@ -77,7 +77,11 @@ model.safetensors.index.json when the input is sharded or the weights exceed --m
 					bar.Set(int64(done), "")
 				}
 			}
-			res, err := quant.QuantizeFolder(args[0], args[1], opt)
+			in, err := resolveDir(cmd, "INPUT", args[0])
+			if err != nil {
+				return err
+			}
+			res, err := quant.QuantizeFolder(in, args[1], opt)
 			if bar != nil {
 				bar.Finish()
 			}

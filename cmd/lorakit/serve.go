@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/hub"
 	"github.com/lorakit/lorakit/serve"
 	"github.com/lorakit/lorakit/serve/backend"
 )
@@ -63,8 +65,17 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 				if _, dup := named[name]; dup {
 					return fmt.Errorf("serve: --adapter name %q given twice", name)
 				}
-				named[name] = dir
+				r, err := resolveRef(cmd, "--adapter "+name, dir)
+				if err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+				named[name] = r.Dir
 			}
+			base, err := resolveRef(cmd, "--model", modelDir)
+			if err != nil {
+				return fmt.Errorf("serve: %w", err)
+			}
+			modelDir = base.Dir
 			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
 			if err != nil {
 				return err
@@ -72,6 +83,9 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 			defer m.Close()
 			if servedName == "" {
 				servedName = filepath.Base(filepath.Clean(modelDir))
+				if base.Ref != nil {
+					servedName = path.Base(base.Ref.Repo) // not the snapshot's commit hash
+				}
 			}
 			be, err := backend.FromModelDType(m, adapterDType)
 			if err != nil {
@@ -79,6 +93,12 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 			}
 			srv, err := serve.New(serve.Config{Model: be, ModelName: servedName, ModelRoot: modelDir,
 				Adapters: named, AdapterDir: adapterDir, MaxLoadedAdapters: maxLoaded, AllowAnyAdapterPath: allowAnyPath,
+				ResolveAdapter: func(ctx context.Context, ref string) (string, error) {
+					o := hubSettings(cmd)
+					o.Progress = nil // no bars from a server
+					r, err := hub.Resolve(ctx, ref, o)
+					return r.Dir, err
+				},
 				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk})
 			if err != nil {
 				return err

@@ -44,6 +44,10 @@ tokens, as apply_chat_template(tokenize=True) does.`,
 			if dir == "" {
 				return errors.New("tokenize: --tokenizer DIR (or --model DIR) is required")
 			}
+			var err error
+			if dir, err = resolveDir(cmd, "--tokenizer", dir); err != nil {
+				return err
+			}
 			if ch && !jsonl {
 				return errors.New("tokenize: --chat needs --jsonl")
 			}

@@ -69,6 +69,17 @@ OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N)
 					return err
 				}
 			}
+			base, err := resolveRef(cmd, "--model", c.Model)
+			if err != nil {
+				return err
+			}
+			if base.Ref != nil {
+				c.BaseModelID = base.Ref.Repo // what the adapter records as its base, not the cache path
+				c.Model = base.Dir
+			}
+			if c.InitAdapter, err = resolveDir(cmd, "--init-adapter", c.InitAdapter); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			res, err := train.Run(ctx, c, &trainReporter{cmd: cmd})

@@ -27,6 +27,7 @@ type fakeHub struct {
 	cutOnce   atomic.Value // path whose first full download is cut halfway
 	cutDone   atomic.Bool
 	rangeHits atomic.Int32
+	cdnHits   atomic.Int32
 }
 
 func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -35,54 +36,90 @@ func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	const tree = "/api/models/org/repo/tree/main"
-	const resolve = "/org/repo/resolve/main/"
+	const resolve = "/org/repo/resolve/"
 	switch {
 	case r.URL.Path == tree:
 		var out []map[string]any
 		for p, b := range h.files {
 			e := map[string]any{"type": "file", "path": p, "size": len(b)}
 			if h.lfs[p] {
-				sum := sha256.Sum256(b)
-				s := hex.EncodeToString(sum[:])
+				s := sha256hex(b)
 				if p == h.badSHA {
 					s = strings.Repeat("0", 64)
 				}
 				e["lfs"] = map[string]any{"oid": s, "size": len(b)}
 				e["oid"] = "ignored"
 			} else {
-				s := sha1.New()
-				fmt.Fprintf(s, "blob %d\x00", len(b))
-				s.Write(b)
-				e["oid"] = hex.EncodeToString(s.Sum(nil))
+				e["oid"] = gitOID(b)
 			}
 			out = append(out, e)
 		}
 		out = append(out, map[string]any{"type": "directory", "path": "sub"})
 		json.NewEncoder(w).Encode(out)
 	case strings.HasPrefix(r.URL.Path, resolve):
-		p := strings.TrimPrefix(r.URL.Path, resolve)
+		// resolve/{main|COMMIT}/PATH: the hub answers with the commit and the file's ETag; LFS files redirect to
+		// the CDN, their hash and size in X-Linked-Etag and X-Linked-Size (the real hub's headers).
+		rev, p, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, resolve), "/")
 		b, ok := h.files[p]
-		if !ok {
+		if !ok || (rev != "main" && rev != fakeCommit) {
 			http.NotFound(w, r)
 			return
 		}
-		start := 0
-		if rg := r.Header.Get("Range"); rg != "" {
-			h.rangeHits.Add(1)
-			start, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"))
-			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(b)-1, len(b)))
-			w.WriteHeader(http.StatusPartialContent)
+		w.Header().Set("X-Repo-Commit", fakeCommit)
+		if h.lfs[p] {
+			w.Header().Set("X-Linked-Etag", `"`+sha256hex(b)+`"`)
+			w.Header().Set("X-Linked-Size", strconv.Itoa(len(b)))
+			w.Header().Set("ETag", `W/"not-the-blob-hash"`)
+			http.Redirect(w, r, "/cdn/"+p, http.StatusFound)
+			return
 		}
-		if cut, _ := h.cutOnce.Load().(string); cut == p && !h.cutDone.Load() {
-			h.cutDone.Store(true)
-			w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-			w.Write(b[:len(b)/2])
-			panic(http.ErrAbortHandler) // drop the connection mid-body
-		}
-		w.Write(b[start:])
+		w.Header().Set("ETag", `"`+gitOID(b)+`"`)
+		h.serveFile(w, r, p, b)
+	case strings.HasPrefix(r.URL.Path, "/cdn/"):
+		p := strings.TrimPrefix(r.URL.Path, "/cdn/")
+		h.cdnHits.Add(1)
+		w.Header().Set("ETag", `"cdn-etag-differs"`)
+		h.serveFile(w, r, p, h.files[p])
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// fakeCommit is the fake hub's only commit.
+const fakeCommit = "0123456789abcdef0123456789abcdef01234567"
+
+func sha256hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func gitOID(b []byte) string {
+	s := sha1.New()
+	fmt.Fprintf(s, "blob %d\x00", len(b))
+	s.Write(b)
+	return hex.EncodeToString(s.Sum(nil))
+}
+
+// serveFile answers GET (with Range) and HEAD for one file, cutting the first full download of cutOnce.
+func (h *fakeHub) serveFile(w http.ResponseWriter, r *http.Request, p string, b []byte) {
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if r.Method == http.MethodHead {
+		return
+	}
+	start := 0
+	if rg := r.Header.Get("Range"); rg != "" {
+		h.rangeHits.Add(1)
+		start, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(b)-1, len(b)))
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)-start))
+		w.WriteHeader(http.StatusPartialContent)
+	}
+	if cut, _ := h.cutOnce.Load().(string); cut == p && !h.cutDone.Load() {
+		h.cutDone.Store(true)
+		w.Write(b[:len(b)/2])
+		panic(http.ErrAbortHandler) // drop the connection mid-body
+	}
+	w.Write(b[start:])
 }
 
 func newHub(t *testing.T) (*fakeHub, *httptest.Server) {

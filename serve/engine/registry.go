@@ -33,6 +33,9 @@ type RegistryConfig struct {
 	AllowAnyPath bool
 	// Observer, if set, is told of every load and eviction (for /metrics).
 	Observer RegistryObserver
+	// Resolve, if set, turns a load API path that is not a local path (a hub id ORG/NAME[@REV]) into a local
+	// folder. Such paths are loaded only with AllowAnyPath.
+	Resolve func(ctx context.Context, ref string) (string, error)
 }
 
 // RegistryObserver is told what the registry does. Its methods may be called from several goroutines at once,
@@ -140,6 +143,17 @@ func (r *Registry) Add(name, path string) error {
 func (r *Registry) Load(name, path string) error {
 	if !ValidName(name) {
 		return fmt.Errorf("adapter name %q is not valid (no '/', no leading '.')", name)
+	}
+	if _, err := os.Stat(path); err != nil && r.cfg.Resolve != nil {
+		if !r.cfg.AllowAnyPath {
+			return fmt.Errorf("%w: %s is not a local folder; remote adapters (hub ids) load only with --allow-any-adapter-path", ErrPathNotAllowed, path)
+		}
+		dir, err := r.cfg.Resolve(context.Background(), path)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrAdapterNotFound, err)
+		}
+		_, err = r.install(name, dir, false, false)
+		return err
 	}
 	if !r.cfg.AllowAnyPath {
 		abs, err := canonical(path)

@@ -137,3 +137,34 @@ func TestRegistryLazyLRUAndPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRegistryResolvesRemotePaths: a load API path that is no local folder goes through Resolve, only when any
+// path is allowed.
+func TestRegistryResolvesRemotePaths(t *testing.T) {
+	cached := mkAdapter(t, filepath.Join(t.TempDir(), "snapshot"))
+	var asked []string
+	resolve := func(_ context.Context, ref string) (string, error) {
+		asked = append(asked, ref)
+		if ref == "acme/lora" {
+			return cached, nil
+		}
+		return "", errors.New("no such repository")
+	}
+	var loads atomic.Int32
+	r := newReg(t, RegistryConfig{Resolve: resolve}, &loads)
+	if err := r.Load("x", "acme/lora"); !errors.Is(err, ErrPathNotAllowed) || len(asked) != 0 {
+		t.Fatalf("without AllowAnyPath: %v (resolver asked %v)", err, asked)
+	}
+	r = newReg(t, RegistryConfig{Resolve: resolve, AllowAnyPath: true}, &loads)
+	if err := r.Load("x", "acme/lora"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.Acquire(context.Background(), "x")
+	if err != nil || l.Path() != cached {
+		t.Fatalf("%v %v", l, err)
+	}
+	l.Release()
+	if err := r.Load("y", "acme/nothing"); !errors.Is(err, ErrAdapterNotFound) {
+		t.Fatalf("unresolvable: %v", err)
+	}
+}
