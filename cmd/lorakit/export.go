@@ -63,6 +63,13 @@ file, or a Modelfile that lorakit did not write, is replaced only with --force.`
 			if model == "" {
 				return errors.New("--model is required (the Hugging Face folder to export, or the adapter's base)")
 			}
+			var err error
+			if model, err = resolveDir(cmd, "--model", model); err != nil {
+				return err
+			}
+			if adapter, err = resolveDir(cmd, "--adapter", adapter); err != nil {
+				return err
+			}
 			t, ok := gguf.ParseType(typ)
 			if !ok {
 				return fmt.Errorf("--type %q: want f32, f16, bf16, q8_0 or q4_0", typ)
@@ -106,7 +113,6 @@ file, or a Modelfile that lorakit did not write, is replaced only with --force.`
 				}
 				return res, err
 			}
-			var err error
 			if adapter == "" {
 				report.Result, err = exportBase(out)
 			} else {
