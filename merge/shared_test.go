@@ -11,19 +11,10 @@ import (
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
-// sharedModel returns $LORAKIT_SHARED/models/<name>, skipping without LORAKIT_SHARED and failing when it is set
-// but the model is missing.
-func sharedModel(t *testing.T, name string) string {
+// storiesModel returns the repository's copy of models/<name> (stories260K or stories260K-bf16).
+func storiesModel(t *testing.T, name string) string {
 	t.Helper()
-	root := testenv.Shared()
-	if root == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	dir := filepath.Join(root, "models", name)
-	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
-		t.Fatalf("shared model %s missing: %v", name, err)
-	}
-	return dir
+	return filepath.Join(testenv.Testdata(t), "models", name)
 }
 
 // storiesAdapter is a PEFT-style adapter for stories260K on all seven projections with rank/alpha patterns.
@@ -52,7 +43,7 @@ func storiesAdapter(t *testing.T, base string) *lora.Adapter {
 // folder and compares forward(merged) with forward(base + adapter).
 func TestMergeStories260K(t *testing.T) {
 	for _, name := range []string{"stories260K", "stories260K-bf16"} {
-		base := sharedModel(t, name)
+		base := storiesModel(t, name)
 		ad := storiesAdapter(t, base)
 		dir := saveAdapter(t, ad) // through PEFT files, as a user would
 		loaded, err := lora.Load(dir)
@@ -91,7 +82,7 @@ func TestWriteStoriesAdapter(t *testing.T) {
 	if dir == "" {
 		t.Skip("set LORAKIT_MERGE_BENCH_DIR")
 	}
-	base := sharedModel(t, "stories260K")
+	base := storiesModel(t, "stories260K")
 	if err := storiesAdapter(t, base).Save(filepath.Join(dir, "stories-adapter")); err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func eachLine(t testing.TB, path string, fn func([]byte)) {
 }
 
 func TestGoldenGreedyText(t *testing.T) {
-	sh := sharedDir(t)
+	sh := testenv.Testdata(t)
 	m := mustLoad(t, filepath.Join(sh, "models", "stories260K"), LoadOptions{Threads: 2})
 	if !slices.Equal(m.EOS, []int{2, 1}) {
 		t.Errorf("EOS = %v, want [2 1]", m.EOS)
@@ -91,7 +91,7 @@ func TestGoldenGreedyText(t *testing.T) {
 }
 
 func TestGoldenChat(t *testing.T) {
-	sh := sharedDir(t)
+	sh := testenv.Testdata(t)
 	m := mustLoad(t, filepath.Join(sh, "models", "stories260K"), LoadOptions{Threads: 1})
 	eachLine(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
 		var g struct {

@@ -17,10 +17,7 @@ import (
 // TestStoriesGreedyCompletion serves the real stories260K model (SentencePiece tokenizer) and checks that a greedy
 // /v1/completions answer is the golden continuation, leading space included.
 func TestStoriesGreedyCompletion(t *testing.T) {
-	sh := testenv.Shared()
-	if sh == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
+	sh := testenv.Testdata(t)
 	m, err := models.Load(filepath.Join(sh, "models", "stories260K"), models.LoadOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)

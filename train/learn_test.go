@@ -14,20 +14,6 @@ import (
 	"github.com/lorakit/lorakit/models/lora"
 )
 
-// sharedDir returns $LORAKIT_SHARED/rel, skipping the test when the variable is unset.
-func sharedDir(t *testing.T, rel string) string {
-	t.Helper()
-	root := testenv.Shared()
-	if root == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	p := filepath.Join(root, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("shared data missing: %v", err)
-	}
-	return p
-}
-
 // writeSumTask writes the seed's style of SFT pairs: {"prompt":"请帮我计算1+1等于几。","response":"2"},
 // with a reasoning_content variant on every third pair.
 func writeSumTask(t *testing.T, path string) int {
@@ -61,7 +47,7 @@ func TestLearnSums(t *testing.T) {
 	if raceEnabled {
 		t.Skip("a 100-step training run is too slow under -race (the loop is covered by the tiny-model tests)")
 	}
-	model := sharedDir(t, "models/stories260K")
+	model := filepath.Join(testenv.Testdata(t), "models", "stories260K")
 	dir := t.TempDir()
 	dataPath := filepath.Join(dir, "sums.jsonl")
 	n := writeSumTask(t, dataPath)
@@ -137,7 +123,7 @@ func TestMethodsExactMatch(t *testing.T) {
 	if os.Getenv("LORAKIT_TRAIN_EM") == "" {
 		t.Skip("LORAKIT_TRAIN_EM not set")
 	}
-	model := sharedDir(t, "models/stories260K")
+	model := filepath.Join(testenv.Testdata(t), "models", "stories260K")
 	dir := t.TempDir()
 	sums := filepath.Join(dir, "sums.jsonl")
 	g, err := os.Create(sums)

@@ -26,17 +26,6 @@ func run(t *testing.T, args ...string) string {
 	return out.String()
 }
 
-func shared(t *testing.T) string {
-	dir := testenv.Shared()
-	if dir == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "models", "stories260K")); err != nil {
-		t.Fatalf("LORAKIT_SHARED=%s: %v", dir, err)
-	}
-	return dir
-}
-
 func readJSONL(t *testing.T, path string) []map[string]json.RawMessage {
 	f, err := os.Open(path)
 	if err != nil {
@@ -59,7 +48,7 @@ func readJSONL(t *testing.T, path string) []map[string]json.RawMessage {
 // TestGenerateGreedyGolden runs the stories260K greedy goldens through `lorakit generate --json`, as an outside
 // checker would.
 func TestGenerateGreedyGolden(t *testing.T) {
-	sh := shared(t)
+	sh := testenv.Testdata(t)
 	model := filepath.Join(sh, "models", "stories260K")
 	for i, row := range readJSONL(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl")) {
 		if i >= 3 {
@@ -93,7 +82,7 @@ func TestGenerateGreedyGolden(t *testing.T) {
 
 // TestTokenizeGolden checks `lorakit tokenize --no-special` against the stories260K tokenizer goldens.
 func TestTokenizeGolden(t *testing.T) {
-	sh := shared(t)
+	sh := testenv.Testdata(t)
 	dir := filepath.Join(sh, "models", "stories260K")
 	for _, row := range readJSONL(t, filepath.Join(sh, "golden", "stories260K-tokenizer.jsonl"))[:10] {
 		var text string

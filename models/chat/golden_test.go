@@ -125,7 +125,7 @@ func TestGoldenChatTemplates(t *testing.T) {
 }
 
 func TestGoldenStoriesChat(t *testing.T) {
-	shared := sharedDir(t)
+	shared := testenv.Testdata(t)
 	tpl := loadTemplate(t, filepath.Join(shared, "models", "stories260K"))
 	for i, c := range readGolden(t, filepath.Join(shared, "golden", "stories260K-chat.jsonl")) {
 		var msgs []Message

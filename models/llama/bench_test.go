@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // BenchmarkPrefill reports prompt tokens/s for a 128-token prompt on stories260K.
@@ -13,7 +15,7 @@ func BenchmarkPrefill(b *testing.B) {
 	for _, dir := range []string{"stories260K", "stories260K-bf16"} {
 		for _, threads := range []int{1, 0} {
 			b.Run(fmt.Sprintf("%s/threads=%d", dir, threads), func(b *testing.B) {
-				m := loadDir(b, filepath.Join(sharedDir(b), "models", dir), threads)
+				m := loadDir(b, filepath.Join(testenv.Testdata(b), "models", dir), threads)
 				toks := make([]int, 128)
 				for i := range toks {
 					toks[i] = 3 + (i*131)%500
@@ -40,7 +42,7 @@ func BenchmarkDecode(b *testing.B) {
 		for _, bt := range [][2]int{{1, 1}, {1, 0}, {8, 0}} {
 			batch, threads := bt[0], bt[1]
 			b.Run(fmt.Sprintf("%s/batch=%d/threads=%d", dir, batch, threads), func(b *testing.B) {
-				m := loadDir(b, filepath.Join(sharedDir(b), "models", dir), threads)
+				m := loadDir(b, filepath.Join(testenv.Testdata(b), "models", dir), threads)
 				prompt := make([]int, 64)
 				for i := range prompt {
 					prompt[i] = 3 + (i*131)%500

@@ -12,9 +12,6 @@ import (
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
-// sharedDir is the shared data folder: the test skips without LORAKIT_SHARED and fails without its golden/.
-func sharedDir(t testing.TB) string { return testenv.Dir(t, "golden") }
-
 func loadDir(t testing.TB, dir string, threads int) *Model {
 	t.Helper()
 	cfg, err := LoadConfig(dir)
@@ -80,7 +77,7 @@ func argmax(x []float32) int {
 }
 
 func TestGoldenLogits(t *testing.T) {
-	sh := sharedDir(t)
+	sh := testenv.Testdata(t)
 	for _, tc := range []struct{ dir, golden string }{
 		{"stories260K", "stories260K-logits.jsonl"},
 		{"stories260K-bf16", "stories260K-bf16-logits.jsonl"},
@@ -112,7 +109,7 @@ func TestGoldenLogits(t *testing.T) {
 }
 
 func TestGoldenGreedy(t *testing.T) {
-	sh := sharedDir(t)
+	sh := testenv.Testdata(t)
 	f32 := loadDir(t, filepath.Join(sh, "models", "stories260K"), 2)
 	bf16 := loadDir(t, filepath.Join(sh, "models", "stories260K-bf16"), 2)
 	readJSONL(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
@@ -139,7 +136,7 @@ func TestGoldenGreedy(t *testing.T) {
 }
 
 func TestGoldenChatGreedy(t *testing.T) {
-	sh := sharedDir(t)
+	sh := testenv.Testdata(t)
 	m := loadDir(t, filepath.Join(sh, "models", "stories260K"), 1)
 	readJSONL(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
 		var g struct {

@@ -134,10 +134,7 @@ func TestShardedCheckpoint(t *testing.T) {
 }
 
 func TestStories260K(t *testing.T) {
-	shared := testenv.Shared()
-	if shared == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
+	shared := testenv.Testdata(t)
 	for _, m := range []string{"stories260K", "stories260K-bf16"} {
 		c, err := OpenCheckpoint(filepath.Join(shared, "models", m))
 		if err != nil {

@@ -15,7 +15,7 @@ import (
 
 // FuzzRoundTrip: for valid UTF-8, decode(encode(text)) == text, and the stream decoder agrees with Decode;
 // for any input, nothing panics. Tokenizers: a synthetic byte-level one (any text round-trips), a synthetic
-// SentencePiece-style one and, with LORAKIT_SHARED, stories260K (text without ▁ or special-token strings).
+// SentencePiece-style one and stories260K (text without ▁ or special-token strings).
 func FuzzRoundTrip(f *testing.F) {
 	type tc struct {
 		tok       *Tokenizer
@@ -28,13 +28,11 @@ func FuzzRoundTrip(f *testing.F) {
 		{tok: mustParse(f, synthSentencePiece(f), ""), spStyle: true, specials: []string{"<s>", "</s>", "<unk>"}},
 		{tok: mustParse(f, synthMetaspace(f), ""), spStyle: true, metaspace: true, specials: []string{"<s>", "</s>", "<unk>"}},
 	}
-	if shared := testenv.Shared(); shared != "" {
-		tok, err := Load(filepath.Join(shared, "models", "stories260K"))
-		if err != nil {
-			f.Fatal(err)
-		}
-		cases = append(cases, tc{tok: tok, spStyle: true, specials: []string{"<s>", "</s>", "<unk>"}})
+	stories, err := Load(filepath.Join(testenv.Testdata(f), "models", "stories260K"))
+	if err != nil {
+		f.Fatal(err)
 	}
+	cases = append(cases, tc{tok: stories, spStyle: true, specials: []string{"<s>", "</s>", "<unk>"}})
 	for _, s := range []string{"", " ", "Once upon a time", "Hello, y'all! 😁 ?我想在apple工作1314151天～",
 		"  two  spaces\n\n\ttab", "<|bos|>x<think>y", "a<s>b</s>", "é́́ café", "\xff\xfe", "12345 'S 'll"} {
 		f.Add(s)

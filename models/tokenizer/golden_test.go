@@ -20,14 +20,7 @@ import (
 // sharedDir returns $LORAKIT_SHARED, skipping the test when unset and failing when set but missing.
 func sharedDir(t testing.TB) string {
 	t.Helper()
-	dir := testenv.Shared()
-	if dir == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("LORAKIT_SHARED=%s: %v", dir, err)
-	}
-	return dir
+	return testenv.Dir(t, "tokenizers")
 }
 
 // sharedToks caches shared tokenizers across tests (a Tokenizer is safe for concurrent use).
@@ -145,7 +138,7 @@ func TestGoldenFamilies(t *testing.T) {
 }
 
 func TestGoldenStories260K(t *testing.T) {
-	shared := sharedDir(t)
+	shared := testenv.Testdata(t)
 	tok, err := loadShared(filepath.Join(shared, "models", "stories260K"))
 	if err != nil {
 		t.Fatal(err)

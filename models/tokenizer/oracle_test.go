@@ -87,8 +87,8 @@ func TestOracleNode(t *testing.T) {
 		for _, f := range families {
 			dirs = append(dirs, filepath.Join(shared, "tokenizers", f))
 		}
-		dirs = append(dirs, filepath.Join(shared, "models", "stories260K"))
 	}
+	dirs = append(dirs, filepath.Join(testenv.Testdata(t), "models", "stories260K"))
 	for _, dir := range dirs {
 		out, err := exec.Command(node, script, filepath.Join(dir, "tokenizer.json"), textsFile).Output()
 		if err != nil {

@@ -274,9 +274,13 @@ func TestLoadErrors(t *testing.T) {
 // TestMetaSplitEquivalence checks that cutting SentencePiece pieces at ▁ boundaries gives the same ids as
 // merging whole segments.
 func TestMetaSplitEquivalence(t *testing.T) {
-	toks := []*Tokenizer{mustParse(t, synthSentencePiece(t), "")}
+	stories, err := loadShared(filepath.Join(testenv.Testdata(t), "models", "stories260K"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks := []*Tokenizer{mustParse(t, synthSentencePiece(t), ""), stories}
 	if shared := testenv.Shared(); shared != "" {
-		for _, dir := range []string{"models/stories260K", "tokenizers/llama2", "tokenizers/gemma3"} {
+		for _, dir := range []string{"tokenizers/llama2", "tokenizers/gemma3"} {
 			tok, err := loadShared(filepath.Join(shared, dir))
 			if err != nil {
 				t.Fatal(err)
@@ -388,11 +392,7 @@ func TestStreamPrime(t *testing.T) {
 // A prompt ending in a byte-fallback token (stories260K's "\n" is <0x0A>) must not leak that byte into the
 // first generated piece.
 func TestStreamPrimeByteFallbackTail(t *testing.T) {
-	shared := testenv.Shared()
-	if shared == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
-	tok, err := Load(filepath.Join(shared, "models", "stories260K"))
+	tok, err := Load(filepath.Join(testenv.Testdata(t), "models", "stories260K"))
 	if err != nil {
 		t.Fatal(err)
 	}

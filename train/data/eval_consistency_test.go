@@ -19,10 +19,7 @@ import (
 // Scores equal `lorakit eval` on the same example, and IFD matches a direct computation on stories260K:
 // L(A|Q) over the assistant tokens of the templated conversation, L(A) over BOS + the assistant text.
 func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
-	shared := testenv.Shared()
-	if shared == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
+	shared := testenv.Testdata(t)
 	dir := filepath.Join(shared, "models", "stories260K")
 	m, err := models.Load(dir, train.BaseOptions(1, false))
 	if err != nil {
@@ -116,10 +113,7 @@ func meanNLL(t *testing.T, net *llama.Model, ids []int, mask []bool) float64 {
 
 // With an adapter, score still equals eval (and differs from the base).
 func TestScoreWithAdapterMatchesEval(t *testing.T) {
-	shared := testenv.Shared()
-	if shared == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
+	shared := testenv.Testdata(t)
 	m, err := models.Load(filepath.Join(shared, "models", "stories260K"), train.BaseOptions(1, false))
 	if err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func readGoldenLines(t *testing.T, path string) []goldenLine {
 
 // The stories260K chat golden: template text and ids (rendered text encoded without special tokens).
 func TestGoldenStoriesChatIDs(t *testing.T) {
-	shared := sharedDir(t)
+	shared := testenv.Testdata(t)
 	tok, tpl := loadTokTpl(t, filepath.Join(shared, "models", "stories260K"))
 	for i, g := range readGoldenLines(t, filepath.Join(shared, "golden", "stories260K-chat.jsonl")) {
 		var msgs []chat.Message
