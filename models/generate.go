@@ -8,6 +8,7 @@ import (
 
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/sample"
+	"github.com/lorakit/lorakit/models/stop"
 )
 
 // GenerateOptions configure Generate.
@@ -58,67 +59,29 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 	smp := sample.New(o.Sampling)
 	history := slices.Clone(promptIDs)
 	stream := m.Tok.NewStreamDecoder(true)
-	stream.Prime(promptIDs)  // the first new token decodes in context (e.g. keeps its leading space)
-	var text strings.Builder // new text so far (from the stream decoder)
-	emitted := 0             // bytes of text handed to OnText
-	var turnIDs []int
+	stream.Prime(promptIDs) // the first new token decodes in context (e.g. keeps its leading space)
+	rule := stop.Rule{EOS: m.EOS, IgnoreEOS: o.IgnoreEOS, Strings: o.Stop, MaxTokens: limit}
 	if o.Chat {
-		te := m.TurnEnd()
-		turnIDs = te.IDs
-		if te.Text != "" {
-			o.Stop = append(slices.Clip(o.Stop), te.Text)
-		}
+		rule.TurnEnd = m.TurnEnd()
 	}
-	maxStop := 0
-	for _, s := range o.Stop {
-		maxStop = max(maxStop, len(s))
-	}
-	emit := func(final bool) error {
-		if o.OnText == nil {
-			return nil
-		}
-		upto := text.Len()
-		if !final && maxStop > 0 { // hold back what could be the start of a stop string
-			upto = max(emitted, upto-(maxStop-1))
-			for upto > emitted && !utf8Start(text.String()[upto-1:]) {
-				upto--
-			}
-		}
-		if upto > emitted {
-			if err := o.OnText(text.String()[emitted:upto]); err != nil {
-				return err
-			}
-			emitted = upto
-		}
-		return nil
-	}
-	stopped := false
-	for len(res.IDs) < limit {
+	seq := rule.Start()
+	var text strings.Builder // new text handed out so far
+	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
 		id := smp.Sample(logits[0][0], history)
 		res.IDs = append(res.IDs, id)
 		history = append(history, id)
-		if !o.IgnoreEOS && slices.Contains(m.EOS, id) || slices.Contains(turnIDs, id) {
-			res.FinishReason = "stop"
-			break
-		}
-		prev := text.Len()
-		text.WriteString(stream.Add(id))
-		if maxStop > 0 {
-			if cut, ok := findStop(text.String(), o.Stop, max(0, prev-maxStop+1)); ok {
-				s := text.String()[:cut]
-				text.Reset()
-				text.WriteString(s)
-				res.FinishReason, stopped = "stop", true
-				break
+		piece, reason := seq.Next(id, stream)
+		text.WriteString(piece)
+		if piece != "" && o.OnText != nil {
+			if err := o.OnText(piece); err != nil {
+				return res, err
 			}
 		}
-		if err := emit(false); err != nil {
-			return res, err
-		}
-		if len(res.IDs) == limit {
+		if reason != "" {
+			res.FinishReason = reason
 			break
 		}
 		step[0].Tokens[0] = id
@@ -126,49 +89,28 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 			return res, err
 		}
 	}
-	if !stopped {
-		prev := text.Len()
-		text.WriteString(stream.Flush())
-		if maxStop > 0 {
-			if cut, ok := findStop(text.String(), o.Stop, max(0, prev-maxStop+1)); ok {
-				s := text.String()[:cut]
-				text.Reset()
-				text.WriteString(s)
-				res.FinishReason, stopped = "stop", true
-			}
-		}
-	}
-	if err := emit(true); err != nil {
-		return res, err
-	}
 	res.Text = text.String()
-	if !stopped {
+	if !seq.Cut() {
 		// Exactly decode(prompt+new) minus decode(prompt), as the streamed text should be.
 		res.Text = m.newText(promptIDs, res.IDs)
 	}
 	return res, nil
 }
 
-// TurnStop is how generation recognises the end of an assistant turn.
-type TurnStop struct {
-	IDs  []int  // a special token that ends the turn (e.g. <|im_end|>, <|eot_id|>, stories260K's <s>)
-	Text string // or, when the marker holds no special token, the marker as a stop string
-}
-
 // TurnEnd is the chat template's end-of-turn marker ((*chat.Template).TurnEnd) as a stop condition: the first
 // special token of the encoded marker (what follows it is formatting, e.g. a newline), or the marker text when it
 // has none. stories260K's marker "\n<s>" stops at <s> (id 1), so the newline before it stays in the text.
-func (m *Model) TurnEnd() TurnStop {
+func (m *Model) TurnEnd() stop.Turn {
 	marker := m.Chat.TurnEnd()
 	if strings.TrimSpace(marker) == "" {
-		return TurnStop{}
+		return stop.Turn{}
 	}
 	for _, id := range m.Tok.Encode(marker, false) {
 		if m.Tok.IsSpecial(id) && id >= 0 && id < m.Config.VocabSize {
-			return TurnStop{IDs: []int{id}}
+			return stop.Turn{IDs: []int{id}}
 		}
 	}
-	return TurnStop{Text: marker}
+	return stop.Turn{Text: marker}
 }
 
 // newText is decode(prompt+ids) without the decode(prompt) prefix (or decode(ids) if that is not a prefix).
@@ -180,19 +122,3 @@ func (m *Model) newText(prompt, ids []int) string {
 	}
 	return m.Tok.Decode(ids, true)
 }
-
-// findStop returns the earliest position at or after from where a stop string occurs in s.
-func findStop(s string, stops []string, from int) (int, bool) {
-	best := -1
-	for _, st := range stops {
-		if st == "" {
-			continue
-		}
-		if i := strings.Index(s[from:], st); i >= 0 && (best < 0 || from+i < best) {
-			best = from + i
-		}
-	}
-	return best, best >= 0
-}
-
-func utf8Start(s string) bool { return len(s) == 0 || s[0]&0xC0 != 0x80 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/grammar"
+	"github.com/lorakit/lorakit/models/stop"
+	"github.com/lorakit/lorakit/serve/backend"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -166,6 +168,10 @@ func (m *fakeModel) RenderChat(msgs []openai.Message, tools, kwargs json.RawMess
 func (m *fakeModel) ToolParser() string      { return m.toolParser }
 func (m *fakeModel) SupportsReasoning() bool { return m.reasoning }
 func (m *fakeModel) EOS() []int              { return []int{fEOS} }
+func (m *fakeModel) TurnEnd() stop.Turn      { return stop.Turn{} }
+func (m *fakeModel) Logprobs(logits []float32, id, top int) engine.TokenLogprob {
+	return backend.Logprobs(logits, id, top)
+}
 func (m *fakeModel) NewSampler(engine.SamplingParams) engine.Sampler {
 	return argmax{}
 }

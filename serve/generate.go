@@ -20,7 +20,8 @@ type run struct {
 
 // submit resolves the model once per choice (each holds its own adapter reference, released by the engine when
 // the choice ends) and queues every choice. On error nothing stays queued.
-// param names the prompt's field in errors ("messages" or "prompt").
+// param names the prompt's field in errors: "messages" (a prompt rendered by the chat template, which also
+// stops at its end of turn) or "prompt".
 func (s *Server) submit(ctx context.Context, model, param string, prompts [][]int, sp openai.Sampling, constrain func() engine.Constraint) ([]*run, error) {
 	var runs []*run
 	cancelAll := func() {
@@ -45,6 +46,7 @@ func (s *Server) submit(ctx context.Context, model, param string, prompts [][]in
 			}
 			req := &engine.Request{Prompt: ids, MaxTokens: sp.MaxTokens, Stop: sp.Stop, LogitBias: sp.LogitBias,
 				Logprobs: sp.Logprobs, TopLogprobs: sp.TopLogprobs, PromptLogprobs: sp.PromptLogprobs, IgnoreEOS: sp.IgnoreEOS,
+				Chat: param == "messages",
 				Sampling: engine.SamplingParams{Temperature: sp.Temperature, TopP: sp.TopP, MinP: sp.MinP, TopK: sp.TopK,
 					RepetitionPenalty: sp.RepetitionPenalty, PresencePenalty: sp.PresencePenalty,
 					FrequencyPenalty: sp.FrequencyPenalty, Seed: seed + int64(p*sp.N+i)}}

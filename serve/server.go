@@ -30,6 +30,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/lorakit/lorakit/models/grammar"
+	"github.com/lorakit/lorakit/models/stop"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -59,6 +60,8 @@ type Model interface {
 	// openai.ToolParserLlama3JSON), or "" when it is unknown.
 	ToolParser() string
 	EOS() []int
+	// TurnEnd is the chat template's end of turn: a chat completion stops there (models.Model.TurnEnd).
+	TurnEnd() stop.Turn
 	NewSampler(engine.SamplingParams) engine.Sampler
 	// ContextLen is the model's maximum context (max_position_embeddings).
 	ContextLen() int
@@ -159,7 +162,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	eng, err := engine.New(engine.Config{Backend: cfg.Model, NewDecoder: cfg.Model.NewDecoder, NewSampler: cfg.Model.NewSampler,
-		EOS: cfg.Model.EOS(), MaxBatch: cfg.MaxBatch, MaxQueue: cfg.MaxQueue, MaxModelLen: maxLen,
+		EOS: cfg.Model.EOS(), TurnEnd: cfg.Model.TurnEnd(), MaxBatch: cfg.MaxBatch, MaxQueue: cfg.MaxQueue, MaxModelLen: maxLen,
 		PrefillChunk: cfg.PrefillChunk, Observer: s.metrics})
 	if err != nil {
 		return nil, err

@@ -8,10 +8,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/train/data"
@@ -153,48 +153,8 @@ func EvaluateModel(ctx context.Context, m *models.Model, delta llama.Delta, c Ev
 	return res, nil
 }
 
-func tokenLoss(z []float32, t int) float64 {
-	mx := z[0]
-	for _, v := range z {
-		mx = max(mx, v)
-	}
-	var s float64
-	for _, v := range z {
-		s += math.Exp(float64(v - mx))
-	}
-	return float64(mx) + math.Log(s) - float64(z[t])
-}
-
-// Greedy generates up to maxNew tokens after prompt (argmax, lowest id on ties), stopping at any of eos.
-func Greedy(ctx context.Context, net *llama.Model, delta llama.Delta, prompt []int, maxNew int, eos []int) ([]int, error) {
-	cache := net.NewCache(len(prompt) + maxNew)
-	toks := prompt
-	var out []int
-	for len(out) < maxNew {
-		if ctx.Err() != nil {
-			return out, ctx.Err()
-		}
-		lg, err := net.Forward([]llama.Seq{{Tokens: toks, Cache: cache, Adapter: delta}})
-		if err != nil {
-			return out, err
-		}
-		z := lg[0][0]
-		best := 0
-		for i, v := range z {
-			if v > z[best] {
-				best = i
-			}
-		}
-		for _, e := range eos {
-			if best == e {
-				return out, nil
-			}
-		}
-		out = append(out, best)
-		toks = []int{best}
-	}
-	return out, nil
-}
+// tokenLoss is the cross-entropy −log softmax(z)[t].
+func tokenLoss(z []float32, t int) float64 { return kernels.LogSumExp(z) - float64(z[t]) }
 
 func exactMatch(ctx context.Context, m *models.Model, delta llama.Delta, ex *data.Example, maxNew int) (bool, error) {
 	msgs := ex.Messages
@@ -224,11 +184,12 @@ func exactMatch(ctx context.Context, m *models.Model, delta llama.Delta, ex *dat
 			maxNew = len(m.Tok.Encode(ref, false)) + 32
 		}
 	}
-	gen, err := Greedy(ctx, m.Net, delta, ids, maxNew, append(slices.Clone(m.EOS), m.TurnEnd().IDs...))
+	// greedy, stopping where generate --chat and serve stop (EOS ids, the template's end of turn)
+	gen, err := m.Generate(ctx, ids, models.GenerateOptions{MaxTokens: maxNew, Adapter: delta, Chat: true})
 	if err != nil {
 		return false, err
 	}
-	text := strings.TrimSpace(m.Tok.Decode(gen, true))
+	text := strings.TrimSpace(gen.Text)
 	if !strings.HasPrefix(ref, "<think>") {
 		if i := strings.Index(text, "</think>"); i >= 0 && strings.HasPrefix(text, "<think>") {
 			text = strings.TrimSpace(text[i+len("</think>"):])

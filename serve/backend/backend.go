@@ -19,6 +19,7 @@ import (
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/sample"
+	"github.com/lorakit/lorakit/models/stop"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -187,6 +188,24 @@ func (b *Backend) SupportsReasoning() bool {
 }
 
 func (b *Backend) EOS() []int { return b.m.EOS }
+
+// TurnEnd is the chat template's end of turn, where a chat completion stops.
+func (b *Backend) TurnEnd() stop.Turn { return b.m.TurnEnd() }
+
+// Logprobs is the model distribution's log-probabilities (Logprobs).
+func (b *Backend) Logprobs(logits []float32, id, top int) engine.TokenLogprob {
+	return Logprobs(logits, id, top)
+}
+
+// Logprobs is sample.Logprobs in the engine's types.
+func Logprobs(logits []float32, id, top int) engine.TokenLogprob {
+	lp, tops := sample.Logprobs(logits, id, top)
+	t := engine.TokenLogprob{ID: id, Logprob: lp}
+	for _, x := range tops {
+		t.Top = append(t.Top, engine.TopLogprob{ID: x.ID, Logprob: x.Logprob})
+	}
+	return t
+}
 
 // Constrain starts a constrained generation over the tokenizer's vocabulary (each token's exact bytes, built
 // once).

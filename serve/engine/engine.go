@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
+
 	"runtime"
+	"slices"
 	"sort"
-	"strings"
+
 	"sync"
 	"time"
+
+	"github.com/lorakit/lorakit/models/stop"
 )
 
 // Config configures an Engine.
@@ -18,6 +21,8 @@ type Config struct {
 	NewDecoder func(prompt []int) Decoder
 	NewSampler func(SamplingParams) Sampler
 	EOS        []int
+	// TurnEnd ends the turn of a Chat request (models.Model.TurnEnd).
+	TurnEnd stop.Turn
 	// MaxBatch is the most sequences decoded together (default 16); MaxQueue the most waiting (default 256).
 	MaxBatch, MaxQueue int
 	// MaxModelLen is the context window (prompt + completion).
@@ -71,7 +76,6 @@ func (s Stats) KVUsage() float64 {
 // Engine runs continuous batching on one goroutine.
 type Engine struct {
 	cfg  Config
-	eos  map[int]bool
 	mu   sync.Mutex
 	cond *sync.Cond
 	wait []*seq
@@ -99,9 +103,8 @@ type seq struct {
 	maxNew   int
 	dec      Decoder
 	smp      Sampler
-	pending  string
+	stop     *stop.Seq
 	promptLP []TokenLogprob // prompt logprobs not yet sent
-	maxStop  int
 	start    time.Time
 	admitted time.Time // zero until the loop takes it from the queue
 	lastTok  time.Time
@@ -125,10 +128,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.PrefillChunk <= 0 {
 		cfg.PrefillChunk = 256
 	}
-	e := &Engine{cfg: cfg, eos: map[int]bool{}, running: map[string]int{}, exited: make(chan struct{}), idle: make(chan struct{})}
-	for _, id := range cfg.EOS {
-		e.eos[id] = true
-	}
+	e := &Engine{cfg: cfg, running: map[string]int{}, exited: make(chan struct{}), idle: make(chan struct{})}
 	e.cond = sync.NewCond(&e.mu)
 	go e.loop()
 	return e, nil
@@ -202,9 +202,6 @@ func (e *Engine) Submit(ctx context.Context, req *Request) (*Stream, error) {
 		if id < 0 || id >= vocab {
 			return fail(fmt.Errorf("engine: prompt token id %d out of range [0, %d)", id, vocab))
 		}
-	}
-	for _, st := range req.Stop {
-		s.maxStop = max(s.maxStop, len(st))
 	}
 	e.mu.Lock()
 	if e.stopping {
@@ -342,6 +339,7 @@ func (e *Engine) step() {
 				s.state = e.cfg.Backend.NewState(len(s.req.Prompt) + s.maxNew)
 				s.dec = e.cfg.NewDecoder(s.req.Prompt)
 				s.smp = e.cfg.NewSampler(s.req.Sampling)
+				s.stop = e.rule(s).Start()
 				s.hist = make([]int, len(s.req.Prompt), len(s.req.Prompt)+min(s.maxNew, 4096))
 				copy(s.hist, s.req.Prompt)
 			}
@@ -469,12 +467,10 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 			logits[id] += b
 		}
 	}
-	var lp *TokenLogprob
 	var orig []float32
 	if s.req.Logprobs {
 		// log-probabilities of the model distribution, before the sampler reshapes it
 		orig = append([]float32(nil), logits...)
-		lp = &TokenLogprob{}
 	}
 	if c := s.req.Constraint; c != nil && c.Mask(logits) == 0 {
 		e.finish(s, FinishError, errors.New("engine: the output constraint allows no token here"))
@@ -491,17 +487,13 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 		if id < 0 || id >= len(logits) {
 			return fmt.Errorf("engine: sampler returned token %d outside the vocabulary", id)
 		}
-		if c := s.req.Constraint; c != nil && !e.eos[id] && !c.AcceptToken(id) {
+		if c := s.req.Constraint; c != nil && !slices.Contains(e.cfg.EOS, id) && !c.AcceptToken(id) {
 			return fmt.Errorf("engine: sampled token %d is outside the output constraint", id)
 		}
 		return nil
 	}(); err != nil {
 		e.finish(s, FinishError, err)
 		return
-	}
-	if lp != nil {
-		lse := logSumExp(orig)
-		lp.ID, lp.Logprob, lp.Top = id, orig[id]-lse, topK(orig, s.req.TopLogprobs, lse)
 	}
 	if len(s.gen) == 0 {
 		if e.cfg.Observer != nil {
@@ -515,50 +507,38 @@ func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
 	s.hist = append(s.hist, id)
 	s.last = id
 	var toks []TokenLogprob
-	if lp != nil {
-		toks = []TokenLogprob{*lp}
+	if orig != nil {
+		toks = []TokenLogprob{e.cfg.Backend.Logprobs(orig, id, s.req.TopLogprobs)}
 	}
-	if e.eos[id] && (!s.req.IgnoreEOS || s.req.Constraint != nil) {
-		s.pending += s.dec.Flush()
-		e.emitFinal(s, toks, FinishStop)
-		return
-	}
-	s.pending += s.dec.Add(id)
-	if len(s.req.Stop) > 0 {
-		if cut := firstStop(s.pending, s.req.Stop); cut >= 0 {
-			s.pending = s.pending[:cut]
-			e.emitFinal(s, toks, FinishStop)
-			return
-		}
-	}
-	if c := s.req.Constraint; c != nil && c.Done() {
+	text, reason := s.stop.Next(id, s.dec)
+	if c := s.req.Constraint; c != nil && reason != stop.Stop && c.Done() {
 		// Only end-of-sequence may follow: end now rather than spend a step on it.
-		s.pending += s.dec.Flush()
-		if cut := firstStop(s.pending, s.req.Stop); cut >= 0 {
-			s.pending = s.pending[:cut]
+		if reason == "" {
+			var rest string
+			rest, _ = s.stop.End(s.dec)
+			text += rest
 		}
-		e.emitFinal(s, toks, FinishStop)
+		reason = stop.Stop
+	}
+	if reason != "" {
+		s.stream.push(s.event(text, toks), false)
+		e.finish(s, reason, nil)
 		return
 	}
-	if len(s.gen) >= s.maxNew || len(s.req.Prompt)+len(s.gen) >= e.cfg.MaxModelLen {
-		s.pending += s.dec.Flush()
-		if cut := firstStop(s.pending, s.req.Stop); cut >= 0 {
-			s.pending = s.pending[:cut]
-			e.emitFinal(s, toks, FinishStop)
-			return
-		}
-		e.emitFinal(s, toks, FinishLength)
-		return
-	}
-	hold := 0
-	for _, st := range s.req.Stop {
-		hold = max(hold, partialSuffix(s.pending, st))
-	}
-	text := s.pending[:len(s.pending)-hold]
-	s.pending = s.pending[len(s.pending)-hold:]
 	if text != "" || toks != nil || s.promptLP != nil {
 		s.stream.push(s.event(text, toks), false)
 	}
+}
+
+// rule is when s ends: the model's EOS ids (even with ignore_eos under an output constraint), the turn end for a
+// chat prompt, the request's stop strings and its budget (max_tokens, or what the context window leaves).
+func (e *Engine) rule(s *seq) stop.Rule {
+	r := stop.Rule{EOS: e.cfg.EOS, IgnoreEOS: s.req.IgnoreEOS && s.req.Constraint == nil, Strings: s.req.Stop,
+		MaxTokens: s.maxNew}
+	if s.req.Chat {
+		r.TurnEnd = e.cfg.TurnEnd
+	}
+	return r
 }
 
 // event is the next event of s, carrying the prompt logprobs the first time.
@@ -581,18 +561,9 @@ func (e *Engine) promptLogprobs(s *seq, logits []float32) []float32 {
 		if p+1 >= len(s.req.Prompt) {
 			break
 		}
-		row := logits[j*v : (j+1)*v]
-		lse := logSumExp(row)
-		id := s.req.Prompt[p+1]
-		s.promptLP = append(s.promptLP, TokenLogprob{ID: id, Logprob: row[id] - lse, Top: topK(row, s.req.TopLogprobs, lse)})
+		s.promptLP = append(s.promptLP, e.cfg.Backend.Logprobs(logits[j*v:(j+1)*v], s.req.Prompt[p+1], s.req.TopLogprobs))
 	}
 	return logits[(n-1)*v:]
-}
-
-func (e *Engine) emitFinal(s *seq, toks []TokenLogprob, reason string) {
-	s.stream.push(s.event(s.pending, toks), false)
-	s.pending = ""
-	e.finish(s, reason, nil)
 }
 
 // finish ends s: final event, observer, release. Idempotent.
@@ -601,7 +572,7 @@ func (e *Engine) finish(s *seq, reason string, err error) {
 		return
 	}
 	s.released = true
-	s.state, s.dec, s.smp, s.hist = nil, nil, nil, nil
+	s.state, s.dec, s.smp, s.hist, s.stop = nil, nil, nil, nil, nil
 	if s.req.Release != nil {
 		s.req.Release() // before the last event, so a reader that saw the end sees the reference dropped
 	}
@@ -614,67 +585,4 @@ func (e *Engine) finish(s *seq, reason string, err error) {
 		e.cfg.Observer.Finished(f)
 	}
 	s.stream.push(Event{Finish: reason, Err: err, PromptTokens: len(s.req.Prompt), CompletionTokens: len(s.gen)}, true)
-}
-
-// firstStop is the earliest index in text where a stop string begins, or -1.
-func firstStop(text string, stops []string) int {
-	best := -1
-	for _, st := range stops {
-		if i := strings.Index(text, st); i >= 0 && (best < 0 || i < best) {
-			best = i
-		}
-	}
-	return best
-}
-
-// partialSuffix is the length of the longest proper suffix of s that is a prefix of stop.
-func partialSuffix(s, stop string) int {
-	n := min(len(stop)-1, len(s))
-	for k := n; k > 0; k-- {
-		if strings.HasSuffix(s, stop[:k]) {
-			return k
-		}
-	}
-	return 0
-}
-
-func logSumExp(x []float32) float32 {
-	m := float32(math.Inf(-1))
-	for _, v := range x {
-		if v > m {
-			m = v
-		}
-	}
-	if math.IsInf(float64(m), -1) {
-		return m
-	}
-	var sum float64
-	for _, v := range x {
-		sum += math.Exp(float64(v - m))
-	}
-	return m + float32(math.Log(sum))
-}
-
-func topK(logits []float32, k int, lse float32) []TopLogprob {
-	if k <= 0 {
-		return nil
-	}
-	k = min(k, len(logits))
-	top := make([]TopLogprob, 0, k+1)
-	for id, v := range logits {
-		if len(top) == k && v <= top[k-1].Logprob {
-			continue
-		}
-		i := sort.Search(len(top), func(i int) bool { return top[i].Logprob < v })
-		top = append(top, TopLogprob{})
-		copy(top[i+1:], top[i:])
-		top[i] = TopLogprob{ID: id, Logprob: v}
-		if len(top) > k {
-			top = top[:k]
-		}
-	}
-	for i := range top {
-		top[i].Logprob -= lse
-	}
-	return top
 }

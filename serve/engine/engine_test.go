@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lorakit/lorakit/models/sample"
 )
 
 // fakeDelta shifts the fake model's next token.
@@ -36,6 +38,14 @@ const fakeEOS = 256
 
 func (b *fakeBackend) NewState(int) State { return &fakeState{} }
 func (b *fakeBackend) VocabSize() int     { return 257 }
+func (b *fakeBackend) Logprobs(logits []float32, id, top int) TokenLogprob {
+	lp, tops := sample.Logprobs(logits, id, top)
+	t := TokenLogprob{ID: id, Logprob: lp}
+	for _, x := range tops {
+		t.Top = append(t.Top, TopLogprob{ID: x.ID, Logprob: x.Logprob})
+	}
+	return t
+}
 func (b *fakeBackend) Forward(rows []Row) ([][]float32, error) {
 	if b.gate != nil {
 		<-b.gate
@@ -441,5 +451,41 @@ func TestBadRowFailsAlone(t *testing.T) {
 	}
 	if text, fin := collect(t, good); text != fakeGenerate(ids("ok"), nil, 5) || fin.Finish != FinishLength {
 		t.Fatalf("good row hurt by the bad one: %q %+v", text, fin)
+	}
+}
+
+// A chat prompt ends at the template's end of turn, as generate --chat and eval do; a plain prompt does not.
+func TestChatStopsAtTurnEnd(t *testing.T) {
+	run := func(e *Engine, req *Request) (string, Event) {
+		s, err := e.Submit(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		for {
+			ev, err := s.Recv(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			text.WriteString(ev.Text)
+			if ev.Finish != "" {
+				return text.String(), ev
+			}
+		}
+	}
+	plain, _ := run(newTestEngine(t, &fakeBackend{}, nil), &Request{Prompt: ids("abc"), MaxTokens: 6})
+	if len(plain) != 6 {
+		t.Fatalf("plain text %q", plain)
+	}
+	turn := int(plain[2])
+	e := newTestEngine(t, &fakeBackend{}, func(c *Config) { c.TurnEnd.IDs = []int{turn} })
+	if got, _ := run(e, &Request{Prompt: ids("abc"), MaxTokens: 6}); got != plain {
+		t.Fatalf("plain prompt with a turn end: %q, want %q", got, plain)
+	}
+	for _, ignore := range []bool{false, true} {
+		got, fin := run(e, &Request{Prompt: ids("abc"), MaxTokens: 6, Chat: true, IgnoreEOS: ignore})
+		if got != plain[:2] || fin.Finish != FinishStop || fin.CompletionTokens != 3 {
+			t.Fatalf("chat (ignore_eos %v): %q %+v, want %q stop after 3 tokens", ignore, got, fin, plain[:2])
+		}
 	}
 }

@@ -33,6 +33,8 @@ type Backend interface {
 	// new position for a row with AllLogits).
 	Forward(rows []Row) ([][]float32, error)
 	VocabSize() int
+	// Logprobs is log softmax(logits)[id] with the top most likely tokens and theirs (models/sample.Logprobs).
+	Logprobs(logits []float32, id, top int) TokenLogprob
 }
 
 // Decoder turns a token stream into text, returning only complete UTF-8.
@@ -109,6 +111,9 @@ type Request struct {
 	Constraint Constraint
 	// IgnoreEOS keeps generating past EOS ids (benchmarks; vLLM's ignore_eos).
 	IgnoreEOS bool
+	// Chat marks a prompt rendered by the chat template with the generation prompt: it also ends at the
+	// template's end of turn (Config.TurnEnd), even with IgnoreEOS, as generate --chat and eval do.
+	Chat bool
 	// Release, if set, is called exactly once when the engine no longer uses the request (finished, cancelled or
 	// rejected); serving uses it to drop the adapter reference.
 	Release func()

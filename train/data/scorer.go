@@ -2,8 +2,8 @@ package data
 
 import (
 	"fmt"
-	"math"
 
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 )
 
@@ -100,17 +100,7 @@ func (s *ModelScorer) chunked(seq []int, chunk int) ([]float64, error) {
 func nllFromLogits(logits [][]float32, seq []int, dst []float64) []float64 {
 	for t := 0; t+1 < len(seq) && t < len(logits); t++ {
 		row := logits[t]
-		mx := math.Inf(-1)
-		for _, v := range row {
-			if float64(v) > mx {
-				mx = float64(v)
-			}
-		}
-		sum := 0.0
-		for _, v := range row {
-			sum += math.Exp(float64(v) - mx)
-		}
-		dst = append(dst, mx+math.Log(sum)-float64(row[seq[t+1]]))
+		dst = append(dst, kernels.LogSumExp(row)-float64(row[seq[t+1]]))
 	}
 	return dst
 }
