@@ -130,7 +130,7 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 	}
 	completion := make([]int, len(runs))
 	var failed error
-	for ev := range merge(ctx, runs) {
+	for ev := range fanIn(ctx, runs) {
 		if w.err != nil {
 			break // client gone: ctx ends, merge cancels the streams
 		}

@@ -131,7 +131,7 @@ func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs [
 		texts[i] = &tokenTexts{m: s.model}
 	}
 	var failed error
-	for ev := range merge(ctx, runs) {
+	for ev := range fanIn(ctx, runs) {
 		if w.err != nil {
 			break
 		}

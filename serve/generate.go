@@ -73,8 +73,8 @@ type event struct {
 	engine.Event
 }
 
-// merge fans the choices' events into one channel (closed when every choice ended or ctx ended).
-func merge(ctx context.Context, runs []*run) <-chan event {
+// fanIn merges the choices' events into one channel (closed when every choice ended or ctx ended).
+func fanIn(ctx context.Context, runs []*run) <-chan event {
 	out := make(chan event, 16)
 	done := make(chan struct{}, len(runs))
 	for _, r := range runs {
@@ -119,7 +119,7 @@ type result struct {
 // collectAll waits for every choice to finish.
 func collectAll(ctx context.Context, runs []*run) ([]result, error) {
 	res := make([]result, len(runs))
-	for ev := range merge(ctx, runs) {
+	for ev := range fanIn(ctx, runs) {
 		r := &res[ev.index]
 		r.text += ev.Text
 		r.tokens = append(r.tokens, ev.Tokens...)

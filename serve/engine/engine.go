@@ -137,9 +137,6 @@ func New(cfg Config) (*Engine, error) {
 // MaxBatch is the most sequences decoded together.
 func (e *Engine) MaxBatch() int { return e.cfg.MaxBatch }
 
-// MaxModelLen is the context window.
-func (e *Engine) MaxModelLen() int { return e.cfg.MaxModelLen }
-
 // Stats reports queue depth, running sequences, their adapters and the KV reservation.
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
