@@ -270,6 +270,9 @@ type Lease struct {
 // Delta is the leased adapter.
 func (l *Lease) Delta() Delta { return l.e.delta }
 
+// Path is where the adapter was loaded from.
+func (l *Lease) Path() string { return l.e.path }
+
 // Release drops the reference. Safe to call more than once.
 func (l *Lease) Release() {
 	l.once.Do(func() {
