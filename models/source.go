@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/lorakit/lorakit/models/gguf"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/quant"
@@ -30,8 +31,9 @@ type Source interface {
 	Network(cfg *llama.Config, opts llama.LoadOptions) (*llama.Model, io.Closer, error)
 }
 
-// Open checks what path holds and returns the Source that reads it. Today that is a Hugging Face checkpoint
-// folder (config.json beside safetensors weights); anything else is refused with what path is and what to do.
+// Open checks what path holds and returns the Source that reads it: a Hugging Face checkpoint folder
+// (config.json beside safetensors weights) or a llama.cpp GGUF model file; anything else is refused with what
+// path is and what to do.
 // This is the one place that tells model sources apart: a new format adds its test here.
 func Open(path string) (Source, error) {
 	st, err := os.Stat(path)
@@ -39,7 +41,10 @@ func Open(path string) (Source, error) {
 		return nil, fmt.Errorf("models: %w", err)
 	}
 	if !st.IsDir() {
-		return nil, fmt.Errorf("models: %s is a file; --model wants a Hugging Face model folder (config.json, *.safetensors, tokenizer.json)", path)
+		if isGGUF(path) {
+			return OpenGGUF(path)
+		}
+		return nil, fmt.Errorf("models: %s is a file but not a GGUF file; --model wants a Hugging Face model folder (config.json, *.safetensors, tokenizer.json) or a llama.cpp .gguf model file", path)
 	}
 	if _, err := os.Stat(filepath.Join(path, "config.json")); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -96,4 +101,16 @@ func (f Folder) Network(cfg *llama.Config, opts llama.LoadOptions) (*llama.Model
 		return nil, nil, err
 	}
 	return net, ck, nil
+}
+
+// isGGUF reports whether the file at path starts with the GGUF magic.
+func isGGUF(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var magic [4]byte
+	_, err = io.ReadFull(f, magic[:])
+	return err == nil && string(magic[:]) == gguf.Magic
 }

@@ -251,6 +251,9 @@ func (g *File) TensorBytes(name string) ([]byte, TensorInfo, error) {
 	if err != nil {
 		return nil, t, fmt.Errorf("gguf: %s: %w", g.Path, err)
 	}
+	if t.Offset+uint64(n) > uint64(len(g.data)) {
+		return nil, t, fmt.Errorf("gguf: %s: tensor %s: the file is closed", g.Path, name)
+	}
 	return g.data[t.Offset : t.Offset+uint64(n)], t, nil
 }
 

@@ -42,6 +42,9 @@ type Config struct {
 	PadTokenID    int   // -1 if absent
 	TorchDType    string
 	Quantization  *QuantizationConfig // bitsandbytes block if present
+	// RopeFreqFactors, when set (head_dim/2 values), divide the rotary inverse frequencies: llama.cpp's
+	// rope_freqs.weight, how a GGUF file carries llama3 rope scaling. config.json never sets it.
+	RopeFreqFactors []float32
 }
 
 // RopeScaling is the rope_scaling block; only rope_type "llama3" is supported.
@@ -449,6 +452,9 @@ func (c *Config) InvFreq() []float32 {
 				smooth := (old/wave - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
 				f = (1-smooth)*f/rs.Factor + smooth*f
 			}
+		}
+		if i < len(c.RopeFreqFactors) {
+			f /= float64(c.RopeFreqFactors[i])
 		}
 		out[i] = float32(f)
 	}

@@ -25,12 +25,44 @@ type LoadOptions struct {
 	QuantizeHead func(d *nn.Dense) (nn.Linear, error)
 }
 
+// Tensors is where Load reads weights from, by Hugging Face name and in Hugging Face layout ([out, in],
+// rotate_half q/k rows): a safetensors checkpoint, or another format translated on the fly.
+type Tensors interface {
+	// Info returns a tensor's header entry and the path of the file holding it (for messages).
+	Info(name string) (ti safetensors.TensorInfo, file string, ok bool)
+	// Bytes returns the tensor's data in Info's dtype.
+	Bytes(name string) ([]byte, error)
+	// Float32s returns a converted copy.
+	Float32s(name string) ([]float32, error)
+}
+
+// checkpointTensors reads a safetensors checkpoint.
+type checkpointTensors struct{ *safetensors.Checkpoint }
+
+func (c checkpointTensors) Info(name string) (safetensors.TensorInfo, string, bool) {
+	ti, f, ok := c.Checkpoint.Info(name)
+	if !ok {
+		return ti, "", false
+	}
+	return ti, f.Path, true
+}
+
 // Load builds the model from a checkpoint. Every missing or mis-shaped tensor is reported, together, with the file,
 // the tensor name and both shapes.
 func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, error) {
+	return loadFrom(checkpointTensors{ckpt}, ckpt, ckpt.Dir, cfg, opts)
+}
+
+// LoadTensors builds the model from weights that are not a safetensors checkpoint; name names them in
+// messages. opts.LoadLinear is called with a nil checkpoint.
+func LoadTensors(ts Tensors, name string, cfg *Config, opts LoadOptions) (*Model, error) {
+	return loadFrom(ts, nil, name, cfg, opts)
+}
+
+func loadFrom(ts Tensors, ckpt *safetensors.Checkpoint, where string, cfg *Config, opts LoadOptions) (*Model, error) {
 	c := cfg
 	H, Q, KV, I, V, D := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize, c.HeadDim
-	ld := &loader{ckpt: ckpt, opts: opts}
+	ld := &loader{ts: ts, ckpt: ckpt, opts: opts}
 	m := newModel(cfg, opts)
 	m.EmbedTokens = ld.dense("model.embed_tokens.weight", V, H)
 	for l := range c.NumHiddenLayers {
@@ -70,7 +102,7 @@ func Load(ckpt *safetensors.Checkpoint, cfg *Config, opts LoadOptions) (*Model, 
 		}
 	}
 	if len(ld.errs) > 0 {
-		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", ckpt.Dir, len(ld.errs), errors.Join(ld.errs...))
+		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", where, len(ld.errs), errors.Join(ld.errs...))
 	}
 	return m, nil
 }
@@ -94,26 +126,27 @@ func newModel(cfg *Config, opts LoadOptions) *Model {
 
 // loader collects every problem instead of stopping at the first.
 type loader struct {
-	ckpt *safetensors.Checkpoint
+	ts   Tensors
+	ckpt *safetensors.Checkpoint // nil unless ts is a checkpoint (for LoadLinear)
 	opts LoadOptions
 	errs []error
 }
 
-func (ld *loader) info(name string, shape ...int) (safetensors.TensorInfo, *safetensors.File, bool) {
-	ti, f, ok := ld.ckpt.Info(name)
+func (ld *loader) info(name string, shape ...int) (safetensors.TensorInfo, string, bool) {
+	ti, path, ok := ld.ts.Info(name)
 	if !ok {
 		ld.errs = append(ld.errs, fmt.Errorf("tensor %s: missing (want shape %v)", name, shape))
-		return ti, nil, false
+		return ti, "", false
 	}
 	if !equalShape(ti.Shape, shape) {
-		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: shape %v, want %v", f.Path, name, ti.Shape, shape))
-		return ti, f, false
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: shape %v, want %v", path, name, ti.Shape, shape))
+		return ti, path, false
 	}
 	if !ti.DType.IsFloat() {
-		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: dtype %s is not a float type", f.Path, name, ti.DType))
-		return ti, f, false
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: dtype %s is not a float type", path, name, ti.DType))
+		return ti, path, false
 	}
-	return ti, f, true
+	return ti, path, true
 }
 
 func equalShape(a, b []int) bool {
@@ -130,13 +163,13 @@ func equalShape(a, b []int) bool {
 
 // vector loads a 1-D tensor as an f32 copy.
 func (ld *loader) vector(name string, n int) []float32 {
-	_, f, ok := ld.info(name, n)
+	_, path, ok := ld.info(name, n)
 	if !ok {
 		return nil
 	}
-	v, err := f.Float32s(name)
+	v, err := ld.ts.Float32s(name)
 	if err != nil {
-		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err))
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", path, name, err))
 		return nil
 	}
 	return v
@@ -144,18 +177,18 @@ func (ld *loader) vector(name string, n int) []float32 {
 
 // dense maps a 2-D weight [rows, cols] in its stored dtype.
 func (ld *loader) dense(name string, rows, cols int) *nn.Dense {
-	ti, f, ok := ld.info(name, rows, cols)
+	ti, path, ok := ld.info(name, rows, cols)
 	if !ok {
 		return nil
 	}
-	raw, err := f.Bytes(name)
+	raw, err := ld.ts.Bytes(name)
 	if err == nil {
 		var d *nn.Dense
 		if d, err = nn.NewDense(ti.DType, raw, rows, cols); err == nil {
 			return d
 		}
 	}
-	ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", f.Path, name, err))
+	ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", path, name, err))
 	return nil
 }
 

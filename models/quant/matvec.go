@@ -62,7 +62,7 @@ func (q *Weight) rowScales(buf []float32, r, n, nb int) []float32 {
 // (32 or a multiple of 64) never straddle rows, in rows of whole groups of 64.
 func (q *Weight) lut16() (lut16, bool) {
 	cols, bs := q.Cols(), q.BlockSize
-	if (q.Type != NF4 && q.Type != FP4) || (bs%group != 0 && bs != group/2) || cols%bs != 0 || cols%group != 0 {
+	if (q.Type != NF4 && q.Type != FP4 && q.Type != Q4_0) || (bs%group != 0 && bs != group/2) || cols%bs != 0 || cols%group != 0 {
 		return lut16{}, false
 	}
 	return makeLUT16(&q.Code)

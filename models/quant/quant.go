@@ -39,7 +39,20 @@ const (
 	NF4  Type = "nf4"
 	FP4  Type = "fp4"
 	Int8 Type = "int8"
+	// Q4_0 is ggml's Q4_0 (GGUF files) held in this package's 4-bit layout so that the same kernels run it: the
+	// levels are (code-8)/8 and each 32-block's absmax is 8·d, d being ggml's (possibly negative) block scale,
+	// so that level·absmax = (code-8)·d exactly.
+	Q4_0 Type = "q4_0"
 )
+
+// q40Code is the level table of Q4_0.
+var q40Code = func() [16]float32 {
+	var c [16]float32
+	for i := range c {
+		c[i] = float32(i-8) / 8
+	}
+	return c
+}()
 
 // DefaultBlockSize is bitsandbytes' default block size for 4-bit weights.
 const DefaultBlockSize = 64
@@ -74,8 +87,10 @@ func Code(t Type) ([16]float32, error) {
 		return nf4Code, nil
 	case FP4:
 		return fp4Code, nil
+	case Q4_0:
+		return q40Code, nil
 	}
-	return [16]float32{}, fmt.Errorf("quant: %q is not a 4-bit type (want nf4 or fp4)", t)
+	return [16]float32{}, fmt.Errorf("quant: %q is not a 4-bit type (want nf4, fp4 or q4_0)", t)
 }
 
 // Weight is a weight stored quantised: 4-bit NF4/FP4 blocks (two codes per byte) or row-wise Int8 (one code
