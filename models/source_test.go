@@ -16,9 +16,12 @@ func TestOpenRefuses(t *testing.T) {
 	os.WriteFile(filepath.Join(adapter, "adapter_config.json"), []byte(`{}`), 0o644)
 	file := filepath.Join(t.TempDir(), "model.gguf")
 	os.WriteFile(file, []byte("GGUF"), 0o644)
+	other := filepath.Join(t.TempDir(), "model.bin")
+	os.WriteFile(other, []byte("PK\x03\x04"), 0o644)
 	for _, c := range []struct{ path, want string }{
 		{adapter, "PEFT adapter folder"},
-		{file, "is a file"},
+		{file, "truncated"},
+		{other, "is a file but not a GGUF file"},
 		{t.TempDir(), "no config.json"},
 		{filepath.Join(t.TempDir(), "missing"), "no such file"},
 	} {

@@ -118,6 +118,9 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 		return nil, err
 	}
 	defer m.Close()
+	if method == Full && m.Checkpoint() == nil {
+		return nil, fmt.Errorf("train: --method full writes a Hugging Face folder and needs one as --model; %s is not (a GGUF file trains with --method lora or qlora, and lorakit export gguf writes the result back)", cfg.Model)
+	}
 	rep.Logf("model %s: %d layers, hidden %d, vocab %d (%s)", cfg.Model, m.Net.Config.NumHiddenLayers, m.Net.Config.HiddenSize, m.Net.Config.VocabSize, method)
 
 	onBad := func(err error) { rep.Logf("skip: %v", err) }
