@@ -26,6 +26,16 @@ func (s *Server) handleChat(c echo.Context) error {
 	if req.Model != s.name && !engine.ValidName(req.Model) {
 		return openai.ModelNotFound(req.Model)
 	}
+	if err := s.checkChoices(1, req.Sampling.N); err != nil {
+		return err
+	}
+	size := 0
+	for _, m := range req.Messages {
+		size += len(m.Content)
+	}
+	if err := s.checkBytes("messages", size); err != nil {
+		return err // refused by size before the template or the tokenizer sees it
+	}
 	prompt, err := s.model.RenderChat(req.Messages, req.Tools, req.TemplateKwargs)
 	if errors.Is(err, chat.ErrTemplateNoTools) {
 		return openai.BadRequest("tools", "this model's chat template cannot take tools: %v", err)
@@ -45,7 +55,10 @@ func (s *Server) handleChat(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ids := s.model.Encode(prompt, false)
+	ids, err := s.encode("messages", prompt, false)
+	if err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	runs, err := s.submit(ctx, req.Model, "messages", [][]int{ids}, req.Sampling, constrain)
 	if err != nil {

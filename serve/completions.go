@@ -17,20 +17,40 @@ func (s *Server) handleCompletions(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	req, oe := openai.DecodeCompletion(body, s.model.VocabSize())
+	req, oe := openai.DecodeCompletionLimit(body, s.model.VocabSize(), s.maxChoices)
 	if oe != nil {
 		return oe
 	}
 	if req.Model != s.name && !engine.ValidName(req.Model) {
 		return openai.ModelNotFound(req.Model)
 	}
+	// Admission, before any tokenizing: the choices, each prompt's size, the echoed text (admit.go). The echo-only
+	// path (max_tokens 0) passes the same checks as generation.
+	if err := s.checkChoices(len(req.Prompts), req.Sampling.N); err != nil {
+		return err
+	}
 	prompts := make([][]int, len(req.Prompts))
 	echoText := make([]string, len(req.Prompts))
 	for i, p := range req.Prompts {
 		if p.IDs != nil {
-			prompts[i], echoText[i] = p.IDs, s.model.Decode(p.IDs)
-		} else {
-			prompts[i], echoText[i] = s.model.Encode(p.Text, true), p.Text
+			if len(p.IDs) > s.maxLen {
+				return openai.ContextTooLong("prompt", s.maxLen, len(p.IDs), req.Sampling.MaxTokens)
+			}
+			prompts[i] = p.IDs
+			if req.Echo {
+				echoText[i] = s.model.Decode(p.IDs)
+			}
+			continue
+		}
+		ids, err := s.encode("prompt", p.Text, true)
+		if err != nil {
+			return err
+		}
+		prompts[i], echoText[i] = ids, p.Text
+	}
+	if req.Echo {
+		if err := s.checkEcho(echoText, req.Sampling.N); err != nil {
+			return err
 		}
 	}
 	scoreOnly := req.Sampling.MaxTokens == 0 // echo only: the prompt's logprobs, nothing generated

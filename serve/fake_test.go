@@ -27,6 +27,7 @@ type fakeModel struct {
 	noTools    bool
 	lastPrompt string
 	ctxLen     int
+	maxEncode  int // longest text Encode was given
 	mu         sync.Mutex
 	forwards   int
 	block      chan struct{} // if set, Forward waits on it (or on done)
@@ -99,6 +100,9 @@ func fakeNextTok(st *fakeState, d engine.Delta) int {
 }
 
 func (m *fakeModel) Encode(text string, addSpecial bool) []int {
+	m.mu.Lock()
+	m.maxEncode = max(m.maxEncode, len(text))
+	m.mu.Unlock()
 	var ids []int
 	if addSpecial {
 		ids = append(ids, fBOS)

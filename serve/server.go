@@ -98,6 +98,14 @@ type Config struct {
 	PrefillChunk int
 	// MaxBodyBytes limits request bodies (default 8 MiB); larger bodies get 413.
 	MaxBodyBytes int64
+	// MaxN bounds a request's n (default and upper bound 128).
+	MaxN int
+	// ReadTimeout bounds reading a request's headers, and again its body (default 30 s). WriteTimeout bounds each
+	// write of a reply (default 30 s): a client that stops reading a stream is dropped, not waited for.
+	// IdleTimeout closes keep-alive connections idle that long (default 60 s).
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConns caps open connections (default 4096); further clients wait in the listen backlog.
+	MaxConns int
 }
 
 // Server is a running lorakit OpenAI-compatible server.
@@ -116,6 +124,16 @@ type Server struct {
 	http     *http.Server
 	mu       sync.Mutex
 	grammars grammars
+	// admission bounds (admit.go)
+	maxN, maxChoices, maxTokBytes int
+	memory                        memoryReturner
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // New builds a server: loads the startup adapters and starts the engine.
@@ -129,6 +147,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 8 << 20
 	}
+	if cfg.MaxN <= 0 || cfg.MaxN > 128 {
+		cfg.MaxN = 128
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 256
+	}
+	cfg.ReadTimeout = orDefault(cfg.ReadTimeout, 30*time.Second)
+	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 30*time.Second)
+	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 60*time.Second)
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 4096
+	}
 	maxLen := cfg.Model.ContextLen()
 	if cfg.MaxModelLen > 0 {
 		if maxLen > 0 && cfg.MaxModelLen > maxLen {
@@ -139,7 +169,9 @@ func New(cfg Config) (*Server, error) {
 	if maxLen <= 0 {
 		return nil, fmt.Errorf("serve: the model reports no context length; set --max-model-len")
 	}
-	s := &Server{cfg: cfg, model: cfg.Model, name: cfg.ModelName, maxLen: maxLen, created: time.Now().Unix()}
+	s := &Server{cfg: cfg, model: cfg.Model, name: cfg.ModelName, maxLen: maxLen, created: time.Now().Unix(),
+		maxN: cfg.MaxN, maxChoices: cfg.MaxQueue, maxTokBytes: maxTokenBytes(cfg.Model)}
+	s.memory.delay = time.Second
 	s.metrics = newMetrics(cfg.ModelName, s.scrape)
 	reg, err := engine.NewRegistry(engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
 		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: s.metrics,
@@ -179,8 +211,12 @@ func (s *Server) Handler() http.Handler { return s.echo }
 func (s *Server) Registry() *engine.Registry { return s.reg }
 
 // Start serves on ln until ctx ends, then drains in-flight requests (at most drainTimeout = 60 s) and returns.
+// At most MaxConns connections are open at once; headers must arrive within ReadTimeout and idle keep-alive
+// connections close after IdleTimeout (the body and write deadlines are set per request: see deadlineMW).
 func (s *Server) Start(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: 30 * time.Second}
+	ln = newLimitListener(ln, s.cfg.MaxConns)
+	srv := &http.Server{Handler: s.echo, ReadHeaderTimeout: s.cfg.ReadTimeout, IdleTimeout: s.cfg.IdleTimeout,
+		MaxHeaderBytes: 64 << 10}
 	s.mu.Lock()
 	s.http = srv
 	s.mu.Unlock()
@@ -253,7 +289,7 @@ func (s *Server) routes() *echo.Echo {
 		}
 		_ = writeJSON(c, oe.Status, openai.ErrorResponse{Error: oe})
 	}
-	e.Use(s.recoverMW, s.countMW, s.shutdownMW, s.authMW, s.bodyLimitMW)
+	e.Use(s.deadlineMW, s.recoverMW, s.countMW, s.shutdownMW, s.authMW, s.bodyLimitMW)
 	e.POST("/v1/chat/completions", s.handleChat)
 	e.POST("/v1/completions", s.handleCompletions)
 	e.GET("/v1/models", s.handleModels)
@@ -266,6 +302,29 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/health", s.handleHealth)
 	e.GET("/metrics", s.handleMetrics)
 	return e
+}
+
+// ctxWriteTimeout is the echo.Context key of the per-write deadline (see writeDeadline).
+const ctxWriteTimeout = "lorakit.writeTimeout"
+
+// deadlineMW gives a request with a body ReadTimeout to send it: a client that sends headers and then nothing is
+// answered and dropped, also when the handler never reads the body (a 401, a 404). readBody lifts the deadline
+// once the body is in, so a long reply is not cut. Writes get their own deadline (writeDeadline).
+func (s *Server) deadlineMW(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Set(ctxWriteTimeout, s.cfg.WriteTimeout)
+		if r := c.Request(); r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody {
+			_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+		}
+		return next(c)
+	}
+}
+
+// writeDeadline gives the next write of c's reply WriteTimeout to go through.
+func writeDeadline(c echo.Context) {
+	if d, ok := c.Get(ctxWriteTimeout).(time.Duration); ok && d > 0 {
+		_ = http.NewResponseController(c.Response()).SetWriteDeadline(time.Now().Add(d))
+	}
 }
 
 func (s *Server) recoverMW(next echo.HandlerFunc) echo.HandlerFunc {
@@ -348,15 +407,26 @@ func (s *Server) bodyLimitMW(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// readBody reads the request body, mapping an over-limit body to 413.
+// readBody reads the request body (within ReadTimeout, see deadlineMW), mapping an over-limit body to 413 and a
+// body that did not arrive in time to 408. A large body's memory is handed back to the OS after the request.
 func (s *Server) readBody(c echo.Context) ([]byte, error) {
-	b, err := io.ReadAll(c.Request().Body)
+	r := c.Request()
+	b, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, openai.BodyTooLarge(s.cfg.MaxBodyBytes)
+		case errors.As(err, &ne) && ne.Timeout():
+			c.Response().Header().Set("Connection", "close")
+			return nil, openai.BodyTimeout(s.cfg.ReadTimeout)
 		}
 		return nil, openai.BadRequest("", "could not read the request body: %v", err)
+	}
+	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Time{})
+	if size := int64(len(b)); size >= 1<<20 {
+		c.Response().After(func() { s.memory.after(size) })
 	}
 	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 
 // sse writes Server-Sent Events the way OpenAI does: "data: <json>\n\n", ending with "data: [DONE]\n\n".
 type sse struct {
+	c   echo.Context
 	w   *echo.Response
 	err error
 }
@@ -21,8 +22,9 @@ func startSSE(c echo.Context) *sse {
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
 	c.Response().WriteHeader(http.StatusOK)
+	writeDeadline(c)
 	c.Response().Flush()
-	return &sse{w: c.Response()}
+	return &sse{c: c, w: c.Response()}
 }
 
 // send writes one data event and flushes it.
@@ -48,6 +50,7 @@ func (s *sse) raw(b []byte) {
 	buf = append(buf, "data: "...)
 	buf = append(buf, b...)
 	buf = append(buf, "\n\n"...)
+	writeDeadline(s.c)
 	if _, err := s.w.Write(buf); err != nil {
 		s.err = err
 		return
@@ -65,5 +68,6 @@ func writeJSON(c echo.Context, status int, v any) error {
 	if err := enc.Encode(v); err != nil {
 		return err
 	}
+	writeDeadline(c)
 	return c.Blob(status, echo.MIMEApplicationJSON, buf.Bytes())
 }

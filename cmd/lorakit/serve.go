@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,7 +30,8 @@ func newServeCmd() *cobra.Command {
 		adapterDType                                                        string
 		adapters                                                            []string
 		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads           int
-		prefillChunk                                                        int
+		prefillChunk, maxN, maxConns                                        int
+		readTimeout, writeTimeout, idleTimeout                              time.Duration
 		allowAnyPath                                                        bool
 	)
 	cmd := &cobra.Command{
@@ -99,13 +101,17 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 					r, err := hub.Resolve(ctx, ref, o)
 					return r.Dir, err
 				},
-				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk})
+				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk,
+				MaxN: maxN, MaxConns: maxConns, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout})
 			if err != nil {
 				return err
 			}
 			ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 			if err != nil {
-				return fmt.Errorf("serve: %w", err)
+				if errors.Is(err, syscall.EADDRINUSE) {
+					return fmt.Errorf("serve: %w: another program is listening on %s; pick another with --port (or --port 0 for any free port)", err, net.JoinHostPort(host, strconv.Itoa(port)))
+				}
+				return fmt.Errorf("serve: listen on --host %s --port %d: %w", host, port, err)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -133,6 +139,11 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f.StringVar(&servedName, "served-model-name", "", "name of the base model in the API (default: the model folder's name)")
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
 	f.StringVar(&adapterDType, "adapter-dtype", "auto", `adapter weight storage: "f32", "bf16", or "auto" (f32 for an f32 base, else bf16)`)
+	f.IntVar(&maxN, "max-n", 128, "largest n (choices per request) accepted")
+	f.IntVar(&maxConns, "max-connections", 4096, "open connections at most; more wait in the listen backlog")
+	f.DurationVar(&readTimeout, "read-timeout", 30*time.Second, "time a client has to send a request's headers, and again its body")
+	f.DurationVar(&writeTimeout, "write-timeout", 30*time.Second, "time each write of a reply may take: a client that stops reading is dropped")
+	f.DurationVar(&idleTimeout, "idle-timeout", 60*time.Second, "close keep-alive connections idle this long")
 	f.IntVar(&prefillChunk, "prefill-chunk", 256, "prompt tokens prefilled per engine step (a long prompt never stalls decoding longer than this)")
 	return cmd
 }

@@ -458,17 +458,41 @@ func (t *Tokenizer) EOS() (int, bool) {
 // Encode tokenises text. addSpecial adds what the post-processor adds (usually BOS), as transformers'
 // add_special_tokens=True does. Invalid UTF-8 bytes are replaced by U+FFFD first.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
+	ids, _ := t.encode(text, addSpecial, -1)
+	return ids
+}
+
+// EncodeLimit is Encode that gives up once the ids number more than limit (ok is false then, and ids is a
+// prefix): a server refuses a text far over its context without tokenizing, or holding the ids of, all of it.
+func (t *Tokenizer) EncodeLimit(text string, addSpecial bool, limit int) (ids []int, ok bool) {
+	return t.encode(text, addSpecial, max(limit, 0))
+}
+
+// encode is Encode stopping past limit ids (limit < 0: no limit).
+func (t *Tokenizer) encode(text string, addSpecial bool, limit int) ([]int, bool) {
 	if !utf8.ValidString(text) {
 		text = strings.ToValidUTF8(text, "\uFFFD")
 	}
-	ids := make([]int, 0, len(text)/3+4)
+	capacity := len(text)/3 + 4
+	if limit >= 0 {
+		capacity = min(capacity, limit+4)
+	}
+	ids := make([]int, 0, capacity)
+	over := func() bool { return limit >= 0 && len(ids) > limit }
 	if addSpecial {
 		ids = append(ids, t.post.before...)
 	}
 	var segs, subs []segment
-	emit := func(p piece) { ids = t.model.tokenize(p, ids) }
+	emit := func(p piece) {
+		if !over() { // the pre-tokenizer still walks the rest, but nothing more is merged or kept
+			ids = t.model.tokenize(p, ids)
+		}
+	}
 	segs = splitAdded(text, 0, t.rawTrie, t.rawToks, segs)
 	for _, seg := range segs {
+		if over() {
+			return ids, false
+		}
 		if seg.id >= 0 {
 			ids = append(ids, seg.id)
 			continue
@@ -479,6 +503,9 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 		}
 		subs = splitAdded(s, seg.start, t.normTrie, t.normToks, subs[:0])
 		for _, sub := range subs {
+			if over() {
+				return ids, false
+			}
 			if sub.id >= 0 {
 				ids = append(ids, sub.id)
 				continue
@@ -494,7 +521,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 	if addSpecial {
 		ids = append(ids, t.post.after...)
 	}
-	return ids
+	return ids, !over()
 }
 
 // tokenStrings maps ids to token strings, skipping unknown ids and, when skipSpecial, special tokens.

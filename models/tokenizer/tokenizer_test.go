@@ -410,3 +410,23 @@ func TestStreamPrimeByteFallbackTail(t *testing.T) {
 		t.Fatalf("primed stream %q, want %q", got, want)
 	}
 }
+
+func TestEncodeLimit(t *testing.T) {
+	tok := mustParse(t, synthByteLevel(t), `{"bos_token":"<|bos|>","eos_token":{"__type":"AddedToken","content":"<|eos|>"}}`)
+	text := strings.Repeat("the world <think>x</think> café\n", 50)
+	for _, special := range []bool{false, true} {
+		full := tok.Encode(text, special)
+		for _, limit := range []int{0, 1, 7, len(full) - 1, len(full), len(full) + 10} {
+			ids, ok := tok.EncodeLimit(text, special, limit)
+			if ok != (len(full) <= limit) {
+				t.Fatalf("limit %d of %d: ok %v", limit, len(full), ok)
+			}
+			if ok && !slices.Equal(ids, full) {
+				t.Fatalf("limit %d: ids differ from Encode", limit)
+			}
+			if !ok && (len(ids) <= limit || !slices.Equal(ids, full[:len(ids)]) || len(ids) > limit+64) {
+				t.Fatalf("limit %d: stopped at %d ids, not a short prefix past the limit", limit, len(ids))
+			}
+		}
+	}
+}

@@ -101,6 +101,12 @@ func (b *Backend) Encode(text string, addSpecial bool) []int {
 	return b.m.Tok.Encode(text, false)
 }
 
+// EncodeLimit is Encode giving up past limit ids (ok false): the server refuses an over-long prompt without
+// tokenizing all of it.
+func (b *Backend) EncodeLimit(text string, addSpecial bool, limit int) (ids []int, ok bool) {
+	return b.m.Tok.EncodeLimit(text, addSpecial, limit)
+}
+
 func (b *Backend) Decode(ids []int) string { return b.m.Tok.Decode(ids, true) }
 
 // NewDecoder starts a streaming detokeniser primed with the prompt, so the first generated token decodes in

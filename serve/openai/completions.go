@@ -43,6 +43,12 @@ const DefaultCompletionMaxTokens = 16
 
 // DecodeCompletion parses and validates a completions request body.
 func DecodeCompletion(body []byte, vocab int) (*Completion, *Error) {
+	return DecodeCompletionLimit(body, vocab, 0)
+}
+
+// DecodeCompletionLimit is DecodeCompletion refusing more than maxPrompts prompts (0: no limit) as soon as the
+// decoder meets one more, before building them.
+func DecodeCompletionLimit(body []byte, vocab, maxPrompts int) (*Completion, *Error) {
 	var r CompletionRequest
 	if e := decodeJSON(body, &r); e != nil {
 		return nil, e
@@ -51,7 +57,7 @@ func DecodeCompletion(body []byte, vocab int) (*Completion, *Error) {
 		return nil, BadRequest("model", "you must provide a model parameter")
 	}
 	c := &Completion{Model: r.Model, Stream: r.Stream, Echo: r.Echo}
-	prompts, e := decodePrompt(r.Prompt, vocab)
+	prompts, e := decodePrompt(r.Prompt, vocab, maxPrompts)
 	if e != nil {
 		return nil, e
 	}
@@ -97,7 +103,7 @@ func DecodeCompletion(body []byte, vocab int) (*Completion, *Error) {
 	return c, nil
 }
 
-func decodePrompt(raw json.RawMessage, vocab int) ([]Prompt, *Error) {
+func decodePrompt(raw json.RawMessage, vocab, maxPrompts int) ([]Prompt, *Error) {
 	raw = bytes.TrimSpace(raw)
 	bad := BadRequest("prompt", "prompt must be a string, an array of strings, an array of token ids, or an array of token-id arrays")
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
@@ -122,39 +128,47 @@ func decodePrompt(raw json.RawMessage, vocab int) ([]Prompt, *Error) {
 		}
 		return []Prompt{{Text: s}}, nil
 	case '[':
-		var items []json.RawMessage
-		if err := json.Unmarshal(raw, &items); err != nil {
+		return decodePromptList(raw, vocab, maxPrompts, bad, checkIDs)
+	}
+	return nil, bad
+}
+
+// decodePromptList decodes a prompt array one item at a time, so a request with too many prompts is refused
+// without building them: an array of strings, an array of token-id arrays, or one array of token ids.
+func decodePromptList(raw []byte, vocab, maxPrompts int, bad *Error, checkIDs func([]int) *Error) ([]Prompt, *Error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // '['
+		return nil, bad
+	}
+	var out []Prompt
+	for dec.More() {
+		if maxPrompts > 0 && len(out) >= maxPrompts {
+			return nil, BadRequest("prompt", "this server takes at most %d prompts per request (--max-queue)", maxPrompts)
+		}
+		var item json.RawMessage
+		if err := dec.Decode(&item); err != nil {
 			return nil, bad
 		}
-		if len(items) == 0 {
-			return nil, BadRequest("prompt", "prompt must not be an empty array")
-		}
-		first := bytes.TrimSpace(items[0])
-		switch {
-		case len(first) > 0 && first[0] == '"':
-			var ss []string
-			if err := json.Unmarshal(raw, &ss); err != nil {
+		switch item[0] {
+		case '"':
+			var s string
+			if len(out) > 0 && out[0].IDs != nil || json.Unmarshal(item, &s) != nil {
 				return nil, bad
 			}
-			out := make([]Prompt, len(ss))
-			for i, s := range ss {
-				out[i] = Prompt{Text: s}
-			}
-			return out, nil
-		case len(first) > 0 && first[0] == '[':
-			var idss [][]int
-			if err := json.Unmarshal(raw, &idss); err != nil {
+			out = append(out, Prompt{Text: s})
+		case '[':
+			var ids []int
+			if len(out) > 0 && out[0].IDs == nil || json.Unmarshal(item, &ids) != nil {
 				return nil, bad
 			}
-			out := make([]Prompt, len(idss))
-			for i, ids := range idss {
-				if e := checkIDs(ids); e != nil {
-					return nil, e
-				}
-				out[i] = Prompt{IDs: ids}
+			if e := checkIDs(ids); e != nil {
+				return nil, e
 			}
-			return out, nil
-		default:
+			out = append(out, Prompt{IDs: ids})
+		default: // one prompt of token ids
+			if len(out) > 0 {
+				return nil, bad
+			}
 			var ids []int
 			if err := json.Unmarshal(raw, &ids); err != nil {
 				return nil, bad
@@ -165,7 +179,10 @@ func decodePrompt(raw json.RawMessage, vocab int) ([]Prompt, *Error) {
 			return []Prompt{{IDs: ids}}, nil
 		}
 	}
-	return nil, bad
+	if len(out) == 0 {
+		return nil, BadRequest("prompt", "prompt must not be an empty array")
+	}
+	return out, nil
 }
 
 // CompletionResponse is the text_completion response (also each streamed chunk).

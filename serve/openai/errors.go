@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"time"
 )
 
 // Error is an OpenAI error with the HTTP status it is sent with.
@@ -61,12 +62,11 @@ func Unauthorized() *Error {
 		Message: "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'."}
 }
 
-// PromptTooLong is the 400 for a prompt whose size alone (before tokenizing) exceeds what the context can hold.
-func PromptTooLong(param string, maxLen, bytes, limit int) *Error {
+// PromptTooLong is the 400 for a prompt refused before it was fully tokenized; detail says why.
+func PromptTooLong(param string, maxLen int, detail string) *Error {
 	return &Error{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: strp(param),
-		Code: strp("context_length_exceeded"),
-		Message: fmt.Sprintf("This model's maximum context length is %d tokens; the %s is %d bytes, more than any "+
-			"%d-token text can be (at most %d bytes). Please reduce the length of the %s.", maxLen, param, bytes, maxLen, limit, param)}
+		Code:    strp("context_length_exceeded"),
+		Message: fmt.Sprintf("This model's maximum context length is %d tokens; %s. Please reduce the length of the %s.", maxLen, detail, param)}
 }
 
 // ModelNotFound is the 404 for an unknown model or adapter name.
@@ -84,6 +84,12 @@ func NotFound(msg string) *Error {
 func BodyTooLarge(limit int64) *Error {
 	return &Error{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error",
 		Message: fmt.Sprintf("Request body is larger than the limit of %d bytes.", limit)}
+}
+
+// BodyTimeout is the 408 for a request body that did not arrive in time.
+func BodyTimeout(limit time.Duration) *Error {
+	return &Error{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: strp("request_timeout"),
+		Message: fmt.Sprintf("The request body did not arrive within %v.", limit)}
 }
 
 // QueueFull is the 429 sent when the waiting queue is full.
