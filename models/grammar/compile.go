@@ -52,6 +52,8 @@ type Grammar struct {
 	ends  []bool   // per node: the end of its rule is reachable without input
 	start int32    // root rule's start node
 
+	dfa dfa
+
 	mu    sync.Mutex
 	masks map[*Vocab]*maskCache
 }

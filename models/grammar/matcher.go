@@ -3,6 +3,7 @@ package grammar
 import (
 	"encoding/binary"
 	"slices"
+	"sync"
 )
 
 // acceptID in a state set marks that the root rule has been matched completely.
@@ -74,41 +75,100 @@ func (g *Grammar) step(st *stacks, in []int32, c byte, out []int32) []int32 {
 	return out
 }
 
+// dfa is the grammar's automaton made deterministic lazily, shared by every Matcher of the grammar: a state is
+// an interned set of stacks, and its transitions are computed the first time a byte is tried from it. A mask
+// walk of the vocabulary trie then costs one table lookup per trie node once the states around are known.
+type dfa struct {
+	mu    sync.Mutex
+	st    *stacks
+	sets  [][]int32        // state → sorted stack ids (acceptID first when present)
+	ids   map[string]int32 // set key → state
+	trans [][]int32        // state → 256 next states (noState unknown, deadState none), nil until walked
+	key   []byte
+	next  []int32
+}
+
+const (
+	noState   = -2
+	deadState = -1
+	// maxTables bounds the states whose transition tables are kept (1 KiB each); past it transitions are
+	// computed each time, which only costs speed.
+	maxTables = 1 << 13
+)
+
+// stateOf interns a set of stacks (sorted here) as a state.
+func (d *dfa) stateOf(set []int32) int32 {
+	slices.Sort(set)
+	d.key = d.key[:0]
+	for _, id := range set {
+		d.key = binary.LittleEndian.AppendUint32(d.key, uint32(id))
+	}
+	if s, ok := d.ids[string(d.key)]; ok {
+		return s
+	}
+	s := int32(len(d.sets))
+	d.sets = append(d.sets, slices.Clone(set))
+	d.ids[string(d.key)] = s
+	d.trans = append(d.trans, nil)
+	return s
+}
+
+// move is the state after byte c from state s (deadState when c cannot follow). Call with d.mu held.
+func (g *Grammar) move(s int32, c byte) int32 {
+	d := &g.dfa
+	if t := d.trans[s]; t != nil && t[c] != noState {
+		return t[c]
+	}
+	d.next = g.step(d.st, d.sets[s], c, d.next[:0])
+	next := int32(deadState)
+	if len(d.next) > 0 {
+		next = d.stateOf(d.next)
+	}
+	t := d.trans[s]
+	if t == nil && s < maxTables {
+		t = make([]int32, 256)
+		for i := range t {
+			t[i] = noState
+		}
+		d.trans[s] = t
+	}
+	if t != nil {
+		t[c] = next
+	}
+	return next
+}
+
 // Matcher follows one generation through a grammar. Not safe for concurrent use; many Matchers may share a
 // Grammar and a Vocab.
 type Matcher struct {
 	g     *Grammar
 	v     *Vocab
-	st    *stacks
-	cur   []int32
+	cur   int32 // dfa state
 	cache *maskCache
-	// scratch for the trie walk
-	arena []int32
-	ends  []int
-	key   []byte
-	mask  []uint64
 }
 
 // NewMatcher starts a generation at the beginning of the grammar, for tokens of v.
 func (g *Grammar) NewMatcher(v *Vocab) *Matcher {
-	m := &Matcher{g: g, v: v, st: newStacks(), cache: g.cacheFor(v)}
-	m.cur = g.closure(m.st, g.start, -1, nil, 0)
-	slices.Sort(m.cur)
-	return m
+	g.dfa.mu.Lock()
+	defer g.dfa.mu.Unlock()
+	if g.dfa.st == nil {
+		g.dfa.st, g.dfa.ids = newStacks(), map[string]int32{}
+		g.dfa.stateOf(g.closure(g.dfa.st, g.start, -1, nil, 0)) // state 0
+	}
+	return &Matcher{g: g, v: v, cur: 0, cache: g.cacheFor(v)}
 }
 
 // AcceptBytes advances over b; it reports false (and leaves the state unchanged) when b cannot follow.
 func (m *Matcher) AcceptBytes(b []byte) bool {
-	cur := m.cur
+	m.g.dfa.mu.Lock()
+	defer m.g.dfa.mu.Unlock()
+	s := m.cur
 	for _, c := range b {
-		next := m.g.step(m.st, cur, c, nil)
-		if len(next) == 0 {
+		if s = m.g.move(s, c); s == deadState {
 			return false
 		}
-		cur = next
 	}
-	slices.Sort(cur)
-	m.cur = cur
+	m.cur = s
 	return true
 }
 
@@ -125,28 +185,20 @@ func (m *Matcher) AcceptToken(id int) bool {
 	return m.AcceptBytes(b)
 }
 
+func (m *Matcher) set() []int32 {
+	m.g.dfa.mu.Lock()
+	defer m.g.dfa.mu.Unlock()
+	return m.g.dfa.sets[m.cur]
+}
+
 // CanEnd reports whether what was matched so far is complete.
-func (m *Matcher) CanEnd() bool { return len(m.cur) > 0 && m.cur[0] == acceptID }
+func (m *Matcher) CanEnd() bool {
+	set := m.set()
+	return len(set) > 0 && set[0] == acceptID
+}
 
 // Done reports whether the match is complete and nothing may follow (only end-of-sequence).
-func (m *Matcher) Done() bool { return len(m.cur) == 1 && m.cur[0] == acceptID }
-
-// stateKey is a canonical description of the current state, independent of the interning order, so that
-// matchers of different requests share cached masks: each stack's nodes from the top down, sorted.
-func (m *Matcher) stateKey() string {
-	var parts [][]byte
-	for _, id := range m.cur {
-		var p []byte
-		for x := id; x >= 0; x = m.st.of[x][1] {
-			p = binary.LittleEndian.AppendUint32(p, uint32(m.st.of[x][0]))
-		}
-		parts = append(parts, binary.LittleEndian.AppendUint32(p, 0xffffffff))
-	}
-	slices.SortFunc(parts, func(a, b []byte) int { return slices.Compare(a, b) })
-	key := m.key[:0]
-	for _, p := range parts {
-		key = append(key, p...)
-	}
-	m.key = key
-	return string(key)
+func (m *Matcher) Done() bool {
+	set := m.set()
+	return len(set) == 1 && set[0] == acceptID
 }

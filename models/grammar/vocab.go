@@ -95,7 +95,7 @@ func (v *Vocab) isEOS(id int) bool {
 // maskCache holds the masks of states already met, for one vocabulary, bounded in memory.
 type maskCache struct {
 	mu    sync.RWMutex
-	m     map[string][]uint64
+	m     map[int32][]uint64
 	limit int
 }
 
@@ -111,67 +111,59 @@ func (g *Grammar) cacheFor(v *Vocab) *maskCache {
 	c := g.masks[v]
 	if c == nil {
 		words := (len(v.toks) + 63) / 64
-		c = &maskCache{m: map[string][]uint64{}, limit: max(16, maskCacheBytes/(8*max(words, 1)))}
+		c = &maskCache{m: map[int32][]uint64{}, limit: max(16, maskCacheBytes/(8*max(words, 1)))}
 		g.masks[v] = c
 	}
 	return c
 }
 
-func (c *maskCache) get(k string) []uint64 {
+func (c *maskCache) get(s int32) []uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.m[k]
+	return c.m[s]
 }
 
-func (c *maskCache) put(k string, mask []uint64) {
+func (c *maskCache) put(s int32, mask []uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) < c.limit {
-		c.m[k] = mask
+		c.m[s] = mask
 	}
 }
 
 // Allowed returns the bit set (bit id%64 of word id/64) of the tokens that may come next, end-of-sequence ids
 // included when the grammar is complete. The slice is shared: do not modify it.
 func (m *Matcher) Allowed() []uint64 {
-	key := m.stateKey()
-	if mask := m.cache.get(key); mask != nil {
+	if mask := m.cache.get(m.cur); mask != nil {
 		return mask
 	}
 	mask := m.computeMask()
-	m.cache.put(key, mask)
+	m.cache.put(m.cur, mask)
 	return mask
 }
 
-// computeMask walks the token trie against the current state.
+// computeMask walks the token trie against the current state, one transition per trie node, skipping the
+// subtree below a byte the state rejects.
 func (m *Matcher) computeMask() []uint64 {
 	v, g := m.v, m.g
 	mask := make([]uint64, (len(v.toks)+63)/64)
-	if cap(m.ends) < v.maxLen+2 {
-		m.ends = make([]int, v.maxLen+2)
-	}
-	ends := m.ends
-	arena := append(m.arena[:0], m.cur...)
-	ends[0] = len(arena)
+	state := make([]int32, v.maxLen+1) // state[d]: after the first d bytes of the current trie path
+	g.dfa.mu.Lock()
+	state[0] = m.cur
 	for i := 0; i < len(v.tb); {
 		d := v.td[i]
-		from := 0
-		if d > 1 {
-			from = ends[d-2]
-		}
-		arena = arena[:ends[d-1]]
-		arena = g.step(m.st, arena[from:ends[d-1]], v.tb[i], arena)
-		if len(arena) == ends[d-1] {
-			i = int(v.tnext[i]) // no token with this prefix can follow
+		next := g.move(state[d-1], v.tb[i])
+		if next == deadState {
+			i = int(v.tnext[i])
 			continue
 		}
-		ends[d] = len(arena)
+		state[d] = next
 		for _, id := range v.tids[v.tstart[i]:v.tstart[i+1]] {
 			mask[id>>6] |= 1 << (id & 63)
 		}
 		i++
 	}
-	m.arena = arena[:0]
+	g.dfa.mu.Unlock()
 	if m.CanEnd() {
 		for _, id := range v.eos {
 			if id >= 0 && id < len(v.toks) {

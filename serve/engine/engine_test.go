@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -487,5 +488,59 @@ func TestChatStopsAtTurnEnd(t *testing.T) {
 		if got != plain[:2] || fin.Finish != FinishStop || fin.CompletionTokens != 3 {
 			t.Fatalf("chat (ignore_eos %v): %q %+v, want %q stop after 3 tokens", ignore, got, fin, plain[:2])
 		}
+	}
+}
+
+// literalConstraint allows exactly the bytes of want, then only EOS (or nothing at all when dead).
+type literalConstraint struct {
+	want string
+	pos  int
+	dead bool
+}
+
+func (c *literalConstraint) Mask(logits []float32) int {
+	if c.dead {
+		for i := range logits {
+			logits[i] = float32(math.Inf(-1))
+		}
+		return 0
+	}
+	for i := range logits {
+		if c.pos >= len(c.want) || i != int(c.want[c.pos]) {
+			logits[i] = float32(math.Inf(-1))
+		}
+	}
+	return 1
+}
+
+func (c *literalConstraint) AcceptToken(id int) bool {
+	if c.pos < len(c.want) && id == int(c.want[c.pos]) {
+		c.pos++
+		return true
+	}
+	return false
+}
+
+func (c *literalConstraint) Done() bool { return c.pos == len(c.want) }
+
+func TestConstraintMasksAndEnds(t *testing.T) {
+	e := newTestEngine(t, &fakeBackend{}, nil)
+	// the fake model would write letters forever (IgnoreEOS too): the constraint writes "{}" and ends with stop
+	st, err := e.Submit(context.Background(), &Request{Prompt: ids("hi"), MaxTokens: 50, IgnoreEOS: true,
+		Logprobs: true, Constraint: &literalConstraint{want: `{"a":1}`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, last := collect(t, st)
+	if text != `{"a":1}` || last.Finish != FinishStop || last.CompletionTokens != 7 {
+		t.Fatalf("text %q finish %q tokens %d", text, last.Finish, last.CompletionTokens)
+	}
+	// a constraint that allows nothing fails the request, not the engine
+	st, err = e.Submit(context.Background(), &Request{Prompt: ids("hi"), MaxTokens: 5, Constraint: &literalConstraint{dead: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, last = collect(t, st); last.Finish != FinishError || last.Err == nil {
+		t.Fatalf("dead constraint: %+v", last)
 	}
 }
