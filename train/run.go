@@ -102,7 +102,8 @@ func (p plan) step(s int) (epoch int, idx []int) {
 	return epoch, perm[lo:hi]
 }
 
-// Run trains per cfg and writes the output folder.
+// Run trains per cfg and writes the output folder: load the base, read the data, build the trainable network,
+// plan the steps, resume from a checkpoint if asked, then step to the end and write the outputs.
 func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 	if rep == nil {
 		rep = nopReporter{}
@@ -122,232 +123,305 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 		return nil, fmt.Errorf("train: --method full writes a Hugging Face folder and needs one as --model; %s is not (a GGUF file trains with --method lora or qlora, and lorakit export gguf writes the result back)", cfg.Model)
 	}
 	rep.Logf("model %s: %d layers, hidden %d, vocab %d (%s)", cfg.Model, m.Net.Config.NumHiddenLayers, m.Net.Config.HiddenSize, m.Net.Config.VocabSize, method)
-
-	onBad := func(err error) { rep.Logf("skip: %v", err) }
-	trainData, err := LoadData(cfg.Data, m, cfg.MaxSeqLen, cfg.TrainOnPrompt, cfg.Strict, onBad)
-	if err != nil {
+	r := &trainRun{cfg: cfg, rep: rep, m: m, t0: t0, res: &Result{Out: cfg.Out, Method: cfg.Method}}
+	if err := r.loadData(); err != nil {
 		return nil, err
 	}
-	samples := trainData.Samples
-	var evalSamples []Sample
-	res := &Result{Out: cfg.Out, Method: cfg.Method, Train: trainData.Stats}
+	if err := r.buildNet(method); err != nil {
+		return nil, err
+	}
+	r.plan()
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("create output folder: %w", err)
+	}
+	if err := r.resume(); err != nil {
+		return nil, err
+	}
+	if err := writeJSON(filepath.Join(cfg.Out, "training_args.json"), cfg); err != nil {
+		return nil, err
+	}
+	return r.loop(ctx)
+}
+
+// trainRun is the state of one Run, shared by its steps.
+type trainRun struct {
+	cfg                  Config
+	rep                  Reporter
+	m                    *models.Model
+	net                  *Net
+	samples, evalSamples []Sample
+	pl                   plan
+	warm                 int // warmup steps
+	opt                  *AdamW
+	start                int // the step to begin at (a resumed checkpoint's)
+	history              []Metrics
+	res                  *Result
+	t0                   time.Time
+}
+
+// loadData encodes the training data and the eval set: --eval-data, or a --eval-fraction split of the training
+// examples.
+func (r *trainRun) loadData() error {
+	cfg := r.cfg
+	onBad := func(err error) { r.rep.Logf("skip: %v", err) }
+	trainData, err := LoadData(cfg.Data, r.m, cfg.MaxSeqLen, cfg.TrainOnPrompt, cfg.Strict, onBad)
+	if err != nil {
+		return err
+	}
+	r.samples = trainData.Samples
+	r.res.Train = trainData.Stats
 	switch {
 	case cfg.EvalData != "":
-		ed, err := LoadData(cfg.EvalData, m, cfg.MaxSeqLen, cfg.TrainOnPrompt, cfg.Strict, onBad)
+		ed, err := LoadData(cfg.EvalData, r.m, cfg.MaxSeqLen, cfg.TrainOnPrompt, cfg.Strict, onBad)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		evalSamples = ed.Samples
-		res.Eval = &ed.Stats
+		r.evalSamples = ed.Samples
+		r.res.Eval = &ed.Stats
 	case cfg.EvalFraction > 0:
-		tr, ev, err := data.EvalSplit(len(samples), cfg.EvalFraction, cfg.Seed)
+		tr, ev, err := data.EvalSplit(len(r.samples), cfg.EvalFraction, cfg.Seed)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		all := samples
-		samples = nil
+		all := r.samples
+		r.samples = nil
 		for _, i := range tr {
-			samples = append(samples, all[i])
+			r.samples = append(r.samples, all[i])
 		}
 		for _, i := range ev {
-			evalSamples = append(evalSamples, all[i])
+			r.evalSamples = append(r.evalSamples, all[i])
 		}
-		res.Eval = &DataStats{Kept: len(evalSamples)}
-	}
-	if len(samples) == 0 {
-		return nil, fmt.Errorf("%s: no usable training examples (%d bad lines, %d without response tokens)", cfg.Data, trainData.Stats.Bad, trainData.Stats.Dropped)
+		r.res.Eval = &DataStats{Kept: len(r.evalSamples)}
 	}
 	st := trainData.Stats
-	rep.Logf("data %s: %d examples (%d bad lines skipped, %d truncated, %d dropped: no response left), %d train / %d eval",
-		cfg.Data, st.Lines, st.Bad, st.Truncated, st.Dropped, len(samples), len(evalSamples))
+	if len(r.samples) == 0 {
+		return fmt.Errorf("%s: no usable training examples (%d bad lines, %d without response tokens)", cfg.Data, st.Bad, st.Dropped)
+	}
+	r.rep.Logf("data %s: %d examples (%d bad lines skipped, %d truncated, %d dropped: no response left), %d train / %d eval",
+		cfg.Data, st.Lines, st.Bad, st.Truncated, st.Dropped, len(r.samples), len(r.evalSamples))
+	return nil
+}
 
-	net, err := NewNet(m.Net, method, LoRAOptions{Targets: cfg.TargetModules, Rank: cfg.Rank, Alpha: cfg.Alpha,
+// buildNet wraps the base in the trainable network (LoRA factors or every weight), starting from --init-adapter
+// when given.
+func (r *trainRun) buildNet(method Method) error {
+	cfg := r.cfg
+	net, err := NewNet(r.m.Net, method, LoRAOptions{Targets: cfg.TargetModules, Rank: cfg.Rank, Alpha: cfg.Alpha,
 		Dropout: cfg.Dropout, RSLoRA: cfg.UseRSLoRA, Init: cfg.Init, Seed: cfg.Seed})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	net.AdCfg.BaseModel = cfg.Model
 	if cfg.BaseModelID != "" {
 		net.AdCfg.BaseModel = cfg.BaseModelID
 	}
-	if cfg.InitAdapter != "" {
-		ad, err := lora.Load(cfg.InitAdapter)
-		if err != nil {
-			return nil, err
-		}
-		if err := ad.CheckUnmerged(models.AdapterBase(m.Net, m.Dir)); err != nil {
-			return nil, fmt.Errorf("init-adapter: %w", err)
-		}
-		if err := net.SetAdapter(ad); err != nil {
-			return nil, fmt.Errorf("init-adapter %s: %w", cfg.InitAdapter, err)
-		}
+	r.net = net
+	if cfg.InitAdapter == "" {
+		return nil
 	}
+	ad, err := lora.Load(cfg.InitAdapter)
+	if err != nil {
+		return err
+	}
+	if err := ad.CheckUnmerged(models.AdapterBase(r.m.Net, r.m.Dir)); err != nil {
+		return fmt.Errorf("init-adapter: %w", err)
+	}
+	if err := net.SetAdapter(ad); err != nil {
+		return fmt.Errorf("init-adapter %s: %w", cfg.InitAdapter, err)
+	}
+	return nil
+}
 
+// plan fixes the data order, the number of steps, the warmup and the optimizer.
+func (r *trainRun) plan() {
+	cfg := r.cfg
 	perStep := cfg.BatchSize * cfg.GradAccum
-	pl := plan{n: len(samples), perStep: perStep, stepsPerEpoch: (len(samples) + perStep - 1) / perStep, seed: cfg.Seed}
-	pl.total = pl.stepsPerEpoch * max(cfg.Epochs, 1)
+	r.pl = plan{n: len(r.samples), perStep: perStep, stepsPerEpoch: (len(r.samples) + perStep - 1) / perStep, seed: cfg.Seed}
+	r.pl.total = r.pl.stepsPerEpoch * max(cfg.Epochs, 1)
 	if cfg.MaxSteps > 0 {
-		pl.total = cfg.MaxSteps
+		r.pl.total = cfg.MaxSteps
 	}
-	warm := cfg.WarmupSteps
-	if warm == 0 && cfg.WarmupRatio > 0 {
-		warm = int(math.Ceil(cfg.WarmupRatio * float64(pl.total)))
+	r.warm = cfg.WarmupSteps
+	if r.warm == 0 && cfg.WarmupRatio > 0 {
+		r.warm = int(math.Ceil(cfg.WarmupRatio * float64(r.pl.total)))
 	}
+	r.opt = &AdamW{Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps, WeightDecay: cfg.WeightDecay, NoDecay: r.net.NoDecay}
+}
 
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("create output folder: %w", err)
+// resume loads --resume's checkpoint (weights, optimizer state, step, metrics so far).
+func (r *trainRun) resume() error {
+	if r.cfg.Resume == "" {
+		return nil
 	}
-	opt := &AdamW{Beta1: cfg.Beta1, Beta2: cfg.Beta2, Eps: cfg.Eps, WeightDecay: cfg.WeightDecay, NoDecay: net.NoDecay}
-	start := 0
-	var history []Metrics
-	if cfg.Resume != "" {
-		ck, err := findCheckpoint(cfg.Resume)
-		if err != nil {
-			return nil, err
-		}
-		ts, err := loadCheckpoint(ck, net)
-		if err != nil {
-			return nil, err
-		}
-		if ts.Examples != len(samples) || ts.PerStep != perStep || ts.Seed != cfg.Seed {
-			rep.Logf("warning: resuming with different data/batch/seed (checkpoint: %d examples, %d per step, seed %d)", ts.Examples, ts.PerStep, ts.Seed)
-		}
-		start = ts.Step
-		history = ts.History
-		rep.Logf("resumed from %s at step %d", ck, start)
-		if start >= pl.total {
-			rep.Logf("the checkpoint is already at step %d of %d: writing the outputs only", start, pl.total)
-		}
+	ck, err := findCheckpoint(r.cfg.Resume)
+	if err != nil {
+		return err
 	}
-	if err := writeJSON(filepath.Join(cfg.Out, "training_args.json"), cfg); err != nil {
-		return nil, err
+	ts, err := loadCheckpoint(ck, r.net)
+	if err != nil {
+		return err
 	}
+	if ts.Examples != len(r.samples) || ts.PerStep != r.pl.perStep || ts.Seed != r.cfg.Seed {
+		r.rep.Logf("warning: resuming with different data/batch/seed (checkpoint: %d examples, %d per step, seed %d)", ts.Examples, ts.PerStep, ts.Seed)
+	}
+	r.start, r.history = ts.Step, ts.History
+	r.rep.Logf("resumed from %s at step %d", ck, r.start)
+	if r.start >= r.pl.total {
+		r.rep.Logf("the checkpoint is already at step %d of %d: writing the outputs only", r.start, r.pl.total)
+	}
+	return nil
+}
 
-	evaluate := func() (float64, error) {
-		var sum float64
-		var cnt int
-		for i := 0; i < len(evalSamples); i += cfg.BatchSize {
-			s, c, err := net.Loss(evalSamples[i:min(i+cfg.BatchSize, len(evalSamples))])
-			if err != nil {
-				return 0, err
-			}
-			sum += s
-			cnt += c
-		}
-		return sum / float64(max(cnt, 1)), nil
-	}
-	save := func(step int) (string, error) {
-		dir := filepath.Join(cfg.Out, fmt.Sprintf("checkpoint-%d", step))
-		err := saveCheckpoint(dir, net, trainerState{Step: step, Examples: len(samples), PerStep: perStep, Seed: cfg.Seed,
-			Method: cfg.Method, History: history})
-		if err == nil {
-			pruneCheckpoints(cfg.Out, cfg.SaveTotal)
-		}
-		return dir, err
-	}
-
-	mlog, err := openMetrics(cfg.Out, history)
+// loop runs the steps from r.start, logging metrics, evaluating and saving checkpoints as configured, then writes
+// the outputs. A cancelled ctx saves a checkpoint and returns ErrInterrupted.
+func (r *trainRun) loop(ctx context.Context) (*Result, error) {
+	mlog, err := openMetrics(r.cfg.Out, r.history)
 	if err != nil {
 		return nil, err
 	}
 	defer mlog.close()
-	rep.Start(pl.total, start)
+	r.rep.Start(r.pl.total, r.start)
 	tStart := time.Now()
 	var tokTotal int
-	for step := start; step < pl.total; step++ {
+	for step := r.start; step < r.pl.total; step++ {
 		if ctx.Err() != nil {
-			return interrupted(res, save, step, t0)
+			return r.interrupted(step)
 		}
-		ts := time.Now()
-		epoch, idx := pl.step(step)
-		denom := 0
-		for _, i := range idx {
-			denom += samples[i].Targets()
+		met, ok, err := r.step(ctx, step)
+		if err != nil {
+			return nil, err
 		}
-		var lossSum float64
-		tokens := 0
-		cancelled := false
-		for mb := 0; mb < len(idx); mb += cfg.BatchSize {
-			if ctx.Err() != nil {
-				cancelled = true
-				break
-			}
-			batch := make([]Sample, 0, cfg.BatchSize)
-			for _, i := range idx[mb:min(mb+cfg.BatchSize, len(idx))] {
-				batch = append(batch, samples[i])
-			}
-			seed := uint64(cfg.Seed)*0x100000001b3 ^ uint64(step)<<20 ^ uint64(mb)
-			s, n, err := net.Accumulate(batch, float32(denom), seed)
-			if err != nil {
-				return nil, fmt.Errorf("step %d: %w", step+1, err)
-			}
-			lossSum += s
-			tokens += n
+		if !ok {
+			return r.interrupted(step)
 		}
-		if cancelled {
-			ZeroGrads(net.Params)
-			return interrupted(res, save, step, t0)
-		}
-		gn := GradNorm(net.Params)
-		clip := 1.0
-		if cfg.MaxGradNorm > 0 && gn > cfg.MaxGradNorm {
-			clip = cfg.MaxGradNorm / (gn + 1e-6)
-		}
-		opt.LR = LRAt(cfg.Scheduler, cfg.LR, step, pl.total, warm)
-		opt.Step = step + 1
-		opt.ClipCoef = clip
-		if math.IsNaN(gn) || math.IsInf(gn, 0) {
-			return nil, fmt.Errorf("step %d: gradient norm is %v (diverged; lower --lr?)", step+1, gn)
-		}
-		if err := ApplyUpdate(net.Params, opt); err != nil {
-			return nil, fmt.Errorf("step %d: optimizer: %w", step+1, err)
-		}
-		el := time.Since(ts).Seconds()
-		tokTotal += tokens
-		met := Metrics{Step: step + 1, Epoch: float64(epoch) + float64(step%pl.stepsPerEpoch+1)/float64(pl.stepsPerEpoch),
-			Loss: lossSum / float64(max(denom, 1)), LR: opt.LR, GradNorm: gn, Tokens: tokens,
-			TokensPerSec: float64(tokens) / el, Elapsed: time.Since(t0).Seconds()}
-		last := step+1 == pl.total
-		if len(evalSamples) > 0 && ((cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0) || last) {
-			el, err := evaluate()
+		tokTotal += met.Tokens
+		last := step+1 == r.pl.total
+		if len(r.evalSamples) > 0 && ((r.cfg.EvalEvery > 0 && (step+1)%r.cfg.EvalEvery == 0) || last) {
+			el, err := r.evaluate()
 			if err != nil {
 				return nil, fmt.Errorf("eval at step %d: %w", step+1, err)
 			}
 			met.EvalLoss = &el
 		}
-		history = append(history, met)
+		r.history = append(r.history, met)
 		if err := mlog.add(met); err != nil {
 			return nil, err
 		}
-		rep.Step(met, pl.total)
-		if cfg.SaveEvery > 0 && (step+1)%cfg.SaveEvery == 0 && !last {
-			if _, err := save(step + 1); err != nil {
+		r.rep.Step(met, r.pl.total)
+		if r.cfg.SaveEvery > 0 && (step+1)%r.cfg.SaveEvery == 0 && !last {
+			if _, err := r.save(step + 1); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if err := writeOutputs(cfg, m, net, history); err != nil {
+	return r.finish(tStart, tokTotal)
+}
+
+// step runs one optimizer step (0-based): gradients accumulated over its micro-batches, clipped, applied.
+// ok is false when ctx ended between micro-batches (the partial gradients are dropped).
+func (r *trainRun) step(ctx context.Context, step int) (met Metrics, ok bool, err error) {
+	cfg, net := r.cfg, r.net
+	ts := time.Now()
+	epoch, idx := r.pl.step(step)
+	denom := 0
+	for _, i := range idx {
+		denom += r.samples[i].Targets()
+	}
+	var lossSum float64
+	tokens := 0
+	for mb := 0; mb < len(idx); mb += cfg.BatchSize {
+		if ctx.Err() != nil {
+			ZeroGrads(net.Params)
+			return met, false, nil
+		}
+		batch := make([]Sample, 0, cfg.BatchSize)
+		for _, i := range idx[mb:min(mb+cfg.BatchSize, len(idx))] {
+			batch = append(batch, r.samples[i])
+		}
+		seed := uint64(cfg.Seed)*0x100000001b3 ^ uint64(step)<<20 ^ uint64(mb)
+		s, n, err := net.Accumulate(batch, float32(denom), seed)
+		if err != nil {
+			return met, false, fmt.Errorf("step %d: %w", step+1, err)
+		}
+		lossSum += s
+		tokens += n
+	}
+	gn := GradNorm(net.Params)
+	clip := 1.0
+	if cfg.MaxGradNorm > 0 && gn > cfg.MaxGradNorm {
+		clip = cfg.MaxGradNorm / (gn + 1e-6)
+	}
+	opt := r.opt
+	opt.LR = LRAt(cfg.Scheduler, cfg.LR, step, r.pl.total, r.warm)
+	opt.Step = step + 1
+	opt.ClipCoef = clip
+	if math.IsNaN(gn) || math.IsInf(gn, 0) {
+		return met, false, fmt.Errorf("step %d: gradient norm is %v (diverged; lower --lr?)", step+1, gn)
+	}
+	if err := ApplyUpdate(net.Params, opt); err != nil {
+		return met, false, fmt.Errorf("step %d: optimizer: %w", step+1, err)
+	}
+	el := time.Since(ts).Seconds()
+	spe := r.pl.stepsPerEpoch
+	return Metrics{Step: step + 1, Epoch: float64(epoch) + float64(step%spe+1)/float64(spe),
+		Loss: lossSum / float64(max(denom, 1)), LR: opt.LR, GradNorm: gn, Tokens: tokens,
+		TokensPerSec: float64(tokens) / el, Elapsed: time.Since(r.t0).Seconds()}, true, nil
+}
+
+// evaluate is the mean token loss over the eval set.
+func (r *trainRun) evaluate() (float64, error) {
+	var sum float64
+	var cnt int
+	bs := r.cfg.BatchSize
+	for i := 0; i < len(r.evalSamples); i += bs {
+		s, c, err := r.net.Loss(r.evalSamples[i:min(i+bs, len(r.evalSamples))])
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+		cnt += c
+	}
+	return sum / float64(max(cnt, 1)), nil
+}
+
+// save writes checkpoint-<step> and prunes the oldest beyond --save-total-limit.
+func (r *trainRun) save(step int) (string, error) {
+	dir := filepath.Join(r.cfg.Out, fmt.Sprintf("checkpoint-%d", step))
+	err := saveCheckpoint(dir, r.net, trainerState{Step: step, Examples: len(r.samples), PerStep: r.pl.perStep,
+		Seed: r.cfg.Seed, Method: r.cfg.Method, History: r.history})
+	if err == nil {
+		pruneCheckpoints(r.cfg.Out, r.cfg.SaveTotal)
+	}
+	return dir, err
+}
+
+// finish writes the outputs and the result after the last step; the throughput counts from tStart.
+func (r *trainRun) finish(tStart time.Time, tokens int) (*Result, error) {
+	if err := writeOutputs(r.cfg, r.m, r.net, r.history); err != nil {
 		return nil, err
 	}
-	res.Steps = max(pl.total, start)
-	if n := len(history); n > 0 {
-		res.Loss = history[n-1].Loss
-		res.EvalLoss = history[n-1].EvalLoss
+	res := r.res
+	res.Steps = max(r.pl.total, r.start)
+	if n := len(r.history); n > 0 {
+		res.Loss = r.history[n-1].Loss
+		res.EvalLoss = r.history[n-1].EvalLoss
 	}
-	res.Seconds = time.Since(t0).Seconds()
+	res.Seconds = time.Since(r.t0).Seconds()
 	if d := time.Since(tStart).Seconds(); d > 0 {
-		res.TokensPerSec = float64(tokTotal) / d
+		res.TokensPerSec = float64(tokens) / d
 	}
 	return res, nil
 }
 
-func interrupted(res *Result, save func(int) (string, error), step int, t0 time.Time) (*Result, error) {
-	dir, err := save(step)
+// interrupted saves a checkpoint at step and reports how to resume.
+func (r *trainRun) interrupted(step int) (*Result, error) {
+	dir, err := r.save(step)
 	if err != nil {
 		return nil, fmt.Errorf("%w; saving the checkpoint failed: %v", ErrInterrupted, err)
 	}
+	res := r.res
 	res.Interrupted, res.Checkpoint, res.Steps = true, dir, step
-	res.Seconds = time.Since(t0).Seconds()
+	res.Seconds = time.Since(r.t0).Seconds()
 	return res, fmt.Errorf("%w at step %d; resume with --resume %s", ErrInterrupted, step, dir)
 }
 
