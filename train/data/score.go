@@ -80,206 +80,251 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 	if o.BatchTokens <= 0 {
 		o.BatchTokens = 4096
 	}
-	partial := out + ".partial"
-	done := 0
+	r, err := openScoreRun(out, o)
+	if err != nil {
+		return nil, err
+	}
+	defer r.f.Close()
+	if err := orderedMap(in, o.Workers, r.prepare, r.add); err != nil {
+		_ = r.w.Flush()
+		return nil, err
+	}
+	if err := r.flush(); err != nil {
+		return nil, err
+	}
+	return r.finish()
+}
+
+// scoreRun is one ScoreFile: the partial output, the MinHash index and the batch waiting for the scorer.
+type scoreRun struct {
+	o            ScoreOptions
+	out, partial string
+	done         int // lines already in the output (Resume)
+	f            *os.File
+	w            *bufio.Writer
+	sum          *ScoreSummary
+	mh           *minHash
+	batch        []*prepared
+	batchItems   []lineItem
+	batchTokens  int
+}
+
+// prepared is a line ready for the scorer: its token sequences, or the error that keeps it from being scored.
+type prepared struct {
+	score  Score
+	cond   []int  // conversation ids (possibly truncated)
+	mask   []bool // mask over cond (Mask semantics of Encoded)
+	alone  []int  // BOS? + response ids
+	sketch *sketch
+	hasErr bool
+}
+
+// openScoreRun opens out's partial file: continued with Resume, else started afresh.
+func openScoreRun(out string, o ScoreOptions) (*scoreRun, error) {
+	r := &scoreRun{o: o, out: out, partial: out + ".partial", mh: newMinHash()}
 	if o.Resume {
 		var err error
-		if done, err = resumePoint(partial, out); err != nil {
+		if r.done, err = resumePoint(r.partial, out); err != nil {
 			return nil, err
 		}
 	} else {
-		_ = os.Remove(partial)
+		_ = os.Remove(r.partial)
 	}
-	f, err := os.OpenFile(partial, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(r.partial, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("data: score: %w", err)
 	}
-	defer f.Close()
-	w := bufio.NewWriterSize(f, 1<<20)
-	sum := &ScoreSummary{Skipped: done}
-	mh := newMinHash()
+	r.f, r.w = f, bufio.NewWriterSize(f, 1<<20)
+	r.sum = &ScoreSummary{Skipped: r.done}
+	return r, nil
+}
 
-	type prepared struct {
-		score  Score
-		cond   []int  // conversation ids (possibly truncated)
-		mask   []bool // mask over cond (Mask semantics of Encoded)
-		alone  []int  // BOS? + response ids
-		sketch *sketch
-		hasErr bool
-	}
-	var batch []*prepared
-	var batchItems []lineItem
-	batchTokens := 0
-	writeLine := func(it lineItem, sc *Score) error {
-		sb, err := json.Marshal(sc)
-		if err != nil {
-			return err
-		}
-		if it.err != nil || sc.Error != "" {
-			eb, err := json.Marshal(struct {
-				Line    int    `json:"line"`
-				Error   string `json:"error"`
-				Cluster int    `json:"cluster"`
-			}{sc.Line, sc.Error, sc.Cluster})
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(w, "{\"score\":%s}\n", eb)
-			return err
-		}
-		raw := bytes.TrimSpace(it.ex.Raw)
-		body := bytes.TrimSpace(raw[1:]) // after "{"; non-empty: the object has keys
-		if _, err = fmt.Fprintf(w, "{\"score\":%s,", sb); err != nil {
-			return err
-		}
-		_, err = w.Write(append(body, '\n'))
-		return err
-	}
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		var seqs [][]int
-		var idx []int // batch index of each cond seq; alone seq follows
-		for i, p := range batch {
-			if p.hasErr {
-				continue
-			}
-			seqs = append(seqs, p.cond, p.alone)
-			idx = append(idx, i)
-		}
-		if len(seqs) > 0 {
-			nll, err := o.Scorer.TokenNLL(seqs)
-			if err == nil {
-				err = checkNLL(seqs, nll)
-			}
-			if err != nil {
-				return fmt.Errorf("data: score: lines %d-%d: %w", batch[0].score.Line, batch[len(batch)-1].score.Line, err)
-			}
-			for k, bi := range idx {
-				p := batch[bi]
-				c, a := nll[2*k], nll[2*k+1]
-				s, n := 0.0, 0
-				for t, m := range p.mask[:len(c)] {
-					if m {
-						s += c[t]
-						n++
-					}
-				}
-				sa, na := 0.0, 0
-				for t := range a {
-					sa += a[t]
-					na++
-				}
-				sc := &p.score
-				sc.ScoredTokens = n
-				if n > 0 {
-					sc.NLL = s / float64(n)
-					sc.PPL = math.Exp(sc.NLL)
-				}
-				if na > 0 {
-					sc.NLLAlone = sa / float64(na)
-					sc.PPLAlone = math.Exp(sc.NLLAlone)
-				}
-				if sc.NLLAlone > 0 {
-					sc.IFD = sc.NLL / sc.NLLAlone
-				}
-				sum.Tokens += len(p.cond) + len(p.alone)
-			}
-		}
-		for i, p := range batch {
-			if err := writeLine(batchItems[i], &p.score); err != nil {
-				return err
-			}
-			if p.hasErr {
-				sum.Bad++
-			} else {
-				sum.Scored++
-			}
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-		batch, batchItems, batchTokens = batch[:0], batchItems[:0], 0
-		if o.OnProgress != nil {
-			o.OnProgress(sum.Lines)
-		}
-		return nil
-	}
-	work := func(it lineItem) *prepared {
-		p := &prepared{}
-		if it.err != nil {
-			p.score = Score{Line: it.err.Line, Error: it.err.Reason}
-			p.hasErr = true
-			return p
-		}
-		ex := it.ex
-		p.score = Score{Line: ex.Line, Format: ex.Format}
-		p.sketch = mh.sketch(o.Tok.Encode(exampleText(ex), false))
-		if ex.Line <= done {
-			return p // resumed: only the MinHash index is rebuilt
-		}
-		text, spans, err := RenderExample(o.Tpl, ex)
-		if err != nil {
-			p.score.Error, p.hasErr = "template error: "+err.Error(), true
-			return p
-		}
-		enc, err := Encode(o.Tok, o.Tpl, ex, o.MaxSeqLen, false)
-		if err != nil {
-			p.score.Error, p.hasErr = err.Error(), true
-			return p
-		}
-		var resp strings.Builder
-		for _, sp := range spans {
-			resp.WriteString(text[sp[0]:sp[1]])
-		}
-		alone := o.Tok.Encode(resp.String(), false)
-		if o.HasBOS { // otherwise the first response token has no prediction and is not scored
-			alone = append([]int{o.BOS}, alone...)
-		}
-		if o.MaxSeqLen > 0 && len(alone) > o.MaxSeqLen {
-			alone = alone[:o.MaxSeqLen]
-		}
-		p.cond, p.mask, p.alone = enc.IDs, enc.Mask, alone
-		p.score.PromptTokens, p.score.ResponseTokens, p.score.TotalTokens = enc.PromptTokens, enc.ResponseTokens, enc.FullLen
-		p.score.Truncated = enc.Truncated
-		if len(alone) < 2 {
-			p.score.Error, p.hasErr = "response has fewer than 2 tokens alone", true
-		}
+// prepare renders and tokenizes one line (on a worker goroutine: it only reads r).
+func (r *scoreRun) prepare(it lineItem) *prepared {
+	o := r.o
+	p := &prepared{}
+	if it.err != nil {
+		p.score = Score{Line: it.err.Line, Error: it.err.Reason}
+		p.hasErr = true
 		return p
 	}
-	emit := func(it lineItem, p *prepared) error {
-		sum.Lines++
-		p.score.Cluster = mh.assign(p.sketch, p.score.Line)
-		if p.score.Line <= done {
-			return nil
-		}
-		batch = append(batch, p)
-		batchItems = append(batchItems, it)
-		batchTokens += len(p.cond) + len(p.alone)
-		if batchTokens >= o.BatchTokens {
-			return flush()
-		}
+	ex := it.ex
+	p.score = Score{Line: ex.Line, Format: ex.Format}
+	p.sketch = r.mh.sketch(o.Tok.Encode(exampleText(ex), false))
+	if ex.Line <= r.done {
+		return p // resumed: only the MinHash index is rebuilt
+	}
+	text, spans, err := RenderExample(o.Tpl, ex)
+	if err != nil {
+		p.score.Error, p.hasErr = "template error: "+err.Error(), true
+		return p
+	}
+	enc, err := Encode(o.Tok, o.Tpl, ex, o.MaxSeqLen, false)
+	if err != nil {
+		p.score.Error, p.hasErr = err.Error(), true
+		return p
+	}
+	var resp strings.Builder
+	for _, sp := range spans {
+		resp.WriteString(text[sp[0]:sp[1]])
+	}
+	alone := o.Tok.Encode(resp.String(), false)
+	if o.HasBOS { // otherwise the first response token has no prediction and is not scored
+		alone = append([]int{o.BOS}, alone...)
+	}
+	if o.MaxSeqLen > 0 && len(alone) > o.MaxSeqLen {
+		alone = alone[:o.MaxSeqLen]
+	}
+	p.cond, p.mask, p.alone = enc.IDs, enc.Mask, alone
+	p.score.PromptTokens, p.score.ResponseTokens, p.score.TotalTokens = enc.PromptTokens, enc.ResponseTokens, enc.FullLen
+	p.score.Truncated = enc.Truncated
+	if len(alone) < 2 {
+		p.score.Error, p.hasErr = "response has fewer than 2 tokens alone", true
+	}
+	return p
+}
+
+// add takes the prepared lines in input order: it assigns the near-duplicate cluster and batches the line,
+// scoring the batch once it holds BatchTokens tokens.
+func (r *scoreRun) add(it lineItem, p *prepared) error {
+	r.sum.Lines++
+	p.score.Cluster = r.mh.assign(p.sketch, p.score.Line)
+	if p.score.Line <= r.done {
 		return nil
 	}
-	if err := orderedMap(in, o.Workers, work, emit); err != nil {
-		_ = w.Flush()
+	r.batch = append(r.batch, p)
+	r.batchItems = append(r.batchItems, it)
+	r.batchTokens += len(p.cond) + len(p.alone)
+	if r.batchTokens >= r.o.BatchTokens {
+		return r.flush()
+	}
+	return nil
+}
+
+// flush scores the batch and writes its lines.
+func (r *scoreRun) flush() error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	if err := r.scoreBatch(); err != nil {
+		return err
+	}
+	for i, p := range r.batch {
+		if err := r.writeLine(r.batchItems[i], &p.score); err != nil {
+			return err
+		}
+		if p.hasErr {
+			r.sum.Bad++
+		} else {
+			r.sum.Scored++
+		}
+	}
+	if err := r.w.Flush(); err != nil {
+		return err
+	}
+	r.batch, r.batchItems, r.batchTokens = r.batch[:0], r.batchItems[:0], 0
+	if r.o.OnProgress != nil {
+		r.o.OnProgress(r.sum.Lines)
+	}
+	return nil
+}
+
+// scoreBatch sends each good line's conversation and response-alone sequences to the scorer and fills in their
+// NLL, PPL and IFD.
+func (r *scoreRun) scoreBatch() error {
+	var seqs [][]int
+	var idx []int // batch index of each cond seq; alone seq follows
+	for i, p := range r.batch {
+		if p.hasErr {
+			continue
+		}
+		seqs = append(seqs, p.cond, p.alone)
+		idx = append(idx, i)
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	nll, err := r.o.Scorer.TokenNLL(seqs)
+	if err == nil {
+		err = checkNLL(seqs, nll)
+	}
+	if err != nil {
+		return fmt.Errorf("data: score: lines %d-%d: %w", r.batch[0].score.Line, r.batch[len(r.batch)-1].score.Line, err)
+	}
+	for k, bi := range idx {
+		p := r.batch[bi]
+		c, a := nll[2*k], nll[2*k+1]
+		s, n := 0.0, 0
+		for t, m := range p.mask[:len(c)] {
+			if m {
+				s += c[t]
+				n++
+			}
+		}
+		sa, na := 0.0, 0
+		for t := range a {
+			sa += a[t]
+			na++
+		}
+		sc := &p.score
+		sc.ScoredTokens = n
+		if n > 0 {
+			sc.NLL = s / float64(n)
+			sc.PPL = math.Exp(sc.NLL)
+		}
+		if na > 0 {
+			sc.NLLAlone = sa / float64(na)
+			sc.PPLAlone = math.Exp(sc.NLLAlone)
+		}
+		if sc.NLLAlone > 0 {
+			sc.IFD = sc.NLL / sc.NLLAlone
+		}
+		r.sum.Tokens += len(p.cond) + len(p.alone)
+	}
+	return nil
+}
+
+// writeLine writes a good line as {"score":{...},<original keys>}, a bad one as {"score":{line, error, cluster}}.
+func (r *scoreRun) writeLine(it lineItem, sc *Score) error {
+	w := r.w
+	sb, err := json.Marshal(sc)
+	if err != nil {
+		return err
+	}
+	if it.err != nil || sc.Error != "" {
+		eb, err := json.Marshal(struct {
+			Line    int    `json:"line"`
+			Error   string `json:"error"`
+			Cluster int    `json:"cluster"`
+		}{sc.Line, sc.Error, sc.Cluster})
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "{\"score\":%s}\n", eb)
+		return err
+	}
+	raw := bytes.TrimSpace(it.ex.Raw)
+	body := bytes.TrimSpace(raw[1:]) // after "{"; non-empty: the object has keys
+	if _, err = fmt.Fprintf(w, "{\"score\":%s,", sb); err != nil {
+		return err
+	}
+	_, err = w.Write(append(body, '\n'))
+	return err
+}
+
+// finish syncs the partial output and renames it to out.
+func (r *scoreRun) finish() (*ScoreSummary, error) {
+	r.sum.MinHashFull = r.mh.Full
+	if err := r.f.Sync(); err != nil {
 		return nil, err
 	}
-	if err := flush(); err != nil {
+	if err := r.f.Close(); err != nil {
 		return nil, err
 	}
-	sum.MinHashFull = mh.Full
-	if err := f.Sync(); err != nil {
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(partial, out); err != nil {
+	if err := os.Rename(r.partial, r.out); err != nil {
 		return nil, fmt.Errorf("data: score: %w", err)
 	}
-	return sum, nil
+	return r.sum, nil
 }
 
 // contentText is the text MinHash looks at: every message's content and reasoning, one per line.
