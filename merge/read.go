@@ -18,19 +18,6 @@ func (p *plan) copyRaw(name string, w io.Writer) error { return p.rd.CopyRaw(nam
 // readF32 reads a base float tensor as f32, converting chunk by chunk.
 func (p *plan) readF32(name string) ([]float32, error) { return p.rd.Float32s(name) }
 
-// rawBytes reads a whole base tensor.
-func (p *plan) rawBytes(name string) ([]byte, safetensors.TensorInfo, error) {
-	sec, info, err := p.section(name)
-	if err != nil {
-		return nil, info, err
-	}
-	b := make([]byte, sec.Size())
-	if _, err := io.ReadFull(sec, b); err != nil {
-		return nil, info, fmt.Errorf("read tensor %q: %w", name, err)
-	}
-	return b, info, nil
-}
-
 // convertStream rewrites a base float tensor in dtype dt chunk by chunk, never holding the whole tensor.
 func (p *plan) convertStream(name string, dt safetensors.DType, w io.Writer) error {
 	sec, info, err := p.section(name)

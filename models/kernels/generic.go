@@ -2,9 +2,6 @@
 
 package kernels
 
-// HasAVX2 reports whether the AVX2+FMA assembly kernels are in use.
-func HasAVX2() bool { return false }
-
 func dot(a, b []float32) float32                    { return refDot(a, b) }
 func axpy(alpha float32, x, y []float32)            { refAxpy(alpha, x, y) }
 func scale(alpha float32, x []float32)              { refScale(alpha, x) }

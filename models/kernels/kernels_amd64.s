@@ -986,62 +986,6 @@ GLOBL bf16hi<>(SB), RODATA|NOPTR, $4
 	VPSLLD $16, od, ev \
 	VPAND Y15, od, od
 
-// func matVec4BF16P(w *uint16, stride int, xp *float32, n int, y *float32)
-// Four rows of bf16 weights against x reordered by permuteBF16; n % 16 == 0.
-TEXT ·matVec4BF16P(SB), NOSPLIT, $0-40
-	MOVQ w+0(FP), SI
-	MOVQ stride+8(FP), AX
-	MOVQ xp+16(FP), DI
-	MOVQ n+24(FP), CX
-	SHLQ $1, AX
-	LEAQ (SI)(AX*1), R8
-	LEAQ (R8)(AX*1), R9
-	LEAQ (R9)(AX*1), R10
-	VPBROADCASTD bf16hi<>(SB), Y15
-	XORQ BX, BX
-	XORQ DX, DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	TESTQ CX, CX
-	JE    pairred
-
-pairloop:
-	VMOVUPS (DI)(BX*1), Y8
-	VMOVUPS 32(DI)(BX*1), Y9
-	PAIRBF16((SI)(DX*1), Y10, Y11)
-	PAIRBF16((R8)(DX*1), Y12, Y13)
-	VFMADD231PS Y8, Y10, Y0
-	VFMADD231PS Y9, Y11, Y1
-	VFMADD231PS Y8, Y12, Y2
-	VFMADD231PS Y9, Y13, Y3
-	PAIRBF16((R9)(DX*1), Y10, Y11)
-	PAIRBF16((R10)(DX*1), Y12, Y13)
-	VFMADD231PS Y8, Y10, Y4
-	VFMADD231PS Y9, Y11, Y5
-	VFMADD231PS Y8, Y12, Y6
-	VFMADD231PS Y9, Y13, Y7
-	ADDQ $64, BX
-	ADDQ $32, DX
-	SUBQ $16, CX
-	JNZ  pairloop
-
-pairred:
-	VADDPS Y1, Y0, Y0
-	VADDPS Y3, Y2, Y2
-	VADDPS Y5, Y4, Y4
-	VADDPS Y7, Y6, Y6
-	HSUM4(Y0, Y2, Y4, Y6, X0, X1, Y1)
-	MOVQ y+32(FP), AX
-	VMOVUPS X0, (AX)
-	VZEROUPPER
-	RET
-
 // PAIRFMA4 multiplies 16 columns (x even/odd in Y8, Y9) of the four rows at
 // SI, R8, R9, R10 (+off bytes) into Y0..Y7.
 #define PAIRFMA4(off) \
@@ -1059,7 +1003,8 @@ pairred:
 	VFMADD231PS Y9, Y13, Y7
 
 // func matVec4BF16PF(w *uint16, stride int, xp *float32, n int, y *float32)
-// matVec4BF16P over 32 columns (one cache line per row) per iteration, with a
+// Four rows of bf16 weights against x reordered by permuteBF16, 32 columns
+// (one cache line per row) per iteration, with a
 // software prefetch of the same line of the next four rows (w + 4·stride):
 // the next call's rows are in flight while these are summed. n % 16 == 0.
 TEXT ·matVec4BF16PF(SB), NOSPLIT, $0-40

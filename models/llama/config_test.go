@@ -171,15 +171,15 @@ func TestRealConfigs(t *testing.T) {
 		"tinyllama-1.1b-chat.json":   func(c *Config) bool { return c.KVDim() == 256 && c.MaxPositionEmbeddings == 2048 },
 	}
 	for name, check := range want {
-		c, err := LoadConfig(filepath.Join("testdata", "configs", strings.TrimSuffix(name, ".json")))
-		if err == nil {
+		if _, err := LoadConfig(filepath.Join("testdata", "configs", strings.TrimSuffix(name, ".json"))); err == nil {
 			t.Fatal("LoadConfig must read dir/config.json")
 		}
 		data, err := os.ReadFile(filepath.Join("testdata", "configs", name))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c, err = ParseConfig(data); err != nil {
+		c, err := ParseConfig(data)
+		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}

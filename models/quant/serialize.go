@@ -1,7 +1,6 @@
 package quant
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -61,14 +60,6 @@ func quantStateJSON(q *Weight, origDType string) []byte {
 	}
 	b.WriteString("}")
 	return []byte(b.String())
-}
-
-func f32Bytes(v []float32) []byte {
-	b := make([]byte, 4*len(v))
-	for i, x := range v {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-	}
-	return b
 }
 
 // ModulePrefix strips a trailing ".weight" from a tensor name ("model.layers.0.mlp.up_proj.weight" →

@@ -3,15 +3,19 @@ package tokenizer
 import (
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
 
 // benchText returns about 1 MB of real text: the Go standard library's documentation-heavy sources.
 func benchText(b *testing.B) string {
-	root := filepath.Join(runtime.GOROOT(), "src")
+	goroot, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		b.Skipf("go env GOROOT: %v", err)
+	}
+	root := filepath.Join(strings.TrimSpace(string(goroot)), "src")
 	var sb strings.Builder
 	for _, dir := range []string{"strings", "bytes", "fmt", "net/http", "encoding/json", "sort", "os", "io"} {
 		_ = filepath.WalkDir(filepath.Join(root, dir), func(p string, d fs.DirEntry, err error) error {

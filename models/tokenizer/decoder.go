@@ -194,7 +194,7 @@ func parseDecoder(raw json.RawMessage) (decoder, error) {
 		}
 		r, sz := utf8.DecodeRuneInString(v.Content)
 		if sz == 0 || sz != len(v.Content) {
-			return nil, fmt.Errorf("Strip decoder content %q must be one character", v.Content)
+			return nil, fmt.Errorf("decoder Strip: content %q must be one character", v.Content)
 		}
 		return stripDecoder{r, v.Start, v.Stop}, nil
 	case "Metaspace":

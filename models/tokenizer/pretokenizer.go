@@ -199,7 +199,7 @@ func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 			}
 		}
 		if m.scheme != "always" && m.scheme != "first" && m.scheme != "never" {
-			return nil, fmt.Errorf("Metaspace prepend_scheme %q is not supported", m.scheme)
+			return nil, fmt.Errorf("pre-tokenizer Metaspace: prepend_scheme %q is not supported", m.scheme)
 		}
 		return m, nil
 	case "Digits":

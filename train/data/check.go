@@ -130,11 +130,11 @@ func ReasonKind(reason string) string {
 }
 
 type checkResult struct {
-	hash                  uint64
-	prompt, resp, total   int
-	turns                 int
-	tokenized, tooLongErr bool
-	err                   *LineError
+	hash                uint64
+	prompt, resp, total int
+	turns               int
+	tokenized           bool
+	err                 *LineError
 }
 
 // Check validates every line of path and gathers statistics. Bad lines (parse errors, template errors

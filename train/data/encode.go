@@ -94,20 +94,15 @@ func firstTrue(b []bool, def int) int {
 	return def
 }
 
-// Tokenize renders msgs for training and returns the token ids of the whole text and, per token,
-// whether it belongs to assistant-generated text.
+// TokenizeExample renders an example for training (its tools, tool calls and tool results too) and returns
+// the token ids of the whole text and, per token, whether it belongs to assistant-generated text; assistant
+// turns with "weight": 0 are not marked (see RenderExample).
 //
 // Alignment: the whole rendered string is encoded once (so ids equal encoding the string in one go,
 // what inference sees). To find which tokens fall in an assistant span [s, e), the prefixes text[:s] and
 // text[:e] are encoded too: the tokens they share with the whole encoding lie before the boundary. A
 // token that straddles a boundary (e.g. SentencePiece "▁Hello" whose space the template wrote before the
 // content) counts as assistant text, because the model has to generate it.
-func Tokenize(tok Tokenizer, tpl *chat.Template, msgs []chat.Message) ([]int, []bool, error) {
-	return TokenizeExample(tok, tpl, &Example{Messages: msgs})
-}
-
-// TokenizeExample is Tokenize for a whole example: its tools, tool calls and tool results are rendered
-// too, and assistant turns with "weight": 0 are not marked (see RenderExample).
 func TokenizeExample(tok Tokenizer, tpl *chat.Template, ex *Example) ([]int, []bool, error) {
 	text, spans, err := RenderExample(tpl, ex)
 	if err != nil {
