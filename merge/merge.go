@@ -130,70 +130,28 @@ type plan struct {
 	res      *Result
 	outDT    safetensors.DType // "" = auto
 	pool     *kernels.Pool
+	log      io.Writer // Options.Log: progress lines and warnings (may be nil)
 }
 
-// Run merges the adapters of opt into the checkpoint folder base and writes the result to out.
+// Run merges the adapters of opt into the checkpoint folder base and writes the result to out. It reads top to
+// bottom as the merge's steps: check the arguments, open the base, collect the adapters' deltas and whole
+// tensors, plan every output tensor, then write the folder (atomically) and verify it if asked.
 func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
-	if len(opt.Adapters) == 0 {
-		return nil, errors.New("merge: no adapter given")
-	}
-	outDT, err := parseDType(opt.DType)
+	outDT, err := checkArgs(base, out, opt)
 	if err != nil {
 		return nil, err
-	}
-	if opt.Requantize != "" && opt.Requantize != "nf4" {
-		return nil, fmt.Errorf("merge: --requantize %q: only \"nf4\" is supported", opt.Requantize)
-	}
-	if abs(base) == abs(out) {
-		return nil, fmt.Errorf("merge: output folder %s is the base folder", out)
-	}
-	for _, s := range opt.Adapters {
-		if s.Dir != "" && abs(s.Dir) == abs(out) {
-			return nil, fmt.Errorf("merge: output folder %s is an adapter folder", out)
-		}
-	}
-	if st, err := os.Stat(out); err == nil {
-		if !st.IsDir() {
-			return nil, fmt.Errorf("merge: output %s exists and is not a folder", out)
-		}
-		ents, _ := os.ReadDir(out)
-		if len(ents) > 0 && !opt.Force && !fileExists(filepath.Join(out, "lorakit_merge.json")) {
-			return nil, fmt.Errorf("merge: output folder %s exists and is not a previous lorakit merge output (no lorakit_merge.json); refusing to replace it: remove it, choose another OUT, or pass --force", out)
-		}
 	}
 	res := &Result{Out: out, Base: base, DType: opt.DType}
 	if res.DType == "" {
 		res.DType = "auto"
 	}
-	logf := func(format string, a ...any) {
-		if opt.Log != nil {
-			fmt.Fprintf(opt.Log, format+"\n", a...)
-		}
-	}
-	warn := func(format string, a ...any) {
-		msg := fmt.Sprintf(format, a...)
-		res.Warnings = append(res.Warnings, msg)
-		logf("warning: %s", msg)
-	}
-
-	cfgBytes, err := os.ReadFile(filepath.Join(base, "config.json"))
+	cfgBytes, config, err := readConfig(base)
 	if err != nil {
-		return nil, fmt.Errorf("merge: base %s is not a Hugging Face model folder: %w", base, err)
+		return nil, err
 	}
-	var config map[string]json.RawMessage
-	if err := json.Unmarshal(cfgBytes, &config); err != nil {
-		return nil, fmt.Errorf("merge: %s: %w", filepath.Join(base, "config.json"), err)
-	}
-	ckpt, err := safetensors.OpenCheckpoint(base)
+	ckpt, err := openBase(base)
 	if err != nil {
-		if errors.Is(err, safetensors.ErrNoWeights) {
-			for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
-				if fileExists(filepath.Join(base, bin)) {
-					return nil, fmt.Errorf("merge: base %s has %s (PyTorch pickle) but no safetensors weights: convert the model to safetensors first", base, bin)
-				}
-			}
-		}
-		return nil, fmt.Errorf("merge: base: %w", err)
+		return nil, err
 	}
 	defer ckpt.Close()
 	if opt.Pool == nil {
@@ -204,158 +162,25 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("merge: base: %w", err)
 	}
 	defer rd.Close()
-	p := &plan{base: ckpt, rd: rd, config: config, res: res, outDT: outDT, pool: opt.Pool}
-	if p.quant, err = findQuantized(ckpt); err != nil {
-		return nil, fmt.Errorf("merge: base %s: %w", base, err)
-	}
-	if len(p.quant) > 0 && opt.Requantize == "" {
-		dt := outDT
-		if dt == "" {
-			dt = safetensors.BF16
-		}
-		warn("the base is quantised with bitsandbytes (%d weights): writing dequantised weights in %s; the output loads as a regular model (with a 4-bit base, --requantize nf4 keeps NF4)", len(p.quant), dt)
-	}
-	if opt.Requantize != "" && len(p.quant) == 0 {
-		return nil, fmt.Errorf("merge: --requantize nf4 needs a 4-bit (bitsandbytes) base; %s is not quantised (use lorakit quantize on the merged folder)", base)
-	}
-	if opt.Requantize != "" {
-		warn("Merge lora module to 4-bit linear may get different generations due to rounding errors: the merged weights are rounded to NF4 a second time")
-	}
-
-	// Adapters: load, check against the base, collect deltas per weight.
-	deltas := map[string][]delta{}
-	saved := map[string]*safetensors.Tensor{}
-	savedBy := map[string]string{}
-	baseLayer := map[string]bool{} // saved tensors that are a starting point for deltas (PEFT base_layer)
-	for i := range opt.Adapters {
-		s := &opt.Adapters[i]
-		if s.Adapter == nil {
-			if s.Adapter, err = lora.Load(s.Dir); err != nil {
-				return nil, fmt.Errorf("merge: %w", err)
-			}
-		}
-		a := s.Adapter
-		if math.IsNaN(s.Weight) || math.IsInf(s.Weight, 0) {
-			return nil, fmt.Errorf("merge: adapter %s: weight %v is not finite", s.Dir, s.Weight)
-		}
-		if err := a.Check(p.shapeOf); err != nil {
-			return nil, fmt.Errorf("merge: adapter %s does not fit base %s:\n%w", s.Dir, base, err)
-		}
-		if err := p.checkEmbed(s); err != nil {
-			return nil, fmt.Errorf("merge: adapter %s does not fit base %s:\n%w", s.Dir, base, err)
-		}
-		for _, m := range a.Names() {
-			pr := a.Modules[m]
-			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale})
-		}
-		for _, m := range slices.Sorted(maps.Keys(a.Embed)) {
-			pr := a.Embed[m]
-			deltas[m+".weight"] = append(deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
-		}
-		for _, name := range slices.Sorted(maps.Keys(a.BaseLayers)) {
-			t := a.BaseLayers[name]
-			same, err := p.sameAsBase(p.baseName(name), t)
-			if err != nil {
-				return nil, fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
-			}
-			if same {
-				continue // PEFT saved the embedding it was trained on: the base's own, bit for bit
-			}
-			if prev, dup := savedBy[name]; dup {
-				return nil, fmt.Errorf("merge: tensor %q is replaced by both %s and %s; cannot combine", name, prev, s.Dir)
-			}
-			saved[name], savedBy[name] = &t, s.Dir
-			baseLayer[name] = true
-			warn("adapter %s: its saved base layer %q differs from the base: merging on top of the adapter's copy (PEFT loads it into the base)", s.Dir, name)
-		}
-		for name, t := range a.Saved {
-			t := t
-			if prev, dup := savedBy[name]; dup {
-				return nil, fmt.Errorf("merge: tensor %q is saved whole (modules_to_save) by both %s and %s; cannot combine", name, prev, s.Dir)
-			}
-			if err := p.checkSaved(name, t); err != nil {
-				return nil, fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
-			}
-			if len(deltas[name]) > 0 {
-				return nil, fmt.Errorf("merge: tensor %q is both saved whole (modules_to_save) and LoRA-adapted", name)
-			}
-			saved[name], savedBy[name] = &t, s.Dir
-			if s.Weight != 1 {
-				warn("adapter %s: modules_to_save tensor %q replaces the base tensor whole; its weight %v is not applied", s.Dir, name, s.Weight)
-			}
-		}
-		info := AdapterInfo{Dir: s.Dir, Weight: s.Weight, Modules: len(a.Modules), Saved: len(a.Saved), Rank: a.Config.R,
-			Alpha: a.Config.Alpha, RSLoRA: a.Config.UseRSLoRA, BaseName: a.Config.BaseModel}
-		res.Adapters = append(res.Adapters, info)
-		logf("adapter %s: %d modules, r=%d, alpha=%g, weight %g", s.Dir, len(a.Modules), a.Config.R, a.Config.Alpha, s.Weight)
-	}
-	for name := range saved {
-		if len(deltas[name]) > 0 && !baseLayer[name] {
-			return nil, fmt.Errorf("merge: tensor %q is saved whole by one adapter and LoRA-adapted by another", name)
-		}
-	}
-
-	if opt.Requantize != "" {
-		logf("re-quantising the merged weights to NF4 (held in memory until written)")
-	}
-	if err := p.build(ctx, deltas, saved, opt); err != nil {
+	p := &plan{base: ckpt, rd: rd, config: config, res: res, outDT: outDT, pool: opt.Pool, log: opt.Log}
+	if err := p.checkQuantized(base, opt); err != nil {
 		return nil, err
 	}
-	maxShard := opt.MaxShardSize
-	if maxShard <= 0 {
-		maxShard = DefaultMaxShardSize
+	c, err := p.collect(base, opt.Adapters)
+	if err != nil {
+		return nil, err
 	}
-	hs := make([]safetensors.Header, len(p.items))
-	for i, it := range p.items {
-		hs[i] = it.hdr
+	if opt.Requantize != "" {
+		p.logf("re-quantising the merged weights to NF4 (held in memory until written)")
 	}
-	shards := safetensors.PlanShards(hs, nil, maxShard, len(ckpt.Files) > 1 || fileExists(filepath.Join(base, safetensors.IndexName)))
-	res.Shards = len(shards)
-	for _, it := range p.items {
-		res.Bytes += it.bytes
-		res.LargestTensor = max(res.LargestTensor, it.bytes)
+	if err := p.build(ctx, c.deltas, c.saved, opt); err != nil {
+		return nil, err
 	}
-	res.Tensors = len(p.items)
+	hs, shards := p.layout(len(ckpt.Files) > 1 || fileExists(filepath.Join(base, safetensors.IndexName)), opt.MaxShardSize)
 	if err := p.editConfig(opt); err != nil {
 		return nil, err
 	}
-
-	bar := (*progress.Bar)(nil)
-	if opt.Log != nil {
-		bar = progress.New(opt.Log, "merge", res.Bytes, "B")
-	}
-	err = atomicfile.Dir(out, func(tmp string) error {
-		if err := copyExtras(base, tmp); err != nil {
-			return err
-		}
-		if err := p.writeConfig(tmp, cfgBytes); err != nil {
-			return err
-		}
-		if err := p.writeShards(ctx, tmp, hs, shards, bar); err != nil {
-			return err
-		}
-		if bar != nil {
-			bar.Finish()
-		}
-		if err := writeProvenance(tmp, res, opt); err != nil {
-			return err
-		}
-		if opt.Verify {
-			v, err := Verify(base, tmp, opt.Adapters, opt.Pool)
-			if err != nil {
-				return fmt.Errorf("merge: verify: %w", err)
-			}
-			res.Verify = v
-			logf("verify: max |logit(base+adapter) − logit(merged)| = %.3g (bound %.3g); the adapter moves logits by up to %.3g", v.MaxAbsDiff, v.Bound, v.AdapterEffect)
-			if !v.OK {
-				return fmt.Errorf("merge: verify failed: %s", v.Reason)
-			}
-			if v.Reason != "" {
-				warn("verify: %s", v.Reason)
-			}
-		}
-		return nil
-	})
+	err = atomicfile.Dir(out, func(tmp string) error { return p.write(ctx, base, tmp, cfgBytes, hs, shards, opt) })
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("merge interrupted, nothing written at %s: %w", out, ctx.Err())
@@ -364,6 +189,274 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	}
 	res.PeakRSS = peakRSS()
 	return res, nil
+}
+
+// checkArgs refuses what Run cannot do or must not overwrite, before anything is read: no adapter, an unknown
+// dtype or --requantize, an output that is the base or an adapter, an existing output that is not ours.
+func checkArgs(base, out string, opt Options) (safetensors.DType, error) {
+	if len(opt.Adapters) == 0 {
+		return "", errors.New("merge: no adapter given")
+	}
+	outDT, err := parseDType(opt.DType)
+	if err != nil {
+		return "", err
+	}
+	if opt.Requantize != "" && opt.Requantize != "nf4" {
+		return "", fmt.Errorf("merge: --requantize %q: only \"nf4\" is supported", opt.Requantize)
+	}
+	if abs(base) == abs(out) {
+		return "", fmt.Errorf("merge: output folder %s is the base folder", out)
+	}
+	for _, s := range opt.Adapters {
+		if s.Dir != "" && abs(s.Dir) == abs(out) {
+			return "", fmt.Errorf("merge: output folder %s is an adapter folder", out)
+		}
+	}
+	if st, err := os.Stat(out); err == nil {
+		if !st.IsDir() {
+			return "", fmt.Errorf("merge: output %s exists and is not a folder", out)
+		}
+		ents, _ := os.ReadDir(out)
+		if len(ents) > 0 && !opt.Force && !fileExists(filepath.Join(out, "lorakit_merge.json")) {
+			return "", fmt.Errorf("merge: output folder %s exists and is not a previous lorakit merge output (no lorakit_merge.json); refusing to replace it: remove it, choose another OUT, or pass --force", out)
+		}
+	}
+	return outDT, nil
+}
+
+// readConfig reads the base's config.json, raw (written back with only our edits) and parsed.
+func readConfig(base string) ([]byte, map[string]json.RawMessage, error) {
+	cfgBytes, err := os.ReadFile(filepath.Join(base, "config.json"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("merge: base %s is not a Hugging Face model folder: %w", base, err)
+	}
+	var config map[string]json.RawMessage
+	if err := json.Unmarshal(cfgBytes, &config); err != nil {
+		return nil, nil, fmt.Errorf("merge: %s: %w", filepath.Join(base, "config.json"), err)
+	}
+	return cfgBytes, config, nil
+}
+
+// openBase opens the base's safetensors weights, naming a PyTorch pickle when that is all the folder has.
+func openBase(base string) (*safetensors.Checkpoint, error) {
+	ckpt, err := safetensors.OpenCheckpoint(base)
+	if err == nil {
+		return ckpt, nil
+	}
+	if errors.Is(err, safetensors.ErrNoWeights) {
+		for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
+			if fileExists(filepath.Join(base, bin)) {
+				return nil, fmt.Errorf("merge: base %s has %s (PyTorch pickle) but no safetensors weights: convert the model to safetensors first", base, bin)
+			}
+		}
+	}
+	return nil, fmt.Errorf("merge: base: %w", err)
+}
+
+// logf writes a progress line when Options.Log is set.
+func (p *plan) logf(format string, a ...any) {
+	if p.log != nil {
+		fmt.Fprintf(p.log, format+"\n", a...)
+	}
+}
+
+// warn records a warning in the result and logs it.
+func (p *plan) warn(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	p.res.Warnings = append(p.res.Warnings, msg)
+	p.logf("warning: %s", msg)
+}
+
+// checkQuantized finds the base's bitsandbytes weights and checks them against --requantize.
+func (p *plan) checkQuantized(base string, opt Options) error {
+	var err error
+	if p.quant, err = findQuantized(p.base); err != nil {
+		return fmt.Errorf("merge: base %s: %w", base, err)
+	}
+	if len(p.quant) > 0 && opt.Requantize == "" {
+		dt := p.outDT
+		if dt == "" {
+			dt = safetensors.BF16
+		}
+		p.warn("the base is quantised with bitsandbytes (%d weights): writing dequantised weights in %s; the output loads as a regular model (with a 4-bit base, --requantize nf4 keeps NF4)", len(p.quant), dt)
+	}
+	if opt.Requantize != "" && len(p.quant) == 0 {
+		return fmt.Errorf("merge: --requantize nf4 needs a 4-bit (bitsandbytes) base; %s is not quantised (use lorakit quantize on the merged folder)", base)
+	}
+	if opt.Requantize != "" {
+		p.warn("Merge lora module to 4-bit linear may get different generations due to rounding errors: the merged weights are rounded to NF4 a second time")
+	}
+	return nil
+}
+
+// collected is what the adapters contribute, by output tensor name.
+type collected struct {
+	deltas    map[string][]delta
+	saved     map[string]*safetensors.Tensor // tensors that replace the base's whole
+	savedBy   map[string]string              // which adapter folder saved each
+	baseLayer map[string]bool                // saved tensors that are a starting point for deltas (PEFT base_layer)
+}
+
+// collect loads each adapter that is not loaded yet (in place in srcs), checks it against the base and gathers
+// its deltas and whole tensors; a tensor two adapters both replace, or one replaces and another adapts, is an
+// error.
+func (p *plan) collect(base string, srcs []Source) (*collected, error) {
+	c := &collected{deltas: map[string][]delta{}, saved: map[string]*safetensors.Tensor{}, savedBy: map[string]string{},
+		baseLayer: map[string]bool{}}
+	for i := range srcs {
+		if err := p.addAdapter(c, base, &srcs[i]); err != nil {
+			return nil, err
+		}
+	}
+	for name := range c.saved {
+		if len(c.deltas[name]) > 0 && !c.baseLayer[name] {
+			return nil, fmt.Errorf("merge: tensor %q is saved whole by one adapter and LoRA-adapted by another", name)
+		}
+	}
+	return c, nil
+}
+
+// addAdapter adds one adapter's pairs, base layers and modules_to_save to c and reports it in the result.
+func (p *plan) addAdapter(c *collected, base string, s *Source) error {
+	if s.Adapter == nil {
+		var err error
+		if s.Adapter, err = lora.Load(s.Dir); err != nil {
+			return fmt.Errorf("merge: %w", err)
+		}
+	}
+	a := s.Adapter
+	if math.IsNaN(s.Weight) || math.IsInf(s.Weight, 0) {
+		return fmt.Errorf("merge: adapter %s: weight %v is not finite", s.Dir, s.Weight)
+	}
+	if err := a.Check(p.shapeOf); err != nil {
+		return fmt.Errorf("merge: adapter %s does not fit base %s:\n%w", s.Dir, base, err)
+	}
+	if err := p.checkEmbed(s); err != nil {
+		return fmt.Errorf("merge: adapter %s does not fit base %s:\n%w", s.Dir, base, err)
+	}
+	for _, m := range a.Names() {
+		pr := a.Modules[m]
+		c.deltas[m+".weight"] = append(c.deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale})
+	}
+	for _, m := range slices.Sorted(maps.Keys(a.Embed)) {
+		pr := a.Embed[m]
+		c.deltas[m+".weight"] = append(c.deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
+	}
+	if err := p.addBaseLayers(c, s); err != nil {
+		return err
+	}
+	if err := p.addSaved(c, s); err != nil {
+		return err
+	}
+	info := AdapterInfo{Dir: s.Dir, Weight: s.Weight, Modules: len(a.Modules), Saved: len(a.Saved), Rank: a.Config.R,
+		Alpha: a.Config.Alpha, RSLoRA: a.Config.UseRSLoRA, BaseName: a.Config.BaseModel}
+	p.res.Adapters = append(p.res.Adapters, info)
+	p.logf("adapter %s: %d modules, r=%d, alpha=%g, weight %g", s.Dir, len(a.Modules), a.Config.R, a.Config.Alpha, s.Weight)
+	return nil
+}
+
+// addBaseLayers takes the base layers PEFT saved with the adapter (the embedding it was trained on) that differ
+// from the base's own: the deltas are added on top of the adapter's copy, as PEFT loads it.
+func (p *plan) addBaseLayers(c *collected, s *Source) error {
+	a := s.Adapter
+	for _, name := range slices.Sorted(maps.Keys(a.BaseLayers)) {
+		t := a.BaseLayers[name]
+		same, err := p.sameAsBase(p.baseName(name), t)
+		if err != nil {
+			return fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
+		}
+		if same {
+			continue // PEFT saved the embedding it was trained on: the base's own, bit for bit
+		}
+		if prev, dup := c.savedBy[name]; dup {
+			return fmt.Errorf("merge: tensor %q is replaced by both %s and %s; cannot combine", name, prev, s.Dir)
+		}
+		c.saved[name], c.savedBy[name] = &t, s.Dir
+		c.baseLayer[name] = true
+		p.warn("adapter %s: its saved base layer %q differs from the base: merging on top of the adapter's copy (PEFT loads it into the base)", s.Dir, name)
+	}
+	return nil
+}
+
+// addSaved takes the adapter's modules_to_save tensors, which replace the base tensor whole.
+func (p *plan) addSaved(c *collected, s *Source) error {
+	for name, t := range s.Adapter.Saved {
+		t := t
+		if prev, dup := c.savedBy[name]; dup {
+			return fmt.Errorf("merge: tensor %q is saved whole (modules_to_save) by both %s and %s; cannot combine", name, prev, s.Dir)
+		}
+		if err := p.checkSaved(name, t); err != nil {
+			return fmt.Errorf("merge: adapter %s: %w", s.Dir, err)
+		}
+		if len(c.deltas[name]) > 0 {
+			return fmt.Errorf("merge: tensor %q is both saved whole (modules_to_save) and LoRA-adapted", name)
+		}
+		c.saved[name], c.savedBy[name] = &t, s.Dir
+		if s.Weight != 1 {
+			p.warn("adapter %s: modules_to_save tensor %q replaces the base tensor whole; its weight %v is not applied", s.Dir, name, s.Weight)
+		}
+	}
+	return nil
+}
+
+// layout lists the output tensors' headers and cuts them into shards (sharded when the base is, or when the
+// weights exceed maxShard), and fills in the result's sizes.
+func (p *plan) layout(sharded bool, maxShard int64) ([]safetensors.Header, []safetensors.Shard) {
+	if maxShard <= 0 {
+		maxShard = DefaultMaxShardSize
+	}
+	hs := make([]safetensors.Header, len(p.items))
+	for i, it := range p.items {
+		hs[i] = it.hdr
+	}
+	shards := safetensors.PlanShards(hs, nil, maxShard, sharded)
+	p.res.Shards = len(shards)
+	for _, it := range p.items {
+		p.res.Bytes += it.bytes
+		p.res.LargestTensor = max(p.res.LargestTensor, it.bytes)
+	}
+	p.res.Tensors = len(p.items)
+	return hs, shards
+}
+
+// write fills the temporary output folder tmp: the base's other files, config.json, the weight shards, the
+// provenance record, then (with Options.Verify) the check that the merged model's logits are base+adapter's.
+func (p *plan) write(ctx context.Context, base, tmp string, cfgBytes []byte, hs []safetensors.Header, shards []safetensors.Shard, opt Options) error {
+	bar := (*progress.Bar)(nil)
+	if opt.Log != nil {
+		bar = progress.New(opt.Log, "merge", p.res.Bytes, "B")
+	}
+	if err := copyExtras(base, tmp); err != nil {
+		return err
+	}
+	if err := p.writeConfig(tmp, cfgBytes); err != nil {
+		return err
+	}
+	if err := p.writeShards(ctx, tmp, hs, shards, bar); err != nil {
+		return err
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	if err := writeProvenance(tmp, p.res, opt); err != nil {
+		return err
+	}
+	if !opt.Verify {
+		return nil
+	}
+	v, err := Verify(base, tmp, opt.Adapters, opt.Pool)
+	if err != nil {
+		return fmt.Errorf("merge: verify: %w", err)
+	}
+	p.res.Verify = v
+	p.logf("verify: max |logit(base+adapter) − logit(merged)| = %.3g (bound %.3g); the adapter moves logits by up to %.3g", v.MaxAbsDiff, v.Bound, v.AdapterEffect)
+	if !v.OK {
+		return fmt.Errorf("merge: verify failed: %s", v.Reason)
+	}
+	if v.Reason != "" {
+		p.warn("verify: %s", v.Reason)
+	}
+	return nil
 }
 
 func abs(p string) string {
