@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/lorakit/lorakit/serve/adapterstore"
 	"github.com/lorakit/lorakit/serve/engine"
 )
 
@@ -156,6 +157,7 @@ type scrapeState struct {
 	engine.Stats
 	Loaded  []string // adapters in memory, sorted
 	MaxLoRA int
+	Cache   *adapterstore.Stats // the object-storage adapter cache, when there is one
 }
 
 // stateCollector turns a scrapeState into gauges at scrape time.
@@ -172,13 +174,20 @@ var (
 	descWaiting    = prometheus.NewDesc("vllm:num_requests_waiting", "Requests waiting to be admitted to the batch.", []string{"model_name"}, nil)
 	descRunningV   = prometheus.NewDesc("vllm:num_requests_running", "Requests in the running batch.", []string{"model_name"}, nil)
 	descKV         = prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage: token positions reserved by running sequences over max batch × max model length (1 = full).", []string{"model_name"}, nil)
+	descCacheBytes = prometheus.NewDesc("lorakit_adapter_cache_bytes", "Bytes of adapters in the local object-storage cache.", nil, nil)
+	descCacheN     = prometheus.NewDesc("lorakit_adapter_cache_adapters", "Adapter versions in the local object-storage cache.", nil, nil)
+	descCacheDL    = prometheus.NewDesc("lorakit_adapter_cache_downloads_total", "Adapters downloaded from object storage into the cache.", nil, nil)
+	descCacheHits  = prometheus.NewDesc("lorakit_adapter_cache_hits_total", "Adapter fetches served from the cache without a download.", nil, nil)
+	descCacheFail  = prometheus.NewDesc("lorakit_adapter_cache_failed_downloads_total", "Downloads refused (cut, wrong size or checksum, missing adapter_config.json) or failed.", nil, nil)
+	descCacheEvict = prometheus.NewDesc("lorakit_adapter_cache_evictions_total", "Adapters removed from the cache to stay within --adapter-cache-size.", nil, nil)
 	descLoRAInfo   = prometheus.NewDesc("vllm:lora_requests_info", "Adapters of running and waiting requests (comma-separated labels); the value is the time of this reading (Unix seconds), as vLLM sets it.",
 		[]string{"running_lora_adapters", "waiting_lora_adapters", "max_lora"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descLoRAInfo} {
+	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descLoRAInfo,
+		descCacheBytes, descCacheN, descCacheDL, descCacheHits, descCacheFail, descCacheEvict} {
 		ch <- d
 	}
 }
@@ -198,6 +207,17 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descWaiting, float64(st.Waiting), c.base)
 	gauge(descRunningV, float64(st.Active), c.base)
 	gauge(descKV, st.KVUsage(), c.base)
+	if cs := st.Cache; cs != nil {
+		counter := func(d *prometheus.Desc, v uint64) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+		}
+		gauge(descCacheBytes, float64(cs.Bytes))
+		gauge(descCacheN, float64(cs.Adapters))
+		counter(descCacheDL, cs.Downloads)
+		counter(descCacheHits, cs.Hits)
+		counter(descCacheFail, cs.Failed)
+		counter(descCacheEvict, cs.Evicts)
+	}
 	// vLLM joins with "," and the endpoint picker splits on "," without trimming: no spaces.
 	gauge(descLoRAInfo, float64(time.Now().UnixNano())/1e9,
 		strings.Join(st.RunningAdapters, ","), strings.Join(st.WaitingAdapters, ","), strconv.Itoa(st.MaxLoRA))
@@ -217,6 +237,10 @@ func (s *Server) scrape() scrapeState {
 	}
 	for _, a := range s.reg.List() {
 		st.Loaded = append(st.Loaded, a.Name)
+	}
+	if s.cfg.AdapterStore != nil {
+		cs := s.cfg.AdapterStore.Stats()
+		st.Cache = &cs
 	}
 	return st
 }

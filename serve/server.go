@@ -31,6 +31,7 @@ import (
 
 	"github.com/lorakit/lorakit/models/grammar"
 	"github.com/lorakit/lorakit/models/stop"
+	"github.com/lorakit/lorakit/serve/adapterstore"
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
@@ -88,6 +89,11 @@ type Config struct {
 	AllowAnyAdapterPath bool
 	// ResolveAdapter, if set, turns a lora_path that is not a local folder (a hub id) into one.
 	ResolveAdapter func(ctx context.Context, ref string) (string, error)
+	// AdapterStore with AdapterURL (s3://BUCKET/PREFIX) serves adapters kept in object storage through a local
+	// cache: a request naming NAME loads AdapterURL/NAME on first use (in place of AdapterDir), and lora_path
+	// may be an s3:// URL (under AdapterURL, or anywhere with AllowAnyAdapterPath).
+	AdapterStore *adapterstore.Store
+	AdapterURL   string
 	// APIKey, if set, is required as "Authorization: Bearer <key>" on /v1/*.
 	APIKey string
 	// MaxBatch (default 16) sequences decode together; MaxQueue (default 256) wait; beyond that, 429.
@@ -173,9 +179,24 @@ func New(cfg Config) (*Server, error) {
 		maxN: cfg.MaxN, maxChoices: cfg.MaxQueue, maxTokBytes: maxTokenBytes(cfg.Model)}
 	s.memory.delay = time.Second
 	s.metrics = newMetrics(cfg.ModelName, s.scrape)
-	reg, err := engine.NewRegistry(engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
+	rc := engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
 		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: s.metrics,
-		Resolve: cfg.ResolveAdapter})
+		Resolve: s.resolveAdapter}
+	if cfg.AdapterStore != nil {
+		if cfg.AdapterDir != "" {
+			return nil, errors.New("serve: AdapterDir and AdapterStore exclude each other")
+		}
+		base := strings.TrimRight(cfg.AdapterURL, "/")
+		rc.RemotePrefix = base + "/"
+		rc.Fetch = func(ctx context.Context, name string) (string, func(), error) {
+			dir, release, err := cfg.AdapterStore.Fetch(ctx, base+"/"+name)
+			if errors.Is(err, adapterstore.ErrNotFound) {
+				err = fmt.Errorf("%w: %v", engine.ErrAdapterNotFound, err)
+			}
+			return dir, release, err
+		}
+	}
+	reg, err := engine.NewRegistry(rc)
 	if err != nil {
 		return nil, err
 	}
@@ -202,6 +223,22 @@ func New(cfg Config) (*Server, error) {
 	s.eng = eng
 	s.echo = s.routes()
 	return s, nil
+}
+
+// resolveAdapter finds a lora_path that is not a local folder: an s3:// URL through the adapter store, anything
+// else through Config.ResolveAdapter.
+func (s *Server) resolveAdapter(ctx context.Context, ref string) (string, func(), error) {
+	if strings.HasPrefix(ref, "s3://") {
+		if s.cfg.AdapterStore == nil {
+			return "", nil, fmt.Errorf("%s: s3:// adapters need the server started with --adapter-dir s3://... (its cache)", ref)
+		}
+		return s.cfg.AdapterStore.Fetch(ctx, ref)
+	}
+	if s.cfg.ResolveAdapter == nil {
+		return "", nil, fmt.Errorf("%s: no such folder", ref)
+	}
+	dir, err := s.cfg.ResolveAdapter(ctx, ref)
+	return dir, func() {}, err
 }
 
 // Handler is the server's HTTP handler (for httptest).

@@ -19,6 +19,7 @@ import (
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/hub"
 	"github.com/lorakit/lorakit/serve"
+	"github.com/lorakit/lorakit/serve/adapterstore"
 	"github.com/lorakit/lorakit/serve/backend"
 )
 
@@ -27,6 +28,7 @@ func init() { register(newServeCmd) }
 func newServeCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, quantType, headType, host, apiKey, servedName string
+		adapterCache, adapterCacheSize                                      string
 		adapterDType                                                        string
 		adapters                                                            []string
 		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads           int
@@ -93,7 +95,16 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 			if err != nil {
 				return fmt.Errorf("serve: --adapter-dtype: %w", err)
 			}
+			var store *adapterstore.Store
+			adapterURL := ""
+			if strings.HasPrefix(adapterDir, "s3://") {
+				if store, err = openAdapterStore(cmd.Context(), adapterCache, adapterCacheSize); err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+				adapterURL, adapterDir = adapterDir, ""
+			}
 			srv, err := serve.New(serve.Config{Model: be, ModelName: servedName, ModelRoot: modelDir,
+				AdapterStore: store, AdapterURL: adapterURL,
 				Adapters: named, AdapterDir: adapterDir, MaxLoadedAdapters: maxLoaded, AllowAnyAdapterPath: allowAnyPath,
 				ResolveAdapter: func(ctx context.Context, ref string) (string, error) {
 					o := hubSettings(cmd)
@@ -125,7 +136,9 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f := cmd.Flags()
 	f.StringVar(&modelDir, "model", "", "base model folder (Hugging Face layout)")
 	f.StringArrayVar(&adapters, "adapter", nil, "load adapter NAME=DIR at start (repeatable)")
-	f.StringVar(&adapterDir, "adapter-dir", "", "folder of adapters loaded on first use by name")
+	f.StringVar(&adapterDir, "adapter-dir", "", "folder, or s3://BUCKET/PREFIX, of adapters loaded on first use by name")
+	f.StringVar(&adapterCache, "adapter-cache", "", "local cache of adapters from s3:// (default: the user cache folder's lorakit/adapters)")
+	f.StringVar(&adapterCacheSize, "adapter-cache-size", "10GiB", "bound of --adapter-cache; least recently used adapters are removed beyond it")
 	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
 	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")
 	f.StringVar(&quantType, "quant", "", `quantise the base at load: "nf4" or "fp4"`)

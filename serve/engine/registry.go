@@ -33,9 +33,15 @@ type RegistryConfig struct {
 	AllowAnyPath bool
 	// Observer, if set, is told of every load and eviction (for /metrics).
 	Observer RegistryObserver
-	// Resolve, if set, turns a load API path that is not a local path (a hub id ORG/NAME[@REV]) into a local
-	// folder. Such paths are loaded only with AllowAnyPath.
-	Resolve func(ctx context.Context, ref string) (string, error)
+	// Resolve, if set, turns a load API path that is not a local path (a hub id ORG/NAME[@REV], an s3:// URL)
+	// into a local folder, kept until release is called. Such paths are loaded only with AllowAnyPath or when
+	// they start with RemotePrefix.
+	Resolve func(ctx context.Context, ref string) (dir string, release func(), err error)
+	// Fetch, if set, finds adapters named in requests (in place of Dir): it returns a local folder, kept until
+	// release is called, or an error wrapping ErrAdapterNotFound.
+	Fetch func(ctx context.Context, name string) (dir string, release func(), err error)
+	// RemotePrefix is where Fetch looks (e.g. "s3://bucket/adapters/"): load API paths under it are allowed.
+	RemotePrefix string
 }
 
 // RegistryObserver is told what the registry does. Its methods may be called from several goroutines at once,
@@ -144,14 +150,18 @@ func (r *Registry) Load(name, path string) error {
 	if !ValidName(name) {
 		return fmt.Errorf("adapter name %q is not valid (no '/', no leading '.')", name)
 	}
-	if _, err := os.Stat(path); err != nil && r.cfg.Resolve != nil {
-		if !r.cfg.AllowAnyPath {
-			return fmt.Errorf("%w: %s is not a local folder; remote adapters (hub ids) load only with --allow-any-adapter-path", ErrPathNotAllowed, path)
+	if _, err := os.Stat(path); err != nil && r.cfg.Resolve != nil && remote(path) {
+		under := r.cfg.RemotePrefix != "" && strings.HasPrefix(path, r.cfg.RemotePrefix) && !strings.Contains(path, "..")
+		if !r.cfg.AllowAnyPath && !under {
+			return fmt.Errorf("%w: %s is not a local folder; remote adapters outside --adapter-dir load only with --allow-any-adapter-path", ErrPathNotAllowed, path)
 		}
-		dir, err := r.cfg.Resolve(context.Background(), path)
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		defer cancel()
+		dir, release, err := r.cfg.Resolve(ctx, path)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrAdapterNotFound, err)
 		}
+		defer release()
 		_, err = r.install(name, dir, false, false)
 		return err
 	}
@@ -169,6 +179,12 @@ func (r *Registry) Load(name, path string) error {
 	}
 	_, err := r.install(name, path, false, false)
 	return err
+}
+
+// remote reports whether a path that is not on disk names a remote adapter (a URL, or a hub id: relative, not
+// starting with ".").
+func remote(p string) bool {
+	return strings.Contains(p, "://") || (!filepath.IsAbs(p) && !strings.HasPrefix(p, "."))
 }
 
 func within(dir, p string) bool {
@@ -300,7 +316,7 @@ func (r *Registry) Acquire(ctx context.Context, name string) (*Lease, error) {
 			r.mu.Unlock()
 			return &Lease{r: r, e: e}, nil
 		}
-		if r.dirAbs == "" || !ValidName(name) {
+		if (r.dirAbs == "" && r.cfg.Fetch == nil) || !ValidName(name) {
 			r.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s", ErrAdapterNotFound, name)
 		}
@@ -316,15 +332,16 @@ func (r *Registry) Acquire(ctx context.Context, name string) (*Lease, error) {
 			}
 			continue
 		}
-		path := filepath.Join(r.dirAbs, name)
-		if _, err := os.Stat(filepath.Join(path, "adapter_config.json")); err != nil {
-			r.mu.Unlock()
-			return nil, fmt.Errorf("%w: %s", ErrAdapterNotFound, name)
+		if r.cfg.Fetch == nil {
+			if _, err := os.Stat(filepath.Join(r.dirAbs, name, "adapter_config.json")); err != nil {
+				r.mu.Unlock()
+				return nil, fmt.Errorf("%w: %s", ErrAdapterNotFound, name)
+			}
 		}
 		c := &loadCall{done: make(chan struct{})}
 		r.loading[name] = c
 		r.mu.Unlock()
-		l, err := r.install(name, path, true, true)
+		l, err := r.loadLazy(ctx, name)
 		c.err = err
 		r.mu.Lock()
 		delete(r.loading, name)
@@ -332,6 +349,24 @@ func (r *Registry) Acquire(ctx context.Context, name string) (*Lease, error) {
 		close(c.done)
 		return l, err
 	}
+}
+
+// fetchTimeout bounds one remote fetch, which no single client's disconnect may cancel (others may wait on it).
+const fetchTimeout = 10 * time.Minute
+
+// loadLazy loads name from Dir or through Fetch, leased once.
+func (r *Registry) loadLazy(ctx context.Context, name string) (*Lease, error) {
+	if r.cfg.Fetch == nil {
+		return r.install(name, filepath.Join(r.dirAbs, name), true, true)
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+	defer cancel()
+	dir, release, err := r.cfg.Fetch(fctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return r.install(name, dir, true, true)
 }
 
 // Has reports whether name is loaded or loadable from Dir.

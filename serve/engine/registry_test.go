@@ -143,12 +143,12 @@ func TestRegistryLazyLRUAndPaths(t *testing.T) {
 func TestRegistryResolvesRemotePaths(t *testing.T) {
 	cached := mkAdapter(t, filepath.Join(t.TempDir(), "snapshot"))
 	var asked []string
-	resolve := func(_ context.Context, ref string) (string, error) {
+	resolve := func(_ context.Context, ref string) (string, func(), error) {
 		asked = append(asked, ref)
 		if ref == "acme/lora" {
-			return cached, nil
+			return cached, func() {}, nil
 		}
-		return "", errors.New("no such repository")
+		return "", nil, errors.New("no such repository")
 	}
 	var loads atomic.Int32
 	r := newReg(t, RegistryConfig{Resolve: resolve}, &loads)
