@@ -59,11 +59,41 @@ func growInt(b []int, n int) []int {
 // runs once over the stacked rows of all sequences; each row then adds its own adapter's delta. On error no cache
 // is modified.
 func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
-	c := m.Config
 	if len(batch) == 0 {
 		return [][][]float32{}, nil
 	}
-	T, R := 0, 0
+	batch, T, R, err := m.checkBatch(batch)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := &m.s
+	batch = m.orderByAdapter(batch) // from here on, in adapter order; out is put back in the caller's order
+	for i := range batch {
+		batch[i].Cache.reserve(batch[i].Cache.n + len(batch[i].Tokens))
+	}
+	maxCtx := m.embedRows(batch, T, R)
+	for l := range m.Layers {
+		m.attentionBlock(batch, l, T, maxCtx)
+		m.mlpBlock(l, T)
+	}
+	for i := range batch {
+		batch[i].Cache.n += len(batch[i].Tokens)
+	}
+	s.batch = nil
+	clear(s.groups) // do not keep adapters alive after the call
+	s.groups = s.groups[:0]
+	out := m.logits(batch, R)
+	clear(s.seqs) // do not keep adapters or caches alive after the call
+	return out, nil
+}
+
+// checkBatch validates every sequence (tokens in the vocabulary, a cache of this model with room, no cache
+// shared) and gives those without a cache a throwaway one, in a copy of batch so that the caller's slice is not
+// touched. T is the number of new tokens, R the number of rows whose logits are returned.
+func (m *Model) checkBatch(batch []Seq) (_ []Seq, T, R int, _ error) {
+	c := m.Config
 	for i := range batch {
 		if batch[i].Cache == nil { // nil caches are replaced; do not touch the caller's slice
 			batch = append([]Seq(nil), batch...)
@@ -73,11 +103,11 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	for i := range batch {
 		sq := &batch[i]
 		if len(sq.Tokens) == 0 {
-			return nil, fmt.Errorf("llama: forward: sequence %d has no tokens", i)
+			return nil, 0, 0, fmt.Errorf("llama: forward: sequence %d has no tokens", i)
 		}
 		for j, t := range sq.Tokens {
 			if t < 0 || t >= c.VocabSize {
-				return nil, fmt.Errorf("llama: forward: sequence %d token %d: id %d is outside the vocabulary [0, %d)", i, j, t, c.VocabSize)
+				return nil, 0, 0, fmt.Errorf("llama: forward: sequence %d token %d: id %d is outside the vocabulary [0, %d)", i, j, t, c.VocabSize)
 			}
 		}
 		if sq.Cache == nil {
@@ -85,15 +115,15 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		}
 		kc := sq.Cache
 		if len(kc.k) != len(m.Layers) || kc.kvDim != c.KVDim() {
-			return nil, fmt.Errorf("llama: forward: sequence %d: cache belongs to a different model", i)
+			return nil, 0, 0, fmt.Errorf("llama: forward: sequence %d: cache belongs to a different model", i)
 		}
 		for j := range i {
 			if batch[j].Cache == kc {
-				return nil, fmt.Errorf("llama: forward: sequences %d and %d share a cache", j, i)
+				return nil, 0, 0, fmt.Errorf("llama: forward: sequences %d and %d share a cache", j, i)
 			}
 		}
 		if kc.n+len(sq.Tokens) > kc.max {
-			return nil, fmt.Errorf("llama: forward: sequence %d: %d cached + %d new tokens exceed the cache size %d", i, kc.n, len(sq.Tokens), kc.max)
+			return nil, 0, 0, fmt.Errorf("llama: forward: sequence %d: %d cached + %d new tokens exceed the cache size %d", i, kc.n, len(sq.Tokens), kc.max)
 		}
 		T += len(sq.Tokens)
 		if sq.AllLogits {
@@ -102,21 +132,20 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 			R++
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := &m.s
-	batch = m.orderByAdapter(batch) // from here on, in adapter order; out is put back in the caller's order
-	for i := range batch {
-		batch[i].Cache.reserve(batch[i].Cache.n + len(batch[i].Tokens))
-	}
+	return batch, T, R, nil
+}
 
-	H, Q, KV, I, V := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize
+// embedRows sizes the scratch for T rows (R of them returned), stacks the sequences' new tokens as rows of
+// embeddings with their sequence and position, and picks the rows attended one by one. It returns the longest
+// context of the batch.
+func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
+	c, s := m.Config, &m.s
+	H, Q, KV, I := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize
 	s.x, s.xn, s.tmp = grow(s.x, T*H), grow(s.xn, T*H), grow(s.tmp, T*H)
 	s.q, s.att = grow(s.q, T*Q), grow(s.att, T*Q)
 	s.k, s.v = grow(s.k, T*KV), grow(s.v, T*KV)
 	s.gate, s.up = grow(s.gate, T*I), grow(s.up, T*I)
 	s.rowSeq, s.rowPos, s.outRows = growInt(s.rowSeq, T), growInt(s.rowPos, T), growInt(s.outRows, R)
-	maxCtx := 0
 	r, o := 0, 0
 	for i, sq := range batch {
 		for j, t := range sq.Tokens {
@@ -148,66 +177,71 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	for w := range s.scores {
 		s.scores[w] = grow(s.scores[w], maxCtx*c.NumAttentionHeads/c.NumKeyValueHeads)
 	}
+	return maxCtx
+}
 
+// attentionBlock is layer l's x += o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))),
+// n = rmsnorm(x), over the T rows; the new keys and values go into each sequence's cache.
+func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
+	c, s, L, names := m.Config, &m.s, m.Layers[l], &m.names[l]
+	H, Q, KV := c.HiddenSize, c.QDim(), c.KVDim()
 	eps := float32(c.RMSNormEps)
-	for l, L := range m.Layers {
-		names := &m.names[l]
-		// Attention block: x += o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))), n = rmsnorm(x).
-		rmsNormRows(s.xn, s.x, L.InputLayernorm, eps, T, H)
-		m.linear(L.QProj, names[0], s.q, s.xn, T)
-		m.linear(L.KProj, names[1], s.k, s.xn, T)
-		m.linear(L.VProj, names[2], s.v, s.xn, T)
-		if c.QKNorm { // qwen3: RMSNorm over each head of q and k, before RoPE
-			rmsNormRows(s.q, s.q, L.QNorm, eps, T*c.NumAttentionHeads, c.HeadDim)
-			rmsNormRows(s.k, s.k, L.KNorm, eps, T*c.NumKeyValueHeads, c.HeadDim)
-		}
-		for r := range T {
-			kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
-			kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
-			kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
-			copy(kc.k[l][pos*KV:(pos+1)*KV], s.k[r*KV:(r+1)*KV])
-			copy(kc.v[l][pos*KV:(pos+1)*KV], s.v[r*KV:(r+1)*KV])
-		}
-		s.batch, s.layer = batch, l
-		if len(s.short)*c.NumAttentionHeads*maxCtx*c.HeadDim < 1<<15 {
-			m.attnFn(0, len(s.scores)) // too little work to be worth waking the pool
-		} else {
-			m.Pool.For(len(s.scores), m.attnFn)
-		}
-		r := 0
-		for _, sq := range batch {
-			if len(sq.Tokens) >= blockedMin {
-				m.attentionBlocked(sq, r, l)
-			}
-			r += len(sq.Tokens)
-		}
-		m.linear(L.OProj, names[3], s.tmp, s.att, T)
-		kernels.Axpy(1, s.tmp, s.x)
-
-		// MLP block: x += down_proj(silu(gate_proj(n)) · up_proj(n)), n = rmsnorm(x).
-		rmsNormRows(s.xn, s.x, L.PostAttentionLayernorm, eps, T, H)
-		m.linear(L.GateProj, names[4], s.gate, s.xn, T)
-		m.linear(L.UpProj, names[5], s.up, s.xn, T)
-		kernels.SiLUMul(s.gate, s.gate, s.up)
-		m.linear(L.DownProj, names[6], s.tmp, s.gate, T)
-		kernels.Axpy(1, s.tmp, s.x)
+	rmsNormRows(s.xn, s.x, L.InputLayernorm, eps, T, H)
+	m.linear(L.QProj, names[0], s.q, s.xn, T)
+	m.linear(L.KProj, names[1], s.k, s.xn, T)
+	m.linear(L.VProj, names[2], s.v, s.xn, T)
+	if c.QKNorm { // qwen3: RMSNorm over each head of q and k, before RoPE
+		rmsNormRows(s.q, s.q, L.QNorm, eps, T*c.NumAttentionHeads, c.HeadDim)
+		rmsNormRows(s.k, s.k, L.KNorm, eps, T*c.NumKeyValueHeads, c.HeadDim)
 	}
-	for i := range batch {
-		batch[i].Cache.n += len(batch[i].Tokens)
+	for r := range T {
+		kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
+		kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
+		kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
+		copy(kc.k[l][pos*KV:(pos+1)*KV], s.k[r*KV:(r+1)*KV])
+		copy(kc.v[l][pos*KV:(pos+1)*KV], s.v[r*KV:(r+1)*KV])
 	}
-	s.batch = nil
-	clear(s.groups) // do not keep adapters alive after the call
-	s.groups = s.groups[:0]
+	s.batch, s.layer = batch, l
+	if len(s.short)*c.NumAttentionHeads*maxCtx*c.HeadDim < 1<<15 {
+		m.attnFn(0, len(s.scores)) // too little work to be worth waking the pool
+	} else {
+		m.Pool.For(len(s.scores), m.attnFn)
+	}
+	r := 0
+	for _, sq := range batch {
+		if len(sq.Tokens) >= blockedMin {
+			m.attentionBlocked(sq, r, l)
+		}
+		r += len(sq.Tokens)
+	}
+	m.linear(L.OProj, names[3], s.tmp, s.att, T)
+	kernels.Axpy(1, s.tmp, s.x)
+}
 
-	// Final norm and the LM head, only on the rows whose logits were asked for.
+// mlpBlock is layer l's x += down_proj(silu(gate_proj(n)) · up_proj(n)), n = rmsnorm(x), over the T rows.
+func (m *Model) mlpBlock(l, T int) {
+	c, s, L, names := m.Config, &m.s, m.Layers[l], &m.names[l]
+	rmsNormRows(s.xn, s.x, L.PostAttentionLayernorm, float32(c.RMSNormEps), T, c.HiddenSize)
+	m.linear(L.GateProj, names[4], s.gate, s.xn, T)
+	m.linear(L.UpProj, names[5], s.up, s.xn, T)
+	kernels.SiLUMul(s.gate, s.gate, s.up)
+	m.linear(L.DownProj, names[6], s.tmp, s.gate, T)
+	kernels.Axpy(1, s.tmp, s.x)
+}
+
+// logits applies the final norm and the LM head (with each sequence's adapter) to the R rows whose logits
+// were asked for, and returns them per sequence in the caller's order.
+func (m *Model) logits(batch []Seq, R int) [][][]float32 {
+	s := &m.s
+	H, V := m.Config.HiddenSize, m.Config.VocabSize
 	s.hn = grow(s.hn, R*H)
 	for o, r := range s.outRows {
-		kernels.RMSNorm(s.hn[o*H:(o+1)*H], s.x[r*H:(r+1)*H], m.Norm, eps)
+		kernels.RMSNorm(s.hn[o*H:(o+1)*H], s.x[r*H:(r+1)*H], m.Norm, float32(m.Config.RMSNormEps))
 	}
 	flat := make([]float32, R*V)
 	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
 	out := make([][][]float32, len(batch))
-	o = 0
+	o := 0
 	for k, sq := range batch {
 		n := 1
 		if sq.AllLogits {
@@ -223,8 +257,7 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 		}
 		o += n
 	}
-	clear(s.seqs) // do not keep adapters or caches alive after the call
-	return out, nil
+	return out
 }
 
 func rmsNormRows(y, x, w []float32, eps float32, rows, n int) {
