@@ -28,13 +28,9 @@ func refApply(y, x, a, b []float32, s float32, rows, r, in, out int) {
 	}
 }
 
-// TestApplyLayouts checks Factors.Apply in every storage layout (reached through Pack and ApplyRows, as serving
-// and generation reach it) against the float64 product of the factors it stores, for the per-row expand (few
-// rows), the GEMM expand (many rows), with and without a pool, and that it does not allocate.
-func TestApplyLayouts(t *testing.T) {
-	const in, out, r = 40, 56, 4
-	rng := rand.New(rand.NewSource(1))
-	cfg := NewConfig(r, 8, []string{"q_proj"})
+// randomAdapter is an adapter with one rank-r pair, module "m", of normal random factors and α = 2r.
+func randomAdapter(rng *rand.Rand, in, out, r int) (*Adapter, *Pair) {
+	cfg := NewConfig(r, float64(2*r), []string{"q_proj"})
 	a := New(cfg)
 	q := cfg.NewPair("m", in, out)
 	for i := range q.A {
@@ -44,6 +40,16 @@ func TestApplyLayouts(t *testing.T) {
 		q.B[i] = float32(rng.NormFloat64())
 	}
 	a.Modules["m"] = q
+	return a, q
+}
+
+// TestApplyLayouts checks Factors.Apply in every storage layout (reached through Pack and ApplyRows, as serving
+// and generation reach it) against the float64 product of the factors it stores, for the per-row expand (few
+// rows), the GEMM expand (many rows), with and without a pool, and that it does not allocate.
+func TestApplyLayouts(t *testing.T) {
+	const in, out, r = 40, 56, 4
+	rng := rand.New(rand.NewSource(1))
+	a, q := randomAdapter(rng, in, out, r)
 	round := func(v []float32) []float32 {
 		o := make([]float32, len(v))
 		for i, f := range v {
@@ -99,16 +105,7 @@ func TestApplyLayouts(t *testing.T) {
 func BenchmarkPacked(b *testing.B) {
 	const in, out, r, rows = 576, 1536, 16, 4
 	rng := rand.New(rand.NewSource(1))
-	cfg := NewConfig(r, 32, []string{"up_proj"})
-	a := New(cfg)
-	q := cfg.NewPair("m", in, out)
-	for i := range q.A {
-		q.A[i] = float32(rng.NormFloat64())
-	}
-	for i := range q.B {
-		q.B[i] = float32(rng.NormFloat64())
-	}
-	a.Modules["m"] = q
+	a, _ := randomAdapter(rng, in, out, r)
 	x := make([]float32, rows*in)
 	y := make([]float32, rows*out)
 	for i := range x {
