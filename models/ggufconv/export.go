@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -42,6 +43,9 @@ var fileTypes = map[gguf.Type]uint32{gguf.F32: 0, gguf.F16: 1, gguf.Q4_0: 2, ggu
 func ExportModel(ctx context.Context, dir, out string, opts ExportOptions) (*Result, error) {
 	if _, ok := fileTypes[opts.Type]; !ok {
 		return nil, fmt.Errorf("ggufconv: weight type %s is not supported (f32, f16, bf16, q8_0, q4_0)", opts.Type)
+	}
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return nil, fmt.Errorf("ggufconv: %s is a file; export reads a Hugging Face model folder", dir)
 	}
 	cfg, err := llama.LoadConfig(dir)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/lorakit/lorakit/models/ggufconv"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/testmodel"
 )
 
 // nodeScripts returns a temporary folder holding the test scripts next to a node_modules link (ES modules
@@ -488,4 +489,51 @@ func sameValue(js, v any) bool {
 		return true
 	}
 	return false
+}
+
+// TestLlamaCppVariants: tiny random models of each architecture option (qwen2 and qwen3 with NeoX RoPE, q/k
+// biases, qk-norm, untied heads, llama3 rope scaling through rope_freqs.weight, explicit head_dim) give the same
+// greedy tokens in llama.cpp as in lorakit, and llama.cpp tokenizes the prompts as lorakit does.
+func TestLlamaCppVariants(t *testing.T) {
+	js := nodeScripts(t)
+	for _, o := range []testmodel.Options{
+		{ModelType: "llama", AttentionBias: true, Llama3RopeScaling: true, Std: 0.5},
+		{ModelType: "qwen2", Tied: true, Std: 0.5},
+		{ModelType: "qwen3", HeadDim: 16, Std: 0.5},
+	} {
+		t.Run(o.ModelType, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := testmodel.Write(dir, o); err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "m.gguf")
+			if _, err := ggufconv.ExportModel(context.Background(), dir, file, ggufconv.ExportOptions{Type: gguf.F32}); err != nil {
+				t.Fatal(err)
+			}
+			m, err := models.Load(dir, models.LoadOptions{Threads: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			var lines []byte
+			var want [][]int
+			var gaps [][]float32
+			for _, p := range []string{"hello world", "the quick brown fox", "a b c d e f", "GGUF files, 2024!"} {
+				ids := m.EncodePrompt(p)
+				b, _ := json.Marshal(greedyGolden{Prompt: p, PromptIDs: ids})
+				lines = append(append(lines, b...), '\n')
+				w, g := lorakitGreedy(t, m, ids, 16, nil)
+				want, gaps = append(want, w), append(gaps, g)
+			}
+			got, tokenized := llamaCppGreedy(t, js, file, lines, 16)
+			for i, p := range []string{"hello world", "the quick brown fox", "a b c d e f", "GGUF files, 2024!"} {
+				if ids := m.Tok.Encode(p, false); !slices.Equal(tokenized[i], ids) {
+					t.Errorf("llama.cpp tokenizes %q as %v, lorakit as %v", p, tokenized[i], ids)
+				}
+			}
+			if full := compareGreedy(t, o.ModelType, want, gaps, got, 1e-3); full < len(want)-1 {
+				t.Errorf("only %d of %d prompts agree in full", full, len(want))
+			}
+		})
+	}
 }
