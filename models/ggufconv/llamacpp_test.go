@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -18,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models"
@@ -40,7 +43,7 @@ func nodeScripts(t *testing.T) string {
 		t.Skip("node not found")
 	}
 	dir := t.TempDir()
-	for _, f := range []string{"greedy.mjs", "chat.mjs", "ggufinfo.mjs"} {
+	for _, f := range []string{"greedy.mjs", "chat.mjs", "ggufinfo.mjs", "tok.mjs"} {
 		b, err := os.ReadFile(filepath.Join("testdata", f))
 		if err != nil {
 			t.Fatal(err)
@@ -534,6 +537,80 @@ func TestLlamaCppVariants(t *testing.T) {
 			if full := compareGreedy(t, o.ModelType, want, gaps, got, 1e-3); full < len(want)-1 {
 				t.Errorf("only %d of %d prompts agree in full", full, len(want))
 			}
+		})
+	}
+}
+
+// TestLlamaCppTokenizers: llama.cpp's own tokenizer, loaded from the tokenizer metadata lorakit exports for each
+// family in the shared data (in a one-layer GGUF file of zeros), against the Hugging Face goldens: every string
+// must give the golden ids, except, for Qwen, strings that Qwen's NFC normalizer changes (llama.cpp has none).
+func TestLlamaCppTokenizers(t *testing.T) {
+	js := nodeScripts(t)
+	shared := testenv.Dir(t, "tokenizers")
+	for _, fam := range []string{"llama2", "mistral", "llama3", "qwen3", "deepseek_v3", "gemma3"} {
+		t.Run(fam, func(t *testing.T) {
+			vocab, err := ggufconv.VocabKV(filepath.Join(shared, "tokenizers", fam), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, kv := range vocab {
+				if kv.Key == "tokenizer.ggml.tokens" {
+					n = len(kv.Value.([]string))
+				}
+			}
+			kvs := []gguf.KV{{Key: "general.architecture", Value: "llama"}, {Key: "llama.block_count", Value: uint32(1)},
+				{Key: "llama.context_length", Value: uint32(512)}, {Key: "llama.embedding_length", Value: uint32(8)},
+				{Key: "llama.feed_forward_length", Value: uint32(8)}, {Key: "llama.attention.head_count", Value: uint32(1)},
+				{Key: "llama.attention.layer_norm_rms_epsilon", Value: float32(1e-5)}, {Key: "llama.vocab_size", Value: uint32(n)}}
+			// llama.cpp loads a model's tensors even for tokenizing: a one-layer model of width 8, all zeros
+			const w = 8
+			tensors := []gguf.TensorInfo{{Name: "token_embd.weight", Type: gguf.F16, Shape: []int{n, w}},
+				{Name: "output_norm.weight", Type: gguf.F32, Shape: []int{w}}}
+			for _, s := range []string{"attn_norm", "ffn_norm"} {
+				tensors = append(tensors, gguf.TensorInfo{Name: "blk.0." + s + ".weight", Type: gguf.F32, Shape: []int{w}})
+			}
+			for _, s := range []string{"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"} {
+				tensors = append(tensors, gguf.TensorInfo{Name: "blk.0." + s + ".weight", Type: gguf.F32, Shape: []int{w, w}})
+			}
+			file := filepath.Join(t.TempDir(), fam+".gguf")
+			err = gguf.Write(file, append(kvs, vocab...), tensors, func(i int, wr io.Writer) error {
+				b, _ := tensors[i].Bytes()
+				_, err := wr.Write(make([]byte, b))
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			goldens, data := readJSONL[struct {
+				ID             string `json:"id"`
+				Text           string `json:"text"`
+				IDs            []int  `json:"ids"`
+				IDsWithSpecial []int  `json:"ids_with_special"`
+			}](t, filepath.Join(shared, "golden", "tokenizers", fam+".jsonl"))
+			in := filepath.Join(t.TempDir(), "in.jsonl")
+			if err := os.WriteFile(in, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			lines := node(t, js, "tok.mjs", nil, file, in)
+			bad := 0
+			for i, g := range goldens {
+				var r struct {
+					IDs            []int `json:"ids"`
+					IDsWithSpecial []int `json:"ids_with_special"`
+				}
+				if err := json.Unmarshal(lines[i], &r); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(r.IDs, g.IDs) || !slices.Equal(r.IDsWithSpecial, g.IDsWithSpecial) {
+					bad++
+					// llama.cpp does not apply Qwen's NFC normalizer: only strings NFC changes may differ there
+					if fam != "qwen3" || norm.NFC.String(g.Text) == g.Text {
+						t.Errorf("%s %q: llama.cpp %v / %v, golden %v / %v", g.ID, g.Text, r.IDs, r.IDsWithSpecial, g.IDs, g.IDsWithSpecial)
+					}
+				}
+			}
+			t.Logf("%s: llama.cpp matches the goldens on %d of %d strings", fam, len(goldens)-bad, len(goldens))
 		})
 	}
 }
