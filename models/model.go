@@ -76,13 +76,9 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 	}
 	m := &Model{Dir: src.Path(), Config: cfg, Gen: gen}
 	if !opts.NoTokenizer {
-		if m.Tok, err = src.Tokenizer(); err != nil {
-			return nil, err
-		}
 		// A tokenizer larger than vocab_size is tolerated (Forward rejects ids outside the embedding, naming them).
-		tc := m.Tok.Config()
-		if m.Chat, err = chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken); err != nil {
-			return nil, fmt.Errorf("models: %s: chat_template: %w", m.Dir, err)
+		if m.Tok, m.Chat, err = textOf(src); err != nil {
+			return nil, err
 		}
 	}
 	if m.Net, m.weights, err = src.Network(cfg, lo); err != nil {
@@ -90,6 +86,26 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 	}
 	m.EOS = eosIDs(cfg, gen, m.Tok)
 	return m, nil
+}
+
+// LoadTokenizer reads only the tokenizer and chat template of the folder dir (no config or weights needed), as
+// Load reads them: for commands that only tokenize (data check).
+func LoadTokenizer(dir string) (*tokenizer.Tokenizer, *chat.Template, error) {
+	return textOf(Folder(dir))
+}
+
+// textOf is a source's tokenizer and the chat template its tokenizer config carries.
+func textOf(src Source) (*tokenizer.Tokenizer, *chat.Template, error) {
+	tok, err := src.Tokenizer()
+	if err != nil {
+		return nil, nil, err
+	}
+	tc := tok.Config()
+	tpl, err := chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken)
+	if err != nil {
+		return nil, nil, fmt.Errorf("models: %s: chat_template: %w", src.Path(), err)
+	}
+	return tok, tpl, nil
 }
 
 // network turns the options into llama's: the thread pool and the quantisers of the linear layers and the head.

@@ -15,9 +15,7 @@ import (
 	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/internal/progress"
 	"github.com/lorakit/lorakit/models"
-	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
-	"github.com/lorakit/lorakit/models/tokenizer"
 	"github.com/lorakit/lorakit/train/data"
 )
 
@@ -36,20 +34,6 @@ func newDataCmd() *cobra.Command {
 	}
 	cmd.AddCommand(newDataCheckCmd(), newDataScoreCmd(), newDataFilterCmd())
 	return cmd
-}
-
-// loadTokTemplate loads only the tokenizer and chat template of a model folder (no weights).
-func loadTokTemplate(dir string) (*tokenizer.Tokenizer, *chat.Template, error) {
-	tok, err := tokenizer.Load(dir)
-	if err != nil {
-		return nil, nil, err
-	}
-	tc := tok.Config()
-	tpl, err := chat.New(tc.ChatTemplate, tc.BOSToken, tc.EOSToken)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: chat_template: %w", dir, err)
-	}
-	return tok, tpl, nil
 }
 
 func newDataCheckCmd() *cobra.Command {
@@ -77,7 +61,7 @@ Exit code 1 if any line is bad.`,
 				if err != nil {
 					return err
 				}
-				tok, tpl, err := loadTokTemplate(dir)
+				tok, tpl, err := models.LoadTokenizer(dir)
 				if err != nil {
 					return err
 				}
