@@ -114,6 +114,7 @@ func toolFinish(finish string, called bool) string {
 	return finish
 }
 
+// complexity: the chat SSE stream per choice (role, reasoning, content, tool calls, finish, usage) in the order OpenAI sends them.
 func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, startThink bool, parser string) error {
 	ctx, cancel := context.WithCancel(c.Request().Context())
 	defer cancel() // stops the fan-in goroutines if the client write fails

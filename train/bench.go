@@ -71,6 +71,8 @@ var benchAnchors = map[string][2]float64{
 // Bench times real optimizer steps (forward, backward, AdamW) on random
 // weights of a real model's shape, next-token loss on every position of
 // random token ids, as the PyTorch anchor script does.
+//
+// complexity: per-method setup (lora, qlora, full) and shape, then the timed loop.
 func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	if c.Method == "" {
 		c.Method = "lora"

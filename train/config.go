@@ -64,6 +64,8 @@ func DefaultConfig() Config {
 }
 
 // Validate checks the values that do not need the model or the data.
+//
+// complexity: one range check per training option, each naming its flag.
 func (c *Config) Validate() error {
 	var errs []string
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Sprintf(f, a...)) }

@@ -30,6 +30,7 @@ func newExportCmd() *cobra.Command {
 	return cmd
 }
 
+// complexity: one command's flag checks and messages, each a line; the export itself is in models/ggufconv.
 func newExportGGUFCmd() *cobra.Command {
 	var (
 		model, adapter, typ, name, baseGGUF, baseType string

@@ -317,6 +317,8 @@ func pyPercent(format string, args []jinja.Value, named *jinja.Dict) (string, er
 }
 
 // pyConvert formats one argument for a % conversion (without the width padding).
+//
+// complexity: one case per Python %-conversion type, as CPython's formatter has them.
 func pyConvert(conv byte, flags string, prec int, v jinja.Value) (string, error) {
 	sign := func(neg bool, s string) string {
 		switch {

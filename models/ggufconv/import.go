@@ -17,6 +17,8 @@ import (
 // Config rebuilds the Hugging Face config of a llama.cpp model file (architecture llama, qwen2 or qwen3) from its
 // metadata and tensor table, validated by llama.ParseConfig: biases and tied embeddings from the tensors present,
 // llama3 rope scaling from rope_freqs.weight.
+//
+// complexity: one read per GGUF metadata key it maps, in config.json's order.
 func Config(g *gguf.File) (*llama.Config, error) {
 	arch, _, err := g.String("general.architecture")
 	if err != nil {

@@ -139,6 +139,8 @@ var byteToken = regexp.MustCompile(`^<0x[0-9A-Fa-f]{2}>$`)
 // SentencePiece scores (tokenizer.ggml.model "llama", for BPE with byte fallback) or the merges and the named
 // pre-tokenizer (tokenizer.ggml.model "gpt2", byte-level BPE); special token ids, add_bos/add_eos as encoding
 // with special tokens shows them, and the chat template.
+//
+// complexity: the two tokenizer models' key sets side by side, each a short branch.
 func VocabKV(dir string, vocabSize int) ([]gguf.KV, error) {
 	path := filepath.Join(dir, "tokenizer.json")
 	data, err := os.ReadFile(path)
@@ -319,6 +321,8 @@ func specialKV(tok *tokenizer.Tokenizer, unk int) []gguf.KV {
 // scores the way Hugging Face's SentencePiece extractor derives them (every split of a token into two tokens,
 // ordered by the token's score); byte-level ones ("gpt2") take the merges as stored and the pre-tokenizer
 // named by tokenizer.ggml.pre.
+//
+// complexity: the two vocabulary kinds (llama, gpt2) and their special tokens, one branch per GGUF key.
 func TokenizerFiles(g *gguf.File) (tokJSON, cfgJSON []byte, err error) {
 	model, _, err := g.String(keyTokModel)
 	if err != nil {

@@ -57,6 +57,7 @@ func regexExpr(pattern string, inJSON bool) (*expr, error) {
 
 type regexTranslator struct{ json bool }
 
+// complexity: one case per regexp/syntax operator.
 func (t regexTranslator) tr(re *syntax.Regexp, atStart, atEnd bool) (*expr, error) {
 	switch re.Op {
 	case syntax.OpNoMatch:

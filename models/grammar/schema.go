@@ -81,6 +81,7 @@ func (c *schemaCompiler) schema(s any, path string) (*expr, error) {
 	return nil, &Error{Keyword: "schema", Path: path, Msg: "a schema must be an object or a boolean"}
 }
 
+// complexity: one branch per JSON Schema object keyword, each rejecting with the keyword's path.
 func (c *schemaCompiler) object(s map[string]any, path string) (*expr, error) {
 	keys := make([]string, 0, len(s))
 	for k := range s {
@@ -416,10 +417,7 @@ func (c *schemaCompiler) arrayType(s map[string]any, path string) (*expr, error)
 	}
 	comma := func() *expr { return seq(ws(), lit(","), ws()) }
 	// The elements: the prefix items in order (a shorter array may stop early when minItems allows), then items.
-	var elems []*expr // elems[k] is element k
-	for _, p := range prefix {
-		elems = append(elems, p)
-	}
+	elems := append([]*expr(nil), prefix...) // elems[k] is element k
 	maxLen := maxItems
 	if item == nil {
 		if maxLen < 0 || maxLen > len(prefix) {
@@ -544,6 +542,8 @@ func formatNames() string {
 }
 
 // numberType is an integer or number with optional bounds.
+//
+// complexity: one branch per numeric bound keyword, for integers and numbers.
 func numberType(s map[string]any, path string, integer bool) (*expr, error) {
 	lo, hi := math.Inf(-1), math.Inf(1)
 	loEx, hiEx := false, false

@@ -136,6 +136,8 @@ type rawRope struct {
 const maxDim = 1 << 24
 
 // ParseConfig parses config.json and validates it. Every rejection names the offending key.
+//
+// complexity: one check per config key, each naming the key it rejects; split, the list would be scattered.
 func ParseConfig(data []byte) (*Config, error) {
 	var r rawConfig
 	dec := json.NewDecoder(bytes.NewReader(data))

@@ -74,6 +74,8 @@ var known = map[string]bool{
 
 // ParseConfig parses adapter_config.json. Unknown keys are kept (PEFT tolerates them too); a known key with a
 // wrong type is an error naming it. Semantic checks (peft_type, DoRA) are in Validate.
+//
+// complexity: one check per config key, each naming the key it rejects; split, the list would be scattered.
 func ParseConfig(data []byte) (*Config, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {

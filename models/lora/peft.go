@@ -90,6 +90,7 @@ type abInfo struct {
 	embed  bool
 }
 
+// complexity: one branch per PEFT tensor key form (lora_A/B, embeddings, DoRA, biases, modules_to_save), each naming the key it rejects.
 func (a *Adapter) fromFile(f *safetensors.File) error {
 	cfg := &a.Config
 	pairs := map[string]*abInfo{}

@@ -131,6 +131,8 @@ func FromCheckpoint(c *safetensors.Checkpoint, name string) (*Weight, bool, erro
 }
 
 // FromCheckpointDType is FromCheckpoint that also returns the recorded original dtype ("bfloat16", ...).
+//
+// complexity: one check per bitsandbytes state tensor and JSON field, in the order bitsandbytes writes them.
 func FromCheckpointDType(c *safetensors.Checkpoint, name string) (*Weight, string, bool, error) {
 	var stateKey string
 	var typ Type

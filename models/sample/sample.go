@@ -42,6 +42,8 @@ func (s *Sampler) Options() Options { return s.o }
 
 // Sample returns the next token id given the logits of the last position and the ids seen so far (prompt and
 // generated, for the penalties). logits is not modified. Temperature 0 gives the argmax (lowest id on ties).
+//
+// complexity: the sampling stages in their fixed order (penalties, temperature, top-k, top-p, min-p, draw), each a guarded step.
 func (s *Sampler) Sample(logits []float32, history []int) int {
 	n := len(logits)
 	if n == 0 {

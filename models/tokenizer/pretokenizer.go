@@ -134,6 +134,7 @@ func isBertPunct(r rune) bool {
 		isPunct16(r)
 }
 
+// complexity: one case per tokenizers pre-tokenizer type.
 func parsePreTokenizer(raw json.RawMessage) (preTokenizer, error) {
 	typ, ok, err := componentType(raw)
 	if err != nil || !ok {

@@ -206,6 +206,7 @@ func quickDecode(data []byte, raw *rawTokenizerJSON) bool {
 	return true
 }
 
+// complexity: tokenizer.json's sections in file order (model, added tokens, normalizer, pre-tokenizer, post-processor, decoder), each validated where it is read.
 func parse(data []byte, cfg *TokenizerConfig) (*Tokenizer, error) {
 	var raw rawTokenizerJSON
 	if !quickDecode(data, &raw) {

@@ -305,6 +305,8 @@ func (e *Engine) loop() {
 }
 
 // step drops cancelled sequences, runs one Forward over every active sequence and samples.
+//
+// complexity: one engine step in order (drop cancelled, forward, sample, stop, stream); each branch is one sequence's state change.
 func (e *Engine) step() {
 	live := e.active[:0]
 	for _, s := range e.active {

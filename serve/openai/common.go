@@ -88,6 +88,7 @@ const maxStops = 16
 
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
 
+// complexity: one range check per OpenAI sampling field, each naming the field.
 func (f *samplingFields) resolve(vocab int) (Sampling, *Error) {
 	s := Sampling{Temperature: 1, TopP: 1, RepetitionPenalty: 1, N: 1, Seed: f.Seed, IgnoreEOS: f.IgnoreEOS}
 	if f.Temperature != nil {

@@ -113,6 +113,8 @@ const histBins = 40
 // Filter reads a scored file (from ScoreFile) and writes the kept examples to out (atomically), in
 // their original form unless KeepScores. Two passes over the input: the first collects the
 // metric for the histogram and --keep-top; memory is 16 bytes per line.
+//
+// complexity: the two passes over the file and the --keep-top/--max-*/--dedup rules, each a guarded line.
 func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	if o.By == "" {
 		o.By = "ifd"
