@@ -18,7 +18,9 @@ import (
 	"strings"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/outdir"
 	"github.com/lorakit/lorakit/internal/progress"
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/safetensors"
@@ -212,17 +214,19 @@ func checkArgs(base, out string, opt Options) (safetensors.DType, error) {
 			return "", fmt.Errorf("merge: output folder %s is an adapter folder", out)
 		}
 	}
-	if st, err := os.Stat(out); err == nil {
-		if !st.IsDir() {
-			return "", fmt.Errorf("merge: output %s exists and is not a folder", out)
-		}
-		ents, _ := os.ReadDir(out)
-		if len(ents) > 0 && !opt.Force && !fileExists(filepath.Join(out, "lorakit_merge.json")) {
-			return "", fmt.Errorf("merge: output folder %s exists and is not a previous lorakit merge output (no lorakit_merge.json); refusing to replace it: remove it, choose another OUT, or pass --force", out)
-		}
+	if err := outRule.Check(out, opt.Force); err != nil {
+		return "", err
+	}
+	if _, err := models.Open(base); err != nil { // what base is when it is not a model folder, and what to do
+		return "", fmt.Errorf("merge: base: %w", err)
 	}
 	return outDT, nil
 }
+
+// outRule is merge's rule for an existing OUT: empty or a previous merge output is replaced, anything else
+// only with --force.
+var outRule = outdir.Rule{Command: "merge", OwnDesc: "a previous lorakit merge output (lorakit_merge.json)",
+	Own: func(dir string) bool { return fileExists(filepath.Join(dir, "lorakit_merge.json")) }}
 
 // readConfig reads the base's config.json, raw (written back with only our edits) and parsed.
 func readConfig(base string) ([]byte, map[string]json.RawMessage, error) {
@@ -239,18 +243,11 @@ func readConfig(base string) ([]byte, map[string]json.RawMessage, error) {
 
 // openBase opens the base's safetensors weights, naming a PyTorch pickle when that is all the folder has.
 func openBase(base string) (*safetensors.Checkpoint, error) {
-	ckpt, err := safetensors.OpenCheckpoint(base)
-	if err == nil {
-		return ckpt, nil
+	ckpt, err := safetensors.OpenCheckpoint(base) // names .bin-only weights and what to do
+	if err != nil {
+		return nil, fmt.Errorf("merge: base: %w", err)
 	}
-	if errors.Is(err, safetensors.ErrNoWeights) {
-		for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
-			if fileExists(filepath.Join(base, bin)) {
-				return nil, fmt.Errorf("merge: base %s has %s (PyTorch pickle) but no safetensors weights: convert the model to safetensors first", base, bin)
-			}
-		}
-	}
-	return nil, fmt.Errorf("merge: base: %w", err)
+	return ckpt, nil
 }
 
 // logf writes a progress line when Options.Log is set.
@@ -425,6 +422,7 @@ func (p *plan) write(ctx context.Context, base, tmp string, cfgBytes []byte, hs 
 	bar := (*progress.Bar)(nil)
 	if opt.Log != nil {
 		bar = progress.New(opt.Log, "merge", p.res.Bytes, "B")
+		defer bar.Stop() // ends the line when the merge stops early; nothing after Finish
 	}
 	if err := copyExtras(base, tmp); err != nil {
 		return err

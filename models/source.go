@@ -1,12 +1,9 @@
 package models
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/lorakit/lorakit/models/gguf"
 	"github.com/lorakit/lorakit/models/llama"
@@ -36,24 +33,11 @@ type Source interface {
 // path is and what to do.
 // This is the one place that tells model sources apart: a new format adds its test here.
 func Open(path string) (Source, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("models: %w", err)
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && isGGUF(path) {
+		return OpenGGUF(path)
 	}
-	if !st.IsDir() {
-		if isGGUF(path) {
-			return OpenGGUF(path)
-		}
-		return nil, fmt.Errorf("models: %s is a file but not a GGUF file; --model wants a Hugging Face model folder (config.json, *.safetensors, tokenizer.json) or a llama.cpp .gguf model file", path)
-	}
-	if _, err := os.Stat(filepath.Join(path, "config.json")); err != nil {
-		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("models: %w", err)
-		}
-		if _, err := os.Stat(filepath.Join(path, "adapter_config.json")); err == nil {
-			return nil, fmt.Errorf("models: %s is a PEFT adapter folder (adapter_config.json, no config.json); pass it as --adapter, with --model its base", path)
-		}
-		return nil, fmt.Errorf("models: %s has no config.json: not a Hugging Face model folder", path)
+	if err := checkFolder(path); err != nil {
+		return nil, err
 	}
 	return Folder(path), nil
 }

@@ -16,14 +16,20 @@ func TestOpenRefuses(t *testing.T) {
 	os.WriteFile(filepath.Join(adapter, "adapter_config.json"), []byte(`{}`), 0o644)
 	file := filepath.Join(t.TempDir(), "model.gguf")
 	os.WriteFile(file, []byte("GGUF"), 0o644)
+	notes := t.TempDir()
+	os.WriteFile(filepath.Join(notes, "notes.txt"), []byte("x"), 0o644)
 	other := filepath.Join(t.TempDir(), "model.bin")
 	os.WriteFile(other, []byte("PK\x03\x04"), 0o644)
+	ggufs := t.TempDir()
+	os.WriteFile(filepath.Join(ggufs, "m-q4_0.gguf"), []byte("GGUF"), 0o644)
 	for _, c := range []struct{ path, want string }{
-		{adapter, "PEFT adapter folder"},
+		{adapter, "is a PEFT adapter folder (adapter_config.json), not a model; pass it as --adapter, with --model its base"},
 		{file, "truncated"},
 		{other, "is a file but not a GGUF file"},
-		{t.TempDir(), "no config.json"},
-		{filepath.Join(t.TempDir(), "missing"), "no such file"},
+		{t.TempDir(), "is empty"},
+		{notes, "no config.json"},
+		{ggufs, "pass the file itself"},
+		{filepath.Join(t.TempDir(), "missing"), "does not exist"},
 	} {
 		if _, err := Load(c.path, LoadOptions{}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.path, err, c.want)

@@ -6,6 +6,7 @@ package quant
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 	"sync"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/outdir"
+	"github.com/lorakit/lorakit/models"
 	bnb "github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
@@ -106,6 +109,12 @@ func skipped(module string, skip []string) bool {
 //
 // complexity: options, the plan (which tensors, their headers and shards) and the streamed write share the plan's tables.
 func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
+	return QuantizeFolderContext(context.Background(), in, out, opt)
+}
+
+// QuantizeFolderContext is QuantizeFolder stopped by ctx between tensors: a cancelled run returns ctx's error
+// and leaves nothing at out and no temporary behind.
+func QuantizeFolderContext(ctx context.Context, in, out string, opt FolderOptions) (*FolderResult, error) {
 	if opt.Type == "" {
 		opt.Type = bnb.NF4
 	}
@@ -130,8 +139,11 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	if sameDir(in, out) {
 		return nil, fmt.Errorf("output folder %s is the input folder", out)
 	}
-	if err := checkOut(out, opt.Force); err != nil {
+	if err := outRule.Check(out, opt.Force); err != nil {
 		return nil, err
+	}
+	if _, err := models.Open(in); err != nil { // what in is when it is not a model folder, and what to do
+		return nil, fmt.Errorf("quantize: input: %w", err)
 	}
 	cfgPath := filepath.Join(in, "config.json")
 	cfgRaw, err := os.ReadFile(cfgPath)
@@ -145,15 +157,8 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	if _, ok := cfg["quantization_config"]; ok {
 		return nil, fmt.Errorf("%s already has a quantization_config: the model is already quantised", cfgPath)
 	}
-	ckpt, err := safetensors.OpenCheckpoint(in)
+	ckpt, err := safetensors.OpenCheckpoint(in) // names .bin-only weights and what to do
 	if err != nil {
-		if errors.Is(err, safetensors.ErrNoWeights) {
-			for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json"} {
-				if _, e := os.Stat(filepath.Join(in, bin)); e == nil {
-					return nil, fmt.Errorf("%s has %s (PyTorch pickle) but no safetensors weights: convert the model to safetensors first", in, bin)
-				}
-			}
-		}
 		return nil, err
 	}
 	defer ckpt.Close()
@@ -237,7 +242,7 @@ func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
 	err = atomicfile.Dir(out, func(tmp string) error {
-		if err := writeQuantized(tmp, rd, hs, src, shards, jobs, opt); err != nil {
+		if err := writeQuantized(ctx, tmp, rd, hs, src, shards, jobs, opt); err != nil {
 			return err
 		}
 		for _, sh := range shards {
@@ -285,7 +290,7 @@ type qjob struct {
 // writeQuantized streams the planned tensors into the shards: copied tensors straight from the input (pread),
 // quantised ones from a window of opt.Threads jobs quantised ahead of the writer in parallel, each job's memory
 // released once its tensors are written.
-func writeQuantized(dir string, rd *safetensors.Reader, hs []safetensors.Header, src []*qjob, shards []safetensors.Shard, jobs []*qjob, opt FolderOptions) error {
+func writeQuantized(ctx context.Context, dir string, rd *safetensors.Reader, hs []safetensors.Header, src []*qjob, shards []safetensors.Shard, jobs []*qjob, opt FolderOptions) error {
 	window := make(chan struct{}, opt.Threads)
 	quit := make(chan struct{})
 	defer close(quit)
@@ -316,6 +321,9 @@ func writeQuantized(dir string, rd *safetensors.Reader, hs []safetensors.Header,
 		}
 	}()
 	return safetensors.WriteShards(dir, hs, shards, func(i int, w io.Writer) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("quantize interrupted: %w", err)
+		}
 		j := src[i]
 		if j == nil {
 			return rd.CopyRaw(hs[i].Name, w)
@@ -448,28 +456,18 @@ func copyAuxFiles(in, out string) ([]string, error) {
 	return copied, nil
 }
 
-// checkOut refuses to replace an existing folder that is neither empty nor a previous quantised output (its
-// config.json has quantization_config), unless force.
-func checkOut(out string, force bool) error {
-	st, err := os.Stat(out)
-	if err != nil {
-		return nil
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("output %s exists and is not a folder", out)
-	}
-	ents, _ := os.ReadDir(out)
-	if len(ents) == 0 || force {
-		return nil
-	}
-	var cfg map[string]json.RawMessage
-	if b, err := os.ReadFile(filepath.Join(out, "config.json")); err == nil && json.Unmarshal(b, &cfg) == nil {
-		if _, ok := cfg["quantization_config"]; ok {
-			return nil
+// outRule is quantize's rule for an existing OUT: empty or a previous quantised output (config.json with
+// quantization_config) is replaced, anything else only with --force.
+var outRule = outdir.Rule{Command: "quantize", OwnDesc: "a quantised model folder (config.json with quantization_config)",
+	Own: func(dir string) bool {
+		var cfg map[string]json.RawMessage
+		b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+		if err != nil || json.Unmarshal(b, &cfg) != nil {
+			return false
 		}
-	}
-	return fmt.Errorf("output folder %s exists and is not a quantised model folder; refusing to replace it: remove it, choose another OUT, or pass --force", out)
-}
+		_, ok := cfg["quantization_config"]
+		return ok
+	}}
 
 // sameDir reports whether a and b name the same folder (b may not exist yet).
 func sameDir(a, b string) bool {

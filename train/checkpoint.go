@@ -191,3 +191,23 @@ func (l *metricsLog) add(m Metrics) error {
 }
 
 func (l *metricsLog) close() { l.f.Close() }
+
+// ResumeConfig reads the settings of the run that --resume dir continues: training_args.json of the output
+// folder (dir itself, or the parent of a checkpoint-N folder).
+func ResumeConfig(dir string) (Config, string, error) {
+	var c Config
+	path := filepath.Join(dir, "training_args.json")
+	if !fileExists(path) {
+		if p := filepath.Join(filepath.Dir(filepath.Clean(dir)), "training_args.json"); fileExists(p) {
+			path = p
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, path, fmt.Errorf("resume: %s has no training_args.json (not a lorakit training output): %w", dir, err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, path, fmt.Errorf("resume: %s: %w", path, err)
+	}
+	return c, path, nil
+}

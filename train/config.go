@@ -50,6 +50,8 @@ type Config struct {
 	MaxSeqLen     int      `json:"max_seq_len"`
 	Strict        bool     `json:"strict"`
 	Threads       int      `json:"threads"`
+	// Force replaces the output of an earlier run at Out (never a folder holding files train did not write).
+	Force bool `json:"-"`
 }
 
 // DefaultConfig returns the defaults of `lorakit train`.

@@ -64,7 +64,11 @@ type Result struct {
 // state and activations.
 const gcPercent = 25
 
-// ErrInterrupted is returned (wrapped) when the context is cancelled; a checkpoint has been saved.
+// maxSkipLines is how many bad data lines are named one by one before the rest are counted.
+const maxSkipLines = 5
+
+// ErrInterrupted is returned (wrapped) when the context is cancelled: with a Result when a checkpoint has been
+// saved, without one when the run stopped before its first step (nothing written).
 var ErrInterrupted = errors.New("training interrupted")
 
 // LRAt is the learning rate of 0-based step s of total with warmup w:
@@ -111,6 +115,9 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := prepareOut(cfg); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
 	method := Method(cfg.Method)
@@ -131,6 +138,9 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 		return nil, err
 	}
 	r.plan()
+	if ctx.Err() != nil { // stopped while loading: nothing written yet
+		return nil, fmt.Errorf("%w before the first step", ErrInterrupted)
+	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("create output folder: %w", err)
 	}
@@ -163,11 +173,23 @@ type trainRun struct {
 // examples.
 func (r *trainRun) loadData() error {
 	cfg := r.cfg
-	onBad := func(err error) { r.rep.Logf("skip: %v", err) }
+	skipped := 0
+	onBad := func(err error) {
+		if skipped++; skipped <= maxSkipLines {
+			r.rep.Logf("skip: %v", err)
+		}
+	}
+	summariseSkips := func(file string) {
+		if skipped > maxSkipLines {
+			r.rep.Logf("skip: … and %d more bad lines of %s (lorakit data check %s lists them all; --strict stops at the first)", skipped-maxSkipLines, file, file)
+		}
+		skipped = 0
+	}
 	trainData, err := LoadData(cfg.Data, r.m, cfg.MaxSeqLen, cfg.TrainOnPrompt, cfg.Strict, onBad)
 	if err != nil {
 		return err
 	}
+	summariseSkips(cfg.Data)
 	r.samples = trainData.Samples
 	r.res.Train = trainData.Stats
 	switch {
@@ -176,6 +198,7 @@ func (r *trainRun) loadData() error {
 		if err != nil {
 			return err
 		}
+		summariseSkips(cfg.EvalData)
 		r.evalSamples = ed.Samples
 		r.res.Eval = &ed.Stats
 	case cfg.EvalFraction > 0:

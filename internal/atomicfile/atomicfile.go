@@ -1,5 +1,9 @@
 // Package atomicfile writes files and folders so that a reader sees either the old content or the complete new
 // one, never a half-written file: write to a temporary name in the same directory, sync, then rename.
+//
+// Temporaries are named .NAME.tmp-PID-RANDOM, so that a later run can tell the leftovers of a killed process
+// (kill -9, power loss) from the work of one still running: each Write and Dir first removes the stale
+// temporaries of its own NAME, and RemoveStale clears a whole folder.
 package atomicfile
 
 import (
@@ -7,12 +11,67 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
+
+// tempPattern is the os.CreateTemp/MkdirTemp pattern for a temporary of base made by this process.
+func tempPattern(base string) string {
+	return "." + base + ".tmp-" + strconv.Itoa(os.Getpid()) + "-*"
+}
+
+// staleOwner parses a temporary's name: the base it stands for and whether the process that made it is gone.
+func staleOwner(name string) (base string, stale, ok bool) {
+	if !strings.HasPrefix(name, ".") {
+		return "", false, false
+	}
+	i := strings.LastIndex(name, ".tmp-")
+	if i <= 1 {
+		return "", false, false
+	}
+	base = name[1:i]
+	pid, _, _ := strings.Cut(name[i+len(".tmp-"):], "-")
+	n, err := strconv.Atoi(pid)
+	if err != nil || n <= 0 {
+		return base, true, true // an older name without a pid: nobody can still be writing it
+	}
+	return base, n != os.Getpid() && !processAlive(n), true
+}
+
+// RemoveStale removes from dir the temporaries left by processes that no longer run; when base is not empty,
+// only those of that name. A folder that was moved aside to be replaced (.NAME.tmp-…old) is put back when
+// NAME is missing, since the replacement never arrived. It returns the names it removed or restored.
+func RemoveStale(dir, base string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var done []string
+	for _, e := range ents {
+		b, stale, ok := staleOwner(e.Name())
+		if !ok || !stale || (base != "" && b != base) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if strings.HasSuffix(e.Name(), ".old") {
+			final := filepath.Join(dir, b)
+			if _, err := os.Lstat(final); os.IsNotExist(err) && os.Rename(p, final) == nil {
+				done = append(done, e.Name())
+				continue
+			}
+		}
+		if os.RemoveAll(p) == nil {
+			done = append(done, e.Name())
+		}
+	}
+	return done
+}
 
 // Write creates path atomically with the bytes fill writes. On any error the temporary file is removed.
 func Write(path string, fill func(w *bufio.Writer) error) (err error) {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	RemoveStale(dir, filepath.Base(path))
+	tmp, err := os.CreateTemp(dir, tempPattern(filepath.Base(path)))
 	if err != nil {
 		return fmt.Errorf("create temp for %s: %w", path, err)
 	}
@@ -60,7 +119,8 @@ func Dir(final string, fill func(tmp string) error) (err error) {
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", parent, err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(final)+".tmp-*")
+	RemoveStale(parent, filepath.Base(final))
+	tmp, err := os.MkdirTemp(parent, tempPattern(filepath.Base(final)))
 	if err != nil {
 		return fmt.Errorf("create temp folder for %s: %w", final, err)
 	}

@@ -1,13 +1,13 @@
 package lora
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/models/kernels"
@@ -155,28 +155,61 @@ func (a *Adapter) WriteFiles(dir string) error {
 }
 
 // Check compares the adapter with a base model: shapes(module) gives the base Linear's in/out features.
-// Mismatches are reported together (the first few, then a count), each naming the tensor and both shapes.
+// An adapter for another base mismatches nearly every module, so the error is one summary line (how many
+// tensors do not fit, the adapter's and the base's sizes, the base the adapter records), then the first few
+// tensors, each with both shapes.
 func (a *Adapter) Check(shapes func(module string) (in, out int, ok bool)) error {
-	var errs []error
+	var lines []string
+	var missing, inBad, outBad int
+	var example string
 	for _, m := range a.Names() {
 		p := a.Modules[m]
 		in, out, ok := shapes(m)
+		var line string
 		switch {
 		case !ok:
-			errs = append(errs, fmt.Errorf("tensor %q: the base model has no linear module %s (adapter made for another model?)", KeyPrefix+m+".lora_A.weight", m))
+			missing++
+			line = fmt.Sprintf("tensor %q: the base model has no linear module %s", KeyPrefix+m+".lora_A.weight", m)
 		case in != p.In:
-			errs = append(errs, fmt.Errorf("tensor %q has shape [%d %d] but base %s.weight is [%d %d]: in features %d ≠ %d (adapter made for another model?)",
-				KeyPrefix+m+".lora_A.weight", p.R, p.In, m, out, in, p.In, in))
+			inBad++
+			line = fmt.Sprintf("tensor %q has shape [%d %d] but base %s.weight is [%d %d]: in features %d ≠ %d",
+				KeyPrefix+m+".lora_A.weight", p.R, p.In, m, out, in, p.In, in)
 		case out != p.Out:
-			errs = append(errs, fmt.Errorf("tensor %q has shape [%d %d] but base %s.weight is [%d %d]: out features %d ≠ %d (adapter made for another model?)",
-				KeyPrefix+m+".lora_B.weight", p.Out, p.R, m, out, in, p.Out, out))
+			outBad++
+			line = fmt.Sprintf("tensor %q has shape [%d %d] but base %s.weight is [%d %d]: out features %d ≠ %d",
+				KeyPrefix+m+".lora_B.weight", p.Out, p.R, m, out, in, p.Out, out)
+		default:
+			continue
+		}
+		if example == "" && ok {
+			example = fmt.Sprintf("; e.g. %s: adapter [%d→%d], base [%d→%d]", m, p.In, p.Out, in, out)
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	n := len(lines)
+	var kinds []string
+	for _, k := range []struct {
+		n    int
+		what string
+	}{{inBad, "in features"}, {outBad, "out features"}, {missing, "no such module in the base"}} {
+		if k.n > 0 {
+			kinds = append(kinds, fmt.Sprintf("%d %s", k.n, k.what))
 		}
 	}
-	const show = 8
-	if len(errs) > show {
-		errs = append(errs[:show], fmt.Errorf("... and %d more mismatched modules (%d of %d do not fit)", len(errs)-show, len(errs), len(a.Modules)))
+	recorded := "records no base_model_name_or_path"
+	if a.Config.BaseModel != "" {
+		recorded = fmt.Sprintf("records base_model_name_or_path %q", a.Config.BaseModel)
 	}
-	return errors.Join(errs...)
+	summary := fmt.Sprintf("the adapter was made for another model: %d of %d adapted modules do not fit the base (%s)%s; the adapter %s",
+		n, len(a.Modules), strings.Join(kinds, ", "), example, recorded)
+	const show = 3
+	if len(lines) > show {
+		lines = append(lines[:show], fmt.Sprintf("... and %d more", n-show))
+	}
+	return fmt.Errorf("%s\n  %s", summary, strings.Join(lines, "\n  "))
 }
 
 // Apply adds s·B·(A·x) to y for every row of x ([rows, in]); p may be nil (single-threaded). It does not

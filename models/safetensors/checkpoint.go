@@ -38,6 +38,11 @@ func OpenCheckpoint(dir string) (*Checkpoint, error) {
 	case exists(single):
 		paths = []string{single}
 	default:
+		for _, bin := range []string{"pytorch_model.bin", "pytorch_model.bin.index.json", "model.bin"} {
+			if exists(filepath.Join(dir, bin)) {
+				return nil, fmt.Errorf("%s has only PyTorch pickle weights (%s), which lorakit does not load (they can run code): convert the model to safetensors first, e.g. with transformers' save_pretrained(dir, safe_serialization=True): %w", dir, bin, ErrNoWeights)
+			}
+		}
 		return nil, fmt.Errorf("%s: %w", dir, ErrNoWeights)
 	}
 	return OpenFiles(dir, paths)

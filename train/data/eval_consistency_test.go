@@ -39,7 +39,7 @@ func TestScoreMatchesEvalAndHandIFD(t *testing.T) {
 		}
 		out := filepath.Join(tmp, "out.jsonl")
 		_, err := data.ScoreFile(in, out, data.ScoreOptions{Tok: m.Tok, Tpl: m.Chat, BOS: bos, HasBOS: hasBOS,
-			Scorer: &data.ModelScorer{Net: m.Net}, MaxSeqLen: 4096})
+			Scorer: &data.ModelScorer{Net: m.Net}, MaxSeqLen: 4096, Force: true}) // one scratch output per example
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"sort"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/outdir"
 )
 
 // SplitScored separates a line written by ScoreFile into the original example (byte for byte) and its
@@ -116,6 +117,9 @@ const histBins = 40
 //
 // complexity: the two passes over the file and the --keep-top/--max-*/--dedup rules, each a guarded line.
 func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
+	if err := outdir.NotInput("data filter: --out", out, in); err != nil {
+		return nil, err
+	}
 	if o.By == "" {
 		o.By = "ifd"
 	}

@@ -3,6 +3,7 @@ package data
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lorakit/lorakit/internal/outdir"
 	"github.com/lorakit/lorakit/models/chat"
 )
 
@@ -54,6 +56,7 @@ type ScoreOptions struct {
 	BatchTokens int
 	Workers     int  // tokenizing goroutines (0: all cores)
 	Resume      bool // continue an interrupted run: lines already in the output are skipped
+	Force       bool // without Resume, replace an existing output or partial output
 	// OnProgress is called after each batch with the number of input lines done (may be nil).
 	OnProgress func(lines int)
 }
@@ -73,20 +76,38 @@ type ScoreSummary struct {
 // the original JSON object with a "score" object inserted as its first key: {"score":{...},<original
 // keys>}; a bad line becomes {"score":{"line":N,"error":"..."}}. Output goes to out+".partial" and is
 // renamed to out when complete; with Resume an existing partial (or complete) output is continued.
+// Without Resume, an existing partial or output is refused unless Force: it may be hours of work.
 func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
+	return ScoreFileContext(context.Background(), in, out, o)
+}
+
+// ScoreFileContext is ScoreFile stopped by ctx between batches: the partial output then holds every line
+// scored so far, whole, and Resume continues it (a run stopped before its first batch leaves no partial).
+func ScoreFileContext(ctx context.Context, in, out string, o ScoreOptions) (*ScoreSummary, error) {
 	if o.Tok == nil || o.Tpl == nil || o.Scorer == nil {
 		return nil, errors.New("data: score: tokenizer, template and scorer are required")
 	}
 	if o.BatchTokens <= 0 {
 		o.BatchTokens = 4096
 	}
+	if err := checkScoreOut(in, out, o); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("data: score interrupted before it began: %w", err)
+	}
 	r, err := openScoreRun(out, o)
 	if err != nil {
 		return nil, err
 	}
+	r.ctx = ctx
 	defer r.f.Close()
 	if err := orderedMap(in, o.Workers, r.prepare, r.add); err != nil {
 		_ = r.w.Flush()
+		if st, serr := r.f.Stat(); serr == nil && st.Size() == 0 && !o.Resume {
+			r.f.Close()
+			os.Remove(r.partial) // nothing scored: no partial to resume
+		}
 		return nil, err
 	}
 	if err := r.flush(); err != nil {
@@ -95,8 +116,29 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 	return r.finish()
 }
 
+// checkScoreOut refuses an output that is the input, and without Resume or Force an existing output or partial.
+func checkScoreOut(in, out string, o ScoreOptions) error {
+	partial := out + ".partial"
+	for _, p := range []string{out, partial} {
+		if err := outdir.NotInput("data score: --out", p, in); err != nil {
+			return err
+		}
+	}
+	if o.Resume || o.Force {
+		return nil
+	}
+	if _, err := os.Stat(partial); err == nil {
+		return fmt.Errorf("data score: %s holds an interrupted run's scores: pass --resume to continue it, or --force to start over", partial)
+	}
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("data score: %s exists: pass --force to replace it (or --resume to keep its scores and score only what is missing)", out)
+	}
+	return nil
+}
+
 // scoreRun is one ScoreFile: the partial output, the MinHash index and the batch waiting for the scorer.
 type scoreRun struct {
+	ctx          context.Context // stops the run between batches
 	o            ScoreOptions
 	out, partial string
 	done         int // lines already in the output (Resume)
@@ -205,6 +247,9 @@ func (r *scoreRun) add(it lineItem, p *prepared) error {
 func (r *scoreRun) flush() error {
 	if len(r.batch) == 0 {
 		return nil
+	}
+	if err := r.ctx.Err(); err != nil {
+		return fmt.Errorf("data: score interrupted after %d lines: %w", r.sum.Scored+r.sum.Bad+r.sum.Skipped, err)
 	}
 	if err := r.scoreBatch(); err != nil {
 		return err
