@@ -2,6 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/outdir"
 	"github.com/lorakit/lorakit/internal/progress"
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/llama"
@@ -156,7 +159,7 @@ func newDataScoreCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, out string
 		maxSeqLen, threads, batch int
-		resume, asJSON            bool
+		resume, force, asJSON     bool
 	)
 	cmd := &cobra.Command{
 		Use:   "score FILE --model DIR [--adapter DIR] --out SCORED.jsonl",
@@ -178,43 +181,53 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 			if modelDir == "" || out == "" {
 				return errors.New("data score: --model and --out are required")
 			}
-			var err error
-			if modelDir, err = resolveDir(cmd, "--model", modelDir); err != nil {
-				return err
+			if resume && force {
+				return errors.New("data score: --resume continues the partial output and --force discards it: give one of them")
 			}
-			if adapterDir, err = resolveDir(cmd, "--adapter", adapterDir); err != nil {
-				return err
-			}
-			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads})
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			var delta llama.Delta
-			if adapterDir != "" {
-				ad, err := m.LoadAdapter(adapterDir)
+			return interruptible(cmd, func(ctx context.Context) (string, error) {
+				modelDir, err := resolveDir(cmd, "--model", modelDir)
 				if err != nil {
-					return fmt.Errorf("data score: %w", err)
+					return "", err
 				}
-				delta = ad
-			}
-			bos, hasBOS := m.Tok.BOS()
-			errw := cmd.ErrOrStderr()
-			bar := progress.New(errw, "score", 0, "lines")
-			o := data.ScoreOptions{Tok: m.Tok, Tpl: m.Chat, BOS: bos, HasBOS: hasBOS,
-				Scorer: &data.ModelScorer{Net: m.Net, Adapter: delta}, MaxSeqLen: maxSeqLen, BatchTokens: batch,
-				Resume: resume, OnProgress: func(n int) { bar.Set(int64(n), "") }}
-			sum, err := data.ScoreFile(args[0], out, o)
-			if err != nil {
-				return err
-			}
-			bar.Finish()
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), sum)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d lines, %d scored, %d bad, %d skipped (resumed); wrote %s\n",
-				args[0], sum.Lines, sum.Scored, sum.Bad, sum.Skipped, out)
-			return nil
+				if adapterDir, err = resolveDir(cmd, "--adapter", adapterDir); err != nil {
+					return "", err
+				}
+				m, err := models.Load(modelDir, models.LoadOptions{Threads: threads})
+				if err != nil {
+					return "", err
+				}
+				defer m.Close()
+				var delta llama.Delta
+				if adapterDir != "" {
+					ad, err := m.LoadAdapter(adapterDir)
+					if err != nil {
+						return "", fmt.Errorf("data score: %w", err)
+					}
+					delta = ad
+				}
+				bos, hasBOS := m.Tok.BOS()
+				bar := progress.New(cmd.ErrOrStderr(), "score", countLines(args[0]), "lines")
+				done := 0
+				o := data.ScoreOptions{Tok: m.Tok, Tpl: m.Chat, BOS: bos, HasBOS: hasBOS,
+					Scorer: &data.ModelScorer{Net: m.Net, Adapter: delta}, MaxSeqLen: maxSeqLen, BatchTokens: batch,
+					Resume: resume, Force: force, OnProgress: func(n int) { done = n; bar.Set(int64(n), "") }}
+				sum, err := data.ScoreFileContext(ctx, args[0], out, o)
+				if err != nil {
+					bar.Stop()
+					if _, serr := os.Stat(out + ".partial"); ctx.Err() != nil && serr == nil {
+						return fmt.Sprintf("kept %s.partial (%d lines scored); resume with: lorakit data score %s --model %s --out %s --resume",
+							out, done, args[0], modelDir, out), err
+					}
+					return "", err
+				}
+				bar.Finish()
+				if asJSON {
+					return "", printJSON(cmd.OutOrStdout(), sum)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d lines, %d scored, %d bad, %d skipped (resumed); wrote %s\n",
+					args[0], sum.Lines, sum.Scored, sum.Bad, sum.Skipped, out)
+				return "scoring had completed: " + out, nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -225,6 +238,7 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
 	f.IntVar(&batch, "batch-tokens", 4096, "tokens per model batch")
 	f.BoolVar(&resume, "resume", false, "continue an interrupted run (skip lines already in the output)")
+	f.BoolVar(&force, "force", false, "start over, replacing an existing output or partial output")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
 }
@@ -258,34 +272,32 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 			if fl.Changed("keep-top") && (o.KeepTop <= 0 || o.KeepTop > 1) {
 				return fmt.Errorf("data filter: --keep-top %v not in (0, 1]", o.KeepTop)
 			}
-			var dw *bufio.Writer
-			var df *os.File
-			if droppedPath != "" {
-				var err error
-				if df, err = os.Create(droppedPath); err != nil {
+			if hist == "" && report != "" {
+				hist = strings.TrimSuffix(report, ".json") + ".svg"
+			}
+			for _, o := range []struct{ flag, path string }{{"--out", out}, {"--report", report}, {"--histogram", hist}, {"--dropped", droppedPath}} {
+				if o.path == "" {
+					continue
+				}
+				if err := outdir.NotInput("data filter: "+o.flag, o.path, args[0]); err != nil {
 					return err
 				}
-				defer df.Close()
-				dw = bufio.NewWriter(df)
+			}
+			var dropped bytes.Buffer // written atomically once the filter has succeeded
+			if droppedPath != "" {
 				o.OnDrop = func(line int, reason string) {
 					b, _ := json.Marshal(data.Dropped{Line: line, Reason: reason})
-					dw.Write(append(b, '\n'))
+					dropped.Write(append(b, '\n'))
 				}
 			}
 			rep, err := data.Filter(args[0], out, o)
 			if err != nil {
 				return err
 			}
-			if dw != nil {
-				if err := dw.Flush(); err != nil {
+			if droppedPath != "" {
+				if err := atomicfile.WriteBytes(droppedPath, dropped.Bytes()); err != nil {
 					return err
 				}
-				if err := df.Close(); err != nil {
-					return err
-				}
-			}
-			if hist == "" && report != "" {
-				hist = strings.TrimSuffix(report, ".json") + ".svg"
 			}
 			if hist != "" {
 				title := fmt.Sprintf("%s of %d scored examples (%d kept)", rep.By, rep.Lines, rep.Kept)
@@ -329,4 +341,30 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 	f.BoolVar(&o.KeepScores, "keep-scores", false, "keep the score object in the output lines")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
+}
+
+// countLines counts the lines of a file (the total a progress bar shows); 0 when it cannot be read.
+func countLines(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var n int64
+	buf := make([]byte, 1<<20)
+	last := byte('\n')
+	for {
+		k, err := f.Read(buf)
+		if k > 0 {
+			n += int64(bytes.Count(buf[:k], []byte{'\n'}))
+			last = buf[k-1]
+		}
+		if err != nil {
+			break
+		}
+	}
+	if last != '\n' {
+		n++
+	}
+	return n
 }

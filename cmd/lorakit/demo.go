@@ -130,7 +130,7 @@ the OpenAI-compatible API on a free local port and asks each one question. Nothi
 			if asJSON {
 				log = cmd.ErrOrStderr()
 			}
-			sum, err := runDemo(cmd.Context(), dir, threads, log)
+			sum, err := runDemo(cmd.Context(), dir, threads, log, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -152,7 +152,8 @@ the OpenAI-compatible API on a free local port and asks each one question. Nothi
 	return cmd
 }
 
-func runDemo(ctx context.Context, dir string, threads int, log io.Writer) (*demoSummary, error) {
+// runDemo writes each phase's result to log and the progress of long phases to prog.
+func runDemo(ctx context.Context, dir string, threads int, log, prog io.Writer) (*demoSummary, error) {
 	start := time.Now()
 	s := &demoSummary{Dir: dir, Serve: map[string]demoReply{}}
 	step := func(i int, format string, a ...any) {
@@ -171,7 +172,7 @@ func runDemo(ctx context.Context, dir string, threads int, log io.Writer) (*demo
 
 	tasks := demoTasks()
 	for i, t := range tasks {
-		r, err := demoTrain(ctx, dir, base, t, threads)
+		r, err := demoTrain(ctx, dir, base, t, threads, prog)
 		if err != nil {
 			return nil, err
 		}
@@ -229,7 +230,7 @@ func demoParams(o testmodel.Options) int64 {
 }
 
 // demoTrain writes a task's data, measures the base, trains a LoRA adapter and measures it again.
-func demoTrain(ctx context.Context, dir, base string, t demoTask, threads int) (*demoTaskResult, error) {
+func demoTrain(ctx context.Context, dir, base string, t demoTask, threads int, prog io.Writer) (*demoTaskResult, error) {
 	data := filepath.Join(dir, t.Name+".jsonl")
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -250,7 +251,10 @@ func demoTrain(ctx context.Context, dir, base string, t demoTask, threads int) (
 	cfg := train.DefaultConfig()
 	cfg.Model, cfg.Data, cfg.Out = base, data, filepath.Join(dir, "adapter-"+t.Name)
 	cfg.LR, cfg.Epochs, cfg.BatchSize, cfg.Threads, cfg.Seed = 5e-3, 100, 16, threads, 1
-	res, err := train.Run(ctx, cfg, nil)
+	cfg.Force = true // the demo's own folder: a rerun with the same --keep replaces its adapters
+	rep := &trainReporter{w: prog, quiet: true}
+	res, err := train.Run(ctx, cfg, rep)
+	rep.close(err)
 	if err != nil {
 		return nil, fmt.Errorf("demo: train %s: %w", t.Name, err)
 	}

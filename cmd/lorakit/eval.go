@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -29,16 +26,21 @@ to each example's prompt and compares it with the reference response after trimm
 			if c.Model == "" || c.Data == "" {
 				return fmt.Errorf("--model and --data are required")
 			}
-			var err error
-			if c.Model, err = resolveDir(cmd, "--model", c.Model); err != nil {
-				return err
+			if c.NoGenerate && cmd.Flags().Changed("max-new-tokens") {
+				return fmt.Errorf("eval: --max-new-tokens does not apply with --no-generate (it is the budget of the exact-match generation)")
 			}
-			if c.Adapter, err = resolveDir(cmd, "--adapter", c.Adapter); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			res, err := train.Evaluate(ctx, c)
+			var res *train.EvalResult
+			err := interruptible(cmd, func(ctx context.Context) (string, error) {
+				var err error
+				if c.Model, err = resolveDir(cmd, "--model", c.Model); err != nil {
+					return "", err
+				}
+				if c.Adapter, err = resolveDir(cmd, "--adapter", c.Adapter); err != nil {
+					return "", err
+				}
+				res, err = train.Evaluate(ctx, c)
+				return "eval writes nothing", err
+			})
 			if err != nil {
 				return err
 			}

@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -69,13 +66,18 @@ the merged weights in NF4 again.`,
 			}
 			var log io.Writer = cmd.ErrOrStderr()
 			opt.Log = log
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			base, err := resolveDir(cmd, "BASE", args[0])
-			if err != nil {
-				return err
-			}
-			res, err := merge.Run(ctx, base, args[2], opt)
+			var res *merge.Result
+			err := interruptible(cmd, func(ctx context.Context) (string, error) {
+				base, err := resolveDir(cmd, "BASE", args[0])
+				if err != nil {
+					return "", err
+				}
+				res, err = merge.Run(ctx, base, args[2], opt)
+				if err != nil {
+					return "nothing written at " + args[2], err
+				}
+				return "the merge had completed: " + args[2], nil
+			})
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -35,13 +36,21 @@ sizes and hashes are verified before a file is moved into place.`,
 			o := ro.Options
 			o.Revision, o.Include = revision, include
 			var res *hub.Result
-			var err error
-			if localDir != "" {
-				o.Dir = localDir
-				res, err = hub.Download(cmd.Context(), repo, o)
-			} else {
-				res, err = ro.Cache.Download(cmd.Context(), repo, o)
-			}
+			err := interruptible(cmd, func(ctx context.Context) (string, error) {
+				var err error
+				where, again := "the Hugging Face cache", "lorakit pull "+repo
+				if localDir != "" {
+					o.Dir = localDir
+					where, again = localDir, again+" --local-dir "+localDir
+					res, err = hub.Download(ctx, repo, o)
+				} else {
+					res, err = ro.Cache.Download(ctx, repo, o)
+				}
+				if err != nil {
+					return fmt.Sprintf("kept the partial downloads (*.incomplete) in %s; resume with: %s", where, again), err
+				}
+				return "the download had completed", nil
+			})
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"strings"
@@ -52,6 +53,9 @@ model.safetensors.index.json when the input is sharded or the weights exceed --m
 			if t == bnb.Int8 && cmd.Flags().Changed("block-size") {
 				return fmt.Errorf("--block-size does not apply to int8 (LLM.int8 keeps one absmax per row)")
 			}
+			if t == bnb.Int8 && double {
+				return fmt.Errorf("--double-quant does not apply to int8 (it quantises the 4-bit types' block absmax values)")
+			}
 			var skipList []string
 			for _, s := range skip {
 				for _, p := range strings.Split(s, ",") {
@@ -77,14 +81,25 @@ model.safetensors.index.json when the input is sharded or the weights exceed --m
 					bar.Set(int64(done), "")
 				}
 			}
-			in, err := resolveDir(cmd, "INPUT", args[0])
-			if err != nil {
-				return err
-			}
-			res, err := quant.QuantizeFolder(in, args[1], opt)
-			if bar != nil {
-				bar.Finish()
-			}
+			var res *quant.FolderResult
+			err := interruptible(cmd, func(ctx context.Context) (string, error) {
+				in, err := resolveDir(cmd, "INPUT", args[0])
+				if err != nil {
+					return "", err
+				}
+				res, err = quant.QuantizeFolderContext(ctx, in, args[1], opt)
+				if bar != nil {
+					if err != nil {
+						bar.Stop()
+					} else {
+						bar.Finish()
+					}
+				}
+				if err != nil {
+					return "nothing written at " + args[1], err
+				}
+				return "quantisation had completed: " + args[1], nil
+			})
 			if err != nil {
 				return err
 			}

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/lorakit/lorakit/models/kernels"
 )
@@ -30,6 +33,10 @@ func newRootCmd() *cobra.Command {
 	for _, fn := range commands {
 		root.AddCommand(fn())
 	}
+	root.Version = versionLine()
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.SetFlagErrorFunc(flagError)
+	refuseUnknownSubcommands(root)
 	return root
 }
 
@@ -40,7 +47,84 @@ func addKernelFlags(root *cobra.Command) {
 	noAVX512 := os.Getenv("LORAKIT_NO_AVX512") != ""
 	root.PersistentFlags().BoolVar(&noAVX512, "no-avx512", noAVX512,
 		"keep the AVX2 GEMM tile on a CPU with AVX-512 (also LORAKIT_NO_AVX512=1)")
+	kernels.SetAVX512(!noAVX512) // already now, so that --version reports the kernels in use
 	root.PersistentPreRun = func(*cobra.Command, []string) { kernels.SetAVX512(!noAVX512) }
+}
+
+// refuseUnknownSubcommands makes every command group (lorakit data ...) answer an unknown subcommand with an
+// error and a suggestion, as cobra does at the top level, instead of printing help and exiting 0.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !c.HasParent() || !c.HasSubCommands() || c.Runnable() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
+		}
+		return fmt.Errorf("%s\n\nRun '%s --help' for usage.", msg, cmd.CommandPath())
+	}
+}
+
+// flagError adds the nearest flag names to an unknown-flag error (--max-step → --max-steps).
+func flagError(cmd *cobra.Command, err error) error {
+	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
+	if !ok {
+		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath())
+	}
+	var near []string
+	best := 3
+	visit := func(f *pflag.Flag) {
+		if f.Hidden {
+			return
+		}
+		d := levenshtein(name, f.Name)
+		switch {
+		case strings.HasPrefix(f.Name, name) || strings.HasPrefix(name, f.Name):
+			d = min(d, 1)
+		}
+		if d < best {
+			best, near = d, near[:0]
+		}
+		if d == best {
+			near = append(near, "--"+f.Name)
+		}
+	}
+	cmd.Flags().VisitAll(visit)
+	cmd.InheritedFlags().VisitAll(visit)
+	if len(near) == 0 {
+		return fmt.Errorf("%w\nRun '%s --help' for the flags.", err, cmd.CommandPath())
+	}
+	sort.Strings(near)
+	return fmt.Errorf("%w\n\nDid you mean this?\n\t%s", err, strings.Join(near, "\n\t"))
+}
+
+// levenshtein is the edit distance between a and b.
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // exitError carries a specific process exit code (e.g. `data check` exits 1 on bad lines).

@@ -1,14 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
+	"io"
+	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -19,22 +20,27 @@ import (
 
 func init() { register(newTrainCmd) }
 
-// trainReporter shows a progress bar (log lines when stderr is not a terminal).
+// trainReporter shows training progress in the one progress style, with the loss smoothed over recent
+// steps (a single step's loss is noise) beside the last eval loss.
 type trainReporter struct {
-	cmd *cobra.Command
-	bar *progress.Bar
+	w     io.Writer
+	quiet bool // only the bar: no model and data lines (the demo prints its own)
+	bar   *progress.Bar
+	loss  progress.EMA
+	eval  string
 }
 
 func (r *trainReporter) Start(total, done int) {
-	r.bar = progress.New(r.cmd.ErrOrStderr(), "train", int64(total), "steps")
+	r.bar = progress.New(r.w, "train", int64(total), "steps")
+	r.bar.Resume(int64(done))
 	r.bar.Set(int64(done), "")
 }
 
 func (r *trainReporter) Step(m train.Metrics, total int) {
-	extra := fmt.Sprintf("loss %.4f lr %.3g gnorm %.3g %.1f tok/s", m.Loss, m.LR, m.GradNorm, m.TokensPerSec)
 	if m.EvalLoss != nil {
-		extra += fmt.Sprintf(" eval %.4f", *m.EvalLoss)
+		r.eval = fmt.Sprintf("  eval %.4f", *m.EvalLoss)
 	}
+	extra := fmt.Sprintf("loss %.4f  lr %.3g  %.0f tok/s%s", r.loss.Add(m.Loss), m.LR, m.TokensPerSec, r.eval)
 	r.bar.Set(int64(m.Step), extra)
 	if m.Step == total {
 		r.bar.Finish()
@@ -42,7 +48,22 @@ func (r *trainReporter) Step(m train.Metrics, total int) {
 }
 
 func (r *trainReporter) Logf(format string, args ...any) {
-	fmt.Fprintf(r.cmd.ErrOrStderr(), format+"\n", args...)
+	if r.quiet {
+		return
+	}
+	fmt.Fprintf(r.w, format+"\n", args...)
+}
+
+// close ends the bar: the final line when training completed, nothing more when it stopped.
+func (r *trainReporter) close(err error) {
+	if r.bar == nil {
+		return
+	}
+	if err != nil {
+		r.bar.Stop()
+		return
+	}
+	r.bar.Finish()
 }
 
 func newTrainCmd() *cobra.Command {
@@ -64,50 +85,57 @@ OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N)
 --config FILE.yaml takes the same keys as the flags (flags given on the command line win).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			fs := cmd.Flags()
 			if cfgFile != "" {
-				if err := applyYAML(cmd.Flags(), cfgFile); err != nil {
+				if err := applyYAML(fs, cfgFile); err != nil {
 					return err
 				}
 			}
-			base, err := resolveRef(cmd, "--model", c.Model)
-			if err != nil {
-				return err
-			}
-			if base.Ref != nil {
-				c.BaseModelID = base.Ref.Repo // what the adapter records as its base, not the cache path
-				c.Model = base.Dir
-			}
-			if c.InitAdapter, err = resolveDir(cmd, "--init-adapter", c.InitAdapter); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			res, err := train.Run(ctx, c, &trainReporter{cmd: cmd})
-			if err != nil && !(errors.Is(err, train.ErrInterrupted) && res != nil) {
-				return err
-			}
-			if asJSON {
-				if perr := printJSON(cmd.OutOrStdout(), res); perr != nil {
-					return perr
+			if c.Resume != "" {
+				if err := resumeSettings(fs, &c); err != nil {
+					return err
 				}
-			} else {
-				w := cmd.OutOrStdout()
+			}
+			if err := checkTrainFlags(fs, c); err != nil {
+				return err
+			}
+			rep := &trainReporter{w: cmd.ErrOrStderr()}
+			return interruptible(cmd, func(ctx context.Context) (string, error) {
+				base, err := resolveRef(cmd, "--model", c.Model)
+				if err != nil {
+					return "", err
+				}
+				if base.Ref != nil {
+					c.BaseModelID = base.Ref.Repo // what the adapter records as its base, not the cache path
+					c.Model = base.Dir
+				}
+				if c.InitAdapter, err = resolveDir(cmd, "--init-adapter", c.InitAdapter); err != nil {
+					return "", err
+				}
+				res, err := train.Run(ctx, c, rep)
+				rep.close(err)
+				if err != nil && !(errors.Is(err, train.ErrInterrupted) && res != nil) {
+					return "", err
+				}
 				if res.Interrupted {
-					fmt.Fprintf(w, "interrupted at step %d; checkpoint %s (resume with --resume %s)\n", res.Steps, res.Checkpoint, res.Checkpoint)
-				} else {
-					fmt.Fprintf(w, "trained %d steps (%s) in %.1fs, %.1f tok/s; final loss %.4f", res.Steps, res.Method, res.Seconds, res.TokensPerSec, res.Loss)
-					if res.EvalLoss != nil {
-						fmt.Fprintf(w, ", eval loss %.4f", *res.EvalLoss)
+					if asJSON {
+						printJSON(cmd.OutOrStdout(), res)
 					}
-					fmt.Fprintf(w, "\noutput: %s\n", res.Out)
+					return fmt.Sprintf("kept checkpoint %s at step %d; resume with: lorakit train --resume %s", res.Checkpoint, res.Steps, res.Checkpoint), err
 				}
+				if asJSON {
+					return "", printJSON(cmd.OutOrStdout(), res)
+				}
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "trained %d steps (%s) in %.1fs, %.1f tok/s; final loss %.4f", res.Steps, res.Method, res.Seconds, res.TokensPerSec, res.Loss)
+				if res.EvalLoss != nil {
+					fmt.Fprintf(w, ", eval loss %.4f", *res.EvalLoss)
+				}
+				fmt.Fprintf(w, "\noutput: %s\n", res.Out)
 				t := res.Train
 				fmt.Fprintf(w, "data: %d examples kept, %d bad lines skipped, %d truncated, %d dropped (no response token left)\n", t.Kept, t.Bad, t.Truncated, t.Dropped)
-			}
-			if err != nil {
-				return withExitCode(130, err)
-			}
-			return nil
+				return "the training had completed: " + res.Out, nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -142,7 +170,8 @@ OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N)
 	f.IntVar(&c.EvalEvery, "eval-every", 0, "evaluate every N steps (and at the end)")
 	f.IntVar(&c.SaveEvery, "save-every", 0, "checkpoint every N steps")
 	f.IntVar(&c.SaveTotal, "save-total-limit", c.SaveTotal, "keep the newest N checkpoints (0: all)")
-	f.StringVar(&c.Resume, "resume", "", "resume from OUT or OUT/checkpoint-N")
+	f.StringVar(&c.Resume, "resume", "", "resume from OUT or OUT/checkpoint-N (its settings are restored from OUT/training_args.json)")
+	f.BoolVar(&c.Force, "force", false, "replace the output of an earlier training run at --out (never a folder holding other files)")
 	f.StringVar(&c.InitAdapter, "init-adapter", "", "start from this PEFT adapter")
 	f.BoolVar(&c.TrainOnPrompt, "train-on-prompt", false, "also compute the loss on prompt tokens")
 	f.IntVar(&c.MaxSeqLen, "max-seq-len", c.MaxSeqLen, "truncate examples to this many tokens")
@@ -172,12 +201,111 @@ func applyYAML(fs *pflag.FlagSet, path string) error {
 		if fl.Changed {
 			continue
 		}
-		if err := fl.Value.Set(vals[k]); err != nil {
+		if err := fs.Set(fl.Name, vals[k]); err != nil {
 			return fmt.Errorf("%s: key %s: %w", path, k, err)
 		}
 	}
 	if len(unknown) > 0 {
 		return fmt.Errorf("%s: unknown key(s): %s", path, strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+// resumeMayChange are the settings a resumed run may change: how long it runs, how often it saves and
+// evaluates, where it writes and how many threads it uses. Anything else changes the training itself.
+var resumeMayChange = map[string]bool{"epochs": true, "max_steps": true, "save_every": true, "save_total_limit": true,
+	"eval_every": true, "threads": true, "strict": true, "out": true, "force": true}
+
+// resumeSettings makes --resume DIR alone enough: every setting comes from the run's training_args.json, a
+// flag that may change on resume overrides it, and one that contradicts the checkpoint is refused naming
+// both values.
+func resumeSettings(fs *pflag.FlagSet, c *train.Config) error {
+	ck, path, err := train.ResumeConfig(c.Resume)
+	if err != nil {
+		return err
+	}
+	given := configFields(*c)
+	saved := configFields(ck)
+	var bad []string
+	fs.Visit(func(f *pflag.Flag) {
+		key := strings.ReplaceAll(f.Name, "-", "_")
+		if _, known := given[key]; !known || resumeMayChange[key] || key == "resume" {
+			return
+		}
+		if g, s := given[key], saved[key]; !bytes.Equal(g, s) {
+			was := string(s)
+			if was == "" {
+				was = "unset"
+			}
+			bad = append(bad, fmt.Sprintf("--%s %s (the checkpoint has %s)", f.Name, f.Value.String(), was))
+		}
+	})
+	if len(bad) > 0 {
+		return fmt.Errorf("train --resume %s: %s contradict(s) the run being resumed (%s); drop the flag to keep the checkpoint's value, or start a new run with --out elsewhere",
+			c.Resume, strings.Join(bad, ", "), path)
+	}
+	resume := c.Resume
+	out := filepath.Dir(path) // the folder of training_args.json is the run's output folder
+	merged := ck
+	fs.Visit(func(f *pflag.Flag) {
+		if key := strings.ReplaceAll(f.Name, "-", "_"); resumeMayChange[key] {
+			setField(&merged, key, given[key])
+		}
+	})
+	if !fs.Changed("out") {
+		merged.Out = out
+	}
+	merged.Resume, merged.Force = resume, c.Force
+	*c = merged
+	return nil
+}
+
+// configFields maps each training_args.json key to its JSON value, target modules normalised.
+func configFields(c train.Config) map[string]json.RawMessage {
+	if t, err := train.NormalizeTargets(c.TargetModules); err == nil {
+		c.TargetModules = t
+	}
+	b, _ := json.Marshal(c)
+	m := map[string]json.RawMessage{}
+	json.Unmarshal(b, &m)
+	// omitempty keys still name a setting
+	for _, k := range []string{"eval_data", "target_modules", "rank", "alpha", "init", "init_adapter"} {
+		if _, ok := m[k]; !ok {
+			m[k] = nil
+		}
+	}
+	return m
+}
+
+// setField sets one JSON-named field of c.
+func setField(c *train.Config, key string, v json.RawMessage) {
+	if v == nil {
+		return
+	}
+	b, _ := json.Marshal(map[string]json.RawMessage{key: v})
+	json.Unmarshal(b, c)
+}
+
+// loraOnlyFlags are the train flags that shape a LoRA adapter; they mean nothing to full fine-tuning.
+var loraOnlyFlags = []string{"rank", "alpha", "dropout", "use-rslora", "init", "target-modules", "init-adapter"}
+
+// checkTrainFlags refuses flags that would be silently ignored, naming why.
+func checkTrainFlags(fs *pflag.FlagSet, c train.Config) error {
+	if c.Method == "full" {
+		for _, n := range loraOnlyFlags {
+			if fs.Changed(n) {
+				return fmt.Errorf("train: --%s does not apply to --method full (full fine-tuning trains every weight; --%s shapes a LoRA adapter, for --method lora or qlora)", n, n)
+			}
+		}
+	}
+	if fs.Changed("eval-every") && c.EvalData == "" && c.EvalFraction == 0 {
+		return fmt.Errorf("train: --eval-every needs held-out data: give --eval-data FILE or --eval-fraction F")
+	}
+	if fs.Changed("save-total-limit") && c.SaveEvery == 0 {
+		return fmt.Errorf("train: --save-total-limit applies to periodic checkpoints: give --save-every N")
+	}
+	if fs.Changed("warmup-ratio") && c.WarmupSteps > 0 {
+		return fmt.Errorf("train: --warmup-ratio does not apply when --warmup-steps is given; give one of them")
 	}
 	return nil
 }
