@@ -13,7 +13,7 @@ import (
 // outputNames are the names train writes at the top of its output folder.
 var outputNames = map[string]bool{
 	"adapter_config.json": true, "adapter_model.safetensors": true, "training_args.json": true,
-	"metrics.jsonl": true, "loss.svg": true, "model.safetensors": true,
+	"metrics.jsonl": true, "loss.svg": true, "model.safetensors": true, "README.md": true, // the model card
 }
 
 // outRule is train's rule for an existing --out: its own earlier output (training_args.json) is replaced only

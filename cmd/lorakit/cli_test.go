@@ -313,3 +313,43 @@ func TestVersionEnv(t *testing.T) {
 	cli(t, dir, "--version").want(t, 0, "lorakit ", "go1.", "kernels: ")
 	cli(t, dir, "env").want(t, 0, "cores", "kernels: ")
 }
+
+// TestWalkthrough runs the README's walkthrough (steps 2 to 8) as written, on a tiny local model in place of
+// the pulled SmolLM2, and checks that every step succeeds and leaves no temporary.
+func TestWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains for a few seconds; skipped with -short")
+	}
+	dir := fixture(t, testmodel.Default())
+	m := "./base"
+	var all strings.Builder
+	for a := 1; a <= 9; a++ {
+		for b := 1; b <= 9; b++ {
+			fmt.Fprintf(&all, "{\"prompt\":\"What is %d+%d?\",\"response\":\"%d\"}\n", a, b, a+b)
+		}
+	}
+	lines := strings.SplitAfter(all.String(), "\n")
+	writeFile(t, filepath.Join(dir, "train.jsonl"), strings.Join(lines[:72], ""))
+	writeFile(t, filepath.Join(dir, "test.jsonl"), strings.Join(lines[72:81], ""))
+	for _, args := range [][]string{
+		{"data", "check", "train.jsonl", "--model", m},
+		{"data", "score", "train.jsonl", "--model", m, "--out", "scored.jsonl"},
+		{"data", "filter", "scored.jsonl", "--dedup", "--keep-top", "0.9", "--by", "ppl", "--out", "clean.jsonl", "--report", "report.json"},
+		{"train", "--model", m, "--data", "clean.jsonl", "--out", "sum-lora", "--method", "lora", "--rank", "16", "--alpha", "32", "--lr", "1e-3", "--epochs", "3"},
+		{"eval", "--model", m, "--data", "test.jsonl"},
+		{"eval", "--model", m, "--adapter", "./sum-lora", "--data", "test.jsonl"},
+		{"merge", m, "./sum-lora", "./merged", "--verify"},
+		{"generate", "--model", "./merged", "--chat", "--prompt", "What is 4+5?", "--temperature", "0"},
+		{"quantize", m, "./SmolLM2-nf4", "--type", "nf4", "--double-quant"},
+	} {
+		cli(t, dir, args...).want(t, 0)
+	}
+	for _, f := range []string{"scored.jsonl", "clean.jsonl", "report.json", "report.svg", "sum-lora/adapter_model.safetensors", "merged/model.safetensors", "SmolLM2-nf4/config.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	if left := tempsIn(t, dir); len(left) > 0 {
+		t.Errorf("temporaries left: %v", left)
+	}
+}
