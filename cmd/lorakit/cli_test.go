@@ -218,7 +218,6 @@ func TestScoreRefusesExisting(t *testing.T) {
 func TestModelFolderErrors(t *testing.T) {
 	dir := fixture(t, testmodel.Default())
 	cli(t, dir, append(trainQuick, "--out", "a")...).want(t, 0)
-	writeFile(t, filepath.Join(dir, "m.gguf"), "GGUF\x03\x00\x00\x00")
 	writeFile(t, filepath.Join(dir, "weights"), "not a folder")
 	os.MkdirAll(filepath.Join(dir, "empty"), 0o755)
 	for _, f := range []string{"config.json", "tokenizer.json", "tokenizer_config.json"} { // an HF folder with .bin weights
@@ -227,8 +226,7 @@ func TestModelFolderErrors(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "pt", "pytorch_model.bin"), "pickle")
 	for _, c := range []struct{ model, want string }{
 		{"a", "a is a PEFT adapter folder (adapter_config.json), not a model; pass it as --adapter, with --model its base"},
-		{"m.gguf", "GGUF"},
-		{"weights", "is a file, not a folder"},
+		{"weights", "is a file but not a GGUF file"},
 		{"empty", "is empty"},
 		{"pt", "PyTorch pickle weights (pytorch_model.bin)"},
 	} {
