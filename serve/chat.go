@@ -23,6 +23,7 @@ func (s *Server) handleChat(c echo.Context) error {
 	if oe != nil {
 		return oe
 	}
+	noteModel(c, req.Model)
 	if req.Model != s.name && !engine.ValidName(req.Model) {
 		return openai.ModelNotFound(req.Model)
 	}
@@ -103,6 +104,7 @@ func (s *Server) handleChat(c echo.Context) error {
 		completion[i] = r.completion
 	}
 	out.Usage = usageOf(runs, completion, req.Sampling.N)
+	noteUsage(c, out.Usage)
 	return writeJSON(c, http.StatusOK, out)
 }
 
@@ -196,11 +198,12 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 			w.send(chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: openai.ChatDelta{}, FinishReason: &fr}}))
 		}
 	}
+	noteUsage(c, usageOf(runs, completion, req.Sampling.N))
 	if ctx.Err() != nil || w.err != nil {
 		return errClientGone // counted as 499; nobody reads a reply
 	}
 	if failed != nil {
-		w.send(openai.ErrorResponse{Error: openai.Internal("generation failed: %v", failed)})
+		w.send(openai.ErrorResponse{Error: streamError(failed)})
 	} else if req.IncludeUsage {
 		u := usageOf(runs, completion, req.Sampling.N)
 		ch := chunk([]openai.ChatChunkChoice{})

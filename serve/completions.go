@@ -21,6 +21,7 @@ func (s *Server) handleCompletions(c echo.Context) error {
 	if oe != nil {
 		return oe
 	}
+	noteModel(c, req.Model)
 	if req.Model != s.name && !engine.ValidName(req.Model) {
 		return openai.ModelNotFound(req.Model)
 	}
@@ -100,7 +101,9 @@ func (s *Server) handleCompletions(c echo.Context) error {
 		out.Choices[i] = ch
 		completion[i] = r.completion
 	}
-	out.Usage = usageOf(runs, completion, req.Sampling.N)
+	u := usageOf(runs, completion, req.Sampling.N)
+	out.Usage = u
+	noteUsage(c, u)
 	return writeJSON(c, http.StatusOK, out)
 }
 
@@ -178,11 +181,12 @@ func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs [
 			w.send(chunk(openai.CompletionChoice{Text: "", Index: ev.index, FinishReason: &fr}))
 		}
 	}
+	noteUsage(c, usageOf(runs, completion, req.Sampling.N))
 	if ctx.Err() != nil || w.err != nil {
 		return errClientGone // counted as 499; nobody reads a reply
 	}
 	if failed != nil {
-		w.send(openai.ErrorResponse{Error: openai.Internal("generation failed: %v", failed)})
+		w.send(openai.ErrorResponse{Error: streamError(failed)})
 	} else if req.IncludeUsage {
 		r := openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
 			SystemFingerprint: "lorakit", Choices: []openai.CompletionChoice{}, Usage: usageOf(runs, completion, req.Sampling.N)}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,7 @@ const (
 type fakeAdapter struct {
 	script string
 	shift  int
+	nan    bool // its rows' logits are NaN (a corrupt adapter)
 }
 
 func (fakeAdapter) Apply(string, []float32, []float32, int, int) {}
@@ -72,6 +74,9 @@ func (m *fakeModel) Forward(rows []engine.Row) ([][]float32, error) {
 		st.toks = append(st.toks, r.Tokens...)
 		out[i] = make([]float32, fVocab)
 		out[i][fakeNextTok(st, r.Adapter)] = 5
+		if a, ok := r.Adapter.(*fakeAdapter); ok && a.nan {
+			out[i][7] = float32(math.NaN())
+		}
 	}
 	return out, nil
 }
@@ -195,6 +200,9 @@ func (m *fakeModel) LoadAdapter(path string) (engine.Delta, error) {
 		return nil, errors.New(string(b))
 	}
 	a := &fakeAdapter{shift: 1}
+	if _, err := os.Stat(filepath.Join(path, "nan")); err == nil {
+		a.nan = true
+	}
 	if b, err := os.ReadFile(filepath.Join(path, "script.txt")); err == nil {
 		a.script = string(b)
 	}

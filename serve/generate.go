@@ -37,6 +37,7 @@ func (s *Server) submit(ctx context.Context, model, param string, prompts [][]in
 		_, _ = rand.Read(b[:])
 		seed = int64(binary.LittleEndian.Uint64(b[:]) >> 1)
 	}
+	group := new(int) // this request's choices share the batch fairly with other requests (engine.Request.Group)
 	for p, ids := range prompts {
 		for i := 0; i < sp.N; i++ {
 			l, err := s.lease(ctx, model)
@@ -44,7 +45,7 @@ func (s *Server) submit(ctx context.Context, model, param string, prompts [][]in
 				cancelAll()
 				return nil, err
 			}
-			req := &engine.Request{Prompt: ids, MaxTokens: sp.MaxTokens, Stop: sp.Stop, LogitBias: sp.LogitBias,
+			req := &engine.Request{Group: group, Prompt: ids, MaxTokens: sp.MaxTokens, Stop: sp.Stop, LogitBias: sp.LogitBias,
 				Logprobs: sp.Logprobs, TopLogprobs: sp.TopLogprobs, PromptLogprobs: sp.PromptLogprobs, IgnoreEOS: sp.IgnoreEOS,
 				Chat: param == "messages",
 				Sampling: engine.SamplingParams{Temperature: sp.Temperature, TopP: sp.TopP, MinP: sp.MinP, TopK: sp.TopK,
@@ -140,6 +141,14 @@ func collectAll(ctx context.Context, runs []*run) ([]result, error) {
 		}
 	}
 	return res, nil
+}
+
+// streamError is the error event that ends a stream whose choice failed or was cut.
+func streamError(err error) *openai.Error {
+	if errors.Is(err, engine.ErrShuttingDown) {
+		return openai.ShuttingDown()
+	}
+	return openai.Internal("generation failed: %v", err)
 }
 
 // usageOf counts each distinct prompt once (as OpenAI does for n > 1) and every completion.

@@ -55,5 +55,6 @@ func (s *Server) handleUnloadLoRA(c echo.Context) error {
 		}
 		return openai.Internal("unloading '%s': %v", req.LoRAName, err)
 	}
+	s.log.Info("adapter unloaded", "adapter", req.LoRAName)
 	return c.String(http.StatusOK, fmt.Sprintf("Success: LoRA adapter '%s' removed successfully.", req.LoRAName))
 }

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sort"
@@ -96,7 +97,8 @@ type Config struct {
 	AdapterURL   string
 	// APIKey, if set, is required as "Authorization: Bearer <key>" on /v1/*.
 	APIKey string
-	// MaxBatch (default 16) sequences decode together; MaxQueue (default 256) wait; beyond that, 429.
+	// MaxBatch (default 16) sequences decode together (plus a quarter more for requests with nothing running:
+	// engine.Config.MaxBatch); MaxQueue (default 256) wait; beyond that, 429.
 	MaxBatch, MaxQueue int
 	// MaxModelLen caps prompt + completion (default and upper bound: the model's context).
 	MaxModelLen int
@@ -112,6 +114,10 @@ type Config struct {
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// MaxConns caps open connections (default 4096); further clients wait in the listen backlog.
 	MaxConns int
+	// Logger receives one line per request and per adapter load, failure, eviction and unload (nil: none).
+	Logger *slog.Logger
+	// ShutdownTimeout is how long Start lets running requests finish after its context ends (default 60 s).
+	ShutdownTimeout time.Duration
 }
 
 // Server is a running lorakit OpenAI-compatible server.
@@ -133,6 +139,7 @@ type Server struct {
 	// admission bounds (admit.go)
 	maxN, maxChoices, maxTokBytes int
 	memory                        memoryReturner
+	log                           *slog.Logger
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -162,6 +169,10 @@ func New(cfg Config) (*Server, error) {
 	cfg.ReadTimeout = orDefault(cfg.ReadTimeout, 30*time.Second)
 	cfg.WriteTimeout = orDefault(cfg.WriteTimeout, 30*time.Second)
 	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 60*time.Second)
+	cfg.ShutdownTimeout = orDefault(cfg.ShutdownTimeout, 60*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = 4096
 	}
@@ -178,9 +189,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, model: cfg.Model, name: cfg.ModelName, maxLen: maxLen, created: time.Now().Unix(),
 		maxN: cfg.MaxN, maxChoices: cfg.MaxQueue, maxTokBytes: maxTokenBytes(cfg.Model)}
 	s.memory.delay = time.Second
+	s.log = cfg.Logger
 	s.metrics = newMetrics(cfg.ModelName, s.scrape)
 	rc := engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
-		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: s.metrics,
+		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: adapterEvents{s.metrics, s.log},
 		Resolve: s.resolveAdapter}
 	if cfg.AdapterStore != nil {
 		if cfg.AdapterDir != "" {
@@ -247,7 +259,7 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // Registry is the adapter registry.
 func (s *Server) Registry() *engine.Registry { return s.reg }
 
-// Start serves on ln until ctx ends, then drains in-flight requests (at most drainTimeout = 60 s) and returns.
+// Start serves on ln until ctx ends, then drains in-flight requests (at most ShutdownTimeout) and returns.
 // At most MaxConns connections are open at once; headers must arrive within ReadTimeout and idle keep-alive
 // connections close after IdleTimeout (the body and write deadlines are set per request: see deadlineMW).
 func (s *Server) Start(ctx context.Context, ln net.Listener) error {
@@ -265,30 +277,42 @@ func (s *Server) Start(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	dctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
 	return s.Shutdown(dctx)
 }
 
-// Shutdown refuses new requests with 503, lets running ones finish (until ctx ends), then stops.
+// Shutdown refuses new requests with 503 and lets running ones finish until ctx ends. Then it cuts what is
+// left: every cut stream still gets an error event (server_shutting_down) and [DONE], a waiting non-streamed
+// request a 503; a client that does not read is dropped after WriteTimeout. It returns nil once every request
+// has ended one way or the other (a cut is the deadline doing its job, not a failure).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutting.Store(true)
-	err := s.eng.Shutdown(ctx)
+	if err := s.eng.Shutdown(ctx); err != nil {
+		st := s.eng.Stats()
+		s.log.Warn("shutdown: requests cut at the deadline", "waiting", st.Waiting, "running", st.Active)
+	}
+	// The engine has ended every request; the handlers now write their last events, each write bounded.
+	grace := s.cfg.WriteTimeout + time.Second
 	done := make(chan struct{})
 	go func() { s.inflight.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-ctx.Done():
+	case <-time.After(grace):
+		s.log.Warn("shutdown: handlers still writing after the grace period; closing their connections", "grace", grace)
 	}
 	s.mu.Lock()
 	srv := s.http
 	s.mu.Unlock()
-	if srv != nil {
-		if e := srv.Shutdown(ctx); e != nil && err == nil {
-			err = e
-		}
+	if srv == nil {
+		return nil
 	}
-	return err
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return srv.Close()
+	}
+	return nil
 }
 
 func (s *Server) close() {
@@ -377,6 +401,7 @@ func (s *Server) recoverMW(next echo.HandlerFunc) echo.HandlerFunc {
 
 func (s *Server) countMW(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		t0 := time.Now()
 		err := next(c)
 		status := c.Response().Status
 		if err != nil {
@@ -393,6 +418,9 @@ func (s *Server) countMW(next echo.HandlerFunc) echo.HandlerFunc {
 			}
 		}
 		s.metrics.request(c.Path(), status)
+		if c.Path() != "/health" && c.Path() != "/metrics" { // probes would drown the log
+			s.logRequest(c, status, time.Since(t0))
+		}
 		return err
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -33,7 +35,8 @@ func newServeCmd() *cobra.Command {
 		adapters                                                            []string
 		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads           int
 		prefillChunk, maxN, maxConns                                        int
-		readTimeout, writeTimeout, idleTimeout                              time.Duration
+		readTimeout, writeTimeout, idleTimeout, shutdownTimeout             time.Duration
+		logFormat                                                           string
 		allowAnyPath                                                        bool
 	)
 	cmd := &cobra.Command{
@@ -56,6 +59,10 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if modelDir == "" {
 				return errors.New("serve: --model DIR is required")
+			}
+			logger, err := newLogger(cmd.ErrOrStderr(), logFormat)
+			if err != nil {
+				return err
 			}
 			if port < 0 || port > 65535 {
 				return fmt.Errorf("serve: --port %d is out of range", port)
@@ -113,7 +120,8 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 					return r.Dir, err
 				},
 				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk,
-				MaxN: maxN, MaxConns: maxConns, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout})
+				MaxN: maxN, MaxConns: maxConns, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout,
+				ShutdownTimeout: shutdownTimeout, Logger: logger})
 			if err != nil {
 				return err
 			}
@@ -146,7 +154,7 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	f.IntVar(&port, "port", 8080, "port to listen on (0: any free port)")
 	f.StringVar(&apiKey, "api-key", "", "require this bearer token on /v1/*")
-	f.IntVar(&maxBatch, "max-batch", 16, "sequences decoded together")
+	f.IntVar(&maxBatch, "max-batch", 16, "sequences decoded together (plus up to a quarter more for requests with nothing running yet, so short requests are not stuck behind long ones)")
 	f.IntVar(&maxQueue, "max-queue", 256, "requests waiting for a slot before 429")
 	f.IntVar(&maxModelLen, "max-model-len", 0, "context window: prompt + completion tokens (0: the model's max_position_embeddings)")
 	f.StringVar(&servedName, "served-model-name", "", "name of the base model in the API (default: the model folder's name)")
@@ -157,6 +165,19 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f.DurationVar(&readTimeout, "read-timeout", 30*time.Second, "time a client has to send a request's headers, and again its body")
 	f.DurationVar(&writeTimeout, "write-timeout", 30*time.Second, "time each write of a reply may take: a client that stops reading is dropped")
 	f.DurationVar(&idleTimeout, "idle-timeout", 60*time.Second, "close keep-alive connections idle this long")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 60*time.Second, "on SIGINT/SIGTERM, time running requests get to finish before they are cut (each cut stream still ends with an error event and [DONE]); then exit 0")
+	f.StringVar(&logFormat, "log-format", "text", `request and adapter log lines on stderr: "text" or "json"`)
 	f.IntVar(&prefillChunk, "prefill-chunk", 256, "prompt tokens prefilled per engine step (a long prompt never stalls decoding longer than this)")
 	return cmd
+}
+
+// newLogger is serve's structured log (one line per request and adapter event) on w.
+func newLogger(w io.Writer, format string) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("serve: --log-format %q is not one of text, json", format)
 }

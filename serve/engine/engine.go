@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"runtime"
 	"slices"
@@ -23,7 +24,9 @@ type Config struct {
 	EOS        []int
 	// TurnEnd ends the turn of a Chat request (models.Model.TurnEnd).
 	TurnEnd stop.Turn
-	// MaxBatch is the most sequences decoded together (default 16); MaxQueue the most waiting (default 256).
+	// MaxBatch is the most sequences decoded together (default 16), plus up to MaxBatch/4 (at least one) for
+	// requests that have nothing running yet, so a short request is not stuck behind long ones (see admit);
+	// MaxQueue the most waiting (default 256).
 	MaxBatch, MaxQueue int
 	// MaxModelLen is the context window (prompt + completion).
 	MaxModelLen int
@@ -286,13 +289,7 @@ func (e *Engine) loop() {
 			e.wait = keep
 		}
 		now := time.Now()
-		for len(e.wait) > 0 && len(e.active) < e.cfg.MaxBatch {
-			s := e.wait[0]
-			e.wait[0] = nil
-			e.wait = e.wait[1:]
-			s.admitted = now
-			e.active = append(e.active, s)
-		}
+		e.admit(now)
 		e.publishActive()
 		e.mu.Unlock()
 		for _, s := range gone {
@@ -302,6 +299,56 @@ func (e *Engine) loop() {
 			e.step()
 		}
 	}
+}
+
+// admit moves waiting sequences into the batch, fairly between requests (Request.Group): each free slot goes to
+// the waiting request with the fewest sequences running, the oldest among equals; and a request with nothing
+// running may join a full batch as one of MaxBatch/4 (at least one) extra rows, so a short request never waits
+// behind long n > 1 requests that fill the batch. e.mu held.
+func (e *Engine) admit(now time.Time) {
+	if len(e.wait) == 0 {
+		return
+	}
+	running := make(map[any]int, len(e.active))
+	for _, s := range e.active {
+		running[s.group()]++
+	}
+	extra := max(1, e.cfg.MaxBatch/4)
+	for len(e.wait) > 0 {
+		best := 0
+		for i, s := range e.wait {
+			if running[s.group()] < running[e.wait[best].group()] {
+				best = i
+			}
+		}
+		s := e.wait[best]
+		g := s.group()
+		if len(e.active) >= e.cfg.MaxBatch && (running[g] > 0 || len(e.active) >= e.cfg.MaxBatch+extra) {
+			return // the batch is full, and best (fewest running) has rows in it already
+		}
+		e.wait = slices.Delete(e.wait, best, best+1)
+		s.admitted = now
+		e.active = append(e.active, s)
+		running[g]++
+	}
+}
+
+// group is the key s is scheduled fairly under: its request's Group, or s alone.
+func (s *seq) group() any {
+	if s.req.Group != nil {
+		return s.req.Group
+	}
+	return s
+}
+
+// finite reports whether logits hold no NaN or +Inf (−Inf is a masked token).
+func finite(logits []float32) bool {
+	for _, v := range logits {
+		if v != v || v > math.MaxFloat32 {
+			return false
+		}
+	}
+	return true
 }
 
 // step drops cancelled sequences, runs one Forward over every active sequence and samples.
@@ -461,6 +508,10 @@ func (e *Engine) removeFinished() {
 
 // advance samples the next token for s from logits and emits text.
 func (e *Engine) advance(s *seq, logits []float32, now time.Time) {
+	if !finite(logits) { // a corrupt adapter or an overflow: end the request with an error, not a silent cut
+		e.finish(s, FinishError, ErrNonFinite)
+		return
+	}
 	for id, b := range s.req.LogitBias {
 		if id >= 0 && id < len(logits) {
 			logits[id] += b

@@ -76,6 +76,8 @@ var (
 	ErrEmptyPrompt    = errors.New("engine: empty prompt")
 	ErrContextTooLong = errors.New("engine: prompt and completion exceed the context window")
 	ErrCancelled      = errors.New("engine: request cancelled")
+	// ErrNonFinite ends a request whose logits hold NaN or +Inf.
+	ErrNonFinite = errors.New("the model produced non-finite logits (NaN or Inf); the adapter's weights may be corrupt")
 )
 
 // ContextError details ErrContextTooLong.
@@ -114,6 +116,9 @@ type Request struct {
 	// Chat marks a prompt rendered by the chat template with the generation prompt: it also ends at the
 	// template's end of turn (Config.TurnEnd), even with IgnoreEOS, as generate --chat and eval do.
 	Chat bool
+	// Group names the client request this is one choice of (any comparable value; nil: the request alone): the
+	// engine shares the batch fairly between groups, so one request's n choices cannot starve the others.
+	Group any
 	// Release, if set, is called exactly once when the engine no longer uses the request (finished, cancelled or
 	// rejected); serving uses it to drop the adapter reference.
 	Release func()
