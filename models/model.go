@@ -43,8 +43,11 @@ type LoadOptions struct {
 	// Frozen, if set, turns each layer that Quant produced into the layer the caller computes with (training
 	// multiplies dequantised f32 blocks so that its products see the exact stored weights).
 	Frozen func(*nn.Quantized) nn.Linear
-	// Head "" keeps the LM head's stored dtype; "int8" computes the logits from a row-wise int8 copy (as
-	// llama.cpp's Q8_0 output): half of bf16's bytes per decoded token, logits within ~1e-3 relative.
+	// Head "" or "stored" keeps the LM head's stored dtype; "int8" computes the logits from a row-wise int8 copy
+	// (as llama.cpp's Q8_0 output): half of bf16's bytes per decoded token, logits within ~1e-3 relative; "auto"
+	// is int8 when the decoder's linear layers are 4-bit (NF4/FP4/Q4_0, stored or quantised at load), as
+	// llama.cpp keeps the output in 8 bits beside 4-bit layers, and the stored dtype otherwise. The commands
+	// that serve or generate pass "auto"; eval and training keep the stored head.
 	Head string
 	// NoTokenizer loads only config and weights (Tok and Chat stay nil): for weight-only checkpoints such as
 	// bench's random ones and merge verification.
@@ -83,6 +86,12 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 	}
 	if m.Net, m.weights, err = src.Network(cfg, lo); err != nil {
 		return nil, err
+	}
+	if opts.Head == "auto" && fourBit(m.Net) {
+		if err := int8Head(m.Net); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("models: %s: %w", m.Dir, err)
+		}
 	}
 	m.EOS = eosIDs(cfg, gen, m.Tok)
 	return m, nil
@@ -131,6 +140,30 @@ func (o LoadOptions) network() (llama.LoadOptions, error) {
 	}
 	lo.QuantizeHead = head
 	return lo, nil
+}
+
+// fourBit reports whether the decoder's linear layers are stored in 4 bits (the first layer's q_proj speaks
+// for all: the loaders quantise every decoder layer alike).
+func fourBit(net *llama.Model) bool {
+	if len(net.Layers) == 0 {
+		return false
+	}
+	q, ok := net.Layers[0].QProj.(*nn.Quantized)
+	return ok && (q.Q.Type == quant.NF4 || q.Q.Type == quant.FP4 || q.Q.Type == quant.Q4_0)
+}
+
+// int8Head replaces a dense LM head by its row-wise int8 copy (a tied embedding keeps its table for lookups).
+func int8Head(net *llama.Model) error {
+	d, ok := net.LMHead.(*nn.Dense)
+	if !ok {
+		return nil
+	}
+	q, err := nn.QuantizeInt8(d)
+	if err != nil {
+		return fmt.Errorf("lm_head: %w", err)
+	}
+	net.LMHead = q
+	return nil
 }
 
 // eosIDs is the one end-of-sequence rule: generation_config.json's eos_token_id (one id or a list) when it

@@ -514,3 +514,19 @@ func TestLoadInt8Head(t *testing.T) {
 		t.Fatal("unknown head type accepted")
 	}
 }
+
+// TestLoadAutoHead: "auto" computes the head from an int8 copy only when the decoder is 4-bit (quantised at
+// load here); "stored" and "" keep the stored dense head; an untouched embedding stays dense for lookups.
+func TestLoadAutoHead(t *testing.T) {
+	dir := tiny(t, testmodel.Options{Hidden: 64, Intermediate: 128, Seed: 7, Tied: true, DType: "BF16"})
+	for _, c := range []struct {
+		quant, head string
+		int8        bool
+	}{{"nf4", "auto", true}, {"fp4", "auto", true}, {"", "auto", false}, {"nf4", "stored", false}, {"nf4", "", false}, {"", "int8", true}} {
+		m := mustLoad(t, dir, LoadOptions{Threads: 1, Quant: c.quant, Head: c.head})
+		q, ok := m.Net.LMHead.(*nn.Quantized)
+		if got := ok && q.Q.Type == quant.Int8; got != c.int8 {
+			t.Errorf("quant %q head %q: LM head is %T, want int8 %v", c.quant, c.head, m.Net.LMHead, c.int8)
+		}
+	}
+}

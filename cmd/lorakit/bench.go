@@ -22,6 +22,7 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/train"
 )
@@ -52,7 +53,7 @@ var benchShapes = map[string]benchShape{
 type benchResult struct {
 	Model         string    `json:"model"`
 	DType         string    `json:"dtype"`
-	Head          string    `json:"head,omitempty"` // "int8" with --head int8
+	Head          string    `json:"head,omitempty"` // "int8" when the LM head ran from an int8 copy (--head auto on a 4-bit base, or int8)
 	DoubleQuant   bool      `json:"double_quant,omitempty"`
 	Threads       int       `json:"threads"`
 	Prompt        int       `json:"prompt"`
@@ -134,7 +135,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				threads = runtime.NumCPU()
 			}
 			errw := cmd.ErrOrStderr()
-			res := benchResult{DType: dtype, Head: head, DoubleQuant: double && dtype == "nf4", Threads: threads, Prompt: prompt, Gen: gen}
+			res := benchResult{DType: dtype, DoubleQuant: double && dtype == "nf4", Threads: threads, Prompt: prompt, Gen: gen}
 			dir, err := resolveDir(cmd, "--model", modelDir)
 			if err != nil {
 				return err
@@ -178,6 +179,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			}
 			defer mod.Close()
 			m := mod.Net
+			res.Head = headKind(m)
 			res.BytesPerToken = weightBytes(m)
 			if modelDir != "" && dtype != "nf4" {
 				res.DType = storedDType(m)
@@ -196,7 +198,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.StringVar(&modelDir, "model", "", "Hugging Face checkpoint folder")
 	f.StringVar(&shape, "shape", "", "random weights of a model's shape: "+shapeNames())
 	f.StringVar(&dtype, "dtype", "f32", "weight type: f32, bf16, f16 or nf4 (with --model: f32/bf16/f16 keep the stored type)")
-	f.StringVar(&head, "head", "", `"int8": compute the LM head from a row-wise int8 copy (as generate/serve --head int8)`)
+	f.StringVar(&head, "head", "auto", headUsage)
 	f.BoolVar(&double, "double-quant", false, "with --dtype nf4: double quantisation of the absmax values (4.127 bits per weight)")
 	f.IntVar(&threads, "threads", 0, "worker threads (0: all CPUs)")
 	f.IntVar(&prompt, "prompt", 512, "prompt tokens for pp")
@@ -590,6 +592,18 @@ func printBench(w io.Writer, r *benchResult) {
 	fmt.Fprintf(w, "peak RSS %.0f MB\n", r.RSSMB)
 	if r.DType == "nf4" && r.Head == "" {
 		fmt.Fprintln(w, "(the LM head stays in its stored dtype, as bitsandbytes leaves it; llama.cpp's Q4_0 files hold it in Q8_0:"+
-			" compare with --head int8 for the same bytes per token)")
+			" compare with --head auto or int8 for the same bytes per token)")
 	}
+}
+
+// headUsage documents the --head flag of generate, serve and bench.
+const headUsage = `LM head at run time: "auto" (a row-wise int8 copy when the base is 4-bit, as llama.cpp keeps its output ` +
+	`in 8 bits; half the bytes per token of bf16, logits within ~1e-3), "stored" (the checkpoint's dtype) or "int8" (always)`
+
+// headKind names the LM head's run-time type for the report: "int8" for a row-wise int8 copy, "" for the stored dtype.
+func headKind(m *llama.Model) string {
+	if q, ok := m.LMHead.(*nn.Quantized); ok && q.Q.Type == quant.Int8 {
+		return "int8"
+	}
+	return ""
 }

@@ -143,7 +143,7 @@ The new text is streamed to stdout. With --json one object is printed instead:
 	f.BoolVar(&ignoreEOS, "ignore-eos", false, "do not stop at EOS tokens")
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
 	f.StringVar(&quantType, "quant", "", `quantise the linear layers at load: "nf4" or "fp4"`)
-	f.StringVar(&headType, "head", "", `compute the LM head from an int8 copy: "int8" (half the bytes per token; logits within ~1e-3)`)
+	f.StringVar(&headType, "head", "auto", headUsage)
 	f.BoolVar(&asJSON, "json", false, `print one JSON object {"prompt_ids","ids","text","finish_reason"}`)
 	return cmd
 }

@@ -150,7 +150,7 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
 	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")
 	f.StringVar(&quantType, "quant", "", `quantise the base at load: "nf4" or "fp4"`)
-	f.StringVar(&headType, "head", "", `compute the LM head from an int8 copy: "int8" (half the bytes per token; logits within ~1e-3)`)
+	f.StringVar(&headType, "head", "auto", headUsage)
 	f.StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	f.IntVar(&port, "port", 8080, "port to listen on (0: any free port)")
 	f.StringVar(&apiKey, "api-key", "", "require this bearer token on /v1/*")

@@ -54,14 +54,14 @@ func QuantizeInt8(d *Dense) (*Quantized, error) {
 	return &Quantized{Q: q, Bias: d.Bias}, nil
 }
 
-// HeadQuantizer returns the LM head conversion a --head flag names: nil for "" (the stored dtype), row-wise
-// int8 for "int8".
+// HeadQuantizer returns the LM head conversion a --head flag names: nil for "" or "stored" (the stored dtype),
+// row-wise int8 for "int8". "auto" (int8 for a 4-bit base) is decided by the loader, which knows the base.
 func HeadQuantizer(name string) (func(*Dense) (Linear, error), error) {
 	switch name {
-	case "":
+	case "", "stored", "auto":
 		return nil, nil
 	case "int8":
 		return func(d *Dense) (Linear, error) { return QuantizeInt8(d) }, nil
 	}
-	return nil, fmt.Errorf("LM head type %q is not supported (int8)", name)
+	return nil, fmt.Errorf("LM head type %q is not supported (auto, stored, int8)", name)
 }
