@@ -39,12 +39,19 @@ func storiesAdapter(t *testing.T, base string) *lora.Adapter {
 	return ad2
 }
 
-// TestMergeStories260K merges an adapter into the real stories260K checkpoints (f32 and bf16) from the shared
-// folder and compares forward(merged) with forward(base + adapter).
+// TestMergeStories260K merges an adapter into the real stories260K checkpoints (f32 and bf16) of testdata/
+// and compares forward(merged) with forward(base + adapter). With LORAKIT_MERGE_BENCH_DIR set it also leaves the
+// adapter in $LORAKIT_MERGE_BENCH_DIR/stories-adapter, for checking `lorakit merge` with an independent
+// implementation (merge/scripts/torch_check.py).
 func TestMergeStories260K(t *testing.T) {
 	for _, name := range []string{"stories260K", "stories260K-bf16"} {
 		base := storiesModel(t, name)
 		ad := storiesAdapter(t, base)
+		if keep := os.Getenv("LORAKIT_MERGE_BENCH_DIR"); keep != "" && name == "stories260K" {
+			if err := ad.Save(filepath.Join(keep, "stories-adapter")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		dir := saveAdapter(t, ad) // through PEFT files, as a user would
 		loaded, err := lora.Load(dir)
 		if err != nil {
@@ -72,18 +79,5 @@ func TestMergeStories260K(t *testing.T) {
 		if maxDiff(plain, adapted) < 0.1 || d > bound {
 			t.Fatalf("%s: adapter effect %g, merged vs base+adapter %g (bound %g)", name, maxDiff(plain, adapted), d, bound)
 		}
-	}
-}
-
-// TestWriteStoriesAdapter writes the stories260K test adapter to $LORAKIT_MERGE_BENCH_DIR/stories-adapter, for
-// checking `lorakit merge` with an independent implementation (merge/scripts/torch_check.py).
-func TestWriteStoriesAdapter(t *testing.T) {
-	dir := os.Getenv("LORAKIT_MERGE_BENCH_DIR")
-	if dir == "" {
-		t.Skip("set LORAKIT_MERGE_BENCH_DIR")
-	}
-	base := storiesModel(t, "stories260K")
-	if err := storiesAdapter(t, base).Save(filepath.Join(dir, "stories-adapter")); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -19,20 +19,28 @@ func TestBenchTiny(t *testing.T) {
 	}
 }
 
-// TestBenchEnv runs the real-shape benchmark when LORAKIT_BENCH_TRAIN is set to a JSON BenchConfig.
-func TestBenchEnv(t *testing.T) {
+// BenchmarkTrainEnv runs Bench with the JSON BenchConfig in LORAKIT_BENCH_TRAIN (each iteration is a whole
+// Bench: warm-up and timed steps), reporting its training tokens/s; `lorakit bench --train` is the same from
+// the command line.
+//
+//	LORAKIT_BENCH_TRAIN='{"Method":"lora","Shape":"smollm2-135m"}' go test ./train -run X -bench TrainEnv -benchtime 1x
+func BenchmarkTrainEnv(b *testing.B) {
 	s := os.Getenv("LORAKIT_BENCH_TRAIN")
 	if s == "" {
-		t.Skip("LORAKIT_BENCH_TRAIN not set")
+		b.Skip("LORAKIT_BENCH_TRAIN not set")
 	}
 	var c BenchConfig
 	if err := json.Unmarshal([]byte(s), &c); err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
-	r, err := Bench(context.Background(), c)
-	if err != nil {
-		t.Fatal(err)
+	var r *BenchResult
+	for range b.N {
+		var err error
+		if r, err = Bench(context.Background(), c); err != nil {
+			b.Fatal(err)
+		}
 	}
-	b, _ := json.Marshal(r)
-	t.Logf("%s", b)
+	b.ReportMetric(r.TokensPerSec, "tokens/s")
+	js, _ := json.Marshal(r)
+	b.Logf("%s", js)
 }

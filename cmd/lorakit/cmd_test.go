@@ -107,6 +107,9 @@ func TestDemo(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
+	if len(s.Tasks) != len(demoTasks()) {
+		t.Errorf("%d task results, want one per demo task (%d): %+v", len(s.Tasks), len(demoTasks()), s.Tasks)
+	}
 	for _, task := range s.Tasks {
 		if task.ExactAfter <= task.ExactBefore || task.ExactAfter < 0.5 {
 			t.Errorf("task %s: exact match %.2f → %.2f: did not learn", task.Name, task.ExactBefore, task.ExactAfter)

@@ -1,8 +1,8 @@
 package kernels
 
 import (
+	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"sort"
 	"sync"
@@ -103,49 +103,57 @@ func TestPoolStress(t *testing.T) {
 	wg.Wait()
 }
 
-// TestABMatVecs compares separate MatVecF32 calls with one MatVecs batch
-// (smollm2 q, k, v and gate, up), alternating in one process
-// (LORAKIT_KERNELS_AB=1; not a unit test).
-func TestABMatVecs(t *testing.T) {
-	if os.Getenv("LORAKIT_KERNELS_AB") == "" {
-		t.Skip("set LORAKIT_KERNELS_AB=1")
-	}
+// BenchmarkABMatVecs compares separate MatVecF32/MatVecBF16 calls with one
+// MatVecs batch (smollm2 q, k, v and gate, up), alternating the two in each
+// iteration so that both see the same machine state; it reports the median
+// time of each (separate-ns, batched-ns) and their ratio.
+//
+//	go test ./models/kernels -run X -bench ABMatVecs -benchtime 2000x
+func BenchmarkABMatVecs(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	p := NewPool(2)
 	for _, bf := range []bool{false, true} {
-		x := randF32(r, 576)
-		shapes := [][2]int{{576, 576}, {192, 576}, {192, 576}, {1536, 576}, {1536, 576}}
-		jobs := make([]MatVecJob, len(shapes))
-		for i, sh := range shapes {
-			jobs[i] = MatVecJob{Y: make([]float32, sh[0]), X: x, Rows: sh[0], Cols: sh[1]}
-			if bf {
-				jobs[i].BF16 = toBF16(randF32(r, sh[0]*sh[1]))
-			} else {
-				jobs[i].F32 = randF32(r, sh[0]*sh[1])
-			}
-		}
-		sep := func() {
-			for _, j := range jobs {
-				if bf {
-					MatVecBF16(p, j.Y, j.BF16, j.X, j.Rows, j.Cols)
-				} else {
-					MatVecF32(p, j.Y, j.F32, j.X, j.Rows, j.Cols)
-				}
-			}
-		}
-		bat := func() { MatVecs(p, jobs[:3]); MatVecs(p, jobs[3:]) }
-		var a, b []time.Duration
-		for it := 0; it < 2000; it++ {
-			t0 := time.Now()
-			sep()
-			t1 := time.Now()
-			bat()
-			a, b = append(a, t1.Sub(t0)), append(b, time.Since(t1))
-		}
-		med := func(d []time.Duration) time.Duration {
-			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-			return d[len(d)/2]
-		}
-		t.Logf("bf16 %v: 5 separate GEMVs %v, 2 MatVecs batches %v, ratio %.2f", bf, med(a), med(b), float64(med(b))/float64(med(a)))
+		b.Run(fmt.Sprintf("bf16=%v", bf), func(b *testing.B) { abMatVecs(b, p, r, bf) })
 	}
+}
+
+// abMatVecs is one BenchmarkABMatVecs case.
+func abMatVecs(b *testing.B, p *Pool, r *rand.Rand, bf bool) {
+	x := randF32(r, 576)
+	shapes := [][2]int{{576, 576}, {192, 576}, {192, 576}, {1536, 576}, {1536, 576}}
+	jobs := make([]MatVecJob, len(shapes))
+	for i, sh := range shapes {
+		jobs[i] = MatVecJob{Y: make([]float32, sh[0]), X: x, Rows: sh[0], Cols: sh[1]}
+		if bf {
+			jobs[i].BF16 = toBF16(randF32(r, sh[0]*sh[1]))
+		} else {
+			jobs[i].F32 = randF32(r, sh[0]*sh[1])
+		}
+	}
+	sep := func() {
+		for _, j := range jobs {
+			if bf {
+				MatVecBF16(p, j.Y, j.BF16, j.X, j.Rows, j.Cols)
+			} else {
+				MatVecF32(p, j.Y, j.F32, j.X, j.Rows, j.Cols)
+			}
+		}
+	}
+	bat := func() { MatVecs(p, jobs[:3]); MatVecs(p, jobs[3:]) }
+	var a, c []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		sep()
+		t1 := time.Now()
+		bat()
+		a, c = append(a, t1.Sub(t0)), append(c, time.Since(t1))
+	}
+	med := func(d []time.Duration) time.Duration {
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	b.ReportMetric(float64(med(a).Nanoseconds()), "separate-ns")
+	b.ReportMetric(float64(med(c).Nanoseconds()), "batched-ns")
+	b.ReportMetric(float64(med(c))/float64(med(a)), "batched/separate")
 }

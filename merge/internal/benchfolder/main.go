@@ -1,30 +1,40 @@
-package merge
+// Command benchfolder writes a qwen2.5-0.5b-shaped base (random bf16 weights, ~1 GB) and an r=16 adapter on all
+// seven projections, for measuring `lorakit merge` (time, peak RSS) in its own process:
+//
+//	go run ./merge/internal/benchfolder -out /tmp/mb
+//	/usr/bin/time -v lorakit merge /tmp/mb/base /tmp/mb/adapter /tmp/mb/merged
+package main
 
 import (
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"testing"
 
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/testmodel"
 )
 
-// TestWriteQwen05 writes a qwen2.5-0.5b-shaped base (random bf16 weights, ~1 GB) and an r=16 adapter on all seven
-// projections into $LORAKIT_MERGE_BENCH_DIR, for measuring `lorakit merge` (time, peak RSS) in its own process:
-//
-//	LORAKIT_MERGE_BENCH_DIR=/tmp/mb go test ./merge -run WriteQwen05 -v
-//	/usr/bin/time -v lorakit merge /tmp/mb/base /tmp/mb/adapter /tmp/mb/merged
-func TestWriteQwen05(t *testing.T) {
-	dir := os.Getenv("LORAKIT_MERGE_BENCH_DIR")
-	if dir == "" {
-		t.Skip("set LORAKIT_MERGE_BENCH_DIR to write the qwen2.5-0.5b-shaped benchmark base")
+func main() {
+	out := flag.String("out", "", "folder to write base/ and adapter/ into")
+	flag.Parse()
+	if *out == "" {
+		fmt.Fprintln(os.Stderr, "benchfolder: -out DIR is required")
+		os.Exit(2)
 	}
+	if err := write(*out); err != nil {
+		fmt.Fprintln(os.Stderr, "benchfolder:", err)
+		os.Exit(1)
+	}
+}
+
+// write writes DIR/base and DIR/adapter.
+func write(dir string) error {
 	o := testmodel.Options{ModelType: "qwen2", Hidden: 896, Intermediate: 4864, Layers: 24, Heads: 14, KVHeads: 2,
 		HeadDim: 64, Vocab: 151936, MaxPositions: 32768, Tied: true, DType: "BF16", Seed: 1, Std: 0.02}
 	if err := testmodel.Write(filepath.Join(dir, "base"), o); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	a := lora.New(lora.NewConfig(16, 32, lora.DefaultTargets))
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -43,7 +53,5 @@ func TestWriteQwen05(t *testing.T) {
 			a.Modules[m] = p
 		}
 	}
-	if err := a.Save(filepath.Join(dir, "adapter")); err != nil {
-		t.Fatal(err)
-	}
+	return a.Save(filepath.Join(dir, "adapter"))
 }
