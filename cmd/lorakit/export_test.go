@@ -65,6 +65,10 @@ func TestExportGGUF(t *testing.T) {
 			t.Errorf("Modelfile lacks %q:\n%s", want, mf)
 		}
 	}
+	// the GGUF file's tokenizer (rebuilt from its metadata) and the folder's agree
+	if a, b := run(t, "tokenize", "--tokenizer", base, "hello GGUF world"), run(t, "tokenize", "--tokenizer", filepath.Join(out, "base.gguf"), "hello GGUF world"); a != b {
+		t.Fatalf("tokenize: folder %s, GGUF %s", a, b)
+	}
 	// a second run reuses the base and replaces its own outputs
 	run(t, "export", "gguf", "--model", base, "--adapter", ad, "--base-gguf", filepath.Join(out, "base.gguf"), filepath.Join(out, "ad.gguf"))
 

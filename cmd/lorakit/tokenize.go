@@ -9,9 +9,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/tokenizer"
 )
@@ -54,12 +56,22 @@ tokens, as apply_chat_template(tokenize=True) does.`,
 			if jsonl && len(args) > 0 {
 				return errors.New("tokenize: --jsonl reads stdin; do not pass TEXT")
 			}
-			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
-				dir = filepath.Dir(dir) // a path to tokenizer.json itself
-			}
-			tok, err := tokenizer.Load(dir)
-			if err != nil {
-				return err
+			var tok *tokenizer.Tokenizer
+			if fi, err := os.Stat(dir); err == nil && !fi.IsDir() && strings.EqualFold(filepath.Ext(dir), ".gguf") {
+				g, err := models.OpenGGUF(dir) // a llama.cpp model file: the tokenizer rebuilt from its metadata
+				if err != nil {
+					return err
+				}
+				if tok, err = g.Tokenizer(); err != nil {
+					return err
+				}
+			} else {
+				if err == nil && !fi.IsDir() {
+					dir = filepath.Dir(dir) // a path to tokenizer.json itself
+				}
+				if tok, err = tokenizer.Load(dir); err != nil {
+					return err
+				}
 			}
 			out := bufio.NewWriter(cmd.OutOrStdout())
 			defer out.Flush()

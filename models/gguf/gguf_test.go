@@ -346,3 +346,35 @@ func TestParseType(t *testing.T) {
 		t.Fatalf("Q4_K decode: %v", err)
 	}
 }
+
+// FuzzParse: no input makes Parse panic or allocate beyond the input's size, and every tensor it accepts can be
+// read (or is refused with an error).
+func FuzzParse(f *testing.F) {
+	var buf bytes.Buffer
+	tensors := []TensorInfo{{Name: "a", Type: F32, Shape: []int{2, 2}}, {Name: "b", Type: Q4_0, Shape: []int{32}}}
+	WriteTo(&buf, allKinds(), tensors, func(i int, w io.Writer) error {
+		n, _ := tensors[i].Bytes()
+		_, err := w.Write(make([]byte, n))
+		return err
+	})
+	f.Add(buf.Bytes())
+	f.Add([]byte("GGUF\x03\x00\x00\x00"))
+	huge := append([]byte(nil), buf.Bytes()...) // dimensions whose product overflows
+	if i := bytes.Index(huge, []byte("\x01\x00\x00\x00\x00\x00\x00\x00a\x02\x00\x00\x00")); i >= 0 {
+		for k := range 2 {
+			binary.LittleEndian.PutUint64(huge[i+13+8*k:], 1<<40)
+		}
+		f.Add(huge)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g, err := Parse(b)
+		if err != nil {
+			return
+		}
+		for _, ti := range g.Tensors {
+			if v, _, err := g.Float32s(ti.Name); err == nil && len(v) != ti.Elems() {
+				t.Fatalf("%s: %d values for %d elements", ti.Name, len(v), ti.Elems())
+			}
+		}
+	})
+}

@@ -105,6 +105,13 @@ func Parse(buf []byte) (*File, error) {
 			}
 			t.Shape[nd-1-d] = int(n)
 		}
+		elems := 1
+		for _, d := range t.Shape {
+			if d != 0 && elems > (1<<48)/d {
+				return nil, fmt.Errorf("tensor %s: shape %v has too many elements", t.Name, t.Shape)
+			}
+			elems *= d
+		}
 		t.Type = Type(r.u32())
 		t.Offset = r.u64()
 		if r.err != nil {
