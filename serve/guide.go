@@ -2,6 +2,7 @@ package serve
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 
@@ -18,13 +19,22 @@ type grammars struct {
 	order []string
 }
 
-const maxCachedGrammars = 64
+const (
+	maxCachedGrammars = 64
+	maxGrammarStates  = 1 << 16
+)
 
 func (c *grammars) get(key string, build func() (*grammar.Grammar, error)) (*grammar.Grammar, error) {
 	c.mu.Lock()
 	if g, ok := c.m[key]; ok {
-		c.mu.Unlock()
-		return g, nil
+		if g.States() <= maxGrammarStates {
+			c.mu.Unlock()
+			return g, nil
+		}
+		// a generic grammar (json_object) that met too many states: start afresh, the old one is freed with its
+		// last request
+		delete(c.m, key)
+		c.order = slices.DeleteFunc(c.order, func(k string) bool { return k == key })
 	}
 	c.mu.Unlock()
 	g, err := build() // outside the lock: a large schema must not stall other requests

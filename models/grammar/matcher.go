@@ -202,3 +202,11 @@ func (m *Matcher) Done() bool {
 	set := m.set()
 	return len(set) == 1 && set[0] == acceptID
 }
+
+// States is how many automaton states the grammar's matchers have reached so far (it grows as generations meet
+// new states; a server drops a grammar that grew too large and compiles it afresh).
+func (g *Grammar) States() int {
+	g.dfa.mu.Lock()
+	defer g.dfa.mu.Unlock()
+	return len(g.dfa.sets)
+}
