@@ -26,11 +26,16 @@ type BenchConfig struct {
 	DType     string // base weights for lora/full: f32 (default, like the PyTorch anchor) | bf16
 	SeqLen    int    // default 256
 	BatchSize int    // default 1
-	Steps     int    // timed steps (default 5)
-	Warmup    int    // untimed steps first (default 2)
-	Threads   int    // 0: all CPUs
-	Rank      int    // default 16 (alpha 2·rank)
-	Seed      int64
+	// ExampleLen is the token length of each example (default and at most SeqLen). Without Packing a step is
+	// BatchSize examples; with Packing it is BatchSize rows of SeqLen/ExampleLen examples each, as --packing
+	// plans them.
+	ExampleLen int
+	Packing    bool
+	Steps      int // timed steps (default 5)
+	Warmup     int // untimed steps first (default 2)
+	Threads    int // 0: all CPUs
+	Rank       int // default 16 (alpha 2·rank)
+	Seed       int64
 }
 
 // BenchResult is what Bench measured.
@@ -40,6 +45,9 @@ type BenchResult struct {
 	DType           string    `json:"dtype"`
 	SeqLen          int       `json:"seq_len"`
 	BatchSize       int       `json:"batch_size"`
+	ExampleLen      int       `json:"example_len"`
+	Packing         bool      `json:"packing"`
+	Examples        int       `json:"examples_per_step"`
 	Threads         int       `json:"threads"`
 	TrainableParams int       `json:"trainable_params"`
 	StepSeconds     []float64 `json:"step_s"`
@@ -89,6 +97,12 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	if c.BatchSize <= 0 {
 		c.BatchSize = 1
 	}
+	if c.ExampleLen <= 0 || c.ExampleLen > c.SeqLen {
+		c.ExampleLen = c.SeqLen
+	}
+	if c.ExampleLen < 2 {
+		return nil, fmt.Errorf("bench example length %d: must be at least 2 tokens", c.ExampleLen)
+	}
 	if c.Steps <= 0 {
 		c.Steps = 5
 	}
@@ -128,7 +142,8 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 		}
 		runtime.GC()
 	}
-	res := &BenchResult{Method: c.Method, Shape: c.Shape, DType: c.DType, SeqLen: c.SeqLen, BatchSize: c.BatchSize, Threads: pool.Threads()}
+	res := &BenchResult{Method: c.Method, Shape: c.Shape, DType: c.DType, SeqLen: c.SeqLen, BatchSize: c.BatchSize,
+		ExampleLen: c.ExampleLen, Packing: c.Packing, Threads: pool.Threads()}
 	if method == QLoRA {
 		res.DType = "nf4"
 	}
@@ -136,17 +151,29 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 		res.TrainableParams += p.Size()
 	}
 	rng := rand.New(rand.NewPCG(uint64(c.Seed), 99))
-	batch := make([]Sample, c.BatchSize)
+	n := c.BatchSize
+	if c.Packing {
+		lens := make([]int, c.BatchSize*(c.SeqLen/c.ExampleLen))
+		for i := range lens {
+			lens[i] = c.ExampleLen
+		}
+		if rows := len(packRows(lens, c.SeqLen)); rows != c.BatchSize {
+			return nil, fmt.Errorf("bench: %d examples of %d tokens packed into %d rows, want %d", len(lens), c.ExampleLen, rows, c.BatchSize)
+		}
+		n = len(lens)
+	}
+	res.Examples = n
+	batch := make([]Sample, n)
 	for i := range batch {
-		ids := make([]int, c.SeqLen)
-		mask := make([]bool, c.SeqLen)
+		ids := make([]int, c.ExampleLen)
+		mask := make([]bool, c.ExampleLen)
 		for j := range ids {
 			ids[j] = rng.IntN(sh.vocab)
-			mask[j] = j+1 < c.SeqLen
+			mask[j] = j+1 < c.ExampleLen
 		}
 		batch[i] = Sample{IDs: ids, Mask: mask}
 	}
-	denom := float32(c.BatchSize * (c.SeqLen - 1))
+	denom := float32(n * (c.ExampleLen - 1))
 	opt := &AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, ClipCoef: 1, NoDecay: net.NoDecay}
 	var timed float64
 	for s := 0; s < c.Warmup+c.Steps; s++ {
@@ -174,9 +201,9 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 			timed += dt
 		}
 	}
-	res.TokensPerSec = float64(c.BatchSize*c.SeqLen*c.Steps) / timed
+	res.TokensPerSec = float64(n*c.ExampleLen*c.Steps) / timed
 	res.PeakRSSMiB = peakRSSMiB()
-	if a, ok := benchAnchors[fmt.Sprintf("%s/%s/%d", c.Shape, c.Method, c.BatchSize)]; ok && c.SeqLen == 256 {
+	if a, ok := benchAnchors[fmt.Sprintf("%s/%s/%d", c.Shape, c.Method, c.BatchSize)]; ok && c.SeqLen == 256 && c.ExampleLen == c.SeqLen && !c.Packing {
 		res.AnchorTokS, res.AnchorRSSMiB = a[0], a[1]
 	}
 	return res, nil

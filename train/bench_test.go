@@ -17,6 +17,14 @@ func TestBenchTiny(t *testing.T) {
 			t.Fatalf("%s: %+v", m, r)
 		}
 	}
+	// Packed: two rows of four 8-token examples each, every token counted.
+	r, err := Bench(context.Background(), BenchConfig{Shape: "tiny", SeqLen: 32, ExampleLen: 8, Packing: true, BatchSize: 2, Steps: 1, Warmup: 1, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Examples != 8 || !(r.TokensPerSec > 0) {
+		t.Fatalf("packed bench: %+v", r)
+	}
 }
 
 // BenchmarkTrainEnv runs Bench with the JSON BenchConfig in LORAKIT_BENCH_TRAIN (each iteration is a whole

@@ -48,6 +48,7 @@ type Config struct {
 	InitAdapter   string   `json:"init_adapter,omitempty"`
 	TrainOnPrompt bool     `json:"train_on_prompt"`
 	MaxSeqLen     int      `json:"max_seq_len"`
+	Packing       bool     `json:"packing"` // rows of several examples up to MaxSeqLen tokens; BatchSize counts rows
 	Strict        bool     `json:"strict"`
 	Threads       int      `json:"threads"`
 	// Force replaces the output of an earlier run at Out (never a folder holding files train did not write).

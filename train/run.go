@@ -160,6 +160,7 @@ type trainRun struct {
 	m                    *models.Model
 	net                  *Net
 	samples, evalSamples []Sample
+	units                [][]int // what the plan orders: one example each, or with --packing a row of examples
 	pl                   plan
 	warm                 int // warmup steps
 	opt                  *AdamW
@@ -255,11 +256,29 @@ func (r *trainRun) buildNet(method Method) error {
 	return nil
 }
 
-// plan fixes the data order, the number of steps, the warmup and the optimizer.
+// plan fixes the data order, the number of steps, the warmup and the optimizer. The plan orders units: single
+// examples, or with --packing rows of examples filling at most --max-seq-len tokens (packed once, shuffled per
+// epoch), so that --batch-size counts rows.
 func (r *trainRun) plan() {
 	cfg := r.cfg
+	r.units = make([][]int, len(r.samples))
+	for i := range r.units {
+		r.units[i] = []int{i}
+	}
+	if cfg.Packing {
+		lens := make([]int, len(r.samples))
+		tok := 0
+		for i, s := range r.samples {
+			lens[i] = len(s.IDs)
+			tok += lens[i]
+		}
+		r.units = packRows(lens, cfg.MaxSeqLen)
+		r.rep.Logf("packing: %d examples into %d rows of at most %d tokens (%.1f%% filled)",
+			len(r.samples), len(r.units), cfg.MaxSeqLen, 100*float64(tok)/float64(len(r.units)*cfg.MaxSeqLen))
+	}
 	perStep := cfg.BatchSize * cfg.GradAccum
-	r.pl = plan{n: len(r.samples), perStep: perStep, stepsPerEpoch: (len(r.samples) + perStep - 1) / perStep, seed: cfg.Seed}
+	n := len(r.units)
+	r.pl = plan{n: n, perStep: perStep, stepsPerEpoch: (n + perStep - 1) / perStep, seed: cfg.Seed}
 	r.pl.total = r.pl.stepsPerEpoch * max(cfg.Epochs, 1)
 	if cfg.MaxSteps > 0 {
 		r.pl.total = cfg.MaxSteps
@@ -347,8 +366,10 @@ func (r *trainRun) step(ctx context.Context, step int) (met Metrics, ok bool, er
 	ts := time.Now()
 	epoch, idx := r.pl.step(step)
 	denom := 0
-	for _, i := range idx {
-		denom += r.samples[i].Targets()
+	for _, u := range idx {
+		for _, i := range r.units[u] {
+			denom += r.samples[i].Targets()
+		}
 	}
 	var lossSum float64
 	tokens := 0
@@ -357,9 +378,11 @@ func (r *trainRun) step(ctx context.Context, step int) (met Metrics, ok bool, er
 			ZeroGrads(net.Params)
 			return met, false, nil
 		}
-		batch := make([]Sample, 0, cfg.BatchSize)
-		for _, i := range idx[mb:min(mb+cfg.BatchSize, len(idx))] {
-			batch = append(batch, r.samples[i])
+		var batch []Sample
+		for _, u := range idx[mb:min(mb+cfg.BatchSize, len(idx))] {
+			for _, i := range r.units[u] {
+				batch = append(batch, r.samples[i])
+			}
 		}
 		seed := uint64(cfg.Seed)*0x100000001b3 ^ uint64(step)<<20 ^ uint64(mb)
 		s, n, err := net.Accumulate(batch, float32(denom), seed)

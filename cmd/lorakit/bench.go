@@ -113,8 +113,14 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				if asJSON {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "train %s %s %s seq %d batch %d, %d threads: %.1f tok/s (steps %v s), loss %.3f → %.3f, peak RSS %.0f MiB\n",
-					r.Method, r.Shape, r.DType, r.SeqLen, r.BatchSize, r.Threads, r.TokensPerSec, r.StepSeconds, r.FirstLoss, r.LastLoss, r.PeakRSSMiB)
+				shapeDesc := fmt.Sprintf("seq %d batch %d", r.SeqLen, r.BatchSize)
+				if r.Packing {
+					shapeDesc = fmt.Sprintf("packed: %d rows of %d examples of %d tokens", r.BatchSize, r.Examples/r.BatchSize, r.ExampleLen)
+				} else if r.ExampleLen != r.SeqLen {
+					shapeDesc = fmt.Sprintf("batch %d examples of %d tokens", r.BatchSize, r.ExampleLen)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "train %s %s %s %s, %d threads: %.1f tok/s (steps %v s), loss %.3f → %.3f, peak RSS %.0f MiB\n",
+					r.Method, r.Shape, r.DType, shapeDesc, r.Threads, r.TokensPerSec, r.StepSeconds, r.FirstLoss, r.LastLoss, r.PeakRSSMiB)
 				if r.AnchorTokS > 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "%.2f× PyTorch eager fp32 (%.1f tok/s, %.0f MiB)\n", r.TokensPerSec/r.AnchorTokS, r.AnchorTokS, r.AnchorRSSMiB)
 				}
@@ -215,6 +221,8 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.IntVar(&tc.BatchSize, "batch-size", 1, "with --train: sequences per step")
 	f.IntVar(&tc.Steps, "steps", 5, "with --train: timed steps (after 2 warm-up steps)")
 	f.IntVar(&tc.Rank, "rank", 16, "with --train: LoRA rank (alpha = 2·rank)")
+	f.IntVar(&tc.ExampleLen, "example-len", 0, "with --train: tokens per example (default --seq-len)")
+	f.BoolVar(&tc.Packing, "packing", false, "with --train: pack --seq-len/--example-len examples into each of the --batch-size rows")
 	return cmd
 }
 

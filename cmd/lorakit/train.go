@@ -175,6 +175,7 @@ OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N)
 	f.StringVar(&c.InitAdapter, "init-adapter", "", "start from this PEFT adapter")
 	f.BoolVar(&c.TrainOnPrompt, "train-on-prompt", false, "also compute the loss on prompt tokens")
 	f.IntVar(&c.MaxSeqLen, "max-seq-len", c.MaxSeqLen, "truncate examples to this many tokens")
+	f.BoolVar(&c.Packing, "packing", false, "pack several examples into each row of --max-seq-len tokens (each attends only to itself); --batch-size then counts rows")
 	f.BoolVar(&c.Strict, "strict", false, "fail on the first bad data line instead of skipping it")
 	f.IntVar(&c.Threads, "threads", 0, "worker threads (0: all CPUs)")
 	return cmd
