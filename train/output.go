@@ -62,6 +62,9 @@ func modelCard(cfg Config, h []Metrics) []byte {
 		row("max steps", cfg.MaxSteps)
 	}
 	row("max sequence length", cfg.MaxSeqLen)
+	if cfg.Packing {
+		row("packing", "examples packed into rows of max sequence length; batch size counts rows")
+	}
 	row("seed", cfg.Seed)
 	if n := len(h); n > 0 {
 		row("steps run", h[n-1].Step)
