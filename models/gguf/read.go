@@ -68,16 +68,30 @@ func Parse(buf []byte) (*File, error) {
 	if nkv > uint64(len(buf))/12 || nt > uint64(len(buf))/24 {
 		return nil, fmt.Errorf("header: %d tensors and %d metadata entries cannot fit in %d bytes", nt, nkv, len(buf))
 	}
-	g.KV = make([]KV, 0, nkv)
-	for i := range nkv {
+	if err := g.readKV(r, nkv); err != nil {
+		return nil, err
+	}
+	if err := g.readTensorTable(r, nt); err != nil {
+		return nil, err
+	}
+	if err := g.checkData(buf, uint64(r.off)); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// readKV reads the metadata entries and the alignment they set.
+func (g *File) readKV(r *reader, n uint64) error {
+	g.KV = make([]KV, 0, n)
+	for i := range n {
 		key := r.str()
 		t := ValueType(r.u32())
 		v := r.value(t, 0)
 		if r.err != nil {
-			return nil, fmt.Errorf("metadata entry %d (%q): %w", i, key, r.err)
+			return fmt.Errorf("metadata entry %d (%q): %w", i, key, r.err)
 		}
 		if _, dup := g.kv[key]; dup {
-			return nil, fmt.Errorf("metadata key %q appears twice", key)
+			return fmt.Errorf("metadata key %q appears twice", key)
 		}
 		g.kv[key] = len(g.KV)
 		g.KV = append(g.KV, KV{Key: key, Value: v})
@@ -86,67 +100,72 @@ func Parse(buf []byte) (*File, error) {
 	if v, ok := g.Get(AlignmentKey); ok {
 		a, ok := v.(uint32)
 		if !ok || a == 0 || a&(a-1) != 0 {
-			return nil, fmt.Errorf("%s must be a uint32 power of two, got %T %v", AlignmentKey, v, v)
+			return fmt.Errorf("%s must be a uint32 power of two, got %T %v", AlignmentKey, v, v)
 		}
 		g.Alignment = uint64(a)
 	}
-	g.Tensors = make([]TensorInfo, 0, nt)
-	for i := range nt {
+	return nil
+}
+
+// readTensorTable reads the tensor infos; dimensions are bounded so that element counts cannot overflow.
+func (g *File) readTensorTable(r *reader, n uint64) error {
+	g.Tensors = make([]TensorInfo, 0, n)
+	for i := range n {
 		t := TensorInfo{Name: r.str()}
 		nd := r.u32()
 		if r.err == nil && nd > 8 {
-			return nil, fmt.Errorf("tensor %d (%s): %d dimensions (at most 8)", i, t.Name, nd)
+			return fmt.Errorf("tensor %d (%s): %d dimensions (at most 8)", i, t.Name, nd)
 		}
 		t.Shape = make([]int, nd)
+		elems := 1
 		for d := range nd {
 			n := r.u64()
-			if n > 1<<40 {
-				return nil, fmt.Errorf("tensor %s: dimension %d is out of range", t.Name, n)
+			if n > 1<<40 || n != 0 && elems > (1<<48)/int(n) {
+				return fmt.Errorf("tensor %s: dimension %d is out of range", t.Name, n)
 			}
 			t.Shape[nd-1-d] = int(n)
-		}
-		elems := 1
-		for _, d := range t.Shape {
-			if d != 0 && elems > (1<<48)/d {
-				return nil, fmt.Errorf("tensor %s: shape %v has too many elements", t.Name, t.Shape)
-			}
-			elems *= d
+			elems *= int(n)
 		}
 		t.Type = Type(r.u32())
 		t.Offset = r.u64()
 		if r.err != nil {
-			return nil, fmt.Errorf("tensor table entry %d: %w", i, r.err)
+			return fmt.Errorf("tensor table entry %d: %w", i, r.err)
 		}
 		if _, dup := g.tensor[t.Name]; dup {
-			return nil, fmt.Errorf("tensor %s appears twice", t.Name)
+			return fmt.Errorf("tensor %s appears twice", t.Name)
 		}
 		g.tensor[t.Name] = len(g.Tensors)
 		g.Tensors = append(g.Tensors, t)
 	}
-	g.DataOffset = align(uint64(r.off), g.Alignment)
+	return nil
+}
+
+// checkData places the data section after the header (end) and checks every tensor of a known type lies in it.
+func (g *File) checkData(buf []byte, end uint64) error {
+	g.DataOffset = align(end, g.Alignment)
 	if g.DataOffset > uint64(len(buf)) {
 		if len(g.Tensors) > 0 {
-			return nil, fmt.Errorf("data section starts at %d, past the end of the file (%d bytes; truncated?)", g.DataOffset, len(buf))
+			return fmt.Errorf("data section starts at %d, past the end of the file (%d bytes; truncated?)", g.DataOffset, len(buf))
 		}
 		g.DataOffset = uint64(len(buf))
 	}
 	g.data = buf[g.DataOffset:]
 	for _, t := range g.Tensors {
 		if t.Offset%g.Alignment != 0 {
-			return nil, fmt.Errorf("tensor %s: offset %d is not a multiple of the alignment %d", t.Name, t.Offset, g.Alignment)
+			return fmt.Errorf("tensor %s: offset %d is not a multiple of the alignment %d", t.Name, t.Offset, g.Alignment)
 		}
 		if !t.Type.Known() {
 			continue // sized only when read; Bytes names the type
 		}
 		n, err := t.Bytes()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if t.Offset+uint64(n) > uint64(len(g.data)) {
-			return nil, fmt.Errorf("tensor %s: %d bytes at offset %d run past the data section (%d bytes; truncated?)", t.Name, n, t.Offset, len(g.data))
+			return fmt.Errorf("tensor %s: %d bytes at offset %d run past the data section (%d bytes; truncated?)", t.Name, n, t.Offset, len(g.data))
 		}
 	}
-	return g, nil
+	return nil
 }
 
 // Close unmaps the file; tensor bytes returned earlier must not be used afterwards.
