@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -185,4 +186,43 @@ func TestRequestAndAdapterLog(t *testing.T) {
 			t.Fatal("health probes are logged")
 		}
 	}
+}
+
+// TestModelsListOnlyLoadableAdapters: /v1/models leaves out --adapter-dir entries that cannot load (no weights,
+// weights that are not a regular file, a recent failure), and errors name no server directory.
+func TestModelsListOnlyLoadableAdapters(t *testing.T) {
+	e := newEnv(t, nil)
+	lib := filepath.Join(e.dir, "lib")
+	nw := writeFakeAdapter(t, filepath.Join(lib, "noweights"), "")
+	os.Remove(filepath.Join(nw, "adapter_model.safetensors"))
+	fifo := writeFakeAdapter(t, filepath.Join(lib, "fifo"), "")
+	os.Remove(filepath.Join(fifo, "adapter_model.safetensors"))
+	if err := syscall.Mkfifo(filepath.Join(fifo, "adapter_model.safetensors"), 0o644); err != nil {
+		t.Skipf("no FIFOs: %v", err)
+	}
+	bad := writeFakeAdapter(t, filepath.Join(lib, "bad"), "")
+	osWriteFile(filepath.Join(bad, "mismatch"), "shapes do not fit")
+	ids := func() string {
+		_, b := e.get(t, "/v1/models")
+		var l struct{ Data []struct{ ID string } }
+		json.Unmarshal(b, &l)
+		var out []string
+		for _, d := range l.Data {
+			out = append(out, d.ID)
+		}
+		return strings.Join(out, ",")
+	}
+	if got := ids(); got != "base,hello,shift,bad,lazy" {
+		t.Fatalf("models %s", got)
+	}
+	st, b := e.post(t, "/v1/chat/completions", chatBody("bad", "x", ""))
+	wantError(t, st, b, 400, "shapes do not fit")
+	if strings.Contains(string(b), e.dir) {
+		t.Fatalf("the error names a server directory: %s", b)
+	}
+	if got := ids(); got != "base,hello,shift,lazy" {
+		t.Fatalf("after bad failed to load: %s", got)
+	}
+	st, b = e.post(t, "/v1/chat/completions", chatBody("fifo", "x", ""))
+	wantError(t, st, b, 400, "not a regular file")
 }

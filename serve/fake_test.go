@@ -230,6 +230,9 @@ func writeFakeAdapter(t testing.TB, dir, script string) string {
 	if err := os.WriteFile(filepath.Join(dir, "adapter_config.json"), []byte(`{"peft_type":"LORA"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "adapter_model.safetensors"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if script != "" {
 		if err := os.WriteFile(filepath.Join(dir, "script.txt"), []byte(script), 0o644); err != nil {
 			t.Fatal(err)

@@ -28,9 +28,9 @@ func (s *Server) handleLoadLoRA(c echo.Context) error {
 	}
 	if err := s.reg.Load(req.LoRAName, req.LoRAPath); err != nil {
 		if errors.Is(err, engine.ErrAdapterNotFound) {
-			return openai.NotFound(fmt.Sprintf("No adapter found for %s: %v", req.LoRAPath, err))
+			return openai.NotFound(fmt.Sprintf("No adapter found for %s: %s", req.LoRAPath, s.redact(err)))
 		}
-		return openai.BadRequest("lora_path", "Failed to load LoRA adapter '%s': %v", req.LoRAName, err)
+		return openai.BadRequest("lora_path", "Failed to load LoRA adapter '%s': %s", req.LoRAName, s.redact(err))
 	}
 	return c.String(http.StatusOK, fmt.Sprintf("Success: LoRA adapter '%s' added successfully.", req.LoRAName))
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/lorakit/lorakit/serve/openai"
 )
 
-// cards lists the base model, every loaded adapter and every adapter --adapter-dir can load on demand.
+// cards lists the base model, every loaded adapter and every adapter --adapter-dir can load on demand (not those
+// whose files are missing or not regular files, nor those that failed to load recently).
 func (s *Server) cards() []openai.ModelCard {
 	base := s.name
 	cards := []openai.ModelCard{{ID: s.name, Object: "model", Created: s.created, OwnedBy: "lorakit", Root: s.cfg.ModelRoot,
@@ -30,7 +31,8 @@ func (s *Server) cards() []openai.ModelCard {
 				continue
 			}
 			p := filepath.Join(s.cfg.AdapterDir, n)
-			if _, err := os.Stat(filepath.Join(p, "adapter_config.json")); err != nil {
+			// Listed only when it can load: both files present and regular, and no recent failure to load it.
+			if _, err := os.Stat(filepath.Join(p, "adapter_model.safetensors")); err != nil || engine.CheckFiles(p) != nil || s.reg.Failure(n) != nil {
 				continue
 			}
 			cards = append(cards, openai.ModelCard{ID: n, Object: "model", Created: s.created, OwnedBy: "lorakit",

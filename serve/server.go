@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -139,6 +140,7 @@ type Server struct {
 	// admission bounds (admit.go)
 	maxN, maxChoices, maxTokBytes int
 	memory                        memoryReturner
+	privateDirs                   []string
 	log                           *slog.Logger
 }
 
@@ -190,6 +192,7 @@ func New(cfg Config) (*Server, error) {
 		maxN: cfg.MaxN, maxChoices: cfg.MaxQueue, maxTokBytes: maxTokenBytes(cfg.Model)}
 	s.memory.delay = time.Second
 	s.log = cfg.Logger
+	s.privateDirs = privateDirs(cfg)
 	s.metrics = newMetrics(cfg.ModelName, s.scrape)
 	rc := engine.RegistryConfig{Load: cfg.Model.LoadAdapter, Dir: cfg.AdapterDir,
 		MaxLoaded: cfg.MaxLoadedAdapters, AllowAnyPath: cfg.AllowAnyAdapterPath, Observer: adapterEvents{s.metrics, s.log},
@@ -503,12 +506,44 @@ func (s *Server) lease(ctx context.Context, model string) (*engine.Lease, error)
 	}
 	l, err := s.reg.Acquire(ctx, model)
 	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil, err // the client went away while the adapter loaded
+		}
 		if errors.Is(err, engine.ErrAdapterNotFound) {
 			return nil, openai.ModelNotFound(model)
 		}
-		return nil, openai.BadRequest("model", "adapter %q could not be loaded: %v", model, err)
+		return nil, openai.BadRequest("model", "adapter %q could not be loaded: %s", model, s.redact(err))
 	}
 	return l, nil
+}
+
+// redact is err's message without the server's own directories (the adapter dir, the model folder, the working
+// directory): a client learns what is wrong with the adapter, not where the server keeps its files.
+func (s *Server) redact(err error) string {
+	msg := err.Error()
+	for _, d := range s.privateDirs {
+		msg = strings.ReplaceAll(msg, d+string(filepath.Separator), "")
+		msg = strings.ReplaceAll(msg, d, ".")
+	}
+	return msg
+}
+
+// privateDirs lists the absolute directories redact removes, longest first.
+func privateDirs(cfg Config) []string {
+	var out []string
+	for _, d := range []string{cfg.AdapterDir, cfg.ModelRoot, "."} {
+		if d == "" {
+			continue
+		}
+		if a, err := filepath.Abs(d); err == nil && a != string(filepath.Separator) {
+			out = append(out, a)
+			if e, err := filepath.EvalSymlinks(a); err == nil && e != a {
+				out = append(out, e)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
 }
 
 // submitError maps an engine.Submit error to an OpenAI error; param names where the prompt came from.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,7 +32,12 @@ import (
 // the rank the config gives the module, and an adapter_model.bin without safetensors. What only a merge can
 // apply (Embed, Saved, BaseLayers that differ from the base) is accepted here; CheckUnmerged reports it for the
 // commands that apply an adapter without merging it.
-func Load(dir string) (*Adapter, error) {
+func Load(dir string) (*Adapter, error) { return load(dir, nil) }
+
+// load is Load checking, when linear is set, every linear module's shapes against the base from the file's
+// header, before any tensor is read: a file that claims gigabytes of weights for another model is refused without
+// reading them.
+func load(dir string, linear func(module string) (in, out int, ok bool)) (*Adapter, error) {
 	cfg, err := LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -53,7 +59,11 @@ func Load(dir string) (*Adapter, error) {
 	defer f.Close()
 	a := New(*cfg)
 	a.Dir = dir
-	if err := a.fromFile(f); err != nil {
+	if err := a.fromFile(f, linear); err != nil {
+		var fit *fitError
+		if errors.As(err, &fit) {
+			return nil, fmt.Errorf("adapter %s does not fit the base model: %w", dir, fit.err)
+		}
 		return nil, fmt.Errorf("load adapter %s: %w", path, err)
 	}
 	return a, nil
@@ -91,7 +101,12 @@ type abInfo struct {
 }
 
 // complexity: one branch per PEFT tensor key form (lora_A/B, embeddings, DoRA, biases, modules_to_save), each naming the key it rejects.
-func (a *Adapter) fromFile(f *safetensors.File) error {
+// fitError is an adapter whose shapes do not fit the base (Check's summary), found from the header.
+type fitError struct{ err error }
+
+func (e *fitError) Error() string { return e.err.Error() }
+
+func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, out int, ok bool)) error {
 	cfg := &a.Config
 	pairs := map[string]*abInfo{}
 	names := map[string]bool{} // adapter names found inside keys
@@ -223,16 +238,8 @@ func (a *Adapter) fromFile(f *safetensors.File) error {
 		if r == 0 || in == 0 || out == 0 {
 			return fmt.Errorf("tensor %q: empty shape %v", p.a, p.ia.Shape)
 		}
-		A, err := f.Float32s(p.a)
-		if err != nil {
-			return err
-		}
-		B, err := f.Float32s(p.b)
-		if err != nil {
-			return err
-		}
 		alpha := cfg.AlphaFor(m)
-		pr := &Pair{A: A, B: B, R: r, In: in, Out: out, Alpha: alpha, Scale: Scaling(alpha, r, cfg.UseRSLoRA)}
+		pr := &Pair{R: r, In: in, Out: out, Alpha: alpha, Scale: Scaling(alpha, r, cfg.UseRSLoRA)}
 		if p.embed {
 			if a.Embed == nil {
 				a.Embed = map[string]*Pair{}
@@ -245,7 +252,41 @@ func (a *Adapter) fromFile(f *safetensors.File) error {
 	if len(a.Modules) == 0 && len(a.Saved) == 0 && len(a.Embed) == 0 {
 		return errors.New("no LoRA tensors (lora_A/lora_B or lora_embedding_A/B) and no modules_to_save tensors")
 	}
+	if linear != nil {
+		if err := a.Check(linear); err != nil {
+			return &fitError{err}
+		}
+	}
+	// Only now, with every shape known to fit, are the weights read, and refused if any is NaN or ±Inf.
+	for _, m := range modules {
+		p, pr := pairs[m], a.Modules[m]
+		if p.embed {
+			pr = a.Embed[m]
+		}
+		var err error
+		if pr.A, err = finiteFloats(f, p.a); err != nil {
+			return err
+		}
+		if pr.B, err = finiteFloats(f, p.b); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// finiteFloats reads tensor name as f32, refusing a NaN or infinite value (a corrupt or diverged adapter would
+// otherwise turn every output it touches into NaN).
+func finiteFloats(f *safetensors.File, name string) ([]float32, error) {
+	v, err := f.Float32s(name)
+	if err != nil {
+		return nil, err
+	}
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return nil, fmt.Errorf("tensor %q holds %v at index %d: the adapter's weights are corrupt (NaN or infinite)", name, x, i)
+		}
+	}
+	return v, nil
 }
 
 // Base describes the model an adapter is applied to without merging (generate, eval, data score, serve).
@@ -300,21 +341,17 @@ func (a *Adapter) CheckUnmerged(base Base) error {
 	return nil
 }
 
-// LoadUnmerged is Load, CheckUnmerged and Check: the adapter as generate, eval, data score and serve apply it.
+// LoadUnmerged is Load, Check (from the header, before the weights are read) and CheckUnmerged: the adapter as
+// generate, eval, data score and serve apply it.
 func LoadUnmerged(dir string, base Base) (*Adapter, error) {
-	a, err := Load(dir)
+	a, err := load(dir, base.Linear)
 	if err != nil {
 		return nil, err
 	}
 	if err := a.CheckUnmerged(base); err != nil {
 		return nil, err
 	}
-	if base.Linear != nil {
-		if err := a.Check(base.Linear); err != nil {
-			return nil, fmt.Errorf("adapter %s does not fit the base model: %w", dir, err)
-		}
-	}
-	return a, nil
+	return a, nil // load checked the shapes against base.Linear
 }
 
 // baseLayerKey is the saved key of a base layer: "model.embed_tokens.weight" →

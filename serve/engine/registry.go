@@ -40,6 +40,9 @@ type RegistryConfig struct {
 	// Fetch, if set, finds adapters named in requests (in place of Dir): it returns a local folder, kept until
 	// release is called, or an error wrapping ErrAdapterNotFound.
 	Fetch func(ctx context.Context, name string) (dir string, release func(), err error)
+	// FailureTTL is how long a failed load from Dir is remembered, so requests naming a broken adapter do not
+	// each repeat the load (default DefaultFailureTTL; forgotten sooner when the folder's files change).
+	FailureTTL time.Duration
 	// RemotePrefix is where Fetch looks (e.g. "s3://bucket/adapters/"): load API paths under it are allowed.
 	RemotePrefix string
 }
@@ -85,6 +88,8 @@ type Registry struct {
 	loading map[string]*loadCall
 	allowed map[string]bool // startup adapter paths (cleaned, absolute)
 	dirAbs  string
+	// failures are failed --adapter-dir loads by name (adapterfiles.go).
+	failures map[string]failure
 }
 
 // NewRegistry makes an empty registry.
@@ -92,7 +97,8 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 	if cfg.Load == nil {
 		return nil, errors.New("engine: RegistryConfig.Load is required")
 	}
-	r := &Registry{cfg: cfg, byName: map[string]*entry{}, loading: map[string]*loadCall{}, allowed: map[string]bool{}}
+	r := &Registry{cfg: cfg, byName: map[string]*entry{}, loading: map[string]*loadCall{}, allowed: map[string]bool{},
+		failures: map[string]failure{}}
 	if cfg.Dir != "" {
 		d, err := canonical(cfg.Dir)
 		if err != nil {
@@ -198,6 +204,9 @@ func (r *Registry) install(name, path string, lazy, acquire bool) (*Lease, error
 		return nil, fmt.Errorf("%w: %s: %v", ErrAdapterNotFound, path, err)
 	} else if !st.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory", ErrAdapterNotFound, path)
+	}
+	if err := CheckFiles(path); err != nil {
+		return nil, fmt.Errorf("adapter %s (%s): %w", name, path, err)
 	}
 	t0 := time.Now()
 	d, err := r.cfg.Load(path)
@@ -337,13 +346,24 @@ func (r *Registry) Acquire(ctx context.Context, name string) (*Lease, error) {
 				r.mu.Unlock()
 				return nil, fmt.Errorf("%w: %s", ErrAdapterNotFound, name)
 			}
+			if err := r.failed(name, filepath.Join(r.dirAbs, name)); err != nil {
+				r.mu.Unlock()
+				return nil, err
+			}
 		}
 		c := &loadCall{done: make(chan struct{})}
 		r.loading[name] = c
 		r.mu.Unlock()
+		st := ""
+		if r.cfg.Fetch == nil {
+			st = stamp(filepath.Join(r.dirAbs, name))
+		}
 		l, err := r.loadLazy(ctx, name)
 		c.err = err
 		r.mu.Lock()
+		if err != nil && r.cfg.Fetch == nil && !errors.Is(err, ErrAdapterNotFound) {
+			r.failures[name] = failure{err: err, at: time.Now(), stamp: st}
+		}
 		delete(r.loading, name)
 		r.mu.Unlock()
 		close(c.done)
