@@ -67,8 +67,9 @@ func (s *Server) handleChat(c echo.Context) error {
 	}
 	// A completion that opens with <think> is split into reasoning and content whatever the template says (as
 	// vLLM's deepseek_r1 parser does): models fine-tuned on reasoning_content data emit the block themselves.
-	// Text that does not start with <think> passes through unchanged.
-	startThink := s.model.SupportsReasoning() && openai.PromptOpensThink(prompt)
+	// Text that does not start with <think> passes through unchanged. A constrained output has no think block,
+	// even after a generation prompt that opens one: it is all content.
+	startThink := s.model.SupportsReasoning() && openai.PromptOpensThink(prompt) && constrain == nil
 	id, created := newID("chatcmpl-"), time.Now().Unix()
 	if req.Stream {
 		return s.streamChat(c, req, runs, id, created, startThink, parser)

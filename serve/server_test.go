@@ -293,6 +293,12 @@ func TestReasoningSplit(t *testing.T) {
 	if msg["reasoning_content"] != "never closes" || msg["content"] != nil {
 		t.Fatalf("unclosed think %s", b)
 	}
+	// a constrained output after a generation prompt that opens <think> is all content
+	_, b = e.post(t, "/v1/chat/completions", chatBody("base", "2+2?", `"guided_choice":["yes","no"]`))
+	msg = decode(t, b)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+	if _, ok := msg["reasoning_content"]; ok || (msg["content"] != "yes" && msg["content"] != "no") {
+		t.Fatalf("constrained after <think> %s", b)
+	}
 	evs := e.stream(t, "/v1/chat/completions", chatBody("think", "2+2?", `"stream":true`))
 	var rsn, content strings.Builder
 	for _, ev := range evs[1 : len(evs)-1] {
