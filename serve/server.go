@@ -105,6 +105,9 @@ type Config struct {
 	MaxModelLen int
 	// PrefillChunk is the prompt-token budget per engine step (default 256).
 	PrefillChunk int
+	// PrefixCache bounds the bytes of prompt-block KV kept for requests sharing a prefix under the same adapter
+	// (engine.Config.PrefixCache); 0 turns prefix caching off.
+	PrefixCache int64
 	// MaxBodyBytes limits request bodies (default 8 MiB); larger bodies get 413.
 	MaxBodyBytes int64
 	// MaxN bounds a request's n (default and upper bound 128).
@@ -231,7 +234,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	eng, err := engine.New(engine.Config{Backend: cfg.Model, NewDecoder: cfg.Model.NewDecoder, NewSampler: cfg.Model.NewSampler,
 		EOS: cfg.Model.EOS(), TurnEnd: cfg.Model.TurnEnd(), MaxBatch: cfg.MaxBatch, MaxQueue: cfg.MaxQueue, MaxModelLen: maxLen,
-		PrefillChunk: cfg.PrefillChunk, Observer: s.metrics})
+		PrefillChunk: cfg.PrefillChunk, PrefixCache: cfg.PrefixCache, Observer: s.metrics})
 	if err != nil {
 		return nil, err
 	}

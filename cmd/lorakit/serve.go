@@ -30,7 +30,8 @@ func init() { register(newServeCmd) }
 func newServeCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, quantType, headType, host, apiKey, servedName string
-		adapterCache, adapterCacheSize                                      string
+		adapterCache, adapterCacheSize, prefixCacheSize                     string
+		prefixCaching                                                       bool
 		adapterDType                                                        string
 		adapters                                                            []string
 		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads           int
@@ -87,6 +88,14 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 				return fmt.Errorf("serve: %w", err)
 			}
 			modelDir = base.Dir
+			var prefixBytes int64
+			if prefixCaching {
+				n, err := parseSize(prefixCacheSize)
+				if err != nil || n <= 0 {
+					return fmt.Errorf("serve: --prefix-cache-size %q: want a positive size such as 1GiB or 500MB", prefixCacheSize)
+				}
+				prefixBytes = n
+			}
 			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
 			if err != nil {
 				return err
@@ -120,7 +129,8 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 					return r.Dir, err
 				},
 				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk,
-				MaxN: maxN, MaxConns: maxConns, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout,
+				PrefixCache: prefixBytes,
+				MaxN:        maxN, MaxConns: maxConns, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout,
 				ShutdownTimeout: shutdownTimeout, Logger: logger})
 			if err != nil {
 				return err
@@ -147,6 +157,8 @@ SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit
 	f.StringVar(&adapterDir, "adapter-dir", "", "folder, or s3://BUCKET/PREFIX, of adapters loaded on first use by name")
 	f.StringVar(&adapterCache, "adapter-cache", "", "local cache of adapters from s3:// (default: the user cache folder's lorakit/adapters)")
 	f.StringVar(&adapterCacheSize, "adapter-cache-size", "10GiB", "bound of --adapter-cache; least recently used adapters are removed beyond it")
+	f.BoolVar(&prefixCaching, "enable-prefix-caching", true, "reuse the KV of prompt prefixes (16-token blocks) that earlier requests with the same adapter computed; outputs are the same either way")
+	f.StringVar(&prefixCacheSize, "prefix-cache-size", "1GiB", "bound of the prefix cache's KV copies; least recently used blocks are dropped beyond it")
 	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
 	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")
 	f.StringVar(&quantType, "quant", "", `quantise the base at load: "nf4" or "fp4"`)

@@ -1,5 +1,10 @@
 package llama
 
+import (
+	"fmt"
+	"slices"
+)
+
 // KVCache holds the rotated keys and the values of one sequence, per layer, as rows of
 // num_key_value_heads·head_dim floats. Storage grows on demand (doubling) up to the size given to NewCache, so
 // a large maximum costs nothing until it is used.
@@ -53,4 +58,50 @@ func (c *KVCache) reserve(n int) {
 		copy(v, c.v[l][:c.n*c.kvDim])
 		c.v[l] = v
 	}
+}
+
+// KVRows is a copy of the keys and values of consecutive positions of one sequence, every layer: what a prefix
+// cache keeps of a prompt block so that another sequence with the same prefix (and adapter) appends it instead
+// of recomputing it.
+type KVRows struct {
+	k, v  [][]float32 // [layer][pos*kvDim + …]
+	n     int
+	kvDim int
+}
+
+// Len is the number of positions held.
+func (r *KVRows) Len() int { return r.n }
+
+// Bytes is the memory the rows hold.
+func (r *KVRows) Bytes() int64 { return int64(2*len(r.k)*r.n*r.kvDim) * 4 }
+
+// Rows copies the cached positions [from, to).
+func (c *KVCache) Rows(from, to int) (*KVRows, error) {
+	if from < 0 || from > to || to > c.n {
+		return nil, fmt.Errorf("llama: KV rows [%d, %d) outside the %d cached positions", from, to, c.n)
+	}
+	r := &KVRows{k: make([][]float32, len(c.k)), v: make([][]float32, len(c.v)), n: to - from, kvDim: c.kvDim}
+	for l := range c.k {
+		r.k[l] = slices.Clone(c.k[l][from*c.kvDim : to*c.kvDim])
+		r.v[l] = slices.Clone(c.v[l][from*c.kvDim : to*c.kvDim])
+	}
+	return r, nil
+}
+
+// Append adds rows copied from a cache of the same model after the cached positions: they must be the keys and
+// values the model would compute at these positions, as Rows of a sequence with the same tokens before them gives.
+func (c *KVCache) Append(r *KVRows) error {
+	if r.kvDim != c.kvDim || len(r.k) != len(c.k) {
+		return fmt.Errorf("llama: KV rows of %d layers × %d do not fit a cache of %d × %d", len(r.k), r.kvDim, len(c.k), c.kvDim)
+	}
+	if c.n+r.n > c.max {
+		return fmt.Errorf("llama: %d KV rows after %d positions exceed the cache's %d", r.n, c.n, c.max)
+	}
+	c.reserve(c.n + r.n)
+	for l := range c.k {
+		copy(c.k[l][c.n*c.kvDim:], r.k[l])
+		copy(c.v[l][c.n*c.kvDim:], r.v[l])
+	}
+	c.n += r.n
+	return nil
 }

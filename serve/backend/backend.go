@@ -60,6 +60,28 @@ type Backend struct {
 
 func (b *Backend) NewState(maxLen int) engine.State { return b.m.Net.NewCache(maxLen) }
 
+// ExportKV copies positions [from, to) of a sequence's KV cache (engine.KVBlocks, for prefix caching).
+func (b *Backend) ExportKV(s engine.State, from, to int) (engine.KV, error) {
+	c, ok := s.(*llama.KVCache)
+	if !ok {
+		return nil, fmt.Errorf("backend: foreign state %T", s)
+	}
+	return c.Rows(from, to)
+}
+
+// ImportKV appends rows ExportKV gave to a sequence's KV cache.
+func (b *Backend) ImportKV(s engine.State, kv engine.KV) error {
+	c, ok := s.(*llama.KVCache)
+	if !ok {
+		return fmt.Errorf("backend: foreign state %T", s)
+	}
+	r, ok := kv.(*llama.KVRows)
+	if !ok {
+		return fmt.Errorf("backend: foreign KV rows %T", kv)
+	}
+	return c.Append(r)
+}
+
 func (b *Backend) VocabSize() int { return b.m.Config.VocabSize }
 
 func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 
 	"runtime"
 	"slices"
@@ -33,6 +34,9 @@ type Config struct {
 	// PrefillChunk is the prompt-token budget per step shared by all prefilling sequences (default 256), so a long
 	// prompt never stalls the decoding ones for more than one chunk.
 	PrefillChunk int
+	// PrefixCache is the most bytes of prompt-block KV rows kept for reuse by later requests with the same prefix
+	// and adapter (prefix caching; needs a Backend implementing KVBlocks); 0 turns it off.
+	PrefixCache int64
 	// Observer receives metrics; may be nil.
 	Observer Observer
 }
@@ -66,6 +70,9 @@ type Stats struct {
 	// KVReserved is the number of token positions the running sequences' KV caches are sized for (each holds
 	// prompt + max new tokens); KVCapacity is MaxBatch × MaxModelLen, the most the engine ever reserves at once.
 	KVReserved, KVCapacity int
+	// PrefixQueries and PrefixHits count the prompt tokens looked up in the prefix cache and those found there
+	// (vLLM's prefix_cache_queries and prefix_cache_hits); both stay 0 with the cache off.
+	PrefixQueries, PrefixHits int64
 }
 
 // KVUsage is KVReserved / KVCapacity, in [0, 1].
@@ -91,6 +98,7 @@ type Engine struct {
 	closed   bool           // loop must exit
 	exited   chan struct{}
 	idle     chan struct{} // closed and replaced when the engine becomes idle while stopping
+	prefix   *prefixCache  // nil: prefix caching off
 }
 
 type seq struct {
@@ -112,6 +120,9 @@ type seq struct {
 	admitted time.Time // zero until the loop takes it from the queue
 	lastTok  time.Time
 	released bool
+	// keys are the prompt's chained block keys while prefix caching is on; the blocks before stored are cached.
+	keys   []blockKey
+	stored int
 }
 
 // New starts an engine.
@@ -132,6 +143,9 @@ func New(cfg Config) (*Engine, error) {
 		cfg.PrefillChunk = 256
 	}
 	e := &Engine{cfg: cfg, running: map[string]int{}, exited: make(chan struct{}), idle: make(chan struct{})}
+	if kv, ok := cfg.Backend.(KVBlocks); ok && cfg.PrefixCache > 0 {
+		e.prefix = newPrefixCache(kv, cfg.PrefixCache)
+	}
 	e.cond = sync.NewCond(&e.mu)
 	go e.loop()
 	return e, nil
@@ -145,6 +159,9 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Stats{Waiting: len(e.wait), Active: e.nActive, KVReserved: e.kvRes, KVCapacity: e.cfg.MaxBatch * e.cfg.MaxModelLen}
+	if e.prefix != nil {
+		st.PrefixQueries, st.PrefixHits = e.prefix.queries.Load(), e.prefix.hits.Load()
+	}
 	for n := range e.running {
 		st.RunningAdapters = append(st.RunningAdapters, n)
 	}
@@ -388,6 +405,7 @@ func (e *Engine) step() {
 				s.stop = e.rule(s).Start()
 				s.hist = make([]int, len(s.req.Prompt), len(s.req.Prompt)+min(s.maxNew, 4096))
 				copy(s.hist, s.req.Prompt)
+				e.reusePrefix(s)
 			}
 			n := min(len(s.req.Prompt)-s.pos, budget)
 			budget -= n
@@ -446,6 +464,7 @@ func (e *Engine) step() {
 		}
 		if s.chunk > 0 {
 			s.pos += s.chunk
+			e.storePrefix(s)
 			if s.pos < len(s.req.Prompt) {
 				continue // more prompt to prefill
 			}
@@ -474,6 +493,29 @@ func (e *Engine) step() {
 		wg.Wait()
 	}
 	e.removeFinished()
+}
+
+// reusePrefix starts s's fresh state with the cached KV of its prompt's longest cached block chain under its
+// adapter, so that only the rest is prefilled. A request asking for prompt logprobs needs every prompt position's
+// logits: it computes them all (and still caches its blocks).
+func (e *Engine) reusePrefix(s *seq) {
+	if e.prefix == nil || (s.req.Adapter != nil && !reflect.TypeOf(s.req.Adapter).Comparable()) {
+		return // an adapter that cannot be a map key has no identity to key blocks by
+	}
+	s.keys = e.prefix.keys(s.req.Adapter, s.req.Prompt)
+	if !s.req.PromptLogprobs {
+		s.pos = e.prefix.lookup(s.state, s.req.Adapter, s.req.Prompt, s.keys)
+	}
+	s.stored = s.pos
+}
+
+// storePrefix caches the prompt blocks s has prefilled since the last call.
+func (e *Engine) storePrefix(s *seq) {
+	if s.keys == nil {
+		return
+	}
+	e.prefix.store(s.state, s.req.Adapter, s.req.Prompt, s.keys, s.stored, s.pos)
+	s.stored = s.pos / PrefixBlock * PrefixBlock
 }
 
 // forward calls the backend, turning a panic in model code into an error so one bad request cannot kill the server.
@@ -622,6 +664,10 @@ func (e *Engine) finish(s *seq, reason string, err error) {
 		return
 	}
 	s.released = true
+	if s.keys != nil {
+		e.prefix.release(s.req.Adapter)
+		s.keys = nil
+	}
 	s.state, s.dec, s.smp, s.hist, s.stop = nil, nil, nil, nil, nil
 	if s.req.Release != nil {
 		s.req.Release() // before the last event, so a reader that saw the end sees the reference dropped

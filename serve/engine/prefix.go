@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"container/list"
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// KVBlocks is implemented by a Backend whose states can share key/value rows. Prefix caching copies the rows of
+// whole prompt blocks out of a sequence that prefilled them and appends them to a new sequence with the same
+// prefix and adapter, which then prefills only the rest.
+type KVBlocks interface {
+	// ExportKV copies the state's positions [from, to).
+	ExportKV(s State, from, to int) (KV, error)
+	// ImportKV appends rows ExportKV gave after the state's positions.
+	ImportKV(s State, kv KV) error
+}
+
+// KV is a copy of some positions' keys and values (KVBlocks).
+type KV interface {
+	Bytes() int64
+}
+
+// PrefixBlock is the number of prompt tokens a prefix-cache block holds (vLLM's default block size).
+const PrefixBlock = 16
+
+// blockKey is a block's chained hash: SHA-256 of the parent block's key, the adapter's identity and the block's
+// tokens, as vLLM's automatic prefix caching hashes blocks; equal keys mean an equal prefix under one adapter.
+type blockKey [sha256.Size]byte
+
+// prefixEntry is one cached block. It keeps what its key was made of, so a lookup checks the chain exactly and a
+// hash collision can never serve the wrong rows.
+type prefixEntry struct {
+	key, parent blockKey
+	adapter     Delta
+	tokens      []int
+	kv          KV
+	elem        *list.Element
+}
+
+// prefixCache holds KV rows of prompt blocks keyed by chained block hash, LRU-evicted under a byte bound. Only
+// the engine goroutine calls its methods but release (also called from the sampling workers); the counters are
+// read by Stats from any goroutine.
+type prefixCache struct {
+	mu       sync.Mutex // release runs from finish, which sampling workers call
+	kv       KVBlocks
+	limit    int64
+	bytes    int64
+	blocks   map[blockKey]*prefixEntry
+	lru      *list.List // front: most recently used
+	adapters map[Delta]*adapterID
+	nextID   uint64
+	// queries and hits count prompt tokens looked up and found (vllm:prefix_cache_queries / _hits).
+	queries, hits atomic.Int64
+}
+
+// adapterID numbers an adapter for hashing while some cached block or running sequence uses it (both hold the
+// Delta, so its identity cannot pass to another adapter meanwhile, and a reloaded adapter gets a new number).
+type adapterID struct {
+	id   uint64
+	refs int
+}
+
+func newPrefixCache(kv KVBlocks, limit int64) *prefixCache {
+	return &prefixCache{kv: kv, limit: limit, blocks: map[blockKey]*prefixEntry{}, lru: list.New(),
+		adapters: map[Delta]*adapterID{}}
+}
+
+// keys returns the chained keys of the whole blocks of prompt under adapter, which it holds until release. An
+// adapter not yet numbered gets a fresh number, which no cached block uses.
+func (c *prefixCache) keys(adapter Delta, prompt []int) []blockKey {
+	c.mu.Lock()
+	id := c.hold(adapter)
+	c.mu.Unlock()
+	out := make([]blockKey, 0, len(prompt)/PrefixBlock)
+	var parent blockKey
+	buf := make([]byte, 0, len(parent)+8+8*PrefixBlock)
+	for b := 0; (b+1)*PrefixBlock <= len(prompt); b++ {
+		buf = append(buf[:0], parent[:]...)
+		buf = binary.LittleEndian.AppendUint64(buf, id)
+		for _, t := range prompt[b*PrefixBlock : (b+1)*PrefixBlock] {
+			buf = binary.LittleEndian.AppendUint64(buf, uint64(t))
+		}
+		parent = sha256.Sum256(buf)
+		out = append(out, parent)
+	}
+	return out
+}
+
+// hold returns adapter's number for hashing (0 for the base model) and counts one more user of it.
+func (c *prefixCache) hold(adapter Delta) uint64 {
+	if adapter == nil {
+		return 0
+	}
+	a, ok := c.adapters[adapter]
+	if !ok {
+		c.nextID++
+		a = &adapterID{id: c.nextID}
+		c.adapters[adapter] = a
+	}
+	a.refs++
+	return a.id
+}
+
+// release drops one user of adapter's number, and the number with the last.
+func (c *prefixCache) release(adapter Delta) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.drop(adapter)
+}
+
+// drop is release with c.mu held.
+func (c *prefixCache) drop(adapter Delta) {
+	if a, ok := c.adapters[adapter]; ok {
+		if a.refs--; a.refs <= 0 {
+			delete(c.adapters, adapter)
+		}
+	}
+}
+
+// lookup appends the longest cached chain of prompt's blocks to state, leaving at least the last prompt token
+// to prefill so that the first logits are computed, and returns the positions it appended.
+func (c *prefixCache) lookup(state State, adapter Delta, prompt []int, keys []blockKey) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queries.Add(int64(len(prompt)))
+	var parent blockKey
+	var chain []*prefixEntry
+	for b, k := range keys {
+		if (b+1)*PrefixBlock >= len(prompt) {
+			break // the last token is always prefilled
+		}
+		e, ok := c.blocks[k]
+		if !ok || e.parent != parent || e.adapter != adapter || !slices.Equal(e.tokens, prompt[b*PrefixBlock:(b+1)*PrefixBlock]) {
+			break
+		}
+		chain = append(chain, e)
+		parent = k
+	}
+	n := 0
+	for _, e := range chain {
+		if c.kv.ImportKV(state, e.kv) != nil {
+			break // the state refuses the rows (full): prefill them instead
+		}
+		c.lru.MoveToFront(e.elem)
+		n += PrefixBlock
+	}
+	c.hits.Add(int64(n))
+	return n
+}
+
+// store caches the whole prompt blocks of state in [from, to) positions (multiples of PrefixBlock) that are not
+// cached yet, and evicts the least recently used blocks over the bound.
+func (c *prefixCache) store(state State, adapter Delta, prompt []int, keys []blockKey, from, to int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for b := from / PrefixBlock; b < to/PrefixBlock && b < len(keys); b++ {
+		k := keys[b]
+		if e, ok := c.blocks[k]; ok {
+			c.lru.MoveToFront(e.elem)
+			continue
+		}
+		kv, err := c.kv.ExportKV(state, b*PrefixBlock, (b+1)*PrefixBlock)
+		if err != nil {
+			return
+		}
+		e := &prefixEntry{key: k, adapter: adapter, tokens: slices.Clone(prompt[b*PrefixBlock : (b+1)*PrefixBlock]), kv: kv}
+		if b > 0 {
+			e.parent = keys[b-1]
+		}
+		e.elem = c.lru.PushFront(e)
+		c.blocks[k] = e
+		c.bytes += kv.Bytes()
+		c.hold(adapter) // the sequence storing holds it: the number stays the one keys used
+	}
+	for c.bytes > c.limit && c.lru.Len() > 0 {
+		c.evict(c.lru.Back().Value.(*prefixEntry))
+	}
+}
+
+// evict drops one block (and the adapter's number once no block uses it).
+func (c *prefixCache) evict(e *prefixEntry) {
+	c.lru.Remove(e.elem)
+	delete(c.blocks, e.key)
+	c.bytes -= e.kv.Bytes()
+	c.drop(e.adapter)
+}
