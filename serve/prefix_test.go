@@ -269,3 +269,41 @@ func BenchmarkPrefixCacheTTFT(b *testing.B) {
 		b.ReportMetric(float64(p50(off))/float64(p50(on)), "ratio")
 	}
 }
+
+// TestPrefixCacheMetrics: /metrics publishes the prompt tokens looked up and found: a repeated chat request finds
+// its whole blocks, and the same request gets the same answer.
+func TestPrefixCacheMetrics(t *testing.T) {
+	dir := t.TempDir()
+	if err := testmodel.Write(filepath.Join(dir, "model"), testmodel.Default()); err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.Load(filepath.Join(dir, "model"), models.LoadOptions{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	srv, err := New(Config{Model: backend.FromModel(m), ModelName: "tiny", PrefixCache: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	e := &testEnv{srv: srv, ts: newTS(t, srv)}
+	body := chatBody("tiny", "a question long enough to fill a few prefix blocks of sixteen tokens", `"temperature":0,"max_tokens":5`)
+	var answers []string
+	for range 2 {
+		st, b := e.postNoT(body)
+		if st != 200 {
+			t.Fatalf("%d %s", st, b)
+		}
+		answers = append(answers, decodeMap(b)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"].(string))
+	}
+	if answers[0] != answers[1] {
+		t.Errorf("answers differ: %q, %q", answers[0], answers[1])
+	}
+	fams := scrapeFamilies(t, e)
+	q := value(t, fams, "vllm:prefix_cache_queries_total", "model_name", "tiny")
+	h := value(t, fams, "vllm:prefix_cache_hits_total", "model_name", "tiny")
+	if h <= 0 || h >= q || int(h)%engine.PrefixBlock != 0 || h < q/2-engine.PrefixBlock {
+		t.Errorf("prefix cache: %g hit of %g queried tokens; want the second request's whole blocks", h, q)
+	}
+}
