@@ -248,3 +248,22 @@ func TestToolCallsAfterReasoning(t *testing.T) {
 		t.Fatalf("stream %q %d %q", rsn.String(), calls, finish)
 	}
 }
+
+// TestForcedToolCallLlama3JSON: with a Llama 3 JSON template, tool_choice "required" constrains the output to
+// {"name", "parameters"} and the call is parsed.
+func TestForcedToolCallLlama3JSON(t *testing.T) {
+	e := newEnv(t, func(c *Config, fm *fakeModel) {
+		fm.toolParser = openai.ToolParserLlama3JSON
+		c.Adapters["l3"] = writeFakeAdapter(t, filepath.Join(t.TempDir(), "l3"), `{"name": "get_weather", "parameters": {"city": "Oslo"}}`)
+	})
+	st, b := e.post(t, "/v1/chat/completions", chatBody("l3", "Weather in Oslo?", weatherTools+`,"tool_choice":"required"`))
+	msg := decode(t, b)["choices"].([]any)[0].(map[string]any)
+	calls, _ := msg["message"].(map[string]any)["tool_calls"].([]any)
+	if st != 200 || msg["finish_reason"] != "tool_calls" || len(calls) != 1 {
+		t.Fatalf("%d %s", st, b)
+	}
+	fn := calls[0].(map[string]any)["function"].(map[string]any)
+	if fn["name"] != "get_weather" || fn["arguments"] != `{"city": "Oslo"}` {
+		t.Fatalf("call %v", fn)
+	}
+}
