@@ -145,7 +145,7 @@ func TestHugeMessagesRefusedBeforeTokenizing(t *testing.T) {
 // TestStoriesLongPromptStopsTokenizing: with the real tokenizer a prompt past the byte bound is refused at once,
 // and one under it but over the context is refused from a prefix of its tokens.
 func TestStoriesLongPromptStopsTokenizing(t *testing.T) {
-	dir := filepath.Join(testenv.Dir(t, "models/stories260K"), "models", "stories260K")
+	dir := filepath.Join(testenv.Testdata(t), "models", "stories260K")
 	m, err := models.Load(dir, models.LoadOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)

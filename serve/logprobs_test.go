@@ -16,10 +16,7 @@ import (
 
 func storiesEnv(t *testing.T) *testEnv {
 	t.Helper()
-	sh := testenv.Shared()
-	if sh == "" {
-		t.Skip("LORAKIT_SHARED not set")
-	}
+	sh := testenv.Testdata(t)
 	m, err := models.Load(filepath.Join(sh, "models", "stories260K"), models.LoadOptions{Threads: 1})
 	if err != nil {
 		t.Fatal(err)

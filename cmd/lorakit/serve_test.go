@@ -21,7 +21,7 @@ import (
 
 // TestServeBusyPortNamesFlag: a port already in use is reported with the flag that picks another.
 func TestServeBusyPortNamesFlag(t *testing.T) {
-	model := filepath.Join(testenv.Dir(t, "models/stories260K"), "models", "stories260K")
+	model := filepath.Join(testenv.Testdata(t), "models", "stories260K")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func init() {
 // stream ends with [DONE] (finished, or cut with a server_shutting_down error event), and the process exits 0
 // soon after --shutdown-timeout.
 func TestServeSIGTERMDrainsAndExitsZero(t *testing.T) {
-	model := filepath.Join(testenv.Dir(t, "models/stories260K"), "models", "stories260K")
+	model := filepath.Join(testenv.Testdata(t), "models", "stories260K")
 	cmd := exec.Command(os.Args[0], "serve", "--model", model, "--port", "0", "--shutdown-timeout", "100ms",
 		"--write-timeout", "2s", "--log-format", "json", "--served-model-name", "stories")
 	cmd.Env = append(os.Environ(), "LORAKIT_SERVE_TEST_MAIN=1")

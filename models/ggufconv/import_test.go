@@ -81,7 +81,7 @@ func checkGoldenModel(t *testing.T, shared, file, logitsFile string, greedy bool
 // TestImportOwnExport: stories260K exported as f32 (and the bf16 folder as bf16) loads back from the GGUF file
 // with the golden greedy tokens and logits.
 func TestImportOwnExport(t *testing.T) {
-	shared := testenv.Dir(t, "golden")
+	shared := testenv.Testdata(t)
 	out := t.TempDir()
 	for _, c := range []struct {
 		src, logits string

@@ -87,7 +87,7 @@ func TestVocabRoundTripGolden(t *testing.T) {
 }
 
 func TestStoriesVocabKV(t *testing.T) {
-	dir := filepath.Join(testenv.Dir(t, "models"), "models", "stories260K")
+	dir := filepath.Join(testenv.Testdata(t), "models", "stories260K")
 	kvs, err := VocabKV(dir, 512)
 	if err != nil {
 		t.Fatal(err)
