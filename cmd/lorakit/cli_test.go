@@ -351,3 +351,19 @@ func TestWalkthrough(t *testing.T) {
 		t.Errorf("temporaries left: %v", left)
 	}
 }
+
+// TestTrainSkipsSummarised: train names the first few bad lines and counts the rest in one line.
+func TestTrainSkipsSummarised(t *testing.T) {
+	dir := fixture(t, testmodel.Default())
+	var b strings.Builder
+	b.WriteString(readFile(t, filepath.Join(dir, "d.jsonl")))
+	for i := 0; i < 20; i++ {
+		b.WriteString("{\"prompt\":\"x\"}\n")
+	}
+	writeFile(t, filepath.Join(dir, "bad.jsonl"), b.String())
+	r := cli(t, dir, "train", "--model", "base", "--data", "bad.jsonl", "--max-steps", "1", "--out", "a")
+	r.want(t, 0, "… and 15 more bad lines of bad.jsonl")
+	if n := strings.Count(r.stderr, "skip: "); n != 6 {
+		t.Errorf("%d skip lines, want 5 and the summary:\n%s", n, r.stderr)
+	}
+}

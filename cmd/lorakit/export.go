@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -81,99 +79,105 @@ file, or a Modelfile that lorakit did not write, is replaced only with --force.`
 			if err := checkReplace(out, force); err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			w := cmd.OutOrStdout()
-			report := struct {
-				Out       string           `json:"out"`
-				Base      *ggufconv.Result `json:"base,omitempty"`
-				BaseOut   string           `json:"base_out,omitempty"`
-				Result    *ggufconv.Result `json:"result"`
-				Modelfile string           `json:"modelfile,omitempty"`
-				Notes     []string         `json:"notes,omitempty"`
-			}{Out: out}
-			exportBase := func(dst string) (*ggufconv.Result, error) {
-				opts := ggufconv.ExportOptions{Type: t, Name: name}
-				var bar *progress.Bar
-				if !asJSON {
-					opts.Progress = func(done, total int) {
-						if bar == nil {
-							bar = progress.New(cmd.ErrOrStderr(), "export", int64(total), "tensors")
+			run := func(ctx context.Context) error {
+				w := cmd.OutOrStdout()
+				report := struct {
+					Out       string           `json:"out"`
+					Base      *ggufconv.Result `json:"base,omitempty"`
+					BaseOut   string           `json:"base_out,omitempty"`
+					Result    *ggufconv.Result `json:"result"`
+					Modelfile string           `json:"modelfile,omitempty"`
+					Notes     []string         `json:"notes,omitempty"`
+				}{Out: out}
+				exportBase := func(dst string) (*ggufconv.Result, error) {
+					opts := ggufconv.ExportOptions{Type: t, Name: name}
+					var bar *progress.Bar
+					if !asJSON {
+						opts.Progress = func(done, total int) {
+							if bar == nil {
+								bar = progress.New(cmd.ErrOrStderr(), "export", int64(total), "tensors")
+							}
+							bar.Set(int64(done), "")
 						}
-						bar.Set(int64(done), "")
 					}
-				}
-				if adapter != "" {
-					if opts.Type, ok = gguf.ParseType(baseType); !ok {
-						return nil, fmt.Errorf("--base-type %q: want f32, f16, bf16, q8_0 or q4_0", baseType)
-					}
-				}
-				res, err := ggufconv.ExportModel(ctx, model, dst, opts)
-				if bar != nil {
-					bar.Finish()
-				}
-				return res, err
-			}
-			if adapter == "" {
-				report.Result, err = exportBase(out)
-			} else {
-				if baseGGUF != "" {
-					if _, statErr := os.Stat(baseGGUF); errors.Is(statErr, os.ErrNotExist) {
-						if report.Base, err = exportBase(baseGGUF); err != nil {
-							return interrupted(err)
+					if adapter != "" {
+						if opts.Type, ok = gguf.ParseType(baseType); !ok {
+							return nil, fmt.Errorf("--base-type %q: want f32, f16, bf16, q8_0 or q4_0", baseType)
 						}
-						report.BaseOut = baseGGUF
 					}
+					res, err := ggufconv.ExportModel(ctx, model, dst, opts)
+					if bar != nil {
+						bar.Finish()
+					}
+					return res, err
 				}
-				at := t
-				if !cmd.Flags().Changed("type") {
-					at = gguf.F32
+				if adapter == "" {
+					report.Result, err = exportBase(out)
+				} else {
+					if baseGGUF != "" {
+						if _, statErr := os.Stat(baseGGUF); errors.Is(statErr, os.ErrNotExist) {
+							if report.Base, err = exportBase(baseGGUF); err != nil {
+								return interrupted(err)
+							}
+							report.BaseOut = baseGGUF
+						}
+					}
+					at := t
+					if !cmd.Flags().Changed("type") {
+						at = gguf.F32
+					}
+					report.Result, err = ggufconv.ExportAdapter(model, adapter, out, ggufconv.AdapterOptions{Type: at, Name: name})
 				}
-				report.Result, err = ggufconv.ExportAdapter(model, adapter, out, ggufconv.AdapterOptions{Type: at, Name: name})
-			}
-			if err != nil {
-				return interrupted(err)
-			}
-			if !noModelfile {
-				mf := ggufconv.ModelfileOptions{Model: model}
-				switch {
-				case adapter == "":
-					mf.From = out
-				case baseGGUF != "":
-					mf.From, mf.Adapter = baseGGUF, out
-				default:
-					mf.From, mf.Adapter = model, out
-					report.Notes = append(report.Notes, "the Modelfile's FROM is the Hugging Face folder; --base-gguf FILE exports the base as GGUF and names it instead")
-				}
-				path, notes, err := writeModelfile(filepath.Dir(out), mf, force)
 				if err != nil {
-					return err
+					return interrupted(err)
 				}
-				report.Modelfile = path
-				report.Notes = append(report.Notes, notes...)
+				if !noModelfile {
+					mf := ggufconv.ModelfileOptions{Model: model}
+					switch {
+					case adapter == "":
+						mf.From = out
+					case baseGGUF != "":
+						mf.From, mf.Adapter = baseGGUF, out
+					default:
+						mf.From, mf.Adapter = model, out
+						report.Notes = append(report.Notes, "the Modelfile's FROM is the Hugging Face folder; --base-gguf FILE exports the base as GGUF and names it instead")
+					}
+					path, notes, err := writeModelfile(filepath.Dir(out), mf, force)
+					if err != nil {
+						return err
+					}
+					report.Modelfile = path
+					report.Notes = append(report.Notes, notes...)
+				}
+				if report.Base != nil {
+					report.Notes = append(report.Base.Notes, report.Notes...)
+				}
+				report.Notes = append(report.Result.Notes, report.Notes...)
+				if asJSON {
+					return printJSON(w, report)
+				}
+				if report.BaseOut != "" {
+					fmt.Fprintf(w, "exported base %s → %s (%s, %d tensors)\n", model, report.BaseOut, report.Base.Arch, report.Base.Tensors)
+				}
+				what := model
+				if adapter != "" {
+					what = "adapter " + adapter
+				}
+				fmt.Fprintf(w, "exported %s → %s (%s, %d tensors)\n", what, out, report.Result.Arch, report.Result.Tensors)
+				if report.Modelfile != "" {
+					fmt.Fprintf(w, "wrote %s; import with: ollama create NAME -f %s\n", report.Modelfile, report.Modelfile)
+				}
+				for _, n := range report.Notes {
+					fmt.Fprintf(w, "  note: %s\n", n)
+				}
+				return nil
 			}
-			if report.Base != nil {
-				report.Notes = append(report.Base.Notes, report.Notes...)
-			}
-			report.Notes = append(report.Result.Notes, report.Notes...)
-			if asJSON {
-				return printJSON(w, report)
-			}
-			if report.BaseOut != "" {
-				fmt.Fprintf(w, "exported base %s → %s (%s, %d tensors)\n", model, report.BaseOut, report.Base.Arch, report.Base.Tensors)
-			}
-			what := model
-			if adapter != "" {
-				what = "adapter " + adapter
-			}
-			fmt.Fprintf(w, "exported %s → %s (%s, %d tensors)\n", what, out, report.Result.Arch, report.Result.Tensors)
-			if report.Modelfile != "" {
-				fmt.Fprintf(w, "wrote %s; import with: ollama create NAME -f %s\n", report.Modelfile, report.Modelfile)
-			}
-			for _, n := range report.Notes {
-				fmt.Fprintf(w, "  note: %s\n", n)
-			}
-			return nil
+			return interruptible(cmd, func(ctx context.Context) (string, error) {
+				if err := run(ctx); err != nil {
+					return "nothing written at " + out, err
+				}
+				return "the export had completed: " + out, nil
+			})
 		},
 	}
 	f := cmd.Flags()
