@@ -113,14 +113,8 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				if asJSON {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
-				shapeDesc := fmt.Sprintf("seq %d batch %d", r.SeqLen, r.BatchSize)
-				if r.Packing {
-					shapeDesc = fmt.Sprintf("packed: %d rows of %d examples of %d tokens", r.BatchSize, r.Examples/r.BatchSize, r.ExampleLen)
-				} else if r.ExampleLen != r.SeqLen {
-					shapeDesc = fmt.Sprintf("batch %d examples of %d tokens", r.BatchSize, r.ExampleLen)
-				}
 				fmt.Fprintf(cmd.OutOrStdout(), "train %s %s %s %s, %d threads: %.1f tok/s (steps %v s), loss %.3f → %.3f, peak RSS %.0f MiB\n",
-					r.Method, r.Shape, r.DType, shapeDesc, r.Threads, r.TokensPerSec, r.StepSeconds, r.FirstLoss, r.LastLoss, r.PeakRSSMiB)
+					r.Method, r.Shape, r.DType, trainBenchBatch(r), r.Threads, r.TokensPerSec, r.StepSeconds, r.FirstLoss, r.LastLoss, r.PeakRSSMiB)
 				if r.AnchorTokS > 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "%.2f× PyTorch eager fp32 (%.1f tok/s, %.0f MiB)\n", r.TokensPerSec/r.AnchorTokS, r.AnchorTokS, r.AnchorRSSMiB)
 				}
@@ -224,6 +218,17 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.IntVar(&tc.ExampleLen, "example-len", 0, "with --train: tokens per example (default --seq-len)")
 	f.BoolVar(&tc.Packing, "packing", false, "with --train: pack --seq-len/--example-len examples into each of the --batch-size rows")
 	return cmd
+}
+
+// trainBenchBatch says what one step of a training benchmark processed.
+func trainBenchBatch(r *train.BenchResult) string {
+	switch {
+	case r.Packing:
+		return fmt.Sprintf("packed: %d rows of %d examples of %d tokens", r.BatchSize, r.Examples/r.BatchSize, r.ExampleLen)
+	case r.ExampleLen != r.SeqLen:
+		return fmt.Sprintf("batch %d examples of %d tokens", r.BatchSize, r.ExampleLen)
+	}
+	return fmt.Sprintf("seq %d batch %d", r.SeqLen, r.BatchSize)
 }
 
 func shapeNames() string {
