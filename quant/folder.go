@@ -106,14 +106,14 @@ func skipped(module string, skip []string) bool {
 // stored as transformers stores bitsandbytes weights, with quantization_config added to config.json.
 // Embeddings, norms, biases and lm_head keep their dtype and bytes; tokenizer, generation and other
 // non-weight files are copied. out appears only when complete.
-//
-// complexity: options, the plan (which tensors, their headers and shards) and the streamed write share the plan's tables.
 func QuantizeFolder(in, out string, opt FolderOptions) (*FolderResult, error) {
 	return QuantizeFolderContext(context.Background(), in, out, opt)
 }
 
 // QuantizeFolderContext is QuantizeFolder stopped by ctx between tensors: a cancelled run returns ctx's error
 // and leaves nothing at out and no temporary behind.
+//
+// complexity: options, the plan (which tensors, their headers and shards) and the streamed write share the plan's tables.
 func QuantizeFolderContext(ctx context.Context, in, out string, opt FolderOptions) (*FolderResult, error) {
 	if opt.Type == "" {
 		opt.Type = bnb.NF4

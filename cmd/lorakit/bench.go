@@ -76,6 +76,7 @@ type benchResult struct {
 	AnchorTG      float64   `json:"llamacpp_tg_tok_s,omitempty"`
 }
 
+// complexity: one command's flag checks and output formats, each a line; the timing itself is in train.Bench and the models.
 func newBenchCmd() *cobra.Command {
 	var (
 		modelDir, shape, dtype, head, cpuprofile, ppProfile string

@@ -69,6 +69,7 @@ func refuseUnknownSubcommands(c *cobra.Command) {
 		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 			msg += "\n\nDid you mean this?\n\t" + strings.Join(s, "\n\t")
 		}
+		//lint:ignore ST1005 printed as is by main: a multi-line usage hint that ends in a sentence
 		return fmt.Errorf("%s\n\nRun '%s --help' for usage.", msg, cmd.CommandPath())
 	}
 }
@@ -77,6 +78,7 @@ func refuseUnknownSubcommands(c *cobra.Command) {
 func flagError(cmd *cobra.Command, err error) error {
 	name, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
 	if !ok {
+		//lint:ignore ST1005 printed as is by main: a multi-line usage hint that ends in a sentence
 		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath())
 	}
 	var near []string
@@ -100,6 +102,7 @@ func flagError(cmd *cobra.Command, err error) error {
 	cmd.Flags().VisitAll(visit)
 	cmd.InheritedFlags().VisitAll(visit)
 	if len(near) == 0 {
+		//lint:ignore ST1005 printed as is by main: a multi-line usage hint that ends in a sentence
 		return fmt.Errorf("%w\nRun '%s --help' for the flags.", err, cmd.CommandPath())
 	}
 	sort.Strings(near)

@@ -100,12 +100,12 @@ type abInfo struct {
 	embed  bool
 }
 
-// complexity: one branch per PEFT tensor key form (lora_A/B, embeddings, DoRA, biases, modules_to_save), each naming the key it rejects.
 // fitError is an adapter whose shapes do not fit the base (Check's summary), found from the header.
 type fitError struct{ err error }
 
 func (e *fitError) Error() string { return e.err.Error() }
 
+// complexity: one branch per PEFT tensor key form (lora_A/B, embeddings, DoRA, biases, modules_to_save), each naming the key it rejects.
 func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, out int, ok bool)) error {
 	cfg := &a.Config
 	pairs := map[string]*abInfo{}
