@@ -264,6 +264,10 @@ func BenchmarkPrefixCacheTTFT(b *testing.B) {
 				b.Fatalf("request %d: cache on %v, off %v", i, got[i], want[i])
 			}
 		}
+		so, sn := slices.Clone(off), slices.Clone(on)
+		slices.Sort(so)
+		slices.Sort(sn)
+		b.Logf("off %v\non %v", so, sn)
 		b.ReportMetric(float64(p50(off).Microseconds())/1e3, "ttft-p50-off-ms")
 		b.ReportMetric(float64(p50(on).Microseconds())/1e3, "ttft-p50-on-ms")
 		b.ReportMetric(float64(p50(off))/float64(p50(on)), "ratio")

@@ -88,20 +88,27 @@ func (c *KVCache) Rows(from, to int) (*KVRows, error) {
 	return r, nil
 }
 
-// Append adds rows copied from a cache of the same model after the cached positions: they must be the keys and
-// values the model would compute at these positions, as Rows of a sequence with the same tokens before them gives.
-func (c *KVCache) Append(r *KVRows) error {
-	if r.kvDim != c.kvDim || len(r.k) != len(c.k) {
-		return fmt.Errorf("llama: KV rows of %d layers × %d do not fit a cache of %d × %d", len(r.k), r.kvDim, len(c.k), c.kvDim)
+// Append adds rows copied from caches of the same model after the cached positions, in order: they must be the
+// keys and values the model would compute at these positions, as Rows of a sequence with the same tokens before
+// them gives. Storage is grown once for all of them.
+func (c *KVCache) Append(rows ...*KVRows) error {
+	n := 0
+	for _, r := range rows {
+		if r.kvDim != c.kvDim || len(r.k) != len(c.k) {
+			return fmt.Errorf("llama: KV rows of %d layers × %d do not fit a cache of %d × %d", len(r.k), r.kvDim, len(c.k), c.kvDim)
+		}
+		n += r.n
 	}
-	if c.n+r.n > c.max {
-		return fmt.Errorf("llama: %d KV rows after %d positions exceed the cache's %d", r.n, c.n, c.max)
+	if c.n+n > c.max {
+		return fmt.Errorf("llama: %d KV rows after %d positions exceed the cache's %d", n, c.n, c.max)
 	}
-	c.reserve(c.n + r.n)
-	for l := range c.k {
-		copy(c.k[l][c.n*c.kvDim:], r.k[l])
-		copy(c.v[l][c.n*c.kvDim:], r.v[l])
+	c.reserve(c.n + n)
+	for _, r := range rows {
+		for l := range c.k {
+			copy(c.k[l][c.n*c.kvDim:], r.k[l])
+			copy(c.v[l][c.n*c.kvDim:], r.v[l])
+		}
+		c.n += r.n
 	}
-	c.n += r.n
 	return nil
 }

@@ -69,17 +69,19 @@ func (b *Backend) ExportKV(s engine.State, from, to int) (engine.KV, error) {
 	return c.Rows(from, to)
 }
 
-// ImportKV appends rows ExportKV gave to a sequence's KV cache.
-func (b *Backend) ImportKV(s engine.State, kv engine.KV) error {
+// ImportKV appends rows ExportKV gave to a sequence's KV cache, in order.
+func (b *Backend) ImportKV(s engine.State, kvs []engine.KV) error {
 	c, ok := s.(*llama.KVCache)
 	if !ok {
 		return fmt.Errorf("backend: foreign state %T", s)
 	}
-	r, ok := kv.(*llama.KVRows)
-	if !ok {
-		return fmt.Errorf("backend: foreign KV rows %T", kv)
+	rows := make([]*llama.KVRows, len(kvs))
+	for i, kv := range kvs {
+		if rows[i], ok = kv.(*llama.KVRows); !ok {
+			return fmt.Errorf("backend: foreign KV rows %T", kv)
+		}
 	}
-	return c.Append(r)
+	return c.Append(rows...)
 }
 
 func (b *Backend) VocabSize() int { return b.m.Config.VocabSize }

@@ -15,8 +15,8 @@ import (
 type KVBlocks interface {
 	// ExportKV copies the state's positions [from, to).
 	ExportKV(s State, from, to int) (KV, error)
-	// ImportKV appends rows ExportKV gave after the state's positions.
-	ImportKV(s State, kv KV) error
+	// ImportKV appends rows ExportKV gave, in order, after the state's positions; all or none.
+	ImportKV(s State, kvs []KV) error
 }
 
 // KV is a copy of some positions' keys and values (KVBlocks).
@@ -140,14 +140,17 @@ func (c *prefixCache) lookup(state State, adapter Delta, prompt []int, keys []bl
 		chain = append(chain, e)
 		parent = k
 	}
-	n := 0
-	for _, e := range chain {
-		if c.kv.ImportKV(state, e.kv) != nil {
-			break // the state refuses the rows (full): prefill them instead
-		}
-		c.lru.MoveToFront(e.elem)
-		n += PrefixBlock
+	kvs := make([]KV, len(chain))
+	for i, e := range chain {
+		kvs[i] = e.kv
 	}
+	if len(kvs) == 0 || c.kv.ImportKV(state, kvs) != nil {
+		return 0 // nothing cached, or the state refuses the rows: prefill them instead
+	}
+	for _, e := range chain {
+		c.lru.MoveToFront(e.elem)
+	}
+	n := len(chain) * PrefixBlock
 	c.hits.Add(int64(n))
 	return n
 }
