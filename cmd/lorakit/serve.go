@@ -55,7 +55,8 @@ the least recently used are evicted beyond --max-loaded-adapters. Runtime loads 
 and the --adapter paths unless --allow-any-adapter-path.
 
 Also GET /health and GET /metrics (Prometheus). --api-key requires "Authorization: Bearer KEY" on /v1/*.
-SIGINT/SIGTERM stop accepting requests (503), finish the running ones, then exit.`,
+SIGINT/SIGTERM stop accepting requests (503) and let the running ones finish for --shutdown-timeout; streams
+still running then end with a server_shutting_down error event and [DONE], and serve exits 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if modelDir == "" {
