@@ -69,18 +69,9 @@ func (c Cache) Snapshot(repo, rev string) (string, bool) {
 // into place only when complete, so a snapshot link never points at a partial file. refs/REVISION is written last.
 func (c Cache) Download(ctx context.Context, repo string, o Options) (*Result, error) {
 	o = o.withDefaults()
-	files, err := List(ctx, repo, o)
+	want, err := wanted(ctx, repo, o)
 	if err != nil {
 		return nil, err
-	}
-	var want []File
-	for _, f := range files {
-		if matchAny(o.Include, f.Path) {
-			want = append(want, f)
-		}
-	}
-	if len(want) == 0 {
-		return nil, fmt.Errorf("%s@%s: no file matches %v", repo, o.Revision, o.Include)
 	}
 	rd := c.RepoDir(repo)
 	res := &Result{Downloaded: []string{}, Skipped: []string{}}

@@ -66,18 +66,9 @@ var ErrUnauthorized = errors.New("unauthorized: set HF_TOKEN to a token with acc
 // Download fetches repo (e.g. "HuggingFaceTB/SmolLM2-135M-Instruct") into o.Dir.
 func Download(ctx context.Context, repo string, o Options) (*Result, error) {
 	o = o.withDefaults()
-	files, err := List(ctx, repo, o)
+	want, err := wanted(ctx, repo, o)
 	if err != nil {
 		return nil, err
-	}
-	var want []File
-	for _, f := range files {
-		if matchAny(o.Include, f.Path) {
-			want = append(want, f)
-		}
-	}
-	if len(want) == 0 {
-		return nil, fmt.Errorf("%s@%s: no file matches %v", repo, o.Revision, o.Include)
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, err
@@ -347,4 +338,22 @@ func verify(p string, f File) error {
 		return fmt.Errorf("checksum mismatch: got %s, hub says %s", got, want)
 	}
 	return nil
+}
+
+// wanted lists repo at o.Revision and keeps the files o.Include matches; none is an error naming the patterns.
+func wanted(ctx context.Context, repo string, o Options) ([]File, error) {
+	files, err := List(ctx, repo, o)
+	if err != nil {
+		return nil, err
+	}
+	var want []File
+	for _, f := range files {
+		if matchAny(o.Include, f.Path) {
+			want = append(want, f)
+		}
+	}
+	if len(want) == 0 {
+		return nil, fmt.Errorf("%s@%s: no file matches %v", repo, o.Revision, o.Include)
+	}
+	return want, nil
 }
