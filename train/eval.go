@@ -35,7 +35,7 @@ type EvalConfig struct {
 type EvalResult struct {
 	Loss       float64 `json:"loss"`        // mean token loss over response tokens
 	PPL        float64 `json:"ppl"`         // exp(loss)
-	ExactMatch float64 `json:"exact_match"` // fraction of examples whose greedy answer equals the reference
+	ExactMatch float64 `json:"exact_match"` // fraction of examples whose greedy answer equals the reference (text lines left out)
 	N          int     `json:"n"`           // examples evaluated
 	Tokens     int     `json:"tokens"`      // response tokens scored
 	Bad        int     `json:"bad_lines"`
@@ -96,7 +96,7 @@ func EvaluateModel(ctx context.Context, m *models.Model, delta llama.Delta, c Ev
 	}
 	res := &EvalResult{}
 	var lossSum float64
-	var exact int
+	var exact, matchable int // text-shape lines have no answer to match
 	err := data.ReadJSONL(c.Data, c.Strict, func(ex *data.Example, err error) error {
 		if err != nil {
 			res.Bad++
@@ -129,7 +129,8 @@ func EvaluateModel(ctx context.Context, m *models.Model, delta llama.Delta, c Ev
 			}
 		}
 		res.N++
-		if !c.NoGenerate {
+		if !c.NoGenerate && ex.Format != data.FormatText {
+			matchable++
 			ok, err := exactMatch(ctx, m, delta, ex, c.MaxNewTokens)
 			if err != nil {
 				return fmt.Errorf("%s:%d: %w", c.Data, ex.Line, err)
@@ -147,8 +148,8 @@ func EvaluateModel(ctx context.Context, m *models.Model, delta llama.Delta, c Ev
 		res.Loss = lossSum / float64(res.Tokens)
 		res.PPL = math.Exp(res.Loss)
 	}
-	if res.N > 0 {
-		res.ExactMatch = float64(exact) / float64(res.N)
+	if matchable > 0 {
+		res.ExactMatch = float64(exact) / float64(matchable)
 	}
 	return res, nil
 }

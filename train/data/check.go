@@ -253,6 +253,10 @@ func exampleHash(ex *Example) uint64 {
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
+	if ex.Format == FormatText {
+		put("\x00text")
+		put(ex.Text)
+	}
 	for i, m := range ex.Messages {
 		put(m.Role)
 		put(m.Content)

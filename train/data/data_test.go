@@ -83,7 +83,7 @@ func TestReadJSONLBadLines(t *testing.T) {
 		`{"messages":[{"role":"bot","content":"u"}]}`,                                   // 13 unknown role
 		`{"response":"r"}`, // 14 missing prompt
 		`{"messages":[{"role":"user","content":"u"},{"role":"user","content":"v"},{"role":"assistant","content":"a"}]}`, // 15 order
-		`{"text":"plain"}`,                    // 16 unsupported
+		`{"text":"  "}`,                       // 16 blank text
 		`{"prompt":"ok2","response":"fine2"}`, // 17 good
 	}
 	want := map[int]string{
@@ -101,7 +101,7 @@ func TestReadJSONLBadLines(t *testing.T) {
 		13: `messages[0]: unsupported role "bot"`,
 		14: `missing field "prompt"`,
 		15: "wrong role order: messages[1]",
-		16: "unsupported format",
+		16: `empty text (field "text")`,
 	}
 	p := writeFile(t, strings.Join(lines, "\n")+"\n")
 	var good []int

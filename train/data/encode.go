@@ -43,7 +43,7 @@ var ErrNoResponseTokens = errors.New("no response token survives truncation")
 // ErrTooLong is returned (wrapped) by Tokenize-based checks when an example exceeds a length limit.
 var ErrTooLong = errors.New("example longer than max sequence length")
 
-// Encode renders ex with the chat template (training form: reasoning kept, see
+// Encode renders ex with the chat template (a text-shape example: see TokenizeExample) (training form: reasoning kept, see
 // chat.Template.RenderWithSpans; tools, tool calls and tool results as RenderExample renders them),
 // tokenizes it without adding special tokens (the template writes BOS
 // itself, as apply_chat_template(tokenize=True) does) and builds the loss mask. With maxLen > 0 a longer
@@ -96,7 +96,8 @@ func firstTrue(b []bool, def int) int {
 
 // TokenizeExample renders an example for training (its tools, tool calls and tool results too) and returns
 // the token ids of the whole text and, per token, whether it belongs to assistant-generated text; assistant
-// turns with "weight": 0 are not marked (see RenderExample).
+// turns with "weight": 0 are not marked (see RenderExample). A text-shape example is not templated: it is
+// TokenizeText's ids, every token marked (loss on all of them).
 //
 // Alignment: the whole rendered string is encoded once (so ids equal encoding the string in one go,
 // what inference sees). To find which tokens fall in an assistant span [s, e), the prefixes text[:s] and
@@ -104,6 +105,14 @@ func firstTrue(b []bool, def int) int {
 // token that straddles a boundary (e.g. SentencePiece "▁Hello" whose space the template wrote before the
 // content) counts as assistant text, because the model has to generate it.
 func TokenizeExample(tok Tokenizer, tpl *chat.Template, ex *Example) ([]int, []bool, error) {
+	if ex.Format == FormatText {
+		ids := TokenizeText(tok, ex.Text)
+		all := make([]bool, len(ids))
+		for i := range all {
+			all[i] = true
+		}
+		return ids, all, nil
+	}
 	text, spans, err := RenderExample(tpl, ex)
 	if err != nil {
 		return nil, nil, err
@@ -131,6 +140,24 @@ func TokenizeExample(tok Tokenizer, tpl *chat.Template, ex *Example) ([]int, []b
 		}
 	}
 	return ids, assistant, nil
+}
+
+// eosTokenizer is implemented by *tokenizer.Tokenizer.
+type eosTokenizer interface {
+	EOS() (int, bool)
+}
+
+// TokenizeText encodes a text-shape document as continued pre-training does (TRL's and mlx-lm's
+// language-modelling datasets): with the tokenizer's special tokens (BOS where it adds one), and EOS
+// appended unless it already ends the encoding, so the model learns where a document stops.
+func TokenizeText(tok Tokenizer, text string) []int {
+	ids := tok.Encode(text, true)
+	if et, ok := tok.(eosTokenizer); ok {
+		if eos, ok := et.EOS(); ok && (len(ids) == 0 || ids[len(ids)-1] != eos) {
+			ids = append(ids, eos)
+		}
+	}
+	return ids
 }
 
 func commonPrefix(a, b []int) int {

@@ -1,7 +1,7 @@
 // Package data reads supervised fine-tuning (SFT) data and turns it into token ids and loss masks.
 //
 // One JSONL reader serves training, evaluation and `lorakit data`. Each line is one example in one of
-// four shapes (detected by its keys, unknown keys ignored):
+// six shapes (detected by its keys, unknown keys ignored; lines of one file may mix shapes):
 //
 //	prompt_response            {"prompt": "...", "response": "..."}            ("completion" is accepted for "response")
 //	prompt_reasoning_response  {"prompt": "...", "reasoning_content": "...", "response": "..."}
@@ -10,9 +10,14 @@
 //	                            "tools": [...]}   (function calling, see tools.go)
 //	alpaca                     {"instruction": "...", "input": "...", "output": "..."}   (user text = instruction
 //	                                                                                         + "\n" + input when input is set)
+//	sharegpt                   {"conversations": [{"from": "system"|"human"|"gpt"|"function_call"|"observation"|"tool",
+//	                                                "value": "..."}, ...], "system": "...", "tools": [...]}
+//	                            (see sharegpt.go: mapped to the messages shape as axolotl and LLaMA-Factory map it)
+//	text                       {"text": "..."}   continued pre-training: no chat template, the tokenizer's
+//	                            special tokens (BOS) added, EOS appended, loss on every token
 //
-// The prompt/response and alpaca shapes also take an optional "system" string. Every shape becomes a
-// list of chat.Message: an optional system message, then user/assistant turns alternating, starting with
+// The prompt/response, alpaca and sharegpt shapes also take an optional "system" string. Every shape but
+// text becomes a list of chat.Message: an optional system message, then user/assistant turns alternating, starting with
 // a user turn and ending with an assistant turn; in the messages shape an assistant turn that makes tool
 // calls is followed by the "tool" results before the next assistant turn. A line that breaks any rule is
 // reported as a *LineError naming the file, the 1-based line number, the field and the reason.
@@ -38,6 +43,8 @@ const (
 	FormatPromptReasoningResponse = "prompt_reasoning_response"
 	FormatMessages                = "messages"
 	FormatAlpaca                  = "alpaca"
+	FormatShareGPT                = "sharegpt"
+	FormatText                    = "text"
 )
 
 // MaxLineBytes bounds one JSONL line; longer lines are reported bad and skipped without being held in memory.
@@ -47,7 +54,8 @@ const MaxLineBytes = 64 << 20
 type Example struct {
 	Line     int             // 1-based line number
 	Format   string          // one of the Format constants
-	Messages []chat.Message  // system?, (user, assistant)+; tool results after an assistant's tool calls
+	Messages []chat.Message  // system?, (user, assistant)+; tool results after an assistant's tool calls; nil for text
+	Text     string          // the FormatText document ("" for every other shape)
 	Raw      json.RawMessage // the line as read (no trailing newline)
 	// Tools is the top-level "tools" list (a JSON array of {"type":"function","function":{...}}) handed to
 	// the chat template as `tools`; nil when absent or empty.
@@ -206,22 +214,26 @@ func ParseLine(b []byte, file string, line int) (*Example, *LineError) {
 		if ex.Tools, err = parseTools(obj["tools"]); err == nil {
 			ex.Messages, ex.Extra, err = parseMessages(obj["messages"])
 		}
+	case has(obj, "conversations"):
+		ex.Format = FormatShareGPT
+		ex.Tools, ex.Messages, ex.Extra, err = parseShareGPT(obj)
 	case has(obj, "prompt"):
 		ex.Messages, ex.Format, err = parsePromptResponse(obj)
 	case has(obj, "instruction"):
 		ex.Format = FormatAlpaca
 		ex.Messages, err = parseAlpaca(obj)
 	case has(obj, "text"):
-		err = errors.New(`unsupported format: plain {"text"} record (SFT needs prompt/response, messages or instruction/output)`)
+		ex.Format = FormatText
+		ex.Text, err = parseText(obj)
 	case has(obj, "response") || has(obj, "completion"):
 		err = errors.New(`missing field "prompt"`)
 	case has(obj, "output"):
 		err = errors.New(`missing field "instruction"`)
 	default:
-		err = errors.New(`unknown format: no "messages", "prompt" or "instruction" field`)
+		err = errors.New(`unknown format: no "messages", "conversations", "prompt", "instruction" or "text" field`)
 	}
-	if err == nil && ex.Format != FormatMessages && !isNull(obj["tools"]) {
-		err = errors.New(`field "tools": only the "messages" format carries tools`)
+	if err == nil && ex.Format != FormatMessages && ex.Format != FormatShareGPT && !isNull(obj["tools"]) {
+		err = errors.New(`field "tools": only the "messages" and "conversations" formats carry tools`)
 	}
 	if err != nil {
 		return bad("%s", err.Error())
@@ -337,24 +349,42 @@ func parseAlpaca(obj map[string]json.RawMessage) ([]chat.Message, error) {
 	return append(msgs, chat.Message{Role: "user", Content: user}, chat.Message{Role: "assistant", Content: out}), nil
 }
 
+// parseText reads the text shape's document, which must not be blank.
+func parseText(obj map[string]json.RawMessage) (string, error) {
+	text, err := required(obj, "text")
+	if err != nil {
+		return "", err
+	}
+	if isBlank(text) {
+		return "", errors.New(`empty text (field "text")`)
+	}
+	return text, nil
+}
+
 func parseMessages(raw json.RawMessage) ([]chat.Message, []MessageExtra, error) {
 	var items []map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &items); err != nil {
 		return nil, nil, errors.New(`field "messages": not an array of objects`)
 	}
+	return parseMessageItems(items, "messages")
+}
+
+// parseMessageItems checks and converts OpenAI-shaped message objects; field names the list in errors
+// ("messages", or "conversations" for ShareGPT lines converted to this shape).
+func parseMessageItems(items []map[string]json.RawMessage, field string) ([]chat.Message, []MessageExtra, error) {
 	if len(items) == 0 {
-		return nil, nil, errors.New(`field "messages": empty`)
+		return nil, nil, fmt.Errorf("field %q: empty", field)
 	}
 	msgs := make([]chat.Message, 0, len(items))
 	var extra []MessageExtra // allocated when a message has tool calls, tool fields or a weight
 	tools := false
 	for i, it := range items {
 		if it == nil {
-			return nil, nil, fmt.Errorf("messages[%d]: not an object", i)
+			return nil, nil, fmt.Errorf("%s[%d]: not an object", field, i)
 		}
 		m, e, hasWeight, err := parseMessage(it)
 		if err != nil {
-			return nil, nil, fmt.Errorf("messages[%d]: %v", i, err)
+			return nil, nil, fmt.Errorf("%s[%d]: %v", field, i, err)
 		}
 		if len(e.ToolCalls) > 0 || e.NullContent || e.NoLoss || e.ToolCallID != "" || e.Name != "" || hasWeight {
 			if extra == nil {

@@ -214,6 +214,9 @@ func (r *scoreRun) prepare(it lineItem) *prepared {
 	if o.HasBOS { // otherwise the first response token has no prediction and is not scored
 		alone = append([]int{o.BOS}, alone...)
 	}
+	if ex.Format == FormatText {
+		alone = enc.IDs // a document has no instruction: conditioned and alone are the same (IFD 1)
+	}
 	if o.MaxSeqLen > 0 && len(alone) > o.MaxSeqLen {
 		alone = alone[:o.MaxSeqLen]
 	}
@@ -388,6 +391,9 @@ func contentText(msgs []chat.Message) string {
 
 // exampleText is contentText plus every tool call's name and arguments.
 func exampleText(ex *Example) string {
+	if ex.Format == FormatText {
+		return ex.Text
+	}
 	s := contentText(ex.Messages)
 	if !ex.HasToolCalls() {
 		return s

@@ -321,6 +321,9 @@ type turnSpan struct {
 // renderExample renders ex in training form and returns the text and the spans of the assistant turns
 // that carry loss (weight 0 turns left out), in message order.
 func renderExample(tpl *chat.Template, ex *Example) (string, []turnSpan, error) {
+	if ex.Format == FormatText { // no template: the whole document is trained on
+		return ex.Text, []turnSpan{{0, [2]int{0, len(ex.Text)}}}, nil
+	}
 	if ex.UsesTools() {
 		r, err := newToolRender(tpl, ex)
 		if err != nil {
@@ -349,7 +352,7 @@ func renderExample(tpl *chat.Template, ex *Example) (string, []turnSpan, error) 
 // RenderExample renders ex for training (with its tools, tool calls and tool results when it has them)
 // and returns the text and the byte spans [start, end) of the assistant text that is trained on: every
 // assistant turn's reasoning, content, rendered tool calls and end-of-turn marker, except turns with
-// "weight": 0.
+// "weight": 0. A text-shape example is its text, one span over all of it.
 func RenderExample(tpl *chat.Template, ex *Example) (string, [][2]int, error) {
 	text, ts, err := renderExample(tpl, ex)
 	if err != nil {

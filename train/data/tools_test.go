@@ -335,7 +335,7 @@ func TestToolBadShapes(t *testing.T) {
 		{msgs(`{"role":"user","content":"q","weight":1}`, a), `messages[0]: field "weight" on a user message`},
 		{`{"tools":{"a":1},"messages":[` + u + `,` + a + `]}`, `field "tools": not a list of objects`},
 		{`{"tools":[{"type":"function","function":{"description":"d"}}],"messages":[` + u + `,` + a + `]}`, `tools[0].function: missing field "name"`},
-		{`{"tools":[{"type":"function","function":{"name":"f"}}],"prompt":"p","response":"r"}`, `field "tools": only the "messages" format carries tools`},
+		{`{"tools":[{"type":"function","function":{"name":"f"}}],"prompt":"p","response":"r"}`, `field "tools": only the "messages" and "conversations" formats carry tools`},
 	} {
 		_, lerr := ParseLine([]byte(tc.line), "f.jsonl", 9)
 		if lerr == nil || !strings.HasPrefix(lerr.Error(), "f.jsonl:9: ") || !strings.Contains(lerr.Reason, tc.want) {
