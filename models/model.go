@@ -52,6 +52,33 @@ type LoadOptions struct {
 	// NoTokenizer loads only config and weights (Tok and Chat stay nil): for weight-only checkpoints such as
 	// bench's random ones and merge verification.
 	NoTokenizer bool
+	// Kind is the kind of checkpoint wanted; another kind is refused with what the folder is (CausalLM, the
+	// zero value, refuses a sequence classifier, which has no LM head).
+	Kind Kind
+}
+
+// Kind is a kind of checkpoint, by its head.
+type Kind int
+
+const (
+	// CausalLM is a *ForCausalLM: an LM head, for generation, training and perplexity.
+	CausalLM Kind = iota
+	// SequenceClassifier is a *ForSequenceClassification: a score head read at the last token (reward
+	// models, quality and topic classifiers).
+	SequenceClassifier
+	// AnyKind is either: only the decoder's hidden states are used (embeddings).
+	AnyKind
+)
+
+// checkKind refuses a checkpoint of another kind than wanted, saying what it is.
+func checkKind(path string, cfg *llama.Config, want Kind) error {
+	switch {
+	case want == SequenceClassifier && !cfg.Classifier():
+		return fmt.Errorf("%s is a causal language model (architectures %v), not a sequence classifier: want a *ForSequenceClassification checkpoint (a reward model or classifier, with a score head)", path, cfg.Architectures)
+	case want == CausalLM && cfg.Classifier():
+		return fmt.Errorf("%s is a sequence classifier (architectures %v, %d label(s)): it has no LM head to generate, train or compute perplexity with; use it as lorakit data score --reward-model or --classifier", path, cfg.Architectures, len(cfg.Labels))
+	}
+	return nil
 }
 
 // Load opens the model at path (a Hugging Face folder; see Open). The weights stay memory-mapped until Close.
@@ -71,6 +98,9 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 	}
 	cfg, err := src.Config()
 	if err != nil {
+		return nil, err
+	}
+	if err := checkKind(src.Path(), cfg, opts.Kind); err != nil {
 		return nil, err
 	}
 	gen, err := src.GenerationConfig()

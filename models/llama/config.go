@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -45,7 +46,17 @@ type Config struct {
 	// RopeFreqFactors, when set (head_dim/2 values), divide the rotary inverse frequencies: llama.cpp's
 	// rope_freqs.weight, how a GGUF file carries llama3 rope scaling. config.json never sets it.
 	RopeFreqFactors []float32
+	// Labels names the outputs of a sequence-classification head (*ForSequenceClassification: the score
+	// head [num_labels, H] read at the last token instead of the LM head), in id order as id2label gives them;
+	// nil for a causal LM. A reward model has one label.
+	Labels []string
+	// ProblemType is problem_type of a sequence classifier: "regression", "single_label_classification",
+	// "multi_label_classification" or "" (unset).
+	ProblemType string
 }
+
+// Classifier reports whether the checkpoint is a *ForSequenceClassification (a score head, no LM head).
+func (c *Config) Classifier() bool { return c.Labels != nil }
 
 // RopeScaling is the rope_scaling block; only rope_type "llama3" is supported.
 type RopeScaling struct {
@@ -120,6 +131,10 @@ type rawConfig struct {
 	NumExperts            json.RawMessage `json:"num_experts"`
 	NumLocalExperts       json.RawMessage `json:"num_local_experts"`
 	QKLayernorm           json.RawMessage `json:"use_qk_norm"`
+	// Sequence classifiers (PretrainedConfig writes id2label; num_labels is derived from it).
+	ID2Label    map[string]string `json:"id2label"`
+	NumLabels   *int              `json:"num_labels"`
+	ProblemType *string           `json:"problem_type"`
 }
 
 type rawRope struct {
@@ -155,11 +170,7 @@ func ParseConfig(data []byte) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("llama: config.json: model_type %q is not supported (want llama, mistral, qwen2 or qwen3)", c.ModelType)
 	}
-	for _, a := range c.Architectures {
-		if !strings.HasSuffix(a, "ForCausalLM") {
-			bad("architectures: %q is not supported (want a *ForCausalLM)", a)
-		}
-	}
+	checkArchitectures(c, &r, bad)
 
 	req := func(key string, p *int) int {
 		if p == nil {
@@ -383,6 +394,66 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("llama: config.json (%s): %w", c.ModelType, errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// classifierArch is the sequence-classification class of each model_type (transformers' names).
+var classifierArch = map[string]string{"llama": "LlamaForSequenceClassification", "mistral": "MistralForSequenceClassification",
+	"qwen2": "Qwen2ForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification"}
+
+// checkArchitectures accepts *ForCausalLM, or the model type's *ForSequenceClassification, whose labels
+// (id2label, num_labels) and problem_type it then reads into c.
+func checkArchitectures(c *Config, r *rawConfig, bad func(string, ...any)) {
+	cls := 0
+	for _, a := range c.Architectures {
+		switch {
+		case strings.HasSuffix(a, "ForCausalLM"):
+		case a == classifierArch[c.ModelType]:
+			cls++
+		default:
+			bad("architectures: %q is not supported (want a *ForCausalLM or %s)", a, classifierArch[c.ModelType])
+		}
+	}
+	if cls == 0 {
+		return
+	}
+	if cls != len(c.Architectures) {
+		bad("architectures %v mixes a causal LM with a sequence classifier", c.Architectures)
+		return
+	}
+	n := 2 // PretrainedConfig's default
+	if r.NumLabels != nil {
+		n = *r.NumLabels
+	}
+	if r.ID2Label != nil {
+		if r.NumLabels != nil && *r.NumLabels != len(r.ID2Label) {
+			bad("num_labels = %d but id2label has %d labels", *r.NumLabels, len(r.ID2Label))
+		}
+		n = len(r.ID2Label)
+	}
+	if n <= 0 || n > 1<<16 {
+		bad("num_labels = %d is out of range for %s", n, c.Architectures[0])
+		return
+	}
+	c.Labels = make([]string, n)
+	for i := range c.Labels {
+		c.Labels[i] = "LABEL_" + strconv.Itoa(i)
+	}
+	for k, v := range r.ID2Label {
+		i, err := strconv.Atoi(k)
+		if err != nil || i < 0 || i >= n || strconv.Itoa(i) != k {
+			bad("id2label: key %q is not a label id in [0, %d)", k, n)
+			continue
+		}
+		c.Labels[i] = v
+	}
+	if r.ProblemType != nil {
+		switch p := *r.ProblemType; p {
+		case "regression", "single_label_classification", "multi_label_classification":
+			c.ProblemType = p
+		default:
+			bad("problem_type %q is not supported (regression, single_label_classification or multi_label_classification)", p)
+		}
+	}
 }
 
 func isNull(m json.RawMessage) bool {

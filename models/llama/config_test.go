@@ -116,7 +116,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{map[string]any{"model_type": "qwen2", "use_sliding_window": true}, "use_sliding_window"},
 		{map[string]any{"final_logit_softcapping": 30.0}, "final_logit_softcapping"},
 		{map[string]any{"partial_rotary_factor": 0.5}, "partial_rotary_factor"},
-		{map[string]any{"architectures": []string{"LlamaForSequenceClassification"}}, "architectures"},
+		{map[string]any{"architectures": []string{"LlamaForTokenClassification"}}, "architectures"},
+		{map[string]any{"architectures": []string{"Qwen2ForSequenceClassification"}}, "architectures"},
+		{map[string]any{"architectures": []string{"LlamaForCausalLM", "LlamaForSequenceClassification"}}, "mixes"},
+		{map[string]any{"architectures": []string{"LlamaForSequenceClassification"}, "id2label": map[string]string{"0": "a", "2": "b"}}, "id2label"},
+		{map[string]any{"architectures": []string{"LlamaForSequenceClassification"}, "id2label": map[string]string{"0": "a"}, "num_labels": 2}, "num_labels"},
+		{map[string]any{"architectures": []string{"LlamaForSequenceClassification"}, "problem_type": "ranking"}, "problem_type"},
 		{map[string]any{"quantization_config": map[string]any{"quant_method": "gptq"}}, "quant_method"},
 		{map[string]any{"head_dim": 7}, "must be even"},
 		{map[string]any{"layer_types": []string{"sliding_attention"}}, "layer_types"},
@@ -186,5 +191,28 @@ func TestRealConfigs(t *testing.T) {
 		if !check(c) {
 			t.Errorf("%s: unexpected %+v", name, c)
 		}
+	}
+}
+
+// TestParseConfigClassifier reads the labels of *ForSequenceClassification configs as transformers writes them.
+func TestParseConfigClassifier(t *testing.T) {
+	c, err := ParseConfig(patch(t, map[string]any{"architectures": []string{"LlamaForSequenceClassification"},
+		"id2label": map[string]string{"1": "toxic", "0": "clean"}, "label2id": map[string]int{"clean": 0, "toxic": 1},
+		"problem_type": "multi_label_classification"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Classifier() || strings.Join(c.Labels, ",") != "clean,toxic" || c.ProblemType != "multi_label_classification" {
+		t.Errorf("labels %v problem_type %q classifier %v", c.Labels, c.ProblemType, c.Classifier())
+	}
+	c, err = ParseConfig(patch(t, map[string]any{"model_type": "qwen3", "architectures": []string{"Qwen3ForSequenceClassification"}, "num_labels": 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Labels) != 1 || c.Labels[0] != "LABEL_0" {
+		t.Errorf("labels %v, want [LABEL_0]", c.Labels)
+	}
+	if c, err = ParseConfig([]byte(llamaJSON)); err != nil || c.Classifier() {
+		t.Errorf("causal LM: classifier %v, err %v", c != nil && c.Classifier(), err)
 	}
 }

@@ -59,6 +59,21 @@ func growInt(b []int, n int) []int {
 // runs once over the stacked rows of all sequences; each row then adds its own adapter's delta. On error no cache
 // is modified.
 func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
+	if m.LMHead == nil {
+		return nil, fmt.Errorf("llama: forward: %v has no LM head (a sequence classifier: use Hidden or Classify)", m.Config.Architectures)
+	}
+	return m.run(batch, m.logits)
+}
+
+// Hidden is Forward without the LM head: per sequence, the final-norm hidden states [len(Tokens)][H] if
+// AllLogits, else [1][H] for the last position (what transformers returns as last_hidden_state, and what a
+// classification head or an embedding pools).
+func (m *Model) Hidden(batch []Seq) ([][][]float32, error) {
+	return m.run(batch, m.hidden)
+}
+
+// run is the decoder over a batch, with out turning the final rows into the per-sequence results.
+func (m *Model) run(batch []Seq, out func(batch []Seq, R int) [][][]float32) ([][][]float32, error) {
 	if len(batch) == 0 {
 		return [][][]float32{}, nil
 	}
@@ -84,9 +99,10 @@ func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
 	s.batch = nil
 	clear(s.groups) // do not keep adapters alive after the call
 	s.groups = s.groups[:0]
-	out := m.logits(batch, R)
+	m.finalNorm(R)
+	res := out(batch, R)
 	clear(s.seqs) // do not keep adapters or caches alive after the call
-	return out, nil
+	return res, nil
 }
 
 // checkBatch validates every sequence (tokens in the vocabulary, a cache of this model with room, no cache
@@ -229,17 +245,18 @@ func (m *Model) mlpBlock(l, T int) {
 	kernels.Axpy(1, s.tmp, s.x)
 }
 
-// logits applies the final norm and the LM head (with each sequence's adapter) to the R rows whose logits
-// were asked for, and returns them per sequence in the caller's order.
-func (m *Model) logits(batch []Seq, R int) [][][]float32 {
+// finalNorm applies the final RMSNorm to the R rows whose outputs were asked for, into s.hn.
+func (m *Model) finalNorm(R int) {
 	s := &m.s
-	H, V := m.Config.HiddenSize, m.Config.VocabSize
+	H := m.Config.HiddenSize
 	s.hn = grow(s.hn, R*H)
 	for o, r := range s.outRows {
 		kernels.RMSNorm(s.hn[o*H:(o+1)*H], s.x[r*H:(r+1)*H], m.Norm, float32(m.Config.RMSNormEps))
 	}
-	flat := make([]float32, R*V)
-	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
+}
+
+// rowsPerSeq splits R output rows of width w (flat) per sequence, in the caller's order.
+func (m *Model) rowsPerSeq(batch []Seq, flat []float32, w int) [][][]float32 {
 	out := make([][][]float32, len(batch))
 	o := 0
 	for k, sq := range batch {
@@ -247,17 +264,41 @@ func (m *Model) logits(batch []Seq, R int) [][][]float32 {
 		if sq.AllLogits {
 			n = len(sq.Tokens)
 		}
-		i := s.order[k]
+		i := m.s.order[k]
 		out[i] = make([][]float32, n)
 		for j := range n {
-			out[i][j] = flat[(o+j)*V : (o+j+1)*V : (o+j+1)*V]
+			out[i][j] = flat[(o+j)*w : (o+j+1)*w : (o+j+1)*w]
+		}
+		o += n
+	}
+	return out
+}
+
+// logits applies the LM head (with each sequence's adapter) to the normed rows and returns them per sequence
+// in the caller's order.
+func (m *Model) logits(batch []Seq, R int) [][][]float32 {
+	s := &m.s
+	H, V := m.Config.HiddenSize, m.Config.VocabSize
+	flat := make([]float32, R*V)
+	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
+	o := 0
+	for _, sq := range batch {
+		n := 1
+		if sq.AllLogits {
+			n = len(sq.Tokens)
 		}
 		if sq.Adapter != nil {
 			sq.Adapter.ApplyRows(m.Pool, "lm_head", flat[o*V:(o+n)*V], s.hn[o*H:(o+n)*H], n, H, V)
 		}
 		o += n
 	}
-	return out
+	return m.rowsPerSeq(batch, flat, V)
+}
+
+// hidden returns a copy of the normed rows per sequence in the caller's order.
+func (m *Model) hidden(batch []Seq, R int) [][][]float32 {
+	H := m.Config.HiddenSize
+	return m.rowsPerSeq(batch, append([]float32(nil), m.s.hn[:R*H]...), H)
 }
 
 func rmsNormRows(y, x, w []float32, eps float32, rows, n int) {

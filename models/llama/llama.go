@@ -30,7 +30,8 @@ type Model struct {
 	EmbedTokens *nn.Dense // [V, H]
 	Layers      []*Layer
 	Norm        []float32 // [H]
-	LMHead      nn.Linear // [V, H]; EmbedTokens itself when tie_word_embeddings
+	LMHead      nn.Linear // [V, H]; EmbedTokens itself when tie_word_embeddings; nil for a sequence classifier
+	Score       *nn.Dense // [num_labels, H], no bias: a *ForSequenceClassification's head (nil for a causal LM)
 	Pool        *kernels.Pool
 
 	invFreq []float32   // [D/2] rotary inverse frequencies (llama3 scaling applied)

@@ -86,12 +86,40 @@ func loadFrom(ts Tensors, ckpt *safetensors.Checkpoint, where string, cfg *Confi
 		m.Layers = append(m.Layers, L)
 	}
 	m.Norm = ld.vector("model.norm.weight", H)
+	if c.Classifier() {
+		ld.scoreHead(m)
+	} else {
+		ld.lmHead(m)
+	}
+	if len(ld.errs) > 0 {
+		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", where, len(ld.errs), errors.Join(ld.errs...))
+	}
+	return m, nil
+}
+
+// scoreHead loads a sequence classifier's head, score.weight [num_labels, H]; transformers' score layer has
+// no bias, so a score.bias is refused rather than ignored.
+func (ld *loader) scoreHead(m *Model) {
+	m.Score = ld.dense("score.weight", len(m.Config.Labels), m.Config.HiddenSize)
+	if _, path, ok := ld.ts.Info("score.bias"); ok {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor score.bias: %s's score head has no bias", path, m.Config.Architectures[0]))
+	}
+}
+
+// lmHead loads a causal LM's head (the embedding itself when tied). A score.weight beside it means the folder
+// is a classifier whose config.json says otherwise: refused, never silently dropped.
+func (ld *loader) lmHead(m *Model) {
+	c, opts := m.Config, ld.opts
+	if _, path, ok := ld.ts.Info("score.weight"); ok {
+		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor score.weight is a sequence-classification head, but config.json architectures %v "+
+			"names a causal LM: set architectures to %s (with id2label) to load it as a classifier", path, c.Architectures, classifierArch[c.ModelType]))
+	}
 	if c.TieWordEmbeddings {
 		if m.EmbedTokens != nil {
 			m.LMHead = m.EmbedTokens
 		}
 	} else {
-		m.LMHead = ld.linear("lm_head", V, H, false)
+		m.LMHead = ld.linear("lm_head", c.VocabSize, c.HiddenSize, false)
 	}
 	if d, ok := m.LMHead.(*nn.Dense); ok && opts.QuantizeHead != nil {
 		head, err := opts.QuantizeHead(d)
@@ -101,10 +129,6 @@ func loadFrom(ts Tensors, ckpt *safetensors.Checkpoint, where string, cfg *Confi
 			m.LMHead = head
 		}
 	}
-	if len(ld.errs) > 0 {
-		return nil, fmt.Errorf("llama: load %s: %d problem(s):\n%w", where, len(ld.errs), errors.Join(ld.errs...))
-	}
-	return m, nil
 }
 
 // newModel returns a model without weights: its pool, rotary frequencies and module names.

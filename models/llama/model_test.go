@@ -24,152 +24,39 @@ func writeTiny(t testing.TB, o testmodel.Options) string {
 	return dir
 }
 
-// refForward is an independent float64 implementation of the HF forward pass (no cache), straight from the
-// checkpoint tensors; it returns logits for every position.
+// refForward is testmodel's independent float64 forward pass (no cache) with the LM head applied: logits
+// for every position.
 func refForward(t testing.TB, dir string, cfg *Config, tokens []int) [][]float64 {
 	t.Helper()
+	hs, err := testmodel.RefHidden(dir, refConfig(cfg), tokens)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ck, err := safetensors.OpenCheckpoint(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ck.Close()
-	get := func(name string) []float64 {
-		v, err := ck.Float32s(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := make([]float64, len(v))
-		for i, x := range v {
-			out[i] = float64(x)
-		}
-		return out
-	}
-	has := func(name string) bool { _, _, ok := ck.Info(name); return ok }
-	H, D, nh, nkv := cfg.HiddenSize, cfg.HeadDim, cfg.NumAttentionHeads, cfg.NumKeyValueHeads
-	eps := cfg.RMSNormEps
-	matvec := func(w []float64, x []float64, out int) []float64 {
-		in := len(x)
-		y := make([]float64, out)
-		for o := range out {
-			for i := range in {
-				y[o] += w[o*in+i] * x[i]
-			}
-		}
-		return y
-	}
-	lin := func(name string, x []float64) []float64 {
-		w := get(name + ".weight")
-		y := matvec(w, x, len(w)/len(x))
-		if has(name + ".bias") {
-			for i, b := range get(name + ".bias") {
-				y[i] += b
-			}
-		}
-		return y
-	}
-	rms := func(x, w []float64) []float64 {
-		var ss float64
-		for _, v := range x {
-			ss += v * v
-		}
-		r := 1 / math.Sqrt(ss/float64(len(x))+eps)
-		y := make([]float64, len(x))
-		for i := range x {
-			y[i] = x[i] * r * w[i]
-		}
-		return y
-	}
-	inv := cfg.InvFreq()
-	rope := func(x []float64, pos int) { // rotate_half per head
-		for h := 0; h < len(x)/D; h++ {
-			v := x[h*D : (h+1)*D]
-			rot := make([]float64, D)
-			for i := range D / 2 {
-				rot[i] = -v[i+D/2]
-				rot[i+D/2] = v[i]
-			}
-			for i := range D {
-				th := float64(float32(pos) * inv[i%(D/2)])
-				v[i] = v[i]*math.Cos(th) + rot[i]*math.Sin(th)
-			}
-		}
-	}
-	emb := get("model.embed_tokens.weight")
-	n := len(tokens)
-	xs := make([][]float64, n)
-	for p, tok := range tokens {
-		xs[p] = append([]float64(nil), emb[tok*H:(tok+1)*H]...)
-	}
-	for l := range cfg.NumHiddenLayers {
-		pre := fmt.Sprintf("model.layers.%d.", l)
-		qs, ks, vs := make([][]float64, n), make([][]float64, n), make([][]float64, n)
-		for p := range n {
-			xn := rms(xs[p], get(pre+"input_layernorm.weight"))
-			qs[p], ks[p], vs[p] = lin(pre+"self_attn.q_proj", xn), lin(pre+"self_attn.k_proj", xn), lin(pre+"self_attn.v_proj", xn)
-			if cfg.QKNorm {
-				for h := range nh {
-					copy(qs[p][h*D:], rms(qs[p][h*D:(h+1)*D], get(pre+"self_attn.q_norm.weight")))
-				}
-				for h := range nkv {
-					copy(ks[p][h*D:], rms(ks[p][h*D:(h+1)*D], get(pre+"self_attn.k_norm.weight")))
-				}
-			}
-			rope(qs[p], p)
-			rope(ks[p], p)
-		}
-		for p := range n {
-			att := make([]float64, nh*D)
-			for h := range nh {
-				kh := h / (nh / nkv)
-				var sc []float64
-				mx := math.Inf(-1)
-				for j := 0; j <= p; j++ {
-					s := math.Inf(-1)
-					if cfg.SlidingWindow == 0 || p-j < cfg.SlidingWindow {
-						s = 0
-						for i := range D {
-							s += qs[p][h*D+i] * ks[j][kh*D+i]
-						}
-						s /= math.Sqrt(float64(D))
-					}
-					sc = append(sc, s)
-					mx = math.Max(mx, s)
-				}
-				var sum float64
-				for j := range sc {
-					sc[j] = math.Exp(sc[j] - mx)
-					sum += sc[j]
-				}
-				for j := range sc {
-					for i := range D {
-						att[h*D+i] += sc[j] / sum * vs[j][kh*D+i]
-					}
-				}
-			}
-			o := lin(pre+"self_attn.o_proj", att)
-			for i := range H {
-				xs[p][i] += o[i]
-			}
-			xn := rms(xs[p], get(pre+"post_attention_layernorm.weight"))
-			g, u := lin(pre+"mlp.gate_proj", xn), lin(pre+"mlp.up_proj", xn)
-			for i := range g {
-				g[i] = g[i] / (1 + math.Exp(-g[i])) * u[i]
-			}
-			d := lin(pre+"mlp.down_proj", g)
-			for i := range H {
-				xs[p][i] += d[i]
-			}
-		}
-	}
-	head := "lm_head"
+	head := "lm_head.weight"
 	if cfg.TieWordEmbeddings {
-		head = "model.embed_tokens"
+		head = "model.embed_tokens.weight"
 	}
-	out := make([][]float64, n)
-	for p := range n {
-		out[p] = matvec(get(head+".weight"), rms(xs[p], get("model.norm.weight")), cfg.VocabSize)
+	w, err := ck.Float32s(head)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([][]float64, len(hs))
+	for p, h := range hs {
+		out[p] = testmodel.RefMatVec(w, h)
 	}
 	return out
+}
+
+// refConfig is cfg as testmodel's reference forward takes it.
+func refConfig(cfg *Config) testmodel.RefConfig {
+	return testmodel.RefConfig{Hidden: cfg.HiddenSize, HeadDim: cfg.HeadDim, Heads: cfg.NumAttentionHeads,
+		KVHeads: cfg.NumKeyValueHeads, Layers: cfg.NumHiddenLayers, RMSNormEps: cfg.RMSNormEps, InvFreq: cfg.InvFreq(),
+		QKNorm: cfg.QKNorm, SlidingWindow: cfg.SlidingWindow}
 }
 
 func load(t testing.TB, dir string, threads int) *Model { return loadDir(t, dir, threads) }
