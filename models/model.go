@@ -45,8 +45,8 @@ type LoadOptions struct {
 	Frozen func(*nn.Quantized) nn.Linear
 	// Head "" or "stored" keeps the LM head's stored dtype; "int8" computes the logits from a row-wise int8 copy
 	// (as llama.cpp's Q8_0 output): half of bf16's bytes per decoded token, logits within ~1e-3 relative; "auto"
-	// is int8 when the decoder's linear layers are 4-bit (NF4/FP4/Q4_0, stored or quantised at load), as
-	// llama.cpp keeps the output in 8 bits beside 4-bit layers, and the stored dtype otherwise. The commands
+	// is int8 when the decoder's linear layers are 4-bit or 8-bit (NF4/FP4/Q4_0/Q8_0, stored or quantised at
+	// load), as llama.cpp keeps the output in 8 bits beside them, and the stored dtype otherwise. The commands
 	// that serve or generate pass "auto"; eval and training keep the stored head.
 	Head string
 	// NoTokenizer loads only config and weights (Tok and Chat stay nil): for weight-only checkpoints such as
@@ -117,7 +117,7 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 	if m.Net, m.weights, err = src.Network(cfg, lo); err != nil {
 		return nil, err
 	}
-	if opts.Head == "auto" && fourBit(m.Net) {
+	if opts.Head == "auto" && lowBit(m.Net) {
 		if err := int8Head(m.Net); err != nil {
 			m.Close()
 			return nil, fmt.Errorf("models: %s: %w", m.Dir, err)
@@ -172,14 +172,14 @@ func (o LoadOptions) network() (llama.LoadOptions, error) {
 	return lo, nil
 }
 
-// fourBit reports whether the decoder's linear layers are stored in 4 bits (the first layer's q_proj speaks
-// for all: the loaders quantise every decoder layer alike).
-func fourBit(net *llama.Model) bool {
+// lowBit reports whether the decoder's linear layers are stored in 4 or 8 bits by block (the first layer's
+// q_proj speaks for all: the loaders quantise every decoder layer alike).
+func lowBit(net *llama.Model) bool {
 	if len(net.Layers) == 0 {
 		return false
 	}
 	q, ok := net.Layers[0].QProj.(*nn.Quantized)
-	return ok && (q.Q.Type == quant.NF4 || q.Q.Type == quant.FP4 || q.Q.Type == quant.Q4_0)
+	return ok && (q.Q.Type == quant.NF4 || q.Q.Type == quant.FP4 || q.Q.Type == quant.Q4_0 || q.Q.Type == quant.Q8_0)
 }
 
 // int8Head replaces a dense LM head by its row-wise int8 copy (a tied embedding keeps its table for lookups).

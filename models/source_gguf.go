@@ -59,7 +59,8 @@ func (f *GGUFFile) Tokenizer() (*tokenizer.Tokenizer, error) {
 	return tok, nil
 }
 
-// Network maps the file; Q4_0 weights run on the 4-bit integer kernels, Q8_0 ones are widened to f32.
+// Network maps the file; Q4_0 and Q8_0 linear weights run on the integer kernels as stored (blocks re-laid out,
+// never widened to f32).
 func (f *GGUFFile) Network(cfg *llama.Config, opts llama.LoadOptions) (*llama.Model, io.Closer, error) {
 	g, err := gguf.Open(f.path)
 	if err != nil {

@@ -114,8 +114,8 @@ func Config(g *gguf.File) (*llama.Config, error) {
 
 // Weights serves the tensors of a llama.cpp model file to llama.LoadTensors under their Hugging Face names and
 // in Hugging Face layout (q/k rows back in rotate_half order for the "llama" architecture). F32, F16 and BF16
-// tensors are served as stored (zero-copy unless permuted); Q4_0 linear weights become quant.Weight for the
-// integer kernels (LoadLinear); other Q8_0/Q4_0 tensors are dequantised to F32.
+// tensors are served as stored (zero-copy unless permuted); Q4_0 and Q8_0 linear weights become quant.Weight for
+// the integer kernels (LoadLinear); other Q8_0/Q4_0 tensors are dequantised to F32.
 type Weights struct {
 	g    *gguf.File
 	cfg  *llama.Config
@@ -220,11 +220,11 @@ func (w *Weights) Float32s(hf string) ([]float32, error) {
 	return v, nil
 }
 
-// LoadLinear gives the Q4_0 weights whose rows are whole groups of 64 to the 4-bit integer kernels; everything
-// else loads dense.
+// LoadLinear gives the Q4_0 and Q8_0 weights whose rows are whole groups of 64 to the integer kernels (never
+// widened to f32); everything else loads dense.
 func (w *Weights) LoadLinear(_ *safetensors.Checkpoint, module string, out, in int) (nn.Linear, bool, error) {
 	t, ok := w.lookup(module + ".weight")
-	if !ok || t.Type != gguf.Q4_0 || len(t.Shape) != 2 || in%64 != 0 {
+	if !ok || (t.Type != gguf.Q4_0 && t.Type != gguf.Q8_0) || len(t.Shape) != 2 || in%64 != 0 {
 		return nil, false, nil
 	}
 	raw, _, err := w.g.TensorBytes(t.Name)
@@ -235,7 +235,11 @@ func (w *Weights) LoadLinear(_ *safetensors.Checkpoint, module string, out, in i
 	if h := w.heads(module + ".weight"); h > 0 {
 		raw = unpermuteBytes(raw, h, len(raw)/rows)
 	}
-	q, err := Q4_0Weight(raw, rows, cols)
+	conv := Q4_0Weight
+	if t.Type == gguf.Q8_0 {
+		conv = Q8_0Weight
+	}
+	q, err := conv(raw, rows, cols)
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: tensor %s: %w", w.g.Path, t.Name, err)
 	}
@@ -270,6 +274,23 @@ func Q4_0Weight(raw []byte, rows, cols int) (*quant.Weight, error) {
 				dst[e/2] |= c
 			}
 		}
+	}
+	return q, nil
+}
+
+// Q8_0Weight splits ggml Q8_0 blocks ([rows, cols], row-major) into a quant.Weight of type Q8_0: the int8 codes
+// in element order and, per 32-block, ggml's f16 scale d as a float32 (exact).
+func Q8_0Weight(raw []byte, rows, cols int) (*quant.Weight, error) {
+	nb := rows * cols / gguf.QK
+	if cols%gguf.QK != 0 || len(raw) != nb*gguf.Q8_0Bytes {
+		return nil, fmt.Errorf("Q8_0: %d bytes for [%d %d]", len(raw), rows, cols)
+	}
+	q := &quant.Weight{Type: quant.Q8_0, Shape: []int{rows, cols}, BlockSize: gguf.QK,
+		Packed: make([]byte, rows*cols), Absmax: make([]float32, nb)}
+	for b := range nb {
+		blk := raw[b*gguf.Q8_0Bytes : (b+1)*gguf.Q8_0Bytes]
+		q.Absmax[b] = safetensors.F16ToF32(binary.LittleEndian.Uint16(blk))
+		copy(q.Packed[b*gguf.QK:(b+1)*gguf.QK], blk[2:])
 	}
 	return q, nil
 }

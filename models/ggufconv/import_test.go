@@ -178,6 +178,45 @@ func TestQ4_0Weight(t *testing.T) {
 	}
 }
 
+// TestQ8_0Weight: ggml Q8_0 blocks split for the int8 kernels dequantise to exactly the values ggml's
+// layout stands for, and multiply like the dense matrix of those values.
+func TestQ8_0Weight(t *testing.T) {
+	const rows, cols = 24, 192
+	rng := rand.New(rand.NewPCG(10, 10))
+	w := make([]float32, rows*cols)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	raw, _ := gguf.Encode(nil, gguf.Q8_0, w)
+	want := make([]float32, len(w))
+	if err := gguf.Decode(gguf.Q8_0, raw, want); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ggufconv.Q8_0Weight(raw, rows, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]float32, len(w))
+	q.Dequantize(got)
+	if !slices.Equal(got, want) {
+		t.Fatal("dequantised Q8_0 weight differs from ggml's values")
+	}
+	x := make([]float32, 3*cols)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	p := kernels.NewPool(1)
+	yq, yd := make([]float32, 3*rows), make([]float32, 3*rows)
+	(&nn.Quantized{Q: q}).Forward(p, yq, x, 3) // the Q8_0 kernel where the CPU has AVX-512 VNNI, the dequantising path elsewhere
+	d, _ := nn.NewDense("F32", f32Bytes(want), rows, cols)
+	d.Forward(p, yd, x, 3)
+	for i := range yq {
+		if math.Abs(float64(yq[i]-yd[i])) > 1e-3*(1+math.Abs(float64(yd[i]))) {
+			t.Fatalf("y[%d] = %g with the integer kernels, %g dense", i, yq[i], yd[i])
+		}
+	}
+}
+
 func f32Bytes(v []float32) []byte {
 	out := make([]byte, 4*len(v))
 	for i, x := range v {

@@ -21,6 +21,10 @@ func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 		q.matMul8(p, y, x, 1)
 		return
 	}
+	if q.q8Kernel() {
+		q.matMulQ8(p, y, x, 1)
+		return
+	}
 	if q.Type == Int8 && q.BlockSize == cols {
 		p.For(rows, func(lo, hi int) {
 			rows8(y[lo:hi], q.Packed[lo*cols:hi*cols], q.Absmax[lo:hi], x, cols)
@@ -70,7 +74,7 @@ func (q *Weight) lut16() (lut16, bool) {
 
 // matMul16 computes y[i·Rows + r] for the m rows of x with the integer kernels (see x16.go).
 func (q *Weight) matMul16(p *kernels.Pool, y, x []float32, m int, l lut16) {
-	xb := getX16(x, m, q.Cols(), q.BlockSize, &l)
+	xb := getX16(x, m, q.Cols(), q.BlockSize, &l, vnniRows())
 	xb.w, xb.y, xb.l, xb.four = q, y, l, true
 	p.Run(q.Rows(), xb)
 	xb.w, xb.y = nil, nil
@@ -105,7 +109,12 @@ func (q *Weight) int8x16() bool {
 // matMul8 computes y[i·Rows + r] for the m rows of x with the int8 integer kernels: x is quantised per
 // 64 columns to int16 (as for the 4-bit kernels), codes widen to int16 in registers.
 func (q *Weight) matMul8(p *kernels.Pool, y, x []float32, m int) {
-	xb := getX16Order(x, m, q.Cols(), group, 1, &naturalOrder, false)
+	var xb *x16Batch
+	if k := vnniRows(); k > 0 {
+		xb = getX16Order(x, m, q.Cols(), group, 1, nil, false, k)
+	} else {
+		xb = getX16Order(x, m, q.Cols(), group, 1, &naturalOrder, false, 0)
+	}
 	xb.w, xb.y, xb.four = q, y, false
 	p.Run(q.Rows(), xb)
 	xb.w, xb.y = nil, nil
@@ -131,6 +140,36 @@ func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 			for j := range yi {
 				yi[j] *= int8Scale
 			}
+		}
+	}
+}
+
+// q8Kernel reports whether the Q8_0 kernel runs this weight: Q8_0 rows of whole groups of 64, with the VNNI
+// kernels in use (elsewhere Q8_0 takes the dequantising paths, which keep the AVX2 dot and GEMM busy).
+func (q *Weight) q8Kernel() bool {
+	return q.Type == Q8_0 && q.BlockSize == group/2 && q.Cols()%group == 0 && vnniRows() > 0
+}
+
+// matMulQ8 computes y[i·Rows + r] for the m rows of x with the Q8_0 kernel: x is quantised per 32-block to
+// int16, as for Q4_0.
+func (q *Weight) matMulQ8(p *kernels.Pool, y, x []float32, m int) {
+	xb := getX16Order(x, m, q.Cols(), group/2, 1, nil, false, vnniRows())
+	xb.w, xb.y, xb.four = q, y, false
+	p.Run(q.Rows(), xb)
+	xb.w, xb.y = nil, nil
+	x16Pool.Put(xb)
+}
+
+// rowsQ8Range runs the Q8_0 kernel for weight rows [lo, hi) and every chunk of xb, a few rows at a time.
+func (q *Weight) rowsQ8Range(y []float32, xb *x16Batch, lo, hi int) {
+	rows, cols := q.Rows(), q.Cols()
+	nb := cols / (group / 2)
+	const step = 16
+	for r := lo; r < hi; r += step {
+		n := min(step, hi-r)
+		for ci := range xb.chunks {
+			c := &xb.chunks[ci]
+			rowsQ8(y[c.row0*rows+r:], rows, q.Packed[r*cols:(r+n)*cols], q.Absmax[r*nb:(r+n)*nb], c, n, cols)
 		}
 	}
 }
@@ -189,6 +228,10 @@ func (q *Weight) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if q.int8x16() && m < fusedMaxM {
 		q.matMul8(p, y, x, m)
+		return
+	}
+	if q.q8Kernel() && m < fusedMaxM {
+		q.matMulQ8(p, y, x, m)
 		return
 	}
 	if l, ok := q.lut16(); ok && m < fusedMaxM {

@@ -19,7 +19,10 @@
 // two VPERMPS lookups of the absmax-scaled 16-entry table per 8 values, chosen by VBLENDVPS on the nibble's
 // top bit, and FMA them with x (copied once per call into the kernel's even/odd order). Small batches
 // (MatMulT, m < 32) decode each block once for 2 or 4 rows of X; larger ones dequantise tiles into the f32
-// GEMM of models/kernels.
+// GEMM of models/kernels. On CPUs with AVX-512 VNNI (and AVX-512 not turned off: kernels.SetAVX512, the CLI's
+// --no-avx512) the generated kernels of vnni_amd64.s (asm/ is their avo generator) run instead: VPDPWSSD on zmm
+// registers, the codes widened to int16 levels by VPERMW, up to 16 rows of X per decoded weight group; they
+// also run Q8_0 (GGUF int8 blocks of 32).
 //
 // Int8 is LLM.int8's row-wise format (bitsandbytes `int8_vectorwise_quant`): one float32 absmax per row (the
 // block is the row), q = round-half-even(w·(127/absmax)), w ≈ q·absmax/127.
@@ -43,6 +46,9 @@ const (
 	// levels are (code-8)/8 and each 32-block's absmax is 8·d, d being ggml's (possibly negative) block scale,
 	// so that level·absmax = (code-8)·d exactly.
 	Q4_0 Type = "q4_0"
+	// Q8_0 is ggml's Q8_0 (GGUF files): one int8 code per byte and, per 32-block, the float32 value of ggml's f16
+	// scale d as absmax, so that w = code·d (no 1/127 as in Int8).
+	Q8_0 Type = "q8_0"
 )
 
 // q40Code is the level table of Q4_0.
@@ -93,8 +99,8 @@ func Code(t Type) ([16]float32, error) {
 	return [16]float32{}, fmt.Errorf("quant: %q is not a 4-bit type (want nf4, fp4 or q4_0)", t)
 }
 
-// Weight is a weight stored quantised: 4-bit NF4/FP4 blocks (two codes per byte) or row-wise Int8 (one code
-// byte per element).
+// Weight is a weight stored quantised: 4-bit NF4/FP4/Q4_0 blocks (two codes per byte), or row-wise Int8 or
+// Q8_0 blocks (one code byte per element).
 type Weight struct {
 	Type      Type
 	Shape     []int // original shape, HF [out, in] for linear weights
@@ -506,7 +512,7 @@ func (q *Weight) Dequantize(dst []float32) {
 func (q *Weight) DequantizeRange(dst []float32, e0 int) {
 	bs := q.BlockSize
 	e := e0
-	if q.Type != Int8 && bs%2 == 0 {
+	if q.Type != Int8 && q.Type != Q8_0 && bs%2 == 0 {
 		// whole blocks in the middle go through the block kernel
 		first := (e + bs - 1) / bs
 		last := (e + len(dst)) / bs
@@ -543,7 +549,7 @@ func dequantBlocksGo(dst []float32, packed []byte, scales []float32, code *[16]f
 	}
 }
 
-// dequantSlow dequantises any range element by element (partial blocks, Int8).
+// dequantSlow dequantises any range element by element (partial blocks, Int8, Q8_0).
 func (q *Weight) dequantSlow(dst []float32, e0 int) {
 	bs := q.BlockSize
 	e := e0
@@ -552,11 +558,16 @@ func (q *Weight) dequantSlow(dst []float32, e0 int) {
 		end := min((b+1)*bs, e+len(dst))
 		a := q.BlockAbsmax(b)
 		k := end - e
-		if q.Type == Int8 {
+		switch q.Type {
+		case Int8:
 			for i := 0; i < k; i++ {
 				dst[i] = float32(float32(int8(q.Packed[e+i]))*a) * int8Scale
 			}
-		} else {
+		case Q8_0:
+			for i := 0; i < k; i++ {
+				dst[i] = float32(int8(q.Packed[e+i])) * a
+			}
+		default:
 			for i := 0; i < k; i++ {
 				j := e + i
 				c := q.Packed[j>>1]

@@ -2,10 +2,27 @@
 
 package quant
 
-import "golang.org/x/sys/cpu"
+import (
+	"golang.org/x/sys/cpu"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
 
 // useAVX2 selects the assembly row kernel (AVX2 + FMA). It is set once at initialisation.
 var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+// hasVNNI reports the AVX-512 subsets the VNNI kernels (vnni_amd64.s, generated) use.
+var hasVNNI = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL &&
+	cpu.X86.HasAVX512VNNI
+
+// vnniRows is the most x rows a VNNI kernel call takes, or 0 when they are not in use: a CPU without them, or
+// AVX-512 turned off through kernels.SetAVX512 (the CLI's --no-avx512), the one switch for every kernel family.
+func vnniRows() int {
+	if hasVNNI && kernels.AVX512() {
+		return vnniK
+	}
+	return 0
+}
 
 // int8RowsAVX2: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for rows rows; cols % 32 == 0.
 //
@@ -72,6 +89,18 @@ func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 		len(xq.q) < xq.k*nb*bs || len(xq.s) < xq.k*nb*8 || (bs%group != 0 && bs != group/2) || nb*bs%group != 0 {
 		panic("quant: rows16: slice lengths do not match")
 	}
+	if xq.vnni {
+		if xq.k < 1 || xq.k > vnniK {
+			panic("quant: rows16: a VNNI chunk holds 1 to vnniK rows")
+		}
+		ng := nb * bs / group
+		if bs < group {
+			nf4VNNIPair[xq.k-1](&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], &l.level[0], n, ng, 1)
+		} else {
+			nf4VNNI[xq.k-1](&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], &l.level[0], n, ng, bs/group)
+		}
+		return
+	}
 	switch xq.k {
 	case 1:
 		nf4Rows16AVX2(&y[0], &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
@@ -110,19 +139,26 @@ func int8Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *fl
 //go:noescape
 func int8Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, cols int)
 
-// rows8x16 runs the int8 integer kernel (see rows8x16Go) for n weight rows and one chunk of x rows in
-// natural order (k = 1 or 4).
+// rows8x16 runs the int8 integer kernel (see rows8x16Go) for n weight rows and one chunk of x rows: in
+// natural order (k = 1 or 4), or for the VNNI kernels in groupPerm's (k up to vnniK).
 func rows8x16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
 	if n == 0 {
 		return
 	}
 	if !useAVX2 {
-		rows8x16Go(y, ystride, packed, scales, xq, n, cols)
+		rows8x16Go(y, ystride, packed, scales, xq, n, cols, xq.order())
 		return
 	}
 	if len(y) < (xq.k-1)*ystride+n || len(packed) < n*cols || len(scales) < n || len(xq.q) < xq.k*cols ||
 		len(xq.s) < xq.k*cols/group*8 || cols%group != 0 || xq.bs != group {
 		panic("quant: rows8x16: slice lengths do not match")
+	}
+	if xq.vnni {
+		if xq.k < 1 || xq.k > vnniK {
+			panic("quant: rows8x16: a VNNI chunk holds 1 to vnniK rows")
+		}
+		int8VNNI[xq.k-1](&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], n, cols/group)
+		return
 	}
 	switch xq.k {
 	case 1:
@@ -132,4 +168,21 @@ func rows8x16(y []float32, ystride int, packed []byte, scales []float32, xq *x16
 	default:
 		panic("quant: rows8x16: chunks hold 1 or 4 rows")
 	}
+}
+
+// rowsQ8 runs the Q8_0 kernel (see rowsQ8Go) for n weight rows and one chunk of x rows (32-blocks, groupPerm
+// order): the VNNI kernel when the chunk was made for it, the portable one otherwise.
+func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
+	if n == 0 {
+		return
+	}
+	if !xq.vnni || !useAVX2 {
+		rowsQ8Go(y, ystride, packed, scales, xq, n, cols)
+		return
+	}
+	if len(y) < (xq.k-1)*ystride+n || len(packed) < n*cols || len(scales) < n*cols/(group/2) || len(xq.q) < xq.k*cols ||
+		len(xq.s) < xq.k*cols/group*8 || cols%group != 0 || xq.bs != group/2 || xq.k < 1 || xq.k > vnniK {
+		panic("quant: rowsQ8: slice lengths do not match")
+	}
+	int8VNNIPair[xq.k-1](&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], n, cols/group)
 }

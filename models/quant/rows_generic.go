@@ -24,5 +24,13 @@ func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
 
 // rows8x16 runs the portable int8 integer kernel.
 func rows8x16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
-	rows8x16Go(y, ystride, packed, scales, xq, n, cols)
+	rows8x16Go(y, ystride, packed, scales, xq, n, cols, xq.order())
 }
+
+// rowsQ8 runs the portable Q8_0 kernel.
+func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
+	rowsQ8Go(y, ystride, packed, scales, xq, n, cols)
+}
+
+// vnniRows is 0: no VNNI kernels without assembly.
+func vnniRows() int { return 0 }

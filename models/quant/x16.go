@@ -54,6 +54,9 @@ func xLimit(bs int) float32 {
 	return float32(min(32767, (math.MaxInt32)/(lutOne*max(bs, group)/8)))
 }
 
+// vnniK is the most x rows one VNNI kernel call takes (the generator in asm/ makes one kernel per count).
+const vnniK = 16
+
 // group is the element count the kernels decode at once (32 packed bytes).
 const group = 64
 
@@ -84,12 +87,23 @@ var naturalOrder = func() (p [group]uint8) {
 // for 32-blocks, per group, k runs of 4 copies for each of its two blocks (see scaleAt).
 type x16 struct {
 	k, bs int
-	row0  int // the first x row of the batch in this chunk
+	row0  int  // the first x row of the batch in this chunk
+	vnni  bool // for the VNNI kernels (any k up to vnniK; the AVX2 ones take 1, 2 or 4)
 	q     []int16
 	s     []float32
 }
 
-// x16Batch is m rows of x as chunks of four rows (the four-row kernel's layout), then two and one. It is
+// order is the order of each group's values in an int8 chunk: natural for the AVX2 and portable int8
+// kernels, groupPerm's (written by quantizeRow) for the VNNI ones.
+func (xq *x16) order() *[group]uint8 {
+	if xq.vnni {
+		return &groupPerm
+	}
+	return &naturalOrder
+}
+
+// x16Batch is m rows of x as chunks of four rows (the four-row kernel's layout), then two and one, or for the
+// VNNI kernels chunks of up to vnniK rows (each weight group decoded once for all of them). It is
 // also the pool job that multiplies them with a weight (Run), so that a call allocates nothing.
 type x16Batch struct {
 	chunks []x16
@@ -105,9 +119,12 @@ type x16Batch struct {
 
 // Run computes weight rows [lo, hi) for every x row.
 func (xb *x16Batch) Run(lo, hi int) {
-	if xb.four {
+	switch {
+	case xb.four:
 		xb.w.rows16Range(xb.y, xb, &xb.l, lo, hi)
-	} else {
+	case xb.w.Type == Q8_0:
+		xb.w.rowsQ8Range(xb.y, xb, lo, hi)
+	default:
 		xb.w.rows8Range(xb.y, xb, lo, hi)
 	}
 }
@@ -116,13 +133,14 @@ var x16Pool = sync.Pool{New: func() any { return new(x16Batch) }}
 
 // getX16 quantises the m rows of x (cols each, natural order) for block size bs, each group of 64 in the
 // 4-bit kernels' order. Return it to x16Pool.
-func getX16(x []float32, m, cols, bs int, l *lut16) *x16Batch {
-	return getX16Order(x, m, cols, bs, l.inv, nil, true)
+func getX16(x []float32, m, cols, bs int, l *lut16, wide int) *x16Batch {
+	return getX16Order(x, m, cols, bs, l.inv, nil, true, wide)
 }
 
 // getX16Order is getX16 with the levels' scale inv and, if perm is not nil, groups in that order (the
-// portable quantiser) instead of groupPerm's (the assembly one); pairs allows chunks of two rows.
-func getX16Order(x []float32, m, cols, bs int, inv float32, perm *[group]uint8, pairs bool) *x16Batch {
+// portable quantiser) instead of groupPerm's (the assembly one); pairs allows chunks of two rows; wide > 0
+// makes chunks of up to wide rows for the VNNI kernels.
+func getX16Order(x []float32, m, cols, bs int, inv float32, perm *[group]uint8, pairs bool, wide int) *x16Batch {
 	xb := x16Pool.Get().(*x16Batch)
 	nb := cols / bs
 	xb.q = grow(xb.q, m*cols)
@@ -132,12 +150,14 @@ func getX16Order(x []float32, m, cols, bs int, inv float32, perm *[group]uint8, 
 	for i := 0; i < m; {
 		k := 1
 		switch {
+		case wide > 0:
+			k = min(wide, m-i)
 		case m-i >= 4:
 			k = 4
 		case m-i >= 2 && pairs:
 			k = 2
 		}
-		c := x16{k: k, bs: bs, row0: i, q: xb.q[i*cols : (i+k)*cols], s: xb.s[i*nb*8 : (i+k)*nb*8]}
+		c := x16{k: k, bs: bs, row0: i, vnni: wide > 0, q: xb.q[i*cols : (i+k)*cols], s: xb.s[i*nb*8 : (i+k)*nb*8]}
 		for j := 0; j < k; j++ {
 			if perm != nil {
 				quantizeRowGo(&c, j, x[(i+j)*cols:(i+j+1)*cols], lim, inv, perm)
@@ -253,9 +273,9 @@ func rows16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16
 }
 
 // rows8x16Go is the portable int8 integer kernel and the reference for the assembly: for weight rows r < n
-// (cols int8 codes each, one scale per row) and x rows i < xq.k (natural order),
+// (cols int8 codes each, one scale per row) and x rows i < xq.k (each group in the order perm),
 // y[i·ystride+r] = scales[r]·Σ_b s_i[b]·Σ_{j∈b} code_j·q_i[j]. The caller applies bitsandbytes' 1/127.
-func rows8x16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
+func rows8x16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int, perm *[group]uint8) {
 	k := xq.k
 	for r := 0; r < n; r++ {
 		row := packed[r*cols : (r+1)*cols]
@@ -263,13 +283,40 @@ func rows8x16Go(y []float32, ystride int, packed []byte, scales []float32, xq *x
 			var acc float32
 			for g := 0; g < cols/group; g++ {
 				q := xq.q[(g*k+i)*group : (g*k+i+1)*group]
+				codes := row[g*group : (g+1)*group]
 				var sum int32 // at most 64 products of 127·32767
-				for j, c := range row[g*group : (g+1)*group] {
-					sum += int32(int8(c)) * int32(q[j])
+				for p, e := range perm {
+					sum += int32(int8(codes[e])) * int32(q[p])
 				}
 				acc += float32(sum) * xq.s[(g*k+i)*8]
 			}
 			y[i*ystride+r] = acc * scales[r]
+		}
+	}
+}
+
+// rowsQ8Go is the portable Q8_0 kernel and the reference for the assembly: for weight rows r < n (cols int8
+// codes, a scale per 32-block) and x rows i < xq.k (32-blocks, groupPerm order),
+// y[i·ystride+r] = Σ_b scales[r·nb+b]·s_i[b]·Σ_{j∈b} code_j·q_i[j].
+func rowsQ8Go(y []float32, ystride int, packed []byte, scales []float32, xq *x16, n, cols int) {
+	k, nb := xq.k, cols/(group/2)
+	for r := 0; r < n; r++ {
+		row := packed[r*cols : (r+1)*cols]
+		for i := 0; i < k; i++ {
+			var acc float32
+			for g := 0; g < cols/group; g++ {
+				q := xq.q[(g*k+i)*group : (g*k+i+1)*group]
+				codes := row[g*group : (g+1)*group]
+				var sums [2]int32 // elements 0..31 and 32..63
+				for p, e := range groupPerm {
+					sums[e/32] += int32(int8(codes[e])) * int32(q[p])
+				}
+				for h, sum := range sums {
+					b := 2*g + h
+					acc += float32(sum) * (scales[r*nb+b] * xq.s[xq.scaleAt(b, i)])
+				}
+			}
+			y[i*ystride+r] = acc
 		}
 	}
 }

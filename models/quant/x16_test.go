@@ -11,19 +11,23 @@ import (
 // tol16 bounds, per row, how far the integer path may be from exact float arithmetic: x rounds to half a
 // step of its block maximum and each level to half a unit of 1/lutScale, both times absmax.
 func tol16(q *Weight, x []float32) []float64 {
-	if q.int8x16() { // only x is rounded: half a step of each 64-column block's maximum
+	if q.int8x16() || q.Type == Q8_0 { // only x is rounded: half a step of each 64-column (Q8_0: 32) block's maximum
 		rows, cols := q.Rows(), q.Cols()
 		w := make([]float32, q.Elems())
 		q.Dequantize(w)
 		tol := make([]float64, rows)
-		for b := 0; b < cols/group; b++ {
+		bw := group
+		if q.Type == Q8_0 {
+			bw = group / 2
+		}
+		for b := 0; b < cols/bw; b++ {
 			var xmax float64
-			for _, v := range x[b*group : (b+1)*group] {
+			for _, v := range x[b*bw : (b+1)*bw] {
 				xmax = math.Max(xmax, math.Abs(float64(v)))
 			}
-			dx := 0.5 * xmax / float64(xLimit(group))
+			dx := 0.5 * xmax / float64(xLimit(bw))
 			for r := range tol {
-				for _, v := range w[r*cols+b*group : r*cols+(b+1)*group] {
+				for _, v := range w[r*cols+b*bw : r*cols+(b+1)*bw] {
 					tol[r] += math.Abs(float64(v)) * dx
 				}
 			}
@@ -100,20 +104,22 @@ func TestRows16MatchesGo(t *testing.T) {
 			if nb*bs%group != 0 {
 				continue // rows of whole groups only
 			}
-			for _, m := range []int{1, 2, 3, 4, 6, 7, 9} {
-				rows, cols := 7, nb*bs
-				q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, bs, false)
-				l, _ := q.lut16()
-				x := randW(r, m*cols, 1)
-				xb := getX16(x, m, cols, bs, &l)
-				got, want := make([]float32, m*rows), make([]float32, m*rows)
-				for _, c := range xb.chunks {
-					rows16(got[c.row0*rows:], rows, q.Packed, q.Absmax, &c, &l, rows, nb)
-					rows16Go(want[c.row0*rows:], rows, q.Packed, q.Absmax, &c, &l, rows, nb)
-				}
-				for i := range got {
-					if math.Abs(float64(got[i]-want[i])) > 1e-6*(math.Sqrt(float64(cols))+math.Abs(float64(want[i]))) {
-						t.Fatalf("bs %d nb %d m %d y[%d]: %v vs %v", bs, nb, m, i, got[i], want[i])
+			for _, wide := range wideModes() {
+				for _, m := range []int{1, 2, 3, 4, 6, 7, 9, 16, 17} {
+					rows, cols := 7, nb*bs
+					q, _ := Quantize4(NF4, randW(r, rows*cols, 1), []int{rows, cols}, bs, false)
+					l, _ := q.lut16()
+					x := randW(r, m*cols, 1)
+					xb := getX16(x, m, cols, bs, &l, wide)
+					got, want := make([]float32, m*rows), make([]float32, m*rows)
+					for _, c := range xb.chunks {
+						rows16(got[c.row0*rows:], rows, q.Packed, q.Absmax, &c, &l, rows, nb)
+						rows16Go(want[c.row0*rows:], rows, q.Packed, q.Absmax, &c, &l, rows, nb)
+					}
+					for i := range got {
+						if math.Abs(float64(got[i]-want[i])) > 1e-6*(math.Sqrt(float64(cols))+math.Abs(float64(want[i]))) {
+							t.Fatalf("wide %d bs %d nb %d m %d y[%d]: %v vs %v", wide, bs, nb, m, i, got[i], want[i])
+						}
 					}
 				}
 			}
@@ -262,15 +268,22 @@ func TestRows8x16MatchesGo(t *testing.T) {
 				t.Fatal(err)
 			}
 			x := randW(r, m*cols, 1)
-			xb := getX16Order(x, m, cols, group, 1, &naturalOrder, false)
-			got, want := make([]float32, m*rows), make([]float32, m*rows)
-			for _, c := range xb.chunks {
-				rows8x16(got[c.row0*rows:], rows, q.Packed, q.Absmax, &c, rows, cols)
-				rows8x16Go(want[c.row0*rows:], rows, q.Packed, q.Absmax, &c, rows, cols)
-			}
-			for i := range got {
-				if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-3 {
-					t.Fatalf("cols %d m %d y[%d]: %v vs %v", cols, m, i, got[i], want[i])
+			for _, wide := range wideModes() {
+				var xb *x16Batch
+				if wide > 0 {
+					xb = getX16Order(x, m, cols, group, 1, nil, false, wide)
+				} else {
+					xb = getX16Order(x, m, cols, group, 1, &naturalOrder, false, 0)
+				}
+				got, want := make([]float32, m*rows), make([]float32, m*rows)
+				for _, c := range xb.chunks {
+					rows8x16(got[c.row0*rows:], rows, q.Packed, q.Absmax, &c, rows, cols)
+					rows8x16Go(want[c.row0*rows:], rows, q.Packed, q.Absmax, &c, rows, cols, c.order())
+				}
+				for i := range got {
+					if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-3 {
+						t.Fatalf("wide %d cols %d m %d y[%d]: %v vs %v", wide, cols, m, i, got[i], want[i])
+					}
 				}
 			}
 		}
