@@ -1,5 +1,5 @@
-// Package merge folds LoRA adapters into a base checkpoint: W' = W + Σ wᵢ·sᵢ·Bᵢ·Aᵢ, computed in f32 and rounded
-// once to the output dtype, written tensor by tensor into a new Hugging Face folder. Tensors no adapter touches
+// Package merge folds LoRA adapters into a base checkpoint: W' = W + Σ wᵢ·sᵢ·Bᵢ·Aᵢ (a DoRA adapter:
+// W' = m⊙(W + s·B·A)/‖W + s·B·A‖ per row), computed in f32 and rounded once to the output dtype, written tensor by tensor into a new Hugging Face folder. Tensors no adapter touches
 // are copied bit for bit; the folder appears at its final path only when complete.
 package merge
 
@@ -304,6 +304,9 @@ func (p *plan) collect(base string, srcs []Source) (*collected, error) {
 		if err := p.addAdapter(c, base, &srcs[i]); err != nil {
 			return nil, err
 		}
+	}
+	if err := checkDoRA(srcs); err != nil {
+		return nil, err
 	}
 	for name := range c.saved {
 		if len(c.deltas[name]) > 0 && !c.baseLayer[name] {
@@ -813,6 +816,10 @@ func addDeltas(pool *kernels.Pool, name string, W []float32, ds []delta) error {
 		}
 		if d.embed {
 			pr.AddDeltaT(pool, W, d.weight) // table [vocab=In, dim=Out] += (wᵢ·sᵢ)·(B·A)ᵀ
+			continue
+		}
+		if pr.Magnitude != nil {
+			pr.MergeDoRA(pool, W) // W = (m/‖W + s·B·A‖)⊙(W + s·B·A), PEFT's DoRA merge (checkDoRA: weight 1)
 			continue
 		}
 		pr.AddDelta(pool, W, d.weight) // W += (wᵢ·sᵢ)·B·A

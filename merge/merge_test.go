@@ -567,7 +567,7 @@ func TestMergeErrors(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 	noOut(t, root, out)
-	// DoRA and unknown keys are rejected by the loader with the tensor/field named.
+	// A DoRA config without magnitude vectors and unknown keys are rejected by the loader with the tensor/field named.
 	good := saveAdapter(t, makeAdapter(t, 1, 4, 8, []string{"q_proj"}, false))
 	cfgPath := filepath.Join(good, lora.ConfigName)
 	c, _ := os.ReadFile(cfgPath)

@@ -104,6 +104,10 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 
 	d := &Weighted{}
 	for _, s := range srcs {
+		// DoRA's unmerged row scales come from the base weights (checkDoRA: such an adapter is merged alone)
+		if err := s.Adapter.PrepareDoRA(pool, models.AdapterBase(base, baseDir)); err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
 		d.Adapters = append(d.Adapters, s.Adapter)
 		d.Weights = append(d.Weights, s.Weight)
 	}

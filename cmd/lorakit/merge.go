@@ -39,7 +39,9 @@ adapter_model.bin must be converted first): list, regex and "all-linear" target_
 alpha_pattern, use_rslora, modules_to_save, bias "all"/"lora_only", LoRA on embed_tokens (lora_embedding_A/B)
 and on lm_head. When an adapter changes the embedding or lm_head of a base that ties them, the merged model
 gets its own lm_head.weight and tie_word_embeddings false, so that it computes what base+adapter computes.
-DoRA, lora_bias, fan_in_fan_out and adapters shaped for another model are refused, naming the tensor.
+DoRA adapters (use_dora, lora_magnitude_vector) merge as PEFT merges them: W' = m·(W + s·B·A)/‖W + s·B·A‖ per
+output row (alone and with weight 1). lora_bias, fan_in_fan_out and adapters shaped for another model are refused,
+naming the tensor.
 
 More adapters are added with --adapter DIR[:WEIGHT]; ADAPTER may carry a weight too (default 1).
 A 4-bit (bitsandbytes NF4) base is dequantised and written in bf16 (or --dtype f32); --requantize nf4 writes

@@ -64,6 +64,9 @@ func ExportAdapter(baseDir, adapterDir, out string, opts AdapterOptions) (*Resul
 	if err != nil {
 		return nil, fmt.Errorf("ggufconv: %s: %w", baseDir, err)
 	}
+	if c, err := lora.LoadConfig(adapterDir); err == nil && c.UseDoRA {
+		return nil, fmt.Errorf("ggufconv: adapter %s is a DoRA adapter (use_dora): a GGUF LoRA adapter has no magnitude vector for llama.cpp to apply; merge it (lorakit merge) and export the merged folder", adapterDir)
+	}
 	a, err := lora.LoadUnmerged(adapterDir, lora.Base{Linear: moduleShapes(cfg)})
 	if err != nil {
 		return nil, err

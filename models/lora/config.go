@@ -73,7 +73,7 @@ var known = map[string]bool{
 }
 
 // ParseConfig parses adapter_config.json. Unknown keys are kept (PEFT tolerates them too); a known key with a
-// wrong type is an error naming it. Semantic checks (peft_type, DoRA) are in Validate.
+// wrong type is an error naming it. Semantic checks (peft_type, lora_bias, ...) are in Validate.
 //
 // complexity: one check per config key, each naming the key it rejects; split, the list would be scattered.
 func ParseConfig(data []byte) (*Config, error) {
@@ -199,7 +199,7 @@ func orderedNumbers(v json.RawMessage) (map[string]float64, []string, error) {
 	return m, order, nil
 }
 
-// Validate rejects what lorakit cannot apply correctly: a non-LoRA peft_type, DoRA, a bias on lora_B,
+// Validate rejects what lorakit cannot apply correctly: a non-LoRA peft_type, a bias on lora_B,
 // GPT-2 style fan_in_fan_out weights, r ≤ 0, and rank/alpha pattern regexes that do not compile.
 func (c *Config) Validate() error {
 	switch {
@@ -207,8 +207,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("adapter_config.json: missing \"peft_type\" (want \"LORA\")")
 	case !strings.EqualFold(c.PeftType, "LORA"):
 		return fmt.Errorf("adapter_config.json: peft_type %q is not supported (only \"LORA\")", c.PeftType)
-	case c.UseDoRA:
-		return fmt.Errorf("adapter_config.json: use_dora is true: DoRA adapters are not supported (the magnitude vector changes the merge and the forward pass)")
 	case c.LoraBias:
 		return fmt.Errorf("adapter_config.json: lora_bias is true: a bias on lora_B is not supported")
 	case c.FanInFanOut:

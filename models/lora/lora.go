@@ -29,6 +29,11 @@ type Pair struct {
 	R, In, Out int
 	Scale      float32
 	Alpha      float64 // α used for Scale (from alpha_pattern or lora_alpha)
+	// Magnitude is DoRA's m [Out] (PEFT's lora_magnitude_vector), nil for a plain LoRA pair (see dora.go).
+	Magnitude []float32
+	// RowScale g = m/‖W + s·B·A‖ and RowShift (1−g)⊙b [Out] (nil without a base bias) are DoRA's unmerged form
+	// over one base, set by Adapter.PrepareDoRA.
+	RowScale, RowShift []float32
 }
 
 // Adapter is a loaded PEFT LoRA adapter.
@@ -127,6 +132,16 @@ func (a *Adapter) WriteFiles(dir string) error {
 				return fmt.Errorf("save adapter: module %s: %w", m, err)
 			}
 			ts = append(ts, safetensors.Tensor{Name: KeyPrefix + m + t.suf, DType: dt, Shape: t.shape, Data: data})
+		}
+		if p.Magnitude != nil { // DoRA: PEFT's key, without a ".weight" suffix
+			if len(p.Magnitude) != p.Out {
+				return fmt.Errorf("save adapter: module %s: DoRA magnitude has %d values, want %d", m, len(p.Magnitude), p.Out)
+			}
+			data, err := safetensors.Encode(dt, p.Magnitude)
+			if err != nil {
+				return fmt.Errorf("save adapter: module %s: %w", m, err)
+			}
+			ts = append(ts, safetensors.Tensor{Name: KeyPrefix + m + ".lora_magnitude_vector", DType: dt, Shape: []int{p.Out}, Data: data})
 		}
 	}
 	for _, m := range slices.Sorted(maps.Keys(a.Embed)) {

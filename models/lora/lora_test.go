@@ -237,14 +237,14 @@ func TestLoadErrors(t *testing.T) {
 		ts        []safetensors.Tensor
 		want      string
 	}{
-		{"dora", strings.Replace(base, `"use_dora": false`, `"use_dora": true`, 1), good, "DoRA"},
+		{"dora without magnitudes", strings.Replace(base, `"use_dora": false`, `"use_dora": true`, 1), good, "lora_magnitude_vector"},
 		{"ia3", strings.Replace(base, `"peft_type": "LORA"`, `"peft_type": "IA3"`, 1), good, `peft_type "IA3"`},
 		{"no peft_type", strings.Replace(base, `"peft_type": "LORA",`, ``, 1), good, "peft_type"},
 		{"rank vs config", strings.Replace(base, `"r": 8`, `"r": 4`, 1), good, "rank mismatch"},
 		{"unknown key", base, append(append([]safetensors.Tensor{}, good...),
 			encode(t, safetensors.F32, "base_model.model.model.layers.0.self_attn.q_proj.weight", []int{2}, []float32{1, 2})), "model.layers.0.self_attn.q_proj.weight"},
 		{"magnitude", base, append(append([]safetensors.Tensor{}, good...),
-			encode(t, safetensors.F32, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", []int{6}, randVec(rng, 6))), "DoRA"},
+			encode(t, safetensors.F32, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector", []int{6}, randVec(rng, 6))), "use_dora false"},
 		{"missing B", base, good[:1], "no matching"},
 		{"A/B rank", base, []safetensors.Tensor{good[0],
 			encode(t, safetensors.F32, "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight", []int{12, 4}, randVec(rng, 48))}, "rank mismatch"},

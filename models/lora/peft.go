@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
@@ -25,11 +26,14 @@ import (
 //     and biases (bias "all" / "lora_only") into Saved;
 //   - LoRA on an embedding: "…embed_tokens.lora_embedding_A" [r, vocab] and "…lora_embedding_B" [dim, r] into
 //     Embed, and the base layer PEFT saves beside it ("…embed_tokens.base_layer.weight") into BaseLayers;
+//   - DoRA (use_dora): "…q_proj.lora_magnitude_vector" [out] as PEFT saves it (also with ".weight" or the adapter
+//     name inside the key) into Pair.Magnitude;
 //   - rank_pattern / alpha_pattern by suffix, full name or regex.
 //
-// It rejects, naming the file and the tensor or field: DoRA, lora_bias, fan_in_fan_out, non-LoRA peft types, a
-// file holding several adapters, keys it does not understand, A/B shapes that disagree with each other or with
-// the rank the config gives the module, and an adapter_model.bin without safetensors. What only a merge can
+// It rejects, naming the file and the tensor or field: DoRA on an embedding or without its magnitudes, lora_bias,
+// fan_in_fan_out, non-LoRA peft types, a file holding several adapters, keys it does not understand, A/B shapes
+// that disagree with each other or with the rank the config gives the module, and an adapter_model.bin without
+// safetensors. What only a merge can
 // apply (Embed, Saved, BaseLayers that differ from the base) is accepted here; CheckUnmerged reports it for the
 // commands that apply an adapter without merging it.
 func Load(dir string) (*Adapter, error) { return load(dir, nil) }
@@ -109,6 +113,7 @@ func (e *fitError) Error() string { return e.err.Error() }
 func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, out int, ok bool)) error {
 	cfg := &a.Config
 	pairs := map[string]*abInfo{}
+	mags := magnitudes{}
 	names := map[string]bool{} // adapter names found inside keys
 	var dtype safetensors.DType
 	for _, name := range f.Names() {
@@ -125,7 +130,10 @@ func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, 
 			}
 			switch kind {
 			case "lora_magnitude_vector":
-				return fmt.Errorf("tensor %q: DoRA magnitude vectors are not supported (use_dora adapters change the merge: W' = m·(W+ΔW)/‖W+ΔW‖)", name)
+				if err := mags.add(name, module, suf, info); err != nil {
+					return err
+				}
+				continue
 			case "lora_A", "lora_B":
 				if suf == "bias" {
 					return fmt.Errorf("tensor %q: a bias on lora_B (lora_bias) is not supported", name)
@@ -249,6 +257,9 @@ func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, 
 			a.Modules[m] = pr
 		}
 	}
+	if err := mags.check(a); err != nil {
+		return err
+	}
 	if len(a.Modules) == 0 && len(a.Saved) == 0 && len(a.Embed) == 0 {
 		return errors.New("no LoRA tensors (lora_A/lora_B or lora_embedding_A/B) and no modules_to_save tensors")
 	}
@@ -271,7 +282,7 @@ func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, 
 			return err
 		}
 	}
-	return nil
+	return mags.read(f, a)
 }
 
 // finiteFloats reads tensor name as f32, refusing a NaN or infinite value (a corrupt or diverged adapter would
@@ -296,6 +307,11 @@ type Base struct {
 	// Weights opens the base checkpoint, to compare the base layers an adapter saved with the base's own
 	// (nil: an adapter with saved base layers is refused).
 	Weights func() (*safetensors.Checkpoint, error)
+	// Rows reads a base linear's weight as f32 rows (dequantised) and gives its bias (nil if none), for DoRA's
+	// row norms (nil: a DoRA adapter is refused).
+	Rows func(module string) (rows RowReader, bias []float32, err error)
+	// Pool runs the products of PrepareDoRA (nil: single-threaded).
+	Pool *kernels.Pool
 }
 
 // CheckUnmerged reports what the inference path cannot apply: it adds s·B·(A·x) after the base linear layers,
@@ -341,14 +357,17 @@ func (a *Adapter) CheckUnmerged(base Base) error {
 	return nil
 }
 
-// LoadUnmerged is Load, Check (from the header, before the weights are read) and CheckUnmerged: the adapter as
-// generate, eval, data score and serve apply it.
+// LoadUnmerged is Load, Check (from the header, before the weights are read), CheckUnmerged and, for a DoRA
+// adapter, PrepareDoRA over base.Rows: the adapter as generate, eval, data score and serve apply it.
 func LoadUnmerged(dir string, base Base) (*Adapter, error) {
 	a, err := load(dir, base.Linear)
 	if err != nil {
 		return nil, err
 	}
 	if err := a.CheckUnmerged(base); err != nil {
+		return nil, err
+	}
+	if err := a.PrepareDoRA(base.Pool, base); err != nil {
 		return nil, err
 	}
 	return a, nil // load checked the shapes against base.Linear

@@ -32,11 +32,17 @@ type Factors struct {
 	B          []float32 // B [Out, R] (F32)
 	Bt         []float32 // Bᵀ [R, Out] (F32BT)
 	A16, B16   []uint16  // A [R, In] and B [Out, R] as bf16 (BF16)
+	// RowScale and RowShift [Out] finish a DoRA module (Pair.RowScale): y ← RowScale⊙(y + s·B·A·x) + RowShift.
+	// nil for LoRA.
+	RowScale, RowShift []float32
 }
 
 // Factors is the pair as it is stored, in the F32 layout (no copy).
 func (q *Pair) Factors() Factors {
-	return Factors{Layout: F32, R: q.R, In: q.In, Out: q.Out, Scale: q.Scale, A: q.A, B: q.B}
+	if q.Magnitude != nil && q.RowScale == nil {
+		panic("lora: a DoRA pair applied unmerged before Adapter.PrepareDoRA computed its row scale")
+	}
+	return Factors{Layout: F32, R: q.R, In: q.In, Out: q.Out, Scale: q.Scale, A: q.A, B: q.B, RowScale: q.RowScale, RowShift: q.RowShift}
 }
 
 // Pack copies the pair into layout l (F32 shares q's slices).
@@ -73,7 +79,7 @@ var (
 )
 
 // Apply adds s·B·(A·x) to every row of y [rows, Out] from x [rows, In], using p for its products (p may be nil:
-// single-threaded). It does not allocate. Lengths that disagree with the module's shape are a programming error
+// single-threaded); a DoRA module then scales each row (y ← g⊙y + (1−g)⊙b, see dora.go). It does not allocate. Lengths that disagree with the module's shape are a programming error
 // (Check the adapter against the base first) and panic.
 func (f *Factors) Apply(p *kernels.Pool, y, x []float32, rows int) {
 	if rows < 0 || len(x) != rows*f.In || len(y) != rows*f.Out {
@@ -128,6 +134,9 @@ func (f *Factors) Apply(p *kernels.Pool, y, x []float32, rows int) {
 		Expand(p, y, t, f.B, 1, rows, out, r) // Y[rows, out] += (s·T)·Bᵀ
 	}
 	scratch.Put(bp)
+	if f.RowScale != nil {
+		f.applyRowScale(y, rows)
+	}
 }
 
 // Shrink computes T[rows, r] = X[rows, in]·Aᵀ for an f32 A [r, in]: the first half of the product, which
