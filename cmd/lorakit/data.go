@@ -13,11 +13,13 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/internal/outdir"
 	"github.com/lorakit/lorakit/internal/progress"
 	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/train/data"
 )
@@ -160,6 +162,7 @@ func newDataScoreCmd() *cobra.Command {
 		modelDir, adapterDir, out string
 		maxSeqLen, threads, batch int
 		resume, force, asJSON     bool
+		judges                    judgeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "score FILE --model DIR [--adapter DIR] --out SCORED.jsonl",
@@ -174,6 +177,12 @@ func newDataScoreCmd() *cobra.Command {
   prompt_tokens, response_tokens, total_tokens, scored_tokens, truncated
   cluster             line number of the first example of its near-duplicate cluster (MinHash over token
                       5-shingles of the message texts); equal to "line" for the first member
+  reward              with --reward-model: the reward model's score of the conversation (its head's raw
+                      output at the last token, as transformers reads a *ForSequenceClassification)
+  labels              with --classifier: {"LABEL": score} per id2label: softmax probabilities (sigmoid per
+                      label for problem_type multi_label_classification; raw for one output or regression)
+The judges (--reward-model, --classifier) read the conversation with their own tokenizer and chat template
+(plain text, the messages' contents, when they have none); --judge-reasoning lets them read reasoning_content.
 Examples are batched through the model on all cores; memory stays bounded. Output is written to
 OUT.partial and renamed when complete; --resume continues an interrupted run, skipping lines already scored.`,
 		Args: cobra.ExactArgs(1),
@@ -197,6 +206,13 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 					return "", err
 				}
 				defer m.Close()
+				var o data.ScoreOptions
+				judges.pool = m.Net.Pool
+				closeJudges, err := judges.load(cmd, threads, maxSeqLen, &o)
+				defer closeJudges()
+				if err != nil {
+					return "", err
+				}
 				var delta llama.Delta
 				if adapterDir != "" {
 					ad, err := m.LoadAdapter(adapterDir)
@@ -208,9 +224,9 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 				bos, hasBOS := m.Tok.BOS()
 				bar := progress.New(cmd.ErrOrStderr(), "score", countLines(args[0]), "lines")
 				done := 0
-				o := data.ScoreOptions{Tok: m.Tok, Tpl: m.Chat, BOS: bos, HasBOS: hasBOS,
-					Scorer: &data.ModelScorer{Net: m.Net, Adapter: delta}, MaxSeqLen: maxSeqLen, BatchTokens: batch,
-					Resume: resume, Force: force, OnProgress: func(n int) { done = n; bar.Set(int64(n), "") }}
+				o.Tok, o.Tpl, o.BOS, o.HasBOS = m.Tok, m.Chat, bos, hasBOS
+				o.Scorer, o.MaxSeqLen, o.BatchTokens = &data.ModelScorer{Net: m.Net, Adapter: delta}, maxSeqLen, batch
+				o.Resume, o.Force, o.OnProgress = resume, force, func(n int) { done = n; bar.Set(int64(n), "") }
 				sum, err := data.ScoreFileContext(ctx, args[0], out, o)
 				if err != nil {
 					bar.Stop()
@@ -240,6 +256,7 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 	f.BoolVar(&resume, "resume", false, "continue an interrupted run (skip lines already in the output)")
 	f.BoolVar(&force, "force", false, "start over, replacing an existing output or partial output")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
+	judges.flags(f)
 	return cmd
 }
 
@@ -250,6 +267,7 @@ func newDataFilterCmd() *cobra.Command {
 		droppedPath       string
 		minIFD, maxIFD    float64
 		asJSON            bool
+		labels            []string
 	)
 	cmd := &cobra.Command{
 		Use:   "filter SCORED.jsonl --out CLEAN.jsonl [--max-ppl X] [--min-ifd A] [--max-ifd B] [--keep-top F --by ifd|ppl] [--dedup] [--min-tokens N] [--max-tokens N]",
@@ -259,7 +277,9 @@ in the original file (with their "score" object if --keep-scores). Every line is
 reason (bad lines are dropped). Rules: --max-ppl (ppl above is dropped), --min-ifd/--max-ifd, --min-tokens/
 --max-tokens (total tokens after templating), --dedup (keep only the first example of each near-duplicate
 cluster), and --keep-top F: of what the other rules keep, keep the best fraction F by --by (ifd: highest
-IFD, ppl: lowest perplexity). --report FILE.json gets the counts, reasons, thresholds, histogram and every
+IFD, ppl: lowest perplexity, reward: highest reward, label:NAME: highest score of a classifier label).
+With scores from --reward-model and --classifier: --min-reward X, and --label NAME>=V / NAME<=V (repeatable)
+on the classifier's labels. --report FILE.json gets the counts, reasons, thresholds, histogram and every
 dropped line; --histogram FILE.svg (default: next to the report) draws the --by score with the cuts marked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -269,6 +289,14 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 			fl := cmd.Flags()
 			o.HasMinIFD, o.HasMaxIFD = fl.Changed("min-ifd"), fl.Changed("max-ifd")
 			o.MinIFD, o.MaxIFD = minIFD, maxIFD
+			o.HasMinReward = fl.Changed("min-reward")
+			for _, l := range labels {
+				r, err := data.ParseLabelRule(l)
+				if err != nil {
+					return err
+				}
+				o.Labels = append(o.Labels, r)
+			}
 			if fl.Changed("keep-top") && (o.KeepTop <= 0 || o.KeepTop > 1) {
 				return fmt.Errorf("data filter: --keep-top %v not in (0, 1]", o.KeepTop)
 			}
@@ -334,7 +362,9 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 	f.Float64Var(&minIFD, "min-ifd", 0, "drop examples with IFD below this")
 	f.Float64Var(&maxIFD, "max-ifd", 0, "drop examples with IFD above this (e.g. 1: the prompt does not help)")
 	f.Float64Var(&o.KeepTop, "keep-top", 0, "keep this fraction (0,1] of the remaining examples, best first by --by")
-	f.StringVar(&o.By, "by", "ifd", "score for --keep-top and the histogram: ifd (highest kept) or ppl (lowest kept)")
+	f.StringVar(&o.By, "by", "ifd", "score for --keep-top and the histogram: ifd (highest kept), ppl (lowest kept), reward or label:NAME (highest kept)")
+	f.Float64Var(&o.MinReward, "min-reward", 0, "drop examples whose reward (score.reward) is below this")
+	f.StringArrayVar(&labels, "label", nil, "classifier label threshold NAME>=V or NAME<=V on score.labels (repeatable)")
 	f.BoolVar(&o.Dedup, "dedup", false, "keep only the first example of each near-duplicate cluster")
 	f.IntVar(&o.MinTokens, "min-tokens", 0, "drop examples with fewer total tokens")
 	f.IntVar(&o.MaxTokens, "max-tokens", 0, "drop examples with more total tokens")
@@ -367,4 +397,49 @@ func countLines(path string) int64 {
 		n++
 	}
 	return n
+}
+
+// judgeFlags are data score's judges: the models that read each example besides --model.
+type judgeFlags struct {
+	reward, classifier string
+	reasoning          bool
+	pool               *kernels.Pool // --model's, shared
+}
+
+func (j *judgeFlags) flags(f *pflag.FlagSet) {
+	f.StringVar(&j.reward, "reward-model", "", "reward model folder (a *ForSequenceClassification with one output): adds score.reward")
+	f.StringVar(&j.classifier, "classifier", "", "classifier folder (a *ForSequenceClassification): adds score.labels, one score per id2label")
+	f.BoolVar(&j.reasoning, "judge-reasoning", false, "let --reward-model and --classifier read reasoning_content (left out by default)")
+}
+
+// load loads the judges named by the flags into o; the returned function closes them (also after an error).
+func (j *judgeFlags) load(cmd *cobra.Command, threads, maxSeqLen int, o *data.ScoreOptions) (func(), error) {
+	var open []*models.Model
+	closeAll := func() {
+		for _, m := range open {
+			m.Close()
+		}
+	}
+	for _, jf := range []struct {
+		flag, dir string
+		dst       **data.Judge
+	}{{"--reward-model", j.reward, &o.Reward}, {"--classifier", j.classifier, &o.Classifier}} {
+		if jf.dir == "" {
+			continue
+		}
+		dir, err := resolveDir(cmd, jf.flag, jf.dir)
+		if err != nil {
+			return closeAll, err
+		}
+		m, err := models.Load(dir, models.LoadOptions{Threads: threads, Pool: j.pool, Kind: models.SequenceClassifier})
+		if err != nil {
+			return closeAll, fmt.Errorf("data score: %s: %w", jf.flag, err)
+		}
+		open = append(open, m)
+		if jf.flag == "--reward-model" && len(m.Config.Labels) != 1 {
+			return closeAll, fmt.Errorf("data score: --reward-model %s has %d labels %v: a reward model has one output; pass it as --classifier", dir, len(m.Config.Labels), m.Config.Labels)
+		}
+		*jf.dst = &data.Judge{Net: m.Net, Tok: m.Tok, Tpl: m.Chat, Reasoning: j.reasoning, MaxSeqLen: maxSeqLen}
+	}
+	return closeAll, nil
 }

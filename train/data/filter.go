@@ -10,6 +10,8 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/internal/outdir"
@@ -61,17 +63,22 @@ func SplitScored(line []byte) (raw []byte, sc *Score, err error) {
 
 // FilterOptions selects what Filter keeps. Zero values disable a rule.
 type FilterOptions struct {
-	MaxPPL     float64
-	MinIFD     float64
-	MaxIFD     float64
-	HasMinIFD  bool // MinIFD set (0 is a valid bound)
-	HasMaxIFD  bool
-	KeepTop    float64 // fraction in (0,1]: keep the best of the examples left by the other rules
-	By         string  // "ifd" (highest kept) or "ppl" (lowest kept); also the histogram's metric
-	Dedup      bool    // drop examples whose near-duplicate cluster started at an earlier line
-	MinTokens  int     // on total tokens (prompt + response after templating)
-	MaxTokens  int
-	KeepScores bool // write the scored line (with "score") instead of the original
+	MaxPPL    float64
+	MinIFD    float64
+	MaxIFD    float64
+	HasMinIFD bool // MinIFD set (0 is a valid bound)
+	HasMaxIFD bool
+	KeepTop   float64 // fraction in (0,1]: keep the best of the examples left by the other rules
+	// By is the score that ranks: "ifd" (highest kept), "ppl" (lowest kept), "reward" (highest kept) or
+	// "label:NAME" (a classifier label, highest kept); also the histogram's metric.
+	By           string
+	MinReward    float64 // drop examples whose reward is below (with HasMinReward)
+	HasMinReward bool
+	Labels       []LabelRule // classifier label thresholds
+	Dedup        bool        // drop examples whose near-duplicate cluster started at an earlier line
+	MinTokens    int         // on total tokens (prompt + response after templating)
+	MaxTokens    int
+	KeepScores   bool // write the scored line (with "score") instead of the original
 	// OnDrop is called for every dropped line with its reason (may be nil).
 	OnDrop func(line int, reason string)
 }
@@ -123,19 +130,14 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	if o.By == "" {
 		o.By = "ifd"
 	}
-	if o.By != "ifd" && o.By != "ppl" {
-		return nil, fmt.Errorf("data: filter: --by %q (want ifd or ppl)", o.By)
+	metric, err := metricOf(o.By)
+	if err != nil {
+		return nil, err
 	}
 	if o.KeepTop < 0 || o.KeepTop > 1 || math.IsNaN(o.KeepTop) {
 		return nil, fmt.Errorf("data: filter: --keep-top %v not in (0, 1]", o.KeepTop)
 	}
 	rep := &FilterReport{Input: in, Output: out, Reasons: map[string]int{}, Thresholds: map[string]float64{}, By: o.By}
-	metric := func(s *Score) float64 {
-		if o.By == "ppl" {
-			return s.PPL
-		}
-		return s.IFD
-	}
 	// pass 1: rule-based decisions need no global view except keep-top; collect candidates
 	type cand struct {
 		v    float64
@@ -159,12 +161,20 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 			return fmt.Sprintf("%d tokens > max %d", s.TotalTokens, o.MaxTokens)
 		case o.Dedup && s.Cluster != 0 && s.Cluster < s.Line:
 			return fmt.Sprintf("near-duplicate of line %d", s.Cluster)
+		case o.HasMinReward && s.Reward != nil && *s.Reward < o.MinReward:
+			return fmt.Sprintf("reward %.4g < min %.4g", *s.Reward, o.MinReward)
+		}
+		for _, l := range o.Labels {
+			if r := l.reason(s); r != "" {
+				return r
+			}
 		}
 		return ""
 	}
 	reasonKey := func(reason string) string {
 		for _, k := range []struct{ p, k string }{{"bad line", "bad_line"}, {"ppl", "max_ppl"}, {"ifd", "ifd"},
-			{"near-duplicate", "dedup"}, {"unreadable", "unreadable"}, {"keep-top", "keep_top"}} {
+			{"near-duplicate", "dedup"}, {"unreadable", "unreadable"}, {"keep-top", "keep_top"},
+			{"reward", "min_reward"}, {"label", "label"}} {
 			if len(reason) >= len(k.p) && reason[:len(k.p)] == k.p {
 				if k.k == "ifd" {
 					if bytes.Contains([]byte(reason), []byte("< min")) {
@@ -181,7 +191,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		return "max_tokens"
 	}
 	seenLines, readable := 0, 0
-	err := scanLines(in, func(n int, line []byte) error {
+	err = scanLines(in, func(n int, line []byte) error {
 		seenLines++
 		_, s, err := SplitScored(line)
 		if err == nil {
@@ -190,9 +200,13 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		if err != nil || s.Error != "" {
 			return nil
 		}
-		all = append(all, metric(s))
+		if err := o.hasScores(in, n, s); err != nil {
+			return err
+		}
+		v, _ := metric(s)
+		all = append(all, v)
 		if o.KeepTop > 0 && ruleReason(s) == "" {
-			cands = append(cands, cand{metric(s), int32(n)})
+			cands = append(cands, cand{v, int32(n)})
 		}
 		return nil
 	})
@@ -206,7 +220,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	topKeep := map[int32]bool{}
 	if o.KeepTop > 0 {
 		sort.SliceStable(cands, func(i, j int) bool {
-			if o.By == "ppl" {
+			if lowerIsBetter(o.By) {
 				return cands[i].v < cands[j].v
 			}
 			return cands[i].v > cands[j].v
@@ -239,6 +253,18 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 			rep.Histogram.Cuts = append(rep.Histogram.Cuts, o.MaxIFD)
 		}
 	}
+	if o.HasMinReward {
+		rep.Thresholds["min_reward"] = o.MinReward
+		if o.By == "reward" {
+			rep.Histogram.Cuts = append(rep.Histogram.Cuts, o.MinReward)
+		}
+	}
+	for _, l := range o.Labels {
+		rep.Thresholds["label:"+l.String()] = l.Value
+		if o.By == "label:"+l.Name {
+			rep.Histogram.Cuts = append(rep.Histogram.Cuts, l.Value)
+		}
+	}
 	if v, ok := rep.Thresholds["keep_top_"+o.By]; ok {
 		rep.Histogram.Cuts = append(rep.Histogram.Cuts, v)
 	}
@@ -268,7 +294,8 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 				return nil
 			}
 			if o.KeepTop > 0 && !topKeep[int32(n)] {
-				drop(s.Line, fmt.Sprintf("keep-top %.4g by %s: %s %.4g not in the best", o.KeepTop, o.By, o.By, metric(s)))
+				v, _ := metric(s)
+				drop(s.Line, fmt.Sprintf("keep-top %.4g by %s: %s %.4g not in the best", o.KeepTop, o.By, o.By, v))
 				return nil
 			}
 			if raw == nil {
@@ -289,6 +316,103 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// metricOf is the score --by names, as a function of a line's scores (ok false when the line lacks it).
+func metricOf(by string) (func(s *Score) (float64, bool), error) {
+	switch by {
+	case "ifd":
+		return func(s *Score) (float64, bool) { return s.IFD, true }, nil
+	case "ppl":
+		return func(s *Score) (float64, bool) { return s.PPL, true }, nil
+	case "reward":
+		return func(s *Score) (float64, bool) {
+			if s.Reward == nil {
+				return 0, false
+			}
+			return *s.Reward, true
+		}, nil
+	}
+	if name, ok := strings.CutPrefix(by, "label:"); ok && name != "" {
+		return func(s *Score) (float64, bool) { v, ok := s.Labels[name]; return v, ok }, nil
+	}
+	return nil, fmt.Errorf("data: filter: --by %q (want ifd, ppl, reward or label:NAME)", by)
+}
+
+// lowerIsBetter reports whether the --by score ranks lowest first (perplexity); the others rank highest first.
+func lowerIsBetter(by string) bool { return by == "ppl" }
+
+// hasScores refuses a scored line that lacks a score the rules need (a reward or a label), naming what to run.
+func (o *FilterOptions) hasScores(file string, n int, s *Score) error {
+	if (o.HasMinReward || o.By == "reward") && s.Reward == nil {
+		return fmt.Errorf("data: filter: %s:%d has no score.reward: score the file with lorakit data score --reward-model DIR", file, n)
+	}
+	need := make([]string, 0, len(o.Labels)+1)
+	for _, l := range o.Labels {
+		need = append(need, l.Name)
+	}
+	if name, ok := strings.CutPrefix(o.By, "label:"); ok {
+		need = append(need, name)
+	}
+	for _, name := range need {
+		if _, ok := s.Labels[name]; !ok {
+			return fmt.Errorf("data: filter: %s:%d has no score.labels.%s (its labels: %v): score the file with lorakit data score --classifier DIR, or name one of its labels", file, n, name, sortedKeys(s.Labels))
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]float64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// LabelRule is a classifier label threshold: --label NAME>=V keeps examples whose score for NAME is at least
+// V, --label NAME<=V at most V.
+type LabelRule struct {
+	Name  string
+	Min   bool // >= (else <=)
+	Value float64
+}
+
+// ParseLabelRule reads "NAME>=V" or "NAME<=V".
+func ParseLabelRule(s string) (LabelRule, error) {
+	for _, op := range []string{">=", "<="} {
+		if name, val, ok := strings.Cut(s, op); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+			name = strings.TrimSpace(name)
+			if err != nil || name == "" || math.IsNaN(v) {
+				break
+			}
+			return LabelRule{Name: name, Min: op == ">=", Value: v}, nil
+		}
+	}
+	return LabelRule{}, fmt.Errorf("data: filter: --label %q: want NAME>=VALUE or NAME<=VALUE (e.g. educational>=0.7)", s)
+}
+
+func (l LabelRule) String() string {
+	if l.Min {
+		return fmt.Sprintf("%s>=%g", l.Name, l.Value)
+	}
+	return fmt.Sprintf("%s<=%g", l.Name, l.Value)
+}
+
+// reason is why l drops a line ("" when it keeps it).
+func (l LabelRule) reason(s *Score) string {
+	v, ok := s.Labels[l.Name]
+	switch {
+	case !ok:
+		return ""
+	case l.Min && v < l.Value:
+		return fmt.Sprintf("label %s %.4g < min %.4g", l.Name, v, l.Value)
+	case !l.Min && v > l.Value:
+		return fmt.Sprintf("label %s %.4g > max %.4g", l.Name, v, l.Value)
+	}
+	return ""
 }
 
 // scanLines calls fn with the 1-based number and content of every non-blank line of path.

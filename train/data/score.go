@@ -24,6 +24,7 @@ import (
 //   - NLLAlone: the same assistant text (the concatenated assistant spans) scored alone after BOS, with no
 //     prompt and no template around it (without a BOS token its first token is not scored).
 //   - IFD = NLL / NLLAlone (instruction-following difficulty, Li et al. 2023).
+//   - Reward, Labels: what the judges of ScoreOptions (a reward model, a classifier) say of the conversation.
 //   - Cluster: the line number of the first example of its near-duplicate cluster (MinHash over token
 //     5-shingles of the message texts; equal to Line for the first member).
 type Score struct {
@@ -41,6 +42,11 @@ type Score struct {
 	PPLAlone       float64 `json:"ppl_alone"`
 	IFD            float64 `json:"ifd"`
 	Cluster        int     `json:"cluster"`
+	// Reward is the reward model's score of the conversation (--reward-model): its head's raw output.
+	Reward *float64 `json:"reward,omitempty"`
+	// Labels are the classifier's scores per label (--classifier), keyed by id2label: probabilities (softmax,
+	// or sigmoid per label for a multi-label classifier), or the raw value of a single-output or regression head.
+	Labels map[string]float64 `json:"labels,omitempty"`
 }
 
 // ScoreOptions configures ScoreFile.
@@ -57,6 +63,10 @@ type ScoreOptions struct {
 	Workers     int  // tokenizing goroutines (0: all cores)
 	Resume      bool // continue an interrupted run: lines already in the output are skipped
 	Force       bool // without Resume, replace an existing output or partial output
+	// Reward, if set, adds Score.Reward: a sequence classifier with one output (a reward model).
+	Reward *Judge
+	// Classifier, if set, adds Score.Labels: a sequence classifier's scores per label.
+	Classifier *Judge
 	// OnProgress is called after each batch with the number of input lines done (may be nil).
 	OnProgress func(lines int)
 }
@@ -89,6 +99,9 @@ func ScoreFileContext(ctx context.Context, in, out string, o ScoreOptions) (*Sco
 	}
 	if o.BatchTokens <= 0 {
 		o.BatchTokens = 4096
+	}
+	if err := checkJudges(o); err != nil {
+		return nil, err
 	}
 	if err := checkScoreOut(in, out, o); err != nil {
 		return nil, err
@@ -157,6 +170,8 @@ type prepared struct {
 	cond   []int  // conversation ids (possibly truncated)
 	mask   []bool // mask over cond (Mask semantics of Encoded)
 	alone  []int  // BOS? + response ids
+	reward []int  // what the reward model reads
+	class  []int  // what the classifier reads
 	sketch *sketch
 	hasErr bool
 }
@@ -220,6 +235,14 @@ func (r *scoreRun) prepare(it lineItem) *prepared {
 	if o.MaxSeqLen > 0 && len(alone) > o.MaxSeqLen {
 		alone = alone[:o.MaxSeqLen]
 	}
+	if p.reward, err = readFor(o.Reward, ex); err != nil {
+		p.score.Error, p.hasErr = "reward model: "+err.Error(), true
+		return p
+	}
+	if p.class, err = readFor(o.Classifier, ex); err != nil {
+		p.score.Error, p.hasErr = "classifier: "+err.Error(), true
+		return p
+	}
 	p.cond, p.mask, p.alone = enc.IDs, enc.Mask, alone
 	p.score.PromptTokens, p.score.ResponseTokens, p.score.TotalTokens = enc.PromptTokens, enc.ResponseTokens, enc.FullLen
 	p.score.Truncated = enc.Truncated
@@ -239,7 +262,7 @@ func (r *scoreRun) add(it lineItem, p *prepared) error {
 	}
 	r.batch = append(r.batch, p)
 	r.batchItems = append(r.batchItems, it)
-	r.batchTokens += len(p.cond) + len(p.alone)
+	r.batchTokens += len(p.cond) + len(p.alone) + len(p.reward) + len(p.class)
 	if r.batchTokens >= r.o.BatchTokens {
 		return r.flush()
 	}
@@ -328,6 +351,79 @@ func (r *scoreRun) scoreBatch() error {
 			sc.IFD = sc.NLL / sc.NLLAlone
 		}
 		r.sum.Tokens += len(p.cond) + len(p.alone)
+	}
+	return r.judgeBatch(idx)
+}
+
+// judgeBatch runs the judges over the good lines of the batch (idx) and fills in Reward and Labels.
+func (r *scoreRun) judgeBatch(idx []int) error {
+	run := func(j *Judge, what string, seq func(p *prepared) []int, set func(sc *Score, v []float64)) error {
+		if j == nil {
+			return nil
+		}
+		seqs := make([][]int, len(idx))
+		for k, bi := range idx {
+			seqs[k] = seq(r.batch[bi])
+		}
+		out, err := j.Classify(seqs)
+		if err != nil {
+			return fmt.Errorf("data: score: %s: lines %d-%d: %w", what, r.batch[0].score.Line, r.batch[len(r.batch)-1].score.Line, err)
+		}
+		for k, bi := range idx {
+			set(&r.batch[bi].score, out[k])
+		}
+		return nil
+	}
+	err := run(r.o.Reward, "reward model", func(p *prepared) []int { return p.reward }, func(sc *Score, v []float64) { sc.Reward = &v[0] })
+	if err != nil {
+		return err
+	}
+	labels := []string(nil)
+	if r.o.Classifier != nil {
+		labels = r.o.Classifier.Net.Config.Labels
+	}
+	return run(r.o.Classifier, "classifier", func(p *prepared) []int { return p.class }, func(sc *Score, v []float64) {
+		sc.Labels = make(map[string]float64, len(v))
+		for i, x := range v {
+			sc.Labels[labels[i]] = x
+		}
+	})
+}
+
+// readFor is what j reads of ex (nil without a judge).
+func readFor(j *Judge, ex *Example) ([]int, error) {
+	if j == nil {
+		return nil, nil
+	}
+	return j.Read(ex)
+}
+
+// checkJudges refuses judges that cannot give what they are asked for.
+func checkJudges(o ScoreOptions) error {
+	for _, j := range []struct {
+		j    *Judge
+		what string
+	}{{o.Reward, "reward model"}, {o.Classifier, "classifier"}} {
+		if j.j == nil {
+			continue
+		}
+		if j.j.Net == nil || j.j.Net.Score == nil || j.j.Tok == nil {
+			return fmt.Errorf("data: score: the %s needs a sequence classifier and its tokenizer", j.what)
+		}
+	}
+	if o.Reward != nil {
+		if l := o.Reward.Net.Config.Labels; len(l) != 1 {
+			return fmt.Errorf("data: score: a reward model has one output; this one has %d labels %v: pass it as a classifier", len(l), l)
+		}
+	}
+	if o.Classifier != nil {
+		seen := map[string]bool{}
+		for _, l := range o.Classifier.Net.Config.Labels {
+			if seen[l] {
+				return fmt.Errorf("data: score: the classifier's id2label names %q twice", l)
+			}
+			seen[l] = true
+		}
 	}
 	return nil
 }
