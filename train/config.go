@@ -1,11 +1,7 @@
 package train
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 )
 
@@ -150,99 +146,4 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("invalid training config: %s", strings.Join(errs, "; "))
 	}
 	return nil
-}
-
-// ReadYAML reads a flat YAML config file: `key: value` lines whose keys are
-// the flag names (target-modules or target_modules), lists inline ([q, v]) or
-// as `- item` lines, # comments. It returns the raw values by flag name
-// (hyphenated), lists joined with commas, for the command to apply as flag
-// values (so flags given on the command line win).
-func ReadYAML(path string) (map[string]string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	out := map[string]string{}
-	var listKey string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for ln := 1; sc.Scan(); ln++ {
-		line := stripComment(sc.Text())
-		if strings.TrimSpace(line) == "" || strings.TrimSpace(line) == "---" {
-			continue
-		}
-		t := strings.TrimSpace(line)
-		if strings.HasPrefix(t, "- ") || t == "-" {
-			if listKey == "" {
-				return nil, fmt.Errorf("%s:%d: list item outside a list", path, ln)
-			}
-			item := unquote(strings.TrimSpace(strings.TrimPrefix(t, "-")))
-			if out[listKey] != "" {
-				out[listKey] += ","
-			}
-			out[listKey] += item
-			continue
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, fmt.Errorf("%s:%d: nested mappings are not supported (flat key: value only)", path, ln)
-		}
-		k, v, ok := strings.Cut(t, ":")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: want `key: value`", path, ln)
-		}
-		k = strings.ReplaceAll(strings.TrimSpace(k), "_", "-")
-		v = strings.TrimSpace(v)
-		if _, dup := out[k]; dup {
-			return nil, fmt.Errorf("%s:%d: key %q given twice", path, ln, k)
-		}
-		listKey = ""
-		switch {
-		case v == "":
-			listKey = k
-			out[k] = ""
-		case strings.HasPrefix(v, "["):
-			if !strings.HasSuffix(v, "]") {
-				return nil, fmt.Errorf("%s:%d: unterminated list", path, ln)
-			}
-			var items []string
-			for _, it := range strings.Split(v[1:len(v)-1], ",") {
-				if it = unquote(strings.TrimSpace(it)); it != "" {
-					items = append(items, it)
-				}
-			}
-			out[k] = strings.Join(items, ",")
-		default:
-			out[k] = unquote(v)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return out, nil
-}
-
-func stripComment(s string) string {
-	inQ := byte(0)
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case inQ != 0 && c == inQ:
-			inQ = 0
-		case inQ == 0 && (c == '"' || c == '\''):
-			inQ = c
-		case inQ == 0 && c == '#' && (i == 0 || s[i-1] == ' ' || s[i-1] == '\t'):
-			return s[:i]
-		}
-	}
-	return s
-}
-
-func unquote(s string) string {
-	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"') {
-		if u, err := strconv.Unquote(s); err == nil {
-			return u
-		}
-	}
-	if len(s) >= 2 && s[0] == '\'' && s[len(s)-1] == '\'' {
-		return strings.ReplaceAll(s[1:len(s)-1], "''", "'")
-	}
-	return s
 }

@@ -167,25 +167,6 @@ func TestRunFullAndQLoRA(t *testing.T) {
 	}
 }
 
-func TestReadYAML(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "c.yaml")
-	os.WriteFile(p, []byte("# comment\nmodel: ./m   # trailing\nlr: 2e-4\ntarget_modules: [q, v]\nmethod: \"qlora\"\neval-every:\nlist:\n  - a\n  - 'b c'\n"), 0o644)
-	got, err := ReadYAML(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"model": "./m", "lr": "2e-4", "target-modules": "q,v", "method": "qlora", "eval-every": "", "list": "a,b c"}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %q, want %q", k, got[k], v)
-		}
-	}
-	os.WriteFile(p, []byte("a:\n  b: 1\n"), 0o644)
-	if _, err := ReadYAML(p); err == nil {
-		t.Error("nested mapping accepted")
-	}
-}
-
 func TestInitAdapterAndValidation(t *testing.T) {
 	dir := setupTiny(t)
 	if _, err := tinyRun(t, dir, func(c *Config) { c.MaxSteps = 2 }); err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -82,15 +81,21 @@ and the end-of-turn token unless --train-on-prompt.
 --method full writes a complete HF folder in the base's dtype. Every output folder also gets
 training_args.json, metrics.jsonl and loss.svg. Checkpoints (--save-every) are written atomically to
 OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N) continues exactly.
---config FILE.yaml takes the same keys as the flags (flags given on the command line win).`,
+--config FILE.yaml takes the flags as keys (max_steps or max-steps), nested YAML in the shapes TRL
+(SFTConfig), axolotl and mlx-lm configs use for the settings lorakit has (learning_rate, lora_r,
+micro_batch_size, sequence_len, datasets: [{path}], iters, lora_parameters: {rank, scale, dropout, keys},
+...); keys lorakit does not support are named in a warning, and flags given on the command line win. The
+flag names of those tools are accepted too (each is listed beside the flag it means).
+--data DIR (mlx-lm's data folder) reads DIR/train.jsonl, and DIR/valid.jsonl as eval data when present.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fs := cmd.Flags()
 			if cfgFile != "" {
-				if err := applyYAML(fs, cfgFile); err != nil {
+				if err := applyTrainConfig(fs, cfgFile, cmd.ErrOrStderr()); err != nil {
 					return err
 				}
 			}
+			c.Data, c.EvalData = trainDataDir(c.Data, c.EvalData, c.EvalFraction)
 			if c.Resume != "" {
 				if err := resumeSettings(fs, &c); err != nil {
 					return err
@@ -139,7 +144,7 @@ OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfgFile, "config", "", "YAML file with the same keys as the flags")
+	f.StringVar(&cfgFile, "config", "", "YAML file: the flags as keys, or a TRL, axolotl or mlx-lm config")
 	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	f.StringVar(&c.Model, "model", "", "base model folder (Hugging Face layout)")
 	f.StringVar(&c.Data, "data", "", "training data (JSONL)")
@@ -178,38 +183,9 @@ OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N)
 	f.BoolVar(&c.Packing, "packing", false, "pack several examples into each row of --max-seq-len tokens (each attends only to itself); --batch-size then counts rows")
 	f.BoolVar(&c.Strict, "strict", false, "fail on the first bad data line instead of skipping it")
 	f.IntVar(&c.Threads, "threads", 0, "worker threads (0: all CPUs)")
+	noteAliases(f)
+	f.SetNormalizeFunc(normalizeTrainFlag)
 	return cmd
-}
-
-// applyYAML sets every flag named in a flat YAML file unless it was given on the command line.
-func applyYAML(fs *pflag.FlagSet, path string) error {
-	vals, err := train.ReadYAML(path)
-	if err != nil {
-		return err
-	}
-	keys := make([]string, 0, len(vals))
-	for k := range vals {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var unknown []string
-	for _, k := range keys {
-		fl := fs.Lookup(k)
-		if fl == nil || k == "config" || k == "json" {
-			unknown = append(unknown, k)
-			continue
-		}
-		if fl.Changed {
-			continue
-		}
-		if err := fs.Set(fl.Name, vals[k]); err != nil {
-			return fmt.Errorf("%s: key %s: %w", path, k, err)
-		}
-	}
-	if len(unknown) > 0 {
-		return fmt.Errorf("%s: unknown key(s): %s", path, strings.Join(unknown, ", "))
-	}
-	return nil
 }
 
 // resumeMayChange are the settings a resumed run may change: how long it runs, how often it saves and
