@@ -2,6 +2,7 @@ package llama
 
 import (
 	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
 )
 
@@ -18,16 +19,19 @@ type Delta interface {
 
 // RowGroup is the rows of one Forward step that share an adapter: rows [Start, Start+N) of the stacked batch.
 // Forward orders the sequences so that each adapter's rows are one contiguous group and applies the groups of
-// every linear in one place (applyDeltas), which is where a kernel doing all groups of a module at once
-// (Punica's SGMV) takes the step's []RowGroup.
+// every linear in one place (applyDeltas).
 type RowGroup struct {
 	Start, N int
 	Adapter  Delta
 }
 
-// bigGroup is the number of rows from which an adapter's delta gets the whole pool for its own products rather
-// than running beside other adapters' deltas.
-const bigGroup = 32
+// Factored is a Delta that hands out its factors per module (*lora.Packed): applyDeltas then runs every such
+// group of a linear as one batched LoRA call (lora.Batch, the SGMV of Punica and S-LoRA) instead of one
+// ApplyRows per group.
+type Factored interface {
+	Delta
+	Module(module string) *lora.Factors // nil: the module is not adapted
+}
 
 // orderByAdapter returns the batch reordered, stably by first appearance, so that the sequences sharing an
 // adapter are adjacent; s.order[k] is the caller's index of the k-th sequence, and s.groups holds the rows of
@@ -54,16 +58,6 @@ func (m *Model) orderByAdapter(batch []Seq) []Seq {
 			s.groups = append(s.groups, RowGroup{Start: start, N: row - start, Adapter: d})
 		}
 	}
-	small := 0
-	for _, g := range s.groups {
-		if g.N < bigGroup {
-			small++
-		}
-	}
-	s.parallel = s.parallel[:0]
-	for _, g := range s.groups {
-		s.parallel = append(s.parallel, small > 1 && g.N < bigGroup) // small groups run beside each other
-	}
 	return s.seqs
 }
 
@@ -75,38 +69,21 @@ func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
 	}
 }
 
-// applyDeltas adds every group's delta for module to y [T, out] from x [T, in]: large groups one after another,
-// each with the whole pool, and small ones beside each other over the pool.
+// applyDeltas adds every group's delta for module to y [T, out] from x [T, in]: the groups of Factored
+// adapters in one batched call over the pool, any other Delta through its ApplyRows.
 func (m *Model) applyDeltas(module string, y, x []float32, in, out int) {
 	s := &m.s
-	s.dModule, s.dy, s.dx, s.dIn, s.dOut = module, y, x, in, out
-	parallel := 0
-	for g := range s.groups {
-		if s.parallel[g] {
-			parallel++
-		} else {
-			m.applyGroup(g)
+	s.segs = s.segs[:0]
+	for _, g := range s.groups {
+		r0, r1 := g.Start, g.Start+g.N
+		if f, ok := g.Adapter.(Factored); ok {
+			s.segs = append(s.segs, lora.Segment{Start: r0, N: g.N, F: f.Module(module)})
+			continue
 		}
+		g.Adapter.ApplyRows(m.Pool, module, y[r0*out:r1*out], x[r0*in:r1*in], g.N, in, out)
 	}
-	if parallel > 0 {
-		m.Pool.For(len(s.groups), m.deltaFn)
+	if len(s.segs) > 0 {
+		s.lb.Apply(m.Pool, y, x, in, out, s.segs)
+		clear(s.segs) // do not keep adapters alive after the call
 	}
-	s.dy, s.dx = nil, nil
-}
-
-// deltaRange applies the parallel groups in [lo, hi).
-func (m *Model) deltaRange(lo, hi int) {
-	for g := lo; g < hi; g++ {
-		if m.s.parallel[g] {
-			m.applyGroup(g)
-		}
-	}
-}
-
-// applyGroup adds group g's delta for the current linear (s.dModule) to its rows of s.dy.
-func (m *Model) applyGroup(g int) {
-	s := &m.s
-	G := s.groups[g]
-	in, out, r0, r1 := s.dIn, s.dOut, G.Start, G.Start+G.N
-	G.Adapter.ApplyRows(m.Pool, s.dModule, s.dy[r0*out:r1*out], s.dx[r0*in:r1*in], G.N, in, out)
 }

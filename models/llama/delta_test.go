@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/testmodel"
 )
 
@@ -145,5 +146,59 @@ func TestOrderByAdapter(t *testing.T) {
 	}
 	if g := m.s.groups; len(g) != 2 || g[0] != (RowGroup{Start: 0, N: 1 + 3, Adapter: a}) || g[1] != (RowGroup{Start: 4 + 2 + 5, N: 4, Adapter: b}) {
 		t.Fatalf("groups %+v", g)
+	}
+}
+
+var (
+	_ Delta    = (*lora.Adapter)(nil)
+	_ Factored = (*lora.Packed)(nil)
+)
+
+// TestPackedAdaptersBatched runs decode and prefill rows of several packed adapters (bf16 and f32 layouts, one
+// adapter with many rows so that it takes the whole pool) in one Forward, through the batched LoRA path, and
+// checks each sequence's logits against the sequence alone and that the adapters change them.
+func TestPackedAdaptersBatched(t *testing.T) {
+	m := load(t, writeTiny(t, testmodel.Options{Seed: 22}), 2)
+	var ads []Delta
+	for i, l := range []lora.Layout{lora.BF16, lora.BF16, lora.F32BT, lora.BF16} {
+		ads = append(ads, newBenchLoRA(m, 4+4*i, uint64(30+i), l))
+	}
+	var batch []Seq
+	var alone, base [][]float32
+	for i := range 11 {
+		toks := []int{1 + i, 9, 2*i + 3}
+		if i == 2 {
+			toks = append(toks, make([]int, 40)...) // a group of bigRows rows or more
+		}
+		var d Delta
+		if i%5 != 4 {
+			d = ads[i%len(ads)]
+		}
+		out, err := m.Forward([]Seq{{Tokens: toks, Adapter: d}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := m.Forward([]Seq{{Tokens: toks}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone, base = append(alone, out[0][0]), append(base, b[0][0])
+		batch = append(batch, Seq{Tokens: toks, Adapter: d})
+	}
+	got, err := m.Forward(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range batch {
+		changed := 0.0
+		for j, v := range got[i][0] {
+			if d := math.Abs(float64(v - alone[i][j])); d > 1e-4 {
+				t.Fatalf("seq %d: batched differs from alone by %g at %d", i, d, j)
+			}
+			changed = max(changed, math.Abs(float64(v-base[i][j])))
+		}
+		if (batch[i].Adapter != nil) != (changed > 1e-3) {
+			t.Fatalf("seq %d (adapter %v): logits differ from the base's by at most %g", i, batch[i].Adapter != nil, changed)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/lora"
 )
 
 // Seq is one sequence of a Forward batch.
@@ -28,15 +29,12 @@ type scratch struct {
 
 	// Adapter deltas (see orderByAdapter and applyDeltas): the batch ordered so that each adapter's rows are
 	// one group.
-	seqs     []Seq  // the batch in that order
-	order    []int  // order[k]: the caller's index of seqs[k]
-	taken    []bool // orderByAdapter's marks
-	groups   []RowGroup
-	parallel []bool // groups[g] runs beside the other small groups
-	dModule  string // the current linear, for deltaRange
-	dy, dx   []float32
-	dIn      int
-	dOut     int
+	seqs   []Seq  // the batch in that order
+	order  []int  // order[k]: the caller's index of seqs[k]
+	taken  []bool // orderByAdapter's marks
+	groups []RowGroup
+	segs   []lora.Segment // the Factored groups of the current linear
+	lb     lora.Batch
 }
 
 // grow returns b resized to n, reallocating (with doubling, so a growing context is amortised) when too small.

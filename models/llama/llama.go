@@ -40,8 +40,8 @@ type Model struct {
 	mu     sync.Mutex // guards s
 	s      scratch
 	attnFn func(lo, hi int) // m.attentionRange, bound once so that Forward does not allocate a closure per layer
-	// m.deltaRange and m.attentionHeads, bound once likewise
-	deltaFn, headsFn func(lo, hi int)
+	// m.attentionHeads, bound once likewise
+	headsFn func(lo, hi int)
 }
 
 var linearNames = [7]string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",

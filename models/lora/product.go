@@ -18,8 +18,10 @@ const (
 	// F32BT keeps A [R, In] and Bᵀ [R, Out] in f32: the expand streams contiguous rows of Bᵀ (one Axpy per rank
 	// and row, a GEMM from gemmRows rows) instead of rank-R dot products.
 	F32BT
-	// BF16 keeps A [R, In] and B [Out, R] as bf16 bit patterns: half the bytes a decode row reads for its LoRA,
-	// which is what a many-adapter decode step is short of. The products are still computed in f32.
+	// BF16 keeps A [R, In] and Bᵀ [R, Out] as bf16 bit patterns: half the bytes a decode row reads for its LoRA,
+	// which is what a many-adapter decode step is short of, in the layout of the batched kernels (the shrink
+	// reads rows of A, the expand streams rows of Bᵀ: kernels.MatMulAddBF16). The products are computed in f32;
+	// rounding the factors to bf16 changes the delta by about 2⁻⁹ of its terms' magnitude.
 	BF16
 )
 
@@ -31,7 +33,7 @@ type Factors struct {
 	A          []float32 // A [R, In] (F32, F32BT)
 	B          []float32 // B [Out, R] (F32)
 	Bt         []float32 // Bᵀ [R, Out] (F32BT)
-	A16, B16   []uint16  // A [R, In] and B [Out, R] as bf16 (BF16)
+	A16, Bt16  []uint16  // A [R, In] and Bᵀ [R, Out] as bf16 (BF16)
 	// RowScale and RowShift [Out] finish a DoRA module (Pair.RowScale): y ← RowScale⊙(y + s·B·A·x) + RowShift.
 	// nil for LoRA.
 	RowScale, RowShift []float32
@@ -50,16 +52,22 @@ func (q *Pair) Pack(l Layout) *Factors {
 	f := q.Factors()
 	switch l {
 	case F32BT:
-		f.Layout, f.B, f.Bt = F32BT, nil, make([]float32, q.R*q.Out)
-		for o := 0; o < q.Out; o++ {
-			for k := 0; k < q.R; k++ {
-				f.Bt[k*q.Out+o] = q.B[o*q.R+k]
-			}
-		}
+		f.Layout, f.B, f.Bt = F32BT, nil, transpose(q.B, q.Out, q.R)
 	case BF16:
-		f.Layout, f.A, f.B, f.A16, f.B16 = BF16, nil, nil, toBF16(q.A), toBF16(q.B)
+		f.Layout, f.A, f.B, f.A16, f.Bt16 = BF16, nil, nil, toBF16(q.A), toBF16(transpose(q.B, q.Out, q.R))
 	}
 	return &f
+}
+
+// transpose returns the [cols, rows] transpose of the row-major [rows, cols] matrix m.
+func transpose(m []float32, rows, cols int) []float32 {
+	t := make([]float32, rows*cols)
+	for i := range rows {
+		for j := range cols {
+			t[j*rows+i] = m[i*cols+j]
+		}
+	}
+	return t
 }
 
 func toBF16(v []float32) []uint16 {
@@ -93,10 +101,7 @@ func (f *Factors) Apply(p *kernels.Pool, y, x []float32, rows int) {
 		p = nil
 	}
 	need := rows * r
-	switch {
-	case f.Layout == BF16:
-		need += rows * out
-	case f.Layout == F32 && rows == 1:
+	if f.Layout == F32 && rows == 1 {
 		need += min(256, out)
 	}
 	bp := scratch.Get().(*[]float32)
@@ -108,9 +113,7 @@ func (f *Factors) Apply(p *kernels.Pool, y, x []float32, rows int) {
 	case BF16:
 		kernels.MatMulBF16T(p, t, x, f.A16, rows, r, f.In) // T[rows, r] = X·Aᵀ
 		kernels.Scale(f.Scale, t)
-		d := (*bp)[rows*r : rows*(r+out)] // D[rows, out] = T·Bᵀ through the bf16 tile kernel, Y += D
-		kernels.MatMulBF16T(p, d, t, f.B16, rows, out, r)
-		kernels.Axpy(1, d, y)
+		expandBF16(p, y, t, f.Bt16, rows, out, r) // Y += T·Bᵀ
 	case F32BT:
 		Shrink(p, t, x, f.A, rows, r, f.In)
 		kernels.Scale(f.Scale, t)

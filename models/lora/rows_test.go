@@ -6,15 +6,9 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/models/kernels"
-	"github.com/lorakit/lorakit/models/llama"
 )
 
-var (
-	_ llama.Delta = (*Adapter)(nil)
-	_ llama.Delta = (*Packed)(nil)
-)
-
-// TestAdapterApplyRows checks the grouped (llama.Delta) path against the one-row naive product, with and
+// TestAdapterApplyRows checks the grouped (llama.Delta; models/llama asserts that Adapter and Packed implement it) path against the one-row naive product, with and
 // without a pool, and that Apply does not allocate.
 func TestAdapterApplyRows(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))

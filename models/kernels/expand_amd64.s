@@ -1,0 +1,166 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// AVX2+FMA expand of a low-rank product (MatMulAddBF16, reference loop in expand.go): for a block of 32
+// columns (then 8), the rows' accumulators start from Y, and every row l of B is widened from bf16 once
+// (zero-extend u16→u32, shift left 16) and multiplied by the broadcast T[i, l] of each row i.
+
+#define WIDEN(off, reg) VPMOVZXWD off(AX), reg; VPSLLD $16, reg, reg
+
+// func mmAddBF16x2(y0, y1, t0, t1 *float32, b *uint16, ldb, k, n int)
+TEXT ·mmAddBF16x2(SB), NOSPLIT, $0-64
+	MOVQ y0+0(FP), DI
+	MOVQ y1+8(FP), SI
+	MOVQ t0+16(FP), R8
+	MOVQ t1+24(FP), R9
+	MOVQ b+32(FP), R10
+	MOVQ ldb+40(FP), R11
+	SHLQ $1, R11
+	MOVQ k+48(FP), R12
+	MOVQ n+56(FP), CX
+
+x2cols32:
+	CMPQ CX, $32
+	JL   x2cols8
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	MOVQ R10, AX
+	XORQ BX, BX
+
+x2k32:
+	VBROADCASTSS (R8)(BX*4), Y8
+	VBROADCASTSS (R9)(BX*4), Y9
+	WIDEN(0, Y10)
+	WIDEN(16, Y11)
+	WIDEN(32, Y12)
+	WIDEN(48, Y13)
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y11, Y8, Y1
+	VFMADD231PS Y12, Y8, Y2
+	VFMADD231PS Y13, Y8, Y3
+	VFMADD231PS Y10, Y9, Y4
+	VFMADD231PS Y11, Y9, Y5
+	VFMADD231PS Y12, Y9, Y6
+	VFMADD231PS Y13, Y9, Y7
+	ADDQ R11, AX
+	INCQ BX
+	CMPQ BX, R12
+	JL   x2k32
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	VMOVUPS Y4, (SI)
+	VMOVUPS Y5, 32(SI)
+	VMOVUPS Y6, 64(SI)
+	VMOVUPS Y7, 96(SI)
+	ADDQ $128, DI
+	ADDQ $128, SI
+	ADDQ $64, R10
+	SUBQ $32, CX
+	JMP  x2cols32
+
+x2cols8:
+	CMPQ CX, $8
+	JL   x2done
+	VMOVUPS (DI), Y0
+	VMOVUPS (SI), Y4
+	MOVQ R10, AX
+	XORQ BX, BX
+
+x2k8:
+	VBROADCASTSS (R8)(BX*4), Y8
+	VBROADCASTSS (R9)(BX*4), Y9
+	WIDEN(0, Y10)
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y10, Y9, Y4
+	ADDQ R11, AX
+	INCQ BX
+	CMPQ BX, R12
+	JL   x2k8
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y4, (SI)
+	ADDQ $32, DI
+	ADDQ $32, SI
+	ADDQ $16, R10
+	SUBQ $8, CX
+	JMP  x2cols8
+
+x2done:
+	VZEROUPPER
+	RET
+
+// func mmAddBF16x1(y0, t0 *float32, b *uint16, ldb, k, n int)
+TEXT ·mmAddBF16x1(SB), NOSPLIT, $0-48
+	MOVQ y0+0(FP), DI
+	MOVQ t0+8(FP), R8
+	MOVQ b+16(FP), R10
+	MOVQ ldb+24(FP), R11
+	SHLQ $1, R11
+	MOVQ k+32(FP), R12
+	MOVQ n+40(FP), CX
+
+x1cols32:
+	CMPQ CX, $32
+	JL   x1cols8
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	MOVQ R10, AX
+	XORQ BX, BX
+
+x1k32:
+	VBROADCASTSS (R8)(BX*4), Y8
+	WIDEN(0, Y10)
+	WIDEN(16, Y11)
+	WIDEN(32, Y12)
+	WIDEN(48, Y13)
+	VFMADD231PS Y10, Y8, Y0
+	VFMADD231PS Y11, Y8, Y1
+	VFMADD231PS Y12, Y8, Y2
+	VFMADD231PS Y13, Y8, Y3
+	ADDQ R11, AX
+	INCQ BX
+	CMPQ BX, R12
+	JL   x1k32
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $128, DI
+	ADDQ $64, R10
+	SUBQ $32, CX
+	JMP  x1cols32
+
+x1cols8:
+	CMPQ CX, $8
+	JL   x1done
+	VMOVUPS (DI), Y0
+	MOVQ R10, AX
+	XORQ BX, BX
+
+x1k8:
+	VBROADCASTSS (R8)(BX*4), Y8
+	WIDEN(0, Y10)
+	VFMADD231PS Y10, Y8, Y0
+	ADDQ R11, AX
+	INCQ BX
+	CMPQ BX, R12
+	JL   x1k8
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $16, R10
+	SUBQ $8, CX
+	JMP  x1cols8
+
+x1done:
+	VZEROUPPER
+	RET
