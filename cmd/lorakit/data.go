@@ -35,9 +35,11 @@ func newDataCmd() *cobra.Command {
 
   lorakit data check FILE --model DIR          report bad lines and statistics (exit code 1 on bad lines)
   lorakit data score FILE --model DIR --out S  per-example perplexity, IFD, token counts, near-duplicate cluster
-  lorakit data filter S --out CLEAN [rules]    keep what passes; report and histogram of the cut`,
+  lorakit data filter S --out CLEAN [rules]    keep what passes; report and histogram of the cut
+  lorakit data review S [--port 8090]          screen the examples in the browser: keep, drop, edit
+  lorakit data filter S --review S.review.jsonl --out CLEAN   apply those decisions`,
 	}
-	cmd.AddCommand(newDataCheckCmd(), newDataScoreCmd(), newDataFilterCmd())
+	cmd.AddCommand(newDataCheckCmd(), newDataScoreCmd(), newDataFilterCmd(), newDataReviewCmd())
 	return cmd
 }
 
@@ -265,6 +267,7 @@ func newDataFilterCmd() *cobra.Command {
 		o                 data.FilterOptions
 		out, report, hist string
 		droppedPath       string
+		reviewPath        string
 		minIFD, maxIFD    float64
 		asJSON            bool
 		labels            []string
@@ -279,7 +282,10 @@ reason (bad lines are dropped). Rules: --max-ppl (ppl above is dropped), --min-i
 cluster), and --keep-top F: of what the other rules keep, keep the best fraction F by --by (ifd: highest
 IFD, ppl: lowest perplexity, reward: highest reward, label:NAME: highest score of a classifier label).
 With scores from --reward-model and --classifier: --min-reward X, and --label NAME>=V / NAME<=V (repeatable)
-on the classifier's labels. --report FILE.json gets the counts, reasons, thresholds, histogram and every
+on the classifier's labels. --review FILE applies the decisions of lorakit data review: dropped examples
+are dropped, kept ones are kept whatever the rules say (as edited, if they were), undecided ones go through
+the rules (or are dropped with --drop-undecided); a review made on other examples (line or hash differs) is
+an error naming the line. --report FILE.json gets the counts, reasons, thresholds, histogram and every
 dropped line; --histogram FILE.svg (default: next to the report) draws the --by score with the cuts marked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -318,6 +324,14 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 					dropped.Write(append(b, '\n'))
 				}
 			}
+			if err := loadReview(&o, reviewPath, o.DropUndecided); err != nil {
+				return err
+			}
+			if reviewPath != "" {
+				if err := outdir.NotInput("data filter: --out", out, reviewPath); err != nil {
+					return err
+				}
+			}
 			rep, err := data.Filter(args[0], out, o)
 			if err != nil {
 				return err
@@ -340,16 +354,24 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), struct {
-					Lines      int                `json:"lines"`
-					Kept       int                `json:"kept"`
-					Dropped    int                `json:"dropped"`
-					Reasons    map[string]int     `json:"reasons"`
-					Thresholds map[string]float64 `json:"thresholds"`
-					Output     string             `json:"output"`
-				}{rep.Lines, rep.Kept, rep.Dropped, rep.Reasons, rep.Thresholds, out})
+					Lines      int                 `json:"lines"`
+					Kept       int                 `json:"kept"`
+					Dropped    int                 `json:"dropped"`
+					Reasons    map[string]int      `json:"reasons"`
+					Thresholds map[string]float64  `json:"thresholds"`
+					Output     string              `json:"output"`
+					Review     *data.ReviewSummary `json:"review,omitempty"`
+				}{rep.Lines, rep.Kept, rep.Dropped, rep.Reasons, rep.Thresholds, out, rep.Review})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d lines, %d kept, %d dropped:%s; wrote %s\n",
 				args[0], rep.Lines, rep.Kept, rep.Dropped, fmtCounts(rep.Reasons), out)
+			if rv := rep.Review; rv != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "review %s: %d kept (%d edited), %d dropped, %d undecided\n",
+					rv.File, rv.Kept, rv.Edited, rv.Dropped, rv.Undecided)
+				if rv.TornTail {
+					fmt.Fprintf(cmd.OutOrStdout(), "note: %s ends in a half-written record (a crash mid-save), ignored\n", rv.File)
+				}
+			}
 			return nil
 		},
 	}
@@ -369,8 +391,31 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 	f.IntVar(&o.MinTokens, "min-tokens", 0, "drop examples with fewer total tokens")
 	f.IntVar(&o.MaxTokens, "max-tokens", 0, "drop examples with more total tokens")
 	f.BoolVar(&o.KeepScores, "keep-scores", false, "keep the score object in the output lines")
+	f.StringVar(&reviewPath, "review", "", "apply the decisions of lorakit data review saved in this file (SCORED.review.jsonl)")
+	f.BoolVar(&o.DropUndecided, "drop-undecided", false, "with --review: drop the examples the review left undecided")
 	f.BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
+}
+
+// loadReview reads the --review file into o.
+func loadReview(o *data.FilterOptions, path string, dropUndecided bool) error {
+	if path == "" {
+		if dropUndecided {
+			return errors.New("data filter: --drop-undecided needs --review")
+		}
+		return nil
+	}
+	st, err := data.ReadReview(path)
+	if err != nil {
+		return err
+	}
+	if st.Count == 0 && !st.Torn {
+		if _, serr := os.Stat(path); serr != nil {
+			return fmt.Errorf("data filter: --review %s: %w", path, serr)
+		}
+	}
+	o.Review, o.ReviewFile = st, path
+	return nil
 }
 
 // countLines counts the lines of a file (the total a progress bar shows); 0 when it cannot be read.

@@ -79,6 +79,12 @@ type FilterOptions struct {
 	MinTokens    int         // on total tokens (prompt + response after templating)
 	MaxTokens    int
 	KeepScores   bool // write the scored line (with "score") instead of the original
+	// Review applies a person's decisions (ReadReview of ReviewFile): a dropped example is dropped, a kept
+	// one is kept whatever the rules say (edited if it was), an undecided one goes through the rules, or is
+	// dropped with DropUndecided. A record whose line or example hash does not match the input is an error.
+	Review        *ReviewState
+	ReviewFile    string
+	DropUndecided bool
 	// OnDrop is called for every dropped line with its reason (may be nil).
 	OnDrop func(line int, reason string)
 }
@@ -102,6 +108,7 @@ type FilterReport struct {
 	Histogram  Histogram          `json:"histogram"`
 	DroppedAt  []Dropped          `json:"dropped_lines"`           // the first MaxReportedDrops
 	DroppedCut bool               `json:"dropped_lines_truncated"` // more were dropped than listed
+	Review     *ReviewSummary     `json:"review,omitempty"`
 }
 
 // MaxReportedDrops bounds the dropped lines listed in a FilterReport (all go to OnDrop).
@@ -138,6 +145,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		return nil, fmt.Errorf("data: filter: --keep-top %v not in (0, 1]", o.KeepTop)
 	}
 	rep := &FilterReport{Input: in, Output: out, Reasons: map[string]int{}, Thresholds: map[string]float64{}, By: o.By}
+	rv := newReviewed(o, rep)
 	// pass 1: rule-based decisions need no global view except keep-top; collect candidates
 	type cand struct {
 		v    float64
@@ -174,7 +182,8 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	reasonKey := func(reason string) string {
 		for _, k := range []struct{ p, k string }{{"bad line", "bad_line"}, {"ppl", "max_ppl"}, {"ifd", "ifd"},
 			{"near-duplicate", "dedup"}, {"unreadable", "unreadable"}, {"keep-top", "keep_top"},
-			{"reward", "min_reward"}, {"label", "label"}} {
+			{"reward", "min_reward"}, {"label", "label"},
+			{"review: dropped", "review_drop"}, {"review: undecided", "review_undecided"}} {
 			if len(reason) >= len(k.p) && reason[:len(k.p)] == k.p {
 				if k.k == "ifd" {
 					if bytes.Contains([]byte(reason), []byte("< min")) {
@@ -193,6 +202,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	seenLines, readable := 0, 0
 	err = scanLines(in, func(n int, line []byte) error {
 		seenLines++
+		rv.hash(n, line)
 		_, s, err := SplitScored(line)
 		if err == nil {
 			readable++
@@ -205,7 +215,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		}
 		v, _ := metric(s)
 		all = append(all, v)
-		if o.KeepTop > 0 && ruleReason(s) == "" {
+		if o.KeepTop > 0 && ruleReason(s) == "" && !rv.decides(n) {
 			cands = append(cands, cand{v, int32(n)})
 		}
 		return nil
@@ -215,6 +225,9 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	}
 	if seenLines > 0 && readable == 0 {
 		return nil, fmt.Errorf("data: filter: %s has no scored lines (run lorakit data score first)", in)
+	}
+	if err := rv.check(in); err != nil {
+		return nil, err
 	}
 	// keep-top: rank candidates (best first), keep ceil(frac·n)
 	topKeep := map[int32]bool{}
@@ -289,6 +302,13 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 				drop(n, "unreadable scored line: "+err.Error())
 				return nil
 			}
+			if d, edit := rv.verdict(n); d == DecisionDrop {
+				drop(s.Line, rv.dropReason(n))
+				return nil
+			} else if d == DecisionKeep && (raw != nil || edit != nil) {
+				rep.Kept++
+				return writeKept(w, rv.kept(raw, edit, line, o.KeepScores))
+			}
 			if r := ruleReason(s); r != "" {
 				drop(s.Line, r)
 				return nil
@@ -306,10 +326,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 			if o.KeepScores {
 				raw = bytes.TrimSpace(line)
 			}
-			if _, err := w.Write(raw); err != nil {
-				return err
-			}
-			return w.WriteByte('\n')
+			return writeKept(w, raw)
 		})
 	})
 	if err != nil {
@@ -413,6 +430,13 @@ func (l LabelRule) reason(s *Score) string {
 		return fmt.Sprintf("label %s %.4g > max %.4g", l.Name, v, l.Value)
 	}
 	return ""
+}
+
+func writeKept(w *bufio.Writer, b []byte) error {
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	return w.WriteByte('\n')
 }
 
 // scanLines calls fn with the 1-based number and content of every non-blank line of path.
