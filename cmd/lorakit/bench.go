@@ -217,6 +217,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.IntVar(&tc.Steps, "steps", 5, "with --train: timed steps (after 2 warm-up steps)")
 	f.IntVar(&tc.Rank, "rank", 16, "with --train: LoRA rank (alpha = 2·rank)")
 	f.IntVar(&tc.ExampleLen, "example-len", 0, "with --train: tokens per example (default --seq-len)")
+	f.BoolVar(&tc.GradientCheckpointing, "gradient-checkpointing", false, "with --train: recompute each layer's activations in the backward pass")
 	f.BoolVar(&tc.Packing, "packing", false, "with --train: pack --seq-len/--example-len examples into each of the --batch-size rows")
 	return cmd
 }
