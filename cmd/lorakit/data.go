@@ -36,10 +36,11 @@ func newDataCmd() *cobra.Command {
   lorakit data check FILE --model DIR          report bad lines and statistics (exit code 1 on bad lines)
   lorakit data score FILE --model DIR --out S  per-example perplexity, IFD, token counts, near-duplicate cluster
   lorakit data filter S --out CLEAN [rules]    keep what passes; report and histogram of the cut
+  lorakit data diversity S                     clusters of the embeddings (score with --embed-model)
   lorakit data review S [--port 8090]          screen the examples in the browser: keep, drop, edit
   lorakit data filter S --review S.review.jsonl --out CLEAN   apply those decisions`,
 	}
-	cmd.AddCommand(newDataCheckCmd(), newDataScoreCmd(), newDataFilterCmd(), newDataReviewCmd())
+	cmd.AddCommand(newDataCheckCmd(), newDataScoreCmd(), newDataFilterCmd(), newDataReviewCmd(), newDataDiversityCmd())
 	return cmd
 }
 
@@ -183,7 +184,10 @@ func newDataScoreCmd() *cobra.Command {
                       output at the last token, as transformers reads a *ForSequenceClassification)
   labels              with --classifier: {"LABEL": score} per id2label: softmax probabilities (sigmoid per
                       label for problem_type multi_label_classification; raw for one output or regression)
-The judges (--reward-model, --classifier) read the conversation with their own tokenizer and chat template
+With --embed-model, OUT.emb.npy (OUT without .jsonl) gets one embedding per line: a NumPy float32 array
+[lines, hidden_size] (numpy.load reads it; NaN rows for bad lines), for lorakit data diversity and
+data filter --select N --diverse.
+The judges (--reward-model, --classifier, --embed-model) read the conversation with their own tokenizer and chat template
 (plain text, the messages' contents, when they have none); --judge-reasoning lets them read reasoning_content.
 Examples are batched through the model on all cores; memory stays bounded. Output is written to
 OUT.partial and renamed when complete; --resume continues an interrupted run, skipping lines already scored.`,
@@ -209,7 +213,7 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 				}
 				defer m.Close()
 				var o data.ScoreOptions
-				judges.pool = m.Net.Pool
+				judges.kpool = m.Net.Pool
 				closeJudges, err := judges.load(cmd, threads, maxSeqLen, &o)
 				defer closeJudges()
 				if err != nil {
@@ -282,10 +286,13 @@ reason (bad lines are dropped). Rules: --max-ppl (ppl above is dropped), --min-i
 cluster), and --keep-top F: of what the other rules keep, keep the best fraction F by --by (ifd: highest
 IFD, ppl: lowest perplexity, reward: highest reward, label:NAME: highest score of a classifier label).
 With scores from --reward-model and --classifier: --min-reward X, and --label NAME>=V / NAME<=V (repeatable)
-on the classifier's labels. --review FILE applies the decisions of lorakit data review: dropped examples
-are dropped, kept ones are kept whatever the rules say (as edited, if they were), undecided ones go through
-the rules (or are dropped with --drop-undecided); a review made on other examples (line or hash differs) is
-an error naming the line. --report FILE.json gets the counts, reasons, thresholds, histogram and every
+on the classifier's labels. --select N keeps N of what the rules leave: the best by --by, or with --diverse
+(embeddings from data score --embed-model) a greedy facility-location selection that covers the embedding
+space while preferring good --by scores (--quality-weight), deterministic for --seed. --review FILE applies
+the decisions of lorakit data review: dropped examples are dropped, kept ones are kept whatever the rules say
+(as edited, if they were), undecided ones go through the rules (or are dropped with --drop-undecided); a
+review made on other examples (line or hash differs) is an error naming the line. --report FILE.json gets
+the counts, reasons, thresholds, histogram and every
 dropped line; --histogram FILE.svg (default: next to the report) draws the --by score with the cuts marked.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -302,6 +309,9 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 					return err
 				}
 				o.Labels = append(o.Labels, r)
+			}
+			if o.Diverse && o.Select <= 0 {
+				return errors.New("data filter: --diverse chooses how --select picks: give --select N")
 			}
 			if fl.Changed("keep-top") && (o.KeepTop <= 0 || o.KeepTop > 1) {
 				return fmt.Errorf("data filter: --keep-top %v not in (0, 1]", o.KeepTop)
@@ -387,6 +397,11 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 	f.StringVar(&o.By, "by", "ifd", "score for --keep-top and the histogram: ifd (highest kept), ppl (lowest kept), reward or label:NAME (highest kept)")
 	f.Float64Var(&o.MinReward, "min-reward", 0, "drop examples whose reward (score.reward) is below this")
 	f.StringArrayVar(&labels, "label", nil, "classifier label threshold NAME>=V or NAME<=V on score.labels (repeatable)")
+	f.IntVar(&o.Select, "select", 0, "keep this many of the remaining examples: the best by --by, or with --diverse a diverse selection")
+	f.BoolVar(&o.Diverse, "diverse", false, "with --select: trade --by's quality against redundancy over the embeddings (greedy facility location)")
+	f.StringVar(&o.Embeddings, "embeddings", "", "the scored file's embeddings (default: SCORED.emb.npy, written by data score --embed-model)")
+	f.Float64Var(&o.QualityWeight, "quality-weight", 1, "--diverse: weight of the selection's mean quality rank (0..1) against its coverage (0: coverage only)")
+	f.Uint64Var(&o.Seed, "seed", 0, "--diverse: seed of the sample coverage is measured on (sets of more than 4096 examples)")
 	f.BoolVar(&o.Dedup, "dedup", false, "keep only the first example of each near-duplicate cluster")
 	f.IntVar(&o.MinTokens, "min-tokens", 0, "drop examples with fewer total tokens")
 	f.IntVar(&o.MaxTokens, "max-tokens", 0, "drop examples with more total tokens")
@@ -447,14 +462,17 @@ func countLines(path string) int64 {
 // judgeFlags are data score's judges: the models that read each example besides --model.
 type judgeFlags struct {
 	reward, classifier string
+	embed, pool        string
 	reasoning          bool
-	pool               *kernels.Pool // --model's, shared
+	kpool              *kernels.Pool // --model's, shared
 }
 
 func (j *judgeFlags) flags(f *pflag.FlagSet) {
 	f.StringVar(&j.reward, "reward-model", "", "reward model folder (a *ForSequenceClassification with one output): adds score.reward")
 	f.StringVar(&j.classifier, "classifier", "", "classifier folder (a *ForSequenceClassification): adds score.labels, one score per id2label")
-	f.BoolVar(&j.reasoning, "judge-reasoning", false, "let --reward-model and --classifier read reasoning_content (left out by default)")
+	f.StringVar(&j.embed, "embed-model", "", "model folder whose hidden states embed each example (any model of the family, or --model's own folder): writes OUT's .emb.npy beside it")
+	f.StringVar(&j.pool, "pool", "mean", "embedding pooling of --embed-model's final hidden states: mean (over every token) or last (the last non-padding token)")
+	f.BoolVar(&j.reasoning, "judge-reasoning", false, "let --reward-model, --classifier and --embed-model read reasoning_content (left out by default)")
 }
 
 // load loads the judges named by the flags into o; the returned function closes them (also after an error).
@@ -476,7 +494,7 @@ func (j *judgeFlags) load(cmd *cobra.Command, threads, maxSeqLen int, o *data.Sc
 		if err != nil {
 			return closeAll, err
 		}
-		m, err := models.Load(dir, models.LoadOptions{Threads: threads, Pool: j.pool, Kind: models.SequenceClassifier})
+		m, err := models.Load(dir, models.LoadOptions{Threads: threads, Pool: j.kpool, Kind: models.SequenceClassifier})
 		if err != nil {
 			return closeAll, fmt.Errorf("data score: %s: %w", jf.flag, err)
 		}
@@ -486,5 +504,69 @@ func (j *judgeFlags) load(cmd *cobra.Command, threads, maxSeqLen int, o *data.Sc
 		}
 		*jf.dst = &data.Judge{Net: m.Net, Tok: m.Tok, Tpl: m.Chat, Reasoning: j.reasoning, MaxSeqLen: maxSeqLen}
 	}
+	if j.embed == "" {
+		return closeAll, nil
+	}
+	if j.pool != "mean" && j.pool != "last" {
+		return closeAll, fmt.Errorf("data score: --pool %q: want mean or last", j.pool)
+	}
+	dir, err := resolveDir(cmd, "--embed-model", j.embed)
+	if err != nil {
+		return closeAll, err
+	}
+	m, err := models.Load(dir, models.LoadOptions{Threads: threads, Pool: j.kpool, Kind: models.AnyKind})
+	if err != nil {
+		return closeAll, fmt.Errorf("data score: --embed-model: %w", err)
+	}
+	open = append(open, m)
+	o.Embed = &data.Embedder{Judge: data.Judge{Net: m.Net, Tok: m.Tok, Tpl: m.Chat, Reasoning: j.reasoning, MaxSeqLen: maxSeqLen}, Pool: j.pool}
 	return closeAll, nil
+}
+
+func newDataDiversityCmd() *cobra.Command {
+	var (
+		o      data.DiversityOptions
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "diversity SCORED.jsonl [--clusters K] [--seed S] [--embeddings F.npy] [--json]",
+		Short: "Report how the examples spread over topics: clusters of their embeddings, sizes, representatives",
+		Long: `diversity clusters the examples of a file scored with lorakit data score --embed-model by their
+embeddings (unit-normalised, k-means++ seeded with --seed, then Lloyd iterations; k = --clusters, default
+sqrt(n/2)) and prints each cluster's size and share, mean perplexity (and reward), and the examples nearest
+its centre, then the effective number of clusters: exp of the entropy of the cluster sizes (k when the
+clusters are even, near 1 when one topic holds nearly everything).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rep, err := data.Diversity(args[0], o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), rep)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "%s: %d examples (%d without an embedding), k-means k=%d seed %d\n", rep.File, rep.Examples, rep.Skipped, rep.K, rep.Seed)
+			for _, c := range rep.Clusters {
+				reward := ""
+				if c.MeanReward != nil {
+					reward = fmt.Sprintf(", mean reward %.4g", *c.MeanReward)
+				}
+				fmt.Fprintf(w, "cluster %d: %d examples (%.1f%%), mean ppl %.4g%s\n", c.ID, c.Size, 100*c.Share, c.MeanPPL, reward)
+				for _, r := range c.Representatives {
+					fmt.Fprintf(w, "  line %d (cos %.3f): %s\n", r.Line, r.Similarity, r.Text)
+				}
+			}
+			fmt.Fprintf(w, "effective number of clusters: %.2f of %d\n", rep.EffectiveClusters, rep.K)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Clusters, "clusters", 0, "k of k-means (0: sqrt(n/2))")
+	f.Uint64Var(&o.Seed, "seed", 0, "k-means++ seed (the same seed gives the same clusters)")
+	f.StringVar(&o.Embeddings, "embeddings", "", "embeddings file (default: SCORED.emb.npy)")
+	f.IntVar(&o.Representatives, "representatives", 3, "examples shown per cluster (nearest its centre)")
+	f.IntVar(&o.Threads, "threads", 0, "threads (0: all CPUs)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
 }

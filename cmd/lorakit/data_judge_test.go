@@ -45,4 +45,25 @@ func TestDataScoreJudges(t *testing.T) {
 	}
 	cli(t, dir, append(filter, "--label", "edu>0.5")...).want(t, 1, "NAME>=VALUE")
 	cli(t, dir, append(filter, "--label", "quality>=0.5")...).want(t, 1, "s.jsonl:1 has no score.labels.quality", "[edu junk]")
+
+	// diversity: embeddings beside the output, the report, a diverse selection
+	cli(t, dir, "data", "diversity", "s.jsonl").want(t, 1, "s.emb.npy", "--embed-model")
+	cli(t, dir, append(filter, "--select", "4", "--diverse")...).want(t, 1, "s.emb.npy", "--embed-model")
+	cli(t, dir, append(score, "--force", "--embed-model", "base", "--pool", "max")...).want(t, 1, "--pool")
+	cli(t, dir, append(score, "--force", "--embed-model", "rm", "--pool", "last")...).want(t, 0)
+	r := cli(t, dir, "data", "diversity", "s.jsonl", "--clusters", "3", "--seed", "2", "--json")
+	r.want(t, 0)
+	var rep data.DiversityReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || rep.K != 3 || rep.Examples != 12 || rep.EffectiveClusters <= 1 {
+		t.Fatalf("diversity report %+v, %v", rep, err)
+	}
+	cli(t, dir, "data", "diversity", "s.jsonl", "--clusters", "3").want(t, 0, "effective number of clusters")
+	cli(t, dir, append(filter, "--diverse")...).want(t, 1, "--select")
+	cli(t, dir, append(filter, "--select", "4", "--diverse", "--by", "ppl")...).want(t, 0)
+	if got := len(readJSONL(t, filepath.Join(dir, "c.jsonl"))); got != 4 {
+		t.Errorf("--select 4 --diverse kept %d", got)
+	}
+	// rescoring without --embed-model removes the embeddings that no longer match
+	cli(t, dir, append(score, "--force")...).want(t, 0)
+	cli(t, dir, "data", "diversity", "s.jsonl").want(t, 1, "--embed-model")
 }

@@ -85,6 +85,14 @@ type FilterOptions struct {
 	Review        *ReviewState
 	ReviewFile    string
 	DropUndecided bool
+	// Select > 0 keeps this many of the examples the other rules (and KeepTop) leave: the best by By, or with
+	// Diverse a selection that trades By's quality against redundancy over the embeddings (SelectDiverse).
+	Select        int
+	Diverse       bool
+	Embeddings    string  // the scored file's embeddings ("": EmbeddingsPath(in))
+	QualityWeight float64 // SelectOptions.QualityWeight
+	Seed          uint64  // SelectOptions.Seed
+	Threads       int
 	// OnDrop is called for every dropped line with its reason (may be nil).
 	OnDrop func(line int, reason string)
 }
@@ -141,6 +149,9 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Select < 0 || (o.Diverse && o.Select == 0) {
+		return nil, fmt.Errorf("data: filter: --select %d: want a positive number of examples (--diverse needs it)", o.Select)
+	}
 	if o.KeepTop < 0 || o.KeepTop > 1 || math.IsNaN(o.KeepTop) {
 		return nil, fmt.Errorf("data: filter: --keep-top %v not in (0, 1]", o.KeepTop)
 	}
@@ -150,6 +161,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	type cand struct {
 		v    float64
 		line int32
+		ord  int32 // the line's row in the embeddings
 	}
 	var cands []cand
 	var all []float64
@@ -182,7 +194,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	reasonKey := func(reason string) string {
 		for _, k := range []struct{ p, k string }{{"bad line", "bad_line"}, {"ppl", "max_ppl"}, {"ifd", "ifd"},
 			{"near-duplicate", "dedup"}, {"unreadable", "unreadable"}, {"keep-top", "keep_top"},
-			{"reward", "min_reward"}, {"label", "label"},
+			{"reward", "min_reward"}, {"label", "label"}, {"not selected", "select"},
 			{"review: dropped", "review_drop"}, {"review: undecided", "review_undecided"}} {
 			if len(reason) >= len(k.p) && reason[:len(k.p)] == k.p {
 				if k.k == "ifd" {
@@ -203,6 +215,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	err = scanLines(in, func(n int, line []byte) error {
 		seenLines++
 		rv.hash(n, line)
+		ord := int32(seenLines - 1)
 		_, s, err := SplitScored(line)
 		if err == nil {
 			readable++
@@ -215,8 +228,8 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		}
 		v, _ := metric(s)
 		all = append(all, v)
-		if o.KeepTop > 0 && ruleReason(s) == "" && !rv.decides(n) {
-			cands = append(cands, cand{v, int32(n)})
+		if (o.KeepTop > 0 || o.Select > 0) && ruleReason(s) == "" && !rv.decides(n) {
+			cands = append(cands, cand{v, int32(n), ord})
 		}
 		return nil
 	})
@@ -245,6 +258,32 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		if k > 0 && k < len(cands) {
 			rep.Thresholds["keep_top_"+o.By] = cands[k-1].v
 		}
+	}
+	// select: N of what is left, best first or diverse
+	selected := map[int32]bool{}
+	if o.Select > 0 {
+		var pool []cand
+		for _, c := range cands {
+			if o.KeepTop == 0 || topKeep[c.line] {
+				pool = append(pool, c)
+			}
+		}
+		sort.SliceStable(pool, func(i, j int) bool { return pool[i].ord < pool[j].ord })
+		ords, vals := make([]int, len(pool)), make([]float64, len(pool))
+		for i, c := range pool {
+			ords[i], vals[i] = int(c.ord), c.v
+			if lowerIsBetter(o.By) {
+				vals[i] = -c.v
+			}
+		}
+		picked, err := o.pick(in, ords, vals)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range picked {
+			selected[int32(p)] = true
+		}
+		rep.Thresholds["select"] = float64(o.Select)
 	}
 	// histogram
 	rep.Histogram = makeHist(o.By, all)
@@ -318,6 +357,14 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 				drop(s.Line, fmt.Sprintf("keep-top %.4g by %s: %s %.4g not in the best", o.KeepTop, o.By, o.By, v))
 				return nil
 			}
+			if o.Select > 0 && !selected[int32(rep.Lines-1)] {
+				how := "best by " + o.By
+				if o.Diverse {
+					how = "diverse selection weighing " + o.By
+				}
+				drop(s.Line, fmt.Sprintf("not selected: --select %d (%s)", o.Select, how))
+				return nil
+			}
 			if raw == nil {
 				drop(s.Line, "bad line: no example")
 				return nil
@@ -333,6 +380,35 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// pick chooses o.Select of the embedding rows ords (quality vals, higher better): the best, or a diverse
+// selection over the embeddings.
+func (o *FilterOptions) pick(in string, ords []int, vals []float64) ([]int, error) {
+	if !o.Diverse {
+		order := make([]int, len(ords))
+		for i := range order {
+			order[i] = i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return vals[order[a]] > vals[order[b]] })
+		out := make([]int, 0, o.Select)
+		for _, i := range order[:min(o.Select, len(order))] {
+			out = append(out, ords[i])
+		}
+		return out, nil
+	}
+	v, err := LoadVectors(in, o.Embeddings, o.Threads)
+	if err != nil {
+		return nil, fmt.Errorf("data: filter: --diverse: %w", err)
+	}
+	var idx []int
+	var q []float64
+	for i, r := range ords {
+		if v.OK[r] {
+			idx, q = append(idx, r), append(q, vals[i])
+		}
+	}
+	return v.SelectDiverse(idx, q, o.Select, SelectOptions{QualityWeight: o.QualityWeight, Seed: o.Seed}), nil
 }
 
 // metricOf is the score --by names, as a function of a line's scores (ok false when the line lacks it).

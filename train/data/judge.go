@@ -118,3 +118,56 @@ func activate(c *llama.Config, logits []float32) []float64 {
 	}
 	return v
 }
+
+// Embedder turns each example into a vector: the judge model's final-norm hidden states (last_hidden_state) over
+// what it reads, mean-pooled over every token ("mean") or taken at the last token that is not padding ("last",
+// as a sequence classifier reads).
+type Embedder struct {
+	Judge
+	Pool string // "mean" or "last"
+}
+
+// Dim is the embedding width (hidden_size).
+func (e *Embedder) Dim() int { return e.Net.Config.HiddenSize }
+
+// Embed returns one embedding per sequence.
+func (e *Embedder) Embed(seqs [][]int) ([][]float32, error) {
+	if e.Pool != "mean" && e.Pool != "last" {
+		return nil, fmt.Errorf("pool %q: want mean or last", e.Pool)
+	}
+	batch := make([]llama.Seq, len(seqs))
+	for i, s := range seqs {
+		batch[i] = llama.Seq{Tokens: s, AllLogits: e.Pool == "mean"}
+		if e.Pool == "last" && len(s) > 0 {
+			batch[i].Tokens = s[:llama.ReadPosition(s, e.Net.Config.PadTokenID)+1]
+		}
+	}
+	hs, err := e.Net.Hidden(batch)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, len(seqs))
+	for i, rows := range hs {
+		if e.Pool == "last" {
+			out[i] = rows[0]
+			continue
+		}
+		v := make([]float32, e.Dim())
+		for _, r := range rows {
+			for j, x := range r {
+				v[j] += x
+			}
+		}
+		for j := range v {
+			v[j] /= float32(len(rows))
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// EmbeddingsPath is where data score writes the embeddings of a scored file: beside it, .jsonl replaced by
+// .emb.npy (a NumPy float32 array, one row per scored line in order; NaN for a bad line).
+func EmbeddingsPath(scored string) string {
+	return strings.TrimSuffix(scored, ".jsonl") + ".emb.npy"
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lorakit/lorakit/internal/npy"
 	"github.com/lorakit/lorakit/internal/outdir"
 	"github.com/lorakit/lorakit/models/chat"
 )
@@ -67,6 +68,9 @@ type ScoreOptions struct {
 	Reward *Judge
 	// Classifier, if set, adds Score.Labels: a sequence classifier's scores per label.
 	Classifier *Judge
+	// Embed, if set, writes an embedding per line to EmbeddingsPath(out) (written as out is: via a .partial,
+	// continued by Resume).
+	Embed *Embedder
 	// OnProgress is called after each batch with the number of input lines done (may be nil).
 	OnProgress func(lines int)
 }
@@ -117,9 +121,15 @@ func ScoreFileContext(ctx context.Context, in, out string, o ScoreOptions) (*Sco
 	defer r.f.Close()
 	if err := orderedMap(in, o.Workers, r.prepare, r.add); err != nil {
 		_ = r.w.Flush()
+		if r.emb != nil {
+			_ = r.emb.Close()
+		}
 		if st, serr := r.f.Stat(); serr == nil && st.Size() == 0 && !o.Resume {
 			r.f.Close()
 			os.Remove(r.partial) // nothing scored: no partial to resume
+			if r.emb != nil {
+				os.Remove(r.embPartial)
+			}
 		}
 		return nil, err
 	}
@@ -160,6 +170,8 @@ type scoreRun struct {
 	sum          *ScoreSummary
 	mh           *minHash
 	batch        []*prepared
+	emb          *npy.Writer // the embeddings' partial file (Embed)
+	embPartial   string
 	batchItems   []lineItem
 	batchTokens  int
 }
@@ -172,6 +184,8 @@ type prepared struct {
 	alone  []int  // BOS? + response ids
 	reward []int  // what the reward model reads
 	class  []int  // what the classifier reads
+	embed  []int  // what the embedder reads
+	vec    []float32
 	sketch *sketch
 	hasErr bool
 }
@@ -179,13 +193,19 @@ type prepared struct {
 // openScoreRun opens out's partial file: continued with Resume, else started afresh.
 func openScoreRun(out string, o ScoreOptions) (*scoreRun, error) {
 	r := &scoreRun{o: o, out: out, partial: out + ".partial", mh: newMinHash()}
+	kept := 0 // output lines kept by Resume
 	if o.Resume {
 		var err error
-		if r.done, err = resumePoint(r.partial, out); err != nil {
+		if r.done, kept, err = resumePoint(r.partial, out); err != nil {
 			return nil, err
 		}
 	} else {
 		_ = os.Remove(r.partial)
+	}
+	if o.Embed != nil {
+		if err := r.openEmbeddings(out, kept); err != nil {
+			return nil, err
+		}
 	}
 	f, err := os.OpenFile(r.partial, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -243,6 +263,12 @@ func (r *scoreRun) prepare(it lineItem) *prepared {
 		p.score.Error, p.hasErr = "classifier: "+err.Error(), true
 		return p
 	}
+	if o.Embed != nil {
+		if p.embed, err = o.Embed.Read(ex); err != nil {
+			p.score.Error, p.hasErr = "embed model: "+err.Error(), true
+			return p
+		}
+	}
 	p.cond, p.mask, p.alone = enc.IDs, enc.Mask, alone
 	p.score.PromptTokens, p.score.ResponseTokens, p.score.TotalTokens = enc.PromptTokens, enc.ResponseTokens, enc.FullLen
 	p.score.Truncated = enc.Truncated
@@ -262,7 +288,7 @@ func (r *scoreRun) add(it lineItem, p *prepared) error {
 	}
 	r.batch = append(r.batch, p)
 	r.batchItems = append(r.batchItems, it)
-	r.batchTokens += len(p.cond) + len(p.alone) + len(p.reward) + len(p.class)
+	r.batchTokens += len(p.cond) + len(p.alone) + len(p.reward) + len(p.class) + len(p.embed)
 	if r.batchTokens >= r.o.BatchTokens {
 		return r.flush()
 	}
@@ -284,6 +310,9 @@ func (r *scoreRun) flush() error {
 		if err := r.writeLine(r.batchItems[i], &p.score); err != nil {
 			return err
 		}
+		if err := r.writeVec(p); err != nil {
+			return err
+		}
 		if p.hasErr {
 			r.sum.Bad++
 		} else {
@@ -292,6 +321,11 @@ func (r *scoreRun) flush() error {
 	}
 	if err := r.w.Flush(); err != nil {
 		return err
+	}
+	if r.emb != nil {
+		if err := r.emb.Flush(); err != nil {
+			return fmt.Errorf("data: score: %s: %w", r.embPartial, err)
+		}
 	}
 	r.batch, r.batchItems, r.batchTokens = r.batch[:0], r.batchItems[:0], 0
 	if r.o.OnProgress != nil {
@@ -373,6 +407,19 @@ func (r *scoreRun) judgeBatch(idx []int) error {
 			set(&r.batch[bi].score, out[k])
 		}
 		return nil
+	}
+	if e := r.o.Embed; e != nil {
+		seqs := make([][]int, len(idx))
+		for k, bi := range idx {
+			seqs[k] = r.batch[bi].embed
+		}
+		vecs, err := e.Embed(seqs)
+		if err != nil {
+			return fmt.Errorf("data: score: embed model: lines %d-%d: %w", r.batch[0].score.Line, r.batch[len(r.batch)-1].score.Line, err)
+		}
+		for k, bi := range idx {
+			r.batch[bi].vec = vecs[k]
+		}
 	}
 	err := run(r.o.Reward, "reward model", func(p *prepared) []int { return p.reward }, func(sc *Score, v []float64) { sc.Reward = &v[0] })
 	if err != nil {
@@ -456,8 +503,72 @@ func (r *scoreRun) writeLine(it lineItem, sc *Score) error {
 	return err
 }
 
-// finish syncs the partial output and renames it to out.
+// openEmbeddings starts the embeddings' partial file, or with Resume continues it after its first kept rows
+// (a complete one is moved back to partial first).
+func (r *scoreRun) openEmbeddings(out string, kept int) error {
+	final := EmbeddingsPath(out)
+	r.embPartial = final + ".partial"
+	if err := outdir.NotInput("data score: embeddings", final, out); err != nil {
+		return err
+	}
+	var err error
+	if !r.o.Resume {
+		r.emb, err = npy.Create(r.embPartial, r.o.Embed.Dim())
+	} else {
+		if _, serr := os.Stat(r.embPartial); errors.Is(serr, os.ErrNotExist) {
+			if _, ferr := os.Stat(final); ferr == nil {
+				if err := os.Rename(final, r.embPartial); err != nil {
+					return fmt.Errorf("data: score: resume: %w", err)
+				}
+			} else if kept == 0 {
+				r.emb, err = npy.Create(r.embPartial, r.o.Embed.Dim())
+				return wrapEmb(err, r.embPartial)
+			}
+		}
+		r.emb, err = npy.Append(r.embPartial, r.o.Embed.Dim(), kept)
+		if err != nil {
+			return fmt.Errorf("data: score: resume with --embed-model: %w (the embeddings of the lines already scored are missing: start over with --force)", err)
+		}
+	}
+	return wrapEmb(err, r.embPartial)
+}
+
+func wrapEmb(err error, path string) error {
+	if err != nil {
+		return fmt.Errorf("data: score: %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeVec appends p's embedding (NaN for a line that has none) to the embeddings file.
+func (r *scoreRun) writeVec(p *prepared) error {
+	if r.emb == nil {
+		return nil
+	}
+	v := p.vec
+	if v == nil {
+		v = make([]float32, r.o.Embed.Dim())
+		for i := range v {
+			v[i] = float32(math.NaN())
+		}
+	}
+	return wrapEmb(r.emb.Row(v), r.embPartial)
+}
+
+// finish syncs the partial output and renames it to out (the embeddings first, so that a complete output
+// always has complete embeddings; without Embed, embeddings left beside out by an earlier run are removed: they
+// would no longer match it).
 func (r *scoreRun) finish() (*ScoreSummary, error) {
+	if r.emb != nil {
+		if err := r.emb.Close(); err != nil {
+			return nil, wrapEmb(err, r.embPartial)
+		}
+		if err := os.Rename(r.embPartial, EmbeddingsPath(r.out)); err != nil {
+			return nil, fmt.Errorf("data: score: %w", err)
+		}
+	} else if err := os.Remove(EmbeddingsPath(r.out)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("data: score: stale embeddings: %w", err)
+	}
 	r.sum.MinHashFull = r.mh.Full
 	if err := r.f.Sync(); err != nil {
 		return nil, err
@@ -507,33 +618,32 @@ func exampleText(ex *Example) string {
 	return b.String()
 }
 
-// resumePoint prepares partial for appending and returns the last input line already scored. A
-// complete output (out) is moved back to partial; a torn last line is cut off.
-func resumePoint(partial, out string) (int, error) {
+// resumePoint prepares partial for appending and returns the last input line already scored and the number
+// of output lines kept. A complete output (out) is moved back to partial; a torn last line is cut off.
+func resumePoint(partial, out string) (last, kept int, err error) {
 	if _, err := os.Stat(partial); errors.Is(err, os.ErrNotExist) {
 		if _, err := os.Stat(out); err == nil {
 			if err := os.Rename(out, partial); err != nil {
-				return 0, fmt.Errorf("data: score: resume: %w", err)
+				return 0, 0, fmt.Errorf("data: score: resume: %w", err)
 			}
 		} else {
-			return 0, nil
+			return 0, 0, nil
 		}
 	}
 	f, err := os.OpenFile(partial, os.O_RDWR, 0)
 	if err != nil {
-		return 0, fmt.Errorf("data: score: resume: %w", err)
+		return 0, 0, fmt.Errorf("data: score: resume: %w", err)
 	}
 	defer f.Close()
 	br := bufio.NewReaderSize(f, 1<<20)
 	var good int64
-	last := 0
 	for {
 		b, tooLong, err := readLine(br)
 		if err == io.EOF && b == nil {
 			break
 		}
 		if err != nil && err != io.EOF {
-			return 0, fmt.Errorf("data: score: resume: %w", err)
+			return 0, 0, fmt.Errorf("data: score: resume: %w", err)
 		}
 		if err == io.EOF || tooLong { // no newline: torn write
 			break
@@ -543,12 +653,13 @@ func resumePoint(partial, out string) (int, error) {
 			break
 		}
 		last = line
+		kept++
 		good += int64(len(b)) + 1 // our own output: "\n" line ends
 	}
 	if err := f.Truncate(good); err != nil {
-		return 0, fmt.Errorf("data: score: resume: %w", err)
+		return 0, 0, fmt.Errorf("data: score: resume: %w", err)
 	}
-	return last, nil
+	return last, kept, nil
 }
 
 // scoredLineNumber reads score.line from a scored line.
