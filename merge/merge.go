@@ -21,6 +21,7 @@ import (
 	"github.com/lorakit/lorakit/internal/outdir"
 	"github.com/lorakit/lorakit/internal/progress"
 	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/ggufconv"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/safetensors"
@@ -150,6 +151,12 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	if res.DType == "" {
 		res.DType = "auto"
 	}
+	name := base // what messages call the base
+	base, cleanup, err := ggufconv.AsFolder(base, out)
+	if err != nil {
+		return nil, fmt.Errorf("merge: base: %w", err)
+	}
+	defer cleanup()
 	cfgBytes, config, err := readConfig(base)
 	if err != nil {
 		return nil, err
@@ -168,10 +175,10 @@ func Run(ctx context.Context, base, out string, opt Options) (*Result, error) {
 	}
 	defer rd.Close()
 	p := &plan{base: ckpt, rd: rd, config: config, res: res, outDT: outDT, pool: opt.Pool, log: opt.Log}
-	if err := p.checkQuantized(base, opt); err != nil {
+	if err := p.checkQuantized(name, opt); err != nil {
 		return nil, err
 	}
-	c, err := p.collect(base, opt.Adapters)
+	c, err := p.collect(name, opt.Adapters)
 	if err != nil {
 		return nil, err
 	}

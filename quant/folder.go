@@ -22,6 +22,7 @@ import (
 	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/internal/outdir"
 	"github.com/lorakit/lorakit/models"
+	"github.com/lorakit/lorakit/models/ggufconv"
 	bnb "github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
@@ -145,6 +146,11 @@ func QuantizeFolderContext(ctx context.Context, in, out string, opt FolderOption
 	if _, err := models.Open(in); err != nil { // what in is when it is not a model folder, and what to do
 		return nil, fmt.Errorf("quantize: input: %w", err)
 	}
+	in, cleanup, err := ggufconv.AsFolder(in, out) // a GGUF base is read through a Hugging Face folder
+	if err != nil {
+		return nil, fmt.Errorf("quantize: input: %w", err)
+	}
+	defer cleanup()
 	cfgPath := filepath.Join(in, "config.json")
 	cfgRaw, err := os.ReadFile(cfgPath)
 	if err != nil {

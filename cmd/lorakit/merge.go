@@ -45,7 +45,13 @@ naming the tensor.
 
 More adapters are added with --adapter DIR[:WEIGHT]; ADAPTER may carry a weight too (default 1).
 A 4-bit (bitsandbytes NF4) base is dequantised and written in bf16 (or --dtype f32); --requantize nf4 writes
-the merged weights in NF4 again.`,
+the merged weights in NF4 again.
+
+BASE may be a llama.cpp model file (BASE.gguf: llama, qwen2, qwen3; F32, F16, BF16, Q8_0, Q4_0): it is read
+through a Hugging Face folder rebuilt from it (config and tokenizer from the metadata, Q8_0/Q4_0 dequantised to
+f32), written beside OUT and removed afterwards, so OUT is a complete HF folder. A file whose tokenizer would
+not survive being written as tokenizer.json, or whose llama3 rope scaling is only in rope_freqs.weight, is
+refused.`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opt := merge.Options{DType: dtype, Requantize: requantize, Verify: verify, Force: force, Threads: threads}

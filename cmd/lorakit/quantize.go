@@ -32,7 +32,8 @@ func newQuantizeCmd() *cobra.Command {
 		Short: "Store a model's linear weights in 4-bit NF4/FP4 or int8, as bitsandbytes/transformers save them",
 		Long: `Quantize writes at OUT a copy of the Hugging Face folder IN whose attention and MLP linear weights
 are quantised exactly as bitsandbytes does and saved as transformers saves bitsandbytes weights, with
-quantization_config in config.json, so that transformers+bitsandbytes and lorakit both load it.
+quantization_config in config.json, so that transformers+bitsandbytes and lorakit both load it. IN may be a
+llama.cpp model file (IN.gguf), read as merge reads a GGUF base (see lorakit merge --help).
 
   nf4, fp4  blockwise 4-bit (--block-size values per float32 absmax, default 64), two codes per byte;
             --double-quant also quantises the absmax values (8-bit dynamic map, blocks of 256): ≈4.127

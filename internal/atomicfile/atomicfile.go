@@ -111,6 +111,21 @@ func WriteBytes(path string, b []byte) error {
 	})
 }
 
+// TempDir makes a temporary folder beside final, named as this package names temporaries (so the next TempDir
+// for the same final removes it if this process dies before removing it itself). The caller removes it.
+func TempDir(final string) (string, error) {
+	parent := filepath.Dir(final)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", fmt.Errorf("create %s: %w", parent, err)
+	}
+	RemoveStale(parent, filepath.Base(final))
+	tmp, err := os.MkdirTemp(parent, tempPattern(filepath.Base(final)))
+	if err != nil {
+		return "", fmt.Errorf("create temp folder for %s: %w", final, err)
+	}
+	return tmp, nil
+}
+
 // Dir builds a folder at final: fill writes into a fresh temporary sibling folder, which is renamed to final
 // only when fill succeeds. An existing final folder is replaced (moved aside, then removed). On failure nothing
 // appears at final.

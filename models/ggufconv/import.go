@@ -17,9 +17,36 @@ import (
 // Config rebuilds the Hugging Face config of a llama.cpp model file (architecture llama, qwen2 or qwen3) from its
 // metadata and tensor table, validated by llama.ParseConfig: biases and tied embeddings from the tensors present,
 // llama3 rope scaling from rope_freqs.weight.
+func Config(g *gguf.File) (*llama.Config, error) {
+	raw, err := configMap(g)
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := llama.ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", g.Path, err)
+	}
+	if _, ok := g.Tensor("rope_freqs.weight"); ok {
+		f, ti, err := g.Float32s("rope_freqs.weight")
+		if err != nil {
+			return nil, err
+		}
+		if len(f) != cfg.HeadDim/2 {
+			return nil, fmt.Errorf("%s: rope_freqs.weight has %d values, want head_dim/2 = %d", g.Path, ti.Elems(), cfg.HeadDim/2)
+		}
+		cfg.RopeFreqFactors = f
+	}
+	return cfg, nil
+}
+
+// configMap is config.json's content as the metadata and tensor table give it.
 //
 // complexity: one read per GGUF metadata key it maps, in config.json's order.
-func Config(g *gguf.File) (*llama.Config, error) {
+func configMap(g *gguf.File) (map[string]any, error) {
 	arch, _, err := g.String("general.architecture")
 	if err != nil {
 		return nil, err
@@ -91,25 +118,7 @@ func Config(g *gguf.File) (*llama.Config, error) {
 			raw[hf] = v
 		}
 	}
-	data, err := json.Marshal(raw)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := llama.ParseConfig(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", g.Path, err)
-	}
-	if _, ok := g.Tensor("rope_freqs.weight"); ok {
-		f, ti, err := g.Float32s("rope_freqs.weight")
-		if err != nil {
-			return nil, err
-		}
-		if len(f) != cfg.HeadDim/2 {
-			return nil, fmt.Errorf("%s: rope_freqs.weight has %d values, want head_dim/2 = %d", g.Path, ti.Elems(), cfg.HeadDim/2)
-		}
-		cfg.RopeFreqFactors = f
-	}
-	return cfg, nil
+	return raw, nil
 }
 
 // Weights serves the tensors of a llama.cpp model file to llama.LoadTensors under their Hugging Face names and

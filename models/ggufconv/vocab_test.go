@@ -52,37 +52,48 @@ type goldenTok struct {
 
 // TestVocabRoundTripGolden: for every tokenizer family in the shared data, the tokenizer rebuilt from the GGUF
 // metadata we export encodes the golden strings to the golden ids (with and without special tokens) and
-// decodes them back.
+// decodes them back, and written as tokenizer.json (merge and quantize of a GGUF base) it gives back the same
+// metadata.
 func TestVocabRoundTripGolden(t *testing.T) {
 	shared := testenv.Dir(t, "tokenizers")
 	for _, fam := range []string{"llama2", "mistral", "llama3", "qwen3", "deepseek_v3", "gemma3"} {
 		t.Run(fam, func(t *testing.T) {
-			tok, _ := roundTripVocab(t, filepath.Join(shared, "tokenizers", fam))
-			f, err := os.Open(filepath.Join(shared, "golden", "tokenizers", fam+".jsonl"))
-			if err != nil {
+			tok, g := roundTripVocab(t, filepath.Join(shared, "tokenizers", fam))
+			checkGoldenTok(t, tok, filepath.Join(shared, "golden", "tokenizers", fam+".jsonl"))
+			// merge and quantize write these metadata back as tokenizer.json: they must come back identical
+			if err := writeTokenizer(g, t.TempDir()); err != nil {
 				t.Fatal(err)
 			}
-			defer f.Close()
-			sc := bufio.NewScanner(f)
-			sc.Buffer(nil, 1<<24)
-			n, bad := 0, 0
-			for sc.Scan() {
-				var g goldenTok
-				if err := json.Unmarshal(sc.Bytes(), &g); err != nil {
-					t.Fatal(err)
-				}
-				n++
-				got, gotSp := tok.Encode(g.Text, false), tok.Encode(g.Text, true)
-				if !slices.Equal(got, g.IDs) || !slices.Equal(gotSp, g.IDsWithSpecial) {
-					if bad++; bad <= 3 {
-						t.Errorf("%s %q:\n got %v / %v\nwant %v / %v", g.ID, g.Text, got, gotSp, g.IDs, g.IDsWithSpecial)
-					}
-				}
-			}
-			if bad > 0 {
-				t.Errorf("%d of %d strings differ", bad, n)
-			}
 		})
+	}
+}
+
+// checkGoldenTok encodes every golden string with and without special tokens.
+func checkGoldenTok(t *testing.T, tok *tokenizer.Tokenizer, path string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<24)
+	n, bad := 0, 0
+	for sc.Scan() {
+		var g goldenTok
+		if err := json.Unmarshal(sc.Bytes(), &g); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		got, gotSp := tok.Encode(g.Text, false), tok.Encode(g.Text, true)
+		if !slices.Equal(got, g.IDs) || !slices.Equal(gotSp, g.IDsWithSpecial) {
+			if bad++; bad <= 3 {
+				t.Errorf("%s %q:\n got %v / %v\nwant %v / %v", g.ID, g.Text, got, gotSp, g.IDs, g.IDsWithSpecial)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d strings differ", bad, n)
 	}
 }
 
