@@ -29,10 +29,7 @@ func AdapterBase(net *llama.Model, dir string) lora.Base {
 			}
 			return LinearRows(l)
 		},
-		Pool:     net.Pool,
-		Vocab:    net.Config.VocabSize,
-		Dim:      net.Config.HiddenSize,
-		TiedHead: net.Config.TieWordEmbeddings,
+		Pool: net.Pool,
 	}
 }
 

@@ -108,8 +108,7 @@ func TestFilterReview(t *testing.T) {
 		t.Errorf("reasons %v", rep.Reasons)
 	}
 	// keep-top ranks only what the review left to the rules
-	rep, err = Filter(in, out, FilterOptions{Review: st, ReviewFile: rp, KeepTop: 0.5, By: "ifd"})
-	if err != nil {
+	if _, err = Filter(in, out, FilterOptions{Review: st, ReviewFile: rp, KeepTop: 0.5, By: "ifd"}); err != nil {
 		t.Fatal(err)
 	}
 	// undecided and readable: 5 (0.9), 6 (0.8) → keep 1 → line 5

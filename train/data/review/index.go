@@ -119,6 +119,9 @@ func readItem(path string, n int, line []byte) item {
 
 // previews are the first user message and the last assistant message, cut short.
 func previews(ex *data.Example) (prompt, answer string) {
+	if ex.Format == data.FormatText {
+		return cut(ex.Text), ""
+	}
 	for _, m := range ex.Messages {
 		if m.Role == "user" {
 			prompt = cut(m.Content)

@@ -158,26 +158,35 @@ func (r *Reviewer) Rows() []Row {
 	defer r.mu.Unlock()
 	rows := make([]Row, len(r.ix.items))
 	for i := range r.ix.items {
-		it := &r.ix.items[i]
-		row := Row{Line: it.line, Hash: it.hash, Format: it.format, Error: it.err, Prompt: it.prompt, Answer: it.answer,
-			Flags: it.flags, Scores: make([]*number, len(it.scores))}
-		for j, v := range it.scores {
-			if !math.IsNaN(v) {
-				n := number(v)
-				row.Scores[j] = &n
-			}
-		}
-		r.fillState(&row)
-		rows[i] = row
+		rows[i] = r.row(&r.ix.items[i])
 	}
 	return rows
 }
 
-// fillState sets a row's decision fields; r.mu is held.
+// row is an item's row with its decision; r.mu is held.
+func (r *Reviewer) row(it *item) Row {
+	row := Row{Line: it.line, Hash: it.hash, Format: it.format, Error: it.err, Prompt: it.prompt, Answer: it.answer,
+		Flags: it.flags, Scores: make([]*number, len(it.scores))}
+	for j, v := range it.scores {
+		if !math.IsNaN(v) {
+			n := number(v)
+			row.Scores[j] = &n
+		}
+	}
+	r.fillState(&row)
+	return row
+}
+
+// fillState sets a row's decision fields, and its previews from the edit when there is one; r.mu is held.
 func (r *Reviewer) fillState(row *Row) {
 	row.Decision = data.DecisionUndecided
 	if rec, ok := r.state[row.Line]; ok {
 		row.Decision, row.Edited = rec.Decision, rec.Edit != nil
+		if rec.Edit != nil {
+			if ex, lerr := data.ParseLine(rec.Edit, r.opts.Scored, row.Line); lerr == nil {
+				row.Prompt, row.Answer = previews(ex)
+			}
+		}
 	}
 	_, row.Stale = r.stale[row.Line]
 }
@@ -235,9 +244,7 @@ func (r *Reviewer) Decide(changes []Change) ([]Row, error) {
 	}
 	rows := make([]Row, 0, len(changes))
 	for _, c := range changes {
-		row := Row{Line: c.Line}
-		r.fillState(&row)
-		rows = append(rows, row)
+		rows = append(rows, r.row(&r.ix.items[r.ix.byLine[c.Line]]))
 	}
 	return rows, nil
 }
@@ -276,7 +283,7 @@ func (r *Reviewer) apply(c Change, cur data.ReviewRecord) (data.ReviewRecord, er
 	return rec, nil
 }
 
-// Turn is one message of an example as the page draws it.
+// Turn is one message of an example as the page draws it (role "text" for a plain-text document).
 type Turn struct {
 	Role       string     `json:"role"`
 	Content    string     `json:"content"`
@@ -329,8 +336,7 @@ func (r *Reviewer) Example(line int) (*Detail, error) {
 	}
 	d := &Detail{}
 	r.mu.Lock()
-	d.Row = Row{Line: it.line, Hash: it.hash, Format: it.format, Error: it.err, Flags: it.flags}
-	r.fillState(&d.Row)
+	d.Row = r.row(it)
 	if rec, ok := r.state[line]; ok {
 		d.Edit = rec.Edit
 	}
@@ -363,6 +369,9 @@ func (r *Reviewer) fillChat(d *Detail, example []byte) {
 		return
 	}
 	d.Tools = ex.Tools
+	if ex.Format == data.FormatText { // a document trained on whole: no roles
+		d.Chat = []Turn{{Role: "text", Content: ex.Text}}
+	}
 	for k, m := range ex.Messages {
 		t := Turn{Role: m.Role, Content: m.Content, Reasoning: m.ReasoningContent}
 		if k < len(ex.Extra) {

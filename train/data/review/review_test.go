@@ -123,6 +123,9 @@ func TestDecideSurvivesReopen(t *testing.T) {
 			t.Errorf("line %d after reopening: %s, want %s", line, got.Decision, dec)
 		}
 	}
+	if got := rowOf(t, r2, 4).Answer; got != "Eight." {
+		t.Errorf("line 4's preview %q, want the edit's", got)
+	}
 	if !rowOf(t, r2, 4).Edited || rowOf(t, r2, 8).Edited {
 		t.Errorf("edited flags: line 4 %v (want true), line 8 %v (want false)", rowOf(t, r2, 4).Edited, rowOf(t, r2, 8).Edited)
 	}
@@ -406,5 +409,31 @@ func TestSecondReviewRefused(t *testing.T) {
 	open(t, Options{Scored: scored})
 	if _, err := Open(Options{Scored: scored}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second review of the same file: %v", err)
+	}
+}
+
+// TestOtherShapes: plain text and ShareGPT lines show as a document and as a chat.
+func TestOtherShapes(t *testing.T) {
+	dir := t.TempDir()
+	scored := filepath.Join(dir, "s.jsonl")
+	os.WriteFile(scored, []byte(`{"score":{"line":1,"ppl":3},"text":"Once upon a time."}
+{"score":{"line":2,"ppl":4},"conversations":[{"from":"human","value":"1+1?"},{"from":"gpt","value":"2"}]}
+`), 0o644)
+	r := open(t, Options{Scored: scored})
+	if row := rowOf(t, r, 1); row.Prompt != "Once upon a time." {
+		t.Errorf("text row %+v", row)
+	}
+	d, err := r.Example(1)
+	if err != nil || len(d.Chat) != 1 || d.Chat[0].Role != "text" || d.Chat[0].Content != "Once upon a time." {
+		t.Fatalf("text example %+v %v", d, err)
+	}
+	d, err = r.Example(2)
+	if err != nil || len(d.Chat) != 2 || d.Chat[0].Role != "user" || d.Chat[1].Content != "2" {
+		t.Fatalf("ShareGPT example %+v %v", d, err)
+	}
+	// an edit in the same shape is accepted
+	if _, err := r.Decide([]Change{{Line: 2, Hash: d.Hash, Decision: "keep",
+		Edit: json.RawMessage(`{"conversations":[{"from":"human","value":"1+1?"},{"from":"gpt","value":"two"}]}`)}}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -110,6 +110,8 @@ function applyRow(r) {
   row.decision = r.decision;
   row.edited = !!r.edited;
   row.stale = !!r.stale;
+  row.prompt = r.prompt;
+  row.answer = r.answer;
   S.details.delete(r.line);
   const tr = document.querySelector(`#tbody tr[data-line="${r.line}"]`);
   if (tr) tr.replaceWith(rowElement(row, S.view[S.cursor] === row));
@@ -329,7 +331,7 @@ function rowElement(row, selected) {
   const tr = el('tr', { 'data-line': row.line, class: [row.decision, selected ? 'sel' : ''].join(' ').trim() });
   tr.addEventListener('click', () => { select(S.view.indexOf(row)); });
   tr.append(el('td', { class: 'num', text: String(row.line) }));
-  tr.append(el('td', {}, badge(row.decision, row.decision), row.edited ? badge('edited', 'edited') : null,
+  tr.append(el('td', { class: 'dec' }, badge(row.decision, row.decision), row.edited ? badge('edited', 'edited') : null,
     row.stale ? badge('stale', 'changed') : null));
   tr.append(el('td', { class: 'fmt', title: row.format || '', text: row.format || '' }));
   const text = row.error ? '⚠ ' + row.error : `${row.prompt}  →  ${row.answer}`;
@@ -633,7 +635,9 @@ async function start() {
     setStatus(err.message, 'err');
     return;
   }
-  $('file').textContent = `${S.info.scored} → ${S.info.review_file}`;
+  const base = (p) => p.split(/[\\/]/).pop();
+  $('file').textContent = `${base(S.info.scored)} → ${base(S.info.review_file)}`;
+  $('file').title = `${S.info.scored} → ${S.info.review_file}`;
   banner();
   setStatus('saved ✓', 'ok');
   refilter();
