@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/quant"
 )
 
 func init() { register(newEnvCmd) }
@@ -29,7 +30,7 @@ type buildInfo struct {
 }
 
 func readBuildInfo() buildInfo {
-	b := buildInfo{Version: "unknown", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, Kernels: kernels.Features()}
+	b := buildInfo{Version: "unknown", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH, Kernels: append(kernels.Features(), quant.Features()...)}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return b

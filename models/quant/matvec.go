@@ -17,6 +17,10 @@ func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 	if len(y) != rows || len(x) != cols {
 		panic(fmt.Sprintf("quant: MatVec: len(y)=%d len(x)=%d, want %d and %d", len(y), len(x), rows, cols))
 	}
+	if q.useTiled() {
+		q.matMulTiled(p, y, x, 1)
+		return
+	}
 	if q.int8x16() {
 		q.matMul8(p, y, x, 1)
 		return
@@ -144,6 +148,15 @@ func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 	}
 }
 
+// useTiled reports whether the tiled kernels run q: the VNNI kernels are in use and q's shape tiles.
+func (q *Weight) useTiled() bool {
+	if vnniRows() == 0 {
+		return false
+	}
+	_, ok := q.tileable()
+	return ok
+}
+
 // q8Kernel reports whether the Q8_0 kernel runs this weight: Q8_0 rows of whole groups of 64, with the VNNI
 // kernels in use (elsewhere Q8_0 takes the dequantising paths, which keep the AVX2 dot and GEMM busy).
 func (q *Weight) q8Kernel() bool {
@@ -224,6 +237,10 @@ func (q *Weight) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if m == 1 {
 		q.MatVec(p, y, x)
+		return
+	}
+	if q.useTiled() {
+		q.matMulTiled(p, y, x, m)
 		return
 	}
 	if q.int8x16() && m < fusedMaxM {

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 )
 
 // Type names a quantisation format.
@@ -119,6 +120,8 @@ type Weight struct {
 	NestedOffset    float32
 	NestedBlockSize int
 	NestedCode      []float32 // 256 entries, the dynamic map
+
+	tiles atomic.Pointer[tiled] // the tiled kernels' copy, made on first use (tiled.go)
 }
 
 // Elems is the number of weight elements.

@@ -186,3 +186,24 @@ func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 	}
 	int8VNNIPair[xq.k-1](&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], n, cols/group)
 }
+
+// tiledRows runs the tiled kernel (see tiledGo) for tiles [t0, t0+n) and the x rows of xt.
+func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
+	if n == 0 {
+		return
+	}
+	if !hasVNNI {
+		tiledGo(y, ystride, t, xt, t0, n, cols)
+		return
+	}
+	nq, nb, qb := cols/4, cols/t.xbs, t.quadBytes()
+	if xt.k < 1 || xt.k > tileK || len(y) < (xt.k-1)*ystride+n*tileRows || len(t.codes) < (t0+n)*nq*qb ||
+		len(t.scales) < (t0+n)*nb*tileRows || len(xt.q) < xt.k*cols || len(xt.s) < xt.k*nb || t.xbs%8 != 0 {
+		panic("quant: tiledRows: slice lengths do not match")
+	}
+	f := tiled8[xt.k-1]
+	if t.four {
+		f = tiled4[xt.k-1]
+	}
+	f(&y[0], ystride, &t.codes[t0*nq*qb], &t.scales[t0*nb*tileRows], &xt.q[0], &xt.s[0], &t.lut.level[0], n, nb, t.xbs/8)
+}

@@ -34,3 +34,8 @@ func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 
 // vnniRows is 0: no VNNI kernels without assembly.
 func vnniRows() int { return 0 }
+
+// tiledRows runs the portable tiled kernel.
+func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
+	tiledGo(y, ystride, t, xt, t0, n, cols)
+}

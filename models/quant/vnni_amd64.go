@@ -4,6 +4,86 @@
 
 package quant
 
+// tiled4x1 is the tiled kernel for 1 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x1 is the tiled kernel for 1 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled4x2 is the tiled kernel for 2 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x2 is the tiled kernel for 2 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled4x3 is the tiled kernel for 3 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x3 is the tiled kernel for 3 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled4x4 is the tiled kernel for 4 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x4 is the tiled kernel for 4 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled4x5 is the tiled kernel for 5 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x5 is the tiled kernel for 5 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled4x6 is the tiled kernel for 6 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x6 is the tiled kernel for 6 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled4x7 is the tiled kernel for 7 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x7 is the tiled kernel for 7 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled4x8 is the tiled kernel for 8 x rows (see tiledGo).
+//
+//go:noescape
+func tiled4x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
+// tiled8x8 is the tiled kernel for 8 x rows (see tiledGo).
+//
+//go:noescape
+func tiled8x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+
 // nf4VNNI1 is the 4-bit VNNI kernel for 1 x rows (see rows16Go).
 //
 //go:noescape

@@ -32,6 +32,1630 @@ DATA vnniLaneIdx<>+48(SB)/8, $0x0000000000000006
 DATA vnniLaneIdx<>+56(SB)/8, $0x0000000000000007
 GLOBL vnniLaneIdx<>(SB), RODATA|NOPTR, $64
 
+// func tiled4x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x1(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+56(FP), BX
+	MOVQ         lut+48(FP), SI
+	VMOVDQU16    (SI), Y0
+	MOVL         $0x000f000f, SI
+	VPBROADCASTD SI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	MOVQ   xq+32(FP), SI
+	MOVQ   xs+40(FP), DI
+	MOVQ   nblocks+64(FP), R8
+
+block:
+	MOVQ   cpb+72(FP), R9
+	VXORPS Z3, Z3, Z3
+
+chunk:
+	VPXORD        Z4, Z4, Z4
+	VPMOVZXBW     (CX), Z5
+	VPSRLW        $0x04, Z5, Z6
+	VPANDD        Z1, Z5, Z5
+	VPERMW        Z0, Z6, Z6
+	VPERMW        Z0, Z5, Z5
+	VPDPWSSD.BCST (SI), Z6, Z4
+	VPDPWSSD.BCST 4(SI), Z5, Z4
+	VPMOVZXBW     32(CX), Z5
+	VPSRLW        $0x04, Z5, Z6
+	VPANDD        Z1, Z5, Z5
+	VPERMW        Z0, Z6, Z6
+	VPERMW        Z0, Z5, Z5
+	VPDPWSSD.BCST 8(SI), Z6, Z4
+	VPDPWSSD.BCST 12(SI), Z5, Z4
+	VCVTDQ2PS     Z4, Z4
+	VADDPS        Z4, Z3, Z3
+	ADDQ          $0x40, CX
+	ADDQ          $0x00000010, SI
+	DECQ          R9
+	JNZ           chunk
+	VMOVUPS       (DX), Z5
+	VMULPS.BCST   (DI), Z5, Z5
+	VFMADD231PS   Z5, Z3, Z2
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000004, DI
+	DECQ          R8
+	JNZ           block
+	MOVQ          AX, SI
+	VMOVUPS       Z2, (SI)
+	ADDQ          $0x40, AX
+	DECQ          BX
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x1(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), CX
+	MOVQ scales+24(FP), DX
+	MOVQ ntiles+56(FP), BX
+
+tile:
+	VXORPS Z0, Z0, Z0
+	MOVQ   xq+32(FP), SI
+	MOVQ   xs+40(FP), DI
+	MOVQ   nblocks+64(FP), R8
+
+block:
+	MOVQ   cpb+72(FP), R9
+	VXORPS Z1, Z1, Z1
+
+chunk:
+	VPXORD        Z2, Z2, Z2
+	VPMOVSXBW     (CX), Z3
+	VPMOVSXBW     32(CX), Z4
+	VPDPWSSD.BCST (SI), Z3, Z2
+	VPDPWSSD.BCST 4(SI), Z4, Z2
+	VPMOVSXBW     64(CX), Z3
+	VPMOVSXBW     96(CX), Z4
+	VPDPWSSD.BCST 8(SI), Z3, Z2
+	VPDPWSSD.BCST 12(SI), Z4, Z2
+	VCVTDQ2PS     Z2, Z2
+	VADDPS        Z2, Z1, Z1
+	ADDQ          $0x00000080, CX
+	ADDQ          $0x00000010, SI
+	DECQ          R9
+	JNZ           chunk
+	VMOVUPS       (DX), Z3
+	VMULPS.BCST   (DI), Z3, Z3
+	VFMADD231PS   Z3, Z1, Z0
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000004, DI
+	DECQ          R8
+	JNZ           block
+	MOVQ          AX, SI
+	VMOVUPS       Z0, (SI)
+	ADDQ          $0x40, AX
+	DECQ          BX
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled4x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x2(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+56(FP), SI
+	MOVQ         lut+48(FP), DI
+	VMOVDQU16    (DI), Y0
+	MOVL         $0x000f000f, DI
+	VPBROADCASTD DI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+
+chunk:
+	VPXORD        Z6, Z6, Z6
+	VPXORD        Z7, Z7, Z7
+	VPMOVZXBW     (DX), Z8
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z1, Z8, Z8
+	VPERMW        Z0, Z9, Z9
+	VPERMW        Z0, Z8, Z8
+	VPDPWSSD.BCST (DI), Z9, Z6
+	VPDPWSSD.BCST 4(DI), Z8, Z6
+	VPDPWSSD.BCST 8(DI), Z9, Z7
+	VPDPWSSD.BCST 12(DI), Z8, Z7
+	VPMOVZXBW     32(DX), Z8
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z1, Z8, Z8
+	VPERMW        Z0, Z9, Z9
+	VPERMW        Z0, Z8, Z8
+	VPDPWSSD.BCST 16(DI), Z9, Z6
+	VPDPWSSD.BCST 20(DI), Z8, Z6
+	VPDPWSSD.BCST 24(DI), Z9, Z7
+	VPDPWSSD.BCST 28(DI), Z8, Z7
+	VCVTDQ2PS     Z6, Z6
+	VADDPS        Z6, Z3, Z3
+	VCVTDQ2PS     Z7, Z7
+	VADDPS        Z7, Z5, Z5
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000020, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z8
+	VMULPS.BCST   (R8), Z8, Z9
+	VFMADD231PS   Z9, Z3, Z2
+	VMULPS.BCST   4(R8), Z8, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000008, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x2(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+56(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+
+chunk:
+	VPXORD        Z4, Z4, Z4
+	VPXORD        Z5, Z5, Z5
+	VPMOVSXBW     (DX), Z6
+	VPMOVSXBW     32(DX), Z7
+	VPDPWSSD.BCST (DI), Z6, Z4
+	VPDPWSSD.BCST 4(DI), Z7, Z4
+	VPDPWSSD.BCST 8(DI), Z6, Z5
+	VPDPWSSD.BCST 12(DI), Z7, Z5
+	VPMOVSXBW     64(DX), Z6
+	VPMOVSXBW     96(DX), Z7
+	VPDPWSSD.BCST 16(DI), Z6, Z4
+	VPDPWSSD.BCST 20(DI), Z7, Z4
+	VPDPWSSD.BCST 24(DI), Z6, Z5
+	VPDPWSSD.BCST 28(DI), Z7, Z5
+	VCVTDQ2PS     Z4, Z4
+	VADDPS        Z4, Z1, Z1
+	VCVTDQ2PS     Z5, Z5
+	VADDPS        Z5, Z3, Z3
+	ADDQ          $0x00000080, DX
+	ADDQ          $0x00000020, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z6
+	VMULPS.BCST   (R8), Z6, Z7
+	VFMADD231PS   Z7, Z1, Z0
+	VMULPS.BCST   4(R8), Z6, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000008, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z0, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled4x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x3(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+56(FP), SI
+	MOVQ         lut+48(FP), DI
+	VMOVDQU16    (DI), Y0
+	MOVL         $0x000f000f, DI
+	VPBROADCASTD DI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+
+chunk:
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPMOVZXBW     (DX), Z11
+	VPSRLW        $0x04, Z11, Z12
+	VPANDD        Z1, Z11, Z11
+	VPERMW        Z0, Z12, Z12
+	VPERMW        Z0, Z11, Z11
+	VPDPWSSD.BCST (DI), Z12, Z8
+	VPDPWSSD.BCST 4(DI), Z11, Z8
+	VPDPWSSD.BCST 8(DI), Z12, Z9
+	VPDPWSSD.BCST 12(DI), Z11, Z9
+	VPDPWSSD.BCST 16(DI), Z12, Z10
+	VPDPWSSD.BCST 20(DI), Z11, Z10
+	VPMOVZXBW     32(DX), Z11
+	VPSRLW        $0x04, Z11, Z12
+	VPANDD        Z1, Z11, Z11
+	VPERMW        Z0, Z12, Z12
+	VPERMW        Z0, Z11, Z11
+	VPDPWSSD.BCST 24(DI), Z12, Z8
+	VPDPWSSD.BCST 28(DI), Z11, Z8
+	VPDPWSSD.BCST 32(DI), Z12, Z9
+	VPDPWSSD.BCST 36(DI), Z11, Z9
+	VPDPWSSD.BCST 40(DI), Z12, Z10
+	VPDPWSSD.BCST 44(DI), Z11, Z10
+	VCVTDQ2PS     Z8, Z8
+	VADDPS        Z8, Z3, Z3
+	VCVTDQ2PS     Z9, Z9
+	VADDPS        Z9, Z5, Z5
+	VCVTDQ2PS     Z10, Z10
+	VADDPS        Z10, Z7, Z7
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000030, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z11
+	VMULPS.BCST   (R8), Z11, Z12
+	VFMADD231PS   Z12, Z3, Z2
+	VMULPS.BCST   4(R8), Z11, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VMULPS.BCST   8(R8), Z11, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	ADDQ          $0x40, BX
+	ADDQ          $0x0000000c, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x3(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+56(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+
+chunk:
+	VPXORD        Z6, Z6, Z6
+	VPXORD        Z7, Z7, Z7
+	VPXORD        Z8, Z8, Z8
+	VPMOVSXBW     (DX), Z9
+	VPMOVSXBW     32(DX), Z10
+	VPDPWSSD.BCST (DI), Z9, Z6
+	VPDPWSSD.BCST 4(DI), Z10, Z6
+	VPDPWSSD.BCST 8(DI), Z9, Z7
+	VPDPWSSD.BCST 12(DI), Z10, Z7
+	VPDPWSSD.BCST 16(DI), Z9, Z8
+	VPDPWSSD.BCST 20(DI), Z10, Z8
+	VPMOVSXBW     64(DX), Z9
+	VPMOVSXBW     96(DX), Z10
+	VPDPWSSD.BCST 24(DI), Z9, Z6
+	VPDPWSSD.BCST 28(DI), Z10, Z6
+	VPDPWSSD.BCST 32(DI), Z9, Z7
+	VPDPWSSD.BCST 36(DI), Z10, Z7
+	VPDPWSSD.BCST 40(DI), Z9, Z8
+	VPDPWSSD.BCST 44(DI), Z10, Z8
+	VCVTDQ2PS     Z6, Z6
+	VADDPS        Z6, Z1, Z1
+	VCVTDQ2PS     Z7, Z7
+	VADDPS        Z7, Z3, Z3
+	VCVTDQ2PS     Z8, Z8
+	VADDPS        Z8, Z5, Z5
+	ADDQ          $0x00000080, DX
+	ADDQ          $0x00000030, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z9
+	VMULPS.BCST   (R8), Z9, Z10
+	VFMADD231PS   Z10, Z1, Z0
+	VMULPS.BCST   4(R8), Z9, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VMULPS.BCST   8(R8), Z9, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	ADDQ          $0x40, BX
+	ADDQ          $0x0000000c, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z0, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled4x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x4(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+56(FP), SI
+	MOVQ         lut+48(FP), DI
+	VMOVDQU16    (DI), Y0
+	MOVL         $0x000f000f, DI
+	VPBROADCASTD DI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+
+chunk:
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPMOVZXBW     (DX), Z14
+	VPSRLW        $0x04, Z14, Z15
+	VPANDD        Z1, Z14, Z14
+	VPERMW        Z0, Z15, Z15
+	VPERMW        Z0, Z14, Z14
+	VPDPWSSD.BCST (DI), Z15, Z10
+	VPDPWSSD.BCST 4(DI), Z14, Z10
+	VPDPWSSD.BCST 8(DI), Z15, Z11
+	VPDPWSSD.BCST 12(DI), Z14, Z11
+	VPDPWSSD.BCST 16(DI), Z15, Z12
+	VPDPWSSD.BCST 20(DI), Z14, Z12
+	VPDPWSSD.BCST 24(DI), Z15, Z13
+	VPDPWSSD.BCST 28(DI), Z14, Z13
+	VPMOVZXBW     32(DX), Z14
+	VPSRLW        $0x04, Z14, Z15
+	VPANDD        Z1, Z14, Z14
+	VPERMW        Z0, Z15, Z15
+	VPERMW        Z0, Z14, Z14
+	VPDPWSSD.BCST 32(DI), Z15, Z10
+	VPDPWSSD.BCST 36(DI), Z14, Z10
+	VPDPWSSD.BCST 40(DI), Z15, Z11
+	VPDPWSSD.BCST 44(DI), Z14, Z11
+	VPDPWSSD.BCST 48(DI), Z15, Z12
+	VPDPWSSD.BCST 52(DI), Z14, Z12
+	VPDPWSSD.BCST 56(DI), Z15, Z13
+	VPDPWSSD.BCST 60(DI), Z14, Z13
+	VCVTDQ2PS     Z10, Z10
+	VADDPS        Z10, Z3, Z3
+	VCVTDQ2PS     Z11, Z11
+	VADDPS        Z11, Z5, Z5
+	VCVTDQ2PS     Z12, Z12
+	VADDPS        Z12, Z7, Z7
+	VCVTDQ2PS     Z13, Z13
+	VADDPS        Z13, Z9, Z9
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000040, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z14
+	VMULPS.BCST   (R8), Z14, Z15
+	VFMADD231PS   Z15, Z3, Z2
+	VMULPS.BCST   4(R8), Z14, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VMULPS.BCST   8(R8), Z14, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VMULPS.BCST   12(R8), Z14, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000010, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x4(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+56(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+
+chunk:
+	VPXORD        Z8, Z8, Z8
+	VPXORD        Z9, Z9, Z9
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPMOVSXBW     (DX), Z12
+	VPMOVSXBW     32(DX), Z13
+	VPDPWSSD.BCST (DI), Z12, Z8
+	VPDPWSSD.BCST 4(DI), Z13, Z8
+	VPDPWSSD.BCST 8(DI), Z12, Z9
+	VPDPWSSD.BCST 12(DI), Z13, Z9
+	VPDPWSSD.BCST 16(DI), Z12, Z10
+	VPDPWSSD.BCST 20(DI), Z13, Z10
+	VPDPWSSD.BCST 24(DI), Z12, Z11
+	VPDPWSSD.BCST 28(DI), Z13, Z11
+	VPMOVSXBW     64(DX), Z12
+	VPMOVSXBW     96(DX), Z13
+	VPDPWSSD.BCST 32(DI), Z12, Z8
+	VPDPWSSD.BCST 36(DI), Z13, Z8
+	VPDPWSSD.BCST 40(DI), Z12, Z9
+	VPDPWSSD.BCST 44(DI), Z13, Z9
+	VPDPWSSD.BCST 48(DI), Z12, Z10
+	VPDPWSSD.BCST 52(DI), Z13, Z10
+	VPDPWSSD.BCST 56(DI), Z12, Z11
+	VPDPWSSD.BCST 60(DI), Z13, Z11
+	VCVTDQ2PS     Z8, Z8
+	VADDPS        Z8, Z1, Z1
+	VCVTDQ2PS     Z9, Z9
+	VADDPS        Z9, Z3, Z3
+	VCVTDQ2PS     Z10, Z10
+	VADDPS        Z10, Z5, Z5
+	VCVTDQ2PS     Z11, Z11
+	VADDPS        Z11, Z7, Z7
+	ADDQ          $0x00000080, DX
+	ADDQ          $0x00000040, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z12
+	VMULPS.BCST   (R8), Z12, Z13
+	VFMADD231PS   Z13, Z1, Z0
+	VMULPS.BCST   4(R8), Z12, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VMULPS.BCST   8(R8), Z12, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VMULPS.BCST   12(R8), Z12, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000010, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z0, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled4x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x5(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+56(FP), SI
+	MOVQ         lut+48(FP), DI
+	VMOVDQU16    (DI), Y0
+	MOVL         $0x000f000f, DI
+	VPBROADCASTD DI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+
+chunk:
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VPXORD        Z16, Z16, Z16
+	VPMOVZXBW     (DX), Z17
+	VPSRLW        $0x04, Z17, Z18
+	VPANDD        Z1, Z17, Z17
+	VPERMW        Z0, Z18, Z18
+	VPERMW        Z0, Z17, Z17
+	VPDPWSSD.BCST (DI), Z18, Z12
+	VPDPWSSD.BCST 4(DI), Z17, Z12
+	VPDPWSSD.BCST 8(DI), Z18, Z13
+	VPDPWSSD.BCST 12(DI), Z17, Z13
+	VPDPWSSD.BCST 16(DI), Z18, Z14
+	VPDPWSSD.BCST 20(DI), Z17, Z14
+	VPDPWSSD.BCST 24(DI), Z18, Z15
+	VPDPWSSD.BCST 28(DI), Z17, Z15
+	VPDPWSSD.BCST 32(DI), Z18, Z16
+	VPDPWSSD.BCST 36(DI), Z17, Z16
+	VPMOVZXBW     32(DX), Z17
+	VPSRLW        $0x04, Z17, Z18
+	VPANDD        Z1, Z17, Z17
+	VPERMW        Z0, Z18, Z18
+	VPERMW        Z0, Z17, Z17
+	VPDPWSSD.BCST 40(DI), Z18, Z12
+	VPDPWSSD.BCST 44(DI), Z17, Z12
+	VPDPWSSD.BCST 48(DI), Z18, Z13
+	VPDPWSSD.BCST 52(DI), Z17, Z13
+	VPDPWSSD.BCST 56(DI), Z18, Z14
+	VPDPWSSD.BCST 60(DI), Z17, Z14
+	VPDPWSSD.BCST 64(DI), Z18, Z15
+	VPDPWSSD.BCST 68(DI), Z17, Z15
+	VPDPWSSD.BCST 72(DI), Z18, Z16
+	VPDPWSSD.BCST 76(DI), Z17, Z16
+	VCVTDQ2PS     Z12, Z12
+	VADDPS        Z12, Z3, Z3
+	VCVTDQ2PS     Z13, Z13
+	VADDPS        Z13, Z5, Z5
+	VCVTDQ2PS     Z14, Z14
+	VADDPS        Z14, Z7, Z7
+	VCVTDQ2PS     Z15, Z15
+	VADDPS        Z15, Z9, Z9
+	VCVTDQ2PS     Z16, Z16
+	VADDPS        Z16, Z11, Z11
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000050, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z17
+	VMULPS.BCST   (R8), Z17, Z18
+	VFMADD231PS   Z18, Z3, Z2
+	VMULPS.BCST   4(R8), Z17, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VMULPS.BCST   8(R8), Z17, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VMULPS.BCST   12(R8), Z17, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VMULPS.BCST   16(R8), Z17, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000014, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z10, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x5(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+56(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+
+chunk:
+	VPXORD        Z10, Z10, Z10
+	VPXORD        Z11, Z11, Z11
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPMOVSXBW     (DX), Z15
+	VPMOVSXBW     32(DX), Z16
+	VPDPWSSD.BCST (DI), Z15, Z10
+	VPDPWSSD.BCST 4(DI), Z16, Z10
+	VPDPWSSD.BCST 8(DI), Z15, Z11
+	VPDPWSSD.BCST 12(DI), Z16, Z11
+	VPDPWSSD.BCST 16(DI), Z15, Z12
+	VPDPWSSD.BCST 20(DI), Z16, Z12
+	VPDPWSSD.BCST 24(DI), Z15, Z13
+	VPDPWSSD.BCST 28(DI), Z16, Z13
+	VPDPWSSD.BCST 32(DI), Z15, Z14
+	VPDPWSSD.BCST 36(DI), Z16, Z14
+	VPMOVSXBW     64(DX), Z15
+	VPMOVSXBW     96(DX), Z16
+	VPDPWSSD.BCST 40(DI), Z15, Z10
+	VPDPWSSD.BCST 44(DI), Z16, Z10
+	VPDPWSSD.BCST 48(DI), Z15, Z11
+	VPDPWSSD.BCST 52(DI), Z16, Z11
+	VPDPWSSD.BCST 56(DI), Z15, Z12
+	VPDPWSSD.BCST 60(DI), Z16, Z12
+	VPDPWSSD.BCST 64(DI), Z15, Z13
+	VPDPWSSD.BCST 68(DI), Z16, Z13
+	VPDPWSSD.BCST 72(DI), Z15, Z14
+	VPDPWSSD.BCST 76(DI), Z16, Z14
+	VCVTDQ2PS     Z10, Z10
+	VADDPS        Z10, Z1, Z1
+	VCVTDQ2PS     Z11, Z11
+	VADDPS        Z11, Z3, Z3
+	VCVTDQ2PS     Z12, Z12
+	VADDPS        Z12, Z5, Z5
+	VCVTDQ2PS     Z13, Z13
+	VADDPS        Z13, Z7, Z7
+	VCVTDQ2PS     Z14, Z14
+	VADDPS        Z14, Z9, Z9
+	ADDQ          $0x00000080, DX
+	ADDQ          $0x00000050, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z15
+	VMULPS.BCST   (R8), Z15, Z16
+	VFMADD231PS   Z16, Z1, Z0
+	VMULPS.BCST   4(R8), Z15, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VMULPS.BCST   8(R8), Z15, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VMULPS.BCST   12(R8), Z15, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VMULPS.BCST   16(R8), Z15, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000014, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z0, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled4x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x6(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+56(FP), SI
+	MOVQ         lut+48(FP), DI
+	VMOVDQU16    (DI), Y0
+	MOVL         $0x000f000f, DI
+	VPBROADCASTD DI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+
+chunk:
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VPXORD        Z16, Z16, Z16
+	VPXORD        Z17, Z17, Z17
+	VPXORD        Z18, Z18, Z18
+	VPXORD        Z19, Z19, Z19
+	VPMOVZXBW     (DX), Z20
+	VPSRLW        $0x04, Z20, Z21
+	VPANDD        Z1, Z20, Z20
+	VPERMW        Z0, Z21, Z21
+	VPERMW        Z0, Z20, Z20
+	VPDPWSSD.BCST (DI), Z21, Z14
+	VPDPWSSD.BCST 4(DI), Z20, Z14
+	VPDPWSSD.BCST 8(DI), Z21, Z15
+	VPDPWSSD.BCST 12(DI), Z20, Z15
+	VPDPWSSD.BCST 16(DI), Z21, Z16
+	VPDPWSSD.BCST 20(DI), Z20, Z16
+	VPDPWSSD.BCST 24(DI), Z21, Z17
+	VPDPWSSD.BCST 28(DI), Z20, Z17
+	VPDPWSSD.BCST 32(DI), Z21, Z18
+	VPDPWSSD.BCST 36(DI), Z20, Z18
+	VPDPWSSD.BCST 40(DI), Z21, Z19
+	VPDPWSSD.BCST 44(DI), Z20, Z19
+	VPMOVZXBW     32(DX), Z20
+	VPSRLW        $0x04, Z20, Z21
+	VPANDD        Z1, Z20, Z20
+	VPERMW        Z0, Z21, Z21
+	VPERMW        Z0, Z20, Z20
+	VPDPWSSD.BCST 48(DI), Z21, Z14
+	VPDPWSSD.BCST 52(DI), Z20, Z14
+	VPDPWSSD.BCST 56(DI), Z21, Z15
+	VPDPWSSD.BCST 60(DI), Z20, Z15
+	VPDPWSSD.BCST 64(DI), Z21, Z16
+	VPDPWSSD.BCST 68(DI), Z20, Z16
+	VPDPWSSD.BCST 72(DI), Z21, Z17
+	VPDPWSSD.BCST 76(DI), Z20, Z17
+	VPDPWSSD.BCST 80(DI), Z21, Z18
+	VPDPWSSD.BCST 84(DI), Z20, Z18
+	VPDPWSSD.BCST 88(DI), Z21, Z19
+	VPDPWSSD.BCST 92(DI), Z20, Z19
+	VCVTDQ2PS     Z14, Z14
+	VADDPS        Z14, Z3, Z3
+	VCVTDQ2PS     Z15, Z15
+	VADDPS        Z15, Z5, Z5
+	VCVTDQ2PS     Z16, Z16
+	VADDPS        Z16, Z7, Z7
+	VCVTDQ2PS     Z17, Z17
+	VADDPS        Z17, Z9, Z9
+	VCVTDQ2PS     Z18, Z18
+	VADDPS        Z18, Z11, Z11
+	VCVTDQ2PS     Z19, Z19
+	VADDPS        Z19, Z13, Z13
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000060, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z20
+	VMULPS.BCST   (R8), Z20, Z21
+	VFMADD231PS   Z21, Z3, Z2
+	VMULPS.BCST   4(R8), Z20, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VMULPS.BCST   8(R8), Z20, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VMULPS.BCST   12(R8), Z20, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VMULPS.BCST   16(R8), Z20, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VMULPS.BCST   20(R8), Z20, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000018, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z10, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z12, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x6(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+56(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+
+chunk:
+	VPXORD        Z12, Z12, Z12
+	VPXORD        Z13, Z13, Z13
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VPXORD        Z16, Z16, Z16
+	VPXORD        Z17, Z17, Z17
+	VPMOVSXBW     (DX), Z18
+	VPMOVSXBW     32(DX), Z19
+	VPDPWSSD.BCST (DI), Z18, Z12
+	VPDPWSSD.BCST 4(DI), Z19, Z12
+	VPDPWSSD.BCST 8(DI), Z18, Z13
+	VPDPWSSD.BCST 12(DI), Z19, Z13
+	VPDPWSSD.BCST 16(DI), Z18, Z14
+	VPDPWSSD.BCST 20(DI), Z19, Z14
+	VPDPWSSD.BCST 24(DI), Z18, Z15
+	VPDPWSSD.BCST 28(DI), Z19, Z15
+	VPDPWSSD.BCST 32(DI), Z18, Z16
+	VPDPWSSD.BCST 36(DI), Z19, Z16
+	VPDPWSSD.BCST 40(DI), Z18, Z17
+	VPDPWSSD.BCST 44(DI), Z19, Z17
+	VPMOVSXBW     64(DX), Z18
+	VPMOVSXBW     96(DX), Z19
+	VPDPWSSD.BCST 48(DI), Z18, Z12
+	VPDPWSSD.BCST 52(DI), Z19, Z12
+	VPDPWSSD.BCST 56(DI), Z18, Z13
+	VPDPWSSD.BCST 60(DI), Z19, Z13
+	VPDPWSSD.BCST 64(DI), Z18, Z14
+	VPDPWSSD.BCST 68(DI), Z19, Z14
+	VPDPWSSD.BCST 72(DI), Z18, Z15
+	VPDPWSSD.BCST 76(DI), Z19, Z15
+	VPDPWSSD.BCST 80(DI), Z18, Z16
+	VPDPWSSD.BCST 84(DI), Z19, Z16
+	VPDPWSSD.BCST 88(DI), Z18, Z17
+	VPDPWSSD.BCST 92(DI), Z19, Z17
+	VCVTDQ2PS     Z12, Z12
+	VADDPS        Z12, Z1, Z1
+	VCVTDQ2PS     Z13, Z13
+	VADDPS        Z13, Z3, Z3
+	VCVTDQ2PS     Z14, Z14
+	VADDPS        Z14, Z5, Z5
+	VCVTDQ2PS     Z15, Z15
+	VADDPS        Z15, Z7, Z7
+	VCVTDQ2PS     Z16, Z16
+	VADDPS        Z16, Z9, Z9
+	VCVTDQ2PS     Z17, Z17
+	VADDPS        Z17, Z11, Z11
+	ADDQ          $0x00000080, DX
+	ADDQ          $0x00000060, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z18
+	VMULPS.BCST   (R8), Z18, Z19
+	VFMADD231PS   Z19, Z1, Z0
+	VMULPS.BCST   4(R8), Z18, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VMULPS.BCST   8(R8), Z18, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VMULPS.BCST   12(R8), Z18, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VMULPS.BCST   16(R8), Z18, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	VMULPS.BCST   20(R8), Z18, Z1
+	VFMADD231PS   Z1, Z11, Z10
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000018, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z0, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z10, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled4x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x7(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+56(FP), SI
+	MOVQ         lut+48(FP), DI
+	VMOVDQU16    (DI), Y0
+	MOVL         $0x000f000f, DI
+	VPBROADCASTD DI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+	VXORPS Z15, Z15, Z15
+
+chunk:
+	VPXORD        Z16, Z16, Z16
+	VPXORD        Z17, Z17, Z17
+	VPXORD        Z18, Z18, Z18
+	VPXORD        Z19, Z19, Z19
+	VPXORD        Z20, Z20, Z20
+	VPXORD        Z21, Z21, Z21
+	VPXORD        Z22, Z22, Z22
+	VPMOVZXBW     (DX), Z23
+	VPSRLW        $0x04, Z23, Z24
+	VPANDD        Z1, Z23, Z23
+	VPERMW        Z0, Z24, Z24
+	VPERMW        Z0, Z23, Z23
+	VPDPWSSD.BCST (DI), Z24, Z16
+	VPDPWSSD.BCST 4(DI), Z23, Z16
+	VPDPWSSD.BCST 8(DI), Z24, Z17
+	VPDPWSSD.BCST 12(DI), Z23, Z17
+	VPDPWSSD.BCST 16(DI), Z24, Z18
+	VPDPWSSD.BCST 20(DI), Z23, Z18
+	VPDPWSSD.BCST 24(DI), Z24, Z19
+	VPDPWSSD.BCST 28(DI), Z23, Z19
+	VPDPWSSD.BCST 32(DI), Z24, Z20
+	VPDPWSSD.BCST 36(DI), Z23, Z20
+	VPDPWSSD.BCST 40(DI), Z24, Z21
+	VPDPWSSD.BCST 44(DI), Z23, Z21
+	VPDPWSSD.BCST 48(DI), Z24, Z22
+	VPDPWSSD.BCST 52(DI), Z23, Z22
+	VPMOVZXBW     32(DX), Z23
+	VPSRLW        $0x04, Z23, Z24
+	VPANDD        Z1, Z23, Z23
+	VPERMW        Z0, Z24, Z24
+	VPERMW        Z0, Z23, Z23
+	VPDPWSSD.BCST 56(DI), Z24, Z16
+	VPDPWSSD.BCST 60(DI), Z23, Z16
+	VPDPWSSD.BCST 64(DI), Z24, Z17
+	VPDPWSSD.BCST 68(DI), Z23, Z17
+	VPDPWSSD.BCST 72(DI), Z24, Z18
+	VPDPWSSD.BCST 76(DI), Z23, Z18
+	VPDPWSSD.BCST 80(DI), Z24, Z19
+	VPDPWSSD.BCST 84(DI), Z23, Z19
+	VPDPWSSD.BCST 88(DI), Z24, Z20
+	VPDPWSSD.BCST 92(DI), Z23, Z20
+	VPDPWSSD.BCST 96(DI), Z24, Z21
+	VPDPWSSD.BCST 100(DI), Z23, Z21
+	VPDPWSSD.BCST 104(DI), Z24, Z22
+	VPDPWSSD.BCST 108(DI), Z23, Z22
+	VCVTDQ2PS     Z16, Z16
+	VADDPS        Z16, Z3, Z3
+	VCVTDQ2PS     Z17, Z17
+	VADDPS        Z17, Z5, Z5
+	VCVTDQ2PS     Z18, Z18
+	VADDPS        Z18, Z7, Z7
+	VCVTDQ2PS     Z19, Z19
+	VADDPS        Z19, Z9, Z9
+	VCVTDQ2PS     Z20, Z20
+	VADDPS        Z20, Z11, Z11
+	VCVTDQ2PS     Z21, Z21
+	VADDPS        Z21, Z13, Z13
+	VCVTDQ2PS     Z22, Z22
+	VADDPS        Z22, Z15, Z15
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000070, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z23
+	VMULPS.BCST   (R8), Z23, Z24
+	VFMADD231PS   Z24, Z3, Z2
+	VMULPS.BCST   4(R8), Z23, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VMULPS.BCST   8(R8), Z23, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VMULPS.BCST   12(R8), Z23, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VMULPS.BCST   16(R8), Z23, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VMULPS.BCST   20(R8), Z23, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VMULPS.BCST   24(R8), Z23, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	ADDQ          $0x40, BX
+	ADDQ          $0x0000001c, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z10, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z12, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z14, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x7(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+56(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+
+chunk:
+	VPXORD        Z14, Z14, Z14
+	VPXORD        Z15, Z15, Z15
+	VPXORD        Z16, Z16, Z16
+	VPXORD        Z17, Z17, Z17
+	VPXORD        Z18, Z18, Z18
+	VPXORD        Z19, Z19, Z19
+	VPXORD        Z20, Z20, Z20
+	VPMOVSXBW     (DX), Z21
+	VPMOVSXBW     32(DX), Z22
+	VPDPWSSD.BCST (DI), Z21, Z14
+	VPDPWSSD.BCST 4(DI), Z22, Z14
+	VPDPWSSD.BCST 8(DI), Z21, Z15
+	VPDPWSSD.BCST 12(DI), Z22, Z15
+	VPDPWSSD.BCST 16(DI), Z21, Z16
+	VPDPWSSD.BCST 20(DI), Z22, Z16
+	VPDPWSSD.BCST 24(DI), Z21, Z17
+	VPDPWSSD.BCST 28(DI), Z22, Z17
+	VPDPWSSD.BCST 32(DI), Z21, Z18
+	VPDPWSSD.BCST 36(DI), Z22, Z18
+	VPDPWSSD.BCST 40(DI), Z21, Z19
+	VPDPWSSD.BCST 44(DI), Z22, Z19
+	VPDPWSSD.BCST 48(DI), Z21, Z20
+	VPDPWSSD.BCST 52(DI), Z22, Z20
+	VPMOVSXBW     64(DX), Z21
+	VPMOVSXBW     96(DX), Z22
+	VPDPWSSD.BCST 56(DI), Z21, Z14
+	VPDPWSSD.BCST 60(DI), Z22, Z14
+	VPDPWSSD.BCST 64(DI), Z21, Z15
+	VPDPWSSD.BCST 68(DI), Z22, Z15
+	VPDPWSSD.BCST 72(DI), Z21, Z16
+	VPDPWSSD.BCST 76(DI), Z22, Z16
+	VPDPWSSD.BCST 80(DI), Z21, Z17
+	VPDPWSSD.BCST 84(DI), Z22, Z17
+	VPDPWSSD.BCST 88(DI), Z21, Z18
+	VPDPWSSD.BCST 92(DI), Z22, Z18
+	VPDPWSSD.BCST 96(DI), Z21, Z19
+	VPDPWSSD.BCST 100(DI), Z22, Z19
+	VPDPWSSD.BCST 104(DI), Z21, Z20
+	VPDPWSSD.BCST 108(DI), Z22, Z20
+	VCVTDQ2PS     Z14, Z14
+	VADDPS        Z14, Z1, Z1
+	VCVTDQ2PS     Z15, Z15
+	VADDPS        Z15, Z3, Z3
+	VCVTDQ2PS     Z16, Z16
+	VADDPS        Z16, Z5, Z5
+	VCVTDQ2PS     Z17, Z17
+	VADDPS        Z17, Z7, Z7
+	VCVTDQ2PS     Z18, Z18
+	VADDPS        Z18, Z9, Z9
+	VCVTDQ2PS     Z19, Z19
+	VADDPS        Z19, Z11, Z11
+	VCVTDQ2PS     Z20, Z20
+	VADDPS        Z20, Z13, Z13
+	ADDQ          $0x00000080, DX
+	ADDQ          $0x00000070, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z21
+	VMULPS.BCST   (R8), Z21, Z22
+	VFMADD231PS   Z22, Z1, Z0
+	VMULPS.BCST   4(R8), Z21, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VMULPS.BCST   8(R8), Z21, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VMULPS.BCST   12(R8), Z21, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VMULPS.BCST   16(R8), Z21, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	VMULPS.BCST   20(R8), Z21, Z1
+	VFMADD231PS   Z1, Z11, Z10
+	VMULPS.BCST   24(R8), Z21, Z1
+	VFMADD231PS   Z1, Z13, Z12
+	ADDQ          $0x40, BX
+	ADDQ          $0x0000001c, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z0, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z10, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z12, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled4x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
+TEXT ·tiled4x8(SB), NOSPLIT, $0-80
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+56(FP), SI
+	MOVQ         lut+48(FP), DI
+	VMOVDQU16    (DI), Y0
+	MOVL         $0x000f000f, DI
+	VPBROADCASTD DI, Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+	VXORPS Z15, Z15, Z15
+	VXORPS Z17, Z17, Z17
+
+chunk:
+	VPXORD        Z18, Z18, Z18
+	VPXORD        Z19, Z19, Z19
+	VPXORD        Z20, Z20, Z20
+	VPXORD        Z21, Z21, Z21
+	VPXORD        Z22, Z22, Z22
+	VPXORD        Z23, Z23, Z23
+	VPXORD        Z24, Z24, Z24
+	VPXORD        Z25, Z25, Z25
+	VPMOVZXBW     (DX), Z26
+	VPSRLW        $0x04, Z26, Z27
+	VPANDD        Z1, Z26, Z26
+	VPERMW        Z0, Z27, Z27
+	VPERMW        Z0, Z26, Z26
+	VPDPWSSD.BCST (DI), Z27, Z18
+	VPDPWSSD.BCST 4(DI), Z26, Z18
+	VPDPWSSD.BCST 8(DI), Z27, Z19
+	VPDPWSSD.BCST 12(DI), Z26, Z19
+	VPDPWSSD.BCST 16(DI), Z27, Z20
+	VPDPWSSD.BCST 20(DI), Z26, Z20
+	VPDPWSSD.BCST 24(DI), Z27, Z21
+	VPDPWSSD.BCST 28(DI), Z26, Z21
+	VPDPWSSD.BCST 32(DI), Z27, Z22
+	VPDPWSSD.BCST 36(DI), Z26, Z22
+	VPDPWSSD.BCST 40(DI), Z27, Z23
+	VPDPWSSD.BCST 44(DI), Z26, Z23
+	VPDPWSSD.BCST 48(DI), Z27, Z24
+	VPDPWSSD.BCST 52(DI), Z26, Z24
+	VPDPWSSD.BCST 56(DI), Z27, Z25
+	VPDPWSSD.BCST 60(DI), Z26, Z25
+	VPMOVZXBW     32(DX), Z26
+	VPSRLW        $0x04, Z26, Z27
+	VPANDD        Z1, Z26, Z26
+	VPERMW        Z0, Z27, Z27
+	VPERMW        Z0, Z26, Z26
+	VPDPWSSD.BCST 64(DI), Z27, Z18
+	VPDPWSSD.BCST 68(DI), Z26, Z18
+	VPDPWSSD.BCST 72(DI), Z27, Z19
+	VPDPWSSD.BCST 76(DI), Z26, Z19
+	VPDPWSSD.BCST 80(DI), Z27, Z20
+	VPDPWSSD.BCST 84(DI), Z26, Z20
+	VPDPWSSD.BCST 88(DI), Z27, Z21
+	VPDPWSSD.BCST 92(DI), Z26, Z21
+	VPDPWSSD.BCST 96(DI), Z27, Z22
+	VPDPWSSD.BCST 100(DI), Z26, Z22
+	VPDPWSSD.BCST 104(DI), Z27, Z23
+	VPDPWSSD.BCST 108(DI), Z26, Z23
+	VPDPWSSD.BCST 112(DI), Z27, Z24
+	VPDPWSSD.BCST 116(DI), Z26, Z24
+	VPDPWSSD.BCST 120(DI), Z27, Z25
+	VPDPWSSD.BCST 124(DI), Z26, Z25
+	VCVTDQ2PS     Z18, Z18
+	VADDPS        Z18, Z3, Z3
+	VCVTDQ2PS     Z19, Z19
+	VADDPS        Z19, Z5, Z5
+	VCVTDQ2PS     Z20, Z20
+	VADDPS        Z20, Z7, Z7
+	VCVTDQ2PS     Z21, Z21
+	VADDPS        Z21, Z9, Z9
+	VCVTDQ2PS     Z22, Z22
+	VADDPS        Z22, Z11, Z11
+	VCVTDQ2PS     Z23, Z23
+	VADDPS        Z23, Z13, Z13
+	VCVTDQ2PS     Z24, Z24
+	VADDPS        Z24, Z15, Z15
+	VCVTDQ2PS     Z25, Z25
+	VADDPS        Z25, Z17, Z17
+	ADDQ          $0x40, DX
+	ADDQ          $0x00000080, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z26
+	VMULPS.BCST   (R8), Z26, Z27
+	VFMADD231PS   Z27, Z3, Z2
+	VMULPS.BCST   4(R8), Z26, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VMULPS.BCST   8(R8), Z26, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VMULPS.BCST   12(R8), Z26, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VMULPS.BCST   16(R8), Z26, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VMULPS.BCST   20(R8), Z26, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VMULPS.BCST   24(R8), Z26, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	VMULPS.BCST   28(R8), Z26, Z3
+	VFMADD231PS   Z3, Z17, Z16
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000020, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z10, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z12, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z14, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z16, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
+// func tiled8x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·tiled8x8(SB), NOSPLIT, $0-80
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+56(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   nblocks+64(FP), R9
+
+block:
+	MOVQ   cpb+72(FP), R10
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+	VXORPS Z15, Z15, Z15
+
+chunk:
+	VPXORD        Z16, Z16, Z16
+	VPXORD        Z17, Z17, Z17
+	VPXORD        Z18, Z18, Z18
+	VPXORD        Z19, Z19, Z19
+	VPXORD        Z20, Z20, Z20
+	VPXORD        Z21, Z21, Z21
+	VPXORD        Z22, Z22, Z22
+	VPXORD        Z23, Z23, Z23
+	VPMOVSXBW     (DX), Z24
+	VPMOVSXBW     32(DX), Z25
+	VPDPWSSD.BCST (DI), Z24, Z16
+	VPDPWSSD.BCST 4(DI), Z25, Z16
+	VPDPWSSD.BCST 8(DI), Z24, Z17
+	VPDPWSSD.BCST 12(DI), Z25, Z17
+	VPDPWSSD.BCST 16(DI), Z24, Z18
+	VPDPWSSD.BCST 20(DI), Z25, Z18
+	VPDPWSSD.BCST 24(DI), Z24, Z19
+	VPDPWSSD.BCST 28(DI), Z25, Z19
+	VPDPWSSD.BCST 32(DI), Z24, Z20
+	VPDPWSSD.BCST 36(DI), Z25, Z20
+	VPDPWSSD.BCST 40(DI), Z24, Z21
+	VPDPWSSD.BCST 44(DI), Z25, Z21
+	VPDPWSSD.BCST 48(DI), Z24, Z22
+	VPDPWSSD.BCST 52(DI), Z25, Z22
+	VPDPWSSD.BCST 56(DI), Z24, Z23
+	VPDPWSSD.BCST 60(DI), Z25, Z23
+	VPMOVSXBW     64(DX), Z24
+	VPMOVSXBW     96(DX), Z25
+	VPDPWSSD.BCST 64(DI), Z24, Z16
+	VPDPWSSD.BCST 68(DI), Z25, Z16
+	VPDPWSSD.BCST 72(DI), Z24, Z17
+	VPDPWSSD.BCST 76(DI), Z25, Z17
+	VPDPWSSD.BCST 80(DI), Z24, Z18
+	VPDPWSSD.BCST 84(DI), Z25, Z18
+	VPDPWSSD.BCST 88(DI), Z24, Z19
+	VPDPWSSD.BCST 92(DI), Z25, Z19
+	VPDPWSSD.BCST 96(DI), Z24, Z20
+	VPDPWSSD.BCST 100(DI), Z25, Z20
+	VPDPWSSD.BCST 104(DI), Z24, Z21
+	VPDPWSSD.BCST 108(DI), Z25, Z21
+	VPDPWSSD.BCST 112(DI), Z24, Z22
+	VPDPWSSD.BCST 116(DI), Z25, Z22
+	VPDPWSSD.BCST 120(DI), Z24, Z23
+	VPDPWSSD.BCST 124(DI), Z25, Z23
+	VCVTDQ2PS     Z16, Z16
+	VADDPS        Z16, Z1, Z1
+	VCVTDQ2PS     Z17, Z17
+	VADDPS        Z17, Z3, Z3
+	VCVTDQ2PS     Z18, Z18
+	VADDPS        Z18, Z5, Z5
+	VCVTDQ2PS     Z19, Z19
+	VADDPS        Z19, Z7, Z7
+	VCVTDQ2PS     Z20, Z20
+	VADDPS        Z20, Z9, Z9
+	VCVTDQ2PS     Z21, Z21
+	VADDPS        Z21, Z11, Z11
+	VCVTDQ2PS     Z22, Z22
+	VADDPS        Z22, Z13, Z13
+	VCVTDQ2PS     Z23, Z23
+	VADDPS        Z23, Z15, Z15
+	ADDQ          $0x00000080, DX
+	ADDQ          $0x00000080, DI
+	DECQ          R10
+	JNZ           chunk
+	VMOVUPS       (BX), Z24
+	VMULPS.BCST   (R8), Z24, Z25
+	VFMADD231PS   Z25, Z1, Z0
+	VMULPS.BCST   4(R8), Z24, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VMULPS.BCST   8(R8), Z24, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VMULPS.BCST   12(R8), Z24, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VMULPS.BCST   16(R8), Z24, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	VMULPS.BCST   20(R8), Z24, Z1
+	VFMADD231PS   Z1, Z11, Z10
+	VMULPS.BCST   24(R8), Z24, Z1
+	VFMADD231PS   Z1, Z13, Z12
+	VMULPS.BCST   28(R8), Z24, Z1
+	VFMADD231PS   Z1, Z15, Z14
+	ADDQ          $0x40, BX
+	ADDQ          $0x00000020, R8
+	DECQ          R9
+	JNZ           block
+	MOVQ          AX, DI
+	VMOVUPS       Z0, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z2, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z4, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z6, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z8, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z10, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z12, (DI)
+	ADDQ          CX, DI
+	VMOVUPS       Z14, (DI)
+	ADDQ          $0x40, AX
+	DECQ          SI
+	JNZ           tile
+	VZEROUPPER
+	RET
+
 // func nf4VNNI1(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *int16, rows int, ngroups int, gpb int)
 // Requires: AVX, AVX2, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
 TEXT ·nf4VNNI1(SB), NOSPLIT, $0-80

@@ -83,3 +83,27 @@ var int8VNNIPair = [vnniK]func(y *float32, ystride int, packed *byte, scales *fl
 	int8VNNI15p,
 	int8VNNI16p,
 }
+
+// tiled4 holds the tiled 4-bit kernels for 1..8 x rows.
+var tiled4 = [tileK]func(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles, nblocks, cpb int){
+	tiled4x1,
+	tiled4x2,
+	tiled4x3,
+	tiled4x4,
+	tiled4x5,
+	tiled4x6,
+	tiled4x7,
+	tiled4x8,
+}
+
+// tiled8 holds the tiled int8 (row-wise and Q8_0) kernels for 1..8 x rows.
+var tiled8 = [tileK]func(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles, nblocks, cpb int){
+	tiled8x1,
+	tiled8x2,
+	tiled8x3,
+	tiled8x4,
+	tiled8x5,
+	tiled8x6,
+	tiled8x7,
+	tiled8x8,
+}

@@ -24,6 +24,10 @@ import (
 // must fit in the 32 zmm registers.
 const maxK = 16
 
+// maxT (tileK in models/quant) is the most x rows a tiled kernel takes at once: k float accumulators, k block
+// sums and about ten working registers.
+const maxT = 8
+
 var table = flag.String("table", "", "also write the Go tables of the kernels by row count to this file")
 
 func main() {
@@ -35,6 +39,10 @@ func main() {
 	laneIdx := GLOBL("vnniLaneIdx", RODATA|NOPTR)
 	for i, q := range []uint64{0, 1, 4, 5, 2, 3, 6, 7} { // 128-bit lanes 0, 2, 1, 3
 		DATA(8*i, U64(q))
+	}
+	for k := 1; k <= maxT; k++ {
+		tiled(k, true)
+		tiled(k, false)
 	}
 	for k := 1; k <= maxK; k++ {
 		four(k, false, pairIdx)
@@ -61,18 +69,29 @@ func writeTable(path string) error {
 		{"int8VNNI", "row-wise int8", "int8VNNI%d", "func(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, ngroups int)"},
 		{"int8VNNIPair", "Q8_0 (32-blocks)", "int8VNNI%dp", "func(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, ngroups int)"},
 	} {
-		// sized by x16.go's vnniK, so that the two cannot disagree
-		fmt.Fprintf(&b, "// %s holds the %s kernels for 1..%d x rows.\nvar %s = [vnniK]%s{", t.name, t.doc, maxK, t.name, t.sig)
-		for k := 1; k <= maxK; k++ {
-			fmt.Fprintf(&b, "\n"+t.fn+",", k)
-		}
-		fmt.Fprintf(&b, "\n}\n\n")
+		kernelTable(&b, t.name, t.doc, t.fn, t.sig, maxK, "vnniK")
+	}
+	for _, t := range []struct{ name, doc, fn, sig string }{
+		{"tiled4", "tiled 4-bit", "tiled4x%d", tiledSig},
+		{"tiled8", "tiled int8 (row-wise and Q8_0)", "tiled8x%d", tiledSig},
+	} {
+		kernelTable(&b, t.name, t.doc, t.fn, t.sig, maxT, "tileK")
 	}
 	src, err := format.Source(b.Bytes())
 	if err != nil {
 		return err
 	}
 	return os.WriteFile(path, src, 0o644)
+}
+
+// kernelTable writes one table of kernels by row count, sized by the package's constant size (so that the
+// generator and the package cannot disagree).
+func kernelTable(b *bytes.Buffer, name, doc, fn, sig string, n int, size string) {
+	fmt.Fprintf(b, "// %s holds the %s kernels for 1..%d x rows.\nvar %s = [%s]%s{", name, doc, n, name, size, sig)
+	for k := 1; k <= n; k++ {
+		fmt.Fprintf(b, "\n"+fn+",", k)
+	}
+	fmt.Fprintf(b, "\n}\n\n")
 }
 
 // vpdpwssd emits acc += Σ pairs src1·src2 (int16 → int32), which avo v0.5.0 does not know.
@@ -311,6 +330,133 @@ func int8k(k int, pair bool, pairIdx, laneIdx Mem) {
 	}
 	DECQ(kn.rows)
 	JNZ(LabelRef("row"))
+	VZEROUPPER()
+	RET()
+}
+
+const tiledSig = "func(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles, nblocks, cpb int)"
+
+// vpdpwssdB emits acc += Σ pairs src1·(the dword at m, broadcast to every lane).
+func vpdpwssdB(m Mem, src1, acc reg.VecVirtual) {
+	Instruction(&ir.Instruction{
+		Opcode:   "VPDPWSSD",
+		Suffixes: []string{"BCST"},
+		Operands: []Op{m, src1, acc},
+		Inputs:   []Op{m, src1, acc},
+		Outputs:  []Op{acc},
+		ISA:      []string{"AVX512VNNI"},
+	})
+}
+
+// tiled generates the kernel of the tiled layout (see tiled.go) for k x rows: each zmm lane is one of a tile's
+// 16 weight rows, so the x values are broadcast and no lane sums need adding up at the end. Per quad (4 columns
+// of the 16 rows) the codes decode into two int16 vectors (four bits: one widening, a shift, a mask and two
+// VPERMW on the level table; int8: two sign-extending loads), each multiplied with every x row's pair of values
+// by VPDPWSSD. Every two quads (8 products per lane, the most an int32 holds for any block size) the sums are
+// converted and added to the block's float sum; at the end of a block the sum is scaled by the 16 rows' weight
+// scales times the row's x scale.
+func tiled(k int, four bool) {
+	name := fmt.Sprintf("tiled8x%d", k)
+	if four {
+		name = fmt.Sprintf("tiled4x%d", k)
+	}
+	TEXT(name, NOSPLIT, tiledSig)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the tiled kernel for %d x rows (see tiledGo).", name, k))
+	y := Load(Param("y"), GP64())
+	ystr := Load(Param("ystride"), GP64())
+	SHLQ(U8(2), ystr)
+	codes := Load(Param("codes"), GP64())
+	sp := Load(Param("scales"), GP64())
+	tiles := Load(Param("ntiles"), GP64())
+	var table, mask reg.VecVirtual
+	if four {
+		table, mask = ZMM(), ZMM()
+		lut := Load(Param("lut"), GP64())
+		VMOVDQU16(Mem{Base: lut}, table.AsY())
+		m := GP32()
+		MOVL(U32(0x000f000f), m)
+		VPBROADCASTD(m, mask)
+	}
+	facc := make([]reg.VecVirtual, k)
+	bacc := make([]reg.VecVirtual, k)
+	for i := range facc {
+		facc[i], bacc[i] = ZMM(), ZMM()
+	}
+
+	Label("tile")
+	for _, a := range facc {
+		VXORPS(a, a, a)
+	}
+	xq := Load(Param("xq"), GP64())
+	xs := Load(Param("xs"), GP64())
+	nb := Load(Param("nblocks"), GP64())
+	Label("block")
+	c := Load(Param("cpb"), GP64())
+	for _, a := range bacc {
+		VXORPS(a, a, a)
+	}
+	Label("chunk")
+	t := make([]reg.VecVirtual, k)
+	for i := range t {
+		t[i] = ZMM()
+		VPXORD(t[i], t[i], t[i])
+	}
+	for q := 0; q < 2; q++ {
+		var h, l reg.VecVirtual
+		if four {
+			z := ZMM()
+			VPMOVZXBW(Mem{Base: codes, Disp: 32 * q}, z)
+			hi := ZMM()
+			VPSRLW(U8(4), z, hi)
+			VPANDD(mask, z, z)
+			h, l = ZMM(), ZMM()
+			VPERMW(table, hi, h)
+			VPERMW(table, z, l)
+		} else {
+			h, l = ZMM(), ZMM()
+			VPMOVSXBW(Mem{Base: codes, Disp: 64 * q}, h)
+			VPMOVSXBW(Mem{Base: codes, Disp: 64*q + 32}, l)
+		}
+		for i := 0; i < k; i++ {
+			vpdpwssdB(Mem{Base: xq, Disp: q*8*k + 8*i}, h, t[i])
+			vpdpwssdB(Mem{Base: xq, Disp: q*8*k + 8*i + 4}, l, t[i])
+		}
+	}
+	for i := 0; i < k; i++ {
+		VCVTDQ2PS(t[i], t[i])
+		VADDPS(t[i], bacc[i], bacc[i])
+	}
+	if four {
+		ADDQ(U8(64), codes)
+	} else {
+		ADDQ(U32(128), codes)
+	}
+	ADDQ(U32(16*k), xq)
+	DECQ(c)
+	JNZ(LabelRef("chunk"))
+	ws := ZMM()
+	VMOVUPS(Mem{Base: sp}, ws)
+	for i := 0; i < k; i++ {
+		s := ZMM()
+		VMULPS_BCST(Mem{Base: xs, Disp: 4 * i}, ws, s)
+		VFMADD231PS(s, bacc[i], facc[i])
+	}
+	ADDQ(U8(64), sp)
+	ADDQ(U32(4*k), xs)
+	DECQ(nb)
+	JNZ(LabelRef("block"))
+	yp := GP64()
+	MOVQ(y, yp)
+	for i := 0; i < k; i++ {
+		VMOVUPS(facc[i], Mem{Base: yp})
+		if i+1 < k {
+			ADDQ(ystr, yp)
+		}
+	}
+	ADDQ(U8(64), y)
+	DECQ(tiles)
+	JNZ(LabelRef("tile"))
 	VZEROUPPER()
 	RET()
 }
