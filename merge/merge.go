@@ -111,6 +111,9 @@ type delta struct {
 	pair   *lora.Pair
 	weight float32 // wᵢ·sᵢ
 	embed  bool    // an embedding pair: the weight gets (B·A)ᵀ
+	// tokens, instead of a pair, are trained rows (trainable_token_indices) that replace rows of the table,
+	// after every pair's delta (PEFT's index_copy).
+	tokens *lora.TokenRows
 }
 
 type item struct {
@@ -348,6 +351,9 @@ func (p *plan) addAdapter(c *collected, base string, s *Source) error {
 	for _, m := range slices.Sorted(maps.Keys(a.Embed)) {
 		pr := a.Embed[m]
 		c.deltas[m+".weight"] = append(c.deltas[m+".weight"], delta{pair: pr, weight: float32(s.Weight) * pr.Scale, embed: true})
+	}
+	if err := p.addTokens(c, s); err != nil {
+		return err
 	}
 	if err := p.addBaseLayers(c, s); err != nil {
 		return err
@@ -697,7 +703,7 @@ func (p *plan) build(ctx context.Context, deltas map[string][]delta, saved map[s
 	// unties them (lm_head.weight written, tie_word_embeddings false) so that it computes what base+adapter
 	// computes: PEFT applies LoRA/modules_to_save to the embedding lookup and the output head separately.
 	const head = "lm_head.weight"
-	if p.tiedHead() && (saved[head] != nil || len(deltas[head]) > 0 || saved[embedName] != nil || len(deltas[embedName]) > 0) {
+	if p.tiedHead() && (saved[head] != nil || len(deltas[head]) > 0 || saved[embedName] != nil || pairDeltas(deltas[embedName])) {
 		emb, _, ok := p.base.Info(embedName)
 		if !ok {
 			return fmt.Errorf("merge: the base ties lm_head to %s, which it does not have", embedName)
@@ -707,6 +713,7 @@ func (p *plan) build(ctx context.Context, deltas map[string][]delta, saved map[s
 			dt = p.outDT
 		}
 		it := &item{src: embedName, hdr: safetensors.Header{Name: head, DType: dt, Shape: emb.Shape}}
+		deltas[head] = append(deltas[head], tokenDeltas(deltas[embedName])...) // the untied head keeps the trained rows
 		var why string
 		switch {
 		case saved[head] != nil && len(deltas[head]) > 0: // a saved base layer of lm_head, then its LoRA
@@ -816,8 +823,16 @@ func (p *plan) produce(it *item, w io.Writer) error {
 
 // addDeltas adds Σ wᵢ·sᵢ·Bᵢ·Aᵢ to the [out, in] weight W in f32 and checks the result is finite.
 func addDeltas(pool *kernels.Pool, name string, W []float32, ds []delta) error {
+	cols := 0
 	for _, d := range ds {
 		pr := d.pair
+		if pr == nil {
+			continue // trained token rows: copied in below, after every pair
+		}
+		cols = pr.In
+		if d.embed {
+			cols = pr.Out
+		}
 		if len(W) != pr.Out*pr.In {
 			return fmt.Errorf("tensor %q has %d elements, adapter delta is [%d %d]", name, len(W), pr.Out, pr.In)
 		}
@@ -831,9 +846,11 @@ func addDeltas(pool *kernels.Pool, name string, W []float32, ds []delta) error {
 		}
 		pr.AddDelta(pool, W, d.weight) // W += (wᵢ·sᵢ)·B·A
 	}
-	cols := ds[0].pair.In
-	if ds[0].embed {
-		cols = ds[0].pair.Out
+	for _, d := range tokenDeltas(ds) {
+		if err := d.tokens.CopyInto(W); err != nil {
+			return fmt.Errorf("tensor %q: %w", name, err)
+		}
+		cols = d.tokens.Dim
 	}
 	for i, v := range W {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {

@@ -59,6 +59,22 @@ func (d *Weighted) ApplyRows(p *kernels.Pool, module string, y, x []float32, row
 		a.ApplyRows(p, module, tmp, x, rows, in, out)
 		kernels.Axpy(float32(d.Weights[i]), tmp, y[:rows*out])
 	}
+	if module == lora.HeadModule { // trained token rows replace logits whole, after every sum
+		for _, a := range d.Adapters {
+			a.HeadTokens(y, x, rows, out)
+		}
+	}
+}
+
+// EmbedRow is the first adapter's trained row of token id, if any (llama.TokenEmbedder; merge refuses two
+// adapters that both replace rows of a table).
+func (d *Weighted) EmbedRow(id int, dst []float32) bool {
+	for _, a := range d.Adapters {
+		if a.EmbedRow(id, dst) {
+			return true
+		}
+	}
+	return false
 }
 
 // BoundFor is the largest logit difference Verify accepts between base+adapter (f32 math on the stored base)
@@ -108,6 +124,7 @@ func Verify(baseDir, mergedDir string, srcs []Source, pool *kernels.Pool) (*Veri
 		if err := s.Adapter.PrepareDoRA(pool, models.AdapterBase(base, baseDir)); err != nil {
 			return nil, fmt.Errorf("verify: %w", err)
 		}
+		s.Adapter.TiedHead = base.Config.TieWordEmbeddings // trained embedding rows reach a tied head, as in PEFT
 		d.Adapters = append(d.Adapters, s.Adapter)
 		d.Weights = append(d.Weights, s.Weight)
 	}

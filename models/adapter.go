@@ -29,7 +29,10 @@ func AdapterBase(net *llama.Model, dir string) lora.Base {
 			}
 			return LinearRows(l)
 		},
-		Pool: net.Pool,
+		Pool:     net.Pool,
+		Vocab:    net.Config.VocabSize,
+		Dim:      net.Config.HiddenSize,
+		TiedHead: net.Config.TieWordEmbeddings,
 	}
 }
 

@@ -31,11 +31,13 @@ type BenchConfig struct {
 	// plans them.
 	ExampleLen int
 	Packing    bool
-	Steps      int // timed steps (default 5)
-	Warmup     int // untimed steps first (default 2)
-	Threads    int // 0: all CPUs
-	Rank       int // default 16 (alpha 2·rank)
-	Seed       int64
+	// GradientCheckpointing recomputes each layer's activations in the backward pass (Net.Checkpointing).
+	GradientCheckpointing bool
+	Steps                 int // timed steps (default 5)
+	Warmup                int // untimed steps first (default 2)
+	Threads               int // 0: all CPUs
+	Rank                  int // default 16 (alpha 2·rank)
+	Seed                  int64
 }
 
 // BenchResult is what Bench measured.
@@ -47,6 +49,7 @@ type BenchResult struct {
 	BatchSize       int       `json:"batch_size"`
 	ExampleLen      int       `json:"example_len"`
 	Packing         bool      `json:"packing"`
+	Checkpointing   bool      `json:"gradient_checkpointing,omitempty"`
 	Examples        int       `json:"examples_per_step"`
 	Threads         int       `json:"threads"`
 	TrainableParams int       `json:"trainable_params"`
@@ -135,6 +138,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	net.Checkpointing = c.GradientCheckpointing
 	if method == Full { // the f32 master copy is all the graph uses
 		base.EmbedTokens, base.LMHead = nil, nil
 		for _, L := range base.Layers {
@@ -143,7 +147,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 		runtime.GC()
 	}
 	res := &BenchResult{Method: c.Method, Shape: c.Shape, DType: c.DType, SeqLen: c.SeqLen, BatchSize: c.BatchSize,
-		ExampleLen: c.ExampleLen, Packing: c.Packing, Threads: pool.Threads()}
+		ExampleLen: c.ExampleLen, Packing: c.Packing, Checkpointing: c.GradientCheckpointing, Threads: pool.Threads()}
 	if method == QLoRA {
 		res.DType = "nf4"
 	}
@@ -203,7 +207,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	}
 	res.TokensPerSec = float64(n*c.ExampleLen*c.Steps) / timed
 	res.PeakRSSMiB = peakRSSMiB()
-	if a, ok := benchAnchors[fmt.Sprintf("%s/%s/%d", c.Shape, c.Method, c.BatchSize)]; ok && c.SeqLen == 256 && c.ExampleLen == c.SeqLen && !c.Packing {
+	if a, ok := benchAnchors[fmt.Sprintf("%s/%s/%d", c.Shape, c.Method, c.BatchSize)]; ok && c.SeqLen == 256 && c.ExampleLen == c.SeqLen && !c.Packing && !c.GradientCheckpointing {
 		res.AnchorTokS, res.AnchorRSSMiB = a[0], a[1]
 	}
 	return res, nil

@@ -45,8 +45,15 @@ type Config struct {
 	TrainOnPrompt bool     `json:"train_on_prompt"`
 	MaxSeqLen     int      `json:"max_seq_len"`
 	Packing       bool     `json:"packing"` // rows of several examples up to MaxSeqLen tokens; BatchSize counts rows
-	Strict        bool     `json:"strict"`
-	Threads       int      `json:"threads"`
+	// TrainTokens trains embedding (and untied LM-head) rows beside LoRA (PEFT's trainable_token_indices): "auto"
+	// for the special tokens found untrained, or a comma-separated list of tokens or ids; "" trains none and
+	// warns about untrained ones.
+	TrainTokens string `json:"train_tokens,omitempty"`
+	// GradientCheckpointing recomputes each decoder layer's activations in the backward pass instead of keeping
+	// them (less memory, about one more forward pass of time).
+	GradientCheckpointing bool `json:"gradient_checkpointing,omitempty"`
+	Strict                bool `json:"strict"`
+	Threads               int  `json:"threads"`
 	// Force replaces the output of an earlier run at Out (never a folder holding files train did not write).
 	Force bool `json:"-"`
 }
@@ -97,6 +104,9 @@ func (c *Config) Validate() error {
 	case Full:
 		if c.InitAdapter != "" {
 			bad("init-adapter: only with --method lora or qlora")
+		}
+		if c.TrainTokens != "" {
+			bad("train-tokens: only with --method lora or qlora (full fine-tuning trains every embedding row)")
 		}
 	default:
 		bad("method %q: want lora, qlora or full", c.Method)

@@ -103,12 +103,17 @@ type Net struct {
 	Params  []*spnn.Param    // trainable, in a fixed order
 	Names   []string         // tensor name of each param (PEFT key form for LoRA, HF name for full)
 	NoDecay map[*spnn.Param]bool
+	// Checkpointing keeps only each decoder layer's input during a training forward pass and recomputes the
+	// layer's activations in the backward pass (--gradient-checkpointing): activation memory of one layer
+	// instead of all, for one more forward pass.
+	Checkpointing bool
 
 	layers  []*netLayer
 	invFreq []float32
-	embed   *spnn.Param // full: [V, H]
-	norm    *spnn.Param // full: [H]
-	head    *spnn.Param // full: [V, H] (== embed when tied)
+	embed   *spnn.Param  // full: [V, H]
+	norm    *spnn.Param  // full: [H]
+	head    *spnn.Param  // full: [V, H] (== embed when tied)
+	tok     *tokenParams // --train-tokens: trained embedding (and head) rows
 }
 
 var projNames = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
@@ -300,8 +305,7 @@ type forwardOut struct {
 // dropout is active (masks drawn from seed). denom divides the summed loss.
 func (n *Net) forward(batch []Sample, denom float32, train bool, seed uint64, wantLoss bool) (*forwardOut, error) {
 	c := n.Config
-	H, V, I := c.HiddenSize, c.VocabSize, c.IntermediateSize
-	nh, kv, hd := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
+	H, V := c.HiddenSize, c.VocabSize
 	eps := float32(c.RMSNormEps)
 	T := 0
 	var segs []Segment
@@ -340,21 +344,18 @@ func (n *Net) forward(batch []Sample, denom float32, train bool, seed uint64, wa
 			n.Base.EmbedTokens.Row(id, x[i*H:(i+1)*H])
 		}
 		h = newMat(T, H, x)
+		if n.tok != nil {
+			h = n.Env.TokenEmbed(x, ids, n.tok, H)
+		}
 	}
-	Wqkv := (nh + 2*kv) * hd
 	for l, L := range n.layers {
 		ls := seed ^ uint64(l+1)*0x9e3779b97f4a7c15
-		x := n.Env.RMSNorm(h, T, H, L.inNormP, L.inNorm, eps)
-		qkv := n.Env.Linear(x, T, L.qkv, train, ls)
-		if L.qNorm != nil {
-			qkv = n.Env.QKNorm(qkv, T, nh, kv, hd, L.qNorm, L.kNorm, L.qNormP, L.kNormP, eps)
+		layer := func(h mat.Tensor) mat.Tensor { return n.layerForward(L, h, T, segs, pos, train, ls) }
+		if n.Checkpointing && train {
+			h = n.Env.Checkpoint(h, T, H, L.params(), layer)
+		} else {
+			h = layer(h)
 		}
-		qkv = n.Env.RoPE(qkv, T, Wqkv, (nh+kv)*hd, hd, pos, n.invFreq)
-		att := n.Env.Attention(qkv, T, nh, kv, hd, segs)
-		h = ag.Add(h, n.Env.Linear(att, T, L.o, train, ls+1))
-		x = n.Env.RMSNorm(h, T, H, L.postNormP, L.postNorm, eps)
-		gu := n.Env.Linear(x, T, L.gu, train, ls+2)
-		h = ag.Add(h, n.Env.Linear(n.Env.SwiGLU(gu, T, I), T, L.down, train, ls+3))
 	}
 	out.hidden = n.Env.RMSNorm(h, T, H, n.norm, n.Base.Norm, eps)
 	if wantLoss {
@@ -362,9 +363,29 @@ func (n *Net) forward(batch []Sample, denom float32, train bool, seed uint64, wa
 		if n.head != nil {
 			head = nil
 		}
-		out.loss, out.lf = n.Env.Loss(out.hidden, T, H, V, head, n.head, rows, targets, denom)
+		out.loss, out.lf = n.Env.loss(out.hidden, T, H, V, head, n.head, n.tok, rows, targets, denom)
 	}
 	return out, nil
+}
+
+// layerForward is decoder layer L over the packed rows h [T, H]:
+// h += o_proj(attention(rope(q,k), v)), h += down_proj(swiglu(gate_proj, up_proj)), each after its RMSNorm.
+func (n *Net) layerForward(L *netLayer, h mat.Tensor, T int, segs []Segment, pos []int, train bool, ls uint64) mat.Tensor {
+	c := n.Config
+	H, I := c.HiddenSize, c.IntermediateSize
+	nh, kv, hd := c.NumAttentionHeads, c.NumKeyValueHeads, c.HeadDim
+	eps := float32(c.RMSNormEps)
+	x := n.Env.RMSNorm(h, T, H, L.inNormP, L.inNorm, eps)
+	qkv := n.Env.Linear(x, T, L.qkv, train, ls)
+	if L.qNorm != nil {
+		qkv = n.Env.QKNorm(qkv, T, nh, kv, hd, L.qNorm, L.kNorm, L.qNormP, L.kNormP, eps)
+	}
+	qkv = n.Env.RoPE(qkv, T, (nh+2*kv)*hd, (nh+kv)*hd, hd, pos, n.invFreq)
+	att := n.Env.Attention(qkv, T, nh, kv, hd, segs)
+	h = ag.Add(h, n.Env.Linear(att, T, L.o, train, ls+1))
+	x = n.Env.RMSNorm(h, T, H, L.postNormP, L.postNorm, eps)
+	gu := n.Env.Linear(x, T, L.gu, train, ls+2)
+	return ag.Add(h, n.Env.Linear(n.Env.SwiGLU(gu, T, I), T, L.down, train, ls+3))
 }
 
 // Logits runs the (adapted) model over one sequence and returns logits [len(ids), V].
@@ -381,6 +402,9 @@ func (n *Net) Logits(ids []int) ([]float32, error) {
 		return z, nil
 	}
 	n.Base.LMHead.Forward(n.Env.Pool, z, hv, fo.T)
+	if n.tok != nil {
+		n.tok.tokenLogits(hv, z, fo.T, n.Config.HiddenSize, V)
+	}
 	return z, nil
 }
 
@@ -430,6 +454,7 @@ func (n *Net) Adapter() *lora.Adapter {
 		copy(pr.B, vals(p.B))
 		a.Modules[name] = pr
 	}
+	n.tokenAdapter(a)
 	return a
 }
 
@@ -455,5 +480,5 @@ func (n *Net) SetAdapter(a *lora.Adapter) error {
 			return fmt.Errorf("adapter module %s is not a training target", name)
 		}
 	}
-	return nil
+	return n.setTokenAdapter(a)
 }

@@ -27,6 +27,7 @@ type lossFn struct {
 	rows    []int
 	targets []int
 	denom   float32
+	tok     *tokenParams // trained token rows of a frozen head (nil: none)
 
 	dlogits []float32 // [len(rows), V]: (softmax − onehot)/denom
 	Sum     float64   // Σ token losses (not divided)
@@ -35,13 +36,21 @@ type lossFn struct {
 // Loss returns the masked cross-entropy of the next-token targets at rows
 // (positions of h [m, d]) divided by denom, and the op (for its Sum).
 func (e *Env) Loss(h mat.Tensor, m, d, vocab int, head BaseLinear, w *spnn.Param, rows, targets []int, denom float32) (mat.Tensor, *lossFn) {
-	f := &lossFn{env: e, h: h, head: head, w: w, m: m, d: d, v: vocab, rows: rows, targets: targets, denom: denom}
+	return e.loss(h, m, d, vocab, head, w, nil, rows, targets, denom)
+}
+
+// loss is Loss with trained token rows replacing rows of the frozen head (tok may be nil).
+func (e *Env) loss(h mat.Tensor, m, d, vocab int, head BaseLinear, w *spnn.Param, tok *tokenParams, rows, targets []int, denom float32) (mat.Tensor, *lossFn) {
+	f := &lossFn{env: e, h: h, head: head, w: w, m: m, d: d, v: vocab, rows: rows, targets: targets, denom: denom, tok: tok}
 	return run(f), f
 }
 
 func (f *lossFn) Operands() []mat.Tensor {
 	if f.w != nil {
 		return []mat.Tensor{f.h, f.w}
+	}
+	if f.tok != nil {
+		return []mat.Tensor{f.h, f.tok.head}
 	}
 	return []mat.Tensor{f.h}
 }
@@ -62,6 +71,9 @@ func (f *lossFn) Forward() (mat.Tensor, error) {
 		kernels.MatMulF32T(f.env.Pool, z, hs, vals(f.w), n, v, d)
 	} else {
 		f.head.Forward(f.env.Pool, z, hs, n)
+		if f.tok != nil {
+			f.tok.tokenLogits(hs, z, n, d, v)
+		}
 	}
 	losses := make([]float64, n)
 	f.env.Pool.For(n, func(lo, hi int) {
@@ -124,6 +136,7 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		} else {
 			f.headGradChunked(dhs, gs)
 		}
+		f.tokenGrads(gs, dhs)
 		dh := f.env.getZero(f.m * d)
 		for i, r := range f.rows {
 			row := dh[r*d : (r+1)*d]
@@ -133,6 +146,8 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		}
 		f.env.put(dhs)
 		f.env.accGradPut(f.h, f.m, d, dh)
+	} else {
+		f.tokenGrads(gs, nil)
 	}
 	f.env.put(f.dlogits)
 	f.dlogits = nil
@@ -168,4 +183,20 @@ func (f *lossFn) headGradChunked(dhs []float32, gs float32) {
 		}
 		kernels.Gemm(f.env.Pool, false, false, n, d, v1-v0, gs, f.dlogits[v0:], v, wc, d, 1, dhs, d)
 	}
+}
+
+// tokenGrads adds the trained head rows' gradient (and corrects dhs, when given, for them).
+func (f *lossFn) tokenGrads(gs float32, dhs []float32) {
+	if f.tok == nil {
+		return
+	}
+	n, d := len(f.rows), f.d
+	hs := f.env.get(n * d)
+	hv := vals(f.h)
+	for i, r := range f.rows {
+		copy(hs[i*d:(i+1)*d], hv[r*d:(r+1)*d])
+	}
+	dw := f.tok.tokenGrads(hs, f.dlogits, dhs, gs, n, d, f.v)
+	f.env.put(hs)
+	accGrad(f.tok.head, len(f.tok.ids), d, dw)
 }

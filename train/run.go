@@ -56,6 +56,10 @@ type Result struct {
 	Eval         *DataStats `json:"eval,omitempty"`
 	Seconds      float64    `json:"seconds"`
 	TokensPerSec float64    `json:"tokens_per_sec"`
+	// UntrainedTokens are the special tokens found untrained before training; TrainedTokens the ids whose rows
+	// were trained (--train-tokens).
+	UntrainedTokens []UntrainedToken `json:"untrained_tokens,omitempty"`
+	TrainedTokens   []int            `json:"trained_tokens,omitempty"`
 }
 
 // gcPercent is the GC target used while training (restored afterwards). The
@@ -239,7 +243,11 @@ func (r *trainRun) buildNet(method Method) error {
 	if cfg.BaseModelID != "" {
 		net.AdCfg.BaseModel = cfg.BaseModelID
 	}
+	net.Checkpointing = cfg.GradientCheckpointing
 	r.net = net
+	if err := r.trainTokens(); err != nil {
+		return err
+	}
 	if cfg.InitAdapter == "" {
 		return nil
 	}

@@ -83,6 +83,7 @@ func newBenchCmd() *cobra.Command {
 		threads, prompt, gen, reps, batch                   int
 		asJSON, noMem, trainMode, double                    bool
 		tc                                                  train.BenchConfig
+		sb                                                  *serveBench
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -94,6 +95,18 @@ like a real one. It prints tokens/s, the weight bytes read per decoded token, th
 bandwidth of the machine measured in the same run, peak RSS, and ratios to llama.cpp on the project machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if sb.writeAdapters > 0 {
+				return writeBenchAdapters(cmd, modelDir, sb.out, sb.writeAdapters, sb.rank)
+			}
+			if sb.url != "" {
+				if !cmd.Flags().Changed("prompt") {
+					prompt = 16
+				}
+				if !cmd.Flags().Changed("gen") {
+					gen = 64
+				}
+				return runServeBench(cmd.Context(), cmd.OutOrStdout(), sb, prompt, gen, asJSON)
+			}
 			if trainMode {
 				if modelDir != "" {
 					return fmt.Errorf("bench --train: use --shape (smollm2-135m or tiny), not --model")
@@ -196,6 +209,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 		},
 	}
 	f := cmd.Flags()
+	sb = addServeBenchFlags(f)
 	f.StringVar(&modelDir, "model", "", "Hugging Face checkpoint folder")
 	f.StringVar(&shape, "shape", "", "random weights of a model's shape: "+shapeNames())
 	f.StringVar(&dtype, "dtype", "f32", "weight type: f32, bf16, f16 or nf4 (with --model: f32/bf16/f16 keep the stored type)")
@@ -217,6 +231,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.IntVar(&tc.Steps, "steps", 5, "with --train: timed steps (after 2 warm-up steps)")
 	f.IntVar(&tc.Rank, "rank", 16, "with --train: LoRA rank (alpha = 2·rank)")
 	f.IntVar(&tc.ExampleLen, "example-len", 0, "with --train: tokens per example (default --seq-len)")
+	f.BoolVar(&tc.GradientCheckpointing, "gradient-checkpointing", false, "with --train: recompute each layer's activations in the backward pass")
 	f.BoolVar(&tc.Packing, "packing", false, "with --train: pack --seq-len/--example-len examples into each of the --batch-size rows")
 	return cmd
 }

@@ -71,6 +71,9 @@ func ExportAdapter(baseDir, adapterDir, out string, opts AdapterOptions) (*Resul
 	if err != nil {
 		return nil, err
 	}
+	if len(a.Tokens) > 0 {
+		return nil, fmt.Errorf("ggufconv: adapter %s trains token rows (trainable_token_indices), which a llama.cpp LoRA cannot carry: merge it (lorakit merge) and export the merged folder", adapterDir)
+	}
 	if _, ok := a.Modules["lm_head"]; ok && cfg.TieWordEmbeddings {
 		return nil, fmt.Errorf("ggufconv: adapter %s adapts lm_head, which the base ties to the embedding: llama.cpp has no separate output tensor to apply it to; merge it (lorakit merge) and export the merged folder", adapterDir)
 	}

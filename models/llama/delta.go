@@ -17,6 +17,14 @@ type Delta interface {
 	ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int)
 }
 
+// TokenEmbedder is a Delta that also replaces rows of the input embedding (trained special tokens, PEFT's
+// trainable_token_indices): EmbedRow writes token id's row into dst and reports whether it has one. Forward looks
+// up the tokens of a sequence through its adapter when the adapter implements it; the LM head's replaced rows
+// arrive through ApplyRows("lm_head"), which overwrites their logits.
+type TokenEmbedder interface {
+	EmbedRow(id int, dst []float32) bool
+}
+
 // RowGroup is the rows of one Forward step that share an adapter: rows [Start, Start+N) of the stacked batch.
 // Forward orders the sequences so that each adapter's rows are one contiguous group and applies the groups of
 // every linear in one place (applyDeltas).

@@ -162,9 +162,12 @@ func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
 	s.rowSeq, s.rowPos, s.outRows = growInt(s.rowSeq, T), growInt(s.rowPos, T), growInt(s.outRows, R)
 	r, o := 0, 0
 	for i, sq := range batch {
+		te, _ := sq.Adapter.(TokenEmbedder)
 		for j, t := range sq.Tokens {
 			s.rowSeq[r], s.rowPos[r] = i, sq.Cache.n+j
-			m.EmbedTokens.Row(t, s.x[r*H:(r+1)*H])
+			if te == nil || !te.EmbedRow(t, s.x[r*H:(r+1)*H]) {
+				m.EmbedTokens.Row(t, s.x[r*H:(r+1)*H])
+			}
 			if sq.AllLogits || j == len(sq.Tokens)-1 {
 				s.outRows[o] = r
 				o++

@@ -52,7 +52,10 @@ type Config struct {
 	FanInFanOut               bool
 	InitLoraWeights           json.RawMessage // kept as written (true / "gaussian" / ...)
 	Revision                  string
-	Extra                     map[string]json.RawMessage // unknown keys, written back as found
+	// TrainableTokens is trainable_token_indices (nil when absent or null): rows of the embedding (and LM head)
+	// trained and saved whole beside the LoRA pairs (see tokens.go).
+	TrainableTokens *TokenIndices
+	Extra           map[string]json.RawMessage // unknown keys, written back as found
 }
 
 // DefaultTargets are the seven Llama projections lorakit targets by default.
@@ -83,6 +86,14 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	c := &Config{R: 8, Alpha: 8, Bias: "none"} // PEFT's LoraConfig defaults
 	for k, v := range raw {
+		if k == "trainable_token_indices" && !isNull(v) {
+			ti, err := parseTokenIndices(v)
+			if err != nil {
+				return nil, fmt.Errorf("adapter_config.json: field %q: %w", k, err)
+			}
+			c.TrainableTokens = ti
+			continue
+		}
 		if !known[k] {
 			if c.Extra == nil {
 				c.Extra = map[string]json.RawMessage{}
@@ -499,6 +510,9 @@ func (c *Config) MarshalJSON() ([]byte, error) {
 	m["use_rslora"] = c.UseRSLoRA
 	if c.LoraBias {
 		m["lora_bias"] = true
+	}
+	if c.TrainableTokens != nil {
+		m["trainable_token_indices"] = c.TrainableTokens.marshal()
 	}
 	return marshalSorted(m)
 }

@@ -51,6 +51,12 @@ type Adapter struct {
 	// from "…embed_tokens.base_layer.weight", save_embedding_layers): PEFT loads them into the base before the
 	// adapter applies. Usually a copy of the base's own tensor.
 	BaseLayers map[string]safetensors.Tensor
+	// Tokens holds trainable rows (PEFT's trainable_token_indices) by module, EmbedModule or HeadModule; see
+	// tokens.go. Generate, eval and serve apply them unmerged; merge copies them into the tables.
+	Tokens map[string]*TokenRows
+	// TiedHead is set when the adapter is applied to a base whose LM head is the embedding table: the head then
+	// uses the embedding's trainable rows (set by LoadUnmerged from the base, or by the trainer).
+	TiedHead bool
 	// DType is the storage type of lora_A/lora_B on disk ("" or F32 when created in lorakit); Save writes it.
 	DType safetensors.DType
 	Dir   string // folder it was loaded from, if any
@@ -157,6 +163,17 @@ func (a *Adapter) WriteFiles(dir string) error {
 			}
 			ts = append(ts, safetensors.Tensor{Name: KeyPrefix + m + t.suf, DType: dt, Shape: t.shape, Data: data})
 		}
+	}
+	for _, m := range slices.Sorted(maps.Keys(a.Tokens)) {
+		t := a.Tokens[m]
+		if t.Dim <= 0 || len(t.Values) != len(t.IDs)*t.Dim {
+			return fmt.Errorf("save adapter: trainable tokens of %s: %d values for %d rows of %d", m, len(t.Values), len(t.IDs), t.Dim)
+		}
+		data, err := safetensors.Encode(dt, t.Values)
+		if err != nil {
+			return fmt.Errorf("save adapter: trainable tokens of %s: %w", m, err)
+		}
+		ts = append(ts, safetensors.Tensor{Name: TokensKey(m), DType: dt, Shape: []int{len(t.IDs), t.Dim}, Data: data})
 	}
 	for k, t := range a.Saved {
 		t.Name = KeyPrefix + k

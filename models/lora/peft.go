@@ -122,6 +122,15 @@ func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, 
 		if !ok {
 			return fmt.Errorf("tensor %q: unknown key (PEFT keys start with %q)", name, KeyPrefix)
 		}
+		if module, adName, ok := tokensModule(key); ok {
+			if adName != "" {
+				names[adName] = true
+			}
+			if err := a.addTokens(f, name, module, info); err != nil {
+				return err
+			}
+			continue
+		}
 		if m := keyRE.FindStringSubmatch(key); m != nil {
 			module, kind := m[1], m[2]
 			adName, suf := splitRest(m[3])
@@ -260,8 +269,11 @@ func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, 
 	if err := mags.check(a); err != nil {
 		return err
 	}
-	if len(a.Modules) == 0 && len(a.Saved) == 0 && len(a.Embed) == 0 {
-		return errors.New("no LoRA tensors (lora_A/lora_B or lora_embedding_A/B) and no modules_to_save tensors")
+	if len(a.Modules) == 0 && len(a.Saved) == 0 && len(a.Embed) == 0 && len(a.Tokens) == 0 {
+		return errors.New("no LoRA tensors (lora_A/lora_B or lora_embedding_A/B), no modules_to_save and no trainable_tokens_delta tensors")
+	}
+	if err := a.tokensMatchConfig(); err != nil {
+		return err
 	}
 	if linear != nil {
 		if err := a.Check(linear); err != nil {
@@ -312,6 +324,10 @@ type Base struct {
 	Rows func(module string) (rows RowReader, bias []float32, err error)
 	// Pool runs the products of PrepareDoRA (nil: single-threaded).
 	Pool *kernels.Pool
+	// Vocab and Dim are the base's embedding table [Vocab, Dim] (0: unknown, not checked) and TiedHead whether
+	// its LM head is that table, for trainable token rows.
+	Vocab, Dim int
+	TiedHead   bool
 }
 
 // CheckUnmerged reports what the inference path cannot apply: it adds s·B·(A·x) after the base linear layers,
@@ -363,6 +379,10 @@ func LoadUnmerged(dir string, base Base) (*Adapter, error) {
 	a, err := load(dir, base.Linear)
 	if err != nil {
 		return nil, err
+	}
+	a.TiedHead = base.TiedHead
+	if err := a.checkTokens(base.Vocab, base.Dim); err != nil {
+		return nil, fmt.Errorf("adapter %s does not fit the base model: %w", dir, err)
 	}
 	if err := a.CheckUnmerged(base); err != nil {
 		return nil, err

@@ -189,6 +189,8 @@ func DeltaWeight(q *Pair) []float32 {
 // so the copies cannot go stale); the f32 Adapter need not be retained.
 type Packed struct {
 	modules map[string]*Factors
+	embed   *TokenRows // trainable rows of the input embedding (nil: none)
+	head    *TokenRows // rows that replace LM-head rows (the embedding's when the head is tied)
 }
 
 // Pack puts every linear pair of a in layout l.
@@ -197,14 +199,21 @@ func Pack(a *Adapter, l Layout) *Packed {
 	for name, q := range a.Modules {
 		pk.modules[name] = q.Pack(l)
 	}
+	pk.embed, pk.head = a.Tokens[EmbedModule], a.headRows()
 	return pk
 }
+
+// EmbedRow is Adapter.EmbedRow (llama.TokenEmbedder).
+func (pk *Packed) EmbedRow(id int, dst []float32) bool { return embedRow(pk.embed, id, dst) }
 
 // ApplyRows adds s·B·(A·x) to each of rows rows of y ([rows, out]) from x ([rows, in]) as one product per
 // module (llama.Delta: Forward hands it every row of a batch that uses this adapter); a module the adapter
 // does not touch is a no-op. Safe to run concurrently for different adapters or modules.
 func (pk *Packed) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows, in, out int) {
 	applyRows(pk.modules[module], p, module, y, x, rows, in, out)
+	if module == HeadModule && pk.head != nil {
+		pk.head.headLogits(y, x, rows, out)
+	}
 }
 
 // ApplyRows is Packed.ApplyRows on the adapter's own f32 pairs (the F32 layout, no copy).
@@ -212,6 +221,9 @@ func (a *Adapter) ApplyRows(p *kernels.Pool, module string, y, x []float32, rows
 	if q := a.Modules[module]; q != nil {
 		f := q.Factors()
 		applyRows(&f, p, module, y, x, rows, in, out)
+	}
+	if module == HeadModule {
+		a.HeadTokens(y, x, rows, out)
 	}
 }
 

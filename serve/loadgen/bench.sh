@@ -1,0 +1,124 @@
+#!/bin/sh
+# Serving benchmark of issue 13: lorakit serve (NF4 base of the smollm2-135m shape, from the anchors' random
+# GGUF quantised at load) against llama.cpp's llama-server (the same weights in Q4_0, as many slots as clients,
+# continuous batching), alternating in the same minutes; base only, and adapters (rank 16 on all seven
+# projections) spread over the clients. Prints one JSON line per run (lorakit bench --serve --json) with the
+# label in front.
+#
+#   serve/loadgen/bench.sh [ROUNDS]                 # from the repository root
+#
+# Environment: LLAMA_BIN (folder of llama-server, default /work/llama/src/build/bin), GGUF (folder of
+# smol135-f16.gguf and smol135-q4_0.gguf, default /work/llama/gguf), CLIENTS ("16 64"), REQUESTS per client (2),
+# GEN new tokens (64), PROMPT tokens (16), THREADS (2), PREFIX=1 to add the prefix-caching run (32 requests
+# sharing a 1,000-token prefix, cache on and off, greedy outputs compared).
+set -eu
+ROUNDS=${1:-2}
+LLAMA_BIN=${LLAMA_BIN:-/work/llama/src/build/bin}
+GGUF=${GGUF:-/work/llama/gguf}
+CLIENTS=${CLIENTS:-16 64}
+REQUESTS=${REQUESTS:-2}
+GEN=${GEN:-64}
+PROMPT=${PROMPT:-16}
+THREADS=${THREADS:-2}
+PREFIX=${PREFIX:-0}
+LK_PORT=${LK_PORT:-18431}
+LC_PORT=${LC_PORT:-18432}
+
+tmp=$(mktemp -d)
+pids=""
+cleanup() {
+	for p in $pids; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+go build -o "$tmp/lorakit" ./cmd/lorakit
+lk="$tmp/lorakit"
+"$lk" bench --write-adapters 32 --model "$GGUF/smol135-f16.gguf" --out "$tmp/adapters" 2>/dev/null
+
+wait_up() { # URL
+	for _ in $(seq 1 600); do
+		curl -sf "$1" >/dev/null 2>&1 && return 0
+		sleep 0.5
+	done
+	echo "server at $1 did not come up" >&2
+	exit 1
+}
+
+stop_servers() {
+	for p in $pids; do kill "$p" 2>/dev/null || true; done
+	for p in $pids; do wait "$p" 2>/dev/null || true; done
+	pids=""
+}
+
+# start_servers SLOTS ADAPTERS [lorakit flags...]
+start_servers() {
+	slots=$1 nad=$2
+	shift 2
+	ads=""
+	i=0
+	while [ "$i" -lt "$nad" ]; do
+		ads="$ads --adapter a$i=$tmp/adapters/a$i"
+		i=$((i + 1))
+	done
+	# shellcheck disable=SC2086
+	"$lk" serve --model "$GGUF/smol135-f16.gguf" --quant nf4 --threads "$THREADS" --max-batch "$slots" \
+		--max-model-len 2048 --served-model-name base --port "$LK_PORT" $ads "$@" >"$tmp/lorakit.log" 2>&1 &
+	pids="$pids $!"
+	"$LLAMA_BIN/llama-server" -m "$GGUF/smol135-q4_0.gguf" -t "$THREADS" -np "$slots" -c $((slots * 1280)) \
+		--port "$LC_PORT" >"$tmp/llama.log" 2>&1 &
+	pids="$pids $!"
+	wait_up "http://127.0.0.1:$LK_PORT/health"
+	wait_up "http://127.0.0.1:$LC_PORT/health"
+}
+
+models() { # N: a0,a1,...,a{N-1}
+	i=0 out=""
+	while [ "$i" -lt "$1" ]; do
+		out="$out${out:+,}a$i"
+		i=$((i + 1))
+	done
+	echo "$out"
+}
+
+run() { # LABEL ARGS...
+	label=$1
+	shift
+	printf '%s ' "$label"
+	"$lk" bench --json --prompt "$PROMPT" --gen "$GEN" "$@" | tr -d '\n' | tr -s ' '
+	printf ' load %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+for c in $CLIENTS; do
+	nad=8
+	[ "$c" -ge 64 ] && nad=32
+	start_servers "$c" "$nad"
+	lkurl="http://127.0.0.1:$LK_PORT" lcurl="http://127.0.0.1:$LC_PORT"
+	# warm-up: every adapter once, both servers
+	"$lk" bench --serve "$lkurl" --clients "$nad" --requests 1 --gen 4 --models "$(models "$nad")" >/dev/null
+	"$lk" bench --serve "$lcurl" --api llama --clients "$c" --requests 1 --gen 4 >/dev/null
+	r=1
+	while [ "$r" -le "$ROUNDS" ]; do
+		run "round=$r clients=$c llama-server-q4_0" --serve "$lcurl" --api llama --clients "$c" --requests "$REQUESTS"
+		run "round=$r clients=$c lorakit-nf4-base" --serve "$lkurl" --clients "$c" --requests "$REQUESTS" --models base
+		run "round=$r clients=$c lorakit-nf4-$nad-adapters" --serve "$lkurl" --clients "$c" --requests "$REQUESTS" --models "$(models "$nad")"
+		r=$((r + 1))
+	done
+	stop_servers
+done
+
+if [ "$PREFIX" = 1 ]; then
+	for cache in false true; do
+		start_servers 32 0 --enable-prefix-caching="$cache"
+		run "prefix-cache=$cache lorakit-nf4" --serve "http://127.0.0.1:$LK_PORT" --clients 32 --requests 1 --models base \
+			--shared-prefix 1000 --gen 16 --outputs "$tmp/out-$cache.json"
+		stop_servers
+	done
+	if cmp -s "$tmp/out-false.json" "$tmp/out-true.json"; then
+		echo "prefix cache: greedy outputs identical with the cache on and off"
+	else
+		echo "prefix cache: greedy outputs DIFFER with the cache on and off"
+		exit 1
+	fi
+fi

@@ -1,0 +1,122 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/lorakit/lorakit/internal/testenv"
+	"github.com/lorakit/lorakit/models/lora"
+)
+
+// eosTemplateModel copies stories260K into a temporary folder with its chat template ending assistant turns in
+// </s> (EOS, never seen in its pre-training) instead of <s>.
+func eosTemplateModel(t *testing.T) string {
+	t.Helper()
+	src := filepath.Join(testenv.Testdata(t), "models", "stories260K")
+	dst := filepath.Join(t.TempDir(), "stories260K-eos")
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Name() == "tokenizer_config.json" {
+			var c map[string]any
+			if err := json.Unmarshal(b, &c); err != nil {
+				t.Fatal(err)
+			}
+			tpl := c["chat_template"].(string)
+			eos := strings.Replace(tpl, "{% if message['role'] == 'assistant' %}{{ bos_token }}", "{% if message['role'] == 'assistant' %}{{ eos_token }}", 1)
+			if eos == tpl {
+				t.Fatal("stories260K's chat template changed: no assistant-turn bos_token to replace")
+			}
+			c["chat_template"] = eos
+			if b, err = json.Marshal(c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// logRecorder keeps the reporter's lines.
+type logRecorder struct {
+	nopReporter
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *logRecorder) Logf(format string, args ...any) {
+	r.mu.Lock()
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+	r.mu.Unlock()
+}
+
+// TestUntrainedEOSWarnsAndTrains: on stories260K with turns ending in </s>, a default run names </s> as
+// untrained (with the test, and the flag to use) and trains no rows; --train-tokens auto trains its row, saved
+// as PEFT's trainable_token_indices; with turns ending in <s> (trained), </s> is only EOS and auto leaves it.
+func TestUntrainedEOSWarnsAndTrains(t *testing.T) {
+	model := eosTemplateModel(t)
+	dir := t.TempDir()
+	dataPath := filepath.Join(dir, "sums.jsonl")
+	writeSumTask(t, dataPath)
+	run := func(model, tokens string) (*Result, *logRecorder, string) {
+		cfg := DefaultConfig()
+		cfg.Model, cfg.Data, cfg.Out = model, dataPath, filepath.Join(t.TempDir(), "out")
+		cfg.MaxSteps, cfg.BatchSize, cfg.Threads, cfg.TrainTokens = 2, 8, 2, tokens
+		rec := &logRecorder{}
+		res, err := Run(context.Background(), cfg, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, rec, cfg.Out
+	}
+	res, rec, out := run(model, "")
+	if len(res.UntrainedTokens) != 1 || res.UntrainedTokens[0].ID != 2 || len(res.TrainedTokens) != 0 {
+		t.Fatalf("untrained %+v, trained %v; want </s> (2) found and not trained", res.UntrainedTokens, res.TrainedTokens)
+	}
+	warned := false
+	for _, l := range rec.lines {
+		if strings.Contains(l, "warning") && strings.Contains(l, `"</s>"`) && strings.Contains(l, "--train-tokens auto") && strings.Contains(l, "cosine") {
+			warned = true
+			t.Log(l)
+		}
+	}
+	if !warned {
+		t.Fatalf("no warning naming </s>, the test and the flag: %q", rec.lines)
+	}
+	if ad, err := lora.Load(out); err != nil || len(ad.Tokens) != 0 {
+		t.Fatalf("default run: adapter %v, %d trained token tables", err, len(ad.Tokens))
+	}
+	res, _, out = run(model, "auto")
+	if len(res.TrainedTokens) != 1 || res.TrainedTokens[0] != 2 {
+		t.Fatalf("--train-tokens auto trained %v, want [2]", res.TrainedTokens)
+	}
+	ad, err := lora.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, ok := ad.Config.TrainableTokens.For(lora.EmbedModule); !ok || len(ids) != 1 || ids[0] != 2 || ad.Tokens[lora.EmbedModule] == nil {
+		t.Fatalf("adapter: trainable_token_indices %+v, rows %+v", ad.Config.TrainableTokens, ad.Tokens)
+	}
+	// With the <s> template the untrained </s> is only EOS: noted, and not trained by auto.
+	res, _, _ = run(filepath.Join(testenv.Testdata(t), "models", "stories260K"), "auto")
+	if len(res.UntrainedTokens) != 1 || res.UntrainedTokens[0].InData || len(res.TrainedTokens) != 0 {
+		t.Fatalf("the <s> template: untrained %+v, trained %v", res.UntrainedTokens, res.TrainedTokens)
+	}
+}
