@@ -78,6 +78,10 @@ func scale(alpha float32, x []float32) {
 // on a DRAM-bound lm_head, one thread); otherwise four rows per kernel call,
 // the last (r1-r0)%4 rows with stride 0 (one row four times).
 func matVecF32(y, w, x []float32, r0, r1, cols int) {
+	if cols > 0 && genMatVec() {
+		matVecF32Gen(y, w, x, r0, r1, cols)
+		return
+	}
 	if !useAVX2 || cols < 8 {
 		refMatVecF32(y, w, x, r0, r1, cols)
 		return
@@ -207,12 +211,23 @@ func softmax(x []float32) {
 
 func siluMul(y, gate, up []float32) {
 	n8 := len(y) &^ 7
-	if !useAVX2 || n8 == 0 {
+	if !useAVX2 || len(y) == 0 {
 		refSiLUMul(y, gate, up)
 		return
 	}
-	siluMulAVX2(&y[0], &gate[0], &up[0], n8)
-	refSiLUMul(y[n8:], gate[n8:], up[n8:])
+	if n8 > 0 {
+		siluMulAVX2(&y[0], &gate[0], &up[0], n8)
+	}
+	if n8 == len(y) {
+		return
+	}
+	// the tail through the same polynomial, so that an element's result does not depend on where it falls in
+	// the slice (a row of a batch gives the same values alone)
+	var g, u, t [8]float32
+	copy(g[:], gate[n8:])
+	copy(u[:], up[n8:])
+	siluMulAVX2(&t[0], &g[0], &u[0], 8)
+	copy(y[n8:], t[:])
 }
 
 //go:noescape
@@ -257,6 +272,10 @@ func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, l
 // then the K tail (k % 8 or k % 16) of those tiles, then the edge columns
 // (n % 4) with the 4-row GEMV kernels.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
+	if t.xb != nil || t.f32Tiles {
+		matMulTileGen(t, i0, i1, j0, j1)
+		return
+	}
 	k := t.k
 	wide := useAVX512.Load()
 	k8 := k &^ 7

@@ -12,7 +12,10 @@ func Features() []string {
 		f = append(f, "F16C")
 	}
 	if useAVX512.Load() {
-		f = append(f, "AVX-512 (GEMM tile)")
+		f = append(f, "AVX-512 (GEMM tiles)")
+		if hasBF16 {
+			f = append(f, "AVX512_BF16 (bf16 batches and prefill)")
+		}
 	}
 	return f
 }

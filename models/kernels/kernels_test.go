@@ -421,17 +421,18 @@ func TestNoAllocs(t *testing.T) {
 	jobs := []MatVecJob{{Y: y[:rows], X: x[:cols], BF16: wh, Rows: rows, Cols: cols},
 		{Y: y[rows : 2*rows], X: x[:cols], F32: w, Rows: rows, Cols: cols}}
 	cases := map[string]func(){
-		"MatVecF32":  func() { MatVecF32(p, y, w, x, rows, cols) },
-		"MatVecBF16": func() { MatVecBF16(p, y, wh, x, rows, cols) },
-		"MatVecF16":  func() { MatVecF16(p, y, wh, x, rows, cols) },
-		"MatMulF32T": func() { MatMulF32T(p, y, x, w, m, rows, cols) },
-		"MatMulF16T": func() { MatMulF16T(p, y, x, wh, m, rows, cols) },
-		"GemmNN":     func() { Gemm(p, false, false, m, rows, cols, 1, a, cols, w, rows, 0, c, rows) },
-		"GemmNT":     func() { Gemm(p, false, true, m, rows, cols, 1, a, cols, w, cols, 1, c, rows) },
-		"GemmTN":     func() { Gemm(p, true, false, cols, rows, m, 0.5, a, cols, y, rows, 0, w, rows) },
-		"Softmax":    func() { Softmax(y) },
-		"MatVecs":    func() { MatVecs(p, jobs) },
-		"For":        func() { p.For(100, func(lo, hi int) {}) },
+		"MatVecF32":   func() { MatVecF32(p, y, w, x, rows, cols) },
+		"MatVecBF16":  func() { MatVecBF16(p, y, wh, x, rows, cols) },
+		"MatVecF16":   func() { MatVecF16(p, y, wh, x, rows, cols) },
+		"MatMulF32T":  func() { MatMulF32T(p, y, x, w, m, rows, cols) },
+		"MatMulF16T":  func() { MatMulF16T(p, y, x, wh, m, rows, cols) },
+		"MatMulBF16T": func() { MatMulBF16T(p, y, x, wh, m, rows, cols) },
+		"GemmNN":      func() { Gemm(p, false, false, m, rows, cols, 1, a, cols, w, rows, 0, c, rows) },
+		"GemmNT":      func() { Gemm(p, false, true, m, rows, cols, 1, a, cols, w, cols, 1, c, rows) },
+		"GemmTN":      func() { Gemm(p, true, false, cols, rows, m, 0.5, a, cols, y, rows, 0, w, rows) },
+		"Softmax":     func() { Softmax(y) },
+		"MatVecs":     func() { MatVecs(p, jobs) },
+		"For":         func() { p.For(100, func(lo, hi int) {}) },
 	}
 	for name, f := range cases {
 		f()

@@ -15,6 +15,15 @@ type matMulTask struct {
 	// overwriting it (Gemm with beta != 0)
 	ldy, ldx, ldw int
 	accum         bool
+
+	// mb and nb are the row and column blocks of the parallel split (mmRows and mmCols unless prepare
+	// chose the generated tiles);
+	// xb is X in the hi/lo bfloat16 layout of the VDPBF16PS tiles (row stride ldxb), or nil; f32Tiles
+	// selects the generated f32 tiles
+	mb, nb   int
+	xb       []uint16
+	ldxb     int
+	f32Tiles bool
 }
 
 const (
@@ -26,8 +35,8 @@ const (
 func (t *matMulTask) run(lo, hi int) {
 	for b := lo; b < hi; b++ {
 		ib, jb := b%t.ti, b/t.ti
-		i0, j0 := ib*mmRows, jb*mmCols
-		matMulTile(t, i0, min(i0+mmRows, t.m), j0, min(j0+mmCols, t.n))
+		i0, j0 := ib*t.mb, jb*t.nb
+		matMulTile(t, i0, min(i0+t.mb, t.m), j0, min(j0+t.nb, t.n))
 	}
 }
 
@@ -42,10 +51,22 @@ func (p *Pool) matMulT(t matMulTask) {
 	if t.ldx == 0 {
 		t.ldy, t.ldx, t.ldw = t.n, t.k, t.k
 	}
-	t.ti = (t.m + mmRows - 1) / mmRows
-	tiles := t.ti * ((t.n + mmCols - 1) / mmCols)
-	if t.m*t.n*t.k < 1<<15 || !p.acquire() {
+	// the pool's lock also guards its scratch: without it (nil or busy pool) bf16 weights keep the
+	// widening tiles, which need no converted copy of X
+	locked := p != nil && p.mu.TryLock()
+	var buf *[]uint16
+	if locked {
+		buf = &p.xbf
+	}
+	t.mb, t.nb = mmRows, mmCols
+	t.prepare(buf)
+	t.ti = (t.m + t.mb - 1) / t.mb
+	tiles := t.ti * ((t.n + t.nb - 1) / t.nb)
+	if !locked || p.threads == 1 || t.m*t.n*t.k < 1<<15 {
 		t.run(0, tiles)
+		if locked {
+			p.mu.Unlock()
+		}
 		return
 	}
 	p.mm = t
@@ -113,8 +134,10 @@ func (p *Pool) gemm(g gemmArgs) {
 			}
 		}
 	}
-	t.ti = (t.m + mmRows - 1) / mmRows
-	tiles := t.ti * ((t.n + mmCols - 1) / mmCols)
+	t.mb, t.nb = mmRows, mmCols
+	t.prepare(nil)
+	t.ti = (t.m + t.mb - 1) / t.mb
+	tiles := t.ti * ((t.n + t.nb - 1) / t.nb)
 	if !locked {
 		t.run(0, tiles)
 		return

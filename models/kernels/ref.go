@@ -165,3 +165,48 @@ func refRoPE(x []float32, pos, headDim int, invFreq []float32) {
 		}
 	}
 }
+
+// f32ToBF16 rounds f to bfloat16, to nearest even, with a subnormal f flushed to a signed zero and a NaN kept
+// a (quiet) NaN: what VCVTNE2PS2BF16 computes.
+func f32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	switch {
+	case b&0x7f800000 == 0: // zero or subnormal
+		return uint16(b>>16) & 0x8000
+	case b&0x7fffffff > 0x7f800000: // NaN
+		return uint16(b>>16) | 0x40
+	}
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
+}
+
+// refBF16HiLo splits x into hi = bf16(x) and lo = bf16(x − hi): hi + lo carries 16 significant bits of x
+// (|x − hi − lo| ≤ 2⁻¹⁸·|x|), so that VDPBF16PS on (hi, lo) pairs against bf16 weights keeps activations
+// nearly as precise as float32. x − hi is exact in float32.
+func refBF16HiLo(x float32) (hi, lo uint16) {
+	hi = f32ToBF16(x)
+	return hi, f32ToBF16(x - bf16ToF32(hi))
+}
+
+// bf16Blocks is the length of one row of X in the hi/lo layout of the VDPBF16PS kernels: for every block of
+// 32 columns, the 32 hi values then the 32 lo values, the last block padded with zeros.
+func bf16Blocks(k int) int { return (k + 31) / 32 * 64 }
+
+// refSplitBF16 writes x (k values) into out (bf16Blocks(k) values) in that layout.
+func refSplitBF16(out []uint16, x []float32) {
+	clear(out)
+	for c, v := range x {
+		hi, lo := refBF16HiLo(v)
+		out[c/32*64+c%32], out[c/32*64+32+c%32] = hi, lo
+	}
+}
+
+// refDotBF16HiLo is the reference loop of the VDPBF16PS tiles: Σ_l (hi[l] + lo[l])·w[l] over the hi/lo row
+// xs (refSplitBF16 layout) and the bf16 row w, accumulated in float64 (the products are exact in float32).
+func refDotBF16HiLo(xs []uint16, w []uint16) float64 {
+	var s float64
+	for l, u := range w {
+		b := l/32*64 + l%32
+		s += float64(bf16ToF32(xs[b])+bf16ToF32(xs[b+32])) * float64(bf16ToF32(u))
+	}
+	return s
+}

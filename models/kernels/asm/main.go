@@ -1,0 +1,395 @@
+// Command asm writes kernels_gen_amd64.s and its Go declarations (kernels_gen_amd64.go) with avo: the AVX-512
+// tile families of the batched matrix products (decode batches of 2-16 rows, prefill), one function per tile
+// shape, each unrolled from the same Go loop here instead of preprocessor macros. Run by `go generate` in
+// models/kernels; the output is committed and .ci/check verifies it is up to date. It is its own module, as
+// models/quant/asm is, so that avo stays out of lorakit's go.mod.
+//
+// The bf16 family uses AVX512_BF16 (VDPBF16PS), which avo v0.5.0 and the Go assembler do not know: those
+// instructions are raw EVEX bytes (avox.go), so every vector register here is physical.
+package main
+
+//lint:file-ignore ST1001 avo's DSL reads as assembly through its dot imports, as in avo's own examples
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// maxRows and maxCols bound the tiles: rows×cols accumulators plus cols weight registers and two
+// activation registers must fit the 32 ZMM registers.
+const (
+	maxRows = 8
+	maxCols = 3
+)
+
+func main() {
+	ConstraintExpr("amd64,!purego")
+	cvtHiLo()
+	for c := 1; c <= maxCols; c++ {
+		for r := 1; r <= maxRows; r++ {
+			tile(bf16DP, r, c)
+		}
+	}
+	for c := 1; c <= maxCols; c++ {
+		for r := 1; r <= maxRows; r++ {
+			tile(f32FMA, r, c)
+		}
+	}
+	rowsKernel(bf16DP)
+	rowsKernel(f32FMA)
+	Generate()
+}
+
+// cvtHiLo writes cvtBF16HiLo: x (n float32) as blocks of 32 columns, each the 32 bfloat16 "hi" values
+// bf16(x) then the 32 "lo" values bf16(x − hi), both rounded to nearest even, so that hi + lo carries 16
+// significant bits of x; the last block is padded with zeros.
+func cvtHiLo() {
+	TEXT("cvtBF16HiLo", NOSPLIT, "func(x *float32, n int, out *uint16)")
+	Pragma("noescape")
+	Doc("cvtBF16HiLo splits n float32 into blocks of 32 bfloat16 hi values then 32 lo values (AVX512_BF16).")
+	Load(Param("x"), RSI)
+	Load(Param("n"), RCX)
+	Load(Param("out"), RDI)
+	MOVQ(RCX, RDX)
+	ANDQ(U8(31), RDX)
+	SHRQ(U8(5), RCX)
+	JZ(LabelRef("tail"))
+	Label("loop")
+	VMOVUPS(Mem{Base: RSI}, Z0)
+	VMOVUPS(Mem{Base: RSI, Disp: 64}, Z1)
+	hiLoBody()
+	ADDQ(U8(128), RSI)
+	ADDQ(U32(128), RDI)
+	DECQ(RCX)
+	JNZ(LabelRef("loop"))
+	Label("tail")
+	TESTQ(RDX, RDX)
+	JZ(LabelRef("done"))
+	// mask of the rem valid columns: low 16 bits for the first 16, high 16 for the next
+	MOVL(U32(1), EAX)
+	MOVQ(RDX, RCX)
+	SHLL(CL, EAX)
+	DECL(EAX)
+	KMOVW(EAX, K1)
+	SHRL(U8(16), EAX)
+	KMOVW(EAX, K2)
+	VMOVUPS_Z(Mem{Base: RSI}, K1, Z0)
+	VMOVUPS_Z(Mem{Base: RSI, Disp: 64}, K2, Z1)
+	hiLoBody()
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
+// hiLoBody converts Z0 (columns 0-15) and Z1 (16-31) into hi and lo blocks stored at (DI).
+func hiLoBody() {
+	vcvtne2ps2bf16(Z0, Z1, Z2) // hi: bf16(Z0) low half, bf16(Z1) high half
+	VPMOVZXWD(Y2, Z3)
+	VPSLLD(U8(16), Z3, Z3)
+	VSUBPS(Z3, Z0, Z0) // x − hi, exact in float32
+	VEXTRACTI64X4(U8(1), Z2, Y4)
+	VPMOVZXWD(Y4, Z3)
+	VPSLLD(U8(16), Z3, Z3)
+	VSUBPS(Z3, Z1, Z1)
+	vcvtne2ps2bf16(Z0, Z1, Z5)
+	VMOVDQU32(Z2, Mem{Base: RDI})
+	VMOVDQU32(Z5, Mem{Base: RDI, Disp: 64})
+}
+
+// family is a tile kernel kind: the weight element, the columns per step and the inner product.
+type family struct {
+	name   string
+	wtype  string // Go element type of W
+	xtype  string // Go element type of X
+	step   int    // columns of K per step
+	xbytes int    // bytes of X per row per step
+	// mul adds the products of activation registers xs (already loaded) and weight register w into acc
+	mul func(acc, w VecPhysical, xs []VecPhysical)
+	// xregs is how many registers one row of X takes per step
+	xregs int
+}
+
+var bf16DP = family{
+	name: "dpBF16", wtype: "uint16", xtype: "uint16", step: 32, xbytes: 128, xregs: 2,
+	mul: func(acc, w VecPhysical, xs []VecPhysical) {
+		vdpbf16ps(w, xs[0], acc) // hi
+		vdpbf16ps(w, xs[1], acc) // lo
+	},
+}
+
+var f32FMA = family{
+	name: "fmaF32", wtype: "float32", xtype: "float32", step: 16, xbytes: 64, xregs: 1,
+	mul: func(acc, w VecPhysical, xs []VecPhysical) { VFMADD231PS(w, xs[0], acc) },
+}
+
+var zregs = []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15, Z16, Z17,
+	Z18, Z19, Z20, Z21, Z22, Z23, Z24, Z25, Z26, Z27, Z28, Z29, Z30, Z31}
+
+var xregs = []VecPhysical{X0, X1, X2, X3, X4, X5, X6, X7, X8, X9, X10, X11, X12, X13, X14, X15, X16, X17,
+	X18, X19, X20, X21, X22, X23, X24, X25, X26, X27, X28, X29, X30, X31}
+
+var yregs = []VecPhysical{Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11, Y12, Y13, Y14, Y15, Y16, Y17,
+	Y18, Y19, Y20, Y21, Y22, Y23, Y24, Y25, Y26, Y27, Y28, Y29, Y30, Y31}
+
+// Register roles of a tile: accumulators Z0..Z(rows·cols−1), weights Z24..Z26, activations Z27..Z30
+// (two sets, alternating by row), Z31 scratch. General-purpose registers: X row pointers R8 (rows 0-2),
+// R9 (3-5), R10 (6-7) with stride R11; W at SI with stride DI; prefetch pointer R12; step count CX.
+const (
+	wReg = 24
+	xReg = 27
+)
+
+// tile writes the family's rows×cols tile: C[r, c] (+)= Σ_l X[r, l]·W[c, l] over k columns, where X rows are
+// ldx elements apart, W rows ldw elements apart and C rows ldc floats apart; acc != 0 adds to C. Each step
+// prefetches the same bytes at W+pf (pf bytes ahead: the next tile's weights, 0 for none). A k not a multiple
+// of the step is finished with masked weight loads (bf16: X is padded by cvtBF16HiLo; f32: X masked too).
+func tile(f family, rows, cols int) {
+	name := fmt.Sprintf("%sR%dC%d", f.name, rows, cols)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *%s, ldx int, w *%s, ldw int, k int, c *float32, ldc int, acc int, pf int)", f.xtype, f.wtype))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the %d×%d tile of the %s family (generated).", name, rows, cols, f.name))
+	xsz := 2
+	if f.xtype == "float32" {
+		xsz = 4
+	}
+	wsz := 2
+	if f.wtype == "float32" {
+		wsz = 4
+	}
+	Load(Param("x"), R8)
+	Load(Param("ldx"), R11)
+	shiftBytes(R11, xsz)
+	Load(Param("w"), RSI)
+	Load(Param("ldw"), RDI)
+	shiftBytes(RDI, wsz)
+	Load(Param("pf"), R12)
+	ADDQ(RSI, R12)
+	LEAQ(Mem{Base: R8, Index: R11, Scale: 2}, R9)
+	ADDQ(R11, R9)
+	LEAQ(Mem{Base: R9, Index: R11, Scale: 2}, R10)
+	ADDQ(R11, R10)
+	Load(Param("k"), RCX)
+	MOVQ(RCX, RDX)
+	ANDQ(U8(uint8(f.step-1)), RDX)
+	shr := 5
+	if f.step == 16 {
+		shr = 4
+	}
+	SHRQ(U8(uint8(shr)), RCX)
+	for i := 0; i < rows*cols; i++ {
+		VPXORD(zregs[i], zregs[i], zregs[i])
+	}
+	JZ(LabelRef("tail"))
+	Label("loop")
+	step(f, rows, cols, false)
+	DECQ(RCX)
+	JNZ(LabelRef("loop"))
+	Label("tail")
+	TESTQ(RDX, RDX)
+	JZ(LabelRef("reduce"))
+	MOVL(U32(1), EAX)
+	MOVQ(RDX, RCX)
+	SHLL(CL, EAX)
+	DECL(EAX)
+	KMOVD(EAX, K1)
+	step(f, rows, cols, true)
+	Label("reduce")
+	reduceStore(rows, cols)
+	VZEROUPPER()
+	RET()
+}
+
+func shiftBytes(r GPPhysical, size int) {
+	if size == 2 {
+		SHLQ(U8(1), r)
+	} else {
+		SHLQ(U8(2), r)
+	}
+}
+
+// xrow is the address of X row r at byte offset disp.
+func xrow(r, disp int) Mem {
+	base := []GPPhysical{R8, R9, R10}[r/3]
+	m := Mem{Base: base, Disp: disp}
+	if r%3 > 0 {
+		m.Index, m.Scale = R11, uint8(r%3)
+	}
+	return m
+}
+
+// wrow is the address of W row c (c < 3) from base b (SI or the prefetch pointer R12).
+func wrow(b GPPhysical, c int) Mem {
+	m := Mem{Base: b}
+	if c > 0 {
+		m.Index, m.Scale = RDI, uint8(c)
+	}
+	return m
+}
+
+// step emits one step of f over rows×cols: load the cols weight vectors (masked by K1 in the tail), prefetch,
+// then per row load its activations and multiply into the row's accumulators. The main loop advances the
+// pointers.
+func step(f family, rows, cols int, masked bool) {
+	for c := 0; c < cols; c++ {
+		w := zregs[wReg+c]
+		switch {
+		case !masked:
+			VMOVDQU32(wrow(RSI, c), w)
+		case f.wtype == "uint16":
+			VMOVDQU16_Z(wrow(RSI, c), K1, w)
+		default:
+			VMOVUPS_Z(wrow(RSI, c), K1, w)
+		}
+	}
+	if !masked {
+		for c := 0; c < cols; c++ {
+			PREFETCHT0(wrow(R12, c))
+		}
+	}
+	for r := 0; r < rows; r++ {
+		xs := make([]VecPhysical, f.xregs)
+		for i := range xs {
+			xs[i] = zregs[xReg+(r%2)*f.xregs+i]
+			m := xrow(r, 64*i)
+			if masked && f.xtype == "float32" {
+				VMOVUPS_Z(m, K1, xs[i])
+			} else {
+				VMOVDQU32(m, xs[i])
+			}
+		}
+		for c := 0; c < cols; c++ {
+			f.mul(zregs[r*cols+c], zregs[wReg+c], xs)
+		}
+	}
+	if !masked {
+		ADDQ(U8(64), RSI)
+		ADDQ(U8(64), R12)
+		for _, p := range []GPPhysical{R8, R9, R10}[:(rows+2)/3] {
+			ADDQ(U32(uint32(f.xbytes)), p)
+		}
+	}
+}
+
+// reduceStore sums the 16 lanes of every accumulator and writes row r's cols sums to C[r, 0:cols] (adding
+// the old values when acc != 0) with a masked store.
+func reduceStore(rows, cols int) {
+	for i := 0; i < rows*cols; i++ {
+		z, y, x := zregs[i], yregs[i], xregs[i]
+		VEXTRACTF64X4(U8(1), z, Y31)
+		VADDPS(Y31, y, y)
+		VEXTRACTF32X4(U8(1), y, X31)
+		VADDPS(X31, x, x)
+	}
+	Load(Param("c"), RAX)
+	Load(Param("ldc"), RBX)
+	SHLQ(U8(2), RBX)
+	MOVL(U32(1<<cols-1), ECX)
+	KMOVW(ECX, K2)
+	Load(Param("acc"), RCX)
+	for r := 0; r < rows; r++ {
+		s := sum4(r, cols)
+		TESTQ(RCX, RCX)
+		JZ(LabelRef(fmt.Sprintf("store%d", r)))
+		VMOVUPS_Z(Mem{Base: RAX}, K2, X31)
+		VADDPS(X31, s, s)
+		Label(fmt.Sprintf("store%d", r))
+		VMOVUPS(s, K2, Mem{Base: RAX})
+		if r+1 < rows {
+			ADDQ(RBX, RAX)
+		}
+	}
+}
+
+// sum4 reduces the 4-lane partial sums of row r's accumulators (a, b, c, d; missing ones repeat the last)
+// to one register holding (Σa, Σb, Σc, Σd) and returns it (X27).
+func sum4(r, cols int) VecPhysical {
+	acc := func(c int) VecPhysical { return xregs[r*cols+min(c, cols-1)] }
+	a, b, c, d := acc(0), acc(1), acc(2), acc(3)
+	VUNPCKLPS(b, a, X28)
+	VUNPCKHPS(b, a, X29)
+	VADDPS(X29, X28, X28) // (a0+a2, b0+b2, a1+a3, b1+b3)
+	VUNPCKLPS(d, c, X29)
+	VUNPCKHPS(d, c, X30)
+	VADDPS(X30, X29, X29) // the same for c, d
+	VSHUFPS(U8(0x44), X29, X28, X30)
+	VSHUFPS(U8(0xEE), X29, X28, X27)
+	VADDPS(X30, X27, X27)
+	return X27
+}
+
+// rowsKernel writes the family's matrix-vector kernel: y[r] = Σ_l X[l]·W[r, l] for r < 3·triples, each
+// triple of W rows exactly as the 1×3 tile computes it (same steps, same reduction: a row's result does not
+// depend on how many rows of X share the pass), looping over the triples in assembly with the next triple
+// prefetched pf bytes ahead.
+func rowsKernel(f family) {
+	name := f.name + "Rows"
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(x *%s, w *%s, ldw int, k int, y *float32, triples int, pf int)", f.xtype, f.wtype))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the matrix-vector kernel of the %s family: triples × 3 rows of W (generated).", name, f.name))
+	wsz := 2
+	if f.wtype == "float32" {
+		wsz = 4
+	}
+	Load(Param("x"), R10)
+	Load(Param("w"), R13)
+	Load(Param("ldw"), RDI)
+	shiftBytes(RDI, wsz)
+	Load(Param("y"), RAX)
+	Load(Param("triples"), RBX)
+	Load(Param("pf"), R9)
+	Load(Param("k"), RCX)
+	MOVQ(RCX, RDX)
+	ANDQ(U8(uint8(f.step-1)), RDX)
+	MOVL(U32(1), R11L)
+	MOVQ(RDX, RCX)
+	SHLL(CL, R11L)
+	DECL(R11L)
+	KMOVD(R11L, K1)
+	MOVL(U32(7), R11L)
+	KMOVW(R11L, K2)
+	TESTQ(RBX, RBX)
+	JZ(LabelRef("done"))
+	Label("triple")
+	MOVQ(R10, R8)
+	MOVQ(R13, RSI)
+	LEAQ(Mem{Base: R13, Index: R9, Scale: 1}, R12)
+	for i := 0; i < 3; i++ {
+		VPXORD(zregs[i], zregs[i], zregs[i])
+	}
+	Load(Param("k"), RCX)
+	shr := 5
+	if f.step == 16 {
+		shr = 4
+	}
+	SHRQ(U8(uint8(shr)), RCX)
+	JZ(LabelRef("tail"))
+	Label("loop")
+	step(f, 1, 3, false)
+	DECQ(RCX)
+	JNZ(LabelRef("loop"))
+	Label("tail")
+	TESTQ(RDX, RDX)
+	JZ(LabelRef("reduce"))
+	step(f, 1, 3, true)
+	Label("reduce")
+	for i := 0; i < 3; i++ {
+		z, y, x := zregs[i], yregs[i], xregs[i]
+		VEXTRACTF64X4(U8(1), z, Y31)
+		VADDPS(Y31, y, y)
+		VEXTRACTF32X4(U8(1), y, X31)
+		VADDPS(X31, x, x)
+	}
+	s := sum4(0, 3)
+	VMOVUPS(s, K2, Mem{Base: RAX})
+	ADDQ(U8(12), RAX)
+	LEAQ(Mem{Base: R13, Index: RDI, Scale: 2}, R13)
+	ADDQ(RDI, R13)
+	DECQ(RBX)
+	JNZ(LabelRef("triple"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}

@@ -1,0 +1,169 @@
+//go:build amd64 && !purego
+
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestCvtBF16HiLo: the conversion kernel equals its pure-Go twin bit for bit, tails and specials included.
+func TestCvtBF16HiLo(t *testing.T) {
+	if !hasBF16 {
+		t.Skip("no AVX512_BF16 on this CPU")
+	}
+	r := rand.New(rand.NewPCG(21, 22))
+	specials := []float32{0, float32(math.Copysign(0, -1)), 1e-40, -3e-39, 1.17e-38, float32(math.Inf(1)),
+		float32(math.Inf(-1)), float32(math.NaN()), 3.4e38, -1.0000001, 1 + 1.0/256, 1 + 3.0/512}
+	for _, n := range []int{1, 5, 16, 17, 31, 32, 33, 63, 64, 65, 100, 577} {
+		x := randF32(r, n)
+		for i := range x {
+			x[i] *= float32(math.Pow(2, float64(r.IntN(40)-20)))
+			if r.IntN(8) == 0 {
+				x[i] = specials[r.IntN(len(specials))]
+			}
+		}
+		got := make([]uint16, bf16Blocks(n)+8)
+		for i := range got {
+			got[i] = 0xdead
+		}
+		want := make([]uint16, bf16Blocks(n))
+		cvtBF16HiLo(&x[0], n, &got[0])
+		refSplitBF16(want, x)
+		for i, w := range want {
+			if got[i] != w && !(isNaNBF16(got[i]) && isNaNBF16(w)) {
+				t.Fatalf("n %d: element %d (x %v): got %#04x want %#04x", n, i, x[i/64*32+i%32], got[i], w)
+			}
+		}
+		for _, g := range got[len(want):] {
+			if g != 0xdead {
+				t.Fatalf("n %d: write past the hi/lo blocks", n)
+			}
+		}
+	}
+}
+
+func isNaNBF16(u uint16) bool { return u&0x7f80 == 0x7f80 && u&0x7f != 0 }
+
+// TestGenTiles sweeps every generated tile (rows × cols, both families) over K lengths around the step, row
+// strides, accumulate and prefetch settings, against the pure-Go twin (float64 over the same bf16 hi/lo or
+// float32 operands) and the float64 reference of the float32 activations, and checks that nothing outside
+// the tile's rows × cols of C is written.
+func TestGenTiles(t *testing.T) {
+	if !hasTile512 {
+		t.Skip("no AVX-512 VL on this CPU")
+	}
+	r := rand.New(rand.NewPCG(23, 24))
+	for _, k := range []int{1, 15, 16, 17, 31, 32, 33, 64, 96, 100, 577} {
+		for rows := 1; rows <= dpRows; rows++ {
+			for cols := 1; cols <= dpCols; cols++ {
+				ldx, ldw, ldc := k+r.IntN(3), k+r.IntN(3), cols+r.IntN(3)
+				x := randF32(r, rows*ldx)
+				wf := randF32(r, cols*ldw)
+				wb := toBF16(wf)
+				for acc := 0; acc < 2; acc++ {
+					if hasBF16 {
+						ldxb := bf16Blocks(k) + 64*r.IntN(2)
+						xb := make([]uint16, rows*ldxb)
+						for i := 0; i < rows; i++ {
+							refSplitBF16(xb[i*ldxb:i*ldxb+bf16Blocks(k)], x[i*ldx:i*ldx+k])
+						}
+						c, c0 := tileOut(r, rows, ldc)
+						dpBF16Tiles[cols-1][rows-1](&xb[0], ldxb, &wb[0], ldw, k, &c[0], ldc, acc, 64*r.IntN(3))
+						checkTile(t, "dpBF16", rows, cols, k, acc, c, c0, ldc, func(i, j int) (float64, float64, float64) {
+							twin := refDotBF16HiLo(xb[i*ldxb:], wb[j*ldw:j*ldw+k])
+							ref, mag := dot64(x[i*ldx:i*ldx+k], wb[j*ldw:j*ldw+k], bf16ToF32)
+							return twin, ref, mag
+						})
+					}
+					c, c0 := tileOut(r, rows, ldc)
+					fmaF32Tiles[cols-1][rows-1](&x[0], ldx, &wf[0], ldw, k, &c[0], ldc, acc, 64*r.IntN(3))
+					checkTile(t, "fmaF32", rows, cols, k, acc, c, c0, ldc, func(i, j int) (float64, float64, float64) {
+						ref, mag := dot64(x[i*ldx:i*ldx+k], wf[j*ldw:j*ldw+k], func(f float32) float32 { return f })
+						return ref, ref, mag
+					})
+				}
+			}
+		}
+	}
+}
+
+// tileOut returns C (rows × ldc, random) and a copy of it.
+func tileOut(r *rand.Rand, rows, ldc int) (c, c0 []float32) {
+	c = randF32(r, rows*ldc)
+	return c, append([]float32(nil), c...)
+}
+
+// dot64 returns Σ x·conv(w) in float64 and Σ|x·conv(w)|.
+func dot64[W any](x []float32, w []W, conv func(W) float32) (s, mag float64) {
+	for l := range x {
+		p := float64(x[l]) * float64(conv(w[l]))
+		s += p
+		mag += math.Abs(p)
+	}
+	return s, mag
+}
+
+// checkTile compares C with want(i, j) = (twin, reference, magnitude): within 1e-6·mag of the twin (float32
+// accumulation only) and the tests' usual 1e-5·mag of the float64 reference; the rest of C unchanged.
+func checkTile(t *testing.T, fam string, rows, cols, k, acc int, c, c0 []float32, ldc int, want func(i, j int) (float64, float64, float64)) {
+	t.Helper()
+	for i := 0; i < rows; i++ {
+		for j := 0; j < ldc; j++ {
+			got := float64(c[i*ldc+j])
+			if j >= cols {
+				if c[i*ldc+j] != c0[i*ldc+j] {
+					t.Fatalf("%s R%dC%d k%d: wrote C[%d,%d] outside the tile", fam, rows, cols, k, i, j)
+				}
+				continue
+			}
+			base := 0.0
+			if acc == 1 {
+				base = float64(c0[i*ldc+j])
+			}
+			twin, ref, mag := want(i, j)
+			if d := math.Abs(got - base - twin); d > 1e-6*mag+1e-6 {
+				t.Fatalf("%s R%dC%d k%d acc%d (%d,%d): got %v, twin %v", fam, rows, cols, k, acc, i, j, got-base, twin)
+			}
+			if d := math.Abs(got - base - ref); d > 1e-5*mag+1e-6 {
+				t.Fatalf("%s R%dC%d k%d acc%d (%d,%d): got %v, float64 reference %v", fam, rows, cols, k, acc, i, j, got-base, ref)
+			}
+		}
+	}
+}
+
+// TestGenRowsMatchTiles: the rows kernels (matrix-vector products) give every row bit for bit what the tiles
+// give it inside a batch of 8 rows, for f32 and bf16 weights, over row counts and K lengths with tails.
+func TestGenRowsMatchTiles(t *testing.T) {
+	if !hasTile512 {
+		t.Skip("no AVX-512 VL on this CPU")
+	}
+	r := rand.New(rand.NewPCG(25, 26))
+	for _, k := range []int{1, 16, 33, 64, 100, 577} {
+		for _, rows := range []int{1, 2, 3, 4, 5, 7, 31} {
+			wf := randF32(r, rows*k)
+			wb := toBF16(randF32(r, rows*k))
+			x := randF32(r, 8*k)
+			y, tile := make([]float32, rows), make([]float32, 8*rows)
+			matVecF32Gen(y, wf, x[3*k:4*k], 0, rows, k)
+			MatMulF32T(nil, tile, x, wf, 8, rows, k)
+			for j := range y {
+				if y[j] != tile[3*rows+j] {
+					t.Fatalf("f32 k%d rows%d: row %d: %v, in a batch %v", k, rows, j, y[j], tile[3*rows+j])
+				}
+			}
+			if !hasBF16 {
+				continue
+			}
+			var buf []uint16
+			matVecBF16HL(y, wb, hiLoX(&buf, x[3*k:4*k]), 0, rows, k)
+			MatMulBF16T(NewPool(1), tile, x, wb, 8, rows, k)
+			for j := range y {
+				if y[j] != tile[3*rows+j] {
+					t.Fatalf("bf16 k%d rows%d: row %d: %v, in a batch %v", k, rows, j, y[j], tile[3*rows+j])
+				}
+			}
+		}
+	}
+}
