@@ -173,7 +173,8 @@ var (
 	descAdapter    = prometheus.NewDesc("lorakit_adapter_loaded", "1 for each LoRA adapter in memory.", []string{"adapter"}, nil)
 	descWaiting    = prometheus.NewDesc("vllm:num_requests_waiting", "Requests waiting to be admitted to the batch.", []string{"model_name"}, nil)
 	descRunningV   = prometheus.NewDesc("vllm:num_requests_running", "Requests in the running batch.", []string{"model_name"}, nil)
-	descKV         = prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage: token positions reserved by running sequences over max batch × max model length (1 = full).", []string{"model_name"}, nil)
+	descKV         = prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full): blocks in use over the --kv-cache-memory pool; without one, token positions reserved by running sequences over max batch × max model length.", []string{"model_name"}, nil)
+	descPreempt    = prometheus.NewDesc("vllm:num_preemptions_total", "Sequences preempted (to be recomputed) because the KV cache budget had no free block.", []string{"model_name"}, nil)
 	descPrefixQ    = prometheus.NewDesc("vllm:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.", []string{"model_name"}, nil)
 	descPrefixHit  = prometheus.NewDesc("vllm:prefix_cache_hits_total", "Prompt tokens whose KV the prefix cache supplied.", []string{"model_name"}, nil)
 	descCacheBytes = prometheus.NewDesc("lorakit_adapter_cache_bytes", "Bytes of adapters in the local object-storage cache.", nil, nil)
@@ -188,7 +189,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descLoRAInfo, descPrefixQ, descPrefixHit,
+	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descPreempt, descLoRAInfo, descPrefixQ, descPrefixHit,
 		descCacheBytes, descCacheN, descCacheDL, descCacheHits, descCacheFail, descCacheEvict} {
 		ch <- d
 	}
@@ -209,6 +210,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descWaiting, float64(st.Waiting), c.base)
 	gauge(descRunningV, float64(st.Active), c.base)
 	gauge(descKV, st.KVUsage(), c.base)
+	ch <- prometheus.MustNewConstMetric(descPreempt, prometheus.CounterValue, float64(st.Preemptions), c.base)
 	ch <- prometheus.MustNewConstMetric(descPrefixQ, prometheus.CounterValue, float64(st.PrefixQueries), c.base)
 	ch <- prometheus.MustNewConstMetric(descPrefixHit, prometheus.CounterValue, float64(st.PrefixHits), c.base)
 	if cs := st.Cache; cs != nil {

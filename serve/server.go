@@ -108,6 +108,9 @@ type Config struct {
 	// PrefixCache bounds the bytes of prompt-block KV kept for requests sharing a prefix under the same adapter
 	// (engine.Config.PrefixCache); 0 turns prefix caching off.
 	PrefixCache int64
+	// KVCacheMemory is the KV cache budget in bytes, shared by the running sequences in blocks of
+	// engine.KVBlockSize positions (engine.Config.KVBlocks; the Model must report KVBytesPerToken); 0: no budget.
+	KVCacheMemory int64
 	// MaxBodyBytes limits request bodies (default 8 MiB); larger bodies get 413.
 	MaxBodyBytes int64
 	// MaxN bounds a request's n (default and upper bound 128).
@@ -232,9 +235,21 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("serve: --adapter %s=%s: %w", n, cfg.Adapters[n], err)
 		}
 	}
+	kvBlocks := 0
+	if cfg.KVCacheMemory > 0 {
+		kb, ok := cfg.Model.(interface{ KVBytesPerToken() int64 })
+		if !ok {
+			return nil, errors.New("serve: a KV cache budget needs a model that reports its KV bytes per token")
+		}
+		kvBlocks = int(cfg.KVCacheMemory / (engine.KVBlockSize * kb.KVBytesPerToken()))
+		if kvBlocks*engine.KVBlockSize < maxLen {
+			return nil, fmt.Errorf("serve: --kv-cache-memory %d bytes holds %d token positions (%d bytes each), less than one sequence of the %d-token context window: raise it to at least %d bytes or lower --max-model-len",
+				cfg.KVCacheMemory, kvBlocks*engine.KVBlockSize, kb.KVBytesPerToken(), maxLen, int64(maxLen)*kb.KVBytesPerToken())
+		}
+	}
 	eng, err := engine.New(engine.Config{Backend: cfg.Model, NewDecoder: cfg.Model.NewDecoder, NewSampler: cfg.Model.NewSampler,
 		EOS: cfg.Model.EOS(), TurnEnd: cfg.Model.TurnEnd(), MaxBatch: cfg.MaxBatch, MaxQueue: cfg.MaxQueue, MaxModelLen: maxLen,
-		PrefillChunk: cfg.PrefillChunk, PrefixCache: cfg.PrefixCache, Observer: s.metrics})
+		PrefillChunk: cfg.PrefillChunk, PrefixCache: cfg.PrefixCache, KVBlocks: kvBlocks, Observer: s.metrics})
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func init() { register(newServeCmd) }
 func newServeCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, quantType, headType, host, apiKey, servedName string
-		adapterCache, adapterCacheSize, prefixCacheSize                     string
+		adapterCache, adapterCacheSize, prefixCacheSize, kvCacheMemory      string
 		prefixCaching                                                       bool
 		adapterDType                                                        string
 		adapters                                                            []string
@@ -97,6 +97,12 @@ still running then end with a server_shutting_down error event and [DONE], and s
 				}
 				prefixBytes = n
 			}
+			var kvBytes int64
+			if kvCacheMemory != "" {
+				if kvBytes, err = parseSize(kvCacheMemory); err != nil || kvBytes <= 0 {
+					return fmt.Errorf("serve: --kv-cache-memory %q: want a positive size such as 2GiB or 500MB", kvCacheMemory)
+				}
+			}
 			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
 			if err != nil {
 				return err
@@ -130,8 +136,8 @@ still running then end with a server_shutting_down error event and [DONE], and s
 					return r.Dir, err
 				},
 				APIKey: apiKey, MaxBatch: maxBatch, MaxQueue: maxQueue, MaxModelLen: maxModelLen, PrefillChunk: prefillChunk,
-				PrefixCache: prefixBytes,
-				MaxN:        maxN, MaxConns: maxConns, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout,
+				PrefixCache: prefixBytes, KVCacheMemory: kvBytes,
+				MaxN: maxN, MaxConns: maxConns, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout,
 				ShutdownTimeout: shutdownTimeout, Logger: logger})
 			if err != nil {
 				return err
@@ -160,6 +166,7 @@ still running then end with a server_shutting_down error event and [DONE], and s
 	f.StringVar(&adapterCacheSize, "adapter-cache-size", "10GiB", "bound of --adapter-cache; least recently used adapters are removed beyond it")
 	f.BoolVar(&prefixCaching, "enable-prefix-caching", true, "reuse the KV of prompt prefixes (16-token blocks) that earlier requests with the same adapter computed; outputs are the same either way")
 	f.StringVar(&prefixCacheSize, "prefix-cache-size", "1GiB", "bound of the prefix cache's KV copies; least recently used blocks are dropped beyond it")
+	f.StringVar(&kvCacheMemory, "kv-cache-memory", "", "KV cache budget shared by the running sequences, in blocks of 16 positions (f32 keys and values): a request waits until its prompt's blocks are free, and when decoding runs out the most recently admitted sequence is preempted and later recomputed (outputs unchanged); vllm:kv_cache_usage_perc reports the blocks in use. Empty: no budget (each sequence may hold its prompt + max tokens)")
 	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
 	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")
 	f.StringVar(&quantType, "quant", "", `quantise the base at load: "nf4" or "fp4"`)

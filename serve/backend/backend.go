@@ -86,6 +86,12 @@ func (b *Backend) ImportKV(s engine.State, kvs []engine.KV) error {
 
 func (b *Backend) VocabSize() int { return b.m.Config.VocabSize }
 
+// KVBytesPerToken is the KV cache memory one token position takes: keys and values of every layer, in f32.
+func (b *Backend) KVBytesPerToken() int64 {
+	c := b.m.Config
+	return int64(2*c.NumHiddenLayers*c.KVDim()) * 4
+}
+
 func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {
 	seqs := make([]llama.Seq, len(rows))
 	for i, r := range rows {

@@ -37,6 +37,12 @@ type Config struct {
 	// PrefixCache is the most bytes of prompt-block KV rows kept for reuse by later requests with the same prefix
 	// and adapter (prefix caching; needs a Backend implementing KVBlocks); 0 turns it off.
 	PrefixCache int64
+	// KVBlocks is the KV cache budget, in blocks of KVBlockSize positions shared by every running sequence
+	// (kvPool): admission waits for a prompt's blocks, and a decoding sequence that needs a block when none is
+	// free preempts the most recently admitted one, which is recomputed from its prompt and the tokens it had
+	// generated when blocks free up (vLLM's recompute preemption; greedy outputs are unchanged). 0: no budget,
+	// each running sequence may hold its prompt + max tokens.
+	KVBlocks int
 	// Observer receives metrics; may be nil.
 	Observer Observer
 }
@@ -69,7 +75,12 @@ type Stats struct {
 	WaitingAdapters, RunningAdapters []string
 	// KVReserved is the number of token positions the running sequences' KV caches are sized for (each holds
 	// prompt + max new tokens); KVCapacity is MaxBatch × MaxModelLen, the most the engine ever reserves at once.
+	// With a KV budget (Config.KVBlocks) they are the blocks in use and the pool's size, in positions.
 	KVReserved, KVCapacity int
+	// KVBlocksUsed and KVBlocks are the budget's blocks in use and in all (0 without a budget); Preemptions
+	// counts the sequences preempted for lack of blocks.
+	KVBlocksUsed, KVBlocks int
+	Preemptions            int64
 	// PrefixQueries and PrefixHits count the prompt tokens looked up in the prefix cache and those found there
 	// (vLLM's prefix_cache_queries and prefix_cache_hits); both stay 0 with the cache off.
 	PrefixQueries, PrefixHits int64
@@ -99,6 +110,7 @@ type Engine struct {
 	exited   chan struct{}
 	idle     chan struct{} // closed and replaced when the engine becomes idle while stopping
 	prefix   *prefixCache  // nil: prefix caching off
+	kv       *kvPool       // nil: no KV budget
 }
 
 type seq struct {
@@ -123,6 +135,10 @@ type seq struct {
 	// keys are the prompt's chained block keys while prefix caching is on; the blocks before stored are cached.
 	keys   []blockKey
 	stored int
+	// feed is what is prefilled into a fresh state: the prompt, or after a preemption the prompt and every token
+	// generated so far (recompute).
+	feed   []int
+	blocks int // KV budget blocks held
 }
 
 // New starts an engine.
@@ -146,6 +162,13 @@ func New(cfg Config) (*Engine, error) {
 	if kv, ok := cfg.Backend.(KVBlocks); ok && cfg.PrefixCache > 0 {
 		e.prefix = newPrefixCache(kv, cfg.PrefixCache)
 	}
+	if cfg.KVBlocks > 0 {
+		if need := blocksFor(cfg.MaxModelLen); cfg.KVBlocks < need {
+			return nil, fmt.Errorf("engine: a KV budget of %d blocks of %d positions cannot hold one sequence of the %d-token context window (%d blocks)",
+				cfg.KVBlocks, KVBlockSize, cfg.MaxModelLen, need)
+		}
+		e.kv = &kvPool{total: cfg.KVBlocks, free: cfg.KVBlocks}
+	}
 	e.cond = sync.NewCond(&e.mu)
 	go e.loop()
 	return e, nil
@@ -161,6 +184,10 @@ func (e *Engine) Stats() Stats {
 	st := Stats{Waiting: len(e.wait), Active: e.nActive, KVReserved: e.kvRes, KVCapacity: e.cfg.MaxBatch * e.cfg.MaxModelLen}
 	if e.prefix != nil {
 		st.PrefixQueries, st.PrefixHits = e.prefix.queries.Load(), e.prefix.hits.Load()
+	}
+	if e.kv != nil {
+		st.KVBlocksUsed, st.KVBlocks, st.Preemptions = e.kv.used()
+		st.KVReserved, st.KVCapacity = st.KVBlocksUsed*KVBlockSize, st.KVBlocks*KVBlockSize
 	}
 	for n := range e.running {
 		st.RunningAdapters = append(st.RunningAdapters, n)
@@ -193,7 +220,7 @@ func (e *Engine) publishActive() {
 
 // Submit queues a request. ctx ending (client gone) cancels it. On error, req.Release has been called.
 func (e *Engine) Submit(ctx context.Context, req *Request) (*Stream, error) {
-	s := &seq{req: req, ctx: ctx, stream: newStream()}
+	s := &seq{req: req, ctx: ctx, stream: newStream(), feed: req.Prompt}
 	fail := func(err error) (*Stream, error) {
 		if req.Release != nil {
 			req.Release()
@@ -343,6 +370,9 @@ func (e *Engine) admit(now time.Time) {
 		if len(e.active) >= e.cfg.MaxBatch && (running[g] > 0 || len(e.active) >= e.cfg.MaxBatch+extra) {
 			return // the batch is full, and best (fewest running) has rows in it already
 		}
+		if e.kv != nil && !e.kv.grow(s, len(s.feed)+1) {
+			return // its prompt's blocks (and the first generated token's) are not free yet
+		}
 		e.wait = slices.Delete(e.wait, best, best+1)
 		s.admitted = now
 		e.active = append(e.active, s)
@@ -384,6 +414,10 @@ func (e *Engine) step() {
 		e.active[i] = nil
 	}
 	e.active = live
+	if e.kv != nil {
+		live = e.reserveBlocks(live)
+		e.active = live
+	}
 	if len(live) == 0 {
 		e.setActive()
 		return
@@ -394,22 +428,24 @@ func (e *Engine) step() {
 	prefill, decode := 0, 0
 	for _, s := range live {
 		var toks []int
-		if s.pos < len(s.req.Prompt) {
+		if s.pos < len(s.feed) {
 			if budget == 0 {
 				continue
 			}
 			if s.state == nil {
 				s.state = e.cfg.Backend.NewState(len(s.req.Prompt) + s.maxNew)
-				s.dec = e.cfg.NewDecoder(s.req.Prompt)
-				s.smp = e.cfg.NewSampler(s.req.Sampling)
-				s.stop = e.rule(s).Start()
-				s.hist = make([]int, len(s.req.Prompt), len(s.req.Prompt)+min(s.maxNew, 4096))
-				copy(s.hist, s.req.Prompt)
+				if s.smp == nil { // not a recompute after preemption, which keeps them
+					s.dec = e.cfg.NewDecoder(s.req.Prompt)
+					s.smp = e.cfg.NewSampler(s.req.Sampling)
+					s.stop = e.rule(s).Start()
+					s.hist = make([]int, len(s.req.Prompt), len(s.req.Prompt)+min(s.maxNew, 4096))
+					copy(s.hist, s.req.Prompt)
+				}
 				e.reusePrefix(s)
 			}
-			n := min(len(s.req.Prompt)-s.pos, budget)
+			n := min(len(s.feed)-s.pos, budget)
 			budget -= n
-			toks = s.req.Prompt[s.pos : s.pos+n]
+			toks = s.feed[s.pos : s.pos+n]
 			s.chunk = n
 			prefill += n
 		} else {
@@ -417,7 +453,8 @@ func (e *Engine) step() {
 			s.chunk = 0
 			decode++
 		}
-		rows = append(rows, Row{Tokens: toks, State: s.state, Adapter: s.req.Adapter, AllLogits: s.chunk > 0 && s.req.PromptLogprobs})
+		rows = append(rows, Row{Tokens: toks, State: s.state, Adapter: s.req.Adapter,
+			AllLogits: s.chunk > 0 && s.req.PromptLogprobs && len(s.gen) == 0})
 		seqs = append(seqs, s)
 	}
 	t0 := time.Now()
@@ -465,7 +502,7 @@ func (e *Engine) step() {
 		if s.chunk > 0 {
 			s.pos += s.chunk
 			e.storePrefix(s)
-			if s.pos < len(s.req.Prompt) {
+			if s.pos < len(s.feed) {
 				continue // more prompt to prefill
 			}
 		}
@@ -493,6 +530,51 @@ func (e *Engine) step() {
 		wg.Wait()
 	}
 	e.removeFinished()
+}
+
+// reserveBlocks gives every decoding sequence of live the KV block its next token needs, preempting the most
+// recently admitted sequences (the end of live) while none is free, and returns live without them. Prefilling
+// sequences hold their prompt's blocks since admission.
+func (e *Engine) reserveBlocks(live []*seq) []*seq {
+	for i := 0; i < len(live); i++ {
+		s := live[i]
+		if s.state == nil || s.pos < len(s.feed) {
+			continue
+		}
+		for !e.kv.grow(s, s.state.Len()+1) {
+			victim := live[len(live)-1]
+			live[len(live)-1] = nil
+			live = live[:len(live)-1]
+			e.preempt(victim)
+			if victim == s {
+				i--
+				break
+			}
+		}
+	}
+	return live
+}
+
+// preempt frees s's state and blocks and queues it first, to be recomputed from its prompt and the tokens it
+// has generated (its sampler, stop rule and detokeniser carry on). Prompt logprobs not yet sent are dropped and
+// computed again; once sent (with the first token), the recompute does not ask for them.
+func (e *Engine) preempt(s *seq) {
+	e.kv.release(s)
+	e.kv.mu.Lock()
+	e.kv.preemptions++
+	e.kv.mu.Unlock()
+	if s.keys != nil {
+		e.prefix.release(s.req.Adapter)
+		s.keys = nil
+	}
+	s.state, s.pos, s.chunk, s.stored = nil, 0, 0, 0
+	s.feed = append(slices.Clone(s.req.Prompt), s.gen...)
+	if len(s.gen) == 0 {
+		s.promptLP = nil
+	}
+	e.mu.Lock()
+	e.wait = slices.Insert(e.wait, 0, s)
+	e.mu.Unlock()
 }
 
 // reusePrefix starts s's fresh state with the cached KV of its prompt's longest cached block chain under its
@@ -664,6 +746,9 @@ func (e *Engine) finish(s *seq, reason string, err error) {
 		return
 	}
 	s.released = true
+	if e.kv != nil {
+		e.kv.release(s)
+	}
 	if s.keys != nil {
 		e.prefix.release(s.req.Adapter)
 		s.keys = nil
