@@ -49,6 +49,9 @@ type Config struct {
 	// for the special tokens found untrained, or a comma-separated list of tokens or ids; "" trains none and
 	// warns about untrained ones.
 	TrainTokens string `json:"train_tokens,omitempty"`
+	// GeneralEval is text unrelated to the task (plain lines or JSONL with "text"): the base's and the trained
+	// model's perplexity on it are reported before training and at every eval (forgetting, measured).
+	GeneralEval string `json:"general_eval,omitempty"`
 	// GradientCheckpointing recomputes each decoder layer's activations in the backward pass instead of keeping
 	// them (less memory, about one more forward pass of time).
 	GradientCheckpointing bool `json:"gradient_checkpointing,omitempty"`

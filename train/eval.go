@@ -25,6 +25,9 @@ type EvalConfig struct {
 	Threads              int
 	Strict               bool
 	NoGenerate           bool // skip exact match
+	// General is text unrelated to the task (plain lines or JSONL with "text"): the perplexity of the model with
+	// and without the adapter on it (forgetting, measured). Data may then be empty.
+	General string
 	// Quant "nf4" holds the base's linear weights in NF4 (block 64, double quantisation), as QLoRA
 	// training does: a QLoRA adapter is scored against the base it was trained on. "" keeps the dtype; "auto"
 	// picks nf4 when the adapter's training_args.json says it was trained with --method qlora.
@@ -39,6 +42,9 @@ type EvalResult struct {
 	N          int     `json:"n"`           // examples evaluated
 	Tokens     int     `json:"tokens"`      // response tokens scored
 	Bad        int     `json:"bad_lines"`
+	// GeneralPPL is the perplexity on the --general text with the adapter, GeneralBasePPL without it.
+	GeneralPPL     *float64 `json:"general_ppl,omitempty"`
+	GeneralBasePPL *float64 `json:"general_base_ppl,omitempty"`
 }
 
 // Evaluate scores a data file with a model and optional adapter: the mean
@@ -95,6 +101,12 @@ func EvaluateModel(ctx context.Context, m *models.Model, delta llama.Delta, c Ev
 		maxLen = 4096
 	}
 	res := &EvalResult{}
+	if err := evalGeneral(ctx, m, delta, c, res); err != nil {
+		return nil, err
+	}
+	if c.Data == "" {
+		return res, nil
+	}
 	var lossSum float64
 	var exact, matchable int // text-shape lines have no answer to match
 	err := data.ReadJSONL(c.Data, c.Strict, func(ex *data.Example, err error) error {

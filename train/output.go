@@ -185,6 +185,11 @@ func writeLossSVG(path string, h []Metrics) error {
 			if m.EvalLoss != nil {
 				lo, hi = math.Min(lo, *m.EvalLoss), math.Max(hi, *m.EvalLoss)
 			}
+			for _, p := range []*float64{m.GeneralPPL, m.GeneralBasePPL} {
+				if p != nil && *p > 0 {
+					lo, hi = math.Min(lo, math.Log(*p)), math.Max(hi, math.Log(*p))
+				}
+			}
 		}
 		if hi-lo < 1e-9 {
 			hi = lo + 1
@@ -212,6 +217,7 @@ func writeLossSVG(path string, h []Metrics) error {
 			}
 		}
 		fmt.Fprintf(&b, `<text x="%g" y="20" fill="#1f77b4">train loss</text><text x="%g" y="20" fill="#d62728">● eval loss</text>`+"\n", pad, pad+90)
+		writeGeneralSVG(&b, h, x, y, pad)
 	}
 	b.WriteString("</svg>\n")
 	return atomicfile.WriteBytes(path, []byte(b.String()))

@@ -19,15 +19,19 @@ import (
 
 // Metrics is one line of metrics.jsonl.
 type Metrics struct {
-	Step         int      `json:"step"`
-	Epoch        float64  `json:"epoch"`
-	Loss         float64  `json:"loss"`
-	EvalLoss     *float64 `json:"eval_loss,omitempty"`
-	LR           float64  `json:"lr"`
-	GradNorm     float64  `json:"grad_norm"`
-	Tokens       int      `json:"tokens"`
-	TokensPerSec float64  `json:"tokens_per_sec"`
-	Elapsed      float64  `json:"elapsed_s"`
+	Step     int      `json:"step"`
+	Epoch    float64  `json:"epoch"`
+	Loss     float64  `json:"loss"`
+	EvalLoss *float64 `json:"eval_loss,omitempty"`
+	// GeneralPPL is the trained model's perplexity on --general-eval text at this eval, GeneralBasePPL the
+	// base's on the same text (measured before training).
+	GeneralPPL     *float64 `json:"general_ppl,omitempty"`
+	GeneralBasePPL *float64 `json:"general_base_ppl,omitempty"`
+	LR             float64  `json:"lr"`
+	GradNorm       float64  `json:"grad_norm"`
+	Tokens         int      `json:"tokens"`
+	TokensPerSec   float64  `json:"tokens_per_sec"`
+	Elapsed        float64  `json:"elapsed_s"`
 }
 
 // Reporter receives progress; the command renders it (bar on a TTY, lines otherwise).
@@ -60,6 +64,9 @@ type Result struct {
 	// were trained (--train-tokens).
 	UntrainedTokens []UntrainedToken `json:"untrained_tokens,omitempty"`
 	TrainedTokens   []int            `json:"trained_tokens,omitempty"`
+	// GeneralBasePPL and GeneralPPL are the base's and the trained model's perplexity on --general-eval text.
+	GeneralBasePPL *float64 `json:"general_base_ppl,omitempty"`
+	GeneralPPL     *float64 `json:"general_ppl,omitempty"`
 }
 
 // gcPercent is the GC target used while training (restored afterwards). The
@@ -141,6 +148,9 @@ func Run(ctx context.Context, cfg Config, rep Reporter) (*Result, error) {
 	if err := r.buildNet(method); err != nil {
 		return nil, err
 	}
+	if err := r.loadGeneral(ctx); err != nil {
+		return nil, err
+	}
 	r.plan()
 	if ctx.Err() != nil { // stopped while loading: nothing written yet
 		return nil, fmt.Errorf("%w before the first step", ErrInterrupted)
@@ -164,7 +174,8 @@ type trainRun struct {
 	m                    *models.Model
 	net                  *Net
 	samples, evalSamples []Sample
-	units                [][]int // what the plan orders: one example each, or with --packing a row of examples
+	units                [][]int      // what the plan orders: one example each, or with --packing a row of examples
+	general              *GeneralText // --general-eval text (nil: none)
 	pl                   plan
 	warm                 int // warmup steps
 	opt                  *AdamW
@@ -346,12 +357,17 @@ func (r *trainRun) loop(ctx context.Context) (*Result, error) {
 		}
 		tokTotal += met.Tokens
 		last := step+1 == r.pl.total
-		if len(r.evalSamples) > 0 && ((r.cfg.EvalEvery > 0 && (step+1)%r.cfg.EvalEvery == 0) || last) {
-			el, err := r.evaluate()
-			if err != nil {
+		if (r.cfg.EvalEvery > 0 && (step+1)%r.cfg.EvalEvery == 0) || last {
+			if len(r.evalSamples) > 0 {
+				el, err := r.evaluate()
+				if err != nil {
+					return nil, fmt.Errorf("eval at step %d: %w", step+1, err)
+				}
+				met.EvalLoss = &el
+			}
+			if err := r.evalGeneral(&met); err != nil {
 				return nil, fmt.Errorf("eval at step %d: %w", step+1, err)
 			}
-			met.EvalLoss = &el
 		}
 		r.history = append(r.history, met)
 		if err := mlog.add(met); err != nil {
@@ -459,6 +475,7 @@ func (r *trainRun) finish(tStart time.Time, tokens int) (*Result, error) {
 	if n := len(r.history); n > 0 {
 		res.Loss = r.history[n-1].Loss
 		res.EvalLoss = r.history[n-1].EvalLoss
+		res.GeneralPPL = r.history[n-1].GeneralPPL
 	}
 	res.Seconds = time.Since(r.t0).Seconds()
 	if d := time.Since(tStart).Seconds(); d > 0 {

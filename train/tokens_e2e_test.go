@@ -120,3 +120,61 @@ func TestUntrainedEOSWarnsAndTrains(t *testing.T) {
 		t.Fatalf("the <s> template: untrained %+v, trained %v", res.UntrainedTokens, res.TrainedTokens)
 	}
 }
+
+// TestTrainTokensExactMatch is the side-by-side run of issue 19 (not a unit test: set LORAKIT_TRAIN_EM=1; about
+// 10 minutes on 2 cores): LoRA on the 41 sums of TestMethodsExactMatch (lr 3e-3, 600 steps, batch 8) with turns
+// ending in <s> (trained), in </s> (untrained) and in </s> with --train-tokens auto, each scored on its 41
+// training pairs and on the 40 held-out pairs. --train-tokens auto must reach the exact match of the <s>
+// template on both.
+func TestTrainTokensExactMatch(t *testing.T) {
+	if os.Getenv("LORAKIT_TRAIN_EM") == "" {
+		t.Skip("LORAKIT_TRAIN_EM not set")
+	}
+	dir := t.TempDir()
+	write := func(name string, keep int) string {
+		path := filepath.Join(dir, name)
+		var b strings.Builder
+		for a := 1; a <= 9; a++ {
+			for c := 1; c <= 9; c++ {
+				if (a*7+c*3)%2 == keep {
+					j, _ := json.Marshal(map[string]string{"prompt": fmt.Sprintf("请帮我计算%d+%d等于几。", a, c), "response": fmt.Sprint(a + c)})
+					b.Write(append(j, '\n'))
+				}
+			}
+		}
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	sums, held := write("sums.jsonl", 0), write("held.jsonl", 1)
+	bos, eos := filepath.Join(testenv.Testdata(t), "models", "stories260K"), eosTemplateModel(t)
+	type row struct {
+		name, model, tokens string
+		train, held         *EvalResult
+	}
+	rows := []*row{{name: "<s> template", model: bos}, {name: "</s> template", model: eos}, {name: "</s> + --train-tokens auto", model: eos, tokens: "auto"}}
+	table := "variant                      train_loss  train_em  held_loss  held_em\n"
+	for _, r := range rows {
+		cfg := DefaultConfig()
+		cfg.Model, cfg.Data, cfg.Out = r.model, sums, filepath.Join(dir, strings.NewReplacer(" ", "", "<", "", ">", "", "/", "", "+", "", "-", "").Replace(r.name))
+		cfg.Rank, cfg.Alpha, cfg.BatchSize, cfg.Threads, cfg.LR, cfg.MaxSteps, cfg.WarmupSteps = 16, 32, 8, 2, 3e-3, 600, 30
+		cfg.TrainTokens = r.tokens
+		if _, err := Run(context.Background(), cfg, nil); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if r.train, err = Evaluate(context.Background(), EvalConfig{Model: r.model, Adapter: cfg.Out, Data: sums, Threads: 2}); err != nil {
+			t.Fatal(err)
+		}
+		if r.held, err = Evaluate(context.Background(), EvalConfig{Model: r.model, Adapter: cfg.Out, Data: held, Threads: 2}); err != nil {
+			t.Fatal(err)
+		}
+		table += fmt.Sprintf("%-27s  %10.3f  %8.3f  %9.3f  %7.3f\n", r.name, r.train.Loss, r.train.ExactMatch, r.held.Loss, r.held.ExactMatch)
+	}
+	t.Logf("stories260K, 41 sums (40 held out), LoRA r16 α32, lr 3e-3, 600 steps, batch 8:\n%s", table)
+	if rows[2].train.ExactMatch < rows[0].train.ExactMatch-0.05 || rows[2].held.ExactMatch < rows[0].held.ExactMatch-0.05 {
+		t.Errorf("--train-tokens auto: exact match %.3f (held out %.3f), the <s> template %.3f (%.3f)",
+			rows[2].train.ExactMatch, rows[2].held.ExactMatch, rows[0].train.ExactMatch, rows[0].held.ExactMatch)
+	}
+}

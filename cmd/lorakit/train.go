@@ -36,8 +36,14 @@ func (r *trainReporter) Start(total, done int) {
 }
 
 func (r *trainReporter) Step(m train.Metrics, total int) {
+	if m.EvalLoss != nil || m.GeneralPPL != nil {
+		r.eval = ""
+	}
 	if m.EvalLoss != nil {
 		r.eval = fmt.Sprintf("  eval %.4f", *m.EvalLoss)
+	}
+	if m.GeneralPPL != nil {
+		r.eval += fmt.Sprintf("  general ppl %.4g", *m.GeneralPPL)
 	}
 	extra := fmt.Sprintf("loss %.4f  lr %.3g  %.0f tok/s%s", r.loss.Add(m.Loss), m.LR, m.TokensPerSec, r.eval)
 	r.bar.Set(int64(m.Step), extra)
@@ -137,6 +143,10 @@ flag names of those tools are accepted too (each is listed beside the flag it me
 					fmt.Fprintf(w, ", eval loss %.4f", *res.EvalLoss)
 				}
 				fmt.Fprintf(w, "\noutput: %s\n", res.Out)
+				if res.GeneralPPL != nil && res.GeneralBasePPL != nil {
+					fmt.Fprintf(w, "general text %s: perplexity %.4g before training, %.4g after (%+.1f%%)\n", c.GeneralEval,
+						*res.GeneralBasePPL, *res.GeneralPPL, 100*(*res.GeneralPPL / *res.GeneralBasePPL - 1))
+				}
 				t := res.Train
 				fmt.Fprintf(w, "data: %d examples kept, %d bad lines skipped, %d truncated, %d dropped (no response token left)\n", t.Kept, t.Bad, t.Truncated, t.Dropped)
 				return "the training had completed: " + res.Out, nil
@@ -182,6 +192,7 @@ flag names of those tools are accepted too (each is listed beside the flag it me
 	f.IntVar(&c.MaxSeqLen, "max-seq-len", c.MaxSeqLen, "truncate examples to this many tokens")
 	f.BoolVar(&c.Packing, "packing", false, "pack several examples into each row of --max-seq-len tokens (each attends only to itself); --batch-size then counts rows")
 	f.StringVar(&c.TrainTokens, "train-tokens", "", "also train the embedding (and untied LM-head) rows of these special tokens, saved as PEFT's trainable_token_indices: auto (those found untrained) or a list such as '<|eot_id|>,</s>'")
+	f.StringVar(&c.GeneralEval, "general-eval", "", "text unrelated to the task (plain lines or JSONL with \"text\"): the base's and the trained model's perplexity on it before training and at every eval (forgetting, measured)")
 	f.BoolVar(&c.GradientCheckpointing, "gradient-checkpointing", false, "keep only each decoder layer's input and recompute its activations in the backward pass: less memory for long sequences and full fine-tuning, about a third more time")
 	f.BoolVar(&c.Strict, "strict", false, "fail on the first bad data line instead of skipping it")
 	f.IntVar(&c.Threads, "threads", 0, "worker threads (0: all CPUs)")
@@ -277,8 +288,8 @@ func checkTrainFlags(fs *pflag.FlagSet, c train.Config) error {
 			}
 		}
 	}
-	if fs.Changed("eval-every") && c.EvalData == "" && c.EvalFraction == 0 {
-		return fmt.Errorf("train: --eval-every needs held-out data: give --eval-data FILE or --eval-fraction F")
+	if fs.Changed("eval-every") && c.EvalData == "" && c.EvalFraction == 0 && c.GeneralEval == "" {
+		return fmt.Errorf("train: --eval-every needs held-out data: give --eval-data FILE, --eval-fraction F or --general-eval FILE")
 	}
 	if fs.Changed("save-total-limit") && c.SaveEvery == 0 {
 		return fmt.Errorf("train: --save-total-limit applies to periodic checkpoints: give --save-every N")
