@@ -36,10 +36,20 @@ func AdapterBase(net *llama.Model, dir string) lora.Base {
 	}
 }
 
+// RowsLinear is a linear layer defined outside models (training's frozen NF4 layer) that reads its own weight
+// rows as f32 and gives its bias.
+type RowsLinear interface {
+	nn.Linear
+	LinearRows() (rows lora.RowReader, bias []float32)
+}
+
 // LinearRows reads the weight of a base linear layer as f32 rows (bf16/f16 converted, 4-bit dequantised) and
 // returns its bias.
 func LinearRows(l nn.Linear) (lora.RowReader, []float32, error) {
 	switch d := l.(type) {
+	case RowsLinear:
+		rows, bias := d.LinearRows()
+		return rows, bias, nil
 	case *nn.Dense:
 		return func(o0 int, dst []float32) {
 			for i := 0; i < len(dst)/d.Cols; i++ {

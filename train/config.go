@@ -22,6 +22,7 @@ type Config struct {
 	Alpha         float64  `json:"alpha,omitempty"`
 	Dropout       float64  `json:"dropout"`
 	UseRSLoRA     bool     `json:"use_rslora"`
+	UseDoRA       bool     `json:"use_dora"`       // DoRA (PEFT's use_dora) on top of lora or qlora
 	Init          string   `json:"init,omitempty"` // kaiming | gaussian
 	LR            float64  `json:"lr"`
 	WeightDecay   float64  `json:"weight_decay"`
@@ -110,6 +111,9 @@ func (c *Config) Validate() error {
 		}
 		if c.TrainTokens != "" {
 			bad("train-tokens: only with --method lora or qlora (full fine-tuning trains every embedding row)")
+		}
+		if c.UseDoRA {
+			bad("use-dora: only with --method lora or qlora (DoRA trains a magnitude beside LoRA factors)")
 		}
 	default:
 		bad("method %q: want lora, qlora or full", c.Method)

@@ -34,6 +34,7 @@ type LoRAOptions struct {
 	Alpha   float64
 	Dropout float64
 	RSLoRA  bool
+	DoRA    bool   // PEFT's use_dora: a trained magnitude per output row (ops_dora.go)
 	Init    string // "kaiming" (PEFT default) or "gaussian"
 	Seed    int64
 }
@@ -159,6 +160,7 @@ func NewNet(base *llama.Model, method Method, lo LoRAOptions) (*Net, error) {
 		n.AdCfg = lora.NewConfig(lo.Rank, lo.Alpha, ts)
 		n.AdCfg.Dropout = lo.Dropout
 		n.AdCfg.UseRSLoRA = lo.RSLoRA
+		n.AdCfg.UseDoRA = lo.DoRA
 		if lo.Init == "gaussian" {
 			n.AdCfg.InitLoraWeights = []byte(`"gaussian"`)
 		}
@@ -253,6 +255,9 @@ func (n *Net) newProj(name string, lin nn.Linear) (*Proj, error) {
 	}
 	p.A = n.addParam(lora.KeyPrefix+name+".lora_A.weight", spnn.NewParam(newMat(r, p.In, a)), true)
 	p.B = n.addParam(lora.KeyPrefix+name+".lora_B.weight", spnn.NewParam(newMat(p.Out, r, make([]float32, p.Out*r))), true)
+	if n.LoRA.DoRA {
+		n.addDoRA(p, lin)
+	}
 	return p, nil
 }
 
@@ -452,6 +457,9 @@ func (n *Net) Adapter() *lora.Adapter {
 		pr := n.AdCfg.NewPair(name, p.In, p.Out)
 		copy(pr.A, vals(p.A))
 		copy(pr.B, vals(p.B))
+		if p.Mag != nil {
+			pr.Magnitude = append([]float32(nil), vals(p.Mag)...)
+		}
 		a.Modules[name] = pr
 	}
 	n.tokenAdapter(a)
@@ -474,6 +482,9 @@ func (n *Net) SetAdapter(a *lora.Adapter) error {
 		}
 		copy(vals(p.A), pr.A)
 		copy(vals(p.B), pr.B)
+		if err := n.setMagnitude(p, pr); err != nil {
+			return err
+		}
 	}
 	for name := range a.Modules {
 		if p, ok := n.Projs[name]; !ok || p.A == nil {

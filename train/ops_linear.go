@@ -31,6 +31,9 @@ type Proj struct {
 	R       int
 	Scale   float32
 	Dropout float32 // LoRA dropout probability (training only)
+	// Mag is DoRA's magnitude m [Out] (PEFT's lora_magnitude_vector), nil for LoRA; see ops_dora.go.
+	Mag      *spnn.Param
+	baseBias []float32 // the frozen base's bias (DoRA does not scale it), nil if none
 }
 
 // linearFn computes several projections of one input and concatenates their
@@ -51,6 +54,8 @@ type linearFn struct {
 	xa   [][]float32 // per proj: dropout(x)·Aᵀ [m, R]
 	out  *mat.Dense[float32]
 	buf  []float32
+
+	dora []*doraState // per proj: what a DoRA projection keeps for Backward (nil without DoRA)
 }
 
 // Linear applies projs (all with the same In) to x [m, In] and returns [m, ΣOut].
@@ -66,7 +71,7 @@ func (e *Env) Linear(x mat.Tensor, m int, projs []*Proj, train bool, seed uint64
 func (f *linearFn) Operands() []mat.Tensor {
 	ops := []mat.Tensor{f.x}
 	for _, p := range f.projs {
-		for _, q := range []*spnn.Param{p.W, p.Bias, p.A, p.B} {
+		for _, q := range []*spnn.Param{p.W, p.Bias, p.A, p.B, p.Mag} {
 			if q != nil {
 				ops = append(ops, q)
 			}
@@ -130,8 +135,12 @@ func (f *linearFn) Forward() (mat.Tensor, error) {
 			}
 			f.xd[i] = xd
 			xa := make([]float32, m*p.R)
-			lora.Shrink(pool, xa, xd, vals(p.A), m, p.R, p.In)            // xa = dropout(x)·Aᵀ, kept for Backward
-			lora.Expand(pool, dst, xa, vals(p.B), p.Scale, m, p.Out, p.R) // dst += s·xa·Bᵀ
+			lora.Shrink(pool, xa, xd, vals(p.A), m, p.R, p.In) // xa = dropout(x)·Aᵀ, kept for Backward
+			if p.Mag != nil {
+				f.doraForward(i, p, dst, xd, xa)
+			} else {
+				lora.Expand(pool, dst, xa, vals(p.B), p.Scale, m, p.Out, p.R) // dst += s·xa·Bᵀ
+			}
 			f.xa[i] = xa
 		}
 		if tmp != nil {
@@ -162,6 +171,10 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 			for r := 0; r < m; r++ {
 				copy(gp[r*out:(r+1)*out], g[r*n+off:r*n+off+out])
 			}
+		}
+		dora := f.dora != nil && f.dora[i] != nil
+		if dora { // DoRA: the products below run on g⊙dy
+			gp, ld = f.doraGrad(i, p, gp, ld, dx), out
 		}
 		if p.A != nil {
 			r := p.R
@@ -210,7 +223,7 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 			kernels.Gemm(pool, false, false, m, in, out, 1, gp, ld, w, in, 1, dx, in)
 			release()
 		}
-		if ld != n {
+		if ld != n || dora {
 			f.env.put(gp)
 		}
 		off += out
@@ -219,6 +232,6 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 		f.env.accGradPut(f.x, m, f.projs[0].In, dx)
 	}
 	f.env.release(f.out, f.buf)
-	f.mask, f.xd, f.xa = nil, nil, nil
+	f.mask, f.xd, f.xa, f.dora = nil, nil, nil, nil
 	return nil
 }

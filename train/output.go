@@ -44,6 +44,9 @@ func modelCard(cfg Config, h []Metrics) []byte {
 	if Method(cfg.Method) == QLoRA {
 		b.WriteString("- qlora\n")
 	}
+	if cfg.UseDoRA {
+		b.WriteString("- dora\n")
+	}
 	fmt.Fprintf(&b, "---\n\n# %s\n\nA LoRA adapter (PEFT format) for `%s`, fine-tuned with lorakit on `%s`.\n\n",
 		filepath.Base(filepath.Clean(cfg.Out)), base, filepath.Base(cfg.Data))
 	b.WriteString("## Training settings\n\n| setting | value |\n|---|---|\n")
@@ -53,6 +56,9 @@ func modelCard(cfg Config, h []Metrics) []byte {
 	row("lora_alpha", cfg.Alpha)
 	row("lora_dropout", cfg.Dropout)
 	row("use_rslora", cfg.UseRSLoRA)
+	if cfg.UseDoRA {
+		row("use_dora", true)
+	}
 	row("target_modules", strings.Join(cfg.TargetModules, ", "))
 	row("learning rate", cfg.LR)
 	row("lr scheduler", cfg.Scheduler)

@@ -246,7 +246,7 @@ func (r *trainRun) loadData() error {
 func (r *trainRun) buildNet(method Method) error {
 	cfg := r.cfg
 	net, err := NewNet(r.m.Net, method, LoRAOptions{Targets: cfg.TargetModules, Rank: cfg.Rank, Alpha: cfg.Alpha,
-		Dropout: cfg.Dropout, RSLoRA: cfg.UseRSLoRA, Init: cfg.Init, Seed: cfg.Seed})
+		Dropout: cfg.Dropout, RSLoRA: cfg.UseRSLoRA, DoRA: cfg.UseDoRA, Init: cfg.Init, Seed: cfg.Seed})
 	if err != nil {
 		return err
 	}

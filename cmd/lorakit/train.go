@@ -83,7 +83,8 @@ func newTrainCmd() *cobra.Command {
 formatted with the model's chat template; the loss covers only what the assistant says (reasoning included)
 and the end-of-turn token unless --train-on-prompt.
 
---method lora|qlora writes a PEFT adapter folder (adapter_config.json, adapter_model.safetensors);
+--method lora|qlora writes a PEFT adapter folder (adapter_config.json, adapter_model.safetensors); --use-dora
+(or --method dora) trains DoRA on top, as PEFT's use_dora (lora_magnitude_vector in the adapter);
 --method full writes a complete HF folder in the base's dtype. Every output folder also gets
 training_args.json, metrics.jsonl and loss.svg. Checkpoints (--save-every) are written atomically to
 OUT/checkpoint-N; Ctrl-C saves one and exits; --resume OUT (or OUT/checkpoint-N) continues exactly.
@@ -106,6 +107,9 @@ flag names of those tools are accepted too (each is listed beside the flag it me
 				if err := resumeSettings(fs, &c); err != nil {
 					return err
 				}
+			}
+			if c.Method == "dora" { // PEFT has no DoRA method: it is LoRA with use_dora
+				c.Method, c.UseDoRA = string(train.LoRA), true
 			}
 			if err := checkTrainFlags(fs, c); err != nil {
 				return err
@@ -161,12 +165,13 @@ flag names of those tools are accepted too (each is listed beside the flag it me
 	f.StringVar(&c.EvalData, "eval-data", "", "evaluation data (JSONL)")
 	f.Float64Var(&c.EvalFraction, "eval-fraction", 0, "hold out this fraction of --data for evaluation")
 	f.StringVar(&c.Out, "out", "", "output folder")
-	f.StringVar(&c.Method, "method", c.Method, "lora | qlora | full")
+	f.StringVar(&c.Method, "method", c.Method, "lora | qlora | full | dora (lora with --use-dora)")
 	f.StringSliceVar(&c.TargetModules, "target-modules", c.TargetModules, "LoRA target modules (q,k,v,o,gate,up,down or *_proj, all-linear)")
 	f.IntVar(&c.Rank, "rank", c.Rank, "LoRA rank r")
 	f.Float64Var(&c.Alpha, "alpha", c.Alpha, "LoRA alpha (scaling alpha/r)")
 	f.Float64Var(&c.Dropout, "dropout", c.Dropout, "LoRA dropout on the adapter input")
 	f.BoolVar(&c.UseRSLoRA, "use-rslora", false, "scale by alpha/sqrt(r)")
+	f.BoolVar(&c.UseDoRA, "use-dora", false, "DoRA (PEFT's use_dora): train a magnitude per output row beside the LoRA factors (--method dora = lora with this)")
 	f.StringVar(&c.Init, "init", c.Init, "LoRA A init: kaiming (PEFT default) | gaussian")
 	f.Float64Var(&c.LR, "lr", c.LR, "peak learning rate")
 	f.Float64Var(&c.WeightDecay, "weight-decay", c.WeightDecay, "AdamW decoupled weight decay")
@@ -277,7 +282,7 @@ func setField(c *train.Config, key string, v json.RawMessage) {
 }
 
 // loraOnlyFlags are the train flags that shape a LoRA adapter; they mean nothing to full fine-tuning.
-var loraOnlyFlags = []string{"rank", "alpha", "dropout", "use-rslora", "init", "target-modules", "init-adapter"}
+var loraOnlyFlags = []string{"rank", "alpha", "dropout", "use-rslora", "use-dora", "init", "target-modules", "init-adapter"}
 
 // checkTrainFlags refuses flags that would be silently ignored, naming why.
 func checkTrainFlags(fs *pflag.FlagSet, c train.Config) error {

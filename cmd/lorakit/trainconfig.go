@@ -36,6 +36,7 @@ var trainAliases = map[string]string{
 	"lora-dropout":                "dropout",
 	"lora-target-modules":         "target-modules",
 	"peft-use-rslora":             "use-rslora",
+	"peft-use-dora":               "use-dora",
 	"output-dir":                  "out",
 	"adapter-path":                "out", // mlx-lm: where the adapter is saved
 	"model-name-or-path":          "model",

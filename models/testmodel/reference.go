@@ -19,8 +19,6 @@ type RefConfig struct {
 // RefHidden is an independent float64 implementation of the Hugging Face Llama-family decoder (no cache),
 // straight from the checkpoint tensors in dir: the final-norm hidden state of every position of tokens
 // (last_hidden_state), which tests multiply by a head themselves.
-//
-// complexity: the decoder written out as the equations, one loop per step, so that it reads as the reference.
 func RefHidden(dir string, cfg RefConfig, tokens []int) ([][]float64, error) {
 	ck, err := safetensors.OpenCheckpoint(dir)
 	if err != nil {
@@ -28,7 +26,10 @@ func RefHidden(dir string, cfg RefConfig, tokens []int) ([][]float64, error) {
 	}
 	defer ck.Close()
 	var ferr error
-	get := func(name string) []float64 {
+	out, err := RefHiddenFrom(func(name string) ([]float64, bool) {
+		if _, _, ok := ck.Info(name); !ok {
+			return nil, false
+		}
 		v, err := ck.Float32s(name)
 		if err != nil && ferr == nil {
 			ferr = err
@@ -37,9 +38,28 @@ func RefHidden(dir string, cfg RefConfig, tokens []int) ([][]float64, error) {
 		for i, x := range v {
 			out[i] = float64(x)
 		}
-		return out
+		return out, true
+	}, cfg, tokens)
+	if err == nil {
+		err = ferr
 	}
-	has := func(name string) bool { _, _, ok := ck.Info(name); return ok }
+	return out, err
+}
+
+// RefHiddenFrom is RefHidden over the tensors tensor gives by checkpoint name (false: absent), so that a test can
+// run the reference on weights it computed (an adapter's effective weights, say).
+//
+// complexity: the decoder written out as the equations, one loop per step, so that it reads as the reference.
+func RefHiddenFrom(tensor func(name string) ([]float64, bool), cfg RefConfig, tokens []int) ([][]float64, error) {
+	var ferr error
+	get := func(name string) []float64 {
+		v, ok := tensor(name)
+		if !ok && ferr == nil {
+			ferr = fmt.Errorf("testmodel: no tensor %s", name)
+		}
+		return v
+	}
+	has := func(name string) bool { _, ok := tensor(name); return ok }
 	H, D, nh, nkv := cfg.Hidden, cfg.HeadDim, cfg.Heads, cfg.KVHeads
 	lin := func(name string, x []float64) []float64 {
 		y := matvec(get(name+".weight"), x)
