@@ -232,7 +232,7 @@ func TestModelFolderErrors(t *testing.T) {
 	} {
 		cli(t, dir, "generate", "--model", c.model, "--prompt", "hi").want(t, 1, c.want)
 		cli(t, dir, "data", "score", "d.jsonl", "--model", c.model, "--out", "s.jsonl").want(t, 1, c.want)
-		cli(t, dir, append(trainQuick[:1], "--model", c.model, "--data", "d.jsonl", "--out", "x")...).want(t, 1, c.want)
+		cli(t, dir, "train", "--model", c.model, "--data", "d.jsonl", "--out", "x").want(t, 1, c.want) // not append(trainQuick[:1], ...): that would overwrite trainQuick
 		cli(t, dir, "quantize", c.model, "q").want(t, 1, c.want)
 		if c.model != "a" {
 			cli(t, dir, "merge", c.model, "a", "m").want(t, 1, c.want)
