@@ -1,7 +1,6 @@
 package models
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,27 +36,13 @@ func mustLoad(t testing.TB, dir string, o LoadOptions) *Model {
 	return m
 }
 
-func eachLine(t testing.TB, path string, fn func([]byte)) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		fn(sc.Bytes())
-	}
-}
-
 func TestGoldenGreedyText(t *testing.T) {
 	sh := testenv.Testdata(t)
 	m := mustLoad(t, filepath.Join(sh, "models", "stories260K"), LoadOptions{Threads: 2})
 	if !slices.Equal(m.EOS, []int{2, 1}) {
 		t.Errorf("EOS = %v, want [2 1]", m.EOS)
 	}
-	eachLine(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
+	testenv.EachLine(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
 		var g struct {
 			Prompt     string `json:"prompt"`
 			PromptIDs  []int  `json:"prompt_ids"`
@@ -93,7 +78,7 @@ func TestGoldenGreedyText(t *testing.T) {
 func TestGoldenChat(t *testing.T) {
 	sh := testenv.Testdata(t)
 	m := mustLoad(t, filepath.Join(sh, "models", "stories260K"), LoadOptions{Threads: 1})
-	eachLine(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
+	testenv.EachLine(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
 		var g struct {
 			Messages            []chat.Message `json:"messages"`
 			AddGenerationPrompt bool           `json:"add_generation_prompt"`

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,22 +25,8 @@ func run(t *testing.T, args ...string) string {
 }
 
 func readJSONL(t *testing.T, path string) []map[string]json.RawMessage {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var rows []map[string]json.RawMessage
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatal(err)
-		}
-		rows = append(rows, m)
-	}
-	return rows
+	t.Helper()
+	return testenv.ReadJSONL[map[string]json.RawMessage](t, path)
 }
 
 // TestGenerateGreedyGolden runs the stories260K greedy goldens through `lorakit generate --json`, as an outside

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+
+	"github.com/lorakit/lorakit/internal/mmap"
 )
 
 // File is an opened GGUF file: its metadata and tensor table, with the data memory-mapped until Close.
@@ -35,7 +37,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)
 	}
-	buf, release, err := mapFile(f, st.Size())
+	buf, release, err := mmap.File(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("gguf: map %s: %w", path, err)
 	}

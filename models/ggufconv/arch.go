@@ -29,34 +29,27 @@ func Arch(c *llama.Config) (string, error) {
 // rotate_half order, as llama.cpp's converter does for "llama". Qwen2/Qwen3 use NeoX RoPE (rotate_half).
 func permutes(arch string) bool { return arch == "llama" }
 
-// permuteRows reorders the rows of w ([rows, cols], rows = heads·headDim) from rotate_half order (within a head:
-// first the real halves 0..d/2-1, then the imaginary ones) to interleaved order (pairs of rows side by side):
-// destination row h·d + 2i + j takes source row h·d + j·d/2 + i.
-func permuteRows(w []float32, heads, cols int) []float32 {
-	rows := len(w) / cols
+// permuteRows reorders the rows of w ([rows, rowLen], rows = heads·headDim) from rotate_half order (within a
+// head: first the real halves 0..d/2-1, then the imaginary ones) to interleaved order (pairs of rows side by
+// side): destination row h·d + 2i + j takes source row h·d + j·d/2 + i. A row is rowLen elements of any type (f32
+// values, or the raw bytes of whole quantised blocks).
+func permuteRows[T any](w []T, heads, rowLen int) []T { return reorderRows(w, heads, rowLen, false) }
+
+// unpermuteRows is the inverse of permuteRows.
+func unpermuteRows[T any](w []T, heads, rowLen int) []T { return reorderRows(w, heads, rowLen, true) }
+
+func reorderRows[T any](w []T, heads, rowLen int, inverse bool) []T {
+	rows := len(w) / rowLen
 	d := rows / heads
-	out := make([]float32, len(w))
+	out := make([]T, len(w))
 	for h := range heads {
 		for i := range d / 2 {
 			for j := range 2 {
 				dst, src := h*d+2*i+j, h*d+j*d/2+i
-				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
-			}
-		}
-	}
-	return out
-}
-
-// unpermuteRows is the inverse of permuteRows.
-func unpermuteRows(w []float32, heads, cols int) []float32 {
-	rows := len(w) / cols
-	d := rows / heads
-	out := make([]float32, len(w))
-	for h := range heads {
-		for i := range d / 2 {
-			for j := range 2 {
-				src, dst := h*d+2*i+j, h*d+j*d/2+i
-				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
+				if inverse {
+					dst, src = src, dst
+				}
+				copy(out[dst*rowLen:(dst+1)*rowLen], w[src*rowLen:(src+1)*rowLen])
 			}
 		}
 	}
@@ -127,18 +120,44 @@ var hfToGGUF = map[string]string{
 	"mlp.down_proj.weight":            "ffn_down.weight",
 }
 
+// fixedNames are the tensors outside the layers.
+var fixedNames = map[string]string{
+	"model.embed_tokens.weight": "token_embd.weight",
+	"model.norm.weight":         "output_norm.weight",
+	"lm_head.weight":            "output.weight",
+}
+
+// The same tables read from llama.cpp's names.
+var (
+	ggufToHF      = invert(hfToGGUF)
+	fixedNamesInv = invert(fixedNames)
+)
+
+func invert(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[v] = k
+	}
+	return out
+}
+
 // TensorName maps a Hugging Face tensor name to llama.cpp's ("model.layers.3.mlp.up_proj.weight" →
 // "blk.3.ffn_up.weight"); ok is false for a name llama.cpp has no place for.
 func TensorName(hf string) (string, bool) {
-	switch hf {
-	case "model.embed_tokens.weight":
-		return "token_embd.weight", true
-	case "model.norm.weight":
-		return "output_norm.weight", true
-	case "lm_head.weight":
-		return "output.weight", true
+	return rename(hf, fixedNames, "model.layers.", "blk.", hfToGGUF)
+}
+
+// HFName is the inverse of TensorName.
+func HFName(g string) (string, bool) {
+	return rename(g, fixedNamesInv, "blk.", "model.layers.", ggufToHF)
+}
+
+// rename maps a name through fixed, or a layer's name (from + N + "." + part) through parts.
+func rename(name string, fixed map[string]string, from, to string, parts map[string]string) (string, bool) {
+	if n, ok := fixed[name]; ok {
+		return n, true
 	}
-	rest, ok := strings.CutPrefix(hf, "model.layers.")
+	rest, ok := strings.CutPrefix(name, from)
 	if !ok {
 		return "", false
 	}
@@ -146,37 +165,11 @@ func TensorName(hf string) (string, bool) {
 	if _, err := strconv.Atoi(num); !ok || err != nil {
 		return "", false
 	}
-	g, ok := hfToGGUF[sub]
+	p, ok := parts[sub]
 	if !ok {
 		return "", false
 	}
-	return "blk." + num + "." + g, true
-}
-
-// HFName is the inverse of TensorName.
-func HFName(g string) (string, bool) {
-	switch g {
-	case "token_embd.weight":
-		return "model.embed_tokens.weight", true
-	case "output_norm.weight":
-		return "model.norm.weight", true
-	case "output.weight":
-		return "lm_head.weight", true
-	}
-	rest, ok := strings.CutPrefix(g, "blk.")
-	if !ok {
-		return "", false
-	}
-	num, sub, ok := strings.Cut(rest, ".")
-	if !ok {
-		return "", false
-	}
-	for hf, gg := range hfToGGUF {
-		if gg == sub {
-			return "model.layers." + num + "." + hf, true
-		}
-	}
-	return "", false
+	return to + num + "." + p, true
 }
 
 // qkHeads returns the number of heads whose rows a tensor's permutation groups: num_attention_heads for q_proj,

@@ -204,7 +204,7 @@ func (w *Weights) Bytes(hf string) ([]byte, error) {
 		return out, nil
 	}
 	if h := w.heads(hf); h > 0 {
-		return unpermuteBytes(raw, h, len(raw)/t.Shape[0]), nil
+		return unpermuteRows(raw, h, len(raw)/t.Shape[0]), nil
 	}
 	return raw, nil
 }
@@ -242,7 +242,7 @@ func (w *Weights) LoadLinear(_ *safetensors.Checkpoint, module string, out, in i
 	}
 	rows, cols := t.Shape[0], t.Shape[1]
 	if h := w.heads(module + ".weight"); h > 0 {
-		raw = unpermuteBytes(raw, h, len(raw)/rows)
+		raw = unpermuteRows(raw, h, len(raw)/rows)
 	}
 	conv := Q4_0Weight
 	if t.Type == gguf.Q8_0 {
@@ -302,20 +302,4 @@ func Q8_0Weight(raw []byte, rows, cols int) (*quant.Weight, error) {
 		copy(q.Packed[b*gguf.QK:(b+1)*gguf.QK], blk[2:])
 	}
 	return q, nil
-}
-
-// unpermuteBytes is unpermuteRows on raw rows of rowBytes bytes (any storage type: rows are whole blocks).
-func unpermuteBytes(raw []byte, heads, rowBytes int) []byte {
-	rows := len(raw) / rowBytes
-	d := rows / heads
-	out := make([]byte, len(raw))
-	for h := range heads {
-		for i := range d / 2 {
-			for j := range 2 {
-				src, dst := h*d+2*i+j, h*d+j*d/2+i
-				copy(out[dst*rowBytes:(dst+1)*rowBytes], raw[src*rowBytes:(src+1)*rowBytes])
-			}
-		}
-	}
-	return out
 }

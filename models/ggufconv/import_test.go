@@ -98,6 +98,20 @@ func TestImportOwnExport(t *testing.T) {
 	}
 }
 
+// exportVariant writes a tiny random model of options o and its f32 GGUF export; it returns both paths.
+func exportVariant(t *testing.T, o testmodel.Options) (dir, file string) {
+	t.Helper()
+	dir = t.TempDir()
+	if err := testmodel.Write(dir, o); err != nil {
+		t.Fatal(err)
+	}
+	file = filepath.Join(t.TempDir(), "m.gguf")
+	if _, err := ggufconv.ExportModel(context.Background(), dir, file, ggufconv.ExportOptions{Type: gguf.F32}); err != nil {
+		t.Fatal(err)
+	}
+	return dir, file
+}
+
 // TestImportVariants: each architecture option of a tiny random model gives the same logits from its f32 GGUF
 // export as from its Hugging Face folder (biases, qk-norm, tied/untied heads, llama3 rope via rope_freqs).
 func TestImportVariants(t *testing.T) {
@@ -107,14 +121,7 @@ func TestImportVariants(t *testing.T) {
 		{ModelType: "qwen3", HeadDim: 16},
 	} {
 		t.Run(o.ModelType, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := testmodel.Write(dir, o); err != nil {
-				t.Fatal(err)
-			}
-			f := filepath.Join(t.TempDir(), "m.gguf")
-			if _, err := ggufconv.ExportModel(context.Background(), dir, f, ggufconv.ExportOptions{Type: gguf.F32}); err != nil {
-				t.Fatal(err)
-			}
+			dir, f := exportVariant(t, o)
 			hf, err := models.Load(dir, models.LoadOptions{Threads: 1})
 			if err != nil {
 				t.Fatal(err)

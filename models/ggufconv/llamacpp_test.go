@@ -5,7 +5,6 @@ package ggufconv_test
 // temporary folder and exports LORAKIT_NODE_LLAMA_CPP (its node_modules); without it these tests skip.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -85,17 +84,7 @@ func readJSONL[T any](t *testing.T, path string) ([]T, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []T
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		var v T
-		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, v)
-	}
-	return out, data
+	return testenv.ReadJSONL[T](t, path), data
 }
 
 // lorakitGreedy decodes n tokens greedily with lorakit and returns them with the gap between the best and
@@ -446,6 +435,20 @@ func valueType(v any) (gguf.ValueType, gguf.ValueType) {
 	return 255, 0
 }
 
+// sameList compares a JSON-decoded list with ours, each element as json decodes it (as).
+func sameList[T any](js any, x []T, as func(T) any) bool {
+	l, ok := js.([]any)
+	if !ok || len(l) != len(x) {
+		return false
+	}
+	for i := range x {
+		if l[i] != as(x[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 // sameValue compares a JSON-decoded value with ours (numbers as float64, f32 widened exactly).
 func sameValue(js, v any) bool {
 	switch x := v.(type) {
@@ -458,38 +461,11 @@ func sameValue(js, v any) bool {
 	case bool, string:
 		return js == v
 	case []string:
-		l, ok := js.([]any)
-		if !ok || len(l) != len(x) {
-			return false
-		}
-		for i := range x {
-			if l[i] != x[i] {
-				return false
-			}
-		}
-		return true
+		return sameList(js, x, func(v string) any { return v })
 	case []int32:
-		l, ok := js.([]any)
-		if !ok || len(l) != len(x) {
-			return false
-		}
-		for i := range x {
-			if l[i] != float64(x[i]) {
-				return false
-			}
-		}
-		return true
+		return sameList(js, x, func(v int32) any { return float64(v) })
 	case []float32:
-		l, ok := js.([]any)
-		if !ok || len(l) != len(x) {
-			return false
-		}
-		for i := range x {
-			if l[i] != float64(x[i]) {
-				return false
-			}
-		}
-		return true
+		return sameList(js, x, func(v float32) any { return float64(v) })
 	}
 	return false
 }
@@ -505,14 +481,7 @@ func TestLlamaCppVariants(t *testing.T) {
 		{ModelType: "qwen3", HeadDim: 16, Std: 0.5},
 	} {
 		t.Run(o.ModelType, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := testmodel.Write(dir, o); err != nil {
-				t.Fatal(err)
-			}
-			file := filepath.Join(t.TempDir(), "m.gguf")
-			if _, err := ggufconv.ExportModel(context.Background(), dir, file, ggufconv.ExportOptions{Type: gguf.F32}); err != nil {
-				t.Fatal(err)
-			}
+			dir, file := exportVariant(t, o)
 			m, err := models.Load(dir, models.LoadOptions{Threads: 1})
 			if err != nil {
 				t.Fatal(err)

@@ -1,11 +1,8 @@
 package ggufconv
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -71,20 +68,9 @@ func TestVocabRoundTripGolden(t *testing.T) {
 // checkGoldenTok encodes every golden string with and without special tokens.
 func checkGoldenTok(t *testing.T, tok *tokenizer.Tokenizer, path string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<24)
-	n, bad := 0, 0
-	for sc.Scan() {
-		var g goldenTok
-		if err := json.Unmarshal(sc.Bytes(), &g); err != nil {
-			t.Fatal(err)
-		}
-		n++
+	cases := testenv.ReadJSONL[goldenTok](t, path)
+	bad := 0
+	for _, g := range cases {
 		got, gotSp := tok.Encode(g.Text, false), tok.Encode(g.Text, true)
 		if !slices.Equal(got, g.IDs) || !slices.Equal(gotSp, g.IDsWithSpecial) {
 			if bad++; bad <= 3 {
@@ -93,7 +79,7 @@ func checkGoldenTok(t *testing.T, tok *tokenizer.Tokenizer, path string) {
 		}
 	}
 	if bad > 0 {
-		t.Errorf("%d of %d strings differ", bad, n)
+		t.Errorf("%d of %d strings differ", bad, len(cases))
 	}
 }
 

@@ -1,10 +1,8 @@
 package llama
 
 import (
-	"bufio"
 	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -28,23 +26,6 @@ func loadDir(t testing.TB, dir string, threads int) *Model {
 		t.Fatal(err)
 	}
 	return m
-}
-
-func readJSONL(t testing.TB, path string, fn func(line []byte)) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<24)
-	for sc.Scan() {
-		fn(sc.Bytes())
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // greedy feeds prompt, then n argmax tokens one at a time through the cache.
@@ -83,7 +64,7 @@ func TestGoldenLogits(t *testing.T) {
 		{"stories260K-bf16", "stories260K-bf16-logits.jsonl"},
 	} {
 		m := loadDir(t, filepath.Join(sh, "models", tc.dir), 2)
-		readJSONL(t, filepath.Join(sh, "golden", tc.golden), func(line []byte) {
+		testenv.EachLine(t, filepath.Join(sh, "golden", tc.golden), func(line []byte) {
 			var g struct {
 				Prompt    string    `json:"prompt"`
 				PromptIDs []int     `json:"prompt_ids"`
@@ -112,7 +93,7 @@ func TestGoldenGreedy(t *testing.T) {
 	sh := testenv.Testdata(t)
 	f32 := loadDir(t, filepath.Join(sh, "models", "stories260K"), 2)
 	bf16 := loadDir(t, filepath.Join(sh, "models", "stories260K-bf16"), 2)
-	readJSONL(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
+	testenv.EachLine(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
 		var g struct {
 			Prompt    string `json:"prompt"`
 			PromptIDs []int  `json:"prompt_ids"`
@@ -138,7 +119,7 @@ func TestGoldenGreedy(t *testing.T) {
 func TestGoldenChatGreedy(t *testing.T) {
 	sh := testenv.Testdata(t)
 	m := loadDir(t, filepath.Join(sh, "models", "stories260K"), 1)
-	readJSONL(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
+	testenv.EachLine(t, filepath.Join(sh, "golden", "stories260K-chat.jsonl"), func(line []byte) {
 		var g struct {
 			IDs       []int `json:"ids"`
 			GreedyIDs []int `json:"greedy_ids"`

@@ -12,6 +12,8 @@ import (
 	"math"
 	"os"
 	"sort"
+
+	"github.com/lorakit/lorakit/internal/mmap"
 )
 
 // maxHeader bounds the JSON header so a corrupt length cannot make us allocate gigabytes.
@@ -56,7 +58,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open safetensors %s: %w", path, err)
 	}
-	buf, release, err := mapFile(f, st.Size())
+	buf, release, err := mmap.File(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("map %s: %w", path, err)
 	}

@@ -1,10 +1,7 @@
 package tokenizer
 
 import (
-	"bufio"
-	"encoding/json"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,29 +39,6 @@ func loadShared(dir string) (*Tokenizer, error) {
 	return tok, err
 }
 
-func readJSONL[T any](t testing.TB, path string) []T {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []T
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	for sc.Scan() {
-		var v T
-		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		out = append(out, v)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 type goldenCase struct {
 	ID                 string `json:"id"`
 	Text               string `json:"text"`
@@ -96,7 +70,7 @@ func TestGoldenFamilies(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("load %v", time.Since(start))
-			cases := readJSONL[goldenCase](t, filepath.Join(shared, "golden", "tokenizers", fam+".jsonl"))
+			cases := testenv.ReadJSONL[goldenCase](t, filepath.Join(shared, "golden", "tokenizers", fam+".jsonl"))
 			pass := 0
 			for _, c := range cases {
 				ok := true
@@ -148,7 +122,7 @@ func TestGoldenStories260K(t *testing.T) {
 		IDs     []int  `json:"ids"`
 		Decoded string `json:"decoded"`
 	}
-	cases := readJSONL[tc](t, filepath.Join(shared, "golden", "stories260K-tokenizer.jsonl"))
+	cases := testenv.ReadJSONL[tc](t, filepath.Join(shared, "golden", "stories260K-tokenizer.jsonl"))
 	pass := 0
 	for _, c := range cases {
 		ok := true

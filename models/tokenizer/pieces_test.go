@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"path/filepath"
 	"testing"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // TestPiecesJoinToDecode checks, for every shared tokenizer family and every golden text, that the bytes each
@@ -23,7 +25,7 @@ func TestPiecesJoinToDecode(t *testing.T) {
 				IDsWithSpecial []int  `json:"ids_with_special"`
 			}
 			all := tok.TokenBytes()
-			for _, g := range readJSONL[golden](t, filepath.Join(dir, "golden", "tokenizers", fam+".jsonl")) {
+			for _, g := range testenv.ReadJSONL[golden](t, filepath.Join(dir, "golden", "tokenizers", fam+".jsonl")) {
 				for _, ids := range [][]int{g.IDs, g.IDsWithSpecial} {
 					want := tok.DecodeRaw(ids, true)
 					if got := lossyUTF8(bytes.Join(tok.Pieces(ids), nil)); got != want {

@@ -4,6 +4,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/lorakit/lorakit/internal/testenv"
 )
 
 // TestVariants checks tokenizer.json layouts beyond the six shared families (GPT-2 ByteLevel with prefix
@@ -29,7 +31,7 @@ func TestVariants(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 			continue
 		}
-		for _, r := range readJSONL[rec](t, filepath.Join(dir, "cases.jsonl")) {
+		for _, r := range testenv.ReadJSONL[rec](t, filepath.Join(dir, "cases.jsonl")) {
 			if got := tok.Encode(r.Text, false); !slices.Equal(got, r.IDs) {
 				t.Errorf("%s %q: ids got %v want %v", name, r.Text, got, r.IDs)
 			}

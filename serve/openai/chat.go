@@ -292,15 +292,6 @@ type TopLogprob struct {
 	Bytes   []int   `json:"bytes"`
 }
 
-// TokenBytes is the `bytes` field: the UTF-8 bytes of a token string.
-func TokenBytes(s string) []int {
-	b := make([]int, len(s))
-	for i := 0; i < len(s); i++ {
-		b[i] = int(s[i])
-	}
-	return b
-}
-
 // ChatCompletionChunk is one SSE event of a streamed chat completion.
 type ChatCompletionChunk struct {
 	ID                string            `json:"id"`

@@ -1,9 +1,7 @@
 package data
 
 import (
-	"bufio"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,21 +40,7 @@ type goldenLine struct {
 
 func readGoldenLines(t *testing.T, path string) []goldenLine {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []goldenLine
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		var g goldenLine
-		if err := json.Unmarshal(sc.Bytes(), &g); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, g)
-	}
+	out := testenv.ReadJSONL[goldenLine](t, path)
 	if len(out) == 0 {
 		t.Fatalf("%s: empty", path)
 	}

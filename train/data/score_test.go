@@ -1,7 +1,6 @@
 package data
 
 import (
-	"bufio"
 	"encoding/json"
 	"math"
 	"os"
@@ -9,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/safetensors"
@@ -34,21 +34,7 @@ func (f *fakeScorer) TokenNLL(seqs [][]int) ([][]float64, error) {
 
 func readScored(t *testing.T, path string) []map[string]json.RawMessage {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]json.RawMessage
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("scored line %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
+	return testenv.ReadJSONL[map[string]json.RawMessage](t, path)
 }
 
 func TestScoreFile(t *testing.T) {

@@ -1,14 +1,14 @@
 //go:build unix
 
-package gguf
+package mmap
 
 import (
 	"os"
 	"syscall"
 )
 
-// mapFile maps the whole file read-only; the returned release func unmaps it.
-func mapFile(f *os.File, size int64) ([]byte, func() error, error) {
+// File maps the whole file read-only; the returned release func unmaps it.
+func File(f *os.File, size int64) ([]byte, func() error, error) {
 	if size == 0 {
 		return nil, func() error { return nil }, nil
 	}

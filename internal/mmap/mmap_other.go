@@ -1,14 +1,14 @@
 //go:build !unix
 
-package safetensors
+package mmap
 
 import (
 	"io"
 	"os"
 )
 
-// mapFile reads the whole file where mmap is unavailable.
-func mapFile(f *os.File, size int64) ([]byte, func() error, error) {
+// File reads the whole file where mmap is unavailable.
+func File(f *os.File, size int64) ([]byte, func() error, error) {
 	b := make([]byte, size)
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, nil, err
