@@ -237,8 +237,8 @@ OUT.partial and renamed when complete; --resume continues an interrupted run, sk
 				if err != nil {
 					bar.Stop()
 					if _, serr := os.Stat(out + ".partial"); ctx.Err() != nil && serr == nil {
-						return fmt.Sprintf("kept %s.partial (%d lines scored); resume with: lorakit data score %s --model %s --out %s --resume",
-							out, done, args[0], modelDir, out), err
+						return fmt.Sprintf("kept %s.partial (%d lines scored); resume with: lorakit data score %s --model %s%s --out %s --resume",
+							out, done, args[0], modelDir, judges.args(), out), err
 					}
 					return "", err
 				}
@@ -473,6 +473,23 @@ func (j *judgeFlags) flags(f *pflag.FlagSet) {
 	f.StringVar(&j.embed, "embed-model", "", "model folder whose hidden states embed each example (any model of the family, or --model's own folder): writes OUT's .emb.npy beside it")
 	f.StringVar(&j.pool, "pool", "mean", "embedding pooling of --embed-model's final hidden states: mean (over every token) or last (the last non-padding token)")
 	f.BoolVar(&j.reasoning, "judge-reasoning", false, "let --reward-model, --classifier and --embed-model read reasoning_content (left out by default)")
+}
+
+// args repeats the judge flags for a resume hint (a resumed run must score with the same judges).
+func (j *judgeFlags) args() string {
+	var b strings.Builder
+	for _, f := range []struct{ flag, v string }{{"--reward-model", j.reward}, {"--classifier", j.classifier}, {"--embed-model", j.embed}} {
+		if f.v != "" {
+			fmt.Fprintf(&b, " %s %s", f.flag, f.v)
+		}
+	}
+	if j.embed != "" {
+		fmt.Fprintf(&b, " --pool %s", j.pool)
+	}
+	if j.reasoning {
+		b.WriteString(" --judge-reasoning")
+	}
+	return b.String()
 }
 
 // load loads the judges named by the flags into o; the returned function closes them (also after an error).

@@ -566,8 +566,12 @@ func (r *scoreRun) finish() (*ScoreSummary, error) {
 		if err := os.Rename(r.embPartial, EmbeddingsPath(r.out)); err != nil {
 			return nil, fmt.Errorf("data: score: %w", err)
 		}
-	} else if err := os.Remove(EmbeddingsPath(r.out)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("data: score: stale embeddings: %w", err)
+	} else {
+		for _, p := range []string{EmbeddingsPath(r.out), EmbeddingsPath(r.out) + ".partial"} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("data: score: stale embeddings: %w", err)
+			}
+		}
 	}
 	r.sum.MinHashFull = r.mh.Full
 	if err := r.f.Sync(); err != nil {
