@@ -181,14 +181,15 @@ func newDataScoreCmd() *cobra.Command {
   cluster             line number of the first example of its near-duplicate cluster (MinHash over token
                       5-shingles of the message texts); equal to "line" for the first member
   reward              with --reward-model: the reward model's score of the conversation (its head's raw
-                      output at the last token, as transformers reads a *ForSequenceClassification)
+                      output at the last non-pad token, as transformers reads a *ForSequenceClassification)
   labels              with --classifier: {"LABEL": score} per id2label: softmax probabilities (sigmoid per
                       label for problem_type multi_label_classification; raw for one output or regression)
 With --embed-model, OUT.emb.npy (OUT without .jsonl) gets one embedding per line: a NumPy float32 array
 [lines, hidden_size] (numpy.load reads it; NaN rows for bad lines), for lorakit data diversity and
 data filter --select N --diverse.
-The judges (--reward-model, --classifier, --embed-model) read the conversation with their own tokenizer and chat template
-(plain text, the messages' contents, when they have none); --judge-reasoning lets them read reasoning_content.
+The judges (--reward-model, --classifier, --embed-model) read the conversation with their own tokenizer
+and chat template (plain text, the messages' contents, when they have none); --judge-reasoning lets them
+read reasoning_content.
 Examples are batched through the model on all cores; memory stays bounded. Output is written to
 OUT.partial and renamed when complete; --resume continues an interrupted run, skipping lines already scored.`,
 		Args: cobra.ExactArgs(1),
