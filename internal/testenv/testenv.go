@@ -1,6 +1,6 @@
 // Package testenv locates the test data: the small real data committed under testdata/ at the module root
 // (Testdata), and the large shared read-only data LORAKIT_SHARED names (Shared, Dir). Tests that need the shared
-// data skip without it, and Main says in one line per package which ones did.
+// data skip without it, and Main says which ones did.
 package testenv
 
 import (
@@ -8,9 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Shared returns the folder LORAKIT_SHARED names, or "" when it is unset. `go test` runs each package in its
@@ -89,18 +91,55 @@ var skipped struct {
 }
 
 // Main runs a package's tests (call it from TestMain) and then, when some were skipped for want of
-// LORAKIT_SHARED, says so in one line. `go test ./...` shows nothing of a passing package but its "ok" line,
-// so without -v the line goes to the go command's own standard error where the system lets a test reach it
-// (Linux /proc); elsewhere, and with -v, to standard output.
+// LORAKIT_SHARED, names them in one line on standard output (shown with -v, or when the package fails). `go test
+// ./...` shows nothing else of a passing package, so the first package of a `go test` run that skips anything
+// also says once, on the terminal when there is one, that tests were skipped and how to run them.
 func Main(m *testing.M) {
 	code := m.Run()
 	skipped.Lock()
 	names := append([]string(nil), skipped.names...)
 	skipped.Unlock()
 	if len(names) > 0 {
-		announce(summary(names))
+		fmt.Println(summary(names))
+		if !testing.Verbose() && firstInRun(os.TempDir(), os.Getppid(), time.Now()) {
+			toTerminal(runNotice)
+		}
 	}
 	os.Exit(code)
+}
+
+// runNotice is the line a `go test` run shows once when tests were skipped without the shared data.
+const runNotice = "go test: tests that need the large shared data were skipped (LORAKIT_SHARED is not set, e.g. LORAKIT_SHARED=../shared go test ./...); go test -v names them"
+
+// firstInRun reports whether this is the first test binary of the go command run (process id run) to ask: it
+// creates a marker file in dir, which later binaries of the same run find. Markers of runs older than a day are
+// removed.
+func firstInRun(dir string, run int, now time.Time) bool {
+	const prefix = "lorakit-test-skips-"
+	if old, err := filepath.Glob(filepath.Join(dir, prefix+"*")); err == nil {
+		for _, p := range old {
+			if st, err := os.Stat(p); err == nil && now.Sub(st.ModTime()) > 24*time.Hour {
+				os.Remove(p)
+			}
+		}
+	}
+	f, err := os.OpenFile(filepath.Join(dir, prefix+strconv.Itoa(run)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// toTerminal writes line to the controlling terminal, if there is one (go test keeps a passing package's own
+// output to itself).
+func toTerminal(line string) {
+	tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0)
+	if err != nil {
+		return
+	}
+	fmt.Fprintln(tty, line)
+	tty.Close()
 }
 
 // summary is the one line Main prints: the package, the count and the top-level test names.
@@ -126,23 +165,4 @@ func summary(names []string) string {
 	}
 	return fmt.Sprintf("%s: %d %s skipped without LORAKIT_SHARED (the large shared data, e.g. LORAKIT_SHARED=../shared): %s",
 		filepath.ToSlash(pkg), len(list), noun, strings.Join(list, ", "))
-}
-
-// announce writes line where `go test` shows it without -v: the go command's standard error when that is a
-// terminal or a pipe (a regular file is left alone: appending through a second descriptor would interleave
-// with, and be overwritten by, the go command's own writes).
-func announce(line string) {
-	if !testing.Verbose() {
-		parent := fmt.Sprintf("/proc/%d/", os.Getppid())
-		comm, err := os.ReadFile(parent + "comm")
-		fi, serr := os.Stat(parent + "fd/2")
-		if err == nil && serr == nil && strings.TrimSpace(string(comm)) == "go" && !fi.Mode().IsRegular() {
-			if f, err := os.OpenFile(parent+"fd/2", os.O_WRONLY|os.O_APPEND, 0); err == nil {
-				fmt.Fprintln(f, line)
-				f.Close()
-				return
-			}
-		}
-	}
-	fmt.Println(line)
 }

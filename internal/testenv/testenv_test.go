@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSharedRelativeToModuleRoot(t *testing.T) {
@@ -61,5 +62,20 @@ func TestSummary(t *testing.T) {
 	got := summary([]string{"TestB/x", "TestA", "TestB/y"})
 	if want := "internal/testenv: 2 tests skipped"; !strings.HasPrefix(got, want) || !strings.HasSuffix(got, ": TestA, TestB") {
 		t.Errorf("summary = %q, want %q... ending in the test names", got, want)
+	}
+}
+
+func TestFirstInRun(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	if !firstInRun(dir, 4242, now) || firstInRun(dir, 4242, now) {
+		t.Fatal("the first binary of a run must be told so, and only it")
+	}
+	if !firstInRun(dir, 4243, now) {
+		t.Fatal("another run is first again")
+	}
+	// a day later the old markers are gone, so a reused process id is first again
+	if !firstInRun(dir, 4242, now.Add(25*time.Hour)) {
+		t.Fatal("stale marker kept")
 	}
 }
