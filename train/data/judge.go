@@ -27,8 +27,8 @@ type Judge struct {
 
 // Read is the token sequence the judge reads for ex: a text line's document with the tokenizer's special tokens;
 // a conversation rendered with the judge's chat template (tokenized without special tokens, as
-// apply_chat_template(tokenize=True)), or, when it has none, the messages' contents joined by blank lines
-// with the tokenizer's special tokens.
+// apply_chat_template(tokenize=True); with its tools, tool calls and tool results as training renders them),
+// or, when it has none, the messages' contents joined by blank lines with the tokenizer's special tokens.
 func (j *Judge) Read(ex *Example) ([]int, error) {
 	var ids []int
 	switch {
@@ -36,6 +36,16 @@ func (j *Judge) Read(ex *Example) ([]int, error) {
 		ids = j.Tok.Encode(ex.Text, true)
 	case j.Tpl == nil || j.Tpl.IsDefault():
 		ids = j.Tok.Encode(plainText(j.messages(ex)), true)
+	case ex.UsesTools(): // tools, tool calls and results rendered as training renders them
+		tex := *ex
+		if !j.Reasoning {
+			tex.Messages = j.messages(ex)
+		}
+		text, _, err := RenderExample(j.Tpl, &tex)
+		if err != nil {
+			return nil, fmt.Errorf("template error: %w", err)
+		}
+		ids = j.Tok.Encode(text, false)
 	default:
 		text, err := j.Tpl.Render(j.messages(ex), false)
 		if err != nil {
