@@ -63,7 +63,14 @@ func ReviewPath(scored string) string {
 // review's decisions; a bad line (no example) hashes the whole line.
 func ExampleHash(scoredLine []byte) string {
 	b := bytes.TrimSpace(scoredLine)
-	if raw, _, err := SplitScored(b); err == nil && raw != nil {
+	raw, _, err := SplitScored(b)
+	return ExampleHashOf(b, raw, err)
+}
+
+// ExampleHashOf is ExampleHash for a line already split by SplitScored (raw, err its results).
+func ExampleHashOf(scoredLine, raw []byte, err error) string {
+	b := bytes.TrimSpace(scoredLine)
+	if err == nil && raw != nil {
 		b = raw
 	}
 	sum := sha256.Sum256(b)

@@ -159,9 +159,9 @@ func TestReviewPageInBrowser(t *testing.T) {
 	b.run("save the edit", chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
 	b.waitJS(fmt.Sprintf(`!!document.querySelector('#tbody tr[data-line="%d"] .badge.edited')`, edited))
 	b.waitSaved()
-	if got := b.stringJS(`Array.from(document.querySelectorAll('#detail .turn.assistant .content')).pop().textContent`); got != newResponse {
-		t.Errorf("after the edit the page shows %q", got)
-	}
+	// the example is drawn again from the server (asynchronously) with the edit
+	b.waitJS(fmt.Sprintf(`(() => { const c = Array.from(document.querySelectorAll('#detail[data-line="%d"] .turn.assistant .content')).pop();
+		return !!c && c.textContent === %s; })()`, edited, jsonString(newResponse)))
 	if got := b.stringJS(fmt.Sprintf(`document.querySelector('#tbody tr[data-line="%d"] td.text').textContent`, edited)); !strings.HasSuffix(got, newResponse) {
 		t.Errorf("the table shows %q for the edited line", got)
 	}
@@ -191,6 +191,15 @@ func TestReviewPageInBrowser(t *testing.T) {
 	// reload: every decision comes back from the server
 	b.run("reload", chromedp.Reload(), chromedp.WaitVisible(`body[data-ready="1"]`))
 	b.shot("10-reloaded")
+	// the view (sort, cut) survives the reload too; then clear it to see every row
+	if got, want := b.lines(), byIFD(low); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("after reload the view shows %v, want the labels cut sorted by ifd %v", got, want)
+	}
+	if got := b.stringJS(`document.querySelector('input[data-cut="max"][data-field="labels.educational"]').value`); got != "0.2" {
+		t.Errorf("after reload the labels cut is %q", got)
+	}
+	b.run("clear filters after reload", chromedp.Click(`#clear`))
+	b.waitJS(fmt.Sprintf(`document.querySelectorAll('#tbody tr').length === %d`, fixtureLines))
 	rows := evalJS[[]struct {
 		Line     int    `json:"line"`
 		Decision string `json:"decision"`

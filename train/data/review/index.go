@@ -9,14 +9,16 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/lorakit/lorakit/train/data"
 )
 
 // previewRunes bounds the prompt and answer previews of the table.
-const previewRunes = 160
+const previewRunes = 100
 
 // item is one example of the scored file as the table shows it; the full text is read again on demand.
 type item struct {
@@ -40,41 +42,69 @@ type index struct {
 	fields []string    // every numeric field of the score objects, nested ones as "labels.name", in first-seen order
 }
 
-// buildIndex reads a scored file once. Memory is the previews and scores, not the examples.
+// buildIndex reads a scored file once, parsing its lines on every core. Memory is the previews and scores,
+// not the examples.
 func buildIndex(path string) (*index, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("review: %w", err)
 	}
 	defer f.Close()
+	type parsed struct {
+		it  item
+		kvs []numField
+	}
+	type batch struct {
+		lines [][]byte
+		items []item // line numbers and offsets, filled by the reader
+		out   []parsed
+		done  chan struct{}
+	}
+	workers := runtime.GOMAXPROCS(0)
+	todo := make(chan *batch, 2*workers)
+	inOrder := make(chan *batch, 2*workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range todo {
+				b.out = make([]parsed, len(b.lines))
+				for k, line := range b.lines {
+					it, score := readItem(path, b.items[k].line, line)
+					it.off, it.size = b.items[k].off, b.items[k].size
+					b.out[k].it = it
+					if score != nil {
+						b.out[k].kvs, _ = numericFields(score)
+					}
+				}
+				close(b.done)
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(inOrder)
+		defer close(todo)
+		readErr <- readBatches(f, path, func(lines [][]byte, items []item) {
+			b := &batch{lines: lines, items: items, done: make(chan struct{})}
+			todo <- b
+			inOrder <- b
+		})
+	}()
 	ix := &index{byLine: map[int]int{}}
 	fieldAt := map[string]int{}
-	br := bufio.NewReaderSize(f, 1<<20)
-	var off int64
-	for n := 1; ; n++ {
-		b, err := br.ReadBytes('\n')
-		if err != nil && err != io.EOF {
-			return nil, fmt.Errorf("review: %s:%d: %w", path, n, err)
+	for b := range inOrder { // fields are named in file order, whatever order the workers finish in
+		<-b.done
+		for _, p := range b.out {
+			p.it.scores = ix.scoresOf(p.kvs, fieldAt)
+			ix.byLine[p.it.line] = len(ix.items)
+			ix.items = append(ix.items, p.it)
 		}
-		if len(b) == 0 && err == io.EOF {
-			break
-		}
-		size := len(b)
-		line := bytes.TrimRight(b, "\r\n")
-		if len(line) > data.MaxLineBytes {
-			return nil, fmt.Errorf("review: %s:%d: line longer than %d bytes", path, n, data.MaxLineBytes)
-		}
-		if len(bytes.TrimSpace(line)) > 0 {
-			it := readItem(path, n, line)
-			it.off, it.size = off, len(line)
-			it.scores = ix.scoresOf(line, fieldAt)
-			ix.byLine[n] = len(ix.items)
-			ix.items = append(ix.items, it)
-		}
-		off += int64(size)
-		if err == io.EOF {
-			break
-		}
+	}
+	wg.Wait()
+	if err := <-readErr; err != nil {
+		return nil, err
 	}
 	for i := range ix.items { // pad the early items' scores to the fields found later
 		for len(ix.items[i].scores) < len(ix.fields) {
@@ -87,24 +117,65 @@ func buildIndex(path string) (*index, error) {
 	return ix, nil
 }
 
-// readItem parses one scored line into its table row (not its scores).
-func readItem(path string, n int, line []byte) item {
-	it := item{line: n, hash: data.ExampleHash(line)}
+// readBatches reads the non-blank lines of f in batches of about 1 MiB, each with its line numbers and offsets.
+func readBatches(f *os.File, path string, emit func(lines [][]byte, items []item)) error {
+	br := bufio.NewReaderSize(f, 1<<20)
+	var off int64
+	var lines [][]byte
+	var items []item
+	bytesIn := 0
+	for n := 1; ; n++ {
+		b, err := br.ReadBytes('\n')
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("review: %s:%d: %w", path, n, err)
+		}
+		if len(b) == 0 && err == io.EOF {
+			break
+		}
+		line := bytes.TrimRight(b, "\r\n")
+		if len(line) > data.MaxLineBytes {
+			return fmt.Errorf("review: %s:%d: line longer than %d bytes", path, n, data.MaxLineBytes)
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			lines = append(lines, line)
+			items = append(items, item{line: n, off: off, size: len(line)})
+			bytesIn += len(line)
+		}
+		off += int64(len(b))
+		if bytesIn >= 1<<20 {
+			emit(lines, items)
+			lines, items, bytesIn = nil, nil, 0
+		}
+		if err == io.EOF {
+			break
+		}
+	}
+	if len(lines) > 0 {
+		emit(lines, items)
+	}
+	return nil
+}
+
+// readItem parses one scored line into its table row, and returns its score object for scoresOf. The
+// example is parsed once (a large file is read in one pass at start).
+func readItem(path string, n int, line []byte) (item, json.RawMessage) {
 	raw, sc, err := data.SplitScored(line)
+	it := item{line: n, hash: data.ExampleHashOf(line, raw, err)}
 	if err != nil {
 		it.err = "unreadable scored line: " + err.Error()
-		return it
+		return it, nil
 	}
+	score := scoreObject(line)
 	it.format, it.err = sc.Format, sc.Error
 	if raw == nil {
-		return it
+		return it, score
 	}
 	ex, lerr := data.ParseLine(raw, path, n)
 	if lerr != nil {
 		if it.err == "" {
 			it.err = lerr.Reason
 		}
-		return it
+		return it, score
 	}
 	it.example, it.format = true, ex.Format
 	it.prompt, it.answer = previews(ex)
@@ -114,7 +185,29 @@ func readItem(path string, n int, line []byte) item {
 	if ex.UsesTools() {
 		it.flags = append(it.flags, "tools")
 	}
-	return it
+	return it, score
+}
+
+// scoreObject is the text of the line's "score" value: read alone when it is the first key (as data score
+// writes it), else from the whole object.
+func scoreObject(line []byte) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	if t, err := dec.Token(); err == nil && t == json.Delim('{') {
+		if k, err := dec.Token(); err == nil && k == "score" {
+			var raw json.RawMessage
+			if dec.Decode(&raw) == nil {
+				return raw
+			}
+			return nil
+		}
+	}
+	var top struct {
+		Score json.RawMessage `json:"score"`
+	}
+	if json.Unmarshal(line, &top) != nil {
+		return nil
+	}
+	return top.Score
 }
 
 // previews are the first user message and the last assistant message, cut short.
@@ -146,16 +239,9 @@ func cut(s string) string {
 	return string(r[:previewRunes]) + "…"
 }
 
-// scoresOf reads the numeric fields of the line's score object, adding new names to ix.fields.
-func (ix *index) scoresOf(line []byte, fieldAt map[string]int) []float64 {
-	var top struct {
-		Score json.RawMessage `json:"score"`
-	}
-	if json.Unmarshal(line, &top) != nil || top.Score == nil {
-		return nil
-	}
-	kvs, err := numericFields(top.Score)
-	if err != nil {
+// scoresOf places a line's numeric score fields in the columns of ix.fields, adding new names.
+func (ix *index) scoresOf(kvs []numField, fieldAt map[string]int) []float64 {
+	if kvs == nil {
 		return nil
 	}
 	scores := make([]float64, len(ix.fields))

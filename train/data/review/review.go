@@ -341,12 +341,7 @@ func (r *Reviewer) Example(line int) (*Detail, error) {
 		d.Edit = rec.Edit
 	}
 	r.mu.Unlock()
-	var top struct {
-		Score json.RawMessage `json:"score"`
-	}
-	if json.Unmarshal(b, &top) == nil {
-		d.Score = top.Score
-	}
+	d.Score = scoreObject(b)
 	raw, _, err := data.SplitScored(b)
 	if err == nil && raw != nil {
 		d.Original = raw

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/lorakit/lorakit/models/chat"
 	"github.com/lorakit/lorakit/train/data"
 )
 
@@ -435,5 +436,34 @@ func TestOtherShapes(t *testing.T) {
 	if _, err := r.Decide([]Change{{Line: 2, Hash: d.Hash, Decision: "keep",
 		Edit: json.RawMessage(`{"conversations":[{"from":"human","value":"1+1?"},{"from":"gpt","value":"two"}]}`)}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTemplateView: with a template, an example comes with its training text, the assistant's part marked.
+func TestTemplateView(t *testing.T) {
+	tpl, err := chat.New("", "<s>", "</s>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := open(t, Options{Scored: writeScored(t, t.TempDir()), Template: tpl})
+	if !r.Info().Template {
+		t.Error("info does not say a template is set")
+	}
+	d, err := r.Example(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text, loss strings.Builder
+	for _, s := range d.Rendered {
+		text.WriteString(s.Text)
+		if s.Loss {
+			loss.WriteString(s.Text)
+		}
+	}
+	if !strings.Contains(text.String(), "Question 4: what is 4 plus 4?") || loss.String() != "The answer to question 4 is 8.</s>" {
+		t.Fatalf("rendered %q, trained on %q", text.String(), loss.String())
+	}
+	if d.RenderError != "" {
+		t.Errorf("render error %q", d.RenderError)
 	}
 }

@@ -120,6 +120,7 @@ function applyRow(r) {
 
 async function reloadRows() {
   const res = await api('/api/rows');
+  ranges.clear();
   S.fields = res.fields;
   S.rows = res.rows;
   S.byLine = new Map(S.rows.map((r) => [r.line, r]));
@@ -150,21 +151,23 @@ function passes(row) {
   return true;
 }
 
-function sortValue(row, key) {
-  if (key === 'line') return row.line;
-  if (key === 'decision') return row.decision + (row.edited ? '+' : '');
-  if (key === 'format') return row.format || '';
-  if (key === 'prompt') return row.prompt;
+// sortKey returns the function giving a row's value for the sort column.
+function sortKey(key) {
+  if (key === 'line') return (row) => row.line;
+  if (key === 'decision') return (row) => row.decision + (row.edited ? '+' : '');
+  if (key === 'format') return (row) => row.format || '';
+  if (key === 'prompt') return (row) => row.prompt;
   const i = fieldIndex(key);
-  return i < 0 ? null : row.scores[i];
+  return (row) => (i < 0 ? null : row.scores[i]);
 }
 
 function refilter(keepLine) {
   const cur = keepLine !== undefined ? keepLine : (S.view[S.cursor] || {}).line;
   const { key, dir } = S.sort;
+  const value = sortKey(key);
   S.view = S.rows.filter(passes);
   S.view.sort((a, b) => {
-    const x = sortValue(a, key), y = sortValue(b, key);
+    const x = value(a), y = value(b);
     if (x === y) return a.line - b.line;
     if (x === null || x === undefined) return 1; // missing values last, either way
     if (y === null || y === undefined) return -1;
@@ -173,7 +176,30 @@ function refilter(keepLine) {
   const at = S.view.findIndex((r) => r.line === cur);
   S.cursor = at >= 0 ? at : Math.min(S.cursor, Math.max(0, S.view.length - 1));
   S.pageStart = Math.floor(S.cursor / PAGE) * PAGE;
+  saveView();
   drawAll();
+}
+
+// The sort, the filters and the selected line outlive a reload (this tab only); decisions live on the server.
+function viewKey() { return 'lorakit-review-view:' + (S.info ? S.info.scored : ''); }
+
+function saveView() {
+  const f = S.filter;
+  const v = { sort: S.sort, q: f.q, decision: f.decision, cuts: f.cuts, line: (S.view[S.cursor] || {}).line };
+  try { sessionStorage.setItem(viewKey(), JSON.stringify(v)); } catch (e) { /* storage off: nothing kept */ }
+}
+
+async function restoreView() {
+  let v = null;
+  try { v = JSON.parse(sessionStorage.getItem(viewKey()) || 'null'); } catch (e) { v = null; }
+  if (!v) { refilter(); return; }
+  S.sort = v.sort || S.sort;
+  S.filter.decision = v.decision || 'all';
+  S.filter.cuts = v.cuts || {};
+  $('decision').value = S.filter.decision;
+  $('q').value = v.q || '';
+  if (v.q) await runSearch(v.line);
+  else refilter(v.line);
 }
 
 // ---- drawing ----------------------------------------------------------------------------------------
@@ -195,11 +221,18 @@ function drawCounts() {
 }
 
 function histFields() {
-  return S.fields.filter((f) => !NO_HIST.has(f) && S.rows.some((r) => r.scores[fieldIndex(f)] !== null));
+  return S.fields.filter((f) => !NO_HIST.has(f) && fieldRange(f) !== null);
 }
 
-// range of a field over every row, clipped to the 0.5–99.5 percentiles so one outlier does not flatten it
+// range of a field over every row, clipped to the 0.5–99.5 percentiles so one outlier does not flatten it;
+// the scores never change while the page is open, so each is computed once
+const ranges = new Map();
 function fieldRange(name) {
+  if (!ranges.has(name)) ranges.set(name, computeRange(name));
+  return ranges.get(name);
+}
+
+function computeRange(name) {
   const i = fieldIndex(name);
   const vals = S.rows.map((r) => r.scores[i]).filter((v) => v !== null && isFinite(v)).sort((a, b) => a - b);
   if (!vals.length) return null;
@@ -581,14 +614,14 @@ function onKey(e) {
 
 // ---- start ----------------------------------------------------------------------------------------------
 
-async function runSearch() {
+async function runSearch(keepLine) {
   const q = $('q').value.trim();
   S.filter.q = q;
-  if (!q) { S.filter.lines = null; refilter(); return; }
+  if (!q) { S.filter.lines = null; refilter(keepLine); return; }
   try {
     const res = await api('/api/search?q=' + encodeURIComponent(q));
     S.filter.lines = new Set(res.lines);
-    refilter();
+    refilter(keepLine);
   } catch (err) { setStatus('search: ' + err.message, 'err'); }
 }
 
@@ -614,7 +647,7 @@ async function start() {
   S.token = readToken();
   document.addEventListener('keydown', onKey);
   $('q').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); runSearch(); } });
-  $('q').addEventListener('search', runSearch);
+  $('q').addEventListener('search', () => runSearch());
   $('decision').addEventListener('change', (e) => { S.filter.decision = e.target.value; refilter(); });
   $('clear').addEventListener('click', () => {
     S.filter = { q: '', lines: null, decision: 'all', cuts: {} };
@@ -640,7 +673,7 @@ async function start() {
   $('file').title = `${S.info.scored} → ${S.info.review_file}`;
   banner();
   setStatus('saved ✓', 'ok');
-  refilter();
+  await restoreView();
   document.body.dataset.ready = '1';
 }
 
