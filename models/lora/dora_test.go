@@ -174,3 +174,50 @@ func TestDoRASaveLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestDoRABatch: the batched per-module call of serving (Batch, one segment per adapter, small segments beside
+// each other and a large one on its own) finishes every DoRA segment with its own row scale.
+func TestDoRABatch(t *testing.T) {
+	const in, out, r = 24, 40, 3
+	rng := rand.New(rand.NewSource(21))
+	a1, q1, w, bias := doraPair(rng, in, out, r)
+	a2, q2, _, _ := doraPair(rng, in, out, r)
+	base := Base{Rows: func(string) (RowReader, []float32, error) { return F32Rows(w, in), bias, nil }}
+	for _, a := range []*Adapter{a1, a2} {
+		if err := a.PrepareDoRA(nil, base); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segs := []Segment{{Start: 0, N: 3, F: Pack(a1, F32BT).Module("m")}, {Start: 3, N: 2, F: Pack(a2, F32).Module("m")},
+		{Start: 5, N: bigRows, F: Pack(a1, F32BT).Module("m")}}
+	rows := 5 + bigRows
+	x := make([]float32, rows*in)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	y := make([]float32, rows*out)
+	kernels.MatMulF32T(nil, y, x, w, rows, out, in)
+	for j := 0; j < rows; j++ {
+		kernels.Axpy(1, bias, y[j*out:(j+1)*out])
+	}
+	var b Batch
+	b.Apply(kernels.NewPool(2), y, x, in, out, segs)
+	for _, s := range segs {
+		q := q1
+		if s.Start == 3 {
+			q = q2
+		}
+		wm := refDoRA(w, q)
+		for j := s.Start; j < s.Start+s.N; j++ {
+			for o := 0; o < out; o++ {
+				ref := float64(bias[o])
+				for i := 0; i < in; i++ {
+					ref += wm[o*in+i] * float64(x[j*in+i])
+				}
+				if math.Abs(float64(y[j*out+o])-ref) > 1e-4*(1+math.Abs(ref)) {
+					t.Fatalf("row %d (segment at %d): y[%d] = %g, merged %g", j, s.Start, o, y[j*out+o], ref)
+				}
+			}
+		}
+	}
+}
