@@ -106,3 +106,52 @@ func TestMergeDoRARefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeDoRANF4Base: a DoRA adapter over a stored NF4 base (the QLoRA case) merges as PEFT merges it, over
+// the dequantised weight: (m/‖W + s·B·A‖)⊙(W + s·B·A) rounded once to bf16, and --verify (the unmerged adapter,
+// its row scales taken from the NF4 rows) passes.
+func TestMergeDoRANF4Base(t *testing.T) {
+	root := t.TempDir()
+	base := filepath.Join(root, "nf4")
+	deq := writeNF4Base(t, base)
+	ad := makeAdapter(t, 41, 4, 8, []string{"q_proj", "v_proj", "up_proj", "down_proj"}, false)
+	ad.Config.UseDoRA = true
+	want := map[string][]float64{}
+	for m, q := range ad.Modules {
+		v := make([]float64, q.Out*q.In)
+		d := lora.DeltaWeight(q)
+		q.Magnitude = make([]float32, q.Out)
+		w := deq[m+".weight"]
+		for o := 0; o < q.Out; o++ {
+			var ss float64
+			for i := 0; i < q.In; i++ {
+				v[o*q.In+i] = float64(w[o*q.In+i]) + float64(d[o*q.In+i])
+				ss += v[o*q.In+i] * v[o*q.In+i]
+			}
+			q.Magnitude[o] = float32(math.Sqrt(ss) * (0.6 + 0.8*float64((o*7)%10)/10))
+			for i := 0; i < q.In; i++ {
+				v[o*q.In+i] *= float64(q.Magnitude[o]) / math.Sqrt(ss)
+			}
+		}
+		want[m+".weight"] = v
+	}
+	dir := saveAdapter(t, ad)
+	res, err := Run(context.Background(), base, filepath.Join(root, "merged"), Options{Adapters: []Source{{Dir: dir, Weight: 1}}, Verify: true, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Verify.OK || res.Verify.AdapterEffect < 1e-2 {
+		t.Fatalf("verify %+v", res.Verify)
+	}
+	for name, ref := range want {
+		got, dt := tensorF32(t, filepath.Join(root, "merged"), name)
+		if dt != safetensors.BF16 {
+			t.Fatalf("%s: %s", name, dt)
+		}
+		for i, v := range got {
+			if math.Abs(float64(v)-ref[i]) > math.Abs(ref[i])/256+1e-6 {
+				t.Fatalf("%s[%d] = %g, PEFT's DoRA merge of the dequantised weight %g", name, i, v, ref[i])
+			}
+		}
+	}
+}
