@@ -148,9 +148,10 @@ func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 	}
 }
 
-// useTiled reports whether the tiled kernels run q: the VNNI kernels are in use and q's shape tiles.
+// useTiled reports whether the tiled kernels run q: q's shape tiles, and the VNNI kernels are in use or q is
+// Q8_0 (which has an AVX2 tiled kernel and no other).
 func (q *Weight) useTiled() bool {
-	if vnniRows() == 0 {
+	if vnniRows() == 0 && (q.Type != Q8_0 || !tiledInt8AVX2()) {
 		return false
 	}
 	_, ok := q.tileable()

@@ -192,7 +192,8 @@ func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) 
 	if n == 0 {
 		return
 	}
-	if !hasVNNI {
+	vnni := vnniRows() > 0
+	if !vnni && (t.four || !useAVX2) {
 		tiledGo(y, ystride, t, xt, t0, n, cols)
 		return
 	}
@@ -201,9 +202,18 @@ func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) 
 		len(t.scales) < (t0+n)*nb*tileRows || len(xt.q) < xt.k*cols || len(xt.s) < xt.k*nb || t.xbs%8 != 0 {
 		panic("quant: tiledRows: slice lengths do not match")
 	}
+	if !vnni { // int8 on AVX2: one x row at a time
+		for i := 0; i < xt.k; i++ {
+			tiled8AVX2(&y[i*ystride], &t.codes[t0*nq*qb], &t.scales[t0*nb*tileRows], &xt.q[4*i], &xt.s[i], n, nb, t.xbs/4, xt.k)
+		}
+		return
+	}
 	f := tiled8[xt.k-1]
 	if t.four {
 		f = tiled4[xt.k-1]
 	}
 	f(&y[0], ystride, &t.codes[t0*nq*qb], &t.scales[t0*nb*tileRows], &xt.q[0], &xt.s[0], &t.lut.level[0], n, nb, t.xbs/8)
 }
+
+// tiledInt8AVX2 reports whether the AVX2 tiled int8 kernel can run.
+func tiledInt8AVX2() bool { return useAVX2 }

@@ -39,3 +39,6 @@ func vnniRows() int { return 0 }
 func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
 	tiledGo(y, ystride, t, xt, t0, n, cols)
 }
+
+// tiledInt8AVX2 is false: no assembly.
+func tiledInt8AVX2() bool { return false }

@@ -84,6 +84,11 @@ func tiled4x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, 
 //go:noescape
 func tiled8x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
 
+// tiled8AVX2 is the tiled int8 kernel for one x row on AVX2 (see tiledGo).
+//
+//go:noescape
+func tiled8AVX2(y *float32, codes *byte, scales *float32, xq *int16, xs *float32, ntiles int, nblocks int, qpb int, k int)
+
 // nf4VNNI1 is the 4-bit VNNI kernel for 1 x rows (see rows16Go).
 //
 //go:noescape

@@ -187,12 +187,15 @@ func TestTiledMatchesGo(t *testing.T) {
 			x[3] = 25
 			xt := xTiled{k: k, q: make([]int16, k*cols), s: make([]float32, k*cols/xbs)}
 			quantizeTiled(&xt, x, cols, xbs, lim, inv)
-			got, want := make([]float32, k*rows), make([]float32, k*rows)
-			tiledRows(got, rows, tl, &xt, 0, rows/tileRows, cols)
+			want := make([]float32, k*rows)
 			tiledGo(want, rows, tl, &xt, 0, rows/tileRows, cols)
-			for i := range got {
-				if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-5 {
-					t.Fatalf("%s bs %d k %d y[%d]: %v, portable %v", q.Type, q.BlockSize, k, i, got[i], want[i])
+			for _, avx512 := range []bool{true, false} { // VNNI, then AVX2 (int8 layouts) or the twin
+				got := make([]float32, k*rows)
+				withAVX512(avx512, func() { tiledRows(got, rows, tl, &xt, 0, rows/tileRows, cols) })
+				for i := range got {
+					if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-5 {
+						t.Fatalf("avx512=%v %s bs %d k %d y[%d]: %v, portable %v", avx512, q.Type, q.BlockSize, k, i, got[i], want[i])
+					}
 				}
 			}
 			for i := 0; i < k; i++ {
