@@ -33,10 +33,11 @@ type BenchConfig struct {
 	Packing    bool
 	// GradientCheckpointing recomputes each layer's activations in the backward pass (Net.Checkpointing).
 	GradientCheckpointing bool
-	Steps                 int // timed steps (default 5)
-	Warmup                int // untimed steps first (default 2)
-	Threads               int // 0: all CPUs
-	Rank                  int // default 16 (alpha 2·rank)
+	DoRA                  bool // DoRA (use_dora) on top of lora or qlora
+	Steps                 int  // timed steps (default 5)
+	Warmup                int  // untimed steps first (default 2)
+	Threads               int  // 0: all CPUs
+	Rank                  int  // default 16 (alpha 2·rank)
 	Seed                  int64
 }
 
@@ -50,6 +51,7 @@ type BenchResult struct {
 	ExampleLen      int       `json:"example_len"`
 	Packing         bool      `json:"packing"`
 	Checkpointing   bool      `json:"gradient_checkpointing,omitempty"`
+	DoRA            bool      `json:"use_dora,omitempty"`
 	Examples        int       `json:"examples_per_step"`
 	Threads         int       `json:"threads"`
 	TrainableParams int       `json:"trainable_params"`
@@ -125,6 +127,9 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	if method != LoRA && method != QLoRA && method != Full {
 		return nil, fmt.Errorf("bench method %q: want lora, qlora or full", c.Method)
 	}
+	if c.DoRA && method == Full {
+		return nil, fmt.Errorf("bench: DoRA needs --method lora or qlora")
+	}
 	if c.DType != "f32" && c.DType != "bf16" {
 		return nil, fmt.Errorf("bench dtype %q: want f32 or bf16", c.DType)
 	}
@@ -134,7 +139,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	net, err := NewNet(base, method, LoRAOptions{Targets: []string{"all-linear"}, Rank: c.Rank, Alpha: float64(2 * c.Rank), Seed: c.Seed})
+	net, err := NewNet(base, method, LoRAOptions{Targets: []string{"all-linear"}, Rank: c.Rank, Alpha: float64(2 * c.Rank), DoRA: c.DoRA, Seed: c.Seed})
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +152,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 		runtime.GC()
 	}
 	res := &BenchResult{Method: c.Method, Shape: c.Shape, DType: c.DType, SeqLen: c.SeqLen, BatchSize: c.BatchSize,
-		ExampleLen: c.ExampleLen, Packing: c.Packing, Checkpointing: c.GradientCheckpointing, Threads: pool.Threads()}
+		ExampleLen: c.ExampleLen, Packing: c.Packing, Checkpointing: c.GradientCheckpointing, DoRA: c.DoRA, Threads: pool.Threads()}
 	if method == QLoRA {
 		res.DType = "nf4"
 	}
@@ -207,7 +212,7 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	}
 	res.TokensPerSec = float64(n*c.ExampleLen*c.Steps) / timed
 	res.PeakRSSMiB = peakRSSMiB()
-	if a, ok := benchAnchors[fmt.Sprintf("%s/%s/%d", c.Shape, c.Method, c.BatchSize)]; ok && c.SeqLen == 256 && c.ExampleLen == c.SeqLen && !c.Packing && !c.GradientCheckpointing {
+	if a, ok := benchAnchors[fmt.Sprintf("%s/%s/%d", c.Shape, c.Method, c.BatchSize)]; ok && c.SeqLen == 256 && c.ExampleLen == c.SeqLen && !c.Packing && !c.GradientCheckpointing && !c.DoRA {
 		res.AnchorTokS, res.AnchorRSSMiB = a[0], a[1]
 	}
 	return res, nil

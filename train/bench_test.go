@@ -25,6 +25,20 @@ func TestBenchTiny(t *testing.T) {
 	if r.Examples != 8 || !(r.TokensPerSec > 0) {
 		t.Fatalf("packed bench: %+v", r)
 	}
+	// DoRA over LoRA and QLoRA: one magnitude per output row beside the factors.
+	for _, m := range []string{"lora", "qlora"} {
+		d, err := Bench(context.Background(), BenchConfig{Method: m, Shape: "tiny", SeqLen: 32, BatchSize: 1, Steps: 1, Warmup: 1, Threads: 2, DoRA: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := Bench(context.Background(), BenchConfig{Method: m, Shape: "tiny", SeqLen: 32, BatchSize: 1, Steps: 1, Warmup: 1, Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.DoRA || !(d.TokensPerSec > 0) || d.TrainableParams <= l.TrainableParams {
+			t.Fatalf("dora bench %s: %+v (lora: %d trainable)", m, d, l.TrainableParams)
+		}
+	}
 }
 
 // BenchmarkTrainEnv runs Bench with the JSON BenchConfig in LORAKIT_BENCH_TRAIN (each iteration is a whole

@@ -58,7 +58,7 @@ func (f *checkpointFn) Backward(gy mat.Tensor) error {
 	return nil
 }
 
-// params lists the layer's trainable parameters: LoRA factors, or every weight, bias and norm.
+// params lists the layer's trainable parameters: LoRA factors (and DoRA magnitudes), or every weight, bias and norm.
 func (L *netLayer) params() []mat.Tensor {
 	var ps []mat.Tensor
 	add := func(p *spnn.Param) {
@@ -70,6 +70,7 @@ func (L *netLayer) params() []mat.Tensor {
 		for _, p := range group {
 			add(p.A)
 			add(p.B)
+			add(p.Mag)
 			add(p.W)
 			add(p.Bias)
 		}

@@ -8,11 +8,19 @@ import (
 )
 
 // TestCheckpointingSameGradients: with gradient checkpointing the loss and every parameter's gradient equal those
-// of the stored-activation graph (to float32 noise), for LoRA (with dropout: the recomputed masks are the same)
-// and full fine-tuning.
+// of the stored-activation graph (to float32 noise), for LoRA (with dropout: the recomputed masks are the same),
+// DoRA and full fine-tuning.
 func TestCheckpointingSameGradients(t *testing.T) {
-	for _, method := range []Method{LoRA, Full} {
-		t.Run(string(method), func(t *testing.T) {
+	for _, c := range []struct {
+		method Method
+		dora   bool
+	}{{LoRA, false}, {LoRA, true}, {Full, false}} {
+		method := c.method
+		name := string(method)
+		if c.dora {
+			name = "dora"
+		}
+		t.Run(name, func(t *testing.T) {
 			o := testmodel.Default()
 			o.ModelType = "qwen3"
 			o.HeadDim = 8
@@ -23,7 +31,7 @@ func TestCheckpointingSameGradients(t *testing.T) {
 			}
 			denom := float32(batch[0].Targets() + batch[1].Targets())
 			grads := func(ckpt bool) (float64, [][]float32) {
-				net, err := NewNet(base, method, LoRAOptions{Targets: []string{"all-linear"}, Rank: 2, Alpha: 4, Dropout: 0.1, Seed: 3})
+				net, err := NewNet(base, method, LoRAOptions{Targets: []string{"all-linear"}, Rank: 2, Alpha: 4, Dropout: 0.1, DoRA: c.dora, Seed: 3})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -127,8 +127,12 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				if asJSON {
 					return printJSON(cmd.OutOrStdout(), r)
 				}
+				method := r.Method
+				if r.DoRA {
+					method += "+dora"
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "train %s %s %s %s, %d threads: %.1f tok/s (steps %v s), loss %.3f → %.3f, peak RSS %.0f MiB\n",
-					r.Method, r.Shape, r.DType, trainBenchBatch(r), r.Threads, r.TokensPerSec, r.StepSeconds, r.FirstLoss, r.LastLoss, r.PeakRSSMiB)
+					method, r.Shape, r.DType, trainBenchBatch(r), r.Threads, r.TokensPerSec, r.StepSeconds, r.FirstLoss, r.LastLoss, r.PeakRSSMiB)
 				if r.AnchorTokS > 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "%.2f× PyTorch eager fp32 (%.1f tok/s, %.0f MiB)\n", r.TokensPerSec/r.AnchorTokS, r.AnchorTokS, r.AnchorRSSMiB)
 				}
@@ -233,6 +237,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 	f.IntVar(&tc.ExampleLen, "example-len", 0, "with --train: tokens per example (default --seq-len)")
 	f.BoolVar(&tc.GradientCheckpointing, "gradient-checkpointing", false, "with --train: recompute each layer's activations in the backward pass")
 	f.BoolVar(&tc.Packing, "packing", false, "with --train: pack --seq-len/--example-len examples into each of the --batch-size rows")
+	f.BoolVar(&tc.DoRA, "use-dora", false, "with --train: DoRA (use_dora) on top of --method lora or qlora")
 	return cmd
 }
 
