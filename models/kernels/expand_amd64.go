@@ -11,18 +11,44 @@ func mmAddBF16x2(y0, y1, t0, t1 *float32, b *uint16, ldb, k, n int)
 //go:noescape
 func mmAddBF16x1(y0, t0 *float32, b *uint16, ldb, k, n int)
 
+// mmAddBF16x2Z and mmAddBF16x1Z are the AVX-512 forms, on the first n columns, n % 16 == 0.
+//
+//go:noescape
+func mmAddBF16x2Z(y0, y1, t0, t1 *float32, b *uint16, ldb, k, n int)
+
+//go:noescape
+func mmAddBF16x1Z(y0, t0 *float32, b *uint16, ldb, k, n int)
+
+// matMulAddBF16 runs the first n &^ 15 columns with the AVX-512 kernels when they are on (AVX512()), the
+// columns up to n &^ 7 with the AVX2 ones, and the rest with the reference loop.
 func matMulAddBF16(y, t []float32, b []uint16, m, n, k int) {
 	n8 := n &^ 7
 	if !useAVX2 || n8 == 0 {
 		refMatMulAddBF16(y, t, b, m, n, k, 0)
 		return
 	}
+	n16 := 0
+	if useAVX512.Load() {
+		n16 = n &^ 15
+	}
 	i := 0
 	for ; i+2 <= m; i += 2 {
-		mmAddBF16x2(&y[i*n], &y[(i+1)*n], &t[i*k], &t[(i+1)*k], &b[0], n, k, n8)
+		y0, y1, t0, t1 := y[i*n:], y[(i+1)*n:], &t[i*k], &t[(i+1)*k]
+		if n16 > 0 {
+			mmAddBF16x2Z(&y0[0], &y1[0], t0, t1, &b[0], n, k, n16)
+		}
+		if n16 < n8 {
+			mmAddBF16x2(&y0[n16], &y1[n16], t0, t1, &b[n16], n, k, n8-n16)
+		}
 	}
 	if i < m {
-		mmAddBF16x1(&y[i*n], &t[i*k], &b[0], n, k, n8)
+		y0, t0 := y[i*n:], &t[i*k]
+		if n16 > 0 {
+			mmAddBF16x1Z(&y0[0], t0, &b[0], n, k, n16)
+		}
+		if n16 < n8 {
+			mmAddBF16x1(&y0[n16], t0, &b[n16], n, k, n8-n16)
+		}
 	}
 	if n8 < n { // the last n % 8 columns
 		refMatMulAddBF16(y, t, b, m, n, k, n8)

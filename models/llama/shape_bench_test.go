@@ -230,27 +230,36 @@ func benchMixed(b *testing.B, threads int) {
 	b.ReportMetric(median(c[0])/median(c[3]), "fast/base-cpu-tput")
 }
 
-// BenchmarkServeAdaptersSmolLM2 times a decode step of 16 sequences (context 32) on the smollm2-135m shape with
-// an NF4 base, base only and spread over 8 rank-16 adapters on every linear (bf16, two rows each, the serving
-// layout), alternating the two: issue 13 wants mixed ≥ 0.9× the base throughput. threads=1 also reports the
-// ratio in CPU time, steadier than wall time on a shared machine.
+// BenchmarkServeAdaptersSmolLM2 times a decode step on the smollm2-135m shape with an NF4 base (context 32), base
+// only and spread over rank-16 adapters on every linear (bf16, the serving layout), alternating the two: 16
+// sequences over 8 adapters (issue 13 wants mixed ≥ 0.9× the base throughput) and 64 over 32. It reports the
+// adapters' time per step (mixed − base) next to the time to read the adapter bytes the step touches once at
+// the read bandwidth measured in the same run (a sum over a buffer larger than the caches). threads=1 also
+// gives the ratio in CPU time, steadier than wall time on a shared machine.
 func BenchmarkServeAdaptersSmolLM2(b *testing.B) {
-	for _, threads := range []int{1, 0} {
-		b.Run(fmt.Sprintf("threads=%d", threads), func(b *testing.B) { benchServeAdapters(b, threads) })
+	for _, c := range []struct{ threads, seqs, adapters int }{{1, 16, 8}, {0, 16, 8}, {0, 64, 32}} {
+		b.Run(fmt.Sprintf("threads=%d/seqs=%d/adapters=%d", c.threads, c.seqs, c.adapters), func(b *testing.B) {
+			benchServeAdapters(b, c.threads, c.seqs, c.adapters)
+		})
 	}
 }
 
-func benchServeAdapters(b *testing.B, threads int) {
+func benchServeAdapters(b *testing.B, threads, n, nAdapters int) {
 	m := randomModelDType(b, smolLM2Config, threads, 1, "nf4")
 	var ads []*lora.Packed
-	for i := range 8 {
+	adapterBytes := 0
+	for i := range nAdapters {
 		ads = append(ads, newBenchLoRA(m, 16, uint64(10+i), lora.BF16))
+		for _, mod := range m.Modules() {
+			if f := ads[i].Module(mod); f != nil {
+				adapterBytes += 2 * (len(f.A16) + len(f.Bt16))
+			}
+		}
 	}
 	prompt := make([]int, 32)
 	for i := range prompt {
 		prompt[i] = (i*7919 + 13) % m.Config.VocabSize
 	}
-	const n = 16
 	base, mixed := make([]Seq, n), make([]Seq, n)
 	for i := range n {
 		c := m.NewCache(1024)
@@ -258,7 +267,7 @@ func benchServeAdapters(b *testing.B, threads int) {
 			b.Fatal(err)
 		}
 		base[i] = Seq{Tokens: []int{100 + i}, Cache: c}
-		mixed[i] = Seq{Tokens: []int{100 + i}, Cache: c, Adapter: ads[i%8]}
+		mixed[i] = Seq{Tokens: []int{100 + i}, Cache: c, Adapter: ads[i%nAdapters]}
 	}
 	step := func(seqs []Seq) (wall, cpu float64) {
 		for _, s := range seqs {
@@ -270,17 +279,40 @@ func benchServeAdapters(b *testing.B, threads int) {
 		}
 		return time.Since(t0).Seconds(), (cpuTime(b) - c0).Seconds()
 	}
+	probe := make([]float32, 64<<20) // 256 MB: read bandwidth of the machine now, with the model's pool
+	for i := range probe {
+		probe[i] = 1
+	}
+	readGBs := func() float64 {
+		const parts = 64
+		chunk := len(probe) / parts
+		t0 := time.Now()
+		m.Pool.For(parts, func(lo, hi int) {
+			for p := lo; p < hi; p++ {
+				kernels.Dot(probe[p*chunk:(p+1)*chunk], probe[p*chunk:(p+1)*chunk])
+			}
+		})
+		return float64(4*len(probe)) / time.Since(t0).Seconds() / 1e9
+	}
 	var w, c [2][]float64
+	var bw []float64
 	b.ResetTimer()
 	for range b.N {
+		bw = append(bw, readGBs())
 		for k, seqs := range [][]Seq{base, mixed} {
 			wall, cpu := step(seqs)
 			w[k], c[k] = append(w[k], wall), append(c[k], cpu)
 		}
 	}
-	b.ReportMetric(median(w[0])*1e3, "ms/step-base")
-	b.ReportMetric(median(w[1])*1e3, "ms/step-mixed")
-	b.ReportMetric(median(w[0])/median(w[1]), "mixed/base-tput")
+	mb, mm := median(w[0]), median(w[1])
+	floor := float64(adapterBytes) / (median(bw) * 1e9)
+	b.ReportMetric(mb*1e3, "ms/step-base")
+	b.ReportMetric(mm*1e3, "ms/step-mixed")
+	b.ReportMetric(mb/mm, "mixed/base-tput")
+	b.ReportMetric((mm-mb)*1e3, "adapter-ms/step")
+	b.ReportMetric(floor*1e3, "adapter-read-ms")
+	b.ReportMetric(float64(adapterBytes)/1e6, "adapter-MB")
+	b.ReportMetric(median(bw), "read-GB/s")
 	if threads == 1 {
 		b.ReportMetric(median(c[0])/median(c[1]), "mixed/base-cpu-tput")
 	}

@@ -10,7 +10,8 @@
 # Environment: LLAMA_BIN (folder of llama-server, default /work/llama/src/build/bin), GGUF (folder of
 # smol135-f16.gguf and smol135-q4_0.gguf, default /work/llama/gguf), CLIENTS ("16 64"), REQUESTS per client (2),
 # GEN new tokens (64), PROMPT tokens (16), THREADS (2), PREFIX=1 to add the prefix-caching run (32 requests
-# sharing a 1,000-token prefix, cache on and off, greedy outputs compared).
+# sharing a 1,000-token prefix, cache on and off, greedy outputs compared), LOCK=FILE to take flock FILE around
+# each measured run (a machine shared with other benchmarks).
 set -eu
 ROUNDS=${1:-2}
 LLAMA_BIN=${LLAMA_BIN:-/work/llama/src/build/bin}
@@ -86,7 +87,11 @@ run() { # LABEL ARGS...
 	label=$1
 	shift
 	printf '%s ' "$label"
-	"$lk" bench --json --prompt "$PROMPT" --gen "$GEN" "$@" | tr -d '\n' | tr -s ' '
+	if [ -n "${LOCK:-}" ]; then
+		flock "$LOCK" "$lk" bench --json --prompt "$PROMPT" --gen "$GEN" "$@"
+	else
+		"$lk" bench --json --prompt "$PROMPT" --gen "$GEN" "$@"
+	fi | tr -d '\n' | tr -s ' '
 	printf ' load %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
