@@ -18,18 +18,18 @@ var hasF16C = useAVX2 && cpu.X86.HasF16C
 // hasAVX512 is the CPU's AVX-512 (F and BW), fixed at start-up.
 var hasAVX512 = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
 
-// useAVX512 selects the 16-lane GEMM tile (the machine's FMA units may be
-// 512 bits wide); every other kernel is bandwidth bound and stays on AVX2.
-// On where the CPU has it unless SetAVX512(false).
+// useAVX512 selects the AVX-512 kernels: the generated tiles and rows kernels of the matrix products
+// (f32, bf16 with AVX512_BF16 or widened, f16), the 6×32 Gemm NN tile, and models/quant's VNNI kernels,
+// which read it through AVX512(). On where the CPU has it unless SetAVX512(false).
 var useAVX512 = func() (b atomic.Bool) { b.Store(hasAVX512); return }()
 
-// SetAVX512 chooses the GEMM tile: on (the default) uses the 16-lane AVX-512
-// tile where the CPU has it, off keeps the AVX2 tile, to measure on an
-// AVX-512 machine what an AVX2-only one runs. It never turns AVX-512 on for a
-// CPU without it. A multiplication already running keeps the tile it chose.
+// SetAVX512 chooses the kernels: on (the default) uses the AVX-512 kernels where the CPU has them, off keeps
+// the AVX2 ones, to measure on an AVX-512 machine what an AVX2-only one runs. It never turns AVX-512 on for a
+// CPU without it. The CLI sets it once (--no-avx512, LORAKIT_NO_AVX512); a product already running keeps
+// the kernels it chose.
 func SetAVX512(on bool) { useAVX512.Store(on && hasAVX512) }
 
-// AVX512 reports whether the GEMM uses the AVX-512 tile.
+// AVX512 reports whether the AVX-512 kernels are in use.
 func AVX512() bool { return useAVX512.Load() }
 
 //go:noescape
@@ -237,15 +237,6 @@ func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, l
 func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
 //go:noescape
-func mmTile3x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
 func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
 //go:noescape
@@ -257,31 +248,18 @@ func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, l
 //go:noescape
 func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
-//go:noescape
-func mmTile2x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
 // matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ: 3×4 tiles
 // over K chunks of mmK (the X rows and W rows of a tile stay in L1), the
 // leftover one or two rows with the 2×4 tile (one row: the same row twice),
 // then the K tail (k % 8 or k % 16) of those tiles, then the edge columns
 // (n % 4) with the 4-row GEMV kernels.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
-	if t.xb != nil || t.f32Tiles {
+	if t.gen != 0 {
 		matMulTileGen(t, i0, i1, j0, j1)
 		return
 	}
 	k := t.k
-	wide := useAVX512.Load()
 	k8 := k &^ 7
-	if wide {
-		k8 = k &^ 15
-	}
 	if !useAVX2 || (t.kind == wF16 && !hasF16C) || k8 == 0 {
 		iq, jq := i0, j0
 		matMulEdges(t, i0, i1, j0, j1, iq, jq)
@@ -308,12 +286,12 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 		// (the first pass prefetches the next W quad as it goes)
 		for i := i0; i < iq; i += 3 {
 			for j := j0; j < jq; j += 4 {
-				t.tile3x4(wide, i == i0, i, j, kb, kc, acc)
+				t.tile3x4(i == i0, i, j, kb, kc, acc)
 			}
 		}
 		if iq < i1 {
 			for j := j0; j < jq; j += 4 {
-				t.tile2x4(wide, iq == i0, iq, j, kb, kc, lx, ly, acc)
+				t.tile2x4(iq, j, kb, kc, lx, ly, acc)
 			}
 		}
 	}
@@ -331,53 +309,12 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	matMulEdges(t, i0, i1, j0, j1, i1, jq)
 }
 
-//go:noescape
-func mmTile3x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
 // tile3x4 runs the 3×4 tile at X row i, W row j over K columns [kb, kb+kc);
-// pf selects the AVX-512 kernel that prefetches the next W quad.
-func (t *matMulTask) tile3x4(wide, pf bool, i, j, kb, kc, acc int) {
+// pf selects the kernel that prefetches the next W quad.
+func (t *matMulTask) tile3x4(pf bool, i, j, kb, kc, acc int) {
 	ldy, ldx, ldw := t.ldy, t.ldx, t.ldw
 	xp := &t.x[i*ldx+kb]
 	c := &t.y[i*ldy+j]
-	if wide {
-		switch t.kind {
-		case wF32:
-			if pf {
-				mmTile3x4F32ZP(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
-			} else {
-				mmTile3x4F32Z(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
-			}
-		case wBF16:
-			if pf {
-				mmTile3x4BF16ZP(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-			} else {
-				mmTile3x4BF16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-			}
-		case wF16:
-			if pf {
-				mmTile3x4F16ZP(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-			} else {
-				mmTile3x4F16Z(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-			}
-		}
-		return
-	}
 	if pf { // AVX2 prefetching tile: m=8 over a DRAM-resident W, one thread, f32 54 -> 67-72 GFLOP/s, bf16 55-62 -> 95
 		switch t.kind {
 		case wF32:
@@ -409,34 +346,11 @@ func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32,
 func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
 // tile2x4 runs the 2×4 tile at X row i, W row j with X/Y row strides lx, ly
-// (0, 0: one row); pf as for tile3x4.
-func (t *matMulTask) tile2x4(wide, pf bool, i, j, kb, kc, lx, ly, acc int) {
+// (0, 0: one row).
+func (t *matMulTask) tile2x4(i, j, kb, kc, lx, ly, acc int) {
 	ldw := t.ldw
 	xp := &t.x[i*t.ldx+kb]
 	c := &t.y[i*t.ldy+j]
-	if wide {
-		switch t.kind {
-		case wF32:
-			if pf {
-				mmTile2x4F32ZP(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
-			} else {
-				mmTile2x4F32Z(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
-			}
-		case wBF16:
-			if pf {
-				mmTile2x4BF16ZP(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
-			} else {
-				mmTile2x4BF16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
-			}
-		case wF16:
-			if pf {
-				mmTile2x4F16ZP(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
-			} else {
-				mmTile2x4F16Z(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
-			}
-		}
-		return
-	}
 	switch t.kind {
 	case wF32:
 		mmTile2x4F32(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)

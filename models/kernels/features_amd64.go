@@ -13,8 +13,11 @@ func Features() []string {
 	}
 	if useAVX512.Load() {
 		f = append(f, "AVX-512 (GEMM tiles)")
+		if hasTile512 {
+			f[len(f)-1] = "AVX-512 (generated GEMM tiles and GEMV)"
+		}
 		if hasBF16 {
-			f = append(f, "AVX512_BF16 (bf16 batches and prefill)")
+			f = append(f, "AVX512_BF16 (bf16 products)")
 		}
 	}
 	return f

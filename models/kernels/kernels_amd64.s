@@ -15,9 +15,6 @@
 #define LOADF32(addr, reg) VMOVUPS addr, reg
 #define LOADBF16(addr, reg) VPMOVZXWD addr, reg; VPSLLD $16, reg, reg
 #define LOADF16(addr, reg) VCVTPH2PS addr, reg
-#define LOADF32Z(addr, reg) VMOVUPS addr, reg
-#define LOADBF16Z(addr, reg) VPMOVZXWD addr, reg; VPSLLD $16, reg, reg
-#define LOADF16Z(addr, reg) VCVTPH2PS addr, reg
 
 // HSUM4 reduces four 8-lane accumulators a, b, c, d to X(a) = [Σa, Σb, Σc, Σd].
 // t is a scratch register. Clobbers b, c.
@@ -199,10 +196,6 @@ store: \
 
 #define MMTILEPF(LOAD, esz) MMTILEP(LOAD, esz, PREFETCHAT)
 
-// MMTILE512 and MMTILE512PF are MMTILE and MMTILEPF with 16-lane AVX-512
-// registers: the same 3×4 tile over k columns, k % 16 == 0, k > 0.
-#define MMTILE512(LOAD, esz) MMTILE512P(LOAD, esz, NOPREFETCH)
-
 // MMTILE2 is MMTILE for two rows of X (the leftover rows of a 3-row
 // blocking). With ldx == 0 and ldc == 0 it computes one row: both results
 // are read (acc) before either is stored, so the row is written twice with
@@ -265,9 +258,6 @@ store: \
 	VZEROUPPER \
 	RET
 
-// MMTILE2_512 is MMTILE2 with 16-lane registers, k % 16 == 0.
-#define MMTILE2_512(LOAD, esz) MMTILE2_512P(LOAD, esz, NOPREFETCH)
-
 // func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
 TEXT ·mmTile2x4F32(SB), NOSPLIT, $0-64
 	MMTILE2(LOADF32, 4)
@@ -279,212 +269,6 @@ TEXT ·mmTile2x4BF16(SB), NOSPLIT, $0-64
 // func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 TEXT ·mmTile2x4F16(SB), NOSPLIT, $0-64
 	MMTILE2(LOADF16, 2)
-
-// MMTILE512P is MMTILEP with 16-lane AVX-512 registers; MMTILE2_512P (below)
-// is its two-row form (MMTILE2 with 16-lane registers), both with PFETCH as in
-// MMTILEP.
-#define MMTILE512P(LOAD, esz, PFETCH) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldx+8(FP), AX \
-	SHLQ $2, AX \
-	LEAQ (SI)(AX*1), R8 \
-	LEAQ (R8)(AX*1), R9 \
-	MOVQ w+16(FP), DI \
-	MOVQ ldw+24(FP), AX \
-	IMULQ $esz, AX \
-	LEAQ (DI)(AX*1), R10 \
-	LEAQ (R10)(AX*1), R11 \
-	LEAQ (R11)(AX*1), R12 \
-	SHLQ $2, AX \
-	MOVQ AX, BX \
-	MOVQ k+32(FP), CX \
-	VPXORD Z0, Z0, Z0 \
-	VPXORD Z1, Z1, Z1 \
-	VPXORD Z2, Z2, Z2 \
-	VPXORD Z3, Z3, Z3 \
-	VPXORD Z4, Z4, Z4 \
-	VPXORD Z5, Z5, Z5 \
-	VPXORD Z6, Z6, Z6 \
-	VPXORD Z7, Z7, Z7 \
-	VPXORD Z8, Z8, Z8 \
-	VPXORD Z9, Z9, Z9 \
-	VPXORD Z10, Z10, Z10 \
-	VPXORD Z11, Z11, Z11 \
-loop: \
-	PFETCH((DI)(BX*1)) \
-	PFETCH((R10)(BX*1)) \
-	PFETCH((R11)(BX*1)) \
-	PFETCH((R12)(BX*1)) \
-	VMOVUPS (SI), Z12 \
-	VMOVUPS (R8), Z13 \
-	VMOVUPS (R9), Z14 \
-	LOAD((DI), Z15) \
-	VFMADD231PS Z12, Z15, Z0 \
-	VFMADD231PS Z13, Z15, Z4 \
-	VFMADD231PS Z14, Z15, Z8 \
-	LOAD((R10), Z15) \
-	VFMADD231PS Z12, Z15, Z1 \
-	VFMADD231PS Z13, Z15, Z5 \
-	VFMADD231PS Z14, Z15, Z9 \
-	LOAD((R11), Z15) \
-	VFMADD231PS Z12, Z15, Z2 \
-	VFMADD231PS Z13, Z15, Z6 \
-	VFMADD231PS Z14, Z15, Z10 \
-	LOAD((R12), Z15) \
-	VFMADD231PS Z12, Z15, Z3 \
-	VFMADD231PS Z13, Z15, Z7 \
-	VFMADD231PS Z14, Z15, Z11 \
-	ADDQ $64, SI \
-	ADDQ $64, R8 \
-	ADDQ $64, R9 \
-	ADDQ $(16*esz), DI \
-	ADDQ $(16*esz), R10 \
-	ADDQ $(16*esz), R11 \
-	ADDQ $(16*esz), R12 \
-	SUBQ $16, CX \
-	JG   loop \
-	VEXTRACTF64X4 $1, Z0, Y12 \
-	VADDPS Y12, Y0, Y0 \
-	VEXTRACTF64X4 $1, Z1, Y12 \
-	VADDPS Y12, Y1, Y1 \
-	VEXTRACTF64X4 $1, Z2, Y12 \
-	VADDPS Y12, Y2, Y2 \
-	VEXTRACTF64X4 $1, Z3, Y12 \
-	VADDPS Y12, Y3, Y3 \
-	VEXTRACTF64X4 $1, Z4, Y12 \
-	VADDPS Y12, Y4, Y4 \
-	VEXTRACTF64X4 $1, Z5, Y12 \
-	VADDPS Y12, Y5, Y5 \
-	VEXTRACTF64X4 $1, Z6, Y12 \
-	VADDPS Y12, Y6, Y6 \
-	VEXTRACTF64X4 $1, Z7, Y12 \
-	VADDPS Y12, Y7, Y7 \
-	VEXTRACTF64X4 $1, Z8, Y12 \
-	VADDPS Y12, Y8, Y8 \
-	VEXTRACTF64X4 $1, Z9, Y12 \
-	VADDPS Y12, Y9, Y9 \
-	VEXTRACTF64X4 $1, Z10, Y12 \
-	VADDPS Y12, Y10, Y10 \
-	VEXTRACTF64X4 $1, Z11, Y12 \
-	VADDPS Y12, Y11, Y11 \
-	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
-	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
-	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
-	MOVQ c+40(FP), AX \
-	MOVQ ldc+48(FP), BX \
-	SHLQ $2, BX \
-	LEAQ (AX)(BX*1), CX \
-	LEAQ (CX)(BX*1), DX \
-	MOVQ acc+56(FP), R13 \
-	TESTQ R13, R13 \
-	JE   store \
-	VADDPS (AX), X0, X0 \
-	VADDPS (CX), X4, X4 \
-	VADDPS (DX), X8, X8 \
-store: \
-	VMOVUPS X0, (AX) \
-	VMOVUPS X4, (CX) \
-	VMOVUPS X8, (DX) \
-	VZEROUPPER \
-	RET
-
-#define MMTILE512PF(LOAD, esz) MMTILE512P(LOAD, esz, PREFETCHAT)
-
-#define MMTILE2_512P(LOAD, esz, PFETCH) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldx+8(FP), AX \
-	SHLQ $2, AX \
-	LEAQ (SI)(AX*1), R8 \
-	MOVQ w+16(FP), DI \
-	MOVQ ldw+24(FP), AX \
-	IMULQ $esz, AX \
-	LEAQ (DI)(AX*1), R10 \
-	LEAQ (R10)(AX*1), R11 \
-	LEAQ (R11)(AX*1), R12 \
-	SHLQ $2, AX \
-	MOVQ AX, BX \
-	MOVQ k+32(FP), CX \
-	VPXORD Z0, Z0, Z0 \
-	VPXORD Z1, Z1, Z1 \
-	VPXORD Z2, Z2, Z2 \
-	VPXORD Z3, Z3, Z3 \
-	VPXORD Z4, Z4, Z4 \
-	VPXORD Z5, Z5, Z5 \
-	VPXORD Z6, Z6, Z6 \
-	VPXORD Z7, Z7, Z7 \
-loop: \
-	PFETCH((DI)(BX*1)) \
-	PFETCH((R10)(BX*1)) \
-	PFETCH((R11)(BX*1)) \
-	PFETCH((R12)(BX*1)) \
-	VMOVUPS (SI), Z12 \
-	VMOVUPS (R8), Z13 \
-	LOAD((DI), Z14) \
-	LOAD((R10), Z15) \
-	VFMADD231PS Z12, Z14, Z0 \
-	VFMADD231PS Z13, Z14, Z4 \
-	VFMADD231PS Z12, Z15, Z1 \
-	VFMADD231PS Z13, Z15, Z5 \
-	LOAD((R11), Z14) \
-	LOAD((R12), Z15) \
-	VFMADD231PS Z12, Z14, Z2 \
-	VFMADD231PS Z13, Z14, Z6 \
-	VFMADD231PS Z12, Z15, Z3 \
-	VFMADD231PS Z13, Z15, Z7 \
-	ADDQ $64, SI \
-	ADDQ $64, R8 \
-	ADDQ $(16*esz), DI \
-	ADDQ $(16*esz), R10 \
-	ADDQ $(16*esz), R11 \
-	ADDQ $(16*esz), R12 \
-	SUBQ $16, CX \
-	JG   loop \
-	VEXTRACTF64X4 $1, Z0, Y12 \
-	VADDPS Y12, Y0, Y0 \
-	VEXTRACTF64X4 $1, Z1, Y12 \
-	VADDPS Y12, Y1, Y1 \
-	VEXTRACTF64X4 $1, Z2, Y12 \
-	VADDPS Y12, Y2, Y2 \
-	VEXTRACTF64X4 $1, Z3, Y12 \
-	VADDPS Y12, Y3, Y3 \
-	VEXTRACTF64X4 $1, Z4, Y12 \
-	VADDPS Y12, Y4, Y4 \
-	VEXTRACTF64X4 $1, Z5, Y12 \
-	VADDPS Y12, Y5, Y5 \
-	VEXTRACTF64X4 $1, Z6, Y12 \
-	VADDPS Y12, Y6, Y6 \
-	VEXTRACTF64X4 $1, Z7, Y12 \
-	VADDPS Y12, Y7, Y7 \
-	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
-	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
-	MOVQ c+40(FP), AX \
-	MOVQ ldc+48(FP), BX \
-	SHLQ $2, BX \
-	LEAQ (AX)(BX*1), CX \
-	MOVQ acc+56(FP), R13 \
-	TESTQ R13, R13 \
-	JE   store \
-	VADDPS (AX), X0, X0 \
-	VADDPS (CX), X4, X4 \
-store: \
-	VMOVUPS X0, (AX) \
-	VMOVUPS X4, (CX) \
-	VZEROUPPER \
-	RET
-
-#define MMTILE2_512PF(LOAD, esz) MMTILE2_512P(LOAD, esz, PREFETCHAT)
-
-// func mmTile2x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F32Z(SB), NOSPLIT, $0-64
-	MMTILE2_512(LOADF32Z, 4)
-
-// func mmTile2x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4BF16Z(SB), NOSPLIT, $0-64
-	MMTILE2_512(LOADBF16Z, 2)
-
-// func mmTile2x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F16Z(SB), NOSPLIT, $0-64
-	MMTILE2_512(LOADF16Z, 2)
 
 // exp constants, eight copies each: hi, lo, log2e, ln2 split c1 c2,
 // polynomial p0..p5, 1.0, then the int32 exponent bias 127.
@@ -956,18 +740,6 @@ siludone:
 	VZEROUPPER
 	RET
 
-// func mmTile3x4F32Z(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F32Z(SB), NOSPLIT, $0-64
-	MMTILE512(LOADF32Z, 4)
-
-// func mmTile3x4BF16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4BF16Z(SB), NOSPLIT, $0-64
-	MMTILE512(LOADBF16Z, 2)
-
-// func mmTile3x4F16Z(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F16Z(SB), NOSPLIT, $0-64
-	MMTILE512(LOADF16Z, 2)
-
 // func gemmBcast6x16(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
 TEXT ·gemmBcast6x16(SB), NOSPLIT, $0-76
 	BCAST6(Y0, Y1, Y2, Y3, Y4, Y5, Y6, Y7, Y8, Y9, Y10, Y11, Y12, Y13, Y14, Y15, 32, VXORPS)
@@ -1245,30 +1017,6 @@ hred:
 	VZEROUPPER
 	RET
 
-
-// func mmTile3x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F32ZP(SB), NOSPLIT, $0-64
-	MMTILE512PF(LOADF32Z, 4)
-
-// func mmTile2x4F32ZP(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F32ZP(SB), NOSPLIT, $0-64
-	MMTILE2_512PF(LOADF32Z, 4)
-
-// func mmTile3x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4BF16ZP(SB), NOSPLIT, $0-64
-	MMTILE512PF(LOADBF16Z, 2)
-
-// func mmTile2x4BF16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4BF16ZP(SB), NOSPLIT, $0-64
-	MMTILE2_512PF(LOADBF16Z, 2)
-
-// func mmTile3x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F16ZP(SB), NOSPLIT, $0-64
-	MMTILE512PF(LOADF16Z, 2)
-
-// func mmTile2x4F16ZP(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F16ZP(SB), NOSPLIT, $0-64
-	MMTILE2_512PF(LOADF16Z, 2)
 
 // ROWSSTART clears the row kernels' four accumulators and the column offset.
 #define ROWSSTART \

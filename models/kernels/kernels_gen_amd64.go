@@ -249,6 +249,246 @@ func fmaF32R7C3(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc
 //go:noescape
 func fmaF32R8C3(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
 
+// fmaBF16R1C1 is the 1×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R1C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R2C1 is the 2×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R2C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R3C1 is the 3×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R3C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R4C1 is the 4×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R4C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R5C1 is the 5×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R5C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R6C1 is the 6×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R6C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R7C1 is the 7×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R7C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R8C1 is the 8×1 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R8C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R1C2 is the 1×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R1C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R2C2 is the 2×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R2C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R3C2 is the 3×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R3C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R4C2 is the 4×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R4C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R5C2 is the 5×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R5C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R6C2 is the 6×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R6C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R7C2 is the 7×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R7C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R8C2 is the 8×2 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R8C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R1C3 is the 1×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R1C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R2C3 is the 2×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R2C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R3C3 is the 3×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R3C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R4C3 is the 4×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R4C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R5C3 is the 5×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R5C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R6C3 is the 6×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R6C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R7C3 is the 7×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R7C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16R8C3 is the 8×3 tile of the fmaBF16 family (generated).
+//
+//go:noescape
+func fmaBF16R8C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R1C1 is the 1×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R1C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R2C1 is the 2×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R2C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R3C1 is the 3×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R3C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R4C1 is the 4×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R4C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R5C1 is the 5×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R5C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R6C1 is the 6×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R6C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R7C1 is the 7×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R7C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R8C1 is the 8×1 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R8C1(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R1C2 is the 1×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R1C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R2C2 is the 2×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R2C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R3C2 is the 3×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R3C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R4C2 is the 4×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R4C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R5C2 is the 5×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R5C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R6C2 is the 6×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R6C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R7C2 is the 7×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R7C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R8C2 is the 8×2 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R8C2(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R1C3 is the 1×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R1C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R2C3 is the 2×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R2C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R3C3 is the 3×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R3C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R4C3 is the 4×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R4C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R5C3 is the 5×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R5C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R6C3 is the 6×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R6C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R7C3 is the 7×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R7C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaF16R8C3 is the 8×3 tile of the fmaF16 family (generated).
+//
+//go:noescape
+func fmaF16R8C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
 // dpBF16Rows is the matrix-vector kernel of the dpBF16 family: triples × 3 rows of W (generated).
 //
 //go:noescape

@@ -18,12 +18,12 @@ type matMulTask struct {
 
 	// mb and nb are the row and column blocks of the parallel split (mmRows and mmCols unless prepare
 	// chose the generated tiles);
-	// xb is X in the hi/lo bfloat16 layout of the VDPBF16PS tiles (row stride ldxb), or nil; f32Tiles
-	// selects the generated f32 tiles
-	mb, nb   int
-	xb       []uint16
-	ldxb     int
-	f32Tiles bool
+	// xb is X in the hi/lo bfloat16 layout of the VDPBF16PS tiles (row stride ldxb), or nil; gen is the
+	// generated tile family that runs the product (0: the macro-built tiles)
+	mb, nb int
+	xb     []uint16
+	ldxb   int
+	gen    int
 }
 
 const (

@@ -36,6 +36,29 @@ var fmaF32Tiles = [dpCols][dpRows]tileF32Func{
 	{fmaF32R1C3, fmaF32R2C3, fmaF32R3C3, fmaF32R4C3, fmaF32R5C3, fmaF32R6C3, fmaF32R7C3, fmaF32R8C3},
 }
 
+type tile16Func func(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// fmaBF16Tiles widen bf16 weights in registers (AVX-512 without AVX512_BF16, or no scratch for the hi/lo X).
+var fmaBF16Tiles = [dpCols][dpRows]tile16Func{
+	{fmaBF16R1C1, fmaBF16R2C1, fmaBF16R3C1, fmaBF16R4C1, fmaBF16R5C1, fmaBF16R6C1, fmaBF16R7C1, fmaBF16R8C1},
+	{fmaBF16R1C2, fmaBF16R2C2, fmaBF16R3C2, fmaBF16R4C2, fmaBF16R5C2, fmaBF16R6C2, fmaBF16R7C2, fmaBF16R8C2},
+	{fmaBF16R1C3, fmaBF16R2C3, fmaBF16R3C3, fmaBF16R4C3, fmaBF16R5C3, fmaBF16R6C3, fmaBF16R7C3, fmaBF16R8C3},
+}
+
+var fmaF16Tiles = [dpCols][dpRows]tile16Func{
+	{fmaF16R1C1, fmaF16R2C1, fmaF16R3C1, fmaF16R4C1, fmaF16R5C1, fmaF16R6C1, fmaF16R7C1, fmaF16R8C1},
+	{fmaF16R1C2, fmaF16R2C2, fmaF16R3C2, fmaF16R4C2, fmaF16R5C2, fmaF16R6C2, fmaF16R7C2, fmaF16R8C2},
+	{fmaF16R1C3, fmaF16R2C3, fmaF16R3C3, fmaF16R4C3, fmaF16R5C3, fmaF16R6C3, fmaF16R7C3, fmaF16R8C3},
+}
+
+// generated tile families a matMulTask can run (matMulTask.gen; 0: the macro-built AVX2 tiles)
+const (
+	genDPBF16 = 1 + iota
+	genF32
+	genWideBF16
+	genF16
+)
+
 // prepare readies t for the tiles that will run it: for bf16 weights on the VDPBF16PS tiles, X split into
 // the hi/lo bfloat16 layout (once per product, into *buf; with no buf they keep the widening tiles), and the
 // blocks of the generated tiles' parallel split.
@@ -51,9 +74,13 @@ func (t *matMulTask) prepare(buf *[]uint16) {
 		for i := 0; i < t.m; i++ {
 			cvtBF16HiLo(&t.x[i*t.ldx], t.k, &xb[i*t.ldxb])
 		}
-		t.xb = xb
+		t.xb, t.gen = xb, genDPBF16
+	case t.kind == wBF16:
+		t.gen = genWideBF16
 	case t.kind == wF32:
-		t.f32Tiles = true
+		t.gen = genF32
+	case t.kind == wF16 && hasF16C:
+		t.gen = genF16
 	default:
 		return
 	}
@@ -75,7 +102,7 @@ func matMulTileGen(t *matMulTask, i0, i1, j0, j1 int) {
 		acc = 1
 	}
 	esz := 2
-	if t.xb == nil {
+	if t.gen == genF32 {
 		esz = 4
 	}
 	for j := j0; j < j1; j += dpCols {
@@ -87,10 +114,15 @@ func matMulTileGen(t *matMulTask, i0, i1, j0, j1 int) {
 		for i := i0; i < i1; i += dpRows {
 			nr := min(dpRows, i1-i)
 			c := &t.y[i*t.ldy+j]
-			if t.xb != nil {
+			switch t.gen {
+			case genDPBF16:
 				dpBF16Tiles[nc-1][nr-1](&t.xb[i*t.ldxb], t.ldxb, &t.wh[j*t.ldw], t.ldw, k, c, t.ldy, acc, pf)
-			} else {
+			case genF32:
 				fmaF32Tiles[nc-1][nr-1](&t.x[i*t.ldx], t.ldx, &t.wf[j*t.ldw], t.ldw, k, c, t.ldy, acc, pf)
+			case genWideBF16:
+				fmaBF16Tiles[nc-1][nr-1](&t.x[i*t.ldx], t.ldx, &t.wh[j*t.ldw], t.ldw, k, c, t.ldy, acc, pf)
+			case genF16:
+				fmaF16Tiles[nc-1][nr-1](&t.x[i*t.ldx], t.ldx, &t.wh[j*t.ldw], t.ldw, k, c, t.ldy, acc, pf)
 			}
 			pf = 0
 		}

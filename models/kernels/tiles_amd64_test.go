@@ -46,7 +46,7 @@ func TestCvtBF16HiLo(t *testing.T) {
 
 func isNaNBF16(u uint16) bool { return u&0x7f80 == 0x7f80 && u&0x7f != 0 }
 
-// TestGenTiles sweeps every generated tile (rows × cols, both families) over K lengths around the step, row
+// TestGenTiles sweeps every generated tile (rows × cols, every family) over K lengths around the step, row
 // strides, accumulate and prefetch settings, against the pure-Go twin (float64 over the same bf16 hi/lo or
 // float32 operands) and the float64 reference of the float32 activations, and checks that nothing outside
 // the tile's rows × cols of C is written.
@@ -62,6 +62,7 @@ func TestGenTiles(t *testing.T) {
 				x := randF32(r, rows*ldx)
 				wf := randF32(r, cols*ldw)
 				wb := toBF16(wf)
+				wh := toF16(r, cols*ldw)
 				for acc := 0; acc < 2; acc++ {
 					if hasBF16 {
 						ldxb := bf16Blocks(k) + 64*r.IntN(2)
@@ -83,6 +84,20 @@ func TestGenTiles(t *testing.T) {
 						ref, mag := dot64(x[i*ldx:i*ldx+k], wf[j*ldw:j*ldw+k], func(f float32) float32 { return f })
 						return ref, ref, mag
 					})
+					c, c0 = tileOut(r, rows, ldc)
+					fmaBF16Tiles[cols-1][rows-1](&x[0], ldx, &wb[0], ldw, k, &c[0], ldc, acc, 64*r.IntN(3))
+					checkTile(t, "fmaBF16", rows, cols, k, acc, c, c0, ldc, func(i, j int) (float64, float64, float64) {
+						ref, mag := dot64(x[i*ldx:i*ldx+k], wb[j*ldw:j*ldw+k], bf16ToF32)
+						return ref, ref, mag
+					})
+					if hasF16C {
+						c, c0 = tileOut(r, rows, ldc)
+						fmaF16Tiles[cols-1][rows-1](&x[0], ldx, &wh[0], ldw, k, &c[0], ldc, acc, 64*r.IntN(3))
+						checkTile(t, "fmaF16", rows, cols, k, acc, c, c0, ldc, func(i, j int) (float64, float64, float64) {
+							ref, mag := dot64(x[i*ldx:i*ldx+k], wh[j*ldw:j*ldw+k], f16ToF32)
+							return ref, ref, mag
+						})
+					}
 				}
 			}
 		}

@@ -33,9 +33,11 @@ func main() {
 			tile(bf16DP, r, c)
 		}
 	}
-	for c := 1; c <= maxCols; c++ {
-		for r := 1; r <= maxRows; r++ {
-			tile(f32FMA, r, c)
+	for _, f := range []family{f32FMA, bf16Wide, f16Wide} {
+		for c := 1; c <= maxCols; c++ {
+			for r := 1; r <= maxRows; r++ {
+				tile(f, r, c)
+			}
 		}
 	}
 	rowsKernel(bf16DP)
@@ -110,10 +112,14 @@ type family struct {
 	mul func(acc, w VecPhysical, xs []VecPhysical)
 	// xregs is how many registers one row of X takes per step
 	xregs int
+	// wbytes is the bytes of one W row per step; wload, when set, loads and widens one step of a W row
+	// (masked by K1 in the tail) instead of a plain 64-byte load
+	wbytes int
+	wload  func(m Mem, w VecPhysical, masked bool)
 }
 
 var bf16DP = family{
-	name: "dpBF16", wtype: "uint16", xtype: "uint16", step: 32, xbytes: 128, xregs: 2,
+	name: "dpBF16", wtype: "uint16", xtype: "uint16", step: 32, xbytes: 128, xregs: 2, wbytes: 64,
 	mul: func(acc, w VecPhysical, xs []VecPhysical) {
 		vdpbf16ps(w, xs[0], acc) // hi
 		vdpbf16ps(w, xs[1], acc) // lo
@@ -121,8 +127,38 @@ var bf16DP = family{
 }
 
 var f32FMA = family{
-	name: "fmaF32", wtype: "float32", xtype: "float32", step: 16, xbytes: 64, xregs: 1,
+	name: "fmaF32", wtype: "float32", xtype: "float32", step: 16, xbytes: 64, xregs: 1, wbytes: 64,
 	mul: func(acc, w VecPhysical, xs []VecPhysical) { VFMADD231PS(w, xs[0], acc) },
+}
+
+// bf16Wide is bf16 weights widened in registers (a zero extension and a shift) against float32 X, for CPUs
+// with AVX-512 but not AVX512_BF16.
+var bf16Wide = family{
+	name: "fmaBF16", wtype: "uint16", xtype: "float32", step: 16, xbytes: 64, xregs: 1, wbytes: 32,
+	mul: f32FMA.mul,
+	wload: func(m Mem, w VecPhysical, masked bool) {
+		if masked {
+			VMOVDQU16_Z(m, K1, Y31)
+			VPMOVZXWD(Y31, w)
+		} else {
+			VPMOVZXWD(m, w)
+		}
+		VPSLLD(U8(16), w, w)
+	},
+}
+
+// f16Wide is IEEE half weights converted by VCVTPH2PS against float32 X.
+var f16Wide = family{
+	name: "fmaF16", wtype: "uint16", xtype: "float32", step: 16, xbytes: 64, xregs: 1, wbytes: 32,
+	mul: f32FMA.mul,
+	wload: func(m Mem, w VecPhysical, masked bool) {
+		if masked {
+			VMOVDQU16_Z(m, K1, Y31)
+			VCVTPH2PS(Y31, w)
+		} else {
+			VCVTPH2PS(m, w)
+		}
+	},
 }
 
 var zregs = []VecPhysical{Z0, Z1, Z2, Z3, Z4, Z5, Z6, Z7, Z8, Z9, Z10, Z11, Z12, Z13, Z14, Z15, Z16, Z17,
@@ -236,6 +272,8 @@ func step(f family, rows, cols int, masked bool) {
 	for c := 0; c < cols; c++ {
 		w := zregs[wReg+c]
 		switch {
+		case f.wload != nil:
+			f.wload(wrow(RSI, c), w, masked)
 		case !masked:
 			VMOVDQU32(wrow(RSI, c), w)
 		case f.wtype == "uint16":
@@ -265,8 +303,8 @@ func step(f family, rows, cols int, masked bool) {
 		}
 	}
 	if !masked {
-		ADDQ(U8(64), RSI)
-		ADDQ(U8(64), R12)
+		ADDQ(U8(uint8(f.wbytes)), RSI)
+		ADDQ(U8(uint8(f.wbytes)), R12)
 		for _, p := range []GPPhysical{R8, R9, R10}[:(rows+2)/3] {
 			ADDQ(U32(uint32(f.xbytes)), p)
 		}
