@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nlpodyssey/spago/mat"
@@ -14,6 +15,7 @@ import (
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
+	"github.com/lorakit/lorakit/models/testmodel"
 )
 
 // refDoRALinear is PEFT's DoRA forward in float64 for one projection: with x̃ = x⊙keep (keep nil: no dropout),
@@ -213,5 +215,49 @@ func TestRunDoRA(t *testing.T) {
 				t.Fatalf("unmerged DoRA logits differ from training's by %g (adapter effect %g)", d, maxDiff(plain, want))
 			}
 		})
+	}
+}
+
+// TestDoRAFromLoRAAdapter: a DoRA run started from a LoRA adapter (--init-adapter) gets PEFT's initial magnitude
+// ‖W + s·B·A‖ over its factors, so it computes exactly what the LoRA adapter computes; a LoRA run refuses a DoRA
+// adapter (its magnitudes would be lost).
+func TestDoRAFromLoRAAdapter(t *testing.T) {
+	o := testmodel.Default()
+	o.ModelType = "qwen2"
+	base := loadTestModel(t, o)
+	lo := LoRAOptions{Targets: []string{"q", "v", "down"}, Rank: 2, Alpha: 4, Seed: 5}
+	plain, err := NewNet(base, LoRA, lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range plain.Params { // a trained-looking LoRA adapter
+		for j := range vals(p) {
+			if vals(p)[j] == 0 {
+				vals(p)[j] = float32(math.Sin(float64(i*37+j))) * 0.2
+			}
+		}
+	}
+	ids := []int{5, 70, 80, 90, 100, 3}
+	want, err := plain.Logits(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo.DoRA = true
+	dora, err := NewNet(base, LoRA, lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dora.SetAdapter(plain.Adapter()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := dora.Logits(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := maxDiff(got, want); d > 1e-4 || maxDiff(got, baseLogits(t, base, ids, nil)) < 1e-3 {
+		t.Fatalf("DoRA from a LoRA adapter differs from it by %g", d)
+	}
+	if err := plain.SetAdapter(dora.Adapter()); err == nil || !strings.Contains(err.Error(), "--use-dora") {
+		t.Fatalf("LoRA run given a DoRA adapter: %v", err)
 	}
 }
