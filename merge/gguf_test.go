@@ -90,9 +90,7 @@ func TestMergeGGUFBase(t *testing.T) {
 		if !reflect.DeepEqual(g1, g2) || len(g1) != 40 {
 			t.Fatalf("%s: greedy from the HF merge %v, from the GGUF merge %v", c.name, g1, g2)
 		}
-		if ents, _ := filepath.Glob(filepath.Join(filepath.Dir(fromGGUF), ".*")); len(ents) != 0 {
-			t.Errorf("temporaries left: %v", ents)
-		}
+		noTemps(t, filepath.Dir(fromGGUF))
 		qHF, qGGUF := filepath.Join(t.TempDir(), "q"), filepath.Join(t.TempDir(), "q")
 		if _, err := quant.QuantizeFolder(base, qHF, quant.FolderOptions{Threads: 1}); err != nil {
 			t.Fatal(err)

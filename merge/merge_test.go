@@ -305,12 +305,7 @@ func TestMergeF32(t *testing.T) {
 		t.Errorf("metadata %v", f.Metadata)
 	}
 	f.Close()
-	ents, _ := os.ReadDir(root)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".") {
-			t.Errorf("temporary left behind: %s", e.Name())
-		}
-	}
+	noTemps(t, root)
 }
 
 func TestMergeBF16(t *testing.T) {
@@ -519,6 +514,12 @@ func noOut(t *testing.T, root, out string) {
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s exists after a failed merge", out)
 	}
+	noTemps(t, root)
+}
+
+// noTemps fails t when root holds a temporary (a hidden name).
+func noTemps(t *testing.T, root string) {
+	t.Helper()
 	ents, _ := os.ReadDir(root)
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), ".") {
