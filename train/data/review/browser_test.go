@@ -154,7 +154,12 @@ func TestReviewPageInBrowser(t *testing.T) {
 	b.run("edit", chromedp.Click(fmt.Sprintf(`#tbody tr[data-line="%d"]`, edited)),
 		chromedp.WaitVisible(fmt.Sprintf(`#detail[data-line="%d"] .turn`, edited)))
 	b.keys("e")
-	b.run("type the response", chromedp.WaitVisible(ta), chromedp.SetValue(ta, newResponse), chromedp.Focus(ta))
+	// an edit training could not read (an empty response) is refused, and the form says why
+	b.run("empty the response", chromedp.WaitVisible(ta), chromedp.SetValue(ta, " "), chromedp.Focus(ta),
+		chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
+	b.waitJS(`document.getElementById('editerror').textContent.includes('empty response')`)
+	b.shot("06a-edit-refused")
+	b.run("type the response", chromedp.SetValue(ta, newResponse), chromedp.Focus(ta))
 	b.shot("06-editing")
 	b.run("save the edit", chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierCtrl)))
 	b.waitJS(fmt.Sprintf(`!!document.querySelector('#tbody tr[data-line="%d"] .badge.edited')`, edited))

@@ -95,8 +95,9 @@ function save(changes) {
     } catch (err) {
       S.pending--;
       setStatus('NOT SAVED: ' + err.message, 'err');
+      const line = (S.view[S.cursor] || {}).line;
       await reloadRows().catch(() => {}); // show what the file really holds
-      refilter();
+      refilter(line);
       throw err;
     }
   });
@@ -161,8 +162,9 @@ function sortKey(key) {
   return (row) => (i < 0 ? null : row.scores[i]);
 }
 
+// refilter applies the filters and the sort; the selection goes to the first row shown, or stays on keepLine.
 function refilter(keepLine) {
-  const cur = keepLine !== undefined ? keepLine : (S.view[S.cursor] || {}).line;
+  const cur = keepLine;
   const { key, dir } = S.sort;
   const value = sortKey(key);
   S.view = S.rows.filter(passes);
@@ -173,8 +175,8 @@ function refilter(keepLine) {
     if (y === null || y === undefined) return -1;
     return (x < y ? -1 : 1) * dir;
   });
-  const at = S.view.findIndex((r) => r.line === cur);
-  S.cursor = at >= 0 ? at : Math.min(S.cursor, Math.max(0, S.view.length - 1));
+  const at = cur === undefined ? -1 : S.view.findIndex((r) => r.line === cur);
+  S.cursor = Math.max(0, at);
   S.pageStart = Math.floor(S.cursor / PAGE) * PAGE;
   saveView();
   drawAll();
@@ -385,7 +387,7 @@ function select(k) {
     drawTable();
   }
   const tr = document.querySelector(`#tbody tr[data-line="${S.view[k].line}"]`);
-  if (tr) { tr.classList.add('sel'); tr.scrollIntoView({ block: 'nearest' }); }
+  if (tr) { tr.classList.add('sel'); tr.scrollIntoView({ block: 'nearest', inline: 'start' }); }
   showDetail();
 }
 
