@@ -401,7 +401,7 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 	f.IntVar(&o.Select, "select", 0, "keep this many of the remaining examples: the best by --by, or with --diverse a diverse selection")
 	f.BoolVar(&o.Diverse, "diverse", false, "with --select: trade --by's quality against redundancy over the embeddings (greedy facility location)")
 	f.StringVar(&o.Embeddings, "embeddings", "", "the scored file's embeddings (default: SCORED.emb.npy, written by data score --embed-model)")
-	f.Float64Var(&o.QualityWeight, "quality-weight", 1, "--diverse: weight of the selection's mean quality rank (0..1) against its coverage (0: coverage only)")
+	f.Float64Var(&o.QualityWeight, "quality-weight", 0.5, "--diverse: weight of the selection's mean quality rank (0..1) against its coverage, both in [0, 1] (0: coverage only)")
 	f.Uint64Var(&o.Seed, "seed", 0, "--diverse: seed of the sample coverage is measured on (sets of more than 4096 examples)")
 	f.BoolVar(&o.Dedup, "dedup", false, "keep only the first example of each near-duplicate cluster")
 	f.IntVar(&o.MinTokens, "min-tokens", 0, "drop examples with fewer total tokens")
