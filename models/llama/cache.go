@@ -102,7 +102,9 @@ func (c *KVCache) Append(rows ...*KVRows) error {
 	if c.n+n > c.max {
 		return fmt.Errorf("llama: %d KV rows after %d positions exceed the cache's %d", n, c.n, c.max)
 	}
-	c.reserve(c.n + n)
+	// room for the rest of the prompt and what follows too: reserving exactly c.n+n would reallocate (and copy
+	// every imported row again) at the very next Forward
+	c.reserve(min(c.max, 2*(c.n+n)))
 	for _, r := range rows {
 		for l := range c.k {
 			copy(c.k[l][c.n*c.kvDim:], r.k[l])
