@@ -8,20 +8,21 @@
 #   serve/loadgen/bench.sh [ROUNDS]                 # from the repository root
 #
 # Environment: LLAMA_BIN (folder of llama-server, default /work/llama/src/build/bin), GGUF (folder of
-# smol135-f16.gguf and smol135-q4_0.gguf, default /work/llama/gguf), CLIENTS ("16 64"), REQUESTS per client (2),
+# smol135-f16.gguf and smol135-q4_0.gguf, default /work/llama/gguf), CLIENTS ("16 64"; empty: none), REQUESTS per client (2),
 # GEN new tokens (64), PROMPT tokens (16), THREADS (2), PREFIX=1 to add the prefix-caching run (32 requests
 # sharing a 1,000-token prefix, cache on and off, greedy outputs compared), LOCK=FILE to take flock FILE around
-# each measured run (a machine shared with other benchmarks).
+# each measured run (a machine shared with other benchmarks), ANCHOR=0 to leave llama-server out.
 set -eu
 ROUNDS=${1:-2}
 LLAMA_BIN=${LLAMA_BIN:-/work/llama/src/build/bin}
 GGUF=${GGUF:-/work/llama/gguf}
-CLIENTS=${CLIENTS:-16 64}
+CLIENTS=${CLIENTS-16 64}
 REQUESTS=${REQUESTS:-2}
 GEN=${GEN:-64}
 PROMPT=${PROMPT:-16}
 THREADS=${THREADS:-2}
 PREFIX=${PREFIX:-0}
+ANCHOR=${ANCHOR:-1}
 LK_PORT=${LK_PORT:-18431}
 LC_PORT=${LC_PORT:-18432}
 
@@ -67,10 +68,11 @@ start_servers() {
 	"$lk" serve --model "$GGUF/smol135-f16.gguf" --quant nf4 --threads "$THREADS" --max-batch "$slots" \
 		--max-model-len 2048 --served-model-name base --port "$LK_PORT" $ads "$@" >"$tmp/lorakit.log" 2>&1 &
 	pids="$pids $!"
+	wait_up "http://127.0.0.1:$LK_PORT/health"
+	[ "$ANCHOR" = 1 ] || return 0
 	"$LLAMA_BIN/llama-server" -m "$GGUF/smol135-q4_0.gguf" -t "$THREADS" -np "$slots" -c $((slots * 1280)) \
 		--port "$LC_PORT" >"$tmp/llama.log" 2>&1 &
 	pids="$pids $!"
-	wait_up "http://127.0.0.1:$LK_PORT/health"
 	wait_up "http://127.0.0.1:$LC_PORT/health"
 }
 
@@ -102,10 +104,10 @@ for c in $CLIENTS; do
 	lkurl="http://127.0.0.1:$LK_PORT" lcurl="http://127.0.0.1:$LC_PORT"
 	# warm-up: every adapter once, both servers
 	"$lk" bench --serve "$lkurl" --clients "$nad" --requests 1 --gen 4 --models "$(models "$nad")" >/dev/null
-	"$lk" bench --serve "$lcurl" --api llama --clients "$c" --requests 1 --gen 4 >/dev/null
+	[ "$ANCHOR" = 1 ] && "$lk" bench --serve "$lcurl" --api llama --clients "$c" --requests 1 --gen 4 >/dev/null
 	r=1
 	while [ "$r" -le "$ROUNDS" ]; do
-		run "round=$r clients=$c llama-server-q4_0" --serve "$lcurl" --api llama --clients "$c" --requests "$REQUESTS"
+		[ "$ANCHOR" = 1 ] && run "round=$r clients=$c llama-server-q4_0" --serve "$lcurl" --api llama --clients "$c" --requests "$REQUESTS"
 		run "round=$r clients=$c lorakit-nf4-base" --serve "$lkurl" --clients "$c" --requests "$REQUESTS" --models base
 		run "round=$r clients=$c lorakit-nf4-$nad-adapters" --serve "$lkurl" --clients "$c" --requests "$REQUESTS" --models "$(models "$nad")"
 		r=$((r + 1))
@@ -114,6 +116,7 @@ for c in $CLIENTS; do
 done
 
 if [ "$PREFIX" = 1 ]; then
+	ANCHOR=0 # lorakit alone
 	for cache in false true; do
 		start_servers 32 0 --enable-prefix-caching="$cache"
 		run "prefix-cache=$cache lorakit-nf4" --serve "http://127.0.0.1:$LK_PORT" --clients 32 --requests 1 --models base \
