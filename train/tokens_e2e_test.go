@@ -155,9 +155,9 @@ func TestTrainTokensExactMatch(t *testing.T) {
 	}
 	rows := []*row{{name: "<s> template", model: bos}, {name: "</s> template", model: eos}, {name: "</s> + --train-tokens auto", model: eos, tokens: "auto"}}
 	table := "variant                      train_loss  train_em  held_loss  held_em\n"
-	for _, r := range rows {
+	for i, r := range rows {
 		cfg := DefaultConfig()
-		cfg.Model, cfg.Data, cfg.Out = r.model, sums, filepath.Join(dir, strings.NewReplacer(" ", "", "<", "", ">", "", "/", "", "+", "", "-", "").Replace(r.name))
+		cfg.Model, cfg.Data, cfg.Out = r.model, sums, filepath.Join(dir, fmt.Sprint("run", i))
 		cfg.Rank, cfg.Alpha, cfg.BatchSize, cfg.Threads, cfg.LR, cfg.MaxSteps, cfg.WarmupSteps = 16, 32, 8, 2, 3e-3, 600, 30
 		cfg.TrainTokens = r.tokens
 		if _, err := Run(context.Background(), cfg, nil); err != nil {
