@@ -9,6 +9,7 @@ import (
 
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/nn"
 )
 
 // Trainable tokens (--train-tokens): beside the LoRA pairs, a few rows of the embedding table are trained whole,
@@ -51,12 +52,18 @@ func (n *Net) SetTrainTokens(ids []int) error {
 		tp.embedIndex[id] = k
 	}
 	tp.embed = n.addParam(lora.TokensKey(lora.EmbedModule), spnn.NewParam(newMat(len(ids), H, e)), false)
-	w, release := n.Env.baseWeight(n.Base.LMHead)
 	tp.headBase = make([]float32, len(ids)*H)
-	for k, id := range ids {
-		copy(tp.headBase[k*H:(k+1)*H], w[id*H:(id+1)*H])
+	if d, ok := n.Base.LMHead.(*nn.Dense); ok { // the rows alone, not the whole [V, H] head in f32
+		for k, id := range ids {
+			d.Row(id, tp.headBase[k*H:(k+1)*H])
+		}
+	} else {
+		w, release := n.Env.baseWeight(n.Base.LMHead)
+		for k, id := range ids {
+			copy(tp.headBase[k*H:(k+1)*H], w[id*H:(id+1)*H])
+		}
+		release()
 	}
-	release()
 	if c.TieWordEmbeddings {
 		tp.head = tp.embed
 	} else {
