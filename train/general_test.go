@@ -14,12 +14,15 @@ import (
 	"github.com/lorakit/lorakit/models"
 )
 
-const generalText = `Once upon a time, there was a little girl named Lily. She loved to play in the park.
-One day, a small dog found a big red ball in the garden. The dog was very happy.
-
-Tom and his mom went to the store to buy some apples. Tom wanted a toy.
-{"text": "The cat sat on the mat and looked at the fish in the bowl."}
-`
+// generalText is general-stories.txt (plain lines, the text of the README's forgetting measurement) plus a
+// JSONL line.
+func generalText(t *testing.T) []byte {
+	b, err := os.ReadFile(filepath.Join("testdata", "general-stories.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, "{\"text\": \"The cat sat on the mat and looked at the fish in the bowl.\"}\n"...)
+}
 
 // TestGeneralEval: --general-eval measures the base's perplexity before training and the trained model's at every
 // eval (metrics.jsonl, the result, the loss plot); eval --general gives the same numbers for the adapter through
@@ -29,7 +32,7 @@ func TestGeneralEval(t *testing.T) {
 	dir := t.TempDir()
 	dataPath, general := filepath.Join(dir, "sums.jsonl"), filepath.Join(dir, "general.txt")
 	writeSumTask(t, dataPath)
-	if err := os.WriteFile(general, []byte(generalText), 0o644); err != nil {
+	if err := os.WriteFile(general, generalText(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
