@@ -54,7 +54,7 @@ type Config struct {
 	// model's perplexity on it are reported before training and at every eval (forgetting, measured).
 	GeneralEval string `json:"general_eval,omitempty"`
 	// GradientCheckpointing recomputes each decoder layer's activations in the backward pass instead of keeping
-	// them (less memory, about one more forward pass of time).
+	// them (less memory, one more forward pass of time).
 	GradientCheckpointing bool `json:"gradient_checkpointing,omitempty"`
 	Strict                bool `json:"strict"`
 	Threads               int  `json:"threads"`

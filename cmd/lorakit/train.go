@@ -198,7 +198,7 @@ flag names of those tools are accepted too (each is listed beside the flag it me
 	f.BoolVar(&c.Packing, "packing", false, "pack several examples into each row of --max-seq-len tokens (each attends only to itself); --batch-size then counts rows")
 	f.StringVar(&c.TrainTokens, "train-tokens", "", "also train the embedding (and untied LM-head) rows of these special tokens, saved as PEFT's trainable_token_indices: auto (those found untrained) or a list such as '<|eot_id|>,</s>'")
 	f.StringVar(&c.GeneralEval, "general-eval", "", "text unrelated to the task (plain lines or JSONL with \"text\"): the base's and the trained model's perplexity on it before training and at every eval (forgetting, measured)")
-	f.BoolVar(&c.GradientCheckpointing, "gradient-checkpointing", false, "keep only each decoder layer's input and recompute its activations in the backward pass: less memory for long sequences and full fine-tuning, about a third more time")
+	f.BoolVar(&c.GradientCheckpointing, "gradient-checkpointing", false, "keep only each decoder layer's input and recompute its activations in the backward pass: less memory for long sequences and full fine-tuning, one more forward pass of time")
 	f.BoolVar(&c.Strict, "strict", false, "fail on the first bad data line instead of skipping it")
 	f.IntVar(&c.Threads, "threads", 0, "worker threads (0: all CPUs)")
 	noteAliases(f)
