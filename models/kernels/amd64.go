@@ -115,6 +115,10 @@ func matVecF32(y, w, x []float32, r0, r1, cols int) {
 func matVecRowsF32(w *float32, x *float32, n, rows int, y *float32)
 
 func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
+	if cols > 0 && genMatVec() {
+		matVecBF16Gen(y, w, x, r0, r1, cols)
+		return
+	}
 	if !useAVX2 || cols < 8 {
 		refMatVecBF16(y, w, x, r0, r1, cols)
 		return
@@ -488,10 +492,11 @@ func gemmBcastTile(g *gemmArgs, accum bool, i0, i1, j0, j1 int) {
 // block of 16 columns, the 8 even columns then the 8 odd ones (a 32-byte
 // load of 16 bf16 weights widens to the even lanes with one shift and to
 // the odd lanes with one mask, no shuffles). Only the first cols&^15
-// columns are reordered. It returns nil when the kernel is not used.
+// columns are reordered. It returns nil when the kernel is not used (without AVX2, or with the generated
+// AVX-512 rows kernel, which reads x as it is).
 func permuteBF16(buf *[]float32, x []float32) []float32 {
 	n := len(x) &^ 15
-	if !useAVX2 || n == 0 {
+	if !useAVX2 || n == 0 || genMatVec() {
 		return nil
 	}
 	xp := growF32(buf, n)

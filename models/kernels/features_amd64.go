@@ -16,9 +16,6 @@ func Features() []string {
 		if hasTile512 {
 			f[len(f)-1] = "AVX-512 (generated GEMM tiles and GEMV)"
 		}
-		if hasBF16 {
-			f = append(f, "AVX512_BF16 (bf16 products)")
-		}
 	}
 	return f
 }

@@ -61,12 +61,5 @@ func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
 	refMatVecBF16(y, w, x, r0, r1, cols)
 }
 
-// prepare has nothing to ready: this build has no generated tiles.
-func (t *matMulTask) prepare(buf *[]uint16) {}
-
-// hiLoX returns nil: this build has no VDPBF16PS kernels.
-func hiLoX(buf *[]uint16, x []float32) []uint16 { return nil }
-
-func matVecBF16HL(y []float32, w []uint16, xb []uint16, r0, r1, cols int) {
-	panic("kernels: matVecBF16HL without its kernel")
-}
+// prepare has nothing to choose: this build has no generated tiles.
+func (t *matMulTask) prepare() {}

@@ -39,7 +39,6 @@ type matVecTask struct {
 	wh         []uint16
 	rows, cols int
 	xp         []float32 // x in the even/odd order of the paired bf16 kernel, or nil
-	xb         []uint16  // x in the hi/lo layout of the VDPBF16PS kernel, or nil
 }
 
 // matVecBlock is the row granularity of the parallel split.
@@ -54,9 +53,7 @@ func (t *matVecTask) run(lo, hi int) {
 	case wF32:
 		matVecF32(t.y, t.wf, t.x, r0, r1, t.cols)
 	case wBF16:
-		if t.xb != nil {
-			matVecBF16HL(t.y, t.wh, t.xb, r0, r1, t.cols)
-		} else if t.xp != nil {
+		if t.xp != nil {
 			matVecBF16P(t.y, t.wh, t.xp, t.x, r0, r1, t.cols)
 		} else {
 			matVecBF16(t.y, t.wh, t.x, r0, r1, t.cols)
@@ -74,9 +71,7 @@ func (p *Pool) matVec(t matVecTask) {
 		return
 	}
 	if t.kind == wBF16 {
-		if t.xb = hiLoX(&p.xbf, t.x[:t.cols]); t.xb == nil {
-			t.xp = permuteBF16(&p.xperm, t.x[:t.cols])
-		}
+		t.xp = permuteBF16(&p.xperm, t.x[:t.cols])
 	}
 	if p.threads == 1 {
 		t.run(0, blocks)

@@ -4,131 +4,6 @@
 
 package kernels
 
-// cvtBF16HiLo splits n float32 into blocks of 32 bfloat16 hi values then 32 lo values (AVX512_BF16).
-//
-//go:noescape
-func cvtBF16HiLo(x *float32, n int, out *uint16)
-
-// dpBF16R1C1 is the 1×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R1C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R2C1 is the 2×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R2C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R3C1 is the 3×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R3C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R4C1 is the 4×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R4C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R5C1 is the 5×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R5C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R6C1 is the 6×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R6C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R7C1 is the 7×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R7C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R8C1 is the 8×1 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R8C1(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R1C2 is the 1×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R1C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R2C2 is the 2×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R2C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R3C2 is the 3×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R3C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R4C2 is the 4×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R4C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R5C2 is the 5×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R5C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R6C2 is the 6×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R6C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R7C2 is the 7×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R7C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R8C2 is the 8×2 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R8C2(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R1C3 is the 1×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R1C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R2C3 is the 2×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R2C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R3C3 is the 3×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R3C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R4C3 is the 4×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R4C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R5C3 is the 5×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R5C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R6C3 is the 6×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R6C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R7C3 is the 7×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R7C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
-// dpBF16R8C3 is the 8×3 tile of the dpBF16 family (generated).
-//
-//go:noescape
-func dpBF16R8C3(x *uint16, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
-
 // fmaF32R1C1 is the 1×1 tile of the fmaF32 family (generated).
 //
 //go:noescape
@@ -489,12 +364,12 @@ func fmaF16R7C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc 
 //go:noescape
 func fmaF16R8C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
 
-// dpBF16Rows is the matrix-vector kernel of the dpBF16 family: triples × 3 rows of W (generated).
-//
-//go:noescape
-func dpBF16Rows(x *uint16, w *uint16, ldw int, k int, y *float32, triples int, pf int)
-
 // fmaF32Rows is the matrix-vector kernel of the fmaF32 family: triples × 3 rows of W (generated).
 //
 //go:noescape
 func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, triples int, pf int)
+
+// fmaBF16Rows is the matrix-vector kernel of the fmaBF16 family: triples × 3 rows of W (generated).
+//
+//go:noescape
+func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, triples int, pf int)

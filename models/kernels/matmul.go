@@ -18,11 +18,8 @@ type matMulTask struct {
 
 	// mb and nb are the row and column blocks of the parallel split (mmRows and mmCols unless prepare
 	// chose the generated tiles);
-	// xb is X in the hi/lo bfloat16 layout of the VDPBF16PS tiles (row stride ldxb), or nil; gen is the
-	// generated tile family that runs the product (0: the macro-built tiles)
+	// gen is the generated tile family that runs the product (0: the macro-built tiles)
 	mb, nb int
-	xb     []uint16
-	ldxb   int
 	gen    int
 }
 
@@ -51,22 +48,12 @@ func (p *Pool) matMulT(t matMulTask) {
 	if t.ldx == 0 {
 		t.ldy, t.ldx, t.ldw = t.n, t.k, t.k
 	}
-	// the pool's lock also guards its scratch: without it (nil or busy pool) bf16 weights keep the
-	// widening tiles, which need no converted copy of X
-	locked := p != nil && p.mu.TryLock()
-	var buf *[]uint16
-	if locked {
-		buf = &p.xbf
-	}
 	t.mb, t.nb = mmRows, mmCols
-	t.prepare(buf)
+	t.prepare()
 	t.ti = (t.m + t.mb - 1) / t.mb
 	tiles := t.ti * ((t.n + t.nb - 1) / t.nb)
-	if !locked || p.threads == 1 || t.m*t.n*t.k < 1<<15 {
+	if t.m*t.n*t.k < 1<<15 || !p.acquire() {
 		t.run(0, tiles)
-		if locked {
-			p.mu.Unlock()
-		}
 		return
 	}
 	p.mm = t
@@ -135,7 +122,7 @@ func (p *Pool) gemm(g gemmArgs) {
 		}
 	}
 	t.mb, t.nb = mmRows, mmCols
-	t.prepare(nil)
+	t.prepare()
 	t.ti = (t.m + t.mb - 1) / t.mb
 	tiles := t.ti * ((t.n + t.nb - 1) / t.nb)
 	if !locked {

@@ -48,7 +48,7 @@ func MatVecs(p *Pool, jobs []MatVecJob) {
 		t.run(0, blocks)
 		return
 	}
-	t.xp, t.xb = p.permuteJobs(jobs)
+	t.xp = p.permuteJobs(jobs)
 	if p.threads == 1 {
 		t.run(0, blocks)
 	} else {
@@ -64,7 +64,6 @@ func MatVecs(p *Pool, jobs []MatVecJob) {
 type matVecsTask struct {
 	jobs []MatVecJob
 	xp   [][]float32 // per job: X reordered for the paired bf16 kernel, or nil
-	xb   [][]uint16  // per job: X in the hi/lo layout of the VDPBF16PS kernel, or nil
 }
 
 func (t *matVecsTask) run(lo, hi int) {
@@ -81,9 +80,7 @@ func (t *matVecsTask) run(lo, hi int) {
 			case j.F32 != nil:
 				matVecF32(j.Y, j.F32, j.X, r0, r1, j.Cols)
 			case j.BF16 != nil:
-				if t.xb != nil && t.xb[i] != nil {
-					matVecBF16HL(j.Y, j.BF16, t.xb[i], r0, r1, j.Cols)
-				} else if t.xp != nil && t.xp[i] != nil {
+				if t.xp != nil && t.xp[i] != nil {
 					matVecBF16P(j.Y, j.BF16, t.xp[i], j.X, r0, r1, j.Cols)
 				} else {
 					matVecBF16(j.Y, j.BF16, j.X, r0, r1, j.Cols)
@@ -96,10 +93,9 @@ func (t *matVecsTask) run(lo, hi int) {
 	}
 }
 
-// permuteJobs prepares the X of every bf16 job for its kernel, in the pool's scratch: in the hi/lo layout of
-// the VDPBF16PS kernel where it runs (xbs), else reordered for the paired kernel (xps). Jobs sharing one X
-// share one copy. p.mu must be held.
-func (p *Pool) permuteJobs(jobs []MatVecJob) (xps [][]float32, xbs [][]uint16) {
+// permuteJobs reorders the X of every bf16 job for the paired kernel into
+// the pool's scratch (jobs sharing one X share one copy). p.mu must be held.
+func (p *Pool) permuteJobs(jobs []MatVecJob) [][]float32 {
 	bf := false
 	for i := range jobs {
 		if jobs[i].BF16 != nil && jobs[i].Cols > 0 {
@@ -107,34 +103,29 @@ func (p *Pool) permuteJobs(jobs []MatVecJob) (xps [][]float32, xbs [][]uint16) {
 		}
 	}
 	if !bf {
-		return nil, nil
+		return nil
 	}
 	if cap(p.xps) < len(jobs) {
 		p.xps = make([][]float32, len(jobs))
 		p.xpbufs = make([][]float32, len(jobs))
-		p.xbs = make([][]uint16, len(jobs))
-		p.xbbufs = make([][]uint16, len(jobs))
 	}
-	xps, xbs = p.xps[:len(jobs)], p.xbs[:len(jobs)]
-	bufs, bbufs := p.xpbufs[:cap(p.xps)], p.xbbufs[:cap(p.xps)]
+	xps := p.xps[:len(jobs)]
+	bufs := p.xpbufs[:cap(p.xps)]
 	for i := range jobs {
-		xps[i], xbs[i] = nil, nil
+		xps[i] = nil
 		j := &jobs[i]
 		if j.BF16 == nil || j.Cols == 0 {
 			continue
 		}
-		shared := false
 		for k := 0; k < i; k++ {
-			if (xps[k] != nil || xbs[k] != nil) && jobs[k].Cols == j.Cols && &jobs[k].X[0] == &j.X[0] {
-				xps[i], xbs[i], shared = xps[k], xbs[k], true
+			if xps[k] != nil && jobs[k].Cols == j.Cols && &jobs[k].X[0] == &j.X[0] {
+				xps[i] = xps[k]
 				break
 			}
 		}
-		if !shared {
-			if xbs[i] = hiLoX(&bbufs[i], j.X[:j.Cols]); xbs[i] == nil {
-				xps[i] = permuteBF16(&bufs[i], j.X[:j.Cols])
-			}
+		if xps[i] == nil {
+			xps[i] = permuteBF16(&bufs[i], j.X[:j.Cols])
 		}
 	}
-	return xps, xbs
+	return xps
 }

@@ -51,12 +51,9 @@ type Pool struct {
 	// a MatVecs batch
 	xperm       []float32
 	xps, xpbufs [][]float32
-	xbs, xbbufs [][]uint16 // the same in the hi/lo layout of the VDPBF16PS kernel
 
 	// Gemm's transposed operands, kept between calls (guarded by mu)
 	scratchA, scratchB []float32
-	// X of a bf16 product or GEMV in the hi/lo layout of the VDPBF16PS tiles (guarded by mu)
-	xbf []uint16
 }
 
 // NewPool starts threads-1 worker goroutines (threads <= 0 means

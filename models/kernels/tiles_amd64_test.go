@@ -8,47 +8,9 @@ import (
 	"testing"
 )
 
-// TestCvtBF16HiLo: the conversion kernel equals its pure-Go twin bit for bit, tails and specials included.
-func TestCvtBF16HiLo(t *testing.T) {
-	if !hasBF16 {
-		t.Skip("no AVX512_BF16 on this CPU")
-	}
-	r := rand.New(rand.NewPCG(21, 22))
-	specials := []float32{0, float32(math.Copysign(0, -1)), 1e-40, -3e-39, 1.17e-38, float32(math.Inf(1)),
-		float32(math.Inf(-1)), float32(math.NaN()), 3.4e38, -1.0000001, 1 + 1.0/256, 1 + 3.0/512}
-	for _, n := range []int{1, 5, 16, 17, 31, 32, 33, 63, 64, 65, 100, 577} {
-		x := randF32(r, n)
-		for i := range x {
-			x[i] *= float32(math.Pow(2, float64(r.IntN(40)-20)))
-			if r.IntN(8) == 0 {
-				x[i] = specials[r.IntN(len(specials))]
-			}
-		}
-		got := make([]uint16, bf16Blocks(n)+8)
-		for i := range got {
-			got[i] = 0xdead
-		}
-		want := make([]uint16, bf16Blocks(n))
-		cvtBF16HiLo(&x[0], n, &got[0])
-		refSplitBF16(want, x)
-		for i, w := range want {
-			if got[i] != w && !(isNaNBF16(got[i]) && isNaNBF16(w)) {
-				t.Fatalf("n %d: element %d (x %v): got %#04x want %#04x", n, i, x[i/64*32+i%32], got[i], w)
-			}
-		}
-		for _, g := range got[len(want):] {
-			if g != 0xdead {
-				t.Fatalf("n %d: write past the hi/lo blocks", n)
-			}
-		}
-	}
-}
-
-func isNaNBF16(u uint16) bool { return u&0x7f80 == 0x7f80 && u&0x7f != 0 }
-
 // TestGenTiles sweeps every generated tile (rows × cols, every family) over K lengths around the step, row
-// strides, accumulate and prefetch settings, against the pure-Go twin (float64 over the same bf16 hi/lo or
-// float32 operands) and the float64 reference of the float32 activations, and checks that nothing outside
+// strides, accumulate and prefetch settings, against the pure-Go twin (float64 over the same widened
+// float32 operands) and the float64 reference, and checks that nothing outside
 // the tile's rows × cols of C is written.
 func TestGenTiles(t *testing.T) {
 	if !hasTile512 {
@@ -64,20 +26,6 @@ func TestGenTiles(t *testing.T) {
 				wb := toBF16(wf)
 				wh := toF16(r, cols*ldw)
 				for acc := 0; acc < 2; acc++ {
-					if hasBF16 {
-						ldxb := bf16Blocks(k) + 64*r.IntN(2)
-						xb := make([]uint16, rows*ldxb)
-						for i := 0; i < rows; i++ {
-							refSplitBF16(xb[i*ldxb:i*ldxb+bf16Blocks(k)], x[i*ldx:i*ldx+k])
-						}
-						c, c0 := tileOut(r, rows, ldc)
-						dpBF16Tiles[cols-1][rows-1](&xb[0], ldxb, &wb[0], ldw, k, &c[0], ldc, acc, 64*r.IntN(3))
-						checkTile(t, "dpBF16", rows, cols, k, acc, c, c0, ldc, func(i, j int) (float64, float64, float64) {
-							twin := refDotBF16HiLo(xb[i*ldxb:], wb[j*ldw:j*ldw+k])
-							ref, mag := dot64(x[i*ldx:i*ldx+k], wb[j*ldw:j*ldw+k], bf16ToF32)
-							return twin, ref, mag
-						})
-					}
 					c, c0 := tileOut(r, rows, ldc)
 					fmaF32Tiles[cols-1][rows-1](&x[0], ldx, &wf[0], ldw, k, &c[0], ldc, acc, 64*r.IntN(3))
 					checkTile(t, "fmaF32", rows, cols, k, acc, c, c0, ldc, func(i, j int) (float64, float64, float64) {
@@ -168,12 +116,8 @@ func TestGenRowsMatchTiles(t *testing.T) {
 					t.Fatalf("f32 k%d rows%d: row %d: %v, in a batch %v", k, rows, j, y[j], tile[3*rows+j])
 				}
 			}
-			if !hasBF16 {
-				continue
-			}
-			var buf []uint16
-			matVecBF16HL(y, wb, hiLoX(&buf, x[3*k:4*k]), 0, rows, k)
-			MatMulBF16T(NewPool(1), tile, x, wb, 8, rows, k)
+			matVecBF16Gen(y, wb, x[3*k:4*k], 0, rows, k)
+			MatMulBF16T(nil, tile, x, wb, 8, rows, k)
 			for j := range y {
 				if y[j] != tile[3*rows+j] {
 					t.Fatalf("bf16 k%d rows%d: row %d: %v, in a batch %v", k, rows, j, y[j], tile[3*rows+j])
