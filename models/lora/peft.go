@@ -193,7 +193,8 @@ func (a *Adapter) fromFile(f *safetensors.File, linear func(module string) (in, 
 			target = m[1] + "." + m[3]
 			names[m[2]] = true
 		} else if m := baseLayerRE.FindStringSubmatch(key); m != nil {
-			target, baseLayer = m[1]+"."+m[2], true
+			// a trainable-tokens wrapper saves its base as "<module>.token_adapter.base_layer.weight"
+			target, baseLayer = strings.TrimSuffix(m[1], ".token_adapter")+"."+m[2], true
 		}
 		mod := target
 		if i := strings.LastIndexByte(target, '.'); i > 0 {

@@ -2,9 +2,11 @@ package lora
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -111,6 +113,30 @@ func TestTrainableTokensPEFTRoundTrip(t *testing.T) {
 			}
 			if !reflect.DeepEqual(c.Tokens, a.Tokens) {
 				t.Fatalf("round trip: %+v vs %+v", c.Tokens, a.Tokens)
+			}
+			// PEFT with save_embedding_layers also saves the wrapped table as "…token_adapter.base_layer.weight":
+			// it is the base layer of model.embed_tokens.weight.
+			f, err = safetensors.Open(filepath.Join(dir, WeightsName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ts []safetensors.Tensor
+			for _, n := range f.Names() {
+				info, _ := f.Info(n)
+				raw, _ := f.Bytes(n)
+				ts = append(ts, safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Data: append([]byte(nil), raw...)})
+			}
+			f.Close()
+			ts = append(ts, safetensors.F32Tensor(KeyPrefix+EmbedModule+".token_adapter.base_layer.weight", []int{8, dim}, make([]float32, 8*dim)))
+			if err := safetensors.Write(filepath.Join(dir, WeightsName), ts, nil); err != nil {
+				t.Fatal(err)
+			}
+			d, err := Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := d.BaseLayers["model.embed_tokens.weight"]; !ok || len(d.BaseLayers) != 1 {
+				t.Fatalf("token_adapter.base_layer read as %v", slices.Collect(maps.Keys(d.BaseLayers)))
 			}
 		})
 	}
