@@ -149,9 +149,10 @@ func quantizeTiled(xt *xTiled, x []float32, cols, xbs int, lim, inv float32) {
 				r, step = lim/m, m/lim
 			}
 			xt.s[b*k+i] = step * inv
-			for c, v := range blk {
-				e := b*xbs + c
-				xt.q[(e/4)*4*k+4*i+e%4] = roundEven(v * r)
+			dst := xt.q[(b*xbs/4)*4*k+4*i:]
+			for c := 0; c+4 <= len(blk); c += 4 { // one quad: 4 values of this row, then the next rows' quads
+				d, v := dst[c*k:c*k+4:c*k+4], blk[c:c+4:c+4]
+				d[0], d[1], d[2], d[3] = roundEven(v[0]*r), roundEven(v[1]*r), roundEven(v[2]*r), roundEven(v[3]*r)
 			}
 		}
 	}
