@@ -56,6 +56,7 @@ func lorakitBin(t testing.TB) string {
 type result struct {
 	stdout, stderr string
 	code           int
+	early          bool // the run ended before the test could signal it
 }
 
 func (r result) String() string {
