@@ -107,7 +107,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Minute
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients, MaxConnsPerHost: cfg.Clients}}
+	// llama-server (b4748) closes a kept-alive connection after a streamed reply, and a POST sent on it fails
+	// with EOF: a new connection per request there (loopback; its cost is not in TTFT's order of magnitude).
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients, MaxConnsPerHost: cfg.Clients,
+		DisableKeepAlives: cfg.API == LlamaCpp}}
 	res := &Result{Outputs: make([][]string, cfg.Clients)}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
