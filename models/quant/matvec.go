@@ -17,6 +17,10 @@ func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 	if len(y) != rows || len(x) != cols {
 		panic(fmt.Sprintf("quant: MatVec: len(y)=%d len(x)=%d, want %d and %d", len(y), len(x), rows, cols))
 	}
+	if q.useDot8() {
+		q.matMulDot8(p, y, x, 1)
+		return
+	}
 	if q.useTiled() {
 		q.matMulTiled(p, y, x, 1)
 		return
@@ -148,10 +152,10 @@ func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 	}
 }
 
-// useTiled reports whether the tiled kernels run q: q's shape tiles, and the VNNI kernels are in use or q is
-// Q8_0 (which has an AVX2 tiled kernel and no other).
+// useTiled reports whether the AVX2 tiled Q8_0 kernel runs q: a Q8_0 weight whose shape tiles, without the VNNI
+// kernels (which run it through the dot kernels).
 func (q *Weight) useTiled() bool {
-	if vnniRows() == 0 && (q.Type != Q8_0 || !tiledInt8AVX2()) {
+	if vnniRows() > 0 || !tiledInt8AVX2() {
 		return false
 	}
 	_, ok := q.tileable()
@@ -238,6 +242,10 @@ func (q *Weight) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if m == 1 {
 		q.MatVec(p, y, x)
+		return
+	}
+	if q.useDot8() {
+		q.matMulDot8(p, y, x, m)
 		return
 	}
 	if q.useTiled() {

@@ -26,11 +26,20 @@ func refMatVec(q *Weight, x []float32) (y, mag []float64) {
 	return y, mag
 }
 
-// checkClose compares with float32 accumulation's tolerance plus, where the integer path runs, its
-// rounding bound tol16.
+// checkClose compares with float32 accumulation's tolerance plus the rounding bound of the integer path that
+// runs q: tol8 for the dot kernels, tol16 for the others.
 func checkClose(t *testing.T, what string, q *Weight, x, got []float32, want, mag []float64) {
 	t.Helper()
-	tol := tol16(q, x)
+	if q.useDot8() {
+		checkTol(t, what, tol8(q, x), got, want, mag)
+		return
+	}
+	checkTol(t, what, tol16(q, x), got, want, mag)
+}
+
+// checkTol compares got with want within tol plus float32 accumulation's tolerance.
+func checkTol(t *testing.T, what string, tol []float64, got []float32, want, mag []float64) {
+	t.Helper()
 	for i := range want {
 		if d := math.Abs(float64(got[i]) - want[i]); d > tol[i]+1e-5*mag[i]+1e-6 {
 			t.Fatalf("%s: y[%d] = %v, want %v (|Σ| %v)", what, i, got[i], want[i], mag[i])

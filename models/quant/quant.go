@@ -121,7 +121,8 @@ type Weight struct {
 	NestedBlockSize int
 	NestedCode      []float32 // 256 entries, the dynamic map
 
-	tiles atomic.Pointer[tiled] // the tiled kernels' copy, made on first use (tiled.go)
+	tiles atomic.Pointer[tiled] // the AVX2 tiled Q8_0 kernel's copy, made on first use (tiled.go)
+	dots  atomic.Pointer[dot8]  // the dot kernels' copy, made on first use (dot8.go)
 }
 
 // Elems is the number of weight elements.

@@ -187,33 +187,67 @@ func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 	int8VNNIPair[xq.k-1](&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], n, cols/group)
 }
 
-// tiledRows runs the tiled kernel (see tiledGo) for tiles [t0, t0+n) and the x rows of xt.
+// tiledRows runs the tiled Q8_0 kernel of CPUs without AVX-512 VNNI (see tiledGo) for tiles [t0, t0+n) and
+// the x rows of xt, one x row at a time.
 func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
 	if n == 0 {
 		return
 	}
-	vnni := vnniRows() > 0
-	if !vnni && (t.four || !useAVX2) {
+	if !useAVX2 {
 		tiledGo(y, ystride, t, xt, t0, n, cols)
 		return
 	}
-	nq, nb, qb := cols/4, cols/t.xbs, t.quadBytes()
-	if xt.k < 1 || xt.k > tileK || len(y) < (xt.k-1)*ystride+n*tileRows || len(t.codes) < (t0+n)*nq*qb ||
-		len(t.scales) < (t0+n)*nb*tileRows || len(xt.q) < xt.k*cols || len(xt.s) < xt.k*nb || t.xbs%8 != 0 {
+	nq, nb := cols/4, cols/t.xbs
+	if xt.k < 1 || xt.k > tileK || len(y) < (xt.k-1)*ystride+n*tileRows || len(t.codes) < (t0+n)*nq*tiledQuad ||
+		len(t.scales) < (t0+n)*nb*tileRows || len(xt.q) < xt.k*cols || len(xt.s) < xt.k*nb || t.xbs%4 != 0 {
 		panic("quant: tiledRows: slice lengths do not match")
 	}
-	if !vnni { // int8 on AVX2: one x row at a time
-		for i := 0; i < xt.k; i++ {
-			tiled8AVX2(&y[i*ystride], &t.codes[t0*nq*qb], &t.scales[t0*nb*tileRows], &xt.q[4*i], &xt.s[i], n, nb, t.xbs/4, xt.k)
-		}
-		return
+	for i := 0; i < xt.k; i++ {
+		tiled8AVX2(&y[i*ystride], &t.codes[t0*nq*tiledQuad], &t.scales[t0*nb*tileRows], &xt.q[4*i], &xt.s[i], n, nb, t.xbs/4, xt.k)
 	}
-	f := tiled8[xt.k-1]
-	if t.four {
-		f = tiled4[xt.k-1]
-	}
-	f(&y[0], ystride, &t.codes[t0*nq*qb], &t.scales[t0*nb*tileRows], &xt.q[0], &xt.s[0], &t.lut.level[0], n, nb, t.xbs/8)
 }
 
 // tiledInt8AVX2 reports whether the AVX2 tiled int8 kernel can run.
 func tiledInt8AVX2() bool { return useAVX2 }
+
+// dotKernels are the dot kernels by layout (dotL4, dotQ4, dotB8) and x-row count.
+var dotKernels = [3]*[dotK]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int){
+	&dotL4Kernels, &dotQ4Kernels, &dotB8Kernels,
+}
+
+// dot8Rows runs the dot kernel (see dot8Go) for tiles [t0, t0+n) and the x rows of xd: the assembly on a CPU
+// with AVX-512 VNNI, the portable twin elsewhere.
+func dot8Rows(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
+	if n == 0 {
+		return
+	}
+	if !hasVNNI {
+		dot8Go(y, ystride, t, xd, t0, n, cols)
+		return
+	}
+	nb, bb := cols/xBlock, t.blockBytes()
+	nwb := nb / t.bpw
+	if xd.k < 1 || xd.k > dotK || len(y) < (xd.k-1)*ystride+n*tileRows || len(t.codes) < (t0+n)*nb*bb ||
+		len(t.scales) < (t0+n)*nwb*tileRows || len(xd.q) < xd.k*cols || len(xd.s) < xd.k*nb || len(xd.c) < xd.k*nb ||
+		cols%xBlock != 0 || nb%t.bpw != 0 {
+		panic("quant: dot8Rows: slice lengths do not match")
+	}
+	dotKernels[t.kind][xd.k-1](&y[0], ystride, &t.codes[t0*nb*bb], &t.scales[t0*nwb*tileRows], &xd.q[0], &xd.s[0], &xd.c[0],
+		&t.lut[0], n, nb, t.bpw)
+}
+
+// quantizeX8 writes row i of x into xd for zero point z (see quantizeX8Go).
+func quantizeX8(xd *xDot, i int, x []float32, z int32) {
+	if !hasVNNI {
+		quantizeX8Go(xd, i, x, z)
+		return
+	}
+	nb := len(x) / xBlock
+	if nb == 0 {
+		return
+	}
+	if len(x)%xBlock != 0 || i >= xd.k || len(xd.q) < xd.k*len(x) || len(xd.s) < xd.k*nb || len(xd.c) < xd.k*nb {
+		panic("quant: quantizeX8: slice lengths do not match")
+	}
+	quantX8(&xd.q[i*xBlock], &xd.s[i], &xd.c[i], &x[0], nb, xd.k, int(z))
+}

@@ -35,6 +35,16 @@ func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 // vnniRows is 0: no VNNI kernels without assembly.
 func vnniRows() int { return 0 }
 
+// dot8Rows runs the portable dot kernel.
+func dot8Rows(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
+	dot8Go(y, ystride, t, xd, t0, n, cols)
+}
+
+// quantizeX8 runs the portable x quantiser of the dot kernels.
+func quantizeX8(xd *xDot, i int, x []float32, z int32) {
+	quantizeX8Go(xd, i, x, z)
+}
+
 // tiledRows runs the portable tiled kernel.
 func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
 	tiledGo(y, ystride, t, xt, t0, n, cols)

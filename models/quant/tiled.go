@@ -6,14 +6,13 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 )
 
-// The tiled layout. In the row-major kernels each zmm lane sums products of one weight row, so every group of
-// 64 columns ends in converting and scaling a vector per (weight row, x row): as many float operations as
-// integer ones. The tiled kernels give each of a zmm's 16 lanes its own weight row instead: the codes of 16
-// rows are interleaved four columns ("a quad") at a time, the x values are broadcast, and one vector of
-// float work serves 16 weight rows. The integer sums are the same ones (x quantised per block exactly as for
-// the other kernels, levels as lut16 holds them), converted every 8 columns so that no int32 lane overflows.
-// A weight keeps its bitsandbytes/ggml layout for everything else; the tiled copy is made on the first product
-// that can use it (a few milliseconds per matrix) and kept beside it.
+// The tiled layout of Q8_0 for CPUs without AVX-512 VNNI (which run every tiled weight through the dot kernels,
+// dot8.go). In the row-major kernels each vector lane sums products of one weight row, so every group of
+// columns ends in converting and scaling a vector per (weight row, x row): as many float operations as integer
+// ones. The tiled kernel gives each lane its own weight row instead: the codes of 16 rows are interleaved four
+// columns ("a quad") at a time, the x values (int16, as for the row-major kernels) are broadcast, and one vector
+// of float work serves 8 weight rows. The copy is made on the first product (a few milliseconds per matrix)
+// and kept beside the ggml layout.
 
 // Features names the quantised kernels in use beyond models/kernels' (for --version and bug reports).
 func Features() []string {
@@ -23,50 +22,31 @@ func Features() []string {
 	return nil
 }
 
-// tileRows is the number of weight rows in a tile: one per zmm lane.
+// tileRows is the number of weight rows in a tile: one per zmm lane (two ymm halves in the AVX2 kernel).
 const tileRows = 16
 
-// tileK is the most x rows a tiled kernel call takes (the generator makes one kernel per count).
+// tileK is the most x rows one chunk of the tiled Q8_0 path holds (the AVX2 kernel takes them one at a time).
 const tileK = 8
 
-// tiled is a weight in the tiled kernels' layout: per tile of 16 rows and quad of 4 columns, the codes of
-// lane j (row j of the tile) — four bits: bytes 2j and 2j+1 hold columns 4q and 4q+1 in their high nibbles,
-// 4q+2 and 4q+3 in their low ones; int8: bytes 2j and 2j+1 columns 4q and 4q+1, and 32 bytes further on
-// columns 4q+2 and 4q+3. Then per tile and x block the 16 rows' weight scales.
+// tiledQuad is the size of one quad of a tile: the int8 codes of 16 rows × 4 columns.
+const tiledQuad = 64
+
+// tiled is a Q8_0 weight in the tiled kernel's layout: per tile of 16 rows and quad of 4 columns, the codes of
+// lane j (row j of the tile) — bytes 2j and 2j+1 columns 4q and 4q+1, and 32 bytes further on columns 4q+2 and
+// 4q+3. Then per tile and block the 16 rows' scales.
 type tiled struct {
-	four   bool
-	xbs    int // the columns of one x scale (and weight scale): the block, or 64 for row-wise int8
+	xbs    int // the columns of one x scale (and weight scale): the block
 	codes  []byte
 	scales []float32
-	lut    lut16 // four bits: the levels
 }
 
-// quadBytes is the size of one quad of a tile.
-func (t *tiled) quadBytes() int {
-	if t.four {
-		return 32
-	}
-	return 64
-}
-
-// tileable reports whether the tiled kernels can run q, and the x block they then use.
+// tileable reports whether the tiled Q8_0 kernel can run q, and the x block it then uses.
 func (q *Weight) tileable() (xbs int, ok bool) {
 	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
-	if rows%tileRows != 0 || rows == 0 || len(q.Shape) != 2 {
+	if rows%tileRows != 0 || rows == 0 || len(q.Shape) != 2 || q.Type != Q8_0 {
 		return 0, false
 	}
-	switch q.Type {
-	case NF4, FP4, Q4_0:
-		if _, ok := q.lut16(); !ok || bs%8 != 0 {
-			return 0, false
-		}
-		return bs, true
-	case Int8:
-		return group, q.int8x16()
-	case Q8_0:
-		return bs, bs == group/2 && cols%bs == 0
-	}
-	return 0, false
+	return bs, bs == group/2 && cols%bs == 0
 }
 
 // tiledCopy returns the tiled copy of q, making it on first use (two concurrent first uses may both make
@@ -86,39 +66,20 @@ func (q *Weight) tiledCopy() *tiled {
 // makeTiled re-lays q's codes and scales (see tiled).
 func (q *Weight) makeTiled(xbs int) *tiled {
 	rows, cols := q.Rows(), q.Cols()
-	t := &tiled{xbs: xbs, four: q.Type != Int8 && q.Type != Q8_0}
-	if t.four {
-		t.lut, _ = q.lut16()
-	}
-	nq, nb, qb := cols/4, cols/xbs, t.quadBytes()
-	t.codes = make([]byte, rows/tileRows*nq*qb)
+	t := &tiled{xbs: xbs}
+	nq, nb := cols/4, cols/xbs
+	t.codes = make([]byte, rows/tileRows*nq*tiledQuad)
 	t.scales = make([]float32, rows/tileRows*nb*tileRows)
 	for r := 0; r < rows; r++ {
 		tile, j := r/tileRows, r%tileRows
-		dst := t.codes[tile*nq*qb:]
-		if t.four {
-			row := q.Packed[r*cols/2 : (r+1)*cols/2]
-			for qd := 0; qd < nq; qd++ {
-				b0, b1 := row[2*qd], row[2*qd+1]
-				dst[qd*qb+2*j] = b0&0xf0 | b1>>4
-				dst[qd*qb+2*j+1] = b0<<4 | b1&0x0f
-			}
-		} else {
-			row := q.Packed[r*cols : (r+1)*cols]
-			for qd := 0; qd < nq; qd++ {
-				d := dst[qd*qb:]
-				d[2*j], d[2*j+1], d[32+2*j], d[32+2*j+1] = row[4*qd], row[4*qd+1], row[4*qd+2], row[4*qd+3]
-			}
+		dst := t.codes[tile*nq*tiledQuad:]
+		row := q.Packed[r*cols : (r+1)*cols]
+		for qd := 0; qd < nq; qd++ {
+			d := dst[qd*tiledQuad:]
+			d[2*j], d[2*j+1], d[32+2*j], d[32+2*j+1] = row[4*qd], row[4*qd+1], row[4*qd+2], row[4*qd+3]
 		}
 		for b := 0; b < nb; b++ {
-			var s float32
-			switch q.Type {
-			case Int8:
-				s = q.Absmax[r] * int8Scale
-			default:
-				s = q.BlockAbsmax(r*nb + b)
-			}
-			t.scales[(tile*nb+b)*tileRows+j] = s
+			t.scales[(tile*nb+b)*tileRows+j] = q.Absmax[r*nb+b]
 		}
 	}
 	return t
@@ -180,12 +141,7 @@ func (q *Weight) matMulTiled(p *kernels.Pool, y, x []float32, m int) {
 	j.q = grow(j.q, m*cols)
 	j.s = grow(j.s, m*(cols/t.xbs))
 	j.chunks = j.chunks[:0]
-	inv, lim := float32(1), xLimit(q.BlockSize)
-	if t.four {
-		inv = t.lut.inv
-	} else {
-		lim = xLimit(t.xbs)
-	}
+	inv, lim := float32(1), xLimit(t.xbs)
 	n := (m + tileK - 1) / tileK // chunks of balanced sizes
 	for c, i := 0, 0; c < n; c++ {
 		k := (m - i) / (n - c)
@@ -211,11 +167,11 @@ func (j *tiledJob) Run(lo, hi int) {
 }
 
 // tiledGo is the portable tiled kernel and the reference for the assembly: for tiles [t0, t0+n) and the k x
-// rows of xt, y[i·ystride + (tile-t0)·16 + lane] = Σ_b w_b·s_i[b]·Σ_chunks float(Σ_{8 columns} level·x).
+// rows of xt, y[i·ystride + (tile-t0)·16 + lane] = Σ_b w_b·s_i[b]·Σ_chunks float(Σ_{8 columns} code·x).
 func tiledGo(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
-	k, nq, nb, qb := xt.k, cols/4, cols/t.xbs, t.quadBytes()
+	k, nq, nb := xt.k, cols/4, cols/t.xbs
 	for tile := t0; tile < t0+n; tile++ {
-		codes := t.codes[tile*nq*qb : (tile+1)*nq*qb]
+		codes := t.codes[tile*nq*tiledQuad : (tile+1)*nq*tiledQuad]
 		for i := 0; i < k; i++ {
 			var acc [tileRows]float32
 			for b := 0; b < nb; b++ {
@@ -226,7 +182,7 @@ func tiledGo(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
 						for e := 0; e < 4; e++ {
 							xv := int32(xt.q[qd*4*k+4*i+e])
 							for j := range sum {
-								sum[j] += t.code(codes[qd*qb:], j, e) * xv
+								sum[j] += int32(int8(codes[qd*tiledQuad+(e/2)*32+2*j+e%2])) * xv
 							}
 						}
 					}
@@ -242,17 +198,4 @@ func tiledGo(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
 			copy(y[i*ystride+(tile-t0)*tileRows:], acc[:])
 		}
 	}
-}
-
-// code is the int16 level (four bits) or int8 code of lane j's column e (0..3) in one quad.
-func (t *tiled) code(quad []byte, j, e int) int32 {
-	if !t.four {
-		return int32(int8(quad[(e/2)*32+2*j+e%2]))
-	}
-	b := quad[2*j+e%2]
-	c := b >> 4
-	if e >= 2 {
-		c = b & 0x0f
-	}
-	return int32(t.lut.level[c])
 }

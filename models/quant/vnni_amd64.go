@@ -4,85 +4,190 @@
 
 package quant
 
-// tiled4x1 is the tiled kernel for 1 x rows (see tiledGo).
+// dotL4x1 is the L4 kernel for 1 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotL4x1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x1 is the tiled kernel for 1 x rows (see tiledGo).
+// dotQ4x1 is the Q4 kernel for 1 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotQ4x1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled4x2 is the tiled kernel for 2 x rows (see tiledGo).
+// dotB8x1 is the B8 kernel for 1 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotB8x1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x2 is the tiled kernel for 2 x rows (see tiledGo).
+// dotL4x2 is the L4 kernel for 2 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotL4x2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled4x3 is the tiled kernel for 3 x rows (see tiledGo).
+// dotQ4x2 is the Q4 kernel for 2 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotQ4x2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x3 is the tiled kernel for 3 x rows (see tiledGo).
+// dotB8x2 is the B8 kernel for 2 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotB8x2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled4x4 is the tiled kernel for 4 x rows (see tiledGo).
+// dotL4x3 is the L4 kernel for 3 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotL4x3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x4 is the tiled kernel for 4 x rows (see tiledGo).
+// dotQ4x3 is the Q4 kernel for 3 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotQ4x3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled4x5 is the tiled kernel for 5 x rows (see tiledGo).
+// dotB8x3 is the B8 kernel for 3 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotB8x3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x5 is the tiled kernel for 5 x rows (see tiledGo).
+// dotL4x4 is the L4 kernel for 4 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotL4x4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled4x6 is the tiled kernel for 6 x rows (see tiledGo).
+// dotQ4x4 is the Q4 kernel for 4 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotQ4x4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x6 is the tiled kernel for 6 x rows (see tiledGo).
+// dotB8x4 is the B8 kernel for 4 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotB8x4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled4x7 is the tiled kernel for 7 x rows (see tiledGo).
+// dotL4x5 is the L4 kernel for 5 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotL4x5(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x7 is the tiled kernel for 7 x rows (see tiledGo).
+// dotQ4x5 is the Q4 kernel for 5 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotQ4x5(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled4x8 is the tiled kernel for 8 x rows (see tiledGo).
+// dotB8x5 is the B8 kernel for 5 x rows (see dot8Go).
 //
 //go:noescape
-func tiled4x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotB8x5(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
-// tiled8x8 is the tiled kernel for 8 x rows (see tiledGo).
+// dotL4x6 is the L4 kernel for 6 x rows (see dot8Go).
 //
 //go:noescape
-func tiled8x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+func dotL4x6(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotQ4x6 is the Q4 kernel for 6 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4x6(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotB8x6 is the B8 kernel for 6 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8x6(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotL4x7 is the L4 kernel for 7 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4x7(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotQ4x7 is the Q4 kernel for 7 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4x7(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotB8x7 is the B8 kernel for 7 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8x7(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotL4x8 is the L4 kernel for 8 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4x8(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotQ4x8 is the Q4 kernel for 8 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4x8(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotB8x8 is the B8 kernel for 8 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8x8(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotL4x9 is the L4 kernel for 9 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4x9(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotQ4x9 is the Q4 kernel for 9 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4x9(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotB8x9 is the B8 kernel for 9 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8x9(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotL4x10 is the L4 kernel for 10 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4x10(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotQ4x10 is the Q4 kernel for 10 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4x10(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotB8x10 is the B8 kernel for 10 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8x10(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotL4x11 is the L4 kernel for 11 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4x11(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotQ4x11 is the Q4 kernel for 11 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4x11(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotB8x11 is the B8 kernel for 11 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8x11(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotL4x12 is the L4 kernel for 12 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotQ4x12 is the Q4 kernel for 12 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// dotB8x12 is the B8 kernel for 12 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+
+// quantX8 quantises one x row for the dot kernels (see quantizeX8Go).
+//
+//go:noescape
+func quantX8(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
 
 // tiled8AVX2 is the tiled int8 kernel for one x row on AVX2 (see tiledGo).
 //

@@ -32,269 +32,484 @@ DATA vnniLaneIdx<>+48(SB)/8, $0x0000000000000006
 DATA vnniLaneIdx<>+56(SB)/8, $0x0000000000000007
 GLOBL vnniLaneIdx<>(SB), RODATA|NOPTR, $64
 
-// func tiled4x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x1(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), CX
-	MOVQ         scales+24(FP), DX
-	MOVQ         ntiles+56(FP), BX
-	MOVQ         lut+48(FP), SI
-	VMOVDQU16    (SI), Y0
-	MOVL         $0x000f000f, SI
-	VPBROADCASTD SI, Z1
+// func dotL4x1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x1(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), CX
+	MOVQ            scales+24(FP), DX
+	MOVQ            ntiles+64(FP), BX
+	MOVL            $0x0f0f0f0f, SI
+	VPBROADCASTD    SI, Z0
+	MOVQ            lut+56(FP), SI
+	VBROADCASTI32X4 (SI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
 	MOVQ   xq+32(FP), SI
 	MOVQ   xs+40(FP), DI
-	MOVQ   nblocks+64(FP), R8
+	MOVQ   xc+48(FP), R8
+	MOVQ   nblocks+72(FP), R9
+	MOVQ   bpw+80(FP), R10
 
 block:
-	MOVQ   cpb+72(FP), R9
-	VXORPS Z3, Z3, Z3
-
-chunk:
-	VPXORD        Z4, Z4, Z4
-	VPMOVZXBW     (CX), Z5
-	VPSRLW        $0x04, Z5, Z6
-	VPANDD        Z1, Z5, Z5
-	VPERMW        Z0, Z6, Z6
-	VPERMW        Z0, Z5, Z5
-	VPDPWSSD.BCST (SI), Z6, Z4
-	VPDPWSSD.BCST 4(SI), Z5, Z4
-	VPMOVZXBW     32(CX), Z5
-	VPSRLW        $0x04, Z5, Z6
-	VPANDD        Z1, Z5, Z5
-	VPERMW        Z0, Z6, Z6
-	VPERMW        Z0, Z5, Z5
-	VPDPWSSD.BCST 8(SI), Z6, Z4
-	VPDPWSSD.BCST 12(SI), Z5, Z4
-	VCVTDQ2PS     Z4, Z4
-	VADDPS        Z4, Z3, Z3
-	ADDQ          $0x40, CX
-	ADDQ          $0x00000010, SI
-	DECQ          R9
-	JNZ           chunk
-	VMOVUPS       (DX), Z5
-	VMULPS.BCST   (DI), Z5, Z5
-	VFMADD231PS   Z5, Z3, Z2
-	ADDQ          $0x40, DX
+	VPBROADCASTD  (R8), Z3
+	VMOVDQU64     (CX), Z4
+	VPSRLW        $0x04, Z4, Z5
+	VPANDD        Z0, Z4, Z4
+	VPANDD        Z0, Z5, Z5
+	VPSHUFB       Z4, Z1, Z4
+	VPSHUFB       Z5, Z1, Z5
+	VPDPBUSD.BCST (SI), Z4, Z3
+	VPDPBUSD.BCST 4(SI), Z5, Z3
+	VMOVDQU64     64(CX), Z4
+	VPSRLW        $0x04, Z4, Z5
+	VPANDD        Z0, Z4, Z4
+	VPANDD        Z0, Z5, Z5
+	VPSHUFB       Z4, Z1, Z4
+	VPSHUFB       Z5, Z1, Z5
+	VPDPBUSD.BCST 8(SI), Z4, Z3
+	VPDPBUSD.BCST 12(SI), Z5, Z3
+	VMOVDQU64     128(CX), Z4
+	VPSRLW        $0x04, Z4, Z5
+	VPANDD        Z0, Z4, Z4
+	VPANDD        Z0, Z5, Z5
+	VPSHUFB       Z4, Z1, Z4
+	VPSHUFB       Z5, Z1, Z5
+	VPDPBUSD.BCST 16(SI), Z4, Z3
+	VPDPBUSD.BCST 20(SI), Z5, Z3
+	VMOVDQU64     192(CX), Z4
+	VPSRLW        $0x04, Z4, Z5
+	VPANDD        Z0, Z4, Z4
+	VPANDD        Z0, Z5, Z5
+	VPSHUFB       Z4, Z1, Z4
+	VPSHUFB       Z5, Z1, Z5
+	VPDPBUSD.BCST 24(SI), Z4, Z3
+	VPDPBUSD.BCST 28(SI), Z5, Z3
+	ADDQ          $0x00000100, CX
+	VMOVUPS       (DX), Z4
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (DI), Z4, Z4
+	VFMADD231PS   Z4, Z3, Z2
+	ADDQ          $0x00000020, SI
 	ADDQ          $0x00000004, DI
-	DECQ          R8
-	JNZ           block
-	MOVQ          AX, SI
-	VMOVUPS       Z2, (SI)
-	ADDQ          $0x40, AX
-	DECQ          BX
-	JNZ           tile
+	ADDQ          $0x00000004, R8
+	DECQ          R10
+	JNZ           same
+	ADDQ          $0x40, DX
+	MOVQ          bpw+80(FP), R10
+
+same:
+	DECQ    R9
+	JNZ     block
+	MOVQ    AX, SI
+	VMOVUPS Z2, (SI)
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x1(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// func dotQ4x1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x1(SB), NOSPLIT, $0-80
+TEXT ·dotQ4x1(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x0f0f0f0f, SI
+	VPBROADCASTD SI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
+	MOVQ   xq+32(FP), SI
+	MOVQ   xs+40(FP), DI
+	MOVQ   xc+48(FP), R8
+	MOVQ   nblocks+72(FP), R9
+	MOVQ   bpw+80(FP), R10
+
+block:
+	VPBROADCASTD  (R8), Z2
+	VMOVDQU64     (CX), Z3
+	VPSRLW        $0x04, Z3, Z4
+	VPANDD        Z0, Z3, Z3
+	VPANDD        Z0, Z4, Z4
+	VPDPBUSD.BCST (SI), Z3, Z2
+	VPDPBUSD.BCST 4(SI), Z4, Z2
+	VMOVDQU64     64(CX), Z3
+	VPSRLW        $0x04, Z3, Z4
+	VPANDD        Z0, Z3, Z3
+	VPANDD        Z0, Z4, Z4
+	VPDPBUSD.BCST 8(SI), Z3, Z2
+	VPDPBUSD.BCST 12(SI), Z4, Z2
+	VMOVDQU64     128(CX), Z3
+	VPSRLW        $0x04, Z3, Z4
+	VPANDD        Z0, Z3, Z3
+	VPANDD        Z0, Z4, Z4
+	VPDPBUSD.BCST 16(SI), Z3, Z2
+	VPDPBUSD.BCST 20(SI), Z4, Z2
+	VMOVDQU64     192(CX), Z3
+	VPSRLW        $0x04, Z3, Z4
+	VPANDD        Z0, Z3, Z3
+	VPANDD        Z0, Z4, Z4
+	VPDPBUSD.BCST 24(SI), Z3, Z2
+	VPDPBUSD.BCST 28(SI), Z4, Z2
+	ADDQ          $0x00000100, CX
+	VMOVUPS       (DX), Z3
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (DI), Z3, Z3
+	VFMADD231PS   Z3, Z2, Z1
+	ADDQ          $0x00000020, SI
+	ADDQ          $0x00000004, DI
+	ADDQ          $0x00000004, R8
+	DECQ          R10
+	JNZ           same
+	ADDQ          $0x40, DX
+	MOVQ          bpw+80(FP), R10
+
+same:
+	DECQ    R9
+	JNZ     block
+	MOVQ    AX, SI
+	VMOVUPS Z1, (SI)
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x1(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), CX
 	MOVQ scales+24(FP), DX
-	MOVQ ntiles+56(FP), BX
+	MOVQ ntiles+64(FP), BX
 
 tile:
 	VXORPS Z0, Z0, Z0
 	MOVQ   xq+32(FP), SI
 	MOVQ   xs+40(FP), DI
-	MOVQ   nblocks+64(FP), R8
+	MOVQ   xc+48(FP), R8
+	MOVQ   nblocks+72(FP), R9
+	MOVQ   bpw+80(FP), R10
 
 block:
-	MOVQ   cpb+72(FP), R9
-	VXORPS Z1, Z1, Z1
-
-chunk:
-	VPXORD        Z2, Z2, Z2
-	VPMOVSXBW     (CX), Z3
-	VPMOVSXBW     32(CX), Z4
-	VPDPWSSD.BCST (SI), Z3, Z2
-	VPDPWSSD.BCST 4(SI), Z4, Z2
-	VPMOVSXBW     64(CX), Z3
-	VPMOVSXBW     96(CX), Z4
-	VPDPWSSD.BCST 8(SI), Z3, Z2
-	VPDPWSSD.BCST 12(SI), Z4, Z2
-	VCVTDQ2PS     Z2, Z2
-	VADDPS        Z2, Z1, Z1
-	ADDQ          $0x00000080, CX
-	ADDQ          $0x00000010, SI
-	DECQ          R9
-	JNZ           chunk
-	VMOVUPS       (DX), Z3
-	VMULPS.BCST   (DI), Z3, Z3
-	VFMADD231PS   Z3, Z1, Z0
-	ADDQ          $0x40, DX
+	VPBROADCASTD  (R8), Z1
+	VMOVDQU64     (CX), Z2
+	VPDPBUSD.BCST (SI), Z2, Z1
+	VMOVDQU64     64(CX), Z2
+	VPDPBUSD.BCST 4(SI), Z2, Z1
+	VMOVDQU64     128(CX), Z2
+	VPDPBUSD.BCST 8(SI), Z2, Z1
+	VMOVDQU64     192(CX), Z2
+	VPDPBUSD.BCST 12(SI), Z2, Z1
+	VMOVDQU64     256(CX), Z2
+	VPDPBUSD.BCST 16(SI), Z2, Z1
+	VMOVDQU64     320(CX), Z2
+	VPDPBUSD.BCST 20(SI), Z2, Z1
+	VMOVDQU64     384(CX), Z2
+	VPDPBUSD.BCST 24(SI), Z2, Z1
+	VMOVDQU64     448(CX), Z2
+	VPDPBUSD.BCST 28(SI), Z2, Z1
+	ADDQ          $0x00000200, CX
+	VMOVUPS       (DX), Z2
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (DI), Z2, Z2
+	VFMADD231PS   Z2, Z1, Z0
+	ADDQ          $0x00000020, SI
 	ADDQ          $0x00000004, DI
-	DECQ          R8
-	JNZ           block
-	MOVQ          AX, SI
-	VMOVUPS       Z0, (SI)
-	ADDQ          $0x40, AX
-	DECQ          BX
-	JNZ           tile
+	ADDQ          $0x00000004, R8
+	DECQ          R10
+	JNZ           same
+	ADDQ          $0x40, DX
+	MOVQ          bpw+80(FP), R10
+
+same:
+	DECQ    R9
+	JNZ     block
+	MOVQ    AX, SI
+	VMOVUPS Z0, (SI)
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled4x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x2(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), DX
-	MOVQ         scales+24(FP), BX
-	MOVQ         ntiles+56(FP), SI
-	MOVQ         lut+48(FP), DI
-	VMOVDQU16    (DI), Y0
-	MOVL         $0x000f000f, DI
-	VPBROADCASTD DI, Z1
+// func dotL4x2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x2(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
 	VXORPS Z4, Z4, Z4
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-
-chunk:
-	VPXORD        Z6, Z6, Z6
-	VPXORD        Z7, Z7, Z7
-	VPMOVZXBW     (DX), Z8
-	VPSRLW        $0x04, Z8, Z9
-	VPANDD        Z1, Z8, Z8
-	VPERMW        Z0, Z9, Z9
-	VPERMW        Z0, Z8, Z8
-	VPDPWSSD.BCST (DI), Z9, Z6
-	VPDPWSSD.BCST 4(DI), Z8, Z6
-	VPDPWSSD.BCST 8(DI), Z9, Z7
-	VPDPWSSD.BCST 12(DI), Z8, Z7
-	VPMOVZXBW     32(DX), Z8
-	VPSRLW        $0x04, Z8, Z9
-	VPANDD        Z1, Z8, Z8
-	VPERMW        Z0, Z9, Z9
-	VPERMW        Z0, Z8, Z8
-	VPDPWSSD.BCST 16(DI), Z9, Z6
-	VPDPWSSD.BCST 20(DI), Z8, Z6
-	VPDPWSSD.BCST 24(DI), Z9, Z7
-	VPDPWSSD.BCST 28(DI), Z8, Z7
-	VCVTDQ2PS     Z6, Z6
-	VADDPS        Z6, Z3, Z3
-	VCVTDQ2PS     Z7, Z7
-	VADDPS        Z7, Z5, Z5
-	ADDQ          $0x40, DX
-	ADDQ          $0x00000020, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z8
-	VMULPS.BCST   (R8), Z8, Z9
-	VFMADD231PS   Z9, Z3, Z2
-	VMULPS.BCST   4(R8), Z8, Z3
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VMOVDQU64     (DX), Z6
+	VPSRLW        $0x04, Z6, Z7
+	VPANDD        Z0, Z6, Z6
+	VPANDD        Z0, Z7, Z7
+	VPSHUFB       Z6, Z1, Z6
+	VPSHUFB       Z7, Z1, Z7
+	VPDPBUSD.BCST (DI), Z6, Z3
+	VPDPBUSD.BCST 4(DI), Z7, Z3
+	VPDPBUSD.BCST 32(DI), Z6, Z5
+	VPDPBUSD.BCST 36(DI), Z7, Z5
+	VMOVDQU64     64(DX), Z6
+	VPSRLW        $0x04, Z6, Z7
+	VPANDD        Z0, Z6, Z6
+	VPANDD        Z0, Z7, Z7
+	VPSHUFB       Z6, Z1, Z6
+	VPSHUFB       Z7, Z1, Z7
+	VPDPBUSD.BCST 8(DI), Z6, Z3
+	VPDPBUSD.BCST 12(DI), Z7, Z3
+	VPDPBUSD.BCST 40(DI), Z6, Z5
+	VPDPBUSD.BCST 44(DI), Z7, Z5
+	VMOVDQU64     128(DX), Z6
+	VPSRLW        $0x04, Z6, Z7
+	VPANDD        Z0, Z6, Z6
+	VPANDD        Z0, Z7, Z7
+	VPSHUFB       Z6, Z1, Z6
+	VPSHUFB       Z7, Z1, Z7
+	VPDPBUSD.BCST 16(DI), Z6, Z3
+	VPDPBUSD.BCST 20(DI), Z7, Z3
+	VPDPBUSD.BCST 48(DI), Z6, Z5
+	VPDPBUSD.BCST 52(DI), Z7, Z5
+	VMOVDQU64     192(DX), Z6
+	VPSRLW        $0x04, Z6, Z7
+	VPANDD        Z0, Z6, Z6
+	VPANDD        Z0, Z7, Z7
+	VPSHUFB       Z6, Z1, Z6
+	VPSHUFB       Z7, Z1, Z7
+	VPDPBUSD.BCST 24(DI), Z6, Z3
+	VPDPBUSD.BCST 28(DI), Z7, Z3
+	VPDPBUSD.BCST 56(DI), Z6, Z5
+	VPDPBUSD.BCST 60(DI), Z7, Z5
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z6
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z6, Z7
+	VFMADD231PS   Z7, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z6, Z3
 	VFMADD231PS   Z3, Z5, Z4
-	ADDQ          $0x40, BX
+	ADDQ          $0x00000040, DI
 	ADDQ          $0x00000008, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000008, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x2(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// func dotQ4x2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x2(SB), NOSPLIT, $0-80
+TEXT ·dotQ4x2(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VMOVDQU64     (DX), Z5
+	VPSRLW        $0x04, Z5, Z6
+	VPANDD        Z0, Z5, Z5
+	VPANDD        Z0, Z6, Z6
+	VPDPBUSD.BCST (DI), Z5, Z2
+	VPDPBUSD.BCST 4(DI), Z6, Z2
+	VPDPBUSD.BCST 32(DI), Z5, Z4
+	VPDPBUSD.BCST 36(DI), Z6, Z4
+	VMOVDQU64     64(DX), Z5
+	VPSRLW        $0x04, Z5, Z6
+	VPANDD        Z0, Z5, Z5
+	VPANDD        Z0, Z6, Z6
+	VPDPBUSD.BCST 8(DI), Z5, Z2
+	VPDPBUSD.BCST 12(DI), Z6, Z2
+	VPDPBUSD.BCST 40(DI), Z5, Z4
+	VPDPBUSD.BCST 44(DI), Z6, Z4
+	VMOVDQU64     128(DX), Z5
+	VPSRLW        $0x04, Z5, Z6
+	VPANDD        Z0, Z5, Z5
+	VPANDD        Z0, Z6, Z6
+	VPDPBUSD.BCST 16(DI), Z5, Z2
+	VPDPBUSD.BCST 20(DI), Z6, Z2
+	VPDPBUSD.BCST 48(DI), Z5, Z4
+	VPDPBUSD.BCST 52(DI), Z6, Z4
+	VMOVDQU64     192(DX), Z5
+	VPSRLW        $0x04, Z5, Z6
+	VPANDD        Z0, Z5, Z5
+	VPANDD        Z0, Z6, Z6
+	VPDPBUSD.BCST 24(DI), Z5, Z2
+	VPDPBUSD.BCST 28(DI), Z6, Z2
+	VPDPBUSD.BCST 56(DI), Z5, Z4
+	VPDPBUSD.BCST 60(DI), Z6, Z4
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z5
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z5, Z6
+	VFMADD231PS   Z6, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z5, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	ADDQ          $0x00000040, DI
+	ADDQ          $0x00000008, R8
+	ADDQ          $0x00000008, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x2(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), DX
 	MOVQ scales+24(FP), BX
-	MOVQ ntiles+56(FP), SI
+	MOVQ ntiles+64(FP), SI
 
 tile:
 	VXORPS Z0, Z0, Z0
 	VXORPS Z2, Z2, Z2
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z1, Z1, Z1
-	VXORPS Z3, Z3, Z3
-
-chunk:
-	VPXORD        Z4, Z4, Z4
-	VPXORD        Z5, Z5, Z5
-	VPMOVSXBW     (DX), Z6
-	VPMOVSXBW     32(DX), Z7
-	VPDPWSSD.BCST (DI), Z6, Z4
-	VPDPWSSD.BCST 4(DI), Z7, Z4
-	VPDPWSSD.BCST 8(DI), Z6, Z5
-	VPDPWSSD.BCST 12(DI), Z7, Z5
-	VPMOVSXBW     64(DX), Z6
-	VPMOVSXBW     96(DX), Z7
-	VPDPWSSD.BCST 16(DI), Z6, Z4
-	VPDPWSSD.BCST 20(DI), Z7, Z4
-	VPDPWSSD.BCST 24(DI), Z6, Z5
-	VPDPWSSD.BCST 28(DI), Z7, Z5
-	VCVTDQ2PS     Z4, Z4
-	VADDPS        Z4, Z1, Z1
-	VCVTDQ2PS     Z5, Z5
-	VADDPS        Z5, Z3, Z3
-	ADDQ          $0x00000080, DX
-	ADDQ          $0x00000020, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z6
-	VMULPS.BCST   (R8), Z6, Z7
-	VFMADD231PS   Z7, Z1, Z0
-	VMULPS.BCST   4(R8), Z6, Z1
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VMOVDQU64     (DX), Z4
+	VPDPBUSD.BCST (DI), Z4, Z1
+	VPDPBUSD.BCST 32(DI), Z4, Z3
+	VMOVDQU64     64(DX), Z4
+	VPDPBUSD.BCST 4(DI), Z4, Z1
+	VPDPBUSD.BCST 36(DI), Z4, Z3
+	VMOVDQU64     128(DX), Z4
+	VPDPBUSD.BCST 8(DI), Z4, Z1
+	VPDPBUSD.BCST 40(DI), Z4, Z3
+	VMOVDQU64     192(DX), Z4
+	VPDPBUSD.BCST 12(DI), Z4, Z1
+	VPDPBUSD.BCST 44(DI), Z4, Z3
+	VMOVDQU64     256(DX), Z4
+	VPDPBUSD.BCST 16(DI), Z4, Z1
+	VPDPBUSD.BCST 48(DI), Z4, Z3
+	VMOVDQU64     320(DX), Z4
+	VPDPBUSD.BCST 20(DI), Z4, Z1
+	VPDPBUSD.BCST 52(DI), Z4, Z3
+	VMOVDQU64     384(DX), Z4
+	VPDPBUSD.BCST 24(DI), Z4, Z1
+	VPDPBUSD.BCST 56(DI), Z4, Z3
+	VMOVDQU64     448(DX), Z4
+	VPDPBUSD.BCST 28(DI), Z4, Z1
+	VPDPBUSD.BCST 60(DI), Z4, Z3
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z4
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z4, Z5
+	VFMADD231PS   Z5, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z4, Z1
 	VFMADD231PS   Z1, Z3, Z2
-	ADDQ          $0x40, BX
+	ADDQ          $0x00000040, DI
 	ADDQ          $0x00000008, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z0, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000008, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled4x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x3(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), DX
-	MOVQ         scales+24(FP), BX
-	MOVQ         ntiles+56(FP), SI
-	MOVQ         lut+48(FP), DI
-	VMOVDQU16    (DI), Y0
-	MOVL         $0x000f000f, DI
-	VPBROADCASTD DI, Z1
+// func dotL4x3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x3(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
@@ -302,82 +517,205 @@ tile:
 	VXORPS Z6, Z6, Z6
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-	VXORPS Z7, Z7, Z7
-
-chunk:
-	VPXORD        Z8, Z8, Z8
-	VPXORD        Z9, Z9, Z9
-	VPXORD        Z10, Z10, Z10
-	VPMOVZXBW     (DX), Z11
-	VPSRLW        $0x04, Z11, Z12
-	VPANDD        Z1, Z11, Z11
-	VPERMW        Z0, Z12, Z12
-	VPERMW        Z0, Z11, Z11
-	VPDPWSSD.BCST (DI), Z12, Z8
-	VPDPWSSD.BCST 4(DI), Z11, Z8
-	VPDPWSSD.BCST 8(DI), Z12, Z9
-	VPDPWSSD.BCST 12(DI), Z11, Z9
-	VPDPWSSD.BCST 16(DI), Z12, Z10
-	VPDPWSSD.BCST 20(DI), Z11, Z10
-	VPMOVZXBW     32(DX), Z11
-	VPSRLW        $0x04, Z11, Z12
-	VPANDD        Z1, Z11, Z11
-	VPERMW        Z0, Z12, Z12
-	VPERMW        Z0, Z11, Z11
-	VPDPWSSD.BCST 24(DI), Z12, Z8
-	VPDPWSSD.BCST 28(DI), Z11, Z8
-	VPDPWSSD.BCST 32(DI), Z12, Z9
-	VPDPWSSD.BCST 36(DI), Z11, Z9
-	VPDPWSSD.BCST 40(DI), Z12, Z10
-	VPDPWSSD.BCST 44(DI), Z11, Z10
-	VCVTDQ2PS     Z8, Z8
-	VADDPS        Z8, Z3, Z3
-	VCVTDQ2PS     Z9, Z9
-	VADDPS        Z9, Z5, Z5
-	VCVTDQ2PS     Z10, Z10
-	VADDPS        Z10, Z7, Z7
-	ADDQ          $0x40, DX
-	ADDQ          $0x00000030, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z11
-	VMULPS.BCST   (R8), Z11, Z12
-	VFMADD231PS   Z12, Z3, Z2
-	VMULPS.BCST   4(R8), Z11, Z3
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VMOVDQU64     (DX), Z8
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z8, Z8
+	VPANDD        Z0, Z9, Z9
+	VPSHUFB       Z8, Z1, Z8
+	VPSHUFB       Z9, Z1, Z9
+	VPDPBUSD.BCST (DI), Z8, Z3
+	VPDPBUSD.BCST 4(DI), Z9, Z3
+	VPDPBUSD.BCST 32(DI), Z8, Z5
+	VPDPBUSD.BCST 36(DI), Z9, Z5
+	VPDPBUSD.BCST 64(DI), Z8, Z7
+	VPDPBUSD.BCST 68(DI), Z9, Z7
+	VMOVDQU64     64(DX), Z8
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z8, Z8
+	VPANDD        Z0, Z9, Z9
+	VPSHUFB       Z8, Z1, Z8
+	VPSHUFB       Z9, Z1, Z9
+	VPDPBUSD.BCST 8(DI), Z8, Z3
+	VPDPBUSD.BCST 12(DI), Z9, Z3
+	VPDPBUSD.BCST 40(DI), Z8, Z5
+	VPDPBUSD.BCST 44(DI), Z9, Z5
+	VPDPBUSD.BCST 72(DI), Z8, Z7
+	VPDPBUSD.BCST 76(DI), Z9, Z7
+	VMOVDQU64     128(DX), Z8
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z8, Z8
+	VPANDD        Z0, Z9, Z9
+	VPSHUFB       Z8, Z1, Z8
+	VPSHUFB       Z9, Z1, Z9
+	VPDPBUSD.BCST 16(DI), Z8, Z3
+	VPDPBUSD.BCST 20(DI), Z9, Z3
+	VPDPBUSD.BCST 48(DI), Z8, Z5
+	VPDPBUSD.BCST 52(DI), Z9, Z5
+	VPDPBUSD.BCST 80(DI), Z8, Z7
+	VPDPBUSD.BCST 84(DI), Z9, Z7
+	VMOVDQU64     192(DX), Z8
+	VPSRLW        $0x04, Z8, Z9
+	VPANDD        Z0, Z8, Z8
+	VPANDD        Z0, Z9, Z9
+	VPSHUFB       Z8, Z1, Z8
+	VPSHUFB       Z9, Z1, Z9
+	VPDPBUSD.BCST 24(DI), Z8, Z3
+	VPDPBUSD.BCST 28(DI), Z9, Z3
+	VPDPBUSD.BCST 56(DI), Z8, Z5
+	VPDPBUSD.BCST 60(DI), Z9, Z5
+	VPDPBUSD.BCST 88(DI), Z8, Z7
+	VPDPBUSD.BCST 92(DI), Z9, Z7
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z8
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z8, Z9
+	VFMADD231PS   Z9, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z8, Z3
 	VFMADD231PS   Z3, Z5, Z4
-	VMULPS.BCST   8(R8), Z11, Z3
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z8, Z3
 	VFMADD231PS   Z3, Z7, Z6
-	ADDQ          $0x40, BX
+	ADDQ          $0x00000060, DI
 	ADDQ          $0x0000000c, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x0000000c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x3(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// func dotQ4x3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x3(SB), NOSPLIT, $0-80
+TEXT ·dotQ4x3(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VMOVDQU64     (DX), Z7
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z7, Z7
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST (DI), Z7, Z2
+	VPDPBUSD.BCST 4(DI), Z8, Z2
+	VPDPBUSD.BCST 32(DI), Z7, Z4
+	VPDPBUSD.BCST 36(DI), Z8, Z4
+	VPDPBUSD.BCST 64(DI), Z7, Z6
+	VPDPBUSD.BCST 68(DI), Z8, Z6
+	VMOVDQU64     64(DX), Z7
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z7, Z7
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 8(DI), Z7, Z2
+	VPDPBUSD.BCST 12(DI), Z8, Z2
+	VPDPBUSD.BCST 40(DI), Z7, Z4
+	VPDPBUSD.BCST 44(DI), Z8, Z4
+	VPDPBUSD.BCST 72(DI), Z7, Z6
+	VPDPBUSD.BCST 76(DI), Z8, Z6
+	VMOVDQU64     128(DX), Z7
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z7, Z7
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 16(DI), Z7, Z2
+	VPDPBUSD.BCST 20(DI), Z8, Z2
+	VPDPBUSD.BCST 48(DI), Z7, Z4
+	VPDPBUSD.BCST 52(DI), Z8, Z4
+	VPDPBUSD.BCST 80(DI), Z7, Z6
+	VPDPBUSD.BCST 84(DI), Z8, Z6
+	VMOVDQU64     192(DX), Z7
+	VPSRLW        $0x04, Z7, Z8
+	VPANDD        Z0, Z7, Z7
+	VPANDD        Z0, Z8, Z8
+	VPDPBUSD.BCST 24(DI), Z7, Z2
+	VPDPBUSD.BCST 28(DI), Z8, Z2
+	VPDPBUSD.BCST 56(DI), Z7, Z4
+	VPDPBUSD.BCST 60(DI), Z8, Z4
+	VPDPBUSD.BCST 88(DI), Z7, Z6
+	VPDPBUSD.BCST 92(DI), Z8, Z6
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z7
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z7, Z8
+	VFMADD231PS   Z8, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z7, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z7, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	ADDQ          $0x00000060, DI
+	ADDQ          $0x0000000c, R8
+	ADDQ          $0x0000000c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x3(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), DX
 	MOVQ scales+24(FP), BX
-	MOVQ ntiles+56(FP), SI
+	MOVQ ntiles+64(FP), SI
 
 tile:
 	VXORPS Z0, Z0, Z0
@@ -385,80 +723,93 @@ tile:
 	VXORPS Z4, Z4, Z4
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z1, Z1, Z1
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-
-chunk:
-	VPXORD        Z6, Z6, Z6
-	VPXORD        Z7, Z7, Z7
-	VPXORD        Z8, Z8, Z8
-	VPMOVSXBW     (DX), Z9
-	VPMOVSXBW     32(DX), Z10
-	VPDPWSSD.BCST (DI), Z9, Z6
-	VPDPWSSD.BCST 4(DI), Z10, Z6
-	VPDPWSSD.BCST 8(DI), Z9, Z7
-	VPDPWSSD.BCST 12(DI), Z10, Z7
-	VPDPWSSD.BCST 16(DI), Z9, Z8
-	VPDPWSSD.BCST 20(DI), Z10, Z8
-	VPMOVSXBW     64(DX), Z9
-	VPMOVSXBW     96(DX), Z10
-	VPDPWSSD.BCST 24(DI), Z9, Z6
-	VPDPWSSD.BCST 28(DI), Z10, Z6
-	VPDPWSSD.BCST 32(DI), Z9, Z7
-	VPDPWSSD.BCST 36(DI), Z10, Z7
-	VPDPWSSD.BCST 40(DI), Z9, Z8
-	VPDPWSSD.BCST 44(DI), Z10, Z8
-	VCVTDQ2PS     Z6, Z6
-	VADDPS        Z6, Z1, Z1
-	VCVTDQ2PS     Z7, Z7
-	VADDPS        Z7, Z3, Z3
-	VCVTDQ2PS     Z8, Z8
-	VADDPS        Z8, Z5, Z5
-	ADDQ          $0x00000080, DX
-	ADDQ          $0x00000030, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z9
-	VMULPS.BCST   (R8), Z9, Z10
-	VFMADD231PS   Z10, Z1, Z0
-	VMULPS.BCST   4(R8), Z9, Z1
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VMOVDQU64     (DX), Z6
+	VPDPBUSD.BCST (DI), Z6, Z1
+	VPDPBUSD.BCST 32(DI), Z6, Z3
+	VPDPBUSD.BCST 64(DI), Z6, Z5
+	VMOVDQU64     64(DX), Z6
+	VPDPBUSD.BCST 4(DI), Z6, Z1
+	VPDPBUSD.BCST 36(DI), Z6, Z3
+	VPDPBUSD.BCST 68(DI), Z6, Z5
+	VMOVDQU64     128(DX), Z6
+	VPDPBUSD.BCST 8(DI), Z6, Z1
+	VPDPBUSD.BCST 40(DI), Z6, Z3
+	VPDPBUSD.BCST 72(DI), Z6, Z5
+	VMOVDQU64     192(DX), Z6
+	VPDPBUSD.BCST 12(DI), Z6, Z1
+	VPDPBUSD.BCST 44(DI), Z6, Z3
+	VPDPBUSD.BCST 76(DI), Z6, Z5
+	VMOVDQU64     256(DX), Z6
+	VPDPBUSD.BCST 16(DI), Z6, Z1
+	VPDPBUSD.BCST 48(DI), Z6, Z3
+	VPDPBUSD.BCST 80(DI), Z6, Z5
+	VMOVDQU64     320(DX), Z6
+	VPDPBUSD.BCST 20(DI), Z6, Z1
+	VPDPBUSD.BCST 52(DI), Z6, Z3
+	VPDPBUSD.BCST 84(DI), Z6, Z5
+	VMOVDQU64     384(DX), Z6
+	VPDPBUSD.BCST 24(DI), Z6, Z1
+	VPDPBUSD.BCST 56(DI), Z6, Z3
+	VPDPBUSD.BCST 88(DI), Z6, Z5
+	VMOVDQU64     448(DX), Z6
+	VPDPBUSD.BCST 28(DI), Z6, Z1
+	VPDPBUSD.BCST 60(DI), Z6, Z3
+	VPDPBUSD.BCST 92(DI), Z6, Z5
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z6
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z6, Z7
+	VFMADD231PS   Z7, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z6, Z1
 	VFMADD231PS   Z1, Z3, Z2
-	VMULPS.BCST   8(R8), Z9, Z1
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z6, Z1
 	VFMADD231PS   Z1, Z5, Z4
-	ADDQ          $0x40, BX
+	ADDQ          $0x00000060, DI
 	ADDQ          $0x0000000c, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z0, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x0000000c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled4x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x4(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), DX
-	MOVQ         scales+24(FP), BX
-	MOVQ         ntiles+56(FP), SI
-	MOVQ         lut+48(FP), DI
-	VMOVDQU16    (DI), Y0
-	MOVL         $0x000f000f, DI
-	VPBROADCASTD DI, Z1
+// func dotL4x4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x4(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
@@ -467,94 +818,234 @@ tile:
 	VXORPS Z8, Z8, Z8
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-	VXORPS Z7, Z7, Z7
-	VXORPS Z9, Z9, Z9
-
-chunk:
-	VPXORD        Z10, Z10, Z10
-	VPXORD        Z11, Z11, Z11
-	VPXORD        Z12, Z12, Z12
-	VPXORD        Z13, Z13, Z13
-	VPMOVZXBW     (DX), Z14
-	VPSRLW        $0x04, Z14, Z15
-	VPANDD        Z1, Z14, Z14
-	VPERMW        Z0, Z15, Z15
-	VPERMW        Z0, Z14, Z14
-	VPDPWSSD.BCST (DI), Z15, Z10
-	VPDPWSSD.BCST 4(DI), Z14, Z10
-	VPDPWSSD.BCST 8(DI), Z15, Z11
-	VPDPWSSD.BCST 12(DI), Z14, Z11
-	VPDPWSSD.BCST 16(DI), Z15, Z12
-	VPDPWSSD.BCST 20(DI), Z14, Z12
-	VPDPWSSD.BCST 24(DI), Z15, Z13
-	VPDPWSSD.BCST 28(DI), Z14, Z13
-	VPMOVZXBW     32(DX), Z14
-	VPSRLW        $0x04, Z14, Z15
-	VPANDD        Z1, Z14, Z14
-	VPERMW        Z0, Z15, Z15
-	VPERMW        Z0, Z14, Z14
-	VPDPWSSD.BCST 32(DI), Z15, Z10
-	VPDPWSSD.BCST 36(DI), Z14, Z10
-	VPDPWSSD.BCST 40(DI), Z15, Z11
-	VPDPWSSD.BCST 44(DI), Z14, Z11
-	VPDPWSSD.BCST 48(DI), Z15, Z12
-	VPDPWSSD.BCST 52(DI), Z14, Z12
-	VPDPWSSD.BCST 56(DI), Z15, Z13
-	VPDPWSSD.BCST 60(DI), Z14, Z13
-	VCVTDQ2PS     Z10, Z10
-	VADDPS        Z10, Z3, Z3
-	VCVTDQ2PS     Z11, Z11
-	VADDPS        Z11, Z5, Z5
-	VCVTDQ2PS     Z12, Z12
-	VADDPS        Z12, Z7, Z7
-	VCVTDQ2PS     Z13, Z13
-	VADDPS        Z13, Z9, Z9
-	ADDQ          $0x40, DX
-	ADDQ          $0x00000040, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z14
-	VMULPS.BCST   (R8), Z14, Z15
-	VFMADD231PS   Z15, Z3, Z2
-	VMULPS.BCST   4(R8), Z14, Z3
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VMOVDQU64     (DX), Z10
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z10, Z10
+	VPANDD        Z0, Z11, Z11
+	VPSHUFB       Z10, Z1, Z10
+	VPSHUFB       Z11, Z1, Z11
+	VPDPBUSD.BCST (DI), Z10, Z3
+	VPDPBUSD.BCST 4(DI), Z11, Z3
+	VPDPBUSD.BCST 32(DI), Z10, Z5
+	VPDPBUSD.BCST 36(DI), Z11, Z5
+	VPDPBUSD.BCST 64(DI), Z10, Z7
+	VPDPBUSD.BCST 68(DI), Z11, Z7
+	VPDPBUSD.BCST 96(DI), Z10, Z9
+	VPDPBUSD.BCST 100(DI), Z11, Z9
+	VMOVDQU64     64(DX), Z10
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z10, Z10
+	VPANDD        Z0, Z11, Z11
+	VPSHUFB       Z10, Z1, Z10
+	VPSHUFB       Z11, Z1, Z11
+	VPDPBUSD.BCST 8(DI), Z10, Z3
+	VPDPBUSD.BCST 12(DI), Z11, Z3
+	VPDPBUSD.BCST 40(DI), Z10, Z5
+	VPDPBUSD.BCST 44(DI), Z11, Z5
+	VPDPBUSD.BCST 72(DI), Z10, Z7
+	VPDPBUSD.BCST 76(DI), Z11, Z7
+	VPDPBUSD.BCST 104(DI), Z10, Z9
+	VPDPBUSD.BCST 108(DI), Z11, Z9
+	VMOVDQU64     128(DX), Z10
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z10, Z10
+	VPANDD        Z0, Z11, Z11
+	VPSHUFB       Z10, Z1, Z10
+	VPSHUFB       Z11, Z1, Z11
+	VPDPBUSD.BCST 16(DI), Z10, Z3
+	VPDPBUSD.BCST 20(DI), Z11, Z3
+	VPDPBUSD.BCST 48(DI), Z10, Z5
+	VPDPBUSD.BCST 52(DI), Z11, Z5
+	VPDPBUSD.BCST 80(DI), Z10, Z7
+	VPDPBUSD.BCST 84(DI), Z11, Z7
+	VPDPBUSD.BCST 112(DI), Z10, Z9
+	VPDPBUSD.BCST 116(DI), Z11, Z9
+	VMOVDQU64     192(DX), Z10
+	VPSRLW        $0x04, Z10, Z11
+	VPANDD        Z0, Z10, Z10
+	VPANDD        Z0, Z11, Z11
+	VPSHUFB       Z10, Z1, Z10
+	VPSHUFB       Z11, Z1, Z11
+	VPDPBUSD.BCST 24(DI), Z10, Z3
+	VPDPBUSD.BCST 28(DI), Z11, Z3
+	VPDPBUSD.BCST 56(DI), Z10, Z5
+	VPDPBUSD.BCST 60(DI), Z11, Z5
+	VPDPBUSD.BCST 88(DI), Z10, Z7
+	VPDPBUSD.BCST 92(DI), Z11, Z7
+	VPDPBUSD.BCST 120(DI), Z10, Z9
+	VPDPBUSD.BCST 124(DI), Z11, Z9
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z10
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z10, Z11
+	VFMADD231PS   Z11, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z10, Z3
 	VFMADD231PS   Z3, Z5, Z4
-	VMULPS.BCST   8(R8), Z14, Z3
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z10, Z3
 	VFMADD231PS   Z3, Z7, Z6
-	VMULPS.BCST   12(R8), Z14, Z3
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z10, Z3
 	VFMADD231PS   Z3, Z9, Z8
-	ADDQ          $0x40, BX
+	ADDQ          $0x00000080, DI
 	ADDQ          $0x00000010, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000010, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x4(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
+// func dotQ4x4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 // Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x4(SB), NOSPLIT, $0-80
+TEXT ·dotQ4x4(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VMOVDQU64     (DX), Z9
+	VPSRLW        $0x04, Z9, Z10
+	VPANDD        Z0, Z9, Z9
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST (DI), Z9, Z2
+	VPDPBUSD.BCST 4(DI), Z10, Z2
+	VPDPBUSD.BCST 32(DI), Z9, Z4
+	VPDPBUSD.BCST 36(DI), Z10, Z4
+	VPDPBUSD.BCST 64(DI), Z9, Z6
+	VPDPBUSD.BCST 68(DI), Z10, Z6
+	VPDPBUSD.BCST 96(DI), Z9, Z8
+	VPDPBUSD.BCST 100(DI), Z10, Z8
+	VMOVDQU64     64(DX), Z9
+	VPSRLW        $0x04, Z9, Z10
+	VPANDD        Z0, Z9, Z9
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 8(DI), Z9, Z2
+	VPDPBUSD.BCST 12(DI), Z10, Z2
+	VPDPBUSD.BCST 40(DI), Z9, Z4
+	VPDPBUSD.BCST 44(DI), Z10, Z4
+	VPDPBUSD.BCST 72(DI), Z9, Z6
+	VPDPBUSD.BCST 76(DI), Z10, Z6
+	VPDPBUSD.BCST 104(DI), Z9, Z8
+	VPDPBUSD.BCST 108(DI), Z10, Z8
+	VMOVDQU64     128(DX), Z9
+	VPSRLW        $0x04, Z9, Z10
+	VPANDD        Z0, Z9, Z9
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 16(DI), Z9, Z2
+	VPDPBUSD.BCST 20(DI), Z10, Z2
+	VPDPBUSD.BCST 48(DI), Z9, Z4
+	VPDPBUSD.BCST 52(DI), Z10, Z4
+	VPDPBUSD.BCST 80(DI), Z9, Z6
+	VPDPBUSD.BCST 84(DI), Z10, Z6
+	VPDPBUSD.BCST 112(DI), Z9, Z8
+	VPDPBUSD.BCST 116(DI), Z10, Z8
+	VMOVDQU64     192(DX), Z9
+	VPSRLW        $0x04, Z9, Z10
+	VPANDD        Z0, Z9, Z9
+	VPANDD        Z0, Z10, Z10
+	VPDPBUSD.BCST 24(DI), Z9, Z2
+	VPDPBUSD.BCST 28(DI), Z10, Z2
+	VPDPBUSD.BCST 56(DI), Z9, Z4
+	VPDPBUSD.BCST 60(DI), Z10, Z4
+	VPDPBUSD.BCST 88(DI), Z9, Z6
+	VPDPBUSD.BCST 92(DI), Z10, Z6
+	VPDPBUSD.BCST 120(DI), Z9, Z8
+	VPDPBUSD.BCST 124(DI), Z10, Z8
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z9
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z9, Z10
+	VFMADD231PS   Z10, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z9, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z9, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z9, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	ADDQ          $0x00000080, DI
+	ADDQ          $0x00000010, R8
+	ADDQ          $0x00000010, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x4(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), DX
 	MOVQ scales+24(FP), BX
-	MOVQ ntiles+56(FP), SI
+	MOVQ ntiles+64(FP), SI
 
 tile:
 	VXORPS Z0, Z0, Z0
@@ -563,92 +1054,107 @@ tile:
 	VXORPS Z6, Z6, Z6
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z1, Z1, Z1
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-	VXORPS Z7, Z7, Z7
-
-chunk:
-	VPXORD        Z8, Z8, Z8
-	VPXORD        Z9, Z9, Z9
-	VPXORD        Z10, Z10, Z10
-	VPXORD        Z11, Z11, Z11
-	VPMOVSXBW     (DX), Z12
-	VPMOVSXBW     32(DX), Z13
-	VPDPWSSD.BCST (DI), Z12, Z8
-	VPDPWSSD.BCST 4(DI), Z13, Z8
-	VPDPWSSD.BCST 8(DI), Z12, Z9
-	VPDPWSSD.BCST 12(DI), Z13, Z9
-	VPDPWSSD.BCST 16(DI), Z12, Z10
-	VPDPWSSD.BCST 20(DI), Z13, Z10
-	VPDPWSSD.BCST 24(DI), Z12, Z11
-	VPDPWSSD.BCST 28(DI), Z13, Z11
-	VPMOVSXBW     64(DX), Z12
-	VPMOVSXBW     96(DX), Z13
-	VPDPWSSD.BCST 32(DI), Z12, Z8
-	VPDPWSSD.BCST 36(DI), Z13, Z8
-	VPDPWSSD.BCST 40(DI), Z12, Z9
-	VPDPWSSD.BCST 44(DI), Z13, Z9
-	VPDPWSSD.BCST 48(DI), Z12, Z10
-	VPDPWSSD.BCST 52(DI), Z13, Z10
-	VPDPWSSD.BCST 56(DI), Z12, Z11
-	VPDPWSSD.BCST 60(DI), Z13, Z11
-	VCVTDQ2PS     Z8, Z8
-	VADDPS        Z8, Z1, Z1
-	VCVTDQ2PS     Z9, Z9
-	VADDPS        Z9, Z3, Z3
-	VCVTDQ2PS     Z10, Z10
-	VADDPS        Z10, Z5, Z5
-	VCVTDQ2PS     Z11, Z11
-	VADDPS        Z11, Z7, Z7
-	ADDQ          $0x00000080, DX
-	ADDQ          $0x00000040, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z12
-	VMULPS.BCST   (R8), Z12, Z13
-	VFMADD231PS   Z13, Z1, Z0
-	VMULPS.BCST   4(R8), Z12, Z1
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VMOVDQU64     (DX), Z8
+	VPDPBUSD.BCST (DI), Z8, Z1
+	VPDPBUSD.BCST 32(DI), Z8, Z3
+	VPDPBUSD.BCST 64(DI), Z8, Z5
+	VPDPBUSD.BCST 96(DI), Z8, Z7
+	VMOVDQU64     64(DX), Z8
+	VPDPBUSD.BCST 4(DI), Z8, Z1
+	VPDPBUSD.BCST 36(DI), Z8, Z3
+	VPDPBUSD.BCST 68(DI), Z8, Z5
+	VPDPBUSD.BCST 100(DI), Z8, Z7
+	VMOVDQU64     128(DX), Z8
+	VPDPBUSD.BCST 8(DI), Z8, Z1
+	VPDPBUSD.BCST 40(DI), Z8, Z3
+	VPDPBUSD.BCST 72(DI), Z8, Z5
+	VPDPBUSD.BCST 104(DI), Z8, Z7
+	VMOVDQU64     192(DX), Z8
+	VPDPBUSD.BCST 12(DI), Z8, Z1
+	VPDPBUSD.BCST 44(DI), Z8, Z3
+	VPDPBUSD.BCST 76(DI), Z8, Z5
+	VPDPBUSD.BCST 108(DI), Z8, Z7
+	VMOVDQU64     256(DX), Z8
+	VPDPBUSD.BCST 16(DI), Z8, Z1
+	VPDPBUSD.BCST 48(DI), Z8, Z3
+	VPDPBUSD.BCST 80(DI), Z8, Z5
+	VPDPBUSD.BCST 112(DI), Z8, Z7
+	VMOVDQU64     320(DX), Z8
+	VPDPBUSD.BCST 20(DI), Z8, Z1
+	VPDPBUSD.BCST 52(DI), Z8, Z3
+	VPDPBUSD.BCST 84(DI), Z8, Z5
+	VPDPBUSD.BCST 116(DI), Z8, Z7
+	VMOVDQU64     384(DX), Z8
+	VPDPBUSD.BCST 24(DI), Z8, Z1
+	VPDPBUSD.BCST 56(DI), Z8, Z3
+	VPDPBUSD.BCST 88(DI), Z8, Z5
+	VPDPBUSD.BCST 120(DI), Z8, Z7
+	VMOVDQU64     448(DX), Z8
+	VPDPBUSD.BCST 28(DI), Z8, Z1
+	VPDPBUSD.BCST 60(DI), Z8, Z3
+	VPDPBUSD.BCST 92(DI), Z8, Z5
+	VPDPBUSD.BCST 124(DI), Z8, Z7
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z8
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z8, Z9
+	VFMADD231PS   Z9, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z8, Z1
 	VFMADD231PS   Z1, Z3, Z2
-	VMULPS.BCST   8(R8), Z12, Z1
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z8, Z1
 	VFMADD231PS   Z1, Z5, Z4
-	VMULPS.BCST   12(R8), Z12, Z1
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z8, Z1
 	VFMADD231PS   Z1, Z7, Z6
-	ADDQ          $0x40, BX
+	ADDQ          $0x00000080, DI
 	ADDQ          $0x00000010, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z0, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000010, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled4x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x5(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), DX
-	MOVQ         scales+24(FP), BX
-	MOVQ         ntiles+56(FP), SI
-	MOVQ         lut+48(FP), DI
-	VMOVDQU16    (DI), Y0
-	MOVL         $0x000f000f, DI
-	VPBROADCASTD DI, Z1
+// func dotL4x5(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x5(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
@@ -658,106 +1164,263 @@ tile:
 	VXORPS Z10, Z10, Z10
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VMOVDQU64     (DX), Z12
+	VPSRLW        $0x04, Z12, Z13
+	VPANDD        Z0, Z12, Z12
+	VPANDD        Z0, Z13, Z13
+	VPSHUFB       Z12, Z1, Z12
+	VPSHUFB       Z13, Z1, Z13
+	VPDPBUSD.BCST (DI), Z12, Z3
+	VPDPBUSD.BCST 4(DI), Z13, Z3
+	VPDPBUSD.BCST 32(DI), Z12, Z5
+	VPDPBUSD.BCST 36(DI), Z13, Z5
+	VPDPBUSD.BCST 64(DI), Z12, Z7
+	VPDPBUSD.BCST 68(DI), Z13, Z7
+	VPDPBUSD.BCST 96(DI), Z12, Z9
+	VPDPBUSD.BCST 100(DI), Z13, Z9
+	VPDPBUSD.BCST 128(DI), Z12, Z11
+	VPDPBUSD.BCST 132(DI), Z13, Z11
+	VMOVDQU64     64(DX), Z12
+	VPSRLW        $0x04, Z12, Z13
+	VPANDD        Z0, Z12, Z12
+	VPANDD        Z0, Z13, Z13
+	VPSHUFB       Z12, Z1, Z12
+	VPSHUFB       Z13, Z1, Z13
+	VPDPBUSD.BCST 8(DI), Z12, Z3
+	VPDPBUSD.BCST 12(DI), Z13, Z3
+	VPDPBUSD.BCST 40(DI), Z12, Z5
+	VPDPBUSD.BCST 44(DI), Z13, Z5
+	VPDPBUSD.BCST 72(DI), Z12, Z7
+	VPDPBUSD.BCST 76(DI), Z13, Z7
+	VPDPBUSD.BCST 104(DI), Z12, Z9
+	VPDPBUSD.BCST 108(DI), Z13, Z9
+	VPDPBUSD.BCST 136(DI), Z12, Z11
+	VPDPBUSD.BCST 140(DI), Z13, Z11
+	VMOVDQU64     128(DX), Z12
+	VPSRLW        $0x04, Z12, Z13
+	VPANDD        Z0, Z12, Z12
+	VPANDD        Z0, Z13, Z13
+	VPSHUFB       Z12, Z1, Z12
+	VPSHUFB       Z13, Z1, Z13
+	VPDPBUSD.BCST 16(DI), Z12, Z3
+	VPDPBUSD.BCST 20(DI), Z13, Z3
+	VPDPBUSD.BCST 48(DI), Z12, Z5
+	VPDPBUSD.BCST 52(DI), Z13, Z5
+	VPDPBUSD.BCST 80(DI), Z12, Z7
+	VPDPBUSD.BCST 84(DI), Z13, Z7
+	VPDPBUSD.BCST 112(DI), Z12, Z9
+	VPDPBUSD.BCST 116(DI), Z13, Z9
+	VPDPBUSD.BCST 144(DI), Z12, Z11
+	VPDPBUSD.BCST 148(DI), Z13, Z11
+	VMOVDQU64     192(DX), Z12
+	VPSRLW        $0x04, Z12, Z13
+	VPANDD        Z0, Z12, Z12
+	VPANDD        Z0, Z13, Z13
+	VPSHUFB       Z12, Z1, Z12
+	VPSHUFB       Z13, Z1, Z13
+	VPDPBUSD.BCST 24(DI), Z12, Z3
+	VPDPBUSD.BCST 28(DI), Z13, Z3
+	VPDPBUSD.BCST 56(DI), Z12, Z5
+	VPDPBUSD.BCST 60(DI), Z13, Z5
+	VPDPBUSD.BCST 88(DI), Z12, Z7
+	VPDPBUSD.BCST 92(DI), Z13, Z7
+	VPDPBUSD.BCST 120(DI), Z12, Z9
+	VPDPBUSD.BCST 124(DI), Z13, Z9
+	VPDPBUSD.BCST 152(DI), Z12, Z11
+	VPDPBUSD.BCST 156(DI), Z13, Z11
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z12
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z12, Z13
+	VFMADD231PS   Z13, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z12, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z12, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z12, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z12, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	ADDQ          $0x000000a0, DI
+	ADDQ          $0x00000014, R8
+	ADDQ          $0x00000014, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x5(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x5(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
 	VXORPS Z3, Z3, Z3
 	VXORPS Z5, Z5, Z5
 	VXORPS Z7, Z7, Z7
 	VXORPS Z9, Z9, Z9
-	VXORPS Z11, Z11, Z11
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
-chunk:
-	VPXORD        Z12, Z12, Z12
-	VPXORD        Z13, Z13, Z13
-	VPXORD        Z14, Z14, Z14
-	VPXORD        Z15, Z15, Z15
-	VPXORD        Z16, Z16, Z16
-	VPMOVZXBW     (DX), Z17
-	VPSRLW        $0x04, Z17, Z18
-	VPANDD        Z1, Z17, Z17
-	VPERMW        Z0, Z18, Z18
-	VPERMW        Z0, Z17, Z17
-	VPDPWSSD.BCST (DI), Z18, Z12
-	VPDPWSSD.BCST 4(DI), Z17, Z12
-	VPDPWSSD.BCST 8(DI), Z18, Z13
-	VPDPWSSD.BCST 12(DI), Z17, Z13
-	VPDPWSSD.BCST 16(DI), Z18, Z14
-	VPDPWSSD.BCST 20(DI), Z17, Z14
-	VPDPWSSD.BCST 24(DI), Z18, Z15
-	VPDPWSSD.BCST 28(DI), Z17, Z15
-	VPDPWSSD.BCST 32(DI), Z18, Z16
-	VPDPWSSD.BCST 36(DI), Z17, Z16
-	VPMOVZXBW     32(DX), Z17
-	VPSRLW        $0x04, Z17, Z18
-	VPANDD        Z1, Z17, Z17
-	VPERMW        Z0, Z18, Z18
-	VPERMW        Z0, Z17, Z17
-	VPDPWSSD.BCST 40(DI), Z18, Z12
-	VPDPWSSD.BCST 44(DI), Z17, Z12
-	VPDPWSSD.BCST 48(DI), Z18, Z13
-	VPDPWSSD.BCST 52(DI), Z17, Z13
-	VPDPWSSD.BCST 56(DI), Z18, Z14
-	VPDPWSSD.BCST 60(DI), Z17, Z14
-	VPDPWSSD.BCST 64(DI), Z18, Z15
-	VPDPWSSD.BCST 68(DI), Z17, Z15
-	VPDPWSSD.BCST 72(DI), Z18, Z16
-	VPDPWSSD.BCST 76(DI), Z17, Z16
-	VCVTDQ2PS     Z12, Z12
-	VADDPS        Z12, Z3, Z3
-	VCVTDQ2PS     Z13, Z13
-	VADDPS        Z13, Z5, Z5
-	VCVTDQ2PS     Z14, Z14
-	VADDPS        Z14, Z7, Z7
-	VCVTDQ2PS     Z15, Z15
-	VADDPS        Z15, Z9, Z9
-	VCVTDQ2PS     Z16, Z16
-	VADDPS        Z16, Z11, Z11
-	ADDQ          $0x40, DX
-	ADDQ          $0x00000050, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z17
-	VMULPS.BCST   (R8), Z17, Z18
-	VFMADD231PS   Z18, Z3, Z2
-	VMULPS.BCST   4(R8), Z17, Z3
-	VFMADD231PS   Z3, Z5, Z4
-	VMULPS.BCST   8(R8), Z17, Z3
-	VFMADD231PS   Z3, Z7, Z6
-	VMULPS.BCST   12(R8), Z17, Z3
-	VFMADD231PS   Z3, Z9, Z8
-	VMULPS.BCST   16(R8), Z17, Z3
-	VFMADD231PS   Z3, Z11, Z10
-	ADDQ          $0x40, BX
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VMOVDQU64     (DX), Z11
+	VPSRLW        $0x04, Z11, Z12
+	VPANDD        Z0, Z11, Z11
+	VPANDD        Z0, Z12, Z12
+	VPDPBUSD.BCST (DI), Z11, Z2
+	VPDPBUSD.BCST 4(DI), Z12, Z2
+	VPDPBUSD.BCST 32(DI), Z11, Z4
+	VPDPBUSD.BCST 36(DI), Z12, Z4
+	VPDPBUSD.BCST 64(DI), Z11, Z6
+	VPDPBUSD.BCST 68(DI), Z12, Z6
+	VPDPBUSD.BCST 96(DI), Z11, Z8
+	VPDPBUSD.BCST 100(DI), Z12, Z8
+	VPDPBUSD.BCST 128(DI), Z11, Z10
+	VPDPBUSD.BCST 132(DI), Z12, Z10
+	VMOVDQU64     64(DX), Z11
+	VPSRLW        $0x04, Z11, Z12
+	VPANDD        Z0, Z11, Z11
+	VPANDD        Z0, Z12, Z12
+	VPDPBUSD.BCST 8(DI), Z11, Z2
+	VPDPBUSD.BCST 12(DI), Z12, Z2
+	VPDPBUSD.BCST 40(DI), Z11, Z4
+	VPDPBUSD.BCST 44(DI), Z12, Z4
+	VPDPBUSD.BCST 72(DI), Z11, Z6
+	VPDPBUSD.BCST 76(DI), Z12, Z6
+	VPDPBUSD.BCST 104(DI), Z11, Z8
+	VPDPBUSD.BCST 108(DI), Z12, Z8
+	VPDPBUSD.BCST 136(DI), Z11, Z10
+	VPDPBUSD.BCST 140(DI), Z12, Z10
+	VMOVDQU64     128(DX), Z11
+	VPSRLW        $0x04, Z11, Z12
+	VPANDD        Z0, Z11, Z11
+	VPANDD        Z0, Z12, Z12
+	VPDPBUSD.BCST 16(DI), Z11, Z2
+	VPDPBUSD.BCST 20(DI), Z12, Z2
+	VPDPBUSD.BCST 48(DI), Z11, Z4
+	VPDPBUSD.BCST 52(DI), Z12, Z4
+	VPDPBUSD.BCST 80(DI), Z11, Z6
+	VPDPBUSD.BCST 84(DI), Z12, Z6
+	VPDPBUSD.BCST 112(DI), Z11, Z8
+	VPDPBUSD.BCST 116(DI), Z12, Z8
+	VPDPBUSD.BCST 144(DI), Z11, Z10
+	VPDPBUSD.BCST 148(DI), Z12, Z10
+	VMOVDQU64     192(DX), Z11
+	VPSRLW        $0x04, Z11, Z12
+	VPANDD        Z0, Z11, Z11
+	VPANDD        Z0, Z12, Z12
+	VPDPBUSD.BCST 24(DI), Z11, Z2
+	VPDPBUSD.BCST 28(DI), Z12, Z2
+	VPDPBUSD.BCST 56(DI), Z11, Z4
+	VPDPBUSD.BCST 60(DI), Z12, Z4
+	VPDPBUSD.BCST 88(DI), Z11, Z6
+	VPDPBUSD.BCST 92(DI), Z12, Z6
+	VPDPBUSD.BCST 120(DI), Z11, Z8
+	VPDPBUSD.BCST 124(DI), Z12, Z8
+	VPDPBUSD.BCST 152(DI), Z11, Z10
+	VPDPBUSD.BCST 156(DI), Z12, Z10
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z11
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z11, Z12
+	VFMADD231PS   Z12, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z11, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z11, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z11, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z11, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	ADDQ          $0x000000a0, DI
 	ADDQ          $0x00000014, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z10, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000014, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x5(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x5(SB), NOSPLIT, $0-80
+// func dotB8x5(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x5(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), DX
 	MOVQ scales+24(FP), BX
-	MOVQ ntiles+56(FP), SI
+	MOVQ ntiles+64(FP), SI
 
 tile:
 	VXORPS Z0, Z0, Z0
@@ -767,104 +1430,121 @@ tile:
 	VXORPS Z8, Z8, Z8
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z1, Z1, Z1
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-	VXORPS Z7, Z7, Z7
-	VXORPS Z9, Z9, Z9
-
-chunk:
-	VPXORD        Z10, Z10, Z10
-	VPXORD        Z11, Z11, Z11
-	VPXORD        Z12, Z12, Z12
-	VPXORD        Z13, Z13, Z13
-	VPXORD        Z14, Z14, Z14
-	VPMOVSXBW     (DX), Z15
-	VPMOVSXBW     32(DX), Z16
-	VPDPWSSD.BCST (DI), Z15, Z10
-	VPDPWSSD.BCST 4(DI), Z16, Z10
-	VPDPWSSD.BCST 8(DI), Z15, Z11
-	VPDPWSSD.BCST 12(DI), Z16, Z11
-	VPDPWSSD.BCST 16(DI), Z15, Z12
-	VPDPWSSD.BCST 20(DI), Z16, Z12
-	VPDPWSSD.BCST 24(DI), Z15, Z13
-	VPDPWSSD.BCST 28(DI), Z16, Z13
-	VPDPWSSD.BCST 32(DI), Z15, Z14
-	VPDPWSSD.BCST 36(DI), Z16, Z14
-	VPMOVSXBW     64(DX), Z15
-	VPMOVSXBW     96(DX), Z16
-	VPDPWSSD.BCST 40(DI), Z15, Z10
-	VPDPWSSD.BCST 44(DI), Z16, Z10
-	VPDPWSSD.BCST 48(DI), Z15, Z11
-	VPDPWSSD.BCST 52(DI), Z16, Z11
-	VPDPWSSD.BCST 56(DI), Z15, Z12
-	VPDPWSSD.BCST 60(DI), Z16, Z12
-	VPDPWSSD.BCST 64(DI), Z15, Z13
-	VPDPWSSD.BCST 68(DI), Z16, Z13
-	VPDPWSSD.BCST 72(DI), Z15, Z14
-	VPDPWSSD.BCST 76(DI), Z16, Z14
-	VCVTDQ2PS     Z10, Z10
-	VADDPS        Z10, Z1, Z1
-	VCVTDQ2PS     Z11, Z11
-	VADDPS        Z11, Z3, Z3
-	VCVTDQ2PS     Z12, Z12
-	VADDPS        Z12, Z5, Z5
-	VCVTDQ2PS     Z13, Z13
-	VADDPS        Z13, Z7, Z7
-	VCVTDQ2PS     Z14, Z14
-	VADDPS        Z14, Z9, Z9
-	ADDQ          $0x00000080, DX
-	ADDQ          $0x00000050, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z15
-	VMULPS.BCST   (R8), Z15, Z16
-	VFMADD231PS   Z16, Z1, Z0
-	VMULPS.BCST   4(R8), Z15, Z1
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VMOVDQU64     (DX), Z10
+	VPDPBUSD.BCST (DI), Z10, Z1
+	VPDPBUSD.BCST 32(DI), Z10, Z3
+	VPDPBUSD.BCST 64(DI), Z10, Z5
+	VPDPBUSD.BCST 96(DI), Z10, Z7
+	VPDPBUSD.BCST 128(DI), Z10, Z9
+	VMOVDQU64     64(DX), Z10
+	VPDPBUSD.BCST 4(DI), Z10, Z1
+	VPDPBUSD.BCST 36(DI), Z10, Z3
+	VPDPBUSD.BCST 68(DI), Z10, Z5
+	VPDPBUSD.BCST 100(DI), Z10, Z7
+	VPDPBUSD.BCST 132(DI), Z10, Z9
+	VMOVDQU64     128(DX), Z10
+	VPDPBUSD.BCST 8(DI), Z10, Z1
+	VPDPBUSD.BCST 40(DI), Z10, Z3
+	VPDPBUSD.BCST 72(DI), Z10, Z5
+	VPDPBUSD.BCST 104(DI), Z10, Z7
+	VPDPBUSD.BCST 136(DI), Z10, Z9
+	VMOVDQU64     192(DX), Z10
+	VPDPBUSD.BCST 12(DI), Z10, Z1
+	VPDPBUSD.BCST 44(DI), Z10, Z3
+	VPDPBUSD.BCST 76(DI), Z10, Z5
+	VPDPBUSD.BCST 108(DI), Z10, Z7
+	VPDPBUSD.BCST 140(DI), Z10, Z9
+	VMOVDQU64     256(DX), Z10
+	VPDPBUSD.BCST 16(DI), Z10, Z1
+	VPDPBUSD.BCST 48(DI), Z10, Z3
+	VPDPBUSD.BCST 80(DI), Z10, Z5
+	VPDPBUSD.BCST 112(DI), Z10, Z7
+	VPDPBUSD.BCST 144(DI), Z10, Z9
+	VMOVDQU64     320(DX), Z10
+	VPDPBUSD.BCST 20(DI), Z10, Z1
+	VPDPBUSD.BCST 52(DI), Z10, Z3
+	VPDPBUSD.BCST 84(DI), Z10, Z5
+	VPDPBUSD.BCST 116(DI), Z10, Z7
+	VPDPBUSD.BCST 148(DI), Z10, Z9
+	VMOVDQU64     384(DX), Z10
+	VPDPBUSD.BCST 24(DI), Z10, Z1
+	VPDPBUSD.BCST 56(DI), Z10, Z3
+	VPDPBUSD.BCST 88(DI), Z10, Z5
+	VPDPBUSD.BCST 120(DI), Z10, Z7
+	VPDPBUSD.BCST 152(DI), Z10, Z9
+	VMOVDQU64     448(DX), Z10
+	VPDPBUSD.BCST 28(DI), Z10, Z1
+	VPDPBUSD.BCST 60(DI), Z10, Z3
+	VPDPBUSD.BCST 92(DI), Z10, Z5
+	VPDPBUSD.BCST 124(DI), Z10, Z7
+	VPDPBUSD.BCST 156(DI), Z10, Z9
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z10
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z10, Z11
+	VFMADD231PS   Z11, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z10, Z1
 	VFMADD231PS   Z1, Z3, Z2
-	VMULPS.BCST   8(R8), Z15, Z1
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z10, Z1
 	VFMADD231PS   Z1, Z5, Z4
-	VMULPS.BCST   12(R8), Z15, Z1
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z10, Z1
 	VFMADD231PS   Z1, Z7, Z6
-	VMULPS.BCST   16(R8), Z15, Z1
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   16(R8), Z10, Z1
 	VFMADD231PS   Z1, Z9, Z8
-	ADDQ          $0x40, BX
+	ADDQ          $0x000000a0, DI
 	ADDQ          $0x00000014, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z0, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000014, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled4x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x6(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), DX
-	MOVQ         scales+24(FP), BX
-	MOVQ         ntiles+56(FP), SI
-	MOVQ         lut+48(FP), DI
-	VMOVDQU16    (DI), Y0
-	MOVL         $0x000f000f, DI
-	VPBROADCASTD DI, Z1
+// func dotL4x6(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x6(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
@@ -875,118 +1555,292 @@ tile:
 	VXORPS Z12, Z12, Z12
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VPBROADCASTD  20(R9), Z13
+	VMOVDQU64     (DX), Z14
+	VPSRLW        $0x04, Z14, Z15
+	VPANDD        Z0, Z14, Z14
+	VPANDD        Z0, Z15, Z15
+	VPSHUFB       Z14, Z1, Z14
+	VPSHUFB       Z15, Z1, Z15
+	VPDPBUSD.BCST (DI), Z14, Z3
+	VPDPBUSD.BCST 4(DI), Z15, Z3
+	VPDPBUSD.BCST 32(DI), Z14, Z5
+	VPDPBUSD.BCST 36(DI), Z15, Z5
+	VPDPBUSD.BCST 64(DI), Z14, Z7
+	VPDPBUSD.BCST 68(DI), Z15, Z7
+	VPDPBUSD.BCST 96(DI), Z14, Z9
+	VPDPBUSD.BCST 100(DI), Z15, Z9
+	VPDPBUSD.BCST 128(DI), Z14, Z11
+	VPDPBUSD.BCST 132(DI), Z15, Z11
+	VPDPBUSD.BCST 160(DI), Z14, Z13
+	VPDPBUSD.BCST 164(DI), Z15, Z13
+	VMOVDQU64     64(DX), Z14
+	VPSRLW        $0x04, Z14, Z15
+	VPANDD        Z0, Z14, Z14
+	VPANDD        Z0, Z15, Z15
+	VPSHUFB       Z14, Z1, Z14
+	VPSHUFB       Z15, Z1, Z15
+	VPDPBUSD.BCST 8(DI), Z14, Z3
+	VPDPBUSD.BCST 12(DI), Z15, Z3
+	VPDPBUSD.BCST 40(DI), Z14, Z5
+	VPDPBUSD.BCST 44(DI), Z15, Z5
+	VPDPBUSD.BCST 72(DI), Z14, Z7
+	VPDPBUSD.BCST 76(DI), Z15, Z7
+	VPDPBUSD.BCST 104(DI), Z14, Z9
+	VPDPBUSD.BCST 108(DI), Z15, Z9
+	VPDPBUSD.BCST 136(DI), Z14, Z11
+	VPDPBUSD.BCST 140(DI), Z15, Z11
+	VPDPBUSD.BCST 168(DI), Z14, Z13
+	VPDPBUSD.BCST 172(DI), Z15, Z13
+	VMOVDQU64     128(DX), Z14
+	VPSRLW        $0x04, Z14, Z15
+	VPANDD        Z0, Z14, Z14
+	VPANDD        Z0, Z15, Z15
+	VPSHUFB       Z14, Z1, Z14
+	VPSHUFB       Z15, Z1, Z15
+	VPDPBUSD.BCST 16(DI), Z14, Z3
+	VPDPBUSD.BCST 20(DI), Z15, Z3
+	VPDPBUSD.BCST 48(DI), Z14, Z5
+	VPDPBUSD.BCST 52(DI), Z15, Z5
+	VPDPBUSD.BCST 80(DI), Z14, Z7
+	VPDPBUSD.BCST 84(DI), Z15, Z7
+	VPDPBUSD.BCST 112(DI), Z14, Z9
+	VPDPBUSD.BCST 116(DI), Z15, Z9
+	VPDPBUSD.BCST 144(DI), Z14, Z11
+	VPDPBUSD.BCST 148(DI), Z15, Z11
+	VPDPBUSD.BCST 176(DI), Z14, Z13
+	VPDPBUSD.BCST 180(DI), Z15, Z13
+	VMOVDQU64     192(DX), Z14
+	VPSRLW        $0x04, Z14, Z15
+	VPANDD        Z0, Z14, Z14
+	VPANDD        Z0, Z15, Z15
+	VPSHUFB       Z14, Z1, Z14
+	VPSHUFB       Z15, Z1, Z15
+	VPDPBUSD.BCST 24(DI), Z14, Z3
+	VPDPBUSD.BCST 28(DI), Z15, Z3
+	VPDPBUSD.BCST 56(DI), Z14, Z5
+	VPDPBUSD.BCST 60(DI), Z15, Z5
+	VPDPBUSD.BCST 88(DI), Z14, Z7
+	VPDPBUSD.BCST 92(DI), Z15, Z7
+	VPDPBUSD.BCST 120(DI), Z14, Z9
+	VPDPBUSD.BCST 124(DI), Z15, Z9
+	VPDPBUSD.BCST 152(DI), Z14, Z11
+	VPDPBUSD.BCST 156(DI), Z15, Z11
+	VPDPBUSD.BCST 184(DI), Z14, Z13
+	VPDPBUSD.BCST 188(DI), Z15, Z13
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z14
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z14, Z15
+	VFMADD231PS   Z15, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z14, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z14, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z14, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z14, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   20(R8), Z14, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	ADDQ          $0x000000c0, DI
+	ADDQ          $0x00000018, R8
+	ADDQ          $0x00000018, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x6(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x6(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
 	VXORPS Z3, Z3, Z3
 	VXORPS Z5, Z5, Z5
 	VXORPS Z7, Z7, Z7
 	VXORPS Z9, Z9, Z9
 	VXORPS Z11, Z11, Z11
-	VXORPS Z13, Z13, Z13
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
-chunk:
-	VPXORD        Z14, Z14, Z14
-	VPXORD        Z15, Z15, Z15
-	VPXORD        Z16, Z16, Z16
-	VPXORD        Z17, Z17, Z17
-	VPXORD        Z18, Z18, Z18
-	VPXORD        Z19, Z19, Z19
-	VPMOVZXBW     (DX), Z20
-	VPSRLW        $0x04, Z20, Z21
-	VPANDD        Z1, Z20, Z20
-	VPERMW        Z0, Z21, Z21
-	VPERMW        Z0, Z20, Z20
-	VPDPWSSD.BCST (DI), Z21, Z14
-	VPDPWSSD.BCST 4(DI), Z20, Z14
-	VPDPWSSD.BCST 8(DI), Z21, Z15
-	VPDPWSSD.BCST 12(DI), Z20, Z15
-	VPDPWSSD.BCST 16(DI), Z21, Z16
-	VPDPWSSD.BCST 20(DI), Z20, Z16
-	VPDPWSSD.BCST 24(DI), Z21, Z17
-	VPDPWSSD.BCST 28(DI), Z20, Z17
-	VPDPWSSD.BCST 32(DI), Z21, Z18
-	VPDPWSSD.BCST 36(DI), Z20, Z18
-	VPDPWSSD.BCST 40(DI), Z21, Z19
-	VPDPWSSD.BCST 44(DI), Z20, Z19
-	VPMOVZXBW     32(DX), Z20
-	VPSRLW        $0x04, Z20, Z21
-	VPANDD        Z1, Z20, Z20
-	VPERMW        Z0, Z21, Z21
-	VPERMW        Z0, Z20, Z20
-	VPDPWSSD.BCST 48(DI), Z21, Z14
-	VPDPWSSD.BCST 52(DI), Z20, Z14
-	VPDPWSSD.BCST 56(DI), Z21, Z15
-	VPDPWSSD.BCST 60(DI), Z20, Z15
-	VPDPWSSD.BCST 64(DI), Z21, Z16
-	VPDPWSSD.BCST 68(DI), Z20, Z16
-	VPDPWSSD.BCST 72(DI), Z21, Z17
-	VPDPWSSD.BCST 76(DI), Z20, Z17
-	VPDPWSSD.BCST 80(DI), Z21, Z18
-	VPDPWSSD.BCST 84(DI), Z20, Z18
-	VPDPWSSD.BCST 88(DI), Z21, Z19
-	VPDPWSSD.BCST 92(DI), Z20, Z19
-	VCVTDQ2PS     Z14, Z14
-	VADDPS        Z14, Z3, Z3
-	VCVTDQ2PS     Z15, Z15
-	VADDPS        Z15, Z5, Z5
-	VCVTDQ2PS     Z16, Z16
-	VADDPS        Z16, Z7, Z7
-	VCVTDQ2PS     Z17, Z17
-	VADDPS        Z17, Z9, Z9
-	VCVTDQ2PS     Z18, Z18
-	VADDPS        Z18, Z11, Z11
-	VCVTDQ2PS     Z19, Z19
-	VADDPS        Z19, Z13, Z13
-	ADDQ          $0x40, DX
-	ADDQ          $0x00000060, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z20
-	VMULPS.BCST   (R8), Z20, Z21
-	VFMADD231PS   Z21, Z3, Z2
-	VMULPS.BCST   4(R8), Z20, Z3
-	VFMADD231PS   Z3, Z5, Z4
-	VMULPS.BCST   8(R8), Z20, Z3
-	VFMADD231PS   Z3, Z7, Z6
-	VMULPS.BCST   12(R8), Z20, Z3
-	VFMADD231PS   Z3, Z9, Z8
-	VMULPS.BCST   16(R8), Z20, Z3
-	VFMADD231PS   Z3, Z11, Z10
-	VMULPS.BCST   20(R8), Z20, Z3
-	VFMADD231PS   Z3, Z13, Z12
-	ADDQ          $0x40, BX
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VPBROADCASTD  20(R9), Z12
+	VMOVDQU64     (DX), Z13
+	VPSRLW        $0x04, Z13, Z14
+	VPANDD        Z0, Z13, Z13
+	VPANDD        Z0, Z14, Z14
+	VPDPBUSD.BCST (DI), Z13, Z2
+	VPDPBUSD.BCST 4(DI), Z14, Z2
+	VPDPBUSD.BCST 32(DI), Z13, Z4
+	VPDPBUSD.BCST 36(DI), Z14, Z4
+	VPDPBUSD.BCST 64(DI), Z13, Z6
+	VPDPBUSD.BCST 68(DI), Z14, Z6
+	VPDPBUSD.BCST 96(DI), Z13, Z8
+	VPDPBUSD.BCST 100(DI), Z14, Z8
+	VPDPBUSD.BCST 128(DI), Z13, Z10
+	VPDPBUSD.BCST 132(DI), Z14, Z10
+	VPDPBUSD.BCST 160(DI), Z13, Z12
+	VPDPBUSD.BCST 164(DI), Z14, Z12
+	VMOVDQU64     64(DX), Z13
+	VPSRLW        $0x04, Z13, Z14
+	VPANDD        Z0, Z13, Z13
+	VPANDD        Z0, Z14, Z14
+	VPDPBUSD.BCST 8(DI), Z13, Z2
+	VPDPBUSD.BCST 12(DI), Z14, Z2
+	VPDPBUSD.BCST 40(DI), Z13, Z4
+	VPDPBUSD.BCST 44(DI), Z14, Z4
+	VPDPBUSD.BCST 72(DI), Z13, Z6
+	VPDPBUSD.BCST 76(DI), Z14, Z6
+	VPDPBUSD.BCST 104(DI), Z13, Z8
+	VPDPBUSD.BCST 108(DI), Z14, Z8
+	VPDPBUSD.BCST 136(DI), Z13, Z10
+	VPDPBUSD.BCST 140(DI), Z14, Z10
+	VPDPBUSD.BCST 168(DI), Z13, Z12
+	VPDPBUSD.BCST 172(DI), Z14, Z12
+	VMOVDQU64     128(DX), Z13
+	VPSRLW        $0x04, Z13, Z14
+	VPANDD        Z0, Z13, Z13
+	VPANDD        Z0, Z14, Z14
+	VPDPBUSD.BCST 16(DI), Z13, Z2
+	VPDPBUSD.BCST 20(DI), Z14, Z2
+	VPDPBUSD.BCST 48(DI), Z13, Z4
+	VPDPBUSD.BCST 52(DI), Z14, Z4
+	VPDPBUSD.BCST 80(DI), Z13, Z6
+	VPDPBUSD.BCST 84(DI), Z14, Z6
+	VPDPBUSD.BCST 112(DI), Z13, Z8
+	VPDPBUSD.BCST 116(DI), Z14, Z8
+	VPDPBUSD.BCST 144(DI), Z13, Z10
+	VPDPBUSD.BCST 148(DI), Z14, Z10
+	VPDPBUSD.BCST 176(DI), Z13, Z12
+	VPDPBUSD.BCST 180(DI), Z14, Z12
+	VMOVDQU64     192(DX), Z13
+	VPSRLW        $0x04, Z13, Z14
+	VPANDD        Z0, Z13, Z13
+	VPANDD        Z0, Z14, Z14
+	VPDPBUSD.BCST 24(DI), Z13, Z2
+	VPDPBUSD.BCST 28(DI), Z14, Z2
+	VPDPBUSD.BCST 56(DI), Z13, Z4
+	VPDPBUSD.BCST 60(DI), Z14, Z4
+	VPDPBUSD.BCST 88(DI), Z13, Z6
+	VPDPBUSD.BCST 92(DI), Z14, Z6
+	VPDPBUSD.BCST 120(DI), Z13, Z8
+	VPDPBUSD.BCST 124(DI), Z14, Z8
+	VPDPBUSD.BCST 152(DI), Z13, Z10
+	VPDPBUSD.BCST 156(DI), Z14, Z10
+	VPDPBUSD.BCST 184(DI), Z13, Z12
+	VPDPBUSD.BCST 188(DI), Z14, Z12
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z13
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z13, Z14
+	VFMADD231PS   Z14, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z13, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z13, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z13, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z13, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	VCVTDQ2PS     Z12, Z12
+	VMULPS.BCST   20(R8), Z13, Z2
+	VFMADD231PS   Z2, Z12, Z11
+	ADDQ          $0x000000c0, DI
 	ADDQ          $0x00000018, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z10, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z12, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000018, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z11, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x6(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x6(SB), NOSPLIT, $0-80
+// func dotB8x6(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x6(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), DX
 	MOVQ scales+24(FP), BX
-	MOVQ ntiles+56(FP), SI
+	MOVQ ntiles+64(FP), SI
 
 tile:
 	VXORPS Z0, Z0, Z0
@@ -997,116 +1851,135 @@ tile:
 	VXORPS Z10, Z10, Z10
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z1, Z1, Z1
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-	VXORPS Z7, Z7, Z7
-	VXORPS Z9, Z9, Z9
-	VXORPS Z11, Z11, Z11
-
-chunk:
-	VPXORD        Z12, Z12, Z12
-	VPXORD        Z13, Z13, Z13
-	VPXORD        Z14, Z14, Z14
-	VPXORD        Z15, Z15, Z15
-	VPXORD        Z16, Z16, Z16
-	VPXORD        Z17, Z17, Z17
-	VPMOVSXBW     (DX), Z18
-	VPMOVSXBW     32(DX), Z19
-	VPDPWSSD.BCST (DI), Z18, Z12
-	VPDPWSSD.BCST 4(DI), Z19, Z12
-	VPDPWSSD.BCST 8(DI), Z18, Z13
-	VPDPWSSD.BCST 12(DI), Z19, Z13
-	VPDPWSSD.BCST 16(DI), Z18, Z14
-	VPDPWSSD.BCST 20(DI), Z19, Z14
-	VPDPWSSD.BCST 24(DI), Z18, Z15
-	VPDPWSSD.BCST 28(DI), Z19, Z15
-	VPDPWSSD.BCST 32(DI), Z18, Z16
-	VPDPWSSD.BCST 36(DI), Z19, Z16
-	VPDPWSSD.BCST 40(DI), Z18, Z17
-	VPDPWSSD.BCST 44(DI), Z19, Z17
-	VPMOVSXBW     64(DX), Z18
-	VPMOVSXBW     96(DX), Z19
-	VPDPWSSD.BCST 48(DI), Z18, Z12
-	VPDPWSSD.BCST 52(DI), Z19, Z12
-	VPDPWSSD.BCST 56(DI), Z18, Z13
-	VPDPWSSD.BCST 60(DI), Z19, Z13
-	VPDPWSSD.BCST 64(DI), Z18, Z14
-	VPDPWSSD.BCST 68(DI), Z19, Z14
-	VPDPWSSD.BCST 72(DI), Z18, Z15
-	VPDPWSSD.BCST 76(DI), Z19, Z15
-	VPDPWSSD.BCST 80(DI), Z18, Z16
-	VPDPWSSD.BCST 84(DI), Z19, Z16
-	VPDPWSSD.BCST 88(DI), Z18, Z17
-	VPDPWSSD.BCST 92(DI), Z19, Z17
-	VCVTDQ2PS     Z12, Z12
-	VADDPS        Z12, Z1, Z1
-	VCVTDQ2PS     Z13, Z13
-	VADDPS        Z13, Z3, Z3
-	VCVTDQ2PS     Z14, Z14
-	VADDPS        Z14, Z5, Z5
-	VCVTDQ2PS     Z15, Z15
-	VADDPS        Z15, Z7, Z7
-	VCVTDQ2PS     Z16, Z16
-	VADDPS        Z16, Z9, Z9
-	VCVTDQ2PS     Z17, Z17
-	VADDPS        Z17, Z11, Z11
-	ADDQ          $0x00000080, DX
-	ADDQ          $0x00000060, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z18
-	VMULPS.BCST   (R8), Z18, Z19
-	VFMADD231PS   Z19, Z1, Z0
-	VMULPS.BCST   4(R8), Z18, Z1
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VPBROADCASTD  20(R9), Z11
+	VMOVDQU64     (DX), Z12
+	VPDPBUSD.BCST (DI), Z12, Z1
+	VPDPBUSD.BCST 32(DI), Z12, Z3
+	VPDPBUSD.BCST 64(DI), Z12, Z5
+	VPDPBUSD.BCST 96(DI), Z12, Z7
+	VPDPBUSD.BCST 128(DI), Z12, Z9
+	VPDPBUSD.BCST 160(DI), Z12, Z11
+	VMOVDQU64     64(DX), Z12
+	VPDPBUSD.BCST 4(DI), Z12, Z1
+	VPDPBUSD.BCST 36(DI), Z12, Z3
+	VPDPBUSD.BCST 68(DI), Z12, Z5
+	VPDPBUSD.BCST 100(DI), Z12, Z7
+	VPDPBUSD.BCST 132(DI), Z12, Z9
+	VPDPBUSD.BCST 164(DI), Z12, Z11
+	VMOVDQU64     128(DX), Z12
+	VPDPBUSD.BCST 8(DI), Z12, Z1
+	VPDPBUSD.BCST 40(DI), Z12, Z3
+	VPDPBUSD.BCST 72(DI), Z12, Z5
+	VPDPBUSD.BCST 104(DI), Z12, Z7
+	VPDPBUSD.BCST 136(DI), Z12, Z9
+	VPDPBUSD.BCST 168(DI), Z12, Z11
+	VMOVDQU64     192(DX), Z12
+	VPDPBUSD.BCST 12(DI), Z12, Z1
+	VPDPBUSD.BCST 44(DI), Z12, Z3
+	VPDPBUSD.BCST 76(DI), Z12, Z5
+	VPDPBUSD.BCST 108(DI), Z12, Z7
+	VPDPBUSD.BCST 140(DI), Z12, Z9
+	VPDPBUSD.BCST 172(DI), Z12, Z11
+	VMOVDQU64     256(DX), Z12
+	VPDPBUSD.BCST 16(DI), Z12, Z1
+	VPDPBUSD.BCST 48(DI), Z12, Z3
+	VPDPBUSD.BCST 80(DI), Z12, Z5
+	VPDPBUSD.BCST 112(DI), Z12, Z7
+	VPDPBUSD.BCST 144(DI), Z12, Z9
+	VPDPBUSD.BCST 176(DI), Z12, Z11
+	VMOVDQU64     320(DX), Z12
+	VPDPBUSD.BCST 20(DI), Z12, Z1
+	VPDPBUSD.BCST 52(DI), Z12, Z3
+	VPDPBUSD.BCST 84(DI), Z12, Z5
+	VPDPBUSD.BCST 116(DI), Z12, Z7
+	VPDPBUSD.BCST 148(DI), Z12, Z9
+	VPDPBUSD.BCST 180(DI), Z12, Z11
+	VMOVDQU64     384(DX), Z12
+	VPDPBUSD.BCST 24(DI), Z12, Z1
+	VPDPBUSD.BCST 56(DI), Z12, Z3
+	VPDPBUSD.BCST 88(DI), Z12, Z5
+	VPDPBUSD.BCST 120(DI), Z12, Z7
+	VPDPBUSD.BCST 152(DI), Z12, Z9
+	VPDPBUSD.BCST 184(DI), Z12, Z11
+	VMOVDQU64     448(DX), Z12
+	VPDPBUSD.BCST 28(DI), Z12, Z1
+	VPDPBUSD.BCST 60(DI), Z12, Z3
+	VPDPBUSD.BCST 92(DI), Z12, Z5
+	VPDPBUSD.BCST 124(DI), Z12, Z7
+	VPDPBUSD.BCST 156(DI), Z12, Z9
+	VPDPBUSD.BCST 188(DI), Z12, Z11
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z12
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z12, Z13
+	VFMADD231PS   Z13, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z12, Z1
 	VFMADD231PS   Z1, Z3, Z2
-	VMULPS.BCST   8(R8), Z18, Z1
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z12, Z1
 	VFMADD231PS   Z1, Z5, Z4
-	VMULPS.BCST   12(R8), Z18, Z1
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z12, Z1
 	VFMADD231PS   Z1, Z7, Z6
-	VMULPS.BCST   16(R8), Z18, Z1
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   16(R8), Z12, Z1
 	VFMADD231PS   Z1, Z9, Z8
-	VMULPS.BCST   20(R8), Z18, Z1
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   20(R8), Z12, Z1
 	VFMADD231PS   Z1, Z11, Z10
-	ADDQ          $0x40, BX
+	ADDQ          $0x000000c0, DI
 	ADDQ          $0x00000018, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z0, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z10, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000018, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled4x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x7(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), DX
-	MOVQ         scales+24(FP), BX
-	MOVQ         ntiles+56(FP), SI
-	MOVQ         lut+48(FP), DI
-	VMOVDQU16    (DI), Y0
-	MOVL         $0x000f000f, DI
-	VPBROADCASTD DI, Z1
+// func dotL4x7(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x7(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
@@ -1118,130 +1991,321 @@ tile:
 	VXORPS Z14, Z14, Z14
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VPBROADCASTD  20(R9), Z13
+	VPBROADCASTD  24(R9), Z15
+	VMOVDQU64     (DX), Z16
+	VPSRLW        $0x04, Z16, Z17
+	VPANDD        Z0, Z16, Z16
+	VPANDD        Z0, Z17, Z17
+	VPSHUFB       Z16, Z1, Z16
+	VPSHUFB       Z17, Z1, Z17
+	VPDPBUSD.BCST (DI), Z16, Z3
+	VPDPBUSD.BCST 4(DI), Z17, Z3
+	VPDPBUSD.BCST 32(DI), Z16, Z5
+	VPDPBUSD.BCST 36(DI), Z17, Z5
+	VPDPBUSD.BCST 64(DI), Z16, Z7
+	VPDPBUSD.BCST 68(DI), Z17, Z7
+	VPDPBUSD.BCST 96(DI), Z16, Z9
+	VPDPBUSD.BCST 100(DI), Z17, Z9
+	VPDPBUSD.BCST 128(DI), Z16, Z11
+	VPDPBUSD.BCST 132(DI), Z17, Z11
+	VPDPBUSD.BCST 160(DI), Z16, Z13
+	VPDPBUSD.BCST 164(DI), Z17, Z13
+	VPDPBUSD.BCST 192(DI), Z16, Z15
+	VPDPBUSD.BCST 196(DI), Z17, Z15
+	VMOVDQU64     64(DX), Z16
+	VPSRLW        $0x04, Z16, Z17
+	VPANDD        Z0, Z16, Z16
+	VPANDD        Z0, Z17, Z17
+	VPSHUFB       Z16, Z1, Z16
+	VPSHUFB       Z17, Z1, Z17
+	VPDPBUSD.BCST 8(DI), Z16, Z3
+	VPDPBUSD.BCST 12(DI), Z17, Z3
+	VPDPBUSD.BCST 40(DI), Z16, Z5
+	VPDPBUSD.BCST 44(DI), Z17, Z5
+	VPDPBUSD.BCST 72(DI), Z16, Z7
+	VPDPBUSD.BCST 76(DI), Z17, Z7
+	VPDPBUSD.BCST 104(DI), Z16, Z9
+	VPDPBUSD.BCST 108(DI), Z17, Z9
+	VPDPBUSD.BCST 136(DI), Z16, Z11
+	VPDPBUSD.BCST 140(DI), Z17, Z11
+	VPDPBUSD.BCST 168(DI), Z16, Z13
+	VPDPBUSD.BCST 172(DI), Z17, Z13
+	VPDPBUSD.BCST 200(DI), Z16, Z15
+	VPDPBUSD.BCST 204(DI), Z17, Z15
+	VMOVDQU64     128(DX), Z16
+	VPSRLW        $0x04, Z16, Z17
+	VPANDD        Z0, Z16, Z16
+	VPANDD        Z0, Z17, Z17
+	VPSHUFB       Z16, Z1, Z16
+	VPSHUFB       Z17, Z1, Z17
+	VPDPBUSD.BCST 16(DI), Z16, Z3
+	VPDPBUSD.BCST 20(DI), Z17, Z3
+	VPDPBUSD.BCST 48(DI), Z16, Z5
+	VPDPBUSD.BCST 52(DI), Z17, Z5
+	VPDPBUSD.BCST 80(DI), Z16, Z7
+	VPDPBUSD.BCST 84(DI), Z17, Z7
+	VPDPBUSD.BCST 112(DI), Z16, Z9
+	VPDPBUSD.BCST 116(DI), Z17, Z9
+	VPDPBUSD.BCST 144(DI), Z16, Z11
+	VPDPBUSD.BCST 148(DI), Z17, Z11
+	VPDPBUSD.BCST 176(DI), Z16, Z13
+	VPDPBUSD.BCST 180(DI), Z17, Z13
+	VPDPBUSD.BCST 208(DI), Z16, Z15
+	VPDPBUSD.BCST 212(DI), Z17, Z15
+	VMOVDQU64     192(DX), Z16
+	VPSRLW        $0x04, Z16, Z17
+	VPANDD        Z0, Z16, Z16
+	VPANDD        Z0, Z17, Z17
+	VPSHUFB       Z16, Z1, Z16
+	VPSHUFB       Z17, Z1, Z17
+	VPDPBUSD.BCST 24(DI), Z16, Z3
+	VPDPBUSD.BCST 28(DI), Z17, Z3
+	VPDPBUSD.BCST 56(DI), Z16, Z5
+	VPDPBUSD.BCST 60(DI), Z17, Z5
+	VPDPBUSD.BCST 88(DI), Z16, Z7
+	VPDPBUSD.BCST 92(DI), Z17, Z7
+	VPDPBUSD.BCST 120(DI), Z16, Z9
+	VPDPBUSD.BCST 124(DI), Z17, Z9
+	VPDPBUSD.BCST 152(DI), Z16, Z11
+	VPDPBUSD.BCST 156(DI), Z17, Z11
+	VPDPBUSD.BCST 184(DI), Z16, Z13
+	VPDPBUSD.BCST 188(DI), Z17, Z13
+	VPDPBUSD.BCST 216(DI), Z16, Z15
+	VPDPBUSD.BCST 220(DI), Z17, Z15
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z16
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z16, Z17
+	VFMADD231PS   Z17, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z16, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z16, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z16, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z16, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   20(R8), Z16, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   24(R8), Z16, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	ADDQ          $0x000000e0, DI
+	ADDQ          $0x0000001c, R8
+	ADDQ          $0x0000001c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x7(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x7(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
 	VXORPS Z3, Z3, Z3
 	VXORPS Z5, Z5, Z5
 	VXORPS Z7, Z7, Z7
 	VXORPS Z9, Z9, Z9
 	VXORPS Z11, Z11, Z11
 	VXORPS Z13, Z13, Z13
-	VXORPS Z15, Z15, Z15
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
-chunk:
-	VPXORD        Z16, Z16, Z16
-	VPXORD        Z17, Z17, Z17
-	VPXORD        Z18, Z18, Z18
-	VPXORD        Z19, Z19, Z19
-	VPXORD        Z20, Z20, Z20
-	VPXORD        Z21, Z21, Z21
-	VPXORD        Z22, Z22, Z22
-	VPMOVZXBW     (DX), Z23
-	VPSRLW        $0x04, Z23, Z24
-	VPANDD        Z1, Z23, Z23
-	VPERMW        Z0, Z24, Z24
-	VPERMW        Z0, Z23, Z23
-	VPDPWSSD.BCST (DI), Z24, Z16
-	VPDPWSSD.BCST 4(DI), Z23, Z16
-	VPDPWSSD.BCST 8(DI), Z24, Z17
-	VPDPWSSD.BCST 12(DI), Z23, Z17
-	VPDPWSSD.BCST 16(DI), Z24, Z18
-	VPDPWSSD.BCST 20(DI), Z23, Z18
-	VPDPWSSD.BCST 24(DI), Z24, Z19
-	VPDPWSSD.BCST 28(DI), Z23, Z19
-	VPDPWSSD.BCST 32(DI), Z24, Z20
-	VPDPWSSD.BCST 36(DI), Z23, Z20
-	VPDPWSSD.BCST 40(DI), Z24, Z21
-	VPDPWSSD.BCST 44(DI), Z23, Z21
-	VPDPWSSD.BCST 48(DI), Z24, Z22
-	VPDPWSSD.BCST 52(DI), Z23, Z22
-	VPMOVZXBW     32(DX), Z23
-	VPSRLW        $0x04, Z23, Z24
-	VPANDD        Z1, Z23, Z23
-	VPERMW        Z0, Z24, Z24
-	VPERMW        Z0, Z23, Z23
-	VPDPWSSD.BCST 56(DI), Z24, Z16
-	VPDPWSSD.BCST 60(DI), Z23, Z16
-	VPDPWSSD.BCST 64(DI), Z24, Z17
-	VPDPWSSD.BCST 68(DI), Z23, Z17
-	VPDPWSSD.BCST 72(DI), Z24, Z18
-	VPDPWSSD.BCST 76(DI), Z23, Z18
-	VPDPWSSD.BCST 80(DI), Z24, Z19
-	VPDPWSSD.BCST 84(DI), Z23, Z19
-	VPDPWSSD.BCST 88(DI), Z24, Z20
-	VPDPWSSD.BCST 92(DI), Z23, Z20
-	VPDPWSSD.BCST 96(DI), Z24, Z21
-	VPDPWSSD.BCST 100(DI), Z23, Z21
-	VPDPWSSD.BCST 104(DI), Z24, Z22
-	VPDPWSSD.BCST 108(DI), Z23, Z22
-	VCVTDQ2PS     Z16, Z16
-	VADDPS        Z16, Z3, Z3
-	VCVTDQ2PS     Z17, Z17
-	VADDPS        Z17, Z5, Z5
-	VCVTDQ2PS     Z18, Z18
-	VADDPS        Z18, Z7, Z7
-	VCVTDQ2PS     Z19, Z19
-	VADDPS        Z19, Z9, Z9
-	VCVTDQ2PS     Z20, Z20
-	VADDPS        Z20, Z11, Z11
-	VCVTDQ2PS     Z21, Z21
-	VADDPS        Z21, Z13, Z13
-	VCVTDQ2PS     Z22, Z22
-	VADDPS        Z22, Z15, Z15
-	ADDQ          $0x40, DX
-	ADDQ          $0x00000070, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z23
-	VMULPS.BCST   (R8), Z23, Z24
-	VFMADD231PS   Z24, Z3, Z2
-	VMULPS.BCST   4(R8), Z23, Z3
-	VFMADD231PS   Z3, Z5, Z4
-	VMULPS.BCST   8(R8), Z23, Z3
-	VFMADD231PS   Z3, Z7, Z6
-	VMULPS.BCST   12(R8), Z23, Z3
-	VFMADD231PS   Z3, Z9, Z8
-	VMULPS.BCST   16(R8), Z23, Z3
-	VFMADD231PS   Z3, Z11, Z10
-	VMULPS.BCST   20(R8), Z23, Z3
-	VFMADD231PS   Z3, Z13, Z12
-	VMULPS.BCST   24(R8), Z23, Z3
-	VFMADD231PS   Z3, Z15, Z14
-	ADDQ          $0x40, BX
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VPBROADCASTD  20(R9), Z12
+	VPBROADCASTD  24(R9), Z14
+	VMOVDQU64     (DX), Z15
+	VPSRLW        $0x04, Z15, Z16
+	VPANDD        Z0, Z15, Z15
+	VPANDD        Z0, Z16, Z16
+	VPDPBUSD.BCST (DI), Z15, Z2
+	VPDPBUSD.BCST 4(DI), Z16, Z2
+	VPDPBUSD.BCST 32(DI), Z15, Z4
+	VPDPBUSD.BCST 36(DI), Z16, Z4
+	VPDPBUSD.BCST 64(DI), Z15, Z6
+	VPDPBUSD.BCST 68(DI), Z16, Z6
+	VPDPBUSD.BCST 96(DI), Z15, Z8
+	VPDPBUSD.BCST 100(DI), Z16, Z8
+	VPDPBUSD.BCST 128(DI), Z15, Z10
+	VPDPBUSD.BCST 132(DI), Z16, Z10
+	VPDPBUSD.BCST 160(DI), Z15, Z12
+	VPDPBUSD.BCST 164(DI), Z16, Z12
+	VPDPBUSD.BCST 192(DI), Z15, Z14
+	VPDPBUSD.BCST 196(DI), Z16, Z14
+	VMOVDQU64     64(DX), Z15
+	VPSRLW        $0x04, Z15, Z16
+	VPANDD        Z0, Z15, Z15
+	VPANDD        Z0, Z16, Z16
+	VPDPBUSD.BCST 8(DI), Z15, Z2
+	VPDPBUSD.BCST 12(DI), Z16, Z2
+	VPDPBUSD.BCST 40(DI), Z15, Z4
+	VPDPBUSD.BCST 44(DI), Z16, Z4
+	VPDPBUSD.BCST 72(DI), Z15, Z6
+	VPDPBUSD.BCST 76(DI), Z16, Z6
+	VPDPBUSD.BCST 104(DI), Z15, Z8
+	VPDPBUSD.BCST 108(DI), Z16, Z8
+	VPDPBUSD.BCST 136(DI), Z15, Z10
+	VPDPBUSD.BCST 140(DI), Z16, Z10
+	VPDPBUSD.BCST 168(DI), Z15, Z12
+	VPDPBUSD.BCST 172(DI), Z16, Z12
+	VPDPBUSD.BCST 200(DI), Z15, Z14
+	VPDPBUSD.BCST 204(DI), Z16, Z14
+	VMOVDQU64     128(DX), Z15
+	VPSRLW        $0x04, Z15, Z16
+	VPANDD        Z0, Z15, Z15
+	VPANDD        Z0, Z16, Z16
+	VPDPBUSD.BCST 16(DI), Z15, Z2
+	VPDPBUSD.BCST 20(DI), Z16, Z2
+	VPDPBUSD.BCST 48(DI), Z15, Z4
+	VPDPBUSD.BCST 52(DI), Z16, Z4
+	VPDPBUSD.BCST 80(DI), Z15, Z6
+	VPDPBUSD.BCST 84(DI), Z16, Z6
+	VPDPBUSD.BCST 112(DI), Z15, Z8
+	VPDPBUSD.BCST 116(DI), Z16, Z8
+	VPDPBUSD.BCST 144(DI), Z15, Z10
+	VPDPBUSD.BCST 148(DI), Z16, Z10
+	VPDPBUSD.BCST 176(DI), Z15, Z12
+	VPDPBUSD.BCST 180(DI), Z16, Z12
+	VPDPBUSD.BCST 208(DI), Z15, Z14
+	VPDPBUSD.BCST 212(DI), Z16, Z14
+	VMOVDQU64     192(DX), Z15
+	VPSRLW        $0x04, Z15, Z16
+	VPANDD        Z0, Z15, Z15
+	VPANDD        Z0, Z16, Z16
+	VPDPBUSD.BCST 24(DI), Z15, Z2
+	VPDPBUSD.BCST 28(DI), Z16, Z2
+	VPDPBUSD.BCST 56(DI), Z15, Z4
+	VPDPBUSD.BCST 60(DI), Z16, Z4
+	VPDPBUSD.BCST 88(DI), Z15, Z6
+	VPDPBUSD.BCST 92(DI), Z16, Z6
+	VPDPBUSD.BCST 120(DI), Z15, Z8
+	VPDPBUSD.BCST 124(DI), Z16, Z8
+	VPDPBUSD.BCST 152(DI), Z15, Z10
+	VPDPBUSD.BCST 156(DI), Z16, Z10
+	VPDPBUSD.BCST 184(DI), Z15, Z12
+	VPDPBUSD.BCST 188(DI), Z16, Z12
+	VPDPBUSD.BCST 216(DI), Z15, Z14
+	VPDPBUSD.BCST 220(DI), Z16, Z14
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z15
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z15, Z16
+	VFMADD231PS   Z16, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z15, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z15, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z15, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z15, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	VCVTDQ2PS     Z12, Z12
+	VMULPS.BCST   20(R8), Z15, Z2
+	VFMADD231PS   Z2, Z12, Z11
+	VCVTDQ2PS     Z14, Z14
+	VMULPS.BCST   24(R8), Z15, Z2
+	VFMADD231PS   Z2, Z14, Z13
+	ADDQ          $0x000000e0, DI
 	ADDQ          $0x0000001c, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z10, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z12, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z14, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x0000001c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z11, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z13, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x7(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x7(SB), NOSPLIT, $0-80
+// func dotB8x7(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x7(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), DX
 	MOVQ scales+24(FP), BX
-	MOVQ ntiles+56(FP), SI
+	MOVQ ntiles+64(FP), SI
 
 tile:
 	VXORPS Z0, Z0, Z0
@@ -1253,128 +2317,149 @@ tile:
 	VXORPS Z12, Z12, Z12
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
-	VXORPS Z1, Z1, Z1
-	VXORPS Z3, Z3, Z3
-	VXORPS Z5, Z5, Z5
-	VXORPS Z7, Z7, Z7
-	VXORPS Z9, Z9, Z9
-	VXORPS Z11, Z11, Z11
-	VXORPS Z13, Z13, Z13
-
-chunk:
-	VPXORD        Z14, Z14, Z14
-	VPXORD        Z15, Z15, Z15
-	VPXORD        Z16, Z16, Z16
-	VPXORD        Z17, Z17, Z17
-	VPXORD        Z18, Z18, Z18
-	VPXORD        Z19, Z19, Z19
-	VPXORD        Z20, Z20, Z20
-	VPMOVSXBW     (DX), Z21
-	VPMOVSXBW     32(DX), Z22
-	VPDPWSSD.BCST (DI), Z21, Z14
-	VPDPWSSD.BCST 4(DI), Z22, Z14
-	VPDPWSSD.BCST 8(DI), Z21, Z15
-	VPDPWSSD.BCST 12(DI), Z22, Z15
-	VPDPWSSD.BCST 16(DI), Z21, Z16
-	VPDPWSSD.BCST 20(DI), Z22, Z16
-	VPDPWSSD.BCST 24(DI), Z21, Z17
-	VPDPWSSD.BCST 28(DI), Z22, Z17
-	VPDPWSSD.BCST 32(DI), Z21, Z18
-	VPDPWSSD.BCST 36(DI), Z22, Z18
-	VPDPWSSD.BCST 40(DI), Z21, Z19
-	VPDPWSSD.BCST 44(DI), Z22, Z19
-	VPDPWSSD.BCST 48(DI), Z21, Z20
-	VPDPWSSD.BCST 52(DI), Z22, Z20
-	VPMOVSXBW     64(DX), Z21
-	VPMOVSXBW     96(DX), Z22
-	VPDPWSSD.BCST 56(DI), Z21, Z14
-	VPDPWSSD.BCST 60(DI), Z22, Z14
-	VPDPWSSD.BCST 64(DI), Z21, Z15
-	VPDPWSSD.BCST 68(DI), Z22, Z15
-	VPDPWSSD.BCST 72(DI), Z21, Z16
-	VPDPWSSD.BCST 76(DI), Z22, Z16
-	VPDPWSSD.BCST 80(DI), Z21, Z17
-	VPDPWSSD.BCST 84(DI), Z22, Z17
-	VPDPWSSD.BCST 88(DI), Z21, Z18
-	VPDPWSSD.BCST 92(DI), Z22, Z18
-	VPDPWSSD.BCST 96(DI), Z21, Z19
-	VPDPWSSD.BCST 100(DI), Z22, Z19
-	VPDPWSSD.BCST 104(DI), Z21, Z20
-	VPDPWSSD.BCST 108(DI), Z22, Z20
-	VCVTDQ2PS     Z14, Z14
-	VADDPS        Z14, Z1, Z1
-	VCVTDQ2PS     Z15, Z15
-	VADDPS        Z15, Z3, Z3
-	VCVTDQ2PS     Z16, Z16
-	VADDPS        Z16, Z5, Z5
-	VCVTDQ2PS     Z17, Z17
-	VADDPS        Z17, Z7, Z7
-	VCVTDQ2PS     Z18, Z18
-	VADDPS        Z18, Z9, Z9
-	VCVTDQ2PS     Z19, Z19
-	VADDPS        Z19, Z11, Z11
-	VCVTDQ2PS     Z20, Z20
-	VADDPS        Z20, Z13, Z13
-	ADDQ          $0x00000080, DX
-	ADDQ          $0x00000070, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z21
-	VMULPS.BCST   (R8), Z21, Z22
-	VFMADD231PS   Z22, Z1, Z0
-	VMULPS.BCST   4(R8), Z21, Z1
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VPBROADCASTD  20(R9), Z11
+	VPBROADCASTD  24(R9), Z13
+	VMOVDQU64     (DX), Z14
+	VPDPBUSD.BCST (DI), Z14, Z1
+	VPDPBUSD.BCST 32(DI), Z14, Z3
+	VPDPBUSD.BCST 64(DI), Z14, Z5
+	VPDPBUSD.BCST 96(DI), Z14, Z7
+	VPDPBUSD.BCST 128(DI), Z14, Z9
+	VPDPBUSD.BCST 160(DI), Z14, Z11
+	VPDPBUSD.BCST 192(DI), Z14, Z13
+	VMOVDQU64     64(DX), Z14
+	VPDPBUSD.BCST 4(DI), Z14, Z1
+	VPDPBUSD.BCST 36(DI), Z14, Z3
+	VPDPBUSD.BCST 68(DI), Z14, Z5
+	VPDPBUSD.BCST 100(DI), Z14, Z7
+	VPDPBUSD.BCST 132(DI), Z14, Z9
+	VPDPBUSD.BCST 164(DI), Z14, Z11
+	VPDPBUSD.BCST 196(DI), Z14, Z13
+	VMOVDQU64     128(DX), Z14
+	VPDPBUSD.BCST 8(DI), Z14, Z1
+	VPDPBUSD.BCST 40(DI), Z14, Z3
+	VPDPBUSD.BCST 72(DI), Z14, Z5
+	VPDPBUSD.BCST 104(DI), Z14, Z7
+	VPDPBUSD.BCST 136(DI), Z14, Z9
+	VPDPBUSD.BCST 168(DI), Z14, Z11
+	VPDPBUSD.BCST 200(DI), Z14, Z13
+	VMOVDQU64     192(DX), Z14
+	VPDPBUSD.BCST 12(DI), Z14, Z1
+	VPDPBUSD.BCST 44(DI), Z14, Z3
+	VPDPBUSD.BCST 76(DI), Z14, Z5
+	VPDPBUSD.BCST 108(DI), Z14, Z7
+	VPDPBUSD.BCST 140(DI), Z14, Z9
+	VPDPBUSD.BCST 172(DI), Z14, Z11
+	VPDPBUSD.BCST 204(DI), Z14, Z13
+	VMOVDQU64     256(DX), Z14
+	VPDPBUSD.BCST 16(DI), Z14, Z1
+	VPDPBUSD.BCST 48(DI), Z14, Z3
+	VPDPBUSD.BCST 80(DI), Z14, Z5
+	VPDPBUSD.BCST 112(DI), Z14, Z7
+	VPDPBUSD.BCST 144(DI), Z14, Z9
+	VPDPBUSD.BCST 176(DI), Z14, Z11
+	VPDPBUSD.BCST 208(DI), Z14, Z13
+	VMOVDQU64     320(DX), Z14
+	VPDPBUSD.BCST 20(DI), Z14, Z1
+	VPDPBUSD.BCST 52(DI), Z14, Z3
+	VPDPBUSD.BCST 84(DI), Z14, Z5
+	VPDPBUSD.BCST 116(DI), Z14, Z7
+	VPDPBUSD.BCST 148(DI), Z14, Z9
+	VPDPBUSD.BCST 180(DI), Z14, Z11
+	VPDPBUSD.BCST 212(DI), Z14, Z13
+	VMOVDQU64     384(DX), Z14
+	VPDPBUSD.BCST 24(DI), Z14, Z1
+	VPDPBUSD.BCST 56(DI), Z14, Z3
+	VPDPBUSD.BCST 88(DI), Z14, Z5
+	VPDPBUSD.BCST 120(DI), Z14, Z7
+	VPDPBUSD.BCST 152(DI), Z14, Z9
+	VPDPBUSD.BCST 184(DI), Z14, Z11
+	VPDPBUSD.BCST 216(DI), Z14, Z13
+	VMOVDQU64     448(DX), Z14
+	VPDPBUSD.BCST 28(DI), Z14, Z1
+	VPDPBUSD.BCST 60(DI), Z14, Z3
+	VPDPBUSD.BCST 92(DI), Z14, Z5
+	VPDPBUSD.BCST 124(DI), Z14, Z7
+	VPDPBUSD.BCST 156(DI), Z14, Z9
+	VPDPBUSD.BCST 188(DI), Z14, Z11
+	VPDPBUSD.BCST 220(DI), Z14, Z13
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z14
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z14, Z15
+	VFMADD231PS   Z15, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z14, Z1
 	VFMADD231PS   Z1, Z3, Z2
-	VMULPS.BCST   8(R8), Z21, Z1
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z14, Z1
 	VFMADD231PS   Z1, Z5, Z4
-	VMULPS.BCST   12(R8), Z21, Z1
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z14, Z1
 	VFMADD231PS   Z1, Z7, Z6
-	VMULPS.BCST   16(R8), Z21, Z1
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   16(R8), Z14, Z1
 	VFMADD231PS   Z1, Z9, Z8
-	VMULPS.BCST   20(R8), Z21, Z1
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   20(R8), Z14, Z1
 	VFMADD231PS   Z1, Z11, Z10
-	VMULPS.BCST   24(R8), Z21, Z1
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   24(R8), Z14, Z1
 	VFMADD231PS   Z1, Z13, Z12
-	ADDQ          $0x40, BX
+	ADDQ          $0x000000e0, DI
 	ADDQ          $0x0000001c, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z0, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z10, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z12, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x0000001c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled4x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
-TEXT ·tiled4x8(SB), NOSPLIT, $0-80
-	MOVQ         y+0(FP), AX
-	MOVQ         ystride+8(FP), CX
-	SHLQ         $0x02, CX
-	MOVQ         codes+16(FP), DX
-	MOVQ         scales+24(FP), BX
-	MOVQ         ntiles+56(FP), SI
-	MOVQ         lut+48(FP), DI
-	VMOVDQU16    (DI), Y0
-	MOVL         $0x000f000f, DI
-	VPBROADCASTD DI, Z1
+// func dotL4x8(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x8(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
 
 tile:
 	VXORPS Z2, Z2, Z2
@@ -1387,10 +2472,180 @@ tile:
 	VXORPS Z16, Z16, Z16
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VPBROADCASTD  20(R9), Z13
+	VPBROADCASTD  24(R9), Z15
+	VPBROADCASTD  28(R9), Z17
+	VMOVDQU64     (DX), Z18
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z18, Z18
+	VPANDD        Z0, Z19, Z19
+	VPSHUFB       Z18, Z1, Z18
+	VPSHUFB       Z19, Z1, Z19
+	VPDPBUSD.BCST (DI), Z18, Z3
+	VPDPBUSD.BCST 4(DI), Z19, Z3
+	VPDPBUSD.BCST 32(DI), Z18, Z5
+	VPDPBUSD.BCST 36(DI), Z19, Z5
+	VPDPBUSD.BCST 64(DI), Z18, Z7
+	VPDPBUSD.BCST 68(DI), Z19, Z7
+	VPDPBUSD.BCST 96(DI), Z18, Z9
+	VPDPBUSD.BCST 100(DI), Z19, Z9
+	VPDPBUSD.BCST 128(DI), Z18, Z11
+	VPDPBUSD.BCST 132(DI), Z19, Z11
+	VPDPBUSD.BCST 160(DI), Z18, Z13
+	VPDPBUSD.BCST 164(DI), Z19, Z13
+	VPDPBUSD.BCST 192(DI), Z18, Z15
+	VPDPBUSD.BCST 196(DI), Z19, Z15
+	VPDPBUSD.BCST 224(DI), Z18, Z17
+	VPDPBUSD.BCST 228(DI), Z19, Z17
+	VMOVDQU64     64(DX), Z18
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z18, Z18
+	VPANDD        Z0, Z19, Z19
+	VPSHUFB       Z18, Z1, Z18
+	VPSHUFB       Z19, Z1, Z19
+	VPDPBUSD.BCST 8(DI), Z18, Z3
+	VPDPBUSD.BCST 12(DI), Z19, Z3
+	VPDPBUSD.BCST 40(DI), Z18, Z5
+	VPDPBUSD.BCST 44(DI), Z19, Z5
+	VPDPBUSD.BCST 72(DI), Z18, Z7
+	VPDPBUSD.BCST 76(DI), Z19, Z7
+	VPDPBUSD.BCST 104(DI), Z18, Z9
+	VPDPBUSD.BCST 108(DI), Z19, Z9
+	VPDPBUSD.BCST 136(DI), Z18, Z11
+	VPDPBUSD.BCST 140(DI), Z19, Z11
+	VPDPBUSD.BCST 168(DI), Z18, Z13
+	VPDPBUSD.BCST 172(DI), Z19, Z13
+	VPDPBUSD.BCST 200(DI), Z18, Z15
+	VPDPBUSD.BCST 204(DI), Z19, Z15
+	VPDPBUSD.BCST 232(DI), Z18, Z17
+	VPDPBUSD.BCST 236(DI), Z19, Z17
+	VMOVDQU64     128(DX), Z18
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z18, Z18
+	VPANDD        Z0, Z19, Z19
+	VPSHUFB       Z18, Z1, Z18
+	VPSHUFB       Z19, Z1, Z19
+	VPDPBUSD.BCST 16(DI), Z18, Z3
+	VPDPBUSD.BCST 20(DI), Z19, Z3
+	VPDPBUSD.BCST 48(DI), Z18, Z5
+	VPDPBUSD.BCST 52(DI), Z19, Z5
+	VPDPBUSD.BCST 80(DI), Z18, Z7
+	VPDPBUSD.BCST 84(DI), Z19, Z7
+	VPDPBUSD.BCST 112(DI), Z18, Z9
+	VPDPBUSD.BCST 116(DI), Z19, Z9
+	VPDPBUSD.BCST 144(DI), Z18, Z11
+	VPDPBUSD.BCST 148(DI), Z19, Z11
+	VPDPBUSD.BCST 176(DI), Z18, Z13
+	VPDPBUSD.BCST 180(DI), Z19, Z13
+	VPDPBUSD.BCST 208(DI), Z18, Z15
+	VPDPBUSD.BCST 212(DI), Z19, Z15
+	VPDPBUSD.BCST 240(DI), Z18, Z17
+	VPDPBUSD.BCST 244(DI), Z19, Z17
+	VMOVDQU64     192(DX), Z18
+	VPSRLW        $0x04, Z18, Z19
+	VPANDD        Z0, Z18, Z18
+	VPANDD        Z0, Z19, Z19
+	VPSHUFB       Z18, Z1, Z18
+	VPSHUFB       Z19, Z1, Z19
+	VPDPBUSD.BCST 24(DI), Z18, Z3
+	VPDPBUSD.BCST 28(DI), Z19, Z3
+	VPDPBUSD.BCST 56(DI), Z18, Z5
+	VPDPBUSD.BCST 60(DI), Z19, Z5
+	VPDPBUSD.BCST 88(DI), Z18, Z7
+	VPDPBUSD.BCST 92(DI), Z19, Z7
+	VPDPBUSD.BCST 120(DI), Z18, Z9
+	VPDPBUSD.BCST 124(DI), Z19, Z9
+	VPDPBUSD.BCST 152(DI), Z18, Z11
+	VPDPBUSD.BCST 156(DI), Z19, Z11
+	VPDPBUSD.BCST 184(DI), Z18, Z13
+	VPDPBUSD.BCST 188(DI), Z19, Z13
+	VPDPBUSD.BCST 216(DI), Z18, Z15
+	VPDPBUSD.BCST 220(DI), Z19, Z15
+	VPDPBUSD.BCST 248(DI), Z18, Z17
+	VPDPBUSD.BCST 252(DI), Z19, Z17
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z18
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z18, Z19
+	VFMADD231PS   Z19, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z18, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z18, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z18, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z18, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   20(R8), Z18, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   24(R8), Z18, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   28(R8), Z18, Z3
+	VFMADD231PS   Z3, Z17, Z16
+	ADDQ          $0x00000100, DI
+	ADDQ          $0x00000020, R8
+	ADDQ          $0x00000020, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x8(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x8(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
 	VXORPS Z3, Z3, Z3
 	VXORPS Z5, Z5, Z5
 	VXORPS Z7, Z7, Z7
@@ -1398,131 +2653,169 @@ block:
 	VXORPS Z11, Z11, Z11
 	VXORPS Z13, Z13, Z13
 	VXORPS Z15, Z15, Z15
-	VXORPS Z17, Z17, Z17
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
-chunk:
-	VPXORD        Z18, Z18, Z18
-	VPXORD        Z19, Z19, Z19
-	VPXORD        Z20, Z20, Z20
-	VPXORD        Z21, Z21, Z21
-	VPXORD        Z22, Z22, Z22
-	VPXORD        Z23, Z23, Z23
-	VPXORD        Z24, Z24, Z24
-	VPXORD        Z25, Z25, Z25
-	VPMOVZXBW     (DX), Z26
-	VPSRLW        $0x04, Z26, Z27
-	VPANDD        Z1, Z26, Z26
-	VPERMW        Z0, Z27, Z27
-	VPERMW        Z0, Z26, Z26
-	VPDPWSSD.BCST (DI), Z27, Z18
-	VPDPWSSD.BCST 4(DI), Z26, Z18
-	VPDPWSSD.BCST 8(DI), Z27, Z19
-	VPDPWSSD.BCST 12(DI), Z26, Z19
-	VPDPWSSD.BCST 16(DI), Z27, Z20
-	VPDPWSSD.BCST 20(DI), Z26, Z20
-	VPDPWSSD.BCST 24(DI), Z27, Z21
-	VPDPWSSD.BCST 28(DI), Z26, Z21
-	VPDPWSSD.BCST 32(DI), Z27, Z22
-	VPDPWSSD.BCST 36(DI), Z26, Z22
-	VPDPWSSD.BCST 40(DI), Z27, Z23
-	VPDPWSSD.BCST 44(DI), Z26, Z23
-	VPDPWSSD.BCST 48(DI), Z27, Z24
-	VPDPWSSD.BCST 52(DI), Z26, Z24
-	VPDPWSSD.BCST 56(DI), Z27, Z25
-	VPDPWSSD.BCST 60(DI), Z26, Z25
-	VPMOVZXBW     32(DX), Z26
-	VPSRLW        $0x04, Z26, Z27
-	VPANDD        Z1, Z26, Z26
-	VPERMW        Z0, Z27, Z27
-	VPERMW        Z0, Z26, Z26
-	VPDPWSSD.BCST 64(DI), Z27, Z18
-	VPDPWSSD.BCST 68(DI), Z26, Z18
-	VPDPWSSD.BCST 72(DI), Z27, Z19
-	VPDPWSSD.BCST 76(DI), Z26, Z19
-	VPDPWSSD.BCST 80(DI), Z27, Z20
-	VPDPWSSD.BCST 84(DI), Z26, Z20
-	VPDPWSSD.BCST 88(DI), Z27, Z21
-	VPDPWSSD.BCST 92(DI), Z26, Z21
-	VPDPWSSD.BCST 96(DI), Z27, Z22
-	VPDPWSSD.BCST 100(DI), Z26, Z22
-	VPDPWSSD.BCST 104(DI), Z27, Z23
-	VPDPWSSD.BCST 108(DI), Z26, Z23
-	VPDPWSSD.BCST 112(DI), Z27, Z24
-	VPDPWSSD.BCST 116(DI), Z26, Z24
-	VPDPWSSD.BCST 120(DI), Z27, Z25
-	VPDPWSSD.BCST 124(DI), Z26, Z25
-	VCVTDQ2PS     Z18, Z18
-	VADDPS        Z18, Z3, Z3
-	VCVTDQ2PS     Z19, Z19
-	VADDPS        Z19, Z5, Z5
-	VCVTDQ2PS     Z20, Z20
-	VADDPS        Z20, Z7, Z7
-	VCVTDQ2PS     Z21, Z21
-	VADDPS        Z21, Z9, Z9
-	VCVTDQ2PS     Z22, Z22
-	VADDPS        Z22, Z11, Z11
-	VCVTDQ2PS     Z23, Z23
-	VADDPS        Z23, Z13, Z13
-	VCVTDQ2PS     Z24, Z24
-	VADDPS        Z24, Z15, Z15
-	VCVTDQ2PS     Z25, Z25
-	VADDPS        Z25, Z17, Z17
-	ADDQ          $0x40, DX
-	ADDQ          $0x00000080, DI
-	DECQ          R10
-	JNZ           chunk
-	VMOVUPS       (BX), Z26
-	VMULPS.BCST   (R8), Z26, Z27
-	VFMADD231PS   Z27, Z3, Z2
-	VMULPS.BCST   4(R8), Z26, Z3
-	VFMADD231PS   Z3, Z5, Z4
-	VMULPS.BCST   8(R8), Z26, Z3
-	VFMADD231PS   Z3, Z7, Z6
-	VMULPS.BCST   12(R8), Z26, Z3
-	VFMADD231PS   Z3, Z9, Z8
-	VMULPS.BCST   16(R8), Z26, Z3
-	VFMADD231PS   Z3, Z11, Z10
-	VMULPS.BCST   20(R8), Z26, Z3
-	VFMADD231PS   Z3, Z13, Z12
-	VMULPS.BCST   24(R8), Z26, Z3
-	VFMADD231PS   Z3, Z15, Z14
-	VMULPS.BCST   28(R8), Z26, Z3
-	VFMADD231PS   Z3, Z17, Z16
-	ADDQ          $0x40, BX
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VPBROADCASTD  20(R9), Z12
+	VPBROADCASTD  24(R9), Z14
+	VPBROADCASTD  28(R9), Z16
+	VMOVDQU64     (DX), Z17
+	VPSRLW        $0x04, Z17, Z18
+	VPANDD        Z0, Z17, Z17
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST (DI), Z17, Z2
+	VPDPBUSD.BCST 4(DI), Z18, Z2
+	VPDPBUSD.BCST 32(DI), Z17, Z4
+	VPDPBUSD.BCST 36(DI), Z18, Z4
+	VPDPBUSD.BCST 64(DI), Z17, Z6
+	VPDPBUSD.BCST 68(DI), Z18, Z6
+	VPDPBUSD.BCST 96(DI), Z17, Z8
+	VPDPBUSD.BCST 100(DI), Z18, Z8
+	VPDPBUSD.BCST 128(DI), Z17, Z10
+	VPDPBUSD.BCST 132(DI), Z18, Z10
+	VPDPBUSD.BCST 160(DI), Z17, Z12
+	VPDPBUSD.BCST 164(DI), Z18, Z12
+	VPDPBUSD.BCST 192(DI), Z17, Z14
+	VPDPBUSD.BCST 196(DI), Z18, Z14
+	VPDPBUSD.BCST 224(DI), Z17, Z16
+	VPDPBUSD.BCST 228(DI), Z18, Z16
+	VMOVDQU64     64(DX), Z17
+	VPSRLW        $0x04, Z17, Z18
+	VPANDD        Z0, Z17, Z17
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 8(DI), Z17, Z2
+	VPDPBUSD.BCST 12(DI), Z18, Z2
+	VPDPBUSD.BCST 40(DI), Z17, Z4
+	VPDPBUSD.BCST 44(DI), Z18, Z4
+	VPDPBUSD.BCST 72(DI), Z17, Z6
+	VPDPBUSD.BCST 76(DI), Z18, Z6
+	VPDPBUSD.BCST 104(DI), Z17, Z8
+	VPDPBUSD.BCST 108(DI), Z18, Z8
+	VPDPBUSD.BCST 136(DI), Z17, Z10
+	VPDPBUSD.BCST 140(DI), Z18, Z10
+	VPDPBUSD.BCST 168(DI), Z17, Z12
+	VPDPBUSD.BCST 172(DI), Z18, Z12
+	VPDPBUSD.BCST 200(DI), Z17, Z14
+	VPDPBUSD.BCST 204(DI), Z18, Z14
+	VPDPBUSD.BCST 232(DI), Z17, Z16
+	VPDPBUSD.BCST 236(DI), Z18, Z16
+	VMOVDQU64     128(DX), Z17
+	VPSRLW        $0x04, Z17, Z18
+	VPANDD        Z0, Z17, Z17
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 16(DI), Z17, Z2
+	VPDPBUSD.BCST 20(DI), Z18, Z2
+	VPDPBUSD.BCST 48(DI), Z17, Z4
+	VPDPBUSD.BCST 52(DI), Z18, Z4
+	VPDPBUSD.BCST 80(DI), Z17, Z6
+	VPDPBUSD.BCST 84(DI), Z18, Z6
+	VPDPBUSD.BCST 112(DI), Z17, Z8
+	VPDPBUSD.BCST 116(DI), Z18, Z8
+	VPDPBUSD.BCST 144(DI), Z17, Z10
+	VPDPBUSD.BCST 148(DI), Z18, Z10
+	VPDPBUSD.BCST 176(DI), Z17, Z12
+	VPDPBUSD.BCST 180(DI), Z18, Z12
+	VPDPBUSD.BCST 208(DI), Z17, Z14
+	VPDPBUSD.BCST 212(DI), Z18, Z14
+	VPDPBUSD.BCST 240(DI), Z17, Z16
+	VPDPBUSD.BCST 244(DI), Z18, Z16
+	VMOVDQU64     192(DX), Z17
+	VPSRLW        $0x04, Z17, Z18
+	VPANDD        Z0, Z17, Z17
+	VPANDD        Z0, Z18, Z18
+	VPDPBUSD.BCST 24(DI), Z17, Z2
+	VPDPBUSD.BCST 28(DI), Z18, Z2
+	VPDPBUSD.BCST 56(DI), Z17, Z4
+	VPDPBUSD.BCST 60(DI), Z18, Z4
+	VPDPBUSD.BCST 88(DI), Z17, Z6
+	VPDPBUSD.BCST 92(DI), Z18, Z6
+	VPDPBUSD.BCST 120(DI), Z17, Z8
+	VPDPBUSD.BCST 124(DI), Z18, Z8
+	VPDPBUSD.BCST 152(DI), Z17, Z10
+	VPDPBUSD.BCST 156(DI), Z18, Z10
+	VPDPBUSD.BCST 184(DI), Z17, Z12
+	VPDPBUSD.BCST 188(DI), Z18, Z12
+	VPDPBUSD.BCST 216(DI), Z17, Z14
+	VPDPBUSD.BCST 220(DI), Z18, Z14
+	VPDPBUSD.BCST 248(DI), Z17, Z16
+	VPDPBUSD.BCST 252(DI), Z18, Z16
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z17
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z17, Z18
+	VFMADD231PS   Z18, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z17, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z17, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z17, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z17, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	VCVTDQ2PS     Z12, Z12
+	VMULPS.BCST   20(R8), Z17, Z2
+	VFMADD231PS   Z2, Z12, Z11
+	VCVTDQ2PS     Z14, Z14
+	VMULPS.BCST   24(R8), Z17, Z2
+	VFMADD231PS   Z2, Z14, Z13
+	VCVTDQ2PS     Z16, Z16
+	VMULPS.BCST   28(R8), Z17, Z2
+	VFMADD231PS   Z2, Z16, Z15
+	ADDQ          $0x00000100, DI
 	ADDQ          $0x00000020, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z10, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z12, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z14, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z16, (DI)
-	ADDQ          $0x40, AX
-	DECQ          SI
-	JNZ           tile
+	ADDQ          $0x00000020, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z11, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z13, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z15, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
 	VZEROUPPER
 	RET
 
-// func tiled8x8(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles int, nblocks int, cpb int)
-// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
-TEXT ·tiled8x8(SB), NOSPLIT, $0-80
+// func dotB8x8(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x8(SB), NOSPLIT, $0-88
 	MOVQ y+0(FP), AX
 	MOVQ ystride+8(FP), CX
 	SHLQ $0x02, CX
 	MOVQ codes+16(FP), DX
 	MOVQ scales+24(FP), BX
-	MOVQ ntiles+56(FP), SI
+	MOVQ ntiles+64(FP), SI
 
 tile:
 	VXORPS Z0, Z0, Z0
@@ -1535,10 +2828,363 @@ tile:
 	VXORPS Z14, Z14, Z14
 	MOVQ   xq+32(FP), DI
 	MOVQ   xs+40(FP), R8
-	MOVQ   nblocks+64(FP), R9
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
 block:
-	MOVQ   cpb+72(FP), R10
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VPBROADCASTD  20(R9), Z11
+	VPBROADCASTD  24(R9), Z13
+	VPBROADCASTD  28(R9), Z15
+	VMOVDQU64     (DX), Z16
+	VPDPBUSD.BCST (DI), Z16, Z1
+	VPDPBUSD.BCST 32(DI), Z16, Z3
+	VPDPBUSD.BCST 64(DI), Z16, Z5
+	VPDPBUSD.BCST 96(DI), Z16, Z7
+	VPDPBUSD.BCST 128(DI), Z16, Z9
+	VPDPBUSD.BCST 160(DI), Z16, Z11
+	VPDPBUSD.BCST 192(DI), Z16, Z13
+	VPDPBUSD.BCST 224(DI), Z16, Z15
+	VMOVDQU64     64(DX), Z16
+	VPDPBUSD.BCST 4(DI), Z16, Z1
+	VPDPBUSD.BCST 36(DI), Z16, Z3
+	VPDPBUSD.BCST 68(DI), Z16, Z5
+	VPDPBUSD.BCST 100(DI), Z16, Z7
+	VPDPBUSD.BCST 132(DI), Z16, Z9
+	VPDPBUSD.BCST 164(DI), Z16, Z11
+	VPDPBUSD.BCST 196(DI), Z16, Z13
+	VPDPBUSD.BCST 228(DI), Z16, Z15
+	VMOVDQU64     128(DX), Z16
+	VPDPBUSD.BCST 8(DI), Z16, Z1
+	VPDPBUSD.BCST 40(DI), Z16, Z3
+	VPDPBUSD.BCST 72(DI), Z16, Z5
+	VPDPBUSD.BCST 104(DI), Z16, Z7
+	VPDPBUSD.BCST 136(DI), Z16, Z9
+	VPDPBUSD.BCST 168(DI), Z16, Z11
+	VPDPBUSD.BCST 200(DI), Z16, Z13
+	VPDPBUSD.BCST 232(DI), Z16, Z15
+	VMOVDQU64     192(DX), Z16
+	VPDPBUSD.BCST 12(DI), Z16, Z1
+	VPDPBUSD.BCST 44(DI), Z16, Z3
+	VPDPBUSD.BCST 76(DI), Z16, Z5
+	VPDPBUSD.BCST 108(DI), Z16, Z7
+	VPDPBUSD.BCST 140(DI), Z16, Z9
+	VPDPBUSD.BCST 172(DI), Z16, Z11
+	VPDPBUSD.BCST 204(DI), Z16, Z13
+	VPDPBUSD.BCST 236(DI), Z16, Z15
+	VMOVDQU64     256(DX), Z16
+	VPDPBUSD.BCST 16(DI), Z16, Z1
+	VPDPBUSD.BCST 48(DI), Z16, Z3
+	VPDPBUSD.BCST 80(DI), Z16, Z5
+	VPDPBUSD.BCST 112(DI), Z16, Z7
+	VPDPBUSD.BCST 144(DI), Z16, Z9
+	VPDPBUSD.BCST 176(DI), Z16, Z11
+	VPDPBUSD.BCST 208(DI), Z16, Z13
+	VPDPBUSD.BCST 240(DI), Z16, Z15
+	VMOVDQU64     320(DX), Z16
+	VPDPBUSD.BCST 20(DI), Z16, Z1
+	VPDPBUSD.BCST 52(DI), Z16, Z3
+	VPDPBUSD.BCST 84(DI), Z16, Z5
+	VPDPBUSD.BCST 116(DI), Z16, Z7
+	VPDPBUSD.BCST 148(DI), Z16, Z9
+	VPDPBUSD.BCST 180(DI), Z16, Z11
+	VPDPBUSD.BCST 212(DI), Z16, Z13
+	VPDPBUSD.BCST 244(DI), Z16, Z15
+	VMOVDQU64     384(DX), Z16
+	VPDPBUSD.BCST 24(DI), Z16, Z1
+	VPDPBUSD.BCST 56(DI), Z16, Z3
+	VPDPBUSD.BCST 88(DI), Z16, Z5
+	VPDPBUSD.BCST 120(DI), Z16, Z7
+	VPDPBUSD.BCST 152(DI), Z16, Z9
+	VPDPBUSD.BCST 184(DI), Z16, Z11
+	VPDPBUSD.BCST 216(DI), Z16, Z13
+	VPDPBUSD.BCST 248(DI), Z16, Z15
+	VMOVDQU64     448(DX), Z16
+	VPDPBUSD.BCST 28(DI), Z16, Z1
+	VPDPBUSD.BCST 60(DI), Z16, Z3
+	VPDPBUSD.BCST 92(DI), Z16, Z5
+	VPDPBUSD.BCST 124(DI), Z16, Z7
+	VPDPBUSD.BCST 156(DI), Z16, Z9
+	VPDPBUSD.BCST 188(DI), Z16, Z11
+	VPDPBUSD.BCST 220(DI), Z16, Z13
+	VPDPBUSD.BCST 252(DI), Z16, Z15
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z16
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z16, Z17
+	VFMADD231PS   Z17, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z16, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z16, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z16, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   16(R8), Z16, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   20(R8), Z16, Z1
+	VFMADD231PS   Z1, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   24(R8), Z16, Z1
+	VFMADD231PS   Z1, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   28(R8), Z16, Z1
+	VFMADD231PS   Z1, Z15, Z14
+	ADDQ          $0x00000100, DI
+	ADDQ          $0x00000020, R8
+	ADDQ          $0x00000020, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotL4x9(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x9(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	VXORPS Z18, Z18, Z18
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VPBROADCASTD  20(R9), Z13
+	VPBROADCASTD  24(R9), Z15
+	VPBROADCASTD  28(R9), Z17
+	VPBROADCASTD  32(R9), Z19
+	VMOVDQU64     (DX), Z20
+	VPSRLW        $0x04, Z20, Z21
+	VPANDD        Z0, Z20, Z20
+	VPANDD        Z0, Z21, Z21
+	VPSHUFB       Z20, Z1, Z20
+	VPSHUFB       Z21, Z1, Z21
+	VPDPBUSD.BCST (DI), Z20, Z3
+	VPDPBUSD.BCST 4(DI), Z21, Z3
+	VPDPBUSD.BCST 32(DI), Z20, Z5
+	VPDPBUSD.BCST 36(DI), Z21, Z5
+	VPDPBUSD.BCST 64(DI), Z20, Z7
+	VPDPBUSD.BCST 68(DI), Z21, Z7
+	VPDPBUSD.BCST 96(DI), Z20, Z9
+	VPDPBUSD.BCST 100(DI), Z21, Z9
+	VPDPBUSD.BCST 128(DI), Z20, Z11
+	VPDPBUSD.BCST 132(DI), Z21, Z11
+	VPDPBUSD.BCST 160(DI), Z20, Z13
+	VPDPBUSD.BCST 164(DI), Z21, Z13
+	VPDPBUSD.BCST 192(DI), Z20, Z15
+	VPDPBUSD.BCST 196(DI), Z21, Z15
+	VPDPBUSD.BCST 224(DI), Z20, Z17
+	VPDPBUSD.BCST 228(DI), Z21, Z17
+	VPDPBUSD.BCST 256(DI), Z20, Z19
+	VPDPBUSD.BCST 260(DI), Z21, Z19
+	VMOVDQU64     64(DX), Z20
+	VPSRLW        $0x04, Z20, Z21
+	VPANDD        Z0, Z20, Z20
+	VPANDD        Z0, Z21, Z21
+	VPSHUFB       Z20, Z1, Z20
+	VPSHUFB       Z21, Z1, Z21
+	VPDPBUSD.BCST 8(DI), Z20, Z3
+	VPDPBUSD.BCST 12(DI), Z21, Z3
+	VPDPBUSD.BCST 40(DI), Z20, Z5
+	VPDPBUSD.BCST 44(DI), Z21, Z5
+	VPDPBUSD.BCST 72(DI), Z20, Z7
+	VPDPBUSD.BCST 76(DI), Z21, Z7
+	VPDPBUSD.BCST 104(DI), Z20, Z9
+	VPDPBUSD.BCST 108(DI), Z21, Z9
+	VPDPBUSD.BCST 136(DI), Z20, Z11
+	VPDPBUSD.BCST 140(DI), Z21, Z11
+	VPDPBUSD.BCST 168(DI), Z20, Z13
+	VPDPBUSD.BCST 172(DI), Z21, Z13
+	VPDPBUSD.BCST 200(DI), Z20, Z15
+	VPDPBUSD.BCST 204(DI), Z21, Z15
+	VPDPBUSD.BCST 232(DI), Z20, Z17
+	VPDPBUSD.BCST 236(DI), Z21, Z17
+	VPDPBUSD.BCST 264(DI), Z20, Z19
+	VPDPBUSD.BCST 268(DI), Z21, Z19
+	VMOVDQU64     128(DX), Z20
+	VPSRLW        $0x04, Z20, Z21
+	VPANDD        Z0, Z20, Z20
+	VPANDD        Z0, Z21, Z21
+	VPSHUFB       Z20, Z1, Z20
+	VPSHUFB       Z21, Z1, Z21
+	VPDPBUSD.BCST 16(DI), Z20, Z3
+	VPDPBUSD.BCST 20(DI), Z21, Z3
+	VPDPBUSD.BCST 48(DI), Z20, Z5
+	VPDPBUSD.BCST 52(DI), Z21, Z5
+	VPDPBUSD.BCST 80(DI), Z20, Z7
+	VPDPBUSD.BCST 84(DI), Z21, Z7
+	VPDPBUSD.BCST 112(DI), Z20, Z9
+	VPDPBUSD.BCST 116(DI), Z21, Z9
+	VPDPBUSD.BCST 144(DI), Z20, Z11
+	VPDPBUSD.BCST 148(DI), Z21, Z11
+	VPDPBUSD.BCST 176(DI), Z20, Z13
+	VPDPBUSD.BCST 180(DI), Z21, Z13
+	VPDPBUSD.BCST 208(DI), Z20, Z15
+	VPDPBUSD.BCST 212(DI), Z21, Z15
+	VPDPBUSD.BCST 240(DI), Z20, Z17
+	VPDPBUSD.BCST 244(DI), Z21, Z17
+	VPDPBUSD.BCST 272(DI), Z20, Z19
+	VPDPBUSD.BCST 276(DI), Z21, Z19
+	VMOVDQU64     192(DX), Z20
+	VPSRLW        $0x04, Z20, Z21
+	VPANDD        Z0, Z20, Z20
+	VPANDD        Z0, Z21, Z21
+	VPSHUFB       Z20, Z1, Z20
+	VPSHUFB       Z21, Z1, Z21
+	VPDPBUSD.BCST 24(DI), Z20, Z3
+	VPDPBUSD.BCST 28(DI), Z21, Z3
+	VPDPBUSD.BCST 56(DI), Z20, Z5
+	VPDPBUSD.BCST 60(DI), Z21, Z5
+	VPDPBUSD.BCST 88(DI), Z20, Z7
+	VPDPBUSD.BCST 92(DI), Z21, Z7
+	VPDPBUSD.BCST 120(DI), Z20, Z9
+	VPDPBUSD.BCST 124(DI), Z21, Z9
+	VPDPBUSD.BCST 152(DI), Z20, Z11
+	VPDPBUSD.BCST 156(DI), Z21, Z11
+	VPDPBUSD.BCST 184(DI), Z20, Z13
+	VPDPBUSD.BCST 188(DI), Z21, Z13
+	VPDPBUSD.BCST 216(DI), Z20, Z15
+	VPDPBUSD.BCST 220(DI), Z21, Z15
+	VPDPBUSD.BCST 248(DI), Z20, Z17
+	VPDPBUSD.BCST 252(DI), Z21, Z17
+	VPDPBUSD.BCST 280(DI), Z20, Z19
+	VPDPBUSD.BCST 284(DI), Z21, Z19
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z20
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z20, Z21
+	VFMADD231PS   Z21, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z20, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z20, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z20, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z20, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   20(R8), Z20, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   24(R8), Z20, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   28(R8), Z20, Z3
+	VFMADD231PS   Z3, Z17, Z16
+	VCVTDQ2PS     Z19, Z19
+	VMULPS.BCST   32(R8), Z20, Z3
+	VFMADD231PS   Z3, Z19, Z18
+	ADDQ          $0x00000120, DI
+	ADDQ          $0x00000024, R8
+	ADDQ          $0x00000024, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x9(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x9(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
 	VXORPS Z1, Z1, Z1
 	VXORPS Z3, Z3, Z3
 	VXORPS Z5, Z5, Z5
@@ -1547,112 +3193,2399 @@ block:
 	VXORPS Z11, Z11, Z11
 	VXORPS Z13, Z13, Z13
 	VXORPS Z15, Z15, Z15
+	VXORPS Z17, Z17, Z17
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
 
-chunk:
-	VPXORD        Z16, Z16, Z16
-	VPXORD        Z17, Z17, Z17
-	VPXORD        Z18, Z18, Z18
-	VPXORD        Z19, Z19, Z19
-	VPXORD        Z20, Z20, Z20
-	VPXORD        Z21, Z21, Z21
-	VPXORD        Z22, Z22, Z22
-	VPXORD        Z23, Z23, Z23
-	VPMOVSXBW     (DX), Z24
-	VPMOVSXBW     32(DX), Z25
-	VPDPWSSD.BCST (DI), Z24, Z16
-	VPDPWSSD.BCST 4(DI), Z25, Z16
-	VPDPWSSD.BCST 8(DI), Z24, Z17
-	VPDPWSSD.BCST 12(DI), Z25, Z17
-	VPDPWSSD.BCST 16(DI), Z24, Z18
-	VPDPWSSD.BCST 20(DI), Z25, Z18
-	VPDPWSSD.BCST 24(DI), Z24, Z19
-	VPDPWSSD.BCST 28(DI), Z25, Z19
-	VPDPWSSD.BCST 32(DI), Z24, Z20
-	VPDPWSSD.BCST 36(DI), Z25, Z20
-	VPDPWSSD.BCST 40(DI), Z24, Z21
-	VPDPWSSD.BCST 44(DI), Z25, Z21
-	VPDPWSSD.BCST 48(DI), Z24, Z22
-	VPDPWSSD.BCST 52(DI), Z25, Z22
-	VPDPWSSD.BCST 56(DI), Z24, Z23
-	VPDPWSSD.BCST 60(DI), Z25, Z23
-	VPMOVSXBW     64(DX), Z24
-	VPMOVSXBW     96(DX), Z25
-	VPDPWSSD.BCST 64(DI), Z24, Z16
-	VPDPWSSD.BCST 68(DI), Z25, Z16
-	VPDPWSSD.BCST 72(DI), Z24, Z17
-	VPDPWSSD.BCST 76(DI), Z25, Z17
-	VPDPWSSD.BCST 80(DI), Z24, Z18
-	VPDPWSSD.BCST 84(DI), Z25, Z18
-	VPDPWSSD.BCST 88(DI), Z24, Z19
-	VPDPWSSD.BCST 92(DI), Z25, Z19
-	VPDPWSSD.BCST 96(DI), Z24, Z20
-	VPDPWSSD.BCST 100(DI), Z25, Z20
-	VPDPWSSD.BCST 104(DI), Z24, Z21
-	VPDPWSSD.BCST 108(DI), Z25, Z21
-	VPDPWSSD.BCST 112(DI), Z24, Z22
-	VPDPWSSD.BCST 116(DI), Z25, Z22
-	VPDPWSSD.BCST 120(DI), Z24, Z23
-	VPDPWSSD.BCST 124(DI), Z25, Z23
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VPBROADCASTD  20(R9), Z12
+	VPBROADCASTD  24(R9), Z14
+	VPBROADCASTD  28(R9), Z16
+	VPBROADCASTD  32(R9), Z18
+	VMOVDQU64     (DX), Z19
+	VPSRLW        $0x04, Z19, Z20
+	VPANDD        Z0, Z19, Z19
+	VPANDD        Z0, Z20, Z20
+	VPDPBUSD.BCST (DI), Z19, Z2
+	VPDPBUSD.BCST 4(DI), Z20, Z2
+	VPDPBUSD.BCST 32(DI), Z19, Z4
+	VPDPBUSD.BCST 36(DI), Z20, Z4
+	VPDPBUSD.BCST 64(DI), Z19, Z6
+	VPDPBUSD.BCST 68(DI), Z20, Z6
+	VPDPBUSD.BCST 96(DI), Z19, Z8
+	VPDPBUSD.BCST 100(DI), Z20, Z8
+	VPDPBUSD.BCST 128(DI), Z19, Z10
+	VPDPBUSD.BCST 132(DI), Z20, Z10
+	VPDPBUSD.BCST 160(DI), Z19, Z12
+	VPDPBUSD.BCST 164(DI), Z20, Z12
+	VPDPBUSD.BCST 192(DI), Z19, Z14
+	VPDPBUSD.BCST 196(DI), Z20, Z14
+	VPDPBUSD.BCST 224(DI), Z19, Z16
+	VPDPBUSD.BCST 228(DI), Z20, Z16
+	VPDPBUSD.BCST 256(DI), Z19, Z18
+	VPDPBUSD.BCST 260(DI), Z20, Z18
+	VMOVDQU64     64(DX), Z19
+	VPSRLW        $0x04, Z19, Z20
+	VPANDD        Z0, Z19, Z19
+	VPANDD        Z0, Z20, Z20
+	VPDPBUSD.BCST 8(DI), Z19, Z2
+	VPDPBUSD.BCST 12(DI), Z20, Z2
+	VPDPBUSD.BCST 40(DI), Z19, Z4
+	VPDPBUSD.BCST 44(DI), Z20, Z4
+	VPDPBUSD.BCST 72(DI), Z19, Z6
+	VPDPBUSD.BCST 76(DI), Z20, Z6
+	VPDPBUSD.BCST 104(DI), Z19, Z8
+	VPDPBUSD.BCST 108(DI), Z20, Z8
+	VPDPBUSD.BCST 136(DI), Z19, Z10
+	VPDPBUSD.BCST 140(DI), Z20, Z10
+	VPDPBUSD.BCST 168(DI), Z19, Z12
+	VPDPBUSD.BCST 172(DI), Z20, Z12
+	VPDPBUSD.BCST 200(DI), Z19, Z14
+	VPDPBUSD.BCST 204(DI), Z20, Z14
+	VPDPBUSD.BCST 232(DI), Z19, Z16
+	VPDPBUSD.BCST 236(DI), Z20, Z16
+	VPDPBUSD.BCST 264(DI), Z19, Z18
+	VPDPBUSD.BCST 268(DI), Z20, Z18
+	VMOVDQU64     128(DX), Z19
+	VPSRLW        $0x04, Z19, Z20
+	VPANDD        Z0, Z19, Z19
+	VPANDD        Z0, Z20, Z20
+	VPDPBUSD.BCST 16(DI), Z19, Z2
+	VPDPBUSD.BCST 20(DI), Z20, Z2
+	VPDPBUSD.BCST 48(DI), Z19, Z4
+	VPDPBUSD.BCST 52(DI), Z20, Z4
+	VPDPBUSD.BCST 80(DI), Z19, Z6
+	VPDPBUSD.BCST 84(DI), Z20, Z6
+	VPDPBUSD.BCST 112(DI), Z19, Z8
+	VPDPBUSD.BCST 116(DI), Z20, Z8
+	VPDPBUSD.BCST 144(DI), Z19, Z10
+	VPDPBUSD.BCST 148(DI), Z20, Z10
+	VPDPBUSD.BCST 176(DI), Z19, Z12
+	VPDPBUSD.BCST 180(DI), Z20, Z12
+	VPDPBUSD.BCST 208(DI), Z19, Z14
+	VPDPBUSD.BCST 212(DI), Z20, Z14
+	VPDPBUSD.BCST 240(DI), Z19, Z16
+	VPDPBUSD.BCST 244(DI), Z20, Z16
+	VPDPBUSD.BCST 272(DI), Z19, Z18
+	VPDPBUSD.BCST 276(DI), Z20, Z18
+	VMOVDQU64     192(DX), Z19
+	VPSRLW        $0x04, Z19, Z20
+	VPANDD        Z0, Z19, Z19
+	VPANDD        Z0, Z20, Z20
+	VPDPBUSD.BCST 24(DI), Z19, Z2
+	VPDPBUSD.BCST 28(DI), Z20, Z2
+	VPDPBUSD.BCST 56(DI), Z19, Z4
+	VPDPBUSD.BCST 60(DI), Z20, Z4
+	VPDPBUSD.BCST 88(DI), Z19, Z6
+	VPDPBUSD.BCST 92(DI), Z20, Z6
+	VPDPBUSD.BCST 120(DI), Z19, Z8
+	VPDPBUSD.BCST 124(DI), Z20, Z8
+	VPDPBUSD.BCST 152(DI), Z19, Z10
+	VPDPBUSD.BCST 156(DI), Z20, Z10
+	VPDPBUSD.BCST 184(DI), Z19, Z12
+	VPDPBUSD.BCST 188(DI), Z20, Z12
+	VPDPBUSD.BCST 216(DI), Z19, Z14
+	VPDPBUSD.BCST 220(DI), Z20, Z14
+	VPDPBUSD.BCST 248(DI), Z19, Z16
+	VPDPBUSD.BCST 252(DI), Z20, Z16
+	VPDPBUSD.BCST 280(DI), Z19, Z18
+	VPDPBUSD.BCST 284(DI), Z20, Z18
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z19
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z19, Z20
+	VFMADD231PS   Z20, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z19, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z19, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z19, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z19, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	VCVTDQ2PS     Z12, Z12
+	VMULPS.BCST   20(R8), Z19, Z2
+	VFMADD231PS   Z2, Z12, Z11
+	VCVTDQ2PS     Z14, Z14
+	VMULPS.BCST   24(R8), Z19, Z2
+	VFMADD231PS   Z2, Z14, Z13
 	VCVTDQ2PS     Z16, Z16
-	VADDPS        Z16, Z1, Z1
-	VCVTDQ2PS     Z17, Z17
-	VADDPS        Z17, Z3, Z3
+	VMULPS.BCST   28(R8), Z19, Z2
+	VFMADD231PS   Z2, Z16, Z15
 	VCVTDQ2PS     Z18, Z18
-	VADDPS        Z18, Z5, Z5
+	VMULPS.BCST   32(R8), Z19, Z2
+	VFMADD231PS   Z2, Z18, Z17
+	ADDQ          $0x00000120, DI
+	ADDQ          $0x00000024, R8
+	ADDQ          $0x00000024, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z11, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z13, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z15, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x9(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x9(SB), NOSPLIT, $0-88
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+64(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VPBROADCASTD  20(R9), Z11
+	VPBROADCASTD  24(R9), Z13
+	VPBROADCASTD  28(R9), Z15
+	VPBROADCASTD  32(R9), Z17
+	VMOVDQU64     (DX), Z18
+	VPDPBUSD.BCST (DI), Z18, Z1
+	VPDPBUSD.BCST 32(DI), Z18, Z3
+	VPDPBUSD.BCST 64(DI), Z18, Z5
+	VPDPBUSD.BCST 96(DI), Z18, Z7
+	VPDPBUSD.BCST 128(DI), Z18, Z9
+	VPDPBUSD.BCST 160(DI), Z18, Z11
+	VPDPBUSD.BCST 192(DI), Z18, Z13
+	VPDPBUSD.BCST 224(DI), Z18, Z15
+	VPDPBUSD.BCST 256(DI), Z18, Z17
+	VMOVDQU64     64(DX), Z18
+	VPDPBUSD.BCST 4(DI), Z18, Z1
+	VPDPBUSD.BCST 36(DI), Z18, Z3
+	VPDPBUSD.BCST 68(DI), Z18, Z5
+	VPDPBUSD.BCST 100(DI), Z18, Z7
+	VPDPBUSD.BCST 132(DI), Z18, Z9
+	VPDPBUSD.BCST 164(DI), Z18, Z11
+	VPDPBUSD.BCST 196(DI), Z18, Z13
+	VPDPBUSD.BCST 228(DI), Z18, Z15
+	VPDPBUSD.BCST 260(DI), Z18, Z17
+	VMOVDQU64     128(DX), Z18
+	VPDPBUSD.BCST 8(DI), Z18, Z1
+	VPDPBUSD.BCST 40(DI), Z18, Z3
+	VPDPBUSD.BCST 72(DI), Z18, Z5
+	VPDPBUSD.BCST 104(DI), Z18, Z7
+	VPDPBUSD.BCST 136(DI), Z18, Z9
+	VPDPBUSD.BCST 168(DI), Z18, Z11
+	VPDPBUSD.BCST 200(DI), Z18, Z13
+	VPDPBUSD.BCST 232(DI), Z18, Z15
+	VPDPBUSD.BCST 264(DI), Z18, Z17
+	VMOVDQU64     192(DX), Z18
+	VPDPBUSD.BCST 12(DI), Z18, Z1
+	VPDPBUSD.BCST 44(DI), Z18, Z3
+	VPDPBUSD.BCST 76(DI), Z18, Z5
+	VPDPBUSD.BCST 108(DI), Z18, Z7
+	VPDPBUSD.BCST 140(DI), Z18, Z9
+	VPDPBUSD.BCST 172(DI), Z18, Z11
+	VPDPBUSD.BCST 204(DI), Z18, Z13
+	VPDPBUSD.BCST 236(DI), Z18, Z15
+	VPDPBUSD.BCST 268(DI), Z18, Z17
+	VMOVDQU64     256(DX), Z18
+	VPDPBUSD.BCST 16(DI), Z18, Z1
+	VPDPBUSD.BCST 48(DI), Z18, Z3
+	VPDPBUSD.BCST 80(DI), Z18, Z5
+	VPDPBUSD.BCST 112(DI), Z18, Z7
+	VPDPBUSD.BCST 144(DI), Z18, Z9
+	VPDPBUSD.BCST 176(DI), Z18, Z11
+	VPDPBUSD.BCST 208(DI), Z18, Z13
+	VPDPBUSD.BCST 240(DI), Z18, Z15
+	VPDPBUSD.BCST 272(DI), Z18, Z17
+	VMOVDQU64     320(DX), Z18
+	VPDPBUSD.BCST 20(DI), Z18, Z1
+	VPDPBUSD.BCST 52(DI), Z18, Z3
+	VPDPBUSD.BCST 84(DI), Z18, Z5
+	VPDPBUSD.BCST 116(DI), Z18, Z7
+	VPDPBUSD.BCST 148(DI), Z18, Z9
+	VPDPBUSD.BCST 180(DI), Z18, Z11
+	VPDPBUSD.BCST 212(DI), Z18, Z13
+	VPDPBUSD.BCST 244(DI), Z18, Z15
+	VPDPBUSD.BCST 276(DI), Z18, Z17
+	VMOVDQU64     384(DX), Z18
+	VPDPBUSD.BCST 24(DI), Z18, Z1
+	VPDPBUSD.BCST 56(DI), Z18, Z3
+	VPDPBUSD.BCST 88(DI), Z18, Z5
+	VPDPBUSD.BCST 120(DI), Z18, Z7
+	VPDPBUSD.BCST 152(DI), Z18, Z9
+	VPDPBUSD.BCST 184(DI), Z18, Z11
+	VPDPBUSD.BCST 216(DI), Z18, Z13
+	VPDPBUSD.BCST 248(DI), Z18, Z15
+	VPDPBUSD.BCST 280(DI), Z18, Z17
+	VMOVDQU64     448(DX), Z18
+	VPDPBUSD.BCST 28(DI), Z18, Z1
+	VPDPBUSD.BCST 60(DI), Z18, Z3
+	VPDPBUSD.BCST 92(DI), Z18, Z5
+	VPDPBUSD.BCST 124(DI), Z18, Z7
+	VPDPBUSD.BCST 156(DI), Z18, Z9
+	VPDPBUSD.BCST 188(DI), Z18, Z11
+	VPDPBUSD.BCST 220(DI), Z18, Z13
+	VPDPBUSD.BCST 252(DI), Z18, Z15
+	VPDPBUSD.BCST 284(DI), Z18, Z17
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z18
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z18, Z19
+	VFMADD231PS   Z19, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z18, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z18, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z18, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   16(R8), Z18, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   20(R8), Z18, Z1
+	VFMADD231PS   Z1, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   24(R8), Z18, Z1
+	VFMADD231PS   Z1, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   28(R8), Z18, Z1
+	VFMADD231PS   Z1, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   32(R8), Z18, Z1
+	VFMADD231PS   Z1, Z17, Z16
+	ADDQ          $0x00000120, DI
+	ADDQ          $0x00000024, R8
+	ADDQ          $0x00000024, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotL4x10(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x10(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	VXORPS Z18, Z18, Z18
+	VXORPS Z20, Z20, Z20
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VPBROADCASTD  20(R9), Z13
+	VPBROADCASTD  24(R9), Z15
+	VPBROADCASTD  28(R9), Z17
+	VPBROADCASTD  32(R9), Z19
+	VPBROADCASTD  36(R9), Z21
+	VMOVDQU64     (DX), Z22
+	VPSRLW        $0x04, Z22, Z23
+	VPANDD        Z0, Z22, Z22
+	VPANDD        Z0, Z23, Z23
+	VPSHUFB       Z22, Z1, Z22
+	VPSHUFB       Z23, Z1, Z23
+	VPDPBUSD.BCST (DI), Z22, Z3
+	VPDPBUSD.BCST 4(DI), Z23, Z3
+	VPDPBUSD.BCST 32(DI), Z22, Z5
+	VPDPBUSD.BCST 36(DI), Z23, Z5
+	VPDPBUSD.BCST 64(DI), Z22, Z7
+	VPDPBUSD.BCST 68(DI), Z23, Z7
+	VPDPBUSD.BCST 96(DI), Z22, Z9
+	VPDPBUSD.BCST 100(DI), Z23, Z9
+	VPDPBUSD.BCST 128(DI), Z22, Z11
+	VPDPBUSD.BCST 132(DI), Z23, Z11
+	VPDPBUSD.BCST 160(DI), Z22, Z13
+	VPDPBUSD.BCST 164(DI), Z23, Z13
+	VPDPBUSD.BCST 192(DI), Z22, Z15
+	VPDPBUSD.BCST 196(DI), Z23, Z15
+	VPDPBUSD.BCST 224(DI), Z22, Z17
+	VPDPBUSD.BCST 228(DI), Z23, Z17
+	VPDPBUSD.BCST 256(DI), Z22, Z19
+	VPDPBUSD.BCST 260(DI), Z23, Z19
+	VPDPBUSD.BCST 288(DI), Z22, Z21
+	VPDPBUSD.BCST 292(DI), Z23, Z21
+	VMOVDQU64     64(DX), Z22
+	VPSRLW        $0x04, Z22, Z23
+	VPANDD        Z0, Z22, Z22
+	VPANDD        Z0, Z23, Z23
+	VPSHUFB       Z22, Z1, Z22
+	VPSHUFB       Z23, Z1, Z23
+	VPDPBUSD.BCST 8(DI), Z22, Z3
+	VPDPBUSD.BCST 12(DI), Z23, Z3
+	VPDPBUSD.BCST 40(DI), Z22, Z5
+	VPDPBUSD.BCST 44(DI), Z23, Z5
+	VPDPBUSD.BCST 72(DI), Z22, Z7
+	VPDPBUSD.BCST 76(DI), Z23, Z7
+	VPDPBUSD.BCST 104(DI), Z22, Z9
+	VPDPBUSD.BCST 108(DI), Z23, Z9
+	VPDPBUSD.BCST 136(DI), Z22, Z11
+	VPDPBUSD.BCST 140(DI), Z23, Z11
+	VPDPBUSD.BCST 168(DI), Z22, Z13
+	VPDPBUSD.BCST 172(DI), Z23, Z13
+	VPDPBUSD.BCST 200(DI), Z22, Z15
+	VPDPBUSD.BCST 204(DI), Z23, Z15
+	VPDPBUSD.BCST 232(DI), Z22, Z17
+	VPDPBUSD.BCST 236(DI), Z23, Z17
+	VPDPBUSD.BCST 264(DI), Z22, Z19
+	VPDPBUSD.BCST 268(DI), Z23, Z19
+	VPDPBUSD.BCST 296(DI), Z22, Z21
+	VPDPBUSD.BCST 300(DI), Z23, Z21
+	VMOVDQU64     128(DX), Z22
+	VPSRLW        $0x04, Z22, Z23
+	VPANDD        Z0, Z22, Z22
+	VPANDD        Z0, Z23, Z23
+	VPSHUFB       Z22, Z1, Z22
+	VPSHUFB       Z23, Z1, Z23
+	VPDPBUSD.BCST 16(DI), Z22, Z3
+	VPDPBUSD.BCST 20(DI), Z23, Z3
+	VPDPBUSD.BCST 48(DI), Z22, Z5
+	VPDPBUSD.BCST 52(DI), Z23, Z5
+	VPDPBUSD.BCST 80(DI), Z22, Z7
+	VPDPBUSD.BCST 84(DI), Z23, Z7
+	VPDPBUSD.BCST 112(DI), Z22, Z9
+	VPDPBUSD.BCST 116(DI), Z23, Z9
+	VPDPBUSD.BCST 144(DI), Z22, Z11
+	VPDPBUSD.BCST 148(DI), Z23, Z11
+	VPDPBUSD.BCST 176(DI), Z22, Z13
+	VPDPBUSD.BCST 180(DI), Z23, Z13
+	VPDPBUSD.BCST 208(DI), Z22, Z15
+	VPDPBUSD.BCST 212(DI), Z23, Z15
+	VPDPBUSD.BCST 240(DI), Z22, Z17
+	VPDPBUSD.BCST 244(DI), Z23, Z17
+	VPDPBUSD.BCST 272(DI), Z22, Z19
+	VPDPBUSD.BCST 276(DI), Z23, Z19
+	VPDPBUSD.BCST 304(DI), Z22, Z21
+	VPDPBUSD.BCST 308(DI), Z23, Z21
+	VMOVDQU64     192(DX), Z22
+	VPSRLW        $0x04, Z22, Z23
+	VPANDD        Z0, Z22, Z22
+	VPANDD        Z0, Z23, Z23
+	VPSHUFB       Z22, Z1, Z22
+	VPSHUFB       Z23, Z1, Z23
+	VPDPBUSD.BCST 24(DI), Z22, Z3
+	VPDPBUSD.BCST 28(DI), Z23, Z3
+	VPDPBUSD.BCST 56(DI), Z22, Z5
+	VPDPBUSD.BCST 60(DI), Z23, Z5
+	VPDPBUSD.BCST 88(DI), Z22, Z7
+	VPDPBUSD.BCST 92(DI), Z23, Z7
+	VPDPBUSD.BCST 120(DI), Z22, Z9
+	VPDPBUSD.BCST 124(DI), Z23, Z9
+	VPDPBUSD.BCST 152(DI), Z22, Z11
+	VPDPBUSD.BCST 156(DI), Z23, Z11
+	VPDPBUSD.BCST 184(DI), Z22, Z13
+	VPDPBUSD.BCST 188(DI), Z23, Z13
+	VPDPBUSD.BCST 216(DI), Z22, Z15
+	VPDPBUSD.BCST 220(DI), Z23, Z15
+	VPDPBUSD.BCST 248(DI), Z22, Z17
+	VPDPBUSD.BCST 252(DI), Z23, Z17
+	VPDPBUSD.BCST 280(DI), Z22, Z19
+	VPDPBUSD.BCST 284(DI), Z23, Z19
+	VPDPBUSD.BCST 312(DI), Z22, Z21
+	VPDPBUSD.BCST 316(DI), Z23, Z21
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z22
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z22, Z23
+	VFMADD231PS   Z23, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z22, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z22, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z22, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z22, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   20(R8), Z22, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   24(R8), Z22, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   28(R8), Z22, Z3
+	VFMADD231PS   Z3, Z17, Z16
 	VCVTDQ2PS     Z19, Z19
-	VADDPS        Z19, Z7, Z7
-	VCVTDQ2PS     Z20, Z20
-	VADDPS        Z20, Z9, Z9
+	VMULPS.BCST   32(R8), Z22, Z3
+	VFMADD231PS   Z3, Z19, Z18
 	VCVTDQ2PS     Z21, Z21
-	VADDPS        Z21, Z11, Z11
-	VCVTDQ2PS     Z22, Z22
-	VADDPS        Z22, Z13, Z13
-	VCVTDQ2PS     Z23, Z23
-	VADDPS        Z23, Z15, Z15
-	ADDQ          $0x00000080, DX
-	ADDQ          $0x00000080, DI
-	DECQ          R10
-	JNZ           chunk
+	VMULPS.BCST   36(R8), Z22, Z3
+	VFMADD231PS   Z3, Z21, Z20
+	ADDQ          $0x00000140, DI
+	ADDQ          $0x00000028, R8
+	ADDQ          $0x00000028, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x10(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x10(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+	VXORPS Z15, Z15, Z15
+	VXORPS Z17, Z17, Z17
+	VXORPS Z19, Z19, Z19
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VPBROADCASTD  20(R9), Z12
+	VPBROADCASTD  24(R9), Z14
+	VPBROADCASTD  28(R9), Z16
+	VPBROADCASTD  32(R9), Z18
+	VPBROADCASTD  36(R9), Z20
+	VMOVDQU64     (DX), Z21
+	VPSRLW        $0x04, Z21, Z22
+	VPANDD        Z0, Z21, Z21
+	VPANDD        Z0, Z22, Z22
+	VPDPBUSD.BCST (DI), Z21, Z2
+	VPDPBUSD.BCST 4(DI), Z22, Z2
+	VPDPBUSD.BCST 32(DI), Z21, Z4
+	VPDPBUSD.BCST 36(DI), Z22, Z4
+	VPDPBUSD.BCST 64(DI), Z21, Z6
+	VPDPBUSD.BCST 68(DI), Z22, Z6
+	VPDPBUSD.BCST 96(DI), Z21, Z8
+	VPDPBUSD.BCST 100(DI), Z22, Z8
+	VPDPBUSD.BCST 128(DI), Z21, Z10
+	VPDPBUSD.BCST 132(DI), Z22, Z10
+	VPDPBUSD.BCST 160(DI), Z21, Z12
+	VPDPBUSD.BCST 164(DI), Z22, Z12
+	VPDPBUSD.BCST 192(DI), Z21, Z14
+	VPDPBUSD.BCST 196(DI), Z22, Z14
+	VPDPBUSD.BCST 224(DI), Z21, Z16
+	VPDPBUSD.BCST 228(DI), Z22, Z16
+	VPDPBUSD.BCST 256(DI), Z21, Z18
+	VPDPBUSD.BCST 260(DI), Z22, Z18
+	VPDPBUSD.BCST 288(DI), Z21, Z20
+	VPDPBUSD.BCST 292(DI), Z22, Z20
+	VMOVDQU64     64(DX), Z21
+	VPSRLW        $0x04, Z21, Z22
+	VPANDD        Z0, Z21, Z21
+	VPANDD        Z0, Z22, Z22
+	VPDPBUSD.BCST 8(DI), Z21, Z2
+	VPDPBUSD.BCST 12(DI), Z22, Z2
+	VPDPBUSD.BCST 40(DI), Z21, Z4
+	VPDPBUSD.BCST 44(DI), Z22, Z4
+	VPDPBUSD.BCST 72(DI), Z21, Z6
+	VPDPBUSD.BCST 76(DI), Z22, Z6
+	VPDPBUSD.BCST 104(DI), Z21, Z8
+	VPDPBUSD.BCST 108(DI), Z22, Z8
+	VPDPBUSD.BCST 136(DI), Z21, Z10
+	VPDPBUSD.BCST 140(DI), Z22, Z10
+	VPDPBUSD.BCST 168(DI), Z21, Z12
+	VPDPBUSD.BCST 172(DI), Z22, Z12
+	VPDPBUSD.BCST 200(DI), Z21, Z14
+	VPDPBUSD.BCST 204(DI), Z22, Z14
+	VPDPBUSD.BCST 232(DI), Z21, Z16
+	VPDPBUSD.BCST 236(DI), Z22, Z16
+	VPDPBUSD.BCST 264(DI), Z21, Z18
+	VPDPBUSD.BCST 268(DI), Z22, Z18
+	VPDPBUSD.BCST 296(DI), Z21, Z20
+	VPDPBUSD.BCST 300(DI), Z22, Z20
+	VMOVDQU64     128(DX), Z21
+	VPSRLW        $0x04, Z21, Z22
+	VPANDD        Z0, Z21, Z21
+	VPANDD        Z0, Z22, Z22
+	VPDPBUSD.BCST 16(DI), Z21, Z2
+	VPDPBUSD.BCST 20(DI), Z22, Z2
+	VPDPBUSD.BCST 48(DI), Z21, Z4
+	VPDPBUSD.BCST 52(DI), Z22, Z4
+	VPDPBUSD.BCST 80(DI), Z21, Z6
+	VPDPBUSD.BCST 84(DI), Z22, Z6
+	VPDPBUSD.BCST 112(DI), Z21, Z8
+	VPDPBUSD.BCST 116(DI), Z22, Z8
+	VPDPBUSD.BCST 144(DI), Z21, Z10
+	VPDPBUSD.BCST 148(DI), Z22, Z10
+	VPDPBUSD.BCST 176(DI), Z21, Z12
+	VPDPBUSD.BCST 180(DI), Z22, Z12
+	VPDPBUSD.BCST 208(DI), Z21, Z14
+	VPDPBUSD.BCST 212(DI), Z22, Z14
+	VPDPBUSD.BCST 240(DI), Z21, Z16
+	VPDPBUSD.BCST 244(DI), Z22, Z16
+	VPDPBUSD.BCST 272(DI), Z21, Z18
+	VPDPBUSD.BCST 276(DI), Z22, Z18
+	VPDPBUSD.BCST 304(DI), Z21, Z20
+	VPDPBUSD.BCST 308(DI), Z22, Z20
+	VMOVDQU64     192(DX), Z21
+	VPSRLW        $0x04, Z21, Z22
+	VPANDD        Z0, Z21, Z21
+	VPANDD        Z0, Z22, Z22
+	VPDPBUSD.BCST 24(DI), Z21, Z2
+	VPDPBUSD.BCST 28(DI), Z22, Z2
+	VPDPBUSD.BCST 56(DI), Z21, Z4
+	VPDPBUSD.BCST 60(DI), Z22, Z4
+	VPDPBUSD.BCST 88(DI), Z21, Z6
+	VPDPBUSD.BCST 92(DI), Z22, Z6
+	VPDPBUSD.BCST 120(DI), Z21, Z8
+	VPDPBUSD.BCST 124(DI), Z22, Z8
+	VPDPBUSD.BCST 152(DI), Z21, Z10
+	VPDPBUSD.BCST 156(DI), Z22, Z10
+	VPDPBUSD.BCST 184(DI), Z21, Z12
+	VPDPBUSD.BCST 188(DI), Z22, Z12
+	VPDPBUSD.BCST 216(DI), Z21, Z14
+	VPDPBUSD.BCST 220(DI), Z22, Z14
+	VPDPBUSD.BCST 248(DI), Z21, Z16
+	VPDPBUSD.BCST 252(DI), Z22, Z16
+	VPDPBUSD.BCST 280(DI), Z21, Z18
+	VPDPBUSD.BCST 284(DI), Z22, Z18
+	VPDPBUSD.BCST 312(DI), Z21, Z20
+	VPDPBUSD.BCST 316(DI), Z22, Z20
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z21
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z21, Z22
+	VFMADD231PS   Z22, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z21, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z21, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z21, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z21, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	VCVTDQ2PS     Z12, Z12
+	VMULPS.BCST   20(R8), Z21, Z2
+	VFMADD231PS   Z2, Z12, Z11
+	VCVTDQ2PS     Z14, Z14
+	VMULPS.BCST   24(R8), Z21, Z2
+	VFMADD231PS   Z2, Z14, Z13
+	VCVTDQ2PS     Z16, Z16
+	VMULPS.BCST   28(R8), Z21, Z2
+	VFMADD231PS   Z2, Z16, Z15
+	VCVTDQ2PS     Z18, Z18
+	VMULPS.BCST   32(R8), Z21, Z2
+	VFMADD231PS   Z2, Z18, Z17
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   36(R8), Z21, Z2
+	VFMADD231PS   Z2, Z20, Z19
+	ADDQ          $0x00000140, DI
+	ADDQ          $0x00000028, R8
+	ADDQ          $0x00000028, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z11, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z13, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z15, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z19, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x10(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x10(SB), NOSPLIT, $0-88
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+64(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	VXORPS Z18, Z18, Z18
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VPBROADCASTD  20(R9), Z11
+	VPBROADCASTD  24(R9), Z13
+	VPBROADCASTD  28(R9), Z15
+	VPBROADCASTD  32(R9), Z17
+	VPBROADCASTD  36(R9), Z19
+	VMOVDQU64     (DX), Z20
+	VPDPBUSD.BCST (DI), Z20, Z1
+	VPDPBUSD.BCST 32(DI), Z20, Z3
+	VPDPBUSD.BCST 64(DI), Z20, Z5
+	VPDPBUSD.BCST 96(DI), Z20, Z7
+	VPDPBUSD.BCST 128(DI), Z20, Z9
+	VPDPBUSD.BCST 160(DI), Z20, Z11
+	VPDPBUSD.BCST 192(DI), Z20, Z13
+	VPDPBUSD.BCST 224(DI), Z20, Z15
+	VPDPBUSD.BCST 256(DI), Z20, Z17
+	VPDPBUSD.BCST 288(DI), Z20, Z19
+	VMOVDQU64     64(DX), Z20
+	VPDPBUSD.BCST 4(DI), Z20, Z1
+	VPDPBUSD.BCST 36(DI), Z20, Z3
+	VPDPBUSD.BCST 68(DI), Z20, Z5
+	VPDPBUSD.BCST 100(DI), Z20, Z7
+	VPDPBUSD.BCST 132(DI), Z20, Z9
+	VPDPBUSD.BCST 164(DI), Z20, Z11
+	VPDPBUSD.BCST 196(DI), Z20, Z13
+	VPDPBUSD.BCST 228(DI), Z20, Z15
+	VPDPBUSD.BCST 260(DI), Z20, Z17
+	VPDPBUSD.BCST 292(DI), Z20, Z19
+	VMOVDQU64     128(DX), Z20
+	VPDPBUSD.BCST 8(DI), Z20, Z1
+	VPDPBUSD.BCST 40(DI), Z20, Z3
+	VPDPBUSD.BCST 72(DI), Z20, Z5
+	VPDPBUSD.BCST 104(DI), Z20, Z7
+	VPDPBUSD.BCST 136(DI), Z20, Z9
+	VPDPBUSD.BCST 168(DI), Z20, Z11
+	VPDPBUSD.BCST 200(DI), Z20, Z13
+	VPDPBUSD.BCST 232(DI), Z20, Z15
+	VPDPBUSD.BCST 264(DI), Z20, Z17
+	VPDPBUSD.BCST 296(DI), Z20, Z19
+	VMOVDQU64     192(DX), Z20
+	VPDPBUSD.BCST 12(DI), Z20, Z1
+	VPDPBUSD.BCST 44(DI), Z20, Z3
+	VPDPBUSD.BCST 76(DI), Z20, Z5
+	VPDPBUSD.BCST 108(DI), Z20, Z7
+	VPDPBUSD.BCST 140(DI), Z20, Z9
+	VPDPBUSD.BCST 172(DI), Z20, Z11
+	VPDPBUSD.BCST 204(DI), Z20, Z13
+	VPDPBUSD.BCST 236(DI), Z20, Z15
+	VPDPBUSD.BCST 268(DI), Z20, Z17
+	VPDPBUSD.BCST 300(DI), Z20, Z19
+	VMOVDQU64     256(DX), Z20
+	VPDPBUSD.BCST 16(DI), Z20, Z1
+	VPDPBUSD.BCST 48(DI), Z20, Z3
+	VPDPBUSD.BCST 80(DI), Z20, Z5
+	VPDPBUSD.BCST 112(DI), Z20, Z7
+	VPDPBUSD.BCST 144(DI), Z20, Z9
+	VPDPBUSD.BCST 176(DI), Z20, Z11
+	VPDPBUSD.BCST 208(DI), Z20, Z13
+	VPDPBUSD.BCST 240(DI), Z20, Z15
+	VPDPBUSD.BCST 272(DI), Z20, Z17
+	VPDPBUSD.BCST 304(DI), Z20, Z19
+	VMOVDQU64     320(DX), Z20
+	VPDPBUSD.BCST 20(DI), Z20, Z1
+	VPDPBUSD.BCST 52(DI), Z20, Z3
+	VPDPBUSD.BCST 84(DI), Z20, Z5
+	VPDPBUSD.BCST 116(DI), Z20, Z7
+	VPDPBUSD.BCST 148(DI), Z20, Z9
+	VPDPBUSD.BCST 180(DI), Z20, Z11
+	VPDPBUSD.BCST 212(DI), Z20, Z13
+	VPDPBUSD.BCST 244(DI), Z20, Z15
+	VPDPBUSD.BCST 276(DI), Z20, Z17
+	VPDPBUSD.BCST 308(DI), Z20, Z19
+	VMOVDQU64     384(DX), Z20
+	VPDPBUSD.BCST 24(DI), Z20, Z1
+	VPDPBUSD.BCST 56(DI), Z20, Z3
+	VPDPBUSD.BCST 88(DI), Z20, Z5
+	VPDPBUSD.BCST 120(DI), Z20, Z7
+	VPDPBUSD.BCST 152(DI), Z20, Z9
+	VPDPBUSD.BCST 184(DI), Z20, Z11
+	VPDPBUSD.BCST 216(DI), Z20, Z13
+	VPDPBUSD.BCST 248(DI), Z20, Z15
+	VPDPBUSD.BCST 280(DI), Z20, Z17
+	VPDPBUSD.BCST 312(DI), Z20, Z19
+	VMOVDQU64     448(DX), Z20
+	VPDPBUSD.BCST 28(DI), Z20, Z1
+	VPDPBUSD.BCST 60(DI), Z20, Z3
+	VPDPBUSD.BCST 92(DI), Z20, Z5
+	VPDPBUSD.BCST 124(DI), Z20, Z7
+	VPDPBUSD.BCST 156(DI), Z20, Z9
+	VPDPBUSD.BCST 188(DI), Z20, Z11
+	VPDPBUSD.BCST 220(DI), Z20, Z13
+	VPDPBUSD.BCST 252(DI), Z20, Z15
+	VPDPBUSD.BCST 284(DI), Z20, Z17
+	VPDPBUSD.BCST 316(DI), Z20, Z19
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z20
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z20, Z21
+	VFMADD231PS   Z21, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z20, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z20, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z20, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   16(R8), Z20, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   20(R8), Z20, Z1
+	VFMADD231PS   Z1, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   24(R8), Z20, Z1
+	VFMADD231PS   Z1, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   28(R8), Z20, Z1
+	VFMADD231PS   Z1, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   32(R8), Z20, Z1
+	VFMADD231PS   Z1, Z17, Z16
+	VCVTDQ2PS     Z19, Z19
+	VMULPS.BCST   36(R8), Z20, Z1
+	VFMADD231PS   Z1, Z19, Z18
+	ADDQ          $0x00000140, DI
+	ADDQ          $0x00000028, R8
+	ADDQ          $0x00000028, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotL4x11(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x11(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	VXORPS Z18, Z18, Z18
+	VXORPS Z20, Z20, Z20
+	VXORPS Z22, Z22, Z22
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VPBROADCASTD  20(R9), Z13
+	VPBROADCASTD  24(R9), Z15
+	VPBROADCASTD  28(R9), Z17
+	VPBROADCASTD  32(R9), Z19
+	VPBROADCASTD  36(R9), Z21
+	VPBROADCASTD  40(R9), Z23
+	VMOVDQU64     (DX), Z24
+	VPSRLW        $0x04, Z24, Z25
+	VPANDD        Z0, Z24, Z24
+	VPANDD        Z0, Z25, Z25
+	VPSHUFB       Z24, Z1, Z24
+	VPSHUFB       Z25, Z1, Z25
+	VPDPBUSD.BCST (DI), Z24, Z3
+	VPDPBUSD.BCST 4(DI), Z25, Z3
+	VPDPBUSD.BCST 32(DI), Z24, Z5
+	VPDPBUSD.BCST 36(DI), Z25, Z5
+	VPDPBUSD.BCST 64(DI), Z24, Z7
+	VPDPBUSD.BCST 68(DI), Z25, Z7
+	VPDPBUSD.BCST 96(DI), Z24, Z9
+	VPDPBUSD.BCST 100(DI), Z25, Z9
+	VPDPBUSD.BCST 128(DI), Z24, Z11
+	VPDPBUSD.BCST 132(DI), Z25, Z11
+	VPDPBUSD.BCST 160(DI), Z24, Z13
+	VPDPBUSD.BCST 164(DI), Z25, Z13
+	VPDPBUSD.BCST 192(DI), Z24, Z15
+	VPDPBUSD.BCST 196(DI), Z25, Z15
+	VPDPBUSD.BCST 224(DI), Z24, Z17
+	VPDPBUSD.BCST 228(DI), Z25, Z17
+	VPDPBUSD.BCST 256(DI), Z24, Z19
+	VPDPBUSD.BCST 260(DI), Z25, Z19
+	VPDPBUSD.BCST 288(DI), Z24, Z21
+	VPDPBUSD.BCST 292(DI), Z25, Z21
+	VPDPBUSD.BCST 320(DI), Z24, Z23
+	VPDPBUSD.BCST 324(DI), Z25, Z23
+	VMOVDQU64     64(DX), Z24
+	VPSRLW        $0x04, Z24, Z25
+	VPANDD        Z0, Z24, Z24
+	VPANDD        Z0, Z25, Z25
+	VPSHUFB       Z24, Z1, Z24
+	VPSHUFB       Z25, Z1, Z25
+	VPDPBUSD.BCST 8(DI), Z24, Z3
+	VPDPBUSD.BCST 12(DI), Z25, Z3
+	VPDPBUSD.BCST 40(DI), Z24, Z5
+	VPDPBUSD.BCST 44(DI), Z25, Z5
+	VPDPBUSD.BCST 72(DI), Z24, Z7
+	VPDPBUSD.BCST 76(DI), Z25, Z7
+	VPDPBUSD.BCST 104(DI), Z24, Z9
+	VPDPBUSD.BCST 108(DI), Z25, Z9
+	VPDPBUSD.BCST 136(DI), Z24, Z11
+	VPDPBUSD.BCST 140(DI), Z25, Z11
+	VPDPBUSD.BCST 168(DI), Z24, Z13
+	VPDPBUSD.BCST 172(DI), Z25, Z13
+	VPDPBUSD.BCST 200(DI), Z24, Z15
+	VPDPBUSD.BCST 204(DI), Z25, Z15
+	VPDPBUSD.BCST 232(DI), Z24, Z17
+	VPDPBUSD.BCST 236(DI), Z25, Z17
+	VPDPBUSD.BCST 264(DI), Z24, Z19
+	VPDPBUSD.BCST 268(DI), Z25, Z19
+	VPDPBUSD.BCST 296(DI), Z24, Z21
+	VPDPBUSD.BCST 300(DI), Z25, Z21
+	VPDPBUSD.BCST 328(DI), Z24, Z23
+	VPDPBUSD.BCST 332(DI), Z25, Z23
+	VMOVDQU64     128(DX), Z24
+	VPSRLW        $0x04, Z24, Z25
+	VPANDD        Z0, Z24, Z24
+	VPANDD        Z0, Z25, Z25
+	VPSHUFB       Z24, Z1, Z24
+	VPSHUFB       Z25, Z1, Z25
+	VPDPBUSD.BCST 16(DI), Z24, Z3
+	VPDPBUSD.BCST 20(DI), Z25, Z3
+	VPDPBUSD.BCST 48(DI), Z24, Z5
+	VPDPBUSD.BCST 52(DI), Z25, Z5
+	VPDPBUSD.BCST 80(DI), Z24, Z7
+	VPDPBUSD.BCST 84(DI), Z25, Z7
+	VPDPBUSD.BCST 112(DI), Z24, Z9
+	VPDPBUSD.BCST 116(DI), Z25, Z9
+	VPDPBUSD.BCST 144(DI), Z24, Z11
+	VPDPBUSD.BCST 148(DI), Z25, Z11
+	VPDPBUSD.BCST 176(DI), Z24, Z13
+	VPDPBUSD.BCST 180(DI), Z25, Z13
+	VPDPBUSD.BCST 208(DI), Z24, Z15
+	VPDPBUSD.BCST 212(DI), Z25, Z15
+	VPDPBUSD.BCST 240(DI), Z24, Z17
+	VPDPBUSD.BCST 244(DI), Z25, Z17
+	VPDPBUSD.BCST 272(DI), Z24, Z19
+	VPDPBUSD.BCST 276(DI), Z25, Z19
+	VPDPBUSD.BCST 304(DI), Z24, Z21
+	VPDPBUSD.BCST 308(DI), Z25, Z21
+	VPDPBUSD.BCST 336(DI), Z24, Z23
+	VPDPBUSD.BCST 340(DI), Z25, Z23
+	VMOVDQU64     192(DX), Z24
+	VPSRLW        $0x04, Z24, Z25
+	VPANDD        Z0, Z24, Z24
+	VPANDD        Z0, Z25, Z25
+	VPSHUFB       Z24, Z1, Z24
+	VPSHUFB       Z25, Z1, Z25
+	VPDPBUSD.BCST 24(DI), Z24, Z3
+	VPDPBUSD.BCST 28(DI), Z25, Z3
+	VPDPBUSD.BCST 56(DI), Z24, Z5
+	VPDPBUSD.BCST 60(DI), Z25, Z5
+	VPDPBUSD.BCST 88(DI), Z24, Z7
+	VPDPBUSD.BCST 92(DI), Z25, Z7
+	VPDPBUSD.BCST 120(DI), Z24, Z9
+	VPDPBUSD.BCST 124(DI), Z25, Z9
+	VPDPBUSD.BCST 152(DI), Z24, Z11
+	VPDPBUSD.BCST 156(DI), Z25, Z11
+	VPDPBUSD.BCST 184(DI), Z24, Z13
+	VPDPBUSD.BCST 188(DI), Z25, Z13
+	VPDPBUSD.BCST 216(DI), Z24, Z15
+	VPDPBUSD.BCST 220(DI), Z25, Z15
+	VPDPBUSD.BCST 248(DI), Z24, Z17
+	VPDPBUSD.BCST 252(DI), Z25, Z17
+	VPDPBUSD.BCST 280(DI), Z24, Z19
+	VPDPBUSD.BCST 284(DI), Z25, Z19
+	VPDPBUSD.BCST 312(DI), Z24, Z21
+	VPDPBUSD.BCST 316(DI), Z25, Z21
+	VPDPBUSD.BCST 344(DI), Z24, Z23
+	VPDPBUSD.BCST 348(DI), Z25, Z23
+	ADDQ          $0x00000100, DX
 	VMOVUPS       (BX), Z24
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z24, Z25
+	VFMADD231PS   Z25, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z24, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z24, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z24, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z24, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   20(R8), Z24, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   24(R8), Z24, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   28(R8), Z24, Z3
+	VFMADD231PS   Z3, Z17, Z16
+	VCVTDQ2PS     Z19, Z19
+	VMULPS.BCST   32(R8), Z24, Z3
+	VFMADD231PS   Z3, Z19, Z18
+	VCVTDQ2PS     Z21, Z21
+	VMULPS.BCST   36(R8), Z24, Z3
+	VFMADD231PS   Z3, Z21, Z20
+	VCVTDQ2PS     Z23, Z23
+	VMULPS.BCST   40(R8), Z24, Z3
+	VFMADD231PS   Z3, Z23, Z22
+	ADDQ          $0x00000160, DI
+	ADDQ          $0x0000002c, R8
+	ADDQ          $0x0000002c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z22, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x11(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x11(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+	VXORPS Z15, Z15, Z15
+	VXORPS Z17, Z17, Z17
+	VXORPS Z19, Z19, Z19
+	VXORPS Z21, Z21, Z21
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VPBROADCASTD  20(R9), Z12
+	VPBROADCASTD  24(R9), Z14
+	VPBROADCASTD  28(R9), Z16
+	VPBROADCASTD  32(R9), Z18
+	VPBROADCASTD  36(R9), Z20
+	VPBROADCASTD  40(R9), Z22
+	VMOVDQU64     (DX), Z23
+	VPSRLW        $0x04, Z23, Z24
+	VPANDD        Z0, Z23, Z23
+	VPANDD        Z0, Z24, Z24
+	VPDPBUSD.BCST (DI), Z23, Z2
+	VPDPBUSD.BCST 4(DI), Z24, Z2
+	VPDPBUSD.BCST 32(DI), Z23, Z4
+	VPDPBUSD.BCST 36(DI), Z24, Z4
+	VPDPBUSD.BCST 64(DI), Z23, Z6
+	VPDPBUSD.BCST 68(DI), Z24, Z6
+	VPDPBUSD.BCST 96(DI), Z23, Z8
+	VPDPBUSD.BCST 100(DI), Z24, Z8
+	VPDPBUSD.BCST 128(DI), Z23, Z10
+	VPDPBUSD.BCST 132(DI), Z24, Z10
+	VPDPBUSD.BCST 160(DI), Z23, Z12
+	VPDPBUSD.BCST 164(DI), Z24, Z12
+	VPDPBUSD.BCST 192(DI), Z23, Z14
+	VPDPBUSD.BCST 196(DI), Z24, Z14
+	VPDPBUSD.BCST 224(DI), Z23, Z16
+	VPDPBUSD.BCST 228(DI), Z24, Z16
+	VPDPBUSD.BCST 256(DI), Z23, Z18
+	VPDPBUSD.BCST 260(DI), Z24, Z18
+	VPDPBUSD.BCST 288(DI), Z23, Z20
+	VPDPBUSD.BCST 292(DI), Z24, Z20
+	VPDPBUSD.BCST 320(DI), Z23, Z22
+	VPDPBUSD.BCST 324(DI), Z24, Z22
+	VMOVDQU64     64(DX), Z23
+	VPSRLW        $0x04, Z23, Z24
+	VPANDD        Z0, Z23, Z23
+	VPANDD        Z0, Z24, Z24
+	VPDPBUSD.BCST 8(DI), Z23, Z2
+	VPDPBUSD.BCST 12(DI), Z24, Z2
+	VPDPBUSD.BCST 40(DI), Z23, Z4
+	VPDPBUSD.BCST 44(DI), Z24, Z4
+	VPDPBUSD.BCST 72(DI), Z23, Z6
+	VPDPBUSD.BCST 76(DI), Z24, Z6
+	VPDPBUSD.BCST 104(DI), Z23, Z8
+	VPDPBUSD.BCST 108(DI), Z24, Z8
+	VPDPBUSD.BCST 136(DI), Z23, Z10
+	VPDPBUSD.BCST 140(DI), Z24, Z10
+	VPDPBUSD.BCST 168(DI), Z23, Z12
+	VPDPBUSD.BCST 172(DI), Z24, Z12
+	VPDPBUSD.BCST 200(DI), Z23, Z14
+	VPDPBUSD.BCST 204(DI), Z24, Z14
+	VPDPBUSD.BCST 232(DI), Z23, Z16
+	VPDPBUSD.BCST 236(DI), Z24, Z16
+	VPDPBUSD.BCST 264(DI), Z23, Z18
+	VPDPBUSD.BCST 268(DI), Z24, Z18
+	VPDPBUSD.BCST 296(DI), Z23, Z20
+	VPDPBUSD.BCST 300(DI), Z24, Z20
+	VPDPBUSD.BCST 328(DI), Z23, Z22
+	VPDPBUSD.BCST 332(DI), Z24, Z22
+	VMOVDQU64     128(DX), Z23
+	VPSRLW        $0x04, Z23, Z24
+	VPANDD        Z0, Z23, Z23
+	VPANDD        Z0, Z24, Z24
+	VPDPBUSD.BCST 16(DI), Z23, Z2
+	VPDPBUSD.BCST 20(DI), Z24, Z2
+	VPDPBUSD.BCST 48(DI), Z23, Z4
+	VPDPBUSD.BCST 52(DI), Z24, Z4
+	VPDPBUSD.BCST 80(DI), Z23, Z6
+	VPDPBUSD.BCST 84(DI), Z24, Z6
+	VPDPBUSD.BCST 112(DI), Z23, Z8
+	VPDPBUSD.BCST 116(DI), Z24, Z8
+	VPDPBUSD.BCST 144(DI), Z23, Z10
+	VPDPBUSD.BCST 148(DI), Z24, Z10
+	VPDPBUSD.BCST 176(DI), Z23, Z12
+	VPDPBUSD.BCST 180(DI), Z24, Z12
+	VPDPBUSD.BCST 208(DI), Z23, Z14
+	VPDPBUSD.BCST 212(DI), Z24, Z14
+	VPDPBUSD.BCST 240(DI), Z23, Z16
+	VPDPBUSD.BCST 244(DI), Z24, Z16
+	VPDPBUSD.BCST 272(DI), Z23, Z18
+	VPDPBUSD.BCST 276(DI), Z24, Z18
+	VPDPBUSD.BCST 304(DI), Z23, Z20
+	VPDPBUSD.BCST 308(DI), Z24, Z20
+	VPDPBUSD.BCST 336(DI), Z23, Z22
+	VPDPBUSD.BCST 340(DI), Z24, Z22
+	VMOVDQU64     192(DX), Z23
+	VPSRLW        $0x04, Z23, Z24
+	VPANDD        Z0, Z23, Z23
+	VPANDD        Z0, Z24, Z24
+	VPDPBUSD.BCST 24(DI), Z23, Z2
+	VPDPBUSD.BCST 28(DI), Z24, Z2
+	VPDPBUSD.BCST 56(DI), Z23, Z4
+	VPDPBUSD.BCST 60(DI), Z24, Z4
+	VPDPBUSD.BCST 88(DI), Z23, Z6
+	VPDPBUSD.BCST 92(DI), Z24, Z6
+	VPDPBUSD.BCST 120(DI), Z23, Z8
+	VPDPBUSD.BCST 124(DI), Z24, Z8
+	VPDPBUSD.BCST 152(DI), Z23, Z10
+	VPDPBUSD.BCST 156(DI), Z24, Z10
+	VPDPBUSD.BCST 184(DI), Z23, Z12
+	VPDPBUSD.BCST 188(DI), Z24, Z12
+	VPDPBUSD.BCST 216(DI), Z23, Z14
+	VPDPBUSD.BCST 220(DI), Z24, Z14
+	VPDPBUSD.BCST 248(DI), Z23, Z16
+	VPDPBUSD.BCST 252(DI), Z24, Z16
+	VPDPBUSD.BCST 280(DI), Z23, Z18
+	VPDPBUSD.BCST 284(DI), Z24, Z18
+	VPDPBUSD.BCST 312(DI), Z23, Z20
+	VPDPBUSD.BCST 316(DI), Z24, Z20
+	VPDPBUSD.BCST 344(DI), Z23, Z22
+	VPDPBUSD.BCST 348(DI), Z24, Z22
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z23
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z23, Z24
+	VFMADD231PS   Z24, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z23, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z23, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z23, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z23, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	VCVTDQ2PS     Z12, Z12
+	VMULPS.BCST   20(R8), Z23, Z2
+	VFMADD231PS   Z2, Z12, Z11
+	VCVTDQ2PS     Z14, Z14
+	VMULPS.BCST   24(R8), Z23, Z2
+	VFMADD231PS   Z2, Z14, Z13
+	VCVTDQ2PS     Z16, Z16
+	VMULPS.BCST   28(R8), Z23, Z2
+	VFMADD231PS   Z2, Z16, Z15
+	VCVTDQ2PS     Z18, Z18
+	VMULPS.BCST   32(R8), Z23, Z2
+	VFMADD231PS   Z2, Z18, Z17
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   36(R8), Z23, Z2
+	VFMADD231PS   Z2, Z20, Z19
+	VCVTDQ2PS     Z22, Z22
+	VMULPS.BCST   40(R8), Z23, Z2
+	VFMADD231PS   Z2, Z22, Z21
+	ADDQ          $0x00000160, DI
+	ADDQ          $0x0000002c, R8
+	ADDQ          $0x0000002c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z11, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z13, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z15, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z19, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z21, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x11(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x11(SB), NOSPLIT, $0-88
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+64(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	VXORPS Z18, Z18, Z18
+	VXORPS Z20, Z20, Z20
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VPBROADCASTD  20(R9), Z11
+	VPBROADCASTD  24(R9), Z13
+	VPBROADCASTD  28(R9), Z15
+	VPBROADCASTD  32(R9), Z17
+	VPBROADCASTD  36(R9), Z19
+	VPBROADCASTD  40(R9), Z21
+	VMOVDQU64     (DX), Z22
+	VPDPBUSD.BCST (DI), Z22, Z1
+	VPDPBUSD.BCST 32(DI), Z22, Z3
+	VPDPBUSD.BCST 64(DI), Z22, Z5
+	VPDPBUSD.BCST 96(DI), Z22, Z7
+	VPDPBUSD.BCST 128(DI), Z22, Z9
+	VPDPBUSD.BCST 160(DI), Z22, Z11
+	VPDPBUSD.BCST 192(DI), Z22, Z13
+	VPDPBUSD.BCST 224(DI), Z22, Z15
+	VPDPBUSD.BCST 256(DI), Z22, Z17
+	VPDPBUSD.BCST 288(DI), Z22, Z19
+	VPDPBUSD.BCST 320(DI), Z22, Z21
+	VMOVDQU64     64(DX), Z22
+	VPDPBUSD.BCST 4(DI), Z22, Z1
+	VPDPBUSD.BCST 36(DI), Z22, Z3
+	VPDPBUSD.BCST 68(DI), Z22, Z5
+	VPDPBUSD.BCST 100(DI), Z22, Z7
+	VPDPBUSD.BCST 132(DI), Z22, Z9
+	VPDPBUSD.BCST 164(DI), Z22, Z11
+	VPDPBUSD.BCST 196(DI), Z22, Z13
+	VPDPBUSD.BCST 228(DI), Z22, Z15
+	VPDPBUSD.BCST 260(DI), Z22, Z17
+	VPDPBUSD.BCST 292(DI), Z22, Z19
+	VPDPBUSD.BCST 324(DI), Z22, Z21
+	VMOVDQU64     128(DX), Z22
+	VPDPBUSD.BCST 8(DI), Z22, Z1
+	VPDPBUSD.BCST 40(DI), Z22, Z3
+	VPDPBUSD.BCST 72(DI), Z22, Z5
+	VPDPBUSD.BCST 104(DI), Z22, Z7
+	VPDPBUSD.BCST 136(DI), Z22, Z9
+	VPDPBUSD.BCST 168(DI), Z22, Z11
+	VPDPBUSD.BCST 200(DI), Z22, Z13
+	VPDPBUSD.BCST 232(DI), Z22, Z15
+	VPDPBUSD.BCST 264(DI), Z22, Z17
+	VPDPBUSD.BCST 296(DI), Z22, Z19
+	VPDPBUSD.BCST 328(DI), Z22, Z21
+	VMOVDQU64     192(DX), Z22
+	VPDPBUSD.BCST 12(DI), Z22, Z1
+	VPDPBUSD.BCST 44(DI), Z22, Z3
+	VPDPBUSD.BCST 76(DI), Z22, Z5
+	VPDPBUSD.BCST 108(DI), Z22, Z7
+	VPDPBUSD.BCST 140(DI), Z22, Z9
+	VPDPBUSD.BCST 172(DI), Z22, Z11
+	VPDPBUSD.BCST 204(DI), Z22, Z13
+	VPDPBUSD.BCST 236(DI), Z22, Z15
+	VPDPBUSD.BCST 268(DI), Z22, Z17
+	VPDPBUSD.BCST 300(DI), Z22, Z19
+	VPDPBUSD.BCST 332(DI), Z22, Z21
+	VMOVDQU64     256(DX), Z22
+	VPDPBUSD.BCST 16(DI), Z22, Z1
+	VPDPBUSD.BCST 48(DI), Z22, Z3
+	VPDPBUSD.BCST 80(DI), Z22, Z5
+	VPDPBUSD.BCST 112(DI), Z22, Z7
+	VPDPBUSD.BCST 144(DI), Z22, Z9
+	VPDPBUSD.BCST 176(DI), Z22, Z11
+	VPDPBUSD.BCST 208(DI), Z22, Z13
+	VPDPBUSD.BCST 240(DI), Z22, Z15
+	VPDPBUSD.BCST 272(DI), Z22, Z17
+	VPDPBUSD.BCST 304(DI), Z22, Z19
+	VPDPBUSD.BCST 336(DI), Z22, Z21
+	VMOVDQU64     320(DX), Z22
+	VPDPBUSD.BCST 20(DI), Z22, Z1
+	VPDPBUSD.BCST 52(DI), Z22, Z3
+	VPDPBUSD.BCST 84(DI), Z22, Z5
+	VPDPBUSD.BCST 116(DI), Z22, Z7
+	VPDPBUSD.BCST 148(DI), Z22, Z9
+	VPDPBUSD.BCST 180(DI), Z22, Z11
+	VPDPBUSD.BCST 212(DI), Z22, Z13
+	VPDPBUSD.BCST 244(DI), Z22, Z15
+	VPDPBUSD.BCST 276(DI), Z22, Z17
+	VPDPBUSD.BCST 308(DI), Z22, Z19
+	VPDPBUSD.BCST 340(DI), Z22, Z21
+	VMOVDQU64     384(DX), Z22
+	VPDPBUSD.BCST 24(DI), Z22, Z1
+	VPDPBUSD.BCST 56(DI), Z22, Z3
+	VPDPBUSD.BCST 88(DI), Z22, Z5
+	VPDPBUSD.BCST 120(DI), Z22, Z7
+	VPDPBUSD.BCST 152(DI), Z22, Z9
+	VPDPBUSD.BCST 184(DI), Z22, Z11
+	VPDPBUSD.BCST 216(DI), Z22, Z13
+	VPDPBUSD.BCST 248(DI), Z22, Z15
+	VPDPBUSD.BCST 280(DI), Z22, Z17
+	VPDPBUSD.BCST 312(DI), Z22, Z19
+	VPDPBUSD.BCST 344(DI), Z22, Z21
+	VMOVDQU64     448(DX), Z22
+	VPDPBUSD.BCST 28(DI), Z22, Z1
+	VPDPBUSD.BCST 60(DI), Z22, Z3
+	VPDPBUSD.BCST 92(DI), Z22, Z5
+	VPDPBUSD.BCST 124(DI), Z22, Z7
+	VPDPBUSD.BCST 156(DI), Z22, Z9
+	VPDPBUSD.BCST 188(DI), Z22, Z11
+	VPDPBUSD.BCST 220(DI), Z22, Z13
+	VPDPBUSD.BCST 252(DI), Z22, Z15
+	VPDPBUSD.BCST 284(DI), Z22, Z17
+	VPDPBUSD.BCST 316(DI), Z22, Z19
+	VPDPBUSD.BCST 348(DI), Z22, Z21
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z22
+	VCVTDQ2PS     Z1, Z1
+	VMULPS.BCST   (R8), Z22, Z23
+	VFMADD231PS   Z23, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   4(R8), Z22, Z1
+	VFMADD231PS   Z1, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   8(R8), Z22, Z1
+	VFMADD231PS   Z1, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   12(R8), Z22, Z1
+	VFMADD231PS   Z1, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   16(R8), Z22, Z1
+	VFMADD231PS   Z1, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   20(R8), Z22, Z1
+	VFMADD231PS   Z1, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   24(R8), Z22, Z1
+	VFMADD231PS   Z1, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   28(R8), Z22, Z1
+	VFMADD231PS   Z1, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   32(R8), Z22, Z1
+	VFMADD231PS   Z1, Z17, Z16
+	VCVTDQ2PS     Z19, Z19
+	VMULPS.BCST   36(R8), Z22, Z1
+	VFMADD231PS   Z1, Z19, Z18
+	VCVTDQ2PS     Z21, Z21
+	VMULPS.BCST   40(R8), Z22, Z1
+	VFMADD231PS   Z1, Z21, Z20
+	ADDQ          $0x00000160, DI
+	ADDQ          $0x0000002c, R8
+	ADDQ          $0x0000002c, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotL4x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotL4x12(SB), NOSPLIT, $0-88
+	MOVQ            y+0(FP), AX
+	MOVQ            ystride+8(FP), CX
+	SHLQ            $0x02, CX
+	MOVQ            codes+16(FP), DX
+	MOVQ            scales+24(FP), BX
+	MOVQ            ntiles+64(FP), SI
+	MOVL            $0x0f0f0f0f, DI
+	VPBROADCASTD    DI, Z0
+	MOVQ            lut+56(FP), DI
+	VBROADCASTI32X4 (DI), Z1
+
+tile:
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	VXORPS Z18, Z18, Z18
+	VXORPS Z20, Z20, Z20
+	VXORPS Z22, Z22, Z22
+	VXORPS Z24, Z24, Z24
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z3
+	VPBROADCASTD  4(R9), Z5
+	VPBROADCASTD  8(R9), Z7
+	VPBROADCASTD  12(R9), Z9
+	VPBROADCASTD  16(R9), Z11
+	VPBROADCASTD  20(R9), Z13
+	VPBROADCASTD  24(R9), Z15
+	VPBROADCASTD  28(R9), Z17
+	VPBROADCASTD  32(R9), Z19
+	VPBROADCASTD  36(R9), Z21
+	VPBROADCASTD  40(R9), Z23
+	VPBROADCASTD  44(R9), Z25
+	VMOVDQU64     (DX), Z26
+	VPSRLW        $0x04, Z26, Z27
+	VPANDD        Z0, Z26, Z26
+	VPANDD        Z0, Z27, Z27
+	VPSHUFB       Z26, Z1, Z26
+	VPSHUFB       Z27, Z1, Z27
+	VPDPBUSD.BCST (DI), Z26, Z3
+	VPDPBUSD.BCST 4(DI), Z27, Z3
+	VPDPBUSD.BCST 32(DI), Z26, Z5
+	VPDPBUSD.BCST 36(DI), Z27, Z5
+	VPDPBUSD.BCST 64(DI), Z26, Z7
+	VPDPBUSD.BCST 68(DI), Z27, Z7
+	VPDPBUSD.BCST 96(DI), Z26, Z9
+	VPDPBUSD.BCST 100(DI), Z27, Z9
+	VPDPBUSD.BCST 128(DI), Z26, Z11
+	VPDPBUSD.BCST 132(DI), Z27, Z11
+	VPDPBUSD.BCST 160(DI), Z26, Z13
+	VPDPBUSD.BCST 164(DI), Z27, Z13
+	VPDPBUSD.BCST 192(DI), Z26, Z15
+	VPDPBUSD.BCST 196(DI), Z27, Z15
+	VPDPBUSD.BCST 224(DI), Z26, Z17
+	VPDPBUSD.BCST 228(DI), Z27, Z17
+	VPDPBUSD.BCST 256(DI), Z26, Z19
+	VPDPBUSD.BCST 260(DI), Z27, Z19
+	VPDPBUSD.BCST 288(DI), Z26, Z21
+	VPDPBUSD.BCST 292(DI), Z27, Z21
+	VPDPBUSD.BCST 320(DI), Z26, Z23
+	VPDPBUSD.BCST 324(DI), Z27, Z23
+	VPDPBUSD.BCST 352(DI), Z26, Z25
+	VPDPBUSD.BCST 356(DI), Z27, Z25
+	VMOVDQU64     64(DX), Z26
+	VPSRLW        $0x04, Z26, Z27
+	VPANDD        Z0, Z26, Z26
+	VPANDD        Z0, Z27, Z27
+	VPSHUFB       Z26, Z1, Z26
+	VPSHUFB       Z27, Z1, Z27
+	VPDPBUSD.BCST 8(DI), Z26, Z3
+	VPDPBUSD.BCST 12(DI), Z27, Z3
+	VPDPBUSD.BCST 40(DI), Z26, Z5
+	VPDPBUSD.BCST 44(DI), Z27, Z5
+	VPDPBUSD.BCST 72(DI), Z26, Z7
+	VPDPBUSD.BCST 76(DI), Z27, Z7
+	VPDPBUSD.BCST 104(DI), Z26, Z9
+	VPDPBUSD.BCST 108(DI), Z27, Z9
+	VPDPBUSD.BCST 136(DI), Z26, Z11
+	VPDPBUSD.BCST 140(DI), Z27, Z11
+	VPDPBUSD.BCST 168(DI), Z26, Z13
+	VPDPBUSD.BCST 172(DI), Z27, Z13
+	VPDPBUSD.BCST 200(DI), Z26, Z15
+	VPDPBUSD.BCST 204(DI), Z27, Z15
+	VPDPBUSD.BCST 232(DI), Z26, Z17
+	VPDPBUSD.BCST 236(DI), Z27, Z17
+	VPDPBUSD.BCST 264(DI), Z26, Z19
+	VPDPBUSD.BCST 268(DI), Z27, Z19
+	VPDPBUSD.BCST 296(DI), Z26, Z21
+	VPDPBUSD.BCST 300(DI), Z27, Z21
+	VPDPBUSD.BCST 328(DI), Z26, Z23
+	VPDPBUSD.BCST 332(DI), Z27, Z23
+	VPDPBUSD.BCST 360(DI), Z26, Z25
+	VPDPBUSD.BCST 364(DI), Z27, Z25
+	VMOVDQU64     128(DX), Z26
+	VPSRLW        $0x04, Z26, Z27
+	VPANDD        Z0, Z26, Z26
+	VPANDD        Z0, Z27, Z27
+	VPSHUFB       Z26, Z1, Z26
+	VPSHUFB       Z27, Z1, Z27
+	VPDPBUSD.BCST 16(DI), Z26, Z3
+	VPDPBUSD.BCST 20(DI), Z27, Z3
+	VPDPBUSD.BCST 48(DI), Z26, Z5
+	VPDPBUSD.BCST 52(DI), Z27, Z5
+	VPDPBUSD.BCST 80(DI), Z26, Z7
+	VPDPBUSD.BCST 84(DI), Z27, Z7
+	VPDPBUSD.BCST 112(DI), Z26, Z9
+	VPDPBUSD.BCST 116(DI), Z27, Z9
+	VPDPBUSD.BCST 144(DI), Z26, Z11
+	VPDPBUSD.BCST 148(DI), Z27, Z11
+	VPDPBUSD.BCST 176(DI), Z26, Z13
+	VPDPBUSD.BCST 180(DI), Z27, Z13
+	VPDPBUSD.BCST 208(DI), Z26, Z15
+	VPDPBUSD.BCST 212(DI), Z27, Z15
+	VPDPBUSD.BCST 240(DI), Z26, Z17
+	VPDPBUSD.BCST 244(DI), Z27, Z17
+	VPDPBUSD.BCST 272(DI), Z26, Z19
+	VPDPBUSD.BCST 276(DI), Z27, Z19
+	VPDPBUSD.BCST 304(DI), Z26, Z21
+	VPDPBUSD.BCST 308(DI), Z27, Z21
+	VPDPBUSD.BCST 336(DI), Z26, Z23
+	VPDPBUSD.BCST 340(DI), Z27, Z23
+	VPDPBUSD.BCST 368(DI), Z26, Z25
+	VPDPBUSD.BCST 372(DI), Z27, Z25
+	VMOVDQU64     192(DX), Z26
+	VPSRLW        $0x04, Z26, Z27
+	VPANDD        Z0, Z26, Z26
+	VPANDD        Z0, Z27, Z27
+	VPSHUFB       Z26, Z1, Z26
+	VPSHUFB       Z27, Z1, Z27
+	VPDPBUSD.BCST 24(DI), Z26, Z3
+	VPDPBUSD.BCST 28(DI), Z27, Z3
+	VPDPBUSD.BCST 56(DI), Z26, Z5
+	VPDPBUSD.BCST 60(DI), Z27, Z5
+	VPDPBUSD.BCST 88(DI), Z26, Z7
+	VPDPBUSD.BCST 92(DI), Z27, Z7
+	VPDPBUSD.BCST 120(DI), Z26, Z9
+	VPDPBUSD.BCST 124(DI), Z27, Z9
+	VPDPBUSD.BCST 152(DI), Z26, Z11
+	VPDPBUSD.BCST 156(DI), Z27, Z11
+	VPDPBUSD.BCST 184(DI), Z26, Z13
+	VPDPBUSD.BCST 188(DI), Z27, Z13
+	VPDPBUSD.BCST 216(DI), Z26, Z15
+	VPDPBUSD.BCST 220(DI), Z27, Z15
+	VPDPBUSD.BCST 248(DI), Z26, Z17
+	VPDPBUSD.BCST 252(DI), Z27, Z17
+	VPDPBUSD.BCST 280(DI), Z26, Z19
+	VPDPBUSD.BCST 284(DI), Z27, Z19
+	VPDPBUSD.BCST 312(DI), Z26, Z21
+	VPDPBUSD.BCST 316(DI), Z27, Z21
+	VPDPBUSD.BCST 344(DI), Z26, Z23
+	VPDPBUSD.BCST 348(DI), Z27, Z23
+	VPDPBUSD.BCST 376(DI), Z26, Z25
+	VPDPBUSD.BCST 380(DI), Z27, Z25
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z26
+	VCVTDQ2PS     Z3, Z3
+	VMULPS.BCST   (R8), Z26, Z27
+	VFMADD231PS   Z27, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
+	VMULPS.BCST   4(R8), Z26, Z3
+	VFMADD231PS   Z3, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
+	VMULPS.BCST   8(R8), Z26, Z3
+	VFMADD231PS   Z3, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
+	VMULPS.BCST   12(R8), Z26, Z3
+	VFMADD231PS   Z3, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
+	VMULPS.BCST   16(R8), Z26, Z3
+	VFMADD231PS   Z3, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
+	VMULPS.BCST   20(R8), Z26, Z3
+	VFMADD231PS   Z3, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
+	VMULPS.BCST   24(R8), Z26, Z3
+	VFMADD231PS   Z3, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   28(R8), Z26, Z3
+	VFMADD231PS   Z3, Z17, Z16
+	VCVTDQ2PS     Z19, Z19
+	VMULPS.BCST   32(R8), Z26, Z3
+	VFMADD231PS   Z3, Z19, Z18
+	VCVTDQ2PS     Z21, Z21
+	VMULPS.BCST   36(R8), Z26, Z3
+	VFMADD231PS   Z3, Z21, Z20
+	VCVTDQ2PS     Z23, Z23
+	VMULPS.BCST   40(R8), Z26, Z3
+	VFMADD231PS   Z3, Z23, Z22
+	VCVTDQ2PS     Z25, Z25
+	VMULPS.BCST   44(R8), Z26, Z3
+	VFMADD231PS   Z3, Z25, Z24
+	ADDQ          $0x00000180, DI
+	ADDQ          $0x00000030, R8
+	ADDQ          $0x00000030, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z22, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z24, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512BW, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotQ4x12(SB), NOSPLIT, $0-88
+	MOVQ         y+0(FP), AX
+	MOVQ         ystride+8(FP), CX
+	SHLQ         $0x02, CX
+	MOVQ         codes+16(FP), DX
+	MOVQ         scales+24(FP), BX
+	MOVQ         ntiles+64(FP), SI
+	MOVL         $0x0f0f0f0f, DI
+	VPBROADCASTD DI, Z0
+
+tile:
+	VXORPS Z1, Z1, Z1
+	VXORPS Z3, Z3, Z3
+	VXORPS Z5, Z5, Z5
+	VXORPS Z7, Z7, Z7
+	VXORPS Z9, Z9, Z9
+	VXORPS Z11, Z11, Z11
+	VXORPS Z13, Z13, Z13
+	VXORPS Z15, Z15, Z15
+	VXORPS Z17, Z17, Z17
+	VXORPS Z19, Z19, Z19
+	VXORPS Z21, Z21, Z21
+	VXORPS Z23, Z23, Z23
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z2
+	VPBROADCASTD  4(R9), Z4
+	VPBROADCASTD  8(R9), Z6
+	VPBROADCASTD  12(R9), Z8
+	VPBROADCASTD  16(R9), Z10
+	VPBROADCASTD  20(R9), Z12
+	VPBROADCASTD  24(R9), Z14
+	VPBROADCASTD  28(R9), Z16
+	VPBROADCASTD  32(R9), Z18
+	VPBROADCASTD  36(R9), Z20
+	VPBROADCASTD  40(R9), Z22
+	VPBROADCASTD  44(R9), Z24
+	VMOVDQU64     (DX), Z25
+	VPSRLW        $0x04, Z25, Z26
+	VPANDD        Z0, Z25, Z25
+	VPANDD        Z0, Z26, Z26
+	VPDPBUSD.BCST (DI), Z25, Z2
+	VPDPBUSD.BCST 4(DI), Z26, Z2
+	VPDPBUSD.BCST 32(DI), Z25, Z4
+	VPDPBUSD.BCST 36(DI), Z26, Z4
+	VPDPBUSD.BCST 64(DI), Z25, Z6
+	VPDPBUSD.BCST 68(DI), Z26, Z6
+	VPDPBUSD.BCST 96(DI), Z25, Z8
+	VPDPBUSD.BCST 100(DI), Z26, Z8
+	VPDPBUSD.BCST 128(DI), Z25, Z10
+	VPDPBUSD.BCST 132(DI), Z26, Z10
+	VPDPBUSD.BCST 160(DI), Z25, Z12
+	VPDPBUSD.BCST 164(DI), Z26, Z12
+	VPDPBUSD.BCST 192(DI), Z25, Z14
+	VPDPBUSD.BCST 196(DI), Z26, Z14
+	VPDPBUSD.BCST 224(DI), Z25, Z16
+	VPDPBUSD.BCST 228(DI), Z26, Z16
+	VPDPBUSD.BCST 256(DI), Z25, Z18
+	VPDPBUSD.BCST 260(DI), Z26, Z18
+	VPDPBUSD.BCST 288(DI), Z25, Z20
+	VPDPBUSD.BCST 292(DI), Z26, Z20
+	VPDPBUSD.BCST 320(DI), Z25, Z22
+	VPDPBUSD.BCST 324(DI), Z26, Z22
+	VPDPBUSD.BCST 352(DI), Z25, Z24
+	VPDPBUSD.BCST 356(DI), Z26, Z24
+	VMOVDQU64     64(DX), Z25
+	VPSRLW        $0x04, Z25, Z26
+	VPANDD        Z0, Z25, Z25
+	VPANDD        Z0, Z26, Z26
+	VPDPBUSD.BCST 8(DI), Z25, Z2
+	VPDPBUSD.BCST 12(DI), Z26, Z2
+	VPDPBUSD.BCST 40(DI), Z25, Z4
+	VPDPBUSD.BCST 44(DI), Z26, Z4
+	VPDPBUSD.BCST 72(DI), Z25, Z6
+	VPDPBUSD.BCST 76(DI), Z26, Z6
+	VPDPBUSD.BCST 104(DI), Z25, Z8
+	VPDPBUSD.BCST 108(DI), Z26, Z8
+	VPDPBUSD.BCST 136(DI), Z25, Z10
+	VPDPBUSD.BCST 140(DI), Z26, Z10
+	VPDPBUSD.BCST 168(DI), Z25, Z12
+	VPDPBUSD.BCST 172(DI), Z26, Z12
+	VPDPBUSD.BCST 200(DI), Z25, Z14
+	VPDPBUSD.BCST 204(DI), Z26, Z14
+	VPDPBUSD.BCST 232(DI), Z25, Z16
+	VPDPBUSD.BCST 236(DI), Z26, Z16
+	VPDPBUSD.BCST 264(DI), Z25, Z18
+	VPDPBUSD.BCST 268(DI), Z26, Z18
+	VPDPBUSD.BCST 296(DI), Z25, Z20
+	VPDPBUSD.BCST 300(DI), Z26, Z20
+	VPDPBUSD.BCST 328(DI), Z25, Z22
+	VPDPBUSD.BCST 332(DI), Z26, Z22
+	VPDPBUSD.BCST 360(DI), Z25, Z24
+	VPDPBUSD.BCST 364(DI), Z26, Z24
+	VMOVDQU64     128(DX), Z25
+	VPSRLW        $0x04, Z25, Z26
+	VPANDD        Z0, Z25, Z25
+	VPANDD        Z0, Z26, Z26
+	VPDPBUSD.BCST 16(DI), Z25, Z2
+	VPDPBUSD.BCST 20(DI), Z26, Z2
+	VPDPBUSD.BCST 48(DI), Z25, Z4
+	VPDPBUSD.BCST 52(DI), Z26, Z4
+	VPDPBUSD.BCST 80(DI), Z25, Z6
+	VPDPBUSD.BCST 84(DI), Z26, Z6
+	VPDPBUSD.BCST 112(DI), Z25, Z8
+	VPDPBUSD.BCST 116(DI), Z26, Z8
+	VPDPBUSD.BCST 144(DI), Z25, Z10
+	VPDPBUSD.BCST 148(DI), Z26, Z10
+	VPDPBUSD.BCST 176(DI), Z25, Z12
+	VPDPBUSD.BCST 180(DI), Z26, Z12
+	VPDPBUSD.BCST 208(DI), Z25, Z14
+	VPDPBUSD.BCST 212(DI), Z26, Z14
+	VPDPBUSD.BCST 240(DI), Z25, Z16
+	VPDPBUSD.BCST 244(DI), Z26, Z16
+	VPDPBUSD.BCST 272(DI), Z25, Z18
+	VPDPBUSD.BCST 276(DI), Z26, Z18
+	VPDPBUSD.BCST 304(DI), Z25, Z20
+	VPDPBUSD.BCST 308(DI), Z26, Z20
+	VPDPBUSD.BCST 336(DI), Z25, Z22
+	VPDPBUSD.BCST 340(DI), Z26, Z22
+	VPDPBUSD.BCST 368(DI), Z25, Z24
+	VPDPBUSD.BCST 372(DI), Z26, Z24
+	VMOVDQU64     192(DX), Z25
+	VPSRLW        $0x04, Z25, Z26
+	VPANDD        Z0, Z25, Z25
+	VPANDD        Z0, Z26, Z26
+	VPDPBUSD.BCST 24(DI), Z25, Z2
+	VPDPBUSD.BCST 28(DI), Z26, Z2
+	VPDPBUSD.BCST 56(DI), Z25, Z4
+	VPDPBUSD.BCST 60(DI), Z26, Z4
+	VPDPBUSD.BCST 88(DI), Z25, Z6
+	VPDPBUSD.BCST 92(DI), Z26, Z6
+	VPDPBUSD.BCST 120(DI), Z25, Z8
+	VPDPBUSD.BCST 124(DI), Z26, Z8
+	VPDPBUSD.BCST 152(DI), Z25, Z10
+	VPDPBUSD.BCST 156(DI), Z26, Z10
+	VPDPBUSD.BCST 184(DI), Z25, Z12
+	VPDPBUSD.BCST 188(DI), Z26, Z12
+	VPDPBUSD.BCST 216(DI), Z25, Z14
+	VPDPBUSD.BCST 220(DI), Z26, Z14
+	VPDPBUSD.BCST 248(DI), Z25, Z16
+	VPDPBUSD.BCST 252(DI), Z26, Z16
+	VPDPBUSD.BCST 280(DI), Z25, Z18
+	VPDPBUSD.BCST 284(DI), Z26, Z18
+	VPDPBUSD.BCST 312(DI), Z25, Z20
+	VPDPBUSD.BCST 316(DI), Z26, Z20
+	VPDPBUSD.BCST 344(DI), Z25, Z22
+	VPDPBUSD.BCST 348(DI), Z26, Z22
+	VPDPBUSD.BCST 376(DI), Z25, Z24
+	VPDPBUSD.BCST 380(DI), Z26, Z24
+	ADDQ          $0x00000100, DX
+	VMOVUPS       (BX), Z25
+	VCVTDQ2PS     Z2, Z2
+	VMULPS.BCST   (R8), Z25, Z26
+	VFMADD231PS   Z26, Z2, Z1
+	VCVTDQ2PS     Z4, Z4
+	VMULPS.BCST   4(R8), Z25, Z2
+	VFMADD231PS   Z2, Z4, Z3
+	VCVTDQ2PS     Z6, Z6
+	VMULPS.BCST   8(R8), Z25, Z2
+	VFMADD231PS   Z2, Z6, Z5
+	VCVTDQ2PS     Z8, Z8
+	VMULPS.BCST   12(R8), Z25, Z2
+	VFMADD231PS   Z2, Z8, Z7
+	VCVTDQ2PS     Z10, Z10
+	VMULPS.BCST   16(R8), Z25, Z2
+	VFMADD231PS   Z2, Z10, Z9
+	VCVTDQ2PS     Z12, Z12
+	VMULPS.BCST   20(R8), Z25, Z2
+	VFMADD231PS   Z2, Z12, Z11
+	VCVTDQ2PS     Z14, Z14
+	VMULPS.BCST   24(R8), Z25, Z2
+	VFMADD231PS   Z2, Z14, Z13
+	VCVTDQ2PS     Z16, Z16
+	VMULPS.BCST   28(R8), Z25, Z2
+	VFMADD231PS   Z2, Z16, Z15
+	VCVTDQ2PS     Z18, Z18
+	VMULPS.BCST   32(R8), Z25, Z2
+	VFMADD231PS   Z2, Z18, Z17
+	VCVTDQ2PS     Z20, Z20
+	VMULPS.BCST   36(R8), Z25, Z2
+	VFMADD231PS   Z2, Z20, Z19
+	VCVTDQ2PS     Z22, Z22
+	VMULPS.BCST   40(R8), Z25, Z2
+	VFMADD231PS   Z2, Z22, Z21
+	VCVTDQ2PS     Z24, Z24
+	VMULPS.BCST   44(R8), Z25, Z2
+	VFMADD231PS   Z2, Z24, Z23
+	ADDQ          $0x00000180, DI
+	ADDQ          $0x00000030, R8
+	ADDQ          $0x00000030, R9
+	DECQ          R11
+	JNZ           same
+	ADDQ          $0x40, BX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z1, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z3, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z5, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z7, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z9, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z11, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z13, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z15, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z17, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z19, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z21, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z23, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VNNI
+TEXT ·dotB8x12(SB), NOSPLIT, $0-88
+	MOVQ y+0(FP), AX
+	MOVQ ystride+8(FP), CX
+	SHLQ $0x02, CX
+	MOVQ codes+16(FP), DX
+	MOVQ scales+24(FP), BX
+	MOVQ ntiles+64(FP), SI
+
+tile:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z2, Z2, Z2
+	VXORPS Z4, Z4, Z4
+	VXORPS Z6, Z6, Z6
+	VXORPS Z8, Z8, Z8
+	VXORPS Z10, Z10, Z10
+	VXORPS Z12, Z12, Z12
+	VXORPS Z14, Z14, Z14
+	VXORPS Z16, Z16, Z16
+	VXORPS Z18, Z18, Z18
+	VXORPS Z20, Z20, Z20
+	VXORPS Z22, Z22, Z22
+	MOVQ   xq+32(FP), DI
+	MOVQ   xs+40(FP), R8
+	MOVQ   xc+48(FP), R9
+	MOVQ   nblocks+72(FP), R10
+	MOVQ   bpw+80(FP), R11
+
+block:
+	VPBROADCASTD  (R9), Z1
+	VPBROADCASTD  4(R9), Z3
+	VPBROADCASTD  8(R9), Z5
+	VPBROADCASTD  12(R9), Z7
+	VPBROADCASTD  16(R9), Z9
+	VPBROADCASTD  20(R9), Z11
+	VPBROADCASTD  24(R9), Z13
+	VPBROADCASTD  28(R9), Z15
+	VPBROADCASTD  32(R9), Z17
+	VPBROADCASTD  36(R9), Z19
+	VPBROADCASTD  40(R9), Z21
+	VPBROADCASTD  44(R9), Z23
+	VMOVDQU64     (DX), Z24
+	VPDPBUSD.BCST (DI), Z24, Z1
+	VPDPBUSD.BCST 32(DI), Z24, Z3
+	VPDPBUSD.BCST 64(DI), Z24, Z5
+	VPDPBUSD.BCST 96(DI), Z24, Z7
+	VPDPBUSD.BCST 128(DI), Z24, Z9
+	VPDPBUSD.BCST 160(DI), Z24, Z11
+	VPDPBUSD.BCST 192(DI), Z24, Z13
+	VPDPBUSD.BCST 224(DI), Z24, Z15
+	VPDPBUSD.BCST 256(DI), Z24, Z17
+	VPDPBUSD.BCST 288(DI), Z24, Z19
+	VPDPBUSD.BCST 320(DI), Z24, Z21
+	VPDPBUSD.BCST 352(DI), Z24, Z23
+	VMOVDQU64     64(DX), Z24
+	VPDPBUSD.BCST 4(DI), Z24, Z1
+	VPDPBUSD.BCST 36(DI), Z24, Z3
+	VPDPBUSD.BCST 68(DI), Z24, Z5
+	VPDPBUSD.BCST 100(DI), Z24, Z7
+	VPDPBUSD.BCST 132(DI), Z24, Z9
+	VPDPBUSD.BCST 164(DI), Z24, Z11
+	VPDPBUSD.BCST 196(DI), Z24, Z13
+	VPDPBUSD.BCST 228(DI), Z24, Z15
+	VPDPBUSD.BCST 260(DI), Z24, Z17
+	VPDPBUSD.BCST 292(DI), Z24, Z19
+	VPDPBUSD.BCST 324(DI), Z24, Z21
+	VPDPBUSD.BCST 356(DI), Z24, Z23
+	VMOVDQU64     128(DX), Z24
+	VPDPBUSD.BCST 8(DI), Z24, Z1
+	VPDPBUSD.BCST 40(DI), Z24, Z3
+	VPDPBUSD.BCST 72(DI), Z24, Z5
+	VPDPBUSD.BCST 104(DI), Z24, Z7
+	VPDPBUSD.BCST 136(DI), Z24, Z9
+	VPDPBUSD.BCST 168(DI), Z24, Z11
+	VPDPBUSD.BCST 200(DI), Z24, Z13
+	VPDPBUSD.BCST 232(DI), Z24, Z15
+	VPDPBUSD.BCST 264(DI), Z24, Z17
+	VPDPBUSD.BCST 296(DI), Z24, Z19
+	VPDPBUSD.BCST 328(DI), Z24, Z21
+	VPDPBUSD.BCST 360(DI), Z24, Z23
+	VMOVDQU64     192(DX), Z24
+	VPDPBUSD.BCST 12(DI), Z24, Z1
+	VPDPBUSD.BCST 44(DI), Z24, Z3
+	VPDPBUSD.BCST 76(DI), Z24, Z5
+	VPDPBUSD.BCST 108(DI), Z24, Z7
+	VPDPBUSD.BCST 140(DI), Z24, Z9
+	VPDPBUSD.BCST 172(DI), Z24, Z11
+	VPDPBUSD.BCST 204(DI), Z24, Z13
+	VPDPBUSD.BCST 236(DI), Z24, Z15
+	VPDPBUSD.BCST 268(DI), Z24, Z17
+	VPDPBUSD.BCST 300(DI), Z24, Z19
+	VPDPBUSD.BCST 332(DI), Z24, Z21
+	VPDPBUSD.BCST 364(DI), Z24, Z23
+	VMOVDQU64     256(DX), Z24
+	VPDPBUSD.BCST 16(DI), Z24, Z1
+	VPDPBUSD.BCST 48(DI), Z24, Z3
+	VPDPBUSD.BCST 80(DI), Z24, Z5
+	VPDPBUSD.BCST 112(DI), Z24, Z7
+	VPDPBUSD.BCST 144(DI), Z24, Z9
+	VPDPBUSD.BCST 176(DI), Z24, Z11
+	VPDPBUSD.BCST 208(DI), Z24, Z13
+	VPDPBUSD.BCST 240(DI), Z24, Z15
+	VPDPBUSD.BCST 272(DI), Z24, Z17
+	VPDPBUSD.BCST 304(DI), Z24, Z19
+	VPDPBUSD.BCST 336(DI), Z24, Z21
+	VPDPBUSD.BCST 368(DI), Z24, Z23
+	VMOVDQU64     320(DX), Z24
+	VPDPBUSD.BCST 20(DI), Z24, Z1
+	VPDPBUSD.BCST 52(DI), Z24, Z3
+	VPDPBUSD.BCST 84(DI), Z24, Z5
+	VPDPBUSD.BCST 116(DI), Z24, Z7
+	VPDPBUSD.BCST 148(DI), Z24, Z9
+	VPDPBUSD.BCST 180(DI), Z24, Z11
+	VPDPBUSD.BCST 212(DI), Z24, Z13
+	VPDPBUSD.BCST 244(DI), Z24, Z15
+	VPDPBUSD.BCST 276(DI), Z24, Z17
+	VPDPBUSD.BCST 308(DI), Z24, Z19
+	VPDPBUSD.BCST 340(DI), Z24, Z21
+	VPDPBUSD.BCST 372(DI), Z24, Z23
+	VMOVDQU64     384(DX), Z24
+	VPDPBUSD.BCST 24(DI), Z24, Z1
+	VPDPBUSD.BCST 56(DI), Z24, Z3
+	VPDPBUSD.BCST 88(DI), Z24, Z5
+	VPDPBUSD.BCST 120(DI), Z24, Z7
+	VPDPBUSD.BCST 152(DI), Z24, Z9
+	VPDPBUSD.BCST 184(DI), Z24, Z11
+	VPDPBUSD.BCST 216(DI), Z24, Z13
+	VPDPBUSD.BCST 248(DI), Z24, Z15
+	VPDPBUSD.BCST 280(DI), Z24, Z17
+	VPDPBUSD.BCST 312(DI), Z24, Z19
+	VPDPBUSD.BCST 344(DI), Z24, Z21
+	VPDPBUSD.BCST 376(DI), Z24, Z23
+	VMOVDQU64     448(DX), Z24
+	VPDPBUSD.BCST 28(DI), Z24, Z1
+	VPDPBUSD.BCST 60(DI), Z24, Z3
+	VPDPBUSD.BCST 92(DI), Z24, Z5
+	VPDPBUSD.BCST 124(DI), Z24, Z7
+	VPDPBUSD.BCST 156(DI), Z24, Z9
+	VPDPBUSD.BCST 188(DI), Z24, Z11
+	VPDPBUSD.BCST 220(DI), Z24, Z13
+	VPDPBUSD.BCST 252(DI), Z24, Z15
+	VPDPBUSD.BCST 284(DI), Z24, Z17
+	VPDPBUSD.BCST 316(DI), Z24, Z19
+	VPDPBUSD.BCST 348(DI), Z24, Z21
+	VPDPBUSD.BCST 380(DI), Z24, Z23
+	ADDQ          $0x00000200, DX
+	VMOVUPS       (BX), Z24
+	VCVTDQ2PS     Z1, Z1
 	VMULPS.BCST   (R8), Z24, Z25
 	VFMADD231PS   Z25, Z1, Z0
+	VCVTDQ2PS     Z3, Z3
 	VMULPS.BCST   4(R8), Z24, Z1
 	VFMADD231PS   Z1, Z3, Z2
+	VCVTDQ2PS     Z5, Z5
 	VMULPS.BCST   8(R8), Z24, Z1
 	VFMADD231PS   Z1, Z5, Z4
+	VCVTDQ2PS     Z7, Z7
 	VMULPS.BCST   12(R8), Z24, Z1
 	VFMADD231PS   Z1, Z7, Z6
+	VCVTDQ2PS     Z9, Z9
 	VMULPS.BCST   16(R8), Z24, Z1
 	VFMADD231PS   Z1, Z9, Z8
+	VCVTDQ2PS     Z11, Z11
 	VMULPS.BCST   20(R8), Z24, Z1
 	VFMADD231PS   Z1, Z11, Z10
+	VCVTDQ2PS     Z13, Z13
 	VMULPS.BCST   24(R8), Z24, Z1
 	VFMADD231PS   Z1, Z13, Z12
+	VCVTDQ2PS     Z15, Z15
 	VMULPS.BCST   28(R8), Z24, Z1
 	VFMADD231PS   Z1, Z15, Z14
+	VCVTDQ2PS     Z17, Z17
+	VMULPS.BCST   32(R8), Z24, Z1
+	VFMADD231PS   Z1, Z17, Z16
+	VCVTDQ2PS     Z19, Z19
+	VMULPS.BCST   36(R8), Z24, Z1
+	VFMADD231PS   Z1, Z19, Z18
+	VCVTDQ2PS     Z21, Z21
+	VMULPS.BCST   40(R8), Z24, Z1
+	VFMADD231PS   Z1, Z21, Z20
+	VCVTDQ2PS     Z23, Z23
+	VMULPS.BCST   44(R8), Z24, Z1
+	VFMADD231PS   Z1, Z23, Z22
+	ADDQ          $0x00000180, DI
+	ADDQ          $0x00000030, R8
+	ADDQ          $0x00000030, R9
+	DECQ          R11
+	JNZ           same
 	ADDQ          $0x40, BX
-	ADDQ          $0x00000020, R8
-	DECQ          R9
-	JNZ           block
-	MOVQ          AX, DI
-	VMOVUPS       Z0, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z2, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z4, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z6, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z8, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z10, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z12, (DI)
-	ADDQ          CX, DI
-	VMOVUPS       Z14, (DI)
-	ADDQ          $0x40, AX
+	MOVQ          bpw+80(FP), R11
+
+same:
+	DECQ    R10
+	JNZ     block
+	MOVQ    AX, DI
+	VMOVUPS Z0, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z2, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z4, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z6, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z8, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z10, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z12, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z14, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z16, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z18, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z20, (DI)
+	ADDQ    CX, DI
+	VMOVUPS Z22, (DI)
+	ADDQ    $0x40, AX
+	DECQ    SI
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func quantX8(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
+// Requires: AVX, AVX2, AVX512DQ, AVX512F, AVX512VL
+TEXT ·quantX8(SB), NOSPLIT, $0-56
+	MOVQ         q+0(FP), AX
+	MOVQ         s+8(FP), CX
+	MOVQ         c+16(FP), DX
+	MOVQ         x+24(FP), BX
+	MOVQ         nblocks+32(FP), SI
+	MOVQ         kstride+40(FP), DI
+	MOVQ         z+48(FP), R8
+	MOVQ         DI, R9
+	SHLQ         $0x05, R9
+	SHLQ         $0x02, DI
+	MOVL         $0x7fffffff, R10
+	VPBROADCASTD R10, Z0
+	MOVL         $0x42fe0000, R10
+	VMOVD        R10, X1
+	MOVL         $0x0d800000, R10
+	VMOVD        R10, X2
+
+block:
+	VMOVUPS       (BX), Z3
+	VMOVUPS       64(BX), Z4
+	VANDPS        Z0, Z3, Z5
+	VANDPS        Z0, Z4, Z6
+	VMAXPS        Z6, Z5, Z5
+	VEXTRACTF64X4 $0x01, Z5, Y6
+	VMAXPS        Y5, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X5
+	VMAXPS        X6, X5, X5
+	VPERMILPS     $0x4e, X5, X6
+	VMAXPS        X6, X5, X5
+	VPERMILPS     $0xb1, X5, X6
+	VMAXSS        X6, X5, X5
+	VDIVSS        X1, X5, X6
+	VMOVSS        X6, (CX)
+	VMAXSS        X2, X5, X5
+	VDIVSS        X5, X1, X5
+	VBROADCASTSS  X5, Z5
+	VMULPS        Z5, Z3, Z3
+	VMULPS        Z5, Z4, Z4
+	VCVTPS2DQ     Z3, Z3
+	VCVTPS2DQ     Z4, Z4
+	VPMOVSDB      Z3, (AX)
+	VPMOVSDB      Z4, 16(AX)
+	VPADDD        Z4, Z3, Z3
+	VEXTRACTI64X4 $0x01, Z3, Y4
+	VPADDD        Y3, Y4, Y4
+	VEXTRACTI32X4 $0x01, Y4, X3
+	VPADDD        X4, X3, X3
+	VPSHUFD       $0x4e, X3, X4
+	VPADDD        X4, X3, X3
+	VPSHUFD       $0xb1, X3, X4
+	VPADDD        X4, X3, X3
+	VMOVD         X3, R10
+	IMULL         R8, R10
+	NEGL          R10
+	MOVL          R10, (DX)
+	ADDQ          $0x80, BX
+	ADDQ          R9, AX
+	ADDQ          DI, CX
+	ADDQ          DI, DX
 	DECQ          SI
-	JNZ           tile
+	JNZ           block
 	VZEROUPPER
 	RET
 

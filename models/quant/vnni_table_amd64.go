@@ -84,26 +84,50 @@ var int8VNNIPair = [vnniK]func(y *float32, ystride int, packed *byte, scales *fl
 	int8VNNI16p,
 }
 
-// tiled4 holds the tiled 4-bit kernels for 1..8 x rows.
-var tiled4 = [tileK]func(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles, nblocks, cpb int){
-	tiled4x1,
-	tiled4x2,
-	tiled4x3,
-	tiled4x4,
-	tiled4x5,
-	tiled4x6,
-	tiled4x7,
-	tiled4x8,
+// dotL4Kernels holds the dot kernels of 4-bit codes through a level table (NF4, FP4) kernels for 1..12 x rows.
+var dotL4Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int){
+	dotL4x1,
+	dotL4x2,
+	dotL4x3,
+	dotL4x4,
+	dotL4x5,
+	dotL4x6,
+	dotL4x7,
+	dotL4x8,
+	dotL4x9,
+	dotL4x10,
+	dotL4x11,
+	dotL4x12,
 }
 
-// tiled8 holds the tiled int8 (row-wise and Q8_0) kernels for 1..8 x rows.
-var tiled8 = [tileK]func(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles, nblocks, cpb int){
-	tiled8x1,
-	tiled8x2,
-	tiled8x3,
-	tiled8x4,
-	tiled8x5,
-	tiled8x6,
-	tiled8x7,
-	tiled8x8,
+// dotQ4Kernels holds the dot kernels of 4-bit codes that are their own values (Q4_0) kernels for 1..12 x rows.
+var dotQ4Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int){
+	dotQ4x1,
+	dotQ4x2,
+	dotQ4x3,
+	dotQ4x4,
+	dotQ4x5,
+	dotQ4x6,
+	dotQ4x7,
+	dotQ4x8,
+	dotQ4x9,
+	dotQ4x10,
+	dotQ4x11,
+	dotQ4x12,
+}
+
+// dotB8Kernels holds the dot kernels of byte codes (int8, Q8_0) kernels for 1..12 x rows.
+var dotB8Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int){
+	dotB8x1,
+	dotB8x2,
+	dotB8x3,
+	dotB8x4,
+	dotB8x5,
+	dotB8x6,
+	dotB8x7,
+	dotB8x8,
+	dotB8x9,
+	dotB8x10,
+	dotB8x11,
+	dotB8x12,
 }

@@ -1,9 +1,10 @@
 // Command asm generates models/quant's AVX-512 VNNI kernels (vnni_amd64.s and its Go declarations) with avo:
-// one function per x-row count k = 1..maxK so that each weight group is decoded once for all k rows and every
-// row keeps its accumulator in a register. Run it through `go generate` in models/quant.
+// one function per x-row count k so that each weight group is decoded once for all k rows and every row keeps
+// its accumulators in registers. The dot kernels (VPDPBUSD, int8 x) run every tiled weight; the row-major
+// VPDPWSSD kernels (int16 x) the shapes that do not tile. Run it through `go generate` in models/quant.
 //
-// avo v0.5.0 has no VNNI instructions in its table, so VPDPWSSD is emitted as a raw ir.Instruction with its
-// inputs and outputs spelled out for the register allocator (the Go assembler knows the instruction).
+// avo v0.5.0 has no VNNI instructions in its table, so VPDPWSSD and VPDPBUSD are emitted as raw ir.Instructions
+// with their inputs and outputs spelled out for the register allocator (the Go assembler knows them).
 package main
 
 import (
@@ -24,9 +25,9 @@ import (
 // must fit in the 32 zmm registers.
 const maxK = 16
 
-// maxT (tileK in models/quant) is the most x rows a tiled kernel takes at once: k float accumulators, k block
-// sums and about ten working registers.
-const maxT = 8
+// maxD (dotK in models/quant) is the most x rows a dot kernel takes at once: k float accumulators, k int32
+// block sums and seven working registers.
+const maxD = 12
 
 var table = flag.String("table", "", "also write the Go tables of the kernels by row count to this file")
 
@@ -40,10 +41,12 @@ func main() {
 	for i, q := range []uint64{0, 1, 4, 5, 2, 3, 6, 7} { // 128-bit lanes 0, 2, 1, 3
 		DATA(8*i, U64(q))
 	}
-	for k := 1; k <= maxT; k++ {
-		tiled(k, true)
-		tiled(k, false)
+	for k := 1; k <= maxD; k++ {
+		for _, kind := range dotKinds {
+			dot(k, kind)
+		}
 	}
+	quantX8()
 	tiledAVX2()
 	for k := 1; k <= maxK; k++ {
 		four(k, false, pairIdx)
@@ -72,11 +75,8 @@ func writeTable(path string) error {
 	} {
 		kernelTable(&b, t.name, t.doc, t.fn, t.sig, maxK, "vnniK")
 	}
-	for _, t := range []struct{ name, doc, fn, sig string }{
-		{"tiled4", "tiled 4-bit", "tiled4x%d", tiledSig},
-		{"tiled8", "tiled int8 (row-wise and Q8_0)", "tiled8x%d", tiledSig},
-	} {
-		kernelTable(&b, t.name, t.doc, t.fn, t.sig, maxT, "tileK")
+	for _, kind := range dotKinds {
+		kernelTable(&b, "dot"+kind.name+"Kernels", kind.doc, "dot"+kind.name+"x%d", dotSig, maxD, "dotK")
 	}
 	src, err := format.Source(b.Bytes())
 	if err != nil {
@@ -335,133 +335,6 @@ func int8k(k int, pair bool, pairIdx, laneIdx Mem) {
 	RET()
 }
 
-const tiledSig = "func(y *float32, ystride int, codes *byte, scales *float32, xq *int16, xs *float32, lut *int16, ntiles, nblocks, cpb int)"
-
-// vpdpwssdB emits acc += Σ pairs src1·(the dword at m, broadcast to every lane).
-func vpdpwssdB(m Mem, src1, acc reg.VecVirtual) {
-	Instruction(&ir.Instruction{
-		Opcode:   "VPDPWSSD",
-		Suffixes: []string{"BCST"},
-		Operands: []Op{m, src1, acc},
-		Inputs:   []Op{m, src1, acc},
-		Outputs:  []Op{acc},
-		ISA:      []string{"AVX512VNNI"},
-	})
-}
-
-// tiled generates the kernel of the tiled layout (see tiled.go) for k x rows: each zmm lane is one of a tile's
-// 16 weight rows, so the x values are broadcast and no lane sums need adding up at the end. Per quad (4 columns
-// of the 16 rows) the codes decode into two int16 vectors (four bits: one widening, a shift, a mask and two
-// VPERMW on the level table; int8: two sign-extending loads), each multiplied with every x row's pair of values
-// by VPDPWSSD. Every two quads (8 products per lane, the most an int32 holds for any block size) the sums are
-// converted and added to the block's float sum; at the end of a block the sum is scaled by the 16 rows' weight
-// scales times the row's x scale.
-func tiled(k int, four bool) {
-	name := fmt.Sprintf("tiled8x%d", k)
-	if four {
-		name = fmt.Sprintf("tiled4x%d", k)
-	}
-	TEXT(name, NOSPLIT, tiledSig)
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is the tiled kernel for %d x rows (see tiledGo).", name, k))
-	y := Load(Param("y"), GP64())
-	ystr := Load(Param("ystride"), GP64())
-	SHLQ(U8(2), ystr)
-	codes := Load(Param("codes"), GP64())
-	sp := Load(Param("scales"), GP64())
-	tiles := Load(Param("ntiles"), GP64())
-	var table, mask reg.VecVirtual
-	if four {
-		table, mask = ZMM(), ZMM()
-		lut := Load(Param("lut"), GP64())
-		VMOVDQU16(Mem{Base: lut}, table.AsY())
-		m := GP32()
-		MOVL(U32(0x000f000f), m)
-		VPBROADCASTD(m, mask)
-	}
-	facc := make([]reg.VecVirtual, k)
-	bacc := make([]reg.VecVirtual, k)
-	for i := range facc {
-		facc[i], bacc[i] = ZMM(), ZMM()
-	}
-
-	Label("tile")
-	for _, a := range facc {
-		VXORPS(a, a, a)
-	}
-	xq := Load(Param("xq"), GP64())
-	xs := Load(Param("xs"), GP64())
-	nb := Load(Param("nblocks"), GP64())
-	Label("block")
-	c := Load(Param("cpb"), GP64())
-	for _, a := range bacc {
-		VXORPS(a, a, a)
-	}
-	Label("chunk")
-	t := make([]reg.VecVirtual, k)
-	for i := range t {
-		t[i] = ZMM()
-		VPXORD(t[i], t[i], t[i])
-	}
-	for q := 0; q < 2; q++ {
-		var h, l reg.VecVirtual
-		if four {
-			z := ZMM()
-			VPMOVZXBW(Mem{Base: codes, Disp: 32 * q}, z)
-			hi := ZMM()
-			VPSRLW(U8(4), z, hi)
-			VPANDD(mask, z, z)
-			h, l = ZMM(), ZMM()
-			VPERMW(table, hi, h)
-			VPERMW(table, z, l)
-		} else {
-			h, l = ZMM(), ZMM()
-			VPMOVSXBW(Mem{Base: codes, Disp: 64 * q}, h)
-			VPMOVSXBW(Mem{Base: codes, Disp: 64*q + 32}, l)
-		}
-		for i := 0; i < k; i++ {
-			vpdpwssdB(Mem{Base: xq, Disp: q*8*k + 8*i}, h, t[i])
-			vpdpwssdB(Mem{Base: xq, Disp: q*8*k + 8*i + 4}, l, t[i])
-		}
-	}
-	for i := 0; i < k; i++ {
-		VCVTDQ2PS(t[i], t[i])
-		VADDPS(t[i], bacc[i], bacc[i])
-	}
-	if four {
-		ADDQ(U8(64), codes)
-	} else {
-		ADDQ(U32(128), codes)
-	}
-	ADDQ(U32(16*k), xq)
-	DECQ(c)
-	JNZ(LabelRef("chunk"))
-	ws := ZMM()
-	VMOVUPS(Mem{Base: sp}, ws)
-	for i := 0; i < k; i++ {
-		s := ZMM()
-		VMULPS_BCST(Mem{Base: xs, Disp: 4 * i}, ws, s)
-		VFMADD231PS(s, bacc[i], facc[i])
-	}
-	ADDQ(U8(64), sp)
-	ADDQ(U32(4*k), xs)
-	DECQ(nb)
-	JNZ(LabelRef("block"))
-	yp := GP64()
-	MOVQ(y, yp)
-	for i := 0; i < k; i++ {
-		VMOVUPS(facc[i], Mem{Base: yp})
-		if i+1 < k {
-			ADDQ(ystr, yp)
-		}
-	}
-	ADDQ(U8(64), y)
-	DECQ(tiles)
-	JNZ(LabelRef("tile"))
-	VZEROUPPER()
-	RET()
-}
-
 // tiledAVX2 generates the AVX2 kernel of the tiled int8 layout (Q8_0 and row-wise int8 on CPUs without AVX-512
 // VNNI) for one x row (k gives the stride of the interleaved x layout): each tile is two ymm halves of 8 rows,
 // the codes sign-extended from 16 bytes, x pairs broadcast, VPMADDWD + VPADDD into an int32 sum per block (at
@@ -528,6 +401,233 @@ func tiledAVX2() {
 	ADDQ(U8(64), y)
 	DECQ(tiles)
 	JNZ(LabelRef("tile"))
+	VZEROUPPER()
+	RET()
+}
+
+// vpdpbusdB emits acc += Σ quads src1·(the dword at m, broadcast to every lane): unsigned bytes of src1 times
+// signed bytes of m, four products per int32 lane (VPDPBUSD, which avo v0.5.0 does not know).
+func vpdpbusdB(m Mem, src1, acc reg.VecVirtual) {
+	Instruction(&ir.Instruction{
+		Opcode:   "VPDPBUSD",
+		Suffixes: []string{"BCST"},
+		Operands: []Op{m, src1, acc},
+		Inputs:   []Op{m, src1, acc},
+		Outputs:  []Op{acc},
+		ISA:      []string{"AVX512VNNI"},
+	})
+}
+
+// dotKind is one weight layout of the dot kernels (see dot8.go in models/quant).
+type dotKind struct {
+	name, doc string
+	four      bool // two quads per 64 bytes, one per nibble; otherwise one quad of bytes
+	lut       bool // four bits: nibbles index a 16-byte table of levels (NF4, FP4); otherwise they are the values (Q4_0)
+}
+
+var dotKinds = []dotKind{
+	{"L4", "dot kernels of 4-bit codes through a level table (NF4, FP4)", true, true},
+	{"Q4", "dot kernels of 4-bit codes that are their own values (Q4_0)", true, false},
+	{"B8", "dot kernels of byte codes (int8, Q8_0)", false, false},
+}
+
+const dotSig = "func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int)"
+
+// dot generates the dot kernel of one layout for k x rows. Each zmm lane is one of a tile's 16 weight rows and
+// holds, per quad (4 columns), the row's 4 unsigned byte codes; the x rows' quads (4 signed int8 values) are
+// broadcast, so one VPDPBUSD makes 64 products. Per x block of 32 columns every x row's int32 sum starts at the
+// block's correction (−zero point·Σq, see quantizeX8Go), takes 8 VPDPBUSD, is converted once and added to the
+// row's float sum times the 16 rows' weight scales (one vector per bpw x blocks) times the x block's scale.
+// Four-bit codes come two quads per 64 bytes: the low nibbles are the first quad, the high ones the next.
+func dot(k int, kind dotKind) {
+	name := fmt.Sprintf("dot%sx%d", kind.name, k)
+	TEXT(name, NOSPLIT, dotSig)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the %s kernel for %d x rows (see dot8Go).", name, kind.name, k))
+	y := Load(Param("y"), GP64())
+	ystr := Load(Param("ystride"), GP64())
+	SHLQ(U8(2), ystr)
+	codes := Load(Param("codes"), GP64())
+	sp := Load(Param("scales"), GP64())
+	tiles := Load(Param("ntiles"), GP64())
+	var table, mask reg.VecVirtual
+	if kind.four {
+		mask = ZMM()
+		m := GP32()
+		MOVL(U32(0x0f0f0f0f), m)
+		VPBROADCASTD(m, mask)
+		if kind.lut {
+			table = ZMM()
+			lut := Load(Param("lut"), GP64())
+			VBROADCASTI32X4(Mem{Base: lut}, table)
+		}
+	}
+	facc := make([]reg.VecVirtual, k)
+	iacc := make([]reg.VecVirtual, k)
+	for i := range facc {
+		facc[i], iacc[i] = ZMM(), ZMM()
+	}
+
+	Label("tile")
+	for _, a := range facc {
+		VXORPS(a, a, a)
+	}
+	xq := Load(Param("xq"), GP64())
+	xs := Load(Param("xs"), GP64())
+	xc := Load(Param("xc"), GP64())
+	nb := Load(Param("nblocks"), GP64())
+	cnt := Load(Param("bpw"), GP64())
+	Label("block")
+	for i := 0; i < k; i++ {
+		VPBROADCASTD(Mem{Base: xc, Disp: 4 * i}, iacc[i])
+	}
+	if kind.four {
+		for p := 0; p < 4; p++ {
+			raw := ZMM()
+			VMOVDQU64(Mem{Base: codes, Disp: 64 * p}, raw)
+			lo, hi := ZMM(), ZMM()
+			VPSRLW(U8(4), raw, hi)
+			VPANDD(mask, raw, lo)
+			VPANDD(mask, hi, hi)
+			if kind.lut {
+				VPSHUFB(lo, table, lo)
+				VPSHUFB(hi, table, hi)
+			}
+			for i := 0; i < k; i++ {
+				vpdpbusdB(Mem{Base: xq, Disp: 32*i + 8*p}, lo, iacc[i])
+				vpdpbusdB(Mem{Base: xq, Disp: 32*i + 8*p + 4}, hi, iacc[i])
+			}
+		}
+		ADDQ(U32(256), codes)
+	} else {
+		for q := 0; q < 8; q++ {
+			w := ZMM()
+			VMOVDQU64(Mem{Base: codes, Disp: 64 * q}, w)
+			for i := 0; i < k; i++ {
+				vpdpbusdB(Mem{Base: xq, Disp: 32*i + 4*q}, w, iacc[i])
+			}
+		}
+		ADDQ(U32(512), codes)
+	}
+	ws := ZMM()
+	VMOVUPS(Mem{Base: sp}, ws)
+	for i := 0; i < k; i++ {
+		VCVTDQ2PS(iacc[i], iacc[i])
+		s := ZMM()
+		VMULPS_BCST(Mem{Base: xs, Disp: 4 * i}, ws, s)
+		VFMADD231PS(s, iacc[i], facc[i])
+	}
+	ADDQ(U32(32*k), xq)
+	ADDQ(U32(4*k), xs)
+	ADDQ(U32(4*k), xc)
+	DECQ(cnt)
+	JNZ(LabelRef("same"))
+	ADDQ(U8(64), sp)
+	Load(Param("bpw"), cnt)
+	Label("same")
+	DECQ(nb)
+	JNZ(LabelRef("block"))
+	yp := GP64()
+	MOVQ(y, yp)
+	for i := 0; i < k; i++ {
+		VMOVUPS(facc[i], Mem{Base: yp})
+		if i+1 < k {
+			ADDQ(ystr, yp)
+		}
+	}
+	ADDQ(U8(64), y)
+	DECQ(tiles)
+	JNZ(LabelRef("tile"))
+	VZEROUPPER()
+	RET()
+}
+
+// quantX8 generates the x quantiser of the dot kernels (see quantizeX8Go): per block of 32 values of one x row,
+// m = max|x|, q = round-to-even(x·(127/max(m, 2⁻¹⁰⁰))) as int8 (32 bytes at q, then the next block kstride
+// blocks further on), the step m/127 at s and −z·Σq at c (each one int32 further per block and kstride).
+func quantX8() {
+	TEXT("quantX8", NOSPLIT, "func(q *byte, s *float32, c *int32, x *float32, nblocks, kstride, z int)")
+	Pragma("noescape")
+	Doc("quantX8 quantises one x row for the dot kernels (see quantizeX8Go).")
+	q := Load(Param("q"), GP64())
+	s := Load(Param("s"), GP64())
+	c := Load(Param("c"), GP64())
+	x := Load(Param("x"), GP64())
+	nb := Load(Param("nblocks"), GP64())
+	kstr := Load(Param("kstride"), GP64())
+	z := GP64()
+	Load(Param("z"), z)
+	qstr := GP64()
+	MOVQ(kstr, qstr)
+	SHLQ(U8(5), qstr) // 32 bytes per block and row
+	SHLQ(U8(2), kstr) // 4 bytes per block and row
+	absm := ZMM()
+	t := GP32()
+	MOVL(U32(0x7fffffff), t)
+	VPBROADCASTD(t, absm)
+	c127, tiny := XMM(), XMM()
+	MOVL(U32(0x42fe0000), t) // 127
+	VMOVD(t, c127)
+	MOVL(U32(0x0d800000), t) // 2⁻¹⁰⁰
+	VMOVD(t, tiny)
+
+	Label("block")
+	a, b := ZMM(), ZMM()
+	VMOVUPS(Mem{Base: x}, a)
+	VMOVUPS(Mem{Base: x, Disp: 64}, b)
+	m := ZMM()
+	VANDPS(absm, a, m)
+	mb := ZMM()
+	VANDPS(absm, b, mb)
+	VMAXPS(mb, m, m)
+	h := YMM()
+	VEXTRACTF64X4(U8(1), m, h)
+	VMAXPS(m.AsY(), h, h)
+	l := XMM()
+	VEXTRACTF32X4(U8(1), h, l)
+	VMAXPS(h.AsX(), l, l)
+	l2 := XMM()
+	VPERMILPS(U8(0x4e), l, l2)
+	VMAXPS(l2, l, l)
+	VPERMILPS(U8(0xb1), l, l2)
+	VMAXSS(l2, l, l) // m
+	st := XMM()
+	VDIVSS(c127, l, st)
+	VMOVSS(st, Mem{Base: s})
+	VMAXSS(tiny, l, l)
+	r := XMM()
+	VDIVSS(l, c127, r)
+	rb := ZMM()
+	VBROADCASTSS(r, rb)
+	VMULPS(rb, a, a)
+	VMULPS(rb, b, b)
+	VCVTPS2DQ(a, a)
+	VCVTPS2DQ(b, b)
+	VPMOVSDB(a, Mem{Base: q})
+	VPMOVSDB(b, Mem{Base: q, Disp: 16})
+	VPADDD(b, a, a)
+	hi := YMM()
+	VEXTRACTI64X4(U8(1), a, hi)
+	VPADDD(a.AsY(), hi, hi)
+	li := XMM()
+	VEXTRACTI32X4(U8(1), hi, li)
+	VPADDD(hi.AsX(), li, li)
+	l3 := XMM()
+	VPSHUFD(U8(0x4e), li, l3)
+	VPADDD(l3, li, li)
+	VPSHUFD(U8(0xb1), li, l3)
+	VPADDD(l3, li, li)
+	sum := GP32()
+	VMOVD(li, sum)
+	IMULL(z.As32(), sum)
+	NEGL(sum)
+	MOVL(sum, Mem{Base: c})
+	ADDQ(U8(128), x)
+	ADDQ(qstr, q)
+	ADDQ(kstr, s)
+	ADDQ(kstr, c)
+	DECQ(nb)
+	JNZ(LabelRef("block"))
 	VZEROUPPER()
 	RET()
 }

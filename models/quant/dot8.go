@@ -1,0 +1,316 @@
+package quant
+
+import (
+	"math"
+	"sync"
+
+	"github.com/lorakit/lorakit/models/kernels"
+)
+
+// The dot kernels (AVX-512 VNNI, VPDPBUSD). Every weight whose rows come in tiles of 16 runs here on a CPU
+// with AVX-512 VNNI, at every batch size and in prefill. As llama.cpp does for its quantised types, x is
+// rounded per block of 32 values to int8 (step max|x|/127, ties to even), so that one VPDPBUSD multiplies 64
+// byte pairs (twice VPDPWSSD's 32 int16 pairs) and one int32 sum holds a whole block. VPDPBUSD takes unsigned
+// weight bytes and signed x bytes; each weight code is stored as an unsigned byte u standing for the level
+// u − z (z the zero point: 8 for Q4_0's codes, 128 for the others), and each x block's sum starts at
+// −z·Σq, so the kernel's int32 sums are exactly Σ (u − z)·q:
+//   - Q4_0: u is ggml's code itself (levels (u−8)/8·absmax = (u−8)·d): the same integer sums as llama.cpp's
+//     Q4_0 × Q8_0 dot product, with x's scale kept in float32 (ggml rounds it to f16);
+//   - int8 and Q8_0: u = code + 128, exact;
+//   - NF4 and FP4: u = 128 + round(127·level/max|level|) through a 16-byte table (VPSHUFB), as llama.cpp
+//     holds IQ4_NL's non-uniform levels; this rounds each level by at most 0.5/127 of the block's absmax.
+//
+// The layout is the tiled one (see tiled.go's idea): each of a zmm register's 16 lanes is one weight row, and
+// holds 4 columns (a quad) as 4 bytes; x quads are broadcast. Per tile of 16 rows and x block of 32 columns:
+// 4-bit codes in 4 runs of 64 bytes (lane j's bytes 4j..4j+3; the low nibbles are columns 8p..8p+3 of run p,
+// the high nibbles 8p+4..8p+7), byte codes in 8 runs of 64 bytes (run p: columns 4p..4p+3). Then per tile and
+// weight block the 16 rows' scales, times the level unit. The copy is made on a weight's first product and
+// kept beside its bitsandbytes/ggml layout.
+
+// dotK is the most x rows a dot kernel call takes (the generator makes one kernel per count).
+const dotK = 12
+
+// xBlock is the columns of one x scale in the dot kernels.
+const xBlock = 32
+
+// The layouts of the dot kernels (dotKinds in asm/).
+const (
+	dotL4 = iota // 4-bit codes through a level table (NF4, FP4)
+	dotQ4        // 4-bit codes that are their own values (Q4_0)
+	dotB8        // byte codes (int8, Q8_0)
+)
+
+// dot8 is a weight in the dot kernels' layout (see above).
+type dot8 struct {
+	kind   int
+	z      int32 // the zero point: byte value u stands for u − z level units
+	bpw    int   // x blocks per weight scale
+	codes  []byte
+	scales []float32
+	lut    [16]byte // dotL4: the byte value of each code
+}
+
+// blockBytes is the size of one tile's codes for one x block.
+func (t *dot8) blockBytes() int {
+	if t.kind == dotB8 {
+		return 512
+	}
+	return 256
+}
+
+// dot8able reports whether the dot kernels can run q: rows in tiles of 16, x blocks of 32 that never straddle
+// a weight block.
+func (q *Weight) dot8able() bool {
+	rows, cols, bs := q.Rows(), q.Cols(), q.BlockSize
+	if rows%tileRows != 0 || rows == 0 || len(q.Shape) != 2 || cols%xBlock != 0 {
+		return false
+	}
+	switch q.Type {
+	case NF4, FP4, Q4_0:
+		_, ok := q.lut16()
+		return ok && bs%xBlock == 0
+	case Int8:
+		return bs == cols
+	case Q8_0:
+		return bs == xBlock
+	}
+	return false
+}
+
+// useDot8 reports whether the dot kernels run q: they are in use (AVX-512 VNNI) and q's shape tiles.
+func (q *Weight) useDot8() bool { return vnniRows() > 0 && q.dot8able() }
+
+// dot8Copy returns q's copy in the dot kernels' layout, making it on first use (two concurrent first uses may
+// both make one; one is kept).
+func (q *Weight) dot8Copy() *dot8 {
+	if t := q.dots.Load(); t != nil {
+		return t
+	}
+	t := q.makeDot8()
+	if q.dots.CompareAndSwap(nil, t) {
+		return t
+	}
+	return q.dots.Load()
+}
+
+// dotLevels returns the byte value of each 4-bit code and the level unit (code units per step of u), or for
+// Q4_0's own table the codes themselves.
+func dotLevels(typ Type, code *[16]float32) (kind int, u [16]byte, unit float32) {
+	if typ == Q4_0 && *code == q40Code {
+		for i := range u {
+			u[i] = byte(i)
+		}
+		return dotQ4, u, 1.0 / 8
+	}
+	var m float32
+	for _, c := range code {
+		m = max(m, abs32(c))
+	}
+	for i, c := range code {
+		u[i] = byte(128 + int(math.Round(float64(c)/float64(m)*127)))
+	}
+	return dotL4, u, m / 127
+}
+
+// makeDot8 re-lays q's codes and scales (see dot8).
+func (q *Weight) makeDot8() *dot8 {
+	rows, cols := q.Rows(), q.Cols()
+	nb := cols / xBlock
+	t := &dot8{kind: dotB8, z: 128, bpw: 1}
+	unit := float32(1)
+	switch q.Type {
+	case Int8:
+		t.bpw, unit = nb, int8Scale
+	case NF4, FP4, Q4_0:
+		t.kind, t.lut, unit = dotLevels(q.Type, &q.Code)
+		t.bpw = q.BlockSize / xBlock
+		if t.kind == dotQ4 {
+			t.z = 8
+		}
+	}
+	nwb, bb := nb/t.bpw, t.blockBytes()
+	t.codes = make([]byte, rows/tileRows*nb*bb)
+	t.scales = make([]float32, rows/tileRows*nwb*tileRows)
+	for r := 0; r < rows; r++ {
+		tile, j := r/tileRows, r%tileRows
+		for b := 0; b < nb; b++ {
+			dst := t.codes[(tile*nb+b)*bb:]
+			if t.kind == dotB8 {
+				src := q.Packed[r*cols+b*xBlock : r*cols+(b+1)*xBlock]
+				for p := 0; p < 8; p++ {
+					d, s := dst[p*64+4*j:p*64+4*j+4:p*64+4*j+4], src[4*p:4*p+4:4*p+4]
+					d[0], d[1], d[2], d[3] = s[0]^0x80, s[1]^0x80, s[2]^0x80, s[3]^0x80
+				}
+				continue
+			}
+			src := q.Packed[(r*cols+b*xBlock)/2 : (r*cols+(b+1)*xBlock)/2]
+			for p := 0; p < 4; p++ { // columns 8p..8p+7: four bytes, two codes each (the first in the high nibble)
+				s, d := src[4*p:4*p+4:4*p+4], dst[p*64+4*j:p*64+4*j+4:p*64+4*j+4]
+				d[0] = s[0]>>4 | s[2]&0xf0
+				d[1] = s[0]&0x0f | s[2]<<4
+				d[2] = s[1]>>4 | s[3]&0xf0
+				d[3] = s[1]&0x0f | s[3]<<4
+			}
+		}
+		for wb := 0; wb < nwb; wb++ {
+			var s float32
+			switch q.Type {
+			case Int8:
+				s = q.Absmax[r]
+			default:
+				s = q.BlockAbsmax(r*nwb + wb)
+			}
+			t.scales[(tile*nwb+wb)*tileRows+j] = s * unit
+		}
+	}
+	return t
+}
+
+// code is the byte value u of weight row tile·16+j, column c of x block b (nb blocks per row).
+func (t *dot8) code(tile, nb, b, c, j int) byte {
+	if t.kind == dotB8 {
+		return t.codes[(tile*nb+b)*512+(c/4)*64+4*j+c%4]
+	}
+	v := t.codes[(tile*nb+b)*256+(c/8)*64+4*j+c%4]
+	if c%8 >= 4 {
+		v >>= 4
+	}
+	v &= 0x0f
+	if t.kind == dotL4 {
+		v = t.lut[v]
+	}
+	return v
+}
+
+// xDot is k rows of x quantised for the dot kernels: per x block, k runs of 32 int8 values (q), k steps (s)
+// and k corrections −z·Σq (c).
+type xDot struct {
+	k, row0 int
+	q       []byte
+	s       []float32
+	c       []int32
+}
+
+// quantizeX8Go writes row i of x into xd for zero point z (the portable twin of quantX8): per block of 32
+// values m = max|x|, q = round-to-even(x·(127/max(m, 2⁻¹⁰⁰))), step m/127, correction −z·Σq.
+func quantizeX8Go(xd *xDot, i int, x []float32, z int32) {
+	k := xd.k
+	for b := 0; b < len(x)/xBlock; b++ {
+		blk := x[b*xBlock : (b+1)*xBlock : (b+1)*xBlock]
+		var m float32
+		for _, v := range blk {
+			m = max(m, abs32(v))
+		}
+		r := 127 / max(m, 0x1p-100)
+		xd.s[b*k+i] = m / 127
+		dst := xd.q[(b*k+i)*xBlock : (b*k+i+1)*xBlock : (b*k+i+1)*xBlock]
+		var sum int32
+		for c, v := range blk {
+			qv := roundEven(v * r)
+			dst[c] = byte(int8(qv))
+			sum += int32(qv)
+		}
+		xd.c[b*k+i] = -z * sum
+	}
+}
+
+// dot8Go is the portable dot kernel and the reference for the assembly: for tiles [t0, t0+n) and the k x rows
+// of xd, y[i·ystride + (tile−t0)·16 + lane] = Σ_b float(c_i[b] + Σ_{32 columns} u·q_i)·(ws_b·s_i[b]).
+func dot8Go(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
+	k, nb := xd.k, cols/xBlock
+	nwb := nb / t.bpw
+	for tile := t0; tile < t0+n; tile++ {
+		for i := 0; i < k; i++ {
+			var acc [tileRows]float32
+			for b := 0; b < nb; b++ {
+				var sum [tileRows]int32
+				for j := range sum {
+					sum[j] = xd.c[b*k+i]
+				}
+				xq := xd.q[(b*k+i)*xBlock : (b*k+i+1)*xBlock]
+				for c, v := range xq {
+					xv := int32(int8(v))
+					for j := range sum {
+						sum[j] += int32(t.code(tile, nb, b, c, j)) * xv
+					}
+				}
+				ws := t.scales[(tile*nwb+b/t.bpw)*tileRows:]
+				for j := range acc {
+					acc[j] += float32(sum[j]) * (ws[j] * xd.s[b*k+i])
+				}
+			}
+			copy(y[i*ystride+(tile-t0)*tileRows:], acc[:])
+		}
+	}
+}
+
+// dot8Job is the pool job of one dot product: y[i·Rows + r] for every x row.
+type dot8Job struct {
+	t      *dot8
+	y, x   []float32
+	rows   int
+	cols   int
+	chunks []xDot
+	q      []byte
+	s      []float32
+	c      []int32
+}
+
+var dot8Pool = sync.Pool{New: func() any { return new(dot8Job) }}
+
+// matMulDot8 computes y[i·Rows + r] for the m rows of x with the dot kernels.
+func (q *Weight) matMulDot8(p *kernels.Pool, y, x []float32, m int) {
+	t := q.dot8Copy()
+	rows, cols := q.Rows(), q.Cols()
+	nb := cols / xBlock
+	j := dot8Pool.Get().(*dot8Job)
+	j.t, j.y, j.rows, j.cols = t, y, rows, cols
+	j.q = grow(j.q, m*cols)
+	j.s = grow(j.s, m*nb)
+	j.c = grow(j.c, m*nb)
+	j.chunks = j.chunks[:0]
+	n := (m + dotK - 1) / dotK // chunks of balanced sizes
+	for c, i := 0, 0; c < n; c++ {
+		k := (m - i) / (n - c)
+		j.chunks = append(j.chunks, xDot{k: k, row0: i, q: j.q[i*cols : (i+k)*cols], s: j.s[i*nb : (i+k)*nb], c: j.c[i*nb : (i+k)*nb]})
+		i += k
+	}
+	j.x = x
+	if m >= quantSplitM { // prefill: x is quantised by every thread, a share of the chunks each
+		p.Run(len(j.chunks), (*dot8Quant)(j))
+	} else {
+		(*dot8Quant)(j).Run(0, len(j.chunks))
+	}
+	p.Run(rows/tileRows, j)
+	j.t, j.y, j.x = nil, nil, nil
+	dot8Pool.Put(j)
+}
+
+// quantSplitM is the number of x rows from which the pool's threads share their quantisation (below it, waking
+// them costs more than the quantisation itself).
+const quantSplitM = 64
+
+// dot8Quant is the pool job that quantises the x rows of a dot8Job's chunks.
+type dot8Quant dot8Job
+
+// Run quantises the x rows of chunks [lo, hi).
+func (j *dot8Quant) Run(lo, hi int) {
+	for ci := lo; ci < hi; ci++ {
+		c := &j.chunks[ci]
+		for r := 0; r < c.k; r++ {
+			quantizeX8(c, r, j.x[(c.row0+r)*j.cols:(c.row0+r+1)*j.cols], j.t.z)
+		}
+	}
+}
+
+// Run computes tiles [lo, hi) for every chunk of x, two tiles at a time so that their codes stay in L1.
+func (j *dot8Job) Run(lo, hi int) {
+	const step = 2
+	for t0 := lo; t0 < hi; t0 += step {
+		n := min(step, hi-t0)
+		for ci := range j.chunks {
+			c := &j.chunks[ci]
+			dot8Rows(j.y[c.row0*j.rows+t0*tileRows:], j.rows, j.t, c, t0, n, j.cols)
+		}
+	}
+}

@@ -1,0 +1,183 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"slices"
+	"testing"
+)
+
+// tol8 bounds, per row, how far the dot kernels may be from exact float arithmetic: x rounds to half a step
+// (max|x|/127) of its 32-block, and a 4-bit code's level to its byte value (dotLevels: exact for Q4_0, int8
+// and Q8_0), each error times the other factor.
+func tol8(q *Weight, x []float32) []float64 {
+	rows, cols := q.Rows(), q.Cols()
+	w := make([]float32, q.Elems())
+	q.Dequantize(w)
+	var dl [16]float64 // per 4-bit code, the level error in code units
+	four := q.Type != Int8 && q.Type != Q8_0
+	if four {
+		kind, u, unit := dotLevels(q.Type, &q.Code)
+		z := 128
+		if kind == dotQ4 {
+			z = 8
+		}
+		for c := range dl {
+			dl[c] = math.Abs(float64(int(u[c])-z)*float64(unit) - float64(q.Code[c]))
+		}
+	}
+	tol := make([]float64, rows)
+	for b := 0; b < cols/xBlock; b++ {
+		var xmax float64
+		for _, v := range x[b*xBlock : (b+1)*xBlock] {
+			xmax = math.Max(xmax, math.Abs(float64(v)))
+		}
+		dx := 0.5 * xmax / 127
+		for r := range tol {
+			for c := b * xBlock; c < (b+1)*xBlock; c++ {
+				e := r*cols + c
+				tol[r] += math.Abs(float64(w[e])) * dx
+				if four {
+					code := q.Packed[e/2] >> 4
+					if e%2 == 1 {
+						code = q.Packed[e/2] & 15
+					}
+					tol[r] += float64(q.BlockAbsmax(e/q.BlockSize)) * dl[code] * (math.Abs(float64(x[c])) + dx)
+				}
+			}
+		}
+	}
+	return tol
+}
+
+// dotWeights makes one weight of every layout the dot kernels run, in shapes that tile.
+func dotWeights(t *testing.T, r *rand.Rand) []*Weight {
+	var ws []*Weight
+	for _, sh := range [][2]int{{16, 64}, {32, 384}, {48, 576}} {
+		rows, cols := sh[0], sh[1]
+		for _, typ := range []Type{NF4, FP4} {
+			for _, bs := range []int{32, 64, 128} {
+				if cols%bs != 0 {
+					continue
+				}
+				q, err := Quantize4(typ, randW(r, rows*cols, 0.05), []int{rows, cols}, bs, bs == 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ws = append(ws, q)
+			}
+		}
+		q4, _ := Quantize4(NF4, randW(r, rows*cols, 0.05), []int{rows, cols}, 32, false)
+		q4.Type, q4.Code = Q4_0, q40Code
+		i8, err := Quantize8(randW(r, rows*cols, 0.05), []int{rows, cols})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, q4, i8, randQ8(r, rows, cols))
+	}
+	for _, q := range ws {
+		if !q.dot8able() {
+			t.Fatalf("%s bs %d %v: the dot kernels cannot run it", q.Type, q.BlockSize, q.Shape)
+		}
+	}
+	return ws
+}
+
+// TestQuantizeX8MatchesGo: the assembly x quantiser writes exactly what its portable twin writes, including
+// zero blocks, outliers and values on a rounding tie.
+func TestQuantizeX8MatchesGo(t *testing.T) {
+	r := rand.New(rand.NewSource(31))
+	for _, cols := range []int{32, 64, 576, 1536} {
+		for _, k := range []int{1, 3, dotK} {
+			x := randW(r, k*cols, 1)
+			for c := 0; c < min(cols, 32); c++ {
+				x[c] = 0 // a zero block
+			}
+			x[len(x)-1] = 127 // a step of exactly 1
+			x[len(x)-2] = 2.5 // a tie
+			nb := cols / xBlock
+			mk := func() xDot {
+				return xDot{k: k, q: make([]byte, k*cols), s: make([]float32, k*nb), c: make([]int32, k*nb)}
+			}
+			got, want := mk(), mk()
+			for i := 0; i < k; i++ {
+				quantizeX8(&got, i, x[i*cols:(i+1)*cols], 8)
+				quantizeX8Go(&want, i, x[i*cols:(i+1)*cols], 8)
+			}
+			if !slices.Equal(got.q, want.q) || !slices.Equal(got.s, want.s) || !slices.Equal(got.c, want.c) {
+				t.Fatalf("cols %d k %d: assembly and portable quantisers differ", cols, k)
+			}
+			if q := int8(want.q[len(want.q)-2]); q != 2 {
+				t.Fatalf("a tie at 2.5 steps rounds to %d, want 2 (to even)", q)
+			}
+		}
+	}
+}
+
+// TestDot8MatchesGo runs the dot kernels (assembly where the CPU has AVX-512 VNNI) against the portable twin on
+// the same quantised x for every row count up to dotK and every layout, and the twin's products against the
+// float64 reference within tol8.
+func TestDot8MatchesGo(t *testing.T) {
+	r := rand.New(rand.NewSource(32))
+	for _, q := range dotWeights(t, r) {
+		rows, cols := q.Rows(), q.Cols()
+		tl := q.makeDot8()
+		nb := cols / xBlock
+		for k := 1; k <= dotK; k++ {
+			x := randW(r, k*cols, 1)
+			x[3] = 25 // an outlier
+			xd := xDot{k: k, q: make([]byte, k*cols), s: make([]float32, k*nb), c: make([]int32, k*nb)}
+			for i := 0; i < k; i++ {
+				quantizeX8(&xd, i, x[i*cols:(i+1)*cols], tl.z)
+			}
+			want := make([]float32, k*rows)
+			dot8Go(want, rows, tl, &xd, 0, rows/tileRows, cols)
+			got := make([]float32, k*rows)
+			dot8Rows(got, rows, tl, &xd, 0, rows/tileRows, cols)
+			what := fmt.Sprintf("%s bs %d %v k %d", q.Type, q.BlockSize, q.Shape, k)
+			for i := range got {
+				if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-5 {
+					t.Fatalf("%s y[%d]: %v, portable %v", what, i, got[i], want[i])
+				}
+			}
+			for i := 0; i < k; i++ {
+				xi := x[i*cols : (i+1)*cols]
+				ref, mag := refMatVec(q, xi)
+				checkTol(t, fmt.Sprintf("%s row %d", what, i), tol8(q, xi), want[i*rows:(i+1)*rows], ref, mag)
+			}
+		}
+	}
+}
+
+// TestDot8Error states the dot kernels' error against exact arithmetic on a smollm2-135m-sized product (x with
+// an outlier, as activations have), in units of Σ|w·x|: within tol8 for every output, and the worst output
+// far below bf16's 2⁻⁸ (bitsandbytes computes NF4 products in bf16). Q4_0, int8 and Q8_0 round only x.
+func TestDot8Error(t *testing.T) {
+	r := rand.New(rand.NewSource(33))
+	rows, cols := 64, 1536
+	nf4, _ := Quantize4(NF4, randW(r, rows*cols, 0.05), []int{rows, cols}, 64, true)
+	q4, _ := Quantize4(NF4, randW(r, rows*cols, 0.05), []int{rows, cols}, 32, false)
+	q4.Type, q4.Code = Q4_0, q40Code
+	i8, _ := Quantize8(randW(r, rows*cols, 0.05), []int{rows, cols})
+	for _, q := range []*Weight{nf4, q4, i8, randQ8(r, rows, cols)} {
+		tl := q.makeDot8()
+		x := randW(r, cols, 1)
+		x[17] = 30
+		xd := xDot{k: 1, q: make([]byte, cols), s: make([]float32, cols/xBlock), c: make([]int32, cols/xBlock)}
+		quantizeX8(&xd, 0, x, tl.z)
+		y := make([]float32, rows)
+		dot8Rows(y, rows, tl, &xd, 0, rows/tileRows, cols)
+		want, mag := refMatVec(q, x)
+		checkTol(t, string(q.Type), tol8(q, x), y, want, mag)
+		var worst, mean float64
+		for i := range y {
+			d := math.Abs(float64(y[i])-want[i]) / mag[i]
+			worst, mean = math.Max(worst, d), mean+d/float64(rows)
+		}
+		if worst > 0x1p-8 {
+			t.Fatalf("%s: worst error %.2g of Σ|w·x|", q.Type, worst)
+		}
+		t.Logf("%s: error of Σ|w·x|: worst %.2g, mean %.2g", q.Type, worst, mean)
+	}
+}
