@@ -242,25 +242,18 @@ func patchModel(m *llama.Model, srcs []Source) (undo func(), err error) {
 		v := make([]float32, len(t.Data)/t.DType.Size())
 		return v, safetensors.Decode(t.DType, t.Data, v)
 	}
-	denseF32 := func(d *nn.Dense) []float32 {
-		v := make([]float32, d.Rows*d.Cols)
-		for r := 0; r < d.Rows; r++ {
-			d.Row(r, v[r*d.Cols:(r+1)*d.Cols])
-		}
-		return v
-	}
 	// The embedding table: replaced and/or with embedding LoRA added.
 	if t, ds := full[embedName], embeds[embedName]; t != nil || len(ds) > 0 {
 		if m.EmbedTokens == nil {
 			return undo, fmt.Errorf("verify: the model has no embedding table")
 		}
-		e := &nn.Dense{Rows: m.EmbedTokens.Rows, Cols: m.EmbedTokens.Cols, DType: safetensors.F32}
+		e := &nn.Dense{Rows: m.EmbedTokens.Out(), Cols: m.EmbedTokens.In(), DType: safetensors.F32}
 		if t != nil {
 			if e.F32, err = f32(t); err != nil {
 				return undo, err
 			}
 		} else {
-			e.F32 = denseF32(m.EmbedTokens)
+			e.F32 = m.EmbedTokens.ToF32()
 		}
 		for _, d := range ds {
 			pr := d.pair // A [R, vocab], B [dim, R]
@@ -299,7 +292,7 @@ func patchModel(m *llama.Model, srcs []Source) (undo func(), err error) {
 		var nd *nn.Dense
 		switch l := lin.(type) {
 		case *nn.Dense:
-			nd = &nn.Dense{Rows: l.Rows, Cols: l.Cols, DType: safetensors.F32, F32: denseF32(l), Bias: l.Bias}
+			nd = &nn.Dense{Rows: l.Rows, Cols: l.Cols, DType: safetensors.F32, F32: l.ToF32(), Bias: l.Bias}
 		default:
 			if !isBias {
 				return undo, fmt.Errorf("verify: cannot replace the quantised weight %q in the unmerged model; merge without --verify", name)

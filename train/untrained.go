@@ -90,12 +90,12 @@ func FindUntrainedTokens(m *models.Model, samples []Sample) []UntrainedToken {
 	}
 	tables := []struct {
 		name string
-		d    *nn.Dense
+		d    nn.Table
 	}{{"embed_tokens", m.Net.EmbedTokens}}
 	if h, ok := m.Net.LMHead.(*nn.Dense); ok && !m.Net.Config.TieWordEmbeddings && h != m.Net.EmbedTokens {
 		tables = append(tables, struct {
 			name string
-			d    *nn.Dense
+			d    nn.Table
 		}{"lm_head", h})
 	}
 	var out []UntrainedToken
@@ -119,8 +119,8 @@ func FindUntrainedTokens(m *models.Model, samples []Sample) []UntrainedToken {
 
 // rowTests runs the three tests on the rows ids of table w [V, H] in one pass over the table, returning for
 // each id the failed test described, or "".
-func rowTests(w *nn.Dense, ids []int) []string {
-	V, H := w.Rows, w.Cols
+func rowTests(w nn.Table, ids []int) []string {
+	V, H := w.Out(), w.In()
 	rows := make([]float32, len(ids)*H)
 	norms := make([]float64, len(ids))
 	for k, id := range ids {

@@ -311,3 +311,53 @@ func TestLlamaCppQuantized(t *testing.T) {
 		m.Close()
 	}
 }
+
+// TestQuantizedEmbedding: a Q8_0 token_embd (what llama.cpp's q4_0 and q8_0 files hold) stays in its blocks: rows
+// are looked up dequantised, exactly as ggml's values, and the tied head runs on the Q8_0 kernel with logits
+// within 1e-3 of the dense product of the same values.
+func TestQuantizedEmbedding(t *testing.T) {
+	shared := testenv.Testdata(t)
+	f := filepath.Join(t.TempDir(), "q4_0.gguf")
+	if _, err := ggufconv.ExportModel(context.Background(), filepath.Join(shared, "models", "stories260K"), f, ggufconv.ExportOptions{Type: gguf.Q4_0}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := models.Load(f, models.LoadOptions{Threads: 1, Head: "auto"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	q, ok := m.Net.EmbedTokens.(*nn.Quantized)
+	if !ok {
+		t.Fatalf("embedding loaded as %T, want *nn.Quantized (Q8_0 blocks)", m.Net.EmbedTokens)
+	}
+	if m.Net.LMHead != nn.Linear(q) {
+		t.Fatalf("tied head is %T, want the Q8_0 embedding itself", m.Net.LMHead)
+	}
+	g, err := gguf.Open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	want, _, err := g.Float32s("token_embd.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	V, H := q.Out(), q.In()
+	row := make([]float32, H)
+	for _, i := range []int{0, 1, 7, V / 2, V - 1} {
+		q.Row(i, row)
+		if !slices.Equal(row, want[i*H:(i+1)*H]) {
+			t.Fatalf("row %d differs from ggml's Q8_0 values", i)
+		}
+	}
+	ids := m.EncodePrompt("Once upon a time")
+	got := lastLogits(t, m, ids)
+	dense := &nn.Dense{Rows: V, Cols: H, F32: q.ToF32()}
+	m.Net.EmbedTokens, m.Net.LMHead = dense, dense
+	ref := lastLogits(t, m, ids)
+	for i := range ref {
+		if d := math.Abs(float64(got[i] - ref[i])); d > 1e-3 {
+			t.Fatalf("logit %d: %g with the Q8_0 head, %g with its dense values", i, got[i], ref[i])
+		}
+	}
+}

@@ -64,7 +64,7 @@ func loadFrom(ts Tensors, ckpt *safetensors.Checkpoint, where string, cfg *Confi
 	H, Q, KV, I, V, D := c.HiddenSize, c.QDim(), c.KVDim(), c.IntermediateSize, c.VocabSize, c.HeadDim
 	ld := &loader{ts: ts, ckpt: ckpt, opts: opts}
 	m := newModel(cfg, opts)
-	m.EmbedTokens = ld.dense("model.embed_tokens.weight", V, H)
+	m.EmbedTokens = ld.table("model.embed_tokens", V, H)
 	for l := range c.NumHiddenLayers {
 		p := "model.layers." + strconv.Itoa(l) + "."
 		names := m.names[l]
@@ -214,6 +214,25 @@ func (ld *loader) dense(name string, rows, cols int) *nn.Dense {
 	}
 	ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: %w", path, name, err))
 	return nil
+}
+
+// table loads the embedding table [rows, cols]: as LoadLinear serves it when that is a table (a GGUF Q8_0
+// embedding stays in its blocks), else in its stored dtype.
+func (ld *loader) table(module string, rows, cols int) nn.Table {
+	if ld.opts.LoadLinear != nil {
+		lin, ok, err := ld.opts.LoadLinear(ld.ckpt, module, rows, cols)
+		if err != nil {
+			ld.errs = append(ld.errs, fmt.Errorf("%s: %w", module, err))
+			return nil
+		}
+		if t, isTable := lin.(nn.Table); ok && isTable && lin.In() == cols && lin.Out() == rows {
+			return t
+		}
+	}
+	if d := ld.dense(module+".weight", rows, cols); d != nil {
+		return d
+	}
+	return nil // not a typed nil: callers test the interface against nil
 }
 
 // linear loads module.weight [out, in] (and module.bias [out] when bias).

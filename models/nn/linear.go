@@ -18,6 +18,17 @@ type Linear interface {
 	Forward(p *kernels.Pool, y, x []float32, m int)
 }
 
+// Table is a weight whose rows can also be read one at a time: an embedding table, which a tied LM head
+// multiplies with. Dense keeps it in its stored dtype; Quantized keeps a GGUF Q8_0 table in its blocks (a row is
+// dequantised when a token is looked up), so a 4-bit GGUF base needs no f32 copy of its embedding.
+type Table interface {
+	Linear
+	// Row writes row i (Cols values) into dst as f32.
+	Row(i int, dst []float32)
+	// ToF32 returns the whole table [Out, In] as f32 (training and merge verification own a copy).
+	ToF32() []float32
+}
+
 // Dense is a full-precision weight W [Rows=out, Cols=in]. Exactly one of F32 (DType F32) or U16 (DType BF16 or
 // F16, raw bit patterns) holds the weight; U16 and F32 may alias a memory-mapped checkpoint (read-only).
 type Dense struct {

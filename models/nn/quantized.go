@@ -26,6 +26,12 @@ func (q *Quantized) Forward(p *kernels.Pool, y, x []float32, m int) {
 	AddBias(y, q.Bias, m)
 }
 
+// Row writes the dequantised row i [In] into dst.
+func (q *Quantized) Row(i int, dst []float32) {
+	c := q.In()
+	q.Q.DequantizeRange(dst[:c], i*c)
+}
+
 // ToF32 returns the dequantised weight [Out, In].
 func (q *Quantized) ToF32() []float32 {
 	out := make([]float32, q.Q.Elems())
