@@ -27,7 +27,7 @@ type Layer struct {
 // Model is a loaded Llama-family network. Forward may be called from several goroutines; calls are serialised.
 type Model struct {
 	Config      *Config
-	EmbedTokens nn.Table  // [V, H]
+	EmbedTokens nn.Table // [V, H]
 	Layers      []*Layer
 	Norm        []float32 // [H]
 	LMHead      nn.Linear // [V, H]; EmbedTokens itself when tie_word_embeddings; nil for a sequence classifier
