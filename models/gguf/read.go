@@ -285,6 +285,14 @@ func (g *File) TensorBytes(name string) ([]byte, TensorInfo, error) {
 	return g.data[t.Offset : t.Offset+uint64(n)], t, nil
 }
 
+// Evict drops the resident pages of a tensor whose bytes the caller has copied or re-packed (they are read
+// again from the file if TensorBytes is asked for later).
+func (g *File) Evict(name string) {
+	if raw, _, err := g.TensorBytes(name); err == nil {
+		mmap.Evict(raw)
+	}
+}
+
 // Float32s decodes a tensor of type F32, F16, BF16, Q8_0 or Q4_0 into a new f32 slice.
 func (g *File) Float32s(name string) ([]float32, TensorInfo, error) {
 	raw, t, err := g.TensorBytes(name)

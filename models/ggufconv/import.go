@@ -252,6 +252,7 @@ func (w *Weights) LoadLinear(_ *safetensors.Checkpoint, module string, out, in i
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: tensor %s: %w", w.g.Path, t.Name, err)
 	}
+	w.g.Evict(t.Name) // re-packed into q: the mapped blocks need not stay resident too
 	return &nn.Quantized{Q: q}, true, nil
 }
 
