@@ -35,6 +35,7 @@ func newDataCmd() *cobra.Command {
 
   lorakit data check FILE --model DIR          report bad lines and statistics (exit code 1 on bad lines)
   lorakit data score FILE --model DIR --out S  per-example perplexity, IFD, token counts, near-duplicate cluster
+  lorakit data score FILE --reward-model DIR --out S   reward (also --classifier, --embed-model; with or without --model)
   lorakit data filter S --out CLEAN [rules]    keep what passes; report and histogram of the cut
   lorakit data diversity S                     clusters of the embeddings (score with --embed-model)
   lorakit data review S [--port 8090]          screen the examples in the browser: keep, drop, edit
@@ -168,16 +169,18 @@ func newDataScoreCmd() *cobra.Command {
 		judges                    judgeFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "score FILE --model DIR [--adapter DIR] --out SCORED.jsonl",
-		Short: "Score every example: response perplexity given the prompt and alone, IFD, token counts, near-duplicate cluster",
+		Use:   "score FILE [--model DIR [--adapter DIR]] [--reward-model DIR] [--classifier DIR] [--embed-model DIR] --out SCORED.jsonl",
+		Short: "Score every example: response perplexity given the prompt and alone, IFD, token counts, reward, labels, near-duplicate cluster",
 		Long: `score writes one line per input line: the original JSON object with a "score" object as its first key
-(bad lines become {"score":{"line":N,"error":"..."}}). Fields of "score":
+(bad lines become {"score":{"line":N,"error":"..."}}). --model gives the token counts, perplexities and IFD;
+the judges (--reward-model, --classifier, --embed-model) need no --model: without it only what they measure
+is written (and the near-duplicate clusters, over the first judge's tokens). Fields of "score":
   nll, ppl            mean negative log-likelihood (nats/token) of the assistant tokens given the conversation
                       (the tokens training puts the loss on: reasoning, content, end-of-turn), and exp(nll);
                       equal to what lorakit eval reports for the example
   nll_alone, ppl_alone the same assistant text scored alone after BOS (no prompt, no template)
   ifd                 nll / nll_alone (instruction-following difficulty)
-  prompt_tokens, response_tokens, total_tokens, scored_tokens, truncated
+  prompt_tokens, response_tokens, total_tokens, scored_tokens, truncated   (these and the above: --model)
   cluster             line number of the first example of its near-duplicate cluster (MinHash over token
                       5-shingles of the message texts); equal to "line" for the first member
   reward              with --reward-model: the reward model's score of the conversation (its head's raw
@@ -194,52 +197,47 @@ Examples are batched through the model on all cores; memory stays bounded. Outpu
 OUT.partial and renamed when complete; --resume continues an interrupted run, skipping lines already scored.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if modelDir == "" || out == "" {
-				return errors.New("data score: --model and --out are required")
+			if out == "" {
+				return errors.New("data score: --out is required")
+			}
+			if modelDir == "" && !judges.any() {
+				return errors.New("data score: nothing to score with: give --model DIR (perplexity, IFD, token counts) and/or a judge: --reward-model DIR, --classifier DIR, --embed-model DIR")
+			}
+			if adapterDir != "" && modelDir == "" {
+				return errors.New("data score: --adapter is scored with --model: give --model DIR")
 			}
 			if resume && force {
 				return errors.New("data score: --resume continues the partial output and --force discards it: give one of them")
 			}
 			return interruptible(cmd, func(ctx context.Context) (string, error) {
-				modelDir, err := resolveDir(cmd, "--model", modelDir)
-				if err != nil {
-					return "", err
-				}
-				if adapterDir, err = resolveDir(cmd, "--adapter", adapterDir); err != nil {
-					return "", err
-				}
-				m, err := models.Load(modelDir, models.LoadOptions{Threads: threads})
-				if err != nil {
-					return "", err
-				}
-				defer m.Close()
 				var o data.ScoreOptions
-				judges.kpool = m.Net.Pool
+				closeModel, err := loadScoreModel(cmd, modelDir, adapterDir, threads, &o, &judges)
+				defer closeModel()
+				if err != nil {
+					return "", err
+				}
 				closeJudges, err := judges.load(cmd, threads, maxSeqLen, &o)
 				defer closeJudges()
 				if err != nil {
 					return "", err
 				}
-				var delta llama.Delta
-				if adapterDir != "" {
-					ad, err := m.LoadAdapter(adapterDir)
-					if err != nil {
-						return "", fmt.Errorf("data score: %w", err)
-					}
-					delta = ad
-				}
-				bos, hasBOS := m.Tok.BOS()
 				bar := progress.New(cmd.ErrOrStderr(), "score", countLines(args[0]), "lines")
 				done := 0
-				o.Tok, o.Tpl, o.BOS, o.HasBOS = m.Tok, m.Chat, bos, hasBOS
-				o.Scorer, o.MaxSeqLen, o.BatchTokens = &data.ModelScorer{Net: m.Net, Adapter: delta}, maxSeqLen, batch
+				o.MaxSeqLen, o.BatchTokens = maxSeqLen, batch
 				o.Resume, o.Force, o.OnProgress = resume, force, func(n int) { done = n; bar.Set(int64(n), "") }
 				sum, err := data.ScoreFileContext(ctx, args[0], out, o)
 				if err != nil {
 					bar.Stop()
 					if _, serr := os.Stat(out + ".partial"); ctx.Err() != nil && serr == nil {
-						return fmt.Sprintf("kept %s.partial (%d lines scored); resume with: lorakit data score %s --model %s%s --out %s --resume",
-							out, done, args[0], modelDir, judges.args(), out), err
+						model := ""
+						if modelDir != "" {
+							model = " --model " + modelDir
+						}
+						if adapterDir != "" {
+							model += " --adapter " + adapterDir
+						}
+						return fmt.Sprintf("kept %s.partial (%d lines scored); resume with: lorakit data score %s%s%s --out %s --resume",
+							out, done, args[0], model, judges.args(), out), err
 					}
 					return "", err
 				}
@@ -395,7 +393,7 @@ dropped line; --histogram FILE.svg (default: next to the report) draws the --by 
 	f.Float64Var(&minIFD, "min-ifd", 0, "drop examples with IFD below this")
 	f.Float64Var(&maxIFD, "max-ifd", 0, "drop examples with IFD above this (e.g. 1: the prompt does not help)")
 	f.Float64Var(&o.KeepTop, "keep-top", 0, "keep this fraction (0,1] of the remaining examples, best first by --by")
-	f.StringVar(&o.By, "by", "ifd", "score for --keep-top and the histogram: ifd (highest kept), ppl (lowest kept), reward or label:NAME (highest kept)")
+	f.StringVar(&o.By, "by", "", "score for --keep-top, --select and the histogram: ifd (highest kept), ppl (lowest kept), reward or label:NAME (highest kept); default ifd, or for a file scored without --model its reward, else its first label")
 	f.Float64Var(&o.MinReward, "min-reward", 0, "drop examples whose reward (score.reward) is below this")
 	f.StringArrayVar(&labels, "label", nil, "classifier label threshold NAME>=V or NAME<=V on score.labels (repeatable)")
 	f.IntVar(&o.Select, "select", 0, "keep this many of the remaining examples: the best by --by, or with --diverse a diverse selection")
@@ -460,6 +458,40 @@ func countLines(path string) int64 {
 	return n
 }
 
+// loadScoreModel loads --model (and --adapter) into o as the perplexity scorer, and shares its kernel pool
+// with the judges; without --model it does nothing. The returned function closes the model.
+func loadScoreModel(cmd *cobra.Command, modelDir, adapterDir string, threads int, o *data.ScoreOptions, j *judgeFlags) (func(), error) {
+	nothing := func() {}
+	if modelDir == "" {
+		return nothing, nil
+	}
+	modelDir, err := resolveDir(cmd, "--model", modelDir)
+	if err != nil {
+		return nothing, err
+	}
+	if adapterDir, err = resolveDir(cmd, "--adapter", adapterDir); err != nil {
+		return nothing, err
+	}
+	m, err := models.Load(modelDir, models.LoadOptions{Threads: threads})
+	if err != nil {
+		return nothing, err
+	}
+	closeModel := func() { m.Close() }
+	var delta llama.Delta
+	if adapterDir != "" {
+		ad, err := m.LoadAdapter(adapterDir)
+		if err != nil {
+			return closeModel, fmt.Errorf("data score: %w", err)
+		}
+		delta = ad
+	}
+	j.kpool = m.Net.Pool
+	bos, hasBOS := m.Tok.BOS()
+	o.Tok, o.Tpl, o.BOS, o.HasBOS = m.Tok, m.Chat, bos, hasBOS
+	o.Scorer = &data.ModelScorer{Net: m.Net, Adapter: delta}
+	return closeModel, nil
+}
+
 // judgeFlags are data score's judges: the models that read each example besides --model.
 type judgeFlags struct {
 	reward, classifier string
@@ -475,6 +507,9 @@ func (j *judgeFlags) flags(f *pflag.FlagSet) {
 	f.StringVar(&j.pool, "pool", "mean", "embedding pooling of --embed-model's final hidden states: mean (over every token) or last (the last non-padding token)")
 	f.BoolVar(&j.reasoning, "judge-reasoning", false, "let --reward-model, --classifier and --embed-model read reasoning_content (left out by default)")
 }
+
+// any reports whether a judge is asked for.
+func (j *judgeFlags) any() bool { return j.reward != "" || j.classifier != "" || j.embed != "" }
 
 // args repeats the judge flags for a resume hint (a resumed run must score with the same judges).
 func (j *judgeFlags) args() string {
@@ -517,6 +552,9 @@ func (j *judgeFlags) load(cmd *cobra.Command, threads, maxSeqLen int, o *data.Sc
 			return closeAll, fmt.Errorf("data score: %s: %w", jf.flag, err)
 		}
 		open = append(open, m)
+		if j.kpool == nil { // without --model the first judge's pool serves them all
+			j.kpool = m.Net.Pool
+		}
 		if jf.flag == "--reward-model" && len(m.Config.Labels) != 1 {
 			return closeAll, fmt.Errorf("data score: --reward-model %s has %d labels %v: a reward model has one output; pass it as --classifier", dir, len(m.Config.Labels), m.Config.Labels)
 		}
@@ -566,11 +604,14 @@ clusters are even, near 1 when one topic holds nearly everything).`,
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "%s: %d examples (%d without an embedding), k-means k=%d seed %d\n", rep.File, rep.Examples, rep.Skipped, rep.K, rep.Seed)
 			for _, c := range rep.Clusters {
-				reward := ""
-				if c.MeanReward != nil {
-					reward = fmt.Sprintf(", mean reward %.4g", *c.MeanReward)
+				means := ""
+				if c.MeanPPL != nil {
+					means += fmt.Sprintf(", mean ppl %.4g", *c.MeanPPL)
 				}
-				fmt.Fprintf(w, "cluster %d: %d examples (%.1f%%), mean ppl %.4g%s\n", c.ID, c.Size, 100*c.Share, c.MeanPPL, reward)
+				if c.MeanReward != nil {
+					means += fmt.Sprintf(", mean reward %.4g", *c.MeanReward)
+				}
+				fmt.Fprintf(w, "cluster %d: %d examples (%.1f%%)%s\n", c.ID, c.Size, 100*c.Share, means)
 				for _, r := range c.Representatives {
 					fmt.Fprintf(w, "  line %d (cos %.3f): %s\n", r.Line, r.Similarity, r.Text)
 				}

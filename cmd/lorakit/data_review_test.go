@@ -27,31 +27,8 @@ const reviewScored = `{"score":{"line":1,"ppl":5,"ifd":0.5,"total_tokens":10,"cl
 func TestDataReviewCLI(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "scored.jsonl"), reviewScored)
-	cmd := exec.Command(lorakitBin(t), "data", "review", "scored.jsonl", "--port", "0", "--token", "tk")
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	outPipe, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	addr := ""
-	br := bufio.NewReader(outPipe)
-	re := regexp.MustCompile(`open (http://127\.0\.0\.1:\d+/)#token=tk \(bound to 127\.0\.0\.1`)
-	for addr == "" {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("data review ended before printing its address: %v\n%s", err, stderr.String())
-		}
-		if m := re.FindStringSubmatch(line); m != nil {
-			addr = m[1]
-		}
-	}
-	go func() { _, _ = bufio.NewReader(br).WriteTo(new(bytes.Buffer)) }()
+	cmd, addr, stderr := startReview(t, dir, `open (http://127\.0\.0\.1:\d+/)#token=tk \(bound to 127\.0\.0\.1: this machine only`,
+		"data", "review", "scored.jsonl", "--port", "0", "--token", "tk")
 	call := func(method, path string, body any, out any) int {
 		var rd *bytes.Reader
 		if body != nil {
@@ -90,20 +67,7 @@ func TestDataReviewCLI(t *testing.T) {
 	if code := call("POST", "api/decisions", map[string]any{"changes": changes}, nil); code != 200 {
 		t.Fatalf("decisions: %d", code)
 	}
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("data review did not stop on SIGINT")
-	}
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
-		t.Fatalf("exit: %v, want 130\n%s", err, stderr.String())
-	}
+	stopReview(t, cmd, stderr)
 	if !strings.Contains(stderr.String(), "every decision is saved in scored.review.jsonl") {
 		t.Errorf("stderr lacks what was kept:\n%s", stderr.String())
 	}
@@ -133,4 +97,81 @@ func TestDataReviewCLI(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "kept3.jsonl")); err == nil {
 		t.Error("kept3.jsonl written despite the mismatch")
 	}
+}
+
+// startReview starts lorakit data review in dir and reads its address (the first group of pattern) from its
+// output; the process is killed at the end of the test if still running.
+func startReview(t *testing.T, dir, pattern string, args ...string) (*exec.Cmd, string, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(lorakitBin(t), args...)
+	cmd.Dir = dir
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	addr := ""
+	br := bufio.NewReader(outPipe)
+	re := regexp.MustCompile(pattern)
+	for addr == "" {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("data review ended before printing its address: %v\n%s", err, stderr.String())
+		}
+		if m := re.FindStringSubmatch(line); m != nil {
+			addr = m[1]
+		}
+	}
+	go func() { _, _ = bufio.NewReader(br).WriteTo(new(bytes.Buffer)) }()
+	return cmd, addr, stderr
+}
+
+// stopReview interrupts data review as Ctrl-C does and wants exit code 130 within 20 s.
+func stopReview(t *testing.T, cmd *exec.Cmd, stderr *bytes.Buffer) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("data review did not stop on SIGINT")
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("exit: %v, want 130\n%s", err, stderr.String())
+	}
+}
+
+// TestDataReviewHost: a host other machines can reach is refused without --token, before anything is
+// written; a loopback host given by name binds this machine only and needs no token.
+func TestDataReviewHost(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "scored.jsonl"), reviewScored)
+	for _, host := range []string{"0.0.0.0", "192.0.2.1", "reviewbox.example", "::"} {
+		cli(t, dir, "data", "review", "scored.jsonl", "--port", "0", "--host", host).
+			want(t, 1, "--host "+host+" can be reached from other machines", "--token", "ssh -L")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "scored.review.jsonl")); err == nil {
+		t.Fatal("a refused review created the review file")
+	}
+	cmd, addr, stderr := startReview(t, dir, `open (http://127\.0\.0\.1:\d+/) \(bound to 127\.0\.0\.1: this machine only\)`,
+		"data", "review", "scored.jsonl", "--port", "0", "--host", "localhost")
+	res, err := http.Get(addr + "api/info")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("api/info on the loopback bind: %d", res.StatusCode)
+	}
+	stopReview(t, cmd, stderr)
 }

@@ -374,8 +374,8 @@ type ClusterSummary struct {
 	ID              int              `json:"id"`
 	Size            int              `json:"size"`
 	Share           float64          `json:"share"`
-	MeanPPL         float64          `json:"mean_ppl"`
-	MeanReward      *float64         `json:"mean_reward,omitempty"`
+	MeanPPL         *float64         `json:"mean_ppl,omitempty"`    // when every member has a perplexity (--model)
+	MeanReward      *float64         `json:"mean_reward,omitempty"` // when every member has a reward
 	Representatives []Representative `json:"representatives"`
 }
 
@@ -449,16 +449,23 @@ func Diversity(scored string, o DiversityOptions) (*DiversityReport, error) {
 			s float64
 		}
 		var ns []near
-		var reward float64
-		rewards := 0
+		var reward, ppl float64
+		rewards, ppls := 0, 0
 		for _, i := range ms {
 			s := lines[idx[i]].score
-			cs.MeanPPL += s.PPL / float64(len(ms))
+			if s.ModelScore != nil {
+				ppl += s.PPL
+				ppls++
+			}
 			if s.Reward != nil {
 				reward += *s.Reward
 				rewards++
 			}
 			ns = append(ns, near{i, float64(kernels.Dot(v.row(idx[i]), centre)) / cn})
+		}
+		if ppls == len(ms) {
+			m := ppl / float64(ppls)
+			cs.MeanPPL = &m
 		}
 		if rewards == len(ms) {
 			m := reward / float64(rewards)

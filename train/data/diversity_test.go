@@ -55,7 +55,7 @@ func writePlanted(t *testing.T, topics, families, para, dim int) planted {
 				line++
 				p.topic[line] = tp
 				reward := float64(-tp) + 0.1*rng.Float64()
-				sb, _ := json.Marshal(data.Score{Line: line, PPL: 2, Reward: &reward})
+				sb, _ := json.Marshal(data.Score{Line: line, ModelScore: &data.ModelScore{PPL: 2}, Reward: &reward})
 				fmt.Fprintf(&b, `{"score":%s,"prompt":"topic %d family %d version %d","response":"r"}`+"\n", sb, tp, f, k)
 				v := vec(fam, 0.05)
 				row := make([]float32, dim)

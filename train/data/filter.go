@@ -71,6 +71,7 @@ type FilterOptions struct {
 	KeepTop   float64 // fraction in (0,1]: keep the best of the examples left by the other rules
 	// By is the score that ranks: "ifd" (highest kept), "ppl" (lowest kept), "reward" (highest kept) or
 	// "label:NAME" (a classifier label, highest kept); also the histogram's metric.
+	// "" is ifd for a file scored with --model, else reward, else the first classifier label.
 	By           string
 	MinReward    float64 // drop examples whose reward is below (with HasMinReward)
 	HasMinReward bool
@@ -143,7 +144,7 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 		return nil, err
 	}
 	if o.By == "" {
-		o.By = "ifd"
+		o.By = defaultBy(in)
 	}
 	metric, err := metricOf(o.By)
 	if err != nil {
@@ -166,19 +167,13 @@ func Filter(in, out string, o FilterOptions) (*FilterReport, error) {
 	var cands []cand
 	var all []float64
 	ruleReason := func(s *Score) string {
-		switch {
-		case s.Error != "":
+		if s.Error != "" {
 			return "bad line: " + s.Error
-		case o.MaxPPL > 0 && s.PPL > o.MaxPPL:
-			return fmt.Sprintf("ppl %.4g > max %.4g", s.PPL, o.MaxPPL)
-		case o.HasMinIFD && s.IFD < o.MinIFD:
-			return fmt.Sprintf("ifd %.4g < min %.4g", s.IFD, o.MinIFD)
-		case o.HasMaxIFD && s.IFD > o.MaxIFD:
-			return fmt.Sprintf("ifd %.4g > max %.4g", s.IFD, o.MaxIFD)
-		case o.MinTokens > 0 && s.TotalTokens < o.MinTokens:
-			return fmt.Sprintf("%d tokens < min %d", s.TotalTokens, o.MinTokens)
-		case o.MaxTokens > 0 && s.TotalTokens > o.MaxTokens:
-			return fmt.Sprintf("%d tokens > max %d", s.TotalTokens, o.MaxTokens)
+		}
+		if r := o.modelReason(s.ModelScore); r != "" {
+			return r
+		}
+		switch {
 		case o.Dedup && s.Cluster != 0 && s.Cluster < s.Line:
 			return fmt.Sprintf("near-duplicate of line %d", s.Cluster)
 		case o.HasMinReward && s.Reward != nil && *s.Reward < o.MinReward:
@@ -411,13 +406,43 @@ func (o *FilterOptions) pick(in string, ords []int, vals []float64) ([]int, erro
 	return v.SelectDiverse(idx, q, o.Select, SelectOptions{QualityWeight: o.QualityWeight, Seed: o.Seed}), nil
 }
 
+// modelReason is why the rules on --model's scores (perplexity, IFD, token counts) drop a line ("": they keep
+// it, or the line has no such scores: hasScores refuses those when a rule needs them).
+func (o *FilterOptions) modelReason(s *ModelScore) string {
+	switch {
+	case s == nil:
+		return ""
+	case o.MaxPPL > 0 && s.PPL > o.MaxPPL:
+		return fmt.Sprintf("ppl %.4g > max %.4g", s.PPL, o.MaxPPL)
+	case o.HasMinIFD && s.IFD < o.MinIFD:
+		return fmt.Sprintf("ifd %.4g < min %.4g", s.IFD, o.MinIFD)
+	case o.HasMaxIFD && s.IFD > o.MaxIFD:
+		return fmt.Sprintf("ifd %.4g > max %.4g", s.IFD, o.MaxIFD)
+	case o.MinTokens > 0 && s.TotalTokens < o.MinTokens:
+		return fmt.Sprintf("%d tokens < min %d", s.TotalTokens, o.MinTokens)
+	case o.MaxTokens > 0 && s.TotalTokens > o.MaxTokens:
+		return fmt.Sprintf("%d tokens > max %d", s.TotalTokens, o.MaxTokens)
+	}
+	return ""
+}
+
 // metricOf is the score --by names, as a function of a line's scores (ok false when the line lacks it).
 func metricOf(by string) (func(s *Score) (float64, bool), error) {
 	switch by {
 	case "ifd":
-		return func(s *Score) (float64, bool) { return s.IFD, true }, nil
+		return func(s *Score) (float64, bool) {
+			if s.ModelScore == nil {
+				return 0, false
+			}
+			return s.IFD, true
+		}, nil
 	case "ppl":
-		return func(s *Score) (float64, bool) { return s.PPL, true }, nil
+		return func(s *Score) (float64, bool) {
+			if s.ModelScore == nil {
+				return 0, false
+			}
+			return s.PPL, true
+		}, nil
 	case "reward":
 		return func(s *Score) (float64, bool) {
 			if s.Reward == nil {
@@ -435,8 +460,49 @@ func metricOf(by string) (func(s *Score) (float64, bool), error) {
 // lowerIsBetter reports whether the --by score ranks lowest first (perplexity); the others rank highest first.
 func lowerIsBetter(by string) bool { return by == "ppl" }
 
-// hasScores refuses a scored line that lacks a score the rules need (a reward or a label), naming what to run.
+// errStop ends a scan early.
+var errStop = errors.New("stop")
+
+// defaultBy is the score FilterOptions.By "" ranks and draws: ifd when the first scored line of in has --model's
+// scores, else its reward, else its first classifier label (ifd when there is no scored line).
+func defaultBy(in string) string {
+	by := "ifd"
+	_ = scanLines(in, func(_ int, line []byte) error {
+		_, s, err := SplitScored(line)
+		if err != nil || s.Error != "" {
+			return nil
+		}
+		switch {
+		case s.ModelScore != nil:
+		case s.Reward != nil:
+			by = "reward"
+		case len(s.Labels) > 0:
+			by = "label:" + sortedKeys(s.Labels)[0]
+		}
+		return errStop
+	})
+	return by
+}
+
+// hasScores refuses a scored line that lacks a score the rules need (--model's, a reward or a label), naming
+// what to run.
 func (o *FilterOptions) hasScores(file string, n int, s *Score) error {
+	if s.ModelScore == nil {
+		rule := ""
+		switch {
+		case o.MaxPPL > 0:
+			rule = "--max-ppl"
+		case o.HasMinIFD || o.HasMaxIFD:
+			rule = "--min-ifd/--max-ifd"
+		case o.MinTokens > 0 || o.MaxTokens > 0:
+			rule = "--min-tokens/--max-tokens"
+		case o.By == "ifd" || o.By == "ppl":
+			rule = "--by " + o.By
+		}
+		if rule != "" {
+			return fmt.Errorf("data: filter: %s:%d has no perplexity or token counts (scored without --model), which %s needs: score the file with lorakit data score --model DIR", file, n, rule)
+		}
+	}
 	if (o.HasMinReward || o.By == "reward") && s.Reward == nil {
 		return fmt.Errorf("data: filter: %s:%d has no score.reward: score the file with lorakit data score --reward-model DIR", file, n)
 	}

@@ -19,19 +19,35 @@ import (
 
 // Score is what `lorakit data score` attaches to an example (as the "score" key, see ScoreFile).
 //
+//   - ModelScore: the token counts and perplexities --model measures (absent when the file was scored by
+//     judges alone).
+//   - Reward, Labels: what the judges of ScoreOptions (a reward model, a classifier) say of the conversation.
+//   - Cluster: the line number of the first example of its near-duplicate cluster (MinHash over token
+//     5-shingles of the message texts; equal to Line for the first member).
+type Score struct {
+	Line   int    `json:"line"`
+	Format string `json:"format,omitempty"`
+	Error  string `json:"error,omitempty"`
+	// *ModelScore's fields are inlined in the JSON; nil (and its keys absent) without a ScoreOptions.Scorer.
+	*ModelScore
+	Cluster int `json:"cluster"`
+	// Reward is the reward model's score of the conversation (--reward-model): its head's raw output.
+	Reward *float64 `json:"reward,omitempty"`
+	// Labels are the classifier's scores per label (--classifier), keyed by id2label: probabilities (softmax,
+	// or sigmoid per label for a multi-label classifier), or the raw value of a single-output or regression head.
+	Labels map[string]float64 `json:"labels,omitempty"`
+}
+
+// ModelScore is what the scored model (ScoreOptions.Scorer, --model) measures of an example:
+//
+//   - the token counts of the example as its tokenizer and chat template encode it for training;
 //   - NLL: mean negative log-likelihood (nats/token) of the assistant tokens given the conversation,
 //     exactly the tokens training puts the loss on (reasoning, content and end-of-turn marker); PPL = exp(NLL).
 //     This is what `lorakit eval` reports for the example.
 //   - NLLAlone: the same assistant text (the concatenated assistant spans) scored alone after BOS, with no
 //     prompt and no template around it (without a BOS token its first token is not scored).
 //   - IFD = NLL / NLLAlone (instruction-following difficulty, Li et al. 2023).
-//   - Reward, Labels: what the judges of ScoreOptions (a reward model, a classifier) say of the conversation.
-//   - Cluster: the line number of the first example of its near-duplicate cluster (MinHash over token
-//     5-shingles of the message texts; equal to Line for the first member).
-type Score struct {
-	Line           int     `json:"line"`
-	Format         string  `json:"format,omitempty"`
-	Error          string  `json:"error,omitempty"`
+type ModelScore struct {
 	PromptTokens   int     `json:"prompt_tokens"`
 	ResponseTokens int     `json:"response_tokens"`
 	TotalTokens    int     `json:"total_tokens"`
@@ -42,20 +58,18 @@ type Score struct {
 	NLLAlone       float64 `json:"nll_alone"`
 	PPLAlone       float64 `json:"ppl_alone"`
 	IFD            float64 `json:"ifd"`
-	Cluster        int     `json:"cluster"`
-	// Reward is the reward model's score of the conversation (--reward-model): its head's raw output.
-	Reward *float64 `json:"reward,omitempty"`
-	// Labels are the classifier's scores per label (--classifier), keyed by id2label: probabilities (softmax,
-	// or sigmoid per label for a multi-label classifier), or the raw value of a single-output or regression head.
-	Labels map[string]float64 `json:"labels,omitempty"`
 }
 
 // ScoreOptions configures ScoreFile.
 type ScoreOptions struct {
+	// Tok is the scored model's tokenizer; without a Scorer, the tokenizer MinHash shingles (the first
+	// judge's when nil).
 	Tok    Tokenizer
-	Tpl    *chat.Template
-	BOS    int  // BOS id used before the response-alone sequence
-	HasBOS bool // whether the model has a BOS token
+	Tpl    *chat.Template // the scored model's chat template (with Scorer)
+	BOS    int            // BOS id used before the response-alone sequence
+	HasBOS bool           // whether the model has a BOS token
+	// Scorer, if set, adds Score.ModelScore (token counts, perplexities, IFD); without it only the judges
+	// (at least one of Reward, Classifier and Embed) and the near-duplicate clusters score the file.
 	Scorer Scorer
 	// MaxSeqLen cuts longer examples at the end (scored on what survives, Truncated set); 0: no limit.
 	MaxSeqLen int
@@ -98,14 +112,22 @@ func ScoreFile(in, out string, o ScoreOptions) (*ScoreSummary, error) {
 // ScoreFileContext is ScoreFile stopped by ctx between batches: the partial output then holds every line
 // scored so far, whole, and Resume continues it (a run stopped before its first batch leaves no partial).
 func ScoreFileContext(ctx context.Context, in, out string, o ScoreOptions) (*ScoreSummary, error) {
-	if o.Tok == nil || o.Tpl == nil || o.Scorer == nil {
-		return nil, errors.New("data: score: tokenizer, template and scorer are required")
+	if o.Scorer != nil && (o.Tok == nil || o.Tpl == nil) {
+		return nil, errors.New("data: score: the scorer needs its tokenizer and chat template")
+	}
+	if o.Scorer == nil && o.Reward == nil && o.Classifier == nil && o.Embed == nil {
+		return nil, errors.New("data: score: nothing to score with: give a scorer (--model) or a judge (--reward-model, --classifier, --embed-model)")
 	}
 	if o.BatchTokens <= 0 {
 		o.BatchTokens = 4096
 	}
 	if err := checkJudges(o); err != nil {
 		return nil, err
+	}
+	if o.Tok == nil {
+		if o.Tok = o.judgeTokenizer(); o.Tok == nil {
+			return nil, errors.New("data: score: no tokenizer to find near-duplicates with")
+		}
 	}
 	if err := checkScoreOut(in, out, o); err != nil {
 		return nil, err
@@ -231,15 +253,41 @@ func (r *scoreRun) prepare(it lineItem) *prepared {
 	if ex.Line <= r.done {
 		return p // resumed: only the MinHash index is rebuilt
 	}
+	if o.Scorer != nil {
+		if r.prepareModel(p, ex); p.hasErr {
+			return p
+		}
+	}
+	var err error
+	if p.reward, err = readFor(o.Reward, ex); err != nil {
+		p.score.Error, p.hasErr = "reward model: "+err.Error(), true
+		return p
+	}
+	if p.class, err = readFor(o.Classifier, ex); err != nil {
+		p.score.Error, p.hasErr = "classifier: "+err.Error(), true
+		return p
+	}
+	if o.Embed != nil {
+		if p.embed, err = o.Embed.Read(ex); err != nil {
+			p.score.Error, p.hasErr = "embed model: "+err.Error(), true
+			return p
+		}
+	}
+	return p
+}
+
+// prepareModel encodes ex for the scorer: the conversation as training sees it, and the response alone.
+func (r *scoreRun) prepareModel(p *prepared, ex *Example) {
+	o := r.o
 	text, spans, err := RenderExample(o.Tpl, ex)
 	if err != nil {
 		p.score.Error, p.hasErr = "template error: "+err.Error(), true
-		return p
+		return
 	}
 	enc, err := Encode(o.Tok, o.Tpl, ex, o.MaxSeqLen, false)
 	if err != nil {
 		p.score.Error, p.hasErr = err.Error(), true
-		return p
+		return
 	}
 	var resp strings.Builder
 	for _, sp := range spans {
@@ -255,27 +303,12 @@ func (r *scoreRun) prepare(it lineItem) *prepared {
 	if o.MaxSeqLen > 0 && len(alone) > o.MaxSeqLen {
 		alone = alone[:o.MaxSeqLen]
 	}
-	if p.reward, err = readFor(o.Reward, ex); err != nil {
-		p.score.Error, p.hasErr = "reward model: "+err.Error(), true
-		return p
-	}
-	if p.class, err = readFor(o.Classifier, ex); err != nil {
-		p.score.Error, p.hasErr = "classifier: "+err.Error(), true
-		return p
-	}
-	if o.Embed != nil {
-		if p.embed, err = o.Embed.Read(ex); err != nil {
-			p.score.Error, p.hasErr = "embed model: "+err.Error(), true
-			return p
-		}
-	}
 	p.cond, p.mask, p.alone = enc.IDs, enc.Mask, alone
-	p.score.PromptTokens, p.score.ResponseTokens, p.score.TotalTokens = enc.PromptTokens, enc.ResponseTokens, enc.FullLen
-	p.score.Truncated = enc.Truncated
+	p.score.ModelScore = &ModelScore{PromptTokens: enc.PromptTokens, ResponseTokens: enc.ResponseTokens,
+		TotalTokens: enc.FullLen, Truncated: enc.Truncated}
 	if len(alone) < 2 {
 		p.score.Error, p.hasErr = "response has fewer than 2 tokens alone", true
 	}
-	return p
 }
 
 // add takes the prepared lines in input order: it assigns the near-duplicate cluster and batches the line,
@@ -346,8 +379,11 @@ func (r *scoreRun) scoreBatch() error {
 		seqs = append(seqs, p.cond, p.alone)
 		idx = append(idx, i)
 	}
-	if len(seqs) == 0 {
+	if len(idx) == 0 {
 		return nil
+	}
+	if r.o.Scorer == nil {
+		return r.judgeBatch(idx)
 	}
 	nll, err := r.o.Scorer.TokenNLL(seqs)
 	if err == nil {
@@ -371,7 +407,7 @@ func (r *scoreRun) scoreBatch() error {
 			sa += a[t]
 			na++
 		}
-		sc := &p.score
+		sc := p.score.ModelScore
 		sc.ScoredTokens = n
 		if n > 0 {
 			sc.NLL = s / float64(n)
@@ -435,6 +471,19 @@ func (r *scoreRun) judgeBatch(idx []int) error {
 			sc.Labels[labels[i]] = x
 		}
 	})
+}
+
+// judgeTokenizer is the first judge's tokenizer (nil without judges).
+func (o *ScoreOptions) judgeTokenizer() Tokenizer {
+	for _, j := range []*Judge{o.Reward, o.Classifier} {
+		if j != nil {
+			return j.Tok
+		}
+	}
+	if o.Embed != nil {
+		return o.Embed.Tok
+	}
+	return nil
 }
 
 // readFor is what j reads of ex (nil without a judge).

@@ -200,3 +200,19 @@ func TestModelScorerMatchesDirectForward(t *testing.T) {
 		}
 	}
 }
+
+// TestScoreFileNeedsAScorer: with neither a scorer nor a judge there is nothing to score; a scorer without its
+// tokenizer and template is refused.
+func TestScoreFileNeedsAScorer(t *testing.T) {
+	in := writeFile(t, `{"prompt":"hello","response":"abc"}`+"\n")
+	out := filepath.Join(t.TempDir(), "scored.jsonl")
+	if _, err := ScoreFile(in, out, ScoreOptions{}); err == nil || !strings.Contains(err.Error(), "nothing to score with") {
+		t.Fatalf("no scorer, no judge: %v", err)
+	}
+	if _, err := ScoreFile(in, out, ScoreOptions{Scorer: &fakeScorer{}}); err == nil || !strings.Contains(err.Error(), "tokenizer and chat template") {
+		t.Fatalf("a scorer without its tokenizer: %v", err)
+	}
+	if _, err := os.Stat(out + ".partial"); err == nil {
+		t.Fatal("a refused run left a partial output")
+	}
+}

@@ -34,7 +34,8 @@ const maxBody = 64 << 20
 //	POST /api/decisions     {"changes": [Change...]} → {"rows": [Row...], "info": Info}
 //
 // The API wants the token when one is set, and every request a loopback Host (a page on another site
-// cannot reach the server by pointing its own name at 127.0.0.1: DNS rebinding). A POST must say
+// cannot reach the server by pointing its own name at 127.0.0.1: DNS rebinding) unless Options.AnyHost, where
+// the token, required then, does that. A POST must say
 // Content-Type: application/json, which a cross-site form cannot send without the preflight this server
 // never answers.
 func (r *Reviewer) Handler() http.Handler {
@@ -51,7 +52,11 @@ func (r *Reviewer) Handler() http.Handler {
 		}
 		_ = c.JSON(code, map[string]string{"error": msg})
 	}
-	e.Use(loopbackHost, recoverMW)
+	if r.opts.AnyHost {
+		e.Use(recoverMW) // Open made sure a token guards the API
+	} else {
+		e.Use(loopbackHost, recoverMW)
+	}
 	e.GET("/", servePage("index.html"))
 	e.GET("/app.js", servePage("app.js"))
 	e.GET("/app.css", servePage("app.css"))

@@ -28,6 +28,10 @@ type Options struct {
 	ReviewFile string // the review file (default data.ReviewPath(Scored))
 	// Token, when set, must come with every API request (Authorization: Bearer, X-Lorakit-Token or ?token=).
 	Token string
+	// AnyHost answers requests whatever host their Host header names (a server listening beyond loopback,
+	// reached by the machine's LAN name or address); it needs a Token, which then guards the API against DNS
+	// rebinding as the loopback-only Host check does otherwise.
+	AnyHost bool
 	// Template, when set, renders each example as the model's chat template does for training, with the
 	// tokens that carry the loss marked.
 	Template *chat.Template
@@ -49,6 +53,9 @@ type Reviewer struct {
 
 // Open indexes the scored file and opens (or creates) the review file, locking it.
 func Open(o Options) (*Reviewer, error) {
+	if o.AnyHost && o.Token == "" {
+		return nil, errors.New("review: answering any Host (a server reachable from other machines) needs a token")
+	}
 	if o.ReviewFile == "" {
 		o.ReviewFile = data.ReviewPath(o.Scored)
 	}

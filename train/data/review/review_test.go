@@ -467,3 +467,35 @@ func TestTemplateView(t *testing.T) {
 		t.Errorf("render error %q", d.RenderError)
 	}
 }
+
+// TestHTTPAnyHost: a server reachable beyond loopback (AnyHost) needs a token, answers any Host that brings
+// it, and refuses the API to a request without it.
+func TestHTTPAnyHost(t *testing.T) {
+	scored := writeScored(t, t.TempDir())
+	if r, err := Open(Options{Scored: scored, AnyHost: true}); err == nil {
+		r.Close()
+		t.Fatal("AnyHost without a token was accepted")
+	}
+	h := open(t, Options{Scored: scored, Token: "s3cret", AnyHost: true}).Handler()
+	for _, c := range []struct {
+		host, token string
+		code        int
+	}{
+		{"reviewbox.lan:8090", "s3cret", 200},
+		{"192.0.2.7:8090", "s3cret", 200},
+		{"127.0.0.1:8090", "s3cret", 200},
+		{"reviewbox.lan:8090", "", 401},
+		{"192.0.2.7:8090", "wrong", 401},
+	} {
+		req := httptest.NewRequest("GET", "/api/info", nil)
+		req.Host = c.host
+		if c.token != "" {
+			req.Header.Set("X-Lorakit-Token", c.token)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != c.code {
+			t.Errorf("Host %s, token %q: %d, want %d", c.host, c.token, w.Code, c.code)
+		}
+	}
+}
