@@ -6,6 +6,8 @@ import (
 	"math/rand"
 	"slices"
 	"testing"
+
+	"github.com/lorakit/lorakit/models/kernels"
 )
 
 // tol8 bounds, per row, how far the dot kernels may be from exact float arithmetic: x rounds to half a step
@@ -179,5 +181,33 @@ func TestDot8Error(t *testing.T) {
 			t.Fatalf("%s: worst error %.2g of Σ|w·x|", q.Type, worst)
 		}
 		t.Logf("%s: error of Σ|w·x|: worst %.2g, mean %.2g", q.Type, worst, mean)
+	}
+}
+
+// BenchmarkDot8DRAM times the dot kernels on weights larger than the caches (an int8 LM head of 65536 × 576 and
+// an NF4 matrix of 16384 × 1536, about 38 MB each in the dot layout), for 1 and 8 rows of x: the decode case,
+// where the codes stream from DRAM. Bytes are the dot layout's codes, once per call.
+func BenchmarkDot8DRAM(b *testing.B) {
+	r := rand.New(rand.NewSource(5))
+	i8, _ := Quantize8(randW(r, 65536*576, 0.05), []int{65536, 576})
+	nf4, _ := Quantize4(NF4, randW(r, 16384*1536, 0.05), []int{16384, 1536}, 64, false)
+	p := kernels.NewPool(0)
+	for _, w := range []struct {
+		name string
+		q    *Weight
+	}{{"int8", i8}, {"nf4", nf4}} {
+		if !w.q.useDot8() {
+			b.Skip("the dot kernels do not run here")
+		}
+		for _, m := range []int{1, 8} {
+			x := randW(r, m*w.q.Cols(), 1)
+			y := make([]float32, m*w.q.Rows())
+			b.Run(fmt.Sprintf("%s/m=%d", w.name, m), func(b *testing.B) {
+				b.SetBytes(int64(len(w.q.dot8Copy().codes)))
+				for i := 0; i < b.N; i++ {
+					w.q.MatMulT(p, y, x, m)
+				}
+			})
+		}
 	}
 }
