@@ -23,7 +23,13 @@ func newMat(rows, cols int, data []float32) *mat.Dense[float32] {
 }
 
 // vals returns the float32 backing slice of a node's value (no copy).
-func vals(t mat.Tensor) []float32 { return mat.Data[float32](t.Value()) }
+func vals(t mat.Tensor) []float32 {
+	v := t.Value()
+	if o, ok := v.(*node); ok {
+		return mat.Data[float32](o.Dense)
+	}
+	return mat.Data[float32](v)
+}
 
 // run wraps fn in a spago operator and runs its forward pass synchronously.
 func run(fn ag.AutoGradFunction) mat.Tensor { return ag.NewOperator(fn).Run() }

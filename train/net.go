@@ -387,10 +387,10 @@ func (n *Net) layerForward(L *netLayer, h mat.Tensor, T int, segs []Segment, pos
 	}
 	qkv = n.Env.RoPE(qkv, T, (nh+2*kv)*hd, (nh+kv)*hd, hd, pos, n.invFreq)
 	att := n.Env.Attention(qkv, T, nh, kv, hd, segs)
-	h = ag.Add(h, n.Env.Linear(att, T, L.o, train, ls+1))
+	h = n.Env.Add(h, n.Env.Linear(att, T, L.o, train, ls+1), T, H)
 	x = n.Env.RMSNorm(h, T, H, L.postNormP, L.postNorm, eps)
 	gu := n.Env.Linear(x, T, L.gu, train, ls+2)
-	return ag.Add(h, n.Env.Linear(n.Env.SwiGLU(gu, T, I), T, L.down, train, ls+3))
+	return n.Env.Add(h, n.Env.Linear(n.Env.SwiGLU(gu, T, I), T, L.down, train, ls+3), T, H)
 }
 
 // Logits runs the (adapted) model over one sequence and returns logits [len(ids), V].

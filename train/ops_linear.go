@@ -52,7 +52,7 @@ type linearFn struct {
 	mask [][]float32 // per proj: dropout keep-scale per input element (nil without dropout)
 	xd   [][]float32 // per proj: dropout(x) (x itself without dropout)
 	xa   [][]float32 // per proj: dropout(x)·Aᵀ [m, R]
-	out  *mat.Dense[float32]
+	out  *node
 	buf  []float32
 
 	dora []*doraState // per proj: what a DoRA projection keeps for Backward (nil without DoRA)

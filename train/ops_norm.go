@@ -19,7 +19,7 @@ type rmsNormFn struct {
 	m, dim int
 	eps    float32
 	inv    []float32 // per row 1/sqrt(mean(x²)+eps)
-	out    *mat.Dense[float32]
+	out    *node
 	buf    []float32
 }
 

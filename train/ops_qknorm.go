@@ -22,7 +22,7 @@ type qkNormFn struct {
 	qp, kp    *spnn.Param
 	eps       float32
 	inv       []float32 // [m, H+KV]
-	out       *mat.Dense[float32]
+	out       *node
 	buf       []float32
 }
 

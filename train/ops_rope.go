@@ -18,7 +18,7 @@ type ropeFn struct {
 	hd      int
 	pos     []int
 	invFreq []float32
-	out     *mat.Dense[float32]
+	out     *node
 	buf     []float32
 }
 

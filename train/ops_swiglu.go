@@ -14,7 +14,7 @@ type swigluFn struct {
 	env  *Env
 	x    mat.Tensor
 	m, n int // n = I
-	out  *mat.Dense[float32]
+	out  *node
 	buf  []float32
 }
 

@@ -341,6 +341,19 @@ func TestAttentionGrad(t *testing.T) {
 		func(v [][]float64) []float64 { return refAttention(v[0], m, h, kv, hd, segs) })
 }
 
+// TestAttentionGradBlocks runs segments longer than attBlock (several query blocks, a last one shorter) and a
+// head dimension that is no multiple of the broadcast tile's strips.
+func TestAttentionGradBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 9))
+	h, kv, hd := 2, 1, 5
+	segs := []Segment{{0, attBlock + 5}, {attBlock + 5, 2*attBlock + 3}}
+	m := 3*attBlock + 8
+	x := newLeaf(rng, "qkv", m, (h+2*kv)*hd, 1)
+	env := NewEnv(kernels.NewPool(2))
+	checkOp(t, []*leaf{x}, func() mat.Tensor { return env.Attention(x.p, m, h, kv, hd, segs) },
+		func(v [][]float64) []float64 { return refAttention(v[0], m, h, kv, hd, segs) })
+}
+
 func TestSwiGLUGrad(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	m, n := 3, 5
