@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/nlpodyssey/spago/mat"
+	spnn "github.com/nlpodyssey/spago/nn"
 
 	"github.com/lorakit/lorakit/models/kernels"
 )
@@ -170,6 +171,18 @@ func (e *Env) accGradPut(t mat.Tensor, rows, cols int, g []float32) {
 	}
 	t.AccGrad(newMat(rows, cols, g))
 	e.put(g)
+}
+
+// gradOf returns p's gradient buffer when p already has one (it persists between steps: AdamW zeroes it in
+// place), so that a backward product accumulates into it directly (Gemm with beta 1) instead of writing a
+// scratch buffer that spago then adds; nil before p's first gradient. Each parameter has one op that produces its
+// gradient during a backward pass (tied embeddings add the lookup's share after the pass), so nothing else
+// writes the buffer meanwhile.
+func gradOf(p *spnn.Param) []float32 {
+	if p == nil || !p.HasGrad() {
+		return nil
+	}
+	return mat.Data[float32](p.Grad())
 }
 
 // getZero returns a zeroed scratch slice.

@@ -441,7 +441,7 @@ func (n *Net) Accumulate(batch []Sample, denom float32, seed uint64) (sum float6
 			return 0, 0, fmt.Errorf("backward: %w", err)
 		}
 		if fo.ef != nil && fo.ef.DW != nil {
-			accGrad(n.embed, n.Config.VocabSize, n.Config.HiddenSize, fo.ef.DW)
+			fo.ef.addGrad()
 		}
 	}
 	return fo.lf.Sum, fo.T, nil

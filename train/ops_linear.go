@@ -179,12 +179,23 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 		if p.A != nil {
 			r := p.R
 			a, b := vals(p.A), vals(p.B)
-			dB := f.env.get(out * r)
-			kernels.Gemm(pool, true, false, out, r, m, p.Scale, gp, ld, f.xa[i], r, 0, dB, r)
+			gB, gA := gradOf(p.B), gradOf(p.A)
+			if gB != nil {
+				kernels.Gemm(pool, true, false, out, r, m, p.Scale, gp, ld, f.xa[i], r, 1, gB, r)
+			} else {
+				dB := f.env.get(out * r)
+				kernels.Gemm(pool, true, false, out, r, m, p.Scale, gp, ld, f.xa[i], r, 0, dB, r)
+				f.env.accGradPut(p.B, out, r, dB)
+			}
 			dxa := f.env.get(m * r)
 			kernels.Gemm(pool, false, false, m, r, out, p.Scale, gp, ld, b, r, 0, dxa, r)
-			dA := f.env.get(r * in)
-			kernels.Gemm(pool, true, false, r, in, m, 1, dxa, r, f.xd[i], in, 0, dA, in)
+			if gA != nil {
+				kernels.Gemm(pool, true, false, r, in, m, 1, dxa, r, f.xd[i], in, 1, gA, in)
+			} else {
+				dA := f.env.get(r * in)
+				kernels.Gemm(pool, true, false, r, in, m, 1, dxa, r, f.xd[i], in, 0, dA, in)
+				f.env.accGradPut(p.A, r, in, dA)
+			}
 			if dx != nil {
 				if mk := f.mask[i]; mk != nil {
 					t := f.env.get(m * in)
@@ -198,13 +209,15 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 				}
 			}
 			f.env.put(dxa)
-			f.env.accGradPut(p.A, r, in, dA)
-			f.env.accGradPut(p.B, out, r, dB)
 		}
 		if p.W != nil {
-			dW := f.env.get(out * in)
-			kernels.Gemm(pool, true, false, out, in, m, 1, gp, ld, x, in, 0, dW, in)
-			f.env.accGradPut(p.W, out, in, dW)
+			if gW := gradOf(p.W); gW != nil {
+				kernels.Gemm(pool, true, false, out, in, m, 1, gp, ld, x, in, 1, gW, in)
+			} else {
+				dW := f.env.get(out * in)
+				kernels.Gemm(pool, true, false, out, in, m, 1, gp, ld, x, in, 0, dW, in)
+				f.env.accGradPut(p.W, out, in, dW)
+			}
 			if p.Bias != nil {
 				db := make([]float32, out)
 				for r := 0; r < m; r++ {

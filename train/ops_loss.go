@@ -120,10 +120,14 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		for i, r := range f.rows {
 			copy(hsum[i*d:(i+1)*d], hv[r*d:(r+1)*d])
 		}
-		dW := f.env.get(v * d)
-		kernels.Gemm(f.env.Pool, true, false, v, d, n, gs, f.dlogits, v, hsum, d, 0, dW, d)
+		if gW := gradOf(f.w); gW != nil {
+			kernels.Gemm(f.env.Pool, true, false, v, d, n, gs, f.dlogits, v, hsum, d, 1, gW, d)
+		} else {
+			dW := f.env.get(v * d)
+			kernels.Gemm(f.env.Pool, true, false, v, d, n, gs, f.dlogits, v, hsum, d, 0, dW, d)
+			f.env.accGradPut(f.w, v, d, dW)
+		}
 		f.env.put(hsum)
-		f.env.accGradPut(f.w, v, d, dW)
 	} else if needsGrad(f.h) {
 		if dw, ok := denseF32(f.head); ok {
 			w = dw

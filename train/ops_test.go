@@ -439,9 +439,21 @@ func TestEmbedGrad(t *testing.T) {
 	if err := ag.Backward(out); err != nil {
 		t.Fatal(err)
 	}
-	for j := 0; j < 3; j++ {
-		if f.DW[2*3+j] != g[j]+g[6+j] || f.DW[5*3+j] != g[3+j] {
-			t.Fatalf("embedding gradient wrong: %v", f.DW)
+	// addGrad creates W's gradient the first time and adds into it after that (rows 2 and 5 only).
+	for k := float32(1); k <= 2; k++ {
+		f.addGrad()
+		dw := vals(w.p.Grad())
+		for j := 0; j < 3; j++ {
+			if dw[2*3+j] != k*(g[j]+g[6+j]) || dw[5*3+j] != k*g[3+j] {
+				t.Fatalf("embedding gradient wrong after %g additions: %v", k, dw)
+			}
+		}
+		for _, r := range []int{0, 1, 3, 4} {
+			for j := 0; j < 3; j++ {
+				if dw[r*3+j] != 0 {
+					t.Fatalf("embedding gradient of unused row %d: %v", r, dw)
+				}
+			}
 		}
 	}
 }

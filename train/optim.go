@@ -60,15 +60,15 @@ func (o *AdamW) OptimizeParams(p *spnn.Param) error {
 	b1, b2 := float32(o.Beta1), float32(o.Beta2)
 	c1, c2 := 1-b1, 1-b2
 	inv2, eps, clip := float32(1/bc2), float32(o.Eps), float32(o.ClipCoef)
-	m, v := st.M, st.V
+	m, v, g := st.M[:len(w)], st.V[:len(w)], g[:len(w)]
 	for i := range w {
 		gi := g[i] * clip
 		m[i] = b1*m[i] + c1*gi
 		v[i] = b2*v[i] + c2*gi*gi
 		den := float32(math.Sqrt(float64(v[i])))*inv2 + eps
 		w[i] = w[i]*decay - step*m[i]/den
+		g[i] = 0 // zeroed in place, in the same pass: the next step accumulates into the same buffer
 	}
-	clear(g) // zeroed in place: the next step accumulates into the same buffer (no re-allocation)
 	return nil
 }
 
