@@ -11,8 +11,9 @@ import (
 
 // Env is what the ops share: the kernel thread pool and reusable scratch buffers.
 type Env struct {
-	Pool *kernels.Pool
-	bufs sync.Map // size → *sync.Pool of []float32
+	Pool  *kernels.Pool
+	bufs  sync.Map   // size → *sync.Pool of []float32
+	fused fusedPlans // the fused weights of linear ops (ops_linear_fused.go)
 }
 
 // NewEnv returns an Env running kernels on pool (nil runs them inline).

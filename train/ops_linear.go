@@ -56,6 +56,7 @@ type linearFn struct {
 	buf  []float32
 
 	dora []*doraState // per proj: what a DoRA projection keeps for Backward (nil without DoRA)
+	fw   *fusedW      // the fused weights the forward pass ran through (nil: one projection at a time)
 }
 
 // Linear applies projs (all with the same In) to x [m, In] and returns [m, ΣOut].
@@ -89,6 +90,10 @@ func (f *linearFn) Forward() (mat.Tensor, error) {
 	f.mask = make([][]float32, len(f.projs))
 	f.xd = make([][]float32, len(f.projs))
 	f.xa = make([][]float32, len(f.projs))
+	if fw := f.env.fusedPlan(f.projs); fw != nil {
+		f.forwardFused(fw, y)
+		return out, nil
+	}
 	var tmp []float32
 	if len(f.projs) > 1 {
 		maxOut := 0
@@ -158,6 +163,12 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 	m, n := f.m, f.n
 	pool := f.env.Pool
 	x := vals(f.x)
+	if f.fw != nil && needsGrad(f.x) {
+		f.env.accGradPut(f.x, m, f.projs[0].In, f.backwardFused(g))
+		f.env.release(f.out, f.buf)
+		f.mask, f.xd, f.xa, f.fw = nil, nil, nil, nil
+		return nil
+	}
 	var dx []float32
 	if needsGrad(f.x) {
 		dx = f.env.getZero(m * f.projs[0].In)
@@ -245,6 +256,6 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 		f.env.accGradPut(f.x, m, f.projs[0].In, dx)
 	}
 	f.env.release(f.out, f.buf)
-	f.mask, f.xd, f.xa, f.dora = nil, nil, nil, nil
+	f.mask, f.xd, f.xa, f.dora, f.fw = nil, nil, nil, nil, nil
 	return nil
 }

@@ -1,0 +1,226 @@
+package train
+
+import (
+	"math/rand/v2"
+	"sync"
+
+	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/nn"
+)
+
+// fusedW is the one-product form of a linear op whose projections all have f32 dense frozen bases and plain LoRA
+// adapters (no DoRA): the weights of every projection side by side with their scaled B factors,
+//
+//	W' [ΣOut, K'] = rows of projection p: [ W_p | 0 … s_p·B_p … 0 ],  K' = In + Σ R_p
+//
+// so that with X' = [x | xa_1 … xa_P] (xa_p = dropout(x)·A_pᵀ) the forward pass is one product Y = X'·W'ᵀ (base
+// and LoRA expand, every projection at once, straight into the output), and the backward pass's
+// G·W' = [G·W | s_p·G_p·B_p …] gives the base's input gradient and every dxa_p in one product too. The LoRA
+// expand and the dxa products have a rank-sized inner dimension: alone they are bound by the memory traffic of
+// their [m, Out] operand (15–55 GFLOP/s on smollm2's shapes, measured), where inside the base product they cost
+// 16 more columns of its inner dimension. W' is a copy of the frozen weights (the B columns are rewritten each
+// forward pass: B changes every step).
+type fusedW struct {
+	in, k, n int
+	w        []float32
+	rows     []int     // per projection: first row in W'
+	cols     []int     // per projection: first column of its B block in W' (-1 without an adapter)
+	bias     []float32 // [n]: the bases' biases side by side (nil if none has one)
+	mu       sync.Mutex
+}
+
+// fusedPlans caches the fused weights of each linear op (keyed by its first projection).
+type fusedPlans struct {
+	mu sync.Mutex
+	m  map[*Proj]*fusedW
+}
+
+// fusedPlan returns the fused weights of projs, or nil when the op does not have that form.
+func (e *Env) fusedPlan(projs []*Proj) *fusedW {
+	in, k, n, adapted := projs[0].In, projs[0].In, 0, false
+	for _, p := range projs {
+		if p.W != nil || p.Mag != nil || p.In != in {
+			return nil
+		}
+		if _, ok := denseF32(p.Base); !ok {
+			return nil
+		}
+		if p.A != nil {
+			k += p.R
+			adapted = true
+		}
+		n += p.Out
+	}
+	if !adapted {
+		return nil
+	}
+	e.fused.mu.Lock()
+	defer e.fused.mu.Unlock()
+	if fw := e.fused.m[projs[0]]; fw != nil {
+		return fw
+	}
+	fw := &fusedW{in: in, k: k, n: n, w: make([]float32, n*k)}
+	row, col := 0, in
+	for _, p := range projs {
+		w, _ := denseF32(p.Base)
+		for o := 0; o < p.Out; o++ {
+			copy(fw.w[(row+o)*k:(row+o)*k+in], w[o*in:(o+1)*in])
+		}
+		if b := p.Base.(*nn.Dense).Bias; b != nil {
+			if fw.bias == nil {
+				fw.bias = make([]float32, n)
+			}
+			copy(fw.bias[row:row+p.Out], b)
+		}
+		fw.rows = append(fw.rows, row)
+		if p.A != nil {
+			fw.cols = append(fw.cols, col)
+			col += p.R
+		} else {
+			fw.cols = append(fw.cols, -1)
+		}
+		row += p.Out
+	}
+	if e.fused.m == nil {
+		e.fused.m = map[*Proj]*fusedW{}
+	}
+	e.fused.m[projs[0]] = fw
+	return fw
+}
+
+// setB writes s_p·B_p of every adapted projection into W'.
+func (fw *fusedW) setB(projs []*Proj) {
+	for i, p := range projs {
+		c := fw.cols[i]
+		if c < 0 {
+			continue
+		}
+		b := vals(p.B)
+		for o := 0; o < p.Out; o++ {
+			dst := fw.w[(fw.rows[i]+o)*fw.k+c : (fw.rows[i]+o)*fw.k+c+p.R]
+			for j, v := range b[o*p.R : (o+1)*p.R] {
+				dst[j] = p.Scale * v
+			}
+		}
+	}
+}
+
+// forwardFused is Forward through the fused weights: xa_p as in Forward, then Y = X'·W'ᵀ (+ biases).
+func (f *linearFn) forwardFused(fw *fusedW, y []float32) {
+	x := vals(f.x)
+	m, pool := f.m, f.env.Pool
+	in, k := fw.in, fw.k
+	for i, p := range f.projs {
+		if p.A == nil {
+			continue
+		}
+		xd := x
+		if f.train && p.Dropout > 0 {
+			rng := rand.New(rand.NewPCG(f.seed, uint64(i)+1))
+			keep := float32(1 / (1 - float64(p.Dropout)))
+			mk := make([]float32, len(x))
+			xd = make([]float32, len(x))
+			for j := range x {
+				if rng.Float32() >= p.Dropout {
+					mk[j] = keep
+					xd[j] = x[j] * keep
+				}
+			}
+			f.mask[i] = mk
+		}
+		f.xd[i] = xd
+		xa := make([]float32, m*p.R)
+		lora.Shrink(pool, xa, xd, vals(p.A), m, p.R, p.In) // xa = dropout(x)·Aᵀ, kept for Backward
+		f.xa[i] = xa
+	}
+	xp := f.env.get(m * k)
+	for r := 0; r < m; r++ {
+		copy(xp[r*k:r*k+in], x[r*in:(r+1)*in])
+		for i, p := range f.projs {
+			if c := fw.cols[i]; c >= 0 {
+				copy(xp[r*k+c:r*k+c+p.R], f.xa[i][r*p.R:(r+1)*p.R])
+			}
+		}
+	}
+	fw.mu.Lock() // ops of one fused weight do not overlap in a pass, but a checkpointed layer's recompute may
+	fw.setB(f.projs)
+	kernels.MatMulF32T(pool, y, xp, fw.w, m, fw.n, k)
+	fw.mu.Unlock()
+	f.env.put(xp)
+	nn.AddBias(y, fw.bias, m)
+	f.fw = fw
+}
+
+// backwardFused is Backward through the fused weights, for an op whose input needs its gradient:
+// D = G·W' = [dx_base | dxa_1 … dxa_P], then the factor gradients from G, xa_p and dxa_p, and
+// dx = dx_base + Σ_p (dxa_p·A_p) ⊙ mask_p (one product over the stacked A_p without dropout).
+func (f *linearFn) backwardFused(g []float32) []float32 {
+	fw := f.fw
+	m, n, pool := f.m, f.n, f.env.Pool
+	in, k := fw.in, fw.k
+	d := f.env.get(m * k)
+	fw.mu.Lock()
+	kernels.Gemm(pool, false, false, m, k, n, 1, g, n, fw.w, k, 0, d, k)
+	fw.mu.Unlock()
+	dx := f.env.get(m * in)
+	for r := 0; r < m; r++ {
+		copy(dx[r*in:(r+1)*in], d[r*k:r*k+in])
+	}
+	masked, ra := false, 0
+	for i, p := range f.projs {
+		c := fw.cols[i]
+		if c < 0 {
+			continue
+		}
+		r, out, off := p.R, p.Out, fw.rows[i]
+		if gB := gradOf(p.B); gB != nil {
+			kernels.Gemm(pool, true, false, out, r, m, p.Scale, g[off:], n, f.xa[i], r, 1, gB, r)
+		} else {
+			dB := f.env.get(out * r)
+			kernels.Gemm(pool, true, false, out, r, m, p.Scale, g[off:], n, f.xa[i], r, 0, dB, r)
+			f.env.accGradPut(p.B, out, r, dB)
+		}
+		if gA := gradOf(p.A); gA != nil {
+			kernels.Gemm(pool, true, false, r, in, m, 1, d[c:], k, f.xd[i], in, 1, gA, in)
+		} else {
+			dA := f.env.get(r * in)
+			kernels.Gemm(pool, true, false, r, in, m, 1, d[c:], k, f.xd[i], in, 0, dA, in)
+			f.env.accGradPut(p.A, r, in, dA)
+		}
+		masked = masked || f.mask[i] != nil
+		ra += r
+	}
+	if !masked { // the adapter columns of D are contiguous: dx += D[:, in:]·[A_1; …; A_P]
+		as := f.env.get(ra * in)
+		o := 0
+		for i, p := range f.projs {
+			if fw.cols[i] >= 0 {
+				copy(as[o*in:], vals(p.A))
+				o += p.R
+			}
+		}
+		kernels.Gemm(pool, false, false, m, in, ra, 1, d[in:], k, as, in, 1, dx, in)
+		f.env.put(as)
+	} else {
+		t := f.env.get(m * in)
+		for i, p := range f.projs {
+			c := fw.cols[i]
+			if c < 0 {
+				continue
+			}
+			mk := f.mask[i]
+			if mk == nil {
+				kernels.Gemm(pool, false, false, m, in, p.R, 1, d[c:], k, vals(p.A), in, 1, dx, in)
+				continue
+			}
+			kernels.Gemm(pool, false, false, m, in, p.R, 1, d[c:], k, vals(p.A), in, 0, t, in)
+			for j := range t {
+				dx[j] += t[j] * mk[j]
+			}
+		}
+		f.env.put(t)
+	}
+	f.env.put(d)
+	return dx
+}
