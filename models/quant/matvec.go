@@ -10,8 +10,9 @@ import (
 const scaleBuf = 256
 
 // MatVec computes y[r] = Σ_c W[r,c]·x[c] for the weight W [Rows, Cols] (HF [out, in]) without
-// materialising W: the integer kernels (x16.go) for 4-bit blocks of 32 or a multiple of 64 in rows of whole
-// groups of 64 and for row-wise int8, short dequantised runs otherwise. p may be nil.
+// materialising W: the dot kernels (dot8.go) where AVX-512 VNNI runs and the rows tile, otherwise the integer
+// kernels (x16.go) for 4-bit blocks of 32 or a multiple of 64 in rows of whole groups of 64 and for row-wise
+// int8, short dequantised runs otherwise. p may be nil.
 func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 	rows, cols := q.Rows(), q.Cols()
 	if len(y) != rows || len(x) != cols {
