@@ -211,3 +211,29 @@ func BenchmarkDot8DRAM(b *testing.B) {
 		}
 	}
 }
+
+// TestDot8BatchInvariant: with the dot kernels a row of x gets bit-identical products whatever the number of rows
+// it is multiplied with (1, a chunk of up to dotK, several chunks, a split quantisation): every row's sums are
+// made in the same order, so a sequence decoded alone and inside a batch gets the same logits.
+func TestDot8BatchInvariant(t *testing.T) {
+	r := rand.New(rand.NewSource(34))
+	p := kernels.NewPool(2)
+	for _, q := range dotWeights(t, r) {
+		if !q.useDot8() {
+			t.Skip("the dot kernels do not run here")
+		}
+		rows, cols := q.Rows(), q.Cols()
+		for _, m := range []int{5, dotK + 1, quantSplitM + 3} {
+			x := randW(r, m*cols, 1)
+			y := make([]float32, m*rows)
+			q.MatMulT(p, y, x, m)
+			one := make([]float32, rows)
+			for i := 0; i < m; i++ {
+				q.MatVec(p, one, x[i*cols:(i+1)*cols])
+				if !slices.Equal(one, y[i*rows:(i+1)*rows]) {
+					t.Fatalf("%s bs %d %v m %d: row %d differs from its product alone", q.Type, q.BlockSize, q.Shape, m, i)
+				}
+			}
+		}
+	}
+}
