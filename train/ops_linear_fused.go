@@ -159,10 +159,22 @@ func (f *linearFn) backwardFused(g []float32) []float32 {
 	fw := f.fw
 	m, n, pool := f.m, f.n, f.env.Pool
 	in, k := fw.in, fw.k
-	d := f.env.get(m * k)
+	// The broadcast tiles take rows in sixes and the rest one axpy at a time (4 of smollm2's 256 rows cost 15% of
+	// the product); G is copied into rows padded to a multiple of six, the zero rows' results are not read.
+	m6 := (m + 5) / 6 * 6
+	gp := g
+	if m6 != m {
+		gp = f.env.get(m6 * n)
+		copy(gp, g)
+		clear(gp[m*n:])
+	}
+	d := f.env.get(m6 * k)
 	fw.mu.Lock()
-	kernels.Gemm(pool, false, false, m, k, n, 1, g, n, fw.w, k, 0, d, k)
+	kernels.Gemm(pool, false, false, m6, k, n, 1, gp, n, fw.w, k, 0, d, k)
 	fw.mu.Unlock()
+	if m6 != m {
+		f.env.put(gp)
+	}
 	dx := f.env.get(m * in)
 	for r := 0; r < m; r++ {
 		copy(dx[r*in:(r+1)*in], d[r*k:r*k+in])
@@ -181,13 +193,19 @@ func (f *linearFn) backwardFused(g []float32) []float32 {
 			kernels.Gemm(pool, true, false, out, r, m, p.Scale, g[off:], n, f.xa[i], r, 0, dB, r)
 			f.env.accGradPut(p.B, out, r, dB)
 		}
-		if gA := gradOf(p.A); gA != nil {
-			kernels.Gemm(pool, true, false, r, in, m, 1, d[c:], k, f.xd[i], in, 1, gA, in)
+		// dA = dxaᵀ·xd as its transpose xdᵀ·dxa [In, R]: In rows fill the broadcast tiles' sixes, R = 16 rows
+		// would leave 4 to the axpy edge (1.8× the speed, measured on smollm2's shapes)
+		dAt := f.env.get(in * r)
+		kernels.Gemm(pool, true, false, in, r, m, 1, f.xd[i], in, d[c:], k, 0, dAt, r)
+		gA := gradOf(p.A)
+		if gA == nil {
+			gA = f.env.getZero(r * in)
+			addTransposed(gA, dAt, in, r)
+			f.env.accGradPut(p.A, r, in, gA)
 		} else {
-			dA := f.env.get(r * in)
-			kernels.Gemm(pool, true, false, r, in, m, 1, d[c:], k, f.xd[i], in, 0, dA, in)
-			f.env.accGradPut(p.A, r, in, dA)
+			addTransposed(gA, dAt, in, r)
 		}
+		f.env.put(dAt)
 		masked = masked || f.mask[i] != nil
 		ra += r
 	}
@@ -223,4 +241,13 @@ func (f *linearFn) backwardFused(g []float32) []float32 {
 	}
 	f.env.put(d)
 	return dx
+}
+
+// addTransposed adds tᵀ to dst [c, r] for t [r, c].
+func addTransposed(dst, t []float32, r, c int) {
+	for i := 0; i < r; i++ {
+		for j, v := range t[i*c : (i+1)*c] {
+			dst[j*r+i] += v
+		}
+	}
 }

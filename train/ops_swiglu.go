@@ -1,8 +1,6 @@
 package train
 
 import (
-	"math"
-
 	"github.com/nlpodyssey/spago/mat"
 
 	"github.com/lorakit/lorakit/models/kernels"
@@ -53,17 +51,17 @@ func (f *swigluFn) Backward(gy mat.Tensor) error {
 		silu := make([]float32, n)
 		for r := lo; r < hi; r++ {
 			row, dr, gr := x[r*2*n:(r+1)*2*n], dx[r*2*n:(r+1)*2*n], g[r*n:(r+1)*n]
-			kernels.SiLUMul(silu, row[:n], one) // vectorised silu(a) = a·σ(a)
-			for j := 0; j < n; j++ {
-				a, u, s := row[j], row[n+j], silu[j]
-				var sig float32
-				if a > -1e-3 && a < 1e-3 { // σ(a) from silu(a)/a loses precision near 0
-					sig = float32(1 / (1 + math.Exp(float64(-a))))
-				} else {
-					sig = s / a
+			ga, up := row[:n], row[n:2*n]
+			dg, du := dr[:n], dr[n:2*n]
+			kernels.SiLUMul(silu, ga, one) // vectorised silu(a) = a·σ(a)
+			kernels.SiLUMul(du, ga, gr)    // d up = g·silu(a)
+			for j, a := range ga {
+				s := silu[j]
+				sig := s / a
+				if a > -1e-3 && a < 1e-3 { // silu(a)/a loses precision near 0: σ(a) = ½ + a/4 − a³/48 + …
+					sig = 0.5 + 0.25*a
 				}
-				dr[j] = gr[j] * u * (sig + s*(1-sig)) // d silu/da = σ + a·σ·(1−σ)
-				dr[n+j] = gr[j] * s
+				dg[j] = gr[j] * up[j] * (sig + s*(1-sig)) // d silu/da = σ + a·σ·(1−σ)
 			}
 		}
 	})
