@@ -7,6 +7,7 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 )
 
 // fusedW is the one-product form of a linear op whose projections all have f32 dense frozen bases and plain LoRA
@@ -21,12 +22,16 @@ import (
 // their [m, Out] operand (15–55 GFLOP/s on smollm2's shapes, measured), where inside the base product they cost
 // 16 more columns of its inner dimension. W' is a copy of the frozen weights (the B columns are rewritten each
 // forward pass: B changes every step).
+//
+// A 4-bit base (QLoRA) is not copied: each pass dequantises it into a pooled W' (as the unfused op dequantised
+// it into a pooled [Out, In] buffer), so the fused form costs no memory there.
 type fusedW struct {
 	in, k, n int
-	w        []float32
-	rows     []int     // per projection: first row in W'
-	cols     []int     // per projection: first column of its B block in W' (-1 without an adapter)
-	bias     []float32 // [n]: the bases' biases side by side (nil if none has one)
+	w        []float32       // f32 bases: the fused weights, kept (the B columns rewritten each pass)
+	quant    []*quant.Weight // 4-bit bases: the weights dequantised into a pooled W' each pass (w nil)
+	rows     []int           // per projection: first row in W'
+	cols     []int           // per projection: first column of its B block in W' (-1 without an adapter)
+	bias     []float32       // [n]: the bases' biases side by side (nil if none has one)
 	mu       sync.Mutex
 }
 
@@ -39,12 +44,16 @@ type fusedPlans struct {
 // fusedPlan returns the fused weights of projs, or nil when the op does not have that form.
 func (e *Env) fusedPlan(projs []*Proj) *fusedW {
 	in, k, n, adapted := projs[0].In, projs[0].In, 0, false
+	dyn := false
 	for _, p := range projs {
 		if p.W != nil || p.Mag != nil || p.In != in {
 			return nil
 		}
 		if _, ok := denseF32(p.Base); !ok {
-			return nil
+			if quantOf(p.Base) == nil {
+				return nil
+			}
+			dyn = true
 		}
 		if p.A != nil {
 			k += p.R
@@ -60,14 +69,21 @@ func (e *Env) fusedPlan(projs []*Proj) *fusedW {
 	if fw := e.fused.m[projs[0]]; fw != nil {
 		return fw
 	}
-	fw := &fusedW{in: in, k: k, n: n, w: make([]float32, n*k)}
+	fw := &fusedW{in: in, k: k, n: n}
+	if !dyn {
+		fw.w = make([]float32, n*k)
+	}
 	row, col := 0, in
 	for _, p := range projs {
-		w, _ := denseF32(p.Base)
-		for o := 0; o < p.Out; o++ {
-			copy(fw.w[(row+o)*k:(row+o)*k+in], w[o*in:(o+1)*in])
+		if dyn {
+			fw.quant = append(fw.quant, quantOf(p.Base))
+		} else {
+			w, _ := denseF32(p.Base)
+			for o := 0; o < p.Out; o++ {
+				copy(fw.w[(row+o)*k:(row+o)*k+in], w[o*in:(o+1)*in])
+			}
 		}
-		if b := p.Base.(*nn.Dense).Bias; b != nil {
+		if b := baseBiasOf(p.Base); b != nil {
 			if fw.bias == nil {
 				fw.bias = make([]float32, n)
 			}
@@ -89,8 +105,51 @@ func (e *Env) fusedPlan(projs []*Proj) *fusedW {
 	return fw
 }
 
-// setB writes s_p·B_p of every adapted projection into W'.
-func (fw *fusedW) setB(projs []*Proj) {
+// quantOf returns the quantised weight of a 4-bit base, or nil.
+func quantOf(l BaseLinear) *quant.Weight {
+	switch d := l.(type) {
+	case *nf4Linear:
+		return d.q
+	case *nn.Quantized:
+		return d.Q
+	}
+	return nil
+}
+
+// baseBiasOf returns the bias of a dense or quantised base, or nil.
+func baseBiasOf(l BaseLinear) []float32 {
+	if d, ok := l.(*nf4Linear); ok {
+		return d.bias
+	}
+	return linearBias(l)
+}
+
+// weights returns W' with the current B factors: the kept one (locked: release unlocks), or for 4-bit bases a
+// pooled buffer the bases are dequantised into, row by row over the pool's threads (release recycles it).
+func (fw *fusedW) weights(e *Env, projs []*Proj) (w []float32, release func()) {
+	if fw.quant == nil {
+		fw.mu.Lock() // ops of one fused weight do not overlap in a pass, but a checkpointed layer's recompute may
+		fw.setB(fw.w, projs)
+		return fw.w, fw.mu.Unlock
+	}
+	w = e.get(fw.n * fw.k)
+	in, k := fw.in, fw.k
+	for i, p := range projs {
+		q, r0 := fw.quant[i], fw.rows[i]
+		e.Pool.For(p.Out, func(lo, hi int) {
+			for o := lo; o < hi; o++ {
+				row := w[(r0+o)*k : (r0+o+1)*k]
+				q.DequantizeRange(row[:in], o*in)
+				clear(row[in:])
+			}
+		})
+	}
+	fw.setB(w, projs)
+	return w, func() { e.put(w) }
+}
+
+// setB writes s_p·B_p of every adapted projection into w (W').
+func (fw *fusedW) setB(w []float32, projs []*Proj) {
 	for i, p := range projs {
 		c := fw.cols[i]
 		if c < 0 {
@@ -98,7 +157,7 @@ func (fw *fusedW) setB(projs []*Proj) {
 		}
 		b := vals(p.B)
 		for o := 0; o < p.Out; o++ {
-			dst := fw.w[(fw.rows[i]+o)*fw.k+c : (fw.rows[i]+o)*fw.k+c+p.R]
+			dst := w[(fw.rows[i]+o)*fw.k+c : (fw.rows[i]+o)*fw.k+c+p.R]
 			for j, v := range b[o*p.R : (o+1)*p.R] {
 				dst[j] = p.Scale * v
 			}
@@ -143,10 +202,9 @@ func (f *linearFn) forwardFused(fw *fusedW, y []float32) {
 			}
 		}
 	}
-	fw.mu.Lock() // ops of one fused weight do not overlap in a pass, but a checkpointed layer's recompute may
-	fw.setB(f.projs)
-	kernels.MatMulF32T(pool, y, xp, fw.w, m, fw.n, k)
-	fw.mu.Unlock()
+	w, release := fw.weights(f.env, f.projs)
+	kernels.MatMulF32T(pool, y, xp, w, m, fw.n, k)
+	release()
 	f.env.put(xp)
 	nn.AddBias(y, fw.bias, m)
 	f.fw = fw
@@ -169,9 +227,9 @@ func (f *linearFn) backwardFused(g []float32) []float32 {
 		clear(gp[m*n:])
 	}
 	d := f.env.get(m6 * k)
-	fw.mu.Lock()
-	kernels.Gemm(pool, false, false, m6, k, n, 1, gp, n, fw.w, k, 0, d, k)
-	fw.mu.Unlock()
+	w, release := fw.weights(f.env, f.projs)
+	kernels.Gemm(pool, false, false, m6, k, n, 1, gp, n, w, k, 0, d, k)
+	release()
 	if m6 != m {
 		f.env.put(gp)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
@@ -141,7 +142,7 @@ func matmulT(x, w []float64, m, n, k int) []float64 { // x[m,k]·w[n,k]ᵀ
 }
 
 func TestLinearLoRAGrad(t *testing.T) {
-	for _, dt := range []string{"f32", "bf16", "opaque", "full"} {
+	for _, dt := range []string{"f32", "f32bias", "bf16", "nf4", "opaque", "full"} {
 		t.Run(dt, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			m, in, r := 5, 6, 3
@@ -151,6 +152,7 @@ func TestLinearLoRAGrad(t *testing.T) {
 			env := NewEnv(kernels.NewPool(2))
 			var projs []*Proj
 			var ws [][]float32
+			biases := make([][]float32, len(outs))
 			for i, out := range outs {
 				p := &Proj{In: in, Out: out, R: r, Scale: 1.5}
 				w := randSlice(rng, out*in, 0.5)
@@ -161,8 +163,20 @@ func TestLinearLoRAGrad(t *testing.T) {
 						w[j] = safetensors.BF16ToF32(u[j])
 					}
 					p.Base = &nn.Dense{Rows: out, Cols: in, DType: safetensors.BF16, U16: u}
+				} else if dt == "nf4" { // dequantise so the reference sees the same weight
+					q, err := quant.Quantize4(quant.NF4, w, []int{out, in}, 64, true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					q.Dequantize(w)
+					p.Base = &nf4Linear{q: q, rows: out, cols: in, scratch: NewEnv(nil)}
 				} else {
 					p.Base = &nn.Dense{Rows: out, Cols: in, DType: safetensors.F32, F32: w}
+				}
+				if dt == "f32bias" && i == 1 { // a base bias on one of the two projections
+					bs := randSlice(rng, out, 1)
+					p.Base.(*nn.Dense).Bias = bs
+					biases[i] = bs
 				}
 				if dt == "opaque" {
 					p.Base = opaque{p.Base}
@@ -207,6 +221,13 @@ func TestLinearLoRAGrad(t *testing.T) {
 						}
 					}
 					base := matmulT(v[0], w, m, p.Out, in)
+					if bs := biases[i]; bs != nil {
+						for rr := 0; rr < m; rr++ {
+							for j := 0; j < p.Out; j++ {
+								base[rr*p.Out+j] += float64(bs[j])
+							}
+						}
+					}
 					if p.Bias != nil {
 						for rr := 0; rr < m; rr++ {
 							for j := 0; j < p.Out; j++ {
