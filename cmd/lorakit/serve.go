@@ -31,6 +31,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		modelDir, adapterDir, quantType, headType, host, apiKey, servedName string
 		adapterCache, adapterCacheSize, prefixCacheSize, kvCacheMemory      string
+		kvCacheDType                                                        string
 		prefixCaching                                                       bool
 		adapterDType                                                        string
 		adapters                                                            []string
@@ -114,9 +115,9 @@ still running then end with a server_shutting_down error event and [DONE], and s
 					servedName = path.Base(base.Ref.Repo) // not the snapshot's commit hash
 				}
 			}
-			be, err := backend.FromModelDType(m, adapterDType)
+			be, err := backend.FromModelOptions(m, backend.Options{AdapterDType: adapterDType, KVCacheDType: kvCacheDType})
 			if err != nil {
-				return fmt.Errorf("serve: --adapter-dtype: %w", err)
+				return fmt.Errorf("serve: --adapter-dtype / --kv-cache-dtype: %w", err)
 			}
 			var store *adapterstore.Store
 			adapterURL := ""
@@ -166,7 +167,7 @@ still running then end with a server_shutting_down error event and [DONE], and s
 	f.StringVar(&adapterCacheSize, "adapter-cache-size", "10GiB", "bound of --adapter-cache; least recently used adapters are removed beyond it")
 	f.BoolVar(&prefixCaching, "enable-prefix-caching", true, "reuse the KV of prompt prefixes (16-token blocks) that earlier requests with the same adapter computed; outputs are the same either way")
 	f.StringVar(&prefixCacheSize, "prefix-cache-size", "1GiB", "bound of the prefix cache's KV copies; least recently used blocks are dropped beyond it")
-	f.StringVar(&kvCacheMemory, "kv-cache-memory", "", "KV cache budget shared by the running sequences, in blocks of 16 positions (f32 keys and values): a request waits until its prompt's blocks are free, and when decoding runs out the most recently admitted sequence is preempted and later recomputed (outputs unchanged); vllm:kv_cache_usage_perc reports the blocks in use. Empty: no budget (each sequence may hold its prompt + max tokens)")
+	f.StringVar(&kvCacheMemory, "kv-cache-memory", "", "KV cache budget shared by the running sequences, in blocks of 16 positions (keys and values in --kv-cache-dtype): a request waits until its prompt's blocks are free, and when decoding runs out the most recently admitted sequence is preempted and later recomputed (outputs unchanged); vllm:kv_cache_usage_perc reports the blocks in use. Empty: no budget (each sequence may hold its prompt + max tokens)")
 	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
 	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")
 	f.StringVar(&quantType, "quant", "", `quantise the base at load: "nf4" or "fp4"`)
@@ -179,6 +180,7 @@ still running then end with a server_shutting_down error event and [DONE], and s
 	f.IntVar(&maxModelLen, "max-model-len", 0, "context window: prompt + completion tokens (0: the model's max_position_embeddings)")
 	f.StringVar(&servedName, "served-model-name", "", "name of the base model in the API (default: the model folder's name)")
 	f.IntVar(&threads, "threads", 0, "kernel threads (0: all CPUs)")
+	f.StringVar(&kvCacheDType, "kv-cache-dtype", "auto", `KV cache element type: "f32", "bf16", or "auto" (f32 for an f32 base, else bf16: half the memory and the bytes attention reads; logits move by the bf16 rounding of keys and values)`)
 	f.StringVar(&adapterDType, "adapter-dtype", "auto", `adapter weight storage: "f32", "bf16", or "auto" (f32 for an f32 base, else bf16)`)
 	f.IntVar(&maxN, "max-n", 128, "largest n (choices per request) accepted")
 	f.IntVar(&maxConns, "max-connections", 4096, "open connections at most; more wait in the listen backlog")

@@ -15,7 +15,7 @@ func (m *Model) attentionRange(lo, hi int) {
 	c := m.Config
 	s := &m.s
 	batch, l := s.batch, s.layer
-	D, Q, KV, nkv := c.HeadDim, c.QDim(), c.KVDim(), c.NumKeyValueHeads
+	D, Q, nkv := c.HeadDim, c.QDim(), c.NumKeyValueHeads
 	group := c.NumAttentionHeads / nkv
 	scale := float32(1 / math.Sqrt(float64(D)))
 	items := len(s.short) * nkv
@@ -28,15 +28,25 @@ func (m *Model) attentionRange(lo, hi int) {
 			if c.SlidingWindow > 0 && pos-c.SlidingWindow+1 > 0 {
 				start = pos - c.SlidingWindow + 1
 			}
-			n, off := pos+1-start, start*KV+kvh*D
+			n, i := pos+1-start, l*nkv+kvh
 			q0 := r*Q + kvh*group*D // the group's query heads are adjacent rows of D
+			q, att := s.q[q0:q0+group*D], s.att[q0:q0+group*D]
 			S := s.scores[w][:group*n]
-			kernels.Gemm(nil, false, true, group, n, D, 1, s.q[q0:], D, kc.k[l][off:], KV, 0, S, n)
+			if kc.k16 != nil {
+				kernels.MatMulBF16T(nil, S, q, kc.k16[i][start*D:(pos+1)*D], group, n, D)
+			} else {
+				kernels.Gemm(nil, false, true, group, n, D, 1, q, D, kc.k[i][start*D:], D, 0, S, n)
+			}
 			kernels.Scale(scale, S)
 			for g := range group {
 				kernels.Softmax(S[g*n : (g+1)*n])
 			}
-			kernels.Gemm(nil, false, false, group, D, n, 1, S, n, kc.v[l][off:], KV, 0, s.att[q0:], D)
+			if kc.v16 != nil {
+				clear(att)
+				kernels.MatMulAddBF16(att, S, kc.v16[i][start*D:(pos+1)*D], group, D, n)
+			} else {
+				kernels.Gemm(nil, false, false, group, D, n, 1, S, n, kc.v[i][start*D:], D, 0, att, D)
+			}
 		}
 	}
 }
@@ -63,33 +73,44 @@ func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 		hi := p0 + b0 + bn // keys [lo, hi) are visible to some row of the block
 		w := hi - lo
 		s.blockS = grow(s.blockS, c.NumAttentionHeads*bn*w)
-		s.ab = blockJob{K: kc.k[l][lo*c.KVDim():], V: kc.v[l][lo*c.KVDim():], row0: r0 + b0, rows: bn, pos0: p0 + b0,
-			lo: lo, w: w}
+		if kc.k16 != nil { // the bf16 products take each head's queries and outputs as contiguous rows
+			s.blockQ, s.blockO = grow(s.blockQ, c.NumAttentionHeads*bn*c.HeadDim), grow(s.blockO, c.NumAttentionHeads*bn*c.HeadDim)
+		}
+		s.ab = blockJob{kc: kc, layer: l, row0: r0 + b0, rows: bn, pos0: p0 + b0, lo: lo, w: w}
 		m.Pool.For(c.NumAttentionHeads, m.headsFn)
 	}
 	s.ab = blockJob{}
 }
 
 // blockJob is one block of query rows for attentionHeads: rows row0..row0+rows-1 of s.q (positions pos0...)
-// against the keys and values lo..lo+w-1 (K and V start at position lo).
+// against the keys and values lo..lo+w-1 of layer's cache kc.
 type blockJob struct {
-	K, V                    []float32
-	row0, rows, pos0, lo, w int
+	kc                             *KVCache
+	layer, row0, rows, pos0, lo, w int
 }
 
 // attentionHeads runs the block s.ab for heads [h0, h1).
 func (m *Model) attentionHeads(h0, h1 int) {
 	c, s, j := m.Config, &m.s, &m.s.ab
-	D, Q, KV := c.HeadDim, c.QDim(), c.KVDim()
+	D, Q := c.HeadDim, c.QDim()
 	group := c.NumAttentionHeads / c.NumKeyValueHeads
 	scale := float32(1 / math.Sqrt(float64(D)))
 	for h := h0; h < h1; h++ {
-		off := (h / group) * D
+		i := j.layer*c.NumKeyValueHeads + h/group // the head's key/value slot
 		S := s.blockS[h*j.rows*j.w : (h+1)*j.rows*j.w]
-		kernels.Gemm(nil, false, true, j.rows, j.w, D, 1, s.q[j.row0*Q+h*D:], Q, j.K[off:], KV, 0, S, j.w)
-		for i := range j.rows {
-			pos := j.pos0 + i
-			row := S[i*j.w : (i+1)*j.w]
+		var qh, oh []float32 // bf16: the head's query rows gathered, its outputs before the scatter
+		if j.kc.k16 != nil {
+			qh, oh = s.blockQ[h*j.rows*D:(h+1)*j.rows*D], s.blockO[h*j.rows*D:(h+1)*j.rows*D]
+			for r := range j.rows {
+				copy(qh[r*D:(r+1)*D], s.q[(j.row0+r)*Q+h*D:])
+			}
+			kernels.MatMulBF16T(nil, S, qh, j.kc.k16[i][j.lo*D:(j.lo+j.w)*D], j.rows, j.w, D)
+		} else {
+			kernels.Gemm(nil, false, true, j.rows, j.w, D, 1, s.q[j.row0*Q+h*D:], Q, j.kc.k[i][j.lo*D:], D, 0, S, j.w)
+		}
+		for r := range j.rows {
+			pos := j.pos0 + r
+			row := S[r*j.w : (r+1)*j.w]
 			first := 0
 			if c.SlidingWindow > 0 {
 				first = max(0, pos-c.SlidingWindow+1-j.lo)
@@ -100,6 +121,14 @@ func (m *Model) attentionHeads(h0, h1 int) {
 			clear(row[:first])
 			clear(row[last+1:])
 		}
-		kernels.Gemm(nil, false, false, j.rows, D, j.w, 1, S, j.w, j.V[off:], KV, 0, s.att[j.row0*Q+h*D:], Q)
+		if j.kc.v16 != nil {
+			clear(oh)
+			kernels.MatMulAddBF16(oh, S, j.kc.v16[i][j.lo*D:(j.lo+j.w)*D], j.rows, D, j.w)
+			for r := range j.rows {
+				copy(s.att[(j.row0+r)*Q+h*D:(j.row0+r)*Q+(h+1)*D], oh[r*D:(r+1)*D])
+			}
+			continue
+		}
+		kernels.Gemm(nil, false, false, j.rows, D, j.w, 1, S, j.w, j.kc.v[i][j.lo*D:], D, 0, s.att[j.row0*Q+h*D:], Q)
 	}
 }

@@ -25,6 +25,7 @@ type scratch struct {
 	layer                                  int
 	short                                  []int     // rows attended one by one (see blockedMin)
 	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
+	blockQ, blockO                         []float32 // its queries and outputs per head (bf16 caches)
 	ab                                     blockJob  // the block attentionHeads works on
 
 	// Adapter deltas (see orderByAdapter and applyDeltas): the batch ordered so that each adapter's rows are
@@ -128,7 +129,7 @@ func (m *Model) checkBatch(batch []Seq) (_ []Seq, T, R int, _ error) {
 			sq.Cache = m.NewCache(len(sq.Tokens))
 		}
 		kc := sq.Cache
-		if len(kc.k) != len(m.Layers) || kc.kvDim != c.KVDim() {
+		if kc.slots() != len(m.Layers)*c.NumKeyValueHeads || kc.heads != c.NumKeyValueHeads || kc.headDim != c.HeadDim {
 			return nil, 0, 0, fmt.Errorf("llama: forward: sequence %d: cache belongs to a different model", i)
 		}
 		for j := range i {
@@ -215,8 +216,7 @@ func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
 		kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
 		kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
 		kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
-		copy(kc.k[l][pos*KV:(pos+1)*KV], s.k[r*KV:(r+1)*KV])
-		copy(kc.v[l][pos*KV:(pos+1)*KV], s.v[r*KV:(r+1)*KV])
+		kc.put(l, pos, s.k[r*KV:(r+1)*KV], s.v[r*KV:(r+1)*KV])
 	}
 	s.batch, s.layer = batch, l
 	if len(s.short)*c.NumAttentionHeads*maxCtx*c.HeadDim < 1<<15 {

@@ -28,10 +28,15 @@ func loadDir(t testing.TB, dir string, threads int) *Model {
 	return m
 }
 
-// greedy feeds prompt, then n argmax tokens one at a time through the cache.
+// greedy feeds prompt, then n argmax tokens one at a time through an f32 cache.
 func greedy(t testing.TB, m *Model, prompt []int, n int) []int {
 	t.Helper()
-	cache := m.NewCache(0)
+	return greedyCache(t, m, m.NewCache(0), prompt, n)
+}
+
+// greedyCache is greedy through cache.
+func greedyCache(t testing.TB, m *Model, cache *KVCache, prompt []int, n int) []int {
+	t.Helper()
 	logits, err := m.Forward([]Seq{{Tokens: prompt, Cache: cache}})
 	if err != nil {
 		t.Fatal(err)

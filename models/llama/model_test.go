@@ -28,7 +28,13 @@ func writeTiny(t testing.TB, o testmodel.Options) string {
 // for every position.
 func refForward(t testing.TB, dir string, cfg *Config, tokens []int) [][]float64 {
 	t.Helper()
-	hs, err := testmodel.RefHidden(dir, refConfig(cfg), tokens)
+	return refForwardWith(t, dir, cfg, refConfig(cfg), tokens)
+}
+
+// refForwardWith is refForward with the reference's configuration rc.
+func refForwardWith(t testing.TB, dir string, cfg *Config, rc testmodel.RefConfig, tokens []int) [][]float64 {
+	t.Helper()
+	hs, err := testmodel.RefHidden(dir, rc, tokens)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,9 @@ type RefConfig struct {
 	InvFreq                                 []float32 // rotary inverse frequencies (scaling applied)
 	QKNorm                                  bool      // qwen3's per-head q_norm/k_norm
 	SlidingWindow                           int       // 0: none
+	// RoundKV, if set, is a KV cache's storage rounding (to bf16, say), applied to every key (after RoPE) and
+	// value before attention reads them.
+	RoundKV func(float64) float64
 }
 
 // RefHidden is an independent float64 implementation of the Hugging Face Llama-family decoder (no cache),
@@ -96,6 +99,11 @@ func RefHiddenFrom(tensor func(name string) ([]float64, bool), cfg RefConfig, to
 			}
 			rope(qs[p], p, D, cfg.InvFreq)
 			rope(ks[p], p, D, cfg.InvFreq)
+			if cfg.RoundKV != nil {
+				for i := range ks[p] {
+					ks[p][i], vs[p][i] = cfg.RoundKV(ks[p][i]), cfg.RoundKV(vs[p][i])
+				}
+			}
 		}
 		for p := range n {
 			att := make([]float64, nh*D)

@@ -25,27 +25,55 @@ import (
 )
 
 // FromModel adapts a loaded lorakit model folder to the server (it implements serve.Model). The server never
-// mutates its weights. Adapters are kept in f32 for an f32 base and in bf16 otherwise (see FromModelDType).
-func FromModel(m *models.Model) *Backend { b, _ := FromModelDType(m, "auto"); return b }
+// mutates its weights. Adapters and the KV cache are kept in f32 for an f32 base and in bf16 otherwise (see
+// FromModelOptions).
+func FromModel(m *models.Model) *Backend { b, _ := FromModelOptions(m, Options{}); return b }
 
-// FromModelDType is FromModel with the storage type of adapter weights: "f32", "bf16", or "auto" (f32 when the
-// base's linear layers are f32, else bf16 — vLLM's lora_dtype "auto"). Decoding is memory-bound, so bf16 adapters
-// halve the bytes each decode row reads for its LoRA; the products are still computed in f32.
+// FromModelDType is FromModel with the storage type of adapter weights (Options.AdapterDType).
 func FromModelDType(m *models.Model, adapterDType string) (*Backend, error) {
+	return FromModelOptions(m, Options{AdapterDType: adapterDType})
+}
+
+// Options are the storage types FromModelOptions serves with; "" is "auto".
+type Options struct {
+	// AdapterDType is the storage type of adapter weights: "f32", "bf16", or "auto" (f32 when the base's linear
+	// layers are f32, else bf16 — vLLM's lora_dtype "auto"). Decoding is memory-bound, so bf16 adapters halve the
+	// bytes each decode row reads for its LoRA; the products are still computed in f32.
+	AdapterDType string
+	// KVCacheDType is the element type of every sequence's KV cache: "f32", "bf16", or "auto" (f32 when the
+	// base's linear layers are f32, else bf16: the compute dtype of a bf16, f16 or quantised model, as vLLM's
+	// kv_cache_dtype "auto" follows the model's). bf16 halves the cache's memory and the bytes attention reads.
+	KVCacheDType string
+}
+
+// FromModelOptions is FromModel with the storage types of o.
+func FromModelOptions(m *models.Model, o Options) (*Backend, error) {
 	b := &Backend{m: m}
-	switch strings.ToLower(adapterDType) {
-	case "", "auto":
-		b.bf16 = true
-		if l, ok := m.Net.Linear("model.layers.0.self_attn.q_proj"); ok {
-			if d, ok := l.(*nn.Dense); ok && (d.DType == safetensors.DType("F32") || d.DType == "") {
-				b.bf16 = false
-			}
+	f32Base := false
+	if l, ok := m.Net.Linear("model.layers.0.self_attn.q_proj"); ok {
+		if d, ok := l.(*nn.Dense); ok && (d.DType == safetensors.DType("F32") || d.DType == "") {
+			f32Base = true
 		}
+	}
+	switch strings.ToLower(o.AdapterDType) {
+	case "", "auto":
+		b.bf16 = !f32Base
 	case "f32", "float32":
 	case "bf16", "bfloat16":
 		b.bf16 = true
 	default:
-		return nil, fmt.Errorf("adapter dtype %q is not one of auto, f32, bf16", adapterDType)
+		return nil, fmt.Errorf("adapter dtype %q is not one of auto, f32, bf16", o.AdapterDType)
+	}
+	switch strings.ToLower(o.KVCacheDType) {
+	case "", "auto":
+		if !f32Base {
+			b.kv = llama.KVBF16
+		}
+	default:
+		var err error
+		if b.kv, err = llama.ParseKVDType(o.KVCacheDType); err != nil {
+			return nil, fmt.Errorf("%w (or auto)", err)
+		}
 	}
 	return b, nil
 }
@@ -53,12 +81,16 @@ func FromModelDType(m *models.Model, adapterDType string) (*Backend, error) {
 // Backend is a loaded model served by the engine (serve.Model).
 type Backend struct {
 	m         *models.Model
-	bf16      bool // adapters stored as bf16
+	bf16      bool          // adapters stored as bf16
+	kv        llama.KVDType // the KV caches' element type
 	vocabOnce sync.Once
 	vocab     *grammar.Vocab // token bytes for constrained generation
 }
 
-func (b *Backend) NewState(maxLen int) engine.State { return b.m.Net.NewCache(maxLen) }
+// KVCacheDType is the element type of the sequences' KV caches.
+func (b *Backend) KVCacheDType() llama.KVDType { return b.kv }
+
+func (b *Backend) NewState(maxLen int) engine.State { return b.m.Net.NewCacheDType(maxLen, b.kv) }
 
 // ExportKV copies positions [from, to) of a sequence's KV cache (engine.KVBlocks, for prefix caching).
 func (b *Backend) ExportKV(s engine.State, from, to int) (engine.KV, error) {
@@ -86,10 +118,11 @@ func (b *Backend) ImportKV(s engine.State, kvs []engine.KV) error {
 
 func (b *Backend) VocabSize() int { return b.m.Config.VocabSize }
 
-// KVBytesPerToken is the KV cache memory one token position takes: keys and values of every layer, in f32.
+// KVBytesPerToken is the KV cache memory one token position takes: keys and values of every layer, in the
+// cache's element type.
 func (b *Backend) KVBytesPerToken() int64 {
 	c := b.m.Config
-	return int64(2*c.NumHiddenLayers*c.KVDim()) * 4
+	return int64(2*c.NumHiddenLayers*c.KVDim()) * int64(b.kv.Size())
 }
 
 func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {
