@@ -51,12 +51,14 @@ func Quantize(d *Dense, t quant.Type, double bool) (*Quantized, error) {
 
 // QuantizeInt8 converts a dense layer to row-wise int8 (one absmax per row, LLM.int8's layout without the
 // outlier split), keeping its bias. Used for the LM head, which llama.cpp likewise keeps in 8 bits beside
-// 4-bit layers: half the bytes of bf16 read per decoded token.
+// 4-bit layers: half the bytes of bf16 read per decoded token. The copy is only multiplied, so where the dot
+// kernels run it keeps their layout alone (quant.Weight.Compact: 1 byte per weight less resident).
 func QuantizeInt8(d *Dense) (*Quantized, error) {
 	q, err := quant.Quantize8Rows([]int{d.Rows, d.Cols}, d.Row)
 	if err != nil {
 		return nil, fmt.Errorf("nn: quantize int8 [%d, %d]: %w", d.Rows, d.Cols, err)
 	}
+	q.Compact()
 	return &Quantized{Q: q, Bias: d.Bias}, nil
 }
 

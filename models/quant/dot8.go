@@ -314,3 +314,70 @@ func (j *dot8Job) Run(lo, hi int) {
 		}
 	}
 }
+
+// Compact keeps q's codes in the dot kernels' layout only, when those kernels run q (AVX-512 VNNI, rows in tiles
+// of 16): it makes that copy now and drops Packed, so that one layout is resident instead of two. It reports
+// whether it did. Call it before q is shared, and only for a weight that inference multiplies: dequantising then
+// decodes the dot layout element by element (DequantizeRange), and a path that needs the row-major codes (the
+// other kernels, with AVX-512 turned off later; writing the weight out) rebuilds them once (packed), after which
+// both layouts are resident again.
+func (q *Weight) Compact() bool {
+	if !q.useDot8() || q.Packed == nil {
+		return false
+	}
+	q.dot8Copy()
+	q.Packed = nil
+	return true
+}
+
+// packed returns the row-major codes: Packed, or after Compact a copy rebuilt from the dot layout on first use.
+func (q *Weight) packed() []byte {
+	if q.Packed != nil {
+		return q.Packed
+	}
+	if p := q.unpacked.Load(); p != nil {
+		return *p
+	}
+	t, rows, cols := q.dots.Load(), q.Rows(), q.Cols()
+	p := make([]byte, q.codeBytes())
+	for r := 0; r < rows; r++ {
+		for c := 0; c < cols; c++ {
+			v := t.rawCode(r, c, cols)
+			if t.kind == dotB8 {
+				p[r*cols+c] = v
+				continue
+			}
+			e := r*cols + c
+			if e&1 == 0 {
+				p[e>>1] = v << 4
+			} else {
+				p[e>>1] |= v
+			}
+		}
+	}
+	q.unpacked.CompareAndSwap(nil, &p)
+	return *q.unpacked.Load()
+}
+
+// rawCode is the stored code of weight row r, column c (cols per row): the int8 code byte, or the 4-bit code.
+func (t *dot8) rawCode(r, c, cols int) byte {
+	tile, j, nb, b := r/tileRows, r%tileRows, cols/xBlock, c/xBlock
+	c %= xBlock
+	if t.kind == dotB8 {
+		return t.codes[(tile*nb+b)*512+(c/4)*64+4*j+c%4] ^ 0x80
+	}
+	v := t.codes[(tile*nb+b)*256+(c/8)*64+4*j+c%4]
+	if c%8 >= 4 {
+		v >>= 4
+	}
+	return v & 0x0f
+}
+
+// dequantDot is DequantizeRange for a compacted weight: element by element from the dot layout.
+func (q *Weight) dequantDot(dst []float32, e0 int) {
+	t, cols := q.dots.Load(), q.Cols()
+	for i := range dst {
+		e := e0 + i
+		dst[i] = q.value(t.rawCode(e/cols, e%cols, cols), q.BlockAbsmax(e/q.BlockSize))
+	}
+}

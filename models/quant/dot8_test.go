@@ -237,3 +237,48 @@ func TestDot8BatchInvariant(t *testing.T) {
 		}
 	}
 }
+
+// TestCompact: a compacted weight (the dot layout only) multiplies, dequantises and writes out exactly as the
+// weight it came from, with AVX-512 on, and off (the other kernels then rebuild the row-major codes once).
+func TestCompact(t *testing.T) {
+	r := rand.New(rand.NewSource(35))
+	p := kernels.NewPool(2)
+	for _, q := range dotWeights(t, r) {
+		if !q.useDot8() {
+			t.Skip("the dot kernels do not run here")
+		}
+		c := &Weight{Type: q.Type, Shape: q.Shape, BlockSize: q.BlockSize, Packed: slices.Clone(q.Packed), Absmax: q.Absmax,
+			Code: q.Code, Double: q.Double, QAbsmax: q.QAbsmax, NestedAbsmax: q.NestedAbsmax, NestedOffset: q.NestedOffset,
+			NestedBlockSize: q.NestedBlockSize, NestedCode: q.NestedCode}
+		if !c.Compact() || c.Packed != nil || c.Bytes() != q.Bytes() {
+			t.Fatalf("%s: Compact kept the row-major codes (or changed Bytes)", q.Type)
+		}
+		what := fmt.Sprintf("%s bs %d %v", q.Type, q.BlockSize, q.Shape)
+		rows, cols := q.Rows(), q.Cols()
+		want, got := make([]float32, q.Elems()), make([]float32, q.Elems())
+		q.Dequantize(want)
+		c.Dequantize(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: dequantised values differ", what)
+		}
+		part := make([]float32, cols+7)
+		c.DequantizeRange(part, cols/2+3)
+		if !slices.Equal(part, want[cols/2+3:cols/2+3+len(part)]) {
+			t.Fatalf("%s: DequantizeRange differs", what)
+		}
+		for _, avx512 := range []bool{true, false} {
+			withAVX512(avx512, func() {
+				x := randW(r, 3*cols, 1)
+				yq, yc := make([]float32, 3*rows), make([]float32, 3*rows)
+				q.MatMulT(p, yq, x, 3)
+				c.MatMulT(p, yc, x, 3)
+				if !slices.Equal(yc, yq) {
+					t.Fatalf("%s avx512=%v: products differ", what, avx512)
+				}
+			})
+		}
+		if !slices.Equal(c.packed(), q.Packed) {
+			t.Fatalf("%s: rebuilt codes differ", what)
+		}
+	}
+}

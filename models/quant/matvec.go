@@ -36,7 +36,7 @@ func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 	}
 	if q.Type == Int8 && q.BlockSize == cols {
 		p.For(rows, func(lo, hi int) {
-			rows8(y[lo:hi], q.Packed[lo*cols:hi*cols], q.Absmax[lo:hi], x, cols)
+			rows8(y[lo:hi], q.packed()[lo*cols:hi*cols], q.Absmax[lo:hi], x, cols)
 			for r := lo; r < hi; r++ {
 				y[r] *= int8Scale
 			}
@@ -100,7 +100,7 @@ func (q *Weight) rows16Range(y []float32, xb *x16Batch, l *lut16, lo, hi int) {
 	for r := lo; r < hi; {
 		n := min(hi-r, step)
 		scales := q.rowScales(sc, r, n, nb)
-		packed := q.Packed[r*cols/2 : (r+n)*cols/2]
+		packed := q.packed()[r*cols/2 : (r+n)*cols/2]
 		for ci := range xb.chunks {
 			c := &xb.chunks[ci]
 			rows16(y[c.row0*rows+r:], rows, packed, scales, c, l, n, nb)
@@ -139,7 +139,7 @@ func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 		n := min(step, hi-r)
 		for ci := range xb.chunks {
 			c := &xb.chunks[ci]
-			rows8x16(y[c.row0*rows+r:], rows, q.Packed[r*cols:(r+n)*cols], q.Absmax[r:r+n], c, n, cols)
+			rows8x16(y[c.row0*rows+r:], rows, q.packed()[r*cols:(r+n)*cols], q.Absmax[r:r+n], c, n, cols)
 		}
 	}
 	for ci := range xb.chunks {
@@ -188,7 +188,7 @@ func (q *Weight) rowsQ8Range(y []float32, xb *x16Batch, lo, hi int) {
 		n := min(step, hi-r)
 		for ci := range xb.chunks {
 			c := &xb.chunks[ci]
-			rowsQ8(y[c.row0*rows+r:], rows, q.Packed[r*cols:(r+n)*cols], q.Absmax[r*nb:(r+n)*nb], c, n, cols)
+			rowsQ8(y[c.row0*rows+r:], rows, q.packed()[r*cols:(r+n)*cols], q.Absmax[r*nb:(r+n)*nb], c, n, cols)
 		}
 	}
 }

@@ -122,8 +122,9 @@ type Weight struct {
 	NestedBlockSize int
 	NestedCode      []float32 // 256 entries, the dynamic map
 
-	tiles atomic.Pointer[tiled] // the AVX2 tiled Q8_0 kernel's copy, made on first use (tiled.go)
-	dots  atomic.Pointer[dot8]  // the dot kernels' copy, made on first use (dot8.go)
+	tiles    atomic.Pointer[tiled]  // the AVX2 tiled Q8_0 kernel's copy, made on first use (tiled.go)
+	dots     atomic.Pointer[dot8]   // the dot kernels' copy, made on first use (dot8.go)
+	unpacked atomic.Pointer[[]byte] // after Compact, Packed rebuilt from dots for a path that needs it
 }
 
 // Elems is the number of weight elements.
@@ -151,11 +152,20 @@ func (q *Weight) NumBlocks() int { return (q.Elems() + q.BlockSize - 1) / q.Bloc
 
 // Bytes is the resident size of the quantised data (codes plus statistics, tables excluded).
 func (q *Weight) Bytes() int {
-	n := len(q.Packed) + 4*len(q.Absmax) + len(q.QAbsmax) + 4*len(q.NestedAbsmax)
+	n := q.codeBytes() + 4*len(q.Absmax) + len(q.QAbsmax) + 4*len(q.NestedAbsmax)
 	if q.Double {
 		n += 4 // offset
 	}
 	return n
+}
+
+// codeBytes is the size of the codes in either layout: a byte per element for Int8 and Q8_0, half a byte for
+// the 4-bit types.
+func (q *Weight) codeBytes() int {
+	if q.Type == Int8 || q.Type == Q8_0 {
+		return q.Elems()
+	}
+	return (q.Elems() + 1) / 2
 }
 
 // BitsPerParam is the resident bits per weight element (codes plus statistics).
@@ -515,6 +525,10 @@ func (q *Weight) Dequantize(dst []float32) {
 
 // DequantizeRange writes elements [e0, e0+len(dst)) of the flattened weight into dst.
 func (q *Weight) DequantizeRange(dst []float32, e0 int) {
+	if q.Packed == nil { // compacted: the codes are in the dot kernels' copy only
+		q.dequantDot(dst, e0)
+		return
+	}
 	bs := q.BlockSize
 	e := e0
 	if q.Type != Int8 && q.Type != Q8_0 && bs%2 == 0 {
@@ -564,13 +578,9 @@ func (q *Weight) dequantSlow(dst []float32, e0 int) {
 		a := q.BlockAbsmax(b)
 		k := end - e
 		switch q.Type {
-		case Int8:
+		case Int8, Q8_0:
 			for i := 0; i < k; i++ {
-				dst[i] = float32(float32(int8(q.Packed[e+i]))*a) * int8Scale
-			}
-		case Q8_0:
-			for i := 0; i < k; i++ {
-				dst[i] = float32(int8(q.Packed[e+i])) * a
+				dst[i] = q.value(q.Packed[e+i], a)
 			}
 		default:
 			for i := 0; i < k; i++ {
@@ -581,7 +591,7 @@ func (q *Weight) dequantSlow(dst []float32, e0 int) {
 				} else {
 					c &= 0xF
 				}
-				dst[i] = q.Code[c] * a
+				dst[i] = q.value(c, a)
 			}
 		}
 		dst = dst[k:]
@@ -589,12 +599,24 @@ func (q *Weight) dequantSlow(dst []float32, e0 int) {
 	}
 }
 
+// value is the weight of code (an int8 code byte, or a 4-bit code) in a block of absmax a.
+func (q *Weight) value(code byte, a float32) float32 {
+	switch q.Type {
+	case Int8:
+		return float32(float32(int8(code))*a) * int8Scale
+	case Q8_0:
+		return float32(int8(code)) * a
+	}
+	return q.Code[code] * a
+}
+
 // Codes returns the unpacked 4-bit codes (one per element), for tests and tools.
 func (q *Weight) Codes() []byte {
 	n := q.Elems()
 	out := make([]byte, n)
+	packed := q.packed()
 	for j := range out {
-		c := q.Packed[j>>1]
+		c := packed[j>>1]
 		if j&1 == 0 {
 			c >>= 4
 		}

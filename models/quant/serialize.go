@@ -76,13 +76,13 @@ func ToTensors(name string, q *Weight, origDType string) []safetensors.Tensor {
 	if q.Type == Int8 {
 		prefix := ModulePrefix(name)
 		return []safetensors.Tensor{
-			{Name: name, DType: safetensors.I8, Shape: append([]int(nil), q.Shape...), Data: q.Packed},
+			{Name: name, DType: safetensors.I8, Shape: append([]int(nil), q.Shape...), Data: q.packed()},
 			safetensors.F32Tensor(prefix+".SCB", []int{len(q.Absmax)}, q.Absmax),
 			{Name: prefix + ".weight_format", DType: safetensors.U8, Shape: []int{}, Data: []byte{0}},
 		}
 	}
 	ts := []safetensors.Tensor{
-		{Name: name, DType: safetensors.U8, Shape: []int{len(q.Packed), 1}, Data: q.Packed},
+		{Name: name, DType: safetensors.U8, Shape: []int{q.codeBytes(), 1}, Data: q.packed()},
 		safetensors.F32Tensor(name+keyQuantMap, []int{16}, q.Code[:]),
 	}
 	if q.Double {

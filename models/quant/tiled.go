@@ -73,7 +73,7 @@ func (q *Weight) makeTiled(xbs int) *tiled {
 	for r := 0; r < rows; r++ {
 		tile, j := r/tileRows, r%tileRows
 		dst := t.codes[tile*nq*tiledQuad:]
-		row := q.Packed[r*cols : (r+1)*cols]
+		row := q.packed()[r*cols : (r+1)*cols]
 		for qd := 0; qd < nq; qd++ {
 			d := dst[qd*tiledQuad:]
 			d[2*j], d[2*j+1], d[32+2*j], d[32+2*j+1] = row[4*qd], row[4*qd+1], row[4*qd+2], row[4*qd+3]
