@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"slices"
 
 	"github.com/lorakit/lorakit/models/chat"
@@ -49,6 +50,11 @@ type LoadOptions struct {
 	// load), as llama.cpp keeps the output in 8 bits beside them, and the stored dtype otherwise. The commands
 	// that serve or generate pass "auto"; eval and training keep the stored head.
 	Head string
+	// Compact keeps each quantised linear layer (NF4/FP4/Q4_0/int8/Q8_0) in the layout of the kernels that multiply
+	// it only, where the AVX-512 VNNI dot kernels run it (quant.Weight.Compact): half a byte per 4-bit weight and a
+	// byte per 8-bit one less resident. For inference (generate, serve, bench): reading the weights back as floats
+	// (DoRA's norms, merging) then decodes that layout, slower; training leaves it false.
+	Compact bool
 	// NoTokenizer loads only config and weights (Tok and Chat stay nil): for weight-only checkpoints such as
 	// bench's random ones and merge verification.
 	NoTokenizer bool
@@ -123,8 +129,25 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 			return nil, fmt.Errorf("models: %s: %w", m.Dir, err)
 		}
 	}
+	if opts.Compact {
+		compactLayers(m.Net)
+	}
 	m.EOS = eosIDs(cfg, gen, m.Tok)
 	return m, nil
+}
+
+// compactLayers keeps every quantised linear layer of net in its kernels' layout only (see LoadOptions.Compact;
+// layers quantised at load are compacted one by one as they are made), and hands the dropped row-major codes back
+// to the OS rather than waiting for the collector (a stored 4-bit or 8-bit base was read whole).
+func compactLayers(net *llama.Model) {
+	for _, mod := range net.Modules() {
+		if l, ok := net.Linear(mod); ok {
+			if q, ok := l.(*nn.Quantized); ok {
+				q.Q.Compact()
+			}
+		}
+	}
+	debug.FreeOSMemory()
 }
 
 // LoadTokenizer reads only the tokenizer and chat template of the folder dir (no config or weights needed), as
@@ -153,10 +176,13 @@ func (o LoadOptions) network() (llama.LoadOptions, error) {
 	switch o.Quant {
 	case "":
 	case "nf4", "fp4":
-		t, double, frozen := quant.Type(o.Quant), o.DoubleQuant, o.Frozen
+		t, double, frozen, compact := quant.Type(o.Quant), o.DoubleQuant, o.Frozen, o.Compact
 		lo.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
 			q, err := nn.Quantize(d, t, double)
 			if err != nil || frozen == nil {
+				if err == nil && compact {
+					q.Q.Compact() // layer by layer, so that the two layouts are never all resident at once
+				}
 				return q, err
 			}
 			return frozen(q), nil

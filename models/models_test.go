@@ -515,3 +515,32 @@ func TestLoadAutoHead(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadCompact: a model loaded with Compact (quantised layers in the dot kernels' layout only, where they run)
+// gives bit-identical logits, and a DoRA-style read of a compacted layer's rows gives the stored weights.
+func TestLoadCompact(t *testing.T) {
+	dir := tiny(t, testmodel.Options{Hidden: 64, Intermediate: 128, Seed: 9})
+	a := mustLoad(t, dir, LoadOptions{Threads: 1, Quant: "nf4", Head: "auto"})
+	b := mustLoad(t, dir, LoadOptions{Threads: 1, Quant: "nf4", Head: "auto", Compact: true})
+	prompt := a.EncodePrompt("hello world")
+	la, err := a.Net.Forward([]llama.Seq{{Tokens: prompt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Net.Forward([]llama.Seq{{Tokens: prompt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(la[0][0], lb[0][0]) {
+		t.Fatal("compacted model's logits differ")
+	}
+	qa, qb := a.Net.Layers[0].DownProj.(*nn.Quantized), b.Net.Layers[0].DownProj.(*nn.Quantized)
+	ra, rb := make([]float32, qa.In()), make([]float32, qb.In())
+	for r := 0; r < qa.Out(); r += 7 {
+		qa.Row(r, ra)
+		qb.Row(r, rb)
+		if !slices.Equal(ra, rb) {
+			t.Fatalf("row %d of a compacted layer differs", r)
+		}
+	}
+}

@@ -187,7 +187,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				res.Model = modelDir
 			}
 			// the weights alone, loaded as every command loads them; nf4 quantises the linear layers at load
-			lo := models.LoadOptions{Threads: threads, Head: head, NoTokenizer: true}
+			lo := models.LoadOptions{Threads: threads, Head: head, NoTokenizer: true, Compact: true}
 			if dtype == "nf4" {
 				lo.Quant, lo.DoubleQuant = "nf4", double
 			}

@@ -56,7 +56,7 @@ The new text is streamed to stdout. With --json one object is printed instead:
 			if adapterDir, err = resolveDir(cmd, "--adapter", adapterDir); err != nil {
 				return err
 			}
-			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
+			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType, Compact: true})
 			if err != nil {
 				return err
 			}

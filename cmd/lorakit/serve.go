@@ -104,7 +104,7 @@ still running then end with a server_shutting_down error event and [DONE], and s
 					return fmt.Errorf("serve: --kv-cache-memory %q: want a positive size such as 2GiB or 500MB", kvCacheMemory)
 				}
 			}
-			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType})
+			m, err := models.Load(modelDir, models.LoadOptions{Threads: threads, Quant: quantType, Head: headType, Compact: true})
 			if err != nil {
 				return err
 			}

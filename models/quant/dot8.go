@@ -373,11 +373,35 @@ func (t *dot8) rawCode(r, c, cols int) byte {
 	return v & 0x0f
 }
 
-// dequantDot is DequantizeRange for a compacted weight: element by element from the dot layout.
+// dequantDot is DequantizeRange for a compacted weight: from the dot layout, a run of an x block at a time (an x
+// block never straddles a weight block).
 func (q *Weight) dequantDot(dst []float32, e0 int) {
-	t, cols := q.dots.Load(), q.Cols()
-	for i := range dst {
-		e := e0 + i
-		dst[i] = q.value(t.rawCode(e/cols, e%cols, cols), q.BlockAbsmax(e/q.BlockSize))
+	t, cols, bs := q.dots.Load(), q.Cols(), q.BlockSize
+	nb := cols / xBlock
+	for len(dst) > 0 {
+		r, c0 := e0/cols, e0%cols
+		b := c0 / xBlock
+		n := min(len(dst), (b+1)*xBlock-c0)
+		a := q.BlockAbsmax(e0 / bs)
+		tile, j := r/tileRows, r%tileRows
+		d := dst[:n]
+		if t.kind == dotB8 {
+			base := t.codes[(tile*nb+b)*512+4*j:]
+			for i := range d {
+				c := c0%xBlock + i
+				d[i] = q.value(base[(c/4)*64+c%4]^0x80, a)
+			}
+		} else {
+			base := t.codes[(tile*nb+b)*256+4*j:]
+			for i := range d {
+				c := c0%xBlock + i
+				v := base[(c/8)*64+c%4]
+				if c%8 >= 4 {
+					v >>= 4
+				}
+				d[i] = q.value(v&0x0f, a)
+			}
+		}
+		dst, e0 = dst[n:], e0+n
 	}
 }
