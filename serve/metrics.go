@@ -175,6 +175,7 @@ var (
 	descRunningV   = prometheus.NewDesc("vllm:num_requests_running", "Requests in the running batch.", []string{"model_name"}, nil)
 	descKV         = prometheus.NewDesc("vllm:kv_cache_usage_perc", "KV-cache usage (1 = full): blocks in use over the --kv-cache-memory pool; without one, token positions reserved by running sequences over max batch × max model length.", []string{"model_name"}, nil)
 	descPreempt    = prometheus.NewDesc("vllm:num_preemptions_total", "Sequences preempted (to be recomputed) because the KV cache budget had no free block.", []string{"model_name"}, nil)
+	descYields     = prometheus.NewDesc("lorakit_fair_preemptions_total", "Sequences preempted (to be recomputed) to let a request with nothing running into a full batch, from a request (n > 1) holding more than its fair share.", nil, nil)
 	descPrefixQ    = prometheus.NewDesc("vllm:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.", []string{"model_name"}, nil)
 	descPrefixHit  = prometheus.NewDesc("vllm:prefix_cache_hits_total", "Prompt tokens whose KV the prefix cache supplied.", []string{"model_name"}, nil)
 	descCacheBytes = prometheus.NewDesc("lorakit_adapter_cache_bytes", "Bytes of adapters in the local object-storage cache.", nil, nil)
@@ -189,7 +190,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descPreempt, descLoRAInfo, descPrefixQ, descPrefixHit,
+	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descPreempt, descYields, descLoRAInfo, descPrefixQ, descPrefixHit,
 		descCacheBytes, descCacheN, descCacheDL, descCacheHits, descCacheFail, descCacheEvict} {
 		ch <- d
 	}
@@ -211,6 +212,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descRunningV, float64(st.Active), c.base)
 	gauge(descKV, st.KVUsage(), c.base)
 	ch <- prometheus.MustNewConstMetric(descPreempt, prometheus.CounterValue, float64(st.Preemptions), c.base)
+	ch <- prometheus.MustNewConstMetric(descYields, prometheus.CounterValue, float64(st.Yields))
 	ch <- prometheus.MustNewConstMetric(descPrefixQ, prometheus.CounterValue, float64(st.PrefixQueries), c.base)
 	ch <- prometheus.MustNewConstMetric(descPrefixHit, prometheus.CounterValue, float64(st.PrefixHits), c.base)
 	if cs := st.Cache; cs != nil {

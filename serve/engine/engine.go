@@ -81,6 +81,9 @@ type Stats struct {
 	// counts the sequences preempted for lack of blocks.
 	KVBlocksUsed, KVBlocks int
 	Preemptions            int64
+	// Yields counts the rows preempted (to be recomputed) to make room for a request with nothing running, from
+	// a request holding more than its fair share of the batch.
+	Yields int64
 	// PrefixQueries and PrefixHits count the prompt tokens looked up in the prefix cache and those found there
 	// (vLLM's prefix_cache_queries and prefix_cache_hits); both stay 0 with the cache off.
 	PrefixQueries, PrefixHits int64
@@ -111,6 +114,7 @@ type Engine struct {
 	idle     chan struct{} // closed and replaced when the engine becomes idle while stopping
 	prefix   *prefixCache  // nil: prefix caching off
 	kv       *kvPool       // nil: no KV budget
+	yields   int64         // rows preempted to make room for another request (yieldRow); under mu
 }
 
 type seq struct {
@@ -181,7 +185,8 @@ func (e *Engine) MaxBatch() int { return e.cfg.MaxBatch }
 func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := Stats{Waiting: len(e.wait), Active: e.nActive, KVReserved: e.kvRes, KVCapacity: e.cfg.MaxBatch * e.cfg.MaxModelLen}
+	st := Stats{Waiting: len(e.wait), Active: e.nActive, KVReserved: e.kvRes, KVCapacity: e.cfg.MaxBatch * e.cfg.MaxModelLen,
+		Yields: e.yields}
 	if e.prefix != nil {
 		st.PrefixQueries, st.PrefixHits = e.prefix.queries.Load(), e.prefix.hits.Load()
 	}
@@ -346,9 +351,10 @@ func (e *Engine) loop() {
 }
 
 // admit moves waiting sequences into the batch, fairly between requests (Request.Group): each free slot goes to
-// the waiting request with the fewest sequences running, the oldest among equals; and a request with nothing
-// running may join a full batch as one of MaxBatch/4 (at least one) extra rows, so a short request never waits
-// behind long n > 1 requests that fill the batch. e.mu held.
+// the waiting request with the fewest sequences running, the oldest among equals; a request with nothing
+// running may join a full batch as one of MaxBatch/4 (at least one) extra rows, and once those are taken it
+// joins in place of a row of the request holding the most rows beyond its fair share (yieldRow), so that no
+// request waits behind a long n > 1 request that fills the batch. e.mu held.
 func (e *Engine) admit(now time.Time) {
 	if len(e.wait) == 0 {
 		return
@@ -368,7 +374,10 @@ func (e *Engine) admit(now time.Time) {
 		s := e.wait[best]
 		g := s.group()
 		if len(e.active) >= e.cfg.MaxBatch && (running[g] > 0 || len(e.active) >= e.cfg.MaxBatch+extra) {
-			return // the batch is full, and best (fewest running) has rows in it already
+			if running[g] > 0 || !e.yieldRow(running) {
+				return // the batch is full, and best (fewest running) has rows in it already
+			}
+			continue // a row made room for best, which is looked up again (the yielded row waits first)
 		}
 		if e.kv != nil && !e.kv.grow(s, len(s.feed)+1) {
 			return // its prompt's blocks (and the first generated token's) are not free yet
@@ -378,6 +387,37 @@ func (e *Engine) admit(now time.Time) {
 		e.active = append(e.active, s)
 		running[g]++
 	}
+}
+
+// yieldRow preempts the most recently admitted row of the request (group) running the most rows, if that is
+// more than its fair share of the batch (MaxBatch over the requests running or waiting, at least one): the row
+// is recomputed when it is admitted again (preempt), so its output is unchanged. It reports whether a row was
+// preempted; running is updated. e.mu held.
+func (e *Engine) yieldRow(running map[any]int) bool {
+	most := 0
+	groups := map[any]bool{}
+	for g, n := range running {
+		if n > 0 {
+			groups[g] = true
+			most = max(most, n)
+		}
+	}
+	for _, s := range e.wait {
+		groups[s.group()] = true
+	}
+	if most <= max(1, e.cfg.MaxBatch/len(groups)) {
+		return false
+	}
+	for i := len(e.active) - 1; i >= 0; i-- {
+		if s := e.active[i]; running[s.group()] == most {
+			e.active = slices.Delete(e.active, i, i+1)
+			running[s.group()]--
+			e.wait = slices.Insert(e.wait, 0, e.reset(s))
+			e.yields++
+			return true
+		}
+	}
+	return false
 }
 
 // group is the key s is scheduled fairly under: its request's Group, or s alone.
@@ -559,10 +599,21 @@ func (e *Engine) reserveBlocks(live []*seq) []*seq {
 // has generated (its sampler, stop rule and detokeniser carry on). Prompt logprobs not yet sent are dropped and
 // computed again; once sent (with the first token), the recompute does not ask for them.
 func (e *Engine) preempt(s *seq) {
-	e.kv.release(s)
 	e.kv.mu.Lock()
 	e.kv.preemptions++
 	e.kv.mu.Unlock()
+	e.reset(s)
+	e.mu.Lock()
+	e.wait = slices.Insert(e.wait, 0, s)
+	e.mu.Unlock()
+}
+
+// reset frees s's state, blocks and prefix-cache hold so that it starts over from its prompt and the tokens it
+// has generated (preempt), and returns s.
+func (e *Engine) reset(s *seq) *seq {
+	if e.kv != nil {
+		e.kv.release(s)
+	}
 	if s.keys != nil {
 		e.prefix.release(s.req.Adapter)
 		s.keys = nil
@@ -572,9 +623,7 @@ func (e *Engine) preempt(s *seq) {
 	if len(s.gen) == 0 {
 		s.promptLP = nil
 	}
-	e.mu.Lock()
-	e.wait = slices.Insert(e.wait, 0, s)
-	e.mu.Unlock()
+	return s
 }
 
 // reusePrefix starts s's fresh state with the cached KV of its prompt's longest cached block chain under its

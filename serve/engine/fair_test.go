@@ -52,6 +52,88 @@ func TestShortRequestIsNotStarvedByLargeN(t *testing.T) {
 	t.Fatal("the short request still runs after 100 steps")
 }
 
+// TestManyRequestsNotStarvedByLargeN: one request of n 16 fills a batch of 4 with long generations; six short
+// requests submitted after it all finish within a few steps (the first on the extra row, the next ones in place
+// of the long request's rows beyond its fair share), not after the long ones (about 100 steps), and the long
+// request's preempted choices, recomputed, give the same text as the others.
+func TestManyRequestsNotStarvedByLargeN(t *testing.T) {
+	b := &fakeBackend{gate: make(chan struct{})}
+	e := newTestEngine(t, b, func(c *Config) { c.MaxBatch, c.MaxQueue = 4, 64 })
+	ctx := context.Background()
+	long := new(int)
+	var choices []*Stream
+	for range 16 {
+		st, err := e.Submit(ctx, &Request{Group: long, Prompt: ids("long"), MaxTokens: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		choices = append(choices, st)
+	}
+	b.gate <- struct{}{} // a step runs: the batch is full
+	var shorts []*Stream
+	for range 6 {
+		st, err := e.Submit(ctx, &Request{Prompt: ids("short"), MaxTokens: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shorts = append(shorts, st)
+	}
+	done := func(sts []*Stream) bool {
+		for _, st := range sts {
+			st.mu.Lock()
+			d := st.done
+			st.mu.Unlock()
+			if !d {
+				return false
+			}
+		}
+		return true
+	}
+	steps := 0
+	for ; !done(shorts); steps++ {
+		if steps > 200 {
+			t.Fatal("the short requests still run after 200 steps")
+		}
+		select {
+		case b.gate <- struct{}{}:
+		case <-time.After(5 * time.Second):
+			t.Fatal("stuck")
+		}
+	}
+	if steps > 20 {
+		t.Fatalf("the six short requests took %d steps", steps)
+	}
+	if y := e.Stats().Yields; y == 0 {
+		t.Fatal("no row yielded")
+	}
+	for _, st := range shorts {
+		if text, ev := collect(t, st); ev.Finish != FinishLength || len(text) != 4 {
+			t.Fatalf("short: %q %+v", text, ev)
+		}
+	}
+	stop, fed := make(chan struct{}), make(chan struct{})
+	go func() { // steps until the test ends (before the cleanup closes the gate)
+		defer close(fed)
+		for {
+			select {
+			case b.gate <- struct{}{}:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-fed }()
+	want := ""
+	for i, st := range choices {
+		text, ev := collect(t, st)
+		if ev.Finish != FinishLength || len(text) != 100 || (i > 0 && text != want) {
+			t.Fatalf("choice %d: %q %+v, want the 100 tokens %q", i, text, ev, want)
+		}
+		want = text
+	}
+	t.Logf("six short requests done in %d steps, %d rows yielded", steps, e.Stats().Yields)
+}
+
 // TestFreedSlotsAreShared: with one request holding the batch, slots that free up are shared with a second
 // request's choices (in arrival order the first request's waiting choices would take them all).
 func TestFreedSlotsAreShared(t *testing.T) {
