@@ -202,7 +202,7 @@ func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
 // n = rmsnorm(x), over the T rows; the new keys and values go into each sequence's cache.
 func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
 	c, s, L, names := m.Config, &m.s, m.Layers[l], &m.names[l]
-	H, Q, KV := c.HiddenSize, c.QDim(), c.KVDim()
+	H := c.HiddenSize
 	eps := float32(c.RMSNormEps)
 	rmsNormRows(s.xn, s.x, L.InputLayernorm, eps, T, H)
 	m.linear(L.QProj, names[0], s.q, s.xn, T)
@@ -212,13 +212,12 @@ func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
 		rmsNormRows(s.q, s.q, L.QNorm, eps, T*c.NumAttentionHeads, c.HeadDim)
 		rmsNormRows(s.k, s.k, L.KNorm, eps, T*c.NumKeyValueHeads, c.HeadDim)
 	}
-	for r := range T {
-		kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
-		kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
-		kc, pos := batch[s.rowSeq[r]].Cache, s.rowPos[r]
-		kc.put(l, pos, s.k[r*KV:(r+1)*KV], s.v[r*KV:(r+1)*KV])
-	}
 	s.batch, s.layer = batch, l
+	if T < ropeParallelMin {
+		m.ropeRows(0, T)
+	} else {
+		m.Pool.For(T, m.ropeFn)
+	}
 	if len(s.short)*c.NumAttentionHeads*maxCtx*c.HeadDim < 1<<15 {
 		m.attnFn(0, len(s.scores)) // too little work to be worth waking the pool
 	} else {
@@ -233,6 +232,22 @@ func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
 	}
 	m.linear(L.OProj, names[3], s.tmp, s.att, T)
 	kernels.Axpy(1, s.tmp, s.x)
+}
+
+// ropeParallelMin is the number of rows from which ropeRows is spread over the pool (a decode step of many
+// sequences: each row's rotations and its bf16 rounding into the cache are independent).
+const ropeParallelMin = 8
+
+// ropeRows rotates the queries and keys of rows [lo, hi) of the current layer (s.layer) by their positions and
+// stores their keys and values in their sequences' caches.
+func (m *Model) ropeRows(lo, hi int) {
+	c, s := m.Config, &m.s
+	Q, KV := c.QDim(), c.KVDim()
+	for r := lo; r < hi; r++ {
+		kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
+		kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
+		s.batch[s.rowSeq[r]].Cache.put(s.layer, s.rowPos[r], s.k[r*KV:(r+1)*KV], s.v[r*KV:(r+1)*KV])
+	}
 }
 
 // mlpBlock is layer l's x += down_proj(silu(gate_proj(n)) · up_proj(n)), n = rmsnorm(x), over the T rows.

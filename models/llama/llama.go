@@ -42,6 +42,7 @@ type Model struct {
 	attnFn func(lo, hi int) // m.attentionRange, bound once so that Forward does not allocate a closure per layer
 	// m.attentionHeads, bound once likewise
 	headsFn func(lo, hi int)
+	ropeFn  func(lo, hi int) // m.ropeRows, likewise
 }
 
 var linearNames = [7]string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",

@@ -134,7 +134,7 @@ func (ld *loader) lmHead(m *Model) {
 // newModel returns a model without weights: its pool, rotary frequencies and module names.
 func newModel(cfg *Config, opts LoadOptions) *Model {
 	m := &Model{Config: cfg, Pool: opts.Pool, invFreq: cfg.InvFreq()}
-	m.attnFn, m.headsFn = m.attentionRange, m.attentionHeads
+	m.attnFn, m.headsFn, m.ropeFn = m.attentionRange, m.attentionHeads, m.ropeRows
 	if m.Pool == nil {
 		m.Pool = kernels.NewPool(opts.Threads)
 	}
