@@ -11,7 +11,8 @@
 # smol135-f16.gguf and smol135-q4_0.gguf, default /work/llama/gguf), CLIENTS ("16 64"; empty: none), REQUESTS per client (2),
 # GEN new tokens (64), PROMPT tokens (16), THREADS (2), PREFIX=1 to add the prefix-caching run (32 requests
 # sharing a 1,000-token prefix, cache on and off, greedy outputs compared), LOCK=FILE to take flock FILE around
-# each measured run (a machine shared with other benchmarks), ANCHOR=0 to leave llama-server out.
+# each measured run (a machine shared with other benchmarks), ANCHOR=0 to leave llama-server out, LK=BINARY to
+# use a lorakit binary built beforehand instead of building one, SERVE_FLAGS for extra `lorakit serve` flags.
 set -eu
 ROUNDS=${1:-2}
 LLAMA_BIN=${LLAMA_BIN:-/work/llama/src/build/bin}
@@ -35,8 +36,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-go build -o "$tmp/lorakit" ./cmd/lorakit
-lk="$tmp/lorakit"
+lk=${LK:-}
+if [ -z "$lk" ]; then
+	go build -o "$tmp/lorakit" ./cmd/lorakit
+	lk="$tmp/lorakit"
+fi
 "$lk" bench --write-adapters 32 --model "$GGUF/smol135-f16.gguf" --out "$tmp/adapters" 2>/dev/null
 
 wait_up() { # URL
@@ -66,7 +70,7 @@ start_servers() {
 	done
 	# shellcheck disable=SC2086
 	"$lk" serve --model "$GGUF/smol135-f16.gguf" --quant nf4 --threads "$THREADS" --max-batch "$slots" \
-		--max-model-len 2048 --served-model-name base --port "$LK_PORT" $ads "$@" >"$tmp/lorakit.log" 2>&1 &
+		--max-model-len 2048 --served-model-name base --port "$LK_PORT" $ads ${SERVE_FLAGS:-} "$@" >"$tmp/lorakit.log" 2>&1 &
 	pids="$pids $!"
 	wait_up "http://127.0.0.1:$LK_PORT/health"
 	[ "$ANCHOR" = 1 ] || return 0
