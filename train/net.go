@@ -339,6 +339,9 @@ func (n *Net) forward(batch []Sample, denom float32, train bool, seed uint64, wa
 	if T == 0 {
 		return nil, fmt.Errorf("empty batch")
 	}
+	if n.Checkpointing { // memory first: the fused linear ops keep no copy of f32 base weights
+		n.Env.LowMemory = true
+	}
 	out := &forwardOut{T: T}
 	var h mat.Tensor
 	if n.embed != nil {

@@ -28,7 +28,9 @@ import (
 type fusedW struct {
 	in, k, n int
 	w        []float32       // f32 bases: the fused weights, kept (the B columns rewritten each pass)
-	quant    []*quant.Weight // 4-bit bases: the weights dequantised into a pooled W' each pass (w nil)
+	dyn      bool            // W' is refilled from the bases into a pooled buffer each pass (w nil)
+	quant    []*quant.Weight // per projection: a 4-bit base's weight (dequantised), or nil (an f32 base, copied)
+	f32      [][]float32     // per projection: an f32 base's weight, when dyn
 	rows     []int           // per projection: first row in W'
 	cols     []int           // per projection: first column of its B block in W' (-1 without an adapter)
 	bias     []float32       // [n]: the bases' biases side by side (nil if none has one)
@@ -44,7 +46,7 @@ type fusedPlans struct {
 // fusedPlan returns the fused weights of projs, or nil when the op does not have that form.
 func (e *Env) fusedPlan(projs []*Proj) *fusedW {
 	in, k, n, adapted := projs[0].In, projs[0].In, 0, false
-	dyn := false
+	dyn := e.LowMemory
 	for _, p := range projs {
 		if p.W != nil || p.Mag != nil || p.In != in {
 			return nil
@@ -69,16 +71,17 @@ func (e *Env) fusedPlan(projs []*Proj) *fusedW {
 	if fw := e.fused.m[projs[0]]; fw != nil {
 		return fw
 	}
-	fw := &fusedW{in: in, k: k, n: n}
+	fw := &fusedW{in: in, k: k, n: n, dyn: dyn}
 	if !dyn {
 		fw.w = make([]float32, n*k)
 	}
 	row, col := 0, in
 	for _, p := range projs {
+		w, _ := denseF32(p.Base)
 		if dyn {
 			fw.quant = append(fw.quant, quantOf(p.Base))
+			fw.f32 = append(fw.f32, w)
 		} else {
-			w, _ := denseF32(p.Base)
 			for o := 0; o < p.Out; o++ {
 				copy(fw.w[(row+o)*k:(row+o)*k+in], w[o*in:(o+1)*in])
 			}
@@ -124,10 +127,11 @@ func baseBiasOf(l BaseLinear) []float32 {
 	return linearBias(l)
 }
 
-// weights returns W' with the current B factors: the kept one (locked: release unlocks), or for 4-bit bases a
-// pooled buffer the bases are dequantised into, row by row over the pool's threads (release recycles it).
+// weights returns W' with the current B factors: the kept one (locked: release unlocks), or (4-bit bases, or
+// Env.LowMemory) a pooled buffer the bases are dequantised or copied into, row by row over the pool's threads
+// (release recycles it).
 func (fw *fusedW) weights(e *Env, projs []*Proj) (w []float32, release func()) {
-	if fw.quant == nil {
+	if !fw.dyn {
 		fw.mu.Lock() // ops of one fused weight do not overlap in a pass, but a checkpointed layer's recompute may
 		fw.setB(fw.w, projs)
 		return fw.w, fw.mu.Unlock
@@ -135,11 +139,15 @@ func (fw *fusedW) weights(e *Env, projs []*Proj) (w []float32, release func()) {
 	w = e.get(fw.n * fw.k)
 	in, k := fw.in, fw.k
 	for i, p := range projs {
-		q, r0 := fw.quant[i], fw.rows[i]
+		q, wf, r0 := fw.quant[i], fw.f32[i], fw.rows[i]
 		e.Pool.For(p.Out, func(lo, hi int) {
 			for o := lo; o < hi; o++ {
 				row := w[(r0+o)*k : (r0+o+1)*k]
-				q.DequantizeRange(row[:in], o*in)
+				if q != nil {
+					q.DequantizeRange(row[:in], o*in)
+				} else {
+					copy(row[:in], wf[o*in:(o+1)*in])
+				}
 				clear(row[in:])
 			}
 		})

@@ -142,7 +142,7 @@ func matmulT(x, w []float64, m, n, k int) []float64 { // x[m,k]·w[n,k]ᵀ
 }
 
 func TestLinearLoRAGrad(t *testing.T) {
-	for _, dt := range []string{"f32", "f32bias", "bf16", "nf4", "opaque", "full"} {
+	for _, dt := range []string{"f32", "f32bias", "f32lowmem", "bf16", "nf4", "opaque", "full"} {
 		t.Run(dt, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			m, in, r := 5, 6, 3
@@ -150,6 +150,7 @@ func TestLinearLoRAGrad(t *testing.T) {
 			x := newLeaf(rng, "x", m, in, 1)
 			leaves := []*leaf{x}
 			env := NewEnv(kernels.NewPool(2))
+			env.LowMemory = dt == "f32lowmem"
 			var projs []*Proj
 			var ws [][]float32
 			biases := make([][]float32, len(outs))
