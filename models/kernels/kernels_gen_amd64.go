@@ -364,12 +364,12 @@ func fmaF16R7C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc 
 //go:noescape
 func fmaF16R8C3(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
 
-// fmaF32Rows is the matrix-vector kernel of the fmaF32 family: triples × 3 rows of W (generated).
+// fmaF32Rows is the matrix-vector kernel of the fmaF32 family: rows rows of W, one at a time (generated).
 //
 //go:noescape
-func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, triples int, pf int)
+func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, rows int, pf int)
 
-// fmaBF16Rows is the matrix-vector kernel of the fmaBF16 family: triples × 3 rows of W (generated).
+// fmaBF16Rows is the matrix-vector kernel of the fmaBF16 family: rows rows of W, one at a time (generated).
 //
 //go:noescape
-func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, triples int, pf int)
+func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, rows int, pf int)

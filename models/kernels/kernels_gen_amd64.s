@@ -14695,7 +14695,7 @@ store7:
 	VZEROUPPER
 	RET
 
-// func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, triples int, pf int)
+// func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, rows int, pf int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL, MMX+
 TEXT ·fmaF32Rows(SB), NOSPLIT, $0-56
 	MOVQ  x+0(FP), R10
@@ -14703,7 +14703,7 @@ TEXT ·fmaF32Rows(SB), NOSPLIT, $0-56
 	MOVQ  ldw+16(FP), DI
 	SHLQ  $0x02, DI
 	MOVQ  y+32(FP), AX
-	MOVQ  triples+40(FP), BX
+	MOVQ  rows+40(FP), BX
 	MOVQ  pf+48(FP), R9
 	MOVQ  k+24(FP), CX
 	MOVQ  CX, DX
@@ -14713,33 +14713,25 @@ TEXT ·fmaF32Rows(SB), NOSPLIT, $0-56
 	SHLL  CL, R11
 	DECL  R11
 	KMOVD R11, K1
-	MOVL  $0x00000007, R11
+	MOVL  $0x00000001, R11
 	KMOVW R11, K2
 	TESTQ BX, BX
 	JZ    done
 
-triple:
+row:
 	MOVQ   R10, R8
 	MOVQ   R13, SI
 	LEAQ   (R13)(R9*1), R12
 	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
 	MOVQ   k+24(FP), CX
 	SHRQ   $0x04, CX
 	JZ     tail
 
 loop:
 	VMOVDQU32   (SI), Z24
-	VMOVDQU32   (SI)(DI*1), Z25
-	VMOVDQU32   (SI)(DI*2), Z26
 	PREFETCHT0  (R12)
-	PREFETCHT0  (R12)(DI*1)
-	PREFETCHT0  (R12)(DI*2)
 	VMOVDQU32   (R8), Z27
 	VFMADD231PS Z24, Z27, Z0
-	VFMADD231PS Z25, Z27, Z1
-	VFMADD231PS Z26, Z27, Z2
 	ADDQ        $0x40, SI
 	ADDQ        $0x40, R12
 	ADDQ        $0x00000040, R8
@@ -14750,47 +14742,34 @@ tail:
 	TESTQ       DX, DX
 	JZ          reduce
 	VMOVUPS.Z   (SI), K1, Z24
-	VMOVUPS.Z   (SI)(DI*1), K1, Z25
-	VMOVUPS.Z   (SI)(DI*2), K1, Z26
 	VMOVUPS.Z   (R8), K1, Z27
 	VFMADD231PS Z24, Z27, Z0
-	VFMADD231PS Z25, Z27, Z1
-	VFMADD231PS Z26, Z27, Z2
 
 reduce:
 	VEXTRACTF64X4 $0x01, Z0, Y31
 	VADDPS        Y31, Y0, Y0
 	VEXTRACTF32X4 $0x01, Y0, X31
 	VADDPS        X31, X0, X0
-	VEXTRACTF64X4 $0x01, Z1, Y31
-	VADDPS        Y31, Y1, Y1
-	VEXTRACTF32X4 $0x01, Y1, X31
-	VADDPS        X31, X1, X1
-	VEXTRACTF64X4 $0x01, Z2, Y31
-	VADDPS        Y31, Y2, Y2
-	VEXTRACTF32X4 $0x01, Y2, X31
-	VADDPS        X31, X2, X2
-	VUNPCKLPS     X1, X0, X28
-	VUNPCKHPS     X1, X0, X29
+	VUNPCKLPS     X0, X0, X28
+	VUNPCKHPS     X0, X0, X29
 	VADDPS        X29, X28, X28
-	VUNPCKLPS     X2, X2, X29
-	VUNPCKHPS     X2, X2, X30
+	VUNPCKLPS     X0, X0, X29
+	VUNPCKHPS     X0, X0, X30
 	VADDPS        X30, X29, X29
 	VSHUFPS       $0x44, X29, X28, X30
 	VSHUFPS       $0xee, X29, X28, X27
 	VADDPS        X30, X27, X27
 	VMOVUPS       X27, K2, (AX)
-	ADDQ          $0x0c, AX
-	LEAQ          (R13)(DI*2), R13
+	ADDQ          $0x04, AX
 	ADDQ          DI, R13
 	DECQ          BX
-	JNZ           triple
+	JNZ           row
 
 done:
 	VZEROUPPER
 	RET
 
-// func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, triples int, pf int)
+// func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, rows int, pf int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL, MMX+
 TEXT ·fmaBF16Rows(SB), NOSPLIT, $0-56
 	MOVQ  x+0(FP), R10
@@ -14798,7 +14777,7 @@ TEXT ·fmaBF16Rows(SB), NOSPLIT, $0-56
 	MOVQ  ldw+16(FP), DI
 	SHLQ  $0x01, DI
 	MOVQ  y+32(FP), AX
-	MOVQ  triples+40(FP), BX
+	MOVQ  rows+40(FP), BX
 	MOVQ  pf+48(FP), R9
 	MOVQ  k+24(FP), CX
 	MOVQ  CX, DX
@@ -14808,18 +14787,16 @@ TEXT ·fmaBF16Rows(SB), NOSPLIT, $0-56
 	SHLL  CL, R11
 	DECL  R11
 	KMOVD R11, K1
-	MOVL  $0x00000007, R11
+	MOVL  $0x00000001, R11
 	KMOVW R11, K2
 	TESTQ BX, BX
 	JZ    done
 
-triple:
+row:
 	MOVQ   R10, R8
 	MOVQ   R13, SI
 	LEAQ   (R13)(R9*1), R12
 	VPXORD Z0, Z0, Z0
-	VPXORD Z1, Z1, Z1
-	VPXORD Z2, Z2, Z2
 	MOVQ   k+24(FP), CX
 	SHRQ   $0x04, CX
 	JZ     tail
@@ -14827,17 +14804,9 @@ triple:
 loop:
 	VPMOVZXWD   (SI), Z24
 	VPSLLD      $0x10, Z24, Z24
-	VPMOVZXWD   (SI)(DI*1), Z25
-	VPSLLD      $0x10, Z25, Z25
-	VPMOVZXWD   (SI)(DI*2), Z26
-	VPSLLD      $0x10, Z26, Z26
 	PREFETCHT0  (R12)
-	PREFETCHT0  (R12)(DI*1)
-	PREFETCHT0  (R12)(DI*2)
 	VMOVDQU32   (R8), Z27
 	VFMADD231PS Z24, Z27, Z0
-	VFMADD231PS Z25, Z27, Z1
-	VFMADD231PS Z26, Z27, Z2
 	ADDQ        $0x20, SI
 	ADDQ        $0x20, R12
 	ADDQ        $0x00000040, R8
@@ -14850,45 +14819,28 @@ tail:
 	VMOVDQU16.Z (SI), K1, Y31
 	VPMOVZXWD   Y31, Z24
 	VPSLLD      $0x10, Z24, Z24
-	VMOVDQU16.Z (SI)(DI*1), K1, Y31
-	VPMOVZXWD   Y31, Z25
-	VPSLLD      $0x10, Z25, Z25
-	VMOVDQU16.Z (SI)(DI*2), K1, Y31
-	VPMOVZXWD   Y31, Z26
-	VPSLLD      $0x10, Z26, Z26
 	VMOVUPS.Z   (R8), K1, Z27
 	VFMADD231PS Z24, Z27, Z0
-	VFMADD231PS Z25, Z27, Z1
-	VFMADD231PS Z26, Z27, Z2
 
 reduce:
 	VEXTRACTF64X4 $0x01, Z0, Y31
 	VADDPS        Y31, Y0, Y0
 	VEXTRACTF32X4 $0x01, Y0, X31
 	VADDPS        X31, X0, X0
-	VEXTRACTF64X4 $0x01, Z1, Y31
-	VADDPS        Y31, Y1, Y1
-	VEXTRACTF32X4 $0x01, Y1, X31
-	VADDPS        X31, X1, X1
-	VEXTRACTF64X4 $0x01, Z2, Y31
-	VADDPS        Y31, Y2, Y2
-	VEXTRACTF32X4 $0x01, Y2, X31
-	VADDPS        X31, X2, X2
-	VUNPCKLPS     X1, X0, X28
-	VUNPCKHPS     X1, X0, X29
+	VUNPCKLPS     X0, X0, X28
+	VUNPCKHPS     X0, X0, X29
 	VADDPS        X29, X28, X28
-	VUNPCKLPS     X2, X2, X29
-	VUNPCKHPS     X2, X2, X30
+	VUNPCKLPS     X0, X0, X29
+	VUNPCKHPS     X0, X0, X30
 	VADDPS        X30, X29, X29
 	VSHUFPS       $0x44, X29, X28, X30
 	VSHUFPS       $0xee, X29, X28, X27
 	VADDPS        X30, X27, X27
 	VMOVUPS       X27, K2, (AX)
-	ADDQ          $0x0c, AX
-	LEAQ          (R13)(DI*2), R13
+	ADDQ          $0x04, AX
 	ADDQ          DI, R13
 	DECQ          BX
-	JNZ           triple
+	JNZ           row
 
 done:
 	VZEROUPPER

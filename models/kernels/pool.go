@@ -27,15 +27,21 @@ type Pool struct {
 	threads int
 	mu      sync.Mutex
 
-	// current job: t and n are written under mu before the job word is
-	// published, and read only by a thread that has claimed a chunk of it
-	t task
-	n int
-	// job word: generation<<32 | chunks<<16 | next chunk index. Workers spin
-	// on the generation, then park; a chunk is claimed by a CAS that also
-	// checks the generation, so a worker that wakes late never touches a
-	// later job's state.
-	word   atomic.Uint64
+	// current job: t, n and chunks are written under mu before the job word
+	// is published, and read only by a thread that has claimed a chunk of it
+	t      task
+	n      int
+	chunks int
+	// job word: generation<<32 | chunks. Workers spin on the generation,
+	// then park.
+	word atomic.Uint64
+	// shares[s]: generation<<32 | lo<<16 | hi, the chunks [lo, hi) of share
+	// s not yet claimed. Thread s (the caller is 0, worker i is i+1) claims
+	// its share from the front, in order, so that its weight stream stays
+	// contiguous; a thread whose share is empty takes chunks from the back
+	// of the others. Every claim is a CAS that also checks the generation,
+	// so a worker that wakes late never touches a later job's state.
+	shares []share
 	done   atomic.Int64 // chunks of the current job completed
 	wake   []chan struct{}
 	asleep []atomic.Bool // worker i is parked (or about to park) on wake[i]
@@ -63,7 +69,7 @@ func NewPool(threads int) *Pool {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	p := &Pool{threads: threads}
+	p := &Pool{threads: threads, shares: make([]share, threads)}
 	p.wake = make([]chan struct{}, threads-1)
 	p.asleep = make([]atomic.Bool, threads-1)
 	for i := range p.wake {
@@ -112,36 +118,59 @@ func (p *Pool) worker(i int) {
 			break
 		}
 		seen = p.word.Load() >> 32
-		p.work(seen)
+		p.work(seen, i+1)
 	}
+}
+
+// share is one thread's part of a job (Pool.shares), alone in its cache line.
+type share struct {
+	_ [64]byte
+	w atomic.Uint64
+	_ [56]byte
 }
 
 // maxChunks bounds the chunks of one job (16 bits of the job word).
 const maxChunks = 1<<16 - 1
 
-// work claims chunks of job generation gen until none are left (or a later
-// job has replaced it).
-func (p *Pool) work(gen uint64) {
-	for {
-		w := p.word.Load()
-		if w>>32 != gen {
-			return
+// work runs chunks of job generation gen until none are left (or a later job
+// has replaced it): share own from the front, then the other shares from the
+// back.
+func (p *Pool) work(gen uint64, own int) {
+	n := int64(0)
+	for k := range p.shares {
+		s := &p.shares[(own+k)%len(p.shares)]
+		for {
+			w := s.w.Load()
+			if w>>32 != gen {
+				break
+			}
+			lo, hi := int(w>>16&0xffff), int(w&0xffff)
+			if lo >= hi {
+				break
+			}
+			c, nw := lo, w+1<<16
+			if k > 0 {
+				c, nw = hi-1, w-1
+			}
+			if !s.w.CompareAndSwap(w, nw) {
+				continue
+			}
+			// chunk c is ours: the job cannot change until it is done
+			p.runChunk(c)
+			n++
 		}
-		c, chunks := int(w&0xffff), int(w>>16&0xffff)
-		if c >= chunks {
-			return
-		}
-		if !p.word.CompareAndSwap(w, w+1) {
-			continue
-		}
-		// chunk c is ours: the job cannot change until it is done
-		n := p.n
-		lo := c * n / chunks
-		hi := (c + 1) * n / chunks
-		if lo < hi {
-			p.t.run(lo, hi)
-		}
-		p.done.Add(1)
+	}
+	if n > 0 {
+		p.done.Add(n)
+	}
+}
+
+// runChunk runs chunk c of the current job.
+func (p *Pool) runChunk(c int) {
+	lo := c * p.n / p.chunks
+	hi := (c + 1) * p.n / p.chunks
+	if lo < hi {
+		p.t.run(lo, hi)
 	}
 }
 
@@ -212,19 +241,24 @@ func (p *Pool) runLocked(n, chunks int, t task) {
 		t.run(0, n)
 		return
 	}
-	p.t, p.n = t, n
+	p.t, p.n, p.chunks = t, n, chunks
 	p.done.Store(0)
 	gen := p.word.Load()>>32 + 1
 	if gen == 1<<32 {
 		gen = 1
 	}
-	p.word.Store(gen<<32 | uint64(chunks)<<16)
+	ns := len(p.shares)
+	for i := range p.shares {
+		lo, hi := uint64(i*chunks/ns), uint64((i+1)*chunks/ns)
+		p.shares[i].w.Store(gen<<32 | lo<<16 | hi)
+	}
+	p.word.Store(gen<<32 | uint64(chunks))
 	for i := range p.asleep {
 		if p.asleep[i].CompareAndSwap(true, false) {
 			p.wake[i] <- struct{}{}
 		}
 	}
-	p.work(gen)
+	p.work(gen, 0)
 	for spins := 0; p.done.Load() != int64(chunks); spins++ {
 		if spins&255 == 255 {
 			runtime.Gosched()
