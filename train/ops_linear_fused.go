@@ -23,14 +23,15 @@ import (
 // 16 more columns of its inner dimension. W' is a copy of the frozen weights (the B columns are rewritten each
 // forward pass: B changes every step).
 //
-// A 4-bit base (QLoRA) is not copied: each pass dequantises it into a pooled W' (as the unfused op dequantised
-// it into a pooled [Out, In] buffer), so the fused form costs no memory there.
+// A 4-bit base (QLoRA) or a bf16/f16 one is not copied: each pass dequantises or widens it into a pooled W' (as
+// the unfused backward pass did into a pooled [Out, In] buffer), so the fused form costs no memory there.
 type fusedW struct {
 	in, k, n int
 	w        []float32       // f32 bases: the fused weights, kept (the B columns rewritten each pass)
 	dyn      bool            // W' is refilled from the bases into a pooled buffer each pass (w nil)
 	quant    []*quant.Weight // per projection: a 4-bit base's weight (dequantised), or nil (an f32 base, copied)
 	f32      [][]float32     // per projection: an f32 base's weight, when dyn
+	dense    []*nn.Dense     // per projection: a bf16/f16 base (widened row by row), when dyn
 	rows     []int           // per projection: first row in W'
 	cols     []int           // per projection: first column of its B block in W' (-1 without an adapter)
 	bias     []float32       // [n]: the bases' biases side by side (nil if none has one)
@@ -52,7 +53,7 @@ func (e *Env) fusedPlan(projs []*Proj) *fusedW {
 			return nil
 		}
 		if _, ok := denseF32(p.Base); !ok {
-			if quantOf(p.Base) == nil {
+			if quantOf(p.Base) == nil && !isDense(p.Base) {
 				return nil
 			}
 			dyn = true
@@ -81,6 +82,11 @@ func (e *Env) fusedPlan(projs []*Proj) *fusedW {
 		if dyn {
 			fw.quant = append(fw.quant, quantOf(p.Base))
 			fw.f32 = append(fw.f32, w)
+			var d *nn.Dense
+			if w == nil && fw.quant[len(fw.quant)-1] == nil {
+				d = p.Base.(*nn.Dense)
+			}
+			fw.dense = append(fw.dense, d)
 		} else {
 			for o := 0; o < p.Out; o++ {
 				copy(fw.w[(row+o)*k:(row+o)*k+in], w[o*in:(o+1)*in])
@@ -119,6 +125,12 @@ func quantOf(l BaseLinear) *quant.Weight {
 	return nil
 }
 
+// isDense reports whether l is a dense base (of any dtype).
+func isDense(l BaseLinear) bool {
+	_, ok := l.(*nn.Dense)
+	return ok
+}
+
 // baseBiasOf returns the bias of a dense or quantised base, or nil.
 func baseBiasOf(l BaseLinear) []float32 {
 	if d, ok := l.(*nf4Linear); ok {
@@ -127,9 +139,9 @@ func baseBiasOf(l BaseLinear) []float32 {
 	return linearBias(l)
 }
 
-// weights returns W' with the current B factors: the kept one (locked: release unlocks), or (4-bit bases, or
-// Env.LowMemory) a pooled buffer the bases are dequantised or copied into, row by row over the pool's threads
-// (release recycles it).
+// weights returns W' with the current B factors: the kept one (locked: release unlocks), or (4-bit, bf16 and
+// f16 bases, or Env.LowMemory) a pooled buffer the bases are dequantised, widened or copied into, row by row over
+// the pool's threads (release recycles it).
 func (fw *fusedW) weights(e *Env, projs []*Proj) (w []float32, release func()) {
 	if !fw.dyn {
 		fw.mu.Lock() // ops of one fused weight do not overlap in a pass, but a checkpointed layer's recompute may
@@ -139,13 +151,16 @@ func (fw *fusedW) weights(e *Env, projs []*Proj) (w []float32, release func()) {
 	w = e.get(fw.n * fw.k)
 	in, k := fw.in, fw.k
 	for i, p := range projs {
-		q, wf, r0 := fw.quant[i], fw.f32[i], fw.rows[i]
+		q, wf, d, r0 := fw.quant[i], fw.f32[i], fw.dense[i], fw.rows[i]
 		e.Pool.For(p.Out, func(lo, hi int) {
 			for o := lo; o < hi; o++ {
 				row := w[(r0+o)*k : (r0+o+1)*k]
-				if q != nil {
+				switch {
+				case q != nil:
 					q.DequantizeRange(row[:in], o*in)
-				} else {
+				case d != nil:
+					d.Row(o, row[:in])
+				default:
 					copy(row[:in], wf[o*in:(o+1)*in])
 				}
 				clear(row[in:])
