@@ -29,9 +29,10 @@
 //     result); a decode batch streams each weight from memory once per
 //     step, in order, the next tile prefetched; the parallel split gives
 //     each thread blocks of X rows small enough to stay in L2. Matrix-vector
-//     products (decode) of f32 and bf16 run rows kernels that sum each row
-//     exactly as the 1×3 tile does, so a decoded row equals the same row in
-//     a batch bit for bit. AVX512_BF16's VDPBF16PS is not used: on X split
+//     products (decode) of f32 and bf16 run rows kernels that read one
+//     weight row at a time (one sequential stream per thread, prefetched
+//     16 KiB ahead) and sum each row exactly as the tiles do, so a decoded
+//     row equals the same row in a batch bit for bit. AVX512_BF16's VDPBF16PS is not used: on X split
 //     into two bf16 (hi + lo) it needs as many instructions per weight as
 //     the widening FMA tile at 30× its error (bf16 golden logits 6-9e-5
 //     off, bound 1e-4), and X rounded to one bf16 is 2⁸ times coarser.
@@ -51,9 +52,12 @@
 // # Threads
 //
 // A Pool keeps threads-1 worker goroutines that poll for work for a few
-// hundred microseconds after each job, then park; the caller takes a share
-// of every job and waits only for chunks a worker has claimed (a worker that
-// was descheduled before claiming one is not waited for: the caller runs the
+// hundred microseconds after each job, then park. A job's chunks are split
+// into one contiguous share per thread (the caller takes share 0); each
+// thread claims its own share from the front, in order, so that its weight
+// stream stays sequential, then takes chunks from the back of the others.
+// The caller waits only for chunks a worker has claimed (a worker that was
+// descheduled before claiming one is not waited for: the caller runs the
 // rest itself). Kernels allocate nothing per call: their jobs and scratch
 // buffers live in the Pool. A nil Pool runs everything on the caller.
 //
