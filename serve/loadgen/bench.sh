@@ -76,8 +76,26 @@ start_servers() {
 	[ "$ANCHOR" = 1 ] || return 0
 	"$LLAMA_BIN/llama-server" -m "$GGUF/smol135-q4_0.gguf" -t "$THREADS" -np "$slots" -c $((slots * 1280)) \
 		--port "$LC_PORT" >"$tmp/llama.log" 2>&1 &
+	lcpid=$!
 	pids="$pids $!"
 	wait_up "http://127.0.0.1:$LC_PORT/health"
+}
+
+# settle PID: wait (up to 30 s) until process PID's CPU time stops growing for a second, so that the next
+# measured run does not share the CPUs with what the last server still does after its run (llama-server's
+# threads keep polling, or finishing requests whose clients are gone).
+settle() {
+	last=-1
+	for i in $(seq 1 30); do
+		now=$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)
+		if [ "$now" = "$last" ]; then
+			echo "pid $1 idle after $((i - 1)) s" >&2
+			return 0
+		fi
+		last=$now
+		sleep 1
+	done
+	echo "pid $1 still busy after 30 s" >&2
 }
 
 models() { # N: a0,a1,...,a{N-1}
@@ -111,7 +129,7 @@ for c in $CLIENTS; do
 	[ "$ANCHOR" = 1 ] && "$lk" bench --serve "$lcurl" --api llama --clients "$c" --requests 1 --gen 4 >/dev/null
 	r=1
 	while [ "$r" -le "$ROUNDS" ]; do
-		[ "$ANCHOR" = 1 ] && run "round=$r clients=$c llama-server-q4_0" --serve "$lcurl" --api llama --clients "$c" --requests "$REQUESTS"
+		[ "$ANCHOR" = 1 ] && run "round=$r clients=$c llama-server-q4_0" --serve "$lcurl" --api llama --clients "$c" --requests "$REQUESTS" && settle "$lcpid"
 		run "round=$r clients=$c lorakit-nf4-base" --serve "$lkurl" --clients "$c" --requests "$REQUESTS" --models base
 		run "round=$r clients=$c lorakit-nf4-$nad-adapters" --serve "$lkurl" --clients "$c" --requests "$REQUESTS" --models "$(models "$nad")"
 		r=$((r + 1))
