@@ -124,29 +124,12 @@ func (f *linearFn) Forward() (mat.Tensor, error) {
 			p.Base.Forward(pool, dst, x, m)
 		}
 		if p.A != nil {
-			xd := x
-			if f.train && p.Dropout > 0 {
-				rng := rand.New(rand.NewPCG(f.seed, uint64(i)+1))
-				keep := float32(1 / (1 - float64(p.Dropout)))
-				mk := make([]float32, len(x))
-				xd = make([]float32, len(x))
-				for j := range x {
-					if rng.Float32() >= p.Dropout {
-						mk[j] = keep
-						xd[j] = x[j] * keep
-					}
-				}
-				f.mask[i] = mk
-			}
-			f.xd[i] = xd
-			xa := make([]float32, m*p.R)
-			lora.Shrink(pool, xa, xd, vals(p.A), m, p.R, p.In) // xa = dropout(x)·Aᵀ, kept for Backward
+			xd, xa := f.shrink(i, p, x)
 			if p.Mag != nil {
 				f.doraForward(i, p, dst, xd, xa)
 			} else {
 				lora.Expand(pool, dst, xa, vals(p.B), p.Scale, m, p.Out, p.R) // dst += s·xa·Bᵀ
 			}
-			f.xa[i] = xa
 		}
 		if tmp != nil {
 			for r := 0; r < m; r++ {
@@ -258,4 +241,26 @@ func (f *linearFn) Backward(gy mat.Tensor) error {
 	f.env.release(f.out, f.buf)
 	f.mask, f.xd, f.xa, f.dora, f.fw = nil, nil, nil, nil, nil
 	return nil
+}
+
+// shrink computes projection i's xa = dropout(x)·Aᵀ and keeps dropout(x), its mask and xa for Backward.
+func (f *linearFn) shrink(i int, p *Proj, x []float32) (xd, xa []float32) {
+	xd = x
+	if f.train && p.Dropout > 0 {
+		rng := rand.New(rand.NewPCG(f.seed, uint64(i)+1))
+		keep := float32(1 / (1 - float64(p.Dropout)))
+		mk := make([]float32, len(x))
+		xd = make([]float32, len(x))
+		for j := range x {
+			if rng.Float32() >= p.Dropout {
+				mk[j] = keep
+				xd[j] = x[j] * keep
+			}
+		}
+		f.mask[i] = mk
+	}
+	xa = make([]float32, f.m*p.R)
+	lora.Shrink(f.env.Pool, xa, xd, vals(p.A), f.m, p.R, p.In)
+	f.xd[i], f.xa[i] = xd, xa
+	return xd, xa
 }

@@ -1,11 +1,9 @@
 package train
 
 import (
-	"math/rand/v2"
 	"sync"
 
 	"github.com/lorakit/lorakit/models/kernels"
-	"github.com/lorakit/lorakit/models/lora"
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/quant"
 )
@@ -197,24 +195,7 @@ func (f *linearFn) forwardFused(fw *fusedW, y []float32) {
 		if p.A == nil {
 			continue
 		}
-		xd := x
-		if f.train && p.Dropout > 0 {
-			rng := rand.New(rand.NewPCG(f.seed, uint64(i)+1))
-			keep := float32(1 / (1 - float64(p.Dropout)))
-			mk := make([]float32, len(x))
-			xd = make([]float32, len(x))
-			for j := range x {
-				if rng.Float32() >= p.Dropout {
-					mk[j] = keep
-					xd[j] = x[j] * keep
-				}
-			}
-			f.mask[i] = mk
-		}
-		f.xd[i] = xd
-		xa := make([]float32, m*p.R)
-		lora.Shrink(pool, xa, xd, vals(p.A), m, p.R, p.In) // xa = dropout(x)·Aᵀ, kept for Backward
-		f.xa[i] = xa
+		f.shrink(i, p, x)
 	}
 	xp := f.env.get(m * k)
 	for r := 0; r < m; r++ {
