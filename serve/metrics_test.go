@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -179,5 +180,29 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "vllm:lora_requests_info") {
 		t.Logf("promtool printed no ':' lint (an older promtool?):\n%s", out)
+	}
+}
+
+// TestPreemptionsCountFairShare: vllm:num_preemptions_total counts every preemption, the fair-share ones
+// (also in lorakit_fair_preemptions_total) with those for lack of KV blocks, as vLLM counts all of them there.
+func TestPreemptionsCountFairShare(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	st := scrapeState{}
+	st.Preemptions, st.Yields = 2, 3
+	reg.MustRegister(&stateCollector{base: "m", state: func() scrapeState { return st }})
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			if m.Counter != nil {
+				got[f.GetName()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if got["vllm:num_preemptions_total"] != 5 || got["lorakit_fair_preemptions_total"] != 3 {
+		t.Errorf("preemptions %v, fair %v; want 5 and 3", got["vllm:num_preemptions_total"], got["lorakit_fair_preemptions_total"])
 	}
 }
