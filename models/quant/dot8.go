@@ -7,8 +7,9 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 )
 
-// The dot kernels (AVX-512 VNNI, VPDPBUSD). Every weight whose rows come in tiles of 16 runs here on a CPU
-// with AVX-512 VNNI, at every batch size and in prefill. As llama.cpp does for its quantised types, x is
+// The dot kernels (AVX-512 VNNI, VPDPBUSD; on CPUs without it AVX2, VPMADDUBSW, with the same integer sums and
+// float operations, so the two give bit-identical products: see dotY in asm/). Every weight whose rows come in
+// tiles of 16 runs here on a CPU with AVX2, at every batch size and in prefill. As llama.cpp does for its quantised types, x is
 // rounded per block of 32 values to int8 (step max|x|/127, ties to even), so that one VPDPBUSD multiplies 64
 // byte pairs (twice VPDPWSSD's 32 int16 pairs) and one int32 sum holds a whole block. VPDPBUSD takes unsigned
 // weight bytes and signed x bytes; each weight code is stored as an unsigned byte u standing for the level
@@ -77,8 +78,8 @@ func (q *Weight) dot8able() bool {
 	return false
 }
 
-// useDot8 reports whether the dot kernels run q: they are in use (AVX-512 VNNI) and q's shape tiles.
-func (q *Weight) useDot8() bool { return vnniRows() > 0 && q.dot8able() }
+// useDot8 reports whether the dot kernels run q: they are in use (AVX-512 VNNI or AVX2) and q's shape tiles.
+func (q *Weight) useDot8() bool { return dot8On() && q.dot8able() }
 
 // dot8Copy returns q's copy in the dot kernels' layout, making it on first use (two concurrent first uses may
 // both make one; one is kept).
@@ -315,11 +316,11 @@ func (j *dot8Job) Run(lo, hi int) {
 	}
 }
 
-// Compact keeps q's codes in the dot kernels' layout only, when those kernels run q (AVX-512 VNNI, rows in tiles
-// of 16): it makes that copy now and drops Packed, so that one layout is resident instead of two. It reports
+// Compact keeps q's codes in the dot kernels' layout only, when those kernels run q (AVX-512 VNNI or AVX2, rows in
+// tiles of 16): it makes that copy now and drops Packed, so that one layout is resident instead of two. It reports
 // whether it did. Call it before q is shared, and only for a weight that inference multiplies: dequantising then
 // decodes the dot layout element by element (DequantizeRange), and a path that needs the row-major codes (the
-// other kernels, with AVX-512 turned off later; writing the weight out) rebuilds them once (packed), after which
+// portable kernels of a purego build; writing the weight out) rebuilds them once (packed), after which
 // both layouts are resident again.
 func (q *Weight) Compact() bool {
 	if !q.useDot8() || q.Packed == nil {

@@ -56,8 +56,13 @@ func tol8(q *Weight, x []float32) []float64 {
 // dotWeights makes one weight of every layout the dot kernels run, in shapes that tile.
 func dotWeights(t *testing.T, r *rand.Rand) []*Weight {
 	var ws []*Weight
-	for _, sh := range [][2]int{{16, 64}, {32, 384}, {48, 576}} {
+	// odd numbers of x blocks (bytes), of 64-column groups and weight blocks (4 bits: their rows hold whole groups)
+	for _, sh := range [][2]int{{16, 32}, {16, 64}, {16, 96}, {16, 192}, {32, 224}, {32, 384}, {48, 576}} {
 		rows, cols := sh[0], sh[1]
+		ws = append(ws, i8w(t, r, rows, cols), randQ8(r, rows, cols))
+		if cols%group != 0 {
+			continue
+		}
 		for _, typ := range []Type{NF4, FP4} {
 			for _, bs := range []int{32, 64, 128} {
 				if cols%bs != 0 {
@@ -72,11 +77,7 @@ func dotWeights(t *testing.T, r *rand.Rand) []*Weight {
 		}
 		q4, _ := Quantize4(NF4, randW(r, rows*cols, 0.05), []int{rows, cols}, 32, false)
 		q4.Type, q4.Code = Q4_0, q40Code
-		i8, err := Quantize8(randW(r, rows*cols, 0.05), []int{rows, cols})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws = append(ws, q4, i8, randQ8(r, rows, cols))
+		ws = append(ws, q4)
 	}
 	for _, q := range ws {
 		if !q.dot8able() {
@@ -84,6 +85,15 @@ func dotWeights(t *testing.T, r *rand.Rand) []*Weight {
 		}
 	}
 	return ws
+}
+
+// i8w makes a row-wise int8 weight of random values.
+func i8w(t *testing.T, r *rand.Rand, rows, cols int) *Weight {
+	q, err := Quantize8(randW(r, rows*cols, 0.05), []int{rows, cols})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }
 
 // TestQuantizeX8MatchesGo: the assembly x quantiser writes exactly what its portable twin writes, including
@@ -102,13 +112,20 @@ func TestQuantizeX8MatchesGo(t *testing.T) {
 			mk := func() xDot {
 				return xDot{k: k, q: make([]byte, k*cols), s: make([]float32, k*nb), c: make([]int32, k*nb)}
 			}
-			got, want := mk(), mk()
+			want := mk()
 			for i := 0; i < k; i++ {
-				quantizeX8(&got, i, x[i*cols:(i+1)*cols], 8)
 				quantizeX8Go(&want, i, x[i*cols:(i+1)*cols], 8)
 			}
-			if !slices.Equal(got.q, want.q) || !slices.Equal(got.s, want.s) || !slices.Equal(got.c, want.c) {
-				t.Fatalf("cols %d k %d: assembly and portable quantisers differ", cols, k)
+			for _, avx512 := range []bool{true, false} { // the VNNI machine's quantiser and the AVX2 one
+				withAVX512(avx512, func() {
+					got := mk()
+					for i := 0; i < k; i++ {
+						quantizeX8(&got, i, x[i*cols:(i+1)*cols], 8)
+					}
+					if !slices.Equal(got.q, want.q) || !slices.Equal(got.s, want.s) || !slices.Equal(got.c, want.c) {
+						t.Fatalf("cols %d k %d avx512=%v: assembly and portable quantisers differ", cols, k, avx512)
+					}
+				})
 			}
 			if q := int8(want.q[len(want.q)-2]); q != 2 {
 				t.Fatalf("a tie at 2.5 steps rounds to %d, want 2 (to even)", q)
@@ -117,9 +134,9 @@ func TestQuantizeX8MatchesGo(t *testing.T) {
 	}
 }
 
-// TestDot8MatchesGo runs the dot kernels (assembly where the CPU has AVX-512 VNNI) against the portable twin on
-// the same quantised x for every row count up to dotK and every layout, and the twin's products against the
-// float64 reference within tol8.
+// TestDot8MatchesGo runs the dot kernels (the AVX-512 VNNI assembly where the CPU has it, and the AVX2 assembly)
+// against the portable twin on the same quantised x for every row count up to dotK and every layout, and the
+// twin's products against the float64 reference within tol8.
 func TestDot8MatchesGo(t *testing.T) {
 	r := rand.New(rand.NewSource(32))
 	for _, q := range dotWeights(t, r) {
@@ -135,13 +152,17 @@ func TestDot8MatchesGo(t *testing.T) {
 			}
 			want := make([]float32, k*rows)
 			dot8Go(want, rows, tl, &xd, 0, rows/tileRows, cols)
-			got := make([]float32, k*rows)
-			dot8Rows(got, rows, tl, &xd, 0, rows/tileRows, cols)
 			what := fmt.Sprintf("%s bs %d %v k %d", q.Type, q.BlockSize, q.Shape, k)
-			for i := range got {
-				if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-5 {
-					t.Fatalf("%s y[%d]: %v, portable %v", what, i, got[i], want[i])
-				}
+			for _, avx512 := range []bool{true, false} {
+				withAVX512(avx512, func() {
+					got := make([]float32, k*rows)
+					dot8Rows(got, rows, tl, &xd, 0, rows/tileRows, cols)
+					for i := range got {
+						if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-5 {
+							t.Fatalf("%s avx512=%v y[%d]: %v, portable %v", what, avx512, i, got[i], want[i])
+						}
+					}
+				})
 			}
 			for i := 0; i < k; i++ {
 				xi := x[i*cols : (i+1)*cols]
@@ -170,6 +191,13 @@ func TestDot8Error(t *testing.T) {
 		quantizeX8(&xd, 0, x, tl.z)
 		y := make([]float32, rows)
 		dot8Rows(y, rows, tl, &xd, 0, rows/tileRows, cols)
+		withAVX512(false, func() { // the AVX2 kernel: the same products
+			y2 := make([]float32, rows)
+			dot8Rows(y2, rows, tl, &xd, 0, rows/tileRows, cols)
+			if hasVNNI && !slices.Equal(y, y2) {
+				t.Fatalf("%s: the AVX2 kernel's products differ from the VNNI kernel's", q.Type)
+			}
+		})
 		want, mag := refMatVec(q, x)
 		checkTol(t, string(q.Type), tol8(q, x), y, want, mag)
 		var worst, mean float64
@@ -212,7 +240,7 @@ func BenchmarkDot8DRAM(b *testing.B) {
 	}
 }
 
-// TestDot8BatchInvariant: with the dot kernels a row of x gets bit-identical products whatever the number of rows
+// TestDot8BatchInvariant: with the dot kernels (VNNI and AVX2) a row of x gets bit-identical products whatever the number of rows
 // it is multiplied with (1, a chunk of up to dotK, several chunks, a split quantisation): every row's sums are
 // made in the same order, so a sequence decoded alone and inside a batch gets the same logits.
 func TestDot8BatchInvariant(t *testing.T) {
@@ -223,17 +251,22 @@ func TestDot8BatchInvariant(t *testing.T) {
 			t.Skip("the dot kernels do not run here")
 		}
 		rows, cols := q.Rows(), q.Cols()
-		for _, m := range []int{5, dotK + 1, quantSplitM + 3} {
-			x := randW(r, m*cols, 1)
-			y := make([]float32, m*rows)
-			q.MatMulT(p, y, x, m)
-			one := make([]float32, rows)
-			for i := 0; i < m; i++ {
-				q.MatVec(p, one, x[i*cols:(i+1)*cols])
-				if !slices.Equal(one, y[i*rows:(i+1)*rows]) {
-					t.Fatalf("%s bs %d %v m %d: row %d differs from its product alone", q.Type, q.BlockSize, q.Shape, m, i)
+		for _, avx512 := range []bool{true, false} { // the VNNI kernels where the CPU has them, and the AVX2 ones
+			withAVX512(avx512, func() {
+				for _, m := range []int{5, dotK + 1, quantSplitM + 3} {
+					x := randW(r, m*cols, 1)
+					y := make([]float32, m*rows)
+					q.MatMulT(p, y, x, m)
+					one := make([]float32, rows)
+					for i := 0; i < m; i++ {
+						q.MatVec(p, one, x[i*cols:(i+1)*cols])
+						if !slices.Equal(one, y[i*rows:(i+1)*rows]) {
+							t.Fatalf("%s bs %d %v m %d avx512=%v: row %d differs from its product alone", q.Type, q.BlockSize,
+								q.Shape, m, avx512, i)
+						}
+					}
 				}
-			}
+			})
 		}
 	}
 }
@@ -279,6 +312,107 @@ func TestCompact(t *testing.T) {
 		}
 		if !slices.Equal(c.packed(), q.Packed) {
 			t.Fatalf("%s: rebuilt codes differ", what)
+		}
+	}
+}
+
+// TestDot8AVX2MatchesVNNI: the AVX2 dot kernels make the VNNI kernels' integer sums and float operations, so on a
+// CPU with both every product is bit-identical with AVX-512 on and off, for 1 to 16 x rows and a prefill-sized
+// batch (whose quantisation the threads share).
+func TestDot8AVX2MatchesVNNI(t *testing.T) {
+	if !hasVNNI || !kernels.AVX512() {
+		t.Skip("no AVX-512 VNNI on this CPU: nothing to compare the AVX2 kernels with")
+	}
+	r := rand.New(rand.NewSource(36))
+	p := kernels.NewPool(2)
+	for _, q := range dotWeights(t, r) {
+		rows, cols := q.Rows(), q.Cols()
+		for _, m := range []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, quantSplitM + 3} {
+			x := randW(r, m*cols, 1)
+			x[0] = -9 // an outlier
+			var y [2][]float32
+			for n, avx512 := range []bool{true, false} {
+				withAVX512(avx512, func() {
+					y[n] = make([]float32, m*rows)
+					q.MatMulT(p, y[n], x, m)
+				})
+			}
+			if !slices.Equal(y[0], y[1]) {
+				t.Fatalf("%s bs %d %v m %d: the AVX2 and VNNI products differ", q.Type, q.BlockSize, q.Shape, m)
+			}
+		}
+	}
+}
+
+// TestDot8Extremes multiplies weights whose every code is at the end of its range with x rows of ±max (every
+// byte ±127), signs chosen so that every product has the same sign: the largest int16 pair sums the AVX2 kernels
+// make (VPMADDUBSW saturates at 32767: Q4_0 2·15·127 per pair and 8·3810 = 30480 per block in int16; levels and
+// bytes 2·128·127 = 32512), which must give the exact sums. Each kernel is checked against the portable twin
+// and against the exact value.
+func TestDot8Extremes(t *testing.T) {
+	const rows, cols = 32, 192
+	p := kernels.NewPool(2)
+	for _, typ := range []Type{NF4, Q4_0, Int8, Q8_0} {
+		for _, lo := range []bool{true, false} { // the lowest code everywhere, or the highest
+			q := &Weight{Type: typ, Shape: []int{rows, cols}, BlockSize: xBlock}
+			var code byte
+			var level float64 // the code's value per unit of absmax
+			switch typ {
+			case NF4, Q4_0:
+				q.Code = nf4Code
+				if typ == Q4_0 {
+					q.Code = q40Code
+				}
+				code = 15
+				if lo {
+					code = 0
+				}
+				level = float64(q.Code[code])
+				q.Packed = slices.Repeat([]byte{code<<4 | code}, rows*cols/2)
+				q.Absmax = slices.Repeat([]float32{0.5}, rows*cols/xBlock)
+			case Int8:
+				q.BlockSize = cols
+				code = 127
+				if lo {
+					code = 0x81 // -127: Quantize8's codes are symmetric
+				}
+				level = float64(int8(code)) * float64(int8Scale)
+				q.Packed = slices.Repeat([]byte{code}, rows*cols)
+				q.Absmax = slices.Repeat([]float32{0.5}, rows)
+			case Q8_0:
+				code = 127
+				if lo {
+					code = 0x80 // -128: a GGUF file may hold it
+				}
+				level = float64(int8(code))
+				q.Packed = slices.Repeat([]byte{code}, rows*cols)
+				q.Absmax = slices.Repeat([]float32{0.5}, rows*cols/xBlock)
+			}
+			if !q.dot8able() {
+				t.Fatalf("%s: the dot kernels cannot run it", typ)
+			}
+			sign := float32(1)
+			if level < 0 {
+				sign = -1
+			}
+			x := slices.Repeat([]float32{sign}, 3*cols)
+			exact := 0.5 * level * float64(sign) * cols
+			for _, avx512 := range []bool{true, false} {
+				withAVX512(avx512, func() {
+					y := make([]float32, 3*rows)
+					q.MatMulT(p, y, x, 3)
+					tl := q.makeDot8()
+					xd := xDot{k: 1, q: make([]byte, cols), s: make([]float32, cols/xBlock), c: make([]int32, cols/xBlock)}
+					quantizeX8Go(&xd, 0, x[:cols], tl.z)
+					want := make([]float32, rows)
+					dot8Go(want, rows, tl, &xd, 0, rows/tileRows, cols)
+					for i, v := range y {
+						if w := want[i%rows]; math.Abs(float64(v-w)) > 1e-5*math.Abs(float64(w)) || math.Abs(float64(v)-exact) > 2e-3*math.Abs(exact) {
+							t.Fatalf("%s lo=%v avx512=%v y[%d] = %v, portable %v, exact %v", typ, lo, avx512, i, v, want[i%rows], exact)
+						}
+					}
+				})
+			}
 		}
 	}
 }

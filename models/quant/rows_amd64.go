@@ -215,13 +215,26 @@ var dotKernels = [3]*[dotK]func(y *float32, ystride int, codes *byte, scales *fl
 	&dotL4Kernels, &dotQ4Kernels, &dotB8Kernels,
 }
 
-// dot8Rows runs the dot kernel (see dot8Go) for tiles [t0, t0+n) and the x rows of xd: the assembly on a CPU
-// with AVX-512 VNNI, the portable twin elsewhere.
+// dotKY is the most x rows an AVX2 dot kernel call takes (the generator makes one kernel per count); dot8Rows
+// runs a chunk of up to dotK rows as groups of at most dotKY.
+const dotKY = 4
+
+// dotKernelsY are the AVX2 dot kernels by layout and x-row count.
+var dotKernelsY = [3]*[dotKY]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw, xk int){
+	&dotL4KernelsY, &dotQ4KernelsY, &dotB8KernelsY,
+}
+
+// dot8On reports whether the dot kernels run the weights that tile: with AVX-512 VNNI (VPDPBUSD) or AVX2
+// (VPMADDUBSW), which give the same integer sums.
+func dot8On() bool { return useAVX2 }
+
+// dot8Rows runs the dot kernel (see dot8Go) for tiles [t0, t0+n) and the x rows of xd: the AVX-512 VNNI assembly
+// when it is in use, else the AVX2 assembly (groups of up to dotKY rows of the chunk), else the portable twin.
 func dot8Rows(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
 	if n == 0 {
 		return
 	}
-	if !hasVNNI {
+	if !useAVX2 {
 		dot8Go(y, ystride, t, xd, t0, n, cols)
 		return
 	}
@@ -232,13 +245,23 @@ func dot8Rows(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
 		cols%xBlock != 0 || nb%t.bpw != 0 {
 		panic("quant: dot8Rows: slice lengths do not match")
 	}
-	dotKernels[t.kind][xd.k-1](&y[0], ystride, &t.codes[t0*nb*bb], &t.scales[t0*nwb*tileRows], &xd.q[0], &xd.s[0], &xd.c[0],
-		&t.lut[0], n, nb, t.bpw)
+	codes, scales := &t.codes[t0*nb*bb], &t.scales[t0*nwb*tileRows]
+	if vnniRows() > 0 {
+		dotKernels[t.kind][xd.k-1](&y[0], ystride, codes, scales, &xd.q[0], &xd.s[0], &xd.c[0], &t.lut[0], n, nb, t.bpw)
+		return
+	}
+	ng := (xd.k + dotKY - 1) / dotKY // groups of balanced sizes
+	for g, i := 0, 0; g < ng; g++ {
+		k := (xd.k - i) / (ng - g)
+		dotKernelsY[t.kind][k-1](&y[i*ystride], ystride, codes, scales, &xd.q[i*xBlock], &xd.s[i], &xd.c[i], &t.lut[0], n, nb,
+			t.bpw, xd.k)
+		i += k
+	}
 }
 
 // quantizeX8 writes row i of x into xd for zero point z (see quantizeX8Go).
 func quantizeX8(xd *xDot, i int, x []float32, z int32) {
-	if !hasVNNI {
+	if !useAVX2 {
 		quantizeX8Go(xd, i, x, z)
 		return
 	}
@@ -249,5 +272,9 @@ func quantizeX8(xd *xDot, i int, x []float32, z int32) {
 	if len(x)%xBlock != 0 || i >= xd.k || len(xd.q) < xd.k*len(x) || len(xd.s) < xd.k*nb || len(xd.c) < xd.k*nb {
 		panic("quant: quantizeX8: slice lengths do not match")
 	}
-	quantX8(&xd.q[i*xBlock], &xd.s[i], &xd.c[i], &x[0], nb, xd.k, int(z))
+	if vnniRows() > 0 {
+		quantX8(&xd.q[i*xBlock], &xd.s[i], &xd.c[i], &x[0], nb, xd.k, int(z))
+		return
+	}
+	quantX8y(&xd.q[i*xBlock], &xd.s[i], &xd.c[i], &x[0], nb, xd.k, int(z))
 }

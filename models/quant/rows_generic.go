@@ -35,6 +35,9 @@ func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 // vnniRows is 0: no VNNI kernels without assembly.
 func vnniRows() int { return 0 }
 
+// dot8On is false: the portable twins of the dot kernels are references, not the fast path.
+func dot8On() bool { return false }
+
 // dot8Rows runs the portable dot kernel.
 func dot8Rows(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
 	dot8Go(y, ystride, t, xd, t0, n, cols)

@@ -19,6 +19,9 @@ func Features() []string {
 	if vnniRows() > 0 {
 		return []string{"AVX-512 VNNI (4-bit, int8, Q8_0)"}
 	}
+	if dot8On() {
+		return []string{"AVX2 int8 dot kernels (4-bit, int8, Q8_0)"}
+	}
 	return nil
 }
 

@@ -184,10 +184,75 @@ func dotQ4x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, x
 //go:noescape
 func dotB8x12(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int)
 
+// dotL4y1 is the AVX2 L4 kernel for 1 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotQ4y1 is the AVX2 Q4 kernel for 1 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotB8y1 is the AVX2 B8 kernel for 1 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotL4y2 is the AVX2 L4 kernel for 2 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotQ4y2 is the AVX2 Q4 kernel for 2 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotB8y2 is the AVX2 B8 kernel for 2 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotL4y3 is the AVX2 L4 kernel for 3 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4y3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotQ4y3 is the AVX2 Q4 kernel for 3 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4y3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotB8y3 is the AVX2 B8 kernel for 3 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8y3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotL4y4 is the AVX2 L4 kernel for 4 x rows (see dot8Go).
+//
+//go:noescape
+func dotL4y4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotQ4y4 is the AVX2 Q4 kernel for 4 x rows (see dot8Go).
+//
+//go:noescape
+func dotQ4y4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
+// dotB8y4 is the AVX2 B8 kernel for 4 x rows (see dot8Go).
+//
+//go:noescape
+func dotB8y4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+
 // quantX8 quantises one x row for the dot kernels (see quantizeX8Go).
 //
 //go:noescape
 func quantX8(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
+
+// quantX8y quantises one x row for the dot kernels on AVX2 (see quantizeX8Go).
+//
+//go:noescape
+func quantX8y(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
 
 // tiled8AVX2 is the tiled int8 kernel for one x row on AVX2 (see tiledGo).
 //

@@ -5666,6 +5666,4048 @@ same:
 	VZEROUPPER
 	RET
 
+DATA quantPermIdx<>+0(SB)/4, $0x00000000
+DATA quantPermIdx<>+4(SB)/4, $0x00000004
+DATA quantPermIdx<>+8(SB)/4, $0x00000001
+DATA quantPermIdx<>+12(SB)/4, $0x00000005
+DATA quantPermIdx<>+16(SB)/4, $0x00000002
+DATA quantPermIdx<>+20(SB)/4, $0x00000006
+DATA quantPermIdx<>+24(SB)/4, $0x00000003
+DATA quantPermIdx<>+28(SB)/4, $0x00000007
+GLOBL quantPermIdx<>(SB), RODATA|NOPTR, $32
+
+// func dotL4y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotL4y1(SB), NOSPLIT, $0-96
+	MOVQ           y+0(FP), AX
+	MOVQ           codes+16(FP), CX
+	MOVQ           scales+24(FP), DX
+	MOVQ           ntiles+64(FP), BX
+	MOVL           $0x00010001, SI
+	VMOVD          SI, X0
+	VPBROADCASTD   X0, Y0
+	MOVL           $0x0f0f0f0f, SI
+	VMOVD          SI, X1
+	VPBROADCASTD   X1, Y1
+	MOVQ           lut+56(FP), SI
+	VBROADCASTI128 (SI), Y2
+	MOVL           $0x80808080, SI
+	VMOVD          SI, X3
+	VPBROADCASTD   X3, Y3
+	VPXOR          Y3, Y2, Y2
+
+tile:
+	VXORPS Y3, Y3, Y3
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y4, Y4, Y4
+	VPAND        (SI), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD (R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      (SI), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 4(R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPAND        64(SI), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 8(R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      64(SI), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 12(R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPAND        128(SI), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 16(R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      128(SI), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 20(R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPAND        192(SI), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 24(R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      192(SI), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 28(R8), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y5
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (R9), Y6
+	VMULPS       Y6, Y5, Y6
+	VFMADD231PS  Y6, Y4, Y3
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, SI
+	VMOVUPS Y3, (SI)
+	VXORPS  Y3, Y3, Y3
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y4, Y4, Y4
+	VPAND        32(CX), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD (SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      32(CX), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 4(SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPAND        96(CX), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 8(SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      96(CX), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 12(SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPAND        160(CX), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 16(SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      160(CX), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 20(SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VPAND        224(CX), Y1, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 24(SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	VMOVDQU      224(CX), Y5
+	VPSRLW       $0x04, Y5, Y5
+	VPAND        Y1, Y5, Y5
+	VPSHUFB      Y5, Y2, Y5
+	VPABSB       Y5, Y6
+	VPBROADCASTD 28(SI), Y7
+	VPSIGNB      Y5, Y7, Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y7, Y4, Y4
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y5
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (DI), Y6
+	VMULPS       Y6, Y5, Y6
+	VFMADD231PS  Y6, Y4, Y3
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, SI
+	VMOVUPS Y3, 32(SI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotQ4y1(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0f0f0f0f, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VMOVDQU      (SI), Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPBROADCASTD (R8), Y5
+	VPMADDUBSW   Y5, Y3, Y3
+	VPBROADCASTD 4(R8), Y5
+	VPMADDUBSW   Y5, Y4, Y5
+	VPADDW       Y5, Y3, Y3
+	VMOVDQU      64(SI), Y4
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y5, Y5
+	VPBROADCASTD 8(R8), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 12(R8), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPADDW       Y4, Y3, Y3
+	VMOVDQU      128(SI), Y4
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y5, Y5
+	VPBROADCASTD 16(R8), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 20(R8), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPADDW       Y4, Y3, Y3
+	VMOVDQU      192(SI), Y4
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y5, Y5
+	VPBROADCASTD 24(R8), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 28(R8), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPADDW       Y4, Y3, Y3
+	VPBROADCASTD (R10), Y4
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y4
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y5
+	VMULPS       Y5, Y4, Y5
+	VFMADD231PS  Y5, Y3, Y2
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, SI
+	VMOVUPS Y2, (SI)
+	VXORPS  Y2, Y2, Y2
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VMOVDQU      32(CX), Y3
+	VPSRLW       $0x04, Y3, Y4
+	VPAND        Y1, Y3, Y3
+	VPAND        Y1, Y4, Y4
+	VPBROADCASTD (SI), Y5
+	VPMADDUBSW   Y5, Y3, Y3
+	VPBROADCASTD 4(SI), Y5
+	VPMADDUBSW   Y5, Y4, Y5
+	VPADDW       Y5, Y3, Y3
+	VMOVDQU      96(CX), Y4
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y5, Y5
+	VPBROADCASTD 8(SI), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 12(SI), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPADDW       Y4, Y3, Y3
+	VMOVDQU      160(CX), Y4
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y5, Y5
+	VPBROADCASTD 16(SI), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 20(SI), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPADDW       Y4, Y3, Y3
+	VMOVDQU      224(CX), Y4
+	VPSRLW       $0x04, Y4, Y5
+	VPAND        Y1, Y4, Y4
+	VPAND        Y1, Y5, Y5
+	VPBROADCASTD 24(SI), Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPADDW       Y6, Y3, Y3
+	VPBROADCASTD 28(SI), Y4
+	VPMADDUBSW   Y4, Y5, Y4
+	VPADDW       Y4, Y3, Y3
+	VPBROADCASTD (R8), Y4
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y4, Y3, Y3
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y4
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y5
+	VMULPS       Y5, Y4, Y5
+	VFMADD231PS  Y5, Y3, Y2
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, SI
+	VMOVUPS Y2, 32(SI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotB8y1(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x80808080, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        (SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD (R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        64(SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 4(R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        128(SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 8(R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        192(SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 12(R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        256(SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 16(R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        320(SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 20(R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        384(SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 24(R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        448(SI), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 28(R8), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	ADDQ         $0x00000200, SI
+	VMOVUPS      (DI), Y4
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y5
+	VMULPS       Y5, Y4, Y5
+	VFMADD231PS  Y5, Y3, Y2
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, SI
+	VMOVUPS Y2, (SI)
+	VXORPS  Y2, Y2, Y2
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        32(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD (SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        96(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 4(SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        160(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 8(SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        224(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 12(SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        288(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 16(SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        352(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 20(SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        416(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 24(SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	VPXOR        480(CX), Y1, Y4
+	VPABSB       Y4, Y5
+	VPBROADCASTD 28(SI), Y6
+	VPSIGNB      Y4, Y6, Y6
+	VPMADDUBSW   Y6, Y5, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VPADDD       Y6, Y3, Y3
+	ADDQ         $0x00000200, CX
+	VMOVUPS      32(DX), Y4
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y5
+	VMULPS       Y5, Y4, Y5
+	VFMADD231PS  Y5, Y3, Y2
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, SI
+	VMOVUPS Y2, 32(SI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotL4y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotL4y2(SB), NOSPLIT, $0-96
+	MOVQ           y+0(FP), AX
+	MOVQ           codes+16(FP), CX
+	MOVQ           scales+24(FP), DX
+	MOVQ           ntiles+64(FP), BX
+	MOVL           $0x00010001, SI
+	VMOVD          SI, X0
+	VPBROADCASTD   X0, Y0
+	MOVL           $0x0f0f0f0f, SI
+	VMOVD          SI, X1
+	VPBROADCASTD   X1, Y1
+	MOVQ           lut+56(FP), SI
+	VBROADCASTI128 (SI), Y2
+	MOVL           $0x80808080, SI
+	VMOVD          SI, X3
+	VPBROADCASTD   X3, Y3
+	VPXOR          Y3, Y2, Y2
+
+tile:
+	VXORPS Y3, Y3, Y3
+	VXORPS Y5, Y5, Y5
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y6, Y6, Y6
+	VPAND        (SI), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD (R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 32(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      (SI), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 4(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 36(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPAND        64(SI), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 8(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 40(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      64(SI), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 12(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 44(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPAND        128(SI), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 16(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 48(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      128(SI), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 20(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 52(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPAND        192(SI), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 24(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 56(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      192(SI), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 28(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 60(R8), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y7
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (R9), Y8
+	VMULPS       Y8, Y7, Y8
+	VFMADD231PS  Y8, Y4, Y3
+	VCVTDQ2PS    Y6, Y6
+	VBROADCASTSS 4(R9), Y4
+	VMULPS       Y4, Y7, Y4
+	VFMADD231PS  Y4, Y6, Y5
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y3, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y5, (DI)
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y5, Y5, Y5
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y6, Y6, Y6
+	VPAND        32(CX), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD (SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 32(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      32(CX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 4(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 36(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPAND        96(CX), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 8(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 40(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      96(CX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 12(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 44(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPAND        160(CX), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 16(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 48(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      160(CX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 20(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 52(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VPAND        224(CX), Y1, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 24(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 56(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	VMOVDQU      224(CX), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPSHUFB      Y7, Y2, Y7
+	VPABSB       Y7, Y8
+	VPBROADCASTD 28(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VPBROADCASTD 60(SI), Y9
+	VPSIGNB      Y7, Y9, Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y9, Y6, Y6
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y7
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (DI), Y8
+	VMULPS       Y8, Y7, Y8
+	VFMADD231PS  Y8, Y4, Y3
+	VCVTDQ2PS    Y6, Y6
+	VBROADCASTSS 4(DI), Y4
+	VMULPS       Y4, Y7, Y4
+	VFMADD231PS  Y4, Y6, Y5
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y3, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y5, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotQ4y2(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0f0f0f0f, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y4, Y4, Y4
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VMOVDQU      (SI), Y3
+	VPSRLW       $0x04, Y3, Y6
+	VPAND        Y1, Y3, Y5
+	VPAND        Y1, Y6, Y6
+	VPBROADCASTD (R8), Y3
+	VPMADDUBSW   Y3, Y5, Y3
+	VPBROADCASTD 4(R8), Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 32(R8), Y7
+	VPMADDUBSW   Y7, Y5, Y5
+	VPBROADCASTD 36(R8), Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPADDW       Y7, Y5, Y5
+	VMOVDQU      64(SI), Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPBROADCASTD 8(R8), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 12(R8), Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 40(R8), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 44(R8), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      128(SI), Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPBROADCASTD 16(R8), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 20(R8), Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 48(R8), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 52(R8), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      192(SI), Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPBROADCASTD 24(R8), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 28(R8), Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 56(R8), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 60(R8), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD (R10), Y6
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 4(R10), Y6
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y6, Y5, Y5
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y6
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y7
+	VMULPS       Y7, Y6, Y7
+	VFMADD231PS  Y7, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(R9), Y3
+	VMULPS       Y3, Y6, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, (DI)
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y4, Y4, Y4
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VMOVDQU      32(CX), Y3
+	VPSRLW       $0x04, Y3, Y6
+	VPAND        Y1, Y3, Y5
+	VPAND        Y1, Y6, Y6
+	VPBROADCASTD (SI), Y3
+	VPMADDUBSW   Y3, Y5, Y3
+	VPBROADCASTD 4(SI), Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPADDW       Y7, Y3, Y3
+	VPBROADCASTD 32(SI), Y7
+	VPMADDUBSW   Y7, Y5, Y5
+	VPBROADCASTD 36(SI), Y7
+	VPMADDUBSW   Y7, Y6, Y7
+	VPADDW       Y7, Y5, Y5
+	VMOVDQU      96(CX), Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPBROADCASTD 8(SI), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 12(SI), Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 40(SI), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 44(SI), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      160(CX), Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPBROADCASTD 16(SI), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 20(SI), Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 48(SI), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 52(SI), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPADDW       Y6, Y5, Y5
+	VMOVDQU      224(CX), Y6
+	VPSRLW       $0x04, Y6, Y7
+	VPAND        Y1, Y6, Y6
+	VPAND        Y1, Y7, Y7
+	VPBROADCASTD 24(SI), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 28(SI), Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPADDW       Y8, Y3, Y3
+	VPBROADCASTD 56(SI), Y8
+	VPMADDUBSW   Y8, Y6, Y8
+	VPADDW       Y8, Y5, Y5
+	VPBROADCASTD 60(SI), Y6
+	VPMADDUBSW   Y6, Y7, Y6
+	VPADDW       Y6, Y5, Y5
+	VPBROADCASTD (R8), Y6
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y6, Y3, Y3
+	VPBROADCASTD 4(R8), Y6
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y6, Y5, Y5
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y6
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y7
+	VMULPS       Y7, Y6, Y7
+	VFMADD231PS  Y7, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(DI), Y3
+	VMULPS       Y3, Y6, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotB8y2(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x80808080, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y4, Y4, Y4
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y5, Y5, Y5
+	VPXOR        (SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD (R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 32(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        64(SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 4(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 36(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        128(SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 8(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 40(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        192(SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 12(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 44(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        256(SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 16(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 48(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        320(SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 20(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 52(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        384(SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 24(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 56(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        448(SI), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 28(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 60(R8), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	ADDQ         $0x00000200, SI
+	VMOVUPS      (DI), Y6
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y7
+	VMULPS       Y7, Y6, Y7
+	VFMADD231PS  Y7, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(R9), Y3
+	VMULPS       Y3, Y6, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, (DI)
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y4, Y4, Y4
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y5, Y5, Y5
+	VPXOR        32(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD (SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 32(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        96(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 4(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 36(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        160(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 8(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 40(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        224(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 12(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 44(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        288(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 16(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 48(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        352(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 20(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 52(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        416(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 24(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 56(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	VPXOR        480(CX), Y1, Y6
+	VPABSB       Y6, Y7
+	VPBROADCASTD 28(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 60(SI), Y8
+	VPSIGNB      Y6, Y8, Y8
+	VPMADDUBSW   Y8, Y7, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       Y8, Y5, Y5
+	ADDQ         $0x00000200, CX
+	VMOVUPS      32(DX), Y6
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y7
+	VMULPS       Y7, Y6, Y7
+	VFMADD231PS  Y7, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(DI), Y3
+	VMULPS       Y3, Y6, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotL4y3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotL4y3(SB), NOSPLIT, $0-96
+	MOVQ           y+0(FP), AX
+	MOVQ           codes+16(FP), CX
+	MOVQ           scales+24(FP), DX
+	MOVQ           ntiles+64(FP), BX
+	MOVL           $0x00010001, SI
+	VMOVD          SI, X0
+	VPBROADCASTD   X0, Y0
+	MOVL           $0x0f0f0f0f, SI
+	VMOVD          SI, X1
+	VPBROADCASTD   X1, Y1
+	MOVQ           lut+56(FP), SI
+	VBROADCASTI128 (SI), Y2
+	MOVL           $0x80808080, SI
+	VMOVD          SI, X3
+	VPBROADCASTD   X3, Y3
+	VPXOR          Y3, Y2, Y2
+
+tile:
+	VXORPS Y3, Y3, Y3
+	VXORPS Y5, Y5, Y5
+	VXORPS Y7, Y7, Y7
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y8, Y8, Y8
+	VPAND        (SI), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD (R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 32(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 64(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      (SI), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 4(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 36(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 68(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VPAND        64(SI), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 8(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 40(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 72(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      64(SI), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 12(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 44(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 76(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VPAND        128(SI), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 16(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 48(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 80(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      128(SI), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 20(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 52(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 84(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VPAND        192(SI), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 24(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 56(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 88(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      192(SI), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 28(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 60(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 92(R8), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y9
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (R9), Y10
+	VMULPS       Y10, Y9, Y10
+	VFMADD231PS  Y10, Y4, Y3
+	VCVTDQ2PS    Y6, Y6
+	VBROADCASTSS 4(R9), Y4
+	VMULPS       Y4, Y9, Y4
+	VFMADD231PS  Y4, Y6, Y5
+	VCVTDQ2PS    Y8, Y8
+	VBROADCASTSS 8(R9), Y4
+	VMULPS       Y4, Y9, Y4
+	VFMADD231PS  Y4, Y8, Y7
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y3, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y5, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y7, (DI)
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y7, Y7, Y7
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y8, Y8, Y8
+	VPAND        32(CX), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD (SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 32(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 64(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      32(CX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 4(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 36(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 68(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VPAND        96(CX), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 8(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 40(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 72(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      96(CX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 12(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 44(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 76(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VPAND        160(CX), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 16(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 48(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 80(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      160(CX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 20(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 52(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 84(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VPAND        224(CX), Y1, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 24(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 56(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 88(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	VMOVDQU      224(CX), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y1, Y9, Y9
+	VPSHUFB      Y9, Y2, Y9
+	VPABSB       Y9, Y10
+	VPBROADCASTD 28(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y4, Y4
+	VPBROADCASTD 60(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y6, Y6
+	VPBROADCASTD 92(SI), Y11
+	VPSIGNB      Y9, Y11, Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       Y11, Y8, Y8
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y9
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (DI), Y10
+	VMULPS       Y10, Y9, Y10
+	VFMADD231PS  Y10, Y4, Y3
+	VCVTDQ2PS    Y6, Y6
+	VBROADCASTSS 4(DI), Y4
+	VMULPS       Y4, Y9, Y4
+	VFMADD231PS  Y4, Y6, Y5
+	VCVTDQ2PS    Y8, Y8
+	VBROADCASTSS 8(DI), Y4
+	VMULPS       Y4, Y9, Y4
+	VFMADD231PS  Y4, Y8, Y7
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y3, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y5, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y7, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4y3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotQ4y3(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0f0f0f0f, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y4, Y4, Y4
+	VXORPS Y6, Y6, Y6
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VMOVDQU      (SI), Y3
+	VPSRLW       $0x04, Y3, Y8
+	VPAND        Y1, Y3, Y7
+	VPAND        Y1, Y8, Y8
+	VPBROADCASTD (R8), Y3
+	VPMADDUBSW   Y3, Y7, Y3
+	VPBROADCASTD 4(R8), Y5
+	VPMADDUBSW   Y5, Y8, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 32(R8), Y5
+	VPMADDUBSW   Y5, Y7, Y5
+	VPBROADCASTD 36(R8), Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPADDW       Y9, Y5, Y5
+	VPBROADCASTD 64(R8), Y9
+	VPMADDUBSW   Y9, Y7, Y7
+	VPBROADCASTD 68(R8), Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPADDW       Y9, Y7, Y7
+	VMOVDQU      64(SI), Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPBROADCASTD 8(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 12(R8), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 40(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 44(R8), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 72(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 76(R8), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPADDW       Y8, Y7, Y7
+	VMOVDQU      128(SI), Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPBROADCASTD 16(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 20(R8), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 48(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 52(R8), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 80(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 84(R8), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPADDW       Y8, Y7, Y7
+	VMOVDQU      192(SI), Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPBROADCASTD 24(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 28(R8), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 56(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 60(R8), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 88(R8), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 92(R8), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD (R10), Y8
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 4(R10), Y8
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y8, Y5, Y5
+	VPBROADCASTD 8(R10), Y8
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y8, Y7, Y7
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y8
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y9
+	VMULPS       Y9, Y8, Y9
+	VFMADD231PS  Y9, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(R9), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(R9), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, (DI)
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y6, Y6, Y6
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VMOVDQU      32(CX), Y3
+	VPSRLW       $0x04, Y3, Y8
+	VPAND        Y1, Y3, Y7
+	VPAND        Y1, Y8, Y8
+	VPBROADCASTD (SI), Y3
+	VPMADDUBSW   Y3, Y7, Y3
+	VPBROADCASTD 4(SI), Y5
+	VPMADDUBSW   Y5, Y8, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 32(SI), Y5
+	VPMADDUBSW   Y5, Y7, Y5
+	VPBROADCASTD 36(SI), Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPADDW       Y9, Y5, Y5
+	VPBROADCASTD 64(SI), Y9
+	VPMADDUBSW   Y9, Y7, Y7
+	VPBROADCASTD 68(SI), Y9
+	VPMADDUBSW   Y9, Y8, Y9
+	VPADDW       Y9, Y7, Y7
+	VMOVDQU      96(CX), Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPBROADCASTD 8(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 12(SI), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 40(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 44(SI), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 72(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 76(SI), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPADDW       Y8, Y7, Y7
+	VMOVDQU      160(CX), Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPBROADCASTD 16(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 20(SI), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 48(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 52(SI), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 80(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 84(SI), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPADDW       Y8, Y7, Y7
+	VMOVDQU      224(CX), Y8
+	VPSRLW       $0x04, Y8, Y9
+	VPAND        Y1, Y8, Y8
+	VPAND        Y1, Y9, Y9
+	VPBROADCASTD 24(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 28(SI), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y3, Y3
+	VPBROADCASTD 56(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 60(SI), Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPADDW       Y10, Y5, Y5
+	VPBROADCASTD 88(SI), Y10
+	VPMADDUBSW   Y10, Y8, Y10
+	VPADDW       Y10, Y7, Y7
+	VPBROADCASTD 92(SI), Y8
+	VPMADDUBSW   Y8, Y9, Y8
+	VPADDW       Y8, Y7, Y7
+	VPBROADCASTD (R8), Y8
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y8, Y3, Y3
+	VPBROADCASTD 4(R8), Y8
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y8, Y5, Y5
+	VPBROADCASTD 8(R8), Y8
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y8, Y7, Y7
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y8
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y9
+	VMULPS       Y9, Y8, Y9
+	VFMADD231PS  Y9, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(DI), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(DI), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8y3(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·dotB8y3(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x80808080, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y4, Y4, Y4
+	VXORPS Y6, Y6, Y6
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y7, Y7, Y7
+	VPXOR        (SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD (R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 32(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 64(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        64(SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 4(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 36(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 68(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        128(SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 8(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 40(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 72(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        192(SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 12(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 44(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 76(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        256(SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 16(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 48(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 80(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        320(SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 20(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 52(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 84(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        384(SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 24(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 56(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 88(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        448(SI), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 28(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 60(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 92(R8), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	ADDQ         $0x00000200, SI
+	VMOVUPS      (DI), Y8
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y9
+	VMULPS       Y9, Y8, Y9
+	VFMADD231PS  Y9, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(R9), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(R9), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, (DI)
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y6, Y6, Y6
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y7, Y7, Y7
+	VPXOR        32(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD (SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 32(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 64(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        96(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 4(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 36(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 68(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        160(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 8(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 40(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 72(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        224(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 12(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 44(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 76(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        288(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 16(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 48(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 80(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        352(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 20(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 52(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 84(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        416(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 24(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 56(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 88(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	VPXOR        480(CX), Y1, Y8
+	VPABSB       Y8, Y9
+	VPBROADCASTD 28(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 60(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 92(SI), Y10
+	VPSIGNB      Y8, Y10, Y10
+	VPMADDUBSW   Y10, Y9, Y10
+	VPMADDWD     Y0, Y10, Y10
+	VPADDD       Y10, Y7, Y7
+	ADDQ         $0x00000200, CX
+	VMOVUPS      32(DX), Y8
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y9
+	VMULPS       Y9, Y8, Y9
+	VFMADD231PS  Y9, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(DI), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(DI), Y3
+	VMULPS       Y3, Y8, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotL4y4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·dotL4y4(SB), NOSPLIT, $0-96
+	MOVQ           y+0(FP), AX
+	MOVQ           codes+16(FP), CX
+	MOVQ           scales+24(FP), DX
+	MOVQ           ntiles+64(FP), BX
+	MOVL           $0x00010001, SI
+	VMOVD          SI, X0
+	VPBROADCASTD   X0, Y0
+	MOVL           $0x0f0f0f0f, SI
+	VMOVD          SI, X1
+	VPBROADCASTD   X1, Y1
+	MOVQ           lut+56(FP), SI
+	VBROADCASTI128 (SI), Y2
+	MOVL           $0x80808080, SI
+	VMOVD          SI, X3
+	VPBROADCASTD   X3, Y3
+	VPXOR          Y3, Y2, Y2
+
+tile:
+	VXORPS Y3, Y3, Y3
+	VXORPS Y5, Y5, Y5
+	VXORPS Y7, Y7, Y7
+	VXORPS Y9, Y9, Y9
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y8, Y8, Y8
+	VPXOR        Y10, Y10, Y10
+	PREFETCHT0   8192(SI)
+	VPAND        (SI), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD (R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 32(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 64(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 96(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      (SI), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 4(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 36(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 68(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 100(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	PREFETCHT0   8256(SI)
+	VPAND        64(SI), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 8(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 40(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 72(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 104(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      64(SI), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 12(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 44(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 76(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 108(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	PREFETCHT0   8320(SI)
+	VPAND        128(SI), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 16(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 48(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 80(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 112(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      128(SI), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 20(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 52(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 84(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 116(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	PREFETCHT0   8384(SI)
+	VPAND        192(SI), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 24(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 56(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 88(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 120(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      192(SI), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 28(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 60(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 92(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 124(R8), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y11
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (R9), Y12
+	VMULPS       Y12, Y11, Y12
+	VFMADD231PS  Y12, Y4, Y3
+	VCVTDQ2PS    Y6, Y6
+	VBROADCASTSS 4(R9), Y4
+	VMULPS       Y4, Y11, Y4
+	VFMADD231PS  Y4, Y6, Y5
+	VCVTDQ2PS    Y8, Y8
+	VBROADCASTSS 8(R9), Y4
+	VMULPS       Y4, Y11, Y4
+	VFMADD231PS  Y4, Y8, Y7
+	VCVTDQ2PS    Y10, Y10
+	VBROADCASTSS 12(R9), Y4
+	VMULPS       Y4, Y11, Y4
+	VFMADD231PS  Y4, Y10, Y9
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y3, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y5, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y7, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y9, (DI)
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y7, Y7, Y7
+	VXORPS  Y9, Y9, Y9
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y4, Y4, Y4
+	VPXOR        Y6, Y6, Y6
+	VPXOR        Y8, Y8, Y8
+	VPXOR        Y10, Y10, Y10
+	VPAND        32(CX), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD (SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 32(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 64(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 96(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      32(CX), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 4(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 36(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 68(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 100(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VPAND        96(CX), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 8(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 40(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 72(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 104(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      96(CX), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 12(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 44(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 76(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 108(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VPAND        160(CX), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 16(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 48(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 80(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 112(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      160(CX), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 20(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 52(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 84(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 116(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VPAND        224(CX), Y1, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 24(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 56(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 88(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 120(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	VMOVDQU      224(CX), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPSHUFB      Y11, Y2, Y11
+	VPABSB       Y11, Y12
+	VPBROADCASTD 28(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y4, Y4
+	VPBROADCASTD 60(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y6, Y6
+	VPBROADCASTD 92(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y8, Y8
+	VPBROADCASTD 124(SI), Y13
+	VPSIGNB      Y11, Y13, Y13
+	VPMADDUBSW   Y13, Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       Y13, Y10, Y10
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y11
+	VCVTDQ2PS    Y4, Y4
+	VBROADCASTSS (DI), Y12
+	VMULPS       Y12, Y11, Y12
+	VFMADD231PS  Y12, Y4, Y3
+	VCVTDQ2PS    Y6, Y6
+	VBROADCASTSS 4(DI), Y4
+	VMULPS       Y4, Y11, Y4
+	VFMADD231PS  Y4, Y6, Y5
+	VCVTDQ2PS    Y8, Y8
+	VBROADCASTSS 8(DI), Y4
+	VMULPS       Y4, Y11, Y4
+	VFMADD231PS  Y4, Y8, Y7
+	VCVTDQ2PS    Y10, Y10
+	VBROADCASTSS 12(DI), Y4
+	VMULPS       Y4, Y11, Y4
+	VFMADD231PS  Y4, Y10, Y9
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y3, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y5, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y7, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y9, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotQ4y4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·dotQ4y4(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0f0f0f0f, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y4, Y4, Y4
+	VXORPS Y6, Y6, Y6
+	VXORPS Y8, Y8, Y8
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	PREFETCHT0   8192(SI)
+	VMOVDQU      (SI), Y3
+	VPSRLW       $0x04, Y3, Y10
+	VPAND        Y1, Y3, Y9
+	VPAND        Y1, Y10, Y10
+	VPBROADCASTD (R8), Y3
+	VPMADDUBSW   Y3, Y9, Y3
+	VPBROADCASTD 4(R8), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 32(R8), Y5
+	VPMADDUBSW   Y5, Y9, Y5
+	VPBROADCASTD 36(R8), Y7
+	VPMADDUBSW   Y7, Y10, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 64(R8), Y7
+	VPMADDUBSW   Y7, Y9, Y7
+	VPBROADCASTD 68(R8), Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPADDW       Y11, Y7, Y7
+	VPBROADCASTD 96(R8), Y11
+	VPMADDUBSW   Y11, Y9, Y9
+	VPBROADCASTD 100(R8), Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPADDW       Y11, Y9, Y9
+	PREFETCHT0   8256(SI)
+	VMOVDQU      64(SI), Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPBROADCASTD 8(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 12(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 40(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 44(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 72(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 76(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 104(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 108(R8), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPADDW       Y10, Y9, Y9
+	PREFETCHT0   8320(SI)
+	VMOVDQU      128(SI), Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPBROADCASTD 16(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 20(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 48(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 52(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 80(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 84(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 112(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 116(R8), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPADDW       Y10, Y9, Y9
+	PREFETCHT0   8384(SI)
+	VMOVDQU      192(SI), Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPBROADCASTD 24(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 28(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 56(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 60(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 88(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 92(R8), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 120(R8), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 124(R8), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD (R10), Y10
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 4(R10), Y10
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 8(R10), Y10
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y10, Y7, Y7
+	VPBROADCASTD 12(R10), Y10
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y10, Y9, Y9
+	ADDQ         $0x00000100, SI
+	VMOVUPS      (DI), Y10
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y11
+	VMULPS       Y11, Y10, Y11
+	VFMADD231PS  Y11, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(R9), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(R9), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	VCVTDQ2PS    Y9, Y9
+	VBROADCASTSS 12(R9), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y9, Y8
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y8, (DI)
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y8, Y8, Y8
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VMOVDQU      32(CX), Y3
+	VPSRLW       $0x04, Y3, Y10
+	VPAND        Y1, Y3, Y9
+	VPAND        Y1, Y10, Y10
+	VPBROADCASTD (SI), Y3
+	VPMADDUBSW   Y3, Y9, Y3
+	VPBROADCASTD 4(SI), Y5
+	VPMADDUBSW   Y5, Y10, Y5
+	VPADDW       Y5, Y3, Y3
+	VPBROADCASTD 32(SI), Y5
+	VPMADDUBSW   Y5, Y9, Y5
+	VPBROADCASTD 36(SI), Y7
+	VPMADDUBSW   Y7, Y10, Y7
+	VPADDW       Y7, Y5, Y5
+	VPBROADCASTD 64(SI), Y7
+	VPMADDUBSW   Y7, Y9, Y7
+	VPBROADCASTD 68(SI), Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPADDW       Y11, Y7, Y7
+	VPBROADCASTD 96(SI), Y11
+	VPMADDUBSW   Y11, Y9, Y9
+	VPBROADCASTD 100(SI), Y11
+	VPMADDUBSW   Y11, Y10, Y11
+	VPADDW       Y11, Y9, Y9
+	VMOVDQU      96(CX), Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPBROADCASTD 8(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 12(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 40(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 44(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 72(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 76(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 104(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 108(SI), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPADDW       Y10, Y9, Y9
+	VMOVDQU      160(CX), Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPBROADCASTD 16(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 20(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 48(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 52(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 80(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 84(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 112(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 116(SI), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPADDW       Y10, Y9, Y9
+	VMOVDQU      224(CX), Y10
+	VPSRLW       $0x04, Y10, Y11
+	VPAND        Y1, Y10, Y10
+	VPAND        Y1, Y11, Y11
+	VPBROADCASTD 24(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 28(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y3, Y3
+	VPBROADCASTD 56(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 60(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y5, Y5
+	VPBROADCASTD 88(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 92(SI), Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPADDW       Y12, Y7, Y7
+	VPBROADCASTD 120(SI), Y12
+	VPMADDUBSW   Y12, Y10, Y12
+	VPADDW       Y12, Y9, Y9
+	VPBROADCASTD 124(SI), Y10
+	VPMADDUBSW   Y10, Y11, Y10
+	VPADDW       Y10, Y9, Y9
+	VPBROADCASTD (R8), Y10
+	VPMADDWD     Y0, Y3, Y3
+	VPADDD       Y10, Y3, Y3
+	VPBROADCASTD 4(R8), Y10
+	VPMADDWD     Y0, Y5, Y5
+	VPADDD       Y10, Y5, Y5
+	VPBROADCASTD 8(R8), Y10
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       Y10, Y7, Y7
+	VPBROADCASTD 12(R8), Y10
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       Y10, Y9, Y9
+	ADDQ         $0x00000100, CX
+	VMOVUPS      32(DX), Y10
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y11
+	VMULPS       Y11, Y10, Y11
+	VFMADD231PS  Y11, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(DI), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(DI), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	VCVTDQ2PS    Y9, Y9
+	VBROADCASTSS 12(DI), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y9, Y8
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y8, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
+// func dotB8y4(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·dotB8y4(SB), NOSPLIT, $0-96
+	MOVQ         y+0(FP), AX
+	MOVQ         codes+16(FP), CX
+	MOVQ         scales+24(FP), DX
+	MOVQ         ntiles+64(FP), BX
+	MOVL         $0x00010001, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x80808080, SI
+	VMOVD        SI, X1
+	VPBROADCASTD X1, Y1
+
+tile:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y4, Y4, Y4
+	VXORPS Y6, Y6, Y6
+	VXORPS Y8, Y8, Y8
+	MOVQ   CX, SI
+	MOVQ   DX, DI
+	MOVQ   xq+32(FP), R8
+	MOVQ   xs+40(FP), R9
+	MOVQ   xc+48(FP), R10
+	MOVQ   nblocks+72(FP), R11
+	MOVQ   bpw+80(FP), R12
+
+block0:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y7, Y7, Y7
+	VPXOR        Y9, Y9, Y9
+	PREFETCHT0   8192(SI)
+	VPXOR        (SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD (R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 32(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 64(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 96(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   8256(SI)
+	VPXOR        64(SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 4(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 36(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 68(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 100(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   8320(SI)
+	VPXOR        128(SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 8(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 40(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 72(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 104(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   8384(SI)
+	VPXOR        192(SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 12(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 44(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 76(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 108(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   8448(SI)
+	VPXOR        256(SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 16(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 48(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 80(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 112(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   8512(SI)
+	VPXOR        320(SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 20(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 52(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 84(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 116(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   8576(SI)
+	VPXOR        384(SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 24(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 56(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 88(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 120(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   8640(SI)
+	VPXOR        448(SI), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 28(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 60(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 92(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 124(R8), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	ADDQ         $0x00000200, SI
+	VMOVUPS      (DI), Y10
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (R9), Y11
+	VMULPS       Y11, Y10, Y11
+	VFMADD231PS  Y11, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(R9), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(R9), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	VCVTDQ2PS    Y9, Y9
+	VBROADCASTSS 12(R9), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y9, Y8
+	MOVQ         xk+88(FP), R13
+	SHLQ         $0x02, R13
+	ADDQ         R13, R9
+	ADDQ         R13, R10
+	SHLQ         $0x03, R13
+	ADDQ         R13, R8
+	DECQ         R12
+	JNZ          same0
+	ADDQ         $0x40, DI
+	MOVQ         bpw+80(FP), R12
+
+same0:
+	DECQ    R11
+	JNZ     block0
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, (DI)
+	ADDQ    SI, DI
+	VMOVUPS Y8, (DI)
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y8, Y8, Y8
+	MOVQ    DX, DX
+	MOVQ    xq+32(FP), SI
+	MOVQ    xs+40(FP), DI
+	MOVQ    xc+48(FP), R8
+	MOVQ    nblocks+72(FP), R9
+	MOVQ    bpw+80(FP), R10
+
+block1:
+	VPXOR        Y3, Y3, Y3
+	VPXOR        Y5, Y5, Y5
+	VPXOR        Y7, Y7, Y7
+	VPXOR        Y9, Y9, Y9
+	VPXOR        32(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD (SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 32(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 64(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 96(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	VPXOR        96(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 4(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 36(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 68(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 100(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	VPXOR        160(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 8(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 40(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 72(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 104(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	VPXOR        224(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 12(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 44(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 76(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 108(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	VPXOR        288(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 16(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 48(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 80(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 112(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	VPXOR        352(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 20(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 52(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 84(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 116(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	VPXOR        416(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 24(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 56(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 88(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 120(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	VPXOR        480(CX), Y1, Y10
+	VPABSB       Y10, Y11
+	VPBROADCASTD 28(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y3, Y3
+	VPBROADCASTD 60(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y5, Y5
+	VPBROADCASTD 92(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y7, Y7
+	VPBROADCASTD 124(SI), Y12
+	VPSIGNB      Y10, Y12, Y12
+	VPMADDUBSW   Y12, Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       Y12, Y9, Y9
+	ADDQ         $0x00000200, CX
+	VMOVUPS      32(DX), Y10
+	VCVTDQ2PS    Y3, Y3
+	VBROADCASTSS (DI), Y11
+	VMULPS       Y11, Y10, Y11
+	VFMADD231PS  Y11, Y3, Y2
+	VCVTDQ2PS    Y5, Y5
+	VBROADCASTSS 4(DI), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y5, Y4
+	VCVTDQ2PS    Y7, Y7
+	VBROADCASTSS 8(DI), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y7, Y6
+	VCVTDQ2PS    Y9, Y9
+	VBROADCASTSS 12(DI), Y3
+	VMULPS       Y3, Y10, Y3
+	VFMADD231PS  Y3, Y9, Y8
+	MOVQ         xk+88(FP), R11
+	SHLQ         $0x02, R11
+	ADDQ         R11, DI
+	ADDQ         R11, R8
+	SHLQ         $0x03, R11
+	ADDQ         R11, SI
+	DECQ         R10
+	JNZ          same1
+	ADDQ         $0x40, DX
+	MOVQ         bpw+80(FP), R10
+
+same1:
+	DECQ    R9
+	JNZ     block1
+	MOVQ    ystride+8(FP), SI
+	SHLQ    $0x02, SI
+	MOVQ    AX, DI
+	VMOVUPS Y2, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y4, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y6, 32(DI)
+	ADDQ    SI, DI
+	VMOVUPS Y8, 32(DI)
+	MOVQ    DX, DX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JNZ     tile
+	VZEROUPPER
+	RET
+
 // func quantX8(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
 // Requires: AVX, AVX2, AVX512DQ, AVX512F, AVX512VL
 TEXT ·quantX8(SB), NOSPLIT, $0-56
@@ -5730,6 +9772,86 @@ block:
 	ADDQ          DI, DX
 	DECQ          SI
 	JNZ           block
+	VZEROUPPER
+	RET
+
+// func quantX8y(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
+// Requires: AVX, AVX2
+TEXT ·quantX8y(SB), NOSPLIT, $0-56
+	MOVQ         q+0(FP), AX
+	MOVQ         s+8(FP), CX
+	MOVQ         c+16(FP), DX
+	MOVQ         x+24(FP), BX
+	MOVQ         nblocks+32(FP), SI
+	MOVQ         kstride+40(FP), DI
+	MOVQ         z+48(FP), R8
+	MOVQ         DI, R9
+	SHLQ         $0x05, R9
+	SHLQ         $0x02, DI
+	MOVL         $0x7fffffff, R10
+	VMOVD        R10, X0
+	VPBROADCASTD X0, Y0
+	VMOVDQU      quantPermIdx<>+0(SB), Y1
+	MOVL         $0x42fe0000, R10
+	VMOVD        R10, X2
+	MOVL         $0x0d800000, R10
+	VMOVD        R10, X3
+
+block:
+	VMOVUPS      (BX), Y4
+	VMOVUPS      32(BX), Y5
+	VMOVUPS      64(BX), Y6
+	VMOVUPS      96(BX), Y7
+	VANDPS       Y0, Y4, Y8
+	VANDPS       Y0, Y5, Y9
+	VMAXPS       Y9, Y8, Y8
+	VANDPS       Y0, Y6, Y9
+	VMAXPS       Y9, Y8, Y8
+	VANDPS       Y0, Y7, Y9
+	VMAXPS       Y9, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X9
+	VMAXPS       X8, X9, X9
+	VPERMILPS    $0x4e, X9, X8
+	VMAXPS       X8, X9, X9
+	VPERMILPS    $0xb1, X9, X8
+	VMAXSS       X8, X9, X9
+	VDIVSS       X2, X9, X8
+	VMOVSS       X8, (CX)
+	VMAXSS       X3, X9, X9
+	VDIVSS       X9, X2, X8
+	VBROADCASTSS X8, Y8
+	VMULPS       Y8, Y4, Y4
+	VCVTPS2DQ    Y4, Y4
+	VMULPS       Y8, Y5, Y5
+	VCVTPS2DQ    Y5, Y5
+	VMULPS       Y8, Y6, Y6
+	VCVTPS2DQ    Y6, Y6
+	VMULPS       Y8, Y7, Y7
+	VCVTPS2DQ    Y7, Y7
+	VPADDD       Y5, Y4, Y8
+	VPADDD       Y6, Y8, Y8
+	VPADDD       Y7, Y8, Y8
+	VPACKSSDW    Y5, Y4, Y4
+	VPACKSSDW    Y7, Y6, Y6
+	VPACKSSWB    Y6, Y4, Y4
+	VPERMD       Y4, Y1, Y4
+	VMOVDQU      Y4, (AX)
+	VEXTRACTI128 $0x01, Y8, X4
+	VPADDD       X8, X4, X4
+	VPSHUFD      $0x4e, X4, X5
+	VPADDD       X5, X4, X4
+	VPSHUFD      $0xb1, X4, X5
+	VPADDD       X5, X4, X4
+	VMOVD        X4, R10
+	IMULL        R8, R10
+	NEGL         R10
+	MOVL         R10, (DX)
+	ADDQ         $0x80, BX
+	ADDQ         R9, AX
+	ADDQ         DI, CX
+	ADDQ         DI, DX
+	DECQ         SI
+	JNZ          block
 	VZEROUPPER
 	RET
 

@@ -100,6 +100,14 @@ var dotL4Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *floa
 	dotL4x12,
 }
 
+// dotL4KernelsY holds the AVX2 dot kernels of 4-bit codes through a level table (NF4, FP4) kernels for 1..4 x rows.
+var dotL4KernelsY = [dotKY]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw, xk int){
+	dotL4y1,
+	dotL4y2,
+	dotL4y3,
+	dotL4y4,
+}
+
 // dotQ4Kernels holds the dot kernels of 4-bit codes that are their own values (Q4_0) kernels for 1..12 x rows.
 var dotQ4Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int){
 	dotQ4x1,
@@ -116,6 +124,14 @@ var dotQ4Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *floa
 	dotQ4x12,
 }
 
+// dotQ4KernelsY holds the AVX2 dot kernels of 4-bit codes that are their own values (Q4_0) kernels for 1..4 x rows.
+var dotQ4KernelsY = [dotKY]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw, xk int){
+	dotQ4y1,
+	dotQ4y2,
+	dotQ4y3,
+	dotQ4y4,
+}
+
 // dotB8Kernels holds the dot kernels of byte codes (int8, Q8_0) kernels for 1..12 x rows.
 var dotB8Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int){
 	dotB8x1,
@@ -130,4 +146,12 @@ var dotB8Kernels = [dotK]func(y *float32, ystride int, codes *byte, scales *floa
 	dotB8x10,
 	dotB8x11,
 	dotB8x12,
+}
+
+// dotB8KernelsY holds the AVX2 dot kernels of byte codes (int8, Q8_0) kernels for 1..4 x rows.
+var dotB8KernelsY = [dotKY]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw, xk int){
+	dotB8y1,
+	dotB8y2,
+	dotB8y3,
+	dotB8y4,
 }

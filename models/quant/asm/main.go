@@ -14,6 +14,8 @@ import (
 	"go/format"
 	"log"
 	"os"
+	"regexp"
+	"strings"
 
 	. "github.com/mmcloughlin/avo/build"
 	"github.com/mmcloughlin/avo/ir"
@@ -46,7 +48,17 @@ func main() {
 			dot(k, kind)
 		}
 	}
+	permIdx := GLOBL("quantPermIdx", RODATA|NOPTR)
+	for i, d := range []uint32{0, 4, 1, 5, 2, 6, 3, 7} { // the dwords of VPACKSSWB's output in order (see quantX8Y)
+		DATA(4*i, U32(d))
+	}
+	for k := 1; k <= maxY; k++ {
+		for _, kind := range dotKinds {
+			dotY(k, kind)
+		}
+	}
 	quantX8()
+	quantX8Y(permIdx)
 	tiledAVX2()
 	for k := 1; k <= maxK; k++ {
 		four(k, false, pairIdx)
@@ -55,11 +67,41 @@ func main() {
 		int8k(k, true, pairIdx, laneIdx)
 	}
 	Generate()
+	if err := checkAVX2(flag.Lookup("out").Value.String()); err != nil {
+		log.Fatal(err)
+	}
 	if *table != "" {
 		if err := writeTable(*table); err != nil {
 			log.Fatal(err)
 		}
 	}
+}
+
+// checkAVX2 fails when an AVX2 kernel (a name ending in y and a row count, or in y) in the generated file uses
+// a vector register only AVX-512 has (the register allocator knows 32; the AVX2 kernels must fit in 16).
+func checkAVX2(path string) error {
+	if path == "" {
+		return nil
+	}
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	hi := regexp.MustCompile(`\b[XYZ](1[6-9]|2[0-9]|3[01])\b`)
+	name := regexp.MustCompile(`^TEXT ·(\w+?y[0-9]*)\(SB\)`)
+	avx2 := ""
+	for _, line := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(line, "TEXT ") {
+			avx2 = ""
+			if m := name.FindStringSubmatch(line); m != nil {
+				avx2 = m[1]
+			}
+		}
+		if avx2 != "" && hi.MatchString(line) {
+			return fmt.Errorf("AVX2 kernel %s uses an AVX-512 register: %s", avx2, strings.TrimSpace(line))
+		}
+	}
+	return nil
 }
 
 // writeTable writes the kernels indexed by row count (k-1), so that the dispatch needs no switch.
@@ -77,6 +119,7 @@ func writeTable(path string) error {
 	}
 	for _, kind := range dotKinds {
 		kernelTable(&b, "dot"+kind.name+"Kernels", kind.doc, "dot"+kind.name+"x%d", dotSig, maxD, "dotK")
+		kernelTable(&b, "dot"+kind.name+"KernelsY", "AVX2 "+kind.doc, "dot"+kind.name+"y%d", dotSigY, maxY, "dotKY")
 	}
 	src, err := format.Source(b.Bytes())
 	if err != nil {
@@ -634,6 +677,305 @@ func quantX8() {
 	IMULL(z.As32(), sum)
 	NEGL(sum)
 	MOVL(sum, Mem{Base: c})
+	ADDQ(U8(128), x)
+	ADDQ(qstr, q)
+	ADDQ(kstr, s)
+	ADDQ(kstr, c)
+	DECQ(nb)
+	JNZ(LabelRef("block"))
+	VZEROUPPER()
+	RET()
+}
+
+// maxY (dotKY in models/quant) is the most x rows an AVX2 dot kernel takes at once: 16 ymm registers hold k
+// float and k int32 accumulators of a half tile and about six working registers.
+const maxY = 4
+
+const dotSigY = "func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw, xk int)"
+
+// bcastConst puts the 32-bit value v in every dword of a new ymm register.
+func bcastConst(v uint32) reg.VecVirtual {
+	t := GP32()
+	MOVL(U32(v), t)
+	x := XMM()
+	VMOVD(t, x)
+	y := YMM()
+	VPBROADCASTD(x, y)
+	return y
+}
+
+// dotY generates the AVX2 dot kernel of one layout for k x rows, in the dot kernels' layout (see dot): a ymm
+// register holds one half tile (8 weight rows) of a quad run, and each half tile is a pass of its own. AVX2 has
+// no VPDPBUSD; VPMADDUBSW multiplies unsigned by signed bytes and adds adjacent pairs into int16 with
+// saturation, so its operands are arranged to keep every pair sum within int16 and the int32 sums exactly
+// those of the VNNI kernels (Σ (u − z)·q per x block):
+//   - Q4 (Q4_0): the unsigned operand is the code u ∈ [0, 15] itself and x's q ∈ [−127, 127] the signed one,
+//     with the block's correction −8·Σq, as the VNNI kernel: a pair is at most 2·15·127 = 3810, so the 8 quads
+//     of a block are summed in int16 (at most 30480 < 32767) and widened once per block (VPMADDWD by ones);
+//   - L4 (NF4, FP4) and B8 (int8, Q8_0): the level w = u − z is signed (L4: the table's bytes minus 128, in
+//     [−127, 127]; B8: the code, in [−128, 127]), so w's sign is moved onto x (VPSIGNB) and |w| is the unsigned
+//     operand: |w|·(sign(w)·q) = w·q, a pair at most 2·128·127 = 32512 < 32767 (llama.cpp moves x's sign onto
+//     the weights instead; this way a B8 code of −128 is exact too). Each quad's pairs are widened to int32 at
+//     once (VPMADDWD by ones), as two of them could exceed int16.
+//
+// The float part is the VNNI kernel's: per block the int32 sums are converted and added with one fused
+// multiply-add times (weight scale · x scale), so both kernels give bit-identical results. xk is the x rows of
+// the chunk the k rows belong to (the stride of the interleaved x blocks).
+func dotY(k int, kind dotKind) {
+	name := fmt.Sprintf("dot%sy%d", kind.name, k)
+	TEXT(name, NOSPLIT, dotSigY)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the AVX2 %s kernel for %d x rows (see dot8Go).", name, kind.name, k))
+	y := Load(Param("y"), GP64())
+	codes := Load(Param("codes"), GP64())
+	sp := Load(Param("scales"), GP64())
+	tiles := Load(Param("ntiles"), GP64())
+	ones := bcastConst(0x00010001)
+	var mask, table, c80 reg.VecVirtual
+	if kind.four {
+		mask = bcastConst(0x0f0f0f0f)
+	}
+	if kind.lut {
+		table = YMM()
+		lut := Load(Param("lut"), GP64())
+		VBROADCASTI128(Mem{Base: lut}, table)
+		VPXOR(bcastConst(0x80808080), table, table) // the signed levels u − 128
+	}
+	if !kind.four {
+		c80 = bcastConst(0x80808080)
+	}
+	facc := make([]reg.VecVirtual, k)
+	iacc := make([]reg.VecVirtual, k)
+	for i := range facc {
+		facc[i], iacc[i] = YMM(), YMM()
+	}
+	// signed multiplies the signed levels w (8 rows × one quad) with x quad d of every row: iacc += w·q.
+	signed := func(w reg.VecVirtual, xq reg.Register, d int) {
+		aw := YMM()
+		VPABSB(w, aw)
+		for i := 0; i < k; i++ {
+			xb := YMM()
+			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xb)
+			VPSIGNB(w, xb, xb)
+			VPMADDUBSW(xb, aw, xb)
+			VPMADDWD(ones, xb, xb)
+			VPADDD(xb, iacc[i], iacc[i])
+		}
+	}
+
+	Label("tile")
+	for h := 0; h < 2; h++ {
+		for _, a := range facc {
+			VXORPS(a, a, a)
+		}
+		c, s := GP64(), GP64()
+		MOVQ(codes, c)
+		MOVQ(sp, s)
+		xq := Load(Param("xq"), GP64())
+		xs := Load(Param("xs"), GP64())
+		xc := Load(Param("xc"), GP64())
+		nb := Load(Param("nblocks"), GP64())
+		cnt := Load(Param("bpw"), GP64())
+		block, same := fmt.Sprintf("block%d", h), fmt.Sprintf("same%d", h)
+		Label(block)
+		switch {
+		case kind.four && !kind.lut: // Q4: unsigned codes, int16 sums per block
+			for p := 0; p < 4; p++ {
+				if k >= dotPrefetchK && h == 0 {
+					PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*p})
+				}
+				raw := YMM()
+				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, raw)
+				lo, hi := YMM(), YMM()
+				VPSRLW(U8(4), raw, hi)
+				VPAND(mask, raw, lo)
+				VPAND(mask, hi, hi)
+				for i := 0; i < k; i++ {
+					for n, w := range []reg.VecVirtual{lo, hi} {
+						xb := YMM()
+						VPBROADCASTD(Mem{Base: xq, Disp: 32*i + 8*p + 4*n}, xb)
+						if p == 0 && n == 0 {
+							VPMADDUBSW(xb, w, iacc[i])
+							continue
+						}
+						VPMADDUBSW(xb, w, xb)
+						VPADDW(xb, iacc[i], iacc[i])
+					}
+				}
+			}
+			for i := 0; i < k; i++ {
+				cb := YMM()
+				VPBROADCASTD(Mem{Base: xc, Disp: 4 * i}, cb)
+				VPMADDWD(ones, iacc[i], iacc[i])
+				VPADDD(cb, iacc[i], iacc[i])
+			}
+		case kind.four: // L4: signed levels through the table
+			for _, a := range iacc {
+				VPXOR(a, a, a)
+			}
+			for p := 0; p < 4; p++ {
+				if k >= dotPrefetchK && h == 0 {
+					PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*p})
+				}
+				for n := 0; n < 2; n++ {
+					w := YMM()
+					if n == 0 {
+						VPAND(Mem{Base: c, Disp: 64*p + 32*h}, mask, w)
+					} else {
+						VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, w)
+						VPSRLW(U8(4), w, w)
+						VPAND(mask, w, w)
+					}
+					VPSHUFB(w, table, w)
+					signed(w, xq, 8*p+4*n)
+				}
+			}
+		default: // B8: signed byte codes
+			for _, a := range iacc {
+				VPXOR(a, a, a)
+			}
+			for q := 0; q < 8; q++ {
+				if k >= dotPrefetchK && h == 0 {
+					PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*q})
+				}
+				w := YMM()
+				VPXOR(Mem{Base: c, Disp: 64*q + 32*h}, c80, w)
+				signed(w, xq, 4*q)
+			}
+		}
+		if kind.four {
+			ADDQ(U32(256), c)
+		} else {
+			ADDQ(U32(512), c)
+		}
+		ws := YMM()
+		VMOVUPS(Mem{Base: s, Disp: 32 * h}, ws)
+		for i := 0; i < k; i++ {
+			VCVTDQ2PS(iacc[i], iacc[i])
+			t := YMM()
+			VBROADCASTSS(Mem{Base: xs, Disp: 4 * i}, t)
+			VMULPS(t, ws, t)
+			VFMADD231PS(t, iacc[i], facc[i])
+		}
+		st := Load(Param("xk"), GP64())
+		SHLQ(U8(2), st)
+		ADDQ(st, xs)
+		ADDQ(st, xc)
+		SHLQ(U8(3), st)
+		ADDQ(st, xq)
+		DECQ(cnt)
+		JNZ(LabelRef(same))
+		ADDQ(U8(64), s)
+		Load(Param("bpw"), cnt)
+		Label(same)
+		DECQ(nb)
+		JNZ(LabelRef(block))
+		yp := Load(Param("ystride"), GP64())
+		SHLQ(U8(2), yp)
+		ys := GP64()
+		MOVQ(y, ys)
+		for i := 0; i < k; i++ {
+			VMOVUPS(facc[i], Mem{Base: ys, Disp: 32 * h})
+			if i+1 < k {
+				ADDQ(yp, ys)
+			}
+		}
+		if h == 1 {
+			MOVQ(c, codes)
+			MOVQ(s, sp)
+		}
+	}
+	ADDQ(U8(64), y)
+	DECQ(tiles)
+	JNZ(LabelRef("tile"))
+	VZEROUPPER()
+	RET()
+}
+
+// quantX8Y generates the AVX2 x quantiser of the dot kernels, the same computation as quantX8 (see
+// quantizeX8Go).
+func quantX8Y(permIdx Mem) {
+	TEXT("quantX8y", NOSPLIT, "func(q *byte, s *float32, c *int32, x *float32, nblocks, kstride, z int)")
+	Pragma("noescape")
+	Doc("quantX8y quantises one x row for the dot kernels on AVX2 (see quantizeX8Go).")
+	q := Load(Param("q"), GP64())
+	s := Load(Param("s"), GP64())
+	c := Load(Param("c"), GP64())
+	x := Load(Param("x"), GP64())
+	nb := Load(Param("nblocks"), GP64())
+	kstr := Load(Param("kstride"), GP64())
+	z := GP64()
+	Load(Param("z"), z)
+	qstr := GP64()
+	MOVQ(kstr, qstr)
+	SHLQ(U8(5), qstr) // 32 bytes per block and row
+	SHLQ(U8(2), kstr) // 4 bytes per block and row
+	absm := bcastConst(0x7fffffff)
+	perm := YMM()
+	VMOVDQU(permIdx, perm)
+	t := GP32()
+	c127, tiny := XMM(), XMM()
+	MOVL(U32(0x42fe0000), t) // 127
+	VMOVD(t, c127)
+	MOVL(U32(0x0d800000), t) // 2⁻¹⁰⁰
+	VMOVD(t, tiny)
+
+	Label("block")
+	v := make([]reg.VecVirtual, 4)
+	for i := range v {
+		v[i] = YMM()
+		VMOVUPS(Mem{Base: x, Disp: 32 * i}, v[i])
+	}
+	m, m2 := YMM(), YMM()
+	VANDPS(absm, v[0], m)
+	VANDPS(absm, v[1], m2)
+	VMAXPS(m2, m, m)
+	VANDPS(absm, v[2], m2)
+	VMAXPS(m2, m, m)
+	VANDPS(absm, v[3], m2)
+	VMAXPS(m2, m, m)
+	l := XMM()
+	VEXTRACTF128(U8(1), m, l)
+	VMAXPS(m.AsX(), l, l)
+	l2 := XMM()
+	VPERMILPS(U8(0x4e), l, l2)
+	VMAXPS(l2, l, l)
+	VPERMILPS(U8(0xb1), l, l2)
+	VMAXSS(l2, l, l) // m
+	st := XMM()
+	VDIVSS(c127, l, st)
+	VMOVSS(st, Mem{Base: s})
+	VMAXSS(tiny, l, l)
+	r := XMM()
+	VDIVSS(l, c127, r)
+	rb := YMM()
+	VBROADCASTSS(r, rb)
+	for i := range v {
+		VMULPS(rb, v[i], v[i])
+		VCVTPS2DQ(v[i], v[i])
+	}
+	sum := YMM()
+	VPADDD(v[1], v[0], sum)
+	VPADDD(v[2], sum, sum)
+	VPADDD(v[3], sum, sum)
+	VPACKSSDW(v[1], v[0], v[0]) // per 128-bit lane: 4 of v0, 4 of v1
+	VPACKSSDW(v[3], v[2], v[2])
+	VPACKSSWB(v[2], v[0], v[0]) // per lane: dwords v0, v1, v2, v3 (4 values each)
+	VPERMD(v[0], perm, v[0])    // in order
+	VMOVDQU(v[0], Mem{Base: q})
+	li := XMM()
+	VEXTRACTI128(U8(1), sum, li)
+	VPADDD(sum.AsX(), li, li)
+	l3 := XMM()
+	VPSHUFD(U8(0x4e), li, l3)
+	VPADDD(l3, li, li)
+	VPSHUFD(U8(0xb1), li, l3)
+	VPADDD(l3, li, li)
+	n := GP32()
+	VMOVD(li, n)
+	IMULL(z.As32(), n)
+	NEGL(n)
+	MOVL(n, Mem{Base: c})
 	ADDQ(U8(128), x)
 	ADDQ(qstr, q)
 	ADDQ(kstr, s)
