@@ -130,24 +130,12 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 		}
 	}
 	if opts.Compact {
-		compactLayers(m.Net)
+		// Each layer was compacted as it loaded (llama.LoadOptions.Compact); the row-major codes it dropped (a
+		// stored 4-bit or 8-bit base is read whole) go back to the OS now rather than when the collector runs.
+		debug.FreeOSMemory()
 	}
 	m.EOS = eosIDs(cfg, gen, m.Tok)
 	return m, nil
-}
-
-// compactLayers keeps every quantised linear layer of net in its kernels' layout only (see LoadOptions.Compact;
-// layers quantised at load are compacted one by one as they are made), and hands the dropped row-major codes back
-// to the OS rather than waiting for the collector (a stored 4-bit or 8-bit base was read whole).
-func compactLayers(net *llama.Model) {
-	for _, mod := range net.Modules() {
-		if l, ok := net.Linear(mod); ok {
-			if q, ok := l.(*nn.Quantized); ok {
-				q.Q.Compact()
-			}
-		}
-	}
-	debug.FreeOSMemory()
 }
 
 // LoadTokenizer reads only the tokenizer and chat template of the folder dir (no config or weights needed), as
@@ -172,17 +160,14 @@ func textOf(src Source) (*tokenizer.Tokenizer, *chat.Template, error) {
 
 // network turns the options into llama's: the thread pool and the quantisers of the linear layers and the head.
 func (o LoadOptions) network() (llama.LoadOptions, error) {
-	lo := llama.LoadOptions{Threads: o.Threads, Pool: o.Pool}
+	lo := llama.LoadOptions{Threads: o.Threads, Pool: o.Pool, Compact: o.Compact}
 	switch o.Quant {
 	case "":
 	case "nf4", "fp4":
-		t, double, frozen, compact := quant.Type(o.Quant), o.DoubleQuant, o.Frozen, o.Compact
+		t, double, frozen := quant.Type(o.Quant), o.DoubleQuant, o.Frozen
 		lo.Quantize = func(module string, d *nn.Dense) (nn.Linear, error) {
 			q, err := nn.Quantize(d, t, double)
 			if err != nil || frozen == nil {
-				if err == nil && compact {
-					q.Q.Compact() // layer by layer, so that the two layouts are never all resident at once
-				}
 				return q, err
 			}
 			return frozen(q), nil

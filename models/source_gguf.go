@@ -71,6 +71,7 @@ func (f *GGUFFile) Network(cfg *llama.Config, opts llama.LoadOptions) (*llama.Mo
 		g.Close()
 		return nil, nil, fmt.Errorf("models: %w", err)
 	}
+	w.Compact = opts.Compact
 	opts.LoadLinear = w.LoadLinear
 	net, err := llama.LoadTensors(w, f.path, cfg, opts)
 	if err != nil {

@@ -129,6 +129,9 @@ type Weights struct {
 	g    *gguf.File
 	cfg  *llama.Config
 	arch string
+	// Compact writes the Q4_0 and Q8_0 weights straight into their kernels' layout where the dot kernels run them
+	// (llama.LoadOptions.Compact), so that no tensor is ever resident in two layouts.
+	Compact bool
 }
 
 // NewWeights checks every tensor's type (K-quants and other types are refused, naming the tensor).
@@ -248,7 +251,7 @@ func (w *Weights) LoadLinear(_ *safetensors.Checkpoint, module string, out, in i
 	if t.Type == gguf.Q8_0 {
 		conv = Q8_0Weight
 	}
-	q, err := conv(raw, rows, cols)
+	q, err := conv(raw, rows, cols, w.Compact)
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: tensor %s: %w", w.g.Path, t.Name, err)
 	}
@@ -258,49 +261,50 @@ func (w *Weights) LoadLinear(_ *safetensors.Checkpoint, module string, out, in i
 
 // Q4_0Weight re-packs ggml Q4_0 blocks ([rows, cols], row-major) into a quant.Weight of type Q4_0: per 32-block an
 // absmax of 8·d and the codes two per byte, first element in the high nibble (ggml keeps element j in the low
-// nibble of byte j and element j+16 in its high nibble).
-func Q4_0Weight(raw []byte, rows, cols int) (*quant.Weight, error) {
+// nibble of byte j and element j+16 in its high nibble). With compact the codes go straight into the kernels'
+// layout where the dot kernels run (quant.Weight.FillCodes).
+func Q4_0Weight(raw []byte, rows, cols int, compact bool) (*quant.Weight, error) {
 	nb := rows * cols / gguf.QK
 	if cols%gguf.QK != 0 || len(raw) != nb*gguf.Q4_0Bytes {
 		return nil, fmt.Errorf("Q4_0: %d bytes for [%d %d]", len(raw), rows, cols)
 	}
 	code, _ := quant.Code(quant.Q4_0)
-	q := &quant.Weight{Type: quant.Q4_0, Shape: []int{rows, cols}, BlockSize: gguf.QK, Code: code,
-		Packed: make([]byte, rows*cols/2), Absmax: make([]float32, nb)}
+	q := &quant.Weight{Type: quant.Q4_0, Shape: []int{rows, cols}, BlockSize: gguf.QK, Code: code, Absmax: make([]float32, nb)}
 	for b := range nb {
-		blk := raw[b*gguf.Q4_0Bytes : (b+1)*gguf.Q4_0Bytes]
-		q.Absmax[b] = 8 * safetensors.F16ToF32(binary.LittleEndian.Uint16(blk))
-		dst := q.Packed[b*gguf.QK/2 : (b+1)*gguf.QK/2]
-		for e := range gguf.QK {
-			var c byte
-			if e < gguf.QK/2 {
-				c = blk[2+e] & 15
-			} else {
-				c = blk[2+e-gguf.QK/2] >> 4
-			}
-			if e%2 == 0 {
-				dst[e/2] = c << 4
-			} else {
-				dst[e/2] |= c
+		q.Absmax[b] = 8 * safetensors.F16ToF32(binary.LittleEndian.Uint16(raw[b*gguf.Q4_0Bytes:]))
+	}
+	rb := cols / gguf.QK
+	q.FillCodes(compact, func(r int, dst []byte) {
+		for b := range rb {
+			blk := raw[(r*rb+b)*gguf.Q4_0Bytes+2 : (r*rb+b+1)*gguf.Q4_0Bytes]
+			d := dst[b*gguf.QK/2 : (b+1)*gguf.QK/2]
+			for i := range gguf.QK / 4 { // elements 2i, 2i+1 from the first half, 16+2i, 16+2i+1 from the second
+				lo, hi := blk[2*i], blk[2*i+1]
+				d[i] = lo<<4 | hi&15
+				d[gguf.QK/4+i] = lo&0xf0 | hi>>4
 			}
 		}
-	}
+	})
 	return q, nil
 }
 
 // Q8_0Weight splits ggml Q8_0 blocks ([rows, cols], row-major) into a quant.Weight of type Q8_0: the int8 codes
-// in element order and, per 32-block, ggml's f16 scale d as a float32 (exact).
-func Q8_0Weight(raw []byte, rows, cols int) (*quant.Weight, error) {
+// in element order and, per 32-block, ggml's f16 scale d as a float32 (exact). With compact the codes go straight
+// into the kernels' layout where the dot kernels run (quant.Weight.FillCodes).
+func Q8_0Weight(raw []byte, rows, cols int, compact bool) (*quant.Weight, error) {
 	nb := rows * cols / gguf.QK
 	if cols%gguf.QK != 0 || len(raw) != nb*gguf.Q8_0Bytes {
 		return nil, fmt.Errorf("Q8_0: %d bytes for [%d %d]", len(raw), rows, cols)
 	}
-	q := &quant.Weight{Type: quant.Q8_0, Shape: []int{rows, cols}, BlockSize: gguf.QK,
-		Packed: make([]byte, rows*cols), Absmax: make([]float32, nb)}
+	q := &quant.Weight{Type: quant.Q8_0, Shape: []int{rows, cols}, BlockSize: gguf.QK, Absmax: make([]float32, nb)}
 	for b := range nb {
-		blk := raw[b*gguf.Q8_0Bytes : (b+1)*gguf.Q8_0Bytes]
-		q.Absmax[b] = safetensors.F16ToF32(binary.LittleEndian.Uint16(blk))
-		copy(q.Packed[b*gguf.QK:(b+1)*gguf.QK], blk[2:])
+		q.Absmax[b] = safetensors.F16ToF32(binary.LittleEndian.Uint16(raw[b*gguf.Q8_0Bytes:]))
 	}
+	rb := cols / gguf.QK
+	q.FillCodes(compact, func(r int, dst []byte) {
+		for b := range rb {
+			copy(dst[b*gguf.QK:(b+1)*gguf.QK], raw[(r*rb+b)*gguf.Q8_0Bytes+2:(r*rb+b+1)*gguf.Q8_0Bytes])
+		}
+	})
 	return q, nil
 }

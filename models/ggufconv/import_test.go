@@ -19,6 +19,7 @@ import (
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
 	"github.com/lorakit/lorakit/models/nn"
+	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/testmodel"
 )
 
@@ -146,82 +147,79 @@ func TestImportVariants(t *testing.T) {
 	}
 }
 
-// TestQ4_0Weight: ggml Q4_0 blocks re-packed for the 4-bit kernels dequantise to exactly the values ggml's
-// layout stands for, and multiply like the dense matrix of those values.
-func TestQ4_0Weight(t *testing.T) {
-	const rows, cols = 24, 128
-	rng := rand.New(rand.NewPCG(9, 9))
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
-	raw, _ := gguf.Encode(nil, gguf.Q4_0, w)
-	want := make([]float32, len(w))
-	if err := gguf.Decode(gguf.Q4_0, raw, want); err != nil {
-		t.Fatal(err)
-	}
-	q, err := ggufconv.Q4_0Weight(raw, rows, cols)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make([]float32, len(w))
-	q.Dequantize(got)
-	if !slices.Equal(got, want) {
-		t.Fatal("dequantised Q4_0 weight differs from ggml's values")
-	}
-	x := make([]float32, 3*cols)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	p := kernels.NewPool(1)
-	yq, yd := make([]float32, 3*rows), make([]float32, 3*rows)
-	(&nn.Quantized{Q: q}).Forward(p, yq, x, 3)
-	d, _ := nn.NewDense("F32", f32Bytes(want), rows, cols)
-	d.Forward(p, yd, x, 3)
-	for i := range yq {
-		if math.Abs(float64(yq[i]-yd[i])) > 1e-3*(1+math.Abs(float64(yd[i]))) {
-			t.Fatalf("y[%d] = %g with the integer kernels, %g dense", i, yq[i], yd[i])
-		}
+// TestBlockWeights: ggml Q4_0 and Q8_0 blocks re-packed for the integer kernels dequantise to exactly the values
+// ggml's layout stands for, and multiply like the dense matrix of those values, within the rounding of x the
+// kernels do (to int16, or on the dot kernels to int8 per 32 values: at most max|x of the block|/254 per value).
+// Written compact (straight into the dot kernels' layout where they run: the rows come in tiles of 16), they
+// dequantise and multiply exactly as the row-major weight.
+func TestBlockWeights(t *testing.T) {
+	for _, c := range []struct {
+		typ  gguf.Type
+		cols int
+		conv func(raw []byte, rows, cols int, compact bool) (*quant.Weight, error)
+	}{{gguf.Q4_0, 128, ggufconv.Q4_0Weight}, {gguf.Q8_0, 192, ggufconv.Q8_0Weight}} {
+		t.Run(c.typ.String(), func(t *testing.T) {
+			const rows, m = 32, 3
+			rng := rand.New(rand.NewPCG(9, uint64(c.typ)))
+			w := randNorm(rng, rows*c.cols)
+			raw, _ := gguf.Encode(nil, c.typ, w)
+			want := make([]float32, len(w))
+			if err := gguf.Decode(c.typ, raw, want); err != nil {
+				t.Fatal(err)
+			}
+			p := kernels.NewPool(1)
+			x := randNorm(rng, m*c.cols)
+			yd := make([]float32, m*rows)
+			d, _ := nn.NewDense("F32", f32Bytes(want), rows, c.cols)
+			d.Forward(p, yd, x, m)
+			var ys [2][]float32
+			for i, compact := range []bool{false, true} {
+				q, err := c.conv(raw, rows, c.cols, compact)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := make([]float32, len(w))
+				q.Dequantize(got)
+				if !slices.Equal(got, want) {
+					t.Fatalf("compact %v (row-major codes kept: %v): dequantised weight differs from ggml's values", compact, q.Packed != nil)
+				}
+				ys[i] = make([]float32, m*rows)
+				(&nn.Quantized{Q: q}).Forward(p, ys[i], x, m)
+			}
+			for i, y := range ys[0] {
+				if tol := roundingBound(want, x, i/rows, i%rows, c.cols); math.Abs(float64(y-yd[i])) > tol {
+					t.Fatalf("y[%d] = %g with the integer kernels, %g dense (bound %g)", i, y, yd[i], tol)
+				}
+				if ys[1][i] != y {
+					t.Fatalf("y[%d] = %g from the weight written compact, %g from the row-major one", i, ys[1][i], y)
+				}
+			}
+		})
 	}
 }
 
-// TestQ8_0Weight: ggml Q8_0 blocks split for the int8 kernels dequantise to exactly the values ggml's
-// layout stands for, and multiply like the dense matrix of those values.
-func TestQ8_0Weight(t *testing.T) {
-	const rows, cols = 24, 192
-	rng := rand.New(rand.NewPCG(10, 10))
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
-	raw, _ := gguf.Encode(nil, gguf.Q8_0, w)
-	want := make([]float32, len(w))
-	if err := gguf.Decode(gguf.Q8_0, raw, want); err != nil {
-		t.Fatal(err)
-	}
-	q, err := ggufconv.Q8_0Weight(raw, rows, cols)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make([]float32, len(w))
-	q.Dequantize(got)
-	if !slices.Equal(got, want) {
-		t.Fatal("dequantised Q8_0 weight differs from ggml's values")
-	}
-	x := make([]float32, 3*cols)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
-	p := kernels.NewPool(1)
-	yq, yd := make([]float32, 3*rows), make([]float32, 3*rows)
-	(&nn.Quantized{Q: q}).Forward(p, yq, x, 3) // the Q8_0 kernel where the CPU has AVX-512 VNNI, the dequantising path elsewhere
-	d, _ := nn.NewDense("F32", f32Bytes(want), rows, cols)
-	d.Forward(p, yd, x, 3)
-	for i := range yq {
-		if math.Abs(float64(yq[i]-yd[i])) > 1e-3*(1+math.Abs(float64(yd[i]))) {
-			t.Fatalf("y[%d] = %g with the integer kernels, %g dense", i, yq[i], yd[i])
+// roundingBound bounds |y − ŷ| for y[r, o] = Σ_c w[o, c]·x[r, c] when x is rounded to int8 per 32 values (step
+// max|x|/127, so each value moves by at most half of it), plus 1e-4 relative for the float sums.
+func roundingBound(w, x []float32, r, o, cols int) float64 {
+	var b, y float64
+	for c0 := 0; c0 < cols; c0 += 32 {
+		var mx, sw float64
+		for c := c0; c < c0+32; c++ {
+			mx = max(mx, math.Abs(float64(x[r*cols+c])))
+			sw += math.Abs(float64(w[o*cols+c]))
+			y += math.Abs(float64(w[o*cols+c] * x[r*cols+c]))
 		}
+		b += sw * mx / 254
 	}
+	return b + 1e-4*(1+y)
+}
+
+func randNorm(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
 }
 
 func f32Bytes(v []float32) []byte {

@@ -23,6 +23,10 @@ type LoadOptions struct {
 	// QuantizeHead, if set, replaces a dense LM head for the output projection only; a tied embedding keeps
 	// its table for lookups.
 	QuantizeHead func(d *nn.Dense) (nn.Linear, error)
+	// Compact keeps each quantised weight (from LoadLinear or Quantize, the embedding table included) in its
+	// kernels' layout only (quant.Weight.Compact), tensor by tensor as it loads, so that the two layouts are never
+	// all resident at once. For inference: a path that needs the row-major codes rebuilds them.
+	Compact bool
 }
 
 // Tensors is where Load reads weights from, by Hugging Face name and in Hugging Face layout ([out, in],
@@ -226,6 +230,7 @@ func (ld *loader) table(module string, rows, cols int) nn.Table {
 			return nil
 		}
 		if t, isTable := lin.(nn.Table); ok && isTable && lin.In() == cols && lin.Out() == rows {
+			ld.compact(lin)
 			return t
 		}
 	}
@@ -252,6 +257,7 @@ func (ld *loader) linear(module string, out, in int, bias bool) nn.Linear {
 				ld.errs = append(ld.errs, fmt.Errorf("tensor %s.weight: shape [%d %d], want [%d %d]", module, lin.Out(), lin.In(), out, in))
 				return nil
 			}
+			ld.compact(lin)
 			if bias {
 				return biased{lin, b}
 			}
@@ -269,9 +275,17 @@ func (ld *loader) linear(module string, out, in int, bias bool) nn.Linear {
 			ld.errs = append(ld.errs, fmt.Errorf("quantize %s: %w", module, err))
 			return nil
 		}
+		ld.compact(lin)
 		return lin
 	}
 	return d
+}
+
+// compact applies opts.Compact to a layer just loaded.
+func (ld *loader) compact(lin nn.Linear) {
+	if q, ok := lin.(*nn.Quantized); ok && ld.opts.Compact {
+		q.Q.Compact()
+	}
 }
 
 // biased adds a bias to a linear layer that has none of its own.

@@ -87,7 +87,7 @@ func (q *Weight) dot8Copy() *dot8 {
 	if t := q.dots.Load(); t != nil {
 		return t
 	}
-	t := q.makeDot8()
+	t := q.makeDot8(q.packedRow)
 	if q.dots.CompareAndSwap(nil, t) {
 		return t
 	}
@@ -113,8 +113,15 @@ func dotLevels(typ Type, code *[16]float32) (kind int, u [16]byte, unit float32)
 	return dotL4, u, m / 127
 }
 
-// makeDot8 re-lays q's codes and scales (see dot8).
-func (q *Weight) makeDot8() *dot8 {
+// packedRow is row r of Packed.
+func (q *Weight) packedRow(r int) []byte {
+	n := q.codeBytes() / q.Rows()
+	return q.Packed[r*n : (r+1)*n]
+}
+
+// makeDot8 re-lays q's codes, given a row at a time by row (the row-major codes of row r, Cols bytes or half
+// that for 4-bit types), and its scales (see dot8).
+func (q *Weight) makeDot8(row func(r int) []byte) *dot8 {
 	rows, cols := q.Rows(), q.Cols()
 	nb := cols / xBlock
 	t := &dot8{kind: dotB8, z: 128, bpw: 1}
@@ -133,18 +140,18 @@ func (q *Weight) makeDot8() *dot8 {
 	t.codes = make([]byte, rows/tileRows*nb*bb)
 	t.scales = make([]float32, rows/tileRows*nwb*tileRows)
 	for r := 0; r < rows; r++ {
-		tile, j := r/tileRows, r%tileRows
+		tile, j, codes := r/tileRows, r%tileRows, row(r)
 		for b := 0; b < nb; b++ {
 			dst := t.codes[(tile*nb+b)*bb:]
 			if t.kind == dotB8 {
-				src := q.Packed[r*cols+b*xBlock : r*cols+(b+1)*xBlock]
+				src := codes[b*xBlock : (b+1)*xBlock]
 				for p := 0; p < 8; p++ {
 					d, s := dst[p*64+4*j:p*64+4*j+4:p*64+4*j+4], src[4*p:4*p+4:4*p+4]
 					d[0], d[1], d[2], d[3] = s[0]^0x80, s[1]^0x80, s[2]^0x80, s[3]^0x80
 				}
 				continue
 			}
-			src := q.Packed[(r*cols+b*xBlock)/2 : (r*cols+(b+1)*xBlock)/2]
+			src := codes[b*xBlock/2 : (b+1)*xBlock/2]
 			for p := 0; p < 4; p++ { // columns 8p..8p+7: four bytes, two codes each (the first in the high nibble)
 				s, d := src[4*p:4*p+4:4*p+4], dst[p*64+4*j:p*64+4*j+4:p*64+4*j+4]
 				d[0] = s[0]>>4 | s[2]&0xf0
@@ -329,6 +336,25 @@ func (q *Weight) Compact() bool {
 	q.dot8Copy()
 	q.Packed = nil
 	return true
+}
+
+// FillCodes sets the codes of q, which has every other field, a row at a time: row writes the row-major codes
+// of row r (Cols bytes, half that for 4-bit types) into dst. With compact, where the dot kernels run q, the codes
+// go straight into their layout, as Compact leaves them, and no row-major copy is ever made (a converter that
+// holds one whole tensor less while it loads); otherwise into Packed.
+func (q *Weight) FillCodes(compact bool, row func(r int, dst []byte)) {
+	rows := q.Rows()
+	n := q.codeBytes() / max(rows, 1)
+	if compact && q.useDot8() {
+		buf := make([]byte, n)
+		q.dots.Store(q.makeDot8(func(r int) []byte { row(r, buf); return buf }))
+		q.Packed = nil
+		return
+	}
+	q.Packed = make([]byte, rows*n)
+	for r := range rows {
+		row(r, q.Packed[r*n:(r+1)*n])
+	}
 }
 
 // packed returns the row-major codes: Packed, or after Compact a copy rebuilt from the dot layout on first use.

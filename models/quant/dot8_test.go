@@ -141,7 +141,7 @@ func TestDot8MatchesGo(t *testing.T) {
 	r := rand.New(rand.NewSource(32))
 	for _, q := range dotWeights(t, r) {
 		rows, cols := q.Rows(), q.Cols()
-		tl := q.makeDot8()
+		tl := q.makeDot8(q.packedRow)
 		nb := cols / xBlock
 		for k := 1; k <= dotK; k++ {
 			x := randW(r, k*cols, 1)
@@ -184,7 +184,7 @@ func TestDot8Error(t *testing.T) {
 	q4.Type, q4.Code = Q4_0, q40Code
 	i8, _ := Quantize8(randW(r, rows*cols, 0.05), []int{rows, cols})
 	for _, q := range []*Weight{nf4, q4, i8, randQ8(r, rows, cols)} {
-		tl := q.makeDot8()
+		tl := q.makeDot8(q.packedRow)
 		x := randW(r, cols, 1)
 		x[17] = 30
 		xd := xDot{k: 1, q: make([]byte, cols), s: make([]float32, cols/xBlock), c: make([]int32, cols/xBlock)}
@@ -401,7 +401,7 @@ func TestDot8Extremes(t *testing.T) {
 				withAVX512(avx512, func() {
 					y := make([]float32, 3*rows)
 					q.MatMulT(p, y, x, 3)
-					tl := q.makeDot8()
+					tl := q.makeDot8(q.packedRow)
 					xd := xDot{k: 1, q: make([]byte, cols), s: make([]float32, cols/xBlock), c: make([]int32, cols/xBlock)}
 					quantizeX8Go(&xd, 0, x[:cols], tl.z)
 					want := make([]float32, rows)
