@@ -45,9 +45,10 @@ type LoadOptions struct {
 	// multiplies dequantised f32 blocks so that its products see the exact stored weights).
 	Frozen func(*nn.Quantized) nn.Linear
 	// Head "" or "stored" keeps the LM head's stored dtype; "int8" computes the logits from a row-wise int8 copy
-	// (as llama.cpp's Q8_0 output): half of bf16's bytes per decoded token, logits within ~1e-3 relative; "auto"
-	// is int8 when the decoder's linear layers are 4-bit or 8-bit (NF4/FP4/Q4_0/Q8_0, stored or quantised at
-	// load), as llama.cpp keeps the output in 8 bits beside them, and the stored dtype otherwise. The commands
+	// (as llama.cpp's Q8_0 output): half of bf16's bytes per decoded token, logits within 1% of the largest
+	// |logit| (TestGoldenInt8Head); "auto" is int8 when the decoder's linear layers are 4-bit or 8-bit
+	// (NF4/FP4/Q4_0/Q8_0, stored or quantised at load), as llama.cpp keeps the output in 8 bits beside them, and
+	// the stored dtype otherwise. The commands
 	// that serve or generate pass "auto"; eval and training keep the stored head.
 	Head string
 	// Compact keeps each quantised linear layer (NF4/FP4/Q4_0/int8/Q8_0) in the layout of the kernels that multiply

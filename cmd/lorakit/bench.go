@@ -632,7 +632,7 @@ func printBench(w io.Writer, r *benchResult) {
 
 // headUsage documents the --head flag of generate, serve and bench.
 const headUsage = `LM head at run time: "auto" (a row-wise int8 copy when the base is 4-bit, as llama.cpp keeps its output ` +
-	`in 8 bits; half the bytes per token of bf16, logits within ~1e-3), "stored" (the checkpoint's dtype) or "int8" (always)`
+	`in 8 bits; half the bytes per token of bf16, logits within 1% of the largest), "stored" (the checkpoint's dtype) or "int8" (always)`
 
 // headKind names the LM head's run-time type for the report: "int8" for a row-wise int8 copy, "" for the stored dtype.
 func headKind(m *llama.Model) string {
