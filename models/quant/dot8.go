@@ -9,8 +9,8 @@ import (
 
 // The dot kernels (AVX-512 VNNI, VPDPBUSD; on CPUs without it AVX2, VPMADDUBSW, with the same integer sums and
 // float operations, so the two give bit-identical products: see dotY in asm/). Every weight whose rows come in
-// tiles of 16 runs here on a CPU with AVX2, at every batch size and in prefill. As llama.cpp does for its quantised types, x is
-// rounded per block of 32 values to int8 (step max|x|/127, ties to even), so that one VPDPBUSD multiplies 64
+// tiles of 16 runs here on a CPU with AVX2, at every batch size and in prefill. As llama.cpp does for its
+// quantised types, x is rounded per block of 32 values to int8 (step max|x|/127, ties to even), so that one VPDPBUSD multiplies 64
 // byte pairs (twice VPDPWSSD's 32 int16 pairs) and one int32 sum holds a whole block. VPDPBUSD takes unsigned
 // weight bytes and signed x bytes; each weight code is stored as an unsigned byte u standing for the level
 // u − z (z the zero point: 8 for Q4_0's codes, 128 for the others), and each x block's sum starts at
@@ -21,12 +21,27 @@ import (
 //   - NF4 and FP4: u = 128 + round(127·level/max|level|) through a 16-byte table (VPSHUFB), as llama.cpp
 //     holds IQ4_NL's non-uniform levels; this rounds each level by at most 0.5/127 of the block's absmax.
 //
-// The layout is the tiled one (see tiled.go's idea): each of a zmm register's 16 lanes is one weight row, and
-// holds 4 columns (a quad) as 4 bytes; x quads are broadcast. Per tile of 16 rows and x block of 32 columns:
+// The layout is tiled: each of a zmm register's 16 lanes (a ymm register's 8, for half a tile) is one weight
+// row, and holds 4 columns (a quad) as 4 bytes; x quads are broadcast, so that one vector of float work per x
+// block serves 16 (8) weight rows instead of one. Per tile of 16 rows and x block of 32 columns:
 // 4-bit codes in 4 runs of 64 bytes (lane j's bytes 4j..4j+3; the low nibbles are columns 8p..8p+3 of run p,
 // the high nibbles 8p+4..8p+7), byte codes in 8 runs of 64 bytes (run p: columns 4p..4p+3). Then per tile and
 // weight block the 16 rows' scales, times the level unit. The copy is made on a weight's first product and
 // kept beside its bitsandbytes/ggml layout.
+
+// Features names the quantised kernels in use beyond models/kernels' (for --version and bug reports).
+func Features() []string {
+	if vnniRows() > 0 {
+		return []string{"AVX-512 VNNI (4-bit, int8, Q8_0)"}
+	}
+	if dot8On() {
+		return []string{"AVX2 int8 dot kernels (4-bit, int8, Q8_0)"}
+	}
+	return nil
+}
+
+// tileRows is the number of weight rows in a tile: one per zmm lane (two ymm halves in the AVX2 kernels).
+const tileRows = 16
 
 // dotK is the most x rows a dot kernel call takes (the generator makes one kernel per count).
 const dotK = 12

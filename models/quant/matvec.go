@@ -22,10 +22,6 @@ func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 		q.matMulDot8(p, y, x, 1)
 		return
 	}
-	if q.useTiled() {
-		q.matMulTiled(p, y, x, 1)
-		return
-	}
 	if q.int8x16() {
 		q.matMul8(p, y, x, 1)
 		return
@@ -153,16 +149,6 @@ func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 	}
 }
 
-// useTiled reports whether the AVX2 tiled Q8_0 kernel runs q: a Q8_0 weight whose shape tiles, without the VNNI
-// kernels (which run it through the dot kernels).
-func (q *Weight) useTiled() bool {
-	if vnniRows() > 0 || !tiledInt8AVX2() {
-		return false
-	}
-	_, ok := q.tileable()
-	return ok
-}
-
 // q8Kernel reports whether the Q8_0 kernel runs this weight: Q8_0 rows of whole groups of 64, with the VNNI
 // kernels in use (elsewhere Q8_0 takes the dequantising paths, which keep the AVX2 dot and GEMM busy).
 func (q *Weight) q8Kernel() bool {
@@ -247,10 +233,6 @@ func (q *Weight) MatMulT(p *kernels.Pool, y, x []float32, m int) {
 	}
 	if q.useDot8() {
 		q.matMulDot8(p, y, x, m)
-		return
-	}
-	if q.useTiled() {
-		q.matMulTiled(p, y, x, m)
 		return
 	}
 	if q.int8x16() && m < fusedMaxM {

@@ -122,7 +122,6 @@ type Weight struct {
 	NestedBlockSize int
 	NestedCode      []float32 // 256 entries, the dynamic map
 
-	tiles    atomic.Pointer[tiled]  // the AVX2 tiled Q8_0 kernel's copy, made on first use (tiled.go)
 	dots     atomic.Pointer[dot8]   // the dot kernels' copy, made on first use (dot8.go)
 	unpacked atomic.Pointer[[]byte] // after Compact, Packed rebuilt from dots for a path that needs it
 }

@@ -187,29 +187,6 @@ func rowsQ8(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 	int8VNNIPair[xq.k-1](&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], n, cols/group)
 }
 
-// tiledRows runs the tiled Q8_0 kernel of CPUs without AVX-512 VNNI (see tiledGo) for tiles [t0, t0+n) and
-// the x rows of xt, one x row at a time.
-func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
-	if n == 0 {
-		return
-	}
-	if !useAVX2 {
-		tiledGo(y, ystride, t, xt, t0, n, cols)
-		return
-	}
-	nq, nb := cols/4, cols/t.xbs
-	if xt.k < 1 || xt.k > tileK || len(y) < (xt.k-1)*ystride+n*tileRows || len(t.codes) < (t0+n)*nq*tiledQuad ||
-		len(t.scales) < (t0+n)*nb*tileRows || len(xt.q) < xt.k*cols || len(xt.s) < xt.k*nb || t.xbs%4 != 0 {
-		panic("quant: tiledRows: slice lengths do not match")
-	}
-	for i := 0; i < xt.k; i++ {
-		tiled8AVX2(&y[i*ystride], &t.codes[t0*nq*tiledQuad], &t.scales[t0*nb*tileRows], &xt.q[4*i], &xt.s[i], n, nb, t.xbs/4, xt.k)
-	}
-}
-
-// tiledInt8AVX2 reports whether the AVX2 tiled int8 kernel can run.
-func tiledInt8AVX2() bool { return useAVX2 }
-
 // dotKernels are the dot kernels by layout (dotL4, dotQ4, dotB8) and x-row count.
 var dotKernels = [3]*[dotK]func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int){
 	&dotL4Kernels, &dotQ4Kernels, &dotB8Kernels,

@@ -47,11 +47,3 @@ func dot8Rows(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
 func quantizeX8(xd *xDot, i int, x []float32, z int32) {
 	quantizeX8Go(xd, i, x, z)
 }
-
-// tiledRows runs the portable tiled kernel.
-func tiledRows(y []float32, ystride int, t *tiled, xt *xTiled, t0, n, cols int) {
-	tiledGo(y, ystride, t, xt, t0, n, cols)
-}
-
-// tiledInt8AVX2 is false: no assembly.
-func tiledInt8AVX2() bool { return false }

@@ -254,11 +254,6 @@ func quantX8(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int
 //go:noescape
 func quantX8y(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
 
-// tiled8AVX2 is the tiled int8 kernel for one x row on AVX2 (see tiledGo).
-//
-//go:noescape
-func tiled8AVX2(y *float32, codes *byte, scales *float32, xq *int16, xs *float32, ntiles int, nblocks int, qpb int, k int)
-
 // nf4VNNI1 is the 4-bit VNNI kernel for 1 x rows (see rows16Go).
 //
 //go:noescape

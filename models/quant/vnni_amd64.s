@@ -9855,68 +9855,6 @@ block:
 	VZEROUPPER
 	RET
 
-// func tiled8AVX2(y *float32, codes *byte, scales *float32, xq *int16, xs *float32, ntiles int, nblocks int, qpb int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·tiled8AVX2(SB), NOSPLIT, $0-72
-	MOVQ y+0(FP), AX
-	MOVQ codes+8(FP), CX
-	MOVQ scales+16(FP), DX
-	MOVQ ntiles+40(FP), BX
-	MOVQ k+64(FP), SI
-	SHLQ $0x03, SI
-
-tile:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	MOVQ   xq+24(FP), DI
-	MOVQ   xs+32(FP), R8
-	MOVQ   nblocks+48(FP), R9
-
-block:
-	MOVQ  qpb+56(FP), R10
-	VPXOR Y2, Y2, Y2
-	VPXOR Y3, Y3, Y3
-
-quad:
-	VPBROADCASTD (DI), Y4
-	VPBROADCASTD 4(DI), Y5
-	VPMOVSXBW    (CX), Y6
-	VPMOVSXBW    32(CX), Y7
-	VPMADDWD     Y4, Y6, Y6
-	VPMADDWD     Y5, Y7, Y7
-	VPADDD       Y6, Y2, Y2
-	VPADDD       Y7, Y2, Y2
-	VPMOVSXBW    16(CX), Y6
-	VPMOVSXBW    48(CX), Y7
-	VPMADDWD     Y4, Y6, Y6
-	VPMADDWD     Y5, Y7, Y7
-	VPADDD       Y6, Y3, Y3
-	VPADDD       Y7, Y3, Y3
-	ADDQ         $0x40, CX
-	ADDQ         SI, DI
-	DECQ         R10
-	JNZ          quad
-	VBROADCASTSS (R8), Y4
-	VCVTDQ2PS    Y2, Y2
-	VMULPS       (DX), Y4, Y5
-	VFMADD231PS  Y5, Y2, Y0
-	VCVTDQ2PS    Y3, Y2
-	VMULPS       32(DX), Y4, Y3
-	VFMADD231PS  Y3, Y2, Y1
-	ADDQ         $0x40, DX
-	MOVQ         k+64(FP), R10
-	SHLQ         $0x02, R10
-	ADDQ         R10, R8
-	DECQ         R9
-	JNZ          block
-	VMOVUPS      Y0, (AX)
-	VMOVUPS      Y1, 32(AX)
-	ADDQ         $0x40, AX
-	DECQ         BX
-	JNZ          tile
-	VZEROUPPER
-	RET
-
 // func nf4VNNI1(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *int16, rows int, ngroups int, gpb int)
 // Requires: AVX, AVX2, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
 TEXT ·nf4VNNI1(SB), NOSPLIT, $0-80

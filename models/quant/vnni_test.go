@@ -156,37 +156,3 @@ func BenchmarkKernels(b *testing.B) {
 		}
 	}
 }
-
-// TestTiledMatchesGo runs the AVX2 tiled Q8_0 kernel against its portable twin on the same quantised x for every
-// row count up to tileK, and the twin's products against the float64 reference within tol16.
-func TestTiledMatchesGo(t *testing.T) {
-	r := rand.New(rand.NewSource(23))
-	for _, q := range []*Weight{randQ8(r, 16, 320), randQ8(r, 48, 192)} {
-		rows, cols := q.Rows(), q.Cols()
-		xbs, ok := q.tileable()
-		if !ok {
-			t.Fatalf("%s bs %d [%d %d] does not tile", q.Type, q.BlockSize, rows, cols)
-		}
-		tl := q.makeTiled(xbs)
-		for k := 1; k <= tileK; k++ {
-			x := randW(r, k*cols, 1)
-			x[3] = 25
-			xt := xTiled{k: k, q: make([]int16, k*cols), s: make([]float32, k*cols/xbs)}
-			quantizeTiled(&xt, x, cols, xbs, xLimit(xbs), 1)
-			want := make([]float32, k*rows)
-			tiledGo(want, rows, tl, &xt, 0, rows/tileRows, cols)
-			got := make([]float32, k*rows)
-			tiledRows(got, rows, tl, &xt, 0, rows/tileRows, cols)
-			for i := range got {
-				if math.Abs(float64(got[i]-want[i])) > 1e-5*math.Abs(float64(want[i]))+1e-5 {
-					t.Fatalf("%s k %d y[%d]: %v, portable %v", q.Type, k, i, got[i], want[i])
-				}
-			}
-			for i := 0; i < k; i++ {
-				xi := x[i*cols : (i+1)*cols]
-				ref, mag := refMatVec(q, xi)
-				checkTol(t, fmt.Sprintf("%s k %d row %d", q.Type, k, i), tol16(q, xi), want[i*rows:(i+1)*rows], ref, mag)
-			}
-		}
-	}
-}

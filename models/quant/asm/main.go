@@ -59,7 +59,6 @@ func main() {
 	}
 	quantX8()
 	quantX8Y(permIdx)
-	tiledAVX2()
 	for k := 1; k <= maxK; k++ {
 		four(k, false, pairIdx)
 		four(k, true, pairIdx)
@@ -374,76 +373,6 @@ func int8k(k int, pair bool, pairIdx, laneIdx Mem) {
 	}
 	DECQ(kn.rows)
 	JNZ(LabelRef("row"))
-	VZEROUPPER()
-	RET()
-}
-
-// tiledAVX2 generates the AVX2 kernel of the tiled int8 layout (Q8_0 and row-wise int8 on CPUs without AVX-512
-// VNNI) for one x row (k gives the stride of the interleaved x layout): each tile is two ymm halves of 8 rows,
-// the codes sign-extended from 16 bytes, x pairs broadcast, VPMADDWD + VPADDD into an int32 sum per block (at
-// most 4·qpb products per lane: 32 for Q8_0, 64 for int8's 64-column x blocks), then one conversion per block.
-func tiledAVX2() {
-	TEXT("tiled8AVX2", NOSPLIT, "func(y *float32, codes *byte, scales *float32, xq *int16, xs *float32, ntiles, nblocks, qpb, k int)")
-	Pragma("noescape")
-	Doc("tiled8AVX2 is the tiled int8 kernel for one x row on AVX2 (see tiledGo).")
-	y := Load(Param("y"), GP64())
-	codes := Load(Param("codes"), GP64())
-	sp := Load(Param("scales"), GP64())
-	tiles := Load(Param("ntiles"), GP64())
-	xstr := Load(Param("k"), GP64())
-	SHLQ(U8(3), xstr) // bytes per quad of x: k rows of 4 int16
-	facc := []reg.VecVirtual{YMM(), YMM()}
-
-	Label("tile")
-	for _, a := range facc {
-		VXORPS(a, a, a)
-	}
-	xq := Load(Param("xq"), GP64())
-	xs := Load(Param("xs"), GP64())
-	nb := Load(Param("nblocks"), GP64())
-	Label("block")
-	q := Load(Param("qpb"), GP64())
-	iacc := []reg.VecVirtual{YMM(), YMM()}
-	for _, a := range iacc {
-		VPXOR(a, a, a)
-	}
-	Label("quad")
-	xh, xl := YMM(), YMM()
-	VPBROADCASTD(Mem{Base: xq}, xh)
-	VPBROADCASTD(Mem{Base: xq, Disp: 4}, xl)
-	for h := 0; h < 2; h++ {
-		a, b := YMM(), YMM()
-		VPMOVSXBW(Mem{Base: codes, Disp: 16 * h}, a)
-		VPMOVSXBW(Mem{Base: codes, Disp: 32 + 16*h}, b)
-		VPMADDWD(xh, a, a)
-		VPMADDWD(xl, b, b)
-		VPADDD(a, iacc[h], iacc[h])
-		VPADDD(b, iacc[h], iacc[h])
-	}
-	ADDQ(U8(64), codes)
-	ADDQ(xstr, xq)
-	DECQ(q)
-	JNZ(LabelRef("quad"))
-	s := YMM()
-	VBROADCASTSS(Mem{Base: xs}, s)
-	for h := 0; h < 2; h++ {
-		f, w := YMM(), YMM()
-		VCVTDQ2PS(iacc[h], f)
-		VMULPS(Mem{Base: sp, Disp: 32 * h}, s, w)
-		VFMADD231PS(w, f, facc[h])
-	}
-	ADDQ(U8(64), sp)
-	k := GP64()
-	Load(Param("k"), k)
-	SHLQ(U8(2), k)
-	ADDQ(k, xs)
-	DECQ(nb)
-	JNZ(LabelRef("block"))
-	VMOVUPS(facc[0], Mem{Base: y})
-	VMOVUPS(facc[1], Mem{Base: y, Disp: 32})
-	ADDQ(U8(64), y)
-	DECQ(tiles)
-	JNZ(LabelRef("tile"))
 	VZEROUPPER()
 	RET()
 }
