@@ -30,6 +30,7 @@ type Model struct {
 	// EOS ids end generation (see eosIDs); the chat template's end-of-turn marker ends a chat turn (TurnEnd).
 	EOS     []int
 	weights io.Closer
+	arena   func() error // unmaps the weights residentWeights moved; nil when none were
 }
 
 // LoadOptions tune Load.
@@ -53,8 +54,10 @@ type LoadOptions struct {
 	Head string
 	// Compact keeps each quantised linear layer (NF4/FP4/Q4_0/int8/Q8_0) in the layout of the kernels that multiply
 	// it only, where the AVX-512 VNNI dot kernels run it (quant.Weight.Compact): half a byte per 4-bit weight and a
-	// byte per 8-bit one less resident. For inference (generate, serve, bench): reading the weights back as floats
-	// (DoRA's norms, merging) then decodes that layout, slower; training leaves it false.
+	// byte per 8-bit one less resident; and it moves the dense f32/bf16/f16 matrices out of the file mapping into
+	// anonymous transparent huge pages (residentWeights), dropping the mapped pages, so decode streams them through
+	// 2 MiB pages. For inference (generate, serve, bench): reading the weights back as floats (DoRA's norms,
+	// merging) then decodes that layout, slower; training leaves it false.
 	Compact bool
 	// NoTokenizer loads only config and weights (Tok and Chat stay nil): for weight-only checkpoints such as
 	// bench's random ones and merge verification.
@@ -134,6 +137,10 @@ func LoadSource(src Source, opts LoadOptions) (*Model, error) {
 		// Each layer was compacted as it loaded (llama.LoadOptions.Compact); the row-major codes it dropped (a
 		// stored 4-bit or 8-bit base is read whole) go back to the OS now rather than when the collector runs.
 		debug.FreeOSMemory()
+		if m.arena, err = residentWeights(m.Net, m.weights); err != nil {
+			m.Close()
+			return nil, err
+		}
 	}
 	m.EOS = eosIDs(cfg, gen, m.Tok)
 	return m, nil
@@ -234,11 +241,15 @@ func eosIDs(cfg *llama.Config, gen GenerationConfig, tok *tokenizer.Tokenizer) [
 
 // Close unmaps the weights; the model must not be used afterwards.
 func (m *Model) Close() error {
-	if m.weights == nil {
-		return nil
+	var err error
+	if m.weights != nil {
+		err = m.weights.Close()
+		m.weights = nil
 	}
-	err := m.weights.Close()
-	m.weights = nil
+	if m.arena != nil {
+		err = errors.Join(err, m.arena())
+		m.arena = nil
+	}
 	return err
 }
 

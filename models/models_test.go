@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/lorakit/lorakit/internal/testenv"
 	"github.com/lorakit/lorakit/models/chat"
@@ -543,4 +544,70 @@ func TestLoadCompact(t *testing.T) {
 			t.Fatalf("row %d of a compacted layer differs", r)
 		}
 	}
+}
+
+// TestLoadResident: with Compact, every dense matrix (f32, bf16, f16; tied or not; one file or shards) is moved
+// out of the file mapping (residentWeights) and the model's logits are bit-identical to the mapped model's, on
+// one row and on a batch.
+func TestLoadResident(t *testing.T) {
+	for _, o := range []testmodel.Options{
+		{Hidden: 64, Intermediate: 128, Seed: 3, DType: "F32"},
+		{Hidden: 64, Intermediate: 128, Seed: 4, DType: "BF16", Tied: true},
+		{Hidden: 64, Intermediate: 128, Seed: 5, DType: "F16", Shards: 2, ModelType: "qwen2"},
+	} {
+		dir := tiny(t, o)
+		a := mustLoad(t, dir, LoadOptions{Threads: 1})
+		b := mustLoad(t, dir, LoadOptions{Threads: 1, Compact: true})
+		ds := denseWeights(b.Net)
+		if len(ds) == 0 {
+			t.Fatalf("%s: no dense weights", o.DType)
+		}
+		for _, d := range ds {
+			if inMapping(b.Checkpoint(), d) {
+				t.Fatalf("%s: a %dx%d matrix still views the file mapping", o.DType, d.Rows, d.Cols)
+			}
+		}
+		for _, d := range denseWeights(a.Net) {
+			if !inMapping(a.Checkpoint(), d) {
+				t.Fatalf("%s: without Compact a %dx%d matrix does not view the mapping (the check above proves nothing)", o.DType, d.Rows, d.Cols)
+			}
+		}
+		p := a.EncodePrompt("hello world")
+		seqs := func() []llama.Seq { return []llama.Seq{{Tokens: p}, {Tokens: p[:3]}} }
+		la, err := a.Net.Forward(seqs())
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb, err := b.Net.Forward(seqs())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range la {
+			if !slices.Equal(la[i][0], lb[i][0]) {
+				t.Fatalf("%s: sequence %d: logits differ after moving the weights", o.DType, i)
+			}
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// inMapping reports whether d's weights lie inside one of ck's mapped files.
+func inMapping(ck *safetensors.Checkpoint, d *nn.Dense) bool {
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(d.F32)))
+	if d.U16 != nil {
+		p = uintptr(unsafe.Pointer(unsafe.SliceData(d.U16)))
+	}
+	for _, name := range ck.Names() {
+		raw, err := ck.Bytes(name)
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		lo := uintptr(unsafe.Pointer(&raw[0]))
+		if p >= lo && p < lo+uintptr(len(raw)) {
+			return true
+		}
+	}
+	return false
 }

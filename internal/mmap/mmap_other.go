@@ -18,3 +18,8 @@ func File(f *os.File, size int64) ([]byte, func() error, error) {
 
 // Evict is a no-op where the file was read into memory.
 func Evict([]byte) {}
+
+// Anon returns size zeroed bytes from the Go heap where mmap is unavailable.
+func Anon(size int) ([]byte, func() error, error) {
+	return make([]byte, max(size, 0)), func() error { return nil }, nil
+}

@@ -293,6 +293,9 @@ func (g *File) Evict(name string) {
 	}
 }
 
+// EvictAll drops every resident page of the mapping (see mmap.Evict): for a caller that copied what it keeps.
+func (g *File) EvictAll() { mmap.Evict(g.data) }
+
 // Float32s decodes a tensor of type F32, F16, BF16, Q8_0 or Q4_0 into a new f32 slice.
 func (g *File) Float32s(name string) ([]float32, TensorInfo, error) {
 	raw, t, err := g.TensorBytes(name)

@@ -137,6 +137,13 @@ func (c *Checkpoint) Float32s(name string) ([]float32, error) {
 	return f.Float32s(name)
 }
 
+// EvictAll drops every resident page of the files' mappings (see File.EvictAll).
+func (c *Checkpoint) EvictAll() {
+	for _, f := range c.Files {
+		f.EvictAll()
+	}
+}
+
 // Close unmaps every file.
 func (c *Checkpoint) Close() error {
 	var errs []error

@@ -170,6 +170,10 @@ func (f *File) Close() error {
 	return err
 }
 
+// EvictAll drops the resident pages of the whole data section (mmap.Evict): views stay valid and read the file
+// again when touched; for a caller that copied the tensors it keeps.
+func (f *File) EvictAll() { mmap.Evict(f.data) }
+
 // Names lists the tensor names in sorted order.
 func (f *File) Names() []string { return f.names }
 
