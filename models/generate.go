@@ -51,7 +51,8 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 	}
 	res := &GenerateResult{PromptIDs: slices.Clone(promptIDs), IDs: []int{}, FinishReason: "length"}
 	cache := m.Net.NewCache(len(promptIDs) + limit)
-	logits, err := m.Net.Forward([]llama.Seq{{Tokens: promptIDs, Cache: cache, Adapter: o.Adapter}})
+	var buf llama.Logits // each step's logits are sampled before the next step overwrites them
+	logits, err := m.Net.ForwardInto(&buf, []llama.Seq{{Tokens: promptIDs, Cache: cache, Adapter: o.Adapter}})
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +86,7 @@ func (m *Model) Generate(ctx context.Context, promptIDs []int, o GenerateOptions
 			break
 		}
 		step[0].Tokens[0] = id
-		if logits, err = m.Net.Forward(step); err != nil {
+		if logits, err = m.Net.ForwardInto(&buf, step); err != nil {
 			return res, err
 		}
 	}

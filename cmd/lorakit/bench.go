@@ -436,6 +436,7 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpu
 	}
 	defer stop()
 	seq := []llama.Seq{{Tokens: []int{0}, Cache: cache}}
+	var logits llama.Logits // reused step to step, as generate does
 	// The decode loop runs under the profiler label caller=decode, so that
 	// `pprof -tagfocus caller=decode` shows the calling goroutine's wall time
 	// (the pool's workers are unlabelled).
@@ -448,7 +449,7 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpu
 			for i := 0; i < res.Gen && err == nil; i++ {
 				seq[0].Tokens[0] = tok
 				var out [][][]float32
-				if out, err = m.Forward(seq); err == nil {
+				if out, err = m.ForwardInto(&logits, seq); err == nil {
 					tok = argmax(out[0][0])
 				}
 			}
@@ -491,13 +492,14 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpu
 		}
 		steps := min(res.Gen, 32)
 		best := math.Inf(1)
+		var logits llama.Logits // reused step to step, as serving does
 		for r := 0; r < reps; r++ {
 			for i := range seqs {
 				seqs[i].Cache.Reset()
 			}
 			t0 := time.Now()
 			for s := 0; s < steps; s++ {
-				out, err := m.Forward(seqs)
+				out, err := m.ForwardInto(&logits, seqs)
 				if err != nil {
 					return fmt.Errorf("bench: batched decode: %w", err)
 				}

@@ -16,7 +16,7 @@ type Seq struct {
 }
 
 // scratch holds the activations of one Forward call; it only grows, so steady-state decoding does not allocate
-// except for the returned logits.
+// except for the returned logits (and not those with ForwardInto).
 type scratch struct {
 	x, xn, q, k, v, att, tmp, gate, up, hn []float32
 	scores                                 [][]float32
@@ -58,10 +58,20 @@ func growInt(b []int, n int) []int {
 // runs once over the stacked rows of all sequences; each row then adds its own adapter's delta. On error no cache
 // is modified.
 func (m *Model) Forward(batch []Seq) ([][][]float32, error) {
+	return m.ForwardInto(nil, batch)
+}
+
+// Logits is a caller's buffer for the logits ForwardInto returns, reused from call to call so that a decode
+// loop does not allocate [rows × vocab] every step. The zero value is ready to use.
+type Logits struct{ buf []float32 }
+
+// ForwardInto is Forward with the logits written into dst (nil: a new slice, as Forward): they are valid until
+// the next call with the same dst. A caller that keeps logits across steps uses Forward or copies them.
+func (m *Model) ForwardInto(dst *Logits, batch []Seq) ([][][]float32, error) {
 	if m.LMHead == nil {
 		return nil, fmt.Errorf("llama: forward: %v has no LM head (a sequence classifier: use Hidden or Classify)", m.Config.Architectures)
 	}
-	return m.run(batch, m.logits)
+	return m.run(batch, func(batch []Seq, R int) [][][]float32 { return m.logits(dst, batch, R) })
 }
 
 // Hidden is Forward without the LM head: per sequence, the final-norm hidden states [len(Tokens)][H] if
@@ -291,11 +301,17 @@ func (m *Model) rowsPerSeq(batch []Seq, flat []float32, w int) [][][]float32 {
 }
 
 // logits applies the LM head (with each sequence's adapter) to the normed rows and returns them per sequence
-// in the caller's order.
-func (m *Model) logits(batch []Seq, R int) [][][]float32 {
+// in the caller's order, in dst's buffer (nil: a new one).
+func (m *Model) logits(dst *Logits, batch []Seq, R int) [][][]float32 {
 	s := &m.s
 	H, V := m.Config.HiddenSize, m.Config.VocabSize
-	flat := make([]float32, R*V)
+	var flat []float32
+	if dst == nil {
+		flat = make([]float32, R*V)
+	} else {
+		dst.buf = grow(dst.buf, R*V)
+		flat = dst.buf
+	}
 	m.LMHead.Forward(m.Pool, flat, s.hn, R) // straight into the returned logits
 	o := 0
 	for _, sq := range batch {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -503,5 +504,43 @@ func TestDecodeAllocationsNF4(t *testing.T) {
 	})
 	if allocs > 3 {
 		t.Fatalf("NF4 decode step allocates %v times", allocs)
+	}
+}
+
+// TestForwardInto: ForwardInto gives Forward's logits in the caller's buffer, the same memory every step (a
+// decode step then allocates none of its [rows × vocab]), while logits from Forward stay as they were.
+func TestForwardInto(t *testing.T) {
+	m := load(t, writeTiny(t, testmodel.Options{Seed: 5}), 1)
+	a, b := m.NewCache(0), m.NewCache(0)
+	kept, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3}, Cache: a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(kept[0][0])
+	var buf Logits
+	var first *float32
+	for step, tok := range []int{1, 2, 3, 4, 5} {
+		toks := []int{tok}
+		if step == 0 {
+			toks = []int{1, 2, 3}
+		}
+		got, err := m.ForwardInto(&buf, []Seq{{Tokens: toks, Cache: b}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if step == 0 {
+			first = &got[0][0][0]
+			if !slices.Equal(got[0][0], want) {
+				t.Fatal("ForwardInto's logits differ from Forward's")
+			}
+		} else if &got[0][0][0] != first {
+			t.Fatalf("step %d: the logits moved out of the caller's buffer", step)
+		}
+		if _, err := m.Forward([]Seq{{Tokens: []int{tok}, Cache: a}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(kept[0][0], want) {
+		t.Fatal("logits returned by Forward changed under later calls")
 	}
 }

@@ -85,6 +85,7 @@ type Backend struct {
 	kv        llama.KVDType // the KV caches' element type
 	vocabOnce sync.Once
 	vocab     *grammar.Vocab // token bytes for constrained generation
+	logits    llama.Logits   // Forward's results, reused step to step (engine.Backend allows it)
 }
 
 // KVCacheDType is the element type of the sequences' KV caches.
@@ -139,7 +140,7 @@ func (b *Backend) Forward(rows []engine.Row) ([][]float32, error) {
 			}
 		}
 	}
-	out, err := b.m.Net.Forward(seqs)
+	out, err := b.m.Net.ForwardInto(&b.logits, seqs)
 	if err != nil {
 		return nil, err
 	}

@@ -519,7 +519,7 @@ func (e *Engine) step() {
 				e.finish(seqs[i], FinishError, rerr)
 				continue
 			}
-			logits[i] = l[0]
+			logits[i] = slices.Clone(l[0]) // the next row's Forward may reuse l's memory
 		}
 		err = nil
 	}

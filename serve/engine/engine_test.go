@@ -32,7 +32,8 @@ type fakeBackend struct {
 	hold     chan struct{} // if set, Forward waits until it is closed
 	eosAt    int
 	failNext bool
-	poison   int // a row whose first token is poison fails Forward (0 = off)
+	poison   int         // a row whose first token is poison fails Forward (0 = off)
+	logits   [][]float32 // reused by every Forward, as Backend allows (the real backend does)
 }
 
 const fakeEOS = 256
@@ -69,11 +70,15 @@ func (b *fakeBackend) Forward(rows []Row) ([][]float32, error) {
 			return nil, errors.New("poisoned row")
 		}
 	}
+	for len(b.logits) < len(rows) {
+		b.logits = append(b.logits, make([]float32, 257))
+	}
 	out := make([][]float32, len(rows))
 	for i, r := range rows {
 		st := r.State.(*fakeState)
 		st.toks = append(st.toks, r.Tokens...)
-		out[i] = make([]float32, 257)
+		out[i] = b.logits[i]
+		clear(out[i])
 		out[i][fakeNext(st.toks, r.Adapter, b.eosAt)] = 10
 	}
 	return out, nil
@@ -446,12 +451,18 @@ func TestBadRowFailsAlone(t *testing.T) {
 	e := newTestEngine(t, b, nil)
 	good, _ := e.Submit(context.Background(), &Request{Prompt: ids("ok"), MaxTokens: 5})
 	bad, _ := e.Submit(context.Background(), &Request{Prompt: ids("!x"), MaxTokens: 5})
+	other, _ := e.Submit(context.Background(), &Request{Prompt: ids("hey"), MaxTokens: 5}) // run alone after good: must not overwrite its logits
 	close(b.hold)
 	if _, fin := collect(t, bad); fin.Finish != FinishError {
 		t.Fatalf("bad row: %+v", fin)
 	}
-	if text, fin := collect(t, good); text != fakeGenerate(ids("ok"), nil, 5) || fin.Finish != FinishLength {
-		t.Fatalf("good row hurt by the bad one: %q %+v", text, fin)
+	for _, g := range []struct {
+		s      *Stream
+		prompt string
+	}{{good, "ok"}, {other, "hey"}} {
+		if text, fin := collect(t, g.s); text != fakeGenerate(ids(g.prompt), nil, 5) || fin.Finish != FinishLength {
+			t.Fatalf("good row %q hurt by the bad one: %q %+v", g.prompt, text, fin)
+		}
 	}
 }
 

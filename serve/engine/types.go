@@ -30,7 +30,8 @@ type Backend interface {
 	// NewState allocates a KV cache for up to maxLen tokens.
 	NewState(maxLen int) State
 	// Forward appends each row's tokens to its state and returns the logits of each row's last position (of every
-	// new position for a row with AllLogits).
+	// new position for a row with AllLogits). They are valid until the next Forward: a backend may reuse their
+	// memory.
 	Forward(rows []Row) ([][]float32, error)
 	VocabSize() int
 	// Logprobs is log softmax(logits)[id] with the top most likely tokens and theirs (models/sample.Logprobs).
