@@ -158,58 +158,64 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 			if err != nil {
 				return err
 			}
-			if shape != "" {
-				sh, ok := benchShapes[shape]
-				if !ok {
-					return fmt.Errorf("bench: --shape %q: unknown (known: %s)", shape, shapeNames())
+			// Ctrl-C stops at the next rep, step or tensor written, removes --shape's checkpoint, exits 130
+			return interruptible(cmd, func(ctx context.Context) (string, error) {
+				if shape != "" {
+					sh, ok := benchShapes[shape]
+					if !ok {
+						return "", fmt.Errorf("bench: --shape %q: unknown (known: %s)", shape, shapeNames())
+					}
+					tmp, err := os.MkdirTemp("", "lorakit-bench-")
+					if err != nil {
+						return "", fmt.Errorf("bench: %w", err)
+					}
+					defer os.RemoveAll(tmp)
+					fileDType := dtype
+					if dtype == "nf4" {
+						// bf16 as published checkpoints are; the linear layers are quantised at load and the tied
+						// embedding/LM head stays bf16, as `lorakit quantize` leaves it
+						fileDType = "bf16"
+					}
+					fmt.Fprintf(errw, "writing random %s weights of %s to %s ...\n", fileDType, shape, tmp)
+					if err := writeBenchCheckpoint(ctx, tmp, sh, fileDType); err != nil {
+						return "", err
+					}
+					dir = tmp
+					res.Model = shape
+					if a, ok := sh.anchors[dtype]; ok && threads == 2 {
+						res.AnchorPP, res.AnchorTG = a[0], a[1]
+					}
+				} else {
+					res.Model = modelDir
 				}
-				tmp, err := os.MkdirTemp("", "lorakit-bench-")
-				if err != nil {
-					return fmt.Errorf("bench: %w", err)
-				}
-				defer os.RemoveAll(tmp)
-				fileDType := dtype
+				// the weights alone, loaded as every command loads them; nf4 quantises the linear layers at load
+				lo := models.LoadOptions{Threads: threads, Head: head, NoTokenizer: true, Compact: true}
 				if dtype == "nf4" {
-					// bf16 as published checkpoints are; the linear layers are quantised at load and the tied
-					// embedding/LM head stays bf16, as `lorakit quantize` leaves it
-					fileDType = "bf16"
+					lo.Quant, lo.DoubleQuant = "nf4", double
 				}
-				fmt.Fprintf(errw, "writing random %s weights of %s to %s ...\n", fileDType, shape, tmp)
-				if err := writeBenchCheckpoint(tmp, sh, fileDType); err != nil {
-					return err
+				if err := ctx.Err(); err != nil {
+					return "", err
 				}
-				dir = tmp
-				res.Model = shape
-				if a, ok := sh.anchors[dtype]; ok && threads == 2 {
-					res.AnchorPP, res.AnchorTG = a[0], a[1]
+				mod, err := models.Load(dir, lo)
+				if err != nil {
+					return "", fmt.Errorf("bench: %w", err)
 				}
-			} else {
-				res.Model = modelDir
-			}
-			// the weights alone, loaded as every command loads them; nf4 quantises the linear layers at load
-			lo := models.LoadOptions{Threads: threads, Head: head, NoTokenizer: true, Compact: true}
-			if dtype == "nf4" {
-				lo.Quant, lo.DoubleQuant = "nf4", double
-			}
-			mod, err := models.Load(dir, lo)
-			if err != nil {
-				return fmt.Errorf("bench: %w", err)
-			}
-			defer mod.Close()
-			m := mod.Net
-			res.Head = headKind(m)
-			res.BytesPerToken = weightBytes(m)
-			if modelDir != "" && dtype != "nf4" {
-				res.DType = storedDType(m)
-			}
-			if err := runBench(m, &res, reps, batch, !noMem, cpuprofile, ppProfile, errw); err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			printBench(cmd.OutOrStdout(), &res)
-			return nil
+				defer mod.Close()
+				m := mod.Net
+				res.Head = headKind(m)
+				res.BytesPerToken = weightBytes(m)
+				if modelDir != "" && dtype != "nf4" {
+					res.DType = storedDType(m)
+				}
+				if err := runBench(ctx, m, &res, reps, batch, !noMem, cpuprofile, ppProfile, errw); err != nil {
+					return "", err
+				}
+				if asJSON {
+					return "", printJSON(cmd.OutOrStdout(), res)
+				}
+				printBench(cmd.OutOrStdout(), &res)
+				return "", nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -263,7 +269,7 @@ func shapeNames() string {
 
 // writeBenchCheckpoint writes config.json and model.safetensors with weights ~ U(-0.035, 0.035) (std 0.02) and
 // unit norms.
-func writeBenchCheckpoint(dir string, sh benchShape, dtype string) error {
+func writeBenchCheckpoint(ctx context.Context, dir string, sh benchShape, dtype string) error {
 	D := sh.Hidden / sh.Heads
 	cfg := map[string]any{
 		"model_type": sh.ModelType, "architectures": []string{"LlamaForCausalLM"},
@@ -313,6 +319,9 @@ func writeBenchCheckpoint(dir string, sh benchShape, dtype string) error {
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf := make([]float32, 1<<16)
 	return safetensors.WriteStream(filepath.Join(dir, "model.safetensors"), hs, nil, func(i int, w io.Writer) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		h := hs[i]
 		n := 1
 		for _, d := range h.Shape {
@@ -385,7 +394,8 @@ func storedDType(m *llama.Model) string {
 // runBench times pp (one warm-up, then reps runs) and tg (reps runs of gen steps from an empty cache).
 // Peak RSS is read after prefill (the largest activations), before the bandwidth probe's buffer exists. With
 // probe, the read bandwidth is measured right before each tg run, and each run's GB/s is compared with it.
-func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpuprofile, ppProfile string, errw io.Writer) error {
+// runBench times prefill, decode and batched decode, stopping with ctx's error at the next rep or step.
+func runBench(ctx context.Context, m *llama.Model, res *benchResult, reps, batch int, probe bool, cpuprofile, ppProfile string, errw io.Writer) error {
 	c := m.Config
 	rng := rand.New(rand.NewPCG(3, 4))
 	toks := make([]int, res.Prompt)
@@ -394,6 +404,9 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpu
 	}
 	cache := m.NewCache(max(res.Prompt, res.Gen) + 1)
 	ppOnce := func() (float64, error) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		cache.Reset()
 		t0 := time.Now()
 		if _, err := m.Forward([]llama.Seq{{Tokens: toks, Cache: cache}}); err != nil {
@@ -447,6 +460,9 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpu
 		t0 := time.Now()
 		pprof.Do(context.Background(), pprof.Labels("caller", "decode"), func(context.Context) {
 			for i := 0; i < res.Gen && err == nil; i++ {
+				if err = ctx.Err(); err != nil {
+					break
+				}
 				seq[0].Tokens[0] = tok
 				var out [][][]float32
 				if out, err = m.ForwardInto(&logits, seq); err == nil {
@@ -499,6 +515,9 @@ func runBench(m *llama.Model, res *benchResult, reps, batch int, probe bool, cpu
 			}
 			t0 := time.Now()
 			for s := 0; s < steps; s++ {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 				out, err := m.ForwardInto(&logits, seqs)
 				if err != nil {
 					return fmt.Errorf("bench: batched decode: %w", err)

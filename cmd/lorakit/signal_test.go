@@ -396,3 +396,28 @@ func TestSignalPull(t *testing.T) {
 	}
 	outcomes.log(t)
 }
+
+// TestSignalBenchShape: bench --shape writes its random checkpoint under the temporary directory; interrupted
+// while writing it, loading or timing, bench exits 130 and removes it.
+func TestSignalBenchShape(t *testing.T) {
+	runs := signalRuns(t)
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"TMPDIR=" + tmp}
+	args := []string{"bench", "--shape", "smollm2-135m", "--dtype", "bf16", "--prompt", "32", "--gen", "16", "--reps", "1", "--threads", "1", "--no-mem"}
+	work := timed(t, dir, env, args...)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 4))
+	for range runs {
+		r := interrupt(t, dir, env, work, rng, args...)
+		left, err := os.ReadDir(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(left) > 0 {
+			t.Fatalf("bench left %s in the temporary directory (early %v):\n%s", left[0].Name(), r.early, r.stderr)
+		}
+	}
+}
