@@ -24,6 +24,7 @@ import (
 	"github.com/lorakit/lorakit/models/nn"
 	"github.com/lorakit/lorakit/models/quant"
 	"github.com/lorakit/lorakit/models/safetensors"
+	"github.com/lorakit/lorakit/models/sample"
 	"github.com/lorakit/lorakit/train"
 )
 
@@ -466,7 +467,7 @@ func runBench(ctx context.Context, m *llama.Model, res *benchResult, reps, batch
 				seq[0].Tokens[0] = tok
 				var out [][][]float32
 				if out, err = m.ForwardInto(&logits, seq); err == nil {
-					tok = argmax(out[0][0])
+					tok = sample.Argmax(out[0][0])
 				}
 			}
 		})
@@ -523,7 +524,7 @@ func runBench(ctx context.Context, m *llama.Model, res *benchResult, reps, batch
 					return fmt.Errorf("bench: batched decode: %w", err)
 				}
 				for i := range seqs {
-					seqs[i].Tokens[0] = argmax(out[i][0])
+					seqs[i].Tokens[0] = sample.Argmax(out[i][0])
 				}
 			}
 			best = min(best, time.Since(t0).Seconds()/float64(steps))
@@ -549,16 +550,6 @@ func startProfile(path string) (func(), error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 func median(v []float64) float64 {

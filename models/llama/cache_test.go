@@ -1,7 +1,6 @@
 package llama
 
 import (
-	"encoding/json"
 	"math"
 	"path/filepath"
 	"slices"
@@ -19,65 +18,57 @@ import (
 // because a key computed in f32 (or by the other path) can round to the bf16 neighbour of the one the float64
 // reference rounds to (up to 2.3e-3 here, against 8e-3–7e-2 for the rounding).
 func TestKVCacheBF16(t *testing.T) {
-	tokens := []int{5, 100, 260, 7, 42, 299, 0, 13, 77}
-	for i := range 31 { // long enough for the blocked (GEMM) prefill path
-		tokens = append(tokens, (i*53+11)%300)
-	}
-	for name, o := range variants {
-		t.Run(name, func(t *testing.T) {
-			o.Seed = 7
-			dir := writeTiny(t, o)
-			m := load(t, dir, 2)
-			rc := refConfig(m.Config)
-			rc.RoundKV = func(x float64) float64 {
-				return float64(safetensors.BF16ToF32(safetensors.F32ToBF16(float32(x))))
+	tokens := refTokens()
+	eachVariant(t, func(t *testing.T, dir string, m *Model) {
+		rc := refConfig(m.Config)
+		rc.RoundKV = func(x float64) float64 {
+			return float64(safetensors.BF16ToF32(safetensors.F32ToBF16(float32(x))))
+		}
+		want := refForwardWith(t, dir, m.Config, rc, tokens)
+		c := m.NewCacheDType(0, KVBF16)
+		got, err := m.Forward([]Seq{{Tokens: tokens, Cache: c, AllLogits: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain := refForward(t, dir, m.Config, tokens)
+		var diffs []float64
+		moved := 0.0
+		for p := range tokens {
+			for i, v := range got[0][p] {
+				diffs = append(diffs, math.Abs(float64(v)-want[p][i])/(1+math.Abs(want[p][i])))
+				moved = math.Max(moved, math.Abs(want[p][i]-plain[p][i])/(1+math.Abs(plain[p][i])))
 			}
-			want := refForwardWith(t, dir, m.Config, rc, tokens)
-			c := m.NewCacheDType(0, KVBF16)
-			got, err := m.Forward([]Seq{{Tokens: tokens, Cache: c, AllLogits: true}})
+		}
+		worst, med := slices.Max(diffs), median(diffs)
+		t.Logf("bf16 cache: rel diff median %.2e max %.2e vs the reference with bf16 keys and values, which moves %.2e from the plain one",
+			med, worst, moved)
+		bound := max(1e-4, moved/4)
+		if med > 1e-5 || worst > bound {
+			t.Fatalf("bf16 cache: rel diff median %g max %g vs the float64 reference with bf16 keys and values", med, worst)
+		}
+		dec := m.NewCacheDType(0, KVBF16)
+		diffs = diffs[:0]
+		for p, tok := range tokens {
+			step, err := m.Forward([]Seq{{Tokens: []int{tok}, Cache: dec}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			plain := refForward(t, dir, m.Config, tokens)
-			var diffs []float64
-			moved := 0.0
-			for p := range tokens {
-				for i, v := range got[0][p] {
-					diffs = append(diffs, math.Abs(float64(v)-want[p][i])/(1+math.Abs(want[p][i])))
-					moved = math.Max(moved, math.Abs(want[p][i]-plain[p][i])/(1+math.Abs(plain[p][i])))
-				}
+			for i, v := range step[0][0] {
+				diffs = append(diffs, math.Abs(float64(v)-want[p][i])/(1+math.Abs(want[p][i])))
 			}
-			worst, med := slices.Max(diffs), median(diffs)
-			t.Logf("bf16 cache: rel diff median %.2e max %.2e vs the reference with bf16 keys and values, which moves %.2e from the plain one",
-				med, worst, moved)
-			bound := max(1e-4, moved/4)
-			if med > 1e-5 || worst > bound {
-				t.Fatalf("bf16 cache: rel diff median %g max %g vs the float64 reference with bf16 keys and values", med, worst)
-			}
-			dec := m.NewCacheDType(0, KVBF16)
-			diffs = diffs[:0]
-			for p, tok := range tokens {
-				step, err := m.Forward([]Seq{{Tokens: []int{tok}, Cache: dec}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i, v := range step[0][0] {
-					diffs = append(diffs, math.Abs(float64(v)-want[p][i])/(1+math.Abs(want[p][i])))
-				}
-			}
-			med, worst = median(diffs), slices.Max(diffs)
-			t.Logf("bf16 cached decode: rel diff median %.2e max %.2e", med, worst)
-			if med > 1e-5 || worst > bound {
-				t.Fatalf("bf16 cached decode: rel diff median %g max %g vs the float64 reference with bf16 keys and values", med, worst)
-			}
-		})
-	}
+		}
+		med, worst = median(diffs), slices.Max(diffs)
+		t.Logf("bf16 cached decode: rel diff median %.2e max %.2e", med, worst)
+		if med > 1e-5 || worst > bound {
+			t.Fatalf("bf16 cached decode: rel diff median %g max %g vs the float64 reference with bf16 keys and values", med, worst)
+		}
+	})
 }
 
 // TestKVCacheBF16Layout: a bf16 cache holds exactly the bf16 rounding of what an f32 cache holds after the same
 // prefill in layer 0 (later layers' inputs differ by the rounding), and grows (several reallocations) without losing positions.
 func TestKVCacheBF16Layout(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{ModelType: "qwen2", Seed: 3}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{ModelType: "qwen2", Seed: 3}), 2)
 	f, b := m.NewCache(0), m.NewCacheDType(0, KVBF16)
 	for step := range 5 { // 1, then 16-token chunks: reserve doubles the storage several times
 		toks := []int{step + 1}
@@ -113,7 +104,7 @@ func TestKVCacheBF16Layout(t *testing.T) {
 // TestKVRowsBF16: rows copied out of a bf16 cache and appended to a fresh one continue decoding exactly as the
 // cache they came from; rows of the other dtype are refused.
 func TestKVRowsBF16(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Seed: 9}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 9}), 2)
 	prompt := make([]int, 40)
 	for i := range prompt {
 		prompt[i] = (i*13 + 1) % 300
@@ -162,15 +153,7 @@ func TestGoldenGreedyBF16Cache(t *testing.T) {
 	sh := testenv.Testdata(t)
 	for _, dir := range []string{"stories260K", "stories260K-bf16"} {
 		m := loadDir(t, filepath.Join(sh, "models", dir), 2)
-		testenv.EachLine(t, filepath.Join(sh, "golden", "stories260K-greedy.jsonl"), func(line []byte) {
-			var g struct {
-				Prompt    string `json:"prompt"`
-				PromptIDs []int  `json:"prompt_ids"`
-				GreedyIDs []int  `json:"greedy_ids"`
-			}
-			if err := json.Unmarshal(line, &g); err != nil {
-				t.Fatal(err)
-			}
+		for _, g := range goldens[greedyGolden](t, "stories260K-greedy.jsonl") {
 			got := greedyCache(t, m, m.NewCacheDType(0, KVBF16), g.PromptIDs, len(g.GreedyIDs))
 			n := len(g.GreedyIDs)
 			if dir == "stories260K-bf16" && g.Prompt == "Tom and his mom" {
@@ -179,6 +162,6 @@ func TestGoldenGreedyBF16Cache(t *testing.T) {
 			if !equalShape(got[:n], g.GreedyIDs[:n]) {
 				t.Errorf("%s, bf16 KV cache, %q:\n got %v\nwant %v", dir, g.Prompt, got[:n], g.GreedyIDs[:n])
 			}
-		})
+		}
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/lorakit/lorakit/internal/testenv"
-	"github.com/lorakit/lorakit/models/safetensors"
 	"github.com/lorakit/lorakit/models/testmodel"
 )
 
@@ -51,15 +50,7 @@ func TestClassifyMatchesReference(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := safetensors.OpenCheckpoint(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
-	w, err := ck.Float32s("score.weight")
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := tensorF32(t, dir, "score.weight")
 	worst := 0.0
 	for i, s := range seqs {
 		pos := 0 // argmax over positions of position·(token != pad)

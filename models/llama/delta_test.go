@@ -39,7 +39,7 @@ func (d *rowsDelta) ApplyRows(_ *kernels.Pool, module string, y, x []float32, ro
 // TestRowsDeltaGrouping checks that sequences sharing a Delta go through it together (one call per module),
 // also when their rows are not adjacent, with the same logits as each sequence alone.
 func TestRowsDeltaGrouping(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Seed: 21}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 21}), 2)
 	a, b := &rowsDelta{c: 0.02}, &rowsDelta{c: -0.03}
 	adapters := []Delta{a, nil, b, a, &fakeDelta{calls: map[string]int{}}, b, a}
 	var prompts [][]int
@@ -86,7 +86,7 @@ func TestRowsDeltaGrouping(t *testing.T) {
 
 // TestPrefillAllocations checks that a repeated prefill allocates only the returned logits.
 func TestPrefillAllocations(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Seed: 3}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 3}), 2)
 	toks := make([]int, 150)
 	for i := range toks {
 		toks[i] = (i*31 + 7) % 300
@@ -107,7 +107,7 @@ func TestPrefillAllocations(t *testing.T) {
 // TestMixedDecodeAllocations checks that a decode step of several sequences over several adapters allocates
 // only the returned logits (the fake adapters allocate nothing themselves).
 func TestMixedDecodeAllocations(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Seed: 4}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 4}), 2)
 	a, b := &rowsDelta{c: 0.01}, &rowsDelta{c: 0.02}
 	var batch []Seq
 	for i, d := range []Delta{a, b, nil, a, b, a} {
@@ -158,7 +158,7 @@ var (
 // adapter with many rows so that it takes the whole pool) in one Forward, through the batched LoRA path, and
 // checks each sequence's logits against the sequence alone and that the adapters change them.
 func TestPackedAdaptersBatched(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Seed: 22}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 22}), 2)
 	var ads []Delta
 	for i, l := range []lora.Layout{lora.BF16, lora.BF16, lora.F32BT, lora.BF16} {
 		ads = append(ads, newBenchLoRA(m, 4+4*i, uint64(30+i), l))

@@ -39,19 +39,11 @@ func refForwardWith(t testing.TB, dir string, cfg *Config, rc testmodel.RefConfi
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := safetensors.OpenCheckpoint(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
 	head := "lm_head.weight"
 	if cfg.TieWordEmbeddings {
 		head = "model.embed_tokens.weight"
 	}
-	w, err := ck.Float32s(head)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := tensorF32(t, dir, head)
 	out := make([][]float64, len(hs))
 	for p, h := range hs {
 		out[p] = testmodel.RefMatVec(w, h)
@@ -66,7 +58,40 @@ func refConfig(cfg *Config) testmodel.RefConfig {
 		QKNorm: cfg.QKNorm, SlidingWindow: cfg.SlidingWindow}
 }
 
-func load(t testing.TB, dir string, threads int) *Model { return loadDir(t, dir, threads) }
+// tensorF32 reads the tensor name of the checkpoint folder dir as float32.
+func tensorF32(t testing.TB, dir, name string) []float32 {
+	t.Helper()
+	ck, err := safetensors.OpenCheckpoint(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	w, err := ck.Float32s(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// eachVariant runs check as a subtest on every variant (seed 7), loaded with 2 threads from the folder dir.
+func eachVariant(t *testing.T, check func(t *testing.T, dir string, m *Model)) {
+	for name, o := range variants {
+		t.Run(name, func(t *testing.T) {
+			o.Seed = 7
+			dir := writeTiny(t, o)
+			check(t, dir, loadDir(t, dir, 2))
+		})
+	}
+}
+
+// refTokens is the prompt the variants are checked with: long enough for the blocked (GEMM) prefill path.
+func refTokens() []int {
+	tokens := []int{5, 100, 260, 7, 42, 299, 0, 13, 77}
+	for i := range 31 {
+		tokens = append(tokens, (i*53+11)%300)
+	}
+	return tokens
+}
 
 var variants = map[string]testmodel.Options{
 	"llama":          {ModelType: "llama"},
@@ -86,49 +111,41 @@ var variants = map[string]testmodel.Options{
 }
 
 func TestVariantsMatchReference(t *testing.T) {
-	tokens := []int{5, 100, 260, 7, 42, 299, 0, 13, 77}
-	for i := range 31 { // long enough for the blocked (GEMM) prefill path
-		tokens = append(tokens, (i*53+11)%300)
-	}
-	for name, o := range variants {
-		t.Run(name, func(t *testing.T) {
-			o.Seed = 7
-			dir := writeTiny(t, o)
-			m := load(t, dir, 2)
-			want := refForward(t, dir, m.Config, tokens)
-			got, err := m.Forward([]Seq{{Tokens: tokens, AllLogits: true}})
+	tokens := refTokens()
+	eachVariant(t, func(t *testing.T, dir string, m *Model) {
+		want := refForward(t, dir, m.Config, tokens)
+		got, err := m.Forward([]Seq{{Tokens: tokens, AllLogits: true}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst := 0.0
+		for p := range tokens {
+			for i, v := range got[0][p] {
+				worst = math.Max(worst, math.Abs(float64(v)-want[p][i])/(1+math.Abs(want[p][i])))
+			}
+		}
+		if worst > 1e-4 {
+			t.Fatalf("max rel diff vs float64 reference %g", worst)
+		}
+		// Incremental decoding through the cache gives the same logits as the full prefill.
+		cache := m.NewCache(0)
+		for p, tok := range tokens {
+			step, err := m.Forward([]Seq{{Tokens: []int{tok}, Cache: cache}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			worst := 0.0
-			for p := range tokens {
-				for i, v := range got[0][p] {
-					worst = math.Max(worst, math.Abs(float64(v)-want[p][i])/(1+math.Abs(want[p][i])))
+			for i, v := range step[0][0] {
+				if d := math.Abs(float64(v - got[0][p][i])); d > 1e-4 {
+					t.Fatalf("position %d: cached decode differs from prefill by %g", p, d)
 				}
 			}
-			if worst > 1e-4 {
-				t.Fatalf("max rel diff vs float64 reference %g", worst)
-			}
-			// Incremental decoding through the cache gives the same logits as the full prefill.
-			cache := m.NewCache(0)
-			for p, tok := range tokens {
-				step, err := m.Forward([]Seq{{Tokens: []int{tok}, Cache: cache}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i, v := range step[0][0] {
-					if d := math.Abs(float64(v - got[0][p][i])); d > 1e-4 {
-						t.Fatalf("position %d: cached decode differs from prefill by %g", p, d)
-					}
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 func TestLlama3ScalingChangesLogits(t *testing.T) {
-	a := load(t, writeTiny(t, testmodel.Options{Seed: 3}), 1)
-	b := load(t, writeTiny(t, testmodel.Options{Seed: 3, Llama3RopeScaling: true}), 1)
+	a := loadDir(t, writeTiny(t, testmodel.Options{Seed: 3}), 1)
+	b := loadDir(t, writeTiny(t, testmodel.Options{Seed: 3, Llama3RopeScaling: true}), 1)
 	toks := make([]int, 40)
 	for i := range toks {
 		toks[i] = (i * 37) % 300
@@ -161,7 +178,7 @@ func (f *fakeDelta) ApplyRows(_ *kernels.Pool, module string, y, x []float32, ro
 }
 
 func TestBatchedEqualsSingle(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{ModelType: "qwen2", Seed: 5}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{ModelType: "qwen2", Seed: 5}), 2)
 	prompts := [][]int{{1, 2, 3, 4, 5}, {9, 8}, {100, 200, 250, 12}}
 	delta := &fakeDelta{calls: map[string]int{}}
 	adapters := []Delta{nil, delta, nil}
@@ -224,7 +241,7 @@ func TestBatchedEqualsSingle(t *testing.T) {
 }
 
 func TestForwardErrors(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{}), 1)
+	m := loadDir(t, writeTiny(t, testmodel.Options{}), 1)
 	c := m.NewCache(4)
 	cases := []struct {
 		batch []Seq
@@ -247,7 +264,7 @@ func TestForwardErrors(t *testing.T) {
 	if out, err := m.Forward(nil); err != nil || len(out) != 0 {
 		t.Fatalf("empty batch: %v %v", out, err)
 	}
-	other := load(t, writeTiny(t, testmodel.Options{Layers: 3}), 1)
+	other := loadDir(t, writeTiny(t, testmodel.Options{Layers: 3}), 1)
 	if _, err := m.Forward([]Seq{{Tokens: []int{1}, Cache: other.NewCache(4)}}); err == nil {
 		t.Fatal("foreign cache accepted")
 	}
@@ -262,7 +279,7 @@ func TestForwardErrors(t *testing.T) {
 }
 
 func TestLinearLookup(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Layers: 2}), 1)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Layers: 2}), 1)
 	for _, name := range m.Modules() {
 		if _, ok := m.Linear(name); !ok {
 			t.Errorf("module %s not found", name)
@@ -351,16 +368,11 @@ func TestLoadIntDType(t *testing.T) {
 }
 
 func loadErr(dir string) (*Model, error) {
-	cfg, err := LoadConfig(dir)
-	if err != nil {
-		return nil, err
+	m, closeFn, err := openModel(dir, LoadOptions{Threads: 1})
+	if err == nil {
+		closeFn()
 	}
-	ck, err := safetensors.OpenCheckpoint(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer ck.Close()
-	return Load(ck, cfg, LoadOptions{Threads: 1})
+	return m, err
 }
 
 func TestTruncatedAndBadOffsets(t *testing.T) {
@@ -392,24 +404,28 @@ func TestTruncatedAndBadOffsets(t *testing.T) {
 }
 
 func TestDecodeAllocations(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{}), 2)
+	if allocs := decodeAllocs(t, loadDir(t, writeTiny(t, testmodel.Options{}), 2)); allocs > 3 { // the returned logits: one backing array and two slice headers
+		t.Fatalf("decode step allocates %v times", allocs)
+	}
+}
+
+// decodeAllocs is the allocations of one decode step after a 3-token prompt.
+func decodeAllocs(t *testing.T, m *Model) float64 {
+	t.Helper()
 	c := m.NewCache(256)
 	if _, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3}, Cache: c}}); err != nil {
 		t.Fatal(err)
 	}
 	batch := []Seq{{Tokens: []int{4}, Cache: c}}
-	allocs := testing.AllocsPerRun(50, func() {
+	return testing.AllocsPerRun(50, func() {
 		if _, err := m.Forward(batch); err != nil {
 			t.Fatal(err)
 		}
 	})
-	if allocs > 3 { // the returned logits: one backing array and two slice headers
-		t.Fatalf("decode step allocates %v times", allocs)
-	}
 }
 
 func TestConcurrentForward(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Seed: 11}), 2)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 11}), 2)
 	want, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3, 4}}})
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +457,7 @@ func TestConcurrentForward(t *testing.T) {
 // one-token-at-a-time decoding.
 func TestChunkedPrefill(t *testing.T) {
 	for _, o := range []testmodel.Options{{Seed: 12}, {ModelType: "mistral", SlidingWindow: 37, Seed: 13}} {
-		m := load(t, writeTiny(t, o), 2)
+		m := loadDir(t, writeTiny(t, o), 2)
 		toks := make([]int, 300)
 		for i := range toks {
 			toks[i] = (i*97 + 5) % 300
@@ -476,33 +492,9 @@ func TestDecodeAllocationsNF4(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops items under the race detector")
 	}
-	dir := writeTiny(t, testmodel.Options{Hidden: 64, Intermediate: 128})
-	ckpt, err := safetensors.OpenCheckpoint(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ckpt.Close()
-	cfg, err := LoadConfig(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := Load(ckpt, cfg, LoadOptions{Threads: 2, Quantize: func(_ string, d *nn.Dense) (nn.Linear, error) {
-		return nn.Quantize(d, quant.NF4, true)
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := m.NewCache(256)
-	if _, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3}, Cache: c}}); err != nil {
-		t.Fatal(err)
-	}
-	batch := []Seq{{Tokens: []int{4}, Cache: c}}
-	allocs := testing.AllocsPerRun(50, func() {
-		if _, err := m.Forward(batch); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if allocs > 3 {
+	m := loadDirWith(t, writeTiny(t, testmodel.Options{Hidden: 64, Intermediate: 128}), LoadOptions{Threads: 2,
+		Quantize: func(_ string, d *nn.Dense) (nn.Linear, error) { return nn.Quantize(d, quant.NF4, true) }})
+	if allocs := decodeAllocs(t, m); allocs > 3 {
 		t.Fatalf("NF4 decode step allocates %v times", allocs)
 	}
 }
@@ -510,7 +502,7 @@ func TestDecodeAllocationsNF4(t *testing.T) {
 // TestForwardInto: ForwardInto gives Forward's logits in the caller's buffer, the same memory every step (a
 // decode step then allocates none of its [rows × vocab]), while logits from Forward stay as they were.
 func TestForwardInto(t *testing.T) {
-	m := load(t, writeTiny(t, testmodel.Options{Seed: 5}), 1)
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 5}), 1)
 	a, b := m.NewCache(0), m.NewCache(0)
 	kept, err := m.Forward([]Seq{{Tokens: []int{1, 2, 3}, Cache: a}})
 	if err != nil {
