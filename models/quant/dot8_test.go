@@ -215,7 +215,8 @@ func TestDot8Error(t *testing.T) {
 
 // BenchmarkDot8DRAM times the dot kernels on weights larger than the caches (an int8 LM head of 65536 × 576 and
 // an NF4 matrix of 16384 × 1536, about 38 MB each in the dot layout), for 1 and 8 rows of x: the decode case,
-// where the codes stream from DRAM. Bytes are the dot layout's codes, once per call.
+// where the codes stream from DRAM; with the VNNI kernels where the CPU has them, and the AVX2 ones. Bytes are the
+// dot layout's codes, once per call.
 func BenchmarkDot8DRAM(b *testing.B) {
 	r := rand.New(rand.NewSource(5))
 	i8, _ := Quantize8(randW(r, 65536*576, 0.05), []int{65536, 576})
@@ -229,14 +230,18 @@ func BenchmarkDot8DRAM(b *testing.B) {
 			b.Skip("the dot kernels do not run here")
 		}
 		for _, m := range []int{1, 8} {
-			x := randW(r, m*w.q.Cols(), 1)
-			y := make([]float32, m*w.q.Rows())
-			b.Run(fmt.Sprintf("%s/m=%d", w.name, m), func(b *testing.B) {
-				b.SetBytes(int64(len(w.q.dot8Copy().codes)))
-				for i := 0; i < b.N; i++ {
-					w.q.MatMulT(p, y, x, m)
-				}
-			})
+			for _, avx512 := range []bool{true, false} {
+				x := randW(r, m*w.q.Cols(), 1)
+				y := make([]float32, m*w.q.Rows())
+				b.Run(fmt.Sprintf("%s/m=%d/avx512=%v", w.name, m, avx512), func(b *testing.B) {
+					withAVX512(avx512, func() {
+						b.SetBytes(int64(len(w.q.dot8Copy().codes)))
+						for i := 0; i < b.N; i++ {
+							w.q.MatMulT(p, y, x, m)
+						}
+					})
+				})
+			}
 		}
 	}
 }

@@ -634,7 +634,7 @@ func bcastConst(v uint32) reg.VecVirtual {
 }
 
 // dotY generates the AVX2 dot kernel of one layout for k x rows, in the dot kernels' layout (see dot): a ymm
-// register holds one half tile (8 weight rows) of a quad run, and each half tile is a pass of its own. AVX2 has
+// register holds one half tile (8 weight rows) of a quad run. AVX2 has
 // no VPDPBUSD; VPMADDUBSW multiplies unsigned by signed bytes and adds adjacent pairs into int16 with
 // saturation, so its operands are arranged to keep every pair sum within int16 and the int32 sums exactly
 // those of the VNNI kernels (Σ (u − z)·q per x block):
@@ -649,7 +649,9 @@ func bcastConst(v uint32) reg.VecVirtual {
 //
 // The float part is the VNNI kernel's: per block the int32 sums are converted and added with one fused
 // multiply-add times (weight scale · x scale), so both kernels give bit-identical results. xk is the x rows of
-// the chunk the k rows belong to (the stride of the interleaved x blocks).
+// the chunk the k rows belong to (the stride of the interleaved x blocks). Up to maxY/2 rows both half tiles
+// are summed in one pass over the codes (decode streams them from DRAM: two passes read each line twice), for
+// more rows each half tile is a pass of its own (the accumulators of both would not fit in 16 registers).
 func dotY(k int, kind dotKind) {
 	name := fmt.Sprintf("dot%sy%d", kind.name, k)
 	TEXT(name, NOSPLIT, dotSigY)
@@ -673,29 +675,23 @@ func dotY(k int, kind dotKind) {
 	if !kind.four {
 		c80 = bcastConst(0x80808080)
 	}
-	facc := make([]reg.VecVirtual, k)
-	iacc := make([]reg.VecVirtual, k)
-	for i := range facc {
-		facc[i], iacc[i] = YMM(), YMM()
-	}
-	// signed multiplies the signed levels w (8 rows × one quad) with x quad d of every row: iacc += w·q.
-	signed := func(w reg.VecVirtual, xq reg.Register, d int) {
-		aw := YMM()
-		VPABSB(w, aw)
-		for i := 0; i < k; i++ {
-			xb := YMM()
-			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xb)
-			VPSIGNB(w, xb, xb)
-			VPMADDUBSW(xb, aw, xb)
-			VPMADDWD(ones, xb, xb)
-			VPADDD(xb, iacc[i], iacc[i])
-		}
+	// the passes over a tile's codes: both halves at once while the accumulators fit (one read of the codes,
+	// as decode streams them), else one half each
+	passes := [][]int{{0}, {1}}
+	if k <= maxY/2 {
+		passes = [][]int{{0, 1}}
 	}
 
 	Label("tile")
-	for h := 0; h < 2; h++ {
-		for _, a := range facc {
-			VXORPS(a, a, a)
+	for n, hs := range passes {
+		facc := make([][]reg.VecVirtual, 2)
+		iacc := make([][]reg.VecVirtual, 2)
+		for _, h := range hs {
+			facc[h], iacc[h] = make([]reg.VecVirtual, k), make([]reg.VecVirtual, k)
+			for i := range facc[h] {
+				facc[h][i], iacc[h][i] = YMM(), YMM()
+				VXORPS(facc[h][i], facc[h][i], facc[h][i])
+			}
 		}
 		c, s := GP64(), GP64()
 		MOVQ(codes, c)
@@ -705,71 +701,95 @@ func dotY(k int, kind dotKind) {
 		xc := Load(Param("xc"), GP64())
 		nb := Load(Param("nblocks"), GP64())
 		cnt := Load(Param("bpw"), GP64())
-		block, same := fmt.Sprintf("block%d", h), fmt.Sprintf("same%d", h)
+		// signed multiplies the signed levels w (8 rows × one quad) with x quad d of every row: iacc += w·q.
+		signed := func(acc []reg.VecVirtual, w reg.VecVirtual, d int) {
+			aw := YMM()
+			VPABSB(w, aw)
+			for i := 0; i < k; i++ {
+				xb := YMM()
+				VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xb)
+				VPSIGNB(w, xb, xb)
+				VPMADDUBSW(xb, aw, xb)
+				VPMADDWD(ones, xb, xb)
+				VPADDD(xb, acc[i], acc[i])
+			}
+		}
+		prefetch := func(line int) {
+			if k >= dotPrefetchK && n == 0 {
+				PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*line})
+			}
+		}
+		block, same := fmt.Sprintf("block%d", n), fmt.Sprintf("same%d", n)
 		Label(block)
 		switch {
 		case kind.four && !kind.lut: // Q4: unsigned codes, int16 sums per block
 			for p := 0; p < 4; p++ {
-				if k >= dotPrefetchK && h == 0 {
-					PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*p})
-				}
-				raw := YMM()
-				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, raw)
-				lo, hi := YMM(), YMM()
-				VPSRLW(U8(4), raw, hi)
-				VPAND(mask, raw, lo)
-				VPAND(mask, hi, hi)
-				for i := 0; i < k; i++ {
-					for n, w := range []reg.VecVirtual{lo, hi} {
-						xb := YMM()
-						VPBROADCASTD(Mem{Base: xq, Disp: 32*i + 8*p + 4*n}, xb)
-						if p == 0 && n == 0 {
-							VPMADDUBSW(xb, w, iacc[i])
-							continue
+				prefetch(p)
+				for _, h := range hs {
+					raw := YMM()
+					VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, raw)
+					lo, hi := YMM(), YMM()
+					VPSRLW(U8(4), raw, hi)
+					VPAND(mask, raw, lo)
+					VPAND(mask, hi, hi)
+					for i := 0; i < k; i++ {
+						for e, w := range []reg.VecVirtual{lo, hi} {
+							xb := YMM()
+							VPBROADCASTD(Mem{Base: xq, Disp: 32*i + 8*p + 4*e}, xb)
+							if p == 0 && e == 0 {
+								VPMADDUBSW(xb, w, iacc[h][i])
+								continue
+							}
+							VPMADDUBSW(xb, w, xb)
+							VPADDW(xb, iacc[h][i], iacc[h][i])
 						}
-						VPMADDUBSW(xb, w, xb)
-						VPADDW(xb, iacc[i], iacc[i])
 					}
 				}
 			}
 			for i := 0; i < k; i++ {
 				cb := YMM()
 				VPBROADCASTD(Mem{Base: xc, Disp: 4 * i}, cb)
-				VPMADDWD(ones, iacc[i], iacc[i])
-				VPADDD(cb, iacc[i], iacc[i])
+				for _, h := range hs {
+					VPMADDWD(ones, iacc[h][i], iacc[h][i])
+					VPADDD(cb, iacc[h][i], iacc[h][i])
+				}
 			}
 		case kind.four: // L4: signed levels through the table
-			for _, a := range iacc {
-				VPXOR(a, a, a)
+			for _, h := range hs {
+				for _, a := range iacc[h] {
+					VPXOR(a, a, a)
+				}
 			}
 			for p := 0; p < 4; p++ {
-				if k >= dotPrefetchK && h == 0 {
-					PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*p})
-				}
-				for n := 0; n < 2; n++ {
-					w := YMM()
-					if n == 0 {
-						VPAND(Mem{Base: c, Disp: 64*p + 32*h}, mask, w)
-					} else {
-						VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, w)
-						VPSRLW(U8(4), w, w)
-						VPAND(mask, w, w)
+				prefetch(p)
+				for _, h := range hs {
+					for e := 0; e < 2; e++ {
+						w := YMM()
+						if e == 0 {
+							VPAND(Mem{Base: c, Disp: 64*p + 32*h}, mask, w)
+						} else {
+							VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, w)
+							VPSRLW(U8(4), w, w)
+							VPAND(mask, w, w)
+						}
+						VPSHUFB(w, table, w)
+						signed(iacc[h], w, 8*p+4*e)
 					}
-					VPSHUFB(w, table, w)
-					signed(w, xq, 8*p+4*n)
 				}
 			}
 		default: // B8: signed byte codes
-			for _, a := range iacc {
-				VPXOR(a, a, a)
+			for _, h := range hs {
+				for _, a := range iacc[h] {
+					VPXOR(a, a, a)
+				}
 			}
 			for q := 0; q < 8; q++ {
-				if k >= dotPrefetchK && h == 0 {
-					PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*q})
+				prefetch(q)
+				for _, h := range hs {
+					w := YMM()
+					VPXOR(Mem{Base: c, Disp: 64*q + 32*h}, c80, w)
+					signed(iacc[h], w, 4*q)
 				}
-				w := YMM()
-				VPXOR(Mem{Base: c, Disp: 64*q + 32*h}, c80, w)
-				signed(w, xq, 4*q)
 			}
 		}
 		if kind.four {
@@ -777,14 +797,16 @@ func dotY(k int, kind dotKind) {
 		} else {
 			ADDQ(U32(512), c)
 		}
-		ws := YMM()
-		VMOVUPS(Mem{Base: s, Disp: 32 * h}, ws)
-		for i := 0; i < k; i++ {
-			VCVTDQ2PS(iacc[i], iacc[i])
-			t := YMM()
-			VBROADCASTSS(Mem{Base: xs, Disp: 4 * i}, t)
-			VMULPS(t, ws, t)
-			VFMADD231PS(t, iacc[i], facc[i])
+		for _, h := range hs {
+			ws := YMM()
+			VMOVUPS(Mem{Base: s, Disp: 32 * h}, ws)
+			for i := 0; i < k; i++ {
+				VCVTDQ2PS(iacc[h][i], iacc[h][i])
+				t := YMM()
+				VBROADCASTSS(Mem{Base: xs, Disp: 4 * i}, t)
+				VMULPS(t, ws, t)
+				VFMADD231PS(t, iacc[h][i], facc[h][i])
+			}
 		}
 		st := Load(Param("xk"), GP64())
 		SHLQ(U8(2), st)
@@ -804,12 +826,14 @@ func dotY(k int, kind dotKind) {
 		ys := GP64()
 		MOVQ(y, ys)
 		for i := 0; i < k; i++ {
-			VMOVUPS(facc[i], Mem{Base: ys, Disp: 32 * h})
+			for _, h := range hs {
+				VMOVUPS(facc[h][i], Mem{Base: ys, Disp: 32 * h})
+			}
 			if i+1 < k {
 				ADDQ(yp, ys)
 			}
 		}
-		if h == 1 {
+		if n == len(passes)-1 {
 			MOVQ(c, codes)
 			MOVQ(s, sp)
 		}
