@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lorakit/lorakit/internal/mmap"
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/llama"
@@ -442,7 +443,10 @@ func runBench(ctx context.Context, m *llama.Model, res *benchResult, reps, batch
 	var bw *bwProbe
 	var bws, ratios []float64
 	if probe {
-		bw = newBWProbe(m.Pool)
+		if bw, err = newBWProbe(m.Pool); err != nil {
+			return err
+		}
+		defer bw.release()
 	}
 
 	if stop, err = startProfile(cpuprofile); err != nil {
@@ -581,19 +585,27 @@ func peakRSSMB() float64 {
 }
 
 // bwProbe measures the machine's read bandwidth with the decode access pattern: every thread streams a
-// contiguous range of a 256 MiB buffer (8× the L3 of the project machine) through the dot kernel.
+// contiguous range of a 256 MiB buffer (8× the L3 of the project machine) through the dot kernel. The buffer is
+// the same kind of memory the weights are in (mmap.Anon: anonymous, transparent huge pages, as
+// models.LoadOptions.Compact places dense weights), so the ceiling is not lowered by 4 KiB pages' TLB misses that
+// the decode does not pay.
 type bwProbe struct {
-	p    *kernels.Pool
-	buf  []float32
-	sums []float32
+	p       *kernels.Pool
+	buf     []float32
+	sums    []float32
+	release func() error
 }
 
-func newBWProbe(p *kernels.Pool) *bwProbe {
-	b := &bwProbe{p: p, buf: make([]float32, 64<<20), sums: make([]float32, 64)}
+func newBWProbe(p *kernels.Pool) (*bwProbe, error) {
+	raw, release, err := mmap.Anon(256 << 20)
+	if err != nil {
+		return nil, fmt.Errorf("bench: bandwidth probe buffer: %w", err)
+	}
+	b := &bwProbe{p: p, buf: nn.Float32View(raw), sums: make([]float32, 64), release: release}
 	for i := range b.buf {
 		b.buf[i] = 1
 	}
-	return b
+	return b, nil
 }
 
 // measure returns the best of three passes in GB/s.
