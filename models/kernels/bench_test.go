@@ -184,3 +184,47 @@ func BenchmarkOps(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDecodeStep runs the matrix products of one smollm2-135m decode step (30 layers' q, k, v, o, gate,
+// up, down and the 49152-row head: 268 MB of bf16, 536 MB of f32, more than the caches, so the weights come from
+// DRAM as in a real step) for 1 to 16 rows, two threads: the kernels' part of `lorakit bench --batch`'s step
+// ratio, without attention, norms or the pool's hand-offs between layers.
+func BenchmarkDecodeStep(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 1))
+	type mat struct{ n, k int }
+	var shapes []mat
+	for l := 0; l < 30; l++ {
+		shapes = append(shapes, mat{576, 576}, mat{192, 576}, mat{192, 576}, mat{576, 576}, mat{1536, 576},
+			mat{1536, 576}, mat{576, 1536})
+	}
+	shapes = append(shapes, mat{49152, 576})
+	p := NewPool(2)
+	x := randF32(r, 16*1536)
+	y := make([]float32, 16*49152)
+	for _, kind := range []int{wBF16, wF32} {
+		ws := make([][]uint16, len(shapes))
+		wf := make([][]float32, len(shapes))
+		for i, s := range shapes {
+			if kind == wBF16 {
+				ws[i] = toBF16(randF32(r, s.n*s.k))
+			} else {
+				wf[i] = randF32(r, s.n*s.k)
+			}
+		}
+		name := map[int]string{wBF16: "bf16", wF32: "f32"}[kind]
+		for _, m := range []int{1, 2, 4, 8, 16} {
+			b.Run(fmt.Sprintf("%s/m%d", name, m), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					for j, s := range shapes {
+						if kind == wBF16 {
+							MatMulBF16T(p, y, x, ws[j], m, s.n, s.k)
+						} else {
+							MatMulF32T(p, y, x, wf[j], m, s.n, s.k)
+						}
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/step")
+			})
+		}
+	}
+}
