@@ -105,7 +105,7 @@ type Config struct {
 	MaxModelLen int
 	// PrefillChunk is the prompt-token budget per engine step (default 256).
 	PrefillChunk int
-	// PrefixCache bounds the bytes of prompt-block KV kept for requests sharing a prefix under the same adapter
+	// PrefixCache bounds the bytes of prompt-block KV blocks kept for requests sharing a prefix under the same adapter
 	// (engine.Config.PrefixCache); 0 turns prefix caching off.
 	PrefixCache int64
 	// KVCacheMemory is the KV cache budget in bytes, shared by the running sequences in blocks of

@@ -166,7 +166,7 @@ still running then end with a server_shutting_down error event and [DONE], and s
 	f.StringVar(&adapterCache, "adapter-cache", "", "local cache of adapters from s3:// (default: the user cache folder's lorakit/adapters)")
 	f.StringVar(&adapterCacheSize, "adapter-cache-size", "10GiB", "bound of --adapter-cache; least recently used adapters are removed beyond it")
 	f.BoolVar(&prefixCaching, "enable-prefix-caching", true, "reuse the KV of prompt prefixes (16-token blocks) that earlier requests with the same adapter computed; outputs are the same either way")
-	f.StringVar(&prefixCacheSize, "prefix-cache-size", "1GiB", "bound of the prefix cache's KV copies; least recently used blocks are dropped beyond it")
+	f.StringVar(&prefixCacheSize, "prefix-cache-size", "1GiB", "bound of the KV blocks the prefix cache keeps (shared by reference with the sequences using them); least recently used blocks no sequence holds are dropped beyond it")
 	f.StringVar(&kvCacheMemory, "kv-cache-memory", "", "KV cache budget shared by the running sequences, in blocks of 16 positions (keys and values in --kv-cache-dtype): a request waits until its prompt's blocks are free, and when decoding runs out the most recently admitted sequence is preempted and later recomputed (outputs unchanged); vllm:kv_cache_usage_perc reports the blocks in use. Empty: no budget (each sequence may hold its prompt + max tokens)")
 	f.IntVar(&maxLoaded, "max-loaded-adapters", 0, "evict least recently used adapters from --adapter-dir beyond this many loaded (0: no limit)")
 	f.BoolVar(&allowAnyPath, "allow-any-adapter-path", false, "let /v1/load_lora_adapter read adapters from any path")

@@ -10,7 +10,8 @@ import (
 // cached positions ≤ pos(r)) · V[kvh], where kvh = h / (heads/kv_heads) (grouped-query attention). The work items
 // are (row, kv head) pairs, interleaved over the workers, each with its own score buffer. The query heads of a
 // group are the rows of two small GEMMs (scores = Q_g·Kᵀ, then att_g = softmax(scores)·V), so the cached keys
-// and values are read once per group, at tile speed.
+// and values are read once per group, at tile speed. The keys and values are read through the sequence's block
+// table: in place when the visible positions' blocks are adjacent, else gathered into the worker's buffers.
 func (m *Model) attentionRange(lo, hi int) {
 	c := m.Config
 	s := &m.s
@@ -32,20 +33,25 @@ func (m *Model) attentionRange(lo, hi int) {
 			q0 := r*Q + kvh*group*D // the group's query heads are adjacent rows of D
 			q, att := s.q[q0:q0+group*D], s.att[q0:q0+group*D]
 			S := s.scores[w][:group*n]
-			if kc.k16 != nil {
-				kernels.MatMulBF16T(nil, S, q, kc.k16[i][start*D:(pos+1)*D], group, n, D)
+			bf16 := kc.pool.dtype == KVBF16
+			var k, v []float32
+			var k16, v16 []uint16
+			if bf16 {
+				k16, v16 = span(kc, pickBF16, i, start, pos+1, &s.gk16[w], &s.gv16[w])
+				kernels.MatMulBF16T(nil, S, q, k16, group, n, D)
 			} else {
-				kernels.Gemm(nil, false, true, group, n, D, 1, q, D, kc.k[i][start*D:], D, 0, S, n)
+				k, v = span(kc, pickF32, i, start, pos+1, &s.gk[w], &s.gv[w])
+				kernels.Gemm(nil, false, true, group, n, D, 1, q, D, k, D, 0, S, n)
 			}
 			kernels.Scale(scale, S)
 			for g := range group {
 				kernels.Softmax(S[g*n : (g+1)*n])
 			}
-			if kc.v16 != nil {
+			if bf16 {
 				clear(att)
-				kernels.MatMulAddBF16(att, S, kc.v16[i][start*D:(pos+1)*D], group, D, n)
+				kernels.MatMulAddBF16(att, S, v16, group, D, n)
 			} else {
-				kernels.Gemm(nil, false, false, group, D, n, 1, S, n, kc.v[i][start*D:], D, 0, att, D)
+				kernels.Gemm(nil, false, false, group, D, n, 1, S, n, v, D, 0, att, D)
 			}
 		}
 	}
@@ -56,7 +62,8 @@ const blockedMin = 16
 
 // attentionBlocked computes the attention of the n new tokens of sq (rows r0..r0+n-1) with two GEMMs per head
 // and block of rows: S = Q_h·K_hᵀ over the visible positions, a causal (and sliding-window) masked softmax of
-// each row of S/√D, then att_h = S·V_h. The heads of a block are spread over the pool, each with its own S.
+// each row of S/√D, then att_h = S·V_h. The heads of a block are spread over the pool, each with its own S; the
+// keys and values of each key/value head are taken from the block table once per block of rows.
 func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 	c := m.Config
 	s := &m.s
@@ -64,6 +71,7 @@ func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 	p0 := kc.n                // position of the first new token (the cache length advances after the last layer)
 	const blk = 128           // query rows per block
 	const maxScores = 1 << 22 // floats of S for all heads of a block (16 MB): long contexts take fewer rows
+	bf16 := kc.pool.dtype == KVBF16
 	for b0, bn := 0, 0; b0 < n; b0 += bn {
 		lo := 0
 		if c.SlidingWindow > 0 {
@@ -73,20 +81,39 @@ func (m *Model) attentionBlocked(sq Seq, r0, l int) {
 		hi := p0 + b0 + bn // keys [lo, hi) are visible to some row of the block
 		w := hi - lo
 		s.blockS = grow(s.blockS, c.NumAttentionHeads*bn*w)
-		if kc.k16 != nil { // the bf16 products take each head's queries and outputs as contiguous rows
+		if bf16 { // the bf16 products take each head's queries and outputs as contiguous rows
 			s.blockQ, s.blockO = grow(s.blockQ, c.NumAttentionHeads*bn*c.HeadDim), grow(s.blockO, c.NumAttentionHeads*bn*c.HeadDim)
 		}
-		s.ab = blockJob{kc: kc, layer: l, row0: r0 + b0, rows: bn, pos0: p0 + b0, lo: lo, w: w}
+		nkv := c.NumKeyValueHeads
+		s.ab = blockJob{bf16: bf16, row0: r0 + b0, rows: bn, pos0: p0 + b0, lo: lo, w: w,
+			k: s.ab.k[:0], v: s.ab.v[:0], k16: s.ab.k16[:0], v16: s.ab.v16[:0]}
+		j := &s.ab
+		for h := range nkv {
+			if bf16 {
+				k, v := span(kc, pickBF16, l*nkv+h, lo, hi, &s.bk16[h], &s.bv16[h])
+				j.k16, j.v16 = append(j.k16, k), append(j.v16, v)
+			} else {
+				k, v := span(kc, pickF32, l*nkv+h, lo, hi, &s.bk[h], &s.bv[h])
+				j.k, j.v = append(j.k, k), append(j.v, v)
+			}
+		}
 		m.Pool.For(c.NumAttentionHeads, m.headsFn)
 	}
-	s.ab = blockJob{}
+	// keep the per-head slices for the next call, not what they point to
+	clear(s.ab.k)
+	clear(s.ab.v)
+	clear(s.ab.k16)
+	clear(s.ab.v16)
+	s.ab = blockJob{k: s.ab.k[:0], v: s.ab.v[:0], k16: s.ab.k16[:0], v16: s.ab.v16[:0]}
 }
 
 // blockJob is one block of query rows for attentionHeads: rows row0..row0+rows-1 of s.q (positions pos0...)
-// against the keys and values lo..lo+w-1 of layer's cache kc.
+// against the keys and values lo..lo+w-1 of the layer, per key/value head (k, v or k16, v16 when bf16).
 type blockJob struct {
-	kc                             *KVCache
-	layer, row0, rows, pos0, lo, w int
+	bf16                    bool
+	k, v                    [][]float32
+	k16, v16                [][]uint16
+	row0, rows, pos0, lo, w int
 }
 
 // attentionHeads runs the block s.ab for heads [h0, h1).
@@ -96,17 +123,17 @@ func (m *Model) attentionHeads(h0, h1 int) {
 	group := c.NumAttentionHeads / c.NumKeyValueHeads
 	scale := float32(1 / math.Sqrt(float64(D)))
 	for h := h0; h < h1; h++ {
-		i := j.layer*c.NumKeyValueHeads + h/group // the head's key/value slot
+		kvh := h / group
 		S := s.blockS[h*j.rows*j.w : (h+1)*j.rows*j.w]
 		var qh, oh []float32 // bf16: the head's query rows gathered, its outputs before the scatter
-		if j.kc.k16 != nil {
+		if j.bf16 {
 			qh, oh = s.blockQ[h*j.rows*D:(h+1)*j.rows*D], s.blockO[h*j.rows*D:(h+1)*j.rows*D]
 			for r := range j.rows {
 				copy(qh[r*D:(r+1)*D], s.q[(j.row0+r)*Q+h*D:])
 			}
-			kernels.MatMulBF16T(nil, S, qh, j.kc.k16[i][j.lo*D:(j.lo+j.w)*D], j.rows, j.w, D)
+			kernels.MatMulBF16T(nil, S, qh, j.k16[kvh], j.rows, j.w, D)
 		} else {
-			kernels.Gemm(nil, false, true, j.rows, j.w, D, 1, s.q[j.row0*Q+h*D:], Q, j.kc.k[i][j.lo*D:], D, 0, S, j.w)
+			kernels.Gemm(nil, false, true, j.rows, j.w, D, 1, s.q[j.row0*Q+h*D:], Q, j.k[kvh], D, 0, S, j.w)
 		}
 		for r := range j.rows {
 			pos := j.pos0 + r
@@ -121,14 +148,14 @@ func (m *Model) attentionHeads(h0, h1 int) {
 			clear(row[:first])
 			clear(row[last+1:])
 		}
-		if j.kc.v16 != nil {
+		if j.bf16 {
 			clear(oh)
-			kernels.MatMulAddBF16(oh, S, j.kc.v16[i][j.lo*D:(j.lo+j.w)*D], j.rows, D, j.w)
+			kernels.MatMulAddBF16(oh, S, j.v16[kvh], j.rows, D, j.w)
 			for r := range j.rows {
 				copy(s.att[(j.row0+r)*Q+h*D:(j.row0+r)*Q+(h+1)*D], oh[r*D:(r+1)*D])
 			}
 			continue
 		}
-		kernels.Gemm(nil, false, false, j.rows, D, j.w, 1, S, j.w, j.kc.v[i][j.lo*D:], D, 0, s.att[j.row0*Q+h*D:], Q)
+		kernels.Gemm(nil, false, false, j.rows, D, j.w, 1, S, j.w, j.v[kvh], D, 0, s.att[j.row0*Q+h*D:], Q)
 	}
 }

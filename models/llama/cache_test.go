@@ -65,12 +65,20 @@ func TestKVCacheBF16(t *testing.T) {
 	})
 }
 
+// cached returns slot i's keys and values of every cached position of c, read through its block table.
+func cached[T float32 | uint16](c *KVCache, pick func(*kvArena) (k, v [][]T), i int) (k, v []T) {
+	var bk, bv []T
+	k, v = span(c, pick, i, 0, c.Len(), &bk, &bv)
+	return append([]T(nil), k...), append([]T(nil), v...)
+}
+
 // TestKVCacheBF16Layout: a bf16 cache holds exactly the bf16 rounding of what an f32 cache holds after the same
-// prefill in layer 0 (later layers' inputs differ by the rounding), and grows (several reallocations) without losing positions.
+// prefill in layer 0 (later layers' inputs differ by the rounding), over several blocks, after its private pool
+// moved them to a larger arena, and holds exactly the blocks its positions fill.
 func TestKVCacheBF16Layout(t *testing.T) {
 	m := loadDir(t, writeTiny(t, testmodel.Options{ModelType: "qwen2", Seed: 3}), 2)
 	f, b := m.NewCache(0), m.NewCacheDType(0, KVBF16)
-	for step := range 5 { // 1, then 16-token chunks: reserve doubles the storage several times
+	for step := range 5 { // 1, then 16-token chunks: the private pool's arena grows from 4 blocks to 8
 		toks := []int{step + 1}
 		if step > 0 {
 			toks = make([]int, 16)
@@ -85,51 +93,64 @@ func TestKVCacheBF16Layout(t *testing.T) {
 	if f.Len() != 65 || b.Len() != 65 || b.DType() != KVBF16 || f.DType() != KVF32 {
 		t.Fatalf("lengths %d %d, dtypes %v %v", f.Len(), b.Len(), f.DType(), b.DType())
 	}
-	if len(b.k) != 0 || len(b.k16) != len(m.Layers)*m.Config.NumKeyValueHeads {
-		t.Fatalf("bf16 cache has %d f32 and %d bf16 slots", len(b.k), len(b.k16))
+	if f.Blocks() != 5 || b.Blocks() != 5 || len(f.pool.arenas) != 1 || f.pool.Used() != 5 || f.pool.Allocated() != 8*f.pool.BlockBytes() {
+		t.Fatalf("65 positions in %d/%d blocks (%d arenas, %d used, %d bytes), want 5 blocks in one arena of 8",
+			f.Blocks(), b.Blocks(), len(f.pool.arenas), f.pool.Used(), f.pool.Allocated())
 	}
-	D := m.Config.HeadDim
+	if want := int64(5 * KVBlockSize * 2 * len(m.Layers) * m.Config.KVDim() * 2); b.Bytes() != want || f.Bytes() != 2*want {
+		t.Fatalf("caches hold %d/%d bytes, want %d/%d", f.Bytes(), b.Bytes(), 2*want, want)
+	}
 	for i := range m.Config.NumKeyValueHeads { // layer 0: later layers see the rounding's effect on their input
-		if f.room < 65 || len(f.k[i]) != f.room*D || len(b.k16[i]) != b.room*D {
-			t.Fatalf("storage of %d/%d positions, %d/%d elements", f.room, b.room, len(f.k[i]), len(b.k16[i]))
+		fk, fv := cached(f, pickF32, i)
+		bk, bv := cached(b, pickBF16, i)
+		if len(fk) != 65*m.Config.HeadDim || len(bk) != len(fk) {
+			t.Fatalf("%d/%d elements of slot %d", len(fk), len(bk), i)
 		}
-		for j := range f.n * D {
-			if safetensors.F32ToBF16(f.k[i][j]) != b.k16[i][j] || safetensors.F32ToBF16(f.v[i][j]) != b.v16[i][j] {
-				t.Fatalf("slot %d element %d: bf16 %#x/%#x, f32 %g/%g", i, j, b.k16[i][j], b.v16[i][j], f.k[i][j], f.v[i][j])
+		for j := range fk {
+			if safetensors.F32ToBF16(fk[j]) != bk[j] || safetensors.F32ToBF16(fv[j]) != bv[j] {
+				t.Fatalf("slot %d element %d: bf16 %#x/%#x, f32 %g/%g", i, j, bk[j], bv[j], fk[j], fv[j])
 			}
 		}
 	}
 }
 
-// TestKVRowsBF16: rows copied out of a bf16 cache and appended to a fresh one continue decoding exactly as the
-// cache they came from; rows of the other dtype are refused.
-func TestKVRowsBF16(t *testing.T) {
+// TestKVShareBF16: blocks shared out of a bf16 cache and attached to another cache of the same pool continue
+// decoding exactly as the cache they came from, without a copy (the blocks are the same); blocks of another
+// pool are refused; the blocks return to the pool when the last holder lets go.
+func TestKVShareBF16(t *testing.T) {
 	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 9}), 2)
 	prompt := make([]int, 40)
 	for i := range prompt {
 		prompt[i] = (i*13 + 1) % 300
 	}
-	src := m.NewCacheDType(64, KVBF16)
+	pool := m.NewKVPool(KVBF16, 0)
+	src := pool.NewCache(64)
 	if _, err := m.Forward([]Seq{{Tokens: prompt, Cache: src}}); err != nil {
 		t.Fatal(err)
 	}
-	a, err := src.Rows(0, 16)
+	a, err := src.Share(0, 16)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := src.Rows(16, 32)
+	b, err := src.Share(16, 32)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := src.Share(16, 24); err == nil {
+		t.Fatal("a partial block shared")
 	}
 	if want := int64(2 * len(m.Layers) * m.Config.KVDim() * 16 * 2); a.Bytes() != want {
-		t.Fatalf("16 bf16 rows hold %d bytes, want %d", a.Bytes(), want)
+		t.Fatalf("16 bf16 positions hold %d bytes, want %d", a.Bytes(), want)
 	}
-	dst := m.NewCacheDType(64, KVBF16)
-	if err := dst.Append(a, b); err != nil {
+	dst := pool.NewCache(64)
+	if err := dst.Attach(a, b); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.NewCache(64).Append(a); err == nil {
-		t.Fatal("bf16 rows appended to an f32 cache")
+	if dst.table[0] != src.table[0] || dst.table[1] != src.table[1] || pool.Used() != 3 {
+		t.Fatalf("attached blocks %v, source %v, %d used: not shared", dst.table, src.table, pool.Used())
+	}
+	if err := m.NewCache(64).Attach(a); err == nil {
+		t.Fatal("blocks of a bf16 pool attached to a cache of another pool")
 	}
 	src.Truncate(32)
 	want, err := m.Forward([]Seq{{Tokens: prompt[32:], Cache: src}})
@@ -142,8 +163,142 @@ func TestKVRowsBF16(t *testing.T) {
 	}
 	for i, v := range got[0][0] {
 		if v != want[0][0][i] {
-			t.Fatalf("logit %d: %g after appended rows, %g in the source cache", i, v, want[0][0][i])
+			t.Fatalf("logit %d: %g after attached blocks, %g in the source cache", i, v, want[0][0][i])
 		}
+	}
+	a.Release()
+	b.Release()
+	src.Release()
+	if pool.Used() != 3 { // dst's two shared blocks and its own third
+		t.Fatalf("%d blocks used after the source let go, want 3", pool.Used())
+	}
+	dst.Release()
+	if pool.Used() != 0 {
+		t.Fatalf("%d blocks used after every holder let go", pool.Used())
+	}
+}
+
+// TestKVSharedBlockNeverWritten: a sequence that attached shared blocks and diverges inside one of them (Truncate
+// into a block, as a sequence whose prompt differs inside a block would) gets its own copy of that block: the
+// source's keys and values are unchanged, and both continue exactly as caches that computed everything alone.
+func TestKVSharedBlockNeverWritten(t *testing.T) {
+	for _, dt := range []KVDType{KVF32, KVBF16} {
+		t.Run(dt.String(), func(t *testing.T) {
+			m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 5}), 2)
+			prompt := make([]int, 40)
+			other := make([]int, 16)
+			for i := range prompt {
+				prompt[i] = (i*17 + 3) % 300
+			}
+			for i := range other {
+				other[i] = (i*29 + 7) % 300
+			}
+			pool := m.NewKVPool(dt, 0)
+			src := pool.NewCache(64)
+			if _, err := m.Forward([]Seq{{Tokens: prompt[:32], Cache: src}}); err != nil {
+				t.Fatal(err)
+			}
+			share, err := src.Share(0, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dst := pool.NewCache(64)
+			if err := dst.Attach(share); err != nil {
+				t.Fatal(err)
+			}
+			dst.Truncate(24) // diverge inside the shared second block
+			got, err := m.Forward([]Seq{{Tokens: other, Cache: dst}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dst.table[0] != src.table[0] || dst.table[1] == src.table[1] {
+				t.Fatalf("tables %v and %v: the first block should stay shared, the second be copied", dst.table, src.table)
+			}
+			alone := m.NewCacheDType(64, dt)
+			want, err := m.Forward([]Seq{{Tokens: append(slices.Clone(prompt[:24]), other...), Cache: alone}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got[0][0], want[0][0]) {
+				t.Fatal("the diverged sequence's logits differ from a cache that computed its tokens alone")
+			}
+			gotSrc, err := m.Forward([]Seq{{Tokens: prompt[32:], Cache: src}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := m.NewCacheDType(64, dt)
+			wantSrc, err := m.Forward([]Seq{{Tokens: prompt, Cache: ref}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(gotSrc[0][0], wantSrc[0][0]) {
+				t.Fatal("the source's logits changed: a shared block was written")
+			}
+		})
+	}
+}
+
+// TestKVPagedLayoutInvariant: caches whose blocks are scattered over a shared pool (attention gathers them)
+// give bit-identical logits to caches whose blocks are adjacent (attention reads them in place), decoding and
+// prefilling, f32 and bf16.
+func TestKVPagedLayoutInvariant(t *testing.T) {
+	for _, dt := range []KVDType{KVF32, KVBF16} {
+		t.Run(dt.String(), func(t *testing.T) {
+			m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 11}), 2)
+			pool := m.NewKVPool(dt, 0)
+			shared := []*KVCache{pool.NewCache(0), pool.NewCache(0), pool.NewCache(0)}
+			own := []*KVCache{m.NewCacheDType(0, dt), m.NewCacheDType(0, dt), m.NewCacheDType(0, dt)}
+			for step := range 12 {
+				for i := range shared { // one sequence at a time: their blocks interleave in the pool
+					n := 1
+					if step%4 == 0 {
+						n = 20 // a blocked prefill over scattered blocks
+					}
+					toks := make([]int, n)
+					for j := range toks {
+						toks[j] = (step*37 + i*11 + j*5) % 300
+					}
+					a, err := m.Forward([]Seq{{Tokens: toks, Cache: shared[i]}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					b, err := m.Forward([]Seq{{Tokens: toks, Cache: own[i]}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.Equal(a[0][0], b[0][0]) {
+						t.Fatalf("step %d sequence %d: scattered blocks give other logits than adjacent ones", step, i)
+					}
+				}
+			}
+			if shared[0].table[1] == shared[0].table[0]+1 && shared[0].table[2] == shared[0].table[1]+1 {
+				t.Fatalf("blocks %v are adjacent: the test does not exercise the gather", shared[0].table)
+			}
+		})
+	}
+}
+
+// TestKVPoolBound: a bounded pool hands out at most its blocks; a cache that cannot get them keeps what it held;
+// memory held is blocks × block size.
+func TestKVPoolBound(t *testing.T) {
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 2}), 2)
+	pool := m.NewKVPool(KVBF16, 4)
+	a, b := pool.NewCache(0), pool.NewCache(0)
+	if err := a.Reserve(40); err != nil || a.Blocks() != 3 || pool.Free() != 1 {
+		t.Fatalf("reserve 40: %v, %d blocks, %d free", err, a.Blocks(), pool.Free())
+	}
+	if err := b.Reserve(20); err == nil || b.Blocks() != 0 || pool.Free() != 1 {
+		t.Fatalf("reserve past the bound: %v, %d blocks, %d free", err, b.Blocks(), pool.Free())
+	}
+	if a.Bytes() != 3*pool.BlockBytes() || pool.Allocated() > 4*pool.BlockBytes() {
+		t.Fatalf("%d bytes held in 3 blocks of %d; %d allocated", a.Bytes(), pool.BlockBytes(), pool.Allocated())
+	}
+	if _, err := m.Forward([]Seq{{Tokens: make([]int, 17), Cache: b}}); err == nil || b.Len() != 0 {
+		t.Fatalf("forward past the bound: %v, %d positions", err, b.Len())
+	}
+	a.Release()
+	if _, err := m.Forward([]Seq{{Tokens: make([]int, 17), Cache: b}}); err != nil || b.Blocks() != 2 {
+		t.Fatalf("forward after the release: %v, %d blocks", err, b.Blocks())
 	}
 }
 

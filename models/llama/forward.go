@@ -26,7 +26,13 @@ type scratch struct {
 	short                                  []int     // rows attended one by one (see blockedMin)
 	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
 	blockQ, blockO                         []float32 // its queries and outputs per head (bf16 caches)
-	ab                                     blockJob  // the block attentionHeads works on
+	// Keys and values gathered from a cache's blocks when a span is not adjacent in memory (KVCache.span): per
+	// worker of attentionRange, per key/value head of a block of attentionBlocked.
+	gk, gv     [][]float32
+	gk16, gv16 [][]uint16
+	bk, bv     [][]float32
+	bk16, bv16 [][]uint16
+	ab         blockJob // the block attentionHeads works on
 
 	// Adapter deltas (see orderByAdapter and applyDeltas): the batch ordered so that each adapter's rows are
 	// one group.
@@ -95,7 +101,9 @@ func (m *Model) run(batch []Seq, out func(batch []Seq, R int) [][][]float32) ([]
 	s := &m.s
 	batch = m.orderByAdapter(batch) // from here on, in adapter order; out is put back in the caller's order
 	for i := range batch {
-		batch[i].Cache.reserve(batch[i].Cache.n + len(batch[i].Tokens))
+		if err := batch[i].Cache.Reserve(batch[i].Cache.n + len(batch[i].Tokens)); err != nil {
+			return nil, fmt.Errorf("llama: forward: sequence %d: %w", s.order[i], err)
+		}
 	}
 	maxCtx := m.embedRows(batch, T, R)
 	for l := range m.Layers {
@@ -139,7 +147,7 @@ func (m *Model) checkBatch(batch []Seq) (_ []Seq, T, R int, _ error) {
 			sq.Cache = m.NewCache(len(sq.Tokens))
 		}
 		kc := sq.Cache
-		if kc.slots() != len(m.Layers)*c.NumKeyValueHeads || kc.heads != c.NumKeyValueHeads || kc.headDim != c.HeadDim {
+		if kc.pool.slots != len(m.Layers)*c.NumKeyValueHeads || kc.pool.heads != c.NumKeyValueHeads || kc.pool.headDim != c.HeadDim {
 			return nil, 0, 0, fmt.Errorf("llama: forward: sequence %d: cache belongs to a different model", i)
 		}
 		for j := range i {
@@ -201,6 +209,10 @@ func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
 	nw := m.Pool.Threads()
 	if len(s.scores) != nw {
 		s.scores = make([][]float32, nw)
+		s.gk, s.gv, s.gk16, s.gv16 = make([][]float32, nw), make([][]float32, nw), make([][]uint16, nw), make([][]uint16, nw)
+	}
+	if nkv := c.NumKeyValueHeads; len(s.bk) != nkv {
+		s.bk, s.bv, s.bk16, s.bv16 = make([][]float32, nkv), make([][]float32, nkv), make([][]uint16, nkv), make([][]uint16, nkv)
 	}
 	for w := range s.scores {
 		s.scores[w] = grow(s.scores[w], maxCtx*c.NumAttentionHeads/c.NumKeyValueHeads)

@@ -93,28 +93,44 @@ func (b *Backend) KVCacheDType() llama.KVDType { return b.kv }
 
 func (b *Backend) NewState(maxLen int) engine.State { return b.m.Net.NewCacheDType(maxLen, b.kv) }
 
-// ExportKV copies positions [from, to) of a sequence's KV cache (engine.KVBlocks, for prefix caching).
+// KVPool is the pool of KV blocks an engine's sequences take their caches from (engine.PagedBackend): at most
+// blocks blocks (0: no bound) of the cache's element type, shared by reference between sequences with a common
+// prefix.
+func (b *Backend) KVPool(blocks int) (engine.BlockPool, error) {
+	if llama.KVBlockSize != engine.KVBlockSize {
+		return nil, fmt.Errorf("backend: the model's KV blocks hold %d positions, the engine's %d", llama.KVBlockSize, engine.KVBlockSize)
+	}
+	return kvPool{b.m.Net.NewKVPool(b.kv, blocks)}, nil
+}
+
+// kvPool is a llama.KVPool as the engine sees it.
+type kvPool struct{ *llama.KVPool }
+
+func (p kvPool) NewState(maxLen int) engine.State { return p.NewCache(maxLen) }
+
+// ExportKV shares positions [from, to) (whole blocks) of a sequence's KV cache (engine.KVBlocks, for prefix
+// caching): no copy, the blocks are held until the share is released.
 func (b *Backend) ExportKV(s engine.State, from, to int) (engine.KV, error) {
 	c, ok := s.(*llama.KVCache)
 	if !ok {
 		return nil, fmt.Errorf("backend: foreign state %T", s)
 	}
-	return c.Rows(from, to)
+	return c.Share(from, to)
 }
 
-// ImportKV appends rows ExportKV gave to a sequence's KV cache, in order.
+// ImportKV attaches blocks ExportKV shared to a sequence's KV cache, in order.
 func (b *Backend) ImportKV(s engine.State, kvs []engine.KV) error {
 	c, ok := s.(*llama.KVCache)
 	if !ok {
 		return fmt.Errorf("backend: foreign state %T", s)
 	}
-	rows := make([]*llama.KVRows, len(kvs))
+	shares := make([]*llama.KVBlocks, len(kvs))
 	for i, kv := range kvs {
-		if rows[i], ok = kv.(*llama.KVRows); !ok {
-			return fmt.Errorf("backend: foreign KV rows %T", kv)
+		if shares[i], ok = kv.(*llama.KVBlocks); !ok {
+			return fmt.Errorf("backend: foreign KV blocks %T", kv)
 		}
 	}
-	return c.Append(rows...)
+	return c.Attach(shares...)
 }
 
 func (b *Backend) VocabSize() int { return b.m.Config.VocabSize }

@@ -34,14 +34,16 @@ type Config struct {
 	// PrefillChunk is the prompt-token budget per step shared by all prefilling sequences (default 256), so a long
 	// prompt never stalls the decoding ones for more than one chunk.
 	PrefillChunk int
-	// PrefixCache is the most bytes of prompt-block KV rows kept for reuse by later requests with the same prefix
-	// and adapter (prefix caching; needs a Backend implementing KVBlocks); 0 turns it off.
+	// PrefixCache is the most bytes of prompt-block KV kept for reuse by later requests with the same prefix and
+	// adapter (prefix caching; needs a Backend implementing KVBlocks, whose blocks are shared by reference when it
+	// is a PagedBackend); 0 turns it off.
 	PrefixCache int64
 	// KVBlocks is the KV cache budget, in blocks of KVBlockSize positions shared by every running sequence
 	// (kvPool): admission waits for a prompt's blocks, and a decoding sequence that needs a block when none is
 	// free preempts the most recently admitted one, which is recomputed from its prompt and the tokens it had
-	// generated when blocks free up (vLLM's recompute preemption; greedy outputs are unchanged). 0: no budget,
-	// each running sequence may hold its prompt + max tokens.
+	// generated when blocks free up (vLLM's recompute preemption; greedy outputs are unchanged). With a
+	// PagedBackend it bounds the pool the blocks are taken from. 0: no budget, each running sequence may hold its
+	// prompt + max tokens.
 	KVBlocks int
 	// Observer receives metrics; may be nil.
 	Observer Observer
@@ -114,6 +116,7 @@ type Engine struct {
 	idle     chan struct{} // closed and replaced when the engine becomes idle while stopping
 	prefix   *prefixCache  // nil: prefix caching off
 	kv       *kvPool       // nil: no KV budget
+	pool     BlockPool     // the states' KV blocks (a PagedBackend's); nil: the Backend's own states
 	yields   int64         // rows preempted to make room for another request (yieldRow); under mu
 }
 
@@ -142,7 +145,8 @@ type seq struct {
 	// feed is what is prefilled into a fresh state: the prompt, or after a preemption the prompt and every token
 	// generated so far (recompute).
 	feed   []int
-	blocks int // KV budget blocks held
+	blocks int  // KV budget blocks held (counted here when the Backend is not paged)
+	begun  bool // its state has been set up for (re)computing feed: sampler, decoder, prefix reuse
 }
 
 // New starts an engine.
@@ -173,6 +177,12 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.kv = &kvPool{total: cfg.KVBlocks, free: cfg.KVBlocks}
 	}
+	if pb, ok := cfg.Backend.(PagedBackend); ok {
+		var err error
+		if e.pool, err = pb.KVPool(cfg.KVBlocks); err != nil {
+			return nil, fmt.Errorf("engine: KV pool: %w", err)
+		}
+	}
 	e.cond = sync.NewCond(&e.mu)
 	go e.loop()
 	return e, nil
@@ -192,6 +202,12 @@ func (e *Engine) Stats() Stats {
 	}
 	if e.kv != nil {
 		st.KVBlocksUsed, st.KVBlocks, st.Preemptions = e.kv.used()
+		if e.pool != nil {
+			st.KVBlocksUsed = e.pool.Used()
+			if e.prefix != nil {
+				st.KVBlocksUsed -= e.prefix.idle() // cached blocks no sequence holds are free to take
+			}
+		}
 		st.KVReserved, st.KVCapacity = st.KVBlocksUsed*KVBlockSize, st.KVBlocks*KVBlockSize
 	}
 	for n := range e.running {
@@ -379,7 +395,7 @@ func (e *Engine) admit(now time.Time) {
 			}
 			continue // a row made room for best, which is looked up again (the yielded row waits first)
 		}
-		if e.kv != nil && !e.kv.grow(s, len(s.feed)+1) {
+		if e.kv != nil && !e.admitBlocks(s) {
 			return // its prompt's blocks (and the first generated token's) are not free yet
 		}
 		e.wait = slices.Delete(e.wait, best, best+1)
@@ -472,8 +488,11 @@ func (e *Engine) step() {
 			if budget == 0 {
 				continue
 			}
-			if s.state == nil {
-				s.state = e.cfg.Backend.NewState(len(s.req.Prompt) + s.maxNew)
+			if !s.begun {
+				s.begun = true
+				if s.state == nil {
+					s.state = e.newState(s)
+				}
 				if s.smp == nil { // not a recompute after preemption, which keeps them
 					s.dec = e.cfg.NewDecoder(s.req.Prompt)
 					s.smp = e.cfg.NewSampler(s.req.Sampling)
@@ -481,7 +500,7 @@ func (e *Engine) step() {
 					s.hist = make([]int, len(s.req.Prompt), len(s.req.Prompt)+min(s.maxNew, 4096))
 					copy(s.hist, s.req.Prompt)
 				}
-				e.reusePrefix(s)
+				e.reusePrefix(s, true)
 			}
 			n := min(len(s.feed)-s.pos, budget)
 			budget -= n
@@ -581,7 +600,7 @@ func (e *Engine) reserveBlocks(live []*seq) []*seq {
 		if s.state == nil || s.pos < len(s.feed) {
 			continue
 		}
-		for !e.kv.grow(s, s.state.Len()+1) {
+		for !e.grow(s, s.state.Len()+1) {
 			victim := live[len(live)-1]
 			live[len(live)-1] = nil
 			live = live[:len(live)-1]
@@ -593,6 +612,62 @@ func (e *Engine) reserveBlocks(live []*seq) []*seq {
 		}
 	}
 	return live
+}
+
+// newState is a fresh state for s: from the engine's pool of KV blocks when the Backend is paged.
+func (e *Engine) newState(s *seq) State {
+	n := len(s.req.Prompt) + s.maxNew
+	if e.pool != nil {
+		return e.pool.NewState(n)
+	}
+	return e.cfg.Backend.NewState(n)
+}
+
+// grow makes s hold the KV budget's blocks for n positions, and reports whether they were free. With a paged
+// Backend these are real blocks of the pool (s's state is created for them), taken after evicting cached prefix
+// blocks that no sequence holds while too few are free; otherwise the budget only counts them.
+func (e *Engine) grow(s *seq, n int) bool {
+	if e.pool == nil {
+		return e.kv.grow(s, n)
+	}
+	if s.state == nil {
+		s.state = e.newState(s)
+	}
+	ps, ok := s.state.(PagedState)
+	if !ok {
+		return false
+	}
+	need := blocksFor(n) - ps.Blocks()
+	for need > 0 && e.pool.Free() < need && e.prefix != nil && e.prefix.reclaim() {
+	}
+	return ps.Reserve(n) == nil
+}
+
+// admitBlocks takes the KV budget's blocks for s's prompt (feed) and its first generated token. With a paged
+// Backend, s's state is created first and given the cached blocks of its prompt's prefix, shared, so that only
+// the rest is taken from the pool (reusePrefix adds blocks cached meanwhile when s starts). On failure s is left
+// as it was in the queue.
+func (e *Engine) admitBlocks(s *seq) bool {
+	if e.pool != nil && s.state == nil {
+		s.state = e.newState(s)
+		e.reusePrefix(s, false)
+	}
+	if e.grow(s, len(s.feed)+1) {
+		return true
+	}
+	e.reset(s)
+	return false
+}
+
+// dropState returns s's state and its KV blocks (counted or held).
+func (e *Engine) dropState(s *seq) {
+	if ps, ok := s.state.(PagedState); ok && e.pool != nil {
+		ps.Release()
+	}
+	if e.kv != nil {
+		e.kv.release(s)
+	}
+	s.state, s.begun = nil, false
 }
 
 // preempt frees s's state and blocks and queues it first, to be recomputed from its prompt and the tokens it
@@ -611,14 +686,12 @@ func (e *Engine) preempt(s *seq) {
 // reset frees s's state, blocks and prefix-cache hold so that it starts over from its prompt and the tokens it
 // has generated (preempt), and returns s.
 func (e *Engine) reset(s *seq) *seq {
-	if e.kv != nil {
-		e.kv.release(s)
-	}
+	e.dropState(s)
 	if s.keys != nil {
 		e.prefix.release(s.req.Adapter)
 		s.keys = nil
 	}
-	s.state, s.pos, s.chunk, s.stored = nil, 0, 0, 0
+	s.pos, s.chunk, s.stored = 0, 0, 0
 	s.feed = append(slices.Clone(s.req.Prompt), s.gen...)
 	if len(s.gen) == 0 {
 		s.promptLP = nil
@@ -626,18 +699,25 @@ func (e *Engine) reset(s *seq) *seq {
 	return s
 }
 
-// reusePrefix starts s's fresh state with the cached KV of its prompt's longest cached block chain under its
-// adapter, so that only the rest is prefilled. A request asking for prompt logprobs needs every prompt position's
-// logits: it computes them all (and still caches its blocks).
-func (e *Engine) reusePrefix(s *seq) {
+// reusePrefix starts s's fresh state (or extends what an earlier call gave it) with the cached KV of its
+// prompt's longest cached block chain under its adapter, so that only the rest is prefilled; start counts the
+// prompt as looked up and what was found (the call when s starts prefilling). A request asking for prompt
+// logprobs needs every prompt position's logits: it computes them all (and still caches its blocks).
+func (e *Engine) reusePrefix(s *seq, start bool) {
 	if e.prefix == nil || (s.req.Adapter != nil && !reflect.TypeOf(s.req.Adapter).Comparable()) {
 		return // an adapter that cannot be a map key has no identity to key blocks by
 	}
-	s.keys = e.prefix.keys(s.req.Adapter, s.req.Prompt)
+	if s.keys == nil {
+		s.keys = e.prefix.keys(s.req.Adapter, s.req.Prompt)
+	}
 	if !s.req.PromptLogprobs {
-		s.pos = e.prefix.lookup(s.state, s.req.Adapter, s.req.Prompt, s.keys)
+		s.pos = e.prefix.lookup(s.state, s.req.Adapter, s.req.Prompt, s.keys, s.pos)
 	}
 	s.stored = s.pos
+	if start {
+		e.prefix.queries.Add(int64(len(s.req.Prompt)))
+		e.prefix.hits.Add(int64(s.pos))
+	}
 }
 
 // storePrefix caches the prompt blocks s has prefilled since the last call.
@@ -795,14 +875,12 @@ func (e *Engine) finish(s *seq, reason string, err error) {
 		return
 	}
 	s.released = true
-	if e.kv != nil {
-		e.kv.release(s)
-	}
+	e.dropState(s)
 	if s.keys != nil {
 		e.prefix.release(s.req.Adapter)
 		s.keys = nil
 	}
-	s.state, s.dec, s.smp, s.hist, s.stop = nil, nil, nil, nil, nil
+	s.dec, s.smp, s.hist, s.stop = nil, nil, nil, nil
 	if s.req.Release != nil {
 		s.req.Release() // before the last event, so a reader that saw the end sees the reference dropped
 	}

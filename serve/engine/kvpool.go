@@ -14,7 +14,9 @@ const KVBlockSize = PrefixBlock
 // engine admits a request only when its prompt's blocks are free, and preempts the most recently admitted
 // sequence (freeing its blocks, to be recomputed later) when a decoding sequence needs a block and none is
 // free. Blocks come back when a sequence finishes, fails, is cancelled or is preempted. take and put run on
-// the engine goroutine, put also from the sampling workers (finish), hence the mutex.
+// the engine goroutine, put also from the sampling workers (finish), hence the mutex. With a PagedBackend the
+// blocks themselves are the engine's BlockPool (bounded by the same count): this then only keeps the size and
+// the preemption count, and Engine.grow takes real blocks.
 type kvPool struct {
 	mu          sync.Mutex
 	total, free int

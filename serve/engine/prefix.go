@@ -9,19 +9,22 @@ import (
 	"sync/atomic"
 )
 
-// KVBlocks is implemented by a Backend whose states can share key/value rows. Prefix caching copies the rows of
-// whole prompt blocks out of a sequence that prefilled them and appends them to a new sequence with the same
+// KVBlocks is implemented by a Backend whose states can share key/value blocks. Prefix caching keeps a share of
+// the whole prompt blocks of a sequence that prefilled them and attaches it to a new sequence with the same
 // prefix and adapter, which then prefills only the rest.
 type KVBlocks interface {
-	// ExportKV copies the state's positions [from, to).
+	// ExportKV shares the state's positions [from, to) (whole blocks).
 	ExportKV(s State, from, to int) (KV, error)
-	// ImportKV appends rows ExportKV gave, in order, after the state's positions; all or none.
+	// ImportKV appends blocks ExportKV gave, in order, after the state's positions; all or none.
 	ImportKV(s State, kvs []KV) error
 }
 
-// KV is a copy of some positions' keys and values (KVBlocks).
+// KV is a share of some positions' keys and values (KVBlocks), held until Release.
 type KV interface {
 	Bytes() int64
+	// Shared reports whether a state (or another share) holds its blocks too: releasing it would free nothing.
+	Shared() bool
+	Release()
 }
 
 // PrefixBlock is the number of prompt tokens a prefix-cache block holds (vLLM's default block size).
@@ -121,12 +124,12 @@ func (c *prefixCache) drop(adapter Delta) {
 	}
 }
 
-// lookup appends the longest cached chain of prompt's blocks to state, leaving at least the last prompt token
-// to prefill so that the first logits are computed, and returns the positions it appended.
-func (c *prefixCache) lookup(state State, adapter Delta, prompt []int, keys []blockKey) int {
+// lookup extends state, which holds the first `from` positions of prompt (whole blocks found by an earlier
+// lookup, or none), with the rest of the longest cached chain of prompt's blocks, leaving at least the last
+// prompt token to prefill so that the first logits are computed, and returns the positions state then holds.
+func (c *prefixCache) lookup(state State, adapter Delta, prompt []int, keys []blockKey, from int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.queries.Add(int64(len(prompt)))
 	var parent blockKey
 	var chain []*prefixEntry
 	for b, k := range keys {
@@ -140,19 +143,21 @@ func (c *prefixCache) lookup(state State, adapter Delta, prompt []int, keys []bl
 		chain = append(chain, e)
 		parent = k
 	}
-	kvs := make([]KV, len(chain))
-	for i, e := range chain {
-		kvs[i] = e.kv
+	have := from / PrefixBlock
+	if len(chain) <= have {
+		return from // nothing more cached
 	}
-	if len(kvs) == 0 || c.kv.ImportKV(state, kvs) != nil {
-		return 0 // nothing cached, or the state refuses the rows: prefill them instead
+	kvs := make([]KV, 0, len(chain)-have)
+	for _, e := range chain[have:] {
+		kvs = append(kvs, e.kv)
+	}
+	if c.kv.ImportKV(state, kvs) != nil {
+		return from // the state refuses the blocks: prefill them instead
 	}
 	for _, e := range chain {
 		c.lru.MoveToFront(e.elem)
 	}
-	n := len(chain) * PrefixBlock
-	c.hits.Add(int64(n))
-	return n
+	return len(chain) * PrefixBlock
 }
 
 // store caches the whole prompt blocks of state in [from, to) positions (multiples of PrefixBlock) that are not
@@ -179,15 +184,47 @@ func (c *prefixCache) store(state State, adapter Delta, prompt []int, keys []blo
 		c.bytes += kv.Bytes()
 		c.hold(adapter) // the sequence storing holds it: the number stays the one keys used
 	}
-	for c.bytes > c.limit && c.lru.Len() > 0 {
-		c.evict(c.lru.Back().Value.(*prefixEntry))
+	for c.bytes > c.limit && c.evictIdle() {
 	}
 }
 
-// evict drops one block (and the adapter's number once no block uses it).
+// evictIdle drops the least recently used block that no running sequence holds (dropping one a sequence holds
+// would free no memory) and reports whether there was one. c.mu held.
+func (c *prefixCache) evictIdle() bool {
+	for el := c.lru.Back(); el != nil; el = el.Prev() {
+		if e := el.Value.(*prefixEntry); !e.kv.Shared() {
+			c.evict(e)
+			return true
+		}
+	}
+	return false
+}
+
+// reclaim is evictIdle for the engine, which frees KV blocks for a sequence.
+func (c *prefixCache) reclaim() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.evictIdle()
+}
+
+// idle is the number of cached blocks no running sequence holds: blocks in use that reclaim can free.
+func (c *prefixCache) idle() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for el := c.lru.Front(); el != nil; el = el.Next() {
+		if !el.Value.(*prefixEntry).kv.Shared() {
+			n++
+		}
+	}
+	return n
+}
+
+// evict drops one block (and the adapter's number once no block uses it). c.mu held.
 func (c *prefixCache) evict(e *prefixEntry) {
 	c.lru.Remove(e.elem)
 	delete(c.blocks, e.key)
 	c.bytes -= e.kv.Bytes()
+	e.kv.Release()
 	c.drop(e.adapter)
 }

@@ -15,6 +15,33 @@ type State interface {
 	Len() int
 }
 
+// PagedBackend is a Backend whose sequences keep their KV in blocks of KVBlockSize positions from one pool,
+// shared by reference between sequences (prefix caching) and bounded by the KV budget (Config.KVBlocks).
+type PagedBackend interface {
+	// KVPool returns a pool of at most blocks blocks (0: no bound) for one engine.
+	KVPool(blocks int) (BlockPool, error)
+}
+
+// BlockPool is a PagedBackend's pool of KV blocks. Its methods may be called from several goroutines.
+type BlockPool interface {
+	// NewState returns an empty PagedState for up to maxLen tokens, holding no block yet.
+	NewState(maxLen int) State
+	// Free is the number of blocks that can still be taken; Used the number some state or share holds.
+	Free() int
+	Used() int
+}
+
+// PagedState is a State of a BlockPool.
+type PagedState interface {
+	State
+	// Blocks is the number of blocks the state holds.
+	Blocks() int
+	// Reserve makes the state hold the blocks n positions fill; on error (too few free) it holds what it held.
+	Reserve(n int) error
+	// Release returns the state's blocks (a shared block when its last holder lets go) and empties it.
+	Release()
+}
+
 // Row is one sequence's share of a Forward call.
 type Row struct {
 	Tokens  []int

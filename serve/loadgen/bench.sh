@@ -10,7 +10,7 @@
 # Environment: LLAMA_BIN (folder of llama-server, default /work/llama/src/build/bin), GGUF (folder of
 # smol135-f16.gguf and smol135-q4_0.gguf, default /work/llama/gguf), CLIENTS ("16 64"; empty: none), REQUESTS per client (2),
 # GEN new tokens (64), PROMPT tokens (16), THREADS (2), PREFIX=1 to add the prefix-caching run (32 requests
-# sharing a 1,000-token prefix, cache on and off, greedy outputs compared), LOCK=FILE to take flock FILE around
+# sharing a 1,000-token prefix, cache on and off, greedy outputs compared, the server's peak RSS after each), LOCK=FILE to take flock FILE around
 # each measured run (a machine shared with other benchmarks), ANCHOR=0 to leave llama-server out, LK=BINARY to
 # use a lorakit binary built beforehand instead of building one, SERVE_FLAGS for extra `lorakit serve` flags.
 set -eu
@@ -71,6 +71,7 @@ start_servers() {
 	# shellcheck disable=SC2086
 	"$lk" serve --model "$GGUF/smol135-f16.gguf" --quant nf4 --threads "$THREADS" --max-batch "$slots" \
 		--max-model-len 2048 --served-model-name base --port "$LK_PORT" $ads ${SERVE_FLAGS:-} "$@" >"$tmp/lorakit.log" 2>&1 &
+	lkpid=$!
 	pids="$pids $!"
 	wait_up "http://127.0.0.1:$LK_PORT/health"
 	[ "$ANCHOR" = 1 ] || return 0
@@ -143,6 +144,7 @@ if [ "$PREFIX" = 1 ]; then
 		start_servers 32 0 --enable-prefix-caching="$cache"
 		run "prefix-cache=$cache lorakit-nf4" --serve "http://127.0.0.1:$LK_PORT" --clients 32 --requests 1 --models base \
 			--shared-prefix 1000 --gen 16 --outputs "$tmp/out-$cache.json"
+		echo "prefix-cache=$cache lorakit peak RSS $(awk '/^VmHWM/ {print $2, $3}' "/proc/$lkpid/status")"
 		stop_servers
 	done
 	if cmp -s "$tmp/out-false.json" "$tmp/out-true.json"; then
