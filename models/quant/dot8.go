@@ -63,6 +63,7 @@ type dot8 struct {
 	bpw    int   // x blocks per weight scale
 	codes  []byte
 	scales []float32
+	unit   float32  // scales[·] = the block's absmax · unit
 	lut    [16]byte // dotL4: the byte value of each code
 }
 
@@ -151,6 +152,7 @@ func (q *Weight) makeDot8(row func(r int) []byte) *dot8 {
 			t.z = 8
 		}
 	}
+	t.unit = unit
 	nwb, bb := nb/t.bpw, t.blockBytes()
 	t.codes = make([]byte, rows/tileRows*nb*bb)
 	t.scales = make([]float32, rows/tileRows*nwb*tileRows)
@@ -350,7 +352,43 @@ func (q *Weight) Compact() bool {
 	}
 	q.dot8Copy()
 	q.Packed = nil
+	q.dropAbsmax()
 	return true
+}
+
+// dropAbsmax drops Absmax too when the dot layout's scales give it back exactly (a power-of-two unit, a weight
+// block per x block: Q8_0 and Q4_0), another 4 bytes per 32 weights; BlockAbsmax then reads the dot layout.
+func (q *Weight) dropAbsmax() {
+	t := q.dots.Load()
+	if frac, _ := math.Frexp(float64(t.unit)); q.Double || t.bpw != 1 || t.kind == dotL4 || q.Type == Int8 || frac != 0.5 {
+		return
+	}
+	q.Absmax = nil
+}
+
+// dotAbsmax is the absmax of block b read back from the dot layout (after dropAbsmax).
+func (q *Weight) dotAbsmax(b int) float32 {
+	t := q.dots.Load()
+	nb := q.Cols() / xBlock
+	r, wb := b/nb, b%nb
+	return t.scales[((r/tileRows)*nb+wb)*tileRows+r%tileRows] / t.unit
+}
+
+// absmaxes returns Absmax, or after dropAbsmax a copy rebuilt from the dot layout on first use (for the kernels
+// that take a row's scales as a slice).
+func (q *Weight) absmaxes() []float32 {
+	if q.Absmax != nil || q.Double {
+		return q.Absmax
+	}
+	if a := q.reabsmax.Load(); a != nil {
+		return *a
+	}
+	a := make([]float32, q.NumBlocks())
+	for b := range a {
+		a[b] = q.dotAbsmax(b)
+	}
+	q.reabsmax.CompareAndSwap(nil, &a)
+	return *q.reabsmax.Load()
 }
 
 // FillCodes sets the codes of q, which has every other field, a row at a time: row writes the row-major codes
@@ -364,6 +402,7 @@ func (q *Weight) FillCodes(compact bool, row func(r int, dst []byte)) {
 		buf := make([]byte, n)
 		q.dots.Store(q.makeDot8(func(r int) []byte { row(r, buf); return buf }))
 		q.Packed = nil
+		q.dropAbsmax()
 		return
 	}
 	q.Packed = make([]byte, rows*n)

@@ -293,6 +293,18 @@ func TestCompact(t *testing.T) {
 			t.Fatalf("%s: Compact kept the row-major codes (or changed Bytes)", q.Type)
 		}
 		what := fmt.Sprintf("%s bs %d %v", q.Type, q.BlockSize, q.Shape)
+		// Q8_0 and Q4_0 keep their block scales in the dot layout only (exact: a power-of-two unit)
+		if exact := (q.Type == Q8_0 || q.Type == Q4_0) && !q.Double; (c.Absmax == nil && !q.Double) != exact {
+			t.Fatalf("%s: Absmax dropped %v, want %v", what, c.Absmax == nil, exact)
+		}
+		if !q.Double && !slices.Equal(c.absmaxes(), q.Absmax) {
+			t.Fatalf("%s: block scales read back from the dot layout differ", what)
+		}
+		for b := range q.NumBlocks() {
+			if c.BlockAbsmax(b) != q.BlockAbsmax(b) {
+				t.Fatalf("%s: BlockAbsmax(%d) = %g, want %g", what, b, c.BlockAbsmax(b), q.BlockAbsmax(b))
+			}
+		}
 		rows, cols := q.Rows(), q.Cols()
 		want, got := make([]float32, q.Elems()), make([]float32, q.Elems())
 		q.Dequantize(want)

@@ -32,7 +32,7 @@ func (q *Weight) MatVec(p *kernels.Pool, y, x []float32) {
 	}
 	if q.Type == Int8 && q.BlockSize == cols {
 		p.For(rows, func(lo, hi int) {
-			rows8(y[lo:hi], q.packed()[lo*cols:hi*cols], q.Absmax[lo:hi], x, cols)
+			rows8(y[lo:hi], q.packed()[lo*cols:hi*cols], q.absmaxes()[lo:hi], x, cols)
 			for r := lo; r < hi; r++ {
 				y[r] *= int8Scale
 			}
@@ -60,7 +60,7 @@ func scaleScratch(buf *[scaleBuf]float32, nb int) ([]float32, int) {
 // double quantisation decoded into buf.
 func (q *Weight) rowScales(buf []float32, r, n, nb int) []float32 {
 	if !q.Double {
-		return q.Absmax[r*nb : (r+n)*nb]
+		return q.absmaxes()[r*nb : (r+n)*nb]
 	}
 	s := buf[:n*nb]
 	q.AbsmaxRange(s, r*nb)
@@ -135,7 +135,7 @@ func (q *Weight) rows8Range(y []float32, xb *x16Batch, lo, hi int) {
 		n := min(step, hi-r)
 		for ci := range xb.chunks {
 			c := &xb.chunks[ci]
-			rows8x16(y[c.row0*rows+r:], rows, q.packed()[r*cols:(r+n)*cols], q.Absmax[r:r+n], c, n, cols)
+			rows8x16(y[c.row0*rows+r:], rows, q.packed()[r*cols:(r+n)*cols], q.absmaxes()[r:r+n], c, n, cols)
 		}
 	}
 	for ci := range xb.chunks {
@@ -174,7 +174,7 @@ func (q *Weight) rowsQ8Range(y []float32, xb *x16Batch, lo, hi int) {
 		n := min(step, hi-r)
 		for ci := range xb.chunks {
 			c := &xb.chunks[ci]
-			rowsQ8(y[c.row0*rows+r:], rows, q.packed()[r*cols:(r+n)*cols], q.Absmax[r*nb:(r+n)*nb], c, n, cols)
+			rowsQ8(y[c.row0*rows+r:], rows, q.packed()[r*cols:(r+n)*cols], q.absmaxes()[r*nb:(r+n)*nb], c, n, cols)
 		}
 	}
 }

@@ -122,8 +122,9 @@ type Weight struct {
 	NestedBlockSize int
 	NestedCode      []float32 // 256 entries, the dynamic map
 
-	dots     atomic.Pointer[dot8]   // the dot kernels' copy, made on first use (dot8.go)
-	unpacked atomic.Pointer[[]byte] // after Compact, Packed rebuilt from dots for a path that needs it
+	dots     atomic.Pointer[dot8]      // the dot kernels' copy, made on first use (dot8.go)
+	unpacked atomic.Pointer[[]byte]    // after Compact, Packed rebuilt from dots for a path that needs it
+	reabsmax atomic.Pointer[[]float32] // after Compact dropped Absmax, Absmax rebuilt from dots (absmaxes)
 }
 
 // Elems is the number of weight elements.
@@ -151,7 +152,10 @@ func (q *Weight) NumBlocks() int { return (q.Elems() + q.BlockSize - 1) / q.Bloc
 
 // Bytes is the resident size of the quantised data (codes plus statistics, tables excluded).
 func (q *Weight) Bytes() int {
-	n := q.codeBytes() + 4*len(q.Absmax) + len(q.QAbsmax) + 4*len(q.NestedAbsmax)
+	n := q.codeBytes() + len(q.QAbsmax) + 4*len(q.NestedAbsmax)
+	if !q.Double {
+		n += 4 * q.NumBlocks() // in Absmax, or after Compact perhaps only in the dot layout
+	}
 	if q.Double {
 		n += 4 // offset
 	}
@@ -175,6 +179,9 @@ func (q *Weight) BitsPerParam() float64 {
 // BlockAbsmax returns the absmax of block b, decoding double quantisation if needed.
 func (q *Weight) BlockAbsmax(b int) float32 {
 	if !q.Double {
+		if q.Absmax == nil {
+			return q.dotAbsmax(b)
+		}
 		return q.Absmax[b]
 	}
 	// bitsandbytes: dequantize_blockwise(qabsmax, state2) + offset, in float32 (no fused multiply-add).
@@ -184,7 +191,7 @@ func (q *Weight) BlockAbsmax(b int) float32 {
 // AbsmaxRange writes the absmax of blocks [b0, b0+len(dst)) into dst.
 func (q *Weight) AbsmaxRange(dst []float32, b0 int) {
 	if !q.Double {
-		copy(dst, q.Absmax[b0:b0+len(dst)])
+		copy(dst, q.absmaxes()[b0:b0+len(dst)])
 		return
 	}
 	code := (*[256]float32)(q.NestedCode[:256]) // a byte index needs no bounds check

@@ -77,7 +77,7 @@ func ToTensors(name string, q *Weight, origDType string) []safetensors.Tensor {
 		prefix := ModulePrefix(name)
 		return []safetensors.Tensor{
 			{Name: name, DType: safetensors.I8, Shape: append([]int(nil), q.Shape...), Data: q.packed()},
-			safetensors.F32Tensor(prefix+".SCB", []int{len(q.Absmax)}, q.Absmax),
+			safetensors.F32Tensor(prefix+".SCB", []int{len(q.absmaxes())}, q.absmaxes()),
 			{Name: prefix + ".weight_format", DType: safetensors.U8, Shape: []int{}, Data: []byte{0}},
 		}
 	}
@@ -91,7 +91,7 @@ func ToTensors(name string, q *Weight, origDType string) []safetensors.Tensor {
 			safetensors.F32Tensor(name+keyNestedAbsmax, []int{len(q.NestedAbsmax)}, q.NestedAbsmax),
 			safetensors.F32Tensor(name+keyNestedQuantMap, []int{len(q.NestedCode)}, q.NestedCode))
 	} else {
-		ts = append(ts, safetensors.F32Tensor(name+keyAbsmax, []int{len(q.Absmax)}, q.Absmax))
+		ts = append(ts, safetensors.F32Tensor(name+keyAbsmax, []int{len(q.absmaxes())}, q.absmaxes()))
 	}
 	js := quantStateJSON(q, origDType)
 	ts = append(ts, safetensors.Tensor{Name: name + keyQuantState + string(q.Type), DType: safetensors.U8,
