@@ -661,19 +661,18 @@ func dotY(k int, kind dotKind) {
 	codes := Load(Param("codes"), GP64())
 	sp := Load(Param("scales"), GP64())
 	tiles := Load(Param("ntiles"), GP64())
-	ones := bcastConst(0x00010001)
-	var mask, table, c80 reg.VecVirtual
+	yk := &yKernel{k: k, kind: kind, ones: bcastConst(0x00010001)}
 	if kind.four {
-		mask = bcastConst(0x0f0f0f0f)
+		yk.mask = bcastConst(0x0f0f0f0f)
 	}
 	if kind.lut {
-		table = YMM()
+		yk.table = YMM()
 		lut := Load(Param("lut"), GP64())
-		VBROADCASTI128(Mem{Base: lut}, table)
-		VPXOR(bcastConst(0x80808080), table, table) // the signed levels u − 128
+		VBROADCASTI128(Mem{Base: lut}, yk.table)
+		VPXOR(bcastConst(0x80808080), yk.table, yk.table) // the signed levels u − 128
 	}
 	if !kind.four {
-		c80 = bcastConst(0x80808080)
+		yk.c80 = bcastConst(0x80808080)
 	}
 	// the passes over a tile's codes: both halves at once while the accumulators fit (one read of the codes,
 	// as decode streams them), else one half each
@@ -701,102 +700,9 @@ func dotY(k int, kind dotKind) {
 		xc := Load(Param("xc"), GP64())
 		nb := Load(Param("nblocks"), GP64())
 		cnt := Load(Param("bpw"), GP64())
-		// signed multiplies the signed levels w (8 rows × one quad) with x quad d of every row: iacc += w·q.
-		signed := func(acc []reg.VecVirtual, w reg.VecVirtual, d int) {
-			aw := YMM()
-			VPABSB(w, aw)
-			for i := 0; i < k; i++ {
-				xb := YMM()
-				VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xb)
-				VPSIGNB(w, xb, xb)
-				VPMADDUBSW(xb, aw, xb)
-				VPMADDWD(ones, xb, xb)
-				VPADDD(xb, acc[i], acc[i])
-			}
-		}
-		prefetch := func(line int) {
-			if k >= dotPrefetchK && n == 0 {
-				PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*line})
-			}
-		}
 		block, same := fmt.Sprintf("block%d", n), fmt.Sprintf("same%d", n)
 		Label(block)
-		switch {
-		case kind.four && !kind.lut: // Q4: unsigned codes, int16 sums per block
-			for p := 0; p < 4; p++ {
-				prefetch(p)
-				for _, h := range hs {
-					raw := YMM()
-					VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, raw)
-					lo, hi := YMM(), YMM()
-					VPSRLW(U8(4), raw, hi)
-					VPAND(mask, raw, lo)
-					VPAND(mask, hi, hi)
-					for i := 0; i < k; i++ {
-						for e, w := range []reg.VecVirtual{lo, hi} {
-							xb := YMM()
-							VPBROADCASTD(Mem{Base: xq, Disp: 32*i + 8*p + 4*e}, xb)
-							if p == 0 && e == 0 {
-								VPMADDUBSW(xb, w, iacc[h][i])
-								continue
-							}
-							VPMADDUBSW(xb, w, xb)
-							VPADDW(xb, iacc[h][i], iacc[h][i])
-						}
-					}
-				}
-			}
-			for i := 0; i < k; i++ {
-				cb := YMM()
-				VPBROADCASTD(Mem{Base: xc, Disp: 4 * i}, cb)
-				for _, h := range hs {
-					VPMADDWD(ones, iacc[h][i], iacc[h][i])
-					VPADDD(cb, iacc[h][i], iacc[h][i])
-				}
-			}
-		case kind.four: // L4: signed levels through the table
-			for _, h := range hs {
-				for _, a := range iacc[h] {
-					VPXOR(a, a, a)
-				}
-			}
-			for p := 0; p < 4; p++ {
-				prefetch(p)
-				for _, h := range hs {
-					for e := 0; e < 2; e++ {
-						w := YMM()
-						if e == 0 {
-							VPAND(Mem{Base: c, Disp: 64*p + 32*h}, mask, w)
-						} else {
-							VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, w)
-							VPSRLW(U8(4), w, w)
-							VPAND(mask, w, w)
-						}
-						VPSHUFB(w, table, w)
-						signed(iacc[h], w, 8*p+4*e)
-					}
-				}
-			}
-		default: // B8: signed byte codes
-			for _, h := range hs {
-				for _, a := range iacc[h] {
-					VPXOR(a, a, a)
-				}
-			}
-			for q := 0; q < 8; q++ {
-				prefetch(q)
-				for _, h := range hs {
-					w := YMM()
-					VPXOR(Mem{Base: c, Disp: 64*q + 32*h}, c80, w)
-					signed(iacc[h], w, 4*q)
-				}
-			}
-		}
-		if kind.four {
-			ADDQ(U32(256), c)
-		} else {
-			ADDQ(U32(512), c)
-		}
+		yk.blockSums(hs, iacc, c, xq, xc, n == 0)
 		for _, h := range hs {
 			ws := YMM()
 			VMOVUPS(Mem{Base: s, Disp: 32 * h}, ws)
@@ -843,6 +749,119 @@ func dotY(k int, kind dotKind) {
 	JNZ(LabelRef("tile"))
 	VZEROUPPER()
 	RET()
+}
+
+// yKernel holds what one AVX2 dot kernel's block sums use: its row count and layout, and the constants.
+type yKernel struct {
+	k                      int
+	kind                   dotKind
+	ones, mask, table, c80 reg.VecVirtual // int16 ones; 4 bits: the nibble mask; L4: the signed levels; B8: 0x80
+}
+
+// blockSums emits the int32 sums of one x block for the half tiles hs (iacc[h][i] for x row i) from the codes at
+// c, advancing c past the block; first is the pass that reads the codes first (it prefetches them).
+func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Register, first bool) {
+	prefetch := func(line int) {
+		if yk.k >= dotPrefetchK && first {
+			PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*line})
+		}
+	}
+	switch {
+	case yk.kind.four && !yk.kind.lut: // Q4: unsigned codes, int16 sums per block
+		for p := 0; p < 4; p++ {
+			prefetch(p)
+			for _, h := range hs {
+				yk.q4Quads(iacc[h], c, xq, p, h)
+			}
+		}
+		for i := 0; i < yk.k; i++ {
+			cb := YMM()
+			VPBROADCASTD(Mem{Base: xc, Disp: 4 * i}, cb)
+			for _, h := range hs {
+				VPMADDWD(yk.ones, iacc[h][i], iacc[h][i])
+				VPADDD(cb, iacc[h][i], iacc[h][i])
+			}
+		}
+		ADDQ(U32(256), c)
+	case yk.kind.four: // L4: signed levels through the table
+		yk.zero(hs, iacc)
+		for p := 0; p < 4; p++ {
+			prefetch(p)
+			for _, h := range hs {
+				for e := 0; e < 2; e++ {
+					w := YMM()
+					if e == 0 {
+						VPAND(Mem{Base: c, Disp: 64*p + 32*h}, yk.mask, w)
+					} else {
+						VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, w)
+						VPSRLW(U8(4), w, w)
+						VPAND(yk.mask, w, w)
+					}
+					VPSHUFB(w, yk.table, w)
+					yk.signed(iacc[h], w, xq, 8*p+4*e)
+				}
+			}
+		}
+		ADDQ(U32(256), c)
+	default: // B8: signed byte codes
+		yk.zero(hs, iacc)
+		for q := 0; q < 8; q++ {
+			prefetch(q)
+			for _, h := range hs {
+				w := YMM()
+				VPXOR(Mem{Base: c, Disp: 64*q + 32*h}, yk.c80, w)
+				yk.signed(iacc[h], w, xq, 4*q)
+			}
+		}
+		ADDQ(U32(512), c)
+	}
+}
+
+// zero clears the sums of the half tiles hs.
+func (yk *yKernel) zero(hs []int, iacc [][]reg.VecVirtual) {
+	for _, h := range hs {
+		for _, a := range iacc[h] {
+			VPXOR(a, a, a)
+		}
+	}
+}
+
+// q4Quads adds, for half tile h and run p of Q4 codes (two quads: the low nibbles, then the high ones), the
+// int16 pair sums of the unsigned codes times every x row's quads; the run p = 0 starts the sums.
+func (yk *yKernel) q4Quads(acc []reg.VecVirtual, c, xq reg.Register, p, h int) {
+	raw := YMM()
+	VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, raw)
+	lo, hi := YMM(), YMM()
+	VPSRLW(U8(4), raw, hi)
+	VPAND(yk.mask, raw, lo)
+	VPAND(yk.mask, hi, hi)
+	for i := 0; i < yk.k; i++ {
+		for e, w := range []reg.VecVirtual{lo, hi} {
+			xb := YMM()
+			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + 8*p + 4*e}, xb)
+			if p == 0 && e == 0 {
+				VPMADDUBSW(xb, w, acc[i])
+				continue
+			}
+			VPMADDUBSW(xb, w, xb)
+			VPADDW(xb, acc[i], acc[i])
+		}
+	}
+}
+
+// signed multiplies the signed levels w (8 rows × one quad) with x quad d of every row: acc[i] += w·q_i, as
+// |w|·(sign(w)·q) so that VPMADDUBSW's pair sums stay within int16.
+func (yk *yKernel) signed(acc []reg.VecVirtual, w reg.VecVirtual, xq reg.Register, d int) {
+	aw := YMM()
+	VPABSB(w, aw)
+	for i := 0; i < yk.k; i++ {
+		xb := YMM()
+		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xb)
+		VPSIGNB(w, xb, xb)
+		VPMADDUBSW(xb, aw, xb)
+		VPMADDWD(yk.ones, xb, xb)
+		VPADDD(xb, acc[i], acc[i])
+	}
 }
 
 // quantX8Y generates the AVX2 x quantiser of the dot kernels, the same computation as quantX8 (see
