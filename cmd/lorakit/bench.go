@@ -514,6 +514,9 @@ func runBench(ctx context.Context, m *llama.Model, res *benchResult, reps, batch
 		steps := min(res.Gen, 32)
 		best := math.Inf(1)
 		var logits llama.Logits // reused step to step, as serving does
+		// labelled caller=batch, as the decode loop is caller=decode (`pprof -tagfocus caller=batch`)
+		pprof.SetGoroutineLabels(pprof.WithLabels(ctx, pprof.Labels("caller", "batch")))
+		defer pprof.SetGoroutineLabels(ctx)
 		for r := 0; r < reps; r++ {
 			for i := range seqs {
 				seqs[i].Cache.Reset()
