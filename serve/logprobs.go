@@ -93,8 +93,7 @@ func (s *Server) chatLogprobs(tt *tokenTexts, toks []engine.TokenLogprob) *opena
 	return lp
 }
 
-// completionLogprobs is the legacy logprobs object of toks; top_logprobs keys are unique per token (a second
-// token with the same key is named "token_id:N", vLLM's form).
+// completionLogprobs is the legacy logprobs object of toks (top_logprobs: see topLogprobs).
 func (s *Server) completionLogprobs(tt *tokenTexts, toks []engine.TokenLogprob) *openai.CompletionLogprobs {
 	lp := &openai.CompletionLogprobs{Tokens: []string{}, TokenLogprobs: []*float64{}, TopLogprobs: []map[string]float64{}, TextOffset: []int{}}
 	for _, t := range toks {
@@ -102,19 +101,25 @@ func (s *Server) completionLogprobs(tt *tokenTexts, toks []engine.TokenLogprob) 
 		lp.Tokens = append(lp.Tokens, txt)
 		v := float64(t.Logprob)
 		lp.TokenLogprobs = append(lp.TokenLogprobs, &v)
-		top := make(map[string]float64, len(t.Top))
-		for _, a := range t.Top {
-			key, _ := s.tokenKey(a.ID)
-			if _, dup := top[key]; dup {
-				key = "token_id:" + strconv.Itoa(a.ID)
-			}
-			top[key] = float64(a.Logprob)
-		}
-		lp.TopLogprobs = append(lp.TopLogprobs, top)
+		lp.TopLogprobs = append(lp.TopLogprobs, s.topLogprobs(t))
 		lp.TextOffset = append(lp.TextOffset, tt.off)
 		tt.off += utf8.RuneCountInString(txt)
 	}
 	return lp
+}
+
+// topLogprobs is the legacy top_logprobs object of one token: unique keys, a second token with the same key
+// named "token_id:N" (vLLM's form).
+func (s *Server) topLogprobs(t engine.TokenLogprob) map[string]float64 {
+	top := make(map[string]float64, len(t.Top))
+	for _, a := range t.Top {
+		key, _ := s.tokenKey(a.ID)
+		if _, dup := top[key]; dup {
+			key = "token_id:" + strconv.Itoa(a.ID)
+		}
+		top[key] = float64(a.Logprob)
+	}
+	return top
 }
 
 // echoLogprobs is the logprobs object of an echoed prompt: the first token has no logprob (null, as OpenAI
@@ -135,15 +140,7 @@ func (s *Server) echoLogprobs(tt *tokenTexts, prompt []int, toks []engine.TokenL
 		t := toks[i-1]
 		v := float64(t.Logprob)
 		lp.TokenLogprobs = append(lp.TokenLogprobs, &v)
-		top := make(map[string]float64, len(t.Top))
-		for _, a := range t.Top {
-			key, _ := s.tokenKey(a.ID)
-			if _, dup := top[key]; dup {
-				key = "token_id:" + strconv.Itoa(a.ID)
-			}
-			top[key] = float64(a.Logprob)
-		}
-		lp.TopLogprobs = append(lp.TopLogprobs, top)
+		lp.TopLogprobs = append(lp.TopLogprobs, s.topLogprobs(t))
 	}
 	return lp
 }
