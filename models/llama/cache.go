@@ -77,7 +77,7 @@ type KVPool struct {
 	arenas    []*kvArena
 	arenaOf   []int32 // block id → index in arenas
 	refs      []int32 // holders of each block; 0: free
-	free      []int32 // free block ids, the next one taken last
+	nfree     int     // blocks allocated and free
 }
 
 // kvArena is the storage of the blocks first..first+n-1: slot i's positions of block id are
@@ -112,16 +112,16 @@ func (p *KVPool) Free() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.limit > 0 {
-		return len(p.free) + p.limit - len(p.refs)
+		return p.nfree + p.limit - len(p.refs)
 	}
-	return len(p.free)
+	return p.nfree
 }
 
 // Used is the number of blocks some cache or share holds.
 func (p *KVPool) Used() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.refs) - len(p.free)
+	return len(p.refs) - p.nfree
 }
 
 // Allocated is the memory of every block allocated so far (held or free).
@@ -131,13 +131,21 @@ func (p *KVPool) Allocated() int64 {
 	return int64(len(p.refs)) * p.BlockBytes()
 }
 
-// take returns a free block with one holder, allocating an arena when none is free; false when the pool is at
-// its bound. p.mu held.
-func (p *KVPool) take() (int32, bool) {
-	if len(p.free) == 0 && p.private {
+// take returns a free block with one holder for the table entry after block prev (-1: none), allocating an
+// arena when none is free; false when the pool is at its bound. So that a cache's blocks stay adjacent (read in
+// place), it takes the block after prev if that one is free, else the start of the longest free run if nothing
+// before it in its arena is free, else the middle of that run, leaving the rest to the blocks before it to grow
+// into. p.mu held.
+func (p *KVPool) take(prev int32) (int32, bool) {
+	if next := int(prev) + 1; prev >= 0 && next < len(p.refs) && p.refs[next] == 0 && p.arenaOf[next] == p.arenaOf[prev] {
+		p.refs[next] = 1
+		p.nfree--
+		return int32(next), true
+	}
+	if p.nfree == 0 && p.private {
 		p.regrow(min(max(2*len(p.refs), 4), max(p.privateTo, len(p.refs)+1)))
 	}
-	if len(p.free) == 0 {
+	if p.nfree == 0 {
 		n := len(p.refs)
 		nb := min(max(n, 4), arenaMax)
 		if p.limit > 0 {
@@ -148,13 +156,33 @@ func (p *KVPool) take() (int32, bool) {
 		}
 		p.addArena(nb)
 	}
-	id := p.free[len(p.free)-1]
-	p.free = p.free[:len(p.free)-1]
+	id := p.roomiest()
 	p.refs[id] = 1
+	p.nfree--
 	return id, true
 }
 
-// addArena allocates nb more blocks and frees them, lowest id taken first. p.mu held.
+// roomiest is where take puts a block that cannot follow its predecessor: in the longest run of free blocks of
+// one arena, its first block if the run starts its arena, else its middle. p.mu held, some block free.
+func (p *KVPool) roomiest() int32 {
+	best, bestLen, run := 0, 0, 0
+	for id := range p.refs {
+		if p.refs[id] != 0 || id > 0 && p.arenaOf[id] != p.arenaOf[id-1] {
+			run = 0
+		}
+		if p.refs[id] == 0 {
+			if run++; run > bestLen {
+				best, bestLen = id-run+1, run
+			}
+		}
+	}
+	if best == p.arenas[p.arenaOf[best]].first {
+		return int32(best)
+	}
+	return int32(best + bestLen/2)
+}
+
+// addArena allocates nb more blocks, free. p.mu held.
 func (p *KVPool) addArena(nb int) {
 	a := &kvArena{first: len(p.refs)}
 	size := nb * KVBlockSize * p.headDim
@@ -165,9 +193,7 @@ func (p *KVPool) addArena(nb int) {
 	}
 	idx := int32(len(p.arenas))
 	p.arenas = append(p.arenas, a)
-	for i := nb - 1; i >= 0; i-- {
-		p.free = append(p.free, int32(a.first+i))
-	}
+	p.nfree += nb
 	for range nb {
 		p.arenaOf = append(p.arenaOf, idx)
 		p.refs = append(p.refs, 0)
@@ -178,13 +204,10 @@ func (p *KVPool) addArena(nb int) {
 // same blocks under the same ids, and frees the new ones. p.mu held.
 func (p *KVPool) regrow(nb int) {
 	n, old, refs := len(p.refs), p.arenas, p.refs
-	p.arenas, p.arenaOf, p.refs, p.free = nil, nil, nil, nil
+	p.arenas, p.arenaOf, p.refs, p.nfree = nil, nil, nil, 0
 	p.addArena(nb)
 	copy(p.refs, refs)
-	p.free = p.free[:0]
-	for id := nb - 1; id >= n; id-- {
-		p.free = append(p.free, int32(id))
-	}
+	p.nfree = nb - n
 	a := p.arenas[0]
 	for _, o := range old {
 		at := o.first * KVBlockSize * p.headDim
@@ -210,16 +233,14 @@ func splitSlots[T float32 | uint16](n, size int) [][]T {
 	return s
 }
 
-// drop lets go of ids (their last holder returns them to the pool, so that the first id is taken first again).
-// p.mu held.
+// drop lets go of ids (their last holder returns them to the pool). p.mu held.
 func (p *KVPool) drop(ids []int32) {
-	for i := len(ids) - 1; i >= 0; i-- {
-		id := ids[i]
+	for _, id := range ids {
 		if p.refs[id] <= 0 {
 			panic(fmt.Sprintf("llama: KV block %d released with %d holders", id, p.refs[id]))
 		}
 		if p.refs[id]--; p.refs[id] == 0 {
-			p.free = append(p.free, id)
+			p.nfree++
 		}
 	}
 }
@@ -328,7 +349,11 @@ func (c *KVCache) Reserve(n int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if b := c.n / KVBlockSize; c.n%KVBlockSize != 0 && b < len(c.table) && p.refs[c.table[b]] > 1 {
-		id, ok := p.take()
+		prev := int32(-1)
+		if b > 0 {
+			prev = c.table[b-1]
+		}
+		id, ok := p.take(prev)
 		if !ok {
 			return fmt.Errorf("llama: KV pool of %d blocks has none free for a copy of a shared block", p.limit)
 		}
@@ -338,12 +363,16 @@ func (c *KVCache) Reserve(n int) error {
 	}
 	had := len(c.table)
 	for len(c.table) < blocksFor(n) {
-		id, ok := p.take()
+		prev := int32(-1)
+		if len(c.table) > 0 {
+			prev = c.table[len(c.table)-1]
+		}
+		id, ok := p.take(prev)
 		if !ok {
 			p.drop(c.table[had:])
 			c.table = c.table[:had]
 			return fmt.Errorf("llama: KV pool of %d blocks has %d free, %d positions need %d more",
-				p.limit, len(p.free), n, blocksFor(n)-had)
+				p.limit, p.nfree, n, blocksFor(n)-had)
 		}
 		c.table = append(c.table, id)
 	}

@@ -320,3 +320,36 @@ func TestGoldenGreedyBF16Cache(t *testing.T) {
 		}
 	}
 }
+
+// TestKVPoolKeepsCachesAdjacent: caches of one pool that take blocks in turn get them where each can keep
+// growing in place (the block after its last), so attention reads them without a gather.
+func TestKVPoolKeepsCachesAdjacent(t *testing.T) {
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 2}), 2)
+	pool := m.NewKVPool(KVBF16, 0)
+	warm := pool.NewCache(0)
+	if err := warm.Reserve(64 * KVBlockSize); err != nil { // arenas of 4, 4, 8, 16 and 32 blocks
+		t.Fatal(err)
+	}
+	warm.Release()
+	caches := make([]*KVCache, 4)
+	for i := range caches {
+		caches[i] = pool.NewCache(0)
+	}
+	for _, n := range []int{1, 17, 33} {
+		for _, c := range caches {
+			if err := c.Reserve(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, c := range caches {
+		for b := 1; b < len(c.table); b++ {
+			if c.table[b] != c.table[b-1]+1 || pool.arenaOf[c.table[b]] != pool.arenaOf[c.table[b-1]] {
+				t.Errorf("cache %d: blocks %v are not adjacent", i, c.table)
+			}
+		}
+	}
+	if pool.Used() != 12 || pool.Allocated() != 64*pool.BlockBytes() {
+		t.Errorf("%d blocks used, %d bytes allocated; want 12 of 64 blocks", pool.Used(), pool.Allocated())
+	}
+}
