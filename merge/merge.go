@@ -521,20 +521,20 @@ func (p *plan) checkSaved(name string, t safetensors.Tensor) error {
 	info, _, ok := p.base.Info(name)
 	if !ok {
 		if q := p.quant[name]; q != nil {
-			if !equalShape(q.shape, t.Shape) {
+			if !slices.Equal(q.shape, t.Shape) {
 				return fmt.Errorf("modules_to_save tensor %q has shape %v but base (4-bit) is %v", name, t.Shape, q.shape)
 			}
 			return nil
 		}
 		if name == "lm_head.weight" && p.tied() {
 			emb, _, ok := p.base.Info("model.embed_tokens.weight")
-			if ok && equalShape(emb.Shape, t.Shape) {
+			if ok && slices.Equal(emb.Shape, t.Shape) {
 				return nil // untied below: the base ties lm_head to the embedding
 			}
 		}
 		return fmt.Errorf("modules_to_save tensor %q has no counterpart in the base (adapter made for another model?)", name)
 	}
-	if !equalShape(info.Shape, t.Shape) {
+	if !slices.Equal(info.Shape, t.Shape) {
 		return fmt.Errorf("modules_to_save tensor %q has shape %v but base is %v (adapter made for another model?)", name, t.Shape, info.Shape)
 	}
 	return nil
@@ -577,7 +577,7 @@ func (p *plan) checkEmbed(s *Source) error {
 	for _, name := range slices.Sorted(maps.Keys(s.Adapter.BaseLayers)) {
 		t := s.Adapter.BaseLayers[name]
 		info, _, ok := p.base.Info(p.baseName(name))
-		if !ok || !equalShape(info.Shape, t.Shape) {
+		if !ok || !slices.Equal(info.Shape, t.Shape) {
 			want := "no such tensor"
 			if ok {
 				want = fmt.Sprint(info.Shape)
@@ -640,18 +640,6 @@ func (p *plan) tied() bool {
 	}
 	var b bool
 	return json.Unmarshal(v, &b) == nil && b
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // build lists every output tensor and how to produce it.

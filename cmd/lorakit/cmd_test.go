@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,7 +54,7 @@ func TestGenerateGreedyGolden(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			t.Fatalf("%q: %v\n%s", prompt, err, out)
 		}
-		if !equalInts(got.PromptIDs, promptIDs) || !equalInts(got.IDs, want) {
+		if !slices.Equal(got.PromptIDs, promptIDs) || !slices.Equal(got.IDs, want) {
 			t.Errorf("%q: prompt ids %v ids %v, want %v %v", prompt, got.PromptIDs, got.IDs, promptIDs, want)
 		}
 		var text string
@@ -75,7 +76,7 @@ func TestTokenizeGolden(t *testing.T) {
 		json.Unmarshal(row["ids"], &want)
 		var got []int
 		out := run(t, "tokenize", "--tokenizer", dir, "--no-special", text)
-		if err := json.Unmarshal([]byte(out), &got); err != nil || !equalInts(got, want) {
+		if err := json.Unmarshal([]byte(out), &got); err != nil || !slices.Equal(got, want) {
 			t.Errorf("%q: got %s, want %v (%v)", text, out, want, err)
 		}
 	}
@@ -106,16 +107,4 @@ func TestDemo(t *testing.T) {
 	if c := s.Serve["sum"].Content; c == "" || strings.Trim(c, "0123456789") != "" {
 		t.Errorf("served answer of the sum adapter: %+v", s.Serve["sum"])
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

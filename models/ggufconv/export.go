@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -140,7 +141,7 @@ func planTensors(ck *safetensors.Checkpoint, c *llama.Config, arch string, typ g
 			return
 		}
 		used[hf] = true
-		if !equalInts(ti.Shape, shape) {
+		if !slices.Equal(ti.Shape, shape) {
 			errs = append(errs, fmt.Sprintf("%s: tensor %s has shape %v, want %v", f.Path, hf, ti.Shape, shape))
 			return
 		}
@@ -228,18 +229,6 @@ func planTensors(ck *safetensors.Checkpoint, c *llama.Config, arch string, typ g
 			len(fallback), strings.Join(fallback, ", ")))
 	}
 	return plan, nil
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func kvValue(kvs []gguf.KV, key string) any {

@@ -2,6 +2,7 @@ package grammar
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 )
 
@@ -270,21 +271,9 @@ func (g *Grammar) closures(starts []int32, names []string) error {
 
 func appendItem(out []item, it item) []item {
 	for _, o := range out {
-		if o.node == it.node && equal32(o.push, it.push) {
+		if o.node == it.node && slices.Equal(o.push, it.push) {
 			return out
 		}
 	}
 	return append(out, it)
-}
-
-func equal32(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -314,7 +314,7 @@ func TestGoldenGreedyBF16Cache(t *testing.T) {
 			if dir == "stories260K-bf16" && g.Prompt == "Tom and his mom" {
 				n = 2
 			}
-			if !equalShape(got[:n], g.GreedyIDs[:n]) {
+			if !slices.Equal(got[:n], g.GreedyIDs[:n]) {
 				t.Errorf("%s, bf16 KV cache, %q:\n got %v\nwant %v", dir, g.Prompt, got[:n], g.GreedyIDs[:n])
 			}
 		}

@@ -3,6 +3,7 @@ package llama
 import (
 	"math"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/lorakit/lorakit/internal/testenv"
@@ -125,15 +126,15 @@ func TestGoldenGreedy(t *testing.T) {
 	f32 := loadDir(t, filepath.Join(sh, "models", "stories260K"), 2)
 	bf16 := loadDir(t, filepath.Join(sh, "models", "stories260K-bf16"), 2)
 	for _, g := range goldens[greedyGolden](t, "stories260K-greedy.jsonl") {
-		if got := greedy(t, f32, g.PromptIDs, len(g.GreedyIDs)); !equalShape(got, g.GreedyIDs) {
+		if got := greedy(t, f32, g.PromptIDs, len(g.GreedyIDs)); !slices.Equal(got, g.GreedyIDs) {
 			t.Errorf("f32 %q:\n got %v\nwant %v", g.Prompt, got, g.GreedyIDs)
 		}
 		got := greedy(t, bf16, g.PromptIDs, len(g.GreedyIDs))
 		if g.Prompt == "Tom and his mom" { // documented close call: bf16 diverges at new token 2
-			if !equalShape(got[:2], g.GreedyIDs[:2]) {
+			if !slices.Equal(got[:2], g.GreedyIDs[:2]) {
 				t.Errorf("bf16 %q: first two tokens %v, want %v", g.Prompt, got[:2], g.GreedyIDs[:2])
 			}
-		} else if !equalShape(got, g.GreedyIDs) {
+		} else if !slices.Equal(got, g.GreedyIDs) {
 			t.Errorf("bf16 %q:\n got %v\nwant %v", g.Prompt, got, g.GreedyIDs)
 		}
 	}
@@ -146,7 +147,7 @@ func TestGoldenChatGreedy(t *testing.T) {
 		IDs       []int `json:"ids"`
 		GreedyIDs []int `json:"greedy_ids"`
 	}](t, "stories260K-chat.jsonl") {
-		if got := greedy(t, m, g.IDs, len(g.GreedyIDs)); !equalShape(got, g.GreedyIDs) {
+		if got := greedy(t, m, g.IDs, len(g.GreedyIDs)); !slices.Equal(got, g.GreedyIDs) {
 			t.Errorf("chat %v:\n got %v\nwant %v", g.IDs[:8], got, g.GreedyIDs)
 		}
 	}

@@ -3,6 +3,7 @@ package llama
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/lorakit/lorakit/models/kernels"
@@ -166,7 +167,7 @@ func (ld *loader) info(name string, shape ...int) (safetensors.TensorInfo, strin
 		ld.errs = append(ld.errs, fmt.Errorf("tensor %s: missing (want shape %v)", name, shape))
 		return ti, "", false
 	}
-	if !equalShape(ti.Shape, shape) {
+	if !slices.Equal(ti.Shape, shape) {
 		ld.errs = append(ld.errs, fmt.Errorf("%s: tensor %s: shape %v, want %v", path, name, ti.Shape, shape))
 		return ti, path, false
 	}
@@ -175,18 +176,6 @@ func (ld *loader) info(name string, shape ...int) (safetensors.TensorInfo, strin
 		return ti, path, false
 	}
 	return ti, path, true
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // vector loads a 1-D tensor as an f32 copy.

@@ -3,6 +3,7 @@ package data
 import (
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -61,22 +62,10 @@ func TestGoldenStoriesChatIDs(t *testing.T) {
 			t.Fatalf("case %d: %q %v", i, text, err)
 		}
 		ids := tok.Encode(text, false)
-		if !equalInts(ids, g.IDs) {
+		if !slices.Equal(ids, g.IDs) {
 			t.Errorf("case %d: ids\n got %v\nwant %v", i, ids, g.IDs)
 		}
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // On every golden conversation that has assistant turns: the loss tokens cover each assistant message's
@@ -118,7 +107,7 @@ func TestGoldenSpanAlignment(t *testing.T) {
 			}
 			// the ids are the whole string's encoding
 			text, spans, _ := tpl.RenderWithSpans(msgs, false)
-			if !equalInts(enc.IDs, tok.Encode(text, false)) {
+			if !slices.Equal(enc.IDs, tok.Encode(text, false)) {
 				t.Errorf("%s %s: ids differ from encoding the whole text", fam, g.ID)
 			}
 			// segment-wise encoding: does it agree? (informational)
@@ -130,7 +119,7 @@ func TestGoldenSpanAlignment(t *testing.T) {
 				prev = sp[1]
 			}
 			seg = append(seg, tok.Encode(text[prev:], false)...)
-			if !equalInts(seg, enc.IDs) {
+			if !slices.Equal(seg, enc.IDs) {
 				straddle++
 			}
 			var target []int
@@ -184,7 +173,7 @@ func TestGoldenChatTemplateIDs(t *testing.T) {
 				t.Errorf("%s %s: %v", fam, g.ID, err)
 				continue
 			}
-			if ids := tok.Encode(text, false); !equalInts(ids, g.IDs) {
+			if ids := tok.Encode(text, false); !slices.Equal(ids, g.IDs) {
 				t.Errorf("%s %s: ids\n got %v\nwant %v", fam, g.ID, ids, g.IDs)
 			}
 			n++
