@@ -21,6 +21,9 @@ type matMulTask struct {
 	// gen is the generated tile family that runs the product (0: the macro-built tiles)
 	mb, nb int
 	gen    int
+	// walk: the generated tiles run one W row at a time against every row of X, each thread over one
+	// contiguous share of W (decode batches: the weight stream of the matrix-vector kernel)
+	walk bool
 }
 
 const (
@@ -56,8 +59,12 @@ func (p *Pool) matMulT(t matMulTask) {
 		t.run(0, tiles)
 		return
 	}
+	chunks := tiles
+	if t.walk {
+		chunks = p.threads
+	}
 	p.mm = t
-	p.runLocked(tiles, tiles, &p.mm)
+	p.runLocked(tiles, chunks, &p.mm)
 	p.mm = matMulTask{}
 	p.mu.Unlock()
 }

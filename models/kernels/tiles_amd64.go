@@ -63,7 +63,20 @@ func (t *matMulTask) prepare() {
 	}
 	t.mb = min(max(dpXBytes/(4*t.k)/dpRows, 1)*dpRows, mmRows) // rows of X (float32) that fit dpXBytes
 	t.nb = dpBlockCols
+	if t.m <= walkRows {
+		t.walk = true
+		t.mb = t.m
+		t.nb = matVecBlock
+	}
 }
+
+// walkRows is the largest batch the generated tiles walk one W row at a time (matMulTask.walk). BenchmarkDecodeStep
+// bf16, two threads, load 2.7-3.0, walk against the 3-column tiles: 2 rows 5.9-6.5 ms against 7.9-8.3, 4 rows 7.2
+// against 8.1-8.7, 8 rows 10.4-10.7 against 9.1-10.0 (the 8×3 tile is compute bound there: 16 rows take twice 8
+// rows' time; the walk's 8 loads of X per weight vector cost more than its single stream saves). End to end
+// (bench --shape smollm2-135m --dtype bf16, load 2.0-2.9) batch 2 went from 8.4-8.8 to 7.3-7.7 ms/step, three
+// rounds alternated; batch 4 did not move beyond the noise (7.3-9.7 against 8.3-9.5), so it keeps the tiles.
+const walkRows = 2
 
 // dpBlockCols is the column block of the generated tiles' parallel split (a multiple of dpCols).
 const dpBlockCols = 16 * dpCols
@@ -81,6 +94,10 @@ func matMulTileGen(t *matMulTask, i0, i1, j0, j1 int) {
 	esz := 2
 	if t.gen == genF32 {
 		esz = 4
+	}
+	if t.walk {
+		matMulWalkGen(t, i0, i1, j0, j1)
+		return
 	}
 	for j := j0; j < j1; j += dpCols {
 		nc := min(dpCols, j1-j)
@@ -124,5 +141,30 @@ func matVecBF16Gen(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 func matVecF32Gen(y, w, x []float32, r0, r1, cols int) {
 	if r1 > r0 {
 		fmaF32Rows(&x[0], &w[r0*cols], cols, cols, &y[r0], r1-r0, pfRows)
+	}
+}
+
+// matMulWalkGen is matMulTileGen for t.walk: W rows [j0, j1) one at a time, each against X rows [i0, i1) in
+// groups of up to dpRows (the 1-column tiles, which sum every element as the wider tiles and the rows kernel
+// do), prefetching pfRows bytes ahead as the rows kernel does: W streams as in a decode step.
+func matMulWalkGen(t *matMulTask, i0, i1, j0, j1 int) {
+	k := t.k
+	acc := 0
+	if t.accum {
+		acc = 1
+	}
+	for j := j0; j < j1; j++ {
+		for i := i0; i < i1; i += dpRows {
+			nr := min(dpRows, i1-i)
+			c := &t.y[i*t.ldy+j]
+			switch t.gen {
+			case genF32:
+				fmaF32Tiles[0][nr-1](&t.x[i*t.ldx], t.ldx, &t.wf[j*t.ldw], t.ldw, k, c, t.ldy, acc, pfRows)
+			case genBF16:
+				fmaBF16Tiles[0][nr-1](&t.x[i*t.ldx], t.ldx, &t.wh[j*t.ldw], t.ldw, k, c, t.ldy, acc, pfRows)
+			case genF16:
+				fmaF16Tiles[0][nr-1](&t.x[i*t.ldx], t.ldx, &t.wh[j*t.ldw], t.ldw, k, c, t.ldy, acc, pfRows)
+			}
+		}
 	}
 }

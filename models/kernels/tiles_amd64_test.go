@@ -103,24 +103,30 @@ func TestGenRowsMatchTiles(t *testing.T) {
 		t.Skip("no AVX-512 VL on this CPU")
 	}
 	r := rand.New(rand.NewPCG(25, 26))
+	p := NewPool(2)
 	for _, k := range []int{1, 16, 33, 64, 100, 577} {
-		for _, rows := range []int{1, 2, 3, 4, 5, 7, 31} {
+		for _, rows := range []int{1, 2, 3, 4, 5, 7, 31, 1000} {
 			wf := randF32(r, rows*k)
 			wb := toBF16(randF32(r, rows*k))
 			x := randF32(r, 8*k)
 			y, tile := make([]float32, rows), make([]float32, 8*rows)
-			matVecF32Gen(y, wf, x[3*k:4*k], 0, rows, k)
-			MatMulF32T(nil, tile, x, wf, 8, rows, k)
-			for j := range y {
-				if y[j] != tile[3*rows+j] {
-					t.Fatalf("f32 k%d rows%d: row %d: %v, in a batch %v", k, rows, j, y[j], tile[3*rows+j])
+			// batches of 2 rows take the walk (matMulWalkGen), 4, 5 and 8 the 3-column tiles; the
+			// pool splits the larger shapes
+			for _, m := range []int{2, 4, 5, 8} {
+				i := min(3, m-1)
+				matVecF32Gen(y, wf, x[i*k:(i+1)*k], 0, rows, k)
+				MatMulF32T(p, tile, x, wf, m, rows, k)
+				for j := range y {
+					if y[j] != tile[i*rows+j] {
+						t.Fatalf("f32 k%d rows%d m%d: row %d: %v, in a batch %v", k, rows, m, j, y[j], tile[i*rows+j])
+					}
 				}
-			}
-			matVecBF16Gen(y, wb, x[3*k:4*k], 0, rows, k)
-			MatMulBF16T(nil, tile, x, wb, 8, rows, k)
-			for j := range y {
-				if y[j] != tile[3*rows+j] {
-					t.Fatalf("bf16 k%d rows%d: row %d: %v, in a batch %v", k, rows, j, y[j], tile[3*rows+j])
+				matVecBF16Gen(y, wb, x[i*k:(i+1)*k], 0, rows, k)
+				MatMulBF16T(p, tile, x, wb, m, rows, k)
+				for j := range y {
+					if y[j] != tile[i*rows+j] {
+						t.Fatalf("bf16 k%d rows%d m%d: row %d: %v, in a batch %v", k, rows, m, j, y[j], tile[i*rows+j])
+					}
 				}
 			}
 		}
