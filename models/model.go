@@ -55,8 +55,8 @@ type LoadOptions struct {
 	// Compact keeps each quantised linear layer (NF4/FP4/Q4_0/int8/Q8_0) in the layout of the kernels that multiply
 	// it only, where the AVX-512 VNNI dot kernels run it (quant.Weight.Compact): half a byte per 4-bit weight and a
 	// byte per 8-bit one less resident; and it moves the dense f32/bf16/f16 matrices out of the file mapping into
-	// anonymous transparent huge pages (residentWeights), dropping the mapped pages, so decode streams them through
-	// 2 MiB pages. For inference (generate, serve, bench): reading the weights back as floats (DoRA's norms,
+	// anonymous transparent huge pages (residentWeights), dropping the mapped pages, with the quantised layers'
+	// dot layout beside them, so decode streams every weight through 2 MiB pages. For inference (generate, serve, bench): reading the weights back as floats (DoRA's norms,
 	// merging) then decodes that layout, slower; training leaves it false.
 	Compact bool
 	// NoTokenizer loads only config and weights (Tok and Chat stay nil): for weight-only checkpoints such as

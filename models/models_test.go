@@ -517,8 +517,9 @@ func TestLoadAutoHead(t *testing.T) {
 	}
 }
 
-// TestLoadCompact: a model loaded with Compact (quantised layers in the dot kernels' layout only, where they run)
-// gives bit-identical logits, and a DoRA-style read of a compacted layer's rows gives the stored weights.
+// TestLoadCompact: a model loaded with Compact (quantised layers in the dot kernels' layout only, where they run,
+// moved with the int8 head into the weights' huge-page arena: residentWeights) gives bit-identical logits on one
+// row and a batch, and a DoRA-style read of a compacted layer's rows gives the stored weights.
 func TestLoadCompact(t *testing.T) {
 	dir := tiny(t, testmodel.Options{Hidden: 64, Intermediate: 128, Seed: 9})
 	a := mustLoad(t, dir, LoadOptions{Threads: 1, Quant: "nf4", Head: "auto"})
@@ -535,6 +536,26 @@ func TestLoadCompact(t *testing.T) {
 	if !slices.Equal(la[0][0], lb[0][0]) {
 		t.Fatal("compacted model's logits differ")
 	}
+	seqs := func() []llama.Seq { return []llama.Seq{{Tokens: prompt}, {Tokens: prompt[:2]}, {Tokens: prompt[1:]}} }
+	if la, err = a.Net.Forward(seqs()); err != nil {
+		t.Fatal(err)
+	}
+	if lb, err = b.Net.Forward(seqs()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range la {
+		if !slices.Equal(la[i][0], lb[i][0]) {
+			t.Fatalf("batch sequence %d: compacted model's logits differ", i)
+		}
+	}
+	if qs, want := quantWeights(b.Net), compacted(b); b.arena == nil || len(qs) != want || want < 7*len(b.Net.Layers) && want > 0 {
+		t.Fatalf("%d quantised weights moved to the arena (arena %v), want every compacted layer (%d)", len(qs), b.arena != nil, want)
+	}
+	defer func() {
+		if err := b.Close(); err != nil || b.arena != nil {
+			t.Fatalf("Close: %v; the arena is still mapped: %v", err, b.arena != nil)
+		}
+	}()
 	qa, qb := a.Net.Layers[0].DownProj.(*nn.Quantized), b.Net.Layers[0].DownProj.(*nn.Quantized)
 	ra, rb := make([]float32, qa.In()), make([]float32, qb.In())
 	for r := 0; r < qa.Out(); r += 7 {
@@ -610,4 +631,18 @@ func inMapping(ck *safetensors.Checkpoint, d *nn.Dense) bool {
 		}
 	}
 	return false
+}
+
+// compacted counts m's quantised layers in the dot kernels' layout only (the int8 head among them when its rows
+// come in tiles of 16).
+func compacted(m *Model) int {
+	n := 0
+	for _, mod := range m.Net.Modules() {
+		if l, ok := m.Net.Linear(mod); ok {
+			if q, ok := l.(*nn.Quantized); ok && q.Q.Packed == nil {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -283,6 +283,9 @@ type biased struct {
 	b []float32
 }
 
+// Unwrap is the layer without the bias (models moves its weights into resident memory).
+func (l biased) Unwrap() nn.Linear { return l.Linear }
+
 func (l biased) Forward(p *kernels.Pool, y, x []float32, m int) {
 	l.Linear.Forward(p, y, x, m)
 	nn.AddBias(y, l.b, m)

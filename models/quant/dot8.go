@@ -3,6 +3,7 @@ package quant
 import (
 	"math"
 	"sync"
+	"unsafe"
 
 	"github.com/lorakit/lorakit/models/kernels"
 )
@@ -355,6 +356,38 @@ func (q *Weight) Compact() bool {
 	q.dropAbsmax()
 	return true
 }
+
+// DotBytes is the size MoveDot needs for q: its dot-layout codes and scales, each rounded up to a cache line; 0
+// when q has no dot layout (it was not compacted, or the dot kernels do not run it).
+func (q *Weight) DotBytes() int {
+	t := q.dots.Load()
+	if t == nil {
+		return 0
+	}
+	return cacheLines(len(t.codes)) + cacheLines(4*len(t.scales))
+}
+
+// MoveDot copies q's dot-layout codes and scales into dst (DotBytes bytes starting on a 64-byte boundary: memory
+// the caller owns, such as huge pages inference keeps the weights in) and multiplies from there on; the copy they
+// came from becomes garbage. dst must outlive every use of q. Call it before q is shared; without a dot layout it
+// does nothing.
+func (q *Weight) MoveDot(dst []byte) {
+	t := q.dots.Load()
+	if t == nil {
+		return
+	}
+	m := *t
+	nc, ns := len(t.codes), len(t.scales)
+	m.codes = dst[:nc:nc]
+	copy(m.codes, t.codes)
+	sb := dst[cacheLines(nc):]
+	m.scales = unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(sb))), ns)
+	copy(m.scales, t.scales)
+	q.dots.Store(&m)
+}
+
+// cacheLines rounds n bytes up to whole 64-byte cache lines.
+func cacheLines(n int) int { return (n + 63) &^ 63 }
 
 // dropAbsmax drops Absmax too when the dot layout's scales give it back exactly (a power-of-two unit, a weight
 // block per x block: Q8_0 and Q4_0), another 4 bytes per 32 weights; BlockAbsmax then reads the dot layout.

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/lorakit/lorakit/models/kernels"
 )
@@ -431,6 +432,60 @@ func TestDot8Extremes(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestMoveDot: a compacted weight's dot layout moved into caller memory lies there whole (codes and scales), and
+// products (1 row and a batch, AVX-512 on and off) and dequantised values are bit-identical to the heap layout's.
+func TestMoveDot(t *testing.T) {
+	r := rand.New(rand.NewSource(37))
+	p := kernels.NewPool(2)
+	for _, q := range dotWeights(t, r) {
+		if !q.useDot8() {
+			t.Skip("the dot kernels do not run here")
+		}
+		what := fmt.Sprintf("%s bs %d %v", q.Type, q.BlockSize, q.Shape)
+		q.Compact()
+		rows, cols := q.Rows(), q.Cols()
+		want := make([]float32, q.Elems())
+		q.Dequantize(want)
+		x := randW(r, 70*cols, 1)
+		ys := map[bool][]float32{}
+		for _, avx512 := range []bool{true, false} {
+			withAVX512(avx512, func() {
+				ys[avx512] = make([]float32, 70*rows)
+				q.MatMulT(p, ys[avx512], x, 70)
+			})
+		}
+		buf := make([]byte, q.DotBytes()+64)
+		dst := buf[(64-int(uintptr(unsafe.Pointer(&buf[0]))%64))%64:][:q.DotBytes()]
+		q.MoveDot(dst)
+		d := q.dots.Load()
+		lo, hi := uintptr(unsafe.Pointer(&dst[0])), uintptr(unsafe.Pointer(&dst[0]))+uintptr(len(dst))
+		for _, a := range []uintptr{uintptr(unsafe.Pointer(&d.codes[0])), uintptr(unsafe.Pointer(&d.codes[len(d.codes)-1])),
+			uintptr(unsafe.Pointer(&d.scales[0])), uintptr(unsafe.Pointer(&d.scales[len(d.scales)-1]))} {
+			if a < lo || a >= hi {
+				t.Fatalf("%s: the dot layout is not inside the memory it was moved to", what)
+			}
+		}
+		got := make([]float32, q.Elems())
+		q.Dequantize(got)
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: dequantised values differ after MoveDot", what)
+		}
+		for _, avx512 := range []bool{true, false} {
+			withAVX512(avx512, func() {
+				y := make([]float32, 70*rows)
+				q.MatMulT(p, y, x, 70)
+				if !slices.Equal(y, ys[avx512]) {
+					t.Fatalf("%s avx512=%v: products differ after MoveDot", what, avx512)
+				}
+				q.MatMulT(p, y[:rows], x[:cols], 1)
+				if !slices.Equal(y[:rows], ys[avx512][:rows]) {
+					t.Fatalf("%s avx512=%v: one-row product differs after MoveDot", what, avx512)
+				}
+			})
 		}
 	}
 }
