@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -41,15 +42,26 @@ func newRootCmd() *cobra.Command {
 }
 
 // addKernelFlags makes the kernel choice, which the kernels take as a setting and never read from the
-// environment: --no-avx512 (or LORAKIT_NO_AVX512 set to anything) keeps the AVX2 kernels (GEMM tile and the
+// environment: --no-avx512 (or LORAKIT_NO_AVX512 set to anything but 0/false) keeps the AVX2 kernels (GEMM tile and the
 // quantised kernels of models/quant, which read the same switch) on an AVX-512 CPU, to measure there what an
 // AVX2-only machine runs.
 func addKernelFlags(root *cobra.Command) {
-	noAVX512 := os.Getenv("LORAKIT_NO_AVX512") != ""
+	noAVX512 := envSet("LORAKIT_NO_AVX512")
 	root.PersistentFlags().BoolVar(&noAVX512, "no-avx512", noAVX512,
 		"keep the AVX2 kernels (GEMM tile, 4-bit/int8/Q8_0 kernels) on a CPU with AVX-512 (also LORAKIT_NO_AVX512=1)")
 	kernels.SetAVX512(!noAVX512) // already now, so that --version reports the kernels in use
 	root.PersistentPreRun = func(*cobra.Command, []string) { kernels.SetAVX512(!noAVX512) }
+}
+
+// envSet reports whether the environment variable name turns a switch on: set and not a false value ("0",
+// "false", as strconv.ParseBool reads them), so that NAME=0 does not mean the opposite of what it says.
+func envSet(name string) bool {
+	v := os.Getenv(name)
+	if v == "" {
+		return false
+	}
+	on, err := strconv.ParseBool(v)
+	return err != nil || on
 }
 
 // refuseUnknownSubcommands makes every command group (lorakit data ...) answer an unknown subcommand with an

@@ -16,6 +16,9 @@ func TestNoAVX512(t *testing.T) {
 	}{
 		{"", nil, true},
 		{"1", nil, false},
+		{"0", nil, true},
+		{"false", nil, true},
+		{"yes", nil, false},
 		{"", []string{"--no-avx512"}, false},
 		{"1", []string{"--no-avx512=false"}, true},
 	} {
