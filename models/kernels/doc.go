@@ -32,10 +32,11 @@
 //     products (decode) of f32 and bf16 run rows kernels that read one
 //     weight row at a time (one sequential stream per thread, prefetched
 //     16 KiB ahead) and sum each row exactly as the tiles do, so a decoded
-//     row equals the same row in a batch bit for bit. AVX512_BF16's VDPBF16PS is not used: on X split
-//     into two bf16 (hi + lo) it needs as many instructions per weight as
-//     the widening FMA tile at 30× its error (bf16 golden logits 6-9e-5
-//     off, bound 1e-4), and X rounded to one bf16 is 2⁸ times coarser.
+//     row equals the same row in a batch bit for bit. AVX512_BF16's VDPBF16PS is not used: with X split
+//     into two bf16 (hi + lo) it ran no faster than the widening FMA tile on
+//     Zen 5 (batch 8 and prefill), slowed decode, and had 30× its error
+//     (a bf16 greedy golden diverged); X rounded to one bf16 is 2⁸ times
+//     coarser. README "Kernels by instruction set" has the figures.
 //   - X·Wᵀ without AVX-512 (MatMul*T, Gemm NT): a 3×4 register tile of dot
 //     products over K chunks of 512, 8 lanes wide, and a 2×4 tile for the
 //     one or two rows left over; weights converted in registers, nothing
