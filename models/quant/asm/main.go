@@ -526,6 +526,51 @@ func dot(k int, kind dotKind) {
 	RET()
 }
 
+// xq8 holds the x quantisers' (quantX8, quantX8Y) arguments, the strides scaled to bytes: qstr between one
+// block's int8 values and the next's, kstr between its scales (and its corrections).
+type xq8 struct{ q, s, c, x, nb, kstr, z, qstr reg.Register }
+
+// loadXQ8 loads the x quantisers' arguments.
+func loadXQ8() xq8 {
+	var a xq8
+	a.q = Load(Param("q"), GP64())
+	a.s = Load(Param("s"), GP64())
+	a.c = Load(Param("c"), GP64())
+	a.x = Load(Param("x"), GP64())
+	a.nb = Load(Param("nblocks"), GP64())
+	a.kstr = Load(Param("kstride"), GP64())
+	a.z = GP64()
+	Load(Param("z"), a.z)
+	a.qstr = GP64()
+	MOVQ(a.kstr, a.qstr)
+	SHLQ(U8(5), a.qstr) // 32 bytes per block and row
+	SHLQ(U8(2), a.kstr) // 4 bytes per block and row
+	return a
+}
+
+// blockEnd ends a block of an x quantiser: the four int32 lanes of li summed into Σq, −z·Σq stored at c, every
+// pointer moved on to the next block, and the loop closed.
+func (a xq8) blockEnd(li reg.VecVirtual) {
+	l3 := XMM()
+	VPSHUFD(U8(0x4e), li, l3)
+	VPADDD(l3, li, li)
+	VPSHUFD(U8(0xb1), li, l3)
+	VPADDD(l3, li, li)
+	sum := GP32()
+	VMOVD(li, sum)
+	IMULL(a.z.(reg.GPVirtual).As32(), sum)
+	NEGL(sum)
+	MOVL(sum, Mem{Base: a.c})
+	ADDQ(U8(128), a.x)
+	ADDQ(a.qstr, a.q)
+	ADDQ(a.kstr, a.s)
+	ADDQ(a.kstr, a.c)
+	DECQ(a.nb)
+	JNZ(LabelRef("block"))
+	VZEROUPPER()
+	RET()
+}
+
 // quantX8 generates the x quantiser of the dot kernels (see quantizeX8Go): per block of 32 values of one x row,
 // m = max|x|, q = round-to-even(x·(127/max(m, 2⁻¹⁰⁰))) as int8 (32 bytes at q, then the next block kstride
 // blocks further on), the step m/127 at s and −z·Σq at c (each one int32 further per block and kstride).
@@ -533,18 +578,8 @@ func quantX8() {
 	TEXT("quantX8", NOSPLIT, "func(q *byte, s *float32, c *int32, x *float32, nblocks, kstride, z int)")
 	Pragma("noescape")
 	Doc("quantX8 quantises one x row for the dot kernels (see quantizeX8Go).")
-	q := Load(Param("q"), GP64())
-	s := Load(Param("s"), GP64())
-	c := Load(Param("c"), GP64())
-	x := Load(Param("x"), GP64())
-	nb := Load(Param("nblocks"), GP64())
-	kstr := Load(Param("kstride"), GP64())
-	z := GP64()
-	Load(Param("z"), z)
-	qstr := GP64()
-	MOVQ(kstr, qstr)
-	SHLQ(U8(5), qstr) // 32 bytes per block and row
-	SHLQ(U8(2), kstr) // 4 bytes per block and row
+	args := loadXQ8()
+	q, s, x := args.q, args.s, args.x
 	absm := ZMM()
 	t := GP32()
 	MOVL(U32(0x7fffffff), t)
@@ -596,24 +631,7 @@ func quantX8() {
 	li := XMM()
 	VEXTRACTI32X4(U8(1), hi, li)
 	VPADDD(hi.AsX(), li, li)
-	l3 := XMM()
-	VPSHUFD(U8(0x4e), li, l3)
-	VPADDD(l3, li, li)
-	VPSHUFD(U8(0xb1), li, l3)
-	VPADDD(l3, li, li)
-	sum := GP32()
-	VMOVD(li, sum)
-	IMULL(z.As32(), sum)
-	NEGL(sum)
-	MOVL(sum, Mem{Base: c})
-	ADDQ(U8(128), x)
-	ADDQ(qstr, q)
-	ADDQ(kstr, s)
-	ADDQ(kstr, c)
-	DECQ(nb)
-	JNZ(LabelRef("block"))
-	VZEROUPPER()
-	RET()
+	args.blockEnd(li)
 }
 
 // maxY (dotKY in models/quant) is the most x rows an AVX2 dot kernel takes at once: 16 ymm registers hold k
@@ -870,18 +888,8 @@ func quantX8Y(permIdx Mem) {
 	TEXT("quantX8y", NOSPLIT, "func(q *byte, s *float32, c *int32, x *float32, nblocks, kstride, z int)")
 	Pragma("noescape")
 	Doc("quantX8y quantises one x row for the dot kernels on AVX2 (see quantizeX8Go).")
-	q := Load(Param("q"), GP64())
-	s := Load(Param("s"), GP64())
-	c := Load(Param("c"), GP64())
-	x := Load(Param("x"), GP64())
-	nb := Load(Param("nblocks"), GP64())
-	kstr := Load(Param("kstride"), GP64())
-	z := GP64()
-	Load(Param("z"), z)
-	qstr := GP64()
-	MOVQ(kstr, qstr)
-	SHLQ(U8(5), qstr) // 32 bytes per block and row
-	SHLQ(U8(2), kstr) // 4 bytes per block and row
+	args := loadXQ8()
+	q, s, x := args.q, args.s, args.x
 	absm := bcastConst(0x7fffffff)
 	perm := YMM()
 	VMOVDQU(permIdx, perm)
@@ -938,22 +946,5 @@ func quantX8Y(permIdx Mem) {
 	li := XMM()
 	VEXTRACTI128(U8(1), sum, li)
 	VPADDD(sum.AsX(), li, li)
-	l3 := XMM()
-	VPSHUFD(U8(0x4e), li, l3)
-	VPADDD(l3, li, li)
-	VPSHUFD(U8(0xb1), li, l3)
-	VPADDD(l3, li, li)
-	n := GP32()
-	VMOVD(li, n)
-	IMULL(z.As32(), n)
-	NEGL(n)
-	MOVL(n, Mem{Base: c})
-	ADDQ(U8(128), x)
-	ADDQ(qstr, q)
-	ADDQ(kstr, s)
-	ADDQ(kstr, c)
-	DECQ(nb)
-	JNZ(LabelRef("block"))
-	VZEROUPPER()
-	RET()
+	args.blockEnd(li)
 }
