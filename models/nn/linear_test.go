@@ -8,17 +8,31 @@ import (
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
+// normals draws n standard normal values.
+func normals(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+// f32Dense is a float32 Dense of w ([rows, cols]).
+func f32Dense(t *testing.T, w []float32, rows, cols int) *Dense {
+	t.Helper()
+	raw, _ := safetensors.Encode(safetensors.F32, w)
+	d, err := NewDense(safetensors.F32, raw, rows, cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func TestDenseForward(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	rows, cols, m := 5, 7, 3
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
-	x := make([]float32, m*cols)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
+	w := normals(rng, rows*cols)
+	x := normals(rng, m*cols)
 	bias := []float32{1, 2, 3, 4, 5}
 	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16, safetensors.F16, safetensors.F64} {
 		raw, err := safetensors.Encode(dt, w)
@@ -75,15 +89,8 @@ func TestDenseForward(t *testing.T) {
 func TestQuantized(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	rows, cols, m := 8, 128, 3
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
-	raw, _ := safetensors.Encode(safetensors.F32, w)
-	d, err := NewDense(safetensors.F32, raw, rows, cols)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := normals(rng, rows*cols)
+	d := f32Dense(t, w, rows, cols)
 	d.Bias = make([]float32, rows)
 	d.Bias[3] = 5
 	q, err := Quantize(d, "nf4", true)
@@ -94,10 +101,7 @@ func TestQuantized(t *testing.T) {
 		t.Fatal("shape")
 	}
 	deq := q.ToF32()
-	x := make([]float32, m*cols)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
+	x := normals(rng, m*cols)
 	y := make([]float32, m*rows)
 	q.Forward(nil, y, x, m)
 	for i := range m {
@@ -129,30 +133,16 @@ func TestQuantized(t *testing.T) {
 func TestQuantizedTiled(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	const rows, cols, m = 32, 256, 4
-	w := make([]float32, rows*cols)
-	for i := range w {
-		w[i] = float32(rng.NormFloat64())
-	}
-	raw, _ := safetensors.Encode(safetensors.F32, w)
-	d, err := NewDense(safetensors.F32, raw, rows, cols)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := normals(rng, rows*cols)
+	d := f32Dense(t, w, rows, cols)
 	q, err := Quantize(d, "nf4", false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	deq := q.ToF32()
-	x := make([]float32, m*cols)
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
-	}
+	x := normals(rng, m*cols)
 	yf32 := make([]float32, m*rows) // bitsandbytes' way: dequantised weight, f32 product
-	dq, _ := safetensors.Encode(safetensors.F32, deq)
-	dd, err := NewDense(safetensors.F32, dq, rows, cols)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dd := f32Dense(t, deq, rows, cols)
 	dd.Forward(nil, yf32, x, m)
 	if !q.Q.Compact() {
 		t.Skip("the dot kernels do not run this weight here (a purego build)")
