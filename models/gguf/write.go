@@ -9,6 +9,7 @@ import (
 	"math"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/iocount"
 )
 
 // Write creates the GGUF file path atomically: the header, kvs, the tensor table of tensors (their Offset fields
@@ -59,15 +60,15 @@ func WriteTo(w io.Writer, kvs []KV, tensors []TensorInfo, fill func(i int, w io.
 	}
 	start := ew.n
 	for i, t := range tensors {
-		cw := &countWriter{w: ew}
+		cw := &iocount.Writer{W: ew}
 		if err := fill(i, cw); err != nil {
 			return fmt.Errorf("gguf: tensor %s: %w", t.Name, err)
 		}
 		if ew.err != nil {
 			return ew.err
 		}
-		if cw.n != int64(sizes[i]) {
-			return fmt.Errorf("gguf: tensor %s: wrote %d bytes, want %d", t.Name, cw.n, sizes[i])
+		if cw.N != int64(sizes[i]) {
+			return fmt.Errorf("gguf: tensor %s: wrote %d bytes, want %d", t.Name, cw.N, sizes[i])
 		}
 		if i+1 < len(tensors) {
 			ew.zeros(int(start + int64(tensors[i+1].Offset) - ew.n))
@@ -282,17 +283,6 @@ func typeOf(v any) (ValueType, error) {
 		return TypeArray, nil
 	}
 	return 0, fmt.Errorf("value of Go type %T has no GGUF type", v)
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
 
 var errShort = errors.New("unexpected end of file (truncated?)")

@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/lorakit/lorakit/internal/atomicfile"
+	"github.com/lorakit/lorakit/internal/iocount"
 )
 
 // Tensor is a named tensor with its raw little-endian data, ready to write.
@@ -80,12 +81,12 @@ func WriteStream(path string, hs []Header, metadata map[string]string, fill func
 			return err
 		}
 		for i, h := range hs {
-			cw := &countWriter{w: w}
+			cw := &iocount.Writer{W: w}
 			if err := fill(i, cw); err != nil {
 				return fmt.Errorf("tensor %q: %w", h.Name, err)
 			}
-			if cw.n != h.bytes() {
-				return fmt.Errorf("tensor %q: wrote %d bytes, want %d", h.Name, cw.n, h.bytes())
+			if cw.N != h.bytes() {
+				return fmt.Errorf("tensor %q: wrote %d bytes, want %d", h.Name, cw.N, h.bytes())
 			}
 		}
 		return nil
@@ -128,15 +129,4 @@ func encodeHeader(hs []Header, metadata map[string]string) ([]byte, error) {
 		b = append(b, ' ')
 	}
 	return b, nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
