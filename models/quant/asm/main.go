@@ -226,6 +226,24 @@ func (kn *kernel) store(scale *Mem) {
 	ADDQ(U8(4), kn.y)
 }
 
+// begin declares the VNNI rows kernel family+k (with "p" for pair) of the given kind ("4-bit", whose
+// portable twin is see) and loads the arguments every such kernel takes; it returns the kernel and the
+// weight codes' and scales' pointers.
+func begin(family, kind, see, sig string, k int, pair bool) (kn *kernel, packed, sp reg.Register) {
+	name := fmt.Sprintf("%s%d", family, k)
+	if pair {
+		name += "p"
+	}
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is the %s VNNI kernel for %d x rows (see %s).", name, kind, k, see))
+	kn = &kernel{k: k, pair: pair}
+	kn.prologue()
+	packed = Load(Param("packed"), GP64())
+	sp = Load(Param("scales"), GP64())
+	return kn, packed, sp
+}
+
 // prologue loads the shared arguments and zeroes nothing yet.
 func (kn *kernel) prologue() {
 	kn.y = Load(Param("y"), GP64())
@@ -238,10 +256,20 @@ func (kn *kernel) prologue() {
 	}
 }
 
-func (kn *kernel) zero() {
+// rowStart zeroes the accumulators at the start of a weight row and loads the x pointers and the group count.
+func (kn *kernel) rowStart() (xq, xs, g reg.Register) {
 	for _, a := range kn.acc {
 		VXORPS(a, a, a)
 	}
+	return Load(Param("xq"), GP64()), Load(Param("xs"), GP64()), Load(Param("ngroups"), GP64())
+}
+
+// rowEnd loops back to Label("row") for the next weight row, then returns.
+func (kn *kernel) rowEnd() {
+	DECQ(kn.rows)
+	JNZ(LabelRef("row"))
+	VZEROUPPER()
+	RET()
 }
 
 // four generates the 4-bit kernel for k x rows: per weight row and group of 64 codes (32 bytes), the codes
@@ -249,17 +277,8 @@ func (kn *kernel) zero() {
 // VPERMQ, a widening, a shift or mask and VPERMW on the 16-level table; VPMADDWD + VPDPWSSD multiply them with
 // each x row, and each group's int32 sums are scaled in float.
 func four(k int, pair bool, pairIdx Mem) {
-	name := fmt.Sprintf("nf4VNNI%d", k)
-	if pair {
-		name += "p"
-	}
-	TEXT(name, NOSPLIT, "func(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *int16, rows, ngroups, gpb int)")
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is the 4-bit VNNI kernel for %d x rows (see rows16Go).", name, k))
-	kn := &kernel{k: k, pair: pair}
-	kn.prologue()
-	packed := Load(Param("packed"), GP64())
-	sp := Load(Param("scales"), GP64())
+	kn, packed, sp := begin("nf4VNNI", "4-bit", "rows16Go",
+		"func(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *int16, rows, ngroups, gpb int)", k, pair)
 	table := ZMM()
 	lut := Load(Param("lut"), GP64())
 	VMOVDQU16(Mem{Base: lut}, table.AsY())
@@ -274,10 +293,7 @@ func four(k int, pair bool, pairIdx Mem) {
 	}
 
 	Label("row")
-	kn.zero()
-	xq := Load(Param("xq"), GP64())
-	xs := Load(Param("xs"), GP64())
-	g := Load(Param("ngroups"), GP64())
+	xq, xs, g := kn.rowStart()
 	var bc reg.Register
 	if !pair {
 		bc = Load(Param("gpb"), GP64())
@@ -312,27 +328,15 @@ func four(k int, pair bool, pairIdx Mem) {
 	DECQ(g)
 	JNZ(LabelRef("group"))
 	kn.store(nil)
-	DECQ(kn.rows)
-	JNZ(LabelRef("row"))
-	VZEROUPPER()
-	RET()
+	kn.rowEnd()
 }
 
 // int8k generates the int8 kernel for k x rows: per group of 64 codes, one VPERMQ load puts the 128-bit
 // lanes in groupPerm's order and shifts split even and odd bytes into sign-extended int16. pair selects
 // Q8_0 (a scale per 32-block, applied per group); otherwise the row's one scale multiplies its sum.
 func int8k(k int, pair bool, pairIdx, laneIdx Mem) {
-	name := fmt.Sprintf("int8VNNI%d", k)
-	if pair {
-		name += "p"
-	}
-	TEXT(name, NOSPLIT, "func(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, ngroups int)")
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is the int8 VNNI kernel for %d x rows (see rows8VNNIGo).", name, k))
-	kn := &kernel{k: k, pair: pair}
-	kn.prologue()
-	packed := Load(Param("packed"), GP64())
-	sp := Load(Param("scales"), GP64())
+	kn, packed, sp := begin("int8VNNI", "int8", "rows8VNNIGo",
+		"func(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, ngroups int)", k, pair)
 	lanes := ZMM()
 	VMOVDQU64(laneIdx, lanes)
 	var idx reg.VecVirtual
@@ -342,10 +346,7 @@ func int8k(k int, pair bool, pairIdx, laneIdx Mem) {
 	}
 
 	Label("row")
-	kn.zero()
-	xq := Load(Param("xq"), GP64())
-	xs := Load(Param("xs"), GP64())
-	g := Load(Param("ngroups"), GP64())
+	xq, xs, g := kn.rowStart()
 	Label("group")
 	z := ZMM()
 	VPERMQ(Mem{Base: packed}, lanes, z)
@@ -371,10 +372,7 @@ func int8k(k int, pair bool, pairIdx, laneIdx Mem) {
 		kn.store(&s)
 		ADDQ(U8(4), sp)
 	}
-	DECQ(kn.rows)
-	JNZ(LabelRef("row"))
-	VZEROUPPER()
-	RET()
+	kn.rowEnd()
 }
 
 // vpdpbusdB emits acc += Σ quads src1·(the dword at m, broadcast to every lane): unsigned bytes of src1 times
@@ -571,6 +569,34 @@ func (a xq8) blockEnd(li reg.VecVirtual) {
 	RET()
 }
 
+// scaleConsts loads the x quantisers' constants through t: 127 (the largest code) and 2⁻¹⁰⁰ (the floor of a
+// block's max |x|, so that an all-zero block divides by a tiny number, not by zero).
+func scaleConsts(t reg.GPVirtual) (c127, tiny reg.VecVirtual) {
+	c127, tiny = XMM(), XMM()
+	MOVL(U32(0x42fe0000), t) // 127
+	VMOVD(t, c127)
+	MOVL(U32(0x0d800000), t) // 2⁻¹⁰⁰
+	VMOVD(t, tiny)
+	return c127, tiny
+}
+
+// blockScale reduces the four lanes of l (the block's max |x| so far) to m, stores the step m/127 at s and
+// broadcasts 127/max(m, 2⁻¹⁰⁰) into rb (a YMM or ZMM register).
+func blockScale(l reg.VecVirtual, s reg.Register, c127, tiny, rb reg.VecVirtual) {
+	l2 := XMM()
+	VPERMILPS(U8(0x4e), l, l2)
+	VMAXPS(l2, l, l)
+	VPERMILPS(U8(0xb1), l, l2)
+	VMAXSS(l2, l, l) // m
+	st := XMM()
+	VDIVSS(c127, l, st)
+	VMOVSS(st, Mem{Base: s})
+	VMAXSS(tiny, l, l)
+	r := XMM()
+	VDIVSS(l, c127, r)
+	VBROADCASTSS(r, rb)
+}
+
 // quantX8 generates the x quantiser of the dot kernels (see quantizeX8Go): per block of 32 values of one x row,
 // m = max|x|, q = round-to-even(x·(127/max(m, 2⁻¹⁰⁰))) as int8 (32 bytes at q, then the next block kstride
 // blocks further on), the step m/127 at s and −z·Σq at c (each one int32 further per block and kstride).
@@ -584,11 +610,7 @@ func quantX8() {
 	t := GP32()
 	MOVL(U32(0x7fffffff), t)
 	VPBROADCASTD(t, absm)
-	c127, tiny := XMM(), XMM()
-	MOVL(U32(0x42fe0000), t) // 127
-	VMOVD(t, c127)
-	MOVL(U32(0x0d800000), t) // 2⁻¹⁰⁰
-	VMOVD(t, tiny)
+	c127, tiny := scaleConsts(t)
 
 	Label("block")
 	a, b := ZMM(), ZMM()
@@ -605,19 +627,8 @@ func quantX8() {
 	l := XMM()
 	VEXTRACTF32X4(U8(1), h, l)
 	VMAXPS(h.AsX(), l, l)
-	l2 := XMM()
-	VPERMILPS(U8(0x4e), l, l2)
-	VMAXPS(l2, l, l)
-	VPERMILPS(U8(0xb1), l, l2)
-	VMAXSS(l2, l, l) // m
-	st := XMM()
-	VDIVSS(c127, l, st)
-	VMOVSS(st, Mem{Base: s})
-	VMAXSS(tiny, l, l)
-	r := XMM()
-	VDIVSS(l, c127, r)
 	rb := ZMM()
-	VBROADCASTSS(r, rb)
+	blockScale(l, s, c127, tiny, rb)
 	VMULPS(rb, a, a)
 	VMULPS(rb, b, b)
 	VCVTPS2DQ(a, a)
@@ -894,11 +905,7 @@ func quantX8Y(permIdx Mem) {
 	perm := YMM()
 	VMOVDQU(permIdx, perm)
 	t := GP32()
-	c127, tiny := XMM(), XMM()
-	MOVL(U32(0x42fe0000), t) // 127
-	VMOVD(t, c127)
-	MOVL(U32(0x0d800000), t) // 2⁻¹⁰⁰
-	VMOVD(t, tiny)
+	c127, tiny := scaleConsts(t)
 
 	Label("block")
 	v := make([]reg.VecVirtual, 4)
@@ -917,19 +924,8 @@ func quantX8Y(permIdx Mem) {
 	l := XMM()
 	VEXTRACTF128(U8(1), m, l)
 	VMAXPS(m.AsX(), l, l)
-	l2 := XMM()
-	VPERMILPS(U8(0x4e), l, l2)
-	VMAXPS(l2, l, l)
-	VPERMILPS(U8(0xb1), l, l2)
-	VMAXSS(l2, l, l) // m
-	st := XMM()
-	VDIVSS(c127, l, st)
-	VMOVSS(st, Mem{Base: s})
-	VMAXSS(tiny, l, l)
-	r := XMM()
-	VDIVSS(l, c127, r)
 	rb := YMM()
-	VBROADCASTSS(r, rb)
+	blockScale(l, s, c127, tiny, rb)
 	for i := range v {
 		VMULPS(rb, v[i], v[i])
 		VCVTPS2DQ(v[i], v[i])
