@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -23,9 +22,8 @@ func (s *Server) handleChat(c echo.Context) error {
 	if oe != nil {
 		return oe
 	}
-	noteModel(c, req.Model)
-	if req.Model != s.name && !engine.ValidName(req.Model) {
-		return openai.ModelNotFound(req.Model)
+	if err := s.admitModel(c, req.Model); err != nil {
+		return err
 	}
 	if err := s.checkChoices(1, req.Sampling.N); err != nil {
 		return err
@@ -117,10 +115,9 @@ func toolFinish(finish string, called bool) string {
 	return finish
 }
 
-// complexity: the chat SSE stream per choice (role, reasoning, content, tool calls, finish, usage) in the order OpenAI sends them.
+// streamChat streams a chat completion: per choice the role, then reasoning, content and tool calls as they come,
+// then the finish, in the order OpenAI sends them.
 func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id string, created int64, startThink bool, parser string) error {
-	ctx, cancel := context.WithCancel(c.Request().Context())
-	defer cancel() // stops the fan-in goroutines if the client write fails
 	w := startSSE(c)
 	chunk := func(choices []openai.ChatChunkChoice) openai.ChatCompletionChunk {
 		ch := openai.ChatCompletionChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model,
@@ -145,39 +142,43 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 			tools[i] = openai.NewToolCallSplitter(parser)
 		}
 	}
-	completion := make([]int, len(runs))
-	var failed error
-	for ev := range fanIn(ctx, runs) {
-		if w.err != nil {
-			break // client gone: ctx ends, merge cancels the streams
+	toolCalls := func(ev event, content string) (string, []openai.ChatToolCallDelta) {
+		ts := tools[ev.index]
+		if ts == nil {
+			return content, nil
 		}
-		rsn, content := splitters[ev.index].Add(ev.Text)
+		var tc []openai.ToolCall
+		content, tc = ts.Add(content)
 		if ev.Finish != "" {
-			r2, c2 := splitters[ev.index].Flush()
-			rsn, content = rsn+r2, content+c2
+			c2, tc2 := ts.Flush()
+			content, tc = content+c2, append(tc, tc2...)
 		}
 		var calls []openai.ChatToolCallDelta
-		if ts := tools[ev.index]; ts != nil {
-			var tc []openai.ToolCall
-			content, tc = ts.Add(content)
+		for _, call := range tc {
+			if req.SingleToolCall && ncalls[ev.index] > 0 {
+				break
+			}
+			calls = append(calls, openai.ChatToolCallDelta{Index: ncalls[ev.index], ID: newID("call_"), Type: "function",
+				Function: openai.FunctionCall{Name: call.Name, Arguments: call.Arguments}})
+			ncalls[ev.index]++
+		}
+		return content, calls
+	}
+	return s.streamRuns(c, w, runs, req.Sampling.N, req.IncludeUsage, streamFormat{
+		event: func(ev event) {
+			rsn, content := splitters[ev.index].Add(ev.Text)
 			if ev.Finish != "" {
-				c2, tc2 := ts.Flush()
-				content, tc = content+c2, append(tc, tc2...)
+				r2, c2 := splitters[ev.index].Flush()
+				rsn, content = rsn+r2, content+c2
 			}
-			for _, call := range tc {
-				if req.SingleToolCall && ncalls[ev.index] > 0 {
-					break
-				}
-				calls = append(calls, openai.ChatToolCallDelta{Index: ncalls[ev.index], ID: newID("call_"), Type: "function",
-					Function: openai.FunctionCall{Name: call.Name, Arguments: call.Arguments}})
-				ncalls[ev.index]++
+			content, calls := toolCalls(ev, content)
+			var lp *openai.ChatLogprobs
+			if req.Sampling.Logprobs && len(ev.Tokens) > 0 {
+				lp = s.chatLogprobs(texts[ev.index], ev.Tokens)
 			}
-		}
-		var lp *openai.ChatLogprobs
-		if req.Sampling.Logprobs && len(ev.Tokens) > 0 {
-			lp = s.chatLogprobs(texts[ev.index], ev.Tokens)
-		}
-		if rsn != "" || content != "" || lp != nil || len(calls) > 0 {
+			if rsn == "" && content == "" && lp == nil && len(calls) == 0 {
+				return
+			}
 			d := openai.ChatDelta{ToolCalls: calls}
 			if rsn != "" {
 				d.ReasoningContent = &rsn
@@ -186,31 +187,15 @@ func (s *Server) streamChat(c echo.Context, req *openai.Chat, runs []*run, id st
 				d.Content = &content
 			}
 			w.send(chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: d, Logprobs: lp}}))
-		}
-		if ev.Finish != "" {
-			completion[ev.index] = ev.CompletionTokens
-			if ev.Finish == engine.FinishError || ev.Finish == engine.FinishCancel {
-				if failed == nil {
-					failed = ev.Err
-				}
-				continue
-			}
+		},
+		finish: func(ev event) any {
 			fr := toolFinish(ev.Finish, ncalls[ev.index] > 0)
-			w.send(chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: openai.ChatDelta{}, FinishReason: &fr}}))
-		}
-	}
-	noteUsage(c, usageOf(runs, completion, req.Sampling.N))
-	if ctx.Err() != nil || w.err != nil {
-		return errClientGone // counted as 499; nobody reads a reply
-	}
-	if failed != nil {
-		w.send(openai.ErrorResponse{Error: streamError(failed)})
-	} else if req.IncludeUsage {
-		u := usageOf(runs, completion, req.Sampling.N)
-		ch := chunk([]openai.ChatChunkChoice{})
-		ch.Usage = u
-		w.send(ch)
-	}
-	w.done()
-	return nil
+			return chunk([]openai.ChatChunkChoice{{Index: ev.index, Delta: openai.ChatDelta{}, FinishReason: &fr}})
+		},
+		usage: func(u openai.Usage) any {
+			ch := chunk([]openai.ChatChunkChoice{})
+			ch.Usage = u
+			return ch
+		},
+	})
 }

@@ -1,7 +1,6 @@
 package serve
 
 import (
-	"context"
 	"net/http"
 	"time"
 
@@ -21,9 +20,8 @@ func (s *Server) handleCompletions(c echo.Context) error {
 	if oe != nil {
 		return oe
 	}
-	noteModel(c, req.Model)
-	if req.Model != s.name && !engine.ValidName(req.Model) {
-		return openai.ModelNotFound(req.Model)
+	if err := s.admitModel(c, req.Model); err != nil {
+		return err
 	}
 	// Admission, before any tokenizing: the choices, each prompt's size, the echoed text (admit.go). The echo-only
 	// path (max_tokens 0) passes the same checks as generation.
@@ -130,9 +128,9 @@ func (s *Server) echoOnly(c echo.Context, req *openai.Completion, prompts [][]in
 	return writeJSON(c, http.StatusOK, out)
 }
 
+// streamCompletion streams a completion: the echoed prompts first when asked for, then per choice its text as it
+// comes and its finish.
 func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs []*run, id string, created int64, echoText []string) error {
-	ctx, cancel := context.WithCancel(c.Request().Context())
-	defer cancel() // stops the fan-in goroutines if the client write fails
 	w := startSSE(c)
 	chunk := func(ch openai.CompletionChoice) openai.CompletionResponse {
 		r := openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
@@ -147,18 +145,16 @@ func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs [
 			w.send(chunk(openai.CompletionChoice{Text: echoText[r.index/req.Sampling.N], Index: r.index}))
 		}
 	}
-	completion := make([]int, len(runs))
 	texts := make([]*tokenTexts, len(runs))
 	echoed := make([]bool, len(runs))
 	for i := range texts {
 		texts[i] = &tokenTexts{m: s.model}
 	}
-	var failed error
-	for ev := range fanIn(ctx, runs) {
-		if w.err != nil {
-			break
-		}
-		if ev.Text != "" || len(ev.Tokens) > 0 || ev.Prompt != nil {
+	return s.streamRuns(c, w, runs, req.Sampling.N, req.IncludeUsage, streamFormat{
+		event: func(ev event) {
+			if ev.Text == "" && len(ev.Tokens) == 0 && ev.Prompt == nil {
+				return
+			}
 			ch := openai.CompletionChoice{Text: ev.Text, Index: ev.index}
 			if req.Sampling.Logprobs {
 				if req.Echo && !echoed[ev.index] {
@@ -168,30 +164,14 @@ func (s *Server) streamCompletion(c echo.Context, req *openai.Completion, runs [
 				ch.Logprobs = appendLogprobs(ch.Logprobs, s.completionLogprobs(texts[ev.index], ev.Tokens))
 			}
 			w.send(chunk(ch))
-		}
-		if ev.Finish != "" {
-			completion[ev.index] = ev.CompletionTokens
-			if ev.Finish == engine.FinishError || ev.Finish == engine.FinishCancel {
-				if failed == nil {
-					failed = ev.Err
-				}
-				continue
-			}
+		},
+		finish: func(ev event) any {
 			fr := ev.Finish
-			w.send(chunk(openai.CompletionChoice{Text: "", Index: ev.index, FinishReason: &fr}))
-		}
-	}
-	noteUsage(c, usageOf(runs, completion, req.Sampling.N))
-	if ctx.Err() != nil || w.err != nil {
-		return errClientGone // counted as 499; nobody reads a reply
-	}
-	if failed != nil {
-		w.send(openai.ErrorResponse{Error: streamError(failed)})
-	} else if req.IncludeUsage {
-		r := openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
-			SystemFingerprint: "lorakit", Choices: []openai.CompletionChoice{}, Usage: usageOf(runs, completion, req.Sampling.N)}
-		w.send(r)
-	}
-	w.done()
-	return nil
+			return chunk(openai.CompletionChoice{Text: "", Index: ev.index, FinishReason: &fr})
+		},
+		usage: func(u openai.Usage) any {
+			return openai.CompletionResponse{ID: id, Object: "text_completion", Created: created, Model: req.Model,
+				SystemFingerprint: "lorakit", Choices: []openai.CompletionChoice{}, Usage: u}
+		},
+	})
 }

@@ -7,9 +7,21 @@ import (
 	"errors"
 	"io"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/lorakit/lorakit/serve/engine"
 	"github.com/lorakit/lorakit/serve/openai"
 )
+
+// admitModel notes the request's model for its log line and refuses a name that can be neither the base nor an
+// adapter (whether an adapter of that name exists is the lease's question).
+func (s *Server) admitModel(c echo.Context, model string) error {
+	noteModel(c, model)
+	if model != s.name && !engine.ValidName(model) {
+		return openai.ModelNotFound(model)
+	}
+	return nil
+}
 
 // run is one engine request of an HTTP request (a choice).
 type run struct {

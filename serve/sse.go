@@ -2,10 +2,14 @@ package serve
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/lorakit/lorakit/serve/engine"
+	"github.com/lorakit/lorakit/serve/openai"
 )
 
 // sse writes Server-Sent Events the way OpenAI does: "data: <json>\n\n", ending with "data: [DONE]\n\n".
@@ -70,4 +74,53 @@ func writeJSON(c echo.Context, status int, v any) error {
 	}
 	writeDeadline(c)
 	return c.Blob(status, echo.MIMEApplicationJSON, buf.Bytes())
+}
+
+// streamFormat is what one endpoint's SSE stream says; streamRuns owns the rest.
+type streamFormat struct {
+	// event sends the chunks of one event's text and tokens (a finishing event included, also of a failed choice)
+	event func(ev event)
+	// finish is the chunk that closes a choice that ended by itself with reason ev.Finish
+	finish func(ev event) any
+	// usage is the last chunk when the request asked for usage
+	usage func(u openai.Usage) any
+}
+
+// streamRuns streams the choices' events to w (already started, with whatever opening chunks the endpoint sends)
+// through f, counts their completion tokens for the log line and the usage chunk, and ends the stream: with the
+// first failed choice's error event, or else the usage chunk when includeUsage, then [DONE]. A client that went
+// away stops the choices and gets nothing more (errClientGone); n is the request's choices per prompt.
+func (s *Server) streamRuns(c echo.Context, w *sse, runs []*run, n int, includeUsage bool, f streamFormat) error {
+	ctx, cancel := context.WithCancel(c.Request().Context())
+	defer cancel() // stops the fan-in goroutines if the client write fails
+	completion := make([]int, len(runs))
+	var failed error
+	for ev := range fanIn(ctx, runs) {
+		if w.err != nil {
+			break // client gone: ctx ends, merge cancels the streams
+		}
+		f.event(ev)
+		if ev.Finish != "" {
+			completion[ev.index] = ev.CompletionTokens
+			if ev.Finish == engine.FinishError || ev.Finish == engine.FinishCancel {
+				if failed == nil {
+					failed = ev.Err
+				}
+				continue
+			}
+			w.send(f.finish(ev))
+		}
+	}
+	u := usageOf(runs, completion, n)
+	noteUsage(c, u)
+	if ctx.Err() != nil || w.err != nil {
+		return errClientGone // counted as 499; nobody reads a reply
+	}
+	if failed != nil {
+		w.send(openai.ErrorResponse{Error: streamError(failed)})
+	} else if includeUsage {
+		w.send(f.usage(u))
+	}
+	w.done()
+	return nil
 }
