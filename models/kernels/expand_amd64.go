@@ -2,23 +2,6 @@
 
 package kernels
 
-// mmAddBF16x2 is MatMulAddBF16 on two rows y0, y1 (T rows t0, t1) and the first n columns, n % 8 == 0, k ≥ 1;
-// ldb is B's row length in elements. mmAddBF16x1 is the same on one row.
-//
-//go:noescape
-func mmAddBF16x2(y0, y1, t0, t1 *float32, b *uint16, ldb, k, n int)
-
-//go:noescape
-func mmAddBF16x1(y0, t0 *float32, b *uint16, ldb, k, n int)
-
-// mmAddBF16x2Z and mmAddBF16x1Z are the AVX-512 forms, on the first n columns, n % 16 == 0.
-//
-//go:noescape
-func mmAddBF16x2Z(y0, y1, t0, t1 *float32, b *uint16, ldb, k, n int)
-
-//go:noescape
-func mmAddBF16x1Z(y0, t0 *float32, b *uint16, ldb, k, n int)
-
 // matMulAddBF16 runs the first n &^ 15 columns with the AVX-512 kernels when they are on (AVX512()), the
 // columns up to n &^ 7 with the AVX2 ones, and the rest with the reference loop.
 func matMulAddBF16(y, t []float32, b []uint16, m, n, k int) {

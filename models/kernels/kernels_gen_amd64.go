@@ -373,3 +373,25 @@ func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, rows int, pf
 //
 //go:noescape
 func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, rows int, pf int)
+
+// mmAddBF16x2 is MatMulAddBF16 on 2 row(s) y0.. (T rows t0..) and the first n columns, n % 8 == 0, k ≥ 1;
+// ldb is B's row length in elements (generated).
+//
+//go:noescape
+func mmAddBF16x2(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *uint16, ldb int, k int, n int)
+
+// mmAddBF16x1 is MatMulAddBF16 on 1 row(s) y0.. (T rows t0..) and the first n columns, n % 8 == 0, k ≥ 1;
+// ldb is B's row length in elements (generated).
+//
+//go:noescape
+func mmAddBF16x1(y0 *float32, t0 *float32, b *uint16, ldb int, k int, n int)
+
+// mmAddBF16x2Z is the AVX-512 form of mmAddBF16x2, on the first n columns, n % 16 == 0 (generated).
+//
+//go:noescape
+func mmAddBF16x2Z(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *uint16, ldb int, k int, n int)
+
+// mmAddBF16x1Z is the AVX-512 form of mmAddBF16x1, on the first n columns, n % 16 == 0 (generated).
+//
+//go:noescape
+func mmAddBF16x1Z(y0 *float32, t0 *float32, b *uint16, ldb int, k int, n int)

@@ -35,6 +35,10 @@ func main() {
 	}
 	rowsKernel(f32FMA)
 	rowsKernel(bf16Wide)
+	for _, wide := range []bool{false, true} {
+		expandKernel(2, wide)
+		expandKernel(1, wide)
+	}
 	Generate()
 }
 
