@@ -234,24 +234,6 @@ func siluMul(y, gate, up []float32) {
 	copy(y[n8:], t[:])
 }
 
-//go:noescape
-func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
 // matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ: 3×4 tiles
 // over K chunks of mmK (the X rows and W rows of a tile stay in L1), the
 // leftover one or two rows with the 2×4 tile (one row: the same row twice),
@@ -339,15 +321,6 @@ func (t *matMulTask) tile3x4(pf bool, i, j, kb, kc, acc int) {
 		mmTile3x4F16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
 	}
 }
-
-//go:noescape
-func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-//go:noescape
-func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
 // tile2x4 runs the 2×4 tile at X row i, W row j with X/Y row strides lx, ly
 // (0, 0: one row).

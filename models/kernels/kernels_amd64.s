@@ -8,10 +8,6 @@
 //   BF16: zero-extend u16→u32, shift left 16 (float32frombits(u<<16))
 //   F16:  VCVTPH2PS (F16C)
 
-// PREFETCHAT and NOPREFETCH are the two ways a tile macro treats the next W quad's bytes.
-#define PREFETCHAT(addr) PREFETCHT0 addr
-#define NOPREFETCH(addr)
-
 #define LOADF32(addr, reg) VMOVUPS addr, reg
 #define LOADBF16(addr, reg) VPMOVZXWD addr, reg; VPSLLD $16, reg, reg
 #define LOADF16(addr, reg) VCVTPH2PS addr, reg
@@ -104,171 +100,6 @@ reduce: \
 	VMOVUPS X0, (AX) \
 	VZEROUPPER \
 	RET
-
-// MMTILEP computes the 3×4 tile C[i][j] (+)= Σ_l X[i][l]·W[j][l] for three
-// rows of X (stride ldx floats) and four rows of W (stride ldw elements) over
-// k columns, k % 8 == 0, k > 0. acc != 0 adds to C instead of overwriting it.
-// Pointers advance (BX holds 4·ldw bytes), and PFETCH is applied to the same
-// bytes of the next W quad: MMTILEPF prefetches them, so that the first row
-// pass over a tile streams W from memory without waiting on each quad;
-// MMTILE does not.
-#define MMTILE(LOAD, esz) MMTILEP(LOAD, esz, NOPREFETCH)
-#define MMTILEP(LOAD, esz, PFETCH) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldx+8(FP), AX \
-	SHLQ $2, AX \
-	LEAQ (SI)(AX*1), R8 \
-	LEAQ (R8)(AX*1), R9 \
-	MOVQ w+16(FP), DI \
-	MOVQ ldw+24(FP), AX \
-	IMULQ $esz, AX \
-	LEAQ (DI)(AX*1), R10 \
-	LEAQ (R10)(AX*1), R11 \
-	LEAQ (R11)(AX*1), R12 \
-	SHLQ $2, AX \
-	MOVQ AX, BX \
-	MOVQ k+32(FP), CX \
-	VXORPS Y0, Y0, Y0 \
-	VXORPS Y1, Y1, Y1 \
-	VXORPS Y2, Y2, Y2 \
-	VXORPS Y3, Y3, Y3 \
-	VXORPS Y4, Y4, Y4 \
-	VXORPS Y5, Y5, Y5 \
-	VXORPS Y6, Y6, Y6 \
-	VXORPS Y7, Y7, Y7 \
-	VXORPS Y8, Y8, Y8 \
-	VXORPS Y9, Y9, Y9 \
-	VXORPS Y10, Y10, Y10 \
-	VXORPS Y11, Y11, Y11 \
-loop: \
-	PFETCH((DI)(BX*1)) \
-	PFETCH((R10)(BX*1)) \
-	PFETCH((R11)(BX*1)) \
-	PFETCH((R12)(BX*1)) \
-	VMOVUPS (SI), Y12 \
-	VMOVUPS (R8), Y13 \
-	VMOVUPS (R9), Y14 \
-	LOAD((DI), Y15) \
-	VFMADD231PS Y12, Y15, Y0 \
-	VFMADD231PS Y13, Y15, Y4 \
-	VFMADD231PS Y14, Y15, Y8 \
-	LOAD((R10), Y15) \
-	VFMADD231PS Y12, Y15, Y1 \
-	VFMADD231PS Y13, Y15, Y5 \
-	VFMADD231PS Y14, Y15, Y9 \
-	LOAD((R11), Y15) \
-	VFMADD231PS Y12, Y15, Y2 \
-	VFMADD231PS Y13, Y15, Y6 \
-	VFMADD231PS Y14, Y15, Y10 \
-	LOAD((R12), Y15) \
-	VFMADD231PS Y12, Y15, Y3 \
-	VFMADD231PS Y13, Y15, Y7 \
-	VFMADD231PS Y14, Y15, Y11 \
-	ADDQ $32, SI \
-	ADDQ $32, R8 \
-	ADDQ $32, R9 \
-	ADDQ $(8*esz), DI \
-	ADDQ $(8*esz), R10 \
-	ADDQ $(8*esz), R11 \
-	ADDQ $(8*esz), R12 \
-	SUBQ $8, CX \
-	JG   loop \
-	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
-	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
-	HSUM4(Y8, Y9, Y10, Y11, X8, X12, Y12) \
-	MOVQ c+40(FP), AX \
-	MOVQ ldc+48(FP), BX \
-	SHLQ $2, BX \
-	LEAQ (AX)(BX*1), CX \
-	LEAQ (CX)(BX*1), DX \
-	MOVQ acc+56(FP), R13 \
-	TESTQ R13, R13 \
-	JE   store \
-	VADDPS (AX), X0, X0 \
-	VADDPS (CX), X4, X4 \
-	VADDPS (DX), X8, X8 \
-store: \
-	VMOVUPS X0, (AX) \
-	VMOVUPS X4, (CX) \
-	VMOVUPS X8, (DX) \
-	VZEROUPPER \
-	RET
-
-#define MMTILEPF(LOAD, esz) MMTILEP(LOAD, esz, PREFETCHAT)
-
-// MMTILE2 is MMTILE for two rows of X (the leftover rows of a 3-row
-// blocking). With ldx == 0 and ldc == 0 it computes one row: both results
-// are read (acc) before either is stored, so the row is written twice with
-// the same value.
-#define MMTILE2(LOAD, esz) \
-	MOVQ x+0(FP), SI \
-	MOVQ ldx+8(FP), AX \
-	SHLQ $2, AX \
-	LEAQ (SI)(AX*1), R8 \
-	MOVQ w+16(FP), DI \
-	MOVQ ldw+24(FP), AX \
-	IMULQ $esz, AX \
-	LEAQ (DI)(AX*1), R10 \
-	LEAQ (R10)(AX*1), R11 \
-	LEAQ (R11)(AX*1), R12 \
-	MOVQ k+32(FP), CX \
-	XORQ BX, BX \
-	XORQ DX, DX \
-	VXORPS Y0, Y0, Y0 \
-	VXORPS Y1, Y1, Y1 \
-	VXORPS Y2, Y2, Y2 \
-	VXORPS Y3, Y3, Y3 \
-	VXORPS Y4, Y4, Y4 \
-	VXORPS Y5, Y5, Y5 \
-	VXORPS Y6, Y6, Y6 \
-	VXORPS Y7, Y7, Y7 \
-loop: \
-	VMOVUPS (SI)(BX*1), Y12 \
-	VMOVUPS (R8)(BX*1), Y13 \
-	LOAD((DI)(DX*1), Y14) \
-	LOAD((R10)(DX*1), Y15) \
-	VFMADD231PS Y12, Y14, Y0 \
-	VFMADD231PS Y13, Y14, Y4 \
-	VFMADD231PS Y12, Y15, Y1 \
-	VFMADD231PS Y13, Y15, Y5 \
-	LOAD((R11)(DX*1), Y14) \
-	LOAD((R12)(DX*1), Y15) \
-	VFMADD231PS Y12, Y14, Y2 \
-	VFMADD231PS Y13, Y14, Y6 \
-	VFMADD231PS Y12, Y15, Y3 \
-	VFMADD231PS Y13, Y15, Y7 \
-	ADDQ $32, BX \
-	ADDQ $(8*esz), DX \
-	SUBQ $8, CX \
-	JG   loop \
-	HSUM4(Y0, Y1, Y2, Y3, X0, X12, Y12) \
-	HSUM4(Y4, Y5, Y6, Y7, X4, X12, Y12) \
-	MOVQ c+40(FP), AX \
-	MOVQ ldc+48(FP), BX \
-	SHLQ $2, BX \
-	LEAQ (AX)(BX*1), CX \
-	MOVQ acc+56(FP), R13 \
-	TESTQ R13, R13 \
-	JE   store \
-	VADDPS (AX), X0, X0 \
-	VADDPS (CX), X4, X4 \
-store: \
-	VMOVUPS X0, (AX) \
-	VMOVUPS X4, (CX) \
-	VZEROUPPER \
-	RET
-
-// func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F32(SB), NOSPLIT, $0-64
-	MMTILE2(LOADF32, 4)
-
-// func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4BF16(SB), NOSPLIT, $0-64
-	MMTILE2(LOADBF16, 2)
-
-// func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile2x4F16(SB), NOSPLIT, $0-64
-	MMTILE2(LOADF16, 2)
 
 // exp constants, eight copies each: hi, lo, log2e, ln2 split c1 c2,
 // polynomial p0..p5, 1.0, then the int32 exponent bias 127.
@@ -668,18 +499,6 @@ TEXT ·matVec4BF16(SB), NOSPLIT, $0-40
 // func matVec4F16(w *uint16, stride int, x *float32, n int, y *float32)
 TEXT ·matVec4F16(SB), NOSPLIT, $0-40
 	MATVEC4(LOADF16, 2, 16)
-
-// func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F32(SB), NOSPLIT, $0-64
-	MMTILE(LOADF32, 4)
-
-// func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4BF16(SB), NOSPLIT, $0-64
-	MMTILE(LOADBF16, 2)
-
-// func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F16(SB), NOSPLIT, $0-64
-	MMTILE(LOADF16, 2)
 
 // func expSubSumAVX2(x *float32, n int, m float32) float32
 // x[i] = exp(x[i] - m) for i < n (n % 8 == 0); returns the sum.
@@ -1162,14 +981,3 @@ rowsf16done:
 	VZEROUPPER
 	RET
 
-// func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F32PF(SB), NOSPLIT, $0-64
-	MMTILEPF(LOADF32, 4)
-
-// func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4BF16PF(SB), NOSPLIT, $0-64
-	MMTILEPF(LOADBF16, 2)
-
-// func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-TEXT ·mmTile3x4F16PF(SB), NOSPLIT, $0-64
-	MMTILEPF(LOADF16, 2)

@@ -11,6 +11,8 @@ func TestTilePaths(t *testing.T) {
 	saved := useAVX512.Load()
 	defer SetAVX512(saved)
 	SetAVX512(false)
+	TestMatVec(t) // the AVX2 rows and four-row kernels (with AVX-512 on, f32 and bf16 take the generated rows kernel)
+	TestMatVecs(t)
 	TestMatMulT(t)
 	TestGemm(t)
 	savedAVX2 := useAVX2

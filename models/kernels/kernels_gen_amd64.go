@@ -374,6 +374,51 @@ func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, rows int, pf
 //go:noescape
 func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, rows int, pf int)
 
+// mmTile3x4F32 is the AVX2 3×4 tile of F32 weights (generated).
+//
+//go:noescape
+func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile3x4F32PF is the AVX2 3×4 tile of F32 weights (generated).
+//
+//go:noescape
+func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile2x4F32 is the AVX2 2×4 tile of F32 weights (generated).
+//
+//go:noescape
+func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile3x4BF16 is the AVX2 3×4 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile3x4BF16PF is the AVX2 3×4 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile2x4BF16 is the AVX2 2×4 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile3x4F16 is the AVX2 3×4 tile of F16 weights (generated).
+//
+//go:noescape
+func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile3x4F16PF is the AVX2 3×4 tile of F16 weights (generated).
+//
+//go:noescape
+func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// mmTile2x4F16 is the AVX2 2×4 tile of F16 weights (generated).
+//
+//go:noescape
+func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
 // mmAddBF16x2 is MatMulAddBF16 on 2 row(s) y0.. (T rows t0..) and the first n columns, n % 8 == 0, k ≥ 1;
 // ldb is B's row length in elements (generated).
 //

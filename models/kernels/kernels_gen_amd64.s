@@ -14846,6 +14846,798 @@ done:
 	VZEROUPPER
 	RET
 
+// func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, FMA3
+TEXT ·mmTile3x4F32(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x04, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	SHLQ   $0x02, AX
+	MOVQ   AX, BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	VMOVUPS      (SI), Y12
+	VMOVUPS      (R8), Y13
+	VMOVUPS      (R9), Y14
+	VMOVUPS      (DI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VFMADD231PS  Y14, Y15, Y9
+	VMOVUPS      (R11), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y6
+	VFMADD231PS  Y14, Y15, Y10
+	VMOVUPS      (R12), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R10
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	VHADDPS      Y9, Y8, Y8
+	VHADDPS      Y11, Y10, Y10
+	VHADDPS      Y10, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X12
+	VADDPS       X12, X8, X8
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+	VADDPS       (DX), X8, X8
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VMOVUPS X8, (DX)
+	VZEROUPPER
+	RET
+
+// func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmTile3x4F32PF(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x04, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	SHLQ   $0x02, AX
+	MOVQ   AX, BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R10)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVUPS      (SI), Y12
+	VMOVUPS      (R8), Y13
+	VMOVUPS      (R9), Y14
+	VMOVUPS      (DI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VFMADD231PS  Y14, Y15, Y9
+	VMOVUPS      (R11), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y6
+	VFMADD231PS  Y14, Y15, Y10
+	VMOVUPS      (R12), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R10
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	VHADDPS      Y9, Y8, Y8
+	VHADDPS      Y11, Y10, Y10
+	VHADDPS      Y10, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X12
+	VADDPS       X12, X8, X8
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+	VADDPS       (DX), X8, X8
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VMOVUPS X8, (DX)
+	VZEROUPPER
+	RET
+
+// func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, FMA3
+TEXT ·mmTile2x4F32(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x04, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   k+32(FP), CX
+	XORQ   BX, BX
+	XORQ   DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+loop:
+	VMOVUPS      (SI)(BX*1), Y12
+	VMOVUPS      (R8)(BX*1), Y13
+	VMOVUPS      (DI)(DX*1), Y14
+	VMOVUPS      (R10)(DX*1), Y15
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y4
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      (R11)(DX*1), Y14
+	VMOVUPS      (R12)(DX*1), Y15
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y6
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	ADDQ         $0x20, BX
+	ADDQ         $0x20, DX
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VZEROUPPER
+	RET
+
+// func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·mmTile3x4BF16(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	SHLQ   $0x02, AX
+	MOVQ   AX, BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	VMOVUPS      (SI), Y12
+	VMOVUPS      (R8), Y13
+	VMOVUPS      (R9), Y14
+	VPMOVZXWD    (DI), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y8
+	VPMOVZXWD    (R10), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VFMADD231PS  Y14, Y15, Y9
+	VPMOVZXWD    (R11), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y6
+	VFMADD231PS  Y14, Y15, Y10
+	VPMOVZXWD    (R12), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x10, DI
+	ADDQ         $0x10, R10
+	ADDQ         $0x10, R11
+	ADDQ         $0x10, R12
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	VHADDPS      Y9, Y8, Y8
+	VHADDPS      Y11, Y10, Y10
+	VHADDPS      Y10, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X12
+	VADDPS       X12, X8, X8
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+	VADDPS       (DX), X8, X8
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VMOVUPS X8, (DX)
+	VZEROUPPER
+	RET
+
+// func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmTile3x4BF16PF(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	SHLQ   $0x02, AX
+	MOVQ   AX, BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R10)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVUPS      (SI), Y12
+	VMOVUPS      (R8), Y13
+	VMOVUPS      (R9), Y14
+	VPMOVZXWD    (DI), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y8
+	VPMOVZXWD    (R10), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VFMADD231PS  Y14, Y15, Y9
+	VPMOVZXWD    (R11), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y6
+	VFMADD231PS  Y14, Y15, Y10
+	VPMOVZXWD    (R12), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x10, DI
+	ADDQ         $0x10, R10
+	ADDQ         $0x10, R11
+	ADDQ         $0x10, R12
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	VHADDPS      Y9, Y8, Y8
+	VHADDPS      Y11, Y10, Y10
+	VHADDPS      Y10, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X12
+	VADDPS       X12, X8, X8
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+	VADDPS       (DX), X8, X8
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VMOVUPS X8, (DX)
+	VZEROUPPER
+	RET
+
+// func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, AVX2, FMA3
+TEXT ·mmTile2x4BF16(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   k+32(FP), CX
+	XORQ   BX, BX
+	XORQ   DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+loop:
+	VMOVUPS      (SI)(BX*1), Y12
+	VMOVUPS      (R8)(BX*1), Y13
+	VPMOVZXWD    (DI)(DX*1), Y14
+	VPSLLD       $0x10, Y14, Y14
+	VPMOVZXWD    (R10)(DX*1), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y4
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VPMOVZXWD    (R11)(DX*1), Y14
+	VPSLLD       $0x10, Y14, Y14
+	VPMOVZXWD    (R12)(DX*1), Y15
+	VPSLLD       $0x10, Y15, Y15
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y6
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	ADDQ         $0x20, BX
+	ADDQ         $0x10, DX
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VZEROUPPER
+	RET
+
+// func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, F16C, FMA3
+TEXT ·mmTile3x4F16(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	SHLQ   $0x02, AX
+	MOVQ   AX, BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	VMOVUPS      (SI), Y12
+	VMOVUPS      (R8), Y13
+	VMOVUPS      (R9), Y14
+	VCVTPH2PS    (DI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y8
+	VCVTPH2PS    (R10), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VFMADD231PS  Y14, Y15, Y9
+	VCVTPH2PS    (R11), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y6
+	VFMADD231PS  Y14, Y15, Y10
+	VCVTPH2PS    (R12), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x10, DI
+	ADDQ         $0x10, R10
+	ADDQ         $0x10, R11
+	ADDQ         $0x10, R12
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	VHADDPS      Y9, Y8, Y8
+	VHADDPS      Y11, Y10, Y10
+	VHADDPS      Y10, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X12
+	VADDPS       X12, X8, X8
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+	VADDPS       (DX), X8, X8
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VMOVUPS X8, (DX)
+	VZEROUPPER
+	RET
+
+// func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmTile3x4F16PF(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	SHLQ   $0x02, AX
+	MOVQ   AX, BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R10)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVUPS      (SI), Y12
+	VMOVUPS      (R8), Y13
+	VMOVUPS      (R9), Y14
+	VCVTPH2PS    (DI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y8
+	VCVTPH2PS    (R10), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VFMADD231PS  Y14, Y15, Y9
+	VCVTPH2PS    (R11), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y6
+	VFMADD231PS  Y14, Y15, Y10
+	VCVTPH2PS    (R12), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x10, DI
+	ADDQ         $0x10, R10
+	ADDQ         $0x10, R11
+	ADDQ         $0x10, R12
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	VHADDPS      Y9, Y8, Y8
+	VHADDPS      Y11, Y10, Y10
+	VHADDPS      Y10, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X12
+	VADDPS       X12, X8, X8
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+	VADDPS       (DX), X8, X8
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VMOVUPS X8, (DX)
+	VZEROUPPER
+	RET
+
+// func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+// Requires: AVX, F16C, FMA3
+TEXT ·mmTile2x4F16(SB), NOSPLIT, $0-64
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (DI)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   k+32(FP), CX
+	XORQ   BX, BX
+	XORQ   DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+loop:
+	VMOVUPS      (SI)(BX*1), Y12
+	VMOVUPS      (R8)(BX*1), Y13
+	VCVTPH2PS    (DI)(DX*1), Y14
+	VCVTPH2PS    (R10)(DX*1), Y15
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y4
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VCVTPH2PS    (R11)(DX*1), Y14
+	VCVTPH2PS    (R12)(DX*1), Y15
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y6
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	ADDQ         $0x20, BX
+	ADDQ         $0x10, DX
+	SUBQ         $0x08, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X12
+	VADDPS       X12, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X12
+	VADDPS       X12, X4, X4
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), R13
+	TESTQ        R13, R13
+	JE           store
+	VADDPS       (AX), X0, X0
+	VADDPS       (CX), X4, X4
+
+store:
+	VMOVUPS X0, (AX)
+	VMOVUPS X4, (CX)
+	VZEROUPPER
+	RET
+
 // func mmAddBF16x2(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *uint16, ldb int, k int, n int)
 // Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mmAddBF16x2(SB), NOSPLIT, $0-64

@@ -35,6 +35,11 @@ func main() {
 	}
 	rowsKernel(f32FMA)
 	rowsKernel(bf16Wide)
+	for _, w := range avx2Loads {
+		avx2Tile(w, 3, false)
+		avx2Tile(w, 3, true)
+		avx2Tile(w, 2, false)
+	}
 	for _, wide := range []bool{false, true} {
 		expandKernel(2, wide)
 		expandKernel(1, wide)
