@@ -41,15 +41,6 @@ func axpyAVX2(alpha float32, x, y *float32, n int)
 //go:noescape
 func scaleAVX2(alpha float32, x *float32, n int)
 
-//go:noescape
-func matVec4F32(w *float32, stride int, x *float32, n int, y *float32)
-
-//go:noescape
-func matVec4BF16(w *uint16, stride int, x *float32, n int, y *float32)
-
-//go:noescape
-func matVec4F16(w *uint16, stride int, x *float32, n int, y *float32)
-
 func dot(a, b []float32) float32 {
 	if !useAVX2 || len(a) == 0 {
 		return refDot(a, b)
@@ -110,9 +101,6 @@ func matVecF32(y, w, x []float32, r0, r1, cols int) {
 		r += nr
 	}
 }
-
-//go:noescape
-func matVecRowsF32(w *float32, x *float32, n, rows int, y *float32)
 
 func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 	if cols > 0 && genMatVec() {
@@ -510,18 +498,3 @@ func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
 		r += nr
 	}
 }
-
-//go:noescape
-func matVecRowsF16(w *uint16, x *float32, n, rows int, y *float32)
-
-//go:noescape
-func matVecRowsBF16P(w *uint16, xp *float32, n, rows int, y *float32)
-
-//go:noescape
-func matVec4BF16PF(w *uint16, stride int, xp *float32, n int, y *float32)
-
-//go:noescape
-func matVec4F32PF(w *float32, stride int, x *float32, n int, y *float32)
-
-//go:noescape
-func matVec4F16PF(w *uint16, stride int, x *float32, n int, y *float32)

@@ -389,6 +389,21 @@ func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32,
 //go:noescape
 func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
 
+// matVec4F32 is the AVX2 four-row matrix-vector kernel of F32 weights (generated).
+//
+//go:noescape
+func matVec4F32(w *float32, stride int, x *float32, n int, y *float32)
+
+// matVec4F32PF is the AVX2 four-row matrix-vector kernel of F32 weights that prefetches the next four rows (generated).
+//
+//go:noescape
+func matVec4F32PF(w *float32, stride int, x *float32, n int, y *float32)
+
+// matVecRowsF32 is the AVX2 matrix-vector kernel of F32 weights, one row after the other (generated).
+//
+//go:noescape
+func matVecRowsF32(w *float32, x *float32, n int, rows int, y *float32)
+
 // mmTile3x4BF16 is the AVX2 3×4 tile of BF16 weights (generated).
 //
 //go:noescape
@@ -404,6 +419,21 @@ func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32,
 //go:noescape
 func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
+// matVec4BF16 is the AVX2 four-row matrix-vector kernel of BF16 weights (generated).
+//
+//go:noescape
+func matVec4BF16(w *uint16, stride int, x *float32, n int, y *float32)
+
+// matVec4BF16PF is the AVX2 four-row matrix-vector kernel of BF16 weights that prefetches the next four rows (generated).
+//
+//go:noescape
+func matVec4BF16PF(w *uint16, stride int, xp *float32, n int, y *float32)
+
+// matVecRowsBF16P is the AVX2 matrix-vector kernel of BF16 weights, one row after the other (generated).
+//
+//go:noescape
+func matVecRowsBF16P(w *uint16, xp *float32, n int, rows int, y *float32)
+
 // mmTile3x4F16 is the AVX2 3×4 tile of F16 weights (generated).
 //
 //go:noescape
@@ -418,6 +448,21 @@ func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, 
 //
 //go:noescape
 func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
+
+// matVec4F16 is the AVX2 four-row matrix-vector kernel of F16 weights (generated).
+//
+//go:noescape
+func matVec4F16(w *uint16, stride int, x *float32, n int, y *float32)
+
+// matVec4F16PF is the AVX2 four-row matrix-vector kernel of F16 weights that prefetches the next four rows (generated).
+//
+//go:noescape
+func matVec4F16PF(w *uint16, stride int, x *float32, n int, y *float32)
+
+// matVecRowsF16 is the AVX2 matrix-vector kernel of F16 weights, one row after the other (generated).
+//
+//go:noescape
+func matVecRowsF16(w *uint16, x *float32, n int, rows int, y *float32)
 
 // mmAddBF16x2 is MatMulAddBF16 on 2 row(s) y0.. (T rows t0..) and the first n columns, n % 8 == 0, k ≥ 1;
 // ldb is B's row length in elements (generated).

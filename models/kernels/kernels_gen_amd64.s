@@ -15106,6 +15106,219 @@ store:
 	VZEROUPPER
 	RET
 
+// func matVec4F32(w *float32, stride int, x *float32, n int, y *float32)
+// Requires: AVX, FMA3, MMX+
+TEXT ·matVec4F32(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), SI
+	MOVQ   stride+8(FP), AX
+	MOVQ   x+16(FP), DI
+	MOVQ   n+24(FP), CX
+	IMUL3Q $0x04, AX, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	LEAQ   (R12)(AX*1), R13
+	LEAQ   (R13)(AX*1), R14
+	XORQ   BX, BX
+	XORQ   DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	CMPQ   CX, $0x10
+	JL     tail8
+
+loop16:
+	PREFETCHT0  (R11)(DX*1)
+	PREFETCHT0  (R12)(DX*1)
+	PREFETCHT0  (R13)(DX*1)
+	PREFETCHT0  (R14)(DX*1)
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VMOVUPS     (SI)(DX*1), Y10
+	VMOVUPS     32(SI)(DX*1), Y11
+	VMOVUPS     (R8)(DX*1), Y12
+	VMOVUPS     32(R8)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VMOVUPS     (R9)(DX*1), Y10
+	VMOVUPS     32(R9)(DX*1), Y11
+	VMOVUPS     (R10)(DX*1), Y12
+	VMOVUPS     32(R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ        $0x40, BX
+	ADDQ        $0x40, DX
+	SUBQ        $0x10, CX
+	CMPQ        CX, $0x10
+	JGE         loop16
+
+tail8:
+	CMPQ        CX, $0x08
+	JL          reduce
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     (SI)(DX*1), Y10
+	VMOVUPS     (R8)(DX*1), Y11
+	VMOVUPS     (R9)(DX*1), Y12
+	VMOVUPS     (R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y8, Y13, Y6
+
+reduce:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VHADDPS      Y2, Y0, Y0
+	VHADDPS      Y6, Y4, Y4
+	VHADDPS      Y4, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	MOVQ         y+32(FP), AX
+	VMOVUPS      X0, (AX)
+	VZEROUPPER
+	RET
+
+// func matVec4F32PF(w *float32, stride int, x *float32, n int, y *float32)
+// Requires: AVX, FMA3, MMX+
+TEXT ·matVec4F32PF(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), SI
+	MOVQ   stride+8(FP), AX
+	MOVQ   x+16(FP), DI
+	MOVQ   n+24(FP), CX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	LEAQ   (R12)(AX*1), R13
+	LEAQ   (R13)(AX*1), R14
+	XORQ   BX, BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	CMPQ   CX, $0x10
+	JL     tail8
+
+loop16:
+	PREFETCHT0  (R11)(BX*1)
+	PREFETCHT0  (R12)(BX*1)
+	PREFETCHT0  (R13)(BX*1)
+	PREFETCHT0  (R14)(BX*1)
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VMOVUPS     (SI)(BX*1), Y10
+	VMOVUPS     32(SI)(BX*1), Y11
+	VMOVUPS     (R8)(BX*1), Y12
+	VMOVUPS     32(R8)(BX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VMOVUPS     (R9)(BX*1), Y10
+	VMOVUPS     32(R9)(BX*1), Y11
+	VMOVUPS     (R10)(BX*1), Y12
+	VMOVUPS     32(R10)(BX*1), Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ        $0x40, BX
+	SUBQ        $0x10, CX
+	CMPQ        CX, $0x10
+	JGE         loop16
+
+tail8:
+	CMPQ        CX, $0x08
+	JL          reduce
+	VMOVUPS     (DI)(BX*1), Y8
+	VFMADD231PS (SI)(BX*1), Y8, Y0
+	VFMADD231PS (R8)(BX*1), Y8, Y2
+	VFMADD231PS (R9)(BX*1), Y8, Y4
+	VFMADD231PS (R10)(BX*1), Y8, Y6
+
+reduce:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VHADDPS      Y2, Y0, Y0
+	VHADDPS      Y6, Y4, Y4
+	VHADDPS      Y4, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	MOVQ         y+32(FP), AX
+	VMOVUPS      X0, (AX)
+	VZEROUPPER
+	RET
+
+// func matVecRowsF32(w *float32, x *float32, n int, rows int, y *float32)
+// Requires: AVX, FMA3, MMX+, SSE
+TEXT ·matVecRowsF32(SB), NOSPLIT, $0-40
+	MOVQ  w+0(FP), SI
+	MOVQ  x+8(FP), DI
+	MOVQ  n+16(FP), CX
+	MOVQ  rows+24(FP), DX
+	MOVQ  y+32(FP), R8
+	SHLQ  $0x02, CX
+	TESTQ DX, DX
+	JZ    done
+
+row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ   BX, BX
+
+loop:
+	PREFETCHT0   2048(SI)(BX*1)
+	VMOVUPS      (DI)(BX*1), Y4
+	VMOVUPS      32(DI)(BX*1), Y5
+	VMOVUPS      64(DI)(BX*1), Y6
+	VMOVUPS      96(DI)(BX*1), Y7
+	VFMADD231PS  (SI)(BX*1), Y4, Y0
+	VFMADD231PS  32(SI)(BX*1), Y5, Y1
+	VFMADD231PS  64(SI)(BX*1), Y6, Y2
+	VFMADD231PS  96(SI)(BX*1), Y7, Y3
+	ADDQ         $0x80, BX
+	CMPQ         BX, CX
+	JL           loop
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (R8)
+	ADDQ         CX, SI
+	ADDQ         $0x04, R8
+	DECQ         DX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
 // func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 // Requires: AVX, AVX2, FMA3
 TEXT ·mmTile3x4BF16(SB), NOSPLIT, $0-64
@@ -15378,6 +15591,285 @@ store:
 	VZEROUPPER
 	RET
 
+// func matVec4BF16(w *uint16, stride int, x *float32, n int, y *float32)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·matVec4BF16(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), SI
+	MOVQ   stride+8(FP), AX
+	MOVQ   x+16(FP), DI
+	MOVQ   n+24(FP), CX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	LEAQ   (R12)(AX*1), R13
+	LEAQ   (R13)(AX*1), R14
+	XORQ   BX, BX
+	XORQ   DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	CMPQ   CX, $0x10
+	JL     tail8
+
+loop16:
+	PREFETCHT0  (R11)(DX*1)
+	PREFETCHT0  (R12)(DX*1)
+	PREFETCHT0  (R13)(DX*1)
+	PREFETCHT0  (R14)(DX*1)
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VPMOVZXWD   (SI)(DX*1), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VPMOVZXWD   16(SI)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VPMOVZXWD   (R8)(DX*1), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VPMOVZXWD   16(R8)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VPMOVZXWD   (R9)(DX*1), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VPMOVZXWD   16(R9)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VPMOVZXWD   (R10)(DX*1), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VPMOVZXWD   16(R10)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ        $0x40, BX
+	ADDQ        $0x20, DX
+	SUBQ        $0x10, CX
+	CMPQ        CX, $0x10
+	JGE         loop16
+
+tail8:
+	CMPQ        CX, $0x08
+	JL          reduce
+	VMOVUPS     (DI)(BX*1), Y8
+	VPMOVZXWD   (SI)(DX*1), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VPMOVZXWD   (R8)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VPMOVZXWD   (R9)(DX*1), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VPMOVZXWD   (R10)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y8, Y13, Y6
+
+reduce:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VHADDPS      Y2, Y0, Y0
+	VHADDPS      Y6, Y4, Y4
+	VHADDPS      Y4, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	MOVQ         y+32(FP), AX
+	VMOVUPS      X0, (AX)
+	VZEROUPPER
+	RET
+
+// func matVec4BF16PF(w *uint16, stride int, xp *float32, n int, y *float32)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·matVec4BF16PF(SB), NOSPLIT, $0-40
+	MOVQ         w+0(FP), SI
+	MOVQ         stride+8(FP), AX
+	MOVQ         xp+16(FP), DI
+	MOVQ         n+24(FP), CX
+	SHLQ         $0x01, AX
+	LEAQ         (SI)(AX*1), R8
+	LEAQ         (R8)(AX*1), R9
+	LEAQ         (R9)(AX*1), R10
+	LEAQ         (R10)(AX*1), R11
+	LEAQ         (R11)(AX*1), R12
+	LEAQ         (R12)(AX*1), R13
+	LEAQ         (R13)(AX*1), R14
+	VPBROADCASTD bf16hi<>+0(SB), Y15
+	XORQ         BX, BX
+	XORQ         DX, DX
+	VXORPS       Y0, Y0, Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	CMPQ         CX, $0x20
+	JL           tail16
+
+loop32:
+	PREFETCHT0  (R11)(DX*1)
+	PREFETCHT0  (R12)(DX*1)
+	PREFETCHT0  (R13)(DX*1)
+	PREFETCHT0  (R14)(DX*1)
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VMOVDQU     (SI)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y10
+	VPAND       Y15, Y11, Y11
+	VMOVDQU     (R8)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y12
+	VPAND       Y15, Y13, Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VMOVDQU     (R9)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y10
+	VPAND       Y15, Y11, Y11
+	VMOVDQU     (R10)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y12
+	VPAND       Y15, Y13, Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	VMOVUPS     64(DI)(BX*1), Y8
+	VMOVUPS     96(DI)(BX*1), Y9
+	VMOVDQU     32(SI)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y10
+	VPAND       Y15, Y11, Y11
+	VMOVDQU     32(R8)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y12
+	VPAND       Y15, Y13, Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VMOVDQU     32(R9)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y10
+	VPAND       Y15, Y11, Y11
+	VMOVDQU     32(R10)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y12
+	VPAND       Y15, Y13, Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ        $0x80, BX
+	ADDQ        $0x40, DX
+	SUBQ        $0x20, CX
+	CMPQ        CX, $0x20
+	JGE         loop32
+
+tail16:
+	CMPQ        CX, $0x10
+	JL          reduce
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VMOVDQU     (SI)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y10
+	VPAND       Y15, Y11, Y11
+	VMOVDQU     (R8)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y12
+	VPAND       Y15, Y13, Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VMOVDQU     (R9)(DX*1), Y11
+	VPSLLD      $0x10, Y11, Y10
+	VPAND       Y15, Y11, Y11
+	VMOVDQU     (R10)(DX*1), Y13
+	VPSLLD      $0x10, Y13, Y12
+	VPAND       Y15, Y13, Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+
+reduce:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VHADDPS      Y2, Y0, Y0
+	VHADDPS      Y6, Y4, Y4
+	VHADDPS      Y4, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	MOVQ         y+32(FP), AX
+	VMOVUPS      X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA bf16hi<>+0(SB)/4, $0xffff0000
+GLOBL bf16hi<>(SB), RODATA|NOPTR, $4
+
+// func matVecRowsBF16P(w *uint16, xp *float32, n int, rows int, y *float32)
+// Requires: AVX, AVX2, FMA3, MMX+, SSE
+TEXT ·matVecRowsBF16P(SB), NOSPLIT, $0-40
+	MOVQ         w+0(FP), SI
+	MOVQ         xp+8(FP), DI
+	MOVQ         n+16(FP), CX
+	MOVQ         rows+24(FP), DX
+	MOVQ         y+32(FP), R8
+	SHLQ         $0x01, CX
+	VPBROADCASTD bf16hi<>+0(SB), Y15
+	TESTQ        DX, DX
+	JZ           done
+
+row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ   BX, BX
+	MOVQ   DI, R9
+
+loop:
+	PREFETCHT0   2048(SI)(BX*1)
+	VMOVDQU      (SI)(BX*1), Y4
+	VMOVDQU      32(SI)(BX*1), Y5
+	VPSLLD       $0x10, Y4, Y6
+	VPAND        Y15, Y4, Y4
+	VPSLLD       $0x10, Y5, Y7
+	VPAND        Y15, Y5, Y5
+	VFMADD231PS  (R9), Y6, Y0
+	VFMADD231PS  32(R9), Y4, Y1
+	VFMADD231PS  64(R9), Y7, Y2
+	VFMADD231PS  96(R9), Y5, Y3
+	ADDQ         $0x40, BX
+	ADDQ         $0x00000080, R9
+	CMPQ         BX, CX
+	JL           loop
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (R8)
+	ADDQ         CX, SI
+	ADDQ         $0x04, R8
+	DECQ         DX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
 // func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 // Requires: AVX, F16C, FMA3
 TEXT ·mmTile3x4F16(SB), NOSPLIT, $0-64
@@ -15635,6 +16127,270 @@ loop:
 store:
 	VMOVUPS X0, (AX)
 	VMOVUPS X4, (CX)
+	VZEROUPPER
+	RET
+
+// func matVec4F16(w *uint16, stride int, x *float32, n int, y *float32)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·matVec4F16(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), SI
+	MOVQ   stride+8(FP), AX
+	MOVQ   x+16(FP), DI
+	MOVQ   n+24(FP), CX
+	IMUL3Q $0x02, AX, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	LEAQ   (R12)(AX*1), R13
+	LEAQ   (R13)(AX*1), R14
+	XORQ   BX, BX
+	XORQ   DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	CMPQ   CX, $0x10
+	JL     tail8
+
+loop16:
+	PREFETCHT0  (R11)(DX*1)
+	PREFETCHT0  (R12)(DX*1)
+	PREFETCHT0  (R13)(DX*1)
+	PREFETCHT0  (R14)(DX*1)
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VCVTPH2PS   (SI)(DX*1), Y10
+	VCVTPH2PS   16(SI)(DX*1), Y11
+	VCVTPH2PS   (R8)(DX*1), Y12
+	VCVTPH2PS   16(R8)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VCVTPH2PS   (R9)(DX*1), Y10
+	VCVTPH2PS   16(R9)(DX*1), Y11
+	VCVTPH2PS   (R10)(DX*1), Y12
+	VCVTPH2PS   16(R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ        $0x40, BX
+	ADDQ        $0x20, DX
+	SUBQ        $0x10, CX
+	CMPQ        CX, $0x10
+	JGE         loop16
+
+tail8:
+	CMPQ        CX, $0x08
+	JL          reduce
+	VMOVUPS     (DI)(BX*1), Y8
+	VCVTPH2PS   (SI)(DX*1), Y10
+	VCVTPH2PS   (R8)(DX*1), Y11
+	VCVTPH2PS   (R9)(DX*1), Y12
+	VCVTPH2PS   (R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y8, Y13, Y6
+
+reduce:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VHADDPS      Y2, Y0, Y0
+	VHADDPS      Y6, Y4, Y4
+	VHADDPS      Y4, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	MOVQ         y+32(FP), AX
+	VMOVUPS      X0, (AX)
+	VZEROUPPER
+	RET
+
+// func matVec4F16PF(w *uint16, stride int, x *float32, n int, y *float32)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·matVec4F16PF(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), SI
+	MOVQ   stride+8(FP), AX
+	MOVQ   x+16(FP), DI
+	MOVQ   n+24(FP), CX
+	SHLQ   $0x01, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	LEAQ   (R12)(AX*1), R13
+	LEAQ   (R13)(AX*1), R14
+	XORQ   BX, BX
+	XORQ   DX, DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	CMPQ   CX, $0x20
+	JL     tail16
+
+loop32:
+	PREFETCHT0  (R11)(DX*1)
+	PREFETCHT0  (R12)(DX*1)
+	PREFETCHT0  (R13)(DX*1)
+	PREFETCHT0  (R14)(DX*1)
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VCVTPH2PS   (SI)(DX*1), Y10
+	VCVTPH2PS   16(SI)(DX*1), Y11
+	VCVTPH2PS   (R8)(DX*1), Y12
+	VCVTPH2PS   16(R8)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VCVTPH2PS   (R9)(DX*1), Y10
+	VCVTPH2PS   16(R9)(DX*1), Y11
+	VCVTPH2PS   (R10)(DX*1), Y12
+	VCVTPH2PS   16(R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	VMOVUPS     64(DI)(BX*1), Y8
+	VMOVUPS     96(DI)(BX*1), Y9
+	VCVTPH2PS   32(SI)(DX*1), Y10
+	VCVTPH2PS   48(SI)(DX*1), Y11
+	VCVTPH2PS   32(R8)(DX*1), Y12
+	VCVTPH2PS   48(R8)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VCVTPH2PS   32(R9)(DX*1), Y10
+	VCVTPH2PS   48(R9)(DX*1), Y11
+	VCVTPH2PS   32(R10)(DX*1), Y12
+	VCVTPH2PS   48(R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ        $0x80, BX
+	ADDQ        $0x40, DX
+	SUBQ        $0x20, CX
+	CMPQ        CX, $0x20
+	JGE         loop32
+
+tail16:
+	CMPQ        CX, $0x10
+	JL          tail8
+	VMOVUPS     (DI)(BX*1), Y8
+	VMOVUPS     32(DI)(BX*1), Y9
+	VCVTPH2PS   (SI)(DX*1), Y10
+	VCVTPH2PS   16(SI)(DX*1), Y11
+	VCVTPH2PS   (R8)(DX*1), Y12
+	VCVTPH2PS   16(R8)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y11, Y1
+	VFMADD231PS Y8, Y12, Y2
+	VFMADD231PS Y9, Y13, Y3
+	VCVTPH2PS   (R9)(DX*1), Y10
+	VCVTPH2PS   16(R9)(DX*1), Y11
+	VCVTPH2PS   (R10)(DX*1), Y12
+	VCVTPH2PS   16(R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y11, Y5
+	VFMADD231PS Y8, Y12, Y6
+	VFMADD231PS Y9, Y13, Y7
+	ADDQ        $0x40, BX
+	ADDQ        $0x20, DX
+	SUBQ        $0x10, CX
+
+tail8:
+	CMPQ        CX, $0x08
+	JL          reduce
+	VMOVUPS     (DI)(BX*1), Y8
+	VCVTPH2PS   (SI)(DX*1), Y10
+	VCVTPH2PS   (R8)(DX*1), Y11
+	VCVTPH2PS   (R9)(DX*1), Y12
+	VCVTPH2PS   (R10)(DX*1), Y13
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y8, Y11, Y2
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y8, Y13, Y6
+
+reduce:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VHADDPS      Y2, Y0, Y0
+	VHADDPS      Y6, Y4, Y4
+	VHADDPS      Y4, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	MOVQ         y+32(FP), AX
+	VMOVUPS      X0, (AX)
+	VZEROUPPER
+	RET
+
+// func matVecRowsF16(w *uint16, x *float32, n int, rows int, y *float32)
+// Requires: AVX, F16C, FMA3, MMX+, SSE
+TEXT ·matVecRowsF16(SB), NOSPLIT, $0-40
+	MOVQ  w+0(FP), SI
+	MOVQ  x+8(FP), DI
+	MOVQ  n+16(FP), CX
+	MOVQ  rows+24(FP), DX
+	MOVQ  y+32(FP), R8
+	SHLQ  $0x01, CX
+	TESTQ DX, DX
+	JZ    done
+
+row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ   BX, BX
+	MOVQ   DI, R9
+
+loop:
+	PREFETCHT0   2048(SI)(BX*1)
+	VCVTPH2PS    (SI)(BX*1), Y4
+	VCVTPH2PS    16(SI)(BX*1), Y5
+	VCVTPH2PS    32(SI)(BX*1), Y6
+	VCVTPH2PS    48(SI)(BX*1), Y7
+	VFMADD231PS  (R9), Y4, Y0
+	VFMADD231PS  32(R9), Y5, Y1
+	VFMADD231PS  64(R9), Y6, Y2
+	VFMADD231PS  96(R9), Y7, Y3
+	ADDQ         $0x40, BX
+	ADDQ         $0x00000080, R9
+	CMPQ         BX, CX
+	JL           loop
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	MOVSS        X0, (R8)
+	ADDQ         CX, SI
+	ADDQ         $0x04, R8
+	DECQ         DX
+	JNZ          row
+
+done:
 	VZEROUPPER
 	RET
 

@@ -39,6 +39,9 @@ func main() {
 		avx2Tile(w, 3, false)
 		avx2Tile(w, 3, true)
 		avx2Tile(w, 2, false)
+		avx2MatVec4(w)
+		avx2MatVec4PF(w)
+		avx2MatVecRows(w)
 	}
 	for _, wide := range []bool{false, true} {
 		expandKernel(2, wide)
