@@ -14,16 +14,17 @@ func MatMulAddBF16(y, t []float32, b []uint16, m, n, k int) {
 	if m == 0 || n == 0 || k == 0 {
 		return
 	}
-	matMulAddBF16(y, t, b, m, n, k)
+	matMulAddBF16(y, t, k, b, m, n, k)
 }
 
-// refMatMulAddBF16 is MatMulAddBF16's reference loop, for the columns [j0, n) of every row.
-func refMatMulAddBF16(y, t []float32, b []uint16, m, n, k, j0 int) {
+// refMatMulAddBF16 is MatMulAddBF16's reference loop, for the columns [j0, n) of every row, with T's rows
+// ldt apart.
+func refMatMulAddBF16(y, t []float32, ldt int, b []uint16, m, n, k, j0 int) {
 	for i := range m {
 		for j := j0; j < n; j++ {
 			s := y[i*n+j]
 			for l := range k {
-				s += t[i*k+l] * bf16ToF32(b[l*n+j])
+				s += t[i*ldt+l] * bf16ToF32(b[l*n+j])
 			}
 			y[i*n+j] = s
 		}

@@ -3,11 +3,11 @@
 package kernels
 
 // matMulAddBF16 runs the first n &^ 15 columns with the AVX-512 kernels when they are on (AVX512()), the
-// columns up to n &^ 7 with the AVX2 ones, and the rest with the reference loop.
-func matMulAddBF16(y, t []float32, b []uint16, m, n, k int) {
+// columns up to n &^ 7 with the AVX2 ones, and the rest with the reference loop. T's rows are ldt apart.
+func matMulAddBF16(y, t []float32, ldt int, b []uint16, m, n, k int) {
 	n8 := n &^ 7
 	if !useAVX2 || n8 == 0 {
-		refMatMulAddBF16(y, t, b, m, n, k, 0)
+		refMatMulAddBF16(y, t, ldt, b, m, n, k, 0)
 		return
 	}
 	n16 := 0
@@ -16,7 +16,7 @@ func matMulAddBF16(y, t []float32, b []uint16, m, n, k int) {
 	}
 	i := 0
 	for ; i+2 <= m; i += 2 {
-		y0, y1, t0, t1 := y[i*n:], y[(i+1)*n:], &t[i*k], &t[(i+1)*k]
+		y0, y1, t0, t1 := y[i*n:], y[(i+1)*n:], &t[i*ldt], &t[(i+1)*ldt]
 		if n16 > 0 {
 			mmAddBF16x2Z(&y0[0], &y1[0], t0, t1, &b[0], n, k, n16)
 		}
@@ -25,7 +25,7 @@ func matMulAddBF16(y, t []float32, b []uint16, m, n, k int) {
 		}
 	}
 	if i < m {
-		y0, t0 := y[i*n:], &t[i*k]
+		y0, t0 := y[i*n:], &t[i*ldt]
 		if n16 > 0 {
 			mmAddBF16x1Z(&y0[0], t0, &b[0], n, k, n16)
 		}
@@ -34,6 +34,6 @@ func matMulAddBF16(y, t []float32, b []uint16, m, n, k int) {
 		}
 	}
 	if n8 < n { // the last n % 8 columns
-		refMatMulAddBF16(y, t, b, m, n, k, n8)
+		refMatMulAddBF16(y, t, ldt, b, m, n, k, n8)
 	}
 }

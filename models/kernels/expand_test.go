@@ -28,7 +28,7 @@ func testMatMulAddBF16(t *testing.T) {
 				got := append([]float32(nil), y0...)
 				MatMulAddBF16(got, tt, b, m, n, k)
 				ref := append([]float32(nil), y0...)
-				refMatMulAddBF16(ref, tt, b, m, n, k, 0)
+				refMatMulAddBF16(ref, tt, k, b, m, n, k, 0)
 				for i := range m {
 					for j := range n {
 						want, mag := float64(y0[i*n+j]), math.Abs(float64(y0[i*n+j]))

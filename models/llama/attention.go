@@ -9,9 +9,10 @@ import (
 // attentionRange computes, for the workers w in [lo, hi), s.att[r, h] = softmax(q[r,h]·K[kvh]ᵀ/√D over the
 // cached positions ≤ pos(r)) · V[kvh], where kvh = h / (heads/kv_heads) (grouped-query attention). The work items
 // are (row, kv head) pairs, interleaved over the workers, each with its own score buffer. The query heads of a
-// group are the rows of two small GEMMs (scores = Q_g·Kᵀ, then att_g = softmax(scores)·V), so the cached keys
-// and values are read once per group, at tile speed. The keys and values are read through the sequence's block
-// table: in place when the visible positions' blocks are adjacent, else gathered into the worker's buffers.
+// group are the rows of small tile products (kernels.AttendF32, AttendBF16), so the cached keys and values are
+// read once per group, at tile speed. They are read in place through the sequence's block table, one run of
+// adjacent blocks at a time (a sequence on a shared prefix reads the prefix's blocks where they are), with the
+// sums of a single contiguous matrix.
 func (m *Model) attentionRange(lo, hi int) {
 	c := m.Config
 	s := &m.s
@@ -33,26 +34,34 @@ func (m *Model) attentionRange(lo, hi int) {
 			q0 := r*Q + kvh*group*D // the group's query heads are adjacent rows of D
 			q, att := s.q[q0:q0+group*D], s.att[q0:q0+group*D]
 			S := s.scores[w][:group*n]
-			bf16 := kc.pool.dtype == KVBF16
-			var k, v []float32
-			var k16, v16 []uint16
-			if bf16 {
-				k16, v16 = span(kc, pickBF16, i, start, pos+1, &s.gk16[w], &s.gv16[w])
-				kernels.MatMulBF16T(nil, S, q, k16, group, n, D)
+			// runs that start off a multiple of 4 positions would change which keys take the kernels' 4-key
+			// tiles (and so the scores' last bits): a window starting there is gathered into one run
+			gather := start%4 != 0
+			if kc.pool.dtype == KVBF16 {
+				k, v := s.rk16[w][:0], s.rv16[w][:0]
+				if gather {
+					k1, v1 := span(kc, pickBF16, i, start, pos+1, &s.gk16[w], &s.gv16[w])
+					k, v = append(k, k1), append(v, v1)
+				} else {
+					k, v = kvRuns(kc, pickBF16, i, start, pos+1, k, v)
+				}
+				kernels.AttendBF16(att, S, q, group, D, k, v, scale)
+				clear(k) // keep the slices, not the arenas they point into
+				clear(v)
+				s.rk16[w], s.rv16[w] = k, v
+				continue
+			}
+			k, v := s.rk[w][:0], s.rv[w][:0]
+			if gather {
+				k1, v1 := span(kc, pickF32, i, start, pos+1, &s.gk[w], &s.gv[w])
+				k, v = append(k, k1), append(v, v1)
 			} else {
-				k, v = span(kc, pickF32, i, start, pos+1, &s.gk[w], &s.gv[w])
-				kernels.Gemm(nil, false, true, group, n, D, 1, q, D, k, D, 0, S, n)
+				k, v = kvRuns(kc, pickF32, i, start, pos+1, k, v)
 			}
-			kernels.Scale(scale, S)
-			for g := range group {
-				kernels.Softmax(S[g*n : (g+1)*n])
-			}
-			if bf16 {
-				clear(att)
-				kernels.MatMulAddBF16(att, S, v16, group, D, n)
-			} else {
-				kernels.Gemm(nil, false, false, group, D, n, 1, S, n, v, D, 0, att, D)
-			}
+			kernels.AttendF32(att, S, q, group, D, k, v, scale)
+			clear(k)
+			clear(v)
+			s.rk[w], s.rv[w] = k, v
 		}
 	}
 }

@@ -60,8 +60,8 @@ func blocksFor(n int) int { return (n + KVBlockSize - 1) / KVBlockSize }
 //
 // Blocks live in arenas, each one allocation per key/value side in which every (layer, head) slot keeps its
 // positions of consecutive blocks adjacent, so a run of consecutive block ids is one [positions, head_dim]
-// matrix per slot (attention reads such a run in place, and gathers a span over several runs). The pool's methods may be called from several
-// goroutines; a cache is used by one at a time.
+// matrix per slot (decode attention reads a cache run by run, in place; a blocked prefill gathers a span over
+// several runs). The pool's methods may be called from several goroutines; a cache is used by one at a time.
 type KVPool struct {
 	mu             sync.Mutex
 	slots          int // layers × key/value heads
@@ -429,6 +429,25 @@ func span[T float32 | uint16](c *KVCache, pick func(*kvArena) (k, v [][]T), i, l
 		off += from % KVBlockSize * D
 		copy(k[(from-lo)*D:(to-lo)*D], ak[i][off:off+(to-from)*D])
 		copy(v[(from-lo)*D:(to-lo)*D], av[i][off:off+(to-from)*D])
+	}
+	return k, v
+}
+
+// kvRuns appends to k and v slot i's keys and values of positions [lo, hi), in place: one [positions, head_dim]
+// matrix per stretch of the block table whose blocks are consecutive in one arena, in position order.
+func kvRuns[T float32 | uint16](c *KVCache, pick func(*kvArena) (k, v [][]T), i, lo, hi int, k, v [][]T) ([][]T, [][]T) {
+	p, D := c.pool, c.pool.headDim
+	for b0, b1 := lo/KVBlockSize, (hi-1)/KVBlockSize; b0 <= b1; {
+		b := b0 + 1
+		for b <= b1 && c.table[b] == c.table[b-1]+1 && p.arenaOf[c.table[b]] == p.arenaOf[c.table[b0]] {
+			b++
+		}
+		from, to := max(lo, b0*KVBlockSize), min(hi, b*KVBlockSize)
+		a, off := p.at(c.table[b0])
+		ak, av := pick(a)
+		off += from % KVBlockSize * D
+		k, v = append(k, ak[i][off:off+(to-from)*D]), append(v, av[i][off:off+(to-from)*D])
+		b0 = b
 	}
 	return k, v
 }

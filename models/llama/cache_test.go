@@ -238,9 +238,9 @@ func TestKVSharedBlockNeverWritten(t *testing.T) {
 	}
 }
 
-// TestKVPagedLayoutInvariant: caches whose blocks are scattered over a shared pool (attention gathers them)
-// give bit-identical logits to caches whose blocks are adjacent (attention reads them in place), decoding and
-// prefilling, f32 and bf16.
+// TestKVPagedLayoutInvariant: caches whose blocks are scattered over a shared pool give bit-identical logits to
+// caches whose blocks are adjacent, decoding (attention reads the scattered blocks run by run, in place: it
+// gathers nothing) and prefilling (a blocked prefill gathers them), f32 and bf16.
 func TestKVPagedLayoutInvariant(t *testing.T) {
 	for _, dt := range []KVDType{KVF32, KVBF16} {
 		t.Run(dt.String(), func(t *testing.T) {
@@ -272,7 +272,12 @@ func TestKVPagedLayoutInvariant(t *testing.T) {
 				}
 			}
 			if shared[0].table[1] == shared[0].table[0]+1 && shared[0].table[2] == shared[0].table[1]+1 {
-				t.Fatalf("blocks %v are adjacent: the test does not exercise the gather", shared[0].table)
+				t.Fatalf("blocks %v are adjacent: the test does not exercise the scattered reads", shared[0].table)
+			}
+			for w := range m.s.gk {
+				if m.s.gk[w] != nil || m.s.gk16[w] != nil {
+					t.Fatalf("worker %d gathered keys to decode over scattered blocks", w)
+				}
 			}
 		})
 	}
