@@ -32,15 +32,6 @@ func SetAVX512(on bool) { useAVX512.Store(on && hasAVX512) }
 // AVX512 reports whether the AVX-512 kernels are in use.
 func AVX512() bool { return useAVX512.Load() }
 
-//go:noescape
-func dotAVX2(a, b *float32, n int) float32
-
-//go:noescape
-func axpyAVX2(alpha float32, x, y *float32, n int)
-
-//go:noescape
-func scaleAVX2(alpha float32, x *float32, n int)
-
 func dot(a, b []float32) float32 {
 	if !useAVX2 || len(a) == 0 {
 		return refDot(a, b)

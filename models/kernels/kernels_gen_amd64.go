@@ -464,6 +464,21 @@ func matVec4F16PF(w *uint16, stride int, x *float32, n int, y *float32)
 //go:noescape
 func matVecRowsF16(w *uint16, x *float32, n int, rows int, y *float32)
 
+// dotAVX2 is the AVX2 dot kernel (generated).
+//
+//go:noescape
+func dotAVX2(a *float32, b *float32, n int) float32
+
+// axpyAVX2 is the AVX2 axpy kernel (generated).
+//
+//go:noescape
+func axpyAVX2(alpha float32, x *float32, y *float32, n int)
+
+// scaleAVX2 is the AVX2 scale kernel (generated).
+//
+//go:noescape
+func scaleAVX2(alpha float32, x *float32, n int)
+
 // mmAddBF16x2 is MatMulAddBF16 on 2 row(s) y0.. (T rows t0..) and the first n columns, n % 8 == 0, k ≥ 1;
 // ldb is B's row length in elements (generated).
 //

@@ -43,6 +43,9 @@ func main() {
 		avx2MatVec4PF(w)
 		avx2MatVecRows(w)
 	}
+	for _, op := range []string{"dot", "axpy", "scale"} {
+		blas1(op)
+	}
 	for _, wide := range []bool{false, true} {
 		expandKernel(2, wide)
 		expandKernel(1, wide)
