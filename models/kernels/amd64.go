@@ -375,12 +375,6 @@ func (t *matMulTask) dots(i, j, nr int, out *[4]float32) {
 	}
 }
 
-//go:noescape
-func gemmBcast6x16(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
-
-//go:noescape
-func gemmBcast6x32Z(a *float32, rs, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
-
 // bcastAvailable reports whether gemmBcastTile has a fast kernel.
 func bcastAvailable() bool { return useAVX2 }
 

@@ -479,6 +479,16 @@ func axpyAVX2(alpha float32, x *float32, y *float32, n int)
 //go:noescape
 func scaleAVX2(alpha float32, x *float32, n int)
 
+// gemmBcast6x16 is the 6-row broadcast tile of Gemm, 16 columns wide (generated).
+//
+//go:noescape
+func gemmBcast6x16(a *float32, rs int, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
+
+// gemmBcast6x32Z is the 6-row broadcast tile of Gemm, 32 columns wide (generated).
+//
+//go:noescape
+func gemmBcast6x32Z(a *float32, rs int, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
+
 // mmAddBF16x2 is MatMulAddBF16 on 2 row(s) y0.. (T rows t0..) and the first n columns, n % 8 == 0, k ≥ 1;
 // ldb is B's row length in elements (generated).
 //

@@ -16557,6 +16557,262 @@ done:
 	VZEROUPPER
 	RET
 
+// func gemmBcast6x16(a *float32, rs int, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
+// Requires: AVX, FMA3
+TEXT ·gemmBcast6x16(SB), NOSPLIT, $0-76
+	MOVQ   a+0(FP), R8
+	MOVQ   rs+8(FP), AX
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	LEAQ   (R12)(AX*1), R13
+	MOVQ   ls+16(FP), DX
+	MOVQ   b+24(FP), DI
+	MOVQ   ldb+32(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   k+40(FP), CX
+	XORQ   BX, BX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	VMOVUPS      (DI), Y12
+	VMOVUPS      32(DI), Y13
+	VBROADCASTSS (R8)(BX*1), Y14
+	VFMADD231PS  Y14, Y12, Y0
+	VFMADD231PS  Y14, Y13, Y1
+	VBROADCASTSS (R9)(BX*1), Y15
+	VFMADD231PS  Y15, Y12, Y2
+	VFMADD231PS  Y15, Y13, Y3
+	VBROADCASTSS (R10)(BX*1), Y14
+	VFMADD231PS  Y14, Y12, Y4
+	VFMADD231PS  Y14, Y13, Y5
+	VBROADCASTSS (R11)(BX*1), Y15
+	VFMADD231PS  Y15, Y12, Y6
+	VFMADD231PS  Y15, Y13, Y7
+	VBROADCASTSS (R12)(BX*1), Y14
+	VFMADD231PS  Y14, Y12, Y8
+	VFMADD231PS  Y14, Y13, Y9
+	VBROADCASTSS (R13)(BX*1), Y15
+	VFMADD231PS  Y15, Y12, Y10
+	VFMADD231PS  Y15, Y13, Y11
+	ADDQ         DX, BX
+	ADDQ         SI, DI
+	DECQ         CX
+	JNZ          loop
+	VBROADCASTSS alpha+72(FP), Y14
+	VMULPS       Y14, Y0, Y0
+	VMULPS       Y14, Y1, Y1
+	VMULPS       Y14, Y2, Y2
+	VMULPS       Y14, Y3, Y3
+	VMULPS       Y14, Y4, Y4
+	VMULPS       Y14, Y5, Y5
+	VMULPS       Y14, Y6, Y6
+	VMULPS       Y14, Y7, Y7
+	VMULPS       Y14, Y8, Y8
+	VMULPS       Y14, Y9, Y9
+	VMULPS       Y14, Y10, Y10
+	VMULPS       Y14, Y11, Y11
+	MOVQ         c+48(FP), AX
+	MOVQ         ldc+56(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+64(FP), CX
+	TESTQ        CX, CX
+	JE           store
+	VADDPS       (AX), Y0, Y0
+	VADDPS       32(AX), Y1, Y1
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Y2, Y2
+	VADDPS       32(AX), Y3, Y3
+	VMOVUPS      Y2, (AX)
+	VMOVUPS      Y3, 32(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Y4, Y4
+	VADDPS       32(AX), Y5, Y5
+	VMOVUPS      Y4, (AX)
+	VMOVUPS      Y5, 32(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Y6, Y6
+	VADDPS       32(AX), Y7, Y7
+	VMOVUPS      Y6, (AX)
+	VMOVUPS      Y7, 32(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Y8, Y8
+	VADDPS       32(AX), Y9, Y9
+	VMOVUPS      Y8, (AX)
+	VMOVUPS      Y9, 32(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Y10, Y10
+	VADDPS       32(AX), Y11, Y11
+	VMOVUPS      Y10, (AX)
+	VMOVUPS      Y11, 32(AX)
+	ADDQ         BX, AX
+	VZEROUPPER
+	RET
+
+store:
+	VMOVUPS Y0, (AX)
+	VMOVUPS Y1, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y2, (AX)
+	VMOVUPS Y3, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y4, (AX)
+	VMOVUPS Y5, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y6, (AX)
+	VMOVUPS Y7, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y8, (AX)
+	VMOVUPS Y9, 32(AX)
+	ADDQ    BX, AX
+	VMOVUPS Y10, (AX)
+	VMOVUPS Y11, 32(AX)
+	ADDQ    BX, AX
+	VZEROUPPER
+	RET
+
+// func gemmBcast6x32Z(a *float32, rs int, ls int, b *float32, ldb int, k int, c *float32, ldc int, acc int, alpha float32)
+// Requires: AVX, AVX512F
+TEXT ·gemmBcast6x32Z(SB), NOSPLIT, $0-76
+	MOVQ   a+0(FP), R8
+	MOVQ   rs+8(FP), AX
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	LEAQ   (R10)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	LEAQ   (R12)(AX*1), R13
+	MOVQ   ls+16(FP), DX
+	MOVQ   b+24(FP), DI
+	MOVQ   ldb+32(FP), SI
+	SHLQ   $0x02, SI
+	MOVQ   k+40(FP), CX
+	XORQ   BX, BX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+
+loop:
+	VMOVUPS      (DI), Z12
+	VMOVUPS      64(DI), Z13
+	VBROADCASTSS (R8)(BX*1), Z14
+	VFMADD231PS  Z14, Z12, Z0
+	VFMADD231PS  Z14, Z13, Z1
+	VBROADCASTSS (R9)(BX*1), Z15
+	VFMADD231PS  Z15, Z12, Z2
+	VFMADD231PS  Z15, Z13, Z3
+	VBROADCASTSS (R10)(BX*1), Z14
+	VFMADD231PS  Z14, Z12, Z4
+	VFMADD231PS  Z14, Z13, Z5
+	VBROADCASTSS (R11)(BX*1), Z15
+	VFMADD231PS  Z15, Z12, Z6
+	VFMADD231PS  Z15, Z13, Z7
+	VBROADCASTSS (R12)(BX*1), Z14
+	VFMADD231PS  Z14, Z12, Z8
+	VFMADD231PS  Z14, Z13, Z9
+	VBROADCASTSS (R13)(BX*1), Z15
+	VFMADD231PS  Z15, Z12, Z10
+	VFMADD231PS  Z15, Z13, Z11
+	ADDQ         DX, BX
+	ADDQ         SI, DI
+	DECQ         CX
+	JNZ          loop
+	VBROADCASTSS alpha+72(FP), Z14
+	VMULPS       Z14, Z0, Z0
+	VMULPS       Z14, Z1, Z1
+	VMULPS       Z14, Z2, Z2
+	VMULPS       Z14, Z3, Z3
+	VMULPS       Z14, Z4, Z4
+	VMULPS       Z14, Z5, Z5
+	VMULPS       Z14, Z6, Z6
+	VMULPS       Z14, Z7, Z7
+	VMULPS       Z14, Z8, Z8
+	VMULPS       Z14, Z9, Z9
+	VMULPS       Z14, Z10, Z10
+	VMULPS       Z14, Z11, Z11
+	MOVQ         c+48(FP), AX
+	MOVQ         ldc+56(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+64(FP), CX
+	TESTQ        CX, CX
+	JE           store
+	VADDPS       (AX), Z0, Z0
+	VADDPS       64(AX), Z1, Z1
+	VMOVUPS      Z0, (AX)
+	VMOVUPS      Z1, 64(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Z2, Z2
+	VADDPS       64(AX), Z3, Z3
+	VMOVUPS      Z2, (AX)
+	VMOVUPS      Z3, 64(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Z4, Z4
+	VADDPS       64(AX), Z5, Z5
+	VMOVUPS      Z4, (AX)
+	VMOVUPS      Z5, 64(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Z6, Z6
+	VADDPS       64(AX), Z7, Z7
+	VMOVUPS      Z6, (AX)
+	VMOVUPS      Z7, 64(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Z8, Z8
+	VADDPS       64(AX), Z9, Z9
+	VMOVUPS      Z8, (AX)
+	VMOVUPS      Z9, 64(AX)
+	ADDQ         BX, AX
+	VADDPS       (AX), Z10, Z10
+	VADDPS       64(AX), Z11, Z11
+	VMOVUPS      Z10, (AX)
+	VMOVUPS      Z11, 64(AX)
+	ADDQ         BX, AX
+	VZEROUPPER
+	RET
+
+store:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	ADDQ    BX, AX
+	VMOVUPS Z2, (AX)
+	VMOVUPS Z3, 64(AX)
+	ADDQ    BX, AX
+	VMOVUPS Z4, (AX)
+	VMOVUPS Z5, 64(AX)
+	ADDQ    BX, AX
+	VMOVUPS Z6, (AX)
+	VMOVUPS Z7, 64(AX)
+	ADDQ    BX, AX
+	VMOVUPS Z8, (AX)
+	VMOVUPS Z9, 64(AX)
+	ADDQ    BX, AX
+	VMOVUPS Z10, (AX)
+	VMOVUPS Z11, 64(AX)
+	ADDQ    BX, AX
+	VZEROUPPER
+	RET
+
 // func mmAddBF16x2(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *uint16, ldb int, k int, n int)
 // Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mmAddBF16x2(SB), NOSPLIT, $0-64

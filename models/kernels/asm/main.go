@@ -47,6 +47,9 @@ func main() {
 		blas1(op)
 	}
 	for _, wide := range []bool{false, true} {
+		bcastTile(wide)
+	}
+	for _, wide := range []bool{false, true} {
 		expandKernel(2, wide)
 		expandKernel(1, wide)
 	}
