@@ -149,12 +149,6 @@ func matVec16(kind int, y []float32, w []uint16, x []float32, r0, r1, cols int) 
 	}
 }
 
-//go:noescape
-func expSubSumAVX2(x *float32, n int, m float32) float32
-
-//go:noescape
-func siluMulAVX2(y, gate, up *float32, n int)
-
 // rmsNorm: the sum of squares through the dot kernel (float32 lanes), then
 // one scaling pass.
 func rmsNorm(y, x, w []float32, eps float32) {

@@ -479,6 +479,16 @@ func axpyAVX2(alpha float32, x *float32, y *float32, n int)
 //go:noescape
 func scaleAVX2(alpha float32, x *float32, n int)
 
+// expSubSumAVX2 is the AVX2 expSubSum kernel (generated).
+//
+//go:noescape
+func expSubSumAVX2(x *float32, n int, m float32) float32
+
+// siluMulAVX2 is the AVX2 siluMul kernel (generated).
+//
+//go:noescape
+func siluMulAVX2(y *float32, gate *float32, up *float32, n int)
+
 // gemmBcast6x16 is the 6-row broadcast tile of Gemm, 16 columns wide (generated).
 //
 //go:noescape

@@ -18,7 +18,7 @@ type matMulTask struct {
 
 	// mb and nb are the row and column blocks of the parallel split (mmRows and mmCols unless prepare
 	// chose the generated tiles);
-	// gen is the generated tile family that runs the product (0: the macro-built tiles)
+	// gen is the generated tile family that runs the product (0: the AVX2 tiles)
 	mb, nb int
 	gen    int
 	// walk: the generated tiles run one W row at a time against every row of X, each thread over one

@@ -1,6 +1,9 @@
-// Command asm writes kernels_gen_amd64.s and its Go declarations (kernels_gen_amd64.go) with avo: the AVX-512
-// tile families of the batched matrix products (decode batches of 2-16 rows, prefill), one function per tile
-// shape, each unrolled from the same Go loop here instead of preprocessor macros. Run by `go generate` in
+// Command asm writes kernels_gen_amd64.s and its Go declarations (kernels_gen_amd64.go) with avo: every
+// assembly kernel of models/kernels, each family from one Go function here instead of preprocessor macros: the
+// AVX-512 tiles and rows kernels of the batched matrix products (decode batches of 2-16 rows, prefill; this
+// file), the AVX2 tiles and matrix-vector kernels (avx2.go), the vector kernels dot/axpy/scale (blas1.go),
+// the exp-based softmax and SiLU·mul kernels (exp.go), the broadcast Gemm tiles (bcast.go) and the bf16
+// expand of a low-rank product (expand.go). Run by `go generate` in
 // models/kernels; the output is committed and .ci/check verifies it is up to date. It is its own module, as
 // models/quant/asm is, so that avo stays out of lorakit's go.mod.
 //
@@ -46,6 +49,8 @@ func main() {
 	for _, op := range []string{"dot", "axpy", "scale"} {
 		blas1(op)
 	}
+	expKernel("expSubSum")
+	expKernel("siluMul")
 	for _, wide := range []bool{false, true} {
 		bcastTile(wide)
 	}
