@@ -1,5 +1,5 @@
 package quant
 
-// The AVX-512 VNNI kernels are generated (asm/ is the generator, its own module so that avo stays out of
-// lorakit's dependencies); .ci/check runs this and fails when the committed files differ.
+// The assembly kernels (AVX-512 VNNI and AVX2) are generated (asm/ is the generator, its own module so that avo
+// stays out of lorakit's dependencies); .ci/check runs this and fails when the committed files differ.
 //go:generate go run -C asm . -out ../vnni_amd64.s -stubs ../vnni_amd64.go -pkg quant -table ../vnni_table_amd64.go

@@ -24,11 +24,6 @@ func vnniRows() int {
 	return 0
 }
 
-// int8RowsAVX2: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for rows rows; cols % 32 == 0.
-//
-//go:noescape
-func int8RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, rows, cols int)
-
 // rows8 computes y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for len(y) rows.
 func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
 	if len(y) == 0 {
@@ -43,11 +38,6 @@ func rows8(y []float32, packed []byte, scales, x []float32, cols int) {
 	}
 	int8RowsAVX2(&y[0], &packed[0], &scales[0], &x[0], len(y), cols)
 }
-
-// dequant4AVX2 writes nb·bs values code[q]·scales[b] in natural order; bs % 16 == 0.
-//
-//go:noescape
-func dequant4AVX2(dst *float32, packed *byte, scales *float32, lut *[16]float32, nb, bs int)
 
 // dequantBlocks writes the len(scales) whole blocks starting at packed into dst (natural order).
 func dequantBlocks(dst []float32, packed []byte, scales []float32, code *[16]float32, bs int) {
@@ -64,15 +54,6 @@ func dequantBlocks(dst []float32, packed []byte, scales []float32, code *[16]flo
 	}
 	dequant4AVX2(&dst[0], &packed[0], &scales[0], code, nb, bs)
 }
-
-//go:noescape
-func nf4Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
-
-//go:noescape
-func nf4Rows16x2AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
-
-//go:noescape
-func nf4Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *lut16, rows, nb, bs int)
 
 // rows16 runs the integer kernel for n weight rows and the xq.k (1, 2 or 4) x rows of one chunk; the result
 // of x row i and weight row r goes to y[i·ystride + r].
@@ -103,18 +84,15 @@ func rows16(y []float32, ystride int, packed []byte, scales []float32, xq *x16, 
 	}
 	switch xq.k {
 	case 1:
-		nf4Rows16AVX2(&y[0], &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
+		nf4Rows16AVX2(&y[0], &packed[0], &scales[0], &xq.q[0], &xq.s[0], &l.lo[0], n, nb, bs)
 	case 2:
-		nf4Rows16x2AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
+		nf4Rows16x2AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], &l.lo[0], n, nb, bs)
 	case 4:
-		nf4Rows16x4AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], l, n, nb, bs)
+		nf4Rows16x4AVX2(&y[0], ystride, &packed[0], &scales[0], &xq.q[0], &xq.s[0], &l.lo[0], n, nb, bs)
 	default:
 		panic("quant: rows16: chunks hold 1, 2 or 4 rows")
 	}
 }
-
-//go:noescape
-func quantX16AVX2(q *int16, s *float32, x *float32, nb, bs, gstride int, lim, inv float32)
 
 // quantizeRow writes row i of x into the chunk xq; see quantizeRowGo.
 func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
@@ -132,12 +110,6 @@ func quantizeRow(xq *x16, i int, x []float32, lim, inv float32) {
 	}
 	quantX16AVX2(&xq.q[i*group], &xq.s[i*8], &x[0], nb, xq.bs, xq.k*group*2, lim, inv)
 }
-
-//go:noescape
-func int8Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, rows, cols int)
-
-//go:noescape
-func int8Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, cols int)
 
 // rows8x16 runs the int8 integer kernel (see rows8x16Go) for n weight rows and one chunk of x rows: in
 // natural order (k = 1 or 4), or for the VNNI kernels in groupPerm's (k up to vnniK).

@@ -254,6 +254,46 @@ func quantX8(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int
 //go:noescape
 func quantX8y(q *byte, s *float32, c *int32, x *float32, nblocks int, kstride int, z int)
 
+// int8RowsAVX2: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c] for rows rows; cols % 32 == 0 (generated).
+//
+//go:noescape
+func int8RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, rows int, cols int)
+
+// dequant4AVX2 writes nb·bs values code[q]·scales[b] in natural order; bs % 16 == 0 (generated).
+//
+//go:noescape
+func dequant4AVX2(dst *float32, packed *byte, scales *float32, lut *[16]float32, nb int, bs int)
+
+// nf4Rows16AVX2 is the 4-bit integer row kernel for 1 x row(s) (see rows16Go; generated).
+//
+//go:noescape
+func nf4Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, lut *byte, rows int, nb int, bs int)
+
+// nf4Rows16x4AVX2 is the 4-bit integer row kernel for 4 x row(s) (see rows16Go; generated).
+//
+//go:noescape
+func nf4Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *byte, rows int, nb int, bs int)
+
+// nf4Rows16x2AVX2 is the 4-bit integer row kernel for 2 x row(s) (see rows16Go; generated).
+//
+//go:noescape
+func nf4Rows16x2AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *byte, rows int, nb int, bs int)
+
+// quantX16AVX2 quantises one row of x for the integer kernels (see quantizeRowGo; generated).
+//
+//go:noescape
+func quantX16AVX2(q *int16, s *float32, x *float32, nb int, bs int, gstride int, lim float32, inv float32)
+
+// int8Rows16AVX2 is the int8 integer row kernel for 1 x row(s) (see rows8x16Go; generated).
+//
+//go:noescape
+func int8Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, rows int, cols int)
+
+// int8Rows16x4AVX2 is the int8 integer row kernel for 4 x row(s) (see rows8x16Go; generated).
+//
+//go:noescape
+func int8Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows int, cols int)
+
 // nf4VNNI1 is the 4-bit VNNI kernel for 1 x rows (see rows16Go).
 //
 //go:noescape

@@ -9687,6 +9687,761 @@ block:
 	VZEROUPPER
 	RET
 
+// func int8RowsAVX2(y *float32, packed *byte, scales *float32, x *float32, rows int, cols int)
+// Requires: AVX, AVX2, FMA3, SSE
+TEXT ·int8RowsAVX2(SB), NOSPLIT, $0-48
+	MOVQ  y+0(FP), DI
+	MOVQ  packed+8(FP), SI
+	MOVQ  scales+16(FP), R8
+	MOVQ  x+24(FP), R11
+	MOVQ  rows+32(FP), CX
+	MOVQ  cols+40(FP), R9
+	SHRQ  $0x05, R9
+	TESTQ CX, CX
+	JZ    done
+
+row:
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   R11, DX
+	MOVQ   R9, BX
+
+loop:
+	VPMOVSXBD    (SI), Y8
+	VPMOVSXBD    8(SI), Y9
+	VPMOVSXBD    16(SI), Y10
+	VPMOVSXBD    24(SI), Y11
+	VCVTDQ2PS    Y8, Y8
+	VCVTDQ2PS    Y9, Y9
+	VCVTDQ2PS    Y10, Y10
+	VCVTDQ2PS    Y11, Y11
+	VFMADD231PS  (DX), Y8, Y4
+	VFMADD231PS  32(DX), Y9, Y5
+	VFMADD231PS  64(DX), Y10, Y6
+	VFMADD231PS  96(DX), Y11, Y7
+	ADDQ         $0x20, SI
+	ADDQ         $0x00000080, DX
+	DECQ         BX
+	JNZ          loop
+	VADDPS       Y5, Y4, Y4
+	VADDPS       Y7, Y6, Y6
+	VADDPS       Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X5
+	VADDPS       X5, X4, X4
+	VHADDPS      X4, X4, X4
+	VHADDPS      X4, X4, X4
+	VMULSS       (R8), X4, X4
+	MOVSS        X4, (DI)
+	ADDQ         $0x04, R8
+	ADDQ         $0x04, DI
+	DECQ         CX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
+// func dequant4AVX2(dst *float32, packed *byte, scales *float32, lut *[16]float32, nb int, bs int)
+// Requires: AVX, AVX2
+TEXT ·dequant4AVX2(SB), NOSPLIT, $0-48
+	MOVQ    dst+0(FP), DI
+	MOVQ    packed+8(FP), SI
+	MOVQ    scales+16(FP), R8
+	MOVQ    lut+24(FP), AX
+	MOVQ    nb+32(FP), CX
+	MOVQ    bs+40(FP), R10
+	SHRQ    $0x04, R10
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	TESTQ   CX, CX
+	JZ      done
+
+block:
+	VBROADCASTSS (R8), Y15
+	VMULPS       Y15, Y0, Y2
+	VMULPS       Y15, Y1, Y3
+	ADDQ         $0x04, R8
+	MOVQ         R10, R12
+
+group:
+	VPMOVSXBD  (SI), Y8
+	VPSRLD     $0x04, Y8, Y9
+	VPSLLD     $0x1c, Y8, Y10
+	VPERMPS    Y2, Y8, Y12
+	VPERMPS    Y3, Y8, Y13
+	VBLENDVPS  Y10, Y13, Y12, Y14
+	VPERMPS    Y2, Y9, Y12
+	VPERMPS    Y3, Y9, Y13
+	VBLENDVPS  Y8, Y13, Y12, Y15
+	VUNPCKLPS  Y14, Y15, Y12
+	VUNPCKHPS  Y14, Y15, Y13
+	VPERM2F128 $0x20, Y13, Y12, Y10
+	VPERM2F128 $0x31, Y13, Y12, Y11
+	VMOVUPS    Y10, (DI)
+	VMOVUPS    Y11, 32(DI)
+	ADDQ       $0x08, SI
+	ADDQ       $0x40, DI
+	DECQ       R12
+	JNZ        group
+	DECQ       CX
+	JNZ        block
+
+done:
+	VZEROUPPER
+	RET
+
+// func nf4Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, lut *byte, rows int, nb int, bs int)
+// Requires: AVX, AVX2, FMA3, MMX+, SSE
+TEXT ·nf4Rows16AVX2(SB), NOSPLIT, $0-72
+	MOVQ  y+0(FP), DI
+	MOVQ  packed+8(FP), SI
+	MOVQ  scales+16(FP), R8
+	MOVQ  xq+24(FP), R11
+	MOVQ  xs+32(FP), R13
+	MOVQ  lut+40(FP), AX
+	MOVQ  rows+48(FP), CX
+	MOVQ  nb+56(FP), R9
+	MOVQ  bs+64(FP), R10
+	SHRQ  $0x06, R10
+	TESTQ R10, R10
+	JNZ   tables
+	SHRQ  $0x01, R9
+
+tables:
+	VBROADCASTI128 (AX), Y0
+	VBROADCASTI128 16(AX), Y1
+	VBROADCASTI128 32(AX), Y2
+	TESTQ          CX, CX
+	JZ             done
+
+row:
+	VXORPS Y3, Y3, Y3
+	MOVQ   R11, DX
+	MOVQ   R13, R14
+	MOVQ   R9, BX
+
+block:
+	VBROADCASTSS (R8), Y11
+	MOVQ         R10, R12
+	TESTQ        R10, R10
+	JNZ          scale
+	VBROADCASTSS 4(R8), Y13
+	VBLENDPS     $0xf0, Y13, Y11, Y11
+	ADDQ         $0x04, R8
+	MOVQ         $0x00000001, R12
+
+scale:
+	VMULPS (R14), Y11, Y11
+
+group:
+	PREFETCHT0   2048(SI)
+	VMOVDQU      (SI), Y5
+	VPSRLW       $0x04, Y5, Y6
+	VPAND        Y2, Y5, Y5
+	VPAND        Y2, Y6, Y6
+	VPSHUFB      Y6, Y0, Y7
+	VPSHUFB      Y6, Y1, Y6
+	VPUNPCKLBW   Y6, Y7, Y9
+	VPUNPCKHBW   Y6, Y7, Y10
+	VPMADDWD     (DX), Y9, Y4
+	VPMADDWD     32(DX), Y10, Y10
+	VPSHUFB      Y5, Y0, Y7
+	VPSHUFB      Y5, Y1, Y5
+	VPUNPCKLBW   Y5, Y7, Y9
+	VPUNPCKHBW   Y5, Y7, Y12
+	VPMADDWD     64(DX), Y9, Y9
+	VPMADDWD     96(DX), Y12, Y12
+	VPADDD       Y10, Y4, Y4
+	VPADDD       Y12, Y9, Y9
+	VPADDD       Y9, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VFMADD231PS  Y11, Y4, Y3
+	ADDQ         $0x20, SI
+	ADDQ         $0x00000080, DX
+	DECQ         R12
+	JNZ          group
+	ADDQ         $0x04, R8
+	ADDQ         $0x20, R14
+	DECQ         BX
+	JNZ          block
+	VEXTRACTF128 $0x01, Y3, X5
+	VADDPS       X5, X3, X3
+	VHADDPS      X3, X3, X3
+	VHADDPS      X3, X3, X3
+	MOVSS        X3, (DI)
+	ADDQ         $0x04, DI
+	DECQ         CX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
+// func nf4Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *byte, rows int, nb int, bs int)
+// Requires: AVX, AVX2, FMA3, MMX+, SSE
+TEXT ·nf4Rows16x4AVX2(SB), NOSPLIT, $0-80
+	MOVQ  y+0(FP), DI
+	MOVQ  ystride+8(FP), R13
+	SHLQ  $0x02, R13
+	MOVQ  packed+16(FP), SI
+	MOVQ  scales+24(FP), R8
+	MOVQ  xq+32(FP), R11
+	MOVQ  lut+48(FP), AX
+	MOVQ  rows+56(FP), CX
+	MOVQ  nb+64(FP), R9
+	MOVQ  bs+72(FP), R10
+	SHRQ  $0x06, R10
+	TESTQ R10, R10
+	JNZ   tables
+	SHRQ  $0x01, R9
+
+tables:
+	VBROADCASTI128 (AX), Y0
+	VBROADCASTI128 16(AX), Y1
+	VBROADCASTI128 32(AX), Y2
+	MOVQ           xs+40(FP), AX
+	TESTQ          CX, CX
+	JZ             done
+
+row:
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	MOVQ   R11, DX
+	MOVQ   AX, R14
+	MOVQ   R9, BX
+
+block:
+	MOVQ  R10, R12
+	TESTQ R12, R12
+	JNZ   group
+	MOVQ  $0x00000001, R12
+
+group:
+	PREFETCHT0   2048(SI)
+	VMOVDQU      (SI), Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y2, Y11, Y11
+	VPAND        Y2, Y12, Y12
+	VPSHUFB      Y12, Y0, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPUNPCKLBW   Y12, Y13, Y14
+	VPUNPCKHBW   Y12, Y13, Y12
+	VPMADDWD     (DX), Y14, Y7
+	VPMADDWD     32(DX), Y12, Y15
+	VPADDD       Y15, Y7, Y7
+	VPMADDWD     128(DX), Y14, Y8
+	VPMADDWD     160(DX), Y12, Y15
+	VPADDD       Y15, Y8, Y8
+	VPMADDWD     256(DX), Y14, Y9
+	VPMADDWD     288(DX), Y12, Y15
+	VPADDD       Y15, Y9, Y9
+	VPMADDWD     384(DX), Y14, Y10
+	VPMADDWD     416(DX), Y12, Y15
+	VPADDD       Y15, Y10, Y10
+	VPSHUFB      Y11, Y0, Y13
+	VPSHUFB      Y11, Y1, Y11
+	VPUNPCKLBW   Y11, Y13, Y14
+	VPUNPCKHBW   Y11, Y13, Y12
+	VPMADDWD     64(DX), Y14, Y15
+	VPADDD       Y15, Y7, Y7
+	VPMADDWD     96(DX), Y12, Y15
+	VPADDD       Y15, Y7, Y7
+	VPMADDWD     192(DX), Y14, Y15
+	VPADDD       Y15, Y8, Y8
+	VPMADDWD     224(DX), Y12, Y15
+	VPADDD       Y15, Y8, Y8
+	VPMADDWD     320(DX), Y14, Y15
+	VPADDD       Y15, Y9, Y9
+	VPMADDWD     352(DX), Y12, Y15
+	VPADDD       Y15, Y9, Y9
+	VPMADDWD     448(DX), Y14, Y15
+	VPADDD       Y15, Y10, Y10
+	VPMADDWD     480(DX), Y12, Y15
+	VPADDD       Y15, Y10, Y10
+	VBROADCASTSS (R8), Y11
+	TESTQ        R10, R10
+	JNZ          scaled
+	VBROADCASTSS 4(R8), Y13
+	VBLENDPS     $0xf0, Y13, Y11, Y11
+
+scaled:
+	VCVTDQ2PS   Y7, Y7
+	VMULPS      (R14), Y11, Y12
+	VFMADD231PS Y12, Y7, Y3
+	VCVTDQ2PS   Y8, Y8
+	VMULPS      32(R14), Y11, Y12
+	VFMADD231PS Y12, Y8, Y4
+	VCVTDQ2PS   Y9, Y9
+	VMULPS      64(R14), Y11, Y12
+	VFMADD231PS Y12, Y9, Y5
+	VCVTDQ2PS   Y10, Y10
+	VMULPS      96(R14), Y11, Y12
+	VFMADD231PS Y12, Y10, Y6
+	ADDQ        $0x20, SI
+	ADDQ        $0x00000200, DX
+	DECQ        R12
+	JNZ         group
+	ADDQ        $0x04, R8
+	TESTQ       R10, R10
+	JNZ         next
+	ADDQ        $0x04, R8
+
+next:
+	ADDQ         $0x80, R14
+	DECQ         BX
+	JNZ          block
+	VEXTRACTF128 $0x01, Y3, X11
+	VADDPS       X11, X3, X3
+	VHADDPS      X3, X3, X3
+	VHADDPS      X3, X3, X3
+	MOVSS        X3, (DI)
+	VEXTRACTF128 $0x01, Y4, X11
+	VADDPS       X11, X4, X4
+	VHADDPS      X4, X4, X4
+	VHADDPS      X4, X4, X4
+	MOVSS        X4, (DI)(R13*1)
+	VEXTRACTF128 $0x01, Y5, X11
+	VADDPS       X11, X5, X5
+	VHADDPS      X5, X5, X5
+	VHADDPS      X5, X5, X5
+	MOVSS        X5, (DI)(R13*2)
+	LEAQ         (DI)(R13*2), BX
+	VEXTRACTF128 $0x01, Y6, X11
+	VADDPS       X11, X6, X6
+	VHADDPS      X6, X6, X6
+	VHADDPS      X6, X6, X6
+	MOVSS        X6, (BX)(R13*1)
+	ADDQ         $0x04, DI
+	DECQ         CX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
+// func nf4Rows16x2AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *byte, rows int, nb int, bs int)
+// Requires: AVX, AVX2, FMA3, MMX+, SSE
+TEXT ·nf4Rows16x2AVX2(SB), NOSPLIT, $0-80
+	MOVQ  y+0(FP), DI
+	MOVQ  ystride+8(FP), R13
+	SHLQ  $0x02, R13
+	MOVQ  packed+16(FP), SI
+	MOVQ  scales+24(FP), R8
+	MOVQ  xq+32(FP), R11
+	MOVQ  lut+48(FP), AX
+	MOVQ  rows+56(FP), CX
+	MOVQ  nb+64(FP), R9
+	MOVQ  bs+72(FP), R10
+	SHRQ  $0x06, R10
+	TESTQ R10, R10
+	JNZ   tables
+	SHRQ  $0x01, R9
+
+tables:
+	VBROADCASTI128 (AX), Y0
+	VBROADCASTI128 16(AX), Y1
+	VBROADCASTI128 32(AX), Y2
+	MOVQ           xs+40(FP), AX
+	TESTQ          CX, CX
+	JZ             done
+
+row:
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	MOVQ   R11, DX
+	MOVQ   AX, R14
+	MOVQ   R9, BX
+
+block:
+	MOVQ  R10, R12
+	TESTQ R12, R12
+	JNZ   group
+	MOVQ  $0x00000001, R12
+
+group:
+	PREFETCHT0   2048(SI)
+	VMOVDQU      (SI), Y11
+	VPSRLW       $0x04, Y11, Y12
+	VPAND        Y2, Y11, Y11
+	VPAND        Y2, Y12, Y12
+	VPSHUFB      Y12, Y0, Y13
+	VPSHUFB      Y12, Y1, Y12
+	VPUNPCKLBW   Y12, Y13, Y14
+	VPUNPCKHBW   Y12, Y13, Y12
+	VPMADDWD     (DX), Y14, Y7
+	VPMADDWD     32(DX), Y12, Y15
+	VPADDD       Y15, Y7, Y7
+	VPMADDWD     128(DX), Y14, Y8
+	VPMADDWD     160(DX), Y12, Y15
+	VPADDD       Y15, Y8, Y8
+	VPSHUFB      Y11, Y0, Y13
+	VPSHUFB      Y11, Y1, Y11
+	VPUNPCKLBW   Y11, Y13, Y14
+	VPUNPCKHBW   Y11, Y13, Y12
+	VPMADDWD     64(DX), Y14, Y15
+	VPADDD       Y15, Y7, Y7
+	VPMADDWD     96(DX), Y12, Y15
+	VPADDD       Y15, Y7, Y7
+	VPMADDWD     192(DX), Y14, Y15
+	VPADDD       Y15, Y8, Y8
+	VPMADDWD     224(DX), Y12, Y15
+	VPADDD       Y15, Y8, Y8
+	VBROADCASTSS (R8), Y11
+	TESTQ        R10, R10
+	JNZ          scaled
+	VBROADCASTSS 4(R8), Y13
+	VBLENDPS     $0xf0, Y13, Y11, Y11
+
+scaled:
+	VCVTDQ2PS   Y7, Y7
+	VMULPS      (R14), Y11, Y12
+	VFMADD231PS Y12, Y7, Y3
+	VCVTDQ2PS   Y8, Y8
+	VMULPS      32(R14), Y11, Y12
+	VFMADD231PS Y12, Y8, Y4
+	ADDQ        $0x20, SI
+	ADDQ        $0x00000100, DX
+	DECQ        R12
+	JNZ         group
+	ADDQ        $0x04, R8
+	TESTQ       R10, R10
+	JNZ         next
+	ADDQ        $0x04, R8
+
+next:
+	ADDQ         $0x40, R14
+	DECQ         BX
+	JNZ          block
+	VEXTRACTF128 $0x01, Y3, X11
+	VADDPS       X11, X3, X3
+	VHADDPS      X3, X3, X3
+	VHADDPS      X3, X3, X3
+	MOVSS        X3, (DI)
+	VEXTRACTF128 $0x01, Y4, X11
+	VADDPS       X11, X4, X4
+	VHADDPS      X4, X4, X4
+	VHADDPS      X4, X4, X4
+	MOVSS        X4, (DI)(R13*1)
+	ADDQ         $0x04, DI
+	DECQ         CX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
+// func quantX16AVX2(q *int16, s *float32, x *float32, nb int, bs int, gstride int, lim float32, inv float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·quantX16AVX2(SB), NOSPLIT, $0-56
+	MOVQ     q+0(FP), DI
+	MOVQ     s+8(FP), R8
+	MOVQ     x+16(FP), SI
+	MOVQ     nb+24(FP), CX
+	MOVQ     bs+32(FP), R9
+	MOVQ     gstride+40(FP), R10
+	MOVSS    lim+48(FP), X14
+	MOVSS    inv+52(FP), X13
+	MOVQ     R10, R11
+	SHRQ     $0x02, R11
+	VPCMPEQD Y15, Y15, Y15
+	VPSRLD   $0x01, Y15, Y15
+	TESTQ    CX, CX
+	JZ       done
+	CMPQ     R9, $0x20
+	JNE      block
+	SHRQ     $0x01, CX
+
+block:
+	VXORPS Y0, Y0, Y0
+	MOVQ   SI, DX
+	MOVQ   R9, BX
+	SHRQ   $0x03, BX
+
+max:
+	VANDPS       (DX), Y15, Y1
+	VPMAXSD      Y1, Y0, Y0
+	ADDQ         $0x20, DX
+	DECQ         BX
+	JNZ          max
+	VEXTRACTI128 $0x01, Y0, X1
+	VPMAXSD      X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPMAXSD      X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPMAXSD      X1, X0, X0
+	VXORPS       X2, X2, X2
+	VXORPS       X3, X3, X3
+	MOVL         X0, AX
+	TESTL        AX, AX
+	JZ           zero
+	VDIVSS       X0, X14, X2
+	VDIVSS       X14, X0, X3
+	VMULSS       X13, X3, X3
+
+zero:
+	CMPQ         R9, $0x20
+	JE           half
+	VBROADCASTSS X3, Y3
+	VMOVUPS      Y3, (R8)
+	VBROADCASTSS X2, Y2
+	VMOVAPS      Y2, Y3
+	MOVQ         R9, BX
+	SHRQ         $0x06, BX
+	JMP          group
+
+half:
+	VMOVAPS      X2, X4
+	VMOVAPS      X3, X5
+	VANDPS       (DX), Y15, Y0
+	VANDPS       32(DX), Y15, Y1
+	VPMAXSD      Y1, Y0, Y0
+	VANDPS       64(DX), Y15, Y1
+	VPMAXSD      Y1, Y0, Y0
+	VANDPS       96(DX), Y15, Y1
+	VPMAXSD      Y1, Y0, Y0
+	VEXTRACTI128 $0x01, Y0, X1
+	VPMAXSD      X1, X0, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPMAXSD      X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPMAXSD      X1, X0, X0
+	VXORPS       X2, X2, X2
+	VXORPS       X3, X3, X3
+	MOVL         X0, AX
+	TESTL        AX, AX
+	JZ           zero2
+	VDIVSS       X0, X14, X2
+	VDIVSS       X14, X0, X3
+	VMULSS       X13, X3, X3
+
+zero2:
+	VBROADCASTSS X5, Y5
+	VBROADCASTSS X3, Y3
+	VBLENDPS     $0xf0, Y3, Y5, Y3
+	VMOVUPS      Y3, (R8)
+	VBROADCASTSS X2, Y3
+	VBROADCASTSS X4, Y2
+	MOVQ         $0x00000001, BX
+
+group:
+	VMULPS     (SI), Y2, Y4
+	VMULPS     32(SI), Y2, Y5
+	VMULPS     64(SI), Y2, Y6
+	VMULPS     96(SI), Y2, Y7
+	VMULPS     128(SI), Y3, Y8
+	VMULPS     160(SI), Y3, Y9
+	VMULPS     192(SI), Y3, Y10
+	VMULPS     224(SI), Y3, Y11
+	VPERM2F128 $0x20, Y8, Y4, Y12
+	VPERM2F128 $0x31, Y8, Y4, Y1
+	VSHUFPS    $0x88, Y1, Y12, Y4
+	VSHUFPS    $0xdd, Y1, Y12, Y8
+	VPERM2F128 $0x20, Y9, Y5, Y12
+	VPERM2F128 $0x31, Y9, Y5, Y1
+	VSHUFPS    $0x88, Y1, Y12, Y5
+	VSHUFPS    $0xdd, Y1, Y12, Y9
+	VPERM2F128 $0x20, Y10, Y6, Y12
+	VPERM2F128 $0x31, Y10, Y6, Y1
+	VSHUFPS    $0x88, Y1, Y12, Y6
+	VSHUFPS    $0xdd, Y1, Y12, Y10
+	VPERM2F128 $0x20, Y11, Y7, Y12
+	VPERM2F128 $0x31, Y11, Y7, Y1
+	VSHUFPS    $0x88, Y1, Y12, Y7
+	VSHUFPS    $0xdd, Y1, Y12, Y11
+	VCVTPS2DQ  Y4, Y4
+	VCVTPS2DQ  Y5, Y5
+	VCVTPS2DQ  Y6, Y6
+	VCVTPS2DQ  Y7, Y7
+	VCVTPS2DQ  Y8, Y8
+	VCVTPS2DQ  Y9, Y9
+	VCVTPS2DQ  Y10, Y10
+	VCVTPS2DQ  Y11, Y11
+	VPACKSSDW  Y5, Y4, Y4
+	VPACKSSDW  Y7, Y6, Y6
+	VPACKSSDW  Y9, Y8, Y8
+	VPACKSSDW  Y11, Y10, Y10
+	VMOVDQU    Y4, (DI)
+	VMOVDQU    Y6, 32(DI)
+	VMOVDQU    Y8, 64(DI)
+	VMOVDQU    Y10, 96(DI)
+	ADDQ       $0x00000100, SI
+	ADDQ       R10, DI
+	DECQ       BX
+	JNZ        group
+	ADDQ       R11, R8
+	DECQ       CX
+	JNZ        block
+
+done:
+	VZEROUPPER
+	RET
+
+// func int8Rows16AVX2(y *float32, packed *byte, scales *float32, xq *int16, xs *float32, rows int, cols int)
+// Requires: AVX, AVX2, FMA3, MMX+, SSE
+TEXT ·int8Rows16AVX2(SB), NOSPLIT, $0-56
+	MOVQ  y+0(FP), DI
+	MOVQ  packed+8(FP), SI
+	MOVQ  scales+16(FP), R8
+	MOVQ  xq+24(FP), R11
+	MOVQ  xs+32(FP), R13
+	MOVQ  rows+40(FP), CX
+	MOVQ  cols+48(FP), R9
+	SHRQ  $0x06, R9
+	TESTQ CX, CX
+	JZ    done
+
+row:
+	VXORPS Y3, Y3, Y3
+	MOVQ   R11, DX
+	MOVQ   R13, R14
+	MOVQ   R9, BX
+
+block:
+	PREFETCHT0   2048(SI)
+	VPMOVSXBW    (SI), Y4
+	VPMOVSXBW    16(SI), Y5
+	VPMOVSXBW    32(SI), Y6
+	VPMOVSXBW    48(SI), Y7
+	VPMADDWD     (DX), Y4, Y4
+	VPMADDWD     32(DX), Y5, Y5
+	VPMADDWD     64(DX), Y6, Y6
+	VPMADDWD     96(DX), Y7, Y7
+	VPADDD       Y5, Y4, Y4
+	VPADDD       Y7, Y6, Y6
+	VPADDD       Y6, Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VFMADD231PS  (R14), Y4, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x00000080, DX
+	ADDQ         $0x00000020, R14
+	DECQ         BX
+	JNZ          block
+	VEXTRACTF128 $0x01, Y3, X5
+	VADDPS       X5, X3, X3
+	VHADDPS      X3, X3, X3
+	VHADDPS      X3, X3, X3
+	VMULSS       (R8), X3, X3
+	MOVSS        X3, (DI)
+	ADDQ         $0x04, R8
+	ADDQ         $0x04, DI
+	DECQ         CX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
+// func int8Rows16x4AVX2(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows int, cols int)
+// Requires: AVX, AVX2, FMA3, MMX+, SSE
+TEXT ·int8Rows16x4AVX2(SB), NOSPLIT, $0-64
+	MOVQ  y+0(FP), DI
+	MOVQ  ystride+8(FP), R13
+	SHLQ  $0x02, R13
+	MOVQ  packed+16(FP), SI
+	MOVQ  scales+24(FP), R8
+	MOVQ  xq+32(FP), R11
+	MOVQ  xs+40(FP), AX
+	MOVQ  rows+48(FP), CX
+	MOVQ  cols+56(FP), R9
+	SHRQ  $0x06, R9
+	TESTQ CX, CX
+	JZ    done
+
+row:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   R11, DX
+	MOVQ   AX, R14
+	MOVQ   R9, BX
+
+block:
+	PREFETCHT0   2048(SI)
+	VPMOVSXBW    (SI), Y4
+	VPMOVSXBW    16(SI), Y5
+	VPMOVSXBW    32(SI), Y6
+	VPMOVSXBW    48(SI), Y7
+	VPMADDWD     (DX), Y4, Y8
+	VPMADDWD     32(DX), Y5, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     64(DX), Y6, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     96(DX), Y7, Y9
+	VPADDD       Y9, Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  (R14), Y8, Y0
+	VPMADDWD     128(DX), Y4, Y8
+	VPMADDWD     160(DX), Y5, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     192(DX), Y6, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     224(DX), Y7, Y9
+	VPADDD       Y9, Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  32(R14), Y8, Y1
+	VPMADDWD     256(DX), Y4, Y8
+	VPMADDWD     288(DX), Y5, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     320(DX), Y6, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     352(DX), Y7, Y9
+	VPADDD       Y9, Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  64(R14), Y8, Y2
+	VPMADDWD     384(DX), Y4, Y8
+	VPMADDWD     416(DX), Y5, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     448(DX), Y6, Y9
+	VPADDD       Y9, Y8, Y8
+	VPMADDWD     480(DX), Y7, Y9
+	VPADDD       Y9, Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  96(R14), Y8, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x00000200, DX
+	ADDQ         $0x00000080, R14
+	DECQ         BX
+	JNZ          block
+	VMOVSS       (R8), X15
+	VEXTRACTF128 $0x01, Y0, X8
+	VADDPS       X8, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMULSS       X15, X0, X0
+	MOVSS        X0, (DI)
+	VEXTRACTF128 $0x01, Y1, X8
+	VADDPS       X8, X1, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	VMULSS       X15, X1, X1
+	MOVSS        X1, (DI)(R13*1)
+	VEXTRACTF128 $0x01, Y2, X8
+	VADDPS       X8, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VMULSS       X15, X2, X2
+	MOVSS        X2, (DI)(R13*2)
+	LEAQ         (DI)(R13*2), BX
+	VEXTRACTF128 $0x01, Y3, X8
+	VADDPS       X8, X3, X3
+	VHADDPS      X3, X3, X3
+	VHADDPS      X3, X3, X3
+	VMULSS       X15, X3, X3
+	MOVSS        X3, (BX)(R13*1)
+	ADDQ         $0x04, R8
+	ADDQ         $0x04, DI
+	DECQ         CX
+	JNZ          row
+
+done:
+	VZEROUPPER
+	RET
+
 // func nf4VNNI1(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, lut *int16, rows int, ngroups int, gpb int)
 // Requires: AVX, AVX2, AVX512BW, AVX512DQ, AVX512F, AVX512VL, AVX512VNNI
 TEXT ·nf4VNNI1(SB), NOSPLIT, $0-80

@@ -1,6 +1,7 @@
-// Command asm generates models/quant's AVX-512 VNNI kernels (vnni_amd64.s and its Go declarations) with avo:
-// one function per x-row count k so that each weight group is decoded once for all k rows and every row keeps
-// its accumulators in registers. The dot kernels (VPDPBUSD, int8 x) run every tiled weight; the row-major
+// Command asm generates every assembly kernel of models/quant (vnni_amd64.s and its Go declarations) with avo:
+// the AVX-512 VNNI kernels, one function per x-row count k so that each weight group is decoded once for all k
+// rows and every row keeps its accumulators in registers; the AVX2 dot kernels and quantisers; and the AVX2
+// row kernels, block dequantiser and int16 x quantiser of the shapes the dot kernels do not tile (avx2rows.go). The dot kernels (VPDPBUSD, int8 x) run every tiled weight; the row-major
 // VPDPWSSD kernels (int16 x) the shapes that do not tile. Run it through `go generate` in models/quant.
 //
 // avo v0.5.0 has no VNNI instructions in its table, so VPDPWSSD and VPDPBUSD are emitted as raw ir.Instructions
@@ -59,6 +60,14 @@ func main() {
 	}
 	quantX8()
 	quantX8Y(permIdx)
+	int8RowsF32()
+	dequant4()
+	for _, k := range []int{1, 4, 2} {
+		nf4RowsY(k)
+	}
+	quantX16()
+	int8RowsY(1)
+	int8RowsY(4)
 	for k := 1; k <= maxK; k++ {
 		four(k, false, pairIdx)
 		four(k, true, pairIdx)
