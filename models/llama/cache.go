@@ -69,9 +69,9 @@ type KVPool struct {
 	maxLen         int // default cache size (max_position_embeddings)
 	dtype          KVDType
 	limit          int // most blocks; 0: no bound
-	// private pools (one cache's, NewCacheDType) keep every block in one arena, moved to one twice the size
-	// when full (up to the cache's size), so that attention always reads the cache in place; shared pools add
-	// arenas and never move a block.
+	// private pools (one cache's, NewCacheDType) add arenas as large as every block before them (or as what one
+	// Reserve asks for, up to the cache's size), so that a cache of n positions is log₂ n runs at most; shared
+	// pools add arenas of at most arenaMax blocks. No pool ever moves a block.
 	private   bool
 	privateTo int // the private cache's size in blocks
 	arenas    []*kvArena
@@ -132,22 +132,22 @@ func (p *KVPool) Allocated() int64 {
 }
 
 // take returns a free block with one holder for the table entry after block prev (-1: none), allocating an
-// arena when none is free; false when the pool is at its bound. So that a cache's blocks stay adjacent (read in
-// place), it takes the block after prev if that one is free, else the start of the longest free run if nothing
-// before it in its arena is free, else the middle of that run, leaving the rest to the blocks before it to grow
-// into. p.mu held.
-func (p *KVPool) take(prev int32) (int32, bool) {
+// arena when none is free (want: the blocks the caller is about to take, a private pool's arena holds them all);
+// false when the pool is at its bound. So that a cache's blocks stay adjacent (read as one run), it takes the
+// block after prev if that one is free, else the start of the longest free run if nothing before it in its
+// arena is free, else the middle of that run, leaving the rest to the blocks before it to grow into. p.mu held.
+func (p *KVPool) take(prev int32, want int) (int32, bool) {
 	if next := int(prev) + 1; prev >= 0 && next < len(p.refs) && p.refs[next] == 0 && p.arenaOf[next] == p.arenaOf[prev] {
 		p.refs[next] = 1
 		p.nfree--
 		return int32(next), true
 	}
-	if p.nfree == 0 && p.private {
-		p.regrow(min(max(2*len(p.refs), 4), max(p.privateTo, len(p.refs)+1)))
-	}
 	if p.nfree == 0 {
 		n := len(p.refs)
 		nb := min(max(n, 4), arenaMax)
+		if p.private {
+			nb = max(min(max(n, 4), p.privateTo-n), want, 1)
+		}
 		if p.limit > 0 {
 			nb = min(nb, p.limit-n)
 		}
@@ -197,29 +197,6 @@ func (p *KVPool) addArena(nb int) {
 	for range nb {
 		p.arenaOf = append(p.arenaOf, idx)
 		p.refs = append(p.refs, 0)
-	}
-}
-
-// regrow replaces a private pool's arenas, every block of which is held, by one arena of nb blocks holding the
-// same blocks under the same ids, and frees the new ones. p.mu held.
-func (p *KVPool) regrow(nb int) {
-	n, old, refs := len(p.refs), p.arenas, p.refs
-	p.arenas, p.arenaOf, p.refs, p.nfree = nil, nil, nil, 0
-	p.addArena(nb)
-	copy(p.refs, refs)
-	p.nfree = nb - n
-	a := p.arenas[0]
-	for _, o := range old {
-		at := o.first * KVBlockSize * p.headDim
-		for i := range p.slots {
-			if p.dtype == KVBF16 {
-				copy(a.k16[i][at:], o.k16[i])
-				copy(a.v16[i][at:], o.v16[i])
-				continue
-			}
-			copy(a.k[i][at:], o.k[i])
-			copy(a.v[i][at:], o.v[i])
-		}
 	}
 }
 
@@ -353,7 +330,7 @@ func (c *KVCache) Reserve(n int) error {
 		if b > 0 {
 			prev = c.table[b-1]
 		}
-		id, ok := p.take(prev)
+		id, ok := p.take(prev, 1)
 		if !ok {
 			return fmt.Errorf("llama: KV pool of %d blocks has none free for a copy of a shared block", p.limit)
 		}
@@ -367,7 +344,7 @@ func (c *KVCache) Reserve(n int) error {
 		if len(c.table) > 0 {
 			prev = c.table[len(c.table)-1]
 		}
-		id, ok := p.take(prev)
+		id, ok := p.take(prev, blocksFor(n)-len(c.table))
 		if !ok {
 			p.drop(c.table[had:])
 			c.table = c.table[:had]

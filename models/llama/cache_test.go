@@ -73,12 +73,12 @@ func cached[T float32 | uint16](c *KVCache, pick func(*kvArena) (k, v [][]T), i 
 }
 
 // TestKVCacheBF16Layout: a bf16 cache holds exactly the bf16 rounding of what an f32 cache holds after the same
-// prefill in layer 0 (later layers' inputs differ by the rounding), over several blocks, after its private pool
-// moved them to a larger arena, and holds exactly the blocks its positions fill.
+// prefill in layer 0 (later layers' inputs differ by the rounding), over several blocks in two arenas of its
+// private pool, and holds exactly the blocks its positions fill.
 func TestKVCacheBF16Layout(t *testing.T) {
 	m := loadDir(t, writeTiny(t, testmodel.Options{ModelType: "qwen2", Seed: 3}), 2)
 	f, b := m.NewCache(0), m.NewCacheDType(0, KVBF16)
-	for step := range 5 { // 1, then 16-token chunks: the private pool's arena grows from 4 blocks to 8
+	for step := range 5 { // 1, then 16-token chunks: the private pool adds a second arena of 4 blocks
 		toks := []int{step + 1}
 		if step > 0 {
 			toks = make([]int, 16)
@@ -93,8 +93,8 @@ func TestKVCacheBF16Layout(t *testing.T) {
 	if f.Len() != 65 || b.Len() != 65 || b.DType() != KVBF16 || f.DType() != KVF32 {
 		t.Fatalf("lengths %d %d, dtypes %v %v", f.Len(), b.Len(), f.DType(), b.DType())
 	}
-	if f.Blocks() != 5 || b.Blocks() != 5 || len(f.pool.arenas) != 1 || f.pool.Used() != 5 || f.pool.Allocated() != 8*f.pool.BlockBytes() {
-		t.Fatalf("65 positions in %d/%d blocks (%d arenas, %d used, %d bytes), want 5 blocks in one arena of 8",
+	if f.Blocks() != 5 || b.Blocks() != 5 || len(f.pool.arenas) != 2 || f.pool.Used() != 5 || f.pool.Allocated() != 8*f.pool.BlockBytes() {
+		t.Fatalf("65 positions in %d/%d blocks (%d arenas, %d used, %d bytes), want 5 blocks in two arenas of 4",
 			f.Blocks(), b.Blocks(), len(f.pool.arenas), f.pool.Used(), f.pool.Allocated())
 	}
 	if want := int64(5 * KVBlockSize * 2 * len(m.Layers) * m.Config.KVDim() * 2); b.Bytes() != want || f.Bytes() != 2*want {
@@ -280,6 +280,43 @@ func TestKVPagedLayoutInvariant(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKVPrivatePoolNeverMoves: a private cache (generate, eval) that outgrows its pool's arenas gets a new arena
+// as large as what it holds (or as a prefill asks for) instead of moving its blocks into a larger one: the
+// first arena and what it holds stay where they are, and a cache of n positions is at most log₂ n runs.
+func TestKVPrivatePoolNeverMoves(t *testing.T) {
+	m := loadDir(t, writeTiny(t, testmodel.Options{Seed: 5}), 2)
+	c := m.NewCacheDType(0, KVBF16)
+	prompt := make([]int, 40)
+	for i := range prompt {
+		prompt[i] = (i*13 + 1) % 300
+	}
+	if _, err := m.Forward([]Seq{{Tokens: prompt, Cache: c}}); err != nil {
+		t.Fatal(err)
+	}
+	first := c.pool.arenas[0]
+	k0 := &first.k16[0][0]
+	keys, _ := cached(c, pickBF16, 0)
+	for step := range 20 { // to 40 + 20·13 = 300 positions
+		toks := []int{step + 1}
+		if step%2 == 0 {
+			toks = prompt[:25]
+		}
+		if _, err := m.Forward([]Seq{{Tokens: toks, Cache: c}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c.pool.arenas[0] != first || &c.pool.arenas[0].k16[0][0] != k0 {
+		t.Fatal("the private pool moved its first arena")
+	}
+	now, _ := cached(c, pickBF16, 0)
+	if !slices.Equal(now[:len(keys)], keys) {
+		t.Fatal("the first positions' keys changed")
+	}
+	if runs := len(c.pool.arenas); runs > 6 || c.pool.Allocated() > 2*c.Bytes() {
+		t.Fatalf("%d positions in %d arenas, %d bytes allocated for %d held", c.Len(), runs, c.pool.Allocated(), c.Bytes())
 	}
 }
 
