@@ -520,3 +520,13 @@ func mmAddBF16x2Z(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *uint16,
 //
 //go:noescape
 func mmAddBF16x1Z(y0 *float32, t0 *float32, b *uint16, ldb int, k int, n int)
+
+// lowRankBF16R1 is the low-rank product of 1 row(s) of X: shrink, scale and expand in one pass (generated).
+//
+//go:noescape
+func lowRankBF16R1(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
+
+// lowRankBF16R2 is the low-rank product of 2 row(s) of X: shrink, scale and expand in one pass (generated).
+//
+//go:noescape
+func lowRankBF16R2(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)

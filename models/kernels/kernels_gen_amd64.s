@@ -17357,3 +17357,491 @@ narrowK:
 done:
 	VZEROUPPER
 	RET
+
+// func lowRankBF16R1(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV, MMX+, SSE
+TEXT ·lowRankBF16R1(SB), NOSPLIT, $0-120
+	MOVQ         k+24(FP), DX
+	ANDQ         $0x0f, DX
+	MOVL         $0x00000001, AX
+	MOVQ         DX, CX
+	SHLL         CL, AX
+	DECL         AX
+	KMOVD        AX, K1
+	MOVSS        s+40(FP), X0
+	VBROADCASTSS X0, Z26
+	MOVQ         ldx+8(FP), R11
+	SHLQ         $0x02, R11
+	MOVQ         k+24(FP), DI
+	SHLQ         $0x01, DI
+	MOVQ         a+16(FP), AX
+	MOVQ         t+48(FP), BX
+	MOVQ         pfa+88(FP), R12
+	MOVQ         pfan+96(FP), R13
+	SHLQ         $0x01, R13
+	SUBQ         $0x80, R13
+	XORQ         CX, CX
+	TESTQ        R13, R13
+	CMOVQLT      CX, R13
+	ADDQ         R12, R13
+	MOVQ         r+32(FP), R9
+	SHRQ         $0x02, R9
+
+group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	MOVQ   AX, SI
+	LEAQ   (AX)(DI*2), R10
+	ADDQ   DI, R10
+	MOVQ   x+0(FP), R8
+	MOVQ   k+24(FP), CX
+	SHRQ   $0x04, CX
+	JZ     tail
+
+loop:
+	VPMOVZXWD   (SI), Z20
+	VPSLLD      $0x10, Z20, Z20
+	VPMOVZXWD   (SI)(DI*1), Z21
+	VPSLLD      $0x10, Z21, Z21
+	VPMOVZXWD   (SI)(DI*2), Z22
+	VPSLLD      $0x10, Z22, Z22
+	VPMOVZXWD   (R10), Z23
+	VPSLLD      $0x10, Z23, Z23
+	PREFETCHT0  (R12)
+	PREFETCHT0  64(R12)
+	ADDQ        $0x80, R12
+	CMPQ        R12, R13
+	CMOVQHI     R13, R12
+	VMOVDQU32   (R8), Z24
+	VFMADD231PS Z20, Z24, Z0
+	VFMADD231PS Z21, Z24, Z1
+	VFMADD231PS Z22, Z24, Z2
+	VFMADD231PS Z23, Z24, Z3
+	ADDQ        $0x20, SI
+	ADDQ        $0x20, R10
+	ADDQ        $0x40, R8
+	DECQ        CX
+	JNZ         loop
+
+tail:
+	TESTQ       DX, DX
+	JZ          reduce
+	VMOVDQU16.Z (SI), K1, Y31
+	VPMOVZXWD   Y31, Z20
+	VPSLLD      $0x10, Z20, Z20
+	VMOVDQU16.Z (SI)(DI*1), K1, Y31
+	VPMOVZXWD   Y31, Z21
+	VPSLLD      $0x10, Z21, Z21
+	VMOVDQU16.Z (SI)(DI*2), K1, Y31
+	VPMOVZXWD   Y31, Z22
+	VPSLLD      $0x10, Z22, Z22
+	VMOVDQU16.Z (R10), K1, Y31
+	VPMOVZXWD   Y31, Z23
+	VPSLLD      $0x10, Z23, Z23
+	VMOVUPS.Z   (R8), K1, Z24
+	VFMADD231PS Z20, Z24, Z0
+	VFMADD231PS Z21, Z24, Z1
+	VFMADD231PS Z22, Z24, Z2
+	VFMADD231PS Z23, Z24, Z3
+
+reduce:
+	VEXTRACTF64X4 $0x01, Z0, Y31
+	VADDPS        Y31, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X31
+	VADDPS        X31, X0, X0
+	VEXTRACTF64X4 $0x01, Z1, Y31
+	VADDPS        Y31, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X31
+	VADDPS        X31, X1, X1
+	VEXTRACTF64X4 $0x01, Z2, Y31
+	VADDPS        Y31, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X31
+	VADDPS        X31, X2, X2
+	VEXTRACTF64X4 $0x01, Z3, Y31
+	VADDPS        Y31, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X31
+	VADDPS        X31, X3, X3
+	MOVQ          r+32(FP), CX
+	SHLQ          $0x02, CX
+	VUNPCKLPS     X1, X0, X28
+	VUNPCKHPS     X1, X0, X29
+	VADDPS        X29, X28, X28
+	VUNPCKLPS     X3, X2, X29
+	VUNPCKHPS     X3, X2, X30
+	VADDPS        X30, X29, X29
+	VSHUFPS       $0x44, X29, X28, X30
+	VSHUFPS       $0xee, X29, X28, X27
+	VADDPS        X30, X27, X27
+	VMULPS        X26, X27, X27
+	VMOVUPS       X27, (BX)
+	ADDQ          $0x10, BX
+	LEAQ          (AX)(DI*4), AX
+	DECQ          R9
+	JNZ           group
+	MOVQ          pfb+104(FP), R12
+	MOVQ          pfbn+112(FP), R13
+	SHLQ          $0x01, R13
+	SUBQ          $0x80, R13
+	XORQ          CX, CX
+	TESTQ         R13, R13
+	CMOVQLT       CX, R13
+	ADDQ          R12, R13
+	MOVQ          n+64(FP), DI
+	SHLQ          $0x01, DI
+	MOVQ          r+32(FP), R11
+	SHLQ          $0x02, R11
+	MOVQ          y+72(FP), R8
+	MOVQ          ldy+80(FP), R9
+	SHLQ          $0x02, R9
+	MOVQ          bt+56(FP), SI
+	MOVQ          n+64(FP), DX
+
+cols64:
+	CMPQ    DX, $0x40
+	JL      after64
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	VMOVUPS 128(R8), Z2
+	VMOVUPS 192(R8), Z3
+	MOVQ    SI, AX
+	MOVQ    t+48(FP), R10
+	MOVQ    r+32(FP), CX
+
+l64:
+	VPMOVZXWD    (AX), Z20
+	VPSLLD       $0x10, Z20, Z20
+	VPMOVZXWD    32(AX), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPMOVZXWD    64(AX), Z22
+	VPSLLD       $0x10, Z22, Z22
+	VPMOVZXWD    96(AX), Z23
+	VPSLLD       $0x10, Z23, Z23
+	PREFETCHT0   (R12)
+	PREFETCHT0   64(R12)
+	ADDQ         $0x80, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	VBROADCASTSS (R10), Z24
+	VFMADD231PS  Z20, Z24, Z0
+	VFMADD231PS  Z21, Z24, Z1
+	VFMADD231PS  Z22, Z24, Z2
+	VFMADD231PS  Z23, Z24, Z3
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l64
+	VMOVUPS      Z0, (R8)
+	VMOVUPS      Z1, 64(R8)
+	VMOVUPS      Z2, 128(R8)
+	VMOVUPS      Z3, 192(R8)
+	ADDQ         $0x00000100, R8
+	ADDQ         $0x80, SI
+	SUBQ         $0x40, DX
+	JMP          cols64
+
+after64:
+cols16:
+	CMPQ    DX, $0x10
+	JL      after16
+	VMOVUPS (R8), Z0
+	MOVQ    SI, AX
+	MOVQ    t+48(FP), R10
+	MOVQ    r+32(FP), CX
+
+l16:
+	VPMOVZXWD    (AX), Z20
+	VPSLLD       $0x10, Z20, Z20
+	PREFETCHT0   (R12)
+	ADDQ         $0x40, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	VBROADCASTSS (R10), Z24
+	VFMADD231PS  Z20, Z24, Z0
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l16
+	VMOVUPS      Z0, (R8)
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x20, SI
+	SUBQ         $0x10, DX
+	JMP          cols16
+
+after16:
+	VZEROUPPER
+	RET
+
+// func lowRankBF16R2(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
+// Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV, MMX+, SSE
+TEXT ·lowRankBF16R2(SB), NOSPLIT, $0-120
+	MOVQ         k+24(FP), DX
+	ANDQ         $0x0f, DX
+	MOVL         $0x00000001, AX
+	MOVQ         DX, CX
+	SHLL         CL, AX
+	DECL         AX
+	KMOVD        AX, K1
+	MOVSS        s+40(FP), X0
+	VBROADCASTSS X0, Z26
+	MOVQ         ldx+8(FP), R11
+	SHLQ         $0x02, R11
+	MOVQ         k+24(FP), DI
+	SHLQ         $0x01, DI
+	MOVQ         a+16(FP), AX
+	MOVQ         t+48(FP), BX
+	MOVQ         pfa+88(FP), R12
+	MOVQ         pfan+96(FP), R13
+	SHLQ         $0x01, R13
+	SUBQ         $0x80, R13
+	XORQ         CX, CX
+	TESTQ        R13, R13
+	CMOVQLT      CX, R13
+	ADDQ         R12, R13
+	MOVQ         r+32(FP), R9
+	SHRQ         $0x02, R9
+
+group:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   AX, SI
+	LEAQ   (AX)(DI*2), R10
+	ADDQ   DI, R10
+	MOVQ   x+0(FP), R8
+	MOVQ   k+24(FP), CX
+	SHRQ   $0x04, CX
+	JZ     tail
+
+loop:
+	VPMOVZXWD   (SI), Z20
+	VPSLLD      $0x10, Z20, Z20
+	VPMOVZXWD   (SI)(DI*1), Z21
+	VPSLLD      $0x10, Z21, Z21
+	VPMOVZXWD   (SI)(DI*2), Z22
+	VPSLLD      $0x10, Z22, Z22
+	VPMOVZXWD   (R10), Z23
+	VPSLLD      $0x10, Z23, Z23
+	PREFETCHT0  (R12)
+	PREFETCHT0  64(R12)
+	ADDQ        $0x80, R12
+	CMPQ        R12, R13
+	CMOVQHI     R13, R12
+	VMOVDQU32   (R8), Z24
+	VFMADD231PS Z20, Z24, Z0
+	VFMADD231PS Z21, Z24, Z1
+	VFMADD231PS Z22, Z24, Z2
+	VFMADD231PS Z23, Z24, Z3
+	VMOVDQU32   (R8)(R11*1), Z25
+	VFMADD231PS Z20, Z25, Z4
+	VFMADD231PS Z21, Z25, Z5
+	VFMADD231PS Z22, Z25, Z6
+	VFMADD231PS Z23, Z25, Z7
+	ADDQ        $0x20, SI
+	ADDQ        $0x20, R10
+	ADDQ        $0x40, R8
+	DECQ        CX
+	JNZ         loop
+
+tail:
+	TESTQ       DX, DX
+	JZ          reduce
+	VMOVDQU16.Z (SI), K1, Y31
+	VPMOVZXWD   Y31, Z20
+	VPSLLD      $0x10, Z20, Z20
+	VMOVDQU16.Z (SI)(DI*1), K1, Y31
+	VPMOVZXWD   Y31, Z21
+	VPSLLD      $0x10, Z21, Z21
+	VMOVDQU16.Z (SI)(DI*2), K1, Y31
+	VPMOVZXWD   Y31, Z22
+	VPSLLD      $0x10, Z22, Z22
+	VMOVDQU16.Z (R10), K1, Y31
+	VPMOVZXWD   Y31, Z23
+	VPSLLD      $0x10, Z23, Z23
+	VMOVUPS.Z   (R8), K1, Z24
+	VFMADD231PS Z20, Z24, Z0
+	VFMADD231PS Z21, Z24, Z1
+	VFMADD231PS Z22, Z24, Z2
+	VFMADD231PS Z23, Z24, Z3
+	VMOVUPS.Z   (R8)(R11*1), K1, Z25
+	VFMADD231PS Z20, Z25, Z4
+	VFMADD231PS Z21, Z25, Z5
+	VFMADD231PS Z22, Z25, Z6
+	VFMADD231PS Z23, Z25, Z7
+
+reduce:
+	VEXTRACTF64X4 $0x01, Z0, Y31
+	VADDPS        Y31, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X31
+	VADDPS        X31, X0, X0
+	VEXTRACTF64X4 $0x01, Z1, Y31
+	VADDPS        Y31, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X31
+	VADDPS        X31, X1, X1
+	VEXTRACTF64X4 $0x01, Z2, Y31
+	VADDPS        Y31, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X31
+	VADDPS        X31, X2, X2
+	VEXTRACTF64X4 $0x01, Z3, Y31
+	VADDPS        Y31, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X31
+	VADDPS        X31, X3, X3
+	VEXTRACTF64X4 $0x01, Z4, Y31
+	VADDPS        Y31, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X31
+	VADDPS        X31, X4, X4
+	VEXTRACTF64X4 $0x01, Z5, Y31
+	VADDPS        Y31, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X31
+	VADDPS        X31, X5, X5
+	VEXTRACTF64X4 $0x01, Z6, Y31
+	VADDPS        Y31, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X31
+	VADDPS        X31, X6, X6
+	VEXTRACTF64X4 $0x01, Z7, Y31
+	VADDPS        Y31, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X31
+	VADDPS        X31, X7, X7
+	MOVQ          r+32(FP), CX
+	SHLQ          $0x02, CX
+	VUNPCKLPS     X1, X0, X28
+	VUNPCKHPS     X1, X0, X29
+	VADDPS        X29, X28, X28
+	VUNPCKLPS     X3, X2, X29
+	VUNPCKHPS     X3, X2, X30
+	VADDPS        X30, X29, X29
+	VSHUFPS       $0x44, X29, X28, X30
+	VSHUFPS       $0xee, X29, X28, X27
+	VADDPS        X30, X27, X27
+	VMULPS        X26, X27, X27
+	VMOVUPS       X27, (BX)
+	VUNPCKLPS     X5, X4, X28
+	VUNPCKHPS     X5, X4, X29
+	VADDPS        X29, X28, X28
+	VUNPCKLPS     X7, X6, X29
+	VUNPCKHPS     X7, X6, X30
+	VADDPS        X30, X29, X29
+	VSHUFPS       $0x44, X29, X28, X30
+	VSHUFPS       $0xee, X29, X28, X27
+	VADDPS        X30, X27, X27
+	VMULPS        X26, X27, X27
+	VMOVUPS       X27, (BX)(CX*1)
+	ADDQ          $0x10, BX
+	LEAQ          (AX)(DI*4), AX
+	DECQ          R9
+	JNZ           group
+	MOVQ          pfb+104(FP), R12
+	MOVQ          pfbn+112(FP), R13
+	SHLQ          $0x01, R13
+	SUBQ          $0x80, R13
+	XORQ          CX, CX
+	TESTQ         R13, R13
+	CMOVQLT       CX, R13
+	ADDQ          R12, R13
+	MOVQ          n+64(FP), DI
+	SHLQ          $0x01, DI
+	MOVQ          r+32(FP), R11
+	SHLQ          $0x02, R11
+	MOVQ          y+72(FP), R8
+	MOVQ          ldy+80(FP), R9
+	SHLQ          $0x02, R9
+	MOVQ          bt+56(FP), SI
+	MOVQ          n+64(FP), DX
+
+cols64:
+	CMPQ    DX, $0x40
+	JL      after64
+	VMOVUPS (R8), Z0
+	VMOVUPS 64(R8), Z1
+	VMOVUPS 128(R8), Z2
+	VMOVUPS 192(R8), Z3
+	VMOVUPS (R8)(R9*1), Z4
+	VMOVUPS 64(R8)(R9*1), Z5
+	VMOVUPS 128(R8)(R9*1), Z6
+	VMOVUPS 192(R8)(R9*1), Z7
+	MOVQ    SI, AX
+	MOVQ    t+48(FP), R10
+	MOVQ    r+32(FP), CX
+
+l64:
+	VPMOVZXWD    (AX), Z20
+	VPSLLD       $0x10, Z20, Z20
+	VPMOVZXWD    32(AX), Z21
+	VPSLLD       $0x10, Z21, Z21
+	VPMOVZXWD    64(AX), Z22
+	VPSLLD       $0x10, Z22, Z22
+	VPMOVZXWD    96(AX), Z23
+	VPSLLD       $0x10, Z23, Z23
+	PREFETCHT0   (R12)
+	PREFETCHT0   64(R12)
+	ADDQ         $0x80, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	VBROADCASTSS (R10), Z24
+	VFMADD231PS  Z20, Z24, Z0
+	VFMADD231PS  Z21, Z24, Z1
+	VFMADD231PS  Z22, Z24, Z2
+	VFMADD231PS  Z23, Z24, Z3
+	VBROADCASTSS (R10)(R11*1), Z25
+	VFMADD231PS  Z20, Z25, Z4
+	VFMADD231PS  Z21, Z25, Z5
+	VFMADD231PS  Z22, Z25, Z6
+	VFMADD231PS  Z23, Z25, Z7
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l64
+	VMOVUPS      Z0, (R8)
+	VMOVUPS      Z1, 64(R8)
+	VMOVUPS      Z2, 128(R8)
+	VMOVUPS      Z3, 192(R8)
+	VMOVUPS      Z4, (R8)(R9*1)
+	VMOVUPS      Z5, 64(R8)(R9*1)
+	VMOVUPS      Z6, 128(R8)(R9*1)
+	VMOVUPS      Z7, 192(R8)(R9*1)
+	ADDQ         $0x00000100, R8
+	ADDQ         $0x80, SI
+	SUBQ         $0x40, DX
+	JMP          cols64
+
+after64:
+cols16:
+	CMPQ    DX, $0x10
+	JL      after16
+	VMOVUPS (R8), Z0
+	VMOVUPS (R8)(R9*1), Z1
+	MOVQ    SI, AX
+	MOVQ    t+48(FP), R10
+	MOVQ    r+32(FP), CX
+
+l16:
+	VPMOVZXWD    (AX), Z20
+	VPSLLD       $0x10, Z20, Z20
+	PREFETCHT0   (R12)
+	ADDQ         $0x40, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	VBROADCASTSS (R10), Z24
+	VFMADD231PS  Z20, Z24, Z0
+	VBROADCASTSS (R10)(R11*1), Z25
+	VFMADD231PS  Z20, Z25, Z1
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l16
+	VMOVUPS      Z0, (R8)
+	VMOVUPS      Z1, (R8)(R9*1)
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x20, SI
+	SUBQ         $0x10, DX
+	JMP          cols16
+
+after16:
+	VZEROUPPER
+	RET

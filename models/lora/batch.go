@@ -16,8 +16,8 @@ type Segment struct {
 // Batch adds the deltas of one module for every segment of a step in one call: the rows of each adapter are
 // one segment, and every segment's shrink T = X·Aᵀ and expand Y += s·T·Bᵀ run over the pool together, the
 // segments shared out between the threads (the SGMV/BGMV idea of Punica and S-LoRA: one batched LoRA kernel
-// per module, no per-row dispatch). Segments of bigRows rows or more run one after another, each with the
-// whole pool. A Batch is reused from step to step and is not safe for concurrent use; it does not allocate
+// per module, no per-row dispatch); a bf16 segment is one fused kernel call that prefetches the next segment's
+// factors (run). Segments of bigRows rows or more run one after another, each with the whole pool. A Batch is reused from step to step and is not safe for concurrent use; it does not allocate
 // once warm.
 type Batch struct {
 	segs    []Segment
@@ -52,30 +52,63 @@ func (b *Batch) Apply(p *kernels.Pool, y, x []float32, in, out int, segs []Segme
 		b.small = append(b.small, i)
 		work += s.N * f.R * (in + out)
 	}
-	switch {
-	case len(b.small) == 0:
-		return
-	case len(b.small) == 1 || work < inlineAt: // one segment pools its own products; little work stays inline
-		for _, i := range b.small {
-			s := segs[i]
-			s.F.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
-		}
+	if len(b.small) == 0 {
 		return
 	}
 	if b.fn == nil {
 		b.fn = b.run
 	}
 	b.segs, b.y, b.x, b.in, b.out = segs, y, x, in, out
-	p.For(len(b.small), b.fn)
+	switch {
+	case len(b.small) == 1 && segs[b.small[0]].N >= poolRows: // one segment of many rows pools its own products
+		s := segs[b.small[0]]
+		s.F.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
+	case len(b.small) == 1 || work < inlineAt: // little work stays inline
+		b.run(0, len(b.small))
+	default:
+		p.For(len(b.small), b.fn)
+	}
 	b.segs, b.y, b.x = nil, nil, nil
 }
 
-// run applies the small segments [lo, hi) inline.
+// poolRows is the rows from which a lone segment's own products are worth splitting over the pool (expandBF16's
+// threshold).
+const poolRows = 8
+
+// run applies the small segments [lo, hi) inline. A bf16 segment runs as one fused kernel call
+// (kernels.LowRankAddBF16) that prefetches the factors of the segment after it (in b.small's order, whichever
+// thread runs that one): the threads' shares are contiguous, so each streams its adapters' factors one after the
+// other instead of starting every short matrix cold.
 func (b *Batch) run(lo, hi int) {
 	in, out := b.in, b.out
-	for _, i := range b.small[lo:hi] {
+	var bp *[]float32
+	for k, i := range b.small[lo:hi] {
 		s := b.segs[i]
-		s.F.Apply(nil, b.y[s.Start*out:(s.Start+s.N)*out], b.x[s.Start*in:(s.Start+s.N)*in], s.N)
+		y, x := b.y[s.Start*out:(s.Start+s.N)*out], b.x[s.Start*in:(s.Start+s.N)*in]
+		f := s.F
+		if f.Layout != BF16 {
+			f.Apply(nil, y, x, s.N)
+			continue
+		}
+		if bp == nil {
+			bp = scratch.Get().(*[]float32)
+		}
+		if cap(*bp) < s.N*f.R {
+			*bp = make([]float32, s.N*f.R)
+		}
+		var nextA, nextBt []uint16
+		if lo+k+1 < len(b.small) {
+			if g := b.segs[b.small[lo+k+1]].F; g.Layout == BF16 {
+				nextA, nextBt = g.A16, g.Bt16
+			}
+		}
+		kernels.LowRankAddBF16(y, x, (*bp)[:s.N*f.R], f.A16, f.Bt16, s.N, out, in, f.R, f.Scale, nextA, nextBt)
+		if f.RowScale != nil {
+			f.applyRowScale(y, s.N)
+		}
+	}
+	if bp != nil {
+		scratch.Put(bp)
 	}
 }
 

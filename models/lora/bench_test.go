@@ -1,10 +1,12 @@
 package lora
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/lorakit/lorakit/models/kernels"
+	"github.com/lorakit/lorakit/models/safetensors"
 )
 
 // Qwen2.5-0.5B gate_proj with r=16: the LoRA path of one decode row, next to the bf16 base GEMV it rides on.
@@ -42,4 +44,65 @@ func BenchmarkBaseGEMVBF16(b *testing.B) {
 	for b.Loop() {
 		kernels.MatVecBF16(nil, y, w, x, 4864, 896)
 	}
+}
+
+// smolModules is the [in, out] of the seven projections of one SmolLM2-135M layer (30 layers).
+var smolModules = [][2]int{{576, 576}, {576, 192}, {576, 192}, {576, 576}, {576, 1536}, {576, 1536}, {1536, 576}}
+
+// BenchmarkBatchStep is the adapters' part of one decode step of the SmolLM2-135M shape: rows spread over
+// rank-16 bf16 adapters on all seven projections of 30 layers, each module's segments through Batch.Apply on a
+// pool of one or two threads, as llama.applyDeltas runs them. The adapters (78 MB for 8) do not fit the caches,
+// so every step reads them from memory: adapter-GB/s is their bytes over the step's time. threads=1/rows=2 is one
+// adapter (9.8 MB), which stays in cache between steps: the kernels' own speed.
+func BenchmarkBatchStep(b *testing.B) {
+	for _, c := range []struct{ threads, rows, adapters int }{{1, 2, 1}, {1, 16, 8}, {2, 16, 8}, {2, 64, 32}} {
+		b.Run(fmt.Sprintf("threads=%d/rows=%d/adapters=%d", c.threads, c.rows, c.adapters), func(b *testing.B) {
+			benchBatchStep(b, c.threads, c.rows, c.adapters)
+		})
+	}
+}
+
+func benchBatchStep(b *testing.B, threads, rows, nAdapters int) {
+	const layers, r = 30, 16
+	rng := rand.New(rand.NewPCG(3, 3))
+	bf := func(n int) []uint16 {
+		v := make([]uint16, n)
+		for i := range v {
+			v[i] = safetensors.F32ToBF16(float32(rng.NormFloat64()) * 0.05)
+		}
+		return v
+	}
+	// fs[l*7+m][a]: adapter a's factors of module m of layer l
+	fs := make([][]*Factors, layers*len(smolModules))
+	bytes := 0
+	for range nAdapters {
+		for i := range fs {
+			io := smolModules[i%len(smolModules)]
+			f := &Factors{Layout: BF16, R: r, In: io[0], Out: io[1], Scale: 2, A16: bf(r * io[0]), Bt16: bf(r * io[1])}
+			fs[i] = append(fs[i], f)
+			bytes += 2 * (len(f.A16) + len(f.Bt16))
+		}
+	}
+	x, y := make([]float32, rows*1536), make([]float32, rows*1536)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	pool := kernels.NewPool(threads)
+	var bt Batch
+	segs := make([]Segment, nAdapters)
+	per := rows / nAdapters
+	b.ResetTimer()
+	for b.Loop() {
+		for i, mf := range fs {
+			io := smolModules[i%len(smolModules)]
+			for a := range segs {
+				segs[a] = Segment{Start: a * per, N: per, F: mf[a]}
+			}
+			bt.Apply(pool, y[:rows*io[1]], x[:rows*io[0]], io[0], io[1], segs)
+		}
+	}
+	ms := b.Elapsed().Seconds() * 1e3 / float64(b.N)
+	b.ReportMetric(ms, "ms/step")
+	b.ReportMetric(float64(bytes)/1e6, "adapter-MB")
+	b.ReportMetric(float64(bytes)/(ms*1e6), "adapter-GB/s")
 }

@@ -111,6 +111,10 @@ func (f *Factors) Apply(p *kernels.Pool, y, x []float32, rows int) {
 	t := (*bp)[:rows*r]
 	switch f.Layout {
 	case BF16:
+		if p == nil { // one fused call, equal to the three below
+			kernels.LowRankAddBF16(y, x, t, f.A16, f.Bt16, rows, out, f.In, r, f.Scale, nil, nil)
+			break
+		}
 		kernels.MatMulBF16T(p, t, x, f.A16, rows, r, f.In) // T[rows, r] = X·Aᵀ
 		kernels.Scale(f.Scale, t)
 		expandBF16(p, y, t, f.Bt16, rows, out, r) // Y += T·Bᵀ

@@ -58,6 +58,9 @@ func main() {
 		expandKernel(2, wide)
 		expandKernel(1, wide)
 	}
+	for rows := 1; rows <= lrRows; rows++ {
+		lowRank(rows)
+	}
 	Generate()
 }
 
