@@ -44,6 +44,10 @@
 //   - Gemm NN and TN: a 6×16 (AVX2) or 6×32 (AVX-512) broadcast tile over a
 //     packed K×64 panel of B; A is read in place (TN: stride lda per K step).
 //   - Softmax and SiLUMul use a Cephes-style polynomial exp over 8 lanes.
+//   - LowRankAddBF16 (a LoRA module's delta on a few rows) with AVX-512: the
+//     shrink (four rank rows of A side by side, the tiles' summation), the
+//     scale and the expand (MatMulAddBF16's order) in one call per two rows,
+//     prefetching the next product's factors at the pace it reads its own.
 //
 // The pure-Go twins (build tag purego, or any other GOARCH) run the reference
 // loops; tests sweep sizes and alignments and compare both, and also run the
