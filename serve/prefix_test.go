@@ -231,6 +231,38 @@ func TestPrefixCacheEvictsLRU(t *testing.T) {
 	}
 }
 
+// TestPrefixCacheBoundAfterRelease: two prompts prefilled together store four blocks under a bound of two,
+// over the bound while their sequences hold them (evicting them would free nothing); once the sequences finish,
+// the cache is back within its bound.
+func TestPrefixCacheBoundAfterRelease(t *testing.T) {
+	f := newPrefixFixture(t, testmodel.Default())
+	o := testmodel.Default()
+	block := int64(2*o.Layers*engine.PrefixBlock*o.KVHeads*(o.Hidden/o.Heads)) * 4
+	p, q := make([]int, 33), make([]int, 33)
+	for i := range p {
+		p[i], q[i] = i+1, i+100
+	}
+	spy := &pagedSpy{Backend: f.be}
+	e, err := engine.New(engine.Config{Backend: spy, NewDecoder: func([]int) engine.Decoder { return fakeDecoder{} },
+		NewSampler: f.be.NewSampler, MaxModelLen: 128, PrefillChunk: 256, PrefixCache: 2 * block})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	gate := spy.arm() // the first step waits until both requests are in: the second stores while the first runs
+	done := make(chan struct{})
+	go func() {
+		greedy(t, e, []prefixRun{{prompt: p}, {prompt: q}}, 5)
+		close(done)
+	}()
+	waitUntil(t, func() bool { st := e.Stats(); return st.Waiting+st.Active == 2 })
+	close(gate)
+	<-done
+	if b := e.Stats().PrefixCacheBytes; b > 2*block {
+		t.Fatalf("the prefix cache holds %d bytes (%d blocks) after its sequences finished, bound %d", b, b/block, 2*block)
+	}
+}
+
 // BenchmarkPrefixCacheTTFT: 32 requests sharing a 1,000-token system prompt (each with its own 16-token question)
 // submitted at once to an engine over a small random model, time to first token p50 with the prefix cache off
 // and on. Reports ttft-p50-off-ms, ttft-p50-on-ms and their ratio (off/on).

@@ -89,6 +89,9 @@ type Stats struct {
 	// PrefixQueries and PrefixHits count the prompt tokens looked up in the prefix cache and those found there
 	// (vLLM's prefix_cache_queries and prefix_cache_hits); both stay 0 with the cache off.
 	PrefixQueries, PrefixHits int64
+	// PrefixCacheBytes is the KV memory of the blocks the prefix cache holds (some may be held by running
+	// sequences too); at most Config.PrefixCache once no running sequence holds a cached block.
+	PrefixCacheBytes int64
 }
 
 // KVUsage is KVReserved / KVCapacity, in [0, 1].
@@ -199,6 +202,7 @@ func (e *Engine) Stats() Stats {
 		Yields: e.yields}
 	if e.prefix != nil {
 		st.PrefixQueries, st.PrefixHits = e.prefix.queries.Load(), e.prefix.hits.Load()
+		st.PrefixCacheBytes = e.prefix.size()
 	}
 	if e.kv != nil {
 		st.KVBlocksUsed, st.KVBlocks, st.Preemptions = e.kv.used()
@@ -659,10 +663,14 @@ func (e *Engine) admitBlocks(s *seq) bool {
 	return false
 }
 
-// dropState returns s's state and its KV blocks (counted or held).
+// dropState returns s's state and its KV blocks (counted or held), and evicts cached prefix blocks over the
+// cache's bound that s held (a cache over its bound keeps blocks that running sequences hold, freeing nothing).
 func (e *Engine) dropState(s *seq) {
 	if ps, ok := s.state.(PagedState); ok && e.pool != nil {
 		ps.Release()
+	}
+	if s.state != nil && e.prefix != nil {
+		e.prefix.trim()
 	}
 	if e.kv != nil {
 		e.kv.release(s)

@@ -188,6 +188,22 @@ func (c *prefixCache) store(state State, adapter Delta, prompt []int, keys []blo
 	}
 }
 
+// trim evicts the least recently used blocks no running sequence holds while the cache is over its bound (after
+// a sequence let go of blocks that store could not evict).
+func (c *prefixCache) trim() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.bytes > c.limit && c.evictIdle() {
+	}
+}
+
+// size is the memory of the cached blocks.
+func (c *prefixCache) size() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
+}
+
 // evictIdle drops the least recently used block that no running sequence holds (dropping one a sequence holds
 // would free no memory) and reports whether there was one. c.mu held.
 func (c *prefixCache) evictIdle() bool {
