@@ -153,9 +153,7 @@ func avx2MatVec4(w wload8) {
 	CMPQ(RCX, U8(16))
 	JL(LabelRef("tail8"))
 	Label("loop16")
-	for _, p := range []GPPhysical{R11, R12, R13, R14} {
-		PREFETCHT0(Mem{Base: p, Index: RDX, Scale: 1})
-	}
+	prefetchNext4(RDX)
 	VMOVUPS(Mem{Base: RDI, Index: RBX, Scale: 1}, Y8)
 	VMOVUPS(Mem{Base: RDI, Index: RBX, Scale: 1, Disp: 32}, Y9)
 	for h := 0; h < 4; h += 2 {
@@ -220,6 +218,13 @@ func matVec4Start(x string, esz int, imul, mask, two bool) {
 	}
 	for i := range 8 {
 		VXORPS(yregs[i], yregs[i], yregs[i])
+	}
+}
+
+// prefetchNext4 prefetches the bytes at offset idx of the next four rows (R11..R14).
+func prefetchNext4(idx GPPhysical) {
+	for _, p := range []GPPhysical{R11, R12, R13, R14} {
+		PREFETCHT0(Mem{Base: p, Index: idx, Scale: 1})
 	}
 }
 
@@ -305,9 +310,7 @@ func avx2MatVec4PF(w wload8) {
 		CMPQ(RCX, U8(16))
 		JL(LabelRef("tail8"))
 		Label("loop16")
-		for _, p := range []GPPhysical{R11, R12, R13, R14} {
-			PREFETCHT0(Mem{Base: p, Index: RBX, Scale: 1})
-		}
+		prefetchNext4(RBX)
 		xload(0)
 		fma16(w, RBX, 0)
 		ADDQ(U8(64), RBX)
@@ -328,9 +331,7 @@ func avx2MatVec4PF(w wload8) {
 	CMPQ(RCX, U8(32))
 	JL(LabelRef("tail16"))
 	Label("loop32")
-	for _, p := range []GPPhysical{R11, R12, R13, R14} {
-		PREFETCHT0(Mem{Base: p, Index: RDX, Scale: 1})
-	}
+	prefetchNext4(RDX)
 	xload(0)
 	fma16(w, RDX, 0)
 	xload(64)

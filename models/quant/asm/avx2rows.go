@@ -43,6 +43,20 @@ func yRow(i int) Mem {
 	return Mem{Base: RBX, Index: R13, Scale: 1}
 }
 
+// rowsEnd ends a weight row of the row kernels (y at DI, one float further; with scales, the row scale pointer
+// R8 too) and loops back to Label("row") while CX counts rows, then returns.
+func rowsEnd(scales bool) {
+	if scales {
+		ADDQ(U8(4), R8)
+	}
+	ADDQ(U8(4), RDI)
+	DECQ(RCX)
+	JNZ(LabelRef("row"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}
+
 // int8RowsF32 writes int8RowsAVX2, LLM.int8 rows against float x: y[r] = scales[r]·Σ_c int8(packed[r·cols+c])·x[c]
 // (the caller multiplies by 1/127), cols % 32 == 0; 32 codes per step widened to float, four accumulators.
 func int8RowsF32() {
@@ -82,13 +96,7 @@ func int8RowsF32() {
 	VADDPS(Y7, Y6, Y6)
 	VADDPS(Y6, Y4, Y4)
 	hsumStore(4, X5, Mem{Base: R8}, Mem{Base: RDI})
-	ADDQ(U8(4), R8)
-	ADDQ(U8(4), RDI)
-	DECQ(RCX)
-	JNZ(LabelRef("row"))
-	Label("done")
-	VZEROUPPER()
-	RET()
+	rowsEnd(true)
 }
 
 // dequant4 writes dequant4AVX2: nb·bs values lut[q]·scales[b] in natural order, bs % 16 == 0. Per block the
@@ -234,12 +242,7 @@ func nf4RowsY(k int) {
 			hsumStore(3+i, X11, nil, yRow(i))
 		}
 	}
-	ADDQ(U8(4), RDI)
-	DECQ(RCX)
-	JNZ(LabelRef("row"))
-	Label("done")
-	VZEROUPPER()
-	RET()
+	rowsEnd(false)
 }
 
 // nf4Rows1Group is one block of nf4Rows16AVX2: the scale absmax·step once, then its groups.
@@ -406,13 +409,7 @@ func int8RowsY(k int) {
 			hsumStore(i, X8, X15, yRow(i))
 		}
 	}
-	ADDQ(U8(4), R8)
-	ADDQ(U8(4), RDI)
-	DECQ(RCX)
-	JNZ(LabelRef("row"))
-	Label("done")
-	VZEROUPPER()
-	RET()
+	rowsEnd(true)
 }
 
 // quantX16 writes quantX16AVX2, which quantises one row of x for the integer kernels (the assembly twin of
