@@ -93,14 +93,3 @@ func scoresRun(kind int, s []float32, lds int, q []float32, m, d int, wf []float
 	t.ti = (t.m + t.mb - 1) / t.mb
 	t.run(0, t.ti*((t.n+t.nb-1)/t.nb))
 }
-
-// matMulAddF32 computes Y[m, n] += T[m, k]·B[k, n] for f32 B [k, n] and T's rows ldt apart, one axpy per row of
-// T and of B, in order (the sum Gemm's edge rows run).
-func matMulAddF32(y, t []float32, ldt int, b []float32, m, n, k int) {
-	for i := range m {
-		yi := y[i*n : (i+1)*n]
-		for l := range k {
-			axpy(t[i*ldt+l], b[l*n:(l+1)*n], yi)
-		}
-	}
-}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -125,4 +126,42 @@ func refAttend(q []float32, m, d, n int, kv func(j, c int) (float64, float64), s
 		}
 	}
 	return out
+}
+
+// TestMatMulAddF32 sweeps rows, columns (multiples of 16 and 8 and ragged ends), k and T strides, and checks
+// that matMulAddF32 (the mmAddF32 kernels on amd64) gives axpyRows' result bit for bit, within f32 rounding of
+// the float64 sum.
+func TestMatMulAddF32(t *testing.T) {
+	defer SetAVX512(AVX512())
+	for _, wide := range []bool{true, false} {
+		SetAVX512(wide)
+		rng := rand.New(rand.NewPCG(5, 6))
+		for _, m := range []int{1, 2, 3, 5} {
+			for _, n := range []int{1, 7, 8, 9, 16, 20, 33, 64, 72, 128} {
+				for _, k := range []int{1, 2, 16, 17, 300} {
+					ldt := k + 3
+					y0, tt, b := randF32(rng, m*n), randF32(rng, m*ldt), randF32(rng, k*n)
+					got, want := slices.Clone(y0), slices.Clone(y0)
+					matMulAddF32(got, tt, ldt, b, m, n, k)
+					axpyRows(want, tt, ldt, b, m, n, k, 0)
+					name := fmt.Sprintf("avx512=%v m=%d n=%d k=%d", AVX512(), m, n, k)
+					same(t, name, got, want)
+					ref := make([]float64, m*n)
+					for i := range m {
+						for j := range n {
+							ref[i*n+j] = float64(y0[i*n+j])
+							for l := range k {
+								ref[i*n+j] += float64(tt[i*ldt+l]) * float64(b[l*n+j])
+							}
+						}
+					}
+					for i := range ref {
+						if math.Abs(float64(got[i])-ref[i]) > 1e-6*float64(k+1)*(1+math.Abs(ref[i]))*4 {
+							t.Fatalf("%s: element %d is %g, float64 %g", name, i, got[i], ref[i])
+						}
+					}
+				}
+			}
+		}
+	}
 }

@@ -30,3 +30,14 @@ func refMatMulAddBF16(y, t []float32, ldt int, b []uint16, m, n, k, j0 int) {
 		}
 	}
 }
+
+// axpyRows computes Y[m, n] += T[m, k]·B[k, n] for f32 B [k, n] and T's rows ldt apart, one axpy per row of T
+// and row of B, l in order: the sum Gemm's edge rows run, which matMulAddF32's kernels run in registers.
+func axpyRows(y, t []float32, ldt int, b []float32, m, n, k, j0 int) {
+	for i := range m {
+		yi := y[i*n+j0 : (i+1)*n]
+		for l := range k {
+			axpy(t[i*ldt+l], b[l*n+j0:(l+1)*n], yi)
+		}
+	}
+}

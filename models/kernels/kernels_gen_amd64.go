@@ -521,6 +521,28 @@ func mmAddBF16x2Z(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *uint16,
 //go:noescape
 func mmAddBF16x1Z(y0 *float32, t0 *float32, b *uint16, ldb int, k int, n int)
 
+// mmAddF32x2 is mmAddBF16x2 with B of float32: Y += T·B on 2 row(s), the first n columns, n % 8 == 0,
+// k ≥ 1, each element summed over l in order with fused multiply-adds (as axpy would) (generated).
+//
+//go:noescape
+func mmAddF32x2(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *float32, ldb int, k int, n int)
+
+// mmAddF32x1 is mmAddBF16x1 with B of float32: Y += T·B on 1 row(s), the first n columns, n % 8 == 0,
+// k ≥ 1, each element summed over l in order with fused multiply-adds (as axpy would) (generated).
+//
+//go:noescape
+func mmAddF32x1(y0 *float32, t0 *float32, b *float32, ldb int, k int, n int)
+
+// mmAddF32x2Z is the AVX-512 form of mmAddF32x2, on the first n columns, n % 16 == 0 (generated).
+//
+//go:noescape
+func mmAddF32x2Z(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *float32, ldb int, k int, n int)
+
+// mmAddF32x1Z is the AVX-512 form of mmAddF32x1, on the first n columns, n % 16 == 0 (generated).
+//
+//go:noescape
+func mmAddF32x1Z(y0 *float32, t0 *float32, b *float32, ldb int, k int, n int)
+
 // lowRankBF16R1 is the low-rank product of 1 row(s) of X: shrink, scale and expand in one pass (generated).
 //
 //go:noescape

@@ -17358,6 +17358,330 @@ done:
 	VZEROUPPER
 	RET
 
+// func mmAddF32x2(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *float32, ldb int, k int, n int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmAddF32x2(SB), NOSPLIT, $0-64
+	MOVQ y0+0(FP), DI
+	MOVQ y1+8(FP), SI
+	MOVQ t0+16(FP), R8
+	MOVQ t1+24(FP), R9
+	MOVQ b+32(FP), R10
+	MOVQ ldb+40(FP), R11
+	SHLQ $0x02, R11
+	MOVQ k+48(FP), R12
+	MOVQ n+56(FP), CX
+
+wide:
+	CMPQ    CX, $0x00000020
+	JL      narrow
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+wideK:
+	VBROADCASTSS (R8)(BX*4), Y8
+	VBROADCASTSS (R9)(BX*4), Y9
+	VMOVUPS      (AX), Y10
+	VMOVUPS      32(AX), Y11
+	VMOVUPS      64(AX), Y12
+	VMOVUPS      96(AX), Y13
+	PREFETCHT0   128(AX)
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y11, Y8, Y1
+	VFMADD231PS  Y12, Y8, Y2
+	VFMADD231PS  Y13, Y8, Y3
+	VFMADD231PS  Y10, Y9, Y4
+	VFMADD231PS  Y11, Y9, Y5
+	VFMADD231PS  Y12, Y9, Y6
+	VFMADD231PS  Y13, Y9, Y7
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           wideK
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y1, 32(DI)
+	VMOVUPS      Y2, 64(DI)
+	VMOVUPS      Y3, 96(DI)
+	VMOVUPS      Y4, (SI)
+	VMOVUPS      Y5, 32(SI)
+	VMOVUPS      Y6, 64(SI)
+	VMOVUPS      Y7, 96(SI)
+	ADDQ         $0x00000080, DI
+	ADDQ         $0x00000080, SI
+	ADDQ         $0x00000080, R10
+	SUBQ         $0x00000020, CX
+	JMP          wide
+
+narrow:
+	CMPQ    CX, $0x00000008
+	JL      done
+	VMOVUPS (DI), Y0
+	VMOVUPS (SI), Y4
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+narrowK:
+	VBROADCASTSS (R8)(BX*4), Y8
+	VBROADCASTSS (R9)(BX*4), Y9
+	VMOVUPS      (AX), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y10, Y9, Y4
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           narrowK
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y4, (SI)
+	ADDQ         $0x00000020, DI
+	ADDQ         $0x00000020, SI
+	ADDQ         $0x00000020, R10
+	SUBQ         $0x00000008, CX
+	JMP          narrow
+
+done:
+	VZEROUPPER
+	RET
+
+// func mmAddF32x1(y0 *float32, t0 *float32, b *float32, ldb int, k int, n int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmAddF32x1(SB), NOSPLIT, $0-48
+	MOVQ y0+0(FP), DI
+	MOVQ t0+8(FP), R8
+	MOVQ b+16(FP), R10
+	MOVQ ldb+24(FP), R11
+	SHLQ $0x02, R11
+	MOVQ k+32(FP), R12
+	MOVQ n+40(FP), CX
+
+wide:
+	CMPQ    CX, $0x00000020
+	JL      narrow
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+wideK:
+	VBROADCASTSS (R8)(BX*4), Y8
+	VMOVUPS      (AX), Y10
+	VMOVUPS      32(AX), Y11
+	VMOVUPS      64(AX), Y12
+	VMOVUPS      96(AX), Y13
+	PREFETCHT0   128(AX)
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y11, Y8, Y1
+	VFMADD231PS  Y12, Y8, Y2
+	VFMADD231PS  Y13, Y8, Y3
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           wideK
+	VMOVUPS      Y0, (DI)
+	VMOVUPS      Y1, 32(DI)
+	VMOVUPS      Y2, 64(DI)
+	VMOVUPS      Y3, 96(DI)
+	ADDQ         $0x00000080, DI
+	ADDQ         $0x00000080, R10
+	SUBQ         $0x00000020, CX
+	JMP          wide
+
+narrow:
+	CMPQ    CX, $0x00000008
+	JL      done
+	VMOVUPS (DI), Y0
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+narrowK:
+	VBROADCASTSS (R8)(BX*4), Y8
+	VMOVUPS      (AX), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           narrowK
+	VMOVUPS      Y0, (DI)
+	ADDQ         $0x00000020, DI
+	ADDQ         $0x00000020, R10
+	SUBQ         $0x00000008, CX
+	JMP          narrow
+
+done:
+	VZEROUPPER
+	RET
+
+// func mmAddF32x2Z(y0 *float32, y1 *float32, t0 *float32, t1 *float32, b *float32, ldb int, k int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·mmAddF32x2Z(SB), NOSPLIT, $0-64
+	MOVQ y0+0(FP), DI
+	MOVQ y1+8(FP), SI
+	MOVQ t0+16(FP), R8
+	MOVQ t1+24(FP), R9
+	MOVQ b+32(FP), R10
+	MOVQ ldb+40(FP), R11
+	SHLQ $0x02, R11
+	MOVQ k+48(FP), R12
+	MOVQ n+56(FP), CX
+
+wide:
+	CMPQ    CX, $0x00000040
+	JL      narrow
+	VMOVUPS (DI), Z0
+	VMOVUPS 64(DI), Z1
+	VMOVUPS 128(DI), Z2
+	VMOVUPS 192(DI), Z3
+	VMOVUPS (SI), Z4
+	VMOVUPS 64(SI), Z5
+	VMOVUPS 128(SI), Z6
+	VMOVUPS 192(SI), Z7
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+wideK:
+	VBROADCASTSS (R8)(BX*4), Z8
+	VBROADCASTSS (R9)(BX*4), Z9
+	VMOVUPS      (AX), Z10
+	VMOVUPS      64(AX), Z11
+	VMOVUPS      128(AX), Z12
+	VMOVUPS      192(AX), Z13
+	PREFETCHT0   256(AX)
+	PREFETCHT0   320(AX)
+	VFMADD231PS  Z10, Z8, Z0
+	VFMADD231PS  Z11, Z8, Z1
+	VFMADD231PS  Z12, Z8, Z2
+	VFMADD231PS  Z13, Z8, Z3
+	VFMADD231PS  Z10, Z9, Z4
+	VFMADD231PS  Z11, Z9, Z5
+	VFMADD231PS  Z12, Z9, Z6
+	VFMADD231PS  Z13, Z9, Z7
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           wideK
+	VMOVUPS      Z0, (DI)
+	VMOVUPS      Z1, 64(DI)
+	VMOVUPS      Z2, 128(DI)
+	VMOVUPS      Z3, 192(DI)
+	VMOVUPS      Z4, (SI)
+	VMOVUPS      Z5, 64(SI)
+	VMOVUPS      Z6, 128(SI)
+	VMOVUPS      Z7, 192(SI)
+	ADDQ         $0x00000100, DI
+	ADDQ         $0x00000100, SI
+	ADDQ         $0x00000100, R10
+	SUBQ         $0x00000040, CX
+	JMP          wide
+
+narrow:
+	CMPQ    CX, $0x00000010
+	JL      done
+	VMOVUPS (DI), Z0
+	VMOVUPS (SI), Z4
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+narrowK:
+	VBROADCASTSS (R8)(BX*4), Z8
+	VBROADCASTSS (R9)(BX*4), Z9
+	VMOVUPS      (AX), Z10
+	VFMADD231PS  Z10, Z8, Z0
+	VFMADD231PS  Z10, Z9, Z4
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           narrowK
+	VMOVUPS      Z0, (DI)
+	VMOVUPS      Z4, (SI)
+	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, SI
+	ADDQ         $0x00000040, R10
+	SUBQ         $0x00000010, CX
+	JMP          narrow
+
+done:
+	VZEROUPPER
+	RET
+
+// func mmAddF32x1Z(y0 *float32, t0 *float32, b *float32, ldb int, k int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·mmAddF32x1Z(SB), NOSPLIT, $0-48
+	MOVQ y0+0(FP), DI
+	MOVQ t0+8(FP), R8
+	MOVQ b+16(FP), R10
+	MOVQ ldb+24(FP), R11
+	SHLQ $0x02, R11
+	MOVQ k+32(FP), R12
+	MOVQ n+40(FP), CX
+
+wide:
+	CMPQ    CX, $0x00000040
+	JL      narrow
+	VMOVUPS (DI), Z0
+	VMOVUPS 64(DI), Z1
+	VMOVUPS 128(DI), Z2
+	VMOVUPS 192(DI), Z3
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+wideK:
+	VBROADCASTSS (R8)(BX*4), Z8
+	VMOVUPS      (AX), Z10
+	VMOVUPS      64(AX), Z11
+	VMOVUPS      128(AX), Z12
+	VMOVUPS      192(AX), Z13
+	PREFETCHT0   256(AX)
+	PREFETCHT0   320(AX)
+	VFMADD231PS  Z10, Z8, Z0
+	VFMADD231PS  Z11, Z8, Z1
+	VFMADD231PS  Z12, Z8, Z2
+	VFMADD231PS  Z13, Z8, Z3
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           wideK
+	VMOVUPS      Z0, (DI)
+	VMOVUPS      Z1, 64(DI)
+	VMOVUPS      Z2, 128(DI)
+	VMOVUPS      Z3, 192(DI)
+	ADDQ         $0x00000100, DI
+	ADDQ         $0x00000100, R10
+	SUBQ         $0x00000040, CX
+	JMP          wide
+
+narrow:
+	CMPQ    CX, $0x00000010
+	JL      done
+	VMOVUPS (DI), Z0
+	MOVQ    R10, AX
+	XORQ    BX, BX
+
+narrowK:
+	VBROADCASTSS (R8)(BX*4), Z8
+	VMOVUPS      (AX), Z10
+	VFMADD231PS  Z10, Z8, Z0
+	ADDQ         R11, AX
+	INCQ         BX
+	CMPQ         BX, R12
+	JL           narrowK
+	VMOVUPS      Z0, (DI)
+	ADDQ         $0x00000040, DI
+	ADDQ         $0x00000040, R10
+	SUBQ         $0x00000010, CX
+	JMP          narrow
+
+done:
+	VZEROUPPER
+	RET
+
 // func lowRankBF16R1(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV, MMX+, SSE
 TEXT ·lowRankBF16R1(SB), NOSPLIT, $0-120

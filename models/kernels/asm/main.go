@@ -3,7 +3,7 @@
 // AVX-512 tiles and rows kernels of the batched matrix products (decode batches of 2-16 rows, prefill; this
 // file), the AVX2 tiles and matrix-vector kernels (avx2.go), the vector kernels dot/axpy/scale (blas1.go),
 // the exp-based softmax and SiLU·mul kernels (exp.go), the broadcast Gemm tiles (bcast.go) and the bf16
-// expand of a low-rank product (expand.go). Run by `go generate` in
+// expand of a low-rank product and its f32 twin, attention's value sum (expand.go). Run by `go generate` in
 // models/kernels; the output is committed and .ci/check verifies it is up to date. It is its own module, as
 // models/quant/asm is, so that avo stays out of lorakit's go.mod.
 //
@@ -54,9 +54,11 @@ func main() {
 	for _, wide := range []bool{false, true} {
 		bcastTile(wide)
 	}
-	for _, wide := range []bool{false, true} {
-		expandKernel(2, wide)
-		expandKernel(1, wide)
+	for _, f32 := range []bool{false, true} {
+		for _, wide := range []bool{false, true} {
+			expandKernel(2, wide, f32)
+			expandKernel(1, wide, f32)
+		}
 	}
 	for rows := 1; rows <= lrRows; rows++ {
 		lowRank(rows)
