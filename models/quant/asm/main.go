@@ -265,6 +265,16 @@ func (kn *kernel) prologue() {
 	}
 }
 
+// pairIndex loads the lane index of the pair kernels' group scales (see groupScale); nil for the others.
+func (kn *kernel) pairIndex(pairIdx Mem) reg.VecVirtual {
+	if !kn.pair {
+		return nil
+	}
+	idx := ZMM()
+	VMOVDQU32(pairIdx, idx)
+	return idx
+}
+
 // rowStart zeroes the accumulators at the start of a weight row and loads the x pointers and the group count.
 func (kn *kernel) rowStart() (xq, xs, g reg.Register) {
 	for _, a := range kn.acc {
@@ -295,11 +305,7 @@ func four(k int, pair bool, pairIdx Mem) {
 	m := GP32()
 	MOVL(U32(0x000f000f), m)
 	VPBROADCASTD(m, mask)
-	var idx reg.VecVirtual
-	if pair {
-		idx = ZMM()
-		VMOVDQU32(pairIdx, idx)
-	}
+	idx := kn.pairIndex(pairIdx)
 
 	Label("row")
 	xq, xs, g := kn.rowStart()
@@ -348,11 +354,7 @@ func int8k(k int, pair bool, pairIdx, laneIdx Mem) {
 		"func(y *float32, ystride int, packed *byte, scales *float32, xq *int16, xs *float32, rows, ngroups int)", k, pair)
 	lanes := ZMM()
 	VMOVDQU64(laneIdx, lanes)
-	var idx reg.VecVirtual
-	if pair {
-		idx = ZMM()
-		VMOVDQU32(pairIdx, idx)
-	}
+	idx := kn.pairIndex(pairIdx)
 
 	Label("row")
 	xq, xs, g := kn.rowStart()
