@@ -83,17 +83,22 @@ const dpBlockCols = 16 * dpCols
 
 // matMulTileGen computes Y rows [i0, i1) × columns [j0, j1) with the generated tiles: for every dpCols rows
 // of W, every group of up to dpRows rows of X, each over the whole K (so that every element of Y is summed
-// in the same order whatever m is: batching never changes a result). The first row group prefetches the
-// next W rows, so that a decode batch streams each weight from memory once, in order.
+// in the same order whatever m is: batching never changes a result). The first row group prefetches W
+// pfRows bytes ahead as one linear run, as the rows kernel does, so that a decode batch streams each weight
+// from memory once, in order. Against the tile's own dpCols row streams one tile ahead (the previous prefetch;
+// 2-16 tiles ahead did not differ from 1), BenchmarkDecodeStep bf16 m8, best of 5 alternated runs at load
+// 3.5-4.7: 9.6 against 10.6 ms; bench --shape smollm2-135m --dtype bf16 --batch 8, 4 alternated rounds at load
+// 1.6-3.0: 11.3-12.5 against 11.0-13.3 ms/step. Prefetching to L2 (PREFETCHT1) measured the same (9.4 ms, 10.8-13.0).
+//
+// The tile itself is not the limit: over L1-resident operands the 8×3 bf16 tile runs at 0.89-0.96 of the
+// core's FMA peak (BenchmarkGenTileFMA hot), over a whole matrix in L2 at 0.82-0.92, but over weights streamed
+// from DRAM at 0.55-0.72 (one thread or two, 8 or 16 rows): the loss is in hiding the memory stream, not in
+// the loads per FMA.
 func matMulTileGen(t *matMulTask, i0, i1, j0, j1 int) {
 	k := t.k
 	acc := 0
 	if t.accum {
 		acc = 1
-	}
-	esz := 2
-	if t.gen == genF32 {
-		esz = 4
 	}
 	if t.walk {
 		matMulWalkGen(t, i0, i1, j0, j1)
@@ -101,10 +106,7 @@ func matMulTileGen(t *matMulTask, i0, i1, j0, j1 int) {
 	}
 	for j := j0; j < j1; j += dpCols {
 		nc := min(dpCols, j1-j)
-		pf := 0
-		if j+2*dpCols <= t.n {
-			pf = dpCols * t.ldw * esz
-		}
+		pf := pfRows
 		for i := i0; i < i1; i += dpRows {
 			nr := min(dpRows, i1-i)
 			c := &t.y[i*t.ldy+j]

@@ -3,6 +3,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -130,5 +131,79 @@ func TestGenRowsMatchTiles(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// zmmFMAPeak is the two threads' register-only FMA rate of the project machine (Zen 5, 2 cores): 12.4–12.75
+// zmm VFMADD231PS per ns, 6.3–6.4 per core (24 independent accumulators, load 0.9–1.1), the bound the tile
+// efficiencies below are stated against.
+const zmmFMAPeak = 12.7
+
+// BenchmarkGenTileFMA reports the generated bf16 tiles' FMA rate (zmm FMAs per ns, and as a fraction of the
+// threads' share of zmmFMAPeak): "hot" is one 8-row tile over L1-resident operands and "one" the tiles over a
+// whole matrix (resident in L2, or DRAM for the 49152-row head) in matMulTileGen's order, one thread; the
+// others are smollm2-135m's decode matrices at 1, 8 and 16 rows through MatMulBF16T, two threads, cycling
+// over enough copies (≥ 256 MB) that the weights come from DRAM as in a decode step (GB/s: weight bytes).
+func BenchmarkGenTileFMA(b *testing.B) {
+	if !hasTile512 {
+		b.Skip("no AVX-512 VL on this CPU")
+	}
+	r := rand.New(rand.NewPCG(27, 28))
+	report := func(b *testing.B, fmas, peak float64) {
+		rate := fmas * float64(b.N) / float64(b.Elapsed().Nanoseconds())
+		b.ReportMetric(rate, "zmmFMA/ns")
+		b.ReportMetric(rate/peak, "of-peak")
+	}
+	b.Run("hot/R8", func(b *testing.B) {
+		const k = 576
+		x := randF32(r, dpRows*k)
+		w := toBF16(randF32(r, dpCols*k))
+		c := make([]float32, dpRows*dpCols)
+		for i := 0; i < b.N; i++ {
+			fmaBF16Tiles[dpCols-1][dpRows-1](&x[0], k, &w[0], k, k, &c[0], dpCols, 0, 0)
+		}
+		report(b, float64(dpRows*dpCols*k/16), zmmFMAPeak/2)
+	})
+	for _, sh := range [][3]int{{8, 48, 576}, {8, 576, 1536}, {8, 49152, 576}, {16, 49152, 576}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		b.Run(fmt.Sprintf("one/m%d/%dx%d", m, n, k), func(b *testing.B) {
+			x := randF32(r, m*k)
+			w := toBF16(randF32(r, n*k))
+			c := make([]float32, m*n)
+			b.ResetTimer()
+			for it := 0; it < b.N; it++ {
+				for j := 0; j < n; j += dpCols {
+					pf := pfRows
+					for i := 0; i < m; i += dpRows {
+						fmaBF16Tiles[dpCols-1][dpRows-1](&x[i*k], k, &w[j*k], k, k, &c[i*n+j], n, 0, pf)
+						pf = 0
+					}
+				}
+			}
+			report(b, float64(m*n*k/16), zmmFMAPeak/2)
+		})
+	}
+	p := NewPool(2)
+	for _, sh := range [][2]int{{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}} {
+		n, k := sh[0], sh[1]
+		b.Run(fmt.Sprintf("%dx%d", n, k), func(b *testing.B) {
+			copies := max(1, (256<<20)/(2*n*k))
+			ws := make([][]uint16, copies)
+			w := toBF16(randF32(r, n*k))
+			for i := range ws {
+				ws[i] = append([]uint16(nil), w...)
+			}
+			for _, m := range []int{1, 8, 16} {
+				x := randF32(r, m*k)
+				y := make([]float32, m*n)
+				b.Run(fmt.Sprintf("m%d", m), func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						MatMulBF16T(p, y, x, ws[i%copies], m, n, k)
+					}
+					report(b, float64(m*n*k)/16, zmmFMAPeak)
+					b.ReportMetric(float64(2*n*k)*float64(b.N)/float64(b.Elapsed().Nanoseconds()), "GB/s")
+				})
+			}
+		})
 	}
 }

@@ -138,8 +138,10 @@ const (
 )
 
 // tile writes the family's rows×cols tile: C[r, c] (+)= Σ_l X[r, l]·W[c, l] over k columns, where X rows are
-// ldx elements apart, W rows ldw elements apart and C rows ldc floats apart; acc != 0 adds to C. Each step
-// prefetches the same bytes at W+pf (pf bytes ahead: the next tile's weights, 0 for none). A k not a multiple
+// ldx elements apart, W rows ldw elements apart and C rows ldc floats apart; acc != 0 adds to C. The steps
+// prefetch one linear run from W+pf as fast as the tile consumes its cols rows (cols·wbytes per step): with W
+// rows contiguous, the bytes pf ahead of the tile in the order the matrix is stored, one stream as the rows
+// kernel's instead of cols interleaved ones (0: the tile's own rows, ahead of the loads). A k not a multiple
 // of the step is finished with masked loads of W and X.
 func tile(f family, rows, cols int) {
 	name := fmt.Sprintf("%sR%dC%d", f.name, rows, cols)
@@ -224,9 +226,9 @@ func wrow(b GPPhysical, c int) Mem {
 	return m
 }
 
-// step emits one step of f over rows×cols: load the cols weight vectors (masked by K1 in the tail), prefetch,
-// then per row load its activations and multiply into the row's accumulators. The main loop advances the
-// pointers.
+// step emits one step of f over rows×cols: load the cols weight vectors (masked by K1 in the tail), prefetch
+// the next cols·wbytes of the linear run at R12, then per row load its activations and multiply into the
+// row's accumulators. The main loop advances the pointers.
 func step(f family, rows, cols int, masked bool) {
 	for c := 0; c < cols; c++ {
 		w := zregs[wReg+c]
@@ -242,8 +244,8 @@ func step(f family, rows, cols int, masked bool) {
 		}
 	}
 	if !masked {
-		for c := 0; c < cols; c++ {
-			PREFETCHT0(wrow(R12, c))
+		for i := 0; i < (cols*f.wbytes+63)/64; i++ {
+			PREFETCHT0(Mem{Base: R12, Disp: 64 * i})
 		}
 	}
 	for r := 0; r < rows; r++ {
@@ -263,7 +265,11 @@ func step(f family, rows, cols int, masked bool) {
 	}
 	if !masked {
 		ADDQ(U8(uint8(f.wbytes)), RSI)
-		ADDQ(U8(uint8(f.wbytes)), R12)
+		if cols*f.wbytes < 128 {
+			ADDQ(U8(uint8(cols*f.wbytes)), R12)
+		} else {
+			ADDQ(U32(uint32(cols*f.wbytes)), R12)
+		}
 		for _, p := range []GPPhysical{R8, R9, R10}[:(rows+2)/3] {
 			ADDQ(U32(uint32(f.xbytes)), p)
 		}
