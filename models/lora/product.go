@@ -2,8 +2,13 @@ package lora
 
 import (
 	"fmt"
+	"maps"
+	"runtime"
+	"slices"
 	"sync"
+	"unsafe"
 
+	"github.com/lorakit/lorakit/internal/mmap"
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
@@ -37,6 +42,7 @@ type Factors struct {
 	// RowScale and RowShift [Out] finish a DoRA module (Pair.RowScale): y ← RowScale⊙(y + s·B·A·x) + RowShift.
 	// nil for LoRA.
 	RowScale, RowShift []float32
+	arena              *arena // the memory of A16 and Bt16 when Pack put them in one (kept alive by them)
 }
 
 // Factors is the pair as it is stored, in the F32 layout (no copy).
@@ -197,14 +203,66 @@ type Packed struct {
 	head    *TokenRows // rows that replace LM-head rows (the embedding's when the head is tied)
 }
 
-// Pack puts every linear pair of a in layout l.
+// Pack puts every linear pair of a in layout l. In BF16 the factors of all modules go into one anonymous
+// mapping in transparent huge pages (mmap.Anon, as the base weights), each module's A then Bᵀ (modules in the
+// order of their sorted names): a decode step reads every adapter it serves once, a few dozen KiB per module,
+// and from 4 KiB heap pages each of those reads began with TLB misses
+// (BenchmarkServeAdaptersSmolLM2, 16 rows over 8 adapters, time inside lora.Batch per step, three rounds
+// alternated: 3.0-3.2 ms against 3.6-3.7 from the heap). The mapping is unmapped once the Packed and every
+// Factors of it are unreachable.
 func Pack(a *Adapter, l Layout) *Packed {
 	pk := &Packed{modules: make(map[string]*Factors, len(a.Modules))}
-	for name, q := range a.Modules {
-		pk.modules[name] = q.Pack(l)
+	var ar *arena
+	if l == BF16 {
+		ar = newArena(a)
+	}
+	for _, name := range slices.Sorted(maps.Keys(a.Modules)) {
+		q := a.Modules[name]
+		f := q.Pack(l)
+		if ar != nil {
+			f.A16, f.Bt16, f.arena = ar.take(f.A16), ar.take(f.Bt16), ar
+		}
+		pk.modules[name] = f
 	}
 	pk.embed, pk.head = a.Tokens[EmbedModule], a.headRows()
 	return pk
+}
+
+// arena is the anonymous memory of a packed adapter's bf16 factors, unmapped by a cleanup once nothing refers
+// to it (every Factors in it does, through Factors.arena).
+type arena struct {
+	b   []byte
+	off int
+}
+
+// arenaAlign is where each factor matrix starts in an arena (a cache line).
+const arenaAlign = 64
+
+// newArena maps room for the bf16 factors of every linear pair of a, or returns nil (the factors then stay on
+// the heap) when the mapping fails.
+func newArena(a *Adapter) *arena {
+	n := 0
+	for _, q := range a.Modules {
+		n += alignUp(2*len(q.A)) + alignUp(2*len(q.B))
+	}
+	b, release, err := mmap.Anon(n)
+	if err != nil || n == 0 {
+		return nil
+	}
+	ar := &arena{b: b}
+	runtime.AddCleanup(ar, func(release func() error) { _ = release() }, release)
+	return ar
+}
+
+func alignUp(n int) int { return (n + arenaAlign - 1) &^ (arenaAlign - 1) }
+
+// take copies v into the arena and returns the copy.
+func (ar *arena) take(v []uint16) []uint16 {
+	n := 2 * len(v)
+	d := unsafe.Slice((*uint16)(unsafe.Pointer(&ar.b[ar.off])), len(v))
+	copy(d, v)
+	ar.off += alignUp(n)
+	return d
 }
 
 // EmbedRow is Adapter.EmbedRow (llama.TokenEmbedder).

@@ -3,7 +3,10 @@ package lora
 import (
 	"math"
 	"math/rand"
+	"runtime"
+	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/safetensors"
@@ -120,4 +123,43 @@ func BenchmarkPacked(b *testing.B) {
 			b.ReportMetric(float64(2*rows*r*(in+out))*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
 	}
+}
+
+// TestPackBF16Arena: Pack in BF16 puts every module's A then Bᵀ in one mapping, each on a cache line, holding the
+// pair's factors rounded to bf16, and the product through them is the same as through heap copies.
+func TestPackBF16Arena(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	a, _ := randomAdapter(rng, 40, 24, 4)
+	for _, name := range []string{"n", "o", "p"} {
+		_, q := randomAdapter(rng, 24+8*len(a.Modules), 16, 8)
+		a.Modules[name] = q
+	}
+	pk := Pack(a, BF16)
+	var prev uintptr
+	for _, name := range []string{"m", "n", "o", "p"} {
+		q, f := a.Modules[name], pk.Module(name)
+		if f.arena == nil {
+			t.Fatalf("module %s: factors not in an arena", name)
+		}
+		heap := q.Pack(BF16)
+		if !slices.Equal(f.A16, heap.A16) || !slices.Equal(f.Bt16, heap.Bt16) {
+			t.Fatalf("module %s: arena factors differ from the pair's bf16 copy", name)
+		}
+		pa, pb := uintptr(unsafe.Pointer(&f.A16[0])), uintptr(unsafe.Pointer(&f.Bt16[0]))
+		if pa%arenaAlign != 0 || pb != pa+uintptr(alignUp(2*len(f.A16))) || (prev != 0 && pa != prev) {
+			t.Fatalf("module %s: A at %#x, Bt at %#x, previous module ended at %#x", name, pa, pb, prev)
+		}
+		prev = pb + uintptr(alignUp(2*len(f.Bt16)))
+		x := make([]float32, 3*q.In)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		y, want := make([]float32, 3*q.Out), make([]float32, 3*q.Out)
+		f.Apply(nil, y, x, 3)
+		heap.Apply(nil, want, x, 3)
+		if !slices.Equal(y, want) {
+			t.Fatalf("module %s: product through the arena %v, through the heap %v", name, y, want)
+		}
+	}
+	runtime.KeepAlive(pk)
 }
