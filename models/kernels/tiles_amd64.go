@@ -81,9 +81,13 @@ const walkRows = 2
 // dpBlockCols is the column block of the generated tiles' parallel split (a multiple of dpCols).
 const dpBlockCols = 16 * dpCols
 
-// matMulTileGen computes Y rows [i0, i1) × columns [j0, j1) with the generated tiles: for every dpCols rows
-// of W, every group of up to dpRows rows of X, each over the whole K (so that every element of Y is summed
-// in the same order whatever m is: batching never changes a result). The first row group prefetches W
+// matMulTileGen computes Y rows [i0, i1) × columns [j0, j1) with the generated tiles: for every group of up to
+// dpRows rows of X, every dpCols rows of W, each over the whole K (so that every element of Y is summed in the
+// same order whatever m is: batching never changes a result). Row groups outside: one group's X stays in L1
+// while the block's W (dpBlockCols rows, 55-150 KB of bf16 at smollm2's K) comes from L2 for the later groups,
+// instead of every group's X passing through L1 for each W tile (BenchmarkDecodeStep bf16 m16, best of 4
+// alternated at load 1.4-1.6: 14.4 ms against 16.4; bench --batch 16, 2 rounds at load 1.8-1.9: 19.1, 18.6
+// ms/step against 19.4, 22.5, pp512 1038-1066 tok/s against 871-984). The first row group prefetches W
 // pfRows bytes ahead as one linear run, as the rows kernel does, so that a decode batch streams each weight
 // from memory once, in order. Against the tile's own dpCols row streams one tile ahead (the previous prefetch;
 // 2-16 tiles ahead did not differ from 1), BenchmarkDecodeStep bf16 m8, best of 5 alternated runs at load
@@ -104,11 +108,14 @@ func matMulTileGen(t *matMulTask, i0, i1, j0, j1 int) {
 		matMulWalkGen(t, i0, i1, j0, j1)
 		return
 	}
-	for j := j0; j < j1; j += dpCols {
-		nc := min(dpCols, j1-j)
-		pf := pfRows
-		for i := i0; i < i1; i += dpRows {
-			nr := min(dpRows, i1-i)
+	for i := i0; i < i1; i += dpRows {
+		nr := min(dpRows, i1-i)
+		pf := 0
+		if i == i0 {
+			pf = pfRows
+		}
+		for j := j0; j < j1; j += dpCols {
+			nc := min(dpCols, j1-j)
 			c := &t.y[i*t.ldy+j]
 			switch t.gen {
 			case genF32:
@@ -118,7 +125,6 @@ func matMulTileGen(t *matMulTask, i0, i1, j0, j1 int) {
 			case genF16:
 				fmaF16Tiles[nc-1][nr-1](&t.x[i*t.ldx], t.ldx, &t.wh[j*t.ldw], t.ldw, k, c, t.ldy, acc, pf)
 			}
-			pf = 0
 		}
 	}
 }
