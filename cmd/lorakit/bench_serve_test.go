@@ -80,3 +80,27 @@ func TestBenchWriteAdapters(t *testing.T) {
 		t.Fatalf("writing over an existing folder: %v", err)
 	}
 }
+
+// TestBenchBatchRatio: bench --batch times the batch and one sequence over the same steps and reports their
+// ratio from the two step times it prints (not from the tg run, whose contexts are longer).
+func TestBenchBatchRatio(t *testing.T) {
+	model := filepath.Join(testenv.Testdata(t), "models", "stories260K")
+	out := run(t, "bench", "--model", model, "--batch", "4", "--prompt", "8", "--gen", "16", "--reps", "2", "--threads", "1", "--no-mem", "--json")
+	var res struct {
+		Batch        int     `json:"batch"`
+		BatchStepMS  float64 `json:"batch_step_ms"`
+		Batch1StepMS float64 `json:"batch1_step_ms"`
+		Ratio        float64 `json:"batch_step_ratio"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	step, step1, ratio := res.BatchStepMS, res.Batch1StepMS, res.Ratio
+	if res.Batch != 4 || step <= 0 || step1 <= 0 || ratio <= 0 {
+		t.Fatalf("batch %v, step %v ms, one sequence %v ms, ratio %v", res.Batch, step, step1, ratio)
+	}
+	// the times are rounded to the microsecond, the ratio to 0.01, computed before rounding
+	if lo, hi := (step-5e-4)/(step1+5e-4), (step+5e-4)/max(step1-5e-4, 1e-9); ratio < lo-0.005 || ratio > hi+0.005 {
+		t.Fatalf("ratio %v does not follow from %v / %v ms", ratio, step, step1)
+	}
+}
