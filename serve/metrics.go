@@ -184,14 +184,16 @@ var (
 	descCacheHits  = prometheus.NewDesc("lorakit_adapter_cache_hits_total", "Adapter fetches served from the cache without a download.", nil, nil)
 	descCacheFail  = prometheus.NewDesc("lorakit_adapter_cache_failed_downloads_total", "Downloads refused (cut, wrong size or checksum, missing adapter_config.json) or failed.", nil, nil)
 	descCacheEvict = prometheus.NewDesc("lorakit_adapter_cache_evictions_total", "Adapters removed from the cache to stay within --adapter-cache-size.", nil, nil)
-	descLoRAInfo   = prometheus.NewDesc("vllm:lora_requests_info", "Adapters of running and waiting requests (comma-separated labels); the value is the time of this reading (Unix seconds), as vLLM sets it.",
+	descCacheInfo  = prometheus.NewDesc("vllm:cache_config_info", "The KV cache's layout (value 1, the labels carry it, as vLLM's info gauge): positions per block and blocks in all (the --kv-cache-memory pool, or without one the blocks max batch × max model length take).",
+		[]string{"block_size", "num_gpu_blocks"}, nil)
+	descLoRAInfo = prometheus.NewDesc("vllm:lora_requests_info", "Adapters of running and waiting requests (comma-separated labels); the value is the time of this reading (Unix seconds), as vLLM sets it.",
 		[]string{"running_lora_adapters", "waiting_lora_adapters", "max_lora"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueueDepth, descRunning, descLoaded, descAdapter, descWaiting, descRunningV, descKV, descPreempt, descYields, descLoRAInfo, descPrefixQ, descPrefixHit,
-		descCacheBytes, descCacheN, descCacheDL, descCacheHits, descCacheFail, descCacheEvict} {
+		descCacheInfo, descCacheBytes, descCacheN, descCacheDL, descCacheHits, descCacheFail, descCacheEvict} {
 		ch <- d
 	}
 }
@@ -215,6 +217,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descYields, prometheus.CounterValue, float64(st.Yields))
 	ch <- prometheus.MustNewConstMetric(descPrefixQ, prometheus.CounterValue, float64(st.PrefixQueries), c.base)
 	ch <- prometheus.MustNewConstMetric(descPrefixHit, prometheus.CounterValue, float64(st.PrefixHits), c.base)
+	// the endpoint picker's prefix scorer reads block_size (and num_gpu_blocks) from these labels
+	gauge(descCacheInfo, 1, strconv.Itoa(engine.KVBlockSize), strconv.Itoa(cacheBlocks(st.Stats)))
 	if cs := st.Cache; cs != nil {
 		counter := func(d *prometheus.Desc, v uint64) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
@@ -229,6 +233,15 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	// vLLM joins with "," and the endpoint picker splits on "," without trimming: no spaces.
 	gauge(descLoRAInfo, float64(time.Now().UnixNano())/1e9,
 		strings.Join(st.RunningAdapters, ","), strings.Join(st.WaitingAdapters, ","), strconv.Itoa(st.MaxLoRA))
+}
+
+// cacheBlocks is the number of KV blocks the engine can hold: its budget, or without one the blocks of the most
+// positions it ever reserves at once.
+func cacheBlocks(st engine.Stats) int {
+	if st.KVBlocks > 0 {
+		return st.KVBlocks
+	}
+	return (st.KVCapacity + engine.KVBlockSize - 1) / engine.KVBlockSize
 }
 
 // handleMetrics is GET /metrics, in the exposition format the scraper asks for (text 0.0.4 by default).

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/lorakit/lorakit/serve/engine"
 )
 
 // scrapeFamilies reads /metrics with Prometheus' own text parser.
@@ -119,6 +122,10 @@ func TestRoutingMetrics(t *testing.T) {
 	if v := value(t, fams, "vllm:kv_cache_usage_perc", "model_name", "base"); v <= 0 || v > 1 {
 		t.Fatalf("kv usage %v", v)
 	}
+	blocks := fmt.Sprint((e.srv.eng.Stats().KVCapacity + engine.KVBlockSize - 1) / engine.KVBlockSize)
+	if v := value(t, fams, "vllm:cache_config_info", "block_size", fmt.Sprint(engine.KVBlockSize), "num_gpu_blocks", blocks); v != 1 {
+		t.Fatalf("cache_config_info %v, want 1 with block_size %d, num_gpu_blocks %s", v, engine.KVBlockSize, blocks)
+	}
 	if v := value(t, fams, "lorakit_adapter_loaded", "adapter", "lazy"); v != 1 {
 		t.Fatalf("lazy not listed as loaded: %v", v)
 	}
@@ -204,5 +211,16 @@ func TestPreemptionsCountFairShare(t *testing.T) {
 	}
 	if got["vllm:num_preemptions_total"] != 5 || got["lorakit_fair_preemptions_total"] != 3 {
 		t.Errorf("preemptions %v, fair %v; want 5 and 3", got["vllm:num_preemptions_total"], got["lorakit_fair_preemptions_total"])
+	}
+}
+
+// TestCacheBlocks: cache_config_info's num_gpu_blocks is the KV budget when there is one, else the blocks of the
+// engine's largest reservation.
+func TestCacheBlocks(t *testing.T) {
+	if n := cacheBlocks(engine.Stats{KVBlocks: 40, KVCapacity: 4096}); n != 40 {
+		t.Fatalf("with a budget of 40 blocks: %d", n)
+	}
+	if n := cacheBlocks(engine.Stats{KVCapacity: 8*256 + 1}); n != 8*256/engine.KVBlockSize+1 {
+		t.Fatalf("without a budget, %d positions: %d blocks", 8*256+1, n)
 	}
 }

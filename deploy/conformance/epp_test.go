@@ -88,6 +88,7 @@ func TestEndpointPickerReadsLorakit(t *testing.T) {
 		ModelServerMetricsScheme: "http", ModelServerMetricsPath: "/metrics",
 		TotalQueuedRequestsMetric: "vllm:num_requests_waiting", TotalRunningRequestsMetric: "vllm:num_requests_running",
 		KVCacheUsagePercentageMetric: "vllm:kv_cache_usage_perc", LoRAInfoMetric: "vllm:lora_requests_info",
+		CacheInfoMetric: "vllm:cache_config_info",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +108,9 @@ func TestEndpointPickerReadsLorakit(t *testing.T) {
 	idle := scrape()
 	if idle.WaitingQueueSize != 0 || idle.RunningRequestsSize != 0 || len(idle.ActiveModels) != 0 {
 		t.Fatalf("idle server: %+v", idle)
+	}
+	if idle.CacheBlockSize != 16 || idle.CacheNumBlocks <= 0 { // the prefix scorer's block size, from cache_config_info
+		t.Fatalf("cache config: block size %d, %d blocks", idle.CacheBlockSize, idle.CacheNumBlocks)
 	}
 	done := make(chan struct{}, 2)
 	for _, model := range []string{"sql", "chat"} {
