@@ -17,8 +17,8 @@ type Segment struct {
 // one segment, and every segment's shrink T = X·Aᵀ and expand Y += s·T·Bᵀ run over the pool together, the
 // segments shared out between the threads (the SGMV/BGMV idea of Punica and S-LoRA: one batched LoRA kernel
 // per module, no per-row dispatch); a bf16 segment is one fused kernel call that prefetches the next segment's
-// factors (run). Segments of bigRows rows or more run one after another, each with the whole pool. A Batch is reused from step to step and is not safe for concurrent use; it does not allocate
-// once warm.
+// factors (run). Segments of bigRows rows or more run one after another, each with the whole pool. A Batch is
+// reused from step to step and is not safe for concurrent use; it does not allocate once warm.
 type Batch struct {
 	segs    []Segment
 	small   []int // indices of the segments run beside each other
