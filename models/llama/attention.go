@@ -38,32 +38,38 @@ func (m *Model) attentionRange(lo, hi int) {
 			// tiles (and so the scores' last bits): a window starting there is gathered into one run
 			gather := start%4 != 0
 			if kc.pool.dtype == KVBF16 {
-				k, v := s.rk16[w][:0], s.rv16[w][:0]
-				if gather {
-					k1, v1 := span(kc, pickBF16, i, start, pos+1, &s.gk16[w], &s.gv16[w])
-					k, v = append(k, k1), append(v, v1)
-				} else {
-					k, v = kvRuns(kc, pickBF16, i, start, pos+1, k, v)
-				}
-				kernels.AttendBF16(att, S, q, group, D, k, v, scale)
-				clear(k) // keep the slices, not the arenas they point into
-				clear(v)
-				s.rk16[w], s.rv16[w] = k, v
+				s.runs16[w].attend(kc, pickBF16, kernels.AttendBF16, att, S, q, group, D, i, start, pos+1, scale, gather)
 				continue
 			}
-			k, v := s.rk[w][:0], s.rv[w][:0]
-			if gather {
-				k1, v1 := span(kc, pickF32, i, start, pos+1, &s.gk[w], &s.gv[w])
-				k, v = append(k, k1), append(v, v1)
-			} else {
-				k, v = kvRuns(kc, pickF32, i, start, pos+1, k, v)
-			}
-			kernels.AttendF32(att, S, q, group, D, k, v, scale)
-			clear(k)
-			clear(v)
-			s.rk[w], s.rv[w] = k, v
+			s.runs[w].attend(kc, pickF32, kernels.AttendF32, att, S, q, group, D, i, start, pos+1, scale, gather)
 		}
 	}
+}
+
+// kvRunBuf is one attention worker's reused lists of a cache's runs of keys and values (kvRuns), and the keys
+// and values it gathers when a sliding window starts off the kernels' 4-key tiles (span).
+type kvRunBuf[T float32 | uint16] struct {
+	k, v   [][]T
+	gk, gv []T
+}
+
+// attend computes one group's decode attention over positions [lo, hi) of slot i of kc with attend, reading the
+// cache's runs of adjacent blocks in place, or gathered into one run when gather is set. The run lists keep their
+// slices, not the arenas they pointed into.
+func (b *kvRunBuf[T]) attend(kc *KVCache, pick func(*kvArena) (k, v [][]T),
+	attend func(att, s, q []float32, m, d int, k, v [][]T, scale float32),
+	att, S, q []float32, group, D, i, lo, hi int, scale float32, gather bool) {
+	k, v := b.k[:0], b.v[:0]
+	if gather {
+		k1, v1 := span(kc, pick, i, lo, hi, &b.gk, &b.gv)
+		k, v = append(k, k1), append(v, v1)
+	} else {
+		k, v = kvRuns(kc, pick, i, lo, hi, k, v)
+	}
+	attend(att, S, q, group, D, k, v, scale)
+	clear(k)
+	clear(v)
+	b.k, b.v = k, v
 }
 
 // blockedMin is the number of new tokens from which a sequence's attention runs as matrix multiplications.

@@ -274,8 +274,8 @@ func TestKVPagedLayoutInvariant(t *testing.T) {
 			if shared[0].table[1] == shared[0].table[0]+1 && shared[0].table[2] == shared[0].table[1]+1 {
 				t.Fatalf("blocks %v are adjacent: the test does not exercise the scattered reads", shared[0].table)
 			}
-			for w := range m.s.gk {
-				if m.s.gk[w] != nil || m.s.gk16[w] != nil {
+			for w := range m.s.runs {
+				if m.s.runs[w].gk != nil || m.s.runs16[w].gk != nil {
 					t.Fatalf("worker %d gathered keys to decode over scattered blocks", w)
 				}
 			}

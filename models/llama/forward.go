@@ -28,10 +28,8 @@ type scratch struct {
 	blockQ, blockO                         []float32 // its queries and outputs per head (bf16 caches)
 	// Per worker of attentionRange: the runs of a cache's keys and values it reads in place (kvRuns), and
 	// the keys and values gathered when a sliding window starts off the kernels' 4-key tiles (KVCache.span).
-	rk, rv     [][][]float32
-	rk16, rv16 [][][]uint16
-	gk, gv     [][]float32
-	gk16, gv16 [][]uint16
+	runs   []kvRunBuf[float32]
+	runs16 []kvRunBuf[uint16]
 	// Keys and values gathered from a cache's blocks when a span is not adjacent in memory, per key/value
 	// head of a block of attentionBlocked.
 	bk, bv     [][]float32
@@ -213,8 +211,7 @@ func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
 	nw := m.Pool.Threads()
 	if len(s.scores) != nw {
 		s.scores = make([][]float32, nw)
-		s.gk, s.gv, s.gk16, s.gv16 = make([][]float32, nw), make([][]float32, nw), make([][]uint16, nw), make([][]uint16, nw)
-		s.rk, s.rv, s.rk16, s.rv16 = make([][][]float32, nw), make([][][]float32, nw), make([][][]uint16, nw), make([][][]uint16, nw)
+		s.runs, s.runs16 = make([]kvRunBuf[float32], nw), make([]kvRunBuf[uint16], nw)
 	}
 	if nkv := c.NumKeyValueHeads; len(s.bk) != nkv {
 		s.bk, s.bv, s.bk16, s.bv16 = make([][]float32, nkv), make([][]float32, nkv), make([][]uint16, nkv), make([][]uint16, nkv)
