@@ -98,14 +98,20 @@ func denseWeights(net *llama.Model) []*nn.Dense {
 			out = append(out, d)
 		}
 	}
-	add(net.EmbedTokens)
+	eachLayer(net, add)
+	return out
+}
+
+// eachLayer calls visit with every weight-bearing layer of net: the embedding table, each decoder linear, the
+// LM head (the same layer may come twice: a tied head is the embedding table).
+func eachLayer(net *llama.Model, visit func(any)) {
+	visit(net.EmbedTokens)
 	for _, mod := range net.Modules() {
 		if l, ok := net.Linear(mod); ok {
-			add(l)
+			visit(l)
 		}
 	}
-	add(net.Score)
-	return out
+	visit(net.Score)
 }
 
 // denseBytes is the size of d's weights in their stored dtype.
@@ -135,12 +141,6 @@ func quantWeights(net *llama.Model) []*quant.Weight {
 			out = append(out, q.Q)
 		}
 	}
-	add(net.EmbedTokens)
-	for _, mod := range net.Modules() {
-		if l, ok := net.Linear(mod); ok {
-			add(l)
-		}
-	}
-	add(net.Score)
+	eachLayer(net, add)
 	return out
 }
