@@ -1,5 +1,7 @@
 package kernels
 
+import "sync"
+
 // matMulTask computes Y = X·Wᵀ over tiles of mmRows rows of X by mmCols
 // rows of W; tile t covers X rows block t%ti and W rows block t/ti, so that
 // consecutive tiles reuse one block of W from cache.
@@ -69,6 +71,11 @@ func (p *Pool) matMulT(t matMulTask) {
 	p.mu.Unlock()
 }
 
+// gemmScratch holds the transposition buffers of Gemms that cannot use their pool's (nil, or busy because the
+// Gemm runs inside a pool task, as prefill attention's per-head products do without the broadcast kernel):
+// without it each such call would allocate two buffers.
+var gemmScratch = sync.Pool{New: func() any { return new([]float32) }}
+
 // gemm runs C = alpha·op(A)·op(B) + beta·C as a matMulTask C (+)= X·Wᵀ with
 // X = alpha·op(A) [m, k] and W = op(B)ᵀ [n, k]: operands already in that
 // layout are used in place, the others are transposed (and scaled) into
@@ -94,8 +101,10 @@ func (p *Pool) gemm(g gemmArgs) {
 	var bufA, bufB *[]float32
 	if locked {
 		bufA, bufB = &p.scratchA, &p.scratchB
-	} else {
-		bufA, bufB = new([]float32), new([]float32)
+	} else { // a nil or busy pool (a Gemm inside a pool task): buffers shared by every such call
+		bufA, bufB = gemmScratch.Get().(*[]float32), gemmScratch.Get().(*[]float32)
+		defer gemmScratch.Put(bufA)
+		defer gemmScratch.Put(bufB)
 	}
 	if !g.transA && g.alpha == 1 {
 		t.x, t.ldx = g.a, g.lda
