@@ -72,25 +72,7 @@ func matVecF32(y, w, x []float32, r0, r1, cols int) {
 		matVecRowsF32(&w[r0*cols], &x[0], cols, r1-r0, &y[r0])
 		return
 	}
-	c8 := cols &^ 7
-	var out [4]float32
-	for r := r0; r < r1; {
-		nr, stride := 4, cols
-		if r1-r < 4 {
-			nr, stride = 1, 0
-		}
-		wr := w[r*cols : (r+nr-1)*cols+cols]
-		matVec4F32PF(&wr[0], stride, &x[0], c8, &out[0])
-		for i := 0; i < nr; i++ {
-			s := out[i]
-			row := wr[i*cols : (i+1)*cols]
-			for c := c8; c < cols; c++ {
-				s += row[c] * x[c]
-			}
-			y[r+i] = s
-		}
-		r += nr
-	}
+	fourRows(k4F32, y, w, nil, x, x, r0, r1, cols, cols&^7)
 }
 
 func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
@@ -113,40 +95,17 @@ func matVecF16(y []float32, w []uint16, x []float32, r0, r1, cols int) {
 	matVec16(wF16, y, w, x, r0, r1, cols)
 }
 
-// matVec16 is matVecF32 for 16-bit weights (kind wBF16 or wF16). The kernel
-// is chosen by a switch, not a func value, so that out stays on the stack.
+// matVec16 is matVecF32 for 16-bit weights (kind wBF16 or wF16).
 func matVec16(kind int, y []float32, w []uint16, x []float32, r0, r1, cols int) {
 	if kind == wF16 && cols%32 == 0 {
 		matVecRowsF16(&w[r0*cols], &x[0], cols, r1-r0, &y[r0])
 		return
 	}
-	c8 := cols &^ 7
-	var out [4]float32
-	for r := r0; r < r1; {
-		nr, stride := 4, cols
-		if r1-r < 4 {
-			nr, stride = 1, 0
-		}
-		wr := w[r*cols : (r+nr-1)*cols+cols]
-		if kind == wBF16 {
-			matVec4BF16(&wr[0], stride, &x[0], c8, &out[0])
-		} else {
-			matVec4F16PF(&wr[0], stride, &x[0], c8, &out[0])
-		}
-		for i := 0; i < nr; i++ {
-			s := out[i]
-			row := wr[i*cols : (i+1)*cols]
-			for c := c8; c < cols; c++ {
-				if kind == wBF16 {
-					s += bf16ToF32(row[c]) * x[c]
-				} else {
-					s += f16ToF32(row[c]) * x[c]
-				}
-			}
-			y[r+i] = s
-		}
-		r += nr
+	k := k4BF16
+	if kind == wF16 {
+		k = k4F16
 	}
+	fourRows(k, y, nil, w, x, x, r0, r1, cols, cols&^7)
 }
 
 // rmsNorm: the sum of squares through the dot kernel (float32 lanes), then
@@ -458,19 +417,50 @@ func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
 		matVecRowsBF16P(&w[r0*cols], &xp[0], cols, r1-r0, &y[r0])
 		return
 	}
+	fourRows(k4BF16P, y, nil, w, x, xp, r0, r1, cols, c16)
+}
+
+// The AVX2 four-row matrix-vector kernels fourRows runs.
+const (
+	k4F32   = iota // matVec4F32PF
+	k4BF16         // matVec4BF16
+	k4BF16P        // matVec4BF16PF, x in permuteBF16's order
+	k4F16          // matVec4F16PF
+)
+
+// fourRows computes rows [r0, r1) of y = W·x with the four-row kernel k (f32 W in wf, 16-bit W in wh; xk is x
+// as the kernel reads it): four rows per call, the last (r1-r0)%4 rows one at a time with stride 0 (one row
+// four times); the kernel sums columns [0, c), Go the rest. The kernel is chosen by a switch, not a func value,
+// so that out stays on the stack.
+func fourRows(k int, y, wf []float32, wh []uint16, x, xk []float32, r0, r1, cols, c int) {
 	var out [4]float32
 	for r := r0; r < r1; {
 		nr, stride := 4, cols
 		if r1-r < 4 {
 			nr, stride = 1, 0
 		}
-		wr := w[r*cols : (r+nr-1)*cols+cols]
-		matVec4BF16PF(&wr[0], stride, &xp[0], c16, &out[0])
-		for i := 0; i < nr; i++ {
-			s := out[i]
-			row := wr[i*cols : (i+1)*cols]
-			for c := c16; c < cols; c++ {
-				s += bf16ToF32(row[c]) * x[c]
+		lo, hi := r*cols, (r+nr)*cols // the kernel reads rows [r, r+nr)
+		switch k {
+		case k4F32:
+			matVec4F32PF(&wf[lo:hi][0], stride, &xk[0], c, &out[0])
+		case k4BF16:
+			matVec4BF16(&wh[lo:hi][0], stride, &xk[0], c, &out[0])
+		case k4BF16P:
+			matVec4BF16PF(&wh[lo:hi][0], stride, &xk[0], c, &out[0])
+		default:
+			matVec4F16PF(&wh[lo:hi][0], stride, &xk[0], c, &out[0])
+		}
+		for i := range nr {
+			s, row := out[i], lo+i*cols
+			for j := c; j < cols; j++ {
+				switch k {
+				case k4F32:
+					s += wf[row+j] * x[j]
+				case k4F16:
+					s += f16ToF32(wh[row+j]) * x[j]
+				default:
+					s += bf16ToF32(wh[row+j]) * x[j]
+				}
 			}
 			y[r+i] = s
 		}
