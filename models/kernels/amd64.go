@@ -124,6 +124,31 @@ func rmsNorm(y, x, w []float32, eps float32) {
 	}
 }
 
+// argmax takes two passes over x (AVX2, 32 values a step): the largest non-NaN value, then the first index
+// holding it; the values after the last whole step are done in Go. One pass that keeps each lane's index too
+// would need a compare and two blends (values, indices) per step; the second pass stops at the first match.
+func argmax(x []float32) int {
+	n := len(x) &^ 31
+	if !useAVX2 || n == 0 {
+		return refArgmax(x)
+	}
+	m := maxAVX2(&x[0], n)
+	for _, v := range x[n:] {
+		if v > m { // false for NaN
+			m = v
+		}
+	}
+	if i := findAVX2(&x[0], n, m); i < n {
+		return i
+	}
+	for i := n; i < len(x); i++ {
+		if x[i] == m {
+			return i
+		}
+	}
+	return 0 // every value is NaN
+}
+
 func softmax(x []float32) {
 	n8 := len(x) &^ 7
 	if !useAVX2 || n8 == 0 {

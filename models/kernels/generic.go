@@ -12,6 +12,7 @@ func matVecBF16(y []float32, w []uint16, x []float32, r0, r1, c int) {
 func matVecF16(y []float32, w []uint16, x []float32, r0, r1, c int) { refMatVecF16(y, w, x, r0, r1, c) }
 func rmsNorm(y, x, w []float32, eps float32)                        { refRMSNorm(y, x, w, eps) }
 func softmax(x []float32)                                           { refSoftmax(x) }
+func argmax(x []float32) int                                        { return refArgmax(x) }
 func siluMul(y, gate, up []float32)                                 { refSiLUMul(y, gate, up) }
 
 // SetAVX512 has no effect: this build runs no assembly.

@@ -176,6 +176,10 @@ func RMSNorm(y, x, w []float32, eps float32) {
 	rmsNorm(y, x, w, eps)
 }
 
+// Argmax returns the index of the largest value of x that is not NaN, the first one if several are equal
+// (+0 and −0 are), and 0 when x is empty or every value is NaN: greedy sampling over a row of logits.
+func Argmax(x []float32) int { return argmax(x) }
+
 // Softmax replaces x with exp(x[i]-max(x)) / Σ_j exp(x[j]-max(x)).
 func Softmax(x []float32) { softmax(x) }
 

@@ -479,6 +479,16 @@ func axpyAVX2(alpha float32, x *float32, y *float32, n int)
 //go:noescape
 func scaleAVX2(alpha float32, x *float32, n int)
 
+// maxAVX2 is the first pass of Argmax: the largest non-NaN value of x[:n], −Inf if none; n % 32 == 0 (generated).
+//
+//go:noescape
+func maxAVX2(x *float32, n int) float32
+
+// findAVX2 is the second pass of Argmax: the first index i < n with x[i] == v, or n; n % 32 == 0 (generated).
+//
+//go:noescape
+func findAVX2(x *float32, n int, v float32) int
+
 // expSubSumAVX2 is the AVX2 expSubSum kernel (generated).
 //
 //go:noescape

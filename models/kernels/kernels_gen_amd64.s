@@ -16525,6 +16525,98 @@ done:
 	VZEROUPPER
 	RET
 
+// func maxAVX2(x *float32, n int) float32
+// Requires: AVX, AVX2, SSE
+TEXT ·maxAVX2(SB), NOSPLIT, $0-20
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	MOVL         $0xff800000, AX
+	VMOVD        AX, X0
+	VBROADCASTSS X0, Y0
+	VMOVAPS      Y0, Y1
+	VMOVAPS      Y0, Y2
+	VMOVAPS      Y0, Y3
+
+max32:
+	CMPQ    CX, $0x20
+	JL      maxdone
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VMAXPS  Y0, Y4, Y0
+	VMAXPS  Y1, Y5, Y1
+	VMAXPS  Y2, Y6, Y2
+	VMAXPS  Y3, Y7, Y3
+	ADDQ    $0x80, SI
+	SUBQ    $0x20, CX
+	JMP     max32
+
+maxdone:
+	VMAXPS       Y1, Y0, Y0
+	VMAXPS       Y3, Y2, Y2
+	VMAXPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VMAXPS       X1, X0, X0
+	VPERMILPS    $0x4e, X0, X1
+	VMAXPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VMAXPS       X1, X0, X0
+	VZEROUPPER
+	MOVSS        X0, ret+16(FP)
+	RET
+
+// func findAVX2(x *float32, n int, v float32) int
+// Requires: AVX
+TEXT ·findAVX2(SB), NOSPLIT, $0-32
+	MOVQ         x+0(FP), SI
+	MOVQ         n+8(FP), CX
+	VBROADCASTSS v+16(FP), Y15
+	XORQ         DX, DX
+
+find32:
+	CMPQ   DX, CX
+	JGE    none
+	VCMPPS $0x00, (SI), Y15, Y4
+	VCMPPS $0x00, 32(SI), Y15, Y5
+	VCMPPS $0x00, 64(SI), Y15, Y6
+	VCMPPS $0x00, 96(SI), Y15, Y7
+	VORPS  Y5, Y4, Y8
+	VORPS  Y7, Y6, Y9
+	VORPS  Y9, Y8, Y8
+	VPTEST Y8, Y8
+	JNZ    hit
+	ADDQ   $0x80, SI
+	ADDQ   $0x20, DX
+	JMP    find32
+
+hit:
+	VMOVMSKPS Y4, AX
+	TESTL     AX, AX
+	JNZ       lane
+	ADDQ      $0x08, DX
+	VMOVMSKPS Y5, AX
+	TESTL     AX, AX
+	JNZ       lane
+	ADDQ      $0x08, DX
+	VMOVMSKPS Y6, AX
+	TESTL     AX, AX
+	JNZ       lane
+	ADDQ      $0x08, DX
+	VMOVMSKPS Y7, AX
+
+lane:
+	BSFL AX, AX
+	ADDQ AX, DX
+	VZEROUPPER
+	MOVQ DX, ret+24(FP)
+	RET
+
+none:
+	VZEROUPPER
+	MOVQ CX, ret+24(FP)
+	RET
+
 // func expSubSumAVX2(x *float32, n int, m float32) float32
 // Requires: AVX, AVX2, FMA3, SSE
 TEXT ·expSubSumAVX2(SB), NOSPLIT, $0-28

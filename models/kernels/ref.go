@@ -153,6 +153,23 @@ func refSiLUMul(y, gate, up []float32) {
 	}
 }
 
+func refArgmax(x []float32) int {
+	start := 0
+	for start < len(x) && x[start] != x[start] {
+		start++
+	}
+	if start == len(x) {
+		return 0
+	}
+	best, bv := start, x[start]
+	for i := start + 1; i < len(x); i++ {
+		if x[i] > bv { // false for NaN
+			best, bv = i, x[i]
+		}
+	}
+	return best
+}
+
 func refRoPE(x []float32, pos, headDim int, invFreq []float32) {
 	half := headDim / 2
 	for i := 0; i < half; i++ {

@@ -248,20 +248,6 @@ func (s *Sampler) penalise(x []float32, history []int) {
 	}
 }
 
-// Argmax returns the index of the largest value (the lowest index on ties; NaNs are never chosen unless all are).
-func Argmax(x []float32) int {
-	start := 0
-	for start < len(x) && x[start] != x[start] {
-		start++
-	}
-	if start == len(x) {
-		return 0
-	}
-	best, bv := start, x[start]
-	for i := start + 1; i < len(x); i++ {
-		if x[i] > bv { // false for NaN
-			best, bv = i, x[i]
-		}
-	}
-	return best
-}
+// Argmax returns the index of the largest value (the lowest index on ties; NaNs are never chosen unless all are),
+// with the vector kernel of models/kernels.
+func Argmax(x []float32) int { return kernels.Argmax(x) }

@@ -2,8 +2,9 @@
 // assembly kernel of models/kernels, each family from one Go function here instead of preprocessor macros: the
 // AVX-512 tiles and rows kernels of the batched matrix products (decode batches of 2-16 rows, prefill; this
 // file), the AVX2 tiles and matrix-vector kernels (avx2.go), the vector kernels dot/axpy/scale (blas1.go),
-// the exp-based softmax and SiLU·mul kernels (exp.go), the broadcast Gemm tiles (bcast.go) and the bf16
-// expand of a low-rank product and its f32 twin, attention's value sum (expand.go). Run by `go generate` in
+// the two passes of Argmax (argmax.go), the exp-based softmax and SiLU·mul kernels (exp.go), the broadcast
+// Gemm tiles (bcast.go) and the bf16 expand of a low-rank product and its f32 twin, attention's value sum
+// (expand.go). Run by `go generate` in
 // models/kernels; the output is committed and .ci/check verifies it is up to date. It is its own module, as
 // models/quant/asm is, so that avo stays out of lorakit's go.mod.
 //
@@ -49,6 +50,7 @@ func main() {
 	for _, op := range []string{"dot", "axpy", "scale"} {
 		blas1(op)
 	}
+	argmaxKernels()
 	expKernel("expSubSum")
 	expKernel("siluMul")
 	for _, wide := range []bool{false, true} {
