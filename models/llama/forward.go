@@ -5,6 +5,7 @@ import (
 
 	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/lora"
+	"github.com/lorakit/lorakit/models/nn"
 )
 
 // Seq is one sequence of a Forward batch.
@@ -229,9 +230,7 @@ func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
 	H := c.HiddenSize
 	eps := float32(c.RMSNormEps)
 	rmsNormRows(s.xn, s.x, L.InputLayernorm, eps, T, H)
-	m.linear(L.QProj, names[0], s.q, s.xn, T)
-	m.linear(L.KProj, names[1], s.k, s.xn, T)
-	m.linear(L.VProj, names[2], s.v, s.xn, T)
+	m.linearsShared([]nn.Linear{L.QProj, L.KProj, L.VProj}, names[0:3], [][]float32{s.q, s.k, s.v}, s.xn, T)
 	if c.QKNorm { // qwen3: RMSNorm over each head of q and k, before RoPE
 		rmsNormRows(s.q, s.q, L.QNorm, eps, T*c.NumAttentionHeads, c.HeadDim)
 		rmsNormRows(s.k, s.k, L.KNorm, eps, T*c.NumKeyValueHeads, c.HeadDim)
@@ -278,8 +277,7 @@ func (m *Model) ropeRows(lo, hi int) {
 func (m *Model) mlpBlock(l, T int) {
 	c, s, L, names := m.Config, &m.s, m.Layers[l], &m.names[l]
 	rmsNormRows(s.xn, s.x, L.PostAttentionLayernorm, float32(c.RMSNormEps), T, c.HiddenSize)
-	m.linear(L.GateProj, names[4], s.gate, s.xn, T)
-	m.linear(L.UpProj, names[5], s.up, s.xn, T)
+	m.linearsShared([]nn.Linear{L.GateProj, L.UpProj}, names[4:6], [][]float32{s.gate, s.up}, s.xn, T)
 	kernels.SiLUMul(s.gate, s.gate, s.up)
 	m.linear(L.DownProj, names[6], s.tmp, s.gate, T)
 	kernels.Axpy(1, s.tmp, s.x)

@@ -26,6 +26,34 @@ func (q *Quantized) Forward(p *kernels.Pool, y, x []float32, m int) {
 	AddBias(y, q.Bias, m)
 }
 
+// maxShared is the most linears ForwardShared runs as one product (a layer's q, k and v).
+const maxShared = 3
+
+// ForwardShared runs each lins[i].Forward(p, ys[i], x, m), for linears that all take x: when they are all
+// Quantized weights whose products can share x's quantisation and pool job (quant.MatMulTShared), as one
+// product, bit for bit the same, otherwise one Forward each.
+func ForwardShared(p *kernels.Pool, ys [][]float32, lins []Linear, x []float32, m int) {
+	var ws [maxShared]*quant.Weight
+	var yw [maxShared][]float32
+	shared := len(lins) <= maxShared && len(ys) == len(lins)
+	for i := 0; shared && i < len(lins); i++ {
+		q, ok := lins[i].(*Quantized)
+		shared = ok && len(ys[i]) >= m*q.Out()
+		if shared {
+			ws[i], yw[i] = q.Q, ys[i][:m*q.Out()]
+		}
+	}
+	if shared && quant.MatMulTShared(p, yw[:len(lins)], ws[:len(lins)], x[:min(len(x), m*lins[0].In())], m) {
+		for i, l := range lins {
+			AddBias(ys[i], l.(*Quantized).Bias, m)
+		}
+		return
+	}
+	for i, l := range lins {
+		l.Forward(p, ys[i], x, m)
+	}
+}
+
 // Row writes the dequantised row i [In] into dst.
 func (q *Quantized) Row(i int, dst []float32) {
 	c := q.In()

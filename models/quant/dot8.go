@@ -270,12 +270,21 @@ func dot8Go(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
 	}
 }
 
-// dot8Job is the pool job of one dot product: y[i·Rows + r] for every x row.
+// dot8Out is one weight of a dot8Job: its dot layout, its products y[i·rows + r] and its first tile among the
+// job's (the tiles of every weight of a job, one after another).
+type dot8Out struct {
+	t     *dot8
+	y     []float32
+	rows  int
+	tile0 int
+}
+
+// dot8Job is the pool job of the dot products of one x: y[i·Rows + r] for every x row and weight.
 type dot8Job struct {
-	t      *dot8
-	y, x   []float32
-	rows   int
+	outs   []dot8Out
+	x      []float32
 	cols   int
+	z      int32
 	chunks []xDot
 	q      []byte
 	s      []float32
@@ -286,11 +295,26 @@ var dot8Pool = sync.Pool{New: func() any { return new(dot8Job) }}
 
 // matMulDot8 computes y[i·Rows + r] for the m rows of x with the dot kernels.
 func (q *Weight) matMulDot8(p *kernels.Pool, y, x []float32, m int) {
-	t := q.dot8Copy()
-	rows, cols := q.Rows(), q.Cols()
-	nb := cols / xBlock
 	j := dot8Pool.Get().(*dot8Job)
-	j.t, j.y, j.rows, j.cols = t, y, rows, cols
+	j.add(q.dot8Copy(), y, q.Rows())
+	j.run(p, x, m)
+}
+
+// add appends a weight's products to j.
+func (j *dot8Job) add(t *dot8, y []float32, rows int) {
+	tile0 := 0
+	if n := len(j.outs); n > 0 {
+		tile0 = j.outs[n-1].tile0 + j.outs[n-1].rows/tileRows
+	}
+	j.outs = append(j.outs, dot8Out{t: t, y: y, rows: rows, tile0: tile0})
+}
+
+// run quantises the m rows of x once (in chunks of at most dotK rows) and computes every added weight's tiles
+// for every chunk in one pool job, then puts j back in dot8Pool.
+func (j *dot8Job) run(p *kernels.Pool, x []float32, m int) {
+	cols := len(x) / m
+	nb := cols / xBlock
+	j.x, j.cols, j.z = x, cols, j.outs[0].t.z
 	j.q = grow(j.q, m*cols)
 	j.s = grow(j.s, m*nb)
 	j.c = grow(j.c, m*nb)
@@ -301,15 +325,38 @@ func (q *Weight) matMulDot8(p *kernels.Pool, y, x []float32, m int) {
 		j.chunks = append(j.chunks, xDot{k: k, row0: i, q: j.q[i*cols : (i+k)*cols], s: j.s[i*nb : (i+k)*nb], c: j.c[i*nb : (i+k)*nb]})
 		i += k
 	}
-	j.x = x
 	if m >= quantSplitM { // prefill: x is quantised by every thread, a share of the chunks each
 		p.Run(len(j.chunks), (*dot8Quant)(j))
 	} else {
 		(*dot8Quant)(j).Run(0, len(j.chunks))
 	}
-	p.Run(rows/tileRows, j)
-	j.t, j.y, j.x = nil, nil, nil
+	last := j.outs[len(j.outs)-1]
+	p.Run(last.tile0+last.rows/tileRows, j)
+	clear(j.outs)
+	j.outs, j.x = j.outs[:0], nil
 	dot8Pool.Put(j)
+}
+
+// MatMulTShared is MatMulT for weights that all multiply the same x (a layer's q, k and v projections; its gate
+// and up projections), into ys[w] for ws[w]: where the dot kernels run every weight with one zero point, x is
+// quantised once and one pool job computes every weight's tiles (each product as MatMulT makes it, bit for
+// bit). It reports false, having done nothing, when they cannot share x; the caller then calls MatMulT for each.
+func MatMulTShared(p *kernels.Pool, ys [][]float32, ws []*Weight, x []float32, m int) bool {
+	if len(ws) == 0 || len(ys) != len(ws) || m <= 0 {
+		return false
+	}
+	cols := ws[0].Cols()
+	for i, q := range ws {
+		if !q.useDot8() || q.Cols() != cols || len(x) != m*cols || len(ys[i]) != m*q.Rows() || q.dot8Copy().z != ws[0].dot8Copy().z {
+			return false
+		}
+	}
+	j := dot8Pool.Get().(*dot8Job)
+	for i, q := range ws {
+		j.add(q.dot8Copy(), ys[i], q.Rows())
+	}
+	j.run(p, x, m)
+	return true
 }
 
 // quantSplitM is the number of x rows from which the pool's threads share their quantisation (below it, waking
@@ -324,19 +371,24 @@ func (j *dot8Quant) Run(lo, hi int) {
 	for ci := lo; ci < hi; ci++ {
 		c := &j.chunks[ci]
 		for r := 0; r < c.k; r++ {
-			quantizeX8(c, r, j.x[(c.row0+r)*j.cols:(c.row0+r+1)*j.cols], j.t.z)
+			quantizeX8(c, r, j.x[(c.row0+r)*j.cols:(c.row0+r+1)*j.cols], j.z)
 		}
 	}
 }
 
-// Run computes tiles [lo, hi) for every chunk of x, two tiles at a time so that their codes stay in L1.
+// Run computes tiles [lo, hi) of the job (numbered across its weights) for every chunk of x, two tiles of a
+// weight at a time so that their codes stay in L1.
 func (j *dot8Job) Run(lo, hi int) {
 	const step = 2
-	for t0 := lo; t0 < hi; t0 += step {
-		n := min(step, hi-t0)
-		for ci := range j.chunks {
-			c := &j.chunks[ci]
-			dot8Rows(j.y[c.row0*j.rows+t0*tileRows:], j.rows, j.t, c, t0, n, j.cols)
+	for oi := range j.outs {
+		o := &j.outs[oi]
+		a, b := max(lo, o.tile0)-o.tile0, min(hi, o.tile0+o.rows/tileRows)-o.tile0
+		for t0 := a; t0 < b; t0 += step {
+			n := min(step, b-t0)
+			for ci := range j.chunks {
+				c := &j.chunks[ci]
+				dot8Rows(o.y[c.row0*o.rows+t0*tileRows:], o.rows, o.t, c, t0, n, j.cols)
+			}
 		}
 	}
 }

@@ -278,6 +278,59 @@ func TestDot8BatchInvariant(t *testing.T) {
 	}
 }
 
+// TestMatMulTShared: weights that share x (a layer's q, k, v) get from MatMulTShared bit for bit what MatMulT
+// gives each alone, for 1 to quantSplitM+3 rows, with the VNNI and the AVX2 kernels; weights of different zero
+// points (Q4_0 beside NF4) or widths are refused and their outputs left untouched.
+func TestMatMulTShared(t *testing.T) {
+	r := rand.New(rand.NewSource(35))
+	p := kernels.NewPool(2)
+	nf4 := func(rows, cols int) *Weight {
+		q, err := Quantize4(NF4, randW(r, rows*cols, 0.05), []int{rows, cols}, 64, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	cols := 192
+	ws := []*Weight{nf4(48, cols), nf4(16, cols), nf4(32, cols)}
+	if !ws[0].useDot8() {
+		t.Skip("the dot kernels do not run here")
+	}
+	for _, avx512 := range []bool{true, false} {
+		withAVX512(avx512, func() {
+			for _, m := range []int{1, 2, 8, dotK + 1, quantSplitM + 3} {
+				x := randW(r, m*cols, 1)
+				ys := make([][]float32, len(ws))
+				for i, q := range ws {
+					ys[i] = make([]float32, m*q.Rows())
+				}
+				if !MatMulTShared(p, ys, ws, x, m) {
+					t.Fatalf("m %d: refused weights that can share x", m)
+				}
+				for i, q := range ws {
+					want := make([]float32, m*q.Rows())
+					q.MatMulT(p, want, x, m)
+					if !slices.Equal(ys[i], want) {
+						t.Fatalf("avx512=%v m %d weight %d: differs from MatMulT alone", avx512, m, i)
+					}
+				}
+			}
+		})
+	}
+	q4, _ := Quantize4(NF4, randW(r, 16*cols, 0.05), []int{16, cols}, 32, false)
+	q4.Type, q4.Code = Q4_0, q40Code
+	x := randW(r, 2*cols, 1)
+	for _, other := range []*Weight{q4, nf4(16, 2*cols)} {
+		ys := [][]float32{make([]float32, 2*48), make([]float32, 2*other.Rows())}
+		if MatMulTShared(p, ys, []*Weight{ws[0], other}, x, 2) {
+			t.Fatalf("%s %v: shared x with NF4 [48, %d]", other.Type, other.Shape, cols)
+		}
+		if slices.ContainsFunc(ys[0], func(v float32) bool { return v != 0 }) {
+			t.Fatal("a refused call wrote an output")
+		}
+	}
+}
+
 // TestCompact: a compacted weight (the dot layout only) multiplies, dequantises and writes out exactly as the
 // weight it came from, with AVX-512 on, and off (the other kernels then rebuild the row-major codes once).
 func TestCompact(t *testing.T) {
