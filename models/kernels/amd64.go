@@ -117,11 +117,8 @@ func rmsNorm(y, x, w []float32, eps float32) {
 	}
 	ss := float64(dot(x, x))
 	inv := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
-	y = y[:len(x)]
-	w = w[:len(x)]
-	for i, v := range x {
-		y[i] = v * inv * w[i]
-	}
+	y, w = y[:len(x)], w[:len(x)]
+	scaleMulAVX2(inv, &x[0], &w[0], &y[0], len(x)) // y[i] = x[i]·inv·w[i], as refRMSNorm rounds it
 }
 
 // argmax takes two passes over x (AVX2, 32 values a step): the largest non-NaN value, then the first index

@@ -479,6 +479,11 @@ func axpyAVX2(alpha float32, x *float32, y *float32, n int)
 //go:noescape
 func scaleAVX2(alpha float32, x *float32, n int)
 
+// scaleMulAVX2 is the AVX2 scaleMul kernel (generated).
+//
+//go:noescape
+func scaleMulAVX2(alpha float32, x *float32, w *float32, y *float32, n int)
+
 // maxAVX2 is the first pass of Argmax: the largest non-NaN value of x[:n], −Inf if none; n % 32 == 0 (generated).
 //
 //go:noescape

@@ -16525,6 +16525,65 @@ done:
 	VZEROUPPER
 	RET
 
+// func scaleMulAVX2(alpha float32, x *float32, w *float32, y *float32, n int)
+// Requires: AVX
+TEXT ·scaleMulAVX2(SB), NOSPLIT, $0-40
+	VBROADCASTSS alpha+0(FP), Y15
+	MOVQ         x+8(FP), SI
+	MOVQ         w+16(FP), DI
+	MOVQ         y+24(FP), DX
+	MOVQ         n+32(FP), CX
+
+v4:
+	CMPQ    CX, $0x20
+	JL      v1
+	VMULPS  (SI), Y15, Y0
+	VMULPS  32(SI), Y15, Y1
+	VMULPS  64(SI), Y15, Y2
+	VMULPS  96(SI), Y15, Y3
+	VMULPS  (DI), Y0, Y0
+	VMULPS  32(DI), Y1, Y1
+	VMULPS  64(DI), Y2, Y2
+	VMULPS  96(DI), Y3, Y3
+	VMOVUPS Y0, (DX)
+	VMOVUPS Y1, 32(DX)
+	VMOVUPS Y2, 64(DX)
+	VMOVUPS Y3, 96(DX)
+	ADDQ    $0x00000080, SI
+	ADDQ    $0x00000080, DI
+	ADDQ    $0x00000080, DX
+	SUBQ    $0x20, CX
+	JMP     v4
+
+v1:
+	CMPQ    CX, $0x08
+	JL      tail
+	VMULPS  (SI), Y15, Y0
+	VMULPS  (DI), Y0, Y0
+	VMOVUPS Y0, (DX)
+	ADDQ    $0x00000020, SI
+	ADDQ    $0x00000020, DI
+	ADDQ    $0x00000020, DX
+	SUBQ    $0x08, CX
+	JMP     v1
+
+tail:
+v0:
+	TESTQ  CX, CX
+	JE     done
+	VMULSS (SI), X15, X0
+	VMULSS (DI), X0, X0
+	VMOVSS X0, (DX)
+	ADDQ   $0x04, SI
+	ADDQ   $0x04, DI
+	ADDQ   $0x04, DX
+	DECQ   CX
+	JMP    v0
+
+done:
+	VZEROUPPER
+	RET
+
 // func maxAVX2(x *float32, n int) float32
 // Requires: AVX, AVX2, SSE
 TEXT ·maxAVX2(SB), NOSPLIT, $0-20

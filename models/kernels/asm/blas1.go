@@ -10,20 +10,22 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
-// blas1 writes the AVX2 vector kernel op ("dot", "axpy" or "scale") over n float32 values: 32 per step (four
-// registers), then 8, then one at a time, each element summed or scaled in that order.
+// blas1 writes the AVX2 vector kernel op ("dot", "axpy", "scale" or "scaleMul") over n float32 values: 32 per
+// step (four registers), then 8, then one at a time, each element summed or scaled in that order.
 //
-//	dotAVX2:   returns Σ a[i]·b[i], in four 8-lane accumulators reduced at the end (then the scalar tail)
-//	axpyAVX2:  y[i] += alpha·x[i]
-//	scaleAVX2: x[i] *= alpha
+//	dotAVX2:      returns Σ a[i]·b[i], in four 8-lane accumulators reduced at the end (then the scalar tail)
+//	axpyAVX2:     y[i] += alpha·x[i]
+//	scaleAVX2:    x[i] *= alpha
+//	scaleMulAVX2: y[i] = (x[i]·alpha)·w[i] (RMSNorm's last pass; y may be x)
 //
-// Registers: a or x at SI, b or y at DI, n in CX, alpha broadcast in Y15.
+// Registers: a or x at SI, b, y or w at DI (scaleMul's y at DX), n in CX, alpha broadcast in Y15.
 func blas1(op string) {
 	name := op + "AVX2"
 	sig := map[string]string{
-		"dot":   "func(a, b *float32, n int) float32",
-		"axpy":  "func(alpha float32, x, y *float32, n int)",
-		"scale": "func(alpha float32, x *float32, n int)",
+		"dot":      "func(a, b *float32, n int) float32",
+		"axpy":     "func(alpha float32, x, y *float32, n int)",
+		"scale":    "func(alpha float32, x *float32, n int)",
+		"scaleMul": "func(alpha float32, x, w, y *float32, n int)",
 	}[op]
 	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
@@ -42,6 +44,13 @@ func blas1(op string) {
 		Load(Param("x"), RSI)
 		Load(Param("y"), RDI)
 		Load(Param("n"), RCX)
+	case "scaleMul":
+		VBROADCASTSS(NewParamAddr("alpha", 0), Y15)
+		Load(Param("x"), RSI)
+		Load(Param("w"), RDI)
+		Load(Param("y"), RDX)
+		Load(Param("n"), RCX)
+		ptrs = append(ptrs, RDX)
 	default:
 		VBROADCASTSS(NewParamAddr("alpha", 0), Y15)
 		Load(Param("x"), RSI)
@@ -74,6 +83,16 @@ func blas1(op string) {
 			}
 			for i := range nv {
 				VMOVUPS(yregs[i], m(RDI, i))
+			}
+		case "scaleMul":
+			for i := range nv {
+				VMULPS(m(RSI, i), Y15, yregs[i])
+			}
+			for i := range nv {
+				VMULPS(m(RDI, i), yregs[i], yregs[i])
+			}
+			for i := range nv {
+				VMOVUPS(yregs[i], m(RDX, i))
 			}
 		default:
 			for i := range nv {
@@ -112,6 +131,10 @@ func blas1(op string) {
 		VMOVSS(Mem{Base: RDI}, X0)
 		VFMADD231SS(Mem{Base: RSI}, X15, X0)
 		VMOVSS(X0, Mem{Base: RDI})
+	case "scaleMul":
+		VMULSS(Mem{Base: RSI}, X15, X0)
+		VMULSS(Mem{Base: RDI}, X0, X0)
+		VMOVSS(X0, Mem{Base: RDX})
 	default:
 		VMULSS(Mem{Base: RSI}, X15, X0)
 		VMOVSS(X0, Mem{Base: RSI})

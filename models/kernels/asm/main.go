@@ -1,7 +1,7 @@
 // Command asm writes kernels_gen_amd64.s and its Go declarations (kernels_gen_amd64.go) with avo: every
 // assembly kernel of models/kernels, each family from one Go function here instead of preprocessor macros: the
 // AVX-512 tiles and rows kernels of the batched matrix products (decode batches of 2-16 rows, prefill; this
-// file), the AVX2 tiles and matrix-vector kernels (avx2.go), the vector kernels dot/axpy/scale (blas1.go),
+// file), the AVX2 tiles and matrix-vector kernels (avx2.go), the vector kernels dot/axpy/scale/scaleMul (blas1.go),
 // the two passes of Argmax (argmax.go), the exp-based softmax and SiLU·mul kernels (exp.go), the broadcast
 // Gemm tiles (bcast.go) and the bf16 expand of a low-rank product and its f32 twin, attention's value sum
 // (expand.go). Run by `go generate` in
@@ -47,7 +47,7 @@ func main() {
 		avx2MatVec4PF(w)
 		avx2MatVecRows(w)
 	}
-	for _, op := range []string{"dot", "axpy", "scale"} {
+	for _, op := range []string{"dot", "axpy", "scale", "scaleMul"} {
 		blas1(op)
 	}
 	argmaxKernels()
