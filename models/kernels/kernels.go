@@ -1,5 +1,7 @@
 package kernels
 
+import "math"
+
 // Dot returns Σ_i a[i]·b[i]. len(a) must equal len(b).
 func Dot(a, b []float32) float32 {
 	if len(a) != len(b) {
@@ -198,9 +200,49 @@ func SiLUMul(y, gate, up []float32) {
 //
 //	x[h,i]        = x[h,i]·cos θ − x[h,i+half]·sin θ
 //	x[h,i+half]   = x[h,i+half]·cos θ + x[h,i]·sin θ
+//
+// It is RoPEAngles then RoPERotate; a caller rotating several vectors at one position (every layer's q and k
+// of a token) computes the angles once.
 func RoPE(x []float32, pos int, headDim int, invFreq []float32) {
 	if headDim <= 0 || headDim%2 != 0 || len(x)%headDim != 0 || len(invFreq) < headDim/2 {
 		panic("kernels: RoPE: bad headDim or invFreq length")
 	}
-	refRoPE(x, pos, headDim, invFreq)
+	var buf [256]float32
+	cs := buf[:0]
+	if headDim > len(buf) {
+		cs = make([]float32, headDim)
+	}
+	cs = cs[:headDim]
+	RoPEAngles(cs, pos, invFreq)
+	RoPERotate(x, headDim, cs)
+}
+
+// RoPEAngles writes RoPE's cos θ_i to cs[i] and sin θ_i to cs[half+i], θ_i = float32(pos)·invFreq[i], for
+// i < half = len(cs)/2.
+func RoPEAngles(cs []float32, pos int, invFreq []float32) {
+	half := len(cs) / 2
+	if len(cs)%2 != 0 || len(invFreq) < half {
+		panic("kernels: RoPEAngles: odd cs or short invFreq")
+	}
+	for i := range half {
+		sin, cos := math.Sincos(float64(float32(pos) * invFreq[i]))
+		cs[i], cs[half+i] = float32(cos), float32(sin)
+	}
+}
+
+// RoPERotate is RoPE with the angles of RoPEAngles (cs: headDim values, the cosines then the sines).
+func RoPERotate(x []float32, headDim int, cs []float32) {
+	if headDim <= 0 || headDim%2 != 0 || len(x)%headDim != 0 || len(cs) != headDim {
+		panic("kernels: RoPERotate: bad headDim or cs length")
+	}
+	half := headDim / 2
+	for h := 0; h+headDim <= len(x); h += headDim {
+		xh := x[h : h+headDim]
+		for i, c := range cs[:half] {
+			s := cs[half+i]
+			x0, x1 := xh[i], xh[i+half]
+			xh[i] = x0*c - x1*s
+			xh[i+half] = x1*c + x0*s
+		}
+	}
 }

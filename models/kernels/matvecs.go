@@ -13,7 +13,9 @@ type MatVecJob struct {
 
 // MatVecs computes every job's product in one parallel pass over the pool:
 // one hand-off and one barrier for the whole batch instead of one per
-// product (e.g. q, k and v of a decode step, or gate and up). Results equal
+// product (e.g. q, k and v of a decode step, or gate and up), each thread
+// one contiguous share of the jobs' rows in order, as MatVec* gives each
+// thread one share of a matrix's rows. Results equal
 // the separate MatVec* calls bit for bit. The jobs' Y must not overlap each
 // other or any X. p may be nil; jobs is only read (reuse one slice per
 // model: a fresh slice literal per call escapes to the heap).
@@ -53,7 +55,7 @@ func MatVecs(p *Pool, jobs []MatVecJob) {
 		t.run(0, blocks)
 	} else {
 		p.mvs = t
-		p.runLocked(blocks, 8*p.threads, &p.mvs)
+		p.runLocked(blocks, p.threads, &p.mvs)
 		p.mvs = matVecsTask{}
 	}
 	p.mu.Unlock()

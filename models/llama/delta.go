@@ -78,9 +78,10 @@ func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
 }
 
 // linearsShared is linear for layer modules that all take x (q, k and v; gate and up): their base products run
-// as one where they can share x's quantisation (nn.ForwardShared), then each module's deltas are added.
+// as one where they can share x's quantisation or one pool pass (nn.ForwardShared), then each module's deltas
+// are added.
 func (m *Model) linearsShared(lins []nn.Linear, modules []string, ys [][]float32, x []float32, T int) {
-	nn.ForwardShared(m.Pool, ys, lins, x, T)
+	nn.ForwardShared(m.Pool, &m.s.jobs, ys, lins, x, T)
 	if len(m.s.groups) > 0 {
 		for i, lin := range lins {
 			m.applyDeltas(modules[i], ys[i], x, lin.In(), lin.Out())

@@ -20,6 +20,7 @@ type Seq struct {
 // except for the returned logits (and not those with ForwardInto).
 type scratch struct {
 	x, xn, q, k, v, att, tmp, gate, up, hn []float32
+	rope                                   []float32 // per row, its position's RoPE cosines and sines (RoPEAngles)
 	scores                                 [][]float32
 	rowSeq, rowPos, outRows                []int
 	batch                                  []Seq // the current call's batch, for attentionRange
@@ -43,7 +44,8 @@ type scratch struct {
 	order  []int  // order[k]: the caller's index of seqs[k]
 	taken  []bool // orderByAdapter's marks
 	groups []RowGroup
-	segs   []lora.Segment // the Factored groups of the current linear
+	segs   []lora.Segment      // the Factored groups of the current linear
+	jobs   []kernels.MatVecJob // nn.ForwardShared's batch
 	lb     lora.Batch
 }
 
@@ -182,11 +184,13 @@ func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
 	s.k, s.v = grow(s.k, T*KV), grow(s.v, T*KV)
 	s.gate, s.up = grow(s.gate, T*I), grow(s.up, T*I)
 	s.rowSeq, s.rowPos, s.outRows = growInt(s.rowSeq, T), growInt(s.rowPos, T), growInt(s.outRows, R)
+	s.rope = grow(s.rope, T*c.HeadDim)
 	r, o := 0, 0
 	for i, sq := range batch {
 		te, _ := sq.Adapter.(TokenEmbedder)
 		for j, t := range sq.Tokens {
 			s.rowSeq[r], s.rowPos[r] = i, sq.Cache.n+j
+			kernels.RoPEAngles(s.rope[r*c.HeadDim:(r+1)*c.HeadDim], s.rowPos[r], m.invFreq) // once for every layer
 			if te == nil || !te.EmbedRow(t, s.x[r*H:(r+1)*H]) {
 				m.EmbedTokens.Row(t, s.x[r*H:(r+1)*H])
 			}
@@ -266,9 +270,10 @@ const ropeParallelMin = 8
 func (m *Model) ropeRows(lo, hi int) {
 	c, s := m.Config, &m.s
 	Q, KV := c.QDim(), c.KVDim()
+	D := c.HeadDim
 	for r := lo; r < hi; r++ {
-		kernels.RoPE(s.q[r*Q:(r+1)*Q], s.rowPos[r], c.HeadDim, m.invFreq)
-		kernels.RoPE(s.k[r*KV:(r+1)*KV], s.rowPos[r], c.HeadDim, m.invFreq)
+		kernels.RoPERotate(s.q[r*Q:(r+1)*Q], D, s.rope[r*D:(r+1)*D])
+		kernels.RoPERotate(s.k[r*KV:(r+1)*KV], D, s.rope[r*D:(r+1)*D])
 		s.batch[s.rowSeq[r]].Cache.put(s.layer, s.rowPos[r], s.k[r*KV:(r+1)*KV], s.v[r*KV:(r+1)*KV])
 	}
 }

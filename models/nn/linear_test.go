@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/lorakit/lorakit/models/kernels"
 	"github.com/lorakit/lorakit/models/safetensors"
 )
 
@@ -184,4 +185,46 @@ func TestQuantizedTiled(t *testing.T) {
 		t.Errorf("mean error %.2g of Σ|w·x| vs float64, want under 1e-3", mean)
 	}
 	t.Logf("error of Σ|w·x| vs float64: worst %.2g, mean %.2g; worst fraction of the bound %.2f", worst, mean, worstFrac)
+}
+
+// TestForwardSharedDense: q, k and v shapes (with a bias on one) of f32, bf16 and f16 weights through
+// ForwardShared give each layer's own Forward bit for bit, for one row (the shared pass) and for three (one
+// Forward each), with the pool and without.
+func TestForwardSharedDense(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	const cols = 192 // 128 rows × 192 columns: past MatVecs' inline threshold, so the pool splits the pass
+	rows := []int{64, 32, 32}
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.BF16, safetensors.F16} {
+		lins := make([]Linear, len(rows))
+		for i, r := range rows {
+			raw, _ := safetensors.Encode(dt, normals(rng, r*cols))
+			d, err := NewDense(dt, raw, r, cols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 1 {
+				d.Bias = normals(rng, r)
+			}
+			lins[i] = d
+		}
+		for _, p := range []*kernels.Pool{nil, kernels.NewPool(2)} {
+			for _, m := range []int{1, 3} {
+				x := normals(rng, m*cols)
+				ys, want := make([][]float32, len(rows)), make([][]float32, len(rows))
+				for i, r := range rows {
+					ys[i], want[i] = make([]float32, m*r), make([]float32, m*r)
+					lins[i].Forward(p, want[i], x, m)
+				}
+				var jobs []kernels.MatVecJob
+				ForwardShared(p, &jobs, ys, lins, x, m)
+				for i := range ys {
+					for j := range ys[i] {
+						if ys[i][j] != want[i][j] {
+							t.Fatalf("%s m=%d layer %d [%d]: %v, alone %v", dt, m, i, j, ys[i][j], want[i][j])
+						}
+					}
+				}
+			}
+		}
+	}
 }
