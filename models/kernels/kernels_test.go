@@ -450,21 +450,23 @@ func (c *countTask) Run(lo, hi int) {
 	}
 }
 
-// TestPoolRun: Run covers every index once, inline on a nil or busy pool too, and allocates nothing.
+// TestPoolRun: Run and RunBalanced cover every index once, inline on a nil or busy pool too, and allocate nothing.
 func TestPoolRun(t *testing.T) {
 	for _, p := range []*Pool{nil, NewPool(1), NewPool(2), NewPool(3)} {
-		for _, n := range []int{0, 1, 2, 7, 100} {
-			c := &countTask{hits: make([]int32, n)}
-			p.Run(n, c)
-			for i, h := range c.hits {
-				if h != 1 {
-					t.Fatalf("threads %d n %d: index %d ran %d times", p.Threads(), n, i, h)
+		for _, run := range []func(int, Task){p.Run, p.RunBalanced} {
+			for _, n := range []int{0, 1, 2, 7, 100} {
+				c := &countTask{hits: make([]int32, n)}
+				run(n, c)
+				for i, h := range c.hits {
+					if h != 1 {
+						t.Fatalf("threads %d n %d: index %d ran %d times", p.Threads(), n, i, h)
+					}
 				}
 			}
 		}
 		c := &countTask{hits: make([]int32, 64)}
-		if a := testing.AllocsPerRun(20, func() { p.Run(64, c) }); a != 0 {
-			t.Fatalf("threads %d: Run allocates %v times", p.Threads(), a)
+		if a := testing.AllocsPerRun(20, func() { p.Run(64, c); p.RunBalanced(64, c) }); a != 0 {
+			t.Fatalf("threads %d: Run or RunBalanced allocates %v times", p.Threads(), a)
 		}
 	}
 }

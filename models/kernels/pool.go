@@ -197,7 +197,19 @@ func (e *extTask) run(lo, hi int) { e.t.Run(lo, hi) }
 // Run is For for a Task value: a caller that keeps its job in a reused struct (instead of a new closure
 // per call) runs it without allocating. It splits [0, n) into one contiguous share per thread, for jobs
 // that stream memory (GEMVs): a share not yet claimed is still taken by whichever thread is free.
-func (p *Pool) Run(n int, t Task) {
+func (p *Pool) Run(n int, t Task) { p.runTask(n, 1, t) }
+
+// RunBalanced is Run for compute-bound jobs (batched products whose weights come from the caches faster than
+// they are multiplied): [0, n) in up to balanceChunks chunks per thread, each thread's share claimed from its
+// front, so that a thread that finishes early (the other was slowed or descheduled) takes the last chunks of
+// the others instead of waiting for them.
+func (p *Pool) RunBalanced(n int, t Task) { p.runTask(n, balanceChunks, t) }
+
+// balanceChunks is RunBalanced's chunks per thread.
+const balanceChunks = 4
+
+// runTask runs t over [0, n) in up to per chunks per thread.
+func (p *Pool) runTask(n, per int, t Task) {
 	if n <= 0 {
 		return
 	}
@@ -206,7 +218,7 @@ func (p *Pool) Run(n int, t Task) {
 		return
 	}
 	p.ext.t = t
-	p.runLocked(n, p.threads, &p.ext)
+	p.runLocked(n, per*p.threads, &p.ext)
 	p.ext.t = nil
 	p.mu.Unlock()
 }

@@ -331,7 +331,11 @@ func (j *dot8Job) run(p *kernels.Pool, x []float32, m int) {
 		(*dot8Quant)(j).Run(0, len(j.chunks))
 	}
 	last := j.outs[len(j.outs)-1]
-	p.Run(last.tile0+last.rows/tileRows, j)
+	if m >= balancedM {
+		p.RunBalanced(last.tile0+last.rows/tileRows, j)
+	} else {
+		p.Run(last.tile0+last.rows/tileRows, j)
+	}
 	clear(j.outs)
 	j.outs, j.x = j.outs[:0], nil
 	dot8Pool.Put(j)
@@ -358,6 +362,12 @@ func MatMulTShared(p *kernels.Pool, ys [][]float32, ws []*Weight, x []float32, m
 	j.run(p, x, m)
 	return true
 }
+
+// balancedM is the number of x rows from which a product's tiles go to the pool in smaller chunks that an idle
+// thread can take over (kernels.Pool.RunBalanced): the VNNI kernels are compute-bound from about 4 rows (the
+// weights then stream from DRAM faster than they are multiplied), and one thread's share of a whole half then
+// leaves the other spinning whenever it is slowed. Below it, each thread streams one contiguous half.
+const balancedM = 4
 
 // quantSplitM is the number of x rows from which the pool's threads share their quantisation (below it, waking
 // them costs more than the quantisation itself).
