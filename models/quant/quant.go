@@ -20,7 +20,7 @@
 // top bit, and FMA them with x (copied once per call into the kernel's even/odd order). Small batches
 // (MatMulT, m < 32) decode each block once for 2 or 4 rows of X; larger ones dequantise tiles into the f32
 // GEMM of models/kernels. On CPUs with AVX-512 VNNI (and AVX-512 not turned off: kernels.SetAVX512, the CLI's
-// --no-avx512) the generated kernels of vnni_amd64.s (asm/ is their avo generator) run instead: the dot kernels
+// --no-avx512) the generated kernels of quant_gen_amd64.s (asm/ is their avo generator) run instead: the dot kernels
 // (dot8.go: VPDPBUSD, x rounded to int8 per 32 values, weights in tiles of 16 rows, up to 12 rows of X per call)
 // for every weight whose rows come in tiles of 16, VPDPWSSD row kernels on int16 x for the others; they also run
 // Q8_0 (GGUF int8 blocks of 32).

@@ -11,7 +11,7 @@ import (
 // useAVX2 selects the assembly row kernel (AVX2 + FMA). It is set once at initialisation.
 var useAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
-// hasVNNI reports the AVX-512 subsets the VNNI kernels (vnni_amd64.s, generated) use.
+// hasVNNI reports the AVX-512 subsets the VNNI kernels (generated into quant_gen_amd64.s) use.
 var hasVNNI = useAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VL &&
 	cpu.X86.HasAVX512VNNI
 

@@ -1,4 +1,4 @@
-// Command asm generates every assembly kernel of models/quant (vnni_amd64.s and its Go declarations) with avo:
+// Command asm generates every assembly kernel of models/quant (quant_gen_amd64.s, its Go declarations and quant_table_amd64.go) with avo:
 // the AVX-512 VNNI kernels, one function per x-row count k so that each weight group is decoded once for all k
 // rows and every row keeps its accumulators in registers; the AVX2 dot kernels and quantisers; and the AVX2
 // row kernels, block dequantiser and int16 x quantiser of the shapes the dot kernels do not tile (avx2rows.go). The dot kernels (VPDPBUSD, int8 x) run every tiled weight; the row-major
