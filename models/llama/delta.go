@@ -78,32 +78,53 @@ func (m *Model) linear(lin nn.Linear, module string, y, x []float32, T int) {
 }
 
 // linearsShared is linear for layer modules that all take x (q, k and v; gate and up): their base products run
-// as one where they can share x's quantisation or one pool pass (nn.ForwardShared), then each module's deltas
-// are added.
+// as one where they can share x's quantisation or one pool pass (nn.ForwardShared), then the modules' deltas
+// are added, the batched ones of all the modules in one pool job (lora.Batch.ApplyShared).
 func (m *Model) linearsShared(lins []nn.Linear, modules []string, ys [][]float32, x []float32, T int) {
 	nn.ForwardShared(m.Pool, &m.s.jobs, ys, lins, x, T)
-	if len(m.s.groups) > 0 {
-		for i, lin := range lins {
-			m.applyDeltas(modules[i], ys[i], x, lin.In(), lin.Out())
-		}
+	if len(m.s.groups) == 0 {
+		return
 	}
+	s := &m.s
+	s.segs, s.targets = s.segs[:0], s.targets[:0]
+	for i, lin := range lins {
+		s.segs = m.deltaSegs(s.segs, modules[i], ys[i], x, lin.In(), lin.Out())
+		s.targets = append(s.targets, lora.Target{Y: ys[i], Out: lin.Out()})
+		s.ends = append(s.ends[:i], len(s.segs))
+	}
+	start := 0
+	for i := range s.targets {
+		s.targets[i].Segs = s.segs[start:s.ends[i]]
+		start = s.ends[i]
+	}
+	if len(s.segs) > 0 {
+		s.lb.ApplyShared(m.Pool, x, lins[0].In(), s.targets)
+	}
+	clear(s.segs) // do not keep adapters alive after the call
+	clear(s.targets)
 }
 
 // applyDeltas adds every group's delta for module to y [T, out] from x [T, in]: the groups of Factored
 // adapters in one batched call over the pool, any other Delta through its ApplyRows.
 func (m *Model) applyDeltas(module string, y, x []float32, in, out int) {
 	s := &m.s
-	s.segs = s.segs[:0]
-	for _, g := range s.groups {
-		r0, r1 := g.Start, g.Start+g.N
-		if f, ok := g.Adapter.(Factored); ok {
-			s.segs = append(s.segs, lora.Segment{Start: r0, N: g.N, F: f.Module(module)})
-			continue
-		}
-		g.Adapter.ApplyRows(m.Pool, module, y[r0*out:r1*out], x[r0*in:r1*in], g.N, in, out)
-	}
+	s.segs = m.deltaSegs(s.segs[:0], module, y, x, in, out)
 	if len(s.segs) > 0 {
 		s.lb.Apply(m.Pool, y, x, in, out, s.segs)
 		clear(s.segs) // do not keep adapters alive after the call
 	}
+}
+
+// deltaSegs appends to segs the segments of module's Factored groups and adds the delta of every other group
+// (through its ApplyRows) to y [T, out] from x [T, in].
+func (m *Model) deltaSegs(segs []lora.Segment, module string, y, x []float32, in, out int) []lora.Segment {
+	for _, g := range m.s.groups {
+		r0, r1 := g.Start, g.Start+g.N
+		if f, ok := g.Adapter.(Factored); ok {
+			segs = append(segs, lora.Segment{Start: r0, N: g.N, F: f.Module(module)})
+			continue
+		}
+		g.Adapter.ApplyRows(m.Pool, module, y[r0*out:r1*out], x[r0*in:r1*in], g.N, in, out)
+	}
+	return segs
 }

@@ -40,13 +40,15 @@ type scratch struct {
 
 	// Adapter deltas (see orderByAdapter and applyDeltas): the batch ordered so that each adapter's rows are
 	// one group.
-	seqs   []Seq  // the batch in that order
-	order  []int  // order[k]: the caller's index of seqs[k]
-	taken  []bool // orderByAdapter's marks
-	groups []RowGroup
-	segs   []lora.Segment      // the Factored groups of the current linear
-	jobs   []kernels.MatVecJob // nn.ForwardShared's batch
-	lb     lora.Batch
+	seqs    []Seq  // the batch in that order
+	order   []int  // order[k]: the caller's index of seqs[k]
+	taken   []bool // orderByAdapter's marks
+	groups  []RowGroup
+	segs    []lora.Segment      // the Factored groups of the current linear(s)
+	targets []lora.Target       // linearsShared's modules, their segments slices of segs
+	ends    []int               // targets[i]'s segments end at segs[ends[i]]
+	jobs    []kernels.MatVecJob // nn.ForwardShared's batch
+	lb      lora.Batch
 }
 
 // grow returns b resized to n, reallocating (with doubling, so a growing context is amortised) when too small.

@@ -17,15 +17,27 @@ type Segment struct {
 // one segment, and every segment's shrink T = X·Aᵀ and expand Y += s·T·Bᵀ run over the pool together, the
 // segments shared out between the threads (the SGMV/BGMV idea of Punica and S-LoRA: one batched LoRA kernel
 // per module, no per-row dispatch); a bf16 segment is one fused kernel call that prefetches the next segment's
-// factors (run). Segments of bigRows rows or more run one after another, each with the whole pool. A Batch is
+// factors (run). Segments of bigRows rows or more run one after another, each with the whole pool. ApplyShared
+// does the same for several modules that take the same x (q, k and v; gate and up) in one pool job. A Batch is
 // reused from step to step and is not safe for concurrent use; it does not allocate once warm.
 type Batch struct {
-	segs    []Segment
-	small   []int // indices of the segments run beside each other
-	y, x    []float32
-	in, out int
-	fn      func(lo, hi int)
+	ts    []Target
+	small []item // the segments run beside each other
+	x     []float32
+	in    int
+	fn    func(lo, hi int)
+	one   [1]Target
 }
+
+// Target is one module of an ApplyShared call: its output Y [rows, Out] and the segments of its adapters.
+type Target struct {
+	Y    []float32
+	Out  int
+	Segs []Segment
+}
+
+// item is segment Seg of target T.
+type item struct{ T, Seg int32 }
 
 // bigRows is the segment size from which a segment's products get the whole pool.
 const bigRows = 32
@@ -34,23 +46,36 @@ const bigRows = 32
 // factors. Segments must not overlap; a factor shape that disagrees with in/out panics (Check the adapter
 // against the base first).
 func (b *Batch) Apply(p *kernels.Pool, y, x []float32, in, out int, segs []Segment) {
+	b.one[0] = Target{Y: y, Out: out, Segs: segs}
+	b.ApplyShared(p, x, in, b.one[:])
+	b.one[0] = Target{}
+}
+
+// ApplyShared is Apply for several modules that read the same x [rows, in] (each target its own y, out size
+// and segments): the small segments of all of them are shared out between the threads in one pool job, so a
+// layer's q, k and v (or gate and up) cost one hand-off instead of one each. Each y ends bit for bit as after
+// Apply on its own.
+func (b *Batch) ApplyShared(p *kernels.Pool, x []float32, in int, ts []Target) {
 	b.small = b.small[:0]
 	work := 0
-	for i, s := range segs {
-		if s.F == nil || s.N <= 0 {
-			continue
+	for t, tg := range ts {
+		y, out := tg.Y, tg.Out
+		for i, s := range tg.Segs {
+			if s.F == nil || s.N <= 0 {
+				continue
+			}
+			f := s.F
+			if f.In != in || f.Out != out || s.Start < 0 || (s.Start+s.N)*in > len(x) || (s.Start+s.N)*out > len(y) {
+				panic(fmt.Sprintf("lora: segment %d (rows [%d, %d)) with in %d out %d does not fit a rank-%d pair [%d×%d] or x, y of %d, %d values",
+					i, s.Start, s.Start+s.N, in, out, f.R, f.Out, f.In, len(x), len(y)))
+			}
+			if s.N >= bigRows {
+				f.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
+				continue
+			}
+			b.small = append(b.small, item{int32(t), int32(i)})
+			work += s.N * f.R * (in + out)
 		}
-		f := s.F
-		if f.In != in || f.Out != out || s.Start < 0 || (s.Start+s.N)*in > len(x) || (s.Start+s.N)*out > len(y) {
-			panic(fmt.Sprintf("lora: segment %d (rows [%d, %d)) with in %d out %d does not fit a rank-%d pair [%d×%d] or x, y of %d, %d values",
-				i, s.Start, s.Start+s.N, in, out, f.R, f.Out, f.In, len(x), len(y)))
-		}
-		if s.N >= bigRows {
-			f.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
-			continue
-		}
-		b.small = append(b.small, i)
-		work += s.N * f.R * (in + out)
 	}
 	if len(b.small) == 0 {
 		return
@@ -58,17 +83,23 @@ func (b *Batch) Apply(p *kernels.Pool, y, x []float32, in, out int, segs []Segme
 	if b.fn == nil {
 		b.fn = b.run
 	}
-	b.segs, b.y, b.x, b.in, b.out = segs, y, x, in, out
+	b.ts, b.x, b.in = ts, x, in
 	switch {
-	case len(b.small) == 1 && segs[b.small[0]].N >= poolRows: // one segment of many rows pools its own products
-		s := segs[b.small[0]]
-		s.F.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
+	case len(b.small) == 1 && b.seg(0).N >= poolRows: // one segment of many rows pools its own products
+		tg, s := ts[b.small[0].T], b.seg(0)
+		s.F.Apply(p, tg.Y[s.Start*tg.Out:(s.Start+s.N)*tg.Out], x[s.Start*in:(s.Start+s.N)*in], s.N)
 	case len(b.small) == 1 || work < inlineAt: // little work stays inline
 		b.run(0, len(b.small))
 	default:
 		p.For(len(b.small), b.fn)
 	}
-	b.segs, b.y, b.x = nil, nil, nil
+	b.ts, b.x = nil, nil
+}
+
+// seg returns the k-th small segment.
+func (b *Batch) seg(k int) Segment {
+	it := b.small[k]
+	return b.ts[it.T].Segs[it.Seg]
 }
 
 // poolRows is the rows from which a lone segment's own products are worth splitting over the pool (expandBF16's
@@ -80,11 +111,12 @@ const poolRows = 8
 // thread runs that one): the threads' shares are contiguous, so each streams its adapters' factors one after the
 // other instead of starting every short matrix cold.
 func (b *Batch) run(lo, hi int) {
-	in, out := b.in, b.out
+	in := b.in
 	var bp *[]float32
-	for k, i := range b.small[lo:hi] {
-		s := b.segs[i]
-		y, x := b.y[s.Start*out:(s.Start+s.N)*out], b.x[s.Start*in:(s.Start+s.N)*in]
+	for k := lo; k < hi; k++ {
+		s := b.seg(k)
+		out := b.ts[b.small[k].T].Out
+		y, x := b.ts[b.small[k].T].Y[s.Start*out:(s.Start+s.N)*out], b.x[s.Start*in:(s.Start+s.N)*in]
 		f := s.F
 		if f.Layout != BF16 {
 			f.Apply(nil, y, x, s.N)
@@ -97,8 +129,8 @@ func (b *Batch) run(lo, hi int) {
 			*bp = make([]float32, s.N*f.R)
 		}
 		var nextA, nextBt []uint16
-		if lo+k+1 < len(b.small) {
-			if g := b.segs[b.small[lo+k+1]].F; g.Layout == BF16 {
+		if k+1 < len(b.small) {
+			if g := b.seg(k + 1).F; g.Layout == BF16 {
 				nextA, nextBt = g.A16, g.Bt16
 			}
 		}

@@ -76,6 +76,62 @@ func TestBatch(t *testing.T) {
 	}
 }
 
+// TestBatchShared: ApplyShared over several modules of one x (q, k, v of different out sizes, segments of
+// different sizes, some untouched) leaves each y bit for bit as Apply of that module alone, with and without a
+// pool.
+func TestBatchShared(t *testing.T) {
+	const in = 72
+	outs := []int{40, 16, 16}
+	sizes := []int{2, 1, 2, 3, 2, 2, 1, 2}
+	rng := rand.New(rand.NewSource(11))
+	pool := kernels.NewPool(2)
+	for _, l := range []Layout{F32, BF16} {
+		for _, p := range []*kernels.Pool{nil, pool} {
+			rows := 0
+			for _, n := range sizes {
+				rows += n
+			}
+			x := make([]float32, rows*in)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			var ts []Target
+			var want [][]float32
+			for m, out := range outs {
+				var segs []Segment
+				start := 0
+				for i, n := range sizes {
+					_, q := randomAdapter(rng, in, out, []int{4, 8, 16}[(i+m)%3])
+					f := q.Pack(l)
+					if (i+m)%5 == 4 {
+						f = nil
+					}
+					segs = append(segs, Segment{Start: start, N: n, F: f})
+					start += n
+				}
+				y := make([]float32, rows*out)
+				for i := range y {
+					y[i] = float32(rng.NormFloat64())
+				}
+				w := append([]float32(nil), y...)
+				var one Batch
+				one.Apply(p, w, x, in, out, segs)
+				want = append(want, w)
+				ts = append(ts, Target{Y: y, Out: out, Segs: segs})
+			}
+			var b Batch
+			b.ApplyShared(p, x, in, ts)
+			for m := range ts {
+				for i, v := range ts[m].Y {
+					if v != want[m][i] {
+						t.Fatalf("layout %d pool=%v module %d y[%d]=%g, Apply alone %g", l, p != nil, m, i, v, want[m][i])
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestBatchNoAllocs: a warm Batch of decode segments allocates nothing per module.
 func TestBatchNoAllocs(t *testing.T) {
 	const in, out = 576, 1536
