@@ -24,23 +24,7 @@ func MatVecs(p *Pool, jobs []MatVecJob) {
 	blocks := 0
 	for i := range jobs {
 		j := &jobs[i]
-		set := 0
-		wlen := 0
-		if j.F32 != nil {
-			set++
-			wlen = len(j.F32)
-		}
-		if j.BF16 != nil {
-			set++
-			wlen = len(j.BF16)
-		}
-		if j.F16 != nil {
-			set++
-			wlen = len(j.F16)
-		}
-		if set != 1 && j.Rows*j.Cols != 0 {
-			panic("kernels: MatVecs: a job needs exactly one of F32, BF16, F16")
-		}
+		_, wlen := j.weight("MatVecs")
 		checkMatVec("MatVecs", j.Y, wlen, j.X, j.Rows, j.Cols)
 		total += j.Rows * j.Cols
 		blocks += (j.Rows + matVecBlock - 1) / matVecBlock
@@ -59,6 +43,109 @@ func MatVecs(p *Pool, jobs []MatVecJob) {
 		p.mvs = matVecsTask{}
 	}
 	p.mu.Unlock()
+}
+
+// weight returns the kind (wF32, wBF16, wF16) and length of the job's weight, and panics (naming the caller)
+// unless exactly one is given.
+func (j *MatVecJob) weight(name string) (kind, wlen int) {
+	set := 0
+	if j.F32 != nil {
+		set++
+		kind, wlen = wF32, len(j.F32)
+	}
+	if j.BF16 != nil {
+		set++
+		kind, wlen = wBF16, len(j.BF16)
+	}
+	if j.F16 != nil {
+		set++
+		kind, wlen = wF16, len(j.F16)
+	}
+	if set != 1 && j.Rows*j.Cols != 0 {
+		panic("kernels: " + name + ": a job needs exactly one of F32, BF16, F16")
+	}
+	return kind, wlen
+}
+
+// MatMulsT is MatVecs for a batch of m rows: every job's Y [m, Rows] = X [m, Cols]·Wᵀ (X and Y row-major), in
+// one parallel pass over the pool: the tiles of all the products (each split as MatMul*T splits it alone)
+// numbered one after the other, so that one hand-off and one barrier serve e.g. a layer's q, k and v instead
+// of one each, and a thread that finishes its share early takes tiles of the next product instead of waiting
+// at a barrier between them. Results equal the separate MatMul*T calls bit for bit (m = 1: MatVecs and the
+// MatVec* calls). At most maxMatMuls jobs; the jobs' Y must not overlap each other or any X. p may be nil.
+func MatMulsT(p *Pool, jobs []MatVecJob, m int) {
+	if m == 1 {
+		MatVecs(p, jobs)
+		return
+	}
+	if len(jobs) > maxMatMuls {
+		panic("kernels: MatMulsT: more than maxMatMuls jobs")
+	}
+	var t matMulsTask
+	work := 0
+	for i := range jobs {
+		j := &jobs[i]
+		kind, wlen := j.weight("MatMulsT")
+		checkMatMul("MatMulsT", j.Y, j.X, wlen, m, j.Rows, j.Cols)
+		if m == 0 || j.Rows == 0 {
+			continue
+		}
+		mt := matMulTask{kind: kind, y: j.Y, x: j.X, wf: j.F32, wh: j.BF16, m: m, n: j.Rows, k: j.Cols,
+			ldy: j.Rows, ldx: j.Cols, ldw: j.Cols, mb: mmRows, nb: mmCols}
+		if kind == wF16 {
+			mt.wh = j.F16
+		}
+		mt.prepare()
+		mt.ti = (m + mt.mb - 1) / mt.mb
+		t.walk = t.walk || mt.walk
+		t.mm[t.n] = mt
+		t.end[t.n] = t.tiles() + mt.ti*((mt.n+mt.nb-1)/mt.nb)
+		t.n++
+		work += m * j.Rows * j.Cols
+	}
+	tiles := t.tiles()
+	if work < 1<<15 || !p.acquire() {
+		t.run(0, tiles)
+		return
+	}
+	chunks := tiles // one tile per chunk, as matMulT
+	if t.walk {
+		chunks = p.threads
+	}
+	p.mms = t
+	p.runLocked(tiles, chunks, &p.mms)
+	p.mms = matMulsTask{}
+	p.mu.Unlock()
+}
+
+// maxMatMuls is the most products one MatMulsT runs (a layer's q, k and v).
+const maxMatMuls = 3
+
+// matMulsTask runs a MatMulsT batch over the concatenation of its products' tiles: tiles [end[i-1], end[i])
+// are product i's.
+type matMulsTask struct {
+	mm   [maxMatMuls]matMulTask
+	end  [maxMatMuls]int
+	n    int
+	walk bool // a product walks W (matMulTask.walk): the split is one contiguous share per thread
+}
+
+// tiles is the batch's tile count.
+func (t *matMulsTask) tiles() int {
+	if t.n == 0 {
+		return 0
+	}
+	return t.end[t.n-1]
+}
+
+func (t *matMulsTask) run(lo, hi int) {
+	b0 := 0
+	for i := 0; i < t.n && b0 < hi; i++ {
+		if s, e := max(lo, b0), min(hi, t.end[i]); s < e {
+			t.mm[i].run(s-b0, e-b0)
+		}
+		b0 = t.end[i]
+	}
 }
 
 // matVecsTask runs a MatVecs batch over the concatenation of its jobs'

@@ -71,6 +71,92 @@ func TestMatVecs(t *testing.T) {
 	})
 }
 
+// TestMatMulsT: every product of a MatMulsT batch (q, k and v; gate and up; odd shapes) equals the separate
+// MatMul*T call bit for bit, for 1-67 rows of f32, bf16 and f16 weights, on the AVX-512 tiles and without
+// them, with every pool.
+func TestMatMulsT(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	saved := AVX512()
+	defer SetAVX512(saved)
+	for _, avx512 := range []bool{true, false} {
+		SetAVX512(avx512)
+		for _, p := range pools() {
+			for _, shapes := range [][][2]int{
+				{{576, 576}, {192, 576}, {192, 576}}, // q, k, v
+				{{1536, 576}, {1536, 576}},           // gate, up
+				{{0, 5}, {7, 33}, {130, 70}},
+			} {
+				for _, m := range []int{1, 2, 3, 4, 7, 8, 9, 16, 17, 67} {
+					matMulsTCase(t, r, p, shapes, m)
+				}
+			}
+		}
+	}
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s: no panic", name)
+			}
+		}()
+		f()
+	}
+	mustPanic("two weights", func() {
+		MatMulsT(nil, []MatVecJob{{Y: make([]float32, 2), X: make([]float32, 2), F32: make([]float32, 1), F16: make([]uint16, 1), Rows: 1, Cols: 1}}, 2)
+	})
+	mustPanic("short X", func() {
+		MatMulsT(nil, []MatVecJob{{Y: make([]float32, 4), X: make([]float32, 3), F32: make([]float32, 4), Rows: 2, Cols: 2}}, 2)
+	})
+	mustPanic("four jobs", func() {
+		j := MatVecJob{Y: make([]float32, 2), X: make([]float32, 2), F32: make([]float32, 1), Rows: 1, Cols: 1}
+		MatMulsT(nil, []MatVecJob{j, j, j, j}, 2)
+	})
+}
+
+// matMulsTCase is one TestMatMulsT batch: m rows through products of shapes [rows, cols], the weights' kinds
+// rotating (f32, bf16, f16), products of equal cols sharing one X (as q, k and v do).
+func matMulsTCase(t *testing.T, r *rand.Rand, p *Pool, shapes [][2]int, m int) {
+	t.Helper()
+	for kindOff := 0; kindOff < 3; kindOff++ {
+		jobs := make([]MatVecJob, len(shapes))
+		want := make([][]float32, len(shapes))
+		shared := randF32(r, m*shapes[0][1])
+		for i, sh := range shapes {
+			rows, cols := sh[0], sh[1]
+			x := shared
+			if m*cols != len(shared) {
+				x = randF32(r, m*cols)
+			}
+			j := MatVecJob{Y: make([]float32, m*rows), X: x, Rows: rows, Cols: cols}
+			for k := range j.Y {
+				j.Y[k] = float32(k) // overwritten
+			}
+			want[i] = make([]float32, m*rows)
+			switch (i + kindOff) % 3 {
+			case wF32:
+				j.F32 = randF32(r, rows*cols)
+				MatMulF32T(p, want[i], x, j.F32, m, rows, cols)
+			case wBF16:
+				j.BF16 = toBF16(randF32(r, rows*cols))
+				MatMulBF16T(p, want[i], x, j.BF16, m, rows, cols)
+			case wF16:
+				j.F16 = toF16(r, rows*cols)
+				MatMulF16T(p, want[i], x, j.F16, m, rows, cols)
+			}
+			jobs[i] = j
+		}
+		MatMulsT(p, jobs, m)
+		for i := range jobs {
+			for k, v := range jobs[i].Y {
+				if v != want[i][k] {
+					t.Fatalf("avx512 %v threads %d shapes %v m %d job %d [%d]: got %v, separate call %v",
+						AVX512(), p.Threads(), shapes, m, i, k, v, want[i][k])
+				}
+			}
+		}
+	}
+}
+
 // TestPoolStress runs many small jobs on several pools at once, with work
 // functions that yield (a worker descheduled mid-job), checking coverage.
 func TestPoolStress(t *testing.T) {

@@ -51,6 +51,7 @@ type Pool struct {
 	mv  matVecTask
 	mvs matVecsTask
 	mm  matMulTask
+	mms matMulsTask
 	gb  gemmBTask
 
 	// x reordered for the paired bf16 GEMV (guarded by mu), and per job of

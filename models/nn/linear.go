@@ -70,23 +70,23 @@ func (d *Dense) Forward(p *kernels.Pool, y, x []float32, m int) {
 	AddBias(y, d.Bias, m)
 }
 
-// forwardSharedDense is ForwardShared's dense case: one row (m = 1) through Dense weights runs as one
-// kernels.MatVecs pass (one hand-off to the pool, each thread one contiguous share of the layers' rows, instead
-// of one hand-off per layer), bit for bit the separate Forward calls. It reports false, having done nothing,
-// for anything else.
+// forwardSharedDense is ForwardShared's dense case: Dense weights run as one kernels.MatMulsT pass (one hand-off
+// to the pool instead of one per layer: for one row, each thread one contiguous share of the layers' rows; for
+// more, the layers' tiles numbered one after the other), bit for bit the separate Forward calls. It reports
+// false, having done nothing, for anything else.
 func forwardSharedDense(p *kernels.Pool, jobs *[]kernels.MatVecJob, ys [][]float32, lins []Linear, x []float32, m int) bool {
-	if m != 1 || len(ys) != len(lins) {
+	if m < 1 || len(ys) != len(lins) || (m > 1 && len(lins) > maxShared) { // MatMulsT's limit is maxShared's
 		return false
 	}
 	js := (*jobs)[:0]
 	for i, l := range lins {
 		d, ok := l.(*Dense)
-		if !ok || len(ys[i]) < d.Rows {
+		if !ok || len(ys[i]) < m*d.Rows || len(x) < m*d.Cols {
 			clear(js)
 			*jobs = js
 			return false
 		}
-		j := kernels.MatVecJob{Y: ys[i][:d.Rows], X: x[:d.Cols], Rows: d.Rows, Cols: d.Cols}
+		j := kernels.MatVecJob{Y: ys[i][:m*d.Rows], X: x[:m*d.Cols], Rows: d.Rows, Cols: d.Cols}
 		switch d.DType {
 		case safetensors.BF16:
 			j.BF16 = d.U16
@@ -97,9 +97,9 @@ func forwardSharedDense(p *kernels.Pool, jobs *[]kernels.MatVecJob, ys [][]float
 		}
 		js = append(js, j)
 	}
-	kernels.MatVecs(p, js)
+	kernels.MatMulsT(p, js, m)
 	for i, l := range lins {
-		AddBias(ys[i], l.(*Dense).Bias, 1)
+		AddBias(ys[i], l.(*Dense).Bias, m)
 	}
 	clear(js) // do not keep the weights alive through the buffer
 	*jobs = js[:0]

@@ -188,8 +188,8 @@ func TestQuantizedTiled(t *testing.T) {
 }
 
 // TestForwardSharedDense: q, k and v shapes (with a bias on one) of f32, bf16 and f16 weights through
-// ForwardShared give each layer's own Forward bit for bit, for one row (the shared pass) and for three (one
-// Forward each), with the pool and without.
+// ForwardShared give each layer's own Forward bit for bit, for one row (kernels.MatVecs) and for three and
+// eight (kernels.MatMulsT), with the pool and without.
 func TestForwardSharedDense(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	const cols = 192 // 128 rows × 192 columns: past MatVecs' inline threshold, so the pool splits the pass
@@ -208,7 +208,7 @@ func TestForwardSharedDense(t *testing.T) {
 			lins[i] = d
 		}
 		for _, p := range []*kernels.Pool{nil, kernels.NewPool(2)} {
-			for _, m := range []int{1, 3} {
+			for _, m := range []int{1, 3, 8} {
 				x := normals(rng, m*cols)
 				ys, want := make([][]float32, len(rows)), make([][]float32, len(rows))
 				for i, r := range rows {

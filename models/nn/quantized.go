@@ -31,7 +31,7 @@ const maxShared = 3
 
 // ForwardShared runs each lins[i].Forward(p, ys[i], x, m), for linears that all take x: when they are all
 // Quantized weights whose products can share x's quantisation and pool job (quant.MatMulTShared), as one
-// product, and one row through Dense weights as one pool pass (forwardSharedDense), bit for bit the same,
+// product, and Dense weights as one pool pass (forwardSharedDense), bit for bit the same,
 // otherwise one Forward each. jobs is the caller's reused buffer for the dense pass.
 func ForwardShared(p *kernels.Pool, jobs *[]kernels.MatVecJob, ys [][]float32, lins []Linear, x []float32, m int) {
 	if forwardSharedDense(p, jobs, ys, lins, x, m) {
