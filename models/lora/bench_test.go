@@ -53,16 +53,22 @@ var smolModules = [][2]int{{576, 576}, {576, 192}, {576, 192}, {576, 576}, {576,
 // rank-16 bf16 adapters on all seven projections of 30 layers, each module's segments through Batch.Apply on a
 // pool of one or two threads, as llama.applyDeltas runs them. The adapters (78 MB for 8) do not fit the caches,
 // so every step reads them from memory: adapter-GB/s is their bytes over the step's time. threads=1/rows=2 is one
-// adapter (9.8 MB), which stays in cache between steps: the kernels' own speed.
+// adapter (9.8 MB), which stays in cache between steps: the kernels' own speed. shared=true runs q, k and v (and
+// gate and up) through one Batch.ApplyShared each, as llama.linearsShared does.
 func BenchmarkBatchStep(b *testing.B) {
 	for _, c := range []struct{ threads, rows, adapters int }{{1, 2, 1}, {1, 16, 8}, {2, 16, 8}, {2, 64, 32}} {
-		b.Run(fmt.Sprintf("threads=%d/rows=%d/adapters=%d", c.threads, c.rows, c.adapters), func(b *testing.B) {
-			benchBatchStep(b, c.threads, c.rows, c.adapters)
-		})
+		for _, shared := range []bool{false, true} {
+			b.Run(fmt.Sprintf("threads=%d/rows=%d/adapters=%d/shared=%v", c.threads, c.rows, c.adapters, shared), func(b *testing.B) {
+				benchBatchStep(b, c.threads, c.rows, c.adapters, shared)
+			})
+		}
 	}
 }
 
-func benchBatchStep(b *testing.B, threads, rows, nAdapters int) {
+// smolShared is the modules of smolModules that share x, in the order a layer runs them.
+var smolShared = [][]int{{0, 1, 2}, {3}, {4, 5}, {6}}
+
+func benchBatchStep(b *testing.B, threads, rows, nAdapters int, shared bool) {
 	const layers, r = 30, 16
 	rng := rand.New(rand.NewPCG(3, 3))
 	bf := func(n int) []uint16 {
@@ -84,6 +90,12 @@ func benchBatchStep(b *testing.B, threads, rows, nAdapters int) {
 		}
 	}
 	x, y := make([]float32, rows*1536), make([]float32, rows*1536)
+	ys := [][]float32{y, make([]float32, rows*1536), make([]float32, rows*1536)}
+	segsOf := make([][]Segment, len(smolModules))
+	for m := range segsOf {
+		segsOf[m] = make([]Segment, nAdapters)
+	}
+	var ts []Target
 	for i := range x {
 		x[i] = float32(rng.NormFloat64())
 	}
@@ -93,6 +105,23 @@ func benchBatchStep(b *testing.B, threads, rows, nAdapters int) {
 	per := rows / nAdapters
 	b.ResetTimer()
 	for b.Loop() {
+		if shared {
+			for l := range layers {
+				for _, g := range smolShared {
+					ts = ts[:0]
+					for k, m := range g {
+						io := smolModules[m]
+						for a := range nAdapters {
+							segsOf[m][a] = Segment{Start: a * per, N: per, F: fs[l*len(smolModules)+m][a]}
+						}
+						ts = append(ts, Target{Y: ys[k][:rows*io[1]], Out: io[1], Segs: segsOf[m]})
+					}
+					in := smolModules[g[0]][0]
+					bt.ApplyShared(pool, x[:rows*in], in, ts)
+				}
+			}
+			continue
+		}
 		for i, mf := range fs {
 			io := smolModules[i%len(smolModules)]
 			for a := range segs {
