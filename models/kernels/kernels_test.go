@@ -356,23 +356,25 @@ func TestPoolFor(t *testing.T) {
 	}
 }
 
+// mustPanic reports an error unless f panics (a caller's programming error the kernels must refuse).
+func mustPanic(t *testing.T, name string, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Errorf("%s did not panic", name)
+		}
+	}()
+	f()
+}
+
 func TestPanicsOnBadLengths(t *testing.T) {
-	mustPanic := func(name string, f func()) {
-		t.Helper()
-		defer func() {
-			if recover() == nil {
-				t.Errorf("%s did not panic", name)
-			}
-		}()
-		f()
-	}
-	mustPanic("Dot", func() { Dot(make([]float32, 2), make([]float32, 3)) })
-	mustPanic("MatVecF32", func() { MatVecF32(nil, make([]float32, 2), make([]float32, 5), make([]float32, 3), 2, 3) })
-	mustPanic("MatMulF32T", func() { MatMulF32T(nil, make([]float32, 3), make([]float32, 6), make([]float32, 6), 2, 2, 3) })
-	mustPanic("Gemm", func() {
+	mustPanic(t, "Dot", func() { Dot(make([]float32, 2), make([]float32, 3)) })
+	mustPanic(t, "MatVecF32", func() { MatVecF32(nil, make([]float32, 2), make([]float32, 5), make([]float32, 3), 2, 3) })
+	mustPanic(t, "MatMulF32T", func() { MatMulF32T(nil, make([]float32, 3), make([]float32, 6), make([]float32, 6), 2, 2, 3) })
+	mustPanic(t, "Gemm", func() {
 		Gemm(nil, false, false, 2, 2, 2, 1, make([]float32, 3), 2, make([]float32, 4), 2, 0, make([]float32, 4), 2)
 	})
-	mustPanic("RoPE", func() { RoPE(make([]float32, 6), 1, 3, make([]float32, 2)) })
+	mustPanic(t, "RoPE", func() { RoPE(make([]float32, 6), 1, 3, make([]float32, 2)) })
 }
 
 func TestExpKernelsExtremes(t *testing.T) {

@@ -54,19 +54,10 @@ func TestMatVecs(t *testing.T) {
 			}
 		}
 	}
-	mustPanic := func(name string, f func()) {
-		t.Helper()
-		defer func() {
-			if recover() == nil {
-				t.Errorf("%s: no panic", name)
-			}
-		}()
-		f()
-	}
-	mustPanic("two weights", func() {
+	mustPanic(t, "two weights", func() {
 		MatVecs(nil, []MatVecJob{{Y: make([]float32, 1), X: make([]float32, 1), F32: make([]float32, 1), F16: make([]uint16, 1), Rows: 1, Cols: 1}})
 	})
-	mustPanic("short W", func() {
+	mustPanic(t, "short W", func() {
 		MatVecs(nil, []MatVecJob{{Y: make([]float32, 2), X: make([]float32, 2), F32: make([]float32, 3), Rows: 2, Cols: 2}})
 	})
 }
@@ -92,22 +83,13 @@ func TestMatMulsT(t *testing.T) {
 			}
 		}
 	}
-	mustPanic := func(name string, f func()) {
-		t.Helper()
-		defer func() {
-			if recover() == nil {
-				t.Errorf("%s: no panic", name)
-			}
-		}()
-		f()
-	}
-	mustPanic("two weights", func() {
+	mustPanic(t, "two weights", func() {
 		MatMulsT(nil, []MatVecJob{{Y: make([]float32, 2), X: make([]float32, 2), F32: make([]float32, 1), F16: make([]uint16, 1), Rows: 1, Cols: 1}}, 2)
 	})
-	mustPanic("short X", func() {
+	mustPanic(t, "short X", func() {
 		MatMulsT(nil, []MatVecJob{{Y: make([]float32, 4), X: make([]float32, 3), F32: make([]float32, 4), Rows: 2, Cols: 2}}, 2)
 	})
-	mustPanic("four jobs", func() {
+	mustPanic(t, "four jobs", func() {
 		j := MatVecJob{Y: make([]float32, 2), X: make([]float32, 2), F32: make([]float32, 1), Rows: 1, Cols: 1}
 		MatMulsT(nil, []MatVecJob{j, j, j, j}, 2)
 	})

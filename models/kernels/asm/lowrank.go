@@ -76,13 +76,7 @@ func lowRank(rows int) {
 	JZ(LabelRef("reduce"))
 	lrShrinkStep(rows, true)
 	Label("reduce")
-	for i := 0; i < rows*lrCols; i++ {
-		z, y, x := zregs[i], yregs[i], xregs[i]
-		VEXTRACTF64X4(U8(1), z, Y31)
-		VADDPS(Y31, y, y)
-		VEXTRACTF32X4(U8(1), y, X31)
-		VADDPS(X31, x, x)
-	}
+	foldLanes(rows * lrCols)
 	Load(Param("r"), RCX)
 	SHLQ(U8(2), RCX)
 	for r := 0; r < rows; r++ {

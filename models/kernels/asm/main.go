@@ -278,16 +278,22 @@ func step(f family, rows, cols int, masked bool) {
 	}
 }
 
-// reduceStore sums the 16 lanes of every accumulator and writes row r's cols sums to C[r, 0:cols] (adding
-// the old values when acc != 0) with a masked store.
-func reduceStore(rows, cols int) {
-	for i := 0; i < rows*cols; i++ {
+// foldLanes folds the 16 lanes of accumulators 0..n-1 to 4 (upper halves added to lower, twice), in place in
+// their xmm parts.
+func foldLanes(n int) {
+	for i := 0; i < n; i++ {
 		z, y, x := zregs[i], yregs[i], xregs[i]
 		VEXTRACTF64X4(U8(1), z, Y31)
 		VADDPS(Y31, y, y)
 		VEXTRACTF32X4(U8(1), y, X31)
 		VADDPS(X31, x, x)
 	}
+}
+
+// reduceStore sums the 16 lanes of every accumulator and writes row r's cols sums to C[r, 0:cols] (adding
+// the old values when acc != 0) with a masked store.
+func reduceStore(rows, cols int) {
+	foldLanes(rows * cols)
 	Load(Param("c"), RAX)
 	Load(Param("ldc"), RBX)
 	SHLQ(U8(2), RBX)
