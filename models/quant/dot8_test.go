@@ -247,6 +247,39 @@ func BenchmarkDot8DRAM(b *testing.B) {
 	}
 }
 
+// BenchmarkDot8L2 times the dot kernels on one thread on weights whose dot layout fits in L2 (1536 × 576, a
+// gate projection: 442 KB of NF4 codes) or L1 (64 × 576), for 1 to 16 rows of x: the compute-bound case of
+// batched decode, quantisation and pool included. MAC/ns is weight elements times x rows per nanosecond (on a
+// Zen 1 core at ~2.9 GHz the AVX2 kernels' floor for NF4 and int8 is ~23: two integer multiplies per 32 products
+// on one pipe; see dotY in asm/).
+func BenchmarkDot8L2(b *testing.B) {
+	r := rand.New(rand.NewSource(5))
+	nf4, _ := Quantize4(NF4, randW(r, 1536*576, 0.05), []int{1536, 576}, 64, false)
+	q40, _ := Quantize4(NF4, randW(r, 1536*576, 0.05), []int{1536, 576}, 32, false)
+	q40.Type, q40.Code = Q4_0, q40Code
+	i8, _ := Quantize8(randW(r, 1536*576, 0.05), []int{1536, 576})
+	l1, _ := Quantize4(NF4, randW(r, 64*576, 0.05), []int{64, 576}, 64, false)
+	p := kernels.NewPool(1)
+	for _, w := range []struct {
+		name string
+		q    *Weight
+	}{{"nf4", nf4}, {"q4_0", q40}, {"int8", i8}, {"nf4-L1", l1}} {
+		if !w.q.useDot8() {
+			b.Skip("the dot kernels do not run here")
+		}
+		for _, m := range []int{1, 4, 8, 16} {
+			x := randW(r, m*w.q.Cols(), 1)
+			y := make([]float32, m*w.q.Rows())
+			b.Run(fmt.Sprintf("%s/m=%d", w.name, m), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					w.q.MatMulT(p, y, x, m)
+				}
+				b.ReportMetric(float64(b.N)*float64(m*w.q.Elems())/float64(b.Elapsed().Nanoseconds()), "MAC/ns")
+			})
+		}
+	}
+}
+
 // TestDot8BatchInvariant: with the dot kernels (VNNI and AVX2) a row of x gets bit-identical products whatever the number of rows
 // it is multiplied with (1, a chunk of up to dotK, several chunks, a split quantisation): every row's sums are
 // made in the same order, so a sequence decoded alone and inside a batch gets the same logits.

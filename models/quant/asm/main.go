@@ -692,6 +692,16 @@ func bcastConst(v uint32) reg.VecVirtual {
 // the chunk the k rows belong to (the stride of the interleaved x blocks). Up to maxY/2 rows both half tiles
 // are summed in one pass over the codes (decode streams them from DRAM: two passes read each line twice), for
 // more rows each half tile is a pass of its own (the accumulators of both would not fit in 16 registers).
+//
+// On a Zen 1 core (measured, session 9) a 256-bit VPMADDUBSW or VPMADDWD takes the one integer-multiply pipe
+// for 2 cycles, so the floor of L4 and B8 is 4 cycles per quad and x row (8 rows × 4 columns), ~23 products/ns
+// at 2.9 GHz; VPSIGNB may use that pipe too, VPSHUFB, VCVTDQ2PS and FMA do not. These kernels reach ~17 (~75%):
+// the quad's five instructions per row run at the floor, the per-block float part (convert, scale, FMA) costs
+// ~10% and the decode of the codes little. Tried and measured without an end-to-end gain: up to 8 rows per pass
+// with the float sums on the stack (the decode shared by more rows: no change at 8 and 16 rows, slower at 3–4),
+// and VPSHUFB from a ±x layout in place of VPSIGNB (branch h3-pm-shuffle: −3 to −5% cycles in a looped block,
+// within noise in the step). Dropping the VPMADDWD per quad needs a block's eight quads of pair sums to fit int16
+// together, exact only for Q4_0's unsigned 4-bit codes (8 · 3810 = 30480).
 func dotY(k int, kind dotKind) {
 	name := fmt.Sprintf("dot%sy%d", kind.name, k)
 	TEXT(name, NOSPLIT, dotSigY)

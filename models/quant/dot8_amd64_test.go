@@ -1,0 +1,37 @@
+//go:build amd64 && !purego
+
+package quant
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkDotYKernel calls the AVX2 dot kernels directly on codes in L1 (4 tiles × 18 blocks), without the
+// quantisation and the pool around them, for each layout (kind: dotL4, dotQ4, dotB8) and row count.
+func BenchmarkDotYKernel(b *testing.B) {
+	if !useAVX2 {
+		b.Skip("no AVX2")
+	}
+	const tiles, nb = 4, 18
+	codes := make([]byte, tiles*nb*512)
+	for i := range codes {
+		codes[i] = byte(i * 7)
+	}
+	scales := make([]float32, tiles*nb*16)
+	xq := make([]byte, dotKY*nb*32)
+	xs := make([]float32, dotKY*nb)
+	xc := make([]int32, dotKY*nb)
+	y := make([]float32, dotKY*tiles*16)
+	var lut [16]byte
+	for kind := range 3 {
+		for k := 1; k <= dotKY; k++ {
+			b.Run(fmt.Sprintf("kind=%d/k=%d", kind, k), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					dotKernelsY[kind][k-1](&y[0], tiles*16, &codes[0], &scales[0], &xq[0], &xs[0], &xc[0], &lut[0], tiles, nb, 1, k)
+				}
+				b.ReportMetric(float64(b.N)*float64(k*tiles*16*nb*32)/float64(b.Elapsed().Nanoseconds()), "MAC/ns")
+			})
+		}
+	}
+}
