@@ -65,10 +65,14 @@ func (t *matVecTask) run(lo, hi int) {
 	}
 }
 
+// matVecInline is the size (rows×cols) under which a matrix-vector product runs inline on its caller, without
+// the pool (and, bf16, without reordering x for the paired kernel).
+const matVecInline = 1 << 14
+
 // matVec runs t over the pool; small matrices run inline.
 func (p *Pool) matVec(t matVecTask) {
 	blocks := (t.rows + matVecBlock - 1) / matVecBlock
-	if t.rows*t.cols < 1<<14 || p == nil || !p.mu.TryLock() {
+	if t.rows*t.cols < matVecInline || p == nil || !p.mu.TryLock() {
 		t.run(0, blocks)
 		return
 	}

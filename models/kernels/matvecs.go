@@ -30,7 +30,7 @@ func MatVecs(p *Pool, jobs []MatVecJob) {
 		blocks += (j.Rows + matVecBlock - 1) / matVecBlock
 	}
 	t := matVecsTask{jobs: jobs}
-	if total < 1<<14 || p == nil || !p.mu.TryLock() {
+	if total < matVecInline || p == nil || !p.mu.TryLock() {
 		t.run(0, blocks)
 		return
 	}
@@ -184,10 +184,12 @@ func (t *matVecsTask) run(lo, hi int) {
 
 // permuteJobs reorders the X of every bf16 job for the paired kernel into
 // the pool's scratch (jobs sharing one X share one copy). p.mu must be held.
+// A job under matVecInline keeps its X as it is: alone it would run inline
+// with the unpaired kernel, and the batch must give its result bit for bit.
 func (p *Pool) permuteJobs(jobs []MatVecJob) [][]float32 {
 	bf := false
 	for i := range jobs {
-		if jobs[i].BF16 != nil && jobs[i].Cols > 0 {
+		if pairedJob(&jobs[i]) {
 			bf = true
 		}
 	}
@@ -203,7 +205,7 @@ func (p *Pool) permuteJobs(jobs []MatVecJob) [][]float32 {
 	for i := range jobs {
 		xps[i] = nil
 		j := &jobs[i]
-		if j.BF16 == nil || j.Cols == 0 {
+		if !pairedJob(j) {
 			continue
 		}
 		for k := 0; k < i; k++ {
@@ -217,4 +219,10 @@ func (p *Pool) permuteJobs(jobs []MatVecJob) [][]float32 {
 		}
 	}
 	return xps
+}
+
+// pairedJob reports whether a MatVecs job runs the paired bf16 kernel (x reordered) when the batch runs on the
+// pool: as MatVecBF16 alone, a bf16 product of at least matVecInline weights.
+func pairedJob(j *MatVecJob) bool {
+	return j.BF16 != nil && j.Cols > 0 && j.Rows*j.Cols >= matVecInline
 }
