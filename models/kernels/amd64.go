@@ -188,107 +188,124 @@ func siluMul(y, gate, up []float32) {
 	copy(y[n8:], t[:])
 }
 
-// matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ: 3×4 tiles
-// over K chunks of mmK (the X rows and W rows of a tile stay in L1), the
-// leftover one or two rows with the 2×4 tile (one row: the same row twice),
-// then the K tail (k % 8 or k % 16) of those tiles, then the edge columns
-// (n % 4) with the 4-row GEMV kernels.
+// AVX2 tiles (kernels_gen_amd64.s, mmT{rows}x{cols}{type}): up to avxRows rows of X by avxCols rows of W over K
+// chunks that are multiples of 16.
+const (
+	avxRows = 4
+	avxCols = 3
+	// avxK bounds a K chunk (the chunks of a product split its K evenly): a tile's X rows and W rows stay in L1
+	avxK = 768
+)
+
+var avxF32Tiles = [avxCols][avxRows]tileF32Func{
+	{mmT1x1F32, mmT2x1F32, mmT3x1F32, mmT4x1F32},
+	{mmT1x2F32, mmT2x2F32, mmT3x2F32, mmT4x2F32},
+	{mmT1x3F32, mmT2x3F32, mmT3x3F32, mmT4x3F32},
+}
+
+// avxBF16Tiles read X in permuteBF16's order (matMulTask.xp).
+var avxBF16Tiles = [avxCols][avxRows]tile16Func{
+	{mmT1x1BF16, mmT2x1BF16, mmT3x1BF16, mmT4x1BF16},
+	{mmT1x2BF16, mmT2x2BF16, mmT3x2BF16, mmT4x2BF16},
+	{mmT1x3BF16, mmT2x3BF16, mmT3x3BF16, mmT4x3BF16},
+}
+
+var avxF16Tiles = [avxCols][avxRows]tile16Func{
+	{mmT1x1F16, mmT2x1F16, mmT3x1F16, mmT4x1F16},
+	{mmT1x2F16, mmT2x2F16, mmT3x2F16, mmT4x2F16},
+	{mmT1x3F16, mmT2x3F16, mmT3x3F16, mmT4x3F16},
+}
+
+// avxTiles reports whether t runs the AVX2 tiles (else the edge dot products do all of it).
+func (t *matMulTask) avxTiles() bool {
+	return t.gen == 0 && useAVX2 && (t.kind != wF16 || hasF16C) && t.k >= 16
+}
+
+// permuteX sets t.xp to X's rows in permuteBF16's order (the first k&^15 columns, rows k&^15 floats apart) in
+// *buf, when t runs the AVX2 bf16 tiles; it reports whether it did.
+func (t *matMulTask) permuteX(buf *[]float32) bool {
+	if t.kind != wBF16 || !t.avxTiles() {
+		return false
+	}
+	k16 := t.k &^ 15
+	xp := growF32(buf, t.m*k16)
+	for i := 0; i < t.m; i++ {
+		x, d := t.x[i*t.ldx:i*t.ldx+k16], xp[i*k16:(i+1)*k16]
+		for b := 0; b < k16; b += 16 {
+			for j := 0; j < 8; j++ {
+				d[b+j] = x[b+2*j]
+				d[b+8+j] = x[b+2*j+1]
+			}
+		}
+	}
+	t.xp = xp
+	return true
+}
+
+// matMulTile computes Y rows [i0, i1) × columns [j0, j1) of X·Wᵀ with the AVX2 tiles: groups of up to avxRows
+// rows of X outside, avxCols rows of W inside, over K chunks (the first row group prefetches the next tile's
+// W rows: the first pass over a block streams W from memory, the later ones find it in L2), then the K tail
+// (k % 16) in Go. Every element is summed in the same order whatever the number of rows. Without the tiles
+// (no AVX2, K < 16) the edge dot products compute everything.
 func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	if t.gen != 0 {
 		matMulTileGen(t, i0, i1, j0, j1)
 		return
 	}
-	k := t.k
-	k8 := k &^ 7
-	if !useAVX2 || (t.kind == wF16 && !hasF16C) || k8 == 0 {
-		iq, jq := i0, j0
-		matMulEdges(t, i0, i1, j0, j1, iq, jq)
+	if !t.avxTiles() {
+		matMulEdges(t, i0, i1, j0, j1, i0, j0)
 		return
 	}
-	ldy, ldx, ldw := t.ldy, t.ldx, t.ldw
-	iq := i0 + (i1-i0)/3*3 // end of full row triples
-	jq := j0 + (j1-j0)/4*4 // end of full column quads
-	// lx, ly: strides of the leftover rows (0: one row through the 2×4 tile)
-	lx, ly := ldx, ldy
-	if i1-iq == 1 {
-		lx, ly = 0, 0
+	k := t.k
+	k16 := k &^ 15
+	x, ldx := t.x, t.ldx
+	esz := 4
+	if t.kind != wF32 {
+		esz = 2
 	}
-	for kb := 0; kb < k8; kb += mmK {
-		kc := min(mmK, k8-kb)
+	if t.kind == wBF16 {
+		x, ldx = t.xp, k16
+	}
+	ldy, ldw := t.ldy, t.ldw
+	chunks := (k16 + avxK - 1) / avxK
+	step := (k16/chunks + 15) &^ 15
+	for kb := 0; kb < k16; kb += step {
+		kc := min(step, k16-kb)
 		acc := 0
 		if kb > 0 || t.accum {
 			acc = 1
 		}
-		// row triples outer: the first pass streams the W block from
-		// memory, the others find it in L2 (a W-quad-outer order is 8%
-		// faster when W is cache resident but 10-25% slower when it comes
-		// from DRAM, as in decoding)
-		// (the first pass prefetches the next W quad as it goes)
-		for i := i0; i < iq; i += 3 {
-			for j := j0; j < jq; j += 4 {
-				t.tile3x4(i == i0, i, j, kb, kc, acc)
+		for i := i0; i < i1; i += avxRows {
+			nr := min(avxRows, i1-i)
+			pf := 0
+			if i == i0 {
+				pf = avxCols * ldw * esz
 			}
-		}
-		if iq < i1 {
-			for j := j0; j < jq; j += 4 {
-				t.tile2x4(iq, j, kb, kc, lx, ly, acc)
+			xi := &x[i*ldx+kb]
+			for j := j0; j < j1; j += avxCols {
+				nc := min(avxCols, j1-j)
+				c := &t.y[i*ldy+j]
+				switch t.kind {
+				case wF32:
+					avxF32Tiles[nc-1][nr-1](xi, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc, pf)
+				case wBF16:
+					avxBF16Tiles[nc-1][nr-1](xi, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc, pf)
+				default:
+					avxF16Tiles[nc-1][nr-1](xi, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc, pf)
+				}
 			}
 		}
 	}
-	if k8 < k { // K tail of the tiled part
+	if k16 < k { // K tail
 		for i := i0; i < i1; i++ {
-			for j := j0; j < jq; j++ {
+			for j := j0; j < j1; j++ {
 				s := t.y[i*ldy+j]
-				for l := k8; l < k; l++ {
-					s += t.x[i*ldx+l] * t.weight(j*ldw+l)
+				for l := k16; l < k; l++ {
+					s += t.x[i*t.ldx+l] * t.weight(j*ldw+l)
 				}
 				t.y[i*ldy+j] = s
 			}
 		}
-	}
-	matMulEdges(t, i0, i1, j0, j1, i1, jq)
-}
-
-// tile3x4 runs the 3×4 tile at X row i, W row j over K columns [kb, kb+kc);
-// pf selects the kernel that prefetches the next W quad.
-func (t *matMulTask) tile3x4(pf bool, i, j, kb, kc, acc int) {
-	ldy, ldx, ldw := t.ldy, t.ldx, t.ldw
-	xp := &t.x[i*ldx+kb]
-	c := &t.y[i*ldy+j]
-	if pf { // AVX2 prefetching tile: m=8 over a DRAM-resident W, one thread, f32 54 -> 67-72 GFLOP/s, bf16 55-62 -> 95
-		switch t.kind {
-		case wF32:
-			mmTile3x4F32PF(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
-		case wBF16:
-			mmTile3x4BF16PF(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-		case wF16:
-			mmTile3x4F16PF(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-		}
-		return
-	}
-	switch t.kind {
-	case wF32:
-		mmTile3x4F32(xp, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc)
-	case wBF16:
-		mmTile3x4BF16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-	case wF16:
-		mmTile3x4F16(xp, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc)
-	}
-}
-
-// tile2x4 runs the 2×4 tile at X row i, W row j with X/Y row strides lx, ly
-// (0, 0: one row).
-func (t *matMulTask) tile2x4(i, j, kb, kc, lx, ly, acc int) {
-	ldw := t.ldw
-	xp := &t.x[i*t.ldx+kb]
-	c := &t.y[i*t.ldy+j]
-	switch t.kind {
-	case wF32:
-		mmTile2x4F32(xp, lx, &t.wf[j*ldw+kb], ldw, kc, c, ly, acc)
-	case wBF16:
-		mmTile2x4BF16(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
-	case wF16:
-		mmTile2x4F16(xp, lx, &t.wh[j*ldw+kb], ldw, kc, c, ly, acc)
 	}
 }
 

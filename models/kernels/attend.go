@@ -91,5 +91,8 @@ func scoresRun(kind int, s []float32, lds int, q []float32, m, d int, wf []float
 	t.mb, t.nb = mmRows, mmCols
 	t.prepare()
 	t.ti = (t.m + t.mb - 1) / t.mb
+	buf := gemmScratch.Get().(*[]float32)
+	t.permuteX(buf)
 	t.run(0, t.ti*((t.n+t.nb-1)/t.nb))
+	gemmScratch.Put(buf)
 }

@@ -36,11 +36,16 @@
 //     Zen 5 (batch 8 and prefill), slowed decode, and had 30× its error
 //     (a bf16 greedy golden diverged); X rounded to one bf16 is 2⁸ times
 //     coarser. README "Kernels by instruction set" has the figures.
-//   - X·Wᵀ without AVX-512 (MatMul*T, Gemm NT): a 3×4 register tile of dot
-//     products over K chunks of 512, 8 lanes wide, and a 2×4 tile for the
-//     one or two rows left over; weights converted in registers, nothing
-//     packed. The first row pass over a
-//     block prefetches the next W quad (decode batches read W from DRAM).
+//   - X·Wᵀ without AVX-512 (MatMul*T, Gemm NT): register tiles of up to 4
+//     rows of X by 3 rows of W (every smaller shape too, so no edge loops)
+//     over K chunks of at most 768 split evenly, 16 columns per step, 8 lanes
+//     wide; weights converted in registers, nothing packed; bf16 reads X
+//     reordered once per product (even columns, then odd, per 16) so that a
+//     32-byte load of 16 weights widens by one shift and one mask. Every
+//     shape sums an element in the same order, so a batch row's result does
+//     not depend on the batch size (m ≥ 2; one row takes the GEMV). The
+//     first row pass over a block prefetches the next tile's W rows (decode
+//     batches read W from DRAM).
 //   - Gemm NN and TN: a 6×16 (AVX2) or 6×32 (AVX-512) broadcast tile over a
 //     packed K×64 panel of B; A is read in place (TN: stride lda per K step).
 //   - Softmax and SiLUMul use a Cephes-style polynomial exp over 8 lanes.

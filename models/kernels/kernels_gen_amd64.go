@@ -374,21 +374,6 @@ func fmaF32Rows(x *float32, w *float32, ldw int, k int, y *float32, rows int, pf
 //go:noescape
 func fmaBF16Rows(x *float32, w *uint16, ldw int, k int, y *float32, rows int, pf int)
 
-// mmTile3x4F32 is the AVX2 3×4 tile of F32 weights (generated).
-//
-//go:noescape
-func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-// mmTile3x4F32PF is the AVX2 3×4 tile of F32 weights (generated).
-//
-//go:noescape
-func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
-// mmTile2x4F32 is the AVX2 2×4 tile of F32 weights (generated).
-//
-//go:noescape
-func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-
 // matVec4F32 is the AVX2 four-row matrix-vector kernel of F32 weights (generated).
 //
 //go:noescape
@@ -403,21 +388,6 @@ func matVec4F32PF(w *float32, stride int, x *float32, n int, y *float32)
 //
 //go:noescape
 func matVecRowsF32(w *float32, x *float32, n int, rows int, y *float32)
-
-// mmTile3x4BF16 is the AVX2 3×4 tile of BF16 weights (generated).
-//
-//go:noescape
-func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-// mmTile3x4BF16PF is the AVX2 3×4 tile of BF16 weights (generated).
-//
-//go:noescape
-func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-// mmTile2x4BF16 is the AVX2 2×4 tile of BF16 weights (generated).
-//
-//go:noescape
-func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
 
 // matVec4BF16 is the AVX2 four-row matrix-vector kernel of BF16 weights (generated).
 //
@@ -434,21 +404,6 @@ func matVec4BF16PF(w *uint16, stride int, xp *float32, n int, y *float32)
 //go:noescape
 func matVecRowsBF16P(w *uint16, xp *float32, n int, rows int, y *float32)
 
-// mmTile3x4F16 is the AVX2 3×4 tile of F16 weights (generated).
-//
-//go:noescape
-func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-// mmTile3x4F16PF is the AVX2 3×4 tile of F16 weights (generated).
-//
-//go:noescape
-func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
-// mmTile2x4F16 is the AVX2 2×4 tile of F16 weights (generated).
-//
-//go:noescape
-func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-
 // matVec4F16 is the AVX2 four-row matrix-vector kernel of F16 weights (generated).
 //
 //go:noescape
@@ -463,6 +418,186 @@ func matVec4F16PF(w *uint16, stride int, x *float32, n int, y *float32)
 //
 //go:noescape
 func matVecRowsF16(w *uint16, x *float32, n int, rows int, y *float32)
+
+// mmT1x1F32 is the AVX2 1×1 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT1x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x1F32 is the AVX2 2×1 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT2x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x1F32 is the AVX2 3×1 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT3x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x1F32 is the AVX2 4×1 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT4x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x2F32 is the AVX2 1×2 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT1x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x2F32 is the AVX2 2×2 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT2x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x2F32 is the AVX2 3×2 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT3x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x2F32 is the AVX2 4×2 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT4x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x3F32 is the AVX2 1×3 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT1x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x3F32 is the AVX2 2×3 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT2x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x3F32 is the AVX2 3×3 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT3x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x3F32 is the AVX2 4×3 tile of F32 weights (generated).
+//
+//go:noescape
+func mmT4x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x1BF16 is the AVX2 1×1 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT1x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x1BF16 is the AVX2 2×1 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT2x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x1BF16 is the AVX2 3×1 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT3x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x1BF16 is the AVX2 4×1 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT4x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x2BF16 is the AVX2 1×2 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT1x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x2BF16 is the AVX2 2×2 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT2x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x2BF16 is the AVX2 3×2 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT3x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x2BF16 is the AVX2 4×2 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT4x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x3BF16 is the AVX2 1×3 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT1x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x3BF16 is the AVX2 2×3 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT2x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x3BF16 is the AVX2 3×3 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT3x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x3BF16 is the AVX2 4×3 tile of BF16 weights (generated).
+//
+//go:noescape
+func mmT4x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x1F16 is the AVX2 1×1 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT1x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x1F16 is the AVX2 2×1 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT2x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x1F16 is the AVX2 3×1 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT3x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x1F16 is the AVX2 4×1 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT4x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x2F16 is the AVX2 1×2 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT1x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x2F16 is the AVX2 2×2 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT2x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x2F16 is the AVX2 3×2 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT3x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x2F16 is the AVX2 4×2 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT4x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT1x3F16 is the AVX2 1×3 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT1x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT2x3F16 is the AVX2 2×3 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT2x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT3x3F16 is the AVX2 3×3 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT3x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+
+// mmT4x3F16 is the AVX2 4×3 tile of F16 weights (generated).
+//
+//go:noescape
+func mmT4x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
 
 // dotAVX2 is the AVX2 dot kernel (generated).
 //

@@ -14814,266 +14814,6 @@ done:
 	VZEROUPPER
 	RET
 
-// func mmTile3x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mmTile3x4F32(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	LEAQ   (R8)(AX*1), R9
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x04, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	SHLQ   $0x02, AX
-	MOVQ   AX, BX
-	MOVQ   k+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-
-loop:
-	VMOVUPS      (SI), Y12
-	VMOVUPS      (R8), Y13
-	VMOVUPS      (R9), Y14
-	VMOVUPS      (DI), Y15
-	VFMADD231PS  Y12, Y15, Y0
-	VFMADD231PS  Y13, Y15, Y4
-	VFMADD231PS  Y14, Y15, Y8
-	VMOVUPS      (R10), Y15
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VFMADD231PS  Y14, Y15, Y9
-	VMOVUPS      (R11), Y15
-	VFMADD231PS  Y12, Y15, Y2
-	VFMADD231PS  Y13, Y15, Y6
-	VFMADD231PS  Y14, Y15, Y10
-	VMOVUPS      (R12), Y15
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	VFMADD231PS  Y14, Y15, Y11
-	ADDQ         $0x20, SI
-	ADDQ         $0x20, R8
-	ADDQ         $0x20, R9
-	ADDQ         $0x20, DI
-	ADDQ         $0x20, R10
-	ADDQ         $0x20, R11
-	ADDQ         $0x20, R12
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	VHADDPS      Y9, Y8, Y8
-	VHADDPS      Y11, Y10, Y10
-	VHADDPS      Y10, Y8, Y8
-	VEXTRACTF128 $0x01, Y8, X12
-	VADDPS       X12, X8, X8
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	LEAQ         (CX)(BX*1), DX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-	VADDPS       (DX), X8, X8
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VMOVUPS X8, (DX)
-	VZEROUPPER
-	RET
-
-// func mmTile3x4F32PF(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3, MMX+
-TEXT ·mmTile3x4F32PF(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	LEAQ   (R8)(AX*1), R9
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x04, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	SHLQ   $0x02, AX
-	MOVQ   AX, BX
-	MOVQ   k+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-
-loop:
-	PREFETCHT0   (DI)(BX*1)
-	PREFETCHT0   (R10)(BX*1)
-	PREFETCHT0   (R11)(BX*1)
-	PREFETCHT0   (R12)(BX*1)
-	VMOVUPS      (SI), Y12
-	VMOVUPS      (R8), Y13
-	VMOVUPS      (R9), Y14
-	VMOVUPS      (DI), Y15
-	VFMADD231PS  Y12, Y15, Y0
-	VFMADD231PS  Y13, Y15, Y4
-	VFMADD231PS  Y14, Y15, Y8
-	VMOVUPS      (R10), Y15
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VFMADD231PS  Y14, Y15, Y9
-	VMOVUPS      (R11), Y15
-	VFMADD231PS  Y12, Y15, Y2
-	VFMADD231PS  Y13, Y15, Y6
-	VFMADD231PS  Y14, Y15, Y10
-	VMOVUPS      (R12), Y15
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	VFMADD231PS  Y14, Y15, Y11
-	ADDQ         $0x20, SI
-	ADDQ         $0x20, R8
-	ADDQ         $0x20, R9
-	ADDQ         $0x20, DI
-	ADDQ         $0x20, R10
-	ADDQ         $0x20, R11
-	ADDQ         $0x20, R12
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	VHADDPS      Y9, Y8, Y8
-	VHADDPS      Y11, Y10, Y10
-	VHADDPS      Y10, Y8, Y8
-	VEXTRACTF128 $0x01, Y8, X12
-	VADDPS       X12, X8, X8
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	LEAQ         (CX)(BX*1), DX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-	VADDPS       (DX), X8, X8
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VMOVUPS X8, (DX)
-	VZEROUPPER
-	RET
-
-// func mmTile2x4F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mmTile2x4F32(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x04, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	MOVQ   k+32(FP), CX
-	XORQ   BX, BX
-	XORQ   DX, DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-
-loop:
-	VMOVUPS      (SI)(BX*1), Y12
-	VMOVUPS      (R8)(BX*1), Y13
-	VMOVUPS      (DI)(DX*1), Y14
-	VMOVUPS      (R10)(DX*1), Y15
-	VFMADD231PS  Y12, Y14, Y0
-	VFMADD231PS  Y13, Y14, Y4
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VMOVUPS      (R11)(DX*1), Y14
-	VMOVUPS      (R12)(DX*1), Y15
-	VFMADD231PS  Y12, Y14, Y2
-	VFMADD231PS  Y13, Y14, Y6
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	ADDQ         $0x20, BX
-	ADDQ         $0x20, DX
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VZEROUPPER
-	RET
-
 // func matVec4F32(w *float32, stride int, x *float32, n int, y *float32)
 // Requires: AVX, FMA3, MMX+
 TEXT ·matVec4F32(SB), NOSPLIT, $0-40
@@ -15285,278 +15025,6 @@ loop:
 	JNZ          row
 
 done:
-	VZEROUPPER
-	RET
-
-// func mmTile3x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mmTile3x4BF16(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	LEAQ   (R8)(AX*1), R9
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x02, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	SHLQ   $0x02, AX
-	MOVQ   AX, BX
-	MOVQ   k+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-
-loop:
-	VMOVUPS      (SI), Y12
-	VMOVUPS      (R8), Y13
-	VMOVUPS      (R9), Y14
-	VPMOVZXWD    (DI), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y0
-	VFMADD231PS  Y13, Y15, Y4
-	VFMADD231PS  Y14, Y15, Y8
-	VPMOVZXWD    (R10), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VFMADD231PS  Y14, Y15, Y9
-	VPMOVZXWD    (R11), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y2
-	VFMADD231PS  Y13, Y15, Y6
-	VFMADD231PS  Y14, Y15, Y10
-	VPMOVZXWD    (R12), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	VFMADD231PS  Y14, Y15, Y11
-	ADDQ         $0x20, SI
-	ADDQ         $0x20, R8
-	ADDQ         $0x20, R9
-	ADDQ         $0x10, DI
-	ADDQ         $0x10, R10
-	ADDQ         $0x10, R11
-	ADDQ         $0x10, R12
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	VHADDPS      Y9, Y8, Y8
-	VHADDPS      Y11, Y10, Y10
-	VHADDPS      Y10, Y8, Y8
-	VEXTRACTF128 $0x01, Y8, X12
-	VADDPS       X12, X8, X8
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	LEAQ         (CX)(BX*1), DX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-	VADDPS       (DX), X8, X8
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VMOVUPS X8, (DX)
-	VZEROUPPER
-	RET
-
-// func mmTile3x4BF16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mmTile3x4BF16PF(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	LEAQ   (R8)(AX*1), R9
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x02, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	SHLQ   $0x02, AX
-	MOVQ   AX, BX
-	MOVQ   k+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-
-loop:
-	PREFETCHT0   (DI)(BX*1)
-	PREFETCHT0   (R10)(BX*1)
-	PREFETCHT0   (R11)(BX*1)
-	PREFETCHT0   (R12)(BX*1)
-	VMOVUPS      (SI), Y12
-	VMOVUPS      (R8), Y13
-	VMOVUPS      (R9), Y14
-	VPMOVZXWD    (DI), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y0
-	VFMADD231PS  Y13, Y15, Y4
-	VFMADD231PS  Y14, Y15, Y8
-	VPMOVZXWD    (R10), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VFMADD231PS  Y14, Y15, Y9
-	VPMOVZXWD    (R11), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y2
-	VFMADD231PS  Y13, Y15, Y6
-	VFMADD231PS  Y14, Y15, Y10
-	VPMOVZXWD    (R12), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	VFMADD231PS  Y14, Y15, Y11
-	ADDQ         $0x20, SI
-	ADDQ         $0x20, R8
-	ADDQ         $0x20, R9
-	ADDQ         $0x10, DI
-	ADDQ         $0x10, R10
-	ADDQ         $0x10, R11
-	ADDQ         $0x10, R12
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	VHADDPS      Y9, Y8, Y8
-	VHADDPS      Y11, Y10, Y10
-	VHADDPS      Y10, Y8, Y8
-	VEXTRACTF128 $0x01, Y8, X12
-	VADDPS       X12, X8, X8
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	LEAQ         (CX)(BX*1), DX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-	VADDPS       (DX), X8, X8
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VMOVUPS X8, (DX)
-	VZEROUPPER
-	RET
-
-// func mmTile2x4BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mmTile2x4BF16(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x02, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	MOVQ   k+32(FP), CX
-	XORQ   BX, BX
-	XORQ   DX, DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-
-loop:
-	VMOVUPS      (SI)(BX*1), Y12
-	VMOVUPS      (R8)(BX*1), Y13
-	VPMOVZXWD    (DI)(DX*1), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VPMOVZXWD    (R10)(DX*1), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y14, Y0
-	VFMADD231PS  Y13, Y14, Y4
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VPMOVZXWD    (R11)(DX*1), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VPMOVZXWD    (R12)(DX*1), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y12, Y14, Y2
-	VFMADD231PS  Y13, Y14, Y6
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	ADDQ         $0x20, BX
-	ADDQ         $0x10, DX
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
 	VZEROUPPER
 	RET
 
@@ -15839,266 +15307,6 @@ done:
 	VZEROUPPER
 	RET
 
-// func mmTile3x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mmTile3x4F16(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	LEAQ   (R8)(AX*1), R9
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x02, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	SHLQ   $0x02, AX
-	MOVQ   AX, BX
-	MOVQ   k+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-
-loop:
-	VMOVUPS      (SI), Y12
-	VMOVUPS      (R8), Y13
-	VMOVUPS      (R9), Y14
-	VCVTPH2PS    (DI), Y15
-	VFMADD231PS  Y12, Y15, Y0
-	VFMADD231PS  Y13, Y15, Y4
-	VFMADD231PS  Y14, Y15, Y8
-	VCVTPH2PS    (R10), Y15
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VFMADD231PS  Y14, Y15, Y9
-	VCVTPH2PS    (R11), Y15
-	VFMADD231PS  Y12, Y15, Y2
-	VFMADD231PS  Y13, Y15, Y6
-	VFMADD231PS  Y14, Y15, Y10
-	VCVTPH2PS    (R12), Y15
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	VFMADD231PS  Y14, Y15, Y11
-	ADDQ         $0x20, SI
-	ADDQ         $0x20, R8
-	ADDQ         $0x20, R9
-	ADDQ         $0x10, DI
-	ADDQ         $0x10, R10
-	ADDQ         $0x10, R11
-	ADDQ         $0x10, R12
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	VHADDPS      Y9, Y8, Y8
-	VHADDPS      Y11, Y10, Y10
-	VHADDPS      Y10, Y8, Y8
-	VEXTRACTF128 $0x01, Y8, X12
-	VADDPS       X12, X8, X8
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	LEAQ         (CX)(BX*1), DX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-	VADDPS       (DX), X8, X8
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VMOVUPS X8, (DX)
-	VZEROUPPER
-	RET
-
-// func mmTile3x4F16PF(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mmTile3x4F16PF(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	LEAQ   (R8)(AX*1), R9
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x02, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	SHLQ   $0x02, AX
-	MOVQ   AX, BX
-	MOVQ   k+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-
-loop:
-	PREFETCHT0   (DI)(BX*1)
-	PREFETCHT0   (R10)(BX*1)
-	PREFETCHT0   (R11)(BX*1)
-	PREFETCHT0   (R12)(BX*1)
-	VMOVUPS      (SI), Y12
-	VMOVUPS      (R8), Y13
-	VMOVUPS      (R9), Y14
-	VCVTPH2PS    (DI), Y15
-	VFMADD231PS  Y12, Y15, Y0
-	VFMADD231PS  Y13, Y15, Y4
-	VFMADD231PS  Y14, Y15, Y8
-	VCVTPH2PS    (R10), Y15
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VFMADD231PS  Y14, Y15, Y9
-	VCVTPH2PS    (R11), Y15
-	VFMADD231PS  Y12, Y15, Y2
-	VFMADD231PS  Y13, Y15, Y6
-	VFMADD231PS  Y14, Y15, Y10
-	VCVTPH2PS    (R12), Y15
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	VFMADD231PS  Y14, Y15, Y11
-	ADDQ         $0x20, SI
-	ADDQ         $0x20, R8
-	ADDQ         $0x20, R9
-	ADDQ         $0x10, DI
-	ADDQ         $0x10, R10
-	ADDQ         $0x10, R11
-	ADDQ         $0x10, R12
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	VHADDPS      Y9, Y8, Y8
-	VHADDPS      Y11, Y10, Y10
-	VHADDPS      Y10, Y8, Y8
-	VEXTRACTF128 $0x01, Y8, X12
-	VADDPS       X12, X8, X8
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	LEAQ         (CX)(BX*1), DX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-	VADDPS       (DX), X8, X8
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VMOVUPS X8, (DX)
-	VZEROUPPER
-	RET
-
-// func mmTile2x4F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mmTile2x4F16(SB), NOSPLIT, $0-64
-	MOVQ   x+0(FP), SI
-	MOVQ   ldx+8(FP), AX
-	SHLQ   $0x02, AX
-	LEAQ   (SI)(AX*1), R8
-	MOVQ   w+16(FP), DI
-	MOVQ   ldw+24(FP), AX
-	IMUL3Q $0x02, AX, AX
-	LEAQ   (DI)(AX*1), R10
-	LEAQ   (R10)(AX*1), R11
-	LEAQ   (R11)(AX*1), R12
-	MOVQ   k+32(FP), CX
-	XORQ   BX, BX
-	XORQ   DX, DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-
-loop:
-	VMOVUPS      (SI)(BX*1), Y12
-	VMOVUPS      (R8)(BX*1), Y13
-	VCVTPH2PS    (DI)(DX*1), Y14
-	VCVTPH2PS    (R10)(DX*1), Y15
-	VFMADD231PS  Y12, Y14, Y0
-	VFMADD231PS  Y13, Y14, Y4
-	VFMADD231PS  Y12, Y15, Y1
-	VFMADD231PS  Y13, Y15, Y5
-	VCVTPH2PS    (R11)(DX*1), Y14
-	VCVTPH2PS    (R12)(DX*1), Y15
-	VFMADD231PS  Y12, Y14, Y2
-	VFMADD231PS  Y13, Y14, Y6
-	VFMADD231PS  Y12, Y15, Y3
-	VFMADD231PS  Y13, Y15, Y7
-	ADDQ         $0x20, BX
-	ADDQ         $0x10, DX
-	SUBQ         $0x08, CX
-	JG           loop
-	VHADDPS      Y1, Y0, Y0
-	VHADDPS      Y3, Y2, Y2
-	VHADDPS      Y2, Y0, Y0
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X12, X0, X0
-	VHADDPS      Y5, Y4, Y4
-	VHADDPS      Y7, Y6, Y6
-	VHADDPS      Y6, Y4, Y4
-	VEXTRACTF128 $0x01, Y4, X12
-	VADDPS       X12, X4, X4
-	MOVQ         c+40(FP), AX
-	MOVQ         ldc+48(FP), BX
-	SHLQ         $0x02, BX
-	LEAQ         (AX)(BX*1), CX
-	MOVQ         acc+56(FP), R13
-	TESTQ        R13, R13
-	JE           store
-	VADDPS       (AX), X0, X0
-	VADDPS       (CX), X4, X4
-
-store:
-	VMOVUPS X0, (AX)
-	VMOVUPS X4, (CX)
-	VZEROUPPER
-	RET
-
 // func matVec4F16(w *uint16, stride int, x *float32, n int, y *float32)
 // Requires: AVX, F16C, FMA3, MMX+
 TEXT ·matVec4F16(SB), NOSPLIT, $0-40
@@ -16360,6 +15568,2962 @@ loop:
 	JNZ          row
 
 done:
+	VZEROUPPER
+	RET
+
+// func mmT1x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT1x1F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT2x1F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT3x1F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+	VMOVSS       (DX), X15
+	VADDPS       X15, X2, X2
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VMOVSS X2, (DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x1F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT4x1F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x40, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y3, Y3, Y3
+	VHADDPS      Y3, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+	VMOVSS       (DX), X15
+	VADDPS       X15, X2, X2
+	VMOVSS       (SI), X15
+	VADDPS       X15, X3, X3
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VMOVSS X2, (DX)
+	VMOVSS X3, (SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT1x2F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT2x2F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT3x2F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X15
+	VADDPS       X15, X4, X4
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+	VMOVSD       (DX), X15
+	VADDPS       X15, X4, X4
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VMOVSD X4, (DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x2F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT4x2F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X15
+	VADDPS       X15, X4, X4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+	VMOVSD       (DX), X15
+	VADDPS       X15, X4, X4
+	VMOVSD       (SI), X15
+	VADDPS       X15, X6, X6
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VMOVSD X4, (DX)
+	VMOVSD X6, (SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT1x3F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	ADDQ         $0x40, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT2x3F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	ADDQ         $0x40, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT3x3F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	ADDQ         $0x40, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y8, Y8, Y8
+	VHADDPS      Y8, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+	VMOVSD       (DX), X15
+	VINSERTPS    $0x20, 8(DX), X15, X15
+	VADDPS       X15, X6, X6
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VMOVSD     X6, (DX)
+	VEXTRACTPS $0x02, X6, 8(DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x3F32(x *float32, ldx int, w *float32, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mmT4x3F32(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVUPS      (DI), Y12
+	VMOVUPS      (R11), Y13
+	VMOVUPS      (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y9
+	VFMADD231PS  Y13, Y15, Y10
+	VFMADD231PS  Y14, Y15, Y11
+	VMOVUPS      32(DI), Y12
+	VMOVUPS      32(R11), Y13
+	VMOVUPS      32(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y9
+	VFMADD231PS  Y13, Y15, Y10
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x40, DI
+	ADDQ         $0x40, R11
+	ADDQ         $0x40, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y8, Y8, Y8
+	VHADDPS      Y8, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	VHADDPS      Y10, Y9, Y9
+	VHADDPS      Y11, Y11, Y11
+	VHADDPS      Y11, Y9, Y9
+	VEXTRACTF128 $0x01, Y9, X15
+	VADDPS       X15, X9, X9
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+	VMOVSD       (DX), X15
+	VINSERTPS    $0x20, 8(DX), X15, X15
+	VADDPS       X15, X6, X6
+	VMOVSD       (SI), X15
+	VINSERTPS    $0x20, 8(SI), X15, X15
+	VADDPS       X15, X9, X9
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VMOVSD     X6, (DX)
+	VEXTRACTPS $0x02, X6, 8(DX)
+	VMOVSD     X9, (SI)
+	VEXTRACTPS $0x02, X9, 8(SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT1x1BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	ADDQ         $0x40, SI
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA bf16hiy<>+0(SB)/4, $0xffff0000
+DATA bf16hiy<>+4(SB)/4, $0xffff0000
+DATA bf16hiy<>+8(SB)/4, $0xffff0000
+DATA bf16hiy<>+12(SB)/4, $0xffff0000
+DATA bf16hiy<>+16(SB)/4, $0xffff0000
+DATA bf16hiy<>+20(SB)/4, $0xffff0000
+DATA bf16hiy<>+24(SB)/4, $0xffff0000
+DATA bf16hiy<>+28(SB)/4, $0xffff0000
+GLOBL bf16hiy<>(SB), RODATA|NOPTR, $32
+
+// func mmT2x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT2x1BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT3x1BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+	VMOVSS       (DX), X15
+	VADDPS       X15, X2, X2
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VMOVSS X2, (DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x1BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT4x1BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y3, Y3, Y3
+	VHADDPS      Y3, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+	VMOVSS       (DX), X15
+	VADDPS       X15, X2, X2
+	VMOVSS       (SI), X15
+	VADDPS       X15, X3, X3
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VMOVSS X2, (DX)
+	VMOVSS X3, (SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT1x2BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	ADDQ         $0x40, SI
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT2x2BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT3x2BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X15
+	VADDPS       X15, X4, X4
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+	VMOVSD       (DX), X15
+	VADDPS       X15, X4, X4
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VMOVSD X4, (DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x2BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT4x2BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X15
+	VADDPS       X15, X4, X4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+	VMOVSD       (DX), X15
+	VADDPS       X15, X4, X4
+	VMOVSD       (SI), X15
+	VADDPS       X15, X6, X6
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VMOVSD X4, (DX)
+	VMOVSD X6, (SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT1x3BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPSLLD       $0x10, Y14, Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPAND        bf16hiy<>+0(SB), Y14, Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	ADDQ         $0x40, SI
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT2x3BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPSLLD       $0x10, Y14, Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPAND        bf16hiy<>+0(SB), Y14, Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT3x3BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPSLLD       $0x10, Y14, Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPAND        bf16hiy<>+0(SB), Y14, Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y8, Y8, Y8
+	VHADDPS      Y8, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+	VMOVSD       (DX), X15
+	VINSERTPS    $0x20, 8(DX), X15, X15
+	VADDPS       X15, X6, X6
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VMOVSD     X6, (DX)
+	VEXTRACTPS $0x02, X6, 8(DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x3BF16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mmT4x3BF16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VMOVDQU      (DI), Y12
+	VPSLLD       $0x10, Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPSLLD       $0x10, Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPSLLD       $0x10, Y14, Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y9
+	VFMADD231PS  Y13, Y15, Y10
+	VFMADD231PS  Y14, Y15, Y11
+	VMOVDQU      (DI), Y12
+	VPAND        bf16hiy<>+0(SB), Y12, Y12
+	VMOVDQU      (R11), Y13
+	VPAND        bf16hiy<>+0(SB), Y13, Y13
+	VMOVDQU      (R12), Y14
+	VPAND        bf16hiy<>+0(SB), Y14, Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y9
+	VFMADD231PS  Y13, Y15, Y10
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y8, Y8, Y8
+	VHADDPS      Y8, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	VHADDPS      Y10, Y9, Y9
+	VHADDPS      Y11, Y11, Y11
+	VHADDPS      Y11, Y9, Y9
+	VEXTRACTF128 $0x01, Y9, X15
+	VADDPS       X15, X9, X9
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+	VMOVSD       (DX), X15
+	VINSERTPS    $0x20, 8(DX), X15, X15
+	VADDPS       X15, X6, X6
+	VMOVSD       (SI), X15
+	VINSERTPS    $0x20, 8(SI), X15, X15
+	VADDPS       X15, X9, X9
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VMOVSD     X6, (DX)
+	VEXTRACTPS $0x02, X6, 8(DX)
+	VMOVSD     X9, (SI)
+	VEXTRACTPS $0x02, X9, 8(SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT1x1F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VCVTPH2PS    16(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	ADDQ         $0x40, SI
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSS X0, (AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT2x1F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VCVTPH2PS    16(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT3x1F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VCVTPH2PS    16(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+	VMOVSS       (DX), X15
+	VADDPS       X15, X2, X2
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VMOVSS X2, (DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x1F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT4x1F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VCVTPH2PS    16(DI), Y12
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x20, DI
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X15
+	VADDPS       X15, X1, X1
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y3, Y3, Y3
+	VHADDPS      Y3, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSS       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSS       (CX), X15
+	VADDPS       X15, X1, X1
+	VMOVSS       (DX), X15
+	VADDPS       X15, X2, X2
+	VMOVSS       (SI), X15
+	VADDPS       X15, X3, X3
+
+store:
+	VMOVSS X0, (AX)
+	VMOVSS X1, (CX)
+	VMOVSS X2, (DX)
+	VMOVSS X3, (SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT1x2F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	ADDQ         $0x40, SI
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSD X0, (AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT2x2F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT3x2F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X15
+	VADDPS       X15, X4, X4
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+	VMOVSD       (DX), X15
+	VADDPS       X15, X4, X4
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VMOVSD X4, (DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x2F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT4x2F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y4
+	VFMADD231PS  Y13, Y15, Y5
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X15
+	VADDPS       X15, X2, X2
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X15
+	VADDPS       X15, X4, X4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VADDPS       X15, X2, X2
+	VMOVSD       (DX), X15
+	VADDPS       X15, X4, X4
+	VMOVSD       (SI), X15
+	VADDPS       X15, X6, X6
+
+store:
+	VMOVSD X0, (AX)
+	VMOVSD X2, (CX)
+	VMOVSD X4, (DX)
+	VMOVSD X6, (SI)
+	VZEROUPPER
+	RET
+
+// func mmT1x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT1x3F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VCVTPH2PS    (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VCVTPH2PS    16(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	ADDQ         $0x40, SI
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VZEROUPPER
+	RET
+
+// func mmT2x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT2x3F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VCVTPH2PS    (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VCVTPH2PS    16(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VZEROUPPER
+	RET
+
+// func mmT3x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT3x3F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VCVTPH2PS    (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VCVTPH2PS    16(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y8, Y8, Y8
+	VHADDPS      Y8, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+	VMOVSD       (DX), X15
+	VINSERTPS    $0x20, 8(DX), X15, X15
+	VADDPS       X15, X6, X6
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VMOVSD     X6, (DX)
+	VEXTRACTPS $0x02, X6, 8(DX)
+	VZEROUPPER
+	RET
+
+// func mmT4x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mmT4x3F16(SB), NOSPLIT, $0-72
+	MOVQ   x+0(FP), SI
+	MOVQ   ldx+8(FP), AX
+	SHLQ   $0x02, AX
+	LEAQ   (SI)(AX*1), R8
+	LEAQ   (R8)(AX*1), R9
+	LEAQ   (R9)(AX*1), R10
+	MOVQ   w+16(FP), DI
+	MOVQ   ldw+24(FP), AX
+	SHLQ   $0x01, AX
+	LEAQ   (DI)(AX*1), R11
+	LEAQ   (R11)(AX*1), R12
+	MOVQ   pf+64(FP), BX
+	MOVQ   k+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+loop:
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   (R11)(BX*1)
+	PREFETCHT0   (R12)(BX*1)
+	VCVTPH2PS    (DI), Y12
+	VCVTPH2PS    (R11), Y13
+	VCVTPH2PS    (R12), Y14
+	VMOVUPS      (SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      (R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y9
+	VFMADD231PS  Y13, Y15, Y10
+	VFMADD231PS  Y14, Y15, Y11
+	VCVTPH2PS    16(DI), Y12
+	VCVTPH2PS    16(R11), Y13
+	VCVTPH2PS    16(R12), Y14
+	VMOVUPS      32(SI), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y1
+	VFMADD231PS  Y14, Y15, Y2
+	VMOVUPS      32(R8), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y5
+	VMOVUPS      32(R9), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      32(R10), Y15
+	VFMADD231PS  Y12, Y15, Y9
+	VFMADD231PS  Y13, Y15, Y10
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, R8
+	ADDQ         $0x40, R9
+	ADDQ         $0x40, R10
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R11
+	ADDQ         $0x20, R12
+	SUBQ         $0x10, CX
+	JG           loop
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X15
+	VADDPS       X15, X0, X0
+	VHADDPS      Y4, Y3, Y3
+	VHADDPS      Y5, Y5, Y5
+	VHADDPS      Y5, Y3, Y3
+	VEXTRACTF128 $0x01, Y3, X15
+	VADDPS       X15, X3, X3
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y8, Y8, Y8
+	VHADDPS      Y8, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X15
+	VADDPS       X15, X6, X6
+	VHADDPS      Y10, Y9, Y9
+	VHADDPS      Y11, Y11, Y11
+	VHADDPS      Y11, Y9, Y9
+	VEXTRACTF128 $0x01, Y9, X15
+	VADDPS       X15, X9, X9
+	MOVQ         c+40(FP), AX
+	MOVQ         ldc+48(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (AX)(BX*1), CX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JE           store
+	VMOVSD       (AX), X15
+	VINSERTPS    $0x20, 8(AX), X15, X15
+	VADDPS       X15, X0, X0
+	VMOVSD       (CX), X15
+	VINSERTPS    $0x20, 8(CX), X15, X15
+	VADDPS       X15, X3, X3
+	VMOVSD       (DX), X15
+	VINSERTPS    $0x20, 8(DX), X15, X15
+	VADDPS       X15, X6, X6
+	VMOVSD       (SI), X15
+	VINSERTPS    $0x20, 8(SI), X15, X15
+	VADDPS       X15, X9, X9
+
+store:
+	VMOVSD     X0, (AX)
+	VEXTRACTPS $0x02, X0, 8(AX)
+	VMOVSD     X3, (CX)
+	VEXTRACTPS $0x02, X3, 8(CX)
+	VMOVSD     X6, (DX)
+	VEXTRACTPS $0x02, X6, 8(DX)
+	VMOVSD     X9, (SI)
+	VEXTRACTPS $0x02, X9, 8(SI)
 	VZEROUPPER
 	RET
 

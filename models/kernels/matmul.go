@@ -26,12 +26,13 @@ type matMulTask struct {
 	// walk: the generated tiles run one W row at a time against every row of X, each thread over one
 	// contiguous share of W (decode batches: the weight stream of the matrix-vector kernel)
 	walk bool
+	// xp is X reordered for the AVX2 bf16 tiles (permuteX)
+	xp []float32
 }
 
 const (
-	mmRows = 96 // multiple of 3 (tile kernel rows)
-	mmCols = 64 // multiple of 4 (tile kernel columns)
-	mmK    = 512
+	mmRows = 96 // multiple of avxRows (AVX2 tile rows)
+	mmCols = 48 // multiple of avxCols (AVX2 tile columns)
 )
 
 func (t *matMulTask) run(lo, hi int) {
@@ -58,9 +59,13 @@ func (p *Pool) matMulT(t matMulTask) {
 	t.ti = (t.m + t.mb - 1) / t.mb
 	tiles := t.ti * ((t.n + t.nb - 1) / t.nb)
 	if t.m*t.n*t.k < 1<<15 || !p.acquire() {
+		buf := gemmScratch.Get().(*[]float32)
+		t.permuteX(buf)
 		t.run(0, tiles)
+		gemmScratch.Put(buf)
 		return
 	}
+	t.permuteX(&p.xperm)
 	chunks := tiles
 	if t.walk {
 		chunks = p.threads

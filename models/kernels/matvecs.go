@@ -105,9 +105,18 @@ func MatMulsT(p *Pool, jobs []MatVecJob, m int) {
 	}
 	tiles := t.tiles()
 	if work < 1<<15 || !p.acquire() {
+		var bufs [maxMatMuls]*[]float32
+		for i := range t.n {
+			bufs[i] = gemmScratch.Get().(*[]float32)
+		}
+		t.permuteX(bufs)
 		t.run(0, tiles)
+		for i := range t.n {
+			gemmScratch.Put(bufs[i])
+		}
 		return
 	}
+	t.permuteX([maxMatMuls]*[]float32{&p.xmm[0], &p.xmm[1], &p.xmm[2]})
 	chunks := tiles // one tile per chunk, as matMulT
 	if t.walk {
 		chunks = p.threads
@@ -128,6 +137,26 @@ type matMulsTask struct {
 	end  [maxMatMuls]int
 	n    int
 	walk bool // a product walks W (matMulTask.walk): the split is one contiguous share per thread
+}
+
+// permuteX reorders the X of the products that run the AVX2 bf16 tiles into bufs[i] (products with one X
+// share one copy).
+func (t *matMulsTask) permuteX(bufs [maxMatMuls]*[]float32) {
+	for i := range t.n {
+		mi := &t.mm[i]
+		if mi.kind != wBF16 || !mi.avxTiles() {
+			continue
+		}
+		for k := range i {
+			if mk := &t.mm[k]; mk.xp != nil && mk.k == mi.k && mk.ldx == mi.ldx && &mk.x[0] == &mi.x[0] {
+				mi.xp = mk.xp
+				break
+			}
+		}
+		if mi.xp == nil {
+			mi.permuteX(bufs[i])
+		}
+	}
 }
 
 // tiles is the batch's tile count.

@@ -58,6 +58,8 @@ type Pool struct {
 	// a MatVecs batch
 	xperm       []float32
 	xps, xpbufs [][]float32
+	// X reordered for the AVX2 bf16 tiles, per product of a MatMulsT batch (guarded by mu; matMulT uses xperm)
+	xmm [maxMatMuls][]float32
 
 	// Gemm's transposed operands, kept between calls (guarded by mu)
 	scratchA, scratchB []float32

@@ -39,7 +39,7 @@ var fmaF16Tiles = [dpCols][dpRows]tile16Func{
 	{fmaF16R1C3, fmaF16R2C3, fmaF16R3C3, fmaF16R4C3, fmaF16R5C3, fmaF16R6C3, fmaF16R7C3, fmaF16R8C3},
 }
 
-// AVX-512 tile families a matMulTask can run (matMulTask.gen; 0: the AVX2 tiles, mmTile3x4* and mmTile2x4*)
+// AVX-512 tile families a matMulTask can run (matMulTask.gen; 0: the AVX2 tiles, mmT*)
 const (
 	genF32 = 1 + iota
 	genBF16

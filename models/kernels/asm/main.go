@@ -40,12 +40,16 @@ func main() {
 	rowsKernel(f32FMA)
 	rowsKernel(bf16Wide)
 	for _, w := range avx2Loads {
-		avx2Tile(w, 3, false)
-		avx2Tile(w, 3, true)
-		avx2Tile(w, 2, false)
 		avx2MatVec4(w)
 		avx2MatVec4PF(w)
 		avx2MatVecRows(w)
+	}
+	for _, w := range avx2Loads {
+		for c := 1; c <= avx2Cols; c++ {
+			for r := 1; r <= avx2Rows; r++ {
+				avx2TileRC(w, r, c)
+			}
+		}
 	}
 	for _, op := range []string{"dot", "axpy", "scale", "scaleMul"} {
 		blas1(op)
