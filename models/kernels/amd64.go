@@ -195,6 +195,8 @@ const (
 	avxCols = 3
 	// avxK bounds a K chunk (the chunks of a product split its K evenly): a tile's X rows and W rows stay in L1
 	avxK = 768
+	// avxF16Rows: f16 products of more rows than this convert W once per block (matMulTile)
+	avxF16Rows = 8
 )
 
 var avxF32Tiles = [avxCols][avxRows]tileF32Func{
@@ -269,25 +271,44 @@ func matMulTile(t *matMulTask, i0, i1, j0, j1 int) {
 	ldy, ldw := t.ldy, t.ldw
 	chunks := (k16 + avxK - 1) / avxK
 	step := (k16/chunks + 15) &^ 15
+	// f16 over more than avxF16Rows rows: each K chunk of the block's W rows converted once to float32 (wf,
+	// rows step apart) for the f32 tiles, which sum as the f16 tiles do (VCVTPH2PS is exact), instead of once
+	// per row group in the f16 tiles
+	var wf []float32
+	kind := t.kind
+	if kind == wF16 && i1-i0 > avxF16Rows {
+		buf := gemmScratch.Get().(*[]float32)
+		defer gemmScratch.Put(buf)
+		wf, kind = growF32(buf, (j1-j0)*step), wF32
+	}
 	for kb := 0; kb < k16; kb += step {
 		kc := min(step, k16-kb)
 		acc := 0
 		if kb > 0 || t.accum {
 			acc = 1
 		}
+		if wf != nil {
+			for j := j0; j < j1; j++ {
+				cvtF16F32(&wf[(j-j0)*step], &t.wh[j*ldw+kb], kc)
+			}
+		}
 		for i := i0; i < i1; i += avxRows {
 			nr := min(avxRows, i1-i)
 			pf := 0
-			if i == i0 {
+			if i == i0 && wf == nil {
 				pf = avxCols * ldw * esz
 			}
 			xi := &x[i*ldx+kb]
 			for j := j0; j < j1; j += avxCols {
 				nc := min(avxCols, j1-j)
 				c := &t.y[i*ldy+j]
-				switch t.kind {
+				switch kind {
 				case wF32:
-					avxF32Tiles[nc-1][nr-1](xi, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc, pf)
+					if wf != nil {
+						avxF32Tiles[nc-1][nr-1](xi, ldx, &wf[(j-j0)*step], step, kc, c, ldy, acc, pf)
+					} else {
+						avxF32Tiles[nc-1][nr-1](xi, ldx, &t.wf[j*ldw+kb], ldw, kc, c, ldy, acc, pf)
+					}
 				case wBF16:
 					avxBF16Tiles[nc-1][nr-1](xi, ldx, &t.wh[j*ldw+kb], ldw, kc, c, ldy, acc, pf)
 				default:

@@ -599,6 +599,11 @@ func mmT3x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc i
 //go:noescape
 func mmT4x3F16(x *float32, ldx int, w *uint16, ldw int, k int, c *float32, ldc int, acc int, pf int)
 
+// cvtF16F32 widens n IEEE half values to float32 (generated).
+//
+//go:noescape
+func cvtF16F32(dst *float32, src *uint16, n int)
+
 // dotAVX2 is the AVX2 dot kernel (generated).
 //
 //go:noescape

@@ -18527,6 +18527,46 @@ store:
 	VZEROUPPER
 	RET
 
+// func cvtF16F32(dst *float32, src *uint16, n int)
+// Requires: AVX, F16C
+TEXT ·cvtF16F32(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	CMPQ CX, $0x20
+	JL   tail
+
+loop32:
+	VCVTPH2PS (SI), Y0
+	VCVTPH2PS 16(SI), Y1
+	VCVTPH2PS 32(SI), Y2
+	VCVTPH2PS 48(SI), Y3
+	VMOVUPS   Y0, (DI)
+	VMOVUPS   Y1, 32(DI)
+	VMOVUPS   Y2, 64(DI)
+	VMOVUPS   Y3, 96(DI)
+	ADDQ      $0x40, SI
+	ADDQ      $0x80, DI
+	SUBQ      $0x20, CX
+	CMPQ      CX, $0x20
+	JGE       loop32
+
+tail:
+	TESTQ CX, CX
+	JE    done
+
+loop8:
+	VCVTPH2PS (SI), Y0
+	VMOVUPS   Y0, (DI)
+	ADDQ      $0x10, SI
+	ADDQ      $0x20, DI
+	SUBQ      $0x08, CX
+	JG        loop8
+
+done:
+	VZEROUPPER
+	RET
+
 // func dotAVX2(a *float32, b *float32, n int) float32
 // Requires: AVX, FMA3, SSE
 TEXT ·dotAVX2(SB), NOSPLIT, $0-28

@@ -160,3 +160,41 @@ var bf16HiY = func() func() Mem {
 		return *m
 	}
 }()
+
+// avx2CvtF16 writes cvtF16F32: dst[i] = f16(src[i]) as float32 for n % 8 == 0, n > 0 (VCVTPH2PS, exact), 32
+// per step, then 8: the AVX2 f16 products of many rows convert a block of W once for all of them.
+func avx2CvtF16() {
+	TEXT("cvtF16F32", NOSPLIT, "func(dst *float32, src *uint16, n int)")
+	Pragma("noescape")
+	Doc("cvtF16F32 widens n IEEE half values to float32 (generated).")
+	Load(Param("dst"), RDI)
+	Load(Param("src"), RSI)
+	Load(Param("n"), RCX)
+	CMPQ(RCX, U8(32))
+	JL(LabelRef("tail"))
+	Label("loop32")
+	for i := range 4 {
+		VCVTPH2PS(Mem{Base: RSI, Disp: 16 * i}, yregs[i])
+	}
+	for i := range 4 {
+		VMOVUPS(yregs[i], Mem{Base: RDI, Disp: 32 * i})
+	}
+	ADDQ(U8(64), RSI)
+	ADDQ(U8(128), RDI)
+	SUBQ(U8(32), RCX)
+	CMPQ(RCX, U8(32))
+	JGE(LabelRef("loop32"))
+	Label("tail")
+	TESTQ(RCX, RCX)
+	JE(LabelRef("done"))
+	Label("loop8")
+	VCVTPH2PS(Mem{Base: RSI}, Y0)
+	VMOVUPS(Y0, Mem{Base: RDI})
+	ADDQ(U8(16), RSI)
+	ADDQ(U8(32), RDI)
+	SUBQ(U8(8), RCX)
+	JG(LabelRef("loop8"))
+	Label("done")
+	VZEROUPPER()
+	RET()
+}

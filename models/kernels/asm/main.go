@@ -51,6 +51,7 @@ func main() {
 			}
 		}
 	}
+	avx2CvtF16()
 	for _, op := range []string{"dot", "axpy", "scale", "scaleMul"} {
 		blas1(op)
 	}
