@@ -62,6 +62,9 @@ func matVecBF16P(y []float32, w []uint16, xp, x []float32, r0, r1, cols int) {
 	refMatVecBF16(y, w, x, r0, r1, cols)
 }
 
+// avxTiles reports false: this build has no AVX2 tiles.
+func (t *matMulTask) avxTiles() bool { return false }
+
 // permuteX has nothing to reorder: this build has no AVX2 tiles.
 func (t *matMulTask) permuteX(buf *[]float32) bool { return false }
 
