@@ -5677,7 +5677,7 @@ DATA quantPermIdx<>+28(SB)/4, $0x00000007
 GLOBL quantPermIdx<>(SB), RODATA|NOPTR, $32
 
 // func dotL4y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·dotL4y1(SB), NOSPLIT, $0-96
 	MOVQ           y+0(FP), AX
 	MOVQ           codes+16(FP), CX
@@ -5709,6 +5709,7 @@ tile:
 block0:
 	VPXOR        Y4, Y4, Y4
 	VPXOR        Y6, Y6, Y6
+	PREFETCHT0   1024(CX)
 	VPAND        (CX), Y1, Y7
 	VPSHUFB      Y7, Y2, Y7
 	VPABSB       Y7, Y8
@@ -5745,6 +5746,7 @@ block0:
 	VPMADDUBSW   Y9, Y8, Y9
 	VPMADDWD     Y0, Y9, Y9
 	VPADDD       Y9, Y6, Y6
+	PREFETCHT0   1088(CX)
 	VPAND        64(CX), Y1, Y7
 	VPSHUFB      Y7, Y2, Y7
 	VPABSB       Y7, Y8
@@ -5781,6 +5783,7 @@ block0:
 	VPMADDUBSW   Y9, Y8, Y9
 	VPMADDWD     Y0, Y9, Y9
 	VPADDD       Y9, Y6, Y6
+	PREFETCHT0   1152(CX)
 	VPAND        128(CX), Y1, Y7
 	VPSHUFB      Y7, Y2, Y7
 	VPABSB       Y7, Y8
@@ -5817,6 +5820,7 @@ block0:
 	VPMADDUBSW   Y9, Y8, Y9
 	VPMADDWD     Y0, Y9, Y9
 	VPADDD       Y9, Y6, Y6
+	PREFETCHT0   1216(CX)
 	VPAND        192(CX), Y1, Y7
 	VPSHUFB      Y7, Y2, Y7
 	VPABSB       Y7, Y8
@@ -5891,7 +5895,7 @@ same0:
 	RET
 
 // func dotQ4y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·dotQ4y1(SB), NOSPLIT, $0-96
 	MOVQ         y+0(FP), AX
 	MOVQ         codes+16(FP), CX
@@ -5915,6 +5919,7 @@ tile:
 	MOVQ   bpw+80(FP), R10
 
 block0:
+	PREFETCHT0   1024(CX)
 	VMOVDQU      (CX), Y3
 	VPSRLW       $0x04, Y3, Y5
 	VPAND        Y1, Y3, Y3
@@ -5933,6 +5938,7 @@ block0:
 	VPBROADCASTD 4(SI), Y7
 	VPMADDUBSW   Y7, Y6, Y7
 	VPADDW       Y7, Y5, Y5
+	PREFETCHT0   1088(CX)
 	VMOVDQU      64(CX), Y6
 	VPSRLW       $0x04, Y6, Y7
 	VPAND        Y1, Y6, Y6
@@ -5953,6 +5959,7 @@ block0:
 	VPBROADCASTD 12(SI), Y6
 	VPMADDUBSW   Y6, Y7, Y6
 	VPADDW       Y6, Y5, Y5
+	PREFETCHT0   1152(CX)
 	VMOVDQU      128(CX), Y6
 	VPSRLW       $0x04, Y6, Y7
 	VPAND        Y1, Y6, Y6
@@ -5973,6 +5980,7 @@ block0:
 	VPBROADCASTD 20(SI), Y6
 	VPMADDUBSW   Y6, Y7, Y6
 	VPADDW       Y6, Y5, Y5
+	PREFETCHT0   1216(CX)
 	VMOVDQU      192(CX), Y6
 	VPSRLW       $0x04, Y6, Y7
 	VPAND        Y1, Y6, Y6
@@ -6036,7 +6044,7 @@ same0:
 	RET
 
 // func dotB8y1(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·dotB8y1(SB), NOSPLIT, $0-96
 	MOVQ         y+0(FP), AX
 	MOVQ         codes+16(FP), CX
@@ -6062,6 +6070,7 @@ tile:
 block0:
 	VPXOR        Y3, Y3, Y3
 	VPXOR        Y5, Y5, Y5
+	PREFETCHT0   1024(CX)
 	VPXOR        (CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD (SI), Y8
@@ -6076,6 +6085,7 @@ block0:
 	VPMADDUBSW   Y8, Y7, Y8
 	VPMADDWD     Y0, Y8, Y8
 	VPADDD       Y8, Y5, Y5
+	PREFETCHT0   1088(CX)
 	VPXOR        64(CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD 4(SI), Y8
@@ -6090,6 +6100,7 @@ block0:
 	VPMADDUBSW   Y8, Y7, Y8
 	VPMADDWD     Y0, Y8, Y8
 	VPADDD       Y8, Y5, Y5
+	PREFETCHT0   1152(CX)
 	VPXOR        128(CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD 8(SI), Y8
@@ -6104,6 +6115,7 @@ block0:
 	VPMADDUBSW   Y8, Y7, Y8
 	VPMADDWD     Y0, Y8, Y8
 	VPADDD       Y8, Y5, Y5
+	PREFETCHT0   1216(CX)
 	VPXOR        192(CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD 12(SI), Y8
@@ -6118,6 +6130,7 @@ block0:
 	VPMADDUBSW   Y8, Y7, Y8
 	VPMADDWD     Y0, Y8, Y8
 	VPADDD       Y8, Y5, Y5
+	PREFETCHT0   1280(CX)
 	VPXOR        256(CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD 16(SI), Y8
@@ -6132,6 +6145,7 @@ block0:
 	VPMADDUBSW   Y8, Y7, Y8
 	VPMADDWD     Y0, Y8, Y8
 	VPADDD       Y8, Y5, Y5
+	PREFETCHT0   1344(CX)
 	VPXOR        320(CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD 20(SI), Y8
@@ -6146,6 +6160,7 @@ block0:
 	VPMADDUBSW   Y8, Y7, Y8
 	VPMADDWD     Y0, Y8, Y8
 	VPADDD       Y8, Y5, Y5
+	PREFETCHT0   1408(CX)
 	VPXOR        384(CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD 24(SI), Y8
@@ -6160,6 +6175,7 @@ block0:
 	VPMADDUBSW   Y8, Y7, Y8
 	VPMADDWD     Y0, Y8, Y8
 	VPADDD       Y8, Y5, Y5
+	PREFETCHT0   1472(CX)
 	VPXOR        448(CX), Y1, Y6
 	VPABSB       Y6, Y7
 	VPBROADCASTD 28(SI), Y8
@@ -6212,7 +6228,7 @@ same0:
 	RET
 
 // func dotL4y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·dotL4y2(SB), NOSPLIT, $0-96
 	MOVQ           y+0(FP), AX
 	MOVQ           codes+16(FP), CX
@@ -6248,6 +6264,7 @@ block0:
 	VPXOR        Y6, Y6, Y6
 	VPXOR        Y8, Y8, Y8
 	VPXOR        Y10, Y10, Y10
+	PREFETCHT0   1024(CX)
 	VPAND        (CX), Y1, Y11
 	VPSHUFB      Y11, Y2, Y11
 	VPABSB       Y11, Y12
@@ -6304,6 +6321,7 @@ block0:
 	VPMADDUBSW   Y13, Y12, Y13
 	VPMADDWD     Y0, Y13, Y13
 	VPADDD       Y13, Y10, Y10
+	PREFETCHT0   1088(CX)
 	VPAND        64(CX), Y1, Y11
 	VPSHUFB      Y11, Y2, Y11
 	VPABSB       Y11, Y12
@@ -6360,6 +6378,7 @@ block0:
 	VPMADDUBSW   Y13, Y12, Y13
 	VPMADDWD     Y0, Y13, Y13
 	VPADDD       Y13, Y10, Y10
+	PREFETCHT0   1152(CX)
 	VPAND        128(CX), Y1, Y11
 	VPSHUFB      Y11, Y2, Y11
 	VPABSB       Y11, Y12
@@ -6416,6 +6435,7 @@ block0:
 	VPMADDUBSW   Y13, Y12, Y13
 	VPMADDWD     Y0, Y13, Y13
 	VPADDD       Y13, Y10, Y10
+	PREFETCHT0   1216(CX)
 	VPAND        192(CX), Y1, Y11
 	VPSHUFB      Y11, Y2, Y11
 	VPABSB       Y11, Y12
@@ -6521,7 +6541,7 @@ same0:
 	RET
 
 // func dotQ4y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·dotQ4y2(SB), NOSPLIT, $0-96
 	MOVQ         y+0(FP), AX
 	MOVQ         codes+16(FP), CX
@@ -6547,6 +6567,7 @@ tile:
 	MOVQ   bpw+80(FP), R10
 
 block0:
+	PREFETCHT0   1024(CX)
 	VMOVDQU      (CX), Y3
 	VPSRLW       $0x04, Y3, Y7
 	VPAND        Y1, Y3, Y5
@@ -6575,6 +6596,7 @@ block0:
 	VPBROADCASTD 36(SI), Y11
 	VPMADDUBSW   Y11, Y10, Y11
 	VPADDW       Y11, Y9, Y9
+	PREFETCHT0   1088(CX)
 	VMOVDQU      64(CX), Y10
 	VPSRLW       $0x04, Y10, Y11
 	VPAND        Y1, Y10, Y10
@@ -6607,6 +6629,7 @@ block0:
 	VPBROADCASTD 44(SI), Y10
 	VPMADDUBSW   Y10, Y11, Y10
 	VPADDW       Y10, Y9, Y9
+	PREFETCHT0   1152(CX)
 	VMOVDQU      128(CX), Y10
 	VPSRLW       $0x04, Y10, Y11
 	VPAND        Y1, Y10, Y10
@@ -6639,6 +6662,7 @@ block0:
 	VPBROADCASTD 52(SI), Y10
 	VPMADDUBSW   Y10, Y11, Y10
 	VPADDW       Y10, Y9, Y9
+	PREFETCHT0   1216(CX)
 	VMOVDQU      192(CX), Y10
 	VPSRLW       $0x04, Y10, Y11
 	VPAND        Y1, Y10, Y10
@@ -6730,7 +6754,7 @@ same0:
 	RET
 
 // func dotB8y2(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles int, nblocks int, bpw int, xk int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·dotB8y2(SB), NOSPLIT, $0-96
 	MOVQ         y+0(FP), AX
 	MOVQ         codes+16(FP), CX
@@ -6760,6 +6784,7 @@ block0:
 	VPXOR        Y5, Y5, Y5
 	VPXOR        Y7, Y7, Y7
 	VPXOR        Y9, Y9, Y9
+	PREFETCHT0   1024(CX)
 	VPXOR        (CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD (SI), Y12
@@ -6784,6 +6809,7 @@ block0:
 	VPMADDUBSW   Y12, Y11, Y12
 	VPMADDWD     Y0, Y12, Y12
 	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   1088(CX)
 	VPXOR        64(CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD 4(SI), Y12
@@ -6808,6 +6834,7 @@ block0:
 	VPMADDUBSW   Y12, Y11, Y12
 	VPMADDWD     Y0, Y12, Y12
 	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   1152(CX)
 	VPXOR        128(CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD 8(SI), Y12
@@ -6832,6 +6859,7 @@ block0:
 	VPMADDUBSW   Y12, Y11, Y12
 	VPMADDWD     Y0, Y12, Y12
 	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   1216(CX)
 	VPXOR        192(CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD 12(SI), Y12
@@ -6856,6 +6884,7 @@ block0:
 	VPMADDUBSW   Y12, Y11, Y12
 	VPMADDWD     Y0, Y12, Y12
 	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   1280(CX)
 	VPXOR        256(CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD 16(SI), Y12
@@ -6880,6 +6909,7 @@ block0:
 	VPMADDUBSW   Y12, Y11, Y12
 	VPMADDWD     Y0, Y12, Y12
 	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   1344(CX)
 	VPXOR        320(CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD 20(SI), Y12
@@ -6904,6 +6934,7 @@ block0:
 	VPMADDUBSW   Y12, Y11, Y12
 	VPMADDWD     Y0, Y12, Y12
 	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   1408(CX)
 	VPXOR        384(CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD 24(SI), Y12
@@ -6928,6 +6959,7 @@ block0:
 	VPMADDUBSW   Y12, Y11, Y12
 	VPMADDWD     Y0, Y12, Y12
 	VPADDD       Y12, Y9, Y9
+	PREFETCHT0   1472(CX)
 	VPXOR        448(CX), Y1, Y10
 	VPABSB       Y10, Y11
 	VPBROADCASTD 28(SI), Y12

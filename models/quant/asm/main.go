@@ -418,6 +418,15 @@ var dotKinds = []dotKind{
 // 65536 × 576 product of 8 rows: 1.04–1.23 ms without, 0.79–0.85 ms with 4 or 8 KiB; one row gained nothing).
 const dotPrefetch, dotPrefetchK = 8192, 4
 
+// dotPrefetchY is how far ahead of the codes the AVX2 dot kernels for up to dotPrefetchYK x rows (single-sequence
+// decode) prefetch every 64-byte line. On an AVX2 Zen 1 (2 threads, session 9, A/B in the same minutes) their
+// products of one x row read, without software prefetch, 14.6-16.2 GB/s of int8 and 13.3-15.3 of Q4_0 codes
+// (38 MB matrices), with it 18.1-20.3 and 16.9-17.2 at 512 bytes, 19.7-21.0 and 15.6-18.4 at 1 KiB (768 to
+// 2048 within noise); smollm2 decode (lorakit bench, tg64) went from 111 to 132-140 tok/s in Q8_0, 145-160
+// to 162-187 in Q4_0, NF4 (compute-bound at one row) unchanged within noise. The VNNI kernels keep dotPrefetch
+// (from dotPrefetchK rows only: one row gained nothing there).
+const dotPrefetchY, dotPrefetchYK = 1024, 2
+
 const dotSig = "func(y *float32, ystride int, codes *byte, scales *float32, xq *byte, xs *float32, xc *int32, lut *byte, ntiles, nblocks, bpw int)"
 
 // dot generates the dot kernel of one layout for k x rows. Each zmm lane is one of a tile's 16 weight rows and
@@ -812,8 +821,12 @@ type yKernel struct {
 // c, advancing c past the block; first is the pass that reads the codes first (it prefetches them).
 func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Register, first bool) {
 	prefetch := func(line int) {
-		if yk.k >= dotPrefetchK && first {
+		switch {
+		case !first:
+		case yk.k >= dotPrefetchK:
 			PREFETCHT0(Mem{Base: c, Disp: dotPrefetch + 64*line})
+		case yk.k <= dotPrefetchYK:
+			PREFETCHT0(Mem{Base: c, Disp: dotPrefetchY + 64*line})
 		}
 	}
 	switch {
