@@ -15275,7 +15275,7 @@ row:
 	MOVQ   DI, R9
 
 loop:
-	PREFETCHT0   2048(SI)(BX*1)
+	PREFETCHT0   1024(SI)(BX*1)
 	VMOVDQU      (SI)(BX*1), Y4
 	VMOVDQU      32(SI)(BX*1), Y5
 	VPSLLD       $0x10, Y4, Y6

@@ -79,6 +79,15 @@ func avx2MatVec4(w wload8) {
 // bytes ahead (512: +5% over none), 23.3-24.5 at 1-2 KiB (as none).
 const pfRowsF32 = 512
 
+// pfRows16 is how far ahead (bytes) matVecRowsBF16P and matVecRowsF16 prefetch, one line per 64-byte step. On
+// an AVX2 Zen 1, 2 threads, bf16 decode (lorakit bench tg32, A/B alternated in the same minutes) ran at 1 KiB
+// 84.6-93.5 tok/s on smollm2 against 77.8-82.4 at 2 KiB (+5-19% pair by pair) and 24.7-25.7 against 22.2-23.6
+// on qwen2.5-0.5b (+5-14%); 768 bytes ran 0-4% below 1 KiB, 512 and 1536 6-12% below (smollm2). f16, bound by
+// VCVTPH2PS, was no faster at 768 or 1024 bytes (smollm2 f16 GGUF 77-85 tok/s against 79-88 at 2 KiB) and keeps
+// 2 KiB. Two rows per step (one x load for both, two W streams per thread; a scratch benchmark of one token's
+// products) read 15-30% less.
+var pfRows16 = map[string]int{"BF16": 1024, "F16": 2048}
+
 // tail8 emits the four-row kernels' last 8 columns (when CX says there are), W at index DX.
 func tail8(w wload8) {
 	Label("tail8")
@@ -266,8 +275,8 @@ func avx2MatVec4PF(w wload8) {
 
 // avx2MatVecRows writes matVecRows{type}: y[r] = Σ_c w[r·n+c]·x[c] for rows consecutive rows, one row at a time,
 // n % 32 == 0: the weights are read as one sequential stream (the access the hardware prefetcher follows best),
-// with a software prefetch of every 64-byte line of W: bf16 and f16 (one line per step) 2 KiB ahead (1024 and
-// 4096 measured no better), f32 (two lines per step) pfRowsF32 ahead; 32 columns per step into four
+// with a software prefetch of every 64-byte line of W: bf16 and f16 (one line per step) pfRows16 ahead, f32 (two
+// lines per step) pfRowsF32 ahead; 32 columns per step into four
 // accumulators. The bf16 form (matVecRowsBF16P) reads x reordered by permuteBF16 (xp): a 32-byte load of 16
 // weights widens to the even columns with one shift and to the odd ones with one mask.
 func avx2MatVecRows(w wload8) {
@@ -303,7 +312,7 @@ func avx2MatVecRows(w wload8) {
 		PREFETCHT0(Mem{Base: RSI, Index: RBX, Scale: 1, Disp: pfRowsF32})
 		PREFETCHT0(Mem{Base: RSI, Index: RBX, Scale: 1, Disp: pfRowsF32 + 64})
 	} else {
-		PREFETCHT0(Mem{Base: RSI, Index: RBX, Scale: 1, Disp: 2048})
+		PREFETCHT0(Mem{Base: RSI, Index: RBX, Scale: 1, Disp: pfRows16[w.name]})
 	}
 	wm := func(disp int) Mem { return Mem{Base: RSI, Index: RBX, Scale: 1, Disp: disp} }
 	switch w.name {
