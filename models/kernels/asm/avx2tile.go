@@ -33,22 +33,12 @@ func avx2TileRC(w wload8, rows, cols int) {
 	Doc(fmt.Sprintf("%s is the AVX2 %d×%d tile of %s weights (generated).", name, rows, cols, w.name))
 	xp := []GPPhysical{RSI, R8, R9, R10}[:rows]
 	wp := []GPPhysical{RDI, R11, R12}[:cols]
-	Load(Param("x"), RSI)
-	Load(Param("ldx"), RAX)
-	SHLQ(U8(2), RAX)
-	for i := 1; i < rows; i++ {
-		LEAQ(Mem{Base: xp[i-1], Index: RAX, Scale: 1}, xp[i])
-	}
-	Load(Param("w"), RDI)
-	Load(Param("ldw"), RAX)
+	rowPointers(xp, "x", "ldx", RAX, 2)
+	wshift := uint64(1)
 	if w.esz == 4 {
-		SHLQ(U8(2), RAX)
-	} else {
-		SHLQ(U8(1), RAX)
+		wshift = 2
 	}
-	for j := 1; j < cols; j++ {
-		LEAQ(Mem{Base: wp[j-1], Index: RAX, Scale: 1}, wp[j])
-	}
+	rowPointers(wp, "w", "ldw", RAX, wshift)
 	Load(Param("pf"), RBX)
 	Load(Param("k"), RCX)
 	acc := func(i, j int) VecPhysical { return yregs[cols*i+j] }
@@ -106,12 +96,7 @@ func avx2TileRC(w wload8, rows, cols int) {
 		VADDPS(X15, a.AsX(), a.AsX()) // [Σa Σb Σc ·]
 	}
 	cp := []GPPhysical{RAX, RCX, RDX, RSI}[:rows]
-	Load(Param("c"), RAX)
-	Load(Param("ldc"), RBX)
-	SHLQ(U8(2), RBX)
-	for i := 1; i < rows; i++ {
-		LEAQ(Mem{Base: cp[i-1], Index: RBX, Scale: 1}, cp[i])
-	}
+	rowPointers(cp, "c", "ldc", RBX, 2)
 	// with acc, C's values (cols lanes of X15) added
 	Load(Param("acc"), RDI)
 	TESTQ(RDI, RDI)
@@ -197,4 +182,15 @@ func avx2CvtF16() {
 	Label("done")
 	VZEROUPPER()
 	RET()
+}
+
+// rowPointers loads the parameter base into ptrs[0] and sets each next pointer one row further: the parameter
+// stride (in elements) shifted left by shift into tmp, then ptrs[i] = ptrs[i-1] + tmp.
+func rowPointers(ptrs []GPPhysical, base, stride string, tmp GPPhysical, shift uint64) {
+	Load(Param(base), ptrs[0])
+	Load(Param(stride), tmp)
+	SHLQ(U8(shift), tmp)
+	for i := 1; i < len(ptrs); i++ {
+		LEAQ(Mem{Base: ptrs[i-1], Index: tmp, Scale: 1}, ptrs[i])
+	}
 }
