@@ -66,14 +66,20 @@ func (p *Pool) matMulT(t matMulTask) {
 		return
 	}
 	t.permuteX(&p.xperm)
-	chunks := tiles
-	if t.walk {
-		chunks = p.threads
-	}
 	p.mm = t
-	p.runLocked(tiles, chunks, &p.mm)
+	p.runTiles(tiles, t.walk, &p.mm)
 	p.mm = matMulTask{}
 	p.mu.Unlock()
+}
+
+// runTiles runs a locked job of tiles tiles: one tile per chunk, or with walk (each thread one contiguous share of
+// W, as the matrix-vector kernel streams it) one chunk per thread.
+func (p *Pool) runTiles(tiles int, walk bool, t task) {
+	chunks := tiles
+	if walk {
+		chunks = p.threads
+	}
+	p.runLocked(tiles, chunks, t)
 }
 
 // gemmScratch holds the transposition buffers of Gemms that cannot use their pool's (nil, or busy because the

@@ -117,12 +117,8 @@ func MatMulsT(p *Pool, jobs []MatVecJob, m int) {
 		return
 	}
 	t.permuteX([maxMatMuls]*[]float32{&p.xmm[0], &p.xmm[1], &p.xmm[2]})
-	chunks := tiles // one tile per chunk, as matMulT
-	if t.walk {
-		chunks = p.threads
-	}
 	p.mms = t
-	p.runLocked(tiles, chunks, &p.mms)
+	p.runTiles(tiles, t.walk, &p.mms)
 	p.mms = matMulsTask{}
 	p.mu.Unlock()
 }
