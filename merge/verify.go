@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"strconv"
 	"strings"
 
 	"github.com/lorakit/lorakit/models"
@@ -285,7 +284,7 @@ func patchModel(m *llama.Model, srcs []Source) (undo func(), err error) {
 		module := strings.TrimSuffix(strings.TrimSuffix(name, ".weight"), ".bias")
 		isBias := strings.HasSuffix(name, ".bias")
 		lin, ok := m.Linear(module)
-		idx, sub, ok2 := layerSub(module)
+		idx, sub, ok2 := llama.ParseModule(module)
 		if !ok || !ok2 {
 			return undo, fmt.Errorf("verify: cannot apply the saved tensor %q to the unmerged model (only embeddings, lm_head and linear weights/biases); merge without --verify", name)
 		}
@@ -316,40 +315,11 @@ func patchModel(m *llama.Model, srcs []Source) (undo func(), err error) {
 	return undo, nil
 }
 
-// layerSub splits "model.layers.3.self_attn.q_proj" into 3 and "self_attn.q_proj".
-func layerSub(module string) (int, string, bool) {
-	rest, ok := strings.CutPrefix(module, "model.layers.")
-	if !ok {
-		return 0, "", false
-	}
-	num, sub, ok := strings.Cut(rest, ".")
-	if !ok {
-		return 0, "", false
-	}
-	n, err := strconv.Atoi(num)
-	return n, sub, err == nil
-}
-
-// setLinear replaces one linear of L, remembering L's previous state for undo.
+// setLinear replaces one linear of L (sub: a llama.LinearNames entry), remembering L's previous state for undo.
 func setLinear(L *llama.Layer, sub string, lin nn.Linear, layers *[]*llama.Layer, saved *[]llama.Layer) {
 	*layers = append(*layers, L)
 	*saved = append(*saved, *L)
-	switch sub {
-	case "self_attn.q_proj":
-		L.QProj = lin
-	case "self_attn.k_proj":
-		L.KProj = lin
-	case "self_attn.v_proj":
-		L.VProj = lin
-	case "self_attn.o_proj":
-		L.OProj = lin
-	case "mlp.gate_proj":
-		L.GateProj = lin
-	case "mlp.up_proj":
-		L.UpProj = lin
-	case "mlp.down_proj":
-		L.DownProj = lin
-	}
+	*L.LinearSlot(sub) = lin
 }
 
 func firstModule(srcs []Source) string {

@@ -147,7 +147,9 @@ func Bench(ctx context.Context, c BenchConfig) (*BenchResult, error) {
 	if method == Full { // the f32 master copy is all the graph uses
 		base.EmbedTokens, base.LMHead = nil, nil
 		for _, L := range base.Layers {
-			L.QProj, L.KProj, L.VProj, L.OProj, L.GateProj, L.UpProj, L.DownProj = nil, nil, nil, nil, nil, nil, nil
+			for _, p := range L.Linears() {
+				*p = nil
+			}
 		}
 		runtime.GC()
 	}

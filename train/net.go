@@ -117,9 +117,6 @@ type Net struct {
 	tok     *tokenParams // --train-tokens: trained embedding (and head) rows
 }
 
-var projNames = []string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
-
 func seedFor(seed int64, name string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(name))
@@ -183,11 +180,11 @@ func NewNet(base *llama.Model, method Method, lo LoRAOptions) (*Net, error) {
 				nl.kNormP = n.addParam(pre+"self_attn.k_norm.weight", spnn.NewParam(newMat(len(L.KNorm), 1, L.KNorm)), false)
 			}
 		}
-		lins := []nn.Linear{L.QProj, L.KProj, L.VProj, L.OProj, L.GateProj, L.UpProj, L.DownProj}
 		var ps []*Proj
-		for i, lin := range lins {
-			name := pre + projNames[i]
-			p, err := n.newProj(name, lin)
+		names := llama.LinearNames()
+		for i, lin := range L.Linears() {
+			name := pre + names[i]
+			p, err := n.newProj(name, *lin)
 			if err != nil {
 				return nil, err
 			}

@@ -373,8 +373,8 @@ func weightBytes(m *llama.Model) int64 {
 		}
 	}
 	for _, L := range m.Layers {
-		for _, l := range []nn.Linear{L.QProj, L.KProj, L.VProj, L.OProj, L.GateProj, L.UpProj, L.DownProj} {
-			lin(l)
+		for _, l := range L.Linears() {
+			lin(*l)
 		}
 	}
 	lin(m.LMHead)

@@ -48,6 +48,44 @@ type Model struct {
 var linearNames = [7]string{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
 	"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}
 
+// LinearNames returns the PEFT names of a layer's seven linears below "model.layers.N." ("self_attn.q_proj",
+// ..., "mlp.down_proj"), in the order of Layer.Linears.
+func LinearNames() [7]string { return linearNames }
+
+// Linears returns the places of the layer's seven linears (q, k, v, o, gate, up, down: LinearNames' order), to
+// read or replace them.
+func (L *Layer) Linears() [7]*nn.Linear {
+	return [7]*nn.Linear{&L.QProj, &L.KProj, &L.VProj, &L.OProj, &L.GateProj, &L.UpProj, &L.DownProj}
+}
+
+// ParseModule splits a layer module name such as "model.layers.3.self_attn.q_proj" into its layer number (3,
+// written without leading zeros) and the rest ("self_attn.q_proj"); ok is false for any other name.
+func ParseModule(module string) (layer int, sub string, ok bool) {
+	rest, ok := strings.CutPrefix(module, "model.layers.")
+	if !ok {
+		return 0, "", false
+	}
+	num, sub, ok := strings.Cut(rest, ".")
+	if !ok {
+		return 0, "", false
+	}
+	l, err := strconv.Atoi(num)
+	if err != nil || l < 0 || strconv.Itoa(l) != num {
+		return 0, "", false
+	}
+	return l, sub, true
+}
+
+// LinearSlot is the place of the linear named sub ("self_attn.q_proj", a LinearNames entry) in L, or nil.
+func (L *Layer) LinearSlot(sub string) *nn.Linear {
+	for i, n := range linearNames {
+		if n == sub {
+			return L.Linears()[i]
+		}
+	}
+	return nil
+}
+
 // Modules lists the PEFT names of every linear layer, layer by layer
 // ("model.layers.0.self_attn.q_proj", ..., "model.layers.0.mlp.down_proj", ...), then "lm_head".
 func (m *Model) Modules() []string {
@@ -65,23 +103,12 @@ func (m *Model) Linear(module string) (nn.Linear, bool) {
 	if module == "lm_head" {
 		return m.LMHead, m.LMHead != nil
 	}
-	rest, ok := strings.CutPrefix(module, "model.layers.")
-	if !ok {
+	l, sub, ok := ParseModule(module)
+	if !ok || l >= len(m.Layers) {
 		return nil, false
 	}
-	num, sub, ok := strings.Cut(rest, ".")
-	if !ok {
-		return nil, false
-	}
-	l, err := strconv.Atoi(num)
-	if err != nil || l < 0 || l >= len(m.Layers) || strconv.Itoa(l) != num {
-		return nil, false
-	}
-	L := m.Layers[l]
-	for i, n := range linearNames {
-		if n == sub {
-			return [7]nn.Linear{L.QProj, L.KProj, L.VProj, L.OProj, L.GateProj, L.UpProj, L.DownProj}[i], true
-		}
+	if p := m.Layers[l].LinearSlot(sub); p != nil {
+		return *p, true
 	}
 	return nil, false
 }
