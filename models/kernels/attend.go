@@ -14,27 +14,22 @@ package kernels
 // multiple of 4 positions (the AVX2 tiles cover 4 keys at a time, and a run's last n % 4 keys take the
 // edge kernel); the value sum is one fused multiply-add per position and element, in position order.
 func AttendF32(att, s, q []float32, m, d int, k, v [][]float32, scale float32) {
-	n := checkAttend("AttendF32", att, s, q, m, d, len(k), len(v), func(r int) (int, int) { return len(k[r]), len(v[r]) })
-	off := 0
-	for _, kr := range k {
-		scoresRun(wF32, s[off:], n, q, m, d, kr, nil, len(kr)/d)
-		off += len(kr) / d
-	}
-	softmaxRows(s, m, n, scale)
-	clear(att[:m*d])
-	off = 0
-	for _, vr := range v {
-		matMulAddF32(att, s[off:], n, vr, m, d, len(vr)/d)
-		off += len(vr) / d
-	}
+	attend("AttendF32", att, s, q, m, d, k, v, scale, matMulAddF32)
 }
 
 // AttendBF16 is AttendF32 with the keys and values stored as bfloat16 bit patterns.
 func AttendBF16(att, s, q []float32, m, d int, k, v [][]uint16, scale float32) {
-	n := checkAttend("AttendBF16", att, s, q, m, d, len(k), len(v), func(r int) (int, int) { return len(k[r]), len(v[r]) })
+	attend("AttendBF16", att, s, q, m, d, k, v, scale, matMulAddBF16)
+}
+
+// attend is AttendF32 and AttendBF16 (name, for errors), addValues the value sum of the keys' element type:
+// Y[m, n] += T[m, k]·B[k, n], T's rows ldt apart.
+func attend[E float32 | uint16](name string, att, s, q []float32, m, d int, k, v [][]E, scale float32,
+	addValues func(y, t []float32, ldt int, b []E, m, n, k int)) {
+	n := checkAttend(name, att, s, q, m, d, k, v)
 	off := 0
 	for _, kr := range k {
-		scoresRun(wBF16, s[off:], n, q, m, d, nil, kr, len(kr)/d)
+		scoresRun(s[off:], n, q, m, d, kr, len(kr)/d)
 		off += len(kr) / d
 	}
 	softmaxRows(s, m, n, scale)
@@ -42,25 +37,23 @@ func AttendBF16(att, s, q []float32, m, d int, k, v [][]uint16, scale float32) {
 	off = 0
 	for _, vr := range v {
 		if l := len(vr) / d; l > 0 {
-			matMulAddBF16(att, s[off:], n, vr, m, d, l)
+			addValues(att, s[off:], n, vr, m, d, l)
 			off += l
 		}
 	}
 }
 
-// checkAttend validates AttendF32's and AttendBF16's arguments (size(r): the lengths of run r's keys and
-// values) and returns the number of positions.
-func checkAttend(name string, att, s, q []float32, m, d, nk, nv int, size func(r int) (int, int)) int {
-	if m < 1 || d < 1 || nk != nv || len(q) < m*d || len(att) < m*d {
+// checkAttend validates attend's arguments and returns the number of positions.
+func checkAttend[E float32 | uint16](name string, att, s, q []float32, m, d int, k, v [][]E) int {
+	if m < 1 || d < 1 || len(k) != len(v) || len(q) < m*d || len(att) < m*d {
 		panic("kernels: " + name + ": q, att or the runs do not match m, d")
 	}
 	n := 0
-	for r := range nk {
-		lk, lv := size(r)
-		if lk != lv || lk%d != 0 {
+	for r := range k {
+		if len(k[r]) != len(v[r]) || len(k[r])%d != 0 {
 			panic("kernels: " + name + ": a run's keys and values are not both [positions, d]")
 		}
-		n += lk / d
+		n += len(k[r]) / d
 	}
 	if n == 0 || len(s) < m*n {
 		panic("kernels: " + name + ": no positions, or s shorter than m × positions")
@@ -76,12 +69,19 @@ func softmaxRows(s []float32, m, n int, alpha float32) {
 	}
 }
 
-// scoresRun writes the m×l scores of q [m, d] against the keys w [l, d] (wf for kind wF32, wh for wBF16) to
-// s, rows lds apart, through the kernels Gemm (f32, transposed B) and MatMulBF16T (bf16) run a whole key
-// matrix through, in one thread: every score is summed as it is there.
-func scoresRun(kind int, s []float32, lds int, q []float32, m, d int, wf []float32, wh []uint16, l int) {
+// scoresRun writes the m×l scores of q [m, d] against the keys w [l, d] (f32 or bf16) to s, rows lds apart,
+// through the kernels Gemm (f32, transposed B) and MatMulBF16T (bf16) run a whole key matrix through, in one
+// thread: every score is summed as it is there.
+func scoresRun[E float32 | uint16](s []float32, lds int, q []float32, m, d int, w []E, l int) {
 	if l == 0 {
 		return
+	}
+	kind, wf, wh := wF32, []float32(nil), []uint16(nil)
+	switch w := any(w).(type) {
+	case []float32:
+		wf = w
+	case []uint16:
+		kind, wh = wBF16, w
 	}
 	if kind == wBF16 && m == 1 { // MatMulBF16T's one-row case
 		matVecBF16(s, wh, q, 0, l, d)
