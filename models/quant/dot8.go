@@ -387,12 +387,18 @@ func (j *dot8Quant) Run(lo, hi int) {
 }
 
 // Run computes tiles [lo, hi) of the job (numbered across its weights) for every chunk of x, two tiles of a
-// weight at a time so that their codes stay in L1.
+// weight at a time so that their codes stay in L1 while the chunks (and the kernel calls of one chunk) read
+// them; when one kernel call reads every code once (a single chunk of at most wholeRows() x rows: decode), each
+// weight's tiles go to the kernel in one call instead, which streams them without a Go call every two tiles.
 func (j *dot8Job) Run(lo, hi int) {
-	const step = 2
+	whole := len(j.chunks) == 1 && j.chunks[0].k <= wholeRows()
 	for oi := range j.outs {
 		o := &j.outs[oi]
 		a, b := max(lo, o.tile0)-o.tile0, min(hi, o.tile0+o.rows/tileRows)-o.tile0
+		step := 2
+		if whole {
+			step = max(1, b-a)
+		}
 		for t0 := a; t0 < b; t0 += step {
 			n := min(step, b-t0)
 			for ci := range j.chunks {

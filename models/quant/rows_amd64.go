@@ -173,6 +173,16 @@ var dotKernelsY = [3]*[dotKY]func(y *float32, ystride int, codes *byte, scales *
 	&dotL4KernelsY, &dotQ4KernelsY, &dotB8KernelsY,
 }
 
+// wholeRows is the most x rows for which dot8Job.Run gives a weight's tiles to the kernel in one call: the
+// AVX2 kernels take up to dotKY rows a call, so every code is read once; 0 with the VNNI kernels, which keep
+// their two-tile steps.
+func wholeRows() int {
+	if vnniRows() > 0 {
+		return 0
+	}
+	return dotKY
+}
+
 // dot8On reports whether the dot kernels run the weights that tile: with AVX-512 VNNI (VPDPBUSD) or AVX2
 // (VPMADDUBSW), which give the same integer sums.
 func dot8On() bool { return useAVX2 }

@@ -38,6 +38,10 @@ func vnniRows() int { return 0 }
 // dot8On is false: the portable twins of the dot kernels are references, not the fast path.
 func dot8On() bool { return false }
 
+// wholeRows is the most x rows for which dot8Job.Run gives a weight's tiles to the kernel in one call (the
+// portable kernel reads each tile's codes for every x row before the next tile).
+func wholeRows() int { return dotK }
+
 // dot8Rows runs the portable dot kernel.
 func dot8Rows(y []float32, ystride int, t *dot8, xd *xDot, t0, n, cols int) {
 	dot8Go(y, ystride, t, xd, t0, n, cols)
