@@ -120,7 +120,7 @@ bandwidth of the machine measured in the same run, peak RSS, and ratios to llama
 				}
 				stop, err := startProfile(cpuprofile)
 				if err != nil {
-					return err
+					return fmt.Errorf("bench: %w", err)
 				}
 				r, err := train.Bench(cmd.Context(), tc)
 				stop()
@@ -423,7 +423,7 @@ func runBench(ctx context.Context, m *llama.Model, res *benchResult, reps, batch
 	}
 	stop, err := startProfile(ppProfile)
 	if err != nil {
-		return err
+		return fmt.Errorf("bench: %w", err)
 	}
 	for r := 0; r < reps; r++ {
 		v, err := ppOnce()
@@ -451,7 +451,7 @@ func runBench(ctx context.Context, m *llama.Model, res *benchResult, reps, batch
 	}
 
 	if stop, err = startProfile(cpuprofile); err != nil {
-		return err
+		return fmt.Errorf("bench: %w", err)
 	}
 	defer stop()
 	seq := []llama.Seq{{Tokens: []int{0}, Cache: cache}}
@@ -578,11 +578,11 @@ func startProfile(path string) (func(), error) {
 	}
 	f, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("bench: %w", err)
+		return nil, err
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("bench: %w", err)
+		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

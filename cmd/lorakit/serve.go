@@ -38,7 +38,7 @@ func newServeCmd() *cobra.Command {
 		port, maxLoaded, maxBatch, maxQueue, maxModelLen, threads           int
 		prefillChunk, maxN, maxConns                                        int
 		readTimeout, writeTimeout, idleTimeout, shutdownTimeout             time.Duration
-		logFormat                                                           string
+		logFormat, cpuprofile                                               string
 		allowAnyPath                                                        bool
 	)
 	cmd := &cobra.Command{
@@ -154,6 +154,11 @@ still running then end with a server_shutting_down error event and [DONE], and s
 			defer stop()
 			fmt.Fprintf(cmd.ErrOrStderr(), "lorakit serve: model %q with %d adapter(s) on http://%s (Ctrl-C to stop)\n",
 				servedName, srv.Registry().Len(), ln.Addr())
+			stopProfile, err := startProfile(cpuprofile)
+			if err != nil {
+				return fmt.Errorf("serve: --cpuprofile: %w", err)
+			}
+			defer stopProfile()
 			err = srv.Start(ctx, ln)
 			fmt.Fprintln(cmd.ErrOrStderr(), "lorakit serve: stopped")
 			return err
@@ -189,6 +194,7 @@ still running then end with a server_shutting_down error event and [DONE], and s
 	f.DurationVar(&idleTimeout, "idle-timeout", 60*time.Second, "close keep-alive connections idle this long")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 60*time.Second, "on SIGINT/SIGTERM, time running requests get to finish before they are cut (each cut stream still ends with an error event and [DONE]); then exit 0")
 	f.StringVar(&logFormat, "log-format", "text", `request and adapter log lines on stderr: "text" or "json"`)
+	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole time the server listens to this file (written when it stops: SIGINT/SIGTERM)")
 	f.IntVar(&prefillChunk, "prefill-chunk", 256, "prompt tokens prefilled per engine step (a long prompt never stalls decoding longer than this)")
 	return cmd
 }
