@@ -49,6 +49,11 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 	if n == 0 {
 		return 0
 	}
+	o := s.o
+	greedy := o.Temperature <= 0 || math.IsNaN(float64(o.Temperature))
+	if greedy && !s.penalises(history) {
+		return Argmax(logits) // nothing to change in a copy
+	}
 	if cap(s.x) < n {
 		s.x = make([]float32, n)
 		s.counts = make([]int32, n)
@@ -56,8 +61,7 @@ func (s *Sampler) Sample(logits []float32, history []int) int {
 	x := s.x[:n]
 	copy(x, logits)
 	s.penalise(x, history)
-	o := s.o
-	if o.Temperature <= 0 || math.IsNaN(float64(o.Temperature)) {
+	if greedy {
 		return Argmax(x)
 	}
 	inv := 1 / o.Temperature
@@ -218,11 +222,11 @@ func (h *heap) pop() int32 {
 
 // penalise applies the repetition, presence and frequency penalties for the tokens in history.
 func (s *Sampler) penalise(x []float32, history []int) {
-	o := s.o
-	rep := o.RepetitionPenalty != 0 && o.RepetitionPenalty != 1
-	if len(history) == 0 || (!rep && o.PresencePenalty == 0 && o.FrequencyPenalty == 0) {
+	if !s.penalises(history) {
 		return
 	}
+	o := s.o
+	rep := o.RepetitionPenalty != 0 && o.RepetitionPenalty != 1
 	s.touched = s.touched[:0]
 	for _, t := range history {
 		if t < 0 || t >= len(x) {
@@ -246,6 +250,13 @@ func (s *Sampler) penalise(x []float32, history []int) {
 		x[t] = v
 		s.counts[t] = 0
 	}
+}
+
+// penalises reports whether penalise changes any logit for history.
+func (s *Sampler) penalises(history []int) bool {
+	o := s.o
+	rep := o.RepetitionPenalty != 0 && o.RepetitionPenalty != 1
+	return len(history) > 0 && (rep || o.PresencePenalty != 0 || o.FrequencyPenalty != 0)
 }
 
 // Argmax returns the index of the largest value (the lowest index on ties; NaNs are never chosen unless all are),

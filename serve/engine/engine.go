@@ -449,7 +449,26 @@ func (s *seq) group() any {
 }
 
 // finite reports whether logits hold no NaN or +Inf (−Inf is a masked token).
+//
+// It runs once per row and step over the whole vocabulary while the model waits, so the common case is one
+// branch-free pass: a float's exponent bits are all ones (NaN or ±Inf) exactly when adding 1 to the lowest
+// exponent bit of its magnitude carries into bit 31; only when some value does so are they checked one by one.
 func finite(logits []float32) bool {
+	var a, b, c, d uint32
+	i := 0
+	for ; i+4 <= len(logits); i += 4 {
+		v := logits[i : i+4 : i+4]
+		a |= math.Float32bits(v[0])&0x7fffffff + 0x00800000
+		b |= math.Float32bits(v[1])&0x7fffffff + 0x00800000
+		c |= math.Float32bits(v[2])&0x7fffffff + 0x00800000
+		d |= math.Float32bits(v[3])&0x7fffffff + 0x00800000
+	}
+	for _, v := range logits[i:] {
+		a |= math.Float32bits(v)&0x7fffffff + 0x00800000
+	}
+	if (a|b|c|d)&0x80000000 == 0 {
+		return true
+	}
 	for _, v := range logits {
 		if v != v || v > math.MaxFloat32 {
 			return false
