@@ -19,8 +19,10 @@ import (
 //   - Q4_0: u is ggml's code itself (levels (u−8)/8·absmax = (u−8)·d): the same integer sums as llama.cpp's
 //     Q4_0 × Q8_0 dot product, with x's scale kept in float32 (ggml rounds it to f16);
 //   - int8 and Q8_0: u = code + 128, exact;
-//   - NF4 and FP4: u = 128 + round(127·level/max|level|) through a 16-byte table (VPSHUFB), as llama.cpp
-//     holds IQ4_NL's non-uniform levels; this rounds each level by at most 0.5/127 of the block's absmax.
+//   - NF4 and FP4: u = 128 + round(63·level/max|level|) through a 16-byte table (VPSHUFB), as llama.cpp
+//     holds IQ4_NL's non-uniform levels (in [−127, 127]); this rounds each level by at most 0.5/63 of the
+//     block's absmax (NF4's own rounding of a weight to its nearest level is up to 0.04–0.15 of it), and lets
+//     the AVX2 kernel sum two quads in int16 before widening them (l4Max).
 //
 // The layout is tiled: each of a zmm register's 16 lanes (a ymm register's 8, for half a tile) is one weight
 // row, and holds 4 columns (a quad) as 4 bytes; x quads are broadcast, so that one vector of float work per x
@@ -112,7 +114,8 @@ func (q *Weight) dot8Copy() *dot8 {
 }
 
 // dotLevels returns the byte value of each 4-bit code and the level unit (code units per step of u), or for
-// Q4_0's own table the codes themselves.
+// Q4_0's own table the codes themselves. Other tables (NF4, FP4) are scaled to l4Max: u = 128 +
+// round(l4Max·level/max|level|), unit max|level|/l4Max.
 func dotLevels(typ Type, code *[16]float32) (kind int, u [16]byte, unit float32) {
 	if typ == Q4_0 && *code == q40Code {
 		for i := range u {
@@ -125,10 +128,16 @@ func dotLevels(typ Type, code *[16]float32) (kind int, u [16]byte, unit float32)
 		m = max(m, abs32(c))
 	}
 	for i, c := range code {
-		u[i] = byte(128 + int(math.Round(float64(c)/float64(m)*127)))
+		u[i] = byte(128 + int(math.Round(float64(c)/float64(m)*l4Max)))
 	}
-	return dotL4, u, m / 127
+	return dotL4, u, m / l4Max
 }
+
+// l4Max is the largest |level| of NF4 and FP4 in the dot kernels, in level units: with levels in [−63, 63] and x
+// in [−127, 127] the AVX2 kernel's int16 pair sums (VPMADDUBSW) are at most 2·63·127 = 16002, so two quads' pair
+// sums add to at most 32004 < 32767 before one VPMADDWD widens them (6 cycles of Zen 1's one integer-multiply
+// pipe per two quads and x row instead of 8 with levels in [−127, 127]; see dotY in asm/).
+const l4Max = 63
 
 // packedRow is row r of Packed.
 func (q *Weight) packedRow(r int) []byte {

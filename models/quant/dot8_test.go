@@ -451,8 +451,9 @@ func TestDot8AVX2MatchesVNNI(t *testing.T) {
 
 // TestDot8Extremes multiplies weights whose every code is at the end of its range with x rows of ±max (every
 // byte ±127), signs chosen so that every product has the same sign: the largest int16 pair sums the AVX2 kernels
-// make (VPMADDUBSW saturates at 32767: Q4_0 2·15·127 per pair and 8·3810 = 30480 per block in int16; levels and
-// bytes 2·128·127 = 32512), which must give the exact sums. Each kernel is checked against the portable twin
+// make (VPMADDUBSW saturates at 32767: Q4_0 2·15·127 per pair and 8·3810 = 30480 per block in int16; NF4's
+// levels ±63, 2·63·127 per pair and 2·16002 = 32004 per two quads; bytes 2·128·127 = 32512), which must give the
+// exact sums. Each kernel is checked against the portable twin
 // and against the exact value.
 func TestDot8Extremes(t *testing.T) {
 	const rows, cols = 32, 192

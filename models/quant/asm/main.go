@@ -53,6 +53,10 @@ func main() {
 	for i, d := range []uint32{0, 4, 1, 5, 2, 6, 3, 7} { // the dwords of VPACKSSWB's output in order (see quantX8Y)
 		DATA(4*i, U32(d))
 	}
+	nibbleMask = GLOBL("nibbleMaskY", RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(0x0f0f0f0f))
+	}
 	for k := 1; k <= maxY; k++ {
 		for _, kind := range dotKinds {
 			dotY(k, kind)
@@ -691,10 +695,11 @@ func bcastConst(v uint32) reg.VecVirtual {
 //     with the block's correction −8·Σq, as the VNNI kernel: a pair is at most 2·15·127 = 3810, so the 8 quads
 //     of a block are summed in int16 (at most 30480 < 32767) and widened once per block (VPMADDWD by ones);
 //   - L4 (NF4, FP4) and B8 (int8, Q8_0): the level w = u − z is signed (L4: the table's bytes minus 128, in
-//     [−127, 127]; B8: the code, in [−128, 127]), so w's sign is moved onto x (VPSIGNB) and |w| is the unsigned
-//     operand: |w|·(sign(w)·q) = w·q, a pair at most 2·128·127 = 32512 < 32767 (llama.cpp moves x's sign onto
-//     the weights instead; this way a B8 code of −128 is exact too). Each quad's pairs are widened to int32 at
-//     once (VPMADDWD by ones), as two of them could exceed int16.
+//     [−63, 63], see dotLevels; B8: the code, in [−128, 127]), so w's sign is moved onto x (VPSIGNB) and |w| is
+//     the unsigned operand: |w|·(sign(w)·q) = w·q (llama.cpp moves x's sign onto the weights instead; this way a
+//     B8 code of −128 is exact too). B8: a pair is at most 2·128·127 = 32512 < 32767, so each quad's pairs are
+//     widened to int32 at once (VPMADDWD by ones). L4: a pair is at most 2·63·127 = 16002, so the two quads of
+//     a 64-byte run (low and high nibbles) are added in int16 (at most 32004) and widened together.
 //
 // The float part is the VNNI kernel's: per block the int32 sums are converted and added with one fused
 // multiply-add times (weight scale · x scale), so both kernels give bit-identical results. xk is the x rows of
@@ -703,14 +708,16 @@ func bcastConst(v uint32) reg.VecVirtual {
 // more rows each half tile is a pass of its own (the accumulators of both would not fit in 16 registers).
 //
 // On a Zen 1 core (measured, session 9) a 256-bit VPMADDUBSW or VPMADDWD takes the one integer-multiply pipe
-// for 2 cycles, so the floor of L4 and B8 is 4 cycles per quad and x row (8 rows × 4 columns), ~23 products/ns
-// at 2.9 GHz; VPSIGNB may use that pipe too, VPSHUFB, VCVTDQ2PS and FMA do not. These kernels reach ~17 (~75%):
-// the quad's five instructions per row run at the floor, the per-block float part (convert, scale, FMA) costs
-// ~10% and the decode of the codes little. Tried and measured without an end-to-end gain: up to 8 rows per pass
-// with the float sums on the stack (the decode shared by more rows: no change at 8 and 16 rows, slower at 3–4),
-// and VPSHUFB from a ±x layout in place of VPSIGNB (branch h3-pm-shuffle: −3 to −5% cycles in a looped block,
-// within noise in the step). Dropping the VPMADDWD per quad needs a block's eight quads of pair sums to fit int16
-// together, exact only for Q4_0's unsigned 4-bit codes (8 · 3810 = 30480).
+// for 2 cycles, so the floor of B8 is 4 cycles per quad and x row (8 rows × 4 columns), ~23 products/ns at
+// 2.9 GHz, and of L4 3 (two VPMADDUBSW and one VPMADDWD per two quads), ~31; VPSIGNB may use that pipe too,
+// VPSHUFB, VCVTDQ2PS and FMA do not. B8 reaches ~17 (~75%): the quad's five instructions per row run at the
+// floor, the per-block float part (convert, scale, FMA) costs ~10% and the decode of the codes little. Tried
+// and measured without an end-to-end gain: up to 8 rows per pass with the float sums on the stack (the decode
+// shared by more rows: no change at 8 and 16 rows, slower at 3–4), and VPSHUFB from a ±x layout in place of
+// VPSIGNB (branch h3-pm-shuffle: −3 to −5% cycles in a looped block, within noise in the step). Dropping the
+// VPMADDWD per quad needs the pair sums of several quads to fit int16 together: a block's eight for Q4_0's
+// unsigned 4-bit codes (8 · 3810 = 30480), two for L4's levels of at most 63 (a run's pair of quads holds the
+// register the nibble mask would take, so L4 reads that from memory), none for B8.
 func dotY(k int, kind dotKind) {
 	name := fmt.Sprintf("dot%sy%d", kind.name, k)
 	TEXT(name, NOSPLIT, dotSigY)
@@ -721,7 +728,10 @@ func dotY(k int, kind dotKind) {
 	sp := Load(Param("scales"), GP64())
 	tiles := Load(Param("ntiles"), GP64())
 	yk := &yKernel{k: k, kind: kind, ones: bcastConst(0x00010001)}
-	if kind.four {
+	switch {
+	case kind.lut: // a memory operand: the pair of quads in flight takes the register (see signedPair)
+		yk.nibbles = nibbleMask
+	case kind.four:
 		yk.mask = bcastConst(0x0f0f0f0f)
 	}
 	if kind.lut {
@@ -810,11 +820,15 @@ func dotY(k int, kind dotKind) {
 	RET()
 }
 
+// nibbleMask is 32 bytes of 0x0f, the L4 AVX2 kernels' nibble mask (a memory operand, see dotY).
+var nibbleMask Mem
+
 // yKernel holds what one AVX2 dot kernel's block sums use: its row count and layout, and the constants.
 type yKernel struct {
 	k                      int
 	kind                   dotKind
-	ones, mask, table, c80 reg.VecVirtual // int16 ones; 4 bits: the nibble mask; L4: the signed levels; B8: 0x80
+	ones, mask, table, c80 reg.VecVirtual // int16 ones; Q4: the nibble mask; L4: the signed levels; B8: 0x80
+	nibbles                Mem            // L4: the nibble mask (nibbleMask)
 }
 
 // blockSums emits the int32 sums of one x block for the half tiles hs (iacc[h][i] for x row i) from the codes at
@@ -846,23 +860,19 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 			}
 		}
 		ADDQ(U32(256), c)
-	case yk.kind.four: // L4: signed levels through the table
+	case yk.kind.four: // L4: signed levels through the table, a run's two quads summed in int16
 		yk.zero(hs, iacc)
 		for p := 0; p < 4; p++ {
 			prefetch(p)
 			for _, h := range hs {
-				for e := 0; e < 2; e++ {
-					w := YMM()
-					if e == 0 {
-						VPAND(Mem{Base: c, Disp: 64*p + 32*h}, yk.mask, w)
-					} else {
-						VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, w)
-						VPSRLW(U8(4), w, w)
-						VPAND(yk.mask, w, w)
-					}
-					VPSHUFB(w, yk.table, w)
-					yk.signed(iacc[h], w, xq, 8*p+4*e)
-				}
+				lo, hi := YMM(), YMM()
+				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, lo)
+				VPSRLW(U8(4), lo, hi)
+				VPAND(yk.nibbles, lo, lo)
+				VPAND(yk.nibbles, hi, hi)
+				VPSHUFB(lo, yk.table, lo)
+				VPSHUFB(hi, yk.table, hi)
+				yk.signedPair(iacc[h], lo, hi, xq, 8*p)
 			}
 		}
 		ADDQ(U32(256), c)
@@ -909,6 +919,27 @@ func (yk *yKernel) q4Quads(acc []reg.VecVirtual, c, xq reg.Register, p, h int) {
 			VPMADDUBSW(xb, w, xb)
 			VPADDW(xb, acc[i], acc[i])
 		}
+	}
+}
+
+// signedPair multiplies the signed levels lo and hi (8 rows × two quads, each level in [−63, 63]) with x quads
+// d and d+4 of every row: acc[i] += lo·q_i + hi·q_i', each as signed does, with the two quads' int16 pair sums
+// added before one widening (at most 2 · 2·63·127 = 32004 < 32767).
+func (yk *yKernel) signedPair(acc []reg.VecVirtual, lo, hi reg.VecVirtual, xq reg.Register, d int) {
+	alo, ahi := YMM(), YMM()
+	VPABSB(lo, alo)
+	VPABSB(hi, ahi)
+	for i := 0; i < yk.k; i++ {
+		xa, xb := YMM(), YMM()
+		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xa)
+		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d + 4}, xb)
+		VPSIGNB(lo, xa, xa)
+		VPSIGNB(hi, xb, xb)
+		VPMADDUBSW(xa, alo, xa)
+		VPMADDUBSW(xb, ahi, xb)
+		VPADDW(xb, xa, xa)
+		VPMADDWD(yk.ones, xa, xa)
+		VPADDD(xa, acc[i], acc[i])
 	}
 }
 
