@@ -728,26 +728,35 @@ func dotY(k int, kind dotKind) {
 	sp := Load(Param("scales"), GP64())
 	tiles := Load(Param("ntiles"), GP64())
 	yk := &yKernel{k: k, kind: kind, ones: bcastConst(0x00010001)}
+	// the passes over a tile's codes: both halves at once while the accumulators fit (one read of the codes,
+	// as decode streams them), else one half each
+	passes := [][]int{{0}, {1}}
+	if k <= maxY/2 {
+		passes = [][]int{{0, 1}}
+	}
+	// L4 holds 2 constants and 6 working registers besides the accumulators (see signedPair); where two more
+	// fit, the nibble mask and the table of |levels| (a VPSHUFB in place of a VPABSB, off the pipes that
+	// VPSIGNB and the multiplies share) take registers, else the mask is a memory operand
+	spare := 16 - 2*k*len(passes[0]) - 8
 	switch {
-	case kind.lut: // a memory operand: the pair of quads in flight takes the register (see signedPair)
+	case kind.lut && spare < 2:
 		yk.nibbles = nibbleMask
 	case kind.four:
 		yk.mask = bcastConst(0x0f0f0f0f)
+		yk.nibbles = yk.mask
 	}
 	if kind.lut {
 		yk.table = YMM()
 		lut := Load(Param("lut"), GP64())
 		VBROADCASTI128(Mem{Base: lut}, yk.table)
 		VPXOR(bcastConst(0x80808080), yk.table, yk.table) // the signed levels u − 128
+		if spare >= 2 {
+			yk.abs = YMM()
+			VPABSB(yk.table, yk.abs)
+		}
 	}
 	if !kind.four {
 		yk.c80 = bcastConst(0x80808080)
-	}
-	// the passes over a tile's codes: both halves at once while the accumulators fit (one read of the codes,
-	// as decode streams them), else one half each
-	passes := [][]int{{0}, {1}}
-	if k <= maxY/2 {
-		passes = [][]int{{0, 1}}
 	}
 
 	Label("tile")
@@ -828,7 +837,8 @@ type yKernel struct {
 	k                      int
 	kind                   dotKind
 	ones, mask, table, c80 reg.VecVirtual // int16 ones; Q4: the nibble mask; L4: the signed levels; B8: 0x80
-	nibbles                Mem            // L4: the nibble mask (nibbleMask)
+	nibbles                Op             // 4 bits: the nibble mask (mask, or for L4 with no spare register nibbleMask)
+	abs                    reg.VecVirtual // L4 with spare registers: |levels| (else nil: VPABSB per run)
 }
 
 // blockSums emits the int32 sums of one x block for the half tiles hs (iacc[h][i] for x row i) from the codes at
@@ -870,9 +880,18 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 				VPSRLW(U8(4), lo, hi)
 				VPAND(yk.nibbles, lo, lo)
 				VPAND(yk.nibbles, hi, hi)
+				alo, ahi := YMM(), YMM()
+				if yk.abs != nil {
+					VPSHUFB(lo, yk.abs, alo)
+					VPSHUFB(hi, yk.abs, ahi)
+				}
 				VPSHUFB(lo, yk.table, lo)
 				VPSHUFB(hi, yk.table, hi)
-				yk.signedPair(iacc[h], lo, hi, xq, 8*p)
+				if yk.abs == nil {
+					VPABSB(lo, alo)
+					VPABSB(hi, ahi)
+				}
+				yk.signedPair(iacc[h], lo, alo, hi, ahi, xq, 8*p)
 			}
 		}
 		ADDQ(U32(256), c)
@@ -922,13 +941,10 @@ func (yk *yKernel) q4Quads(acc []reg.VecVirtual, c, xq reg.Register, p, h int) {
 	}
 }
 
-// signedPair multiplies the signed levels lo and hi (8 rows × two quads, each level in [−63, 63]) with x quads
-// d and d+4 of every row: acc[i] += lo·q_i + hi·q_i', each as signed does, with the two quads' int16 pair sums
-// added before one widening (at most 2 · 2·63·127 = 32004 < 32767).
-func (yk *yKernel) signedPair(acc []reg.VecVirtual, lo, hi reg.VecVirtual, xq reg.Register, d int) {
-	alo, ahi := YMM(), YMM()
-	VPABSB(lo, alo)
-	VPABSB(hi, ahi)
+// signedPair multiplies the signed levels lo and hi (8 rows × two quads, each level in [−63, 63]; alo and ahi
+// their absolute values) with x quads d and d+4 of every row: acc[i] += lo·q_i + hi·q_i', each as signed does,
+// with the two quads' int16 pair sums added before one widening (at most 2 · 2·63·127 = 32004 < 32767).
+func (yk *yKernel) signedPair(acc []reg.VecVirtual, lo, alo, hi, ahi reg.VecVirtual, xq reg.Register, d int) {
 	for i := 0; i < yk.k; i++ {
 		xa, xb := YMM(), YMM()
 		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xa)
