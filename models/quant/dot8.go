@@ -20,9 +20,10 @@ import (
 //     Q4_0 × Q8_0 dot product, with x's scale kept in float32 (ggml rounds it to f16);
 //   - int8 and Q8_0: u = code + 128, exact;
 //   - NF4 and FP4: u = 128 + round(63·level/max|level|) through a 16-byte table (VPSHUFB), as llama.cpp
-//     holds IQ4_NL's non-uniform levels (in [−127, 127]); this rounds each level by at most 0.5/63 of the
-//     block's absmax (NF4's own rounding of a weight to its nearest level is up to 0.04–0.15 of it), and lets
-//     the AVX2 kernel sum two quads in int16 before widening them (l4Max).
+//     holds IQ4_NL's non-uniform levels (in [−127, 127]); this moves each level by at most 0.5/63 of the
+//     block's absmax (NF4: rms 0.004 over Gaussian blocks of 64, where NF4's own rounding of a weight to its
+//     nearest level is up to 0.04–0.15 of the absmax, rms 0.036; the two together stay at rms 0.036, as with
+//     ±127), and lets the AVX2 kernel sum two quads in int16 before widening them (l4Max).
 //
 // The layout is tiled: each of a zmm register's 16 lanes (a ymm register's 8, for half a tile) is one weight
 // row, and holds 4 columns (a quad) as 4 bytes; x quads are broadcast, so that one vector of float work per x

@@ -453,8 +453,7 @@ func TestDot8AVX2MatchesVNNI(t *testing.T) {
 // byte ±127), signs chosen so that every product has the same sign: the largest int16 pair sums the AVX2 kernels
 // make (VPMADDUBSW saturates at 32767: Q4_0 2·15·127 per pair and 8·3810 = 30480 per block in int16; NF4's
 // levels ±63, 2·63·127 per pair and 2·16002 = 32004 per two quads; bytes 2·128·127 = 32512), which must give the
-// exact sums. Each kernel is checked against the portable twin
-// and against the exact value.
+// exact sums. Each kernel is checked against the portable twin and against the exact value.
 func TestDot8Extremes(t *testing.T) {
 	const rows, cols = 32, 192
 	p := kernels.NewPool(2)

@@ -711,13 +711,17 @@ func bcastConst(v uint32) reg.VecVirtual {
 // for 2 cycles, so the floor of B8 is 4 cycles per quad and x row (8 rows × 4 columns), ~23 products/ns at
 // 2.9 GHz, and of L4 3 (two VPMADDUBSW and one VPMADDWD per two quads), ~31; VPSIGNB may use that pipe too,
 // VPSHUFB, VCVTDQ2PS and FMA do not. B8 reaches ~17 (~75%): the quad's five instructions per row run at the
-// floor, the per-block float part (convert, scale, FMA) costs ~10% and the decode of the codes little. Tried
-// and measured without an end-to-end gain: up to 8 rows per pass with the float sums on the stack (the decode
-// shared by more rows: no change at 8 and 16 rows, slower at 3–4), and VPSHUFB from a ±x layout in place of
-// VPSIGNB (branch h3-pm-shuffle: −3 to −5% cycles in a looped block, within noise in the step). Dropping the
-// VPMADDWD per quad needs the pair sums of several quads to fit int16 together: a block's eight for Q4_0's
-// unsigned 4-bit codes (8 · 3810 = 30480), two for L4's levels of at most 63 (a run's pair of quads holds the
-// register the nibble mask would take, so L4 reads that from memory), none for B8.
+// floor, the per-block float part (convert, scale, FMA) costs ~10% and the decode of the codes little. L4
+// reaches 17–21 at 1–4 rows (session 10, BenchmarkDotYKernel medians in the same minutes: 16–19 with levels of
+// ±127 and a VPMADDWD per quad, +8 to +12%): with fewer multiplies the other µops (VPSIGNB on the pipe pair it
+// shares with the multiplies, the decode of the codes, which at one row is per x row) take the time; without
+// any VPMADDWD (a timing experiment, not exact) it would reach ~24. Tried and measured without an end-to-end
+// gain: up to 8 rows per pass with the float sums on the stack (the decode shared by more rows: no change at 8
+// and 16 rows, slower at 3–4), and VPSHUFB from a ±x layout in place of VPSIGNB (branch h3-pm-shuffle: −3 to
+// −5% cycles in a looped block, within noise in the step). Dropping the VPMADDWD per quad needs the pair sums
+// of several quads to fit int16 together: a block's eight for Q4_0's unsigned 4-bit codes (8 · 3810 = 30480),
+// two for L4's levels of at most 63 (a run's pair of quads holds more registers: the nibble mask is a memory
+// operand unless two registers are spare), none for B8.
 func dotY(k int, kind dotKind) {
 	name := fmt.Sprintf("dot%sy%d", kind.name, k)
 	TEXT(name, NOSPLIT, dotSigY)
@@ -874,6 +878,12 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 		yk.zero(hs, iacc)
 		for p := 0; p < 4; p++ {
 			prefetch(p)
+			var xs []reg.VecVirtual // one x row for both half tiles (a spare register pair): broadcast once
+			if yk.k == 1 && len(hs) == 2 && yk.abs != nil {
+				xs = []reg.VecVirtual{YMM(), YMM()}
+				VPBROADCASTD(Mem{Base: xq, Disp: 8 * p}, xs[0])
+				VPBROADCASTD(Mem{Base: xq, Disp: 8*p + 4}, xs[1])
+			}
 			for _, h := range hs {
 				lo, hi := YMM(), YMM()
 				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, lo)
@@ -891,7 +901,7 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 					VPABSB(lo, alo)
 					VPABSB(hi, ahi)
 				}
-				yk.signedPair(iacc[h], lo, alo, hi, ahi, xq, 8*p)
+				yk.signedPair(iacc[h], lo, alo, hi, ahi, xq, 8*p, xs)
 			}
 		}
 		ADDQ(U32(256), c)
@@ -942,15 +952,21 @@ func (yk *yKernel) q4Quads(acc []reg.VecVirtual, c, xq reg.Register, p, h int) {
 }
 
 // signedPair multiplies the signed levels lo and hi (8 rows × two quads, each level in [−63, 63]; alo and ahi
-// their absolute values) with x quads d and d+4 of every row: acc[i] += lo·q_i + hi·q_i', each as signed does,
-// with the two quads' int16 pair sums added before one widening (at most 2 · 2·63·127 = 32004 < 32767).
-func (yk *yKernel) signedPair(acc []reg.VecVirtual, lo, alo, hi, ahi reg.VecVirtual, xq reg.Register, d int) {
+// their absolute values) with x quads d and d+4 of every row (or of the one row, broadcast in xs):
+// acc[i] += lo·q_i + hi·q_i', each as signed does, with the two quads' int16 pair sums added before one
+// widening (at most 2 · 2·63·127 = 32004 < 32767).
+func (yk *yKernel) signedPair(acc []reg.VecVirtual, lo, alo, hi, ahi reg.VecVirtual, xq reg.Register, d int, xs []reg.VecVirtual) {
 	for i := 0; i < yk.k; i++ {
 		xa, xb := YMM(), YMM()
-		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xa)
-		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d + 4}, xb)
-		VPSIGNB(lo, xa, xa)
-		VPSIGNB(hi, xb, xb)
+		if xs != nil {
+			VPSIGNB(lo, xs[0], xa)
+			VPSIGNB(hi, xs[1], xb)
+		} else {
+			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xa)
+			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d + 4}, xb)
+			VPSIGNB(lo, xa, xa)
+			VPSIGNB(hi, xb, xb)
+		}
 		VPMADDUBSW(xa, alo, xa)
 		VPMADDUBSW(xb, ahi, xb)
 		VPADDW(xb, xa, xa)
