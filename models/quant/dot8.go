@@ -98,8 +98,10 @@ func (q *Weight) dot8able() bool {
 	return false
 }
 
-// useDot8 reports whether the dot kernels run q: they are in use (AVX-512 VNNI or AVX2) and q's shape tiles.
-func (q *Weight) useDot8() bool { return dot8On() && q.dot8able() }
+// useDot8 reports whether the dot kernels run q: they are in use (AVX-512 VNNI or AVX2) and q's shape tiles. Once
+// q has its dot copy (only a weight that tiles gets one) the copy answers, so that the check's table (lut16) is
+// not rebuilt on every product.
+func (q *Weight) useDot8() bool { return dot8On() && (q.dots.Load() != nil || q.dot8able()) }
 
 // dot8Copy returns q's copy in the dot kernels' layout, making it on first use (two concurrent first uses may
 // both make one; one is kept).
