@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -18,6 +21,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lorakit/lorakit/internal/atomicfile"
 	"github.com/lorakit/lorakit/internal/mmap"
 	"github.com/lorakit/lorakit/models"
 	"github.com/lorakit/lorakit/models/kernels"
@@ -571,20 +575,43 @@ func batchSteps(ctx context.Context, m *llama.Model, batch, steps, reps int) (ms
 	return ms, ms1, nil
 }
 
-// startProfile starts a CPU profile into path ("" = none) and returns its stop function.
+// startProfile starts a CPU profile for path ("" = none) and returns its stop function, which writes the profile
+// to path atomically; a file already at path must be an earlier profile (checkProfilePath).
 func startProfile(path string) (func(), error) {
 	if path == "" {
 		return func() {}, nil
 	}
-	f, err := os.Create(path)
+	if err := checkProfilePath(path); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer // pprof writes the profile when it stops: saved whole, atomically, then
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := atomicfile.WriteBytes(path, buf.Bytes()); err != nil {
+			fmt.Fprintf(os.Stderr, "lorakit: writing the CPU profile: %v\n", err)
+		}
+	}, nil
+}
+
+// checkProfilePath refuses a --cpuprofile path that holds something other than an earlier profile (gzip data,
+// as pprof writes), so that a mistyped path cannot replace a user's file.
+func checkProfilePath(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("--cpuprofile %s: %w", path, err)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, err
+	defer f.Close()
+	var magic [2]byte
+	if _, err := io.ReadFull(f, magic[:]); err != nil || magic != [2]byte{0x1f, 0x8b} {
+		return fmt.Errorf("--cpuprofile %s: the file exists and is not a CPU profile; give another path or remove it", path)
 	}
-	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	return nil
 }
 
 func median(v []float64) float64 {
