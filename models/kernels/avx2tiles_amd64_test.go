@@ -264,14 +264,7 @@ func BenchmarkAVX2Tile(b *testing.B) {
 			name := map[int]string{wF32: "f32", wBF16: "bf16", wF16: "f16"}[kind]
 			b.Run(fmt.Sprintf("mat/m%d_%dx%d/%s", m, n, kk, name), func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					switch kind {
-					case wF32:
-						MatMulF32T(nil, y, x, wf, m, n, kk)
-					case wBF16:
-						MatMulBF16T(nil, y, x, wh, m, n, kk)
-					default:
-						MatMulF16T(nil, y, x, wh, m, n, kk)
-					}
+					matMulKind(kind, nil, y, x, wf, wh, m, n, kk)
 				}
 				report(b, float64(m*n*kk)/8)
 			})

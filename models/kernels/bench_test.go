@@ -95,6 +95,18 @@ func BenchmarkAxpy(b *testing.B) {
 // prefill-like shapes: m tokens through smollm2's up projection and qwen's.
 var mmShapes = [][3]int{{512, 1536, 576}, {512, 576, 1536}, {512, 4864, 896}, {8, 1536, 576}}
 
+// matMulKind runs the product Y = X·Wᵀ of the weight kind: MatMulF32T on wf, MatMulBF16T or MatMulF16T on wh.
+func matMulKind(kind int, p *Pool, y, x, wf []float32, wh []uint16, m, n, k int) {
+	switch kind {
+	case wF32:
+		MatMulF32T(p, y, x, wf, m, n, k)
+	case wBF16:
+		MatMulBF16T(p, y, x, wh, m, n, k)
+	default:
+		MatMulF16T(p, y, x, wh, m, n, k)
+	}
+}
+
 func benchMatMul(b *testing.B, kind int) {
 	r := rand.New(rand.NewPCG(2, 1))
 	for _, threads := range []int{1, 2} {
@@ -109,14 +121,7 @@ func benchMatMul(b *testing.B, kind int) {
 				b.ResetTimer()
 				c0 := cpuTime()
 				for i := 0; i < b.N; i++ {
-					switch kind {
-					case wF32:
-						MatMulF32T(p, y, x, wf, m, n, k)
-					case wBF16:
-						MatMulBF16T(p, y, x, wh, m, n, k)
-					case wF16:
-						MatMulF16T(p, y, x, wh, m, n, k)
-					}
+					matMulKind(kind, p, y, x, wf, wh, m, n, k)
 				}
 				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/(cpuTime()-c0).Seconds()/1e9, "GFLOP/cpu-s")
