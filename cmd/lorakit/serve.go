@@ -70,6 +70,11 @@ still running then end with a server_shutting_down error event and [DONE], and s
 			if port < 0 || port > 65535 {
 				return fmt.Errorf("serve: --port %d is out of range", port)
 			}
+			if cpuprofile != "" { // before the model loads (startProfile checks again when it starts)
+				if err := checkProfilePath(cpuprofile); err != nil {
+					return fmt.Errorf("serve: %w", err)
+				}
+			}
 			named := map[string]string{}
 			for _, a := range adapters {
 				name, dir, ok := strings.Cut(a, "=")
@@ -152,13 +157,13 @@ still running then end with a server_shutting_down error event and [DONE], and s
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			fmt.Fprintf(cmd.ErrOrStderr(), "lorakit serve: model %q with %d adapter(s) on http://%s (Ctrl-C to stop)\n",
-				servedName, srv.Registry().Len(), ln.Addr())
 			stopProfile, err := startProfile(cpuprofile)
 			if err != nil {
-				return fmt.Errorf("serve: --cpuprofile: %w", err)
+				return fmt.Errorf("serve: %w", err)
 			}
 			defer stopProfile()
+			fmt.Fprintf(cmd.ErrOrStderr(), "lorakit serve: model %q with %d adapter(s) on http://%s (Ctrl-C to stop)\n",
+				servedName, srv.Registry().Len(), ln.Addr())
 			err = srv.Start(ctx, ln)
 			fmt.Fprintln(cmd.ErrOrStderr(), "lorakit serve: stopped")
 			return err

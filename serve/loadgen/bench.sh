@@ -43,9 +43,14 @@ if [ -z "$lk" ]; then
 fi
 "$lk" bench --write-adapters 32 --model "$GGUF/smol135-f16.gguf" --out "$tmp/adapters" 2>/dev/null
 
-wait_up() { # URL
+wait_up() { # URL PID LOG: stop at once (printing the server's log) if PID exits before URL answers
 	for _ in $(seq 1 600); do
 		curl -sf "$1" >/dev/null 2>&1 && return 0
+		if ! kill -0 "$2" 2>/dev/null; then
+			echo "server for $1 exited before it came up; its output:" >&2
+			cat "$3" >&2
+			exit 1
+		fi
 		sleep 0.5
 	done
 	echo "server at $1 did not come up" >&2
@@ -73,13 +78,13 @@ start_servers() {
 		--max-model-len 2048 --served-model-name base --port "$LK_PORT" $ads ${SERVE_FLAGS:-} "$@" >"$tmp/lorakit.log" 2>&1 &
 	lkpid=$!
 	pids="$pids $!"
-	wait_up "http://127.0.0.1:$LK_PORT/health"
+	wait_up "http://127.0.0.1:$LK_PORT/health" "$lkpid" "$tmp/lorakit.log"
 	[ "$ANCHOR" = 1 ] || return 0
 	"$LLAMA_BIN/llama-server" -m "$GGUF/smol135-q4_0.gguf" -t "$THREADS" -np "$slots" -c $((slots * 1280)) \
 		--port "$LC_PORT" >"$tmp/llama.log" 2>&1 &
 	lcpid=$!
 	pids="$pids $!"
-	wait_up "http://127.0.0.1:$LC_PORT/health"
+	wait_up "http://127.0.0.1:$LC_PORT/health" "$lcpid" "$tmp/llama.log"
 }
 
 # settle PID: wait (up to 30 s) until process PID's CPU time stops growing for a second, so that the next
