@@ -14,12 +14,12 @@ import (
 // quantised types, x is rounded per block of 32 values to int8 (step max|x|/127, ties to even), so that one VPDPBUSD multiplies 64
 // byte pairs (twice VPDPWSSD's 32 int16 pairs) and one int32 sum holds a whole block. VPDPBUSD takes unsigned
 // weight bytes and signed x bytes; each weight code is stored as an unsigned byte u standing for the level
-// u − z (z the zero point: 8 for Q4_0's codes, 128 for the others), and each x block's sum starts at
-// −z·Σq, so the kernel's int32 sums are exactly Σ (u − z)·q:
+// u − z (z the zero point: 8 for Q4_0's codes, 64 for NF4 and FP4's, 128 for the others), and each x block's
+// sum starts at −z·Σq, so the kernel's int32 sums are exactly Σ (u − z)·q:
 //   - Q4_0: u is ggml's code itself (levels (u−8)/8·absmax = (u−8)·d): the same integer sums as llama.cpp's
 //     Q4_0 × Q8_0 dot product, with x's scale kept in float32 (ggml rounds it to f16);
 //   - int8 and Q8_0: u = code + 128, exact;
-//   - NF4 and FP4: u = 128 + round(63·level/max|level|) through a 16-byte table (VPSHUFB), as llama.cpp
+//   - NF4 and FP4: u = 64 + round(63·level/max|level|) through a 16-byte table (VPSHUFB), as llama.cpp
 //     holds IQ4_NL's non-uniform levels (in [−127, 127]); this moves each level by at most 0.5/63 of the
 //     block's absmax (NF4: rms 0.004 over Gaussian blocks of 64, where NF4's own rounding of a weight to its
 //     nearest level is up to 0.04–0.15 of the absmax, rms 0.036; the two together stay at rms 0.036, as with
@@ -117,7 +117,7 @@ func (q *Weight) dot8Copy() *dot8 {
 }
 
 // dotLevels returns the byte value of each 4-bit code and the level unit (code units per step of u), or for
-// Q4_0's own table the codes themselves. Other tables (NF4, FP4) are scaled to l4Max: u = 128 +
+// Q4_0's own table the codes themselves. Other tables (NF4, FP4) are scaled to l4Max: u = l4Zero +
 // round(l4Max·level/max|level|), unit max|level|/l4Max.
 func dotLevels(typ Type, code *[16]float32) (kind int, u [16]byte, unit float32) {
 	if typ == Q4_0 && *code == q40Code {
@@ -131,16 +131,23 @@ func dotLevels(typ Type, code *[16]float32) (kind int, u [16]byte, unit float32)
 		m = max(m, abs32(c))
 	}
 	for i, c := range code {
-		u[i] = byte(128 + int(math.Round(float64(c)/float64(m)*l4Max)))
+		u[i] = byte(l4Zero + int(math.Round(float64(c)/float64(m)*l4Max)))
 	}
 	return dotL4, u, m / l4Max
 }
 
-// l4Max is the largest |level| of NF4 and FP4 in the dot kernels, in level units: with levels in [−63, 63] and x
-// in [−127, 127] the AVX2 kernel's int16 pair sums (VPMADDUBSW) are at most 2·63·127 = 16002, so two quads' pair
-// sums add to at most 32004 < 32767 before one VPMADDWD widens them (6 cycles of Zen 1's one integer-multiply
-// pipe per two quads and x row instead of 8 with levels in [−127, 127]; see dotY in asm/).
-const l4Max = 63
+// l4Max is the largest |level| of NF4 and FP4 in the dot kernels, in level units, and l4Zero their zero point: a
+// level w ∈ [−63, 63] is the unsigned byte u = 64 + w ∈ [1, 127]. The AVX2 kernels for more than 2 x rows take
+// the signed levels w = u − 64: their int16 pair sums (VPMADDUBSW of |w| and sign(w)·q) are at most 2·63·127 =
+// 16002, so two quads' pair sums add to at most 32004 < 32767 before one VPMADDWD widens them (6 cycles of Zen
+// 1's one integer-multiply pipe per two quads and x row instead of 8 with levels in [−127, 127]). The decode
+// kernels (1 and 2 rows) multiply u by x's signed bytes as they are (pair sums at most 2·127·127 = 32258, a
+// VPMADDWD per quad: no VPSIGNB, no table of |w|), each block's sum starting at −64·Σq. Both make exactly Σ w·q,
+// the VNNI kernel's sums from the same bytes (see dotY in asm/).
+const (
+	l4Max  = 63
+	l4Zero = 64
+)
 
 // packedRow is row r of Packed.
 func (q *Weight) packedRow(r int) []byte {
@@ -161,8 +168,11 @@ func (q *Weight) makeDot8(row func(r int) []byte) *dot8 {
 	case NF4, FP4, Q4_0:
 		t.kind, t.lut, unit = dotLevels(q.Type, &q.Code)
 		t.bpw = q.BlockSize / xBlock
-		if t.kind == dotQ4 {
+		switch t.kind {
+		case dotQ4:
 			t.z = 8
+		case dotL4:
+			t.z = l4Zero
 		}
 	}
 	t.unit = unit

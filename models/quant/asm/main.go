@@ -694,12 +694,15 @@ func bcastConst(v uint32) reg.VecVirtual {
 //   - Q4 (Q4_0): the unsigned operand is the code u ∈ [0, 15] itself and x's q ∈ [−127, 127] the signed one,
 //     with the block's correction −8·Σq, as the VNNI kernel: a pair is at most 2·15·127 = 3810, so the 8 quads
 //     of a block are summed in int16 (at most 30480 < 32767) and widened once per block (VPMADDWD by ones);
-//   - L4 (NF4, FP4) and B8 (int8, Q8_0): the level w = u − z is signed (L4: the table's bytes minus 128, in
-//     [−63, 63], see dotLevels; B8: the code, in [−128, 127]), so w's sign is moved onto x (VPSIGNB) and |w| is
-//     the unsigned operand: |w|·(sign(w)·q) = w·q (llama.cpp moves x's sign onto the weights instead; this way a
-//     B8 code of −128 is exact too). B8: a pair is at most 2·128·127 = 32512 < 32767, so each quad's pairs are
-//     widened to int32 at once (VPMADDWD by ones). L4: a pair is at most 2·63·127 = 16002, so the two quads of
-//     a 64-byte run (low and high nibbles) are added in int16 (at most 32004) and widened together.
+//   - L4 (NF4, FP4) for 1 and 2 x rows (decode, both half tiles in one pass): the same with the table's bytes
+//     u = 64 + w ∈ [1, 127] (see l4Max) from the block's correction −64·Σq; a pair is at most 2·127·127 = 32258,
+//     so each quad is widened on its own (VPMADDWD by ones);
+//   - L4 for 3 and 4 x rows, and B8 (int8, Q8_0): the level w = u − z is signed (L4: the table's bytes minus 64,
+//     in [−63, 63], see dotLevels; B8: the code, in [−128, 127]), so w's sign is moved onto x (VPSIGNB) and |w|
+//     is the unsigned operand: |w|·(sign(w)·q) = w·q (llama.cpp moves x's sign onto the weights instead; this
+//     way a B8 code of −128 is exact too). B8: a pair is at most 2·128·127 = 32512 < 32767, so each quad's pairs
+//     are widened to int32 at once (VPMADDWD by ones). L4: a pair is at most 2·63·127 = 16002, so the two quads
+//     of a 64-byte run (low and high nibbles) are added in int16 (at most 32004) and widened together.
 //
 // The float part is the VNNI kernel's: per block the int32 sums are converted and added with one fused
 // multiply-add times (weight scale · x scale), so both kernels give bit-identical results. xk is the x rows of
@@ -715,7 +718,14 @@ func bcastConst(v uint32) reg.VecVirtual {
 // reaches 17–21 at 1–4 rows (session 10, BenchmarkDotYKernel medians in the same minutes: 16–19 with levels of
 // ±127 and a VPMADDWD per quad, +8 to +12%): with fewer multiplies the other µops (VPSIGNB on the pipe pair it
 // shares with the multiplies, the decode of the codes, which at one row is per x row) take the time; without
-// any VPMADDWD (a timing experiment, not exact) it would reach ~24. Tried and measured without an end-to-end
+// any VPMADDWD (a timing experiment, not exact) it would reach ~24. At 1 and 2 rows, where the decode of the
+// codes is shared by fewer multiplies, the unsigned u with a VPMADDWD per quad (4 multiplies per two quads
+// instead of 3, but 2 fewer other vector µops per run and row, and no |level| table) is faster (session 11,
+// BenchmarkDotYKernel medians in the same minutes: k=1 16.8 → 18.8 MAC/ns, +12%; k=2 18.4 → 19.0; with 3 and
+// 4 rows it was 1–3% slower and at 8–16 rows 5%, so they keep the signed levels). With x at 7 bits (q in
+// [−63, 63]) the unsigned u would keep two quads per VPMADDWD at every row count: 20.6–23.7 MAC/ns at 1–4 rows
+// (+17 to +23%, NF4 decode +11–13%, prefill +15–17%), but x's rounding error doubles (branch h2-7bit, not
+// landed). Tried and measured without an end-to-end
 // gain: up to 8 rows per pass with the float sums on the stack (the decode shared by more rows: no change at 8
 // and 16 rows, slower at 3–4), and VPSHUFB from a ±x layout in place of VPSIGNB (branch h3-pm-shuffle: −3 to
 // −5% cycles in a looped block, within noise in the step). Dropping the VPMADDWD per quad needs the pair sums
@@ -738,12 +748,14 @@ func dotY(k int, kind dotKind) {
 	if k <= maxY/2 {
 		passes = [][]int{{0, 1}}
 	}
-	// L4 holds 2 constants and 6 working registers besides the accumulators (see signedPair); where two more
-	// fit, the nibble mask and the table of |levels| (a VPSHUFB in place of a VPABSB, off the pipes that
-	// VPSIGNB and the multiplies share) take registers, else the mask is a memory operand
+	// L4 with both half tiles in one pass (decode) multiplies the unsigned bytes u by x (see unsignedQuads); with
+	// more rows it holds 2 constants and 6 working registers besides the accumulators (see signedPair), and where
+	// two more fit, the nibble mask and the table of |levels| (a VPSHUFB in place of a VPABSB, off the pipes
+	// that VPSIGNB and the multiplies share) take registers, else the mask is a memory operand
+	yk.unsigned = kind.lut && len(passes[0]) == 2
 	spare := 16 - 2*k*len(passes[0]) - 8
 	switch {
-	case kind.lut && spare < 2:
+	case kind.lut && !yk.unsigned && spare < 2:
 		yk.nibbles = nibbleMask
 	case kind.four:
 		yk.mask = bcastConst(0x0f0f0f0f)
@@ -752,11 +764,13 @@ func dotY(k int, kind dotKind) {
 	if kind.lut {
 		yk.table = YMM()
 		lut := Load(Param("lut"), GP64())
-		VBROADCASTI128(Mem{Base: lut}, yk.table)
-		VPXOR(bcastConst(0x80808080), yk.table, yk.table) // the signed levels u − 128
-		if spare >= 2 {
-			yk.abs = YMM()
-			VPABSB(yk.table, yk.abs)
+		VBROADCASTI128(Mem{Base: lut}, yk.table) // u = 64 + w
+		if !yk.unsigned {
+			VPSUBB(bcastConst(0x40404040), yk.table, yk.table) // the signed levels w = u − 64
+			if spare >= 2 {
+				yk.abs = YMM()
+				VPABSB(yk.table, yk.abs)
+			}
 		}
 	}
 	if !kind.four {
@@ -843,6 +857,7 @@ type yKernel struct {
 	ones, mask, table, c80 reg.VecVirtual // int16 ones; Q4: the nibble mask; L4: the signed levels; B8: 0x80
 	nibbles                Op             // 4 bits: the nibble mask (mask, or for L4 with no spare register nibbleMask)
 	abs                    reg.VecVirtual // L4 with spare registers: |levels| (else nil: VPABSB per run)
+	unsigned               bool           // L4: the table holds u (unsignedQuads), else the signed levels w
 }
 
 // blockSums emits the int32 sums of one x block for the half tiles hs (iacc[h][i] for x row i) from the codes at
@@ -874,16 +889,40 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 			}
 		}
 		ADDQ(U32(256), c)
-	case yk.kind.four: // L4: signed levels through the table, a run's two quads summed in int16
-		yk.zero(hs, iacc)
+	case yk.kind.four && yk.unsigned: // L4 decode: unsigned levels u through the table, from −64·Σq
+		for i := 0; i < yk.k; i++ {
+			for n, h := range hs {
+				if n == 0 {
+					VPBROADCASTD(Mem{Base: xc, Disp: 4 * i}, iacc[h][i])
+				} else {
+					VMOVDQA(iacc[hs[0]][i], iacc[h][i])
+				}
+			}
+		}
 		for p := 0; p < 4; p++ {
 			prefetch(p)
-			var xs []reg.VecVirtual // one x row for both half tiles (a spare register pair): broadcast once
-			if yk.k == 1 && len(hs) == 2 && yk.abs != nil {
+			var xs []reg.VecVirtual // one x row for both half tiles: broadcast once
+			if yk.k == 1 {
 				xs = []reg.VecVirtual{YMM(), YMM()}
 				VPBROADCASTD(Mem{Base: xq, Disp: 8 * p}, xs[0])
 				VPBROADCASTD(Mem{Base: xq, Disp: 8*p + 4}, xs[1])
 			}
+			for _, h := range hs {
+				lo, hi := YMM(), YMM()
+				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, lo)
+				VPSRLW(U8(4), lo, hi)
+				VPAND(yk.mask, lo, lo)
+				VPAND(yk.mask, hi, hi)
+				VPSHUFB(lo, yk.table, lo)
+				VPSHUFB(hi, yk.table, hi)
+				yk.unsignedQuads(iacc[h], lo, hi, xq, 8*p, xs)
+			}
+		}
+		ADDQ(U32(256), c)
+	case yk.kind.four: // L4 batch: signed levels through the table, a run's two quads summed in int16
+		yk.zero(hs, iacc)
+		for p := 0; p < 4; p++ {
+			prefetch(p)
 			for _, h := range hs {
 				lo, hi := YMM(), YMM()
 				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, lo)
@@ -901,7 +940,7 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 					VPABSB(lo, alo)
 					VPABSB(hi, ahi)
 				}
-				yk.signedPair(iacc[h], lo, alo, hi, ahi, xq, 8*p, xs)
+				yk.signedPair(iacc[h], lo, alo, hi, ahi, xq, 8*p)
 			}
 		}
 		ADDQ(U32(256), c)
@@ -952,26 +991,42 @@ func (yk *yKernel) q4Quads(acc []reg.VecVirtual, c, xq reg.Register, p, h int) {
 }
 
 // signedPair multiplies the signed levels lo and hi (8 rows × two quads, each level in [−63, 63]; alo and ahi
-// their absolute values) with x quads d and d+4 of every row (or of the one row, broadcast in xs):
-// acc[i] += lo·q_i + hi·q_i', each as signed does, with the two quads' int16 pair sums added before one
-// widening (at most 2 · 2·63·127 = 32004 < 32767).
-func (yk *yKernel) signedPair(acc []reg.VecVirtual, lo, alo, hi, ahi reg.VecVirtual, xq reg.Register, d int, xs []reg.VecVirtual) {
+// their absolute values) with x quads d and d+4 of every row: acc[i] += lo·q_i + hi·q_i', each as signed does,
+// with the two quads' int16 pair sums added before one widening (at most 2 · 2·63·127 = 32004 < 32767).
+func (yk *yKernel) signedPair(acc []reg.VecVirtual, lo, alo, hi, ahi reg.VecVirtual, xq reg.Register, d int) {
 	for i := 0; i < yk.k; i++ {
 		xa, xb := YMM(), YMM()
-		if xs != nil {
-			VPSIGNB(lo, xs[0], xa)
-			VPSIGNB(hi, xs[1], xb)
-		} else {
-			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xa)
-			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d + 4}, xb)
-			VPSIGNB(lo, xa, xa)
-			VPSIGNB(hi, xb, xb)
-		}
+		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xa)
+		VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d + 4}, xb)
+		VPSIGNB(lo, xa, xa)
+		VPSIGNB(hi, xb, xb)
 		VPMADDUBSW(xa, alo, xa)
 		VPMADDUBSW(xb, ahi, xb)
 		VPADDW(xb, xa, xa)
 		VPMADDWD(yk.ones, xa, xa)
 		VPADDD(xa, acc[i], acc[i])
+	}
+}
+
+// unsignedQuads multiplies the unsigned levels lo and hi (8 rows × two quads, each u = 64 + w in [1, 127]) with x
+// quads d and d+4 of every row (or of the one row, broadcast in xs): acc[i] += lo·q_i + hi·q_i', each quad's
+// int16 pair sums (at most 2·127·127 = 32258 < 32767) widened on their own.
+func (yk *yKernel) unsignedQuads(acc []reg.VecVirtual, lo, hi reg.VecVirtual, xq reg.Register, d int, xs []reg.VecVirtual) {
+	for i := 0; i < yk.k; i++ {
+		xa, xb := YMM(), YMM()
+		if xs != nil {
+			VPMADDUBSW(xs[0], lo, xa)
+			VPMADDUBSW(xs[1], hi, xb)
+		} else {
+			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d}, xa)
+			VPBROADCASTD(Mem{Base: xq, Disp: 32*i + d + 4}, xb)
+			VPMADDUBSW(xa, lo, xa)
+			VPMADDUBSW(xb, hi, xb)
+		}
+		VPMADDWD(yk.ones, xa, xa)
+		VPMADDWD(yk.ones, xb, xb)
+		VPADDD(xa, acc[i], acc[i])
+		VPADDD(xb, acc[i], acc[i])
 	}
 }
 
