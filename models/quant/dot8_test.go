@@ -505,8 +505,10 @@ func TestDot8Extremes(t *testing.T) {
 			exact := 0.5 * level * float64(sign) * cols
 			for _, avx512 := range []bool{true, false} {
 				withAVX512(avx512, func() {
-					y := make([]float32, 3*rows)
-					q.MatMulT(p, y, x, 3)
+					y := make([]float32, 6*rows) // 1, 2 and 3 x rows: the AVX2 kernels for 1, 2 and 3 rows differ
+					for m, at := 1, 0; m <= 3; m, at = m+1, at+m*rows {
+						q.MatMulT(p, y[at:at+m*rows], x[:m*cols], m)
+					}
 					tl := q.makeDot8(q.packedRow)
 					xd := xDot{k: 1, q: make([]byte, cols), s: make([]float32, cols/xBlock), c: make([]int32, cols/xBlock)}
 					quantizeX8Go(&xd, 0, x[:cols], tl.z)
