@@ -703,7 +703,17 @@ func mmAddF32x1Z(y0 *float32, t0 *float32, b *float32, ldb int, k int, n int)
 //go:noescape
 func lowRankBF16R1(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
 
+// lowRankBF16Y1 is the AVX2 low-rank product of 1 row(s) of X: shrink, scale and expand in one pass (generated).
+//
+//go:noescape
+func lowRankBF16Y1(x *float32, ldx int, xp *float32, a *uint16, k int, kc int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
+
 // lowRankBF16R2 is the low-rank product of 2 row(s) of X: shrink, scale and expand in one pass (generated).
 //
 //go:noescape
 func lowRankBF16R2(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
+
+// lowRankBF16Y2 is the AVX2 low-rank product of 2 row(s) of X: shrink, scale and expand in one pass (generated).
+//
+//go:noescape
+func lowRankBF16Y2(x *float32, ldx int, xp *float32, a *uint16, k int, kc int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)

@@ -20221,6 +20221,280 @@ after16:
 	VZEROUPPER
 	RET
 
+// func lowRankBF16Y1(x *float32, ldx int, xp *float32, a *uint16, k int, kc int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
+// Requires: AVX, AVX2, CMOV, FMA3, MMX+, SSE
+TEXT ·lowRankBF16Y1(SB), NOSPLIT, $0-136
+	VPCMPEQD Y12, Y12, Y12
+	VPSLLD   $0x10, Y12, Y12
+	MOVQ     x+0(FP), SI
+	MOVQ     ldx+8(FP), R11
+	SHLQ     $0x02, R11
+	MOVQ     xp+16(FP), DI
+	MOVQ     k+32(FP), CX
+	SHRQ     $0x04, CX
+
+perm0:
+	VMOVUPS      (SI), Y0
+	VMOVUPS      32(SI), Y1
+	VSHUFPS      $0x88, Y1, Y0, Y2
+	VSHUFPS      $0xdd, Y1, Y0, Y3
+	VPERMPD      $0xd8, Y2, Y2
+	VPERMPD      $0xd8, Y3, Y3
+	VMOVUPS      Y2, (DI)
+	VMOVUPS      Y3, 32(DI)
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, DI
+	DECQ         CX
+	JNZ          perm0
+	MOVSS        s+56(FP), X15
+	VBROADCASTSS X15, Y15
+	MOVQ         k+32(FP), DI
+	SHLQ         $0x01, DI
+	MOVQ         k+32(FP), R11
+	SHLQ         $0x02, R11
+	MOVQ         a+24(FP), AX
+	MOVQ         t+64(FP), BX
+	MOVQ         pfa+104(FP), R12
+	MOVQ         pfan+112(FP), R13
+	SHLQ         $0x01, R13
+	SUBQ         $0x80, R13
+	XORQ         CX, CX
+	TESTQ        R13, R13
+	CMOVQLT      CX, R13
+	ADDQ         R12, R13
+	MOVQ         r+48(FP), R9
+	SHRQ         $0x02, R9
+
+group:
+	MOVQ AX, SI
+	LEAQ (AX)(DI*2), R10
+	ADDQ DI, R10
+	MOVQ xp+16(FP), R8
+	MOVQ k+32(FP), DX
+	XORQ R14, R14
+
+chunk:
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	MOVQ    kc+40(FP), CX
+	CMPQ    DX, CX
+	CMOVQLT DX, CX
+	SUBQ    CX, DX
+	SHRQ    $0x04, CX
+
+step:
+	VMOVDQU      (SI), Y8
+	VPSLLD       $0x10, Y8, Y8
+	VMOVDQU      (SI)(DI*1), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VMOVDQU      (SI)(DI*2), Y10
+	VPSLLD       $0x10, Y10, Y10
+	VMOVDQU      (R10), Y11
+	VPSLLD       $0x10, Y11, Y11
+	PREFETCHT0   (R12)
+	PREFETCHT0   64(R12)
+	ADDQ         $0x80, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	VMOVUPS      (R8), Y13
+	VFMADD231PS  Y8, Y13, Y0
+	VFMADD231PS  Y9, Y13, Y1
+	VFMADD231PS  Y10, Y13, Y2
+	VFMADD231PS  Y11, Y13, Y3
+	VPAND        (SI), Y12, Y8
+	VPAND        (SI)(DI*1), Y12, Y9
+	VPAND        (SI)(DI*2), Y12, Y10
+	VPAND        (R10), Y12, Y11
+	VMOVUPS      32(R8), Y13
+	VFMADD231PS  Y8, Y13, Y0
+	VFMADD231PS  Y9, Y13, Y1
+	VFMADD231PS  Y10, Y13, Y2
+	VFMADD231PS  Y11, Y13, Y3
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R10
+	ADDQ         $0x40, R8
+	DECQ         CX
+	JNZ          step
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X14
+	VADDPS       X14, X0, X0
+	MOVQ         r+48(FP), CX
+	SHLQ         $0x02, CX
+	TESTQ        R14, R14
+	JZ           first
+	VADDPS       (BX), X0, X0
+
+first:
+	TESTQ  DX, DX
+	JNZ    store
+	VMULPS X15, X0, X0
+
+store:
+	VMOVUPS X0, (BX)
+	INCQ    R14
+	TESTQ   DX, DX
+	JNZ     chunk
+	ADDQ    $0x10, BX
+	LEAQ    (AX)(DI*4), AX
+	DECQ    R9
+	JNZ     group
+	MOVQ    pfb+120(FP), R12
+	MOVQ    pfbn+128(FP), R13
+	SHLQ    $0x01, R13
+	SUBQ    $0x80, R13
+	XORQ    CX, CX
+	TESTQ   R13, R13
+	CMOVQLT CX, R13
+	ADDQ    R12, R13
+	MOVQ    n+80(FP), DI
+	SHLQ    $0x01, DI
+	MOVQ    r+48(FP), R11
+	SHLQ    $0x02, R11
+	MOVQ    y+88(FP), R8
+	MOVQ    ldy+96(FP), R9
+	SHLQ    $0x02, R9
+	MOVQ    bt+72(FP), SI
+	MOVQ    n+80(FP), DX
+
+cols64:
+	CMPQ    DX, $0x40
+	JL      after64
+	VMOVUPS (R8), Y13
+	VMOVUPS 32(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y0
+	VSHUFPS $0xdd, Y14, Y13, Y1
+	VPERMPD $0xd8, Y0, Y0
+	VPERMPD $0xd8, Y1, Y1
+	VMOVUPS 64(R8), Y13
+	VMOVUPS 96(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y2
+	VSHUFPS $0xdd, Y14, Y13, Y3
+	VPERMPD $0xd8, Y2, Y2
+	VPERMPD $0xd8, Y3, Y3
+	VMOVUPS 128(R8), Y13
+	VMOVUPS 160(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y4
+	VSHUFPS $0xdd, Y14, Y13, Y5
+	VPERMPD $0xd8, Y4, Y4
+	VPERMPD $0xd8, Y5, Y5
+	VMOVUPS 192(R8), Y13
+	VMOVUPS 224(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y6
+	VSHUFPS $0xdd, Y14, Y13, Y7
+	VPERMPD $0xd8, Y6, Y6
+	VPERMPD $0xd8, Y7, Y7
+	MOVQ    SI, AX
+	MOVQ    t+64(FP), R10
+	MOVQ    r+48(FP), CX
+
+l64:
+	VBROADCASTSS (R10), Y8
+	VMOVDQU      (AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y0
+	VFMADD231PS  Y10, Y8, Y1
+	VMOVDQU      32(AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y2
+	VFMADD231PS  Y10, Y8, Y3
+	VMOVDQU      64(AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y4
+	VFMADD231PS  Y10, Y8, Y5
+	VMOVDQU      96(AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y6
+	VFMADD231PS  Y10, Y8, Y7
+	PREFETCHT0   (R12)
+	PREFETCHT0   64(R12)
+	ADDQ         $0x80, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l64
+	VUNPCKLPS    Y1, Y0, Y13
+	VUNPCKHPS    Y1, Y0, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, (R8)
+	VMOVUPS      Y13, 32(R8)
+	VUNPCKLPS    Y3, Y2, Y13
+	VUNPCKHPS    Y3, Y2, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, 64(R8)
+	VMOVUPS      Y13, 96(R8)
+	VUNPCKLPS    Y5, Y4, Y13
+	VUNPCKHPS    Y5, Y4, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, 128(R8)
+	VMOVUPS      Y13, 160(R8)
+	VUNPCKLPS    Y7, Y6, Y13
+	VUNPCKHPS    Y7, Y6, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, 192(R8)
+	VMOVUPS      Y13, 224(R8)
+	ADDQ         $0x00000100, R8
+	ADDQ         $0x80, SI
+	SUBQ         $0x40, DX
+	JMP          cols64
+
+after64:
+cols16:
+	CMPQ    DX, $0x10
+	JL      after16
+	VMOVUPS (R8), Y13
+	VMOVUPS 32(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y0
+	VSHUFPS $0xdd, Y14, Y13, Y1
+	VPERMPD $0xd8, Y0, Y0
+	VPERMPD $0xd8, Y1, Y1
+	MOVQ    SI, AX
+	MOVQ    t+64(FP), R10
+	MOVQ    r+48(FP), CX
+
+l16:
+	VBROADCASTSS (R10), Y8
+	VMOVDQU      (AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y0
+	VFMADD231PS  Y10, Y8, Y1
+	PREFETCHT0   (R12)
+	ADDQ         $0x40, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l16
+	VUNPCKLPS    Y1, Y0, Y13
+	VUNPCKHPS    Y1, Y0, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, (R8)
+	VMOVUPS      Y13, 32(R8)
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x20, SI
+	SUBQ         $0x10, DX
+	JMP          cols16
+
+after16:
+	VZEROUPPER
+	RET
+
 // func lowRankBF16R2(x *float32, ldx int, a *uint16, k int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL, CMOV, MMX+, SSE
 TEXT ·lowRankBF16R2(SB), NOSPLIT, $0-120
@@ -20485,6 +20759,329 @@ l16:
 	JNZ          l16
 	VMOVUPS      Z0, (R8)
 	VMOVUPS      Z1, (R8)(R9*1)
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x20, SI
+	SUBQ         $0x10, DX
+	JMP          cols16
+
+after16:
+	VZEROUPPER
+	RET
+
+// func lowRankBF16Y2(x *float32, ldx int, xp *float32, a *uint16, k int, kc int, r int, s float32, t *float32, bt *uint16, n int, y *float32, ldy int, pfa *uint16, pfan int, pfb *uint16, pfbn int)
+// Requires: AVX, AVX2, CMOV, FMA3, MMX+, SSE
+TEXT ·lowRankBF16Y2(SB), NOSPLIT, $0-136
+	VPCMPEQD Y12, Y12, Y12
+	VPSLLD   $0x10, Y12, Y12
+	MOVQ     x+0(FP), SI
+	MOVQ     ldx+8(FP), R11
+	SHLQ     $0x02, R11
+	MOVQ     xp+16(FP), DI
+	MOVQ     k+32(FP), CX
+	SHRQ     $0x04, CX
+
+perm0:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VSHUFPS $0x88, Y1, Y0, Y2
+	VSHUFPS $0xdd, Y1, Y0, Y3
+	VPERMPD $0xd8, Y2, Y2
+	VPERMPD $0xd8, Y3, Y3
+	VMOVUPS Y2, (DI)
+	VMOVUPS Y3, 32(DI)
+	ADDQ    $0x40, SI
+	ADDQ    $0x40, DI
+	DECQ    CX
+	JNZ     perm0
+	MOVQ    x+0(FP), SI
+	ADDQ    R11, SI
+	MOVQ    k+32(FP), CX
+	SHRQ    $0x04, CX
+
+perm1:
+	VMOVUPS      (SI), Y0
+	VMOVUPS      32(SI), Y1
+	VSHUFPS      $0x88, Y1, Y0, Y2
+	VSHUFPS      $0xdd, Y1, Y0, Y3
+	VPERMPD      $0xd8, Y2, Y2
+	VPERMPD      $0xd8, Y3, Y3
+	VMOVUPS      Y2, (DI)
+	VMOVUPS      Y3, 32(DI)
+	ADDQ         $0x40, SI
+	ADDQ         $0x40, DI
+	DECQ         CX
+	JNZ          perm1
+	MOVSS        s+56(FP), X15
+	VBROADCASTSS X15, Y15
+	MOVQ         k+32(FP), DI
+	SHLQ         $0x01, DI
+	MOVQ         k+32(FP), R11
+	SHLQ         $0x02, R11
+	MOVQ         a+24(FP), AX
+	MOVQ         t+64(FP), BX
+	MOVQ         pfa+104(FP), R12
+	MOVQ         pfan+112(FP), R13
+	SHLQ         $0x01, R13
+	SUBQ         $0x80, R13
+	XORQ         CX, CX
+	TESTQ        R13, R13
+	CMOVQLT      CX, R13
+	ADDQ         R12, R13
+	MOVQ         r+48(FP), R9
+	SHRQ         $0x02, R9
+
+group:
+	MOVQ AX, SI
+	LEAQ (AX)(DI*2), R10
+	ADDQ DI, R10
+	MOVQ xp+16(FP), R8
+	MOVQ k+32(FP), DX
+	XORQ R14, R14
+
+chunk:
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y7, Y7, Y7
+	MOVQ    kc+40(FP), CX
+	CMPQ    DX, CX
+	CMOVQLT DX, CX
+	SUBQ    CX, DX
+	SHRQ    $0x04, CX
+
+step:
+	VMOVDQU      (SI), Y8
+	VPSLLD       $0x10, Y8, Y8
+	VMOVDQU      (SI)(DI*1), Y9
+	VPSLLD       $0x10, Y9, Y9
+	VMOVDQU      (SI)(DI*2), Y10
+	VPSLLD       $0x10, Y10, Y10
+	VMOVDQU      (R10), Y11
+	VPSLLD       $0x10, Y11, Y11
+	PREFETCHT0   (R12)
+	PREFETCHT0   64(R12)
+	ADDQ         $0x80, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	VMOVUPS      (R8), Y13
+	VFMADD231PS  Y8, Y13, Y0
+	VFMADD231PS  Y9, Y13, Y1
+	VFMADD231PS  Y10, Y13, Y2
+	VFMADD231PS  Y11, Y13, Y3
+	VMOVUPS      (R8)(R11*1), Y13
+	VFMADD231PS  Y8, Y13, Y4
+	VFMADD231PS  Y9, Y13, Y5
+	VFMADD231PS  Y10, Y13, Y6
+	VFMADD231PS  Y11, Y13, Y7
+	VPAND        (SI), Y12, Y8
+	VPAND        (SI)(DI*1), Y12, Y9
+	VPAND        (SI)(DI*2), Y12, Y10
+	VPAND        (R10), Y12, Y11
+	VMOVUPS      32(R8), Y13
+	VFMADD231PS  Y8, Y13, Y0
+	VFMADD231PS  Y9, Y13, Y1
+	VFMADD231PS  Y10, Y13, Y2
+	VFMADD231PS  Y11, Y13, Y3
+	VMOVUPS      32(R8)(R11*1), Y13
+	VFMADD231PS  Y8, Y13, Y4
+	VFMADD231PS  Y9, Y13, Y5
+	VFMADD231PS  Y10, Y13, Y6
+	VFMADD231PS  Y11, Y13, Y7
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, R10
+	ADDQ         $0x40, R8
+	DECQ         CX
+	JNZ          step
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X14
+	VADDPS       X14, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X14
+	VADDPS       X14, X4, X4
+	MOVQ         r+48(FP), CX
+	SHLQ         $0x02, CX
+	TESTQ        R14, R14
+	JZ           first
+	VADDPS       (BX), X0, X0
+	VADDPS       (BX)(CX*1), X4, X4
+
+first:
+	TESTQ  DX, DX
+	JNZ    store
+	VMULPS X15, X0, X0
+	VMULPS X15, X4, X4
+
+store:
+	VMOVUPS X0, (BX)
+	VMOVUPS X4, (BX)(CX*1)
+	INCQ    R14
+	TESTQ   DX, DX
+	JNZ     chunk
+	ADDQ    $0x10, BX
+	LEAQ    (AX)(DI*4), AX
+	DECQ    R9
+	JNZ     group
+	MOVQ    pfb+120(FP), R12
+	MOVQ    pfbn+128(FP), R13
+	SHLQ    $0x01, R13
+	SUBQ    $0x80, R13
+	XORQ    CX, CX
+	TESTQ   R13, R13
+	CMOVQLT CX, R13
+	ADDQ    R12, R13
+	MOVQ    n+80(FP), DI
+	SHLQ    $0x01, DI
+	MOVQ    r+48(FP), R11
+	SHLQ    $0x02, R11
+	MOVQ    y+88(FP), R8
+	MOVQ    ldy+96(FP), R9
+	SHLQ    $0x02, R9
+	MOVQ    bt+72(FP), SI
+	MOVQ    n+80(FP), DX
+
+cols32:
+	CMPQ    DX, $0x20
+	JL      after32
+	VMOVUPS (R8), Y13
+	VMOVUPS 32(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y0
+	VSHUFPS $0xdd, Y14, Y13, Y1
+	VPERMPD $0xd8, Y0, Y0
+	VPERMPD $0xd8, Y1, Y1
+	VMOVUPS 64(R8), Y13
+	VMOVUPS 96(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y2
+	VSHUFPS $0xdd, Y14, Y13, Y3
+	VPERMPD $0xd8, Y2, Y2
+	VPERMPD $0xd8, Y3, Y3
+	VMOVUPS (R8)(R9*1), Y13
+	VMOVUPS 32(R8)(R9*1), Y14
+	VSHUFPS $0x88, Y14, Y13, Y4
+	VSHUFPS $0xdd, Y14, Y13, Y5
+	VPERMPD $0xd8, Y4, Y4
+	VPERMPD $0xd8, Y5, Y5
+	VMOVUPS 64(R8)(R9*1), Y13
+	VMOVUPS 96(R8)(R9*1), Y14
+	VSHUFPS $0x88, Y14, Y13, Y6
+	VSHUFPS $0xdd, Y14, Y13, Y7
+	VPERMPD $0xd8, Y6, Y6
+	VPERMPD $0xd8, Y7, Y7
+	MOVQ    SI, AX
+	MOVQ    t+64(FP), R10
+	MOVQ    r+48(FP), CX
+
+l32:
+	VBROADCASTSS (R10), Y8
+	VBROADCASTSS (R10)(R11*1), Y9
+	VMOVDQU      (AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y0
+	VFMADD231PS  Y10, Y8, Y1
+	VFMADD231PS  Y11, Y9, Y4
+	VFMADD231PS  Y10, Y9, Y5
+	VMOVDQU      32(AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y2
+	VFMADD231PS  Y10, Y8, Y3
+	VFMADD231PS  Y11, Y9, Y6
+	VFMADD231PS  Y10, Y9, Y7
+	PREFETCHT0   (R12)
+	ADDQ         $0x40, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l32
+	VUNPCKLPS    Y1, Y0, Y13
+	VUNPCKHPS    Y1, Y0, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, (R8)
+	VMOVUPS      Y13, 32(R8)
+	VUNPCKLPS    Y3, Y2, Y13
+	VUNPCKHPS    Y3, Y2, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, 64(R8)
+	VMOVUPS      Y13, 96(R8)
+	VUNPCKLPS    Y5, Y4, Y13
+	VUNPCKHPS    Y5, Y4, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, (R8)(R9*1)
+	VMOVUPS      Y13, 32(R8)(R9*1)
+	VUNPCKLPS    Y7, Y6, Y13
+	VUNPCKHPS    Y7, Y6, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, 64(R8)(R9*1)
+	VMOVUPS      Y13, 96(R8)(R9*1)
+	ADDQ         $0x00000080, R8
+	ADDQ         $0x40, SI
+	SUBQ         $0x20, DX
+	JMP          cols32
+
+after32:
+cols16:
+	CMPQ    DX, $0x10
+	JL      after16
+	VMOVUPS (R8), Y13
+	VMOVUPS 32(R8), Y14
+	VSHUFPS $0x88, Y14, Y13, Y0
+	VSHUFPS $0xdd, Y14, Y13, Y1
+	VPERMPD $0xd8, Y0, Y0
+	VPERMPD $0xd8, Y1, Y1
+	VMOVUPS (R8)(R9*1), Y13
+	VMOVUPS 32(R8)(R9*1), Y14
+	VSHUFPS $0x88, Y14, Y13, Y2
+	VSHUFPS $0xdd, Y14, Y13, Y3
+	VPERMPD $0xd8, Y2, Y2
+	VPERMPD $0xd8, Y3, Y3
+	MOVQ    SI, AX
+	MOVQ    t+64(FP), R10
+	MOVQ    r+48(FP), CX
+
+l16:
+	VBROADCASTSS (R10), Y8
+	VBROADCASTSS (R10)(R11*1), Y9
+	VMOVDQU      (AX), Y10
+	VPSLLD       $0x10, Y10, Y11
+	VPAND        Y12, Y10, Y10
+	VFMADD231PS  Y11, Y8, Y0
+	VFMADD231PS  Y10, Y8, Y1
+	VFMADD231PS  Y11, Y9, Y2
+	VFMADD231PS  Y10, Y9, Y3
+	PREFETCHT0   (R12)
+	ADDQ         $0x40, R12
+	CMPQ         R12, R13
+	CMOVQHI      R13, R12
+	ADDQ         DI, AX
+	ADDQ         $0x04, R10
+	DECQ         CX
+	JNZ          l16
+	VUNPCKLPS    Y1, Y0, Y13
+	VUNPCKHPS    Y1, Y0, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, (R8)
+	VMOVUPS      Y13, 32(R8)
+	VUNPCKLPS    Y3, Y2, Y13
+	VUNPCKHPS    Y3, Y2, Y14
+	VPERM2F128   $0x20, Y14, Y13, Y15
+	VPERM2F128   $0x31, Y14, Y13, Y13
+	VMOVUPS      Y15, (R8)(R9*1)
+	VMOVUPS      Y13, 32(R8)(R9*1)
 	ADDQ         $0x00000040, R8
 	ADDQ         $0x20, SI
 	SUBQ         $0x10, DX

@@ -3,8 +3,8 @@
 // AVX-512 tiles and rows kernels of the batched matrix products (decode batches of 2-16 rows, prefill; this
 // file), the AVX2 tiles and matrix-vector kernels (avx2.go), the vector kernels dot/axpy/scale/scaleMul (blas1.go),
 // the two passes of Argmax (argmax.go), the exp-based softmax and SiLU·mul kernels (exp.go), the broadcast
-// Gemm tiles (bcast.go) and the bf16 expand of a low-rank product and its f32 twin, attention's value sum
-// (expand.go). Run by `go generate` in
+// Gemm tiles (bcast.go), the bf16 expand of a low-rank product and its f32 twin, attention's value sum
+// (expand.go), and the fused low-rank products (lowrank.go, AVX-512; lowrank_avx2.go, AVX2). Run by `go generate` in
 // models/kernels; the output is committed and .ci/check verifies it is up to date. It is its own module, as
 // models/quant/asm is, so that avo stays out of lorakit's go.mod.
 //
@@ -69,6 +69,7 @@ func main() {
 	}
 	for rows := 1; rows <= lrRows; rows++ {
 		lowRank(rows)
+		lowRankY(rows)
 	}
 	Generate()
 }
