@@ -17,7 +17,9 @@ type Segment struct {
 // one segment, and every segment's shrink T = X·Aᵀ and expand Y += s·T·Bᵀ run over the pool together, the
 // segments shared out between the threads (the SGMV/BGMV idea of Punica and S-LoRA: one batched LoRA kernel
 // per module, no per-row dispatch); a bf16 segment is one fused kernel call that prefetches the next segment's
-// factors (run). Segments of bigRows rows or more run one after another, each with the whole pool. ApplyShared
+// factors (run). A bf16 segment of many rows (a prompt being prefilled) is split into items of chunkRows rows
+// shared out the same way; f32 segments of bigRows rows or more run one after another, each with the whole
+// pool. ApplyShared
 // does the same for several modules that take the same x (q, k and v; gate and up) in one pool job. A Batch is
 // reused from step to step and is not safe for concurrent use; it does not allocate once warm.
 type Batch struct {
@@ -36,11 +38,16 @@ type Target struct {
 	Segs []Segment
 }
 
-// item is segment Seg of target T.
-type item struct{ T, Seg int32 }
+// item is the rows [R0, R0+N) of segment Seg of target T.
+type item struct{ T, Seg, R0, N int32 }
 
-// bigRows is the segment size from which a segment's products get the whole pool.
-const bigRows = 32
+// bigRows is the segment size from which an f32 segment's products get the whole pool; a bf16 segment of more
+// than chunkRows rows is shared out as items of chunkRows rows instead (one hand-off for the whole call, items
+// of similar work for the threads; the fused kernel's result does not depend on how the rows are split).
+const (
+	bigRows   = 32
+	chunkRows = 16
+)
 
 // Apply adds s·B·(A·x) to the rows of y [rows, out] from x [rows, in] of every segment, with segs[i].F's
 // factors. Segments must not overlap; a factor shape that disagrees with in/out panics (Check the adapter
@@ -69,11 +76,13 @@ func (b *Batch) ApplyShared(p *kernels.Pool, x []float32, in int, ts []Target) {
 				panic(fmt.Sprintf("lora: segment %d (rows [%d, %d)) with in %d out %d does not fit a rank-%d pair [%d×%d] or x, y of %d, %d values",
 					i, s.Start, s.Start+s.N, in, out, f.R, f.Out, f.In, len(x), len(y)))
 			}
-			if s.N >= bigRows {
+			if s.N >= bigRows && f.Layout != BF16 {
 				f.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
 				continue
 			}
-			b.small = append(b.small, item{int32(t), int32(i)})
+			for r0 := 0; r0 < s.N; r0 += chunkRows {
+				b.small = append(b.small, item{int32(t), int32(i), int32(r0), int32(min(chunkRows, s.N-r0))})
+			}
 			work += s.N * f.R * (in + out)
 		}
 	}
@@ -85,7 +94,7 @@ func (b *Batch) ApplyShared(p *kernels.Pool, x []float32, in int, ts []Target) {
 	}
 	b.ts, b.x, b.in = ts, x, in
 	switch {
-	case len(b.small) == 1 && b.seg(0).N >= poolRows: // one segment of many rows pools its own products
+	case len(b.small) == 1 && b.small[0].N >= poolRows: // one segment of many rows pools its own products
 		tg, s := ts[b.small[0].T], b.seg(0)
 		s.F.Apply(p, tg.Y[s.Start*tg.Out:(s.Start+s.N)*tg.Out], x[s.Start*in:(s.Start+s.N)*in], s.N)
 	case len(b.small) == 1 || work < inlineAt: // little work stays inline
@@ -114,29 +123,28 @@ func (b *Batch) run(lo, hi int) {
 	in := b.in
 	var bp *[]float32
 	for k := lo; k < hi; k++ {
-		s := b.seg(k)
-		out := b.ts[b.small[k].T].Out
-		y, x := b.ts[b.small[k].T].Y[s.Start*out:(s.Start+s.N)*out], b.x[s.Start*in:(s.Start+s.N)*in]
-		f := s.F
+		it, f := b.small[k], b.seg(k).F
+		r0, n, out := b.seg(k).Start+int(it.R0), int(it.N), b.ts[it.T].Out
+		y, x := b.ts[it.T].Y[r0*out:(r0+n)*out], b.x[r0*in:(r0+n)*in]
 		if f.Layout != BF16 {
-			f.Apply(nil, y, x, s.N)
+			f.Apply(nil, y, x, n)
 			continue
 		}
 		if bp == nil {
 			bp = scratch.Get().(*[]float32)
 		}
-		if cap(*bp) < s.N*f.R {
-			*bp = make([]float32, s.N*f.R)
+		if cap(*bp) < n*f.R {
+			*bp = make([]float32, n*f.R)
 		}
 		var nextA, nextBt []uint16
 		if k+1 < len(b.small) {
-			if g := b.seg(k + 1).F; g.Layout == BF16 {
+			if g := b.seg(k + 1).F; g.Layout == BF16 && g != f {
 				nextA, nextBt = g.A16, g.Bt16
 			}
 		}
-		kernels.LowRankAddBF16(y, x, (*bp)[:s.N*f.R], f.A16, f.Bt16, s.N, out, in, f.R, f.Scale, nextA, nextBt)
+		kernels.LowRankAddBF16(y, x, (*bp)[:n*f.R], f.A16, f.Bt16, n, out, in, f.R, f.Scale, nextA, nextBt)
 		if f.RowScale != nil {
-			f.applyRowScale(y, s.N)
+			f.applyRowScale(y, n)
 		}
 	}
 	if bp != nil {
