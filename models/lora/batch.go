@@ -17,9 +17,9 @@ type Segment struct {
 // one segment, and every segment's shrink T = X·Aᵀ and expand Y += s·T·Bᵀ run over the pool together, the
 // segments shared out between the threads (the SGMV/BGMV idea of Punica and S-LoRA: one batched LoRA kernel
 // per module, no per-row dispatch); a bf16 segment is one fused kernel call that prefetches the next segment's
-// factors (run). A bf16 segment of many rows (a prompt being prefilled) is split into items of chunkRows rows
-// shared out the same way; f32 segments of bigRows rows or more run one after another, each with the whole
-// pool. ApplyShared
+// factors (run). Segments of bigRows rows or more run one after another, each with the whole pool, except a
+// bf16 one without AVX-512 (a prompt being prefilled), split into items of chunkRows rows shared out as the
+// small segments are. ApplyShared
 // does the same for several modules that take the same x (q, k and v; gate and up) in one pool job. A Batch is
 // reused from step to step and is not safe for concurrent use; it does not allocate once warm.
 type Batch struct {
@@ -41,9 +41,11 @@ type Target struct {
 // item is the rows [R0, R0+N) of segment Seg of target T.
 type item struct{ T, Seg, R0, N int32 }
 
-// bigRows is the segment size from which an f32 segment's products get the whole pool; a bf16 segment of more
-// than chunkRows rows is shared out as items of chunkRows rows instead (one hand-off for the whole call, items
-// of similar work for the threads; the fused kernel's result does not depend on how the rows are split).
+// bigRows is the segment size from which a segment's products get the whole pool. Without AVX-512 a bf16
+// segment of more than chunkRows rows is shared out as items of chunkRows rows instead (one hand-off for the
+// whole call, items of similar work for the threads; the fused kernel's result does not depend on how the rows
+// are split): on Zen 1 the pooled path's hand-offs per segment and module cost more than its products (the
+// AVX-512 path, tuned on Zen 5 and not measured with items, keeps the pool).
 const (
 	bigRows   = 32
 	chunkRows = 16
@@ -76,7 +78,7 @@ func (b *Batch) ApplyShared(p *kernels.Pool, x []float32, in int, ts []Target) {
 				panic(fmt.Sprintf("lora: segment %d (rows [%d, %d)) with in %d out %d does not fit a rank-%d pair [%d×%d] or x, y of %d, %d values",
 					i, s.Start, s.Start+s.N, in, out, f.R, f.Out, f.In, len(x), len(y)))
 			}
-			if s.N >= bigRows && f.Layout != BF16 {
+			if s.N >= bigRows && (f.Layout != BF16 || kernels.AVX512()) {
 				f.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
 				continue
 			}
