@@ -315,6 +315,43 @@ func benchServeAdapters(b *testing.B, threads, n, nAdapters int) {
 	}
 }
 
+// BenchmarkPrefillAdaptersSmolLM2 times one prefill step of 16 prompts of 16 tokens on the smollm2-135m shape (NF4
+// base, 2 threads), base only and with 8 rank-16 bf16 adapters (two prompts each: segments of 32 rows, as the
+// serving benchmark's first step has them); adapter-ms is the difference of the medians.
+func BenchmarkPrefillAdaptersSmolLM2(b *testing.B) {
+	m := randomModelDType(b, smolLM2Config, 0, 1, "nf4")
+	var ads []*lora.Packed
+	for i := range 8 {
+		ads = append(ads, newBenchLoRA(m, 16, uint64(10+i), lora.BF16))
+	}
+	base, mixed := make([]Seq, 16), make([]Seq, 16)
+	for i := range 16 {
+		p := make([]int, 16)
+		for j := range p {
+			p[j] = (i*131 + j*7919 + 13) % m.Config.VocabSize
+		}
+		c := m.NewCache(64)
+		base[i] = Seq{Tokens: p, Cache: c}
+		mixed[i] = Seq{Tokens: p, Cache: c, Adapter: ads[i%8]}
+	}
+	var w [2][]float64
+	for b.Loop() {
+		for k, seqs := range [][]Seq{base, mixed} {
+			for _, s := range seqs {
+				s.Cache.Truncate(0)
+			}
+			t0 := time.Now()
+			if _, err := m.Forward(seqs); err != nil {
+				b.Fatal(err)
+			}
+			w[k] = append(w[k], time.Since(t0).Seconds())
+		}
+	}
+	b.ReportMetric(median(w[0])*1e3, "ms/step-base")
+	b.ReportMetric(median(w[1])*1e3, "ms/step-mixed")
+	b.ReportMetric((median(w[1])-median(w[0]))*1e3, "adapter-ms/step")
+}
+
 // BenchmarkDecodeSharedPrefixSmolLM2 times one decode step of 8 sequences on the smollm2-135m shape (bf16
 // weights) at a context of 1k and 2k positions, each sequence attached to one shared prompt prefix of that length
 // (a pool's blocks, as the server's prefix cache hands them out, each sequence's own blocks after them: the
