@@ -25,6 +25,7 @@ type scratch struct {
 	rowSeq, rowPos, outRows                []int
 	batch                                  []Seq // the current call's batch, for attentionRange
 	layer                                  int
+	silu                                   int       // the gate elements siluJob computes (mlpBlock's rows)
 	short                                  []int     // rows attended one by one (see blockedMin)
 	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
 	blockQ, blockO                         []float32 // its queries and outputs per head (bf16 caches)
@@ -114,8 +115,12 @@ func (m *Model) run(batch []Seq, out func(batch []Seq, R int) [][][]float32) ([]
 	}
 	maxCtx := m.embedRows(batch, T, R)
 	for l := range m.Layers {
-		m.attentionBlock(batch, l, T, maxCtx)
-		m.mlpBlock(l, T)
+		m.attentionBlock(batch, l, T, maxCtx, l == len(m.Layers)-1 && R < T)
+		rows := T
+		if l == len(m.Layers)-1 {
+			rows = R // the last layer's outputs matter only for the rows returned (attentionBlock kept them)
+		}
+		m.mlpBlock(l, rows)
 	}
 	for i := range batch {
 		batch[i].Cache.n += len(batch[i].Tokens)
@@ -230,8 +235,12 @@ func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
 }
 
 // attentionBlock is layer l's x += o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n))),
-// n = rmsnorm(x), over the T rows; the new keys and values go into each sequence's cache.
-func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
+// n = rmsnorm(x), over the T rows; the new keys and values go into each sequence's cache. With keep (the last
+// layer, when fewer rows are returned than computed: a prompt's positions before its last), the rows returned
+// (outRows) are moved to the front of x and the attention output before o_proj, which then runs over them
+// alone, as does the MLP after it: no other row's output is used. outRows and the adapter groups then count
+// those rows only.
+func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int, keep bool) {
 	c, s, L, names := m.Config, &m.s, m.Layers[l], &m.names[l]
 	H := c.HiddenSize
 	eps := float32(c.RMSNormEps)
@@ -259,8 +268,40 @@ func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int) {
 		}
 		r += len(sq.Tokens)
 	}
-	m.linear(L.OProj, names[3], s.tmp, s.att, T)
-	kernels.Axpy(1, s.tmp, s.x)
+	if keep {
+		T = m.keepOutRows()
+	}
+	m.linear(L.OProj, names[3], s.tmp[:T*H], s.att[:T*c.QDim()], T)
+	kernels.Axpy(1, s.tmp[:T*H], s.x[:T*H])
+}
+
+// keepOutRows moves the rows returned (outRows, in increasing order) to the front of x and att, renumbers
+// outRows and the adapter groups to match, and returns their number.
+func (m *Model) keepOutRows() int {
+	s := &m.s
+	H, Q := m.Config.HiddenSize, m.Config.QDim()
+	for o, r := range s.outRows {
+		if o != r {
+			copy(s.x[o*H:(o+1)*H], s.x[r*H:(r+1)*H])
+			copy(s.att[o*Q:(o+1)*Q], s.att[r*Q:(r+1)*Q])
+		}
+	}
+	o := 0
+	for i := range s.groups {
+		g := &s.groups[i]
+		for o < len(s.outRows) && s.outRows[o] < g.Start {
+			o++
+		}
+		start := o
+		for o < len(s.outRows) && s.outRows[o] < g.Start+g.N {
+			o++
+		}
+		g.Start, g.N = start, o-start
+	}
+	for o := range s.outRows {
+		s.outRows[o] = o
+	}
+	return len(s.outRows)
 }
 
 // ropeParallelMin is the number of rows from which ropeRows is spread over the pool (a decode step of many
@@ -283,15 +324,18 @@ func (m *Model) ropeRows(lo, hi int) {
 // mlpBlock is layer l's x += down_proj(silu(gate_proj(n)) · up_proj(n)), n = rmsnorm(x), over the T rows.
 func (m *Model) mlpBlock(l, T int) {
 	c, s, L, names := m.Config, &m.s, m.Layers[l], &m.names[l]
-	rmsNormRows(s.xn, s.x, L.PostAttentionLayernorm, float32(c.RMSNormEps), T, c.HiddenSize)
-	m.linearsShared([]nn.Linear{L.GateProj, L.UpProj}, names[4:6], [][]float32{s.gate, s.up}, s.xn, T)
-	if n := len(s.gate); n < siluParallelMin {
-		kernels.SiLUMul(s.gate, s.gate, s.up)
+	H, I := c.HiddenSize, c.IntermediateSize
+	x, xn, tmp, gate, up := s.x[:T*H], s.xn[:T*H], s.tmp[:T*H], s.gate[:T*I], s.up[:T*I]
+	rmsNormRows(xn, x, L.PostAttentionLayernorm, float32(c.RMSNormEps), T, H)
+	m.linearsShared([]nn.Linear{L.GateProj, L.UpProj}, names[4:6], [][]float32{gate, up}, xn, T)
+	if n := len(gate); n < siluParallelMin {
+		kernels.SiLUMul(gate, gate, up)
 	} else {
+		s.silu = n
 		m.Pool.Run((n+siluChunk-1)/siluChunk, (*siluJob)(m))
 	}
-	m.linear(L.DownProj, names[6], s.tmp, s.gate, T)
-	kernels.Axpy(1, s.tmp, s.x)
+	m.linear(L.DownProj, names[6], tmp, gate, T)
+	kernels.Axpy(1, tmp, x)
 }
 
 // siluParallelMin is the number of gate elements from which mlpBlock spreads silu(gate)·up over the pool (a
@@ -308,7 +352,7 @@ type siluJob Model
 // Run computes chunks [lo, hi) of siluChunk elements.
 func (j *siluJob) Run(lo, hi int) {
 	s := &j.s
-	a, b := lo*siluChunk, min(hi*siluChunk, len(s.gate))
+	a, b := lo*siluChunk, min(hi*siluChunk, s.silu)
 	kernels.SiLUMul(s.gate[a:b], s.gate[a:b], s.up[a:b])
 }
 
