@@ -578,3 +578,63 @@ func TestMoveDot(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSmolLM2Step16 runs the linear layers of all 30 SmolLM2-135M blocks for a 16-row serving step (NF4,
+// lm_head excluded) on every thread, as the model calls them: q, k and v sharing x (MatMulTShared), o_proj, gate
+// and up sharing x, down_proj.
+func BenchmarkSmolLM2Step16(b *testing.B) {
+	const m = 16
+	r := rand.New(rand.NewSource(1))
+	nf4 := func(rows, cols int) *Weight {
+		q, _ := Quantize4(NF4, randW(r, rows*cols, 0.02), []int{rows, cols}, 64, false)
+		return q
+	}
+	type layer struct{ q, k, v, o, g, u, d *Weight }
+	var ls []layer
+	for range 30 {
+		ls = append(ls, layer{nf4(576, 576), nf4(192, 576), nf4(192, 576), nf4(576, 576), nf4(1536, 576), nf4(1536, 576), nf4(576, 1536)})
+	}
+	if !ls[0].q.useDot8() {
+		b.Skip("the dot kernels do not run here")
+	}
+	p := kernels.NewPool(0)
+	x, xi := randW(r, m*576, 1), randW(r, m*1536, 1)
+	yq, yk, yv, yo := make([]float32, m*576), make([]float32, m*192), make([]float32, m*192), make([]float32, m*576)
+	yg, yu, yd := make([]float32, m*1536), make([]float32, m*1536), make([]float32, m*576)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, l := range ls {
+			MatMulTShared(p, [][]float32{yq, yk, yv}, []*Weight{l.q, l.k, l.v}, x, m)
+			l.o.MatMulT(p, yo, x, m)
+			MatMulTShared(p, [][]float32{yg, yu}, []*Weight{l.g, l.u}, x, m)
+			l.d.MatMulT(p, yd, xi, m)
+		}
+	}
+	b.ReportMetric(float64(b.N)*m/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkDot8Head times the LM head's product at the SmolLM2-135M shape (49152 × 576 row-wise int8, 28 MB of
+// codes) on every thread, as decode (1 row of x) and a 16-row serving step multiply it. MAC/ns is weight
+// elements times x rows per nanosecond (on a Zen 1 core at ~2.5 GHz the AVX2 kernel's floor is ~20 per core: 4
+// cycles of the integer-multiply pipe per 32 products; see dotY in asm/).
+func BenchmarkDot8Head(b *testing.B) {
+	const rows, cols = 49152, 576
+	r := rand.New(rand.NewSource(5))
+	q, _ := Quantize8(randW(r, rows*cols, 0.05), []int{rows, cols})
+	if !q.useDot8() {
+		b.Skip("the dot kernels do not run here")
+	}
+	p := kernels.NewPool(0)
+	for _, m := range []int{1, 2, 16} {
+		x := randW(r, m*cols, 1)
+		y := make([]float32, m*rows)
+		q.MatMulT(p, y, x, m)
+		b.Run(fmt.Sprintf("m=%d", m), func(b *testing.B) {
+			b.SetBytes(int64(len(q.dot8Copy().codes)))
+			for i := 0; i < b.N; i++ {
+				q.MatMulT(p, y, x, m)
+			}
+			b.ReportMetric(float64(b.N)*float64(m*rows*cols)/float64(b.Elapsed().Nanoseconds()), "MAC/ns")
+		})
+	}
+}
