@@ -82,8 +82,12 @@ func (b *Batch) ApplyShared(p *kernels.Pool, x []float32, in int, ts []Target) {
 				f.Apply(p, y[s.Start*out:(s.Start+s.N)*out], x[s.Start*in:(s.Start+s.N)*in], s.N)
 				continue
 			}
-			for r0 := 0; r0 < s.N; r0 += chunkRows {
-				b.small = append(b.small, item{int32(t), int32(i), int32(r0), int32(min(chunkRows, s.N-r0))})
+			step := s.N // a segment below bigRows is one item, as it was before items had rows
+			if s.N >= bigRows {
+				step = chunkRows // a bf16 segment without AVX-512 (the others returned above)
+			}
+			for r0 := 0; r0 < s.N; r0 += step {
+				b.small = append(b.small, item{int32(t), int32(i), int32(r0), int32(min(step, s.N-r0))})
 			}
 			work += s.N * f.R * (in + out)
 		}
