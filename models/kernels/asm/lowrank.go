@@ -94,16 +94,7 @@ func lowRank(rows int) {
 	JNZ(LabelRef("group"))
 
 	// expand: blocks of 64 columns (then 16) of Y, the accumulators starting from Y, every row of Bᵀ in turn
-	prefetchRange("pfb", "pfbn")
-	Load(Param("n"), RDI)
-	SHLQ(U8(1), RDI)
-	Load(Param("r"), R11)
-	SHLQ(U8(2), R11)
-	Load(Param("y"), R8)
-	Load(Param("ldy"), R9)
-	SHLQ(U8(2), R9)
-	Load(Param("bt"), RSI)
-	Load(Param("n"), RDX)
+	expandPrologue()
 	for _, vecs := range []int{4, 1} {
 		blk := fmt.Sprintf("cols%d", 16*vecs)
 		Label(blk)
@@ -214,4 +205,20 @@ func lrShrinkStep(rows int, masked bool) {
 		ADDQ(U8(32), R10)
 		ADDQ(U8(64), R8)
 	}
+}
+
+// expandPrologue starts the expand of both low-rank kernel families: it prefetches the next product's Bᵀ and
+// loads RDI = Bᵀ's row stride in bytes (n bf16), R11 = T's row stride in bytes (r f32), R8 = y, R9 = y's row
+// stride in bytes, RSI = Bᵀ and RDX = n (the columns left).
+func expandPrologue() {
+	prefetchRange("pfb", "pfbn")
+	Load(Param("n"), RDI)
+	SHLQ(U8(1), RDI)
+	Load(Param("r"), R11)
+	SHLQ(U8(2), R11)
+	Load(Param("y"), R8)
+	Load(Param("ldy"), R9)
+	SHLQ(U8(2), R9)
+	Load(Param("bt"), RSI)
+	Load(Param("n"), RDX)
 }

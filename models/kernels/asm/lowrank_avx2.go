@@ -140,16 +140,7 @@ func lowRankY(rows int) {
 	JNZ(LabelRef("group"))
 
 	// expand: blocks of 16·S columns of Y (S = 4 for one row, 2 for two; then S = 1), every row of Bᵀ in turn
-	prefetchRange("pfb", "pfbn")
-	Load(Param("n"), RDI)
-	SHLQ(U8(1), RDI)
-	Load(Param("r"), R11)
-	SHLQ(U8(2), R11)
-	Load(Param("y"), R8)
-	Load(Param("ldy"), R9)
-	SHLQ(U8(2), R9)
-	Load(Param("bt"), RSI)
-	Load(Param("n"), RDX)
+	expandPrologue()
 	for _, S := range []int{4 / rows, 1} {
 		cols := 16 * S
 		blk := fmt.Sprintf("cols%d", cols)
