@@ -6482,9 +6482,9 @@ tile:
 
 block0:
 	PREFETCHT0   1024(CX)
-	VMOVDQU      (CX), Y3
-	VPSRLW       $0x04, Y3, Y7
-	VPAND        Y1, Y3, Y5
+	VMOVDQU      (CX), Y5
+	VPSRLW       $0x04, Y5, Y7
+	VPAND        Y1, Y5, Y5
 	VPAND        Y1, Y7, Y7
 	VPBROADCASTD (SI), Y3
 	VPMADDUBSW   Y3, Y5, Y3
@@ -6496,9 +6496,9 @@ block0:
 	VPBROADCASTD 36(SI), Y9
 	VPMADDUBSW   Y9, Y7, Y9
 	VPADDW       Y9, Y5, Y5
-	VMOVDQU      32(CX), Y7
-	VPSRLW       $0x04, Y7, Y10
-	VPAND        Y1, Y7, Y9
+	VMOVDQU      32(CX), Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y1, Y9, Y9
 	VPAND        Y1, Y10, Y10
 	VPBROADCASTD (SI), Y7
 	VPMADDUBSW   Y7, Y9, Y7
@@ -7383,9 +7383,9 @@ tile:
 	MOVQ   bpw+80(FP), R12
 
 block0:
-	VMOVDQU      (SI), Y3
-	VPSRLW       $0x04, Y3, Y8
-	VPAND        Y1, Y3, Y7
+	VMOVDQU      (SI), Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
 	VPAND        Y1, Y8, Y8
 	VPBROADCASTD (R8), Y3
 	VPMADDUBSW   Y3, Y7, Y3
@@ -7524,9 +7524,9 @@ same0:
 	MOVQ    bpw+80(FP), R10
 
 block1:
-	VMOVDQU      32(CX), Y3
-	VPSRLW       $0x04, Y3, Y8
-	VPAND        Y1, Y3, Y7
+	VMOVDQU      32(CX), Y7
+	VPSRLW       $0x04, Y7, Y8
+	VPAND        Y1, Y7, Y7
 	VPAND        Y1, Y8, Y8
 	VPBROADCASTD (SI), Y3
 	VPMADDUBSW   Y3, Y7, Y3
@@ -8583,9 +8583,9 @@ tile:
 
 block0:
 	PREFETCHT0   8192(SI)
-	VMOVDQU      (SI), Y3
-	VPSRLW       $0x04, Y3, Y10
-	VPAND        Y1, Y3, Y9
+	VMOVDQU      (SI), Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y1, Y9, Y9
 	VPAND        Y1, Y10, Y10
 	VPBROADCASTD (R8), Y3
 	VPMADDUBSW   Y3, Y9, Y3
@@ -8760,9 +8760,9 @@ same0:
 	MOVQ    bpw+80(FP), R10
 
 block1:
-	VMOVDQU      32(CX), Y3
-	VPSRLW       $0x04, Y3, Y10
-	VPAND        Y1, Y3, Y9
+	VMOVDQU      32(CX), Y9
+	VPSRLW       $0x04, Y9, Y10
+	VPAND        Y1, Y9, Y9
 	VPAND        Y1, Y10, Y10
 	VPBROADCASTD (SI), Y3
 	VPMADDUBSW   Y3, Y9, Y3

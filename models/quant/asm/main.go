@@ -908,11 +908,7 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 				VPBROADCASTD(Mem{Base: xq, Disp: 8*p + 4}, xs[1])
 			}
 			for _, h := range hs {
-				lo, hi := YMM(), YMM()
-				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, lo)
-				VPSRLW(U8(4), lo, hi)
-				VPAND(yk.mask, lo, lo)
-				VPAND(yk.mask, hi, hi)
+				lo, hi := yk.split(c, 64*p+32*h)
 				VPSHUFB(lo, yk.table, lo)
 				VPSHUFB(hi, yk.table, hi)
 				yk.unsignedQuads(iacc[h], lo, hi, xq, 8*p, xs)
@@ -924,11 +920,7 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 		for p := 0; p < 4; p++ {
 			prefetch(p)
 			for _, h := range hs {
-				lo, hi := YMM(), YMM()
-				VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, lo)
-				VPSRLW(U8(4), lo, hi)
-				VPAND(yk.nibbles, lo, lo)
-				VPAND(yk.nibbles, hi, hi)
+				lo, hi := yk.split(c, 64*p+32*h)
 				alo, ahi := YMM(), YMM()
 				if yk.abs != nil {
 					VPSHUFB(lo, yk.abs, alo)
@@ -958,6 +950,16 @@ func (yk *yKernel) blockSums(hs []int, iacc [][]reg.VecVirtual, c, xq, xc reg.Re
 	}
 }
 
+// split loads 32 bytes of 4-bit codes at c+disp (a half tile's run) and returns their low and high nibbles.
+func (yk *yKernel) split(c reg.Register, disp int) (lo, hi reg.VecVirtual) {
+	lo, hi = YMM(), YMM()
+	VMOVDQU(Mem{Base: c, Disp: disp}, lo)
+	VPSRLW(U8(4), lo, hi)
+	VPAND(yk.nibbles, lo, lo)
+	VPAND(yk.nibbles, hi, hi)
+	return lo, hi
+}
+
 // zero clears the sums of the half tiles hs.
 func (yk *yKernel) zero(hs []int, iacc [][]reg.VecVirtual) {
 	for _, h := range hs {
@@ -970,12 +972,7 @@ func (yk *yKernel) zero(hs []int, iacc [][]reg.VecVirtual) {
 // q4Quads adds, for half tile h and run p of Q4 codes (two quads: the low nibbles, then the high ones), the
 // int16 pair sums of the unsigned codes times every x row's quads; the run p = 0 starts the sums.
 func (yk *yKernel) q4Quads(acc []reg.VecVirtual, c, xq reg.Register, p, h int) {
-	raw := YMM()
-	VMOVDQU(Mem{Base: c, Disp: 64*p + 32*h}, raw)
-	lo, hi := YMM(), YMM()
-	VPSRLW(U8(4), raw, hi)
-	VPAND(yk.mask, raw, lo)
-	VPAND(yk.mask, hi, hi)
+	lo, hi := yk.split(c, 64*p+32*h)
 	for i := 0; i < yk.k; i++ {
 		for e, w := range []reg.VecVirtual{lo, hi} {
 			xb := YMM()
