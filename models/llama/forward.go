@@ -26,6 +26,7 @@ type scratch struct {
 	batch                                  []Seq // the current call's batch, for attentionRange
 	layer                                  int
 	silu                                   int       // the gate elements siluJob computes (mlpBlock's rows)
+	kept                                   []int     // the rows the last layer's o_proj and MLP run over (keepOutRows)
 	short                                  []int     // rows attended one by one (see blockedMin)
 	blockS                                 []float32 // scores of a block of rows (attentionBlocked)
 	blockQ, blockO                         []float32 // its queries and outputs per head (bf16 caches)
@@ -115,11 +116,7 @@ func (m *Model) run(batch []Seq, out func(batch []Seq, R int) [][][]float32) ([]
 	}
 	maxCtx := m.embedRows(batch, T, R)
 	for l := range m.Layers {
-		m.attentionBlock(batch, l, T, maxCtx, l == len(m.Layers)-1 && R < T)
-		rows := T
-		if l == len(m.Layers)-1 {
-			rows = R // the last layer's outputs matter only for the rows returned (attentionBlock kept them)
-		}
+		rows := m.attentionBlock(batch, l, T, maxCtx, l == len(m.Layers)-1 && R < T)
 		m.mlpBlock(l, rows)
 	}
 	for i := range batch {
@@ -239,8 +236,8 @@ func (m *Model) embedRows(batch []Seq, T, R int) (maxCtx int) {
 // layer, when fewer rows are returned than computed: a prompt's positions before its last), the rows returned
 // (outRows) are moved to the front of x and the attention output before o_proj, which then runs over them
 // alone, as does the MLP after it: no other row's output is used. outRows and the adapter groups then count
-// those rows only.
-func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int, keep bool) {
+// those rows only. It returns the rows o_proj ran over.
+func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int, keep bool) int {
 	c, s, L, names := m.Config, &m.s, m.Layers[l], &m.names[l]
 	H := c.HiddenSize
 	eps := float32(c.RMSNormEps)
@@ -269,18 +266,30 @@ func (m *Model) attentionBlock(batch []Seq, l, T, maxCtx int, keep bool) {
 		r += len(sq.Tokens)
 	}
 	if keep {
-		T = m.keepOutRows()
+		T = m.keepOutRows(T)
 	}
 	m.linear(L.OProj, names[3], s.tmp[:T*H], s.att[:T*c.QDim()], T)
 	kernels.Axpy(1, s.tmp[:T*H], s.x[:T*H])
+	return T
 }
 
 // keepOutRows moves the rows returned (outRows, in increasing order) to the front of x and att, renumbers
-// outRows and the adapter groups to match, and returns their number.
-func (m *Model) keepOutRows() int {
+// outRows and the adapter groups to match, and returns the number of rows kept. A lone returned row (one
+// sequence's prompt) keeps a neighbour of its T rows beside it: the f32 and bf16 products sum one row (the
+// matrix-vector kernel) in another order than two or more (the tiles), and a sequence's logits must not depend on
+// whether it ran alone or in a batch (train/data's TestScoreJudges).
+func (m *Model) keepOutRows(T int) int {
 	s := &m.s
 	H, Q := m.Config.HiddenSize, m.Config.QDim()
-	for o, r := range s.outRows {
+	s.kept = append(s.kept[:0], s.outRows...)
+	if len(s.kept) == 1 && T > 1 {
+		if r := s.kept[0]; r > 0 {
+			s.kept = append(s.kept[:0], r-1, r)
+		} else {
+			s.kept = append(s.kept, r+1)
+		}
+	}
+	for o, r := range s.kept {
 		if o != r {
 			copy(s.x[o*H:(o+1)*H], s.x[r*H:(r+1)*H])
 			copy(s.att[o*Q:(o+1)*Q], s.att[r*Q:(r+1)*Q])
@@ -289,19 +298,22 @@ func (m *Model) keepOutRows() int {
 	o := 0
 	for i := range s.groups {
 		g := &s.groups[i]
-		for o < len(s.outRows) && s.outRows[o] < g.Start {
+		for o < len(s.kept) && s.kept[o] < g.Start {
 			o++
 		}
 		start := o
-		for o < len(s.outRows) && s.outRows[o] < g.Start+g.N {
+		for o < len(s.kept) && s.kept[o] < g.Start+g.N {
 			o++
 		}
 		g.Start, g.N = start, o-start
 	}
-	for o := range s.outRows {
-		s.outRows[o] = o
+	for i, o := 0, 0; i < len(s.outRows); i++ {
+		for s.kept[o] != s.outRows[i] {
+			o++
+		}
+		s.outRows[i] = o
 	}
-	return len(s.outRows)
+	return len(s.kept)
 }
 
 // ropeParallelMin is the number of rows from which ropeRows is spread over the pool (a decode step of many
