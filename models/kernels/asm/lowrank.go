@@ -49,11 +49,7 @@ func lowRank(rows int) {
 	SHLQ(U8(2), R11)
 	Load(Param("k"), RDI)
 	SHLQ(U8(1), RDI)
-	Load(Param("a"), RAX)
-	Load(Param("t"), RBX)
-	prefetchRange("pfa", "pfan")
-	Load(Param("r"), R9)
-	SHRQ(U8(2), R9)
+	shrinkPrologue()
 
 	// shrink: lrCols rows of A at a time against every row of X, over the whole k
 	Label("group")
@@ -205,6 +201,16 @@ func lrShrinkStep(rows int, masked bool) {
 		ADDQ(U8(32), R10)
 		ADDQ(U8(64), R8)
 	}
+}
+
+// shrinkPrologue ends the shrink's set-up in both low-rank kernel families: RAX = A, RBX = T, the next product's A
+// prefetched, R9 = the groups of 4 rows of A (r/4).
+func shrinkPrologue() {
+	Load(Param("a"), RAX)
+	Load(Param("t"), RBX)
+	prefetchRange("pfa", "pfan")
+	Load(Param("r"), R9)
+	SHRQ(U8(2), R9)
 }
 
 // expandPrologue starts the expand of both low-rank kernel families: it prefetches the next product's Bᵀ and

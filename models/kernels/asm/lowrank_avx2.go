@@ -73,11 +73,7 @@ func lowRankY(rows int) {
 	SHLQ(U8(1), RDI) // A's row bytes
 	Load(Param("k"), R11)
 	SHLQ(U8(2), R11) // xp's row bytes
-	Load(Param("a"), RAX)
-	Load(Param("t"), RBX)
-	prefetchRange("pfa", "pfan")
-	Load(Param("r"), R9)
-	SHRQ(U8(2), R9)
+	shrinkPrologue()
 	Label("group")
 	MOVQ(RAX, RSI)
 	LEAQ(Mem{Base: RAX, Index: RDI, Scale: 2}, R10)
