@@ -7,7 +7,11 @@ package kernels
 // 0). The factors of a pair after the first are in cache, so only the first prefetches the next product's.
 func lowRankAddBF16(y, x, t []float32, a, bt []uint16, m, n, k, r int, s float32, nextA, nextBt []uint16) {
 	avx512 := hasTile512 && useAVX512.Load()
-	if !avx512 && !lowRankY(n, k, r) || r%4 != 0 || n%16 != 0 || k == 0 {
+	fused := r%4 == 0 && n%16 == 0 && k > 0 // the AVX-512 kernels' shapes
+	if !avx512 {
+		fused = lowRankY(n, k, r)
+	}
+	if !fused {
 		lowRankAddBF16Calls(y, x, t, a, bt, m, n, k, r, s)
 		return
 	}

@@ -19,9 +19,9 @@ type Segment struct {
 // per module, no per-row dispatch); a bf16 segment is one fused kernel call that prefetches the next segment's
 // factors (run). Segments of bigRows rows or more run one after another, each with the whole pool, except a
 // bf16 one without AVX-512 (a prompt being prefilled), split into items of chunkRows rows shared out as the
-// small segments are. ApplyShared
-// does the same for several modules that take the same x (q, k and v; gate and up) in one pool job. A Batch is
-// reused from step to step and is not safe for concurrent use; it does not allocate once warm.
+// small segments are. ApplyShared does the same for several modules that take the same x (q, k and v; gate and
+// up) in one pool job. A Batch is reused from step to step and is not safe for concurrent use; it does not
+// allocate once warm.
 type Batch struct {
 	ts    []Target
 	small []item // the segments run beside each other
